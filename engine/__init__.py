@@ -1,0 +1,63 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""engine: changes and tasks run by do/undo handlers, persisted in SQLite.
+
+The ideas of snapd's overlord (state, changes, tasks, task runner, state
+engine, overlord) for Python daemons; every change, task and piece of state
+is a row of a SQLite database. See docs/ for the concepts.
+"""
+
+from __future__ import annotations
+
+from .change import Change
+from .errors import (
+    ChangeError,
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseError,
+    DatabaseInUseError,
+    EngineError,
+    EnsureError,
+    NoStateError,
+    NotFoundError,
+    Retry,
+    SchemaVersionError,
+    TaskDependencyCycleError,
+    Wait,
+)
+from .overlord import Overlord
+from .state import MISSING, State
+from .stateengine import Manager, StateEngine
+from .status import Status
+from .task import Task, TaskSet
+from .taskrunner import Handler, TaskRunner
+from .tomb import Tomb
+from .warning import StateWarning
+
+__all__ = [
+    "MISSING",
+    "Change",
+    "ChangeError",
+    "DatabaseBusyError",
+    "DatabaseCorruptError",
+    "DatabaseError",
+    "DatabaseInUseError",
+    "EngineError",
+    "EnsureError",
+    "Handler",
+    "Manager",
+    "NoStateError",
+    "NotFoundError",
+    "Overlord",
+    "Retry",
+    "SchemaVersionError",
+    "State",
+    "StateEngine",
+    "StateWarning",
+    "Status",
+    "Task",
+    "TaskDependencyCycleError",
+    "TaskRunner",
+    "TaskSet",
+    "Tomb",
+    "Wait",
+]

@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Time helpers: how times and durations are stored and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """system_clock returns the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def utc(when: datetime, what: str = "time") -> datetime:
+    """utc returns when in UTC, refusing naive datetimes."""
+    if not isinstance(when, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
+    if when.tzinfo is None:
+        raise ValueError(f"{what} must be an aware datetime (got naive {when.isoformat()})")
+    if when.utcoffset() != timedelta(0):
+        return when.astimezone(UTC)
+    return when
+
+
+def to_text(when: datetime) -> str:
+    """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z."""
+    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"
+
+
+def from_text(text: str) -> datetime:
+    """from_text parses the text written by to_text (or any ISO-8601 time)."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when
+
+
+def opt_from_text(text: str | None) -> datetime | None:
+    """opt_from_text is from_text that maps None to None."""
+    return None if text is None else from_text(text)
+
+
+def opt_to_text(when: datetime | None) -> str | None:
+    """opt_to_text is to_text that maps None to None."""
+    return None if when is None else to_text(when)
+
+
+def rfc3339(when: datetime) -> str:
+    """rfc3339 formats a UTC time to the second, as task log lines show it."""
+    return f"{when:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def seconds(duration: float | int | timedelta, what: str = "duration") -> float:
+    """seconds converts a duration given as seconds or timedelta to seconds."""
+    if isinstance(duration, timedelta):
+        return duration.total_seconds()
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(duration).__name__}")
+    return float(duration)

@@ -1,0 +1,370 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Change: a user-visible operation made of tasks, its status and its aborts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._records import ChangeRec, TaskRec, dump_value
+from .errors import ChangeError, EngineError, TaskDependencyCycleError
+from .state import MISSING
+from .status import Status
+
+if TYPE_CHECKING:
+    from .state import State
+    from .task import Task, TaskSet
+
+log = logging.getLogger("engine.change")
+
+_LIVE = (Status.DO, Status.DOING, Status.DONE)
+_FINAL = (Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD)
+
+
+class Change:
+    """Change groups the tasks that together perform one operation.
+
+    Its status is computed from its tasks unless set explicitly. Obtain
+    changes from State.new_change, State.change or State.changes.
+    """
+
+    __slots__ = ("_cid", "_st")
+
+    def __init__(self, state: State, cid: int) -> None:
+        self._st = state
+        self._cid = cid
+
+    def __repr__(self) -> str:
+        return f"<Change {self._cid}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Change) and other._st is self._st and other._cid == self._cid
+
+    def __hash__(self) -> int:
+        return hash((id(self._st), "change", self._cid))
+
+    def _rec(self) -> ChangeRec:
+        self._st._check()
+        return self._st._crec(self._cid)
+
+    @property
+    def state(self) -> State:
+        """state is the State the change belongs to (no lock needed)."""
+        return self._st
+
+    @property
+    def id(self) -> str:
+        """id is the change's id, a string of decimal digits."""
+        self._st._check()
+        return str(self._cid)
+
+    @property
+    def kind(self) -> str:
+        """kind says what the change does, for managers to recognise it."""
+        return self._rec().kind
+
+    @property
+    def summary(self) -> str:
+        """summary describes the change for people."""
+        return self._rec().summary
+
+    @property
+    def status(self) -> Status:
+        """status is the explicit status, or the one computed from the tasks (snapd's rules)."""
+        return self._st._change_status(self._rec())
+
+    def set_status(self, status: Status) -> None:
+        """set_status overrides the computed status; Status.DEFAULT restores it."""
+        rec = self._rec()
+        if not isinstance(status, Status):
+            raise TypeError(f"cannot set status of change {self._cid}: {status!r} is not a Status")
+        rec.explicit = None if status is Status.DEFAULT else status
+        self._st._dirty_change(rec)
+        if status.ready:
+            self._st._mark_ready(rec)
+        if self._st._change_hooks:
+            self._st._notify_change(rec)
+
+    def get(self, key: str, default: Any = MISSING) -> Any:
+        """get returns the JSON value stored under key (NoStateError if missing)."""
+        rec = self._rec()
+        return _get(rec.data.items(f"change {self._cid}"), key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """set stores a JSON-serialisable value under key; None deletes the key."""
+        rec = self._rec()
+        _set(rec.data.items(f"change {self._cid}"), key, value)
+        self._st._dirty_change(rec)
+
+    def has(self, key: str) -> bool:
+        """has returns whether a value is stored under key."""
+        return key in self._rec().data.items(f"change {self._cid}")
+
+    def add_task(self, task: Task) -> None:
+        """add_task makes task part of this change."""
+        rec = self._rec()
+        st = self._st
+        trec = task._rec()
+        if trec.change_id is not None:
+            raise EngineError(
+                f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
+                f"it already belongs to change {trec.change_id}"
+            )
+        counts = st._counts(rec)
+        st._task_ids(rec).append(trec.id)
+        counts[trec.status] = counts.get(trec.status, 0) + 1
+        if not trec.clean:
+            rec.unclean += 1
+        trec.change_id = rec.id
+        st._dirty_task(trec)
+        st._touched.add(rec.id)
+
+    def add_all(self, taskset: TaskSet) -> None:
+        """add_all adds every task of taskset to this change."""
+        for task in taskset.tasks():
+            self.add_task(task)
+
+    def tasks(self) -> list[Task]:
+        """tasks returns the tasks of the change."""
+        st = self._st
+        return [st._task_handle(t) for t in st._change_trecs(self._rec())]
+
+    def lane_tasks(self, *lanes: int) -> list[Task]:
+        """lane_tasks returns the tasks in any of lanes (lane 0: tasks in no lane)."""
+        st = self._st
+        recs = st._change_trecs(self._rec())
+        st._load_graph(recs)
+        wanted = set(lanes)
+        return [st._task_handle(t) for t in recs if wanted.intersection(t.lanes or [0])]
+
+    def abort(self) -> None:
+        """abort asks for every task to stop and be undone, at the next ensure pass."""
+        rec = self._rec()
+        recs = self._st._change_trecs(rec)
+        self._st._load_graph(recs)
+        _abort_tasks(self._st, rec, list(recs), set(), set())
+
+    def abort_lanes(self, lanes: list[int]) -> None:
+        """abort_lanes aborts the tasks of lanes and those waiting for them, except
+        tasks also in a healthy lane."""
+        rec = self._rec()
+        _abort_lanes(self._st, rec, list(lanes), set(), set())
+
+    def abort_unready_lanes(self) -> None:
+        """abort_unready_lanes aborts the lanes that still have unready tasks."""
+        rec = self._rec()
+        recs = self._st._change_trecs(rec)
+        self._st._load_graph(recs)
+        lanes: set[int] = set()
+        for t in recs:
+            if not t.status.ready:
+                lanes.update(t.lanes or [0])
+        _abort_lanes(self._st, rec, sorted(lanes), set(), set())
+
+    def err(self) -> ChangeError | None:
+        """err returns the errors logged on the failed tasks, or None unless the change is in Error."""
+        rec = self._rec()
+        st = self._st
+        if st._change_status(rec) is not Status.ERROR:
+            return None
+        errors = []
+        for t in st._change_trecs(rec):
+            if t.status is not Status.ERROR:
+                continue
+            errors += [(t.summary, msg) for _, level, msg in st._log_lines(t) if level == "ERROR"]
+        if not errors:
+            return ChangeError([], f'internal inconsistency: change "{rec.kind}" in ErrorStatus '
+                                   "with no task errors logged")
+        return ChangeError(errors)
+
+    def is_ready(self) -> bool:
+        """is_ready returns whether the change has become ready (it stays so)."""
+        return self._rec().ready_time is not None
+
+    def is_clean(self) -> bool:
+        """is_clean returns whether every task of the change has been cleaned."""
+        return self._rec().clean
+
+    @property
+    def spawn_time(self) -> datetime:
+        """spawn_time is when the change was created."""
+        return self._rec().spawn_time
+
+    @property
+    def ready_time(self) -> datetime | None:
+        """ready_time is when the change became ready, or None."""
+        return self._rec().ready_time
+
+    def check_task_dependencies(self) -> None:
+        """check_task_dependencies raises TaskDependencyCycleError if wait-for edges form a cycle."""
+        st = self._st
+        recs = st._change_trecs(self._rec())
+        st._load_graph(recs)
+        mine = {t.id: t for t in recs}
+        preds = {t.id: sum(1 for w in (t.wait_ids or ()) if w in mine) for t in recs}
+        queue = [tid for tid, n in preds.items() if n == 0]
+        while queue:
+            tid = queue.pop()
+            for succ in mine[tid].halt_ids or ():
+                if succ in preds:
+                    preds[succ] -= 1
+                    if preds[succ] == 0:
+                        queue.append(succ)
+        stuck = sorted(tid for tid, n in preds.items() if n > 0)
+        if stuck:
+            names = " ".join(f"{tid}:{mine[tid].kind}" for tid in stuck)
+            raise TaskDependencyCycleError([str(t) for t in stuck], f"dependency cycle involving tasks [{names}]")
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """wait_ready blocks, WITHOUT the lock, until the change is ready; False on timeout."""
+        st = self._st
+        if st._owner == threading.get_ident():
+            raise RuntimeError("cannot wait for a change while holding the state lock")
+        with st:
+            if st._crec(self._cid).ready_time is not None:
+                return True
+            event = st._waiters.setdefault(self._cid, threading.Event())
+        return event.wait(timeout)
+
+
+def _get(data: dict[str, str], key: str, default: Any) -> Any:
+    import json
+
+    from .errors import NoStateError
+
+    text = data.get(key)
+    if text is None:
+        if default is MISSING:
+            raise NoStateError(key)
+        return default
+    return json.loads(text)
+
+
+def _set(data: dict[str, str], key: str, value: Any) -> None:
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = dump_value(key, value)
+
+
+def effective_status(t: TaskRec) -> Status:
+    """effective_status reads a waiting task as the status it waits for."""
+    return t.waited_status if t.status is Status.WAIT else t.status
+
+
+def _abort_lanes(st: State, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
+    recs = st._change_trecs(crec)
+    st._load_graph(recs)
+    wanted = set(lanes)
+    has_live: set[int] = set()
+    has_dead: set[int] = set()
+    lane_tasks = []
+    for t in recs:
+        tlanes = t.lanes or [0]
+        if wanted.intersection(tlanes):
+            lane_tasks.append(t)
+            continue
+        # Opinion about lanes not being killed: a lane that is entirely
+        # live keeps its tasks alive, even those also in a killed lane.
+        (has_live if effective_status(t) in _LIVE else has_dead).update(tlanes)
+    doomed = [t for t in lane_tasks
+              if not any(lane in has_live and lane not in has_dead for lane in t.lanes or [0])]
+    aborted.update(lanes)
+    if doomed:
+        _abort_tasks(st, crec, doomed, aborted, seen)
+
+
+def _abort_tasks(st: State, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
+    more_lanes: list[int] = []
+    i = 0
+    while i < len(tasks):
+        t = tasks[i]
+        i += 1
+        if t.id in seen:
+            continue
+        seen.add(t.id)
+        status = effective_status(t)
+        if status is Status.DO:
+            st._set_task_status(t, Status.HOLD)  # still pending: never start
+        elif status is Status.DOING:
+            st._set_task_status(t, Status.ABORT)  # running: stop, then undo
+        elif status is Status.DONE:
+            st._set_task_status(t, Status.UNDO)  # done: undo it
+        tlanes = st._lanes(t) or [0]
+        for lane in tlanes:
+            if lane not in aborted:
+                more_lanes += tlanes
+        halted = [h for h in st._halt_ids(t) if h not in seen]
+        tasks += st._trecs(halted)
+    if more_lanes:
+        _abort_lanes(st, crec, more_lanes, aborted, seen)
+
+
+_COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
+
+
+def is_change_waiting(st: State, crec: ChangeRec) -> bool:
+    """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
+    recs = st._change_trecs(crec)
+    st._load_graph(recs)
+    visited: dict[int, int] = {}
+    for t in recs:
+        if t.status in _FINAL or t.status is Status.WAIT:
+            continue
+        if t.status not in (Status.DO, Status.UNDO) or not _task_waiting(st, t, visited):
+            return False
+    return True
+
+
+def _deps(st: State, t: TaskRec) -> list[TaskRec]:
+    ids = st._wait_ids(t) if t.status is Status.DO else st._halt_ids(t)
+    return st._trecs(ids)
+
+
+def _frame(st: State, t: TaskRec) -> Generator[TaskRec, bool, bool]:
+    waiting = False
+    for dep in _deps(st, t):
+        if dep.status is Status.WAIT:
+            waiting = True
+        elif dep.status in _FINAL:
+            continue
+        elif dep.status in (Status.DO, Status.UNDO):
+            waiting = yield dep
+            if not waiting:
+                break  # something runnable: not waiting
+        else:
+            return False
+    return waiting
+
+
+def _task_waiting(st: State, root: TaskRec, visited: dict[int, int]) -> bool:
+    # An explicit stack instead of recursion: chains may be thousands long.
+    known = visited.get(root.id)
+    if known is not None:
+        return known == _WAITING
+    visited[root.id] = _COMPUTING
+    stack = [(root, _frame(st, root))]
+    result: bool | None = None
+    while stack:
+        t, gen = stack[-1]
+        try:
+            child = gen.send(result) if result is not None else next(gen)
+        except StopIteration as stop:
+            stack.pop()
+            result = bool(stop.value)
+            visited[t.id] = _WAITING if result else _NOT_WAITING
+            continue
+        result = None
+        state = visited.get(child.id)
+        if state == _COMPUTING:
+            log.warning("detected cyclic dependencies for task %s in change %s", child.id, child.change_id)
+            result = False
+        elif state is not None:
+            result = state == _WAITING
+        else:
+            visited[child.id] = _COMPUTING
+            stack.append((child, _frame(st, child)))
+    return bool(result)

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Exceptions raised by the engine; EngineError is the base of all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from .status import Status
+
+
+class EngineError(Exception):
+    """internal error: unexpected engine failure"""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class NoStateError(EngineError, KeyError):
+    """NoStateError means no value is stored under the requested key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no state entry for key {key!r}")
+
+    def __str__(self) -> str:  # KeyError would quote the message again
+        return str(self.args[0])
+
+
+class NotFoundError(EngineError, LookupError):
+    """NotFoundError means a change or task no longer exists in the database."""
+
+
+class TaskDependencyCycleError(EngineError):
+    """TaskDependencyCycleError lists the tasks whose wait-for edges form a cycle."""
+
+    def __init__(self, ids: Sequence[str], message: str) -> None:
+        self.ids = list(ids)
+        super().__init__(message)
+
+
+class ChangeError(EngineError):
+    """ChangeError holds the errors logged on the failed tasks of a change."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]], message: str | None = None) -> None:
+        self.errors = list(errors)
+        lines = ["cannot perform the following tasks:"]
+        lines += [f"- {summary} ({error})" for summary, error in self.errors]
+        super().__init__(message or "\n".join(lines))
+
+
+class DatabaseError(EngineError):
+    """DatabaseError means the state database cannot be opened or used."""
+
+
+class DatabaseCorruptError(DatabaseError):
+    """DatabaseCorruptError means the file is damaged or is not a state database."""
+
+
+class SchemaVersionError(DatabaseError):
+    """SchemaVersionError means the database was written by a newer version."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """DatabaseBusyError means another process held the write lock for too long."""
+
+
+class DatabaseInUseError(DatabaseError):
+    """DatabaseInUseError means another overlord is running on the database."""
+
+
+class EnsureError(EngineError):
+    """EnsureError gathers the errors of every manager whose ensure failed."""
+
+    def __init__(self, errors: Sequence[BaseException], what: str = "ensure") -> None:
+        self.errors = list(errors)
+        listed = "; ".join(f"{type(e).__name__}: {e}" for e in self.errors)
+        super().__init__(f"state {what} errors: [{listed}]")
+
+
+class Retry(EngineError):
+    """Retry, raised by a handler, asks for the task to run again later."""
+
+    def __init__(self, after: float | timedelta = 0, reason: str = "") -> None:
+        self.after = after.total_seconds() if isinstance(after, timedelta) else float(after)
+        self.reason = reason
+        super().__init__(f"task should be retried{': ' + reason if reason else ''}")
+
+
+class Wait(EngineError):
+    """Wait, raised by a handler, parks the task until an external event."""
+
+    def __init__(self, reason: str = "", waited_status: Status = Status.DONE) -> None:
+        if waited_status is Status.DEFAULT:
+            waited_status = Status.DONE
+        if waited_status is Status.WAIT:
+            raise ValueError("cannot wait for status Wait")
+        self.reason = reason
+        self.waited_status = waited_status
+        super().__init__(f"task set to wait{': ' + reason if reason else ''}")

@@ -1,0 +1,202 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SQLAlchemy models: the schema of the state database.
+
+The rows are private to the engine: the public Change and Task objects read
+and write them through engine.store. The tables are meant to be read with the
+sqlite3 shell too; docs/schema.md describes them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_TASK_STATUS_CHECK = "status IN ('Hold','Do','Doing','Done','Abort','Undo','Undoing','Undone','Error','Wait')"
+_CHANGE_STATUS_CHECK = (
+    "status IN ('Default','Hold','Do','Doing','Done','Abort','Undo','Undoing','Undone','Error','Wait')"
+)
+#: The partial index on unready tasks uses this exact predicate; queries
+#: repeat it word for word so that SQLite picks the index.
+UNREADY_PREDICATE = "status NOT IN ('Done','Undone','Hold','Error')"
+
+
+class Base(DeclarativeBase):
+    """Base is the declarative base of the engine's models."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ChangeRow(Base):
+    """ChangeRow is one change: a user-visible operation made of tasks."""
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    # The status as chg.status computes it, rewritten at every commit.
+    status: Mapped[str] = mapped_column(String(16))
+    # The status set with chg.set_status(), or NULL when computed from tasks.
+    explicit_status: Mapped[str | None] = mapped_column(String(16))
+    clean: Mapped[bool] = mapped_column(Boolean, server_default=text("0"))
+    data: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    spawn_time: Mapped[str] = mapped_column(String(32))
+    ready_time: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        CheckConstraint(_CHANGE_STATUS_CHECK, name="status"),
+        CheckConstraint(
+            "explicit_status IS NULL OR " + _CHANGE_STATUS_CHECK.replace("status", "explicit_status"),
+            name="explicit_status",
+        ),
+        CheckConstraint("json_valid(data)", name="data"),
+        # Prune walks ready changes oldest first.
+        Index("ix_changes_ready_time", "ready_time"),
+        # Changes not yet ready: prune's abort rule and the runner's cleanup.
+        Index("ix_changes_unready", "id", sqlite_where=text("ready_time IS NULL")),
+        # Ready changes whose tasks still need cleaning.
+        Index("ix_changes_unclean", "id", sqlite_where=text("ready_time IS NOT NULL AND clean = 0")),
+    )
+
+
+class TaskRow(Base):
+    """TaskRow is one task: a unit of work with do and undo handlers."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    change_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("changes.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    # "Default" is stored as "Do": a task reads its default status as Do.
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'Do'"))
+    waited_status: Mapped[str] = mapped_column(String(16), server_default=text("'Done'"))
+    clean: Mapped[bool] = mapped_column(Boolean, server_default=text("0"))
+    progress_label: Mapped[str | None] = mapped_column(Text)
+    progress_done: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    spawn_time: Mapped[str] = mapped_column(String(32))
+    ready_time: Mapped[str | None] = mapped_column(String(32))
+    at_time: Mapped[str | None] = mapped_column(String(32))
+    # Seconds spent in the do and undo handlers, accumulated.
+    doing_time: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    undoing_time: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    # Handler runs that asked for a retry or failed under a retry policy.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # When the first of those attempts ended (the start of the retry window).
+    retry_since: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        CheckConstraint(_TASK_STATUS_CHECK, name="status"),
+        CheckConstraint("json_valid(data)", name="data"),
+        Index("ix_tasks_change_id", "change_id"),
+        # Only unready tasks: the runner's pickup never touches history.
+        Index("ix_tasks_unready", "status", "id", sqlite_where=text(UNREADY_PREDICATE)),
+        # Tasks that were never added to a change, for prune.
+        Index("ix_tasks_orphan", "spawn_time", sqlite_where=text("change_id IS NULL")),
+    )
+
+
+class TaskDependencyRow(Base):
+    """TaskDependencyRow is one wait-for edge: task_id waits for wait_task_id."""
+
+    __tablename__ = "task_dependencies"
+
+    task_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    wait_task_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (
+        # The other direction: the tasks that wait for a task (its halt tasks).
+        Index("ix_task_dependencies_wait_task_id", "wait_task_id", "task_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+
+class TaskLaneRow(Base):
+    """TaskLaneRow records that a task belongs to a lane."""
+
+    __tablename__ = "task_lanes"
+
+    task_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    lane: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class TaskLogRow(Base):
+    """TaskLogRow is one line of a task's log (the last ten are kept)."""
+
+    __tablename__ = "task_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id", ondelete="CASCADE"))
+    time: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("level IN ('INFO','ERROR')", name="level"),
+        Index("ix_task_log_task_id", "task_id", "id"),
+    )
+
+
+class StateDataRow(Base):
+    """StateDataRow is one key of the state's own key/value data."""
+
+    __tablename__ = "state_data"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("json_valid(value)", name="value"),)
+
+
+class WarningRow(Base):
+    """WarningRow is one warning, keyed by its message."""
+
+    __tablename__ = "warnings"
+
+    message: Mapped[str] = mapped_column(Text, primary_key=True)
+    first_added: Mapped[str] = mapped_column(String(32))
+    last_added: Mapped[str] = mapped_column(String(32))
+    last_shown: Mapped[str | None] = mapped_column(String(32))
+    # Durations in seconds.
+    expire_after: Mapped[float] = mapped_column(Float)
+    repeat_after: Mapped[float] = mapped_column(Float)
+
+
+class SequenceRow(Base):
+    """SequenceRow holds the last id handed out for changes, tasks or lanes."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)

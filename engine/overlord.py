@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Overlord: the ensure loop over a State, its managers and its TaskRunner."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from . import _time
+from .errors import DatabaseInUseError, EngineError, EnsureError
+from .state import State
+from .stateengine import Manager, StateEngine
+from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
+
+log = logging.getLogger("engine.overlord")
+
+#: ENSURE_INTERVAL is the longest the loop sleeps between ensure passes (snapd: 5 min).
+ENSURE_INTERVAL = 5 * 60.0
+#: PRUNE_INTERVAL is how often the loop prunes (snapd: 10 min).
+PRUNE_INTERVAL = 10 * 60.0
+#: PRUNE_WAIT: ready changes older than this are pruned (snapd: 24 h).
+PRUNE_WAIT = timedelta(hours=24)
+#: ABORT_WAIT: unready changes older than this are aborted (snapd: 3 days).
+ABORT_WAIT = timedelta(days=3)
+#: PRUNE_MAX_CHANGES: at most this many ready changes are kept (snapd: 500).
+PRUNE_MAX_CHANGES = 500
+#: STATE_FILE is the database's name inside a root directory.
+STATE_FILE = "state.db"
+
+
+class Overlord:
+    """Overlord opens the State, runs the managers and the TaskRunner, and loops ensure."""
+
+    def __init__(self, path: str | Path | None = None, *, url: str | None = None, root: str | Path | None = None,
+                 clock: _time.Clock | None = None, workers: int = DEFAULT_WORKERS,
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, **state_options: Any) -> None:
+        if root is not None and path is None and url is None:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            path = Path(root) / STATE_FILE
+        self._lockfile: IO[str] | None = None
+        if path is not None:
+            self._lockfile = _lock_database(Path(path))
+        try:
+            self.state = State.open(path, url=url, clock=clock, **state_options)
+        except BaseException:
+            self._release()
+            raise
+        self._stop_timeout = stop_timeout
+        self.state_engine = StateEngine(self.state)
+        self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout)
+        self.state_engine.add_manager(self.task_runner)
+        self._cv = threading.Condition()
+        self._ensure_next = time.monotonic() + ENSURE_INTERVAL
+        self._requested: float | None = None  # earliest delay asked for since the last reset
+        self._loop_thread: threading.Thread | None = None
+        self._settling = False
+        self._stopping = False
+        self._stopped = False
+        self._start_of_operation = self.state._now()
+        self.state.set_ensure_before_hook(self._ensure_before)
+
+    def add_manager(self, manager: Manager) -> None:
+        """add_manager registers a manager; the TaskRunner stays last."""
+        self.state_engine.add_manager(manager, before=self.task_runner)
+
+    def _ensure_before(self, delay: float) -> None:
+        with self._cv:
+            when = time.monotonic() + delay
+            if self._requested is None or delay < self._requested:
+                self._requested = delay
+            if when < self._ensure_next:
+                self._ensure_next = when
+                self._cv.notify_all()
+
+    # -- the loop -------------------------------------------------------------
+
+    def loop(self) -> None:
+        """loop starts the ensure loop in a background thread."""
+        with self._cv:
+            if self._settling:
+                raise EngineError("cannot loop while settling")
+            if self._loop_thread is not None or self._stopped:
+                raise EngineError("cannot loop: the overlord loop already ran")
+            self.state_engine.start_up()
+            self._loop_thread = threading.Thread(target=self._run_loop, name="engine-overlord", daemon=True)
+            self._loop_thread.start()
+
+    def _run_loop(self) -> None:
+        next_prune = time.monotonic() + PRUNE_INTERVAL
+        while True:
+            with self._cv:
+                if self._stopping:
+                    return
+                self._ensure_next = time.monotonic() + ENSURE_INTERVAL
+            try:
+                self.state_engine.ensure()
+            except EnsureError as e:
+                log.warning("%s", e)
+            except Exception:
+                log.exception("internal error: ensure pass failed")
+            with self._cv:
+                while not self._stopping:
+                    now = time.monotonic()
+                    if now >= self._ensure_next:
+                        break
+                    if now >= next_prune:
+                        break
+                    self._cv.wait(min(self._ensure_next, next_prune) - now)
+                if self._stopping:
+                    return
+                prune_now = time.monotonic() >= next_prune
+            if prune_now:
+                next_prune = time.monotonic() + PRUNE_INTERVAL
+                self._prune()
+
+    def _prune(self) -> None:
+        try:
+            with self.state:
+                self.state.prune(self._start_of_operation, PRUNE_WAIT, ABORT_WAIT, PRUNE_MAX_CHANGES)
+        except Exception:
+            log.exception("cannot prune state")
+
+    # -- settle ------------------------------------------------------------------
+
+    def settle(self, timeout: float | None = None) -> None:
+        """settle runs ensure and wait until nothing is due now and every ready change is clean.
+
+        It raises TimeoutError("Settle is not converging") past timeout seconds.
+        """
+        with self._cv:
+            if self._loop_thread is not None:
+                raise EngineError("cannot settle while the overlord loop runs")
+            if self._settling:
+                raise EngineError("cannot settle twice at once")
+            self._settling = True
+        try:
+            self._settle(timeout)
+        finally:
+            with self._cv:
+                self._settling = False
+
+    def _settle(self, timeout: float | None) -> None:
+        self.state_engine.start_up()
+        t0 = time.monotonic()
+        errors: list[BaseException] = []
+        while True:
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                if errors:
+                    raise EnsureError([*errors, TimeoutError("Settle is not converging")])
+                raise TimeoutError("Settle is not converging")
+            with self._cv:
+                self._requested = None
+            try:
+                self.state_engine.ensure()
+            except EnsureError as e:
+                errors += e.errors
+            self.state_engine.wait()
+            with self._cv:
+                due = self._requested is not None and self._requested <= 0
+            if due:
+                continue
+            with self.state:
+                if not self.state._has_unclean_ready():
+                    break
+        if errors:
+            raise EnsureError(errors)
+
+    # -- stop ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """stop ends the loop and the managers (each within a bound) and releases the database."""
+        with self._cv:
+            if self._stopped:
+                return
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._loop_thread
+        if thread is not None:
+            thread.join(self._stop_timeout)
+            if thread.is_alive():
+                log.error("stop: the ensure loop did not stop within %g s", self._stop_timeout)
+        self.state_engine.stop()
+        with self._cv:
+            self._stopped = True
+        self._release()
+
+    def _release(self) -> None:
+        if self._lockfile is not None:
+            with contextlib.suppress(OSError):
+                self._lockfile.close()
+            self._lockfile = None
+
+
+def _lock_database(path: Path) -> IO[str]:
+    """_lock_database makes sure only one overlord runs on a database at a time."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        f = open(lock_path, "a+")  # noqa: SIM115 - held until stop()
+    except OSError as e:
+        raise DatabaseInUseError(f"cannot lock state database {path}: {e.strerror} ({lock_path})") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise DatabaseInUseError(
+            f"cannot start overlord: state database {path} is in use by process {holder} (lock {lock_path})"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f

@@ -1,0 +1,742 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""State: the lock, the transaction, and the cache of changes and tasks.
+
+One State owns one SQLite connection. Taking the lock (``with st:``) starts
+a unit of work; releasing the outermost lock writes everything changed in it
+in one transaction (snapd's checkpoint). Changes and tasks are loaded only
+when asked for, so history does not weigh on opening or on ensure passes.
+See docs/concepts.md for the locking and transaction rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _time
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, dump_value, status_of
+from .db import DatabaseOptions, check_file, make_engine, prepare_schema
+from .errors import DatabaseError, NoStateError, NotFoundError
+from .status import Status
+from .warning import WarningBook
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from .change import Change
+    from .task import Task
+    from .warning import StateWarning
+
+log = logging.getLogger("engine.state")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: MISSING is the default of State.get: raise NoStateError when absent.
+MISSING: Any = _Missing()
+
+#: How many cached task records may stay after a commit before ready ones go.
+CACHE_LIMIT = 4096
+
+TaskHook = Callable[["Task", Status, Status], Any]
+ChangeHook = Callable[["Change", Status, Status], Any]
+
+# The order in which task statuses decide the status of their change.
+STATUS_ORDER = (
+    Status.ABORT, Status.UNDOING, Status.UNDO, Status.DOING, Status.DO, Status.WAIT,
+    Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
+)
+_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+
+
+class State:
+    """State is the persistent state of the engine, guarded by one lock."""
+
+    def __init__(self, engine: Engine, proxy: Any, target: str,
+                 clock: _time.Clock, options: DatabaseOptions) -> None:
+        from .store import Store
+
+        self._engine = engine
+        self._proxy = proxy  # the pool's connection: it closes when dropped
+        self._store = Store(proxy.driver_connection, target, options.busy_budget)
+        self._target = target
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._closed = False
+        self._data_version = self._store.data_version()
+        self._last = self._store.sequences()
+        self._tasks: dict[int, TaskRec] = {}
+        self._changes: dict[int, ChangeRec] = {}
+        self._values: dict[str, str | None] = {}
+        self._cache: dict[Any, Any] = {}
+        self._warnings = WarningBook(self)
+        # What must be written; see Pending.
+        self._new_changes: Pending[int] = Pending()
+        self._dirty_changes: Pending[int] = Pending()
+        self._touched: Pending[int] = Pending()
+        self._new_tasks: Pending[int] = Pending()
+        self._dirty_tasks: Pending[int] = Pending()
+        self._new_edges: Pending[tuple[int, int]] = Pending()
+        self._new_lanes: Pending[tuple[int, int]] = Pending()
+        self._new_log: Pending[tuple[int, int, str, str, str]] = Pending()
+        self._dirty_values: Pending[str] = Pending()
+        self._dirty_seqs: Pending[str] = Pending()
+        self._log_seq = itertools.count()
+        self._became_ready: list[int] = []
+        self._waiters: dict[int, threading.Event] = {}
+        self._task_hooks: dict[int, TaskHook] = {}
+        self._change_hooks: dict[int, ChangeHook] = {}
+        self._hook_ids = itertools.count(1)
+        self._ensure_hook: Callable[[float], None] | None = None
+
+    # -- opening and closing ------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, url: str | None = None, clock: _time.Clock | None = None,
+             synchronous: str = "FULL", busy_timeout: float = 5.0, busy_budget: float = 120.0) -> State:
+        """open opens (creating or upgrading) the state database at path or url.
+
+        path None and url None give a private in-memory database. synchronous
+        is SQLite's durability mode: FULL (default) survives power loss,
+        NORMAL may lose the last commits on power loss.
+        """
+        if path is not None and url is not None:
+            raise ValueError("cannot open state: give path or url, not both")
+        options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
+        if path is not None:
+            path = Path(path)
+            target = str(path)
+            existing = check_file(path)
+            url = f"sqlite:///{path}"
+        else:
+            url = url or "sqlite://"
+            from sqlalchemy.engine import make_url
+
+            database = make_url(url).database
+            target = database or ":memory:"
+            existing = False
+            if database not in (None, "", ":memory:") and not database.startswith("file:"):
+                existing = check_file(Path(database))
+        memory = target in ("", ":memory:")
+        engine = make_engine(url, options)
+        proxy: Any = None
+        try:
+            try:
+                proxy = engine.raw_connection()
+                raw = proxy.driver_connection
+                prepare_schema(engine, raw, target, existing=existing, memory=memory)
+            except sqlite3.Error as e:
+                raise DatabaseError(f"cannot open state database {target}: {e}") from e
+            state = cls(engine, proxy, target, clock or _time.system_clock, options)
+        except BaseException:
+            if proxy is not None:
+                proxy.close()
+            engine.dispose()
+            raise
+        log.debug("opened state database %s", target)
+        return state
+
+    def close(self) -> None:
+        """close releases the database; the State cannot be used afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._pending():
+                log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
+            self._store.rollback()
+            self._closed = True
+            self._proxy.close()
+            self._engine.dispose()
+
+    @property
+    def path(self) -> str:
+        """path is the database file (":memory:" for a private database)."""
+        return self._target
+
+    # -- locking and transactions ----------------------------------------------
+
+    def lock(self) -> None:
+        """lock takes the state lock; the outermost lock starts a unit of work."""
+        self._lock.acquire()
+        if self._depth == 0:
+            if self._closed:
+                self._lock.release()
+                raise RuntimeError("cannot use a closed State")
+            self._owner = threading.get_ident()
+            try:
+                self._refresh()
+            except BaseException:
+                self._owner = None
+                self._lock.release()
+                raise
+        self._depth += 1
+
+    def unlock(self) -> None:
+        """unlock releases the lock; the outermost unlock commits in one transaction."""
+        self._check()
+        if self._depth > 1:
+            self._depth -= 1
+            self._lock.release()
+            return
+        ready: list[int] = []
+        try:
+            ready = self._commit()
+        finally:
+            self._depth = 0
+            self._owner = None
+            self._lock.release()
+        for cid in ready:
+            event = self._waiters.pop(cid, None)
+            if event is not None:
+                event.set()
+
+    def __enter__(self) -> State:
+        self.lock()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.unlock()
+            return
+        self._check()
+        try:
+            self._rollback()
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+            self._lock.release()
+
+    def _check(self) -> None:
+        if self._owner != threading.get_ident():
+            raise RuntimeError("cannot access state without holding its lock (use 'with state:')")
+
+    def _refresh(self) -> None:
+        # Another connection (a sqlite3 shell) committed: forget the cache.
+        version = self._store.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            if not self._pending():
+                self._forget()
+                self._sync_sequences()
+
+    def _pending(self) -> bool:
+        return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
+                    self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
+                    self._warnings.pending, self._store.in_write))
+
+    def _all_pending(self) -> tuple[Pending[Any], ...]:
+        return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
+                self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
+                *self._warnings.pendings())
+
+    def _forget(self) -> None:
+        self._tasks.clear()
+        self._changes.clear()
+        self._values.clear()
+        self._warnings.forget()
+
+    def _rollback(self) -> None:
+        """_rollback abandons the unit of work; records reload from the database."""
+        self._store.rollback()
+        for pending in self._all_pending():
+            pending.clear()
+        self._became_ready.clear()
+        self._forget()
+        self._sync_sequences()
+
+    def _sync_sequences(self) -> None:
+        # Ids only grow: ids handed out in an abandoned unit of work stay used.
+        stored = self._store.sequences()
+        self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
+
+    def _flush(self) -> None:
+        """_flush writes what changed into the open write transaction."""
+        if not self._pending():
+            return
+        store = self._store
+        store.begin_write()
+        if self._new_changes:
+            recs = [self._changes[cid] for cid in self._new_changes.take() if cid in self._changes]
+            store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
+        if self._new_tasks:
+            store.insert_tasks([self._tasks[tid].row() for tid in self._new_tasks.take() if tid in self._tasks])
+        if self._dirty_tasks:
+            rows = [self._tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self._tasks]
+            store.update_tasks([r[1:] + r[:1] for r in rows])
+        if self._new_edges:
+            store.insert_edges(self._new_edges.take())
+        if self._new_lanes:
+            store.insert_lanes(self._new_lanes.take())
+        if self._new_log:
+            lines = self._new_log.take()
+            trim = sorted({tid for tid, *_ in lines})
+            store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
+        if self._dirty_changes:
+            recs = [self._changes[cid] for cid in self._dirty_changes.take() if cid in self._changes]
+            rows = [rec.row(self._write_status(rec)) for rec in recs]
+            store.update_changes([r[1:] + r[:1] for r in rows])
+        if self._touched:
+            rows2: list[tuple[str, int]] = []
+            for cid in self._touched.take():
+                rec = self._changes.get(cid)
+                if rec is not None and rec.db_status is not None:
+                    status = self._change_status(rec)
+                    if status is not rec.db_status:
+                        rows2.append((status.value, cid))
+                        rec.db_status = status
+            store.update_change_statuses(rows2)
+        if self._dirty_values:
+            store.save_state_values({k: self._values.get(k) for k in self._dirty_values.take()})
+        self._warnings.flush(store)
+        if self._dirty_seqs:
+            store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
+
+    def _write_status(self, rec: ChangeRec) -> Status:
+        rec.db_status = self._change_status(rec)
+        return rec.db_status
+
+    def _commit(self) -> list[int]:
+        """_commit flushes and commits; it returns the changes that became ready."""
+        if not self._pending():
+            return []
+        try:
+            self._flush()
+            self._store.commit()
+        except BaseException:
+            # Keep everything in memory for the next commit: nothing is lost.
+            self._store.rollback()
+            for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
+                rec = self._changes.get(cid)
+                if rec is not None and rec.db_status is not None:
+                    rec.db_status = Status.DEFAULT  # unknown: rewrite it
+            for pending in self._all_pending():
+                pending.failed()
+            for cid in self._new_changes.todo:
+                if cid in self._changes:
+                    self._changes[cid].db_status = None
+            raise
+        for pending in self._all_pending():
+            pending.committed()
+        self._data_version = self._store.data_version()
+        ready, self._became_ready = self._became_ready, []
+        if len(self._tasks) > CACHE_LIMIT:
+            self._evict()
+        return ready
+
+    def _evict(self) -> None:
+        # Keep what is unready: the runner works on it. History reloads on demand.
+        for tid in [tid for tid, rec in self._tasks.items() if rec.status.ready or rec.change_id is None]:
+            del self._tasks[tid]
+        for cid in [cid for cid, rec in self._changes.items() if rec.ready_time is not None]:
+            del self._changes[cid]
+
+    # -- loading records ---------------------------------------------------------
+
+    def _trec(self, tid: int) -> TaskRec:
+        rec = self._tasks.get(tid)
+        if rec is None:
+            rows = self._store.task_rows([tid])
+            if not rows:
+                raise NotFoundError(f"cannot find task {tid}: it was pruned or never committed")
+            rec = self._tasks[tid] = TaskRec.from_row(rows[0])
+        return rec
+
+    def _trecs(self, ids: list[int]) -> list[TaskRec]:
+        missing = [tid for tid in ids if tid not in self._tasks]
+        if missing:
+            self._merge_task_rows(self._store.task_rows(missing))
+        try:
+            return [self._tasks[tid] for tid in ids]
+        except KeyError as e:
+            raise NotFoundError(f"cannot find task {e.args[0]}: it was pruned or never committed") from None
+
+    def _merge_task_rows(self, rows: list[tuple[Any, ...]]) -> list[TaskRec]:
+        out = []
+        cache = self._tasks
+        for row in rows:
+            rec = cache.get(row[0])
+            if rec is None:
+                rec = cache[row[0]] = TaskRec.from_row(row)
+            out.append(rec)
+        return out
+
+    def _crec(self, cid: int) -> ChangeRec:
+        rec = self._changes.get(cid)
+        if rec is None:
+            row = self._store.change_row(cid)
+            if row is None:
+                raise NotFoundError(f"cannot find change {cid}: it was pruned or never committed")
+            rec = self._changes[cid] = ChangeRec.from_row(row)
+        return rec
+
+    def _counts(self, rec: ChangeRec) -> dict[Status, int]:
+        if rec.counts is None:
+            counts, rec.unclean = self._store.status_counts(rec.id)
+            rec.counts = {status_of(s, f"a task of change {rec.id}"): n for s, n in counts.items()}
+        return rec.counts
+
+    def _task_ids(self, rec: ChangeRec) -> list[int]:
+        if rec.task_ids is None:
+            rec.task_ids = self._store.task_ids_of_change(rec.id)
+        return rec.task_ids
+
+    def _change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
+        ids = self._task_ids(rec)
+        if len(ids) > 64 and sum(1 for tid in ids if tid not in self._tasks) > len(ids) // 2:
+            self._merge_task_rows(self._store.tasks_of_change(rec.id))
+        return self._trecs(ids)
+
+    def _load_graph(self, recs: list[TaskRec]) -> None:
+        """_load_graph loads the edges and lanes of many tasks at once."""
+        need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
+        if need_edges:
+            waits: dict[int, list[int]] = {tid: [] for tid in need_edges}
+            halts: dict[int, list[int]] = {tid: [] for tid in need_edges}
+            for tid, wid in self._store.edges_touching(need_edges):
+                if tid in waits:
+                    waits[tid].append(wid)
+                if wid in halts:
+                    halts[wid].append(tid)
+            for tid in need_edges:
+                rec = self._tasks[tid]
+                if rec.wait_ids is None:
+                    rec.wait_ids = waits[tid]
+                if rec.halt_ids is None:
+                    rec.halt_ids = halts[tid]
+        need_lanes = [r.id for r in recs if r.lanes is None]
+        if need_lanes:
+            lanes: dict[int, list[int]] = {tid: [] for tid in need_lanes}
+            for tid, lane in self._store.lanes(need_lanes):
+                lanes[tid].append(lane)
+            for tid in need_lanes:
+                self._tasks[tid].lanes = sorted(lanes[tid])
+
+    def _wait_ids(self, rec: TaskRec) -> list[int]:
+        if rec.wait_ids is None:
+            rec.wait_ids = self._store.wait_ids(rec.id)
+        return rec.wait_ids
+
+    def _halt_ids(self, rec: TaskRec) -> list[int]:
+        if rec.halt_ids is None:
+            rec.halt_ids = self._store.halt_ids(rec.id)
+        return rec.halt_ids
+
+    def _lanes(self, rec: TaskRec) -> list[int]:
+        if rec.lanes is None:
+            self._load_graph([rec])
+        assert rec.lanes is not None
+        return rec.lanes
+
+    def _log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
+        if rec.log is None:
+            rec.log = self._store.log_lines(rec.id, LOG_KEEP)
+        return rec.log
+
+    def _task_handle(self, rec: TaskRec) -> Task:
+        if rec.handle is None:
+            from .task import Task
+
+            rec.handle = Task(self, rec.id)
+        return rec.handle
+
+    def _change_handle(self, rec: ChangeRec) -> Change:
+        if rec.handle is None:
+            from .change import Change
+
+            rec.handle = Change(self, rec.id)
+        return rec.handle
+
+    def _has_unclean_ready(self) -> bool:
+        """_has_unclean_ready says whether a ready change still has tasks to clean."""
+        self._check()
+        self._flush()
+        return bool(self._store.unclean_changes(limit=1))
+
+    # -- changing records -----------------------------------------------------
+
+    def _now(self) -> datetime:
+        return _time.utc(self._clock(), "the state clock's time")
+
+    def _dirty_task(self, rec: TaskRec) -> None:
+        if rec.id not in self._new_tasks.todo:
+            self._dirty_tasks.add(rec.id)
+
+    def _dirty_change(self, rec: ChangeRec) -> None:
+        if rec.id not in self._new_changes.todo:
+            self._dirty_changes.add(rec.id)
+
+    def _set_task_status(self, rec: TaskRec, new: Status) -> None:
+        """_set_task_status moves a task to new, keeping its change's aggregates."""
+        old = rec.status
+        if old is new:
+            return
+        crec = self._changes.get(rec.change_id) if rec.change_id is not None else None
+        if rec.change_id is not None and crec is None:
+            crec = self._crec(rec.change_id)
+        if crec is not None:
+            counts = self._counts(crec)
+            counts[old] = counts.get(old, 0) - 1
+            counts[new] = counts.get(new, 0) + 1
+        rec.status = new
+        if new.ready and not old.ready:
+            rec.ready_time = self._now()
+        self._dirty_task(rec)
+        log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
+        if crec is not None:
+            self._touched.add(crec.id)
+            if new.ready and not old.ready and crec.ready_time is None and self._unready(crec) == 0:
+                self._mark_ready(crec)
+            if self._change_hooks:
+                self._notify_change(crec)
+        if self._task_hooks:
+            self._fire(self._task_hooks, self._task_handle(rec), old, new)
+
+    def _unready(self, crec: ChangeRec) -> int:
+        counts = self._counts(crec)
+        return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
+
+    def _mark_ready(self, crec: ChangeRec) -> None:
+        if crec.ready_time is None:
+            crec.ready_time = self._now()
+            self._dirty_change(crec)
+            self._became_ready.append(crec.id)
+
+    def _notify_change(self, crec: ChangeRec) -> None:
+        new = self._change_status(crec)
+        if new is not crec.observed:
+            old, crec.observed = crec.observed, new
+            self._fire(self._change_hooks, self._change_handle(crec), old, new)
+
+    def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
+        for hid, fn in list(hooks.items()):
+            if fn(obj, old, new) is True:
+                hooks.pop(hid, None)
+
+    def _change_status(self, crec: ChangeRec) -> Status:
+        """_change_status computes a change's status from its tasks (snapd's rules)."""
+        if crec.explicit is not None:
+            return crec.explicit
+        counts = self._counts(crec)
+        if not any(counts.values()):
+            return Status.HOLD
+        if counts.get(Status.WAIT, 0) > 0:
+            from .change import is_change_waiting
+
+            if is_change_waiting(self, crec):
+                return Status.WAIT
+        for status in STATUS_ORDER:
+            if counts.get(status, 0) > 0:
+                return status
+        raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
+
+    def _add_log(self, rec: TaskRec, level: str, message: str) -> None:
+        lines = self._log_lines(rec)
+        when = self._now()
+        line = (_time.to_text(when), level, message)
+        lines.append(line)
+        del lines[:-LOG_KEEP]
+        self._new_log.add((rec.id, next(self._log_seq), *line))
+        log.debug("task %s: %s %s", rec.id, level, message)
+
+    def _next_id(self, name: str) -> int:
+        self._last[name] = self._last.get(name, 0) + 1
+        self._dirty_seqs.add(name)
+        return self._last[name]
+
+    # -- the public API ---------------------------------------------------------
+
+    def get(self, key: str, default: Any = MISSING) -> Any:
+        """get returns the JSON value stored under key (NoStateError if missing)."""
+        self._check()
+        if key in self._values:
+            text = self._values[key]
+        else:
+            text = self._values[key] = self._store.state_value(key)
+        if text is None:
+            if default is MISSING:
+                raise NoStateError(key)
+            return default
+        return json.loads(text)
+
+    def set(self, key: str, value: Any) -> None:
+        """set stores a JSON-serialisable value under key; None deletes the key."""
+        self._check()
+        self._values[key] = None if value is None else dump_value(key, value)
+        self._dirty_values.add(key)
+
+    def has(self, key: str) -> bool:
+        """has returns whether a value is stored under key."""
+        return self.get(key, None) is not None
+
+    def cache(self, key: Any, value: Any) -> None:
+        """cache keeps a process-local value under key (never persisted); None removes it."""
+        self._check()
+        if value is None:
+            self._cache.pop(key, None)
+        else:
+            self._cache[key] = value
+
+    def cached(self, key: Any) -> Any:
+        """cached returns the process-local value under key, or None."""
+        self._check()
+        return self._cache.get(key)
+
+    def new_change(self, kind: str, summary: str) -> Change:
+        """new_change creates a change with no tasks."""
+        self._check()
+        rec = ChangeRec(self._next_id("change"), kind, summary, self._now())
+        self._changes[rec.id] = rec
+        self._new_changes.add(rec.id)
+        return self._change_handle(rec)
+
+    def changes(self) -> list[Change]:
+        """changes returns every change in the database, oldest first."""
+        self._check()
+        self._flush()
+        ids = self._store.change_ids()
+        missing = [cid for cid in ids if cid not in self._changes]
+        for row in self._store.change_rows(missing):
+            self._changes[row[0]] = ChangeRec.from_row(row)
+        return [self._change_handle(self._changes[cid]) for cid in ids]
+
+    def change(self, id: str) -> Change | None:
+        """change returns the change with the given id, or None."""
+        self._check()
+        cid = _parse_id(id)
+        if cid is None:
+            return None
+        try:
+            return self._change_handle(self._crec(cid))
+        except NotFoundError:
+            return None
+
+    def new_task(self, kind: str, summary: str) -> Task:
+        """new_task creates a task; add it to a change for it to run."""
+        self._check()
+        rec = TaskRec(self._next_id("task"), kind, summary, self._now())
+        self._tasks[rec.id] = rec
+        self._new_tasks.add(rec.id)
+        return self._task_handle(rec)
+
+    def tasks(self) -> list[Task]:
+        """tasks returns every task that belongs to a change."""
+        self._check()
+        self._flush()
+        ids = self._store.linked_task_ids()
+        return [self._task_handle(rec) for rec in self._trecs(ids)]
+
+    def task(self, id: str) -> Task | None:
+        """task returns the task with the given id, or None (also for a task in no change)."""
+        self._check()
+        tid = _parse_id(id)
+        if tid is None:
+            return None
+        try:
+            rec = self._trec(tid)
+        except NotFoundError:
+            return None
+        return self._task_handle(rec) if rec.change_id is not None else None
+
+    def task_count(self) -> int:
+        """task_count counts every task, whether in a change or not."""
+        self._check()
+        self._flush()
+        return self._store.task_count()
+
+    def new_lane(self) -> int:
+        """new_lane returns a new lane number (lanes start at 1)."""
+        self._check()
+        return self._next_id("lane")
+
+    def ensure_before(self, seconds: float | timedelta) -> None:
+        """ensure_before asks for the next ensure pass within the given delay."""
+        self._check()
+        delay = max(0.0, _time.seconds(seconds, "ensure_before delay"))
+        hook = self._ensure_hook
+        if hook is not None:
+            hook(delay)
+
+    def set_ensure_before_hook(self, hook: Callable[[float], None] | None) -> None:
+        """set_ensure_before_hook routes ensure_before requests (the Overlord sets it)."""
+        self._ensure_hook = hook
+
+    def prune(self, start_of_operation: datetime, prune_wait: float | timedelta,
+              abort_wait: float | timedelta, max_ready_changes: int) -> None:
+        """prune deletes old ready changes and orphan tasks, and aborts stale changes (snapd's rules)."""
+        self._check()
+        from .prune import prune
+
+        prune(self, _time.utc(start_of_operation, "start_of_operation"),
+              _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
+              max_ready_changes)
+
+    # -- warnings -----------------------------------------------------------------
+
+    def add_warning(self, message: str, *, repeat_after: float | timedelta | None = None,
+                    expire_after: float | timedelta | None = None) -> None:
+        """add_warning records a warning, or refreshes the one with the same message."""
+        self._check()
+        self._warnings.add(message, repeat_after, expire_after)
+
+    def warnings(self) -> list[StateWarning]:
+        """warnings returns the warnings due to be shown, oldest first."""
+        self._check()
+        return self._warnings.pending_warnings()
+
+    def all_warnings(self) -> list[StateWarning]:
+        """all_warnings returns every unexpired warning, oldest first."""
+        self._check()
+        return self._warnings.all()
+
+    def okay_warnings(self, t: datetime) -> int:
+        """okay_warnings marks the warnings due at t as shown and returns how many."""
+        self._check()
+        return self._warnings.okay(_time.utc(t, "okay_warnings time"))
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def add_task_status_changed_handler(self, fn: TaskHook) -> int:
+        """add_task_status_changed_handler calls fn(task, old, new) on every task status change."""
+        self._check()
+        hid = next(self._hook_ids)
+        self._task_hooks[hid] = fn
+        return hid
+
+    def remove_task_status_changed_handler(self, hid: int) -> None:
+        """remove_task_status_changed_handler removes a handler added earlier."""
+        self._check()
+        self._task_hooks.pop(hid, None)
+
+    def add_change_status_changed_handler(self, fn: ChangeHook) -> int:
+        """add_change_status_changed_handler calls fn(change, old, new) on every change status change."""
+        self._check()
+        hid = next(self._hook_ids)
+        self._change_hooks[hid] = fn
+        return hid
+
+    def remove_change_status_changed_handler(self, hid: int) -> None:
+        """remove_change_status_changed_handler removes a handler added earlier."""
+        self._check()
+        self._change_hooks.pop(hid, None)
+
+
+def _parse_id(id: str | int) -> int | None:
+    if isinstance(id, int) and not isinstance(id, bool):
+        return id if id > 0 else None
+    if isinstance(id, str) and id.isdigit() and id.isascii():
+        n = int(id)
+        return n if n > 0 else None
+    return None

@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""StateEngine: calls the managers' ensure, wait and stop in turn."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .errors import EngineError, EnsureError
+
+if TYPE_CHECKING:
+    from .state import State
+
+log = logging.getLogger("engine.stateengine")
+
+
+@runtime_checkable
+class Manager(Protocol):
+    """Manager is anything with ensure(), wait() and stop(); start_up() is optional."""
+
+    def ensure(self) -> None:
+        """ensure brings what the manager owns towards the wanted state."""
+
+    def wait(self) -> None:
+        """wait returns once the manager's background work is done."""
+
+    def stop(self) -> None:
+        """stop ends the manager's background work."""
+
+
+class StateEngine:
+    """StateEngine drives a set of managers over one State."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._managers: list[Manager] = []
+        self._started = False
+        self._stopped = False
+
+    @property
+    def state(self) -> State:
+        """state is the State the managers work on."""
+        return self._state
+
+    def add_manager(self, manager: Manager, *, before: Manager | None = None) -> None:
+        """add_manager registers manager, last or just before another one."""
+        for name in ("ensure", "wait", "stop"):
+            if not callable(getattr(manager, name, None)):
+                raise TypeError(f"cannot add manager {manager!r}: it has no {name}() method")
+        with self._lock:
+            if before is not None and before in self._managers:
+                self._managers.insert(self._managers.index(before), manager)
+            else:
+                self._managers.append(manager)
+
+    def managers(self) -> list[Manager]:
+        """managers returns the registered managers in calling order."""
+        with self._lock:
+            return list(self._managers)
+
+    def start_up(self) -> None:
+        """start_up calls start_up() of the managers that have one, once; errors raise EnsureError."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            errors = []
+            for m in self._managers:
+                start_up = getattr(m, "start_up", None)
+                if callable(start_up):
+                    try:
+                        start_up()
+                    except Exception as e:
+                        log.warning("state start-up error in %r: %s", m, e)
+                        errors.append(e)
+        if errors:
+            raise EnsureError(errors, "startup")
+
+    def ensure(self) -> None:
+        """ensure calls every manager's ensure, then raises EnsureError listing every failure."""
+        with self._lock:
+            if not self._started:
+                raise EngineError("cannot ensure: the state engine was not started up")
+            if self._stopped:
+                raise EngineError("cannot ensure: the state engine is stopped")
+            managers = list(self._managers)
+        errors = []
+        for m in managers:
+            try:
+                m.ensure()
+            except Exception as e:
+                log.warning("state ensure error in %r: %s", m, e)
+                errors.append(e)
+        if errors:
+            raise EnsureError(errors)
+
+    def wait(self) -> None:
+        """wait calls every manager's wait."""
+        with self._lock:
+            if self._stopped:
+                return
+            managers = list(self._managers)
+        for m in managers:
+            m.wait()
+
+    def stop(self) -> None:
+        """stop calls every manager's stop, once."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            managers = list(self._managers)
+        for m in managers:
+            try:
+                m.stop()
+            except Exception:
+                log.exception("cannot stop manager %r", m)

@@ -1,0 +1,587 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""TaskRunner: runs the do, undo and cleanup handlers of runnable tasks.
+
+An ensure pass claims runnable tasks (moving them to Doing or Undoing and
+committing that) before starting their handlers on worker threads. Handlers
+report back through one recorder thread, which applies their outcomes in
+batches, one transaction per batch (group commit). See docs/runner.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import tenacity
+
+from ._workers import EventLoopThread, Workers
+from .change import _abort_lanes
+from .errors import DatabaseError, EngineError, NotFoundError, Retry, Wait
+from .status import Status
+from .tomb import Tomb
+
+if TYPE_CHECKING:
+    from ._records import TaskRec
+    from .state import State
+    from .task import Task
+
+log = logging.getLogger("engine.taskrunner")
+
+
+class Handler(Protocol):
+    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
+
+    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
+
+
+Blocked = Callable[["Task", list["Task"]], bool]
+Match = Callable[["Task"], bool]
+
+#: DEFAULT_WORKERS is the default number of handlers running at once.
+DEFAULT_WORKERS = 32
+#: DEFAULT_STOP_TIMEOUT bounds how long stop() waits for handlers to return.
+DEFAULT_STOP_TIMEOUT = 30.0
+_PAGE = 256
+
+
+@dataclass(frozen=True)
+class _Pair:
+    do: Handler | None
+    undo: Handler | None
+    retry: tenacity.BaseRetrying | None = None
+
+
+_NO_HANDLERS = _Pair(None, None)
+
+
+@dataclass(eq=False)
+class _Run:
+    """_Run is one claimed task whose handler runs or whose outcome is not committed yet."""
+
+    tid: int
+    kind: str
+    phase: Literal["do", "undo", "cleanup"]
+    fn: Handler
+    task: Task
+    pair: _Pair
+    tomb: Tomb = field(default_factory=Tomb)
+    outcome: BaseException | None = None
+    elapsed: float = 0.0
+
+
+class TaskRunner:
+    """TaskRunner runs the handlers registered for task kinds.
+
+    Drive it with ensure() and wait(), or let an Overlord do so.
+    """
+
+    def __init__(self, state: State, *, workers: int = DEFAULT_WORKERS,
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        if workers < 1:
+            raise ValueError(f"cannot create a task runner with {workers} workers")
+        self._st = state
+        self._size = workers
+        self._stop_timeout = stop_timeout
+        self._handlers: dict[str, _Pair] = {}
+        self._optional: list[tuple[Match, _Pair]] = []
+        self._cleanups: dict[str, Handler] = {}
+        self._blocked: list[Blocked] = []
+        self._on_error: Callable[[BaseException], Any] | None = None
+        self._mu = threading.Lock()  # ensure, stop, stop_kinds; taken before the state lock
+        self._runs_lock = threading.Lock()  # taken after the state lock, never before
+        self._idle = threading.Condition(self._runs_lock)
+        self._runs: dict[int, _Run] = {}
+        self._outcomes: list[_Run] = []
+        self._have_outcomes = threading.Condition(self._runs_lock)
+        self._recorder: threading.Thread | None = None
+        self._workers = Workers(workers, "engine-worker")
+        self._loop = EventLoopThread("engine-async")
+        self._stopped = False
+        self._stopping = False
+        self._abandoned = False
+        self._some_blocked = False
+        self._starved = False
+
+    # -- registration ---------------------------------------------------------
+
+    def add_handler(self, kind: str, do: Handler, undo: Handler | None = None, *,
+                    retry: tenacity.BaseRetrying | None = None) -> None:
+        """add_handler registers the do and (optional) undo handlers of a task kind.
+
+        retry is a tenacity policy deciding which exceptions retry the task,
+        after which delay, and when to give up.
+        """
+        if retry is not None and not isinstance(retry, tenacity.BaseRetrying):
+            raise TypeError(f"cannot register {kind!r}: retry must be a tenacity.Retrying, not {type(retry).__name__}")
+        with self._mu:
+            self._handlers[kind] = _Pair(do, undo, retry)
+
+    def add_optional_handler(self, match: Match, do: Handler, undo: Handler | None = None) -> None:
+        """add_optional_handler registers handlers for tasks match(task) accepts and no kind claims."""
+        with self._mu:
+            self._optional.append((match, _Pair(do, undo)))
+
+    def add_cleanup(self, kind: str, fn: Handler) -> None:
+        """add_cleanup registers fn to clean up after tasks of kind once their change is ready."""
+        with self._mu:
+            if kind not in self._handlers:
+                raise EngineError(f"cannot add a cleanup for task kind {kind!r}: register its handler first")
+            self._cleanups[kind] = fn
+
+    def set_blocked(self, pred: Blocked) -> None:
+        """set_blocked makes pred(task, running) the only predicate that can hold tasks back."""
+        with self._mu:
+            self._blocked = [pred]
+
+    def add_blocked(self, pred: Blocked) -> None:
+        """add_blocked adds a predicate that can hold tasks back while others run."""
+        with self._mu:
+            self._blocked.append(pred)
+
+    def on_task_error(self, callback: Callable[[BaseException], Any]) -> None:
+        """on_task_error calls callback(error) whenever a task fails."""
+        self._on_error = callback
+
+    def known_task_kinds(self) -> list[str]:
+        """known_task_kinds lists the task kinds with registered handlers."""
+        return list(self._handlers)
+
+    def task_kind_has_undo(self, kind: str) -> bool:
+        """task_kind_has_undo returns whether tasks of kind can be undone."""
+        pair = self._handlers.get(kind)
+        return pair is not None and pair.undo is not None
+
+    def _pair(self, rec: TaskRec) -> _Pair:
+        pair = self._handlers.get(rec.kind)
+        if pair is not None:
+            return pair
+        if self._optional:
+            task = self._st._task_handle(rec)
+            for match, opt in self._optional:
+                if match(task):
+                    return opt
+        return _NO_HANDLERS
+
+    # -- ensure ---------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """ensure claims the runnable tasks (as many as there are free workers) and starts them."""
+        with self._mu:
+            if self._stopped:
+                return
+            started: list[_Run] = []
+            try:
+                with self._st:
+                    self._claim(started)
+            except BaseException:
+                with self._runs_lock:
+                    for run in started:
+                        self._runs.pop(run.tid, None)
+                    self._idle.notify_all()
+                raise
+            for run in started:
+                self._start(run)
+
+    def _claim(self, started: list[_Run]) -> None:
+        st = self._st
+        store = st._store
+        st._flush()
+        now = st._now()
+        with self._runs_lock:
+            runs = dict(self._runs)
+        self._some_blocked = False
+        self._starved = False
+        # Aborted tasks: stop the running ones, move the others on.
+        for row in _pages(lambda after: store.runnable(("Abort",), after, _PAGE)):
+            rec = st._merge_task_rows([row])[0]
+            if rec.status is not Status.ABORT or self._pair(rec).do is None:
+                continue
+            if rec.id in runs:
+                runs[rec.id].tomb.kill()
+            else:
+                self._try_undo(rec)
+        st._flush()
+        running = [run.task for run in runs.values()]
+        free = self._size - len(runs)
+        next_time: datetime | None = None
+        candidates = (
+            lambda after: store.runnable(("Doing", "Undoing"), after, _PAGE),
+            lambda after: store.runnable_undo(after, _PAGE),
+            lambda after: store.runnable_do(_text(now), after, _PAGE),
+        )
+        for query in candidates:
+            for row in _pages(query):
+                rec = st._merge_task_rows([row])[0]
+                if rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
+                    continue
+                pair = self._pair(rec)
+                if pair.do is None:
+                    continue  # another runner (or a newer version) owns this kind
+                if rec.status is Status.UNDO and pair.undo is None:
+                    # Nothing to undo: it stays done; what it waited for may undo now.
+                    st._set_task_status(rec, Status.DONE)
+                    if st._wait_ids(rec):
+                        st.ensure_before(0)
+                    continue
+                if rec.at_time is not None and rec.at_time > now:
+                    next_time = rec.at_time if next_time is None else min(next_time, rec.at_time)
+                    continue
+                if free <= 0:
+                    self._starved = True
+                    break
+                task = st._task_handle(rec)
+                if any(pred(task, running) for pred in self._blocked):
+                    self._some_blocked = True
+                    continue
+                run = self._claim_one(rec, pair, task)
+                runs[rec.id] = run
+                started.append(run)
+                running.append(task)
+                free -= 1
+            if free <= 0:
+                break
+        if free > 0:
+            free = self._claim_cleanups(runs, started, free)
+        if next_time is not None:
+            st.ensure_before((next_time - now).total_seconds())
+
+    def _claim_one(self, rec: TaskRec, pair: _Pair, task: Task) -> _Run:
+        st = self._st
+        if rec.status in (Status.DO, Status.DOING):
+            phase: Literal["do", "undo"] = "do"
+            st._set_task_status(rec, Status.DOING)
+            fn = pair.do
+        else:
+            phase = "undo"
+            st._set_task_status(rec, Status.UNDOING)
+            fn = pair.undo
+        assert fn is not None
+        if rec.at_time is not None:
+            rec.at_time = None
+            st._dirty_task(rec)
+        run = _Run(rec.id, rec.kind, phase, fn, task, pair)
+        with self._runs_lock:
+            self._runs[rec.id] = run
+        log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
+        return run
+
+    def _claim_cleanups(self, runs: dict[int, _Run], started: list[_Run], free: int) -> int:
+        st = self._st
+        for cid in st._store.unclean_changes():
+            for row in st._store.unclean_tasks(cid):
+                rec = st._merge_task_rows([row])[0]
+                if rec.clean or rec.id in runs or self._pair(rec).do is None:
+                    continue
+                task = st._task_handle(rec)
+                fn = self._cleanups.get(rec.kind)
+                if fn is None:
+                    task.set_clean()
+                    continue
+                if free <= 0:
+                    self._starved = True
+                    return 0
+                run = _Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
+                with self._runs_lock:
+                    self._runs[rec.id] = run
+                runs[rec.id] = run
+                started.append(run)
+                free -= 1
+        return free
+
+    def _try_undo(self, rec: TaskRec) -> None:
+        st = self._st
+        if rec.status is Status.ABORT and self._pair(rec).undo is None:
+            # Stopped in flight and cannot be undone: hold it, so it does not look finished.
+            st._set_task_status(rec, Status.HOLD)
+            if st._wait_ids(rec):
+                st.ensure_before(0)
+        else:
+            st._set_task_status(rec, Status.UNDO)
+            st.ensure_before(0)
+
+    # -- running handlers -------------------------------------------------------
+
+    def _start(self, run: _Run) -> None:
+        if inspect.iscoroutinefunction(run.fn):
+            self._loop.submit(self._execute_async(run))
+        else:
+            self._workers.submit(lambda: self._execute(run))
+
+    def _execute(self, run: _Run) -> None:
+        t0 = time.monotonic()
+        try:
+            result = run.fn(run.task, run.tomb)
+            if inspect.isawaitable(result):  # a sync function returning a coroutine
+                asyncio.run(_await(result))
+        except BaseException as e:  # the dispatch ladder in _record decides
+            run.outcome = e
+        run.elapsed = time.monotonic() - t0
+        self._report(run)
+
+    async def _execute_async(self, run: _Run) -> None:
+        t0 = time.monotonic()
+        try:
+            result = run.fn(run.task, run.tomb)
+            if inspect.isawaitable(result):
+                await result
+        except BaseException as e:  # the dispatch ladder in _record decides
+            run.outcome = e
+        run.elapsed = time.monotonic() - t0
+        self._report(run)
+
+    def _report(self, run: _Run) -> None:
+        with self._runs_lock:
+            if self._abandoned:
+                log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
+                            run.tid, run.kind)
+                return
+            self._outcomes.append(run)
+            self._have_outcomes.notify()
+            if self._recorder is None:
+                self._recorder = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
+                self._recorder.start()
+
+    def _record_loop(self) -> None:
+        """_record_loop applies finished handlers' outcomes, one transaction per batch."""
+        while True:
+            with self._runs_lock:
+                while not self._outcomes:
+                    if self._abandoned or (self._stopped and not self._runs):
+                        self._recorder = None
+                        return
+                    self._have_outcomes.wait(1.0)
+                batch, self._outcomes = self._outcomes, []
+            self._commit_batch(batch)
+            with self._runs_lock:
+                for run in batch:
+                    if self._runs.get(run.tid) is run:
+                        del self._runs[run.tid]
+                self._idle.notify_all()
+
+    def _commit_batch(self, batch: list[_Run]) -> None:
+        try:
+            with self._st:
+                for run in batch:
+                    try:
+                        self._record(run)
+                    except Exception:
+                        log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
+            return
+        except DatabaseError as e:
+            log.error("cannot commit task outcomes, retrying: %s", e)
+        # The outcomes stay in memory; commit them once the database lets us.
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(DatabaseError),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
+                                              rs.outcome.exception() if rs.outcome else "?"),
+        )
+        for attempt in retrying:
+            with attempt, self._st:
+                pass
+
+    def _record(self, run: _Run) -> None:
+        """_record is the dispatch ladder: one outcome, one next status."""
+        st = self._st
+        try:
+            rec = st._trec(run.tid)
+        except NotFoundError:
+            log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
+            return
+        exc = run.outcome
+        if run.phase == "cleanup":
+            if exc is None:
+                run.task.set_clean()
+            else:
+                log.debug("cleaning task %s: %s", run.tid, _message(exc))
+            return
+        if run.phase == "do":
+            rec.doing_time += run.elapsed
+        else:
+            rec.undoing_time += run.elapsed
+        st._dirty_task(rec)
+        if self._some_blocked or self._starved:
+            st.ensure_before(0)  # blocked or waiting tasks may start now
+        if exc is not None and not isinstance(exc, (Retry, Wait)):
+            if self._stopping:
+                exc = Retry()  # errors while stopping may come from the stop itself
+            elif run.pair.retry is not None and isinstance(exc, Exception):
+                exc = self._policy(run.pair.retry, rec, exc)
+        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        if isinstance(exc, Retry):
+            if isinstance(run.outcome, Retry):
+                self._count_attempt(rec)  # the handler asked for it
+            if rec.status is Status.ABORT:
+                self._try_undo(rec)
+            elif exc.after > 0:
+                run.task.at(st._now() + timedelta(seconds=exc.after))
+            if exc.reason and exc is run.outcome:
+                run.task.logf("%s", exc.reason)
+            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
+        elif isinstance(exc, Wait):
+            if rec.status is Status.ABORT:
+                self._try_undo(rec)
+            else:
+                if exc.reason:
+                    run.task.logf("%s", exc.reason)
+                run.task.set_to_wait(exc.waited_status)
+        elif exc is None:
+            self._succeeded(rec)
+        else:
+            self._failed(rec, exc, chg)
+
+    def _succeeded(self, rec: TaskRec) -> None:
+        st = self._st
+        status = rec.status
+        if status is Status.DOING:
+            st._set_task_status(rec, Status.DONE)
+            status = Status.DONE
+        elif status is Status.UNDOING:
+            st._set_task_status(rec, Status.UNDONE)
+            status = Status.UNDONE
+        if status is Status.ABORT:
+            st._set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
+            st.ensure_before(0)
+        elif (status is Status.DONE and st._halt_ids(rec)) or (status is Status.UNDONE and st._wait_ids(rec)):
+            st.ensure_before(0)
+
+    def _failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
+        st = self._st
+        message = _message(exc)
+        if rec.change_id is not None:
+            crec = st._crec(rec.change_id)
+            _abort_lanes(st, crec, list(st._lanes(rec) or [0]), set(), set())
+            unready = False
+            with self._runs_lock:
+                runs = dict(self._runs)
+            for t in st._change_trecs(crec):
+                if t.status is Status.ABORT and t.id in runs:
+                    runs[t.id].tomb.kill()
+                unready = unready or not t.status.ready
+            if unready:
+                st.ensure_before(0)
+        st._set_task_status(rec, Status.ERROR)
+        st._add_log(rec, "ERROR", message)
+        log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("on_task_error callback failed for task %s", rec.id)
+
+    def _count_attempt(self, rec: TaskRec) -> None:
+        rec.attempts += 1
+        if rec.retry_since is None:
+            rec.retry_since = self._st._now()
+        self._st._dirty_task(rec)
+
+    def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
+        """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
+        now = self._st._now()
+        self._count_attempt(rec)
+        state = tenacity.RetryCallState(policy, None, (), {})
+        state.attempt_number = rec.attempts
+        outcome = tenacity.Future(rec.attempts)
+        outcome.set_exception(exc)
+        state.outcome = outcome
+        since = rec.retry_since or now
+        state.start_time = 0.0
+        state.outcome_timestamp = max(0.0, (now - since).total_seconds())
+        if not policy.retry(state):
+            return exc
+        if policy.stop(state):
+            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.attempts)
+            return exc
+        delay = max(0.0, float(policy.wait(state)))
+        state.next_action = tenacity.RetryAction(delay)
+        if policy.before_sleep is not None:
+            policy.before_sleep(state)
+        when = now + timedelta(seconds=delay)
+        message = _message(exc)
+        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.attempts} failed ({message}); "
+                                       f"next attempt at {_text(when)}")
+        log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
+                    rec.id, rec.kind, rec.change_id, message, rec.attempts, delay)
+        retry = Retry(after=delay, reason=message)
+        return retry
+
+    # -- waiting and stopping ---------------------------------------------------
+
+    def wait(self) -> None:
+        """wait returns once no handler runs and every outcome is committed."""
+        with self._runs_lock:
+            while self._runs and not self._abandoned:
+                self._idle.wait()
+
+    def stop(self) -> None:
+        """stop kills every tomb and waits, up to its bound, for the handlers to return."""
+        with self._mu:
+            with self._runs_lock:
+                if self._stopped and not self._runs:
+                    return
+                self._stopped = self._stopping = True
+                runs = list(self._runs.values())
+            for run in runs:
+                run.tomb.kill()
+            deadline = time.monotonic() + self._stop_timeout
+            with self._runs_lock:
+                while self._runs:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._abandoned = True
+                        log.error("stop: handlers of tasks %s did not return within %g s; they will run again "
+                                  "at the next start", sorted(self._runs), self._stop_timeout)
+                        self._have_outcomes.notify_all()
+                        self._idle.notify_all()
+                        break
+                    self._idle.wait(left)
+                self._have_outcomes.notify_all()
+            self._workers.shutdown()
+            self._loop.shutdown()
+
+    def stop_kinds(self, *kinds: str) -> None:
+        """stop_kinds kills the tombs of running tasks of the given kinds and waits for them."""
+        with self._mu:
+            with self._runs_lock:
+                runs = [run for run in self._runs.values() if run.kind in kinds]
+            for run in runs:
+                run.tomb.kill()
+            with self._runs_lock:
+                while any(self._runs.get(run.tid) is run for run in runs) and not self._abandoned:
+                    self._idle.wait()
+
+
+def _pages(query: Callable[[int], list[tuple[Any, ...]]]) -> Any:
+    after = 0
+    while True:
+        rows = query(after)
+        yield from rows
+        if len(rows) < _PAGE:
+            return
+        after = rows[-1][0]
+
+
+def _text(when: datetime) -> str:
+    from ._time import to_text
+
+    return to_text(when)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    if not isinstance(exc, Exception):
+        return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
+    return text or type(exc).__name__
+
+
+async def _await(result: Awaitable[None]) -> None:
+    await result

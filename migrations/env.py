@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Alembic environment of the engine's state database.
+
+Run from the checkout (alembic.ini) or from engine.db at run time, which
+hands its own connection over in config.attributes["connection"].
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+from pathlib import Path
+
+from alembic import context
+
+from engine.db import DatabaseOptions, make_engine
+from engine.models import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("connection") is None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    db = context.get_x_argument(as_dictionary=True).get("db")
+    if db:
+        return f"sqlite:///{db}"
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("no database: set sqlalchemy.url or pass -x db=PATH")
+    return url
+
+
+def run_migrations_offline() -> None:
+    """Emit the SQL of the migrations without a database."""
+    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run the migrations on the given connection, or on the configured database."""
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    url = _url()
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url, DatabaseOptions())
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared fixtures: a fake clock, in-memory and file-backed states."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from engine import State
+
+
+class FakeClock:
+    """FakeClock is a settable clock for States under test."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float = 0, **kw: float) -> datetime:
+        with self._lock:
+            self.now += timedelta(seconds=seconds, **kw)
+            return self.now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self.now = when
+
+
+class EnsureRecorder:
+    """EnsureRecorder stands in for the Overlord: it records ensure_before requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[float] = []
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, delay: float) -> None:
+        with self._lock:
+            self.requests.append(delay)
+        self.event.set()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+        self.event.clear()
+
+    @property
+    def earliest(self) -> float | None:
+        with self._lock:
+            return min(self.requests) if self.requests else None
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def st(clock: FakeClock) -> Iterator[State]:
+    state = State.open(clock=clock)
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def file_st(db_path: Path, clock: FakeClock) -> Iterator[State]:
+    state = State.open(db_path, clock=clock)
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def ensures(st: State) -> EnsureRecorder:
+    rec = EnsureRecorder()
+    st.set_ensure_before_hook(rec)
+    return rec
