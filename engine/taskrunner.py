@@ -245,7 +245,7 @@ class TaskRunner:
                 started.append(run)
                 running.append(task)
                 free -= 1
-            if free <= 0:
+            if self._starved:
                 break
         if free > 0:
             free = self._claim_cleanups(runs, started, free)
@@ -409,18 +409,22 @@ class TaskRunner:
         st._dirty_task(rec)
         if self._some_blocked or self._starved:
             st.ensure_before(0)  # blocked or waiting tasks may start now
+        scheduled = False
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
             elif run.pair.retry is not None and isinstance(exc, Exception):
                 exc = self._policy(run.pair.retry, rec, exc)
+                scheduled = isinstance(exc, Retry)
         chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
         if isinstance(exc, Retry):
             if isinstance(run.outcome, Retry):
                 self._count_attempt(rec)  # the handler asked for it
             if rec.status is Status.ABORT:
                 self._try_undo(rec)
-            elif exc.after > 0:
+            elif exc.after > 0 or scheduled:
+                # A policy's retry is due at its time even when that is now;
+                # a handler's Retry(after=0) waits for the next ensure (snapd).
                 run.task.at(st._now() + timedelta(seconds=exc.after))
             if exc.reason and exc is run.outcome:
                 run.task.logf("%s", exc.reason)
