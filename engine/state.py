@@ -68,7 +68,8 @@ class State:
 
         self._engine = engine
         self._proxy = proxy  # the pool's connection: it closes when dropped
-        self._store = Store(proxy.driver_connection, target, options.busy_budget)
+        self._store = Store(proxy.driver_connection, target, options.busy_budget, options.synchronous)
+        self._relaxed = False
         self._target = target
         self._clock = clock
         self._lock = threading.RLock()
@@ -250,6 +251,7 @@ class State:
 
     def _rollback(self) -> None:
         """_rollback abandons the unit of work; records reload from the database."""
+        self._relaxed = False
         self._store.rollback()
         for pending in self._all_pending():
             pending.clear()
@@ -267,7 +269,7 @@ class State:
         if not self._pending():
             return
         store = self._store
-        store.begin_write()
+        store.begin_write(relaxed=self._relaxed)
         if self._new_changes:
             recs = [self._changes[cid] for cid in self._new_changes.take() if cid in self._changes]
             store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
@@ -308,15 +310,26 @@ class State:
         rec.db_status = self._change_status(rec)
         return rec.db_status
 
+    def _relax_commit(self) -> None:
+        """_relax_commit lets this unit of work commit without its own sync.
+
+        Only for writes the engine derives again after a crash (claiming
+        tasks): it becomes durable with the next synced commit, and a power
+        cut can only lose it together with every commit after it.
+        """
+        self._relaxed = True
+
     def _commit(self) -> list[int]:
         """_commit flushes and commits; it returns the changes that became ready."""
         if not self._pending():
+            self._relaxed = False
             return []
         try:
             self._flush()
             self._store.commit()
         except BaseException:
             # Keep everything in memory for the next commit: nothing is lost.
+            self._relaxed = False
             self._store.rollback()
             for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
                 rec = self._changes.get(cid)
@@ -328,9 +341,9 @@ class State:
                 if cid in self._changes:
                     self._changes[cid].db_status = None
             raise
+        self._relaxed = False
         for pending in self._all_pending():
             pending.committed()
-        self._data_version = self._store.data_version()
         ready, self._became_ready = self._became_ready, []
         if len(self._tasks) > CACHE_LIMIT:
             self._evict()

@@ -57,11 +57,17 @@ def _marks(n: int) -> str:
 class Store:
     """Store runs the engine's SQL on one sqlite3 connection."""
 
-    def __init__(self, raw: sqlite3.Connection, target: str, busy_budget: float) -> None:
+    def __init__(self, raw: sqlite3.Connection, target: str, busy_budget: float, synchronous: str = "FULL") -> None:
         self.raw = raw
         self.target = target
         self.busy_budget = busy_budget
         self.in_write = False
+        self.synchronous = synchronous.upper()
+        # In WAL mode a commit without its own sync becomes durable with the
+        # next synced one (WAL order): see begin_write(relaxed=True).
+        wal = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
+        self._relaxed = False
 
     # -- errors and transactions -------------------------------------------
 
@@ -83,11 +89,35 @@ class Store:
             return DatabaseBusyError(f"{where}: the database is locked by another process")
         return DatabaseError(f"{where}: {e}")
 
-    def begin_write(self) -> None:
-        """begin_write opens the write transaction, waiting out other writers."""
+    def begin_write(self, relaxed: bool = False) -> None:
+        """begin_write opens the write transaction, waiting out other writers.
+
+        relaxed commits it without its own sync: it is durable once a later
+        synced commit is, and a power cut can only lose it together with
+        every commit after it. Only for writes the engine can redo.
+        """
         if self.in_write:
             return
+        if relaxed and self.can_relax:
+            with self.guard("write"):
+                self.raw.execute("PRAGMA synchronous = NORMAL")
+            self._relaxed = True
+        try:
+            self.raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            if not _is_busy(e):
+                self._restore_sync()
+                raise self.convert(e, "write") from e
+            self._begin_waiting()
+        self.in_write = True
 
+    def _restore_sync(self) -> None:
+        if self._relaxed:
+            self._relaxed = False
+            with self.guard("write"):
+                self.raw.execute(f"PRAGMA synchronous = {self.synchronous}")
+
+    def _begin_waiting(self) -> None:
         def warn(state: tenacity.RetryCallState) -> None:
             log.warning(
                 "state database %s is locked by another process; still waiting after %.1f s (attempt %d)",
@@ -106,13 +136,13 @@ class Store:
                 with attempt:
                     self.raw.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
+            self._restore_sync()
             if _is_busy(e):
                 raise DatabaseBusyError(
                     f"cannot write state database {self.target}: another process held its write lock "
                     f"for more than {self.busy_budget:g} s; the changes are kept and written by the next commit"
                 ) from e
             raise self.convert(e, "write") from e
-        self.in_write = True
 
     def commit(self) -> None:
         """commit ends the write transaction."""
@@ -121,6 +151,7 @@ class Store:
         with self.guard("commit"):
             self.raw.execute("COMMIT")
         self.in_write = False
+        self._restore_sync()
 
     def rollback(self) -> None:
         """rollback abandons the write transaction, if one is open."""
@@ -131,6 +162,10 @@ class Store:
             self.raw.execute("ROLLBACK")
         except sqlite3.Error as e:  # the transaction may already be gone
             log.debug("rollback of %s: %s", self.target, e)
+        try:
+            self._restore_sync()
+        except DatabaseError as e:
+            log.debug("restoring synchronous on %s: %s", self.target, e)
 
     def data_version(self) -> int:
         """data_version changes whenever another connection commits."""

@@ -192,7 +192,11 @@ class TaskRunner:
     def _claim(self, started: list[_Run]) -> None:
         st = self._st
         store = st._store
-        st._flush()
+        st._flush()  # a user's pending writes commit with full durability
+        if not store.in_write:
+            # What a pass writes (claims, Abort to Undo, cleanups) is derived
+            # from the state again after a crash: no sync of its own needed.
+            st._relax_commit()
         now = st._now()
         with self._runs_lock:
             runs = dict(self._runs)
