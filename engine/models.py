@@ -37,6 +37,8 @@ _CHANGE_STATUS_CHECK = (
 #: The partial index on unready tasks uses this exact predicate; queries
 #: repeat it word for word so that SQLite picks the index.
 UNREADY_PREDICATE = "status NOT IN ('Done','Undone','Hold','Error')"
+#: Likewise for the partial index on runnable Do tasks.
+RUNNABLE_PREDICATE = "status = 'Do' AND blockers = 0"
 
 
 class Base(DeclarativeBase):
@@ -107,6 +109,9 @@ class TaskRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # When the first of those attempts ended (the start of the retry window).
     retry_since: Mapped[str | None] = mapped_column(String(32))
+    # How many of the tasks it waits for are not Done: a Do task with none
+    # left is runnable. Kept by the engine at each commit.
+    blockers: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(_TASK_STATUS_CHECK, name="status"),
@@ -114,6 +119,8 @@ class TaskRow(Base):
         Index("ix_tasks_change_id", "change_id"),
         # Only unready tasks: the runner's pickup never touches history.
         Index("ix_tasks_unready", "status", "id", sqlite_where=text(UNREADY_PREDICATE)),
+        # Do tasks with nothing left to wait for: the runnable ones.
+        Index("ix_tasks_runnable", "id", sqlite_where=text(RUNNABLE_PREDICATE)),
         # Tasks that were never added to a change, for prune.
         Index("ix_tasks_orphan", "spawn_time", sqlite_where=text("change_id IS NULL")),
     )

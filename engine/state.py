@@ -94,6 +94,10 @@ class State:
         self._new_log: Pending[tuple[int, int, str, str, str]] = Pending()
         self._dirty_values: Pending[str] = Pending()
         self._dirty_seqs: Pending[str] = Pending()
+        # Tasks that became Done or stopped being Done: their halt tasks'
+        # blockers counts change.
+        self._done_flips: Pending[int] = Pending()
+        self._blockers_suspect = True  # checked by the runner's first pass
         self._log_seq = itertools.count()
         self._became_ready: list[int] = []
         self._waiters: dict[int, threading.Event] = {}
@@ -229,6 +233,7 @@ class State:
         version = self._store.data_version()
         if version != self._data_version:
             self._data_version = version
+            self._blockers_suspect = True
             if not self._pending():
                 self._forget()
                 self._sync_sequences()
@@ -236,12 +241,12 @@ class State:
     def _pending(self) -> bool:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._warnings.pending, self._store.in_write))
+                    self._done_flips, self._warnings.pending, self._store.in_write))
 
     def _all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                *self._warnings.pendings())
+                self._done_flips, *self._warnings.pendings())
 
     def _forget(self) -> None:
         self._tasks.clear()
@@ -278,8 +283,15 @@ class State:
         if self._dirty_tasks:
             rows = [self._tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self._tasks]
             store.update_tasks([r[1:] + r[:1] for r in rows])
+        recount: set[int] = set()
         if self._new_edges:
-            store.insert_edges(self._new_edges.take())
+            edges = self._new_edges.take()
+            store.insert_edges(edges)
+            recount.update(tid for tid, _ in edges)
+        if self._done_flips:
+            recount.update(store.halted_by(self._done_flips.take()))
+        if recount:
+            store.recount_blockers(sorted(recount))
         if self._new_lanes:
             store.insert_lanes(self._new_lanes.take())
         if self._new_log:
@@ -472,6 +484,18 @@ class State:
             rec.handle = Change(self, rec.id)
         return rec.handle
 
+    def _check_blockers(self) -> None:
+        """_check_blockers repairs blockers counts after the database changed behind our back."""
+        if not self._blockers_suspect:
+            return
+        self._flush()
+        stale = self._store.stale_blockers()
+        if stale:
+            log.info("recounting what %d tasks wait for in %s", len(stale), self._target)
+            self._store.begin_write()
+            self._store.recount_blockers(stale)
+        self._blockers_suspect = False
+
     def _has_unclean_ready(self) -> bool:
         """_has_unclean_ready says whether a ready change still has tasks to clean."""
         self._check()
@@ -504,6 +528,8 @@ class State:
             counts[old] = counts.get(old, 0) - 1
             counts[new] = counts.get(new, 0) + 1
         rec.status = new
+        if (old is Status.DONE) != (new is Status.DONE):
+            self._done_flips.add(rec.id)
         if new.ready and not old.ready:
             rec.ready_time = self._now()
         self._dirty_task(rec)

@@ -18,7 +18,7 @@ from typing import Any
 import tenacity
 
 from .errors import DatabaseBusyError, DatabaseCorruptError, DatabaseError
-from .models import UNREADY_PREDICATE
+from .models import RUNNABLE_PREDICATE, UNREADY_PREDICATE
 
 log = logging.getLogger("engine.store")
 
@@ -283,10 +283,14 @@ class Store:
         )
         return self.query(sql, (*statuses, after_id, limit))
 
-    def runnable_do(self, now: str, after_id: int, limit: int) -> list[TaskTuple]:
-        """runnable_do pages through Do tasks whose wait tasks are all Done."""
+    def runnable_do(self, after_id: int, limit: int) -> list[TaskTuple]:
+        """runnable_do pages through Do tasks whose wait tasks are all Done.
+
+        The blockers count finds them through a small partial index; the
+        NOT EXISTS check guards against a count gone stale.
+        """
         sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks t WHERE {UNREADY_PREDICATE} AND status = 'Do' "
+            f"SELECT {TASK_COLUMNS} FROM tasks t WHERE {RUNNABLE_PREDICATE} "
             "AND change_id IS NOT NULL AND id > ? "
             "AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks w ON w.id = d.wait_task_id "
             "WHERE d.task_id = t.id AND w.status <> 'Done') ORDER BY id LIMIT ?"
@@ -303,6 +307,29 @@ class Store:
             "ORDER BY id LIMIT ?"
         )
         return self.query(sql, (after_id, limit))
+
+    _COUNT_BLOCKERS = (
+        "(SELECT count(*) FROM task_dependencies d JOIN tasks w ON w.id = d.wait_task_id "
+        "WHERE d.task_id = t.id AND w.status <> 'Done')"
+    )
+
+    def halted_by(self, ids: Sequence[int]) -> list[int]:
+        """halted_by lists the tasks that wait for any of ids."""
+        return [r[0] for r in self.query_in(
+            "SELECT DISTINCT task_id FROM task_dependencies WHERE wait_task_id IN ({})", ids
+        )]
+
+    def recount_blockers(self, ids: Sequence[int]) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks."""
+        self.execute_in(
+            f"UPDATE tasks AS t SET blockers = {self._COUNT_BLOCKERS} WHERE id IN ({{}})", ids
+        )
+
+    def stale_blockers(self) -> list[int]:
+        """stale_blockers lists unready tasks whose blockers count is wrong."""
+        return [r[0] for r in self.query(
+            f"SELECT id FROM tasks t WHERE {UNREADY_PREDICATE} AND blockers <> {self._COUNT_BLOCKERS}"
+        )]
 
     def unclean_changes(self, limit: int = -1) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""

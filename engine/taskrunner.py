@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import tenacity
 
+from ._time import to_text
 from ._workers import EventLoopThread, Workers
 from .change import _abort_lanes
 from .errors import DatabaseError, EngineError, NotFoundError, Retry, Wait
@@ -193,6 +194,7 @@ class TaskRunner:
         st = self._st
         store = st._store
         st._flush()  # a user's pending writes commit with full durability
+        st._check_blockers()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
             # from the state again after a crash: no sync of its own needed.
@@ -218,7 +220,7 @@ class TaskRunner:
         candidates = (
             lambda after: store.runnable(("Doing", "Undoing"), after, _PAGE),
             lambda after: store.runnable_undo(after, _PAGE),
-            lambda after: store.runnable_do(_text(now), after, _PAGE),
+            lambda after: store.runnable_do(after, _PAGE),
         )
         for query in candidates:
             for row in _pages(query):
@@ -514,7 +516,7 @@ class TaskRunner:
         when = now + timedelta(seconds=delay)
         message = _message(exc)
         self._st._add_log(rec, "INFO", f"retrying after attempt {rec.attempts} failed ({message}); "
-                                       f"next attempt at {_text(when)}")
+                                       f"next attempt at {to_text(when)}")
         log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
                     rec.id, rec.kind, rec.change_id, message, rec.attempts, delay)
         retry = Retry(after=delay, reason=message)
@@ -574,12 +576,6 @@ def _pages(query: Callable[[int], list[tuple[Any, ...]]]) -> Any:
         if len(rows) < _PAGE:
             return
         after = rows[-1][0]
-
-
-def _text(when: datetime) -> str:
-    from ._time import to_text
-
-    return to_text(when)
 
 
 def _message(exc: BaseException) -> str:

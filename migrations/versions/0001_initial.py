@@ -63,9 +63,7 @@ def upgrade() -> None:
         sa.Column("last_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sequences")),
     )
-    op.bulk_insert(
-        sequences, [{"name": name, "last_id": 0} for name in ("change", "task", "lane")]
-    )
+    op.bulk_insert(sequences, [{"name": name, "last_id": 0} for name in ("change", "task", "lane")])
     op.create_table(
         "state_data",
         sa.Column("key", sa.Text(), nullable=False),
@@ -109,16 +107,11 @@ def upgrade() -> None:
         sa.Column("spawn_time", sa.String(length=32), nullable=False),
         sa.Column("ready_time", sa.String(length=32), nullable=True),
         sa.Column("at_time", sa.String(length=32), nullable=True),
-        sa.Column(
-            "doing_time", sa.Float(), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "undoing_time", sa.Float(), server_default=sa.text("0"), nullable=False
-        ),
-        sa.Column(
-            "attempts", sa.Integer(), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("doing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
+        sa.Column("undoing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("retry_since", sa.String(length=32), nullable=True),
+        sa.Column("blockers", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.CheckConstraint(
             "status IN ('Hold','Do','Doing','Done','Abort','Undo','Undoing','Undone','Error','Wait')",
             name=op.f("ck_tasks_status"),
@@ -146,6 +139,9 @@ def upgrade() -> None:
             unique=False,
             sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
         )
+        batch_op.create_index(
+            "ix_tasks_runnable", ["id"], unique=False, sqlite_where=sa.text("status = 'Do' AND blockers = 0")
+        )
 
     op.create_table(
         "task_dependencies",
@@ -163,9 +159,7 @@ def upgrade() -> None:
             name=op.f("fk_task_dependencies_wait_task_id_tasks"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "task_id", "wait_task_id", name=op.f("pk_task_dependencies")
-        ),
+        sa.PrimaryKeyConstraint("task_id", "wait_task_id", name=op.f("pk_task_dependencies")),
         sqlite_with_rowid=False,
     )
     with op.batch_alter_table("task_dependencies", schema=None) as batch_op:
@@ -219,13 +213,12 @@ def downgrade() -> None:
 
     op.drop_table("task_dependencies")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index("ix_tasks_runnable", sqlite_where=sa.text("status = 'Do' AND blockers = 0"))
         batch_op.drop_index(
             "ix_tasks_unready",
             sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
         )
-        batch_op.drop_index(
-            "ix_tasks_orphan", sqlite_where=sa.text("change_id IS NULL")
-        )
+        batch_op.drop_index("ix_tasks_orphan", sqlite_where=sa.text("change_id IS NULL"))
         batch_op.drop_index("ix_tasks_change_id")
 
     op.drop_table("tasks")
@@ -233,9 +226,7 @@ def downgrade() -> None:
     op.drop_table("state_data")
     op.drop_table("sequences")
     with op.batch_alter_table("changes", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_changes_unready", sqlite_where=sa.text("ready_time IS NULL")
-        )
+        batch_op.drop_index("ix_changes_unready", sqlite_where=sa.text("ready_time IS NULL"))
         batch_op.drop_index(
             "ix_changes_unclean",
             sqlite_where=sa.text("ready_time IS NOT NULL AND clean = 0"),
