@@ -205,7 +205,7 @@ class TaskRunner:
         self._some_blocked = False
         self._starved = False
         # Aborted tasks: stop the running ones, move the others on.
-        for row in _pages(lambda after: store.runnable(("Abort",), after, _PAGE)):
+        for row in _pages(lambda after, n: store.runnable(("Abort",), after, n), lambda: _PAGE):
             rec = st._merge_task_rows([row])[0]
             if rec.status is not Status.ABORT or self._pair(rec).do is None:
                 continue
@@ -217,13 +217,18 @@ class TaskRunner:
         running = [run.task for run in runs.values()]
         free = self._size - len(runs)
         next_time: datetime | None = None
+        # Fetch a little more than the free workers can take: enough to see
+        # that tasks were left, without loading a big fan-out at every pass.
+        def few() -> int:
+            return min(_PAGE, max(free, 0) + 16)
+
         candidates = (
-            lambda after: store.runnable(("Doing", "Undoing"), after, _PAGE),
-            lambda after: store.runnable_undo(after, _PAGE),
-            lambda after: store.runnable_do(after, _PAGE),
+            (lambda after, n: store.runnable(("Doing", "Undoing"), after, n), lambda: _PAGE),
+            (store.runnable_undo, few),
+            (store.runnable_do, few),
         )
-        for query in candidates:
-            for row in _pages(query):
+        for query, size in candidates:
+            for row in _pages(query, size):
                 rec = st._merge_task_rows([row])[0]
                 if rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
                     continue
@@ -568,12 +573,14 @@ class TaskRunner:
                     self._idle.wait()
 
 
-def _pages(query: Callable[[int], list[tuple[Any, ...]]]) -> Any:
+def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[], int]) -> Any:
+    """_pages yields the rows of query(after_id, limit) page by page, asking size() for each limit."""
     after = 0
     while True:
-        rows = query(after)
+        limit = size()
+        rows = query(after, limit)
         yield from rows
-        if len(rows) < _PAGE:
+        if len(rows) < limit:
             return
         after = rows[-1][0]
 
