@@ -202,8 +202,9 @@ class ChangeRec:
         self.ready_time: datetime | None = None
         # The status last written to the row (None: not written yet).
         self.db_status: Status | None = None
-        # The status last reported to change-status hooks.
-        self.observed = Status.DEFAULT
+        # The status last reported to change-status hooks (None: not tracked
+        # since it last moved; computed afresh before the next report).
+        self.observed: Status | None = Status.DEFAULT
         # Task count by status, unclean task count and task ids (None until loaded).
         self.counts: dict[Status, int] | None = {}
         self.unclean = 0

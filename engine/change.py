@@ -79,14 +79,20 @@ class Change:
     def set_status(self, status: Status) -> None:
         """set_status overrides the computed status; Status.DEFAULT restores it."""
         rec = self._rec()
+        st = self._st
         if not isinstance(status, Status):
             raise TypeError(f"cannot set status of change {self._cid}: {status!r} is not a Status")
+        if st._change_hooks and rec.observed is None:
+            rec.observed = st._change_status(rec)
         rec.explicit = None if status is Status.DEFAULT else status
-        self._st._dirty_change(rec)
+        st._dirty_change(rec)
+        st._touched.add(rec.id)
         if status.ready:
-            self._st._mark_ready(rec)
-        if self._st._change_hooks:
-            self._st._notify_change(rec)
+            st._mark_ready(rec)
+        if st._change_hooks:
+            st._notify_change(rec)
+        else:
+            rec.observed = None
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
@@ -121,6 +127,8 @@ class Change:
         trec.change_id = rec.id
         st._dirty_task(trec)
         st._touched.add(rec.id)
+        if trec.status is Status.WAIT:
+            st._waiting_changes().add(rec.id)
 
     def add_all(self, taskset: TaskSet) -> None:
         """add_all adds every task of taskset to this change."""

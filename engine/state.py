@@ -98,6 +98,9 @@ class State:
         # blockers counts change.
         self._done_flips: Pending[int] = Pending()
         self._blockers_suspect = True  # checked by the runner's first pass
+        # Changes with tasks in Wait: the Wait rule may follow edges into other
+        # changes, so their status is recomputed whenever any task moves.
+        self._waiting: set[int] | None = None
         self._log_seq = itertools.count()
         self._became_ready: list[int] = []
         self._waiters: dict[int, threading.Event] = {}
@@ -249,6 +252,7 @@ class State:
                 self._done_flips, *self._warnings.pendings())
 
     def _forget(self) -> None:
+        self._waiting = None
         self._tasks.clear()
         self._changes.clear()
         self._values.clear()
@@ -306,8 +310,12 @@ class State:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self._changes.get(cid)
+                if rec is None and self._waiting is not None and cid in self._waiting:
+                    rec = self._crec(cid)
                 if rec is not None and rec.db_status is not None:
                     status = self._change_status(rec)
+                    if self._waiting is not None and not self._counts(rec).get(Status.WAIT):
+                        self._waiting.discard(cid)
                     if status is not rec.db_status:
                         rows2.append((status.value, cid))
                         rec.db_status = status
@@ -524,6 +532,8 @@ class State:
         if rec.change_id is not None and crec is None:
             crec = self._crec(rec.change_id)
         if crec is not None:
+            if self._change_hooks and crec.observed is None:
+                crec.observed = self._change_status(crec)
             counts = self._counts(crec)
             counts[old] = counts.get(old, 0) - 1
             counts[new] = counts.get(new, 0) + 1
@@ -536,12 +546,24 @@ class State:
         log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
         if crec is not None:
             self._touched.add(crec.id)
+            waiting = self._waiting_changes()
+            if new is Status.WAIT:
+                waiting.add(crec.id)
+            if waiting:
+                self._touched.update(waiting)
             if new.ready and not old.ready and crec.ready_time is None and self._unready(crec) == 0:
                 self._mark_ready(crec)
             if self._change_hooks:
                 self._notify_change(crec)
+            else:
+                crec.observed = None
         if self._task_hooks:
             self._fire(self._task_hooks, self._task_handle(rec), old, new)
+
+    def _waiting_changes(self) -> set[int]:
+        if self._waiting is None:
+            self._waiting = set(self._store.changes_with_waiting_tasks())
+        return self._waiting
 
     def _unready(self, crec: ChangeRec) -> int:
         counts = self._counts(crec)
@@ -555,9 +577,11 @@ class State:
 
     def _notify_change(self, crec: ChangeRec) -> None:
         new = self._change_status(crec)
-        if new is not crec.observed:
-            old, crec.observed = crec.observed, new
-            self._fire(self._change_hooks, self._change_handle(crec), old, new)
+        old = crec.observed
+        if new is not old:
+            crec.observed = new
+            if old is not None:
+                self._fire(self._change_hooks, self._change_handle(crec), old, new)
 
     def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
         for hid, fn in list(hooks.items()):

@@ -225,6 +225,13 @@ class Store:
         )
         return {status: int(n) for status, n, _ in rows}, sum(int(u or 0) for _, _, u in rows)
 
+    def changes_with_waiting_tasks(self) -> list[int]:
+        """changes_with_waiting_tasks lists the changes that have tasks in Wait."""
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT change_id FROM tasks WHERE {UNREADY_PREDICATE} AND status = 'Wait' "
+            "AND change_id IS NOT NULL"
+        )]
+
     def linked_task_ids(self) -> list[int]:
         """linked_task_ids lists every task that belongs to a change."""
         return [r[0] for r in self.query("SELECT id FROM tasks WHERE change_id IS NOT NULL ORDER BY id")]
