@@ -107,6 +107,7 @@ class TaskRec:
         "log",
         "progress",
         "ready_time",
+        "retry_attempts",
         "retry_since",
         "spawn_time",
         "status",
@@ -132,6 +133,7 @@ class TaskRec:
         self.doing_time = 0.0
         self.undoing_time = 0.0
         self.attempts = 0
+        self.retry_attempts = 0
         self.retry_since: datetime | None = None
         # None until loaded; new tasks start complete and empty.
         self.wait_ids: list[int] | None = []
@@ -145,7 +147,7 @@ class TaskRec:
         """from_row builds a record from a row in store.TASK_COLUMNS order."""
         rec = cls.__new__(cls)
         (rec.id, rec.change_id, rec.kind, rec.summary, status, waited, clean, label, done, total, data,
-         spawn, ready, at, rec.doing_time, rec.undoing_time, rec.attempts, retry_since) = row
+         spawn, ready, at, rec.doing_time, rec.undoing_time, rec.attempts, rec.retry_attempts, retry_since) = row
         what = f"task {rec.id}"
         rec.status = status_of(status, what)
         rec.waited_status = status_of(waited, what)
@@ -167,7 +169,7 @@ class TaskRec:
             self.id, self.change_id, self.kind, self.summary, self.status.value, self.waited_status.value,
             self.clean, label, done, total, self.data.dump(), to_text(self.spawn_time),
             opt_to_text(self.ready_time), opt_to_text(self.at_time), self.doing_time, self.undoing_time,
-            self.attempts, opt_to_text(self.retry_since),
+            self.attempts, self.retry_attempts, opt_to_text(self.retry_since),
         )
 
 

@@ -30,6 +30,8 @@ log = logging.getLogger("engine.db")
 
 #: The Alembic revision this code writes; tests check it is the script head.
 SCHEMA_HEAD = "0001_initial"
+#: What inspect_revision reports for a database at Alembic's base revision.
+BASE = "base"
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Databases up to this size get PRAGMA quick_check when opened (about
@@ -172,10 +174,11 @@ def inspect_revision(raw: sqlite3.Connection, target: str, *, check: bool) -> st
         rows = raw.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.DatabaseError as e:
         raise DatabaseCorruptError(f"{_describe(target)}: the database is corrupt ({e})") from None
+    if not rows:
+        return BASE  # stamped at Alembic's base: upgraded to head like any older schema
     if len(rows) != 1:
         raise DatabaseCorruptError(f"{_describe(target)}: it has {len(rows)} schema revisions recorded, expected one")
-    revision = str(rows[0][0])
-    return revision
+    return str(rows[0][0])
 
 
 def known_revisions() -> set[str]:
@@ -192,7 +195,7 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
     revision = inspect_revision(raw, target, check=check) if existing or memory else None
     if revision == SCHEMA_HEAD:
         return
-    if revision is not None and revision not in known_revisions():
+    if revision not in (None, BASE) and revision not in known_revisions():
         raise SchemaVersionError(
             f"{_describe(target)}: its schema revision {revision!r} is not known to this program, "
             f"whose newest revision is {SCHEMA_HEAD!r}; the database was written by a newer version"

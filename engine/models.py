@@ -107,7 +107,9 @@ class TaskRow(Base):
     undoing_time: Mapped[float] = mapped_column(Float, server_default=text("0"))
     # Handler runs that asked for a retry or failed under a retry policy.
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # When the first of those attempts ended (the start of the retry window).
+    # The failures of the current do (or undo) phase under its retry policy,
+    # and when the first of them happened: what the policy's stop looks at.
+    retry_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     retry_since: Mapped[str | None] = mapped_column(String(32))
     # How many of the tasks it waits for are not Done: a Do task with none
     # left is runnable. Kept by the engine at each commit.

@@ -24,7 +24,8 @@ log = logging.getLogger("engine.store")
 
 TASK_COLUMNS = (
     "id, change_id, kind, summary, status, waited_status, clean, progress_label, progress_done, "
-    "progress_total, data, spawn_time, ready_time, at_time, doing_time, undoing_time, attempts, retry_since"
+    "progress_total, data, spawn_time, ready_time, at_time, doing_time, undoing_time, attempts, retry_attempts, "
+    "retry_since"
 )
 CHANGE_COLUMNS = "id, kind, summary, status, explicit_status, clean, data, spawn_time, ready_time"
 WARNING_COLUMNS = "message, first_added, last_added, last_shown, expire_after, repeat_after"
@@ -341,7 +342,8 @@ class Store:
     def unclean_changes(self, limit: int = -1) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
         return [r[0] for r in self.query(
-            "SELECT id FROM changes WHERE ready_time IS NOT NULL AND clean = 0 ORDER BY id LIMIT ?", (limit,)
+            # No ORDER BY: it could lead SQLite away from the partial index.
+            "SELECT id FROM changes WHERE ready_time IS NOT NULL AND clean = 0 LIMIT ?", (limit,)
         )]
 
     def unclean_tasks(self, cid: int) -> list[TaskTuple]:
@@ -382,14 +384,15 @@ class Store:
 
     def insert_tasks(self, rows: Sequence[TaskTuple]) -> None:
         """insert_tasks writes new tasks."""
-        self.executemany(f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({_marks(18)})", rows)
+        self.executemany(f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({_marks(19)})", rows)
 
     def update_tasks(self, rows: Sequence[TaskTuple]) -> None:
         """update_tasks rewrites tasks; each row is TASK_COLUMNS rotated, id last."""
         self.executemany(
             "UPDATE tasks SET change_id = ?, kind = ?, summary = ?, status = ?, waited_status = ?, clean = ?, "
             "progress_label = ?, progress_done = ?, progress_total = ?, data = ?, spawn_time = ?, "
-            "ready_time = ?, at_time = ?, doing_time = ?, undoing_time = ?, attempts = ?, retry_since = ? "
+            "ready_time = ?, at_time = ?, doing_time = ?, undoing_time = ?, attempts = ?, retry_attempts = ?, "
+            "retry_since = ? "
             "WHERE id = ?",
             rows,
         )

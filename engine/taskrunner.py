@@ -99,6 +99,7 @@ class TaskRunner:
         self._runs_lock = threading.Lock()  # taken after the state lock, never before
         self._idle = threading.Condition(self._runs_lock)
         self._runs: dict[int, _Run] = {}
+        self._uncommitted = 0  # outcomes taken by the recorder, not committed yet
         self._outcomes: list[_Run] = []
         self._have_outcomes = threading.Condition(self._runs_lock)
         self._recorder: threading.Thread | None = None
@@ -265,6 +266,11 @@ class TaskRunner:
 
     def _claim_one(self, rec: TaskRec, pair: _Pair, task: Task) -> _Run:
         st = self._st
+        if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
+            # A new phase starts a new retry series (attempts stays cumulative).
+            rec.retry_attempts = 0
+            rec.retry_since = None
+            st._dirty_task(rec)
         if rec.status in (Status.DO, Status.DOING):
             phase: Literal["do", "undo"] = "do"
             st._set_task_status(rec, Status.DOING)
@@ -352,6 +358,8 @@ class TaskRunner:
             if self._abandoned:
                 log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
                             run.tid, run.kind)
+                if self._runs.get(run.tid) is run:
+                    del self._runs[run.tid]
                 return
             self._outcomes.append(run)
             self._have_outcomes.notify()
@@ -364,17 +372,18 @@ class TaskRunner:
         while True:
             with self._runs_lock:
                 while not self._outcomes:
-                    if self._abandoned or (self._stopped and not self._runs):
+                    if self._abandoned or (self._stopped and not self._runs and not self._uncommitted):
                         self._recorder = None
                         return
                     self._have_outcomes.wait(1.0)
                 batch, self._outcomes = self._outcomes, []
-            self._commit_batch(batch)
-            with self._runs_lock:
-                for run in batch:
-                    if self._runs.get(run.tid) is run:
-                        del self._runs[run.tid]
-                self._idle.notify_all()
+                self._uncommitted += len(batch)
+            try:
+                self._commit_batch(batch)
+            finally:
+                with self._runs_lock:
+                    self._uncommitted -= len(batch)
+                    self._idle.notify_all()
 
     def _commit_batch(self, batch: list[_Run]) -> None:
         try:
@@ -384,6 +393,13 @@ class TaskRunner:
                         self._record(run)
                     except Exception:
                         log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
+                # The workers are free again as of this transaction: a pass
+                # (which reads the runs under the state lock) sees them free
+                # exactly when it sees the outcomes committed.
+                with self._runs_lock:
+                    for run in batch:
+                        if self._runs.get(run.tid) is run:
+                            del self._runs[run.tid]
             return
         except DatabaseError as e:
             log.error("cannot commit task outcomes, retrying: %s", e)
@@ -394,6 +410,10 @@ class TaskRunner:
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
         )
+        with self._runs_lock:
+            for run in batch:
+                if self._runs.get(run.tid) is run:
+                    del self._runs[run.tid]
         for attempt in retrying:
             with attempt, self._st:
                 pass
@@ -491,19 +511,21 @@ class TaskRunner:
             except Exception:
                 log.exception("on_task_error callback failed for task %s", rec.id)
 
-    def _count_attempt(self, rec: TaskRec) -> None:
+    def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
         rec.attempts += 1
-        if rec.retry_since is None:
-            rec.retry_since = self._st._now()
+        if series:
+            rec.retry_attempts += 1
+            if rec.retry_since is None:
+                rec.retry_since = self._st._now()
         self._st._dirty_task(rec)
 
     def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
         """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
         now = self._st._now()
-        self._count_attempt(rec)
+        self._count_attempt(rec, series=True)
         state = tenacity.RetryCallState(policy, None, (), {})
-        state.attempt_number = rec.attempts
-        outcome = tenacity.Future(rec.attempts)
+        state.attempt_number = rec.retry_attempts
+        outcome = tenacity.Future(rec.retry_attempts)
         outcome.set_exception(exc)
         state.outcome = outcome
         since = rec.retry_since or now
@@ -512,7 +534,7 @@ class TaskRunner:
         if not policy.retry(state):
             return exc
         if policy.stop(state):
-            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.attempts)
+            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.retry_attempts)
             return exc
         delay = max(0.0, float(policy.wait(state)))
         state.next_action = tenacity.RetryAction(delay)
@@ -520,10 +542,10 @@ class TaskRunner:
             policy.before_sleep(state)
         when = now + timedelta(seconds=delay)
         message = _message(exc)
-        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.attempts} failed ({message}); "
+        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
                                        f"next attempt at {to_text(when)}")
         log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, rec.attempts, delay)
+                    rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
         retry = Retry(after=delay, reason=message)
         return retry
 
@@ -532,14 +554,14 @@ class TaskRunner:
     def wait(self) -> None:
         """wait returns once no handler runs and every outcome is committed."""
         with self._runs_lock:
-            while self._runs and not self._abandoned:
+            while (self._runs or self._outcomes or self._uncommitted) and not self._abandoned:
                 self._idle.wait()
 
     def stop(self) -> None:
         """stop kills every tomb and waits, up to its bound, for the handlers to return."""
         with self._mu:
             with self._runs_lock:
-                if self._stopped and not self._runs:
+                if self._stopped and (self._abandoned or not self._runs):
                     return
                 self._stopped = self._stopping = True
                 runs = list(self._runs.values())
@@ -547,7 +569,7 @@ class TaskRunner:
                 run.tomb.kill()
             deadline = time.monotonic() + self._stop_timeout
             with self._runs_lock:
-                while self._runs:
+                while self._runs or self._outcomes or self._uncommitted:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         self._abandoned = True
@@ -569,7 +591,8 @@ class TaskRunner:
             for run in runs:
                 run.tomb.kill()
             with self._runs_lock:
-                while any(self._runs.get(run.tid) is run for run in runs) and not self._abandoned:
+                while (any(self._runs.get(run.tid) is run for run in runs) or self._uncommitted) \
+                        and not self._abandoned:
                     self._idle.wait()
 
 

@@ -110,6 +110,7 @@ def upgrade() -> None:
         sa.Column("doing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("undoing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("retry_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("retry_since", sa.String(length=32), nullable=True),
         sa.Column("blockers", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.CheckConstraint(

@@ -1,0 +1,308 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Alembic migrations: one head, `alembic check` clean, round trips, and the fast create path.
+
+A new database is created by State.open straight from the models (no
+migration runs); these tests prove that the schema the migrations build is
+the same, that the alembic CLI works from the checkout (alembic.ini,
+-x db=PATH), and that databases of unknown or older revisions are handled.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from engine import State, Status
+from engine.db import SCHEMA_HEAD, alembic_config
+from engine.errors import DatabaseError, EngineError, SchemaVersionError
+from engine.models import Base
+from tests.conftest import FakeClock
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
+                 "sequences"}
+
+
+def alembic(db: Path, *args: str) -> str:
+    """alembic runs the alembic CLI from the checkout on db and returns its output."""
+    exe = Path(sys.executable).with_name("alembic")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "alembic"]
+    proc = subprocess.run([*cmd, "-x", f"db={db}", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"alembic {' '.join(args)} failed ({proc.returncode}):\n{out}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cli_head is a database the alembic CLI upgraded to head (copy it before use)."""
+    db = tmp_path_factory.mktemp("cli") / "head.db"
+    alembic(db, "upgrade", "head")
+    return db
+
+
+def copy_db(src: Path, dst: Path) -> Path:
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    a.close()
+    b.close()
+    return dst
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def tables(db: Path) -> set[str]:
+    return {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}  # type: ignore[misc]
+
+
+def _split_top_level(body: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in body:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def normalised_schema(db: Path) -> dict[tuple[str, str], object]:
+    """normalised_schema maps (type, name) to its SQL, blind to layout and constraint order.
+
+    Columns keep their order; table constraints compare as a set.
+    """
+    out: dict[tuple[str, str], object] = {}
+    for typ, name, sql in rows(db, "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"):
+        text = re.sub(r"\s+", " ", str(sql)).strip()
+        if typ == "table":
+            head, _, rest = text.partition("(")
+            body, _, tail = rest.rpartition(")")
+            items = _split_top_level(body)
+            columns = [i for i in items if not i.upper().startswith("CONSTRAINT")]
+            constraints = frozenset(i for i in items if i.upper().startswith("CONSTRAINT"))
+            out[(str(typ), str(name))] = (head.strip(), tuple(columns), constraints, tail.strip())
+        else:
+            out[(str(typ), str(name))] = text.replace("( ", "(").replace(" )", ")")
+    return out
+
+
+def metadata_diffs(db: Path) -> list[object]:
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"render_as_batch": True})
+            return list(compare_metadata(ctx, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def fill(st: State, clock: FakeClock) -> None:
+    """fill writes one of everything through the engine."""
+    with st:
+        chg = st.new_change("install", "Install foo")
+        lane = st.new_lane()
+        t1 = st.new_task("download", "Download foo")
+        t2 = st.new_task("install", "Install foo")
+        t2.wait_for(t1)
+        t1.join_lane(lane)
+        t2.join_lane(lane)
+        t1.set("url", "https://example.com/foo")
+        t1.logf("fetching %s", "foo")
+        t1.set_status(Status.DONE)
+        t2.at(clock() + timedelta(hours=1))
+        chg.add_task(t1)
+        chg.add_task(t2)
+        chg.set("origin", "test")
+        st.set("config", {"retries": 3})
+        st.add_warning("disk almost full")
+        st.new_task("orphan", "Left over")
+
+
+def counts(db: Path) -> dict[str, int]:
+    return {t: int(rows(db, f"SELECT count(*) FROM {t}")[0][0]) for t in sorted(ENGINE_TABLES)}  # type: ignore[arg-type]
+
+
+# -- heads and alembic check ---------------------------------------------------------
+
+
+def test_single_head_is_schema_head() -> None:
+    runtime = ScriptDirectory.from_config(alembic_config())
+    assert runtime.get_heads() == [SCHEMA_HEAD]
+    checkout = ScriptDirectory.from_config(Config(str(REPO / "alembic.ini")))
+    assert checkout.get_heads() == [SCHEMA_HEAD]
+    assert {r.revision for r in checkout.walk_revisions()} == {r.revision for r in runtime.walk_revisions()}
+
+
+def test_alembic_check_is_clean(cli_head: Path, tmp_path: Path) -> None:
+    db = copy_db(cli_head, tmp_path / "check.db")
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+    out = alembic(db, "check")
+    assert "No new upgrade operations detected" in out
+
+
+# -- the fast create path equals the migrations ---------------------------------------
+
+
+def test_migrated_schema_equals_the_schema_state_open_creates(cli_head: Path, tmp_path: Path) -> None:
+    migrated = copy_db(cli_head, tmp_path / "migrated.db")
+    fresh = tmp_path / "fresh.db"
+    State.open(fresh).close()
+    a, b = normalised_schema(migrated), normalised_schema(fresh)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key] == b[key], f"{key} differs between the migration and State.open"
+    assert tables(fresh) == ENGINE_TABLES | {"alembic_version"}
+    for db in (migrated, fresh):
+        assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+        assert sorted(rows(db, "SELECT name, last_id FROM sequences")) == [("change", 0), ("lane", 0), ("task", 0)]
+        assert metadata_diffs(db) == [], f"{db.name} differs from the models"
+
+
+# -- round trip with rows -----------------------------------------------------------
+
+
+def test_upgrade_downgrade_round_trip_with_rows(cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
+    db = copy_db(cli_head, tmp_path / "trip.db")
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+    finally:
+        st.close()
+    assert all(n > 0 for n in counts(db).values()), counts(db)
+
+    alembic(db, "downgrade", "base")
+    assert tables(db) == {"alembic_version"}
+    assert rows(db, "SELECT version_num FROM alembic_version") == []
+
+    alembic(db, "upgrade", "head")
+    assert tables(db) == ENGINE_TABLES | {"alembic_version"}
+    assert normalised_schema(db) == normalised_schema(_fresh(tmp_path))
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            assert st.changes() == []
+            chg = st.new_change("install", "Install again")
+            t = st.new_task("download", "Download again")
+            chg.add_task(t)
+        with st:
+            assert [c.id for c in st.changes()] == ["1"]
+            assert st.task("1") == t
+    finally:
+        st.close()
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+
+
+def _fresh(tmp_path: Path) -> Path:
+    fresh = tmp_path / "fresh-for-compare.db"
+    if not fresh.exists():
+        State.open(fresh).close()
+    return fresh
+
+
+# -- databases of other revisions --------------------------------------------------------
+
+
+def test_unknown_revision_is_refused_and_the_file_left_untouched(tmp_path: Path, clock: FakeClock) -> None:
+    db = tmp_path / "future.db"
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+    finally:
+        st.close()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    conn.close()
+    before = db.read_bytes()
+    siblings = sorted(p.name for p in tmp_path.iterdir())
+
+    with pytest.raises(SchemaVersionError) as excinfo:
+        State.open(db, clock=clock)
+    message = str(excinfo.value)
+    assert "9999_future" in message
+    assert SCHEMA_HEAD in message
+    assert str(db) in message
+    assert isinstance(excinfo.value, DatabaseError)
+    assert isinstance(excinfo.value, EngineError)
+
+    assert db.read_bytes() == before, "refusing the database changed the file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings
+    assert rows(db, "SELECT version_num FROM alembic_version") == [("9999_future",)]
+    # Refused again, the same way: nothing was half done the first time.
+    with pytest.raises(SchemaVersionError):
+        State.open(db, clock=clock)
+    assert db.read_bytes() == before
+
+
+def test_database_built_by_the_alembic_cli_is_accepted_and_keeps_its_rows(
+        cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
+    db = copy_db(cli_head, tmp_path / "cli.db")
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+    finally:
+        st.close()
+    before = counts(db)
+
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            chg = st.change("1")
+            assert chg is not None
+            assert (chg.kind, chg.summary, chg.get("origin")) == ("install", "Install foo", "test")
+            t1, t2 = chg.tasks()
+            assert (t1.status, t2.status) == (Status.DONE, Status.DO)
+            assert t2.wait_tasks() == [t1]
+            assert t1.lanes() == t2.lanes() == [1]
+            assert t1.get("url") == "https://example.com/foo"
+            assert t1.log()[-1].endswith(" INFO fetching foo")
+            assert t2.at_time == clock() + timedelta(hours=1)
+            assert st.get("config") == {"retries": 3}
+            assert [str(w) for w in st.warnings()] == ["disk almost full"]
+            assert st.task_count() == 3
+            # The sequences go on where they were.
+            assert st.new_change("next", "Next").id == "2"
+            assert st.new_lane() == 2
+    finally:
+        st.close()
+    after = counts(db)
+    assert after == {**before, "changes": before["changes"] + 1}
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+
+
+def test_database_at_alembic_base_is_upgraded_by_open(cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
+    """An older database: Alembic's base revision (an empty alembic_version) is upgraded to head."""
+    db = copy_db(cli_head, tmp_path / "base.db")
+    alembic(db, "downgrade", "base")
+    assert tables(db) == {"alembic_version"}
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+        with st:
+            assert [c.id for c in st.changes()] == ["1"]
+    finally:
+        st.close()
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+    assert normalised_schema(db) == normalised_schema(_fresh(tmp_path))
