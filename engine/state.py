@@ -524,16 +524,22 @@ class State:
             self._dirty_changes.add(rec.id)
 
     def _set_task_status(self, rec: TaskRec, new: Status) -> None:
-        """_set_task_status moves a task to new, keeping its change's aggregates."""
+        """_set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
         old = rec.status
         if old is new:
             return
-        crec = self._changes.get(rec.change_id) if rec.change_id is not None else None
-        if rec.change_id is not None and crec is None:
-            crec = self._crec(rec.change_id)
+        crec = self._crec(rec.change_id) if rec.change_id is not None else None
+        # The Wait rule follows edges across changes: a change with waiting
+        # tasks may move when any task moves.
+        waiting = self._waiting_changes()
+        affected = [crec] if crec is not None else []
+        affected += [self._crec(cid) for cid in waiting if crec is None or cid != crec.id]
+        hooks = self._change_hooks
+        if hooks:
+            for c in affected:
+                if c.observed is None:
+                    c.observed = self._change_status(c)
         if crec is not None:
-            if self._change_hooks and crec.observed is None:
-                crec.observed = self._change_status(crec)
             counts = self._counts(crec)
             counts[old] = counts.get(old, 0) - 1
             counts[new] = counts.get(new, 0) + 1
@@ -545,18 +551,16 @@ class State:
         self._dirty_task(rec)
         log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
         if crec is not None:
-            self._touched.add(crec.id)
-            waiting = self._waiting_changes()
             if new is Status.WAIT:
                 waiting.add(crec.id)
-            if waiting:
-                self._touched.update(waiting)
             if new.ready and not old.ready and crec.ready_time is None and self._unready(crec) == 0:
                 self._mark_ready(crec)
-            if self._change_hooks:
-                self._notify_change(crec)
+        for c in affected:
+            self._touched.add(c.id)
+            if hooks:
+                self._notify_change(c)
             else:
-                crec.observed = None
+                c.observed = None
         if self._task_hooks:
             self._fire(self._task_hooks, self._task_handle(rec), old, new)
 
