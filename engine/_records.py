@@ -106,9 +106,11 @@ class TaskRec:
         "lanes",
         "log",
         "progress",
+        "ready_text",
         "ready_time",
         "retry_attempts",
         "retry_since",
+        "spawn_text",
         "spawn_time",
         "status",
         "summary",
@@ -129,6 +131,9 @@ class TaskRec:
         self.data = Data()
         self.spawn_time = spawn_time
         self.ready_time: datetime | None = None
+        # The stored texts of the times above, formatted once.
+        self.spawn_text = to_text(spawn_time)
+        self.ready_text: str | None = None
         self.at_time: datetime | None = None
         self.doing_time = 0.0
         self.undoing_time = 0.0
@@ -156,6 +161,8 @@ class TaskRec:
         rec.data = Data(data or "{}")
         rec.spawn_time = from_text(spawn)
         rec.ready_time = opt_from_text(ready)
+        rec.spawn_text = spawn
+        rec.ready_text = ready
         rec.at_time = opt_from_text(at)
         rec.retry_since = opt_from_text(retry_since)
         rec.wait_ids = rec.halt_ids = rec.lanes = rec.log = None
@@ -167,8 +174,8 @@ class TaskRec:
         label, done, total = self.progress if self.progress is not None else (None, None, None)
         return (
             self.id, self.change_id, self.kind, self.summary, self.status.value, self.waited_status.value,
-            self.clean, label, done, total, self.data.dump(), to_text(self.spawn_time),
-            opt_to_text(self.ready_time), opt_to_text(self.at_time), self.doing_time, self.undoing_time,
+            self.clean, label, done, total, self.data.dump(), self.spawn_text,
+            self.ready_text, opt_to_text(self.at_time), self.doing_time, self.undoing_time,
             self.attempts, self.retry_attempts, opt_to_text(self.retry_since),
         )
 

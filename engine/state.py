@@ -79,6 +79,7 @@ class State:
         self._data_version = self._store.data_version()
         self._last = self._store.sequences()
         self._tasks: dict[int, TaskRec] = {}
+        self._evict_above = CACHE_LIMIT
         self._changes: dict[int, ChangeRec] = {}
         self._values: dict[str, str | None] = {}
         self._cache: dict[Any, Any] = {}
@@ -365,7 +366,7 @@ class State:
         for pending in self._all_pending():
             pending.committed()
         ready, self._became_ready = self._became_ready, []
-        if len(self._tasks) > CACHE_LIMIT:
+        if len(self._tasks) > self._evict_above:
             self._evict()
         return ready
 
@@ -375,6 +376,8 @@ class State:
             del self._tasks[tid]
         for cid in [cid for cid, rec in self._changes.items() if rec.ready_time is not None]:
             del self._changes[cid]
+        # Scan again only once the cache has doubled: what is left is live.
+        self._evict_above = max(CACHE_LIMIT, 2 * len(self._tasks))
 
     # -- loading records ---------------------------------------------------------
 
@@ -548,6 +551,7 @@ class State:
             self._done_flips.add(rec.id)
         if new.ready and not old.ready:
             rec.ready_time = self._now()
+            rec.ready_text = _time.to_text(rec.ready_time)
         self._dirty_task(rec)
         log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
         if crec is not None:

@@ -34,16 +34,20 @@ class Status(enum.Enum):
     #: (a reboot, a person) before it moves to its waited status.
     WAIT = "Wait"
 
+    _ready: bool  # set below for every member
+
     @property
     def ready(self) -> bool:
         """Whether work with this status has completed its attempt."""
-        return self in _READY
+        return self._ready
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
 
 _READY = frozenset({Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR})
+for _status in Status:  # precomputed: ready is read on every status change
+    object.__setattr__(_status, "_ready", _status in _READY)
 
 #: The statuses a task row may hold ("Default" is stored as "Do").
 TASK_STATUSES = tuple(s.value for s in Status if s is not Status.DEFAULT)

@@ -298,7 +298,7 @@ class Store:
         NOT EXISTS check guards against a count gone stale.
         """
         sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks t WHERE {RUNNABLE_PREDICATE} "
+            f"SELECT {TASK_COLUMNS} FROM tasks t INDEXED BY ix_tasks_runnable WHERE {RUNNABLE_PREDICATE} "
             "AND change_id IS NOT NULL AND id > ? "
             "AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks w ON w.id = d.wait_task_id "
             "WHERE d.task_id = t.id AND w.status <> 'Done') ORDER BY id LIMIT ?"
@@ -342,8 +342,9 @@ class Store:
     def unclean_changes(self, limit: int = -1) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
         return [r[0] for r in self.query(
-            # No ORDER BY: it could lead SQLite away from the partial index.
-            "SELECT id FROM changes WHERE ready_time IS NOT NULL AND clean = 0 LIMIT ?", (limit,)
+            # Without statistics SQLite may prefer another index: name it.
+            "SELECT id FROM changes INDEXED BY ix_changes_unclean "
+            "WHERE ready_time IS NOT NULL AND clean = 0 ORDER BY id LIMIT ?", (limit,)
         )]
 
     def unclean_tasks(self, cid: int) -> list[TaskTuple]:
