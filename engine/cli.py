@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .db import check_file
 from .errors import EngineError
 from .overlord import STATE_FILE, Overlord
 from .state import State
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(args.root)
+        check_file(args.db)  # a broken path is refused with what is wrong with it
+        if not args.db.exists():
+            raise EngineError(f"cannot read state database {args.db}: no such file")
         if args.command == "changes":
             return list_changes(args.db)
         State.open(args.db).close()  # checks and upgrades the file

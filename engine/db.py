@@ -73,6 +73,16 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def sqlite_error(e: BaseException, where: str) -> DatabaseError:
+    """sqlite_error turns a driver error into the engine's error, on one line."""
+    cause = getattr(e, "orig", None) or e  # SQLAlchemy wraps driver errors
+    text = " ".join(str(cause).split())
+    code = getattr(cause, "sqlite_errorcode", 0) or 0
+    if code & 0xFF in (11, 26) or "malformed" in text or "not a database" in text:
+        return DatabaseCorruptError(f"{where}: the database is corrupt or truncated ({text})")
+    return DatabaseError(f"{where}: {text}")
+
+
 def _describe(target: str) -> str:
     return f"cannot open state database {target}"
 
@@ -163,7 +173,7 @@ def inspect_revision(raw: sqlite3.Connection, target: str, *, check: bool) -> st
     """
     try:
         if check:
-            problems = [row[0] for row in raw.execute("PRAGMA quick_check(5)")]
+            problems = [" ".join(str(row[0]).split()) for row in raw.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
                 raise DatabaseCorruptError(f"{_describe(target)}: the database is corrupt ({'; '.join(problems)})")
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -174,7 +184,7 @@ def inspect_revision(raw: sqlite3.Connection, target: str, *, check: bool) -> st
             raise DatabaseError(f"{_describe(target)}: it is a SQLite database of another program (tables: {foreign})")
         rows = raw.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.DatabaseError as e:
-        raise DatabaseCorruptError(f"{_describe(target)}: the database is corrupt ({e})") from None
+        raise sqlite_error(e, _describe(target)) from None
     if not rows:
         return BASE  # stamped at Alembic's base: upgraded to head like any older schema
     if len(rows) != 1:

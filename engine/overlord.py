@@ -11,10 +11,11 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from . import _time
-from .errors import DatabaseInUseError, EngineError, EnsureError
+from .db import check_file
+from .errors import DatabaseError, DatabaseInUseError, EngineError, EnsureError
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -44,13 +45,16 @@ class Overlord:
         if root is not None and path is None and url is None:
             Path(root).mkdir(parents=True, exist_ok=True)
             path = Path(root) / STATE_FILE
-        self._lockfile: IO[str] | None = None
-        if path is not None:
-            self._lockfile = _lock_database(Path(path))
+        self._lock: _LockFile | None = None
+        lock_path = Path(path) if path is not None else _file_of(url)
+        if lock_path is not None:
+            check_file(lock_path)  # refuse a broken path before creating anything beside it
+            self._lock = _LockFile.acquire(lock_path)
         try:
             self.state = State.open(path, url=url, clock=clock, **state_options)
         except BaseException:
-            self._release()
+            if self._lock is not None:
+                self._lock.release(remove=True)
             raise
         self._stop_timeout = stop_timeout
         self.state_engine = StateEngine(self.state)
@@ -94,6 +98,7 @@ class Overlord:
 
     def _run_loop(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL
+        backoff = 0.0
         while True:
             with self._cv:
                 if self._stopping:
@@ -101,8 +106,13 @@ class Overlord:
                 self._ensure_next = time.monotonic() + ENSURE_INTERVAL
             try:
                 self.state_engine.ensure()
+                backoff = 0.0
             except EnsureError as e:
                 log.warning("%s", e)
+                if any(isinstance(err, DatabaseError) for err in e.errors):
+                    # The database was busy or failing: try again soon, not in 5 minutes.
+                    backoff = min(max(backoff * 2, 0.5), 60.0)
+                    self._ensure_before(backoff)
             except Exception:
                 log.exception("internal error: ensure pass failed")
             with self._cv:
@@ -192,30 +202,60 @@ class Overlord:
         self._release()
 
     def _release(self) -> None:
-        if self._lockfile is not None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _file_of(url: str | None) -> Path | None:
+    if url is None:
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+class _LockFile:
+    """_LockFile is the flock on <database>.lock that one overlord holds.
+
+    Not a lock on the database file itself: closing another descriptor of
+    that file would drop SQLite's own POSIX locks. The kernel drops the
+    flock when the process dies, so a crash never blocks a restart.
+    """
+
+    def __init__(self, path: Path, fd: int, created: bool) -> None:
+        self.path = path
+        self.fd = fd
+        self.created = created
+
+    @classmethod
+    def acquire(cls, db: Path) -> _LockFile:
+        """acquire takes the lock or raises DatabaseInUseError naming its holder."""
+        path = db.with_name(db.name + ".lock")
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise DatabaseError(f"cannot lock state database {db}: {e.strerror} ({path})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseInUseError(
+                f"cannot start overlord: state database {db} is in use by process {holder} (lock {path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd, created)
+
+    def release(self, remove: bool = False) -> None:
+        """release drops the lock; remove deletes the file if this lock created it."""
+        if remove and self.created:
             with contextlib.suppress(OSError):
-                self._lockfile.close()
-            self._lockfile = None
-
-
-def _lock_database(path: Path) -> IO[str]:
-    """_lock_database makes sure only one overlord runs on a database at a time."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        f = open(lock_path, "a+")  # noqa: SIM115 - held until stop()
-    except OSError as e:
-        raise DatabaseInUseError(f"cannot lock state database {path}: {e.strerror} ({lock_path})") from None
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
-        f.close()
-        raise DatabaseInUseError(
-            f"cannot start overlord: state database {path} is in use by process {holder} (lock {lock_path})"
-        ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, dump_value, status_of
-from .db import DatabaseOptions, check_file, make_engine, prepare_schema
-from .errors import DatabaseError, NoStateError, NotFoundError
+from .db import DatabaseOptions, check_file, make_engine, prepare_schema, sqlite_error
+from .errors import DatabaseCorruptError, NoStateError, NotFoundError
 from .status import Status
 from .warning import WarningBook
 
@@ -147,7 +147,7 @@ class State:
                 raw = proxy.driver_connection
                 prepare_schema(engine, raw, target, existing=existing, memory=memory)
             except sqlite3.Error as e:
-                raise DatabaseError(f"cannot open state database {target}: {e}") from e
+                raise sqlite_error(e, f"cannot open state database {target}") from e
             state = cls(engine, proxy, target, clock or _time.system_clock, options)
         except BaseException:
             if proxy is not None:
@@ -184,12 +184,19 @@ class State:
                 self._lock.release()
                 raise RuntimeError("cannot use a closed State")
             self._owner = threading.get_ident()
+            ready: list[int] = []
             try:
                 self._refresh()
+                if self._pending():
+                    # Changes kept from a commit that failed (the database was
+                    # busy) are written before a new unit of work begins, so
+                    # that its rollback cannot take them along.
+                    ready = self._commit()
             except BaseException:
                 self._owner = None
                 self._lock.release()
                 raise
+            self._wake(ready)
         self._depth += 1
 
     def unlock(self) -> None:
@@ -206,6 +213,9 @@ class State:
             self._depth = 0
             self._owner = None
             self._lock.release()
+        self._wake(ready)
+
+    def _wake(self, ready: list[int]) -> None:
         for cid in ready:
             event = self._waiters.pop(cid, None)
             if event is not None:
@@ -314,7 +324,11 @@ class State:
                 if rec is None and self._waiting is not None and cid in self._waiting:
                     rec = self._crec(cid)
                 if rec is not None and rec.db_status is not None:
-                    status = self._change_status(rec)
+                    try:
+                        status = self._change_status(rec)
+                    except DatabaseCorruptError as e:
+                        log.error("cannot store the status of change %s: %s", cid, e)
+                        continue  # one damaged change must not keep the others from committing
                     if self._waiting is not None and not self._counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
@@ -421,7 +435,16 @@ class State:
     def _counts(self, rec: ChangeRec) -> dict[Status, int]:
         if rec.counts is None:
             counts, rec.unclean = self._store.status_counts(rec.id)
-            rec.counts = {status_of(s, f"a task of change {rec.id}"): n for s, n in counts.items()}
+            parsed = {}
+            for value, n in counts.items():
+                try:
+                    parsed[status_of(value, "")] = n
+                except DatabaseCorruptError:
+                    ids = self._store.query("SELECT id FROM tasks WHERE change_id = ? AND status = ?", (rec.id, value))
+                    raise DatabaseCorruptError(
+                        f"cannot load change {rec.id}: task {', '.join(str(r[0]) for r in ids)} has unknown "
+                        f"status {value!r} in the database") from None
+            rec.counts = parsed
         return rec.counts
 
     def _task_ids(self, rec: ChangeRec) -> list[int]:

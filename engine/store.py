@@ -17,7 +17,8 @@ from typing import Any
 
 import tenacity
 
-from .errors import DatabaseBusyError, DatabaseCorruptError, DatabaseError
+from .db import sqlite_error
+from .errors import DatabaseBusyError, DatabaseError
 from .models import RUNNABLE_PREDICATE, UNREADY_PREDICATE
 
 log = logging.getLogger("engine.store")
@@ -35,7 +36,6 @@ ChangeTuple = tuple[Any, ...]
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
-_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _MAX_VARS = 900  # stay under SQLite's default host-parameter limit
 
 
@@ -82,13 +82,10 @@ class Store:
 
     def convert(self, e: sqlite3.Error, doing: str) -> DatabaseError:
         """convert maps a driver error to the engine's error for it."""
-        code = getattr(e, "sqlite_errorcode", 0) or 0
         where = f"cannot {doing} state database {self.target}"
-        if code & 0xFF in _CORRUPT_CODES or "malformed" in str(e) or "not a database" in str(e):
-            return DatabaseCorruptError(f"{where}: the database is corrupt ({e})")
         if _is_busy(e):
             return DatabaseBusyError(f"{where}: the database is locked by another process")
-        return DatabaseError(f"{where}: {e}")
+        return sqlite_error(e, where)
 
     def begin_write(self, relaxed: bool = False) -> None:
         """begin_write opens the write transaction, waiting out other writers.

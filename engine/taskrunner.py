@@ -24,7 +24,7 @@ import tenacity
 from ._time import to_text
 from ._workers import EventLoopThread, Workers
 from .change import _abort_lanes
-from .errors import DatabaseError, EngineError, NotFoundError, Retry, Wait
+from .errors import DatabaseCorruptError, DatabaseError, EngineError, NotFoundError, Retry, Wait
 from .status import Status
 from .tomb import Tomb
 
@@ -110,6 +110,7 @@ class TaskRunner:
         self._abandoned = False
         self._some_blocked = False
         self._starved = False
+        self._damaged: set[int] = set()  # tasks whose rows cannot be read, reported once
 
     # -- registration ---------------------------------------------------------
 
@@ -207,8 +208,8 @@ class TaskRunner:
         self._starved = False
         # Aborted tasks: stop the running ones, move the others on.
         for row in _pages(lambda after, n: store.runnable(("Abort",), after, n), lambda: _PAGE):
-            rec = st._merge_task_rows([row])[0]
-            if rec.status is not Status.ABORT or self._pair(rec).do is None:
+            rec = self._load(row)
+            if rec is None or rec.status is not Status.ABORT or self._pair(rec).do is None:
                 continue
             if rec.id in runs:
                 runs[rec.id].tomb.kill()
@@ -230,8 +231,10 @@ class TaskRunner:
         )
         for query, size in candidates:
             for row in _pages(query, size):
-                rec = st._merge_task_rows([row])[0]
-                if rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
+                rec = self._load(row)
+                if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
+                    continue
+                if not self._sound(rec):
                     continue
                 pair = self._pair(rec)
                 if pair.do is None:
@@ -264,6 +267,29 @@ class TaskRunner:
         if next_time is not None:
             st.ensure_before((next_time - now).total_seconds())
 
+    def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
+        """_load reads a candidate row; a damaged one is reported once and skipped."""
+        try:
+            return self._st._merge_task_rows([row])[0]
+        except DatabaseCorruptError as e:
+            if row[0] not in self._damaged:
+                self._damaged.add(row[0])
+                log.error("skipping task %s: %s", row[0], e)
+            return None
+
+    def _sound(self, rec: TaskRec) -> bool:
+        """_sound checks that the task's change can be read; a damaged one is reported once and skipped."""
+        if rec.change_id is None:
+            return True
+        try:
+            self._st._counts(self._st._crec(rec.change_id))
+        except DatabaseCorruptError as e:
+            if -rec.change_id not in self._damaged:
+                self._damaged.add(-rec.change_id)
+                log.error("skipping the tasks of change %s: %s", rec.change_id, e)
+            return False
+        return True
+
     def _claim_one(self, rec: TaskRec, pair: _Pair, task: Task) -> _Run:
         st = self._st
         if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
@@ -293,8 +319,8 @@ class TaskRunner:
         st = self._st
         for cid in st._store.unclean_changes():
             for row in st._store.unclean_tasks(cid):
-                rec = st._merge_task_rows([row])[0]
-                if rec.clean or rec.id in runs or self._pair(rec).do is None:
+                rec = self._load(row)
+                if rec is None or rec.clean or rec.id in runs or self._pair(rec).do is None:
                     continue
                 task = st._task_handle(rec)
                 fn = self._cleanups.get(rec.kind)
