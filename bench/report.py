@@ -111,7 +111,8 @@ def _verdict(fig: Figure) -> str:
 LEGEND = """\
 W1/W2: one change submitted in one `with st:` block, then o.loop() until chg.wait_ready(); tasks/s counts
 submit + run. W3: a copy of a database of finished 10-task chained changes, opened by Overlord() (State.open
-included), then one 10-task chain submitted and run the same way; ratios are of medians. Ensure: one
+included), then one 10-task chain submitted and run the same way; the target ratio is the median of the ratios of
+back-to-back pairs (synced-commit latency drifts on this VM), the other ratios are of medians. Ensure: one
 TaskRunner.ensure() over 10 runnable tasks whose handlers block, so the pass only claims and starts them; "running
 runner" passes reuse one State and runner (worker threads exist; the State rereads the database because the tasks
 were put back to Do by another connection), "fresh State" passes open a new State and TaskRunner each time."""
@@ -132,7 +133,7 @@ def render(suite: Suite, machine: dict[str, Any]) -> None:
 
     console = Console(width=max(150, Console().width), highlight=False)
     cfg = suite.cfg
-    more = " (W3: 9 runs per scenario; ensure: 7 passes)" if cfg.runs >= 3 else ""
+    more = " (W3: 15 runs per scenario, in back-to-back pairs; ensure: 7 passes)" if cfg.runs >= 3 else ""
     console.print(
         f"[bold]Machine:[/] {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM; "
         f"{machine['os']}; Python {machine['python']}, SQLite {machine['sqlite']}, "
