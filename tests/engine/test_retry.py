@@ -22,6 +22,7 @@ import tenacity
 from engine import Retry, State, Status, Task, TaskRunner
 from engine.tomb import Tomb
 from tests.conftest import EnsureRecorder, FakeClock
+from tests.helpers import one_task_change, task_of
 
 TIMEOUT = 30.0
 
@@ -33,18 +34,8 @@ def runner(st: State) -> Iterator[TaskRunner]:
     r.stop()
 
 
-def one_task_change(st: State, kind: str, summary: str = "fetch it") -> tuple[str, str]:
-    with st:
-        chg = st.new_change("install", "...")
-        t = st.new_task(kind, summary)
-        chg.add_task(t)
-        return chg.id, t.id
 
 
-def task_of(st: State, tid: str) -> Task:
-    t = st.task(tid)
-    assert t is not None
-    return t
 
 
 def run_once(runner: TaskRunner) -> None:
@@ -79,7 +70,7 @@ def policy(**kw: Any) -> tenacity.Retrying:
 def test_non_matching_exception_errors_at_once(st: State, runner: TaskRunner, ensures: EnsureRecorder) -> None:
     handler = Flaky(lambda n: ValueError(f"bad input {n}"))
     runner.add_handler("fetch", handler, retry=policy())
-    chg_id, tid = one_task_change(st, "fetch")
+    chg_id, tid = one_task_change(st, "fetch", "fetch it")
     run_once(runner)
     run_once(runner)
     assert handler.calls == 1
@@ -102,7 +93,7 @@ def test_custom_predicate_decides(st: State, runner: TaskRunner, clock: FakeCloc
     runner.add_handler("fetch", handler, retry=tenacity.Retrying(
         retry=tenacity.retry_if_exception(lambda e: "transient" in str(e)),
         wait=tenacity.wait_fixed(10), stop=tenacity.stop_after_attempt(10)))
-    chg_id, tid = one_task_change(st, "fetch")
+    chg_id, tid = one_task_change(st, "fetch", "fetch it")
     run_once(runner)
     with st:
         assert task_of(st, tid).status is Status.DOING  # accepted by the predicate: scheduled again
@@ -118,7 +109,7 @@ def test_custom_predicate_decides(st: State, runner: TaskRunner, clock: FakeCloc
 def test_delay_comes_from_wait(st: State, runner: TaskRunner, clock: FakeClock, ensures: EnsureRecorder) -> None:
     handler = Flaky(lambda n: ConnectionError(f"net down {n}"), fails=1)
     runner.add_handler("fetch", handler, retry=policy(wait=tenacity.wait_fixed(30)))
-    chg_id, tid = one_task_change(st, "fetch")
+    chg_id, tid = one_task_change(st, "fetch", "fetch it")
     t0 = clock()
     run_once(runner)
     with st:
@@ -167,7 +158,7 @@ def test_exponential_wait_grows(st: State, runner: TaskRunner, clock: FakeClock)
 def test_stop_after_attempt(st: State, runner: TaskRunner, clock: FakeClock) -> None:
     handler = Flaky(lambda n: ConnectionError(f"net down #{n}"))
     runner.add_handler("fetch", handler, retry=policy(stop=tenacity.stop_after_attempt(3)))
-    chg_id, tid = one_task_change(st, "fetch")
+    chg_id, tid = one_task_change(st, "fetch", "fetch it")
     for attempt in (1, 2):
         run_once(runner)
         with st:
@@ -229,7 +220,7 @@ def test_attempts_survive_reopen(db_path: Path, clock: FakeClock) -> None:
             st.close()
 
     st = State.open(db_path, clock=clock)
-    chg_id, tid = one_task_change(st, "fetch")
+    chg_id, tid = one_task_change(st, "fetch", "fetch it")
     st.close()
 
     session(1)

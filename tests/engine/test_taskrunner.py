@@ -24,6 +24,7 @@ import pytest
 from engine import Retry, State, Status, Task, TaskRunner, Wait
 from engine.tomb import Tomb
 from tests.conftest import EnsureRecorder, FakeClock
+from tests.helpers import one_task_change, task_of
 
 TIMEOUT = 30.0  # generous: the machine is shared; only a hang ever reaches it
 
@@ -95,19 +96,8 @@ def noop(task: Task, tomb: Tomb) -> None:
     return None
 
 
-def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, str]:
-    """one_task_change adds a change with one task of kind; returns (change id, task id)."""
-    with st:
-        chg = st.new_change("install", "...")
-        t = st.new_task(kind, summary)
-        chg.add_task(t)
-        return chg.id, t.id
 
 
-def task_of(st: State, tid: str) -> Task:
-    t = st.task(tid)
-    assert t is not None
-    return t
 
 
 # -- abort across lanes (snapd's tables) --------------------------------------------
