@@ -110,7 +110,9 @@ class TaskRunner:
         self._abandoned = False
         self._some_blocked = False
         self._starved = False
-        self._damaged: set[int] = set()  # tasks whose rows cannot be read, reported once
+        # Tasks and changes whose rows cannot be read: reported once, then skipped.
+        self._damaged_tasks: set[int] = set()
+        self._damaged_changes: set[int] = set()
 
     # -- registration ---------------------------------------------------------
 
@@ -272,8 +274,8 @@ class TaskRunner:
         try:
             return self._st._merge_task_rows([row])[0]
         except DatabaseCorruptError as e:
-            if row[0] not in self._damaged:
-                self._damaged.add(row[0])
+            if row[0] not in self._damaged_tasks:
+                self._damaged_tasks.add(row[0])
                 log.error("skipping task %s: %s", row[0], e)
             return None
 
@@ -284,8 +286,8 @@ class TaskRunner:
         try:
             self._st._counts(self._st._crec(rec.change_id))
         except DatabaseCorruptError as e:
-            if -rec.change_id not in self._damaged:
-                self._damaged.add(-rec.change_id)
+            if rec.change_id not in self._damaged_changes:
+                self._damaged_changes.add(rec.change_id)
                 log.error("skipping the tasks of change %s: %s", rec.change_id, e)
             return False
         return True
@@ -361,7 +363,7 @@ class TaskRunner:
         t0 = time.monotonic()
         try:
             result = run.fn(run.task, run.tomb)
-            if inspect.isawaitable(result):  # a sync function returning a coroutine
+            if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
                 asyncio.run(_await(result))
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
