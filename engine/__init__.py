@@ -24,12 +24,13 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .outcomes import Handler
 from .overlord import Overlord
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine
 from .status import Status
 from .task import Task, TaskSet
-from .taskrunner import Handler, TaskRunner
+from .taskrunner import TaskRunner
 from .tomb import Tomb
 from .warning import StateWarning
 

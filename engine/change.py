@@ -17,6 +17,7 @@ from .status import Status
 if TYPE_CHECKING:
     from .state import State
     from .task import Task, TaskSet
+    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.change")
 
@@ -263,7 +264,7 @@ def effective_status(t: TaskRec) -> Status:
     return t.waited_status if t.status is Status.WAIT else t.status
 
 
-def _abort_lanes(st: State, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
+def _abort_lanes(st: UnitOfWork, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
     recs = st._change_trecs(crec)
     st._load_graph(recs)
     wanted = set(lanes)
@@ -285,7 +286,7 @@ def _abort_lanes(st: State, crec: ChangeRec, lanes: list[int], aborted: set[int]
         _abort_tasks(st, crec, doomed, aborted, seen)
 
 
-def _abort_tasks(st: State, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
+def _abort_tasks(st: UnitOfWork, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
     more_lanes: list[int] = []
     i = 0
     while i < len(tasks):
@@ -314,7 +315,7 @@ def _abort_tasks(st: State, crec: ChangeRec, tasks: list[TaskRec], aborted: set[
 _COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
 
 
-def is_change_waiting(st: State, crec: ChangeRec) -> bool:
+def is_change_waiting(st: UnitOfWork, crec: ChangeRec) -> bool:
     """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
     recs = st._change_trecs(crec)
     st._load_graph(recs)
@@ -327,12 +328,12 @@ def is_change_waiting(st: State, crec: ChangeRec) -> bool:
     return True
 
 
-def _deps(st: State, t: TaskRec) -> list[TaskRec]:
+def _deps(st: UnitOfWork, t: TaskRec) -> list[TaskRec]:
     ids = st._wait_ids(t) if t.status is Status.DO else st._halt_ids(t)
     return st._trecs(ids)
 
 
-def _frame(st: State, t: TaskRec) -> Generator[TaskRec, bool, bool]:
+def _frame(st: UnitOfWork, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     waiting = False
     for dep in _deps(st, t):
         if dep.status is Status.WAIT:
@@ -348,7 +349,7 @@ def _frame(st: State, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     return waiting
 
 
-def _task_waiting(st: State, root: TaskRec, visited: dict[int, int]) -> bool:
+def _task_waiting(st: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> bool:
     # An explicit stack instead of recursion: chains may be thousands long.
     known = visited.get(root.id)
     if known is not None:

@@ -15,18 +15,15 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import tenacity
 
-from ._time import to_text
 from ._workers import EventLoopThread, Workers
-from .change import _abort_lanes
-from .errors import DatabaseCorruptError, DatabaseError, EngineError, NotFoundError, Retry, Wait
+from .errors import DatabaseCorruptError, EngineError
+from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run
 from .status import Status
-from .tomb import Tomb
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -34,12 +31,6 @@ if TYPE_CHECKING:
     from .task import Task
 
 log = logging.getLogger("engine.taskrunner")
-
-
-class Handler(Protocol):
-    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
-
-    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
 
 
 Blocked = Callable[["Task", list["Task"]], bool]
@@ -52,32 +43,7 @@ DEFAULT_STOP_TIMEOUT = 30.0
 _PAGE = 256
 
 
-@dataclass(frozen=True)
-class _Pair:
-    do: Handler | None
-    undo: Handler | None
-    retry: tenacity.BaseRetrying | None = None
-
-
-_NO_HANDLERS = _Pair(None, None)
-
-
-@dataclass(eq=False)
-class _Run:
-    """_Run is one claimed task whose handler runs or whose outcome is not committed yet."""
-
-    tid: int
-    kind: str
-    phase: Literal["do", "undo", "cleanup"]
-    fn: Handler
-    task: Task
-    pair: _Pair
-    tomb: Tomb = field(default_factory=Tomb)
-    outcome: BaseException | None = None
-    elapsed: float = 0.0
-
-
-class TaskRunner:
+class TaskRunner(OutcomeRecorder):
     """TaskRunner runs the handlers registered for task kinds.
 
     Drive it with ensure() and wait(), or let an Overlord do so.
@@ -90,17 +56,17 @@ class TaskRunner:
         self._st = state
         self._size = workers
         self._stop_timeout = stop_timeout
-        self._handlers: dict[str, _Pair] = {}
-        self._optional: list[tuple[Match, _Pair]] = []
+        self._handlers: dict[str, HandlerPair] = {}
+        self._optional: list[tuple[Match, HandlerPair]] = []
         self._cleanups: dict[str, Handler] = {}
         self._blocked: list[Blocked] = []
         self._on_error: Callable[[BaseException], Any] | None = None
         self._mu = threading.Lock()  # ensure, stop, stop_kinds; taken before the state lock
         self._runs_lock = threading.Lock()  # taken after the state lock, never before
         self._idle = threading.Condition(self._runs_lock)
-        self._runs: dict[int, _Run] = {}
+        self._runs: dict[int, Run] = {}
         self._uncommitted = 0  # outcomes taken by the recorder, not committed yet
-        self._outcomes: list[_Run] = []
+        self._outcomes: list[Run] = []
         self._have_outcomes = threading.Condition(self._runs_lock)
         self._recorder: threading.Thread | None = None
         self._workers = Workers(workers, "engine-worker")
@@ -126,12 +92,12 @@ class TaskRunner:
         if retry is not None and not isinstance(retry, tenacity.BaseRetrying):
             raise TypeError(f"cannot register {kind!r}: retry must be a tenacity.Retrying, not {type(retry).__name__}")
         with self._mu:
-            self._handlers[kind] = _Pair(do, undo, retry)
+            self._handlers[kind] = HandlerPair(do, undo, retry)
 
     def add_optional_handler(self, match: Match, do: Handler, undo: Handler | None = None) -> None:
         """add_optional_handler registers handlers for tasks match(task) accepts and no kind claims."""
         with self._mu:
-            self._optional.append((match, _Pair(do, undo)))
+            self._optional.append((match, HandlerPair(do, undo)))
 
     def add_cleanup(self, kind: str, fn: Handler) -> None:
         """add_cleanup registers fn to clean up after tasks of kind once their change is ready."""
@@ -163,7 +129,7 @@ class TaskRunner:
         pair = self._handlers.get(kind)
         return pair is not None and pair.undo is not None
 
-    def _pair(self, rec: TaskRec) -> _Pair:
+    def _pair(self, rec: TaskRec) -> HandlerPair:
         pair = self._handlers.get(rec.kind)
         if pair is not None:
             return pair
@@ -172,7 +138,7 @@ class TaskRunner:
             for match, opt in self._optional:
                 if match(task):
                     return opt
-        return _NO_HANDLERS
+        return NO_HANDLERS
 
     # -- ensure ---------------------------------------------------------------
 
@@ -181,7 +147,7 @@ class TaskRunner:
         with self._mu:
             if self._stopped:
                 return
-            started: list[_Run] = []
+            started: list[Run] = []
             try:
                 with self._st:
                     self._claim(started)
@@ -194,7 +160,7 @@ class TaskRunner:
             for run in started:
                 self._start(run)
 
-    def _claim(self, started: list[_Run]) -> None:
+    def _claim(self, started: list[Run]) -> None:
         st = self._st
         store = st._store
         st._flush()  # a user's pending writes commit with full durability
@@ -292,7 +258,7 @@ class TaskRunner:
             return False
         return True
 
-    def _claim_one(self, rec: TaskRec, pair: _Pair, task: Task) -> _Run:
+    def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
         st = self._st
         if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
             # A new phase starts a new retry series (attempts stays cumulative).
@@ -311,13 +277,13 @@ class TaskRunner:
         if rec.at_time is not None:
             rec.at_time = None
             st._dirty_task(rec)
-        run = _Run(rec.id, rec.kind, phase, fn, task, pair)
+        run = Run(rec.id, rec.kind, phase, fn, task, pair)
         with self._runs_lock:
             self._runs[rec.id] = run
         log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
         return run
 
-    def _claim_cleanups(self, runs: dict[int, _Run], started: list[_Run], free: int) -> int:
+    def _claim_cleanups(self, runs: dict[int, Run], started: list[Run], free: int) -> int:
         st = self._st
         for cid in st._store.unclean_changes():
             for row in st._store.unclean_tasks(cid):
@@ -332,7 +298,7 @@ class TaskRunner:
                 if free <= 0:
                     self._starved = True
                     return 0
-                run = _Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
+                run = Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
                 with self._runs_lock:
                     self._runs[rec.id] = run
                 runs[rec.id] = run
@@ -340,26 +306,15 @@ class TaskRunner:
                 free -= 1
         return free
 
-    def _try_undo(self, rec: TaskRec) -> None:
-        st = self._st
-        if rec.status is Status.ABORT and self._pair(rec).undo is None:
-            # Stopped in flight and cannot be undone: hold it, so it does not look finished.
-            st._set_task_status(rec, Status.HOLD)
-            if st._wait_ids(rec):
-                st.ensure_before(0)
-        else:
-            st._set_task_status(rec, Status.UNDO)
-            st.ensure_before(0)
-
     # -- running handlers -------------------------------------------------------
 
-    def _start(self, run: _Run) -> None:
+    def _start(self, run: Run) -> None:
         if inspect.iscoroutinefunction(run.fn):
             self._loop.submit(self._execute_async(run))
         else:
             self._workers.submit(lambda: self._execute(run))
 
-    def _execute(self, run: _Run) -> None:
+    def _execute(self, run: Run) -> None:
         t0 = time.monotonic()
         try:
             result = run.fn(run.task, run.tomb)
@@ -370,7 +325,7 @@ class TaskRunner:
         run.elapsed = time.monotonic() - t0
         self._report(run)
 
-    async def _execute_async(self, run: _Run) -> None:
+    async def _execute_async(self, run: Run) -> None:
         t0 = time.monotonic()
         try:
             result = run.fn(run.task, run.tomb)
@@ -380,202 +335,6 @@ class TaskRunner:
             run.outcome = e
         run.elapsed = time.monotonic() - t0
         self._report(run)
-
-    def _report(self, run: _Run) -> None:
-        with self._runs_lock:
-            if self._abandoned:
-                log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
-                            run.tid, run.kind)
-                if self._runs.get(run.tid) is run:
-                    del self._runs[run.tid]
-                return
-            self._outcomes.append(run)
-            self._have_outcomes.notify()
-            if self._recorder is None:
-                self._recorder = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
-                self._recorder.start()
-
-    def _record_loop(self) -> None:
-        """_record_loop applies finished handlers' outcomes, one transaction per batch."""
-        while True:
-            with self._runs_lock:
-                while not self._outcomes:
-                    if self._abandoned or (self._stopped and not self._runs and not self._uncommitted):
-                        self._recorder = None
-                        return
-                    self._have_outcomes.wait(1.0)
-                batch, self._outcomes = self._outcomes, []
-                self._uncommitted += len(batch)
-            try:
-                self._commit_batch(batch)
-            finally:
-                with self._runs_lock:
-                    self._uncommitted -= len(batch)
-                    self._idle.notify_all()
-
-    def _commit_batch(self, batch: list[_Run]) -> None:
-        try:
-            with self._st:
-                for run in batch:
-                    try:
-                        self._record(run)
-                    except Exception:
-                        log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
-                # The workers are free again as of this transaction: a pass
-                # (which reads the runs under the state lock) sees them free
-                # exactly when it sees the outcomes committed.
-                with self._runs_lock:
-                    for run in batch:
-                        if self._runs.get(run.tid) is run:
-                            del self._runs[run.tid]
-            return
-        except DatabaseError as e:
-            log.error("cannot commit task outcomes, retrying: %s", e)
-        # The outcomes stay in memory; commit them once the database lets us.
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(DatabaseError),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
-            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
-                                              rs.outcome.exception() if rs.outcome else "?"),
-        )
-        with self._runs_lock:
-            for run in batch:
-                if self._runs.get(run.tid) is run:
-                    del self._runs[run.tid]
-        for attempt in retrying:
-            with attempt, self._st:
-                pass
-
-    def _record(self, run: _Run) -> None:
-        """_record is the dispatch ladder: one outcome, one next status."""
-        st = self._st
-        try:
-            rec = st._trec(run.tid)
-        except NotFoundError:
-            log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
-            return
-        exc = run.outcome
-        if run.phase == "cleanup":
-            if exc is None:
-                run.task.set_clean()
-            else:
-                log.debug("cleaning task %s: %s", run.tid, _message(exc))
-            return
-        if run.phase == "do":
-            rec.doing_time += run.elapsed
-        else:
-            rec.undoing_time += run.elapsed
-        st._dirty_task(rec)
-        if self._some_blocked or self._starved:
-            st.ensure_before(0)  # blocked or waiting tasks may start now
-        scheduled = False
-        if exc is not None and not isinstance(exc, (Retry, Wait)):
-            if self._stopping:
-                exc = Retry()  # errors while stopping may come from the stop itself
-            elif run.pair.retry is not None and isinstance(exc, Exception):
-                exc = self._policy(run.pair.retry, rec, exc)
-                scheduled = isinstance(exc, Retry)
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        if isinstance(exc, Retry):
-            if isinstance(run.outcome, Retry):
-                self._count_attempt(rec)  # the handler asked for it
-            if rec.status is Status.ABORT:
-                self._try_undo(rec)
-            elif exc.after > 0 or scheduled:
-                # A policy's retry is due at its time even when that is now;
-                # a handler's Retry(after=0) waits for the next ensure (snapd).
-                run.task.at(st._now() + timedelta(seconds=exc.after))
-            if exc.reason and exc is run.outcome:
-                run.task.logf("%s", exc.reason)
-            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
-        elif isinstance(exc, Wait):
-            if rec.status is Status.ABORT:
-                self._try_undo(rec)
-            else:
-                if exc.reason:
-                    run.task.logf("%s", exc.reason)
-                run.task.set_to_wait(exc.waited_status)
-        elif exc is None:
-            self._succeeded(rec)
-        else:
-            self._failed(rec, exc, chg)
-
-    def _succeeded(self, rec: TaskRec) -> None:
-        st = self._st
-        status = rec.status
-        if status is Status.DOING:
-            st._set_task_status(rec, Status.DONE)
-            status = Status.DONE
-        elif status is Status.UNDOING:
-            st._set_task_status(rec, Status.UNDONE)
-            status = Status.UNDONE
-        if status is Status.ABORT:
-            st._set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
-            st.ensure_before(0)
-        elif (status is Status.DONE and st._halt_ids(rec)) or (status is Status.UNDONE and st._wait_ids(rec)):
-            st.ensure_before(0)
-
-    def _failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
-        st = self._st
-        message = _message(exc)
-        if rec.change_id is not None:
-            crec = st._crec(rec.change_id)
-            _abort_lanes(st, crec, list(st._lanes(rec) or [0]), set(), set())
-            unready = False
-            with self._runs_lock:
-                runs = dict(self._runs)
-            for t in st._change_trecs(crec):
-                if t.status is Status.ABORT and t.id in runs:
-                    runs[t.id].tomb.kill()
-                unready = unready or not t.status.ready
-            if unready:
-                st.ensure_before(0)
-        st._set_task_status(rec, Status.ERROR)
-        st._add_log(rec, "ERROR", message)
-        log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
-        if self._on_error is not None:
-            try:
-                self._on_error(exc)
-            except Exception:
-                log.exception("on_task_error callback failed for task %s", rec.id)
-
-    def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
-        rec.attempts += 1
-        if series:
-            rec.retry_attempts += 1
-            if rec.retry_since is None:
-                rec.retry_since = self._st._now()
-        self._st._dirty_task(rec)
-
-    def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
-        """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
-        now = self._st._now()
-        self._count_attempt(rec, series=True)
-        state = tenacity.RetryCallState(policy, None, (), {})
-        state.attempt_number = rec.retry_attempts
-        outcome = tenacity.Future(rec.retry_attempts)
-        outcome.set_exception(exc)
-        state.outcome = outcome
-        since = rec.retry_since or now
-        state.start_time = 0.0
-        state.outcome_timestamp = max(0.0, (now - since).total_seconds())
-        if not policy.retry(state):
-            return exc
-        if policy.stop(state):
-            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.retry_attempts)
-            return exc
-        delay = max(0.0, float(policy.wait(state)))
-        state.next_action = tenacity.RetryAction(delay)
-        if policy.before_sleep is not None:
-            policy.before_sleep(state)
-        when = now + timedelta(seconds=delay)
-        message = _message(exc)
-        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
-                                       f"next attempt at {to_text(when)}")
-        log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
-        retry = Retry(after=delay, reason=message)
-        return retry
 
     # -- waiting and stopping ---------------------------------------------------
 
@@ -634,15 +393,6 @@ def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[]
         if len(rows) < limit:
             return
         after = rows[-1][0]
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    if not isinstance(exc, Exception):
-        return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
-    return text or type(exc).__name__
 
 
 async def _await(result: Awaitable[None]) -> None:

@@ -11,8 +11,8 @@ from . import _time
 from ._records import Pending
 
 if TYPE_CHECKING:
-    from .state import State
     from .store import Store
+    from .unitofwork import UnitOfWork
 
 #: DEFAULT_REPEAT_AFTER is how long a shown warning stays quiet (snapd: 24 h).
 DEFAULT_REPEAT_AFTER = timedelta(hours=24)
@@ -54,7 +54,7 @@ class StateWarning:
 class WarningBook:
     """WarningBook holds a State's warnings, loaded on first use."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: UnitOfWork) -> None:
         self._state = state
         self._loaded: dict[str, StateWarning] | None = None
         self.dirty: Pending[str] = Pending()

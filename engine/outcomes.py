@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Outcomes: how a finished handler's outcome becomes the task's next status.
+
+One recorder thread per runner takes the outcomes of finished handlers and
+applies each through one dispatch ladder (return, Retry, Wait, a retry
+policy, an error), a batch per transaction. The TaskRunner inherits this.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import tenacity
+
+from ._time import to_text
+from .change import _abort_lanes
+from .errors import DatabaseError, NotFoundError, Retry, Wait
+from .status import Status
+from .tomb import Tomb
+
+if TYPE_CHECKING:
+    from ._records import TaskRec
+    from .state import State
+    from .task import Task
+
+log = logging.getLogger("engine.taskrunner")
+
+
+class Handler(Protocol):
+    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
+
+    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
+
+
+@dataclass(frozen=True)
+class HandlerPair:
+    """HandlerPair is what a runner knows of a task kind: its handlers and retry policy."""
+
+    do: Handler | None
+    undo: Handler | None
+    retry: tenacity.BaseRetrying | None = None
+
+
+NO_HANDLERS = HandlerPair(None, None)
+
+
+@dataclass(eq=False)
+class Run:
+    """Run is one claimed task whose handler runs or whose outcome is not committed yet."""
+
+    tid: int
+    kind: str
+    phase: Literal["do", "undo", "cleanup"]
+    fn: Handler
+    task: Task
+    pair: HandlerPair
+    tomb: Tomb = field(default_factory=Tomb)
+    outcome: BaseException | None = None
+    elapsed: float = 0.0
+
+
+class OutcomeRecorder:
+    """OutcomeRecorder turns handlers' outcomes into statuses; TaskRunner inherits it."""
+
+    _st: State
+    _runs_lock: threading.Lock
+    _idle: threading.Condition
+    _have_outcomes: threading.Condition
+    _runs: dict[int, Run]
+    _outcomes: list[Run]
+    _uncommitted: int
+    _recorder: threading.Thread | None
+    _stopped: bool
+    _stopping: bool
+    _abandoned: bool
+    _some_blocked: bool
+    _starved: bool
+    _on_error: Callable[[BaseException], Any] | None
+
+    def _pair(self, rec: TaskRec) -> HandlerPair:
+        """_pair returns the handlers of a task (TaskRunner implements it)."""
+        raise NotImplementedError
+
+    def _try_undo(self, rec: TaskRec) -> None:
+        st = self._st
+        if rec.status is Status.ABORT and self._pair(rec).undo is None:
+            # Stopped in flight and cannot be undone: hold it, so it does not look finished.
+            st._set_task_status(rec, Status.HOLD)
+            if st._wait_ids(rec):
+                st.ensure_before(0)
+        else:
+            st._set_task_status(rec, Status.UNDO)
+            st.ensure_before(0)
+
+    def _report(self, run: Run) -> None:
+        with self._runs_lock:
+            if self._abandoned:
+                log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
+                            run.tid, run.kind)
+                if self._runs.get(run.tid) is run:
+                    del self._runs[run.tid]
+                return
+            self._outcomes.append(run)
+            self._have_outcomes.notify()
+            if self._recorder is None:
+                self._recorder = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
+                self._recorder.start()
+
+    def _record_loop(self) -> None:
+        """_record_loop applies finished handlers' outcomes, one transaction per batch."""
+        while True:
+            with self._runs_lock:
+                while not self._outcomes:
+                    if self._abandoned or (self._stopped and not self._runs and not self._uncommitted):
+                        self._recorder = None
+                        return
+                    self._have_outcomes.wait(1.0)
+                batch, self._outcomes = self._outcomes, []
+                self._uncommitted += len(batch)
+            try:
+                self._commit_batch(batch)
+            finally:
+                with self._runs_lock:
+                    self._uncommitted -= len(batch)
+                    self._idle.notify_all()
+
+    def _commit_batch(self, batch: list[Run]) -> None:
+        try:
+            with self._st:
+                for run in batch:
+                    try:
+                        self._record(run)
+                    except Exception:
+                        log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
+                # The workers are free again as of this transaction: a pass
+                # (which reads the runs under the state lock) sees them free
+                # exactly when it sees the outcomes committed.
+                with self._runs_lock:
+                    for run in batch:
+                        if self._runs.get(run.tid) is run:
+                            del self._runs[run.tid]
+            return
+        except DatabaseError as e:
+            log.error("cannot commit task outcomes, retrying: %s", e)
+        # The outcomes stay in memory; commit them once the database lets us.
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(DatabaseError),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
+                                              rs.outcome.exception() if rs.outcome else "?"),
+        )
+        with self._runs_lock:
+            for run in batch:
+                if self._runs.get(run.tid) is run:
+                    del self._runs[run.tid]
+        for attempt in retrying:
+            with attempt, self._st:
+                pass
+
+    def _record(self, run: Run) -> None:
+        """_record is the dispatch ladder: one outcome, one next status."""
+        st = self._st
+        try:
+            rec = st._trec(run.tid)
+        except NotFoundError:
+            log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
+            return
+        exc = run.outcome
+        if run.phase == "cleanup":
+            if exc is None:
+                run.task.set_clean()
+            else:
+                log.debug("cleaning task %s: %s", run.tid, error_message(exc))
+            return
+        if run.phase == "do":
+            rec.doing_time += run.elapsed
+        else:
+            rec.undoing_time += run.elapsed
+        st._dirty_task(rec)
+        if self._some_blocked or self._starved:
+            st.ensure_before(0)  # blocked or waiting tasks may start now
+        scheduled = False
+        if exc is not None and not isinstance(exc, (Retry, Wait)):
+            if self._stopping:
+                exc = Retry()  # errors while stopping may come from the stop itself
+            elif run.pair.retry is not None and isinstance(exc, Exception):
+                exc = self._policy(run.pair.retry, rec, exc)
+                scheduled = isinstance(exc, Retry)
+        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        if isinstance(exc, Retry):
+            if isinstance(run.outcome, Retry):
+                self._count_attempt(rec)  # the handler asked for it
+            if rec.status is Status.ABORT:
+                self._try_undo(rec)
+            elif exc.after > 0 or scheduled:
+                # A policy's retry is due at its time even when that is now;
+                # a handler's Retry(after=0) waits for the next ensure (snapd).
+                run.task.at(st._now() + timedelta(seconds=exc.after))
+            if exc.reason and exc is run.outcome:
+                run.task.logf("%s", exc.reason)
+            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
+        elif isinstance(exc, Wait):
+            if rec.status is Status.ABORT:
+                self._try_undo(rec)
+            else:
+                if exc.reason:
+                    run.task.logf("%s", exc.reason)
+                run.task.set_to_wait(exc.waited_status)
+        elif exc is None:
+            self._succeeded(rec)
+        else:
+            self._failed(rec, exc, chg)
+
+    def _succeeded(self, rec: TaskRec) -> None:
+        st = self._st
+        status = rec.status
+        if status is Status.DOING:
+            st._set_task_status(rec, Status.DONE)
+            status = Status.DONE
+        elif status is Status.UNDOING:
+            st._set_task_status(rec, Status.UNDONE)
+            status = Status.UNDONE
+        if status is Status.ABORT:
+            st._set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
+            st.ensure_before(0)
+        elif (status is Status.DONE and st._halt_ids(rec)) or (status is Status.UNDONE and st._wait_ids(rec)):
+            st.ensure_before(0)
+
+    def _failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
+        st = self._st
+        message = error_message(exc)
+        if rec.change_id is not None:
+            crec = st._crec(rec.change_id)
+            _abort_lanes(st, crec, list(st._lanes(rec) or [0]), set(), set())
+            unready = False
+            with self._runs_lock:
+                runs = dict(self._runs)
+            for t in st._change_trecs(crec):
+                if t.status is Status.ABORT and t.id in runs:
+                    runs[t.id].tomb.kill()
+                unready = unready or not t.status.ready
+            if unready:
+                st.ensure_before(0)
+        st._set_task_status(rec, Status.ERROR)
+        st._add_log(rec, "ERROR", message)
+        log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("on_task_error callback failed for task %s", rec.id)
+
+    def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
+        rec.attempts += 1
+        if series:
+            rec.retry_attempts += 1
+            if rec.retry_since is None:
+                rec.retry_since = self._st._now()
+        self._st._dirty_task(rec)
+
+    def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
+        """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
+        now = self._st._now()
+        self._count_attempt(rec, series=True)
+        state = tenacity.RetryCallState(policy, None, (), {})
+        state.attempt_number = rec.retry_attempts
+        outcome = tenacity.Future(rec.retry_attempts)
+        outcome.set_exception(exc)
+        state.outcome = outcome
+        since = rec.retry_since or now
+        state.start_time = 0.0
+        state.outcome_timestamp = max(0.0, (now - since).total_seconds())
+        if not policy.retry(state):
+            return exc
+        if policy.stop(state):
+            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.retry_attempts)
+            return exc
+        delay = max(0.0, float(policy.wait(state)))
+        state.next_action = tenacity.RetryAction(delay)
+        if policy.before_sleep is not None:
+            policy.before_sleep(state)
+        when = now + timedelta(seconds=delay)
+        message = error_message(exc)
+        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
+                                       f"next attempt at {to_text(when)}")
+        log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
+                    rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
+        retry = Retry(after=delay, reason=message)
+        return retry
+
+
+def error_message(exc: BaseException) -> str:
+    """error_message is what the task log says of a handler's exception."""
+    text = str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    if not isinstance(exc, Exception):
+        return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
+    return text or type(exc).__name__
