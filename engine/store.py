@@ -326,9 +326,9 @@ class Store:
 
     def recount_blockers(self, ids: Sequence[int]) -> None:
         """recount_blockers recomputes the blockers count of the given tasks."""
-        self.execute_in(
-            f"UPDATE tasks AS t SET blockers = {self._COUNT_BLOCKERS} WHERE id IN ({{}})", ids
-        )
+        # No alias on the updated table: SQLite before 3.33 does not take one.
+        count = self._COUNT_BLOCKERS.replace("d.task_id = t.id", "d.task_id = tasks.id")
+        self.execute_in(f"UPDATE tasks SET blockers = {count} WHERE id IN ({{}})", ids)
 
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
