@@ -39,6 +39,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 #: (DatabaseCorruptError) when the damaged pages are read.
 QUICK_CHECK_LIMIT = 64 * 1024 * 1024
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
+#: The oldest SQLite the engine's SQL runs on (upserts, JSON functions).
+MIN_SQLITE = (3, 24, 0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ def _check_writable_dir(directory: Path, target: str) -> None:
 
 def make_engine(url: str, options: DatabaseOptions) -> Engine:
     """make_engine creates the SQLAlchemy engine with the engine's pragmas."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise DatabaseError(f"cannot open a state database: SQLite {'.'.join(map(str, MIN_SQLITE))} or newer "
+                            f"is needed, this Python has {sqlite3.sqlite_version}")
     sa_url = make_url(url)
     if sa_url.get_backend_name() != "sqlite":
         raise DatabaseError(f"cannot open state database {sa_url!r}: only SQLite databases are supported")
