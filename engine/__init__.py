@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .change import Change
 from .errors import (
+    ChangeConflictError,
     ChangeError,
     DatabaseBusyError,
     DatabaseCorruptError,
@@ -37,6 +38,7 @@ from .warning import StateWarning
 __all__ = [
     "MISSING",
     "Change",
+    "ChangeConflictError",
     "ChangeError",
     "DatabaseBusyError",
     "DatabaseCorruptError",

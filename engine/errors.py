@@ -49,6 +49,20 @@ class ChangeError(EngineError):
         super().__init__(message or "\n".join(lines))
 
 
+class ChangeConflictError(EngineError):
+    """ChangeConflictError means a change would touch what an unready change already touches."""
+
+    def __init__(self, change_id: str, message: str | None = None, *, change_kind: str | None = None,
+                 subject: str | None = None) -> None:
+        self.change_id = str(change_id)
+        self.change_kind = change_kind
+        self.subject = subject
+        if message is None:
+            what = f"change {self.change_id}" + (f" ({change_kind})" if change_kind else "")
+            message = f"cannot start a change{' for ' + subject if subject else ''}: {what} is in progress"
+        super().__init__(message)
+
+
 class DatabaseError(EngineError):
     """DatabaseError means the state database cannot be opened or used."""
 
