@@ -1,0 +1,14 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The `overlord` command: one module per verb group (cmd_*.py), all on one click group."""
+
+from __future__ import annotations
+
+from . import cmd_engine  # noqa: F401  (each import adds its commands)
+from ._group import cli
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """main runs the overlord command."""
+    cli(prog_name="overlord")
