@@ -9,10 +9,7 @@ the same, that the alembic CLI works from the checkout (alembic.ini,
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,20 +25,10 @@ from engine.db import SCHEMA_HEAD, alembic_config
 from engine.errors import DatabaseError, EngineError, SchemaVersionError
 from engine.models import Base
 from tests.conftest import FakeClock
+from tests.schema import REPO, alembic, copy_db, normalised_schema, rows, tables
 
-REPO = Path(__file__).resolve().parent.parent
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
                  "sequences"}
-
-
-def alembic(db: Path, *args: str) -> str:
-    """alembic runs the alembic CLI from the checkout on db and returns its output."""
-    exe = Path(sys.executable).with_name("alembic")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "alembic"]
-    proc = subprocess.run([*cmd, "-x", f"db={db}", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"alembic {' '.join(args)} failed ({proc.returncode}):\n{out}"
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,62 +37,6 @@ def cli_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "head.db"
     alembic(db, "upgrade", "head")
     return db
-
-
-def copy_db(src: Path, dst: Path) -> Path:
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-        a.backup(b)
-    a.close()
-    b.close()
-    return dst
-
-
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def tables(db: Path) -> set[str]:
-    return {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}  # type: ignore[misc]
-
-
-def _split_top_level(body: str) -> list[str]:
-    parts, depth, cur = [], 0, []
-    for ch in body:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur).strip())
-    return parts
-
-
-def normalised_schema(db: Path) -> dict[tuple[str, str], object]:
-    """normalised_schema maps (type, name) to its SQL, blind to layout and constraint order.
-
-    Columns keep their order; table constraints compare as a set.
-    """
-    out: dict[tuple[str, str], object] = {}
-    for typ, name, sql in rows(db, "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"):
-        text = re.sub(r"\s+", " ", str(sql)).strip()
-        if typ == "table":
-            head, _, rest = text.partition("(")
-            body, _, tail = rest.rpartition(")")
-            items = _split_top_level(body)
-            columns = [i for i in items if not i.upper().startswith("CONSTRAINT")]
-            constraints = frozenset(i for i in items if i.upper().startswith("CONSTRAINT"))
-            out[(str(typ), str(name))] = (head.strip(), tuple(columns), constraints, tail.strip())
-        else:
-            out[(str(typ), str(name))] = text.replace("( ", "(").replace(" )", ")")
-    return out
 
 
 def metadata_diffs(db: Path) -> list[object]:
@@ -306,3 +237,4 @@ def test_database_at_alembic_base_is_upgraded_by_open(cli_head: Path, tmp_path: 
         st.close()
     assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
     assert normalised_schema(db) == normalised_schema(_fresh(tmp_path))
+
