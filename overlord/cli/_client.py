@@ -36,6 +36,11 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(fn)
 
 
+def abs_time_option(fn: F) -> F:
+    """abs_time_option adds --abs-time: RFC 3339 times instead of "today at ..."."""
+    return click.option("--abs-time", is_flag=True, help="Show times as RFC 3339 instead of 'today at ...'.")(fn)
+
+
 def cli_error(e: ClientError, doing: str | None = None) -> CliError:
     """cli_error turns a client error into the command's error; a conflict exits with EXIT_CONFLICT."""
     message = str(e)

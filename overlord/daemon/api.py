@@ -102,9 +102,11 @@ class ApiRequest:
         if not self.body.strip():
             raise bad_request("cannot decode request body: it is empty (a JSON object is expected)")
         try:
-            value = json.loads(self.body)
+            text = self.body.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("cannot decode request body: it is not UTF-8 text") from None
+        try:
+            value = json.loads(text)
         except json.JSONDecodeError as e:
             raise bad_request(f"cannot decode request body: invalid JSON: {e.msg} at line {e.lineno} "
                               f"column {e.colno}") from None
