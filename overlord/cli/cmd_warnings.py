@@ -43,6 +43,6 @@ def okay(state_dir: Path | None) -> None:
     with session(state_dir, "acknowledge warnings") as c:
         last = last_warnings_time(c)
         if last is None:
-            fail("you must have looked at the warnings before acknowledging them. Try 'overlord warnings'.")
+            fail("cannot acknowledge warnings: you must have looked at them first. Try 'overlord warnings'.")
         c.okay(last)
         c.warning_count = 0
