@@ -7,6 +7,7 @@ endpoints do that in a real system):
 
 - ``gated``: counts its progress up while waiting for a gate file to appear,
   then finishes (total/total); it survives a restart (progress is stored).
+- ``stubborn``: like ``gated`` but ignores its tomb (for the stop bound).
 - ``quick``: logs one line and finishes.
 - ``fail``: logs and fails with the task's "error" text.
 
@@ -17,6 +18,7 @@ other; it answers async with the change id.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,15 @@ def _gated(task: Task, tomb: Tomb) -> None:
     with task.state:
         task.set_progress("steps", total, total)
         task.logf("gate %s opened", gate.name)
+
+
+def _stubborn(task: Task, tomb: Tomb) -> None:
+    """_stubborn ignores its tomb: it returns only when the gate opens (the daemon's stop bound is for it)."""
+    with task.state:
+        gate = Path(task.get("gate"))
+        task.logf("stubborn started")
+    while not gate.exists():
+        time.sleep(0.05)
 
 
 def _quick(task: Task, tomb: Tomb) -> None:
@@ -90,5 +101,6 @@ def post_test_changes(ctx: Context, req: ApiRequest) -> response.Reply:
 def setup(o: Overlord) -> list[Endpoint]:
     o.task_runner.add_handler("gated", _gated, _undo)
     o.task_runner.add_handler("quick", _quick, _undo)
+    o.task_runner.add_handler("stubborn", _stubborn)
     o.task_runner.add_handler("fail", _fail)
     return [Endpoint("/v2/test/changes", post=post_test_changes)]

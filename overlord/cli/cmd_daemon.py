@@ -35,13 +35,13 @@ def daemon(state_dir: Path, root: Path, store: str | None, group: str | None, lo
 
     from ..daemon.access import AccessPolicy
     from ..daemon.factory import DaemonOptions
-    from ..daemon.server import Daemon, setup_logging
+    from ..daemon.server import Daemon, DaemonError, setup_logging
 
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup)
     try:
         code = Daemon(options, AccessPolicy(group)).run()
-    except (EngineError, ValueError) as e:
+    except (EngineError, DaemonError, ValueError) as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot run the daemon: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))

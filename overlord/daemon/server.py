@@ -44,6 +44,10 @@ SOCKET_MODE = 0o666
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
+class DaemonError(Exception):
+    """DaemonError means the daemon cannot start; str() is one line starting "cannot"."""
+
+
 class _PeerCredProtocol(H11Protocol):
     """_PeerCredProtocol is uvicorn's h11 protocol that hands each request the connection's SO_PEERCRED."""
 
@@ -89,16 +93,19 @@ def bind_socket(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
         pass
     else:
         if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(f"cannot listen on {path}: it exists and is not a socket")
-        path.unlink()  # the database lock is ours: no other daemon uses this state directory
+            raise DaemonError(f"cannot listen on {path}: it exists and is not a socket")
+        try:
+            path.unlink()  # the database lock is ours: no other daemon uses this state directory
+        except OSError as e:
+            raise DaemonError(f"cannot remove the stale socket {path}: {e.strerror}") from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(str(path))
         os.chmod(path, mode)
         sock.listen(128)
-    except OSError:
+    except OSError as e:
         sock.close()
-        raise
+        raise DaemonError(f"cannot listen on {path}: {e.strerror or e}") from None
     return sock
 
 
