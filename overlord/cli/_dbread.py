@@ -3,7 +3,8 @@
 
 open_read_only is the one function that opens the file: SQLite's read-only
 mode (``file:...?mode=ro``), so that nothing (no migration, no checkpoint,
-no journal) is written. The readers return the API's JSON shapes, so that
+no journal) is written; a database no writer has open is read as immutable,
+so that not even SQLite's -wal and -shm files are created beside it. The readers return the API's JSON shapes, so that
 every view and --json output is the same whether it came from the daemon or
 from the file. (When the engine offers ``State.open(path, read_only=True)``,
 open_read_only becomes that and the readers the daemon's own change_info.)
@@ -22,18 +23,29 @@ from ._output import CliError
 _READY = ("Done", "Undone", "Error", "Hold")
 
 
-def open_read_only(db: Path) -> sqlite3.Connection:
-    """open_read_only opens a state database for reading only, refusing what is not one."""
+def read_only_uri(db: Path) -> str:
+    """read_only_uri is the SQLite URI that reads db without writing anything, or a CliError."""
     if not db.exists():
         raise CliError(f"cannot read state database {db}: no such file")
     if db.is_dir():
         raise CliError(f"cannot read state database {db}: it is a directory")
+    # With no -wal file beside it nothing has the database open for writing (a writer keeps one while it
+    # runs): read it as immutable, which creates no -wal or -shm file. Otherwise share the writer's.
+    wal = db.with_name(db.name + "-wal")
+    params = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return f"{db.resolve().as_uri()}?{params}"
+
+
+def open_read_only(db: Path, tables: frozenset[str] = frozenset({"changes", "tasks", "alembic_version"})
+                   ) -> sqlite3.Connection:
+    """open_read_only opens a state database for reading only, refusing a file without the given tables."""
+    uri = read_only_uri(db)
     try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        conn = sqlite3.connect(uri, uri=True)
+        found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as e:
         raise CliError(f"cannot read state database {db}: {e}") from None
-    if not {"changes", "tasks", "alembic_version"} <= tables:
+    if not tables <= found:
         conn.close()
         raise CliError(f"cannot read state database {db}: it is not a state database")
     return conn
