@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -86,6 +86,51 @@ def table(*columns: str, wrap: Sequence[str] = ()) -> Table:
         else:
             t.add_column(name, no_wrap=True)
     return t
+
+
+class FitTable:
+    """FitTable is a table that fits the width it is printed at: the flex column folds, never below
+    min_flex cells, and when even that does not fit, the droppable columns go, in order.
+    """
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[Text]], flex: str,
+                 drop: Sequence[str] = (), min_flex: int = 20) -> None:
+        self.columns = list(columns)
+        self.rows = [list(r) for r in rows]
+        self.flex = flex
+        self.drop = list(drop)
+        self.min_flex = min_flex
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        widths = {c: max([len(c)] + [row[i].cell_len for row in self.rows]) for i, c in enumerate(self.columns)}
+        keep = list(self.columns)
+        want_flex = min(self.min_flex, widths[self.flex])
+
+        def fixed() -> int:
+            return sum(widths[c] for c in keep if c != self.flex) + 2 * (len(keep) - 1)
+
+        for name in self.drop:
+            if width - fixed() >= want_flex:
+                break
+            keep.remove(name)
+        t = table(*keep, wrap=(self.flex,))
+        t.columns[keep.index(self.flex)].min_width = want_flex
+        index = [self.columns.index(c) for c in keep]
+        for row in self.rows:
+            t.add_row(*(row[i] for i in index))
+        yield t
+
+
+def amount(done: int, total: int, label: str = "") -> str:
+    """amount tells a task's progress: "3/5" for a few steps, a percentage for bytes and such."""
+    if total <= 1:
+        text = "100%" if done >= total else ""
+    elif total <= 100:
+        text = f"{done}/{total}"
+    else:
+        text = f"{100 * done // total}%"
+    return f"{text} {label}".strip()
 
 
 def print_json(value: Any) -> None:

@@ -13,33 +13,34 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
-from rich.table import Table
 from rich.text import Text
 
-from ._output import plain, status_text, table, when
+from ._output import FitTable, amount, plain, status_text, when
+
+_COLUMNS = ("ID", "Status", "Spawn", "Ready", "Summary")
+#: What goes first when the terminal is narrow: the spawn time, then the ready time.
+_DROP = ("Spawn", "Ready")
 
 
-def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> Table:
+def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
     """changes_table lists changes like `snap changes`: id, status, spawn, ready, summary."""
-    t = table("ID", "Status", "Spawn", "Ready", "Summary", wrap=("Summary",))
-    for chg in changes:
-        t.add_row(plain(chg["id"]), status_text(chg["status"]), plain(when(chg.get("spawn-time"), now, abs_time)),
-                  plain(when(chg.get("ready-time"), now, abs_time)), plain(chg["summary"]))
-    return t
+    rows = [[plain(chg["id"]), status_text(chg["status"]), plain(when(chg.get("spawn-time"), now, abs_time)),
+             plain(when(chg.get("ready-time"), now, abs_time)), plain(chg["summary"])] for chg in changes]
+    return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
 
 
-def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> Table:
+def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> FitTable:
     """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress."""
-    t = table("ID", "Status", "Spawn", "Ready", "Summary", wrap=("Summary",))
+    rows = []
     for task in change["tasks"]:
         summary = plain(task["summary"])
         progress = task.get("progress") or {}
         if task["status"] in ("Doing", "Undoing") and progress.get("total", 1) > 1:
-            summary.append(plain(f" ({progress.get('label') or 'done'} {progress['done']}/{progress['total']})",
+            summary.append(plain(f" ({amount(progress['done'], progress['total'], progress.get('label') or '')})",
                                  "dim"))
-        t.add_row(plain(task["id"]), status_text(task["status"]), plain(when(task.get("spawn-time"), now, abs_time)),
-                  plain(when(task.get("ready-time"), now, abs_time)), summary)
-    return t
+        rows.append([plain(task["id"]), status_text(task["status"]), plain(when(task.get("spawn-time"), now, abs_time)),
+                     plain(when(task.get("ready-time"), now, abs_time)), summary])
+    return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
 
 
 def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> RenderableType:
@@ -58,12 +59,11 @@ def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: b
     return Group(*parts)
 
 
-def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> Table:
+def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None,
+                   abs_time: bool = False) -> FitTable:
     """warnings_table lists warnings: when each last happened, and its message."""
-    t = table("Last occurrence", "Warning", wrap=("Warning",))
-    for w in warnings:
-        t.add_row(plain(when(w.get("last-added"), now, abs_time)), plain(w["message"]))
-    return t
+    rows = [[plain(when(w.get("last-added"), now, abs_time)), plain(w["message"])] for w in warnings]
+    return FitTable(("Last occurrence", "Warning"), rows, flex="Warning")
 
 
 def render(renderable: RenderableType, width: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -22,38 +22,51 @@ from rich.text import Text
 from ..client import ApiError, Client, DaemonUnavailable
 from ._client import cli_error, note_warnings, state_dir_option
 from ._group import cli
-from ._output import EXIT_INTERRUPTED, CliError, console, plain, status_text
+from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
 
 #: POLL_INTERVAL is how often watch asks the daemon about the change, in seconds.
 POLL_INTERVAL = 0.2
 _BAR_WIDTH = 24
 
 
+class WatchView:
+    """WatchView is the live display: the change's line, then each task's status, summary and progress bar.
+
+    The bar narrows on a narrow terminal, and the summary folds, so that it fits the width it is printed at.
+    """
+
+    def __init__(self, change: dict[str, Any], note: str | None = None) -> None:
+        self.change = change
+        self.note = note
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        change = self.change
+        yield Text.assemble(plain(f"Change {change['id']} ({change['kind']}): "), plain(change["summary"]),
+                            plain(" - "), status_text(change["status"]))
+        bar_width = max(8, min(_BAR_WIDTH, options.max_width // 5))
+        rows = Table.grid(padding=(0, 1))
+        rows.add_column(no_wrap=True, min_width=7)
+        rows.add_column(overflow="fold", ratio=1, min_width=12)
+        rows.add_column(no_wrap=True, width=bar_width)
+        rows.add_column(no_wrap=True)
+        for task in change["tasks"]:
+            progress = task.get("progress") or {}
+            done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
+            status = task["status"]
+            if status in ("Done", "Undone"):
+                done = total
+            pulse = status in ("Doing", "Undoing") and total == 1 and done == 0
+            bar = ProgressBar(total=None if pulse else total, completed=done, width=bar_width, pulse=pulse)
+            rows.add_row(status_text(status), plain(task["summary"]), bar,
+                         plain(amount(done, total, progress.get("label") or ""), "dim"))
+        yield rows
+        if self.note:
+            yield plain(self.note, "yellow")
+
+
 def watch_view(change: dict[str, Any], note: str | None = None) -> RenderableType:
-    """watch_view is the live display: the change's line, then each task with its status and progress bar."""
-    head = Text.assemble(plain(f"Change {change['id']} ({change['kind']}): "), plain(change["summary"]),
-                         plain(" - "), status_text(change["status"]))
-    rows = Table.grid(padding=(0, 1))
-    rows.add_column(no_wrap=True, min_width=7)
-    rows.add_column(overflow="fold", ratio=1)
-    rows.add_column(no_wrap=True, width=_BAR_WIDTH)
-    rows.add_column(no_wrap=True)
-    for task in change["tasks"]:
-        progress = task.get("progress") or {}
-        done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
-        status = task["status"]
-        if status in ("Done", "Undone"):
-            done = total
-        running = status in ("Doing", "Undoing")
-        bar = ProgressBar(total=None if running and total == 1 and done == 0 else total, completed=done,
-                          width=_BAR_WIDTH, pulse=running and total == 1 and done == 0)
-        label = progress.get("label") or ""
-        amount = f"{done}/{total}" if total > 1 else ("100%" if done >= total else "")
-        rows.add_row(status_text(status), plain(task["summary"]), bar, plain(f"{amount} {label}".strip(), "dim"))
-    parts: list[RenderableType] = [head, rows]
-    if note:
-        parts.append(plain(note, "yellow"))
-    return Group(*parts)
+    """watch_view is the live display of a change (a WatchView)."""
+    return WatchView(change, note)
 
 
 def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout: float) -> dict[str, Any]:
