@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,25 @@ def test_post_is_only_for_root_or_the_group() -> None:
     assert not AccessPolicy().may_write(anyone) and not AccessPolicy().may_write(None)
     assert AccessPolicy("1000").may_write(anyone)
     assert not AccessPolicy("1001").may_write(anyone)
+
+
+def test_openapi_describes_every_route_and_error_kind() -> None:
+    """The OpenAPI file lists exactly the served paths and methods, and the closed list of error kinds."""
+    from overlord.daemon import ENDPOINTS
+    from overlord.daemon.api_system import openapi
+    from overlord.daemon.errors import ErrorKind
+
+    spec = openapi()
+    served = {ep.path: {m.lower() for m in ep.methods()} for ep in ENDPOINTS}
+    described = {path: {m for m in ops if m in ("get", "post", "put", "delete")} for path, ops in spec["paths"].items()}
+    assert described == served
+    kinds = spec["components"]["schemas"]["Error"]["properties"]["kind"]["enum"]
+    assert sorted(kinds) == sorted(k.value for k in ErrorKind)
+
+
+def test_docs_list_every_error_kind() -> None:
+    from overlord.daemon.errors import ErrorKind
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "daemon.md").read_text()
+    for kind in ErrorKind:
+        assert f"| `{kind.value}` |" in doc, kind
