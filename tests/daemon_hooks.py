@@ -11,6 +11,8 @@ endpoints do that in a real system):
 - ``quick``: logs one line and finishes.
 - ``fail``: logs and fails with the task's "error" text.
 
+GET /v2/test/boom fails with an unforeseen exception; POST /v2/test/conflict raises ChangeConflictError.
+
 POST /v2/test/changes {"summary": S, "tasks": [{"kind", "summary", "total"?, "error"?}], "snap-names"?: [...],
 "gate"?: PATH, "warnings"?: [...]} makes one change (and adds the warnings) whose tasks run one after the
 other; it answers async with the change id.
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import Overlord, Retry, Task, Tomb
+from engine import ChangeConflictError, Overlord, Retry, Task, Tomb
 from overlord.daemon import response
 from overlord.daemon.api import ApiRequest, Context, Endpoint
 
@@ -98,9 +100,18 @@ def post_test_changes(ctx: Context, req: ApiRequest) -> response.Reply:
         return response.async_(chg.id)
 
 
+def get_boom(ctx: Context, req: ApiRequest) -> response.Reply:
+    raise RuntimeError("internal detail that must stay in the log")
+
+
+def post_conflict(ctx: Context, req: ApiRequest) -> response.Reply:
+    raise ChangeConflictError("3", change_kind="install", subject="snap foo")
+
+
 def setup(o: Overlord) -> list[Endpoint]:
     o.task_runner.add_handler("gated", _gated, _undo)
     o.task_runner.add_handler("quick", _quick, _undo)
     o.task_runner.add_handler("stubborn", _stubborn)
     o.task_runner.add_handler("fail", _fail)
-    return [Endpoint("/v2/test/changes", post=post_test_changes)]
+    return [Endpoint("/v2/test/changes", post=post_test_changes), Endpoint("/v2/test/boom", get=get_boom),
+            Endpoint("/v2/test/conflict", post=post_conflict)]

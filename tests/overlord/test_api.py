@@ -196,3 +196,32 @@ def test_docs_list_every_error_kind() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "daemon.md").read_text()
     for kind in ErrorKind:
         assert f"| `{kind.value}` |" in doc, kind
+
+
+def test_an_unforeseen_failure_is_a_500_without_details(shared_daemon: DaemonProcess) -> None:
+    got, env = raw(shared_daemon, "GET", "/v2/test/boom")
+    assert (got, env["result"]["kind"]) == (500, "internal-error")
+    assert env["result"]["message"] == ("internal error: cannot answer GET /v2/test/boom "
+                                        "(the daemon's log has details)")
+    log = shared_daemon.log_text()
+    assert "Traceback" in log and "internal detail that must stay in the log" in log
+
+
+def test_a_conflict_is_a_409_naming_the_change(shared_daemon: DaemonProcess) -> None:
+    got, env = raw(shared_daemon, "POST", "/v2/test/conflict", b"{}")
+    assert got == 409 and env["result"]["kind"] == "snap-change-conflict"
+    assert env["result"]["value"] == {"change-id": "3", "change-kind": "install"}
+    assert env["result"]["message"] == "cannot start a change for snap foo: change 3 (install) is in progress"
+
+
+def test_conflicts_exit_with_10() -> None:
+    from overlord.cli._client import cli_error
+    from overlord.client import ApiError, DaemonUnavailable
+
+    assert cli_error(ApiError("cannot x: change 3 is in progress", "snap-change-conflict", 409)).exit_code == 10
+    assert cli_error(ApiError("cannot find change", "change-not-found", 404)).exit_code == 1
+    e = cli_error(DaemonUnavailable(Path("/s"), "there is no socket"), "list changes")
+    assert (e.exit_code, e.message) == (1, "cannot reach the overlord daemon at /s: there is no socket")
+    e = cli_error(ApiError("access denied: POST /v2/changes/1 needs root (uid 1000)", "permission-denied", 403),
+                  "abort change 1")
+    assert e.message == "cannot abort change 1: access denied: POST /v2/changes/1 needs root (uid 1000)"
