@@ -122,7 +122,7 @@ def test_state_dir_comes_from_the_environment(daemon: DaemonProcess) -> None:
 
 @pytest.mark.parametrize("arg", ["./state.db", "dir/state.db", "state.db"])
 def test_a_path_argument_reads_the_database_file(tmp_path: Path, arg: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import State
+    from engine import State, Status
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / arg
@@ -138,3 +138,13 @@ def test_a_path_argument_reads_the_database_file(tmp_path: Path, arg: str, monke
     assert info["summary"] == "Install [bold]x" and [t["kind"] for t in info["tasks"]] == ["fetch"]
     result = CliRunner().invoke(cli, ["change", "1", arg, "--json"], env={"COLUMNS": "120"})
     assert result.exit_code == 0 and json.loads(result.stdout) == info
+    # Without --json, the engine's own viewers (plain text here: they are being taught to escape markup).
+    st = State.open(db)
+    with st:
+        done = st.new_change("remove", "Remove y")
+        t = st.new_task("unlink", "Unlink y")
+        done.add_task(t)
+        t.set_status(Status.DONE)
+    st.close()
+    result = CliRunner().invoke(cli, ["change", "2", arg], env={"COLUMNS": "120"})
+    assert result.exit_code == 0 and "Unlink y" in result.stdout
