@@ -13,6 +13,7 @@ open_read_only becomes that and the readers the daemon's own change_info.)
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +30,9 @@ def read_only_uri(db: Path) -> str:
         raise CliError(f"cannot read state database {db}: no such file")
     if db.is_dir():
         raise CliError(f"cannot read state database {db}: it is a directory")
+    if not os.access(db, os.R_OK):
+        raise CliError(f"cannot read state database {db}: permission denied (the daemon keeps it private: "
+                       "try with sudo, or ask the daemon)")
     # With no -wal file beside it nothing has the database open for writing (a writer keeps one while it
     # runs): read it as immutable, which creates no -wal or -shm file. Otherwise share the writer's.
     wal = db.with_name(db.name + "-wal")
@@ -51,10 +55,6 @@ def open_read_only(db: Path, tables: frozenset[str] = frozenset({"changes", "tas
     return conn
 
 
-def _time(text: str | None) -> str | None:
-    return text
-
-
 def _log_line(time: str, level: str, message: str) -> str:
     return f"{time[:19]}Z {level} {message}"
 
@@ -75,7 +75,7 @@ def _changes(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> lis
             label, done, total = "", (0 if status == "Do" else 1), 1
         task = {"id": str(tid), "kind": kind, "summary": summary, "status": status, "log": [],
                 "progress": {"label": label, "done": done, "total": total},
-                "spawn-time": _time(spawn), "ready-time": _time(ready), "lanes": [], "wait-tasks": []}
+                "spawn-time": spawn, "ready-time": ready, "lanes": [], "wait-tasks": []}
         tasks[cid].append(task)
         by_id[tid] = task
     task_ids = list(by_id)

@@ -78,7 +78,7 @@ def tasks(id: str, abs_time: bool, as_json: bool, state_dir: Path | None) -> Non
 
 @cli.command()
 @click.argument("id")
-@click.argument("db", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("db", required=False, type=click.Path(path_type=Path, dir_okay=False, readable=False))
 @abs_time_option
 @json_option
 @state_dir_option

@@ -21,7 +21,7 @@ from ._output import CliError, fail, print_json
 
 
 def _db_option(fn: Any) -> Any:
-    return click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    return click.option("--db", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
                         help="The state database (default: state.db of the state directory).")(fn)
 
 

@@ -25,7 +25,7 @@ def debug() -> None:
 
 
 @debug.command("state")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
               help="The state database (default: state.db of the state directory).")
 @click.option("--changes", "what", flag_value="changes", default=True, help="List the changes (the default).")
 @click.option("--change", "change_id", metavar="ID", default=None, help="Show change ID and its tasks.")
@@ -56,9 +56,9 @@ def debug_state(db: Path | None, what: str, change_id: str | None, dot_id: str |
 
 @cli.command()
 @click.argument("id")
-@click.option("--svg", "svg", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--svg", "svg", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
               help="Render the graph to this SVG file with Graphviz's dot (else print the DOT source).")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
               help="Read the change from this database file instead of asking the daemon.")
 @state_dir_option
 def graph(id: str, svg: Path | None, db: Path | None, state_dir: Path | None) -> None:

@@ -87,6 +87,10 @@ def test_anyone_reads_only_root_changes(as_nobody: Callable[..., subprocess.Comp
     uid = pwd.getpwnam("nobody").pw_uid
     assert p.stderr == (f"error: cannot abort change {cid}: access denied: POST /v2/changes/{cid} needs root "
                         f"(uid {uid})\n")
+    p = as_nobody("debug", "state", *state)  # the database itself is private
+    assert (p.returncode, p.stderr) == (1, f"error: cannot read state database {daemon.state_dir / 'state.db'}: "
+                                           "permission denied (the daemon keeps it private: try with sudo, or ask "
+                                           "the daemon)\n")
     with daemon.client() as c:  # root may
         assert c.change(cid)["status"] == "Doing"
         c.abort(cid)

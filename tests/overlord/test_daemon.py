@@ -33,7 +33,6 @@ def test_signal_stops_cleanly_killing_tombs_and_removing_the_socket(base: Path, 
     d.start()
     cid = d.new_change("Long", {"kind": "gated", "summary": "Wait for the gate", "total": 100})
     d.wait_change(cid, lambda c: c["tasks"][0]["status"] == "Doing")
-    d._notify.settimeout(START_TIMEOUT)
     assert d.stop(sig) == 0
     assert not d.socket.exists()
     log = d.log_text()
