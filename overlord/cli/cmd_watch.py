@@ -116,6 +116,8 @@ def watch(id: str, reconnect_timeout: float, state_dir: Path | None) -> None:
             raise cli_error(e, f"watch change {id}") from None
         with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
             final = follow(client, id, live, reconnect_timeout)
+        if not out.is_terminal:
+            out.line()  # Live leaves the last line open when it is not drawing on a terminal
     except KeyboardInterrupt:
         click.echo(f"Stopped watching change {id}; it goes on ('overlord tasks {id}' shows it).", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
