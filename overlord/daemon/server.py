@@ -3,9 +3,10 @@
 
 Start: open the database (DatabaseInUseError if another process holds it),
 build the overlord (factory.make_overlord) and run the setup hook, bind the
-socket, start the ensure loop, serve, and only then tell systemd READY=1.
-Stop (SIGTERM or SIGINT): stop accepting connections, give requests in
-flight up to HTTP_GRACE seconds, remove the socket, then stop the overlord:
+socket (or take the one systemd passed), start the ensure loop, serve, and
+only then tell systemd READY=1. Stop (SIGTERM or SIGINT): stop accepting
+connections, give requests in flight up to HTTP_GRACE seconds, remove the
+socket (unless systemd owns it), then stop the overlord:
 every running handler's tomb is killed and it gets stop_timeout seconds to
 return (docs/daemon.md states the bound).
 """
@@ -109,6 +110,37 @@ def bind_socket(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
     return sock
 
 
+#: SD_LISTEN_FDS_START is the first descriptor systemd passes to a socket-activated service.
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket() -> socket.socket | None:
+    """inherited_socket returns the listening socket systemd passed (socket activation), or None.
+
+    It follows sd_listen_fds: $LISTEN_PID must be this process and $LISTEN_FDS
+    one descriptor, a Unix stream socket, at fd 3. The variables are then
+    removed so that children do not take the socket for theirs.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "0")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count in ("", "0"):
+        return None
+    if count != "1":
+        raise DaemonError(f"cannot use the sockets systemd passed: one Unix socket is expected, not {count}")
+    try:
+        sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    except OSError as e:
+        raise DaemonError(f"cannot use the socket systemd passed: {e.strerror or e}") from None
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise DaemonError("cannot use the socket systemd passed: it is not a Unix stream socket")
+    os.set_inheritable(sock.fileno(), False)
+    return sock
+
+
 def remove_socket(path: Path, identity: tuple[int, int]) -> None:
     """remove_socket removes the socket file at path if it is still the one bound (device, inode)."""
     with contextlib.suppress(OSError):
@@ -147,20 +179,26 @@ class Daemon:
                 pkg_version = version("overlord-engine")
             except PackageNotFoundError:
                 pkg_version = "unknown"
+            sock = inherited_socket()
+            identity: tuple[int, int] | None = None  # the socket file to remove at stop: only one we bound
+            if sock is None:
+                sock = bind_socket(self.socket_path)
+                st = os.lstat(self.socket_path)
+                identity = (st.st_dev, st.st_ino)
+            where = sock.getsockname() or str(self.socket_path)
             ctx = Context(o, self.policy, {
                 "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
-                "root": str(self.options.root), "store": self.options.store, "socket": str(self.socket_path),
-                "pid": os.getpid(),
+                "root": str(self.options.root), "store": self.options.store, "socket": str(where),
+                "socket-activated": identity is None, "pid": os.getpid(),
             })
             app = build_app(ctx, [*ENDPOINTS, *extra])
-            sock = bind_socket(self.socket_path)
-            st = os.lstat(self.socket_path)
             try:
                 o.loop()
                 if not self._signals:
-                    asyncio.run(self._serve(app, sock))
+                    asyncio.run(self._serve(app, sock, str(where)))
             finally:
-                remove_socket(self.socket_path, (st.st_dev, st.st_ino))
+                if identity is not None:
+                    remove_socket(self.socket_path, identity)
                 sock.close()
             notify("STOPPING=1")
             log.info("stopping the overlord (handlers get %g s to return)", self.options.stop_timeout)
@@ -169,20 +207,20 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    async def _serve(self, app: Any, sock: socket.socket) -> None:
+    async def _serve(self, app: Any, sock: socket.socket, where: str) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, http=_PeerCredProtocol, ws="none",
                                 timeout_graceful_shutdown=int(HTTP_GRACE), access_log=True)
         server = self._server = uvicorn.Server(config)
         if self._signals:
             return
-        ready = asyncio.create_task(self._notify_ready(server))
+        ready = asyncio.create_task(self._notify_ready(server, where))
         try:
             await server.serve(sockets=[sock])
         finally:
             ready.cancel()
 
-    async def _notify_ready(self, server: uvicorn.Server) -> None:
+    async def _notify_ready(self, server: uvicorn.Server, where: str) -> None:
         while not server.started:
             await asyncio.sleep(0.01)
-        log.info("serving the API on %s (POST for %s)", self.socket_path, self.policy.describe())
+        log.info("serving the API on %s (POST for %s)", where, self.policy.describe())
         notify("READY=1")

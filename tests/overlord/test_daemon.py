@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,46 @@ def test_the_database_is_private_and_the_socket_open(daemon: DaemonProcess) -> N
     assert (daemon.state_dir / "state.db").stat().st_mode & 0o777 == 0o600
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(daemon.socket))
+
+
+SHIM = """
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)
+os.environ["LISTEN_PID"] = str(os.getpid())  # exec keeps the pid, as systemd's own start does
+os.environ["LISTEN_FDS"] = "1"
+os.execv(sys.executable, [sys.executable, "-m", "overlord", *sys.argv[2:]])
+"""
+
+
+def test_socket_activation_serves_the_socket_systemd_passes(base: Path) -> None:
+    """A socket made by 'systemd' (here: the test) is served, and left in place at stop."""
+    state = base / "state"
+    state.mkdir()
+    path = state / "overlord.socket"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    notify = base / "notify.sock"
+    ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ready.bind(str(notify))
+    ready.settimeout(START_TIMEOUT)
+    proc = subprocess.Popen([sys.executable, "-c", SHIM, str(listener.fileno()), "daemon", "--state-dir", str(state),
+                             "--root", str(base / "root")], pass_fds=(listener.fileno(),),
+                            env=child_env(NOTIFY_SOCKET=str(notify)), stderr=subprocess.PIPE, text=True)
+    try:
+        while "READY=1" not in ready.recv(4096).decode().split("\n"):
+            pass
+        with Client(state) as c:
+            info = c.system_info()
+        assert info["socket"] == str(path) and info["socket-activated"] is True
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+        ready.close()
+    assert proc.returncode == 0, err
+    assert path.exists()  # systemd's socket stays for the next activation
+    assert f"serving the API on {path}" in err
