@@ -114,6 +114,10 @@ class ApiRequest:
             raise bad_request("cannot decode request body: JSON nested too deeply") from None
         if not isinstance(value, dict):
             raise bad_request(f"cannot decode request body: a JSON object is expected, not {_json_type(value)}")
+        try:  # "\udc80" escapes decode to lone surrogates: not text, and nothing can store them
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("cannot decode request body: a string holds a lone UTF-16 surrogate") from None
         return Body(value)
 
 

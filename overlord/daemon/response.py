@@ -46,7 +46,8 @@ class Reply:
         if warning_count:
             body["warning-count"] = warning_count
             body["warning-timestamp"] = timestamp(warning_timestamp)
-        return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status_code=self.status,
+        # ASCII with \u escapes: valid JSON whatever the stored text holds (even a lone surrogate).
+        return Response(json.dumps(body, separators=(",", ":")), status_code=self.status,
                         media_type="application/json")
 
 

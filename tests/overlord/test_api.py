@@ -225,3 +225,13 @@ def test_conflicts_exit_with_10() -> None:
     e = cli_error(ApiError("access denied: POST /v2/changes/1 needs root (uid 1000)", "permission-denied", 403),
                   "abort change 1")
     assert e.message == "cannot abort change 1: access denied: POST /v2/changes/1 needs root (uid 1000)"
+
+
+def test_any_stored_text_makes_valid_json(daemon: DaemonProcess) -> None:
+    weird = "snowman \u2603, a NUL \x00, an escape \x1b[2J and [bold]markup[/]"
+    cid = daemon.new_change(weird, {"kind": "quick", "summary": weird})
+    chg = daemon.wait_change(cid, lambda c: c["ready"])
+    assert chg["summary"] == weird and chg["tasks"][0]["log"][-1].endswith(f"INFO ran {weird}")
+    got, env = raw(daemon, "POST", "/v2/test/changes", b'{"summary": "lone \\udc80", "tasks": []}')
+    assert (got, env["result"]["message"]) == (400, "cannot decode request body: a string holds a lone UTF-16 "
+                                                    "surrogate")
