@@ -59,7 +59,7 @@ class Handlers:
         """_cleaning runs work; if it raises, undo puts back what it did, then the error goes on."""
         try:
             return work()
-        except BaseException:
+        except Exception:  # not BaseException: a process going down leaves the rest to the next run
             try:
                 undo()
             except Exception:
@@ -281,10 +281,16 @@ class Handlers:
 
     def do_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
         """do_copy_snap_data copies the current revision's data for the new one (or makes it empty)."""
-        setup, snapst = self._read(task)
+        with task.state:
+            setup = task_snap_setup(task)
+            snapst = get_snap_state(task.state, setup.name)
+            had = task.get("had-data", None)
+            if had is None:  # decided once, before anything is touched
+                had = self.backend.data_dir(setup.name, setup.revision).exists()
+                task.set("had-data", had)
         old = snapst.current if snapst is not None else None
         self._cleaning(lambda: self.backend.undo_copy_data(setup.name, setup.revision, last=snapst is None),
-                       lambda: self.backend.copy_data(setup.name, old, setup.revision))
+                       lambda: self.backend.copy_data(setup.name, old, setup.revision, had_data=had))
 
     def undo_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
         """undo_copy_snap_data deletes the new revision's data (and common/ for a snap no longer installed)."""

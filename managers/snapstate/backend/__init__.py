@@ -219,12 +219,13 @@ class Backend:
 
     # -- data ---------------------------------------------------------------------------------
 
-    def copy_data(self, name: str, old: str | None, new: str) -> None:
+    def copy_data(self, name: str, old: str | None, new: str, *, had_data: bool) -> None:
         """copy_data makes the data directory of new, a copy of old's (or empty), and common/.
 
-        A data directory new already had (a revision used before) is moved
-        aside to .<new>.old: undo_copy_data puts it back, cleanup_copy_data
-        deletes it.
+        had_data says whether new had a data directory before the first run
+        (a revision used before): it is moved aside to .<new>.old, for
+        undo_copy_data to put back and cleanup_copy_data to delete.
+        Otherwise what is at new is a copy an interrupted run made.
         """
         base = self.data_base(name)
         (base / "common").mkdir(parents=True, exist_ok=True)
@@ -236,10 +237,10 @@ class Backend:
         else:
             tmp.mkdir()
         if final.exists():
-            if aside.exists():
-                remove_tree(final)  # a previous run moved the real one aside already
-            else:
+            if had_data and not aside.exists():
                 os.rename(final, aside)
+            else:
+                remove_tree(final)
         os.rename(tmp, final)
         fsync_dir(base)
 
