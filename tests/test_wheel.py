@@ -78,6 +78,13 @@ SCRIPT = textwrap.dedent(
     with st:
         assert [(c.id, c.status) for c in st.changes()] == [("1", Status.DO)]
     st.close()
+
+    # The sample snaps ship too, executable bits and all (pack checks them).
+    from overlord.samples import build_store, keys
+
+    root_key, acme_key = keys(Path("keys"))
+    sample = build_store(Path("store"), root_key, acme_key, versions=("1.0",))
+    assert sample.store.snap("hello").revision == "1"
     print("wheel ok")
     """
 )

@@ -157,13 +157,17 @@ def remove_revision_tasks(sm: SnapManager, snapst: SnapState, revision: str, *, 
 
 def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
                task_sets: Sequence[TaskSet]) -> Change:
-    """new_change makes a change of task sets, each in a lane of its own, recording the snaps' names."""
+    """new_change makes a change of task sets, each in a lane of its own, recording the snaps' names.
+
+    It asks for an ensure pass at once, so a running overlord loop starts the change.
+    """
     st = sm.state
     chg = st.new_change(kind, summary)
     chg.set("snap-names", list(names))
     for ts in task_sets:
         ts.join_lane(st.new_lane())
         chg.add_all(ts)
+    st.ensure_before(0)
     return chg
 
 

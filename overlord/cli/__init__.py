@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import cmd_engine  # noqa: F401  (each import adds its commands)
+from . import cmd_demo, cmd_engine, cmd_keys, cmd_pack  # noqa: F401  (each import adds its commands)
 from ._group import cli
 
 __all__ = ["main"]

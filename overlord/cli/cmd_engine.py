@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The engine's own commands: the demo, and read-only views of a state database."""
+"""The engine's own commands: read-only views of a state database."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ import click
 from engine import cli as engine_cli
 
 from ._group import cli
-
-
-@cli.command()
-@click.option("--root", type=click.Path(path_type=Path), default=engine_cli.DEMO_ROOT, show_default=True,
-              help="State directory of the demo.")
-def demo(root: Path) -> None:
-    """Run two changes through an overlord and show them."""
-    sys.exit(engine_cli.main(["demo", "--root", str(root)]))
 
 
 @cli.command()
