@@ -31,6 +31,8 @@ from .errors import SnapNotFoundError, StoreError
 from .snap import read_info, valid_snap_name
 from .snap.naming import SNAP_ID
 
+#: The store's small index files are read with libyaml's safe loader where PyYAML has it (10x faster).
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PART = re.compile(r"^[A-Za-z0-9_.-]+$")  # key ids (base64url) may start with "-"
 #: TRANSIENT are the errno values a download retries: the store may answer next time.
 TRANSIENT = frozenset({errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY,
@@ -98,7 +100,7 @@ class Store:
         path = self.root / "snaps" / name / f"{revision}.yaml"
         where = f"store entry {path}"
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")[:65536])
+            data = yaml.load(path.read_text(encoding="utf-8")[:65536], Loader=_YAML_LOADER)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise StoreError(f"cannot read {where}: {e}") from None
         if not isinstance(data, dict):
