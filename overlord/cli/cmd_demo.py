@@ -90,8 +90,17 @@ def demo(directory: Path) -> None:
     """Run the system demo: keys, a signed store, install, refresh, a failed refresh undone."""
     base = directory.absolute()
     _prepare(base)
+    engine_log = logging.getLogger("engine")
+    level = engine_log.level
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("engine").setLevel(logging.ERROR)  # the failure below is on purpose
+        engine_log.setLevel(logging.ERROR)  # the failure in step 5 is on purpose: do not warn about it
+    try:
+        _run(base)
+    finally:
+        engine_log.setLevel(level)
+
+
+def _run(base: Path) -> None:
     d = Demo(base)
     root_key, acme_key = keys(base / "keys")
     d.say(f"[bold]1. Keys[/] (test keys, for this demo only) in {base / 'keys'}:\n"

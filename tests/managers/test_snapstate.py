@@ -547,3 +547,16 @@ def test_a_refresh_of_every_snap_skips_the_up_to_date(system: System) -> None:
         chg = system.o.state.change(cid)
         assert chg is not None and chg.get("snap-names") == ["world"]
         assert {s.name: s.current for s in system.sm.snaps()} == {"hello": "1", "world": "2"}
+
+
+def test_remove_a_disabled_snap(system: System) -> None:
+    system.sm.backend.setup_root()
+    empty = tree(system.root)
+    system.publish("hello", "1.0")
+    system.run(lambda sm: sm.install("hello"))
+    system.run(lambda sm: sm.disable("hello"))
+    cid = system.run(lambda sm: sm.remove("hello"))
+    assert system.status(cid) is D, system.err(cid)
+    assert kinds(system, cid) == ["auto-disconnect", "remove-profiles", "clear-snap", "discard-snap"]
+    assert tree(system.root) == empty
+    assert system.snaps_state() == {}
