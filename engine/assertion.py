@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from .store import Store
 
 ASSERTION_COLUMNS = "type, primary_key, revision, authority_id, headers, text, added_time"
+# The three statements the book runs, in one place (portable SQL: SQLite 3.24+ and PostgreSQL).
+_SELECT_ONE = f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ? AND primary_key = ?"
+_SELECT_TYPE = f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ?"
+_UPSERT = (f"INSERT INTO assertions ({ASSERTION_COLUMNS}) VALUES ({', '.join('?' * 7)}) "
+           "ON CONFLICT (type, primary_key) DO UPDATE SET revision = excluded.revision, "
+           "authority_id = excluded.authority_id, headers = excluded.headers, text = excluded.text, "
+           "added_time = excluded.added_time")
 
 _TYPE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
@@ -105,8 +112,7 @@ class AssertionBook:
         if not self.dirty:
             return
         rows = [a.row() for k in self.dirty.take() if (a := self._loaded.get(k)) is not None]
-        store.executemany(f"INSERT OR REPLACE INTO assertions ({ASSERTION_COLUMNS}) "
-                          f"VALUES ({','.join('?' * 7)})", rows)
+        store.executemany(_UPSERT, rows)
 
     # -- the public API ------------------------------------------------------------
 
@@ -115,8 +121,7 @@ class AssertionBook:
         self._state._check()
         k = (type, "/".join(_check_key(type, primary_key)))
         if k not in self._loaded:
-            rows = self._state._store.query(
-                f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ? AND primary_key = ?", k)
+            rows = self._state._store.query(_SELECT_ONE, k)
             self._loaded[k] = _from_row(rows[0]) if rows else None
         return self._loaded[k]
 
@@ -125,12 +130,7 @@ class AssertionBook:
         self._state._check()
         _check_key(type, ["x"])
         want = dict(headers or {})
-        sql = f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ?"
-        params: list[Any] = [type]
-        for name, value in want.items():
-            sql += " AND json_extract(headers, ?) = ?"
-            params += ['$."' + name.replace('"', '""') + '"', value]
-        found = {(type, str(row[1])): _from_row(row) for row in self._state._store.query(sql, params)}
+        found = {(type, str(row[1])): _from_row(row) for row in self._state._store.query(_SELECT_TYPE, (type,))}
         # What this unit of work wrote (or loaded) wins over the database.
         for k, a in self._loaded.items():
             if k[0] == type and a is not None:
