@@ -21,7 +21,17 @@ from .snapmgr import (
     set_snap_state,
     task_snap_setup,
 )
-from .snapstate import check_conflicts, install_tasks, new_change
+from .snapstate import (
+    affected_snaps,
+    check_conflicts,
+    install_path_task_set,
+    install_task_sets,
+    install_tasks,
+    new_change,
+    refresh_task_sets,
+    remove_task_set,
+    revert_task_set,
+)
 
 __all__ = [
     "DEFAULT_RETAIN",
@@ -30,12 +40,18 @@ __all__ = [
     "SnapManager",
     "SnapSetup",
     "SnapState",
+    "affected_snaps",
     "all_snap_states",
     "check_conflicts",
     "default_download_retry",
     "get_snap_state",
+    "install_path_task_set",
+    "install_task_sets",
     "install_tasks",
     "new_change",
+    "refresh_task_sets",
+    "remove_task_set",
+    "revert_task_set",
     "set_snap_state",
     "task_snap_setup",
 ]

@@ -259,12 +259,7 @@ class Handlers:
             raise ManagerError(f"internal error: task {task.id}: snap {setup.name!r} is not installed")
         info = snapst.info
         self._cleaning(lambda: self.backend.link(info), lambda: self.backend.unlink(setup.name))
-        with task.state:
-            snapst = get_snap_state(task.state, setup.name)
-            if snapst is not None:
-                snapst.active = False
-                set_snap_state(task.state, setup.name, snapst)
-            self._done(task)
+        self._set_active(task, setup.name, False)
 
     def undo_unlink_snap(self, task: Task, tomb: Tomb) -> None:
         """undo_unlink_snap links the current revision again."""
@@ -272,11 +267,14 @@ class Handlers:
         if snapst is None:
             return
         self.backend.link(snapst.info)
+        self._set_active(task, setup.name, True)
+
+    def _set_active(self, task: Task, name: str, active: bool) -> None:
         with task.state:
-            snapst = get_snap_state(task.state, setup.name)
+            snapst = get_snap_state(task.state, name)
             if snapst is not None:
-                snapst.active = True
-                set_snap_state(task.state, setup.name, snapst)
+                snapst.active = active
+                set_snap_state(task.state, name, snapst)
             self._done(task)
 
     def do_copy_snap_data(self, task: Task, tomb: Tomb) -> None:

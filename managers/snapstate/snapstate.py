@@ -177,6 +177,20 @@ def _summary(verb: str, names: Sequence[str]) -> str:
     return f"{verb} snaps " + ", ".join(f'"{n}"' for n in names)
 
 
+def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+    snapst = get_snap_state(sm.state, name)
+    if snapst is None:
+        raise SnapNotInstalledError(f"cannot {verb} snap {name!r}: it is not installed")
+    return snapst
+
+
+def _current_setup(snapst: SnapState) -> SnapSetup:
+    """_current_setup is the setup of a change that works on the current revision as it is."""
+    info = snapst.info
+    return SnapSetup(snapst.name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
+                     source="local", info=info.to_dict())
+
+
 def _store(sm: SnapManager) -> Store:
     if sm.store is None:
         raise StoreError("cannot reach a store: none is configured")
@@ -300,9 +314,7 @@ def refresh(sm: SnapManager, names: Sequence[str] | None) -> Change:
 def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
     """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
     st = sm.state
-    snapst = get_snap_state(st, name)
-    if snapst is None:
-        raise SnapNotInstalledError(f"cannot remove snap {name!r}: it is not installed")
+    snapst = _installed(sm, "remove", name)
     check_conflicts(sm, [name])
     if revision is not None:
         if snapst.index(revision) < 0:
@@ -312,9 +324,7 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
                 raise SnapOperationError(f"cannot remove revision {revision} of snap {name!r}: it is the current "
                                          "revision (revert first?)")
             return remove_revision_tasks(sm, snapst, revision, last=False)
-    info = snapst.info
-    setup = SnapSetup(name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                      source="local", info=info.to_dict())
+    setup = _current_setup(snapst)
     if snapst.active:
         chain = _Chain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
         chain.first.set("stop-reason", "remove")
@@ -341,9 +351,7 @@ def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None
 
 def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
     """revert_task_set builds the switch back to the previous (or the given) revision."""
-    snapst = get_snap_state(sm.state, name)
-    if snapst is None:
-        raise SnapNotInstalledError(f"cannot revert snap {name!r}: it is not installed")
+    snapst = _installed(sm, "revert", name)
     if not snapst.active:
         raise SnapOperationError(f"cannot revert snap {name!r}: it is disabled (enable it first)")
     if revision is None:
@@ -370,18 +378,12 @@ def revert(sm: SnapManager, name: str, *, revision: str | None = None) -> Change
 
 def enable(sm: SnapManager, name: str) -> Change:
     """enable makes an "enable" change: prepare-snap, setup-profiles, link-snap, start-snap-services."""
-    st = sm.state
-    snapst = get_snap_state(st, name)
-    if snapst is None:
-        raise SnapNotInstalledError(f"cannot enable snap {name!r}: it is not installed")
+    snapst = _installed(sm, "enable", name)
     if snapst.active:
         raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
     check_conflicts(sm, [name])
-    info = snapst.info
-    setup = SnapSetup(name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                      source="local", info=info.to_dict())
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, st.new_task("prepare-snap", f"Prepare snap {label}"), setup)
+    chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
     chain.add("link-snap", f"Make snap {label} available to the system")
     chain.add("start-snap-services", f"Start snap {label} services")
@@ -390,20 +392,13 @@ def enable(sm: SnapManager, name: str) -> Change:
 
 def disable(sm: SnapManager, name: str) -> Change:
     """disable makes a "disable" change: stop-snap-services, unlink-snap, remove-profiles."""
-    st = sm.state
-    snapst = get_snap_state(st, name)
-    if snapst is None:
-        raise SnapNotInstalledError(f"cannot disable snap {name!r}: it is not installed")
+    snapst = _installed(sm, "disable", name)
     if not snapst.active:
         raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
     check_conflicts(sm, [name])
-    info = snapst.info
-    setup = SnapSetup(name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                      source="local", info=info.to_dict())
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, st.new_task("stop-snap-services", f"Stop snap {label} services"), setup)
+    chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
     chain.first.set("stop-reason", "disable")
     chain.add("unlink-snap", f"Make snap {label} unavailable to the system")
     chain.add("remove-profiles", f"Remove security profile for snap {label}")
     return new_change(sm, "disable", _summary("Disable", [name]), [name], [chain.task_set()])
-

@@ -7,6 +7,7 @@ import logging
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ class Demo:
         self.console.print(table)
         if err is not None:
             self.console.print(Text("chg.err(): ", "bold") + Text(str(err)))
+
+    def step(self, o: SystemOverlord, make: Callable[[], Change]) -> None:
+        """step makes a change (under the lock), waits for it, shows it and runs the snap's command."""
+        with o.state:
+            chg = make()
+        _wait(chg)
+        self.show(chg)
+        self.run_app(self.base / "root")
 
     def run_app(self, root: Path) -> None:
         app = root / "snap" / "bin" / "hello"
@@ -116,29 +125,14 @@ def _run(base: Path) -> None:
     o.loop()
     try:
         d.say(f"[bold]3. Install hello[/] into the system root {base / 'root'}:")
-        with o.state:
-            chg = o.snap_manager.install("hello")
-        _wait(chg)
-        d.show(chg)
-        d.run_app(base / "root")
-
+        d.step(o, lambda: o.snap_manager.install("hello"))
         sample.publish("2.0")
         d.say("[bold]4. acme publishes hello 2.0[/] (revision 2); [bold]refresh hello[/]:")
-        with o.state:
-            chg = o.snap_manager.refresh("hello")
-        _wait(chg)
-        d.show(chg)
-        d.run_app(base / "root")
-
+        d.step(o, lambda: o.snap_manager.refresh("hello"))
         sample.publish("3.0")
         d.say("[bold]5. acme publishes hello 3.0[/] (revision 3); [bold]refresh hello[/] again, with a task "
               "added that fails after start-snap-services: every task done is undone, back to revision 2:")
-        with o.state:
-            chg = o.snap_manager.refresh("hello")
-            _inject_failure(chg)
-        _wait(chg)
-        d.show(chg)
-        d.run_app(base / "root")
+        d.step(o, lambda: _inject_failure(o.snap_manager.refresh("hello")))
         with o.state:
             snap = o.snap_manager.info("hello")
             d.say(f"  o.snap_manager.info('hello'): revision {snap.current}, active {snap.active}, "
@@ -157,7 +151,7 @@ def _wait(chg: Change) -> None:
         fail("cannot finish the demo: a change did not finish within 2 minutes")
 
 
-def _inject_failure(chg: Change) -> None:
+def _inject_failure(chg: Change) -> Change:
     """_inject_failure adds a failing task after start-snap-services, in the same lane."""
     st = chg.state
     tasks = chg.tasks()
@@ -170,6 +164,7 @@ def _inject_failure(chg: Change) -> None:
         if start in t.wait_tasks() and t != fail_task:
             t.wait_for(fail_task)
     chg.add_task(fail_task)
+    return chg
 
 
 def _show_changes(d: Demo, db: Path) -> None:

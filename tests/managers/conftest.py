@@ -29,6 +29,29 @@ NO_WAIT = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
                             wait=tenacity.wait_none(), stop=tenacity.stop_after_attempt(5))
 
 
+# kind -> (do, undo) handler names, as the SnapManager registers them.
+KINDS: dict[str, tuple[str, str | None]] = {
+    "prerequisites": ("do_prerequisites", None),
+    "prepare-snap": ("do_prepare_snap", None),
+    "download-snap": ("do_download_snap", "undo_download_snap"),
+    "validate-snap": ("do_validate_snap", None),
+    "mount-snap": ("do_mount_snap", "undo_mount_snap"),
+    "stop-snap-services": ("do_stop_snap_services", "undo_stop_snap_services"),
+    "unlink-current-snap": ("do_unlink_snap", "undo_unlink_snap"),
+    "copy-snap-data": ("do_copy_snap_data", "undo_copy_snap_data"),
+    "link-snap": ("do_link_snap", "undo_link_snap"),
+    "start-snap-services": ("do_start_snap_services", "undo_start_snap_services"),
+    "cleanup": ("do_cleanup", None),
+    "unlink-snap": ("do_unlink_snap", "undo_unlink_snap"),
+    "clear-snap": ("do_clear_snap", None),
+    "discard-snap": ("do_discard_snap", None),
+    "setup-profiles": ("do_nothing", "do_nothing"),
+    "remove-profiles": ("do_nothing", "do_nothing"),
+    "auto-connect": ("do_nothing", "do_nothing"),
+    "auto-disconnect": ("do_nothing", "do_nothing"),
+}
+
+
 @pytest.fixture(scope="session")
 def root_key() -> PrivateKey:
     return PrivateKey.generate()

@@ -23,7 +23,7 @@ from managers.asserts import PrivateKey
 from managers.asserts.build import account, account_key, snap_declaration
 from managers.snapstate import SnapManager
 from managers.snapstate.backend import Backend
-from tests.managers.conftest import System, make_snap, tree
+from tests.managers.conftest import KINDS, System, make_snap, tree
 
 D, U, E, H = Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD
 
@@ -363,24 +363,13 @@ def test_a_change_for_a_snap_with_an_unready_change_conflicts(system: System) ->
 
 # -- failures undo everything ---------------------------------------------------------------------------
 
-# kind -> (do, undo) attribute names on the manager's Handlers.
-HANDLERS = {
-    "stop-snap-services": ("do_stop_snap_services", "undo_stop_snap_services"),
-    "unlink-current-snap": ("do_unlink_snap", "undo_unlink_snap"),
-    "copy-snap-data": ("do_copy_snap_data", "undo_copy_snap_data"),
-    "setup-profiles": ("do_nothing", "do_nothing"),
-    "link-snap": ("do_link_snap", "undo_link_snap"),
-    "auto-connect": ("do_nothing", "do_nothing"),
-    "start-snap-services": ("do_start_snap_services", "undo_start_snap_services"),
-    "cleanup": ("do_cleanup", None),
-}
 # kind -> the backend method its do calls last, made to fail once it has done its work.
 BACKEND = {"unlink-current-snap": "unlink", "copy-snap-data": "copy_data", "link-snap": "link",
            "start-snap-services": "start_services"}
 
 
 def fail_before(sm: SnapManager, kind: str) -> None:
-    _do, undo = HANDLERS[kind]
+    _do, undo = KINDS[kind]
     h = sm.handlers
 
     def failing(task: Any, tomb: Any) -> None:
@@ -402,7 +391,10 @@ def fail_in_backend(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     monkeypatch.setattr(Backend, method, broken)
 
 
-CASES = [(k, "before") for k in HANDLERS if k != "stop-snap-services"] + [(k, "backend") for k in BACKEND]
+# The steps of a refresh after unlink-current-snap (and that one), each made to fail.
+AFTER_UNLINK = ["unlink-current-snap", "copy-snap-data", "setup-profiles", "link-snap", "auto-connect",
+                "start-snap-services", "cleanup"]
+CASES = [(k, "before") for k in AFTER_UNLINK] + [(k, "backend") for k in BACKEND]
 
 
 @pytest.mark.parametrize(("kind", "where"), CASES, ids=[f"{k}-{w}" for k, w in CASES])
