@@ -16,7 +16,7 @@ from .build import HistoryCache
 from .common import BenchError, Config, copy_db, median, run_child
 
 #: The benchmarks in the order they run.
-BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure")
+BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure", "snaps")
 
 
 @dataclass
@@ -233,6 +233,12 @@ class Suite:
         for n, ms in fresh.items():
             self.add(f"ensure.fresh_ms.{n}", g, f"first pass of a fresh State, history {_size(n)}", "ms", ms,
                      note="spawns the worker threads" if n == s.ensure_history[0] else "")
+
+    def run_snaps(self) -> None:
+        """run_snaps: install and refresh small snaps through the SystemOverlord (bench/snaps.py)."""
+        from .snaps import run
+
+        run(self)
 
     # -- derived figures -------------------------------------------------------------
 
