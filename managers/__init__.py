@@ -4,6 +4,7 @@
 - ``assertstate``: the AssertManager (signed assertions, checked to a trusted root);
 - ``snapstate``: the SnapManager (snaps installed under a root directory);
 - ``ifacestate``: the InterfaceManager (connections between plugs and slots, security profiles);
+- ``firstboot``: FirstBoot (seeding a new system from a seed directory);
 - ``asserts``, ``snap``, ``store``: the formats and the store they use (libraries);
 - ``SystemOverlord``: an engine.Overlord with these managers, in dependency order.
 

@@ -14,6 +14,7 @@ from engine import Manager, Overlord, State, TaskRunner
 
 from .asserts import PublicKey
 from .assertstate import DEFAULT_AUTHORITY, AssertManager
+from .firstboot import FirstBoot
 from .ifacestate import InterfaceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
@@ -27,10 +28,11 @@ class SystemManagers:
     assert_manager: AssertManager
     snap_manager: SnapManager
     interface_manager: InterfaceManager
+    first_boot: FirstBoot
 
     def __iter__(self) -> Iterator[Manager]:
         """__iter__ yields them in dependency order (the order they are added to an overlord in)."""
-        yield from (self.assert_manager, self.snap_manager, self.interface_manager)
+        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.first_boot)
 
 
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
@@ -46,7 +48,8 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
                      download_retry=download_retry)
     im = InterfaceManager(state, runner, sm, assert_manager=am)
-    return SystemManagers(am, sm, im)
+    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
+    return SystemManagers(am, sm, im, fb)
 
 
 class SystemOverlord(Overlord):
@@ -55,8 +58,9 @@ class SystemOverlord(Overlord):
     The managers are added in dependency order: o.assert_manager (the
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
-    URL) and o.interface_manager (connections and security profiles).
-    Other keyword arguments go to engine.Overlord (clock, workers, ...).
+    URL), o.interface_manager (connections and security profiles) and
+    o.first_boot (seeding). Other keyword arguments go to engine.Overlord
+    (clock, workers, ...).
     """
 
     def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
@@ -78,5 +82,6 @@ class SystemOverlord(Overlord):
         self.assert_manager = ms.assert_manager
         self.snap_manager = ms.snap_manager
         self.interface_manager = ms.interface_manager
+        self.first_boot = ms.first_boot
         for m in ms:
             self.add_manager(m)
