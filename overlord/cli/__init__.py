@@ -9,8 +9,10 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_db,
     cmd_debug,
     cmd_demo,
+    cmd_interfaces,
     cmd_keys,
     cmd_pack,
+    cmd_seed,
     cmd_warnings,
     cmd_watch,
 )

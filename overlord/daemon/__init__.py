@@ -20,3 +20,8 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 __all__ = ["ENDPOINTS", "Endpoint"]
+
+# Interfaces and seeding (the interface manager and FirstBoot of the system overlord).
+from . import api_interfaces, api_seed  # noqa: E402
+
+ENDPOINTS += [*api_interfaces.ENDPOINTS, *api_seed.ENDPOINTS]

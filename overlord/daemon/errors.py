@@ -36,6 +36,13 @@ class ErrorKind(enum.Enum):
     DATABASE_BUSY = "database-busy"
     #: The daemon failed in a way it did not foresee; its log has the details (500, never a traceback).
     INTERNAL_ERROR = "internal-error"
+    # -- interfaces and seeding (api_interfaces.py, api_seed.py) --
+    #: A disconnect found nothing to disconnect (400, snapd's kind; `overlord disconnect` says so and exits 0).
+    INTERFACES_UNCHANGED = "interfaces-unchanged"
+    #: The seed directory is incomplete, malformed or does not verify; the message says what is wrong (400).
+    INVALID_SEED = "invalid-seed"
+    #: The system is seeded already: seeding again does nothing (400).
+    ALREADY_SEEDED = "already-seeded"
 
 
 class ApiError(Exception):
