@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 
-from overlord.cli._views import render
 from overlord.cli.cmd_interfaces import connections_rows, connections_table, interfaces_table
 from overlord.samples import SEED, TEST_KEYS, build_store, sample_keys
 
 from .conftest import DaemonProcess, short_tempdir
 from .test_api import raw
-
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+from .test_views import check_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -252,15 +250,7 @@ VIEWS = {
 @pytest.mark.parametrize("width", [60, 100])
 @pytest.mark.parametrize("name", sorted(VIEWS))
 def test_snapshot(name: str, width: int) -> None:
-    import os
-
-    text = render(VIEWS[name](), width)
-    assert all(len(line) <= width for line in text.splitlines()), "a line is wider than the terminal"
-    path = SNAPSHOTS / f"{name}-{width}.txt"
-    if os.environ.get("UPDATE_SNAPSHOTS"):
-        path.write_text(text)
-    assert path.exists(), f"no snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 and review it"
-    assert text == path.read_text()
+    check_snapshot(VIEWS[name](), name, width)
 
 
 def test_anyone_may_list_connections_only_root_may_connect(seeded: DaemonProcess, nobody: Any) -> None:
