@@ -17,8 +17,10 @@ crash ends where one uninterrupted run ends.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("managers.ifacestate")
 
 
+HandlerMethod = Callable[["Handlers", Task, Tomb], None]
+
+
+def _serialized(fn: HandlerMethod) -> HandlerMethod:
+    """_serialized runs a handler that writes profiles under the manager's profile lock.
+
+    A handler computes profiles from the state it reads, then writes them:
+    two at once could write what an older state said last. Holding this lock
+    from the read to the last write (and the commit that follows) orders
+    them; it is always taken before the state lock, never inside it.
+    """
+    @functools.wraps(fn)
+    def serialized(self: Handlers, task: Task, tomb: Tomb) -> None:
+        with self.profiles_lock:
+            fn(self, task, tomb)
+    return serialized
+
+
 def _done(task: Task) -> None:
     """_done marks a running task Done (with the lock, in the block that wrote its result)."""
     if task.status is Status.DOING:
@@ -48,6 +68,8 @@ class Handlers:
     def __init__(self, im: InterfaceManager) -> None:
         self.im = im
         self.backend = im.backend
+        #: profiles_lock orders the handlers that write profiles (see _serialized); it may be taken again.
+        self.profiles_lock = threading.RLock()
 
     def _write(self, names: Iterable[str], repo: Repository, force: Iterable[str] = ()) -> None:
         """_write writes again the profile of each snap of names that has one (or is in force), from repo."""
@@ -96,6 +118,7 @@ class Handlers:
             repo = self.im.repository()
         self._write(ref.snaps, repo)
 
+    @_serialized
     def undo_connect(self, task: Task, tomb: Tomb) -> None:
         """undo_connect forgets the connection (or puts back what state had) and writes the profiles again."""
         self._restore(task)
@@ -116,12 +139,14 @@ class Handlers:
             set_conns(task.state, conns)
             _done(task)
 
+    @_serialized
     def undo_disconnect(self, task: Task, tomb: Tomb) -> None:
         """undo_disconnect puts the connection back and writes the profiles again."""
         self._restore(task)
 
     # -- profiles ------------------------------------------------------------------------------
 
+    @_serialized
     def do_setup_profiles(self, task: Task, tomb: Tomb) -> None:
         """do_setup_profiles writes the profile of the snap's new (or current) revision.
 
@@ -144,6 +169,7 @@ class Handlers:
                 log.exception("cannot put back the profiles of snap %r", name)
             raise
 
+    @_serialized
     def undo_setup_profiles(self, task: Task, tomb: Tomb) -> None:
         """undo_setup_profiles puts back the snap's old profile and writes its peers' again, from state."""
         with task.state:
@@ -156,6 +182,7 @@ class Handlers:
             self.backend.put_back(name, old["text"])
         self._write(peers - {name}, repo)
 
+    @_serialized
     def do_remove_profiles(self, task: Task, tomb: Tomb) -> None:
         """do_remove_profiles deletes the snap's profile, recording it first."""
         with task.state:
@@ -164,6 +191,7 @@ class Handlers:
                 task.set("old-profile", {"text": self.backend.read(name)})
         self.backend.remove(name)
 
+    @_serialized
     def undo_remove_profiles(self, task: Task, tomb: Tomb) -> None:
         """undo_remove_profiles puts the profile back."""
         with task.state:
@@ -174,6 +202,7 @@ class Handlers:
 
     # -- auto-connect, auto-disconnect ------------------------------------------------------------
 
+    @_serialized
     def do_auto_connect(self, task: Task, tomb: Tomb) -> None:
         """do_auto_connect connects what the policy allows: the snap's plugs and the plugs its slots fit."""
         with task.state:
@@ -242,6 +271,7 @@ class Handlers:
             out.append([ref.id, iface])
         return out
 
+    @_serialized
     def undo_auto_connect(self, task: Task, tomb: Tomb) -> None:
         """undo_auto_connect drops the connections it made and writes the profiles again."""
         with task.state:
@@ -256,6 +286,7 @@ class Handlers:
             repo = self.im.repository()
         self._write({*repo.peers(name), *(s for r in made for s in r.snaps)}, repo, force=[])
 
+    @_serialized
     def do_auto_disconnect(self, task: Task, tomb: Tomb) -> None:
         """do_auto_disconnect drops every connection of a snap being removed (recorded for undo)."""
         with task.state:
@@ -275,6 +306,7 @@ class Handlers:
                 task.logf("Disconnected %s", cid.replace(" ", " from "))
             _done(task)
 
+    @_serialized
     def undo_auto_disconnect(self, task: Task, tomb: Tomb) -> None:
         """undo_auto_disconnect puts the connections back and writes the profiles again."""
         with task.state:

@@ -211,6 +211,7 @@ def test_a_disconnect_sticks_through_refreshes_manual_connections_survive_and_fo
     assert sys_.status(sys_.run(lambda sm: sm.refresh("reader"))) is D
     assert sys_.conns()["reader:network system:network"] == auto("network")
     assert sys_.profile("reader")["network"] is True  # type: ignore[index]
+    assert_profiles_follow_the_state(sys_)
 
 
 def test_a_refresh_of_the_provider_moves_the_consumers_mounts(sys_: Iface) -> None:
@@ -223,6 +224,7 @@ def test_a_refresh_of_the_provider_moves_the_consumers_mounts(sys_: Iface) -> No
     cid = sys_.run(lambda sm: sm.revert("library"))
     assert sys_.status(cid) is D, sys_.err(cid)
     assert [m["source"].split("/library/")[1] for m in sys_.profile("reader")["mounts"]] == ["1/books", "1/notes"]  # type: ignore[index]
+    assert_profiles_follow_the_state(sys_)
 
 
 def test_removing_a_snap_disconnects_it_first(sys_: Iface) -> None:
@@ -237,6 +239,7 @@ def test_removing_a_snap_disconnects_it_first(sys_: Iface) -> None:
     assert "reader:books library:books" not in sys_.conns()
     assert sys_.profile("library") is None
     assert sys_.profile("reader")["mounts"] == []  # type: ignore[index]
+    assert_profiles_follow_the_state(sys_)
     cid = sys_.run(lambda sm: sm.remove("reader"))
     assert sys_.status(cid) is D, sys_.err(cid)
     assert sys_.conns() == {}
@@ -369,3 +372,41 @@ def test_queries_list_interfaces_plugs_and_slots(sys_: Iface) -> None:
     assert [str(c.ref) for c in only.established] == ["reader:books library:books"]
     assert [str(v.port.ref) for v in only.plugs] == ["reader:books"]
     assert [str(v.port.ref) for v in only.slots] == ["library:books"]
+
+
+def assert_profiles_follow_the_state(sys_: Iface) -> None:
+    """assert_profiles_follow_the_state checks every profile is what the state says it is, and that every
+    enabled snap has one."""
+    from managers.ifacestate import compute, render
+
+    with sys_.o.state:
+        repo = sys_.im.repository()
+        enabled = {s.name for s in sys_.sm.snaps() if s.active}
+    d = sys_.root / "var/lib/profiles"
+    assert {p.name for p in d.iterdir()} == enabled
+    for name in enabled:
+        assert (d / name).read_text() == render(compute(name, repo, sys_.im.backend.layout)), name
+
+
+def test_changes_on_two_consumers_at_once_leave_the_shared_providers_profile_right(sys_: Iface) -> None:
+    sys_.install("library")
+    hello = READER.replace("default-provider: library", "content: books").split("  network:")[0]
+    sys_.publish("hello", "1.0", extra=hello)
+    sys_.publish_snap("reader")
+    with sys_.o.state:
+        first, second = sys_.sm.install("reader"), sys_.sm.install("hello")  # two changes, run side by side
+    sys_.o.settle(60)
+    with sys_.o.state:
+        assert first.status is D and second.status is D, (first.err(), second.err())
+    assert {k for k in sys_.conns() if k.endswith("library:books")} == {"reader:books library:books",
+                                                                         "hello:books library:books"}
+    assert_profiles_follow_the_state(sys_)
+    assert [c["plug"] for c in sys_.profile("library")["connections"]] == ["hello:books", "reader:books"]  # type: ignore[index]
+    assert sys_.status(sys_.act("disconnect", "library", "books")) is D  # every connection of the slot
+    assert {k for k in sys_.conns() if not sys_.conns()[k]["undesired"]} == {
+        "reader:home system:home", "reader:network system:network"}
+    assert_profiles_follow_the_state(sys_)
+    assert sys_.status(sys_.run(lambda sm: sm.disable("reader"))) is D
+    assert_profiles_follow_the_state(sys_)
+    assert sys_.status(sys_.run(lambda sm: sm.enable("reader"))) is D
+    assert_profiles_follow_the_state(sys_)
