@@ -9,7 +9,8 @@ from collections.abc import Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._records import ChangeRec, TaskRec, dump_value
+from ._records import ChangeRec, TaskRec
+from ._values import check_key, dump_value
 from .errors import ChangeError, EngineError, TaskDependencyCycleError
 from .state import MISSING
 from .status import Status
@@ -98,17 +99,17 @@ class Change:
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         rec = self._rec()
-        return _get(rec.data.items(f"change {self._cid}"), key, default)
+        return _get(rec.data.items(f"change {self._cid}"), check_key(key, f"change {self._cid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        _set(rec.data.items(f"change {self._cid}"), key, value)
+        _set(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
         self._st._dirty_change(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
-        return key in self._rec().data.items(f"change {self._cid}")
+        return check_key(key, f"change {self._cid}") in self._rec().data.items(f"change {self._cid}")
 
     def add_task(self, task: Task) -> None:
         """add_task makes task part of this change."""
@@ -252,11 +253,12 @@ def _get(data: dict[str, str], key: str, default: Any) -> Any:
     return json.loads(text)
 
 
-def _set(data: dict[str, str], key: str, value: Any) -> None:
+def _set(data: dict[str, str], key: str, value: Any, owner: str) -> None:
+    check_key(key, owner)
     if value is None:
         data.pop(key, None)
     else:
-        data[key] = dump_value(key, value)
+        data[key] = dump_value(key, value, owner)
 
 
 def effective_status(t: TaskRec) -> Status:

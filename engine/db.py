@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event, pool
 from sqlalchemy.engine import make_url
 
@@ -34,6 +35,11 @@ SCHEMA_HEAD = "0001_initial"
 BASE = "base"
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: What PRAGMA quick_check says of a row that breaks a constraint, not of damage.
+ROW_PROBLEMS = ("CHECK constraint failed", "NULL value in", "NOT NULL constraint failed")
+#: The tables of the engine's schema, whatever its revision.
+ENGINE_TABLES = frozenset({"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data",
+                           "warnings", "sequences"})
 #: Databases up to this size (about 350,000 tasks) get PRAGMA quick_check
 #: when opened, at about 7 ms per MiB; damage in bigger ones is reported
 #: (DatabaseCorruptError) when the damaged pages are read.
@@ -178,9 +184,16 @@ def inspect_revision(raw: sqlite3.Connection, target: str, *, check: bool) -> st
     """
     try:
         if check:
-            problems = [" ".join(str(row[0]).split()) for row in raw.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                raise DatabaseCorruptError(f"{_describe(target)}: the database is corrupt ({'; '.join(problems)})")
+            problems = [" ".join(str(row[0]).split()) for row in raw.execute("PRAGMA quick_check(20)")]
+            # Rows that break a CHECK or NOT NULL constraint (hand-edited with
+            # constraints off) are not damage to the file: the engine reports
+            # each such row, naming it, when it meets it, and runs the rest.
+            damage = [p for p in problems if p != "ok" and not p.startswith(ROW_PROBLEMS)]
+            if damage:
+                raise DatabaseCorruptError(f"{_describe(target)}: the database is corrupt ({'; '.join(damage)})")
+            if len(damage) < len(problems) and problems != ["ok"]:
+                log.warning("state database %s has hand-edited rows that break its constraints (%s); "
+                            "they are reported and left alone when met", target, "; ".join(problems))
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             return None
@@ -191,6 +204,11 @@ def inspect_revision(raw: sqlite3.Connection, target: str, *, check: bool) -> st
     except sqlite3.DatabaseError as e:
         raise sqlite_error(e, _describe(target)) from None
     if not rows:
+        if tables & ENGINE_TABLES:
+            raise DatabaseCorruptError(
+                f"{_describe(target)}: its alembic_version table is empty, so the revision of its schema "
+                f"is unknown (it has the engine's tables: {', '.join(sorted(tables & ENGINE_TABLES))}); "
+                "restore the row that names its revision (alembic stamp) before opening it")
         return BASE  # stamped at Alembic's base: upgraded to head like any older schema
     if len(rows) != 1:
         raise DatabaseCorruptError(f"{_describe(target)}: it has {len(rows)} schema revisions recorded, expected one")
@@ -232,7 +250,10 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
 
     log.info("upgrading state database %s from schema %s to %s", target, revision, SCHEMA_HEAD)
     cfg = alembic_config()
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-        conn.commit()
+    try:
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    except sqlalchemy.exc.DBAPIError as e:  # one line, not the statement that failed
+        raise sqlite_error(e, f"cannot upgrade state database {target} from schema {revision}") from None

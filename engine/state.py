@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import ChangeRec, TaskRec, dump_value
+from ._records import ChangeRec, TaskRec
+from ._values import INT64_MAX, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions, check_file, make_engine, prepare_schema, sqlite_error
 from .errors import NoStateError, NotFoundError
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
@@ -53,7 +54,8 @@ class State(UnitOfWork):
 
         self._engine = engine
         self._proxy = proxy  # the pool's connection: it closes when dropped
-        super().__init__(Store(proxy.driver_connection, target, options.busy_budget, options.synchronous),
+        super().__init__(Store(proxy.driver_connection, target, options.busy_budget, options.synchronous,
+                               options.busy_timeout),
                          target, clock)
         self._lock = threading.RLock()
         self._owner: int | None = None
@@ -211,6 +213,7 @@ class State(UnitOfWork):
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         self._check()
+        check_key(key, "the state")
         if key in self._values:
             text = self._values[key]
         else:
@@ -224,7 +227,8 @@ class State(UnitOfWork):
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         self._check()
-        self._values[key] = None if value is None else dump_value(key, value)
+        check_key(key, "the state")
+        self._values[key] = None if value is None else dump_value(key, value, "the state")
         self._dirty_values.add(key)
 
     def has(self, key: str) -> bool:
@@ -245,8 +249,14 @@ class State(UnitOfWork):
         return self._cache.get(key)
 
     def new_change(self, kind: str, summary: str) -> Change:
-        """new_change creates a change with no tasks."""
+        """new_change creates a change with no tasks.
+
+        kind is a str of valid Unicode; summary is text for people (lone
+        surrogates in it are stored escaped).
+        """
         self._check()
+        check_name(kind, "change kind")
+        summary = clean_text(summary, "change summary")
         rec = ChangeRec(self._next_id("change"), kind, summary, self._now())
         self._changes[rec.id] = rec
         self._new_changes.add(rec.id)
@@ -274,8 +284,13 @@ class State(UnitOfWork):
             return None
 
     def new_task(self, kind: str, summary: str) -> Task:
-        """new_task creates a task; add it to a change for it to run."""
+        """new_task creates a task; add it to a change for it to run.
+
+        kind and summary follow the rules of new_change.
+        """
         self._check()
+        check_name(kind, "task kind")
+        summary = clean_text(summary, "task summary")
         rec = TaskRec(self._next_id("task"), kind, summary, self._now())
         self._tasks[rec.id] = rec
         self._new_tasks.add(rec.id)
@@ -385,8 +400,8 @@ class State(UnitOfWork):
 
 def _parse_id(id: str | int) -> int | None:
     if isinstance(id, int) and not isinstance(id, bool):
-        return id if id > 0 else None
-    if isinstance(id, str) and id.isdigit() and id.isascii():
+        return id if 0 < id <= INT64_MAX else None
+    if isinstance(id, str) and id.isdigit() and id.isascii() and len(id) <= 19:
         n = int(id)
-        return n if n > 0 else None
+        return n if 0 < n <= INT64_MAX else None
     return None

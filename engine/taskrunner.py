@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import tenacity
 
 from ._workers import EventLoopThread, Workers
-from .errors import DatabaseCorruptError, EngineError
+from .errors import DatabaseCorruptError, EngineError, NotFoundError
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run
 from .status import Status
 
@@ -79,6 +79,11 @@ class TaskRunner(OutcomeRecorder):
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
         self._damaged_tasks: set[int] = set()
         self._damaged_changes: set[int] = set()
+        # Per change, whether it and its tasks can be read; tasks whose outcome
+        # could not be recorded. Both hold for one generation of the cache.
+        self._checked: dict[int, bool] = {}
+        self._quarantined: set[int] = set()
+        self._generation = -1
 
     # -- registration ---------------------------------------------------------
 
@@ -164,6 +169,11 @@ class TaskRunner(OutcomeRecorder):
         st = self._st
         store = st._store
         st._flush()  # a user's pending writes commit with full durability
+        if self._generation != st._generation:
+            # The cache was dropped: what the runner learnt of damaged rows may be stale.
+            self._generation = st._generation
+            self._checked.clear()
+            self._quarantined.clear()
         st._check_blockers()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
@@ -237,26 +247,58 @@ class TaskRunner(OutcomeRecorder):
 
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
+        if row[0] in self._quarantined:
+            return None
         try:
             return self._st._merge_task_rows([row])[0]
         except DatabaseCorruptError as e:
-            if row[0] not in self._damaged_tasks:
-                self._damaged_tasks.add(row[0])
-                log.error("skipping task %s: %s", row[0], e)
+            self._damaged("task", row[0], str(e), self._damaged_tasks)
             return None
 
     def _sound(self, rec: TaskRec) -> bool:
-        """_sound checks that the task's change can be read; a damaged one is reported once and skipped."""
-        if rec.change_id is None:
+        """_sound checks that the task's change and all its tasks can be read.
+
+        A change that cannot be (a missing or hand-edited row, a task of it
+        that cannot be read) is reported once and its tasks are left alone;
+        the other changes go on. What is learnt holds until the cache is
+        dropped (a rollback, a write by another connection).
+        """
+        cid = rec.change_id
+        if cid is None:
             return True
+        st = self._st
+        known = self._checked.get(cid)
+        if known is not None:
+            return known
         try:
-            self._st._counts(self._st._crec(rec.change_id))
+            crec = st._crec(cid)
+            st._counts(crec)
+            st._change_trecs(crec)
+            sound = True
+        except NotFoundError:
+            self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",
+                          self._damaged_changes)
+            sound = False
         except DatabaseCorruptError as e:
-            if rec.change_id not in self._damaged_changes:
-                self._damaged_changes.add(rec.change_id)
-                log.error("skipping the tasks of change %s: %s", rec.change_id, e)
-            return False
-        return True
+            self._damaged("change", cid, str(e), self._damaged_changes)
+            sound = False
+        self._checked[cid] = sound
+        return sound
+
+    def _damaged(self, what: str, rid: int, reason: str, reported: set[int]) -> None:
+        """_damaged reports, once, a row the runner leaves alone: in the log and as a state warning."""
+        if rid in reported:
+            return
+        reported.add(rid)
+        log.error("leaving %s %s alone: %s", what, rid, reason)
+        try:
+            self._st.add_warning(f"{what} {rid} cannot be run and is left alone until repaired: {reason}")
+        except Exception as e:  # the warnings themselves may be damaged: the log has it
+            log.error("cannot add a warning about %s %s: %s", what, rid, e)
+
+    def _quarantine(self, tid: int) -> None:
+        """_quarantine keeps the runner from claiming a task until the database changes."""
+        self._quarantined.add(tid)
 
     def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
         st = self._st
@@ -290,6 +332,8 @@ class TaskRunner(OutcomeRecorder):
                 rec = self._load(row)
                 if rec is None or rec.clean or rec.id in runs or self._pair(rec).do is None:
                     continue
+                if not self._sound(rec):
+                    break
                 task = st._task_handle(rec)
                 fn = self._cleanups.get(rec.kind)
                 if fn is None:

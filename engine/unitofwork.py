@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, status_of
-from .errors import DatabaseCorruptError, NotFoundError
+from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .status import Status
 from .warning import WarningBook
 
@@ -77,6 +77,9 @@ class UnitOfWork:
         # changes, so their status is recomputed whenever any task moves.
         self._waiting: set[int] | None = None
         self._log_seq = itertools.count()
+        # Bumped whenever the cache is dropped (a rollback, a write by another
+        # connection): what was learnt from the rows may have changed.
+        self._generation = 0
         self._became_ready: list[int] = []
         self._task_hooks: dict[int, TaskHook] = {}
         self._change_hooks: dict[int, ChangeHook] = {}
@@ -92,6 +95,7 @@ class UnitOfWork:
                 self._done_flips, *self._warnings.pendings())
 
     def _forget(self) -> None:
+        self._generation += 1
         self._waiting = None
         self._tasks.clear()
         self._changes.clear()
@@ -150,14 +154,14 @@ class UnitOfWork:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self._changes.get(cid)
-                if rec is None and self._waiting is not None and cid in self._waiting:
-                    rec = self._crec(cid)
-                if rec is not None and rec.db_status is not None:
-                    try:
-                        status = self._change_status(rec)
-                    except DatabaseCorruptError as e:
-                        log.error("cannot store the status of change %s: %s", cid, e)
-                        continue  # one damaged change must not keep the others from committing
+                try:
+                    if rec is None and self._waiting is not None and cid in self._waiting:
+                        rec = self._crec(cid)
+                    status = self._change_status(rec) if rec is not None and rec.db_status is not None else None
+                except (DatabaseCorruptError, NotFoundError) as e:
+                    log.error("cannot store the status of change %s: %s", cid, e)
+                    continue  # one damaged change must not keep the others from committing
+                if rec is not None and status is not None:
                     if self._waiting is not None and not self._counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
@@ -184,16 +188,31 @@ class UnitOfWork:
         self._relaxed = True
 
     def _commit(self) -> list[int]:
-        """_commit flushes and commits; it returns the changes that became ready."""
+        """_commit flushes and commits; it returns the changes that became ready.
+
+        A commit refused because another process holds the write lock, or
+        because the disk is full, keeps the unit of work in memory for the
+        next commit: nothing is lost. Any other failure (a constraint, an
+        encoding error, a driver error) rolls the unit back, reloads the
+        records from the database and raises once: the next unit of work
+        starts clean, so one bad unit never wedges the State.
+        """
         if not self._pending():
             self._relaxed = False
             return []
         try:
             self._flush()
             self._store.commit()
-        except BaseException:
-            # Keep everything in memory for the next commit: nothing is lost.
+        except BaseException as e:
             self._relaxed = False
+            if not keeps_work(e):
+                self._rollback()
+                if isinstance(e, EngineError) or not isinstance(e, Exception):
+                    raise
+                reason = " ".join(f"{type(e).__name__}: {e}".split())
+                raise DatabaseError(f"cannot commit to state database {self._target}: {reason}; "
+                                    "the unit of work was rolled back") from e
+            # Keep everything in memory for the next commit: nothing is lost.
             self._store.rollback()
             for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
                 rec = self._changes.get(cid)
@@ -204,6 +223,9 @@ class UnitOfWork:
             for cid in self._new_changes.todo:
                 if cid in self._changes:
                     self._changes[cid].db_status = None
+            if isinstance(e, DatabaseFullError) and not e.kept:
+                raise DatabaseFullError(f"{e}; the changes are kept in memory and written by the next "
+                                        "commit once there is space", kept=True) from e
             raise
         self._relaxed = False
         for pending in self._all_pending():
@@ -387,7 +409,7 @@ class UnitOfWork:
         # tasks may move when any task moves.
         waiting = self._waiting_changes()
         affected = [crec] if crec is not None else []
-        affected += [self._crec(cid) for cid in waiting if crec is None or cid != crec.id]
+        affected += self._loadable(cid for cid in waiting if crec is None or cid != crec.id)
         hooks = self._change_hooks
         if hooks:
             for c in affected:
@@ -418,6 +440,16 @@ class UnitOfWork:
                 c.observed = None
         if self._task_hooks:
             self._fire(self._task_hooks, self._task_handle(rec), old, new)
+
+    def _loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
+        """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+        recs = []
+        for cid in ids:
+            try:
+                recs.append(self._crec(cid))
+            except (DatabaseCorruptError, NotFoundError) as e:
+                log.debug("skipping change %s: %s", cid, e)
+        return recs
 
     def _waiting_changes(self) -> set[int]:
         if self._waiting is None:
