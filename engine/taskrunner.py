@@ -79,6 +79,7 @@ class TaskRunner(OutcomeRecorder):
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
         self._damaged_tasks: set[int] = set()
         self._damaged_changes: set[int] = set()
+        self._reasons: set[str] = set()
         # Per change, whether it and its tasks can be read; tasks whose outcome
         # could not be recorded. Both hold for one generation of the cache.
         self._checked: dict[int, bool] = {}
@@ -287,9 +288,10 @@ class TaskRunner(OutcomeRecorder):
 
     def _damaged(self, what: str, rid: int, reason: str, reported: set[int]) -> None:
         """_damaged reports, once, a row the runner leaves alone: in the log and as a state warning."""
-        if rid in reported:
-            return
+        if rid in reported or reason in self._reasons:
+            return  # the same damage may be met through a task and through its change
         reported.add(rid)
+        self._reasons.add(reason)
         log.error("leaving %s %s alone: %s", what, rid, reason)
         try:
             self._st.add_warning(f"{what} {rid} cannot be run and is left alone until repaired: {reason}")
