@@ -144,56 +144,65 @@ class OutcomeRecorder:
                     del self._runs[run.tid]
 
     def _commit_batch(self, batch: list[Run]) -> None:
-        try:
+        """_commit_batch records a batch of outcomes in one transaction.
+
+        While the database is busy or full the recorded outcomes stay in
+        memory, their tasks still count as running, and the commit is
+        retried with backoff; a batch that cannot be committed for another
+        reason is recorded one outcome at a time.
+        """
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
             with self._st:
-                for run in batch:
-                    self._record_or_fail(run)
+                if not recorded:  # recorded once: a kept unit of work holds them until it commits
+                    recorded = True
+                    for run in batch:
+                        self._record_or_fail(run)
                 # The workers are free again as of this transaction: a pass
                 # (which reads the runs under the state lock) sees them free
                 # exactly when it sees the outcomes committed.
                 self._release(batch)
-            return
-        except DatabaseError as e:
-            if not keeps_work(e):
-                # The unit was rolled back: record each outcome on its own,
-                # so that one that cannot be committed fails only its task.
-                log.error("cannot commit the outcomes of tasks %s (%s); recording them one by one",
-                          [r.tid for r in batch], e)
-                for run in batch:
-                    self._commit_alone(run)
-                return
-            log.error("cannot commit task outcomes, retrying: %s", e)
-        # The outcomes stay in memory; commit them once the database lets us.
-        self._release(batch)
-        self._flush_kept()
 
-    def _flush_kept(self) -> None:
-        """_flush_kept retries, with backoff, the commit of work kept after a busy or full database."""
+        try:
+            self._retry_while_kept(record)
+        except DatabaseError as e:
+            # The unit was rolled back: record each outcome on its own, so
+            # that one that cannot be committed fails only its task.
+            log.error("cannot commit the outcomes of tasks %s (%s); recording them one by one",
+                      [r.tid for r in batch], e)
+            for run in batch:
+                self._commit_alone(run)
+
+    def _retry_while_kept(self, fn: Callable[[], None]) -> None:
+        """_retry_while_kept runs fn until it is not refused by a busy or full database."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(keeps_work),
             wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+            stop=lambda rs: self._abandoned,
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
+            reraise=True,
         )
-        try:
-            for attempt in retrying:
-                with attempt, self._st:
-                    pass
-        except DatabaseError as e:  # rolled back by the State: nothing more to do
-            log.error("cannot commit task outcomes: %s", e)
+        retrying(fn)
 
     def _commit_alone(self, run: Run) -> None:
         """_commit_alone records one outcome in its own transaction; failing that, fails its task."""
-        try:
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
             with self._st:
-                self._record_or_fail(run)
+                if not recorded:
+                    recorded = True
+                    self._record_or_fail(run)
                 self._release([run])
+
+        try:
+            self._retry_while_kept(record)
             return
         except DatabaseError as e:
-            if keeps_work(e):
-                self._release([run])
-                self._flush_kept()
-                return
             error: BaseException = e
         try:
             with self._st:
