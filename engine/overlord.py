@@ -69,6 +69,9 @@ class Overlord:
         self._stopped = False
         self._start_of_operation = self.state._now()
         self.state.set_ensure_before_hook(self._ensure_before)
+        # A commit that may have made tasks runnable wakes the loop at once,
+        # without the committer asking through ensure_before.
+        self.state.set_work_hook(self._work_committed)
 
     def add_manager(self, manager: Manager) -> None:
         """add_manager registers a manager; the TaskRunner stays last."""
@@ -82,6 +85,11 @@ class Overlord:
             if when < self._ensure_next:
                 self._ensure_next = when
                 self._cv.notify_all()
+
+    def _work_committed(self) -> None:
+        """_work_committed wakes the loop: a commit may have made tasks runnable."""
+        if self._loop_thread is not None or self._settling:
+            self._ensure_before(0)
 
     # -- the loop -------------------------------------------------------------
 
@@ -157,25 +165,39 @@ class Overlord:
                 self._settling = False
 
     def _settle(self, timeout: float | None) -> None:
+        # snapd's Settle: run ensure and wait, again and again, while the next
+        # pass is asked for sooner than the ensure interval (a retry, an
+        # at-time, ensure_before with a delay, new runnable work); stop once
+        # nothing is scheduled before the interval and every ready change is
+        # clean. Between passes it sleeps until the earliest time asked for.
         self.state_engine.start_up()
         t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
         errors: list[BaseException] = []
         while True:
-            if timeout is not None and time.monotonic() - t0 > timeout:
+            if deadline is not None and time.monotonic() > deadline:
                 if errors:
                     raise EnsureError([*errors, TimeoutError("Settle is not converging")])
                 raise TimeoutError("Settle is not converging")
             with self._cv:
                 self._requested = None
+                self._ensure_next = time.monotonic() + ENSURE_INTERVAL
             try:
                 self.state_engine.ensure()
             except EnsureError as e:
                 errors += e.errors
             self.state_engine.wait()
             with self._cv:
-                due = self._requested is not None and self._requested <= 0
-            if due:
-                continue
+                scheduled = self._requested is not None and self._requested < ENSURE_INTERVAL
+                if scheduled:
+                    # Sleep until the time asked for (or a sooner request), within the timeout.
+                    while not self._stopping:
+                        now = time.monotonic()
+                        until = self._ensure_next if deadline is None else min(self._ensure_next, deadline)
+                        if now >= until:
+                            break
+                        self._cv.wait(until - now)
+                    continue
             with self.state:
                 if not self.state._has_unclean_ready():
                     break

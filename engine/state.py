@@ -152,7 +152,8 @@ class State(UnitOfWork):
                 self._owner = None
                 self._lock.release()
                 raise
-            self._wake(ready)
+            woken, self._woken = self._woken, False
+            self._wake(ready, woken)
         self._depth += 1
 
     def unlock(self) -> None:
@@ -163,19 +164,25 @@ class State(UnitOfWork):
             self._lock.release()
             return
         ready: list[int] = []
+        woken = False
         try:
             ready = self._commit()
         finally:
+            woken, self._woken = self._woken, False
             self._depth = 0
             self._owner = None
             self._lock.release()
-        self._wake(ready)
+        self._wake(ready, woken)
 
-    def _wake(self, ready: list[int]) -> None:
+    def _wake(self, ready: list[int], woken: bool = False) -> None:
+        """_wake tells waiters their changes are ready, and the work hook that tasks may run."""
         for cid in ready:
             event = self._waiters.pop(cid, None)
             if event is not None:
                 event.set()
+        hook = self._work_hook
+        if woken and hook is not None:
+            hook()
 
     def __enter__(self) -> State:
         self.lock()
@@ -204,6 +211,7 @@ class State(UnitOfWork):
         if version != self._data_version:
             self._data_version = version
             self._blockers_suspect = True
+            self._new_waits = None  # an edge may have come from outside: look for cycles everywhere
             if not self._pending():
                 self._forget()
                 self._sync_sequences()
@@ -337,6 +345,15 @@ class State(UnitOfWork):
     def set_ensure_before_hook(self, hook: Callable[[float], None] | None) -> None:
         """set_ensure_before_hook routes ensure_before requests (the Overlord sets it)."""
         self._ensure_hook = hook
+
+    def set_work_hook(self, hook: Callable[[], None] | None) -> None:
+        """set_work_hook calls hook(), without the lock, after each commit that may have made tasks runnable.
+
+        The Overlord sets it to wake its loop, so that a change committed
+        while the loop runs starts at once; ensure_before stays for what
+        managers and the runner ask for themselves.
+        """
+        self._work_hook = hook
 
     def prune(self, start_of_operation: datetime, prune_wait: float | timedelta,
               abort_wait: float | timedelta, max_ready_changes: int) -> None:

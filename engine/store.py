@@ -387,6 +387,13 @@ class Store:
             f"AND blockers <> {self._COUNT_BLOCKERS}"
         )]
 
+    def blocked_changes(self) -> list[int]:
+        """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT change_id FROM tasks WHERE {UNREADY_PREDICATE} "
+            "AND ((status = 'Do' AND blockers > 0) OR status = 'Undo') AND change_id IS NOT NULL"
+        )]
+
     def unclean_changes(self, limit: int = -1) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
         return [r[0] for r in self.query(

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import tenacity
 
 from ._workers import EventLoopThread, Workers
-from .errors import DatabaseCorruptError, EngineError, NotFoundError
+from .change import dependency_cycles
+from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run
 from .status import Status
 
@@ -97,16 +98,21 @@ class TaskRunner(OutcomeRecorder):
         """
         if retry is not None and not isinstance(retry, tenacity.BaseRetrying):
             raise TypeError(f"cannot register {kind!r}: retry must be a tenacity.Retrying, not {type(retry).__name__}")
+        _check_handler(kind, "do", do)
+        _check_handler(kind, "undo", undo)
         with self._mu:
             self._handlers[kind] = HandlerPair(do, undo, retry)
 
     def add_optional_handler(self, match: Match, do: Handler, undo: Handler | None = None) -> None:
         """add_optional_handler registers handlers for tasks match(task) accepts and no kind claims."""
+        _check_handler("optional", "do", do)
+        _check_handler("optional", "undo", undo)
         with self._mu:
             self._optional.append((match, HandlerPair(do, undo)))
 
     def add_cleanup(self, kind: str, fn: Handler) -> None:
         """add_cleanup registers fn to clean up after tasks of kind once their change is ready."""
+        _check_handler(kind, "cleanup", fn)
         with self._mu:
             if kind not in self._handlers:
                 raise EngineError(f"cannot add a cleanup for task kind {kind!r}: register its handler first")
@@ -176,6 +182,7 @@ class TaskRunner(OutcomeRecorder):
             self._checked.clear()
             self._quarantined.clear()
         st._check_blockers()
+        self._fail_cycles()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
             # from the state again after a crash: no sync of its own needed.
@@ -245,6 +252,37 @@ class TaskRunner(OutcomeRecorder):
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
             st.ensure_before((next_time - now).total_seconds())
+
+    def _fail_cycles(self) -> None:
+        """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.
+
+        Building a cycle is allowed (snapd checks with check_task_dependencies);
+        running one is not: its tasks would wait forever and the change never
+        end. Only changes whose tasks got new edges are looked at, or every
+        change with waiting tasks after opening or a write from outside.
+        """
+        st = self._st
+        cids = st._take_new_waits()
+        if cids is None:
+            cids = set(st._store.blocked_changes())
+        for cid in sorted(cids):
+            try:
+                crec = st._crec(cid)
+                if crec.ready_time is not None:
+                    continue
+                cycles = dependency_cycles(st, st._change_trecs(crec))
+            except (DatabaseCorruptError, NotFoundError) as e:
+                log.debug("not looking for cycles in change %s: %s", cid, e)
+                continue
+            for members in cycles:
+                names = " ".join(f"{t.id}:{t.kind}" for t in members)
+                error = TaskDependencyCycleError([str(t.id) for t in members],
+                                                 f"dependency cycle involving tasks [{names}]")
+                log.error("change %s: tasks wait for each other in a cycle and can never run: [%s]", cid, names)
+                for t in members:
+                    if not t.status.ready or t.status is Status.HOLD:
+                        chg = f"change {t.change_id}" if t.change_id is not None else "no change"
+                        self._failed(t, error, chg)
 
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
@@ -366,6 +404,8 @@ class TaskRunner(OutcomeRecorder):
             result = run.fn(run.task, run.tomb)
             if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
                 asyncio.run(_await(result))
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
         run.elapsed = time.monotonic() - t0
@@ -427,6 +467,18 @@ class TaskRunner(OutcomeRecorder):
                 while (any(self._runs.get(run.tid) is run for run in runs) or self._uncommitted) \
                         and not self._abandoned:
                     self._idle.wait()
+
+
+def _check_handler(kind: str, what: str, fn: object) -> None:
+    """_check_handler refuses what cannot be a handler: not callable, or a generator function."""
+    if fn is None:
+        return
+    if not callable(fn):
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {fn!r} is not callable")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {name} is a generator function, "
+                        "whose body would never run (return or raise instead of yield)")
 
 
 def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[], int]) -> Any:

@@ -41,6 +41,8 @@ STATUS_ORDER = (
     Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
 )
 _READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+# What a claim moves tasks to: such a move makes nothing else runnable.
+_CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 
 
 class UnitOfWork:
@@ -73,6 +75,14 @@ class UnitOfWork:
         # blockers counts change.
         self._done_flips: Pending[int] = Pending()
         self._blockers_suspect = True  # checked by the runner's first pass
+        # Whether the unit of work made tasks runnable (the overlord wakes its
+        # loop after such a commit), and the changes whose tasks got new
+        # edges (the runner looks there for dependency cycles; None: look
+        # everywhere, as after opening or a write by another connection).
+        self._runnable = False
+        self._woken = False
+        self._work_hook: Callable[[], None] | None = None
+        self._new_waits: set[int] | None = None
         # Changes with tasks in Wait: the Wait rule may follow edges into other
         # changes, so their status is recomputed whenever any task moves.
         self._waiting: set[int] | None = None
@@ -109,6 +119,7 @@ class UnitOfWork:
         for pending in self._all_pending():
             pending.clear()
         self._became_ready.clear()
+        self._runnable = False
         self._forget()
         self._sync_sequences()
 
@@ -136,6 +147,7 @@ class UnitOfWork:
             edges = self._new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
+            self._note_waits(tid for tid, _ in edges)
         if self._done_flips:
             recount.update(store.halted_by(self._done_flips.take()))
         if recount:
@@ -230,6 +242,10 @@ class UnitOfWork:
         self._relaxed = False
         for pending in self._all_pending():
             pending.committed()
+        if self._runnable:
+            self._runnable = False
+            if self._work_hook is not None:
+                self._woken = True
         ready, self._became_ready = self._became_ready, []
         if len(self._tasks) > self._evict_above:
             self._evict()
@@ -422,6 +438,8 @@ class UnitOfWork:
         rec.status = new
         if (old is Status.DONE) != (new is Status.DONE):
             self._done_flips.add(rec.id)
+        if new not in _CLAIMED:
+            self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
             rec.ready_time = self._now()
             rec.ready_text = _time.to_text(rec.ready_time)
@@ -450,6 +468,20 @@ class UnitOfWork:
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("skipping change %s: %s", cid, e)
         return recs
+
+    def _note_waits(self, tids: Iterable[int]) -> None:
+        """_note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
+        if self._new_waits is None:
+            return
+        for tid in tids:
+            rec = self._tasks.get(tid)
+            if rec is not None and rec.change_id is not None:
+                self._new_waits.add(rec.change_id)
+
+    def _take_new_waits(self) -> set[int] | None:
+        """_take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
+        waits, self._new_waits = self._new_waits, set()
+        return waits
 
     def _waiting_changes(self) -> set[int]:
         if self._waiting is None:
