@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Shared fixtures: a fake clock, in-memory and file-backed states."""
+"""Shared fixtures: a fake clock, in-memory and file-backed states, another user."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import State
+from tests.other_user import OtherUser, Unavailable, make_other_user
 
 
 class FakeClock:
@@ -87,3 +89,21 @@ def ensures(st: State) -> EnsureRecorder:
     rec = EnsureRecorder()
     st.set_ensure_before_hook(rec)
     return rec
+
+
+@pytest.fixture(scope="session")
+def nobody() -> Iterator[OtherUser]:
+    """nobody runs Python as uid 65534 with a readable copy of the project (see tests/other_user.py).
+
+    It skips the test, with the reason, where no other user can run the
+    project (not root, no setpriv, no interpreter that user can execute);
+    where the checkout lives (a 0700 directory, say) does not matter.
+    """
+    try:
+        user = make_other_user()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield user
+    finally:
+        shutil.rmtree(user.home, ignore_errors=True)

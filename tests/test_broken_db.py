@@ -15,8 +15,6 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from engine import DatabaseCorruptError, DatabaseError, Overlord, SchemaVersionError, State, Status
 from engine.db import SCHEMA_HEAD
+from tests.other_user import OtherUser
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLORD = ROOT / ".venv" / "bin" / "overlord"
@@ -286,18 +285,9 @@ def test_read_only_file_refused_even_for_root(tmp_path: Path, real_db: Path) -> 
     assert stat.S_IMODE(path.stat().st_mode) == 0o444
 
 
-NOBODY = 65534
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_overlord_in_read_only_dir_as_an_ordinary_user(real_db: Path) -> None:
+def test_overlord_in_read_only_dir_as_an_ordinary_user(real_db: Path, nobody: OtherUser) -> None:
     """As an ordinary user (not root) the refusal must still say the directory is read-only."""
-    with tempfile.TemporaryDirectory(prefix="engine-ro-") as top:
-        Path(top).chmod(0o755)  # the ordinary user must reach the directory
-        _read_only_dir_as_nobody(Path(top) / "ro", real_db)
-
-
-def _read_only_dir_as_nobody(d: Path, real_db: Path) -> None:
+    d = nobody.scratch("engine-ro") / "ro"
     d.mkdir()
     path = d / "state.db"
     shutil.copy(real_db, path)
@@ -306,19 +296,15 @@ def _read_only_dir_as_nobody(d: Path, real_db: Path) -> None:
     before = snapshot(d)
     script = (
         "import sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from engine import Overlord, DatabaseError\n"
         "try:\n"
-        f"    Overlord({str(path)!r})\n"
+        "    Overlord(sys.argv[1])\n"
         "except DatabaseError as e:\n"
         "    print(type(e).__name__)\n"
         "    print(e)\n"
     )
     try:
-        proc = subprocess.run(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", script],
-            capture_output=True, text=True, timeout=120,
-        )
+        proc = nobody.run("-c", script, str(path))
     finally:
         d.chmod(0o755)
     assert proc.returncode == 0, proc.stderr

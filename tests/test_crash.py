@@ -2,19 +2,27 @@
 """Crash recovery for real: child processes on a file database, SIGKILLed and resumed.
 
 The workload and the driver live in tests/crash_workload.py; bench/soak.py is the long version.
+Kills during a schema upgrade: tests/upgrade_killer.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import State
+from engine.db import SCHEMA_HEAD
 from tests.crash_workload import (
     CREATED_KEY,
     JournalTail,
@@ -29,6 +37,15 @@ from tests.crash_workload import (
     soak,
     spawn,
 )
+from tests.fixtures.make_database import (
+    FixedClock,
+    compare,
+    describe,
+    fixture_path,
+    fixture_revisions,
+    load_description,
+)
+from tests.schema import REPO, downgrade, normalised_schema, revision_of, rows
 
 #: The seed of the short soak; CRASH_SEED=n picks another one (the failure message names it).
 SEED = int(os.environ.get("CRASH_SEED", "4242"))
@@ -167,6 +184,70 @@ def test_kill_during_first_open_then_resume(tmp_path: Path) -> None:
         statuses, info = final_statuses(db)
         assert len(statuses) == 5 and info["unready"] == []
         assert integrity(db) == []
+
+
+def _upgrade_sources() -> list[Any]:
+    """_upgrade_sources: Alembic's base, and every fixture that is older than head."""
+    params = [pytest.param("base", id="base")]
+    for rev in fixture_revisions():
+        marks = [pytest.mark.skip(reason=f"the fixture of {rev} is at head: nothing to upgrade")] \
+            if rev == SCHEMA_HEAD else []
+        params.append(pytest.param(rev, id=rev, marks=marks))
+    return params
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("source", _upgrade_sources())
+def test_kill_at_each_statement_of_an_upgrade_then_open_again(source: str, tmp_path: Path) -> None:
+    # A child process opens a copy of the source through State.open (which upgrades it to head) and
+    # is SIGKILLed before each SQL statement of the open, before its commit, and after it: one copy
+    # per kill. Each copy must then open, upgrade to head and read as it was made.
+    src = tmp_path / "source.db"
+    stored = None
+    if source == "base":
+        State.open(src).close()
+        downgrade(src, "base")
+    else:
+        shutil.copyfile(fixture_path(source), src)
+        stored = load_description(source)
+    was = revision_of(src)
+    assert was == ([] if source == "base" else [source])
+    assert not list(tmp_path.glob("source.db-*"))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "tests.upgrade_killer", str(src), str(work)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    points = json.loads((work / "statements.json").read_text())
+    assert any(p.startswith(("CREATE ", "ALTER ", "DROP ")) for p in points), \
+        f"no schema statement seen during the upgrade: {points}"
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(results) == len(points)
+    assert [r["point"] for r in results if r["signal"] != signal.SIGKILL] == []
+
+    fresh = tmp_path / "fresh.db"
+    State.open(fresh).close()
+    want = normalised_schema(fresh)
+    left_at: Counter[tuple[str, ...]] = Counter()
+    for r in results:
+        db, point = Path(r["db"]), r["point"]
+        left_at[tuple(revision_of(db))] += 1
+        clock = FixedClock(datetime.fromisoformat(stored["clock"])) if stored else None
+        st = State.open(db, clock=clock)
+        try:
+            if stored is not None:
+                assert compare(stored["before"], describe(st, stored["vocabulary"])) == [], point
+            else:
+                with st:
+                    assert st.changes() == [], point
+                    st.new_change("install", "after the kill").add_task(st.new_task("download", "..."))
+        finally:
+            st.close()
+        assert revision_of(db) == [SCHEMA_HEAD], point
+        assert normalised_schema(db) == want, point
+        assert rows(db, "PRAGMA integrity_check") == [("ok",)], point
+    # Kills landed while the upgrade was not committed (the file stays at its old revision) and after.
+    assert left_at[tuple(was)] >= 1 and left_at[(SCHEMA_HEAD,)] >= 1, left_at
 
 
 def test_checks_find_overlaps_lost_runs_and_torn_writes() -> None:
