@@ -260,6 +260,16 @@ class Store:
         """tasks_of_change loads all the tasks of one change."""
         return self.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE change_id = ? ORDER BY id", (cid,))
 
+    def each_task_of_change(self, cid: int, page: int = 256) -> Iterator[TaskTuple]:
+        """each_task_of_change yields the tasks of one change a page at a time (for big changes)."""
+        with self.guard("read"):
+            cur = self.raw.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE change_id = ? ORDER BY id", (cid,))
+            try:
+                while rows := cur.fetchmany(page):
+                    yield from rows
+            finally:
+                cur.close()
+
     def task_ids_of_change(self, cid: int) -> list[int]:
         """task_ids_of_change lists the ids of the tasks of one change."""
         return [r[0] for r in self.query("SELECT id FROM tasks WHERE change_id = ? ORDER BY id", (cid,))]

@@ -312,7 +312,7 @@ class TaskRunner(OutcomeRecorder):
         try:
             crec = st._crec(cid)
             st._counts(crec)
-            st._change_trecs(crec)
+            st._check_task_rows(crec)
             sound = True
         except NotFoundError:
             self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",

@@ -325,6 +325,16 @@ class UnitOfWork:
             self._merge_task_rows(self._store.tasks_of_change(rec.id))
         return self._trecs(ids)
 
+    def _check_task_rows(self, rec: ChangeRec) -> None:
+        """_check_task_rows raises DatabaseCorruptError if a task of the change cannot be read.
+
+        The rows are parsed and dropped, not cached: checking a big change
+        costs no memory beyond what its tasks use as they run.
+        """
+        for row in self._store.each_task_of_change(rec.id):
+            if row[0] not in self._tasks:
+                TaskRec.from_row(row)
+
     def _load_graph(self, recs: list[TaskRec]) -> None:
         """_load_graph loads the edges and lanes of many tasks at once."""
         need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
