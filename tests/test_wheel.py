@@ -78,6 +78,11 @@ SCRIPT = textwrap.dedent(
     with st:
         assert [(c.id, c.status) for c in st.changes()] == [("1", Status.DO)]
     st.close()
+
+    # The daemon's OpenAPI description is packaged data too.
+    from overlord.daemon.api_system import openapi
+
+    assert "/v2/changes" in openapi()["paths"]
     print("wheel ok")
     """
 )
@@ -106,6 +111,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert "engine/_migrations/env.py" in names
     assert any(n.startswith("engine/_migrations/versions/") and n.endswith(".py") for n in names), names
     assert "engine/py.typed" in names
+    assert "overlord/daemon/openapi.json" in names
     assert not [n for n in names if n.startswith("migrations/")], "the wheel ships a top-level migrations package"
 
     venv = tmp_path / "venv"

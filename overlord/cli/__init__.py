@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import cmd_engine  # noqa: F401  (each import adds its commands)
+from . import cmd_changes, cmd_daemon, cmd_db, cmd_debug, cmd_engine, cmd_warnings, cmd_watch  # noqa: F401  (each import adds its commands)
 from ._group import cli
 
 __all__ = ["main"]

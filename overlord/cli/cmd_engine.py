@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The engine's own commands: the demo, and read-only views of a state database."""
+"""The engine's own demo (`overlord demo`); `changes DB` and `change ID DB` live in cmd_changes."""
 
 from __future__ import annotations
 
@@ -8,29 +8,18 @@ from pathlib import Path
 
 import click
 
-from engine import cli as engine_cli
-
 from ._group import cli
+
+#: DEMO_ROOT is the demo's state directory (engine.cli.DEMO_ROOT; not imported here, so that commands
+#: that talk to the daemon start without loading the engine).
+DEMO_ROOT = Path("state")
 
 
 @cli.command()
-@click.option("--root", type=click.Path(path_type=Path), default=engine_cli.DEMO_ROOT, show_default=True,
+@click.option("--root", type=click.Path(path_type=Path), default=DEMO_ROOT, show_default=True,
               help="State directory of the demo.")
 def demo(root: Path) -> None:
     """Run two changes through an overlord and show them."""
+    from engine import cli as engine_cli
+
     sys.exit(engine_cli.main(["demo", "--root", str(root)]))
-
-
-@cli.command()
-@click.argument("db", type=click.Path(path_type=Path), default=engine_cli.DEMO_ROOT / "state.db")
-def changes(db: Path) -> None:
-    """List the changes of a state database."""
-    sys.exit(engine_cli.main(["changes", str(db)]))
-
-
-@cli.command()
-@click.argument("id", type=int)
-@click.argument("db", type=click.Path(path_type=Path), default=engine_cli.DEMO_ROOT / "state.db")
-def change(id: int, db: Path) -> None:
-    """Show one change and its tasks."""
-    sys.exit(engine_cli.main(["change", str(id), str(db)]))

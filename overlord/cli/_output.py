@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What every command prints through: the console, safe text, tables, times, errors and exit codes.
+
+Stored text (summaries, kinds, log lines, errors, warnings) is never read as
+rich markup: it goes into Text objects, the console has markup and emoji off,
+and control characters are shown escaped, so ``[bold]``, ``[/]`` or an escape
+sequence in a summary prints as itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+#: Exit statuses of every command (docs/daemon.md): success, failure, bad usage, a conflicting
+#: change (retry later, like snapd's), and a watch interrupted by Ctrl-C.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFLICT = 10
+EXIT_INTERRUPTED = 130
+
+STATUS_STYLES = {
+    "Done": "green", "Error": "bold red", "Undone": "yellow", "Hold": "magenta", "Abort": "red",
+    "Doing": "cyan", "Undoing": "cyan", "Undo": "yellow", "Wait": "blue", "Do": "", "Default": "",
+}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class CliError(click.ClickException):
+    """CliError ends a command with one line on stderr, "error: <message>", and its exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(" ".join(message.split()) if "\n" not in message.strip() else message.strip())
+        setattr(self, "exit_code", exit_code)  # noqa: B010 (click declares it a class variable)
+
+    def show(self, file: Any = None) -> None:
+        """show prints the error to stderr."""
+        click.echo(f"error: {safe(self.message)}", err=True)
+
+
+def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
+    """fail ends the command with an error."""
+    raise CliError(message, exit_code)
+
+
+def safe(text: object) -> str:
+    """safe returns text with control characters (escape sequences, carriage returns) shown as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def plain(text: object, style: str = "") -> Text:
+    """plain is stored text as a rich Text: never markup, control characters escaped."""
+    return Text(safe(text), style=style)
+
+
+def status_text(status: str) -> Text:
+    """status_text is a status, styled when it has a style."""
+    return plain(status, STATUS_STYLES.get(status, ""))
+
+
+def console(stderr: bool = False) -> Console:
+    """console returns a rich Console that never interprets markup or emoji in what it prints.
+
+    Its width is the terminal's, else $COLUMNS, else 80.
+    """
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+
+
+def table(*columns: str, wrap: Sequence[str] = ()) -> Table:
+    """table makes a borderless table like snapd's; columns in wrap fold, the others stay whole."""
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for name in columns:
+        if name in wrap:
+            t.add_column(name, overflow="fold", ratio=1)
+        else:
+            t.add_column(name, no_wrap=True)
+    return t
+
+
+class FitTable:
+    """FitTable is a table that fits the width it is printed at: the flex column folds, never below
+    min_flex cells, and when even that does not fit, the droppable columns go, in order.
+    """
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[Text]], flex: str,
+                 drop: Sequence[str] = (), min_flex: int = 20) -> None:
+        self.columns = list(columns)
+        self.rows = [list(r) for r in rows]
+        self.flex = flex
+        self.drop = list(drop)
+        self.min_flex = min_flex
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        widths = {c: max([len(c)] + [row[i].cell_len for row in self.rows]) for i, c in enumerate(self.columns)}
+        keep = list(self.columns)
+        want_flex = min(self.min_flex, widths[self.flex])
+
+        def fixed() -> int:
+            return sum(widths[c] for c in keep if c != self.flex) + 2 * (len(keep) - 1)
+
+        for name in self.drop:
+            if width - fixed() >= want_flex:
+                break
+            keep.remove(name)
+        t = table(*keep, wrap=(self.flex,))
+        t.columns[keep.index(self.flex)].min_width = want_flex
+        index = [self.columns.index(c) for c in keep]
+        for row in self.rows:
+            t.add_row(*(row[i] for i in index))
+        yield t
+
+
+def amount(done: int, total: int, label: str = "") -> str:
+    """amount tells a task's progress: "3/5" for a few steps, a percentage for bytes and such."""
+    if total <= 1:
+        text = "100%" if done >= total else ""
+    elif total <= 100:
+        text = f"{done}/{total}"
+    else:
+        text = f"{100 * done // total}%"
+    return f"{text} {label}".strip()
+
+
+def print_json(value: Any) -> None:
+    """print_json prints value as indented JSON for scripts."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """parse_time reads an API time (None stays None)."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text)
+
+
+def when(text: str | None, now: datetime | None = None, abs_time: bool = False) -> str:
+    """when shows an API time as snapd does: "today at 15:04 UTC", "yesterday at ...", or the date.
+
+    abs_time shows RFC 3339 instead; a missing time is "-".
+    """
+    t = parse_time(text)
+    if t is None:
+        return "-"
+    if abs_time:
+        return f"{t:%Y-%m-%dT%H:%M:%SZ}" if t.utcoffset() == timedelta(0) else t.isoformat(timespec="seconds")
+    local = t.astimezone()
+    today = (now or datetime.now(local.tzinfo)).astimezone(local.tzinfo).date()
+    zone = local.tzname() or ""
+    if local.date() == today:
+        return f"today at {local:%H:%M} {zone}".rstrip()
+    if local.date() == today - timedelta(days=1):
+        return f"yesterday at {local:%H:%M} {zone}".rstrip()
+    if local.date() == today + timedelta(days=1):
+        return f"tomorrow at {local:%H:%M} {zone}".rstrip()
+    return f"{local:%Y-%m-%d}"
+
+
+def echo_lines(lines: Iterable[str], err: bool = False) -> None:
+    """echo_lines prints stored text lines, escaped."""
+    for line in lines:
+        click.echo(safe(line), err=err)
+
+
+def out() -> Console:
+    """out is the console of standard output."""
+    return console()
+
+
+def is_tty() -> bool:
+    """is_tty says whether standard output is a terminal."""
+    return sys.stdout.isatty()

@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Tables of changes, tasks and warnings, from the API's JSON (the daemon's, or read from a database file).
+
+Each view is a pure function of the JSON and of "now", so that what a user
+sees can be checked at a fixed terminal width.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.rule import Rule
+from rich.text import Text
+
+from ._output import FitTable, amount, plain, status_text, when
+
+_COLUMNS = ("ID", "Status", "Spawn", "Ready", "Summary")
+#: What goes first when the terminal is narrow: the spawn time, then the ready time.
+_DROP = ("Spawn", "Ready")
+
+
+def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
+    """changes_table lists changes like `snap changes`: id, status, spawn, ready, summary."""
+    rows = [[plain(chg["id"]), status_text(chg["status"]), plain(when(chg.get("spawn-time"), now, abs_time)),
+             plain(when(chg.get("ready-time"), now, abs_time)), plain(chg["summary"])] for chg in changes]
+    return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
+
+
+def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> FitTable:
+    """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress."""
+    rows = []
+    for task in change["tasks"]:
+        summary = plain(task["summary"])
+        progress = task.get("progress") or {}
+        if task["status"] in ("Doing", "Undoing") and progress.get("total", 1) > 1:
+            summary.append(plain(f" ({amount(progress['done'], progress['total'], progress.get('label') or '')})",
+                                 "dim"))
+        rows.append([plain(task["id"]), status_text(task["status"]), plain(when(task.get("spawn-time"), now, abs_time)),
+                     plain(when(task.get("ready-time"), now, abs_time)), summary])
+    return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
+
+
+def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> RenderableType:
+    """change_view is the tasks table, then the log of each task that has one, then the change's error."""
+    parts: list[RenderableType] = [tasks_table(change, now, abs_time)]
+    for task in change["tasks"]:
+        if not task.get("log"):
+            continue
+        parts.append(Rule(characters="."))
+        parts.append(plain(task["summary"]))
+        parts.append(Text(""))
+        parts.extend(plain(line) for line in task["log"])
+    if change.get("err"):
+        parts.append(Rule(characters="."))
+        parts.extend(plain(line) for line in str(change["err"]).splitlines())
+    return Group(*parts)
+
+
+def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None,
+                   abs_time: bool = False) -> FitTable:
+    """warnings_table lists warnings: when each last happened, and its message."""
+    rows = [[plain(when(w.get("last-added"), now, abs_time)), plain(w["message"])] for w in warnings]
+    return FitTable(("Last occurrence", "Warning"), rows, flex="Warning")
+
+
+def render(renderable: RenderableType, width: int) -> str:
+    """render returns what a renderable prints at a given width, without colours (for tests and files)."""
+    buf = io.StringIO()
+    Console(width=width, color_system=None, markup=False, emoji=False, highlight=False, file=buf).print(renderable)
+    return buf.getvalue()

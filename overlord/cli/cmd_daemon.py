@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`overlord daemon`: run the overlord and serve its REST API on the state directory's socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import paths
+from ._group import cli
+from ._output import fail
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              envvar=paths.STATE_DIR_ENV, show_envvar=True,
+              help="Directory of the state database (state.db) and of the API socket (overlord.socket).")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Root directory of the system the managers manage (snaps live under it).")
+@click.option("--store", default=None, metavar="DIR|URL",
+              help="Where snaps are fetched from: a directory or a file:// URL.")
+@click.option("--group", default=None, metavar="GROUP",
+              help="Members of this group (a name or gid) may POST, besides root.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True, help="Least severe log messages written to stderr.")
+@click.option("--stop-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds running handlers get to return once asked to stop.")
+@click.option("--setup", default=None, metavar="MODULE:FUNCTION",
+              help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
+def daemon(state_dir: Path, root: Path, store: str | None, group: str | None, log_level: str,
+           stop_timeout: float, setup: str | None) -> None:
+    """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
+    from engine import EngineError
+
+    from ..daemon.access import AccessPolicy
+    from ..daemon.factory import DaemonOptions
+    from ..daemon.server import Daemon, DaemonError, setup_logging
+
+    setup_logging(log_level)
+    options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup)
+    try:
+        code = Daemon(options, AccessPolicy(group)).run()
+    except (EngineError, DaemonError, ValueError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot run the daemon: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))
+    raise SystemExit(code)

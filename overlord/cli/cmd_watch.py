@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`overlord watch ID`: follow a change live, one progress bar per task, until it is ready (cmd_watch.go).
+
+It polls the daemon. Ctrl-C stops watching and leaves the change running.
+When the daemon goes away (a restart, a crash), watch says so and keeps
+asking until the daemon answers again or --reconnect-timeout passes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..client import ApiError, Client, DaemonUnavailable
+from ._client import cli_error, note_warnings, state_dir_option
+from ._group import cli
+from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
+
+#: POLL_INTERVAL is how often watch asks the daemon about the change, in seconds.
+POLL_INTERVAL = 0.2
+_BAR_WIDTH = 24
+
+
+class WatchView:
+    """WatchView is the live display: the change's line, then each task's status, summary and progress bar.
+
+    The bar narrows on a narrow terminal, and the summary folds, so that it fits the width it is printed at.
+    """
+
+    def __init__(self, change: dict[str, Any], note: str | None = None) -> None:
+        self.change = change
+        self.note = note
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        change = self.change
+        yield Text.assemble(plain(f"Change {change['id']} ({change['kind']}): "), plain(change["summary"]),
+                            plain(" - "), status_text(change["status"]))
+        bar_width = max(8, min(_BAR_WIDTH, options.max_width // 5))
+        rows = Table.grid(padding=(0, 1))
+        rows.add_column(no_wrap=True, min_width=7)
+        rows.add_column(overflow="fold", ratio=1, min_width=12)
+        rows.add_column(no_wrap=True, width=bar_width)
+        rows.add_column(no_wrap=True)
+        for task in change["tasks"]:
+            progress = task.get("progress") or {}
+            done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
+            status = task["status"]
+            if status in ("Done", "Undone"):
+                done = total
+            pulse = status in ("Doing", "Undoing") and total == 1 and done == 0
+            bar = ProgressBar(total=None if pulse else total, completed=done, width=bar_width, pulse=pulse)
+            rows.add_row(status_text(status), plain(task["summary"]), bar,
+                         plain(amount(done, total, progress.get("label") or ""), "dim"))
+        yield rows
+        if self.note:
+            yield plain(self.note, "yellow")
+
+
+def watch_view(change: dict[str, Any], note: str | None = None) -> RenderableType:
+    """watch_view is the live display of a change (a WatchView)."""
+    return WatchView(change, note)
+
+
+def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout: float) -> dict[str, Any]:
+    """follow polls the change until it is ready and returns its last JSON, updating live as it goes."""
+    last: dict[str, Any] | None = None
+    lost_since: float | None = None
+    while True:
+        try:
+            change = client.change(change_id)
+        except DaemonUnavailable as e:
+            now = time.monotonic()
+            lost_since = lost_since or now
+            if now - lost_since > reconnect_timeout:
+                raise CliError(f"cannot watch change {change_id}: {e}; gave up after {reconnect_timeout:g} s") \
+                    from None
+            if live is not None and last is not None:
+                live.update(watch_view(last, "the daemon is not answering; waiting for it to come back..."))
+            time.sleep(min(1.0, POLL_INTERVAL * 2))
+            continue
+        except ApiError as e:
+            if e.status_code == 503:  # busy: ask again
+                time.sleep(POLL_INTERVAL)
+                continue
+            raise
+        lost_since = None
+        last = change
+        if live is not None:
+            live.update(watch_view(change))
+        if change.get("ready"):
+            return change
+        time.sleep(POLL_INTERVAL)
+
+
+@cli.command()
+@click.argument("id")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to keep trying when the daemon stops answering.")
+@state_dir_option
+def watch(id: str, reconnect_timeout: float, state_dir: Path | None) -> None:
+    """Watch change ID until it is ready; Ctrl-C stops watching, not the change."""
+    client = Client(state_dir)
+    out = console()
+    try:
+        try:
+            first = client.change(id)
+        except DaemonUnavailable as e:
+            raise cli_error(e, f"watch change {id}") from None
+        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
+            final = follow(client, id, live, reconnect_timeout)
+        if not out.is_terminal:
+            out.line()  # Live leaves the last line open when it is not drawing on a terminal
+    except KeyboardInterrupt:
+        click.echo(f"Stopped watching change {id}; it goes on ('overlord tasks {id}' shows it).", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except ApiError as e:
+        raise cli_error(e, f"watch change {id}") from None
+    finally:
+        client.close()
+    note_warnings(client)
+    if final["status"] != "Done":
+        raise CliError(final.get("err") or f"change {id} ended in status {final['status']}")

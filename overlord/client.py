@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The client of the daemon's REST API: the only way the command line talks to the daemon.
+
+    with Client() as c:                      # socket from $OVERLORD_STATE_DIR or /var/lib/overlord
+        for chg in c.changes(select="all"):
+            print(chg["id"], chg["status"], chg["summary"])
+
+Results are the API's JSON objects (docs/daemon.md describes them). Errors
+are ClientError: DaemonUnavailable when no daemon answers on the socket,
+ApiError when the daemon answers with an error envelope (its kind is one of
+the daemon's documented error kinds).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import paths
+
+#: DEFAULT_TIMEOUT is how long one request may take, in seconds.
+DEFAULT_TIMEOUT = 30.0
+
+
+class ClientError(Exception):
+    """ClientError is any failure to get an answer from the daemon; str() is one line."""
+
+
+class DaemonUnavailable(ClientError):
+    """DaemonUnavailable means no daemon answers on the socket."""
+
+    def __init__(self, socket: Path, reason: str) -> None:
+        self.socket = socket
+        super().__init__(f"cannot reach the overlord daemon at {socket}: {reason}")
+
+
+class ApiError(ClientError):
+    """ApiError is an error envelope: the daemon's message, its kind, the HTTP status and an optional value."""
+
+    def __init__(self, message: str, kind: str, status_code: int, value: Any = None) -> None:
+        self.message = message
+        self.kind = kind
+        self.status_code = status_code
+        self.value = value
+        super().__init__(message)
+
+
+class Client:
+    """Client sends requests to the daemon over its Unix socket."""
+
+    def __init__(self, state_dir: str | Path | None = None, *, socket: str | Path | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket = Path(socket) if socket is not None else paths.socket_path(state_dir)
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),
+                                  base_url="http://overlord", timeout=timeout)
+        #: How many warnings the daemon said were pending in its last answer, and the newest one's time.
+        self.warning_count = 0
+        self.warning_timestamp: datetime | None = None
+
+    def close(self) -> None:
+        """close closes the connection."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the wire ----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                body: Any = None) -> dict[str, Any]:
+        """request sends one request and returns the envelope, raising ApiError for an error envelope."""
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        try:
+            rsp = self._http.request(method, path, params=query, content=content, headers=headers)
+        except httpx.TransportError as e:
+            raise DaemonUnavailable(self.socket, _reason(e)) from None
+        try:
+            envelope = rsp.json()
+            if not isinstance(envelope, dict) or "type" not in envelope:
+                raise ValueError("no envelope")
+        except ValueError:
+            raise ClientError(f"cannot understand the daemon's answer to {method} {path} "
+                              f"(HTTP {rsp.status_code}, not an API envelope)") from None
+        self.warning_count = int(envelope.get("warning-count") or 0)
+        stamp = envelope.get("warning-timestamp")
+        self.warning_timestamp = parse_time(stamp) if isinstance(stamp, str) else None
+        if envelope["type"] == "error":
+            result = envelope.get("result") or {}
+            raise ApiError(str(result.get("message") or f"HTTP {rsp.status_code}"), str(result.get("kind") or ""),
+                           rsp.status_code, result.get("value"))
+        return envelope
+
+    def _sync(self, method: str, path: str, **kw: Any) -> Any:
+        return self.request(method, path, **kw).get("result")
+
+    # -- the API -------------------------------------------------------------------------
+
+    def system_info(self) -> dict[str, Any]:
+        """system_info returns what the daemon says about itself (version, directories, socket)."""
+        result: dict[str, Any] = self._sync("GET", "/v2/system-info")
+        return result
+
+    def changes(self, select: str = "in-progress", snap: str | None = None) -> list[dict[str, Any]]:
+        """changes lists changes: select is in-progress, ready or all; snap keeps those about that snap."""
+        query = {"select": select}
+        if snap:
+            query["for"] = snap
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/changes", query=query)
+        return result
+
+    def change(self, change_id: str) -> dict[str, Any]:
+        """change returns one change with its tasks."""
+        result: dict[str, Any] = self._sync("GET", f"/v2/changes/{_segment(change_id)}")
+        return result
+
+    def abort(self, change_id: str) -> dict[str, Any]:
+        """abort aborts an unready change and returns it."""
+        result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "abort"})
+        return result
+
+    def warnings(self, all: bool = False) -> list[dict[str, Any]]:
+        """warnings lists the pending warnings, or every unexpired one with all=True."""
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/warnings", query={"select": "all" if all else "pending"})
+        return result
+
+    def okay(self, timestamp: datetime) -> int:
+        """okay marks the warnings that were due at timestamp as shown; returns how many."""
+        body = {"action": "okay", "timestamp": format_time(timestamp)}
+        return int(self._sync("POST", "/v2/warnings", body=body))
+
+
+def _segment(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
+
+
+def _reason(e: httpx.TransportError) -> str:
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            if cause.errno == errno.ENOENT:
+                return "there is no socket (is the daemon running?)"
+            if cause.errno == errno.ECONNREFUSED:
+                return "connection refused (is the daemon running?)"
+            if cause.errno in (errno.EACCES, errno.EPERM):
+                return "permission denied"
+            return cause.strerror or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(e, httpx.TimeoutException):
+        return "no answer in time"
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def parse_time(text: str) -> datetime:
+    """parse_time reads an RFC 3339 time of the API."""
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def format_time(when: datetime) -> str:
+    """format_time writes an aware time as the API's RFC 3339 UTC text."""
+    return f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%f}Z"

@@ -1,0 +1,22 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""overlord.daemon: the REST API of an overlord, on a Unix socket (snapd's daemon).
+
+One module per resource (api_changes, api_warnings, api_system), each with
+its ENDPOINTS; response.py is the envelope, errors.py the closed list of
+error kinds, access.py the peer-credential rules, factory.py builds the
+overlord, server.py runs it all. docs/daemon.md tells the whole story.
+"""
+
+from __future__ import annotations
+
+from . import api_changes, api_system, api_warnings
+from .api import Endpoint
+
+#: ENDPOINTS is every endpoint the daemon serves, by resource; a new resource module adds its list here.
+ENDPOINTS: list[Endpoint] = [
+    *api_system.ENDPOINTS,
+    *api_changes.ENDPOINTS,
+    *api_warnings.ENDPOINTS,
+]
+
+__all__ = ["ENDPOINTS", "Endpoint"]

@@ -1,0 +1,271 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How endpoints are declared and served: Endpoint, Context, ApiRequest, and the ASGI app.
+
+Each resource lives in a module of its own (api_changes.py, api_warnings.py,
+...) holding ENDPOINTS, a list of Endpoint. An Endpoint maps a path to one
+plain function per method: ``handler(ctx, req) -> Reply``. Handlers are
+thin: they parse the request through ApiRequest (whose errors are 400s),
+call the engine or a manager under the state lock, and answer with
+response.sync / response.async_. They run in a worker thread, so taking the
+state lock never blocks the event loop. Everything around them (the body
+size limit, the access check, turning errors into the envelope, never a
+traceback) happens here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import response
+from .access import AccessPolicy, PeerCred
+from .errors import ApiError, ErrorKind, bad_request, from_exception, permission_denied
+
+if TYPE_CHECKING:
+    from engine import Overlord, State
+
+log = logging.getLogger("overlord.daemon")
+
+#: MAX_BODY is the largest request body accepted, in bytes (larger: 413 request-too-large).
+MAX_BODY = 1024 * 1024
+#: PEER_CRED_KEY is where the server puts the connection's PeerCred in the ASGI scope's extensions.
+PEER_CRED_KEY = "overlord.peer_cred"
+
+Handler = Callable[["Context", "ApiRequest"], response.Reply]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Endpoint is one path of the API and the handler of each method it answers."""
+
+    path: str
+    get: Handler | None = None
+    post: Handler | None = None
+
+    def methods(self) -> dict[str, Handler]:
+        """methods maps each answered HTTP method to its handler."""
+        out = {}
+        if self.get is not None:
+            out["GET"] = self.get
+        if self.post is not None:
+            out["POST"] = self.post
+        return out
+
+
+@dataclass
+class Context:
+    """Context is the daemon as its endpoints see it: the overlord, the access rules, facts about it."""
+
+    overlord: Overlord
+    policy: AccessPolicy = field(default_factory=AccessPolicy)
+    #: What GET /v2/system-info tells: version, directories, socket.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> State:
+        """state is the overlord's State; take its lock around every use."""
+        return self.overlord.state
+
+
+class ApiRequest:
+    """ApiRequest is what a handler sees of a request; its parsing errors are 400 ApiErrors."""
+
+    def __init__(self, method: str, path: str, path_params: Mapping[str, str], query: Mapping[str, str],
+                 body: bytes, peer: PeerCred | None) -> None:
+        self.method = method
+        self.path = path
+        self.path_params = dict(path_params)
+        self.query = query
+        self.body = body
+        self.peer = peer
+
+    def choice(self, name: str, choices: Sequence[str], default: str) -> str:
+        """choice returns query parameter name, which must be one of choices (default when absent)."""
+        value = self.query.get(name) or default
+        if value not in choices:
+            raise bad_request(f"invalid {name} parameter {value!r}: it must be one of {', '.join(choices)}")
+        return value
+
+    def json(self) -> Body:
+        """json parses the body as a JSON object."""
+        if not self.body.strip():
+            raise bad_request("cannot decode request body: it is empty (a JSON object is expected)")
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("cannot decode request body: it is not UTF-8 text") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise bad_request(f"cannot decode request body: invalid JSON: {e.msg} at line {e.lineno} "
+                              f"column {e.colno}") from None
+        except RecursionError:
+            raise bad_request("cannot decode request body: JSON nested too deeply") from None
+        if not isinstance(value, dict):
+            raise bad_request(f"cannot decode request body: a JSON object is expected, not {_json_type(value)}")
+        try:  # "\udc80" escapes decode to lone surrogates: not text, and nothing can store them
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("cannot decode request body: a string holds a lone UTF-16 surrogate") from None
+        return Body(value)
+
+
+class Body:
+    """Body reads the fields of a JSON request object, with 400s that name the field."""
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def _get(self, name: str, kind: type, what: str, required: bool) -> Any:
+        if name not in self.value or self.value[name] is None:
+            if required:
+                raise bad_request(f"cannot decode request body: missing field {name!r}")
+            return None
+        v = self.value[name]
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+            raise bad_request(f"cannot decode request body: field {name!r} must be {what}, not {_json_type(v)}")
+        return v
+
+    def string(self, name: str) -> str:
+        """string returns a required string field."""
+        return str(self._get(name, str, "a string", True))
+
+    def opt_string(self, name: str) -> str | None:
+        """opt_string returns an optional string field (None when absent or null)."""
+        v = self._get(name, str, "a string", False)
+        return None if v is None else str(v)
+
+    def str_list(self, name: str, required: bool = True) -> list[str]:
+        """str_list returns a list-of-strings field ([] when optional and absent)."""
+        v = self._get(name, list, "a list of strings", required)
+        if v is None:
+            return []
+        if not all(isinstance(x, str) for x in v):
+            raise bad_request(f"cannot decode request body: field {name!r} must be a list of strings")
+        return list(v)
+
+    def action(self, choices: Sequence[str]) -> str:
+        """action returns the "action" field, which must be one of choices."""
+        action = self.string("action")
+        if action not in choices:
+            raise bad_request(f"unknown action {action!r}: it must be {' or '.join(repr(c) for c in choices)}")
+        return action
+
+    def time(self, name: str) -> datetime:
+        """time returns a required RFC 3339 time field with a time zone."""
+        text = self.string(name)
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise bad_request(f"cannot decode request body: field {name!r} is not an RFC 3339 time: "
+                              f"{text!r}") from None
+        if when.tzinfo is None:
+            raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {text!r}")
+        return when
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    return "an object"
+
+
+# -- serving -------------------------------------------------------------------------
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, ErrorKind.REQUEST_TOO_LARGE, f"cannot read request body: it is larger than {MAX_BODY} bytes")
+
+
+def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
+    """_serve runs a handler in a worker thread and turns whatever happens into the envelope."""
+    try:
+        reply = handler(ctx, req)
+    except Exception as e:
+        err = from_exception(e)
+        if err is None:
+            log.exception("internal error: %s %s failed", req.method, req.path)
+            err = ApiError(500, ErrorKind.INTERNAL_ERROR,
+                           f"internal error: cannot answer {req.method} {req.path} (the daemon's log has details)")
+        reply = response.error(err)
+    count, latest = 0, None
+    try:
+        with ctx.state:
+            pending = ctx.state.warnings()
+        if pending:
+            count, latest = len(pending), max(w.last_added for w in pending)
+    except Exception:
+        log.exception("cannot count pending warnings")
+    return reply.response(count, latest)
+
+
+def _endpoint(ctx: Context, method_handlers: dict[str, Handler]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        handler = method_handlers.get(request.method) or method_handlers["GET"]  # HEAD is GET without a body
+        peer: PeerCred | None = request.scope.get("extensions", {}).get(PEER_CRED_KEY)
+        try:
+            if request.method == "POST" and not ctx.policy.may_write(peer):
+                who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
+                raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
+                                        f"{ctx.policy.describe()} ({who})")
+            body = await _read_body(request) if request.method == "POST" else b""
+        except ApiError as e:
+            return response.error(e).response()
+        req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer)
+        result: Response = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
+        return result
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        err = ApiError(404, ErrorKind.NOT_FOUND, f"cannot find endpoint {request.url.path!r}")
+    elif status == 405:
+        err = ApiError(405, ErrorKind.METHOD_NOT_ALLOWED,
+                       f"method {request.method} is not allowed on {request.url.path!r}")
+    else:
+        log.error("internal error: %s %s: %s", request.method, request.url.path, exc)
+        err = ApiError(500, ErrorKind.INTERNAL_ERROR, f"internal error: cannot answer {request.method} "
+                       f"{request.url.path} (the daemon's log has details)")
+    return response.error(err).response()
+
+
+def build_app(ctx: Context, endpoints: Sequence[Endpoint]) -> Starlette:
+    """build_app makes the ASGI application serving endpoints for ctx."""
+    routes = [Route(ep.path, _endpoint(ctx, ep.methods()), methods=list(ep.methods())) for ep in endpoints]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _http_error})

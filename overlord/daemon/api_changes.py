@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""/v2/changes: list changes, show one with its tasks, abort one (snapd's shapes)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import response
+from .api import ApiRequest, Context, Endpoint
+from .errors import ApiError, ErrorKind, change_not_found
+
+if TYPE_CHECKING:
+    from engine import Change, Task
+
+#: SNAP_NAMES_KEY is the change data key listing the snaps a change is about: GET /v2/changes?for=NAME
+#: keeps the changes whose list holds NAME. The snap manager sets it on every change it makes.
+SNAP_NAMES_KEY = "snap-names"
+#: API_DATA_KEY is the change data key whose object is shown to clients as the change's "data".
+API_DATA_KEY = "api-data"
+
+SELECT = ("in-progress", "ready", "all")
+
+
+def task_info(t: Task) -> dict[str, Any]:
+    """task_info is the JSON of a task (call with the lock held)."""
+    label, done, total = t.progress()
+    return {
+        "id": t.id,
+        "kind": t.kind,
+        "summary": t.summary,
+        "status": t.status.value,
+        "log": t.log(),
+        "progress": {"label": label, "done": done, "total": total},
+        "spawn-time": response.timestamp(t.spawn_time),
+        "ready-time": response.timestamp(t.ready_time),
+        "lanes": [lane for lane in t.lanes() if lane != 0],
+        "wait-tasks": [w.id for w in t.wait_tasks()],
+    }
+
+
+def change_info(chg: Change) -> dict[str, Any]:
+    """change_info is the JSON of a change and its tasks (call with the lock held)."""
+    status = chg.status
+    err = chg.err()
+    info: dict[str, Any] = {
+        "id": chg.id,
+        "kind": chg.kind,
+        "summary": chg.summary,
+        "status": status.value,
+        "ready": status.ready,
+        "spawn-time": response.timestamp(chg.spawn_time),
+        "ready-time": response.timestamp(chg.ready_time),
+        "tasks": [task_info(t) for t in chg.tasks()],
+    }
+    if err is not None:
+        info["err"] = str(err)
+    data = chg.get(API_DATA_KEY, None)
+    if isinstance(data, dict) and data:
+        info["data"] = data
+    return info
+
+
+def _about(chg: Change, name: str) -> bool:
+    names = chg.get(SNAP_NAMES_KEY, None)
+    return isinstance(names, list) and name in names
+
+
+def get_changes(ctx: Context, req: ApiRequest) -> response.Reply:
+    """get_changes lists the changes: select=in-progress (default), ready or all; for=SNAP filters."""
+    select = req.choice("select", SELECT, "in-progress")
+    name = req.query.get("for") or None
+    st = ctx.state
+    with st:
+        out = []
+        for chg in st.changes():
+            ready = chg.status.ready
+            if (select == "in-progress" and ready) or (select == "ready" and not ready):
+                continue
+            if name is not None and not _about(chg, name):
+                continue
+            out.append(change_info(chg))
+    return response.sync(out)
+
+
+def get_change(ctx: Context, req: ApiRequest) -> response.Reply:
+    """get_change shows one change with its tasks."""
+    cid = req.path_params["id"]
+    st = ctx.state
+    with st:
+        chg = st.change(cid)
+        if chg is None:
+            raise change_not_found(cid)
+        return response.sync(change_info(chg))
+
+
+def post_change(ctx: Context, req: ApiRequest) -> response.Reply:
+    """post_change acts on a change: {"action": "abort"} aborts it unless it is ready."""
+    cid = req.path_params["id"]
+    st = ctx.state
+    with st:
+        if st.change(cid) is None:
+            raise change_not_found(cid)
+    req.json().action(("abort",))
+    with st:
+        chg = st.change(cid)
+        if chg is None:
+            raise change_not_found(cid)
+        if chg.status.ready:
+            raise ApiError(400, ErrorKind.CHANGE_READY, f"cannot abort change {cid} with nothing pending")
+        chg.abort()
+        st.ensure_before(0)
+        return response.sync(change_info(chg))
+
+
+ENDPOINTS = [
+    Endpoint("/v2/changes", get=get_changes),
+    Endpoint("/v2/changes/{id}", get=get_change, post=post_change),
+]

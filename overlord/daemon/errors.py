@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The closed list of error kinds the daemon answers with, and ApiError.
+
+Every error response carries ``{"message": ..., "kind": ...}`` with a kind
+from ErrorKind (docs/daemon.md lists them, with their HTTP status). A kind
+is added here, with its documentation, before any endpoint answers it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class ErrorKind(enum.Enum):
+    """ErrorKind names what went wrong, for clients that act on it; the value is the wire string."""
+
+    #: The request is malformed: bad JSON, a missing or mistyped field, an unknown action or query value (400).
+    BAD_REQUEST = "bad-request"
+    #: The request body is larger than the daemon accepts (413).
+    REQUEST_TOO_LARGE = "request-too-large"
+    #: The peer's credentials do not allow the request: POST needs uid 0 or the configured group (403).
+    PERMISSION_DENIED = "permission-denied"
+    #: No endpoint has this path (404).
+    NOT_FOUND = "not-found"
+    #: The endpoint does not answer this method (405).
+    METHOD_NOT_ALLOWED = "method-not-allowed"
+    #: No change has this id (404).
+    CHANGE_NOT_FOUND = "change-not-found"
+    #: The change is ready: there is nothing left to abort (400, as snapd answers).
+    CHANGE_READY = "change-ready"
+    #: The request would touch what an unready change touches; value names that change (409). The name is
+    #: snapd's: every change of this system is about snaps or their interfaces.
+    SNAP_CHANGE_CONFLICT = "snap-change-conflict"
+    #: The state database stayed busy past its budget; retry later (503).
+    DATABASE_BUSY = "database-busy"
+    #: The daemon failed in a way it did not foresee; its log has the details (500, never a traceback).
+    INTERNAL_ERROR = "internal-error"
+
+
+class ApiError(Exception):
+    """ApiError is an error answer: an HTTP status, a kind, a one-line message and an optional value."""
+
+    def __init__(self, status: int, kind: ErrorKind, message: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.value = value
+
+    def result(self) -> dict[str, Any]:
+        """result returns the error object of the envelope."""
+        out: dict[str, Any] = {"message": self.message, "kind": self.kind.value}
+        if self.value is not None:
+            out["value"] = self.value
+        return out
+
+
+def bad_request(message: str) -> ApiError:
+    """bad_request is a 400 ApiError of kind bad-request."""
+    return ApiError(400, ErrorKind.BAD_REQUEST, message)
+
+
+def change_not_found(change_id: str) -> ApiError:
+    """change_not_found is the 404 for an unknown change id."""
+    return ApiError(404, ErrorKind.CHANGE_NOT_FOUND, f"cannot find change with id {change_id!r}")
+
+
+def permission_denied(message: str) -> ApiError:
+    """permission_denied is the 403 for a caller whose credentials do not allow the request."""
+    return ApiError(403, ErrorKind.PERMISSION_DENIED, message)
+
+
+def from_exception(e: BaseException) -> ApiError | None:
+    """from_exception maps an engine exception that clients should see to its ApiError (None: a bug)."""
+    from engine import ChangeConflictError, DatabaseBusyError
+
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, ChangeConflictError):
+        value = {"change-id": e.change_id}
+        if e.change_kind:
+            value["change-kind"] = e.change_kind
+        return ApiError(409, ErrorKind.SNAP_CHANGE_CONFLICT, str(e), value)
+    if isinstance(e, DatabaseBusyError):
+        return ApiError(503, ErrorKind.DATABASE_BUSY, " ".join(str(e).split()))
+    return None

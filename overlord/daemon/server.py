@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The daemon process: the overlord's loop, and uvicorn serving the API on the state directory's socket.
+
+Start: open the database (DatabaseInUseError if another process holds it),
+build the overlord (factory.make_overlord) and run the setup hook, bind the
+socket (or take the one systemd passed), start the ensure loop, serve, and
+only then tell systemd READY=1. Stop (SIGTERM or SIGINT): stop accepting
+connections, give requests in flight up to HTTP_GRACE seconds, remove the
+socket (unless systemd owns it), then stop the overlord:
+every running handler's tomb is killed and it gets stop_timeout seconds to
+return (docs/daemon.md states the bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .. import paths
+from . import ENDPOINTS
+from .access import AccessPolicy, peer_cred
+from .api import PEER_CRED_KEY, Context, build_app
+from .factory import DaemonOptions, make_overlord, run_setup
+from .notify import notify
+
+log = logging.getLogger("overlord.daemon")
+
+#: HTTP_GRACE is how long requests in flight get to finish once the daemon is asked to stop.
+HTTP_GRACE = 5.0
+#: SOCKET_MODE: anyone may connect (and read); POST is decided per request from the peer's credentials.
+SOCKET_MODE = 0o666
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+
+
+class DaemonError(Exception):
+    """DaemonError means the daemon cannot start; str() is one line starting "cannot"."""
+
+
+class _PeerCredProtocol(H11Protocol):
+    """_PeerCredProtocol is uvicorn's h11 protocol that hands each request the connection's SO_PEERCRED."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        cred = peer_cred(transport.get_extra_info("socket"))
+        app: ASGIApp = self.app
+
+        async def with_cred(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+            extensions = scope.get("extensions") or {}
+            extensions[PEER_CRED_KEY] = cred
+            scope["extensions"] = extensions
+            await app(scope, receive, send)
+
+        self.app = with_cred
+
+
+def setup_logging(level: str) -> None:
+    """setup_logging sends log records to stderr: plain lines for journald, coloured ones on a terminal."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # One line per request only when debugging.
+    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+
+
+def bind_socket(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
+    """bind_socket listens on a Unix socket at path, replacing a stale socket file left by a crash."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise DaemonError(f"cannot listen on {path}: it exists and is not a socket")
+        try:
+            path.unlink()  # the database lock is ours: no other daemon uses this state directory
+        except OSError as e:
+            raise DaemonError(f"cannot remove the stale socket {path}: {e.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise DaemonError(f"cannot listen on {path}: {e.strerror or e}") from None
+    return sock
+
+
+#: SD_LISTEN_FDS_START is the first descriptor systemd passes to a socket-activated service.
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket() -> socket.socket | None:
+    """inherited_socket returns the listening socket systemd passed (socket activation), or None.
+
+    It follows sd_listen_fds: $LISTEN_PID must be this process and $LISTEN_FDS
+    one descriptor, a Unix stream socket, at fd 3. The variables are then
+    removed so that children do not take the socket for theirs.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "0")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count in ("", "0"):
+        return None
+    if count != "1":
+        raise DaemonError(f"cannot use the sockets systemd passed: one Unix socket is expected, not {count}")
+    try:
+        sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    except OSError as e:
+        raise DaemonError(f"cannot use the socket systemd passed: {e.strerror or e}") from None
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise DaemonError("cannot use the socket systemd passed: it is not a Unix stream socket")
+    os.set_inheritable(sock.fileno(), False)
+    return sock
+
+
+def remove_socket(path: Path, identity: tuple[int, int]) -> None:
+    """remove_socket removes the socket file at path if it is still the one bound (device, inode)."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == identity:
+            path.unlink()
+
+
+class Daemon:
+    """Daemon is one run of the daemon: its overlord, its app, its socket."""
+
+    def __init__(self, options: DaemonOptions, policy: AccessPolicy) -> None:
+        policy.check()
+        self.options = options
+        self.policy = policy
+        self.socket_path = options.state_dir / paths.SOCKET_NAME
+        self._signals: list[int] = []
+        self._server: uvicorn.Server | None = None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.append(signum)
+        server = self._server
+        if server is not None:
+            server.should_exit = True
+
+    def run(self) -> int:
+        """run serves until SIGTERM or SIGINT; it returns the exit status."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        o = make_overlord(self.options)
+        try:
+            extra = run_setup(self.options.setup, o)
+            try:
+                pkg_version = version("overlord-engine")
+            except PackageNotFoundError:
+                pkg_version = "unknown"
+            sock = inherited_socket()
+            identity: tuple[int, int] | None = None  # the socket file to remove at stop: only one we bound
+            if sock is None:
+                sock = bind_socket(self.socket_path)
+                st = os.lstat(self.socket_path)
+                identity = (st.st_dev, st.st_ino)
+            where = sock.getsockname() or str(self.socket_path)
+            ctx = Context(o, self.policy, {
+                "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
+                "root": str(self.options.root), "store": self.options.store, "socket": str(where),
+                "socket-activated": identity is None, "pid": os.getpid(),
+            })
+            app = build_app(ctx, [*ENDPOINTS, *extra])
+            try:
+                o.loop()
+                if not self._signals:
+                    asyncio.run(self._serve(app, sock, str(where)))
+            finally:
+                if identity is not None:
+                    remove_socket(self.socket_path, identity)
+                sock.close()
+            notify("STOPPING=1")
+            log.info("stopping the overlord (handlers get %g s to return)", self.options.stop_timeout)
+        finally:
+            o.stop()
+        log.info("stopped")
+        return 0
+
+    async def _serve(self, app: Any, sock: socket.socket, where: str) -> None:
+        config = uvicorn.Config(app, lifespan="off", log_config=None, http=_PeerCredProtocol, ws="none",
+                                timeout_graceful_shutdown=int(HTTP_GRACE), access_log=True)
+        server = self._server = uvicorn.Server(config)
+        if self._signals:
+            return
+        ready = asyncio.create_task(self._notify_ready(server, where))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            ready.cancel()
+
+    async def _notify_ready(self, server: uvicorn.Server, where: str) -> None:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        log.info("serving the API on %s (POST for %s)", where, self.policy.describe())
+        notify("READY=1")

@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Snapshot tests: what the tables and the watch display print, at fixed terminal widths.
+
+The snapshots live in tests/overlord/snapshots/; after a deliberate change of
+the output, rewrite them with UPDATE_SNAPSHOTS=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overlord.cli._views import change_view, changes_table, render, warnings_table
+from overlord.cli.cmd_watch import watch_view
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+NOW = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)
+
+
+def task(tid: str, kind: str, summary: str, status: str, done: int = 1, total: int = 1, log: list[str] | None = None,
+         ready: str | None = "2030-01-02T11:59:30.000000Z", label: str = "") -> dict[str, Any]:
+    return {"id": tid, "kind": kind, "summary": summary, "status": status, "log": log or [],
+            "progress": {"label": label, "done": done, "total": total}, "spawn-time": "2030-01-02T11:58:00.000000Z",
+            "ready-time": ready, "lanes": [], "wait-tasks": []}
+
+
+CHANGE = {
+    "id": "7", "kind": "install", "summary": 'Install "web-server" snap from [stable] channel', "status": "Doing",
+    "ready": False, "spawn-time": "2030-01-02T11:58:00.000000Z", "ready-time": None,
+    "tasks": [
+        task("21", "prerequisites", 'Ensure prerequisites for "web-server" are available', "Done",
+             log=["2030-01-02T11:58:01Z INFO prerequisites are [bold]fine[/]"]),
+        task("22", "download-snap", 'Download snap "web-server" (42) from channel "stable"', "Doing", 3_500_000,
+             10_000_000, ready=None, label="web-server"),
+        task("23", "mount-snap", 'Mount snap "web-server" (42)', "Do", 0, 1, ready=None),
+    ],
+}
+CHANGES = [
+    {**CHANGE, "id": "5", "summary": "Remove \"old\" snap", "status": "Done",
+     "spawn-time": "2029-12-30T08:00:00.000000Z", "ready-time": "2029-12-30T08:00:05.000000Z"},
+    {**CHANGE, "id": "6", "summary": "Refresh \"db\" snap [/]", "status": "Error",
+     "spawn-time": "2030-01-01T23:00:00.000000Z", "ready-time": "2030-01-01T23:10:00.000000Z"},
+    CHANGE,
+]
+WARNINGS = [{"message": "the store is [red]unreachable[/]; retrying every 5 minutes while the network is down",
+             "first-added": "2030-01-01T10:00:00.000000Z", "last-added": "2030-01-02T10:00:00.000000Z",
+             "expire-after": "672h0m0s", "repeat-after": "24h0m0s"}]
+
+VIEWS = {
+    "changes": lambda: changes_table(CHANGES, NOW),
+    "changes-abs": lambda: changes_table(CHANGES, NOW, abs_time=True),
+    "tasks": lambda: change_view(CHANGE, NOW),
+    "warnings": lambda: warnings_table(WARNINGS, NOW),
+    "watch": lambda: watch_view(CHANGE),
+    "watch-lost": lambda: watch_view(CHANGE, "the daemon is not answering; waiting for it to come back..."),
+}
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+@pytest.mark.parametrize("width", [60, 100])
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_snapshot(name: str, width: int) -> None:
+    text = render(VIEWS[name](), width)
+    assert all(len(line) <= width for line in text.splitlines()), "a line is wider than the terminal"
+    path = SNAPSHOTS / f"{name}-{width}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        path.write_text(text)
+    assert path.exists(), f"no snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 and review it"
+    assert text == path.read_text()
