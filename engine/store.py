@@ -296,16 +296,6 @@ class Store:
         """task_count counts every task, in a change or not."""
         return int(self.query("SELECT count(*) FROM tasks")[0][0])
 
-    def wait_ids(self, tid: int) -> list[int]:
-        """wait_ids lists the tasks tid waits for."""
-        sql = "SELECT wait_task_id FROM task_dependencies WHERE task_id = ? ORDER BY wait_task_id"
-        return [r[0] for r in self.query(sql, (tid,))]
-
-    def halt_ids(self, tid: int) -> list[int]:
-        """halt_ids lists the tasks that wait for tid."""
-        sql = "SELECT task_id FROM task_dependencies WHERE wait_task_id = ? ORDER BY task_id"
-        return [r[0] for r in self.query(sql, (tid,))]
-
     def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
         """edges_touching returns every (task, wait task) edge with an end in ids."""
         rows = self.query_in(

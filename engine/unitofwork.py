@@ -31,6 +31,8 @@ log = logging.getLogger("engine.state")
 
 #: How many cached task records may stay after a commit before ready ones go.
 CACHE_LIMIT = 4096
+#: At most this many tasks have their edges and lanes loaded by one query.
+_GRAPH_BATCH = 512
 
 TaskHook = Callable[["Task", Status, Status], Any]
 ChangeHook = Callable[["Change", Status, Status], Any]
@@ -362,19 +364,42 @@ class UnitOfWork:
 
     def _wait_ids(self, rec: TaskRec) -> list[int]:
         if rec.wait_ids is None:
-            rec.wait_ids = self._store.wait_ids(rec.id)
+            self._load_graph(self._siblings(rec))
+        assert rec.wait_ids is not None
         return rec.wait_ids
 
     def _halt_ids(self, rec: TaskRec) -> list[int]:
         if rec.halt_ids is None:
-            rec.halt_ids = self._store.halt_ids(rec.id)
+            self._load_graph(self._siblings(rec))
+        assert rec.halt_ids is not None
         return rec.halt_ids
 
     def _lanes(self, rec: TaskRec) -> list[int]:
         if rec.lanes is None:
-            self._load_graph([rec])
+            self._load_graph(self._siblings(rec))
         assert rec.lanes is not None
         return rec.lanes
+
+    def _siblings(self, rec: TaskRec) -> list[TaskRec]:
+        """_siblings is rec and the cached tasks of its change whose graph is not loaded yet.
+
+        Whoever asks for the edges or lanes of one task of a change usually
+        asks for those of the others next (a view of the change, an abort):
+        one query for all of them instead of one per task.
+        """
+        crec = self._changes.get(rec.change_id) if rec.change_id is not None else None
+        if crec is None or crec.task_ids is None or len(crec.task_ids) <= 1:
+            return [rec]
+        cache = self._tasks
+        batch = [rec]
+        for tid in crec.task_ids:
+            other = cache.get(tid)
+            if other is not None and other is not rec and (
+                    other.wait_ids is None or other.halt_ids is None or other.lanes is None):
+                batch.append(other)
+                if len(batch) >= _GRAPH_BATCH:
+                    break
+        return batch
 
     def _log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
         if rec.log is None:
