@@ -2,7 +2,7 @@
 """bench measures the engine's speed and scale beside a raw-SQLite baseline.
 
 Run ``python -m bench`` from the checkout (or ``python3 dev.py bench``): it
-runs every benchmark (baseline, w1, w2, w3, ensure), each figure the median of
+runs every benchmark (baseline, w1, w2, w3, ensure, snaps), each figure the median of
 several runs in fresh subprocesses, and prints one table with the targets of
 issue 5 beside the figures. ``python -m bench --help`` lists the options.
 

@@ -19,6 +19,8 @@ durability (WAL, synchronous=FULL):
   w2        chain: one change of 1,000 tasks, each waiting for the previous one
   w3        history: open a database of 100,000 finished tasks and run one 10-task chain; the same empty
   ensure    one TaskRunner.ensure() pass over 10 runnable tasks beside 0 / 10k / 100k / 1M finished ones
+  snaps     install then refresh 100 small snaps (SystemOverlord): in one change, and one change each;
+            beside the same file work done by the snap backend alone
 
 Each figure is the median of --runs runs, each in a fresh process. The table
 shows the targets beside the figures. The baseline runs whenever w1 or w2

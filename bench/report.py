@@ -74,7 +74,7 @@ def machine_info(cfg: Config) -> dict[str, Any]:
 
 def _num(value: float, unit: str) -> str:
     """_num formats a value in its unit, without the unit's name."""
-    if unit in ("tasks/s", "commits/s", "updates/s"):
+    if unit in ("tasks/s", "commits/s", "updates/s", "snaps/s"):
         return f"{value:,.0f}"
     if unit in ("s", "ms"):
         ms = value * 1000 if unit == "s" else value
@@ -115,7 +115,10 @@ included), then one 10-task chain submitted and run the same way; the target rat
 back-to-back pairs (synced-commit latency drifts on this VM), the other ratios are of medians. Ensure: one
 TaskRunner.ensure() over 10 runnable tasks whose handlers block, so the pass only claims and starts them; "running
 runner" passes reuse one State and runner (worker threads exist; the State rereads the database because the tasks
-were put back to Do by another connection), "fresh State" passes open a new State and TaskRunner each time."""
+were put back to Do by another connection), "fresh State" passes open a new State and TaskRunner each time.
+Snaps: a SystemOverlord on a file database installs N small snaps from a local store, then refreshes them to a
+new revision, in one change (a lane per snap) or one change each (waited for in turn); the baseline is the
+install's file work done by the snap backend alone in the same process (no state, no tasks)."""
 
 
 def grouped(figures: list[Figure]) -> list[tuple[str, list[Figure]]]:

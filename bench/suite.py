@@ -17,7 +17,7 @@ from .build import HistoryCache
 from .common import BenchError, Config, copy_db, median, run_child
 
 #: The benchmarks in the order they run.
-BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure", "dispatch")
+BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure", "dispatch", "snaps")
 
 
 @dataclass
@@ -259,6 +259,12 @@ class Suite:
         self.add("dispatch.p50_ms", g, "median", "ms", p50)
         self.add("dispatch.p99_ms", g, "99th percentile", "ms", p99, "< 5 ms", lambda v: v < 5.0)
         self.add("dispatch.handoff_ms", g, "floor: one thread waking another (median)", "ms", floor)
+
+    def run_snaps(self) -> None:
+        """run_snaps: install and refresh small snaps through the SystemOverlord (bench/snaps.py)."""
+        from .snaps import run
+
+        run(self)
 
     # -- derived figures -------------------------------------------------------------
 

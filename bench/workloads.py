@@ -352,4 +352,7 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int) -> d
     }
 
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "ensure": ensure_cost, "baseline": baseline, "dispatch": dispatch}
+from .snaps import WORKLOADS as _SNAPS  # noqa: E402  (the managers' benchmark has a module of its own)
+
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "ensure": ensure_cost, "baseline": baseline, "dispatch": dispatch,
+             **_SNAPS}

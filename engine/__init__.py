@@ -8,8 +8,10 @@ is a row of a SQLite database. See docs/ for the concepts.
 
 from __future__ import annotations
 
+from .assertion import AssertionBook, StoredAssertion
 from .change import Change
 from .errors import (
+    AssertionRevisionError,
     ChangeConflictError,
     ChangeError,
     DatabaseBusyError,
@@ -38,6 +40,8 @@ from .warning import StateWarning
 
 __all__ = [
     "MISSING",
+    "AssertionBook",
+    "AssertionRevisionError",
     "Change",
     "ChangeConflictError",
     "ChangeError",
@@ -59,6 +63,7 @@ __all__ = [
     "StateEngine",
     "StateWarning",
     "Status",
+    "StoredAssertion",
     "Task",
     "TaskDependencyCycleError",
     "TaskRunner",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.db")
 
 #: The Alembic revision this code writes; tests check it is the script head.
-SCHEMA_HEAD = "0001_initial"
+SCHEMA_HEAD = "0002_assertions"
 #: What inspect_revision reports for a database at Alembic's base revision.
 BASE = "base"
 

@@ -209,3 +209,27 @@ class SequenceRow(Base):
 
     name: Mapped[str] = mapped_column(String(16), primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer)
+
+
+class AssertionRow(Base):
+    """AssertionRow is the newest known revision of one signed document (an assertion)."""
+
+    __tablename__ = "assertions"
+
+    # What kind of document it is, e.g. "snap-revision".
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The values of the type's primary-key headers, joined with "/".
+    primary_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    # Who signed it (its "authority-id" header), when it has one.
+    authority_id: Mapped[str | None] = mapped_column(Text)
+    # Every header, as one JSON object, for json_extract().
+    headers: Mapped[str] = mapped_column(Text)
+    # The document exactly as signed: headers, body and signature.
+    text: Mapped[str] = mapped_column(Text)
+    added_time: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        CheckConstraint("json_valid(headers)", name="headers"),
+        CheckConstraint("revision >= 0", name="revision"),
+    )

@@ -30,6 +30,7 @@ from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from .assertion import AssertionBook
     from .change import Change
     from .task import Task
     from .warning import StateWarning
@@ -387,6 +388,13 @@ class State(UnitOfWork):
         """okay_warnings marks the warnings due at t as shown and returns how many."""
         self._check()
         return self._warnings.okay(_time.utc(t, "okay_warnings time"))
+
+    # -- assertions ---------------------------------------------------------------
+
+    @property
+    def assertions(self) -> AssertionBook:
+        """assertions stores and looks up signed documents by type and primary key (lock needed)."""
+        return self._assertions
 
     # -- hooks ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, status_of
+from .assertion import AssertionBook
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .status import Status
 from .warning import WarningBook
@@ -62,6 +63,7 @@ class UnitOfWork:
         self._values: dict[str, str | None] = {}
         self._cache: dict[Any, Any] = {}
         self._warnings = WarningBook(self)
+        self._assertions = AssertionBook(cast("State", self))
         # What must be written; see Pending.
         self._new_changes: Pending[int] = Pending()
         self._dirty_changes: Pending[int] = Pending()
@@ -99,12 +101,12 @@ class UnitOfWork:
     def _pending(self) -> bool:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._done_flips, self._warnings.pending, self._store.in_write))
+                    self._done_flips, self._warnings.pending, self._assertions.pending, self._store.in_write))
 
     def _all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, *self._warnings.pendings())
+                self._done_flips, *self._warnings.pendings(), *self._assertions.pendings())
 
     def _forget(self) -> None:
         self._generation += 1
@@ -113,6 +115,7 @@ class UnitOfWork:
         self._changes.clear()
         self._values.clear()
         self._warnings.forget()
+        self._assertions.forget()
 
     def _rollback(self) -> None:
         """_rollback abandons the unit of work; records reload from the database."""
@@ -185,6 +188,7 @@ class UnitOfWork:
         if self._dirty_values:
             store.save_state_values({k: self._values.get(k) for k in self._dirty_values.take()})
         self._warnings.flush(store)
+        self._assertions.flush(store)
         if self._dirty_seqs:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 

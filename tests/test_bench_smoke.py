@@ -68,6 +68,19 @@ def test_selecting_benchmarks_runs_only_those_and_the_baseline(tmp_path: Path) -
     assert groups == {"baseline", "w2"}
 
 
+def test_the_snaps_benchmark_reports_both_modes_and_its_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    rc = main(["snaps", "--quick", "--scale", "0.02", "-q", "--tmp-dir", str(tmp_path / "tmp"),
+               "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
+    assert rc == 0
+    figures = json.loads(out.read_text())["figures"]
+    assert {k.split(".")[0] for k in figures} == {"snaps"}
+    for mode in ("one-change", "one-by-one"):
+        for what in ("install_s", "refresh_s", "install_per_s", "vs_raw"):
+            assert figures[f"snaps.{mode}.{what}"]["median"] > 0
+    assert figures["snaps.raw_s"]["median"] > 0
+
+
 def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["w9"])

@@ -52,7 +52,7 @@ from tests.schema import (
 )
 
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences"}
+                 "sequences", "assertions"}
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +93,13 @@ def fill(st: State, clock: FakeClock) -> None:
         st.set("config", {"retries": 3})
         st.add_warning("disk almost full")
         st.new_task("orphan", "Left over")
+        st.assertions.put("account", ["acme"], 2, "type: account\naccount-id: acme\n\nSIG",
+                          {"type": "account", "account-id": "acme", "authority-id": "root"})
 
 
-def counts(db: Path) -> dict[str, int]:
-    return {t: int(rows(db, f"SELECT count(*) FROM {t}")[0][0]) for t in sorted(ENGINE_TABLES)}  # type: ignore[arg-type]
+def counts(db: Path, without: str = "") -> dict[str, int]:
+    return {t: int(rows(db, f"SELECT count(*) FROM {t}")[0][0])  # type: ignore[arg-type]
+            for t in sorted(ENGINE_TABLES - {without})}
 
 
 # -- heads and alembic check ---------------------------------------------------------
@@ -341,3 +344,39 @@ def test_migration_upgrades_downgrades_and_upgrades_again_with_rows(revision: st
         assert compare(stored["before"], describe(o.state, stored["vocabulary"])) == []
     finally:
         close(o)
+
+
+def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
+        cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
+    """0002 (assertions) goes down one step and up again; the rows of the other tables stay."""
+    db = copy_db(cli_head, tmp_path / "one-step.db")
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+    finally:
+        st.close()
+    before = counts(db)
+    assert before["assertions"] == 1
+
+    alembic(db, "downgrade", "0001_initial")
+    assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
+    assert tables(db) == (ENGINE_TABLES - {"assertions"}) | {"alembic_version"}
+    assert counts(db, without="assertions") == {t: n for t, n in before.items() if t != "assertions"}
+
+    # Opening the 0001 file upgrades it; the assertions table is back, empty, usable.
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            assert st.assertions.get("account", ["acme"]) is None
+            st.assertions.put("account", ["acme"], 3, "text", {"authority-id": "root"})
+            assert [c.kind for c in st.changes()] == ["install"]
+        with st:
+            stored = st.assertions.get("account", ["acme"])
+            assert stored is not None and stored.revision == 3
+    finally:
+        st.close()
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+    assert rows(db, "SELECT type, primary_key, revision, authority_id FROM assertions") == [
+        ("account", "acme", 3, "root")]
+    assert normalised_schema(db) == normalised_schema(_fresh(tmp_path))
+

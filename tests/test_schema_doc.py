@@ -110,6 +110,12 @@ def build(path: Path) -> Built:
             st.add_warning("disk almost full")
             st.set("settings", {"refresh": {"retries": 3, "hold": "forever"}})
             st.set("seeded", True)
+            for snap_id, name in (("id-world", "world"), ("id-hello", "hello")):
+                st.assertions.put("snap-declaration", ["16", snap_id], 1,
+                                  f"type: snap-declaration\nsnap-name: {name}\n\nSIG",
+                                  {"type": "snap-declaration", "authority-id": "root", "series": "16",
+                                   "snap-id": snap_id, "snap-name": name})
+            st.assertions.put("account", ["acme"], 0, "type: account\n\nSIG", {"authority-id": "root"})
 
             # Change 1: three lanes; a download and a configure step fail.
             chg = st.new_change("install", "Install foo")
@@ -301,6 +307,9 @@ EXPECTED: dict[str, Expect] = {
     "Tasks in no change": rows_equal(lambda b: [(_i(b, "t13"), "orphan", "Left over", b.spawn["t13"])]),
     "The last ids handed out": rows_equal(lambda b: [
         ("change", b.sequences["change"]), ("lane", b.sequences["lane"]), ("task", b.sequences["task"]),
+    ]),
+    "The assertions of a type, with a header": rows_equal(lambda b: [
+        ("16/id-hello", 1, "root", "hello"), ("16/id-world", 1, "root", "world"),
     ]),
     "The schema revision": rows_equal(lambda b: [(SCHEMA_HEAD,)]),
 }

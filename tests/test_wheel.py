@@ -83,6 +83,13 @@ SCRIPT = textwrap.dedent(
     from overlord.daemon.api_system import openapi
 
     assert "/v2/changes" in openapi()["paths"]
+
+    # The sample snaps ship too, executable bits and all (pack checks them).
+    from overlord.samples import build_store, keys
+
+    root_key, acme_key = keys(Path("keys"))
+    sample = build_store(Path("store"), root_key, acme_key, versions=("1.0",))
+    assert sample.store.snap("hello").revision == "1"
     print("wheel ok")
     """
 )

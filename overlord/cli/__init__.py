@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
-from . import cmd_changes, cmd_daemon, cmd_db, cmd_debug, cmd_engine, cmd_warnings, cmd_watch  # noqa: F401  (each import adds its commands)
+from . import (  # noqa: F401  (each import adds its commands)
+    cmd_changes,
+    cmd_daemon,
+    cmd_db,
+    cmd_debug,
+    cmd_demo,
+    cmd_keys,
+    cmd_pack,
+    cmd_warnings,
+    cmd_watch,
+)
 from ._group import cli
 
 __all__ = ["main"]

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from overlord.cli import cli
 from overlord.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
+ROOT = REPO
 #: How long a test waits for the daemon to start or stop: generous, machines are busy.
 START_TIMEOUT = 60.0
 
@@ -161,3 +164,14 @@ def shared_daemon() -> Iterator[DaemonProcess]:
     if d.proc is not None and d.proc.poll() is None:
         d.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    """invoke runs the overlord command in this process (stdout in result.output)."""
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def run(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """run runs the overlord command as a process, to see its exit status and stderr as a user does."""
+    return subprocess.run([sys.executable, "-c", "from overlord.cli import main; main()", *args], input=input,
+                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=120)

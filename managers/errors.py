@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Exceptions raised by the managers; ManagerError (an engine.EngineError) is the base of all of them.
+
+Conflicts between changes raise engine.ChangeConflictError.
+"""
+
+from __future__ import annotations
+
+from engine import EngineError
+
+
+class ManagerError(EngineError):
+    """internal error: unexpected manager failure"""
+
+
+class KeyFileError(ManagerError):
+    """KeyFileError means a key cannot be read, written or used."""
+
+
+class InvalidAssertionError(ManagerError):
+    """InvalidAssertionError means a text is not a well-formed assertion of a known type."""
+
+
+class AssertionVerifyError(ManagerError):
+    """AssertionVerifyError means an assertion's signature chain does not reach the trusted root."""
+
+
+class InvalidSnapError(ManagerError):
+    """InvalidSnapError means a snap file or directory is malformed or hostile."""
+
+
+class StoreError(ManagerError):
+    """StoreError means the store cannot be read."""
+
+
+class SnapNotFoundError(ManagerError):
+    """SnapNotFoundError means the store has no snap of that name."""
+
+
+class SnapNotInstalledError(ManagerError):
+    """SnapNotInstalledError means the snap (or that revision of it) is not installed."""
+
+
+class SnapAlreadyInstalledError(ManagerError):
+    """SnapAlreadyInstalledError means the snap is installed already."""
+
+
+class NoUpdateAvailableError(ManagerError):
+    """NoUpdateAvailableError means the store has no newer revision of the snap."""
+
+
+class SnapOperationError(ManagerError):
+    """SnapOperationError means the operation does not apply to the snap as it is now."""

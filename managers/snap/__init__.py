@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""snap: the snap format (a library; no state): snap.yaml, snap files, pack.
+
+A snap is a zip archive holding meta/snap.yaml and any files; see
+docs/managers.md for the format and the limits.
+"""
+
+from __future__ import annotations
+
+from .container import DEFAULT_LIMITS, SNAP_YAML, Limits, SnapFile, open_snap, read_info
+from .info import AppInfo, PlugInfo, SlotInfo, SnapInfo
+from .naming import valid_revision, valid_snap_name
+from .pack import pack
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SNAP_YAML",
+    "AppInfo",
+    "Limits",
+    "PlugInfo",
+    "SlotInfo",
+    "SnapFile",
+    "SnapInfo",
+    "open_snap",
+    "pack",
+    "read_info",
+    "valid_revision",
+    "valid_snap_name",
+]

@@ -1,0 +1,253 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SnapInfo: what meta/snap.yaml says about a snap, checked field by field.
+
+snap.yaml is hostile input: it is parsed with PyYAML's safe loader, without
+aliases (no "billion laughs"), at most MAX_YAML bytes, and every field is
+checked; an error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import InvalidSnapError
+from .naming import valid_app_name, valid_plug_name, valid_revision, valid_snap_name
+
+#: MAX_YAML is the largest meta/snap.yaml accepted, in bytes.
+MAX_YAML = 64 * 1024
+#: DAEMONS are the values of an app's daemon field (snapd's); all are recorded alike.
+DAEMONS = ("simple", "forking", "oneshot", "notify", "dbus")
+_VERSION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9:.+~-]{0,30}[a-zA-Z0-9+~])?$")
+_COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
+_FIELDS = ("name", "version", "summary", "description", "apps", "plugs", "slots")
+_APP_FIELDS = ("command", "daemon")
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """AppInfo is one app of a snap: a command, and whether it runs as a service."""
+
+    name: str
+    command: str
+    daemon: str | None = None
+
+    @property
+    def executable(self) -> str:
+        """executable is the command's program, a path inside the snap."""
+        return self.command.split()[0]
+
+
+@dataclass(frozen=True)
+class PlugInfo:
+    """PlugInfo is a plug (or a slot): its name, its interface and its attributes."""
+
+    name: str
+    interface: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+SlotInfo = PlugInfo
+
+
+@dataclass(frozen=True)
+class SnapInfo:
+    """SnapInfo describes one revision of a snap: its snap.yaml and where it came from (side info)."""
+
+    name: str
+    version: str
+    summary: str
+    description: str = ""
+    apps: Mapping[str, AppInfo] = field(default_factory=dict)
+    plugs: Mapping[str, PlugInfo] = field(default_factory=dict)
+    slots: Mapping[str, SlotInfo] = field(default_factory=dict)
+    # Side info: set once the revision is known.
+    revision: str = ""
+    snap_id: str = ""
+    publisher_id: str = ""
+    sha3_384: str = ""
+    size: int = 0
+
+    @property
+    def services(self) -> list[AppInfo]:
+        """services are the apps that run as daemons, by name."""
+        return [a for _, a in sorted(self.apps.items()) if a.daemon]
+
+    def with_side(self, **side: Any) -> SnapInfo:
+        """with_side returns a copy with side info (revision, snap_id, publisher_id, sha3_384, size) set."""
+        return dataclasses.replace(self, **side)
+
+    def to_dict(self) -> dict[str, Any]:
+        """to_dict returns the JSON form kept in state (snap.yaml's field names)."""
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "summary": self.summary}
+        if self.description:
+            out["description"] = self.description
+        if self.apps:
+            out["apps"] = {n: {"command": a.command, **({"daemon": a.daemon} if a.daemon else {})}
+                           for n, a in sorted(self.apps.items())}
+        for key, ports in (("plugs", self.plugs), ("slots", self.slots)):
+            if ports:
+                out[key] = {n: {"interface": p.interface, **dict(p.attrs)} for n, p in sorted(ports.items())}
+        for key, value in (("revision", self.revision), ("snap-id", self.snap_id),
+                           ("publisher-id", self.publisher_id), ("sha3-384", self.sha3_384), ("size", self.size)):
+            if value:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "snap info") -> SnapInfo:
+        """from_dict reads the JSON form written by to_dict (checked like snap.yaml)."""
+        meta = {k: v for k, v in data.items() if k in _FIELDS}
+        info = _parse(meta, where)
+        revision = data.get("revision", "")
+        if revision and not valid_revision(revision):
+            raise InvalidSnapError(f"invalid {where}: field revision: {revision!r} is not a revision")
+        return info.with_side(revision=revision, snap_id=data.get("snap-id", ""),
+                              publisher_id=data.get("publisher-id", ""), sha3_384=data.get("sha3-384", ""),
+                              size=int(data.get("size", 0)))
+
+    @classmethod
+    def from_yaml(cls, text: str | bytes, where: str = "meta/snap.yaml") -> SnapInfo:
+        """from_yaml parses and checks the text of a meta/snap.yaml."""
+        size = len(text.encode() if isinstance(text, str) else text)
+        if size > MAX_YAML:
+            raise InvalidSnapError(f"invalid {where}: it is {size} bytes, more than the limit of {MAX_YAML}")
+        try:
+            data = yaml.load(text, Loader=_Loader)  # a SafeLoader without aliases
+        except yaml.YAMLError as e:
+            problem = " ".join(str(e).split())
+            raise InvalidSnapError(f"invalid {where}: it is not valid YAML ({problem})") from None
+        if not isinstance(data, dict):
+            raise InvalidSnapError(f"invalid {where}: it must be a mapping of fields")
+        return _parse(data, where)
+
+
+class _Loader(yaml.SafeLoader):
+    """_Loader is PyYAML's safe loader that refuses aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _parse(data: Mapping[str, Any], where: str) -> SnapInfo:
+    def bad(path: str, problem: str) -> InvalidSnapError:
+        return InvalidSnapError(f"invalid {where}: field {path}: {problem}")
+
+    for key in data:
+        if key not in _FIELDS:
+            raise bad(str(key), f"unknown field (known: {', '.join(_FIELDS)})")
+    name = data.get("name")
+    if name is None:
+        raise bad("name", "missing")
+    if not valid_snap_name(name):
+        raise bad("name", f"{name!r} is not a valid snap name (2-40 lowercase letters, digits and dashes, "
+                          "at least one letter, no leading, trailing or double dash)")
+    version = data.get("version")
+    if version is None:
+        raise bad("version", "missing")
+    if not isinstance(version, str):
+        raise bad("version", f"{version!r} must be text (quote it: version: '{version}')")
+    if not _VERSION.match(version):
+        raise bad("version", f"{version!r} is not a valid version (1-32 letters, digits and .:+~-, "
+                             "starting with a letter or digit)")
+    summary = data.get("summary")
+    if summary is None:
+        raise bad("summary", "missing")
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip() or len(summary) > 128:
+        raise bad("summary", "must be one line of text, at most 128 characters")
+    description = data.get("description", "")
+    if not isinstance(description, str) or len(description) > 4096:
+        raise bad("description", "must be text, at most 4096 characters")
+    apps = {}
+    raw_apps = data.get("apps", {}) or {}
+    if not isinstance(raw_apps, dict):
+        raise bad("apps", "must be a mapping of app names")
+    for app, spec in raw_apps.items():
+        path = f"apps.{app}"
+        if not valid_app_name(app):
+            raise bad(path, f"{app!r} is not a valid app name (letters, digits and single dashes)")
+        if not isinstance(spec, dict):
+            raise bad(path, "must be a mapping with a command")
+        for key in spec:
+            if key not in _APP_FIELDS:
+                raise bad(f"{path}.{key}", f"unknown field (known: {', '.join(_APP_FIELDS)})")
+        command = spec.get("command")
+        if command is None:
+            raise bad(f"{path}.command", "missing")
+        if not isinstance(command, str) or not _COMMAND.match(command) or not command.strip():
+            raise bad(f"{path}.command", f"{command!r} must be text of letters, digits, spaces and /._#:$-")
+        program = command.split()[0]
+        parts = program.split("/")
+        if program.startswith("/") or ".." in parts or "" in parts or "." in parts:
+            raise bad(f"{path}.command", f"{program!r} must be a relative path inside the snap")
+        daemon = spec.get("daemon")
+        if daemon is not None and daemon not in DAEMONS:
+            raise bad(f"{path}.daemon", f"{daemon!r} is not one of {', '.join(DAEMONS)}")
+        apps[app] = AppInfo(app, command.strip(), daemon)
+    plugs = _ports(data.get("plugs"), "plugs", bad)
+    slots = _ports(data.get("slots"), "slots", bad)
+    both = sorted(set(plugs) & set(slots))
+    if both:
+        raise bad(f"slots.{both[0]}", "a plug and a slot cannot have the same name")
+    return SnapInfo(name, version, summary.strip(), description, apps, plugs, slots)
+
+
+def _ports(raw: Any, key: str, bad: Any) -> dict[str, PlugInfo]:
+    out: dict[str, PlugInfo] = {}
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise bad(key, f"must be a mapping of {key[:-1]} names")
+    for name, spec in raw.items():
+        path = f"{key}.{name}"
+        if not valid_plug_name(name):
+            raise bad(path, f"{name!r} is not a valid {key[:-1]} name (lowercase letters, digits, single dashes)")
+        attrs: dict[str, Any] = {}
+        if spec is None:
+            interface = name
+        elif isinstance(spec, str):
+            interface = spec
+        elif isinstance(spec, dict):
+            attrs = dict(spec)
+            interface = attrs.pop("interface", name)
+            for attr, value in attrs.items():
+                if not isinstance(attr, str) or not attr:
+                    raise bad(path, f"attribute name {attr!r} must be text")
+                _check_attr(value, f"{path}.{attr}", bad)
+        else:
+            raise bad(path, "must be an interface name or a mapping of attributes")
+        if not valid_plug_name(interface):
+            raise bad(f"{path}.interface", f"{interface!r} is not a valid interface name")
+        out[name] = PlugInfo(name, interface, attrs)
+    return out
+
+
+def _check_attr(value: Any, path: str, bad: Any, depth: int = 0) -> None:
+    if depth > 8:
+        raise bad(path, "attributes nest too deep")
+    if isinstance(value, (bool, str, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise bad(path, "numbers must be finite")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_attr(v, f"{path}[{i}]", bad, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise bad(path, f"key {k!r} must be text")
+            _check_attr(v, f"{path}.{k}", bad, depth + 1)
+        return
+    raise bad(path, f"{type(value).__name__} values are not allowed (text, numbers, booleans, lists, mappings)")

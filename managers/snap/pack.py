@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""pack: build a snap file from a directory, deterministically (like ``snap pack``).
+
+The same directory gives the same bytes: members sorted by path, every time
+stamp 1980-01-01, modes reduced to 0644/0755 (files) and 0755 (directories),
+owners not recorded, deflate at level 9. The result is checked like any
+snap file before it is put in place (under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+from ..errors import InvalidSnapError
+from .container import DEFAULT_LIMITS, SNAP_YAML, Limits, SnapFile
+from .info import MAX_YAML, SnapInfo
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _entry(name: str, mode: int) -> zipfile.ZipInfo:
+    zi = zipfile.ZipInfo(name, date_time=_EPOCH)
+    zi.create_system = 3
+    zi.external_attr = mode << 16
+    if stat.S_ISDIR(mode):
+        zi.external_attr |= 0x10  # MS-DOS directory flag
+    return zi
+
+
+def pack(directory: str | Path, output: str | Path | None = None, *, limits: Limits = DEFAULT_LIMITS) -> Path:
+    """pack builds a snap from directory and returns its path.
+
+    output is a file or an existing directory to put <name>_<version>.snap
+    in (default: the current directory).
+    """
+    src = Path(directory)
+    if not src.is_dir():
+        raise InvalidSnapError(f"cannot pack {src}: it is not a directory")
+    yaml_path = src / SNAP_YAML
+    if yaml_path.is_symlink() or not yaml_path.is_file():
+        raise InvalidSnapError(f"cannot pack {src}: it has no {SNAP_YAML} file")
+    data = yaml_path.read_bytes()[:MAX_YAML + 1]
+    info = SnapInfo.from_yaml(data, str(yaml_path))
+    out = Path(output) if output is not None else Path.cwd()
+    if out.is_dir():
+        out = out / f"{info.name}_{info.version}.snap"
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with zipfile.ZipFile(tmp, "w") as z:
+            for path, mode, content in _walk(src):
+                zi = _entry(path, mode)
+                if stat.S_ISREG(mode):
+                    z.writestr(zi, content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+                else:
+                    z.writestr(zi, content, compress_type=zipfile.ZIP_STORED)
+        with SnapFile(tmp, limits) as snap:
+            snap.info()  # every check an install makes
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except InvalidSnapError as e:
+        tmp.unlink(missing_ok=True)
+        raise InvalidSnapError(str(e).replace(str(tmp), str(src))) from None
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InvalidSnapError(f"cannot pack {src} into {out}: {e.strerror or e}") from None
+    return out
+
+
+def _walk(src: Path) -> list[tuple[str, int, bytes]]:
+    """_walk lists (member name, mode, content) of every entry under src, sorted."""
+    out: list[tuple[str, int, bytes]] = []
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            p = here / name
+            rel = p.relative_to(src).as_posix()
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out.append((rel, stat.S_IFLNK | 0o777, os.readlink(p).encode()))
+            elif stat.S_ISDIR(st.st_mode):
+                out.append((rel + "/", stat.S_IFDIR | 0o755, b""))
+            elif stat.S_ISREG(st.st_mode):
+                exe = 0o755 if st.st_mode & 0o111 else 0o644
+                out.append((rel, stat.S_IFREG | exe, p.read_bytes()))
+            else:
+                raise InvalidSnapError(f"cannot pack {src}: {rel} is not a file, directory or symlink")
+    out.sort(key=lambda e: e[0])
+    return out

@@ -1,0 +1,373 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The snap manager's do and undo handlers.
+
+Each runs without the state lock and takes it to read and write; the file
+work goes through the backend. Every handler is idempotent (run again
+after a kill at any point, it converges), and a do handler that fails puts
+back what it changed itself: a task in Error is not undone, so its own
+half-done work must not stay. A handler whose work ends in a state write
+sets its task Done in that same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import Retry, Status, Task, Tomb
+
+from ..assertstate import fetch_chain
+from ..errors import AssertionVerifyError, ManagerError, StoreError
+from ..snap import SnapInfo
+from .backend.fsutil import remove
+from .snapmgr import SnapSetup, SnapState, get_snap_state, set_snap_state, set_task_snap_setup, task_snap_setup
+
+if TYPE_CHECKING:
+    from .snapmgr import SnapManager
+
+log = logging.getLogger("managers.snapstate")
+
+#: DISK_MARGIN is the space prerequisites wants free beyond a snap's size (snapd's 5 MiB).
+DISK_MARGIN = 5 * 1024 * 1024
+
+
+class Handlers:
+    """Handlers holds the do/undo functions the SnapManager registers."""
+
+    def __init__(self, sm: SnapManager) -> None:
+        self.sm = sm
+        self.backend = sm.backend
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _read(self, task: Task) -> tuple[SnapSetup, SnapState | None]:
+        with task.state:
+            setup = task_snap_setup(task)
+            return setup, get_snap_state(task.state, setup.name)
+
+    @staticmethod
+    def _done(task: Task) -> None:
+        """_done marks the task Done (call with the lock, in the block that wrote its result)."""
+        task.set_status(Status.DONE if task.status is Status.DOING else Status.UNDONE
+                        if task.status is Status.UNDOING else task.status)
+
+    @staticmethod
+    def _cleaning(undo: Callable[[], Any], work: Callable[[], Any]) -> Any:
+        """_cleaning runs work; if it raises, undo puts back what it did, then the error goes on."""
+        try:
+            return work()
+        except Exception:  # not BaseException: a process going down leaves the rest to the next run
+            try:
+                undo()
+            except Exception:
+                log.exception("cannot put back what a failed task did")
+            raise
+
+    def do_nothing(self, task: Task, tomb: Tomb) -> None:
+        """do_nothing runs the interface manager's task kinds until one registers them."""
+        with task.state:
+            log.debug("task %s (%s): no interface manager, nothing to do", task.id, task.kind)
+
+    # -- getting the snap ------------------------------------------------------------------
+
+    def do_prerequisites(self, task: Task, tomb: Tomb) -> None:
+        """do_prerequisites checks that the root has room for the snap (size plus a margin)."""
+        setup, _ = self._read(task)
+        if setup.source not in ("store", "file"):
+            return
+        root = self.backend.root
+        free = shutil.disk_usage(root if root.exists() else root.parent).free
+        need = setup.size + DISK_MARGIN
+        if free < need:
+            raise ManagerError(f"cannot install snap {setup.name!r}: {root} has {free} bytes free, "
+                               f"{need} are needed")
+
+    def do_prepare_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_prepare_snap checks that what the change starts from is there: a file or an installed revision."""
+        setup, _ = self._read(task)
+        if setup.source == "file":
+            try:
+                ok = Path(setup.path).is_file()
+            except OSError:
+                ok = False
+            if not ok:
+                raise ManagerError(f"cannot install snap {setup.name!r} from {setup.path}: the file is gone")
+        elif not self.backend.revision_dir(setup.name, setup.revision).is_dir():
+            raise ManagerError(f"cannot use revision {setup.revision} of snap {setup.name!r}: "
+                               f"{self.backend.revision_dir(setup.name, setup.revision)} is missing")
+
+    def do_download_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_download_snap copies the snap file from the store, resuming, with progress."""
+        setup, _ = self._read(task)
+        store = self.sm.store
+        if store is None:
+            raise StoreError(f"cannot download snap {setup.name!r}: no store is configured")
+        ss = store.snap(setup.name, setup.revision)
+        if (ss.sha3_384, ss.size) != (setup.sha3_384, setup.size):
+            raise StoreError(f"cannot download snap {setup.name!r} (revision {setup.revision}): the store "
+                             "changed that revision's file since the change was made")
+        step = max(setup.size // 20, 1024 * 1024)
+        shown = [-step]
+
+        def progress(done: int, total: int) -> None:
+            if tomb.is_dying():
+                raise Retry(reason="download interrupted")
+            if done - shown[0] >= step or done == total:
+                shown[0] = done
+                with task.state:
+                    task.set_progress(f"Download snap {setup.name!r}", done, total)
+
+        self.backend.fetch_blob(setup.name, setup.revision, lambda: store.open(ss), setup.sha3_384, setup.size,
+                                progress)
+
+    def undo_download_snap(self, task: Task, tomb: Tomb) -> None:
+        """undo_download_snap deletes the downloaded file."""
+        setup, _ = self._read(task)
+        self.backend.remove_blob(setup.name, setup.revision)
+
+    def do_validate_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_validate_snap fetches the snap's assertions (from the store) and checks the file against them."""
+        setup, _ = self._read(task)
+        am = self.sm.assert_manager
+        if am is None:
+            raise AssertionVerifyError(f"cannot check snap {setup.name!r}: there is no assertion database")
+        found = []
+        if setup.source == "store":
+            store = self.sm.store
+            if store is None:
+                raise StoreError(f"cannot fetch the assertions of snap {setup.name!r}: no store is configured")
+            found = fetch_chain(store.assertion, "snap-revision", (setup.sha3_384,), am.trusted)
+        with task.state:
+            am.add_many(found, keep_newer=True)
+            what = f"cannot install snap {setup.name!r} (revision {setup.revision})"
+            rev = am.get("snap-revision", (setup.sha3_384,))
+            if rev is None:
+                raise AssertionVerifyError(f"{what}: no snap-revision assertion for its sha3-384 {setup.sha3_384}")
+            ref = f"snap-revision {setup.sha3_384[:12]}..."
+            if int(rev.header("snap-size")) != setup.size:
+                raise AssertionVerifyError(f"{what}: {ref} says {rev.header('snap-size')} bytes, the file has "
+                                           f"{setup.size}")
+            if setup.snap_id and rev.header("snap-id") != setup.snap_id:
+                raise AssertionVerifyError(f"{what}: {ref} is for snap id {rev.header('snap-id')}, the store "
+                                           f"says {setup.snap_id}")
+            if rev.header("snap-revision") != setup.revision:
+                raise AssertionVerifyError(f"{what}: {ref} says it is revision {rev.header('snap-revision')}")
+            decl = am.get("snap-declaration", ("16", rev.header("snap-id")))
+            if decl is None:
+                raise AssertionVerifyError(f"{what}: no snap-declaration for snap id {rev.header('snap-id')}")
+            if decl.header("snap-name") != setup.name:
+                raise AssertionVerifyError(f"{what}: snap-declaration {rev.header('snap-id')} is for the snap "
+                                           f"named {decl.header('snap-name')!r}")
+            setup.snap_id = rev.header("snap-id")
+            setup.publisher_id = decl.header("publisher-id")
+            set_task_snap_setup(task, setup)
+            self._done(task)
+
+    def do_mount_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_mount_snap puts the snap file in place (a local one is copied) and extracts it."""
+        setup, snapst = self._read(task)
+        b = self.backend
+
+        def work() -> SnapInfo:
+            if setup.source == "file":
+                path = setup.path
+
+                def opener() -> Any:
+                    return open(path, "rb")
+
+                b.fetch_blob(setup.name, setup.revision, opener, setup.sha3_384, setup.size)
+            info = b.mount(setup.name, setup.revision).with_side(
+                revision=setup.revision, snap_id=setup.snap_id, publisher_id=setup.publisher_id,
+                sha3_384=setup.sha3_384, size=setup.size)
+            for check in self.sm._check_snap:
+                check(info, snapst.info if snapst is not None else None)
+            return info
+
+        info = self._cleaning(lambda: self._unmount(setup), work)
+        with task.state:
+            setup.info = info.to_dict()
+            set_task_snap_setup(task, setup)
+            self._done(task)
+
+    def _unmount(self, setup: SnapSetup) -> None:
+        self.backend.unmount(setup.name, setup.revision)
+        if setup.source == "file":
+            self.backend.remove_blob(setup.name, setup.revision)
+
+    def undo_mount_snap(self, task: Task, tomb: Tomb) -> None:
+        """undo_mount_snap deletes the extracted revision (and a copied local file)."""
+        setup, _ = self._read(task)
+        self._unmount(setup)
+
+    # -- services ------------------------------------------------------------------------------
+
+    def do_stop_snap_services(self, task: Task, tomb: Tomb) -> None:
+        """do_stop_snap_services stops the snap's active services, remembering which were active."""
+        with task.state:
+            setup = task_snap_setup(task)
+            stopped = task.get("stopped-services", None)
+            if stopped is None:
+                stopped = self.backend.active_services(setup.name)
+                task.set("stopped-services", stopped)  # committed before anything stops
+        self._cleaning(lambda: self._restart(task, stopped),
+                       lambda: self.backend.stop_services(setup.name, stopped))
+
+    def _restart(self, task: Task, apps: list[str]) -> None:
+        with task.state:
+            snapst = get_snap_state(task.state, task_snap_setup(task).name)
+        if snapst is not None and apps and self.backend.linked_revision(snapst.name) == snapst.current:
+            self.backend.start_services(snapst.info, apps)
+
+    def undo_stop_snap_services(self, task: Task, tomb: Tomb) -> None:
+        """undo_stop_snap_services starts again the services it stopped."""
+        with task.state:
+            stopped = task.get("stopped-services", [])
+        self._restart(task, stopped)
+
+    def do_start_snap_services(self, task: Task, tomb: Tomb) -> None:
+        """do_start_snap_services starts the services of the snap's current revision."""
+        with task.state:
+            snapst = get_snap_state(task.state, task_snap_setup(task).name)
+        if snapst is None:
+            raise ManagerError(f"internal error: task {task.id}: the snap is not installed")
+        info = snapst.info
+        apps = [a.name for a in info.services]
+        self._cleaning(lambda: self.backend.stop_services(info.name, apps),
+                       lambda: self.backend.start_services(info, apps))
+        with task.state:
+            task.set("started-services", apps)
+            self._done(task)
+
+    def undo_start_snap_services(self, task: Task, tomb: Tomb) -> None:
+        """undo_start_snap_services stops the services it started."""
+        with task.state:
+            name = task_snap_setup(task).name
+            apps = task.get("started-services", None)
+        if apps is None:
+            apps = list(self.backend.services(name))
+        self.backend.stop_services(name, apps)
+
+    # -- switching revisions ---------------------------------------------------------------------
+
+    def do_unlink_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_unlink_snap makes the current revision unavailable (unlink-current-snap, unlink-snap)."""
+        setup, snapst = self._read(task)
+        if snapst is None:
+            raise ManagerError(f"internal error: task {task.id}: snap {setup.name!r} is not installed")
+        info = snapst.info
+        self._cleaning(lambda: self.backend.link(info), lambda: self.backend.unlink(setup.name))
+        self._set_active(task, setup.name, False)
+
+    def undo_unlink_snap(self, task: Task, tomb: Tomb) -> None:
+        """undo_unlink_snap links the current revision again."""
+        setup, snapst = self._read(task)
+        if snapst is None:
+            return
+        self.backend.link(snapst.info)
+        self._set_active(task, setup.name, True)
+
+    def _set_active(self, task: Task, name: str, active: bool) -> None:
+        with task.state:
+            snapst = get_snap_state(task.state, name)
+            if snapst is not None:
+                snapst.active = active
+                set_snap_state(task.state, name, snapst)
+            self._done(task)
+
+    def do_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
+        """do_copy_snap_data copies the current revision's data for the new one (or makes it empty)."""
+        with task.state:
+            setup = task_snap_setup(task)
+            snapst = get_snap_state(task.state, setup.name)
+            had = task.get("had-data", None)
+            if had is None:  # decided once, before anything is touched
+                had = self.backend.data_dir(setup.name, setup.revision).exists()
+                task.set("had-data", had)
+        old = snapst.current if snapst is not None else None
+        self._cleaning(lambda: self.backend.undo_copy_data(setup.name, setup.revision, last=snapst is None),
+                       lambda: self.backend.copy_data(setup.name, old, setup.revision, had_data=had))
+
+    def undo_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
+        """undo_copy_snap_data deletes the new revision's data (and common/ for a snap no longer installed)."""
+        setup, snapst = self._read(task)
+        self.backend.undo_copy_data(setup.name, setup.revision, last=snapst is None)
+
+    def cleanup_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
+        """cleanup_copy_snap_data deletes the data copy_data set aside, once the change is ready."""
+        setup, _ = self._read(task)
+        self.backend.cleanup_copy_data(setup.name, setup.revision)
+
+    def do_link_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_link_snap makes the new revision current: files first, then the sequence in state."""
+        setup, _ = self._read(task)
+        info = setup.snap_info
+        self._cleaning(lambda: self.backend.unlink(setup.name), lambda: self.backend.link(info))
+        with task.state:
+            st = task.state
+            # What the snap's state was before this task, recorded once ({"snap": None}: not installed).
+            recorded = task.get("old-snap-state", None)
+            if recorded is None:
+                current = get_snap_state(st, setup.name)
+                recorded = {"snap": current.to_dict() if current is not None else None}
+                task.set("old-snap-state", recorded)
+            old = recorded["snap"]
+            snapst = SnapState.from_dict(setup.name, old) if old is not None else SnapState(setup.name)
+            i = snapst.index(info.revision)
+            if i < 0:
+                snapst.sequence.append(info)
+            elif not setup.revert:
+                del snapst.sequence[i]  # a revision installed again moves to the end (snapd)
+                snapst.sequence.append(info)
+            snapst.current = info.revision
+            snapst.active = True
+            set_snap_state(st, setup.name, snapst)
+            self._done(task)
+
+    def undo_link_snap(self, task: Task, tomb: Tomb) -> None:
+        """undo_link_snap unlinks the new revision and puts the snap's state back as it was."""
+        with task.state:
+            setup = task_snap_setup(task)
+            recorded = task.get("old-snap-state", None)
+        self.backend.unlink(setup.name)
+        with task.state:
+            if recorded is not None:  # None: the do never got to change the state
+                old = recorded["snap"]
+                set_snap_state(task.state, setup.name,
+                               SnapState.from_dict(setup.name, old) if old is not None else None)
+            self._done(task)
+
+    def do_cleanup(self, task: Task, tomb: Tomb) -> None:
+        """do_cleanup deletes what the install no longer needs: a partial download, an uploaded file."""
+        setup, _ = self._read(task)
+        remove(self.backend.partial_blob(setup.name, setup.revision))
+        if setup.source == "file" and setup.remove_path:
+            self.backend.remove_file(setup.path)
+
+    # -- removing ----------------------------------------------------------------------------------
+
+    def do_clear_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_clear_snap deletes a revision's data (and common/ with the last revision)."""
+        with task.state:
+            setup = task_snap_setup(task)
+            last = bool(task.get("last", False))
+        self.backend.clear_data(setup.name, setup.revision, last=last)
+
+    def do_discard_snap(self, task: Task, tomb: Tomb) -> None:
+        """do_discard_snap drops a revision from the sequence, then deletes its files."""
+        with task.state:
+            st = task.state
+            setup = task_snap_setup(task)
+            last = bool(task.get("last", False))
+            snapst = get_snap_state(st, setup.name)
+            if snapst is not None:
+                i = snapst.index(setup.revision)
+                if i >= 0:
+                    if setup.revision == snapst.current and len(snapst.sequence) > 1:
+                        raise ManagerError(f"internal error: cannot discard the current revision {setup.revision} "
+                                           f"of snap {setup.name!r}")
+                    del snapst.sequence[i]
+                    set_snap_state(st, setup.name, snapst if snapst.sequence else None)
+        self.backend.discard(setup.name, setup.revision, last=last)

@@ -1,0 +1,333 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SnapManager: the snap manager, its per-snap state and the setup its tasks share.
+
+The constructor registers every task kind the manager owns, grouped by
+lifecycle, do and undo side by side. The public verbs (install, remove,
+refresh, revert, enable, disable) are in snapstate.py and the handlers in
+handlers.py; backend/ does the file work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+
+from engine import Change, State, Task, TaskRunner
+
+from ..errors import ManagerError, SnapNotInstalledError
+from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
+from ..store import Store, is_transient
+from .backend import Backend
+
+if TYPE_CHECKING:
+    from ..assertstate import AssertManager
+
+log = logging.getLogger("managers.snapstate")
+
+#: SNAPS_KEY is the state key holding every snap's SnapState, by name.
+SNAPS_KEY = "snaps"
+#: DEFAULT_RETAIN is how many revisions of a snap are kept (snapd's default on classic systems).
+DEFAULT_RETAIN = 2
+#: HOOK_KINDS are task kinds in the snap manager's graphs that the interface manager owns; until
+#: one registers them, the snap manager runs them as no-ops.
+HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect")
+
+#: CheckSnap is called with the new revision's info and the current one's (or None) when a
+#: revision is mounted or prepared; raising refuses it.
+CheckSnap = Callable[[SnapInfo, "SnapInfo | None"], None]
+
+
+def default_download_retry() -> tenacity.Retrying:
+    """default_download_retry is the policy for transient I/O errors while downloading: 5 attempts."""
+    return tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
+                             wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+                             stop=tenacity.stop_after_attempt(5))
+
+
+@dataclass
+class SnapSetup:
+    """SnapSetup is what the tasks of one snap in a change share (task data "snap-setup").
+
+    It lives on the first task of the snap's task set; the others name that
+    task in "snap-setup-task".
+    """
+
+    name: str
+    revision: str = ""
+    snap_id: str = ""
+    publisher_id: str = ""
+    sha3_384: str = ""
+    size: int = 0
+    #: Where the snap comes from: "store", "file" (a local file at path) or "local"
+    #: (a revision already in the sequence).
+    source: str = "store"
+    #: The local file to install (source "file").
+    path: str = ""
+    dangerous: bool = False
+    revert: bool = False
+    #: Delete path at cleanup (a file the daemon received for us).
+    remove_path: bool = False
+    #: The new revision's SnapInfo (to_dict) once known.
+    info: dict[str, Any] | None = None
+
+    @property
+    def snap_info(self) -> SnapInfo:
+        """snap_info is the new revision's SnapInfo (it must be known)."""
+        if self.info is None:
+            raise ManagerError(f"internal error: the info of snap {self.name!r} is not known yet")
+        return SnapInfo.from_dict(self.info, f"the setup of snap {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """to_dict is the JSON form stored on the task."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapSetup:
+        """from_dict reads the JSON form."""
+        return cls(**{k.replace("-", "_"): v for k, v in data.items()})
+
+
+@dataclass
+class SnapState:
+    """SnapState is what the system knows of one installed snap (under the state key "snaps")."""
+
+    name: str
+    #: The installed revisions, oldest first.
+    sequence: list[SnapInfo] = field(default_factory=list)
+    #: The revision in use (or last used, when disabled).
+    current: str = ""
+    #: Whether the current revision is linked and usable (False while disabled or refreshing).
+    active: bool = False
+
+    @property
+    def info(self) -> SnapInfo:
+        """info is the current revision's SnapInfo."""
+        return self.revision_info(self.current)
+
+    @property
+    def revisions(self) -> list[str]:
+        """revisions are the installed revisions, oldest first."""
+        return [i.revision for i in self.sequence]
+
+    def index(self, revision: str) -> int:
+        """index is where revision is in the sequence, or -1."""
+        for i, info in enumerate(self.sequence):
+            if info.revision == revision:
+                return i
+        return -1
+
+    def revision_info(self, revision: str) -> SnapInfo:
+        """revision_info is the SnapInfo of an installed revision."""
+        i = self.index(revision)
+        if i < 0:
+            raise SnapNotInstalledError(f"snap {self.name!r} has no revision {revision}")
+        return self.sequence[i]
+
+    def previous(self) -> SnapInfo | None:
+        """previous is the revision before the current one in the sequence, if any."""
+        i = self.index(self.current)
+        return self.sequence[i - 1] if i > 0 else None
+
+    def local_revision(self) -> int:
+        """local_revision is the highest N of the local revisions xN (0 when there is none)."""
+        return max((int(r[1:]) for r in self.revisions if r.startswith("x")), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """to_dict is the JSON form kept in state."""
+        return {"sequence": [i.to_dict() for i in self.sequence], "current": self.current, "active": self.active}
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> SnapState:
+        """from_dict reads the JSON form."""
+        where = f"the state of snap {name!r}"
+        return cls(name, [SnapInfo.from_dict(i, where) for i in data.get("sequence", [])],
+                   str(data.get("current", "")), bool(data.get("active", False)))
+
+
+# -- the one helper that reads and writes per-snap state -------------------------------
+
+
+def get_snap_state(st: State, name: str) -> SnapState | None:
+    """get_snap_state returns the SnapState of an installed snap, or None (lock held)."""
+    data = st.get(SNAPS_KEY, {}).get(name)
+    return SnapState.from_dict(name, data) if data is not None else None
+
+
+def set_snap_state(st: State, name: str, snapst: SnapState | None) -> None:
+    """set_snap_state stores (or, with None, forgets) a snap's SnapState (lock held)."""
+    snaps = dict(st.get(SNAPS_KEY, {}))
+    if snapst is None:
+        snaps.pop(name, None)
+    else:
+        snaps[name] = snapst.to_dict()
+    st.set(SNAPS_KEY, snaps or None)
+
+
+def all_snap_states(st: State) -> dict[str, SnapState]:
+    """all_snap_states returns every installed snap's SnapState, by name (lock held)."""
+    return {name: SnapState.from_dict(name, data) for name, data in sorted(st.get(SNAPS_KEY, {}).items())}
+
+
+def setup_task(task: Task) -> Task:
+    """setup_task returns the task holding the snap setup of task's snap (lock held)."""
+    if task.has("snap-setup"):
+        return task
+    tid = task.get("snap-setup-task", None)
+    owner = task.state.task(tid) if tid is not None else None
+    if owner is None:
+        raise ManagerError(f"internal error: task {task.id} ({task.kind}) has no snap setup")
+    return owner
+
+
+def task_snap_setup(task: Task) -> SnapSetup:
+    """task_snap_setup returns the SnapSetup a task works with (lock held)."""
+    return SnapSetup.from_dict(setup_task(task).get("snap-setup"))
+
+
+def set_task_snap_setup(task: Task, setup: SnapSetup) -> None:
+    """set_task_snap_setup updates the SnapSetup shared by task's snap (lock held)."""
+    setup_task(task).set("snap-setup", setup.to_dict())
+
+
+class SnapManager:
+    """SnapManager installs, refreshes, reverts, enables, disables and removes snaps under a root."""
+
+    def __init__(self, state: State, runner: TaskRunner, *, root: str | Path, store: Store | str | Path | None = None,
+                 assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
+                 limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None) -> None:
+        from .handlers import Handlers
+
+        if retain < 2:
+            raise ValueError(f"cannot keep {retain} revisions of a snap: keep at least 2 (one to revert to)")
+        self.state = state
+        self.runner = runner
+        self.backend = Backend(root, limits)
+        self.store = Store(store) if isinstance(store, (str, Path)) else store
+        self.assert_manager = assert_manager
+        self.retain = retain
+        self._check_snap: list[CheckSnap] = []
+        self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        h = self.handlers = Handlers(self)
+
+        # Getting the snap: from the store, or from a local file or revision.
+        runner.add_handler("prerequisites", h.do_prerequisites)
+        runner.add_handler("prepare-snap", h.do_prepare_snap)
+        runner.add_handler("download-snap", h.do_download_snap, h.undo_download_snap,
+                           retry=download_retry or default_download_retry())
+        runner.add_handler("validate-snap", h.do_validate_snap)
+        runner.add_handler("mount-snap", h.do_mount_snap, h.undo_mount_snap)
+        # Switching revisions.
+        runner.add_handler("stop-snap-services", h.do_stop_snap_services, h.undo_stop_snap_services)
+        runner.add_handler("unlink-current-snap", h.do_unlink_snap, h.undo_unlink_snap)
+        runner.add_handler("copy-snap-data", h.do_copy_snap_data, h.undo_copy_snap_data)
+        runner.add_cleanup("copy-snap-data", h.cleanup_copy_snap_data)
+        runner.add_handler("link-snap", h.do_link_snap, h.undo_link_snap)
+        runner.add_handler("start-snap-services", h.do_start_snap_services, h.undo_start_snap_services)
+        runner.add_handler("cleanup", h.do_cleanup)
+        # Removing: destructive steps last, with no undo.
+        runner.add_handler("unlink-snap", h.do_unlink_snap, h.undo_unlink_snap)
+        runner.add_handler("clear-snap", h.do_clear_snap)
+        runner.add_handler("discard-snap", h.do_discard_snap)
+        # Hook points of the interface manager: no-ops until it registers them.
+        known = set(runner.known_task_kinds())
+        for kind in HOOK_KINDS:
+            if kind not in known:
+                runner.add_handler(kind, h.do_nothing, h.do_nothing)
+
+    # -- the manager protocol ----------------------------------------------------------
+
+    def start_up(self) -> None:
+        """start_up creates the directories under the root that every snap shares."""
+        self.backend.setup_root()
+
+    def ensure(self) -> None:
+        """ensure has nothing periodic to do (no auto-refresh)."""
+
+    def wait(self) -> None:
+        """wait has no background work to wait for."""
+
+    def stop(self) -> None:
+        """stop has no background work to stop."""
+
+    # -- extension points ------------------------------------------------------------------
+
+    def add_check_snap(self, fn: CheckSnap) -> None:
+        """add_check_snap adds a check run when a revision is mounted or prepared (it may raise to refuse it)."""
+        self._check_snap.append(fn)
+
+    def add_affected_snaps(self, kind: str, fn: Callable[[Task], list[str]]) -> None:
+        """add_affected_snaps tells conflict checks which snaps a task of another manager touches."""
+        self._affected[kind] = fn
+
+    # -- reading state ------------------------------------------------------------------------
+
+    def snaps(self) -> list[SnapState]:
+        """snaps returns every installed snap, by name (lock held)."""
+        return list(all_snap_states(self.state).values())
+
+    def info(self, name: str) -> SnapState:
+        """info returns an installed snap; SnapNotInstalledError otherwise (lock held)."""
+        snapst = get_snap_state(self.state, name)
+        if snapst is None:
+            raise SnapNotInstalledError(f"snap {name!r} is not installed")
+        return snapst
+
+    # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
+
+    def install(self, names: str | Sequence[str]) -> Change:
+        """install installs snaps from the store, one lane per snap (lock held)."""
+        from . import snapstate
+
+        return snapstate.install(self, _names(names))
+
+    def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False) -> Change:
+        """install_path installs (or refreshes to) a local snap file (lock held).
+
+        Without dangerous, the file needs a snap-revision (and its chain) in the
+        assertion database; with it, it gets the next local revision (x1, x2...).
+        """
+        from . import snapstate
+
+        return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path)
+
+    def refresh(self, names: str | Sequence[str] | None = None) -> Change:
+        """refresh moves snaps (all store snaps by default) to the store's newest revision (lock held)."""
+        from . import snapstate
+
+        return snapstate.refresh(self, None if names is None else _names(names))
+
+    def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
+        """remove removes snaps (or one inactive revision of one snap) (lock held)."""
+        from . import snapstate
+
+        return snapstate.remove(self, _names(names), revision=revision)
+
+    def revert(self, name: str, *, revision: str | None = None) -> Change:
+        """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
+        from . import snapstate
+
+        return snapstate.revert(self, name, revision=revision)
+
+    def enable(self, name: str) -> Change:
+        """enable makes a disabled snap usable again (lock held)."""
+        from . import snapstate
+
+        return snapstate.enable(self, name)
+
+    def disable(self, name: str) -> Change:
+        """disable makes a snap unusable without removing it (lock held)."""
+        from . import snapstate
+
+        return snapstate.disable(self, name)
+
+
+def _names(names: str | Sequence[str]) -> list[str]:
+    out = [names] if isinstance(names, str) else list(names)
+    if not out:
+        raise ValueError("cannot act on no snaps: give at least one name")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,404 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The snap manager's verbs: each checks for conflicts and builds a change of task sets.
+
+Every function here needs the state lock; none does the work itself (the
+handlers do, when the change runs). The task graphs follow snapd's
+overlord/snapstate (see docs/managers.md for the pictures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine import Change, ChangeConflictError, Task, TaskSet
+
+from ..asserts import file_sha3_384
+from ..errors import (
+    AssertionVerifyError,
+    NoUpdateAvailableError,
+    SnapAlreadyInstalledError,
+    SnapNotInstalledError,
+    SnapOperationError,
+    StoreError,
+)
+from ..snap import read_info
+from ..store import Store
+from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
+
+if TYPE_CHECKING:
+    from .snapmgr import SnapManager
+
+
+# -- conflicts -----------------------------------------------------------------------------
+
+
+def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
+    """affected_snaps lists the snaps a task touches (snap tasks, and kinds other managers registered)."""
+    if task.has("snap-setup") or task.has("snap-setup-task"):
+        return [task_snap_setup(task).name]
+    fn = sm._affected.get(task.kind)
+    return fn(task) if fn is not None else []
+
+
+def check_conflicts(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> None:
+    """check_conflicts raises ChangeConflictError when an unready change touches one of names."""
+    wanted = set(names)
+    for chg in sm.state.changes():
+        if chg.is_ready() or chg.id == ignore_change:
+            continue
+        for task in chg.tasks():
+            for name in affected_snaps(sm, task):
+                if name in wanted:
+                    raise ChangeConflictError(chg.id, f"cannot start a change for snap {name!r}: change "
+                                                      f"{chg.id} ({chg.kind}) is in progress for it",
+                                              change_kind=chg.kind, subject=name)
+
+
+# -- building task sets ------------------------------------------------------------------------
+
+
+class _Chain:
+    """_Chain adds tasks one after the other, each naming the task that holds the snap setup."""
+
+    def __init__(self, sm: SnapManager, first: Task, setup: SnapSetup) -> None:
+        first.set("snap-setup", setup.to_dict())
+        self.st = sm.state
+        self.first = first
+        self.tasks = [first]
+
+    def add(self, kind: str, summary: str) -> Task:
+        t = self.st.new_task(kind, summary)
+        t.set("snap-setup-task", self.first.id)
+        t.wait_for(self.tasks[-1])
+        self.tasks.append(t)
+        return t
+
+    def add_set(self, ts: TaskSet) -> None:
+        ts.tasks()[0].wait_for(self.tasks[-1])
+        self.tasks.extend(ts.tasks())
+
+    def task_set(self) -> TaskSet:
+        return TaskSet(*self.tasks)
+
+
+def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -> TaskSet:
+    """install_tasks builds the task set that installs, refreshes to or reverts to setup's revision.
+
+    snapd's doInstall: prerequisites, download-snap (or prepare-snap),
+    validate-snap, mount-snap, stop-snap-services and unlink-current-snap
+    (when installed), copy-snap-data (unless reverting), setup-profiles,
+    link-snap, auto-connect, start-snap-services, the removal of revisions
+    beyond the retained ones, cleanup.
+    """
+    st = sm.state
+    name, rev = setup.name, setup.revision
+    installed = snapst is not None
+    if snapst is not None and not snapst.active:
+        raise SnapOperationError(f"cannot refresh or revert snap {name!r}: it is disabled (enable it first)")
+    local = snapst is not None and snapst.index(rev) >= 0
+    label = f'"{name}" ({rev})'
+    if setup.revert:
+        chain = _Chain(sm, st.new_task("prepare-snap", f"Prepare snap {label}"), setup)
+    else:
+        chain = _Chain(sm, st.new_task("prerequisites", f'Ensure prerequisites for "{name}" are available'), setup)
+        if setup.source == "file" and not local:
+            chain.add("prepare-snap", f'Prepare snap "{setup.path}" ({rev})')
+        elif local:
+            chain.add("prepare-snap", f"Prepare snap {label}")
+        else:
+            chain.add("download-snap", f"Download snap {label} from the store")
+        if not local and not setup.dangerous:
+            chain.add("validate-snap", f"Fetch and check assertions for snap {label}")
+        if not local:
+            chain.add("mount-snap", f"Mount snap {label}")
+    if installed:
+        chain.add("stop-snap-services", f'Stop snap "{name}" services').set("stop-reason",
+                                                                           "revert" if setup.revert else "refresh")
+        chain.add("unlink-current-snap", f'Make current revision for snap "{name}" unavailable')
+    if not setup.revert:
+        chain.add("copy-snap-data", f'Copy snap "{name}" data')
+    chain.add("setup-profiles", f"Setup snap {label} security profiles")
+    chain.add("link-snap", f"Make snap {label} available to the system")
+    chain.add("auto-connect", f'Automatically connect eligible plugs and slots of snap "{name}"')
+    chain.add("start-snap-services", f"Start snap {label} services")
+    if snapst is not None and not setup.revert:
+        for old in _revisions_to_drop(sm, snapst, rev, local):
+            chain.add_set(remove_revision_tasks(sm, snapst, old, last=False))
+    if not setup.revert:
+        chain.add("cleanup", f"Clean up snap {label} install")
+    return chain.task_set()
+
+
+def _revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: bool) -> list[str]:
+    """_revisions_to_drop is snapd's rule: those after current, and the oldest beyond what is retained."""
+    seq = snapst.revisions
+    cur = seq.index(snapst.current)
+    after = [r for r in seq[cur + 1:] if r != target]
+    before = [r for r in seq[:cur] if r != target]
+    keep = sm.retain - (0 if local else 1)
+    return after + before[:max(0, len(before) - keep + 1)]
+
+
+def remove_revision_tasks(sm: SnapManager, snapst: SnapState, revision: str, *, last: bool) -> TaskSet:
+    """remove_revision_tasks builds clear-snap and discard-snap for one inactive revision."""
+    st = sm.state
+    info = snapst.revision_info(revision)
+    setup = SnapSetup(snapst.name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
+                      source="local", info=info.to_dict())
+    label = f'"{snapst.name}" ({revision})'
+    chain = _Chain(sm, st.new_task("clear-snap", f"Remove data for snap {label}"), setup)
+    chain.add("discard-snap", f"Remove snap {label} from the system")
+    for t in chain.tasks:
+        t.set("last", last)
+    return chain.task_set()
+
+
+def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
+               task_sets: Sequence[TaskSet]) -> Change:
+    """new_change makes a change of task sets, each in a lane of its own, recording the snaps' names.
+
+    It asks for an ensure pass at once, so a running overlord loop starts the change.
+    """
+    st = sm.state
+    chg = st.new_change(kind, summary)
+    chg.set("snap-names", list(names))
+    for ts in task_sets:
+        ts.join_lane(st.new_lane())
+        chg.add_all(ts)
+    st.ensure_before(0)
+    return chg
+
+
+def _summary(verb: str, names: Sequence[str]) -> str:
+    if len(names) == 1:
+        return f'{verb} "{names[0]}" snap'
+    return f"{verb} snaps " + ", ".join(f'"{n}"' for n in names)
+
+
+def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+    snapst = get_snap_state(sm.state, name)
+    if snapst is None:
+        raise SnapNotInstalledError(f"cannot {verb} snap {name!r}: it is not installed")
+    return snapst
+
+
+def _current_setup(snapst: SnapState) -> SnapSetup:
+    """_current_setup is the setup of a change that works on the current revision as it is."""
+    info = snapst.info
+    return SnapSetup(snapst.name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
+                     source="local", info=info.to_dict())
+
+
+def _store(sm: SnapManager) -> Store:
+    if sm.store is None:
+        raise StoreError("cannot reach a store: none is configured")
+    return sm.store
+
+
+# -- the verbs ----------------------------------------------------------------------------------
+
+
+def install_task_sets(sm: SnapManager, names: Sequence[str]) -> list[TaskSet]:
+    """install_task_sets builds one task set per snap installed from the store."""
+    st = sm.state
+    for name in names:
+        snapst = get_snap_state(st, name)
+        if snapst is not None:
+            raise SnapAlreadyInstalledError(f"cannot install snap {name!r}: it is installed already "
+                                            f"(revision {snapst.current}); refresh it instead")
+    check_conflicts(sm, names)
+    store = _store(sm)
+    sets = []
+    for name in names:
+        ss = store.snap(name)
+        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size)
+        sets.append(install_tasks(sm, setup, None))
+    return sets
+
+
+def install(sm: SnapManager, names: Sequence[str]) -> Change:
+    """install makes an "install" change of snaps from the store."""
+    return new_change(sm, "install", _summary("Install", names), names, install_task_sets(sm, names))
+
+
+def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False,
+                          remove_path: bool = False) -> tuple[SnapSetup, TaskSet]:
+    """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path)."""
+    st = sm.state
+    info = read_info(path, sm.backend.limits)
+    digest, size = file_sha3_384(path)
+    name = info.name
+    snapst = get_snap_state(st, name)
+    setup = SnapSetup(name, sha3_384=digest, size=size, source="file", path=str(path.absolute()),
+                      dangerous=dangerous, remove_path=remove_path)
+    if dangerous:
+        setup.revision = f"x{(snapst.local_revision() if snapst else 0) + 1}"
+    else:
+        am = sm.assert_manager
+        rev_a = am.get("snap-revision", (digest,)) if am is not None else None
+        if rev_a is None:
+            raise AssertionVerifyError(f"cannot install {path}: no snap-revision assertion for its sha3-384 "
+                                       f"{digest}; add its assertions first, or install it as dangerous")
+        setup.revision, setup.snap_id = rev_a.header("snap-revision"), rev_a.header("snap-id")
+        assert am is not None
+        decl = am.get("snap-declaration", ("16", setup.snap_id))
+        if decl is None:
+            raise AssertionVerifyError(f"cannot install {path}: no snap-declaration for its snap id {setup.snap_id}")
+        if decl.header("snap-name") != name:
+            raise AssertionVerifyError(f"cannot install {path}: its snap.yaml names it {name!r}, but "
+                                       f"snap-declaration {setup.snap_id} names it {decl.header('snap-name')!r}")
+        setup.publisher_id = decl.header("publisher-id")
+    if snapst is not None and snapst.current == setup.revision:
+        raise SnapAlreadyInstalledError(f"cannot install {path}: revision {setup.revision} of snap {name!r} "
+                                        "is installed already")
+    check_conflicts(sm, [name])
+    if snapst is not None and snapst.index(setup.revision) >= 0:
+        setup.info = snapst.revision_info(setup.revision).to_dict()
+    return setup, install_tasks(sm, setup, snapst)
+
+
+def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False) -> Change:
+    """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file."""
+    was = {n for n in all_snap_states(sm.state)}
+    setup, ts = install_path_task_set(sm, path, dangerous=dangerous, remove_path=remove_path)
+    kind = "refresh" if setup.name in was else "install"
+    summary = f'{kind.capitalize()} "{setup.name}" snap from file "{path.name}"'
+    return new_change(sm, kind, summary, [setup.name], [ts])
+
+
+def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None) -> tuple[list[str], list[TaskSet]]:
+    """refresh_task_sets builds a task set per snap with a newer store revision; it returns their names too."""
+    st = sm.state
+    states = all_snap_states(st)
+    explicit = names is not None
+    if names is None:
+        names = [n for n, s in states.items() if s.info.snap_id and s.active]
+    for name in names:
+        if name not in states:
+            raise SnapNotInstalledError(f"cannot refresh snap {name!r}: it is not installed")
+        if explicit and not states[name].active:
+            raise SnapOperationError(f"cannot refresh snap {name!r}: it is disabled (enable it first)")
+    store = _store(sm)
+    todo: list[tuple[str, SnapSetup]] = []
+    for name in names:
+        snapst = states[name]
+        if not snapst.info.snap_id:
+            if explicit:
+                raise NoUpdateAvailableError(f"snap {name!r} has no updates available: it was installed from a "
+                                             "local file, not from the store")
+            continue
+        ss = store.snap(name)
+        if ss.revision == snapst.current:
+            continue
+        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size)
+        if snapst.index(ss.revision) >= 0:
+            setup.source = "local"
+            setup.info = snapst.revision_info(ss.revision).to_dict()
+        todo.append((name, setup))
+    if not todo:
+        if explicit and len(names) == 1:
+            raise NoUpdateAvailableError(f"snap {names[0]!r} has no updates available")
+        raise NoUpdateAvailableError("no snaps have updates available")
+    check_conflicts(sm, [n for n, _ in todo])
+    return [n for n, _ in todo], [install_tasks(sm, setup, states[n]) for n, setup in todo]
+
+
+def refresh(sm: SnapManager, names: Sequence[str] | None) -> Change:
+    """refresh makes a "refresh" change for the snaps that have a newer revision in the store."""
+    updated, sets = refresh_task_sets(sm, names)
+    return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)
+
+
+def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+    """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
+    st = sm.state
+    snapst = _installed(sm, "remove", name)
+    check_conflicts(sm, [name])
+    if revision is not None:
+        if snapst.index(revision) < 0:
+            raise SnapNotInstalledError(f"cannot remove revision {revision} of snap {name!r}: it is not installed")
+        if len(snapst.sequence) > 1:
+            if revision == snapst.current:
+                raise SnapOperationError(f"cannot remove revision {revision} of snap {name!r}: it is the current "
+                                         "revision (revert first?)")
+            return remove_revision_tasks(sm, snapst, revision, last=False)
+    setup = _current_setup(snapst)
+    if snapst.active:
+        chain = _Chain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
+        chain.first.set("stop-reason", "remove")
+        chain.add("auto-disconnect", f'Disconnect interfaces of snap "{name}"')
+    else:
+        chain = _Chain(sm, st.new_task("auto-disconnect", f'Disconnect interfaces of snap "{name}"'), setup)
+    if snapst.active:
+        chain.add("unlink-snap", f'Make snap "{name}" unavailable to the system')
+    chain.add("remove-profiles", f'Remove security profile for snap "{name}" ({snapst.current})')
+    order = [r for r in reversed(snapst.revisions) if r != snapst.current] + [snapst.current]
+    for i, rev in enumerate(order):
+        chain.add_set(remove_revision_tasks(sm, snapst, rev, last=i == len(order) - 1))
+    return chain.task_set()
+
+
+def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None) -> Change:
+    """remove makes a "remove" change: each snap (or one revision of one snap) in its lane."""
+    if revision is not None and len(names) != 1:
+        raise ValueError("cannot remove one revision of several snaps: give one name with a revision")
+    sets = [remove_task_set(sm, name, revision) for name in names]
+    summary = _summary("Remove", names) if revision is None else f'Remove revision {revision} of "{names[0]}" snap'
+    return new_change(sm, "remove", summary, names, sets)
+
+
+def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+    """revert_task_set builds the switch back to the previous (or the given) revision."""
+    snapst = _installed(sm, "revert", name)
+    if not snapst.active:
+        raise SnapOperationError(f"cannot revert snap {name!r}: it is disabled (enable it first)")
+    if revision is None:
+        prev = snapst.previous()
+        if prev is None:
+            raise SnapOperationError(f"cannot revert snap {name!r}: no revision to revert to")
+        revision = prev.revision
+    if revision == snapst.current:
+        raise SnapOperationError(f"cannot revert snap {name!r}: it is on revision {revision} already")
+    if snapst.index(revision) < 0:
+        raise SnapNotInstalledError(f"cannot revert snap {name!r}: it has no revision {revision}")
+    check_conflicts(sm, [name])
+    info = snapst.revision_info(revision)
+    setup = SnapSetup(name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
+                      source="local", revert=True, info=info.to_dict())
+    return install_tasks(sm, setup, snapst)
+
+
+def revert(sm: SnapManager, name: str, *, revision: str | None = None) -> Change:
+    """revert makes a "revert" change."""
+    ts = revert_task_set(sm, name, revision)
+    return new_change(sm, "revert", _summary("Revert", [name]), [name], [ts])
+
+
+def enable(sm: SnapManager, name: str) -> Change:
+    """enable makes an "enable" change: prepare-snap, setup-profiles, link-snap, start-snap-services."""
+    snapst = _installed(sm, "enable", name)
+    if snapst.active:
+        raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
+    check_conflicts(sm, [name])
+    label = f'"{name}" ({snapst.current})'
+    chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
+    chain.add("setup-profiles", f"Setup snap {label} security profiles")
+    chain.add("link-snap", f"Make snap {label} available to the system")
+    chain.add("start-snap-services", f"Start snap {label} services")
+    return new_change(sm, "enable", _summary("Enable", [name]), [name], [chain.task_set()])
+
+
+def disable(sm: SnapManager, name: str) -> Change:
+    """disable makes a "disable" change: stop-snap-services, unlink-snap, remove-profiles."""
+    snapst = _installed(sm, "disable", name)
+    if not snapst.active:
+        raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
+    check_conflicts(sm, [name])
+    label = f'"{name}" ({snapst.current})'
+    chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
+    chain.first.set("stop-reason", "disable")
+    chain.add("unlink-snap", f"Make snap {label} unavailable to the system")
+    chain.add("remove-profiles", f"Remove security profile for snap {label}")
+    return new_change(sm, "disable", _summary("Disable", [name]), [name], [chain.task_set()])

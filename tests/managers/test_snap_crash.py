@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SIGKILL a real process in the middle of an install and of a refresh; after a restart, all is consistent.
+
+Each life is tests/managers/snap_crash_child.py. A reference system runs
+the same changes uninterrupted; a killed-and-restarted one must end with
+the same root tree and the same snap state, its change Done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from managers.asserts import PrivateKey
+from overlord.samples import build_store
+from tests.managers.conftest import tree
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def life(base: Path, mode: str, *, kill_at: str | None = None, seed: int = 0) -> int | None:
+    """life runs one process; with kill_at, SIGKILLs it once the journal shows that task kind Doing."""
+    base.mkdir(parents=True, exist_ok=True)
+    journal = base / "journal"
+    journal.touch()
+    start = journal.stat().st_size
+    env = {**os.environ, "SNAP_CRASH_SLOW": "0.01"}
+    with (base / "stderr").open("ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.managers.snap_crash_child", mode, str(base)],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    if kill_at is None:
+        return proc.wait(120)
+    deadline = time.monotonic() + 60
+    while f"{kill_at} Doing" not in journal.read_text()[start:]:
+        assert proc.poll() is None, f"the child exited ({proc.returncode}) before {kill_at} ran"
+        assert time.monotonic() < deadline, f"{kill_at} never ran"
+        time.sleep(0.002)
+    time.sleep(random.Random(seed).uniform(0, 0.02))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return None
+
+
+def outcome(base: Path) -> tuple[dict[str, Any], Any, list[str]]:
+    """outcome is what a system ended with: its root (wrappers aside), its snaps, its change statuses."""
+    t = {k: (v if not k.startswith("snap/bin/") else ("wrapper",)) for k, v in tree(base / "root").items()}
+    con = sqlite3.connect(base / "state" / "state.db")
+    try:
+        row = con.execute("SELECT value FROM state_data WHERE key = 'snaps'").fetchone()
+        statuses = [r[0] for r in con.execute("SELECT status FROM changes ORDER BY id")]
+    finally:
+        con.close()
+    return t, json.loads(row[0]) if row else None, statuses
+
+
+@pytest.fixture
+def world(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey) -> Any:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "root.pub.pem").write_text(root_key.public_key.to_pem())
+    return build_store(tmp_path / "store", root_key, acme_key, versions=("1.0",))
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_an_install_then_restart(tmp_path: Path, world: Any) -> None:
+    assert life(tmp_path / "ref", "install") == 0
+    ref = outcome(tmp_path / "ref")
+    assert ref[2] == ["Done"]
+    for i, kind in enumerate(("download-snap", "mount-snap", "link-snap")):
+        base = tmp_path / f"kill-{kind}"
+        life(base, "install", kill_at=kind, seed=i)
+        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        got = outcome(base)
+        assert got[2] == ["Done"], f"killed in {kind}"
+        assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
+        assert got[0] == ref[0], f"killed in {kind}: the root differs"
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any) -> None:
+    kinds = ("unlink-current-snap", "copy-snap-data", "link-snap")
+    bases = [tmp_path / "ref", *(tmp_path / f"kill-{k}" for k in kinds)]
+    for base in bases:
+        assert life(base, "install") == 0
+    world.publish("2.0")
+    assert life(tmp_path / "ref", "refresh") == 0
+    ref = outcome(tmp_path / "ref")
+    assert ref[2] == ["Done", "Done"]
+    assert ref[1]["hello"]["current"] == "2"
+    for i, (kind, base) in enumerate(zip(kinds, bases[1:], strict=True)):
+        life(base, "refresh", kill_at=kind, seed=i)
+        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        got = outcome(base)
+        assert got[2] == ["Done", "Done"], f"killed in {kind}"
+        assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
+        assert got[0] == ref[0], f"killed in {kind}: the root differs"

@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""overlord demo: it installs, refreshes, fails a refresh that is undone, and shows the changes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from tests.overlord.conftest import invoke, run
+
+
+def test_demo(tmp_path: Path) -> None:
+    base = tmp_path / "demo"
+    result = invoke("demo", "--dir", str(base))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for line in ("1. Keys", "2. The store", "3. Install hello", "Hello from hello 1.0 (revision 1)",
+                 "4. acme publishes hello 2.0", "Hello from hello 2.0 (revision 2)", "5. acme publishes hello 3.0",
+                 "chg.err(): cannot perform the following tasks:", "6. The changes"):
+        assert line in out, line
+    after_failure = out.split("5. acme publishes hello 3.0")[1]
+    assert "Hello from hello 2.0 (revision 2)" in after_failure
+    assert "Undone" in after_failure
+    assert os.readlink(base / "root/snap/hello/current") == "2"
+    con = sqlite3.connect(base / "state/state.db")
+    try:
+        assert con.execute("SELECT kind, status FROM changes ORDER BY id").fetchall() == [
+            ("install", "Done"), ("refresh", "Done"), ("refresh", "Error")]
+        assert con.execute("SELECT count(*) FROM assertions").fetchone()[0] == 6
+    finally:
+        con.close()
+    # Again in the same directory: it starts over.
+    assert invoke("demo", "--dir", str(base)).exit_code == 0
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious").write_text("keep me")
+    out = run("demo", "--dir", str(tmp_path))
+    assert out.returncode == 1
+    assert "not empty and not a demo directory" in out.stderr
+    assert (tmp_path / "precious").read_text() == "keep me"
