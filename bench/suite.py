@@ -68,7 +68,7 @@ def _size(n: int) -> str:
 
 
 def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 

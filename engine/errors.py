@@ -79,8 +79,16 @@ class DatabaseBusyError(DatabaseError):
     """DatabaseBusyError means another process held the write lock for too long."""
 
 
+class DatabaseFullError(DatabaseError):
+    """DatabaseFullError means the disk (or the database's size limit) is full."""
+
+
 class DatabaseInUseError(DatabaseError):
-    """DatabaseInUseError means another overlord is running on the database."""
+    """DatabaseInUseError means another writer (an Overlord or a writing State) holds the database."""
+
+
+class ReadOnlyStateError(EngineError):
+    """ReadOnlyStateError means the State may not write: it was opened read-only, or its overlord stopped."""
 
 
 class EnsureError(EngineError):
