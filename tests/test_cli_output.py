@@ -104,3 +104,13 @@ def test_a_failing_command_exits_non_zero_with_one_line(db: Path, tmp_path: Path
     (line,) = proc.stderr.splitlines()
     assert line.startswith("overlord: cannot ") and words in line, line
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [("change", "abc"), ("nosuch",), ("changes", "a", "b")],
+                         ids=["bad-id", "no-such-command", "extra-argument"])
+def test_a_usage_error_is_one_line_and_exit_code_2(args: tuple[str, ...]) -> None:
+    proc = run_overlord(*args)
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("overlord: ") and "--help" in line, line

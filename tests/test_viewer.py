@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import sys
 import tempfile
@@ -106,6 +107,26 @@ def test_a_missing_file_is_not_created(tmp_path: Path) -> None:
     proc = run_overlord("changes", str(db))
     assert proc.returncode == 1 and "no such file" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_schema_to_upgrade_is_refused_not_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    w = State.open(db)
+    make_changes(w, 1)
+    w.close()
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM alembic_version")  # what a writer would upgrade from the base revision
+    conn.commit()
+    conn.close()
+    before = digest(tmp_path)
+    with pytest.raises(DatabaseError, match="schema revision") as info:
+        State.open(db, read_only=True)
+    assert str(db) in str(info.value) and "\n" not in str(info.value)
+    proc = run_overlord("changes", str(db))
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert "schema revision" in line, line
+    assert digest(tmp_path) == before
 
 
 def test_a_leftover_wal_is_shown_and_never_checkpointed(tmp_path: Path) -> None:
