@@ -39,7 +39,7 @@ class Overlord:
                  clock: _time.Clock | None = None, workers: int = DEFAULT_WORKERS,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT, **state_options: Any) -> None:
         if state_options.get("read_only"):
-            raise ValueError("cannot run an overlord on a read-only state: open State.open(path, read_only=True)")
+            raise ValueError("cannot run an overlord on a read-only state (read with State.open(path, read_only=True))")
         if root is not None and path is None and url is None:
             path = Path(root) / STATE_FILE
             if Path(root).exists() and not Path(root).is_dir():

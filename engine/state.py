@@ -213,11 +213,17 @@ class State(UnitOfWork):
             ready: list[int] = []
             try:
                 self._refresh()
-                if self._pending():
+                if self._pending() and self._refusal is not None:
+                    # Kept from a commit refused when the State was fenced
+                    # during it: they can never be written.
+                    log.warning("dropping changes that state database %s can no longer write: %s",
+                                self._target, self._refusal)
+                    self._rollback()
+                elif self._pending():
                     # Changes kept from a commit that failed (the database was
                     # busy) are written before a new unit of work begins, so
                     # that its rollback cannot take them along.
-                    ready = self._commit_or_refuse()
+                    ready = self._commit()
             except BaseException:
                 self._owner = None
                 self._lock.release()
