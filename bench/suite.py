@@ -75,7 +75,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 
 def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 

@@ -98,7 +98,11 @@ def keeps_work(error: BaseException) -> bool:
 
 
 class DatabaseInUseError(DatabaseError):
-    """DatabaseInUseError means another overlord is running on the database."""
+    """DatabaseInUseError means another writer (an Overlord or a writing State) holds the database."""
+
+
+class ReadOnlyStateError(EngineError):
+    """ReadOnlyStateError means the State may not write: it was opened read-only, or its overlord stopped."""
 
 
 class EnsureError(EngineError):

@@ -20,7 +20,7 @@ from typing import Any
 import tenacity
 
 from .db import sqlite_error
-from .errors import DatabaseBusyError, DatabaseError, DatabaseFullError
+from .errors import DatabaseBusyError, DatabaseError, DatabaseFullError, ReadOnlyStateError
 from .models import RUNNABLE_PREDICATE, UNREADY_PREDICATE
 from .status import TASK_STATUSES
 
@@ -76,6 +76,8 @@ class Store:
         wal = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
         self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
         self._relaxed = False
+        #: Why nothing may be written (a read-only or fenced State), or None.
+        self.refusal: str | None = None
 
     # -- errors and transactions -------------------------------------------
 
@@ -92,9 +94,13 @@ class Store:
         where = f"cannot {doing} state database {self.target}"
         if _is_busy(e):
             return DatabaseBusyError(f"{where}: the database is locked by another process")
-        if (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
-            return DatabaseFullError(f"{where}: the database or disk is full")
-        return sqlite_error(e, where)
+        error = sqlite_error(e, where)
+        if isinstance(error, DatabaseFullError) and doing in ("write", "commit"):
+            # The unit of work keeps its changes (see UnitOfWork._commit):
+            # callers must not submit them again.
+            return DatabaseFullError(f"{error}; the changes are kept in memory and written by the next commit",
+                                     kept=True)
+        return error
 
     def begin_write(self, relaxed: bool = False) -> None:
         """begin_write opens the write transaction, waiting out other writers.
@@ -105,6 +111,8 @@ class Store:
         """
         if self.in_write:
             return
+        if self.refusal is not None:
+            raise ReadOnlyStateError(self.refusal)
         if relaxed and self.can_relax:
             with self.guard("write"):
                 self.raw.execute("PRAGMA synchronous = NORMAL")
@@ -174,6 +182,9 @@ class Store:
         """commit ends the write transaction."""
         if not self.in_write:
             return
+        if self.refusal is not None:  # fenced while the transaction was open
+            self.rollback()
+            raise ReadOnlyStateError(self.refusal)
         with self.guard("commit"):
             self.raw.execute("COMMIT")
         self.in_write = False

@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str) -> None:
     """fail prints an error on one line and exits 1."""
-    click.echo(f"overlord: {' '.join(str(message).split())}", err=True)
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(1)
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..client import ApiError, Client, DaemonUnavailable
-from ._client import cli_error, note_warnings, state_dir_option
+from ._client import change_id, cli_error, note_warnings, state_dir_option
 from ._group import cli
 from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
 
@@ -101,7 +101,7 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
 
 
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds to keep trying when the daemon stops answering.")
 @state_dir_option
