@@ -32,7 +32,7 @@ from .. import paths
 from . import ENDPOINTS
 from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, build_app
-from .factory import DaemonOptions, make_overlord, run_setup
+from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
 from .notify import notify
 
 log = logging.getLogger("overlord.daemon")
@@ -172,9 +172,10 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        hook = load_setup(self.options.setup) if self.options.setup else None  # a bad one: before any work
         o = make_overlord(self.options)
         try:
-            extra = run_setup(self.options.setup, o)
+            extra = run_setup(self.options.setup, o, hook)
             try:
                 pkg_version = version("overlord-engine")
             except PackageNotFoundError:
@@ -189,7 +190,7 @@ class Daemon:
             ctx = Context(o, self.policy, {
                 "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
                 "root": str(self.options.root), "store": self.options.store, "socket": str(where),
-                "socket-activated": identity is None, "pid": os.getpid(),
+                "socket-activated": identity is None, "pid": os.getpid(), **trust_info(o),
             })
             app = build_app(ctx, [*ENDPOINTS, *extra])
             try:
