@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (each import adds its commands)
+    cmd_asserts,
     cmd_changes,
     cmd_daemon,
     cmd_db,
@@ -11,6 +12,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_demo,
     cmd_keys,
     cmd_pack,
+    cmd_snaps,
     cmd_warnings,
     cmd_watch,
 )
