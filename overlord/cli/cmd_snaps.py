@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 from rich.text import Text
 
 from ..client import ApiError, Client
 from ._client import json_option, session, state_dir_option
 from ._group import cli
-from ._output import FitTable, fail, out, plain, print_json
+from ._output import fail, out, plain, print_json
 from .cmd_watch import check_done, watch_change
 
 no_wait_option = click.option("--no-wait", is_flag=True,
@@ -184,11 +185,19 @@ def notes(snap: dict[str, Any]) -> str:
     return ",".join(out) or "-"
 
 
-def snaps_table(snaps: list[dict[str, Any]]) -> FitTable:
-    """snaps_table lists installed snaps like `snap list`: name, version, revision, publisher, notes."""
-    rows = [[plain(s["name"]), plain(s["version"]), plain(s["revision"]), plain(publisher_text(s)),
-             plain(notes(s))] for s in snaps]
-    return FitTable(_COLUMNS, rows, flex="Publisher", min_flex=10)
+def snaps_table(snaps: list[dict[str, Any]]) -> Table:
+    """snaps_table lists installed snaps like `snap list`: name, version, revision, publisher (its id), notes.
+
+    Names, versions and publishers fold on a narrow terminal; nothing is left out.
+    """
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for name in _COLUMNS:
+        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes"), min_width=4)
+    for s in snaps:
+        pub = s.get("publisher") or {}
+        t.add_row(plain(s["name"]), plain(s["version"]), plain(s["revision"]),
+                  plain(pub.get("username") or pub.get("id") or "-"), plain(notes(s)))
+    return t
 
 
 @cli.command(name="list")

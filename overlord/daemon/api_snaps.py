@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Body, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import ApiError, ErrorKind, bad_request
+from .errors import ApiError, ErrorKind, bad_request, from_exception
 from .upload import PARTIAL, Upload
 
 if TYPE_CHECKING:
@@ -235,6 +235,8 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         raise bad_request("cannot read upload: it must hold one file, in the field 'snap'")
     dangerous = _flag(upload, "dangerous")
     received = files[0]
+    from engine import EngineError
+
     st = ctx.state
     with st:
         assert ctx.upload_dir is not None
@@ -242,7 +244,14 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
         os.rename(received.path, final)
         received.path = final
-        chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True)
+        try:
+            chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True)
+        except EngineError as e:  # it names the file received: name the one uploaded instead
+            err = from_exception(e)
+            if err is None:
+                raise
+            err.message = err.message.replace(str(final), f"uploaded file {received.filename!r}")
+            raise err from None
         names = list(chg.get("snap-names", []))
         chg.set(API_DATA_KEY, {"snap-names": names, "file": received.filename})
         cid = chg.id
