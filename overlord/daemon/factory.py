@@ -77,6 +77,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     from engine import DatabaseError
     from managers import SystemOverlord
     from managers.asserts import load_public_key
+    from managers.store import location_path
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -89,6 +90,8 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         raise DatabaseError(f"cannot create state database {db}: {e.strerror}") from None
     key_file = options.trusted_key_file()
     key = load_public_key(key_file) if key_file is not None else None  # before the database is opened
+    if options.store is not None:
+        location_path(options.store)  # likewise: a URL of another kind is refused here
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
                        trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout)
     if key is not None:

@@ -265,3 +265,42 @@ def test_nobody_may_list_but_not_install(as_nobody: Callable[..., subprocess.Com
         assert (p.returncode, p.stdout) == (1, ""), p.stderr
         assert p.stderr.endswith(f"access denied: POST {path} needs root (uid {uid})\n"), p.stderr
     assert d.ok("list").stdout.splitlines()[1].startswith("hello")
+
+
+def test_the_trusted_key_comes_from_the_flag_or_the_state_directory(base: Path) -> None:
+    from managers.asserts import load_public_key
+
+    d = SystemDaemon(base)
+    key_id = load_public_key(base / "keys" / "root.pub.pem").id
+    d.extra_args = ("--store", str(base / "store"))  # no --trusted-key: the state directory's file
+    d.state_dir.mkdir(parents=True)
+    (d.state_dir / "trusted-root.pub.pem").write_bytes((base / "keys" / "root.pub.pem").read_bytes())
+    d.start()
+    try:
+        with d.client() as c:
+            info = c.system_info()
+        assert (info["trusted-key"], info["trusted-authority"]) == (key_id, "root")
+        d.ok("install", "hello")  # the chain verifies to that key
+    finally:
+        assert d.stop() == 0
+    (d.state_dir / "trusted-root.pub.pem").unlink()
+    d.start()
+    try:
+        with d.client() as c:
+            assert c.system_info()["trusted-key"] is None
+        p = d.cli("ack", str(next((base / "store" / "assertions" / "account").iterdir())))
+        assert (p.returncode, p.stderr) == (1, "error: cannot add account acme: no trusted root key is configured\n")
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--trusted-key", "/nonexistent.pem"], "error: cannot read key /nonexistent.pem: No such file or directory"),
+    (["--store", "https://store.example.com"], "error: cannot use store https://store.example.com: only local "
+                                               "directories and file:// URLs are supported"),
+])
+def test_a_bad_key_or_store_is_one_line(base: Path, args: list[str], message: str) -> None:
+    p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r"), *args),
+                       capture_output=True, text=True, env=child_env(), timeout=START_TIMEOUT)
+    assert p.returncode == 1
+    assert p.stderr == message + "\n"
