@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, SchemaVersionError
 from .models import Base
+from .views import create_views
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.db")
 
 #: The Alembic revision this code writes; tests check it is the script head.
-SCHEMA_HEAD = "0002_assertions"
+SCHEMA_HEAD = "0003_views"
 #: What inspect_revision reports for a database at Alembic's base revision.
 BASE = "base"
 
@@ -359,6 +360,7 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
         # (tests prove the migrated schema equals this one).
         with engine.begin() as conn:
             Base.metadata.create_all(conn)
+            create_views(conn)
             conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
                                  "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
             conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_HEAD,))
