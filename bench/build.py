@@ -100,7 +100,7 @@ def make_template(work_dir: Path) -> Template:
     from engine import Overlord, Status
 
     path = work_dir / "template.db"
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     o = Overlord(path, clock=lambda: TEMPLATE_TIME)

@@ -56,6 +56,7 @@ class Sizes:
     base_single: int = 2_000
     base_batches: int = 500
     base_per_batch: int = 100
+    dispatch_changes: int = 1_000
     snaps: int = 100
 
     def scaled(self, factor: float) -> Sizes:
@@ -72,6 +73,7 @@ class Sizes:
             base_rows=max(100, int(self.base_rows * factor)),
             base_single=max(20, int(self.base_single * factor)),
             base_batches=max(5, int(self.base_batches * factor)),
+            dispatch_changes=max(20, int(self.dispatch_changes * factor)),
             snaps=max(2, int(self.snaps * factor)),
         )
 

@@ -171,7 +171,7 @@ def profile(cfg: Config, names: list[str], out_dir: Path, rate: int = 1000) -> s
         for mode, flags in (("cpu", ["--gil"]), ("wall", ["--idle"])):
             raw = out_dir / f"{name}-{mode}.txt"
             db = out_dir / f"{name}-{mode}.db"
-            for suffix in ("", "-wal", "-shm", ".lock"):
+            for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
             # --nonblocking: pausing the process for each sample (py-spy's default) with W1's 33
             # threads at 1 kHz slows it from thousands of tasks/s to tens, and distorts where time goes.
@@ -179,7 +179,7 @@ def profile(cfg: Config, names: list[str], out_dir: Path, rate: int = 1000) -> s
                       "-o", str(raw), "--"]
             r = run_child(name, {"db": str(db), "tasks": tasks, "ready_timeout": cfg.ready_timeout},
                           timeout=cfg.child_timeout, prefix=prefix)
-            for suffix in ("", "-wal", "-shm", ".lock"):
+            for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
             print(f"[bench] profile {name} ({mode}): {r['tasks_per_s']:,.0f} tasks/s under py-spy; stacks in {raw}",
                   file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -16,7 +17,7 @@ from .build import HistoryCache
 from .common import BenchError, Config, copy_db, median, run_child
 
 #: The benchmarks in the order they run.
-BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure", "snaps")
+BENCHMARKS = ("baseline", "w1", "w2", "w3", "ensure", "dispatch", "snaps")
 
 
 @dataclass
@@ -67,8 +68,14 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    """_percentile is the nearest-rank percentile of already sorted values."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
 def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
@@ -233,6 +240,25 @@ class Suite:
         for n, ms in fresh.items():
             self.add(f"ensure.fresh_ms.{n}", g, f"first pass of a fresh State, history {_size(n)}", "ms", ms,
                      note="spawns the worker threads" if n == s.ensure_history[0] else "")
+
+    def run_dispatch(self) -> None:
+        """run_dispatch: commit of a 1-task change to its handler starting, under o.loop(), no ensure_before."""
+        n = self.cfg.sizes.dispatch_changes
+        p50, p99, floor = [], [], []
+        for i in range(self.cfg.runs):
+            db = self.run_dir / f"dispatch-{i}.db"
+            r = self.child("dispatch", db=str(db), changes=n, timeout=min(self.cfg.ready_timeout, 60.0))
+            _remove_db(db)
+            ms = sorted(x * 1000 for x in r["latencies_s"])
+            p50.append(_percentile(ms, 50))
+            p99.append(_percentile(ms, 99))
+            floor.append(_percentile(sorted(x * 1000 for x in r["handoff_s"]), 50))
+            self.log(f"dispatch run {i + 1}/{self.cfg.runs}: median {p50[-1]:.2f} ms, p99 {p99[-1]:.2f} ms "
+                     f"(thread hand-off {floor[-1]:.3f} ms)")
+        g = f"Dispatch latency ({n:,} one-task changes, commit to handler start)"
+        self.add("dispatch.p50_ms", g, "median", "ms", p50)
+        self.add("dispatch.p99_ms", g, "99th percentile", "ms", p99, "< 5 ms", lambda v: v < 5.0)
+        self.add("dispatch.handoff_ms", g, "floor: one thread waking another (median)", "ms", floor)
 
     def run_snaps(self) -> None:
         """run_snaps: install and refresh small snaps through the SystemOverlord (bench/snaps.py)."""

@@ -243,6 +243,70 @@ def _passes(db: str, snap: _Snapshot, runnable: int, reps: int, warmup: int, tim
     return times
 
 
+# -- dispatch latency ---------------------------------------------------------------
+
+
+def dispatch(db: str, changes: int, timeout: float) -> dict[str, Any]:
+    """dispatch measures, under o.loop(), how long after the commit of a 1-task change its handler starts.
+
+    Changes are committed one at a time, each once the previous one's
+    handler started, with no ensure_before: the commit itself wakes the
+    loop. Beside it, in the same process, the floor of any dispatch: one
+    thread waking another (threading.Event).
+    """
+    from engine import Overlord
+
+    started = threading.Event()
+    when: list[float] = []
+
+    def handler(task: Any, tomb: Any) -> None:
+        when.append(time.perf_counter())
+        started.set()
+
+    o = Overlord(db)
+    try:
+        o.task_runner.add_handler("noop", handler)
+        o.loop()
+        latencies = []
+        for i in range(changes + 10):  # the first 10 warm the threads up
+            started.clear()
+            with o.state:
+                chg = o.state.new_change("bench", f"change {i}")
+                chg.add_task(o.state.new_task("noop", "one task"))
+            committed = time.perf_counter()
+            if not started.wait(timeout):
+                raise BenchError(f"dispatch: the handler of change {i + 1} did not start within {timeout:g} s")
+            if i >= 10:
+                latencies.append(when[-1] - committed)
+    finally:
+        o.stop()
+    return {"latencies_s": latencies, "handoff_s": _handoff(changes)}
+
+
+def _handoff(n: int) -> list[float]:
+    """_handoff measures n wake-ups of a waiting thread by another one."""
+    go, back = threading.Event(), threading.Event()
+    out: list[float] = []
+    stamp = [0.0]
+
+    def waiter() -> None:
+        for _ in range(n):
+            go.wait()
+            go.clear()
+            out.append(time.perf_counter() - stamp[0])
+            back.set()
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    for _ in range(n):
+        back.clear()
+        stamp[0] = time.perf_counter()
+        go.set()
+        back.wait(10)
+    t.join(10)
+    return out
+
+
 # -- raw sqlite3 baseline --------------------------------------------------------
 
 
@@ -290,4 +354,5 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int) -> d
 
 from .snaps import WORKLOADS as _SNAPS  # noqa: E402  (the managers' benchmark has a module of its own)
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "ensure": ensure_cost, "baseline": baseline, **_SNAPS}
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "ensure": ensure_cost, "baseline": baseline, "dispatch": dispatch,
+             **_SNAPS}

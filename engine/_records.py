@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._time import from_text, opt_from_text, opt_to_text, to_text
+from ._values import dump_value
 from .status import Status
 
 if TYPE_CHECKING:
@@ -33,14 +34,6 @@ def status_of(value: str, what: str) -> Status:
         from .errors import DatabaseCorruptError
 
         raise DatabaseCorruptError(f"cannot load {what}: unknown status {value!r} in the database") from None
-
-
-def dump_value(key: str, value: Any) -> str:
-    """dump_value serialises a value for storage, naming key when it cannot."""
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot store {key!r}: value is not JSON-serialisable ({e})") from None
 
 
 def dump_data(data: dict[str, str]) -> str:
@@ -65,6 +58,50 @@ def load_data(text: str, what: str) -> dict[str, str]:
 
         raise DatabaseCorruptError(f"cannot load {what}: its data is not a JSON object")
     return {str(k): dump_value(str(k), v) for k, v in obj.items()}
+
+
+#: The columns of store.TASK_COLUMNS and store.CHANGE_COLUMNS, and how each is read.
+TASK_FIELDS = (
+    ("id", None), ("change_id", None), ("kind", None), ("summary", None), ("status", None),
+    ("waited_status", None), ("clean", None), ("progress_label", None), ("progress_done", "int"),
+    ("progress_total", "int"), ("data", None), ("spawn_time", "time"), ("ready_time", "time"),
+    ("at_time", "time"), ("doing_time", "float"), ("undoing_time", "float"), ("attempts", "int"),
+    ("retry_attempts", "int"), ("retry_since", "time"),
+)
+CHANGE_FIELDS = (
+    ("id", None), ("kind", None), ("summary", None), ("status", None), ("explicit_status", None),
+    ("clean", None), ("data", None), ("spawn_time", "time"), ("ready_time", "time"),
+)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{value!r} is not an integer")
+
+
+def _not_text(value: Any) -> str:
+    raise TypeError(f"{value!r} is not text")
+
+
+def _damaged(what: str, row: tuple[Any, ...], fields: tuple[tuple[str, str | None], ...],
+             error: BaseException) -> Exception:
+    """_damaged builds the error for a row that cannot be read, naming the column at fault."""
+    from .errors import DatabaseCorruptError
+
+    for (name, kind), value in zip(fields, row, strict=False):
+        try:
+            if kind == "time" and value is not None:
+                from_text(value)
+            elif kind == "int" and value is not None:
+                _int(value)
+            elif kind == "float":
+                float(value)
+        except (TypeError, ValueError, OverflowError):
+            return DatabaseCorruptError(f"cannot load {what} {row[0]}: its {name} {value!r} cannot be read")
+    return DatabaseCorruptError(f"cannot load {what} {row[0]}: {error}")
 
 
 class Data:
@@ -149,22 +186,40 @@ class TaskRec:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRec:
-        """from_row builds a record from a row in store.TASK_COLUMNS order."""
+        """from_row builds a record from a row in store.TASK_COLUMNS order.
+
+        A row that cannot be read (a hand-edited time, count or status)
+        raises DatabaseCorruptError naming the task and the column.
+        """
+        try:
+            return cls._from_row(row)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise _damaged("task", row, TASK_FIELDS, e) from None
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> TaskRec:
         rec = cls.__new__(cls)
         (rec.id, rec.change_id, rec.kind, rec.summary, status, waited, clean, label, done, total, data,
-         spawn, ready, at, rec.doing_time, rec.undoing_time, rec.attempts, rec.retry_attempts, retry_since) = row
+         spawn, ready, at, doing, undoing, attempts, retry_attempts, retry_since) = row
         what = f"task {rec.id}"
         rec.status = status_of(status, what)
         rec.waited_status = status_of(waited, what)
         rec.clean = bool(clean)
-        rec.progress = (label or "", int(done), int(total)) if total is not None and done is not None else None
-        rec.data = Data(data or "{}")
+        rec.progress = (str(label or ""), _int(done), _int(total)) \
+            if total is not None and done is not None else None
+        rec.data = Data(data if isinstance(data, str) else "{}" if data is None else _not_text(data))
         rec.spawn_time = from_text(spawn)
         rec.ready_time = opt_from_text(ready)
         rec.spawn_text = spawn
         rec.ready_text = ready
         rec.at_time = opt_from_text(at)
+        rec.doing_time = float(doing)
+        rec.undoing_time = float(undoing)
+        rec.attempts = _int(attempts)
+        rec.retry_attempts = _int(retry_attempts)
         rec.retry_since = opt_from_text(retry_since)
+        if not isinstance(rec.kind, str) or not isinstance(rec.summary, str):
+            raise TypeError("its kind and summary must be text")
         rec.wait_ids = rec.halt_ids = rec.lanes = rec.log = None
         rec.handle = None
         return rec
@@ -222,7 +277,18 @@ class ChangeRec:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ChangeRec:
-        """from_row builds a record from a row in store.CHANGE_COLUMNS order."""
+        """from_row builds a record from a row in store.CHANGE_COLUMNS order.
+
+        A row that cannot be read raises DatabaseCorruptError naming the
+        change and the column.
+        """
+        try:
+            return cls._from_row(row)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise _damaged("change", row, CHANGE_FIELDS, e) from None
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> ChangeRec:
         rec = cls.__new__(cls)
         rec.id, rec.kind, rec.summary, status, explicit, clean, data, spawn, ready = row
         what = f"change {rec.id}"
@@ -230,9 +296,11 @@ class ChangeRec:
         rec.observed = rec.db_status
         rec.explicit = status_of(explicit, what) if explicit is not None else None
         rec.clean = bool(clean)
-        rec.data = Data(data or "{}")
+        rec.data = Data(data if isinstance(data, str) else "{}" if data is None else _not_text(data))
         rec.spawn_time = from_text(spawn)
         rec.ready_time = opt_from_text(ready)
+        if not isinstance(rec.kind, str) or not isinstance(rec.summary, str):
+            raise TypeError("its kind and summary must be text")
         rec.counts = None
         rec.unclean = 0
         rec.task_ids = None

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
+
+#: The longest duration accepted anywhere: 1,000 years, so that now plus or
+#: minus any duration is still a datetime.
+MAX_SECONDS = 1000 * 365.25 * 86400
 
 
 def system_clock() -> datetime:
@@ -59,4 +64,7 @@ def seconds(duration: float | int | timedelta, what: str = "duration") -> float:
         return duration.total_seconds()
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(duration).__name__}")
-    return float(duration)
+    value = float(duration) if abs(duration) < MAX_SECONDS else math.inf
+    if not abs(value) < MAX_SECONDS:  # also NaN
+        raise ValueError(f"{what} must be a finite number of seconds below {MAX_SECONDS:.0f}, not {duration!r}")
+    return value

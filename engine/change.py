@@ -9,7 +9,8 @@ from collections.abc import Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._records import ChangeRec, TaskRec, dump_value
+from ._records import ChangeRec, TaskRec
+from ._values import check_key, dump_value
 from .errors import ChangeError, EngineError, TaskDependencyCycleError
 from .state import MISSING
 from .status import Status
@@ -98,17 +99,17 @@ class Change:
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         rec = self._rec()
-        return _get(rec.data.items(f"change {self._cid}"), key, default)
+        return _get(rec.data.items(f"change {self._cid}"), check_key(key, f"change {self._cid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        _set(rec.data.items(f"change {self._cid}"), key, value)
+        _set(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
         self._st._dirty_change(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
-        return key in self._rec().data.items(f"change {self._cid}")
+        return check_key(key, f"change {self._cid}") in self._rec().data.items(f"change {self._cid}")
 
     def add_task(self, task: Task) -> None:
         """add_task makes task part of this change."""
@@ -128,6 +129,10 @@ class Change:
         trec.change_id = rec.id
         st._dirty_task(trec)
         st._touched.add(rec.id)
+        if not trec.status.ready:
+            st._runnable = True
+        if trec.wait_ids or trec.halt_ids:
+            st._note_waits((trec.id,))
         if trec.status is Status.WAIT:
             st._waiting_changes().add(rec.id)
 
@@ -252,11 +257,12 @@ def _get(data: dict[str, str], key: str, default: Any) -> Any:
     return json.loads(text)
 
 
-def _set(data: dict[str, str], key: str, value: Any) -> None:
+def _set(data: dict[str, str], key: str, value: Any, owner: str) -> None:
+    check_key(key, owner)
     if value is None:
         data.pop(key, None)
     else:
-        data[key] = dump_value(key, value)
+        data[key] = dump_value(key, value, owner)
 
 
 def effective_status(t: TaskRec) -> Status:
@@ -377,3 +383,61 @@ def _task_waiting(st: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> boo
             visited[child.id] = _COMPUTING
             stack.append((child, _frame(st, child)))
     return bool(result)
+
+
+def dependency_cycles(st: UnitOfWork, starts: list[TaskRec]) -> list[list[TaskRec]]:
+    """dependency_cycles finds the cycles that keep tasks from ever running.
+
+    A Do task runs once all it waits for is Done, an Undo task once all that
+    waits for it is ready: Do tasks waiting for each other in a circle (or
+    Undo tasks, through the reverse edges) wait forever. Starting from
+    starts, it follows those edges, across changes too, and returns each
+    strongly connected set of two or more such tasks (or one waiting for
+    itself), by id.
+    """
+    def succ(t: TaskRec) -> list[TaskRec]:
+        if t.status is Status.DO:
+            return [w for w in st._trecs(st._wait_ids(t)) if w.status is Status.DO]
+        return [h for h in st._trecs(st._halt_ids(t)) if h.status is Status.UNDO]
+
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[TaskRec] = []
+    cycles: list[list[TaskRec]] = []
+    for root in starts:
+        if root.id in index or root.status not in (Status.DO, Status.UNDO):
+            continue
+        # Tarjan's algorithm, iteratively: chains may be thousands of tasks long.
+        work: list[tuple[TaskRec, list[TaskRec], int]] = [(root, succ(root), 0)]
+        index[root.id] = low[root.id] = len(index)
+        stack.append(root)
+        on_stack.add(root.id)
+        while work:
+            node, nexts, i = work[-1]
+            if i < len(nexts):
+                work[-1] = (node, nexts, i + 1)
+                w = nexts[i]
+                if w.id not in index:
+                    index[w.id] = low[w.id] = len(index)
+                    stack.append(w)
+                    on_stack.add(w.id)
+                    work.append((w, succ(w), 0))
+                elif w.id in on_stack:
+                    low[node.id] = min(low[node.id], index[w.id])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent.id] = min(low[parent.id], low[node.id])
+            if low[node.id] == index[node.id]:
+                members = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m.id)
+                    members.append(m)
+                    if m is node:
+                        break
+                if len(members) > 1 or node in nexts:
+                    cycles.append(sorted(members, key=lambda r: r.id))
+    return cycles

@@ -10,13 +10,16 @@ import random
 import sqlite3
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .db import check_file
+from rich.text import Text
+
 from .errors import EngineError
 from .overlord import STATE_FILE, Overlord
 from .state import State
+from .status import Status
 from .task import Task, TaskSet
 from .tomb import Tomb
 
@@ -39,41 +42,50 @@ def _status_style(status: str) -> str:
     }.get(status, "")
 
 
-def show_change(db: Path, change_id: int) -> None:
+def _status(status: Status | str) -> Text:
+    # Text, never markup: stored text (a summary of "[/]", say) is shown as it is.
+    return Text(str(status), style=_status_style(str(status)))
+
+
+def _when(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t is not None else "-"
+
+
+def _open(db: Path) -> State:
+    # The viewer never writes: no creation, no migration, no checkpoint,
+    # and no writer lock, so it works beside a running overlord.
+    return State.open(db, read_only=True)
+
+
+def show_change(db: Path, change_id: int) -> int:
     """show_change prints a change and its tasks, read back from the database file."""
     from rich.table import Table
 
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    st = _open(db)
     try:
-        row = conn.execute(
-            "SELECT kind, summary, status, spawn_time, ready_time FROM changes WHERE id = ?", (change_id,)
-        ).fetchone()
-        if row is None:
-            raise EngineError(f"cannot show change {change_id}: there is no such change in {db}")
-        kind, summary, status, spawn, ready = row
-        rows = conn.execute(
-            """
-            SELECT t.id, t.kind, t.summary, t.status,
-                   (SELECT group_concat(lane, ',') FROM task_lanes l WHERE l.task_id = t.id),
-                   (SELECT group_concat(wait_task_id, ',') FROM task_dependencies d WHERE d.task_id = t.id),
-                   printf('%.2f', t.doing_time + t.undoing_time),
-                   (SELECT level || ' ' || message FROM task_log g WHERE g.task_id = t.id ORDER BY g.id DESC LIMIT 1)
-            FROM tasks t WHERE t.change_id = ? ORDER BY t.id
-            """,
-            (change_id,),
-        ).fetchall()
+        with st:
+            chg = st.change(str(change_id))
+            if chg is None:
+                raise EngineError(f"cannot show change {change_id}: there is no such change in {db}")
+            title = Text.assemble(f"change {chg.id} (", chg.kind, "): ", chg.summary, " — ", _status(chg.status))
+            table = Table(title=title, title_justify="left")
+            for col in ("id", "kind", "summary", "status", "lanes", "waits for", "run s", "last log line"):
+                table.add_column(col, overflow="fold")
+            for t in chg.tasks():
+                log = t.log()
+                last = log[-1].split(" ", 1)[-1] if log else ""  # without its time
+                lanes = [lane for lane in t.lanes() if lane != 0]  # lane 0: in no lane
+                table.add_row(t.id, Text(t.kind), Text(t.summary), _status(t.status),
+                              ",".join(map(str, lanes)) or "-",
+                              ",".join(w.id for w in t.wait_tasks()) or "-",
+                              f"{(t.doing_time + t.undoing_time).total_seconds():.2f}", Text(last))
+            footer = f"  spawned {_when(chg.spawn_time)}, ready {_when(chg.ready_time)}\n"
     finally:
-        conn.close()
+        st.close()
     console = _console()
-    table = Table(title=f"change {change_id} ({kind}): {summary} — [{_status_style(status)}]{status}[/]",
-                  title_justify="left")
-    for col in ("id", "kind", "summary", "status", "lanes", "waits for", "run s", "last log line"):
-        table.add_column(col, overflow="fold")
-    for tid, tkind, tsummary, tstatus, lanes, waits, secs, line in rows:
-        table.add_row(str(tid), tkind, tsummary, f"[{_status_style(tstatus)}]{tstatus}[/]", lanes or "-",
-                      waits or "-", secs, line or "")
     console.print(table)
-    console.print(f"  spawned {spawn}, ready {ready or '-'}\n")
+    console.print(Text(footer))
+    return 0
 
 
 def _build_change(st: State, kind: str, summary: str, fail: str | None) -> str:
@@ -130,10 +142,11 @@ def _unwork(task: Task, tomb: Tomb) -> None:
 def demo(root: Path) -> int:
     """demo runs two changes through an overlord and prints them from the database."""
     console = _console()
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise EngineError(f"cannot run the demo in {root}: it is not a directory")
     db = root / STATE_FILE
-    console.print(f"[bold]state database:[/] {db.resolve()}")
     o = Overlord(root=root)
+    console.print(Text.assemble(("state database: ", "bold"), str(db.resolve())))
     runner = o.task_runner
     for kind in ("fetch", "verify", "install", "configure"):
         runner.add_handler(kind, _work, _unwork)
@@ -162,10 +175,11 @@ def demo(root: Path) -> int:
             err = chg.err()
         show_change(db, int(bad))
         if err is not None:
-            console.print(f"[bold]chg.err():[/] {err}")
+            console.print(Text.assemble(("chg.err(): ", "bold"), str(err)))
     finally:
-        o.stop()
-    console.print(f"\nInspect it yourself: sqlite3 {db} 'SELECT id, kind, status FROM changes'")
+        o.stop()  # checkpoints the write-ahead log: state.db alone holds everything
+        o.state.close()
+    console.print(Text(f"\nInspect it yourself: sqlite3 {db} 'SELECT id, kind, status FROM changes'"))
     return 0
 
 
@@ -173,16 +187,15 @@ def list_changes(db: Path) -> int:
     """list_changes prints every change of a database."""
     from rich.table import Table
 
-    st = State.open(db)
+    st = _open(db)
     try:
         with st:
-            table = Table(title=str(db), title_justify="left")
+            table = Table(title=Text(str(db)), title_justify="left")
             for col in ("id", "kind", "status", "tasks", "spawned", "ready", "summary"):
                 table.add_column(col)
             for chg in st.changes():
-                table.add_row(chg.id, chg.kind, f"[{_status_style(chg.status.value)}]{chg.status}[/]",
-                              str(len(chg.tasks())), str(chg.spawn_time)[:19], str(chg.ready_time or "-")[:19],
-                              chg.summary)
+                table.add_row(chg.id, Text(chg.kind), _status(chg.status), str(len(chg.tasks())),
+                              _when(chg.spawn_time), _when(chg.ready_time), Text(chg.summary))
     finally:
         st.close()
     _console().print(table)
@@ -207,16 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(args.root)
-        check_file(args.db)  # a broken path is refused with what is wrong with it
-        if not args.db.exists():
-            raise EngineError(f"cannot read state database {args.db}: no such file")
         if args.command == "changes":
             return list_changes(args.db)
-        State.open(args.db).close()  # checks and upgrades the file
-        show_change(args.db, args.id)
-        return 0
+        return show_change(args.db, args.id)
     except (EngineError, OSError, sqlite3.Error) as e:
-        print(f"overlord: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
 
 

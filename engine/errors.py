@@ -79,8 +79,30 @@ class DatabaseBusyError(DatabaseError):
     """DatabaseBusyError means another process held the write lock for too long."""
 
 
+class DatabaseFullError(DatabaseError):
+    """DatabaseFullError means the disk (or the database's size limit) is full."""
+
+    def __init__(self, message: str | None = None, *, kept: bool = False) -> None:
+        #: kept says whether the message already tells that the work was kept.
+        self.kept = kept
+        super().__init__(message)
+
+
+def keeps_work(error: BaseException) -> bool:
+    """keeps_work says whether a failed commit keeps its unit of work for the next commit.
+
+    Only a busy or full database, or an interruption (KeyboardInterrupt,
+    SystemExit) while writing, keep it: the work itself was sound.
+    """
+    return isinstance(error, (DatabaseBusyError, DatabaseFullError)) or not isinstance(error, Exception)
+
+
 class DatabaseInUseError(DatabaseError):
-    """DatabaseInUseError means another overlord is running on the database."""
+    """DatabaseInUseError means another writer (an Overlord or a writing State) holds the database."""
+
+
+class ReadOnlyStateError(EngineError):
+    """ReadOnlyStateError means the State may not write: it was opened read-only, or its overlord stopped."""
 
 
 class EnsureError(EngineError):
@@ -96,7 +118,9 @@ class Retry(EngineError):
     """Retry, raised by a handler, asks for the task to run again later."""
 
     def __init__(self, after: float | timedelta = 0, reason: str = "") -> None:
-        self.after = after.total_seconds() if isinstance(after, timedelta) else float(after)
+        from ._time import seconds
+
+        self.after = max(0.0, seconds(after, "Retry after"))
         self.reason = reason
         super().__init__(f"task should be retried{': ' + reason if reason else ''}")
 

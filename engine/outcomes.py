@@ -19,7 +19,7 @@ import tenacity
 
 from ._time import to_text
 from .change import _abort_lanes
-from .errors import DatabaseError, NotFoundError, Retry, Wait
+from .errors import DatabaseBusyError, DatabaseError, NotFoundError, Retry, Wait, keeps_work
 from .status import Status
 from .tomb import Tomb
 
@@ -112,7 +112,11 @@ class OutcomeRecorder:
                 self._recorder.start()
 
     def _record_loop(self) -> None:
-        """_record_loop applies finished handlers' outcomes, one transaction per batch."""
+        """_record_loop applies finished handlers' outcomes, one transaction per batch.
+
+        Nothing that goes wrong while recording stops this thread: every
+        failure is logged, and the tasks concerned fail (or are retried).
+        """
         while True:
             with self._runs_lock:
                 while not self._outcomes:
@@ -124,43 +128,115 @@ class OutcomeRecorder:
                 self._uncommitted += len(batch)
             try:
                 self._commit_batch(batch)
+            except BaseException:
+                log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
+                self._release(batch)
             finally:
                 with self._runs_lock:
                     self._uncommitted -= len(batch)
                     self._idle.notify_all()
 
-    def _commit_batch(self, batch: list[Run]) -> None:
-        try:
-            with self._st:
-                for run in batch:
-                    try:
-                        self._record(run)
-                    except Exception:
-                        log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
-                # The workers are free again as of this transaction: a pass
-                # (which reads the runs under the state lock) sees them free
-                # exactly when it sees the outcomes committed.
-                with self._runs_lock:
-                    for run in batch:
-                        if self._runs.get(run.tid) is run:
-                            del self._runs[run.tid]
-            return
-        except DatabaseError as e:
-            log.error("cannot commit task outcomes, retrying: %s", e)
-        # The outcomes stay in memory; commit them once the database lets us.
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(DatabaseError),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
-            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
-                                              rs.outcome.exception() if rs.outcome else "?"),
-        )
+    def _release(self, batch: list[Run]) -> None:
+        """_release frees the workers of runs whose outcomes are dealt with."""
         with self._runs_lock:
             for run in batch:
                 if self._runs.get(run.tid) is run:
                     del self._runs[run.tid]
-        for attempt in retrying:
-            with attempt, self._st:
-                pass
+
+    def _commit_batch(self, batch: list[Run]) -> None:
+        """_commit_batch records a batch of outcomes in one transaction.
+
+        While the database is busy or full the recorded outcomes stay in
+        memory, their tasks still count as running, and the commit is
+        retried with backoff; a batch that cannot be committed for another
+        reason is recorded one outcome at a time.
+        """
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            with self._st:
+                if not recorded:  # recorded once: a kept unit of work holds them until it commits
+                    recorded = True
+                    for run in batch:
+                        self._record_or_fail(run)
+                # The workers are free again as of this transaction: a pass
+                # (which reads the runs under the state lock) sees them free
+                # exactly when it sees the outcomes committed.
+                self._release(batch)
+
+        try:
+            self._retry_while_kept(record)
+        except DatabaseError as e:
+            # The unit was rolled back: record each outcome on its own, so
+            # that one that cannot be committed fails only its task.
+            log.error("cannot commit the outcomes of tasks %s (%s); recording them one by one",
+                      [r.tid for r in batch], e)
+            for run in batch:
+                self._commit_alone(run)
+
+    def _retry_while_kept(self, fn: Callable[[], None]) -> None:
+        """_retry_while_kept runs fn until it is not refused by a busy or full database."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(keeps_work),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+            stop=lambda rs: self._abandoned,
+            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
+                                              rs.outcome.exception() if rs.outcome else "?"),
+            reraise=True,
+        )
+        retrying(fn)
+
+    def _commit_alone(self, run: Run) -> None:
+        """_commit_alone records one outcome in its own transaction; failing that, fails its task."""
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            with self._st:
+                if not recorded:
+                    recorded = True
+                    self._record_or_fail(run)
+                self._release([run])
+
+        try:
+            self._retry_while_kept(record)
+            return
+        except DatabaseError as e:
+            error: BaseException = e
+        try:
+            with self._st:
+                self._fail_unrecorded(run, error)
+                self._release([run])
+        except Exception as e:
+            log.error("cannot record that task %s (%s) failed either (%s); it is left alone until the "
+                      "database changes", run.tid, run.kind, e)
+            self._release([run])
+            self._quarantine(run.tid)
+
+    def _record_or_fail(self, run: Run) -> None:
+        """_record_or_fail applies one outcome; a failure to do so fails the task instead."""
+        try:
+            self._record(run)
+        except Exception as e:
+            log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
+            try:
+                self._fail_unrecorded(run, e)
+            except Exception:
+                log.exception("cannot fail task %s (%s) either; it is left alone", run.tid, run.kind)
+                self._quarantine(run.tid)
+
+    def _fail_unrecorded(self, run: Run, error: BaseException) -> None:
+        """_fail_unrecorded puts a task whose outcome cannot be recorded in Error, saying why."""
+        st = self._st
+        rec = st._trec(run.tid)
+        if rec.status.ready:
+            return
+        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        self._failed(rec, RuntimeError(f"cannot record the outcome of its handler: {error_message(error)}"), chg)
+
+    def _quarantine(self, tid: int) -> None:
+        """_quarantine keeps the runner from claiming a task until the database changes (TaskRunner)."""
 
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one next status."""
@@ -188,6 +264,11 @@ class OutcomeRecorder:
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
+            elif _busy(exc):
+                # Only the database failed the handler (its own write was kept
+                # and is written by a later commit): run it again, later.
+                exc = self._busy_retry(rec, exc)
+                scheduled = True
             elif run.pair.retry is not None and isinstance(exc, Exception):
                 exc = self._policy(run.pair.retry, rec, exc)
                 scheduled = isinstance(exc, Retry)
@@ -263,6 +344,17 @@ class OutcomeRecorder:
                 rec.retry_since = self._st._now()
         self._st._dirty_task(rec)
 
+    def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
+        """_busy_retry schedules a task whose handler failed only because the database was busy."""
+        self._count_attempt(rec, series=True)
+        delay = min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** min(rec.retry_attempts - 1, 16))
+        message = error_message(exc)
+        log.warning("task %s (%s) of change %s: the state database was busy (%s); retrying in %.3g s",
+                    rec.id, rec.kind, rec.change_id, message, delay)
+        reason = f"the state database was busy; retrying in {delay:g} s ({message})"
+        self._st._add_log(rec, "INFO", reason)
+        return Retry(after=delay, reason=reason)
+
     def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
         """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
         now = self._st._now()
@@ -292,6 +384,23 @@ class OutcomeRecorder:
                     rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
         retry = Retry(after=delay, reason=message)
         return retry
+
+
+#: How long a task whose handler failed on a busy database waits before its
+#: first retry; each further busy failure doubles it, up to BUSY_RETRY_MAX.
+BUSY_RETRY_FIRST = 1.0
+BUSY_RETRY_MAX = 60.0
+
+
+def _busy(exc: BaseException) -> bool:
+    """_busy says whether a handler failed only because the state database was busy."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, DatabaseBusyError):
+            return True
+        cause, seen = cause.__cause__, seen + 1
+    return False
 
 
 def error_message(exc: BaseException) -> str:

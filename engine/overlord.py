@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
 from datetime import timedelta
@@ -14,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _time
-from .db import check_file
-from .errors import DatabaseError, DatabaseInUseError, EngineError, EnsureError
+from .errors import DatabaseError, EngineError, EnsureError
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -42,24 +38,27 @@ class Overlord:
     def __init__(self, path: str | Path | None = None, *, url: str | None = None, root: str | Path | None = None,
                  clock: _time.Clock | None = None, workers: int = DEFAULT_WORKERS,
                  stop_timeout: float = DEFAULT_STOP_TIMEOUT, **state_options: Any) -> None:
+        if state_options.get("read_only"):
+            raise ValueError("cannot run an overlord on a read-only state (read with State.open(path, read_only=True))")
         if root is not None and path is None and url is None:
-            Path(root).mkdir(parents=True, exist_ok=True)
             path = Path(root) / STATE_FILE
-        self._lock: _LockFile | None = None
-        lock_path = Path(path) if path is not None else _file_of(url)
-        if lock_path is not None:
-            check_file(lock_path)  # refuse a broken path before creating anything beside it
-            self._lock = _LockFile.acquire(lock_path)
-        try:
-            self.state = State.open(path, url=url, clock=clock, **state_options)
-        except BaseException:
-            if self._lock is not None:
-                self._lock.release(remove=True)
-            raise
+            if Path(root).exists() and not Path(root).is_dir():
+                raise DatabaseError(f"cannot open state directory {root}: it is not a directory")
+            try:
+                Path(root).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DatabaseError(f"cannot create state directory {root}: {e.strerror}") from None
+        # The writing State holds the database's writer lock (engine.dbfile):
+        # a second Overlord, or any other writing State, is refused.
+        self.state = State.open(path, url=url, clock=clock, **state_options)
         self._stop_timeout = stop_timeout
-        self.state_engine = StateEngine(self.state)
-        self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout)
-        self.state_engine.add_manager(self.task_runner)
+        try:
+            self.state_engine = StateEngine(self.state)
+            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout)
+            self.state_engine.add_manager(self.task_runner)
+        except BaseException:
+            self.state.close()  # a bad argument must not keep the database locked
+            raise
         self._cv = threading.Condition()
         self._ensure_next = time.monotonic() + ENSURE_INTERVAL
         self._requested: float | None = None  # earliest delay asked for since the last reset
@@ -69,6 +68,9 @@ class Overlord:
         self._stopped = False
         self._start_of_operation = self.state._now()
         self.state.set_ensure_before_hook(self._ensure_before)
+        # A commit that may have made tasks runnable wakes the loop at once,
+        # without the committer asking through ensure_before.
+        self.state.set_work_hook(self._work_committed)
 
     def add_manager(self, manager: Manager) -> None:
         """add_manager registers a manager; the TaskRunner stays last."""
@@ -82,6 +84,11 @@ class Overlord:
             if when < self._ensure_next:
                 self._ensure_next = when
                 self._cv.notify_all()
+
+    def _work_committed(self) -> None:
+        """_work_committed wakes the loop: a commit may have made tasks runnable."""
+        if self._loop_thread is not None or self._settling:
+            self._ensure_before(0)
 
     # -- the loop -------------------------------------------------------------
 
@@ -157,25 +164,39 @@ class Overlord:
                 self._settling = False
 
     def _settle(self, timeout: float | None) -> None:
+        # snapd's Settle: run ensure and wait, again and again, while the next
+        # pass is asked for sooner than the ensure interval (a retry, an
+        # at-time, ensure_before with a delay, new runnable work); stop once
+        # nothing is scheduled before the interval and every ready change is
+        # clean. Between passes it sleeps until the earliest time asked for.
         self.state_engine.start_up()
         t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
         errors: list[BaseException] = []
         while True:
-            if timeout is not None and time.monotonic() - t0 > timeout:
+            if deadline is not None and time.monotonic() > deadline:
                 if errors:
                     raise EnsureError([*errors, TimeoutError("Settle is not converging")])
                 raise TimeoutError("Settle is not converging")
             with self._cv:
                 self._requested = None
+                self._ensure_next = time.monotonic() + ENSURE_INTERVAL
             try:
                 self.state_engine.ensure()
             except EnsureError as e:
                 errors += e.errors
             self.state_engine.wait()
             with self._cv:
-                due = self._requested is not None and self._requested <= 0
-            if due:
-                continue
+                scheduled = self._requested is not None and self._requested < ENSURE_INTERVAL
+                if scheduled:
+                    # Sleep until the time asked for (or a sooner request), within the timeout.
+                    while not self._stopping:
+                        now = time.monotonic()
+                        until = self._ensure_next if deadline is None else min(self._ensure_next, deadline)
+                        if now >= until:
+                            break
+                        self._cv.wait(until - now)
+                    continue
             with self.state:
                 if not self.state._has_unclean_ready():
                     break
@@ -202,60 +223,6 @@ class Overlord:
         self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-
-def _file_of(url: str | None) -> Path | None:
-    if url is None:
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-class _LockFile:
-    """_LockFile is the flock on <database>.lock that one overlord holds.
-
-    Not a lock on the database file itself: closing another descriptor of
-    that file would drop SQLite's own POSIX locks. The kernel drops the
-    flock when the process dies, so a crash never blocks a restart.
-    """
-
-    def __init__(self, path: Path, fd: int, created: bool) -> None:
-        self.path = path
-        self.fd = fd
-        self.created = created
-
-    @classmethod
-    def acquire(cls, db: Path) -> _LockFile:
-        """acquire takes the lock or raises DatabaseInUseError naming its holder."""
-        path = db.with_name(db.name + ".lock")
-        created = not path.exists()
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise DatabaseError(f"cannot lock state database {db}: {e.strerror} ({path})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DatabaseInUseError(
-                f"cannot start overlord: state database {db} is in use by process {holder} (lock {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return cls(path, fd, created)
-
-    def release(self, remove: bool = False) -> None:
-        """release drops the lock; remove deletes the file if this lock created it."""
-        if remove and self.created:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        # Fence the State: whatever a handler abandoned by stop() does later
+        # never reaches the database, which is free for the next overlord.
+        self.state._fence("its overlord was stopped")

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from . import _time
+from .errors import DatabaseCorruptError, NotFoundError
 
 if TYPE_CHECKING:
     from .state import State
@@ -50,15 +51,22 @@ def prune(st: State, start_of_operation: datetime, prune_wait: float, abort_wait
         "SELECT c.id, c.spawn_time, (SELECT count(*) FROM tasks t WHERE t.change_id = c.id) "
         "FROM changes c WHERE c.ready_time IS NULL ORDER BY c.id"
     ):
-        spawn = max(_time.from_text(spawn_text), start_of_operation)
+        try:
+            spawn = max(_time.from_text(spawn_text), start_of_operation)
+        except (TypeError, ValueError):
+            log.error("cannot prune change %s: its spawn_time %r cannot be read", cid, spawn_text)
+            continue
         if spawn < prune_limit and ntasks == 0:
             doomed.append(cid)
         elif spawn < abort_limit:
             to_abort.append(cid)
     for cid in to_abort:
-        chg = st._change_handle(st._crec(cid))
-        log.info("aborting unready lanes of change %s, spawned before %s", cid, _time.to_text(abort_limit))
-        chg.abort_unready_lanes()
+        try:
+            chg = st._change_handle(st._crec(cid))
+            log.info("aborting unready lanes of change %s, spawned before %s", cid, _time.to_text(abort_limit))
+            chg.abort_unready_lanes()
+        except (DatabaseCorruptError, NotFoundError) as e:
+            log.error("cannot abort the unready lanes of change %s: %s", cid, e)
 
     if doomed:
         st._flush()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import sqlite3
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import ChangeRec, TaskRec, dump_value
-from .db import DatabaseOptions, check_file, make_engine, prepare_schema, sqlite_error
-from .errors import NoStateError, NotFoundError
+from ._records import ChangeRec, TaskRec
+from ._values import INT64_MAX, check_key, check_name, clean_text, dump_value
+from .db import DatabaseOptions
+from .dblink import DbLink
+from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
     from .assertion import AssertionBook
     from .change import Change
@@ -45,21 +46,30 @@ class _Missing:
 #: MISSING is the default of State.get: raise NoStateError when absent.
 MISSING: Any = _Missing()
 
+#: How long _fence waits for a unit of work in progress before it defers
+#: releasing the writer lock to that unit's end.
+FENCE_WAIT = 1.0
+
+
 class State(UnitOfWork):
     """State is the persistent state of the engine, guarded by one lock."""
 
-    def __init__(self, engine: Engine, proxy: Any, target: str,
-                 clock: _time.Clock, options: DatabaseOptions) -> None:
+    def __init__(self, link: DbLink, clock: _time.Clock, options: DatabaseOptions, read_only: bool = False) -> None:
         from .store import Store
 
-        self._engine = engine
-        self._proxy = proxy  # the pool's connection: it closes when dropped
-        super().__init__(Store(proxy.driver_connection, target, options.busy_budget, options.synchronous),
-                         target, clock)
+        self._link = link
+        super().__init__(Store(link.raw, link.target, options.busy_budget, options.synchronous,
+                               options.busy_timeout), link.target, clock)
         self._lock = threading.RLock()
         self._owner: int | None = None
         self._depth = 0
         self._closed = False
+        self._pid = os.getpid()
+        # Why this State may not write (None: it may); see _refuse_writes.
+        self._refusal: str | None = None
+        self._release_at_unlock = False
+        if read_only:
+            self._refuse_writes("it was opened read-only")
         self._data_version = self._store.data_version()
         self._waiters: dict[int, threading.Event] = {}
         self._hook_ids = itertools.count(1)
@@ -69,70 +79,134 @@ class State(UnitOfWork):
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, url: str | None = None, clock: _time.Clock | None = None,
-             synchronous: str = "FULL", busy_timeout: float = 5.0, busy_budget: float = 120.0) -> State:
+             read_only: bool = False, synchronous: str = "FULL", busy_timeout: float = 5.0,
+             busy_budget: float = 120.0) -> State:
         """open opens (creating or upgrading) the state database at path or url.
 
-        path None and url None give a private in-memory database. synchronous
-        is SQLite's durability mode: FULL (default) survives power loss,
-        NORMAL may lose the last commits on power loss.
+        path None and url None give a private in-memory database. read_only
+        opens an existing database without ever writing to it (no creation,
+        no migration, no checkpoint; a commit raises ReadOnlyStateError) and
+        without the writer lock, so it works beside a running writer and for
+        a user who may only read the file. A writer is refused with
+        DatabaseInUseError while another writer holds the file, in any
+        process and through any path. synchronous is SQLite's durability
+        mode: FULL (default) survives power loss, NORMAL may lose the last
+        commits on power loss.
         """
         if path is not None and url is not None:
             raise ValueError("cannot open state: give path or url, not both")
         options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
         if path is not None:
-            path = Path(path)
+            file_path: Path | None = Path(path)
             target = str(path)
-            existing = check_file(path)
             url = f"sqlite:///{path}"
         else:
             url = url or "sqlite://"
             from sqlalchemy.engine import make_url
 
-            database = make_url(url).database
-            target = database or ":memory:"
-            existing = False
-            if database not in (None, "", ":memory:") and not database.startswith("file:"):
-                existing = check_file(Path(database))
-        memory = target in ("", ":memory:")
-        engine = make_engine(url, options)
-        proxy: Any = None
+            file_path = DbLink.file_of(url)
+            target = make_url(url).database or ":memory:"
+        if read_only and file_path is None:
+            raise ValueError("cannot open a private in-memory database read-only: there is nothing to read")
+        link = DbLink.open(file_path, url, target, options, read_only=read_only)
         try:
-            try:
-                proxy = engine.raw_connection()
-                raw = proxy.driver_connection
-                prepare_schema(engine, raw, target, existing=existing, memory=memory)
-            except sqlite3.Error as e:
-                raise sqlite_error(e, f"cannot open state database {target}") from e
-            state = cls(engine, proxy, target, clock or _time.system_clock, options)
+            state = cls(link, clock or _time.system_clock, options, read_only)
         except BaseException:
-            if proxy is not None:
-                proxy.close()
-            engine.dispose()
+            link.close()
             raise
-        log.debug("opened state database %s", target)
+        log.debug("opened state database %s%s", target, " read-only" if read_only else "")
         return state
 
     def close(self) -> None:
-        """close releases the database; the State cannot be used afterwards."""
+        """close releases the database; the State cannot be used afterwards.
+
+        A writer's clean close checkpoints the write-ahead log into the
+        database file and truncates it, so that the file alone holds every
+        commit (a copy of it misses nothing).
+        """
+        if self._pid != os.getpid():
+            # A State inherited through fork: its connection and lock are the parent's.
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
             if self._pending():
                 log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
             self._store.rollback()
+            if self._refusal is None:
+                self._link.checkpoint()
             self._closed = True
-            self._proxy.close()
-            self._engine.dispose()
+            self._link.close()
+
+    def _refuse_writes(self, reason: str) -> None:
+        """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
+        self._refusal = reason
+        self._store.refusal = f"cannot write state database {self._target}: {reason}"
+
+    def _fence(self, reason: str, wait: float = FENCE_WAIT) -> None:
+        """_fence stops this State writing for good and lets another writer take the database.
+
+        From the moment it is called, no commit of this State reaches the
+        database (a late handler's "with task.state:" raises
+        ReadOnlyStateError); reads keep working. What an earlier commit kept
+        (a busy database) is written first; then the log is checkpointed and
+        the writer lock released. If a thread is inside a unit of work and
+        does not leave it within wait seconds, the lock is released when it
+        does, so that no write can land after another writer started.
+        """
+        if self._refusal is not None:
+            return
+        self._refusal = reason  # from now on lock() and unlock() refuse to commit
+        if not self._lock.acquire(timeout=wait):
+            log.warning("a thread holds the lock of state database %s; its writer lock is released when it "
+                        "lets go", self._target)
+            self._release_at_unlock = True
+            self._refuse_writes(reason)
+            return
+        try:
+            if self._depth > 0:  # called inside a unit of work of this thread: release at its end
+                self._release_at_unlock = True
+                self._refuse_writes(reason)
+                return
+            if not self._closed and self._pending():
+                self._refusal = None
+                try:
+                    self._commit()
+                except EngineError as e:
+                    log.error("cannot write what was kept for state database %s before stopping: %s",
+                              self._target, e)
+                    self._rollback()
+                finally:
+                    self._refusal = reason
+            self._refuse_writes(reason)
+            if not self._closed:
+                self._store.rollback()
+                self._link.checkpoint()
+                self._link.release_writer()
+        finally:
+            self._lock.release()
 
     @property
     def path(self) -> str:
         """path is the database file (":memory:" for a private database)."""
         return self._target
 
+    @property
+    def read_only(self) -> bool:
+        """read_only says whether commits are refused (opened read-only, or its overlord stopped)."""
+        return self._refusal is not None
+
     # -- locking and transactions ----------------------------------------------
 
     def lock(self) -> None:
         """lock takes the state lock; the outermost lock starts a unit of work."""
+        if self._pid != os.getpid():
+            # Checked before taking the lock: in a forked child it may be held
+            # for good by a thread that did not survive the fork.
+            raise EngineError(f"cannot use state database {self._target} in process {os.getpid()}: its State "
+                              f"was opened by process {self._pid} (a State does not survive fork; "
+                              "open a new one)")
         self._lock.acquire()
         if self._depth == 0:
             if self._closed:
@@ -142,7 +216,13 @@ class State(UnitOfWork):
             ready: list[int] = []
             try:
                 self._refresh()
-                if self._pending():
+                if self._pending() and self._refusal is not None:
+                    # Kept from a commit refused when the State was fenced
+                    # during it: they can never be written.
+                    log.warning("dropping changes that state database %s can no longer write: %s",
+                                self._target, self._refusal)
+                    self._rollback()
+                elif self._pending():
                     # Changes kept from a commit that failed (the database was
                     # busy) are written before a new unit of work begins, so
                     # that its rollback cannot take them along.
@@ -151,7 +231,8 @@ class State(UnitOfWork):
                 self._owner = None
                 self._lock.release()
                 raise
-            self._wake(ready)
+            woken, self._woken = self._woken, False
+            self._wake(ready, woken)
         self._depth += 1
 
     def unlock(self) -> None:
@@ -162,19 +243,45 @@ class State(UnitOfWork):
             self._lock.release()
             return
         ready: list[int] = []
+        woken = False
         try:
-            ready = self._commit()
+            ready = self._commit_or_refuse()
+            if self._link.changed_under_snapshot():
+                self._forget()
+                raise DatabaseBusyError(f"cannot read state database {self._target}: a writer changed the file "
+                                        "while it was read; read it again")
         finally:
+            woken, self._woken = self._woken, False
             self._depth = 0
             self._owner = None
+            self._release_fenced()
             self._lock.release()
-        self._wake(ready)
+        self._wake(ready, woken)
 
-    def _wake(self, ready: list[int]) -> None:
+    def _commit_or_refuse(self) -> list[int]:
+        if self._refusal is None:
+            return self._commit()
+        if not self._pending():
+            return []
+        self._rollback()
+        raise ReadOnlyStateError(f"cannot commit to state database {self._target}: {self._refusal}; "
+                                 "nothing of this unit of work was written")
+
+    def _release_fenced(self) -> None:
+        if self._release_at_unlock:
+            self._release_at_unlock = False
+            self._store.rollback()
+            self._link.release_writer()
+
+    def _wake(self, ready: list[int], woken: bool = False) -> None:
+        """_wake tells waiters their changes are ready, and the work hook that tasks may run."""
         for cid in ready:
             event = self._waiters.pop(cid, None)
             if event is not None:
                 event.set()
+        hook = self._work_hook
+        if woken and hook is not None:
+            hook()
 
     def __enter__(self) -> State:
         self.lock()
@@ -191,6 +298,7 @@ class State(UnitOfWork):
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
+                self._release_fenced()
             self._lock.release()
 
     def _check(self) -> None:
@@ -198,11 +306,16 @@ class State(UnitOfWork):
             raise RuntimeError("cannot access state without holding its lock (use 'with state:')")
 
     def _refresh(self) -> None:
+        if self._link.stale():  # a read-only snapshot, and a writer appeared
+            self._link.reconnect()
+            self._store.raw = self._link.raw
+            self._data_version = -1
         # Another connection (a sqlite3 shell) committed: forget the cache.
         version = self._store.data_version()
         if version != self._data_version:
             self._data_version = version
             self._blockers_suspect = True
+            self._new_waits = None  # an edge may have come from outside: look for cycles everywhere
             if not self._pending():
                 self._forget()
                 self._sync_sequences()
@@ -212,6 +325,7 @@ class State(UnitOfWork):
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         self._check()
+        check_key(key, "the state")
         if key in self._values:
             text = self._values[key]
         else:
@@ -225,7 +339,8 @@ class State(UnitOfWork):
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         self._check()
-        self._values[key] = None if value is None else dump_value(key, value)
+        check_key(key, "the state")
+        self._values[key] = None if value is None else dump_value(key, value, "the state")
         self._dirty_values.add(key)
 
     def has(self, key: str) -> bool:
@@ -246,8 +361,14 @@ class State(UnitOfWork):
         return self._cache.get(key)
 
     def new_change(self, kind: str, summary: str) -> Change:
-        """new_change creates a change with no tasks."""
+        """new_change creates a change with no tasks.
+
+        kind is a str of valid Unicode; summary is text for people (lone
+        surrogates in it are stored escaped).
+        """
         self._check()
+        check_name(kind, "change kind")
+        summary = clean_text(summary, "change summary")
         rec = ChangeRec(self._next_id("change"), kind, summary, self._now())
         self._changes[rec.id] = rec
         self._new_changes.add(rec.id)
@@ -275,8 +396,13 @@ class State(UnitOfWork):
             return None
 
     def new_task(self, kind: str, summary: str) -> Task:
-        """new_task creates a task; add it to a change for it to run."""
+        """new_task creates a task; add it to a change for it to run.
+
+        kind and summary follow the rules of new_change.
+        """
         self._check()
+        check_name(kind, "task kind")
+        summary = clean_text(summary, "task summary")
         rec = TaskRec(self._next_id("task"), kind, summary, self._now())
         self._tasks[rec.id] = rec
         self._new_tasks.add(rec.id)
@@ -323,6 +449,15 @@ class State(UnitOfWork):
     def set_ensure_before_hook(self, hook: Callable[[float], None] | None) -> None:
         """set_ensure_before_hook routes ensure_before requests (the Overlord sets it)."""
         self._ensure_hook = hook
+
+    def set_work_hook(self, hook: Callable[[], None] | None) -> None:
+        """set_work_hook calls hook(), without the lock, after each commit that may have made tasks runnable.
+
+        The Overlord sets it to wake its loop, so that a change committed
+        while the loop runs starts at once; ensure_before stays for what
+        managers and the runner ask for themselves.
+        """
+        self._work_hook = hook
 
     def prune(self, start_of_operation: datetime, prune_wait: float | timedelta,
               abort_wait: float | timedelta, max_ready_changes: int) -> None:
@@ -393,8 +528,8 @@ class State(UnitOfWork):
 
 def _parse_id(id: str | int) -> int | None:
     if isinstance(id, int) and not isinstance(id, bool):
-        return id if id > 0 else None
-    if isinstance(id, str) and id.isdigit() and id.isascii():
+        return id if 0 < id <= INT64_MAX else None
+    if isinstance(id, str) and id.isdigit() and id.isascii() and len(id) <= 19:
         n = int(id)
-        return n if n > 0 else None
+        return n if 0 < n <= INT64_MAX else None
     return None

@@ -9,8 +9,10 @@ errors leave this module as DatabaseError subclasses that say what failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,8 +20,9 @@ from typing import Any
 import tenacity
 
 from .db import sqlite_error
-from .errors import DatabaseBusyError, DatabaseError
+from .errors import DatabaseBusyError, DatabaseError, DatabaseFullError, ReadOnlyStateError
 from .models import RUNNABLE_PREDICATE, UNREADY_PREDICATE
+from .status import TASK_STATUSES
 
 log = logging.getLogger("engine.store")
 
@@ -36,6 +39,8 @@ ChangeTuple = tuple[Any, ...]
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_FULL = 13
+_KNOWN_STATUS = "status IN (" + ",".join(f"'{v}'" for v in TASK_STATUSES) + ")"
 _MAX_VARS = 900  # stay under SQLite's default host-parameter limit
 
 
@@ -58,10 +63,12 @@ def _marks(n: int) -> str:
 class Store:
     """Store runs the engine's SQL on one sqlite3 connection."""
 
-    def __init__(self, raw: sqlite3.Connection, target: str, busy_budget: float, synchronous: str = "FULL") -> None:
+    def __init__(self, raw: sqlite3.Connection, target: str, busy_budget: float, synchronous: str = "FULL",
+                 busy_timeout: float = 5.0) -> None:
         self.raw = raw
         self.target = target
         self.busy_budget = busy_budget
+        self.busy_timeout = busy_timeout
         self.in_write = False
         self.synchronous = synchronous.upper()
         # In WAL mode a commit without its own sync becomes durable with the
@@ -69,6 +76,8 @@ class Store:
         wal = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
         self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
         self._relaxed = False
+        #: Why nothing may be written (a read-only or fenced State), or None.
+        self.refusal: str | None = None
 
     # -- errors and transactions -------------------------------------------
 
@@ -85,7 +94,13 @@ class Store:
         where = f"cannot {doing} state database {self.target}"
         if _is_busy(e):
             return DatabaseBusyError(f"{where}: the database is locked by another process")
-        return sqlite_error(e, where)
+        error = sqlite_error(e, where)
+        if isinstance(error, DatabaseFullError) and doing in ("write", "commit"):
+            # The unit of work keeps its changes (see UnitOfWork._commit):
+            # callers must not submit them again.
+            return DatabaseFullError(f"{error}; the changes are kept in memory and written by the next commit",
+                                     kept=True)
+        return error
 
     def begin_write(self, relaxed: bool = False) -> None:
         """begin_write opens the write transaction, waiting out other writers.
@@ -96,6 +111,8 @@ class Store:
         """
         if self.in_write:
             return
+        if self.refusal is not None:
+            raise ReadOnlyStateError(self.refusal)
         if relaxed and self.can_relax:
             with self.guard("write"):
                 self.raw.execute("PRAGMA synchronous = NORMAL")
@@ -116,22 +133,38 @@ class Store:
                 self.raw.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def _begin_waiting(self) -> None:
+        # The first BEGIN IMMEDIATE already waited busy_timeout; the budget
+        # bounds the whole wait, that first attempt included.
+        started = time.monotonic() - self.busy_timeout
+
+        def waited() -> float:
+            return time.monotonic() - started
+
+        def attempt_timeout(state: tenacity.RetryCallState) -> None:
+            left = max(0.001, min(self.busy_timeout, self.busy_budget - waited()))
+            self.raw.execute(f"PRAGMA busy_timeout = {int(left * 1000) or 1}")
+
         def warn(state: tenacity.RetryCallState) -> None:
             log.warning(
-                "state database %s is locked by another process; still waiting after %.1f s (attempt %d)",
-                self.target, state.seconds_since_start or 0.0, state.attempt_number,
+                "state database %s is locked by another process; still waiting after %.1f s (giving up after %g s)",
+                self.target, waited(), self.busy_budget,
             )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_busy),
-            stop=tenacity.stop_after_delay(self.busy_budget),
+            stop=tenacity.stop_after_delay(max(0.0, self.busy_budget - self.busy_timeout)),
             wait=tenacity.wait_none(),
+            before=attempt_timeout,
             before_sleep=warn,
             reraise=True,
         )
         try:
+            warn_first = True
             for attempt in retrying:
                 with attempt:
+                    if warn_first:
+                        warn_first = False
+                        warn(attempt.retry_state)
                     self.raw.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             self._restore_sync()
@@ -141,11 +174,17 @@ class Store:
                     f"for more than {self.busy_budget:g} s; the changes are kept and written by the next commit"
                 ) from e
             raise self.convert(e, "write") from e
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def commit(self) -> None:
         """commit ends the write transaction."""
         if not self.in_write:
             return
+        if self.refusal is not None:  # fenced while the transaction was open
+            self.rollback()
+            raise ReadOnlyStateError(self.refusal)
         with self.guard("commit"):
             self.raw.execute("COMMIT")
         self.in_write = False
@@ -186,8 +225,28 @@ class Store:
         return rows
 
     def sequences(self) -> dict[str, int]:
-        """sequences returns the last ids handed out."""
-        return {name: int(last) for name, last in self.query("SELECT name, last_id FROM sequences")}
+        """sequences returns the last ids handed out, never below the largest ids in use.
+
+        A sequences row edited by hand (reset to 0, deleted) cannot make the
+        engine hand out an id that a change, a task or a live lane holds.
+        """
+        stored: dict[str, int] = {}
+        for name, last in self.query("SELECT name, last_id FROM sequences"):
+            try:
+                stored[str(name)] = int(last)
+            except (TypeError, ValueError):
+                log.error("ignoring the hand-edited sequence %r of %s: %r is not a number", name, self.target, last)
+        used = self.query(
+            "SELECT (SELECT max(id) FROM changes), (SELECT max(id) FROM tasks), "
+            f"(SELECT max(lane) FROM task_lanes WHERE task_id IN (SELECT id FROM tasks WHERE {UNREADY_PREDICATE}))"
+        )[0]
+        for name, top in zip(("change", "task", "lane"), used, strict=True):
+            if isinstance(top, int) and top > stored.get(name, 0):
+                if name in stored:
+                    log.warning("the %s sequence of %s is behind the ids in use (%d < %d): ids go on from %d",
+                                name, self.target, stored[name], top, top)
+                stored[name] = top
+        return stored
 
     def task_rows(self, ids: Sequence[int]) -> list[TaskTuple]:
         """task_rows loads tasks by id."""
@@ -211,6 +270,16 @@ class Store:
     def tasks_of_change(self, cid: int) -> list[TaskTuple]:
         """tasks_of_change loads all the tasks of one change."""
         return self.query(f"SELECT {TASK_COLUMNS} FROM tasks WHERE change_id = ? ORDER BY id", (cid,))
+
+    def each_task_of_change(self, cid: int, page: int = 256) -> Iterator[TaskTuple]:
+        """each_task_of_change yields the tasks of one change a page at a time (for big changes)."""
+        with self.guard("read"):
+            cur = self.raw.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE change_id = ? ORDER BY id", (cid,))
+            try:
+                while rows := cur.fetchmany(page):
+                    yield from rows
+            finally:
+                cur.close()
 
     def task_ids_of_change(self, cid: int) -> list[int]:
         """task_ids_of_change lists the ids of the tasks of one change."""
@@ -237,16 +306,6 @@ class Store:
     def task_count(self) -> int:
         """task_count counts every task, in a change or not."""
         return int(self.query("SELECT count(*) FROM tasks")[0][0])
-
-    def wait_ids(self, tid: int) -> list[int]:
-        """wait_ids lists the tasks tid waits for."""
-        sql = "SELECT wait_task_id FROM task_dependencies WHERE task_id = ? ORDER BY wait_task_id"
-        return [r[0] for r in self.query(sql, (tid,))]
-
-    def halt_ids(self, tid: int) -> list[int]:
-        """halt_ids lists the tasks that wait for tid."""
-        sql = "SELECT task_id FROM task_dependencies WHERE wait_task_id = ? ORDER BY task_id"
-        return [r[0] for r in self.query(sql, (tid,))]
 
     def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
         """edges_touching returns every (task, wait task) edge with an end in ids."""
@@ -327,13 +386,23 @@ class Store:
     def recount_blockers(self, ids: Sequence[int]) -> None:
         """recount_blockers recomputes the blockers count of the given tasks."""
         # No alias on the updated table: SQLite before 3.33 does not take one.
+        # Rows with a status the schema does not know (hand-edited) are left
+        # alone: rewriting them would fail their CHECK constraint.
         count = self._COUNT_BLOCKERS.replace("d.task_id = t.id", "d.task_id = tasks.id")
-        self.execute_in(f"UPDATE tasks SET blockers = {count} WHERE id IN ({{}})", ids)
+        self.execute_in(f"UPDATE tasks SET blockers = {count} WHERE {_KNOWN_STATUS} AND id IN ({{}})", ids)
 
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
         return [r[0] for r in self.query(
-            f"SELECT id FROM tasks t WHERE {UNREADY_PREDICATE} AND blockers <> {self._COUNT_BLOCKERS}"
+            f"SELECT id FROM tasks t WHERE {UNREADY_PREDICATE} AND {_KNOWN_STATUS} "
+            f"AND blockers <> {self._COUNT_BLOCKERS}"
+        )]
+
+    def blocked_changes(self) -> list[int]:
+        """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT change_id FROM tasks WHERE {UNREADY_PREDICATE} "
+            "AND ((status = 'Do' AND blockers > 0) OR status = 'Undo') AND change_id IS NOT NULL"
         )]
 
     def unclean_changes(self, limit: int = -1) -> list[int]:
@@ -430,5 +499,9 @@ class Store:
         self.executemany(f"INSERT OR REPLACE INTO warnings ({WARNING_COLUMNS}) VALUES ({_marks(6)})", rows)
 
     def save_sequences(self, values: dict[str, int]) -> None:
-        """save_sequences stores the last ids handed out."""
-        self.executemany("UPDATE sequences SET last_id = ? WHERE name = ?", [(v, k) for k, v in values.items()])
+        """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""
+        self.executemany(
+            "INSERT INTO sequences (name, last_id) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+            list(values.items()),
+        )

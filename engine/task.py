@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import TaskRec
+from ._values import INT64_MAX, check_int64, check_key, clean_text
 from .change import _get, _set
 from .errors import EngineError
 from .state import MISSING
@@ -107,17 +108,17 @@ class Task:
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         rec = self._rec()
-        return _get(rec.data.items(f"task {self._tid}"), key, default)
+        return _get(rec.data.items(f"task {self._tid}"), check_key(key, f"task {self._tid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        _set(rec.data.items(f"task {self._tid}"), key, value)
+        _set(rec.data.items(f"task {self._tid}"), key, value, f"task {self._tid}")
         self._st._dirty_task(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
-        return key in self._rec().data.items(f"task {self._tid}")
+        return check_key(key, f"task {self._tid}") in self._rec().data.items(f"task {self._tid}")
 
     def clear(self, key: str) -> None:
         """clear deletes the value stored under key."""
@@ -133,15 +134,20 @@ class Task:
     def log(self) -> list[str]:
         """log returns the last ten log lines, each '<time> INFO|ERROR <message>'."""
         rec = self._rec()
-        return [f"{_time.rfc3339(_time.from_text(t))} {level} {msg}" for t, level, msg in self._st._log_lines(rec)]
+        return [f"{_log_time(t)} {level} {msg}" for t, level, msg in self._st._log_lines(rec)]
 
     def logf(self, fmt: str, *args: Any) -> None:
-        """logf adds an INFO line to the task's log (printf-style formatting)."""
-        self._st._add_log(self._rec(), "INFO", fmt % args if args else fmt)
+        """logf adds an INFO line to the task's log (printf-style formatting).
+
+        Lone surrogates (from os.fsdecode'd file names) are stored as escapes.
+        """
+        rec = self._rec()
+        self._st._add_log(rec, "INFO", _message(fmt, args, rec.id))
 
     def errorf(self, fmt: str, *args: Any) -> None:
         """errorf adds an ERROR line to the task's log (printf-style formatting)."""
-        self._st._add_log(self._rec(), "ERROR", fmt % args if args else fmt)
+        rec = self._rec()
+        self._st._add_log(rec, "ERROR", _message(fmt, args, rec.id))
 
     def progress(self) -> tuple[str, int, int]:
         """progress returns (label, done, total); unset, it is done/total 0/1 while Do, else 1/1."""
@@ -151,9 +157,16 @@ class Task:
         return rec.progress
 
     def set_progress(self, label: str, done: int, total: int) -> None:
-        """set_progress records progress; nonsense (total <= 0, done > total) clears it."""
+        """set_progress records progress; nonsense (total <= 0, done > total) clears it.
+
+        done and total are integers that fit in 64 bits; label is text.
+        """
         rec = self._rec()
-        rec.progress = None if total <= 0 or done > total or done < 0 else (str(label), int(done), int(total))
+        what = f"progress of task {self._tid}"
+        label = clean_text(label, f"{what}: label")
+        done = check_int64(done, f"{what}: done")
+        total = check_int64(total, f"{what}: total")
+        rec.progress = None if total <= 0 or done > total or done < 0 else (label, done, total)
         self._st._dirty_task(rec)
 
     def wait_for(self, other: Task) -> None:
@@ -194,8 +207,8 @@ class Task:
     def join_lane(self, lane: int) -> None:
         """join_lane adds the task to a lane; lanes abort independently on errors."""
         rec = self._rec()
-        if isinstance(lane, bool) or not isinstance(lane, int) or lane <= 0:
-            raise ValueError(f"cannot add task {self._tid} to lane {lane!r}: lanes are positive integers")
+        if isinstance(lane, bool) or not isinstance(lane, int) or not 0 < lane <= INT64_MAX:
+            raise ValueError(f"cannot add task {self._tid} to lane {lane!r}: lanes are positive 64-bit integers")
         lanes = self._st._lanes(rec)
         if lane not in lanes:
             lanes.append(lane)
@@ -273,6 +286,21 @@ class Task:
             if crec.unclean <= 0 and not crec.clean:
                 crec.clean = True
                 st._dirty_change(crec)
+
+
+def _log_time(text: str) -> str:
+    """_log_time shows a stored log time as RFC 3339; a hand-edited one as it is."""
+    try:
+        return _time.rfc3339(_time.from_text(text))
+    except (TypeError, ValueError):
+        return str(text)
+
+
+def _message(fmt: str, args: tuple[Any, ...], tid: int) -> str:
+    """_message formats a log line; text that is not valid Unicode is stored escaped."""
+    if not isinstance(fmt, str):
+        raise TypeError(f"cannot log on task {tid}: the format must be a str, not {type(fmt).__name__}")
+    return clean_text(fmt % args if args else fmt, f"log line of task {tid}")
 
 
 class TaskSet:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import tenacity
 
 from ._workers import EventLoopThread, Workers
-from .errors import DatabaseCorruptError, EngineError
+from .change import dependency_cycles
+from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run
 from .status import Status
 
@@ -79,6 +80,12 @@ class TaskRunner(OutcomeRecorder):
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
         self._damaged_tasks: set[int] = set()
         self._damaged_changes: set[int] = set()
+        self._reasons: set[str] = set()
+        # Per change, whether it and its tasks can be read; tasks whose outcome
+        # could not be recorded. Both hold for one generation of the cache.
+        self._checked: dict[int, bool] = {}
+        self._quarantined: set[int] = set()
+        self._generation = -1
 
     # -- registration ---------------------------------------------------------
 
@@ -91,16 +98,21 @@ class TaskRunner(OutcomeRecorder):
         """
         if retry is not None and not isinstance(retry, tenacity.BaseRetrying):
             raise TypeError(f"cannot register {kind!r}: retry must be a tenacity.Retrying, not {type(retry).__name__}")
+        _check_handler(kind, "do", do)
+        _check_handler(kind, "undo", undo)
         with self._mu:
             self._handlers[kind] = HandlerPair(do, undo, retry)
 
     def add_optional_handler(self, match: Match, do: Handler, undo: Handler | None = None) -> None:
         """add_optional_handler registers handlers for tasks match(task) accepts and no kind claims."""
+        _check_handler("optional", "do", do)
+        _check_handler("optional", "undo", undo)
         with self._mu:
             self._optional.append((match, HandlerPair(do, undo)))
 
     def add_cleanup(self, kind: str, fn: Handler) -> None:
         """add_cleanup registers fn to clean up after tasks of kind once their change is ready."""
+        _check_handler(kind, "cleanup", fn)
         with self._mu:
             if kind not in self._handlers:
                 raise EngineError(f"cannot add a cleanup for task kind {kind!r}: register its handler first")
@@ -164,7 +176,13 @@ class TaskRunner(OutcomeRecorder):
         st = self._st
         store = st._store
         st._flush()  # a user's pending writes commit with full durability
+        if self._generation != st._generation:
+            # The cache was dropped: what the runner learnt of damaged rows may be stale.
+            self._generation = st._generation
+            self._checked.clear()
+            self._quarantined.clear()
         st._check_blockers()
+        self._fail_cycles()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
             # from the state again after a crash: no sync of its own needed.
@@ -235,28 +253,92 @@ class TaskRunner(OutcomeRecorder):
         if next_time is not None:
             st.ensure_before((next_time - now).total_seconds())
 
+    def _fail_cycles(self) -> None:
+        """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.
+
+        Building a cycle is allowed (snapd checks with check_task_dependencies);
+        running one is not: its tasks would wait forever and the change never
+        end. Only changes whose tasks got new edges are looked at, or every
+        change with waiting tasks after opening or a write from outside.
+        """
+        st = self._st
+        cids = st._take_new_waits()
+        if cids is None:
+            cids = set(st._store.blocked_changes())
+        for cid in sorted(cids):
+            try:
+                crec = st._crec(cid)
+                if crec.ready_time is not None:
+                    continue
+                cycles = dependency_cycles(st, st._change_trecs(crec))
+            except (DatabaseCorruptError, NotFoundError) as e:
+                log.debug("not looking for cycles in change %s: %s", cid, e)
+                continue
+            for members in cycles:
+                names = " ".join(f"{t.id}:{t.kind}" for t in members)
+                error = TaskDependencyCycleError([str(t.id) for t in members],
+                                                 f"dependency cycle involving tasks [{names}]")
+                log.error("change %s: tasks wait for each other in a cycle and can never run: [%s]", cid, names)
+                for t in members:
+                    if not t.status.ready or t.status is Status.HOLD:
+                        chg = f"change {t.change_id}" if t.change_id is not None else "no change"
+                        self._failed(t, error, chg)
+
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
+        if row[0] in self._quarantined:
+            return None
         try:
             return self._st._merge_task_rows([row])[0]
         except DatabaseCorruptError as e:
-            if row[0] not in self._damaged_tasks:
-                self._damaged_tasks.add(row[0])
-                log.error("skipping task %s: %s", row[0], e)
+            self._damaged("task", row[0], str(e), self._damaged_tasks)
             return None
 
     def _sound(self, rec: TaskRec) -> bool:
-        """_sound checks that the task's change can be read; a damaged one is reported once and skipped."""
-        if rec.change_id is None:
+        """_sound checks that the task's change and all its tasks can be read.
+
+        A change that cannot be (a missing or hand-edited row, a task of it
+        that cannot be read) is reported once and its tasks are left alone;
+        the other changes go on. What is learnt holds until the cache is
+        dropped (a rollback, a write by another connection).
+        """
+        cid = rec.change_id
+        if cid is None:
             return True
+        st = self._st
+        known = self._checked.get(cid)
+        if known is not None:
+            return known
         try:
-            self._st._counts(self._st._crec(rec.change_id))
+            crec = st._crec(cid)
+            st._counts(crec)
+            st._check_task_rows(crec)
+            sound = True
+        except NotFoundError:
+            self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",
+                          self._damaged_changes)
+            sound = False
         except DatabaseCorruptError as e:
-            if rec.change_id not in self._damaged_changes:
-                self._damaged_changes.add(rec.change_id)
-                log.error("skipping the tasks of change %s: %s", rec.change_id, e)
-            return False
-        return True
+            self._damaged("change", cid, str(e), self._damaged_changes)
+            sound = False
+        self._checked[cid] = sound
+        return sound
+
+    def _damaged(self, what: str, rid: int, reason: str, reported: set[int]) -> None:
+        """_damaged reports, once, a row the runner leaves alone: in the log and as a state warning."""
+        if rid in reported or reason in self._reasons:
+            return  # the same damage may be met through a task and through its change
+        reported.add(rid)
+        self._reasons.add(reason)
+        log.error("leaving %s %s alone: %s", what, rid, reason)
+        try:
+            self._st.add_warning(f"{what} {rid} cannot be run and is left alone until repaired: {reason}")
+        except Exception as e:  # the warnings themselves may be damaged: the log has it
+            log.error("cannot add a warning about %s %s: %s", what, rid, e)
+
+    def _quarantine(self, tid: int) -> None:
+        """_quarantine keeps the runner from claiming a task until the database changes."""
+        self._quarantined.add(tid)
 
     def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
         st = self._st
@@ -290,6 +372,8 @@ class TaskRunner(OutcomeRecorder):
                 rec = self._load(row)
                 if rec is None or rec.clean or rec.id in runs or self._pair(rec).do is None:
                     continue
+                if not self._sound(rec):
+                    break
                 task = st._task_handle(rec)
                 fn = self._cleanups.get(rec.kind)
                 if fn is None:
@@ -320,6 +404,8 @@ class TaskRunner(OutcomeRecorder):
             result = run.fn(run.task, run.tomb)
             if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
                 asyncio.run(_await(result))
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
         run.elapsed = time.monotonic() - t0
@@ -381,6 +467,18 @@ class TaskRunner(OutcomeRecorder):
                 while (any(self._runs.get(run.tid) is run for run in runs) or self._uncommitted) \
                         and not self._abandoned:
                     self._idle.wait()
+
+
+def _check_handler(kind: str, what: str, fn: object) -> None:
+    """_check_handler refuses what cannot be a handler: not callable, or a generator function."""
+    if fn is None:
+        return
+    if not callable(fn):
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {fn!r} is not callable")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {name} is a generator function, "
+                        "whose body would never run (return or raise instead of yield)")
 
 
 def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[], int]) -> Any:

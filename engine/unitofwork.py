@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, status_of
 from .assertion import AssertionBook
-from .errors import DatabaseCorruptError, NotFoundError
+from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .status import Status
 from .warning import WarningBook
 
@@ -32,6 +32,8 @@ log = logging.getLogger("engine.state")
 
 #: How many cached task records may stay after a commit before ready ones go.
 CACHE_LIMIT = 4096
+#: At most this many tasks have their edges and lanes loaded by one query.
+_GRAPH_BATCH = 512
 
 TaskHook = Callable[["Task", Status, Status], Any]
 ChangeHook = Callable[["Change", Status, Status], Any]
@@ -42,6 +44,8 @@ STATUS_ORDER = (
     Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
 )
 _READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+# What a claim moves tasks to: such a move makes nothing else runnable.
+_CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 
 
 class UnitOfWork:
@@ -75,10 +79,21 @@ class UnitOfWork:
         # blockers counts change.
         self._done_flips: Pending[int] = Pending()
         self._blockers_suspect = True  # checked by the runner's first pass
+        # Whether the unit of work made tasks runnable (the overlord wakes its
+        # loop after such a commit), and the changes whose tasks got new
+        # edges (the runner looks there for dependency cycles; None: look
+        # everywhere, as after opening or a write by another connection).
+        self._runnable = False
+        self._woken = False
+        self._work_hook: Callable[[], None] | None = None
+        self._new_waits: set[int] | None = None
         # Changes with tasks in Wait: the Wait rule may follow edges into other
         # changes, so their status is recomputed whenever any task moves.
         self._waiting: set[int] | None = None
         self._log_seq = itertools.count()
+        # Bumped whenever the cache is dropped (a rollback, a write by another
+        # connection): what was learnt from the rows may have changed.
+        self._generation = 0
         self._became_ready: list[int] = []
         self._task_hooks: dict[int, TaskHook] = {}
         self._change_hooks: dict[int, ChangeHook] = {}
@@ -94,6 +109,7 @@ class UnitOfWork:
                 self._done_flips, *self._warnings.pendings(), *self._assertions.pendings())
 
     def _forget(self) -> None:
+        self._generation += 1
         self._waiting = None
         self._tasks.clear()
         self._changes.clear()
@@ -108,6 +124,7 @@ class UnitOfWork:
         for pending in self._all_pending():
             pending.clear()
         self._became_ready.clear()
+        self._runnable = False
         self._forget()
         self._sync_sequences()
 
@@ -135,6 +152,7 @@ class UnitOfWork:
             edges = self._new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
+            self._note_waits(tid for tid, _ in edges)
         if self._done_flips:
             recount.update(store.halted_by(self._done_flips.take()))
         if recount:
@@ -153,14 +171,14 @@ class UnitOfWork:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self._changes.get(cid)
-                if rec is None and self._waiting is not None and cid in self._waiting:
-                    rec = self._crec(cid)
-                if rec is not None and rec.db_status is not None:
-                    try:
-                        status = self._change_status(rec)
-                    except DatabaseCorruptError as e:
-                        log.error("cannot store the status of change %s: %s", cid, e)
-                        continue  # one damaged change must not keep the others from committing
+                try:
+                    if rec is None and self._waiting is not None and cid in self._waiting:
+                        rec = self._crec(cid)
+                    status = self._change_status(rec) if rec is not None and rec.db_status is not None else None
+                except (DatabaseCorruptError, NotFoundError) as e:
+                    log.error("cannot store the status of change %s: %s", cid, e)
+                    continue  # one damaged change must not keep the others from committing
+                if rec is not None and status is not None:
                     if self._waiting is not None and not self._counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
@@ -188,16 +206,31 @@ class UnitOfWork:
         self._relaxed = True
 
     def _commit(self) -> list[int]:
-        """_commit flushes and commits; it returns the changes that became ready."""
+        """_commit flushes and commits; it returns the changes that became ready.
+
+        A commit refused because another process holds the write lock, or
+        because the disk is full, keeps the unit of work in memory for the
+        next commit: nothing is lost. Any other failure (a constraint, an
+        encoding error, a driver error) rolls the unit back, reloads the
+        records from the database and raises once: the next unit of work
+        starts clean, so one bad unit never wedges the State.
+        """
         if not self._pending():
             self._relaxed = False
             return []
         try:
             self._flush()
             self._store.commit()
-        except BaseException:
-            # Keep everything in memory for the next commit: nothing is lost.
+        except BaseException as e:
             self._relaxed = False
+            if not keeps_work(e):
+                self._rollback()
+                if isinstance(e, EngineError) or not isinstance(e, Exception):
+                    raise
+                reason = " ".join(f"{type(e).__name__}: {e}".split())
+                raise DatabaseError(f"cannot commit to state database {self._target}: {reason}; "
+                                    "the unit of work was rolled back") from e
+            # Keep everything in memory for the next commit: nothing is lost.
             self._store.rollback()
             for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
                 rec = self._changes.get(cid)
@@ -208,10 +241,17 @@ class UnitOfWork:
             for cid in self._new_changes.todo:
                 if cid in self._changes:
                     self._changes[cid].db_status = None
+            if isinstance(e, DatabaseFullError) and not e.kept:
+                raise DatabaseFullError(f"{e}; the changes are kept in memory and written by the next "
+                                        "commit once there is space", kept=True) from e
             raise
         self._relaxed = False
         for pending in self._all_pending():
             pending.committed()
+        if self._runnable:
+            self._runnable = False
+            if self._work_hook is not None:
+                self._woken = True
         ready, self._became_ready = self._became_ready, []
         if len(self._tasks) > self._evict_above:
             self._evict()
@@ -291,6 +331,16 @@ class UnitOfWork:
             self._merge_task_rows(self._store.tasks_of_change(rec.id))
         return self._trecs(ids)
 
+    def _check_task_rows(self, rec: ChangeRec) -> None:
+        """_check_task_rows raises DatabaseCorruptError if a task of the change cannot be read.
+
+        The rows are parsed and dropped, not cached: checking a big change
+        costs no memory beyond what its tasks use as they run.
+        """
+        for row in self._store.each_task_of_change(rec.id):
+            if row[0] not in self._tasks:
+                TaskRec.from_row(row)
+
     def _load_graph(self, recs: list[TaskRec]) -> None:
         """_load_graph loads the edges and lanes of many tasks at once."""
         need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
@@ -318,19 +368,42 @@ class UnitOfWork:
 
     def _wait_ids(self, rec: TaskRec) -> list[int]:
         if rec.wait_ids is None:
-            rec.wait_ids = self._store.wait_ids(rec.id)
+            self._load_graph(self._siblings(rec))
+        assert rec.wait_ids is not None
         return rec.wait_ids
 
     def _halt_ids(self, rec: TaskRec) -> list[int]:
         if rec.halt_ids is None:
-            rec.halt_ids = self._store.halt_ids(rec.id)
+            self._load_graph(self._siblings(rec))
+        assert rec.halt_ids is not None
         return rec.halt_ids
 
     def _lanes(self, rec: TaskRec) -> list[int]:
         if rec.lanes is None:
-            self._load_graph([rec])
+            self._load_graph(self._siblings(rec))
         assert rec.lanes is not None
         return rec.lanes
+
+    def _siblings(self, rec: TaskRec) -> list[TaskRec]:
+        """_siblings is rec and the cached tasks of its change whose graph is not loaded yet.
+
+        Whoever asks for the edges or lanes of one task of a change usually
+        asks for those of the others next (a view of the change, an abort):
+        one query for all of them instead of one per task.
+        """
+        crec = self._changes.get(rec.change_id) if rec.change_id is not None else None
+        if crec is None or crec.task_ids is None or len(crec.task_ids) <= 1:
+            return [rec]
+        cache = self._tasks
+        batch = [rec]
+        for tid in crec.task_ids:
+            other = cache.get(tid)
+            if other is not None and other is not rec and (
+                    other.wait_ids is None or other.halt_ids is None or other.lanes is None):
+                batch.append(other)
+                if len(batch) >= _GRAPH_BATCH:
+                    break
+        return batch
 
     def _log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
         if rec.log is None:
@@ -391,7 +464,7 @@ class UnitOfWork:
         # tasks may move when any task moves.
         waiting = self._waiting_changes()
         affected = [crec] if crec is not None else []
-        affected += [self._crec(cid) for cid in waiting if crec is None or cid != crec.id]
+        affected += self._loadable(cid for cid in waiting if crec is None or cid != crec.id)
         hooks = self._change_hooks
         if hooks:
             for c in affected:
@@ -404,6 +477,8 @@ class UnitOfWork:
         rec.status = new
         if (old is Status.DONE) != (new is Status.DONE):
             self._done_flips.add(rec.id)
+        if new not in _CLAIMED:
+            self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
             rec.ready_time = self._now()
             rec.ready_text = _time.to_text(rec.ready_time)
@@ -422,6 +497,30 @@ class UnitOfWork:
                 c.observed = None
         if self._task_hooks:
             self._fire(self._task_hooks, self._task_handle(rec), old, new)
+
+    def _loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
+        """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+        recs = []
+        for cid in ids:
+            try:
+                recs.append(self._crec(cid))
+            except (DatabaseCorruptError, NotFoundError) as e:
+                log.debug("skipping change %s: %s", cid, e)
+        return recs
+
+    def _note_waits(self, tids: Iterable[int]) -> None:
+        """_note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
+        if self._new_waits is None:
+            return
+        for tid in tids:
+            rec = self._tasks.get(tid)
+            if rec is not None and rec.change_id is not None:
+                self._new_waits.add(rec.change_id)
+
+    def _take_new_waits(self) -> set[int] | None:
+        """_take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
+        waits, self._new_waits = self._new_waits, set()
+        return waits
 
     def _waiting_changes(self) -> set[int]:
         if self._waiting is None:

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import Pending
+from ._values import clean_text
 
 if TYPE_CHECKING:
     from .store import Store
     from .unitofwork import UnitOfWork
+
+log = logging.getLogger("engine.state")
 
 #: DEFAULT_REPEAT_AFTER is how long a shown warning stays quiet (snapd: 24 h).
 DEFAULT_REPEAT_AFTER = timedelta(hours=24)
@@ -77,14 +81,19 @@ class WarningBook:
         if self._loaded is None:
             self._loaded = {}
             for message, first, last, shown, expire, repeat in self._state._store.warning_rows():
-                self._loaded[message] = StateWarning(
-                    message, _time.from_text(first), _time.from_text(last), _time.opt_from_text(shown),
-                    timedelta(seconds=expire), timedelta(seconds=repeat))
+                try:
+                    self._loaded[message] = StateWarning(
+                        message, _time.from_text(first), _time.from_text(last), _time.opt_from_text(shown),
+                        timedelta(seconds=expire), timedelta(seconds=repeat))
+                except (TypeError, ValueError, OverflowError) as e:
+                    log.error("skipping warning %r: its row cannot be read (%s)", message, e)
         return self._loaded
 
     def add(self, message: str, repeat_after: float | timedelta | None,
             expire_after: float | timedelta | None) -> None:
         """add records message now, creating the warning if it is new."""
+        if isinstance(message, str):
+            message = clean_text(message, "warning message")
         if not isinstance(message, str) or not message or message.strip() != message:
             raise ValueError(f"cannot add warning {message!r}: the message must be non-empty text "
                              "without leading or trailing space")

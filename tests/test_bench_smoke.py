@@ -27,6 +27,7 @@ EXPECTED = {
     "w2.tasks_per_s", "w2.latency_ms", "w2.run_s", "w2.rss_mib", "w2.vs_baseline",
     "w3.open_s.0", "w3.open_s.h", "w3.run_s.0", "w3.run_s.h", "w3.rss_mib.0", "w3.rss_mib.h",
     "w3.run_ratio", "w3.run_ratio_paired", "w3.rss_ratio", "ensure.ratio", "ensure.fresh_ratio",
+    "dispatch.p50_ms", "dispatch.p99_ms", "dispatch.handoff_ms",
 }
 
 
@@ -50,7 +51,7 @@ def test_quick_mode_produces_every_figure(tmp_path: Path, capsys: pytest.Capture
     # Every target of issue 5 is shown with a verdict.
     targets = {k for k, f in figures.items() if f["target"]}
     assert {"w1.tasks_per_s", "w1.rss_mib", "w1.vs_baseline", "w2.tasks_per_s", "w2.vs_baseline",
-            "w3.run_ratio_paired", "w3.rss_ratio", "w3.open_s.h", "ensure.ratio"} <= targets
+            "w3.run_ratio_paired", "w3.rss_ratio", "w3.open_s.h", "ensure.ratio", "dispatch.p99_ms"} <= targets
     assert all(figures[k]["ok"] in (True, False) for k in targets)
     assert "W1 fan-out" in printed and "Ensure pass" in printed and "targets met" in printed
     # The run's databases are removed; the cache stays.

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import sys
+
+import click
+
 from . import (  # noqa: F401  (each import adds its commands)
+    cmd_asserts,
     cmd_changes,
     cmd_daemon,
     cmd_db,
@@ -13,6 +18,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_keys,
     cmd_pack,
     cmd_seed,
+    cmd_snaps,
     cmd_warnings,
     cmd_watch,
 )
@@ -22,5 +28,23 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    """main runs the overlord command."""
-    cli(prog_name="overlord")
+    """main runs the overlord command; every error is one line on stderr, "error: ...", like snap's.
+
+    A usage error exits 2, a conflict 10, any other error 1.
+    """
+    try:
+        code = cli.main(prog_name="overlord", standalone_mode=False)
+    except click.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # "overlord" alone (click 8.2): the help, as click shows it
+            print(e.format_message(), file=sys.stderr)
+            sys.exit(e.exit_code)
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()  # one line, "error: <message>" (see _output.CliError)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

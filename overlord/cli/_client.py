@@ -23,6 +23,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 WARNINGS_FILE_ENV = "OVERLORD_WARNINGS_FILE"
 
 
+def change_id(ctx: click.Context, param: click.Parameter, value: Any) -> str:
+    """change_id checks an ID argument of the change commands: decimal digits, or a usage error."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise click.BadParameter(f"{text!r} is not a change id (a number)", ctx, param)
+    return text
+
+
 def state_dir_option(fn: F) -> F:
     """state_dir_option adds --state-dir (default $OVERLORD_STATE_DIR, else /var/lib/overlord)."""
     return click.option(

@@ -10,14 +10,12 @@ from typing import Any, TypeVar
 
 import click
 
-from engine import EngineError
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> None:
     """fail prints an error on one line and exits 1."""
-    click.echo(f"overlord: {' '.join(str(message).split())}", err=True)
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(1)
 
 
@@ -25,6 +23,8 @@ def one_line_errors(fn: F) -> F:
     """one_line_errors turns the engine's and the managers' errors (and OSErrors) into fail()."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> Any:
+        from engine import EngineError  # here: commands that talk to the daemon never load the engine
+
         try:
             return fn(*args, **kw)
         except (EngineError, OSError) as e:

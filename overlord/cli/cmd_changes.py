@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ._client import abs_time_option, json_option, session, state_dir_option
+from ._client import abs_time_option, change_id, json_option, session, state_dir_option
 from ._group import cli
 from ._output import fail, out, print_json
 from ._views import change_view, changes_table
@@ -67,7 +67,7 @@ def _show_change(change_id: str, abs_time: bool, as_json: bool, state_dir: Path 
 
 
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @abs_time_option
 @json_option
 @state_dir_option
@@ -77,7 +77,7 @@ def tasks(id: str, abs_time: bool, as_json: bool, state_dir: Path | None) -> Non
 
 
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @click.argument("db", required=False, type=click.Path(path_type=Path, dir_okay=False, readable=False))
 @abs_time_option
 @json_option
@@ -100,7 +100,7 @@ def change(id: str, db: Path | None, abs_time: bool, as_json: bool, state_dir: P
 
 
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @state_dir_option
 def abort(id: str, state_dir: Path | None) -> None:
     """Abort change ID: its running tasks are asked to stop, what was done is undone."""

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .. import paths
-from ._client import abs_time_option, json_option, session, state_dir_option
+from ._client import abs_time_option, change_id, json_option, session, state_dir_option
 from ._dbread import read_change, read_changes
 from ._dot import change_dot
 from ._group import cli
@@ -55,7 +55,7 @@ def debug_state(db: Path | None, what: str, change_id: str | None, dot_id: str |
 
 
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @click.option("--svg", "svg", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
               help="Render the graph to this SVG file with Graphviz's dot (else print the DOT source).")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,

@@ -4,8 +4,8 @@ cmd_connections.go, cmd_interface.go).
 
 A plug or slot is named SNAP:NAME; the system's own slots are :NAME (the
 system snap is called "system"). connect and disconnect wait for their
-change like `watch` does (a live display on a terminal, silence otherwise),
-or print its id with --no-wait.
+change with watch's display, like the snap verbs, or print its id with
+--no-wait.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from typing import Any
 
 import click
 from rich.console import RenderableType
-from rich.live import Live
 from rich.text import Text
 
 from ..client import ApiError, Client
 from ._client import json_option, session, state_dir_option
 from ._group import cli
-from ._output import CliError, console, out, plain, print_json, table
-from .cmd_watch import follow, watch_view
+from ._output import out, plain, print_json, table
+from .cmd_snaps import no_wait_option
+from .cmd_watch import check_done, watch_change
 
 #: SYSTEM_SNAP is how the system's implicit slots are named in the API; the command line writes them ":name".
 SYSTEM_SNAP = "system"
-#: RECONNECT_TIMEOUT is how long waiting for a change keeps trying when the daemon stops answering, in seconds.
-RECONNECT_TIMEOUT = 60.0
 
 
 def split_ref(value: str, *, strict: bool, what: str, hint: str) -> tuple[str, str]:
@@ -40,25 +38,14 @@ def split_ref(value: str, *, strict: bool, what: str, hint: str) -> tuple[str, s
     return snap, name
 
 
-def no_wait_option(fn: Any) -> Any:
-    """no_wait_option adds --no-wait: print the change id instead of waiting for it."""
-    return click.option("--no-wait", is_flag=True, help="Do not wait for the change: print its id.")(fn)
-
-
 def wait_change(c: Client, change_id: str, no_wait: bool) -> dict[str, Any] | None:
-    """wait_change follows a change to its end (on a terminal with the live display of `watch`); a change that
-    does not end Done is an error naming what failed. With no_wait it prints the id and returns at once."""
+    """wait_change follows a change to its end with watch's display, like the snap verbs; a change that does not
+    end Done is an error naming what failed. With no_wait it prints the id and returns at once."""
     if no_wait:
         click.echo(change_id)
         return None
-    screen = console()
-    if screen.is_terminal:
-        with Live(watch_view(c.change(change_id)), console=screen, refresh_per_second=8, transient=True) as live:
-            final = follow(c, change_id, live, RECONNECT_TIMEOUT)
-    else:
-        final = follow(c, change_id, None, RECONNECT_TIMEOUT)
-    if final["status"] != "Done":
-        raise CliError(final.get("err") or f"change {change_id} ended in status {final['status']}")
+    final = watch_change(c, change_id)
+    check_done(final)
     return final
 
 

@@ -10,7 +10,8 @@ import click
 from ..client import ApiError
 from ._client import session, state_dir_option
 from ._group import cli
-from .cmd_interfaces import no_wait_option, wait_change
+from .cmd_interfaces import wait_change
+from .cmd_snaps import no_wait_option
 
 
 @cli.command()

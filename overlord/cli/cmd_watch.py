@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..client import ApiError, Client, DaemonUnavailable
-from ._client import cli_error, note_warnings, state_dir_option
+from ._client import change_id, cli_error, note_warnings, state_dir_option
 from ._group import cli
 from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
 
@@ -100,31 +100,49 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
         time.sleep(POLL_INTERVAL)
 
 
+def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0) -> dict[str, Any]:
+    """watch_change shows the live display of a change until it is ready and returns the change's last JSON.
+
+    Ctrl-C stops watching (the change goes on) and exits EXIT_INTERRUPTED;
+    the daemon's errors are one-line CliErrors. `watch` and the snap verbs
+    (install, remove, ...) wait through it.
+    """
+    out = console()
+    try:
+        try:
+            first = client.change(change_id)
+        except DaemonUnavailable as e:
+            raise cli_error(e, f"watch change {change_id}") from None
+        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
+            final = follow(client, change_id, live, reconnect_timeout)
+        if not out.is_terminal:
+            out.line()  # Live leaves the last line open when it is not drawing on a terminal
+    except KeyboardInterrupt:
+        click.echo(f"Stopped watching change {change_id}; it goes on ('overlord tasks {change_id}' shows it).",
+                   err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except ApiError as e:
+        raise cli_error(e, f"watch change {change_id}") from None
+    return final
+
+
+def check_done(change: dict[str, Any]) -> None:
+    """check_done fails, with the change's error, unless the change ended Done."""
+    if change["status"] != "Done":
+        raise CliError(change.get("err") or f"change {change['id']} ended in status {change['status']}")
+
+
 @cli.command()
-@click.argument("id")
+@click.argument("id", callback=change_id)
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds to keep trying when the daemon stops answering.")
 @state_dir_option
 def watch(id: str, reconnect_timeout: float, state_dir: Path | None) -> None:
     """Watch change ID until it is ready; Ctrl-C stops watching, not the change."""
     client = Client(state_dir)
-    out = console()
     try:
-        try:
-            first = client.change(id)
-        except DaemonUnavailable as e:
-            raise cli_error(e, f"watch change {id}") from None
-        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
-            final = follow(client, id, live, reconnect_timeout)
-        if not out.is_terminal:
-            out.line()  # Live leaves the last line open when it is not drawing on a terminal
-    except KeyboardInterrupt:
-        click.echo(f"Stopped watching change {id}; it goes on ('overlord tasks {id}' shows it).", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    except ApiError as e:
-        raise cli_error(e, f"watch change {id}") from None
+        final = watch_change(client, id, reconnect_timeout)
     finally:
         client.close()
     note_warnings(client)
-    if final["status"] != "Done":
-        raise CliError(final.get("err") or f"change {id} ended in status {final['status']}")
+    check_done(final)

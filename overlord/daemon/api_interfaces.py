@@ -66,7 +66,7 @@ def _known_snap(im: InterfaceManager, name: str) -> None:
     from managers.snapstate import get_snap_state
 
     if name != SYSTEM_SNAP and get_snap_state(im.state, name) is None:
-        raise bad_request(f"cannot list connections: snap {name!r} is not installed")
+        raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot list connections: snap {name!r} is not installed")
 
 
 def get_connections(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -125,8 +125,6 @@ def _end(body: Any, field: str, kind: str) -> tuple[str, str]:
 
 def post_interfaces(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_interfaces connects or disconnects a plug and a slot; it answers async with the change."""
-    from managers import InterfaceError, NotConnectedError, SnapNotInstalledError, SnapOperationError
-
     body = req.json()
     action = body.action(("connect", "disconnect"))
     plug_snap, plug = _end(body, "plugs", "plug")
@@ -139,16 +137,11 @@ def post_interfaces(ctx: Context, req: ApiRequest) -> response.Reply:
     if action == "connect" and not plug_snap:
         raise bad_request("cannot connect: the plug's snap name is missing")
     im = interface_manager(ctx)
-    with ctx.state:
-        try:
-            if action == "connect":
-                chg = im.connect(plug_snap, plug, slot_snap, slot)
-            else:
-                chg = im.disconnect(plug_snap, plug, slot_snap, slot, forget=forget)
-        except NotConnectedError as e:
-            raise ApiError(400, ErrorKind.INTERFACES_UNCHANGED, str(e)) from None
-        except (InterfaceError, SnapNotInstalledError, SnapOperationError) as e:
-            raise bad_request(str(e)) from None
+    with ctx.state:  # the managers' errors are answered by errors.from_exception (interfaces-unchanged, ...)
+        if action == "connect":
+            chg = im.connect(plug_snap, plug, slot_snap, slot)
+        else:
+            chg = im.disconnect(plug_snap, plug, slot_snap, slot, forget=forget)
         return response.async_(chg.id)
 
 

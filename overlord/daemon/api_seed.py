@@ -41,22 +41,14 @@ def get_seed(ctx: Context, req: ApiRequest) -> response.Reply:
 
 def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_seed seeds the system from the seed directory at path (absolute); async, with the seed change."""
-    from managers import AlreadySeededError, InvalidSeedError
-
     body = req.json()
     body.action(("seed",))
     path = body.string("path")
     if not os.path.isabs(path) or "\0" in path:
         raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
     fb = first_boot(ctx)
-    with ctx.state:
-        try:
-            chg = fb.seed(path)
-        except AlreadySeededError as e:
-            raise ApiError(400, ErrorKind.ALREADY_SEEDED, str(e)) from None
-        except InvalidSeedError as e:
-            raise ApiError(400, ErrorKind.INVALID_SEED, str(e)) from None
-        return response.async_(chg.id)
+    with ctx.state:  # a broken seed is invalid-seed, a seeded system already-seeded (errors.from_exception)
+        return response.async_(fb.seed(path).id)
 
 
 ENDPOINTS = [Endpoint("/v2/seed", get=get_seed, post=post_seed)]

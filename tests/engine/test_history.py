@@ -337,8 +337,9 @@ LOOKUPS: dict[str, Callable[[Any], object]] = {
     "tasks_of_change": lambda s: s.tasks_of_change(500),
     "task_ids_of_change": lambda s: s.task_ids_of_change(500),
     "status_counts": lambda s: s.status_counts(500),
-    "wait_ids": lambda s: s.wait_ids(12345),
-    "halt_ids": lambda s: s.halt_ids(12345),
+    "each_task_of_change": lambda s: list(s.each_task_of_change(500)),
+    "blocked_changes": lambda s: s.blocked_changes(),
+    "sequences": lambda s: s.sequences(),
     "task_rows one": lambda s: s.task_rows([12345]),
     "task_rows many": lambda s: s.task_rows([12345, 23456, 34567]),
     "change_row": lambda s: s.change_row(500),
@@ -366,3 +367,35 @@ def test_engine_lookup_uses_an_index(ro_st: State, history_db: Path, name: str) 
         LOOKUPS[name](ro_st._store)
     assert tr.statements, f"{name} ran no SQL"
     assert full_scans(history_db, tr.statements) == []
+
+
+def test_viewing_a_change_loads_the_graph_of_its_tasks_in_one_go(tmp_path: Path, clock: FakeClock) -> None:
+    """A view of a change (every task's lanes and edges, as the daemon's API shows them) is not one query per task."""
+    db = tmp_path / "state.db"
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            chg = st.new_change("view", "200 chained tasks in two lanes")
+            lanes = (st.new_lane(), st.new_lane())
+            prev = None
+            for i in range(200):
+                t = st.new_task("k", f"task {i}")
+                t.join_lane(lanes[i % 2])
+                if prev is not None:
+                    t.wait_for(prev)
+                chg.add_task(t)
+                prev = t
+            cid = chg.id
+    finally:
+        st.close()
+    st = State.open(db, clock=clock)
+    try:
+        with Tracer(st) as tr, st:
+            chg = st.change(cid)
+            assert chg is not None
+            view = [(t.id, t.lanes(), [w.id for w in t.wait_tasks()], len(t.halt_tasks())) for t in chg.tasks()]
+        assert len(view) == 200 and view[1][2] == [view[0][0]]
+        selects = [s for s in tr.statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(selects) < 40, f"{len(selects)} queries to view 200 tasks"
+    finally:
+        st.close()

@@ -1097,7 +1097,7 @@ def test_handler_finishing_its_own_task_commits_with_its_writes(db_path: Path, f
     ran = []
 
     def look() -> tuple[Status, Any]:
-        other = State.open(db_path, clock=clock)
+        other = State.open(db_path, clock=clock, read_only=True)
         try:
             with other:
                 t = other.task(tid)

@@ -46,12 +46,12 @@ def test_sign_errors_are_one_line(tmp_path: Path) -> None:
     ]:
         result = invoke("sign", "--key", key, input=headers)
         assert result.exit_code == 1, headers
-        assert result.output.startswith("overlord: cannot ") and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("error: cannot ") and result.output.count("\n") == 1, result.output
         assert message in result.output, result.output
     # As a user sees it: one line on stderr, nothing on stdout.
     out = run("sign", "--key", key, input="type: account\n")
     assert (out.returncode, out.stdout, out.stderr.count("\n")) == (1, "", 1)
-    assert out.stderr.startswith("overlord: cannot use account assertion to sign: header")
+    assert out.stderr.startswith("error: cannot use account assertion to sign: header")
     missing = run("sign", "--key", str(tmp_path / "nothere.pem"), input="type: account\n")
     assert missing.returncode == 1 and "cannot read key" in missing.stderr
     assert run("sign").returncode == 2

@@ -29,7 +29,7 @@ def test_pack_errors_are_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stdout == ""
     assert out.stderr.count("\n") == 1
-    assert out.stderr.startswith("overlord: invalid ") and "field summary: missing" in out.stderr
+    assert out.stderr.startswith("error: invalid ") and "field summary: missing" in out.stderr
     assert list(tmp_path.glob("*.snap")) == []
     usage = run("pack")
     assert usage.returncode == 2 and "Missing argument" in usage.stderr

@@ -73,7 +73,7 @@ def test_a_second_daemon_on_the_same_database_is_refused(daemon: DaemonProcess) 
                        capture_output=True, text=True, env=child_env(), timeout=START_TIMEOUT)
     assert p.returncode == 1
     lines = p.stderr.splitlines()
-    assert lines[-1].startswith("error: cannot start overlord: state database ")
+    assert lines[-1].startswith("error: cannot open state database ") and "in use by process" in lines[-1]
     assert f"is in use by process {daemon.proc.pid}" in lines[-1]  # type: ignore[union-attr]
     assert all(line.startswith("error: ") for line in lines)
     with daemon.client() as c:  # the first one is untouched, socket and all

@@ -22,21 +22,16 @@ from .test_views import check_snapshot
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[DaemonProcess]:
-    """system is a daemon running a system (the managers, a store of hello, the test root key), not seeded."""
+    """system is a daemon running a system on a store of hello, trusting the test root key; not seeded."""
     base = short_tempdir()
     build_store(base / "store", *sample_keys(), versions=("1.0",))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("OVERLORD_TEST_ROOT", str(base / "root"))
-    mp.setenv("OVERLORD_TEST_STORE", str(base / "store"))
-    mp.setenv("OVERLORD_TEST_TRUSTED_KEY", str(TEST_KEYS / "root.pub.pem"))
-    d = DaemonProcess(base, "--setup", "tests.system_daemon_hooks:setup", "--store", str(base / "store"))
+    d = DaemonProcess(base, "--store", str(base / "store"), "--trusted-key", str(TEST_KEYS / "root.pub.pem"))
     try:
         d.start()
         yield d
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()
-        mp.undo()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -84,6 +79,12 @@ def test_seed_from_the_command_line(system: DaemonProcess, tmp_path: Path) -> No
     assert status == 400 and env["result"]["kind"] == "already-seeded"
 
 
+def newest(d: DaemonProcess) -> str:
+    """newest is the id of the newest change."""
+    with d.client() as c:
+        return str(c.changes(select="all")[-1]["id"])
+
+
 def _connections(d: DaemonProcess, *args: str) -> str:
     """_connections is what `overlord connections ARGS` prints, trailing blanks of the table's cells left out."""
     got = d.cli("connections", *args)
@@ -98,7 +99,8 @@ def test_connect_and_disconnect_from_the_command_line(seeded: DaemonProcess) -> 
         "content[books]  reader:books    library:books  -\n"
         "network         reader:network  :network       -\n")
     got = d.cli("connect", "reader:logs")
-    assert (got.returncode, got.stdout, got.stderr) == (0, "", "")
+    assert (got.returncode, got.stderr) == (0, "")
+    assert got.stdout.startswith(f"Change {newest(d)} (connect): Connect reader:logs to system:system-files - Done")
     assert _connections(d, "reader") == (
         "Interface       Plug            Slot           Notes\n"
         "content[books]  reader:books    library:books  -\n"
@@ -154,16 +156,15 @@ def test_the_command_line_refuses_in_one_line(seeded: DaemonProcess, args: tuple
 def test_a_change_in_progress_on_the_snap_is_a_conflict(seeded: DaemonProcess) -> None:
     d = seeded
     (d.state_dir / "gate").unlink(missing_ok=True)
-    with d.client() as c:
-        hold = str(c.request("POST", "/v2/test/hold", body={"snap": "reader"})["change"])
+    hold = d.new_change("Hold reader", {"kind": "gated", "summary": "Hold reader", "total": 3, "affects": ["reader"]})
     got = d.cli("connect", "reader:logs")
     assert got.returncode == 10
-    assert got.stderr == (f"error: cannot start a change for snap 'reader': change {hold} (test-hold) is in progress "
+    assert got.stderr == (f"error: cannot start a change for snap 'reader': change {hold} (test) is in progress "
                           "for it\n")
     body = {"action": "disconnect", "plugs": [{"snap": "reader", "plug": "books"}], "slots": [{"snap": "", "slot": ""}]}
     status, env = raw(d, "POST", "/v2/interfaces", json.dumps(body).encode())
     assert status == 409 and env["result"]["kind"] == "snap-change-conflict"
-    assert env["result"]["value"] == {"change-id": hold, "change-kind": "test-hold"}
+    assert env["result"]["value"] == {"change-id": hold, "change-kind": "test"}
     d.open_gate()
     d.wait_change(hold, lambda c: c["ready"])
     assert d.cli("connect", "reader:logs").returncode == 0
