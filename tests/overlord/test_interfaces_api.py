@@ -24,8 +24,9 @@ from .test_views import check_snapshot
 def system() -> Iterator[DaemonProcess]:
     """system is a daemon running a system on a store of hello, trusting the test root key; not seeded."""
     base = short_tempdir()
-    build_store(base / "store", *sample_keys(), versions=("1.0",))
+    sample = build_store(base / "store", *sample_keys(), versions=("1.0",))
     d = DaemonProcess(base, "--store", str(base / "store"), "--trusted-key", str(TEST_KEYS / "root.pub.pem"))
+    d.sample = sample  # type: ignore[attr-defined]
     try:
         d.start()
         yield d
@@ -217,6 +218,28 @@ def test_read_endpoints_answer_snapds_shapes(seeded: DaemonProcess) -> None:
                                                                                  "Slots"]
 
 
+def test_install_refresh_and_remove_keep_the_connections_right(seeded: DaemonProcess) -> None:
+    """The README's story through the daemon: seeded, install hello, refresh it, remove the provider."""
+    d = seeded
+    got = d.cli("install", "hello")
+    assert got.returncode == 0, got.stderr
+    assert "network         hello:network   :network       -" in _connections(d)
+    d.sample.publish("2.0")  # type: ignore[attr-defined]
+    assert d.cli("refresh", "hello").returncode == 0
+    assert "network         hello:network   :network       -" in _connections(d)
+    assert json.loads((d.root / "var/lib/profiles/hello").read_text())["revision"] == "2"
+    removed = d.cli("remove", "library")
+    assert removed.returncode == 0, removed.stderr
+    with d.client() as c:
+        chg = c.change(newest(d))
+        assert [t["kind"] for t in chg["tasks"]][:2] == ["stop-snap-services", "auto-disconnect"]
+        left = c.connections(all=True)
+    assert all("library" not in (e["plug"]["snap"], e["slot"]["snap"]) for e in left["established"] + left["undesired"])
+    assert all(sl["snap"] != "library" for sl in left["slots"])
+    assert json.loads((d.root / "var/lib/profiles/reader").read_text())["mounts"] == []
+    assert not (d.root / "var/lib/profiles/library").exists()
+
+
 # -- snapshots of the tables, at fixed widths ------------------------------------------------------
 
 CONNECTIONS = {
@@ -258,7 +281,7 @@ def test_anyone_may_list_connections_only_root_may_connect(seeded: DaemonProcess
     state = ("--state-dir", str(seeded.state_dir))
     listed = nobody.run("-m", "overlord", "connections", *state, env=nobody.env(COLUMNS="100"))
     assert listed.returncode == 0, listed.stderr
-    assert "reader:books" in listed.stdout
+    assert "reader:network" in listed.stdout
     refused = nobody.run("-m", "overlord", "connect", "reader:logs", *state)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: cannot connect reader:logs: access denied: POST /v2/interfaces needs root")
