@@ -24,7 +24,7 @@ from engine import Change, ChangeConflictError, State, Status, Task, TaskRunner,
 from ..asserts import Assertion
 from ..errors import AlreadySeededError, AssertionVerifyError, InterfaceError
 from ..ifacestate import content_tag
-from ..snapstate import get_snap_state, install_path_task_set, new_change
+from ..snapstate import check_conflicts, get_snap_state, install_path_task_set, new_change
 from .seed import Seed, SeedSnap, read_seed
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class FirstBoot:
                                       change_kind=last.kind, subject="seed")
         seed = read_seed(seed_dir, self.snap_manager.backend.limits)
         todo = self._check(seed)
+        check_conflicts(self.snap_manager, [s.name for s in todo])  # before anything is written
         self.assert_manager.add_many(seed.assertions, keep_newer=True)
         names: list[str] = []
         sets: list[TaskSet] = []

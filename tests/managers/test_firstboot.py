@@ -288,3 +288,18 @@ def test_sigkill_in_the_middle_of_seeding_finishes_the_same_change_after_restart
         assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = _seeded(base)
         assert got == ref, f"killed in {kill_at}: the seeded system differs"
+
+
+def test_a_change_in_progress_on_a_seed_snap_is_a_conflict_before_anything_is_written(system: SystemOverlord) -> None:
+    from managers.snapstate import SnapSetup
+
+    o = system
+    with o.state:
+        chg = o.state.new_change("hold", "Hold reader")
+        t = o.state.new_task("hold", "Hold reader")
+        t.set("snap-setup", SnapSetup("reader").to_dict())
+        chg.add_task(t)
+    with o.state, pytest.raises(ChangeConflictError, match=f"change {chg.id} \\(hold\\) is in progress"):
+        o.first_boot.seed(SEED)
+    with o.state:
+        assert o.state.assertions.find("account") == [] and [c.id for c in o.state.changes()] == [chg.id]
