@@ -48,9 +48,11 @@ def resolve_connect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap
     slot_snap = slot_snap or SYSTEM_SNAP
     _usable(im, slot_snap, what)
     if not slot:
-        fits = sorted(name for name, s in repo.infos[slot_snap].slots.items() if s.interface == p.interface)
+        iface = interface(p.interface)
+        fits = sorted(name for name, s in repo.infos[slot_snap].slots.items()
+                      if s.interface == p.interface and iface.compatible(p.info, s) is None)
         if not fits:
-            raise InterfaceError(f"{what}: snap {slot_snap!r} has no {p.interface} slot")
+            raise InterfaceError(f"{what}: snap {slot_snap!r} has no {p.interface} slot that fits it")
         if len(fits) > 1:
             raise InterfaceError(f"{what}: snap {slot_snap!r} has several {p.interface} slots ({', '.join(fits)}): "
                                  "name one")

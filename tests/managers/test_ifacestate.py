@@ -341,7 +341,7 @@ def test_bad_plugs_and_slots_are_refused_at_install(sys_: Iface, yaml: str, prob
 @pytest.mark.parametrize(("args", "error", "message"), [
     (("nosuch", "x"), SnapNotInstalledError, "cannot connect nosuch:x: snap 'nosuch' is not installed"),
     (("reader", "nosuch"), InterfaceError, "cannot connect reader:nosuch: snap 'reader' has no plug named 'nosuch'"),
-    (("reader", "books", "hello"), InterfaceError, "snap 'hello' has no content slot"),
+    (("reader", "books", "hello"), InterfaceError, "snap 'hello' has no content slot that fits it"),
     (("reader", "books", "library", "nosuch"), InterfaceError, "snap 'library' has no slot named 'nosuch'"),
     (("reader", "network", "system", "home"), InterfaceError,
      "cannot connect reader:network (network) to system:home (home): they are not of one interface"),
