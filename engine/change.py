@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Generator
@@ -190,8 +191,8 @@ class Change:
                 continue
             errors += [(t.summary, msg) for _, level, msg in st._log_lines(t) if level == "ERROR"]
         if not errors:
-            return ChangeError([], f'internal inconsistency: change "{rec.kind}" in ErrorStatus '
-                                   "with no task errors logged")
+            kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
+            return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
         return ChangeError(errors)
 
     def is_ready(self) -> bool:

@@ -25,7 +25,14 @@ from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
 from .dblink import DbLink
-from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
+from .errors import (
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    EngineError,
+    NoStateError,
+    NotFoundError,
+    ReadOnlyStateError,
+)
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
 if TYPE_CHECKING:
@@ -375,14 +382,20 @@ class State(UnitOfWork):
         return self._change_handle(rec)
 
     def changes(self) -> list[Change]:
-        """changes returns every change in the database, oldest first."""
+        """changes returns every change in the database, oldest first.
+
+        A change whose row cannot be read (edited by hand) is left out and logged.
+        """
         self._check()
         self._flush()
         ids = self._store.change_ids()
         missing = [cid for cid in ids if cid not in self._changes]
         for row in self._store.change_rows(missing):
-            self._changes[row[0]] = ChangeRec.from_row(row)
-        return [self._change_handle(self._changes[cid]) for cid in ids]
+            try:
+                self._changes[row[0]] = ChangeRec.from_row(row)
+            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
+                log.error("leaving out change %s: %s", row[0], e)
+        return [self._change_handle(self._changes[cid]) for cid in ids if cid in self._changes]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -409,11 +422,17 @@ class State(UnitOfWork):
         return self._task_handle(rec)
 
     def tasks(self) -> list[Task]:
-        """tasks returns every task that belongs to a change."""
+        """tasks returns every task that belongs to a change (one whose row cannot be read is left out)."""
         self._check()
         self._flush()
         ids = self._store.linked_task_ids()
-        return [self._task_handle(rec) for rec in self._trecs(ids)]
+        missing = [tid for tid in ids if tid not in self._tasks]
+        for row in self._store.task_rows(missing) if missing else ():
+            try:
+                self._tasks[row[0]] = TaskRec.from_row(row)
+            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
+                log.error("leaving out task %s: %s", row[0], e)
+        return [self._task_handle(self._tasks[tid]) for tid in ids if tid in self._tasks]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -441,7 +460,7 @@ class State(UnitOfWork):
     def ensure_before(self, seconds: float | timedelta) -> None:
         """ensure_before asks for the next ensure pass within the given delay."""
         self._check()
-        delay = max(0.0, _time.seconds(seconds, "ensure_before delay"))
+        delay = max(0.0, _time.seconds(seconds, "ensure_before delay", clamp=True))
         hook = self._ensure_hook
         if hook is not None:
             hook(delay)

@@ -389,12 +389,13 @@ class Store:
         # Rows with a status the schema does not know (hand-edited) are left
         # alone: rewriting them would fail their CHECK constraint.
         count = self._COUNT_BLOCKERS.replace("d.task_id = t.id", "d.task_id = tasks.id")
-        self.execute_in(f"UPDATE tasks SET blockers = {count} WHERE {_KNOWN_STATUS} AND id IN ({{}})", ids)
+        self.execute_in(f"UPDATE tasks SET blockers = {count} WHERE {_KNOWN_STATUS} AND json_valid(data) "
+                        "AND id IN ({})", ids)
 
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
         return [r[0] for r in self.query(
-            f"SELECT id FROM tasks t WHERE {UNREADY_PREDICATE} AND {_KNOWN_STATUS} "
+            f"SELECT id FROM tasks t WHERE {UNREADY_PREDICATE} AND {_KNOWN_STATUS} AND json_valid(data) "
             f"AND blockers <> {self._COUNT_BLOCKERS}"
         )]
 
@@ -468,7 +469,8 @@ class Store:
 
     def update_change_statuses(self, rows: Sequence[tuple[str, int]]) -> None:
         """update_change_statuses stores the computed status of changes."""
-        self.executemany("UPDATE changes SET status = ? WHERE id = ?", rows)
+        # A row whose data was made invalid by hand would fail its CHECK: left alone (the runner reports it).
+        self.executemany("UPDATE changes SET status = ? WHERE id = ? AND json_valid(data)", rows)
 
     def insert_edges(self, rows: Sequence[tuple[int, int]]) -> None:
         """insert_edges writes (task, wait task) edges."""

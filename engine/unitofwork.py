@@ -337,9 +337,11 @@ class UnitOfWork:
         The rows are parsed and dropped, not cached: checking a big change
         costs no memory beyond what its tasks use as they run.
         """
+        # Their data must be JSON too: a write of the row would fail its CHECK.
+        # Parsed and dropped: an untouched bag is written back as it was read.
+        rec.data.check(f"change {rec.id}")
         for row in self._store.each_task_of_change(rec.id):
-            if row[0] not in self._tasks:
-                TaskRec.from_row(row)
+            (self._tasks.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
 
     def _load_graph(self, recs: list[TaskRec]) -> None:
         """_load_graph loads the edges and lanes of many tasks at once."""
@@ -536,6 +538,9 @@ class UnitOfWork:
             crec.ready_time = self._now()
             self._dirty_change(crec)
             self._became_ready.append(crec.id)
+            self._counts(crec)  # loads the unclean count too
+            if crec.unclean <= 0 and not crec.clean:
+                crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
 
     def _notify_change(self, crec: ChangeRec) -> None:
         new = self._change_status(crec)
