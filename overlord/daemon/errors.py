@@ -34,6 +34,7 @@ class ErrorKind(enum.Enum):
     SNAP_CHANGE_CONFLICT = "snap-change-conflict"
     #: The state database stayed busy past its budget; retry later (503).
     DATABASE_BUSY = "database-busy"
+    STATE_DAMAGED = "state-damaged"
     #: No snap has this name: not installed (GET /v2/snaps/NAME), or not in the store (install) (404).
     SNAP_NOT_FOUND = "snap-not-found"
     #: The action needs an installed snap (or revision) and it is not installed (404; snapd answers 400).
@@ -97,7 +98,7 @@ def permission_denied(message: str) -> ApiError:
 
 def from_exception(e: BaseException) -> ApiError | None:
     """from_exception maps an engine exception that clients should see to its ApiError (None: a bug)."""
-    from engine import ChangeConflictError, DatabaseBusyError
+    from engine import ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
 
     if isinstance(e, ApiError):
         return e
@@ -108,6 +109,8 @@ def from_exception(e: BaseException) -> ApiError | None:
         return ApiError(409, ErrorKind.SNAP_CHANGE_CONFLICT, str(e), value)
     if isinstance(e, DatabaseBusyError):
         return ApiError(503, ErrorKind.DATABASE_BUSY, " ".join(str(e).split()))
+    if isinstance(e, DatabaseCorruptError):
+        return ApiError(500, ErrorKind.STATE_DAMAGED, " ".join(str(e).split()))
     for cls, status, kind in _manager_errors():
         if isinstance(e, cls):
             return ApiError(status, kind, " ".join(str(e).split()))

@@ -541,6 +541,23 @@ def test_a_refresh_of_every_snap_skips_the_up_to_date(system: System) -> None:
         assert {s.name: s.current for s in system.sm.snaps()} == {"hello": "1", "world": "2"}
 
 
+def test_a_refresh_of_every_snap_leaves_out_snaps_the_store_does_not_have(system: System) -> None:
+    """As snapd: `refresh` with no names refreshes what the store has; naming a snap it lacks is an error."""
+    import shutil
+
+    for name in ("hello", "world"):
+        system.publish(name, "1.0")
+    system.run(lambda sm: sm.install(["hello", "world"]))
+    shutil.rmtree(system.base / "store" / "snaps" / "hello")  # the store no longer has it
+    system.publish("world", "2.0")
+    cid = system.run(lambda sm: sm.refresh())
+    with system.o.state:
+        chg = system.o.state.change(cid)
+        assert chg is not None and chg.get("snap-names") == ["world"]
+        with pytest.raises(SnapNotFoundError):
+            system.sm.refresh(["hello"])
+
+
 def test_remove_a_disabled_snap(system: System) -> None:
     system.o.state_engine.start_up()  # the directories every snap shares
     empty = tree(system.root)
