@@ -284,7 +284,8 @@ def test_sigkill_in_the_middle_of_seeding_finishes_the_same_change_after_restart
         base = tmp_path / f"kill-{kill_at[0]}-{kill_at[1]}"
         life(base, "seed", kill_at=kill_at)
         killed = _seeded(base)
-        assert killed[2] == ["Doing"] and "seeded" not in killed[4], f"killed in {kill_at}: {killed[2]}"
+        # The journal notes Doing before the claim commits: a kill may land on either side of it.
+        assert killed[2] in (["Do"], ["Doing"]) and "seeded" not in killed[4], f"killed in {kill_at}: {killed[2]}"
         assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = _seeded(base)
         assert got == ref, f"killed in {kill_at}: the seeded system differs"
