@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, status_of
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .assertion import AssertionBook
+from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .status import Status
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.state")
 
-#: How many cached task records may stay after a commit before ready ones go.
-CACHE_LIMIT = 4096
-#: At most this many tasks have their edges and lanes loaded by one query.
-_GRAPH_BATCH = 512
 
 TaskHook = Callable[["Task", Status, Status], Any]
 ChangeHook = Callable[["Change", Status, Status], Any]
@@ -62,9 +59,23 @@ class UnitOfWork:
         self.held = held
         self._relaxed = False
         self._last = store.sequences()
-        self.tasks: dict[int, TaskRec] = {}
-        self._evict_above = CACHE_LIMIT
-        self.changes: dict[int, ChangeRec] = {}
+        #: records are the loaded rows; their lookups are this unit of work's own (below).
+        self.records = records = RecordCache(store)
+        self.tasks = records.tasks
+        self.changes = records.changes
+        self.trec = records.trec
+        self.trecs = records.trecs
+        self.merge_task_rows = records.merge_task_rows
+        self.crec = records.crec
+        self.counts = records.counts
+        self.task_ids = records.task_ids
+        self.change_trecs = records.change_trecs
+        self.check_task_rows = records.check_task_rows
+        self.load_graph = records.load_graph
+        self.wait_ids = records.wait_ids
+        self.halt_ids = records.halt_ids
+        self.lanes = records.lanes
+        self.log_lines = records.log_lines
         self.values: dict[str, str | None] = {}
         self.warnings = WarningBook(self)
         self.assertions = AssertionBook(self)
@@ -117,8 +128,7 @@ class UnitOfWork:
     def forget(self) -> None:
         self.generation += 1
         self._waiting = None
-        self.tasks.clear()
-        self.changes.clear()
+        self.records.clear()
         self.values.clear()
         self.warnings.forget()
         self.assertions.forget()
@@ -259,162 +269,8 @@ class UnitOfWork:
             if self.work_hook is not None:
                 self.woken = True
         ready, self._became_ready = self._became_ready, []
-        if len(self.tasks) > self._evict_above:
-            self._evict()
+        self.records.evict()
         return ready
-
-    def _evict(self) -> None:
-        # Keep what is unready: the runner works on it. History reloads on demand.
-        for tid in [tid for tid, rec in self.tasks.items() if rec.status.ready or rec.change_id is None]:
-            del self.tasks[tid]
-        for cid in [cid for cid, rec in self.changes.items() if rec.ready_time is not None]:
-            del self.changes[cid]
-        # Scan again only once the cache has doubled: what is left is live.
-        self._evict_above = max(CACHE_LIMIT, 2 * len(self.tasks))
-
-    # -- loading records ---------------------------------------------------------
-
-    def trec(self, tid: int) -> TaskRec:
-        rec = self.tasks.get(tid)
-        if rec is None:
-            rows = self.store.task_rows([tid])
-            if not rows:
-                raise NotFoundError(f"cannot find task {tid}: it was pruned or never committed")
-            rec = self.tasks[tid] = TaskRec.from_row(rows[0])
-        return rec
-
-    def trecs(self, ids: list[int]) -> list[TaskRec]:
-        missing = [tid for tid in ids if tid not in self.tasks]
-        if missing:
-            self.merge_task_rows(self.store.task_rows(missing))
-        try:
-            return [self.tasks[tid] for tid in ids]
-        except KeyError as e:
-            raise NotFoundError(f"cannot find task {e.args[0]}: it was pruned or never committed") from None
-
-    def merge_task_rows(self, rows: list[tuple[Any, ...]]) -> list[TaskRec]:
-        out = []
-        cache = self.tasks
-        for row in rows:
-            rec = cache.get(row[0])
-            if rec is None:
-                rec = cache[row[0]] = TaskRec.from_row(row)
-            out.append(rec)
-        return out
-
-    def crec(self, cid: int) -> ChangeRec:
-        rec = self.changes.get(cid)
-        if rec is None:
-            row = self.store.change_row(cid)
-            if row is None:
-                raise NotFoundError(f"cannot find change {cid}: it was pruned or never committed")
-            rec = self.changes[cid] = ChangeRec.from_row(row)
-        return rec
-
-    def counts(self, rec: ChangeRec) -> dict[Status, int]:
-        if rec.counts is None:
-            counts, rec.unclean = self.store.status_counts(rec.id)
-            parsed = {}
-            for value, n in counts.items():
-                try:
-                    parsed[status_of(value, "")] = n
-                except DatabaseCorruptError:
-                    ids = self.store.task_ids_with_status(rec.id, value)
-                    raise DatabaseCorruptError(
-                        f"cannot load change {rec.id}: task {', '.join(map(str, ids))} has unknown "
-                        f"status {value!r} in the database") from None
-            rec.counts = parsed
-        return rec.counts
-
-    def task_ids(self, rec: ChangeRec) -> list[int]:
-        if rec.task_ids is None:
-            rec.task_ids = self.store.task_ids_of_change(rec.id)
-        return rec.task_ids
-
-    def change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
-        ids = self.task_ids(rec)
-        if len(ids) > 64 and sum(1 for tid in ids if tid not in self.tasks) > len(ids) // 2:
-            self.merge_task_rows(self.store.tasks_of_change(rec.id))
-        return self.trecs(ids)
-
-    def check_task_rows(self, rec: ChangeRec) -> None:
-        """_check_task_rows raises DatabaseCorruptError if a task of the change cannot be read.
-
-        The rows are parsed and dropped, not cached: checking a big change
-        costs no memory beyond what its tasks use as they run.
-        """
-        for row in self.store.each_task_of_change(rec.id):
-            if row[0] not in self.tasks:
-                TaskRec.from_row(row)
-
-    def load_graph(self, recs: list[TaskRec]) -> None:
-        """_load_graph loads the edges and lanes of many tasks at once."""
-        need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
-        if need_edges:
-            waits: dict[int, list[int]] = {tid: [] for tid in need_edges}
-            halts: dict[int, list[int]] = {tid: [] for tid in need_edges}
-            for tid, wid in self.store.edges_touching(need_edges):
-                if tid in waits:
-                    waits[tid].append(wid)
-                if wid in halts:
-                    halts[wid].append(tid)
-            for tid in need_edges:
-                rec = self.tasks[tid]
-                if rec.wait_ids is None:
-                    rec.wait_ids = waits[tid]
-                if rec.halt_ids is None:
-                    rec.halt_ids = halts[tid]
-        need_lanes = [r.id for r in recs if r.lanes is None]
-        if need_lanes:
-            lanes: dict[int, list[int]] = {tid: [] for tid in need_lanes}
-            for tid, lane in self.store.lanes(need_lanes):
-                lanes[tid].append(lane)
-            for tid in need_lanes:
-                self.tasks[tid].lanes = sorted(lanes[tid])
-
-    def wait_ids(self, rec: TaskRec) -> list[int]:
-        if rec.wait_ids is None:
-            self.load_graph(self._siblings(rec))
-        assert rec.wait_ids is not None
-        return rec.wait_ids
-
-    def halt_ids(self, rec: TaskRec) -> list[int]:
-        if rec.halt_ids is None:
-            self.load_graph(self._siblings(rec))
-        assert rec.halt_ids is not None
-        return rec.halt_ids
-
-    def lanes(self, rec: TaskRec) -> list[int]:
-        if rec.lanes is None:
-            self.load_graph(self._siblings(rec))
-        assert rec.lanes is not None
-        return rec.lanes
-
-    def _siblings(self, rec: TaskRec) -> list[TaskRec]:
-        """_siblings is rec and the cached tasks of its change whose graph is not loaded yet.
-
-        Whoever asks for the edges or lanes of one task of a change usually
-        asks for those of the others next (a view of the change, an abort):
-        one query for all of them instead of one per task.
-        """
-        crec = self.changes.get(rec.change_id) if rec.change_id is not None else None
-        if crec is None or crec.task_ids is None or len(crec.task_ids) <= 1:
-            return [rec]
-        cache = self.tasks
-        batch = [rec]
-        for tid in crec.task_ids:
-            other = cache.get(tid)
-            if other is not None and other is not rec and (
-                    other.wait_ids is None or other.halt_ids is None or other.lanes is None):
-                batch.append(other)
-                if len(batch) >= _GRAPH_BATCH:
-                    break
-        return batch
-
-    def log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
-        if rec.log is None:
-            rec.log = self.store.log_lines(rec.id, LOG_KEEP)
-        return rec.log
 
     def task_handle(self, rec: TaskRec) -> Task:
         """task_handle is the public Task of a record."""
