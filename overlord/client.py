@@ -79,10 +79,19 @@ class Client:
         """request sends one request and returns the envelope, raising ApiError for an error envelope."""
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else {}
+        return self.envelope(self.send(method, path, query=query, content=content, headers=headers), method, path)
+
+    def send(self, method: str, path: str, *, query: dict[str, str] | None = None, content: Any = None,
+             headers: dict[str, str] | None = None, files: Any = None, data: Any = None) -> httpx.Response:
+        """send sends one request and returns the raw HTTP response (DaemonUnavailable when nobody answers)."""
         try:
-            rsp = self._http.request(method, path, params=query, content=content, headers=headers)
+            return self._http.request(method, path, params=query, content=content, headers=headers, files=files,
+                                      data=data)
         except httpx.TransportError as e:
             raise DaemonUnavailable(self.socket, _reason(e)) from None
+
+    def envelope(self, rsp: httpx.Response, method: str, path: str) -> dict[str, Any]:
+        """envelope reads the API envelope of a response, raising ApiError for an error envelope."""
         try:
             envelope = rsp.json()
             if not isinstance(envelope, dict) or "type" not in envelope:
@@ -136,6 +145,71 @@ class Client:
         """okay marks the warnings that were due at timestamp as shown; returns how many."""
         body = {"action": "okay", "timestamp": format_time(timestamp)}
         return int(self._sync("POST", "/v2/warnings", body=body))
+
+    # -- snaps and assertions ------------------------------------------------------------
+
+    def snaps(self, select: str = "enabled", names: list[str] | None = None) -> list[dict[str, Any]]:
+        """snaps lists the installed snaps (select="all": every installed revision), of names only if given."""
+        query = {"select": select}
+        if names:
+            query["snaps"] = ",".join(names)
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/snaps", query=query)
+        return result
+
+    def snap(self, name: str) -> dict[str, Any]:
+        """snap returns one installed snap (ApiError snap-not-found when it is not installed)."""
+        result: dict[str, Any] = self._sync("GET", f"/v2/snaps/{_segment(name)}")
+        return result
+
+    def snap_action(self, name: str, action: str, **options: Any) -> str:
+        """snap_action asks for action (install, refresh, remove, revert, enable, disable) on one snap; returns the
+        change id. options are the action's fields (revision=).
+        """
+        body = {"action": action, **{k: v for k, v in options.items() if v is not None}}
+        return str(self.request("POST", f"/v2/snaps/{_segment(name)}", body=body)["change"])
+
+    def snaps_action(self, action: str, names: list[str]) -> tuple[str, list[str]]:
+        """snaps_action asks for action (install, refresh, remove) on several snaps in one change.
+
+        It returns the change id and the snaps it is about (refresh of no names: those with updates).
+        """
+        env = self.request("POST", "/v2/snaps", body={"action": action, "snaps": names})
+        return str(env["change"]), list((env.get("result") or {}).get("snap-names") or [])
+
+    def sideload(self, path: str | Path, *, dangerous: bool = False) -> str:
+        """sideload uploads a local snap file and installs it (dangerous: without assertions); returns the change."""
+        p = Path(path)
+        with open(p, "rb") as f:
+            rsp = self.send("POST", "/v2/snaps", files={"snap": (p.name, f, "application/octet-stream")},
+                            data={"dangerous": "true" if dangerous else "false"})
+        return str(self.envelope(rsp, "POST", "/v2/snaps")["change"])
+
+    def assertion_types(self) -> list[str]:
+        """assertion_types lists the assertion types the daemon knows."""
+        return list(self._sync("GET", "/v2/assertions")["types"])
+
+    def known(self, type_name: str, headers: dict[str, str] | None = None) -> str:
+        """known returns the stored assertions of a type whose headers match, as their text (a stream)."""
+        path = f"/v2/assertions/{_segment(type_name)}"
+        rsp = self.send("GET", path, query=headers or None)
+        if rsp.headers.get("content-type", "").startswith("application/json"):
+            self.envelope(rsp, "GET", path)  # an error envelope raises
+            raise ClientError(f"cannot understand the daemon's answer to GET {path}: not an assertion stream")
+        return rsp.text
+
+    def known_json(self, type_name: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """known_json returns the matching assertions as {"headers", "body"} objects."""
+        result: list[dict[str, Any]] = self._sync("GET", f"/v2/assertions/{_segment(type_name)}",
+                                                  query={**(headers or {}), "json": "true"})
+        return result
+
+    def ack(self, text: bytes) -> list[dict[str, Any]]:
+        """ack adds signed assertions (one or a stream), all or none; returns what was added."""
+        env = self.envelope(self.send("POST", "/v2/assertions", content=text,
+                                      headers={"Content-Type": "application/x.ubuntu.assertion"}),
+                            "POST", "/v2/assertions")
+        result: list[dict[str, Any]] = env.get("result") or []
+        return result
 
 
 def _segment(value: str) -> str:

@@ -11,6 +11,10 @@ endpoints do that in a real system):
 - ``quick``: logs one line and finishes.
 - ``fail``: logs and fails with the task's "error" text.
 
+With the snap manager of a SystemOverlord: a task's "affects" (a list of snap names) makes it touch those
+snaps for conflict checks, and mounting a snap waits while the file ``<state-dir>/hold-mount`` exists (so
+that a test can catch an install in the middle, abort it or kill the daemon there, then remove the file).
+
 GET /v2/test/boom fails with an unforeseen exception; POST /v2/test/conflict raises ChangeConflictError.
 
 POST /v2/test/changes {"summary": S, "tasks": [{"kind", "summary", "total"?, "error"?}], "snap-names"?: [...],
@@ -85,7 +89,7 @@ def post_test_changes(ctx: Context, req: ApiRequest) -> response.Reply:
         for spec in specs:
             t = st.new_task(spec["kind"], spec["summary"])
             t.set("gate", gate)
-            for key in ("total", "error"):
+            for key in ("total", "error", "affects"):
                 if key in spec:
                     t.set(key, spec[key])
             if prev is not None:
@@ -108,7 +112,21 @@ def post_conflict(ctx: Context, req: ApiRequest) -> response.Reply:
     raise ChangeConflictError("3", change_kind="install", subject="snap foo")
 
 
+def _hold_mount(o: Overlord) -> Any:
+    hold = Path(o.state_dir) / "hold-mount"  # type: ignore[attr-defined]
+
+    def check(new: Any, current: Any) -> None:
+        while hold.exists():  # the test removes it: an event, polled
+            time.sleep(0.02)
+    return check
+
+
 def setup(o: Overlord) -> list[Endpoint]:
+    sm = getattr(o, "snap_manager", None)
+    if sm is not None:
+        for kind in ("gated", "quick", "stubborn", "fail"):
+            sm.add_affected_snaps(kind, lambda t: list(t.get("affects", [])))
+        sm.add_check_snap(_hold_mount(o))
     o.task_runner.add_handler("gated", _gated, _undo)
     o.task_runner.add_handler("quick", _quick, _undo)
     o.task_runner.add_handler("stubborn", _stubborn)

@@ -72,6 +72,8 @@ class Built:
     times: dict[int, tuple[str, str, float, float, int]] = field(default_factory=dict)
     pending_warnings: list[str] = field(default_factory=list)
     sequences: dict[str, int] = field(default_factory=dict)
+    #: Per change id: its tasks' statuses and log lines, as the API reads them.
+    change_tasks: dict[int, list[tuple[int, str, str, list[str]]]] = field(default_factory=dict)
 
 
 def _work(task: Task, tomb: Tomb) -> None:
@@ -202,6 +204,8 @@ def build(path: Path) -> Built:
                                    t.undoing_time.total_seconds(), t.attempts) for t in chg.tasks()}
             b.pending_warnings = [str(w) for w in st.warnings()]
             b.sequences = {"change": 4, "task": int(t13.id), "lane": l3}
+            b.change_tasks = {int(c.id): [(int(t.id), t.kind, t.status.value, t.log()) for t in c.tasks()]
+                              for c in st.changes()}
     finally:
         st.close()
     return b
@@ -261,6 +265,47 @@ def _pending_warnings(b: Built, rows: list[tuple[Any, ...]]) -> None:
     assert [r[0] for r in rows] == b.pending_warnings, "the query disagrees with st.warnings()"
 
 
+STATUSES = ("Do", "Doing", "Done", "Abort", "Undo", "Undoing", "Undone", "Hold", "Error", "Wait")
+
+
+def _split(line: str) -> tuple[str, str]:
+    """_split reads a t.log() line, "<time> LEVEL message", as (level, message)."""
+    _, level, message = line.split(" ", 2)
+    return level, message
+
+
+def _changes_at_a_glance(b: Built, rows: list[tuple[Any, ...]]) -> None:
+    expected = []
+    for cid, kind, status in b.changes:
+        tasks = b.change_tasks[cid]
+        count = {s: sum(1 for t in tasks if t[2] == s) for s in STATUSES}
+        errors = sum(1 for t in tasks for line in t[3] if _split(line)[0] == "ERROR")
+        expected.append((cid, kind, status, len(tasks), count["Done"], count["Error"], errors))
+    assert rows == expected
+    assert [r[3] for r in rows] == [5, 2, 4, 1] and rows[0][4:] == (2, 2, 2), "the fixture is not what the test expects"
+
+
+def _left(b: Built, rows: list[tuple[Any, ...]]) -> None:
+    unready = [(cid, kind) for cid, kind, _ in b.changes if b.ready[f"c{cid}"] is None]
+    expected = [(cid, kind, sum(1 for t in b.change_tasks[cid] if t[2] not in ("Done", "Undone", "Hold", "Error")))
+                for cid, kind in unready]
+    assert [(r[0], r[1], r[3]) for r in rows] == expected == [(3, "remodel", 4)]
+    assert rows[0][2] == "Remodel device"
+
+
+def _why_failed(b: Built, rows: list[tuple[Any, ...]]) -> None:
+    expected = [(cid, tid, kind, _split(log[-1])[1]) for cid, tasks in sorted(b.change_tasks.items())
+                for tid, kind, status, log in tasks if status == "Error"]
+    assert rows == expected == [(1, _i(b, "t3"), "download", "connection refused"),
+                                (1, _i(b, "t5"), "configure", "bad config")]
+
+
+def _said_last(b: Built, rows: list[tuple[Any, ...]]) -> None:
+    expected = [(tid, status, *_split(log[-1])) for tid, _, status, log in b.change_tasks[1] if log]
+    assert rows == expected
+    assert {r[0] for r in rows} >= {_i(b, "t1"), _i(b, "t3"), _i(b, "t5")}
+
+
 def _i(b: Built, name: str) -> int:
     return b.ids[name]
 
@@ -311,6 +356,10 @@ EXPECTED: dict[str, Expect] = {
     "The assertions of a type, with a header": rows_equal(lambda b: [
         ("16/id-hello", 1, "root", "hello"), ("16/id-world", 1, "root", "world"),
     ]),
+    "Changes at a glance": _changes_at_a_glance,
+    "Changes in progress, and how many tasks they have left": _left,
+    "Why tasks failed": _why_failed,
+    "What each task of a change said last": _said_last,
     "The schema revision": rows_equal(lambda b: [(SCHEMA_HEAD,)]),
 }
 
@@ -361,6 +410,12 @@ def test_every_table_column_and_index_is_documented(built: Built, conn: sqlite3.
         section = by_table[table]
         for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{table}')"):
             assert f"`{col}`" in section, f"column {table}.{col} is not described in docs/schema.md"
+    views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
+    assert views == ["v_changes", "v_task_last_log"]
+    for view in views:
+        assert view in by_table, f"docs/schema.md has no '### `{view}`' section"
+        for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{view}')"):
+            assert f"`{col}`" in by_table[view], f"column {view}.{col} is not described in docs/schema.md"
     for name, table in conn.execute(
             "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'"):
         assert f"`{name}`" in by_table[table], f"index {name} is not described under {table} in docs/schema.md"

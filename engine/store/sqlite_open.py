@@ -34,6 +34,7 @@ from ..db import (
 from ..db import describe as _describe
 from ..errors import DatabaseCorruptError, DatabaseError, DatabaseFullError
 from ..models import Base
+from ..views import create_views
 
 if TYPE_CHECKING:
     from .sqlite_lock import FileHandle
@@ -307,6 +308,7 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
         # (tests prove the migrated schema equals this one).
         with engine.begin() as conn:
             Base.metadata.create_all(conn)
+            create_views(conn)
             conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
                                  "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
             conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_HEAD,))

@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import (  # noqa: F401  (each import adds its commands)
+    cmd_asserts,
     cmd_changes,
     cmd_daemon,
     cmd_db,
@@ -15,6 +16,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_demo,
     cmd_keys,
     cmd_pack,
+    cmd_snaps,
     cmd_warnings,
     cmd_watch,
 )

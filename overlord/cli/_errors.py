@@ -10,8 +10,6 @@ from typing import Any, TypeVar
 
 import click
 
-from engine import EngineError
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -25,6 +23,8 @@ def one_line_errors(fn: F) -> F:
     """one_line_errors turns the engine's and the managers' errors (and OSErrors) into fail()."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> Any:
+        from engine import EngineError  # here: commands that talk to the daemon never load the engine
+
         try:
             return fn(*args, **kw)
         except (EngineError, OSError) as e:

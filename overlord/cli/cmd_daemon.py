@@ -20,6 +20,11 @@ from ._output import fail
               help="Root directory of the system the managers manage (snaps live under it).")
 @click.option("--store", default=None, metavar="DIR|URL",
               help="Where snaps are fetched from: a directory or a file:// URL.")
+@click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="The trusted root's public key (PEM) that every assertion chain must reach "
+                   "(default: trusted-root.pub.pem in the state directory, if there is one).")
+@click.option("--trusted-authority", default="root", show_default=True, metavar="ACCOUNT",
+              help="The account the trusted root key speaks for.")
 @click.option("--group", default=None, metavar="GROUP",
               help="Members of this group (a name or gid) may POST, besides root.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -28,8 +33,8 @@ from ._output import fail
               help="Seconds running handlers get to return once asked to stop.")
 @click.option("--setup", default=None, metavar="MODULE:FUNCTION",
               help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
-def daemon(state_dir: Path, root: Path, store: str | None, group: str | None, log_level: str,
-           stop_timeout: float, setup: str | None) -> None:
+def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | None, trusted_authority: str,
+           group: str | None, log_level: str, stop_timeout: float, setup: str | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
@@ -38,7 +43,8 @@ def daemon(state_dir: Path, root: Path, store: str | None, group: str | None, lo
     from ..daemon.server import Daemon, DaemonError, setup_logging
 
     setup_logging(log_level)
-    options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup)
+    options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
+                            trusted_key=trusted_key, trusted_authority=trusted_authority)
     try:
         code = Daemon(options, AccessPolicy(group)).run()
     except (EngineError, DaemonError, ValueError) as e:

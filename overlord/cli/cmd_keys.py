@@ -9,12 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
-
-from managers import InvalidAssertionError
-from managers.asserts import create_key as create_key_files
-from managers.asserts import load_private_key
-from managers.asserts import sign as sign_assertion
 
 from ._errors import fail, one_line_errors
 from ._group import cli
@@ -27,6 +21,8 @@ from ._group import cli
 @one_line_errors
 def create_key(name: str, directory: Path) -> None:
     """Create an ed25519 key pair called NAME and print its id (sha3-384)."""
+    from managers.asserts import create_key as create_key_files
+
     directory.mkdir(parents=True, exist_ok=True)
     private, public, key = create_key_files(directory, name)
     click.echo(f"created key {name}: {private} (private), {public} (public)")
@@ -44,6 +40,12 @@ def sign(key_path: Path) -> None:
     type); a "body" entry is the body. sign-key-sha3-384 and body-length are
     filled in.
     """
+    import yaml
+
+    from managers import InvalidAssertionError
+    from managers.asserts import load_private_key
+    from managers.asserts import sign as sign_assertion
+
     key = load_private_key(key_path)
     text = sys.stdin.read()
     try:

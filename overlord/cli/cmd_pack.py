@@ -7,9 +7,6 @@ from pathlib import Path
 
 import click
 
-from managers.asserts import file_sha3_384
-from managers.snap import pack as pack_snap
-
 from ._errors import one_line_errors
 from ._group import cli
 
@@ -24,6 +21,9 @@ def pack(directory: Path, output: Path | None) -> None:
 
     The same directory always gives the same bytes (and sha3-384).
     """
+    from managers.asserts import file_sha3_384
+    from managers.snap import pack as pack_snap
+
     path = pack_snap(directory, output)
     digest, size = file_sha3_384(path)
     click.echo(f"built {path} ({size} bytes, sha3-384 {digest})")

@@ -100,6 +100,38 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
         time.sleep(POLL_INTERVAL)
 
 
+def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0) -> dict[str, Any]:
+    """watch_change shows the live display of a change until it is ready and returns the change's last JSON.
+
+    Ctrl-C stops watching (the change goes on) and exits EXIT_INTERRUPTED;
+    the daemon's errors are one-line CliErrors. `watch` and the snap verbs
+    (install, remove, ...) wait through it.
+    """
+    out = console()
+    try:
+        try:
+            first = client.change(change_id)
+        except DaemonUnavailable as e:
+            raise cli_error(e, f"watch change {change_id}") from None
+        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
+            final = follow(client, change_id, live, reconnect_timeout)
+        if not out.is_terminal:
+            out.line()  # Live leaves the last line open when it is not drawing on a terminal
+    except KeyboardInterrupt:
+        click.echo(f"Stopped watching change {change_id}; it goes on ('overlord tasks {change_id}' shows it).",
+                   err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except ApiError as e:
+        raise cli_error(e, f"watch change {change_id}") from None
+    return final
+
+
+def check_done(change: dict[str, Any]) -> None:
+    """check_done fails, with the change's error, unless the change ended Done."""
+    if change["status"] != "Done":
+        raise CliError(change.get("err") or f"change {change['id']} ended in status {change['status']}")
+
+
 @cli.command()
 @click.argument("id", callback=change_id)
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -108,23 +140,9 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
 def watch(id: str, reconnect_timeout: float, state_dir: Path | None) -> None:
     """Watch change ID until it is ready; Ctrl-C stops watching, not the change."""
     client = Client(state_dir)
-    out = console()
     try:
-        try:
-            first = client.change(id)
-        except DaemonUnavailable as e:
-            raise cli_error(e, f"watch change {id}") from None
-        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
-            final = follow(client, id, live, reconnect_timeout)
-        if not out.is_terminal:
-            out.line()  # Live leaves the last line open when it is not drawing on a terminal
-    except KeyboardInterrupt:
-        click.echo(f"Stopped watching change {id}; it goes on ('overlord tasks {id}' shows it).", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    except ApiError as e:
-        raise cli_error(e, f"watch change {id}") from None
+        final = watch_change(client, id, reconnect_timeout)
     finally:
         client.close()
     note_warnings(client)
-    if final["status"] != "Done":
-        raise CliError(final.get("err") or f"change {id} ended in status {final['status']}")
+    check_done(final)

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from . import response
 from .access import AccessPolicy, PeerCred
 from .errors import ApiError, ErrorKind, bad_request, from_exception, permission_denied
+from .upload import Upload, is_form, receive_form
 
 if TYPE_CHECKING:
     from engine import Overlord, State
@@ -52,6 +54,8 @@ class Endpoint:
     path: str
     get: Handler | None = None
     post: Handler | None = None
+    #: Whether POST takes a multipart/form-data upload (streamed to a file; ApiRequest.upload).
+    upload: bool = False
 
     def methods(self) -> dict[str, Handler]:
         """methods maps each answered HTTP method to its handler."""
@@ -71,6 +75,8 @@ class Context:
     policy: AccessPolicy = field(default_factory=AccessPolicy)
     #: What GET /v2/system-info tells: version, directories, socket.
     info: dict[str, Any] = field(default_factory=dict)
+    #: Where uploads are received (endpoints with upload=True); None: they are refused.
+    upload_dir: Path | None = None
 
     @property
     def state(self) -> State:
@@ -82,13 +88,15 @@ class ApiRequest:
     """ApiRequest is what a handler sees of a request; its parsing errors are 400 ApiErrors."""
 
     def __init__(self, method: str, path: str, path_params: Mapping[str, str], query: Mapping[str, str],
-                 body: bytes, peer: PeerCred | None) -> None:
+                 body: bytes, peer: PeerCred | None, upload: Upload | None = None) -> None:
         self.method = method
         self.path = path
         self.path_params = dict(path_params)
         self.query = query
         self.body = body
         self.peer = peer
+        #: The received form, for a multipart/form-data POST to an endpoint that takes uploads.
+        self.upload = upload
 
     def choice(self, name: str, choices: Sequence[str], default: str) -> str:
         """choice returns query parameter name, which must be one of choices (default when absent)."""
@@ -232,20 +240,30 @@ def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
     return reply.response(count, latest)
 
 
-def _endpoint(ctx: Context, method_handlers: dict[str, Handler]) -> Callable[[Request], Any]:
+def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         handler = method_handlers.get(request.method) or method_handlers["GET"]  # HEAD is GET without a body
         peer: PeerCred | None = request.scope.get("extensions", {}).get(PEER_CRED_KEY)
+        upload: Upload | None = None
         try:
             if request.method == "POST" and not ctx.policy.may_write(peer):
                 who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
                 raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
                                         f"{ctx.policy.describe()} ({who})")
-            body = await _read_body(request) if request.method == "POST" else b""
+            body = b""
+            if request.method == "POST" and uploads and ctx.upload_dir is not None and is_form(request):
+                upload = await receive_form(request, ctx.upload_dir)
+            elif request.method == "POST":
+                body = await _read_body(request)
         except ApiError as e:
             return response.error(e).response()
-        req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer)
-        result: Response = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
+        req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer,
+                         upload)
+        try:
+            result: Response = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
+        finally:
+            if upload is not None:
+                upload.discard()
         return result
 
     return endpoint
@@ -267,5 +285,5 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(ctx: Context, endpoints: Sequence[Endpoint]) -> Starlette:
     """build_app makes the ASGI application serving endpoints for ctx."""
-    routes = [Route(ep.path, _endpoint(ctx, ep.methods()), methods=list(ep.methods())) for ep in endpoints]
+    routes = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload), methods=list(ep.methods())) for ep in endpoints]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _http_error})

@@ -34,6 +34,23 @@ class ErrorKind(enum.Enum):
     SNAP_CHANGE_CONFLICT = "snap-change-conflict"
     #: The state database stayed busy past its budget; retry later (503).
     DATABASE_BUSY = "database-busy"
+    #: No snap has this name: not installed (GET /v2/snaps/NAME), or not in the store (install) (404).
+    SNAP_NOT_FOUND = "snap-not-found"
+    #: The action needs an installed snap (or revision) and it is not installed (404; snapd answers 400).
+    SNAP_NOT_INSTALLED = "snap-not-installed"
+    #: Install of a snap that is installed already (400).
+    SNAP_ALREADY_INSTALLED = "snap-already-installed"
+    #: Refresh with nothing newer in the store (400).
+    SNAP_NO_UPDATE_AVAILABLE = "snap-no-update-available"
+    #: An uploaded snap file is malformed or hostile (400).
+    INVALID_SNAP = "invalid-snap"
+    #: A posted text is not well-formed assertions of known types (400).
+    INVALID_ASSERTION = "invalid-assertion"
+    #: A posted assertion does not verify: its chain to the trusted root is broken (the message names the
+    #: link), or a newer revision is known (400).
+    ASSERTION_REFUSED = "assertion-refused"
+    #: The store cannot be read, or none is configured (502).
+    STORE_ERROR = "store-error"
     #: The daemon failed in a way it did not foresee; its log has the details (500, never a traceback).
     INTERNAL_ERROR = "internal-error"
 
@@ -84,4 +101,26 @@ def from_exception(e: BaseException) -> ApiError | None:
         return ApiError(409, ErrorKind.SNAP_CHANGE_CONFLICT, str(e), value)
     if isinstance(e, DatabaseBusyError):
         return ApiError(503, ErrorKind.DATABASE_BUSY, " ".join(str(e).split()))
+    for cls, status, kind in _manager_errors():
+        if isinstance(e, cls):
+            return ApiError(status, kind, " ".join(str(e).split()))
     return None
+
+
+def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
+    """_manager_errors maps the managers' errors that clients should see to a status and a kind."""
+    from engine import AssertionRevisionError
+    from managers import errors as m
+
+    return [
+        (m.SnapNotFoundError, 404, ErrorKind.SNAP_NOT_FOUND),
+        (m.SnapNotInstalledError, 404, ErrorKind.SNAP_NOT_INSTALLED),
+        (m.SnapAlreadyInstalledError, 400, ErrorKind.SNAP_ALREADY_INSTALLED),
+        (m.NoUpdateAvailableError, 400, ErrorKind.SNAP_NO_UPDATE_AVAILABLE),
+        (m.SnapOperationError, 400, ErrorKind.BAD_REQUEST),
+        (m.InvalidSnapError, 400, ErrorKind.INVALID_SNAP),
+        (m.InvalidAssertionError, 400, ErrorKind.INVALID_ASSERTION),
+        (m.AssertionVerifyError, 400, ErrorKind.ASSERTION_REFUSED),
+        (AssertionRevisionError, 400, ErrorKind.ASSERTION_REFUSED),
+        (m.StoreError, 502, ErrorKind.STORE_ERROR),
+    ]

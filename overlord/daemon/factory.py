@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How the daemon gets its overlord: make_overlord, and the setup hook that extends it.
 
-make_overlord is the one place that decides which overlord the daemon runs.
-Today it is the engine's own Overlord on <state-dir>/state.db; the system
-overlord of `managers` (``SystemOverlord(state_dir, root, store=...)``) takes
-its place here, and nothing else in the daemon changes.
+make_overlord is the one place that decides which overlord the daemon runs:
+the system overlord of `managers` (``SystemOverlord(state_dir, root,
+store=..., trusted_key=...)``) on <state-dir>/state.db, managing the system
+under the root. The trusted root key is --trusted-key, else the file
+TRUSTED_KEY_NAME in the state directory when there is one (docs/daemon.md).
 
 A setup hook, ``--setup MODULE:FUNCTION``, is called as ``FUNCTION(overlord)``
 once the overlord exists and before its loop starts: it may register task
@@ -16,6 +17,7 @@ resources next to the built-in ones.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,8 +30,14 @@ from .api import Endpoint
 if TYPE_CHECKING:
     from engine import Overlord
 
+log = logging.getLogger("overlord.daemon")
+
 #: SetupHook is what --setup names: called with the overlord, it may return endpoints to add.
 SetupHook = Callable[["Overlord"], "Sequence[Endpoint] | None"]
+#: TRUSTED_KEY_NAME is the trusted root's public key (PEM) in the state directory, used without --trusted-key.
+TRUSTED_KEY_NAME = "trusted-root.pub.pem"
+#: DEFAULT_AUTHORITY is the account the trusted root key speaks for unless --trusted-authority says otherwise.
+DEFAULT_AUTHORITY = "root"
 
 
 @dataclass(frozen=True)
@@ -46,14 +54,30 @@ class DaemonOptions:
     stop_timeout: float = 10.0
     #: The setup hook, "module:function", or None.
     setup: str | None = None
+    #: The trusted root's public key file (PEM); None: <state-dir>/trusted-root.pub.pem if it exists.
+    trusted_key: Path | None = None
+    #: The account the trusted root key speaks for.
+    trusted_authority: str = DEFAULT_AUTHORITY
+
+    def trusted_key_file(self) -> Path | None:
+        """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
+        if self.trusted_key is not None:
+            return self.trusted_key
+        default = self.state_dir / TRUSTED_KEY_NAME
+        return default if default.exists() else None
 
 
 def make_overlord(options: DaemonOptions) -> Overlord:
-    """make_overlord opens (creating or migrating) the state database and builds the daemon's overlord.
+    """make_overlord opens (creating or migrating) the state database and builds the daemon's SystemOverlord.
 
-    It raises engine.DatabaseInUseError when another process holds the database.
+    It raises engine.DatabaseInUseError when another process holds the
+    database, and the managers' errors (one line each) for a store or a
+    trusted key that cannot be used.
     """
-    from engine import DatabaseError, Overlord
+    from engine import DatabaseError
+    from managers import SystemOverlord
+    from managers.asserts import load_public_key
+    from managers.store import location_path
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -64,7 +88,26 @@ def make_overlord(options: DaemonOptions) -> Overlord:
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     except OSError as e:
         raise DatabaseError(f"cannot create state database {db}: {e.strerror}") from None
-    return Overlord(root=options.state_dir, stop_timeout=options.stop_timeout)
+    key_file = options.trusted_key_file()
+    key = load_public_key(key_file) if key_file is not None else None  # before the database is opened
+    if options.store is not None:
+        location_path(options.store)  # likewise: a URL of another kind is refused here
+    o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
+                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout)
+    if key is not None:
+        log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
+    store = o.snap_manager.store
+    if store is not None and not store.root.is_dir():
+        log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
+    return o
+
+
+def trust_info(o: Overlord) -> dict[str, str | None]:
+    """trust_info tells GET /v2/system-info what the daemon trusts: the root key's id and its account."""
+    am = getattr(o, "assert_manager", None)
+    trusted = am.trusted if am is not None else None
+    return {"trusted-key": trusted.key.id if trusted is not None else None,
+            "trusted-authority": trusted.authority_id if trusted is not None else None}
 
 
 def load_setup(spec: str) -> SetupHook:
@@ -82,11 +125,11 @@ def load_setup(spec: str) -> SetupHook:
     return hook  # type: ignore[no-any-return]
 
 
-def run_setup(spec: str | None, overlord: Overlord) -> list[Endpoint]:
-    """run_setup calls the setup hook, if any, and returns the endpoints it adds."""
+def run_setup(spec: str | None, overlord: Overlord, hook: SetupHook | None = None) -> list[Endpoint]:
+    """run_setup calls the setup hook (hook, loaded from spec), if any, and returns the endpoints it adds."""
     if spec is None:
         return []
-    extra = load_setup(spec)(overlord) or []
+    extra = (hook or load_setup(spec))(overlord) or []
     if not all(isinstance(ep, Endpoint) for ep in extra):
         raise ValueError(f"cannot use setup hook {spec!r}: it must return Endpoints or None")
     return list(extra)

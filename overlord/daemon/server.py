@@ -32,13 +32,16 @@ from .. import paths
 from . import ENDPOINTS
 from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, build_app
-from .factory import DaemonOptions, make_overlord, run_setup
+from .api_snaps import sweep_uploads
+from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
 from .notify import notify
 
 log = logging.getLogger("overlord.daemon")
 
 #: HTTP_GRACE is how long requests in flight get to finish once the daemon is asked to stop.
 HTTP_GRACE = 5.0
+#: UPLOADS_NAME is the directory of the state directory where uploaded snap files are received.
+UPLOADS_NAME = "uploads"
 #: SOCKET_MODE: anyone may connect (and read); POST is decided per request from the peer's credentials.
 SOCKET_MODE = 0o666
 
@@ -172,9 +175,10 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        hook = load_setup(self.options.setup) if self.options.setup else None  # a bad one: before any work
         o = make_overlord(self.options)
         try:
-            extra = run_setup(self.options.setup, o)
+            extra = run_setup(self.options.setup, o, hook)
             try:
                 pkg_version = version("overlord-engine")
             except PackageNotFoundError:
@@ -186,10 +190,13 @@ class Daemon:
                 st = os.lstat(self.socket_path)
                 identity = (st.st_dev, st.st_ino)
             where = sock.getsockname() or str(self.socket_path)
-            ctx = Context(o, self.policy, {
+            uploads = self.options.state_dir / UPLOADS_NAME
+            with o.state:
+                sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet
+            ctx = Context(o, self.policy, upload_dir=uploads, info={
                 "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
                 "root": str(self.options.root), "store": self.options.store, "socket": str(where),
-                "socket-activated": identity is None, "pid": os.getpid(),
+                "socket-activated": identity is None, "pid": os.getpid(), **trust_info(o),
             })
             app = build_app(ctx, [*ENDPOINTS, *extra])
             try:

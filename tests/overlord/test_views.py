@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from overlord.cli._views import change_view, changes_table, render, warnings_table
+from overlord.cli.cmd_snaps import outcome, snaps_table
 from overlord.cli.cmd_watch import watch_view
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -52,12 +53,31 @@ WARNINGS = [{"message": "the store is [red]unreachable[/]; retrying every 5 minu
              "first-added": "2030-01-01T10:00:00.000000Z", "last-added": "2030-01-02T10:00:00.000000Z",
              "expire-after": "672h0m0s", "repeat-after": "24h0m0s"}]
 
+
+
+def snap(name: str, version: str, revision: str, publisher: str | None, display: str | None = None,
+         status: str = "active", dangerous: bool = False) -> dict[str, Any]:
+    pub = None if publisher is None else {"id": publisher, "username": publisher, "display-name": display or publisher,
+                                          "validation": "unproven"}
+    return {"name": name, "version": version, "revision": revision, "publisher": pub, "status": status,
+            "dangerous": dangerous, "summary": "s", "apps": []}
+
+
+SNAPS = [
+    snap("hello", "2.0", "2", "acme", "[bold]ACME[/] Corp"),
+    snap("web-server-with-a-long-name", "1.22.3+git20300101", "7", "a-publisher-with-a-long-id", "[link=x]Long[/]"),
+    snap("tool", "0.1", "x3", None, dangerous=True),
+]
+SNAPS_ALL = [*SNAPS[:1], snap("hello", "1.0", "1", "acme", "[bold]ACME[/] Corp", status="installed"), *SNAPS[1:]]
+
 VIEWS = {
     "changes": lambda: changes_table(CHANGES, NOW),
     "changes-abs": lambda: changes_table(CHANGES, NOW, abs_time=True),
     "tasks": lambda: change_view(CHANGE, NOW),
     "warnings": lambda: warnings_table(WARNINGS, NOW),
     "watch": lambda: watch_view(CHANGE),
+    "list": lambda: snaps_table(SNAPS),
+    "list-all": lambda: snaps_table(SNAPS_ALL),
     "watch-lost": lambda: watch_view(CHANGE, "the daemon is not answering; waiting for it to come back..."),
 }
 
@@ -85,3 +105,10 @@ def test_snapshot(name: str, width: int) -> None:
         path.write_text(text)
     assert path.exists(), f"no snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 and review it"
     assert text == path.read_text()
+
+
+def test_outcome_lines_print_stored_text_verbatim() -> None:
+    assert render(outcome("install", SNAPS[0]), 100) == "hello 2.0 from [bold]ACME[/] Corp (acme) installed\n"
+    assert render(outcome("refresh", SNAPS[2]), 100) == "tool 0.1 refreshed\n"
+    assert render(outcome("revert", SNAPS_ALL[1]), 100) == "hello reverted to 1.0\n"
+    assert render(outcome("disable", SNAPS[2]), 100) == "tool disabled\n"

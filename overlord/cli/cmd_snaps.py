@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`overlord install/remove/refresh/revert/enable/disable SNAP...` and `overlord list` (snapd's cmd_snap_op.go,
+cmd_list.go).
+
+Each verb asks the daemon for a change, then follows it with the live
+display of `watch` until it is ready and says what was done, as snap does
+("hello 1.0 from ACME Corp (acme) installed"); with --no-wait it prints the
+change id and returns at once. A conflict with a change in progress exits
+EXIT_CONFLICT (10), a change that ends other than Done exits 1 with its
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from ..client import ApiError, Client
+from ._client import json_option, session, state_dir_option
+from ._group import cli
+from ._output import fail, out, plain, print_json
+from .cmd_watch import check_done, watch_change
+
+no_wait_option = click.option("--no-wait", is_flag=True,
+                              help="Print the change id and return at once instead of waiting for it.")
+
+
+def is_file_arg(arg: str) -> bool:
+    """is_file_arg says whether an `install` argument names a snap file rather than a snap (names hold no / or .)."""
+    return "/" in arg or "." in arg
+
+
+def publisher_text(snap: dict[str, Any]) -> str:
+    """publisher_text names a snap's publisher as snap does: "ACME Corp (acme)", or its id, or "-"."""
+    pub = snap.get("publisher") or {}
+    pid = pub.get("username") or pub.get("id")
+    if not pid:
+        return "-"
+    shown = pub.get("display-name")
+    return f"{shown} ({pid})" if shown and shown.lower() != str(pid).lower() else str(pid)
+
+
+def outcome(op: str, snap: dict[str, Any]) -> Text:
+    """outcome is snap's line telling what an operation did to a snap ("hello 2.0 from acme refreshed")."""
+    name, version = snap["name"], snap["version"]
+    if op in ("install", "refresh"):
+        done = "installed" if op == "install" else "refreshed"
+        pub = publisher_text(snap)
+        return plain(f"{name} {version} from {pub} {done}" if pub != "-" else f"{name} {version} {done}")
+    if op == "revert":
+        return plain(f"{name} reverted to {version}")
+    return plain(f"{name} {op}d")
+
+
+def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client], tuple[str, list[str]]],
+         revision: str | None = None, up_to_date: str | None = None) -> None:
+    """_run asks for the change, then waits for it and tells the outcome (or prints its id with --no-wait).
+
+    When a refresh finds nothing newer, it says so on stderr (up_to_date, else the daemon's words) and succeeds.
+    """
+    with session(state_dir) as c:
+        try:
+            change_id, names = ask(c)
+        except ApiError as e:
+            if e.kind == "snap-no-update-available":
+                click.echo(up_to_date or e.message, err=True)
+                return
+            raise
+        if no_wait:
+            click.echo(change_id)
+            return
+        final = watch_change(c, change_id)
+        check_done(final)
+        if op == "remove":
+            for name in names:
+                out().print(plain(f"{name} (revision {revision}) removed" if revision else f"{name} removed"),
+                            soft_wrap=True)
+            return
+        for snap in c.snaps(names=names):
+            if snap["name"] in names:
+                out().print(outcome(op, snap), soft_wrap=True)
+
+
+def _one_or_many(op: str, names: tuple[str, ...], **options: Any) -> Callable[[Client], tuple[str, list[str]]]:
+    def ask(c: Client) -> tuple[str, list[str]]:
+        if len(names) == 1:
+            return c.snap_action(names[0], op, **options), list(names)
+        return c.snaps_action(op, list(names))
+    return ask
+
+
+@cli.command()
+@click.argument("snaps", nargs=-1, required=True, metavar="SNAP|FILE...")
+@click.option("--dangerous", is_flag=True, help="Install a snap file even without assertions (a local revision).")
+@no_wait_option
+@state_dir_option
+def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: Path | None) -> None:
+    """Install snaps from the store, or one snap file (a path: ./hello_1.0.snap) uploaded to the daemon."""
+    files = [s for s in snaps if is_file_arg(s)]
+    if files:
+        if len(snaps) != 1:
+            raise click.UsageError("install one snap file at a time, without snap names")
+        path = Path(files[0])
+        if not path.is_file():
+            fail(f"cannot install {path}: there is no such file")
+
+        def ask(c: Client) -> tuple[str, list[str]]:
+            cid = c.sideload(path, dangerous=dangerous)
+            return cid, list(c.change(cid).get("data", {}).get("snap-names", []))
+
+        _run(state_dir, "install", no_wait, ask)
+        return
+    if dangerous:
+        raise click.UsageError("--dangerous is for snap files only")
+    _run(state_dir, "install", no_wait, _one_or_many("install", snaps))
+
+
+@cli.command()
+@click.argument("snaps", nargs=-1, required=True, metavar="SNAP...")
+@click.option("--revision", default=None, help="Remove only this revision (not the current one) of one snap.")
+@no_wait_option
+@state_dir_option
+def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_dir: Path | None) -> None:
+    """Remove snaps: every revision and its data (or one inactive revision with --revision)."""
+    if revision is not None and len(snaps) != 1:
+        raise click.UsageError("--revision needs exactly one snap")
+    _run(state_dir, "remove", no_wait, _one_or_many("remove", snaps, revision=revision), revision)
+
+
+@cli.command()
+@click.argument("snaps", nargs=-1, metavar="[SNAP...]")
+@no_wait_option
+@state_dir_option
+def refresh(snaps: tuple[str, ...], no_wait: bool, state_dir: Path | None) -> None:
+    """Refresh snaps to the store's newest revision (all of them when none is named)."""
+    if not snaps:
+        _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
+        return
+    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps))
+
+
+@cli.command()
+@click.argument("snap")
+@click.option("--revision", default=None, help="Revert to this installed revision instead of the previous one.")
+@no_wait_option
+@state_dir_option
+def revert(snap: str, revision: str | None, no_wait: bool, state_dir: Path | None) -> None:
+    """Revert a snap to its previous revision (its data as that revision left it)."""
+    _run(state_dir, "revert", no_wait, _one_or_many("revert", (snap,), revision=revision))
+
+
+@cli.command()
+@click.argument("snap")
+@no_wait_option
+@state_dir_option
+def enable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
+    """Enable a disabled snap: its commands and services are back."""
+    _run(state_dir, "enable", no_wait, _one_or_many("enable", (snap,)))
+
+
+@cli.command()
+@click.argument("snap")
+@no_wait_option
+@state_dir_option
+def disable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
+    """Disable a snap without removing it: its commands and services go away."""
+    _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)))
+
+
+_COLUMNS = ("Name", "Version", "Rev", "Publisher", "Notes")
+
+
+def notes(snap: dict[str, Any]) -> str:
+    """notes tells what is special about an installed revision, as snap list does ("disabled", ...)."""
+    out = []
+    if snap.get("status") != "active":
+        out.append("disabled")
+    if snap.get("dangerous"):
+        out.append("dangerous")
+    return ",".join(out) or "-"
+
+
+def snaps_table(snaps: list[dict[str, Any]]) -> Table:
+    """snaps_table lists installed snaps like `snap list`: name, version, revision, publisher (its id), notes.
+
+    Names, versions and publishers fold on a narrow terminal; nothing is left out.
+    """
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for name in _COLUMNS:
+        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes"), min_width=4)
+    for s in snaps:
+        pub = s.get("publisher") or {}
+        t.add_row(plain(s["name"]), plain(s["version"]), plain(s["revision"]),
+                  plain(pub.get("username") or pub.get("id") or "-"), plain(notes(s)))
+    return t
+
+
+@cli.command(name="list")
+@click.argument("snaps", nargs=-1, metavar="[SNAP...]")
+@click.option("--all", "all_", is_flag=True, help="Show every installed revision, not only the current ones.")
+@json_option
+@state_dir_option
+def list_(snaps: tuple[str, ...], all_: bool, as_json: bool, state_dir: Path | None) -> None:
+    """List the installed snaps (of SNAP... only, if given)."""
+    with session(state_dir, "list snaps") as c:
+        result = c.snaps(select="all" if all_ else "enabled", names=list(snaps) or None)
+    if as_json:
+        print_json(result)
+    elif not result:
+        if snaps:
+            fail("no matching snaps installed")
+        click.echo("No snaps are installed yet. Try 'overlord install hello'.")
+    else:
+        out().print(snaps_table(result))

@@ -1,0 +1,267 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""/v2/snaps: the installed snaps, and the changes that install, refresh, revert, enable, disable, remove them.
+
+Shapes follow snapd's daemon/api_snaps.go and client/packages.go: a snap is
+``{"id", "name", "version", "revision", "summary", "description",
+"publisher", "developer", "status", "type", "installed-size", "apps",
+"mounted-from", ...}``; an action answers async with the change id. The
+verbs are the snap manager's (docs/managers.md); each runs under the state
+lock and only builds the change, which the overlord's loop then runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import response
+from .api import ApiRequest, Body, Context, Endpoint
+from .api_changes import API_DATA_KEY
+from .errors import ApiError, ErrorKind, bad_request, from_exception
+from .upload import PARTIAL, Upload
+
+if TYPE_CHECKING:
+    from engine import Change, State
+    from managers.snap import SnapInfo
+    from managers.snapstate import SnapManager, SnapState
+
+log = logging.getLogger("overlord.daemon")
+
+#: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
+ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable")
+MANY_ACTIONS = ("install", "refresh", "remove")
+#: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
+OPTIONS: dict[str, tuple[str, ...]] = {"install": (), "refresh": (), "remove": ("revision",),
+                                       "revert": ("revision",), "enable": (), "disable": ()}
+
+
+def snap_manager(ctx: Context) -> SnapManager:
+    """snap_manager is the daemon overlord's SnapManager (a 500 if the overlord has none)."""
+    sm: SnapManager | None = getattr(ctx.overlord, "snap_manager", None)
+    if sm is None:
+        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no snap manager")
+    return sm
+
+
+def _publisher(ctx: Context, publisher_id: str) -> dict[str, Any] | None:
+    """_publisher is snapd's StoreAccount of a publisher, from its account assertion when there is one."""
+    if not publisher_id:
+        return None
+    out: dict[str, Any] = {"id": publisher_id, "username": publisher_id}
+    am = getattr(ctx.overlord, "assert_manager", None)
+    account = am.get("account", (publisher_id,)) if am is not None else None
+    if account is not None:
+        out["display-name"] = account.header("display-name")
+        out["validation"] = account.header("validation") or "unproven"
+    return out
+
+
+def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]:
+    """snap_info is the JSON of one installed revision of a snap (call with the lock held)."""
+    sm = snap_manager(ctx)
+    current = info.revision == snapst.current
+    return {
+        "id": info.snap_id,
+        "name": info.name,
+        "summary": info.summary,
+        "description": info.description,
+        "version": info.version,
+        "revision": info.revision,
+        "publisher": _publisher(ctx, info.publisher_id),
+        "developer": info.publisher_id,
+        "status": "active" if current and snapst.active else "installed",
+        "current": current,
+        "type": "app",
+        "confinement": "strict",
+        # A local revision (x1, x2...) was installed from a file without assertions.
+        "dangerous": info.revision.startswith("x"),
+        "installed-size": info.size,
+        "mounted-from": str(sm.backend.blob(info.name, info.revision)),
+        "apps": [{"snap": info.name, "name": app.name, **({"daemon": app.daemon} if app.daemon else {})}
+                 for _, app in sorted(info.apps.items())],
+    }
+
+
+def _check_name(name: str) -> str:
+    from managers.snap import valid_snap_name
+
+    if not valid_snap_name(name):
+        raise bad_request(f"invalid snap name {name!r}: 2 to 40 of a-z, 0-9 and -, with a letter")
+    return name
+
+
+def get_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
+    """get_snaps lists the installed snaps (their current revisions; select=all: every installed revision)."""
+    select = req.choice("select", ("enabled", "all"), "enabled")
+    wanted = [n for n in (req.query.get("snaps") or "").split(",") if n]
+    st = ctx.state
+    with st:
+        out: list[dict[str, Any]] = []
+        for snapst in snap_manager(ctx).snaps():
+            if wanted and snapst.name not in wanted:
+                continue
+            infos = snapst.sequence if select == "all" else [snapst.info]
+            out.extend(snap_info(ctx, snapst, info) for info in infos)
+    return response.sync(out)
+
+
+def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
+    """get_snap shows one installed snap; 404 snap-not-found when it is not installed."""
+    name = req.path_params["name"]
+    st = ctx.state
+    with st:
+        from managers.snapstate import get_snap_state
+
+        snapst = get_snap_state(st, name)
+        if snapst is None:
+            raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
+        return response.sync(snap_info(ctx, snapst, snapst.info))
+
+
+def _revision(body: Body) -> str | None:
+    value = body.value.get("revision")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise bad_request("cannot decode request body: field 'revision' must be a string or a number")
+    return str(value)
+
+
+def _check_fields(body: Body, action: str, allowed: Sequence[str]) -> None:
+    for key in body.value:
+        if key != "action" and key not in allowed:
+            raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
+
+
+def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None) -> Change:
+    """_verb calls the snap manager's verb for action (lock held)."""
+    verbs: dict[str, Callable[[], Change]] = {
+        "install": lambda: sm.install(names),
+        "refresh": lambda: sm.refresh(names or None),
+        "remove": lambda: sm.remove(names, revision=revision),
+        "revert": lambda: sm.revert(names[0], revision=revision),
+        "enable": lambda: sm.enable(names[0]),
+        "disable": lambda: sm.disable(names[0]),
+    }
+    return verbs[action]()
+
+
+def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
+    """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable, "revision"?}."""
+    name = _check_name(req.path_params["name"])
+    body = req.json()
+    action = body.action(ACTIONS)
+    _check_fields(body, action, OPTIONS[action])
+    revision = _revision(body)
+    st = ctx.state
+    with st:
+        chg = _verb(snap_manager(ctx), action, [name], revision)
+        cid = chg.id
+    return response.async_(cid)
+
+
+def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
+    """post_snaps acts on several snaps in one change: {"action": install|refresh|remove, "snaps": [...]}.
+
+    refresh with no snaps refreshes every snap the store has a newer revision of. A multipart/form-data
+    body is a snap file to install instead (sideload).
+    """
+    if req.upload is not None:
+        return sideload(ctx, req.upload)
+    body = req.json()
+    action = body.action(MANY_ACTIONS)
+    _check_fields(body, action, ("snaps",))
+    names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
+    if not names and action != "refresh":
+        raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
+    st = ctx.state
+    with st:
+        chg = _verb(snap_manager(ctx), action, names, None)
+        affected = list(chg.get("snap-names", []))
+        chg.set(API_DATA_KEY, {"snap-names": affected})
+        cid = chg.id
+    return response.async_(cid, {"snap-names": affected})
+
+
+def _referenced_files(st: State) -> set[str]:
+    """_referenced_files are the local snap files that unready changes will still read (lock held)."""
+    paths = set()
+    for chg in st.changes():
+        if chg.is_ready():
+            continue
+        for t in chg.tasks():
+            setup = t.get("snap-setup", None)
+            if isinstance(setup, dict) and setup.get("path"):
+                paths.add(str(setup["path"]))
+    return paths
+
+
+def sweep_uploads(st: State, directory: Path, *, partial: bool) -> None:
+    """sweep_uploads deletes the uploads no unready change needs (lock held): those of failed changes, and with
+    partial=True (at start, when nothing is being received) the leftovers of interrupted uploads.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    keep = _referenced_files(st)
+    for name in names:
+        path = directory / name
+        if str(path) in keep or (name.endswith(PARTIAL) and not partial):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            log.info("removed upload %s: no change needs it", path)
+
+
+def _flag(upload: Upload, name: str) -> bool:
+    value = upload.fields.get(name, "false")
+    if value not in ("true", "false"):
+        raise bad_request(f"cannot read upload: field {name!r} must be true or false, not {value!r}")
+    return value == "true"
+
+
+def sideload(ctx: Context, upload: Upload) -> response.Reply:
+    """sideload installs an uploaded snap file (form fields "snap", the file, and "dangerous": true|false)."""
+    for name in upload.fields:
+        if name not in ("dangerous",):
+            raise bad_request(f"cannot read upload: field {name!r} is not an option of install")
+    files = [f for f in upload.files if f.field == "snap"]
+    if len(files) != 1 or len(upload.files) != 1:
+        raise bad_request("cannot read upload: it must hold one file, in the field 'snap'")
+    dangerous = _flag(upload, "dangerous")
+    received = files[0]
+    from engine import EngineError
+
+    st = ctx.state
+    with st:
+        assert ctx.upload_dir is not None
+        sweep_uploads(st, ctx.upload_dir, partial=False)
+        final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
+        os.rename(received.path, final)
+        received.path = final
+        try:
+            chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True)
+        except EngineError as e:  # it names the file received: name the one uploaded instead
+            err = from_exception(e)
+            if err is None:
+                raise
+            err.message = err.message.replace(str(final), f"uploaded file {received.filename!r}")
+            raise err from None
+        names = list(chg.get("snap-names", []))
+        chg.set(API_DATA_KEY, {"snap-names": names, "file": received.filename})
+        cid = chg.id
+    received.kept = True  # the change deletes it at its cleanup
+    log.info("installing uploaded snap file %s (%d bytes) as %s: change %s", received.filename, received.size,
+             final.name, cid)
+    return response.async_(cid, {"snap-names": names})
+
+
+ENDPOINTS = [
+    Endpoint("/v2/snaps", get=get_snaps, post=post_snaps, upload=True),
+    Endpoint("/v2/snaps/{name}", get=get_snap, post=post_snap),
+]
