@@ -134,7 +134,7 @@ class UnitOfWork:
         self.assertions.forget()
 
     def rollback(self) -> None:
-        """_rollback abandons the unit of work; records reload from the database."""
+        """rollback abandons the unit of work; records reload from the database."""
         self._relaxed = False
         self.store.rollback()
         for pending in self.all_pending():
@@ -150,7 +150,7 @@ class UnitOfWork:
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
     def flush(self) -> None:
-        """_flush writes what changed into the open write transaction."""
+        """flush writes what changed into the open write transaction."""
         if not self.pending():
             return
         store = self.store
@@ -213,7 +213,7 @@ class UnitOfWork:
         return rec.db_status
 
     def relax_commit(self) -> None:
-        """_relax_commit lets this unit of work commit without its own sync.
+        """relax_commit lets this unit of work commit without its own sync.
 
         Only for writes the engine derives again after a crash (claiming
         tasks): it becomes durable with the next synced commit, and a power
@@ -222,7 +222,7 @@ class UnitOfWork:
         self._relaxed = True
 
     def commit(self) -> list[int]:
-        """_commit flushes and commits; it returns the changes that became ready.
+        """commit flushes and commits; it returns the changes that became ready.
 
         A commit refused because another process holds the write lock, or
         because the disk is full, keeps the unit of work in memory for the
@@ -274,18 +274,20 @@ class UnitOfWork:
 
     def task_handle(self, rec: TaskRec) -> Task:
         """task_handle is the public Task of a record."""
-        if rec.handle is None:
-            rec.handle = Task(self, rec.id)
-        return rec.handle
+        handle: Task | None = rec.handle
+        if handle is None:
+            handle = rec.handle = Task(self, rec.id)
+        return handle
 
     def change_handle(self, rec: ChangeRec) -> Change:
         """change_handle is the public Change of a record."""
-        if rec.handle is None:
-            rec.handle = Change(self, rec.id)
-        return rec.handle
+        handle: Change | None = rec.handle
+        if handle is None:
+            handle = rec.handle = Change(self, rec.id)
+        return handle
 
     def check_blockers(self) -> None:
-        """_check_blockers repairs blockers counts after the database changed behind our back."""
+        """check_blockers repairs blockers counts after the database changed behind our back."""
         if not self.blockers_suspect:
             return
         self.flush()
@@ -297,7 +299,7 @@ class UnitOfWork:
         self.blockers_suspect = False
 
     def has_unclean_ready(self) -> bool:
-        """_has_unclean_ready says whether a ready change still has tasks to clean (lock held)."""
+        """has_unclean_ready says whether a ready change still has tasks to clean (lock held)."""
         self.flush()
         return bool(self.store.unclean_changes(limit=1))
 
@@ -315,7 +317,7 @@ class UnitOfWork:
             self._dirty_changes.add(rec.id)
 
     def set_task_status(self, rec: TaskRec, new: Status) -> None:
-        """_set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
+        """set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
         old = rec.status
         if old is new:
             return
@@ -359,7 +361,7 @@ class UnitOfWork:
             self._fire(self.task_hooks, self.task_handle(rec), old, new)
 
     def loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
-        """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+        """loadable loads the changes of ids that can be loaded (the runner reports the others)."""
         recs = []
         for cid in ids:
             try:
@@ -369,7 +371,7 @@ class UnitOfWork:
         return recs
 
     def note_waits(self, tids: Iterable[int]) -> None:
-        """_note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
+        """note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
         if self.new_waits is None:
             return
         for tid in tids:
@@ -378,7 +380,7 @@ class UnitOfWork:
                 self.new_waits.add(rec.change_id)
 
     def take_new_waits(self) -> set[int] | None:
-        """_take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
+        """take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
         waits, self.new_waits = self.new_waits, set()
         return waits
 
