@@ -202,8 +202,11 @@ STATEMENTS: list[Sql] = [
         ("ids",), "ids"),
     Sql("stale_blockers", lambda f: select(_t.c.id).where(
         UNREADY, text(KNOWN_STATUS), _t.c.blockers != _OPEN_WAITS)),
-    Sql("blocked_changes", lambda f: select(tasks.c.change_id).distinct().where(
-        UNREADY, text("((status = 'Do' AND blockers > 0) OR status = 'Undo')"), tasks.c.change_id.is_not(None))),
+    # Named: SQLite otherwise walks ix_tasks_change_id, every task ever run
+    # (168 ms a pass with 1,000,000 finished tasks, against 0.005 ms).
+    Sql("blocked_changes", lambda f: f.hint(select(tasks.c.change_id).distinct().where(
+        UNREADY, text("((status = 'Do' AND blockers > 0) OR status = 'Undo')"), tasks.c.change_id.is_not(None)),
+        tasks, "ix_tasks_unready")),
     Sql("unclean_changes", lambda f: f.hint(select(changes.c.id).where(
         changes.c.ready_time.is_not(None), changes.c.clean == false()).order_by(changes.c.id).limit(_b("limit")),
         changes, "ix_changes_unclean"), ("limit",)),
