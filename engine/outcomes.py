@@ -21,12 +21,13 @@ import tenacity
 
 from ._time import to_text
 from .change import abort_lanes
-from .errors import DatabaseBusyError, DatabaseError, NotFoundError, Retry, Wait, keeps_work
+from .errors import DatabaseBusyError, DatabaseConflictError, DatabaseError, NotFoundError, Retry, Wait, keeps_work
 from .status import Status
 from .tomb import Tomb
 
 if TYPE_CHECKING:
     from ._records import TaskRec
+    from .leases import Leases
     from .state import State
     from .task import Task
 
@@ -98,8 +99,9 @@ class OutcomeRecorder:
     """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
     def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
-                 quarantine: Callable[[int], None]) -> None:
+                 quarantine: Callable[[int], None], leases: Leases | None = None) -> None:
         self._st = state
+        self._leases = leases
         self._w = state._uow
         self._r = runs
         self._pair = pair
@@ -158,6 +160,12 @@ class OutcomeRecorder:
                     self._r.uncommitted -= len(batch)
                     self._r.idle.notify_all()
 
+    def _hold(self, batch: list[Run]) -> None:
+        """_hold puts runs whose outcomes were rolled back back among the running ones."""
+        with self._r.lock:
+            for run in batch:
+                self._r.runs.setdefault(run.tid, run)
+
     def _release(self, batch: list[Run]) -> None:
         """_release frees the workers of runs whose outcomes are dealt with."""
         with self._r.lock:
@@ -177,15 +185,20 @@ class OutcomeRecorder:
 
         def record() -> None:
             nonlocal recorded
-            with self._st:
-                if not recorded:  # recorded once: a kept unit of work holds them until it commits
-                    recorded = True
-                    for run in batch:
-                        self._record_or_fail(run)
-                # The workers are free again as of this transaction: a pass
-                # (which reads the runs under the state lock) sees them free
-                # exactly when it sees the outcomes committed.
-                self._release(batch)
+            try:
+                with self._st:
+                    if not recorded:  # recorded once: a kept unit of work holds them until it commits
+                        recorded = True
+                        for run in batch:
+                            self._record_or_fail(run)
+                    # The workers are free again as of this transaction: a pass
+                    # (which reads the runs under the state lock) sees them free
+                    # exactly when it sees the outcomes committed.
+                    self._release(batch)
+            except DatabaseConflictError:
+                recorded = False  # rolled back: record them again on what the database holds now
+                self._hold(batch)
+                raise
 
         try:
             self._retry_while_kept(record)
@@ -199,9 +212,14 @@ class OutcomeRecorder:
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database."""
+        def wait(rs: tenacity.RetryCallState) -> float:
+            # A conflict with another host clears in milliseconds; a busy or full database takes longer.
+            conflict = rs.outcome is not None and isinstance(rs.outcome.exception(), DatabaseConflictError)
+            return float(min(30.0, (0.01 if conflict else 0.5) * 2 ** min(rs.attempt_number, 12)))
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(keeps_work),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
+            retry=tenacity.retry_if_exception(lambda e: keeps_work(e) or isinstance(e, DatabaseConflictError)),
+            wait=wait,
             stop=lambda rs: self._r.abandoned,
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
@@ -215,11 +233,16 @@ class OutcomeRecorder:
 
         def record() -> None:
             nonlocal recorded
-            with self._st:
-                if not recorded:
-                    recorded = True
-                    self._record_or_fail(run)
-                self._release([run])
+            try:
+                with self._st:
+                    if not recorded:
+                        recorded = True
+                        self._record_or_fail(run)
+                    self._release([run])
+            except DatabaseConflictError:
+                recorded = False
+                self._hold([run])
+                raise
 
         try:
             self._retry_while_kept(record)
@@ -265,6 +288,12 @@ class OutcomeRecorder:
         except NotFoundError:
             log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
             return
+        if self._leases is not None and run.phase != "cleanup" and not self._leases.still_ours(run.tid, rec.status):
+            # Another runner reaped it (this one's lease ran out): it runs there again.
+            log.warning("task %s (%s) finished after its lease ran out; its outcome is dropped and it runs "
+                        "again elsewhere", run.tid, run.kind)
+            return
+        w.end_lease(run.tid)
         exc = run.outcome
         if run.phase == "cleanup":
             if exc is None:
@@ -367,7 +396,8 @@ class OutcomeRecorder:
     def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
         """_busy_retry schedules a task whose handler failed only because the database was busy."""
         self._count_attempt(rec, series=True)
-        delay = min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** min(rec.retry_attempts - 1, 16))
+        first = CONFLICT_RETRY_FIRST if _conflict(exc) else BUSY_RETRY_FIRST
+        delay = min(BUSY_RETRY_MAX, first * 2 ** min(rec.retry_attempts - 1, 16))
         message = error_message(exc)
         log.warning("task %s (%s) of change %s: the state database was busy (%s); retrying in %.3g s",
                     rec.id, rec.kind, rec.change_id, message, delay)
@@ -410,6 +440,19 @@ class OutcomeRecorder:
 #: first retry; each further busy failure doubles it, up to BUSY_RETRY_MAX.
 BUSY_RETRY_FIRST = 1.0
 BUSY_RETRY_MAX = 60.0
+#: The first delay when the handler's unit of work conflicted with another host's (PostgreSQL).
+CONFLICT_RETRY_FIRST = 0.05
+
+
+def _conflict(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, DatabaseConflictError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _busy(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _time
-from .errors import DatabaseError, EngineError, EnsureError
+from .errors import DatabaseConflictError, DatabaseError, EngineError, EnsureError
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -28,6 +28,8 @@ PRUNE_WAIT = timedelta(hours=24)
 ABORT_WAIT = timedelta(days=3)
 #: PRUNE_MAX_CHANGES: at most this many ready changes are kept (snapd: 500).
 PRUNE_MAX_CHANGES = 500
+#: POLL_INTERVAL bounds the loop's sleep on a shared database (PostgreSQL), whatever the notifications say.
+POLL_INTERVAL = 1.0
 #: STATE_FILE is the database's name inside a root directory.
 STATE_FILE = "state.db"
 
@@ -60,6 +62,7 @@ class Overlord:
             self.state.close()  # a bad argument must not keep the database locked
             raise
         self._cv = threading.Condition()
+        self._listening = threading.Event()  # set: the LISTEN thread ends
         self._ensure_next = time.monotonic() + ENSURE_INTERVAL
         self._requested: float | None = None  # earliest delay asked for since the last reset
         self._loop_thread: threading.Thread | None = None
@@ -106,19 +109,30 @@ class Overlord:
     def _run_loop(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL
         backoff = 0.0
+        store = self.state._uow.store
+        # Several hosts: another host's commit wakes this loop through LISTEN/NOTIFY, and the loop
+        # polls anyway (for expired leases, and for a notification lost while reconnecting).
+        interval = POLL_INTERVAL if store.shared else ENSURE_INTERVAL
+        if store.shared:
+            listen = getattr(store, "listen", None)
+            if listen is not None:
+                threading.Thread(target=listen, args=(lambda: self._ensure_before(0), self._listening),
+                                 name="engine-listen", daemon=True).start()
         while True:
             with self._cv:
                 if self._stopping:
                     return
-                self._ensure_next = time.monotonic() + ENSURE_INTERVAL
+                self._ensure_next = time.monotonic() + interval
             try:
                 self.state_engine.ensure()
                 backoff = 0.0
             except EnsureError as e:
                 log.warning("%s", e)
                 if any(isinstance(err, DatabaseError) for err in e.errors):
-                    # The database was busy or failing: try again soon, not in 5 minutes.
-                    backoff = min(max(backoff * 2, 0.5), 60.0)
+                    # The database was busy or failing: try again soon, not in 5 minutes
+                    # (at once, nearly, after a conflict with another host).
+                    first = 0.01 if all(isinstance(err, DatabaseConflictError) for err in e.errors) else 0.5
+                    backoff = min(max(backoff * 2, first), 60.0)
                     self._ensure_before(backoff)
             except Exception:
                 log.exception("internal error: ensure pass failed")
@@ -211,6 +225,7 @@ class Overlord:
             if self._stopped:
                 return
             self._stopping = True
+            self._listening.set()
             self._cv.notify_all()
             thread = self._loop_thread
         if thread is not None:

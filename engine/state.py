@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = ["MISSING", "State"]
 
 log = logging.getLogger("engine.state")
 
+#: How often a State on a shared store checks the blockers counts (seconds).
+RECHECK_INTERVAL = 5.0
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
@@ -66,6 +69,8 @@ class State:
             self._refuse_writes("it was opened read-only")
         self._hook_ids = itertools.count(1)
         self._ensure_hook: Callable[[float], None] | None = None
+        self._recheck_at = 0.0
+        store.check_read()  # ends what opening read (a transaction, on PostgreSQL)
 
     # -- opening and closing ------------------------------------------------
 
@@ -285,6 +290,18 @@ class State:
         return self._owner == threading.get_ident()
 
     def _refresh(self) -> None:
+        if self._store.shared:
+            # Other hosts may have written anything: every unit of work reads
+            # afresh, its rows locked as they are loaded (engine.store.postgresql).
+            self._store.refresh()
+            uow = self._uow
+            if not uow.pending():
+                uow.forget(routine=True)
+            now = time.monotonic()
+            if now >= self._recheck_at:  # blockers counts that two hosts raced on are repaired
+                self._recheck_at = now + RECHECK_INTERVAL
+                uow.blockers_suspect = True
+            return
         # Another connection (a sqlite3 shell) committed: forget the cache.
         if self._store.refresh():
             uow = self._uow

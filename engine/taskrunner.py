@@ -23,6 +23,7 @@ import tenacity
 from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
+from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs
 from .status import Status
 
@@ -51,7 +52,7 @@ class TaskRunner:
     """
 
     def __init__(self, state: State, *, workers: int = DEFAULT_WORKERS,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE) -> None:
         if workers < 1:
             raise ValueError(f"cannot create a task runner with {workers} workers")
         self._st = state
@@ -64,7 +65,9 @@ class TaskRunner:
         self._blocked: list[Blocked] = []
         self._mu = threading.Lock()  # ensure, stop, stop_kinds; taken before the state lock
         self._r = Runs()
-        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine)
+        # Several hosts on one database: claims under leases (engine.leases).
+        self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
+        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
@@ -172,6 +175,10 @@ class TaskRunner:
             self._checked.clear()
             self._quarantined.clear()
         w.check_blockers()
+        if self._leases is not None:
+            with self._r.lock:
+                mine = set(self._r.runs)
+            self._leases.reap(w, mine)
         self._fail_cycles()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
@@ -238,6 +245,8 @@ class TaskRunner:
                 free -= 1
             if self._r.starved:
                 break
+        if self._leases is not None:
+            store.release_claims(list(runs))  # the tasks running here keep theirs
         if free > 0:
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
@@ -383,6 +392,8 @@ class TaskRunner:
     # -- running handlers -------------------------------------------------------
 
     def _start(self, run: Run) -> None:
+        if self._leases is not None:
+            self._leases.start_heartbeat()
         if inspect.iscoroutinefunction(run.fn):
             self._loop.submit(self._execute_async(run))
         else:
@@ -430,6 +441,8 @@ class TaskRunner:
                 runs = list(self._r.runs.values())
             for run in runs:
                 run.tomb.kill()
+            if self._leases is not None:
+                self._leases.stop()  # what is abandoned below runs again elsewhere once its lease runs out
             deadline = time.monotonic() + self._stop_timeout
             with self._r.lock:
                 while self._r.runs or self._r.outcomes or self._r.uncommitted:

@@ -93,6 +93,8 @@ class UnitOfWork:
         # Tasks that became Done or stopped being Done: their halt tasks'
         # blockers counts change.
         self._done_flips: Pending[int] = Pending()
+        # Tasks that stopped running: their leases end (shared stores).
+        self._ended: Pending[int] = Pending()
         self.blockers_suspect = True  # checked by the runner's first pass
         # Whether the unit of work made tasks runnable (the overlord wakes its
         # loop after such a commit), and the changes whose tasks got new
@@ -123,10 +125,16 @@ class UnitOfWork:
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, *self.warnings.pendings(), *self.assertions.pendings())
+                self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings())
 
-    def forget(self) -> None:
-        self.generation += 1
+    def forget(self, routine: bool = False) -> None:
+        """forget drops every record (they reload on demand).
+
+        routine is the drop at the start of each unit of work on a shared
+        store: what was learnt of damaged rows still holds (generation stays).
+        """
+        if not routine:
+            self.generation += 1
         self._waiting = None
         self.records.clear()
         self.values.clear()
@@ -145,7 +153,9 @@ class UnitOfWork:
         self.sync_sequences()
 
     def sync_sequences(self) -> None:
-        # Ids only grow: ids handed out in an abandoned unit of work stay used.
+        """sync_sequences reads the id counters again (ids only grow: those handed out in vain stay used)."""
+        if self.store.shared:
+            return  # ids come from the database as they are handed out
         stored = self.store.sequences()
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
@@ -175,6 +185,8 @@ class UnitOfWork:
             store.recount_blockers(sorted(recount))
         if self._new_lanes:
             store.insert_lanes(self._new_lanes.take())
+        if self._ended or store.runner_id is not None:
+            store.end_leases(self._ended.take())
         if self._new_log:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
@@ -236,6 +248,8 @@ class UnitOfWork:
             return []
         try:
             self.flush()
+            if self._runnable:
+                self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
         except BaseException as e:
             self._relaxed = False
@@ -426,6 +440,9 @@ class UnitOfWork:
         log.debug("task %s: %s %s", rec.id, level, message)
 
     def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence ("change", "task", "lane")."""
+        if self.store.shared:
+            return self.store.next_id(name)
         self._last[name] = self._last.get(name, 0) + 1
         self._dirty_seqs.add(name)
         return self._last[name]
@@ -435,6 +452,11 @@ class UnitOfWork:
     def touch(self, cid: int) -> None:
         """touch notes that a change's status must be computed and stored again at commit."""
         self._touched.add(cid)
+
+    def end_lease(self, tid: int) -> None:
+        """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
+        if self.store.shared:
+            self._ended.add(tid)
 
     def note_runnable(self) -> None:
         """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""

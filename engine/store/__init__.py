@@ -34,8 +34,13 @@ def open_store(path: str | Path | None, url: str | None, options: DatabaseOption
         sa_url = make_url(url)
     except ArgumentError as e:
         raise DatabaseError(f"cannot open state database {url!r}: {e}") from None
+    if sa_url.get_backend_name() == "postgresql":
+        from .postgresql_open import open_postgres
+
+        return open_postgres(url, read_only=read_only)  # type: ignore[no-any-return]
     if sa_url.get_backend_name() != "sqlite":
-        raise DatabaseError(f"cannot open state database {sa_url!r}: only SQLite databases are supported")
+        raise DatabaseError(f"cannot open state database {sa_url!r}: only SQLite and PostgreSQL "
+                            "(postgresql+psycopg://) are supported")
     file_path = file_of_url(url)
     if read_only and file_path is None:
         raise ValueError("cannot open a private in-memory database read-only: there is nothing to read")

@@ -24,6 +24,14 @@ class Store(Protocol):
     target: str
     #: Why nothing may be written (a read-only or fenced State), or None.
     refusal: str | None
+    #: shared says whether other hosts write the same database (PostgreSQL): the cache lives
+    #: one unit of work, ids come from the database, tasks are claimed under leases.
+    shared: bool
+    #: The runner that claims through this store, and its lease in seconds (shared stores).
+    runner_id: str | None
+    lease: float
+    #: notify asks the commit to wake the other hosts' loops (shared stores).
+    notify: bool
 
     # -- the transaction of a unit of work --------------------------------------------
 
@@ -211,3 +219,29 @@ class Store(Protocol):
 
     def save_assertions(self, rows: Sequence[Row]) -> None:
         """save_assertions upserts assertions."""
+
+    # -- several hosts (shared stores; a single writer's store does nothing) ---------------------
+
+    def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence straight from the database."""
+
+    def lock_changes(self, ids: Sequence[int]) -> None:
+        """lock_changes locks change rows until the end of the unit of work."""
+
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases clears the leases of tasks that stopped running (and claims this pass let go)."""
+
+    def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """runners_of says which runner holds the lease of each task."""
+
+    def expired_leases(self) -> list[int]:
+        """expired_leases lists running tasks whose lease ran out."""
+
+    def lease_expired(self, tid: int) -> bool:
+        """lease_expired says whether a task's lease is still out, once its change is locked."""
+
+    def heartbeat(self, runner: str, lease: float) -> int:
+        """heartbeat extends the leases of a runner's running tasks; it returns how many."""
+
+    def release_claims(self, kept: Sequence[int]) -> None:
+        """release_claims gives back the leases a pass took on tasks it did not start."""

@@ -28,6 +28,10 @@ class SqlStore:
     sql: Catalog
     target: str
     refusal: str | None = None
+    shared = False
+    runner_id: str | None = None
+    lease = 0.0
+    notify = False
 
     # -- what a backend provides -----------------------------------------------------
 
@@ -290,3 +294,34 @@ class SqlStore:
     def save_assertions(self, rows: Sequence[Row]) -> None:
         """save_assertions upserts assertions."""
         self.executemany(self.sql["upsert_assertion"], rows)
+
+    # -- several hosts: a single writer needs none of it -------------------------------------
+
+    def next_id(self, name: str) -> int:
+        """next_id is for shared stores: a single writer hands out ids from its own counters."""
+        raise NotImplementedError(f"internal error: {type(self).__name__} hands out no ids")
+
+    def lock_changes(self, ids: Sequence[int]) -> None:
+        """lock_changes does nothing: a single writer locks the whole database."""
+
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases does nothing: a single writer takes no leases."""
+
+    def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """runners_of is empty: a single writer takes no leases."""
+        return {}
+
+    def expired_leases(self) -> list[int]:
+        """expired_leases is empty: a single writer takes no leases."""
+        return []
+
+    def lease_expired(self, tid: int) -> bool:
+        """lease_expired is False: a single writer takes no leases."""
+        return False
+
+    def heartbeat(self, runner: str, lease: float) -> int:
+        """heartbeat does nothing: a single writer takes no leases."""
+        return 0
+
+    def release_claims(self, kept: Sequence[int]) -> None:
+        """release_claims does nothing: a single writer takes no leases."""

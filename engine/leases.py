@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Leases: how a runner holds the tasks it claimed when several hosts share one database.
+
+On a shared store (PostgreSQL) a claim records the runner (a unique id per
+process start) and a lease on the task; the runner's heartbeat extends the
+leases of its running tasks every third of the lease; any runner's reaper
+returns a running task whose lease ran out to Do (Undoing to Undo): the
+task runs again elsewhere, so handlers must be idempotent (snapd's rule
+after a crash). An outcome is recorded only while the runner still holds
+the task's lease. docs/scale-out.md tells the whole protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+from .errors import DatabaseCorruptError, EngineError, NotFoundError
+from .status import Status
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .unitofwork import UnitOfWork
+
+log = logging.getLogger("engine.taskrunner")
+
+_HELD = (Status.DOING, Status.UNDOING, Status.ABORT)
+_BACK = {Status.DOING: Status.DO, Status.UNDOING: Status.UNDO}
+
+#: DEFAULT_LEASE is how long a claimed task stays this runner's without a heartbeat (seconds).
+DEFAULT_LEASE = 30.0
+
+
+def new_runner_id() -> str:
+    """new_runner_id names this process start: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Leases:
+    """Leases are one runner's claims on a shared store: its id, its heartbeat and its reaper."""
+
+    def __init__(self, store: Store, lease: float = DEFAULT_LEASE) -> None:
+        if not lease > 0:
+            raise ValueError(f"cannot use a lease of {lease!r} s: it must be positive")
+        self.store = store
+        self.runner_id = new_runner_id()
+        self.lease = float(lease)
+        store.runner_id = self.runner_id
+        store.lease = self.lease
+        self._stop = threading.Event()
+        self._beating: threading.Thread | None = None
+        self._mu = threading.Lock()
+
+    def start_heartbeat(self) -> None:
+        """start_heartbeat starts the thread that extends this runner's leases (once)."""
+        with self._mu:
+            if self._beating is None and not self._stop.is_set():
+                self._beating = threading.Thread(target=self._beat, name="engine-heartbeat", daemon=True)
+                self._beating.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.store.heartbeat(self.runner_id, self.lease)
+            except EngineError as e:  # the server restarting, say: the next beat tries again
+                log.warning("cannot extend the leases of runner %s: %s", self.runner_id, e)
+
+    def stop(self) -> None:
+        """stop ends the heartbeat: the leases of abandoned handlers run out, and other hosts run them again."""
+        self._stop.set()
+
+    def reap(self, w: UnitOfWork, running: set[int]) -> None:
+        """reap returns to Do (Undo) the running tasks whose lease ran out, locking their changes first."""
+        for tid in self.store.expired_leases():
+            if tid in running:
+                continue  # this runner's own: its heartbeat is late, the handler still runs here
+            try:
+                rec = w.trec(tid)  # locks its change, then reads it afresh
+            except (NotFoundError, DatabaseCorruptError) as e:
+                log.debug("not reaping task %s: %s", tid, e)
+                continue
+            if rec.status not in _HELD or not self.store.lease_expired(tid):
+                continue  # another host reaped it, or its runner's heartbeat came in between
+            owner = self.store.runners_of([tid]).get(tid)
+            w.end_lease(tid)
+            back = _BACK.get(rec.status)
+            log.warning("task %s (%s) of change %s: the lease of runner %s ran out; it runs again (%s)",
+                        tid, rec.kind, rec.change_id, owner or "unknown", (back or rec.status).value)
+            w.add_log(rec, "INFO", f"the lease of runner {owner or 'unknown'} ran out: running it again")
+            if back is not None:
+                w.set_task_status(rec, back)  # an aborted one stays Abort: the pass undoes it
+
+    def still_ours(self, tid: int, status: Status) -> bool:
+        """still_ours says, once the task's change is locked, whether this runner may record its outcome.
+
+        It may unless another runner holds the task now, or the reaper sent it
+        back to Do or Undo; a task whose handler finished it (Done, Undone)
+        holds no lease any more and is still this runner's to record.
+        """
+        owner = self.store.runners_of([tid]).get(tid)
+        if owner is None:
+            return status not in (Status.DO, Status.UNDO)
+        return owner == self.runner_id
