@@ -14,9 +14,10 @@ from pathlib import Path
 from ..db import DatabaseOptions
 from ..errors import DatabaseError
 from .base import Row, Store
+from .sqlite import SQLiteStore  # compiles SQLite's statements now, at import, not in an open or a commit
 from .sqlstore import SqlStore
 
-__all__ = ["Row", "SqlStore", "Store", "open_store"]
+__all__ = ["Row", "SQLiteStore", "SqlStore", "Store", "open_store"]
 
 
 def open_store(path: str | Path | None, url: str | None, options: DatabaseOptions, *, read_only: bool) -> Store:
@@ -24,7 +25,6 @@ def open_store(path: str | Path | None, url: str | None, options: DatabaseOption
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from .sqlite import SQLiteStore
     from .sqlite_open import file_of_url
 
     if path is not None:
