@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._records import ChangeRec, TaskRec
 from ._values import MISSING, check_key, get_value, set_value
-from .errors import ChangeError, EngineError, TaskDependencyCycleError
+from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDependencyCycleError
 from .status import Status
 from .task import Task, TaskSet
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.change")
 
+#: How often wait_ready looks again on a shared store (another host may finish the change).
+_SHARED_POLL = 0.2
 _LIVE = (Status.DO, Status.DOING, Status.DONE)
 _FINAL = (Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD)
 
@@ -264,7 +267,21 @@ class Change:
             if w.crec(self._cid).ready_time is not None:
                 return True
             event = w.waiters.setdefault(self._cid, threading.Event())
-        return event.wait(timeout)
+        if not w.store.shared:
+            return event.wait(timeout)
+        # Another host may make it ready: look again now and then.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not event.wait(_SHARED_POLL if deadline is None else max(0.0, min(_SHARED_POLL,
+                                                                                deadline - time.monotonic()))):
+            try:
+                with w.state:
+                    if w.crec(self._cid).ready_time is not None:
+                        return True
+            except DatabaseConflictError as e:  # the server restarting, say: look again later
+                log.debug("waiting for change %s: %s", self._cid, e)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
 
 
 def effective_status(t: TaskRec) -> Status:

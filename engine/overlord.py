@@ -12,6 +12,7 @@ from typing import Any
 
 from . import _time
 from .errors import DatabaseConflictError, DatabaseError, EngineError, EnsureError
+from .leases import DEFAULT_LEASE
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -39,7 +40,8 @@ class Overlord:
 
     def __init__(self, path: str | Path | None = None, *, url: str | None = None, root: str | Path | None = None,
                  clock: _time.Clock | None = None, workers: int = DEFAULT_WORKERS,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, **state_options: Any) -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE,
+                 **state_options: Any) -> None:
         if state_options.get("read_only"):
             raise ValueError("cannot run an overlord on a read-only state (read with State.open(path, read_only=True))")
         if root is not None and path is None and url is None:
@@ -56,7 +58,7 @@ class Overlord:
         self._stop_timeout = stop_timeout
         try:
             self.state_engine = StateEngine(self.state)
-            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout)
+            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease)
             self.state_engine.add_manager(self.task_runner)
         except BaseException:
             self.state.close()  # a bad argument must not keep the database locked

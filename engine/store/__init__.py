@@ -37,7 +37,7 @@ def open_store(path: str | Path | None, url: str | None, options: DatabaseOption
     if sa_url.get_backend_name() == "postgresql":
         from .postgresql_open import open_postgres
 
-        return open_postgres(url, read_only=read_only)  # type: ignore[no-any-return]
+        return open_postgres(url, read_only=read_only, busy_budget=options.busy_budget)  # type: ignore[no-any-return]
     if sa_url.get_backend_name() != "sqlite":
         raise DatabaseError(f"cannot open state database {sa_url!r}: only SQLite and PostgreSQL "
                             "(postgresql+psycopg://) are supported")

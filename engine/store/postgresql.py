@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import tenacity
 from sqlalchemy import Table, bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -81,18 +83,21 @@ _NOW = "extract(epoch from clock_timestamp())"
 _UNREADY = "t.status NOT IN ('Done','Undone','Hold','Error')"
 # The claims: one UPDATE over candidates whose change this transaction locks,
 # passing over changes another host is writing (SKIP LOCKED).
-_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE id IN ("
+# The outer condition ({again}) is checked again on the row as it is when it is updated: a task
+# another host claimed (and committed) after this statement's snapshot is passed over, not taken twice.
+_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE {{again}} AND id IN ("
           "SELECT t.id FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {where} "
           f"ORDER BY t.id LIMIT %s FOR UPDATE OF c SKIP LOCKED) RETURNING {', '.join(TASK_COLUMNS)}")
-_CLAIM_DO = _CLAIM.format(where=(
+_CLAIM_DO = _CLAIM.format(again="status = 'Do' AND lease_until IS NULL", where=(
     "t.status = 'Do' AND t.blockers = 0 AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
     "JOIN tasks w ON w.id = d.wait_task_id WHERE d.task_id = t.id AND w.status <> 'Done')"))
-_CLAIM_UNDO = _CLAIM.format(where=(
+_CLAIM_UNDO = _CLAIM.format(again="status = 'Undo' AND lease_until IS NULL", where=(
     f"{_UNREADY} AND t.status = 'Undo' AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
     "JOIN tasks h ON h.id = d.task_id WHERE d.wait_task_id = t.id "
     "AND h.status NOT IN ('Done','Undone','Hold','Error'))"))
 # Doing and Undoing tasks that no runner holds: waiting for a retry, or left from a crash before leases.
-_CLAIM_STARTED = _CLAIM.format(where="t.status IN ('Doing','Undoing') AND t.lease_until IS NULL AND t.id > %s")
+_CLAIM_STARTED = _CLAIM.format(again="status IN ('Doing','Undoing') AND lease_until IS NULL",
+                               where="t.status IN ('Doing','Undoing') AND t.lease_until IS NULL AND t.id > %s")
 # Tasks in a status (Abort) whose change this transaction could lock, except those another runner holds.
 _LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {_UNREADY} "
                      f"AND t.status = %s AND (t.lease_until IS NULL OR t.runner = %s OR t.lease_until < {_NOW}) "
@@ -109,9 +114,11 @@ class PostgresStore(SqlStore):
     sql = CATALOG
     shared = True
 
-    def __init__(self, engine: Any, target: str, *, read_only: bool) -> None:
+    def __init__(self, engine: Any, target: str, *, read_only: bool, busy_budget: float = 120.0) -> None:
         import psycopg
 
+        #: How long a lost server is waited for, in all, before a unit of work fails.
+        self.busy_budget = busy_budget
         self._psycopg = psycopg
         self._engine = engine
         self.target = target
@@ -309,9 +316,12 @@ class PostgresStore(SqlStore):
         """tasks_in_status pages through unready tasks with a status whose change this transaction could lock."""
         if self._read_only:
             return super().tasks_in_status(status, after_id, limit)
-        rows = self.run(_LOCKED_IN_STATUS, (status, self.runner_id or "", after_id, limit))
-        self._locked.update(r[1] for r in rows if r[1] is not None)
-        return rows
+        locked = self.run(_LOCKED_IN_STATUS, (status, self.runner_id or "", after_id, limit))
+        self._locked.update(r[1] for r in locked if r[1] is not None)
+        # Read again once locked: a row that changed since the statement began reads as it was then.
+        fresh = {r[0]: r for r in super().task_rows([r[0] for r in locked])} if locked else {}
+        # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
+        return [fresh[r[0]] for r in locked if r[0] in fresh and fresh[r[0]][4] == status]
 
     def started_tasks(self, after_id: int, limit: int) -> list[Row]:
         """started_tasks claims Doing and Undoing tasks that no runner holds (a retry is due, say)."""
@@ -440,8 +450,18 @@ class PostgresStore(SqlStore):
                 self._raw.invalidate()
             except Exception as e:  # the pool may already have dropped it
                 log.debug("dropping the lost connection to %s: %s", self.target, e)
+            started = time.monotonic()
+
+            def warn(rs: tenacity.RetryCallState) -> None:
+                log.warning("cannot reach state database %s (%s); still trying after %.1f s (giving up after %g s)",
+                            self.target, rs.outcome.exception() if rs.outcome else "?",
+                            time.monotonic() - started, self.busy_budget)
+
             try:
-                self._connect()
+                # As a busy SQLite database is waited for: up to the busy budget in all.
+                tenacity.Retrying(wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+                                  stop=tenacity.stop_after_delay(self.busy_budget), before_sleep=warn,
+                                  reraise=True)(self._connect)
             except Exception as e:
                 raise DatabaseConflictError(f"cannot reach state database {self.target}: "
                                             f"{' '.join(str(e).split())}; run it again") from e

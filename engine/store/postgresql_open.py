@@ -116,7 +116,7 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
         raise DatabaseError(f"{describe(target)}: {cause}") from None
 
 
-def open_postgres(url: str, *, read_only: bool) -> Any:
+def open_postgres(url: str, *, read_only: bool, busy_budget: float = 120.0) -> Any:
     """open_postgres connects to a PostgreSQL state database, creating or upgrading its schema."""
     from sqlalchemy.engine import make_url
 
@@ -126,7 +126,7 @@ def open_postgres(url: str, *, read_only: bool) -> Any:
     engine = make_engine(url)
     try:
         prepare(engine, target, read_only=read_only)
-        return PostgresStore(engine, target, read_only=read_only)
+        return PostgresStore(engine, target, read_only=read_only, busy_budget=busy_budget)
     except BaseException:
         engine.dispose()
         raise
