@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from .errors import DatabaseCorruptError, EngineError, NotFoundError
@@ -54,6 +55,9 @@ class Leases:
         self._stop = threading.Event()
         self._beating: threading.Thread | None = None
         self._mu = threading.Lock()
+        self._next_reap = 0.0
+        # Lease holders read by prefetch, for the unit of work in progress (the recorder's).
+        self._owners: dict[int, str | None] = {}
 
     def start_heartbeat(self) -> None:
         """start_heartbeat starts the thread that extends this runner's leases (once)."""
@@ -74,7 +78,14 @@ class Leases:
         self._stop.set()
 
     def reap(self, w: UnitOfWork, running: set[int]) -> None:
-        """reap returns to Do (Undo) the running tasks whose lease ran out, locking their changes first."""
+        """reap returns to Do (Undo) the running tasks whose lease ran out, locking their changes first.
+
+        It looks at most every third of the lease (a lease cannot run out faster than that matters).
+        """
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + self.lease / 3
         for tid in self.store.expired_leases():
             if tid in running:
                 continue  # this runner's own: its heartbeat is late, the handler still runs here
@@ -101,7 +112,16 @@ class Leases:
         back to Do or Undo; a task whose handler finished it (Done, Undone)
         holds no lease any more and is still this runner's to record.
         """
-        owner = self.store.runners_of([tid]).get(tid)
+        owners = self._owners if tid in self._owners else self.store.runners_of([tid])
+        owner = owners.get(tid)
         if owner is None:
             return status not in (Status.DO, Status.UNDO)
         return owner == self.runner_id
+
+    def prefetch(self, ids: list[int]) -> None:
+        """prefetch reads the lease holders of tasks at once, for still_ours in this unit of work."""
+        self._owners = self.store.runners_of(ids)
+
+    def forget(self) -> None:
+        """forget drops what prefetch read: it held for one unit of work."""
+        self._owners = {}

@@ -65,6 +65,7 @@ class Overlord:
             raise
         self._cv = threading.Condition()
         self._listening = threading.Event()  # set: the LISTEN thread ends
+        self._listener: threading.Thread | None = None
         self._ensure_next = time.monotonic() + ENSURE_INTERVAL
         self._requested: float | None = None  # earliest delay asked for since the last reset
         self._loop_thread: threading.Thread | None = None
@@ -118,8 +119,10 @@ class Overlord:
         if store.shared:
             listen = getattr(store, "listen", None)
             if listen is not None:
-                threading.Thread(target=listen, args=(lambda: self._ensure_before(0), self._listening),
-                                 name="engine-listen", daemon=True).start()
+                self._listener = threading.Thread(target=listen, args=(lambda: self._ensure_before(0),
+                                                                       self._listening),
+                                                  name="engine-listen", daemon=True)
+                self._listener.start()
         while True:
             with self._cv:
                 if self._stopping:
@@ -234,6 +237,8 @@ class Overlord:
             thread.join(self._stop_timeout)
             if thread.is_alive():
                 log.error("stop: the ensure loop did not stop within %g s", self._stop_timeout)
+        if self._listener is not None:
+            self._listener.join(2.0)  # it looks at its stop event twice a second
         self.state_engine.stop()
         with self._cv:
             self._stopped = True

@@ -185,7 +185,7 @@ class UnitOfWork:
             store.recount_blockers(sorted(recount))
         if self._new_lanes:
             store.insert_lanes(self._new_lanes.take())
-        if self._ended or store.runner_id is not None:
+        if self._ended:
             store.end_leases(self._ended.take())
         if self._new_log:
             lines = self._new_log.take()

@@ -69,6 +69,7 @@ class Cluster:
     bindir: Path
     root: Path
     user: int | None  # the uid the server runs as (None: this process's)
+    durable: bool = False  # fsync and synchronous commits as a real server has them (benchmarks)
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -97,8 +98,9 @@ class Cluster:
 
     def start(self) -> None:
         """start runs the server and waits until it accepts connections."""
-        opts = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+        opts = f"-k {self.socket_dir} -c listen_addresses='' -c max_connections=200"
+        if not self.durable:  # a test cluster need not survive a power cut
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", opts, "-w",
                   "-t", "60", "start")
 
@@ -133,8 +135,11 @@ class Cluster:
             self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def start_cluster() -> Cluster:
-    """start_cluster initialises and starts a cluster in a temporary directory, or raises Unavailable."""
+def start_cluster(*, durable: bool = False) -> Cluster:
+    """start_cluster initialises and starts a cluster in a temporary directory, or raises Unavailable.
+
+    durable keeps PostgreSQL's default durability (fsync, synchronous commits), for benchmarks.
+    """
     bindir = _bindir() or _pgserver_bindir()
     if bindir is None:
         raise Unavailable("no PostgreSQL server: neither initdb/pg_ctl on this machine nor the pgserver wheel")
@@ -149,7 +154,7 @@ def start_cluster() -> Cluster:
         user = NOBODY
     root = Path(tempfile.mkdtemp(prefix="engine-pg-"))
     os.chmod(root, 0o755)
-    cluster = Cluster(bindir, root, user)
+    cluster = Cluster(bindir, root, user, durable=durable)
     try:
         cluster.init()
         cluster.start()

@@ -85,9 +85,11 @@ _UNREADY = "t.status NOT IN ('Done','Undone','Hold','Error')"
 # passing over changes another host is writing (SKIP LOCKED).
 # The outer condition ({again}) is checked again on the row as it is when it is updated: a task
 # another host claimed (and committed) after this statement's snapshot is passed over, not taken twice.
-_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE {{again}} AND id IN ("
+# (= ANY (ARRAY(...)), the subquery run once and the rows updated by primary key, is the IN form that
+# PostgreSQL's planner never turns into a scan of every task.)
+_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE {{again}} AND id = ANY (ARRAY("
           "SELECT t.id FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {where} "
-          f"ORDER BY t.id LIMIT %s FOR UPDATE OF c SKIP LOCKED) RETURNING {', '.join(TASK_COLUMNS)}")
+          f"ORDER BY t.id LIMIT %s FOR UPDATE OF c SKIP LOCKED)) RETURNING {', '.join(TASK_COLUMNS)}")
 _CLAIM_DO = _CLAIM.format(again="status = 'Do' AND lease_until IS NULL", where=(
     "t.status = 'Do' AND t.blockers = 0 AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
     "JOIN tasks w ON w.id = d.wait_task_id WHERE d.task_id = t.id AND w.status <> 'Done')"))
@@ -330,13 +332,10 @@ class PostgresStore(SqlStore):
         return self._claimed(self.run(_CLAIM_STARTED, (self.runner_id, self.lease, after_id, limit), "write"))
 
     def end_leases(self, ids: Sequence[int]) -> None:
-        """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them),
-        and this runner's claims that the pass did not take (a task still Do, say)."""
-        if self.runner_id is None and not ids:
-            return
-        self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE lease_until IS NOT NULL "
-                 f"AND (id = ANY (%s) OR (runner = %s AND status NOT IN {_HELD}))",
-                 (list(ids), self.runner_id or ""), "write")
+        """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them)."""
+        if ids:
+            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+                     "AND lease_until IS NOT NULL", (list(ids),), "write")
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task."""
