@@ -5,9 +5,10 @@
     python -m bench.pg --quick         # a smoke run (small sizes, one run each)
 
 Each run: the parent submits one change (W1: 10,000 independent no-op tasks; W2: a chain of
-1,000) in one unit of work, starts N runner processes (each an Overlord on the database, its
-handlers registered, waiting for the go), gives the go, and takes the time from the go to the
-change's ready time; then it stops them. The baseline, on the same server and in the same run,
+1,000; W1x: W1's tasks spread over 100 changes) in one unit of work, starts N runner
+processes (each an Overlord on the database, its handlers registered, waiting for the go),
+gives the go, and takes the time from the go to the (last) change's ready time; then it
+stops them. The baseline, on the same server and in the same run,
 is psycopg alone: single-row UPDATE + COMMIT, one connection (what one synced commit costs).
 Figures are the median of the runs; nothing is asserted.
 """
@@ -52,34 +53,37 @@ def _child(url: str, go: Path, workers: int) -> int:
     return 0
 
 
-def _submit(url: str, tasks: int, chained: bool) -> tuple[str, float]:
+def _submit(url: str, tasks: int, chained: bool, changes: int = 1) -> tuple[list[str], float]:
     from engine import State
 
     st = State.open(url=url)
     try:
         t0 = time.perf_counter()
+        ids = []
         with st:
-            chg = st.new_change("bench", f"{tasks} {'chained' if chained else 'independent'} no-op tasks")
-            prev = None
-            for i in range(tasks):
-                t = st.new_task("noop", f"task {i + 1}")
-                if chained and prev is not None:
-                    t.wait_for(prev)
-                chg.add_task(t)
-                prev = t
-            cid = chg.id
-        return cid, time.perf_counter() - t0
+            for _ in range(changes):
+                n = tasks // changes
+                chg = st.new_change("bench", f"{n} {'chained' if chained else 'independent'} no-op tasks")
+                prev = None
+                for i in range(n):
+                    t = st.new_task("noop", f"task {i + 1}")
+                    if chained and prev is not None:
+                        t.wait_for(prev)
+                    chg.add_task(t)
+                    prev = t
+                ids.append(chg.id)
+        return ids, time.perf_counter() - t0
     finally:
         st.close()
 
 
 def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: Path,
-            timeout: float) -> dict[str, float]:
-    """one_run submits one change and runs it with procs runner processes; it returns its figures."""
+            timeout: float, changes: int = 1) -> dict[str, float]:
+    """one_run submits the change(s) and runs them with procs runner processes; it returns its figures."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    cid, submit_s = _submit(url, tasks, chained)
+    cids, submit_s = _submit(url, tasks, chained, changes)
     go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "bench.pg", "--child", url, "--go", str(go), "--workers", str(workers)]
     children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -95,19 +99,21 @@ def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: 
         go.touch()
         deadline = time.monotonic() + timeout
         ready = None
+        ids = [int(c) for c in cids]
         while ready is None:
-            row = conn.execute("SELECT ready_time FROM changes WHERE id = %s", (int(cid),)).fetchone()
-            if row and row[0]:
-                ready = row[0]
+            row = conn.execute("SELECT count(ready_time), max(ready_time) FROM changes WHERE id = ANY (%s)",
+                               (ids,)).fetchone()
+            if row and row[0] == len(ids):
+                ready = row[1]
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the change was not ready after {timeout:g} s")
+                raise RuntimeError(f"the changes were not ready after {timeout:g} s")
             time.sleep(0.005)
         from engine._time import from_text
 
         run_s = from_text(ready).timestamp() - go_wall
-        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = %s AND status = 'Done'",
-                            (int(cid),)).fetchone()[0]
+        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = ANY (%s) AND status = 'Done'",
+                            (ids,)).fetchone()[0]
         conn.close()
         if done != tasks:
             raise RuntimeError(f"only {done} of {tasks} tasks are Done")
@@ -167,23 +173,26 @@ def main(argv: list[str] | None = None) -> int:
         figures["baseline.commits_per_s"] = statistics.median(base)
         print(f"baseline psycopg: single-row UPDATE+COMMIT {figures['baseline.commits_per_s']:,.0f} commits/s "
               f"({', '.join(f'{b:,.0f}' for b in base)})", flush=True)
-        for name, tasks, chained in (("w1", w1, False), ("w2", w2, True)):
+        # w1x is W1 spread over 100 changes of 100 tasks: what several hosts can share (docs/scale-out.md).
+        for name, tasks, chained, changes in (("w1", w1, False, 1), ("w1x", w1, False, 100 if w1 >= 1000 else 10),
+                                              ("w2", w2, True, 1)):
             for n in procs:
                 rates, submits = [], []
                 for _ in range(runs):
                     db = cluster.new_database(template=template)
-                    r = one_run(cluster.url(db), tasks, chained, n, args.workers, tmp, 600)
+                    r = one_run(cluster.url(db), tasks, chained, n, args.workers, tmp, 600, changes)
                     cluster.drop_database(db)
                     rates.append(r["tasks_per_s"])
                     submits.append(r["submit_s"])
                 key = f"{name}.procs{n}"
                 figures[f"{key}.tasks_per_s"] = statistics.median(rates)
                 figures[f"{key}.submit_s"] = statistics.median(submits)
-                print(f"{name} ({tasks:,} {'chained' if chained else 'independent'} tasks), {n} runner "
+                print(f"{name} ({tasks:,} {'chained' if chained else 'independent'} tasks in {changes} "
+                      f"change{'s' if changes > 1 else ''}), {n} runner "
                       f"process{'es' if n > 1 else ''}: {figures[f'{key}.tasks_per_s']:,.0f} tasks/s "
                       f"({', '.join(f'{x:,.0f}' for x in rates)}); submit {figures[f'{key}.submit_s']:.3f} s",
                       flush=True)
-        for name in ("w1", "w2"):
+        for name in ("w1", "w1x", "w2"):
             one = figures.get(f"{name}.procs1.tasks_per_s")
             for n in procs[1:]:
                 if one:

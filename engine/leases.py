@@ -94,9 +94,12 @@ class Leases:
             except (NotFoundError, DatabaseCorruptError) as e:
                 log.debug("not reaping task %s: %s", tid, e)
                 continue
-            if rec.status not in _HELD or not self.store.lease_expired(tid):
-                continue  # another host reaped it, or its runner's heartbeat came in between
+            if not self.store.lease_expired(tid):
+                continue  # its runner's heartbeat came in between
             owner = self.store.runners_of([tid]).get(tid)
+            if rec.status not in _HELD:  # a cleanup that its runner left: another one cleans it
+                w.end_lease(tid)
+                continue
             w.end_lease(tid)
             back = _BACK.get(rec.status)
             log.warning("task %s (%s) of change %s: the lease of runner %s ran out; it runs again (%s)",

@@ -381,6 +381,8 @@ class TaskRunner:
                 if free <= 0:
                     self._r.starved = True
                     return 0
+                if self._leases is not None and not w.store.claim_cleanup(rec.id):
+                    continue  # another runner cleans it
                 run = Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
                 with self._r.lock:
                     self._r.runs[rec.id] = run

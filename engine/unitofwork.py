@@ -120,7 +120,8 @@ class UnitOfWork:
     def pending(self) -> bool:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._done_flips, self.warnings.pending, self.assertions.pending, self.store.in_write))
+                    self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
+                    self.store.in_write))
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,

@@ -245,3 +245,6 @@ class Store(Protocol):
 
     def release_claims(self, kept: Sequence[int]) -> None:
         """release_claims gives back the leases a pass took on tasks it did not start."""
+
+    def claim_cleanup(self, tid: int) -> bool:
+        """claim_cleanup takes a lease on a task for its cleanup handler; False: another runner has it."""

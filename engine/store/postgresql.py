@@ -325,6 +325,12 @@ class PostgresStore(SqlStore):
         # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
         return [fresh[r[0]] for r in locked if r[0] in fresh and fresh[r[0]][4] == status]
 
+    def claim_cleanup(self, tid: int) -> bool:
+        """claim_cleanup takes a lease on an unclean task of a ready change, for its cleanup handler."""
+        return bool(self.run(f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE id = %s "
+                             "AND lease_until IS NULL AND NOT clean RETURNING id",
+                             (self.runner_id, self.lease, tid), "write"))
+
     def started_tasks(self, after_id: int, limit: int) -> list[Row]:
         """started_tasks claims Doing and Undoing tasks that no runner holds (a retry is due, say)."""
         if self.runner_id is None or self._read_only:
@@ -344,7 +350,7 @@ class PostgresStore(SqlStore):
     def expired_leases(self) -> list[int]:
         """expired_leases lists running tasks whose lease ran out (or that have none), by the server's clock."""
         return [r[0] for r in self.run(
-            f"SELECT id FROM tasks WHERE lease_until < {_NOW} AND status IN {_HELD} "
+            f"SELECT id FROM tasks WHERE lease_until < {_NOW} AND (status IN {_HELD} OR NOT clean) "
             "AND change_id IS NOT NULL ORDER BY id LIMIT 256")]
 
     def lease_expired(self, tid: int) -> bool:
@@ -356,7 +362,7 @@ class PostgresStore(SqlStore):
         """heartbeat extends the leases of runner's running tasks (on the side connection); returns how many."""
         with self._side_lock, self.guard("write"):
             cur = self._side_conn().execute(
-                f"UPDATE tasks SET lease_until = {_NOW} + %s WHERE runner = %s AND status IN {_HELD}",
+                f"UPDATE tasks SET lease_until = {_NOW} + %s WHERE runner = %s AND (status IN {_HELD} OR NOT clean)",
                 (lease, runner))
             return int(cur.rowcount)
 
@@ -389,7 +395,11 @@ class PostgresStore(SqlStore):
     def next_id(self, name: str) -> int:
         """next_id hands out the next id of a sequence, from a block taken on the side connection."""
         nxt, last = self._blocks.get(name, (1, 0))
-        if nxt > last:
+        if nxt > last and self._read_only:
+            # Nothing of a read-only State is ever written: ids for its refused work, from what is there.
+            top = int(self.sequences().get(name, 0))
+            nxt, last = top + 1, top + 2**31
+        elif nxt > last:
             with self._side_lock, self.guard("write"):
                 row = self._side_conn().execute(
                     "INSERT INTO sequences (name, last_id) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "

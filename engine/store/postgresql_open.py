@@ -65,7 +65,7 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
     import sqlalchemy.exc
 
     from ..models import Base
-    from ..views import create_views
+    from .views import create_views
 
     try:
         with engine.connect() as conn:

@@ -34,7 +34,7 @@ from ..db import (
 from ..db import describe as _describe
 from ..errors import DatabaseCorruptError, DatabaseError, DatabaseFullError
 from ..models import Base
-from ..views import create_views
+from .views import create_views
 
 if TYPE_CHECKING:
     from .sqlite_lock import FileHandle
