@@ -108,18 +108,17 @@ class Leases:
             if back is not None:
                 w.set_task_status(rec, back)  # an aborted one stays Abort: the pass undoes it
 
-    def still_ours(self, tid: int, status: Status) -> bool:
+    def still_ours(self, tid: int) -> bool:
         """still_ours says, once the task's change is locked, whether this runner may record its outcome.
 
-        It may unless another runner holds the task now, or the reaper sent it
-        back to Do or Undo; a task whose handler finished it (Done, Undone)
-        holds no lease any more and is still this runner's to record.
+        It may only while the task's lease is still its own: the lease ends
+        when the outcome is recorded, so a lease that is gone, or another
+        runner's, means the reaper took the task away (it may have run, and
+        finished, elsewhere since). A handler that finished its own task
+        (Done, Undone) keeps the lease until its outcome is recorded.
         """
         owners = self._owners if tid in self._owners else self.store.runners_of([tid])
-        owner = owners.get(tid)
-        if owner is None:
-            return status not in (Status.DO, Status.UNDO)
-        return owner == self.runner_id
+        return owners.get(tid) == self.runner_id
 
     def prefetch(self, ids: list[int]) -> None:
         """prefetch reads the lease holders of tasks at once, for still_ours in this unit of work."""

@@ -315,7 +315,7 @@ class OutcomeRecorder:
         except NotFoundError:
             log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
             return
-        if self._leases is not None and run.phase != "cleanup" and not self._leases.still_ours(run.tid, rec.status):
+        if self._leases is not None and run.phase != "cleanup" and not self._leases.still_ours(run.tid):
             # Another runner reaped it (this one's lease ran out): it runs there again.
             log.warning("task %s (%s) finished after its lease ran out; its outcome is dropped and it runs "
                         "again elsewhere", run.tid, run.kind)

@@ -193,3 +193,109 @@ def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cl
             st.close()
     finally:
         pg_cluster.drop_database(name)
+
+
+def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
+    """Two hosts writing one task: the second waits for the first's change lock, then reads what it committed."""
+    import threading
+
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "shared")
+            t = a.new_task("k", "one task, two writers")
+            chg.add_task(t)
+            tid = t.id
+        inside, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def first() -> None:
+            try:
+                with a:
+                    ta = a.task(tid)
+                    assert ta is not None
+                    ta.set("from-a", 1)  # the change is locked from here to a's commit
+                    inside.set()
+                    release.wait(WAIT)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        th = threading.Thread(target=first)
+        th.start()
+        assert inside.wait(WAIT)
+        done = threading.Event()
+
+        def second() -> None:
+            try:
+                with b:
+                    tb = b.task(tid)  # waits here for a's commit, then reads the row a wrote
+                    assert tb is not None
+                    tb.set("from-b", 2)
+                done.set()
+            except BaseException as e:
+                errors.append(e)
+
+        th2 = threading.Thread(target=second)
+        th2.start()
+        assert not done.wait(0.3), "the second writer did not wait for the first's lock"
+        release.set()
+        th.join(WAIT)
+        th2.join(WAIT)
+        assert errors == []
+        with a:
+            final = a.task(tid)
+            assert final is not None
+            assert (final.get("from-a"), final.get("from-b")) == (1, 2)  # neither write was lost
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_outcome_after_the_lease_ran_out_is_dropped_and_the_task_runs_elsewhere(pg_url: str) -> None:
+    """Fencing: a runner that lost its lease (stalled, partitioned) does not record its handler's outcome."""
+    import threading
+
+    from engine import TaskRunner
+
+    gate = threading.Event()
+    started = threading.Event()
+    runs: list[str] = []
+
+    def stalled(task: object, tomb: object) -> None:
+        runs.append("a")
+        started.set()
+        gate.wait(WAIT)
+        raise RuntimeError("this outcome must not be recorded")
+
+    sa, sb = State.open(url=pg_url), State.open(url=pg_url)
+    ra = TaskRunner(sa, lease=0.5)
+    rb = TaskRunner(sb, lease=0.5)
+    ra.add_handler("k", stalled)
+    rb.add_handler("k", lambda task, tomb: runs.append("b"))
+    try:
+        with sa:
+            chg = sa.new_change("c", "one task")
+            chg.add_task(sa.new_task("k", "claimed by a, then lost"))
+            cid = chg.id
+        ra.ensure()
+        assert started.wait(WAIT)
+        ra._leases.stop()  # type: ignore[union-attr]  # a stalls: no heartbeat any more
+        deadline = time.monotonic() + WAIT
+        while "b" not in runs:  # b's reaper returns the task to Do once the lease ran out, and runs it
+            assert time.monotonic() < deadline, "the other runner never ran the task"
+            rb.ensure()
+            rb.wait()
+            time.sleep(0.05)
+        gate.set()
+        ra.wait()
+        with sa:
+            c = sa.change(cid)
+            assert c is not None
+            assert c.status is Status.DONE, "a's late failure was recorded over b's success"
+            assert any("ran out" in line for line in c.tasks()[0].log())
+    finally:
+        gate.set()
+        ra.stop()
+        rb.stop()
+        sa.close()
+        sb.close()
