@@ -23,8 +23,8 @@ from ._records import Pending
 from .errors import AssertionRevisionError
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .store import Store
-    from .unitofwork import UnitOfWork
 
 _TYPE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
@@ -77,7 +77,7 @@ def _check_key(typ: str, primary_key: Sequence[str]) -> tuple[str, ...]:
 class AssertionBook:
     """AssertionBook holds a State's assertions: st.assertions; every method needs the state lock."""
 
-    def __init__(self, w: UnitOfWork) -> None:
+    def __init__(self, w: Work) -> None:
         self._w = w
         # Looked-up and written assertions; None records a known absence.
         self._loaded: dict[Key, StoredAssertion | None] = {}

@@ -18,8 +18,8 @@ from .status import Status
 from .task import Task, TaskSet
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .state import State
-    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.change")
 
@@ -35,7 +35,7 @@ STATUS_ORDER = (
 )
 
 
-def computed_status(w: UnitOfWork, crec: ChangeRec) -> Status:
+def computed_status(w: Work, crec: ChangeRec) -> Status:
     """computed_status is a change's status computed from its tasks (snapd's rules).
 
     No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
@@ -61,7 +61,7 @@ class Change:
 
     __slots__ = ("_cid", "_w")
 
-    def __init__(self, w: UnitOfWork, cid: int) -> None:
+    def __init__(self, w: Work, cid: int) -> None:
         self._w = w
         self._cid = cid
 
@@ -81,7 +81,8 @@ class Change:
     @property
     def state(self) -> State:
         """state is the State the change belongs to (no lock needed)."""
-        return self._w.state
+        state: State = self._w.state
+        return state
 
     @property
     def id(self) -> str:
@@ -289,7 +290,7 @@ def effective_status(t: TaskRec) -> Status:
     return t.waited_status if t.status is Status.WAIT else t.status
 
 
-def abort_lanes(w: UnitOfWork, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
+def abort_lanes(w: Work, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
     """abort_lanes aborts the tasks of lanes and what waits for them, sparing tasks also in a healthy lane."""
     recs = w.change_trecs(crec)
     w.load_graph(recs)
@@ -312,7 +313,7 @@ def abort_lanes(w: UnitOfWork, crec: ChangeRec, lanes: list[int], aborted: set[i
         _abort_tasks(w, crec, doomed, aborted, seen)
 
 
-def _abort_tasks(w: UnitOfWork, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
+def _abort_tasks(w: Work, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
     more_lanes: list[int] = []
     i = 0
     while i < len(tasks):
@@ -341,7 +342,7 @@ def _abort_tasks(w: UnitOfWork, crec: ChangeRec, tasks: list[TaskRec], aborted: 
 _COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
 
 
-def is_change_waiting(w: UnitOfWork, crec: ChangeRec) -> bool:
+def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
     """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
     recs = w.change_trecs(crec)
     w.load_graph(recs)
@@ -354,12 +355,12 @@ def is_change_waiting(w: UnitOfWork, crec: ChangeRec) -> bool:
     return True
 
 
-def _deps(w: UnitOfWork, t: TaskRec) -> list[TaskRec]:
+def _deps(w: Work, t: TaskRec) -> list[TaskRec]:
     ids = w.wait_ids(t) if t.status is Status.DO else w.halt_ids(t)
     return w.trecs(ids)
 
 
-def _frame(w: UnitOfWork, t: TaskRec) -> Generator[TaskRec, bool, bool]:
+def _frame(w: Work, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     waiting = False
     for dep in _deps(w, t):
         if dep.status is Status.WAIT:
@@ -375,7 +376,7 @@ def _frame(w: UnitOfWork, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     return waiting
 
 
-def _task_waiting(w: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> bool:
+def _task_waiting(w: Work, root: TaskRec, visited: dict[int, int]) -> bool:
     # An explicit stack instead of recursion: chains may be thousands long.
     known = visited.get(root.id)
     if known is not None:
@@ -405,7 +406,7 @@ def _task_waiting(w: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> bool
     return bool(result)
 
 
-def dependency_cycles(w: UnitOfWork, starts: list[TaskRec]) -> list[list[TaskRec]]:
+def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
     """dependency_cycles finds the cycles that keep tasks from ever running.
 
     A Do task runs once all it waits for is Done, an Undo task once all that

@@ -11,12 +11,12 @@ from . import _time
 from .errors import DatabaseCorruptError, NotFoundError
 
 if TYPE_CHECKING:
-    from .unitofwork import UnitOfWork
+    from ._work import Work
 
 log = logging.getLogger("engine.prune")
 
 
-def prune(w: UnitOfWork, start_of_operation: datetime, prune_wait: float, abort_wait: float,
+def prune(w: Work, start_of_operation: datetime, prune_wait: float, abort_wait: float,
           max_ready_changes: int) -> None:
     """prune applies snapd's prune rules to the state; the caller holds the lock.
 

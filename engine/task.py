@@ -14,9 +14,9 @@ from .errors import EngineError
 from .status import Status
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .change import Change
     from .state import State
-    from .unitofwork import UnitOfWork
 
 
 class Task:
@@ -27,7 +27,7 @@ class Task:
 
     __slots__ = ("_tid", "_w")
 
-    def __init__(self, w: UnitOfWork, tid: int) -> None:
+    def __init__(self, w: Work, tid: int) -> None:
         self._w = w
         self._tid = tid
 
@@ -47,7 +47,8 @@ class Task:
     @property
     def state(self) -> State:
         """state is the State the task belongs to (no lock needed)."""
-        return self._w.state
+        state: State = self._w.state
+        return state
 
     @property
     def id(self) -> str:
@@ -128,7 +129,8 @@ class Task:
         rec = self._rec()
         if rec.change_id is None:
             return None
-        return self._w.change_handle(self._w.crec(rec.change_id))
+        chg: Change = self._w.change_handle(self._w.crec(rec.change_id))
+        return chg
 
     def log(self) -> list[str]:
         """log returns the last ten log lines, each '<time> INFO|ERROR <message>'."""

@@ -30,7 +30,6 @@ from .warning import WarningBook
 if TYPE_CHECKING:
     import threading
 
-    from .state import State
     from .store import Store
 
 log = logging.getLogger("engine.state")
@@ -47,9 +46,10 @@ _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 class UnitOfWork:
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
-    def __init__(self, state: State, store: Store, clock: _time.Clock, check: Callable[[], None],
+    def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
                  held: Callable[[], bool]) -> None:
-        #: state is the State this unit of work belongs to (what handles hand to users).
+        #: state is the State this unit of work belongs to (what handles hand to users; engine.state
+        #: sits above this module, so it is not named here).
         self.state = state
         self.store = store
         self.target = store.target

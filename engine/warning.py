@@ -13,8 +13,8 @@ from ._records import Pending
 from ._values import clean_text
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .store import Store
-    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.state")
 
@@ -58,7 +58,7 @@ class StateWarning:
 class WarningBook:
     """WarningBook holds a State's warnings, loaded on first use."""
 
-    def __init__(self, w: UnitOfWork) -> None:
+    def __init__(self, w: Work) -> None:
         self._w = w
         self._loaded: dict[str, StateWarning] | None = None
         self.dirty: Pending[str] = Pending()
