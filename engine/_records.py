@@ -115,6 +115,16 @@ class Data:
             self.values = load_data(self.text or "{}", what)
         return self.values
 
+    def check(self, what: str) -> None:
+        """check raises DatabaseCorruptError if the stored text is not a JSON object (nothing is kept)."""
+        if self.values is None and self.text not in (None, "{}"):
+            try:
+                ok = isinstance(json.loads(self.text or "{}"), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                load_data(self.text or "{}", what)  # raises, saying what is wrong
+
     def dump(self) -> str:
         """dump returns the JSON object text to store."""
         if self.values is None:
@@ -290,7 +300,9 @@ class ChangeRec:
         rec = cls.__new__(cls)
         rec.id, rec.kind, rec.summary, status, explicit, clean, data, spawn, ready = row
         what = f"change {rec.id}"
-        rec.db_status = status_of(status, what)
+        # The stored status is derived (the engine rewrites it): an unknown
+        # one is rewritten at the next commit that touches the change.
+        rec.db_status = _STATUS.get(status, Status.DEFAULT) if isinstance(status, str) else Status.DEFAULT
         rec.observed = rec.db_status
         rec.explicit = status_of(explicit, what) if explicit is not None else None
         rec.clean = bool(clean)

@@ -58,13 +58,23 @@ def rfc3339(when: datetime) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%S}Z"
 
 
-def seconds(duration: float | int | timedelta, what: str = "duration") -> float:
-    """seconds converts a duration given as seconds or timedelta to seconds."""
+def seconds(duration: float | int | timedelta, what: str = "duration", *, clamp: bool = False) -> float:
+    """seconds converts a duration given as seconds or timedelta to seconds.
+
+    A duration must be a finite number of seconds within MAX_SECONDS either
+    way; with clamp, a longer one (infinity included) counts as MAX_SECONDS
+    instead (a delay after which nothing can be due anyway).
+    """
     if isinstance(duration, timedelta):
-        return duration.total_seconds()
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        value = duration.total_seconds()
+    elif isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(duration).__name__}")
-    value = float(duration) if abs(duration) < MAX_SECONDS else math.inf
-    if not abs(value) < MAX_SECONDS:  # also NaN
+    else:
+        value = float(duration) if abs(duration) < MAX_SECONDS else math.copysign(math.inf, duration)
+    if math.isnan(value):
+        raise ValueError(f"{what} must be a number of seconds, not {duration!r}")
+    if not abs(value) < MAX_SECONDS:
+        if clamp:
+            return math.copysign(MAX_SECONDS, value)
         raise ValueError(f"{what} must be a finite number of seconds below {MAX_SECONDS:.0f}, not {duration!r}")
     return value

@@ -114,9 +114,11 @@ class RecordCache:
         The rows are parsed and dropped, not cached: checking a big change
         costs no memory beyond what its tasks use as they run.
         """
+        # Their data must be JSON too: a write of the row would fail its CHECK.
+        # Parsed and dropped: an untouched bag is written back as it was read.
+        rec.data.check(f"change {rec.id}")
         for row in self.store.each_task_of_change(rec.id):
-            if row[0] not in self.tasks:
-                TaskRec.from_row(row)
+            (self.tasks.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
 
     def load_graph(self, recs: list[TaskRec]) -> None:
         """load_graph loads the edges and lanes of many tasks at once."""

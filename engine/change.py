@@ -4,6 +4,7 @@ Wait rule); aborting its lanes; the dependency cycles that keep tasks from ever 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -217,8 +218,8 @@ class Change:
                 continue
             errors += [(t.summary, msg) for _, level, msg in w.log_lines(t) if level == "ERROR"]
         if not errors:
-            return ChangeError([], f'internal inconsistency: change "{rec.kind}" in ErrorStatus '
-                                   "with no task errors logged")
+            kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
+            return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
         return ChangeError(errors)
 
     def is_ready(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
-from .errors import EngineError
+from .errors import DatabaseCorruptError, EngineError
 from .overlord import STATE_FILE, Overlord
 from .state import State
 from .status import Status
@@ -192,12 +192,20 @@ def list_changes(db: Path) -> int:
             table = Table(title=Text(str(db)), title_justify="left")
             for col in ("id", "kind", "status", "tasks", "spawned", "ready", "summary"):
                 table.add_column(col)
+            damaged = []
             for chg in st.changes():
-                table.add_row(chg.id, Text(chg.kind), _status(chg.status), str(len(chg.tasks())),
-                              _when(chg.spawn_time), _when(chg.ready_time), Text(chg.summary))
+                try:
+                    row = (chg.id, Text(chg.kind), _status(chg.status), str(len(chg.tasks())),
+                           _when(chg.spawn_time), _when(chg.ready_time), Text(chg.summary))
+                except DatabaseCorruptError as e:  # a row edited by hand: say so, show the others
+                    damaged.append(" ".join(str(e).split()))
+                    continue
+                table.add_row(*row)
     finally:
         st.close()
     _console().print(table)
+    for message in damaged:
+        print(f"warning: {message}", file=sys.stderr)
     return 0
 
 

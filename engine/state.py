@@ -27,7 +27,14 @@ from . import _time
 from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
-from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
+from .errors import (
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    EngineError,
+    NoStateError,
+    NotFoundError,
+    ReadOnlyStateError,
+)
 from .store import Store, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
@@ -370,15 +377,21 @@ class State:
         return uow.change_handle(rec)
 
     def changes(self) -> list[Change]:
-        """changes returns every change in the database, oldest first."""
+        """changes returns every change in the database, oldest first.
+
+        A change whose row cannot be read (edited by hand) is left out and logged.
+        """
         self._check()
         uow = self._uow
         uow.flush()
         ids = self._store.change_ids()
         missing = [cid for cid in ids if cid not in uow.changes]
         for row in self._store.change_rows(missing):
-            uow.changes[row[0]] = ChangeRec.from_row(row)
-        return [uow.change_handle(uow.changes[cid]) for cid in ids]
+            try:
+                uow.changes[row[0]] = ChangeRec.from_row(row)
+            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
+                log.error("leaving out change %s: %s", row[0], e)
+        return [uow.change_handle(uow.changes[cid]) for cid in ids if cid in uow.changes]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -405,11 +418,18 @@ class State:
         return uow.task_handle(rec)
 
     def tasks(self) -> list[Task]:
-        """tasks returns every task that belongs to a change."""
+        """tasks returns every task that belongs to a change (one whose row cannot be read is left out)."""
         self._check()
         uow = self._uow
         uow.flush()
-        return [uow.task_handle(rec) for rec in uow.trecs(self._store.linked_task_ids())]
+        ids = self._store.linked_task_ids()
+        missing = [tid for tid in ids if tid not in uow.tasks]
+        for row in self._store.task_rows(missing) if missing else ():
+            try:
+                uow.tasks[row[0]] = TaskRec.from_row(row)
+            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
+                log.error("leaving out task %s: %s", row[0], e)
+        return [uow.task_handle(uow.tasks[tid]) for tid in ids if tid in uow.tasks]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -437,7 +457,7 @@ class State:
     def ensure_before(self, seconds: float | timedelta) -> None:
         """ensure_before asks for the next ensure pass within the given delay."""
         self._check()
-        delay = max(0.0, _time.seconds(seconds, "ensure_before delay"))
+        delay = max(0.0, _time.seconds(seconds, "ensure_before delay", clamp=True))
         hook = self._ensure_hook
         if hook is not None:
             hook(delay)

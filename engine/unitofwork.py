@@ -413,6 +413,9 @@ class UnitOfWork:
             crec.ready_time = self.now()
             self.dirty_change(crec)
             self._became_ready.append(crec.id)
+            self.counts(crec)  # loads the unclean count too
+            if crec.unclean <= 0 and not crec.clean:
+                crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
 
     def notify_change(self, crec: ChangeRec) -> None:
         new = self.change_status(crec)

@@ -3,6 +3,8 @@
 
 - ``assertstate``: the AssertManager (signed assertions, checked to a trusted root);
 - ``snapstate``: the SnapManager (snaps installed under a root directory);
+- ``ifacestate``: the InterfaceManager (connections between plugs and slots, security profiles);
+- ``firstboot``: FirstBoot (seeding a new system from a seed directory);
 - ``asserts``, ``snap``, ``store``: the formats and the store they use (libraries);
 - ``SystemOverlord``: an engine.Overlord with these managers, in dependency order.
 
@@ -14,11 +16,15 @@ docs/managers.md.
 from __future__ import annotations
 
 from .errors import (
+    AlreadySeededError,
     AssertionVerifyError,
+    InterfaceError,
     InvalidAssertionError,
+    InvalidSeedError,
     InvalidSnapError,
     KeyFileError,
     ManagerError,
+    NotConnectedError,
     NoUpdateAvailableError,
     SnapAlreadyInstalledError,
     SnapNotFoundError,
@@ -26,19 +32,25 @@ from .errors import (
     SnapOperationError,
     StoreError,
 )
-from .system import SystemOverlord
+from .system import SystemManagers, SystemOverlord, system_managers
 
 __all__ = [
+    "AlreadySeededError",
     "AssertionVerifyError",
+    "InterfaceError",
     "InvalidAssertionError",
+    "InvalidSeedError",
     "InvalidSnapError",
     "KeyFileError",
     "ManagerError",
     "NoUpdateAvailableError",
+    "NotConnectedError",
     "SnapAlreadyInstalledError",
     "SnapNotFoundError",
     "SnapNotInstalledError",
     "SnapOperationError",
     "StoreError",
+    "SystemManagers",
     "SystemOverlord",
+    "system_managers",
 ]

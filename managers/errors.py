@@ -51,3 +51,19 @@ class NoUpdateAvailableError(ManagerError):
 
 class SnapOperationError(ManagerError):
     """SnapOperationError means the operation does not apply to the snap as it is now."""
+
+
+class InterfaceError(ManagerError):
+    """InterfaceError means a plug, a slot or a connection is not valid, not known or not possible."""
+
+
+class NotConnectedError(InterfaceError):
+    """NotConnectedError means there is no connection to disconnect."""
+
+
+class InvalidSeedError(ManagerError):
+    """InvalidSeedError means a seed directory is incomplete, malformed or does not verify."""
+
+
+class AlreadySeededError(ManagerError):
+    """AlreadySeededError means the system is seeded already: seeding again does nothing."""

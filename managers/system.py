@@ -3,18 +3,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tenacity
 
-from engine import Overlord
+from engine import Manager, Overlord, State, TaskRunner
 
 from .asserts import PublicKey
 from .assertstate import DEFAULT_AUTHORITY, AssertManager
+from .firstboot import FirstBoot
+from .ifacestate import InterfaceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
 from .store import Store
+
+
+@dataclass(frozen=True)
+class SystemManagers:
+    """SystemManagers are the managers of a system, built on one state and task runner."""
+
+    assert_manager: AssertManager
+    snap_manager: SnapManager
+    interface_manager: InterfaceManager
+    first_boot: FirstBoot
+
+    def __iter__(self) -> Iterator[Manager]:
+        """__iter__ yields them in dependency order (the order they are added to an overlord in)."""
+        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.first_boot)
+
+
+def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
+                    trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
+                    retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
+                    download_retry: tenacity.Retrying | None = None) -> SystemManagers:
+    """system_managers builds the managers of a system under root; add each to the overlord, in order.
+
+    SystemOverlord does this; an embedder with an overlord of its own (or a
+    daemon's setup hook) can too.
+    """
+    am = AssertManager(state, runner, trusted_key=trusted_key, trusted_authority=trusted_authority)
+    sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
+                     download_retry=download_retry)
+    im = InterfaceManager(state, runner, sm, assert_manager=am)
+    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
+    return SystemManagers(am, sm, im, fb)
 
 
 class SystemOverlord(Overlord):
@@ -23,8 +58,9 @@ class SystemOverlord(Overlord):
     The managers are added in dependency order: o.assert_manager (the
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
-    URL); o.interface_manager is None until an interface manager exists.
-    Other keyword arguments go to engine.Overlord (clock, workers, ...).
+    URL), o.interface_manager (connections and security profiles) and
+    o.first_boot (seeding). Other keyword arguments go to engine.Overlord
+    (clock, workers, ...).
     """
 
     def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
@@ -37,15 +73,15 @@ class SystemOverlord(Overlord):
             raise ValueError("cannot use one directory as both the state directory and the system root")
         super().__init__(root=self.state_dir, **options)
         try:
-            self.assert_manager = AssertManager(self.state, self.task_runner, trusted_key=trusted_key,
-                                                trusted_authority=trusted_authority)
-            self.snap_manager = SnapManager(self.state, self.task_runner, root=self.root_dir, store=store,
-                                            assert_manager=self.assert_manager, retain=retain, limits=limits,
-                                            download_retry=download_retry)
+            ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
+                                 trusted_authority=trusted_authority, retain=retain, limits=limits,
+                                 download_retry=download_retry)
         except BaseException:
             self.stop()
             raise
-        #: interface_manager is the InterfaceManager, once there is one (added after the snap manager).
-        self.interface_manager: Any = None
-        self.add_manager(self.assert_manager)
-        self.add_manager(self.snap_manager)
+        self.assert_manager = ms.assert_manager
+        self.snap_manager = ms.snap_manager
+        self.interface_manager = ms.interface_manager
+        self.first_boot = ms.first_boot
+        for m in ms:
+            self.add_manager(m)

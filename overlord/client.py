@@ -211,6 +211,57 @@ class Client:
         result: list[dict[str, Any]] = env.get("result") or []
         return result
 
+    # -- interfaces and seeding -----------------------------------------------------------
+
+    def connections(self, snap: str | None = None, interface: str | None = None,
+                    all: bool = False) -> dict[str, Any]:
+        """connections returns {"established", "undesired", "plugs", "slots"}: established connections (all:
+        undesired ones and unconnected plugs and slots too), of snap and interface if given."""
+        query = {"select": "all" if all else "connected"}
+        if snap:
+            query["snap"] = snap
+        if interface:
+            query["interface"] = interface
+        result: dict[str, Any] = self._sync("GET", "/v2/connections", query=query)
+        return result
+
+    def interfaces(self, connected: bool = False, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """interfaces lists the interfaces (connected: those in use), each with its plugs and slots."""
+        query = {"select": "connected" if connected else "all", "plugs": "true", "slots": "true"}
+        if names:
+            query["names"] = ",".join(names)
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/interfaces", query=query)
+        return result
+
+    def connect(self, plug_snap: str, plug: str, slot_snap: str = "", slot: str = "") -> str:
+        """connect connects a plug to a slot (empty slot_snap: the system; empty slot: the one that fits); it
+        returns the change id."""
+        return self._interfaces("connect", plug_snap, plug, slot_snap, slot)
+
+    def disconnect(self, plug_snap: str, plug: str, slot_snap: str = "", slot: str = "", *,
+                   forget: bool = False) -> str:
+        """disconnect disconnects a plug from a slot (no slot: everything of that plug or slot); it returns the
+        change id. Nothing to disconnect is an ApiError of kind interfaces-unchanged."""
+        return self._interfaces("disconnect", plug_snap, plug, slot_snap, slot, forget=forget)
+
+    def _interfaces(self, action: str, plug_snap: str, plug: str, slot_snap: str, slot: str,
+                    forget: bool = False) -> str:
+        body: dict[str, Any] = {"action": action, "plugs": [{"snap": plug_snap, "plug": plug}],
+                                "slots": [{"snap": slot_snap, "slot": slot}]}
+        if forget:
+            body["forget"] = True
+        return str(self.request("POST", "/v2/interfaces", body=body)["change"])
+
+    def seed_state(self) -> dict[str, Any]:
+        """seed_state returns {"seeded", "change", "status"}: whether the system is seeded, and its seed change."""
+        result: dict[str, Any] = self._sync("GET", "/v2/seed")
+        return result
+
+    def seed(self, path: str | Path) -> str:
+        """seed seeds the system from the seed directory at path (the daemon reads it); returns the change id."""
+        body = {"action": "seed", "path": str(Path(path).absolute())}
+        return str(self.request("POST", "/v2/seed", body=body)["change"])
+
 
 def _segment(value: str) -> str:
     from urllib.parse import quote

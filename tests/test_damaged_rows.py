@@ -7,6 +7,7 @@ in the log and as a state warning, and left alone; every other change runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import subprocess
@@ -58,7 +59,9 @@ DAMAGE = {
                       "WHERE id = {tid}", "progress_done 'lots'"),
     "change spawn_time": ("UPDATE changes SET spawn_time = 'yesterday' WHERE id = {cid}", "spawn_time 'yesterday'"),
     "task status": ("UPDATE tasks SET status = 'Bogus' WHERE id = {tid}", "'Bogus'"),
-    "change status": ("UPDATE changes SET status = 'Bogus' WHERE id = {cid}", "'Bogus'"),
+    "task data": ("UPDATE tasks SET data = '{{not json' WHERE id = {tid}", "not valid JSON"),
+    "change data": ("UPDATE changes SET data = 'nope' WHERE id = {cid}", "not valid JSON"),
+    "change explicit status": ("UPDATE changes SET explicit_status = 'Bogus' WHERE id = {cid}", "'Bogus'"),
 }
 
 
@@ -173,3 +176,61 @@ def test_reset_sequences_never_hand_out_an_id_in_use(edit: str, tmp_path: Path, 
             assert [c.kind for c in st.changes()][-1] == "again"
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE changes SET ready_time = '2030-99-99' WHERE id = {cid}",
+    "UPDATE tasks SET status = 'Bogus' WHERE change_id = {cid}",
+])
+def test_listing_changes_leaves_out_a_row_that_cannot_be_read(edit: str, tmp_path: Path, clock: FakeClock) -> None:
+    """st.changes(), the viewer and debug state list the other changes; the damaged one is named, not a traceback."""
+    db = tmp_path / "state.db"
+    cid, _ = _damaged_change(db, clock)
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            other = st.new_change("other", "a readable change")
+            other.add_task(st.new_task("k", "readable"))
+            other_id = other.id
+    finally:
+        st.close()
+    _shell(db, "PRAGMA ignore_check_constraints = ON", edit.format(cid=cid))
+    st = State.open(db, clock=clock, read_only=True)
+    try:
+        with st:
+            listed = st.changes()
+            readable = []
+            for chg in listed:
+                with contextlib.suppress(DatabaseCorruptError):
+                    readable.append((chg.id, chg.status))
+        assert readable == [(other_id, Status.DO)]
+    finally:
+        st.close()
+    overlord = Path(sys.executable).with_name("overlord")
+    out = subprocess.run([str(overlord), "changes", str(db)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "a readable change" in out.stdout, out
+    assert "Traceback" not in out.stderr
+    out = subprocess.run([str(overlord), "debug", "state", "--db", str(db), "--changes"], capture_output=True,
+                         text=True, timeout=60)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 1, out.stderr
+
+
+def test_an_unknown_stored_change_status_is_rewritten(tmp_path: Path, clock: FakeClock) -> None:
+    """changes.status is derived: a hand-edited value does not keep the change from loading."""
+    db = tmp_path / "state.db"
+    cid, _ = _damaged_change(db, clock)
+    _shell(db, "PRAGMA ignore_check_constraints = ON", f"UPDATE changes SET status = 'Bogus' WHERE id = {cid}")
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            chg = st.change(cid)
+            assert chg is not None and chg.status is Status.DO
+            chg.set("touched", True)
+    finally:
+        st.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT status FROM changes WHERE id = ?", (int(cid),)).fetchone() == ("Do",)
+    finally:
+        conn.close()

@@ -239,3 +239,37 @@ def test_handler_retry_with_a_bad_delay_fails_its_task_only(tmp_path: Path, cloc
         assert _run_one(o) is Status.DONE
     finally:
         o.stop()
+
+
+@pytest.mark.parametrize("how", ["api", "sqlite3"])
+def test_an_at_time_far_in_the_future_keeps_its_task_waiting_and_nothing_else(
+        how: str, tmp_path: Path, clock: FakeClock) -> None:
+    """A task scheduled at 9999-12-31 (by t.at() or by hand) waits; every other change runs."""
+    from datetime import UTC, datetime
+
+    db = tmp_path / "state.db"
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            t = _new_task(st)
+            tid = t.id
+            if how == "api":
+                t.at(far)
+                assert t.at_time == far
+    finally:
+        st.close()
+    if how == "sqlite3":
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE tasks SET at_time = '9999-12-31T23:59:59Z' WHERE id = ?", (int(tid),))
+        conn.commit()
+        conn.close()
+    o = Overlord(db, clock=clock)
+    o.task_runner.add_handler("k", _noop)
+    try:
+        assert _run_one(o) is Status.DONE
+        with o.state:
+            waiting = task_of(o.state, tid)
+            assert waiting.status is Status.DO and waiting.at_time == far
+    finally:
+        o.stop()

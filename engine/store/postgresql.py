@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import tenacity
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
@@ -73,6 +73,10 @@ class PostgresForms:
     def hint(self, stmt: Any, table: Any, index: str) -> Any:
         """hint is nothing: PostgreSQL's planner has statistics."""
         return stmt
+
+    def json_valid(self, column: str) -> Any:
+        """json_valid is true: PostgreSQL enforces the CHECK that the column holds JSON, always."""
+        return true()
 
 
 CATALOG = Catalog(PGDialect_psycopg(paramstyle="format"), PostgresForms())  # type: ignore[no-untyped-call]

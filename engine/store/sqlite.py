@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import tenacity
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
@@ -70,6 +70,10 @@ class SQLiteForms:
     def hint(self, stmt: Any, table: Any, index: str) -> Any:
         """hint is INDEXED BY: without statistics (no ANALYZE) SQLite may walk another index."""
         return stmt.with_hint(table, f"INDEXED BY {index}", "sqlite")
+
+    def json_valid(self, column: str) -> Any:
+        """json_valid is SQLite's json_valid()."""
+        return text(f"json_valid({column})")
 
 
 #: Every statement compiled for SQLite, at import: no unit of work pays for compiling.

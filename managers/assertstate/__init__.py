@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from .assertmgr import DEFAULT_AUTHORITY, AssertManager
-from .assertstate import TrustedRoot, fetch_chain, verify
+from .assertstate import TrustedRoot, fetch_chain, verify, verify_many
 
-__all__ = ["DEFAULT_AUTHORITY", "AssertManager", "TrustedRoot", "fetch_chain", "verify"]
+__all__ = ["DEFAULT_AUTHORITY", "AssertManager", "TrustedRoot", "fetch_chain", "verify", "verify_many"]

@@ -63,6 +63,10 @@ class AssertManager:
         """add_many verifies and stores decoded assertions, all or none (see assertstate.add_many)."""
         return assertstate.add_many(self._state, assertions, self.trusted, keep_newer=keep_newer)
 
+    def verify_many(self, assertions: Iterable[Assertion], *, keep_newer: bool = False) -> list[Assertion]:
+        """verify_many checks assertions as add_many does but stores nothing (a seed is checked whole first)."""
+        return assertstate.verify_many(self._state, assertions, self.trusted, keep_newer=keep_newer)
+
     def get(self, type: str, primary_key: Sequence[str]) -> Assertion | None:
         """get returns the stored assertion of type with primary_key, or None."""
         return assertstate.stored(self._state, type, primary_key)

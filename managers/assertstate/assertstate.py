@@ -125,6 +125,16 @@ def add_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | 
     whose stored revision is as new or newer is skipped (what a fetch from
     the store wants); otherwise it is refused like the engine refuses it.
     """
+    good = verify_many(st, assertions, trusted, keep_newer=keep_newer)
+    for a in good:
+        if st.assertions.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
+            log.debug("added %s revision %d", a.ref, a.revision)
+    return good
+
+
+def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | None, *,
+                keep_newer: bool = False) -> list[Assertion]:
+    """verify_many checks assertions as add_many does, storing nothing; it returns those add_many would store."""
     todo = list(assertions)
     seen: dict[tuple[str, tuple[str, ...]], Assertion] = {}
     for a in todo:
@@ -158,9 +168,6 @@ def add_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | 
         if len(left) == len(todo):
             raise left[0][1]
         todo = [a for a, _ in left]
-    for a in good.values():
-        if st.assertions.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
-            log.debug("added %s revision %d", a.ref, a.revision)
     return list(good.values())
 
 

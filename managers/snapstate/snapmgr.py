@@ -285,15 +285,18 @@ class SnapManager:
 
         return snapstate.install(self, _names(names))
 
-    def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False) -> Change:
+    def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
+                     filename: str | None = None) -> Change:
         """install_path installs (or refreshes to) a local snap file (lock held).
 
         Without dangerous, the file needs a snap-revision (and its chain) in the
         assertion database; with it, it gets the next local revision (x1, x2...).
+        filename is the file's name as the change summary shows it (default: path's).
         """
         from . import snapstate
 
-        return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path)
+        return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
+                                      filename=filename)
 
     def refresh(self, names: str | Sequence[str] | None = None) -> Change:
         """refresh moves snaps (all store snaps by default) to the store's newest revision (lock held)."""

@@ -8,6 +8,7 @@ overlord/snapstate (see docs/managers.md for the pictures).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from ..errors import (
     AssertionVerifyError,
     NoUpdateAvailableError,
     SnapAlreadyInstalledError,
+    SnapNotFoundError,
     SnapNotInstalledError,
     SnapOperationError,
     StoreError,
@@ -26,6 +28,8 @@ from ..errors import (
 from ..snap import read_info
 from ..store import Store
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
+
+log = logging.getLogger("managers.snapstate")
 
 if TYPE_CHECKING:
     from .snapmgr import SnapManager
@@ -259,12 +263,16 @@ def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = Fals
     return setup, install_tasks(sm, setup, snapst)
 
 
-def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False) -> Change:
-    """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file."""
+def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+                 filename: str | None = None) -> Change:
+    """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file.
+
+    filename is the name the summary shows (an upload's name as the client gave it; path's by default).
+    """
     was = {n for n in all_snap_states(sm.state)}
     setup, ts = install_path_task_set(sm, path, dangerous=dangerous, remove_path=remove_path)
     kind = "refresh" if setup.name in was else "install"
-    summary = f'{kind.capitalize()} "{setup.name}" snap from file "{path.name}"'
+    summary = f'{kind.capitalize()} "{setup.name}" snap from file "{Path(filename or path.name).name}"'
     return new_change(sm, kind, summary, [setup.name], [ts])
 
 
@@ -289,7 +297,13 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None) -> tuple[lis
                 raise NoUpdateAvailableError(f"snap {name!r} has no updates available: it was installed from a "
                                              "local file, not from the store")
             continue
-        ss = store.snap(name)
+        try:
+            ss = store.snap(name)
+        except SnapNotFoundError:
+            if explicit:
+                raise
+            log.info("not refreshing snap %r: the store %s does not have it", name, store.location)
+            continue  # refresh of everything: snaps this store does not know are left alone, as snapd does
         if ss.revision == snapst.current:
             continue
         setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size)

@@ -142,7 +142,10 @@ def parse_time(text: str | None) -> datetime | None:
     """parse_time reads an API time (None stays None)."""
     if not text:
         return None
-    return datetime.fromisoformat(text)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:  # a time edited by hand in the database: shown as it is
+        return None
 
 
 def when(text: str | None, now: datetime | None = None, abs_time: bool = False) -> str:
@@ -152,7 +155,7 @@ def when(text: str | None, now: datetime | None = None, abs_time: bool = False) 
     """
     t = parse_time(text)
     if t is None:
-        return "-"
+        return safe(text) if text else "-"  # a time edited by hand in the database: as it is
     if abs_time:
         return f"{t:%Y-%m-%dT%H:%M:%SZ}" if t.utcoffset() == timedelta(0) else t.isoformat(timespec="seconds")
     local = t.astimezone()

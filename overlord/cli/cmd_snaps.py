@@ -12,7 +12,7 @@ error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,14 @@ def outcome(op: str, snap: dict[str, Any]) -> Text:
 
 
 def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client], tuple[str, list[str]]],
-         revision: str | None = None, up_to_date: str | None = None) -> None:
+         revision: str | None = None, up_to_date: str | None = None, what: Sequence[str] = ()) -> None:
     """_run asks for the change, then waits for it and tells the outcome (or prints its id with --no-wait).
 
     When a refresh finds nothing newer, it says so on stderr (up_to_date, else the daemon's words) and succeeds.
+    what names the snaps (or file) for an error that does not say what could not be done.
     """
-    with session(state_dir) as c:
+    doing = op if not what else f"{op} {'snap' if len(what) == 1 else 'snaps'} " + ", ".join(repr(w) for w in what)
+    with session(state_dir, doing) as c:
         try:
             change_id, names = ask(c)
         except ApiError as e:
@@ -106,6 +108,8 @@ def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: P
         if len(snaps) != 1:
             raise click.UsageError("install one snap file at a time, without snap names")
         path = Path(files[0])
+        if path.is_dir():
+            fail(f"cannot install {path}: it is a directory, not a snap file (pack it with `overlord pack`)")
         if not path.is_file():
             fail(f"cannot install {path}: there is no such file")
 
@@ -113,11 +117,11 @@ def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: P
             cid = c.sideload(path, dangerous=dangerous)
             return cid, list(c.change(cid).get("data", {}).get("snap-names", []))
 
-        _run(state_dir, "install", no_wait, ask)
+        _run(state_dir, "install", no_wait, ask, what=[path.name])
         return
     if dangerous:
         raise click.UsageError("--dangerous is for snap files only")
-    _run(state_dir, "install", no_wait, _one_or_many("install", snaps))
+    _run(state_dir, "install", no_wait, _one_or_many("install", snaps), what=snaps)
 
 
 @cli.command()
@@ -129,7 +133,7 @@ def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_di
     """Remove snaps: every revision and its data (or one inactive revision with --revision)."""
     if revision is not None and len(snaps) != 1:
         raise click.UsageError("--revision needs exactly one snap")
-    _run(state_dir, "remove", no_wait, _one_or_many("remove", snaps, revision=revision), revision)
+    _run(state_dir, "remove", no_wait, _one_or_many("remove", snaps, revision=revision), revision, what=snaps)
 
 
 @cli.command()
@@ -141,7 +145,7 @@ def refresh(snaps: tuple[str, ...], no_wait: bool, state_dir: Path | None) -> No
     if not snaps:
         _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
         return
-    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps))
+    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps), what=snaps)
 
 
 @cli.command()
@@ -151,7 +155,7 @@ def refresh(snaps: tuple[str, ...], no_wait: bool, state_dir: Path | None) -> No
 @state_dir_option
 def revert(snap: str, revision: str | None, no_wait: bool, state_dir: Path | None) -> None:
     """Revert a snap to its previous revision (its data as that revision left it)."""
-    _run(state_dir, "revert", no_wait, _one_or_many("revert", (snap,), revision=revision))
+    _run(state_dir, "revert", no_wait, _one_or_many("revert", (snap,), revision=revision), what=[snap])
 
 
 @cli.command()
@@ -160,7 +164,7 @@ def revert(snap: str, revision: str | None, no_wait: bool, state_dir: Path | Non
 @state_dir_option
 def enable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
     """Enable a disabled snap: its commands and services are back."""
-    _run(state_dir, "enable", no_wait, _one_or_many("enable", (snap,)))
+    _run(state_dir, "enable", no_wait, _one_or_many("enable", (snap,)), what=[snap])
 
 
 @cli.command()
@@ -169,7 +173,7 @@ def enable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
 @state_dir_option
 def disable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
     """Disable a snap without removing it: its commands and services go away."""
-    _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)))
+    _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)), what=[snap])
 
 
 _COLUMNS = ("Name", "Version", "Rev", "Publisher", "Notes")

@@ -245,7 +245,8 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         os.rename(received.path, final)
         received.path = final
         try:
-            chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True)
+            chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True,
+                                                 filename=received.filename)
         except EngineError as e:  # it names the file received: name the one uploaded instead
             err = from_exception(e)
             if err is None:

@@ -34,6 +34,7 @@ class ErrorKind(enum.Enum):
     SNAP_CHANGE_CONFLICT = "snap-change-conflict"
     #: The state database stayed busy past its budget; retry later (503).
     DATABASE_BUSY = "database-busy"
+    STATE_DAMAGED = "state-damaged"
     #: No snap has this name: not installed (GET /v2/snaps/NAME), or not in the store (install) (404).
     SNAP_NOT_FOUND = "snap-not-found"
     #: The action needs an installed snap (or revision) and it is not installed (404; snapd answers 400).
@@ -53,6 +54,13 @@ class ErrorKind(enum.Enum):
     STORE_ERROR = "store-error"
     #: The daemon failed in a way it did not foresee; its log has the details (500, never a traceback).
     INTERNAL_ERROR = "internal-error"
+    # -- interfaces and seeding (api_interfaces.py, api_seed.py) --
+    #: A disconnect found nothing to disconnect (400, snapd's kind; `overlord disconnect` says so and exits 0).
+    INTERFACES_UNCHANGED = "interfaces-unchanged"
+    #: The seed directory is incomplete, malformed or does not verify; the message says what is wrong (400).
+    INVALID_SEED = "invalid-seed"
+    #: The system is seeded already: seeding again does nothing (400).
+    ALREADY_SEEDED = "already-seeded"
 
 
 class ApiError(Exception):
@@ -90,7 +98,7 @@ def permission_denied(message: str) -> ApiError:
 
 def from_exception(e: BaseException) -> ApiError | None:
     """from_exception maps an engine exception that clients should see to its ApiError (None: a bug)."""
-    from engine import ChangeConflictError, DatabaseBusyError
+    from engine import ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
 
     if isinstance(e, ApiError):
         return e
@@ -101,6 +109,8 @@ def from_exception(e: BaseException) -> ApiError | None:
         return ApiError(409, ErrorKind.SNAP_CHANGE_CONFLICT, str(e), value)
     if isinstance(e, DatabaseBusyError):
         return ApiError(503, ErrorKind.DATABASE_BUSY, " ".join(str(e).split()))
+    if isinstance(e, DatabaseCorruptError):
+        return ApiError(500, ErrorKind.STATE_DAMAGED, " ".join(str(e).split()))
     for cls, status, kind in _manager_errors():
         if isinstance(e, cls):
             return ApiError(status, kind, " ".join(str(e).split()))
@@ -123,4 +133,8 @@ def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
         (m.AssertionVerifyError, 400, ErrorKind.ASSERTION_REFUSED),
         (AssertionRevisionError, 400, ErrorKind.ASSERTION_REFUSED),
         (m.StoreError, 502, ErrorKind.STORE_ERROR),
+        (m.NotConnectedError, 400, ErrorKind.INTERFACES_UNCHANGED),  # before InterfaceError, its base
+        (m.InterfaceError, 400, ErrorKind.BAD_REQUEST),
+        (m.InvalidSeedError, 400, ErrorKind.INVALID_SEED),
+        (m.AlreadySeededError, 400, ErrorKind.ALREADY_SEEDED),
     ]

@@ -7,6 +7,7 @@ import math
 import queue
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -908,3 +909,21 @@ def test_change_methods_need_the_lock(st: State, call: Any) -> None:
         assert not chg.has("a")
         assert chg.status is Status.HOLD
         assert not chg.is_ready()
+
+
+def test_a_ready_change_without_tasks_is_clean_and_settle_converges(tmp_path: Path) -> None:
+    """snapd's IsClean: every task is clean, so a change with none is clean once ready."""
+    from engine import Overlord
+
+    o = Overlord(tmp_path / "state.db")
+    try:
+        with o.state:
+            chg = o.state.new_change("empty", "nothing to do")
+            chg.set_status(Status.DONE)
+            assert chg.is_ready() and chg.is_clean()
+        o.settle(30)
+        with o.state:
+            again = o.state.change(chg.id)
+            assert again is not None and again.is_clean()
+    finally:
+        o.stop()

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """One life of a system under test: python -m tests.managers.snap_crash_child MODE BASE.
 
-MODE is install, refresh or resume. BASE holds state/, root/, and the
-trusted key (BASE/../keys/root.pub.pem); the store is BASE/../store. Each
-file-system sync sleeps a little (SNAP_CRASH_SLOW seconds) so a kill lands
-inside handlers; every task status change is appended to BASE/journal.
+MODE is install, refresh, seed or resume. BASE holds state/, root/, and
+the trusted key (BASE/../keys/root.pub.pem); the store is BASE/../store,
+the seed BASE/../seed. Each file-system sync sleeps a little
+(SNAP_CRASH_SLOW seconds) so a kill lands inside handlers; every task
+status change is appended to BASE/journal.
 The process runs the loop until every change is ready and exits 0.
 """
 
@@ -46,6 +47,8 @@ def main() -> int:
             o.snap_manager.install("hello")
         elif mode == "refresh":
             o.snap_manager.refresh("hello")
+        elif mode == "seed":
+            o.first_boot.seed(base.parent / "seed")
     o.loop()
     deadline = time.monotonic() + 120
     unready = [None]

@@ -156,10 +156,14 @@ def killing(at: int | None, calls: list[str]) -> Iterator[None]:
         os.open = real_os_open
 
 
-def prepared(tmp: Path, root_key: PrivateKey, acme_key: PrivateKey, flow: str, kind: str) -> tuple[Rig, Task]:
-    """prepared is a rig whose change has run every task before the first one of kind."""
-    rig = Rig(tmp, root_key, acme_key)
-    setup, make = FLOWS[flow]
+def prepared(tmp: Path, root_key: PrivateKey, acme_key: PrivateKey, flow: str, kind: str, *,
+             rig_type: type[Rig] | None = None, flows: dict[str, Any] | None = None) -> tuple[Rig, Task]:
+    """prepared is a rig whose change has run every task before the first one of kind.
+
+    flows (default FLOWS) maps a flow to (setup(rig), make), make being what rig.change takes.
+    """
+    rig = (rig_type or Rig)(tmp, root_key, acme_key)
+    setup, make = (flows or FLOWS)[flow]
     setup(rig)
     tasks = rig.change(make)
     with rig.st:
@@ -171,10 +175,10 @@ def prepared(tmp: Path, root_key: PrivateKey, acme_key: PrivateKey, flow: str, k
     return rig, target
 
 
-@pytest.mark.parametrize(("flow", "kind"), CASES, ids=[f"{f}-{k}" for f, k in CASES])
-def test_handler_is_idempotent(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey, flow: str,
-                               kind: str) -> None:
-    rig, task = prepared(tmp_path / "ref", root_key, acme_key, flow, kind)
+def check_idempotent(tmp_path: Path, prepare: Callable[[Path], tuple[Rig, Task]], has_undo: bool) -> tuple[Any, Any]:
+    """check_idempotent runs a prepared task's do (twice), undo (twice) and do again, then kills its do at each
+    file-system call and runs it again; every way must end where one run ends. It returns (before, done)."""
+    rig, task = prepare(tmp_path / "ref")
     try:
         before = rig.snapshot()
         calls: list[str] = []
@@ -183,7 +187,7 @@ def test_handler_is_idempotent(tmp_path: Path, root_key: PrivateKey, acme_key: P
         done = rig.snapshot()
         rig.run(task)  # do again, on top of a complete run
         assert rig.snapshot() == done, "running do twice is not like running it once"
-        if KINDS[kind][1] is not None:
+        if has_undo:
             rig.run(task, "undo")
             assert rig.snapshot() == before, "undo does not put back what do did"
             rig.run(task, "undo")
@@ -195,22 +199,32 @@ def test_handler_is_idempotent(tmp_path: Path, root_key: PrivateKey, acme_key: P
 
     # A kill at each file-system call of do, then do again: the same end.
     for n in range(1, len(calls) + 1):
-        rig, task = prepared(tmp_path / f"kill{n}", root_key, acme_key, flow, kind)
+        rig, task = prepare(tmp_path / f"kill{n}")
         try:
             with pytest.raises(Killed), killing(n, []):
                 rig.run(task)
             rig.run(task)
             assert rig.snapshot()[1] == done[1], f"state differs after a kill at {calls[n - 1]}"
-            assert rel(rig.snapshot()[0], tmp_path / f"kill{n}") == rel(done[0], tmp_path / "ref"), \
-                f"the root differs after a kill at {calls[n - 1]}"
+            assert rel(rig.snapshot()[0]) == rel(done[0]), f"the root differs after a kill at {calls[n - 1]}"
         finally:
             rig.close()
+    return before, done
 
 
-def rel(t: dict[str, Any], base: Path) -> dict[str, Any]:
-    """rel drops the rig's own directory from what a tree holds (wrappers name absolute paths)."""
-    return {k: v for k, v in t.items() if not k.startswith("snap/bin/")} | {
-        k: ("wrapper",) for k in t if k.startswith("snap/bin/")}
+@pytest.mark.parametrize(("flow", "kind"), CASES, ids=[f"{f}-{k}" for f, k in CASES])
+def test_handler_is_idempotent(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey, flow: str,
+                               kind: str) -> None:
+    check_idempotent(tmp_path, lambda base: prepared(base, root_key, acme_key, flow, kind),
+                     KINDS[kind][1] is not None)
+
+
+#: ABSOLUTE are the files under a root that name the rig's own directory: command wrappers, profiles.
+ABSOLUTE = ("snap/bin/", "var/lib/profiles/")
+
+
+def rel(t: dict[str, Any]) -> dict[str, Any]:
+    """rel leaves out the content of the files that name the rig's own directory (absolute paths)."""
+    return {k: (v if not k.startswith(ABSOLUTE) else ("absolute",)) for k, v in t.items()}
 
 
 def test_the_manager_registers_these_kinds(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey) -> None:

@@ -164,7 +164,7 @@ def test_retain_is_configurable(tmp_path: Path, root_key: PrivateKey, acme_key: 
 
 
 def test_remove_puts_the_root_back(system: System) -> None:
-    system.sm.backend.setup_root()
+    system.o.state_engine.start_up()  # the directories every snap shares
     empty = tree(system.root)
     system.publish("hello", "1.0")
     system.run(lambda sm: sm.install("hello"))
@@ -304,7 +304,7 @@ def _unsigned_root(system: System) -> None:
     (_unsigned_root, "no account-key for its signing key"),
 ], ids=["no-snap-revision", "no-account-key", "other-publisher", "declaration-names-another", "fake-root"])
 def test_validate_snap_refuses_a_broken_chain(system: System, break_store: Any, message: str) -> None:
-    system.sm.backend.setup_root()
+    system.o.state_engine.start_up()  # the directories every snap shares
     before = tree(system.root)
     system.publish("hello", "1.0")
     break_store(system)
@@ -317,7 +317,7 @@ def test_validate_snap_refuses_a_broken_chain(system: System, break_store: Any, 
 
 
 def test_a_store_file_that_does_not_match_is_refused(system: System) -> None:
-    system.sm.backend.setup_root()
+    system.o.state_engine.start_up()  # the directories every snap shares
     before = tree(system.root)
     system.publish("hello", "1.0")
     path = system.sample.store.snap("hello").path
@@ -541,8 +541,25 @@ def test_a_refresh_of_every_snap_skips_the_up_to_date(system: System) -> None:
         assert {s.name: s.current for s in system.sm.snaps()} == {"hello": "1", "world": "2"}
 
 
+def test_a_refresh_of_every_snap_leaves_out_snaps_the_store_does_not_have(system: System) -> None:
+    """As snapd: `refresh` with no names refreshes what the store has; naming a snap it lacks is an error."""
+    import shutil
+
+    for name in ("hello", "world"):
+        system.publish(name, "1.0")
+    system.run(lambda sm: sm.install(["hello", "world"]))
+    shutil.rmtree(system.base / "store" / "snaps" / "hello")  # the store no longer has it
+    system.publish("world", "2.0")
+    cid = system.run(lambda sm: sm.refresh())
+    with system.o.state:
+        chg = system.o.state.change(cid)
+        assert chg is not None and chg.get("snap-names") == ["world"]
+        with pytest.raises(SnapNotFoundError):
+            system.sm.refresh(["hello"])
+
+
 def test_remove_a_disabled_snap(system: System) -> None:
-    system.sm.backend.setup_root()
+    system.o.state_engine.start_up()  # the directories every snap shares
     empty = tree(system.root)
     system.publish("hello", "1.0")
     system.run(lambda sm: sm.install("hello"))

@@ -3,75 +3,31 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import pwd
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, START_TIMEOUT, DaemonProcess, short_tempdir
+from tests.other_user import OtherUser
 
-#: What the command line needs to talk to the daemon (it loads the engine only for database commands).
-CLIENT_PACKAGES = ("click", "rich", "markdown_it", "mdurl", "pygments", "httpx", "httpcore", "h11", "anyio",
-                   "sniffio", "idna", "certifi", "typing_extensions")
-
-
-def _nobody() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        pytest.skip("running a client as another user needs root")
-    try:
-        return pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("there is no user 'nobody' on this machine")
+from .conftest import START_TIMEOUT, DaemonProcess
 
 
 @pytest.fixture(scope="module")
-def as_nobody() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
-    """as_nobody runs `overlord ARGS` as nobody, from a world-readable copy of the packages it needs.
+def as_nobody(nobody: OtherUser) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """as_nobody runs `overlord ARGS` as nobody, from the world-readable copy of the project (tests/other_user.py).
 
-    The checkout may sit in a directory nobody cannot read, so the packages are copied.
+    The checkout may sit in a directory nobody cannot read (a clone under mktemp -d), so the copy is used.
     """
-    user = _nobody()
-    lib = short_tempdir("ovl-lib-")
-    shutil.copytree(REPO / "overlord", lib / "overlord", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in CLIENT_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            continue
-        origin = Path(spec.origin)
-        if origin.name == "__init__.py":
-            shutil.copytree(origin.parent, lib / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(origin, lib / origin.name)
-    for path in [lib, *lib.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "HOME": str(lib), "COLUMNS": "100",
-           "OVERLORD_WARNINGS_FILE": str(lib / "warnings.json"), "PYTHONDONTWRITEBYTECODE": "1"}
+    scratch = nobody.scratch("overlord-cli")
+    env = nobody.env(COLUMNS="100", OVERLORD_WARNINGS_FILE=str(scratch / "warnings.json"))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([python, "-m", "overlord", *args], capture_output=True, text=True, env=env,
-                              user=user.pw_uid, group=user.pw_gid, extra_groups=[], timeout=START_TIMEOUT, cwd=lib)
+        return nobody.run("-m", "overlord", *args, env=env, cwd=scratch, timeout=START_TIMEOUT)
 
-    python = ""
-    reasons = []
-    for candidate in (sys.executable, shutil.which("python3") or "/usr/bin/python3"):
-        probe = subprocess.run([candidate, "-c", "import sys, overlord.cli; assert sys.version_info >= (3, 11)"],
-                               capture_output=True, text=True, env=env, user=user.pw_uid, group=user.pw_gid,
-                               extra_groups=[], timeout=START_TIMEOUT, cwd=lib)
-        if probe.returncode == 0:
-            python = candidate
-            break
-        reasons.append(f"{candidate}: {probe.stderr.strip().splitlines()[-1:] or probe.returncode}")
-    if not python:
-        shutil.rmtree(lib, ignore_errors=True)
-        pytest.skip(f"no Python 3.11+ that nobody can run with the copied packages ({'; '.join(reasons)})")
-    yield run
-    shutil.rmtree(lib, ignore_errors=True)
+    return run
 
 
 def test_anyone_reads_only_root_changes(as_nobody: Callable[..., subprocess.CompletedProcess[str]],

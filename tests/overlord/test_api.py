@@ -235,3 +235,28 @@ def test_any_stored_text_makes_valid_json(daemon: DaemonProcess) -> None:
     got, env = raw(daemon, "POST", "/v2/test/changes", b'{"summary": "lone \\udc80", "tasks": []}')
     assert (got, env["result"]["message"]) == (400, "cannot decode request body: a string holds a lone UTF-16 "
                                                     "surrogate")
+
+
+def test_a_row_edited_by_hand_leaves_its_change_out_of_lists_and_names_it(daemon: DaemonProcess) -> None:
+    """One damaged row: GET /v2/changes still answers (without that change), the change itself is a 500
+    with kind state-damaged naming the row, never a traceback; the others read as before."""
+    import sqlite3
+
+    bad = daemon.new_change("Damaged later", {"kind": "quick", "summary": "Gets a bad status"})
+    good = daemon.new_change("Stays readable", {"kind": "quick", "summary": "Fine"})
+    for cid in (bad, good):
+        daemon.wait_change(cid, lambda c: c["ready"])
+    conn = sqlite3.connect(daemon.state_dir / "state.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE tasks SET status = 'Bogus' WHERE change_id = ?", (int(bad),))
+    finally:
+        conn.close()
+    status, env = raw(daemon, "GET", "/v2/changes?select=all")
+    assert status == 200 and [c["id"] for c in env["result"]] == [good]
+    status, env = raw(daemon, "GET", f"/v2/changes/{bad}")
+    assert status == 500 and env["result"]["kind"] == "state-damaged"
+    message = env["result"]["message"]
+    assert f"change {bad}" in message and "'Bogus'" in message and "\n" not in message
+    status, env = raw(daemon, "GET", f"/v2/changes/{good}")
+    assert status == 200 and env["result"]["status"] == "Done"

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""overlord demo: it installs, refreshes, fails a refresh that is undone, and shows the changes."""
+"""overlord demo: it seeds, installs, connects, refreshes, fails a refresh that is undone, shows connections and
+changes."""
 
 from __future__ import annotations
 
@@ -15,19 +16,26 @@ def test_demo(tmp_path: Path) -> None:
     result = invoke("demo", "--dir", str(base))
     assert result.exit_code == 0, result.output
     out = result.output
-    for line in ("1. Keys", "2. The store", "3. Install hello", "Hello from hello 1.0 (revision 1)",
-                 "4. acme publishes hello 2.0", "Hello from hello 2.0 (revision 2)", "5. acme publishes hello 3.0",
-                 "chg.err(): cannot perform the following tasks:", "6. The changes"):
+    for line in ("1. Keys", "2. The store", "3. Seed the system", "reader 1.0 (revision 1)", "4. Install hello",
+                 "Hello from hello 1.0 (revision 1)", "5. Connect reader:logs", "mount (ro): ",
+                 "6. acme publishes hello 2.0", "Hello from hello 2.0 (revision 2)", "7. acme publishes hello 3.0",
+                 "chg.err(): cannot perform the following tasks:", "8. The connections", "9. The changes"):
         assert line in out, line
-    after_failure = out.split("5. acme publishes hello 3.0")[1]
+    after_failure = out.split("7. acme publishes hello 3.0")[1]
     assert "Hello from hello 2.0 (revision 2)" in after_failure
     assert "Undone" in after_failure
+    connections = out.split("8. The connections")[1].split("9. The changes")[0]
+    assert [line.split()[:3] for line in connections.splitlines()[1:] if line.strip()] == [
+        ["Interface", "Plug", "Slot"], ["content[books]", "reader:books", "library:books"],
+        ["network", "hello:network", ":network"], ["network", "reader:network", ":network"],
+        ["system-files", "reader:logs", ":system-files"]]
     assert os.readlink(base / "root/snap/hello/current") == "2"
     con = sqlite3.connect(base / "state/state.db")
     try:
         assert con.execute("SELECT kind, status FROM changes ORDER BY id").fetchall() == [
-            ("install", "Done"), ("refresh", "Done"), ("refresh", "Error")]
-        assert con.execute("SELECT count(*) FROM assertions").fetchone()[0] == 6
+            ("seed", "Done"), ("install", "Done"), ("connect", "Done"), ("refresh", "Done"), ("refresh", "Error")]
+        assert con.execute("SELECT value FROM state_data WHERE key = 'seeded'").fetchone()[0] == "true"
+        assert con.execute("SELECT count(*) FROM assertions").fetchone()[0] == 10
     finally:
         con.close()
     # Again in the same directory: it starts over.

@@ -145,6 +145,23 @@ def test_db_current_history_check(tmp_path: Path) -> None:
     assert code == 1 and report["ok"] is False and "ix_tasks_change_id" in report["schema-differences"][0]
 
 
+def test_db_check_finds_rows_that_break_a_check_constraint(tmp_path: Path) -> None:
+    """A read-only check still runs the models' CHECK constraints (SQLite skips them on a read-only file)."""
+    import sqlite3
+
+    db = make_db(tmp_path / "state.db")
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.execute("UPDATE tasks SET status = 'Bogus' WHERE id = (SELECT min(id) FROM tasks)")
+    conn.commit()
+    conn.close()
+    before = snapshot_of(tmp_path)
+    code, out, _ = invoke("db", "check", "--db", str(db))
+    assert code == 1
+    assert out.splitlines()[0] == "integrity: CHECK constraint failed in tasks: 1 row breaks ck_tasks_status"
+    assert snapshot_of(tmp_path) == before
+
+
 def test_db_upgrade_refuses_a_database_a_daemon_holds(daemon: DaemonProcess) -> None:
     code, _, err = invoke("db", "upgrade", "--state-dir", str(daemon.state_dir))
     assert code == 1

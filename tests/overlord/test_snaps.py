@@ -237,6 +237,9 @@ def test_install_an_uploaded_snap_file(system: SystemDaemon) -> None:
     assert (info["revision"], info["dangerous"], info["publisher"]) == ("x1", True, None)
     assert d.ok("list").stdout.splitlines()[1].split() == ["hello", "2.0", "x1", "-", "dangerous"]
     assert list((d.state_dir / "uploads").iterdir()) == []  # the change's cleanup deleted it
+    # The change names the file the client sent, not the daemon's copy of it.
+    [chg] = [c for c in json.loads(d.ok("changes", "--json").stdout) if c["kind"] == "install"]
+    assert chg["summary"] == f'Install "hello" snap from file "{snap.name}"', chg["summary"]
     bad = d.base / "bad.snap"
     bad.write_bytes(b"not a zip")
     p = d.cli("install", str(bad), "--dangerous")
@@ -264,6 +267,7 @@ def test_nobody_may_list_but_not_install(as_nobody: Callable[..., subprocess.Com
         p = as_nobody(*args, *state)
         assert (p.returncode, p.stdout) == (1, ""), p.stderr
         assert p.stderr.endswith(f"access denied: POST {path} needs root (uid {uid})\n"), p.stderr
+        assert p.stderr.startswith("error: cannot "), p.stderr  # it says what it could not do
     assert d.ok("list").stdout.splitlines()[1].startswith("hello")
 
 

@@ -98,7 +98,12 @@ def utc() -> Iterator[None]:
 @pytest.mark.parametrize("width", [60, 100])
 @pytest.mark.parametrize("name", sorted(VIEWS))
 def test_snapshot(name: str, width: int) -> None:
-    text = render(VIEWS[name](), width)
+    check_snapshot(VIEWS[name](), name, width)
+
+
+def check_snapshot(renderable: Any, name: str, width: int) -> None:
+    """check_snapshot compares what renderable prints at width with snapshots/NAME-WIDTH.txt."""
+    text = render(renderable, width)
     assert all(len(line) <= width for line in text.splitlines()), "a line is wider than the terminal"
     path = SNAPSHOTS / f"{name}-{width}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):

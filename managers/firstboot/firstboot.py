@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""FirstBoot: seeding a new system from a seed directory, in one change.
+
+``seed(seed_dir)`` checks the whole seed against the system first (the
+files, every assertion's chain to the trusted root, each snap's
+snap-revision and snap-declaration, the plugs and slots, the content each
+snap needs from another) and refuses a broken seed with one InvalidSeedError,
+having changed nothing. Then it adds the seed's assertions and makes one
+"seed" change: each snap's install in a lane of its own, one after the
+other, content providers before the snaps that use them, and last a
+mark-seeded task that sets ``seeded`` in state in the transaction that
+makes the change Done. A failed seed change leaves the system unseeded;
+seeding again installs what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine import Change, ChangeConflictError, State, Status, Task, TaskRunner, TaskSet, Tomb
+
+from ..asserts import Assertion
+from ..errors import AlreadySeededError, AssertionVerifyError, InterfaceError
+from ..ifacestate import content_tag
+from ..snapstate import check_conflicts, get_snap_state, install_path_task_set, new_change
+from .seed import Seed, SeedSnap, read_seed
+
+if TYPE_CHECKING:
+    from ..assertstate import AssertManager
+    from ..ifacestate import InterfaceManager
+    from ..snapstate import SnapManager
+
+log = logging.getLogger("managers.firstboot")
+
+#: SEEDED_KEY is the state key set to true once the seed change is Done (snapd's "seeded").
+SEEDED_KEY = "seeded"
+#: SEED_KIND is the kind of the seeding change.
+SEED_KIND = "seed"
+
+
+class FirstBoot:
+    """FirstBoot seeds a new system: every snap of a seed installed, connected, in one change."""
+
+    def __init__(self, state: State, runner: TaskRunner, *, snap_manager: SnapManager,
+                 interface_manager: InterfaceManager, assert_manager: AssertManager) -> None:
+        self.state = state
+        self.snap_manager = snap_manager
+        self.interface_manager = interface_manager
+        self.assert_manager = assert_manager
+        runner.add_handler("mark-seeded", self.do_mark_seeded)
+
+    # -- the manager protocol ----------------------------------------------------------
+
+    def ensure(self) -> None:
+        """ensure has nothing periodic to do: seeding is asked for."""
+
+    def wait(self) -> None:
+        """wait has no background work to wait for."""
+
+    def stop(self) -> None:
+        """stop has no background work to stop."""
+
+    # -- queries (lock held) ---------------------------------------------------------------
+
+    @property
+    def seeded(self) -> bool:
+        """seeded says whether the system was seeded (lock held)."""
+        return bool(self.state.get(SEEDED_KEY, False))
+
+    def seed_change(self) -> Change | None:
+        """seed_change is the latest seed change, or None (lock held)."""
+        found = [c for c in self.state.changes() if c.kind == SEED_KIND]
+        return found[-1] if found else None
+
+    # -- the verb ------------------------------------------------------------------------------
+
+    def seed(self, seed_dir: str | Path) -> Change:
+        """seed checks the seed at seed_dir and makes the "seed" change installing it (lock held).
+
+        A seeded system raises AlreadySeededError (nothing is done); an
+        unready seed change ChangeConflictError; a broken seed
+        InvalidSeedError, with nothing changed.
+        """
+        st = self.state
+        last = self.seed_change()
+        if self.seeded:
+            by = f" (by change {last.id})" if last is not None and last.status is Status.DONE else ""
+            raise AlreadySeededError(f"cannot seed the system: it is seeded already{by}; nothing to do")
+        if last is not None and not last.is_ready():
+            raise ChangeConflictError(last.id, f"cannot seed the system: change {last.id} is seeding it already",
+                                      change_kind=last.kind, subject="seed")
+        seed = read_seed(seed_dir, self.snap_manager.backend.limits)
+        todo = self._check(seed)
+        check_conflicts(self.snap_manager, [s.name for s in todo])  # before anything is written
+        self.assert_manager.add_many(seed.assertions, keep_newer=True)
+        names: list[str] = []
+        sets: list[TaskSet] = []
+        for s in todo:
+            _, ts = install_path_task_set(self.snap_manager, s.path)
+            if sets:
+                ts.tasks()[0].wait_for(sets[-1].tasks()[-1])
+            names.append(s.name)
+            sets.append(ts)
+        chg = new_change(self.snap_manager, SEED_KIND, "Initialize system state", names, sets)
+        mark = st.new_task("mark-seeded", "Mark system seeded")
+        for ts in sets:
+            mark.wait_for(ts.tasks()[-1])
+        chg.add_task(mark)
+        chg.set("seed-dir", str(seed.dir))
+        log.info("seeding from %s: change %s installs %s", seed.dir, chg.id, ", ".join(names) or "nothing")
+        return chg
+
+    def do_mark_seeded(self, task: Task, tomb: Tomb) -> None:
+        """do_mark_seeded sets seeded in the transaction that finishes the change."""
+        st = task.state
+        with st:
+            st.set(SEEDED_KEY, True)
+            task.set_status(Status.DONE)
+
+    # -- checking the seed against the system ---------------------------------------------------
+
+    def _check(self, seed: Seed) -> list[SeedSnap]:
+        """_check verifies the seed whole and returns the snaps to install, providers first."""
+        am = self.assert_manager
+        if am.trusted is None:
+            raise seed.error("no trusted root key is configured to check its assertions")
+        try:
+            good = am.verify_many(seed.assertions, keep_newer=True)
+        except AssertionVerifyError as e:
+            raise seed.error(str(e)) from None
+        known = {(a.type_name, a.primary_key): a for a in good}
+
+        def lookup(type: str, key: tuple[str, ...]) -> Assertion | None:
+            return known.get((type, key)) or am.get(type, key)
+
+        publishers: dict[str, str] = {}
+        todo = []
+        for s in seed.snaps:
+            try:
+                self.interface_manager.check_snap(s.info, None)
+            except InterfaceError as e:
+                raise seed.error(str(e)) from None
+            rev = lookup("snap-revision", (s.sha3_384,))
+            where = f"snap {s.name!r} ({s.path.name})"
+            if rev is None:
+                raise seed.error(f"{where}: no snap-revision assertion for its sha3-384 {s.sha3_384}")
+            if int(rev.header("snap-size")) != s.size:
+                raise seed.error(f"{where}: its snap-revision says {rev.header('snap-size')} bytes, the file has "
+                                 f"{s.size}")
+            decl = lookup("snap-declaration", ("16", rev.header("snap-id")))
+            if decl is None:
+                raise seed.error(f"{where}: no snap-declaration for its snap id {rev.header('snap-id')}")
+            if decl.header("snap-name") != s.name:
+                raise seed.error(f"{where}: snap-declaration {rev.header('snap-id')} is for the snap named "
+                                 f"{decl.header('snap-name')!r}")
+            publishers[s.name] = decl.header("publisher-id")
+            snapst = get_snap_state(self.state, s.name)
+            if snapst is None:
+                todo.append(s)
+            elif snapst.current != rev.header("snap-revision"):
+                raise seed.error(f"{where}: revision {snapst.current} of it is installed already, the seed has "
+                                 f"revision {rev.header('snap-revision')}")
+        return _order(seed, todo, publishers, self._installed_content())
+
+    def _installed_content(self) -> dict[str, set[str]]:
+        """_installed_content maps the installed snaps to the content tags their slots offer."""
+        return {s.name: {content_tag(p) for p in s.info.slots.values() if p.interface == "content"}
+                for s in self.snap_manager.snaps()}
+
+
+def _order(seed: Seed, todo: list[SeedSnap], publishers: dict[str, str],
+           installed: dict[str, set[str]]) -> list[SeedSnap]:
+    """_order checks that each snap's content providers are there and puts them first (seed.yaml's order
+    otherwise)."""
+    offers = {s.name: {content_tag(p) for p in s.info.slots.values() if p.interface == "content"}
+              for s in seed.snaps}
+    needs: dict[str, set[str]] = {s.name: set() for s in todo}
+    for s in seed.snaps:
+        for plug in sorted(s.info.plugs.values(), key=lambda p: p.name):
+            if plug.interface != "content":
+                continue
+            tag = content_tag(plug)
+            provider = plug.attrs.get("default-provider")
+            if provider is not None:
+                where = f"snap {s.name!r} plug {plug.name!r} needs content {tag!r} from snap {provider!r}"
+                if provider not in offers and provider not in installed:
+                    raise seed.error(f"{where}, which is neither in the seed nor installed")
+                if tag not in offers.get(provider, installed.get(provider, set())):
+                    raise seed.error(f"{where}, which has no content slot offering it")
+                if s.name in needs and provider in needs:
+                    needs[s.name].add(provider)
+            elif s.name in needs:  # the providers it will auto-connect to (one publisher) come first too
+                needs[s.name].update(p for p, tags in offers.items()
+                                     if p != s.name and p in needs and tag in tags
+                                     and publishers.get(p) == publishers.get(s.name))
+    out: list[SeedSnap] = []
+    placed: set[str] = set()
+    left = list(todo)
+    while left:
+        ready = [s for s in left if needs[s.name] <= placed]
+        if not ready:
+            names = ", ".join(repr(s.name) for s in left)
+            raise seed.error(f"snaps {names} need content from each other: no order installs each after its "
+                             "providers")
+        out.append(ready[0])
+        placed.add(ready[0].name)
+        left.remove(ready[0])
+    return out

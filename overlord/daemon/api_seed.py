@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""/v2/seed: whether the system is seeded, and seeding it from a seed directory.
+
+    GET  /v2/seed                                  {"seeded": bool, "change": ID | null, "status": ... | null}
+    POST /v2/seed {"action": "seed", "path": DIR}  async: the seed change
+
+They need the overlord's FirstBoot (``o.first_boot``, the system overlord's).
+The daemon reads the seed directory itself: POST needs write access, like
+every POST.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from . import response
+from .api import ApiRequest, Context, Endpoint
+from .errors import ApiError, ErrorKind, bad_request
+
+if TYPE_CHECKING:
+    from managers.firstboot import FirstBoot
+
+
+def first_boot(ctx: Context) -> FirstBoot:
+    """first_boot is the overlord's FirstBoot; a 404 when the daemon has none."""
+    fb: FirstBoot | None = getattr(ctx.overlord, "first_boot", None)
+    if fb is None:
+        raise ApiError(404, ErrorKind.NOT_FOUND, "cannot seed: this daemon runs no first-boot manager")
+    return fb
+
+
+def get_seed(ctx: Context, req: ApiRequest) -> response.Reply:
+    """get_seed tells whether the system is seeded, and the latest seed change."""
+    fb = first_boot(ctx)
+    with ctx.state:
+        chg = fb.seed_change()
+        return response.sync({"seeded": fb.seeded, "change": chg.id if chg is not None else None,
+                              "status": chg.status.value if chg is not None else None})
+
+
+def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
+    """post_seed seeds the system from the seed directory at path (absolute); async, with the seed change."""
+    body = req.json()
+    body.action(("seed",))
+    path = body.string("path")
+    if not os.path.isabs(path) or "\0" in path:
+        raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
+    fb = first_boot(ctx)
+    with ctx.state:  # a broken seed is invalid-seed, a seeded system already-seeded (errors.from_exception)
+        return response.async_(fb.seed(path).id)
+
+
+ENDPOINTS = [Endpoint("/v2/seed", get=get_seed, post=post_seed)]
