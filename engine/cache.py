@@ -9,6 +9,7 @@ hands its lookups on as its own.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._records import LOG_KEEP, ChangeRec, TaskRec, status_of
@@ -17,6 +18,8 @@ from .status import Status
 
 if TYPE_CHECKING:
     from .store import Store
+
+log = logging.getLogger("engine.state")
 
 #: How many cached task records may stay after a commit before ready ones go.
 CACHE_LIMIT = 4096
@@ -68,6 +71,24 @@ class RecordCache:
                 rec = cache[row[0]] = TaskRec.from_row(row)
             out.append(rec)
         return out
+
+    def readable(self, what: str, ids: list[int]) -> list[int]:
+        """readable loads the changes (what="change") or tasks of ids; it returns the ids that could be read.
+
+        A row that cannot be read (edited by hand) is left out and logged:
+        the runner reports it, and listing everything must not fail for it.
+        """
+        cache: dict[int, Any] = self.changes if what == "change" else self.tasks
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            rows = self.store.change_rows(missing) if what == "change" else self.store.task_rows(missing)
+            parse = ChangeRec.from_row if what == "change" else TaskRec.from_row
+            for row in rows:
+                try:
+                    cache[row[0]] = parse(row)
+                except DatabaseCorruptError as e:
+                    log.error("leaving out %s %s: %s", what, row[0], e)
+        return [i for i in ids if i in cache]
 
     def crec(self, cid: int) -> ChangeRec:
         """crec is the record of a change, loaded if needed (NotFoundError if there is none)."""

@@ -27,14 +27,7 @@ from . import _time
 from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
-from .errors import (
-    DatabaseBusyError,
-    DatabaseCorruptError,
-    EngineError,
-    NoStateError,
-    NotFoundError,
-    ReadOnlyStateError,
-)
+from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
 from .store import Store, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
@@ -384,14 +377,7 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        ids = self._store.change_ids()
-        missing = [cid for cid in ids if cid not in uow.changes]
-        for row in self._store.change_rows(missing):
-            try:
-                uow.changes[row[0]] = ChangeRec.from_row(row)
-            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
-                log.error("leaving out change %s: %s", row[0], e)
-        return [uow.change_handle(uow.changes[cid]) for cid in ids if cid in uow.changes]
+        return [uow.change_handle(uow.changes[cid]) for cid in uow.readable("change", self._store.change_ids())]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -422,14 +408,7 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        ids = self._store.linked_task_ids()
-        missing = [tid for tid in ids if tid not in uow.tasks]
-        for row in self._store.task_rows(missing) if missing else ():
-            try:
-                uow.tasks[row[0]] = TaskRec.from_row(row)
-            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
-                log.error("leaving out task %s: %s", row[0], e)
-        return [uow.task_handle(uow.tasks[tid]) for tid in ids if tid in uow.tasks]
+        return [uow.task_handle(uow.tasks[tid]) for tid in uow.readable("task", self._store.linked_task_ids())]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""

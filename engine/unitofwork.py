@@ -67,6 +67,7 @@ class UnitOfWork:
         self.trecs = records.trecs
         self.merge_task_rows = records.merge_task_rows
         self.crec = records.crec
+        self.readable = records.readable
         self.counts = records.counts
         self.task_ids = records.task_ids
         self.change_trecs = records.change_trecs
