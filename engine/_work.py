@@ -95,6 +95,9 @@ class Work(Protocol):
     def dirty_change(self, rec: ChangeRec) -> None:
         """dirty_change notes a change to write."""
 
+    def own_change(self, rec: ChangeRec) -> None:
+        """own_change locks a change's row before what people set on it is read or changed (shared stores)."""
+
     def touch(self, cid: int) -> None:
         """touch notes a change whose status to store again."""
 

@@ -79,6 +79,12 @@ class Change:
         self._w.check()
         return self._w.crec(self._cid)
 
+    def _owned(self) -> ChangeRec:
+        # What people set on a change is read under its row lock on a shared store (engine.shared).
+        rec = self._rec()
+        self._w.own_change(rec)
+        return rec
+
     @property
     def state(self) -> State:
         """state is the State the change belongs to (no lock needed)."""
@@ -112,6 +118,7 @@ class Change:
         w = self._w
         if not isinstance(status, Status):
             raise TypeError(f"cannot set status of change {self._cid}: {status!r} is not a Status")
+        w.own_change(rec)
         if w.change_hooks and rec.observed is None:
             rec.observed = w.change_status(rec)
         rec.explicit = None if status is Status.DEFAULT else status
@@ -126,18 +133,18 @@ class Change:
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
-        rec = self._rec()
+        rec = self._owned()
         return get_value(rec.data.items(f"change {self._cid}"), check_key(key, f"change {self._cid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
-        rec = self._rec()
+        rec = self._owned()
         set_value(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
         self._w.dirty_change(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
-        return check_key(key, f"change {self._cid}") in self._rec().data.items(f"change {self._cid}")
+        return check_key(key, f"change {self._cid}") in self._owned().data.items(f"change {self._cid}")
 
     def add_task(self, task: Task) -> None:
         """add_task makes task part of this change."""

@@ -78,7 +78,7 @@ class Leases:
         self._stop.set()
 
     def reap(self, w: UnitOfWork, running: set[int]) -> None:
-        """reap returns to Do (Undo) the running tasks whose lease ran out, locking their changes first.
+        """reap returns to Do (Undo) the running tasks whose lease ran out, locking each task first.
 
         It looks at most every third of the lease (a lease cannot run out faster than that matters).
         """
@@ -90,7 +90,7 @@ class Leases:
             if tid in running:
                 continue  # this runner's own: its heartbeat is late, the handler still runs here
             try:
-                rec = w.trec(tid)  # locks its change, then reads it afresh
+                rec = w.trec(tid)  # locks the task's row, then reads it afresh
             except (NotFoundError, DatabaseCorruptError) as e:
                 log.debug("not reaping task %s: %s", tid, e)
                 continue
@@ -109,7 +109,7 @@ class Leases:
                 w.set_task_status(rec, back)  # an aborted one stays Abort: the pass undoes it
 
     def still_ours(self, tid: int) -> bool:
-        """still_ours says, once the task's change is locked, whether this runner may record its outcome.
+        """still_ours says, once the task's row is locked, whether this runner may record its outcome.
 
         It may only while the task's lease is still its own: the lease ends
         when the outcome is recorded, so a lease that is gone, or another

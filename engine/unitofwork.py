@@ -23,6 +23,7 @@ from .assertion import AssertionBook
 from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .shared import settle_changes
 from .status import Status
 from .task import Task
 from .warning import WarningBook
@@ -67,8 +68,8 @@ class UnitOfWork:
         self.trecs = records.trecs
         self.merge_task_rows = records.merge_task_rows
         self.crec = records.crec
-        self.readable = records.readable
         self.counts = records.counts
+        self.readable = records.readable
         self.task_ids = records.task_ids
         self.change_trecs = records.change_trecs
         self.check_task_rows = records.check_task_rows
@@ -113,6 +114,8 @@ class UnitOfWork:
         # connection): what was learnt from the rows may have changed.
         self.generation = 0
         self._became_ready: list[int] = []
+        # Shared stores: the changes whose row this unit locked before changing what people set on them.
+        self._owned: set[int] = set()
         self.task_hooks: dict[int, TaskHook] = {}
         self.change_hooks: dict[int, ChangeHook] = {}
         #: Per change, the event set when it becomes ready (Change.wait_ready).
@@ -150,6 +153,7 @@ class UnitOfWork:
         for pending in self.all_pending():
             pending.clear()
         self._became_ready.clear()
+        self._owned.clear()
         self._runnable = False
         self.forget()
         self.sync_sequences()
@@ -193,11 +197,13 @@ class UnitOfWork:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
-        if self._dirty_changes:
+        if self.store.shared:
+            pass  # the changes are settled at commit, under their row locks (engine.shared)
+        elif self._dirty_changes:
             recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched:
+        if self._touched and not self.store.shared:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self.changes.get(cid)
@@ -250,6 +256,10 @@ class UnitOfWork:
             return []
         try:
             self.flush()
+            if self.store.shared:
+                ids = sorted({*self._touched.take(), *self._dirty_changes.take()})
+                owned, self._owned = self._owned, set()
+                self._became_ready = settle_changes(self, ids, owned) if ids else []
             if self._runnable:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
@@ -332,6 +342,20 @@ class UnitOfWork:
         if rec.id not in self._new_changes.todo:
             self._dirty_changes.add(rec.id)
 
+    def own_change(self, rec: ChangeRec) -> None:
+        """own_change locks a change's row (shared stores) before what people set on it is read or changed.
+
+        The record then holds the row as committed now; at commit this unit
+        of work writes its data and explicit status (engine.shared).
+        """
+        if not self.store.shared or rec.id in self._owned:
+            return
+        rows = self.store.locked_change_rows([rec.id])
+        if rows:  # none: a change of this unit, not written yet
+            fresh = ChangeRec.from_row(rows[0])
+            rec.data, rec.explicit = fresh.data, fresh.explicit
+        self._owned.add(rec.id)
+
     def set_task_status(self, rec: TaskRec, new: Status) -> None:
         """set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
         old = rec.status
@@ -349,6 +373,7 @@ class UnitOfWork:
                 if c.observed is None:
                     c.observed = self.change_status(c)
         if crec is not None:
+            # (A shared store counts again at commit, under the change's lock: engine.shared.)
             counts = self.counts(crec)
             counts[old] = counts.get(old, 0) - 1
             counts[new] = counts.get(new, 0) + 1

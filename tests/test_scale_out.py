@@ -196,7 +196,8 @@ def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cl
 
 
 def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
-    """Two hosts writing one task: the second waits for the first's change lock, then reads what it committed."""
+    """Two hosts writing one task: the second waits for the first's lock on the task, then reads what
+    it committed."""
     import threading
 
     a, b = State.open(url=pg_url), State.open(url=pg_url)
@@ -214,7 +215,7 @@ def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
                 with a:
                     ta = a.task(tid)
                     assert ta is not None
-                    ta.set("from-a", 1)  # the change is locked from here to a's commit
+                    ta.set("from-a", 1)  # the task's row is locked from here to a's commit
                     inside.set()
                     release.wait(WAIT)
             except BaseException as e:  # reported below
@@ -299,3 +300,64 @@ def test_an_outcome_after_the_lease_ran_out_is_dropped_and_the_task_runs_elsewhe
         rb.stop()
         sa.close()
         sb.close()
+
+
+def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_once(pg_url: str) -> None:
+    """Each host counts the change's tasks again under its row lock at commit: the later commit sees the earlier
+    one's task, so the change ends Done and ready although neither host alone finished all of its tasks."""
+    import threading
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "two tasks, two hosts")
+            t1, t2 = a.new_task("k", "finished by a"), a.new_task("k", "finished by b")
+            chg.add_task(t1)
+            chg.add_task(t2)
+            cid, tid1, tid2 = chg.id, t1.id, t2.id
+        inside, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+        seen_by_a: list[bool] = []
+
+        def first() -> None:
+            try:
+                with a:
+                    task = a.task(tid1)
+                    assert task is not None
+                    task.set_status(Status.DONE)
+                    c = a.change(cid)
+                    assert c is not None
+                    seen_by_a.append(c.is_ready())  # a alone still counts b's task as Do
+                    inside.set()
+                    release.wait(WAIT)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        th = threading.Thread(target=first)
+        th.start()
+        assert inside.wait(WAIT)
+        with b:  # commits while a's unit of work is still open: b cannot see a's task Done
+            task = b.task(tid2)
+            assert task is not None
+            task.set_status(Status.DONE)
+        with b:
+            c = b.change(cid)
+            assert c is not None and not c.is_ready() and c.status is Status.DO
+        release.set()
+        th.join(WAIT)
+        assert errors == [] and seen_by_a == [False]
+        with b:
+            c = b.change(cid)
+            assert c is not None
+            assert c.status is Status.DONE and c.is_ready() and c.ready_time is not None
+        u = make_url(pg_url)
+        with psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database) as conn:
+            row = conn.execute("SELECT status, ready_time IS NOT NULL FROM changes WHERE id = %s",
+                               (int(cid),)).fetchone()
+        assert row == ("Done", True)  # what psql shows too
+    finally:
+        a.close()
+        b.close()

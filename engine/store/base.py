@@ -225,8 +225,8 @@ class Store(Protocol):
     def next_id(self, name: str) -> int:
         """next_id hands out the next id of a sequence straight from the database."""
 
-    def lock_changes(self, ids: Sequence[int]) -> None:
-        """lock_changes locks change rows until the end of the unit of work."""
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows locks change rows until the end of the unit of work and reads them afresh."""
 
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases clears the leases of tasks that stopped running (and claims this pass let go)."""
@@ -238,7 +238,7 @@ class Store(Protocol):
         """expired_leases lists running tasks whose lease ran out."""
 
     def lease_expired(self, tid: int) -> bool:
-        """lease_expired says whether a task's lease is still out, once its change is locked."""
+        """lease_expired says whether a task's lease is still out, once the task is locked."""
 
     def heartbeat(self, runner: str, lease: float) -> int:
         """heartbeat extends the leases of a runner's running tasks; it returns how many."""

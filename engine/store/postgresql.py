@@ -7,13 +7,15 @@ What only PostgreSQL does, in one place:
 
 - the forms of the statements: INSERT ... ON CONFLICT, an IN list as one
   array parameter (= ANY), no index hints;
-- row locks: a change row is loaded FOR UPDATE (its tasks are read only
-  after it is locked), so that every write to a change and its tasks from
-  any host serialises on the change row and a unit of work never writes
-  back a stale copy; candidates for a claim lock their change with SKIP
-  LOCKED, so a host passes over changes another host is writing;
-- the claim: one UPDATE ... WHERE id IN (SELECT ... FOR UPDATE OF c SKIP
-  LOCKED) RETURNING, recording this runner and its lease; leases extended
+- row locks: a task row is loaded FOR NO KEY UPDATE, so that a unit of work never
+  writes back a stale copy of a task; a change row is locked when a unit
+  of work writes what people set on it (its data, an explicit status) and,
+  at every commit, for the status, ready time and clean flag that the unit
+  derives from its tasks (engine.shared); candidates for a claim lock their
+  own rows with SKIP LOCKED, so a host passes over the tasks another host
+  is writing;
+- the claim: one UPDATE ... WHERE id IN (SELECT ... FOR NO KEY UPDATE OF t
+  SKIP LOCKED) RETURNING, recording this runner and its lease; leases extended
   by a heartbeat, and expired ones found by any host's reaper;
 - ids in blocks from the sequences table, on a side connection in
   autocommit mode, so that no unit of work holds the sequence rows;
@@ -85,15 +87,15 @@ _T = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
 _C = ", ".join(CHANGE_COLUMNS)
 _NOW = "extract(epoch from clock_timestamp())"
 _UNREADY = "t.status NOT IN ('Done','Undone','Hold','Error')"
-# The claims: one UPDATE over candidates whose change this transaction locks,
-# passing over changes another host is writing (SKIP LOCKED).
+# The claims: one UPDATE over candidates this transaction locks, passing over
+# tasks another host is writing (SKIP LOCKED).
 # The outer condition ({again}) is checked again on the row as it is when it is updated: a task
 # another host claimed (and committed) after this statement's snapshot is passed over, not taken twice.
 # (= ANY (ARRAY(...)), the subquery run once and the rows updated by primary key, is the IN form that
 # PostgreSQL's planner never turns into a scan of every task.)
 _CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE {{again}} AND id = ANY (ARRAY("
           "SELECT t.id FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {where} "
-          f"ORDER BY t.id LIMIT %s FOR UPDATE OF c SKIP LOCKED)) RETURNING {', '.join(TASK_COLUMNS)}")
+          f"ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED)) RETURNING {', '.join(TASK_COLUMNS)}")
 _CLAIM_DO = _CLAIM.format(again="status = 'Do' AND lease_until IS NULL", where=(
     "t.status = 'Do' AND t.blockers = 0 AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
     "JOIN tasks w ON w.id = d.wait_task_id WHERE d.task_id = t.id AND w.status <> 'Done')"))
@@ -104,10 +106,16 @@ _CLAIM_UNDO = _CLAIM.format(again="status = 'Undo' AND lease_until IS NULL", whe
 # Doing and Undoing tasks that no runner holds: waiting for a retry, or left from a crash before leases.
 _CLAIM_STARTED = _CLAIM.format(again="status IN ('Doing','Undoing') AND lease_until IS NULL",
                                where="t.status IN ('Doing','Undoing') AND t.lease_until IS NULL AND t.id > %s")
-# Tasks in a status (Abort) whose change this transaction could lock, except those another runner holds.
+# Tasks in a status (Abort) that this transaction could lock, except those another runner holds.
 _LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {_UNREADY} "
                      f"AND t.status = %s AND (t.lease_until IS NULL OR t.runner = %s OR t.lease_until < {_NOW}) "
-                     "AND t.id > %s ORDER BY t.id LIMIT %s FOR UPDATE OF c SKIP LOCKED")
+                     "AND t.id > %s ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED")
+# Rows locked as they are read, in id order (so that two hosts lock them in the same order).
+# FOR NO KEY UPDATE, not FOR UPDATE: the foreign key checks of other transactions' task writes take
+# FOR KEY SHARE on the change row (also for a task row this transaction wrote before), and two units
+# of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
+_TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+_CHANGES_LOCKED = f"SELECT {_C} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
 
 
 def _sqlstate(e: BaseException) -> str:
@@ -134,7 +142,6 @@ class PostgresStore(SqlStore):
         self._side: Any = None  # autocommit: ids, heartbeats
         self._side_lock = threading.Lock()
         self._in_write = False
-        self._locked: set[int] = set()  # change rows locked by this transaction
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -175,7 +182,6 @@ class PostgresStore(SqlStore):
         where = f"cannot {doing} state database {self.target}"
         text = " ".join(str(e).split())
         state = _sqlstate(e)
-        self._locked.clear()
         self._in_write = False
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
@@ -252,49 +258,36 @@ class PostgresStore(SqlStore):
         full[c.slots.index(c.expanding)] = list(ids)
         self.run(self._any(c), full, "write")
 
-    # -- row locks: every write to a change and its tasks serialises on the change row ------
+    # -- row locks: a task row as it is read, a change row as it is written ------------------
 
-    def lock_changes(self, ids: Sequence[int]) -> None:
-        """lock_changes locks change rows FOR UPDATE (in id order), waiting for other hosts' transactions."""
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows locks change rows (in id order) and reads them as committed now."""
         if self._read_only:
-            return
-        todo = sorted({i for i in ids if i is not None and i not in self._locked})
-        if todo:
-            self.run("SELECT id FROM changes WHERE id = ANY (%s) ORDER BY id FOR UPDATE", (todo,))
-            self._locked.update(todo)
-
-    def change_row(self, cid: int) -> Row | None:
-        """change_row locks and loads one change."""
-        self.lock_changes([cid])
-        return super().change_row(cid)
-
-    def change_rows(self, ids: Sequence[int]) -> list[Row]:
-        """change_rows locks and loads changes."""
-        self.lock_changes(ids)
-        return super().change_rows(ids)
+            return super().change_rows(ids)
+        todo = sorted({i for i in ids if i is not None})
+        return self.run(_CHANGES_LOCKED, (todo,)) if todo else []
 
     def task_rows(self, ids: Sequence[int]) -> list[Row]:
-        """task_rows loads tasks once their changes are locked (so that what is read stays true)."""
-        if not self._read_only and ids:
-            cids = [r[0] for r in self.run("SELECT DISTINCT change_id FROM tasks WHERE id = ANY (%s) "
-                                           "AND change_id IS NOT NULL", (list(ids),))]
-            self.lock_changes(cids)
-        return super().task_rows(ids)
+        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits)."""
+        if self._read_only or not ids:
+            return super().task_rows(ids)
+        return self.run(_TASKS_LOCKED, (sorted(set(ids)),))
 
     def tasks_of_change(self, cid: int) -> list[Row]:
-        """tasks_of_change loads the tasks of a locked change."""
-        self.lock_changes([cid])
-        return super().tasks_of_change(cid)
+        """tasks_of_change locks and loads the tasks of a change."""
+        if self._read_only:
+            return super().tasks_of_change(cid)
+        return self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
 
     def unclean_tasks(self, cid: int) -> list[Row]:
-        """unclean_tasks loads the unclean tasks of a locked change."""
-        self.lock_changes([cid])
-        return super().unclean_tasks(cid)
+        """unclean_tasks locks and loads the unclean tasks of a change."""
+        if self._read_only:
+            return super().unclean_tasks(cid)
+        return self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
 
     # -- claims, leases and the reaper --------------------------------------------------------
 
     def _claimed(self, rows: list[Row]) -> list[Row]:
-        self._locked.update(r[1] for r in rows if r[1] is not None)
         self._claims.update(r[0] for r in rows)
         return rows
 
@@ -307,7 +300,7 @@ class PostgresStore(SqlStore):
                      (unused, self.runner_id), "write")
 
     def runnable_do(self, after_id: int, limit: int) -> list[Row]:
-        """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, change locked."""
+        """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
         return self._claimed(self.run(_CLAIM_DO, (self.runner_id, self.lease, after_id, limit), "write"))
@@ -319,11 +312,10 @@ class PostgresStore(SqlStore):
         return self._claimed(self.run(_CLAIM_UNDO, (self.runner_id, self.lease, after_id, limit), "write"))
 
     def tasks_in_status(self, status: str, after_id: int, limit: int) -> list[Row]:
-        """tasks_in_status pages through unready tasks with a status whose change this transaction could lock."""
+        """tasks_in_status pages through unready tasks with a status that this transaction could lock."""
         if self._read_only:
             return super().tasks_in_status(status, after_id, limit)
         locked = self.run(_LOCKED_IN_STATUS, (status, self.runner_id or "", after_id, limit))
-        self._locked.update(r[1] for r in locked if r[1] is not None)
         # Read again once locked: a row that changed since the statement began reads as it was then.
         fresh = {r[0]: r for r in super().task_rows([r[0] for r in locked])} if locked else {}
         # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
@@ -358,7 +350,7 @@ class PostgresStore(SqlStore):
             "AND change_id IS NOT NULL ORDER BY id LIMIT 256")]
 
     def lease_expired(self, tid: int) -> bool:
-        """lease_expired says, once the task's change is locked, whether its lease is still out."""
+        """lease_expired says, once the task is locked, whether its lease is still out."""
         rows = self.run(f"SELECT lease_until < {_NOW} FROM tasks WHERE id = %s", (tid,))
         return bool(rows and rows[0][0])
 
@@ -442,14 +434,12 @@ class PostgresStore(SqlStore):
             self._conn.commit()
         self.notify = False
         self._in_write = False
-        self._locked.clear()
         self._claims.clear()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work's transaction."""
         self._in_write = False
         self.notify = False
-        self._locked.clear()
         self._claims.clear()
         self._rollback_quietly()
 

@@ -301,8 +301,9 @@ class SqlStore:
         """next_id is for shared stores: a single writer hands out ids from its own counters."""
         raise NotImplementedError(f"internal error: {type(self).__name__} hands out no ids")
 
-    def lock_changes(self, ids: Sequence[int]) -> None:
-        """lock_changes does nothing: a single writer locks the whole database."""
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows reads change rows: a single writer locks the whole database."""
+        return self.change_rows(ids)
 
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases does nothing: a single writer takes no leases."""
