@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .workloads import noop_change
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,16 +64,7 @@ def _submit(url: str, tasks: int, chained: bool, changes: int = 1) -> tuple[list
         ids = []
         with st:
             for _ in range(changes):
-                n = tasks // changes
-                chg = st.new_change("bench", f"{n} {'chained' if chained else 'independent'} no-op tasks")
-                prev = None
-                for i in range(n):
-                    t = st.new_task("noop", f"task {i + 1}")
-                    if chained and prev is not None:
-                        t.wait_for(prev)
-                    chg.add_task(t)
-                    prev = t
-                ids.append(chg.id)
+                ids.append(noop_change(st, tasks // changes, chained=chained).id)
         return ids, time.perf_counter() - t0
     finally:
         st.close()

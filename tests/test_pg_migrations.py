@@ -34,28 +34,25 @@ def _schema(cluster: pgcluster.Cluster, name: str) -> dict[str, Any]:
     return {"columns": cols, "indexes": indexes, "constraints": constraints, "views": views}
 
 
-def _migrate(cluster: pgcluster.Cluster, name: str, revision: str = "head") -> None:
+def _alembic(cluster: pgcluster.Cluster, name: str, revision: str, verb: str = "upgrade") -> None:
+    """_alembic runs alembic upgrade (or downgrade) to revision on one database of the cluster."""
     engine = create_engine(cluster.url(name), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            getattr(command, verb)(cfg, revision)
             conn.commit()
     finally:
         engine.dispose()
+
+
+def _migrate(cluster: pgcluster.Cluster, name: str, revision: str = "head") -> None:
+    _alembic(cluster, name, revision)
 
 
 def _downgrade(cluster: pgcluster.Cluster, name: str, revision: str) -> None:
-    engine = create_engine(cluster.url(name), poolclass=pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-            conn.commit()
-    finally:
-        engine.dispose()
+    _alembic(cluster, name, revision, "downgrade")
 
 
 @pytest.fixture

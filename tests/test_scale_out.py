@@ -10,11 +10,14 @@ two processes at once and that every finished task ran to its end somewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -195,11 +198,36 @@ def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cl
         pg_cluster.drop_database(name)
 
 
+@contextlib.contextmanager
+def _unit_held_open(st: State, work: Callable[[], object]) -> Iterator[list[BaseException]]:
+    """_unit_held_open runs work in a unit of work of st on another thread, and keeps that unit open (its locks
+    held, nothing committed) until the with block ends; then it commits. It yields the errors the thread met."""
+    inside, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with st:
+                work()
+                inside.set()
+                release.wait(WAIT)
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+            inside.set()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    try:
+        assert inside.wait(WAIT) and errors == [], errors
+        yield errors
+    finally:
+        release.set()
+        th.join(WAIT)
+
+
 def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
     """Two hosts writing one task: the second waits for the first's lock on the task, then reads what
     it committed."""
-    import threading
-
     a, b = State.open(url=pg_url), State.open(url=pg_url)
     try:
         with a:
@@ -207,26 +235,16 @@ def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
             t = a.new_task("k", "one task, two writers")
             chg.add_task(t)
             tid = t.id
-        inside, release = threading.Event(), threading.Event()
+
+        def from_a() -> None:
+            ta = a.task(tid)
+            assert ta is not None
+            ta.set("from-a", 1)  # the task's row is locked from here to a's commit
+
+        done = threading.Event()
         errors: list[BaseException] = []
 
-        def first() -> None:
-            try:
-                with a:
-                    ta = a.task(tid)
-                    assert ta is not None
-                    ta.set("from-a", 1)  # the task's row is locked from here to a's commit
-                    inside.set()
-                    release.wait(WAIT)
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        th = threading.Thread(target=first)
-        th.start()
-        assert inside.wait(WAIT)
-        done = threading.Event()
-
-        def second() -> None:
+        def from_b() -> None:
             try:
                 with b:
                     tb = b.task(tid)  # waits here for a's commit, then reads the row a wrote
@@ -236,13 +254,12 @@ def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
             except BaseException as e:
                 errors.append(e)
 
-        th2 = threading.Thread(target=second)
-        th2.start()
-        assert not done.wait(0.3), "the second writer did not wait for the first's lock"
-        release.set()
+        th = threading.Thread(target=from_b)
+        with _unit_held_open(a, from_a) as errors_a:
+            th.start()
+            assert not done.wait(0.3), "the second writer did not wait for the first's lock"
         th.join(WAIT)
-        th2.join(WAIT)
-        assert errors == []
+        assert errors == errors_a == []
         with a:
             final = a.task(tid)
             assert final is not None
@@ -254,8 +271,6 @@ def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
 
 def test_an_outcome_after_the_lease_ran_out_is_dropped_and_the_task_runs_elsewhere(pg_url: str) -> None:
     """Fencing: a runner that lost its lease (stalled, partitioned) does not record its handler's outcome."""
-    import threading
-
     from engine import TaskRunner
 
     gate = threading.Event()
@@ -305,8 +320,6 @@ def test_an_outcome_after_the_lease_ran_out_is_dropped_and_the_task_runs_elsewhe
 def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_once(pg_url: str) -> None:
     """Each host counts the change's tasks again under its row lock at commit: the later commit sees the earlier
     one's task, so the change ends Done and ready although neither host alone finished all of its tasks."""
-    import threading
-
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -318,36 +331,24 @@ def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_
             chg.add_task(t1)
             chg.add_task(t2)
             cid, tid1, tid2 = chg.id, t1.id, t2.id
-        inside, release = threading.Event(), threading.Event()
-        errors: list[BaseException] = []
         seen_by_a: list[bool] = []
 
-        def first() -> None:
-            try:
-                with a:
-                    task = a.task(tid1)
-                    assert task is not None
-                    task.set_status(Status.DONE)
-                    c = a.change(cid)
-                    assert c is not None
-                    seen_by_a.append(c.is_ready())  # a alone still counts b's task as Do
-                    inside.set()
-                    release.wait(WAIT)
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        th = threading.Thread(target=first)
-        th.start()
-        assert inside.wait(WAIT)
-        with b:  # commits while a's unit of work is still open: b cannot see a's task Done
-            task = b.task(tid2)
+        def finish_first() -> None:
+            task = a.task(tid1)
             assert task is not None
             task.set_status(Status.DONE)
-        with b:
-            c = b.change(cid)
-            assert c is not None and not c.is_ready() and c.status is Status.DO
-        release.set()
-        th.join(WAIT)
+            c = a.change(cid)
+            assert c is not None
+            seen_by_a.append(c.is_ready())  # a alone still counts b's task as Do
+
+        with _unit_held_open(a, finish_first) as errors:
+            with b:  # commits while a's unit of work is still open: b cannot see a's task Done
+                task = b.task(tid2)
+                assert task is not None
+                task.set_status(Status.DONE)
+            with b:
+                c = b.change(cid)
+                assert c is not None and not c.is_ready() and c.status is Status.DO
         assert errors == [] and seen_by_a == [False]
         with b:
             c = b.change(cid)
