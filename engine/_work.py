@@ -28,6 +28,8 @@ class Work(Protocol):
     #: The State (the public one, for handles' .state).
     state: Any
     store: Store
+    #: The loaded change records, by id.
+    changes: dict[int, ChangeRec]
     warnings: Any
     change_hooks: dict[int, Any]
     waiters: dict[int, threading.Event]

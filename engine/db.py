@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseError, SchemaVersionError
 
@@ -80,12 +80,3 @@ def newer_schema(target: str, revision: str) -> SchemaVersionError:
         f"whose newest revision is {SCHEMA_HEAD!r}; the database was written by a newer version"
     )
 
-
-def constraint_violations(raw: Any) -> list[str]:
-    """constraint_violations checks every row of a SQLite database against the models' CHECK constraints.
-
-    (engine.store.sqlite_open does it; this name stays for the overlord db command.)
-    """
-    from .store.sqlite_open import constraint_violations as check
-
-    return check(raw)

@@ -29,14 +29,14 @@ from .errors import DatabaseCorruptError
 from .status import Status
 
 if TYPE_CHECKING:
-    from .unitofwork import UnitOfWork
+    from ._work import Work
 
 log = logging.getLogger("engine.state")
 
 _READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
 
 
-def settle_changes(w: UnitOfWork, ids: list[int], owned: set[int]) -> list[int]:
+def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
     """settle_changes locks, reads again and writes the changes of ids; it returns those that became ready.
 
     owned are the changes whose row this unit of work locked before

@@ -11,7 +11,9 @@ Where the server comes from, first found first:
 The cluster lives in a temporary directory and listens only on a Unix socket
 there (no TCP port), with ``fsync=off`` (a test cluster need not survive a
 power cut). PostgreSQL refuses to run as root: when the tests run as root,
-the server runs as ``nobody`` (``setpriv``), owning its data directory.
+the server runs as ``nobody`` (``setpriv``), owning its data directory; when
+``nobody`` cannot reach the binaries (the wheel inside a checkout under a
+0700 directory), the cluster's directory gets a copy of them.
 Each test gets a fresh database, copied from a template that holds the
 migrated schema (``CREATE DATABASE ... TEMPLATE``, a file copy: milliseconds).
 """
@@ -60,6 +62,15 @@ def _pgserver_bindir() -> Path | None:
         if (c / "initdb").is_file():
             return c
     return None
+
+
+def _runs_as(user: int, program: Path) -> bool:
+    """_runs_as says whether user can run program (every directory above it searchable, the file executable)."""
+    try:
+        return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", str(program),
+                               "--version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 @dataclass
@@ -154,6 +165,18 @@ def start_cluster(*, durable: bool = False) -> Cluster:
         user = NOBODY
     root = Path(tempfile.mkdtemp(prefix="engine-pg-"))
     os.chmod(root, 0o755)
+    if user is not None and not _runs_as(user, bindir / "initdb"):
+        # The server's user cannot reach the binaries (the pgserver wheel in a checkout under a 0700
+        # directory, say): it gets a copy of the installation in the cluster's own directory.
+        # (The wheel's binaries find their libraries in pgserver.libs beside the package, by a relative
+        # runpath: the copy keeps that layout.)
+        install = bindir.parent
+        copy = root / "site" / install.parent.name / install.name
+        shutil.copytree(install, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy.parent.parent / libs.name, symlinks=True)
+        bindir = copy / "bin"
     cluster = Cluster(bindir, root, user, durable=durable)
     try:
         cluster.init()
