@@ -23,6 +23,19 @@ def _noop(task: Any, tomb: Any) -> None:
     return None
 
 
+def noop_change(st: Any, tasks: int, *, chained: bool) -> Any:
+    """noop_change adds to st (locked) one change of tasks no-op tasks, each waiting for the previous one if chained."""
+    chg = st.new_change("bench", f"{tasks} {'chained' if chained else 'independent'} no-op tasks")
+    prev = None
+    for i in range(tasks):
+        t = st.new_task("noop", f"task {i + 1}")
+        if chained and prev is not None:
+            t.wait_for(prev)
+        chg.add_task(t)
+        prev = t
+    return chg
+
+
 def _status_counts(db: str) -> dict[str, int]:
     con = sqlite3.connect(db)
     try:
@@ -43,15 +56,7 @@ def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float)
         o.task_runner.add_handler("noop", _noop)
         t0 = time.perf_counter()
         with o.state:
-            st = o.state
-            chg = st.new_change("bench", f"{tasks} {'chained' if chained else 'independent'} no-op tasks")
-            prev = None
-            for i in range(tasks):
-                t = st.new_task("noop", f"task {i + 1}")
-                if chained and prev is not None:
-                    t.wait_for(prev)
-                chg.add_task(t)
-                prev = t
+            chg = noop_change(o.state, tasks, chained=chained)
         t1 = time.perf_counter()
         o.loop()
         ready = chg.wait_ready(ready_timeout)

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""engine: changes and tasks run by do/undo handlers, persisted in SQLite.
+"""engine: changes and tasks run by do/undo handlers, persisted in SQLite or PostgreSQL.
 
 The ideas of snapd's overlord (state, changes, tasks, task runner, state
 engine, overlord) for Python daemons; every change, task and piece of state
-is a row of a SQLite database. See docs/ for the concepts.
+is a row of a SQLite database, or of a PostgreSQL one that several runner
+hosts share. See docs/ for the concepts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .errors import (
     ChangeConflictError,
     ChangeError,
     DatabaseBusyError,
+    DatabaseConflictError,
     DatabaseCorruptError,
     DatabaseError,
     DatabaseFullError,
@@ -47,6 +49,7 @@ __all__ = [
     "ChangeConflictError",
     "ChangeError",
     "DatabaseBusyError",
+    "DatabaseConflictError",
     "DatabaseCorruptError",
     "DatabaseError",
     "DatabaseFullError",

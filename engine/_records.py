@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._time import from_text, opt_from_text, opt_to_text, to_text
 from ._values import dump_value
 from .status import Status
-
-if TYPE_CHECKING:
-    from .change import Change
-    from .task import Task
 
 LOG_KEEP = 10
 
@@ -192,7 +188,8 @@ class TaskRec:
         self.halt_ids: list[int] | None = []
         self.lanes: list[int] | None = []
         self.log: list[tuple[str, str, str]] | None = []
-        self.handle: Task | None = None
+        # The public Task of the record (engine.task), made on first use.
+        self.handle: Any = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRec:
@@ -283,7 +280,8 @@ class ChangeRec:
         self.counts: dict[Status, int] | None = {}
         self.unclean = 0
         self.task_ids: list[int] | None = []
-        self.handle: Change | None = None
+        # The public Change of the record (engine.change), made on first use.
+        self.handle: Any = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ChangeRec:

@@ -124,3 +124,33 @@ def _non_str_key(value: Any) -> tuple[Any, str] | None:
                 if isinstance(v, (dict, list, tuple)):
                     stack.append((v, f"{path}[{i}]"))
     return None
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: MISSING is the default of get (State, Change, Task): raise NoStateError when absent.
+MISSING: Any = _Missing()
+
+
+def get_value(data: dict[str, str], key: str, default: Any) -> Any:
+    """get_value returns the JSON value stored under key in a data bag, or default (NoStateError if MISSING)."""
+    text = data.get(key)
+    if text is None:
+        if default is MISSING:
+            from .errors import NoStateError
+
+            raise NoStateError(key)
+        return default
+    return json.loads(text)
+
+
+def set_value(data: dict[str, str], key: str, value: Any, owner: str) -> None:
+    """set_value stores a JSON value under key in a data bag (None deletes it), naming owner when it cannot."""
+    check_key(key, owner)
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = dump_value(key, value, owner)

@@ -23,17 +23,8 @@ from ._records import Pending
 from .errors import AssertionRevisionError
 
 if TYPE_CHECKING:
-    from .state import State
+    from ._work import Work
     from .store import Store
-
-ASSERTION_COLUMNS = "type, primary_key, revision, authority_id, headers, text, added_time"
-# The three statements the book runs, in one place (portable SQL: SQLite 3.24+ and PostgreSQL).
-_SELECT_ONE = f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ? AND primary_key = ?"
-_SELECT_TYPE = f"SELECT {ASSERTION_COLUMNS} FROM assertions WHERE type = ?"
-_UPSERT = (f"INSERT INTO assertions ({ASSERTION_COLUMNS}) VALUES ({', '.join('?' * 7)}) "
-           "ON CONFLICT (type, primary_key) DO UPDATE SET revision = excluded.revision, "
-           "authority_id = excluded.authority_id, headers = excluded.headers, text = excluded.text, "
-           "added_time = excluded.added_time")
 
 _TYPE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
@@ -58,7 +49,7 @@ class StoredAssertion:
         return value if isinstance(value, str) else None
 
     def row(self) -> tuple[Any, ...]:
-        """row returns the values in ASSERTION_COLUMNS order."""
+        """row returns the values in the order of engine.store.statements.ASSERTION_COLUMNS."""
         return (self.type, "/".join(self.primary_key), self.revision, self.authority_id,
                 json.dumps(dict(self.headers), sort_keys=True, ensure_ascii=False, separators=(",", ":")),
                 self.text, _time.to_text(self.added_time))
@@ -86,8 +77,8 @@ def _check_key(typ: str, primary_key: Sequence[str]) -> tuple[str, ...]:
 class AssertionBook:
     """AssertionBook holds a State's assertions: st.assertions; every method needs the state lock."""
 
-    def __init__(self, state: State) -> None:
-        self._state = state
+    def __init__(self, w: Work) -> None:
+        self._w = w
         # Looked-up and written assertions; None records a known absence.
         self._loaded: dict[Key, StoredAssertion | None] = {}
         self.dirty: Pending[Key] = Pending()
@@ -112,25 +103,25 @@ class AssertionBook:
         if not self.dirty:
             return
         rows = [a.row() for k in self.dirty.take() if (a := self._loaded.get(k)) is not None]
-        store.executemany(_UPSERT, rows)
+        store.save_assertions(rows)
 
     # -- the public API ------------------------------------------------------------
 
     def get(self, type: str, primary_key: Sequence[str]) -> StoredAssertion | None:
         """get returns the stored assertion of type with primary_key, or None."""
-        self._state._check()
+        self._w.check()
         k = (type, "/".join(_check_key(type, primary_key)))
         if k not in self._loaded:
-            rows = self._state._store.query(_SELECT_ONE, k)
-            self._loaded[k] = _from_row(rows[0]) if rows else None
+            row = self._w.store.assertion_row(*k)
+            self._loaded[k] = _from_row(row) if row is not None else None
         return self._loaded[k]
 
     def find(self, type: str, headers: Mapping[str, str] | None = None) -> list[StoredAssertion]:
         """find returns the assertions of type whose headers have the given values, by primary key."""
-        self._state._check()
+        self._w.check()
         _check_key(type, ["x"])
         want = dict(headers or {})
-        found = {(type, str(row[1])): _from_row(row) for row in self._state._store.query(_SELECT_TYPE, (type,))}
+        found = {(type, str(row[1])): _from_row(row) for row in self._w.store.assertion_rows(type)}
         # What this unit of work wrote (or loaded) wins over the database.
         for k, a in self._loaded.items():
             if k[0] == type and a is not None:
@@ -169,6 +160,6 @@ class AssertionBook:
                     f"cannot add {what}: revision {revision} is already stored with other content",
                     current=current.revision, used=revision)
         k = (type, "/".join(key))
-        self._loaded[k] = StoredAssertion(type, key, revision, text, values, self._state._now())
+        self._loaded[k] = StoredAssertion(type, key, revision, text, values, self._w.now())
         self.dirty.add(k)
         return True

@@ -1,30 +1,56 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Change: a user-visible operation made of tasks, its status and its aborts."""
+"""Change: a user-visible operation made of tasks; the rules of its status (the status order, the
+Wait rule); aborting its lanes; the dependency cycles that keep tasks from ever running."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from collections.abc import Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._records import ChangeRec, TaskRec
-from ._values import check_key, dump_value
-from .errors import ChangeError, EngineError, TaskDependencyCycleError
-from .state import MISSING
+from ._values import MISSING, check_key, get_value, set_value
+from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDependencyCycleError
 from .status import Status
+from .task import Task, TaskSet
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .state import State
-    from .task import Task, TaskSet
-    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.change")
 
+#: How often wait_ready looks again on a shared store (another host may finish the change).
+_SHARED_POLL = 0.2
 _LIVE = (Status.DO, Status.DOING, Status.DONE)
 _FINAL = (Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD)
+
+#: STATUS_ORDER is the order in which task statuses decide the status of their change (snapd's).
+STATUS_ORDER = (
+    Status.ABORT, Status.UNDOING, Status.UNDO, Status.DOING, Status.DO, Status.WAIT,
+    Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
+)
+
+
+def computed_status(w: Work, crec: ChangeRec) -> Status:
+    """computed_status is a change's status computed from its tasks (snapd's rules).
+
+    No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
+    Otherwise the first status in STATUS_ORDER that a task has.
+    """
+    counts = w.counts(crec)
+    if not any(counts.values()):
+        return Status.HOLD
+    if counts.get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
+        return Status.WAIT
+    for status in STATUS_ORDER:
+        if counts.get(status, 0) > 0:
+            return status
+    raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
 
 
 class Change:
@@ -34,34 +60,41 @@ class Change:
     changes from State.new_change, State.change or State.changes.
     """
 
-    __slots__ = ("_cid", "_st")
+    __slots__ = ("_cid", "_w")
 
-    def __init__(self, state: State, cid: int) -> None:
-        self._st = state
+    def __init__(self, w: Work, cid: int) -> None:
+        self._w = w
         self._cid = cid
 
     def __repr__(self) -> str:
         return f"<Change {self._cid}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Change) and other._st is self._st and other._cid == self._cid
+        return isinstance(other, Change) and other._w is self._w and other._cid == self._cid
 
     def __hash__(self) -> int:
-        return hash((id(self._st), "change", self._cid))
+        return hash((id(self._w), "change", self._cid))
 
     def _rec(self) -> ChangeRec:
-        self._st._check()
-        return self._st._crec(self._cid)
+        self._w.check()
+        return self._w.crec(self._cid)
+
+    def _owned(self) -> ChangeRec:
+        # What people set on a change is read under its row lock on a shared store (engine.shared).
+        rec = self._rec()
+        self._w.own_change(rec)
+        return rec
 
     @property
     def state(self) -> State:
         """state is the State the change belongs to (no lock needed)."""
-        return self._st
+        state: State = self._w.state
+        return state
 
     @property
     def id(self) -> str:
         """id is the change's id, a string of decimal digits."""
-        self._st._check()
+        self._w.check()
         return str(self._cid)
 
     @property
@@ -77,65 +110,66 @@ class Change:
     @property
     def status(self) -> Status:
         """status is the explicit status, or the one computed from the tasks (snapd's rules)."""
-        return self._st._change_status(self._rec())
+        return self._w.change_status(self._rec())
 
     def set_status(self, status: Status) -> None:
         """set_status overrides the computed status; Status.DEFAULT restores it."""
         rec = self._rec()
-        st = self._st
+        w = self._w
         if not isinstance(status, Status):
             raise TypeError(f"cannot set status of change {self._cid}: {status!r} is not a Status")
-        if st._change_hooks and rec.observed is None:
-            rec.observed = st._change_status(rec)
+        w.own_change(rec)
+        if w.change_hooks and rec.observed is None:
+            rec.observed = w.change_status(rec)
         rec.explicit = None if status is Status.DEFAULT else status
-        st._dirty_change(rec)
-        st._touched.add(rec.id)
+        w.dirty_change(rec)
+        w.touch(rec.id)
         if status.ready:
-            st._mark_ready(rec)
-        if st._change_hooks:
-            st._notify_change(rec)
+            w.mark_ready(rec)
+        if w.change_hooks:
+            w.notify_change(rec)
         else:
             rec.observed = None
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
-        rec = self._rec()
-        return _get(rec.data.items(f"change {self._cid}"), check_key(key, f"change {self._cid}"), default)
+        rec = self._owned()
+        return get_value(rec.data.items(f"change {self._cid}"), check_key(key, f"change {self._cid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
-        rec = self._rec()
-        _set(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
-        self._st._dirty_change(rec)
+        rec = self._owned()
+        set_value(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
+        self._w.dirty_change(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
-        return check_key(key, f"change {self._cid}") in self._rec().data.items(f"change {self._cid}")
+        return check_key(key, f"change {self._cid}") in self._owned().data.items(f"change {self._cid}")
 
     def add_task(self, task: Task) -> None:
         """add_task makes task part of this change."""
         rec = self._rec()
-        st = self._st
+        w = self._w
         trec = task._rec()
         if trec.change_id is not None:
             raise EngineError(
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
                 f"it already belongs to change {trec.change_id}"
             )
-        counts = st._counts(rec)
-        st._task_ids(rec).append(trec.id)
+        counts = w.counts(rec)
+        w.task_ids(rec).append(trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
         trec.change_id = rec.id
-        st._dirty_task(trec)
-        st._touched.add(rec.id)
+        w.dirty_task(trec)
+        w.touch(rec.id)
         if not trec.status.ready:
-            st._runnable = True
+            w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
-            st._note_waits((trec.id,))
+            w.note_waits((trec.id,))
         if trec.status is Status.WAIT:
-            st._waiting_changes().add(rec.id)
+            w.waiting_changes().add(rec.id)
 
     def add_all(self, taskset: TaskSet) -> None:
         """add_all adds every task of taskset to this change."""
@@ -144,52 +178,52 @@ class Change:
 
     def tasks(self) -> list[Task]:
         """tasks returns the tasks of the change."""
-        st = self._st
-        return [st._task_handle(t) for t in st._change_trecs(self._rec())]
+        w = self._w
+        return [w.task_handle(t) for t in w.change_trecs(self._rec())]
 
     def lane_tasks(self, *lanes: int) -> list[Task]:
         """lane_tasks returns the tasks in any of lanes (lane 0: tasks in no lane)."""
-        st = self._st
-        recs = st._change_trecs(self._rec())
-        st._load_graph(recs)
+        w = self._w
+        recs = w.change_trecs(self._rec())
+        w.load_graph(recs)
         wanted = set(lanes)
-        return [st._task_handle(t) for t in recs if wanted.intersection(t.lanes or [0])]
+        return [w.task_handle(t) for t in recs if wanted.intersection(t.lanes or [0])]
 
     def abort(self) -> None:
         """abort asks for every task to stop and be undone, at the next ensure pass."""
         rec = self._rec()
-        recs = self._st._change_trecs(rec)
-        self._st._load_graph(recs)
-        _abort_tasks(self._st, rec, list(recs), set(), set())
+        recs = self._w.change_trecs(rec)
+        self._w.load_graph(recs)
+        _abort_tasks(self._w, rec, list(recs), set(), set())
 
     def abort_lanes(self, lanes: list[int]) -> None:
         """abort_lanes aborts the tasks of lanes and those waiting for them, except
         tasks also in a healthy lane."""
         rec = self._rec()
-        _abort_lanes(self._st, rec, list(lanes), set(), set())
+        abort_lanes(self._w, rec, list(lanes), set(), set())
 
     def abort_unready_lanes(self) -> None:
         """abort_unready_lanes aborts the lanes that still have unready tasks."""
         rec = self._rec()
-        recs = self._st._change_trecs(rec)
-        self._st._load_graph(recs)
+        recs = self._w.change_trecs(rec)
+        self._w.load_graph(recs)
         lanes: set[int] = set()
         for t in recs:
             if not t.status.ready:
                 lanes.update(t.lanes or [0])
-        _abort_lanes(self._st, rec, sorted(lanes), set(), set())
+        abort_lanes(self._w, rec, sorted(lanes), set(), set())
 
     def err(self) -> ChangeError | None:
         """err returns the errors logged on the failed tasks, or None unless the change is in Error."""
         rec = self._rec()
-        st = self._st
-        if st._change_status(rec) is not Status.ERROR:
+        w = self._w
+        if w.change_status(rec) is not Status.ERROR:
             return None
         errors = []
-        for t in st._change_trecs(rec):
+        for t in w.change_trecs(rec):
             if t.status is not Status.ERROR:
                 continue
-            errors += [(t.summary, msg) for _, level, msg in st._log_lines(t) if level == "ERROR"]
+            errors += [(t.summary, msg) for _, level, msg in w.log_lines(t) if level == "ERROR"]
         if not errors:
             kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
             return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
@@ -215,9 +249,9 @@ class Change:
 
     def check_task_dependencies(self) -> None:
         """check_task_dependencies raises TaskDependencyCycleError if wait-for edges form a cycle."""
-        st = self._st
-        recs = st._change_trecs(self._rec())
-        st._load_graph(recs)
+        w = self._w
+        recs = w.change_trecs(self._rec())
+        w.load_graph(recs)
         mine = {t.id: t for t in recs}
         preds = {t.id: sum(1 for w in (t.wait_ids or ()) if w in mine) for t in recs}
         queue = [tid for tid, n in preds.items() if n == 0]
@@ -235,35 +269,28 @@ class Change:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """wait_ready blocks, WITHOUT the lock, until the change is ready; False on timeout."""
-        st = self._st
-        if st._owner == threading.get_ident():
+        w = self._w
+        if w.held():
             raise RuntimeError("cannot wait for a change while holding the state lock")
-        with st:
-            if st._crec(self._cid).ready_time is not None:
+        with w.state:
+            if w.crec(self._cid).ready_time is not None:
                 return True
-            event = st._waiters.setdefault(self._cid, threading.Event())
-        return event.wait(timeout)
-
-
-def _get(data: dict[str, str], key: str, default: Any) -> Any:
-    import json
-
-    from .errors import NoStateError
-
-    text = data.get(key)
-    if text is None:
-        if default is MISSING:
-            raise NoStateError(key)
-        return default
-    return json.loads(text)
-
-
-def _set(data: dict[str, str], key: str, value: Any, owner: str) -> None:
-    check_key(key, owner)
-    if value is None:
-        data.pop(key, None)
-    else:
-        data[key] = dump_value(key, value, owner)
+            event = w.waiters.setdefault(self._cid, threading.Event())
+        if not w.store.shared:
+            return event.wait(timeout)
+        # Another host may make it ready: look again now and then.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not event.wait(_SHARED_POLL if deadline is None else max(0.0, min(_SHARED_POLL,
+                                                                                deadline - time.monotonic()))):
+            try:
+                with w.state:
+                    if w.crec(self._cid).ready_time is not None:
+                        return True
+            except DatabaseConflictError as e:  # the server restarting, say: look again later
+                log.debug("waiting for change %s: %s", self._cid, e)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
 
 
 def effective_status(t: TaskRec) -> Status:
@@ -271,9 +298,10 @@ def effective_status(t: TaskRec) -> Status:
     return t.waited_status if t.status is Status.WAIT else t.status
 
 
-def _abort_lanes(st: UnitOfWork, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
-    recs = st._change_trecs(crec)
-    st._load_graph(recs)
+def abort_lanes(w: Work, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
+    """abort_lanes aborts the tasks of lanes and what waits for them, sparing tasks also in a healthy lane."""
+    recs = w.change_trecs(crec)
+    w.load_graph(recs)
     wanted = set(lanes)
     has_live: set[int] = set()
     has_dead: set[int] = set()
@@ -290,10 +318,10 @@ def _abort_lanes(st: UnitOfWork, crec: ChangeRec, lanes: list[int], aborted: set
               if not any(lane in has_live and lane not in has_dead for lane in t.lanes or [0])]
     aborted.update(lanes)
     if doomed:
-        _abort_tasks(st, crec, doomed, aborted, seen)
+        _abort_tasks(w, crec, doomed, aborted, seen)
 
 
-def _abort_tasks(st: UnitOfWork, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
+def _abort_tasks(w: Work, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
     more_lanes: list[int] = []
     i = 0
     while i < len(tasks):
@@ -304,45 +332,45 @@ def _abort_tasks(st: UnitOfWork, crec: ChangeRec, tasks: list[TaskRec], aborted:
         seen.add(t.id)
         status = effective_status(t)
         if status is Status.DO:
-            st._set_task_status(t, Status.HOLD)  # still pending: never start
+            w.set_task_status(t, Status.HOLD)  # still pending: never start
         elif status is Status.DOING:
-            st._set_task_status(t, Status.ABORT)  # running: stop, then undo
+            w.set_task_status(t, Status.ABORT)  # running: stop, then undo
         elif status is Status.DONE:
-            st._set_task_status(t, Status.UNDO)  # done: undo it
-        tlanes = st._lanes(t) or [0]
+            w.set_task_status(t, Status.UNDO)  # done: undo it
+        tlanes = w.lanes(t) or [0]
         for lane in tlanes:
             if lane not in aborted:
                 more_lanes += tlanes
-        halted = [h for h in st._halt_ids(t) if h not in seen]
-        tasks += st._trecs(halted)
+        halted = [h for h in w.halt_ids(t) if h not in seen]
+        tasks += w.trecs(halted)
     if more_lanes:
-        _abort_lanes(st, crec, more_lanes, aborted, seen)
+        abort_lanes(w, crec, more_lanes, aborted, seen)
 
 
 _COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
 
 
-def is_change_waiting(st: UnitOfWork, crec: ChangeRec) -> bool:
+def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
     """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
-    recs = st._change_trecs(crec)
-    st._load_graph(recs)
+    recs = w.change_trecs(crec)
+    w.load_graph(recs)
     visited: dict[int, int] = {}
     for t in recs:
         if t.status in _FINAL or t.status is Status.WAIT:
             continue
-        if t.status not in (Status.DO, Status.UNDO) or not _task_waiting(st, t, visited):
+        if t.status not in (Status.DO, Status.UNDO) or not _task_waiting(w, t, visited):
             return False
     return True
 
 
-def _deps(st: UnitOfWork, t: TaskRec) -> list[TaskRec]:
-    ids = st._wait_ids(t) if t.status is Status.DO else st._halt_ids(t)
-    return st._trecs(ids)
+def _deps(w: Work, t: TaskRec) -> list[TaskRec]:
+    ids = w.wait_ids(t) if t.status is Status.DO else w.halt_ids(t)
+    return w.trecs(ids)
 
 
-def _frame(st: UnitOfWork, t: TaskRec) -> Generator[TaskRec, bool, bool]:
+def _frame(w: Work, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     waiting = False
-    for dep in _deps(st, t):
+    for dep in _deps(w, t):
         if dep.status is Status.WAIT:
             waiting = True
         elif dep.status in _FINAL:
@@ -356,13 +384,13 @@ def _frame(st: UnitOfWork, t: TaskRec) -> Generator[TaskRec, bool, bool]:
     return waiting
 
 
-def _task_waiting(st: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> bool:
+def _task_waiting(w: Work, root: TaskRec, visited: dict[int, int]) -> bool:
     # An explicit stack instead of recursion: chains may be thousands long.
     known = visited.get(root.id)
     if known is not None:
         return known == _WAITING
     visited[root.id] = _COMPUTING
-    stack = [(root, _frame(st, root))]
+    stack = [(root, _frame(w, root))]
     result: bool | None = None
     while stack:
         t, gen = stack[-1]
@@ -382,11 +410,11 @@ def _task_waiting(st: UnitOfWork, root: TaskRec, visited: dict[int, int]) -> boo
             result = state == _WAITING
         else:
             visited[child.id] = _COMPUTING
-            stack.append((child, _frame(st, child)))
+            stack.append((child, _frame(w, child)))
     return bool(result)
 
 
-def dependency_cycles(st: UnitOfWork, starts: list[TaskRec]) -> list[list[TaskRec]]:
+def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
     """dependency_cycles finds the cycles that keep tasks from ever running.
 
     A Do task runs once all it waits for is Done, an Undo task once all that
@@ -398,8 +426,8 @@ def dependency_cycles(st: UnitOfWork, starts: list[TaskRec]) -> list[list[TaskRe
     """
     def succ(t: TaskRec) -> list[TaskRec]:
         if t.status is Status.DO:
-            return [w for w in st._trecs(st._wait_ids(t)) if w.status is Status.DO]
-        return [h for h in st._trecs(st._halt_ids(t)) if h.status is Status.UNDO]
+            return [x for x in w.trecs(w.wait_ids(t)) if x.status is Status.DO]
+        return [h for h in w.trecs(w.halt_ids(t)) if h.status is Status.UNDO]
 
     index: dict[int, int] = {}
     low: dict[int, int] = {}
@@ -418,14 +446,14 @@ def dependency_cycles(st: UnitOfWork, starts: list[TaskRec]) -> list[list[TaskRe
             node, nexts, i = work[-1]
             if i < len(nexts):
                 work[-1] = (node, nexts, i + 1)
-                w = nexts[i]
-                if w.id not in index:
-                    index[w.id] = low[w.id] = len(index)
-                    stack.append(w)
-                    on_stack.add(w.id)
-                    work.append((w, succ(w), 0))
-                elif w.id in on_stack:
-                    low[node.id] = min(low[node.id], index[w.id])
+                nxt = nexts[i]
+                if nxt.id not in index:
+                    index[nxt.id] = low[nxt.id] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt.id)
+                    work.append((nxt, succ(nxt), 0))
+                elif nxt.id in on_stack:
+                    low[node.id] = min(low[node.id], index[nxt.id])
                 continue
             work.pop()
             if work:

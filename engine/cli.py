@@ -7,7 +7,6 @@ import argparse
 import itertools
 import logging
 import random
-import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "changes":
             return list_changes(args.db)
         return show_change(args.db, args.id)
-    except (EngineError, OSError, sqlite3.Error) as e:
+    except (EngineError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
 

@@ -79,6 +79,15 @@ class DatabaseBusyError(DatabaseError):
     """DatabaseBusyError means another process held the write lock for too long."""
 
 
+class DatabaseConflictError(DatabaseBusyError):
+    """DatabaseConflictError means the unit of work was rolled back for now: run it again.
+
+    PostgreSQL: a deadlock or serialization failure against another host, or
+    a connection lost mid-transaction (the server restarted). Unlike a busy
+    SQLite database, nothing is kept: the next unit of work reads afresh.
+    """
+
+
 class DatabaseFullError(DatabaseError):
     """DatabaseFullError means the disk (or the database's size limit) is full."""
 
@@ -92,8 +101,12 @@ def keeps_work(error: BaseException) -> bool:
     """keeps_work says whether a failed commit keeps its unit of work for the next commit.
 
     Only a busy or full database, or an interruption (KeyboardInterrupt,
-    SystemExit) while writing, keep it: the work itself was sound.
+    SystemExit) while writing, keep it: the work itself was sound. A unit
+    of work that conflicted with another host (DatabaseConflictError) is
+    rolled back instead: what it read may be stale.
     """
+    if isinstance(error, DatabaseConflictError):
+        return False
     return isinstance(error, (DatabaseBusyError, DatabaseFullError)) or not isinstance(error, Exception)
 
 

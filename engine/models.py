@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""SQLAlchemy models: the schema of the state database.
+"""SQLAlchemy models: the schema of the state database, on SQLite and on PostgreSQL.
 
 The rows are private to the engine: the public Change and Task objects read
 and write them through engine.store. The tables are meant to be read with the
-sqlite3 shell too; docs/schema.md describes them.
+sqlite3 shell (or psql) too; docs/schema.md describes them. Where the
+dialects differ, the model says both: integers are 64-bit on both
+(PostgreSQL's BIGINT), JSON columns are checked with json_valid() on SQLite
+and by a cast to json on PostgreSQL, and partial indexes carry each
+dialect's predicate.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -18,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,6 +46,24 @@ UNREADY_PREDICATE = "status NOT IN ('Done','Undone','Hold','Error')"
 #: Likewise for the partial index on runnable Do tasks.
 RUNNABLE_PREDICATE = "status = 'Do' AND blockers = 0"
 
+#: Int is a 64-bit integer on both dialects (SQLite's INTEGER is already 64-bit).
+Int = Integer().with_variant(BigInteger(), "postgresql")
+
+
+def json_check_sql(column: str, dialect: str) -> str:
+    """json_check_sql is the check that column holds JSON text, in a dialect (for models and migrations)."""
+    return f"({column}::json IS NOT NULL)" if dialect == "postgresql" else f"json_valid({column})"
+
+
+def json_check(column: str, name: str) -> list[CheckConstraint]:
+    """json_check refuses text that is not JSON in column: json_valid() on SQLite, a cast on PostgreSQL."""
+    return [CheckConstraint(json_check_sql(column, d), name=name).ddl_if(dialect=d) for d in ("sqlite", "postgresql")]
+
+
+def partial(name: str, *columns: str, where: str, pg_where: str | None = None) -> Index:
+    """partial is an index of the rows matching where (pg_where on PostgreSQL, when it must be spelt otherwise)."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(pg_where or where))
+
 
 class Base(DeclarativeBase):
     """Base is the declarative base of the engine's models."""
@@ -52,14 +76,14 @@ class ChangeRow(Base):
 
     __tablename__ = "changes"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(Text)
     summary: Mapped[str] = mapped_column(Text)
     # The status as chg.status computes it, rewritten at every commit.
     status: Mapped[str] = mapped_column(String(16))
     # The status set with chg.set_status(), or NULL when computed from tasks.
     explicit_status: Mapped[str | None] = mapped_column(String(16))
-    clean: Mapped[bool] = mapped_column(Boolean, server_default=text("0"))
+    clean: Mapped[bool] = mapped_column(Boolean, server_default=false())
     data: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
     spawn_time: Mapped[str] = mapped_column(String(32))
     ready_time: Mapped[str | None] = mapped_column(String(32))
@@ -70,13 +94,14 @@ class ChangeRow(Base):
             "explicit_status IS NULL OR " + _CHANGE_STATUS_CHECK.replace("status", "explicit_status"),
             name="explicit_status",
         ),
-        CheckConstraint("json_valid(data)", name="data"),
+        *json_check("data", "data"),
         # Prune walks ready changes oldest first.
         Index("ix_changes_ready_time", "ready_time"),
         # Changes not yet ready: prune's abort rule and the runner's cleanup.
-        Index("ix_changes_unready", "id", sqlite_where=text("ready_time IS NULL")),
+        partial("ix_changes_unready", "id", where="ready_time IS NULL"),
         # Ready changes whose tasks still need cleaning.
-        Index("ix_changes_unclean", "id", sqlite_where=text("ready_time IS NOT NULL AND clean = 0")),
+        partial("ix_changes_unclean", "id", where="ready_time IS NOT NULL AND clean = 0",
+                pg_where="ready_time IS NOT NULL AND NOT clean"),
     )
 
 
@@ -85,19 +110,18 @@ class TaskRow(Base):
 
     __tablename__ = "tasks"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    change_id: Mapped[int | None] = mapped_column(
-        Integer, ForeignKey("changes.id", ondelete="CASCADE")
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
+    change_id: Mapped[int | None] = mapped_column(Int, ForeignKey("changes.id", ondelete="CASCADE")
     )
     kind: Mapped[str] = mapped_column(Text)
     summary: Mapped[str] = mapped_column(Text)
     # "Default" is stored as "Do": a task reads its default status as Do.
     status: Mapped[str] = mapped_column(String(16), server_default=text("'Do'"))
     waited_status: Mapped[str] = mapped_column(String(16), server_default=text("'Done'"))
-    clean: Mapped[bool] = mapped_column(Boolean, server_default=text("0"))
+    clean: Mapped[bool] = mapped_column(Boolean, server_default=false())
     progress_label: Mapped[str | None] = mapped_column(Text)
-    progress_done: Mapped[int | None] = mapped_column(Integer)
-    progress_total: Mapped[int | None] = mapped_column(Integer)
+    progress_done: Mapped[int | None] = mapped_column(Int)
+    progress_total: Mapped[int | None] = mapped_column(Int)
     data: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
     spawn_time: Mapped[str] = mapped_column(String(32))
     ready_time: Mapped[str | None] = mapped_column(String(32))
@@ -106,25 +130,33 @@ class TaskRow(Base):
     doing_time: Mapped[float] = mapped_column(Float, server_default=text("0"))
     undoing_time: Mapped[float] = mapped_column(Float, server_default=text("0"))
     # Handler runs that asked for a retry or failed under a retry policy.
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Int, server_default=text("0"))
     # The failures of the current do (or undo) phase under its retry policy,
     # and when the first of them happened: what the policy's stop looks at.
-    retry_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    retry_attempts: Mapped[int] = mapped_column(Int, server_default=text("0"))
     retry_since: Mapped[str | None] = mapped_column(String(32))
     # How many of the tasks it waits for are not Done: a Do task with none
     # left is runnable. Kept by the engine at each commit.
-    blockers: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    blockers: Mapped[int] = mapped_column(Int, server_default=text("0"))
+    # On PostgreSQL, the runner that claimed the task (a unique id per process
+    # start) and until when its lease runs (seconds since the epoch, by the
+    # database server's clock); the runner's heartbeat extends it while the
+    # handler runs. NULL on SQLite, whose single writer needs no lease.
+    runner: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         CheckConstraint(_TASK_STATUS_CHECK, name="status"),
-        CheckConstraint("json_valid(data)", name="data"),
+        *json_check("data", "data"),
         Index("ix_tasks_change_id", "change_id"),
         # Only unready tasks: the runner's pickup never touches history.
-        Index("ix_tasks_unready", "status", "id", sqlite_where=text(UNREADY_PREDICATE)),
+        partial("ix_tasks_unready", "status", "id", where=UNREADY_PREDICATE),
         # Do tasks with nothing left to wait for: the runnable ones.
-        Index("ix_tasks_runnable", "id", sqlite_where=text(RUNNABLE_PREDICATE)),
+        partial("ix_tasks_runnable", "id", where=RUNNABLE_PREDICATE),
         # Tasks that were never added to a change, for prune.
-        Index("ix_tasks_orphan", "spawn_time", sqlite_where=text("change_id IS NULL")),
+        partial("ix_tasks_orphan", "spawn_time", where="change_id IS NULL"),
+        # Tasks claimed under a lease (PostgreSQL, several runner hosts): the reaper's look-up.
+        partial("ix_tasks_leased", "lease_until", where="lease_until IS NOT NULL"),
     )
 
 
@@ -133,11 +165,9 @@ class TaskDependencyRow(Base):
 
     __tablename__ = "task_dependencies"
 
-    task_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
     )
-    wait_task_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    wait_task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
     )
 
     __table_args__ = (
@@ -152,10 +182,9 @@ class TaskLaneRow(Base):
 
     __tablename__ = "task_lanes"
 
-    task_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
     )
-    lane: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lane: Mapped[int] = mapped_column(Int, primary_key=True)
 
     __table_args__ = ({"sqlite_with_rowid": False},)
 
@@ -165,8 +194,8 @@ class TaskLogRow(Base):
 
     __tablename__ = "task_log"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(Int, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"))
     time: Mapped[str] = mapped_column(String(32))
     level: Mapped[str] = mapped_column(String(8))
     message: Mapped[str] = mapped_column(Text)
@@ -185,7 +214,7 @@ class StateDataRow(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (CheckConstraint("json_valid(value)", name="value"),)
+    __table_args__ = (*json_check("value", "value"),)
 
 
 class WarningRow(Base):
@@ -208,7 +237,7 @@ class SequenceRow(Base):
     __tablename__ = "sequences"
 
     name: Mapped[str] = mapped_column(String(16), primary_key=True)
-    last_id: Mapped[int] = mapped_column(Integer)
+    last_id: Mapped[int] = mapped_column(Int)
 
 
 class AssertionRow(Base):
@@ -220,7 +249,7 @@ class AssertionRow(Base):
     type: Mapped[str] = mapped_column(String(64), primary_key=True)
     # The values of the type's primary-key headers, joined with "/".
     primary_key: Mapped[str] = mapped_column(Text, primary_key=True)
-    revision: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Int)
     # Who signed it (its "authority-id" header), when it has one.
     authority_id: Mapped[str | None] = mapped_column(Text)
     # Every header, as one JSON object, for json_extract().
@@ -230,6 +259,6 @@ class AssertionRow(Base):
     added_time: Mapped[str] = mapped_column(String(32))
 
     __table_args__ = (
-        CheckConstraint("json_valid(headers)", name="headers"),
+        *json_check("headers", "headers"),
         CheckConstraint("revision >= 0", name="revision"),
     )

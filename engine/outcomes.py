@@ -3,11 +3,14 @@
 
 One recorder thread per runner takes the outcomes of finished handlers and
 applies each through one dispatch ladder (return, Retry, Wait, a retry
-policy, an error), a batch per transaction. The TaskRunner inherits this.
+policy, an error), a batch per transaction. The TaskRunner owns one
+OutcomeRecorder; both share the Runs table (the claimed tasks, the outcomes
+waiting to be recorded, and the conditions that signal them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -18,13 +21,23 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import tenacity
 
 from ._time import to_text
-from .change import _abort_lanes
-from .errors import DatabaseBusyError, DatabaseError, NotFoundError, Retry, Wait, keeps_work
+from .change import abort_lanes
+from .errors import (
+    DatabaseBusyError,
+    DatabaseConflictError,
+    DatabaseCorruptError,
+    DatabaseError,
+    NotFoundError,
+    Retry,
+    Wait,
+    keeps_work,
+)
 from .status import Status
 from .tomb import Tomb
 
 if TYPE_CHECKING:
     from ._records import TaskRec
+    from .leases import Leases
     from .state import State
     from .task import Task
 
@@ -64,52 +77,73 @@ class Run:
     elapsed: float = 0.0
 
 
+class Runs:
+    """Runs is what the runner and its recorder share: claimed runs and outcomes, under one lock.
+
+    The lock is taken after the state lock, never before.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: idle is notified whenever a run ends or a batch of outcomes is committed.
+        self.idle = threading.Condition(self.lock)
+        #: have_outcomes is notified when a handler reports its outcome.
+        self.have_outcomes = threading.Condition(self.lock)
+        #: runs are the claimed tasks whose handler runs or whose outcome is not committed yet.
+        self.runs: dict[int, Run] = {}
+        #: outcomes are the finished runs waiting for the recorder.
+        self.outcomes: list[Run] = []
+        #: uncommitted counts the outcomes taken by the recorder and not committed yet.
+        self.uncommitted = 0
+        self.stopped = False
+        self.stopping = False
+        #: abandoned: stop() gave up on handlers that did not return.
+        self.abandoned = False
+        #: Whether the last pass held tasks back (a blocked predicate, no free worker).
+        self.some_blocked = False
+        self.starved = False
+        self.on_error: Callable[[BaseException], Any] | None = None
+
+
 class OutcomeRecorder:
-    """OutcomeRecorder turns handlers' outcomes into statuses; TaskRunner inherits it."""
+    """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
-    _st: State
-    _runs_lock: threading.Lock
-    _idle: threading.Condition
-    _have_outcomes: threading.Condition
-    _runs: dict[int, Run]
-    _outcomes: list[Run]
-    _uncommitted: int
-    _recorder: threading.Thread | None
-    _stopped: bool
-    _stopping: bool
-    _abandoned: bool
-    _some_blocked: bool
-    _starved: bool
-    _on_error: Callable[[BaseException], Any] | None
+    def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
+                 quarantine: Callable[[int], None], leases: Leases | None = None) -> None:
+        self._st = state
+        self._leases = leases
+        self._w = state._uow
+        self._r = runs
+        self._pair = pair
+        self._quarantine = quarantine
+        self._thread: threading.Thread | None = None
 
-    def _pair(self, rec: TaskRec) -> HandlerPair:
-        """_pair returns the handlers of a task (TaskRunner implements it)."""
-        raise NotImplementedError
-
-    def _try_undo(self, rec: TaskRec) -> None:
-        st = self._st
+    def try_undo(self, rec: TaskRec) -> None:
+        """try_undo moves an aborted or failed-elsewhere task to Undo (Hold when it cannot be undone)."""
+        w = self._w
         if rec.status is Status.ABORT and self._pair(rec).undo is None:
             # Stopped in flight and cannot be undone: hold it, so it does not look finished.
-            st._set_task_status(rec, Status.HOLD)
-            if st._wait_ids(rec):
-                st.ensure_before(0)
+            w.set_task_status(rec, Status.HOLD)
+            if w.wait_ids(rec):
+                self._st.ensure_before(0)
         else:
-            st._set_task_status(rec, Status.UNDO)
-            st.ensure_before(0)
+            w.set_task_status(rec, Status.UNDO)
+            self._st.ensure_before(0)
 
-    def _report(self, run: Run) -> None:
-        with self._runs_lock:
-            if self._abandoned:
+    def report(self, run: Run) -> None:
+        """report hands a finished run to the recorder thread (starting it if needed)."""
+        with self._r.lock:
+            if self._r.abandoned:
                 log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
                             run.tid, run.kind)
-                if self._runs.get(run.tid) is run:
-                    del self._runs[run.tid]
+                if self._r.runs.get(run.tid) is run:
+                    del self._r.runs[run.tid]
                 return
-            self._outcomes.append(run)
-            self._have_outcomes.notify()
-            if self._recorder is None:
-                self._recorder = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
-                self._recorder.start()
+            self._r.outcomes.append(run)
+            self._r.have_outcomes.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
+                self._thread.start()
 
     def _record_loop(self) -> None:
         """_record_loop applies finished handlers' outcomes, one transaction per batch.
@@ -118,30 +152,48 @@ class OutcomeRecorder:
         failure is logged, and the tasks concerned fail (or are retried).
         """
         while True:
-            with self._runs_lock:
-                while not self._outcomes:
-                    if self._abandoned or (self._stopped and not self._runs and not self._uncommitted):
-                        self._recorder = None
+            with self._r.lock:
+                while not self._r.outcomes:
+                    if self._r.abandoned or (self._r.stopped and not self._r.runs and not self._r.uncommitted):
+                        self._thread = None
                         return
-                    self._have_outcomes.wait(1.0)
-                batch, self._outcomes = self._outcomes, []
-                self._uncommitted += len(batch)
+                    self._r.have_outcomes.wait(1.0)
+                batch, self._r.outcomes = self._r.outcomes, []
+                self._r.uncommitted += len(batch)
             try:
                 self._commit_batch(batch)
             except BaseException:
                 log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
                 self._release(batch)
             finally:
-                with self._runs_lock:
-                    self._uncommitted -= len(batch)
-                    self._idle.notify_all()
+                with self._r.lock:
+                    self._r.uncommitted -= len(batch)
+                    self._r.idle.notify_all()
+
+    def _prefetch(self, batch: list[Run]) -> None:
+        """_prefetch loads, on a shared store, the batch's tasks, their edges and lanes and their leases at once.
+
+        Each unit of work reads afresh there: one query for the batch instead of several per outcome.
+        """
+        if self._leases is None:
+            return
+        ids = [run.tid for run in batch]
+        with contextlib.suppress(NotFoundError, DatabaseCorruptError):  # each outcome deals with its own task
+            self._w.load_graph(self._w.trecs(ids))
+        self._leases.prefetch(ids)
+
+    def _hold(self, batch: list[Run]) -> None:
+        """_hold puts runs whose outcomes were rolled back back among the running ones."""
+        with self._r.lock:
+            for run in batch:
+                self._r.runs.setdefault(run.tid, run)
 
     def _release(self, batch: list[Run]) -> None:
         """_release frees the workers of runs whose outcomes are dealt with."""
-        with self._runs_lock:
+        with self._r.lock:
             for run in batch:
-                if self._runs.get(run.tid) is run:
-                    del self._runs[run.tid]
+                if self._r.runs.get(run.tid) is run:
+                    del self._r.runs[run.tid]
 
     def _commit_batch(self, batch: list[Run]) -> None:
         """_commit_batch records a batch of outcomes in one transaction.
@@ -155,15 +207,25 @@ class OutcomeRecorder:
 
         def record() -> None:
             nonlocal recorded
-            with self._st:
-                if not recorded:  # recorded once: a kept unit of work holds them until it commits
-                    recorded = True
-                    for run in batch:
-                        self._record_or_fail(run)
-                # The workers are free again as of this transaction: a pass
-                # (which reads the runs under the state lock) sees them free
-                # exactly when it sees the outcomes committed.
-                self._release(batch)
+            try:
+                with self._st:
+                    if not recorded:  # recorded once: a kept unit of work holds them until it commits
+                        recorded = True
+                        self._prefetch(batch)
+                        try:
+                            for run in batch:
+                                self._record_or_fail(run)
+                        finally:
+                            if self._leases is not None:
+                                self._leases.forget()
+                    # The workers are free again as of this transaction: a pass
+                    # (which reads the runs under the state lock) sees them free
+                    # exactly when it sees the outcomes committed.
+                    self._release(batch)
+            except DatabaseConflictError:
+                recorded = False  # rolled back: record them again on what the database holds now
+                self._hold(batch)
+                raise
 
         try:
             self._retry_while_kept(record)
@@ -177,10 +239,15 @@ class OutcomeRecorder:
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database."""
+        def wait(rs: tenacity.RetryCallState) -> float:
+            # A conflict with another host clears in milliseconds; a busy or full database takes longer.
+            conflict = rs.outcome is not None and isinstance(rs.outcome.exception(), DatabaseConflictError)
+            return float(min(30.0, (0.01 if conflict else 0.5) * 2 ** min(rs.attempt_number, 12)))
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(keeps_work),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
-            stop=lambda rs: self._abandoned,
+            retry=tenacity.retry_if_exception(lambda e: keeps_work(e) or isinstance(e, DatabaseConflictError)),
+            wait=wait,
+            stop=lambda rs: self._r.abandoned,
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
             reraise=True,
@@ -193,11 +260,16 @@ class OutcomeRecorder:
 
         def record() -> None:
             nonlocal recorded
-            with self._st:
-                if not recorded:
-                    recorded = True
-                    self._record_or_fail(run)
-                self._release([run])
+            try:
+                with self._st:
+                    if not recorded:
+                        recorded = True
+                        self._record_or_fail(run)
+                    self._release([run])
+            except DatabaseConflictError:
+                recorded = False
+                self._hold([run])
+                raise
 
         try:
             self._retry_while_kept(record)
@@ -228,24 +300,27 @@ class OutcomeRecorder:
 
     def _fail_unrecorded(self, run: Run, error: BaseException) -> None:
         """_fail_unrecorded puts a task whose outcome cannot be recorded in Error, saying why."""
-        st = self._st
-        rec = st._trec(run.tid)
+        w = self._w
+        rec = w.trec(run.tid)
         if rec.status.ready:
             return
         chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        self._failed(rec, RuntimeError(f"cannot record the outcome of its handler: {error_message(error)}"), chg)
-
-    def _quarantine(self, tid: int) -> None:
-        """_quarantine keeps the runner from claiming a task until the database changes (TaskRunner)."""
+        self.failed(rec, RuntimeError(f"cannot record the outcome of its handler: {error_message(error)}"), chg)
 
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one next status."""
-        st = self._st
+        w = self._w
         try:
-            rec = st._trec(run.tid)
+            rec = w.trec(run.tid)
         except NotFoundError:
             log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
             return
+        if self._leases is not None and run.phase != "cleanup" and not self._leases.still_ours(run.tid):
+            # Another runner reaped it (this one's lease ran out): it runs there again.
+            log.warning("task %s (%s) finished after its lease ran out; its outcome is dropped and it runs "
+                        "again elsewhere", run.tid, run.kind)
+            return
+        w.end_lease(run.tid)
         exc = run.outcome
         if run.phase == "cleanup":
             if exc is None:
@@ -257,12 +332,12 @@ class OutcomeRecorder:
             rec.doing_time += run.elapsed
         else:
             rec.undoing_time += run.elapsed
-        st._dirty_task(rec)
-        if self._some_blocked or self._starved:
-            st.ensure_before(0)  # blocked or waiting tasks may start now
+        w.dirty_task(rec)
+        if self._r.some_blocked or self._r.starved:
+            self._st.ensure_before(0)  # blocked or waiting tasks may start now
         scheduled = False
         if exc is not None and not isinstance(exc, (Retry, Wait)):
-            if self._stopping:
+            if self._r.stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
             elif _busy(exc):
                 # Only the database failed the handler (its own write was kept
@@ -277,17 +352,17 @@ class OutcomeRecorder:
             if isinstance(run.outcome, Retry):
                 self._count_attempt(rec)  # the handler asked for it
             if rec.status is Status.ABORT:
-                self._try_undo(rec)
+                self.try_undo(rec)
             elif exc.after > 0 or scheduled:
                 # A policy's retry is due at its time even when that is now;
                 # a handler's Retry(after=0) waits for the next ensure (snapd).
-                run.task.at(st._now() + timedelta(seconds=exc.after))
+                run.task.at(w.now() + timedelta(seconds=exc.after))
             if exc.reason and exc is run.outcome:
                 run.task.logf("%s", exc.reason)
             log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
         elif isinstance(exc, Wait):
             if rec.status is Status.ABORT:
-                self._try_undo(rec)
+                self.try_undo(rec)
             else:
                 if exc.reason:
                     run.task.logf("%s", exc.reason)
@@ -295,44 +370,45 @@ class OutcomeRecorder:
         elif exc is None:
             self._succeeded(rec)
         else:
-            self._failed(rec, exc, chg)
+            self.failed(rec, exc, chg)
 
     def _succeeded(self, rec: TaskRec) -> None:
-        st = self._st
+        w = self._w
         status = rec.status
         if status is Status.DOING:
-            st._set_task_status(rec, Status.DONE)
+            w.set_task_status(rec, Status.DONE)
             status = Status.DONE
         elif status is Status.UNDOING:
-            st._set_task_status(rec, Status.UNDONE)
+            w.set_task_status(rec, Status.UNDONE)
             status = Status.UNDONE
         if status is Status.ABORT:
-            st._set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
-            st.ensure_before(0)
-        elif (status is Status.DONE and st._halt_ids(rec)) or (status is Status.UNDONE and st._wait_ids(rec)):
-            st.ensure_before(0)
+            w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
+            self._st.ensure_before(0)
+        elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
+            self._st.ensure_before(0)
 
-    def _failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
-        st = self._st
+    def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
+        """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""
+        w = self._w
         message = error_message(exc)
         if rec.change_id is not None:
-            crec = st._crec(rec.change_id)
-            _abort_lanes(st, crec, list(st._lanes(rec) or [0]), set(), set())
+            crec = w.crec(rec.change_id)
+            abort_lanes(w, crec, list(w.lanes(rec) or [0]), set(), set())
             unready = False
-            with self._runs_lock:
-                runs = dict(self._runs)
-            for t in st._change_trecs(crec):
+            with self._r.lock:
+                runs = dict(self._r.runs)
+            for t in w.change_trecs(crec):
                 if t.status is Status.ABORT and t.id in runs:
                     runs[t.id].tomb.kill()
                 unready = unready or not t.status.ready
             if unready:
-                st.ensure_before(0)
-        st._set_task_status(rec, Status.ERROR)
-        st._add_log(rec, "ERROR", message)
+                self._st.ensure_before(0)
+        w.set_task_status(rec, Status.ERROR)
+        w.add_log(rec, "ERROR", message)
         log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
-        if self._on_error is not None:
+        if self._r.on_error is not None:
             try:
-                self._on_error(exc)
+                self._r.on_error(exc)
             except Exception:
                 log.exception("on_task_error callback failed for task %s", rec.id)
 
@@ -341,23 +417,24 @@ class OutcomeRecorder:
         if series:
             rec.retry_attempts += 1
             if rec.retry_since is None:
-                rec.retry_since = self._st._now()
-        self._st._dirty_task(rec)
+                rec.retry_since = self._w.now()
+        self._w.dirty_task(rec)
 
     def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
         """_busy_retry schedules a task whose handler failed only because the database was busy."""
         self._count_attempt(rec, series=True)
-        delay = min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** min(rec.retry_attempts - 1, 16))
+        first = CONFLICT_RETRY_FIRST if _conflict(exc) else BUSY_RETRY_FIRST
+        delay = min(BUSY_RETRY_MAX, first * 2 ** min(rec.retry_attempts - 1, 16))
         message = error_message(exc)
         log.warning("task %s (%s) of change %s: the state database was busy (%s); retrying in %.3g s",
                     rec.id, rec.kind, rec.change_id, message, delay)
         reason = f"the state database was busy; retrying in {delay:g} s ({message})"
-        self._st._add_log(rec, "INFO", reason)
+        self._w.add_log(rec, "INFO", reason)
         return Retry(after=delay, reason=reason)
 
     def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
         """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
-        now = self._st._now()
+        now = self._w.now()
         self._count_attempt(rec, series=True)
         state = tenacity.RetryCallState(policy, None, (), {})
         state.attempt_number = rec.retry_attempts
@@ -378,7 +455,7 @@ class OutcomeRecorder:
             policy.before_sleep(state)
         when = now + timedelta(seconds=delay)
         message = error_message(exc)
-        self._st._add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
+        self._w.add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
                                        f"next attempt at {to_text(when)}")
         log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
                     rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
@@ -390,6 +467,19 @@ class OutcomeRecorder:
 #: first retry; each further busy failure doubles it, up to BUSY_RETRY_MAX.
 BUSY_RETRY_FIRST = 1.0
 BUSY_RETRY_MAX = 60.0
+#: The first delay when the handler's unit of work conflicted with another host's (PostgreSQL).
+CONFLICT_RETRY_FIRST = 0.05
+
+
+def _conflict(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, DatabaseConflictError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _busy(exc: BaseException) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _time
-from .errors import DatabaseError, EngineError, EnsureError
+from .errors import DatabaseConflictError, DatabaseError, EngineError, EnsureError
+from .leases import DEFAULT_LEASE
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -28,6 +29,8 @@ PRUNE_WAIT = timedelta(hours=24)
 ABORT_WAIT = timedelta(days=3)
 #: PRUNE_MAX_CHANGES: at most this many ready changes are kept (snapd: 500).
 PRUNE_MAX_CHANGES = 500
+#: POLL_INTERVAL bounds the loop's sleep on a shared database (PostgreSQL), whatever the notifications say.
+POLL_INTERVAL = 1.0
 #: STATE_FILE is the database's name inside a root directory.
 STATE_FILE = "state.db"
 
@@ -37,7 +40,8 @@ class Overlord:
 
     def __init__(self, path: str | Path | None = None, *, url: str | None = None, root: str | Path | None = None,
                  clock: _time.Clock | None = None, workers: int = DEFAULT_WORKERS,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, **state_options: Any) -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE,
+                 **state_options: Any) -> None:
         if state_options.get("read_only"):
             raise ValueError("cannot run an overlord on a read-only state (read with State.open(path, read_only=True))")
         if root is not None and path is None and url is None:
@@ -54,12 +58,14 @@ class Overlord:
         self._stop_timeout = stop_timeout
         try:
             self.state_engine = StateEngine(self.state)
-            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout)
+            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease)
             self.state_engine.add_manager(self.task_runner)
         except BaseException:
             self.state.close()  # a bad argument must not keep the database locked
             raise
         self._cv = threading.Condition()
+        self._listening = threading.Event()  # set: the LISTEN thread ends
+        self._listener: threading.Thread | None = None
         self._ensure_next = time.monotonic() + ENSURE_INTERVAL
         self._requested: float | None = None  # earliest delay asked for since the last reset
         self._loop_thread: threading.Thread | None = None
@@ -106,19 +112,32 @@ class Overlord:
     def _run_loop(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL
         backoff = 0.0
+        store = self.state._uow.store
+        # Several hosts: another host's commit wakes this loop through LISTEN/NOTIFY, and the loop
+        # polls anyway (for expired leases, and for a notification lost while reconnecting).
+        interval = POLL_INTERVAL if store.shared else ENSURE_INTERVAL
+        if store.shared:
+            listen = getattr(store, "listen", None)
+            if listen is not None:
+                self._listener = threading.Thread(target=listen, args=(lambda: self._ensure_before(0),
+                                                                       self._listening),
+                                                  name="engine-listen", daemon=True)
+                self._listener.start()
         while True:
             with self._cv:
                 if self._stopping:
                     return
-                self._ensure_next = time.monotonic() + ENSURE_INTERVAL
+                self._ensure_next = time.monotonic() + interval
             try:
                 self.state_engine.ensure()
                 backoff = 0.0
             except EnsureError as e:
                 log.warning("%s", e)
                 if any(isinstance(err, DatabaseError) for err in e.errors):
-                    # The database was busy or failing: try again soon, not in 5 minutes.
-                    backoff = min(max(backoff * 2, 0.5), 60.0)
+                    # The database was busy or failing: try again soon, not in 5 minutes
+                    # (at once, nearly, after a conflict with another host).
+                    first = 0.01 if all(isinstance(err, DatabaseConflictError) for err in e.errors) else 0.5
+                    backoff = min(max(backoff * 2, first), 60.0)
                     self._ensure_before(backoff)
             except Exception:
                 log.exception("internal error: ensure pass failed")
@@ -211,12 +230,15 @@ class Overlord:
             if self._stopped:
                 return
             self._stopping = True
+            self._listening.set()
             self._cv.notify_all()
             thread = self._loop_thread
         if thread is not None:
             thread.join(self._stop_timeout)
             if thread.is_alive():
                 log.error("stop: the ensure loop did not stop within %g s", self._stop_timeout)
+        if self._listener is not None:
+            self._listener.join(2.0)  # it looks at its stop event twice a second
         self.state_engine.stop()
         with self._cv:
             self._stopped = True

@@ -11,12 +11,12 @@ from . import _time
 from .errors import DatabaseCorruptError, NotFoundError
 
 if TYPE_CHECKING:
-    from .state import State
+    from ._work import Work
 
 log = logging.getLogger("engine.prune")
 
 
-def prune(st: State, start_of_operation: datetime, prune_wait: float, abort_wait: float,
+def prune(w: Work, start_of_operation: datetime, prune_wait: float, abort_wait: float,
           max_ready_changes: int) -> None:
     """prune applies snapd's prune rules to the state; the caller holds the lock.
 
@@ -27,30 +27,21 @@ def prune(st: State, start_of_operation: datetime, prune_wait: float, abort_wait
     times before start_of_operation count as start_of_operation; tasks in no
     change spawned before now - prune_wait go; expired warnings go.
     """
-    now = st._now()
+    now = w.now()
     prune_limit = now - timedelta(seconds=prune_wait)
     abort_limit = now - timedelta(seconds=abort_wait)
-    st._flush()
-    store = st._store
-    st._warnings.prune(now)
+    w.flush()
+    store = w.store
+    w.warnings.prune(now)
 
-    doomed = [r[0] for r in store.query(
-        "SELECT id FROM changes WHERE ready_time IS NOT NULL AND ready_time < ? ORDER BY id",
-        (_time.to_text(prune_limit),),
-    )]
-    ready_left = int(store.query("SELECT count(*) FROM changes WHERE ready_time IS NOT NULL")[0][0]) - len(doomed)
+    limit_text = _time.to_text(prune_limit)
+    doomed = store.ready_changes_before(limit_text)
+    ready_left = store.ready_change_count() - len(doomed)
     if ready_left > max_ready_changes:
-        doomed += [r[0] for r in store.query(
-            "SELECT id FROM changes WHERE ready_time IS NOT NULL AND ready_time >= ? "
-            "ORDER BY ready_time, id LIMIT ?",
-            (_time.to_text(prune_limit), ready_left - max(max_ready_changes, 0)),
-        )]
+        doomed += store.oldest_ready_changes(limit_text, ready_left - max(max_ready_changes, 0))
 
     to_abort = []
-    for cid, spawn_text, ntasks in store.query(
-        "SELECT c.id, c.spawn_time, (SELECT count(*) FROM tasks t WHERE t.change_id = c.id) "
-        "FROM changes c WHERE c.ready_time IS NULL ORDER BY c.id"
-    ):
+    for cid, spawn_text, ntasks in store.unready_changes():
         try:
             spawn = max(_time.from_text(spawn_text), start_of_operation)
         except (TypeError, ValueError):
@@ -62,28 +53,16 @@ def prune(st: State, start_of_operation: datetime, prune_wait: float, abort_wait
             to_abort.append(cid)
     for cid in to_abort:
         try:
-            chg = st._change_handle(st._crec(cid))
+            chg = w.change_handle(w.crec(cid))
             log.info("aborting unready lanes of change %s, spawned before %s", cid, _time.to_text(abort_limit))
             chg.abort_unready_lanes()
         except (DatabaseCorruptError, NotFoundError) as e:
             log.error("cannot abort the unready lanes of change %s: %s", cid, e)
 
     if doomed:
-        st._flush()
-        store.begin_write()
-        store.execute_in("DELETE FROM changes WHERE id IN ({})", doomed)
-        gone = set(doomed)
-        for tid in [tid for tid, rec in st._tasks.items() if rec.change_id in gone]:
-            del st._tasks[tid]
-        for cid in doomed:
-            st._changes.pop(cid, None)
+        w.delete_changes(doomed)
         log.debug("pruned %d changes", len(doomed))
 
-    orphans = [r[0] for r in store.query(
-        "SELECT id FROM tasks WHERE change_id IS NULL AND spawn_time < ?", (_time.to_text(prune_limit),)
-    )]
+    orphans = store.orphan_tasks_before(limit_text)
     if orphans:
-        store.begin_write()
-        store.execute_in("DELETE FROM tasks WHERE id IN ({})", orphans)
-        for tid in orphans:
-            st._tasks.pop(tid, None)
+        w.delete_tasks(orphans)

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""State: the lock, the transaction, and the cache of changes and tasks.
+"""State: the lock, and the public API over a unit of work and a store.
 
-One State owns one SQLite connection. Taking the lock (``with st:``) starts
-a unit of work; releasing the outermost lock writes everything changed in it
-in one transaction (snapd's checkpoint). Changes and tasks are loaded only
-when asked for, so history does not weigh on opening or on ensure passes.
-See docs/concepts.md for the locking and transaction rules.
+One State owns one Store (its database link, engine.store) and one
+UnitOfWork (its cache of records and what it writes, engine.unitofwork).
+Taking the lock (``with st:``) starts a unit of work; releasing the
+outermost lock writes everything changed in it in one transaction (snapd's
+checkpoint). Changes and tasks are loaded only when asked for, so history
+does not weigh on opening or on ensure passes. See docs/concepts.md for the
+locking and transaction rules.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,17 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import ChangeRec, TaskRec
-from ._values import INT64_MAX, check_key, check_name, clean_text, dump_value
+from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
-from .dblink import DbLink
-from .errors import (
-    DatabaseBusyError,
-    DatabaseCorruptError,
-    EngineError,
-    NoStateError,
-    NotFoundError,
-    ReadOnlyStateError,
-)
+from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
+from .store import Store, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
 if TYPE_CHECKING:
@@ -42,31 +38,23 @@ if TYPE_CHECKING:
     from .task import Task
     from .warning import StateWarning
 
+__all__ = ["MISSING", "State"]
+
 log = logging.getLogger("engine.state")
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-#: MISSING is the default of State.get: raise NoStateError when absent.
-MISSING: Any = _Missing()
-
+#: How often a State on a shared store checks the blockers counts (seconds).
+RECHECK_INTERVAL = 5.0
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
 
 
-class State(UnitOfWork):
+class State:
     """State is the persistent state of the engine, guarded by one lock."""
 
-    def __init__(self, link: DbLink, clock: _time.Clock, options: DatabaseOptions, read_only: bool = False) -> None:
-        from .store import Store
-
-        self._link = link
-        super().__init__(Store(link.raw, link.target, options.busy_budget, options.synchronous,
-                               options.busy_timeout), link.target, clock)
+    def __init__(self, store: Store, clock: _time.Clock, read_only: bool = False) -> None:
+        self._store = store
+        self._target = store.target
         self._lock = threading.RLock()
         self._owner: int | None = None
         self._depth = 0
@@ -75,12 +63,14 @@ class State(UnitOfWork):
         # Why this State may not write (None: it may); see _refuse_writes.
         self._refusal: str | None = None
         self._release_at_unlock = False
+        self._uow = UnitOfWork(self, store, clock, self._check, self._held)
+        self._cache: dict[Any, Any] = {}
         if read_only:
             self._refuse_writes("it was opened read-only")
-        self._data_version = self._store.data_version()
-        self._waiters: dict[int, threading.Event] = {}
         self._hook_ids = itertools.count(1)
         self._ensure_hook: Callable[[float], None] | None = None
+        self._recheck_at = 0.0
+        store.check_read()  # ends what opening read (a transaction, on PostgreSQL)
 
     # -- opening and closing ------------------------------------------------
 
@@ -103,25 +93,13 @@ class State(UnitOfWork):
         if path is not None and url is not None:
             raise ValueError("cannot open state: give path or url, not both")
         options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
-        if path is not None:
-            file_path: Path | None = Path(path)
-            target = str(path)
-            url = f"sqlite:///{path}"
-        else:
-            url = url or "sqlite://"
-            from sqlalchemy.engine import make_url
-
-            file_path = DbLink.file_of(url)
-            target = make_url(url).database or ":memory:"
-        if read_only and file_path is None:
-            raise ValueError("cannot open a private in-memory database read-only: there is nothing to read")
-        link = DbLink.open(file_path, url, target, options, read_only=read_only)
+        store = open_store(path, url, options, read_only=read_only)
         try:
-            state = cls(link, clock or _time.system_clock, options, read_only)
+            state = cls(store, clock or _time.system_clock, read_only)
         except BaseException:
-            link.close()
+            store.close(tidy=False)
             raise
-        log.debug("opened state database %s%s", target, " read-only" if read_only else "")
+        log.debug("opened state database %s%s", store.target, " read-only" if read_only else "")
         return state
 
     def close(self) -> None:
@@ -138,13 +116,10 @@ class State(UnitOfWork):
         with self._lock:
             if self._closed:
                 return
-            if self._pending():
+            if self._uow.pending():
                 log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
-            self._store.rollback()
-            if self._refusal is None:
-                self._link.checkpoint()
             self._closed = True
-            self._link.close()
+            self._store.close(tidy=self._refusal is None)
 
     def _refuse_writes(self, reason: str) -> None:
         """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
@@ -176,21 +151,19 @@ class State(UnitOfWork):
                 self._release_at_unlock = True
                 self._refuse_writes(reason)
                 return
-            if not self._closed and self._pending():
+            if not self._closed and self._uow.pending():
                 self._refusal = None
                 try:
-                    self._commit()
+                    self._uow.commit()
                 except EngineError as e:
                     log.error("cannot write what was kept for state database %s before stopping: %s",
                               self._target, e)
-                    self._rollback()
+                    self._uow.rollback()
                 finally:
                     self._refusal = reason
             self._refuse_writes(reason)
             if not self._closed:
-                self._store.rollback()
-                self._link.checkpoint()
-                self._link.release_writer()
+                self._store.fence(tidy=True)
         finally:
             self._lock.release()
 
@@ -221,24 +194,25 @@ class State(UnitOfWork):
                 raise RuntimeError("cannot use a closed State")
             self._owner = threading.get_ident()
             ready: list[int] = []
+            uow = self._uow
             try:
                 self._refresh()
-                if self._pending() and self._refusal is not None:
+                if uow.pending() and self._refusal is not None:
                     # Kept from a commit refused when the State was fenced
                     # during it: they can never be written.
                     log.warning("dropping changes that state database %s can no longer write: %s",
                                 self._target, self._refusal)
-                    self._rollback()
-                elif self._pending():
+                    uow.rollback()
+                elif uow.pending():
                     # Changes kept from a commit that failed (the database was
                     # busy) are written before a new unit of work begins, so
                     # that its rollback cannot take them along.
-                    ready = self._commit()
+                    ready = uow.commit()
             except BaseException:
                 self._owner = None
                 self._lock.release()
                 raise
-            woken, self._woken = self._woken, False
+            woken, uow.woken = uow.woken, False
             self._wake(ready, woken)
         self._depth += 1
 
@@ -253,12 +227,13 @@ class State(UnitOfWork):
         woken = False
         try:
             ready = self._commit_or_refuse()
-            if self._link.changed_under_snapshot():
-                self._forget()
-                raise DatabaseBusyError(f"cannot read state database {self._target}: a writer changed the file "
-                                        "while it was read; read it again")
+            try:
+                self._store.check_read()
+            except DatabaseBusyError:
+                self._uow.forget()
+                raise
         finally:
-            woken, self._woken = self._woken, False
+            woken, self._uow.woken = self._uow.woken, False
             self._depth = 0
             self._owner = None
             self._release_fenced()
@@ -267,26 +242,25 @@ class State(UnitOfWork):
 
     def _commit_or_refuse(self) -> list[int]:
         if self._refusal is None:
-            return self._commit()
-        if not self._pending():
+            return self._uow.commit()
+        if not self._uow.pending():
             return []
-        self._rollback()
+        self._uow.rollback()
         raise ReadOnlyStateError(f"cannot commit to state database {self._target}: {self._refusal}; "
                                  "nothing of this unit of work was written")
 
     def _release_fenced(self) -> None:
         if self._release_at_unlock:
             self._release_at_unlock = False
-            self._store.rollback()
-            self._link.release_writer()
+            self._store.fence(tidy=False)
 
     def _wake(self, ready: list[int], woken: bool = False) -> None:
         """_wake tells waiters their changes are ready, and the work hook that tasks may run."""
         for cid in ready:
-            event = self._waiters.pop(cid, None)
+            event = self._uow.waiters.pop(cid, None)
             if event is not None:
                 event.set()
-        hook = self._work_hook
+        hook = self._uow.work_hook
         if woken and hook is not None:
             hook()
 
@@ -300,7 +274,7 @@ class State(UnitOfWork):
             return
         self._check()
         try:
-            self._rollback()
+            self._uow.rollback()
         finally:
             self._depth -= 1
             if self._depth == 0:
@@ -312,20 +286,38 @@ class State(UnitOfWork):
         if self._owner != threading.get_ident():
             raise RuntimeError("cannot access state without holding its lock (use 'with state:')")
 
+    def _held(self) -> bool:
+        return self._owner == threading.get_ident()
+
     def _refresh(self) -> None:
-        if self._link.stale():  # a read-only snapshot, and a writer appeared
-            self._link.reconnect()
-            self._store.raw = self._link.raw
-            self._data_version = -1
+        if self._store.shared:
+            # Other hosts may have written anything: every unit of work reads
+            # afresh, its rows locked as they are loaded (engine.store.postgresql).
+            self._store.refresh()
+            uow = self._uow
+            if not uow.pending():
+                uow.forget(routine=True)
+            now = time.monotonic()
+            if now >= self._recheck_at:  # blockers counts that two hosts raced on are repaired
+                self._recheck_at = now + RECHECK_INTERVAL
+                uow.blockers_suspect = True
+            return
         # Another connection (a sqlite3 shell) committed: forget the cache.
-        version = self._store.data_version()
-        if version != self._data_version:
-            self._data_version = version
-            self._blockers_suspect = True
-            self._new_waits = None  # an edge may have come from outside: look for cycles everywhere
-            if not self._pending():
-                self._forget()
-                self._sync_sequences()
+        if self._store.refresh():
+            uow = self._uow
+            uow.blockers_suspect = True
+            uow.new_waits = None  # an edge may have come from outside: look for cycles everywhere
+            if not uow.pending():
+                uow.forget()
+                uow.sync_sequences()
+
+    def _now(self) -> datetime:
+        """_now is the State clock's time (the Overlord's start of operation)."""
+        return self._uow.now()
+
+    def _has_unclean_ready(self) -> bool:
+        """_has_unclean_ready says whether a ready change still has tasks to clean (the Overlord's settle)."""
+        return self._uow.has_unclean_ready()
 
     # -- the public API ---------------------------------------------------------
 
@@ -333,10 +325,7 @@ class State(UnitOfWork):
         """get returns the JSON value stored under key (NoStateError if missing)."""
         self._check()
         check_key(key, "the state")
-        if key in self._values:
-            text = self._values[key]
-        else:
-            text = self._values[key] = self._store.state_value(key)
+        text = self._uow.value(key)
         if text is None:
             if default is MISSING:
                 raise NoStateError(key)
@@ -347,8 +336,7 @@ class State(UnitOfWork):
         """set stores a JSON-serialisable value under key; None deletes the key."""
         self._check()
         check_key(key, "the state")
-        self._values[key] = None if value is None else dump_value(key, value, "the state")
-        self._dirty_values.add(key)
+        self._uow.set_value(key, None if value is None else dump_value(key, value, "the state"))
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
@@ -376,10 +364,10 @@ class State(UnitOfWork):
         self._check()
         check_name(kind, "change kind")
         summary = clean_text(summary, "change summary")
-        rec = ChangeRec(self._next_id("change"), kind, summary, self._now())
-        self._changes[rec.id] = rec
-        self._new_changes.add(rec.id)
-        return self._change_handle(rec)
+        uow = self._uow
+        rec = ChangeRec(uow.next_id("change"), kind, summary, uow.now())
+        uow.add_change(rec)
+        return uow.change_handle(rec)
 
     def changes(self) -> list[Change]:
         """changes returns every change in the database, oldest first.
@@ -387,15 +375,9 @@ class State(UnitOfWork):
         A change whose row cannot be read (edited by hand) is left out and logged.
         """
         self._check()
-        self._flush()
-        ids = self._store.change_ids()
-        missing = [cid for cid in ids if cid not in self._changes]
-        for row in self._store.change_rows(missing):
-            try:
-                self._changes[row[0]] = ChangeRec.from_row(row)
-            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
-                log.error("leaving out change %s: %s", row[0], e)
-        return [self._change_handle(self._changes[cid]) for cid in ids if cid in self._changes]
+        uow = self._uow
+        uow.flush()
+        return [uow.change_handle(uow.changes[cid]) for cid in uow.readable("change", self._store.change_ids())]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -404,7 +386,7 @@ class State(UnitOfWork):
         if cid is None:
             return None
         try:
-            return self._change_handle(self._crec(cid))
+            return self._uow.change_handle(self._uow.crec(cid))
         except NotFoundError:
             return None
 
@@ -416,23 +398,17 @@ class State(UnitOfWork):
         self._check()
         check_name(kind, "task kind")
         summary = clean_text(summary, "task summary")
-        rec = TaskRec(self._next_id("task"), kind, summary, self._now())
-        self._tasks[rec.id] = rec
-        self._new_tasks.add(rec.id)
-        return self._task_handle(rec)
+        uow = self._uow
+        rec = TaskRec(uow.next_id("task"), kind, summary, uow.now())
+        uow.add_task(rec)
+        return uow.task_handle(rec)
 
     def tasks(self) -> list[Task]:
         """tasks returns every task that belongs to a change (one whose row cannot be read is left out)."""
         self._check()
-        self._flush()
-        ids = self._store.linked_task_ids()
-        missing = [tid for tid in ids if tid not in self._tasks]
-        for row in self._store.task_rows(missing) if missing else ():
-            try:
-                self._tasks[row[0]] = TaskRec.from_row(row)
-            except DatabaseCorruptError as e:  # a row edited by hand: the runner reports it
-                log.error("leaving out task %s: %s", row[0], e)
-        return [self._task_handle(self._tasks[tid]) for tid in ids if tid in self._tasks]
+        uow = self._uow
+        uow.flush()
+        return [uow.task_handle(uow.tasks[tid]) for tid in uow.readable("task", self._store.linked_task_ids())]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -441,21 +417,21 @@ class State(UnitOfWork):
         if tid is None:
             return None
         try:
-            rec = self._trec(tid)
+            rec = self._uow.trec(tid)
         except NotFoundError:
             return None
-        return self._task_handle(rec) if rec.change_id is not None else None
+        return self._uow.task_handle(rec) if rec.change_id is not None else None
 
     def task_count(self) -> int:
         """task_count counts every task, whether in a change or not."""
         self._check()
-        self._flush()
+        self._uow.flush()
         return self._store.task_count()
 
     def new_lane(self) -> int:
         """new_lane returns a new lane number (lanes start at 1)."""
         self._check()
-        return self._next_id("lane")
+        return self._uow.next_id("lane")
 
     def ensure_before(self, seconds: float | timedelta) -> None:
         """ensure_before asks for the next ensure pass within the given delay."""
@@ -476,7 +452,7 @@ class State(UnitOfWork):
         while the loop runs starts at once; ensure_before stays for what
         managers and the runner ask for themselves.
         """
-        self._work_hook = hook
+        self._uow.work_hook = hook
 
     def prune(self, start_of_operation: datetime, prune_wait: float | timedelta,
               abort_wait: float | timedelta, max_ready_changes: int) -> None:
@@ -484,7 +460,7 @@ class State(UnitOfWork):
         self._check()
         from .prune import prune
 
-        prune(self, _time.utc(start_of_operation, "start_of_operation"),
+        prune(self._uow, _time.utc(start_of_operation, "start_of_operation"),
               _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
               max_ready_changes)
 
@@ -494,29 +470,29 @@ class State(UnitOfWork):
                     expire_after: float | timedelta | None = None) -> None:
         """add_warning records a warning, or refreshes the one with the same message."""
         self._check()
-        self._warnings.add(message, repeat_after, expire_after)
+        self._uow.warnings.add(message, repeat_after, expire_after)
 
     def warnings(self) -> list[StateWarning]:
         """warnings returns the warnings due to be shown, oldest first."""
         self._check()
-        return self._warnings.pending_warnings()
+        return self._uow.warnings.pending_warnings()
 
     def all_warnings(self) -> list[StateWarning]:
         """all_warnings returns every unexpired warning, oldest first."""
         self._check()
-        return self._warnings.all()
+        return self._uow.warnings.all()
 
     def okay_warnings(self, t: datetime) -> int:
         """okay_warnings marks the warnings due at t as shown and returns how many."""
         self._check()
-        return self._warnings.okay(_time.utc(t, "okay_warnings time"))
+        return self._uow.warnings.okay(_time.utc(t, "okay_warnings time"))
 
     # -- assertions ---------------------------------------------------------------
 
     @property
     def assertions(self) -> AssertionBook:
         """assertions stores and looks up signed documents by type and primary key (lock needed)."""
-        return self._assertions
+        return self._uow.assertions
 
     # -- hooks ----------------------------------------------------------------------
 
@@ -524,25 +500,25 @@ class State(UnitOfWork):
         """add_task_status_changed_handler calls fn(task, old, new) on every task status change."""
         self._check()
         hid = next(self._hook_ids)
-        self._task_hooks[hid] = fn
+        self._uow.task_hooks[hid] = fn
         return hid
 
     def remove_task_status_changed_handler(self, hid: int) -> None:
         """remove_task_status_changed_handler removes a handler added earlier."""
         self._check()
-        self._task_hooks.pop(hid, None)
+        self._uow.task_hooks.pop(hid, None)
 
     def add_change_status_changed_handler(self, fn: ChangeHook) -> int:
         """add_change_status_changed_handler calls fn(change, old, new) on every change status change."""
         self._check()
         hid = next(self._hook_ids)
-        self._change_hooks[hid] = fn
+        self._uow.change_hooks[hid] = fn
         return hid
 
     def remove_change_status_changed_handler(self, hid: int) -> None:
         """remove_change_status_changed_handler removes a handler added earlier."""
         self._check()
-        self._change_hooks.pop(hid, None)
+        self._uow.change_hooks.pop(hid, None)
 
 
 def _parse_id(id: str | int) -> int | None:

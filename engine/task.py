@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import TaskRec
-from ._values import INT64_MAX, check_int64, check_key, clean_text
-from .change import _get, _set
+from ._values import INT64_MAX, MISSING, check_int64, check_key, clean_text, get_value, set_value
 from .errors import EngineError
-from .state import MISSING
 from .status import Status
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .change import Change
     from .state import State
 
@@ -26,34 +25,35 @@ class Task:
     Obtain tasks from State.new_task, State.task or Change.tasks.
     """
 
-    __slots__ = ("_st", "_tid")
+    __slots__ = ("_tid", "_w")
 
-    def __init__(self, state: State, tid: int) -> None:
-        self._st = state
+    def __init__(self, w: Work, tid: int) -> None:
+        self._w = w
         self._tid = tid
 
     def __repr__(self) -> str:
         return f"<Task {self._tid}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Task) and other._st is self._st and other._tid == self._tid
+        return isinstance(other, Task) and other._w is self._w and other._tid == self._tid
 
     def __hash__(self) -> int:
-        return hash((id(self._st), "task", self._tid))
+        return hash((id(self._w), "task", self._tid))
 
     def _rec(self) -> TaskRec:
-        self._st._check()
-        return self._st._trec(self._tid)
+        self._w.check()
+        return self._w.trec(self._tid)
 
     @property
     def state(self) -> State:
         """state is the State the task belongs to (no lock needed)."""
-        return self._st
+        state: State = self._w.state
+        return state
 
     @property
     def id(self) -> str:
         """id is the task's id, a string of decimal digits."""
-        self._st._check()
+        self._w.check()
         return str(self._tid)
 
     @property
@@ -85,7 +85,7 @@ class Task:
             status = Status.DO
         if status is Status.DONE and rec.status is Status.ABORT:
             return
-        self._st._set_task_status(rec, status)
+        self._w.set_task_status(rec, status)
 
     def set_to_wait(self, waited_status: Status) -> None:
         """set_to_wait parks the task in Wait; waited_status is what it becomes afterwards."""
@@ -97,8 +97,8 @@ class Task:
             return
         if rec.waited_status is not waited_status:
             rec.waited_status = waited_status
-            self._st._dirty_task(rec)
-        self._st._set_task_status(rec, Status.WAIT)
+            self._w.dirty_task(rec)
+        self._w.set_task_status(rec, Status.WAIT)
 
     @property
     def waited_status(self) -> Status:
@@ -108,13 +108,13 @@ class Task:
     def get(self, key: str, default: Any = MISSING) -> Any:
         """get returns the JSON value stored under key (NoStateError if missing)."""
         rec = self._rec()
-        return _get(rec.data.items(f"task {self._tid}"), check_key(key, f"task {self._tid}"), default)
+        return get_value(rec.data.items(f"task {self._tid}"), check_key(key, f"task {self._tid}"), default)
 
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        _set(rec.data.items(f"task {self._tid}"), key, value, f"task {self._tid}")
-        self._st._dirty_task(rec)
+        set_value(rec.data.items(f"task {self._tid}"), key, value, f"task {self._tid}")
+        self._w.dirty_task(rec)
 
     def has(self, key: str) -> bool:
         """has returns whether a value is stored under key."""
@@ -129,12 +129,13 @@ class Task:
         rec = self._rec()
         if rec.change_id is None:
             return None
-        return self._st._change_handle(self._st._crec(rec.change_id))
+        chg: Change = self._w.change_handle(self._w.crec(rec.change_id))
+        return chg
 
     def log(self) -> list[str]:
         """log returns the last ten log lines, each '<time> INFO|ERROR <message>'."""
         rec = self._rec()
-        return [f"{_log_time(t)} {level} {msg}" for t, level, msg in self._st._log_lines(rec)]
+        return [f"{_log_time(t)} {level} {msg}" for t, level, msg in self._w.log_lines(rec)]
 
     def logf(self, fmt: str, *args: Any) -> None:
         """logf adds an INFO line to the task's log (printf-style formatting).
@@ -142,12 +143,12 @@ class Task:
         Lone surrogates (from os.fsdecode'd file names) are stored as escapes.
         """
         rec = self._rec()
-        self._st._add_log(rec, "INFO", _message(fmt, args, rec.id))
+        self._w.add_log(rec, "INFO", _message(fmt, args, rec.id))
 
     def errorf(self, fmt: str, *args: Any) -> None:
         """errorf adds an ERROR line to the task's log (printf-style formatting)."""
         rec = self._rec()
-        self._st._add_log(rec, "ERROR", _message(fmt, args, rec.id))
+        self._w.add_log(rec, "ERROR", _message(fmt, args, rec.id))
 
     def progress(self) -> tuple[str, int, int]:
         """progress returns (label, done, total); unset, it is done/total 0/1 while Do, else 1/1."""
@@ -167,23 +168,16 @@ class Task:
         done = check_int64(done, f"{what}: done")
         total = check_int64(total, f"{what}: total")
         rec.progress = None if total <= 0 or done > total or done < 0 else (label, done, total)
-        self._st._dirty_task(rec)
+        self._w.dirty_task(rec)
 
     def wait_for(self, other: Task) -> None:
         """wait_for makes this task wait until other is Done."""
         rec = self._rec()
-        if other._st is not self._st:
+        if other._w is not self._w:
             raise EngineError(f"cannot make task {self._tid} wait for task {other._tid} of another State")
-        orec = self._st._trec(other._tid)
-        waits = self._st._wait_ids(rec)
-        if orec.id in waits:
-            return
-        waits.append(orec.id)
-        self._st._halt_ids(orec).append(rec.id)
-        self._st._new_edges.add((rec.id, orec.id))
-        for cid in {rec.change_id, orec.change_id}:
-            if cid is not None:
-                self._st._touched.add(cid)
+        orec = self._w.trec(other._tid)
+        if orec.id not in self._w.wait_ids(rec):
+            self._w.add_edge(rec, orec)
 
     def wait_all(self, taskset: TaskSet) -> None:
         """wait_all makes this task wait for every task of taskset."""
@@ -192,32 +186,28 @@ class Task:
 
     def wait_tasks(self) -> list[Task]:
         """wait_tasks returns the tasks this task waits for."""
-        st = self._st
-        return [st._task_handle(r) for r in st._trecs(list(st._wait_ids(self._rec())))]
+        w = self._w
+        return [w.task_handle(r) for r in w.trecs(list(w.wait_ids(self._rec())))]
 
     def halt_tasks(self) -> list[Task]:
         """halt_tasks returns the tasks that wait for this task."""
-        st = self._st
-        return [st._task_handle(r) for r in st._trecs(list(st._halt_ids(self._rec())))]
+        w = self._w
+        return [w.task_handle(r) for r in w.trecs(list(w.halt_ids(self._rec())))]
 
     def num_halt_tasks(self) -> int:
         """num_halt_tasks counts the tasks that wait for this task."""
-        return len(self._st._halt_ids(self._rec()))
+        return len(self._w.halt_ids(self._rec()))
 
     def join_lane(self, lane: int) -> None:
         """join_lane adds the task to a lane; lanes abort independently on errors."""
         rec = self._rec()
         if isinstance(lane, bool) or not isinstance(lane, int) or not 0 < lane <= INT64_MAX:
             raise ValueError(f"cannot add task {self._tid} to lane {lane!r}: lanes are positive 64-bit integers")
-        lanes = self._st._lanes(rec)
-        if lane not in lanes:
-            lanes.append(lane)
-            lanes.sort()
-            self._st._new_lanes.add((rec.id, lane))
+        self._w.add_lane(rec, lane)
 
     def lanes(self) -> list[int]:
         """lanes returns the task's lanes, [0] for a task in no lane."""
-        return list(self._st._lanes(self._rec()) or [0])
+        return list(self._w.lanes(self._rec()) or [0])
 
     def at(self, when: datetime | None) -> None:
         """at schedules the task no earlier than when; None clears the schedule."""
@@ -225,14 +215,14 @@ class Task:
         if when is None:
             if rec.at_time is not None:
                 rec.at_time = None
-                self._st._dirty_task(rec)
+                self._w.dirty_task(rec)
             return
         when = _time.utc(when, "at time")
         if rec.status.ready:
             return
         rec.at_time = when
-        self._st._dirty_task(rec)
-        self._st.ensure_before(max(0.0, (when - self._st._now()).total_seconds()))
+        self._w.dirty_task(rec)
+        self._w.state.ensure_before(max(0.0, (when - self._w.now()).total_seconds()))
 
     @property
     def at_time(self) -> datetime | None:
@@ -273,19 +263,19 @@ class Task:
         rec = self._rec()
         if rec.clean:
             return
-        st = self._st
-        crec = st._crec(rec.change_id) if rec.change_id is not None else None
+        w = self._w
+        crec = w.crec(rec.change_id) if rec.change_id is not None else None
         if crec is not None:
             if crec.ready_time is None:
                 raise EngineError(f"cannot mark task {self._tid} clean: change {crec.id} is not ready")
-            st._counts(crec)
+            w.counts(crec)
         rec.clean = True
-        st._dirty_task(rec)
+        w.dirty_task(rec)
         if crec is not None:
             crec.unclean -= 1
             if crec.unclean <= 0 and not crec.clean:
                 crec.clean = True
-                st._dirty_change(crec)
+                w.dirty_change(crec)
 
 
 def _log_time(text: str) -> str:
@@ -323,7 +313,7 @@ class TaskSet:
 
     def _check(self, extra: Iterable[Task] = ()) -> None:
         for t in (*self._tasks[:1], *extra):
-            t._st._check()
+            t._w.check()
 
     def add_task(self, task: Task) -> None:
         """add_task adds task to the set, once."""

@@ -23,7 +23,8 @@ import tenacity
 from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
-from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run
+from .leases import DEFAULT_LEASE, Leases
+from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs
 from .status import Status
 
 if TYPE_CHECKING:
@@ -44,39 +45,31 @@ DEFAULT_STOP_TIMEOUT = 30.0
 _PAGE = 256
 
 
-class TaskRunner(OutcomeRecorder):
+class TaskRunner:
     """TaskRunner runs the handlers registered for task kinds.
 
     Drive it with ensure() and wait(), or let an Overlord do so.
     """
 
     def __init__(self, state: State, *, workers: int = DEFAULT_WORKERS,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE) -> None:
         if workers < 1:
             raise ValueError(f"cannot create a task runner with {workers} workers")
         self._st = state
+        self._w = state._uow
         self._size = workers
         self._stop_timeout = stop_timeout
         self._handlers: dict[str, HandlerPair] = {}
         self._optional: list[tuple[Match, HandlerPair]] = []
         self._cleanups: dict[str, Handler] = {}
         self._blocked: list[Blocked] = []
-        self._on_error: Callable[[BaseException], Any] | None = None
         self._mu = threading.Lock()  # ensure, stop, stop_kinds; taken before the state lock
-        self._runs_lock = threading.Lock()  # taken after the state lock, never before
-        self._idle = threading.Condition(self._runs_lock)
-        self._runs: dict[int, Run] = {}
-        self._uncommitted = 0  # outcomes taken by the recorder, not committed yet
-        self._outcomes: list[Run] = []
-        self._have_outcomes = threading.Condition(self._runs_lock)
-        self._recorder: threading.Thread | None = None
+        self._r = Runs()
+        # Several hosts on one database: claims under leases (engine.leases).
+        self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
+        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
-        self._stopped = False
-        self._stopping = False
-        self._abandoned = False
-        self._some_blocked = False
-        self._starved = False
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
         self._damaged_tasks: set[int] = set()
         self._damaged_changes: set[int] = set()
@@ -130,7 +123,7 @@ class TaskRunner(OutcomeRecorder):
 
     def on_task_error(self, callback: Callable[[BaseException], Any]) -> None:
         """on_task_error calls callback(error) whenever a task fails."""
-        self._on_error = callback
+        self._r.on_error = callback
 
     def known_task_kinds(self) -> list[str]:
         """known_task_kinds lists the task kinds with registered handlers."""
@@ -146,7 +139,7 @@ class TaskRunner(OutcomeRecorder):
         if pair is not None:
             return pair
         if self._optional:
-            task = self._st._task_handle(rec)
+            task = self._w.task_handle(rec)
             for match, opt in self._optional:
                 if match(task):
                     return opt
@@ -157,51 +150,55 @@ class TaskRunner(OutcomeRecorder):
     def ensure(self) -> None:
         """ensure claims the runnable tasks (as many as there are free workers) and starts them."""
         with self._mu:
-            if self._stopped:
+            if self._r.stopped:
                 return
             started: list[Run] = []
             try:
                 with self._st:
                     self._claim(started)
             except BaseException:
-                with self._runs_lock:
+                with self._r.lock:
                     for run in started:
-                        self._runs.pop(run.tid, None)
-                    self._idle.notify_all()
+                        self._r.runs.pop(run.tid, None)
+                    self._r.idle.notify_all()
                 raise
             for run in started:
                 self._start(run)
 
     def _claim(self, started: list[Run]) -> None:
-        st = self._st
-        store = st._store
-        st._flush()  # a user's pending writes commit with full durability
-        if self._generation != st._generation:
+        w = self._w
+        store = w.store
+        w.flush()  # a user's pending writes commit with full durability
+        if self._generation != w.generation:
             # The cache was dropped: what the runner learnt of damaged rows may be stale.
-            self._generation = st._generation
+            self._generation = w.generation
             self._checked.clear()
             self._quarantined.clear()
-        st._check_blockers()
+        w.check_blockers()
+        if self._leases is not None:
+            with self._r.lock:
+                mine = set(self._r.runs)
+            self._leases.reap(w, mine)
         self._fail_cycles()
         if not store.in_write:
             # What a pass writes (claims, Abort to Undo, cleanups) is derived
             # from the state again after a crash: no sync of its own needed.
-            st._relax_commit()
-        now = st._now()
-        with self._runs_lock:
-            runs = dict(self._runs)
-        self._some_blocked = False
-        self._starved = False
+            w.relax_commit()
+        now = w.now()
+        with self._r.lock:
+            runs = dict(self._r.runs)
+        self._r.some_blocked = False
+        self._r.starved = False
         # Aborted tasks: stop the running ones, move the others on.
-        for row in _pages(lambda after, n: store.runnable(("Abort",), after, n), lambda: _PAGE):
+        for row in _pages(lambda after, n: store.tasks_in_status("Abort", after, n), lambda: _PAGE):
             rec = self._load(row)
             if rec is None or rec.status is not Status.ABORT or self._pair(rec).do is None:
                 continue
             if rec.id in runs:
                 runs[rec.id].tomb.kill()
             else:
-                self._try_undo(rec)
-        st._flush()
+                self._recorder.try_undo(rec)
+        w.flush()
         running = [run.task for run in runs.values()]
         free = self._size - len(runs)
         next_time: datetime | None = None
@@ -211,7 +208,7 @@ class TaskRunner(OutcomeRecorder):
             return min(_PAGE, max(free, 0) + 16)
 
         candidates = (
-            (lambda after, n: store.runnable(("Doing", "Undoing"), after, n), lambda: _PAGE),
+            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
             (store.runnable_undo, few),
             (store.runnable_do, few),
         )
@@ -227,31 +224,33 @@ class TaskRunner(OutcomeRecorder):
                     continue  # another runner (or a newer version) owns this kind
                 if rec.status is Status.UNDO and pair.undo is None:
                     # Nothing to undo: it stays done; what it waited for may undo now.
-                    st._set_task_status(rec, Status.DONE)
-                    if st._wait_ids(rec):
-                        st.ensure_before(0)
+                    w.set_task_status(rec, Status.DONE)
+                    if w.wait_ids(rec):
+                        self._st.ensure_before(0)
                     continue
                 if rec.at_time is not None and rec.at_time > now:
                     next_time = rec.at_time if next_time is None else min(next_time, rec.at_time)
                     continue
                 if free <= 0:
-                    self._starved = True
+                    self._r.starved = True
                     break
-                task = st._task_handle(rec)
+                task = w.task_handle(rec)
                 if any(pred(task, running) for pred in self._blocked):
-                    self._some_blocked = True
+                    self._r.some_blocked = True
                     continue
                 run = self._claim_one(rec, pair, task)
                 runs[rec.id] = run
                 started.append(run)
                 running.append(task)
                 free -= 1
-            if self._starved:
+            if self._r.starved:
                 break
+        if self._leases is not None:
+            store.release_claims(list(runs))  # the tasks running here keep theirs
         if free > 0:
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
-            st.ensure_before((next_time - now).total_seconds())
+            self._st.ensure_before((next_time - now).total_seconds())
 
     def _fail_cycles(self) -> None:
         """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.
@@ -261,16 +260,16 @@ class TaskRunner(OutcomeRecorder):
         end. Only changes whose tasks got new edges are looked at, or every
         change with waiting tasks after opening or a write from outside.
         """
-        st = self._st
-        cids = st._take_new_waits()
+        w = self._w
+        cids = w.take_new_waits()
         if cids is None:
-            cids = set(st._store.blocked_changes())
+            cids = set(w.store.blocked_changes())
         for cid in sorted(cids):
             try:
-                crec = st._crec(cid)
+                crec = w.crec(cid)
                 if crec.ready_time is not None:
                     continue
-                cycles = dependency_cycles(st, st._change_trecs(crec))
+                cycles = dependency_cycles(w, w.change_trecs(crec))
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("not looking for cycles in change %s: %s", cid, e)
                 continue
@@ -282,14 +281,14 @@ class TaskRunner(OutcomeRecorder):
                 for t in members:
                     if not t.status.ready or t.status is Status.HOLD:
                         chg = f"change {t.change_id}" if t.change_id is not None else "no change"
-                        self._failed(t, error, chg)
+                        self._recorder.failed(t, error, chg)
 
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
         if row[0] in self._quarantined:
             return None
         try:
-            return self._st._merge_task_rows([row])[0]
+            return self._w.merge_task_rows([row])[0]
         except DatabaseCorruptError as e:
             self._damaged("task", row[0], str(e), self._damaged_tasks)
             return None
@@ -305,14 +304,14 @@ class TaskRunner(OutcomeRecorder):
         cid = rec.change_id
         if cid is None:
             return True
-        st = self._st
+        w = self._w
         known = self._checked.get(cid)
         if known is not None:
             return known
         try:
-            crec = st._crec(cid)
-            st._counts(crec)
-            st._check_task_rows(crec)
+            crec = w.crec(cid)
+            w.counts(crec)
+            w.check_task_rows(crec)
             sound = True
         except NotFoundError:
             self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",
@@ -341,50 +340,52 @@ class TaskRunner(OutcomeRecorder):
         self._quarantined.add(tid)
 
     def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
-        st = self._st
+        w = self._w
         if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
             # A new phase starts a new retry series (attempts stays cumulative).
             rec.retry_attempts = 0
             rec.retry_since = None
-            st._dirty_task(rec)
+            w.dirty_task(rec)
         if rec.status in (Status.DO, Status.DOING):
             phase: Literal["do", "undo"] = "do"
-            st._set_task_status(rec, Status.DOING)
+            w.set_task_status(rec, Status.DOING)
             fn = pair.do
         else:
             phase = "undo"
-            st._set_task_status(rec, Status.UNDOING)
+            w.set_task_status(rec, Status.UNDOING)
             fn = pair.undo
         assert fn is not None
         if rec.at_time is not None:
             rec.at_time = None
-            st._dirty_task(rec)
+            w.dirty_task(rec)
         run = Run(rec.id, rec.kind, phase, fn, task, pair)
-        with self._runs_lock:
-            self._runs[rec.id] = run
+        with self._r.lock:
+            self._r.runs[rec.id] = run
         log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
         return run
 
     def _claim_cleanups(self, runs: dict[int, Run], started: list[Run], free: int) -> int:
-        st = self._st
-        for cid in st._store.unclean_changes():
-            for row in st._store.unclean_tasks(cid):
+        w = self._w
+        for cid in w.store.unclean_changes():
+            for row in w.store.unclean_tasks(cid):
                 rec = self._load(row)
                 if rec is None or rec.clean or rec.id in runs or self._pair(rec).do is None:
                     continue
                 if not self._sound(rec):
                     break
-                task = st._task_handle(rec)
+                task = w.task_handle(rec)
                 fn = self._cleanups.get(rec.kind)
                 if fn is None:
                     task.set_clean()
                     continue
                 if free <= 0:
-                    self._starved = True
+                    self._r.starved = True
                     return 0
+                if self._leases is not None and not w.store.claim_cleanup(rec.id):
+                    continue  # another runner cleans it
                 run = Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
-                with self._runs_lock:
-                    self._runs[rec.id] = run
+                with self._r.lock:
+                    self._r.runs[rec.id] = run
                 runs[rec.id] = run
                 started.append(run)
                 free -= 1
@@ -393,6 +394,8 @@ class TaskRunner(OutcomeRecorder):
     # -- running handlers -------------------------------------------------------
 
     def _start(self, run: Run) -> None:
+        if self._leases is not None:
+            self._leases.start_heartbeat()
         if inspect.iscoroutinefunction(run.fn):
             self._loop.submit(self._execute_async(run))
         else:
@@ -409,7 +412,7 @@ class TaskRunner(OutcomeRecorder):
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
         run.elapsed = time.monotonic() - t0
-        self._report(run)
+        self._recorder.report(run)
 
     async def _execute_async(self, run: Run) -> None:
         t0 = time.monotonic()
@@ -420,53 +423,55 @@ class TaskRunner(OutcomeRecorder):
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
         run.elapsed = time.monotonic() - t0
-        self._report(run)
+        self._recorder.report(run)
 
     # -- waiting and stopping ---------------------------------------------------
 
     def wait(self) -> None:
         """wait returns once no handler runs and every outcome is committed."""
-        with self._runs_lock:
-            while (self._runs or self._outcomes or self._uncommitted) and not self._abandoned:
-                self._idle.wait()
+        with self._r.lock:
+            while (self._r.runs or self._r.outcomes or self._r.uncommitted) and not self._r.abandoned:
+                self._r.idle.wait()
 
     def stop(self) -> None:
         """stop kills every tomb and waits, up to its bound, for the handlers to return."""
         with self._mu:
-            with self._runs_lock:
-                if self._stopped and (self._abandoned or not self._runs):
+            with self._r.lock:
+                if self._r.stopped and (self._r.abandoned or not self._r.runs):
                     return
-                self._stopped = self._stopping = True
-                runs = list(self._runs.values())
+                self._r.stopped = self._r.stopping = True
+                runs = list(self._r.runs.values())
             for run in runs:
                 run.tomb.kill()
+            if self._leases is not None:
+                self._leases.stop()  # what is abandoned below runs again elsewhere once its lease runs out
             deadline = time.monotonic() + self._stop_timeout
-            with self._runs_lock:
-                while self._runs or self._outcomes or self._uncommitted:
+            with self._r.lock:
+                while self._r.runs or self._r.outcomes or self._r.uncommitted:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        self._abandoned = True
+                        self._r.abandoned = True
                         log.error("stop: handlers of tasks %s did not return within %g s; they will run again "
-                                  "at the next start", sorted(self._runs), self._stop_timeout)
-                        self._have_outcomes.notify_all()
-                        self._idle.notify_all()
+                                  "at the next start", sorted(self._r.runs), self._stop_timeout)
+                        self._r.have_outcomes.notify_all()
+                        self._r.idle.notify_all()
                         break
-                    self._idle.wait(left)
-                self._have_outcomes.notify_all()
+                    self._r.idle.wait(left)
+                self._r.have_outcomes.notify_all()
             self._workers.shutdown()
             self._loop.shutdown()
 
     def stop_kinds(self, *kinds: str) -> None:
         """stop_kinds kills the tombs of running tasks of the given kinds and waits for them."""
         with self._mu:
-            with self._runs_lock:
-                runs = [run for run in self._runs.values() if run.kind in kinds]
+            with self._r.lock:
+                runs = [run for run in self._r.runs.values() if run.kind in kinds]
             for run in runs:
                 run.tomb.kill()
-            with self._runs_lock:
-                while (any(self._runs.get(run.tid) is run for run in runs) or self._uncommitted) \
-                        and not self._abandoned:
-                    self._idle.wait()
+            with self._r.lock:
+                while (any(self._r.runs.get(run.tid) is run for run in runs) or self._r.uncommitted) \
+                        and not self._r.abandoned:
+                    self._r.idle.wait()
 
 
 def _check_handler(kind: str, what: str, fn: object) -> None:

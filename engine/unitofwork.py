@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""UnitOfWork: the State's cache of records and what it writes at commit.
+"""UnitOfWork: the State's cache of records, and what it writes at commit.
 
-Records (engine._records) are loaded on demand; every change to one is noted
-in a Pending set; the outermost unlock flushes them into one BEGIN IMMEDIATE
-transaction and commits. The State (engine.state) adds the lock and the
-public API on top; Change, Task and the TaskRunner use the methods here.
+Records (engine._records) are loaded on demand through the Store; every
+change to one is noted in a Pending set; the State's outermost unlock
+flushes them into one write transaction and commits. The State owns one
+UnitOfWork (and its lock); the UnitOfWork is the engine's internal
+interface to the State: Change, Task, the TaskRunner, prune, warnings and
+assertions use its methods, never the State's private members.
 """
 
 from __future__ import annotations
@@ -13,36 +15,30 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, status_of
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .assertion import AssertionBook
+from .cache import RecordCache
+from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .shared import settle_changes
 from .status import Status
+from .task import Task
 from .warning import WarningBook
 
 if TYPE_CHECKING:
-    from .change import Change
-    from .state import State
+    import threading
+
     from .store import Store
-    from .task import Task
 
 log = logging.getLogger("engine.state")
 
-#: How many cached task records may stay after a commit before ready ones go.
-CACHE_LIMIT = 4096
-#: At most this many tasks have their edges and lanes loaded by one query.
-_GRAPH_BATCH = 512
 
 TaskHook = Callable[["Task", Status, Status], Any]
 ChangeHook = Callable[["Change", Status, Status], Any]
 
-# The order in which task statuses decide the status of their change.
-STATUS_ORDER = (
-    Status.ABORT, Status.UNDOING, Status.UNDO, Status.DOING, Status.DO, Status.WAIT,
-    Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
-)
 _READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
 # What a claim moves tasks to: such a move makes nothing else runnable.
 _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
@@ -51,19 +47,40 @@ _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 class UnitOfWork:
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
-    def __init__(self, store: Store, target: str, clock: _time.Clock) -> None:
-        self._store = store
-        self._target = target
+    def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
+                 held: Callable[[], bool]) -> None:
+        #: state is the State this unit of work belongs to (what handles hand to users; engine.state
+        #: sits above this module, so it is not named here).
+        self.state = state
+        self.store = store
+        self.target = store.target
         self._clock = clock
+        #: check raises RuntimeError unless this thread holds the state lock; held says whether it does.
+        self.check = check
+        self.held = held
         self._relaxed = False
         self._last = store.sequences()
-        self._tasks: dict[int, TaskRec] = {}
-        self._evict_above = CACHE_LIMIT
-        self._changes: dict[int, ChangeRec] = {}
-        self._values: dict[str, str | None] = {}
-        self._cache: dict[Any, Any] = {}
-        self._warnings = WarningBook(self)
-        self._assertions = AssertionBook(cast("State", self))
+        #: records are the loaded rows; their lookups are this unit of work's own (below).
+        self.records = records = RecordCache(store)
+        self.tasks = records.tasks
+        self.changes = records.changes
+        self.trec = records.trec
+        self.trecs = records.trecs
+        self.merge_task_rows = records.merge_task_rows
+        self.crec = records.crec
+        self.counts = records.counts
+        self.readable = records.readable
+        self.task_ids = records.task_ids
+        self.change_trecs = records.change_trecs
+        self.check_task_rows = records.check_task_rows
+        self.load_graph = records.load_graph
+        self.wait_ids = records.wait_ids
+        self.halt_ids = records.halt_ids
+        self.lanes = records.lanes
+        self.log_lines = records.log_lines
+        self.values: dict[str, str | None] = {}
+        self.warnings = WarningBook(self)
+        self.assertions = AssertionBook(self)
         # What must be written; see Pending.
         self._new_changes: Pending[int] = Pending()
         self._dirty_changes: Pending[int] = Pending()
@@ -78,126 +95,145 @@ class UnitOfWork:
         # Tasks that became Done or stopped being Done: their halt tasks'
         # blockers counts change.
         self._done_flips: Pending[int] = Pending()
-        self._blockers_suspect = True  # checked by the runner's first pass
+        # Tasks that stopped running: their leases end (shared stores).
+        self._ended: Pending[int] = Pending()
+        self.blockers_suspect = True  # checked by the runner's first pass
         # Whether the unit of work made tasks runnable (the overlord wakes its
         # loop after such a commit), and the changes whose tasks got new
         # edges (the runner looks there for dependency cycles; None: look
         # everywhere, as after opening or a write by another connection).
         self._runnable = False
-        self._woken = False
-        self._work_hook: Callable[[], None] | None = None
-        self._new_waits: set[int] | None = None
+        self.woken = False
+        self.work_hook: Callable[[], None] | None = None
+        self.new_waits: set[int] | None = None
         # Changes with tasks in Wait: the Wait rule may follow edges into other
         # changes, so their status is recomputed whenever any task moves.
         self._waiting: set[int] | None = None
         self._log_seq = itertools.count()
         # Bumped whenever the cache is dropped (a rollback, a write by another
         # connection): what was learnt from the rows may have changed.
-        self._generation = 0
+        self.generation = 0
         self._became_ready: list[int] = []
-        self._task_hooks: dict[int, TaskHook] = {}
-        self._change_hooks: dict[int, ChangeHook] = {}
+        # Shared stores: the changes whose row this unit locked before changing what people set on them.
+        self._owned: set[int] = set()
+        self.task_hooks: dict[int, TaskHook] = {}
+        self.change_hooks: dict[int, ChangeHook] = {}
+        #: Per change, the event set when it becomes ready (Change.wait_ready).
+        self.waiters: dict[int, threading.Event] = {}
 
-    def _pending(self) -> bool:
+    def pending(self) -> bool:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._done_flips, self._warnings.pending, self._assertions.pending, self._store.in_write))
+                    self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
+                    self.store.in_write))
 
-    def _all_pending(self) -> tuple[Pending[Any], ...]:
+    def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, *self._warnings.pendings(), *self._assertions.pendings())
+                self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings())
 
-    def _forget(self) -> None:
-        self._generation += 1
+    def forget(self, routine: bool = False) -> None:
+        """forget drops every record (they reload on demand).
+
+        routine is the drop at the start of each unit of work on a shared
+        store: what was learnt of damaged rows still holds (generation stays).
+        """
+        if not routine:
+            self.generation += 1
         self._waiting = None
-        self._tasks.clear()
-        self._changes.clear()
-        self._values.clear()
-        self._warnings.forget()
-        self._assertions.forget()
+        self.records.clear()
+        self.values.clear()
+        self.warnings.forget()
+        self.assertions.forget()
 
-    def _rollback(self) -> None:
-        """_rollback abandons the unit of work; records reload from the database."""
+    def rollback(self) -> None:
+        """rollback abandons the unit of work; records reload from the database."""
         self._relaxed = False
-        self._store.rollback()
-        for pending in self._all_pending():
+        self.store.rollback()
+        for pending in self.all_pending():
             pending.clear()
         self._became_ready.clear()
+        self._owned.clear()
         self._runnable = False
-        self._forget()
-        self._sync_sequences()
+        self.forget()
+        self.sync_sequences()
 
-    def _sync_sequences(self) -> None:
-        # Ids only grow: ids handed out in an abandoned unit of work stay used.
-        stored = self._store.sequences()
+    def sync_sequences(self) -> None:
+        """sync_sequences reads the id counters again (ids only grow: those handed out in vain stay used)."""
+        if self.store.shared:
+            return  # ids come from the database as they are handed out
+        stored = self.store.sequences()
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
-    def _flush(self) -> None:
-        """_flush writes what changed into the open write transaction."""
-        if not self._pending():
+    def flush(self) -> None:
+        """flush writes what changed into the open write transaction."""
+        if not self.pending():
             return
-        store = self._store
+        store = self.store
         store.begin_write(relaxed=self._relaxed)
         if self._new_changes:
-            recs = [self._changes[cid] for cid in self._new_changes.take() if cid in self._changes]
+            recs = [self.changes[cid] for cid in self._new_changes.take() if cid in self.changes]
             store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
         if self._new_tasks:
-            store.insert_tasks([self._tasks[tid].row() for tid in self._new_tasks.take() if tid in self._tasks])
+            store.insert_tasks([self.tasks[tid].row() for tid in self._new_tasks.take() if tid in self.tasks])
         if self._dirty_tasks:
-            rows = [self._tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self._tasks]
+            rows = [self.tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self.tasks]
             store.update_tasks([r[1:] + r[:1] for r in rows])
         recount: set[int] = set()
         if self._new_edges:
             edges = self._new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
-            self._note_waits(tid for tid, _ in edges)
+            self.note_waits(tid for tid, _ in edges)
         if self._done_flips:
             recount.update(store.halted_by(self._done_flips.take()))
         if recount:
             store.recount_blockers(sorted(recount))
         if self._new_lanes:
             store.insert_lanes(self._new_lanes.take())
+        if self._ended:
+            store.end_leases(self._ended.take())
         if self._new_log:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
-        if self._dirty_changes:
-            recs = [self._changes[cid] for cid in self._dirty_changes.take() if cid in self._changes]
+        if self.store.shared:
+            pass  # the changes are settled at commit, under their row locks (engine.shared)
+        elif self._dirty_changes:
+            recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched:
+        if self._touched and not self.store.shared:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
-                rec = self._changes.get(cid)
+                rec = self.changes.get(cid)
                 try:
                     if rec is None and self._waiting is not None and cid in self._waiting:
-                        rec = self._crec(cid)
-                    status = self._change_status(rec) if rec is not None and rec.db_status is not None else None
+                        rec = self.crec(cid)
+                    status = self.change_status(rec) if rec is not None and rec.db_status is not None else None
                 except (DatabaseCorruptError, NotFoundError) as e:
                     log.error("cannot store the status of change %s: %s", cid, e)
                     continue  # one damaged change must not keep the others from committing
                 if rec is not None and status is not None:
-                    if self._waiting is not None and not self._counts(rec).get(Status.WAIT):
+                    if self._waiting is not None and not self.counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
                         rows2.append((status.value, cid))
                         rec.db_status = status
             store.update_change_statuses(rows2)
         if self._dirty_values:
-            store.save_state_values({k: self._values.get(k) for k in self._dirty_values.take()})
-        self._warnings.flush(store)
-        self._assertions.flush(store)
+            store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
+        self.warnings.flush(store)
+        self.assertions.flush(store)
         if self._dirty_seqs:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 
     def _write_status(self, rec: ChangeRec) -> Status:
-        rec.db_status = self._change_status(rec)
+        rec.db_status = self.change_status(rec)
         return rec.db_status
 
-    def _relax_commit(self) -> None:
-        """_relax_commit lets this unit of work commit without its own sync.
+    def relax_commit(self) -> None:
+        """relax_commit lets this unit of work commit without its own sync.
 
         Only for writes the engine derives again after a crash (claiming
         tasks): it becomes durable with the next synced commit, and a power
@@ -205,8 +241,8 @@ class UnitOfWork:
         """
         self._relaxed = True
 
-    def _commit(self) -> list[int]:
-        """_commit flushes and commits; it returns the changes that became ready.
+    def commit(self) -> list[int]:
+        """commit flushes and commits; it returns the changes that became ready.
 
         A commit refused because another process holds the write lock, or
         because the disk is full, keeps the unit of work in memory for the
@@ -215,265 +251,130 @@ class UnitOfWork:
         records from the database and raises once: the next unit of work
         starts clean, so one bad unit never wedges the State.
         """
-        if not self._pending():
+        if not self.pending():
             self._relaxed = False
             return []
         try:
-            self._flush()
-            self._store.commit()
+            self.flush()
+            if self.store.shared:
+                ids = sorted({*self._touched.take(), *self._dirty_changes.take()})
+                owned, self._owned = self._owned, set()
+                self._became_ready = settle_changes(self, ids, owned) if ids else []
+            if self._runnable:
+                self.store.notify = True  # other hosts' loops wake (shared stores)
+            self.store.commit()
         except BaseException as e:
             self._relaxed = False
             if not keeps_work(e):
-                self._rollback()
+                self.rollback()
                 if isinstance(e, EngineError) or not isinstance(e, Exception):
                     raise
                 reason = " ".join(f"{type(e).__name__}: {e}".split())
-                raise DatabaseError(f"cannot commit to state database {self._target}: {reason}; "
+                raise DatabaseError(f"cannot commit to state database {self.target}: {reason}; "
                                     "the unit of work was rolled back") from e
             # Keep everything in memory for the next commit: nothing is lost.
-            self._store.rollback()
+            self.store.rollback()
             for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
-                rec = self._changes.get(cid)
+                rec = self.changes.get(cid)
                 if rec is not None and rec.db_status is not None:
                     rec.db_status = Status.DEFAULT  # unknown: rewrite it
-            for pending in self._all_pending():
+            for pending in self.all_pending():
                 pending.failed()
             for cid in self._new_changes.todo:
-                if cid in self._changes:
-                    self._changes[cid].db_status = None
+                if cid in self.changes:
+                    self.changes[cid].db_status = None
             if isinstance(e, DatabaseFullError) and not e.kept:
                 raise DatabaseFullError(f"{e}; the changes are kept in memory and written by the next "
                                         "commit once there is space", kept=True) from e
             raise
         self._relaxed = False
-        for pending in self._all_pending():
+        for pending in self.all_pending():
             pending.committed()
         if self._runnable:
             self._runnable = False
-            if self._work_hook is not None:
-                self._woken = True
+            if self.work_hook is not None:
+                self.woken = True
         ready, self._became_ready = self._became_ready, []
-        if len(self._tasks) > self._evict_above:
-            self._evict()
+        self.records.evict()
         return ready
 
-    def _evict(self) -> None:
-        # Keep what is unready: the runner works on it. History reloads on demand.
-        for tid in [tid for tid, rec in self._tasks.items() if rec.status.ready or rec.change_id is None]:
-            del self._tasks[tid]
-        for cid in [cid for cid, rec in self._changes.items() if rec.ready_time is not None]:
-            del self._changes[cid]
-        # Scan again only once the cache has doubled: what is left is live.
-        self._evict_above = max(CACHE_LIMIT, 2 * len(self._tasks))
+    def task_handle(self, rec: TaskRec) -> Task:
+        """task_handle is the public Task of a record."""
+        handle: Task | None = rec.handle
+        if handle is None:
+            handle = rec.handle = Task(self, rec.id)
+        return handle
 
-    # -- loading records ---------------------------------------------------------
+    def change_handle(self, rec: ChangeRec) -> Change:
+        """change_handle is the public Change of a record."""
+        handle: Change | None = rec.handle
+        if handle is None:
+            handle = rec.handle = Change(self, rec.id)
+        return handle
 
-    def _trec(self, tid: int) -> TaskRec:
-        rec = self._tasks.get(tid)
-        if rec is None:
-            rows = self._store.task_rows([tid])
-            if not rows:
-                raise NotFoundError(f"cannot find task {tid}: it was pruned or never committed")
-            rec = self._tasks[tid] = TaskRec.from_row(rows[0])
-        return rec
-
-    def _trecs(self, ids: list[int]) -> list[TaskRec]:
-        missing = [tid for tid in ids if tid not in self._tasks]
-        if missing:
-            self._merge_task_rows(self._store.task_rows(missing))
-        try:
-            return [self._tasks[tid] for tid in ids]
-        except KeyError as e:
-            raise NotFoundError(f"cannot find task {e.args[0]}: it was pruned or never committed") from None
-
-    def _merge_task_rows(self, rows: list[tuple[Any, ...]]) -> list[TaskRec]:
-        out = []
-        cache = self._tasks
-        for row in rows:
-            rec = cache.get(row[0])
-            if rec is None:
-                rec = cache[row[0]] = TaskRec.from_row(row)
-            out.append(rec)
-        return out
-
-    def _crec(self, cid: int) -> ChangeRec:
-        rec = self._changes.get(cid)
-        if rec is None:
-            row = self._store.change_row(cid)
-            if row is None:
-                raise NotFoundError(f"cannot find change {cid}: it was pruned or never committed")
-            rec = self._changes[cid] = ChangeRec.from_row(row)
-        return rec
-
-    def _counts(self, rec: ChangeRec) -> dict[Status, int]:
-        if rec.counts is None:
-            counts, rec.unclean = self._store.status_counts(rec.id)
-            parsed = {}
-            for value, n in counts.items():
-                try:
-                    parsed[status_of(value, "")] = n
-                except DatabaseCorruptError:
-                    ids = self._store.query("SELECT id FROM tasks WHERE change_id = ? AND status = ?", (rec.id, value))
-                    raise DatabaseCorruptError(
-                        f"cannot load change {rec.id}: task {', '.join(str(r[0]) for r in ids)} has unknown "
-                        f"status {value!r} in the database") from None
-            rec.counts = parsed
-        return rec.counts
-
-    def _task_ids(self, rec: ChangeRec) -> list[int]:
-        if rec.task_ids is None:
-            rec.task_ids = self._store.task_ids_of_change(rec.id)
-        return rec.task_ids
-
-    def _change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
-        ids = self._task_ids(rec)
-        if len(ids) > 64 and sum(1 for tid in ids if tid not in self._tasks) > len(ids) // 2:
-            self._merge_task_rows(self._store.tasks_of_change(rec.id))
-        return self._trecs(ids)
-
-    def _check_task_rows(self, rec: ChangeRec) -> None:
-        """_check_task_rows raises DatabaseCorruptError if a task of the change cannot be read.
-
-        The rows are parsed and dropped, not cached: checking a big change
-        costs no memory beyond what its tasks use as they run.
-        """
-        # Their data must be JSON too: a write of the row would fail its CHECK.
-        # Parsed and dropped: an untouched bag is written back as it was read.
-        rec.data.check(f"change {rec.id}")
-        for row in self._store.each_task_of_change(rec.id):
-            (self._tasks.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
-
-    def _load_graph(self, recs: list[TaskRec]) -> None:
-        """_load_graph loads the edges and lanes of many tasks at once."""
-        need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
-        if need_edges:
-            waits: dict[int, list[int]] = {tid: [] for tid in need_edges}
-            halts: dict[int, list[int]] = {tid: [] for tid in need_edges}
-            for tid, wid in self._store.edges_touching(need_edges):
-                if tid in waits:
-                    waits[tid].append(wid)
-                if wid in halts:
-                    halts[wid].append(tid)
-            for tid in need_edges:
-                rec = self._tasks[tid]
-                if rec.wait_ids is None:
-                    rec.wait_ids = waits[tid]
-                if rec.halt_ids is None:
-                    rec.halt_ids = halts[tid]
-        need_lanes = [r.id for r in recs if r.lanes is None]
-        if need_lanes:
-            lanes: dict[int, list[int]] = {tid: [] for tid in need_lanes}
-            for tid, lane in self._store.lanes(need_lanes):
-                lanes[tid].append(lane)
-            for tid in need_lanes:
-                self._tasks[tid].lanes = sorted(lanes[tid])
-
-    def _wait_ids(self, rec: TaskRec) -> list[int]:
-        if rec.wait_ids is None:
-            self._load_graph(self._siblings(rec))
-        assert rec.wait_ids is not None
-        return rec.wait_ids
-
-    def _halt_ids(self, rec: TaskRec) -> list[int]:
-        if rec.halt_ids is None:
-            self._load_graph(self._siblings(rec))
-        assert rec.halt_ids is not None
-        return rec.halt_ids
-
-    def _lanes(self, rec: TaskRec) -> list[int]:
-        if rec.lanes is None:
-            self._load_graph(self._siblings(rec))
-        assert rec.lanes is not None
-        return rec.lanes
-
-    def _siblings(self, rec: TaskRec) -> list[TaskRec]:
-        """_siblings is rec and the cached tasks of its change whose graph is not loaded yet.
-
-        Whoever asks for the edges or lanes of one task of a change usually
-        asks for those of the others next (a view of the change, an abort):
-        one query for all of them instead of one per task.
-        """
-        crec = self._changes.get(rec.change_id) if rec.change_id is not None else None
-        if crec is None or crec.task_ids is None or len(crec.task_ids) <= 1:
-            return [rec]
-        cache = self._tasks
-        batch = [rec]
-        for tid in crec.task_ids:
-            other = cache.get(tid)
-            if other is not None and other is not rec and (
-                    other.wait_ids is None or other.halt_ids is None or other.lanes is None):
-                batch.append(other)
-                if len(batch) >= _GRAPH_BATCH:
-                    break
-        return batch
-
-    def _log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
-        if rec.log is None:
-            rec.log = self._store.log_lines(rec.id, LOG_KEEP)
-        return rec.log
-
-    def _task_handle(self, rec: TaskRec) -> Task:
-        if rec.handle is None:
-            from .task import Task
-
-            rec.handle = Task(cast("State", self), rec.id)
-        return rec.handle
-
-    def _change_handle(self, rec: ChangeRec) -> Change:
-        if rec.handle is None:
-            from .change import Change
-
-            rec.handle = Change(cast("State", self), rec.id)
-        return rec.handle
-
-    def _check_blockers(self) -> None:
-        """_check_blockers repairs blockers counts after the database changed behind our back."""
-        if not self._blockers_suspect:
+    def check_blockers(self) -> None:
+        """check_blockers repairs blockers counts after the database changed behind our back."""
+        if not self.blockers_suspect:
             return
-        self._flush()
-        stale = self._store.stale_blockers()
+        self.flush()
+        stale = self.store.stale_blockers()
         if stale:
-            log.info("recounting what %d tasks wait for in %s", len(stale), self._target)
-            self._store.begin_write()
-            self._store.recount_blockers(stale)
-        self._blockers_suspect = False
+            log.info("recounting what %d tasks wait for in %s", len(stale), self.target)
+            self.store.begin_write()
+            self.store.recount_blockers(stale)
+        self.blockers_suspect = False
 
-    def _has_unclean_ready(self) -> bool:
-        """_has_unclean_ready says whether a ready change still has tasks to clean (lock held)."""
-        self._flush()
-        return bool(self._store.unclean_changes(limit=1))
+    def has_unclean_ready(self) -> bool:
+        """has_unclean_ready says whether a ready change still has tasks to clean (lock held)."""
+        self.flush()
+        return bool(self.store.unclean_changes(limit=1))
 
     # -- changing records -----------------------------------------------------
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
         return _time.utc(self._clock(), "the state clock's time")
 
-    def _dirty_task(self, rec: TaskRec) -> None:
+    def dirty_task(self, rec: TaskRec) -> None:
         if rec.id not in self._new_tasks.todo:
             self._dirty_tasks.add(rec.id)
 
-    def _dirty_change(self, rec: ChangeRec) -> None:
+    def dirty_change(self, rec: ChangeRec) -> None:
         if rec.id not in self._new_changes.todo:
             self._dirty_changes.add(rec.id)
 
-    def _set_task_status(self, rec: TaskRec, new: Status) -> None:
-        """_set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
+    def own_change(self, rec: ChangeRec) -> None:
+        """own_change locks a change's row (shared stores) before what people set on it is read or changed.
+
+        The record then holds the row as committed now; at commit this unit
+        of work writes its data and explicit status (engine.shared).
+        """
+        if not self.store.shared or rec.id in self._owned:
+            return
+        rows = self.store.locked_change_rows([rec.id])
+        if rows:  # none: a change of this unit, not written yet
+            fresh = ChangeRec.from_row(rows[0])
+            rec.data, rec.explicit = fresh.data, fresh.explicit
+        self._owned.add(rec.id)
+
+    def set_task_status(self, rec: TaskRec, new: Status) -> None:
+        """set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
         old = rec.status
         if old is new:
             return
-        crec = self._crec(rec.change_id) if rec.change_id is not None else None
+        crec = self.crec(rec.change_id) if rec.change_id is not None else None
         # The Wait rule follows edges across changes: a change with waiting
         # tasks may move when any task moves.
-        waiting = self._waiting_changes()
+        waiting = self.waiting_changes()
         affected = [crec] if crec is not None else []
-        affected += self._loadable(cid for cid in waiting if crec is None or cid != crec.id)
-        hooks = self._change_hooks
+        affected += self.loadable(cid for cid in waiting if crec is None or cid != crec.id)
+        hooks = self.change_hooks
         if hooks:
             for c in affected:
                 if c.observed is None:
-                    c.observed = self._change_status(c)
+                    c.observed = self.change_status(c)
         if crec is not None:
-            counts = self._counts(crec)
+            # (A shared store counts again at commit, under the change's lock: engine.shared.)
+            counts = self.counts(crec)
             counts[old] = counts.get(old, 0) - 1
             counts[new] = counts.get(new, 0) + 1
         rec.status = new
@@ -482,106 +383,168 @@ class UnitOfWork:
         if new not in _CLAIMED:
             self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
-            rec.ready_time = self._now()
+            rec.ready_time = self.now()
             rec.ready_text = _time.to_text(rec.ready_time)
-        self._dirty_task(rec)
+        self.dirty_task(rec)
         log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
         if crec is not None:
             if new is Status.WAIT:
                 waiting.add(crec.id)
-            if new.ready and not old.ready and crec.ready_time is None and self._unready(crec) == 0:
-                self._mark_ready(crec)
+            if new.ready and not old.ready and crec.ready_time is None and self.unready(crec) == 0:
+                self.mark_ready(crec)
         for c in affected:
             self._touched.add(c.id)
             if hooks:
-                self._notify_change(c)
+                self.notify_change(c)
             else:
                 c.observed = None
-        if self._task_hooks:
-            self._fire(self._task_hooks, self._task_handle(rec), old, new)
+        if self.task_hooks:
+            self._fire(self.task_hooks, self.task_handle(rec), old, new)
 
-    def _loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
-        """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+    def loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
+        """loadable loads the changes of ids that can be loaded (the runner reports the others)."""
         recs = []
         for cid in ids:
             try:
-                recs.append(self._crec(cid))
+                recs.append(self.crec(cid))
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("skipping change %s: %s", cid, e)
         return recs
 
-    def _note_waits(self, tids: Iterable[int]) -> None:
-        """_note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
-        if self._new_waits is None:
+    def note_waits(self, tids: Iterable[int]) -> None:
+        """note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
+        if self.new_waits is None:
             return
         for tid in tids:
-            rec = self._tasks.get(tid)
+            rec = self.tasks.get(tid)
             if rec is not None and rec.change_id is not None:
-                self._new_waits.add(rec.change_id)
+                self.new_waits.add(rec.change_id)
 
-    def _take_new_waits(self) -> set[int] | None:
-        """_take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
-        waits, self._new_waits = self._new_waits, set()
+    def take_new_waits(self) -> set[int] | None:
+        """take_new_waits returns the changes to check for cycles (None: all) and starts afresh."""
+        waits, self.new_waits = self.new_waits, set()
         return waits
 
-    def _waiting_changes(self) -> set[int]:
+    def waiting_changes(self) -> set[int]:
         if self._waiting is None:
-            self._waiting = set(self._store.changes_with_waiting_tasks())
+            self._waiting = set(self.store.changes_with_waiting_tasks())
         return self._waiting
 
-    def _unready(self, crec: ChangeRec) -> int:
-        counts = self._counts(crec)
+    def unready(self, crec: ChangeRec) -> int:
+        counts = self.counts(crec)
         return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
 
-    def _mark_ready(self, crec: ChangeRec) -> None:
+    def mark_ready(self, crec: ChangeRec) -> None:
         if crec.ready_time is None:
-            crec.ready_time = self._now()
-            self._dirty_change(crec)
+            crec.ready_time = self.now()
+            self.dirty_change(crec)
             self._became_ready.append(crec.id)
-            self._counts(crec)  # loads the unclean count too
+            self.counts(crec)  # loads the unclean count too
             if crec.unclean <= 0 and not crec.clean:
                 crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
 
-    def _notify_change(self, crec: ChangeRec) -> None:
-        new = self._change_status(crec)
+    def notify_change(self, crec: ChangeRec) -> None:
+        new = self.change_status(crec)
         old = crec.observed
         if new is not old:
             crec.observed = new
             if old is not None:
-                self._fire(self._change_hooks, self._change_handle(crec), old, new)
+                self._fire(self.change_hooks, self.change_handle(crec), old, new)
 
     def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
         for hid, fn in list(hooks.items()):
             if fn(obj, old, new) is True:
                 hooks.pop(hid, None)
 
-    def _change_status(self, crec: ChangeRec) -> Status:
-        """_change_status computes a change's status from its tasks (snapd's rules)."""
-        if crec.explicit is not None:
-            return crec.explicit
-        counts = self._counts(crec)
-        if not any(counts.values()):
-            return Status.HOLD
-        if counts.get(Status.WAIT, 0) > 0:
-            from .change import is_change_waiting
+    def change_status(self, crec: ChangeRec) -> Status:
+        """change_status is the status of a change: explicit, or computed from its tasks (engine.change)."""
+        return crec.explicit if crec.explicit is not None else computed_status(self, crec)
 
-            if is_change_waiting(self, crec):
-                return Status.WAIT
-        for status in STATUS_ORDER:
-            if counts.get(status, 0) > 0:
-                return status
-        raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
-
-    def _add_log(self, rec: TaskRec, level: str, message: str) -> None:
-        lines = self._log_lines(rec)
-        when = self._now()
+    def add_log(self, rec: TaskRec, level: str, message: str) -> None:
+        lines = self.log_lines(rec)
+        when = self.now()
         line = (_time.to_text(when), level, message)
         lines.append(line)
         del lines[:-LOG_KEEP]
         self._new_log.add((rec.id, next(self._log_seq), *line))
         log.debug("task %s: %s %s", rec.id, level, message)
 
-    def _next_id(self, name: str) -> int:
+    def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence ("change", "task", "lane")."""
+        if self.store.shared:
+            return self.store.next_id(name)
         self._last[name] = self._last.get(name, 0) + 1
         self._dirty_seqs.add(name)
         return self._last[name]
+
+    # -- what Change, Task and the State add ------------------------------------------
+
+    def touch(self, cid: int) -> None:
+        """touch notes that a change's status must be computed and stored again at commit."""
+        self._touched.add(cid)
+
+    def end_lease(self, tid: int) -> None:
+        """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
+        if self.store.shared:
+            self._ended.add(tid)
+
+    def note_runnable(self) -> None:
+        """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""
+        self._runnable = True
+
+    def add_change(self, rec: ChangeRec) -> None:
+        """add_change caches a new change, written at commit."""
+        self.changes[rec.id] = rec
+        self._new_changes.add(rec.id)
+
+    def add_task(self, rec: TaskRec) -> None:
+        """add_task caches a new task, written at commit."""
+        self.tasks[rec.id] = rec
+        self._new_tasks.add(rec.id)
+
+    def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
+        """add_edge makes rec wait for wait."""
+        self.wait_ids(rec).append(wait.id)
+        self.halt_ids(wait).append(rec.id)
+        self._new_edges.add((rec.id, wait.id))
+        for cid in {rec.change_id, wait.change_id}:
+            if cid is not None:
+                self._touched.add(cid)
+
+    def add_lane(self, rec: TaskRec, lane: int) -> None:
+        """add_lane puts a task in a lane."""
+        lanes = self.lanes(rec)
+        if lane not in lanes:
+            lanes.append(lane)
+            lanes.sort()
+            self._new_lanes.add((rec.id, lane))
+
+    def value(self, key: str) -> str | None:
+        """value is the JSON text of a state key, or None."""
+        if key in self.values:
+            return self.values[key]
+        text = self.values[key] = self.store.state_value(key)
+        return text
+
+    def set_value(self, key: str, text: str | None) -> None:
+        """set_value stores the JSON text of a state key (None deletes it) at commit."""
+        self.values[key] = text
+        self._dirty_values.add(key)
+
+    def delete_changes(self, ids: list[int]) -> None:
+        """delete_changes deletes changes and their tasks now, in the write transaction (prune)."""
+        self.flush()
+        self.store.begin_write()
+        self.store.delete_changes(ids)
+        gone = set(ids)
+        for tid in [tid for tid, rec in self.tasks.items() if rec.change_id in gone]:
+            del self.tasks[tid]
+        for cid in ids:
+            self.changes.pop(cid, None)
+
+    def delete_tasks(self, ids: list[int]) -> None:
+        """delete_tasks deletes tasks now, in the write transaction (prune)."""
+        self.store.begin_write()
+        self.store.delete_tasks(ids)
+        for tid in ids:
+            self.tasks.pop(tid, None)

@@ -13,8 +13,8 @@ from ._records import Pending
 from ._values import clean_text
 
 if TYPE_CHECKING:
+    from ._work import Work
     from .store import Store
-    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.state")
 
@@ -49,7 +49,7 @@ class StateWarning:
         return self.last_shown + self.repeat_after < t
 
     def row(self) -> tuple[Any, ...]:
-        """row returns the values in store.WARNING_COLUMNS order."""
+        """row returns the values in engine.store.statements.WARNING_COLUMNS order."""
         return (self.message, _time.to_text(self.first_added), _time.to_text(self.last_added),
                 _time.opt_to_text(self.last_shown), self.expire_after.total_seconds(),
                 self.repeat_after.total_seconds())
@@ -58,8 +58,8 @@ class StateWarning:
 class WarningBook:
     """WarningBook holds a State's warnings, loaded on first use."""
 
-    def __init__(self, state: UnitOfWork) -> None:
-        self._state = state
+    def __init__(self, w: Work) -> None:
+        self._w = w
         self._loaded: dict[str, StateWarning] | None = None
         self.dirty: Pending[str] = Pending()
         self.deleted: Pending[str] = Pending()
@@ -80,7 +80,7 @@ class WarningBook:
     def _all(self) -> dict[str, StateWarning]:
         if self._loaded is None:
             self._loaded = {}
-            for message, first, last, shown, expire, repeat in self._state._store.warning_rows():
+            for message, first, last, shown, expire, repeat in self._w.store.warning_rows():
                 try:
                     self._loaded[message] = StateWarning(
                         message, _time.from_text(first), _time.from_text(last), _time.opt_from_text(shown),
@@ -103,7 +103,7 @@ class WarningBook:
             timedelta(seconds=_time.seconds(expire_after, "expire_after"))
         if repeat <= timedelta(0) or expire <= timedelta(0):
             raise ValueError(f"cannot add warning {message!r}: repeat_after and expire_after must be positive")
-        now = self._state._now()
+        now = self._w.now()
         warnings = self._all()
         w = warnings.get(message)
         if w is None:
@@ -113,12 +113,12 @@ class WarningBook:
 
     def all(self) -> list[StateWarning]:
         """all returns the unexpired warnings by last_added."""
-        now = self._state._now()
+        now = self._w.now()
         return sorted((w for w in self._all().values() if not w.expired_before(now)), key=lambda w: w.last_added)
 
     def pending_warnings(self) -> list[StateWarning]:
         """pending_warnings returns the warnings due now by last_added."""
-        now = self._state._now()
+        now = self._w.now()
         return sorted((w for w in self._all().values() if w.show_after(now) and not w.expired_before(now)),
                       key=lambda w: w.last_added)
 

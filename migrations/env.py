@@ -12,8 +12,9 @@ from pathlib import Path
 
 from alembic import context
 
-from engine.db import DatabaseOptions, make_engine
+from engine.db import DatabaseOptions
 from engine.models import Base
+from engine.store.sqlite_open import make_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

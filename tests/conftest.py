@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import State
+from tests import pgcluster
 from tests.other_user import OtherUser, Unavailable, make_other_user
 
 
@@ -65,9 +67,56 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """pg_cluster is a throwaway PostgreSQL server for the session (tests/pgcluster.py).
+
+    Where none can be had the test is skipped, with the reason; in CI
+    (CI=true) that is an error instead: the PostgreSQL tests must run there.
+    """
+    try:
+        cluster = pgcluster.start_cluster()
+    except pgcluster.Unavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the PostgreSQL tests must run in CI: {e}")
+        pytest.skip(str(e))
+    try:
+        # The template every test's database is copied from: the schema, created by the engine.
+        template = cluster.new_database()
+        State.open(url=cluster.url(template)).close()
+        cluster.template = template  # type: ignore[attr-defined]
+        yield cluster
+    finally:
+        pgcluster.remove_cluster(cluster)
+
+
 @pytest.fixture
-def st(clock: FakeClock) -> Iterator[State]:
-    state = State.open(clock=clock)
+def pg_url(pg_cluster: pgcluster.Cluster) -> Iterator[str]:
+    """pg_url is the URL of a fresh PostgreSQL state database (a copy of the session's template)."""
+    name = pg_cluster.new_database(template=pg_cluster.template)  # type: ignore[attr-defined]
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+#: The backends the engine's contract tests run on.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """backend is the database the State of the test runs on: SQLite (in memory) or PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+def st(backend: str, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[State]:
+    """st is a State on an empty database of the test's backend."""
+    if backend == "postgresql":
+        if request.node.get_closest_marker("sqlite_only") is not None:
+            pytest.skip("about SQLite only")
+        state = State.open(url=request.getfixturevalue("pg_url"), clock=clock)
+    else:
+        state = State.open(clock=clock)
     yield state
     state.close()
 

@@ -203,6 +203,7 @@ class Handlers:
             tid, label, kind, spec = task.id, task.summary, task.kind, task.get("spec")
         jr = self.journal
         jr.write(tid, "do", "start")
+        ended = False
         try:
             self._nap()
             if spec["role"] == "blocker":
@@ -243,13 +244,16 @@ class Handlers:
                 with st:
                     st.set(f"effect/{label}", {"task": tid, "pid": os.getpid()})
                     jr.write(tid, "do", "end", "self")  # before the commit: a kill after it re-runs
+                    ended = True
                     task.set_status(Status.DONE)
                 return
             jr.write(tid, "do", "end", "ok")
         except (Retry, PlannedFailure, Transient):
             raise
         except BaseException as e:
-            jr.write(tid, "do", "end", f"exc:{type(e).__name__}")
+            # A commit that failed after the end was written (the server went away): the run ended there.
+            if not ended:
+                jr.write(tid, "do", "end", f"exc:{type(e).__name__}")
             raise
 
     def undo(self, task: Task, tomb: Tomb) -> None:
@@ -258,17 +262,20 @@ class Handlers:
             tid, label, kind = task.id, task.summary, task.kind
         jr = self.journal
         jr.write(tid, "undo", "start")
+        ended = False
         try:
             self._nap()
             if kind == "w-self":
                 with st:
                     st.set(f"undo-effect/{label}", {"task": tid, "pid": os.getpid()})
                     jr.write(tid, "undo", "end", "self")
+                    ended = True
                     task.set_status(Status.UNDONE)
                 return
             jr.write(tid, "undo", "end", "ok")
         except BaseException as e:
-            jr.write(tid, "undo", "end", f"exc:{type(e).__name__}")
+            if not ended:
+                jr.write(tid, "undo", "end", f"exc:{type(e).__name__}")
             raise
 
 
@@ -278,7 +285,10 @@ def run_workload(args: argparse.Namespace) -> int:
                         format=f"%(asctime)s {os.getpid()} %(levelname)s %(name)s: %(message)s")
     jr = Journal(args.journal)
     jr.mark("start")
-    o = Overlord(args.db, workers=args.workers)
+    if args.url:  # PostgreSQL: one of several runner hosts on one database
+        o = Overlord(url=args.url, workers=args.workers, lease=args.lease)
+    else:
+        o = Overlord(args.db, workers=args.workers)
     jr.mark("opened")
     st = o.state
     with st:
@@ -317,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.crash_workload")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("RUN", help="run the workload until every change is ready")
-    run.add_argument("--db", required=True)
+    run.add_argument("--db", help="the SQLite file (or --url)")
+    run.add_argument("--url", help="a PostgreSQL URL: the workload must be there already (create_workload)")
+    run.add_argument("--lease", type=float, default=30.0, help="the runner's lease on PostgreSQL, seconds")
     run.add_argument("--journal", required=True)
     run.add_argument("--seed", type=int, required=True)
     run.add_argument("--changes", type=int, default=200)
@@ -512,9 +524,12 @@ def check_atomic(snap: dict[str, Any]) -> list[str]:
     return problems
 
 
-def final_statuses(db: Path) -> tuple[dict[str, tuple[str, dict[str, str]]], dict[str, Any]]:
-    """final_statuses reads, through the engine, {change: (status, {task: status})} and what checks need."""
-    st = State.open(db)
+def final_statuses(db: Path | str) -> tuple[dict[str, tuple[str, dict[str, str]]], dict[str, Any]]:
+    """final_statuses reads, through the engine, {change: (status, {task: status})} and what checks need.
+
+    db is a SQLite file, or a PostgreSQL URL.
+    """
+    st = State.open(url=db) if isinstance(db, str) and "://" in db else State.open(db)
     try:
         with st:
             out: dict[str, tuple[str, dict[str, str]]] = {}

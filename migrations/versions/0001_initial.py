@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from engine.models import Int, json_check_sql
+
 revision: str = "0001_initial"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -22,12 +24,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "changes",
-        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("id", Int, autoincrement=False, nullable=False),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("explicit_status", sa.String(length=16), nullable=True),
-        sa.Column("clean", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("clean", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("data", sa.Text(), server_default=sa.text("'{}'"), nullable=False),
         sa.Column("spawn_time", sa.String(length=32), nullable=False),
         sa.Column("ready_time", sa.String(length=32), nullable=True),
@@ -39,7 +41,7 @@ def upgrade() -> None:
             "status IN ('Default','Hold','Do','Doing','Done','Abort','Undo','Undoing','Undone','Error','Wait')",
             name=op.f("ck_changes_status"),
         ),
-        sa.CheckConstraint("json_valid(data)", name=op.f("ck_changes_data")),
+        sa.CheckConstraint(json_check_sql("data", op.get_context().dialect.name), name=op.f("ck_changes_data")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_changes")),
     )
     with op.batch_alter_table("changes", schema=None) as batch_op:
@@ -48,19 +50,19 @@ def upgrade() -> None:
             "ix_changes_unclean",
             ["id"],
             unique=False,
-            sqlite_where=sa.text("ready_time IS NOT NULL AND clean = 0"),
+            sqlite_where=sa.text("ready_time IS NOT NULL AND clean = 0"), postgresql_where=sa.text("ready_time IS NOT NULL AND NOT clean"),
         )
         batch_op.create_index(
             "ix_changes_unready",
             ["id"],
             unique=False,
-            sqlite_where=sa.text("ready_time IS NULL"),
+            sqlite_where=sa.text("ready_time IS NULL"), postgresql_where=sa.text("ready_time IS NULL"),
         )
 
     sequences = op.create_table(
         "sequences",
         sa.Column("name", sa.String(length=16), nullable=False),
-        sa.Column("last_id", sa.Integer(), nullable=False),
+        sa.Column("last_id", Int, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sequences")),
     )
     op.bulk_insert(sequences, [{"name": name, "last_id": 0} for name in ("change", "task", "lane")])
@@ -68,7 +70,7 @@ def upgrade() -> None:
         "state_data",
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
-        sa.CheckConstraint("json_valid(value)", name=op.f("ck_state_data_value")),
+        sa.CheckConstraint(json_check_sql("value", op.get_context().dialect.name), name=op.f("ck_state_data_value")),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_state_data")),
     )
     op.create_table(
@@ -83,8 +85,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "tasks",
-        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("change_id", sa.Integer(), nullable=True),
+        sa.Column("id", Int, autoincrement=False, nullable=False),
+        sa.Column("change_id", Int, nullable=True),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column(
@@ -99,25 +101,25 @@ def upgrade() -> None:
             server_default=sa.text("'Done'"),
             nullable=False,
         ),
-        sa.Column("clean", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("clean", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("progress_label", sa.Text(), nullable=True),
-        sa.Column("progress_done", sa.Integer(), nullable=True),
-        sa.Column("progress_total", sa.Integer(), nullable=True),
+        sa.Column("progress_done", Int, nullable=True),
+        sa.Column("progress_total", Int, nullable=True),
         sa.Column("data", sa.Text(), server_default=sa.text("'{}'"), nullable=False),
         sa.Column("spawn_time", sa.String(length=32), nullable=False),
         sa.Column("ready_time", sa.String(length=32), nullable=True),
         sa.Column("at_time", sa.String(length=32), nullable=True),
         sa.Column("doing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("undoing_time", sa.Float(), server_default=sa.text("0"), nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("retry_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("attempts", Int, server_default=sa.text("0"), nullable=False),
+        sa.Column("retry_attempts", Int, server_default=sa.text("0"), nullable=False),
         sa.Column("retry_since", sa.String(length=32), nullable=True),
-        sa.Column("blockers", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("blockers", Int, server_default=sa.text("0"), nullable=False),
         sa.CheckConstraint(
             "status IN ('Hold','Do','Doing','Done','Abort','Undo','Undoing','Undone','Error','Wait')",
             name=op.f("ck_tasks_status"),
         ),
-        sa.CheckConstraint("json_valid(data)", name=op.f("ck_tasks_data")),
+        sa.CheckConstraint(json_check_sql("data", op.get_context().dialect.name), name=op.f("ck_tasks_data")),
         sa.ForeignKeyConstraint(
             ["change_id"],
             ["changes.id"],
@@ -132,22 +134,22 @@ def upgrade() -> None:
             "ix_tasks_orphan",
             ["spawn_time"],
             unique=False,
-            sqlite_where=sa.text("change_id IS NULL"),
+            sqlite_where=sa.text("change_id IS NULL"), postgresql_where=sa.text("change_id IS NULL"),
         )
         batch_op.create_index(
             "ix_tasks_unready",
             ["status", "id"],
             unique=False,
-            sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
+            sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"), postgresql_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
         )
         batch_op.create_index(
-            "ix_tasks_runnable", ["id"], unique=False, sqlite_where=sa.text("status = 'Do' AND blockers = 0")
+            "ix_tasks_runnable", ["id"], unique=False, sqlite_where=sa.text("status = 'Do' AND blockers = 0"), postgresql_where=sa.text("status = 'Do' AND blockers = 0")
         )
 
     op.create_table(
         "task_dependencies",
-        sa.Column("task_id", sa.Integer(), nullable=False),
-        sa.Column("wait_task_id", sa.Integer(), nullable=False),
+        sa.Column("task_id", Int, nullable=False),
+        sa.Column("wait_task_id", Int, nullable=False),
         sa.ForeignKeyConstraint(
             ["task_id"],
             ["tasks.id"],
@@ -172,8 +174,8 @@ def upgrade() -> None:
 
     op.create_table(
         "task_lanes",
-        sa.Column("task_id", sa.Integer(), nullable=False),
-        sa.Column("lane", sa.Integer(), nullable=False),
+        sa.Column("task_id", Int, nullable=False),
+        sa.Column("lane", Int, nullable=False),
         sa.ForeignKeyConstraint(
             ["task_id"],
             ["tasks.id"],
@@ -185,8 +187,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "task_log",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("task_id", sa.Integer(), nullable=False),
+        sa.Column("id", Int, nullable=False),
+        sa.Column("task_id", Int, nullable=False),
         sa.Column("time", sa.String(length=32), nullable=False),
         sa.Column("level", sa.String(length=8), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
@@ -214,12 +216,12 @@ def downgrade() -> None:
 
     op.drop_table("task_dependencies")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.drop_index("ix_tasks_runnable", sqlite_where=sa.text("status = 'Do' AND blockers = 0"))
+        batch_op.drop_index("ix_tasks_runnable", sqlite_where=sa.text("status = 'Do' AND blockers = 0"), postgresql_where=sa.text("status = 'Do' AND blockers = 0"))
         batch_op.drop_index(
             "ix_tasks_unready",
-            sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
+            sqlite_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"), postgresql_where=sa.text("status NOT IN ('Done','Undone','Hold','Error')"),
         )
-        batch_op.drop_index("ix_tasks_orphan", sqlite_where=sa.text("change_id IS NULL"))
+        batch_op.drop_index("ix_tasks_orphan", sqlite_where=sa.text("change_id IS NULL"), postgresql_where=sa.text("change_id IS NULL"))
         batch_op.drop_index("ix_tasks_change_id")
 
     op.drop_table("tasks")
@@ -227,10 +229,10 @@ def downgrade() -> None:
     op.drop_table("state_data")
     op.drop_table("sequences")
     with op.batch_alter_table("changes", schema=None) as batch_op:
-        batch_op.drop_index("ix_changes_unready", sqlite_where=sa.text("ready_time IS NULL"))
+        batch_op.drop_index("ix_changes_unready", sqlite_where=sa.text("ready_time IS NULL"), postgresql_where=sa.text("ready_time IS NULL"))
         batch_op.drop_index(
             "ix_changes_unclean",
-            sqlite_where=sa.text("ready_time IS NOT NULL AND clean = 0"),
+            sqlite_where=sa.text("ready_time IS NOT NULL AND clean = 0"), postgresql_where=sa.text("ready_time IS NOT NULL AND NOT clean"),
         )
         batch_op.drop_index("ix_changes_ready_time")
 

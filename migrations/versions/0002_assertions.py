@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from engine.models import Int, json_check_sql
+
 revision: str = "0002_assertions"
 down_revision: str | None = "0001_initial"
 branch_labels: str | Sequence[str] | None = None
@@ -24,12 +26,12 @@ def upgrade() -> None:
         "assertions",
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("primary_key", sa.Text(), nullable=False),
-        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("revision", Int, nullable=False),
         sa.Column("authority_id", sa.Text(), nullable=True),
         sa.Column("headers", sa.Text(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("added_time", sa.String(length=32), nullable=False),
-        sa.CheckConstraint("json_valid(headers)", name=op.f("ck_assertions_headers")),
+        sa.CheckConstraint(json_check_sql("headers", op.get_context().dialect.name), name=op.f("ck_assertions_headers")),
         sa.CheckConstraint("revision >= 0", name=op.f("ck_assertions_revision")),
         sa.PrimaryKeyConstraint("type", "primary_key", name=op.f("pk_assertions")),
     )

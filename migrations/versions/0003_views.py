@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from engine.views import VIEWS_0003, create_views, drop_views
+from engine.store.views import VIEWS_0003, create_views, drop_views
 
 revision: str = "0003_views"
 down_revision: str | None = "0002_assertions"

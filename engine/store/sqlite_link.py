@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""DbLink: a State's link to its database: the SQLite connection, and the process's hold on the file.
+"""DbLink: a SQLite store's connection, and the process's hold on the database file.
 
-A writing link holds the database's writer lock (engine.dbfile) from before
+A writing link holds the database's writer lock (engine.store.sqlite_lock) from before
 anything is created until close() or release_writer(). A read-only link
 never writes: SQLite's mode=ro with query_only, and, for a WAL database that
 no connection has open (it has no -wal file), SQLite's immutable mode, so
@@ -19,10 +19,10 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from . import dbfile
-from .db import (
+from ..db import DatabaseOptions
+from . import sqlite_lock as dbfile
+from .sqlite_open import (
     QUICK_CHECK_LIMIT,
-    DatabaseOptions,
     check_contents,
     check_path,
     check_schema,
@@ -37,7 +37,7 @@ from .db import (
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from .dbfile import FileHandle
+    from .sqlite_lock import FileHandle
 
 log = logging.getLogger("engine.db")
 

@@ -2,9 +2,10 @@
 """Views of the state database for the sqlite3 shell: v_changes and v_task_last_log (docs/schema.md).
 
 The engine never reads them; they are for people. A new database gets them
-from prepare_schema (engine/db.py), an older one from the migration that
-added them (0003_views), both from the definitions here, so the two schemas
-stay equal. Definitions are kept per schema revision: a migration imports
+when its schema is created (engine.store.sqlite_open, engine.store.
+postgresql_open), an older one from the migration that added them
+(0003_views), both from the definitions here, so the two schemas stay equal.
+Definitions are kept per schema revision: a migration imports
 the set of its own revision by name (VIEWS_0003), and VIEWS is the set of
 the newest one. A later migration that changes a view adds a new set rather
 than editing an old one.

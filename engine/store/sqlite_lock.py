@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatabaseError, DatabaseFullError, DatabaseInUseError
+from ..errors import DatabaseError, DatabaseFullError, DatabaseInUseError
 
 log = logging.getLogger("engine.db")
 

@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""W1 and W2 on PostgreSQL with 1, 2 and 4 runner processes, beside a raw psycopg baseline.
+
+    python -m bench.pg                 # a throwaway server (tests/pgcluster.py), default durability
+    python -m bench.pg --quick         # a smoke run (small sizes, one run each)
+
+Each run: the parent submits one change (W1: 10,000 independent no-op tasks; W2: a chain of
+1,000; W1x: W1's tasks spread over 100 changes) in one unit of work, starts N runner
+processes (each an Overlord on the database, its handlers registered, waiting for the go),
+gives the go, and takes the time from the go to the (last) change's ready time; then it
+stops them. The baseline, on the same server and in the same run,
+is psycopg alone: single-row UPDATE + COMMIT, one connection (what one synced commit costs).
+Figures are the median of the runs; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .workloads import noop_change
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _child(url: str, go: Path, workers: int) -> int:
+    """_child is one runner process: an Overlord on url that starts looping at the go, until SIGTERM."""
+    from engine import Overlord
+
+    o = Overlord(url=url, workers=workers)
+    o.task_runner.add_handler("noop", lambda task, tomb: None)
+    stop = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("ready", flush=True)
+    while not go.exists() and not stop:
+        time.sleep(0.001)
+    o.loop()
+    while not stop:
+        time.sleep(0.05)
+    o.stop()
+    o.state.close()
+    return 0
+
+
+def _submit(url: str, tasks: int, chained: bool, changes: int = 1) -> tuple[list[str], float]:
+    from engine import State
+
+    st = State.open(url=url)
+    try:
+        t0 = time.perf_counter()
+        ids = []
+        with st:
+            for _ in range(changes):
+                ids.append(noop_change(st, tasks // changes, chained=chained).id)
+        return ids, time.perf_counter() - t0
+    finally:
+        st.close()
+
+
+def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: Path,
+            timeout: float, changes: int = 1) -> dict[str, float]:
+    """one_run submits the change(s) and runs them with procs runner processes; it returns its figures."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    cids, submit_s = _submit(url, tasks, chained, changes)
+    go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "bench.pg", "--child", url, "--go", str(go), "--workers", str(workers)]
+    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                for _ in range(procs)]
+    try:
+        for c in children:
+            assert c.stdout is not None
+            if c.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a runner process did not start")
+        u = make_url(url)
+        conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
+        go_wall = time.time()
+        go.touch()
+        deadline = time.monotonic() + timeout
+        ready = None
+        ids = [int(c) for c in cids]
+        while ready is None:
+            row = conn.execute("SELECT count(ready_time), max(ready_time) FROM changes WHERE id = ANY (%s)",
+                               (ids,)).fetchone()
+            if row and row[0] == len(ids):
+                ready = row[1]
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the changes were not ready after {timeout:g} s")
+            time.sleep(0.005)
+        from engine._time import from_text
+
+        run_s = from_text(ready).timestamp() - go_wall
+        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = ANY (%s) AND status = 'Done'",
+                            (ids,)).fetchone()[0]
+        conn.close()
+        if done != tasks:
+            raise RuntimeError(f"only {done} of {tasks} tasks are Done")
+    finally:
+        for c in children:
+            c.send_signal(signal.SIGTERM)
+        for c in children:
+            c.wait(60)
+        go.unlink(missing_ok=True)
+    return {"submit_s": submit_s, "run_s": run_s, "tasks_per_s": tasks / run_s}
+
+
+def baseline(dsn: str, commits: int) -> float:
+    """baseline is psycopg alone on the server: single-row UPDATE + COMMIT per second, one connection."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_baseline (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO bench_baseline VALUES (1, 0) ON CONFLICT DO NOTHING")
+        conn.commit()
+        t0 = time.perf_counter()
+        for _ in range(commits):
+            conn.execute("UPDATE bench_baseline SET n = n + 1 WHERE id = 1")
+            conn.commit()
+        return commits / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """main runs the PostgreSQL benchmarks and prints their figures."""
+    p = argparse.ArgumentParser(prog="python -m bench.pg", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--procs", default="1,2,4", help="runner process counts")
+    p.add_argument("--workers", type=int, default=32, help="worker threads per runner process")
+    p.add_argument("--json", type=Path, help="also save the figures to FILE")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--go", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.go, args.workers)
+    runs = 1 if args.quick else args.runs
+    w1, w2, commits = (500, 50, 200) if args.quick else (10_000, 1_000, 2_000)
+    procs = [int(n) for n in args.procs.split(",")]
+    sys.path.insert(0, str(ROOT))
+    from tests import pgcluster
+
+    cluster = pgcluster.start_cluster(durable=True)
+    tmp = Path(cluster.root)
+    figures: dict[str, Any] = {}
+    try:
+        template = cluster.new_database()
+        url, dsn = cluster.url(template), cluster.dsn(template)
+        from engine import State
+
+        State.open(url=url).close()  # the schema, once: each run's database copies it
+        base = [baseline(dsn, commits) for _ in range(runs)]
+        figures["baseline.commits_per_s"] = statistics.median(base)
+        print(f"baseline psycopg: single-row UPDATE+COMMIT {figures['baseline.commits_per_s']:,.0f} commits/s "
+              f"({', '.join(f'{b:,.0f}' for b in base)})", flush=True)
+        # w1x is W1 spread over 100 changes of 100 tasks: what several hosts can share (docs/scale-out.md).
+        for name, tasks, chained, changes in (("w1", w1, False, 1), ("w1x", w1, False, 100 if w1 >= 1000 else 10),
+                                              ("w2", w2, True, 1)):
+            for n in procs:
+                rates, submits = [], []
+                for _ in range(runs):
+                    db = cluster.new_database(template=template)
+                    r = one_run(cluster.url(db), tasks, chained, n, args.workers, tmp, 600, changes)
+                    cluster.drop_database(db)
+                    rates.append(r["tasks_per_s"])
+                    submits.append(r["submit_s"])
+                key = f"{name}.procs{n}"
+                figures[f"{key}.tasks_per_s"] = statistics.median(rates)
+                figures[f"{key}.submit_s"] = statistics.median(submits)
+                print(f"{name} ({tasks:,} {'chained' if chained else 'independent'} tasks in {changes} "
+                      f"change{'s' if changes > 1 else ''}), {n} runner "
+                      f"process{'es' if n > 1 else ''}: {figures[f'{key}.tasks_per_s']:,.0f} tasks/s "
+                      f"({', '.join(f'{x:,.0f}' for x in rates)}); submit {figures[f'{key}.submit_s']:.3f} s",
+                      flush=True)
+        for name in ("w1", "w1x", "w2"):
+            one = figures.get(f"{name}.procs1.tasks_per_s")
+            for n in procs[1:]:
+                if one:
+                    figures[f"{name}.procs{n}.vs_one"] = figures[f"{name}.procs{n}.tasks_per_s"] / one
+                    print(f"{name}: {n} processes / 1 process: {figures[f'{name}.procs{n}.vs_one']:.2f}x")
+            if one:
+                figures[f"{name}.procs1.vs_baseline"] = one / figures["baseline.commits_per_s"]
+                print(f"{name}: 1 process tasks/s / baseline commits/s: {figures[f'{name}.procs1.vs_baseline']:.2f}")
+    finally:
+        pgcluster.remove_cluster(cluster)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

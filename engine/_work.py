@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Work: what Change, Task, prune, warnings and assertions use of the State's unit of work.
+
+engine.unitofwork.UnitOfWork is the one implementation; the protocol lets
+the lower modules name what they need without importing the module above
+them. The handles (task_handle, change_handle) are typed where they are
+used, since the handle classes live above this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._records import ChangeRec, TaskRec
+from .status import Status
+
+if TYPE_CHECKING:
+    import threading
+
+    from .store import Store
+
+
+class Work(Protocol):
+    """Work is the engine's internal interface to a State (see engine.unitofwork)."""
+
+    #: The State (the public one, for handles' .state).
+    state: Any
+    store: Store
+    #: The loaded change records, by id.
+    changes: dict[int, ChangeRec]
+    warnings: Any
+    change_hooks: dict[int, Any]
+    waiters: dict[int, threading.Event]
+
+    def check(self) -> None:
+        """check raises RuntimeError unless this thread holds the state lock."""
+
+    def held(self) -> bool:
+        """held says whether this thread holds the state lock."""
+
+    def now(self) -> datetime:
+        """now is the State clock's time."""
+
+    def flush(self) -> None:
+        """flush writes what changed into the open transaction."""
+
+    def trec(self, tid: int) -> TaskRec:
+        """trec is the record of a task."""
+
+    def trecs(self, ids: list[int]) -> list[TaskRec]:
+        """trecs are the records of tasks."""
+
+    def crec(self, cid: int) -> ChangeRec:
+        """crec is the record of a change."""
+
+    def counts(self, rec: ChangeRec) -> dict[Status, int]:
+        """counts are a change's tasks by status."""
+
+    def task_ids(self, rec: ChangeRec) -> list[int]:
+        """task_ids are the ids of a change's tasks."""
+
+    def change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
+        """change_trecs are the records of a change's tasks."""
+
+    def load_graph(self, recs: list[TaskRec]) -> None:
+        """load_graph loads the edges and lanes of tasks."""
+
+    def wait_ids(self, rec: TaskRec) -> list[int]:
+        """wait_ids are the tasks rec waits for."""
+
+    def halt_ids(self, rec: TaskRec) -> list[int]:
+        """halt_ids are the tasks that wait for rec."""
+
+    def lanes(self, rec: TaskRec) -> list[int]:
+        """lanes are rec's lanes."""
+
+    def log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
+        """log_lines are rec's last log lines."""
+
+    def task_handle(self, rec: TaskRec) -> Any:
+        """task_handle is the public Task of a record."""
+
+    def change_handle(self, rec: ChangeRec) -> Any:
+        """change_handle is the public Change of a record."""
+
+    def change_status(self, crec: ChangeRec) -> Status:
+        """change_status is a change's status."""
+
+    def set_task_status(self, rec: TaskRec, new: Status) -> None:
+        """set_task_status moves a task to new."""
+
+    def dirty_task(self, rec: TaskRec) -> None:
+        """dirty_task notes a task to write."""
+
+    def dirty_change(self, rec: ChangeRec) -> None:
+        """dirty_change notes a change to write."""
+
+    def own_change(self, rec: ChangeRec) -> None:
+        """own_change locks a change's row before what people set on it is read or changed (shared stores)."""
+
+    def touch(self, cid: int) -> None:
+        """touch notes a change whose status to store again."""
+
+    def mark_ready(self, crec: ChangeRec) -> None:
+        """mark_ready makes a change ready."""
+
+    def notify_change(self, crec: ChangeRec) -> None:
+        """notify_change tells the hooks of a change's new status."""
+
+    def note_runnable(self) -> None:
+        """note_runnable notes that tasks may have become runnable."""
+
+    def note_waits(self, tids: Iterable[int]) -> None:
+        """note_waits notes tasks that got new edges."""
+
+    def waiting_changes(self) -> set[int]:
+        """waiting_changes are the changes with tasks in Wait."""
+
+    def add_log(self, rec: TaskRec, level: str, message: str) -> None:
+        """add_log adds a line to a task's log."""
+
+    def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
+        """add_edge makes rec wait for wait."""
+
+    def add_lane(self, rec: TaskRec, lane: int) -> None:
+        """add_lane puts a task in a lane."""
+
+    def delete_changes(self, ids: list[int]) -> None:
+        """delete_changes deletes changes now (prune)."""
+
+    def delete_tasks(self, ids: list[int]) -> None:
+        """delete_tasks deletes tasks now (prune)."""

@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""RecordCache: the records of changes and tasks a State has loaded, and how they are loaded.
+
+Rows are read through the Store only when asked for, so history does not
+weigh on opening or on ensure passes; the edges and lanes of a change's
+cached tasks load in one query. The UnitOfWork owns one RecordCache and
+hands its lookups on as its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._records import LOG_KEEP, ChangeRec, TaskRec, status_of
+from .errors import DatabaseCorruptError, NotFoundError
+from .status import Status
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger("engine.state")
+
+#: How many cached task records may stay after a commit before ready ones go.
+CACHE_LIMIT = 4096
+#: At most this many tasks have their edges and lanes loaded by one query.
+_GRAPH_BATCH = 512
+
+
+class RecordCache:
+    """RecordCache maps ids to the records loaded from one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tasks: dict[int, TaskRec] = {}
+        self.changes: dict[int, ChangeRec] = {}
+        self._evict_above = CACHE_LIMIT
+
+    def clear(self) -> None:
+        """clear forgets every record (they reload on demand)."""
+        self.tasks.clear()
+        self.changes.clear()
+
+    def trec(self, tid: int) -> TaskRec:
+        """trec is the record of a task, loaded if needed (NotFoundError if there is none)."""
+        rec = self.tasks.get(tid)
+        if rec is None:
+            rows = self.store.task_rows([tid])
+            if not rows:
+                raise NotFoundError(f"cannot find task {tid}: it was pruned or never committed")
+            rec = self.tasks[tid] = TaskRec.from_row(rows[0])
+        return rec
+
+    def trecs(self, ids: list[int]) -> list[TaskRec]:
+        """trecs are the records of tasks, loaded in one query if needed."""
+        missing = [tid for tid in ids if tid not in self.tasks]
+        if missing:
+            self.merge_task_rows(self.store.task_rows(missing))
+        try:
+            return [self.tasks[tid] for tid in ids]
+        except KeyError as e:
+            raise NotFoundError(f"cannot find task {e.args[0]}: it was pruned or never committed") from None
+
+    def merge_task_rows(self, rows: list[tuple[Any, ...]]) -> list[TaskRec]:
+        """merge_task_rows caches the records of rows read elsewhere (a cached record wins)."""
+        out = []
+        cache = self.tasks
+        for row in rows:
+            rec = cache.get(row[0])
+            if rec is None:
+                rec = cache[row[0]] = TaskRec.from_row(row)
+            out.append(rec)
+        return out
+
+    def readable(self, what: str, ids: list[int]) -> list[int]:
+        """readable loads the changes (what="change") or tasks of ids; it returns the ids that could be read.
+
+        A row that cannot be read (edited by hand) is left out and logged:
+        the runner reports it, and listing everything must not fail for it.
+        """
+        cache: dict[int, Any] = self.changes if what == "change" else self.tasks
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            rows = self.store.change_rows(missing) if what == "change" else self.store.task_rows(missing)
+            parse = ChangeRec.from_row if what == "change" else TaskRec.from_row
+            for row in rows:
+                try:
+                    cache[row[0]] = parse(row)
+                except DatabaseCorruptError as e:
+                    log.error("leaving out %s %s: %s", what, row[0], e)
+        return [i for i in ids if i in cache]
+
+    def crec(self, cid: int) -> ChangeRec:
+        """crec is the record of a change, loaded if needed (NotFoundError if there is none)."""
+        rec = self.changes.get(cid)
+        if rec is None:
+            row = self.store.change_row(cid)
+            if row is None:
+                raise NotFoundError(f"cannot find change {cid}: it was pruned or never committed")
+            rec = self.changes[cid] = ChangeRec.from_row(row)
+        return rec
+
+    def counts(self, rec: ChangeRec) -> dict[Status, int]:
+        """counts are a change's tasks by status, loaded once (DatabaseCorruptError names an unknown one)."""
+        if rec.counts is None:
+            counts, rec.unclean = self.store.status_counts(rec.id)
+            parsed = {}
+            for value, n in counts.items():
+                try:
+                    parsed[status_of(value, "")] = n
+                except DatabaseCorruptError:
+                    ids = self.store.task_ids_with_status(rec.id, value)
+                    raise DatabaseCorruptError(
+                        f"cannot load change {rec.id}: task {', '.join(map(str, ids))} has unknown "
+                        f"status {value!r} in the database") from None
+            rec.counts = parsed
+        return rec.counts
+
+    def task_ids(self, rec: ChangeRec) -> list[int]:
+        """task_ids are the ids of a change's tasks, loaded once."""
+        if rec.task_ids is None:
+            rec.task_ids = self.store.task_ids_of_change(rec.id)
+        return rec.task_ids
+
+    def change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
+        """change_trecs are the records of a change's tasks (all its rows at once for a big change)."""
+        ids = self.task_ids(rec)
+        if len(ids) > 64 and sum(1 for tid in ids if tid not in self.tasks) > len(ids) // 2:
+            self.merge_task_rows(self.store.tasks_of_change(rec.id))
+        return self.trecs(ids)
+
+    def check_task_rows(self, rec: ChangeRec) -> None:
+        """check_task_rows raises DatabaseCorruptError if a task of the change cannot be read.
+
+        The rows are parsed and dropped, not cached: checking a big change
+        costs no memory beyond what its tasks use as they run.
+        """
+        # Their data must be JSON too: a write of the row would fail its CHECK.
+        # Parsed and dropped: an untouched bag is written back as it was read.
+        rec.data.check(f"change {rec.id}")
+        for row in self.store.each_task_of_change(rec.id):
+            (self.tasks.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
+
+    def load_graph(self, recs: list[TaskRec]) -> None:
+        """load_graph loads the edges and lanes of many tasks at once."""
+        need_edges = [r.id for r in recs if r.wait_ids is None or r.halt_ids is None]
+        if need_edges:
+            waits: dict[int, list[int]] = {tid: [] for tid in need_edges}
+            halts: dict[int, list[int]] = {tid: [] for tid in need_edges}
+            for tid, wid in self.store.edges_touching(need_edges):
+                if tid in waits:
+                    waits[tid].append(wid)
+                if wid in halts:
+                    halts[wid].append(tid)
+            for tid in need_edges:
+                rec = self.tasks[tid]
+                if rec.wait_ids is None:
+                    rec.wait_ids = waits[tid]
+                if rec.halt_ids is None:
+                    rec.halt_ids = halts[tid]
+        need_lanes = [r.id for r in recs if r.lanes is None]
+        if need_lanes:
+            lanes: dict[int, list[int]] = {tid: [] for tid in need_lanes}
+            for tid, lane in self.store.lanes(need_lanes):
+                lanes[tid].append(lane)
+            for tid in need_lanes:
+                self.tasks[tid].lanes = sorted(lanes[tid])
+
+    def wait_ids(self, rec: TaskRec) -> list[int]:
+        """wait_ids are the tasks rec waits for."""
+        if rec.wait_ids is None:
+            self.load_graph(self._siblings(rec))
+        assert rec.wait_ids is not None
+        return rec.wait_ids
+
+    def halt_ids(self, rec: TaskRec) -> list[int]:
+        """halt_ids are the tasks that wait for rec."""
+        if rec.halt_ids is None:
+            self.load_graph(self._siblings(rec))
+        assert rec.halt_ids is not None
+        return rec.halt_ids
+
+    def lanes(self, rec: TaskRec) -> list[int]:
+        """lanes are the lanes of rec ([] for none)."""
+        if rec.lanes is None:
+            self.load_graph(self._siblings(rec))
+        assert rec.lanes is not None
+        return rec.lanes
+
+    def _siblings(self, rec: TaskRec) -> list[TaskRec]:
+        """_siblings is rec and the cached tasks of its change whose graph is not loaded yet.
+
+        Whoever asks for the edges or lanes of one task of a change usually
+        asks for those of the others next (a view of the change, an abort):
+        one query for all of them instead of one per task.
+        """
+        crec = self.changes.get(rec.change_id) if rec.change_id is not None else None
+        if crec is None or crec.task_ids is None or len(crec.task_ids) <= 1:
+            return [rec]
+        cache = self.tasks
+        batch = [rec]
+        for tid in crec.task_ids:
+            other = cache.get(tid)
+            if other is not None and other is not rec and (
+                    other.wait_ids is None or other.halt_ids is None or other.lanes is None):
+                batch.append(other)
+                if len(batch) >= _GRAPH_BATCH:
+                    break
+        return batch
+
+    def log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
+        """log_lines are the last log lines of rec, oldest first."""
+        if rec.log is None:
+            rec.log = self.store.log_lines(rec.id, LOG_KEEP)
+        return rec.log
+
+    def evict(self) -> None:
+        """evict drops ready history from the cache once it grew past its limit; unready records stay."""
+        if len(self.tasks) <= self._evict_above:
+            return
+        # Keep what is unready: the runner works on it. History reloads on demand.
+        for tid in [tid for tid, rec in self.tasks.items() if rec.status.ready or rec.change_id is None]:
+            del self.tasks[tid]
+        for cid in [cid for cid, rec in self.changes.items() if rec.ready_time is not None]:
+            del self.changes[cid]
+        # Scan again only once the cache has doubled: what is left is live.
+        self._evict_above = max(CACHE_LIMIT, 2 * len(self.tasks))

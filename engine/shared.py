@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""settle_changes: the changes a unit of work touched, settled under their row locks at commit (shared stores).
+
+On a single writer's store (SQLite) the counts a unit of work keeps of a
+change's tasks are exact, and so is everything derived from them. On a
+shared store (PostgreSQL) other hosts write other tasks of the same change
+at the same moment: each unit of work locks the rows of the tasks it reads
+(engine.store.postgresql), and at commit it locks the rows of the changes
+it touched, in id order, reads each one and its task counts again (they
+then hold what other hosts committed and what this unit wrote), and stores
+what follows from them: the status, the ready time (a change becomes ready
+once, whichever host finishes its last task) and the clean flag.
+
+What people set on a change (its data, an explicit status) is written only
+by a unit of work that locked the change row before reading it
+(UnitOfWork.own_change); the others keep what the row holds. The lock on a
+change is so held only from this step to the commit: hosts working on the
+tasks of one change run side by side, and serialise only there.
+docs/scale-out.md tells the whole protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ._records import ChangeRec
+from .errors import DatabaseCorruptError
+from .status import Status
+
+if TYPE_CHECKING:
+    from ._work import Work
+
+log = logging.getLogger("engine.state")
+
+_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+
+
+def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
+    """settle_changes locks, reads again and writes the changes of ids; it returns those that became ready.
+
+    owned are the changes whose row this unit of work locked before
+    changing what people set on them: their data and explicit status are
+    this unit's; the others' are the row's.
+    """
+    became: list[int] = []
+    rows = []
+    for row in w.store.locked_change_rows(ids):
+        cid = row[0]
+        try:
+            fresh = ChangeRec.from_row(row)
+        except DatabaseCorruptError as e:  # the runner reports it
+            log.error("cannot store the status of change %s: %s", cid, e)
+            continue
+        rec = w.changes.get(cid)
+        if rec is None:
+            rec = w.changes[cid] = fresh
+        elif cid not in owned:
+            rec.data, rec.explicit = fresh.data, fresh.explicit
+        rec.counts = None  # counted again, under the lock
+        counts = w.counts(rec)
+        if fresh.ready_time is not None:
+            rec.ready_time = fresh.ready_time  # another host (or an earlier commit) made it ready
+        elif (rec.explicit is not None and rec.explicit.ready) or (
+                any(counts.values()) and sum(n for s, n in counts.items() if s not in _READY) == 0):
+            rec.ready_time = rec.ready_time or w.now()
+            became.append(cid)
+        else:
+            rec.ready_time = None  # what this unit counted alone said ready; other hosts' tasks say not
+        rec.clean = fresh.clean or (rec.ready_time is not None and rec.unclean <= 0)
+        status = w.change_status(rec)
+        rec.db_status = status
+        new = rec.row(status)
+        if new != tuple(row):
+            rows.append(new)
+    if rows:
+        w.store.update_changes([r[1:] + r[:1] for r in rows])
+    return became

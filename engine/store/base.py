@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Store: what the engine asks of a database, as verbs; the only way the rest of the engine reaches one.
+
+The unit of work reads rows and writes what changed in one transaction per
+commit; the runner finds runnable tasks; prune finds and deletes old rows;
+the assertion book keeps signed documents. Rows travel as tuples in the
+column orders of engine.store.statements (TASK_COLUMNS, CHANGE_COLUMNS ...);
+an update's row is those columns rotated, id last. Driver errors leave a
+store as DatabaseError subclasses that say what failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+
+class Store(Protocol):
+    """Store is one State's link to its database (engine.store.sqlite, engine.store.postgresql)."""
+
+    #: What the database is called in messages (a path, or a URL without its password).
+    target: str
+    #: Why nothing may be written (a read-only or fenced State), or None.
+    refusal: str | None
+    #: shared says whether other hosts write the same database (PostgreSQL): the cache lives
+    #: one unit of work, ids come from the database, tasks are claimed under leases.
+    shared: bool
+    #: The runner that claims through this store, and its lease in seconds (shared stores).
+    runner_id: str | None
+    lease: float
+    #: notify asks the commit to wake the other hosts' loops (shared stores).
+    notify: bool
+
+    # -- the transaction of a unit of work --------------------------------------------
+
+    @property
+    def in_write(self) -> bool:
+        """in_write says whether a write transaction is open."""
+
+    def begin_write(self, relaxed: bool = False) -> None:
+        """begin_write opens the write transaction (relaxed: it may commit without its own sync)."""
+
+    def commit(self) -> None:
+        """commit ends the write transaction."""
+
+    def rollback(self) -> None:
+        """rollback abandons the write transaction, if one is open."""
+
+    # -- the life of the link --------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """refresh, at the start of a unit of work, says whether others wrote since (the cache must go)."""
+
+    def check_read(self) -> None:
+        """check_read, at the end of a unit of work, raises DatabaseBusyError if what it read may be torn."""
+
+    def fence(self, *, tidy: bool = True) -> None:
+        """fence lets another writer take the database (a stopped overlord); this link may still read.
+
+        tidy first leaves the database self-contained (SQLite: the log checkpointed).
+        """
+
+    def close(self, *, tidy: bool) -> None:
+        """close closes the link; tidy also leaves the database self-contained (a writer's checkpoint)."""
+
+    # -- reads --------------------------------------------------------------------------
+
+    def sequences(self) -> dict[str, int]:
+        """sequences returns the last ids handed out, never below the largest ids in use."""
+
+    def task_rows(self, ids: Sequence[int]) -> list[Row]:
+        """task_rows loads tasks by id."""
+
+    def change_row(self, cid: int) -> Row | None:
+        """change_row loads one change."""
+
+    def change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """change_rows loads changes by id."""
+
+    def change_ids(self) -> list[int]:
+        """change_ids lists every change."""
+
+    def tasks_of_change(self, cid: int) -> list[Row]:
+        """tasks_of_change loads all the tasks of one change."""
+
+    def each_task_of_change(self, cid: int, page: int = 256) -> Iterator[Row]:
+        """each_task_of_change yields the tasks of one change a page at a time."""
+
+    def task_ids_of_change(self, cid: int) -> list[int]:
+        """task_ids_of_change lists the ids of the tasks of one change."""
+
+    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
+        """status_counts counts the tasks of a change by status, and the unclean ones."""
+
+    def task_ids_with_status(self, cid: int, status: str) -> list[int]:
+        """task_ids_with_status lists the tasks of a change that have a status (as stored)."""
+
+    def changes_with_waiting_tasks(self) -> list[int]:
+        """changes_with_waiting_tasks lists the changes that have tasks in Wait."""
+
+    def linked_task_ids(self) -> list[int]:
+        """linked_task_ids lists every task that belongs to a change."""
+
+    def task_count(self) -> int:
+        """task_count counts every task, in a change or not."""
+
+    def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """edges_touching returns every (task, wait task) edge with an end in ids."""
+
+    def lanes(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """lanes returns the (task, lane) rows of the given tasks."""
+
+    def log_lines(self, tid: int, keep: int) -> list[tuple[str, str, str]]:
+        """log_lines returns the last keep log lines of a task, oldest first."""
+
+    def state_value(self, key: str) -> str | None:
+        """state_value returns the JSON text stored under key."""
+
+    def warning_rows(self) -> list[Row]:
+        """warning_rows loads every warning."""
+
+    def assertion_row(self, type: str, key: str) -> Row | None:
+        """assertion_row loads one assertion by type and joined primary key."""
+
+    def assertion_rows(self, type: str) -> list[Row]:
+        """assertion_rows loads every assertion of a type."""
+
+    # -- the runner's queries -------------------------------------------------------------
+
+    def tasks_in_status(self, status: str, after_id: int, limit: int) -> list[Row]:
+        """tasks_in_status pages through the unready tasks of changes with a status, by id."""
+
+    def started_tasks(self, after_id: int, limit: int) -> list[Row]:
+        """started_tasks pages through Doing and Undoing tasks (left over from a previous run), by id."""
+
+    def runnable_do(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_do pages through Do tasks whose wait tasks are all Done."""
+
+    def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_undo pages through Undo tasks whose halt tasks are all ready."""
+
+    def halted_by(self, ids: Sequence[int]) -> list[int]:
+        """halted_by lists the tasks that wait for any of ids."""
+
+    def stale_blockers(self) -> list[int]:
+        """stale_blockers lists unready tasks whose blockers count is wrong."""
+
+    def blocked_changes(self) -> list[int]:
+        """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
+
+    def unclean_changes(self, limit: int | None = None) -> list[int]:
+        """unclean_changes lists ready changes with tasks left to clean."""
+
+    def unclean_tasks(self, cid: int) -> list[Row]:
+        """unclean_tasks loads the tasks of a change that are not clean yet."""
+
+    # -- prune ---------------------------------------------------------------------------------
+
+    def ready_changes_before(self, before: str) -> list[int]:
+        """ready_changes_before lists the changes that became ready before a time."""
+
+    def ready_change_count(self) -> int:
+        """ready_change_count counts the ready changes."""
+
+    def oldest_ready_changes(self, since: str, limit: int) -> list[int]:
+        """oldest_ready_changes lists up to limit changes ready since a time, oldest first."""
+
+    def unready_changes(self) -> list[tuple[int, Any, int]]:
+        """unready_changes lists (id, spawn time, task count) of every change not ready yet."""
+
+    def orphan_tasks_before(self, before: str) -> list[int]:
+        """orphan_tasks_before lists tasks in no change spawned before a time."""
+
+    def delete_changes(self, ids: Sequence[int]) -> None:
+        """delete_changes deletes changes, their tasks going with them."""
+
+    def delete_tasks(self, ids: Sequence[int]) -> None:
+        """delete_tasks deletes tasks."""
+
+    # -- writes (inside begin_write) ----------------------------------------------------
+
+    def insert_changes(self, rows: Sequence[Row]) -> None:
+        """insert_changes writes new changes."""
+
+    def update_changes(self, rows: Sequence[Row]) -> None:
+        """update_changes rewrites changes (rows rotated, id last)."""
+
+    def insert_tasks(self, rows: Sequence[Row]) -> None:
+        """insert_tasks writes new tasks."""
+
+    def update_tasks(self, rows: Sequence[Row]) -> None:
+        """update_tasks rewrites tasks (rows rotated, id last)."""
+
+    def update_change_statuses(self, rows: Sequence[tuple[str, int]]) -> None:
+        """update_change_statuses stores the computed status of changes."""
+
+    def insert_edges(self, rows: Sequence[tuple[int, int]]) -> None:
+        """insert_edges writes (task, wait task) edges."""
+
+    def insert_lanes(self, rows: Sequence[tuple[int, int]]) -> None:
+        """insert_lanes writes (task, lane) rows."""
+
+    def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
+        """insert_log appends log lines and trims the logs of trim to keep lines."""
+
+    def recount_blockers(self, ids: Sequence[int]) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks."""
+
+    def save_state_values(self, values: dict[str, str | None]) -> None:
+        """save_state_values upserts (or, for None, deletes) state keys."""
+
+    def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
+        """save_warnings upserts warnings and deletes the given ones."""
+
+    def save_sequences(self, values: dict[str, int]) -> None:
+        """save_sequences stores the last ids handed out."""
+
+    def save_assertions(self, rows: Sequence[Row]) -> None:
+        """save_assertions upserts assertions."""
+
+    # -- several hosts (shared stores; a single writer's store does nothing) ---------------------
+
+    def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence straight from the database."""
+
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows locks change rows until the end of the unit of work and reads them afresh."""
+
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases clears the leases of tasks that stopped running (and claims this pass let go)."""
+
+    def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """runners_of says which runner holds the lease of each task."""
+
+    def expired_leases(self) -> list[int]:
+        """expired_leases lists running tasks whose lease ran out."""
+
+    def lease_expired(self, tid: int) -> bool:
+        """lease_expired says whether a task's lease is still out, once the task is locked."""
+
+    def heartbeat(self, runner: str, lease: float) -> int:
+        """heartbeat extends the leases of a runner's running tasks; it returns how many."""
+
+    def release_claims(self, kept: Sequence[int]) -> None:
+        """release_claims gives back the leases a pass took on tasks it did not start."""
+
+    def claim_cleanup(self, tid: int) -> bool:
+        """claim_cleanup takes a lease on a task for its cleanup handler; False: another runner has it."""

@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Compiling the statements of engine.store.statements for one backend, once per process.
+
+A Compiled statement is the dialect's text and a plan for its positional
+parameters: the values a caller passes, in the order its definition names
+them, and the constants the compiler added (SQLite's OFFSET 0, say). An IN
+list (the statement's expanding parameter) is spliced in by the backend:
+SQLite gets one placeholder per item, in chunks under its parameter limit;
+PostgreSQL gets one array parameter (= ANY).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+
+from .statements import STATEMENTS, Forms, Sql
+
+#: What the compiler writes where an IN list goes.
+POSTCOMPILE = "__[POSTCOMPILE_{}]"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Compiled is one statement as a backend runs it."""
+
+    name: str
+    sql: str
+    #: For each placeholder: the index of the caller's argument, or None for a constant.
+    slots: tuple[int | None, ...]
+    constants: tuple[Any, ...]
+    #: Whether the caller's arguments are the parameters as they are (no constants to add).
+    direct: bool
+    #: The index of the expanding argument among the caller's, or None.
+    expanding: int | None
+    token: str | None
+
+    def args(self, given: Sequence[Any]) -> Sequence[Any]:
+        """args returns the positional parameters for the caller's arguments."""
+        if self.direct:
+            return given
+        return [given[i] if i is not None else c for i, c in zip(self.slots, self.constants, strict=True)]
+
+
+class Catalog:
+    """Catalog is every statement compiled for one dialect; each is compiled on first use, then kept."""
+
+    def __init__(self, dialect: Dialect, forms: Forms) -> None:
+        self._dialect = dialect
+        self._forms = forms
+        self._compiled: dict[str, Compiled] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> Compiled:
+        c = self._compiled.get(name)
+        if c is None:
+            from .statements import BY_NAME
+
+            with self._lock:
+                c = self._compiled[name] = compile_one(BY_NAME[name], self._dialect, self._forms)
+        return c
+
+    def compile_all(self) -> None:
+        """compile_all compiles every statement now (at import: no first call pays for it)."""
+        for sql in STATEMENTS:
+            self[sql.name]
+
+
+def compile_one(stmt: Sql, dialect: Dialect, forms: Forms) -> Compiled:
+    """compile_one compiles stmt and checks that its placeholders are the parameters it names."""
+    compiled: Any = stmt.build(forms).compile(dialect=dialect)
+    order = list(compiled.positiontup or ())
+    slots: list[int | None] = []
+    constants: list[Any] = []
+    for name in order:
+        if name in stmt.params:
+            slots.append(stmt.params.index(name))
+            constants.append(None)
+        else:
+            slots.append(None)
+            constants.append(compiled.binds[name].effective_value)
+    named = [s for s in slots if s is not None]
+    if named != list(range(len(stmt.params))):
+        raise RuntimeError(f"internal error: statement {stmt.name} takes {order}, its definition says "
+                           f"{list(stmt.params)}")
+    direct = len(slots) == len(stmt.params)
+    return Compiled(stmt.name, compiled.string, tuple(slots), tuple(constants), direct,
+                    stmt.params.index(stmt.expanding) if stmt.expanding else None,
+                    POSTCOMPILE.format(stmt.expanding) if stmt.expanding else None)

@@ -1,0 +1,491 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PostgresStore: the Store on PostgreSQL (psycopg 3), shared by several runner hosts.
+
+One connection per State. Each unit of work is one real transaction (READ
+COMMITTED), begun by its first statement and ended by the State's unlock.
+What only PostgreSQL does, in one place:
+
+- the forms of the statements: INSERT ... ON CONFLICT, an IN list as one
+  array parameter (= ANY), no index hints;
+- row locks: a task row is loaded FOR NO KEY UPDATE, so that a unit of work never
+  writes back a stale copy of a task; a change row is locked when a unit
+  of work writes what people set on it (its data, an explicit status) and,
+  at every commit, for the status, ready time and clean flag that the unit
+  derives from its tasks (engine.shared); candidates for a claim lock their
+  own rows with SKIP LOCKED, so a host passes over the tasks another host
+  is writing;
+- the claim: one UPDATE ... WHERE id IN (SELECT ... FOR NO KEY UPDATE OF t
+  SKIP LOCKED) RETURNING, recording this runner and its lease; leases extended
+  by a heartbeat, and expired ones found by any host's reaper;
+- ids in blocks from the sequences table, on a side connection in
+  autocommit mode, so that no unit of work holds the sequence rows;
+- NOTIFY at the commit of a unit of work that made tasks runnable;
+- error codes: deadlocks, serialization failures and lost connections are
+  DatabaseConflictError (rolled back, run it again).
+
+docs/scale-out.md tells the design, the locking and the failure cases.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import tenacity
+from sqlalchemy import Table, bindparam, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from ..errors import DatabaseConflictError, DatabaseError, ReadOnlyStateError
+from .base import Row
+from .compiled import Catalog, Compiled
+from .sqlstore import SqlStore
+from .statements import CHANGE_COLUMNS, TASK_COLUMNS
+
+log = logging.getLogger("engine.store")
+
+#: The channel a commit that made tasks runnable notifies (LISTEN engine_work).
+CHANNEL = "engine_work"
+#: How many ids a host takes from a sequence at once.
+ID_BLOCK = 64
+_RUNNING = "('Doing','Undoing')"
+#: The statuses of a task whose handler may be running (an aborted one still runs until it returns).
+_HELD = "('Doing','Undoing','Abort')"
+
+
+class PostgresForms:
+    """PostgresForms are PostgreSQL's own forms of the engine's statements."""
+
+    name = "postgresql"
+
+    def insert_ignore(self, table: Table) -> Any:
+        """insert_ignore is INSERT ... ON CONFLICT DO NOTHING."""
+        return pg_insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """upsert is INSERT ... ON CONFLICT (keys) DO UPDATE SET the other columns."""
+        stmt = pg_insert(table).values({c: bindparam(c) for c in columns})
+        return stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c: stmt.excluded[c] for c in columns if c not in keys})
+
+    def hint(self, stmt: Any, table: Any, index: str) -> Any:
+        """hint is nothing: PostgreSQL's planner has statistics."""
+        return stmt
+
+    def json_valid(self, column: str) -> Any:
+        """json_valid is true: PostgreSQL enforces the CHECK that the column holds JSON, always."""
+        return true()
+
+
+CATALOG = Catalog(PGDialect_psycopg(paramstyle="format"), PostgresForms())  # type: ignore[no-untyped-call]
+
+_T = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
+_C = ", ".join(CHANGE_COLUMNS)
+_NOW = "extract(epoch from clock_timestamp())"
+_UNREADY = "t.status NOT IN ('Done','Undone','Hold','Error')"
+# The claims: one UPDATE over candidates this transaction locks, passing over
+# tasks another host is writing (SKIP LOCKED).
+# The outer condition ({again}) is checked again on the row as it is when it is updated: a task
+# another host claimed (and committed) after this statement's snapshot is passed over, not taken twice.
+# (= ANY (ARRAY(...)), the subquery run once and the rows updated by primary key, is the IN form that
+# PostgreSQL's planner never turns into a scan of every task.)
+_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE {{again}} AND id = ANY (ARRAY("
+          "SELECT t.id FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {where} "
+          f"ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED)) RETURNING {', '.join(TASK_COLUMNS)}")
+_CLAIM_DO = _CLAIM.format(again="status = 'Do' AND lease_until IS NULL", where=(
+    "t.status = 'Do' AND t.blockers = 0 AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
+    "JOIN tasks w ON w.id = d.wait_task_id WHERE d.task_id = t.id AND w.status <> 'Done')"))
+_CLAIM_UNDO = _CLAIM.format(again="status = 'Undo' AND lease_until IS NULL", where=(
+    f"{_UNREADY} AND t.status = 'Undo' AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
+    "JOIN tasks h ON h.id = d.task_id WHERE d.wait_task_id = t.id "
+    "AND h.status NOT IN ('Done','Undone','Hold','Error'))"))
+# Doing and Undoing tasks that no runner holds: waiting for a retry, or left from a crash before leases.
+_CLAIM_STARTED = _CLAIM.format(again="status IN ('Doing','Undoing') AND lease_until IS NULL",
+                               where="t.status IN ('Doing','Undoing') AND t.lease_until IS NULL AND t.id > %s")
+# Tasks in a status (Abort) that this transaction could lock, except those another runner holds.
+_LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {_UNREADY} "
+                     f"AND t.status = %s AND (t.lease_until IS NULL OR t.runner = %s OR t.lease_until < {_NOW}) "
+                     "AND t.id > %s ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED")
+# Rows locked as they are read, in id order (so that two hosts lock them in the same order).
+# FOR NO KEY UPDATE, not FOR UPDATE: the foreign key checks of other transactions' task writes take
+# FOR KEY SHARE on the change row (also for a task row this transaction wrote before), and two units
+# of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
+_TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+_CHANGES_LOCKED = f"SELECT {_C} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+
+
+def _sqlstate(e: BaseException) -> str:
+    return str(getattr(e, "sqlstate", "") or "")
+
+
+class PostgresStore(SqlStore):
+    """PostgresStore runs the engine's SQL on one psycopg connection, one transaction per unit of work."""
+
+    sql = CATALOG
+    shared = True
+
+    def __init__(self, engine: Any, target: str, *, read_only: bool, busy_budget: float = 120.0) -> None:
+        import psycopg
+
+        #: How long a lost server is waited for, in all, before a unit of work fails.
+        self.busy_budget = busy_budget
+        self._psycopg = psycopg
+        self._engine = engine
+        self.target = target
+        self.refusal: str | None = None
+        self._read_only = read_only
+        self._conn: Any = None
+        self._side: Any = None  # autocommit: ids, heartbeats
+        self._side_lock = threading.Lock()
+        self._in_write = False
+        self._claims: set[int] = set()  # tasks this transaction claimed
+        self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
+        self._any_sql: dict[str, str] = {}
+        self.notify = False
+        #: The runner claiming through this store (TaskRunner sets it), and its lease in seconds.
+        self.runner_id: str | None = None
+        self.lease = 30.0
+        self._connect()
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        raw = self._engine.raw_connection()
+        conn = raw.driver_connection
+        conn.autocommit = False
+        self._raw, self._conn = raw, conn
+
+    def _side_conn(self) -> Any:
+        if self._side is None or self._side.closed:
+            raw = self._engine.raw_connection()
+            raw.driver_connection.autocommit = True
+            self._side_raw, self._side = raw, raw.driver_connection
+        return self._side
+
+    def _lost(self) -> bool:
+        return self._conn is None or self._conn.closed or self._conn.broken
+
+    @contextmanager
+    def guard(self, doing: str) -> Iterator[None]:
+        """guard turns driver errors into DatabaseError naming the database."""
+        try:
+            yield
+        except self._psycopg.Error as e:
+            raise self.convert(e, doing) from e
+
+    def convert(self, e: BaseException, doing: str) -> DatabaseError:
+        """convert maps a driver error to the engine's error for it."""
+        where = f"cannot {doing} state database {self.target}"
+        text = " ".join(str(e).split())
+        state = _sqlstate(e)
+        self._in_write = False
+        if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
+            self._rollback_quietly()
+            return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
+        self._rollback_quietly()
+        return DatabaseError(f"{where}: {text}")
+
+    def _rollback_quietly(self) -> None:
+        try:
+            if not self._lost():
+                self._conn.rollback()
+        except self._psycopg.Error as e:
+            log.debug("rollback of %s: %s", self.target, e)
+
+    # -- running statements ------------------------------------------------------------------
+
+    def _any(self, c: Compiled) -> str:
+        sql = self._any_sql.get(c.name)
+        if sql is None:
+            assert c.token is not None
+            sql = self._any_sql[c.name] = c.sql.replace(f"IN ({c.token})", "= ANY (%s)")
+        return sql
+
+    def _cursor(self) -> Any:
+        if self._lost():
+            raise DatabaseConflictError(f"cannot use state database {self.target}: the connection was lost; "
+                                        "run it again")
+        return self._conn.cursor()
+
+    def run(self, sql: str, args: Sequence[Any] = (), doing: str = "read") -> list[Row]:
+        """run runs one statement of this backend's own and returns its rows (if any)."""
+        if doing == "write":
+            self.begin_write()
+        with self.guard(doing), self._cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description is not None else []
+
+    def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
+        """query runs one SELECT and returns its rows."""
+        return self.run(c.sql, c.args(args))
+
+    def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
+        """query_in runs a SELECT whose IN list is one array parameter."""
+        if not ids:
+            return []
+        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
+        full[c.slots.index(c.expanding)] = list(ids)
+        return self.run(self._any(c), full)
+
+    def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
+        """each yields the rows of a SELECT (fetched at once: the transaction holds them anyway)."""
+        yield from self.query(c, args)
+
+    def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
+        """execute runs one statement in the write transaction; returns rowcount."""
+        self.begin_write()
+        with self.guard("write"), self._cursor() as cur:
+            cur.execute(c.sql, c.args(args))
+            return int(cur.rowcount)
+
+    def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
+        """executemany runs one statement for many rows (pipelined by psycopg)."""
+        if not rows:
+            return
+        self.begin_write()
+        with self.guard("write"), self._cursor() as cur:
+            cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+
+    def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
+        """execute_in runs a statement whose IN list is one array parameter."""
+        if not ids:
+            return
+        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
+        full[c.slots.index(c.expanding)] = list(ids)
+        self.run(self._any(c), full, "write")
+
+    # -- row locks: a task row as it is read, a change row as it is written ------------------
+
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows locks change rows (in id order) and reads them as committed now."""
+        if self._read_only:
+            return super().change_rows(ids)
+        todo = sorted({i for i in ids if i is not None})
+        return self.run(_CHANGES_LOCKED, (todo,)) if todo else []
+
+    def task_rows(self, ids: Sequence[int]) -> list[Row]:
+        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits)."""
+        if self._read_only or not ids:
+            return super().task_rows(ids)
+        return self.run(_TASKS_LOCKED, (sorted(set(ids)),))
+
+    def tasks_of_change(self, cid: int) -> list[Row]:
+        """tasks_of_change locks and loads the tasks of a change."""
+        if self._read_only:
+            return super().tasks_of_change(cid)
+        return self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
+
+    def unclean_tasks(self, cid: int) -> list[Row]:
+        """unclean_tasks locks and loads the unclean tasks of a change."""
+        if self._read_only:
+            return super().unclean_tasks(cid)
+        return self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
+
+    # -- claims, leases and the reaper --------------------------------------------------------
+
+    def _claimed(self, rows: list[Row]) -> list[Row]:
+        self._claims.update(r[0] for r in rows)
+        return rows
+
+    def release_claims(self, kept: Sequence[int]) -> None:
+        """release_claims gives back the leases this pass took on tasks it did not start (held back, not due)."""
+        unused = sorted(self._claims.difference(kept))
+        self._claims.clear()
+        if unused:
+            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
+                     (unused, self.runner_id), "write")
+
+    def runnable_do(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
+        if self.runner_id is None or self._read_only:
+            return super().runnable_do(after_id, limit)
+        return self._claimed(self.run(_CLAIM_DO, (self.runner_id, self.lease, after_id, limit), "write"))
+
+    def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_undo claims Undo tasks whose halt tasks are all ready, as runnable_do claims."""
+        if self.runner_id is None or self._read_only:
+            return super().runnable_undo(after_id, limit)
+        return self._claimed(self.run(_CLAIM_UNDO, (self.runner_id, self.lease, after_id, limit), "write"))
+
+    def tasks_in_status(self, status: str, after_id: int, limit: int) -> list[Row]:
+        """tasks_in_status pages through unready tasks with a status that this transaction could lock."""
+        if self._read_only:
+            return super().tasks_in_status(status, after_id, limit)
+        locked = self.run(_LOCKED_IN_STATUS, (status, self.runner_id or "", after_id, limit))
+        # Read again once locked: a row that changed since the statement began reads as it was then.
+        fresh = {r[0]: r for r in super().task_rows([r[0] for r in locked])} if locked else {}
+        # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
+        return [fresh[r[0]] for r in locked if r[0] in fresh and fresh[r[0]][4] == status]
+
+    def claim_cleanup(self, tid: int) -> bool:
+        """claim_cleanup takes a lease on an unclean task of a ready change, for its cleanup handler."""
+        return bool(self.run(f"UPDATE tasks SET runner = %s, lease_until = {_NOW} + %s WHERE id = %s "
+                             "AND lease_until IS NULL AND NOT clean RETURNING id",
+                             (self.runner_id, self.lease, tid), "write"))
+
+    def started_tasks(self, after_id: int, limit: int) -> list[Row]:
+        """started_tasks claims Doing and Undoing tasks that no runner holds (a retry is due, say)."""
+        if self.runner_id is None or self._read_only:
+            return super().started_tasks(after_id, limit)
+        return self._claimed(self.run(_CLAIM_STARTED, (self.runner_id, self.lease, after_id, limit), "write"))
+
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them)."""
+        if ids:
+            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+                     "AND lease_until IS NOT NULL", (list(ids),), "write")
+
+    def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """runners_of says which runner holds the lease of each task."""
+        return {r[0]: r[1] for r in self.run("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (list(ids),))}
+
+    def expired_leases(self) -> list[int]:
+        """expired_leases lists running tasks whose lease ran out (or that have none), by the server's clock."""
+        return [r[0] for r in self.run(
+            f"SELECT id FROM tasks WHERE lease_until < {_NOW} AND (status IN {_HELD} OR NOT clean) "
+            "AND change_id IS NOT NULL ORDER BY id LIMIT 256")]
+
+    def lease_expired(self, tid: int) -> bool:
+        """lease_expired says, once the task is locked, whether its lease is still out."""
+        rows = self.run(f"SELECT lease_until < {_NOW} FROM tasks WHERE id = %s", (tid,))
+        return bool(rows and rows[0][0])
+
+    def heartbeat(self, runner: str, lease: float) -> int:
+        """heartbeat extends the leases of runner's running tasks (on the side connection); returns how many."""
+        with self._side_lock, self.guard("write"):
+            cur = self._side_conn().execute(
+                f"UPDATE tasks SET lease_until = {_NOW} + %s WHERE runner = %s AND (status IN {_HELD} OR NOT clean)",
+                (lease, runner))
+            return int(cur.rowcount)
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def listen(self, wake: Any, stop: threading.Event) -> None:
+        """listen calls wake() whenever another host's commit made tasks runnable, until stop is set.
+
+        Its own connection LISTENs on CHANNEL; a lost connection is opened
+        again (the loop's polling covers what was missed meanwhile).
+        """
+        while not stop.is_set():
+            try:
+                raw = self._engine.raw_connection()
+                try:
+                    conn = raw.driver_connection
+                    conn.autocommit = True
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            wake()
+                finally:
+                    raw.close()
+            except Exception as e:  # the server restarting, say
+                log.info("listening for work on %s: %s; trying again", self.target, e)
+                stop.wait(1.0)
+
+    # -- ids ---------------------------------------------------------------------------------
+
+    def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence, from a block taken on the side connection."""
+        nxt, last = self._blocks.get(name, (1, 0))
+        if nxt > last and self._read_only:
+            # Nothing of a read-only State is ever written: ids for its refused work, from what is there.
+            top = int(self.sequences().get(name, 0))
+            nxt, last = top + 1, top + 2**31
+        elif nxt > last:
+            with self._side_lock, self.guard("write"):
+                row = self._side_conn().execute(
+                    "INSERT INTO sequences (name, last_id) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                    "SET last_id = GREATEST(sequences.last_id, (SELECT coalesce(max(id), 0) FROM tasks WHERE "
+                    "%s = 'task'), (SELECT coalesce(max(id), 0) FROM changes WHERE %s = 'change')) + %s "
+                    "RETURNING last_id", (name, ID_BLOCK, name, name, ID_BLOCK)).fetchone()
+            last = int(row[0])
+            nxt = last - ID_BLOCK + 1
+        self._blocks[name] = (nxt + 1, last)
+        return nxt
+
+    def save_sequences(self, values: dict[str, int]) -> None:
+        """save_sequences does nothing: ids are taken from the database as they are handed out."""
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @property
+    def in_write(self) -> bool:
+        """in_write says whether this unit of work wrote anything yet."""
+        return self._in_write
+
+    def begin_write(self, relaxed: bool = False) -> None:
+        """begin_write marks the unit of work as writing (its transaction began with its first statement)."""
+        if self.refusal is not None:
+            raise ReadOnlyStateError(self.refusal)
+        self._in_write = True
+
+    def commit(self) -> None:
+        """commit commits the unit of work's transaction (notifying listeners when tasks became runnable)."""
+        if self.refusal is not None:
+            self.rollback()
+            raise ReadOnlyStateError(self.refusal)
+        with self.guard("commit"):
+            if self.notify and self._in_write:
+                self._conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            self._conn.commit()
+        self.notify = False
+        self._in_write = False
+        self._claims.clear()
+
+    def rollback(self) -> None:
+        """rollback abandons the unit of work's transaction."""
+        self._in_write = False
+        self.notify = False
+        self._claims.clear()
+        self._rollback_quietly()
+
+    # -- the life of the link ------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """refresh reconnects a lost connection; it is always True: other hosts may have written anything."""
+        if self._lost():
+            log.warning("reconnecting to state database %s", self.target)
+            try:
+                self._raw.invalidate()
+            except Exception as e:  # the pool may already have dropped it
+                log.debug("dropping the lost connection to %s: %s", self.target, e)
+            started = time.monotonic()
+
+            def warn(rs: tenacity.RetryCallState) -> None:
+                log.warning("cannot reach state database %s (%s); still trying after %.1f s (giving up after %g s)",
+                            self.target, rs.outcome.exception() if rs.outcome else "?",
+                            time.monotonic() - started, self.busy_budget)
+
+            try:
+                # As a busy SQLite database is waited for: up to the busy budget in all.
+                tenacity.Retrying(wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+                                  stop=tenacity.stop_after_delay(self.busy_budget), before_sleep=warn,
+                                  reraise=True)(self._connect)
+            except Exception as e:
+                raise DatabaseConflictError(f"cannot reach state database {self.target}: "
+                                            f"{' '.join(str(e).split())}; run it again") from e
+        return True
+
+    def check_read(self) -> None:
+        """check_read ends the read transaction of a unit of work that wrote nothing."""
+        if not self._in_write:
+            self.rollback()
+
+    def fence(self, *, tidy: bool = True) -> None:
+        """fence abandons the transaction; another host needs no lock given back (the leases end by themselves)."""
+        self.rollback()
+
+    def close(self, *, tidy: bool) -> None:
+        """close closes the connections."""
+        self.rollback()
+        for raw in (getattr(self, "_raw", None), getattr(self, "_side_raw", None)):
+            if raw is not None:
+                try:
+                    raw.close()
+                except Exception as e:
+                    log.debug("closing a connection to %s: %s", self.target, e)
+        self._engine.dispose()

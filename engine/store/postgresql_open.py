@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Opening a PostgreSQL state database: the schema created or migrated once, whatever the number of hosts.
+
+Several hosts may start at the same moment on a new or older database. The
+first takes a session-level advisory lock (pg_advisory_lock, waited for at
+most MIGRATION_LOCK_TIMEOUT), creates or upgrades the schema in one
+transaction (PostgreSQL's DDL is transactional), and lets go; the others
+wait for the lock, then find the schema at head and go on. A migrator that
+crashes drops its connection, and with it the lock and its uncommitted DDL:
+the next start migrates from where the database was.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..db import BASE, ENGINE_TABLES, SCHEMA_HEAD, alembic_config, describe, known_revisions, newer_schema
+from ..errors import DatabaseCorruptError, DatabaseError
+
+log = logging.getLogger("engine.db")
+
+#: The advisory lock key of schema migrations ("engine" in ASCII).
+MIGRATION_LOCK = 0x656E67696E65
+#: How long a start waits for another host's migration, in seconds.
+MIGRATION_LOCK_TIMEOUT = 120.0
+
+
+def make_engine(url: str) -> Any:
+    """make_engine creates the SQLAlchemy engine of a PostgreSQL URL (postgresql+psycopg://...)."""
+    from sqlalchemy import create_engine, pool
+    from sqlalchemy.engine import make_url
+
+    sa_url = make_url(url)
+    if sa_url.get_driver_name() not in ("psycopg", ""):
+        raise DatabaseError(f"cannot open state database {sa_url!r}: use the psycopg driver "
+                            "(postgresql+psycopg://...)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise DatabaseError(f"cannot open state database {sa_url!r}: psycopg is not installed "
+                            "(pip install 'overlord-engine[postgresql]')") from None
+    return create_engine(sa_url.set(drivername="postgresql+psycopg"), poolclass=pool.NullPool)
+
+
+def _revision(conn: Any) -> str | None:
+    tables = {r[0] for r in conn.exec_driver_sql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+    if not tables:
+        return None
+    if "alembic_version" not in tables:
+        if not tables & ENGINE_TABLES:
+            return None  # a database of other things: the engine's tables go beside them
+        raise DatabaseCorruptError("it has the engine's tables but no alembic_version table")
+    rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    if not rows:
+        return BASE
+    if len(rows) != 1:
+        raise DatabaseCorruptError(f"it has {len(rows)} schema revisions recorded, expected one")
+    return str(rows[0][0])
+
+
+def prepare(engine: Any, target: str, *, read_only: bool) -> None:
+    """prepare creates or upgrades the schema to head, once across hosts (a reader only checks it)."""
+    import sqlalchemy.exc
+
+    from ..models import Base
+    from .views import create_views
+
+    try:
+        with engine.connect() as conn:
+            revision = _revision(conn)
+            conn.rollback()
+            if revision == SCHEMA_HEAD:
+                return
+            if revision not in (None, BASE) and revision not in known_revisions():
+                raise newer_schema(target, revision)
+            if read_only:
+                raise DatabaseError(f"{describe(target)} read-only: its schema is at {revision or 'nothing'}, "
+                                    f"not {SCHEMA_HEAD!r}; open it once for writing")
+            conn.exec_driver_sql(f"SET lock_timeout = '{int(MIGRATION_LOCK_TIMEOUT * 1000)}ms'")
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            conn.commit()
+            try:
+                revision = _revision(conn)  # another host may have migrated while this one waited
+                conn.rollback()
+                if revision == SCHEMA_HEAD:
+                    return
+                if revision is None:
+                    log.info("creating the schema of state database %s", target)
+                    with conn.begin():
+                        Base.metadata.create_all(conn)
+                        create_views(conn)
+                        conn.exec_driver_sql(
+                            "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+                            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+                        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (%s)", (SCHEMA_HEAD,))
+                        conn.exec_driver_sql("INSERT INTO sequences (name, last_id) VALUES ('change', 0), "
+                                             "('task', 0), ('lane', 0)")
+                else:
+                    from alembic import command
+
+                    log.info("upgrading state database %s from schema %s to %s", target, revision, SCHEMA_HEAD)
+                    cfg = alembic_config()
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    conn.commit()
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                conn.commit()
+    except sqlalchemy.exc.DBAPIError as e:
+        cause = " ".join(str(getattr(e, "orig", None) or e).split())
+        if "lock timeout" in cause:
+            raise DatabaseError(f"{describe(target)}: another host held the schema migration lock for more than "
+                                f"{MIGRATION_LOCK_TIMEOUT:g} s") from None
+        raise DatabaseError(f"{describe(target)}: {cause}") from None
+
+
+def open_postgres(url: str, *, read_only: bool, busy_budget: float = 120.0) -> Any:
+    """open_postgres connects to a PostgreSQL state database, creating or upgrading its schema."""
+    from sqlalchemy.engine import make_url
+
+    from .postgresql import PostgresStore
+
+    target = make_url(url).render_as_string(hide_password=True)
+    engine = make_engine(url)
+    try:
+        prepare(engine, target, read_only=read_only)
+        return PostgresStore(engine, target, read_only=read_only, busy_budget=busy_budget)
+    except BaseException:
+        engine.dispose()
+        raise

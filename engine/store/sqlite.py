@@ -1,0 +1,355 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SQLiteStore: the Store on one SQLite connection (the engine's default backend).
+
+Reads run in autocommit mode; writes run inside one BEGIN IMMEDIATE
+transaction per commit, opened with a busy timeout and retried with
+tenacity while another process holds the write lock. What only SQLite has
+is here: its forms of the statements (INSERT ... ON CONFLICT DO NOTHING, the
+INDEXED BY hints the planner needs without statistics, one placeholder per
+item of an IN list), its error codes, PRAGMA data_version to notice writes
+by other connections, and, through DbLink, the writer's file lock, the
+read-only snapshots and quick_check at open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import tenacity
+from sqlalchemy import Table, bindparam, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+from ..db import DatabaseOptions
+from ..errors import DatabaseBusyError, DatabaseError, DatabaseFullError, ReadOnlyStateError
+from .base import Row
+from .compiled import Catalog, Compiled
+from .sqlite_link import DbLink
+from .sqlite_open import sqlite_error
+from .sqlstore import SqlStore
+
+log = logging.getLogger("engine.store")
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_MAX_VARS = 900  # stay under SQLite's default host-parameter limit
+
+
+class _Compiler(SQLiteCompiler):
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text  # "tasks AS t INDEXED BY ix_tasks_runnable"
+
+
+class _Dialect(SQLiteDialect_pysqlite):
+    statement_compiler = _Compiler
+
+
+class SQLiteForms:
+    """SQLiteForms are SQLite's own forms of the engine's statements."""
+
+    name = "sqlite"
+
+    def insert_ignore(self, table: Table) -> Any:
+        """insert_ignore is INSERT ... ON CONFLICT DO NOTHING."""
+        return sqlite_insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """upsert is INSERT ... ON CONFLICT (keys) DO UPDATE SET the other columns."""
+        stmt = sqlite_insert(table).values({c: bindparam(c) for c in columns})
+        return stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c: stmt.excluded[c] for c in columns if c not in keys})
+
+    def hint(self, stmt: Any, table: Any, index: str) -> Any:
+        """hint is INDEXED BY: without statistics (no ANALYZE) SQLite may walk another index."""
+        return stmt.with_hint(table, f"INDEXED BY {index}", "sqlite")
+
+    def json_valid(self, column: str) -> Any:
+        """json_valid is SQLite's json_valid()."""
+        return text(f"json_valid({column})")
+
+
+#: Every statement compiled for SQLite, at import: no unit of work pays for compiling.
+CATALOG = Catalog(_Dialect(paramstyle="qmark"), SQLiteForms())
+CATALOG.compile_all()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _chunks(items: Sequence[Any], size: int = _MAX_VARS) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class SQLiteStore(SqlStore):
+    """SQLiteStore runs the engine's SQL on one sqlite3 connection."""
+
+    sql = CATALOG
+
+    def __init__(self, link: DbLink, options: DatabaseOptions) -> None:
+        self._link = link
+        self.raw = link.raw
+        self.target = link.target
+        self.busy_budget = options.busy_budget
+        self.busy_timeout = options.busy_timeout
+        self._in_write = False
+        self.synchronous = options.synchronous.upper()
+        # In WAL mode a commit without its own sync becomes durable with the
+        # next synced one (WAL order): see begin_write(relaxed=True).
+        wal = str(self.raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
+        self._relaxed = False
+        self.refusal: str | None = None
+        self._in_lists: dict[tuple[str, int], str] = {}
+        self._data_version = self.data_version()
+
+    @classmethod
+    def open(cls, path: Path | None, url: str, target: str, options: DatabaseOptions, *,
+             read_only: bool) -> SQLiteStore:
+        """open checks, locks (a writer), connects and creates or upgrades (a writer) the database."""
+        link = DbLink.open(path, url, target, options, read_only=read_only)
+        try:
+            return cls(link, options)
+        except BaseException:
+            link.close()
+            raise
+
+    # -- running statements ---------------------------------------------------------------
+
+    @contextmanager
+    def guard(self, doing: str) -> Iterator[None]:
+        """guard turns driver errors into DatabaseError naming the database."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise self.convert(e, doing) from e
+
+    def convert(self, e: sqlite3.Error, doing: str) -> DatabaseError:
+        """convert maps a driver error to the engine's error for it."""
+        where = f"cannot {doing} state database {self.target}"
+        if _is_busy(e):
+            return DatabaseBusyError(f"{where}: the database is locked by another process")
+        error = sqlite_error(e, where)
+        if isinstance(error, DatabaseFullError) and doing in ("write", "commit"):
+            # The unit of work keeps its changes (see UnitOfWork.commit):
+            # callers must not submit them again.
+            return DatabaseFullError(f"{error}; the changes are kept in memory and written by the next commit",
+                                     kept=True)
+        return error
+
+    def _in(self, c: Compiled, n: int) -> str:
+        sql = self._in_lists.get((c.name, n))
+        if sql is None:
+            assert c.token is not None
+            sql = self._in_lists[(c.name, n)] = c.sql.replace(c.token, ",".join("?" * n))
+        return sql
+
+    def _spliced(self, c: Compiled, chunk: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+        full = c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args)
+        k = c.slots.index(c.expanding)
+        return [*full[:k], *chunk, *full[k + 1:]]
+
+    def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
+        """query runs one SELECT and returns its rows."""
+        with self.guard("read"):
+            return self.raw.execute(c.sql, c.args(args)).fetchall()
+
+    def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
+        """query_in runs a SELECT over ids in chunks (one placeholder per id)."""
+        rows: list[Row] = []
+        with self.guard("read"):
+            for chunk in _chunks(ids):
+                rows += self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
+        return rows
+
+    def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
+        """each yields the rows of a SELECT a page at a time."""
+        with self.guard("read"):
+            cur = self.raw.execute(c.sql, c.args(args))
+            try:
+                while rows := cur.fetchmany(page):
+                    yield from rows
+            finally:
+                cur.close()
+
+    def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
+        """execute runs one statement in the write transaction; returns rowcount."""
+        with self.guard("write"):
+            return self.raw.execute(c.sql, c.args(args)).rowcount
+
+    def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
+        """executemany runs one statement for many rows in the write transaction."""
+        if not rows:
+            return
+        with self.guard("write"):
+            self.raw.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+
+    def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
+        """execute_in runs a statement over ids in chunks, in the write transaction."""
+        with self.guard("write"):
+            for chunk in _chunks(ids):
+                self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args))
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @property
+    def in_write(self) -> bool:
+        """in_write says whether the write transaction is open."""
+        return self._in_write
+
+    def begin_write(self, relaxed: bool = False) -> None:
+        """begin_write opens the write transaction, waiting out other writers.
+
+        relaxed commits it without its own sync: it is durable once a later
+        synced commit is, and a power cut can only lose it together with
+        every commit after it. Only for writes the engine can redo.
+        """
+        if self._in_write:
+            return
+        if self.refusal is not None:
+            raise ReadOnlyStateError(self.refusal)
+        if relaxed and self.can_relax:
+            with self.guard("write"):
+                self.raw.execute("PRAGMA synchronous = NORMAL")
+            self._relaxed = True
+        try:
+            self.raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            if not _is_busy(e):
+                self._restore_sync()
+                raise self.convert(e, "write") from e
+            self._begin_waiting()
+        self._in_write = True
+
+    def _restore_sync(self) -> None:
+        if self._relaxed:
+            self._relaxed = False
+            with self.guard("write"):
+                self.raw.execute(f"PRAGMA synchronous = {self.synchronous}")
+
+    def _begin_waiting(self) -> None:
+        # The first BEGIN IMMEDIATE already waited busy_timeout; the budget
+        # bounds the whole wait, that first attempt included.
+        started = time.monotonic() - self.busy_timeout
+
+        def waited() -> float:
+            return time.monotonic() - started
+
+        def attempt_timeout(state: tenacity.RetryCallState) -> None:
+            left = max(0.001, min(self.busy_timeout, self.busy_budget - waited()))
+            self.raw.execute(f"PRAGMA busy_timeout = {int(left * 1000) or 1}")
+
+        def warn(state: tenacity.RetryCallState) -> None:
+            log.warning(
+                "state database %s is locked by another process; still waiting after %.1f s (giving up after %g s)",
+                self.target, waited(), self.busy_budget,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_busy),
+            stop=tenacity.stop_after_delay(max(0.0, self.busy_budget - self.busy_timeout)),
+            wait=tenacity.wait_none(),
+            before=attempt_timeout,
+            before_sleep=warn,
+            reraise=True,
+        )
+        try:
+            warn_first = True
+            for attempt in retrying:
+                with attempt:
+                    if warn_first:
+                        warn_first = False
+                        warn(attempt.retry_state)
+                    self.raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self._restore_sync()
+            if _is_busy(e):
+                raise DatabaseBusyError(
+                    f"cannot write state database {self.target}: another process held its write lock "
+                    f"for more than {self.busy_budget:g} s; the changes are kept and written by the next commit"
+                ) from e
+            raise self.convert(e, "write") from e
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+
+    def commit(self) -> None:
+        """commit ends the write transaction."""
+        if not self._in_write:
+            return
+        if self.refusal is not None:  # fenced while the transaction was open
+            self.rollback()
+            raise ReadOnlyStateError(self.refusal)
+        with self.guard("commit"):
+            self.raw.execute("COMMIT")
+        self._in_write = False
+        self._restore_sync()
+
+    def rollback(self) -> None:
+        """rollback abandons the write transaction, if one is open."""
+        if not self._in_write:
+            return
+        self._in_write = False
+        try:
+            self.raw.execute("ROLLBACK")
+        except sqlite3.Error as e:  # the transaction may already be gone
+            log.debug("rollback of %s: %s", self.target, e)
+        try:
+            self._restore_sync()
+        except DatabaseError as e:
+            log.debug("restoring synchronous on %s: %s", self.target, e)
+
+    # -- the life of the link ---------------------------------------------------------------
+
+    def data_version(self) -> int:
+        """data_version changes whenever another connection commits."""
+        with self.guard("read"):
+            return int(self.raw.execute("PRAGMA data_version").fetchone()[0])
+
+    def refresh(self) -> bool:
+        """refresh says whether another connection (a sqlite3 shell) committed since the last call.
+
+        A read-only snapshot that a writer made stale is replaced first.
+        """
+        changed = False
+        if self._link.stale():
+            self._link.reconnect()
+            self.raw = self._link.raw
+            changed = True
+        version = self.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            changed = True
+        return changed
+
+    def check_read(self) -> None:
+        """check_read raises DatabaseBusyError if a writer changed the file under a read-only snapshot."""
+        if self._link.changed_under_snapshot():
+            raise DatabaseBusyError(f"cannot read state database {self.target}: a writer changed the file "
+                                    "while it was read; read it again")
+
+    def fence(self, *, tidy: bool = True) -> None:
+        """fence lets another writer take the database: the log is checkpointed (tidy), the file lock let go."""
+        self.rollback()
+        if tidy:
+            self._link.checkpoint()
+        self._link.release_writer()
+
+    def close(self, *, tidy: bool) -> None:
+        """close closes the connection; tidy first folds the write-ahead log into the file (a writer)."""
+        self.rollback()
+        if tidy:
+            self._link.checkpoint()
+        self._link.close()

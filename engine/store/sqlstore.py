@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SqlStore: the Store verbs, written once over the compiled statements; backends run them.
+
+A backend (engine.store.sqlite, engine.store.postgresql) gives the
+statements' Catalog, runs compiled statements on its driver connection
+(query, execute, executemany, and the IN-list forms), maps driver errors and
+owns the transactions; everything else is here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .base import Row
+from .compiled import Catalog, Compiled
+
+log = logging.getLogger("engine.store")
+
+#: What unclean_changes asks for when there is no limit.
+_ALL = 2**62
+
+
+class SqlStore:
+    """SqlStore implements the Store verbs; a backend subclass runs the SQL."""
+
+    sql: Catalog
+    target: str
+    refusal: str | None = None
+    shared = False
+    runner_id: str | None = None
+    lease = 0.0
+    notify = False
+
+    # -- what a backend provides -----------------------------------------------------
+
+    def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
+        """query runs one SELECT and returns its rows."""
+        raise NotImplementedError
+
+    def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
+        """query_in runs a SELECT whose expanding parameter is ids."""
+        raise NotImplementedError
+
+    def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
+        """each yields the rows of a SELECT a page at a time."""
+        raise NotImplementedError
+
+    def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
+        """execute runs one statement in the write transaction; it returns the row count."""
+        raise NotImplementedError
+
+    def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
+        """executemany runs one statement for many rows in the write transaction."""
+        raise NotImplementedError
+
+    def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
+        """execute_in runs a statement whose expanding parameter is ids in the write transaction."""
+        raise NotImplementedError
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _ids(self, name: str, args: Sequence[Any] = ()) -> list[int]:
+        return [r[0] for r in self.query(self.sql[name], args)]
+
+    def sequences(self) -> dict[str, int]:
+        """sequences returns the last ids handed out, never below the largest ids in use.
+
+        A sequences row edited by hand (reset to 0, deleted) cannot make the
+        engine hand out an id that a change, a task or a live lane holds.
+        """
+        stored: dict[str, int] = {}
+        for name, last in self.query(self.sql["sequences"]):
+            try:
+                stored[str(name)] = int(last)
+            except (TypeError, ValueError):
+                log.error("ignoring the hand-edited sequence %r of %s: %r is not a number", name, self.target, last)
+        used = self.query(self.sql["ids_in_use"])[0]
+        for name, top in zip(("change", "task", "lane"), used, strict=True):
+            if isinstance(top, int) and top > stored.get(name, 0):
+                if name in stored:
+                    log.warning("the %s sequence of %s is behind the ids in use (%d < %d): ids go on from %d",
+                                name, self.target, stored[name], top, top)
+                stored[name] = top
+        return stored
+
+    def task_rows(self, ids: Sequence[int]) -> list[Row]:
+        """task_rows loads tasks by id."""
+        if len(ids) == 1:
+            return self.query(self.sql["task"], ids)
+        return self.query_in(self.sql["tasks"], ids)
+
+    def change_row(self, cid: int) -> Row | None:
+        """change_row loads one change."""
+        rows = self.query(self.sql["change"], (cid,))
+        return rows[0] if rows else None
+
+    def change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """change_rows loads changes by id."""
+        return self.query_in(self.sql["changes"], ids)
+
+    def change_ids(self) -> list[int]:
+        """change_ids lists every change."""
+        return self._ids("change_ids")
+
+    def tasks_of_change(self, cid: int) -> list[Row]:
+        """tasks_of_change loads all the tasks of one change."""
+        return self.query(self.sql["tasks_of_change"], (cid,))
+
+    def each_task_of_change(self, cid: int, page: int = 256) -> Iterator[Row]:
+        """each_task_of_change yields the tasks of one change a page at a time (for big changes)."""
+        return self.each(self.sql["tasks_of_change"], (cid,), page)
+
+    def task_ids_of_change(self, cid: int) -> list[int]:
+        """task_ids_of_change lists the ids of the tasks of one change."""
+        return self._ids("task_ids_of_change", (cid,))
+
+    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
+        """status_counts counts the tasks of a change by status, and the unclean ones."""
+        rows = self.query(self.sql["status_counts"], (cid,))
+        return {status: int(n) for status, n, _ in rows}, sum(int(u or 0) for _, _, u in rows)
+
+    def task_ids_with_status(self, cid: int, status: str) -> list[int]:
+        """task_ids_with_status lists the tasks of a change that have a status (as stored)."""
+        return self._ids("task_ids_with_status", (cid, status))
+
+    def changes_with_waiting_tasks(self) -> list[int]:
+        """changes_with_waiting_tasks lists the changes that have tasks in Wait."""
+        return self._ids("changes_with_waiting_tasks")
+
+    def linked_task_ids(self) -> list[int]:
+        """linked_task_ids lists every task that belongs to a change."""
+        return self._ids("linked_task_ids")
+
+    def task_count(self) -> int:
+        """task_count counts every task, in a change or not."""
+        return int(self.query(self.sql["task_count"])[0][0])
+
+    def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """edges_touching returns every (task, wait task) edge with an end in ids."""
+        rows = self.query_in(self.sql["edges_from"], ids) + self.query_in(self.sql["edges_to"], ids)
+        return sorted({(r[0], r[1]) for r in rows})
+
+    def lanes(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """lanes returns the (task, lane) rows of the given tasks."""
+        return [(r[0], r[1]) for r in self.query_in(self.sql["lanes"], ids)]
+
+    def log_lines(self, tid: int, keep: int) -> list[tuple[str, str, str]]:
+        """log_lines returns the last keep log lines of a task, oldest first."""
+        rows = self.query(self.sql["log_lines"], (tid, keep))
+        rows.reverse()
+        return [(str(t), str(lv), str(m)) for t, lv, m in rows]
+
+    def state_value(self, key: str) -> str | None:
+        """state_value returns the JSON text stored under key."""
+        rows = self.query(self.sql["state_value"], (key,))
+        return str(rows[0][0]) if rows else None
+
+    def warning_rows(self) -> list[Row]:
+        """warning_rows loads every warning."""
+        return self.query(self.sql["warnings"])
+
+    def assertion_row(self, type: str, key: str) -> Row | None:
+        """assertion_row loads one assertion by type and joined primary key."""
+        rows = self.query(self.sql["assertion"], (type, key))
+        return rows[0] if rows else None
+
+    def assertion_rows(self, type: str) -> list[Row]:
+        """assertion_rows loads every assertion of a type."""
+        return self.query(self.sql["assertions_of_type"], (type,))
+
+    # -- the runner's queries ---------------------------------------------------------------
+
+    def tasks_in_status(self, status: str, after_id: int, limit: int) -> list[Row]:
+        """tasks_in_status pages through the unready tasks of changes with a status, by id."""
+        return self.query(self.sql["tasks_in_status"], (status, after_id, limit))
+
+    def started_tasks(self, after_id: int, limit: int) -> list[Row]:
+        """started_tasks pages through Doing and Undoing tasks, by id."""
+        return self.query(self.sql["started_tasks"], (after_id, limit))
+
+    def runnable_do(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_do pages through Do tasks whose wait tasks are all Done."""
+        return self.query(self.sql["runnable_do"], (after_id, limit))
+
+    def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
+        """runnable_undo pages through Undo tasks whose halt tasks are all ready."""
+        return self.query(self.sql["runnable_undo"], (after_id, limit))
+
+    def halted_by(self, ids: Sequence[int]) -> list[int]:
+        """halted_by lists the tasks that wait for any of ids."""
+        return [r[0] for r in self.query_in(self.sql["halted_by"], ids)]
+
+    def stale_blockers(self) -> list[int]:
+        """stale_blockers lists unready tasks whose blockers count is wrong."""
+        return self._ids("stale_blockers")
+
+    def blocked_changes(self) -> list[int]:
+        """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
+        return self._ids("blocked_changes")
+
+    def unclean_changes(self, limit: int | None = None) -> list[int]:
+        """unclean_changes lists ready changes with tasks left to clean."""
+        return self._ids("unclean_changes", (_ALL if limit is None else limit,))
+
+    def unclean_tasks(self, cid: int) -> list[Row]:
+        """unclean_tasks loads the tasks of a change that are not clean yet."""
+        return self.query(self.sql["unclean_tasks"], (cid,))
+
+    # -- prune ---------------------------------------------------------------------------------
+
+    def ready_changes_before(self, before: str) -> list[int]:
+        """ready_changes_before lists the changes that became ready before a time."""
+        return self._ids("ready_changes_before", (before,))
+
+    def ready_change_count(self) -> int:
+        """ready_change_count counts the ready changes."""
+        return int(self.query(self.sql["ready_change_count"])[0][0])
+
+    def oldest_ready_changes(self, since: str, limit: int) -> list[int]:
+        """oldest_ready_changes lists up to limit changes ready since a time, oldest first."""
+        return self._ids("oldest_ready_changes", (since, limit))
+
+    def unready_changes(self) -> list[tuple[int, Any, int]]:
+        """unready_changes lists (id, spawn time, task count) of every change not ready yet."""
+        return [(r[0], r[1], int(r[2])) for r in self.query(self.sql["unready_changes"])]
+
+    def orphan_tasks_before(self, before: str) -> list[int]:
+        """orphan_tasks_before lists tasks in no change spawned before a time."""
+        return self._ids("orphan_tasks_before", (before,))
+
+    def delete_changes(self, ids: Sequence[int]) -> None:
+        """delete_changes deletes changes, their tasks going with them (the foreign keys cascade)."""
+        self.execute_in(self.sql["delete_changes"], ids)
+
+    def delete_tasks(self, ids: Sequence[int]) -> None:
+        """delete_tasks deletes tasks."""
+        self.execute_in(self.sql["delete_tasks"], ids)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def insert_changes(self, rows: Sequence[Row]) -> None:
+        """insert_changes writes new changes."""
+        self.executemany(self.sql["insert_changes"], rows)
+
+    def update_changes(self, rows: Sequence[Row]) -> None:
+        """update_changes rewrites changes; each row is CHANGE_COLUMNS rotated, id last."""
+        self.executemany(self.sql["update_changes"], rows)
+
+    def insert_tasks(self, rows: Sequence[Row]) -> None:
+        """insert_tasks writes new tasks."""
+        self.executemany(self.sql["insert_tasks"], rows)
+
+    def update_tasks(self, rows: Sequence[Row]) -> None:
+        """update_tasks rewrites tasks; each row is TASK_COLUMNS rotated, id last."""
+        self.executemany(self.sql["update_tasks"], rows)
+
+    def update_change_statuses(self, rows: Sequence[tuple[str, int]]) -> None:
+        """update_change_statuses stores the computed status of changes."""
+        self.executemany(self.sql["update_change_status"], rows)
+
+    def insert_edges(self, rows: Sequence[tuple[int, int]]) -> None:
+        """insert_edges writes (task, wait task) edges."""
+        self.executemany(self.sql["insert_edges"], rows)
+
+    def insert_lanes(self, rows: Sequence[tuple[int, int]]) -> None:
+        """insert_lanes writes (task, lane) rows."""
+        self.executemany(self.sql["insert_lanes"], rows)
+
+    def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
+        """insert_log appends log lines and trims the logs of trim to keep lines."""
+        self.executemany(self.sql["insert_log"], rows)
+        self.executemany(self.sql["trim_log"], [(tid, tid, keep) for tid in trim])
+
+    def recount_blockers(self, ids: Sequence[int]) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks."""
+        self.execute_in(self.sql["recount_blockers"], ids)
+
+    def save_state_values(self, values: dict[str, str | None]) -> None:
+        """save_state_values upserts (or, for None, deletes) state keys."""
+        self.executemany(self.sql["delete_state_value"], [(k,) for k, v in values.items() if v is None])
+        self.executemany(self.sql["upsert_state_value"], [(k, v) for k, v in values.items() if v is not None])
+
+    def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
+        """save_warnings upserts warnings and deletes the given ones."""
+        self.executemany(self.sql["delete_warning"], [(m,) for m in deleted])
+        self.executemany(self.sql["upsert_warning"], rows)
+
+    def save_sequences(self, values: dict[str, int]) -> None:
+        """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""
+        self.executemany(self.sql["upsert_sequence"], list(values.items()))
+
+    def save_assertions(self, rows: Sequence[Row]) -> None:
+        """save_assertions upserts assertions."""
+        self.executemany(self.sql["upsert_assertion"], rows)
+
+    # -- several hosts: a single writer needs none of it -------------------------------------
+
+    def next_id(self, name: str) -> int:
+        """next_id is for shared stores: a single writer hands out ids from its own counters."""
+        raise NotImplementedError(f"internal error: {type(self).__name__} hands out no ids")
+
+    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
+        """locked_change_rows reads change rows: a single writer locks the whole database."""
+        return self.change_rows(ids)
+
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases does nothing: a single writer takes no leases."""
+
+    def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """runners_of is empty: a single writer takes no leases."""
+        return {}
+
+    def expired_leases(self) -> list[int]:
+        """expired_leases is empty: a single writer takes no leases."""
+        return []
+
+    def lease_expired(self, tid: int) -> bool:
+        """lease_expired is False: a single writer takes no leases."""
+        return False
+
+    def heartbeat(self, runner: str, lease: float) -> int:
+        """heartbeat does nothing: a single writer takes no leases."""
+        return 0
+
+    def release_claims(self, kept: Sequence[int]) -> None:
+        """release_claims does nothing: a single writer takes no leases."""
+
+    def claim_cleanup(self, tid: int) -> bool:
+        """claim_cleanup is True: a single writer's cleanups need no lease."""
+        return True
