@@ -132,3 +132,52 @@ def test_a_read_only_state_on_postgresql_reads_and_refuses_writes(pg_url: str) -
             assert len(ro.changes()) == 1
     finally:
         ro.close()
+
+
+_MIGRATOR = """
+import sys, time
+import psycopg
+conn = psycopg.connect(sys.argv[1])
+conn.execute("SELECT pg_advisory_lock(%s)" % sys.argv[2])
+conn.commit()
+conn.execute("CREATE TABLE changes (id integer PRIMARY KEY)")  # half a schema, never committed
+print("inside", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_migrator_killed_midway_blocks_nothing_and_the_next_start_migrates(
+        pg_cluster: pgcluster.Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from engine.errors import DatabaseError
+    from engine.store import postgresql_open
+
+    name = pg_cluster.new_database()
+    migrator = subprocess.Popen([sys.executable, "-c", _MIGRATOR, pg_cluster.dsn(name),
+                                 str(postgresql_open.MIGRATION_LOCK)], stdout=subprocess.PIPE)
+    try:
+        assert migrator.stdout is not None and migrator.stdout.readline().strip() == b"inside"
+        # While it holds the migration lock, another start waits for it, within a bound, then says why.
+        monkeypatch.setattr(postgresql_open, "MIGRATION_LOCK_TIMEOUT", 0.5)
+        with pytest.raises(DatabaseError, match=r"held the schema migration lock for more than 0\.5 s"):
+            State.open(url=pg_cluster.url(name))
+        monkeypatch.undo()
+    finally:
+        migrator.kill()  # SIGKILL: its session ends, and with it its lock and its uncommitted DDL
+        migrator.wait(60)
+    st = State.open(url=pg_cluster.url(name))
+    try:
+        with st:
+            chg = st.new_change("after", "a change after the crash")
+            chg.add_task(st.new_task("k", "a task"))
+            cid = chg.id
+        with st:
+            got = st.change(cid)
+            assert got is not None and got.status is Status.DO
+    finally:
+        st.close()
+    with psycopg.connect(pg_cluster.dsn(name)) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
+    pg_cluster.drop_database(name)
