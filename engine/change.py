@@ -272,25 +272,27 @@ class Change:
         w = self._w
         if w.held():
             raise RuntimeError("cannot wait for a change while holding the state lock")
-        with w.state:
-            if w.crec(self._cid).ready_time is not None:
-                return True
-            event = w.waiters.setdefault(self._cid, threading.Event())
-        if not w.store.shared:
-            return event.wait(timeout)
-        # Another host may make it ready: look again now and then.
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not event.wait(_SHARED_POLL if deadline is None else max(0.0, min(_SHARED_POLL,
-                                                                                deadline - time.monotonic()))):
+        event: threading.Event | None = None
+        while True:
             try:
                 with w.state:
                     if w.crec(self._cid).ready_time is not None:
                         return True
-            except DatabaseConflictError as e:  # the server restarting, say: look again later
+                    event = w.waiters.setdefault(self._cid, threading.Event())
+            except DatabaseConflictError as e:  # a shared store's server restarting, say: look again later
                 log.debug("waiting for change %s: %s", self._cid, e)
-            if deadline is not None and time.monotonic() >= deadline:
+            if event is not None and not w.store.shared:
+                return event.wait(timeout)
+            # Another host may make it ready (or the server was away): look again now and then.
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-        return True
+            if event is not None:
+                if event.wait(_SHARED_POLL if left is None else min(_SHARED_POLL, left)):
+                    return True
+            else:
+                time.sleep(_SHARED_POLL if left is None else min(_SHARED_POLL, left))
 
 
 def effective_status(t: TaskRec) -> Status:

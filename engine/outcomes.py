@@ -290,6 +290,8 @@ class OutcomeRecorder:
         """_record_or_fail applies one outcome; a failure to do so fails the task instead."""
         try:
             self._record(run)
+        except DatabaseConflictError:
+            raise  # another host, or a server restart: the unit of work is rolled back and recorded again
         except Exception as e:
             log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
             try:

@@ -362,3 +362,45 @@ def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_
     finally:
         a.close()
         b.close()
+
+
+def test_wait_ready_rides_out_a_server_restart(pg_cluster: pgcluster.Cluster, pg_url: str) -> None:
+    """A connection the restarted server dropped while idle is opened again at the first statement of the next
+    unit of work; a waiter meets no error either, and sees the change that another host made ready."""
+    a = State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "made ready after a restart")
+            t = a.new_task("k", "finished by another host")
+            chg.add_task(t)
+            tid = t.id
+        pg_cluster.stop("fast")  # a's connection dies; a does not know yet
+        pg_cluster.start()
+        result: list[bool] = []
+        errors: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                result.append(chg.wait_ready(WAIT))
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        th = threading.Thread(target=wait)
+        th.start()
+        b = State.open(url=pg_url)
+        try:
+            with b:
+                task = b.task(tid)
+                assert task is not None
+                task.set_status(Status.DONE)
+        finally:
+            b.close()
+        th.join(WAIT)
+        assert errors == [] and result == [True]
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        with a:  # the first statement meets the dropped connection: it runs again on a new one
+            c = a.change(chg.id)
+            assert c is not None and c.status is Status.DONE
+    finally:
+        a.close()

@@ -28,12 +28,13 @@ docs/scale-out.md tells the design, the locking and the failure cases.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import tenacity
 from sqlalchemy import Table, bindparam, true
@@ -47,6 +48,7 @@ from .sqlstore import SqlStore
 from .statements import CHANGE_COLUMNS, TASK_COLUMNS
 
 log = logging.getLogger("engine.store")
+T = TypeVar("T")
 
 #: The channel a commit that made tasks runnable notifies (LISTEN engine_work).
 CHANNEL = "engine_work"
@@ -142,6 +144,7 @@ class PostgresStore(SqlStore):
         self._side: Any = None  # autocommit: ids, heartbeats
         self._side_lock = threading.Lock()
         self._in_write = False
+        self._began = False  # whether a statement of the current transaction ran
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -166,6 +169,32 @@ class PostgresStore(SqlStore):
             self._side_raw, self._side = raw, raw.driver_connection
         return self._side
 
+    def _side_execute(self, sql: str, args: Sequence[Any]) -> Any:
+        """_side_execute runs one autocommit statement on the side connection and returns its cursor.
+
+        Its errors never touch the unit of work's transaction (the heartbeat
+        runs on a thread of its own). A side connection the server dropped
+        while idle is opened again once.
+        """
+        with self._side_lock:
+            for attempt in (0, 1):
+                try:
+                    return self._side_conn().execute(sql, args)
+                except self._psycopg.Error as e:
+                    side = self._side
+                    lost = side is None or side.closed or side.broken
+                    if lost and attempt == 0:
+                        with contextlib.suppress(Exception):
+                            self._side_raw.invalidate()
+                        self._side = None
+                        continue
+                    text = " ".join(str(e).split())
+                    if lost or isinstance(e, self._psycopg.OperationalError):
+                        raise DatabaseConflictError(f"cannot write state database {self.target}: {text}; "
+                                                    "run it again") from e
+                    raise DatabaseError(f"cannot write state database {self.target}: {text}") from e
+        raise AssertionError("unreachable")
+
     def _lost(self) -> bool:
         return self._conn is None or self._conn.closed or self._conn.broken
 
@@ -183,6 +212,7 @@ class PostgresStore(SqlStore):
         text = " ".join(str(e).split())
         state = _sqlstate(e)
         self._in_write = False
+        self._began = False
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -211,13 +241,37 @@ class PostgresStore(SqlStore):
                                         "run it again")
         return self._conn.cursor()
 
+    def _statement(self, doing: str, fn: Callable[[Any], T]) -> T:
+        """_statement runs fn(cursor) under guard.
+
+        The first statement of a transaction that meets a connection the
+        server dropped while it was idle (a restart, an idle timeout) runs
+        again on a new connection: nothing of the transaction was lost yet.
+        """
+        retried = False
+        while True:
+            if doing == "write":
+                self.begin_write()
+            first = not self._began
+            try:
+                with self.guard(doing), self._cursor() as cur:
+                    out = fn(cur)
+                self._began = True
+                return out
+            except DatabaseConflictError:
+                if retried or not first or not self._lost():
+                    raise
+                retried = True
+                log.info("the server of state database %s dropped an idle connection: connecting again", self.target)
+                self.refresh()
+
     def run(self, sql: str, args: Sequence[Any] = (), doing: str = "read") -> list[Row]:
         """run runs one statement of this backend's own and returns its rows (if any)."""
-        if doing == "write":
-            self.begin_write()
-        with self.guard(doing), self._cursor() as cur:
+        def go(cur: Any) -> list[Row]:
             cur.execute(sql, args)
             return cur.fetchall() if cur.description is not None else []
+
+        return self._statement(doing, go)
 
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
@@ -237,18 +291,17 @@ class PostgresStore(SqlStore):
 
     def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
         """execute runs one statement in the write transaction; returns rowcount."""
-        self.begin_write()
-        with self.guard("write"), self._cursor() as cur:
+        def go(cur: Any) -> int:
             cur.execute(c.sql, c.args(args))
             return int(cur.rowcount)
+
+        return self._statement("write", go)
 
     def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
         """executemany runs one statement for many rows (pipelined by psycopg)."""
         if not rows:
             return
-        self.begin_write()
-        with self.guard("write"), self._cursor() as cur:
-            cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+        self._statement("write", lambda cur: cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows]))
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement whose IN list is one array parameter."""
@@ -356,11 +409,10 @@ class PostgresStore(SqlStore):
 
     def heartbeat(self, runner: str, lease: float) -> int:
         """heartbeat extends the leases of runner's running tasks (on the side connection); returns how many."""
-        with self._side_lock, self.guard("write"):
-            cur = self._side_conn().execute(
-                f"UPDATE tasks SET lease_until = {_NOW} + %s WHERE runner = %s AND (status IN {_HELD} OR NOT clean)",
-                (lease, runner))
-            return int(cur.rowcount)
+        cur = self._side_execute(
+            f"UPDATE tasks SET lease_until = {_NOW} + %s WHERE runner = %s AND (status IN {_HELD} OR NOT clean)",
+            (lease, runner))
+        return int(cur.rowcount)
 
     # -- wake-ups ----------------------------------------------------------------------------
 
@@ -396,12 +448,11 @@ class PostgresStore(SqlStore):
             top = int(self.sequences().get(name, 0))
             nxt, last = top + 1, top + 2**31
         elif nxt > last:
-            with self._side_lock, self.guard("write"):
-                row = self._side_conn().execute(
-                    "INSERT INTO sequences (name, last_id) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
-                    "SET last_id = GREATEST(sequences.last_id, (SELECT coalesce(max(id), 0) FROM tasks WHERE "
-                    "%s = 'task'), (SELECT coalesce(max(id), 0) FROM changes WHERE %s = 'change')) + %s "
-                    "RETURNING last_id", (name, ID_BLOCK, name, name, ID_BLOCK)).fetchone()
+            row = self._side_execute(
+                "INSERT INTO sequences (name, last_id) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                "SET last_id = GREATEST(sequences.last_id, (SELECT coalesce(max(id), 0) FROM tasks WHERE "
+                "%s = 'task'), (SELECT coalesce(max(id), 0) FROM changes WHERE %s = 'change')) + %s "
+                "RETURNING last_id", (name, ID_BLOCK, name, name, ID_BLOCK)).fetchone()
             last = int(row[0])
             nxt = last - ID_BLOCK + 1
         self._blocks[name] = (nxt + 1, last)
@@ -434,11 +485,13 @@ class PostgresStore(SqlStore):
             self._conn.commit()
         self.notify = False
         self._in_write = False
+        self._began = False
         self._claims.clear()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work's transaction."""
         self._in_write = False
+        self._began = False
         self.notify = False
         self._claims.clear()
         self._rollback_quietly()
