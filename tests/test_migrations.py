@@ -97,6 +97,17 @@ def fill(st: State, clock: FakeClock) -> None:
                           {"type": "account", "account-id": "acme", "authority-id": "root"})
 
 
+def filled_copy(src: Path, dst: Path, clock: FakeClock) -> Path:
+    """filled_copy copies a database to dst and fills it through the engine (fill)."""
+    db = copy_db(src, dst)
+    st = State.open(db, clock=clock)
+    try:
+        fill(st, clock)
+    finally:
+        st.close()
+    return db
+
+
 def counts(db: Path, without: str = "") -> dict[str, int]:
     return {t: int(rows(db, f"SELECT count(*) FROM {t}")[0][0])  # type: ignore[arg-type]
             for t in sorted(ENGINE_TABLES - {without})}
@@ -142,12 +153,7 @@ def test_migrated_schema_equals_the_schema_state_open_creates(cli_head: Path, tm
 
 
 def test_upgrade_downgrade_round_trip_with_rows(cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
-    db = copy_db(cli_head, tmp_path / "trip.db")
-    st = State.open(db, clock=clock)
-    try:
-        fill(st, clock)
-    finally:
-        st.close()
+    db = filled_copy(cli_head, tmp_path / "trip.db", clock)
     assert all(n > 0 for n in counts(db).values()), counts(db)
 
     alembic(db, "downgrade", "base")
@@ -216,12 +222,7 @@ def test_unknown_revision_is_refused_and_the_file_left_untouched(tmp_path: Path,
 
 def test_database_built_by_the_alembic_cli_is_accepted_and_keeps_its_rows(
         cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
-    db = copy_db(cli_head, tmp_path / "cli.db")
-    st = State.open(db, clock=clock)
-    try:
-        fill(st, clock)
-    finally:
-        st.close()
+    db = filled_copy(cli_head, tmp_path / "cli.db", clock)
     before = counts(db)
 
     st = State.open(db, clock=clock)
@@ -349,12 +350,7 @@ def test_migration_upgrades_downgrades_and_upgrades_again_with_rows(revision: st
 def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
         cli_head: Path, tmp_path: Path, clock: FakeClock) -> None:
     """0002 (assertions) goes down one step and up again; the rows of the other tables stay."""
-    db = copy_db(cli_head, tmp_path / "one-step.db")
-    st = State.open(db, clock=clock)
-    try:
-        fill(st, clock)
-    finally:
-        st.close()
+    db = filled_copy(cli_head, tmp_path / "one-step.db", clock)
     before = counts(db)
     assert before["assertions"] == 1
 
