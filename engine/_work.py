@@ -58,6 +58,9 @@ class Work(Protocol):
     def counts(self, rec: ChangeRec) -> dict[Status, int]:
         """counts are a change's tasks by status."""
 
+    def count_again(self, recs: list[ChangeRec]) -> None:
+        """count_again counts the tasks of several changes afresh, in one query."""
+
     def task_ids(self, rec: ChangeRec) -> list[int]:
         """task_ids are the ids of a change's tasks."""
 

@@ -22,7 +22,7 @@ docs/scale-out.md tells the whole protocol.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._records import ChangeRec
 from .errors import DatabaseCorruptError
@@ -45,6 +45,7 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
     """
     became: list[int] = []
     rows = []
+    locked: list[tuple[ChangeRec, ChangeRec, tuple[Any, ...]]] = []
     for row in w.store.locked_change_rows(ids):
         cid = row[0]
         try:
@@ -57,21 +58,27 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
             rec = w.changes[cid] = fresh
         elif cid not in owned:
             rec.data, rec.explicit = fresh.data, fresh.explicit
-        rec.counts = None  # counted again, under the lock
-        counts = w.counts(rec)
+        locked.append((rec, fresh, tuple(row)))
+    w.count_again([rec for rec, _, _ in locked])  # under the locks, all in one query
+    for rec, fresh, row in locked:
+        try:
+            counts = w.counts(rec)
+            status = w.change_status(rec)
+        except DatabaseCorruptError as e:  # a task edited by hand: the runner reports it
+            log.error("cannot store the status of change %s: %s", rec.id, e)
+            continue
         if fresh.ready_time is not None:
             rec.ready_time = fresh.ready_time  # another host (or an earlier commit) made it ready
         elif (rec.explicit is not None and rec.explicit.ready) or (
                 any(counts.values()) and sum(n for s, n in counts.items() if s not in _READY) == 0):
             rec.ready_time = rec.ready_time or w.now()
-            became.append(cid)
+            became.append(rec.id)
         else:
             rec.ready_time = None  # what this unit counted alone said ready; other hosts' tasks say not
         rec.clean = fresh.clean or (rec.ready_time is not None and rec.unclean <= 0)
-        status = w.change_status(rec)
         rec.db_status = status
         new = rec.row(status)
-        if new != tuple(row):
+        if new != row:
             rows.append(new)
     if rows:
         w.store.update_changes([r[1:] + r[:1] for r in rows])

@@ -69,6 +69,7 @@ class UnitOfWork:
         self.merge_task_rows = records.merge_task_rows
         self.crec = records.crec
         self.counts = records.counts
+        self.count_again = records.count_again
         self.readable = records.readable
         self.task_ids = records.task_ids
         self.change_trecs = records.change_trecs

@@ -94,6 +94,9 @@ class Store(Protocol):
     def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
         """status_counts counts the tasks of a change by status, and the unclean ones."""
 
+    def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
+        """status_counts_of is status_counts for several changes in one query (a change without tasks: absent)."""
+
     def task_ids_with_status(self, cid: int, status: str) -> list[int]:
         """task_ids_with_status lists the tasks of a change that have a status (as stored)."""
 

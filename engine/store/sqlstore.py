@@ -121,6 +121,15 @@ class SqlStore:
         rows = self.query(self.sql["status_counts"], (cid,))
         return {status: int(n) for status, n, _ in rows}, sum(int(u or 0) for _, _, u in rows)
 
+    def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
+        """status_counts_of is status_counts for several changes in one query (a change without tasks: absent)."""
+        out: dict[int, tuple[dict[str, int], int]] = {}
+        for cid, status, n, unclean in self.query_in(self.sql["status_counts_of"], ids):
+            counts, total = out.get(cid, ({}, 0))
+            counts[status] = int(n)
+            out[cid] = (counts, total + int(unclean or 0))
+        return out
+
     def task_ids_with_status(self, cid: int, status: str) -> list[int]:
         """task_ids_with_status lists the tasks of a change that have a status (as stored)."""
         return self._ids("task_ids_with_status", (cid, status))

@@ -166,6 +166,9 @@ STATEMENTS: list[Sql] = [
     Sql("status_counts", lambda f: select(
         tasks.c.status, func.count(), func.sum(case((tasks.c.clean == false(), 1), else_=0)))
         .where(tasks.c.change_id == _b("cid")).group_by(tasks.c.status), ("cid",)),
+    Sql("status_counts_of", lambda f: select(
+        tasks.c.change_id, tasks.c.status, func.count(), func.sum(case((tasks.c.clean == false(), 1), else_=0)))
+        .where(tasks.c.change_id.in_(_ids())).group_by(tasks.c.change_id, tasks.c.status), ("ids",), "ids"),
     Sql("task_ids_with_status", lambda f: select(tasks.c.id).where(
         tasks.c.change_id == _b("cid"), tasks.c.status == _b("status")).order_by(tasks.c.id), ("cid", "status")),
     Sql("changes_with_waiting_tasks", lambda f: select(tasks.c.change_id).distinct().where(
