@@ -20,7 +20,7 @@ The rules (docs/concepts.md, "What can be stored"):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -42,20 +42,22 @@ def is_unicode(text: str) -> bool:
 
 def check_name(value: Any, what: str) -> str:
     """check_name returns value if it is a str of valid Unicode; what names it in the error."""
-    if not isinstance(value, str):
-        raise TypeError(f"cannot use {what} {value!r}: it must be a str, not {type(value).__name__}")
-    if not is_unicode(value):
-        raise ValueError(f"cannot use {what} {value!r}: it is not valid Unicode text (lone surrogates)")
-    return value
+    if isinstance(value, str) and is_unicode(value):
+        return value
+    _refuse_text(value, f"{what} {value!r}", "it must be a str")
 
 
 def check_key(key: Any, owner: str) -> str:
     """check_key returns key if it can name a value of owner ("task 5", "the state")."""
-    if not isinstance(key, str):
-        raise TypeError(f"cannot use key {key!r} of {owner}: keys must be str, not {type(key).__name__}")
-    if not is_unicode(key):
-        raise ValueError(f"cannot use key {key!r} of {owner}: it is not valid Unicode text (lone surrogates)")
-    return key
+    if isinstance(key, str) and is_unicode(key):
+        return key
+    _refuse_text(key, f"key {key!r} of {owner}", "keys must be str")
+
+
+def _refuse_text(value: Any, label: str, must: str) -> NoReturn:
+    if not isinstance(value, str):
+        raise TypeError(f"cannot use {label}: {must}, not {type(value).__name__}")
+    raise ValueError(f"cannot use {label}: it is not valid Unicode text (lone surrogates)")
 
 
 def clean_text(value: Any, what: str) -> str:
