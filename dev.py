@@ -5,6 +5,7 @@
     python3 dev.py demo     install, then run the demo (overlord demo)
     python3 dev.py test     install, then run ruff, mypy and the test suite
     python3 dev.py bench    install, then run the benchmarks
+    python3 dev.py docs     install, then write the API reference to var/docs/
 
 Only Python 3.11+ with pip and venv is needed; everything else is installed
 into .venv/ beside this file. Extra arguments go to the command run.
@@ -44,7 +45,7 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("demo", "test", "bench"):
+    if not argv or argv[0] not in ("demo", "test", "bench", "docs"):
         sys.exit(__doc__)
     what, rest = argv[0], argv[1:]
     ensure_venv()
@@ -55,6 +56,9 @@ def main(argv: list[str]) -> None:
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy")
             run(BIN / "python", "-m", "pytest", "-q", *rest)
+        elif what == "docs":
+            run(BIN / "python", "-m", "pdoc", "-o", "var/docs", "engine", "managers", *rest)
+            print(f"the API reference is in {ROOT / 'var' / 'docs' / 'index.html'}")
         else:
             run(BIN / "python", "-m", "bench", *rest)
     except subprocess.CalledProcessError as e:

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """python -m overlord runs the overlord command."""
 
-from overlord.cli import main
+from overlord.entry import main
 
 main()
