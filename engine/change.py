@@ -146,6 +146,10 @@ class Change:
         """has returns whether a value is stored under key."""
         return check_key(key, f"change {self._cid}") in self._owned().data.items(f"change {self._cid}")
 
+    def keys(self) -> list[str]:
+        """keys returns the keys under which values are stored on the change, sorted."""
+        return sorted(self._owned().data.items(f"change {self._cid}"))
+
     def add_task(self, task: Task) -> None:
         """add_task makes task part of this change."""
         rec = self._rec()

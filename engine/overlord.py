@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,13 @@ class Overlord:
 
     # -- settle ------------------------------------------------------------------
 
-    def settle(self, timeout: float | None = None) -> None:
+    def settle(self, timeout: float | None = None, *, advance: Callable[[float], object] | None = None) -> None:
         """settle runs ensure and wait until nothing is due now and every ready change is clean.
 
         It raises TimeoutError("Settle is not converging") past timeout seconds.
+        With advance (a fake clock's advance(seconds)), time is skipped instead
+        of waited for: a pass asked for in n seconds (a retry, an at-time)
+        moves the clock n seconds on and runs at once.
         """
         with self._cv:
             if self._loop_thread is not None:
@@ -177,12 +181,12 @@ class Overlord:
                 raise EngineError("cannot settle twice at once")
             self._settling = True
         try:
-            self._settle(timeout)
+            self._settle(timeout, advance)
         finally:
             with self._cv:
                 self._settling = False
 
-    def _settle(self, timeout: float | None) -> None:
+    def _settle(self, timeout: float | None, advance: Callable[[float], object] | None) -> None:
         # snapd's Settle: run ensure and wait, again and again, while the next
         # pass is asked for sooner than the ensure interval (a retry, an
         # at-time, ensure_before with a delay, new runnable work); stop once
@@ -206,8 +210,16 @@ class Overlord:
                 errors += e.errors
             self.state_engine.wait()
             with self._cv:
-                scheduled = self._requested is not None and self._requested < ENSURE_INTERVAL
-                if scheduled:
+                requested = self._requested
+            if advance is not None and requested is not None and (
+                    requested < ENSURE_INTERVAL or self._unready_changes()):
+                # Skip the time instead of waiting for it; past the interval
+                # only while some change still has work to do (a late retry).
+                if requested > 0:
+                    advance(requested)
+                continue
+            if requested is not None and requested < ENSURE_INTERVAL:
+                with self._cv:
                     # Sleep until the time asked for (or a sooner request), within the timeout.
                     while not self._stopping:
                         now = time.monotonic()
@@ -215,12 +227,16 @@ class Overlord:
                         if now >= until:
                             break
                         self._cv.wait(until - now)
-                    continue
+                continue
             with self.state:
                 if not self.state._has_unclean_ready():
                     break
         if errors:
             raise EnsureError(errors)
+
+    def _unready_changes(self) -> bool:
+        with self.state:
+            return any(not c.is_ready() for c in self.state.changes())
 
     # -- stop ----------------------------------------------------------------------
 

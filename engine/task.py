@@ -120,6 +120,10 @@ class Task:
         """has returns whether a value is stored under key."""
         return check_key(key, f"task {self._tid}") in self._rec().data.items(f"task {self._tid}")
 
+    def keys(self) -> list[str]:
+        """keys returns the keys under which values are stored on the task, sorted."""
+        return sorted(self._rec().data.items(f"task {self._tid}"))
+
     def clear(self, key: str) -> None:
         """clear deletes the value stored under key."""
         self.set(key, None)

@@ -7,35 +7,14 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from engine import State
+from engine.testing import FakeClock
 from tests import pgcluster
 from tests.other_user import OtherUser, Unavailable, make_other_user
-
-
-class FakeClock:
-    """FakeClock is a settable clock for States under test."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float = 0, **kw: float) -> datetime:
-        with self._lock:
-            self.now += timedelta(seconds=seconds, **kw)
-            return self.now
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self.now = when
 
 
 class EnsureRecorder:
