@@ -18,7 +18,7 @@ from engine import Change, Status, Task, TaskSet
 
 from ..errors import InterfaceError, NotConnectedError, SnapNotInstalledError, SnapOperationError
 from ..snapstate import SnapSetup, check_conflicts, get_snap_state, new_change
-from .interfaces import SYSTEM_SNAP
+from .interfaces import SYSTEM_SNAP, BadAttribute
 from .repo import ConnRef, Ref, Repository, get_conns, interface
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ def resolve_connect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap
     if s.interface != p.interface:
         raise InterfaceError(f"{what} ({p.interface}) to {s.ref} ({s.interface}): they are not of one interface")
     reason = interface(p.interface).compatible(p.info, s.info)
+    if reason is None:
+        try:
+            im.check_denied(p.info)
+        except BadAttribute as e:
+            reason = str(e)
     if reason is not None:
         raise InterfaceError(f"{what} to {s.ref}: {reason}")
     return ConnRef(plug, s.ref)
