@@ -182,6 +182,12 @@ def _summary(verb: str, names: Sequence[str]) -> str:
 
 
 def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+    """_installed is the state of a snap a verb works on, once no change is in progress for it.
+
+    The conflict comes first (as in snapd): a snap whose install is still
+    running is busy, not "not installed".
+    """
+    check_conflicts(sm, [name])
     snapst = get_snap_state(sm.state, name)
     if snapst is None:
         raise SnapNotInstalledError(f"cannot {verb} snap {name!r}: it is not installed")
@@ -329,7 +335,6 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
     st = sm.state
     snapst = _installed(sm, "remove", name)
-    check_conflicts(sm, [name])
     if revision is not None:
         if snapst.index(revision) < 0:
             raise SnapNotInstalledError(f"cannot remove revision {revision} of snap {name!r}: it is not installed")
@@ -377,7 +382,6 @@ def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
         raise SnapOperationError(f"cannot revert snap {name!r}: it is on revision {revision} already")
     if snapst.index(revision) < 0:
         raise SnapNotInstalledError(f"cannot revert snap {name!r}: it has no revision {revision}")
-    check_conflicts(sm, [name])
     info = snapst.revision_info(revision)
     setup = SnapSetup(name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
                       source="local", revert=True, info=info.to_dict())
@@ -395,7 +399,6 @@ def enable(sm: SnapManager, name: str) -> Change:
     snapst = _installed(sm, "enable", name)
     if snapst.active:
         raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
-    check_conflicts(sm, [name])
     label = f'"{name}" ({snapst.current})'
     chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
@@ -409,7 +412,6 @@ def disable(sm: SnapManager, name: str) -> Change:
     snapst = _installed(sm, "disable", name)
     if not snapst.active:
         raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
-    check_conflicts(sm, [name])
     label = f'"{name}" ({snapst.current})'
     chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
     chain.first.set("stop-reason", "disable")
