@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidSnapError
-from .naming import valid_app_name, valid_plug_name, valid_revision, valid_snap_name
+from .naming import reserved_snap_name, valid_app_name, valid_plug_name, valid_revision, valid_snap_name
 
 #: MAX_YAML is the largest meta/snap.yaml accepted, in bytes.
 MAX_YAML = 64 * 1024
@@ -157,6 +157,9 @@ def _parse(data: Mapping[str, Any], where: str, new: bool = True) -> SnapInfo:
     if not valid_snap_name(name):
         raise bad("name", f"{name!r} is not a valid snap name (2-40 lowercase letters, digits and dashes, "
                           "at least one letter, no leading, trailing or double dash)")
+    reserved = reserved_snap_name(name) if new else None
+    if reserved:
+        raise bad("name", f"{name!r} is reserved: {reserved}")
     version = data.get("version")
     if version is None:
         raise bad("version", "missing")

@@ -26,6 +26,7 @@ from ..errors import (
     StoreError,
 )
 from ..snap import read_info
+from ..snap.naming import reserved_snap_name
 from ..store import Store
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
 
@@ -214,6 +215,9 @@ def install_task_sets(sm: SnapManager, names: Sequence[str]) -> list[TaskSet]:
     """install_task_sets builds one task set per snap installed from the store."""
     st = sm.state
     for name in names:
+        reserved = reserved_snap_name(name)
+        if reserved:
+            raise SnapOperationError(f"cannot install snap {name!r}: the name is reserved: {reserved}")
         snapst = get_snap_state(st, name)
         if snapst is not None:
             raise SnapAlreadyInstalledError(f"cannot install snap {name!r}: it is installed already "

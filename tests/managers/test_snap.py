@@ -28,6 +28,7 @@ def test_snap_names(name: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("name: hello\n", "field version: missing"),
+    ("name: bin\nversion: '1'\nsummary: s\n", "field name: 'bin' is reserved: <root>/snap/bin holds the command"),
     ("version: '1'\nsummary: s\n", "field name: missing"),
     ("name: Hello\nversion: '1'\nsummary: s\n", "field name: 'Hello' is not a valid snap name"),
     ("name: hello\nversion: 1.0\nsummary: s\n", "field version: 1.0 must be text"),
