@@ -467,6 +467,49 @@ def test_a_failed_refresh_puts_back_the_previous_revision(system: System, monkey
     assert system.sm.backend.active_services("hello") == ["svc"]
 
 
+# With revisions 1, 2, 3 (3 current) and retain 3, a refresh to 4 discards revision 1 (clear-snap, then
+# discard-snap) before its cleanup: where it fails, and the sequence the undo leaves (snapd's).
+DISCARD_CASES = [("clear-snap", "before", ["1", "2", "3"]), ("discard-snap", "before", ["1", "2", "3"]),
+                 ("discard-snap", "backend", ["2", "3"]), ("cleanup", "before", ["2", "3"])]
+
+
+@pytest.mark.parametrize(("kind", "where", "sequence"), DISCARD_CASES,
+                         ids=[f"{k}-{w}" for k, w, _ in DISCARD_CASES])
+def test_undo_of_a_refresh_does_not_bring_back_discarded_revisions(
+        tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey, clock: Any, monkeypatch: pytest.MonkeyPatch,
+        kind: str, where: str, sequence: list[str]) -> None:
+    """The sequence after the undo lists exactly the revisions on disk; revert to a discarded one is refused."""
+    system = System(tmp_path, root_key, acme_key, clock, retain=3)
+    try:
+        for v in ("1.0", "2.0", "3.0"):
+            system.publish("hello", v)
+            system.run(lambda sm: sm.refresh("hello") if sm.snaps() else sm.install("hello"))
+        system.publish("hello", "4.0")
+        if where == "before":
+            fail_before(system.sm, kind)
+        else:
+            fail_in_backend(monkeypatch, "discard")
+        cid = system.run(lambda sm: sm.refresh("hello"))
+        monkeypatch.undo()
+        assert system.status(cid) is E and dict(system.tasks(cid))[kind] is E
+        with system.o.state:
+            snapst = system.sm.info("hello")
+            assert (snapst.revisions, snapst.current, snapst.active) == (sequence, "3", True)
+        on_disk = sorted(p.name for p in (system.root / "snap/hello").iterdir() if p.name != "current")
+        assert on_disk == sequence
+        assert sorted(p.name for p in (system.root / "var/lib/snaps").glob("hello_*.snap")) == [
+            f"hello_{r}.snap" for r in sequence]
+        assert run_app(system, "hello") == "hello 3.0"
+        if "1" not in sequence:
+            with system.o.state, pytest.raises(SnapNotInstalledError, match="it has no revision 1"):
+                system.sm.revert("hello", revision="1")
+        cid = system.run(lambda sm: sm.revert("hello", revision="2"))
+        assert system.status(cid) is D, system.err(cid)
+        assert run_app(system, "hello") == "hello 2.0"
+    finally:
+        system.stop()
+
+
 def test_one_failing_snap_of_several_is_undone_alone(system: System) -> None:
     for name in ("hello", "world", "other"):
         system.publish(name, "1.0")
