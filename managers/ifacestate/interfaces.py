@@ -12,7 +12,8 @@ Four interfaces, in snapd's spirit (docs/managers.md has the table):
   the plug snap's profile;
 - ``system-files``: a plug names system paths to read and write (``read``
   and ``write`` lists), each checked against SYSTEM_FILES_READ and
-  SYSTEM_FILES_WRITE.
+  SYSTEM_FILES_WRITE, and refused when it equals, holds or lies under one of
+  SYSTEM_FILES_DENIED (see denied).
 
 The system offers the slots of network, home and system-files itself
 (snap "system"); no snap may declare them. Attribute checks raise
