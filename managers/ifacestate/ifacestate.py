@@ -107,7 +107,6 @@ def connect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str) -> Chang
     st = im.state
     _check_conflicts_first(im, plug.snap, slot_snap)
     ref = resolve_connect(im, im.repository(), plug, slot_snap, slot)
-    check_conflicts(im.snap_manager, ref.snaps)
     summary = f"Connect {ref.plug} to {ref.slot}"
     existing = get_conns(st).get(ref)
     t = st.new_task("connect", summary)
