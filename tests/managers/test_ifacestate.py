@@ -18,7 +18,7 @@ from managers import InterfaceError, NotConnectedError, SnapNotInstalledError
 from managers.asserts import PrivateKey
 from managers.asserts.build import account, account_key, snap_declaration
 from managers.ifacestate import InterfaceManager
-from managers.ifacestate.interfaces import INTERFACES, BadAttribute
+from managers.ifacestate.interfaces import INTERFACES, BadAttribute, Layout, Side, system_info
 from managers.snap import PlugInfo, SnapInfo
 from managers.system import SystemOverlord
 from tests.conftest import FakeClock
@@ -363,6 +363,15 @@ def test_system_files_never_grants_what_equals_holds_or_lies_under_a_denied_path
     with pytest.raises(BadAttribute, match="is never granted"):
         iface.check_plug(plug)
     assert "never granted" in str(iface.compatible(plug, PlugInfo("system-files", "system-files")))
+
+
+def test_a_profile_never_lists_a_denied_path(tmp_path: Path) -> None:
+    """A plug recorded before the rule tightened (never checked again) still gets no denied path."""
+    plug = PlugInfo("files", "system-files", {"read": ["/etc", "/var/log/app"], "write": ["/srv/../etc/shadow"]})
+    info = SnapInfo("old", "1", "Old", plugs={"files": plug}, revision="1")
+    rules = INTERFACES["system-files"].plug_rules(Side(info, plug), Side(system_info(), PlugInfo("s", "s")),
+                                                  Layout(tmp_path))
+    assert (rules.read, rules.write) == ((str(tmp_path / "var/log/app"),), ())
 
 
 @pytest.mark.parametrize("path", ["/etc/hosts", "/etc/shadowed", "/etc/ssl/certs", "/etc/ssl/certs/ca.pem",
