@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,22 @@ class SystemManagers:
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                    download_retry: tenacity.Retrying | None = None) -> SystemManagers:
+                    download_retry: tenacity.Retrying | None = None,
+                    state_dir: str | Path | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
-    daemon's setup hook) can too.
+    daemon's setup hook) can too. A state_dir under root (the database and
+    keys) is never granted to a snap (system-files).
     """
+    denied = []
+    if state_dir is not None:
+        with contextlib.suppress(ValueError):
+            denied.append("/" + str(Path(state_dir).resolve().relative_to(Path(root).resolve())))
     am = AssertManager(state, runner, trusted_key=trusted_key, trusted_authority=trusted_authority)
     sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
                      download_retry=download_retry)
-    im = InterfaceManager(state, runner, sm, assert_manager=am)
+    im = InterfaceManager(state, runner, sm, assert_manager=am, denied_paths=denied)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
     return SystemManagers(am, sm, im, fb)
 
@@ -75,7 +82,7 @@ class SystemOverlord(Overlord):
         try:
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
-                                 download_retry=download_retry)
+                                 download_retry=download_retry, state_dir=self.state_dir)
         except BaseException:
             self.stop()
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from engine import State
 
@@ -23,6 +24,10 @@ Lookup = Callable[[str, tuple[str, ...]], Assertion | None]
 Fetch = Callable[[str, tuple[str, ...]], str | None]
 
 _DECODED = "managers.assertstate.decoded"
+
+#: MAX_CLOCK_SKEW is how far in the future (by the State's clock) an assertion's timestamp may be:
+#: a signer's clock a little ahead of ours is tolerated, a future-dated assertion is not.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,30 @@ def find(st: State, type: str, headers: Mapping[str, str] | None = None) -> list
     return out
 
 
-def verify(a: Assertion, lookup: Lookup, trusted: TrustedRoot | None) -> None:
+def _text(when: datetime) -> str:
+    return f"{when:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def verify(a: Assertion, lookup: Lookup, trusted: TrustedRoot | None, now: datetime | None = None) -> None:
     """verify checks a's signature and every link of its chain to the trusted root.
 
     lookup finds the assertions it needs (signing keys, prerequisites); an
     AssertionVerifyError names the first link that is missing or wrong.
+
+    The assertion's own timestamp must fall in its signing key's validity
+    (snapd's rule). Given now (the State's clock: a time the signer does
+    not choose), the signing key must also be valid now (snapd's "signed
+    with expired public key"), and the timestamp may not be later than now
+    plus MAX_CLOCK_SKEW: back-dating or future-dating cannot stretch a key.
     """
     what = f"cannot add {a.ref}"
     if trusted is None:
         raise AssertionVerifyError(f"{what}: no trusted root key is configured")
+    stamp = a.header("timestamp")
+    if now is not None and stamp and parse_time(stamp) > now + MAX_CLOCK_SKEW:
+        minutes = int(MAX_CLOCK_SKEW.total_seconds() // 60)
+        raise AssertionVerifyError(f"{what}: its timestamp {stamp} is in the future (now is {_text(now)}, "
+                                   f"allowing {minutes} minutes of clock skew)")
     key_id = a.sign_key_id
     if key_id == trusted.key.id:
         if a.authority_id != trusted.authority_id:
@@ -85,14 +105,19 @@ def verify(a: Assertion, lookup: Lookup, trusted: TrustedRoot | None) -> None:
         if owner != a.authority_id:
             raise AssertionVerifyError(f"{what}: its signing key {key_id} belongs to account {owner!r}, "
                                        f"not to its authority-id {a.authority_id!r}")
-        when = a.header("timestamp") or a.header("since")
-        if when:
-            since, until = account_key.header("since"), account_key.header("until")
-            t = parse_time(when)
-            if t < parse_time(since) or (until and t >= parse_time(until)):
-                raise AssertionVerifyError(
-                    f"{what}: its signing key {key_id} is not valid at {when} (valid since {since}"
-                    f"{' until ' + until if until else ''})")
+        since, until = account_key.header("since"), account_key.header("until")
+        validity = f"valid since {since}{' until ' + until if until else ''}"
+
+        def valid_at(t: datetime) -> bool:
+            return parse_time(since) <= t and not (until and t >= parse_time(until))
+
+        when = stamp or a.header("since")
+        if when and not valid_at(parse_time(when)):
+            raise AssertionVerifyError(f"{what}: its signing key {key_id} is not valid at {when} ({validity})")
+        if now is not None and not valid_at(now):
+            state = "expired" if until and now >= parse_time(until) else "not valid yet"
+            raise AssertionVerifyError(f"{what}: its signing key {key_id} is {state} (now is {_text(now)}, "
+                                       f"key {validity})")
         key = PublicKey.from_pem(account_key.body, f"account-key {key_id}")
     if not a.verify(key):
         raise AssertionVerifyError(f"{what}: its signature does not verify with key {key_id}")
@@ -134,7 +159,10 @@ def add_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | 
 
 def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | None, *,
                 keep_newer: bool = False) -> list[Assertion]:
-    """verify_many checks assertions as add_many does, storing nothing; it returns those add_many would store."""
+    """verify_many checks assertions as add_many does, storing nothing; it returns those add_many would store.
+
+    Key validity and timestamps are judged against the State's clock (see verify).
+    """
     todo = list(assertions)
     seen: dict[tuple[str, tuple[str, ...]], Assertion] = {}
     for a in todo:
@@ -144,6 +172,7 @@ def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot
         seen[k] = a
     todo = list({(a.type_name, a.primary_key): a for a in todo}.values())
     good: dict[tuple[str, tuple[str, ...]], Assertion] = {}
+    now = st._now()  # the State's clock, which the signer does not choose
 
     def lookup(typ: str, pk: tuple[str, ...]) -> Assertion | None:
         return good.get((typ, pk)) or stored(st, typ, pk)
@@ -160,7 +189,7 @@ def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot
         left: list[tuple[Assertion, AssertionVerifyError]] = []
         for a in todo:
             try:
-                verify(a, lookup, trusted)
+                verify(a, lookup, trusted, now)
             except AssertionVerifyError as e:
                 left.append((a, e))
             else:

@@ -12,17 +12,17 @@ handlers in handlers.py; backend.py writes the profiles.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine import Change, State, Task, TaskRunner
 
 from ..errors import InterfaceError
-from ..snap import SnapInfo
+from ..snap import PlugInfo, SnapInfo
 from ..snapstate import SnapManager, all_snap_states
 from .backend import ProfileBackend
-from .interfaces import INTERFACES, SYSTEM_SNAP, BadAttribute
+from .interfaces import INTERFACES, SYSTEM_SNAP, BadAttribute, check_denied
 from .repo import ConnRef, ConnState, Port, Ref, Repository, get_conns
 
 if TYPE_CHECKING:
@@ -76,10 +76,12 @@ class InterfaceManager:
     """InterfaceManager connects plugs to slots, auto-connects per policy, and keeps every snap's profile."""
 
     def __init__(self, state: State, runner: TaskRunner, snap_manager: SnapManager, *,
-                 assert_manager: AssertManager | None = None) -> None:
+                 assert_manager: AssertManager | None = None, denied_paths: Sequence[str] = ()) -> None:
+        """denied_paths are system paths (as plugs name them) never granted besides SYSTEM_FILES_DENIED."""
         from .handlers import Handlers
 
         self.state = state
+        self.denied_paths = tuple(denied_paths)
         self.runner = runner
         self.snap_manager = snap_manager
         self.assert_manager = assert_manager
@@ -138,11 +140,22 @@ class InterfaceManager:
                     raise InterfaceError(f"{what}: {label}: only the system offers {port.interface} slots")
                 try:
                     if kind == "plug":
+                        self.check_denied(port)
                         iface.check_plug(port)
                     else:
                         iface.check_slot(port)
                 except BadAttribute as e:
                     raise InterfaceError(f"{what}: {label}: {e}") from None
+
+    def check_denied(self, plug: PlugInfo) -> None:
+        """check_denied raises BadAttribute when a system-files plug names one of the denied_paths."""
+        if plug.interface != "system-files" or not self.denied_paths:
+            return
+        for attr in ("read", "write"):
+            value = plug.attrs.get(attr)
+            for path in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+                if isinstance(path, str):
+                    check_denied(path, attr, self.denied_paths)
 
     # -- reading state (lock held) --------------------------------------------------------
 

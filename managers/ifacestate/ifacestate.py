@@ -18,7 +18,7 @@ from engine import Change, Status, Task, TaskSet
 
 from ..errors import InterfaceError, NotConnectedError, SnapNotInstalledError, SnapOperationError
 from ..snapstate import SnapSetup, check_conflicts, get_snap_state, new_change
-from .interfaces import SYSTEM_SNAP
+from .interfaces import SYSTEM_SNAP, BadAttribute
 from .repo import ConnRef, Ref, Repository, get_conns, interface
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ def resolve_connect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap
     if s.interface != p.interface:
         raise InterfaceError(f"{what} ({p.interface}) to {s.ref} ({s.interface}): they are not of one interface")
     reason = interface(p.interface).compatible(p.info, s.info)
+    if reason is None:
+        try:
+            im.check_denied(p.info)
+        except BadAttribute as e:
+            reason = str(e)
     if reason is not None:
         raise InterfaceError(f"{what} to {s.ref}: {reason}")
     return ConnRef(plug, s.ref)
@@ -91,11 +96,17 @@ def _change(im: InterfaceManager, kind: str, summary: str, first: list[Task], sn
     return new_change(im.snap_manager, kind, summary, snaps, [TaskSet(*tasks)])
 
 
+def _check_conflicts_first(im: InterfaceManager, *snaps: str) -> None:
+    """_check_conflicts_first refuses a change in progress on a named snap before any other check (as in
+    snapd): a snap whose install is still running is busy, not "not installed"."""
+    check_conflicts(im.snap_manager, sorted({s for s in snaps if s and s != SYSTEM_SNAP}))
+
+
 def connect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str) -> Change:
     """connect makes a "connect" change: connect, then setup-profiles of each snap concerned."""
     st = im.state
+    _check_conflicts_first(im, plug.snap, slot_snap)
     ref = resolve_connect(im, im.repository(), plug, slot_snap, slot)
-    check_conflicts(im.snap_manager, ref.snaps)
     summary = f"Connect {ref.plug} to {ref.slot}"
     existing = get_conns(st).get(ref)
     t = st.new_task("connect", summary)
@@ -138,6 +149,7 @@ def resolve_disconnect(im: InterfaceManager, repo: Repository, plug: Ref, slot_s
 def disconnect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str, *, forget: bool = False) -> Change:
     """disconnect makes a "disconnect" change: a disconnect per connection, then setup-profiles."""
     st = im.state
+    _check_conflicts_first(im, plug.snap, slot_snap)
     refs = resolve_disconnect(im, im.repository(), plug, slot_snap, slot, forget=forget)
     snaps = sorted({s for r in refs for s in r.snaps})
     check_conflicts(im.snap_manager, snaps)

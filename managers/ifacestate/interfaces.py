@@ -12,7 +12,8 @@ Four interfaces, in snapd's spirit (docs/managers.md has the table):
   the plug snap's profile;
 - ``system-files``: a plug names system paths to read and write (``read``
   and ``write`` lists), each checked against SYSTEM_FILES_READ and
-  SYSTEM_FILES_WRITE.
+  SYSTEM_FILES_WRITE, and refused when it equals, holds or lies under one of
+  SYSTEM_FILES_DENIED (see denied).
 
 The system offers the slots of network, home and system-files itself
 (snap "system"); no snap may declare them. Attribute checks raise
@@ -38,8 +39,14 @@ SYSTEM_SNAP = "system"
 SYSTEM_FILES_READ = ("/etc", "/opt", "/srv", "/usr/share", "/var/log")
 #: SYSTEM_FILES_WRITE are the directories system-files may grant writing under.
 SYSTEM_FILES_WRITE = ("/srv", "/var/log")
-#: SYSTEM_FILES_DENIED are never granted, nor anything below them, whatever the lists above say.
-SYSTEM_FILES_DENIED = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh")
+#: SYSTEM_FILES_DENIED are never granted, nor anything below them, nor anything that holds them, whatever the
+#: lists above say: password hashes (and their backups), sudo's rules, ssh host keys, private TLS keys, old
+#: passwords, the daemon's default state directory (its database and keys) and the snap manager's own
+#: state under the root (snap files, profiles, services). The interface manager adds the daemon's state
+#: directory when it lies under the system root (InterfaceManager's denied_paths).
+SYSTEM_FILES_DENIED = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+                       "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd",
+                       "/var/lib/overlord", "/var/lib/snaps", "/var/lib/profiles", "/var/lib/services")
 _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f*?\[\]{}\\\"'`$]")
 _SNAP_VARS = ("$SNAP_COMMON", "$SNAP_DATA", "$SNAP")
@@ -247,7 +254,8 @@ class SystemFilesInterface(Interface):
 
     Plug: ``read`` and/or ``write``, lists of absolute paths (no wildcards,
     no ``..``), each under SYSTEM_FILES_READ (for read) or
-    SYSTEM_FILES_WRITE (for write) and not under SYSTEM_FILES_DENIED.
+    SYSTEM_FILES_WRITE (for write), and neither equal to, under, nor
+    holding any of SYSTEM_FILES_DENIED (compared normalised).
     """
 
     def check_plug(self, plug: PlugInfo) -> None:
@@ -261,10 +269,20 @@ class SystemFilesInterface(Interface):
             for p in paths:
                 _system_path(p, attr, allowed)
 
+    def compatible(self, plug: PlugInfo, slot: PlugInfo) -> str | None:
+        """compatible refuses a plug whose paths are not grantable (one installed before a rule tightened)."""
+        try:
+            self.check_plug(plug)
+        except BadAttribute as e:
+            return str(e)
+        return None
+
     def plug_rules(self, plug: Side, slot: Side, layout: Layout) -> Rules:
-        """plug_rules grants the listed paths, under the root."""
-        return Rules(read=tuple(layout.system(p) for p in _path_list(plug.port.attrs, "read")),
-                     write=tuple(layout.system(p) for p in _path_list(plug.port.attrs, "write")))
+        """plug_rules grants the listed paths, under the root; a denied path is never granted."""
+        def grant(attr: str) -> tuple[str, ...]:
+            return tuple(layout.system(p) for p in _path_list(plug.port.attrs, attr) if denied(p) is None)
+
+        return Rules(read=grant("read"), write=grant("write"))
 
 
 #: INTERFACES is the registry: every interface the system knows, by name.
@@ -335,15 +353,46 @@ def _snap_path(path: Any, attr: str, allowed: Sequence[str]) -> None:
     _clean(path, attr)
 
 
+def normalise(path: str) -> str:
+    """normalise is path made lexically clean, without looking at the disk: no '.', '..', '//' or trailing /."""
+    clean = posixpath.normpath("/" + path.lstrip("/"))
+    return "/" + clean.lstrip("/")  # normpath keeps a leading "//"
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def denied(path: str, extra: Sequence[str] = ()) -> str | None:
+    """denied returns the denied path that path equals, lies under or holds (compared normalised), or None."""
+    p = normalise(path)
+    for d in (*SYSTEM_FILES_DENIED, *extra):
+        d = normalise(d)
+        if _under(p, d) or _under(d, p):
+            return d
+    return None
+
+
+def check_denied(path: str, attr: str, extra: Sequence[str] = ()) -> None:
+    """check_denied raises BadAttribute when path touches a denied path (see denied)."""
+    d = denied(path, extra)
+    if d is None:
+        return
+    if normalise(path) == d:
+        raise BadAttribute(attr, f"{path!r} is never granted")
+    if _under(normalise(path), d):
+        raise BadAttribute(attr, f"{path!r} is never granted: it lies under {d}")
+    raise BadAttribute(attr, f"{path!r} is never granted: it holds {d}")
+
+
 def _system_path(path: str, attr: str, allowed: Sequence[str]) -> None:
     if not path.startswith("/"):
         raise BadAttribute(attr, f"{path!r} must be an absolute path")
+    check_denied(path, attr)
     _clean(path, attr)
 
     def under(base: str) -> bool:
-        return path == base or path.startswith(base + "/")
+        return _under(path, base)
 
-    if any(under(d) for d in SYSTEM_FILES_DENIED):
-        raise BadAttribute(attr, f"{path!r} is never granted")
     if not any(under(d) for d in allowed):
         raise BadAttribute(attr, f"{path!r} is not under {', '.join(allowed)}")

@@ -18,14 +18,19 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidSnapError
-from .naming import valid_app_name, valid_plug_name, valid_revision, valid_snap_name
+from .naming import reserved_snap_name, valid_app_name, valid_plug_name, valid_revision, valid_snap_name
 
 #: MAX_YAML is the largest meta/snap.yaml accepted, in bytes.
 MAX_YAML = 64 * 1024
 #: DAEMONS are the values of an app's daemon field (snapd's); all are recorded alike.
 DAEMONS = ("simple", "forking", "oneshot", "notify", "dbus")
 _VERSION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9:.+~-]{0,30}[a-zA-Z0-9+~])?$")
+#: _COMMAND is snapd's appContentWhitelist: the characters a command may hold.
 _COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
+#: COMMAND_VARIABLES are the variables a command's arguments may name ($SNAP_DATA/config): the wrapper
+#: writes their values in, quoted; any other $ (a positional parameter, the caller's environment) is refused.
+COMMAND_VARIABLES = ("SNAP", "SNAP_COMMON", "SNAP_DATA", "SNAP_NAME", "SNAP_REVISION", "SNAP_VERSION")
+_VARIABLE = re.compile(r"\$([A-Za-z0-9_]*)")
 _FIELDS = ("name", "version", "summary", "description", "apps", "plugs", "slots")
 _APP_FIELDS = ("command", "daemon")
 
@@ -104,7 +109,7 @@ class SnapInfo:
     def from_dict(cls, data: Mapping[str, Any], where: str = "snap info") -> SnapInfo:
         """from_dict reads the JSON form written by to_dict (checked like snap.yaml)."""
         meta = {k: v for k, v in data.items() if k in _FIELDS}
-        info = _parse(meta, where)
+        info = _parse(meta, where, new=False)
         revision = data.get("revision", "")
         if revision and not valid_revision(revision):
             raise InvalidSnapError(f"invalid {where}: field revision: {revision!r} is not a revision")
@@ -138,7 +143,8 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _parse(data: Mapping[str, Any], where: str) -> SnapInfo:
+def _parse(data: Mapping[str, Any], where: str, new: bool = True) -> SnapInfo:
+    """_parse checks the fields; new (a snap.yaml, not the state's copy) adds the checks added since."""
     def bad(path: str, problem: str) -> InvalidSnapError:
         return InvalidSnapError(f"invalid {where}: field {path}: {problem}")
 
@@ -151,6 +157,9 @@ def _parse(data: Mapping[str, Any], where: str) -> SnapInfo:
     if not valid_snap_name(name):
         raise bad("name", f"{name!r} is not a valid snap name (2-40 lowercase letters, digits and dashes, "
                           "at least one letter, no leading, trailing or double dash)")
+    reserved = reserved_snap_name(name) if new else None
+    if reserved:
+        raise bad("name", f"{name!r} is reserved: {reserved}")
     version = data.get("version")
     if version is None:
         raise bad("version", "missing")
@@ -187,8 +196,12 @@ def _parse(data: Mapping[str, Any], where: str) -> SnapInfo:
             raise bad(f"{path}.command", f"{command!r} must be text of letters, digits, spaces and /._#:$-")
         program = command.split()[0]
         parts = program.split("/")
-        if program.startswith("/") or ".." in parts or "" in parts or "." in parts:
+        if program.startswith("/") or ".." in parts or "" in parts or "." in parts or (new and "$" in program):
             raise bad(f"{path}.command", f"{program!r} must be a relative path inside the snap")
+        for m in _VARIABLE.finditer(command if new else ""):
+            if m.group(1) not in COMMAND_VARIABLES:
+                raise bad(f"{path}.command", f"{m.group(0)!r} is not a variable a command may name "
+                                             f"(${', $'.join(COMMAND_VARIABLES)})")
         daemon = spec.get("daemon")
         if daemon is not None and daemon not in DAEMONS:
             raise bad(f"{path}.daemon", f"{daemon!r} is not one of {', '.join(DAEMONS)}")

@@ -24,6 +24,17 @@ def valid_snap_name(name: object) -> bool:
             and not name.startswith("-") and not name.endswith("-") and "--" not in name)
 
 
+#: RESERVED_SNAP_NAMES are names the on-disk layout uses where snap names live (docs/managers.md, "On
+#: disk"): a snap by that name would land in their place. <root>/snap/<name> is each snap's directory, and
+#: <root>/snap/bin holds every snap's command wrappers.
+RESERVED_SNAP_NAMES: dict[str, str] = {"bin": "<root>/snap/bin holds the command wrappers"}
+
+
+def reserved_snap_name(name: str) -> str | None:
+    """reserved_snap_name says why name cannot be a snap's (the layout uses it), or None."""
+    return RESERVED_SNAP_NAMES.get(name)
+
+
 def valid_app_name(name: object) -> bool:
     """valid_app_name says whether name is an app name (letters, digits, single dashes)."""
     return isinstance(name, str) and bool(_APP_NAME.match(name))

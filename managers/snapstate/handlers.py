@@ -335,8 +335,14 @@ class Handlers:
         with task.state:
             if recorded is not None:  # None: the do never got to change the state
                 old = recorded["snap"]
-                set_snap_state(task.state, setup.name,
-                               SnapState.from_dict(setup.name, old) if old is not None else None)
+                restored = SnapState.from_dict(setup.name, old) if old is not None else None
+                now = get_snap_state(task.state, setup.name)
+                if restored is not None and now is not None:
+                    # Revisions that later steps of the change discarded (the ones beyond those retained)
+                    # do not come back: their files are gone, and undo does not bring files back (snapd).
+                    restored.sequence = [i for i in restored.sequence
+                                         if i.revision == restored.current or now.index(i.revision) >= 0]
+                set_snap_state(task.state, setup.name, restored)
             self._done(task)
 
     def do_cleanup(self, task: Task, tomb: Tomb) -> None:

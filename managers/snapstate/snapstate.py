@@ -26,6 +26,7 @@ from ..errors import (
     StoreError,
 )
 from ..snap import read_info
+from ..snap.naming import reserved_snap_name
 from ..store import Store
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
 
@@ -182,6 +183,12 @@ def _summary(verb: str, names: Sequence[str]) -> str:
 
 
 def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+    """_installed is the state of a snap a verb works on, once no change is in progress for it.
+
+    The conflict comes first (as in snapd): a snap whose install is still
+    running is busy, not "not installed".
+    """
+    check_conflicts(sm, [name])
     snapst = get_snap_state(sm.state, name)
     if snapst is None:
         raise SnapNotInstalledError(f"cannot {verb} snap {name!r}: it is not installed")
@@ -208,6 +215,9 @@ def install_task_sets(sm: SnapManager, names: Sequence[str]) -> list[TaskSet]:
     """install_task_sets builds one task set per snap installed from the store."""
     st = sm.state
     for name in names:
+        reserved = reserved_snap_name(name)
+        if reserved:
+            raise SnapOperationError(f"cannot install snap {name!r}: the name is reserved: {reserved}")
         snapst = get_snap_state(st, name)
         if snapst is not None:
             raise SnapAlreadyInstalledError(f"cannot install snap {name!r}: it is installed already "
@@ -329,7 +339,6 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
     st = sm.state
     snapst = _installed(sm, "remove", name)
-    check_conflicts(sm, [name])
     if revision is not None:
         if snapst.index(revision) < 0:
             raise SnapNotInstalledError(f"cannot remove revision {revision} of snap {name!r}: it is not installed")
@@ -377,7 +386,6 @@ def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
         raise SnapOperationError(f"cannot revert snap {name!r}: it is on revision {revision} already")
     if snapst.index(revision) < 0:
         raise SnapNotInstalledError(f"cannot revert snap {name!r}: it has no revision {revision}")
-    check_conflicts(sm, [name])
     info = snapst.revision_info(revision)
     setup = SnapSetup(name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
                       source="local", revert=True, info=info.to_dict())
@@ -395,7 +403,6 @@ def enable(sm: SnapManager, name: str) -> Change:
     snapst = _installed(sm, "enable", name)
     if snapst.active:
         raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
-    check_conflicts(sm, [name])
     label = f'"{name}" ({snapst.current})'
     chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
@@ -409,7 +416,6 @@ def disable(sm: SnapManager, name: str) -> Change:
     snapst = _installed(sm, "disable", name)
     if not snapst.active:
         raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
-    check_conflicts(sm, [name])
     label = f'"{name}" ({snapst.current})'
     chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
     chain.first.set("stop-reason", "disable")

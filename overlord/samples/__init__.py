@@ -39,8 +39,9 @@ SEED = Path(__file__).resolve().parent / "seed"
 #: SEED_SNAPS are the snaps of the sample seed, as seed.yaml lists them: the content consumer first, so that
 #: seeding shows it installs the provider before it.
 SEED_SNAPS = ("reader", "library")
-#: SEED_TIME is the time stamp of the sample seed's assertions (fixed, so that a rebuild gives the same bytes).
-SEED_TIME = "2030-01-01T00:00:00Z"
+#: SEED_TIME is the time stamp of the sample seed's assertions (fixed, so that a rebuild gives the same bytes;
+#: in the past, since a future-dated assertion is refused).
+SEED_TIME = "2025-01-01T00:00:00Z"
 
 
 @dataclass

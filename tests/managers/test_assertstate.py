@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from managers.asserts import Assertion, PrivateKey, sha3_384, sign
 from managers.asserts.build import account, account_key, snap_declaration, snap_id_for, snap_revision
 from managers.assertstate import AssertManager, fetch_chain
 from managers.store import Store
+from tests.conftest import FakeClock
 
 T = "2030-01-01T00:00:00Z"
 DIGEST = sha3_384(b"the snap file")
@@ -101,6 +103,33 @@ def _key_expired(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
     return [good[0], account_key(root, "root", "acme", acme.public_key, until="2029-06-01T00:00:00Z"), *good[2:]]
 
 
+def _back_dated_by_an_expired_key(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
+    # The key expired before now (the State's clock: 2030-01-01T12:00:00Z); the signer dates the
+    # revision inside the key's validity, which it is free to do.
+    good = chain(root, acme)
+    return [good[0], account_key(root, "root", "acme", acme.public_key, until="2030-01-01T06:00:00Z"), good[2],
+            snap_revision(acme, "acme", DIGEST, 1234, snap_id_for("hello"), 1, "acme",
+                          timestamp="2029-12-31T00:00:00Z")]
+
+
+def _future_dated(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
+    good = chain(root, acme)
+    return [*good[:3], snap_revision(acme, "acme", DIGEST, 1234, snap_id_for("hello"), 1, "acme",
+                                     timestamp="2030-01-01T12:10:01Z")]
+
+
+def _future_dated_by_the_root(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
+    return [account(root, "root", "acme", "ACME", timestamp="2031-01-01T00:00:00Z")]
+
+
+def _key_valid_only_from_the_near_future(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
+    # Within the clock skew the timestamp passes, but the key is not valid now.
+    good = chain(root, acme)
+    return [good[0], account_key(root, "root", "acme", acme.public_key, since="2030-01-01T12:05:00Z"), good[2],
+            snap_revision(acme, "acme", DIGEST, 1234, snap_id_for("hello"), 1, "acme",
+                          timestamp="2030-01-01T12:06:00Z")]
+
+
 BROKEN: list[tuple[Callable[[PrivateKey, PrivateKey], list[Assertion]], str]] = [
     (_other_key, "no account-key for its signing key"),
     (_key_of_another_account, "belongs to account 'evil', not to its authority-id 'acme'"),
@@ -111,6 +140,12 @@ BROKEN: list[tuple[Callable[[PrivateKey, PrivateKey], list[Assertion]], str]] = 
     (_developer_not_publisher, "its developer 'acme' is not the publisher of snap id"),
     (_key_not_yet_valid, "is not valid at 2030-01-01T00:00:00Z (valid since 2031-01-01T00:00:00Z)"),
     (_key_expired, "until 2029-06-01T00:00:00Z"),
+    (_back_dated_by_an_expired_key, "is expired (now is 2030-01-01T12:00:00Z, key valid since "
+                                    "2000-01-01T00:00:00Z until 2030-01-01T06:00:00Z)"),
+    (_future_dated, "its timestamp 2030-01-01T12:10:01Z is in the future (now is 2030-01-01T12:00:00Z, "
+                    "allowing 10 minutes of clock skew)"),
+    (_future_dated_by_the_root, "its timestamp 2031-01-01T00:00:00Z is in the future"),
+    (_key_valid_only_from_the_near_future, "is not valid yet (now is 2030-01-01T12:00:00Z"),
 ]
 
 
@@ -125,6 +160,29 @@ def test_a_broken_link_is_named_and_nothing_is_added(st: State, am: AssertManage
         assert str(e.value).startswith("cannot add ")
         for a in batch:
             assert st.assertions.get(a.type_name, a.primary_key) is None, f"{a.ref} was stored"
+
+
+def test_key_validity_and_timestamps_are_judged_by_the_state_clock(st: State, am: AssertManager,
+                                                                   root_key: PrivateKey, acme_key: PrivateKey,
+                                                                   clock: FakeClock) -> None:
+    """The State's clock, which the signer does not choose, decides; a small skew is tolerated."""
+    good = chain(root_key, acme_key)
+    key = account_key(root_key, "root", "acme", acme_key.public_key, until="2030-02-01T00:00:00Z")
+    near = snap_revision(acme_key, "acme", DIGEST, 1234, snap_id_for("hello"), 1, "acme",
+                         timestamp="2030-01-01T12:09:59Z")  # within MAX_CLOCK_SKEW of now
+    with st:
+        am.add_many([good[0], key, good[2], near])
+    later = snap_revision(acme_key, "acme", DIGEST, 1234, snap_id_for("hello"), 1, "acme",
+                          timestamp="2030-01-15T00:00:00Z", revision=1)
+    clock.set(datetime(2030, 2, 1, tzinfo=UTC))  # the key expires: what it signed before stays
+    with st, pytest.raises(AssertionVerifyError, match="is expired"):
+        am.add_many([later])
+    with st:
+        assert am.get("snap-revision", (DIGEST,)).revision == 0  # type: ignore[union-attr]
+    clock.set(datetime(2030, 1, 31, tzinfo=UTC))
+    with st:
+        am.add_many([later])
+        assert am.get("snap-revision", (DIGEST,)).revision == 1  # type: ignore[union-attr]
 
 
 def test_no_trusted_key_means_nothing_verifies(st: State, root_key: PrivateKey) -> None:

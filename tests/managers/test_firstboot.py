@@ -117,7 +117,7 @@ def _resign(seed: Path, name: str, yaml_edit: Callable[[str], str], tmp: Path) -
     digest, size = file_sha3_384(snap)
     _, acme = sample_keys()
     decl = _stream(seed, name)[0]
-    rev = snap_revision(acme, "acme", digest, size, snap_id_for(name), 1, "acme", timestamp="2030-01-01T00:00:00Z")
+    rev = snap_revision(acme, "acme", digest, size, snap_id_for(name), 1, "acme", timestamp="2025-01-01T00:00:00Z")
     (seed / "assertions" / f"{name}.assert").write_text(f"{decl.text}\n{rev.text}")
 
 

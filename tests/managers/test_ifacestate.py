@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from managers import InterfaceError, NotConnectedError, SnapNotInstalledError
 from managers.asserts import PrivateKey
 from managers.asserts.build import account, account_key, snap_declaration
 from managers.ifacestate import InterfaceManager
+from managers.ifacestate.interfaces import INTERFACES, BadAttribute, Layout, Side, system_info
+from managers.snap import PlugInfo, SnapInfo
+from managers.system import SystemOverlord
 from tests.conftest import FakeClock
 from tests.managers.conftest import System, snap_id, tree
 
@@ -321,6 +325,8 @@ def test_connect_conflicts_with_a_change_in_progress_on_either_snap(sys_: Iface)
      "attribute 'write': '$SNAP/x' must start with $SNAP_DATA or $SNAP_COMMON"),
     ("plugs:\n  etc: {interface: system-files, read: [/etc/shadow]}\n",
      "plug 'etc' (system-files): attribute 'read': '/etc/shadow' is never granted"),
+    ("plugs:\n  etc: {interface: system-files, read: [/etc]}\n",
+     "plug 'etc' (system-files): attribute 'read': '/etc' is never granted: it holds /etc/shadow"),
     ("plugs:\n  etc: {interface: system-files, write: [/etc/hosts]}\n",
      "attribute 'write': '/etc/hosts' is not under /srv, /var/log"),
     ("plugs:\n  etc: {interface: system-files, read: ['/etc/*']}\n", "attribute 'read': '/etc/*': paths cannot"),
@@ -336,6 +342,57 @@ def test_bad_plugs_and_slots_are_refused_at_install(sys_: Iface, yaml: str, prob
     with sys_.o.state:
         assert sys_.sm.snaps() == []
     assert sys_.profile("hello") is None and not (sys_.root / "snap/hello/1").exists()
+
+
+DENIED_GRANTS = [
+    "/", "/etc", "/etc/", "//etc", "/etc//", "/etc/.", "/etc/shadow", "/etc/shadow-", "/etc/gshadow",
+    "/etc/gshadow-", "/etc/./shadow", "/etc//shadow", "/etc/shadow/", "/etc/ssh/../shadow", "/srv/../etc/shadow",
+    "/etc/sudoers", "/etc/sudoers.d", "/etc/sudoers.d/admins", "/etc/ssh", "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssl", "/etc/ssl/private", "/etc/ssl/private/server.key", "/etc/security", "/etc/security/opasswd",
+    "/var/lib/overlord", "/var/lib/overlord/state.db", "/var/lib/profiles", "/var/lib/snaps/hello_1.snap",
+    "/srv/../var/lib/overlord", "/var/log/../../etc/gshadow-",
+]
+
+
+@pytest.mark.parametrize("attr", ["read", "write"])
+@pytest.mark.parametrize("path", DENIED_GRANTS)
+def test_system_files_never_grants_what_equals_holds_or_lies_under_a_denied_path(path: str, attr: str) -> None:
+    """Compared after lexical normalisation, whatever the allow-lists (read: /etc, /srv...) say."""
+    iface = INTERFACES["system-files"]
+    plug = PlugInfo("files", "system-files", {attr: [path]})
+    with pytest.raises(BadAttribute, match="is never granted"):
+        iface.check_plug(plug)
+    assert "never granted" in str(iface.compatible(plug, PlugInfo("system-files", "system-files")))
+
+
+def test_a_profile_never_lists_a_denied_path(tmp_path: Path) -> None:
+    """A plug recorded before the rule tightened (never checked again) still gets no denied path."""
+    plug = PlugInfo("files", "system-files", {"read": ["/etc", "/var/log/app"], "write": ["/srv/../etc/shadow"]})
+    info = SnapInfo("old", "1", "Old", plugs={"files": plug}, revision="1")
+    rules = INTERFACES["system-files"].plug_rules(Side(info, plug), Side(system_info(), PlugInfo("s", "s")),
+                                                  Layout(tmp_path))
+    assert (rules.read, rules.write) == ((str(tmp_path / "var/log/app"),), ())
+
+
+@pytest.mark.parametrize("path", ["/etc/hosts", "/etc/shadowed", "/etc/ssl/certs", "/etc/ssl/certs/ca.pem",
+                                  "/var/log/syslog", "/usr/share/doc"])
+def test_system_files_grants_what_is_next_to_a_denied_path(path: str) -> None:
+    INTERFACES["system-files"].check_plug(PlugInfo("files", "system-files", {"read": [path]}))
+
+
+def test_the_state_directory_under_the_root_is_never_granted(tmp_path: Path, root_key: PrivateKey,
+                                                              clock: FakeClock) -> None:
+    root = tmp_path / "root"
+    o = SystemOverlord(root / "srv" / "overlord", root, trusted_key=root_key.public_key, clock=clock)
+    try:
+        for path in ("/srv", "/srv/overlord", "/srv/overlord/state.db", "/srv/x/../overlord/trusted-root.pub.pem"):
+            info = SnapInfo("spy", "1", "A spy", plugs={"db": PlugInfo("db", "system-files", {"read": [path]})})
+            with pytest.raises(InterfaceError, match=f"'{re.escape(path)}' is never granted"):
+                o.interface_manager.check_snap(info, None)
+        ok = SnapInfo("fine", "1", "Fine", plugs={"db": PlugInfo("db", "system-files", {"write": ["/srv/data"]})})
+        o.interface_manager.check_snap(ok, None)
+    finally:
+        o.stop()
 
 
 @pytest.mark.parametrize(("args", "error", "message"), [

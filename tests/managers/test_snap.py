@@ -28,6 +28,7 @@ def test_snap_names(name: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("name: hello\n", "field version: missing"),
+    ("name: bin\nversion: '1'\nsummary: s\n", "field name: 'bin' is reserved: <root>/snap/bin holds the command"),
     ("version: '1'\nsummary: s\n", "field name: missing"),
     ("name: Hello\nversion: '1'\nsummary: s\n", "field name: 'Hello' is not a valid snap name"),
     ("name: hello\nversion: 1.0\nsummary: s\n", "field version: 1.0 must be text"),
@@ -41,6 +42,15 @@ def test_snap_names(name: str, ok: bool) -> None:
     ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: ../x\n", "a relative path inside"),
     ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: /bin/sh\n", "a relative path inside"),
     ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: 'x; rm -rf'\n", "must be text of"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: 'x `id`'\n", "must be text of"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: $1\n",
+     "field apps.a.command: '$1' must be a relative path inside the snap"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: $SNAP/bin/x\n", "a relative path inside"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: bin/x $1\n",
+     "field apps.a.command: '$1' is not a variable a command may name ($SNAP, $SNAP_COMMON"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: bin/x $HOME/x\n", "'$HOME' is not a var"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: bin/x $SNAP_DATAX\n", "'$SNAP_DATAX' is not"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: bin/x a$\n", "'$' is not a variable"),
     ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: x\n    daemon: forever\n",
      "field apps.a.daemon: 'forever' is not one of"),
     ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: x\n    deamon: simple\n",

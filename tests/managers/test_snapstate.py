@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from engine import ChangeConflictError, Status
 from managers import (
     AssertionVerifyError,
+    InvalidSnapError,
     NoUpdateAvailableError,
     SnapAlreadyInstalledError,
     SnapNotFoundError,
@@ -21,6 +23,7 @@ from managers import (
 )
 from managers.asserts import PrivateKey
 from managers.asserts.build import account, account_key, snap_declaration
+from managers.snap.naming import RESERVED_SNAP_NAMES
 from managers.snapstate import SnapManager
 from managers.snapstate.backend import Backend
 from tests.managers.conftest import KINDS, System, make_snap, tree
@@ -242,6 +245,47 @@ def test_install_a_local_file_dangerously(system: System) -> None:
     assert run_app(system, "hello") == "hello 0.2"
 
 
+def _zip_snap(path: Path, name: str) -> Path:
+    """_zip_snap writes a snap by hand (pack refuses a reserved name, as an install does)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("meta/snap.yaml", f"name: {name}\nversion: '1'\nsummary: S\napps:\n  {name}:\n"
+                                     "    command: bin/run\n")
+        info = zipfile.ZipInfo("bin/run")
+        info.external_attr = 0o100755 << 16
+        z.writestr(info, f"#!/bin/sh\necho {name}\n")
+    return path
+
+
+def test_a_snap_named_like_the_layout_cannot_land_in_another_ones_place(system: System) -> None:
+    """A snap named bin would be <root>/snap/bin, where every snap's wrappers are; no name may collide."""
+    system.publish("hello", "1.0")
+    assert system.status(system.run(lambda sm: sm.install("hello"))) is D
+    bad = _zip_snap(system.base / "bin.snap", "bin")
+    with system.o.state:
+        with pytest.raises(InvalidSnapError, match="field name: 'bin' is reserved: <root>/snap/bin holds the"):
+            system.sm.install_path(bad, dangerous=True)
+        with pytest.raises(SnapOperationError, match="cannot install snap 'bin': the name is reserved"):
+            system.sm.install("bin")
+    # Every entry of the directories where snap names live is an installed snap, or reserved.
+    with system.o.state:
+        installed = {s.info.name for s in system.sm.snaps()}
+    for where in ("snap", "var/snap", "var/lib/profiles"):
+        for entry in (system.root / where).iterdir():
+            assert entry.name in installed or entry.name in RESERVED_SNAP_NAMES, f"{where}/{entry.name}"
+    # Names of the layout's other fixed entries are snap names like any other: nothing of hello moves.
+    before = tree(system.root)
+    names = ["partial", "snaps", "services", "profiles", "common", "current", "hello-bin"]
+    for name in names:
+        cid = system.run(lambda sm, n=name: sm.install_path(_zip_snap(system.base / f"{n}.snap", n),  # type: ignore[misc]
+                                                             dangerous=True))
+        assert system.status(cid) is D, system.err(cid)
+        assert run_app(system, name) == name
+    assert run_app(system, "hello") == "hello 1.0"
+    assert system.status(system.run(lambda sm: sm.remove(names))) is D
+    assert tree(system.root) == before
+    assert run_app(system, "hello") == "hello 1.0"
+
+
 def test_install_a_local_file_needs_its_assertions(system: System) -> None:
     system.publish("hello", "1.0")
     snap = system.sample.store.snap("hello").path
@@ -421,6 +465,49 @@ def test_a_failed_refresh_puts_back_the_previous_revision(system: System, monkey
     assert after[0] == before[0], "the root is not what it was"
     assert run_app(system, "hello") == "hello 1.0"
     assert system.sm.backend.active_services("hello") == ["svc"]
+
+
+# With revisions 1, 2, 3 (3 current) and retain 3, a refresh to 4 discards revision 1 (clear-snap, then
+# discard-snap) before its cleanup: where it fails, and the sequence the undo leaves (snapd's).
+DISCARD_CASES = [("clear-snap", "before", ["1", "2", "3"]), ("discard-snap", "before", ["1", "2", "3"]),
+                 ("discard-snap", "backend", ["2", "3"]), ("cleanup", "before", ["2", "3"])]
+
+
+@pytest.mark.parametrize(("kind", "where", "sequence"), DISCARD_CASES,
+                         ids=[f"{k}-{w}" for k, w, _ in DISCARD_CASES])
+def test_undo_of_a_refresh_does_not_bring_back_discarded_revisions(
+        tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey, clock: Any, monkeypatch: pytest.MonkeyPatch,
+        kind: str, where: str, sequence: list[str]) -> None:
+    """The sequence after the undo lists exactly the revisions on disk; revert to a discarded one is refused."""
+    system = System(tmp_path, root_key, acme_key, clock, retain=3)
+    try:
+        for v in ("1.0", "2.0", "3.0"):
+            system.publish("hello", v)
+            system.run(lambda sm: sm.refresh("hello") if sm.snaps() else sm.install("hello"))
+        system.publish("hello", "4.0")
+        if where == "before":
+            fail_before(system.sm, kind)
+        else:
+            fail_in_backend(monkeypatch, "discard")
+        cid = system.run(lambda sm: sm.refresh("hello"))
+        monkeypatch.undo()
+        assert system.status(cid) is E and dict(system.tasks(cid))[kind] is E
+        with system.o.state:
+            snapst = system.sm.info("hello")
+            assert (snapst.revisions, snapst.current, snapst.active) == (sequence, "3", True)
+        on_disk = sorted(p.name for p in (system.root / "snap/hello").iterdir() if p.name != "current")
+        assert on_disk == sequence
+        assert sorted(p.name for p in (system.root / "var/lib/snaps").glob("hello_*.snap")) == [
+            f"hello_{r}.snap" for r in sequence]
+        assert run_app(system, "hello") == "hello 3.0"
+        if "1" not in sequence:
+            with system.o.state, pytest.raises(SnapNotInstalledError, match="it has no revision 1"):
+                system.sm.revert("hello", revision="1")
+        cid = system.run(lambda sm: sm.revert("hello", revision="2"))
+        assert system.status(cid) is D, system.err(cid)
+        assert run_app(system, "hello") == "hello 2.0"
+    finally:
+        system.stop()
 
 
 def test_one_failing_snap_of_several_is_undone_alone(system: System) -> None:

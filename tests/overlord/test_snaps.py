@@ -150,6 +150,29 @@ def test_a_conflicting_install_is_a_409_and_exits_10(system: SystemDaemon) -> No
     d.ok("install", "hello")
 
 
+def test_remove_or_connect_while_the_install_runs_is_a_conflict_not_not_installed(system: SystemDaemon) -> None:
+    """As in snapd, the conflict check comes before the installed check: the snap is busy, not missing."""
+    d = system
+    hold = d.hold_mount()
+    cid = d.ok("install", "hello", "--no-wait").stdout.strip()
+    d.wait_change(cid, lambda c: _task(c, "mount-snap")["status"] == "Doing")
+    message = f"error: cannot start a change for snap 'hello': change {cid} (install) is in progress for it\n"
+    for args in (("remove", "hello"), ("connect", "hello:network"), ("disconnect", "hello:network"),
+                 ("revert", "hello"), ("disable", "hello")):
+        p = d.cli(*args)
+        assert (p.returncode, p.stdout, p.stderr) == (10, "", message), args
+    got, env = raw(d, "POST", "/v2/snaps/hello", b'{"action": "remove"}')
+    assert (got, env["result"]["kind"]) == (409, "snap-change-conflict")
+    assert env["result"]["value"] == {"change-id": cid, "change-kind": "install"}
+    body = {"action": "connect", "plugs": [{"snap": "hello", "plug": "network"}], "slots": [{"snap": "", "slot": ""}]}
+    got, env = raw(d, "POST", "/v2/interfaces", json.dumps(body).encode())
+    assert (got, env["result"]["value"]) == (409, {"change-id": cid, "change-kind": "install"})
+    hold.unlink()
+    assert d.wait_change(cid, lambda c: c["ready"])["status"] == "Done"
+    p = d.cli("remove", "world")  # with nothing in progress, a snap that is not there is "not installed"
+    assert (p.returncode, p.stderr) == (1, "error: cannot remove snap 'world': it is not installed\n")
+
+
 def test_sigkill_in_the_middle_of_an_install_then_watch_follows_it_to_done(system: SystemDaemon) -> None:
     d = system
     hold = d.hold_mount()

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,8 @@ from .fsutil import (
 log = logging.getLogger("managers.snapstate")
 
 _CHUNK = 256 * 1024
+#: _VARIABLE is a variable reference in a command: $NAME, the longest name (as the shell reads it).
+_VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)")
 
 Opener = Callable[[], IO[bytes]]
 Progress = Callable[[int, int], None]
@@ -310,14 +313,26 @@ class Backend:
             return None
 
     def _wrapper(self, info: SnapInfo, command: str) -> str:
+        """_wrapper is the shell script of a command: every word quoted, so the shell interprets none of them.
+
+        The snap's variables named in the arguments ($SNAP_DATA/conf, checked
+        by SnapInfo) are replaced by their values before quoting; the caller's
+        arguments follow as "$@", never as code.
+        """
         program, *args = command.split()
         env = {"SNAP": str(self.revision_dir(info.name, info.revision)), "SNAP_NAME": info.name,
                "SNAP_REVISION": info.revision, "SNAP_VERSION": info.version,
                "SNAP_DATA": str(self.data_dir(info.name, info.revision)),
                "SNAP_COMMON": str(self.data_base(info.name) / "common")}
+
+        def expand(word: str) -> str:
+            return _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), word)
+
         lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-        lines.append(f'exec "$SNAP/{program}"{"".join(" " + a for a in args)} "$@"')
+        words = [shlex.quote(str(self.revision_dir(info.name, info.revision) / program))]
+        words += [shlex.quote(expand(a)) for a in args]
+        lines.append(f'exec {" ".join(words)} "$@"')
         return "\n".join(lines) + "\n"
 
     def _bins(self, name: str) -> list[Path]:
