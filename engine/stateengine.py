@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""StateEngine: calls the managers' ensure, wait and stop in turn."""
+"""StateEngine: calls the managers' ensure (and start_up, wait and stop where they have them) in turn."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ log = logging.getLogger("engine.stateengine")
 
 @runtime_checkable
 class Manager(Protocol):
-    """Manager is anything with ensure(), wait() and stop(); start_up() is optional."""
+    """Manager is anything with ensure(); start_up(), wait() and stop() are called where it has them.
+
+    snapd's StateManager, with its optional StateStarterUp, StateWaiter and
+    StateStopper: a manager with no background work needs only ensure().
+    """
 
     def ensure(self) -> None:
         """ensure brings what the manager owns towards the wanted state."""
 
-    def wait(self) -> None:
-        """wait returns once the manager's background work is done."""
 
-    def stop(self) -> None:
-        """stop ends the manager's background work."""
+#: OPTIONAL are the methods the state engine calls on the managers that have them.
+OPTIONAL = ("start_up", "wait", "stop")
 
 
 class StateEngine:
@@ -46,9 +48,11 @@ class StateEngine:
 
     def add_manager(self, manager: Manager, *, before: Manager | None = None) -> None:
         """add_manager registers manager, last or just before another one."""
-        for name in ("ensure", "wait", "stop"):
-            if not callable(getattr(manager, name, None)):
-                raise TypeError(f"cannot add manager {manager!r}: it has no {name}() method")
+        if not callable(getattr(manager, "ensure", None)):
+            raise TypeError(f"cannot add manager {manager!r}: it has no ensure() method")
+        for name in OPTIONAL:
+            if getattr(manager, name, None) is not None and not callable(getattr(manager, name)):
+                raise TypeError(f"cannot add manager {manager!r}: its {name} is not a method")
         with self._lock:
             if before is not None and before in self._managers:
                 self._managers.insert(self._managers.index(before), manager)
@@ -103,7 +107,9 @@ class StateEngine:
                 return
             managers = list(self._managers)
         for m in managers:
-            m.wait()
+            wait = getattr(m, "wait", None)
+            if wait is not None:
+                wait()
 
     def stop(self) -> None:
         """stop calls every manager's stop, once."""
@@ -113,7 +119,10 @@ class StateEngine:
             self._stopped = True
             managers = list(self._managers)
         for m in managers:
+            stop = getattr(m, "stop", None)
+            if stop is None:
+                continue
             try:
-                m.stop()
+                stop()
             except Exception:
                 log.exception("cannot stop manager %r", m)

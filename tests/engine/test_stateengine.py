@@ -169,3 +169,28 @@ def test_add_manager_appends(st: State) -> None:
     calls.clear()
     se.ensure()
     assert calls == ["ensure:mgr1", "ensure:late"]
+
+
+def test_a_manager_needs_only_ensure(st: State) -> None:
+    """start_up, wait and stop are optional, as snapd's StateStarterUp, StateWaiter and StateStopper are."""
+    calls: list[str] = []
+
+    class EnsureOnly:
+        def ensure(self) -> None:
+            calls.append("ensure")
+
+    se = StateEngine(st)
+    se.add_manager(EnsureOnly())
+    se.start_up()
+    se.ensure()
+    se.wait()
+    se.stop()
+    assert calls == ["ensure"]
+    with pytest.raises(TypeError, match="it has no ensure"):
+        se.add_manager(object())  # type: ignore[arg-type]
+
+    class BadStop(EnsureOnly):
+        stop = "later"
+
+    with pytest.raises(TypeError, match="its stop is not a method"):
+        se.add_manager(BadStop())
