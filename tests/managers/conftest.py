@@ -49,6 +49,7 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "remove-profiles": ("do_nothing", "do_nothing"),
     "auto-connect": ("do_nothing", "do_nothing"),
     "auto-disconnect": ("do_nothing", "do_nothing"),
+    "run-hook": ("do_nothing", "do_nothing"),
 }
 
 
