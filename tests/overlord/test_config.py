@@ -172,3 +172,28 @@ def test_ctl_outside_a_hook_says_so() -> None:
                        timeout=START_TIMEOUT)
     assert (p.returncode, p.stderr) == (1, "error: cannot run ctl: it is for hooks ($SNAP_COOKIE and "
                                            "$OVERLORD_SOCKET are not set)\n")
+
+
+def test_a_daemon_killed_during_a_configure_hook_runs_it_again_and_commits_once(daemon: DaemonProcess) -> None:
+    d = daemon
+    install(d, "hello", hooks={"configure": WAIT_FOR_GO})
+    common = d.root / "var" / "snap" / "hello" / "common"
+    (common / "hold").touch()
+    p = d.cli("set", "hello", "mine=1", "--no-wait")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    first = wait_for_file(common / "token")
+    (common / "token").unlink()
+    d.kill()  # SIGKILL, in the middle of the hook
+    d.start()
+    second = wait_for_file(common / "token")  # the task ran again: a new hook, a new token
+    assert second != first
+    with d.client() as c:
+        with pytest.raises(ApiError) as e:
+            c.ctl(first, ["get", "mine"])
+        assert e.value.status_code == 403
+        assert c.ctl(second, ["get", "mine"]) == {"stdout": "1\n", "stderr": ""}
+    (common / "go").touch()  # both the orphan of the first run and the second one finish
+    chg = d.wait_change(cid, lambda chg: chg["ready"])
+    assert chg["status"] == "Done", chg.get("err")
+    assert json.loads(ok(d, "get", "hello", "-d")) == {"mine": 1}
