@@ -67,6 +67,10 @@ def test_set_get_unset_and_a_configure_hook_that_refuses(daemon: DaemonProcess) 
     p = d.cli("set", "hello", "port=eighty", "name.last=Lovelace")
     assert p.returncode == 1
     assert "port must be a number, not eighty" in p.stderr, p.stderr
+    assert p.stdout.splitlines()[0] == 'Change 3 (configure-snap): Change configuration of "hello" snap - Error'
+    assert p.stdout.splitlines()[1].startswith('Error   Run configure hook of "hello" snap'), p.stdout
+    assert p.stderr == ('error: cannot perform the following tasks:\n- Run configure hook of "hello" snap (run hook '
+                        "'configure': exit status 1: port must be a number, not eighty)\n")
     assert json.loads(ok(d, "get", "hello", "-d")) == doc
     with d.client() as c:
         chg = c.changes(select="all")[-1]
