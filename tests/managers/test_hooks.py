@@ -124,8 +124,8 @@ def test_a_hook_past_its_timeout_is_killed_with_its_process_group(system: System
     assert not _sleepers(), "a process of the hook's group survived"
 
 
-def _sleepers() -> list[int]:
-    """_sleepers lists live `sleep 3017` processes whose parent chain leads to this test process or init."""
+def _sleepers(seconds: bytes = b"3017") -> list[int]:
+    """_sleepers lists the live `sleep SECONDS` processes of a hook of the snap hello."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -136,7 +136,7 @@ def _sleepers() -> list[int]:
             env = Path(f"/proc/{entry}/environ").read_bytes()
         except OSError:
             continue
-        if cmd[:2] == [b"sleep", b"3017"] and state != "Z" and b"SNAP_NAME=hello" in env:
+        if cmd[:2] == [b"sleep", seconds] and state != "Z" and b"SNAP_NAME=hello" in env:
             out.append(int(entry))
     return out
 
@@ -251,3 +251,26 @@ def test_hooks_in_snap_files_are_checked(tmp_path: Path) -> None:
         with pytest.raises(InvalidSnapError, match=problem):
             make_snap(tmp_path / f"c{i}", "hello", "1.0", hooks={"install": "#!/bin/sh\n"}, extra=extra)
 
+
+
+def test_aborting_a_change_kills_its_running_hook(system: System) -> None:
+    script = '#!/bin/sh\nsleep 3018 &\ntouch "$SNAP_COMMON/started"\nsleep 3018\n'
+    system.publish("hello", "1.0", hooks={"install": script})
+    with system.o.state:
+        cid = system.sm.install("hello").id
+    system.o.loop()
+    started = system.root / "var/snap/hello/common/started"
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the hook never started"
+        time.sleep(0.02)
+    with system.o.state:
+        chg = system.o.state.change(cid)
+        assert chg is not None
+        chg.abort()
+    assert chg.wait_ready(60)
+    assert system.status(cid) in (E, Status.UNDONE)
+    assert "killed: its task was asked to stop" in system.err(cid)
+    assert not _sleepers(b"3018"), "a process of the hook's group survived"
+    with system.o.state:
+        assert system.sm.info_or_none("hello") is None
