@@ -97,8 +97,11 @@ def check_system(changed: Iterable[str], value_of: Callable[[str], Any]) -> None
     for key in changed:
         check = SYSTEM_OPTIONS.get(key)
         if check is None:
-            if any(k.startswith(key + ".") for k in SYSTEM_OPTIONS):  # a document of known options, emptied
-                continue
+            if any(k.startswith(key + ".") for k in SYSTEM_OPTIONS):  # a document of known options
+                if value_of(key) in (None, {}):  # unset, or emptied
+                    continue
+                raise ConfigError(f"cannot set system option {key!r} to {value_of(key)!r}: it must be a document "
+                                  f"of the options {', '.join(k for k in sorted(SYSTEM_OPTIONS) if k.startswith(key))}")
             raise ConfigError(f"cannot set system option {key!r}: it is not a system option (known: "
                               f"{', '.join(sorted(SYSTEM_OPTIONS))})")
         value = value_of(key)

@@ -208,9 +208,11 @@ def test_system_options() -> None:
     check_system(values, values.get)
     check_system(["refresh.timer"], lambda k: None)  # unsetting is always allowed
     check_system(["refresh"], lambda k: None)  # so is unsetting the whole document
+    check_system(["refresh"], lambda k: {})
     for key, value, problem in [("refresh.hold", "2030-01-01T00:00:00", "no time zone"),
                                 ("refresh.hold", "tomorrow", "RFC 3339"), ("refresh.retain", 1, "from 2 to 20"),
                                 ("refresh.retain", True, "from 2 to 20"), ("refresh.timer", "x", "neither days"),
-                                ("refresh.colour", "red", "not a system option")]:
+                                ("refresh.colour", "red", "not a system option"),
+                                ("refresh", 5, "must be a document of the options refresh.hold")]:
         with pytest.raises(ConfigError, match=problem):
             check_system([key], lambda k, v=value: v)
