@@ -67,3 +67,16 @@ class InvalidSeedError(ManagerError):
 
 class AlreadySeededError(ManagerError):
     """AlreadySeededError means the system is seeded already: seeding again does nothing."""
+
+
+class ConfigError(ManagerError):
+    """ConfigError means a configuration key or value is not valid, or a path goes through a value that is not
+    a document."""
+
+
+class NoOptionError(ConfigError):
+    """NoOptionError means a snap has no such configuration option (or no configuration at all)."""
+
+
+class HookError(ManagerError):
+    """HookError means a hook failed: it exited with an error, was killed, or could not be run."""

@@ -15,7 +15,9 @@ from engine import Manager, Overlord, State, TaskRunner
 
 from .asserts import PublicKey
 from .assertstate import DEFAULT_AUTHORITY, AssertManager
+from .configstate import ConfigManager
 from .firstboot import FirstBoot
+from .hookstate import HookManager
 from .ifacestate import InterfaceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
@@ -30,10 +32,13 @@ class SystemManagers:
     snap_manager: SnapManager
     interface_manager: InterfaceManager
     first_boot: FirstBoot
+    hook_manager: HookManager
+    config_manager: ConfigManager
 
     def __iter__(self) -> Iterator[Manager]:
         """__iter__ yields them in dependency order (the order they are added to an overlord in)."""
-        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.first_boot)
+        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.hook_manager,
+                    self.config_manager, self.first_boot)
 
 
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
@@ -56,7 +61,9 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                      download_retry=download_retry)
     im = InterfaceManager(state, runner, sm, assert_manager=am, denied_paths=denied)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
-    return SystemManagers(am, sm, im, fb)
+    hm = HookManager(state, runner, sm)
+    cm = ConfigManager(state, runner, sm, hm)
+    return SystemManagers(am, sm, im, fb, hm, cm)
 
 
 class SystemOverlord(Overlord):
@@ -66,7 +73,8 @@ class SystemOverlord(Overlord):
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
-    o.first_boot (seeding). Other keyword arguments go to engine.Overlord
+    o.first_boot (seeding), o.hook_manager (snaps' hooks) and o.config_manager
+    (configuration, through the configure hook). Other keyword arguments go to engine.Overlord
     (clock, workers, ...).
     """
 
@@ -90,5 +98,7 @@ class SystemOverlord(Overlord):
         self.snap_manager = ms.snap_manager
         self.interface_manager = ms.interface_manager
         self.first_boot = ms.first_boot
+        self.hook_manager = ms.hook_manager
+        self.config_manager = ms.config_manager
         for m in ms:
             self.add_manager(m)

@@ -262,6 +262,24 @@ class Client:
         body = {"action": "seed", "path": str(Path(path).absolute())}
         return str(self.request("POST", "/v2/seed", body=body)["change"])
 
+    # -- configuration and hooks -------------------------------------------------------
+
+    def conf(self, name: str, keys: list[str] | None = None) -> dict[str, Any]:
+        """conf returns options of a snap ({key: value}), or its whole document without keys ("system": the
+        system's settings). A key that is not set is an ApiError of kind option-not-found."""
+        query = {"keys": ",".join(keys)} if keys else None
+        result: dict[str, Any] = self._sync("GET", f"/v2/snaps/{_segment(name)}/conf", query=query)
+        return result
+
+    def set_conf(self, name: str, patch: dict[str, Any]) -> str:
+        """set_conf changes options of a snap ({key: value}; None unsets); returns the change id."""
+        return str(self.request("PUT", f"/v2/snaps/{_segment(name)}/conf", body=patch)["change"])
+
+    def ctl(self, context_id: str, args: list[str]) -> dict[str, Any]:
+        """ctl runs `overlord ctl ARGS` for the hook whose context token is context_id: {"stdout", "stderr"}."""
+        result: dict[str, Any] = self._sync("POST", "/v2/snapctl", body={"context-id": context_id, "args": args})
+        return result
+
 
 def _segment(value: str) -> str:
     from urllib.parse import quote

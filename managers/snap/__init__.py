@@ -7,15 +7,18 @@ docs/managers.md for the format and the limits.
 
 from __future__ import annotations
 
-from .container import DEFAULT_LIMITS, SNAP_YAML, Limits, SnapFile, open_snap, read_info
-from .info import AppInfo, PlugInfo, SlotInfo, SnapInfo
+from .container import DEFAULT_LIMITS, HOOKS_DIR, SNAP_YAML, Limits, SnapFile, open_snap, read_info, with_hooks
+from .info import HOOKS, AppInfo, HookInfo, PlugInfo, SlotInfo, SnapInfo
 from .naming import valid_revision, valid_snap_name
 from .pack import pack
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "HOOKS",
+    "HOOKS_DIR",
     "SNAP_YAML",
     "AppInfo",
+    "HookInfo",
     "Limits",
     "PlugInfo",
     "SlotInfo",
@@ -26,4 +29,5 @@ __all__ = [
     "read_info",
     "valid_revision",
     "valid_snap_name",
+    "with_hooks",
 ]

@@ -13,6 +13,8 @@ following symlinks, and counting the bytes it writes.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import posixpath
 import stat
@@ -22,10 +24,14 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import InvalidSnapError
-from .info import SnapInfo
+from .info import HOOKS, HookInfo, SnapInfo
+
+log = logging.getLogger("managers.snap")
 
 #: SNAP_YAML is where a snap describes itself.
 SNAP_YAML = "meta/snap.yaml"
+#: HOOKS_DIR holds a snap's hooks, one executable per hook, named for it.
+HOOKS_DIR = "meta/hooks"
 _CHUNK = 1024 * 1024
 
 
@@ -206,7 +212,9 @@ class SnapFile:
 
         info = SnapInfo.from_yaml(self.read(SNAP_YAML, MAX_YAML), f"{SNAP_YAML} in {self._where}")
         check_apps(info, self._lookup, self._where)
-        return info
+        found = [m.path[len(HOOKS_DIR) + 1:] for m in self.members.values()
+                 if posixpath.dirname(m.path) == HOOKS_DIR]
+        return with_hooks(info, found, self._lookup, self._where)
 
     def _lookup(self, path: str) -> tuple[str, int] | None:
         links = {m.path: m.target for m in self.members.values() if m.kind == "link"}
@@ -306,6 +314,32 @@ def check_apps(info: SnapInfo, lookup: object, where: str) -> None:
         if kind != "file" or not mode & 0o111:
             raise InvalidSnapError(f"cannot use snap {where}: app {app.name!r}: its command "
                                    f"{app.executable!r} is not an executable file")
+
+
+def with_hooks(info: SnapInfo, found: list[str], lookup: object, where: str) -> SnapInfo:
+    """with_hooks adds to info the hooks found in meta/hooks/ (names of entries there) and checks them all.
+
+    A hook snap.yaml declares must be there; every hook must be an
+    executable file (lookup as for check_apps). Entries that are not hooks
+    of HOOKS are ignored, as snapd ignores hooks it does not support.
+    """
+    assert callable(lookup)
+    hooks = dict(info.hooks)
+    for name in sorted(found):
+        if name in HOOKS:
+            hooks.setdefault(name, HookInfo(name))
+        else:
+            log.debug("snap %s: ignoring %s/%s: not a hook (known: %s)", where, HOOKS_DIR, name, ", ".join(HOOKS))
+    for name in sorted(hooks):
+        kind_mode = lookup(f"{HOOKS_DIR}/{name}")
+        if kind_mode is None:
+            raise InvalidSnapError(f"cannot use snap {where}: hook {name!r} is declared but there is no "
+                                   f"{HOOKS_DIR}/{name}")
+        kind, mode = kind_mode
+        if kind != "file" or not mode & 0o111:
+            raise InvalidSnapError(f"cannot use snap {where}: hook {name!r}: {HOOKS_DIR}/{name} is not an "
+                                   "executable file")
+    return dataclasses.replace(info, hooks=hooks) if hooks != dict(info.hooks) else info
 
 
 def open_snap(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> SnapFile:

@@ -31,8 +31,14 @@ _COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
 #: writes their values in, quoted; any other $ (a positional parameter, the caller's environment) is refused.
 COMMAND_VARIABLES = ("SNAP", "SNAP_COMMON", "SNAP_DATA", "SNAP_NAME", "SNAP_REVISION", "SNAP_VERSION")
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]*)")
-_FIELDS = ("name", "version", "summary", "description", "apps", "plugs", "slots")
+_FIELDS = ("name", "version", "summary", "description", "apps", "hooks", "plugs", "slots")
 _APP_FIELDS = ("command", "daemon")
+#: HOOKS are the hooks a snap may have, as executables meta/hooks/<name> (snapd's names; others are ignored).
+HOOKS = ("install", "configure", "pre-refresh", "post-refresh", "remove")
+_HOOK_FIELDS = ("timeout",)
+#: MAX_HOOK_TIMEOUT is the longest timeout snap.yaml may give a hook, in seconds (a day).
+MAX_HOOK_TIMEOUT = 86400.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,20 @@ SlotInfo = PlugInfo
 
 
 @dataclass(frozen=True)
+class HookInfo:
+    """HookInfo is one hook of a snap: meta/hooks/<name>, and its timeout if snap.yaml sets one."""
+
+    name: str
+    #: Seconds the hook may run before it is killed; None: the hook manager's default.
+    timeout: float | None = None
+
+    @property
+    def path(self) -> str:
+        """path is the hook's executable, inside the snap."""
+        return f"meta/hooks/{self.name}"
+
+
+@dataclass(frozen=True)
 class SnapInfo:
     """SnapInfo describes one revision of a snap: its snap.yaml and where it came from (side info)."""
 
@@ -72,6 +92,8 @@ class SnapInfo:
     apps: Mapping[str, AppInfo] = field(default_factory=dict)
     plugs: Mapping[str, PlugInfo] = field(default_factory=dict)
     slots: Mapping[str, SlotInfo] = field(default_factory=dict)
+    #: The hooks: those snap.yaml declares and those found in meta/hooks/ (a snap file or directory sets them).
+    hooks: Mapping[str, HookInfo] = field(default_factory=dict)
     # Side info: set once the revision is known.
     revision: str = ""
     snap_id: str = ""
@@ -96,6 +118,9 @@ class SnapInfo:
         if self.apps:
             out["apps"] = {n: {"command": a.command, **({"daemon": a.daemon} if a.daemon else {})}
                            for n, a in sorted(self.apps.items())}
+        if self.hooks:
+            out["hooks"] = {n: ({"timeout": h.timeout} if h.timeout is not None else {})
+                            for n, h in sorted(self.hooks.items())}
         for key, ports in (("plugs", self.plugs), ("slots", self.slots)):
             if ports:
                 out[key] = {n: {"interface": p.interface, **dict(p.attrs)} for n, p in sorted(ports.items())}
@@ -211,7 +236,50 @@ def _parse(data: Mapping[str, Any], where: str, new: bool = True) -> SnapInfo:
     both = sorted(set(plugs) & set(slots))
     if both:
         raise bad(f"slots.{both[0]}", "a plug and a slot cannot have the same name")
-    return SnapInfo(name, version, summary.strip(), description, apps, plugs, slots)
+    hooks = _hooks(data.get("hooks"), bad)
+    return SnapInfo(name, version, summary.strip(), description, apps, plugs, slots, hooks)
+
+
+def _hooks(raw: Any, bad: Any) -> dict[str, HookInfo]:
+    out: dict[str, HookInfo] = {}
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise bad("hooks", "must be a mapping of hook names")
+    for name, spec in raw.items():
+        path = f"hooks.{name}"
+        if name not in HOOKS:
+            raise bad(path, f"{name!r} is not a hook (known: {', '.join(HOOKS)})")
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise bad(path, "must be a mapping (or empty)")
+        for key in spec:
+            if key not in _HOOK_FIELDS:
+                raise bad(f"{path}.{key}", f"unknown field (known: {', '.join(_HOOK_FIELDS)})")
+        timeout = spec.get("timeout")
+        if timeout is not None:
+            timeout = parse_timeout(timeout)
+            if timeout is None:
+                raise bad(f"{path}.timeout", f"{spec['timeout']!r} must be a duration such as 30, 30s, 5m or 1h, "
+                                             f"more than 0 and at most {MAX_HOOK_TIMEOUT:g} s")
+        out[name] = HookInfo(name, timeout)
+    return out
+
+
+def parse_timeout(value: Any) -> float | None:
+    """parse_timeout reads a hook timeout (seconds, or text "500ms", "30s", "5m", "1h"); None when invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_HOOK_TIMEOUT:
+        return None
+    return seconds
 
 
 def _ports(raw: Any, key: str, bad: Any) -> dict[str, PlugInfo]:

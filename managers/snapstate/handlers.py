@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("managers.snapstate")
 
+#: CONFIG_KEY is the state key of the snaps' configuration (managers.configstate owns it).
+CONFIG_KEY = "config"
 #: DISK_MARGIN is the space prerequisites wants free beyond a snap's size (snapd's 5 MiB).
 DISK_MARGIN = 5 * 1024 * 1024
 
@@ -376,4 +378,8 @@ class Handlers:
                                            f"of snap {setup.name!r}")
                     del snapst.sequence[i]
                     set_snap_state(st, setup.name, snapst if snapst.sequence else None)
+                    if not snapst.sequence:  # the snap is gone: so is its configuration (snapd)
+                        config = st.get(CONFIG_KEY, {})
+                        if isinstance(config, dict) and setup.name in config:
+                            st.set(CONFIG_KEY, {k: v for k, v in config.items() if k != setup.name} or None)
         self.backend.discard(setup.name, setup.revision, last=last)

@@ -33,9 +33,9 @@ log = logging.getLogger("managers.snapstate")
 SNAPS_KEY = "snaps"
 #: DEFAULT_RETAIN is how many revisions of a snap are kept (snapd's default on classic systems).
 DEFAULT_RETAIN = 2
-#: HOOK_KINDS are task kinds in the snap manager's graphs that the interface manager owns; until
-#: one registers them, the snap manager runs them as no-ops.
-HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect")
+#: HOOK_KINDS are task kinds in the snap manager's graphs that the interface manager (and, for run-hook,
+#: the hook manager) owns; until one registers them, the snap manager runs them as no-ops.
+HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect", "run-hook")
 
 #: CheckSnap is called with the new revision's info and the current one's (or None) when a
 #: revision is mounted or prepared; raising refuses it.
@@ -269,6 +269,10 @@ class SnapManager:
     def snaps(self) -> list[SnapState]:
         """snaps returns every installed snap, by name (lock held)."""
         return list(all_snap_states(self.state).values())
+
+    def info_or_none(self, name: str) -> SnapState | None:
+        """info_or_none returns an installed snap, or None (lock held)."""
+        return get_snap_state(self.state, name)
 
     def info(self, name: str) -> SnapState:
         """info returns an installed snap; SnapNotInstalledError otherwise (lock held)."""

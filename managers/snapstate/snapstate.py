@@ -80,6 +80,16 @@ class _Chain:
         self.tasks.append(t)
         return t
 
+    def add_hook(self, hook: str, *, ignore_error: bool = False) -> Task:
+        """add_hook adds a run-hook task of the snap's hook, which may be missing (the hook manager runs it)."""
+        name = SnapSetup.from_dict(self.first.get("snap-setup")).name
+        t = self.add("run-hook", f'Run {hook} hook of "{name}" snap if present')
+        setup: dict[str, object] = {"snap": name, "hook": hook, "optional": True}
+        if ignore_error:
+            setup["ignore-error"] = True
+        t.set("hook-setup", setup)
+        return t
+
     def add_set(self, ts: TaskSet) -> None:
         ts.tasks()[0].wait_for(self.tasks[-1])
         self.tasks.extend(ts.tasks())
@@ -118,6 +128,9 @@ def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -
             chain.add("validate-snap", f"Fetch and check assertions for snap {label}")
         if not local:
             chain.add("mount-snap", f"Mount snap {label}")
+    refreshing = installed and not setup.revert
+    if refreshing:
+        chain.add_hook("pre-refresh")
     if installed:
         chain.add("stop-snap-services", f'Stop snap "{name}" services').set("stop-reason",
                                                                            "revert" if setup.revert else "refresh")
@@ -127,12 +140,17 @@ def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
     chain.add("link-snap", f"Make snap {label} available to the system")
     chain.add("auto-connect", f'Automatically connect eligible plugs and slots of snap "{name}"')
+    if refreshing:
+        chain.add_hook("post-refresh")
+    elif not installed:
+        chain.add_hook("install")
     chain.add("start-snap-services", f"Start snap {label} services")
     if snapst is not None and not setup.revert:
         for old in _revisions_to_drop(sm, snapst, rev, local):
             chain.add_set(remove_revision_tasks(sm, snapst, old, last=False))
     if not setup.revert:
         chain.add("cleanup", f"Clean up snap {label} install")
+    chain.add_hook("configure")
     return chain.task_set()
 
 
@@ -351,9 +369,11 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     if snapst.active:
         chain = _Chain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
         chain.first.set("stop-reason", "remove")
-        chain.add("auto-disconnect", f'Disconnect interfaces of snap "{name}"')
+        chain.add_hook("remove", ignore_error=True)
     else:
-        chain = _Chain(sm, st.new_task("auto-disconnect", f'Disconnect interfaces of snap "{name}"'), setup)
+        chain = _Chain(sm, st.new_task("run-hook", f'Run remove hook of "{name}" snap if present'), setup)
+        chain.first.set("hook-setup", {"snap": name, "hook": "remove", "optional": True, "ignore-error": True})
+    chain.add("auto-disconnect", f'Disconnect interfaces of snap "{name}"')
     if snapst.active:
         chain.add("unlink-snap", f'Make snap "{name}" unavailable to the system')
     chain.add("remove-profiles", f'Remove security profile for snap "{name}" ({snapst.current})')

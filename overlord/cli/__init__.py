@@ -10,6 +10,7 @@ import click
 from . import (  # noqa: F401  (each import adds its commands)
     cmd_asserts,
     cmd_changes,
+    cmd_config,
     cmd_daemon,
     cmd_db,
     cmd_debug,

@@ -56,6 +56,10 @@ class Endpoint:
     post: Handler | None = None
     #: Whether POST takes a multipart/form-data upload (streamed to a file; ApiRequest.upload).
     upload: bool = False
+    put: Handler | None = None
+    #: Whether any local user may POST or PUT here (the handler decides, from what the request holds: a hook's
+    #: context token for /v2/snapctl); otherwise they need the access policy's write right.
+    any_user: bool = False
 
     def methods(self) -> dict[str, Handler]:
         """methods maps each answered HTTP method to its handler."""
@@ -64,6 +68,8 @@ class Endpoint:
             out["GET"] = self.get
         if self.post is not None:
             out["POST"] = self.post
+        if self.put is not None:
+            out["PUT"] = self.put
         return out
 
 
@@ -240,20 +246,22 @@ def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
     return reply.response(count, latest)
 
 
-def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False) -> Callable[[Request], Any]:
+def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False,
+              any_user: bool = False) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         handler = method_handlers.get(request.method) or method_handlers["GET"]  # HEAD is GET without a body
         peer: PeerCred | None = request.scope.get("extensions", {}).get(PEER_CRED_KEY)
         upload: Upload | None = None
         try:
-            if request.method == "POST" and not ctx.policy.may_write(peer):
+            writes = request.method in ("POST", "PUT")
+            if writes and not any_user and not ctx.policy.may_write(peer):
                 who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
                 raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
                                         f"{ctx.policy.describe()} ({who})")
             body = b""
             if request.method == "POST" and uploads and ctx.upload_dir is not None and is_form(request):
                 upload = await receive_form(request, ctx.upload_dir)
-            elif request.method == "POST":
+            elif writes:
                 body = await _read_body(request)
         except ApiError as e:
             return response.error(e).response()
@@ -285,5 +293,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(ctx: Context, endpoints: Sequence[Endpoint]) -> Starlette:
     """build_app makes the ASGI application serving endpoints for ctx."""
-    routes = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload), methods=list(ep.methods())) for ep in endpoints]
+    routes = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload, ep.any_user), methods=list(ep.methods()))
+              for ep in endpoints]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _http_error})

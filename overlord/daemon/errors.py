@@ -61,6 +61,9 @@ class ErrorKind(enum.Enum):
     INVALID_SEED = "invalid-seed"
     #: The system is seeded already: seeding again does nothing (400).
     ALREADY_SEEDED = "already-seeded"
+    # -- configuration (api_config.py) --
+    #: The snap has no such configuration option (400, snapd's kind).
+    OPTION_NOT_FOUND = "option-not-found"
 
 
 class ApiError(Exception):
@@ -137,4 +140,6 @@ def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
         (m.InterfaceError, 400, ErrorKind.BAD_REQUEST),
         (m.InvalidSeedError, 400, ErrorKind.INVALID_SEED),
         (m.AlreadySeededError, 400, ErrorKind.ALREADY_SEEDED),
+        (m.NoOptionError, 400, ErrorKind.OPTION_NOT_FOUND),  # before ConfigError, its base
+        (m.ConfigError, 400, ErrorKind.BAD_REQUEST),
     ]

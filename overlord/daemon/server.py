@@ -190,6 +190,9 @@ class Daemon:
                 st = os.lstat(self.socket_path)
                 identity = (st.st_dev, st.st_ino)
             where = sock.getsockname() or str(self.socket_path)
+            hm = getattr(o, "hook_manager", None)
+            if hm is not None:  # hooks reach the daemon here with `overlord ctl`
+                hm.socket = Path(str(where))
             uploads = self.options.state_dir / UPLOADS_NAME
             with o.state:
                 sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet

@@ -49,6 +49,7 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "remove-profiles": ("do_nothing", "do_nothing"),
     "auto-connect": ("do_nothing", "do_nothing"),
     "auto-disconnect": ("do_nothing", "do_nothing"),
+    "run-hook": ("do_nothing", "do_nothing"),
 }
 
 
@@ -80,8 +81,8 @@ def tree(root: Path) -> dict[str, tuple[Any, ...]]:
 
 
 def make_snap(base: Path, name: str, version: str, *, apps: str | None = None, extra: str = "",
-              files: dict[str, str] | None = None) -> Path:
-    """make_snap packs a small snap named name at version into base."""
+              files: dict[str, str] | None = None, hooks: dict[str, str] | None = None) -> Path:
+    """make_snap packs a small snap named name at version into base; hooks are scripts for meta/hooks/<name>."""
     d = base / f"src-{name}-{version}"
     (d / "meta").mkdir(parents=True, exist_ok=True)
     (d / "bin").mkdir(exist_ok=True)
@@ -95,6 +96,11 @@ def make_snap(base: Path, name: str, version: str, *, apps: str | None = None, e
     for rel, content in (files or {}).items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_text(content)
+    for hook, script in (hooks or {}).items():
+        path = d / "meta" / "hooks" / hook
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script)
+        os.chmod(path, 0o755)
     return pack(d, base)
 
 

@@ -74,7 +74,7 @@ def test_seeding_installs_every_snap_in_one_change_providers_first(system: Syste
         assert {t.id for t in mark.wait_tasks()} == {first[-1].id, second[-1].id}
         assert [t.kind for t in first] == ["prerequisites", "prepare-snap", "validate-snap", "mount-snap",
                                            "copy-snap-data", "setup-profiles", "link-snap", "auto-connect",
-                                           "start-snap-services", "cleanup"]
+                                           "run-hook", "start-snap-services", "cleanup", "run-hook"]
         assert not o.first_boot.seeded
     o.settle(60)
     with o.state:

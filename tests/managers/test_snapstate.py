@@ -30,11 +30,13 @@ from tests.managers.conftest import KINDS, System, make_snap, tree
 
 D, U, E, H = Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD
 
+# run-hook: the install hook; then, last, the configure hook (both run only if the snap has them).
 INSTALL = ["prerequisites", "download-snap", "validate-snap", "mount-snap", "copy-snap-data", "setup-profiles",
-           "link-snap", "auto-connect", "start-snap-services", "cleanup"]
-REFRESH = ["prerequisites", "download-snap", "validate-snap", "mount-snap", "stop-snap-services",
-           "unlink-current-snap", "copy-snap-data", "setup-profiles", "link-snap", "auto-connect",
-           "start-snap-services", "cleanup"]
+           "link-snap", "auto-connect", "run-hook", "start-snap-services", "cleanup", "run-hook"]
+# run-hook: pre-refresh, post-refresh, configure.
+REFRESH = ["prerequisites", "download-snap", "validate-snap", "mount-snap", "run-hook", "stop-snap-services",
+           "unlink-current-snap", "copy-snap-data", "setup-profiles", "link-snap", "auto-connect", "run-hook",
+           "start-snap-services", "cleanup", "run-hook"]
 
 
 def kinds(system: System, cid: str) -> list[str]:
@@ -118,7 +120,7 @@ def test_refresh_copies_data_and_revert_goes_back(system: System) -> None:
     cid = system.run(lambda sm: sm.revert("hello"))
     assert system.status(cid) is D, system.err(cid)
     assert kinds(system, cid) == ["prepare-snap", "stop-snap-services", "unlink-current-snap", "setup-profiles",
-                                  "link-snap", "auto-connect", "start-snap-services"]
+                                  "link-snap", "auto-connect", "start-snap-services", "run-hook"]
     assert run_app(system, "hello") == "hello 1.0"
     assert system.sm.backend.services("hello")["svc"] == {
         "active": True, "app": "svc", "command": "bin/run --serve", "daemon": "simple", "revision": "1",
@@ -144,7 +146,7 @@ def test_refresh_keeps_the_retained_revisions(system: System) -> None:
     system.publish("hello", "3.0")
     cid = system.run(lambda sm: sm.refresh("hello"))
     assert system.status(cid) is D, system.err(cid)
-    assert kinds(system, cid)[-3:] == ["clear-snap", "discard-snap", "cleanup"]
+    assert kinds(system, cid)[-4:] == ["clear-snap", "discard-snap", "cleanup", "run-hook"]
     with system.o.state:
         assert system.sm.info("hello").revisions == ["2", "3"]
     t = tree(system.root)
@@ -175,7 +177,7 @@ def test_remove_puts_the_root_back(system: System) -> None:
     system.run(lambda sm: sm.refresh("hello"))
     cid = system.run(lambda sm: sm.remove("hello"))
     assert system.status(cid) is D, system.err(cid)
-    assert kinds(system, cid) == ["stop-snap-services", "auto-disconnect", "unlink-snap", "remove-profiles",
+    assert kinds(system, cid) == ["stop-snap-services", "run-hook", "auto-disconnect", "unlink-snap", "remove-profiles",
                                   "clear-snap", "discard-snap", "clear-snap", "discard-snap"]
     assert tree(system.root) == empty
     assert system.snaps_state() == {}
@@ -230,7 +232,8 @@ def test_install_a_local_file_dangerously(system: System) -> None:
     cid = system.run(lambda sm: sm.install_path(first, dangerous=True))
     assert system.status(cid) is D, system.err(cid)
     assert kinds(system, cid) == ["prerequisites", "prepare-snap", "mount-snap", "copy-snap-data",
-                                  "setup-profiles", "link-snap", "auto-connect", "start-snap-services", "cleanup"]
+                                  "setup-profiles", "link-snap", "auto-connect", "run-hook", "start-snap-services",
+                                  "cleanup", "run-hook"]
     cid = system.run(lambda sm: sm.install_path(second, dangerous=True, remove_path=True))
     assert system.status(cid) is D, system.err(cid)
     with system.o.state:
@@ -653,6 +656,6 @@ def test_remove_a_disabled_snap(system: System) -> None:
     system.run(lambda sm: sm.disable("hello"))
     cid = system.run(lambda sm: sm.remove("hello"))
     assert system.status(cid) is D, system.err(cid)
-    assert kinds(system, cid) == ["auto-disconnect", "remove-profiles", "clear-snap", "discard-snap"]
+    assert kinds(system, cid) == ["run-hook", "auto-disconnect", "remove-profiles", "clear-snap", "discard-snap"]
     assert tree(system.root) == empty
     assert system.snaps_state() == {}

@@ -11,7 +11,8 @@ import pytest
 HEAVY = ("engine", "managers", "sqlalchemy", "alembic", "cryptography", "yaml", "uvicorn", "starlette")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["changes", "--help"], ["install", "--help"], ["watch", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["changes", "--help"], ["install", "--help"], ["watch", "--help"],
+                                  ["ctl", "--help"], ["get", "--help"]])
 def test_daemon_commands_load_neither_the_engine_nor_the_managers(argv: list[str]) -> None:
     code = (
         "import sys\n"

@@ -232,7 +232,7 @@ def test_install_refresh_and_remove_keep_the_connections_right(seeded: DaemonPro
     assert removed.returncode == 0, removed.stderr
     with d.client() as c:
         chg = c.change(newest(d))
-        assert [t["kind"] for t in chg["tasks"]][:2] == ["stop-snap-services", "auto-disconnect"]
+        assert [t["kind"] for t in chg["tasks"]][:2] == ["stop-snap-services", "run-hook"]
         left = c.connections(all=True)
     assert all("library" not in (e["plug"]["snap"], e["slot"]["snap"]) for e in left["established"] + left["undesired"])
     assert all(sl["snap"] != "library" for sl in left["slots"])

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +33,7 @@ from typing import IO, Any
 from ...asserts import encode_digest
 from ...errors import InvalidSnapError, ManagerError
 from ...snap import DEFAULT_LIMITS, Limits, SnapFile, SnapInfo
-from ...snap.container import SNAP_YAML
+from ...snap.container import HOOKS_DIR, SNAP_YAML, with_hooks
 from ...snap.info import MAX_YAML
 from .fsutil import (
     atomic_symlink,
@@ -211,7 +212,25 @@ class Backend:
             data = path.read_bytes()[:MAX_YAML + 1]
         except OSError as e:
             raise ManagerError(f"cannot read {path}: {e.strerror}") from None
-        return SnapInfo.from_yaml(data, str(path))
+        info = SnapInfo.from_yaml(data, str(path))
+        top = self.revision_dir(name, revision)
+        try:
+            found = os.listdir(top / HOOKS_DIR)
+        except (FileNotFoundError, NotADirectoryError):
+            found = []
+
+        def lookup(rel: str) -> tuple[str, int] | None:
+            try:
+                st = os.stat(top / rel)
+            except OSError:
+                return None
+            return ("file" if stat.S_ISREG(st.st_mode) else "other", st.st_mode)
+
+        return with_hooks(info, found, lookup, str(top))
+
+    def hook_path(self, info: SnapInfo, hook: str) -> Path:
+        """hook_path is the executable of a hook of an installed revision."""
+        return self.revision_dir(info.name, info.revision) / HOOKS_DIR / hook
 
     def unmount(self, name: str, revision: str) -> None:
         """unmount deletes a revision's directory (and the snap's directory once empty)."""
