@@ -160,12 +160,18 @@ def _project_dirs() -> list[tuple[Path, Path]]:
     return out
 
 
-def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
-    """_requirements names the distributions dist needs at run time (no extras)."""
+#: EXTRAS are the project's extras the other user runs with: all of the system (the daemon, the CLI).
+EXTRAS = ("", "cli", "daemon", "system", "postgresql", "all")
+
+
+def _requirements(dist: importlib.metadata.Distribution, extras: tuple[str, ...] = ("",)) -> list[str]:
+    """_requirements names the distributions dist needs at run time with these extras (never itself)."""
     names = []
     for line in dist.requires or []:
         req = Requirement(line)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
+        if req.name == dist.metadata["Name"]:
+            continue  # an extra naming other extras: they are in extras already
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
             names.append(req.name)
     return names
 
@@ -173,7 +179,7 @@ def _requirements(dist: importlib.metadata.Distribution) -> list[str]:
 def _dependency_files() -> list[tuple[Path, Path]]:
     """_dependency_files returns (source, place in site/) for every run-time dependency's files."""
     seen: set[str] = set()
-    todo = _requirements(importlib.metadata.distribution(DISTRIBUTION))
+    todo = _requirements(importlib.metadata.distribution(DISTRIBUTION), EXTRAS)
     out = []
     while todo:
         name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
