@@ -19,6 +19,7 @@ it ends where one uninterrupted run ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -46,6 +47,9 @@ from .fsutil import (
 log = logging.getLogger("managers.snapstate")
 
 _CHUNK = 256 * 1024
+#: MAX_NAME and MAX_REVISION are the longest snap name and revision text counted in a snap's path prefix.
+MAX_NAME = 40
+MAX_REVISION = 20
 
 Opener = Callable[[], IO[bytes]]
 Progress = Callable[[int, int], None]
@@ -56,7 +60,9 @@ class Backend:
 
     def __init__(self, root: str | Path, limits: Limits = DEFAULT_LIMITS) -> None:
         self.root = Path(root).absolute()
-        self.limits = limits
+        # A snap's paths are checked as they will be once extracted: under <root>/snap/<name>/<revision>/.
+        prefix = len(os.fsencode(self.root)) + len("/snap/") + MAX_NAME + 1 + MAX_REVISION + 1
+        self.limits = dataclasses.replace(limits, prefix=max(limits.prefix, prefix))
 
     # -- paths -------------------------------------------------------------------------
 
