@@ -439,6 +439,31 @@ def test_pack_is_deterministic(tmp_path: Path) -> None:
         assert snap.members["meta/snap.yaml"].mode == 0o644
 
 
+def test_pack_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    d = sample_dir(tmp_path)
+    out = tmp_path / "public"
+    out.mkdir()
+    victims = []
+    # Links planted where the output and a predictable temporary name would go.
+    for name in ("hello_1.0.snap", ".hello_1.0.snap.partial", ".hello_1.0.snap.tmp", "hello_1.0.snap.partial"):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_text("precious\n")
+        os.symlink(victim, out / name)
+        victims.append(victim)
+    made = pack(d, out)
+    assert made == out / "hello_1.0.snap"
+    assert not made.is_symlink() and read_info(made).name == "hello"
+    assert [v.read_text() for v in victims] == ["precious\n"] * len(victims)
+    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == ["hello_1.0.snap"]
+    assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def test_pack_refuses_what_install_would(tmp_path: Path) -> None:
     d = sample_dir(tmp_path)
     os.mkfifo(d / "fifo")
