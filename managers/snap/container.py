@@ -184,12 +184,8 @@ class SnapFile:
         #: The symlink resolution steps the checks took (bounded by limits.max_link_steps).
         self.link_steps = 0
         try:
-            with open(self.path, "rb") as f:
-                index = _read_index(f, limits)
-        except _NotZip as e:
-            raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
-        except _TooBig as e:
-            raise self._bad(str(e)) from None
+            # One open file for the index and for zipfile: both read the same archive.
+            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
             raise InvalidSnapError(f"cannot open snap {self._where}: no such file") from None
         except IsADirectoryError:
@@ -197,7 +193,22 @@ class SnapFile:
         except OSError as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            self._open(limits)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self, limits: Limits) -> None:
+        try:
+            index = _read_index(self._file, limits)
+        except _NotZip as e:
+            raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
+        except _TooBig as e:
+            raise self._bad(str(e)) from None
+        except OSError as e:
+            raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
+        try:
+            self._zip = zipfile.ZipFile(self._file)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
         except OSError as e:
@@ -217,6 +228,7 @@ class SnapFile:
     def close(self) -> None:
         """close closes the archive."""
         self._zip.close()
+        self._file.close()
 
     def _bad(self, problem: str) -> InvalidSnapError:
         return InvalidSnapError(f"cannot use snap {self._where}: {problem}")
