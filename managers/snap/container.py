@@ -24,6 +24,7 @@ docs/managers.md, "Limits and threats".
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import struct
@@ -53,6 +54,7 @@ _EOCD64 = struct.Struct("<4sQ2H2L4Q")
 _EOCD64_SIG = b"PK\x06\x06"
 _CDIR = struct.Struct("<4s4B4HL2L5H2L")
 _CDIR_SIG = b"PK\x01\x02"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Limits:
     #: The largest central directory (the archive's index), in bytes.
     max_index: int = 16 * 1024 * 1024
     #: The most symlink resolution steps (path components walked) for the whole archive.
-    max_link_steps: int = 1_000_000
+    max_link_steps: int = 500_000
     #: The bytes in front of a member's path once extracted (``<root>/snap/<name>/<revision>/``).
     prefix: int = 0
     #: The space left free beyond what extraction writes (the declared sizes, a block per entry).
@@ -78,6 +80,13 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def _short(text: str, most: int = 120) -> str:
+    """_short is text quoted, its middle cut when longer than most characters (paths may be 4 KiB)."""
+    if len(text) <= most:
+        return repr(text)
+    return repr(text[:most // 2]) + "..." + repr(text[-most // 2:])
 
 
 class _NotZip(Exception):
@@ -242,7 +251,7 @@ class SnapFile:
         members: dict[str, Member] = {}
         total = 0
         for zi, raw in zip(infos, index.names, strict=True):
-            if any(b < 0x20 or b == 0x7F for b in raw):
+            if _CONTROL.search(raw):
                 shown = raw.decode("utf-8", "replace")
                 raise self._bad(f"entry {shown!r} has a control character (NUL, line break...) in its name")
             m = self._member(zi)
@@ -266,11 +275,11 @@ class SnapFile:
         try:
             for path, target in self._resolver.links.items():
                 if target.startswith("/"):
-                    raise self._bad(f"symlink {path!r} points to the absolute path {target!r}")
+                    raise self._bad(f"symlink {_short(path)} points to the absolute path {_short(target)}")
                 try:
                     self._resolver.link(path)
                 except _Unresolved as e:
-                    raise self._bad(f"symlink {path!r} {e} ({target!r})") from None
+                    raise self._bad(f"symlink {_short(path)} {e} ({_short(target)})") from None
         finally:
             self.link_steps = self._resolver.steps
         meta = members.get(SNAP_YAML)
@@ -468,6 +477,7 @@ class _Resolver:
         self.steps = 0
         self._done: dict[str, tuple[str, int]] = {}
         self._active: set[str] = set()
+        self._names = {path.rpartition("/")[2] for path in links}
 
     def link(self, path: str) -> tuple[str, int]:
         """link returns where the symlink at path ends, and how many symlinks resolving it follows (itself too)."""
@@ -491,13 +501,15 @@ class _Resolver:
         """
         if target.startswith("/"):
             raise _Unresolved("points outside the snap")
+        parts = target.split("/")
+        self.steps += len(parts)
+        if self.steps > self.limits.max_link_steps:
+            raise _Unresolved(f"takes the archive past the limit of {self.limits.max_link_steps} "
+                              "symlink resolution steps")
         here = base
         room = self.limits.max_path - self.limits.prefix
-        for part in target.split("/"):
-            self.steps += 1
-            if self.steps > self.limits.max_link_steps:
-                raise _Unresolved(f"takes the archive past the limit of {self.limits.max_link_steps} "
-                                  "symlink resolution steps")
+        links = self.links
+        for part in parts:
             if part in ("", "."):
                 continue
             if part == "..":
@@ -506,9 +518,10 @@ class _Resolver:
                 here = here.rpartition("/")[0]
                 continue
             here = f"{here}/{part}" if here else part
-            if len(here.encode()) > room:
+            # Characters are at most bytes: encode only what could be too long.
+            if len(here) * 4 > room and (len(here) > room or len(here.encode()) > room):
                 raise _Unresolved(f"resolves to a path longer than {room} bytes")
-            if here in self.links:
+            if part in self._names and here in links:  # hash a long path only where a link may be
                 here, inner = self.link(here)
                 followed += inner
                 if followed > MAX_LINK_NESTING:
