@@ -48,6 +48,9 @@ def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     if not os.path.isabs(path) or "\0" in path:
         raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
     fb = first_boot(ctx)
+    with ctx.state:
+        if fb.seeded:  # said at once (already-seeded), before any file of the seed is read
+            return response.async_(fb.seed(path).id)
     # The seed is read and checked whole (every snap file, every assertion parsed) before the lock is taken;
     # the lock is held to check it against the system and record the change.
     seed = fb.read(path)
