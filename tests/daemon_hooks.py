@@ -14,6 +14,8 @@ endpoints do that in a real system):
 With the snap manager of a SystemOverlord: a task's "affects" (a list of snap names) makes it touch those
 snaps for conflict checks, and mounting a snap waits while the file ``<state-dir>/hold-mount`` exists (so
 that a test can catch an install in the middle, abort it or kill the daemon there, then remove the file).
+Checking a local snap file (SnapManager.check_file, an upload's check) or reading a seed (FirstBoot.read)
+touches ``<state-dir>/checking`` and then waits while ``<state-dir>/hold-check`` exists.
 
 GET /v2/test/boom fails with an unforeseen exception; POST /v2/test/conflict raises ChangeConflictError.
 
@@ -121,9 +123,26 @@ def _hold_mount(o: Overlord) -> Any:
     return check
 
 
+def _hold_check(o: Overlord, check_file: Any) -> Any:
+    state_dir = Path(o.state_dir)  # type: ignore[attr-defined]
+
+    def check(path: Any) -> Any:
+        hold = state_dir / "hold-check"
+        if hold.exists():
+            (state_dir / "checking").touch()
+            while hold.exists():  # the test removes it: an event, polled
+                time.sleep(0.02)
+        return check_file(path)
+    return check
+
+
 def setup(o: Overlord) -> list[Endpoint]:
     sm = getattr(o, "snap_manager", None)
     if sm is not None:
+        sm.check_file = _hold_check(o, sm.check_file)
+    fb = getattr(o, "first_boot", None)
+    if fb is not None:
+        fb.read = _hold_check(o, fb.read)
         for kind in ("gated", "quick", "stubborn", "fail"):
             sm.add_affected_snaps(kind, lambda t: list(t.get("affects", [])))
         sm.add_check_snap(_hold_mount(o))

@@ -24,7 +24,7 @@ from engine import Change, ChangeConflictError, State, Status, Task, TaskRunner,
 from ..asserts import Assertion
 from ..errors import AlreadySeededError, AssertionVerifyError, InterfaceError
 from ..ifacestate import content_tag
-from ..snapstate import check_conflicts, get_snap_state, install_path_task_set, new_change
+from ..snapstate import CheckedFile, check_conflicts, get_snap_state, install_path_task_set, new_change
 from .seed import Seed, SeedSnap, read_seed
 
 if TYPE_CHECKING:
@@ -76,9 +76,20 @@ class FirstBoot:
 
     # -- the verb ------------------------------------------------------------------------------
 
-    def seed(self, seed_dir: str | Path) -> Change:
+    def read(self, seed_dir: str | Path) -> Seed:
+        """read reads and checks a seed directory on its own (no lock: call it before taking the lock).
+
+        Every snap file is checked whole and its digest computed, every
+        assertion parsed; seed() given the result then only checks it
+        against the system and records the change.
+        """
+        return read_seed(seed_dir, self.snap_manager.backend.limits)
+
+    def seed(self, seed_dir: str | Path | Seed) -> Change:
         """seed checks the seed at seed_dir and makes the "seed" change installing it (lock held).
 
+        seed_dir may be a Seed that read() returned, read before the lock was
+        taken (the slow part: every snap file); a path is read here.
         A seeded system raises AlreadySeededError (nothing is done); an
         unready seed change ChangeConflictError; a broken seed
         InvalidSeedError, with nothing changed.
@@ -91,14 +102,15 @@ class FirstBoot:
         if last is not None and not last.is_ready():
             raise ChangeConflictError(last.id, f"cannot seed the system: change {last.id} is seeding it already",
                                       change_kind=last.kind, subject="seed")
-        seed = read_seed(seed_dir, self.snap_manager.backend.limits)
+        seed = seed_dir if isinstance(seed_dir, Seed) else self.read(seed_dir)
         todo = self._check(seed)
         check_conflicts(self.snap_manager, [s.name for s in todo])  # before anything is written
         self.assert_manager.add_many(seed.assertions, keep_newer=True)
         names: list[str] = []
         sets: list[TaskSet] = []
         for s in todo:
-            _, ts = install_path_task_set(self.snap_manager, s.path)
+            checked = CheckedFile(s.path, s.info, s.sha3_384, s.size)  # read_seed checked it whole
+            _, ts = install_path_task_set(self.snap_manager, s.path, checked=checked)
             if sets:
                 ts.tasks()[0].wait_for(sets[-1].tasks()[-1])
             names.append(s.name)

@@ -24,6 +24,7 @@ import yaml
 from ..asserts import Assertion, decode_stream, file_sha3_384
 from ..errors import InvalidAssertionError, InvalidSeedError, InvalidSnapError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo, read_info, valid_snap_name
+from ..snap.info import load_yaml
 
 #: SEED_YAML is the seed's list of snaps.
 SEED_YAML = "seed.yaml"
@@ -92,7 +93,7 @@ def _read_text(seed_dir: Path, path: Path, limit: int) -> str:
 def _entries(seed_dir: Path) -> list[tuple[str, str]]:
     text = _read_text(seed_dir, seed_dir / SEED_YAML, MAX_SEED_YAML)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # no aliases, duplicate keys, deep nesting or huge numbers
     except yaml.YAMLError as e:
         raise seed_error(seed_dir, f"{SEED_YAML} is not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict) or set(data) != {"snaps"}:

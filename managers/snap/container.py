@@ -9,6 +9,16 @@ members), no member below a file or a symlink, encryption and compression
 methods, and the limits (total size, number of entries). Extraction then
 writes only into a new directory, creating each file exclusively without
 following symlinks, and counting the bytes it writes.
+
+The check itself is bounded by the limits, whatever the archive holds: the
+end-of-central-directory record is read first and the archive refused by
+its entry count and the size of its central directory before zipfile
+builds its index (Limits.max_entries, Limits.max_index); entry names are
+read raw from the central directory (zipfile cuts a name at NUL); each
+symlink is resolved once (memoised), the symlinks it goes through
+bounded like the kernel's (MAX_LINK_NESTING) and the resolution steps of
+the whole archive counted (Limits.max_link_steps). The table of every bound is in
+docs/managers.md, "Limits and threats".
 """
 
 from __future__ import annotations
@@ -17,13 +27,17 @@ import dataclasses
 import logging
 import os
 import posixpath
+import re
+import shutil
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
-from ..errors import InvalidSnapError
+from ..errors import InvalidSnapError, ManagerError
 from .info import HOOKS, HookInfo, SnapInfo
 
 log = logging.getLogger("managers.snap")
@@ -33,6 +47,21 @@ SNAP_YAML = "meta/snap.yaml"
 #: HOOKS_DIR holds a snap's hooks, one executable per hook, named for it.
 HOOKS_DIR = "meta/hooks"
 _CHUNK = 1024 * 1024
+#: MAX_LINK_NESTING is how many symlinks resolving one may follow (the kernel's MAXSYMLINKS: ELOOP past it).
+MAX_LINK_NESTING = 40
+#: BLOCK is what each extracted entry is counted as using, beyond its bytes, in the free-space check.
+BLOCK = 4096
+
+# The zip records read before zipfile is trusted with the archive (APPNOTE.TXT 4.3.12-4.3.16).
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD_SIG = b"PK\x05\x06"
+_LOC64 = struct.Struct("<4sLQL")
+_LOC64_SIG = b"PK\x06\x07"
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_EOCD64_SIG = b"PK\x06\x06"
+_CDIR = struct.Struct("<4s4B4HL2L5H2L")
+_CDIR_SIG = b"PK\x01\x02"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -43,13 +72,110 @@ class Limits:
     max_size: int = 1024 * 1024 * 1024
     #: The most entries (files, directories, symlinks).
     max_entries: int = 20000
-    #: The longest member path, in bytes.
+    #: The longest path of a member once extracted, in bytes: prefix plus the path in the snap.
     max_path: int = 4096
     #: The longest symlink target, in bytes.
     max_link: int = 1024
+    #: The largest central directory (the archive's index), in bytes.
+    max_index: int = 16 * 1024 * 1024
+    #: The most symlink resolution steps (path components walked) for the whole archive.
+    max_link_steps: int = 500_000
+    #: The bytes in front of a member's path once extracted (``<root>/snap/<name>/<revision>/``).
+    prefix: int = 0
+    #: The space left free beyond what extraction writes (the declared sizes, a block per entry).
+    free_margin: int = 5 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def _short(text: str, most: int = 120) -> str:
+    """_short is text quoted, its middle cut when longer than most characters (paths may be 4 KiB)."""
+    if len(text) <= most:
+        return repr(text)
+    return repr(text[:most // 2]) + "..." + repr(text[-most // 2:])
+
+
+class _NotZip(Exception):
+    """_NotZip says why a file is not a zip archive."""
+
+
+class _TooBig(Exception):
+    """_TooBig says which limit an archive's index is past."""
+
+
+@dataclass(frozen=True)
+class _Index:
+    """_Index is what the end record and the central directory say, read before zipfile reads them."""
+
+    start: int  # where the central directory starts
+    names: list[bytes]  # the raw name of each entry, in order
+
+
+def _read_index(f: BinaryIO, limits: Limits) -> _Index:
+    """_read_index reads the end-of-central-directory record (zip64 too) and then the central directory.
+
+    It finds the end record as zipfile does (at the very end, else the
+    last one in the final 64 KiB) and refuses by its entry count and
+    directory size before reading the directory, whose entries it then
+    counts (refusing past the limit as it goes) and whose names it keeps,
+    raw: zipfile cuts a name at NUL.
+    """
+    f.seek(0, os.SEEK_END)
+    file_size = f.tell()
+    if file_size < _EOCD.size:
+        raise _NotZip("it is too short")
+    f.seek(file_size - _EOCD.size)
+    record = f.read(_EOCD.size)
+    if record[:4] == _EOCD_SIG and record[-2:] == b"\0\0":
+        where = file_size - _EOCD.size
+    else:
+        start = max(file_size - 65536 - _EOCD.size, 0)
+        f.seek(start)
+        tail = f.read()
+        i = tail.rfind(_EOCD_SIG)
+        if i < 0 or len(tail) - i < _EOCD.size:
+            raise _NotZip("it has no end-of-central-directory record")
+        where, record = start + i, tail[i:i + _EOCD.size]
+    _, _, _, _, entries, dir_size, _, _ = _EOCD.unpack(record)
+    start_dir = where - dir_size
+    if where >= _LOC64.size:
+        f.seek(where - _LOC64.size)
+        locator = f.read(_LOC64.size)
+        if locator[:4] == _LOC64_SIG:
+            _, disk, _, disks = _LOC64.unpack(locator)
+            if disk != 0 or disks > 1:
+                raise _NotZip("it spans several disks")
+            if where >= _LOC64.size + _EOCD64.size:
+                f.seek(where - _LOC64.size - _EOCD64.size)
+                record64 = f.read(_EOCD64.size)
+                if record64[:4] == _EOCD64_SIG:
+                    fields = _EOCD64.unpack(record64)
+                    entries, dir_size = fields[7], fields[8]
+                    start_dir = where - _LOC64.size - _EOCD64.size - dir_size
+    if entries > limits.max_entries:
+        raise _TooBig(f"it has {entries} entries, more than the limit of {limits.max_entries}")
+    if dir_size > limits.max_index:
+        raise _TooBig(f"its index (central directory) is {dir_size} bytes, more than the limit of "
+                      f"{limits.max_index}")
+    if start_dir < 0:
+        raise _NotZip("its central directory would start before the file does")
+    f.seek(start_dir)
+    directory = f.read(dir_size)
+    names: list[bytes] = []
+    pos = 0
+    while pos < dir_size:
+        if len(directory) - pos < _CDIR.size:
+            raise _NotZip("its central directory is truncated")
+        fields = _CDIR.unpack_from(directory, pos)
+        if fields[0] != _CDIR_SIG:
+            raise _NotZip("its central directory has a bad signature")
+        name_len, extra_len, comment_len = fields[12], fields[13], fields[14]
+        names.append(directory[pos + _CDIR.size:pos + _CDIR.size + name_len])
+        if len(names) > limits.max_entries:
+            raise _TooBig(f"it has more than the limit of {limits.max_entries} entries")
+        pos += _CDIR.size + name_len + extra_len + comment_len
+    return _Index(start_dir, names)
 
 
 @dataclass(frozen=True)
@@ -71,18 +197,40 @@ class SnapFile:
         self.path = Path(path)
         self.limits = limits
         self._where = str(self.path)
+        #: The symlink resolution steps the checks took (bounded by limits.max_link_steps).
+        self.link_steps = 0
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            # One open file for the index and for zipfile: both read the same archive.
+            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
             raise InvalidSnapError(f"cannot open snap {self._where}: no such file") from None
         except IsADirectoryError:
             raise InvalidSnapError(f"cannot open snap {self._where}: it is a directory") from None
+        except OSError as e:
+            raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
+        try:
+            self._open(limits)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self, limits: Limits) -> None:
+        try:
+            index = _read_index(self._file, limits)
+        except _NotZip as e:
+            raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
+        except _TooBig as e:
+            raise self._bad(str(e)) from None
+        except OSError as e:
+            raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
+        try:
+            self._zip = zipfile.ZipFile(self._file)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
         except OSError as e:
-            raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror}") from None
+            raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
         try:
-            self.members = self._check()
+            self.members = self._check(index)
         except BaseException:
             self._zip.close()
             raise
@@ -96,19 +244,23 @@ class SnapFile:
     def close(self) -> None:
         """close closes the archive."""
         self._zip.close()
+        self._file.close()
 
     def _bad(self, problem: str) -> InvalidSnapError:
         return InvalidSnapError(f"cannot use snap {self._where}: {problem}")
 
     # -- checks ------------------------------------------------------------------
 
-    def _check(self) -> dict[str, Member]:
+    def _check(self, index: _Index) -> dict[str, Member]:
         infos = self._zip.infolist()
-        if len(infos) > self.limits.max_entries:
-            raise self._bad(f"it has {len(infos)} entries, more than the limit of {self.limits.max_entries}")
+        if len(infos) != len(index.names) or getattr(self._zip, "start_dir", index.start) != index.start:
+            raise self._bad("its central directory is not where its end record says (a damaged or forged index)")
         members: dict[str, Member] = {}
         total = 0
-        for zi in infos:
+        for zi, raw in zip(infos, index.names, strict=True):
+            if _CONTROL.search(raw):
+                shown = raw.decode("utf-8", "replace")
+                raise self._bad(f"entry {shown!r} has a control character (NUL, line break...) in its name")
             m = self._member(zi)
             if m.path in members:
                 raise self._bad(f"entry {m.path!r} appears twice")
@@ -116,19 +268,27 @@ class SnapFile:
             total += m.size
             if total > self.limits.max_size:
                 raise self._bad(f"its files hold more than the limit of {self.limits.max_size} bytes")
+        # Nothing may be below a file or a symlink: each directory a path implies is looked at once.
+        not_dirs = {path for path, m in members.items() if m.kind != "dir"}
+        implied: set[str] = set()
         for m in members.values():
-            parent = posixpath.dirname(m.path)
-            while parent:
-                above = members.get(parent)
-                if above is not None and above.kind != "dir":
-                    raise self._bad(f"entry {m.path!r} is below {above.path!r}, which is a {above.kind}")
-                parent = posixpath.dirname(parent)
-        links = {m.path: m.target for m in members.values() if m.kind == "link"}
-        for path, target in links.items():
-            if target.startswith("/"):
-                raise self._bad(f"symlink {path!r} points to the absolute path {target!r}")
-            if _resolve(posixpath.dirname(path), target, links) is None:
-                raise self._bad(f"symlink {path!r} points outside the snap ({target!r})")
+            parent = m.path.rpartition("/")[0]
+            while parent and parent not in implied:
+                if parent in not_dirs:
+                    raise self._bad(f"entry {m.path!r} is below {parent!r}, which is a {members[parent].kind}")
+                implied.add(parent)
+                parent = parent.rpartition("/")[0]
+        self._resolver = _Resolver({m.path: m.target for m in members.values() if m.kind == "link"}, self.limits)
+        try:
+            for path, target in self._resolver.links.items():
+                if target.startswith("/"):
+                    raise self._bad(f"symlink {_short(path)} points to the absolute path {_short(target)}")
+                try:
+                    self._resolver.link(path)
+                except _Unresolved as e:
+                    raise self._bad(f"symlink {_short(path)} {e} ({_short(target)})") from None
+        finally:
+            self.link_steps = self._resolver.steps
         meta = members.get(SNAP_YAML)
         if meta is None:
             raise self._bad(f"it has no {SNAP_YAML}")
@@ -153,8 +313,10 @@ class SnapFile:
             raise self._bad(f"entry {name!r} has a '..' in its path")
         if "" in parts or "." in parts:
             raise self._bad(f"entry {name!r} has an empty or '.' part in its path")
-        if len(path.encode()) > self.limits.max_path or any(len(p.encode()) > 255 for p in parts):
-            raise self._bad(f"entry {name[:80]!r}... has a path that is too long")
+        if self.limits.prefix + len(path.encode()) > self.limits.max_path or any(len(p.encode()) > 255 for p in parts):
+            raise self._bad(f"entry {name[:80]!r}... has a path that is too long (at most {self.limits.max_path} "
+                            f"bytes once extracted, {self.limits.prefix} of them before the snap's own path; "
+                            "at most 255 a component)")
         mode = (zi.external_attr >> 16) if zi.create_system == 3 else 0
         kind_bits = stat.S_IFMT(mode)
         if kind_bits == 0:
@@ -179,10 +341,11 @@ class SnapFile:
             if zi.file_size > self.limits.max_link:
                 raise self._bad(f"symlink {name!r} has a target longer than {self.limits.max_link} bytes")
             try:
-                target = self._zip.read(zi).decode("utf-8")
-            except (UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
+                with self._zip.open(zi) as f:  # bounded reads: the compressed size may lie
+                    target = f.read(self.limits.max_link + 1).decode("utf-8")
+            except (UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError) as e:
                 raise self._bad(f"cannot read the target of symlink {name!r} ({e})") from None
-            if not target or "\x00" in target:
+            if not target or len(target.encode()) > self.limits.max_link or "\x00" in target:
                 raise self._bad(f"symlink {name!r} has an empty or invalid target")
             return Member(path, "link", 0o777, 0, target=target, zinfo=zi)
         executable = bool(mode & 0o111)
@@ -217,20 +380,48 @@ class SnapFile:
         return with_hooks(info, found, self._lookup, self._where)
 
     def _lookup(self, path: str) -> tuple[str, int] | None:
-        links = {m.path: m.target for m in self.members.values() if m.kind == "link"}
-        resolved = _resolve("", path, links)
+        try:
+            resolved: str | None = self._resolver.walk("", path)[0]
+        except _Unresolved:  # as the kernel, which would not find it
+            resolved = None
+        finally:
+            self.link_steps = self._resolver.steps
         m = self.members.get(resolved) if resolved is not None else None
         return None if m is None else (m.kind, m.mode)
 
     # -- extracting -------------------------------------------------------------------
 
+    def declared_size(self) -> int:
+        """declared_size is what extracting writes at most, by the sizes the archive declares."""
+        return sum(m.size for m in self.members.values())
+
     def extract(self, target: str | Path) -> None:
-        """extract writes the snap's members into target, a directory that must not exist yet."""
+        """extract writes the snap's members into target, a directory that must not exist yet.
+
+        Before anything is written, the declared sizes (plus a block per
+        entry and limits.free_margin) must fit in the free space of target's
+        file system, and the longest path must fit in limits.max_path once
+        under target; while writing, no entry writes more than it declares.
+        """
         target = Path(target)
+        where = f"cannot extract snap {self._where} into {target}"
+        declared = self.declared_size()
+        longest = max((len(m.path.encode()) for m in self.members.values()), default=0)
+        if len(os.fsencode(target)) + 1 + longest > self.limits.max_path:
+            raise InvalidSnapError(f"{where}: a path of the snap would be longer than {self.limits.max_path} "
+                                   "bytes there")
+        need = declared + BLOCK * len(self.members) + self.limits.free_margin
+        try:
+            free = shutil.disk_usage(target.parent).free
+        except OSError as e:
+            raise InvalidSnapError(f"{where}: {e.strerror or e}") from None
+        if free < need:
+            raise ManagerError(f"{where}: it needs {need} bytes ({declared} declared, with a margin), "
+                               f"{free} are free")
         try:
             os.mkdir(target, 0o755)
         except OSError as e:
-            raise InvalidSnapError(f"cannot extract snap {self._where} into {target}: {e.strerror}") from None
+            raise InvalidSnapError(f"{where}: {e.strerror}") from None
         ordered = sorted(self.members.values(), key=lambda m: (m.kind == "link", m.path))
         written = 0
         for m in ordered:
@@ -244,7 +435,7 @@ class SnapFile:
                 os.symlink(m.target, dest)
             else:
                 assert m.zinfo is not None
-                written += self._write(m, dest, self.limits.max_size - written)
+                written += self._write(m, dest, declared - written)
         # Directories got 0755 whatever the umask said.
         for m in ordered:
             if m.kind == "dir":
@@ -271,31 +462,80 @@ class SnapFile:
         return n
 
 
-def _resolve(base: str, target: str, links: dict[str, str], depth: int = 0) -> str | None:
-    """_resolve follows target from directory base through the snap's symlinks.
+class _Unresolved(Exception):
+    """_Unresolved says why a symlink cannot be resolved inside the snap (its text follows "symlink NAME")."""
 
-    It returns the path inside the snap it ends at ("" is the snap's top),
-    or None when it leaves the snap (or loops).
+
+class _Resolver:
+    """_Resolver resolves paths through the snap's symlinks, each link once.
+
+    A link's resolution (the path inside the snap it ends at, "" for the
+    top) does not depend on how it was reached, so it is kept: the work is
+    linear in the links' targets, where resolving afresh doubles with each
+    link that goes through the next twice. So is the number of symlinks
+    the kernel follows to resolve it (a link that goes through the next
+    twice counts it twice): past MAX_LINK_NESTING the kernel answers ELOOP,
+    and the snap is refused. Every path walked is at most limits.max_path
+    bytes, and the steps of the whole archive are counted and refused past
+    limits.max_link_steps.
     """
-    if depth > 40 or target.startswith("/"):
-        return None
-    parts = [p for p in base.split("/") if p]
-    for part in target.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-            continue
-        parts.append(part)
-        here = "/".join(parts)
-        if here in links:
-            resolved = _resolve("/".join(parts[:-1]), links[here], links, depth + 1)
-            if resolved is None:
-                return None
-            parts = [p for p in resolved.split("/") if p]
-    return "/".join(parts)
+
+    def __init__(self, links: dict[str, str], limits: Limits) -> None:
+        self.links = links
+        self.limits = limits
+        self.steps = 0
+        self._done: dict[str, tuple[str, int]] = {}
+        self._active: set[str] = set()
+        self._names = {path.rpartition("/")[2] for path in links}
+
+    def link(self, path: str) -> tuple[str, int]:
+        """link returns where the symlink at path ends, and how many symlinks resolving it follows (itself too)."""
+        done = self._done.get(path)
+        if done is not None:
+            return done
+        if path in self._active:
+            raise _Unresolved("is part of a loop of symlinks")
+        self._active.add(path)
+        try:
+            resolved, followed = self.walk(path.rpartition("/")[0], self.links[path], 1)
+        finally:
+            self._active.discard(path)
+        self._done[path] = (resolved, followed)
+        return resolved, followed
+
+    def walk(self, base: str, target: str, followed: int = 0) -> tuple[str, int]:
+        """walk follows target from the directory base; it returns the path it ends at and the links followed.
+
+        followed is the count to start from (1 when walking a link's own target).
+        """
+        if target.startswith("/"):
+            raise _Unresolved("points outside the snap")
+        parts = target.split("/")
+        self.steps += len(parts)
+        if self.steps > self.limits.max_link_steps:
+            raise _Unresolved(f"takes the archive past the limit of {self.limits.max_link_steps} "
+                              "symlink resolution steps")
+        here = base
+        room = self.limits.max_path - self.limits.prefix
+        links = self.links
+        for part in parts:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not here:
+                    raise _Unresolved("points outside the snap")
+                here = here.rpartition("/")[0]
+                continue
+            here = f"{here}/{part}" if here else part
+            # Characters are at most bytes: encode only what could be too long.
+            if len(here) * 4 > room and (len(here) > room or len(here.encode()) > room):
+                raise _Unresolved(f"resolves to a path longer than {room} bytes")
+            if part in self._names and here in links:  # hash a long path only where a link may be
+                here, inner = self.link(here)
+                followed += inner
+                if followed > MAX_LINK_NESTING:
+                    raise _Unresolved(f"goes through more than {MAX_LINK_NESTING} symlinks (the kernel's limit)")
+        return here, followed
 
 
 def check_apps(info: SnapInfo, lookup: object, where: str) -> None:

@@ -4,12 +4,16 @@
 The same directory gives the same bytes: members sorted by path, every time
 stamp 1980-01-01, modes reduced to 0644/0755 (files) and 0755 (directories),
 owners not recorded, deflate at level 9. The result is checked like any
-snap file before it is put in place (under a temporary name, then renamed).
+snap file before it is put in place: written to a new file of a random name
+beside the output, created exclusively without following symlinks, then
+renamed over the output.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
 import zipfile
 from pathlib import Path
@@ -47,19 +51,23 @@ def pack(directory: str | Path, output: str | Path | None = None, *, limits: Lim
     out = Path(output) if output is not None else Path.cwd()
     if out.is_dir():
         out = out / f"{info.name}_{info.version}.snap"
-    tmp = out.with_name(f".{out.name}.partial")
     try:
-        with zipfile.ZipFile(tmp, "w") as z:
-            for path, mode, content in _walk(src):
-                zi = _entry(path, mode)
-                if stat.S_ISREG(mode):
-                    z.writestr(zi, content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-                else:
-                    z.writestr(zi, content, compress_type=zipfile.ZIP_STORED)
+        fd, tmp = _create_partial(out)
+    except OSError as e:
+        raise InvalidSnapError(f"cannot pack {src} into {out}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            with zipfile.ZipFile(f, "w") as z:
+                for path, mode, content in _walk(src):
+                    zi = _entry(path, mode)
+                    if stat.S_ISREG(mode):
+                        z.writestr(zi, content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+                    else:
+                        z.writestr(zi, content, compress_type=zipfile.ZIP_STORED)
+            f.flush()
+            os.fsync(f.fileno())
         with SnapFile(tmp, limits) as snap:
             snap.info()  # every check an install makes
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
         os.replace(tmp, out)
     except InvalidSnapError as e:
         tmp.unlink(missing_ok=True)
@@ -68,6 +76,24 @@ def pack(directory: str | Path, output: str | Path | None = None, *, limits: Lim
         tmp.unlink(missing_ok=True)
         raise InvalidSnapError(f"cannot pack {src} into {out}: {e.strerror or e}") from None
     return out
+
+
+def _create_partial(out: Path) -> tuple[int, Path]:
+    """_create_partial creates a new file beside out, under a name nobody could plant a link at beforehand.
+
+    The name is random and the file created exclusively, never through a
+    symlink (O_EXCL, O_NOFOLLOW): root packing into a directory another
+    user can write does not write through a link planted there. The mode
+    is 0666 less the umask, as for any new file.
+    """
+    for _ in range(100):
+        tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.partial")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        return fd, tmp
+    raise FileExistsError(errno.EEXIST, "cannot find a free temporary name")
 
 
 def _walk(src: Path) -> list[tuple[str, int, bytes]]:

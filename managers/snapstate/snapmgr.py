@@ -26,6 +26,7 @@ from .backend import Backend
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager
+    from .snapstate import CheckedFile
 
 log = logging.getLogger("managers.snapstate")
 
@@ -289,18 +290,31 @@ class SnapManager:
 
         return snapstate.install(self, _names(names))
 
+    def check_file(self, path: str | Path) -> CheckedFile:
+        """check_file reads and checks a local snap file whole, without the lock (call it before taking it).
+
+        What it returns is given to install_path (checked=), which then only
+        records the change: the slow part of a local install is done
+        while other requests are served.
+        """
+        from . import snapstate
+
+        return snapstate.check_snap_file(Path(path), self.backend.limits)
+
     def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
-                     filename: str | None = None) -> Change:
+                     filename: str | None = None, checked: CheckedFile | None = None) -> Change:
         """install_path installs (or refreshes to) a local snap file (lock held).
 
         Without dangerous, the file needs a snap-revision (and its chain) in the
         assertion database; with it, it gets the next local revision (x1, x2...).
         filename is the file's name as the change summary shows it (default: path's).
+        checked is what check_file said of the file (read before the lock was taken);
+        without it the file is read and checked here, under the lock.
         """
         from . import snapstate
 
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
-                                      filename=filename)
+                                      filename=filename, checked=checked)
 
     def refresh(self, names: str | Sequence[str] | None = None) -> Change:
         """refresh moves snaps (all store snaps by default) to the store's newest revision (lock held)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from ..errors import (
     SnapOperationError,
     StoreError,
 )
-from ..snap import read_info
+from ..snap import Limits, SnapInfo, read_info
 from ..snap.naming import reserved_snap_name
 from ..store import Store
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
@@ -255,12 +256,38 @@ def install(sm: SnapManager, names: Sequence[str]) -> Change:
     return new_change(sm, "install", _summary("Install", names), names, install_task_sets(sm, names))
 
 
-def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False,
-                          remove_path: bool = False) -> tuple[SnapSetup, TaskSet]:
-    """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path)."""
-    st = sm.state
-    info = read_info(path, sm.backend.limits)
+@dataclass(frozen=True)
+class CheckedFile:
+    """CheckedFile is a local snap file read and checked whole: its snap.yaml, its digest and size."""
+
+    path: Path
+    info: SnapInfo
+    sha3_384: str
+    size: int
+
+
+def check_snap_file(path: Path, limits: Limits) -> CheckedFile:
+    """check_snap_file reads and checks a local snap file (every archive check, snap.yaml, the digest).
+
+    It needs no lock and takes none: callers run it before taking the state
+    lock, which they then hold only to record the change.
+    """
+    info = read_info(path, limits)
     digest, size = file_sha3_384(path)
+    return CheckedFile(path, info, digest, size)
+
+
+def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+                          checked: CheckedFile | None = None) -> tuple[SnapSetup, TaskSet]:
+    """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path).
+
+    checked is the file as check_snap_file read it (before the lock was taken); without it the file is
+    read and checked here, under the lock.
+    """
+    st = sm.state
+    if checked is None:
+        checked = check_snap_file(path, sm.backend.limits)
+    info, digest, size = checked.info, checked.sha3_384, checked.size
     name = info.name
     snapst = get_snap_state(st, name)
     setup = SnapSetup(name, sha3_384=digest, size=size, source="file", path=str(path.absolute()),
@@ -292,13 +319,13 @@ def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = Fals
 
 
 def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
-                 filename: str | None = None) -> Change:
+                 filename: str | None = None, checked: CheckedFile | None = None) -> Change:
     """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file.
 
     filename is the name the summary shows (an upload's name as the client gave it; path's by default).
     """
     was = {n for n in all_snap_states(sm.state)}
-    setup, ts = install_path_task_set(sm, path, dangerous=dangerous, remove_path=remove_path)
+    setup, ts = install_path_task_set(sm, path, dangerous=dangerous, remove_path=remove_path, checked=checked)
     kind = "refresh" if setup.name in was else "install"
     summary = f'{kind.capitalize()} "{setup.name}" snap from file "{Path(filename or path.name).name}"'
     return new_change(sm, kind, summary, [setup.name], [ts])

@@ -96,9 +96,13 @@ def post_assertions(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_assertions adds the assertions of the body (one or a stream), all or none; answers what was added."""
     if not req.body.strip():
         raise bad_request("cannot add assertions: the request body is empty")
+    from managers.asserts import decode_stream
+
+    am = assert_manager(ctx)
+    decoded = decode_stream(req.body)  # parsed before the lock is taken, which is held to verify and store
     st = ctx.state
     with st:
-        added = assert_manager(ctx).add(req.body)
+        added = am.add_many(decoded)
     return response.sync([{"type": a.type_name, "primary-key": list(a.primary_key), "revision": a.revision}
                           for a in added])
 

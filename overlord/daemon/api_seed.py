@@ -6,7 +6,8 @@
 
 They need the overlord's FirstBoot (``o.first_boot``, the system overlord's).
 The daemon reads the seed directory itself: POST needs write access, like
-every POST.
+every POST. The seed is read and checked before the state lock is taken,
+so other requests are answered meanwhile.
 """
 
 from __future__ import annotations
@@ -47,8 +48,14 @@ def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     if not os.path.isabs(path) or "\0" in path:
         raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
     fb = first_boot(ctx)
+    with ctx.state:
+        if fb.seeded:  # said at once (already-seeded), before any file of the seed is read
+            return response.async_(fb.seed(path).id)
+    # The seed is read and checked whole (every snap file, every assertion parsed) before the lock is taken;
+    # the lock is held to check it against the system and record the change.
+    seed = fb.read(path)
     with ctx.state:  # a broken seed is invalid-seed, a seeded system already-seeded (errors.from_exception)
-        return response.async_(fb.seed(path).id)
+        return response.async_(fb.seed(seed).id)
 
 
 ENDPOINTS = [Endpoint("/v2/seed", get=get_seed, post=post_seed)]

@@ -6,7 +6,8 @@ Shapes follow snapd's daemon/api_snaps.go and client/packages.go: a snap is
 "publisher", "developer", "status", "type", "installed-size", "apps",
 "mounted-from", ...}``; an action answers async with the change id. The
 verbs are the snap manager's (docs/managers.md); each runs under the state
-lock and only builds the change, which the overlord's loop then runs.
+lock and only builds the change, which the overlord's loop then runs. An
+uploaded snap file is checked whole before the lock is taken.
 """
 
 from __future__ import annotations
@@ -237,22 +238,34 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
     received = files[0]
     from engine import EngineError
 
+    def named(e: EngineError, *paths: Path) -> ApiError:
+        err = from_exception(e)
+        if err is None:
+            raise e
+        for path in paths:  # it names the file received: name the one uploaded instead
+            err.message = err.message.replace(str(path), f"uploaded file {received.filename!r}")
+        return err
+
+    sm = snap_manager(ctx)
+    # The archive is checked whole and hashed before the lock is taken (it may be large, or hostile): the
+    # lock is held only to record the change. The file keeps its partial name meanwhile, so that no sweep
+    # of another request deletes it.
+    try:
+        checked = sm.check_file(received.path)
+    except EngineError as e:
+        raise named(e, received.path) from None
     st = ctx.state
     with st:
         assert ctx.upload_dir is not None
         sweep_uploads(st, ctx.upload_dir, partial=False)
         final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
         os.rename(received.path, final)
-        received.path = final
+        partial, received.path = received.path, final
         try:
-            chg = snap_manager(ctx).install_path(final, dangerous=dangerous, remove_path=True,
-                                                 filename=received.filename)
-        except EngineError as e:  # it names the file received: name the one uploaded instead
-            err = from_exception(e)
-            if err is None:
-                raise
-            err.message = err.message.replace(str(final), f"uploaded file {received.filename!r}")
-            raise err from None
+            chg = sm.install_path(final, dangerous=dangerous, remove_path=True, filename=received.filename,
+                                  checked=checked)
+        except EngineError as e:
+            raise named(e, final, partial) from None
         names = list(chg.get("snap-names", []))
         chg.set(API_DATA_KEY, {"snap-names": names, "file": received.filename})
         cid = chg.id

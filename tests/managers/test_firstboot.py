@@ -140,6 +140,15 @@ BROKEN: dict[str, tuple[Callable[[Path, Path], Any], str]] = {
     "listed twice": (lambda s, t: (s / "seed.yaml").write_text(
         "snaps:\n  - {name: reader, file: reader_1.0.snap}\n  - {name: reader, file: reader_1.0.snap}\n"),
         "snap 'reader' is listed twice"),
+    "duplicate key": (lambda s, t: (s / "seed.yaml").write_text(
+        "snaps:\n  - {name: reader, file: reader_1.0.snap}\nsnaps:\n  - {name: library, file: library_1.0.snap}\n"),
+        "seed.yaml is not valid YAML (key 'snaps' is given twice"),
+    "duplicate key in an entry": (lambda s, t: (s / "seed.yaml").write_text(
+        "snaps:\n  - {name: reader, file: reader_1.0.snap, name: library}\n"), "key 'name' is given twice"),
+    "deep nesting": (lambda s, t: (s / "seed.yaml").write_text("snaps: " + "[" * 5000 + "]" * 5000 + "\n"),
+                     "seed.yaml is not valid YAML (it nests deeper than 32 levels"),
+    "huge number": (lambda s, t: (s / "seed.yaml").write_text("snaps:\n  - {name: " + "9" * 5000 + ", file: x}\n"),
+                    "seed.yaml is not valid YAML (the number 999999999999999999999999... is too long"),
     "missing file": (lambda s, t: (s / "snaps" / "library_1.0.snap").unlink(),
                      "snaps/library_1.0.snap (snap 'library') is missing"),
     "wrong name": (lambda s, t: (s / "seed.yaml").write_text(

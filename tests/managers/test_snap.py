@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ import pytest
 
 from managers import InvalidSnapError
 from managers.snap import Limits, SnapFile, SnapInfo, pack, read_info, valid_snap_name
+from tests.helpers import REPO
 
 YAML = "name: hello\nversion: '1.0'\nsummary: Hi\napps:\n  hello:\n    command: bin/hello\n"
 
@@ -62,6 +67,21 @@ def test_snap_names(name: str, ok: bool) -> None:
     ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  x: network\nslots:\n  x: network\n",
      "field slots.x: a plug and a slot cannot have the same name"),
     ("a: &x [1]\nb: *x\n", "aliases"),
+    ("name: hello\nversion: '1'\nsummary: s\nname: evil\n", "key 'name' is given twice"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: bin/a\n  a:\n    command: bin/b\n",
+     "key 'a' is given twice"),
+    ("name: hello\nversion: '1'\nsummary: s\n<<: {name: evil}\n", "merge keys (<<) are not allowed"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: " + "[" * 5000 + "]" * 5000 + "\n",
+     "it nests deeper than 32 levels"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+     "it nests deeper than 32 levels"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: " + "9" * 5000 + "\n",
+     "the number 999999999999999999999999... is too long"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: " + "1:" * 20 + "1\n", "is too long"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: 9223372036854775808\n",
+     "the number 9223372036854775808 does not fit in 64 bits"),
+    ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: 1.0e+99999\n", "numbers must be finite"),
+    ("name: hello\nversion: " + "9" * 5000 + "\nsummary: s\n", "is too long"),
     ("name: [unclosed\n", "it is not valid YAML"),
     ("- a list\n", "it must be a mapping of fields"),
 ])
@@ -123,7 +143,11 @@ HOSTILE: list[tuple[str, tuple[tuple[Any, ...], ...], dict[str, Any], str]] = [
     ("symlink-out", (("link", b"../../etc", LINK),), {}, "points outside the snap"),
     ("symlink-absolute", (("link", b"/etc/passwd", LINK),), {}, "points to the absolute path"),
     ("symlink-chain-out", (("a/up", b"..", LINK), ("b", b"a/up/..", LINK)), {}, "points outside the snap"),
-    ("symlink-loop", (("x", b"y", LINK), ("y", b"x", LINK)), {}, "points outside the snap"),
+    ("symlink-loop", (("x", b"y", LINK), ("y", b"x", LINK)), {}, "is part of a loop of symlinks"),
+    ("symlink-self", (("x", b"x/a", LINK),), {}, "is part of a loop of symlinks"),
+    ("symlink-deep-out", (("a/b", b"../c", LINK), ("c", b"d/../../..", LINK)), {}, "points outside the snap"),
+    ("newline-name", (("bin/a\nb", b"x"),), {}, "has a control character (NUL, line break...) in its name"),
+    ("cr-name", (("bin/a\rb", b"x"),), {}, "has a control character"),
     ("below-symlink", (("d", b"bin", LINK), ("d/x", b"x")), {}, "is below 'd', which is a link"),
     ("below-file", (("f", b"x"), ("f/x", b"x")), {}, "is below 'f', which is a file"),
     ("char-device", (("dev", b"", stat.S_IFCHR | 0o600),), {}, "is a character device"),
@@ -220,6 +244,174 @@ def test_extract_keeps_good_symlinks_and_modes(tmp_path: Path) -> None:
         snap.extract(out)
 
 
+# -- the check is bounded by the limits, whatever the archive holds ---------------------------------------
+
+
+def chain(k: int, under: str = "", twice: bool = True) -> list[tuple[Any, ...]]:
+    """chain is k+1 symlinks, each going through the next twice (l0 -> l1/l1, ..., lK -> .), or once."""
+    d = f"{under}/" if under else ""
+    return [(f"{d}l{i}", (f"l{i + 1}/l{i + 1}" if twice else f"l{i + 1}").encode(), LINK)
+            for i in range(k)] + [(f"{d}l{k}", b".", LINK)]
+
+
+# Resolving each link afresh takes hours at 30 links that go through the next twice: these tests fail by
+# their timeout without the memo.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("k", [30, 300])
+def test_a_chain_of_symlinks_through_each_other_is_refused_quickly(tmp_path: Path, k: int) -> None:
+    for name, links in (("chain", chain(k)), ("backwards", list(reversed(chain(k))))):
+        path = archive(tmp_path / f"{name}.snap", *links)
+        with pytest.raises(InvalidSnapError, match="goes through more than 40 symlinks \\(the kernel's limit\\)") \
+                as e:
+            SnapFile(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.timeout(60)
+def test_the_chain_repeated_costs_steps_in_proportion_to_the_links(tmp_path: Path) -> None:
+    twice = [e for n in range(100) for e in chain(30, f"d{n}")]  # 3,100 links
+    with pytest.raises(InvalidSnapError, match="goes through more than 40 symlinks"):
+        SnapFile(archive(tmp_path / "twice.snap", *reversed(twice)))
+    once = [e for n in range(100) for e in chain(30, f"d{n}", twice=False)]
+    path = archive(tmp_path / "once.snap", *once)
+    with SnapFile(path) as snap:
+        assert snap.info().name == "hello"
+        assert snap.link_steps <= 2 * len(once), "each link is resolved once"
+    # Past the archive's budget of resolution steps it is refused, not slow.
+    with pytest.raises(InvalidSnapError, match="past the limit of 1000 symlink resolution steps"):
+        SnapFile(path, Limits(max_link_steps=1000))
+    longest = archive(tmp_path / "forty.snap", *chain(39, twice=False))
+    with SnapFile(longest) as snap:
+        snap.extract(tmp_path / "forty")
+    # The kernel resolves what the check accepted, to the same place, and refuses one link more.
+    assert os.path.samefile(tmp_path / "forty" / "l0", tmp_path / "forty")
+    os.symlink("l0", tmp_path / "forty" / "l-1")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        os.stat(tmp_path / "forty" / "l-1")
+    with pytest.raises(InvalidSnapError, match="goes through more than 40 symlinks"):
+        SnapFile(archive(tmp_path / "forty-one.snap", *chain(40, twice=False)))
+
+
+class _Spy(zipfile.ZipFile):
+    """_Spy is zipfile.ZipFile, counting the archives whose index it built (opened to read)."""
+
+    built = 0
+
+    def __init__(self, file: Any, mode: str = "r", *args: Any, **kw: Any) -> None:
+        if mode == "r":
+            type(self).built += 1
+        super().__init__(file, mode, *args, **kw)
+
+
+def test_the_index_is_bounded_before_zipfile_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import managers.snap.container as container
+
+    monkeypatch.setattr(container.zipfile, "ZipFile", _Spy)
+    many = archive(tmp_path / "many.snap", *[(f"f{i}", b"") for i in range(150)])
+    with pytest.raises(InvalidSnapError, match="it has 152 entries, more than the limit of 100"):
+        SnapFile(many, Limits(max_entries=100))
+    with pytest.raises(InvalidSnapError, match=r"its index \(central directory\) is \d+ bytes, more than the "
+                                               "limit of 4096"):
+        SnapFile(many, Limits(max_index=4096))
+    # The end record's count lies (says 2): the entries are counted as the directory is read.
+    data = bytearray(many.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    data[eocd + 8:eocd + 12] = (2).to_bytes(2, "little") * 2
+    many.write_bytes(bytes(data))
+    with pytest.raises(InvalidSnapError, match="more than the limit of 100 entries"):
+        SnapFile(many, Limits(max_entries=100))
+    assert _Spy.built == 0, "zipfile built an index the limits refuse"
+    with SnapFile(archive(tmp_path / "ok.snap")) as snap:
+        assert snap.info().name == "hello"
+    assert _Spy.built == 1
+
+
+def test_a_name_with_nul_is_refused_though_zipfile_cuts_it(tmp_path: Path) -> None:
+    path = archive(tmp_path / "nul.snap", ("bin/helloXevil", b"x"))
+    data = path.read_bytes()
+    assert data.count(b"bin/helloXevil") == 2  # the local header and the central directory
+    path.write_bytes(data.replace(b"bin/helloXevil", b"bin/hello\x00evil"))
+    with zipfile.ZipFile(path) as z:
+        assert "bin/hello\x00evil" not in z.namelist()  # zipfile shows the name cut at NUL
+    with pytest.raises(InvalidSnapError, match=r"has a control character \(NUL, line break\.\.\.\) in its name"):
+        SnapFile(path)
+
+
+def test_the_path_limit_counts_the_prefix_of_the_system_root(tmp_path: Path) -> None:
+    from managers.snapstate.backend import Backend
+
+    long_name = "/".join(["d" * 200] * 12)  # 2,411 bytes: fits in 4096 alone
+    path = archive(tmp_path / "long.snap", (long_name + "/f", b"x"))
+    with SnapFile(path) as snap:
+        assert snap.members[long_name + "/f"].size == 1
+    root = tmp_path / ("r" * 250) / ("o" * 250) / ("o" * 250) / ("t" * 250) / ("s" * 250) / ("s" * 250) / ("s" * 250)
+    backend = Backend(root)
+    assert backend.limits.prefix >= len(str(root)) + len("/snap/") + 40 + 1
+    with pytest.raises(InvalidSnapError, match="has a path that is too long"):
+        SnapFile(path, backend.limits)
+    # Extracting checks the real target too, before writing anything.
+    deep = tmp_path / ("x" * 250) / ("y" * 250) / ("z" * 250) / ("w" * 250) / ("v" * 250) / ("u" * 250) / ("t" * 250)
+    deep.parent.mkdir(parents=True)
+    with SnapFile(path) as snap, pytest.raises(InvalidSnapError, match="would be longer than 4096 bytes there"):
+        snap.extract(deep)
+    assert not deep.exists()
+
+
+FREE_SPACE = r"""
+import json, os, subprocess, sys, zipfile
+from pathlib import Path
+from managers import ManagerError
+from managers.snap import SnapFile
+mnt, bomb, small = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
+out = {}
+with SnapFile(bomb) as snap:
+    out["declared"] = snap.declared_size()
+    try:
+        snap.extract(mnt / "bomb")
+    except ManagerError as e:
+        out["error"] = str(e)
+out["after-bomb"] = sorted(os.listdir(mnt))
+with SnapFile(small) as snap:
+    snap.extract(mnt / "small")
+out["after-small"] = sorted(os.listdir(mnt))
+print(json.dumps(out))
+"""
+
+
+def _namespace() -> list[str] | None:
+    unshare = shutil.which("unshare")
+    if unshare is None or sys.platform != "linux":
+        return None
+    for cmd in ([unshare, "--mount"], [unshare, "--mount", "--map-root-user"]):
+        if subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
+            return cmd
+    return None
+
+
+def test_extraction_is_refused_when_the_declared_size_does_not_fit(tmp_path: Path) -> None:
+    cmd = _namespace()
+    if cmd is None:
+        pytest.skip("needs unshare and the right to make a mount namespace (root, or user namespaces)")
+    bomb = archive(tmp_path / "bomb.snap", ("big", b"\0" * (32 * 1024 * 1024)))
+    assert bomb.stat().st_size < 100_000
+    small = archive(tmp_path / "small.snap")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([*cmd, sys.executable, "-c", FREE_SPACE, str(mnt), str(bomb), str(small)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    if proc.returncode != 0 and "mount" in proc.stderr and "permission denied" in proc.stderr.lower():
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["declared"] > 32 * 1024 * 1024
+    assert out["error"].startswith(f"cannot extract snap {bomb} into {mnt}/bomb: it needs ")
+    assert "are free" in out["error"]
+    assert out["after-bomb"] == [], "nothing is written before the space is known to be there"
+    assert out["after-small"] == ["small"]
+
+
 # -- pack -------------------------------------------------------------------------------------------
 
 
@@ -255,6 +447,31 @@ def test_pack_is_deterministic(tmp_path: Path) -> None:
         assert snap.members["bin/hi"].target == "hello"
         assert snap.members["bin/hello"].mode == 0o755
         assert snap.members["meta/snap.yaml"].mode == 0o644
+
+
+def test_pack_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    d = sample_dir(tmp_path)
+    out = tmp_path / "public"
+    out.mkdir()
+    victims = []
+    # Links planted where the output and a predictable temporary name would go.
+    for name in ("hello_1.0.snap", ".hello_1.0.snap.partial", ".hello_1.0.snap.tmp", "hello_1.0.snap.partial"):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_text("precious\n")
+        os.symlink(victim, out / name)
+        victims.append(victim)
+    made = pack(d, out)
+    assert made == out / "hello_1.0.snap"
+    assert not made.is_symlink() and read_info(made).name == "hello"
+    assert [v.read_text() for v in victims] == ["precious\n"] * len(victims)
+    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == ["hello_1.0.snap"]
+    assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def test_pack_refuses_what_install_would(tmp_path: Path) -> None:

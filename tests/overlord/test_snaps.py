@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import pwd
+import socket
 import subprocess
+import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from managers.snap import pack
 from overlord.client import ApiError
-from overlord.samples import SNAPS, SampleStore, build_store, keys
+from overlord.samples import SEED, SNAPS, SampleStore, build_store, keys
 
 from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 from .test_access import as_nobody  # noqa: F401  (a fixture)
@@ -267,13 +272,92 @@ def test_install_an_uploaded_snap_file(system: SystemDaemon) -> None:
     bad.write_bytes(b"not a zip")
     p = d.cli("install", str(bad), "--dangerous")
     assert (p.returncode, p.stderr) == (1, "error: cannot open snap uploaded file 'bad.snap': it is not a snap (zip) "
-                                           "file (File is not a zip file)\n")
+                                           "file (it is too short)\n")
     # A body announced larger than the limit is refused before it is read.
     from overlord.daemon.upload import MAX_UPLOAD
 
     got, env = raw(d, "POST", "/v2/snaps", b"x", {"Content-Type": "multipart/form-data; boundary=b",
                                                    "Content-Length": str(MAX_UPLOAD + 1)})
     assert (got, env["result"]["kind"]) == (413, "request-too-large")
+
+
+def _get(d: DaemonProcess, path: str) -> int:
+    """_get answers the status of a GET from a client of its own, given 10 s (generous) to be answered."""
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10)
+            self.sock.connect(str(d.socket))
+
+    conn = Conn("localhost", timeout=10)
+    try:
+        conn.request("GET", path)
+        rsp = conn.getresponse()
+        rsp.read()
+        return rsp.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("what", ["upload", "seed"])
+def test_other_clients_are_answered_while_an_upload_or_a_seed_is_checked(system: SystemDaemon, what: str) -> None:
+    d = system
+    d.ok("install", "hello")
+    snap = pack(SNAPS / "hello-2.0", d.base / "local")
+    hold, checking = d.state_dir / "hold-check", d.state_dir / "checking"
+    hold.touch()  # the daemon's check waits while it is there (tests/daemon_hooks.py)
+    outcome: dict[str, Any] = {}
+
+    def post() -> None:
+        try:
+            with d.client() as c:
+                if what == "upload":
+                    outcome["change"] = c.sideload(snap, dangerous=True)
+                else:
+                    c.request("POST", "/v2/seed", body={"action": "seed", "path": str(SEED)})
+        except ApiError as e:
+            outcome["error"] = e
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    try:
+        _wait_for("the check to start", lambda: str(checking.exists()), lambda seen: seen == "True")
+        # The check is in progress, and the state lock is free: other clients are answered.
+        assert _get(d, "/v2/snaps") == 200
+        assert _get(d, "/v2/changes?select=all") == 200
+        assert poster.is_alive(), "the check finished early: the test proves nothing"
+    finally:
+        hold.unlink(missing_ok=True)
+        poster.join(START_TIMEOUT)
+    if what == "upload":
+        chg = d.wait_change(outcome["change"], lambda c: c["ready"])
+        assert chg["status"] == "Done"
+        assert d.ok("list").stdout.splitlines()[1].split()[:3] == ["hello", "2.0", "x1"]
+    else:  # this daemon trusts another root than the sample seed's: checked, then refused, one line
+        assert "cannot seed the system from" in str(outcome["error"]) and "\n" not in str(outcome["error"])
+
+
+HOSTILE_YAML = {
+    "nested": ("plugs:\n  p:\n    a: " + "[" * 5000 + "]" * 5000 + "\n", "it nests deeper than 32 levels"),
+    "huge number": ("plugs:\n  p:\n    a: " + "9" * 5000 + "\n", "the number 999999999999999999999999... is too long"),
+    "duplicate key": ("name: evil\n", "key 'name' is given twice"),
+}
+
+
+def test_a_hostile_snap_yaml_upload_is_a_one_line_400(system: SystemDaemon) -> None:
+    d = system
+    for case, (extra, message) in HOSTILE_YAML.items():
+        path = d.base / f"{case.replace(' ', '-')}.snap"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("meta/snap.yaml", "name: hello\nversion: '1'\nsummary: s\n" + extra)
+        p = d.cli("install", str(path), "--dangerous")
+        assert p.returncode == 1 and p.stdout == "", (case, p.stderr)
+        assert p.stderr.startswith(f"error: cannot install snap '{path.name}': invalid meta/snap.yaml in uploaded "
+                                   f"file '{path.name}': it is not valid YAML ({message}"), p.stderr
+        assert p.stderr.count("\n") == 1, p.stderr
+    assert "Traceback" not in d.log_text()
+    assert list((d.state_dir / "uploads").iterdir()) == []
 
 
 def test_nobody_may_list_but_not_install(as_nobody: Callable[..., subprocess.CompletedProcess[str]],  # noqa: F811

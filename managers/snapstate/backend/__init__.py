@@ -19,6 +19,7 @@ it ends where one uninterrupted run ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -50,6 +51,9 @@ log = logging.getLogger("managers.snapstate")
 _CHUNK = 256 * 1024
 #: _VARIABLE is a variable reference in a command: $NAME, the longest name (as the shell reads it).
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)")
+#: MAX_NAME and MAX_REVISION are the longest snap name and revision text counted in a snap's path prefix.
+MAX_NAME = 40
+MAX_REVISION = 20
 
 Opener = Callable[[], IO[bytes]]
 Progress = Callable[[int, int], None]
@@ -60,7 +64,9 @@ class Backend:
 
     def __init__(self, root: str | Path, limits: Limits = DEFAULT_LIMITS) -> None:
         self.root = Path(root).absolute()
-        self.limits = limits
+        # A snap's paths are checked as they will be once extracted: under <root>/snap/<name>/<revision>/.
+        prefix = len(os.fsencode(self.root)) + len("/snap/") + MAX_NAME + 1 + MAX_REVISION + 1
+        self.limits = dataclasses.replace(limits, prefix=max(limits.prefix, prefix))
 
     # -- paths -------------------------------------------------------------------------
 
