@@ -77,6 +77,8 @@ class Context:
     info: dict[str, Any] = field(default_factory=dict)
     #: Where uploads are received (endpoints with upload=True); None: they are refused.
     upload_dir: Path | None = None
+    #: What GET /v2/system-info tells about connections (open, bounds, refused), when the server counts them.
+    connections: Callable[[], dict[str, Any]] | None = None
 
     @property
     def state(self) -> State:
