@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from overlord.client import Client
+from overlord.samples import TEST_KEYS
 
 from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 
@@ -95,6 +96,9 @@ def test_logs_are_plain_lines_on_stderr(daemon: DaemonProcess) -> None:
     (["--setup", "tests.daemon_hooks:nothing"], "has no function nothing"),
     (["--setup", "justaname"], "it must be MODULE:FUNCTION"),
     (["--group", "no-such-group-here"], "error: cannot use group 'no-such-group-here': there is no such group"),
+    (["--trusted-key", str(TEST_KEYS / "root.pem")],
+     f"error: cannot use trusted key {TEST_KEYS / 'root.pem'}: it is a private key; give its public half "
+     "(NAME.pub.pem, as 'overlord create-key' writes it) and keep the private key off this machine\n"),
 ])
 def test_bad_starts_are_one_line(base: Path, args: list[str], message: str) -> None:
     p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r"), *args),
@@ -102,6 +106,17 @@ def test_bad_starts_are_one_line(base: Path, args: list[str], message: str) -> N
     assert p.returncode == 1
     assert message in p.stderr and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
     assert not (base / "s" / "overlord.socket").exists()
+
+
+def test_a_private_key_in_the_state_directory_is_refused_too(base: Path) -> None:
+    (base / "s").mkdir()
+    planted = base / "s" / "trusted-root.pub.pem"
+    planted.write_bytes((TEST_KEYS / "root.pem").read_bytes())
+    p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r")),
+                       capture_output=True, text=True, env=child_env(), timeout=START_TIMEOUT)
+    assert (p.returncode, p.stderr) == (1, f"error: cannot use trusted key {planted}: it is a private key; give its "
+                                           "public half (NAME.pub.pem, as 'overlord create-key' writes it) and keep "
+                                           "the private key off this machine\n")
 
 
 def test_something_else_at_the_socket_path_is_refused(base: Path) -> None:
