@@ -255,12 +255,22 @@ def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
     count, latest = 0, None
     try:
         with ctx.state:
+            if reply.change is not None:
+                _log_started(ctx.state, reply.change, req.peer)
             pending = ctx.state.warnings()
         if pending:
             count, latest = len(pending), max(w.last_added for w in pending)
     except Exception:
         log.exception("cannot count pending warnings")
     return reply.response(count, latest)
+
+
+def _log_started(st: State, change_id: str, peer: PeerCred | None) -> None:
+    """_log_started says which change a request started, of which kind, for whom (call with the lock held)."""
+    chg = st.change(change_id)
+    kind = chg.kind if chg is not None else "?"
+    who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
+    log.info("started change %s (%s) for %s", change_id, kind, who)
 
 
 def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False) -> Callable[[Request], Any]:

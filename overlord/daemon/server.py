@@ -23,7 +23,7 @@ import stat
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
@@ -37,6 +37,9 @@ from .api_snaps import sweep_uploads
 from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
 from .limits import ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
+
+if TYPE_CHECKING:
+    from engine import State
 
 log = logging.getLogger("overlord.daemon")
 
@@ -197,6 +200,19 @@ def remove_socket(path: Path, identity: tuple[int, int]) -> None:
             path.unlink()
 
 
+def log_resumed(st: State) -> None:
+    """log_resumed says, one line each, which changes a start takes up again: those not ready (lock held)."""
+    from engine import DatabaseCorruptError
+
+    for chg in st.changes():
+        try:
+            status = chg.status
+        except DatabaseCorruptError:  # a row edited by hand: the API names it (state-damaged); the start goes on
+            continue
+        if not status.ready:
+            log.info("resuming change %s (%s): %s", chg.id, chg.kind, status.value)
+
+
 class Daemon:
     """Daemon is one run of the daemon: its overlord, its app, its socket."""
 
@@ -244,6 +260,7 @@ class Daemon:
             uploads = self.options.state_dir / UPLOADS_NAME
             with o.state:
                 sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet
+                log_resumed(o.state)
             ctx = Context(o, self.policy, upload_dir=uploads, info={
                 "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
                 "root": str(self.options.root), "store": self.options.store, "socket": str(where),

@@ -177,3 +177,23 @@ def test_socket_activation_serves_the_socket_systemd_passes(base: Path) -> None:
     assert proc.returncode == 0, err
     assert path.exists()  # systemd's socket stays for the next activation
     assert f"serving the API on {path}" in err
+
+
+def test_changes_started_and_resumed_are_logged_one_line_each(base: Path) -> None:
+    d = DaemonProcess(base)
+    d.start()
+    try:
+        waiting = d.new_change("Wait", {"kind": "gated", "summary": "Wait for the gate", "total": 5})
+        d.wait_change(waiting, lambda c: c["tasks"][0]["status"] == "Doing")
+        quick = d.new_change("Quick", {"kind": "quick", "summary": "Be quick"})
+        d.wait_change(quick, lambda c: c["ready"])
+        log = d.log_text()
+        assert log.count(f"INFO overlord.daemon: started change {waiting} (test) for uid 0\n") == 1
+        assert log.count(f"INFO overlord.daemon: started change {quick} (test) for uid 0\n") == 1
+        assert d.stop() == 0
+        d.start()  # the unready change is taken up again, and said so; the ready one is not
+        log = d.log_text()
+        assert log.count(f"INFO overlord.daemon: resuming change {waiting} (test): Doing\n") == 1
+        assert f"resuming change {quick} " not in log
+    finally:
+        d.stop()
