@@ -4,7 +4,9 @@
 Start: open the database (DatabaseInUseError if another process holds it),
 build the overlord (factory.make_overlord) and run the setup hook, bind the
 socket (or take the one systemd passed), start the ensure loop, serve, and
-only then tell systemd READY=1. Stop (SIGTERM or SIGINT): stop accepting
+only then tell systemd READY=1. The socket is served through limits.py's
+GuardedListener (connections bounded per uid and overall, with a reserve for
+root) and _GuardedProtocol (a header timeout). Stop (SIGTERM or SIGINT): stop accepting
 connections, give requests in flight up to HTTP_GRACE seconds, remove the
 socket (unless systemd owns it), then stop the overlord:
 every running handler's tomb is killed and it gets stop_timeout seconds to

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -198,3 +199,16 @@ def test_running_out_of_descriptors_is_logged_once_per_interval(base: Path) -> N
         for s in pending:
             s.close()
         d.stop()
+
+
+def test_the_help_tells_the_bounds_the_daemon_uses() -> None:
+    from overlord.daemon.limits import Limits
+
+    from .conftest import invoke
+
+    text = " ".join(invoke("daemon", "--help").output.split())
+    limits = Limits()
+    for option, value in (("--max-connections", limits.total), ("--max-user-connections", limits.per_user),
+                          ("--root-connections", limits.reserve), ("--header-timeout", f"{limits.header_timeout:g}")):
+        found = re.search(re.escape(option) + r" \w+ RANGE .*?\[default: ([^\]]+)\]", text)
+        assert found is not None and found.group(1) == str(value), option
