@@ -204,6 +204,10 @@ def test_post_is_only_for_root_or_the_group() -> None:
     assert not AccessPolicy().may_write(anyone) and not AccessPolicy().may_write(None)
     assert AccessPolicy("1000").may_write(anyone)
     assert not AccessPolicy("1001").may_write(anyone)
+    assert AccessPolicy("1001").may_write(PeerCred(1, 1000, 1000, (5, 1001)))  # a supplementary group it holds
+    assert not AccessPolicy("1001").may_write(PeerCred(1, 1000, 1000, None))  # groups unknown: not granted
+    assert AccessPolicy(own_uid=1000).may_write(anyone)  # the daemon's own uid
+    assert AccessPolicy(own_uid=1000).describe() == "root or uid 1000"
 
 
 def test_openapi_describes_every_route_and_error_kind() -> None:
