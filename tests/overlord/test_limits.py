@@ -212,3 +212,24 @@ def test_the_help_tells_the_bounds_the_daemon_uses() -> None:
                           ("--root-connections", limits.reserve), ("--header-timeout", f"{limits.header_timeout:g}")):
         found = re.search(re.escape(option) + r" \w+ RANGE .*?\[default: ([^\]]+)\]", text)
         assert found is not None and found.group(1) == str(value), option
+
+
+def test_a_refused_client_says_so_in_one_line(base: Path) -> None:
+    d = DaemonProcess(base, "--max-connections", "2", "--root-connections", "1", "--header-timeout", "600")
+    d.start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(2):  # even root's connections are bounded, by the total
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(d.socket))
+            held.append(s)
+        p = d.cli("changes")
+        assert (p.returncode, p.stdout, p.stderr) == (
+            1, "", "error: cannot serve another connection: the daemon has too many open; try again later\n")
+        for s in held:
+            s.close()
+        _until("the daemon serving again", lambda: d.cli("changes").returncode, lambda code: code == 0)
+    finally:
+        for s in held:
+            s.close()
+        d.stop()
