@@ -278,3 +278,34 @@ def exception_handler(loop: Any, context: dict[str, Any]) -> None:
     if isinstance(context.get("exception"), _ResourceFailure):
         return
     loop.default_exception_handler(context)
+
+
+#: CLIENT_NOISE are uvicorn's warnings that any client can cause at will, one per request.
+CLIENT_NOISE = ("Invalid HTTP request received.", "Unsupported upgrade request.",
+                "No supported WebSocket library detected.")
+
+
+class ClientNoiseFilter(logging.Filter):
+    """ClientNoiseFilter lets each of uvicorn's client-caused warnings (CLIENT_NOISE) through once per interval,
+    telling how many were left out since, so that no client can flood the log with them."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        key = next((n for n in CLIENT_NOISE if message.startswith(n)), None)
+        if key is None:
+            return True
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) < self.interval:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        left_out = self._left_out.pop(key, 0)
+        record.msg = f"{key} (said at most every {self.interval:g} s; {left_out} more since it was last said)"
+        record.args = ()
+        return True

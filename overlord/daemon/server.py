@@ -37,7 +37,7 @@ from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, build_app
 from .api_snaps import sweep_uploads
 from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
-from .limits import ConnectionGuard, GuardedListener, Limits, exception_handler
+from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
 
 if TYPE_CHECKING:
@@ -286,6 +286,15 @@ class Daemon:
 
     async def _serve(self, app: Any, sock: socket.socket, where: str) -> None:
         asyncio.get_running_loop().set_exception_handler(exception_handler)
+        noise = ClientNoiseFilter(self.limits.log_interval)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(noise)
+        try:
+            await self._serve_app(app, sock, where)
+        finally:
+            uvicorn_log.removeFilter(noise)
+
+    async def _serve_app(self, app: Any, sock: socket.socket, where: str) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, http=_protocol(self.limits), ws="none",
                                 timeout_graceful_shutdown=int(HTTP_GRACE), access_log=True)
         server = self._server = uvicorn.Server(config)

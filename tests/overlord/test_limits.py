@@ -233,3 +233,25 @@ def test_a_refused_client_says_so_in_one_line(base: Path) -> None:
         for s in held:
             s.close()
         d.stop()
+
+
+def test_bad_requests_any_client_can_send_are_logged_once_per_interval(base: Path) -> None:
+    d = DaemonProcess(base)
+    d.start()
+    try:
+        answers = []
+        for request in [b"NOT HTTP AT ALL\r\n\r\n"] * 5 + [b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"]:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(START_TIMEOUT)
+                s.connect(str(d.socket))
+                s.sendall(request)
+                answers.append(_recv_all(s).split(b"\r\n", 1)[0])
+        assert answers == [b"HTTP/1.1 400 Bad Request"] * 6  # the last: a header over 16 KiB
+        with d.client() as c:
+            assert c.system_info()["pid"] == d.proc.pid  # type: ignore[union-attr]
+        log = d.log_text()
+        assert log.count("Invalid HTTP request received.") == 1, log
+        assert "Invalid HTTP request received. (said at most every 60 s; 0 more since it was last said)" in log
+        assert "Traceback" not in log
+    finally:
+        d.stop()
