@@ -195,7 +195,8 @@ def check_headers(headers: Mapping[str, Any], body: str, where: str = "assertion
         fmt = FORMATS.get(name)
         problem = fmt(value) if fmt is not None else (None if "\n" not in value else "must be on one line")
         if problem:
-            raise InvalidAssertionError(f"cannot use {where}: header {name!r} ({value!r}) {problem}")
+            shown = value if len(value) <= 80 else value[:40] + f"... ({len(value)} characters)"
+            raise InvalidAssertionError(f"cannot use {where}: header {name!r} ({shown!r}) {problem}")
     size = len(body.encode())
     if int(headers.get("body-length", "0")) != size:
         raise InvalidAssertionError(f"cannot use {where}: body-length says {headers.get('body-length', '0')}, "

@@ -37,10 +37,15 @@ def _time(v: str) -> str | None:
     return None
 
 
+#: INT_MAX is the largest integer header (snapd reads them as Go's int, 64 bits; SQLite stores as many).
+INT_MAX = 2**63 - 1
+
+
 def _int(minimum: int) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
-        if not v.isascii() or not v.isdigit() or (len(v) > 1 and v[0] == "0") or int(v) < minimum:
-            return f"must be an integer of at least {minimum} without leading zeros"
+        if (not v.isascii() or not v.isdigit() or (len(v) > 1 and v[0] == "0") or len(v) > len(str(INT_MAX))
+                or not minimum <= int(v) <= INT_MAX):
+            return f"must be an integer from {minimum} to {INT_MAX} without leading zeros"
         return None
     return check
 

@@ -415,7 +415,10 @@ def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None
     if revision is not None and len(names) != 1:
         raise ValueError("cannot remove one revision of several snaps: give one name with a revision")
     sets = [remove_task_set(sm, name, revision) for name in names]
-    summary = _summary("Remove", names) if revision is None else f'Remove revision {revision} of "{names[0]}" snap'
+    snapst = get_snap_state(sm.state, names[0])
+    # Removing the only revision removes the snap (remove_task_set builds just that): titled as such.
+    whole = revision is None or (snapst is not None and len(snapst.sequence) == 1)
+    summary = _summary("Remove", names) if whole else f'Remove revision {revision} of "{names[0]}" snap'
     return new_change(sm, "remove", summary, names, sets)
 
 

@@ -33,20 +33,34 @@ from ._output import fail
               help="Seconds running handlers get to return once asked to stop.")
 @click.option("--setup", default=None, metavar="MODULE:FUNCTION",
               help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
+# The defaults are overlord.daemon.limits.Limits' (not imported here: the command line starts light).
+@click.option("--max-connections", type=click.IntRange(min=2), default=None,
+              help="Connections served at once, everyone together.  [default: 256]")
+@click.option("--max-user-connections", type=click.IntRange(min=1), default=None,
+              help="Connections served at once per user other than root and the daemon's own.  [default: 32]")
+@click.option("--root-connections", type=click.IntRange(min=1), default=None,
+              help="Of --max-connections, how many are kept for root and the daemon's own user.  [default: 16]")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a connection gets to send a complete request header.  [default: 5]")
 def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | None, trusted_authority: str,
-           group: str | None, log_level: str, stop_timeout: float, setup: str | None) -> None:
+           group: str | None, log_level: str, stop_timeout: float, setup: str | None, max_connections: int | None,
+           max_user_connections: int | None, root_connections: int | None, header_timeout: float | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
     from ..daemon.access import AccessPolicy
     from ..daemon.factory import DaemonOptions
+    from ..daemon.limits import Limits
     from ..daemon.server import Daemon, DaemonError, setup_logging
 
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
                             trusted_key=trusted_key, trusted_authority=trusted_authority)
     try:
-        code = Daemon(options, AccessPolicy(group)).run()
+        given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
+                 "header_timeout": header_timeout}
+        limits = Limits(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+        code = Daemon(options, AccessPolicy(group), limits).run()
     except (EngineError, DaemonError, ValueError) as e:
         fail(str(e))
     except OSError as e:

@@ -79,8 +79,10 @@ def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client],
         final = watch_change(c, change_id)
         check_done(final)
         if op == "remove":
+            # A revision's removal leaves the snap installed, unless it was the only one: then the snap is gone.
+            left = {s["name"] for s in c.snaps(names=names)} if revision else set()
             for name in names:
-                out().print(plain(f"{name} (revision {revision}) removed" if revision else f"{name} removed"),
+                out().print(plain(f"{name} (revision {revision}) removed" if name in left else f"{name} removed"),
                             soft_wrap=True)
             return
         for snap in c.snaps(names=names):

@@ -9,6 +9,7 @@ asking until the daemon answers again or --reconnect-timeout passes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,50 +30,186 @@ POLL_INTERVAL = 0.2
 _BAR_WIDTH = 24
 
 
-class WatchView:
-    """WatchView is the live display: the change's line, then each task's status, summary and progress bar.
+#: RUNNING are the statuses of a task whose handler is at work: its bar moves, or pulses when it reports nothing.
+RUNNING = ("Doing", "Undoing")
+#: FINISHED are the statuses of a task that completed its work (or its undo): a full bar.
+FINISHED = ("Done", "Undone")
 
-    The bar narrows on a narrow terminal, and the summary folds, so that it fits the width it is printed at.
+
+class Pulse:
+    """Pulse is a block going to and fro across the bar's width: at work, progress unknown.
+
+    Unlike rich's pulse, which without colours (NO_COLOR, a pipe) draws as a
+    full bar, it reads the same in colour and without.
     """
 
-    def __init__(self, change: dict[str, Any], note: str | None = None) -> None:
-        self.change = change
-        self.note = note
+    def __init__(self, width: int, now: float) -> None:
+        self.width = width
+        self.now = now
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        change = self.change
-        yield Text.assemble(plain(f"Change {change['id']} ({change['kind']}): "), plain(change["summary"]),
-                            plain(" - "), status_text(change["status"]))
-        bar_width = max(8, min(_BAR_WIDTH, options.max_width // 5))
+        width = min(self.width, options.max_width)
+        block = max(2, width // 4)
+        span = max(1, width - block)
+        pos = int(self.now * 10) % (2 * span)
+        if pos > span:
+            pos = 2 * span - pos
+        yield Text.assemble(" " * pos, ("━" * block, "cyan"), " " * (width - pos - block))
+
+
+def elapsed(seconds: float) -> str:
+    """elapsed tells a duration as a watch shows it: 7s, 3m05s, 1h02m."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class WatchView:
+    """WatchView is the live display: the change's line, then each task's status, summary and progress.
+
+    What a task shows follows its status, not only its progress numbers
+    (the API reports 1/1 both for a finished task and for a running one
+    that reported nothing, as snapd's does):
+
+    - Done, Undone: a full bar and the amount;
+    - Doing, Undoing with progress reported (a total above 1): the bar and
+      the amount;
+    - Doing, Undoing without: a pulse and the time since watch saw it start
+      (``running`` maps task ids to that monotonic time; ``now`` is the
+      clock);
+    - anything else (Do, Wait, Hold, Error, Abort...): no bar, the status
+      says it.
+
+    The bar narrows on a narrow terminal, and the summary folds, so that it
+    fits the width it is printed at. With ``height`` (the terminal's, when
+    drawing live), a change taller than that keeps its first line and the
+    note, and shows the tasks that fit, leaving out finished ones first.
+    """
+
+    def __init__(self, change: dict[str, Any], note: str | None = None, *, running: dict[str, float] | None = None,
+                 now: float | None = None, height: int | None = None) -> None:
+        self.change = change
+        self.note = note
+        self.running = running or {}
+        self.now = now
+        self.height = height
+
+    def _rows(self, tasks: list[dict[str, Any]], bar_width: int) -> Table:
+        now = time.monotonic() if self.now is None else self.now
         rows = Table.grid(padding=(0, 1))
         rows.add_column(no_wrap=True, min_width=7)
         rows.add_column(overflow="fold", ratio=1, min_width=12)
         rows.add_column(no_wrap=True, width=bar_width)
         rows.add_column(no_wrap=True)
-        for task in change["tasks"]:
+        for task in tasks:
             progress = task.get("progress") or {}
             done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
+            label = progress.get("label") or ""
             status = task["status"]
-            if status in ("Done", "Undone"):
+            bar: RenderableType = ""
+            what = ""
+            if status in FINISHED:
                 done = total
-            pulse = status in ("Doing", "Undoing") and total == 1 and done == 0
-            bar = ProgressBar(total=None if pulse else total, completed=done, width=bar_width, pulse=pulse)
-            rows.add_row(status_text(status), plain(task["summary"]), bar,
-                         plain(amount(done, total, progress.get("label") or ""), "dim"))
-        yield rows
-        if self.note:
-            yield plain(self.note, "yellow")
+                bar = ProgressBar(total=total, completed=done, width=bar_width)
+                what = amount(done, total, label)
+            elif status in RUNNING and total > 1:
+                bar = ProgressBar(total=total, completed=done, width=bar_width)
+                what = amount(done, total, label)
+            elif status in RUNNING:  # no progress reported: it is working, for how long
+                bar = Pulse(bar_width, now)
+                since = self.running.get(str(task.get("id")))
+                what = f"{elapsed(now - since) if since is not None else ''} {label}".strip()
+            rows.add_row(status_text(status), plain(task["summary"]), bar, plain(what, "dim"))
+        return rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        change = self.change
+        title = Text.assemble(plain(f"Change {change['id']} ({change['kind']}): "), plain(change["summary"]),
+                              plain(" - "), status_text(change["status"]))
+        bar_width = max(8, min(_BAR_WIDTH, options.max_width // 5))
+        tasks = list(change["tasks"])
+        note = plain(self.note, "yellow") if self.note else None
+        if self.height is None:
+            yield title
+            yield self._rows(tasks, bar_width)
+            if note is not None:
+                yield note
+            return
+        fixed = len(console.render_lines(title, options, pad=False))
+        if note is not None:
+            fixed += len(console.render_lines(note, options, pad=False))
+        shown = _fit(tasks, lambda ts: len(console.render_lines(self._rows(ts, bar_width), options, pad=False)),
+                     self.height - fixed)
+        yield title
+        yield self._rows(shown, bar_width)
+        if len(shown) < len(tasks):
+            yield plain(f"({len(tasks) - len(shown)} more tasks not shown: the terminal is too short)", "dim")
+        if note is not None:
+            yield note
 
 
-def watch_view(change: dict[str, Any], note: str | None = None) -> RenderableType:
+def _fit(tasks: list[dict[str, Any]], lines: Callable[[list[dict[str, Any]]], int],
+         room: int) -> list[dict[str, Any]]:
+    """_fit keeps the tasks whose rows fit in room lines, less one for the line telling how many are left out:
+    finished ones go first (the oldest first), then those not started (from the end); running ones stay."""
+    if lines(tasks) <= room:
+        return tasks
+    room -= 1
+    pending = ("Do", "Wait", "Hold")
+    order = [t for t in tasks if t["status"] not in RUNNING and t["status"] not in pending]
+    order += [t for t in reversed(tasks) if t["status"] in pending]
+    order += [t for t in reversed(tasks) if t["status"] in RUNNING]
+
+    def keep(k: int) -> list[dict[str, Any]]:
+        gone = {id(t) for t in order[:k]}
+        return [t for t in tasks if id(t) not in gone]
+
+    low, high = 1, len(order)  # the fewest tasks to leave out so that the rest fit: a binary search
+    while low < high:
+        mid = (low + high) // 2
+        if lines(keep(mid)) <= room:
+            high = mid
+        else:
+            low = mid + 1
+    return keep(low)
+
+
+def watch_view(change: dict[str, Any], note: str | None = None, *, running: dict[str, float] | None = None,
+               now: float | None = None, height: int | None = None) -> RenderableType:
     """watch_view is the live display of a change (a WatchView)."""
-    return WatchView(change, note)
+    return WatchView(change, note, running=running, now=now, height=height)
+
+
+class _Tracker:
+    """_Tracker remembers since when (on watch's clock) each task has been running, for the elapsed time."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, float] = {}
+
+    def see(self, change: dict[str, Any]) -> None:
+        now = time.monotonic()
+        for task in change.get("tasks") or []:
+            tid = str(task.get("id"))
+            if task.get("status") in RUNNING:
+                self.running.setdefault(tid, now)
+            else:
+                self.running.pop(tid, None)
+
+
+def _height(live: Live) -> int | None:
+    """_height is the terminal's height when live draws on one (a tall change is fitted to it), else None."""
+    console = live.console
+    return console.size.height if console.is_terminal else None
 
 
 def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout: float) -> dict[str, Any]:
     """follow polls the change until it is ready and returns its last JSON, updating live as it goes."""
     last: dict[str, Any] | None = None
     lost_since: float | None = None
+    tracker = _Tracker()
     while True:
         try:
             change = client.change(change_id)
@@ -83,7 +220,8 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
                 raise CliError(f"cannot watch change {change_id}: {e}; gave up after {reconnect_timeout:g} s") \
                     from None
             if live is not None and last is not None:
-                live.update(watch_view(last, "the daemon is not answering; waiting for it to come back..."))
+                live.update(watch_view(last, "the daemon is not answering; waiting for it to come back...",
+                                       running=tracker.running, height=_height(live)))
             time.sleep(min(1.0, POLL_INTERVAL * 2))
             continue
         except ApiError as e:
@@ -93,9 +231,11 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
             raise
         lost_since = None
         last = change
-        if live is not None:
-            live.update(watch_view(change))
-        if change.get("ready"):
+        tracker.see(change)
+        ready = bool(change.get("ready"))
+        if live is not None:  # the last one is printed whole: it stays on the screen
+            live.update(watch_view(change, running=tracker.running, height=None if ready else _height(live)))
+        if ready:
             return change
         time.sleep(POLL_INTERVAL)
 
@@ -113,7 +253,8 @@ def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0
             first = client.change(change_id)
         except DaemonUnavailable as e:
             raise cli_error(e, f"watch change {change_id}") from None
-        with Live(watch_view(first), console=out, refresh_per_second=8, transient=False) as live:
+        start = WatchView(first, height=out.size.height if out.is_terminal and not first.get("ready") else None)
+        with Live(start, console=out, refresh_per_second=8, transient=False) as live:
             final = follow(client, change_id, live, reconnect_timeout)
         if not out.is_terminal:
             out.line()  # Live leaves the last line open when it is not drawing on a terminal

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +83,8 @@ class Context:
     info: dict[str, Any] = field(default_factory=dict)
     #: Where uploads are received (endpoints with upload=True); None: they are refused.
     upload_dir: Path | None = None
+    #: What GET /v2/system-info tells about connections (open, bounds, refused), when the server counts them.
+    connections: Callable[[], dict[str, Any]] | None = None
 
     @property
     def state(self) -> State:
@@ -120,12 +122,14 @@ class ApiRequest:
         except UnicodeDecodeError:
             raise bad_request("cannot decode request body: it is not UTF-8 text") from None
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
         except json.JSONDecodeError as e:
             raise bad_request(f"cannot decode request body: invalid JSON: {e.msg} at line {e.lineno} "
                               f"column {e.colno}") from None
         except RecursionError:
             raise bad_request("cannot decode request body: JSON nested too deeply") from None
+        except ValueError as e:  # from the two hooks: a number out of bounds, NaN or Infinity
+            raise bad_request(f"cannot decode request body: {e}") from None
         if not isinstance(value, dict):
             raise bad_request(f"cannot decode request body: a JSON object is expected, not {_json_type(value)}")
         try:  # "\udc80" escapes decode to lone surrogates: not text, and nothing can store them
@@ -186,7 +190,26 @@ class Body:
                               f"{text!r}") from None
         if when.tzinfo is None:
             raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {text!r}")
-        return when
+        try:  # 0001-01-01T00:00:00+14:00 is a time Python cannot write in UTC, nor compare with one
+            return when.astimezone(UTC)
+        except OverflowError:
+            raise bad_request(f"cannot decode request body: field {name!r} is out of range: {text!r}") from None
+
+
+#: MAX_JSON_DIGITS is the longest integer a request body may hold: 64-bit integers have at most 20 digits.
+MAX_JSON_DIGITS = 20
+
+
+def _bounded_int(text: str) -> int:
+    """_bounded_int reads a JSON integer of at most MAX_JSON_DIGITS digits (longer ones cost time, and no field
+    takes them)."""
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ValueError(f"a number has {len(text.lstrip('-'))} digits (at most {MAX_JSON_DIGITS})")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _json_type(v: Any) -> str:
@@ -238,12 +261,22 @@ def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
     count, latest = 0, None
     try:
         with ctx.state:
+            if reply.change is not None:
+                _log_started(ctx.state, reply.change, req.peer)
             pending = ctx.state.warnings()
         if pending:
             count, latest = len(pending), max(w.last_added for w in pending)
     except Exception:
         log.exception("cannot count pending warnings")
     return reply.response(count, latest)
+
+
+def _log_started(st: State, change_id: str, peer: PeerCred | None) -> None:
+    """_log_started says which change a request started, of which kind, for whom (call with the lock held)."""
+    chg = st.change(change_id)
+    kind = chg.kind if chg is not None else "?"
+    who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
+    log.info("started change %s (%s) for %s", change_id, kind, who)
 
 
 def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,9 @@ log = logging.getLogger("overlord.daemon")
 ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable")
 MANY_ACTIONS = ("install", "refresh", "remove")
 #: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
+#: REVISION is what a revision looks like (snapd's): a store revision N or a local one xN, N positive and 64-bit.
+REVISION = re.compile(r"^x?[1-9][0-9]{0,18}$")
+REVISION_MAX = 2**63 - 1
 OPTIONS: dict[str, tuple[str, ...]] = {"install": (), "refresh": (), "remove": ("revision",),
                                        "revert": ("revision",), "enable": (), "disable": ()}
 
@@ -129,7 +133,12 @@ def _revision(body: Body) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise bad_request("cannot decode request body: field 'revision' must be a string or a number")
-    return str(value)
+    text = str(value)
+    if not REVISION.match(text) or int(text.lstrip("x")) > REVISION_MAX:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        raise bad_request(f"cannot decode request body: field 'revision' must be a revision (a number from 1 to "
+                          f"{REVISION_MAX}, or x and one for a local revision), not {shown!r}")
+    return text
 
 
 def _check_fields(body: Body, action: str, allowed: Sequence[str]) -> None:

@@ -21,7 +21,10 @@ def openapi() -> dict[str, Any]:
 
 def get_system_info(ctx: Context, req: ApiRequest) -> response.Reply:
     """get_system_info tells the daemon's version, directories, socket and access rule."""
-    return response.sync({**ctx.info, "write-access": ctx.policy.describe()})
+    info = {**ctx.info, "write-access": ctx.policy.describe()}
+    if ctx.connections is not None:
+        info["connections"] = ctx.connections()
+    return response.sync(info)
 
 
 def get_openapi(ctx: Context, req: ApiRequest) -> response.Reply:

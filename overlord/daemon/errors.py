@@ -34,6 +34,9 @@ class ErrorKind(enum.Enum):
     SNAP_CHANGE_CONFLICT = "snap-change-conflict"
     #: The state database stayed busy past its budget; retry later (503).
     DATABASE_BUSY = "database-busy"
+    #: The connection is over the daemon's bounds (per uid, or all together); it is closed at once (503,
+    #: answered by the listener before any request is read: overlord/daemon/limits.py).
+    TOO_MANY_CONNECTIONS = "too-many-connections"
     STATE_DAMAGED = "state-damaged"
     #: No snap has this name: not installed (GET /v2/snaps/NAME), or not in the store (install) (404).
     SNAP_NOT_FOUND = "snap-not-found"

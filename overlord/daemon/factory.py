@@ -29,6 +29,7 @@ from .api import Endpoint
 
 if TYPE_CHECKING:
     from engine import Overlord
+    from managers.asserts import PublicKey
 
 log = logging.getLogger("overlord.daemon")
 
@@ -76,7 +77,6 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     """
     from engine import DatabaseError
     from managers import SystemOverlord
-    from managers.asserts import load_public_key
     from managers.store import location_path
 
     db = options.state_dir / paths.DB_NAME
@@ -89,7 +89,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     except OSError as e:
         raise DatabaseError(f"cannot create state database {db}: {e.strerror}") from None
     key_file = options.trusted_key_file()
-    key = load_public_key(key_file) if key_file is not None else None  # before the database is opened
+    key = load_trusted_key(key_file) if key_file is not None else None  # before the database is opened
     if options.store is not None:
         location_path(options.store)  # likewise: a URL of another kind is refused here
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
@@ -100,6 +100,27 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     if store is not None and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
+
+
+def load_trusted_key(path: Path) -> PublicKey:
+    """load_trusted_key reads the trusted root's public key; a private key is refused (KeyFileError).
+
+    The root's private key signs account keys and declarations: it belongs on
+    an offline machine, never on a device that only verifies.
+    """
+    from managers.asserts import load_public_key
+    from managers.errors import KeyFileError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as e:
+        raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
+    if b"PRIVATE KEY" in head:
+        raise KeyFileError(f"cannot use trusted key {path}: it is a private key; give its public half "
+                           "(NAME.pub.pem, as 'overlord create-key' writes it) and keep the private key off this "
+                           "machine")
+    return load_public_key(path)
 
 
 def trust_info(o: Overlord) -> dict[str, str | None]:

@@ -4,7 +4,9 @@
 Start: open the database (DatabaseInUseError if another process holds it),
 build the overlord (factory.make_overlord) and run the setup hook, bind the
 socket (or take the one systemd passed), start the ensure loop, serve, and
-only then tell systemd READY=1. Stop (SIGTERM or SIGINT): stop accepting
+only then tell systemd READY=1. The socket is served through limits.py's
+GuardedListener (connections bounded per uid and overall, with a reserve for
+root) and _GuardedProtocol (a header timeout). Stop (SIGTERM or SIGINT): stop accepting
 connections, give requests in flight up to HTTP_GRACE seconds, remove the
 socket (unless systemd owns it), then stop the overlord:
 every running handler's tomb is killed and it gets stop_timeout seconds to
@@ -23,8 +25,9 @@ import stat
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -34,7 +37,11 @@ from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, build_app
 from .api_snaps import sweep_uploads
 from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
+from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
+
+if TYPE_CHECKING:
+    from engine import State
 
 log = logging.getLogger("overlord.daemon")
 
@@ -52,8 +59,16 @@ class DaemonError(Exception):
     """DaemonError means the daemon cannot start; str() is one line starting "cannot"."""
 
 
-class _PeerCredProtocol(H11Protocol):
-    """_PeerCredProtocol is uvicorn's h11 protocol that hands each request the connection's SO_PEERCRED."""
+class _GuardedProtocol(H11Protocol):
+    """_GuardedProtocol is uvicorn's h11 protocol that hands each request the connection's peer credentials, and
+    closes a connection that has not sent a complete request header within the header timeout.
+
+    The timer starts when the connection does and again when an answer is
+    complete (keep-alive); it stops when h11 has read a whole request header.
+    """
+
+    header_timeout: float = 5.0
+    _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -67,6 +82,41 @@ class _PeerCredProtocol(H11Protocol):
             await app(scope, receive, send)
 
         self.app = with_cred
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            log.debug("closing a connection that sent no complete request header in %g s", self.header_timeout)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def _protocol(limits: Limits) -> type[H11Protocol]:
+    """_protocol is the protocol class of a server with these limits."""
+    return type("GuardedProtocol", (_GuardedProtocol,), {"header_timeout": limits.header_timeout})
 
 
 def setup_logging(level: str) -> None:
@@ -152,13 +202,29 @@ def remove_socket(path: Path, identity: tuple[int, int]) -> None:
             path.unlink()
 
 
+def log_resumed(st: State) -> None:
+    """log_resumed says, one line each, which changes a start takes up again: those not ready (lock held)."""
+    from engine import DatabaseCorruptError
+
+    for chg in st.changes():
+        try:
+            status = chg.status
+        except DatabaseCorruptError:  # a row edited by hand: the API names it (state-damaged); the start goes on
+            continue
+        if not status.ready:
+            log.info("resuming change %s (%s): %s", chg.id, chg.kind, status.value)
+
+
 class Daemon:
     """Daemon is one run of the daemon: its overlord, its app, its socket."""
 
-    def __init__(self, options: DaemonOptions, policy: AccessPolicy) -> None:
+    def __init__(self, options: DaemonOptions, policy: AccessPolicy, limits: Limits | None = None) -> None:
         policy.check()
+        limits = limits or Limits()
+        limits.check()
         self.options = options
         self.policy = policy
+        self.limits = limits
         self.socket_path = options.state_dir / paths.SOCKET_NAME
         self._signals: list[int] = []
         self._server: uvicorn.Server | None = None
@@ -176,6 +242,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         hook = load_setup(self.options.setup) if self.options.setup else None  # a bad one: before any work
+        self.limits = self.limits.fit_descriptors()
         o = make_overlord(self.options)
         try:
             extra = run_setup(self.options.setup, o, hook)
@@ -193,14 +260,17 @@ class Daemon:
             hm = getattr(o, "hook_manager", None)
             if hm is not None:  # hooks reach the daemon here with `overlord ctl`
                 hm.socket = Path(str(where))
+            guard = ConnectionGuard(self.limits, self.policy)
+            sock = GuardedListener.wrap(sock, guard, str(where))
             uploads = self.options.state_dir / UPLOADS_NAME
             with o.state:
                 sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet
+                log_resumed(o.state)
             ctx = Context(o, self.policy, upload_dir=uploads, info={
                 "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
                 "root": str(self.options.root), "store": self.options.store, "socket": str(where),
                 "socket-activated": identity is None, "pid": os.getpid(), **trust_info(o),
-            })
+            }, connections=guard.stats)
             app = build_app(ctx, [*ENDPOINTS, *extra])
             try:
                 o.loop()
@@ -218,7 +288,17 @@ class Daemon:
         return 0
 
     async def _serve(self, app: Any, sock: socket.socket, where: str) -> None:
-        config = uvicorn.Config(app, lifespan="off", log_config=None, http=_PeerCredProtocol, ws="none",
+        asyncio.get_running_loop().set_exception_handler(exception_handler)
+        noise = ClientNoiseFilter(self.limits.log_interval)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(noise)
+        try:
+            await self._serve_app(app, sock, where)
+        finally:
+            uvicorn_log.removeFilter(noise)
+
+    async def _serve_app(self, app: Any, sock: socket.socket, where: str) -> None:
+        config = uvicorn.Config(app, lifespan="off", log_config=None, http=_protocol(self.limits), ws="none",
                                 timeout_graceful_shutdown=int(HTTP_GRACE), access_log=True)
         server = self._server = uvicorn.Server(config)
         if self._signals:

@@ -4,7 +4,8 @@
     python -m overlord.samples STORE_DIR [--keys DIR] [--versions 1.0,2.0]
     python -m overlord.samples.make_seed [SEED_DIR]
 
-The first makes (or reuses) two test keys in the keys directory, root.pem
+The first makes (or reuses) two test keys in the keys directory (default:
+keys/ beside STORE_DIR, where the packed snaps go too, snaps/), root.pem
 (the trusted root) and acme.pem (the publisher acme), and publishes the
 sample snap "hello" into STORE_DIR: the root's account and account-key for
 acme, the snap-declaration of hello, and one revision per version with its

@@ -105,6 +105,12 @@ def _resign(a: Any, key: PrivateKey, **changes: Any) -> str:
     (lambda t: t.replace("type: account\nauthority-id: root\n", "authority-id: root\ntype: account\n"),
      "the first header must be type"),
     (lambda t: t.replace("display-name: ACME Corp", "display-name: \udcff"), "UTF-8"),
+    # Integers are 64-bit, as snapd reads them (and SQLite stores them): 2**63 and 5,000 digits are refused.
+    (lambda t: t.replace("authority-id: root\n", f"authority-id: root\nrevision: {2**63}\n"),
+     r"header 'revision' \('9223372036854775808'\) must be an integer from 0 to 9223372036854775807 without "
+     "leading zeros$"),
+    (lambda t: t.replace("authority-id: root\n", f"authority-id: root\nrevision: {'9' * 5000}\n"),
+     r"header 'revision' \('9{40}\.\.\. \(5000 characters\)'\) must be an integer from 0 to 9223372036854775807"),
 ])
 def test_malformed_assertions_are_refused(root_key: PrivateKey, mangle: Any, message: str) -> None:
     text = account(root_key, "root", "acme", "ACME Corp", timestamp=T).text
@@ -129,7 +135,7 @@ def test_bodies_are_checked(root_key: PrivateKey, acme_key: PrivateKey) -> None:
               "timestamp": T}, root_key, "a body")
     with pytest.raises(InvalidAssertionError, match="until is not after since"):
         account_key(root_key, "root", "acme", acme_key.public_key, since=T, until="2029-01-01T00:00:00Z")
-    with pytest.raises(InvalidAssertionError, match="must be an integer of at least 1"):
+    with pytest.raises(InvalidAssertionError, match="must be an integer from 1 to 9223372036854775807"):
         snap_revision(acme_key, "acme", sha3_384(b"x"), 0, "a" * 32, 1, "acme")
 
 

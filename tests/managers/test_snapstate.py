@@ -198,8 +198,15 @@ def test_remove_one_revision(system: System) -> None:
     assert kinds(system, cid) == ["clear-snap", "discard-snap"]
     with system.o.state:
         assert system.sm.info("hello").revisions == ["2"]
+        assert system.o.state.change(cid).summary == 'Remove revision 1 of "hello" snap'  # type: ignore[union-attr]
     assert not (system.root / "snap/hello/1").exists()
     assert run_app(system, "hello") == "hello 2.0"
+    # The only revision left: removing it removes the snap, and the change says so.
+    cid = system.run(lambda sm: sm.remove("hello", revision="2"))
+    assert kinds(system, cid)[-2:] == ["clear-snap", "discard-snap"] and "unlink-snap" in kinds(system, cid)
+    with system.o.state:
+        assert system.o.state.change(cid).summary == 'Remove "hello" snap'  # type: ignore[union-attr]
+    assert system.snaps_state() == {}
 
 
 def test_disable_and_enable(system: System) -> None:

@@ -76,6 +76,15 @@ def test_failed_change_carries_err(daemon: DaemonProcess) -> None:
     assert chg["err"] == "cannot perform the following tasks:\n- Break it (disk on fire)"
 
 
+def _signed_account(revision: int) -> bytes:
+    """_signed_account is an account assertion signed by the sample root key, then given another revision."""
+    from managers.asserts.build import account
+    from overlord.samples import sample_keys
+
+    text = account(sample_keys()[0], "root", "acme", "ACME", revision=5).text
+    return text.replace("revision: 5\n", f"revision: {revision}\n").encode()
+
+
 @pytest.mark.parametrize(("method", "path", "body", "status", "kind", "message"), [
     ("GET", "/v2/changes?select=bogus", None, 400, "bad-request", "invalid select parameter 'bogus'"),
     ("GET", "/v2/changes/999", None, 404, "change-not-found", "cannot find change with id '999'"),
@@ -97,14 +106,35 @@ def test_failed_change_carries_err(daemon: DaemonProcess) -> None:
     ("POST", "/v2/warnings", b'{"action": "okay", "timestamp": "2030-01-01T00:00:00"}', 400, "bad-request",
      "has no time zone"),
     ("GET", "/v2/warnings?select=x", None, 400, "bad-request", "invalid select parameter"),
+    # Huge or out-of-range values: a 400 naming them, never a 500 with a traceback in the log.
+    ("POST", "/v2/snaps/hello", b'{"action": "revert", "revision": ' + b"9" * 5000 + b"}", 400, "bad-request",
+     "cannot decode request body: a number has 5000 digits (at most 20)"),
+    ("POST", "/v2/warnings", b'{"action": "okay", "n": -' + b"9" * 5000 + b"}", 400, "bad-request",
+     "cannot decode request body: a number has 5000 digits (at most 20)"),
+    ("POST", "/v2/warnings", b'{"action": NaN}', 400, "bad-request", "cannot decode request body: NaN is not a JSON"),
+    ("POST", "/v2/snaps/hello", b'{"action": "revert", "revision": "' + b"9" * 5000 + b'"}', 400, "bad-request",
+     "field 'revision' must be a revision (a number from 1 to 9223372036854775807, or x and one for a local "
+     "revision), not '99999999999999999999... (5000 characters)'"),
+    ("POST", "/v2/snaps/hello", b'{"action": "remove", "revision": 9223372036854775808}', 400, "bad-request",
+     "field 'revision' must be a revision"),
+    ("POST", "/v2/warnings", b'{"action": "okay", "timestamp": "0001-01-01T00:00:00+14:00"}', 400, "bad-request",
+     "cannot decode request body: field 'timestamp' is out of range: '0001-01-01T00:00:00+14:00'"),
+    ("POST", "/v2/warnings", b'{"action": "okay", "timestamp": "9999-12-31T23:59:59-14:00"}', 400, "bad-request",
+     "field 'timestamp' is out of range"),
+    ("POST", "/v2/assertions", _signed_account(revision=2**63), 400,
+     "invalid-assertion", "header 'revision' ('9223372036854775808') must be an integer from 0 to "
+     "9223372036854775807"),
 ])
 def test_bad_requests_get_a_reason_never_a_traceback(shared_daemon: DaemonProcess, method: str, path: str,
                                                      body: bytes | None, status: int, kind: str,
                                                      message: str) -> None:
+    tracebacks = shared_daemon.log_text().count("Traceback")
     got, env = raw(shared_daemon, method, path, body)
     assert (got, env["type"], env["status-code"], env["result"]["kind"]) == (status, "error", status, kind)
     assert env["result"]["message"].startswith(message) or message in env["result"]["message"]
     assert "Traceback" not in env["result"]["message"] and "\n" not in env["result"]["message"]
+    assert len(env["result"]["message"]) < 300
+    assert shared_daemon.log_text().count("Traceback") == tracebacks
 
 
 def test_ready_change_abort_is_checked_before_the_body(daemon: DaemonProcess) -> None:
@@ -174,6 +204,10 @@ def test_post_is_only_for_root_or_the_group() -> None:
     assert not AccessPolicy().may_write(anyone) and not AccessPolicy().may_write(None)
     assert AccessPolicy("1000").may_write(anyone)
     assert not AccessPolicy("1001").may_write(anyone)
+    assert AccessPolicy("1001").may_write(PeerCred(1, 1000, 1000, (5, 1001)))  # a supplementary group it holds
+    assert not AccessPolicy("1001").may_write(PeerCred(1, 1000, 1000, None))  # groups unknown: not granted
+    assert AccessPolicy(own_uid=1000).may_write(anyone)  # the daemon's own uid
+    assert AccessPolicy(own_uid=1000).describe() == "root or uid 1000"
 
 
 def test_openapi_describes_every_route_and_error_kind() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from overlord.client import Client
+from overlord.samples import TEST_KEYS
 
 from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 
@@ -95,6 +96,9 @@ def test_logs_are_plain_lines_on_stderr(daemon: DaemonProcess) -> None:
     (["--setup", "tests.daemon_hooks:nothing"], "has no function nothing"),
     (["--setup", "justaname"], "it must be MODULE:FUNCTION"),
     (["--group", "no-such-group-here"], "error: cannot use group 'no-such-group-here': there is no such group"),
+    (["--trusted-key", str(TEST_KEYS / "root.pem")],
+     f"error: cannot use trusted key {TEST_KEYS / 'root.pem'}: it is a private key; give its public half "
+     "(NAME.pub.pem, as 'overlord create-key' writes it) and keep the private key off this machine\n"),
 ])
 def test_bad_starts_are_one_line(base: Path, args: list[str], message: str) -> None:
     p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r"), *args),
@@ -102,6 +106,17 @@ def test_bad_starts_are_one_line(base: Path, args: list[str], message: str) -> N
     assert p.returncode == 1
     assert message in p.stderr and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
     assert not (base / "s" / "overlord.socket").exists()
+
+
+def test_a_private_key_in_the_state_directory_is_refused_too(base: Path) -> None:
+    (base / "s").mkdir()
+    planted = base / "s" / "trusted-root.pub.pem"
+    planted.write_bytes((TEST_KEYS / "root.pem").read_bytes())
+    p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r")),
+                       capture_output=True, text=True, env=child_env(), timeout=START_TIMEOUT)
+    assert (p.returncode, p.stderr) == (1, f"error: cannot use trusted key {planted}: it is a private key; give its "
+                                           "public half (NAME.pub.pem, as 'overlord create-key' writes it) and keep "
+                                           "the private key off this machine\n")
 
 
 def test_something_else_at_the_socket_path_is_refused(base: Path) -> None:
@@ -162,3 +177,23 @@ def test_socket_activation_serves_the_socket_systemd_passes(base: Path) -> None:
     assert proc.returncode == 0, err
     assert path.exists()  # systemd's socket stays for the next activation
     assert f"serving the API on {path}" in err
+
+
+def test_changes_started_and_resumed_are_logged_one_line_each(base: Path) -> None:
+    d = DaemonProcess(base)
+    d.start()
+    try:
+        waiting = d.new_change("Wait", {"kind": "gated", "summary": "Wait for the gate", "total": 5})
+        d.wait_change(waiting, lambda c: c["tasks"][0]["status"] == "Doing")
+        quick = d.new_change("Quick", {"kind": "quick", "summary": "Be quick"})
+        d.wait_change(quick, lambda c: c["ready"])
+        log = d.log_text()
+        assert log.count(f"INFO overlord.daemon: started change {waiting} (test) for uid 0\n") == 1
+        assert log.count(f"INFO overlord.daemon: started change {quick} (test) for uid 0\n") == 1
+        assert d.stop() == 0
+        d.start()  # the unready change is taken up again, and said so; the ready one is not
+        log = d.log_text()
+        assert log.count(f"INFO overlord.daemon: resuming change {waiting} (test): Doing\n") == 1
+        assert f"resuming change {quick} " not in log
+    finally:
+        d.stop()

@@ -83,9 +83,12 @@ def test_install_refresh_revert_disable_enable_remove_through_the_cli(system: Sy
     assert "disabled" in d.ok("list").stdout
     assert d.ok("enable", "hello").stdout.rstrip().endswith("hello enabled")
 
-    cid = d.ok("remove", "hello", "--no-wait").stdout.strip()
+    cid = d.ok("remove", "hello", "--revision", "2", "--no-wait").stdout.strip()
     assert cid.isdigit()
-    assert "Remove \"hello\" snap - Done" in d.ok("watch", cid).stdout
+    assert "Remove revision 2 of \"hello\" snap - Done" in d.ok("watch", cid).stdout
+    # The only revision left: its removal is the snap's, and is titled and told so.
+    p = d.ok("remove", "hello", "--revision", "1")
+    assert "Remove \"hello\" snap - Done" in p.stdout and p.stdout.rstrip().endswith("\nhello removed")
     assert d.ok("list").stdout == "No snaps are installed yet. Try 'overlord install hello'.\n"
     assert not (d.root / "snap" / "hello").exists()
 
@@ -93,7 +96,7 @@ def test_install_refresh_revert_disable_enable_remove_through_the_cli(system: Sy
     other = d.new_change("Not about hello", {"kind": "quick", "summary": "x"})
     d.wait_change(other, lambda c: c["ready"])
     listed = json.loads(d.ok("changes", "hello", "--json").stdout)
-    assert [c["kind"] for c in listed] == ["install", "refresh", "revert", "disable", "enable", "remove"]
+    assert [c["kind"] for c in listed] == ["install", "refresh", "revert", "disable", "enable", "remove", "remove"]
     assert other not in d.ok("changes", "hello").stdout.split()
 
 

@@ -42,6 +42,27 @@ CHANGE = {
         task("23", "mount-snap", 'Mount snap "web-server" (42)', "Do", 0, 1, ready=None),
     ],
 }
+#: A change as the API reports it mid-way: a running task that reported no progress is 1/1 like a finished
+#: one (snapd's shape); the watch tells them apart by their status.
+RUNNING = {
+    "id": "8", "kind": "install", "summary": 'Install "big" snap', "status": "Doing", "ready": False,
+    "spawn-time": "2030-01-02T11:58:00.000000Z", "ready-time": None,
+    "tasks": [
+        task("31", "download-snap", 'Download snap "big" (3)', "Done", 5_000_000, 5_000_000, label="big"),
+        task("32", "mount-snap", 'Mount snap "big" (3)', "Doing", 1, 1, ready=None),
+        task("33", "run-hook", 'Run install hook of "big" snap', "Hold", 1, 1, ready=None),
+        task("34", "copy-data", 'Copy snap "big" data', "Undoing", 2, 5, ready=None, label="files"),
+        task("35", "link-snap", 'Make snap "big" available to the system', "Error", 1, 1),
+        task("36", "start-snap-services", 'Start snap "big" services', "Do", 0, 1, ready=None),
+    ],
+}
+#: A change of many tasks, for a terminal too short to show them all.
+TALL = {**RUNNING, "id": "9", "summary": "Refresh 12 snaps", "tasks": [
+    *(task(str(100 + i), "link-snap", f'Make snap "s{i}" available to the system', "Done") for i in range(12)),
+    task("200", "download-snap", 'Download snap "s12" (7)', "Doing", 40, 100, ready=None),
+    *(task(str(300 + i), "link-snap", f'Make snap "s{13 + i}" available to the system', "Do", 0, 1, ready=None)
+      for i in range(12)),
+]}
 CHANGES = [
     {**CHANGE, "id": "5", "summary": "Remove \"old\" snap", "status": "Done",
      "spawn-time": "2029-12-30T08:00:00.000000Z", "ready-time": "2029-12-30T08:00:05.000000Z"},
@@ -79,6 +100,9 @@ VIEWS = {
     "list": lambda: snaps_table(SNAPS),
     "list-all": lambda: snaps_table(SNAPS_ALL),
     "watch-lost": lambda: watch_view(CHANGE, "the daemon is not answering; waiting for it to come back..."),
+    "watch-running": lambda: watch_view(RUNNING, running={"32": 1000.0, "34": 990.0}, now=1072.0),
+    "watch-tall": lambda: watch_view(TALL, "the daemon is not answering; waiting for it to come back...",
+                                     running={"200": 1000.0}, now=1005.0, height=12),
 }
 
 
@@ -117,3 +141,28 @@ def test_outcome_lines_print_stored_text_verbatim() -> None:
     assert render(outcome("refresh", SNAPS[2]), 100) == "tool 0.1 refreshed\n"
     assert render(outcome("revert", SNAPS_ALL[1]), 100) == "hello reverted to 1.0\n"
     assert render(outcome("disable", SNAPS[2]), 100) == "tool disabled\n"
+
+
+def test_watch_tells_running_from_done_by_the_status() -> None:
+    from overlord.cli.cmd_watch import elapsed
+
+    text = render(watch_view(RUNNING, running={"32": 1000.0}, now=1072.0), 100)
+    lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert lines["Done"].rstrip().endswith("━" * 20 + " 100% big")  # finished: a full bar
+    assert "1m12s" in lines["Doing"] and "100%" not in lines["Doing"]  # 1/1 while running: no progress reported
+    assert lines["Doing"].count("━") == 5  # a pulse, a quarter of the bar, never a full one
+    for status in ("Hold", "Error", "Do"):  # not at work: no bar, the status says it
+        assert "━" not in lines[status] and "%" not in lines[status]
+    assert [elapsed(s) for s in (0, 59, 61, 3599, 3600 * 2 + 61)] == ["0s", "59s", "1m01s", "59m59s", "2h01m"]
+
+
+@pytest.mark.parametrize("width", [60, 100])
+def test_a_change_taller_than_the_terminal_keeps_its_title_and_the_note(width: int) -> None:
+    note = "the daemon is not answering; waiting for it to come back..."
+    lines = render(watch_view(TALL, note, running={"200": 1000.0}, now=1005.0, height=12), width).splitlines()
+    assert len(lines) == 12
+    assert lines[0] == "Change 9 (install): Refresh 12 snaps - Doing"
+    assert lines[-1] == note and lines[-2].endswith("more tasks not shown: the terminal is too short)")
+    assert any(line.startswith("Doing   Download snap") for line in lines)  # the running task stays
+    whole = render(watch_view(TALL, note), width).splitlines()  # no height (the last view, a pipe): everything
+    assert sum(line.startswith(("Done", "Doing", "Do ")) for line in whole) == 25
