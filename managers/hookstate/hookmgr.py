@@ -302,4 +302,7 @@ def _log_output(task: Task, hook: str, output: str) -> None:
 def _command_dir() -> Path | None:
     """_command_dir is where the `overlord` command beside this interpreter is, if there is one."""
     d = Path(sys.executable).parent
-    return d if (d / "overlord").exists() else None
+    try:
+        return d if (d / "overlord").exists() else None
+    except OSError:  # a directory the daemon's user may not look into (another user's interpreter)
+        return None
