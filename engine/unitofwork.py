@@ -119,6 +119,9 @@ class UnitOfWork:
         self._owned: set[int] = set()
         self.task_hooks: dict[int, TaskHook] = {}
         self.change_hooks: dict[int, ChangeHook] = {}
+        #: hook_failures, when a list (while the runner records outcomes), collects what the status
+        #: hooks raise instead of letting it out: (hook, task or change, exception).
+        self.hook_failures: list[tuple[Any, Any, BaseException]] | None = None
         #: Per change, the event set when it becomes ready (Change.wait_ready).
         self.waiters: dict[int, threading.Event] = {}
 
@@ -453,8 +456,17 @@ class UnitOfWork:
                 self._fire(self.change_hooks, self.change_handle(crec), old, new)
 
     def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
+        failures = self.hook_failures
         for hid, fn in list(hooks.items()):
-            if fn(obj, old, new) is True:
+            if failures is None:
+                done = fn(obj, old, new)
+            else:
+                try:
+                    done = fn(obj, old, new)
+                except BaseException as e:  # user code: the runner fails the task it was recording
+                    failures.append((fn, obj, e))
+                    continue
+            if done is True:
                 hooks.pop(hid, None)
 
     def change_status(self, crec: ChangeRec) -> Status:
