@@ -24,7 +24,7 @@ from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
-from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs
+from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
 from .status import Status
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class TaskRunner:
         self._checked: dict[int, bool] = {}
         self._quarantined: set[int] = set()
         self._generation = -1
+        # (task, predicate) pairs whose raise was logged: once each.
+        self._failed_predicates: set[tuple[int, str]] = set()
 
     # -- registration ---------------------------------------------------------
 
@@ -141,9 +143,38 @@ class TaskRunner:
         if self._optional:
             task = self._w.task_handle(rec)
             for match, opt in self._optional:
-                if match(task):
+                try:
+                    matched = match(task)
+                except BaseException as e:
+                    # Only this task is concerned: left alone (as blocked) and asked about again later.
+                    self._user_failed(rec, "optional-handler matcher", match, e)
+                    return NO_HANDLERS
+                if matched:
                     return opt
         return NO_HANDLERS
+
+    def _held_back(self, rec: TaskRec, task: Task, running: list[Task]) -> bool:
+        """_held_back asks the blocked predicates about task; one that raises holds back that task only."""
+        for pred in self._blocked:
+            try:
+                if pred(task, running):
+                    return True
+            except BaseException as e:
+                self._user_failed(rec, "blocked predicate", pred, e)
+                return True
+        return False
+
+    def _user_failed(self, rec: TaskRec, what: str, fn: object, exc: BaseException) -> None:
+        """_user_failed says, once per task and function, that a predicate raised; the task counts as blocked."""
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            raise exc  # Ctrl-C while a pass runs in the main thread (settle): not the predicate's failure
+        self._r.some_blocked = True  # asked again at the next pass
+        name = callable_name(fn)
+        if (rec.id, name) in self._failed_predicates:
+            return
+        self._failed_predicates.add((rec.id, name))
+        log.warning("task %s (%s) of change %s is held back: its %s %s raised %s", rec.id, rec.kind,
+                    rec.change_id, what, name, exception_text(exc))
 
     # -- ensure ---------------------------------------------------------------
 
@@ -235,7 +266,7 @@ class TaskRunner:
                     self._r.starved = True
                     break
                 task = w.task_handle(rec)
-                if any(pred(task, running) for pred in self._blocked):
+                if self._held_back(rec, task, running):
                     self._r.some_blocked = True
                     continue
                 run = self._claim_one(rec, pair, task)
