@@ -205,6 +205,7 @@ class TaskRunner:
             self._generation = w.generation
             self._checked.clear()
             self._quarantined.clear()
+            self._scan_unknown_statuses()
         w.check_blockers()
         if self._leases is not None:
             with self._r.lock:
@@ -314,6 +315,19 @@ class TaskRunner:
                         chg = f"change {t.change_id}" if t.change_id is not None else "no change"
                         self._recorder.failed(t, error, chg)
 
+    def _scan_unknown_statuses(self) -> None:
+        """_scan_unknown_statuses reports the tasks with a status the engine does not know.
+
+        No pass would ever select them, nor the tasks waiting for them: their
+        change would sit unready without a word. Done once per generation of
+        the cache (at the first pass, after a write from outside).
+        """
+        for row in self._w.store.unknown_status_tasks():
+            tid, cid = row[0], row[1]
+            if not self._change_sound(cid, tid):
+                continue  # reported, with its change: the change is what cannot go on
+            self._load(row)  # (the change read whole: report the task itself)
+
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
         if row[0] in self._quarantined:
@@ -335,6 +349,10 @@ class TaskRunner:
         cid = rec.change_id
         if cid is None:
             return True
+        return self._change_sound(cid, rec.id)
+
+    def _change_sound(self, cid: int, tid: int) -> bool:
+        """_change_sound is _sound for change cid, met through its task tid."""
         w = self._w
         known = self._checked.get(cid)
         if known is not None:
@@ -345,7 +363,7 @@ class TaskRunner:
             w.check_task_rows(crec)
             sound = True
         except NotFoundError:
-            self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",
+            self._damaged("change", cid, f"task {tid} belongs to change {cid}, which is not in the database",
                           self._damaged_changes)
             sound = False
         except DatabaseCorruptError as e:

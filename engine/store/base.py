@@ -150,6 +150,9 @@ class Store(Protocol):
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
 
+    def unknown_status_tasks(self) -> list[Row]:
+        """unknown_status_tasks loads the tasks of changes whose status the engine does not know (hand-edited)."""
+
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
 

@@ -205,6 +205,10 @@ class SqlStore:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
         return self._ids("stale_blockers")
 
+    def unknown_status_tasks(self) -> list[Row]:
+        """unknown_status_tasks loads the tasks of changes whose status the engine does not know (hand-edited)."""
+        return self.query(self.sql["unknown_status_tasks"])
+
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
         return self._ids("blocked_changes")
