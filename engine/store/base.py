@@ -67,8 +67,8 @@ class Store(Protocol):
 
     # -- reads --------------------------------------------------------------------------
 
-    def sequences(self) -> dict[str, int]:
-        """sequences returns the last ids handed out, never below the largest ids in use."""
+    def sequences(self, *, quiet: bool = False) -> dict[str, int]:
+        """sequences returns the last ids handed out, never below the largest ids in use (quiet: say nothing)."""
 
     def task_rows(self, ids: Sequence[int]) -> list[Row]:
         """task_rows loads tasks by id."""
