@@ -89,19 +89,22 @@ def check_int64(value: Any, what: str) -> int:
 
 def dump_value(key: str, value: Any, owner: str = "") -> str:
     """dump_value serialises a value for storage, naming key (and owner) when it cannot."""
-    where = f"{key!r}" + (f" of {owner}" if owner else "")
     try:
         text = _encode(value, _encoder)
         if not is_unicode(text):
             text = _encode(value, _ascii_encoder)  # lone surrogates as \u escapes: valid JSON, read back unchanged
     except _NonStrKey as e:
-        raise TypeError(f"cannot store {where}: value has a dict key {e.key!r} at {e.path()}; "
+        raise TypeError(f"cannot store {_where(key, owner)}: value has a dict key {e.key!r} at {e.path()}; "
                         "JSON object keys must be str") from None
     except RecursionError:
-        raise TypeError(f"cannot store {where}: value is nested too deeply to store as JSON") from None
+        raise TypeError(f"cannot store {_where(key, owner)}: value is nested too deeply to store as JSON") from None
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot store {where}: value is not JSON-serialisable ({e})") from None
+        raise TypeError(f"cannot store {_where(key, owner)}: value is not JSON-serialisable ({e})") from None
     return text
+
+
+def _where(key: str, owner: str) -> str:
+    return f"{key!r}" + (f" of {owner}" if owner else "")
 
 
 class _NonStrKey(Exception):
@@ -151,7 +154,7 @@ def _encode(value: Any, encoder: json.JSONEncoder) -> str:
     encoder whole, so a big flat dict or list costs what the encoder costs.
     """
     if not isinstance(value, _CONTAINERS):
-        return encoder.encode(value)
+        return _LEAVES[id(encoder)].encode(value)
     out: list[str] = []
     _walk(value, out, _LEAVES[id(encoder)], set())
     return "".join(out)
