@@ -278,7 +278,7 @@ class OutcomeRecorder:
         except DatabaseError as e:
             error: BaseException = e
         try:
-            with self._st, self._hooks_guarded():
+            with self._st, self.hooks_guarded():
                 self._fail_unrecorded(run, f"cannot record the outcome of its handler: {error_message(error)}")
                 self._release([run])
         except Exception as e:
@@ -288,7 +288,7 @@ class OutcomeRecorder:
             self._quarantine(run.tid)
 
     @contextlib.contextmanager
-    def _hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
+    def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
         """_hooks_guarded collects what status hooks raise while outcomes are recorded, instead of raising it."""
         w = self._w
         outer = w.hook_failures
@@ -307,7 +307,7 @@ class OutcomeRecorder:
         included, is that code's failure: the task ends in Error saying so,
         and the other outcomes of the batch are recorded.
         """
-        with self._hooks_guarded() as failures:
+        with self.hooks_guarded() as failures:
             start = len(failures)
             try:
                 self._record(run)

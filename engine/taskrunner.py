@@ -26,11 +26,11 @@ from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDepend
 from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
 from .status import Status
+from .task import Task
 
 if TYPE_CHECKING:
     from ._records import TaskRec
     from .state import State
-    from .task import Task
 
 log = logging.getLogger("engine.taskrunner")
 
@@ -185,8 +185,10 @@ class TaskRunner:
                 return
             started: list[Run] = []
             try:
-                with self._st:
+                with self._st, self._recorder.hooks_guarded() as failures:
                     self._claim(started)
+                    if failures:
+                        self._hooks_failed(failures, started)
             except BaseException:
                 with self._r.lock:
                     for run in started:
@@ -283,6 +285,33 @@ class TaskRunner:
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
+
+    def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None:
+        """_hooks_failed deals with status hooks that raised during the pass: only their task is concerned.
+
+        A task the pass claimed is put in Error instead of started (the log
+        says which hook raised what); any other raise is logged once.
+        """
+        w = self._w
+        claimed = {run.tid: run for run in started}
+        said: set[int] = set()
+        for fn, obj, exc in list(failures):
+            tid = getattr(obj, "_tid", None) if isinstance(obj, Task) else None
+            name = callable_name(fn)
+            if tid in claimed and tid not in said:
+                said.add(tid)
+                run = claimed[tid]
+                started.remove(run)
+                with self._r.lock:
+                    if self._r.runs.get(tid) is run:
+                        del self._r.runs[tid]
+                rec = w.trec(tid)
+                chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+                self._recorder.failed(rec, RuntimeError(f"its status hook {name} raised {exception_text(exc)}"), chg)
+            elif tid not in said:
+                what = f"task {tid}" if tid is not None else f"change {getattr(obj, '_cid', '?')}"
+                log.warning("%s: status hook %s raised %s", what, name, exception_text(exc))
+        failures.clear()  # (what the hooks raise again while their task fails is said above)
 
     def _fail_cycles(self) -> None:
         """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.

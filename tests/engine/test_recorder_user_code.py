@@ -168,3 +168,41 @@ def test_a_hook_raising_for_one_task_of_a_batch_leaves_the_others_recorded(
     with st:
         got = {t.summary: t.status for t in ts}
     assert got == {f"w{i}": Status.ERROR if i == 5 else Status.DONE for i in range(count)}
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("hook bug"), SystemExit(4)], ids=["RuntimeError", "SystemExit"])
+def test_a_hook_raising_when_its_task_is_claimed_fails_only_that_task(
+        st: State, runner: TaskRunner, exc: BaseException, caplog: pytest.LogCaptureFixture) -> None:
+    """The same in an ensure pass: the pass goes on, the task the hook raised about ends in Error."""
+    caplog.set_level(logging.WARNING, "engine")
+
+    def claim_hook_raising(task: Task, old: Status, new: Status) -> None:
+        if task.summary == "victim" and new is Status.DOING:
+            raise exc
+
+    ran: list[str] = []
+
+    def work(task: Task, tomb: Tomb) -> None:
+        with st:
+            ran.append(task.summary)
+
+    runner.add_handler("work", work)
+    with st:
+        st.add_task_status_changed_handler(claim_hook_raising)
+        ids = {}
+        for summary in ("first", "victim", "last"):
+            chg = st.new_change("c", summary)
+            t = st.new_task("work", summary)
+            chg.add_task(t)
+            ids[summary] = t.id
+    for _ in range(2):  # a second pass finds nothing left to claim
+        runner.ensure()
+        runner.wait()
+    with st:
+        got = {s: st.task(tid).status for s, tid in ids.items()}  # type: ignore[union-attr]
+        victim_log = st.task(ids["victim"]).log()  # type: ignore[union-attr]
+    assert got == {"first": Status.DONE, "victim": Status.ERROR, "last": Status.DONE}
+    assert sorted(ran) == ["first", "last"]
+    assert any("claim_hook_raising" in line for line in victim_log), victim_log
+    said = [r.getMessage() for r in caplog.records if "claim_hook_raising" in r.getMessage()]
+    assert len(said) == 1 and ids["victim"] in said[0], said
