@@ -289,7 +289,7 @@ class OutcomeRecorder:
 
     @contextlib.contextmanager
     def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
-        """_hooks_guarded collects what status hooks raise while outcomes are recorded, instead of raising it."""
+        """hooks_guarded collects what status hooks raise (recording outcomes, a pass) instead of raising it."""
         w = self._w
         outer = w.hook_failures
         failures = outer if outer is not None else []
