@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import EngineError, Overlord, State, StateEngine, Status, Task
+from engine import EngineError, Overlord, State, StateEngine, Status, Task, TaskRunner
 from engine.tomb import Tomb
 
 TIMEOUT = 30.0
@@ -213,3 +213,74 @@ def test_loop_and_stop_from_several_threads_end_in_one_stopped_state(
     # Every handler that ran has its outcome recorded; the others never started.
     assert statuses == {tid: Status.DONE if tid in ran else Status.DO for tid in ids}
     assert _errors(caplog) == []
+
+
+class _SpyLock:
+    """_SpyLock is a lock that sets an event when an acquire has to wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.contended.set()
+        return self._lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_second_task_runner_stop_waits_for_the_running_handler(file_st: State) -> None:
+    runner = TaskRunner(file_st)
+    spy = _SpyLock()
+    runner._mu = spy  # type: ignore[assignment]
+    started, dying, release, finished = (threading.Event() for _ in range(4))
+
+    def slow(task: Task, tomb: Tomb) -> None:
+        started.set()
+        assert tomb.wait_dying(TIMEOUT)
+        dying.set()
+        assert release.wait(TIMEOUT)
+        finished.set()
+
+    runner.add_handler("slow", slow)
+    with file_st:
+        chg = file_st.new_change("c", "a handler that outlives the first stop()")
+        t = file_st.new_task("slow", "slow")
+        chg.add_task(t)
+    runner.ensure()
+    returned = threading.Event()
+    finished_at_return: list[bool] = []
+
+    def second_stop() -> None:
+        runner.stop()
+        finished_at_return.append(finished.is_set())
+        returned.set()
+        spy.contended.set()
+
+    try:
+        assert started.wait(TIMEOUT)
+        first = threading.Thread(target=runner.stop)
+        first.start()
+        assert dying.wait(TIMEOUT)
+        second = threading.Thread(target=second_stop)
+        second.start()
+        assert spy.contended.wait(TIMEOUT)
+        assert not returned.is_set(), "the second stop() returned while a handler still ran"
+    finally:
+        release.set()
+    first.join(TIMEOUT)
+    second.join(TIMEOUT)
+    assert finished_at_return == [True]
+    with file_st:
+        assert t.status is Status.DONE
