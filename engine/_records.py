@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable, Iterable
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, Generic, TypeVar
 
 from ._time import from_text, opt_from_text, opt_to_text, to_text
@@ -33,10 +34,11 @@ def status_of(value: str, what: str) -> Status:
 
 
 def dump_data(data: dict[str, str]) -> str:
-    """dump_data joins per-key JSON texts into one JSON object text."""
+    """dump_data joins per-key JSON texts into one JSON object text (keys are valid Unicode: check_key)."""
     if not data:
         return "{}"
-    return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{v}" for k, v in data.items()) + "}"
+    string = encode_basestring
+    return "{" + ",".join([f"{string(k)}:{v}" for k, v in data.items()]) + "}"
 
 
 def load_data(text: str, what: str) -> dict[str, str]:
@@ -53,7 +55,23 @@ def load_data(text: str, what: str) -> dict[str, str]:
         from .errors import DatabaseCorruptError
 
         raise DatabaseCorruptError(f"cannot load {what}: its data is not a JSON object")
-    return {str(k): dump_value(str(k), v) for k, v in obj.items()}
+    # The keys of a JSON object are str. Each value is stored as its own JSON
+    # text: the common leaves directly, the rest through dump_value.
+    values: dict[str, str] = {}
+    string = encode_basestring
+    for k, v in obj.items():
+        t = type(v)
+        if t is int:
+            values[k] = int.__repr__(v)
+        elif t is str and v.isascii():
+            values[k] = string(v)
+        elif v is None:
+            values[k] = "null"
+        elif t is bool:
+            values[k] = "true" if v else "false"
+        else:
+            values[k] = dump_value(k, v)
+    return values
 
 
 #: The columns of store.TASK_COLUMNS and store.CHANGE_COLUMNS, and how each is read.
@@ -106,14 +124,21 @@ class Data:
     __slots__ = ("text", "values")
 
     def __init__(self, text: str = "{}") -> None:
+        #: text is the JSON object text while it matches values (None: values changed since).
         self.text: str | None = text
         self.values: dict[str, str] | None = None if text != "{}" else {}
 
     def items(self, what: str) -> dict[str, str]:
-        """items returns the parsed mapping of keys to JSON texts."""
+        """items returns the parsed mapping of keys to JSON texts, to read."""
         if self.values is None:
             self.values = load_data(self.text or "{}", what)
         return self.values
+
+    def mutable(self, what: str) -> dict[str, str]:
+        """mutable returns the mapping to change: the text is made again at the next dump."""
+        values = self.items(what)
+        self.text = None
+        return values
 
     def check(self, what: str) -> None:
         """check raises DatabaseCorruptError if the stored text is not a JSON object (nothing is kept)."""
@@ -126,10 +151,10 @@ class Data:
                 load_data(self.text or "{}", what)  # raises, saying what is wrong
 
     def dump(self) -> str:
-        """dump returns the JSON object text to store."""
-        if self.values is None:
-            return self.text or "{}"
-        return dump_data(self.values)
+        """dump returns the JSON object text to store, made again only when the values changed."""
+        if self.text is None:
+            self.text = dump_data(self.values or {})
+        return self.text
 
 
 class TaskRec:

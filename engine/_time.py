@@ -62,17 +62,18 @@ def seconds(duration: float | int | timedelta, what: str = "duration", *, clamp:
     """seconds converts a duration given as seconds or timedelta to seconds.
 
     A duration must be a finite number of seconds within MAX_SECONDS either
-    way; with clamp, a longer one (infinity included) counts as MAX_SECONDS
-    instead (a delay after which nothing can be due anyway).
+    way; with clamp, a longer finite one counts as MAX_SECONDS instead (a
+    delay after which nothing can be due anyway). NaN and infinities are
+    refused in both cases.
     """
     if isinstance(duration, timedelta):
         value = duration.total_seconds()
     elif isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(duration).__name__}")
+    elif isinstance(duration, float) and not math.isfinite(duration):
+        raise ValueError(f"{what} must be a finite number of seconds, not {duration!r}")
     else:
         value = float(duration) if abs(duration) < MAX_SECONDS else math.copysign(math.inf, duration)
-    if math.isnan(value):
-        raise ValueError(f"{what} must be a number of seconds, not {duration!r}")
     if not abs(value) < MAX_SECONDS:
         if clamp:
             return math.copysign(MAX_SECONDS, value)

@@ -20,6 +20,7 @@ The rules (docs/concepts.md, "What can be stored"):
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, NoReturn
 
 INT64_MIN = -(2**63)
@@ -88,44 +89,150 @@ def check_int64(value: Any, what: str) -> int:
 
 def dump_value(key: str, value: Any, owner: str = "") -> str:
     """dump_value serialises a value for storage, naming key (and owner) when it cannot."""
-    where = f"{key!r}" + (f" of {owner}" if owner else "")
-    bad = _non_str_key(value)
-    if bad is not None:
-        raise TypeError(f"cannot store {where}: value has a dict key {bad[0]!r} at {bad[1]}; "
-                        "JSON object keys must be str")
     try:
-        text = _encoder.encode(value)
+        text = _encode(value, _encoder)
+        if not is_unicode(text):
+            text = _encode(value, _ascii_encoder)  # lone surrogates as \u escapes: valid JSON, read back unchanged
+    except _NonStrKey as e:
+        raise TypeError(f"cannot store {_where(key, owner)}: value has a dict key {e.key!r} at {e.path()}; "
+                        "JSON object keys must be str") from None
     except RecursionError:
-        raise TypeError(f"cannot store {where}: value is nested too deeply to store as JSON") from None
+        raise TypeError(f"cannot store {_where(key, owner)}: value is nested too deeply to store as JSON") from None
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot store {where}: value is not JSON-serialisable ({e})") from None
-    if not is_unicode(text):
-        text = _ascii_encoder.encode(value)  # lone surrogates as \u escapes: valid JSON, read back unchanged
+        raise TypeError(f"cannot store {_where(key, owner)}: value is not JSON-serialisable ({e})") from None
     return text
 
 
-def _non_str_key(value: Any) -> tuple[Any, str] | None:
-    """_non_str_key finds a dict key that JSON would silently turn into a string (1 -> "1")."""
-    if not isinstance(value, (dict, list, tuple)):
-        return None
-    stack: list[tuple[Any, str]] = [(value, "$")]
-    seen = 0
-    while stack:
-        item, path = stack.pop()
-        seen += 1
-        if seen > 100_000:
-            return None  # the encoder judges the rest (and refuses what is too deep)
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if not isinstance(k, str):
-                    return k, path
-                if isinstance(v, (dict, list, tuple)):
-                    stack.append((v, f"{path}.{k}"))
-        else:
-            for i, v in enumerate(item):
-                if isinstance(v, (dict, list, tuple)):
-                    stack.append((v, f"{path}[{i}]"))
-    return None
+def _where(key: str, owner: str) -> str:
+    return f"{key!r}" + (f" of {owner}" if owner else "")
+
+
+class _NonStrKey(Exception):
+    """_NonStrKey: a dict key that JSON would silently turn into a string (1 -> "1"), and where it is."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__()
+        self.key = key
+        self.steps: list[str] = []  # innermost first, added while the walk unwinds
+
+    def path(self) -> str:
+        return "$" + "".join(reversed(self.steps))
+
+
+_CONTAINERS = (dict, list, tuple)
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
+_STR_TYPES = frozenset({str})
+#: Containers up to this size are walked item by item (cheaper than asking whether they hold containers).
+_SMALL = 16
+
+
+class _Leaves:
+    """_Leaves encodes what holds no container, as encoder would, with one C encoder built once."""
+
+    def __init__(self, encoder: json.JSONEncoder) -> None:
+        self.string = encode_basestring_ascii if encoder.ensure_ascii else encode_basestring
+        c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+        # No markers: what is handed over holds no container, so no cycle.
+        self.c = None if c_make_encoder is None else c_make_encoder(
+            None, encoder.default, self.string, None, ":", ",", False, False, False)
+        self.encoder = encoder
+
+    def encode(self, o: Any) -> str:
+        if self.c is None:
+            return self.encoder.encode(o)
+        return "".join(self.c(o, 0))
+
+
+_LEAVES = {id(_encoder): _Leaves(_encoder), id(_ascii_encoder): _Leaves(_ascii_encoder)}
+
+
+def _encode(value: Any, encoder: json.JSONEncoder) -> str:
+    """_encode is encoder.encode(value) that refuses non-str dict keys at any depth, in the same walk.
+
+    The walk goes down the containers that hold containers; a container
+    holding only leaves (and str keys, checked first) is handed to the C
+    encoder whole, so a big flat dict or list costs what the encoder costs.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return _LEAVES[id(encoder)].encode(value)
+    out: list[str] = []
+    _walk(value, out, _LEAVES[id(encoder)], set())
+    return "".join(out)
+
+
+def _only_leaves(types: set[type]) -> bool:
+    """_only_leaves says whether none of types is a container's (exact types first: the common case)."""
+    return types <= _LEAF_TYPES or not any(issubclass(t, _CONTAINERS) for t in types)
+
+
+def _walk(item: Any, out: list[str], leaves: _Leaves, markers: set[int]) -> None:
+    is_dict = isinstance(item, dict)
+    if is_dict:
+        keys = set(map(type, item))
+        if not keys <= _STR_TYPES and not all(issubclass(t, str) for t in keys):
+            raise _NonStrKey(next(k for k in item if not isinstance(k, str)))
+    if len(item) > _SMALL:  # a big container of leaves only: the C encoder, whole
+        if _only_leaves(set(map(type, item.values() if is_dict else item))):
+            out.append(leaves.encode(item))
+            return
+    elif not item:
+        out.append("{}" if is_dict else "[]")
+        return
+    marker = id(item)
+    if marker in markers:
+        raise ValueError("Circular reference detected")
+    markers.add(marker)
+    append = out.append
+    string = leaves.string
+    if is_dict:
+        sep = "{"
+        for k, v in item.items():
+            append(sep)
+            append(string(k))
+            append(":")
+            sep = ","
+            t = type(v)
+            if t is str:
+                append(string(v))
+            elif t is int:
+                append(int.__repr__(v))
+            elif isinstance(v, _CONTAINERS):
+                try:
+                    _walk(v, out, leaves, markers)
+                except _NonStrKey as e:
+                    e.steps.append(f".{k}")
+                    raise
+            elif v is None:
+                append("null")
+            elif t is bool:
+                append("true" if v else "false")
+            else:
+                append(leaves.encode(v))
+        append("}")
+    else:
+        sep = "["
+        for n, v in enumerate(item):
+            append(sep)
+            sep = ","
+            t = type(v)
+            if t is str:
+                append(string(v))
+            elif t is int:
+                append(int.__repr__(v))
+            elif isinstance(v, _CONTAINERS):
+                try:
+                    _walk(v, out, leaves, markers)
+                except _NonStrKey as e:
+                    e.steps.append(f"[{n}]")
+                    raise
+            elif v is None:
+                append("null")
+            elif t is bool:
+                append("true" if v else "false")
+            else:
+                append(leaves.encode(v))
+        append("]")
+    markers.discard(marker)
 
 
 class _Missing:

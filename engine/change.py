@@ -139,7 +139,7 @@ class Change:
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._owned()
-        set_value(rec.data.items(f"change {self._cid}"), key, value, f"change {self._cid}")
+        set_value(rec.data.mutable(f"change {self._cid}"), key, value, f"change {self._cid}")
         self._w.dirty_change(rec)
 
     def has(self, key: str) -> bool:

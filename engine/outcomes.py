@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -277,8 +278,8 @@ class OutcomeRecorder:
         except DatabaseError as e:
             error: BaseException = e
         try:
-            with self._st:
-                self._fail_unrecorded(run, error)
+            with self._st, self.hooks_guarded():
+                self._fail_unrecorded(run, f"cannot record the outcome of its handler: {error_message(error)}")
                 self._release([run])
         except Exception as e:
             log.error("cannot record that task %s (%s) failed either (%s); it is left alone until the "
@@ -286,28 +287,63 @@ class OutcomeRecorder:
             self._release([run])
             self._quarantine(run.tid)
 
-    def _record_or_fail(self, run: Run) -> None:
-        """_record_or_fail applies one outcome; a failure to do so fails the task instead."""
+    @contextlib.contextmanager
+    def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
+        """hooks_guarded collects what status hooks raise (recording outcomes, a pass) instead of raising it."""
+        w = self._w
+        outer = w.hook_failures
+        failures = outer if outer is not None else []
+        w.hook_failures = failures
         try:
-            self._record(run)
-        except DatabaseConflictError:
-            raise  # another host, or a server restart: the unit of work is rolled back and recorded again
-        except Exception as e:
-            log.exception("internal error: cannot record the outcome of task %s (%s)", run.tid, run.kind)
-            try:
-                self._fail_unrecorded(run, e)
-            except Exception:
-                log.exception("cannot fail task %s (%s) either; it is left alone", run.tid, run.kind)
-                self._quarantine(run.tid)
+            yield failures
+        finally:
+            w.hook_failures = outer
 
-    def _fail_unrecorded(self, run: Run, error: BaseException) -> None:
-        """_fail_unrecorded puts a task whose outcome cannot be recorded in Error, saying why."""
+    def _record_or_fail(self, run: Run) -> None:
+        """_record_or_fail applies one outcome; a failure to do so fails the task instead.
+
+        What user code raises while the outcome is recorded (a status hook,
+        a retry policy, str() of the handler's exception), BaseException
+        included, is that code's failure: the task ends in Error saying so,
+        and the other outcomes of the batch are recorded.
+        """
+        with self.hooks_guarded() as failures:
+            start = len(failures)
+            try:
+                self._record(run)
+                hook_failed = failures[start:]
+                if not hook_failed:
+                    return
+                fn, _, exc = hook_failed[0]
+                reason = f"its status hook {callable_name(fn)} raised {exception_text(exc)}"
+                force = True  # it may be Done already: the hook's failure puts it in Error
+            except DatabaseConflictError:
+                raise  # another host, or a server restart: the unit of work is rolled back and recorded again
+            except BaseException as e:
+                log.error("cannot record the outcome of task %s (%s): %s", run.tid, run.kind, traceback_text(e))
+                reason = f"cannot record the outcome of its handler: {error_message(e)}"
+                force = False
+            del failures[start:]
+            try:
+                self._fail_unrecorded(run, reason, force=force)
+            except BaseException as e:
+                log.error("cannot fail task %s (%s) either (%s); it is left alone", run.tid, run.kind,
+                          exception_text(e))
+                self._quarantine(run.tid)
+            finally:
+                del failures[start:]  # what the hooks raise again while it fails is said above
+
+    def _fail_unrecorded(self, run: Run, reason: str, *, force: bool = False) -> None:
+        """_fail_unrecorded puts a task whose outcome cannot be recorded in Error, saying why.
+
+        force: also when it is ready already (a hook failed on its move to Done).
+        """
         w = self._w
         rec = w.trec(run.tid)
-        if rec.status.ready:
+        if rec.status is Status.ERROR or (rec.status.ready and not force):
             return
         chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        self.failed(rec, RuntimeError(f"cannot record the outcome of its handler: {error_message(error)}"), chg)
+        self.failed(rec, RuntimeError(reason), chg)
 
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one next status."""
@@ -408,11 +444,13 @@ class OutcomeRecorder:
         w.set_task_status(rec, Status.ERROR)
         w.add_log(rec, "ERROR", message)
         log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
-        if self._r.on_error is not None:
+        callback = self._r.on_error
+        if callback is not None:
             try:
-                self._r.on_error(exc)
-            except Exception:
-                log.exception("on_task_error callback failed for task %s", rec.id)
+                callback(exc)
+            except BaseException as e:  # user code: said once, and the task stays in Error
+                log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
+                          callable_name(callback), exception_text(e))
 
     def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
         rec.attempts += 1
@@ -496,10 +534,41 @@ def _busy(exc: BaseException) -> bool:
 
 
 def error_message(exc: BaseException) -> str:
-    """error_message is what the task log says of a handler's exception."""
-    text = str(exc)
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
+    """error_message is what the task log says of a handler's exception.
+
+    It never raises: an exception whose str() raises (anything, SystemExit
+    included) is named by its type.
+    """
+    try:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    except BaseException as e:
+        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
     if not isinstance(exc, Exception):
         return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
     return text or type(exc).__name__
+
+
+def exception_text(exc: BaseException) -> str:
+    """exception_text names an exception raised by user code, "Type: message", without ever raising."""
+    try:
+        text = str(exc)
+    except BaseException as e:
+        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def traceback_text(exc: BaseException) -> str:
+    """traceback_text formats exc with its traceback for the log, without ever raising."""
+    try:
+        return "".join(traceback.format_exception(exc)).rstrip()
+    except BaseException:
+        return exception_text(exc)
+
+
+def callable_name(fn: object) -> str:
+    """callable_name names a user's function in a log line: its qualified name, not its repr."""
+    name = getattr(fn, "__qualname__", None)
+    if not isinstance(name, str):
+        name = type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name

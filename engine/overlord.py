@@ -73,6 +73,8 @@ class Overlord:
         self._settling = False
         self._stopping = False
         self._stopped = False
+        # Held by the stop() that does the stopping: any other stop() waits on it.
+        self._stop_lock = threading.RLock()
         self._start_of_operation = self.state._now()
         self.state.set_ensure_before_hook(self._ensure_before)
         # A commit that may have made tasks runnable wakes the loop at once,
@@ -106,6 +108,8 @@ class Overlord:
                 raise EngineError("cannot loop while settling")
             if self._loop_thread is not None or self._stopped:
                 raise EngineError("cannot loop: the overlord loop already ran")
+            if self._stopping:
+                raise EngineError("cannot loop: the overlord is stopping")
             self.state_engine.start_up()
             self._loop_thread = threading.Thread(target=self._run_loop, name="engine-overlord", daemon=True)
             self._loop_thread.start()
@@ -241,24 +245,37 @@ class Overlord:
     # -- stop ----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """stop ends the loop and the managers (each within a bound) and releases the database."""
+        """stop ends the loop and the managers (each within a bound) and releases the database.
+
+        It returns only once the overlord is stopped: a stop() called while
+        another is under way waits for that one to end.
+        """
         with self._cv:
             if self._stopped:
                 return
             self._stopping = True
             self._listening.set()
             self._cv.notify_all()
-            thread = self._loop_thread
-        if thread is not None:
-            thread.join(self._stop_timeout)
-            if thread.is_alive():
-                log.error("stop: the ensure loop did not stop within %g s", self._stop_timeout)
-        if self._listener is not None:
-            self._listener.join(2.0)  # it looks at its stop event twice a second
-        self.state_engine.stop()
-        with self._cv:
-            self._stopped = True
-        self._release()
+        if not self._stop_lock.acquire(blocking=False):
+            log.debug("stop: waiting for the stop under way in another thread")
+            self._stop_lock.acquire()
+        try:
+            with self._cv:
+                if self._stopped:
+                    return  # stopped by the stop() this one waited for
+                thread = self._loop_thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(self._stop_timeout)
+                if thread.is_alive():
+                    log.error("stop: the ensure loop did not stop within %g s", self._stop_timeout)
+            if self._listener is not None:
+                self._listener.join(2.0)  # it looks at its stop event twice a second
+            self.state_engine.stop()
+            self._release()
+            with self._cv:
+                self._stopped = True
+        finally:
+            self._stop_lock.release()
 
     def _release(self) -> None:
         # Fence the State: whatever a handler abandoned by stop() does later

@@ -63,7 +63,7 @@ class State:
         # Why this State may not write (None: it may); see _refuse_writes.
         self._refusal: str | None = None
         self._release_at_unlock = False
-        self._uow = UnitOfWork(self, store, clock, self._check, self._held)
+        self._uow = UnitOfWork(self, store, clock, self._check, self._held, read_only=read_only)
         self._cache: dict[Any, Any] = {}
         if read_only:
             self._refuse_writes("it was opened read-only")

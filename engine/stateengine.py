@@ -40,6 +40,8 @@ class StateEngine:
         self._managers: list[Manager] = []
         self._started = False
         self._stopped = False
+        # Held while the managers stop: a second stop() waits for the first.
+        self._stop_lock = threading.RLock()
 
     @property
     def state(self) -> State:
@@ -112,17 +114,23 @@ class StateEngine:
                 wait()
 
     def stop(self) -> None:
-        """stop calls every manager's stop, once."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            managers = list(self._managers)
-        for m in managers:
-            stop = getattr(m, "stop", None)
-            if stop is None:
-                continue
-            try:
-                stop()
-            except Exception:
-                log.exception("cannot stop manager %r", m)
+        """stop calls every manager's stop, once; a stop() called meanwhile returns when that one ends."""
+        if not self._stop_lock.acquire(blocking=False):
+            log.debug("stop: waiting for the stop under way in another thread")
+            self._stop_lock.acquire()
+        try:
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stopped = True
+                managers = list(self._managers)
+            for m in managers:
+                stop = getattr(m, "stop", None)
+                if stop is None:
+                    continue
+                try:
+                    stop()
+                except Exception:
+                    log.exception("cannot stop manager %r", m)
+        finally:
+            self._stop_lock.release()

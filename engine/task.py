@@ -113,7 +113,7 @@ class Task:
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        set_value(rec.data.items(f"task {self._tid}"), key, value, f"task {self._tid}")
+        set_value(rec.data.mutable(f"task {self._tid}"), key, value, f"task {self._tid}")
         self._w.dirty_task(rec)
 
     def has(self, key: str) -> bool:

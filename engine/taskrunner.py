@@ -24,13 +24,13 @@ from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
-from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs
+from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
 from .status import Status
+from .task import Task
 
 if TYPE_CHECKING:
     from ._records import TaskRec
     from .state import State
-    from .task import Task
 
 log = logging.getLogger("engine.taskrunner")
 
@@ -79,6 +79,8 @@ class TaskRunner:
         self._checked: dict[int, bool] = {}
         self._quarantined: set[int] = set()
         self._generation = -1
+        # (task, predicate) pairs whose raise was logged: once each.
+        self._failed_predicates: set[tuple[int, str]] = set()
 
     # -- registration ---------------------------------------------------------
 
@@ -141,9 +143,38 @@ class TaskRunner:
         if self._optional:
             task = self._w.task_handle(rec)
             for match, opt in self._optional:
-                if match(task):
+                try:
+                    matched = match(task)
+                except BaseException as e:
+                    # Only this task is concerned: left alone (as blocked) and asked about again later.
+                    self._user_failed(rec, "optional-handler matcher", match, e)
+                    return NO_HANDLERS
+                if matched:
                     return opt
         return NO_HANDLERS
+
+    def _held_back(self, rec: TaskRec, task: Task, running: list[Task]) -> bool:
+        """_held_back asks the blocked predicates about task; one that raises holds back that task only."""
+        for pred in self._blocked:
+            try:
+                if pred(task, running):
+                    return True
+            except BaseException as e:
+                self._user_failed(rec, "blocked predicate", pred, e)
+                return True
+        return False
+
+    def _user_failed(self, rec: TaskRec, what: str, fn: object, exc: BaseException) -> None:
+        """_user_failed says, once per task and function, that a predicate raised; the task counts as blocked."""
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            raise exc  # Ctrl-C while a pass runs in the main thread (settle): not the predicate's failure
+        self._r.some_blocked = True  # asked again at the next pass
+        name = callable_name(fn)
+        if (rec.id, name) in self._failed_predicates:
+            return
+        self._failed_predicates.add((rec.id, name))
+        log.warning("task %s (%s) of change %s is held back: its %s %s raised %s", rec.id, rec.kind,
+                    rec.change_id, what, name, exception_text(exc))
 
     # -- ensure ---------------------------------------------------------------
 
@@ -154,8 +185,10 @@ class TaskRunner:
                 return
             started: list[Run] = []
             try:
-                with self._st:
+                with self._st, self._recorder.hooks_guarded() as failures:
                     self._claim(started)
+                    if failures:
+                        self._hooks_failed(failures, started)
             except BaseException:
                 with self._r.lock:
                     for run in started:
@@ -174,6 +207,7 @@ class TaskRunner:
             self._generation = w.generation
             self._checked.clear()
             self._quarantined.clear()
+            self._scan_unknown_statuses()
         w.check_blockers()
         if self._leases is not None:
             with self._r.lock:
@@ -235,7 +269,7 @@ class TaskRunner:
                     self._r.starved = True
                     break
                 task = w.task_handle(rec)
-                if any(pred(task, running) for pred in self._blocked):
+                if self._held_back(rec, task, running):
                     self._r.some_blocked = True
                     continue
                 run = self._claim_one(rec, pair, task)
@@ -251,6 +285,33 @@ class TaskRunner:
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
+
+    def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None:
+        """_hooks_failed deals with status hooks that raised during the pass: only their task is concerned.
+
+        A task the pass claimed is put in Error instead of started (the log
+        says which hook raised what); any other raise is logged once.
+        """
+        w = self._w
+        claimed = {run.tid: run for run in started}
+        said: set[int] = set()
+        for fn, obj, exc in list(failures):
+            tid = getattr(obj, "_tid", None) if isinstance(obj, Task) else None
+            name = callable_name(fn)
+            if tid in claimed and tid not in said:
+                said.add(tid)
+                run = claimed[tid]
+                started.remove(run)
+                with self._r.lock:
+                    if self._r.runs.get(tid) is run:
+                        del self._r.runs[tid]
+                rec = w.trec(tid)
+                chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+                self._recorder.failed(rec, RuntimeError(f"its status hook {name} raised {exception_text(exc)}"), chg)
+            elif tid not in said:
+                what = f"task {tid}" if tid is not None else f"change {getattr(obj, '_cid', '?')}"
+                log.warning("%s: status hook %s raised %s", what, name, exception_text(exc))
+        failures.clear()  # (what the hooks raise again while their task fails is said above)
 
     def _fail_cycles(self) -> None:
         """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.
@@ -283,6 +344,19 @@ class TaskRunner:
                         chg = f"change {t.change_id}" if t.change_id is not None else "no change"
                         self._recorder.failed(t, error, chg)
 
+    def _scan_unknown_statuses(self) -> None:
+        """_scan_unknown_statuses reports the tasks with a status the engine does not know.
+
+        No pass would ever select them, nor the tasks waiting for them: their
+        change would sit unready without a word. Done once per generation of
+        the cache (at the first pass, after a write from outside).
+        """
+        for row in self._w.store.unknown_status_tasks():
+            tid, cid = row[0], row[1]
+            if not self._change_sound(cid, tid):
+                continue  # reported, with its change: the change is what cannot go on
+            self._load(row)  # (the change read whole: report the task itself)
+
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""
         if row[0] in self._quarantined:
@@ -304,6 +378,10 @@ class TaskRunner:
         cid = rec.change_id
         if cid is None:
             return True
+        return self._change_sound(cid, rec.id)
+
+    def _change_sound(self, cid: int, tid: int) -> bool:
+        """_change_sound is _sound for change cid, met through its task tid."""
         w = self._w
         known = self._checked.get(cid)
         if known is not None:
@@ -314,7 +392,7 @@ class TaskRunner:
             w.check_task_rows(crec)
             sound = True
         except NotFoundError:
-            self._damaged("change", cid, f"task {rec.id} belongs to change {cid}, which is not in the database",
+            self._damaged("change", cid, f"task {tid} belongs to change {cid}, which is not in the database",
                           self._damaged_changes)
             sound = False
         except DatabaseCorruptError as e:

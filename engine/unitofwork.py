@@ -48,7 +48,7 @@ class UnitOfWork:
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
-                 held: Callable[[], bool]) -> None:
+                 held: Callable[[], bool], *, read_only: bool = False) -> None:
         #: state is the State this unit of work belongs to (what handles hand to users; engine.state
         #: sits above this module, so it is not named here).
         self.state = state
@@ -59,7 +59,9 @@ class UnitOfWork:
         self.check = check
         self.held = held
         self._relaxed = False
-        self._last = store.sequences()
+        #: read_only: a reader's; it hands out no id, so it says nothing of the sequences.
+        self.read_only = read_only
+        self._last = store.sequences(quiet=read_only)
         #: records are the loaded rows; their lookups are this unit of work's own (below).
         self.records = records = RecordCache(store)
         self.tasks = records.tasks
@@ -119,6 +121,9 @@ class UnitOfWork:
         self._owned: set[int] = set()
         self.task_hooks: dict[int, TaskHook] = {}
         self.change_hooks: dict[int, ChangeHook] = {}
+        #: hook_failures, when a list (while the runner records outcomes), collects what the status
+        #: hooks raise instead of letting it out: (hook, task or change, exception).
+        self.hook_failures: list[tuple[Any, Any, BaseException]] | None = None
         #: Per change, the event set when it becomes ready (Change.wait_ready).
         self.waiters: dict[int, threading.Event] = {}
 
@@ -163,7 +168,7 @@ class UnitOfWork:
         """sync_sequences reads the id counters again (ids only grow: those handed out in vain stay used)."""
         if self.store.shared:
             return  # ids come from the database as they are handed out
-        stored = self.store.sequences()
+        stored = self.store.sequences(quiet=self.read_only)
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
     def flush(self) -> None:
@@ -453,8 +458,17 @@ class UnitOfWork:
                 self._fire(self.change_hooks, self.change_handle(crec), old, new)
 
     def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
+        failures = self.hook_failures
         for hid, fn in list(hooks.items()):
-            if fn(obj, old, new) is True:
+            if failures is None:
+                done = fn(obj, old, new)
+            else:
+                try:
+                    done = fn(obj, old, new)
+                except BaseException as e:  # user code: the runner fails the task it was recording
+                    failures.append((fn, obj, e))
+                    continue
+            if done is True:
                 hooks.pop(hid, None)
 
     def change_status(self, crec: ChangeRec) -> Status:

@@ -234,3 +234,43 @@ def test_an_unknown_stored_change_status_is_rewritten(tmp_path: Path, clock: Fak
         assert conn.execute("SELECT status FROM changes WHERE id = ?", (int(cid),)).fetchone() == ("Do",)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("status", ["Bogus", "", "do"])
+def test_an_unknown_status_at_the_head_of_a_chain_is_reported(
+        status: str, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """No runner query selects the head (its status is unknown) nor the task waiting for it: the scan does."""
+    db = tmp_path / "state.db"
+    st = State.open(db, clock=clock)
+    try:
+        with st:
+            chg = st.new_change("stuck", "a chain whose head gets damaged")
+            head, tail = st.new_task("k", "head"), st.new_task("k", "tail")
+            tail.wait_for(head)
+            chg.add_task(head)
+            chg.add_task(tail)
+            cid, hid = chg.id, head.id
+    finally:
+        st.close()
+    _shell(db, "PRAGMA ignore_check_constraints = ON", f"UPDATE tasks SET status = '{status}' WHERE id = {hid}")
+    caplog.set_level(logging.ERROR, "engine")
+    o = Overlord(db, clock=clock)
+    o.task_runner.add_handler("k", _noop)
+    try:
+        for _ in range(2):  # several passes, one report
+            with o.state:
+                good = o.state.new_change("good", "a healthy change")
+                good.add_task(o.state.new_task("k", "healthy"))
+                good_id = good.id
+            o.settle(WAIT)
+            with o.state:
+                healthy = o.state.change(good_id)
+                assert healthy is not None and healthy.status is Status.DONE
+        with o.state:
+            warnings = [str(w) for w in o.state.all_warnings()]
+    finally:
+        o.stop()
+    reported = [r.getMessage() for r in caplog.records if " alone: " in r.getMessage()]
+    assert len(reported) == 1, reported
+    assert f"change {cid}" in reported[0] and f"task {hid}" in reported[0] and repr(status) in reported[0]
+    assert len(warnings) == 1 and f"change {cid}" in warnings[0] and repr(status) in warnings[0], warnings

@@ -67,8 +67,8 @@ class Store(Protocol):
 
     # -- reads --------------------------------------------------------------------------
 
-    def sequences(self) -> dict[str, int]:
-        """sequences returns the last ids handed out, never below the largest ids in use."""
+    def sequences(self, *, quiet: bool = False) -> dict[str, int]:
+        """sequences returns the last ids handed out, never below the largest ids in use (quiet: say nothing)."""
 
     def task_rows(self, ids: Sequence[int]) -> list[Row]:
         """task_rows loads tasks by id."""
@@ -149,6 +149,9 @@ class Store(Protocol):
 
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
+
+    def unknown_status_tasks(self) -> list[Row]:
+        """unknown_status_tasks loads the tasks of changes whose status the engine does not know (hand-edited)."""
 
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""

@@ -64,22 +64,26 @@ class SqlStore:
     def _ids(self, name: str, args: Sequence[Any] = ()) -> list[int]:
         return [r[0] for r in self.query(self.sql[name], args)]
 
-    def sequences(self) -> dict[str, int]:
+    def sequences(self, *, quiet: bool = False) -> dict[str, int]:
         """sequences returns the last ids handed out, never below the largest ids in use.
 
         A sequences row edited by hand (reset to 0, deleted) cannot make the
         engine hand out an id that a change, a task or a live lane holds.
+        quiet (a reader, which hands out no id) says nothing of a sequence
+        that is behind: it is the writer's to mend.
         """
         stored: dict[str, int] = {}
         for name, last in self.query(self.sql["sequences"]):
             try:
                 stored[str(name)] = int(last)
             except (TypeError, ValueError):
-                log.error("ignoring the hand-edited sequence %r of %s: %r is not a number", name, self.target, last)
+                if not quiet:
+                    log.error("ignoring the hand-edited sequence %r of %s: %r is not a number", name, self.target,
+                              last)
         used = self.query(self.sql["ids_in_use"])[0]
         for name, top in zip(("change", "task", "lane"), used, strict=True):
             if isinstance(top, int) and top > stored.get(name, 0):
-                if name in stored:
+                if name in stored and not quiet:
                     log.warning("the %s sequence of %s is behind the ids in use (%d < %d): ids go on from %d",
                                 name, self.target, stored[name], top, top)
                 stored[name] = top
@@ -204,6 +208,10 @@ class SqlStore:
     def stale_blockers(self) -> list[int]:
         """stale_blockers lists unready tasks whose blockers count is wrong."""
         return self._ids("stale_blockers")
+
+    def unknown_status_tasks(self) -> list[Row]:
+        """unknown_status_tasks loads the tasks of changes whose status the engine does not know (hand-edited)."""
+        return self.query(self.sql["unknown_status_tasks"])
 
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
