@@ -315,14 +315,7 @@ def _run(do: Handler, undo: Handler | None, retry: tenacity.BaseRetrying | None,
             setattr(obj, name, _wrap(fn, name, probe))
         st.probe = probe
         try:
-            runner = TaskRunner(st)
-            runner.add_handler(kind, probed, undo, retry=retry)
-            for other, (odo, oundo) in (handlers or {}).items():
-                runner.add_handler(other, odo, oundo)
-            try:
-                _drive(st, runner, cid, clock, timeout)
-            finally:
-                runner.stop()
+            _run_to_end(st, cid, {kind: (probed, undo), **(handlers or {})}, kind, retry, clock, timeout)
         finally:
             st.probe = None
             for obj, name, fn in originals:
@@ -335,19 +328,24 @@ def _run(do: Handler, undo: Handler | None, retry: tenacity.BaseRetrying | None,
         # The restart after the crash: the database as the crash left it, run to the end.
         st2 = State.open(tmp / "crash.db", clock=clock)
         try:
-            runner = TaskRunner(st2)
-            runner.add_handler(kind, do, undo, retry=retry)
-            for other, (odo, oundo) in (handlers or {}).items():
-                runner.add_handler(other, odo, oundo)
-            try:
-                _drive(st2, runner, cid, clock, timeout)
-            finally:
-                runner.stop()
+            _run_to_end(st2, cid, {kind: (do, undo), **(handlers or {})}, kind, retry, clock, timeout)
             return _dump(st2, cid, state_keys, snapshot)
         finally:
             st2.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_to_end(st: State, cid: str, handlers: Mapping[str, tuple[Handler, Handler | None]], kind: str,
+                retry: tenacity.BaseRetrying | None, clock: FakeClock, timeout: float) -> None:
+    """_run_to_end runs the change with a runner of these handlers (retry for kind's) until it is ready."""
+    runner = TaskRunner(st)
+    for k, (do, undo) in handlers.items():
+        runner.add_handler(k, do, undo, retry=retry if k == kind else None)
+    try:
+        _drive(st, runner, cid, clock, timeout)
+    finally:
+        runner.stop()
 
 
 def _wrap(fn: Callable[..., Any], name: str, probe: _Probe) -> Callable[..., Any]:
