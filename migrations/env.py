@@ -14,7 +14,8 @@ from alembic import context
 
 from engine.db import DatabaseOptions
 from engine.models import Base
-from engine.store.sqlite_open import make_engine
+from engine.store import locate
+from engine.store.sqlite import make_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -55,10 +56,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = _url()
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url, DatabaseOptions())
+    where = locate(url=_url())
+    if where.file is not None:
+        Path(where.file).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(where, DatabaseOptions())
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -129,7 +129,7 @@ def check(db: Path | None, as_json: bool, state_dir: Path | None) -> None:
     from sqlalchemy import create_engine
 
     from engine.db import alembic_config
-    from engine.store.sqlite_open import constraint_violations
+    from engine.store.sqlite.schema import constraint_violations
 
     path = db or paths.db_path(state_dir)
     conn = open_read_only(path)

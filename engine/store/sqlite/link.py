@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """DbLink: a SQLite store's connection, and the process's hold on the database file.
 
-A writing link holds the database's writer lock (engine.store.sqlite_lock) from before
+A writing link holds the database's writer lock (engine.store.sqlite.lock) from before
 anything is created until close() or release_writer(). A read-only link
 never writes: SQLite's mode=ro with query_only, and, for a WAL database that
 no connection has open (it has no -wal file), SQLite's immutable mode, so
@@ -19,78 +19,124 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..db import DatabaseOptions
-from . import sqlite_lock as dbfile
-from .sqlite_open import (
-    QUICK_CHECK_LIMIT,
-    check_contents,
-    check_path,
-    check_schema,
-    file_of_url,
-    is_wal,
-    make_engine,
-    open_error,
-    prepare_schema,
-    read_only_uri,
-)
+from sqlalchemy import Engine, create_engine, event, pool
+
+from ...db import SYNCHRONOUS_MODES, DatabaseOptions
+from ...errors import DatabaseError
+from . import lock as dbfile
+from .checks import check_contents, check_path, is_wal, open_error
+from .schema import QUICK_CHECK_LIMIT, check_schema, prepare_schema
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from .sqlite_lock import FileHandle
+    from ..location import Location
+    from .lock import FileHandle
 
 log = logging.getLogger("engine.db")
+
+#: The oldest SQLite the engine's SQL runs on (upserts, JSON functions).
+MIN_SQLITE = (3, 24, 0)
+
+
+def make_engine(where: Location, options: DatabaseOptions, *, read_only: bool = False,
+                immutable: bool = False) -> Engine:
+    """make_engine creates the SQLAlchemy engine of a SQLite location, with the engine's pragmas.
+
+    The file is opened through its URI filename (Location.uri), never
+    through a SQLAlchemy URL: no part of its name is read as a parameter.
+    read_only opens it with mode=ro and query_only as a second guard, so
+    that nothing (no schema, no checkpoint, no journal mode) is ever written
+    through it; immutable (no locks, no write-ahead log) is for a WAL
+    database that no connection has open (it has no -wal file): opened the
+    ordinary way, SQLite would create its -wal and -shm files (or fail, in
+    a directory the reader may not write).
+    """
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise DatabaseError(f"cannot open a state database: SQLite {'.'.join(map(str, MIN_SQLITE))} or newer "
+                            f"is needed, this Python has {sqlite3.sqlite_version}")
+    if options.synchronous.upper() not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {options.synchronous!r}")
+    connect_args: dict[str, Any] = {"check_same_thread": False, "isolation_level": None,
+                                    "timeout": options.busy_timeout}
+    if where.file is None:
+        engine = create_engine("sqlite://", poolclass=pool.StaticPool,
+                               creator=lambda: sqlite3.connect(":memory:", **connect_args))
+    else:
+        uri = where.uri(read_only=read_only, immutable=immutable)
+        engine = create_engine("sqlite://", poolclass=pool.NullPool,
+                               creator=lambda: sqlite3.connect(uri, uri=True, **connect_args))
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
+        dbapi_conn.execute("PRAGMA foreign_keys = ON")
+        dbapi_conn.execute(f"PRAGMA synchronous = {options.synchronous.upper()}")
+        if read_only:
+            dbapi_conn.execute("PRAGMA query_only = ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # pysqlite does not begin before DDL; migrations must be atomic.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 class DbLink:
     """DbLink is one State's SQLite connection and hold on its database file."""
 
-    def __init__(self, engine: Engine, proxy: Any, target: str, options: DatabaseOptions,
+    def __init__(self, engine: Engine, proxy: Any, where: Location, options: DatabaseOptions,
                  file: FileHandle | None, snapshot: tuple[int, int] | None) -> None:
         self._engine = engine
         self._proxy = proxy  # the pool's connection: it closes when dropped
-        self.target = target
+        self.where = where
+        self.target = where.label
         self._options = options
         self._file = file
         # For an immutable read-only link: the file's size and mtime when it was opened.
         self._snapshot = snapshot
 
     @classmethod
-    def open(cls, path: Path | None, url: str, target: str, options: DatabaseOptions, *, read_only: bool) -> DbLink:
+    def open(cls, where: Location, options: DatabaseOptions, *, read_only: bool) -> DbLink:
         """open checks, locks (a writer) and connects to the database, creating or upgrading it (a writer).
 
-        Everything taken is given back when it fails: the lock, the
-        descriptor, and any file this open created.
+        Everything taken is given back when it fails: the locks, the
+        descriptors, and any file this open created.
         """
+        target = where.label
         file: FileHandle | None = None
-        if path is not None:
+        if where.file is not None:
+            path = Path(where.file)
             check_path(path, target, read_only=read_only)  # before anything is created
             file = dbfile.acquire(path, target, write=not read_only)
         # SQLite's files beside the database that this open may create (and
         # must not leave behind if it fails, on a full disk say).
-        new_sides = [p for p in _side_files(path) if not p.exists()] if file is not None and file.writing else []
+        new_sides = [p for p in _side_files(where) if not p.exists()] if file is not None and file.writing else []
         engine: Engine | None = None
         proxy: Any = None
         try:
+            if file is not None and file.writing:
+                file.lock_log(where.beside("-wal"), target)  # before SQLite meets another file's log
             existing = file is not None and check_contents(file, target, read_only=read_only)
             snapshot = None
-            uri = None
             if read_only:
-                assert file is not None and path is not None
-                if is_wal(file.read_header(20)) and not _wal_of(path).exists():
+                assert file is not None
+                if is_wal(file.read_header(20)) and not where.beside("-wal").exists():
                     snapshot = _stamp(file)
-                uri = read_only_uri(path, immutable=snapshot is not None)
-            engine = make_engine(url, options, read_only=uri)
+            engine = make_engine(where, options, read_only=read_only, immutable=snapshot is not None)
             try:
                 proxy = engine.raw_connection()
                 raw = proxy.driver_connection
                 if read_only:
                     check_schema(raw, target, check=file is not None and file.size() <= QUICK_CHECK_LIMIT)
                 else:
-                    prepare_schema(engine, raw, target, existing=existing, memory=path is None)
+                    prepare_schema(engine, raw, target, existing=existing, memory=file is None,
+                                   size=file.size() if file is not None else 0)
             except sqlite3.Error as e:
-                raise open_error(e, target, path, read_only=read_only) from e
-            return cls(engine, proxy, target, options, file, snapshot)
+                raise open_error(e, where, read_only=read_only) from e
+            if file is not None and file.writing:
+                file.lock_log(where.beside("-wal"), target)  # SQLite created it
+            return cls(engine, proxy, where, options, file, snapshot)
         except BaseException:
             if proxy is not None:
                 proxy.close()
@@ -100,11 +146,6 @@ class DbLink:
                 _remove_unused(new_sides)  # still under the writer lock: nobody else wrote them
                 file.close(remove_created=True)  # a first open that failed leaves no empty file
             raise
-
-    @staticmethod
-    def file_of(url: str) -> Path | None:
-        """file_of returns the database file a URL names (None: in memory)."""
-        return file_of_url(url)
 
     @property
     def raw(self) -> sqlite3.Connection:
@@ -122,7 +163,7 @@ class DbLink:
         """stale says whether an immutable snapshot is out of date (a writer appeared, or the file changed)."""
         if self._snapshot is None or self._file is None:
             return False
-        return self._snapshot != _stamp(self._file) or _wal_of(self._file.path).exists()
+        return self._snapshot != _stamp(self._file) or self.where.beside("-wal").exists()
 
     def changed_under_snapshot(self) -> bool:
         """changed_under_snapshot says whether the file changed since the snapshot was taken."""
@@ -131,14 +172,12 @@ class DbLink:
     def reconnect(self) -> None:
         """reconnect replaces a stale snapshot: through SQLite's locks now, or a new snapshot if no writer is left."""
         assert self._file is not None
-        path = self._file.path
-        snapshot = _stamp(self._file) if not _wal_of(path).exists() else None
+        snapshot = _stamp(self._file) if not self.where.beside("-wal").exists() else None
         try:
-            engine = make_engine("sqlite://", self._options,
-                                 read_only=read_only_uri(path, immutable=snapshot is not None))
+            engine = make_engine(self.where, self._options, read_only=True, immutable=snapshot is not None)
             proxy = engine.raw_connection()
         except sqlite3.Error as e:
-            raise open_error(e, self.target, path, read_only=True) from e
+            raise open_error(e, self.where, read_only=True) from e
         old_proxy, old_engine = self._proxy, self._engine
         self._proxy, self._engine, self._snapshot = proxy, engine, snapshot
         old_proxy.close()
@@ -146,9 +185,20 @@ class DbLink:
 
     # -- the end of writing -----------------------------------------------------------
 
+    def replaced(self) -> str | None:
+        """replaced says how the path stopped naming this writer's file (None: it still does, or a reader)."""
+        if not self.writing:
+            return None
+        assert self._file is not None
+        return self._file.replaced()
+
+    def owns_log(self) -> bool:
+        """owns_log says whether the -wal name beside the path is still this writer's log."""
+        return self._file is not None and self._file.owns_log(self.where.beside("-wal"))
+
     def checkpoint(self) -> None:
         """checkpoint folds the write-ahead log into the database file and truncates it (a writer only)."""
-        if not self.writing:
+        if not self.writing or (self.replaced() is not None and not self.owns_log()):
             return
         try:
             busy, _, _ = self.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -171,16 +221,10 @@ class DbLink:
             self._file.close()
 
 
-def _wal_of(path: Path) -> Path:
-    # SQLite names the log after the file's real path (it follows symlinks).
-    return Path(os.path.realpath(path) + "-wal")
-
-
-def _side_files(path: Path | None) -> list[Path]:
-    if path is None:
+def _side_files(where: Location) -> list[Path]:
+    if where.file is None:
         return []
-    real = os.path.realpath(path)
-    return [Path(real + "-wal"), Path(real + "-shm")]
+    return [where.beside("-wal"), where.beside("-shm")]
 
 
 def _remove_unused(paths: list[Path]) -> None:

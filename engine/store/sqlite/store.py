@@ -19,8 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 from sqlalchemy import Table, bindparam, text
@@ -28,13 +27,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
-from ..db import DatabaseOptions
-from ..errors import DatabaseBusyError, DatabaseError, DatabaseFullError, ReadOnlyStateError
-from .base import Row
-from .compiled import Catalog, Compiled
-from .sqlite_link import DbLink
-from .sqlite_open import sqlite_error
-from .sqlstore import SqlStore
+from ...db import DatabaseOptions
+from ...errors import DatabaseBusyError, DatabaseError, DatabaseFullError, DatabaseReplacedError, ReadOnlyStateError
+from ..base import Row
+from ..compiled import Catalog, Compiled
+from ..sqlstore import SqlStore
+from .checks import sqlite_error
+from .link import DbLink
+
+if TYPE_CHECKING:
+    from ..location import Location
 
 log = logging.getLogger("engine.store")
 
@@ -112,14 +114,14 @@ class SQLiteStore(SqlStore):
         self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
         self._relaxed = False
         self.refusal: str | None = None
+        self._replaced: str | None = None  # why every commit is refused: the path names another file now
         self._in_lists: dict[tuple[str, int], str] = {}
         self._data_version = self.data_version()
 
     @classmethod
-    def open(cls, path: Path | None, url: str, target: str, options: DatabaseOptions, *,
-             read_only: bool) -> SQLiteStore:
+    def open(cls, where: Location, options: DatabaseOptions, *, read_only: bool) -> SQLiteStore:
         """open checks, locks (a writer), connects and creates or upgrades (a writer) the database."""
-        link = DbLink.open(path, url, target, options, read_only=read_only)
+        link = DbLink.open(where, options, read_only=read_only)
         try:
             return cls(link, options)
         except BaseException:
@@ -220,6 +222,7 @@ class SQLiteStore(SqlStore):
             return
         if self.refusal is not None:
             raise ReadOnlyStateError(self.refusal)
+        self._check_file()
         if relaxed and self.can_relax:
             with self.guard("write"):
                 self.raw.execute("PRAGMA synchronous = NORMAL")
@@ -232,6 +235,21 @@ class SQLiteStore(SqlStore):
                 raise self.convert(e, "write") from e
             self._begin_waiting()
         self._in_write = True
+
+    def _check_file(self) -> None:
+        # The path must still name the file this writer has open: after
+        # "mv backup.db state.db" (or rm, or mv away) a commit would land in a
+        # file nobody reads any more, and a second writer on the path would
+        # be writing the new one. Refused now and at every later commit.
+        if self._replaced is None:
+            reason = self._link.replaced()
+            if reason is None:
+                return
+            self._replaced = (f"cannot write state database {self.target}: the path no longer names the file "
+                              f"this process opened ({reason}); nothing more is written by this process, "
+                              "stop it and open the database again")
+            log.error("%s", self._replaced)
+        raise DatabaseReplacedError(self._replaced)
 
     def _restore_sync(self) -> None:
         if self._relaxed:
