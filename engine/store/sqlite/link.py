@@ -132,10 +132,13 @@ class DbLink:
                 else:
                     prepare_schema(engine, raw, target, existing=existing, memory=file is None,
                                    size=file.size() if file is not None else 0)
+                    # A read opens the write-ahead log (creating the -wal file), which this
+                    # connection then keeps open, and SQLite keeps, until it closes.
+                    raw.execute("PRAGMA schema_version").fetchone()
             except sqlite3.Error as e:
                 raise open_error(e, where, read_only=read_only) from e
             if file is not None and file.writing:
-                file.lock_log(where.beside("-wal"), target)  # SQLite created it
+                file.lock_log(where.beside("-wal"), target)
             return cls(engine, proxy, where, options, file, snapshot)
         except BaseException:
             if proxy is not None:
@@ -214,11 +217,35 @@ class DbLink:
             self._file.release_writer()
 
     def close(self) -> None:
-        """close closes the connection, then lets go of the file (and the writer lock)."""
+        """close closes the connection, then lets go of the file (and the writer lock).
+
+        A writer whose path names another file now also removes its
+        write-ahead log and index from beside the path (SQLite leaves them
+        there when the database was moved): the next writer on the path
+        would read their pages into the other file.
+        """
+        stray = self.replaced() is not None and self.owns_log()
         self._proxy.close()
         self._engine.dispose()
+        if stray:
+            _remove_stray_log(self.where)  # still under this writer's lock on the log
         if self._file is not None:
             self._file.close()
+
+
+def _remove_stray_log(where: Location) -> None:
+    wal, shm = where.beside("-wal"), where.beside("-shm")
+    try:
+        size = wal.stat().st_size
+    except OSError:
+        return
+    if size:  # the checkpoint at close did not empty it (a reader held it)
+        log.error("the write-ahead log %s still holds pages of a state database file that is no longer at %s; "
+                  "remove it before opening %s again", wal, where.label, where.label)
+        return
+    for p in (wal, shm):
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def _side_files(where: Location) -> list[Path]:

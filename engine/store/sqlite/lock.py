@@ -165,8 +165,7 @@ class FileHandle:
         except OSError as e:
             return f"the path cannot be read any more ({e.strerror})"
         if (st.st_dev, st.st_ino) != self._file.key:
-            return "it was deleted and another file put in its place" if links == 0 else \
-                "another file was put in its place (renamed over it)"
+            return "another file was put in its place"
         if links == 0:
             return "it was deleted"
         return None

@@ -236,20 +236,29 @@ class SQLiteStore(SqlStore):
             self._begin_waiting()
         self._in_write = True
 
-    def _check_file(self) -> None:
-        # The path must still name the file this writer has open: after
-        # "mv backup.db state.db" (or rm, or mv away) a commit would land in a
-        # file nobody reads any more, and a second writer on the path would
-        # be writing the new one. Refused now and at every later commit.
+    def replaced(self) -> str | None:
+        """replaced says why the path no longer names this writer's file (None: it does; or a reader).
+
+        The path must still name the file this writer has open: after "mv
+        backup.db state.db" (or rm, or mv away) a commit would land in a
+        file nobody reads any more. Once found, it is for good: this store
+        writes no more. One fstat and one stat.
+        """
         if self._replaced is None:
             reason = self._link.replaced()
             if reason is None:
-                return
+                return None
             self._replaced = (f"cannot write state database {self.target}: the path no longer names the file "
                               f"this process opened ({reason}); nothing more is written by this process, "
                               "stop it and open the database again")
             log.error("%s", self._replaced)
-        raise DatabaseReplacedError(self._replaced)
+        return self._replaced
+
+    def _check_file(self) -> None:
+        # Before every commit: refused now and at every later commit.
+        why = self.replaced()
+        if why is not None:
+            raise DatabaseReplacedError(why)
 
     def _restore_sync(self) -> None:
         if self._relaxed:
@@ -363,6 +372,11 @@ class SQLiteStore(SqlStore):
         self.rollback()
         if tidy:
             self._link.checkpoint()
+        if self.replaced() is not None:
+            # Its locks stay until close: SQLite closing this connection
+            # checkpoints and removes the -wal and -shm names, which must
+            # not be another writer's by then.
+            return
         self._link.release_writer()
 
     def close(self, *, tidy: bool) -> None:
