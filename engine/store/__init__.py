@@ -10,13 +10,19 @@ the path or URL once; open_store picks the backend from that Location.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from ..db import DatabaseOptions
 from .base import Row, Store
 from .location import Location, locate
 from .sqlite import SQLiteStore  # compiles SQLite's statements now, at import, not in an open or a commit
 from .sqlstore import SqlStore
 
-__all__ = ["Location", "Row", "SQLiteStore", "SqlStore", "Store", "locate", "open_store"]
+if TYPE_CHECKING:
+    from .sqlite.inspect import DatabaseReport
+
+__all__ = ["Location", "Row", "SQLiteStore", "SqlStore", "Store", "inspect_database", "locate", "open_store"]
 
 
 def open_store(where: Location, options: DatabaseOptions, *, read_only: bool) -> Store:
@@ -28,3 +34,15 @@ def open_store(where: Location, options: DatabaseOptions, *, read_only: bool) ->
     if read_only and where.kind == "memory":
         raise ValueError("cannot open a private in-memory database read-only: there is nothing to read")
     return SQLiteStore.open(where, options, read_only=read_only)
+
+
+def inspect_database(path: str | Path, *, full: bool = False) -> DatabaseReport:
+    """inspect_database reports on a SQLite state database of any revision without writing to it.
+
+    full adds SQLite's integrity check, the CHECK constraints and the
+    comparisons of the schema with the models; refusals (a missing file, a
+    FIFO, a database of another program) are one DatabaseError line.
+    """
+    from .sqlite.inspect import inspect
+
+    return inspect(locate(path), full=full)

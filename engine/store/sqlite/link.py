@@ -74,10 +74,11 @@ def make_engine(where: Location, options: DatabaseOptions, *, read_only: bool = 
         if read_only:
             dbapi_conn.execute("PRAGMA query_only = ON")
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # pysqlite does not begin before DDL; migrations must be atomic.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if not read_only:
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # pysqlite does not begin before DDL; migrations must be atomic.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -97,8 +98,11 @@ class DbLink:
         self._snapshot = snapshot
 
     @classmethod
-    def open(cls, where: Location, options: DatabaseOptions, *, read_only: bool) -> DbLink:
+    def open(cls, where: Location, options: DatabaseOptions, *, read_only: bool, schema: bool = True) -> DbLink:
         """open checks, locks (a writer) and connects to the database, creating or upgrading it (a writer).
+
+        schema False (read_only only) leaves the schema unchecked: for
+        inspect, which reports on a database of any revision.
 
         Everything taken is given back when it fails: the locks, the
         descriptors, and any file this open created.
@@ -128,7 +132,8 @@ class DbLink:
                 proxy = engine.raw_connection()
                 raw = proxy.driver_connection
                 if read_only:
-                    check_schema(raw, target, check=file is not None and file.size() <= QUICK_CHECK_LIMIT)
+                    if schema:
+                        check_schema(raw, target, check=file is not None and file.size() <= QUICK_CHECK_LIMIT)
                 else:
                     prepare_schema(engine, raw, target, existing=existing, memory=file is None,
                                    size=file.size() if file is not None else 0)
@@ -149,6 +154,11 @@ class DbLink:
                 _remove_unused(new_sides)  # still under the writer lock: nobody else wrote them
                 file.close(remove_created=True)  # a first open that failed leaves no empty file
             raise
+
+    @property
+    def engine(self) -> Engine:
+        """engine is the link's SQLAlchemy engine (read-only for a read-only link)."""
+        return self._engine
 
     @property
     def raw(self) -> sqlite3.Connection:

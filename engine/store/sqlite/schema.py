@@ -20,6 +20,7 @@ from ...db import describe as _describe
 from ...errors import DatabaseCorruptError, DatabaseError
 from ...models import Base
 from ..views import create_views
+from . import objects
 from .checks import sqlite_error
 
 log = logging.getLogger("engine.db")
@@ -79,6 +80,7 @@ def check_schema(raw: sqlite3.Connection, target: str, *, check: bool) -> None:
     """
     revision = inspect_revision(raw, target, check=check)
     if revision == SCHEMA_HEAD:
+        objects.report(raw, target)
         return
     if revision is None:
         raise DatabaseCorruptError(f"{_describe(target)}: it is not a state database (a SQLite database "
@@ -98,6 +100,7 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
     check = existing and not memory and size <= QUICK_CHECK_LIMIT
     revision = inspect_revision(raw, target, check=check) if existing or memory else None
     if revision == SCHEMA_HEAD:
+        objects.repair(engine, raw, target)
         return
     if revision not in (None, BASE) and revision not in known_revisions():
         raise newer_schema(target, revision)
@@ -125,6 +128,7 @@ def prepare_schema(engine: Engine, raw: sqlite3.Connection, target: str, *, exis
             conn.commit()
     except sqlalchemy.exc.DBAPIError as e:  # one line, not the statement that failed
         raise sqlite_error(e, f"cannot upgrade state database {target} from schema {revision}") from None
+    objects.repair(engine, raw, target)
 
 
 def constraint_violations(raw: sqlite3.Connection) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,7 @@ log = logging.getLogger("engine.store")
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _MAX_VARS = 900  # stay under SQLite's default host-parameter limit
+_HINT = re.compile(r"\s+INDEXED BY \w+")
 
 
 class _Compiler(SQLiteCompiler):
@@ -116,6 +118,7 @@ class SQLiteStore(SqlStore):
         self.refusal: str | None = None
         self._replaced: str | None = None  # why every commit is refused: the path names another file now
         self._in_lists: dict[tuple[str, int], str] = {}
+        self._unhinted: dict[str, str] = {}  # hinted SQL -> the same without its INDEXED BY
         self._data_version = self.data_version()
 
     @classmethod
@@ -163,23 +166,39 @@ class SQLiteStore(SqlStore):
         k = c.slots.index(c.expanding)
         return [*full[:k], *chunk, *full[k + 1:]]
 
+    def _select(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
+        # A hint (INDEXED BY) fails when its index is missing: the engine's
+        # correctness never depends on an index, so the statement runs
+        # without it (slower) until an open for writing recreates it.
+        try:
+            return self.raw.execute(sql, args)
+        except sqlite3.OperationalError as e:
+            if "no such index" not in str(e) or "INDEXED BY" not in sql:
+                raise
+            plain = self._unhinted.get(sql)
+            if plain is None:
+                plain = self._unhinted[sql] = _HINT.sub("", sql)
+                log.warning("state database %s lacks an index a query is tuned for (%s): the query runs "
+                            "without it; opening the database for writing recreates it", self.target, e)
+            return self.raw.execute(plain, args)
+
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
         with self.guard("read"):
-            return self.raw.execute(c.sql, c.args(args)).fetchall()
+            return self._select(c.sql, c.args(args)).fetchall()
 
     def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
         """query_in runs a SELECT over ids in chunks (one placeholder per id)."""
         rows: list[Row] = []
         with self.guard("read"):
             for chunk in _chunks(ids):
-                rows += self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
+                rows += self._select(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
         return rows
 
     def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
         """each yields the rows of a SELECT a page at a time."""
         with self.guard("read"):
-            cur = self.raw.execute(c.sql, c.args(args))
+            cur = self._select(c.sql, c.args(args))
             try:
                 while rows := cur.fetchmany(page):
                     yield from rows
