@@ -156,14 +156,11 @@ class FileHandle:
         """
         try:
             links = os.fstat(self._file.fd).st_nlink
-        except OSError as e:
-            return f"its descriptor cannot be read ({e.strerror})"
-        try:
             st = os.stat(self._path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return "it was deleted" if links == 0 else "it was moved away or renamed"
-        except OSError as e:
-            return f"the path cannot be read any more ({e.strerror})"
+        except OSError:
+            return None  # the path cannot be looked at now (a permission changed): not a proof of anything
         if (st.st_dev, st.st_ino) != self._file.key:
             return "another file was put in its place"
         if links == 0:
