@@ -126,3 +126,28 @@ def test_db_check_reports_and_db_upgrade_repairs_a_missing_index(tmp_path: Path)
     checked = CliRunner().invoke(cli, ["db", "check", "--db", str(db)])
     assert checked.exit_code == 0, checked.output
     assert "schema objects" not in checked.output
+
+
+def test_on_postgresql_a_missing_index_is_recreated_at_open_and_the_rest_reported(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    State.open(url=pg_url).close()
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP INDEX ix_tasks_runnable")
+            conn.exec_driver_sql("DROP VIEW v_changes")
+        with caplog.at_level(logging.WARNING, logger="engine"):
+            st = State.open(url=pg_url, read_only=True)  # a reader says so, and repairs nothing
+            st.close()
+            st = State.open(url=pg_url)
+            st.close()
+        with engine.connect() as conn:
+            assert "ix_tasks_runnable" in {ix["name"] for ix in inspect(conn).get_indexes("tasks")}
+    finally:
+        engine.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert [m for m in lines if "recreated" in m and "lacked" in m] == [
+        f"state database {st.path} lacked the index ix_tasks_runnable of its schema: recreated"]
+    assert sum("view v_changes is missing" in m for m in lines) == 2  # the reader's line and the writer's

@@ -71,6 +71,7 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
             revision = _revision(conn)
             conn.rollback()
             if revision == SCHEMA_HEAD:
+                _check_objects(conn, target, read_only=read_only)
                 return
             if revision not in (None, BASE) and revision not in known_revisions():
                 raise newer_schema(target, revision)
@@ -113,6 +114,33 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
             raise DatabaseError(f"{describe(target)}: another host held the schema migration lock for more than "
                                 f"{MIGRATION_LOCK_TIMEOUT:g} s") from None
         raise DatabaseError(f"{describe(target)}: {cause}") from None
+
+
+def _check_objects(conn: Any, target: str, *, read_only: bool) -> None:
+    """_check_objects compares the schema objects with the head revision's; a writer recreates missing indexes."""
+    from .objects import missing_objects_of, repaired
+
+    missing = missing_objects_of(conn)
+    conn.rollback()
+    if not missing:
+        return
+    if read_only:
+        log.warning("state database %s differs from the schema the engine needs: %s (opening it for writing "
+                    "recreates a missing index)", target, missing.describe())
+        return
+    if not missing.indexes:
+        repaired(conn, target)  # nothing to create: says what is missing
+        conn.rollback()
+        return
+    conn.exec_driver_sql(f"SET lock_timeout = '{int(MIGRATION_LOCK_TIMEOUT * 1000)}ms'")
+    conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")  # one host recreates them
+    conn.commit()
+    try:
+        with conn.begin():
+            repaired(conn, target)
+    finally:
+        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+        conn.commit()
 
 
 def open_postgres(where: Location, *, read_only: bool, busy_budget: float = 120.0) -> Any:

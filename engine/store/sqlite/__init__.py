@@ -10,10 +10,12 @@ Opening a file goes one way, each module below the next:
   writer's ``flock`` on it and on its write-ahead log, and whether the path
   still names the file;
 - ``schema``: the schema's revision, created or upgraded by a writer,
-  checked by a reader, and the schema objects the engine relies on;
+  checked by a reader, and the schema objects the engine relies on
+  (engine.store.objects);
 - ``link``: the connection (through the file's URI filename, from its
   Location) and the read-only snapshots;
-- ``store``: SQLiteStore, the Store verbs on that connection.
+- ``store``: SQLiteStore, the Store verbs on that connection;
+- ``inspect``: a report on a database of any revision (``overlord db``).
 """
 
 from __future__ import annotations

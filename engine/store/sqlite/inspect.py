@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from ...db import SCHEMA_HEAD, DatabaseOptions, alembic_config
 from ...db import describe as _describe
+from ..objects import SchemaObjects, missing_objects
 from .checks import sqlite_error
 from .link import DbLink
-from .objects import SchemaObjects, missing_objects
 from .schema import constraint_violations, inspect_revision
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from ...db import BASE, ENGINE_TABLES, SCHEMA_HEAD, alembic_config, known_revisi
 from ...db import describe as _describe
 from ...errors import DatabaseCorruptError, DatabaseError
 from ...models import Base
+from .. import objects
 from ..views import create_views
-from . import objects
 from .checks import sqlite_error
 
 log = logging.getLogger("engine.db")

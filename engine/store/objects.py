@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The schema objects the engine relies on: indexes, views and constraints, against the head revision.
 
-A database at the head revision may still have lost an object (``DROP
+Both backends are compared (SQLite through sqlite_master, PostgreSQL
+through SQLAlchemy's inspector). A database at the head revision may still have lost an object (``DROP
 INDEX`` in a ``sqlite3`` shell, a restore that skipped one). Opening
 compares what the database has with what the models and views of the head
 revision define: a missing index is recreated by a writer (it holds no
@@ -17,13 +18,15 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, Index
+from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateTable
 
-from ...models import Base
-from ..views import VIEWS
+from ..models import Base
+from .views import VIEWS
 
 log = logging.getLogger("engine.db")
 
@@ -39,8 +42,8 @@ class _Head:
 
 
 @functools.cache
-def _head() -> _Head:
-    dialect = sqlite_dialect.dialect()
+def _head(name: str = "sqlite") -> _Head:
+    dialect = sqlite_dialect.dialect() if name == "sqlite" else postgresql_dialect.dialect()  # type: ignore[no-untyped-call]
     indexes = {str(ix.name): ix for t in Base.metadata.sorted_tables for ix in t.indexes}
     constraints = {t.name: frozenset(_CONSTRAINT.findall(str(CreateTable(t).compile(dialect=dialect))))
                    for t in Base.metadata.sorted_tables}
@@ -66,42 +69,81 @@ class SchemaObjects:
 
 
 def missing_objects(raw: sqlite3.Connection) -> SchemaObjects:
-    """missing_objects compares the database's indexes, views, tables and constraints with the head revision's."""
-    head = _head()
+    """missing_objects compares a SQLite database's indexes, views, tables and constraints with the head revision's."""
     rows = raw.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
     have = {(str(kind), str(name)) for kind, name, _, _ in rows}
     sql = {str(name): str(text or "") for kind, name, _, text in rows if kind == "table"}
+    return _compare(_head("sqlite"), have, {t: set(_CONSTRAINT.findall(text)) for t, text in sql.items()})
+
+
+def missing_objects_of(conn: Any) -> SchemaObjects:
+    """missing_objects_of is missing_objects through SQLAlchemy's inspector (PostgreSQL), on a Connection."""
+    from sqlalchemy import inspect
+
+    insp = inspect(conn)
+    tables = set(insp.get_table_names())
+    have = {("table", t) for t in tables} | {("view", v) for v in insp.get_view_names()}
+    constraints: dict[str, set[str]] = {}
+    for t in tables:
+        have |= {("index", str(ix["name"])) for ix in insp.get_indexes(t)}
+        names = {insp.get_pk_constraint(t).get("name")}
+        names |= {c.get("name") for c in insp.get_check_constraints(t)}
+        names |= {c.get("name") for c in insp.get_foreign_keys(t)}
+        names |= {c.get("name") for c in insp.get_unique_constraints(t)}
+        constraints[t] = {str(n) for n in names if n}
+    return _compare(_head("postgresql"), have, constraints)
+
+
+def _compare(head: _Head, have: set[tuple[str, str]], constraints: dict[str, set[str]]) -> SchemaObjects:
+    tables = {name for kind, name in have if kind == "table"}
     out = SchemaObjects()
-    for table in sorted(head.tables - {name for kind, name in have if kind == "table"}):
+    for table in sorted(head.tables - tables):
         out.others.append(f"table {table}")
     for name, ix in sorted(head.indexes.items()):
-        if ("index", name) not in have and ix.table is not None and ix.table.name in sql:
+        if ("index", name) not in have and ix.table is not None and ix.table.name in tables:
             out.indexes.append(name)
     for view in sorted(head.views - {name for kind, name in have if kind == "view"}):
         out.others.append(f"view {view}")
     for table, names in sorted(head.constraints.items()):
-        if table in sql:
-            found = set(_CONSTRAINT.findall(sql[table]))
-            out.others += [f"constraint {name} of table {table}" for name in sorted(names - found)]
+        if table in constraints:
+            out.others += [f"constraint {name} of table {table}" for name in sorted(names - constraints[table])]
     return out
 
 
 def repair(engine: Engine, raw: sqlite3.Connection, target: str) -> SchemaObjects:
-    """repair recreates the missing indexes (a writer, at open) and reports the rest in one line.
+    """repair recreates the missing indexes of a SQLite database (a writer, at open) and reports the rest.
 
     It returns what was missing at the start.
     """
     missing = missing_objects(raw)
     if missing.indexes:
-        head = _head()
         with engine.begin() as conn:
-            for name in missing.indexes:
-                head.indexes[name].create(conn)
+            recreate(conn, missing)
+    _say(missing, target)
+    return missing
+
+
+def recreate(conn: Any, missing: SchemaObjects) -> None:
+    """recreate creates the missing indexes on conn, in its transaction."""
+    head = _head()
+    for name in missing.indexes:
+        head.indexes[name].create(conn, checkfirst=True)
+
+
+def _say(missing: SchemaObjects, target: str) -> None:
+    if missing.indexes:
         log.warning("state database %s lacked the index%s %s of its schema: recreated", target,
                     "es" if len(missing.indexes) > 1 else "", ", ".join(missing.indexes))
     if missing.others:
         log.warning("state database %s differs from the schema the engine needs: %s", target,
                     "; ".join(f"{what} is missing" for what in missing.others))
+
+
+def repaired(conn: Any, target: str) -> SchemaObjects:
+    """repaired is repair on a SQLAlchemy Connection (PostgreSQL), in its transaction."""
+    missing = missing_objects_of(conn)
+    recreate(conn, missing)
+    _say(missing, target)
     return missing
 
 
