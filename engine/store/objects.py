@@ -77,20 +77,20 @@ def missing_objects(raw: sqlite3.Connection) -> SchemaObjects:
 
 
 def missing_objects_of(conn: Any) -> SchemaObjects:
-    """missing_objects_of is missing_objects through SQLAlchemy's inspector (PostgreSQL), on a Connection."""
-    from sqlalchemy import inspect
+    """missing_objects_of is missing_objects for PostgreSQL, on a SQLAlchemy Connection (four catalog queries)."""
+    def names(sql: str) -> list[tuple[str, ...]]:
+        return [tuple(str(v) for v in row) for row in conn.exec_driver_sql(sql)]
 
-    insp = inspect(conn)
-    tables = set(insp.get_table_names())
-    have = {("table", t) for t in tables} | {("view", v) for v in insp.get_view_names()}
+    have = {("table", t) for (t,) in names("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+    have |= {("view", v) for (v,) in names("SELECT viewname FROM pg_views WHERE schemaname = current_schema()")}
+    have |= {("index", i) for (i,) in names("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
     constraints: dict[str, set[str]] = {}
-    for t in tables:
-        have |= {("index", str(ix["name"])) for ix in insp.get_indexes(t)}
-        names = {insp.get_pk_constraint(t).get("name")}
-        names |= {c.get("name") for c in insp.get_check_constraints(t)}
-        names |= {c.get("name") for c in insp.get_foreign_keys(t)}
-        names |= {c.get("name") for c in insp.get_unique_constraints(t)}
-        constraints[t] = {str(n) for n in names if n}
+    for table, name in names("SELECT t.relname, c.conname FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
+                             "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = current_schema()"):
+        constraints.setdefault(table, set()).add(name)
+    for kind, table in have:
+        if kind == "table":
+            constraints.setdefault(table, set())
     return _compare(_head("postgresql"), have, constraints)
 
 
