@@ -34,6 +34,8 @@ def refusal(db: Path, e: BaseException) -> CliError:
     reason = _PREFIX.sub("", text, count=1) if text.startswith("cannot ") else text
     if reason.startswith(("it is a SQLite database of another program", "it is not a state database")):
         reason = "it is not a state database"
+    elif "permission denied" in reason.lower():
+        reason = "permission denied (the daemon keeps it private: try with sudo, or ask the daemon)"
     return CliError(f"cannot read state database {db}: {reason}")
 
 
