@@ -152,19 +152,21 @@ class FileHandle:
     def replaced(self) -> str | None:
         """replaced says how the path stopped naming the file this handle has open (None: it still does).
 
-        One fstat and one stat: cheap enough before every commit.
+        One stat: cheap enough before every commit (the descriptor's link
+        count is asked only to tell a deleted file from a moved one).
         """
         try:
-            links = os.fstat(self._file.fd).st_nlink
             st = os.stat(self._path)
         except (FileNotFoundError, NotADirectoryError):
-            return "it was deleted" if links == 0 else "it was moved away or renamed"
+            try:
+                deleted = os.fstat(self._file.fd).st_nlink == 0
+            except OSError:
+                deleted = False
+            return "it was deleted" if deleted else "it was moved away or renamed"
         except OSError:
             return None  # the path cannot be looked at now (a permission changed): not a proof of anything
         if (st.st_dev, st.st_ino) != self._file.key:
             return "another file was put in its place"
-        if links == 0:
-            return "it was deleted"
         return None
 
     def release_writer(self) -> None:

@@ -261,7 +261,7 @@ class SQLiteStore(SqlStore):
         The path must still name the file this writer has open: after "mv
         backup.db state.db" (or rm, or mv away) a commit would land in a
         file nobody reads any more. Once found, it is for good: this store
-        writes no more. One fstat and one stat.
+        writes no more. One stat of the path.
         """
         if self._replaced is None:
             reason = self._link.replaced()
