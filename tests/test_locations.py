@@ -104,6 +104,7 @@ def test_the_file_named_is_locked_opened_written_and_shown(tmp_path: Path, name:
 def test_only_an_argument_given_as_a_url_is_parsed_as_one(tmp_path: Path) -> None:
     # A path: the name as it is, whatever it holds.
     assert locate("st?ate.db").file == str(Path.cwd() / "st?ate.db")
+    assert locate("//tmp/st?ate.db").uri() == "file:////tmp/st%3Fate.db"  # // is no host
     assert locate("a%20b.db").path == "a%20b.db"
     assert locate(b"st\xffate.db").path == os.fsdecode(b"st\xffate.db")
     # A URL: parsed, once, with its escapes.

@@ -53,7 +53,8 @@ class Location:
         """
         assert self.file is not None
         params = "?mode=ro" + ("&immutable=1" if immutable else "") if read_only else ""
-        return "file:" + quote(os.fsencode(self.file), safe="/") + params
+        # file:// and an empty authority: a name beginning with // is not read as a host.
+        return "file://" + quote(os.fsencode(self.file), safe="/") + params
 
     def beside(self, suffix: str) -> Path:
         """beside is the file SQLite keeps next to the database (suffix "-wal" or "-shm").
