@@ -81,13 +81,19 @@ class State:
              busy_budget: float = 120.0) -> State:
         """open opens (creating or upgrading) the state database at path or url.
 
-        path None and url None give a private in-memory database. read_only
+        path is a file name and nothing else (never read as a URL: "st?ate.db"
+        is that file); url is a SQLAlchemy URL (sqlite:///..., or
+        postgresql+psycopg://...). Both are parsed once, into the Location
+        every layer uses (engine.store.location). path None and url None
+        give a private in-memory database. read_only
         opens an existing database without ever writing to it (no creation,
         no migration, no checkpoint; a commit raises ReadOnlyStateError) and
         without the writer lock, so it works beside a running writer and for
         a user who may only read the file. A writer is refused with
         DatabaseInUseError while another writer holds the file, in any
-        process and through any path. synchronous is SQLite's durability
+        process and through any path; a writer whose path comes to name
+        another file (renamed over, deleted, moved away) refuses that commit
+        and every later one with DatabaseReplacedError. synchronous is SQLite's durability
         mode: FULL (default) survives power loss, NORMAL may lose the last
         commits on power loss.
         """
