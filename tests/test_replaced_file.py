@@ -106,6 +106,8 @@ def test_a_replaced_database_is_noticed_and_nothing_is_corrupted(tmp_path: Path,
         assert writer.wait() == 0
     finally:
         writer.kill()
+    # One log line for it, however many commits were refused.
+    assert sum("no longer names the file" in line for line in writer.stderr) == 1, writer.stderr
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
     if variant == "rename over":
         assert integrity(db) == ["ok"]
