@@ -114,8 +114,14 @@ class FileHandle:
         """
         with _mu:
             f = self._file
-            if not self.writing or f.wal_fd is not None:
+            if not self.writing:
                 return
+            if f.wal_fd is not None:
+                if self.owns_log(wal):
+                    return
+                # SQLite removed the log and made a new one (a connection of the
+                # open, closing, checkpointed it): lock the new one.
+                _unlock_log(f)
             try:
                 fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
             except FileNotFoundError:
