@@ -119,3 +119,14 @@ def test_only_an_argument_given_as_a_url_is_parsed_as_one(tmp_path: Path) -> Non
             locate(url=bad)
     with pytest.raises(DatabaseError, match="NUL"):
         locate("a\0b.db")
+
+
+def test_a_url_names_the_file_its_escapes_decode_to(tmp_path: Path) -> None:
+    st = State.open(url=f"sqlite:///{tmp_path}/my%20state.db")
+    with st:
+        st.set("by", "url")
+    assert st.path == f"{tmp_path}/my state.db"
+    with pytest.raises(DatabaseInUseError):  # the same file, through its plain name
+        State.open(tmp_path / "my state.db")
+    st.close()
+    assert sorted(os.listdir(tmp_path)) == ["my state.db"]
