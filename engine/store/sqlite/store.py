@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -117,6 +118,7 @@ class SQLiteStore(SqlStore):
         self._relaxed = False
         self.refusal: str | None = None
         self._replaced: str | None = None  # why every commit is refused: the path names another file now
+        self._replaced_mu = threading.Lock()
         self._in_lists: dict[tuple[str, int], str] = {}
         self._unhinted: dict[str, str] = {}  # hinted SQL -> the same without its INDEXED BY
         self._data_version = self.data_version()
@@ -267,10 +269,12 @@ class SQLiteStore(SqlStore):
             reason = self._link.replaced()
             if reason is None:
                 return None
-            self._replaced = (f"cannot write state database {self.target}: the path no longer names the file "
-                              f"this process opened ({reason}); nothing more is written by this process, "
-                              "stop it and open the database again")
-            log.error("%s", self._replaced)
+            with self._replaced_mu:  # the loop and a committer may find it at once: said once
+                if self._replaced is None:
+                    self._replaced = (f"cannot write state database {self.target}: the path no longer names the "
+                                      f"file this process opened ({reason}); nothing more is written by this "
+                                      "process, stop it and open the database again")
+                    log.error("%s", self._replaced)
         return self._replaced
 
     def _check_file(self) -> None:
