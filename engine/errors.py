@@ -114,6 +114,13 @@ class DatabaseInUseError(DatabaseError):
     """DatabaseInUseError means another writer (an Overlord or a writing State) holds the database."""
 
 
+class DatabaseReplacedError(DatabaseError):
+    """DatabaseReplacedError means the path no longer names the file a writer opened (replaced, moved, deleted).
+
+    The writer refuses that commit and every later one; its Overlord's loop stops.
+    """
+
+
 class ReadOnlyStateError(EngineError):
     """ReadOnlyStateError means the State may not write: it was opened read-only, or its overlord stopped."""
 

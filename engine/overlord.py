@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _time
-from .errors import DatabaseConflictError, DatabaseError, EngineError, EnsureError
+from .errors import DatabaseConflictError, DatabaseError, DatabaseReplacedError, EngineError, EnsureError
 from .leases import DEFAULT_LEASE
 from .state import State
 from .stateengine import Manager, StateEngine
@@ -137,6 +137,8 @@ class Overlord:
                 self.state_engine.ensure()
                 backoff = 0.0
             except EnsureError as e:
+                if any(isinstance(err, DatabaseReplacedError) for err in e.errors):
+                    return  # every later commit is refused: the store said why, once
                 log.warning("%s", e)
                 if any(isinstance(err, DatabaseError) for err in e.errors):
                     # The database was busy or failing: try again soon, not in 5 minutes
@@ -146,6 +148,8 @@ class Overlord:
                     self._ensure_before(backoff)
             except Exception:
                 log.exception("internal error: ensure pass failed")
+            if store.replaced() is not None:
+                return  # the path names another file now (a commit elsewhere may have found it first)
             with self._cv:
                 while not self._stopping:
                     now = time.monotonic()

@@ -28,7 +28,7 @@ from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
 from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
-from .store import Store, open_store
+from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ class State:
 
     def __init__(self, store: Store, clock: _time.Clock, read_only: bool = False) -> None:
         self._store = store
-        self._target = store.target
+        self._target = store.target  # the database as messages name it, on one line
+        self._shown = store.target  # State.path: set by open from the Location
         self._lock = threading.RLock()
         self._owner: int | None = None
         self._depth = 0
@@ -80,22 +81,28 @@ class State:
              busy_budget: float = 120.0) -> State:
         """open opens (creating or upgrading) the state database at path or url.
 
-        path None and url None give a private in-memory database. read_only
+        path is a file name and nothing else (never read as a URL: "st?ate.db"
+        is that file); url is a SQLAlchemy URL (sqlite:///..., or
+        postgresql+psycopg://...). Both are parsed once, into the Location
+        every layer uses (engine.store.location). path None and url None
+        give a private in-memory database. read_only
         opens an existing database without ever writing to it (no creation,
         no migration, no checkpoint; a commit raises ReadOnlyStateError) and
         without the writer lock, so it works beside a running writer and for
         a user who may only read the file. A writer is refused with
         DatabaseInUseError while another writer holds the file, in any
-        process and through any path. synchronous is SQLite's durability
+        process and through any path; a writer whose path comes to name
+        another file (renamed over, deleted, moved away) refuses that commit
+        and every later one with DatabaseReplacedError. synchronous is SQLite's durability
         mode: FULL (default) survives power loss, NORMAL may lose the last
         commits on power loss.
         """
-        if path is not None and url is not None:
-            raise ValueError("cannot open state: give path or url, not both")
+        where = locate(path, url)  # the one place a path or URL is parsed
         options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
-        store = open_store(path, url, options, read_only=read_only)
+        store = open_store(where, options, read_only=read_only)
         try:
             state = cls(store, clock or _time.system_clock, read_only)
+            state._shown = where.shown
         except BaseException:
             store.close(tidy=False)
             raise
@@ -169,8 +176,8 @@ class State:
 
     @property
     def path(self) -> str:
-        """path is the database file (":memory:" for a private database)."""
-        return self._target
+        """path is the database file as it was named (":memory:" for a private database)."""
+        return self._shown
 
     @property
     def read_only(self) -> bool:

@@ -14,7 +14,8 @@ from alembic import context
 
 from engine.db import DatabaseOptions
 from engine.models import Base
-from engine.store.sqlite_open import make_engine
+from engine.store import Location, locate
+from engine.store.sqlite import make_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -23,19 +24,21 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 target_metadata = Base.metadata
 
 
-def _url() -> str:
+def _where() -> Location:
+    """_where is the database to migrate: -x db=PATH (a file name, never parsed as a URL) or sqlalchemy.url."""
     db = context.get_x_argument(as_dictionary=True).get("db")
     if db:
-        return f"sqlite:///{db}"
+        return locate(db)
     url = config.get_main_option("sqlalchemy.url")
     if url is None:
         raise SystemExit("no database: set sqlalchemy.url or pass -x db=PATH")
-    return url
+    return locate(url=url)
 
 
 def run_migrations_offline() -> None:
     """Emit the SQL of the migrations without a database."""
-    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
+    where = _where()
+    context.configure(url=where.url or "sqlite://", target_metadata=target_metadata, render_as_batch=True,
                       literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -55,10 +58,15 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = _url()
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url, DatabaseOptions())
+    where = _where()
+    if where.file is not None:
+        Path(where.file).parent.mkdir(parents=True, exist_ok=True)
+    if where.kind == "postgresql":
+        from engine.store.postgresql_open import make_engine as make_pg_engine
+
+        engine = make_pg_engine(where)
+    else:
+        engine = make_engine(where, DatabaseOptions())
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -3,45 +3,46 @@
 
 engine.store.base is what the engine asks of a database (the Store verbs);
 engine.store.statements defines every statement once, in SQLAlchemy Core;
-each backend module compiles them for its dialect and runs them. open_store
-picks the backend from the path or URL.
+each backend (the engine.store.sqlite package, engine.store.postgresql)
+compiles them for its dialect and runs them. engine.store.location parses
+the path or URL once; open_store picks the backend from that Location.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..db import DatabaseOptions
-from ..errors import DatabaseError
 from .base import Row, Store
+from .location import Location, locate
 from .sqlite import SQLiteStore  # compiles SQLite's statements now, at import, not in an open or a commit
 from .sqlstore import SqlStore
 
-__all__ = ["Row", "SQLiteStore", "SqlStore", "Store", "open_store"]
+if TYPE_CHECKING:
+    from .sqlite.inspect import DatabaseReport
+
+__all__ = ["Location", "Row", "SQLiteStore", "SqlStore", "Store", "inspect_database", "locate", "open_store"]
 
 
-def open_store(path: str | Path | None, url: str | None, options: DatabaseOptions, *, read_only: bool) -> Store:
-    """open_store opens the database at path (a SQLite file) or url, creating or upgrading it unless read_only."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from .sqlite_open import file_of_url
-
-    if path is not None:
-        return SQLiteStore.open(Path(path), f"sqlite:///{path}", str(path), options, read_only=read_only)
-    url = url or "sqlite://"
-    try:
-        sa_url = make_url(url)
-    except ArgumentError as e:
-        raise DatabaseError(f"cannot open state database {url!r}: {e}") from None
-    if sa_url.get_backend_name() == "postgresql":
+def open_store(where: Location, options: DatabaseOptions, *, read_only: bool) -> Store:
+    """open_store opens the database where says, creating or upgrading it unless read_only."""
+    if where.kind == "postgresql":
         from .postgresql_open import open_postgres
 
-        return open_postgres(url, read_only=read_only, busy_budget=options.busy_budget)  # type: ignore[no-any-return]
-    if sa_url.get_backend_name() != "sqlite":
-        raise DatabaseError(f"cannot open state database {sa_url!r}: only SQLite and PostgreSQL "
-                            "(postgresql+psycopg://) are supported")
-    file_path = file_of_url(url)
-    if read_only and file_path is None:
+        return open_postgres(where, read_only=read_only, busy_budget=options.busy_budget)  # type: ignore[no-any-return]
+    if read_only and where.kind == "memory":
         raise ValueError("cannot open a private in-memory database read-only: there is nothing to read")
-    return SQLiteStore.open(file_path, url, sa_url.database or ":memory:", options, read_only=read_only)
+    return SQLiteStore.open(where, options, read_only=read_only)
+
+
+def inspect_database(path: str | Path, *, full: bool = False) -> DatabaseReport:
+    """inspect_database reports on a SQLite state database of any revision without writing to it.
+
+    full adds SQLite's integrity check, the CHECK constraints and the
+    comparisons of the schema with the models; refusals (a missing file, a
+    FIFO, a database of another program) are one DatabaseError line.
+    """
+    from .sqlite.inspect import inspect
+
+    return inspect(locate(path), full=full)

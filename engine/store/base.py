@@ -56,6 +56,9 @@ class Store(Protocol):
     def check_read(self) -> None:
         """check_read, at the end of a unit of work, raises DatabaseBusyError if what it read may be torn."""
 
+    def replaced(self) -> str | None:
+        """replaced says why this writer may never commit again: its path names another file now (SQLite)."""
+
     def fence(self, *, tidy: bool = True) -> None:
         """fence lets another writer take the database (a stopped overlord); this link may still read.
 

@@ -528,6 +528,10 @@ class PostgresStore(SqlStore):
         if not self._in_write:
             self.rollback()
 
+    def replaced(self) -> str | None:
+        """replaced is None: a server's database is not a file that can be replaced."""
+        return None
+
     def fence(self, *, tidy: bool = True) -> None:
         """fence abandons the transaction; another host needs no lock given back (the leases end by themselves)."""
         self.rollback()

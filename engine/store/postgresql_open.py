@@ -13,10 +13,13 @@ the next start migrates from where the database was.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..db import BASE, ENGINE_TABLES, SCHEMA_HEAD, alembic_config, describe, known_revisions, newer_schema
 from ..errors import DatabaseCorruptError, DatabaseError
+
+if TYPE_CHECKING:
+    from .location import Location
 
 log = logging.getLogger("engine.db")
 
@@ -26,21 +29,17 @@ MIGRATION_LOCK = 0x656E67696E65
 MIGRATION_LOCK_TIMEOUT = 120.0
 
 
-def make_engine(url: str) -> Any:
-    """make_engine creates the SQLAlchemy engine of a PostgreSQL URL (postgresql+psycopg://...)."""
+def make_engine(where: Location) -> Any:
+    """make_engine creates the SQLAlchemy engine of a PostgreSQL location (postgresql+psycopg://...)."""
     from sqlalchemy import create_engine, pool
-    from sqlalchemy.engine import make_url
 
-    sa_url = make_url(url)
-    if sa_url.get_driver_name() not in ("psycopg", ""):
-        raise DatabaseError(f"cannot open state database {sa_url!r}: use the psycopg driver "
-                            "(postgresql+psycopg://...)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise DatabaseError(f"cannot open state database {sa_url!r}: psycopg is not installed "
+        raise DatabaseError(f"cannot open state database {where.label}: psycopg is not installed "
                             "(pip install 'overlord-engine[postgresql]')") from None
-    return create_engine(sa_url.set(drivername="postgresql+psycopg"), poolclass=pool.NullPool)
+    assert where.url is not None
+    return create_engine(where.url, poolclass=pool.NullPool)
 
 
 def _revision(conn: Any) -> str | None:
@@ -72,6 +71,7 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
             revision = _revision(conn)
             conn.rollback()
             if revision == SCHEMA_HEAD:
+                _check_objects(conn, target, read_only=read_only)
                 return
             if revision not in (None, BASE) and revision not in known_revisions():
                 raise newer_schema(target, revision)
@@ -116,14 +116,39 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
         raise DatabaseError(f"{describe(target)}: {cause}") from None
 
 
-def open_postgres(url: str, *, read_only: bool, busy_budget: float = 120.0) -> Any:
-    """open_postgres connects to a PostgreSQL state database, creating or upgrading its schema."""
-    from sqlalchemy.engine import make_url
+def _check_objects(conn: Any, target: str, *, read_only: bool) -> None:
+    """_check_objects compares the schema objects with the head revision's; a writer recreates missing indexes."""
+    from .objects import missing_objects_of, repaired
 
+    missing = missing_objects_of(conn)
+    conn.rollback()
+    if not missing:
+        return
+    if read_only:
+        log.warning("state database %s differs from the schema the engine needs: %s (opening it for writing "
+                    "recreates a missing index)", target, missing.describe())
+        return
+    if not missing.indexes:
+        repaired(conn, target)  # nothing to create: says what is missing
+        conn.rollback()
+        return
+    conn.exec_driver_sql(f"SET lock_timeout = '{int(MIGRATION_LOCK_TIMEOUT * 1000)}ms'")
+    conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")  # one host recreates them
+    conn.commit()
+    try:
+        with conn.begin():
+            repaired(conn, target)
+    finally:
+        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+        conn.commit()
+
+
+def open_postgres(where: Location, *, read_only: bool, busy_budget: float = 120.0) -> Any:
+    """open_postgres connects to a PostgreSQL state database, creating or upgrading its schema."""
     from .postgresql import PostgresStore
 
-    target = make_url(url).render_as_string(hide_password=True)
-    engine = make_engine(url)
+    target = where.label
+    engine = make_engine(where)
     try:
         prepare(engine, target, read_only=read_only)
         return PostgresStore(engine, target, read_only=read_only, busy_budget=busy_budget)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -185,12 +184,9 @@ def _show_changes(d: Demo, db: Path) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT id, kind, status, summary, (SELECT count(*) FROM tasks WHERE change_id = c.id) "
-                           "FROM changes c ORDER BY id").fetchall()
-    finally:
-        con.close()
+    from ._offline import read_changes
+
+    rows = [(c["id"], c["kind"], c["status"], c["summary"], len(c["tasks"])) for c in read_changes(db)]
     table = Table(title="9. The changes, read from the database", title_justify="left")
     for col in ("id", "kind", "status", "summary", "tasks"):
         table.add_column(col)

@@ -48,7 +48,7 @@ def changes(snap: str | None, abs_time: bool, as_json: bool, state_dir: Path | N
 
 def _db_changes(db: Path, as_json: bool) -> None:
     if as_json:
-        from ._dbread import read_changes
+        from ._offline import read_changes
 
         print_json(read_changes(db))
         return
@@ -88,7 +88,7 @@ def change(id: str, db: Path | None, abs_time: bool, as_json: bool, state_dir: P
         _show_change(id, abs_time, as_json, state_dir)
         return
     if as_json:
-        from ._dbread import read_change
+        from ._offline import read_change
 
         print_json(read_change(db, id))
         return

@@ -12,9 +12,9 @@ import click
 
 from .. import paths
 from ._client import abs_time_option, change_id, json_option, session, state_dir_option
-from ._dbread import read_change, read_changes
 from ._dot import change_dot
 from ._group import cli
+from ._offline import read_change, read_changes
 from ._output import fail, out, print_json
 from ._views import change_view, changes_table
 

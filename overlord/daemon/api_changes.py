@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..changeinfo import API_DATA_KEY, SNAP_NAMES_KEY, change_info, task_info
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .errors import ApiError, ErrorKind, change_not_found
@@ -13,54 +14,11 @@ from .errors import ApiError, ErrorKind, change_not_found
 log = logging.getLogger("overlord.daemon")
 
 if TYPE_CHECKING:
-    from engine import Change, Task
+    from engine import Change
 
-#: SNAP_NAMES_KEY is the change data key listing the snaps a change is about: GET /v2/changes?for=NAME
-#: keeps the changes whose list holds NAME. The snap manager sets it on every change it makes.
-SNAP_NAMES_KEY = "snap-names"
-#: API_DATA_KEY is the change data key whose object is shown to clients as the change's "data".
-API_DATA_KEY = "api-data"
+__all__ = ["API_DATA_KEY", "SNAP_NAMES_KEY", "change_info", "task_info"]
 
 SELECT = ("in-progress", "ready", "all")
-
-
-def task_info(t: Task) -> dict[str, Any]:
-    """task_info is the JSON of a task (call with the lock held)."""
-    label, done, total = t.progress()
-    return {
-        "id": t.id,
-        "kind": t.kind,
-        "summary": t.summary,
-        "status": t.status.value,
-        "log": t.log(),
-        "progress": {"label": label, "done": done, "total": total},
-        "spawn-time": response.timestamp(t.spawn_time),
-        "ready-time": response.timestamp(t.ready_time),
-        "lanes": [lane for lane in t.lanes() if lane != 0],
-        "wait-tasks": [w.id for w in t.wait_tasks()],
-    }
-
-
-def change_info(chg: Change) -> dict[str, Any]:
-    """change_info is the JSON of a change and its tasks (call with the lock held)."""
-    status = chg.status
-    err = chg.err()
-    info: dict[str, Any] = {
-        "id": chg.id,
-        "kind": chg.kind,
-        "summary": chg.summary,
-        "status": status.value,
-        "ready": status.ready,
-        "spawn-time": response.timestamp(chg.spawn_time),
-        "ready-time": response.timestamp(chg.ready_time),
-        "tasks": [task_info(t) for t in chg.tasks()],
-    }
-    if err is not None:
-        info["err"] = str(err)
-    data = chg.get(API_DATA_KEY, None)
-    if isinstance(data, dict) and data:
-        info["data"] = data
-    return info
 
 
 def _about(chg: Change, name: str) -> bool:

@@ -20,7 +20,10 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ..changeinfo import timestamp
 from .errors import ApiError
+
+__all__ = ["Reply", "async_", "error", "sync", "timestamp"]
 
 
 @dataclass
@@ -65,9 +68,3 @@ def error(err: ApiError) -> Reply:
     """error is the answer for an ApiError."""
     return Reply("error", err.status, err.result())
 
-
-def timestamp(when: datetime | None) -> str | None:
-    """timestamp formats an aware UTC time as RFC 3339 with microseconds and Z (None stays None)."""
-    if when is None:
-        return None
-    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 from sqlalchemy import Table, bindparam, text
@@ -28,19 +29,23 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
-from ..db import DatabaseOptions
-from ..errors import DatabaseBusyError, DatabaseError, DatabaseFullError, ReadOnlyStateError
-from .base import Row
-from .compiled import Catalog, Compiled
-from .sqlite_link import DbLink
-from .sqlite_open import sqlite_error
-from .sqlstore import SqlStore
+from ...db import DatabaseOptions
+from ...errors import DatabaseBusyError, DatabaseError, DatabaseFullError, DatabaseReplacedError, ReadOnlyStateError
+from ..base import Row
+from ..compiled import Catalog, Compiled
+from ..sqlstore import SqlStore
+from .checks import sqlite_error
+from .link import DbLink
+
+if TYPE_CHECKING:
+    from ..location import Location
 
 log = logging.getLogger("engine.store")
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _MAX_VARS = 900  # stay under SQLite's default host-parameter limit
+_HINT = re.compile(r"\s+INDEXED BY \w+")
 
 
 class _Compiler(SQLiteCompiler):
@@ -112,14 +117,16 @@ class SQLiteStore(SqlStore):
         self.can_relax = wal and self.synchronous in ("FULL", "EXTRA")
         self._relaxed = False
         self.refusal: str | None = None
+        self._replaced: str | None = None  # why every commit is refused: the path names another file now
+        self._replaced_mu = threading.Lock()
         self._in_lists: dict[tuple[str, int], str] = {}
+        self._unhinted: dict[str, str] = {}  # hinted SQL -> the same without its INDEXED BY
         self._data_version = self.data_version()
 
     @classmethod
-    def open(cls, path: Path | None, url: str, target: str, options: DatabaseOptions, *,
-             read_only: bool) -> SQLiteStore:
+    def open(cls, where: Location, options: DatabaseOptions, *, read_only: bool) -> SQLiteStore:
         """open checks, locks (a writer), connects and creates or upgrades (a writer) the database."""
-        link = DbLink.open(path, url, target, options, read_only=read_only)
+        link = DbLink.open(where, options, read_only=read_only)
         try:
             return cls(link, options)
         except BaseException:
@@ -161,23 +168,39 @@ class SQLiteStore(SqlStore):
         k = c.slots.index(c.expanding)
         return [*full[:k], *chunk, *full[k + 1:]]
 
+    def _select(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
+        # A hint (INDEXED BY) fails when its index is missing: the engine's
+        # correctness never depends on an index, so the statement runs
+        # without it (slower) until an open for writing recreates it.
+        try:
+            return self.raw.execute(sql, args)
+        except sqlite3.OperationalError as e:
+            if "no such index" not in str(e) or "INDEXED BY" not in sql:
+                raise
+            plain = self._unhinted.get(sql)
+            if plain is None:
+                plain = self._unhinted[sql] = _HINT.sub("", sql)
+                log.warning("state database %s lacks an index a query is tuned for (%s): the query runs "
+                            "without it; opening the database for writing recreates it", self.target, e)
+            return self.raw.execute(plain, args)
+
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
         with self.guard("read"):
-            return self.raw.execute(c.sql, c.args(args)).fetchall()
+            return self._select(c.sql, c.args(args)).fetchall()
 
     def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
         """query_in runs a SELECT over ids in chunks (one placeholder per id)."""
         rows: list[Row] = []
         with self.guard("read"):
             for chunk in _chunks(ids):
-                rows += self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
+                rows += self._select(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
         return rows
 
     def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
         """each yields the rows of a SELECT a page at a time."""
         with self.guard("read"):
-            cur = self.raw.execute(c.sql, c.args(args))
+            cur = self._select(c.sql, c.args(args))
             try:
                 while rows := cur.fetchmany(page):
                     yield from rows
@@ -220,6 +243,7 @@ class SQLiteStore(SqlStore):
             return
         if self.refusal is not None:
             raise ReadOnlyStateError(self.refusal)
+        self._check_file()
         if relaxed and self.can_relax:
             with self.guard("write"):
                 self.raw.execute("PRAGMA synchronous = NORMAL")
@@ -232,6 +256,32 @@ class SQLiteStore(SqlStore):
                 raise self.convert(e, "write") from e
             self._begin_waiting()
         self._in_write = True
+
+    def replaced(self) -> str | None:
+        """replaced says why the path no longer names this writer's file (None: it does; or a reader).
+
+        The path must still name the file this writer has open: after "mv
+        backup.db state.db" (or rm, or mv away) a commit would land in a
+        file nobody reads any more. Once found, it is for good: this store
+        writes no more. One stat of the path.
+        """
+        if self._replaced is None:
+            reason = self._link.replaced()
+            if reason is None:
+                return None
+            with self._replaced_mu:  # the loop and a committer may find it at once: said once
+                if self._replaced is None:
+                    self._replaced = (f"cannot write state database {self.target}: the path no longer names the "
+                                      f"file this process opened ({reason}); nothing more is written by this "
+                                      "process, stop it and open the database again")
+                    log.error("%s", self._replaced)
+        return self._replaced
+
+    def _check_file(self) -> None:
+        # Before every commit: refused now and at every later commit.
+        why = self.replaced()
+        if why is not None:
+            raise DatabaseReplacedError(why)
 
     def _restore_sync(self) -> None:
         if self._relaxed:
@@ -345,6 +395,11 @@ class SQLiteStore(SqlStore):
         self.rollback()
         if tidy:
             self._link.checkpoint()
+        if self.replaced() is not None:
+            # Its locks stay until close: SQLite closing this connection
+            # checkpoints and removes the -wal and -shm names, which must
+            # not be another writer's by then.
+            return
         self._link.release_writer()
 
     def close(self, *, tidy: bool) -> None:

@@ -19,6 +19,17 @@ independent on Linux local filesystems; on NFS the kernel emulates ``flock``
 with ``fcntl`` locks, so neither this lock nor SQLite's WAL mode is safe
 there (SQLite's documentation says the same of WAL).
 
+The writer also holds a ``flock`` on the database's write-ahead log (the
+``-wal`` file beside it) while it writes. SQLite finds the log, and its
+``-shm`` index, by name: if the database file is replaced under a running
+writer (``mv backup.db state.db``), deleted or moved away, a second writer
+on the path would get the lock of the new file and then share the first
+writer's log, whose pages belong to the other file. The log's lock refuses
+it until the first writer has closed (and checkpointed its log into its own
+file). The writer checks before each commit that the path still names its
+file (``FileHandle.replaced``): a State whose file was replaced writes no
+more.
+
 The lock belongs to the process that took it. A forked child inherits the
 descriptor (and with it the lock, which lives in the shared open file
 description): the child closes its copy at once (never ``LOCK_UN``, which
@@ -37,7 +48,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatabaseError, DatabaseFullError, DatabaseInUseError
+from ...errors import DatabaseError, DatabaseFullError, DatabaseInUseError
 
 log = logging.getLogger("engine.db")
 
@@ -57,6 +68,7 @@ class _File:
     extra_fds: list[int] = field(default_factory=list)  # opened in a race; closed with fd, never before
     users: int = 0
     writing: bool = False
+    wal_fd: int | None = None  # the writer's descriptor of the -wal file, locked
 
 
 _files: dict[Key, _File] = {}
@@ -92,6 +104,77 @@ class FileHandle:
         """size is the file's size in bytes."""
         return os.fstat(self._file.fd).st_size
 
+    def lock_log(self, wal: Path, target: str) -> None:
+        """lock_log takes the writer's lock on the write-ahead log wal, if the file exists (a writer only).
+
+        Refused with DatabaseInUseError when another writer holds it: that
+        writer has another file open under the database's name (this one
+        replaced it, or it was moved away or deleted), and the log holds
+        that file's pages.
+        """
+        with _mu:
+            f = self._file
+            if not self.writing:
+                return
+            if f.wal_fd is not None:
+                if self.owns_log(wal):
+                    return
+                # SQLite removed the log and made a new one (a connection of the
+                # open, closing, checkpointed it): lock the new one.
+                _unlock_log(f)
+            try:
+                fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:
+                return  # SQLite creates it; locked once it exists
+            except OSError as e:
+                raise _os_error(e, target) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                st = os.fstat(fd)
+                os.close(fd)
+                if isinstance(e, BlockingIOError):
+                    holder = lock_holder((st.st_dev, st.st_ino))
+                    who = f"process {holder}" if holder is not None else "another process"
+                    raise DatabaseInUseError(
+                        f"cannot open state database {target} for writing: its write-ahead log {wal} is in use by "
+                        f"{who}, which has another file open under this name (the database file was replaced, "
+                        "moved or deleted while it ran); stop that process first") from None
+                raise DatabaseError(f"cannot open state database {target} for writing: cannot lock its "
+                                    f"write-ahead log {wal} ({e.strerror})") from None
+            f.wal_fd = fd
+
+    def owns_log(self, wal: Path) -> bool:
+        """owns_log says whether the name wal still names the write-ahead log this writer locked."""
+        fd = self._file.wal_fd
+        if fd is None:
+            return False
+        try:
+            st, mine = os.stat(wal), os.fstat(fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def replaced(self) -> str | None:
+        """replaced says how the path stopped naming the file this handle has open (None: it still does).
+
+        One stat: cheap enough before every commit (the descriptor's link
+        count is asked only to tell a deleted file from a moved one).
+        """
+        try:
+            st = os.stat(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            try:
+                deleted = os.fstat(self._file.fd).st_nlink == 0
+            except OSError:
+                deleted = False
+            return "it was deleted" if deleted else "it was moved away or renamed"
+        except OSError:
+            return None  # the path cannot be looked at now (a permission changed): not a proof of anything
+        if (st.st_dev, st.st_ino) != self._file.key:
+            return "another file was put in its place"
+        return None
+
     def release_writer(self) -> None:
         """release_writer drops the writer lock; the handle stays open for reading."""
         with _mu:
@@ -100,6 +183,7 @@ class FileHandle:
                 return
             self.writing = False
             self._file.writing = False
+            _unlock_log(self._file)
             with contextlib.suppress(OSError):
                 fcntl.flock(self._file.fd, fcntl.LOCK_UN)
 
@@ -123,6 +207,7 @@ class FileHandle:
             if self.writing:
                 self.writing = False
                 f.writing = False
+                _unlock_log(f)
                 with contextlib.suppress(OSError):
                     fcntl.flock(f.fd, fcntl.LOCK_UN)
             f.users -= 1
@@ -237,11 +322,22 @@ def lock_holder(key: Key) -> int | None:
     return by_inode[0] if len(by_inode) == 1 else None
 
 
+def _unlock_log(f: _File) -> None:
+    # Closing the descriptor drops its flock. SQLite keeps no POSIX lock on
+    # the -wal file (its WAL locks are on the -shm), so nothing of SQLite's
+    # is dropped with it.
+    if f.wal_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(f.wal_fd)
+        f.wal_fd = None
+
+
 def _drop(f: _File) -> None:
     # No State of this process uses the file any more: closing cannot drop
     # locks that a State's SQLite connection still needs.
     if _files.get(f.key) is f:
         del _files[f.key]
+    _unlock_log(f)
     for fd in (f.fd, *f.extra_fds):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -281,7 +377,7 @@ def _after_fork_in_child() -> None:
     # a State opened in the child starts afresh. The child holds no POSIX
     # locks (fork does not copy them), so nothing of SQLite's is dropped.
     for f in _files.values():
-        for fd in (f.fd, *f.extra_fds):
+        for fd in (f.fd, *f.extra_fds, *([f.wal_fd] if f.wal_fd is not None else [])):
             with contextlib.suppress(OSError):
                 os.close(fd)
     _files.clear()
