@@ -18,6 +18,9 @@ from ._output import fail
               help="Directory of the state database (state.db) and of the API socket (overlord.socket).")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Root directory of the system the managers manage (snaps live under it).")
+@click.option("--db-url", default=None, metavar="URL",
+              help="Keep the state in this PostgreSQL database (postgresql+psycopg://...) instead of "
+                   "<state-dir>/state.db; several daemons, on several hosts, may share it.")
 @click.option("--store", default=None, metavar="DIR|URL",
               help="Where snaps are fetched from: a directory or a file:// URL.")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
@@ -42,25 +45,26 @@ from ._output import fail
               help="Of --max-connections, how many are kept for root and the daemon's own user.  [default: 16]")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a connection gets to send a complete request header.  [default: 5]")
-def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | None, trusted_authority: str,
+def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, trusted_key: Path | None,
+           trusted_authority: str,
            group: str | None, log_level: str, stop_timeout: float, setup: str | None, max_connections: int | None,
            max_user_connections: int | None, root_connections: int | None, header_timeout: float | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
     from ..daemon.access import AccessPolicy
-    from ..daemon.factory import DaemonOptions
+    from ..daemon.factory import DaemonOptions, system_daemon
     from ..daemon.limits import Limits
-    from ..daemon.server import Daemon, DaemonError, setup_logging
+    from ..daemon.server import DaemonError, setup_logging
 
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
-                            trusted_key=trusted_key, trusted_authority=trusted_authority)
+                            trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url)
     try:
         given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
                  "header_timeout": header_timeout}
         limits = Limits(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
-        code = Daemon(options, AccessPolicy(group), limits).run()
+        code = system_daemon(options, AccessPolicy(group), limits).run()
     except (EngineError, DaemonError, ValueError) as e:
         fail(str(e))
     except OSError as e:

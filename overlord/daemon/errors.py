@@ -126,7 +126,11 @@ def from_exception(e: BaseException) -> ApiError | None:
 def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
     """_manager_errors maps the managers' errors that clients should see to a status and a kind."""
     from engine import AssertionRevisionError
-    from managers import errors as m
+
+    try:
+        from managers import errors as m
+    except ImportError:  # a daemon of another overlord, installed without the snap system
+        return []
 
     return [
         (m.SnapNotFoundError, 404, ErrorKind.SNAP_NOT_FOUND),

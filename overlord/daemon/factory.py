@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from .api import Endpoint
@@ -31,12 +31,18 @@ if TYPE_CHECKING:
     from engine import Overlord
     from managers.asserts import PublicKey
 
+    from .access import AccessPolicy
+    from .limits import Limits
+    from .server import Daemon
+
 log = logging.getLogger("overlord.daemon")
 
 #: SetupHook is what --setup names: called with the overlord, it may return endpoints to add.
 SetupHook = Callable[["Overlord"], "Sequence[Endpoint] | None"]
 #: TRUSTED_KEY_NAME is the trusted root's public key (PEM) in the state directory, used without --trusted-key.
 TRUSTED_KEY_NAME = "trusted-root.pub.pem"
+#: UPLOADS_NAME is the directory of the state directory where uploaded snap files are received.
+UPLOADS_NAME = "uploads"
 #: DEFAULT_AUTHORITY is the account the trusted root key speaks for unless --trusted-authority says otherwise.
 DEFAULT_AUTHORITY = "root"
 
@@ -59,6 +65,8 @@ class DaemonOptions:
     trusted_key: Path | None = None
     #: The account the trusted root key speaks for.
     trusted_authority: str = DEFAULT_AUTHORITY
+    #: A PostgreSQL URL: the state lives there (shared with other daemons), not in <state-dir>/state.db.
+    db_url: str | None = None
 
     def trusted_key_file(self) -> Path | None:
         """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
@@ -82,7 +90,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     db = options.state_dir / paths.DB_NAME
     try:
         options.state_dir.mkdir(parents=True, exist_ok=True)
-        if not db.exists():
+        if options.db_url is None and not db.exists():
             # Created private: the state of the system is for the daemon (readers go through the API).
             # SQLite gives its -wal and -shm files the database's mode.
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
@@ -93,7 +101,8 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     if options.store is not None:
         location_path(options.store)  # likewise: a URL of another kind is refused here
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
-                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout)
+                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout,
+                       url=options.db_url)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store
@@ -121,6 +130,46 @@ def load_trusted_key(path: Path) -> PublicKey:
                            "(NAME.pub.pem, as 'overlord create-key' writes it) and keep the private key off this "
                            "machine")
     return load_public_key(path)
+
+
+def system_daemon(options: DaemonOptions, policy: AccessPolicy | None = None, limits: Limits | None = None) -> Daemon:
+    """system_daemon is the snap system's daemon (`overlord daemon`): a Daemon of the SystemOverlord.
+
+    It serves ENDPOINTS (the core ones and the snap system's), receives
+    uploads in <state-dir>/uploads, gives the hooks the socket for `overlord
+    ctl`, and runs the setup hook before the loop starts.
+    """
+    from . import ENDPOINTS
+    from .api_snaps import sweep_uploads
+    from .server import Daemon
+
+    hook = load_setup(options.setup) if options.setup else None  # a bad one: before any work
+    uploads = options.state_dir / UPLOADS_NAME
+
+    def on_start(o: Overlord, where: str) -> list[Endpoint]:
+        hm = getattr(o, "hook_manager", None)
+        if hm is not None:  # hooks reach the daemon here with `overlord ctl`
+            hm.socket = Path(where)
+        with o.state:
+            sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet
+        return run_setup(options.setup, o, hook)
+
+    def info(o: Overlord) -> dict[str, Any]:
+        return {"state-dir": str(options.state_dir.resolve()), "root": str(options.root), "store": options.store,
+                "database": database_name(options), **trust_info(o)}
+
+    return Daemon(lambda: make_overlord(options), socket_path=options.state_dir / paths.SOCKET_NAME,
+                  endpoints=ENDPOINTS, policy=policy, limits=limits, stop_timeout=options.stop_timeout, info=info,
+                  upload_dir=uploads, on_start=on_start)
+
+
+def database_name(options: DaemonOptions) -> str:
+    """database_name is where the state lives, for people: the file, or the URL without its password."""
+    if options.db_url is None:
+        return str((options.state_dir / paths.DB_NAME).resolve())
+    from sqlalchemy.engine import make_url
+
+    return make_url(options.db_url).render_as_string(hide_password=True)
 
 
 def trust_info(o: Overlord) -> dict[str, str | None]:

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The daemon process: the overlord's loop, and uvicorn serving the API on the state directory's socket.
 
-Start: open the database (DatabaseInUseError if another process holds it),
-build the overlord (factory.make_overlord) and run the setup hook, bind the
+Daemon is the building block: it serves any overlord. Start: build the
+overlord (the snap system's: factory.system_daemon, which opens the
+database, DatabaseInUseError if another process holds it, and runs the
+setup hook), bind the
 socket (or take the one systemd passed), start the ensure loop, serve, and
 only then tell systemd READY=1. The socket is served through limits.py's
 GuardedListener (connections bounded per uid and overall, with a reserve for
@@ -23,7 +25,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,24 +33,19 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .. import paths
-from . import ENDPOINTS
 from .access import AccessPolicy, peer_cred
-from .api import PEER_CRED_KEY, Context, build_app
-from .api_snaps import sweep_uploads
-from .factory import DaemonOptions, load_setup, make_overlord, run_setup, trust_info
+from .api import PEER_CRED_KEY, Context, Endpoint, build_app
+from .core import CORE_ENDPOINTS
 from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
 
 if TYPE_CHECKING:
-    from engine import State
+    from engine import Overlord, State
 
 log = logging.getLogger("overlord.daemon")
 
 #: HTTP_GRACE is how long requests in flight get to finish once the daemon is asked to stop.
 HTTP_GRACE = 5.0
-#: UPLOADS_NAME is the directory of the state directory where uploaded snap files are received.
-UPLOADS_NAME = "uploads"
 #: SOCKET_MODE: anyone may connect (and read); POST is decided per request from the peer's credentials.
 SOCKET_MODE = 0o666
 
@@ -215,17 +212,43 @@ def log_resumed(st: State) -> None:
             log.info("resuming change %s (%s): %s", chg.id, chg.kind, status.value)
 
 
-class Daemon:
-    """Daemon is one run of the daemon: its overlord, its app, its socket."""
+#: MakeOverlord builds the overlord a daemon serves; it is called once, in Daemon.run().
+MakeOverlord = Callable[[], "Overlord"]
+#: OnStart is called with the overlord and where the socket is, before the loop starts (lock not held);
+#: it may return more endpoints to serve.
+OnStart = Callable[["Overlord", str], "Sequence[Endpoint] | None"]
 
-    def __init__(self, options: DaemonOptions, policy: AccessPolicy, limits: Limits | None = None) -> None:
+
+class Daemon:
+    """Daemon serves an overlord's REST API on a Unix socket and runs its ensure loop, until SIGTERM or SIGINT.
+
+    It is the building block of any daemon built on the engine: hand it a
+    function that makes your Overlord, the endpoints to serve (CORE_ENDPOINTS,
+    the changes, tasks, warnings and system-info of any overlord, plus your
+    own) and the access rules, and it does the rest as `overlord daemon` does:
+    peer credentials on every request, the connection bounds, the header
+    timeout, the envelopes and errors, READY=1 and socket activation for
+    systemd, and a stop that lets requests finish and handlers return.
+    """
+
+    def __init__(self, make_overlord: MakeOverlord, *, socket_path: Path,
+                 endpoints: Sequence[Endpoint] | None = None, policy: AccessPolicy | None = None,
+                 limits: Limits | None = None, stop_timeout: float = 10.0,
+                 info: Callable[[Overlord], Mapping[str, Any]] | None = None, upload_dir: Path | None = None,
+                 on_start: OnStart | None = None) -> None:
+        policy = policy or AccessPolicy()
         policy.check()
         limits = limits or Limits()
         limits.check()
-        self.options = options
+        self.make_overlord = make_overlord
+        self.socket_path = socket_path
+        self.endpoints = list(CORE_ENDPOINTS if endpoints is None else endpoints)
         self.policy = policy
         self.limits = limits
-        self.socket_path = options.state_dir / paths.SOCKET_NAME
+        self.stop_timeout = stop_timeout
+        self.info = info
+        self.upload_dir = upload_dir
+        self.on_start = on_start
         self._signals: list[int] = []
         self._server: uvicorn.Server | None = None
 
@@ -241,11 +264,9 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        hook = load_setup(self.options.setup) if self.options.setup else None  # a bad one: before any work
         self.limits = self.limits.fit_descriptors()
-        o = make_overlord(self.options)
+        o = self.make_overlord()
         try:
-            extra = run_setup(self.options.setup, o, hook)
             try:
                 pkg_version = version("overlord-engine")
             except PackageNotFoundError:
@@ -257,21 +278,16 @@ class Daemon:
                 st = os.lstat(self.socket_path)
                 identity = (st.st_dev, st.st_ino)
             where = sock.getsockname() or str(self.socket_path)
-            hm = getattr(o, "hook_manager", None)
-            if hm is not None:  # hooks reach the daemon here with `overlord ctl`
-                hm.socket = Path(str(where))
+            extra = list(self.on_start(o, str(where)) or []) if self.on_start is not None else []
             guard = ConnectionGuard(self.limits, self.policy)
             sock = GuardedListener.wrap(sock, guard, str(where))
-            uploads = self.options.state_dir / UPLOADS_NAME
             with o.state:
-                sweep_uploads(o.state, uploads, partial=True)  # nothing is being received yet
                 log_resumed(o.state)
-            ctx = Context(o, self.policy, upload_dir=uploads, info={
-                "version": pkg_version, "state-dir": str(self.options.state_dir.resolve()),
-                "root": str(self.options.root), "store": self.options.store, "socket": str(where),
-                "socket-activated": identity is None, "pid": os.getpid(), **trust_info(o),
+            ctx = Context(o, self.policy, upload_dir=self.upload_dir, info={
+                "version": pkg_version, "socket": str(where), "socket-activated": identity is None,
+                "pid": os.getpid(), **(self.info(o) if self.info is not None else {}),
             }, connections=guard.stats)
-            app = build_app(ctx, [*ENDPOINTS, *extra])
+            app = build_app(ctx, [*self.endpoints, *extra])
             try:
                 o.loop()
                 if not self._signals:
@@ -281,7 +297,7 @@ class Daemon:
                     remove_socket(self.socket_path, identity)
                 sock.close()
             notify("STOPPING=1")
-            log.info("stopping the overlord (handlers get %g s to return)", self.options.stop_timeout)
+            log.info("stopping the overlord (handlers get %g s to return)", self.stop_timeout)
         finally:
             o.stop()
         log.info("stopped")
