@@ -448,9 +448,10 @@ class State:
         if hook is not None:
             hook(delay)
 
-    def set_ensure_before_hook(self, hook: Callable[[float], None] | None) -> None:
-        """set_ensure_before_hook routes ensure_before requests (the Overlord sets it)."""
-        self._ensure_hook = hook
+    def set_ensure_before_hook(self, hook: Callable[[float], None] | None) -> Callable[[float], None] | None:
+        """set_ensure_before_hook routes ensure_before requests (the Overlord sets it); it returns the one before."""
+        previous, self._ensure_hook = self._ensure_hook, hook
+        return previous
 
     def set_work_hook(self, hook: Callable[[], None] | None) -> None:
         """set_work_hook calls hook(), without the lock, after each commit that may have made tasks runnable.

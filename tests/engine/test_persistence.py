@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
-from engine import Change, Retry, State, Status, Task, TaskRunner
+from engine import Retry, State, Status, Task, TaskRunner
+from engine.testing import drive
 from engine.tomb import Tomb
 from tests.conftest import FakeClock
 
@@ -63,17 +64,6 @@ def check_change_statuses(st: State, path: Path) -> dict[str, str]:
         computed = {c.id: c.status.value for c in st.changes()}
     assert stored == computed
     return stored
-
-
-def run_change(runner: TaskRunner, st: State, chg: Change, rounds: int = 20) -> None:
-    for _ in range(rounds):
-        runner.ensure()
-        runner.wait()
-        with st:
-            if chg.is_ready():
-                return
-    with st:
-        pytest.fail(f"change not ready: {[(t.summary, t.status.value) for t in chg.tasks()]}")
 
 
 # -- every field survives a reopen ----------------------------------------------------------
@@ -252,7 +242,7 @@ def test_runner_fields_survive_reopen(file_st: State, db_path: Path, reopen: Any
             t2.wait_for(t1)
             chg.add_task(t1)
             chg.add_task(t2)
-        run_change(runner, st, chg)
+        drive(runner, st, chg)
     finally:
         runner.stop()
     with st:

@@ -11,23 +11,12 @@ from typing import Any
 
 import pytest
 
-from engine import Change, EngineError, NoStateError, Retry, State, Status, Task, TaskRunner, TaskSet
+from engine import EngineError, NoStateError, Retry, State, Status, Task, TaskRunner, TaskSet
+from engine.testing import drive
 from engine.tomb import Tomb
 from tests.conftest import EnsureRecorder, FakeClock
 
 RFC3339_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (INFO|ERROR) ")
-
-
-def run_change(runner: TaskRunner, st: State, chg: Change, rounds: int = 20) -> None:
-    """run_change runs ensure passes until the change is ready."""
-    for _ in range(rounds):
-        runner.ensure()
-        runner.wait()
-        with st:
-            if chg.is_ready():
-                return
-    with st:
-        pytest.fail(f"change not ready: {[(t.summary, t.status.value) for t in chg.tasks()]}")
 
 
 # -- status ---------------------------------------------------------------------------
@@ -458,7 +447,7 @@ def test_doing_and_undoing_time_accumulate(st: State) -> None:
             t2.wait_for(t1)
             chg.add_task(t1)
             chg.add_task(t2)
-        run_change(runner, st, chg)
+        drive(runner, st, chg)
         with st:
             assert t1.status is Status.UNDONE
             assert t2.status is Status.ERROR
@@ -486,7 +475,7 @@ def test_attempts_count_retries(st: State) -> None:
             t = st.new_task("work", "work")
             chg.add_task(t)
             assert t.attempts == 0
-        run_change(runner, st, chg)
+        drive(runner, st, chg)
         with st:
             assert t.status is Status.DONE
             assert t.get("runs") == 3

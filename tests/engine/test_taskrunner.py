@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from engine import Retry, State, Status, Task, TaskRunner, Wait
+from engine.testing import drive
 from engine.tomb import Tomb
 from tests.conftest import EnsureRecorder, FakeClock
 from tests.helpers import one_task_change, task_of
@@ -56,26 +57,6 @@ def run_quiet(runner: TaskRunner, ensures: EnsureRecorder, rounds: int = 30) -> 
         if ensures.earliest is None or ensures.earliest > 0:
             return n
     pytest.fail(f"the runner still asks for passes after {rounds} rounds")
-
-
-def drive(runner: TaskRunner, st: State, ensures: EnsureRecorder, chg_id: str, rounds: int = 30) -> None:
-    """drive is snapd's ensureChange: ensure+wait until the change is ready, failing if it blocks."""
-    for _ in range(rounds):
-        ensures.reset()
-        runner.ensure()
-        runner.wait()
-        with st:
-            chg = st.change(chg_id)
-            assert chg is not None
-            if chg.status.ready:
-                return
-        if ensures.earliest is None or ensures.earliest > 0:
-            break
-    with st:
-        chg = st.change(chg_id)
-        assert chg is not None
-        statuses = " ".join(f"{t.summary}:{t.status}" for t in chg.tasks())
-    pytest.fail(f"change did not reach a final state without blocking: {statuses}")
 
 
 def drain(events: queue.SimpleQueue[str]) -> list[str]:
@@ -170,7 +151,7 @@ def test_abort_across_lanes(st: State, ensures: EnsureRecorder, make_runner: Cal
                 tasks[name].join_lane(lane)
         chg_id = chg.id
 
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
 
     seen = drain(events)
     assert len(seen) == sum(len(group) for group in expected), seen
@@ -207,7 +188,7 @@ def test_external_abort(st: State, ensures: EnsureRecorder, make_runner: Callabl
     assert started.wait(TIMEOUT)
     with st:
         st.change(chg_id).abort()  # type: ignore[union-attr]
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         # It returned normally: it was done, and with nothing to undo it stays Done.
         assert task_of(st, tid).status is Status.DONE
@@ -239,7 +220,7 @@ def test_abort_stops_running_task_in_flight(st: State, ensures: EnsureRecorder,
     with st:
         st.change(chg_id).abort()  # type: ignore[union-attr]
         assert task_of(st, tid).status is Status.ABORT
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         if has_undo:
             assert drain(calls) == ["do", "do-dying", "undo"]
@@ -273,7 +254,7 @@ def test_done_task_without_undo_stays_done(st: State, ensures: EnsureRecorder,
         chg.add_task(t1)
         chg.add_task(t2)
         chg_id = chg.id
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     assert drain(calls) == ["do:t1", "fail"]
     assert statuses(st, chg_id) == {"t1": Status.DONE, "t2": Status.ERROR}
     with st:
@@ -694,7 +675,7 @@ def test_optional_handler(st: State, ensures: EnsureRecorder, make_runner: Calla
     runner = make_runner()
     runner.add_optional_handler(lambda t: True, optional)
     chg_id, tid = one_task_change(st, "an unknown task")
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         t = task_of(st, tid)
         assert t.status is Status.ERROR
@@ -802,7 +783,7 @@ def test_undo_sequence(st: State, ensures: EnsureRecorder, make_runner: Callable
         chg.add_task(terr)
         assert len(chg.tasks()) == 9
         chg_id = chg.id
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     assert drain(events) == [
         "do-with-undo:1", "do-with-undo:2", "do-with-undo:3", "do-no-undo:4",
         "do-with-undo:5", "do-with-undo:6", "do-with-undo:7", "do-no-undo:8",
@@ -841,7 +822,7 @@ def test_cleanup(st: State, ensures: EnsureRecorder, make_runner: Callable[..., 
         with st:
             return st.change(chg_id).is_clean()  # type: ignore[union-attr]
 
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     # First it errors, then it works, then it is never called again.
     assert not is_clean()
     assert len(called) == 0
@@ -894,7 +875,7 @@ def test_cleanup_waits_for_change_ready(st: State, ensures: EnsureRecorder,
     finally:
         release.set()
     runner.wait()
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     runner.ensure()
     runner.wait()
     assert called == [1]
@@ -930,7 +911,7 @@ def test_error_callback_called_on_error(st: State, ensures: EnsureRecorder, make
         chg.add_task(t1)
         chg_id, tid = chg.id, t1.id
     assert (chg_id, tid) == ("1", "3")
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         assert t1.status is Status.ERROR
         assert re.search(r'ERROR handler error for "foo"$', t1.log()[-1])
@@ -952,7 +933,7 @@ def test_error_callback_not_called(st: State, ensures: EnsureRecorder, make_runn
     runner.on_task_error(errors.append)
     runner.add_handler("foo", noop)
     chg_id, tid = one_task_change(st, "foo")
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         assert task_of(st, tid).status is Status.DONE
     assert errors == []
@@ -969,7 +950,7 @@ def test_base_exception_errors_the_task_not_the_runner(st: State, ensures: Ensur
     runner.add_handler("bad", bad)
     runner.add_handler("good", noop)
     chg_id, tid = one_task_change(st, "bad", "bad task")
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         t = task_of(st, tid)
         assert t.status is Status.ERROR
@@ -979,7 +960,7 @@ def test_base_exception_errors_the_task_not_the_runner(st: State, ensures: Ensur
         assert type(exc).__name__ in str(st.change(chg_id).err())  # type: ignore[union-attr]
     # The runner (and its worker threads) still work.
     chg2_id, tid2 = one_task_change(st, "good")
-    drive(runner, st, ensures, chg2_id)
+    drive(runner, st, chg2_id)
     with st:
         assert task_of(st, tid2).status is Status.DONE
 
@@ -1020,7 +1001,7 @@ def test_wait_parks_task_and_change(st: State, ensures: EnsureRecorder,
         assert not chg.is_ready()
         # The external event happened: the task takes its waited status.
         t1.set_status(t1.waited_status)
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     assert drain(ran) == ["next"]
     assert statuses(st, chg_id) == {"t1": Status.DONE, "t2": Status.DONE}
     with st:
@@ -1174,7 +1155,7 @@ def test_doing_and_undoing_time_accumulate(st: State, ensures: EnsureRecorder,
         f = st.new_task("fail", "...")
         f.wait_for(t)
         st.change(chg_id).add_task(f)  # type: ignore[union-attr]
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         assert t.status is Status.UNDONE
         assert t.doing_time == second
@@ -1273,7 +1254,7 @@ def test_async_handlers_run_on_one_loop(st: State, ensures: EnsureRecorder,
         chg.add_task(st.new_task("async", "a"))
         chg.add_task(st.new_task("async", "b"))
         chg_id = chg.id
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     got = [seen.get() for _ in range(seen.qsize())]
     assert sorted(name for name, _, _ in got) == ["a", "b"]
     assert len({thread for _, thread, _ in got}) == 1
@@ -1304,7 +1285,7 @@ def test_async_handler_outcomes(st: State, ensures: EnsureRecorder, make_runner:
         assert task_of(st, tid).status is Status.DONE
         assert task_of(st, tid).attempts == 1
     chg2, tid2 = one_task_change(st, "fail", "failing")
-    drive(runner, st, ensures, chg2)
+    drive(runner, st, chg2)
     with st:
         assert task_of(st, tid2).status is Status.ERROR
         assert "async boom" in str(st.change(chg2).err())  # type: ignore[union-attr]
@@ -1333,7 +1314,7 @@ def test_async_handler_tomb_and_abort(st: State, ensures: EnsureRecorder,
     assert started.wait(TIMEOUT)
     with st:
         st.change(chg_id).abort()  # type: ignore[union-attr]
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     assert drain(calls) == ["do", "dying", "undo"]
     with st:
         assert task_of(st, tid).status is Status.UNDONE
@@ -1388,7 +1369,7 @@ def test_abort_while_running_then_undone(st: State, ensures: EnsureRecorder,
     assert started.wait(TIMEOUT)
     with st:
         st.change(chg_id).abort()  # type: ignore[union-attr]
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     assert drain(calls) == ["do", "undo"]
     with st:
         assert task_of(st, tid).status is Status.UNDONE
@@ -1461,13 +1442,13 @@ def test_async_base_exception_errors_the_task_not_the_loop(st: State, ensures: E
     runner.add_handler("bad", bad)
     runner.add_handler("good", good)
     chg_id, tid = one_task_change(st, "bad")
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         t = task_of(st, tid)
         assert t.status is Status.ERROR
         assert type(exc).__name__ in t.log()[-1]
     chg2_id, tid2 = one_task_change(st, "good")
-    drive(runner, st, ensures, chg2_id)
+    drive(runner, st, chg2_id)
     with st:
         assert task_of(st, tid2).status is Status.DONE
 
@@ -1493,7 +1474,7 @@ def test_failing_error_callback_does_not_break_the_runner(st: State, ensures: En
         chg.add_task(t1)
         chg.add_task(t2)
         chg_id = chg.id
-    drive(runner, st, ensures, chg_id)
+    drive(runner, st, chg_id)
     with st:
         assert t1.status is Status.ERROR
         assert "boom" in t1.log()[-1]
