@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .asserts import PublicKey
 from .assertstate import DEFAULT_AUTHORITY, AssertManager
 from .firstboot import FirstBoot
 from .ifacestate import InterfaceManager
+from .servicestate import ServiceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
 from .store import Store
@@ -29,17 +31,24 @@ class SystemManagers:
     snap_manager: SnapManager
     interface_manager: InterfaceManager
     first_boot: FirstBoot
+    service_manager: ServiceManager
 
     def __iter__(self) -> Iterator[Manager]:
         """__iter__ yields them in dependency order (the order they are added to an overlord in)."""
-        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.first_boot)
+        yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.first_boot,
+                    self.service_manager)
 
 
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                    download_retry: tenacity.Retrying | None = None) -> SystemManagers:
+                    download_retry: tenacity.Retrying | None = None, run_dir: str | Path | None = None,
+                    clock: Callable[[], datetime] | None = None, stop_services: bool = False) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
+
+    run_dir is where the service manager keeps its run-time records and the
+    services' logs (default <root>/run/services); clock is the State's;
+    stop_services: the service manager's stop() stops the services.
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
     daemon's setup hook) can too.
@@ -49,7 +58,9 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                      download_retry=download_retry)
     im = InterfaceManager(state, runner, sm, assert_manager=am)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
-    return SystemManagers(am, sm, im, fb)
+    svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
+                         stop_services=stop_services)
+    return SystemManagers(am, sm, im, fb, svc)
 
 
 class SystemOverlord(Overlord):
@@ -59,14 +70,17 @@ class SystemOverlord(Overlord):
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
-    o.first_boot (seeding). Other keyword arguments go to engine.Overlord
-    (clock, workers, ...).
+    o.first_boot (seeding) and o.service_manager (the services, run by its
+    supervisor; their records and logs in <state_dir>/services;
+    stop_services: stopping the overlord stops them, otherwise they keep
+    running). Other keyword arguments go to engine.Overlord (clock, workers, ...).
     """
 
     def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                 download_retry: tenacity.Retrying | None = None, **options: Any) -> None:
+                 download_retry: tenacity.Retrying | None = None, stop_services: bool = False,
+                 **options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.root_dir = Path(root)
         if self.state_dir.absolute() == self.root_dir.absolute():
@@ -75,7 +89,8 @@ class SystemOverlord(Overlord):
         try:
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
-                                 download_retry=download_retry)
+                                 download_retry=download_retry, run_dir=self.state_dir / "services",
+                                 clock=options.get("clock"), stop_services=stop_services)
         except BaseException:
             self.stop()
             raise
@@ -83,5 +98,6 @@ class SystemOverlord(Overlord):
         self.snap_manager = ms.snap_manager
         self.interface_manager = ms.interface_manager
         self.first_boot = ms.first_boot
+        self.service_manager = ms.service_manager
         for m in ms:
             self.add_manager(m)

@@ -9,7 +9,7 @@ overlord, server.py runs it all. docs/daemon.md tells the whole story.
 
 from __future__ import annotations
 
-from . import api_asserts, api_changes, api_interfaces, api_seed, api_snaps, api_system, api_warnings
+from . import api_apps, api_asserts, api_changes, api_interfaces, api_seed, api_snaps, api_system, api_warnings
 from .api import Endpoint
 
 #: ENDPOINTS is every endpoint the daemon serves, by resource; a new resource module adds its list here.
@@ -21,6 +21,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_asserts.ENDPOINTS,
     *api_interfaces.ENDPOINTS,
     *api_seed.ENDPOINTS,
+    *api_apps.ENDPOINTS,
 ]
 
 __all__ = ["ENDPOINTS", "Endpoint"]

@@ -58,6 +58,8 @@ class DaemonOptions:
     trusted_key: Path | None = None
     #: The account the trusted root key speaks for.
     trusted_authority: str = DEFAULT_AUTHORITY
+    #: Whether stopping the daemon stops the snaps' services (default: they keep running, like snapd's).
+    stop_services: bool = False
 
     def trusted_key_file(self) -> Path | None:
         """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
@@ -93,7 +95,8 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     if options.store is not None:
         location_path(options.store)  # likewise: a URL of another kind is refused here
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
-                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout)
+                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout,
+                       stop_services=options.stop_services)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store
