@@ -30,7 +30,7 @@ from ..errors import ManagerError, SnapNotInstalledError, SnapOperationError
 from ..snap import SnapInfo
 from ..snap.environ import command_argv, snap_environment
 from ..snap.info import service_order
-from ..snapstate import SnapManager, all_snap_states, check_conflicts, get_snap_state
+from ..snapstate import SNAPS_KEY, SnapManager, all_snap_states, check_conflicts, get_snap_state
 from .supervisor import (
     DEFAULT_RESTART_DELAY,
     DEFAULT_STOP_TIMEOUT,
@@ -112,6 +112,13 @@ class ServiceManager:
                 self.state.add_warning(message)
             if delay is not None:
                 self.state.ensure_before(delay)
+            installed = set(self.state.get(SNAPS_KEY, {}))
+            disabled = self._disabled()
+            if set(disabled) - installed:
+                self._set_disabled({k: v for k, v in disabled.items() if k in installed})
+        for name in self.supervisor.known():  # a removed snap's services: their records and logs go too
+            if name.partition(".")[0] not in installed:
+                self.supervisor.forget(name)
 
     def wait(self) -> None:
         """wait has nothing to wait for: services run on their own."""

@@ -526,6 +526,13 @@ class Supervisor:
                 active = "failed" if svc.failed else "inactive"
             return ServiceStatus(name, active, svc.pid, svc.spec.revision, svc.since, svc.last_exit, svc.restarts)
 
+    def known(self) -> list[str]:
+        """known lists the services the supervisor has a record of (running or not)."""
+        with self._mu:
+            names = set(self._services)
+        names.update(p.name.removesuffix(".json") for p in self.run_dir.glob("*.json"))
+        return sorted(names)
+
     def forget(self, name: str) -> None:
         """forget drops a stopped service's record and logs (its snap is gone)."""
         with self._mu:

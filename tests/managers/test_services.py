@@ -246,6 +246,12 @@ def test_refresh_moves_the_service_and_a_failed_refresh_brings_the_old_one_back(
     assert [r for _, r in (line.split() for line in (beat.common / "started").read_text().splitlines())] == [
         r1, r2, "3", r2]
     assert not alive(p2) and status(s).status.pid == p3
+    # Removed: stopped, and its records and logs go with it.
+    run(s, lambda sm: sm.remove("beat"))
+    assert not alive(p3)
+    with s.o.state:
+        s.o.state.ensure_before(0)
+    wait_for("the records to go", lambda: not list((s.state_dir / "services").rglob("beat.*")))
 
 
 def test_a_crash_loop_ends_in_failed_with_a_warning(svc_system: System, clock: FakeClock) -> None:

@@ -10,7 +10,7 @@ Layout under the root (see docs/managers.md)::
     var/snap/<name>/common/          data shared by every revision
     var/lib/snaps/<name>_<rev>.snap  the snap file each revision came from
     var/lib/snaps/partial/           downloads in progress
-    var/lib/services/snap.<name>.<app>.json   each service: revision, command, active
+    var/lib/services/snap.<name>.<app>.json   each service: revision, command, active (should run)
 
 Every method is idempotent: run again after a crash at any point of it,
 it ends where one uninterrupted run ends.
@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from ...asserts import encode_digest
 from ...errors import InvalidSnapError, ManagerError
 from ...snap import DEFAULT_LIMITS, Limits, SnapFile, SnapInfo
 from ...snap.container import SNAP_YAML
+from ...snap.environ import snap_environment
 from ...snap.info import MAX_YAML
 from .fsutil import (
     atomic_symlink,
@@ -310,14 +312,18 @@ class Backend:
             return None
 
     def _wrapper(self, info: SnapInfo, command: str) -> str:
+        """_wrapper is what `overlord run` does, in sh: the snap's environment only, each word quoted.
+
+        The words of a command hold only letters, digits, spaces and /._#:$-
+        (snap.yaml's check), so in double quotes $VAR still expands and
+        nothing else is special; the caller's arguments follow as "$@".
+        """
         program, *args = command.split()
-        env = {"SNAP": str(self.revision_dir(info.name, info.revision)), "SNAP_NAME": info.name,
-               "SNAP_REVISION": info.revision, "SNAP_VERSION": info.version,
-               "SNAP_DATA": str(self.data_dir(info.name, info.revision)),
-               "SNAP_COMMON": str(self.data_base(info.name) / "common")}
-        lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager"]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-        lines.append(f'exec "$SNAP/{program}"{"".join(" " + a for a in args)} "$@"')
+        env = snap_environment(info, self)
+        lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager (like `overlord run`)"]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+        lines.append("exec /usr/bin/env -i " + " ".join(f'{k}="${k}"' for k in env) +
+                     f' "$SNAP/{program}"' + "".join(f' "{_braced(a)}"' for a in args) + ' "$@"')
         return "\n".join(lines) + "\n"
 
     def _bins(self, name: str) -> list[Path]:
@@ -393,3 +399,8 @@ class Backend:
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
 
+
+
+def _braced(word: str) -> str:
+    """_braced is a command word for sh's double quotes, its $VAR made ${VAR} (what follows cannot extend it)."""
+    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"${\1}", word)
