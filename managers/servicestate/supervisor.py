@@ -138,6 +138,35 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def find_orphans(spec: ServiceSpec) -> list[int]:
+    """find_orphans lists the session leaders running spec: its command line, and its $SNAP, in the environment.
+
+    It finds a service whose daemon died between starting it and recording
+    it (the record is written just after the fork). A process of another
+    user cannot be read and is not found; nor one that exec'd another
+    command line.
+    """
+    snap = f"SNAP={spec.env.get('SNAP', '')}".encode()
+    argv = [a.encode() for a in spec.argv]
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[3]) != pid or fields[0] == b"Z":  # field 6, the session: a service leads its own
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            if cmdline[-len(argv):] != argv or snap not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        found.append(pid)
+    return sorted(found)
+
+
 def describe_exit(code: int | None) -> str:
     """describe_exit says how a process ended from its return code (negative: a signal)."""
     if code is None:
@@ -471,6 +500,12 @@ class Supervisor:
                 alive[name] = rec
             elif same_boot and rec.get("state") in ("exited", "failed"):
                 ended[name] = rec
+        for name, want in wanted.items():  # a process no record names (the daemon died as it started it)
+            if name not in alive:
+                for pid in find_orphans(want):
+                    alive[name] = {"pid": pid, "start-time": process_start_time(pid), "revision": want.revision}
+                    log.warning("found service %s (pid %d) running without a record: adopting it", name, pid)
+                    break
         started = []
         for name, rec in alive.items():
             spec = wanted.get(name)

@@ -311,3 +311,27 @@ def test_logs_are_capped_and_rotated(tmp_path: Path, clock: FakeClock) -> None:
     assert log.stat().st_size == 0 and (tmp_path / "run/logs/a.b.log.1").stat().st_size > 1000
     log.write_bytes(b"new\n")
     assert read_log_lines(log, 2) == ["line 299", "new"]
+
+
+def test_a_service_started_without_a_record_is_found_not_doubled(tmp_path: Path, clock: FakeClock) -> None:
+    """A daemon killed between the fork of a service and its record: the next one finds the process."""
+    import subprocess
+
+    from managers.servicestate import ServiceSpec
+
+    prog = tmp_path / "snap/bin/loop"
+    prog.parent.mkdir(parents=True)
+    prog.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
+    prog.chmod(0o755)
+    spec = ServiceSpec("x.loop", "1", (str(prog), "--serve"), {"SNAP": str(tmp_path / "snap"), "PATH": "/usr/bin:/bin"},
+                       str(tmp_path))
+    orphan = subprocess.Popen(list(spec.argv), env=dict(spec.env), start_new_session=True)
+    try:
+        sup = Supervisor(tmp_path / "run", clock)
+        assert sup.recover({"x.loop": spec}) == []  # nothing started: the orphan was adopted
+        assert sup.status("x.loop").pid == orphan.pid
+        sup.stop("x.loop")
+        assert orphan.wait(WAIT) == -signal.SIGTERM
+    finally:
+        orphan.kill()
+        orphan.wait()
