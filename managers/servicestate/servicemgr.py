@@ -16,6 +16,7 @@ started with their snap (install-mode: disable, or `overlord stop
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -198,8 +199,14 @@ class ServiceManager:
                 self.supervisor.start(self.spec(info, app.name))
 
     def stop_services(self, name: str, apps: list[str]) -> None:
-        """stop stops services of a snap, in the reverse of their start order."""
-        for app in reversed(sorted(apps)):
+        """stop_services stops services of a snap, in the reverse of their start order."""
+        order = sorted(apps)
+        revision = self.backend.linked_revision(name)
+        if revision is not None:
+            with contextlib.suppress(ManagerError):
+                info = self.backend.read_info(name, revision)
+                order = [a.name for a in service_order(list(info.apps.values()))]
+        for app in reversed([a for a in order if a in apps] + [a for a in sorted(apps) if a not in order]):
             self.supervisor.stop(f"{name}.{app}")
 
     # -- reading -----------------------------------------------------------------------------

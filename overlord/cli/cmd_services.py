@@ -10,6 +10,7 @@ installed snap in this process, with the snap's environment only.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,8 @@ def run(app: str, args: tuple[str, ...], root: Path | None, state_dir: Path | No
         fail(f"cannot run {app}: snap {snap!r} has no app {name!r}")
     env = snap_environment(info, backend)
     argv = command_argv(a, env, args)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; the app gets the defaults
+        signal.signal(sig, signal.SIG_DFL)
     try:
         os.execve(argv[0], argv, env)
     except OSError as e:
