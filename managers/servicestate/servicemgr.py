@@ -85,6 +85,9 @@ class ServiceManager:
         self._warnings: list[str] = []
         self._wmu = threading.Lock()
         self._recovered = False
+        self._cleanup = True  # once at the start, then after each discard-snap
+        with state:
+            state.add_task_status_changed_handler(self._removed)
         self.supervisor = Supervisor(run_dir, clock or _utc_now, wake=self._wake, warn=self._warn)
         snap_manager.service_runner = self
         runner.add_handler("service-control", self.do_service_control)
@@ -104,28 +107,40 @@ class ServiceManager:
                 wanted = self._wanted()
             self._recovered = True
             self.supervisor.recover(wanted)
-        self.supervisor.rotate_all()
+            self.supervisor.start_housekeeping()
         delay = self.supervisor.tick()
         with self._wmu:
             warnings, self._warnings = self._warnings, []
-        with self.state:
-            for message in warnings:
-                self.state.add_warning(message)
-            if delay is not None:
-                self.state.ensure_before(delay)
-            installed = set(self.state.get(SNAPS_KEY, {}))
-            disabled = self._disabled()
-            if set(disabled) - installed:
-                self._set_disabled({k: v for k, v in disabled.items() if k in installed})
-        for name in self.supervisor.known():  # a removed snap's services: their records and logs go too
-            if name.partition(".")[0] not in installed:
-                self.supervisor.forget(name)
+            cleanup, self._cleanup = self._cleanup, False
+        if warnings or delay is not None or cleanup:
+            with self.state:
+                for message in warnings:
+                    self.state.add_warning(message)
+                if delay is not None:
+                    self.state.ensure_before(delay)
+                if cleanup:
+                    installed = set(self.state.get(SNAPS_KEY, {}))
+                    disabled = self._disabled()
+                    if set(disabled) - installed:
+                        self._set_disabled({k: v for k, v in disabled.items() if k in installed})
+            if cleanup:
+                for name in self.supervisor.known():  # a removed snap's services: their records and logs go too
+                    if name.partition(".")[0] not in installed:
+                        self.supervisor.forget(name)
+
+    def _removed(self, task: Task, old: Any, new: Any) -> bool:
+        """_removed notes that a snap's revision was discarded: the next ensure cleans up after removed snaps."""
+        if task.kind == "discard-snap" and str(new) == "Done":
+            with self._wmu:
+                self._cleanup = True
+        return False
 
     def wait(self) -> None:
         """wait has nothing to wait for: services run on their own."""
 
     def stop(self) -> None:
         """stop leaves the services running (they are adopted at the next start) unless stop_services."""
+        self.supervisor.stop_housekeeping()
         if self.stop_at_exit:
             self.supervisor.stop_all(state="down")
 

@@ -62,6 +62,8 @@ ONESHOT_TIMEOUT = 90.0
 #: LOG_MAX is the size at which a service's log is rotated; LOG_KEEP rotated files are kept (.1 newest).
 LOG_MAX = 1024 * 1024
 LOG_KEEP = 2
+#: LOG_CHECK_INTERVAL is how often (real seconds) the logs are checked for rotation (and at each start).
+LOG_CHECK_INTERVAL = 10.0
 
 Clock = Callable[[], datetime]
 
@@ -205,6 +207,8 @@ class Supervisor:
         self._mu = threading.RLock()
         self._services: dict[str, _Service] = {}
         self._boot = boot_id()
+        self._housekeeper: threading.Thread | None = None
+        self._housekeeping_stop = threading.Event()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -266,6 +270,27 @@ class Supervisor:
             while chunk := src.read(256 * 1024):
                 dst.write(chunk)
             src.truncate(0)  # the service's descriptor is O_APPEND: its next line lands at the new end
+
+    def start_housekeeping(self) -> None:
+        """start_housekeeping starts the thread that rotates the logs every LOG_CHECK_INTERVAL seconds."""
+        with self._mu:
+            if self._housekeeper is not None:
+                return
+            self._housekeeping_stop.clear()
+            self._housekeeper = threading.Thread(target=self._housekeep, name="service-logs", daemon=True)
+            self._housekeeper.start()
+
+    def stop_housekeeping(self) -> None:
+        """stop_housekeeping stops that thread."""
+        with self._mu:
+            t, self._housekeeper = self._housekeeper, None
+        self._housekeeping_stop.set()
+        if t is not None:
+            t.join(5)
+
+    def _housekeep(self) -> None:
+        while not self._housekeeping_stop.wait(LOG_CHECK_INTERVAL):
+            self.rotate_all()
 
     def rotate_all(self) -> None:
         """rotate_all rotates every service log that has grown past the limit."""

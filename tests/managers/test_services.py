@@ -15,6 +15,7 @@ import pytest
 from engine import Status
 from managers.asserts import PrivateKey
 from managers.servicestate import ServiceManager, Supervisor, read_log_lines
+from managers.servicestate.supervisor import read_log_since
 from managers.snap import pack
 from managers.snapstate import SnapManager
 from tests.conftest import FakeClock
@@ -311,6 +312,22 @@ def test_logs_are_capped_and_rotated(tmp_path: Path, clock: FakeClock) -> None:
     assert log.stat().st_size == 0 and (tmp_path / "run/logs/a.b.log.1").stat().st_size > 1000
     log.write_bytes(b"new\n")
     assert read_log_lines(log, 2) == ["line 299", "new"]
+    # Following: only what was written since the cursor, whole lines; a truncated log is read from its start.
+    lines, cursor = read_log_since(log, None)
+    assert lines == []
+    with open(log, "ab") as f:
+        f.write(b"one\ntwo\nhalf")
+    lines, cursor = read_log_since(log, cursor)
+    assert lines == ["one", "two"]
+    with open(log, "ab") as f:
+        f.write(b" done\n")
+    lines, cursor = read_log_since(log, cursor)
+    assert lines == ["half done"]
+    sup.log_max = 10
+    sup.rotate("a.b")
+    with open(log, "ab") as f:
+        f.write(b"after\n")
+    assert read_log_since(log, cursor)[0] == ["after"]
 
 
 def test_a_service_started_without_a_record_is_found_not_doubled(tmp_path: Path, clock: FakeClock) -> None:

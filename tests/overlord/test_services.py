@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from managers.snap import pack
+from overlord.client import ApiError
 from tests.managers.test_services import BEAT, alive, wait_for
 
 from .conftest import DaemonProcess, child_env, overlord_cmd
@@ -110,8 +111,18 @@ def test_a_service_survives_a_killed_daemon_once_and_the_verbs_control_it(
     assert json.loads(ok(d, "services", "--json"))[0]["status"] == "inactive" and copies.running() == []
     ok(d, "start", "beat", "--enable")
     third = copies.one()
-    ok(d, "restart", "beat.svc")
-    copies.one(other_than=third)
+    with d.client() as c:
+        _, cursor = c.logs_since(["beat"], "")
+        ok(d, "restart", "beat.svc")
+        fourth = copies.one(other_than=third)
+        entries, cursor = c.logs_since(["beat"], cursor)  # only what the restart wrote: the stop, the new start
+        assert f"beat {third} stopping" in [e["message"] for e in entries]
+        assert sum("beat x1 starting in" in e["message"] for e in entries) == 1  # not the earlier starts
+        with pytest.raises(ApiError) as e:
+            c.logs(["beat"], -1)
+        assert (e.value.status_code, e.value.message) == (400, "invalid n parameter '-1': a number of lines up to "
+                                                                "100000, or all")
+    assert alive(fourth)
 
     p = d.cli("start", "beat.nope")
     assert (p.returncode, p.stderr) == (1, "error: cannot start service 'beat.nope': snap 'beat' has no service "
