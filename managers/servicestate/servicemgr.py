@@ -85,6 +85,7 @@ class ServiceManager:
         self._warnings: list[str] = []
         self._wmu = threading.Lock()
         self._recovered = False
+        self._stopped = False
         self._cleanup = True  # once at the start, then after each discard-snap
         with state:
             state.add_task_status_changed_handler(self._removed)
@@ -140,13 +141,19 @@ class ServiceManager:
 
     def stop(self) -> None:
         """stop leaves the services running (they are adopted at the next start) unless stop_services."""
+        self._stopped = True
         self.supervisor.stop_housekeeping()
         if self.stop_at_exit:
             self.supervisor.stop_all(state="down")
 
     def _wake(self, delay: float) -> None:
-        with self.state:
-            self.state.ensure_before(delay)
+        if self._stopped:  # the overlord is gone; services left running wait for the next one
+            return
+        try:
+            with self.state:
+                self.state.ensure_before(delay)
+        except Exception as e:  # a closing State: the next overlord recovers the service
+            log.debug("cannot ask for an ensure pass: %s", e)
 
     def _warn(self, message: str) -> None:
         with self._wmu:

@@ -230,10 +230,10 @@ class Supervisor:
                 "last-exit": svc.last_exit, "since": svc.since.isoformat() if svc.since else None}
         path = self.record_path(svc.spec.name)
         tmp = path.with_name(f".{path.name}.tmp")
+        # Renamed into place, not synced: the record only matters while this boot lasts (a crash of the
+        # daemon loses nothing the kernel holds; a power cut makes the boot id differ anyway).
         with open(tmp, "w") as f:
             f.write(json.dumps(data, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def _read_record(self, path: Path) -> dict[str, Any] | None:

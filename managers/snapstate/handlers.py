@@ -244,15 +244,13 @@ class Handlers:
         """do_start_snap_services starts the services of the snap's current revision."""
         with task.state:
             snapst = get_snap_state(task.state, task_snap_setup(task).name)
-        if snapst is None:
-            raise ManagerError(f"internal error: task {task.id}: the snap is not installed")
-        info = snapst.info
-        with task.state:
-            apps = task.get("started-services", None)
-            if apps is None:  # decided once: the runner leaves out the services disabled by hand or install-mode
-                runner = self.sm.service_runner
-                apps = runner.startable(info) if runner is not None else [a.name for a in info.services]
-                task.set("started-services", apps)
+            if snapst is None:
+                raise ManagerError(f"internal error: task {task.id}: the snap is not installed")
+            info = snapst.info
+            # The runner leaves out the services disabled by hand or by install-mode; a rerun after a crash
+            # decides the same (what it wrote, if anything, is committed with this block).
+            runner = self.sm.service_runner
+            apps = runner.startable(info) if runner is not None else [a.name for a in info.services]
         self._cleaning(lambda: self._stop_services(info.name, apps), lambda: self._start_services(info, apps))
         with task.state:
             task.set("started-services", apps)
