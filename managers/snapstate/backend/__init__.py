@@ -400,7 +400,6 @@ class Backend:
             Path(path).unlink()
 
 
-
 def _braced(word: str) -> str:
     """_braced is a command word for sh's double quotes, its $VAR made ${VAR} (what follows cannot extend it)."""
     return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"${\1}", word)
