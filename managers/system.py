@@ -43,12 +43,14 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                     download_retry: tenacity.Retrying | None = None, run_dir: str | Path | None = None,
-                    clock: Callable[[], datetime] | None = None, stop_services: bool = False) -> SystemManagers:
+                    clock: Callable[[], datetime] | None = None, stop_services: bool = False,
+                    service_user: str | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     run_dir is where the service manager keeps its run-time records and the
     services' logs (default <root>/run/services); clock is the State's;
-    stop_services: the service manager's stop() stops the services.
+    stop_services: the service manager's stop() stops the services;
+    service_user: the user they run as (default: the daemon's).
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
     daemon's setup hook) can too.
@@ -59,7 +61,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     im = InterfaceManager(state, runner, sm, assert_manager=am)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
     svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
-                         stop_services=stop_services)
+                         stop_services=stop_services, service_user=service_user)
     return SystemManagers(am, sm, im, fb, svc)
 
 
@@ -80,7 +82,7 @@ class SystemOverlord(Overlord):
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                  download_retry: tenacity.Retrying | None = None, stop_services: bool = False,
-                 **options: Any) -> None:
+                 service_user: str | None = None, **options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.root_dir = Path(root)
         if self.state_dir.absolute() == self.root_dir.absolute():
@@ -90,7 +92,8 @@ class SystemOverlord(Overlord):
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
                                  download_retry=download_retry, run_dir=self.state_dir / "services",
-                                 clock=options.get("clock"), stop_services=stop_services)
+                                 clock=options.get("clock"), stop_services=stop_services,
+                                 service_user=service_user)
         except BaseException:
             self.stop()
             raise

@@ -75,13 +75,16 @@ class ServiceManager:
     """ServiceManager supervises the services of the snaps the SnapManager installs."""
 
     def __init__(self, state: State, runner: TaskRunner, snap_manager: SnapManager, *, run_dir: str | Path,
-                 clock: Callable[[], datetime] | None = None, stop_services: bool = False) -> None:
+                 clock: Callable[[], datetime] | None = None, stop_services: bool = False,
+                 service_user: str | None = None) -> None:
         self.state = state
         self.runner = runner
         self.snap_manager = snap_manager
         self.backend = snap_manager.backend
         #: Whether stop() stops the services (default: they keep running, like snapd's under systemd).
         self.stop_at_exit = stop_services
+        #: The user the services run as (None: the daemon's, root in production, like snapd's).
+        self.service_user = service_user
         self._warnings: list[str] = []
         self._wmu = threading.Lock()
         self._recovered = False
@@ -179,7 +182,9 @@ class ServiceManager:
             name=f"{info.name}.{app}", revision=info.revision, argv=tuple(command_argv(a, env)), env=env,
             cwd=env["SNAP_DATA"], daemon=a.daemon or "simple", restart_condition=a.restart_condition or "on-failure",
             restart_delay=a.restart_delay if a.restart_delay is not None else DEFAULT_RESTART_DELAY,
-            stop_timeout=a.stop_timeout if a.stop_timeout is not None else DEFAULT_STOP_TIMEOUT)
+            stop_timeout=a.stop_timeout if a.stop_timeout is not None else DEFAULT_STOP_TIMEOUT,
+            user=self.service_user,
+            owned=(env["SNAP_DATA"], env["SNAP_COMMON"]) if self.service_user is not None else ())
 
     def _wanted(self) -> dict[str, ServiceSpec]:
         """_wanted are the services that should run, in start order (lock held)."""

@@ -82,6 +82,10 @@ class ServiceSpec:
     restart_condition: str = "on-failure"
     restart_delay: float = DEFAULT_RESTART_DELAY
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    #: The user it runs as (its primary group, no supplementary groups); None: the daemon's user.
+    user: str | None = None
+    #: The directories given to that user before each start (recursively): $SNAP_DATA, $SNAP_COMMON.
+    owned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,22 @@ class _Service:
     done: bool = False
     last_exit: str | None = None
     since: datetime | None = None
+
+
+def _give(spec: ServiceSpec) -> tuple[int, int]:
+    """_give looks up the service's user and gives it the service's directories; it returns its uid and gid."""
+    import pwd
+
+    pw = pwd.getpwnam(str(spec.user))
+    for top in spec.owned:
+        if not os.path.isdir(top):
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                st = os.lstat(name)
+                if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
+                    os.lchown(name, pw.pw_uid, pw.pw_gid)
+    return pw.pw_uid, pw.pw_gid
 
 
 def boot_id() -> str:
@@ -340,11 +360,15 @@ class Supervisor:
         self._setup()
         self._note(spec.name, f"starting {spec.name} (revision {spec.revision})")
         try:
+            ids = _give(spec) if spec.user is not None else None
             with open(self.log_path(spec.name), "ab") as out:
                 proc = subprocess.Popen(list(spec.argv), env=dict(spec.env), cwd=spec.cwd, stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=subprocess.STDOUT, close_fds=True,
-                                        start_new_session=True)
-        except OSError as e:
+                                        start_new_session=True, user=ids[0] if ids else None,
+                                        group=ids[1] if ids else None, extra_groups=[] if ids else None)
+        except (OSError, KeyError) as e:
+            if isinstance(e, KeyError):
+                e = OSError(f"there is no user {spec.user!r}")
             svc.wanted = False
             svc.failed = True
             svc.last_exit = f"not started: {e.strerror or e}"

@@ -34,10 +34,14 @@ from ._output import fail
 @click.option("--stop-services", is_flag=True,
               help="Stop the snaps' services when the daemon stops (default: they keep running and the next "
                    "daemon adopts them).")
+@click.option("--service-user", default=None, metavar="USER",
+              help="Run the snaps' services as this user, who gets their data directories (default: the "
+                   "daemon's user, root like snapd's services).")
 @click.option("--setup", default=None, metavar="MODULE:FUNCTION",
               help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
 def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | None, trusted_authority: str,
-           group: str | None, log_level: str, stop_timeout: float, stop_services: bool, setup: str | None) -> None:
+           group: str | None, log_level: str, stop_timeout: float, stop_services: bool, service_user: str | None,
+           setup: str | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
@@ -48,7 +52,7 @@ def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | N
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
                             trusted_key=trusted_key, trusted_authority=trusted_authority,
-                            stop_services=stop_services)
+                            stop_services=stop_services, service_user=service_user)
     try:
         code = Daemon(options, AccessPolicy(group)).run()
     except (EngineError, DaemonError, ValueError) as e:

@@ -352,3 +352,30 @@ def test_a_service_started_without_a_record_is_found_not_doubled(tmp_path: Path,
     finally:
         orphan.kill()
         orphan.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a service as another user")
+def test_services_run_as_the_service_user(root_key: PrivateKey, acme_key: PrivateKey, clock: FakeClock) -> None:
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="ovl-svc-", dir="/tmp"))  # nobody must reach the snap's files
+    base.chmod(0o755)
+    s = System(base, root_key, acme_key, clock, names=("beat",), stop_services=True, service_user="nobody")
+    try:
+        s.o.loop()
+        rev = publish(s, "1.0")
+        assert s.status(run(s, lambda sm: sm.install("beat"))) is Status.DONE, s.status
+        pid = Beat(s).one(rev)
+        uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+        assert uids.split()[1:] == [str(nobody.pw_uid)] * 4
+        groups = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("Groups:"))
+        assert groups.split()[1:] == []
+        for d in (s.root / "var/snap/beat" / rev, s.root / "var/snap/beat/common"):
+            assert d.stat().st_uid == nobody.pw_uid  # given to the user: it writes its heartbeat there
+    finally:
+        s.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -175,3 +175,11 @@ def test_run_refuses_what_is_not_there(beat_daemon: DaemonProcess) -> None:
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and p.stderr == f"error: cannot run beat.svc: snap 'beat' is not installed and enabled " \
                                              f"under {d.root}\n"
+
+
+def test_an_unknown_service_user_is_refused_at_start(base: Path) -> None:
+    p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "state"), "--root", str(base / "root"),
+                                    "--service-user", "no-such-user-h22"), env=child_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert (p.returncode, p.stderr) == (1, "error: cannot run the services as user 'no-such-user-h22': there is no "
+                                           "such user\n")
