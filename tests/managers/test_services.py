@@ -379,3 +379,15 @@ def test_services_run_as_the_service_user(root_key: PrivateKey, acme_key: Privat
     finally:
         s.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("condition", "restarted"), [
+    ("on-failure", {"status 0": False, "status 1": True, "signal": True}),
+    ("always", {"status 0": True, "status 1": True, "signal": True}),
+    ("never", {"status 0": False, "status 1": False, "signal": False}),
+    ("on-success", {"status 0": True, "status 1": False, "signal": False}),
+    ("on-abnormal", {"status 0": False, "status 1": False, "signal": True}),
+])
+def test_restart_conditions_follow_systemd(condition: str, restarted: dict[str, bool]) -> None:
+    codes = {"status 0": 0, "status 1": 1, "signal": -signal.SIGKILL}
+    assert {k: Supervisor._restarts(condition, codes[k]) for k in codes} == restarted
