@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .configstate import ConfigManager
 from .firstboot import FirstBoot
 from .hookstate import HookManager
 from .ifacestate import InterfaceManager
+from .servicestate import ServiceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
 from .store import Store
@@ -34,19 +36,27 @@ class SystemManagers:
     first_boot: FirstBoot
     hook_manager: HookManager
     config_manager: ConfigManager
+    service_manager: ServiceManager
 
     def __iter__(self) -> Iterator[Manager]:
         """__iter__ yields them in dependency order (the order they are added to an overlord in)."""
         yield from (self.assert_manager, self.snap_manager, self.interface_manager, self.hook_manager,
-                    self.config_manager, self.first_boot)
+                    self.config_manager, self.first_boot, self.service_manager)
 
 
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                     download_retry: tenacity.Retrying | None = None,
-                    state_dir: str | Path | None = None) -> SystemManagers:
+                    state_dir: str | Path | None = None, run_dir: str | Path | None = None,
+                    clock: Callable[[], datetime] | None = None, stop_services: bool = False,
+                    service_user: str | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
+
+    run_dir is where the service manager keeps its run-time records and the
+    services' logs (default <root>/run/services); clock is the State's;
+    stop_services: the service manager's stop() stops the services;
+    service_user: the user they run as (default: the daemon's).
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
     daemon's setup hook) can too. A state_dir under root (the database and
@@ -63,7 +73,9 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
     hm = HookManager(state, runner, sm)
     cm = ConfigManager(state, runner, sm, hm)
-    return SystemManagers(am, sm, im, fb, hm, cm)
+    svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
+                         stop_services=stop_services, service_user=service_user)
+    return SystemManagers(am, sm, im, fb, hm, cm, svc)
 
 
 class SystemOverlord(Overlord):
@@ -73,15 +85,19 @@ class SystemOverlord(Overlord):
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
-    o.first_boot (seeding), o.hook_manager (snaps' hooks) and o.config_manager
-    (configuration, through the configure hook). Other keyword arguments go to engine.Overlord
-    (clock, workers, ...).
+    o.first_boot (seeding), o.hook_manager (snaps' hooks), o.config_manager
+    (configuration, through the configure hook) and o.service_manager (the
+    services, run by its supervisor; their records and logs in
+    <state_dir>/services; stop_services: stopping the overlord stops them,
+    otherwise they keep running). Other keyword arguments go to
+    engine.Overlord (clock, workers, ...).
     """
 
     def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                 download_retry: tenacity.Retrying | None = None, **options: Any) -> None:
+                 download_retry: tenacity.Retrying | None = None, stop_services: bool = False,
+                 service_user: str | None = None, **options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.root_dir = Path(root)
         if self.state_dir.absolute() == self.root_dir.absolute():
@@ -90,7 +106,9 @@ class SystemOverlord(Overlord):
         try:
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
-                                 download_retry=download_retry, state_dir=self.state_dir)
+                                 download_retry=download_retry, state_dir=self.state_dir,
+                                 run_dir=self.state_dir / "services", clock=options.get("clock"),
+                                 stop_services=stop_services, service_user=service_user)
         except BaseException:
             self.stop()
             raise
@@ -100,5 +118,6 @@ class SystemOverlord(Overlord):
         self.first_boot = ms.first_boot
         self.hook_manager = ms.hook_manager
         self.config_manager = ms.config_manager
+        self.service_manager = ms.service_manager
         for m in ms:
             self.add_manager(m)

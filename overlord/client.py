@@ -176,6 +176,39 @@ class Client:
         env = self.request("POST", "/v2/snaps", body={"action": action, "snaps": names})
         return str(env["change"]), list((env.get("result") or {}).get("snap-names") or [])
 
+    def apps(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """apps lists the services (of SNAP or SNAP.APP names if given) with their state."""
+        query = {"select": "service"}
+        if names:
+            query["names"] = ",".join(names)
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/apps", query=query)
+        return result
+
+    def service_action(self, action: str, names: list[str], *, enable: bool = False, disable: bool = False) -> str:
+        """service_action starts, stops or restarts services (SNAP or SNAP.APP); returns the change id."""
+        body: dict[str, Any] = {"action": action, "names": names}
+        if enable:
+            body["enable"] = True
+        if disable:
+            body["disable"] = True
+        return str(self.request("POST", "/v2/apps", body=body)["change"])
+
+    def logs(self, names: list[str] | None = None, n: int | None = 10) -> list[dict[str, str]]:
+        """logs returns the last n lines (None: all) of the services' logs, as {"sid", "message"}."""
+        query = {"n": "all" if n is None else str(n)}
+        if names:
+            query["names"] = ",".join(names)
+        result: list[dict[str, str]] = self._sync("GET", "/v2/logs", query=query)
+        return result
+
+    def logs_since(self, names: list[str] | None, cursor: str) -> tuple[list[dict[str, str]], str]:
+        """logs_since returns the lines written since cursor ("" at first: none) and the next cursor."""
+        query = {"follow": cursor}
+        if names:
+            query["names"] = ",".join(names)
+        result: dict[str, Any] = self._sync("GET", "/v2/logs", query=query)
+        return list(result["entries"]), str(result["cursor"])
+
     def sideload(self, path: str | Path, *, dangerous: bool = False) -> str:
         """sideload uploads a local snap file and installs it (dangerous: without assertions); returns the change."""
         p = Path(path)

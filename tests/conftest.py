@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -135,3 +136,28 @@ def nobody() -> Iterator[OtherUser]:
         yield user
     finally:
         shutil.rmtree(user.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_services_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """no_services_left kills, once the tests are over, the snaps' services they left running under tmp_path.
+
+    Services outlive the overlord that started them (like snapd's under
+    systemd), so a test that stops or kills a daemon without --stop-services
+    leaves them behind. Only processes whose $SNAP lies under this session's
+    temporary directory are killed.
+    """
+    yield
+    import signal
+
+    base = f"SNAP={tmp_path_factory.getbasetemp()}/".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(item.startswith(base) for item in env):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)

@@ -1,36 +1,68 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""snap_environment: the environment a snap's programs (hooks, and services) run with.
+"""The run-time environment of a snap's programs (services, `overlord run`, hooks).
 
-Nothing is inherited from the daemon: the snap's variables (snapd's SNAP,
-SNAP_DATA, SNAP_COMMON, SNAP_NAME, SNAP_REVISION, SNAP_VERSION), HOME in the
-revision's data directory, a fixed PATH, and LANG C.UTF-8.
+A snap's program starts with this environment and nothing else of its
+caller's (snapd's snapenv, for a system service run as root):
+
+    SNAP            <root>/snap/<name>/<revision>       the snap's files (read-only)
+    SNAP_DATA       <root>/var/snap/<name>/<revision>   the revision's data (the working directory)
+    SNAP_COMMON     <root>/var/snap/<name>/common       data shared by every revision
+    SNAP_NAME, SNAP_INSTANCE_NAME, SNAP_REVISION, SNAP_VERSION
+    SNAP_USER_DATA  <root>/root/snap/<name>/<revision>  (also HOME, as snapd gives root's services)
+    SNAP_USER_COMMON <root>/root/snap/<name>/common
+    PATH            $SNAP/usr/sbin:$SNAP/usr/bin:$SNAP/sbin:$SNAP/bin and the system's directories
+    LANG            C.UTF-8
+
+command_argv turns an app's command into the argument vector that is
+executed (no shell): each word of the command is one argument, after
+$VAR and ${VAR} of the snap's environment are replaced in it (snapd's
+snap run expands them the same way); the caller's arguments follow, as
+they are.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .info import SnapInfo
+from .info import AppInfo, SnapInfo
 
 if TYPE_CHECKING:
     from ..snapstate.backend import Backend
 
-#: CLEAN_PATH is the PATH a snap's programs get.
-CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: SYSTEM_PATH is the system part of PATH (after the snap's own directories).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 def snap_environment(info: SnapInfo, backend: Backend) -> dict[str, str]:
-    """snap_environment is the whole environment of a program of info's revision under backend's root."""
-    data = str(backend.data_dir(info.name, info.revision))
+    """snap_environment is the whole environment of a program of info's revision (nothing inherited)."""
+    name, revision = info.name, info.revision
+    snap = str(backend.revision_dir(name, revision))
+    user = backend.root / "root" / "snap" / name
     return {
-        "SNAP": str(backend.revision_dir(info.name, info.revision)),
-        "SNAP_DATA": data,
-        "SNAP_COMMON": str(backend.data_base(info.name) / "common"),
-        "SNAP_NAME": info.name,
-        "SNAP_INSTANCE_NAME": info.name,
-        "SNAP_REVISION": info.revision,
+        "SNAP": snap,
+        "SNAP_DATA": str(backend.data_dir(name, revision)),
+        "SNAP_COMMON": str(backend.data_base(name) / "common"),
+        "SNAP_NAME": name,
+        "SNAP_INSTANCE_NAME": name,
+        "SNAP_REVISION": revision,
         "SNAP_VERSION": info.version,
-        "HOME": data,
-        "PATH": CLEAN_PATH,
+        "SNAP_USER_DATA": str(user / revision),
+        "SNAP_USER_COMMON": str(user / "common"),
+        "HOME": str(user / revision),
+        "PATH": ":".join(f"{snap}/{d}" for d in ("usr/sbin", "usr/bin", "sbin", "bin")) + ":" + SYSTEM_PATH,
         "LANG": "C.UTF-8",
     }
+
+
+def expand(word: str, env: Mapping[str, str]) -> str:
+    """expand replaces $VAR and ${VAR} in word by env's values (an unknown variable becomes empty)."""
+    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), word)
+
+
+def command_argv(app: AppInfo, env: Mapping[str, str], args: Sequence[str] = ()) -> list[str]:
+    """command_argv is what runs for app: its program in $SNAP, its words expanded, then args as given."""
+    program, *words = app.command.split()
+    return [f"{env['SNAP']}/{program}", *(expand(w, env) for w in words), *args]

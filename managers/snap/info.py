@@ -27,8 +27,13 @@ MAX_YAML = 64 * 1024
 MAX_YAML_DEPTH = 32
 #: MAX_YAML_INT_DIGITS is the longest integer of YAML from others, in characters (int64 needs 20).
 MAX_YAML_INT_DIGITS = 32
-#: DAEMONS are the values of an app's daemon field (snapd's); all are recorded alike.
+#: DAEMONS are the values of an app's daemon field (snapd's); see docs/managers.md for how each is run.
 DAEMONS = ("simple", "forking", "oneshot", "notify", "dbus")
+#: RESTART_CONDITIONS are the values of restart-condition (snapd's, systemd's Restart=).
+RESTART_CONDITIONS = ("on-failure", "always", "never", "no", "on-success", "on-abnormal", "on-abort",
+                      "on-watchdog")
+#: INSTALL_MODES are the values of install-mode: whether a service starts when its snap is installed.
+INSTALL_MODES = ("enable", "disable")
 _VERSION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9:.+~-]{0,30}[a-zA-Z0-9+~])?$")
 #: _COMMAND is snapd's appContentWhitelist: the characters a command may hold.
 _COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
@@ -37,13 +42,38 @@ _COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
 COMMAND_VARIABLES = ("SNAP", "SNAP_COMMON", "SNAP_DATA", "SNAP_NAME", "SNAP_REVISION", "SNAP_VERSION")
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]*)")
 _FIELDS = ("name", "version", "summary", "description", "apps", "hooks", "plugs", "slots")
-_APP_FIELDS = ("command", "daemon")
 #: HOOKS are the hooks a snap may have, as executables meta/hooks/<name> (snapd's names; others are ignored).
 HOOKS = ("install", "configure", "pre-refresh", "post-refresh", "remove")
 _HOOK_FIELDS = ("timeout",)
 #: MAX_HOOK_TIMEOUT is the longest timeout snap.yaml may give a hook, in seconds (a day).
 MAX_HOOK_TIMEOUT = 86400.0
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_HOOK_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_APP_FIELDS = ("command", "daemon", "restart-condition", "restart-delay", "stop-timeout", "before", "after",
+               "install-mode")
+#: _SERVICE_FIELDS are the app fields only a service may have.
+_SERVICE_FIELDS = _APP_FIELDS[2:]
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|ns))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+#: MAX_DURATION bounds restart-delay and stop-timeout (a day): longer is surely a mistake.
+MAX_DURATION = 86400.0
+
+
+def parse_duration(text: str) -> float:
+    """parse_duration reads a duration the way snapd does (Go's: "10s", "1m30s", "500ms"), in seconds.
+
+    ValueError when it is not one.
+    """
+    if not isinstance(text, str) or not _DURATION.match(text):
+        raise ValueError(f"{text!r} is not a duration (like 10s, 1m30s or 500ms)")
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """format_duration writes seconds back as a duration parse_duration reads ("1.5s")."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000, 3):g}ms"
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,36 @@ class AppInfo:
     name: str
     command: str
     daemon: str | None = None
+    #: When the supervisor restarts the service after it ends (services only; default on-failure).
+    restart_condition: str | None = None
+    #: Seconds before a restart (None: the default, 100 ms, systemd's RestartSec).
+    restart_delay: float | None = None
+    #: Seconds a stop waits after SIGTERM before SIGKILL (None: the default, 10 s).
+    stop_timeout: float | None = None
+    #: Services of the same snap this one starts before / after.
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    #: "disable": the service is not started (nor enabled) when its snap is installed.
+    install_mode: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """to_dict is the app's snap.yaml form."""
+        out: dict[str, Any] = {"command": self.command}
+        if self.daemon:
+            out["daemon"] = self.daemon
+        if self.restart_condition:
+            out["restart-condition"] = self.restart_condition
+        if self.restart_delay is not None:
+            out["restart-delay"] = format_duration(self.restart_delay)
+        if self.stop_timeout is not None:
+            out["stop-timeout"] = format_duration(self.stop_timeout)
+        if self.before:
+            out["before"] = list(self.before)
+        if self.after:
+            out["after"] = list(self.after)
+        if self.install_mode:
+            out["install-mode"] = self.install_mode
+        return out
 
     @property
     def executable(self) -> str:
@@ -121,8 +181,7 @@ class SnapInfo:
         if self.description:
             out["description"] = self.description
         if self.apps:
-            out["apps"] = {n: {"command": a.command, **({"daemon": a.daemon} if a.daemon else {})}
-                           for n, a in sorted(self.apps.items())}
+            out["apps"] = {n: a.to_dict() for n, a in sorted(self.apps.items())}
         if self.hooks:
             out["hooks"] = {n: ({"timeout": h.timeout} if h.timeout is not None else {})
                             for n, h in sorted(self.hooks.items())}
@@ -296,7 +355,8 @@ def _parse(data: Mapping[str, Any], where: str, new: bool = True) -> SnapInfo:
         daemon = spec.get("daemon")
         if daemon is not None and daemon not in DAEMONS:
             raise bad(f"{path}.daemon", f"{daemon!r} is not one of {', '.join(DAEMONS)}")
-        apps[app] = AppInfo(app, command.strip(), daemon)
+        apps[app] = _service_fields(AppInfo(app, command.strip(), daemon), spec, path, bad)
+    _check_order(apps, bad)
     plugs = _ports(data.get("plugs"), "plugs", bad)
     slots = _ports(data.get("slots"), "slots", bad)
     both = sorted(set(plugs) & set(slots))
@@ -339,13 +399,91 @@ def parse_timeout(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+    elif isinstance(value, str) and (m := _HOOK_DURATION.match(value.strip())):
         seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
     else:
         return None
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_HOOK_TIMEOUT:
         return None
     return seconds
+
+
+def _service_fields(app: AppInfo, spec: Mapping[str, Any], path: str, bad: Any) -> AppInfo:
+    """_service_fields reads and checks the fields only services may have (snapd's validate.go rules)."""
+    for key in _SERVICE_FIELDS:
+        if key in spec and not app.daemon:
+            raise bad(f"{path}.{key}", "only a service (an app with daemon:) may have it")
+    fields: dict[str, Any] = {}
+    cond = spec.get("restart-condition")
+    if cond is not None:
+        if cond not in RESTART_CONDITIONS:
+            raise bad(f"{path}.restart-condition", f"{cond!r} is not one of {', '.join(RESTART_CONDITIONS)}")
+        fields["restart_condition"] = cond
+    for key in ("restart-delay", "stop-timeout"):
+        raw = spec.get(key)
+        if raw is None:
+            continue
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as e:
+            raise bad(f"{path}.{key}", str(e)) from None
+        if seconds > MAX_DURATION:
+            raise bad(f"{path}.{key}", f"{raw!r} is longer than a day")
+        fields[key.replace("-", "_")] = seconds
+    for key in ("before", "after"):
+        raw = spec.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise bad(f"{path}.{key}", "must be a list of app names")
+        fields[key] = tuple(dict.fromkeys(raw))
+    mode = spec.get("install-mode")
+    if mode is not None:
+        if mode not in INSTALL_MODES:
+            raise bad(f"{path}.install-mode", f"{mode!r} is not one of {', '.join(INSTALL_MODES)}")
+        fields["install_mode"] = mode
+    return dataclasses.replace(app, **fields)
+
+
+def _check_order(apps: Mapping[str, AppInfo], bad: Any) -> None:
+    """_check_order checks before/after name services of the snap, without a cycle (snapd's SortServices)."""
+    for app in apps.values():
+        for key, names in (("before", app.before), ("after", app.after)):
+            for other in names:
+                if other == app.name:
+                    raise bad(f"apps.{app.name}.{key}", "a service cannot be ordered against itself")
+                if other not in apps:
+                    raise bad(f"apps.{app.name}.{key}", f"{other!r} is not an app of the snap")
+                if not apps[other].daemon:
+                    raise bad(f"apps.{app.name}.{key}", f"{other!r} is not a service")
+    try:
+        service_order(list(apps.values()))
+    except ValueError as e:
+        raise bad("apps", str(e)) from None
+
+
+def service_order(apps: list[AppInfo]) -> list[AppInfo]:
+    """service_order sorts services so that each starts after those it is ordered after (by name otherwise).
+
+    ValueError names the services of a cycle. Non-services are left out.
+    """
+    services = {a.name: a for a in apps if a.daemon}
+    after: dict[str, set[str]] = {n: set() for n in services}
+    for a in services.values():
+        after[a.name].update(x for x in a.after if x in services)
+        for x in a.before:
+            if x in services:
+                after[x].add(a.name)
+    out: list[AppInfo] = []
+    done: set[str] = set()
+    while len(out) < len(services):
+        ready = sorted(n for n in services if n not in done and after[n] <= done)
+        if not ready:
+            cycle = sorted(n for n in services if n not in done)
+            raise ValueError(f"services {', '.join(cycle)} are ordered in a cycle (before/after)")
+        out.append(services[ready[0]])
+        done.add(ready[0])
+    return out
 
 
 def _ports(raw: Any, key: str, bad: Any) -> dict[str, PlugInfo]:

@@ -214,14 +214,27 @@ class Handlers:
             if stopped is None:
                 stopped = self.backend.active_services(setup.name)
                 task.set("stopped-services", stopped)  # committed before anything stops
-        self._cleaning(lambda: self._restart(task, stopped),
-                       lambda: self.backend.stop_services(setup.name, stopped))
+        self._cleaning(lambda: self._restart(task, stopped), lambda: self._stop_services(setup.name, stopped))
+
+    def _start_services(self, info: SnapInfo, apps: list[str]) -> None:
+        """_start_services records services active, then has the service runner (if any) start them."""
+        self.backend.start_services(info, apps)
+        runner = self.sm.service_runner
+        if runner is not None and apps:
+            runner.start_services(info, apps)
+
+    def _stop_services(self, name: str, apps: list[str]) -> None:
+        """_stop_services records services inactive, then has the service runner (if any) stop them."""
+        self.backend.stop_services(name, apps)
+        runner = self.sm.service_runner
+        if runner is not None and apps:
+            runner.stop_services(name, apps)
 
     def _restart(self, task: Task, apps: list[str]) -> None:
         with task.state:
             snapst = get_snap_state(task.state, task_snap_setup(task).name)
         if snapst is not None and apps and self.backend.linked_revision(snapst.name) == snapst.current:
-            self.backend.start_services(snapst.info, apps)
+            self._start_services(snapst.info, apps)
 
     def undo_stop_snap_services(self, task: Task, tomb: Tomb) -> None:
         """undo_stop_snap_services starts again the services it stopped."""
@@ -233,12 +246,14 @@ class Handlers:
         """do_start_snap_services starts the services of the snap's current revision."""
         with task.state:
             snapst = get_snap_state(task.state, task_snap_setup(task).name)
-        if snapst is None:
-            raise ManagerError(f"internal error: task {task.id}: the snap is not installed")
-        info = snapst.info
-        apps = [a.name for a in info.services]
-        self._cleaning(lambda: self.backend.stop_services(info.name, apps),
-                       lambda: self.backend.start_services(info, apps))
+            if snapst is None:
+                raise ManagerError(f"internal error: task {task.id}: the snap is not installed")
+            info = snapst.info
+            # The runner leaves out the services disabled by hand or by install-mode; a rerun after a crash
+            # decides the same (what it wrote, if anything, is committed with this block).
+            runner = self.sm.service_runner
+            apps = runner.startable(info) if runner is not None else [a.name for a in info.services]
+        self._cleaning(lambda: self._stop_services(info.name, apps), lambda: self._start_services(info, apps))
         with task.state:
             task.set("started-services", apps)
             self._done(task)
@@ -250,7 +265,7 @@ class Handlers:
             apps = task.get("started-services", None)
         if apps is None:
             apps = list(self.backend.services(name))
-        self.backend.stop_services(name, apps)
+        self._stop_services(name, apps)
 
     # -- switching revisions ---------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tenacity
 
@@ -41,6 +41,19 @@ HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconn
 #: CheckSnap is called with the new revision's info and the current one's (or None) when a
 #: revision is mounted or prepared; raising refuses it.
 CheckSnap = Callable[[SnapInfo, "SnapInfo | None"], None]
+
+
+class ServiceRunner(Protocol):
+    """ServiceRunner runs the services the snap manager records (the service manager is one)."""
+
+    def startable(self, info: SnapInfo) -> list[str]:
+        """startable lists the services of info that start-snap-services starts (lock held)."""
+
+    def start_services(self, info: SnapInfo, apps: list[str]) -> None:
+        """start starts the services of info's revision (lock not held); ManagerError when one cannot."""
+
+    def stop_services(self, name: str, apps: list[str]) -> None:
+        """stop stops the services of a snap (lock not held)."""
 
 
 def default_download_retry() -> tenacity.Retrying:
@@ -213,6 +226,8 @@ class SnapManager:
         self.retain = retain
         self._check_snap: list[CheckSnap] = []
         self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        #: The runner of the services (None: services are only recorded); the service manager sets itself.
+        self.service_runner: ServiceRunner | None = None
         h = self.handlers = Handlers(self)
 
         # Getting the snap: from the store, or from a local file or revision.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,8 @@ def run(base: Path) -> None:
     d.say(f"[bold]2. The store[/] {base / 'store'}: the root signed account {PUBLISHER!r}, its account-key and "
           f"the snap-declaration of \"hello\"; {PUBLISHER} packed hello 1.0 (overlord pack) and signed its "
           "snap-revision (revision 1).\n")
-    o = SystemOverlord(base / "state", base / "root", store=base / "store", trusted_key=TEST_KEYS / "root.pub.pem")
+    o = SystemOverlord(base / "state", base / "root", store=base / "store", trusted_key=TEST_KEYS / "root.pub.pem",
+                       stop_services=True)
     o.task_runner.add_handler("demo-fail", _fail_on_purpose)
     o.loop()
     try:
@@ -112,6 +114,7 @@ def run(base: Path) -> None:
         d.step(o, lambda: o.first_boot.seed(SEED), app="reader")
         d.say("[bold]4. Install hello[/] from the store (its network plug connects by itself):")
         d.step(o, lambda: o.snap_manager.install("hello"))
+        _show_services(d, o, "1")
         d.say("[bold]5. Connect reader:logs[/] to the system's system-files slot (never connected by itself):")
         d.step(o, lambda: o.interface_manager.connect("reader", "logs"), app=None)
         d.console.print(_profile(base / "root" / "var" / "lib" / "profiles" / "reader"))
@@ -122,6 +125,7 @@ def run(base: Path) -> None:
         d.say("[bold]7. acme publishes hello 3.0[/] (revision 3); [bold]refresh hello[/] again, with a task "
               "added that fails after start-snap-services: every task done is undone, back to revision 2:")
         d.step(o, lambda: _inject_failure(o.snap_manager.refresh("hello")))
+        _show_services(d, o, "2", after="the greeter of revision 3 was stopped, the one of revision 2 runs again")
         with o.state:
             snap = o.snap_manager.info("hello")
             d.say(f"  o.snap_manager.info('hello'): revision {snap.current}, active {snap.active}, "
@@ -146,6 +150,29 @@ def _profile(path: Path) -> Any:
              f"    read: {', '.join(p['read']) or '-'}", f"    write: {', '.join(p['write']) or '-'}"]
     lines += [f"    mount ({m['mode']}): {m['source']} -> {m['target']}" for m in p["mounts"]]
     return Text("\n".join(lines) + "\n")
+
+
+def _show_services(d: Demo, o: SystemOverlord, revision: str, after: str = "") -> None:
+    """_show_services shows hello's services (as `overlord services` does) and the greeter's latest log lines."""
+    from overlord.daemon.api_apps import app_info
+
+    from .cmd_services import services_table
+
+    svc = o.service_manager
+    deadline = time.monotonic() + 30  # the greeter's first line: it writes it as it starts
+    while True:
+        with o.state:
+            lines = [line for _, line in svc.logs(["hello.greeter"], None)]
+            apps = [app_info(s) for s in svc.services(["hello"])]
+        if any(f"(revision {revision}) serving" in line for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    d.say("  Its service, a real process supervised by the daemon (`overlord services hello`)" +
+          (f": {after}" if after else "") + ":")
+    d.console.print(services_table(apps))
+    d.say("  and the end of its log (`overlord logs hello -n 3`):")
+    d.console.print("\n".join(f"    hello.greeter: {line}" for line in lines[-3:]), markup=False)
+    d.say("")
 
 
 def _show_connections(d: Demo, conns: Connections) -> None:

@@ -34,6 +34,12 @@ from ._output import fail
               default="info", show_default=True, help="Least severe log messages written to stderr.")
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds running handlers get to return once asked to stop.")
+@click.option("--stop-services", is_flag=True,
+              help="Stop the snaps' services when the daemon stops (default: they keep running and the next "
+                   "daemon adopts them).")
+@click.option("--service-user", default=None, metavar="USER",
+              help="Run the snaps' services as this user, who gets their data directories (default: the "
+                   "daemon's user, root like snapd's services).")
 @click.option("--setup", default=None, metavar="MODULE:FUNCTION",
               help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
 # The defaults are overlord.daemon.limits.Limits' (not imported here: the command line starts light).
@@ -46,8 +52,8 @@ from ._output import fail
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a connection gets to send a complete request header.  [default: 5]")
 def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, trusted_key: Path | None,
-           trusted_authority: str,
-           group: str | None, log_level: str, stop_timeout: float, setup: str | None, max_connections: int | None,
+           trusted_authority: str, group: str | None, log_level: str, stop_timeout: float, stop_services: bool,
+           service_user: str | None, setup: str | None, max_connections: int | None,
            max_user_connections: int | None, root_connections: int | None, header_timeout: float | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
@@ -59,7 +65,8 @@ def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, t
 
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
-                            trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url)
+                            trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url,
+                            stop_services=stop_services, service_user=service_user)
     try:
         given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
                  "header_timeout": header_timeout}

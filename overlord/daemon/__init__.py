@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import api_asserts, api_config, api_interfaces, api_seed, api_snaps, response
+from . import api_apps, api_asserts, api_config, api_interfaces, api_seed, api_snaps, response
 from .api import ApiRequest, Context, Endpoint
 from .core import CORE_ENDPOINTS
 
@@ -33,6 +33,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_interfaces.ENDPOINTS,
     *api_seed.ENDPOINTS,
     *api_config.ENDPOINTS,
+    *api_apps.ENDPOINTS,
 ]
 
 __all__ = ["CORE_ENDPOINTS", "ENDPOINTS", "AccessPolicy", "ApiRequest", "Context", "Daemon", "Endpoint", "Limits",

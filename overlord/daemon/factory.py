@@ -67,6 +67,10 @@ class DaemonOptions:
     trusted_authority: str = DEFAULT_AUTHORITY
     #: A PostgreSQL URL: the state lives there (shared with other daemons), not in <state-dir>/state.db.
     db_url: str | None = None
+    #: Whether stopping the daemon stops the snaps' services (default: they keep running, like snapd's).
+    stop_services: bool = False
+    #: The user the snaps' services run as (None: the daemon's own, root in production).
+    service_user: str | None = None
 
     def trusted_key_file(self) -> Path | None:
         """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
@@ -100,9 +104,18 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     key = load_trusted_key(key_file) if key_file is not None else None  # before the database is opened
     if options.store is not None:
         location_path(options.store)  # likewise: a URL of another kind is refused here
+    if options.service_user is not None:
+        import pwd
+
+        try:
+            pwd.getpwnam(options.service_user)
+        except KeyError:
+            raise ValueError(f"cannot run the services as user {options.service_user!r}: there is no such "
+                             "user") from None
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
                        trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout,
-                       url=options.db_url)
+                       url=options.db_url, stop_services=options.stop_services,
+                       service_user=options.service_user)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store

@@ -17,6 +17,7 @@ import pytest
 
 from managers import InvalidSnapError
 from managers.snap import Limits, SnapFile, SnapInfo, pack, read_info, valid_snap_name
+from managers.snap.info import service_order
 from tests.helpers import REPO
 
 YAML = "name: hello\nversion: '1.0'\nsummary: Hi\napps:\n  hello:\n    command: bin/hello\n"
@@ -29,6 +30,9 @@ YAML = "name: hello\nversion: '1.0'\nsummary: Hi\napps:\n  hello:\n    command: 
 ])
 def test_snap_names(name: str, ok: bool) -> None:
     assert valid_snap_name(name) is ok
+
+
+SVC = "name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: x\n    daemon: simple\n"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -82,6 +86,19 @@ def test_snap_names(name: str, ok: bool) -> None:
      "the number 9223372036854775808 does not fit in 64 bits"),
     ("name: hello\nversion: '1'\nsummary: s\nplugs:\n  p:\n    a: 1.0e+99999\n", "numbers must be finite"),
     ("name: hello\nversion: " + "9" * 5000 + "\nsummary: s\n", "is too long"),
+    (SVC + "    restart-condition: sometimes\n", "field apps.a.restart-condition: 'sometimes' is not one of"),
+    (SVC + "    restart-delay: 10\n", "field apps.a.restart-delay: 10 is not a duration"),
+    (SVC + "    stop-timeout: 2d\n", "field apps.a.stop-timeout: '2d' is not a duration"),
+    (SVC + "    stop-timeout: 25h\n", "field apps.a.stop-timeout: '25h' is longer than a day"),
+    (SVC + "    install-mode: maybe\n", "field apps.a.install-mode: 'maybe' is not one of enable, disable"),
+    (SVC + "    after: [b]\n", "field apps.a.after: 'b' is not an app of the snap"),
+    (SVC + "    after: b\n", "field apps.a.after: must be a list of app names"),
+    (SVC + "    before: [a]\n", "field apps.a.before: a service cannot be ordered against itself"),
+    (SVC + "    after: [c]\n  c:\n    command: x\n", "field apps.a.after: 'c' is not a service"),
+    (SVC + "    after: [c]\n  c:\n    command: x\n    daemon: simple\n    after: [a]\n",
+     "field apps: services a, c are ordered in a cycle"),
+    ("name: hello\nversion: '1'\nsummary: s\napps:\n  a:\n    command: x\n    restart-delay: 1s\n",
+     "field apps.a.restart-delay: only a service (an app with daemon:) may have it"),
     ("name: [unclosed\n", "it is not valid YAML"),
     ("- a list\n", "it must be a mapping of fields"),
 ])
@@ -490,3 +507,15 @@ def test_pack_refuses_what_install_would(tmp_path: Path) -> None:
         pack(d, tmp_path)
     with pytest.raises(InvalidSnapError, match="not a directory"):
         pack(tmp_path / "nothere", tmp_path)
+
+
+def test_service_fields_are_read_and_kept() -> None:
+    info = SnapInfo.from_yaml(
+        "name: hello\nversion: '1'\nsummary: s\napps:\n  web:\n    command: bin/web\n    daemon: simple\n"
+        "    restart-condition: always\n    restart-delay: 1m30s\n    stop-timeout: 500ms\n    after: [db]\n"
+        "  db:\n    command: bin/db\n    daemon: notify\n    before: [web]\n    install-mode: disable\n")
+    web = info.apps["web"]
+    assert (web.restart_condition, web.restart_delay, web.stop_timeout, web.after) == ("always", 90.0, 0.5, ("db",))
+    assert info.apps["db"].install_mode == "disable"
+    assert SnapInfo.from_dict(info.to_dict()) == info
+    assert [a.name for a in service_order(list(info.apps.values()))] == ["db", "web"]

@@ -23,6 +23,11 @@ def test_demo(tmp_path: Path) -> None:
         assert line in out, line
     after_failure = out.split("7. acme publishes hello 3.0")[1]
     assert "Hello from hello 2.0 (revision 2)" in after_failure
+    # The greeter service runs as a process, revision 1's after the install, 2's again after the failed refresh.
+    installed = out.split("4. Install hello")[1].split("5. Connect")[0]
+    assert "hello.greeter  enabled  active" in installed
+    assert "hello.greeter: greeter of hello 1.0 (revision 1) serving" in installed
+    assert "hello.greeter: greeter of hello 2.0 (revision 2) serving" in after_failure.split("8. The connections")[0]
     assert "Undone" in after_failure
     connections = out.split("8. The connections")[1].split("9. The changes")[0]
     assert [line.split()[:3] for line in connections.splitlines()[1:] if line.strip()] == [

@@ -10,7 +10,7 @@ Layout under the root (see docs/managers.md)::
     var/snap/<name>/common/          data shared by every revision
     var/lib/snaps/<name>_<rev>.snap  the snap file each revision came from
     var/lib/snaps/partial/           downloads in progress
-    var/lib/services/snap.<name>.<app>.json   each service: revision, command, active
+    var/lib/services/snap.<name>.<app>.json   each service: revision, command, active (should run)
 
 Every method is idempotent: run again after a crash at any point of it,
 it ends where one uninterrupted run ends.
@@ -35,6 +35,7 @@ from ...asserts import encode_digest
 from ...errors import InvalidSnapError, ManagerError
 from ...snap import DEFAULT_LIMITS, Limits, SnapFile, SnapInfo
 from ...snap.container import HOOKS_DIR, SNAP_YAML, with_hooks
+from ...snap.environ import snap_environment
 from ...snap.info import MAX_YAML
 from .fsutil import (
     atomic_symlink,
@@ -49,8 +50,6 @@ from .fsutil import (
 log = logging.getLogger("managers.snapstate")
 
 _CHUNK = 256 * 1024
-#: _VARIABLE is a variable reference in a command: $NAME, the longest name (as the shell reads it).
-_VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)")
 #: MAX_NAME and MAX_REVISION are the longest snap name and revision text counted in a snap's path prefix.
 MAX_NAME = 40
 MAX_REVISION = 20
@@ -338,26 +337,18 @@ class Backend:
             return None
 
     def _wrapper(self, info: SnapInfo, command: str) -> str:
-        """_wrapper is the shell script of a command: every word quoted, so the shell interprets none of them.
+        """_wrapper is what `overlord run` does, in sh: the snap's environment only, each word quoted.
 
-        The snap's variables named in the arguments ($SNAP_DATA/conf, checked
-        by SnapInfo) are replaced by their values before quoting; the caller's
-        arguments follow as "$@", never as code.
+        The words of a command hold only letters, digits, spaces and /._#:$-
+        (snap.yaml's check), so in double quotes $VAR still expands and
+        nothing else is special; the caller's arguments follow as "$@".
         """
         program, *args = command.split()
-        env = {"SNAP": str(self.revision_dir(info.name, info.revision)), "SNAP_NAME": info.name,
-               "SNAP_REVISION": info.revision, "SNAP_VERSION": info.version,
-               "SNAP_DATA": str(self.data_dir(info.name, info.revision)),
-               "SNAP_COMMON": str(self.data_base(info.name) / "common")}
-
-        def expand(word: str) -> str:
-            return _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), word)
-
-        lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager"]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-        words = [shlex.quote(str(self.revision_dir(info.name, info.revision) / program))]
-        words += [shlex.quote(expand(a)) for a in args]
-        lines.append(f'exec {" ".join(words)} "$@"')
+        env = snap_environment(info, self)
+        lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager (like `overlord run`)"]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+        lines.append("exec /usr/bin/env -i " + " ".join(f'{k}="${k}"' for k in env) +
+                     f' "$SNAP/{program}"' + "".join(f' "{_braced(a)}"' for a in args) + ' "$@"')
         return "\n".join(lines) + "\n"
 
     def _bins(self, name: str) -> list[Path]:
@@ -433,3 +424,7 @@ class Backend:
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
 
+
+def _braced(word: str) -> str:
+    """_braced is a command word for sh's double quotes, its $VAR made ${VAR} (what follows cannot extend it)."""
+    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"${\1}", word)

@@ -1,0 +1,41 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""servicestate: the ServiceManager, which runs the snaps' services under the daemon's own supervisor.
+
+servicemgr.py holds the manager (the snap manager's service runner, the
+service-control change, the listing and the logs); supervisor.py the
+Supervisor, which runs each service as a process group, restarts it,
+keeps its log and adopts it after a restart of the daemon.
+"""
+
+from __future__ import annotations
+
+from .servicemgr import ACTIONS, SERVICES_KEY, ServiceInfo, ServiceManager
+from .supervisor import (
+    DEFAULT_RESTART_DELAY,
+    DEFAULT_STOP_TIMEOUT,
+    LOG_MAX,
+    START_LIMIT_BURST,
+    START_LIMIT_INTERVAL,
+    ServiceSpec,
+    ServiceStatus,
+    Supervisor,
+    process_start_time,
+    read_log_lines,
+)
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_RESTART_DELAY",
+    "DEFAULT_STOP_TIMEOUT",
+    "LOG_MAX",
+    "SERVICES_KEY",
+    "START_LIMIT_BURST",
+    "START_LIMIT_INTERVAL",
+    "ServiceInfo",
+    "ServiceManager",
+    "ServiceSpec",
+    "ServiceStatus",
+    "Supervisor",
+    "process_start_time",
+    "read_log_lines",
+]
