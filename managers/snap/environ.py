@@ -58,8 +58,13 @@ def snap_environment(info: SnapInfo, backend: Backend) -> dict[str, str]:
 
 
 def expand(word: str, env: Mapping[str, str]) -> str:
-    """expand replaces $VAR and ${VAR} in word by env's values (an unknown variable becomes empty)."""
-    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), word)
+    """expand replaces $VAR and ${VAR} in word by env's values; any other is left as written.
+
+    A command recorded before snap.yaml's check (which allows only the
+    snap's own variables) may name $1 or $HOME: it stays a literal word,
+    never something the caller or the daemon's environment chooses.
+    """
+    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), word)
 
 
 def command_argv(app: AppInfo, env: Mapping[str, str], args: Sequence[str] = ()) -> list[str]:

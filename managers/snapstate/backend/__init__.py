@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shlex
 import stat
 from collections.abc import Callable
@@ -33,9 +32,9 @@ from typing import IO, Any
 
 from ...asserts import encode_digest
 from ...errors import InvalidSnapError, ManagerError
-from ...snap import DEFAULT_LIMITS, Limits, SnapFile, SnapInfo
+from ...snap import DEFAULT_LIMITS, AppInfo, Limits, SnapFile, SnapInfo
 from ...snap.container import HOOKS_DIR, SNAP_YAML, with_hooks
-from ...snap.environ import snap_environment
+from ...snap.environ import command_argv, snap_environment
 from ...snap.info import MAX_YAML
 from .fsutil import (
     atomic_symlink,
@@ -339,16 +338,16 @@ class Backend:
     def _wrapper(self, info: SnapInfo, command: str) -> str:
         """_wrapper is what `overlord run` does, in sh: the snap's environment only, each word quoted.
 
-        The words of a command hold only letters, digits, spaces and /._#:$-
-        (snap.yaml's check), so in double quotes $VAR still expands and
-        nothing else is special; the caller's arguments follow as "$@".
+        The words are command_argv's (the program in $SNAP, the snap's own
+        variables written in), each quoted for sh, so the shell reads none
+        of them as code, a variable, a glob or a comment; the caller's
+        arguments follow as "$@".
         """
-        program, *args = command.split()
         env = snap_environment(info, self)
+        argv = command_argv(AppInfo(name="wrapper", command=command), env)
         lines = ["#!/bin/sh", f"# {info.name}: command wrapper written by the snap manager (like `overlord run`)"]
-        lines += [f"{k}={shlex.quote(v)}" for k, v in env.items()]
-        lines.append("exec /usr/bin/env -i " + " ".join(f'{k}="${k}"' for k in env) +
-                     f' "$SNAP/{program}"' + "".join(f' "{_braced(a)}"' for a in args) + ' "$@"')
+        lines.append("exec /usr/bin/env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " +
+                     " ".join(shlex.quote(word) for word in argv) + ' "$@"')
         return "\n".join(lines) + "\n"
 
     def _bins(self, name: str) -> list[Path]:
@@ -425,6 +424,3 @@ class Backend:
             Path(path).unlink()
 
 
-def _braced(word: str) -> str:
-    """_braced is a command word for sh's double quotes, its $VAR made ${VAR} (what follows cannot extend it)."""
-    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"${\1}", word)
