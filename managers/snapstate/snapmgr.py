@@ -21,7 +21,7 @@ from engine import Change, State, Task, TaskRunner
 
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
-from ..store import Store, is_transient
+from ..store import DEFAULT_CHANNEL, Store, is_transient
 from .backend import Backend
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class SnapSetup:
     remove_path: bool = False
     #: The new revision's SnapInfo (to_dict) once known.
     info: dict[str, Any] | None = None
+    #: The channel the snap tracks once linked (full name, "latest/stable"); "" keeps what it tracked.
+    channel: str = ""
 
     @property
     def snap_info(self) -> SnapInfo:
@@ -103,6 +105,13 @@ class SnapState:
     current: str = ""
     #: Whether the current revision is linked and usable (False while disabled or refreshing).
     active: bool = False
+    #: The channel the snap follows (full name, "latest/stable"); "" for a snap from a local file.
+    channel: str = ""
+
+    @property
+    def tracking(self) -> str:
+        """tracking is the channel the snap follows: its own, or latest/stable for a store snap that has none."""
+        return self.channel or (DEFAULT_CHANNEL if self.info.snap_id else "")
 
     @property
     def info(self) -> SnapInfo:
@@ -139,14 +148,18 @@ class SnapState:
 
     def to_dict(self) -> dict[str, Any]:
         """to_dict is the JSON form kept in state."""
-        return {"sequence": [i.to_dict() for i in self.sequence], "current": self.current, "active": self.active}
+        out: dict[str, Any] = {"sequence": [i.to_dict() for i in self.sequence], "current": self.current,
+                               "active": self.active}
+        if self.channel:
+            out["channel"] = self.channel
+        return out
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> SnapState:
         """from_dict reads the JSON form."""
         where = f"the state of snap {name!r}"
         return cls(name, [SnapInfo.from_dict(i, where) for i in data.get("sequence", [])],
-                   str(data.get("current", "")), bool(data.get("active", False)))
+                   str(data.get("current", "")), bool(data.get("active", False)), str(data.get("channel", "")))
 
 
 # -- the one helper that reads and writes per-snap state -------------------------------
@@ -229,6 +242,7 @@ class SnapManager:
         runner.add_handler("link-snap", h.do_link_snap, h.undo_link_snap)
         runner.add_handler("start-snap-services", h.do_start_snap_services, h.undo_start_snap_services)
         runner.add_handler("cleanup", h.do_cleanup)
+        runner.add_handler("switch-snap-channel", h.do_switch_channel, h.undo_switch_channel)
         # Removing: destructive steps last, with no undo.
         runner.add_handler("unlink-snap", h.do_unlink_snap, h.undo_unlink_snap)
         runner.add_handler("clear-snap", h.do_clear_snap)
@@ -279,11 +293,16 @@ class SnapManager:
 
     # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
 
-    def install(self, names: str | Sequence[str]) -> Change:
-        """install installs snaps from the store, one lane per snap (lock held)."""
+    def install(self, names: str | Sequence[str], *, channel: str | None = None,
+                revision: str | None = None) -> Change:
+        """install installs snaps from the store, one lane per snap (lock held).
+
+        Each tracks channel (default latest/stable) and gets the revision it
+        offers, or the given revision (one snap only).
+        """
         from . import snapstate
 
-        return snapstate.install(self, _names(names))
+        return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
     def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
                      filename: str | None = None) -> Change:
@@ -298,11 +317,23 @@ class SnapManager:
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
                                       filename=filename)
 
-    def refresh(self, names: str | Sequence[str] | None = None) -> Change:
-        """refresh moves snaps (all store snaps by default) to the store's newest revision (lock held)."""
+    def refresh(self, names: str | Sequence[str] | None = None, *, channel: str | None = None,
+                revision: str | None = None) -> Change:
+        """refresh moves snaps (all store snaps by default) to a newer revision of their channel (lock held).
+
+        With channel (one snap), the snap tracks that channel from then on; with
+        revision (one snap), it goes to that revision, newer or older.
+        """
         from . import snapstate
 
-        return snapstate.refresh(self, None if names is None else _names(names))
+        return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
+                                 revision=revision)
+
+    def switch(self, name: str, channel: str) -> Change:
+        """switch makes a snap track another channel without refreshing it (lock held)."""
+        from . import snapstate
+
+        return snapstate.switch(self, name, channel)
 
     def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""

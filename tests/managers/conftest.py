@@ -116,13 +116,13 @@ class System:
     def sm(self) -> SnapManager:
         return self.o.snap_manager
 
-    def publish(self, name: str, version: str, **kw: Any) -> str:
-        """publish packs a small snap and adds it to the store; it returns its revision."""
+    def publish(self, name: str, version: str, *, channels: tuple[str, ...] = ("stable",), **kw: Any) -> str:
+        """publish packs a small snap and adds it to the store, released to channels; it returns its revision."""
         build = self.base / "build"
         build.mkdir(exist_ok=True)
         snap = make_snap(build, name, version, **kw)
         return self.sample.store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
-                                         snap_id=snap_id(name)).revision
+                                         snap_id=snap_id(name), channels=channels).revision
 
     def run(self, make: Callable[[SnapManager], Change], timeout: float = 60) -> str:
         """run makes a change with make(snap_manager) under the lock, settles, and returns its id."""
