@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_pack,
     cmd_seed,
     cmd_snaps,
+    cmd_store,
     cmd_warnings,
     cmd_watch,
 )

@@ -51,9 +51,14 @@ def outcome(op: str, snap: dict[str, Any]) -> Text:
     if op in ("install", "refresh"):
         done = "installed" if op == "install" else "refreshed"
         pub = publisher_text(snap)
+        tracking = _short(snap.get("tracking-channel") or "")
+        if tracking and tracking != "stable":
+            name = f"{name} ({tracking})"  # snap's way: hello (beta) 2.0 from ACME Corp (acme) installed
         return plain(f"{name} {version} from {pub} {done}" if pub != "-" else f"{name} {version} {done}")
     if op == "revert":
         return plain(f"{name} reverted to {version}")
+    if op == "switch":
+        return plain(f'"{name}" switched to the "{_short(snap.get("tracking-channel", ""))}" channel')
     return plain(f"{name} {op}d")
 
 
@@ -78,6 +83,8 @@ def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client],
             return
         final = watch_change(c, change_id)
         check_done(final)
+        if final.get("kind") == "switch-snap-channel":
+            op = "switch"  # a refresh --channel with nothing newer only switched
         if op == "remove":
             for name in names:
                 out().print(plain(f"{name} (revision {revision}) removed" if revision else f"{name} removed"),
@@ -96,15 +103,30 @@ def _one_or_many(op: str, names: tuple[str, ...], **options: Any) -> Callable[[C
     return ask
 
 
+channel_option = click.option("--channel", default=None, metavar="CHANNEL",
+                              help="The channel to track: stable, candidate, beta or edge, optionally after TRACK/.")
+
+
+def _single(op: str, snaps: tuple[str, ...], channel: str | None, revision: str | None) -> None:
+    if (channel is not None or revision is not None) and len(snaps) != 1:
+        raise click.UsageError(f"--channel and --revision {op} one snap: name exactly one")
+
+
 @cli.command()
 @click.argument("snaps", nargs=-1, required=True, metavar="SNAP|FILE...")
 @click.option("--dangerous", is_flag=True, help="Install a snap file even without assertions (a local revision).")
+@channel_option
+@click.option("--revision", default=None, help="Install this revision instead of the one the channel offers.")
 @no_wait_option
 @state_dir_option
-def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: Path | None) -> None:
-    """Install snaps from the store, or one snap file (a path: ./hello_1.0.snap) uploaded to the daemon."""
+def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revision: str | None, no_wait: bool,
+            state_dir: Path | None) -> None:
+    """Install snaps from the store (tracking a channel, stable by default), or one snap file (a path:
+    ./hello_1.0.snap) uploaded to the daemon."""
     files = [s for s in snaps if is_file_arg(s)]
     if files:
+        if channel is not None or revision is not None:
+            raise click.UsageError("--channel and --revision are for snaps from the store, not files")
         if len(snaps) != 1:
             raise click.UsageError("install one snap file at a time, without snap names")
         path = Path(files[0])
@@ -121,7 +143,12 @@ def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: P
         return
     if dangerous:
         raise click.UsageError("--dangerous is for snap files only")
-    _run(state_dir, "install", no_wait, _one_or_many("install", snaps), what=snaps)
+    if revision is not None and len(snaps) != 1:
+        raise click.UsageError("--revision installs one snap: name exactly one")
+    if channel is not None and len(snaps) != 1:
+        raise click.UsageError("--channel installs one snap: name exactly one")
+    _run(state_dir, "install", no_wait, _one_or_many("install", snaps, channel=channel, revision=revision),
+         what=snaps)
 
 
 @cli.command()
@@ -138,14 +165,33 @@ def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_di
 
 @cli.command()
 @click.argument("snaps", nargs=-1, metavar="[SNAP...]")
+@channel_option
+@click.option("--revision", default=None, help="Refresh to this revision (newer or older) of one snap.")
 @no_wait_option
 @state_dir_option
-def refresh(snaps: tuple[str, ...], no_wait: bool, state_dir: Path | None) -> None:
-    """Refresh snaps to the store's newest revision (all of them when none is named)."""
+def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, no_wait: bool,
+            state_dir: Path | None) -> None:
+    """Refresh snaps to a newer revision of the channel they track (all of them when none is named).
+
+    Refresh never goes back to an older revision: revert does, or --revision. --channel makes the snap track
+    that channel from now on (and refreshes it when the channel has a newer revision).
+    """
+    _single("refresh", snaps, channel, revision)
     if not snaps:
         _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
         return
-    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps), what=snaps)
+    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps, channel=channel, revision=revision),
+         what=snaps)
+
+
+@cli.command()
+@click.argument("snap")
+@click.option("--channel", required=True, metavar="CHANNEL", help="The channel to track from now on.")
+@no_wait_option
+@state_dir_option
+def switch(snap: str, channel: str, no_wait: bool, state_dir: Path | None) -> None:
+    """Make a snap track another channel, without refreshing it (the next refresh follows that channel)."""
+    _run(state_dir, "switch", no_wait, _one_or_many("switch", (snap,), channel=channel), what=[snap])
 
 
 @cli.command()
@@ -176,7 +222,12 @@ def disable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
     _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)), what=[snap])
 
 
-_COLUMNS = ("Name", "Version", "Rev", "Publisher", "Notes")
+_COLUMNS = ("Name", "Version", "Rev", "Tracking", "Publisher", "Notes")
+
+
+def _short(channel: str) -> str:
+    """_short shows a channel as snap does, without the default track (latest/stable -> stable)."""
+    return channel.removeprefix("latest/")
 
 
 def notes(snap: dict[str, Any]) -> str:
@@ -190,16 +241,17 @@ def notes(snap: dict[str, Any]) -> str:
 
 
 def snaps_table(snaps: list[dict[str, Any]]) -> Table:
-    """snaps_table lists installed snaps like `snap list`: name, version, revision, publisher (its id), notes.
+    """snaps_table lists installed snaps like `snap list`: name, version, revision, tracking, publisher, notes.
 
     Names, versions and publishers fold on a narrow terminal; nothing is left out.
     """
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
     for name in _COLUMNS:
-        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes"), min_width=4)
+        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes", "Tracking"), min_width=4)
     for s in snaps:
         pub = s.get("publisher") or {}
         t.add_row(plain(s["name"]), plain(s["version"]), plain(s["revision"]),
+                  plain(_short(s.get("tracking-channel") or "") or "-"),
                   plain(pub.get("username") or pub.get("id") or "-"), plain(notes(s)))
     return t
 

@@ -32,11 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("overlord.daemon")
 
 #: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
-ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable")
+ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable", "switch")
 MANY_ACTIONS = ("install", "refresh", "remove")
 #: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
-OPTIONS: dict[str, tuple[str, ...]] = {"install": (), "refresh": (), "remove": ("revision",),
-                                       "revert": ("revision",), "enable": (), "disable": ()}
+OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision"), "refresh": ("channel", "revision"),
+                                       "remove": ("revision",), "revert": ("revision",), "enable": (),
+                                       "disable": (), "switch": ("channel",)}
 
 
 def snap_manager(ctx: Context) -> SnapManager:
@@ -74,6 +75,8 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "publisher": _publisher(ctx, info.publisher_id),
         "developer": info.publisher_id,
         "status": "active" if current and snapst.active else "installed",
+        # snapd's tracking-channel: what refresh follows ("" for a snap from a local file)
+        "tracking-channel": snapst.tracking,
         "current": current,
         "type": "app",
         "confinement": "strict",
@@ -137,11 +140,24 @@ def _check_fields(body: Body, action: str, allowed: Sequence[str]) -> None:
             raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
 
 
-def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None) -> Change:
+def _channel(body: Body, action: str) -> str | None:
+    value = body.value.get("channel")
+    if value is None:
+        if action == "switch":
+            raise bad_request("cannot switch: field 'channel' is missing")
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad_request("cannot decode request body: field 'channel' must be a non-empty string")
+    return value
+
+
+def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
+          channel: str | None = None) -> Change:
     """_verb calls the snap manager's verb for action (lock held)."""
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names),
-        "refresh": lambda: sm.refresh(names or None),
+        "install": lambda: sm.install(names, channel=channel, revision=revision),
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision),
+        "switch": lambda: sm.switch(names[0], channel or ""),
         "remove": lambda: sm.remove(names, revision=revision),
         "revert": lambda: sm.revert(names[0], revision=revision),
         "enable": lambda: sm.enable(names[0]),
@@ -151,15 +167,17 @@ def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None) 
 
 
 def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
-    """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable, "revision"?}."""
+    """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable|switch, "revision"?,
+    "channel"?} (install and refresh take both, remove and revert a revision, switch a channel)."""
     name = _check_name(req.path_params["name"])
     body = req.json()
     action = body.action(ACTIONS)
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
+    channel = _channel(body, action)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, [name], revision)
+        chg = _verb(snap_manager(ctx), action, [name], revision, channel)
         cid = chg.id
     return response.async_(cid)
 
