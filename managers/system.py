@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class SystemManagers:
 def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                    download_retry: tenacity.Retrying | None = None) -> SystemManagers:
+                    download_retry: tenacity.Retrying | None = None,
+                    clock: Callable[[], datetime] | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
@@ -46,7 +48,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     """
     am = AssertManager(state, runner, trusted_key=trusted_key, trusted_authority=trusted_authority)
     sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
-                     download_retry=download_retry)
+                     download_retry=download_retry, clock=clock)
     im = InterfaceManager(state, runner, sm, assert_manager=am)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
     return SystemManagers(am, sm, im, fb)
@@ -75,7 +77,7 @@ class SystemOverlord(Overlord):
         try:
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
-                                 download_retry=download_retry)
+                                 download_retry=download_retry, clock=options.get("clock"))
         except BaseException:
             self.stop()
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +213,9 @@ class SnapManager:
 
     def __init__(self, state: State, runner: TaskRunner, *, root: str | Path, store: Store | str | Path | None = None,
                  assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
-                 limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None) -> None:
+                 limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        from .autorefresh import AutoRefresh
         from .handlers import Handlers
 
         if retain < 2:
@@ -226,6 +229,11 @@ class SnapManager:
         self._check_snap: list[CheckSnap] = []
         self._affected: dict[str, Callable[[Task], list[str]]] = {}
         h = self.handlers = Handlers(self)
+        #: clock is the time the manager decides by (the State's clock under test).
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.auto_refresh = AutoRefresh(self, self.clock)
+        #: can_auto_refresh_checks are asked before an auto-refresh (seeding adds one: not before it is done).
+        self.can_auto_refresh_checks: list[Callable[[], bool]] = []
 
         # Getting the snap: from the store, or from a local file or revision.
         runner.add_handler("prerequisites", h.do_prerequisites)
@@ -243,6 +251,8 @@ class SnapManager:
         runner.add_handler("start-snap-services", h.do_start_snap_services, h.undo_start_snap_services)
         runner.add_handler("cleanup", h.do_cleanup)
         runner.add_handler("switch-snap-channel", h.do_switch_channel, h.undo_switch_channel)
+        # Auto-refresh: the check that adds a lane per snap with an update to its change.
+        runner.add_handler("check-refresh", self.auto_refresh.do_check_refresh)
         # Removing: destructive steps last, with no undo.
         runner.add_handler("unlink-snap", h.do_unlink_snap, h.undo_unlink_snap)
         runner.add_handler("clear-snap", h.do_clear_snap)
@@ -260,7 +270,12 @@ class SnapManager:
         self.backend.setup_root()
 
     def ensure(self) -> None:
-        """ensure has nothing periodic to do (no auto-refresh)."""
+        """ensure starts an auto-refresh change when the refresh timer says one is due (docs/managers.md)."""
+        self.auto_refresh.ensure()
+
+    def can_auto_refresh(self) -> bool:
+        """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
+        return all(check() for check in self.can_auto_refresh_checks)
 
     def wait(self) -> None:
         """wait has no background work to wait for."""

@@ -26,7 +26,7 @@ from ..errors import (
     StoreError,
 )
 from ..snap import read_info
-from ..store import DEFAULT_CHANNEL, Store, parse_channel, short_channel
+from ..store import DEFAULT_CHANNEL, Store, StoreSnap, parse_channel, short_channel
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
 
 log = logging.getLogger("managers.snapstate")
@@ -379,6 +379,25 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
     check_conflicts(sm, [n for n, _ in todo])
     return [n for n, _ in todo], [install_tasks(sm, setup, states[n]) if setup is not None
                                   else switch_task_set(sm, states[n], full or "") for n, setup in todo]
+
+
+def available_updates(sm: SnapManager) -> list[tuple[SnapState, StoreSnap]]:
+    """available_updates lists the store snaps whose tracked channel offers a newer revision (lock held).
+
+    What `refresh --list` shows; held snaps are listed too (a manual refresh still refreshes them).
+    """
+    store = _store(sm)
+    out = []
+    for snapst in all_snap_states(sm.state).values():
+        if not snapst.info.snap_id or not snapst.active:
+            continue
+        try:
+            ss = store.snap(snapst.name, channel=snapst.tracking)
+        except SnapNotFoundError:
+            continue
+        if revision_number(ss.revision) > revision_number(snapst.current):
+            out.append((snapst, ss))
+    return out
 
 
 def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,

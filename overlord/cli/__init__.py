@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_db,
     cmd_debug,
     cmd_demo,
+    cmd_info,
     cmd_interfaces,
     cmd_keys,
     cmd_pack,

@@ -167,21 +167,94 @@ def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_di
 @click.argument("snaps", nargs=-1, metavar="[SNAP...]")
 @channel_option
 @click.option("--revision", default=None, help="Refresh to this revision (newer or older) of one snap.")
+@click.option("--hold", is_flag=False, flag_value="forever", default=None, metavar="[=DURATION|forever]",
+              help="Hold the auto-refresh of SNAP... (none: of every snap, at most 90 days) for DURATION "
+                   "(24h, 7d, 1h30m) or forever (the default).")
+@click.option("--unhold", is_flag=True, help="Remove the hold of SNAP... (none: the system-wide hold).")
+@click.option("--time", "show_time", is_flag=True, help="Show the refresh timer, the last and next refresh, "
+                                                         "and the holds.")
+@click.option("--list", "show_list", is_flag=True, help="List the updates available, without installing them.")
 @no_wait_option
 @state_dir_option
-def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, no_wait: bool,
-            state_dir: Path | None) -> None:
+def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, hold: str | None, unhold: bool,
+            show_time: bool, show_list: bool, no_wait: bool, state_dir: Path | None) -> None:
     """Refresh snaps to a newer revision of the channel they track (all of them when none is named).
 
     Refresh never goes back to an older revision: revert does, or --revision. --channel makes the snap track
-    that channel from now on (and refreshes it when the channel has a newer revision).
+    that channel from now on (and refreshes it when the channel has a newer revision). The system refreshes
+    on its own on the refresh timer; --hold and --unhold hold it back, --time and --list show what it will do.
     """
+    if sum((hold is not None, unhold, show_time, show_list)) > 1:
+        raise click.UsageError("--hold, --unhold, --time and --list go alone")
+    if hold is not None or unhold or show_time or show_list:
+        if channel is not None or revision is not None:
+            raise click.UsageError("--channel and --revision do not go with --hold, --unhold, --time or --list")
+        _refresh_info(state_dir, snaps, hold, unhold, show_time)
+        return
     _single("refresh", snaps, channel, revision)
     if not snaps:
         _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
         return
     _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps, channel=channel, revision=revision),
          what=snaps)
+
+
+def _hold_until(hold: str, snaps: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """_hold_until turns --hold's value into an RFC 3339 time or "forever" (a snap name after a bare --hold is
+    a snap: `refresh --hold hello` holds hello forever)."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if hold == "forever":
+        return hold, snaps
+    m = re.match(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", hold)
+    if not hold or m is None or not any(m.groups()):
+        if re.match(r"^[a-z0-9-]+$", hold) and not hold.isdigit():
+            return "forever", (hold, *snaps)
+        raise click.UsageError(f"cannot hold for {hold!r}: give a duration (24h, 7d, 1h30m) or forever")
+    d, h, mi, sec = (int(g or 0) for g in m.groups())
+    until = datetime.now(UTC) + timedelta(days=d, hours=h, minutes=mi, seconds=sec)
+    return f"{until:%Y-%m-%dT%H:%M:%SZ}", snaps
+
+
+def _refresh_info(state_dir: Path | None, snaps: tuple[str, ...], hold: str | None, unhold: bool,
+                  show_time: bool) -> None:
+    """_refresh_info is refresh --hold, --unhold, --time and --list."""
+    with session(state_dir, "refresh") as c:
+        if hold is not None:
+            until, names = _hold_until(hold, snaps)
+            c.hold(list(names), until)
+            what = ", ".join(names) if names else "all snaps"
+            click.echo(f"Auto-refresh of {what} held " + ("indefinitely" if until == "forever" else f"until {until}"))
+            return
+        if unhold:
+            c.unhold(list(snaps))
+            click.echo(f"Removed the auto-refresh hold of {', '.join(snaps) if snaps else 'all snaps'}")
+            return
+        if show_time:
+            if snaps:
+                raise click.UsageError("--time shows the whole system: name no snaps")
+            info = c.system_info().get("refresh", {})
+            click.echo(f"timer: {info.get('timer', '-')}")
+            click.echo(f"last: {info.get('last', 'n/a')}")
+            click.echo(f"next: {info.get('next', 'n/a')}")
+            if info.get("hold"):
+                click.echo(f"hold: {info['hold']}")
+            for name, until in sorted(info.get("held-snaps", {}).items()):
+                click.echo(f"held: {name} ({'forever' if until == 'forever' else 'until ' + until})")
+            return
+        updates = [u for u in c.find(select="refresh") if not snaps or u["name"] in snaps]
+    if not updates:
+        click.echo("All snaps up to date.", err=True)
+        return
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for name in ("Name", "Version", "Rev", "Channel", "Size", "Publisher"):
+        t.add_column(name, overflow="fold")
+    for u in updates:
+        pub = u.get("publisher") or {}
+        t.add_row(plain(u["name"]), plain(u["version"] or "-"), plain(u["revision"]), plain(_short(u["channel"])),
+                  plain(str(u["download-size"])), plain(pub.get("username") or "-"))
+    out().print(t)
 
 
 @cli.command()

@@ -9,7 +9,16 @@ overlord, server.py runs it all. docs/daemon.md tells the whole story.
 
 from __future__ import annotations
 
-from . import api_asserts, api_changes, api_interfaces, api_seed, api_snaps, api_system, api_warnings
+from . import (
+    api_asserts,
+    api_changes,
+    api_find,
+    api_interfaces,
+    api_seed,
+    api_snaps,
+    api_system,
+    api_warnings,
+)
 from .api import Endpoint
 
 #: ENDPOINTS is every endpoint the daemon serves, by resource; a new resource module adds its list here.
@@ -18,6 +27,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_changes.ENDPOINTS,
     *api_warnings.ENDPOINTS,
     *api_snaps.ENDPOINTS,
+    *api_find.ENDPOINTS,
     *api_asserts.ENDPOINTS,
     *api_interfaces.ENDPOINTS,
     *api_seed.ENDPOINTS,

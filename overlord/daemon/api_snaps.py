@@ -33,7 +33,7 @@ log = logging.getLogger("overlord.daemon")
 
 #: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
 ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable", "switch")
-MANY_ACTIONS = ("install", "refresh", "remove")
+MANY_ACTIONS = ("install", "refresh", "remove", "hold", "unhold")
 #: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
 OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision"), "refresh": ("channel", "revision"),
                                        "remove": ("revision",), "revert": ("revision",), "enable": (),
@@ -77,6 +77,7 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "status": "active" if current and snapst.active else "installed",
         # snapd's tracking-channel: what refresh follows ("" for a snap from a local file)
         "tracking-channel": snapst.tracking,
+        **({"hold": hold} if (hold := _held(ctx, snapst.name)) else {}),
         "current": current,
         "type": "app",
         "confinement": "strict",
@@ -87,6 +88,12 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "apps": [{"snap": info.name, "name": app.name, **({"daemon": app.daemon} if app.daemon else {})}
                  for _, app in sorted(info.apps.items())],
     }
+
+
+def _held(ctx: Context, name: str) -> str | None:
+    """_held is until when the snap's auto-refresh is held (RFC 3339 or "forever"), or None (lock held)."""
+    held: dict[str, str] = snap_manager(ctx).auto_refresh.info(ctx.state).get("held-snaps", {})
+    return held.get(name)
 
 
 def _check_name(name: str) -> str:
@@ -192,6 +199,8 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
         return sideload(ctx, req.upload)
     body = req.json()
     action = body.action(MANY_ACTIONS)
+    if action in ("hold", "unhold"):
+        return _hold(ctx, body, action)
     _check_fields(body, action, ("snaps",))
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
@@ -203,6 +212,25 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
         chg.set(API_DATA_KEY, {"snap-names": affected})
         cid = chg.id
     return response.async_(cid, {"snap-names": affected})
+
+
+def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
+    """_hold holds (until "time": RFC 3339 or "forever") or unholds the auto-refresh of "snaps" (none: of every
+    snap, the system-wide hold); sync, like snapd's."""
+    _check_fields(body, action, ("snaps", "time") if action == "hold" else ("snaps",))
+    names = [_check_name(n) for n in body.str_list("snaps", required=False)]
+    st = ctx.state
+    with st:
+        ar = snap_manager(ctx).auto_refresh
+        if action == "hold":
+            until = body.value.get("time")
+            if not isinstance(until, str) or not until:
+                raise bad_request("cannot hold: field 'time' must be an RFC 3339 time or \"forever\"")
+            ar.hold(st, names, until)
+        else:
+            ar.unhold(st, names)
+        info = ar.info(st)
+    return response.sync(info)
 
 
 def _referenced_files(st: State) -> set[str]:

@@ -20,8 +20,13 @@ def openapi() -> dict[str, Any]:
 
 
 def get_system_info(ctx: Context, req: ApiRequest) -> response.Reply:
-    """get_system_info tells the daemon's version, directories, socket and access rule."""
-    return response.sync({**ctx.info, "write-access": ctx.policy.describe()})
+    """get_system_info tells the daemon's version, directories, socket and access rule (and the refresh schedule)."""
+    out = {**ctx.info, "write-access": ctx.policy.describe()}
+    sm = getattr(ctx.overlord, "snap_manager", None)
+    if sm is not None:  # snapd's "refresh": the timer, the last and next auto-refresh, the holds
+        with ctx.state:
+            out["refresh"] = sm.auto_refresh.info(ctx.state)
+    return response.sync(out)
 
 
 def get_openapi(ctx: Context, req: ApiRequest) -> response.Reply:
