@@ -67,3 +67,7 @@ class InvalidSeedError(ManagerError):
 
 class AlreadySeededError(ManagerError):
     """AlreadySeededError means the system is seeded already: seeding again does nothing."""
+
+
+class TooEarlyError(ManagerError):
+    """TooEarlyError means the system is not seeded yet: the operation waits for seeding (snapd's "too early")."""

@@ -40,7 +40,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                     download_retry: tenacity.Retrying | None = None,
-                    clock: Callable[[], datetime] | None = None) -> SystemManagers:
+                    clock: Callable[[], datetime] | None = None, seed: str | Path | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     SystemOverlord does this; an embedder with an overlord of its own (or a
@@ -50,7 +50,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
                      download_retry=download_retry, clock=clock)
     im = InterfaceManager(state, runner, sm, assert_manager=am)
-    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
+    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am, seed_dir=seed)
     return SystemManagers(am, sm, im, fb)
 
 
@@ -61,14 +61,16 @@ class SystemOverlord(Overlord):
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
-    o.first_boot (seeding). Other keyword arguments go to engine.Overlord
+    o.first_boot (seeding; from seed, a seed directory, by itself at first
+    start when given). Other keyword arguments go to engine.Overlord
     (clock, workers, ...).
     """
 
     def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
-                 download_retry: tenacity.Retrying | None = None, **options: Any) -> None:
+                 download_retry: tenacity.Retrying | None = None, seed: str | Path | None = None,
+                 **options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.root_dir = Path(root)
         if self.state_dir.absolute() == self.root_dir.absolute():
@@ -77,7 +79,7 @@ class SystemOverlord(Overlord):
         try:
             ms = system_managers(self.state, self.task_runner, self.root_dir, store=store, trusted_key=trusted_key,
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
-                                 download_retry=download_retry, clock=options.get("clock"))
+                                 download_retry=download_retry, clock=options.get("clock"), seed=seed)
         except BaseException:
             self.stop()
             raise

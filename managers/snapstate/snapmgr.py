@@ -216,6 +216,7 @@ class SnapManager:
                  limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         from .autorefresh import AutoRefresh
+        from .drift import DriftWatch
         from .handlers import Handlers
 
         if retain < 2:
@@ -232,8 +233,12 @@ class SnapManager:
         #: clock is the time the manager decides by (the State's clock under test).
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.auto_refresh = AutoRefresh(self, self.clock)
+        self.drift = DriftWatch(self)
         #: can_auto_refresh_checks are asked before an auto-refresh (seeding adds one: not before it is done).
         self.can_auto_refresh_checks: list[Callable[[], bool]] = []
+        #: seeded_checks are called with a verb's name before it makes a change; one raises TooEarlyError
+        #: while the system waits for seeding (FirstBoot adds it when a seed is configured).
+        self.seeded_checks: list[Callable[[str], None]] = []
 
         # Getting the snap: from the store, or from a local file or revision.
         runner.add_handler("prerequisites", h.do_prerequisites)
@@ -253,6 +258,9 @@ class SnapManager:
         runner.add_handler("switch-snap-channel", h.do_switch_channel, h.undo_switch_channel)
         # Auto-refresh: the check that adds a lane per snap with an update to its change.
         runner.add_handler("check-refresh", self.auto_refresh.do_check_refresh)
+        # Keeping the root as the state says: drift repair and clean-up (drift.py).
+        runner.add_handler("repair-snap", self.drift.do_repair_snap)
+        runner.add_handler("remove-files", self.drift.do_remove_files)
         # Removing: destructive steps last, with no undo.
         runner.add_handler("unlink-snap", h.do_unlink_snap, h.undo_unlink_snap)
         runner.add_handler("clear-snap", h.do_clear_snap)
@@ -270,8 +278,10 @@ class SnapManager:
         self.backend.setup_root()
 
     def ensure(self) -> None:
-        """ensure starts an auto-refresh change when the refresh timer says one is due (docs/managers.md)."""
+        """ensure starts an auto-refresh change when the refresh timer says one is due, a repair change when
+        the root drifted from the state, a clean-up change for old downloads (docs/managers.md)."""
         self.auto_refresh.ensure()
+        self.drift.ensure()
 
     def can_auto_refresh(self) -> bool:
         """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
@@ -308,6 +318,11 @@ class SnapManager:
 
     # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
 
+    def check_seeded(self, verb: str) -> None:
+        """check_seeded raises TooEarlyError while the system waits for its seeding (lock held)."""
+        for check in self.seeded_checks:
+            check(verb)
+
     def install(self, names: str | Sequence[str], *, channel: str | None = None,
                 revision: str | None = None) -> Change:
         """install installs snaps from the store, one lane per snap (lock held).
@@ -317,6 +332,7 @@ class SnapManager:
         """
         from . import snapstate
 
+        self.check_seeded("install")
         return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
     def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
@@ -329,6 +345,7 @@ class SnapManager:
         """
         from . import snapstate
 
+        self.check_seeded("install")
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
                                       filename=filename)
 
@@ -341,6 +358,7 @@ class SnapManager:
         """
         from . import snapstate
 
+        self.check_seeded("refresh")
         return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
                                  revision=revision)
 
@@ -348,30 +366,35 @@ class SnapManager:
         """switch makes a snap track another channel without refreshing it (lock held)."""
         from . import snapstate
 
+        self.check_seeded("switch")
         return snapstate.switch(self, name, channel)
 
     def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
         from . import snapstate
 
+        self.check_seeded("remove")
         return snapstate.remove(self, _names(names), revision=revision)
 
     def revert(self, name: str, *, revision: str | None = None) -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
         from . import snapstate
 
+        self.check_seeded("revert")
         return snapstate.revert(self, name, revision=revision)
 
     def enable(self, name: str) -> Change:
         """enable makes a disabled snap usable again (lock held)."""
         from . import snapstate
 
+        self.check_seeded("enable")
         return snapstate.enable(self, name)
 
     def disable(self, name: str) -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
         from . import snapstate
 
+        self.check_seeded("disable")
         return snapstate.disable(self, name)
 
 

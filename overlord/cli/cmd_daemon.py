@@ -25,6 +25,9 @@ from ._output import fail
                    "(default: trusted-root.pub.pem in the state directory, if there is one).")
 @click.option("--trusted-authority", default="root", show_default=True, metavar="ACCOUNT",
               help="The account the trusted root key speaks for.")
+@click.option("--seed", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Seed the system from DIR at its first start (default: seed/ in the state directory, if any); "
+                   "changes that need a seeded system wait for it.")
 @click.option("--group", default=None, metavar="GROUP",
               help="Members of this group (a name or gid) may POST, besides root.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -34,7 +37,7 @@ from ._output import fail
 @click.option("--setup", default=None, metavar="MODULE:FUNCTION",
               help="Call FUNCTION(overlord) before the loop starts, to add handlers, managers or endpoints.")
 def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | None, trusted_authority: str,
-           group: str | None, log_level: str, stop_timeout: float, setup: str | None) -> None:
+           seed: Path | None, group: str | None, log_level: str, stop_timeout: float, setup: str | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
@@ -44,7 +47,7 @@ def daemon(state_dir: Path, root: Path, store: str | None, trusted_key: Path | N
 
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
-                            trusted_key=trusted_key, trusted_authority=trusted_authority)
+                            trusted_key=trusted_key, trusted_authority=trusted_authority, seed=seed)
     try:
         code = Daemon(options, AccessPolicy(group)).run()
     except (EngineError, DaemonError, ValueError) as e:

@@ -61,6 +61,9 @@ class ErrorKind(enum.Enum):
     INVALID_SEED = "invalid-seed"
     #: The system is seeded already: seeding again does nothing (400).
     ALREADY_SEEDED = "already-seeded"
+    #: The system waits for its seeding (the daemon was given a seed): snapd's "too early for operation, device
+    #: not yet seeded"; value {"change-kind": "seed"}; try again once seeded (409).
+    TOO_EARLY = "too-early"
 
 
 class ApiError(Exception):
@@ -113,7 +116,8 @@ def from_exception(e: BaseException) -> ApiError | None:
         return ApiError(500, ErrorKind.STATE_DAMAGED, " ".join(str(e).split()))
     for cls, status, kind in _manager_errors():
         if isinstance(e, cls):
-            return ApiError(status, kind, " ".join(str(e).split()))
+            return ApiError(status, kind, " ".join(str(e).split()),
+                            {"change-kind": "seed"} if kind is ErrorKind.TOO_EARLY else None)
     return None
 
 
@@ -137,4 +141,5 @@ def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
         (m.InterfaceError, 400, ErrorKind.BAD_REQUEST),
         (m.InvalidSeedError, 400, ErrorKind.INVALID_SEED),
         (m.AlreadySeededError, 400, ErrorKind.ALREADY_SEEDED),
+        (m.TooEarlyError, 409, ErrorKind.TOO_EARLY),
     ]

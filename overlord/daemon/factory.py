@@ -38,6 +38,8 @@ SetupHook = Callable[["Overlord"], "Sequence[Endpoint] | None"]
 TRUSTED_KEY_NAME = "trusted-root.pub.pem"
 #: DEFAULT_AUTHORITY is the account the trusted root key speaks for unless --trusted-authority says otherwise.
 DEFAULT_AUTHORITY = "root"
+#: SEED_DIR_NAME is the seed directory looked for in the state directory when --seed is not given.
+SEED_DIR_NAME = "seed"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,15 @@ class DaemonOptions:
     trusted_key: Path | None = None
     #: The account the trusted root key speaks for.
     trusted_authority: str = DEFAULT_AUTHORITY
+    #: The seed the system is seeded from at first start; None: <state-dir>/seed if it exists (else none).
+    seed: Path | None = None
+
+    def seed_dir(self) -> Path | None:
+        """seed_dir is the seed of the first start: --seed, else the state directory's seed/, or None."""
+        if self.seed is not None:
+            return self.seed
+        default = self.state_dir / SEED_DIR_NAME
+        return default if default.is_dir() else None
 
     def trusted_key_file(self) -> Path | None:
         """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
@@ -92,8 +103,11 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     key = load_public_key(key_file) if key_file is not None else None  # before the database is opened
     if options.store is not None:
         location_path(options.store)  # likewise: a URL of another kind is refused here
+    seed = options.seed_dir()
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
-                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout)
+                       trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout, seed=seed)
+    if seed is not None:
+        log.info("seeding from %s at first start (changes that need a seeded system wait for it)", seed)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store
