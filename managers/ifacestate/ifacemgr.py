@@ -12,6 +12,7 @@ handlers in handlers.py; backend.py writes the profiles.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -106,9 +107,8 @@ class InterfaceManager:
         """_profile_drift says whether an active snap's profile is missing (a stat), or (full) not what the state
         makes of it (lock held)."""
         path = self.backend.path(snapst.name)
-        rel = path.relative_to(self.backend.root)
-        if not path.is_file():
-            return [f"its security profile {rel} is missing"]
+        if not os.path.isfile(path):
+            return [f"its security profile {path.relative_to(self.backend.root)} is missing"]
         if full:
             from .backend import compute, render
 
@@ -118,7 +118,7 @@ class InterfaceManager:
             repo = self._drift_repo[1]
             if snapst.name in repo.infos and \
                     self.backend.read(snapst.name) != render(compute(snapst.name, repo, self.backend.layout)):
-                return [f"its security profile {rel} was edited"]
+                return [f"its security profile {path.relative_to(self.backend.root)} was edited"]
         return []
 
     def _profile_repair(self, snapst: SnapState) -> list[Task]:

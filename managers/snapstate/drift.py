@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Drift repair and clean-up: the part of the SnapManager's ensure that keeps the root as the state says.
 
-Each ensure pass stats, for every active snap that no unready change is
+Each ensure pass (at most every QUICK_CHECK_INTERVAL) stats, for every active snap that no unready change is
 working on, its current link, its revision directory, its wrappers (their
 size) and its services, and asks the other managers' drift checks (the
 interface manager: the security profile exists). At start-up and every
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from engine import State, Task, TaskSet, Tomb
 
 from ..errors import ManagerError
-from .snapmgr import SnapState, all_snap_states, get_snap_state, task_snap_setup
+from .snapmgr import SNAPS_KEY, SnapState, all_snap_states, get_snap_state, task_snap_setup
 
 if TYPE_CHECKING:
     from .snapmgr import SnapManager
@@ -37,6 +38,9 @@ log = logging.getLogger("managers.snapstate")
 
 #: FULL_CHECK_INTERVAL: how often the full check (file contents) runs, besides the first pass after start-up.
 FULL_CHECK_INTERVAL = timedelta(hours=1)
+#: QUICK_CHECK_INTERVAL: the stat checks run at most this often (the loop passes many times a second while
+#: changes run; it passes at least every 5 minutes when idle).
+QUICK_CHECK_INTERVAL = timedelta(seconds=30)
 #: CLEANUP_AGE: a partial download or an unused snap file is removed once it is this old (by its mtime).
 CLEANUP_AGE = timedelta(days=1)
 REPAIR_KIND = "repair"
@@ -55,10 +59,13 @@ class DriftWatch:
         self.sm = sm
         self.checks: list[tuple[DriftCheck, RepairTasks]] = []
         self._last_full: datetime | None = None
+        self._last_quick: datetime | None = None
         #: full_checks counts full checks (tests and the benchmark read it); passes counts passes (a check may
         #: cache what it computes for one pass by it).
         self.full_checks = 0
         self.passes = 0
+        self._plans: dict[tuple[str, str], list[tuple[str, str, object]]] = {}
+        self._states: dict[tuple[str, str], SnapState] = {}
 
     def add_check(self, check: DriftCheck, repair: RepairTasks) -> None:
         """add_check adds another manager's drift check and the tasks that repair what it finds."""
@@ -72,6 +79,43 @@ class DriftWatch:
         for check, _ in self.checks:
             out += check(snapst, full)
         return out
+
+    def _plan(self, snapst: SnapState) -> list[tuple[str, str, object]]:
+        """_plan is what the quick check of a snap's current revision stats: (kind, path, expected), cached by
+        name and revision (a revision's snap.yaml never changes)."""
+        key = (snapst.name, snapst.current)
+        plan = self._plans.get(key)
+        if plan is None:
+            b, info = self.sm.backend, snapst.info
+            plan = [("dir", str(b.revision_dir(info.name, info.revision)), None),
+                    ("link", str(b.current_link(info.name)), info.revision)]
+            for app in sorted(info.apps):
+                plan.append(("wrapper", str(b.wrapper_path(info.name, app)), len(b.wrapper_text(info, app).encode())))
+                if info.apps[app].daemon:
+                    plan.append(("service", str(b.service_file(info.name, app)), None))
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _quick(self, snapst: SnapState) -> bool:
+        """_quick says whether the stat calls of the plan find the snap's files as they should be."""
+        for kind, path, expected in self._plan(snapst):
+            try:
+                if kind == "link":
+                    if os.readlink(path) != expected:
+                        return False
+                elif kind == "wrapper":
+                    if os.stat(path).st_size != expected:
+                        return False
+                elif kind == "dir":
+                    if not stat.S_ISDIR(os.stat(path).st_mode):
+                        return False
+                elif not stat.S_ISREG(os.stat(path).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
 
     def _busy(self, st: State) -> set[str]:
         """_busy are the snaps an unready change works on (their files are being changed)."""
@@ -94,22 +138,36 @@ class DriftWatch:
         st = self.sm.state
         now = self.sm.clock()
         full = self._last_full is None or now - self._last_full >= FULL_CHECK_INTERVAL
+        if not full and self._last_quick is not None and now - self._last_quick < QUICK_CHECK_INTERVAL:
+            return
+        self._last_quick = now
         self.passes += 1
         with st:
             if self._unready(st, "repair-change"):
                 return
             found: dict[str, list[str]] = {}
-            states = all_snap_states(st)
-            for name, snapst in states.items():
-                if snapst.active:
+            raw = st.get(SNAPS_KEY, {})
+            states: dict[str, SnapState] = {}
+            for name, entry in raw.items():
+                if not entry.get("active"):
+                    continue
+                key = (name, str(entry.get("current", "")))
+                snapst = self._states.get(key)
+                if snapst is None or full:
+                    snapst = SnapState.from_dict(name, entry)
+                    self._states[key] = snapst
+                fine = not full and self._quick(snapst) and all(not c(snapst, False) for c, _ in self.checks)
+                if not fine:
                     problems = self.problems(snapst, full=full)
                     if problems:
                         found[name] = problems
+                        states[name] = snapst
             if full:
                 self._last_full = now
                 self.full_checks += 1
+                self._states = {k: v for k, v in self._states.items() if k[0] in raw}
                 st.ensure_before(FULL_CHECK_INTERVAL.total_seconds())
-                self._clean_up(st, states, now)
+                self._clean_up(st, all_snap_states(st), now)
             if not found:
                 return
             busy = self._busy(st)
