@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -164,14 +164,11 @@ class Store:
 
     def channels(self, name: str) -> dict[str, str]:
         """channels maps each channel name has a revision released to (no fallback) to that revision."""
-        path = self.root / "snaps" / name / "channels.yaml"
-        try:
-            text = path.read_text(encoding="utf-8")[:65536]
-        except FileNotFoundError:
+        path = self._where(f"snaps/{name}/channels.yaml")
+        text = self._read_text(f"snaps/{name}/channels.yaml") if valid_snap_name(name) else None
+        if text is None:
             revs = self.revisions(name)  # a store from before channels: the newest revision is stable
             return {DEFAULT_CHANNEL: str(revs[0])} if revs else {}
-        except (OSError, UnicodeDecodeError) as e:
-            raise StoreError(f"cannot read store entry {path}: {e}") from None
         try:
             data = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as e:
@@ -236,15 +233,32 @@ class Store:
             raise SnapNotFoundError(f"cannot find snap {name!r} in the store {self.location}")
         return StoreListing(name, newest.snap_id, [str(r) for r in self.revisions(name)], self.channels(name))
 
-    def _read_meta(self, name: str, revision: str) -> StoreSnap:
-        path = self.root / "snaps" / name / f"{revision}.yaml"
-        where = f"store entry {path}"
+    def _where(self, rel: str) -> str:
+        """_where names a store file in messages (its path; an HTTP store: its URL)."""
+        return str(self.root / rel)
+
+    def _read_text(self, rel: str) -> str | None:
+        """_read_text reads a small store file (at most 64 KiB are used); None when it does not exist."""
+        path = self.root / rel
         try:
-            data = yaml.load(path.read_text(encoding="utf-8")[:65536], Loader=_YAML_LOADER)
+            with open(path, encoding="utf-8") as f:
+                return f.read(65536)
         except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise StoreError(f"cannot read store entry {path}: {e}") from None
+
+    def _read_meta(self, name: str, revision: str) -> StoreSnap:
+        rel = f"snaps/{name}/{revision}.yaml"
+        path = self.root / rel
+        where = f"store entry {self._where(rel)}"
+        text = self._read_text(rel)
+        if text is None:
             raise StoreError(f"cannot read {where}: it is missing (a channel names a revision the store "
-                             "does not have)") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+                             "does not have)")
+        try:
+            data = yaml.load(text, Loader=_YAML_LOADER)
+        except yaml.YAMLError as e:
             raise StoreError(f"cannot read {where}: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
             raise StoreError(f"cannot read {where}: it is not a mapping")
@@ -257,12 +271,12 @@ class Store:
             raise StoreError(f"cannot read {where}: sha3-384 {digest!r} is not a digest")
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise StoreError(f"cannot read {where}: size {size!r} is not a positive integer")
-        text = {k: data.get(k) for k in ("version", "summary", "description")}
-        for k, v in text.items():
+        extra = {k: data.get(k) for k in ("version", "summary", "description")}
+        for k, v in extra.items():
             if v is not None and not isinstance(v, str):
                 raise StoreError(f"cannot read {where}: {k} {v!r} is not text")
         return StoreSnap(name, revision, snap_id, digest, size, path.with_suffix(".snap"),
-                         text["version"] or "", text["summary"] or "", text["description"] or "")
+                         str(extra["version"] or ""), str(extra["summary"] or ""), str(extra["description"] or ""))
 
     def open(self, snap: StoreSnap) -> BinaryIO:
         """open opens a snap file of the store for reading (OSError as it comes: some are transient)."""
@@ -273,12 +287,7 @@ class Store:
         path = self._assertion_path(type, primary_key)
         if path is None:
             return None
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as e:
-            raise StoreError(f"cannot read {path}: {e}") from None
+        return self._read_text(str(path.relative_to(self.root)))
 
     def _assertion_path(self, type: str, primary_key: tuple[str, ...]) -> Path | None:
         parts = (type, *primary_key)
@@ -307,15 +316,18 @@ class Store:
 
     def config(self) -> dict[str, object]:
         """config is store.yaml ({} for a store made before it)."""
-        path = self.root / "store.yaml"
+        return self._yaml_map("store.yaml") or {}
+
+    def _yaml_map(self, rel: str) -> dict[str, Any] | None:
+        text = self._read_text(rel)
+        if text is None:
+            return None
         try:
-            data = yaml.load(path.read_text(encoding="utf-8")[:65536], Loader=_YAML_LOADER)
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise StoreError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+            data = yaml.load(text, Loader=_YAML_LOADER)
+        except yaml.YAMLError as e:
+            raise StoreError(f"cannot read {self._where(rel)}: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
-            raise StoreError(f"cannot read {path}: it is not a mapping")
+            raise StoreError(f"cannot read {self._where(rel)}: it is not a mapping")
         return data
 
     # -- writing (tools) ------------------------------------------------------------
@@ -327,7 +339,7 @@ class Store:
         root = store.root
         if root.exists() and not root.is_dir():
             raise StoreError(f"cannot make a store in {root}: it is not a directory")
-        if root.is_dir() and any(p.name not in ("snaps", "assertions", "store.yaml", STAGING, ".lock")
+        if root.is_dir() and any(p.name not in ("snaps", "assertions", "store.yaml", "index.yaml", STAGING, ".lock")
                                  for p in root.iterdir()):
             raise StoreError(f"cannot make a store in {root}: it is not empty and not a store")
         (root / "snaps").mkdir(parents=True, exist_ok=True)
@@ -337,6 +349,7 @@ class Store:
             conf["root-key"] = root_key_id
             conf["authority"] = authority or "root"
         _atomic_write(root / "store.yaml", yaml.safe_dump(conf, sort_keys=True).encode())
+        _atomic_write(root / "index.yaml", store._index({}))
         return store
 
     def add_assertion(self, a: Assertion) -> Path:
@@ -401,6 +414,13 @@ class Store:
         marker.unlink()
         shutil.rmtree(stage, ignore_errors=True)
 
+    def _index(self, adding: dict[str, int]) -> bytes:
+        """_index is index.yaml: every snap's revisions, for readers that cannot list directories (HTTP)."""
+        snaps = {n: sorted(self.revisions(n)) for n in self.names()}
+        for n, rev in adding.items():
+            snaps[n] = sorted({*snaps.get(n, []), rev})
+        return yaml.safe_dump({"format": FORMAT, "snaps": snaps}, sort_keys=True).encode()
+
     def _next_revision(self, name: str) -> int:
         d = self.root / "snaps" / name
         existing = [int(p.name.split(".")[0]) for p in d.glob("*") if p.name.split(".")[0].isdigit()] \
@@ -440,6 +460,7 @@ class Store:
                     raise StoreError(f"cannot store {a.ref}: its primary key cannot be a path")
                 files[str(path.relative_to(self.root))] = a.text.encode()
             files[f"{base}/{revision}.yaml"] = yaml.safe_dump(meta, sort_keys=True).encode()
+            files["index.yaml"] = self._index({info.name: revision})
             if full or (self.root / base / "channels.yaml").exists() or self.revisions(info.name):
                 chans = self.channels(info.name)
                 chans.update({c: str(revision) for c in full})
@@ -512,7 +533,8 @@ class Store:
             self.snap(name, revision)
             chans = self.channels(name)
             chans.update({c: str(revision) for c in full})
-            self._commit({f"snaps/{name}/channels.yaml": self._channels_file(name, chans)})
+            self._commit({f"snaps/{name}/channels.yaml": self._channels_file(name, chans),
+                          "index.yaml": self._index({})})
         return chans
 
 

@@ -23,6 +23,7 @@ from engine import Change, State, Task, TaskRunner
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
 from ..store import DEFAULT_CHANNEL, Store, is_transient
+from ..storehttp import open_store
 from .backend import Backend
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ class SnapManager:
         self.state = state
         self.runner = runner
         self.backend = Backend(root, limits)
-        self.store = Store(store) if isinstance(store, (str, Path)) else store
+        self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.assert_manager = assert_manager
         self.retain = retain
         self._check_snap: list[CheckSnap] = []

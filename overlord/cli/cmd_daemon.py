@@ -19,7 +19,8 @@ from ._output import fail
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Root directory of the system the managers manage (snaps live under it).")
 @click.option("--store", default=None, metavar="DIR|URL",
-              help="Where snaps are fetched from: a directory or a file:// URL.")
+              help="Where snaps are fetched from: a directory, a file:// URL, or an http(s):// URL "
+                   "(overlord store serve).")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="The trusted root's public key (PEM) that every assertion chain must reach "
                    "(default: trusted-root.pub.pem in the state directory, if there is one).")

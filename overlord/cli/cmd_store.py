@@ -127,3 +127,31 @@ def list_(store_dir: Path, as_json: bool) -> None:
             t.add_row(plain(row["name"] if i == 0 else ""), plain(short_channel(chan)),
                       plain(rev if own else f"↑ {rev}"), plain(version))
     out().print(t)
+
+
+@store.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--address", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="The port to listen on (0: any free one).")
+@one_line_errors
+def serve(directory: Path, address: str, port: int) -> None:
+    """Serve the store in DIRECTORY over HTTP, read only (GET and HEAD, with Range; no listings, no dot files).
+
+    Devices use it with `overlord daemon --store http://HOST:PORT/`; any static web server over the same
+    directory does as well.
+    """
+    from managers.storehttp import make_server
+
+    server = make_server(directory, address, port)
+    host, bound = str(server.server_address[0]), int(server.server_address[1])
+    click.echo(f"serving the store {directory} on http://{host}:{bound}/")
+    import sys
+
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -50,7 +50,7 @@ class DaemonOptions:
     state_dir: Path
     #: The root of the system the managers manage (snaps live under it); not the state directory.
     root: Path
-    #: Where snaps are fetched from (a directory or a file:// URL), for the snap manager.
+    #: Where snaps are fetched from (a directory, a file:// or an http(s):// URL), for the snap manager.
     store: str | None = None
     #: How long running handlers get to return after their tomb is killed, at stop.
     stop_timeout: float = 10.0
@@ -89,6 +89,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     from managers import SystemOverlord
     from managers.asserts import load_public_key
     from managers.store import location_path
+    from managers.storehttp import is_http
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -101,7 +102,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         raise DatabaseError(f"cannot create state database {db}: {e.strerror}") from None
     key_file = options.trusted_key_file()
     key = load_public_key(key_file) if key_file is not None else None  # before the database is opened
-    if options.store is not None:
+    if options.store is not None and not is_http(options.store):
         location_path(options.store)  # likewise: a URL of another kind is refused here
     seed = options.seed_dir()
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
@@ -111,7 +112,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store
-    if store is not None and not store.root.is_dir():
+    if store is not None and not is_http(store.location) and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
 

@@ -27,7 +27,7 @@ def store(tmp_path: Path, root_key: PrivateKey) -> Store:
 
 
 def test_init_makes_an_empty_store_and_refuses_other_directories(tmp_path: Path, store: Store) -> None:
-    assert sorted(visible(store.root)) == ["assertions", "snaps", "store.yaml"]
+    assert sorted(visible(store.root)) == ["assertions", "index.yaml", "snaps", "store.yaml"]
     assert store.config() == {"format": 1, "root-key": store.config()["root-key"], "authority": "root"}
     assert store.names() == []
     (tmp_path / "other").mkdir()

@@ -63,3 +63,25 @@ def test_store_commands(tmp_path: Path, base: Path) -> None:
             assert c.snap("hello")["tracking-channel"] == "latest/stable"
     finally:
         d.stop()
+
+
+def test_store_serve(tmp_path: Path) -> None:
+    import subprocess
+
+    import httpx
+
+    from .conftest import child_env, overlord_cmd
+
+    invoke("store", "init", str(tmp_path / "store"))
+    proc = subprocess.Popen(overlord_cmd("store", "serve", str(tmp_path / "store"), "--port", "0"),
+                            stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving the store {tmp_path / 'store'} on http://127.0.0.1:"), line
+        url = line.split(" on ", 1)[1].strip()
+        assert "format: 1" in httpx.get(url + "store.yaml").text
+        assert httpx.post(url + "store.yaml").status_code == 501  # read only
+    finally:
+        proc.terminate()
+        proc.wait(30)
