@@ -67,6 +67,10 @@ class DriftWatch:
         self._plans: dict[tuple[str, str], list[tuple[str, str, object]]] = {}
         self._states: dict[tuple[str, str], SnapState] = {}
 
+    def check_soon(self) -> None:
+        """check_soon makes the next ensure pass run the full check (ask for that pass with ensure_before(0))."""
+        self._last_full = None
+
     def add_check(self, check: DriftCheck, repair: RepairTasks) -> None:
         """add_check adds another manager's drift check and the tasks that repair what it finds."""
         self.checks.append((check, repair))

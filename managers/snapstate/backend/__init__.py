@@ -377,7 +377,7 @@ class Backend:
         self.link(info)
         if missing:
             self.start_services(info, missing)
-        done += [f"put back: {d.removeprefix('its ')}" for d in before if "revision directory" not in d]
+        done += [f"repaired: {d}" for d in before if "revision directory" not in d]
         return done
 
     def _bins(self, name: str) -> list[Path]:
