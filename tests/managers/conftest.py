@@ -29,7 +29,7 @@ NO_WAIT = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
                             wait=tenacity.wait_none(), stop=tenacity.stop_after_attempt(5))
 
 
-# kind -> (do, undo) handler names, as the SnapManager registers them.
+# kind -> (do, undo) handler names on sm.handlers (or a dotted path from the SnapManager), as it registers them.
 KINDS: dict[str, tuple[str, str | None]] = {
     "prerequisites": ("do_prerequisites", None),
     "prepare-snap": ("do_prepare_snap", None),
@@ -49,6 +49,11 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "remove-profiles": ("do_nothing", "do_nothing"),
     "auto-connect": ("do_nothing", "do_nothing"),
     "auto-disconnect": ("do_nothing", "do_nothing"),
+    "switch-snap-channel": ("do_switch_channel", "undo_switch_channel"),
+    # kinds whose handlers are not on sm.handlers: a path from the SnapManager
+    "check-refresh": ("auto_refresh.do_check_refresh", None),
+    "repair-snap": ("drift.do_repair_snap", None),
+    "remove-files": ("drift.do_remove_files", None),
 }
 
 
