@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from engine import ChangeConflictError, State, Task, Tomb
+from engine import State, Task, Tomb
 
 from ..errors import NoUpdateAvailableError, SnapOperationError
 from .schedule import Schedule, next_refresh, parse_schedule
@@ -255,7 +255,6 @@ class AutoRefresh:
     def do_check_refresh(self, task: Task, tomb: Tomb) -> None:
         """do_check_refresh asks the store for updates and adds a lane per snap that has one to its change."""
         from . import snapstate
-        from .snapmgr import all_snap_states
 
         st = task.state
         with st:
@@ -265,11 +264,10 @@ class AutoRefresh:
             if task.get("added", None) is not None:
                 return  # a rerun after the lanes were added and committed: nothing to do
             skip = set(self.held_snaps(st, now))
-            for name in list(all_snap_states(st)):
-                try:
-                    snapstate.check_conflicts(self.sm, [name], ignore_change=chg.id)
-                except ChangeConflictError:  # that snap waits for the next refresh
-                    skip.add(name)
+            for other in st.changes():  # snaps another unready change works on wait for the next refresh
+                if other.id != chg.id and not other.is_ready():
+                    for t in other.tasks():
+                        skip.update(snapstate.affected_snaps(self.sm, t))
             try:
                 names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip)
             except NoUpdateAvailableError:

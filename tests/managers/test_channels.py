@@ -121,3 +121,17 @@ def test_a_store_without_channels_offers_its_newest_revision_as_stable(system: S
     system.publish("hello", "3.0", channels=("beta",))
     assert yaml.safe_load((system.base / "store/snaps/hello/channels.yaml").read_text()) == {
         "latest/stable": 2, "latest/beta": 3}
+
+
+def test_a_store_that_hides_its_newest_revision_does_not_downgrade(system: System) -> None:
+    for v in ("1.0", "2.0", "3.0"):
+        system.publish("hello", v)
+    system.run(lambda sm: sm.install("hello"))
+    assert current(system) == ("3", "latest/stable")
+    store = system.base / "store/snaps/hello"
+    (store / "channels.yaml").unlink()  # a mirror without channels, that hides revision 3
+    (store / "3.yaml").unlink()
+    with system.o.state, pytest.raises(NoUpdateAvailableError, match="offers revision 2, older than the current 3"):
+        system.sm.refresh("hello")
+    with system.o.state, pytest.raises(NoUpdateAvailableError):
+        system.sm.refresh()
