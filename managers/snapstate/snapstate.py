@@ -403,8 +403,10 @@ def available_updates(sm: SnapManager) -> list[tuple[SnapState, StoreSnap]]:
 def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
             revision: str | None = None) -> Change:
     """refresh makes a "refresh" change for the snaps that have an update (a "switch-snap-channel" change when
-    the only news is the channel)."""
-    updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision)
+    the only news is the channel). Without names, snaps whose refresh is held are left alone, as in snapd; a
+    held snap named is refreshed."""
+    held = sm.auto_refresh.held_snaps(sm.state, sm.clock()) if names is None else {}
+    updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision, skip=held)
     if all(ts.tasks()[0].kind == "switch-snap-channel" for ts in sets):
         return _switch_change(sm, updated[0], sets)
     return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine import Status
-from managers import SnapOperationError
+from managers import NoUpdateAvailableError, SnapOperationError
 from managers.snapstate.autorefresh import RETRY_DELAY
 from tests.managers.conftest import System
 
@@ -151,7 +151,9 @@ def test_holds_per_snap_and_system_wide(system: System) -> None:
     system.clock.set(datetime(2030, 1, 3, 11, 30, tzinfo=UTC))
     system.o.settle(30)
     assert auto_changes(system)[-1][2] == ["world"] and revisions(system) == {"hello": "1", "world": "2"}
-    # a manual refresh of a held snap works
+    # a refresh of every snap leaves held snaps alone; a refresh of a held snap by name refreshes it
+    with system.o.state, pytest.raises(NoUpdateAvailableError):
+        system.sm.refresh()
     cid = system.run(lambda sm: sm.refresh("hello"))
     assert system.status(cid) is Status.DONE and revisions(system)["hello"] == "2"
 
