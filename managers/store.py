@@ -128,7 +128,8 @@ def location_path(location: str | Path) -> Path:
     if "://" in text:
         url = urllib.parse.urlparse(text)
         if url.scheme != "file" or url.netloc not in ("", "localhost"):
-            raise StoreError(f"cannot use store {text}: only local directories and file:// URLs are supported")
+            raise StoreError(f"cannot use store {text}: only local directories, file:// and http(s):// URLs "
+                             "are supported")
         return Path(urllib.parse.unquote(url.path))
     return Path(text)
 

@@ -303,8 +303,8 @@ def test_the_trusted_key_comes_from_the_flag_or_the_state_directory(base: Path) 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--trusted-key", "/nonexistent.pem"], "error: cannot read key /nonexistent.pem: No such file or directory"),
-    (["--store", "https://store.example.com"], "error: cannot use store https://store.example.com: only local "
-                                               "directories and file:// URLs are supported"),
+    (["--store", "ftp://store.example.com"], "error: cannot use store ftp://store.example.com: only local "
+                                             "directories, file:// and http(s):// URLs are supported"),
 ])
 def test_a_bad_key_or_store_is_one_line(base: Path, args: list[str], message: str) -> None:
     p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r"), *args),
