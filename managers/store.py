@@ -65,6 +65,10 @@ DEFAULT_CHANNEL = "latest/stable"
 FORMAT = 1
 _TRACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,27}$")
 STAGING = ".staging"
+#: SMALL_FILE is how much of a store's small file (channels, a revision entry, store.yaml) is read;
+#: LARGE_FILE of an assertion (snapd's limits: 128 KiB of headers, 2 MiB of body) or index.yaml.
+SMALL_FILE = 65536
+LARGE_FILE = 4 * 1024 * 1024
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -238,12 +242,12 @@ class Store:
         """_where names a store file in messages (its path; an HTTP store: its URL)."""
         return str(self.root / rel)
 
-    def _read_text(self, rel: str) -> str | None:
-        """_read_text reads a small store file (at most 64 KiB are used); None when it does not exist."""
+    def _read_text(self, rel: str, limit: int = SMALL_FILE) -> str | None:
+        """_read_text reads a store file (at most limit characters are used); None when it does not exist."""
         path = self.root / rel
         try:
             with open(path, encoding="utf-8") as f:
-                return f.read(65536)
+                return f.read(limit)
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as e:
@@ -288,7 +292,7 @@ class Store:
         path = self._assertion_path(type, primary_key)
         if path is None:
             return None
-        return self._read_text(str(path.relative_to(self.root)))
+        return self._read_text(str(path.relative_to(self.root)), LARGE_FILE)
 
     def _assertion_path(self, type: str, primary_key: tuple[str, ...]) -> Path | None:
         parts = (type, *primary_key)
@@ -319,8 +323,8 @@ class Store:
         """config is store.yaml ({} for a store made before it)."""
         return self._yaml_map("store.yaml") or {}
 
-    def _yaml_map(self, rel: str) -> dict[str, Any] | None:
-        text = self._read_text(rel)
+    def _yaml_map(self, rel: str, limit: int = SMALL_FILE) -> dict[str, Any] | None:
+        text = self._read_text(rel, limit)
         if text is None:
             return None
         try:

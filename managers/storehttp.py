@@ -28,7 +28,7 @@ import httpx
 
 from .errors import SnapNotFoundError, StoreError
 from .snap import valid_snap_name
-from .store import Store, StoreSnap
+from .store import LARGE_FILE, SMALL_FILE, Store, StoreSnap
 
 log = logging.getLogger("managers.store")
 
@@ -76,23 +76,28 @@ class HttpStore(Store):
         raise StoreError(f"cannot write to the store {self.location}: a store served over HTTP is read only")
         yield  # pragma: no cover
 
-    def _read_text(self, rel: str) -> str | None:
+    def _read_text(self, rel: str, limit: int = SMALL_FILE) -> str | None:
         url = self._url(rel)
+        body = b""
         try:
-            rsp = self._client.get(url)
+            with self._client.stream("GET", url) as rsp:
+                if rsp.status_code == 404:
+                    return None
+                if rsp.status_code != 200:
+                    raise StoreError(f"cannot read store entry {url}: HTTP {rsp.status_code}")
+                for chunk in rsp.iter_raw(65536):  # what is past the limit is not read
+                    body += chunk
+                    if len(body) > 4 * limit:
+                        break
         except httpx.HTTPError as e:
             raise StoreError(f"cannot read store entry {url}: {type(e).__name__}: {e}") from None
-        if rsp.status_code == 404:
-            return None
-        if rsp.status_code != 200:
-            raise StoreError(f"cannot read store entry {url}: HTTP {rsp.status_code}")
         try:
-            return rsp.content[:65536].decode("utf-8")
+            return body.decode("utf-8")[:limit]
         except UnicodeDecodeError as e:
             raise StoreError(f"cannot read store entry {url}: {e}") from None
 
     def _revisions_index(self) -> dict[str, list[int]]:
-        data = self._yaml_map("index.yaml")
+        data = self._yaml_map("index.yaml", LARGE_FILE)
         if data is None:
             raise StoreError(f"cannot use store {self.location}: it has no index.yaml (run overlord store init on "
                              "its directory, or push or release once, to write it)")
