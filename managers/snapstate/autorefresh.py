@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import State, Task, Tomb
 
-from ..errors import NoUpdateAvailableError, SnapOperationError
+from ..errors import ManagerError, NoUpdateAvailableError, SnapOperationError
 from .schedule import Schedule, next_refresh, parse_schedule
 
 if TYPE_CHECKING:
@@ -253,30 +253,45 @@ class AutoRefresh:
             log.info("auto-refresh due (timer %s): change %s checks for updates", timer, chg.id)
 
     def do_check_refresh(self, task: Task, tomb: Tomb) -> None:
-        """do_check_refresh asks the store for updates and adds a lane per snap that has one to its change."""
+        """do_check_refresh asks the store for updates and adds a lane per snap that has one to its change.
+
+        The store is read without the state lock: what each snap's channel
+        offers is looked up first, then the lanes are added, the check recorded
+        and the task set Done in one transaction.
+        """
+        from ..errors import SnapNotFoundError
         from . import snapstate
+        from .snapmgr import all_snap_states
 
         st = task.state
+        store = self.sm.store
+        if store is None:
+            raise ManagerError("cannot check for snap updates: no store is configured")
+        with st:
+            wanted = {n: s.tracking for n, s in all_snap_states(st).items() if s.info.snap_id and s.active}
+        found = {}
+        for name, channel in wanted.items():
+            try:
+                found[name] = store.snap(name, channel=channel)
+            except SnapNotFoundError:
+                continue
         with st:
             now = self.clock()
             chg = task.change()
             assert chg is not None
-            if task.get("added", None) is not None:
-                return  # a rerun after the lanes were added and committed: nothing to do
             skip = set(self.held_snaps(st, now))
             for other in st.changes():  # snaps another unready change works on wait for the next refresh
                 if other.id != chg.id and not other.is_ready():
                     for t in other.tasks():
                         skip.update(snapstate.affected_snaps(self.sm, t))
             try:
-                names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip)
+                names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip, found=found)
             except NoUpdateAvailableError:
                 names, sets = [], []
             for ts in sets:
                 ts.join_lane(st.new_lane())
                 chg.add_all(ts)
             chg.set("snap-names", names)
-            task.set("added", names)
             if skip:
                 task.logf("Left alone (held, or another change is working on them): %s", ", ".join(sorted(skip)))
             task.logf("Updates: %s", ", ".join(names) if names else "none")

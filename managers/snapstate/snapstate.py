@@ -9,7 +9,7 @@ overlord/snapstate (see docs/managers.md for the pictures).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -314,7 +314,8 @@ def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet
 
 
 def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
-                      revision: str | None = None, skip: Iterable[str] = ()) -> tuple[list[str], list[TaskSet]]:
+                      revision: str | None = None, skip: Iterable[str] = (),
+                      found: Mapping[str, StoreSnap] | None = None) -> tuple[list[str], list[TaskSet]]:
     """refresh_task_sets builds a task set per snap with an update; it returns their names too.
 
     An update is the revision the snap's channel offers (the given channel,
@@ -322,7 +323,9 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
     than the current revision: refresh never goes back (revert does, or an
     explicit revision). A snap whose channel changes without a newer revision
     gets a switch-snap-channel task alone. skip names snaps left alone (held)
-    when no names are given.
+    when no names are given; found gives the store's answers looked up
+    beforehand (by name, for the channels tracked), so that the store is not
+    read with the lock held.
     """
     st = sm.state
     states = all_snap_states(st)
@@ -351,7 +354,12 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
         target = full or snapst.tracking
         switch = full is not None and full != snapst.tracking
         try:
-            ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=target)
+            if found is not None:  # looked up already, without the state lock (check-refresh)
+                if name not in found:
+                    raise SnapNotFoundError(f"cannot find snap {name!r} in the store {store.location}")
+                ss = found[name]
+            else:
+                ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=target)
         except SnapNotFoundError:
             if explicit:
                 raise
@@ -381,14 +389,15 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
                                   else switch_task_set(sm, states[n], full or "") for n, setup in todo]
 
 
-def available_updates(sm: SnapManager) -> list[tuple[SnapState, StoreSnap]]:
-    """available_updates lists the store snaps whose tracked channel offers a newer revision (lock held).
+def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
+    """available_updates lists the store snaps whose tracked channel offers a newer revision.
 
-    What `refresh --list` shows; held snaps are listed too (a manual refresh still refreshes them).
+    What `refresh --list` shows; held snaps are listed too (a refresh naming them refreshes them). Without
+    states it reads them from the state (lock held); given them, it reads only the store (no lock needed).
     """
     store = _store(sm)
     out = []
-    for snapst in all_snap_states(sm.state).values():
+    for snapst in (states if states is not None else all_snap_states(sm.state).values()):
         if not snapst.info.snap_id or not snapst.active:
             continue
         try:

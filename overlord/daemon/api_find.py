@@ -43,10 +43,14 @@ def get_find(ctx: Context, req: ApiRequest) -> response.Reply:
     sm = snap_manager(ctx)
     st = ctx.state
     if select == "refresh":
+        from managers.snapstate import all_snap_states
+
         with st:
-            found = _with_publishers(ctx, [store_snap(ctx, ss, snapst.tracking, snapst.info.publisher_id)
-                                           for snapst, ss in available_updates(sm)])
-        return response.sync(found)
+            states = list(all_snap_states(st).values())
+        found = [store_snap(ctx, ss, snapst.tracking, snapst.info.publisher_id)
+                 for snapst, ss in available_updates(sm, states)]  # the store read without the lock
+        with st:
+            return response.sync(_with_publishers(ctx, found))
     return find_in_store(ctx, req)
 
 
