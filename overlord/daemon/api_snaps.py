@@ -120,7 +120,11 @@ def get_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
 
 
 def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
-    """get_snap shows one installed snap; 404 snap-not-found when it is not installed."""
+    """get_snap shows one installed snap; 404 snap-not-found when it is not installed.
+
+    A store snap also gets "channels" (per channel: revision, version, size) from the store, read after the
+    lock is released; a store that cannot be read leaves the field out.
+    """
     name = req.path_params["name"]
     st = ctx.state
     with st:
@@ -129,7 +133,17 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
         snapst = get_snap_state(st, name)
         if snapst is None:
             raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
-        return response.sync(snap_info(ctx, snapst, snapst.info))
+        out = snap_info(ctx, snapst, snapst.info)
+    if out["id"] and snap_manager(ctx).store is not None:
+        from engine import EngineError
+
+        from .api_find import store_listing
+
+        try:
+            out["channels"] = store_listing(ctx, name)["channels"]
+        except EngineError as e:
+            log.info("snap %r: the store's channels are not shown: %s", name, e)
+    return response.sync(out)
 
 
 def _revision(body: Body) -> str | None:

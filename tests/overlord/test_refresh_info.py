@@ -74,6 +74,10 @@ def test_find_and_info(system: SystemDaemon) -> None:
             c.find(name="nope")
         assert e.value.kind == "snap-not-found"
     d.ok("install", "hello", "--revision", "1")
+    with d.client() as c:  # the installed snap, with the store's channels
+        snap = c.snap("hello")
+        assert (snap["revision"], snap["channels"]["edge"]["revision"], snap["channels"]["stable"]["version"]) == (
+            "1", "2", "2.0")
     text = d.ok("info", "hello").stdout
     assert "publisher: ACME Corp (acme)" in text and "tracking:  stable" in text and "installed: 1.0 (1)" in text
     assert "channels:\n  stable:" in text and "description: |\n  A sample snap" in text
