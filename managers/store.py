@@ -466,10 +466,10 @@ class Store:
                 files[str(path.relative_to(self.root))] = a.text.encode()
             files[f"{base}/{revision}.yaml"] = yaml.safe_dump(meta, sort_keys=True).encode()
             files["index.yaml"] = self._index({info.name: revision})
-            if full or (self.root / base / "channels.yaml").exists() or self.revisions(info.name):
-                chans = self.channels(info.name)
-                chans.update({c: str(revision) for c in full})
-                files[f"{base}/channels.yaml"] = self._channels_file(info.name, chans)
+            # Always written: a snap without channels.yaml would offer its newest revision as stable.
+            chans = self.channels(info.name)
+            chans.update({c: str(revision) for c in full})
+            files[f"{base}/channels.yaml"] = self._channels_file(info.name, chans)
             self._commit(files)
         return self._read_meta(info.name, str(revision))
 

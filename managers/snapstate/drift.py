@@ -66,6 +66,7 @@ class DriftWatch:
         self.passes = 0
         self._plans: dict[tuple[str, str], list[tuple[str, str, object]]] = {}
         self._states: dict[tuple[str, str], SnapState] = {}
+        self._reported: set[str] = set()
 
     def check_soon(self) -> None:
         """check_soon makes the next ensure pass run the full check (ask for that pass with ensure_before(0))."""
@@ -191,8 +192,10 @@ class DriftWatch:
                 message = (f"cannot repair snap {name!r}: {'; '.join(problems)}; revision {info.revision}'s "
                            f"directory and its snap file {b._rel(b.blob(name, info.revision))} are both gone "
                            "(reinstall it, or revert to another revision)")
-                log.error("%s", message)
-                st.add_warning(message)
+                if message not in self._reported:  # once per process: the check runs every 30 s
+                    self._reported.add(message)
+                    log.error("%s", message)
+                    st.add_warning(message)
                 continue
             t = st.new_task("repair-snap", f'Repair snap "{name}" ({info.revision}): ' + "; ".join(problems))
             t.set("snap-setup", _current_setup(snapst).to_dict())

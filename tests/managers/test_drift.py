@@ -82,7 +82,8 @@ def test_each_drift_is_repaired_with_a_warning(system: System, kind: str) -> Non
     assert len(repair_changes(system)) == 1  # repaired: nothing more to do
 
 
-def test_a_revision_whose_snap_file_is_gone_too_is_reported_not_guessed(system: System) -> None:
+def test_a_revision_whose_snap_file_is_gone_too_is_reported_not_guessed(system: System,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     system.publish("hello", "1.0")
     system.run(lambda sm: sm.install("hello"))
     shutil.rmtree(system.root / "snap/hello/1")
@@ -93,6 +94,12 @@ def test_a_revision_whose_snap_file_is_gone_too_is_reported_not_guessed(system: 
     [w] = warnings(system)
     assert w.startswith("cannot repair snap 'hello': its revision directory snap/hello/1 is missing")
     assert "snap file var/lib/snaps/hello_1.snap are both gone (reinstall it, or revert" in w
+    for _ in range(3):
+        system.clock.advance(QUICK_CHECK_INTERVAL.total_seconds())
+        system.o.settle(30)
+    assert repair_changes(system) == []
+    said = [r for r in caplog.records if r.getMessage().startswith("cannot repair snap 'hello'")]
+    assert len(said) == 1  # logged once, not at every check (every 30 s)
 
 
 def test_a_disabled_snap_is_not_drift(system: System) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from managers import StoreError
+from managers import SnapNotFoundError, StoreError
 from managers.asserts import PrivateKey, decode, file_sha3_384
 from managers.asserts.build import account, account_key
 from managers.store import Store
@@ -77,6 +77,16 @@ def test_push_with_a_developer_key_needs_the_declaration(tmp_path: Path, store: 
     assert store.snap("hello").revision == "2"
     with pytest.raises(StoreError, match="publisher 'nobody' has no account"):
         store.push(make_snap(tmp_path, "world", "1.0"), key=root_key, publisher="nobody")
+
+
+def test_a_revision_pushed_to_no_channel_is_offered_nowhere(tmp_path: Path, store: Store,
+                                                              root_key: PrivateKey) -> None:
+    store.push(make_snap(tmp_path, "hello", "1.0"), key=root_key)
+    assert store.channels("hello") == {} and store.revisions("hello") == [1]
+    with pytest.raises(SnapNotFoundError, match="no revision is released there"):
+        store.snap("hello")
+    store.release("hello", "1", ["edge"])
+    assert store.snap("hello", channel="edge").revision == "1"
 
 
 def test_release_moves_channels(tmp_path: Path, store: Store, root_key: PrivateKey) -> None:
