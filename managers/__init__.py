@@ -31,6 +31,7 @@ from .errors import (
     SnapNotInstalledError,
     SnapOperationError,
     StoreError,
+    TooEarlyError,
 )
 from .system import SystemManagers, SystemOverlord, system_managers
 
@@ -52,5 +53,6 @@ __all__ = [
     "StoreError",
     "SystemManagers",
     "SystemOverlord",
+    "TooEarlyError",
     "system_managers",
 ]

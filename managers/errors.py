@@ -80,3 +80,7 @@ class NoOptionError(ConfigError):
 
 class HookError(ManagerError):
     """HookError means a hook failed: it exited with an error, was killed, or could not be run."""
+
+
+class TooEarlyError(ManagerError):
+    """TooEarlyError means the system is not seeded yet: the operation waits for seeding (snapd's "too early")."""

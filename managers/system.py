@@ -50,7 +50,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                     download_retry: tenacity.Retrying | None = None,
                     state_dir: str | Path | None = None, run_dir: str | Path | None = None,
                     clock: Callable[[], datetime] | None = None, stop_services: bool = False,
-                    service_user: str | None = None) -> SystemManagers:
+                    service_user: str | None = None, seed: str | Path | None = None) -> SystemManagers:
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     run_dir is where the service manager keeps its run-time records and the
@@ -68,9 +68,9 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
             denied.append("/" + str(Path(state_dir).resolve().relative_to(Path(root).resolve())))
     am = AssertManager(state, runner, trusted_key=trusted_key, trusted_authority=trusted_authority)
     sm = SnapManager(state, runner, root=root, store=store, assert_manager=am, retain=retain, limits=limits,
-                     download_retry=download_retry)
+                     download_retry=download_retry, clock=clock)
     im = InterfaceManager(state, runner, sm, assert_manager=am, denied_paths=denied)
-    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am)
+    fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am, seed_dir=seed)
     hm = HookManager(state, runner, sm)
     cm = ConfigManager(state, runner, sm, hm)
     svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
@@ -85,7 +85,8 @@ class SystemOverlord(Overlord):
     assertions, checked against trusted_key for trusted_authority),
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
-    o.first_boot (seeding), o.hook_manager (snaps' hooks), o.config_manager
+    o.first_boot (seeding; from seed, a seed directory, by itself at first
+    start when given), o.hook_manager (snaps' hooks), o.config_manager
     (configuration, through the configure hook) and o.service_manager (the
     services, run by its supervisor; their records and logs in
     <state_dir>/services; stop_services: stopping the overlord stops them,
@@ -97,7 +98,7 @@ class SystemOverlord(Overlord):
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                  download_retry: tenacity.Retrying | None = None, stop_services: bool = False,
-                 service_user: str | None = None, **options: Any) -> None:
+                 service_user: str | None = None, seed: str | Path | None = None, **options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.root_dir = Path(root)
         if self.state_dir.absolute() == self.root_dir.absolute():
@@ -108,7 +109,7 @@ class SystemOverlord(Overlord):
                                  trusted_authority=trusted_authority, retain=retain, limits=limits,
                                  download_retry=download_retry, state_dir=self.state_dir,
                                  run_dir=self.state_dir / "services", clock=options.get("clock"),
-                                 stop_services=stop_services, service_user=service_user)
+                                 stop_services=stop_services, service_user=service_user, seed=seed)
         except BaseException:
             self.stop()
             raise

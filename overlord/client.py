@@ -118,6 +118,25 @@ class Client:
         result: dict[str, Any] = self._sync("GET", "/v2/system-info")
         return result
 
+    def find(self, query: str | None = None, *, name: str | None = None,
+             select: str | None = None) -> list[dict[str, Any]]:
+        """find searches the store (query: names and summaries; name: that snap), or select="refresh" lists the
+        installed snaps with updates."""
+        params = {k: v for k, v in (("q", query), ("name", name), ("select", select)) if v is not None}
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/find", query=params)
+        return result
+
+    def hold(self, names: list[str], until: str) -> dict[str, Any]:
+        """hold holds the auto-refresh of names (none: every snap) until an RFC 3339 time or "forever"."""
+        result: dict[str, Any] = self._sync("POST", "/v2/snaps", body={"action": "hold", "snaps": names,
+                                                                        "time": until})
+        return result
+
+    def unhold(self, names: list[str]) -> dict[str, Any]:
+        """unhold removes the holds of names (none: the system-wide hold)."""
+        result: dict[str, Any] = self._sync("POST", "/v2/snaps", body={"action": "unhold", "snaps": names})
+        return result
+
     def changes(self, select: str = "in-progress", snap: str | None = None) -> list[dict[str, Any]]:
         """changes lists changes: select is in-progress, ready or all; snap keeps those about that snap."""
         query = {"select": select}

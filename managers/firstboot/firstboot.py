@@ -16,13 +16,14 @@ seeding again installs what is missing.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import Change, ChangeConflictError, State, Status, Task, TaskRunner, TaskSet, Tomb
 
 from ..asserts import Assertion
-from ..errors import AlreadySeededError, AssertionVerifyError, InterfaceError
+from ..errors import AlreadySeededError, AssertionVerifyError, InterfaceError, ManagerError, TooEarlyError
 from ..ifacestate import content_tag
 from ..snapstate import CheckedFile, check_conflicts, get_snap_state, install_path_task_set, new_change
 from .seed import Seed, SeedSnap, read_seed
@@ -38,23 +39,97 @@ log = logging.getLogger("managers.firstboot")
 SEEDED_KEY = "seeded"
 #: SEED_KIND is the kind of the seeding change.
 SEED_KIND = "seed"
+#: SEED_RETRY_DELAY is how long after a failed attempt the ensure tries to seed again.
+SEED_RETRY_DELAY = timedelta(minutes=5)
+#: SEED_ATTEMPT_KEY is the state key holding the time of the last attempt to seed from the ensure.
+SEED_ATTEMPT_KEY = "seed-attempt"
+
+
+def _time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class FirstBoot:
     """FirstBoot seeds a new system: every snap of a seed installed, connected, in one change."""
 
     def __init__(self, state: State, runner: TaskRunner, *, snap_manager: SnapManager,
-                 interface_manager: InterfaceManager, assert_manager: AssertManager) -> None:
+                 interface_manager: InterfaceManager, assert_manager: AssertManager,
+                 seed_dir: str | Path | None = None) -> None:
         self.state = state
         self.snap_manager = snap_manager
         self.interface_manager = interface_manager
         self.assert_manager = assert_manager
+        #: seed_dir is the seed the ensure seeds the system from at first start (None: seeding is asked for).
+        self.seed_dir = Path(seed_dir) if seed_dir is not None else None
         runner.add_handler("mark-seeded", self.do_mark_seeded)
+        if self.seed_dir is not None:
+            snap_manager.seeded_checks.append(self._too_early)
+            snap_manager.can_auto_refresh_checks.append(lambda: self.seeded)
 
     # -- the manager protocol ----------------------------------------------------------
 
+    def _too_early(self, verb: str) -> None:
+        if not self.seeded:
+            raise TooEarlyError(f"cannot {verb}: too early for operation, device not yet seeded (seeding from "
+                                f"{self.seed_dir} is under way or will be tried again)")
+
     def ensure(self) -> None:
-        """ensure has nothing periodic to do: seeding is asked for."""
+        """ensure seeds the system from seed_dir when it is not seeded, like snapd's ensureSeeded.
+
+        Nothing without a seed_dir, on a seeded system, or while a seed change
+        is unready. A seed that cannot be used, or a seed change that failed, is
+        left as a warning and tried again SEED_RETRY_DELAY after the attempt.
+        The seed is read and checked without the state lock.
+        """
+        seed_dir = self.seed_dir
+        if seed_dir is None:
+            return
+        st = self.state
+        with st:
+            if self.seeded:
+                return
+            last = self.seed_change()
+            if last is not None and not last.is_ready():
+                return
+            now = self.snap_manager.clock()
+            if last is not None and last.status is not Status.DONE:
+                self._warn(st, seed_dir, f"change {last.id} failed: {last.err() or last.status.value}")
+            attempt = _time(st.get(SEED_ATTEMPT_KEY, None))
+            if attempt is not None and attempt + SEED_RETRY_DELAY > now:
+                st.ensure_before((attempt + SEED_RETRY_DELAY - now).total_seconds())
+                return
+            st.set(SEED_ATTEMPT_KEY, f"{now:%Y-%m-%dT%H:%M:%S.%fZ}")
+        try:
+            seed = read_seed(seed_dir, self.snap_manager.backend.limits)
+        except ManagerError as e:
+            with st:
+                self._warn(st, seed_dir, str(e))
+                st.ensure_before(SEED_RETRY_DELAY.total_seconds())
+            return
+        with st:
+            latest = self.seed_change()
+            if self.seeded or (latest is not None and not latest.is_ready()):
+                return
+            try:
+                chg = self._seed(seed)
+            except ManagerError as e:
+                self._warn(st, seed_dir, str(e))
+                st.ensure_before(SEED_RETRY_DELAY.total_seconds())
+                return
+            log.info("seeding the system at first start from %s: change %s", seed_dir, chg.id)
+
+    def _warn(self, st: State, seed_dir: Path, problem: str) -> None:
+        text = " ".join(problem.split())
+        prefix = f"cannot seed the system from {seed_dir}: "
+        message = (text if text.startswith(prefix) else prefix + text) + \
+            f" (trying again every {int(SEED_RETRY_DELAY.total_seconds() // 60)} minutes)"
+        log.warning("%s", message)
+        st.add_warning(message)
 
     def wait(self) -> None:
         """wait has no background work to wait for."""
@@ -94,7 +169,6 @@ class FirstBoot:
         unready seed change ChangeConflictError; a broken seed
         InvalidSeedError, with nothing changed.
         """
-        st = self.state
         last = self.seed_change()
         if self.seeded:
             by = f" (by change {last.id})" if last is not None and last.status is Status.DONE else ""
@@ -103,6 +177,11 @@ class FirstBoot:
             raise ChangeConflictError(last.id, f"cannot seed the system: change {last.id} is seeding it already",
                                       change_kind=last.kind, subject="seed")
         seed = seed_dir if isinstance(seed_dir, Seed) else self.read(seed_dir)
+        return self._seed(seed)
+
+    def _seed(self, seed: Seed) -> Change:
+        """_seed checks a seed read already against the system and makes the seed change (lock held)."""
+        st = self.state
         todo = self._check(seed)
         check_conflicts(self.snap_manager, [s.name for s in todo])  # before anything is written
         self.assert_manager.add_many(seed.assertions, keep_newer=True)

@@ -12,6 +12,7 @@ handlers in handlers.py; backend.py writes the profiles.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from engine import Change, State, Task, TaskRunner
 
 from ..errors import InterfaceError
 from ..snap import PlugInfo, SnapInfo
-from ..snapstate import SnapManager, all_snap_states
+from ..snapstate import SnapManager, SnapState, all_snap_states
 from .backend import ProfileBackend
 from .interfaces import INTERFACES, SYSTEM_SNAP, BadAttribute, check_denied
 from .repo import ConnRef, ConnState, Port, Ref, Repository, get_conns
@@ -101,6 +102,32 @@ class InterfaceManager:
         snap_manager.add_check_snap(self.check_snap)
         for kind in ("connect", "disconnect"):
             snap_manager.add_affected_snaps(kind, _conn_snaps)
+        snap_manager.drift.add_check(self._profile_drift, self._profile_repair)
+        self._drift_repo: tuple[int, Repository] | None = None
+
+    def _profile_drift(self, snapst: SnapState, full: bool) -> list[str]:
+        """_profile_drift says whether an active snap's profile is missing (a stat), or (full) not what the state
+        makes of it (lock held)."""
+        path = self.backend.path(snapst.name)
+        if not os.path.isfile(path):
+            return [f"its security profile {path.relative_to(self.backend.root)} is missing"]
+        if full:
+            from .backend import compute, render
+
+            passes = self.snap_manager.drift.passes
+            if self._drift_repo is None or self._drift_repo[0] != passes:
+                self._drift_repo = (passes, self.repository())  # once per full pass, not per snap
+            repo = self._drift_repo[1]
+            if snapst.name in repo.infos and \
+                    self.backend.read(snapst.name) != render(compute(snapst.name, repo, self.backend.layout)):
+                return [f"its security profile {path.relative_to(self.backend.root)} was edited"]
+        return []
+
+    def _profile_repair(self, snapst: SnapState) -> list[Task]:
+        """_profile_repair is a setup-profiles task when the profile drifted (lock held)."""
+        from .ifacestate import setup_profiles_task
+
+        return [setup_profiles_task(self, snapst.name)] if self._profile_drift(snapst, True) else []
 
     # -- the manager protocol ----------------------------------------------------------
 
@@ -249,6 +276,7 @@ class InterfaceManager:
         """
         from . import ifacestate
 
+        self.snap_manager.check_seeded("connect")
         return ifacestate.connect(self, Ref(plug_snap, plug), slot_snap, slot)
 
     def disconnect(self, plug_snap: str, plug: str, slot_snap: str = "", slot: str = "", *,
@@ -262,6 +290,7 @@ class InterfaceManager:
         """
         from . import ifacestate
 
+        self.snap_manager.check_seeded("disconnect")
         return ifacestate.disconnect(self, Ref(plug_snap, plug), slot_snap, slot, forget=forget)
 
 

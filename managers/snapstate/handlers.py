@@ -340,6 +340,8 @@ class Handlers:
                 snapst.sequence.append(info)
             snapst.current = info.revision
             snapst.active = True
+            if setup.channel:
+                snapst.channel = setup.channel
             set_snap_state(st, setup.name, snapst)
             self._done(task)
 
@@ -368,6 +370,29 @@ class Handlers:
         remove(self.backend.partial_blob(setup.name, setup.revision))
         if setup.source == "file" and setup.remove_path:
             self.backend.remove_file(setup.path)
+
+    def do_switch_channel(self, task: Task, tomb: Tomb) -> None:
+        """do_switch_channel makes the snap track the setup's channel, remembering the one it tracked."""
+        with task.state:
+            setup = task_snap_setup(task)
+            snapst = get_snap_state(task.state, setup.name)
+            if snapst is None:
+                raise ManagerError(f"cannot switch snap {setup.name!r}: it is not installed")
+            if not task.has("old-channel"):
+                task.set("old-channel", snapst.channel)
+            snapst.channel = setup.channel
+            set_snap_state(task.state, setup.name, snapst)
+            self._done(task)
+
+    def undo_switch_channel(self, task: Task, tomb: Tomb) -> None:
+        """undo_switch_channel puts back the channel the snap tracked."""
+        with task.state:
+            setup = task_snap_setup(task)
+            snapst = get_snap_state(task.state, setup.name)
+            if snapst is not None and task.has("old-channel"):
+                snapst.channel = str(task.get("old-channel"))
+                set_snap_state(task.state, setup.name, snapst)
+            self._done(task)
 
     # -- removing ----------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +22,8 @@ from engine import Change, State, Task, TaskRunner
 
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
-from ..store import Store, is_transient
+from ..store import DEFAULT_CHANNEL, Store, is_transient
+from ..storehttp import open_store
 from .backend import Backend
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ class SnapSetup:
     remove_path: bool = False
     #: The new revision's SnapInfo (to_dict) once known.
     info: dict[str, Any] | None = None
+    #: The channel the snap tracks once linked (full name, "latest/stable"); "" keeps what it tracked.
+    channel: str = ""
 
     @property
     def snap_info(self) -> SnapInfo:
@@ -117,6 +121,13 @@ class SnapState:
     current: str = ""
     #: Whether the current revision is linked and usable (False while disabled or refreshing).
     active: bool = False
+    #: The channel the snap follows (full name, "latest/stable"); "" for a snap from a local file.
+    channel: str = ""
+
+    @property
+    def tracking(self) -> str:
+        """tracking is the channel the snap follows: its own, or latest/stable for a store snap that has none."""
+        return self.channel or (DEFAULT_CHANNEL if self.info.snap_id else "")
 
     @property
     def info(self) -> SnapInfo:
@@ -153,14 +164,18 @@ class SnapState:
 
     def to_dict(self) -> dict[str, Any]:
         """to_dict is the JSON form kept in state."""
-        return {"sequence": [i.to_dict() for i in self.sequence], "current": self.current, "active": self.active}
+        out: dict[str, Any] = {"sequence": [i.to_dict() for i in self.sequence], "current": self.current,
+                               "active": self.active}
+        if self.channel:
+            out["channel"] = self.channel
+        return out
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> SnapState:
         """from_dict reads the JSON form."""
         where = f"the state of snap {name!r}"
         return cls(name, [SnapInfo.from_dict(i, where) for i in data.get("sequence", [])],
-                   str(data.get("current", "")), bool(data.get("active", False)))
+                   str(data.get("current", "")), bool(data.get("active", False)), str(data.get("channel", "")))
 
 
 # -- the one helper that reads and writes per-snap state -------------------------------
@@ -213,7 +228,10 @@ class SnapManager:
 
     def __init__(self, state: State, runner: TaskRunner, *, root: str | Path, store: Store | str | Path | None = None,
                  assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
-                 limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None) -> None:
+                 limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        from .autorefresh import AutoRefresh
+        from .drift import DriftWatch
         from .handlers import Handlers
 
         if retain < 2:
@@ -221,7 +239,7 @@ class SnapManager:
         self.state = state
         self.runner = runner
         self.backend = Backend(root, limits)
-        self.store = Store(store) if isinstance(store, (str, Path)) else store
+        self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.assert_manager = assert_manager
         self.retain = retain
         self._check_snap: list[CheckSnap] = []
@@ -229,6 +247,15 @@ class SnapManager:
         #: The runner of the services (None: services are only recorded); the service manager sets itself.
         self.service_runner: ServiceRunner | None = None
         h = self.handlers = Handlers(self)
+        #: clock is the time the manager decides by (the State's clock under test).
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.auto_refresh = AutoRefresh(self, self.clock)
+        self.drift = DriftWatch(self)
+        #: can_auto_refresh_checks are asked before an auto-refresh (seeding adds one: not before it is done).
+        self.can_auto_refresh_checks: list[Callable[[], bool]] = []
+        #: seeded_checks are called with a verb's name before it makes a change; one raises TooEarlyError
+        #: while the system waits for seeding (FirstBoot adds it when a seed is configured).
+        self.seeded_checks: list[Callable[[str], None]] = []
 
         # Getting the snap: from the store, or from a local file or revision.
         runner.add_handler("prerequisites", h.do_prerequisites)
@@ -245,6 +272,12 @@ class SnapManager:
         runner.add_handler("link-snap", h.do_link_snap, h.undo_link_snap)
         runner.add_handler("start-snap-services", h.do_start_snap_services, h.undo_start_snap_services)
         runner.add_handler("cleanup", h.do_cleanup)
+        runner.add_handler("switch-snap-channel", h.do_switch_channel, h.undo_switch_channel)
+        # Auto-refresh: the check that adds a lane per snap with an update to its change.
+        runner.add_handler("check-refresh", self.auto_refresh.do_check_refresh)
+        # Keeping the root as the state says: drift repair and clean-up (drift.py).
+        runner.add_handler("repair-snap", self.drift.do_repair_snap)
+        runner.add_handler("remove-files", self.drift.do_remove_files)
         # Removing: destructive steps last, with no undo.
         runner.add_handler("unlink-snap", h.do_unlink_snap, h.undo_unlink_snap)
         runner.add_handler("clear-snap", h.do_clear_snap)
@@ -262,7 +295,14 @@ class SnapManager:
         self.backend.setup_root()
 
     def ensure(self) -> None:
-        """ensure has nothing periodic to do (no auto-refresh)."""
+        """ensure starts an auto-refresh change when the refresh timer says one is due, a repair change when
+        the root drifted from the state, a clean-up change for old downloads (docs/managers.md)."""
+        self.auto_refresh.ensure()
+        self.drift.ensure()
+
+    def can_auto_refresh(self) -> bool:
+        """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
+        return all(check() for check in self.can_auto_refresh_checks)
 
     def wait(self) -> None:
         """wait has no background work to wait for."""
@@ -299,11 +339,22 @@ class SnapManager:
 
     # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
 
-    def install(self, names: str | Sequence[str]) -> Change:
-        """install installs snaps from the store, one lane per snap (lock held)."""
+    def check_seeded(self, verb: str) -> None:
+        """check_seeded raises TooEarlyError while the system waits for its seeding (lock held)."""
+        for check in self.seeded_checks:
+            check(verb)
+
+    def install(self, names: str | Sequence[str], *, channel: str | None = None,
+                revision: str | None = None) -> Change:
+        """install installs snaps from the store, one lane per snap (lock held).
+
+        Each tracks channel (default latest/stable) and gets the revision it
+        offers, or the given revision (one snap only).
+        """
         from . import snapstate
 
-        return snapstate.install(self, _names(names))
+        self.check_seeded("install")
+        return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
     def check_file(self, path: str | Path) -> CheckedFile:
         """check_file reads and checks a local snap file whole, without the lock (call it before taking it).
@@ -328,37 +379,56 @@ class SnapManager:
         """
         from . import snapstate
 
+        self.check_seeded("install")
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
                                       filename=filename, checked=checked)
 
-    def refresh(self, names: str | Sequence[str] | None = None) -> Change:
-        """refresh moves snaps (all store snaps by default) to the store's newest revision (lock held)."""
+    def refresh(self, names: str | Sequence[str] | None = None, *, channel: str | None = None,
+                revision: str | None = None) -> Change:
+        """refresh moves snaps (all store snaps by default) to a newer revision of their channel (lock held).
+
+        With channel (one snap), the snap tracks that channel from then on; with
+        revision (one snap), it goes to that revision, newer or older.
+        """
         from . import snapstate
 
-        return snapstate.refresh(self, None if names is None else _names(names))
+        self.check_seeded("refresh")
+        return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
+                                 revision=revision)
+
+    def switch(self, name: str, channel: str) -> Change:
+        """switch makes a snap track another channel without refreshing it (lock held)."""
+        from . import snapstate
+
+        self.check_seeded("switch")
+        return snapstate.switch(self, name, channel)
 
     def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
         from . import snapstate
 
+        self.check_seeded("remove")
         return snapstate.remove(self, _names(names), revision=revision)
 
     def revert(self, name: str, *, revision: str | None = None) -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
         from . import snapstate
 
+        self.check_seeded("revert")
         return snapstate.revert(self, name, revision=revision)
 
     def enable(self, name: str) -> Change:
         """enable makes a disabled snap usable again (lock held)."""
         from . import snapstate
 
+        self.check_seeded("enable")
         return snapstate.enable(self, name)
 
     def disable(self, name: str) -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
         from . import snapstate
 
+        self.check_seeded("disable")
         return snapstate.disable(self, name)
 
 

@@ -9,7 +9,7 @@ overlord/snapstate (see docs/managers.md for the pictures).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..snap import Limits, SnapInfo, read_info
 from ..snap.naming import reserved_snap_name
-from ..store import Store
+from ..store import DEFAULT_CHANNEL, Store, StoreSnap, parse_channel, short_channel
 from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
 
 log = logging.getLogger("managers.snapstate")
@@ -230,9 +230,32 @@ def _store(sm: SnapManager) -> Store:
 # -- the verbs ----------------------------------------------------------------------------------
 
 
-def install_task_sets(sm: SnapManager, names: Sequence[str]) -> list[TaskSet]:
-    """install_task_sets builds one task set per snap installed from the store."""
+def _channel(channel: str | None) -> str | None:
+    """_channel is a channel's full name (None stays None); SnapOperationError for one that is not a channel."""
+    if channel is None:
+        return None
+    try:
+        return parse_channel(channel)
+    except ValueError as e:
+        raise SnapOperationError(str(e)) from None
+
+
+def revision_number(revision: str) -> int:
+    """revision_number orders store revisions ("12" -> 12); a local revision (x1) counts as 0."""
+    return int(revision) if revision.isdigit() else 0
+
+
+def install_task_sets(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+                      revision: str | None = None) -> list[TaskSet]:
+    """install_task_sets builds one task set per snap installed from the store.
+
+    Each gets the revision its channel offers (default latest/stable), or the
+    given revision (one snap only), and tracks that channel.
+    """
     st = sm.state
+    full = _channel(channel)
+    if revision is not None and len(names) != 1:
+        raise SnapOperationError("cannot install several snaps at one revision: give one name with a revision")
     for name in names:
         reserved = reserved_snap_name(name)
         if reserved:
@@ -245,15 +268,18 @@ def install_task_sets(sm: SnapManager, names: Sequence[str]) -> list[TaskSet]:
     store = _store(sm)
     sets = []
     for name in names:
-        ss = store.snap(name)
-        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size)
+        ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=full)
+        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size,
+                          channel=full or DEFAULT_CHANNEL)
         sets.append(install_tasks(sm, setup, None))
     return sets
 
 
-def install(sm: SnapManager, names: Sequence[str]) -> Change:
+def install(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+            revision: str | None = None) -> Change:
     """install makes an "install" change of snaps from the store."""
-    return new_change(sm, "install", _summary("Install", names), names, install_task_sets(sm, names))
+    return new_change(sm, "install", _summary("Install", names), names,
+                      install_task_sets(sm, names, channel=channel, revision=revision))
 
 
 @dataclass(frozen=True)
@@ -331,20 +357,48 @@ def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove
     return new_change(sm, kind, summary, [setup.name], [ts])
 
 
-def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None) -> tuple[list[str], list[TaskSet]]:
-    """refresh_task_sets builds a task set per snap with a newer store revision; it returns their names too."""
+def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet:
+    """switch_task_set is one switch-snap-channel task: the snap tracks channel from then on."""
+    setup = _current_setup(snapst)
+    setup.channel = channel
+    t = sm.state.new_task("switch-snap-channel",
+                          f'Switch snap "{snapst.name}" from channel "{short_channel(snapst.tracking)}" to '
+                          f'"{short_channel(channel)}"')
+    t.set("snap-setup", setup.to_dict())
+    return TaskSet(t)
+
+
+def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+                      revision: str | None = None, skip: Iterable[str] = (),
+                      found: Mapping[str, StoreSnap] | None = None) -> tuple[list[str], list[TaskSet]]:
+    """refresh_task_sets builds a task set per snap with an update; it returns their names too.
+
+    An update is the revision the snap's channel offers (the given channel,
+    which it tracks from then on, or the one it tracks) when that is newer
+    than the current revision: refresh never goes back (revert does, or an
+    explicit revision). A snap whose channel changes without a newer revision
+    gets a switch-snap-channel task alone. skip names snaps left alone (held)
+    when no names are given; found gives the store's answers looked up
+    beforehand (by name, for the channels tracked), so that the store is not
+    read with the lock held.
+    """
     st = sm.state
     states = all_snap_states(st)
     explicit = names is not None
+    full = _channel(channel)
+    if (full is not None or revision is not None) and (names is None or len(names) != 1):
+        raise SnapOperationError("cannot refresh to a channel or a revision without naming one snap")
     if names is None:
-        names = [n for n, s in states.items() if s.info.snap_id and s.active]
+        skipped = set(skip)
+        names = [n for n, s in states.items() if s.info.snap_id and s.active and n not in skipped]
     for name in names:
         if name not in states:
             raise SnapNotInstalledError(f"cannot refresh snap {name!r}: it is not installed")
         if explicit and not states[name].active:
             raise SnapOperationError(f"cannot refresh snap {name!r}: it is disabled (enable it first)")
     store = _store(sm)
-    todo: list[tuple[str, SnapSetup]] = []
+    todo: list[tuple[str, SnapSetup | None]] = []
+    why = ""
     for name in names:
         snapst = states[name]
         if not snapst.info.snap_id:
@@ -352,32 +406,92 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None) -> tuple[lis
                 raise NoUpdateAvailableError(f"snap {name!r} has no updates available: it was installed from a "
                                              "local file, not from the store")
             continue
+        target = full or snapst.tracking
+        switch = full is not None and full != snapst.tracking
         try:
-            ss = store.snap(name)
+            if found is not None:  # looked up already, without the state lock (check-refresh)
+                if name not in found:
+                    raise SnapNotFoundError(f"cannot find snap {name!r} in the store {store.location}")
+                ss = found[name]
+            else:
+                ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=target)
         except SnapNotFoundError:
             if explicit:
                 raise
-            log.info("not refreshing snap %r: the store %s does not have it", name, store.location)
+            log.info("not refreshing snap %r: the store %s does not have it in %s", name, store.location, target)
             continue  # refresh of everything: snaps this store does not know are left alone, as snapd does
-        if ss.revision == snapst.current:
+        if ss.revision == snapst.current or (revision is None and
+                                             revision_number(ss.revision) < revision_number(snapst.current)):
+            if revision_number(ss.revision) < revision_number(snapst.current):
+                why = (f"channel {short_channel(target)!r} offers revision {ss.revision}, older than the current "
+                       f"{snapst.current} (refresh never goes back: revert, or ask for that revision)")
+                log.warning("not refreshing snap %r: %s", name, why)
+            if switch:
+                todo.append((name, None))
             continue
-        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size)
+        setup = SnapSetup(name, revision=ss.revision, snap_id=ss.snap_id, sha3_384=ss.sha3_384, size=ss.size,
+                          channel=full or "")
         if snapst.index(ss.revision) >= 0:
             setup.source = "local"
             setup.info = snapst.revision_info(ss.revision).to_dict()
         todo.append((name, setup))
     if not todo:
         if explicit and len(names) == 1:
-            raise NoUpdateAvailableError(f"snap {names[0]!r} has no updates available")
+            raise NoUpdateAvailableError(f"snap {names[0]!r} has no updates available" + (f": {why}" if why else ""))
         raise NoUpdateAvailableError("no snaps have updates available")
     check_conflicts(sm, [n for n, _ in todo])
-    return [n for n, _ in todo], [install_tasks(sm, setup, states[n]) for n, setup in todo]
+    return [n for n, _ in todo], [install_tasks(sm, setup, states[n]) if setup is not None
+                                  else switch_task_set(sm, states[n], full or "") for n, setup in todo]
 
 
-def refresh(sm: SnapManager, names: Sequence[str] | None) -> Change:
-    """refresh makes a "refresh" change for the snaps that have a newer revision in the store."""
-    updated, sets = refresh_task_sets(sm, names)
+def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
+    """available_updates lists the store snaps whose tracked channel offers a newer revision.
+
+    What `refresh --list` shows; held snaps are listed too (a refresh naming them refreshes them). Without
+    states it reads them from the state (lock held); given them, it reads only the store (no lock needed).
+    """
+    store = _store(sm)
+    out = []
+    for snapst in (states if states is not None else all_snap_states(sm.state).values()):
+        if not snapst.info.snap_id or not snapst.active:
+            continue
+        try:
+            ss = store.snap(snapst.name, channel=snapst.tracking)
+        except SnapNotFoundError:
+            continue
+        if revision_number(ss.revision) > revision_number(snapst.current):
+            out.append((snapst, ss))
+    return out
+
+
+def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+            revision: str | None = None) -> Change:
+    """refresh makes a "refresh" change for the snaps that have an update (a "switch-snap-channel" change when
+    the only news is the channel). Without names, snaps whose refresh is held are left alone, as in snapd; a
+    held snap named is refreshed."""
+    held = sm.auto_refresh.held_snaps(sm.state, sm.clock()) if names is None else {}
+    updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision, skip=held)
+    if all(ts.tasks()[0].kind == "switch-snap-channel" for ts in sets):
+        return _switch_change(sm, updated[0], sets)
     return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)
+
+
+def _switch_change(sm: SnapManager, name: str, sets: list[TaskSet]) -> Change:
+    setup = task_snap_setup(sets[0].tasks()[0])
+    return new_change(sm, "switch-snap-channel",
+                      f'Switch "{name}" snap to channel "{short_channel(setup.channel)}"', [name], sets)
+
+
+def switch(sm: SnapManager, name: str, channel: str) -> Change:
+    """switch makes a "switch-snap-channel" change: the snap tracks channel, its revision stays."""
+    snapst = _installed(sm, "switch", name)
+    full = _channel(channel)
+    assert full is not None
+    if not snapst.info.snap_id:
+        raise SnapOperationError(f"cannot switch snap {name!r}: it was installed from a local file, it has no "
+                                 "channel")
+    check_conflicts(sm, [name])
+    return _switch_change(sm, name, [switch_task_set(sm, snapst, full)])
 
 
 def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The demo's steps (`overlord demo`, cmd_demo.py): a small snap system seeded, a snap installed, an interface
-connected, refreshes, connections. Imported only when the demo runs: it loads the engine and the managers."""
+connected, refreshes, connections, a push to a channel, an auto-refresh, a repair. Imported only when the demo
+runs: it loads the engine and the managers."""
 
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ def run(base: Path) -> None:
                   f"revisions {snap.revisions}, publisher {snap.info.publisher_id!r}\n")
             conns = o.interface_manager.connections()
         _show_connections(d, conns)
+        _channels_auto_refresh_repair(d, o, sample, acme_key)
     finally:
         o.stop()
     db = base / "state" / "state.db"
@@ -139,6 +141,64 @@ def run(base: Path) -> None:
     d.say(f"Look for yourself: sqlite3 {db} 'SELECT id, kind, status, summary FROM changes'\n"
           f"                   sqlite3 {db} \"SELECT value FROM state_data WHERE key = 'conns'\"\n"
           f"                   find {base / 'root'}")
+
+
+def _channels_auto_refresh_repair(d: Demo, o: SystemOverlord, sample: SampleStore, acme_key: Any) -> None:
+    """_channels_auto_refresh_repair: a push to beta, a switch, an auto-refresh on a short timer, a repair."""
+    from datetime import UTC, datetime, timedelta
+
+    from managers.snap import pack
+    from overlord.samples import SNAPS
+
+    src = d.base / "src" / "hello-4.0"
+    shutil.copytree(SNAPS / "hello-3.0", src)
+    for rel, old, new in (("meta/snap.yaml", 'version: "3.0"', 'version: "4.0"'), ("bin/hello", "3.0", "4.0")):
+        (src / rel).write_text((src / rel).read_text().replace(old, new))
+    ss = sample.store.push(pack(src, d.base / "snaps"), key=acme_key, channels=["beta"])
+    d.say(f"[bold]9. acme pushes hello 4.0 to the beta channel[/] (overlord store push --channel beta): revision "
+          f"{ss.revision}, signed by acme's key; channels now {sample.store.channels('hello')}. "
+          "[bold]switch hello --channel beta[/]:")
+    d.step(o, lambda: o.snap_manager.switch("hello", "beta"), app=None)
+    now = datetime.now(UTC)
+    timer = f"{now - timedelta(minutes=1):%H:%M}-{now + timedelta(minutes=10):%H:%M}"
+    d.say(f"[bold]10. Auto-refresh[/]: the system setting refresh.timer={timer} (a window open now; the last "
+          "refresh was yesterday). The snap manager's ensure sees it due and starts an auto-refresh change; its "
+          "check-refresh task finds hello 4.0 in beta and adds a lane for it:")
+    with o.state:
+        o.state.set("config", {"system": {"refresh": {"timer": timer}}})
+        o.state.set("last-refresh", f"{now - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}")
+        o.state.ensure_before(0)
+    _show_next(d, o, "auto-refresh", app="hello")
+    current = d.base / "root" / "snap" / "hello" / "current"
+    current.unlink()
+    d.say(f"[bold]11. Drift[/]: someone deletes {current}. The snap manager's ensure notices (a readlink per "
+          "pass; here the check is asked for at once) and starts a repair change, with a warning:")
+    o.snap_manager.drift.check_soon()
+    with o.state:
+        o.state.ensure_before(0)
+    _show_next(d, o, "repair", app="hello")
+    with o.state:
+        for w in o.state.warnings():
+            if "drifted" in w.message:
+                d.say(f"  warning: {w.message}\n")
+
+
+def _show_next(d: Demo, o: SystemOverlord, kind: str, app: str) -> None:
+    """_show_next waits for the ensure to make a change of kind, then for it, and shows it."""
+    import time
+
+    deadline = time.monotonic() + 60
+    chg = None
+    while chg is None:
+        with o.state:
+            chg = next((c for c in o.state.changes() if c.kind == kind), None)
+        if chg is None:
+            if time.monotonic() > deadline:
+                fail(f"cannot finish the demo: no {kind} change within a minute")
+            time.sleep(0.05)
+    _wait(chg)
+    d.show(chg)
+    d.run_app(d.base / "root", app)
 
 
 def _profile(path: Path) -> Any:
@@ -214,7 +274,7 @@ def _show_changes(d: Demo, db: Path) -> None:
     from ._offline import read_changes
 
     rows = [(c["id"], c["kind"], c["status"], c["summary"], len(c["tasks"])) for c in read_changes(db)]
-    table = Table(title="9. The changes, read from the database", title_justify="left")
+    table = Table(title="12. The changes, read from the database", title_justify="left")
     for col in ("id", "kind", "status", "summary", "tasks"):
         table.add_column(col)
     for cid, kind, status, summary, n in rows:

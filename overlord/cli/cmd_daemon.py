@@ -22,12 +22,16 @@ from ._output import fail
               help="Keep the state in this PostgreSQL database (postgresql+psycopg://...) instead of "
                    "<state-dir>/state.db; several daemons, on several hosts, may share it.")
 @click.option("--store", default=None, metavar="DIR|URL",
-              help="Where snaps are fetched from: a directory or a file:// URL.")
+              help="Where snaps are fetched from: a directory, a file:// URL, or an http(s):// URL "
+                   "(overlord store serve).")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="The trusted root's public key (PEM) that every assertion chain must reach "
                    "(default: trusted-root.pub.pem in the state directory, if there is one).")
 @click.option("--trusted-authority", default="root", show_default=True, metavar="ACCOUNT",
               help="The account the trusted root key speaks for.")
+@click.option("--seed", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Seed the system from DIR at its first start (default: seed/ in the state directory, if any); "
+                   "changes that need a seeded system wait for it.")
 @click.option("--group", default=None, metavar="GROUP",
               help="Members of this group (a name or gid) may POST, besides root.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -52,8 +56,8 @@ from ._output import fail
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a connection gets to send a complete request header.  [default: 5]")
 def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, trusted_key: Path | None,
-           trusted_authority: str, group: str | None, log_level: str, stop_timeout: float, stop_services: bool,
-           service_user: str | None, setup: str | None, max_connections: int | None,
+           trusted_authority: str, seed: Path | None, group: str | None, log_level: str, stop_timeout: float,
+           stop_services: bool, service_user: str | None, setup: str | None, max_connections: int | None,
            max_user_connections: int | None, root_connections: int | None, header_timeout: float | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
@@ -66,7 +70,7 @@ def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, t
     setup_logging(log_level)
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
                             trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url,
-                            stop_services=stop_services, service_user=service_user)
+                            stop_services=stop_services, service_user=service_user, seed=seed)
     try:
         given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
                  "header_timeout": header_timeout}

@@ -51,9 +51,14 @@ def outcome(op: str, snap: dict[str, Any]) -> Text:
     if op in ("install", "refresh"):
         done = "installed" if op == "install" else "refreshed"
         pub = publisher_text(snap)
+        tracking = _short(snap.get("tracking-channel") or "")
+        if tracking and tracking != "stable":
+            name = f"{name} ({tracking})"  # snap's way: hello (beta) 2.0 from ACME Corp (acme) installed
         return plain(f"{name} {version} from {pub} {done}" if pub != "-" else f"{name} {version} {done}")
     if op == "revert":
         return plain(f"{name} reverted to {version}")
+    if op == "switch":
+        return plain(f'"{name}" switched to the "{_short(snap.get("tracking-channel", ""))}" channel')
     return plain(f"{name} {op}d")
 
 
@@ -78,6 +83,8 @@ def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client],
             return
         final = watch_change(c, change_id)
         check_done(final)
+        if final.get("kind") == "switch-snap-channel":
+            op = "switch"  # a refresh --channel with nothing newer only switched
         if op == "remove":
             # A revision's removal leaves the snap installed, unless it was the only one: then the snap is gone.
             left = {s["name"] for s in c.snaps(names=names)} if revision else set()
@@ -98,15 +105,30 @@ def _one_or_many(op: str, names: tuple[str, ...], **options: Any) -> Callable[[C
     return ask
 
 
+channel_option = click.option("--channel", default=None, metavar="CHANNEL",
+                              help="The channel to track: stable, candidate, beta or edge, optionally after TRACK/.")
+
+
+def _single(op: str, snaps: tuple[str, ...], channel: str | None, revision: str | None) -> None:
+    if (channel is not None or revision is not None) and len(snaps) != 1:
+        raise click.UsageError(f"--channel and --revision {op} one snap: name exactly one")
+
+
 @cli.command()
 @click.argument("snaps", nargs=-1, required=True, metavar="SNAP|FILE...")
 @click.option("--dangerous", is_flag=True, help="Install a snap file even without assertions (a local revision).")
+@channel_option
+@click.option("--revision", default=None, help="Install this revision instead of the one the channel offers.")
 @no_wait_option
 @state_dir_option
-def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: Path | None) -> None:
-    """Install snaps from the store, or one snap file (a path: ./hello_1.0.snap) uploaded to the daemon."""
+def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revision: str | None, no_wait: bool,
+            state_dir: Path | None) -> None:
+    """Install snaps from the store (tracking a channel, stable by default), or one snap file (a path:
+    ./hello_1.0.snap) uploaded to the daemon."""
     files = [s for s in snaps if is_file_arg(s)]
     if files:
+        if channel is not None or revision is not None:
+            raise click.UsageError("--channel and --revision are for snaps from the store, not files")
         if len(snaps) != 1:
             raise click.UsageError("install one snap file at a time, without snap names")
         path = Path(files[0])
@@ -123,7 +145,12 @@ def install(snaps: tuple[str, ...], dangerous: bool, no_wait: bool, state_dir: P
         return
     if dangerous:
         raise click.UsageError("--dangerous is for snap files only")
-    _run(state_dir, "install", no_wait, _one_or_many("install", snaps), what=snaps)
+    if revision is not None and len(snaps) != 1:
+        raise click.UsageError("--revision installs one snap: name exactly one")
+    if channel is not None and len(snaps) != 1:
+        raise click.UsageError("--channel installs one snap: name exactly one")
+    _run(state_dir, "install", no_wait, _one_or_many("install", snaps, channel=channel, revision=revision),
+         what=snaps)
 
 
 @cli.command()
@@ -140,14 +167,106 @@ def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_di
 
 @cli.command()
 @click.argument("snaps", nargs=-1, metavar="[SNAP...]")
+@channel_option
+@click.option("--revision", default=None, help="Refresh to this revision (newer or older) of one snap.")
+@click.option("--hold", is_flag=False, flag_value="forever", default=None, metavar="[=DURATION|forever]",
+              help="Hold the auto-refresh of SNAP... (none: of every snap, at most 90 days) for DURATION "
+                   "(24h, 7d, 1h30m) or forever (the default).")
+@click.option("--unhold", is_flag=True, help="Remove the hold of SNAP... (none: the system-wide hold).")
+@click.option("--time", "show_time", is_flag=True, help="Show the refresh timer, the last and next refresh, "
+                                                         "and the holds.")
+@click.option("--list", "show_list", is_flag=True, help="List the updates available, without installing them.")
 @no_wait_option
 @state_dir_option
-def refresh(snaps: tuple[str, ...], no_wait: bool, state_dir: Path | None) -> None:
-    """Refresh snaps to the store's newest revision (all of them when none is named)."""
+def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, hold: str | None, unhold: bool,
+            show_time: bool, show_list: bool, no_wait: bool, state_dir: Path | None) -> None:
+    """Refresh snaps to a newer revision of the channel they track (all of them when none is named).
+
+    Refresh never goes back to an older revision: revert does, or --revision. --channel makes the snap track
+    that channel from now on (and refreshes it when the channel has a newer revision). The system refreshes
+    on its own on the refresh timer; --hold and --unhold hold it back, --time and --list show what it will do.
+    """
+    if sum((hold is not None, unhold, show_time, show_list)) > 1:
+        raise click.UsageError("--hold, --unhold, --time and --list go alone")
+    if hold is not None or unhold or show_time or show_list:
+        if channel is not None or revision is not None:
+            raise click.UsageError("--channel and --revision do not go with --hold, --unhold, --time or --list")
+        _refresh_info(state_dir, snaps, hold, unhold, show_time)
+        return
+    _single("refresh", snaps, channel, revision)
     if not snaps:
         _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
         return
-    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps), what=snaps)
+    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps, channel=channel, revision=revision),
+         what=snaps)
+
+
+def _hold_until(hold: str, snaps: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """_hold_until turns --hold's value into an RFC 3339 time or "forever" (a snap name after a bare --hold is
+    a snap: `refresh --hold hello` holds hello forever)."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if hold == "forever":
+        return hold, snaps
+    m = re.match(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", hold)
+    if not hold or m is None or not any(m.groups()):
+        if re.match(r"^[a-z0-9-]+$", hold) and not hold.isdigit():
+            return "forever", (hold, *snaps)
+        raise click.UsageError(f"cannot hold for {hold!r}: give a duration (24h, 7d, 1h30m) or forever")
+    d, h, mi, sec = (int(g or 0) for g in m.groups())
+    until = datetime.now(UTC) + timedelta(days=d, hours=h, minutes=mi, seconds=sec)
+    return f"{until:%Y-%m-%dT%H:%M:%SZ}", snaps
+
+
+def _refresh_info(state_dir: Path | None, snaps: tuple[str, ...], hold: str | None, unhold: bool,
+                  show_time: bool) -> None:
+    """_refresh_info is refresh --hold, --unhold, --time and --list."""
+    with session(state_dir, "refresh") as c:
+        if hold is not None:
+            until, names = _hold_until(hold, snaps)
+            c.hold(list(names), until)
+            what = ", ".join(names) if names else "all snaps"
+            click.echo(f"Auto-refresh of {what} held " + ("indefinitely" if until == "forever" else f"until {until}"))
+            return
+        if unhold:
+            c.unhold(list(snaps))
+            click.echo(f"Removed the auto-refresh hold of {', '.join(snaps) if snaps else 'all snaps'}")
+            return
+        if show_time:
+            if snaps:
+                raise click.UsageError("--time shows the whole system: name no snaps")
+            info = c.system_info().get("refresh", {})
+            click.echo(f"timer: {info.get('timer', '-')}")
+            click.echo(f"last: {info.get('last', 'n/a')}")
+            click.echo(f"next: {info.get('next', 'n/a')}")
+            if info.get("hold"):
+                click.echo(f"hold: {info['hold']}")
+            for name, until in sorted(info.get("held-snaps", {}).items()):
+                click.echo(f"held: {name} ({'forever' if until == 'forever' else 'until ' + until})")
+            return
+        updates = [u for u in c.find(select="refresh") if not snaps or u["name"] in snaps]
+    if not updates:
+        click.echo("All snaps up to date.", err=True)
+        return
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for name in ("Name", "Version", "Rev", "Channel", "Size", "Publisher"):
+        t.add_column(name, overflow="fold")
+    for u in updates:
+        pub = u.get("publisher") or {}
+        t.add_row(plain(u["name"]), plain(u["version"] or "-"), plain(u["revision"]), plain(_short(u["channel"])),
+                  plain(str(u["download-size"])), plain(pub.get("username") or "-"))
+    out().print(t)
+
+
+@cli.command()
+@click.argument("snap")
+@click.option("--channel", required=True, metavar="CHANNEL", help="The channel to track from now on.")
+@no_wait_option
+@state_dir_option
+def switch(snap: str, channel: str, no_wait: bool, state_dir: Path | None) -> None:
+    """Make a snap track another channel, without refreshing it (the next refresh follows that channel)."""
+    _run(state_dir, "switch", no_wait, _one_or_many("switch", (snap,), channel=channel), what=[snap])
 
 
 @cli.command()
@@ -178,7 +297,12 @@ def disable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
     _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)), what=[snap])
 
 
-_COLUMNS = ("Name", "Version", "Rev", "Publisher", "Notes")
+_COLUMNS = ("Name", "Version", "Rev", "Tracking", "Publisher", "Notes")
+
+
+def _short(channel: str) -> str:
+    """_short shows a channel as snap does, without the default track (latest/stable -> stable)."""
+    return channel.removeprefix("latest/")
 
 
 def notes(snap: dict[str, Any]) -> str:
@@ -192,16 +316,17 @@ def notes(snap: dict[str, Any]) -> str:
 
 
 def snaps_table(snaps: list[dict[str, Any]]) -> Table:
-    """snaps_table lists installed snaps like `snap list`: name, version, revision, publisher (its id), notes.
+    """snaps_table lists installed snaps like `snap list`: name, version, revision, tracking, publisher, notes.
 
     Names, versions and publishers fold on a narrow terminal; nothing is left out.
     """
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
     for name in _COLUMNS:
-        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes"), min_width=4)
+        t.add_column(name, overflow="fold", no_wrap=name in ("Rev", "Notes", "Tracking"), min_width=4)
     for s in snaps:
         pub = s.get("publisher") or {}
         t.add_row(plain(s["name"]), plain(s["version"]), plain(s["revision"]),
+                  plain(_short(s.get("tracking-channel") or "") or "-"),
                   plain(pub.get("username") or pub.get("id") or "-"), plain(notes(s)))
     return t
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import api_apps, api_asserts, api_config, api_interfaces, api_seed, api_snaps, response
+from . import api_apps, api_asserts, api_config, api_find, api_interfaces, api_seed, api_snaps, response
 from .api import ApiRequest, Context, Endpoint
 from .core import CORE_ENDPOINTS
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # loaded on first use (below): the server brings uvicorn
 ENDPOINTS: list[Endpoint] = [
     *CORE_ENDPOINTS,
     *api_snaps.ENDPOINTS,
+    *api_find.ENDPOINTS,
     *api_asserts.ENDPOINTS,
     *api_interfaces.ENDPOINTS,
     *api_seed.ENDPOINTS,

@@ -34,14 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("overlord.daemon")
 
 #: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
-ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable")
-MANY_ACTIONS = ("install", "refresh", "remove")
+ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable", "switch")
+MANY_ACTIONS = ("install", "refresh", "remove", "hold", "unhold")
 #: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
 #: REVISION is what a revision looks like (snapd's): a store revision N or a local one xN, N positive and 64-bit.
 REVISION = re.compile(r"^x?[1-9][0-9]{0,18}$")
 REVISION_MAX = 2**63 - 1
-OPTIONS: dict[str, tuple[str, ...]] = {"install": (), "refresh": (), "remove": ("revision",),
-                                       "revert": ("revision",), "enable": (), "disable": ()}
+OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision"), "refresh": ("channel", "revision"),
+                                       "remove": ("revision",), "revert": ("revision",), "enable": (),
+                                       "disable": (), "switch": ("channel",)}
 
 
 def snap_manager(ctx: Context) -> SnapManager:
@@ -79,6 +80,9 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "publisher": _publisher(ctx, info.publisher_id),
         "developer": info.publisher_id,
         "status": "active" if current and snapst.active else "installed",
+        # snapd's tracking-channel: what refresh follows ("" for a snap from a local file)
+        "tracking-channel": snapst.tracking,
+        **({"hold": hold} if (hold := _held(ctx, snapst.name)) else {}),
         "current": current,
         "type": "app",
         "confinement": "strict",
@@ -89,6 +93,12 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "apps": [{"snap": info.name, "name": app.name, **({"daemon": app.daemon} if app.daemon else {})}
                  for _, app in sorted(info.apps.items())],
     }
+
+
+def _held(ctx: Context, name: str) -> str | None:
+    """_held is until when the snap's auto-refresh is held (RFC 3339 or "forever"), or None (lock held)."""
+    held: dict[str, str] = snap_manager(ctx).auto_refresh.info(ctx.state).get("held-snaps", {})
+    return held.get(name)
 
 
 def _check_name(name: str) -> str:
@@ -115,7 +125,11 @@ def get_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
 
 
 def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
-    """get_snap shows one installed snap; 404 snap-not-found when it is not installed."""
+    """get_snap shows one installed snap; 404 snap-not-found when it is not installed.
+
+    A store snap also gets "channels" (per channel: revision, version, size) from the store, read after the
+    lock is released; a store that cannot be read leaves the field out.
+    """
     name = req.path_params["name"]
     st = ctx.state
     with st:
@@ -124,7 +138,17 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
         snapst = get_snap_state(st, name)
         if snapst is None:
             raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
-        return response.sync(snap_info(ctx, snapst, snapst.info))
+        out = snap_info(ctx, snapst, snapst.info)
+    if out["id"] and snap_manager(ctx).store is not None:
+        from engine import EngineError
+
+        from .api_find import store_listing
+
+        try:
+            out["channels"] = store_listing(ctx, name)["channels"]
+        except EngineError as e:
+            log.info("snap %r: the store's channels are not shown: %s", name, e)
+    return response.sync(out)
 
 
 def _revision(body: Body) -> str | None:
@@ -147,11 +171,24 @@ def _check_fields(body: Body, action: str, allowed: Sequence[str]) -> None:
             raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
 
 
-def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None) -> Change:
+def _channel(body: Body, action: str) -> str | None:
+    value = body.value.get("channel")
+    if value is None:
+        if action == "switch":
+            raise bad_request("cannot switch: field 'channel' is missing")
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad_request("cannot decode request body: field 'channel' must be a non-empty string")
+    return value
+
+
+def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
+          channel: str | None = None) -> Change:
     """_verb calls the snap manager's verb for action (lock held)."""
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names),
-        "refresh": lambda: sm.refresh(names or None),
+        "install": lambda: sm.install(names, channel=channel, revision=revision),
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision),
+        "switch": lambda: sm.switch(names[0], channel or ""),
         "remove": lambda: sm.remove(names, revision=revision),
         "revert": lambda: sm.revert(names[0], revision=revision),
         "enable": lambda: sm.enable(names[0]),
@@ -161,15 +198,17 @@ def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None) 
 
 
 def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
-    """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable, "revision"?}."""
+    """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable|switch, "revision"?,
+    "channel"?} (install and refresh take both, remove and revert a revision, switch a channel)."""
     name = _check_name(req.path_params["name"])
     body = req.json()
     action = body.action(ACTIONS)
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
+    channel = _channel(body, action)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, [name], revision)
+        chg = _verb(snap_manager(ctx), action, [name], revision, channel)
         cid = chg.id
     return response.async_(cid)
 
@@ -184,6 +223,8 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
         return sideload(ctx, req.upload)
     body = req.json()
     action = body.action(MANY_ACTIONS)
+    if action in ("hold", "unhold"):
+        return _hold(ctx, body, action)
     _check_fields(body, action, ("snaps",))
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
@@ -195,6 +236,25 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
         chg.set(API_DATA_KEY, {"snap-names": affected})
         cid = chg.id
     return response.async_(cid, {"snap-names": affected})
+
+
+def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
+    """_hold holds (until "time": RFC 3339 or "forever") or unholds the auto-refresh of "snaps" (none: of every
+    snap, the system-wide hold); sync, like snapd's."""
+    _check_fields(body, action, ("snaps", "time") if action == "hold" else ("snaps",))
+    names = [_check_name(n) for n in body.str_list("snaps", required=False)]
+    st = ctx.state
+    with st:
+        ar = snap_manager(ctx).auto_refresh
+        if action == "hold":
+            until = body.value.get("time")
+            if not isinstance(until, str) or not until:
+                raise bad_request("cannot hold: field 'time' must be an RFC 3339 time or \"forever\"")
+            ar.hold(st, names, until)
+        else:
+            ar.unhold(st, names)
+        info = ar.info(st)
+    return response.sync(info)
 
 
 def _referenced_files(st: State) -> set[str]:

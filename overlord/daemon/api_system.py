@@ -20,10 +20,14 @@ def openapi() -> dict[str, Any]:
 
 
 def get_system_info(ctx: Context, req: ApiRequest) -> response.Reply:
-    """get_system_info tells the daemon's version, directories, socket and access rule."""
+    """get_system_info tells the daemon's version, directories, socket and access rule (and the refresh schedule)."""
     info = {**ctx.info, "write-access": ctx.policy.describe()}
     if ctx.connections is not None:
         info["connections"] = ctx.connections()
+    sm = getattr(ctx.overlord, "snap_manager", None)
+    if sm is not None:  # snapd's "refresh": the timer, the last and next auto-refresh, the holds
+        with ctx.state:
+            info["refresh"] = sm.auto_refresh.info(ctx.state)
     return response.sync(info)
 
 

@@ -67,6 +67,9 @@ class ErrorKind(enum.Enum):
     # -- configuration (api_config.py) --
     #: The snap has no such configuration option (400, snapd's kind).
     OPTION_NOT_FOUND = "option-not-found"
+    #: The system waits for its seeding (the daemon was given a seed): snapd's "too early for operation, device
+    #: not yet seeded"; value {"change-kind": "seed"}; try again once seeded (409).
+    TOO_EARLY = "too-early"
 
 
 class ApiError(Exception):
@@ -119,7 +122,8 @@ def from_exception(e: BaseException) -> ApiError | None:
         return ApiError(500, ErrorKind.STATE_DAMAGED, " ".join(str(e).split()))
     for cls, status, kind in _manager_errors():
         if isinstance(e, cls):
-            return ApiError(status, kind, " ".join(str(e).split()))
+            return ApiError(status, kind, " ".join(str(e).split()),
+                            {"change-kind": "seed"} if kind is ErrorKind.TOO_EARLY else None)
     return None
 
 
@@ -149,4 +153,5 @@ def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
         (m.AlreadySeededError, 400, ErrorKind.ALREADY_SEEDED),
         (m.NoOptionError, 400, ErrorKind.OPTION_NOT_FOUND),  # before ConfigError, its base
         (m.ConfigError, 400, ErrorKind.BAD_REQUEST),
+        (m.TooEarlyError, 409, ErrorKind.TOO_EARLY),
     ]

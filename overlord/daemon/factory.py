@@ -45,6 +45,8 @@ TRUSTED_KEY_NAME = "trusted-root.pub.pem"
 UPLOADS_NAME = "uploads"
 #: DEFAULT_AUTHORITY is the account the trusted root key speaks for unless --trusted-authority says otherwise.
 DEFAULT_AUTHORITY = "root"
+#: SEED_DIR_NAME is the seed directory looked for in the state directory when --seed is not given.
+SEED_DIR_NAME = "seed"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class DaemonOptions:
     state_dir: Path
     #: The root of the system the managers manage (snaps live under it); not the state directory.
     root: Path
-    #: Where snaps are fetched from (a directory or a file:// URL), for the snap manager.
+    #: Where snaps are fetched from (a directory, a file:// or an http(s):// URL), for the snap manager.
     store: str | None = None
     #: How long running handlers get to return after their tomb is killed, at stop.
     stop_timeout: float = 10.0
@@ -71,6 +73,15 @@ class DaemonOptions:
     stop_services: bool = False
     #: The user the snaps' services run as (None: the daemon's own, root in production).
     service_user: str | None = None
+    #: The seed the system is seeded from at first start; None: <state-dir>/seed if it exists (else none).
+    seed: Path | None = None
+
+    def seed_dir(self) -> Path | None:
+        """seed_dir is the seed of the first start: --seed, else the state directory's seed/, or None."""
+        if self.seed is not None:
+            return self.seed
+        default = self.state_dir / SEED_DIR_NAME
+        return default if default.is_dir() else None
 
     def trusted_key_file(self) -> Path | None:
         """trusted_key_file is the key file the daemon trusts: --trusted-key, else the state directory's, or None."""
@@ -90,6 +101,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     from engine import DatabaseError
     from managers import SystemOverlord
     from managers.store import location_path
+    from managers.storehttp import is_http
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -102,7 +114,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         raise DatabaseError(f"cannot create state database {db}: {e.strerror}") from None
     key_file = options.trusted_key_file()
     key = load_trusted_key(key_file) if key_file is not None else None  # before the database is opened
-    if options.store is not None:
+    if options.store is not None and not is_http(options.store):
         location_path(options.store)  # likewise: a URL of another kind is refused here
     if options.service_user is not None:
         import pwd
@@ -112,14 +124,17 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         except KeyError:
             raise ValueError(f"cannot run the services as user {options.service_user!r}: there is no such "
                              "user") from None
+    seed = options.seed_dir()
     o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
                        trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout,
                        url=options.db_url, stop_services=options.stop_services,
-                       service_user=options.service_user)
+                       service_user=options.service_user, seed=seed)
+    if seed is not None:
+        log.info("seeding from %s at first start (changes that need a seeded system wait for it)", seed)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
     store = o.snap_manager.store
-    if store is not None and not store.root.is_dir():
+    if store is not None and not is_http(store.location) and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
 

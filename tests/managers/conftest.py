@@ -29,7 +29,7 @@ NO_WAIT = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
                             wait=tenacity.wait_none(), stop=tenacity.stop_after_attempt(5))
 
 
-# kind -> (do, undo) handler names, as the SnapManager registers them.
+# kind -> (do, undo) handler names on sm.handlers (or a dotted path from the SnapManager), as it registers them.
 KINDS: dict[str, tuple[str, str | None]] = {
     "prerequisites": ("do_prerequisites", None),
     "prepare-snap": ("do_prepare_snap", None),
@@ -50,6 +50,11 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "auto-connect": ("do_nothing", "do_nothing"),
     "auto-disconnect": ("do_nothing", "do_nothing"),
     "run-hook": ("do_nothing", "do_nothing"),
+    "switch-snap-channel": ("do_switch_channel", "undo_switch_channel"),
+    # kinds whose handlers are not on sm.handlers: a path from the SnapManager
+    "check-refresh": ("auto_refresh.do_check_refresh", None),
+    "repair-snap": ("drift.do_repair_snap", None),
+    "remove-files": ("drift.do_remove_files", None),
 }
 
 
@@ -122,13 +127,13 @@ class System:
     def sm(self) -> SnapManager:
         return self.o.snap_manager
 
-    def publish(self, name: str, version: str, **kw: Any) -> str:
-        """publish packs a small snap and adds it to the store; it returns its revision."""
+    def publish(self, name: str, version: str, *, channels: tuple[str, ...] = ("stable",), **kw: Any) -> str:
+        """publish packs a small snap and adds it to the store, released to channels; it returns its revision."""
         build = self.base / "build"
         build.mkdir(exist_ok=True)
         snap = make_snap(build, name, version, **kw)
         return self.sample.store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
-                                         snap_id=snap_id(name)).revision
+                                         snap_id=snap_id(name), channels=channels).revision
 
     def run(self, make: Callable[[SnapManager], Change], timeout: float = 60) -> str:
         """run makes a change with make(snap_manager) under the lock, settles, and returns its id."""

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """One life of a system under test: python -m tests.managers.snap_crash_child MODE BASE.
 
-MODE is install, refresh, seed or resume. BASE holds state/, root/, and
+MODE is install, refresh, seed, auto-refresh, repair or resume. BASE holds state/, root/, and
 the trusted key (BASE/../keys/root.pub.pem); the store is BASE/../store,
 the seed BASE/../seed. Each file-system sync sleeps a little
 (SNAP_CRASH_SLOW seconds) so a kill lands inside handlers; every task
@@ -49,6 +49,14 @@ def main() -> int:
             o.snap_manager.refresh("hello")
         elif mode == "seed":
             o.first_boot.seed(base.parent / "seed")
+        elif mode == "auto-refresh":  # due now: the loop's first ensure starts it
+            st.set("next-refresh", "2000-01-01T00:00:00Z")
+            st.set("refresh-timer", "00:00~24:00/4")
+        # repair: the test broke the root; the first drift check (a full one) starts the repair
+    if mode == "auto-refresh":
+        o.snap_manager.auto_refresh.ensure()  # what the loop's first pass does, before the wait below looks
+    elif mode == "repair":
+        o.snap_manager.drift.ensure()
     o.loop()
     deadline = time.monotonic() + 120
     unready = [None]

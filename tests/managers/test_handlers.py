@@ -60,7 +60,13 @@ class Rig:
         do, undo = KINDS[kind]
         name = do if phase == "do" else undo
         assert name is not None
-        fn: Callable[[Task, Tomb], None] = getattr(self.sm.handlers, name)
+        owner: object = self.sm.handlers
+        if "." in name:
+            owner, name = self.sm, name
+            for part in name.split(".")[:-1]:
+                owner = getattr(owner, part)
+            name = name.split(".")[-1]
+        fn: Callable[[Task, Tomb], None] = getattr(owner, name)
         return fn
 
     def run(self, task: Task, phase: str = "do") -> None:
@@ -98,7 +104,18 @@ FLOWS: dict[str, tuple[Callable[[Rig], None], Callable[[SnapManager], Any]]] = {
     "remove": (lambda r: (r.publish("1.0"), r.run_all(lambda sm: sm.install("hello")), r.publish("2.0"),
                           r.run_all(lambda sm: sm.refresh("hello"))),
                lambda sm: sm.remove("hello")),
+    # the root drifted: revision directory, current link and a wrapper gone; the ensure's repair change
+    "repair": (lambda r: (r.publish("1.0"), r.run_all(lambda sm: sm.install("hello")),
+                          shutil.rmtree(r.base / "root/snap/hello/1"), (r.base / "root/snap/hello/current").unlink(),
+                          (r.base / "root/snap/bin/hello").unlink()),
+               lambda sm: _repair_change(sm)),
 }
+
+
+def _repair_change(sm: SnapManager) -> Any:
+    sm.drift.ensure()
+    return sm.state.change(sm.state.get("repair-change"))
+
 
 CASES = [("install", k) for k in ("prerequisites", "download-snap", "validate-snap", "mount-snap", "copy-snap-data",
                                   "link-snap", "start-snap-services", "cleanup", "setup-profiles")]
@@ -106,6 +123,7 @@ CASES += [("refresh", k) for k in ("stop-snap-services", "unlink-current-snap", 
                                    "start-snap-services")]
 CASES += [("revert", k) for k in ("prepare-snap", "unlink-current-snap", "link-snap")]
 CASES += [("remove", k) for k in ("stop-snap-services", "unlink-snap", "clear-snap", "discard-snap")]
+CASES += [("repair", "repair-snap")]
 
 
 @contextmanager

@@ -104,3 +104,45 @@ def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any) -> No
         assert got[2] == ["Done", "Done"], f"killed in {kind}"
         assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
         assert got[0] == ref[0], f"killed in {kind}: the root differs"
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_an_auto_refresh_then_restart(tmp_path: Path, world: Any) -> None:
+    kinds = ("download-snap", "mount-snap", "link-snap")
+    bases = [tmp_path / "ref", *(tmp_path / f"kill-{k}" for k in kinds)]
+    for base in bases:
+        assert life(base, "install") == 0
+    world.publish("2.0")
+    assert life(tmp_path / "ref", "auto-refresh") == 0, (tmp_path / "ref" / "stderr").read_text()[-2000:]
+    ref = outcome(tmp_path / "ref")
+    assert ref[2] == ["Done", "Done"] and ref[1]["hello"]["current"] == "2"
+    for i, (kind, base) in enumerate(zip(kinds, bases[1:], strict=True)):
+        life(base, "auto-refresh", kill_at=kind, seed=i)
+        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        got = outcome(base)
+        assert got[2] == ["Done", "Done"], f"killed in {kind}: one auto-refresh change, Done"
+        assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
+        assert got[0] == ref[0], f"killed in {kind}: the root differs"
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_a_repair_then_restart(tmp_path: Path, world: Any) -> None:
+    import shutil
+
+    bases = [tmp_path / "ref", tmp_path / "kill-1", tmp_path / "kill-2"]
+    for base in bases:
+        assert life(base, "install") == 0
+    installed = outcome(tmp_path / "ref")
+    for base in bases:
+        shutil.rmtree(base / "root/snap/hello/1")
+        (base / "root/snap/hello/current").unlink()
+        (base / "root/snap/bin/hello").unlink()
+    assert life(tmp_path / "ref", "repair") == 0
+    ref = outcome(tmp_path / "ref")
+    assert ref[2] == ["Done", "Done"] and ref[0] == installed[0] and ref[1] == installed[1]
+    for i, base in enumerate(bases[1:]):
+        life(base, "repair", kill_at="repair-snap", seed=i)
+        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        got = outcome(base)
+        assert got[2] == ["Done", "Done"], "one repair change, Done"
+        assert got[1] == ref[1] and got[0] == ref[0], "the repaired root differs"

@@ -18,8 +18,8 @@ def test_locations() -> None:
     assert location_path("/srv/store") == Path("/srv/store")
     assert location_path("file:///srv/my%20store") == Path("/srv/my store")
     assert location_path("file://localhost/srv/store") == Path("/srv/store")
-    for bad in ("https://store.example.com/", "file://otherhost/srv"):
-        with pytest.raises(StoreError, match="only local directories and file:// URLs"):
+    for bad in ("ftp://store.example.com/", "file://otherhost/srv"):
+        with pytest.raises(StoreError, match="only local directories, file:// and http"):
             location_path(bad)
 
 
@@ -32,8 +32,10 @@ def test_layout_and_lookups(tmp_path: Path, root_key: PrivateKey, acme_key: Priv
     assert (latest.sha3_384, latest.size) == file_sha3_384(latest.path)
     assert store.snap("hello", "1").revision == "1"
     meta = yaml.safe_load((tmp_path / "store/snaps/hello/2.yaml").read_text())
-    assert meta == {"name": "hello", "revision": 2, "snap-id": latest.snap_id, "sha3-384": latest.sha3_384,
-                    "size": latest.size}
+    assert {k: meta[k] for k in ("name", "revision", "snap-id", "sha3-384", "size", "version")} == {
+        "name": "hello", "revision": 2, "snap-id": latest.snap_id, "sha3-384": latest.sha3_384,
+        "size": latest.size, "version": "2.0"}
+    assert yaml.safe_load((tmp_path / "store/snaps/hello/channels.yaml").read_text()) == {"latest/stable": 2}
     text = store.assertion("snap-revision", (latest.sha3_384,))
     assert text is not None and f"snap-sha3-384: {latest.sha3_384}" in text
     assert store.assertion("account", ("acme",)) is not None

@@ -67,7 +67,7 @@ def test_install_refresh_revert_disable_enable_remove_through_the_cli(system: Sy
     assert "Change 1 (install): Install \"hello\" snap - Done" in p.stdout
     assert p.stdout.rstrip().endswith("hello 1.0 from ACME Corp (acme) installed")
     assert (d.root / "snap" / "hello" / "1" / "meta" / "snap.yaml").is_file()
-    assert d.ok("list").stdout.splitlines()[1].split() == ["hello", "1.0", "1", "acme", "-"]
+    assert d.ok("list").stdout.splitlines()[1].split() == ["hello", "1.0", "1", "stable", "acme", "-"]
 
     d.sample.publish("2.0")
     assert d.ok("refresh").stdout.rstrip().endswith("hello 2.0 from ACME Corp (acme) refreshed")
@@ -118,7 +118,8 @@ def test_api_shapes_and_errors(system: SystemDaemon) -> None:
         assert snap["publisher"] == {"id": "acme", "username": "acme", "display-name": "ACME Corp",
                                      "validation": "unproven"}
         assert {a["name"]: a.get("daemon") for a in snap["apps"]} == {"hello": None, "greeter": "simple"}
-        assert c.snaps() == [snap]
+        assert snap["channels"]["stable"]["revision"] == "1"  # the store's, in GET /v2/snaps/NAME only
+        assert c.snaps() == [{k: v for k, v in snap.items() if k != "channels"}]
     cases = [
         ("/v2/snaps/hello", {"action": "install"}, 400, "snap-already-installed",
          "cannot install snap 'hello': it is installed already (revision 1); refresh it instead"),
@@ -126,8 +127,11 @@ def test_api_shapes_and_errors(system: SystemDaemon) -> None:
         ("/v2/snaps/world", {"action": "remove"}, 404, "snap-not-installed", "cannot remove snap 'world'"),
         ("/v2/snaps/hello", {"action": "frobnicate"}, 400, "bad-request", "unknown action 'frobnicate'"),
         ("/v2/snaps/hello", {"action": "enable"}, 400, "bad-request", "it is enabled already"),
-        ("/v2/snaps/hello", {"action": "install", "channel": "edge"}, 400, "bad-request",
-         "field 'channel' is not an option of install"),
+        ("/v2/snaps/hello", {"action": "enable", "channel": "edge"}, 400, "bad-request",
+         "field 'channel' is not an option of enable"),
+        ("/v2/snaps/hello", {"action": "switch"}, 400, "bad-request", "field 'channel' is missing"),
+        ("/v2/snaps/hello", {"action": "switch", "channel": "nightly"}, 400, "bad-request",
+         "its risk must be one of stable, candidate, beta, edge"),
         ("/v2/snaps/hello", {"action": "revert", "revision": True}, 400, "bad-request",
          "field 'revision' must be a string or a number"),
         ("/v2/snaps/Not_A_Name", {"action": "install"}, 400, "bad-request", "invalid snap name 'Not_A_Name'"),
@@ -266,7 +270,7 @@ def test_install_an_uploaded_snap_file(system: SystemDaemon) -> None:
     assert p.stdout.rstrip().endswith("hello 2.0 installed")
     [info] = json.loads(d.ok("list", "--json").stdout)
     assert (info["revision"], info["dangerous"], info["publisher"]) == ("x1", True, None)
-    assert d.ok("list").stdout.splitlines()[1].split() == ["hello", "2.0", "x1", "-", "dangerous"]
+    assert d.ok("list").stdout.splitlines()[1].split() == ["hello", "2.0", "x1", "-", "-", "dangerous"]
     assert list((d.state_dir / "uploads").iterdir()) == []  # the change's cleanup deleted it
     # The change names the file the client sent, not the daemon's copy of it.
     [chg] = [c for c in json.loads(d.ok("changes", "--json").stdout) if c["kind"] == "install"]
@@ -410,8 +414,8 @@ def test_the_trusted_key_comes_from_the_flag_or_the_state_directory(base: Path) 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--trusted-key", "/nonexistent.pem"], "error: cannot read key /nonexistent.pem: No such file or directory"),
-    (["--store", "https://store.example.com"], "error: cannot use store https://store.example.com: only local "
-                                               "directories and file:// URLs are supported"),
+    (["--store", "ftp://store.example.com"], "error: cannot use store ftp://store.example.com: only local "
+                                             "directories, file:// and http(s):// URLs are supported"),
 ])
 def test_a_bad_key_or_store_is_one_line(base: Path, args: list[str], message: str) -> None:
     p = subprocess.run(overlord_cmd("daemon", "--state-dir", str(base / "s"), "--root", str(base / "r"), *args),

@@ -85,8 +85,9 @@ def snap(name: str, version: str, revision: str, publisher: str | None, display:
 
 
 SNAPS = [
-    snap("hello", "2.0", "2", "acme", "[bold]ACME[/] Corp"),
-    snap("web-server-with-a-long-name", "1.22.3+git20300101", "7", "a-publisher-with-a-long-id", "[link=x]Long[/]"),
+    {**snap("hello", "2.0", "2", "acme", "[bold]ACME[/] Corp"), "tracking-channel": "latest/stable"},
+    {**snap("web-server-with-a-long-name", "1.22.3+git20300101", "7", "a-publisher-with-a-long-id", "[link=x]Long[/]"),
+     "tracking-channel": "2.0/beta"},
     snap("tool", "0.1", "x3", None, dangerous=True),
 ]
 SNAPS_ALL = [*SNAPS[:1], snap("hello", "1.0", "1", "acme", "[bold]ACME[/] Corp", status="installed"), *SNAPS[1:]]

@@ -350,6 +350,66 @@ class Backend:
                      " ".join(shlex.quote(word) for word in argv) + ' "$@"')
         return "\n".join(lines) + "\n"
 
+    def wrapper_path(self, name: str, app: str) -> Path:
+        """wrapper_path is the command wrapper of one app of a snap."""
+        return self.bin_dir() / (name if app == name else f"{name}.{app}")
+
+    def wrapper_text(self, info: SnapInfo, app: str) -> str:
+        """wrapper_text is what the wrapper of an app of info's revision holds."""
+        return self._wrapper(info, info.apps[app].command)
+
+    def drift(self, info: SnapInfo, *, full: bool) -> list[str]:
+        """drift lists how the files of info's revision (the current one of an active snap) differ from what
+        link and mount made: stat calls only, and with full the wrappers' content too. Paths are relative to
+        the root."""
+        name, rev = info.name, info.revision
+        out = []
+        if not self.revision_dir(name, rev).is_dir():
+            out.append(f"its revision directory {self._rel(self.revision_dir(name, rev))} is missing")
+        linked = self.linked_revision(name)
+        if linked is None:
+            out.append(f"its current link {self._rel(self.current_link(name))} is missing")
+        elif linked != rev:
+            out.append(f"its current link points to {linked!r}, not {rev!r}")
+        for app in sorted(info.apps):
+            path = self.wrapper_path(name, app)
+            try:
+                st = path.stat()
+            except OSError:
+                out.append(f"its wrapper {self._rel(path)} is missing")
+                continue
+            text = self.wrapper_text(info, app).encode()
+            if st.st_size != len(text) or (full and path.read_bytes() != text):
+                out.append(f"its wrapper {self._rel(path)} was edited")
+            if info.apps[app].daemon and not self.service_file(name, app).is_file():
+                out.append(f"its service {self._rel(self.service_file(name, app))} is missing")
+        return out
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def repair(self, info: SnapInfo) -> list[str]:
+        """repair puts back what drift reports for the current revision: the revision's directory from its snap
+        file (ManagerError when that is gone too: nothing is guessed), then current, the wrappers and the
+        services (a service whose record was gone is started again). It returns what it did."""
+        name, rev = info.name, info.revision
+        done = []
+        if not self.revision_dir(name, rev).is_dir():
+            blob = self.blob(name, rev)
+            if not blob.is_file():
+                raise ManagerError(f"cannot repair snap {name!r}: revision {rev}'s directory and its snap file "
+                                   f"{self._rel(blob)} are both gone (reinstall it, or revert to another "
+                                   "revision)")
+            self.mount(name, rev)
+            done.append(f"extracted revision {rev} again from {self._rel(blob)}")
+        missing = [a.name for a in info.services if not self.service_file(name, a.name).is_file()]
+        before = self.drift(info, full=True)
+        self.link(info)
+        if missing:
+            self.start_services(info, missing)
+        done += [f"repaired: {d}" for d in before if "revision directory" not in d]
+        return done
+
     def _bins(self, name: str) -> list[Path]:
         d = self.bin_dir()
         return sorted(p for p in d.glob(f"{name}*") if p.name == name or p.name.startswith(f"{name}."))
