@@ -12,16 +12,22 @@ committed with them (or not at all, if the hook fails).
                          (options that are not set are left out; one missing key prints nothing)
     set KEY=VALUE...     VALUE is JSON where it parses, text otherwise; KEY! unsets
     unset KEY...
+    start|stop|restart [--enable|--disable] [SNAP|SNAP.APP...]
+                         the hook's own snap's services (all of them by default), once the hook is done:
+                         a service-control task added to the hook's change, after the hook (snapd's queued
+                         service commands); any other snap's services are refused
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import ConfigError, NoOptionError
-from ..hookstate import HookManager
+from engine import Task
+
+from ..errors import ConfigError, ManagerError, NoOptionError
+from ..hookstate import HookContext, HookManager
 from .configmgr import context_transaction
 
 
@@ -60,8 +66,18 @@ def format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
 
 
-def run_ctl(hm: HookManager, token: str, args: Sequence[str]) -> str:
-    """run_ctl runs one ctl command for the hook whose context token is token; it returns its output (lock held)."""
+class ServiceControl(Protocol):
+    """ServiceControl makes the task of a service command (the service manager's control_task)."""
+
+    def control_task(self, action: str, names: Sequence[str], *, enable: bool = False,
+                     disable: bool = False) -> Task: ...
+
+
+def run_ctl(hm: HookManager, token: str, args: Sequence[str], services: ServiceControl | None = None) -> str:
+    """run_ctl runs one ctl command for the hook whose context token is token; it returns its output (lock held).
+
+    services is the service manager, for start, stop and restart (None: a system without services).
+    """
     ctx = hm.context(token)
     if ctx is None:
         raise CtlForbidden("cannot run ctl: its context token is not valid (only a running hook has one)")
@@ -96,4 +112,38 @@ def run_ctl(hm: HookManager, token: str, args: Sequence[str]) -> str:
         for key in rest:
             tr.unset(snap, key)
         return ""
-    raise CtlError(f"cannot run ctl: unknown command {verb!r} (get, set or unset)")
+    if verb in ("start", "stop", "restart"):
+        _service_command(ctx, verb, rest, services)
+        return ""
+    raise CtlError(f"cannot run ctl: unknown command {verb!r} (get, set, unset, start, stop or restart)")
+
+
+def _service_command(ctx: HookContext, verb: str, words: list[str], services: ServiceControl | None) -> None:
+    """_service_command queues a service command of a hook: a task of its change, run once the hook is done."""
+    if services is None:
+        raise CtlError(f"cannot run ctl {verb}: this system runs no services")
+    flags = [w for w in words if w.startswith("-")]
+    names = [w for w in words if not w.startswith("-")] or [ctx.snap]
+    unknown = [f for f in flags if f not in ("--enable", "--disable")]
+    if unknown:
+        raise CtlError(f"cannot run ctl {verb}: unknown option {unknown[0]!r} (--enable or --disable)")
+    for name in names:
+        if name.split(".")[0] != ctx.snap:
+            raise CtlError(f"cannot run ctl {verb} {name}: a hook of snap {ctx.snap!r} controls its own "
+                           "services only")
+    try:
+        t = services.control_task(verb, names, enable="--enable" in flags, disable="--disable" in flags)
+    except (ValueError, ManagerError) as e:
+        raise CtlError(str(e)) from None
+    hook = ctx.task
+    chg = hook.change()
+    if chg is None:
+        raise CtlError(f"cannot run ctl {verb}: the hook's task is in no change")
+    after = hook.halt_tasks()  # what waited for the hook now waits for the command too
+    t.wait_for(hook)
+    for other in after:
+        other.wait_for(t)
+    for lane in hook.lanes():
+        if lane:
+            t.join_lane(lane)
+    chg.add_task(t)

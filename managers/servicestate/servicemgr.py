@@ -305,7 +305,27 @@ class ServiceManager:
         names are SNAP (all its services) or SNAP.APP. enable (start,
         restart) also makes them start with their snap and the daemon;
         disable (stop) makes them not. It is the one entry point of the
-        operator's verbs, the REST API and `overlord ctl`.
+        operator's verbs and the REST API; `overlord ctl` in a hook adds
+        control_task's task to the hook's own change instead.
+        """
+        check_conflicts(self.snap_manager, sorted({n.split(".")[0] for n in names}))  # before anything is made
+        t = self.control_task(action, names, enable=enable, disable=disable)
+        services: list[str] = t.get("services")
+        snaps = sorted({s.split(".")[0] for s in services})
+        quoted = ", ".join(f'"{s}"' for s in services)
+        what = {"start": "Start", "stop": "Stop", "restart": "Restart"}[action]
+        chg = self.state.new_change("service-control", f"{what} service{'s' if len(services) > 1 else ''} {quoted}")
+        chg.add_task(t)
+        chg.set("snap-names", snaps)
+        self.state.ensure_before(0)
+        return chg
+
+    def control_task(self, action: str, names: Sequence[str], *, enable: bool = False,
+                     disable: bool = False) -> Task:
+        """control_task is the "service-control" task of a service command, in no change yet (lock held).
+
+        It raises ValueError for a bad action or flags, and the snap errors
+        for a snap or service that is not there or not active.
         """
         if action not in ACTIONS:
             raise ValueError(f"cannot {action} services: the action must be one of {', '.join(ACTIONS)}")
@@ -321,21 +341,13 @@ class ServiceManager:
             for app in service_order(list(snapst.info.apps.values())):
                 if apps is None or app.name in apps:
                     services.append(f"{snapst.name}.{app.name}")
-        snaps = sorted({s.split(".")[0] for s in services})
-        check_conflicts(self.snap_manager, snaps)
-        st = self.state
         quoted = ", ".join(f'"{s}"' for s in services)
-        what = {"start": "Start", "stop": "Stop", "restart": "Restart"}[action]
-        chg = st.new_change("service-control", f"{what} service{'s' if len(services) > 1 else ''} {quoted}")
-        t = st.new_task("service-control", f"Run service command {action!r} for services {quoted}")
+        t = self.state.new_task("service-control", f"Run service command {action!r} for services {quoted}")
         t.set("action", action)
         t.set("services", services)
         t.set("enable", enable)
         t.set("disable", disable)
-        chg.add_task(t)
-        chg.set("snap-names", snaps)
-        st.ensure_before(0)
-        return chg
+        return t
 
     def do_service_control(self, task: Task, tomb: Tomb) -> None:
         """do_service_control carries out a service-control task (no undo: like snapd's, it is not reverted)."""

@@ -116,9 +116,11 @@ def get(snap: str, keys: tuple[str, ...], document: bool, state_dir: Path | None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED, metavar="get|set|unset ARGS...")
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="get|set|unset|start|stop|restart ARGS...")
 def ctl(args: tuple[str, ...]) -> None:
-    """In a hook: read and change the snap's own options (get [-d] KEY..., set KEY=VALUE..., unset KEY...).
+    """In a hook: the snap's own options and services (get [-d] KEY..., set KEY=VALUE..., unset KEY...,
+    start|stop|restart [--enable|--disable] [SNAP.APP...]: once the hook is done).
 
     It talks to the daemon at $OVERLORD_SOCKET with the hook's token $SNAP_COOKIE.
     """

@@ -98,7 +98,7 @@ def post_snapctl(ctx: Context, req: ApiRequest) -> response.Reply:
     hm = hook_manager(ctx)
     with ctx.state:
         try:
-            out = run_ctl(hm, token, args)
+            out = run_ctl(hm, token, args, getattr(ctx.overlord, "service_manager", None))
         except CtlForbidden as e:
             who = f"uid {req.peer.uid}" if req.peer is not None else "a caller"
             log.info("refused ctl %s from %s: the token is not valid", args[:1], who)

@@ -159,7 +159,8 @@ def test_ctl_acts_for_its_hooks_snap_only_from_any_user_until_the_hook_ends(
     assert json.loads(p.stdout) == {"mine": 1}
     assert ctl("set", "other.x=two").returncode == 0
     p = ctl("frobnicate")
-    assert (p.returncode, p.stderr) == (1, "error: cannot run ctl: unknown command 'frobnicate' (get, set or unset)\n")
+    assert (p.returncode, p.stderr) == (1, "error: cannot run ctl: unknown command 'frobnicate' (get, set, unset, "
+                                           "start, stop or restart)\n")
     p = ctl("set", "novalue")
     assert p.returncode == 1 and "want key=value" in p.stderr
     p = ctl("get", "mine", cookie="forged-" + token[7:])

@@ -183,3 +183,40 @@ def test_an_unknown_service_user_is_refused_at_start(base: Path) -> None:
                        text=True, timeout=60)
     assert (p.returncode, p.stderr) == (1, "error: cannot run the services as user 'no-such-user-h22': there is no "
                                            "such user\n")
+
+
+#: RESTART_ON_CONFIGURE restarts the snap's service from its configure hook (refused for another snap's).
+RESTART_ON_CONFIGURE = """#!/bin/sh
+if [ "$(overlord ctl get other)" = "yes" ]; then
+  overlord ctl restart hello.svc || exit 3
+fi
+overlord ctl restart || exit 2
+"""
+
+
+def test_a_configure_hook_restarts_its_snaps_service_through_ctl(beat_daemon: DaemonProcess) -> None:
+    d = beat_daemon
+    src = beat_snap(d.base / "snaps", "1.0")
+    ok(d, "install", str(src), "--dangerous")
+    copies = Copies(d.root)
+    first = copies.one()
+    # The same snap with a configure hook: a refresh runs it, and the restart it asks for.
+    src2 = d.base / "snaps" / "src-beat-1.0"
+    (src2 / "meta" / "hooks").mkdir()
+    (src2 / "meta" / "hooks" / "configure").write_text(RESTART_ON_CONFIGURE)
+    (src2 / "meta" / "hooks" / "configure").chmod(0o755)
+    (d.base / "snaps2").mkdir()
+    ok(d, "install", str(pack(src2, d.base / "snaps2")), "--dangerous")
+    second = copies.one(other_than=first)
+
+    out = ok(d, "set", "beat", "greeting=hi")  # the configure hook restarts the service once it is done
+    copies.one(other_than=second)
+    with d.client() as c:
+        chg = c.changes(select="all")[-1]
+        kinds = [(t["kind"], t["status"]) for t in chg["tasks"]]
+    assert kinds == [("run-hook", "Done"), ("service-control", "Done")], (kinds, out)
+
+    p = d.cli("set", "beat", "other=yes")  # another snap's services: refused, the change fails
+    assert p.returncode == 1
+    assert "cannot run ctl restart hello.svc: a hook of snap 'beat' controls its own services only" in p.stderr, \
+        p.stderr
