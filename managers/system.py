@@ -16,7 +16,7 @@ from engine import Manager, Overlord, State, TaskRunner
 
 from .asserts import PublicKey
 from .assertstate import DEFAULT_AUTHORITY, AssertManager
-from .configstate import ConfigManager
+from .configstate import ConfigManager, ctl_function
 from .firstboot import FirstBoot
 from .hookstate import HookManager
 from .ifacestate import InterfaceManager
@@ -75,6 +75,7 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     cm = ConfigManager(state, runner, sm, hm)
     svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
                          stop_services=stop_services, service_user=service_user)
+    hm.ctl = ctl_function(hm, svc)  # `overlord ctl` in hooks when no daemon serves the API
     return SystemManagers(am, sm, im, fb, hm, cm, svc)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .config import CONFIG_KEY, Transaction, delete_snap_config, parse_key, purge_nulls, read_config, snap_config
 from .configmgr import ConfigManager, ConfigureHandler, check_patch, context_transaction
-from .ctl import CtlError, CtlForbidden, format_value, parse_assignments, parse_value, run_ctl
+from .ctl import CtlError, CtlForbidden, ctl_function, format_value, parse_assignments, parse_value, run_ctl
 from .system import SYSTEM, SYSTEM_OPTIONS, check_hold, check_retain, check_system, check_timer
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "check_system",
     "check_timer",
     "context_transaction",
+    "ctl_function",
     "delete_snap_config",
     "format_value",
     "parse_assignments",

@@ -28,6 +28,7 @@ from engine import Task
 
 from ..errors import ConfigError, ManagerError, NoOptionError
 from ..hookstate import HookContext, HookManager
+from ..hookstate.ctlserver import CtlFunction
 from .configmgr import context_transaction
 
 
@@ -71,6 +72,19 @@ class ServiceControl(Protocol):
 
     def control_task(self, action: str, names: Sequence[str], *, enable: bool = False,
                      disable: bool = False) -> Task: ...
+
+
+def ctl_function(hm: HookManager, services: ServiceControl | None = None) -> CtlFunction:
+    """ctl_function is what the hook manager serves `overlord ctl` with when no daemon does (a private socket)."""
+    def ctl(token: str, args: list[str]) -> str:
+        with hm.state:
+            try:
+                return run_ctl(hm, token, args, services)
+            except CtlForbidden as e:
+                raise PermissionError(str(e)) from None
+            except ManagerError as e:
+                raise ValueError(str(e)) from None
+    return ctl
 
 
 def run_ctl(hm: HookManager, token: str, args: Sequence[str], services: ServiceControl | None = None) -> str:

@@ -41,6 +41,7 @@ from engine import State, Status, Task, TaskRunner, Tomb
 from ..errors import HookError, ManagerError
 from ..snap.environ import snap_environment
 from ..snapstate import get_snap_state
+from .ctlserver import CtlFunction, CtlServer
 
 if TYPE_CHECKING:
     from ..snapstate import SnapManager
@@ -156,6 +157,10 @@ class HookManager:
         self._mu = threading.Lock()
         #: The daemon's socket, for `overlord ctl` in hooks (OVERLORD_SOCKET); None: not served.
         self.socket: Path | None = None
+        #: What `overlord ctl` runs when no daemon serves a socket (the configuration manager's run_ctl):
+        #: the hook manager then serves it on a private socket of its own (ctlserver.py) while it runs.
+        self.ctl: CtlFunction | None = None
+        self._ctl_server: CtlServer | None = None
         #: A directory put first on a hook's PATH, where `overlord` is (the daemon's own by default).
         self.command_dir: Path | None = _command_dir()
         #: Timeouts by hook name, overriding DEFAULT_TIMEOUT (snap.yaml and a task's setup override these).
@@ -173,7 +178,28 @@ class HookManager:
         """wait has no background work to wait for."""
 
     def stop(self) -> None:
-        """stop has no background work to stop (running hooks are killed through their tombs)."""
+        """stop closes the private ctl socket, if one was served (running hooks are killed through their tombs)."""
+        with self._mu:
+            server, self._ctl_server = self._ctl_server, None
+        if server is not None:
+            server.close()
+
+    @property
+    def private_ctl_socket(self) -> Path | None:
+        """private_ctl_socket is the socket the manager serves `overlord ctl` on itself (no daemon), once it does."""
+        with self._mu:
+            return self._ctl_server.socket if self._ctl_server is not None else None
+
+    def _ctl_socket(self) -> Path | None:
+        """_ctl_socket is where a hook's `overlord ctl` goes: the daemon's socket, else a private one, or None."""
+        if self.socket is not None:
+            return self.socket
+        if self.ctl is None:
+            return None
+        with self._mu:
+            if self._ctl_server is None:
+                self._ctl_server = CtlServer(self.ctl)
+            return self._ctl_server.socket
 
     # -- extension points --------------------------------------------------------------
 
@@ -277,8 +303,9 @@ class HookManager:
         env = snap_environment(info, self.backend)
         env[COOKIE_ENV] = ctx.token
         env["SNAP_CONTEXT"] = ctx.token  # snapd's older name
-        if self.socket is not None:
-            env[SOCKET_ENV] = str(self.socket)
+        socket = self._ctl_socket()
+        if socket is not None:
+            env[SOCKET_ENV] = str(socket)
         if self.command_dir is not None:
             env["PATH"] = f"{self.command_dir}{os.pathsep}{env.get('PATH', '')}"
         path = self.backend.hook_path(info, ctx.hook)

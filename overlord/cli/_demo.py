@@ -116,6 +116,12 @@ def run(base: Path) -> None:
         d.say("[bold]4. Install hello[/] from the store (its network plug connects by itself):")
         d.step(o, lambda: o.snap_manager.install("hello"))
         _show_services(d, o, "1")
+        d.say("  [bold]overlord set hello greeting=Bonjour[/]: a configure-snap change; hello's configure hook "
+              "reads the option (overlord ctl get), writes it where the greeter reads it and restarts the "
+              "greeter once it is done (overlord ctl restart):")
+        d.step(o, lambda: o.config_manager.configure("hello", {"greeting": "Bonjour"}), app=None)
+        _show_services(d, o, "1", expect="Bonjour from the greeter of hello 1.0 (revision 1)",
+                       after="restarted, it says the greeting set")
         d.say("[bold]5. Connect reader:logs[/] to the system's system-files slot (never connected by itself):")
         d.step(o, lambda: o.interface_manager.connect("reader", "logs"), app=None)
         d.console.print(_profile(base / "root" / "var" / "lib" / "profiles" / "reader"))
@@ -212,7 +218,7 @@ def _profile(path: Path) -> Any:
     return Text("\n".join(lines) + "\n")
 
 
-def _show_services(d: Demo, o: SystemOverlord, revision: str, after: str = "") -> None:
+def _show_services(d: Demo, o: SystemOverlord, revision: str, after: str = "", expect: str | None = None) -> None:
     """_show_services shows hello's services (as `overlord services` does) and the greeter's latest log lines."""
     from overlord.daemon.api_apps import app_info
 
@@ -224,7 +230,8 @@ def _show_services(d: Demo, o: SystemOverlord, revision: str, after: str = "") -
         with o.state:
             lines = [line for _, line in svc.logs(["hello.greeter"], None)]
             apps = [app_info(s) for s in svc.services(["hello"])]
-        if any(f"(revision {revision}) serving" in line for line in lines) or time.monotonic() > deadline:
+        wanted = expect or f"(revision {revision}) serving"
+        if any(wanted in line for line in lines) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     d.say("  Its service, a real process supervised by the daemon (`overlord services hello`)" +

@@ -274,3 +274,30 @@ def test_aborting_a_change_kills_its_running_hook(system: System) -> None:
     assert not _sleepers(b"3018"), "a process of the hook's group survived"
     with system.o.state:
         assert system.sm.info_or_none("hello") is None
+
+
+def test_ctl_works_in_hooks_of_an_overlord_without_a_daemon(system: System) -> None:
+    """A SystemOverlord in a program serves `overlord ctl` to its hooks on a private socket of its own."""
+    echo = ('#!/bin/sh\nport=$(overlord ctl get port) || exit 2\noverlord ctl set seen-port="$port" || exit 3\n'
+            'overlord ctl get other-snap-secret >/dev/null\n')
+    system.publish("hello", "1.0", hooks={"configure": echo})
+    system.run(lambda sm: sm.install("hello"))
+    hm, cm = system.o.hook_manager, system.o.config_manager
+    assert hm.socket is None  # no daemon
+    with system.o.state:
+        cid = cm.configure("hello", {"port": 8080}).id
+    system.o.settle(60)
+    assert system.status(cid) is D, system.err(cid)
+    with system.o.state:
+        assert cm.get("hello") == {"port": 8080, "seen-port": 8080}
+    socket = hm.private_ctl_socket
+    assert socket is not None and socket.is_socket()
+    assert oct(socket.parent.stat().st_mode & 0o777) == "0o700"
+    # A token no running hook has is refused by the private socket as by the daemon's.
+    from overlord.client import ApiError, Client
+
+    with Client(socket=socket) as c, pytest.raises(ApiError) as e:
+        c.ctl("not-a-token", ["get", "port"])
+    assert (e.value.status_code, e.value.kind) == (403, "permission-denied")
+    system.o.stop()
+    assert not socket.exists()

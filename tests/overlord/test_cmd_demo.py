@@ -30,6 +30,9 @@ def test_demo(tmp_path: Path) -> None:
     installed = out.split("4. Install hello")[1].split("5. Connect")[0]
     assert "hello.greeter  enabled  active" in installed
     assert "hello.greeter: greeter of hello 1.0 (revision 1) serving" in installed
+    # A configuration value that the service reads: the configure hook writes it and restarts the greeter.
+    configured = installed.split("overlord set hello greeting=Bonjour")[1]
+    assert "hello.greeter: Bonjour from the greeter of hello 1.0 (revision 1)" in configured
     assert "hello.greeter: greeter of hello 2.0 (revision 2) serving" in after_failure.split("8. The connections")[0]
     assert "Undone" in after_failure
     connections = out.split("8. The connections")[1].split("9. acme pushes")[0]
@@ -41,7 +44,7 @@ def test_demo(tmp_path: Path) -> None:
     con = sqlite3.connect(base / "state/state.db")
     try:
         assert con.execute("SELECT kind, status FROM changes ORDER BY id").fetchall() == [
-            ("seed", "Done"), ("install", "Done"), ("connect", "Done"), ("refresh", "Done"), ("refresh", "Error"),
+            ("seed", "Done"), ("install", "Done"), ("configure-snap", "Done"), ("connect", "Done"), ("refresh", "Done"), ("refresh", "Error"),
             ("switch-snap-channel", "Done"), ("auto-refresh", "Done"), ("repair", "Done")]
         assert con.execute("SELECT value FROM state_data WHERE key = 'seeded'").fetchone()[0] == "true"
         assert con.execute("SELECT count(*) FROM assertions").fetchone()[0] == 11
