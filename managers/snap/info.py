@@ -47,7 +47,6 @@ HOOKS = ("install", "configure", "pre-refresh", "post-refresh", "remove")
 _HOOK_FIELDS = ("timeout",)
 #: MAX_HOOK_TIMEOUT is the longest timeout snap.yaml may give a hook, in seconds (a day).
 MAX_HOOK_TIMEOUT = 86400.0
-_HOOK_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _APP_FIELDS = ("command", "daemon", "restart-condition", "restart-delay", "stop-timeout", "before", "after",
                "install-mode")
 #: _SERVICE_FIELDS are the app fields only a service may have.
@@ -399,8 +398,12 @@ def parse_timeout(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and (m := _HOOK_DURATION.match(value.strip())):
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+    elif isinstance(value, str):
+        text = value.strip()
+        try:  # seconds, or a duration as services' fields take them (30s, 5m, 1h30m)
+            seconds = float(text) if re.fullmatch(r"\d+(?:\.\d+)?", text) else parse_duration(text)
+        except ValueError:
+            return None
     else:
         return None
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_HOOK_TIMEOUT:

@@ -44,7 +44,8 @@ def test_demo(tmp_path: Path) -> None:
     con = sqlite3.connect(base / "state/state.db")
     try:
         assert con.execute("SELECT kind, status FROM changes ORDER BY id").fetchall() == [
-            ("seed", "Done"), ("install", "Done"), ("configure-snap", "Done"), ("connect", "Done"), ("refresh", "Done"), ("refresh", "Error"),
+            ("seed", "Done"), ("install", "Done"), ("configure-snap", "Done"), ("connect", "Done"),
+            ("refresh", "Done"), ("refresh", "Error"),
             ("switch-snap-channel", "Done"), ("auto-refresh", "Done"), ("repair", "Done")]
         assert con.execute("SELECT value FROM state_data WHERE key = 'seeded'").fetchone()[0] == "true"
         assert con.execute("SELECT count(*) FROM assertions").fetchone()[0] == 11
