@@ -31,6 +31,7 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
 from .state import MISSING, State
@@ -60,6 +61,7 @@ __all__ = [
     "Manager",
     "NoStateError",
     "NotFoundError",
+    "Notice",
     "Overlord",
     "ReadOnlyStateError",
     "Retry",

@@ -5,6 +5,7 @@ Wait rule); aborting its lanes; the dependency cycles that keep tasks from ever 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -338,10 +339,9 @@ class Change:
             finally:
                 waiters = w.async_waiters.get(self._cid)
                 if waiters is not None:
-                    try:  # the committing thread may have taken the list meanwhile
+                    # (the committing thread may have taken the list meanwhile)
+                    with contextlib.suppress(ValueError):
                         waiters.remove((loop, event))
-                    except ValueError:
-                        pass
 
 
 def effective_status(t: TaskRec) -> Status:

@@ -175,8 +175,10 @@ class NoticeBook:
         self._last_time = now
         return now
 
-    def _get(self, type: str, key: str, new: bool) -> Notice | None:
+    def _get(self, type: str, key: str, new: bool, now: datetime) -> Notice | None:
         n = self._known.get((type, key))
+        if n is not None and n.expired(now):
+            n = None  # gone for everyone: it starts again (its row is replaced, with a new id)
         if n is not None or new:
             return n
         row = self._w.store.notice_row(type, key)
@@ -186,6 +188,8 @@ class NoticeBook:
             n = Notice.from_row(row)
         except (TypeError, ValueError, OverflowError) as e:
             log.error("replacing %s notice %r: its row cannot be read (%s)", type, key, e)
+            return None
+        if n.expired(now):
             return None
         self._known[(type, key)] = n
         return n
@@ -212,7 +216,7 @@ class NoticeBook:
             raise ValueError(f"cannot add {type} notice {key!r}: repeat_after must not be negative and "
                              "expire_after must be positive")
         now = self._now()
-        n = self._get(type, key, new)
+        n = self._get(type, key, new, now)
         if n is None:
             n = Notice(str(self._w.next_id("notice")), type, key, now, now, now, 1, values, repeat, expire)
             self._known[(type, key)] = n

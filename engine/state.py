@@ -13,6 +13,7 @@ locking and transaction rules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -592,10 +593,8 @@ class State:
                 if left is not None and left <= 0:
                     return []
                 wait = left if poll is None else (poll if left is None else min(poll, left))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), wait)
-                except TimeoutError:
-                    pass
         finally:
             with self._notice_cond:
                 self._notice_waiters.discard(waiter)
@@ -673,10 +672,8 @@ def _strs(values: Iterable[str] | None, what: str) -> list[str] | None:
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop closed: its waiter is gone
         loop.call_soon_threadsafe(fn)
-    except RuntimeError:  # the loop closed: its waiter is gone
-        pass
 
 
 def _parse_id(id: str | int) -> int | None:

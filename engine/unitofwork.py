@@ -23,9 +23,9 @@ from .assertion import AssertionBook
 from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
-from .notice import CHANGE_UPDATE, NoticeBook
 from .task import Task
 from .warning import WarningBook
 
