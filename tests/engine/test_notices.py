@@ -239,27 +239,31 @@ def test_wait_notices_is_woken_by_a_change_finishing_without_holding_the_lock(tm
         st.close()
 
 
-def test_async_waits_need_no_thread(tmp_path: Path) -> None:
-    o = Overlord(tmp_path / "state.db")
-    st = o.state
-    release = threading.Event()
-    o.task_runner.add_handler("work", lambda t, tomb: release.wait(WAIT) and None)
-    with st:
-        chg = st.new_change("install", "Install")
-        chg.add_task(st.new_task("work", "Work"))
-        (n,) = st.notices()
-    o.loop()
+def test_async_waits_need_no_thread(nst: State) -> None:
+    with nst:
+        chg = nst.new_change("install", "Install")
+        task = nst.new_task("work", "Work")
+        chg.add_task(task)
+        (n,) = nst.notices()
+    go = threading.Event()
+
+    def finish() -> None:  # another thread commits what the waits await
+        assert go.wait(WAIT)
+        with nst:
+            task.set_status(Status.DONE)
+            nst.add_notice("custom", "hello")
+
+    th = threading.Thread(target=finish)
+    th.start()
 
     async def main() -> tuple[bool, list[Notice], int, int]:
         before = threading.active_count()
         ready = asyncio.ensure_future(chg.wait_ready_async(WAIT))
-        noticed = asyncio.ensure_future(st.wait_notices_async(after=n.last_repeated, types=["custom"],
-                                                              timeout=WAIT))
+        noticed = asyncio.ensure_future(nst.wait_notices_async(after=n.last_repeated, types=["custom"],
+                                                               timeout=WAIT))
         await asyncio.sleep(0)  # both are waiting now
         during = threading.active_count()
-        with st:
-            st.add_notice("custom", "hello")
-        release.set()
+        go.set()
         return await ready, await noticed, before, during
 
     try:
@@ -268,9 +272,8 @@ def test_async_waits_need_no_thread(tmp_path: Path) -> None:
         assert summary(noticed) == [("custom", "hello", 1)]
         assert during == before  # no thread per wait
     finally:
-        release.set()
-        o.stop()
-        st.close()
+        go.set()
+        th.join(WAIT)
 
 
 def test_async_waits_time_out(nst: State) -> None:
