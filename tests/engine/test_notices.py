@@ -286,3 +286,73 @@ def test_async_waits_time_out(nst: State) -> None:
         return await chg.wait_ready_async(0.01), await nst.wait_notices_async(after=n.last_repeated, timeout=0.01)
 
     assert asyncio.run(main()) == (False, [])
+
+
+def test_async_handler_is_cancelled_when_its_change_is_aborted(tmp_path: Path) -> None:
+    o = Overlord(tmp_path / "state.db")
+    st = o.state
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow(t: Task, tomb: Tomb) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)  # never looks at the tomb itself
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    o.task_runner.add_handler("slow", slow, lambda t, tomb: None)
+    with st:
+        chg = st.new_change("install", "Install")
+        task = st.new_task("slow", "Slow")
+        chg.add_task(task)
+    o.loop()
+    try:
+        assert started.wait(WAIT)
+        with st:
+            chg.abort()
+        assert chg.wait_ready(WAIT)
+        assert cancelled.is_set()
+        with st:
+            # Cancelled in Doing while aborted: undone, as a sync handler that returned on the tomb would be.
+            assert (task.status, chg.status) == (Status.UNDONE, Status.UNDONE)
+    finally:
+        o.stop()
+        st.close()
+
+
+def test_async_handler_cancelled_by_stop_runs_again_at_the_next_start(tmp_path: Path) -> None:
+    o = Overlord(tmp_path / "state.db")
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow(t: Task, tomb: Tomb) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    o.task_runner.add_handler("slow", slow)
+    with o.state:
+        chg = o.state.new_change("install", "Install")
+        chg.add_task(o.state.new_task("slow", "Slow"))
+    o.loop()
+    assert started.wait(WAIT)
+    o.stop()  # returns once the handler was cancelled: its outcome is a retry
+    assert cancelled.is_set()
+    o.state.close()
+    o = Overlord(tmp_path / "state.db")
+    o.task_runner.add_handler("slow", lambda t, tomb: None)
+    try:
+        with o.state:
+            (task,) = o.state.tasks()
+            assert task.status is Status.DOING  # left to run again, not failed
+        settle(o)
+        with o.state:
+            assert task.status is Status.DONE
+    finally:
+        o.stop()
+        o.state.close()
