@@ -306,7 +306,9 @@ class Change:
 
         No thread waits: the committing thread sets an asyncio.Event through
         the loop's call_soon_threadsafe. The lock is taken only for the
-        short look at the change; False on timeout.
+        short look at the change, never by blocking the event loop (when
+        another thread holds it, the look runs in a worker thread); False
+        on timeout.
         """
         w = self._w
         if w.held():
@@ -315,11 +317,16 @@ class Change:
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
         while True:
             event = asyncio.Event()
+
+            def look(event: asyncio.Event = event) -> bool:
+                if w.crec(self._cid).ready_time is not None:
+                    return True
+                w.async_waiters.setdefault(self._cid, []).append((loop, event))
+                return False
+
             try:
-                with w.state:
-                    if w.crec(self._cid).ready_time is not None:
-                        return True
-                    w.async_waiters.setdefault(self._cid, []).append((loop, event))
+                if await w.state._locked_async(look):
+                    return True
             except DatabaseConflictError as e:
                 log.debug("waiting for change %s: %s", self._cid, e)
             left = None if deadline is None else deadline - loop.time()

@@ -570,7 +570,9 @@ class State:
                                  timeout: float | None = None) -> list[Notice]:
         """wait_notices_async is wait_notices for asyncio: it awaits the commit that adds one, without a thread.
 
-        The lock is taken only for the short look at the notices table.
+        The lock is taken only for the short look at the notices table,
+        and never by blocking the event loop: when another thread holds it,
+        that look runs in a worker thread (asyncio.to_thread).
         """
         type_list, key_list = _strs(types, "types"), _strs(keys, "keys")
         loop = asyncio.get_running_loop()
@@ -585,8 +587,8 @@ class State:
                 event.clear()
                 if self._closed:
                     return []
-                with self:
-                    found = self._uow.notices.matching(after, type_list, key_list)
+                found: list[Notice] = await self._locked_async(
+                    lambda: self._uow.notices.matching(after, type_list, key_list))
                 if found:
                     return found
                 left = None if deadline is None else deadline - loop.time()
@@ -598,6 +600,20 @@ class State:
         finally:
             with self._notice_cond:
                 self._notice_waiters.discard(waiter)
+
+    async def _locked_async(self, fn: Callable[[], Any]) -> Any:
+        """_locked_async calls fn under the lock without blocking the event loop (a thread only when it is busy)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                with self:
+                    return fn()
+            finally:
+                self._lock.release()
+        return await asyncio.to_thread(self._locked_call, fn)
+
+    def _locked_call(self, fn: Callable[[], Any]) -> Any:
+        with self:
+            return fn()
 
     def _notices_woken(self) -> None:
         """_notices_woken wakes every notice waiter (a commit added or repeated notices)."""
