@@ -9,7 +9,7 @@ overlord, server.py runs it all. docs/daemon.md tells the whole story.
 
 from __future__ import annotations
 
-from . import api_asserts, api_changes, api_interfaces, api_seed, api_snaps, api_system, api_warnings
+from . import api_asserts, api_changes, api_interfaces, api_notices, api_seed, api_snaps, api_system, api_warnings
 from .api import Endpoint
 
 #: ENDPOINTS is every endpoint the daemon serves, by resource; a new resource module adds its list here.
@@ -17,6 +17,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_system.ENDPOINTS,
     *api_changes.ENDPOINTS,
     *api_warnings.ENDPOINTS,
+    *api_notices.ENDPOINTS,
     *api_snaps.ENDPOINTS,
     *api_asserts.ENDPOINTS,
     *api_interfaces.ENDPOINTS,
