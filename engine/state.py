@@ -47,6 +47,8 @@ log = logging.getLogger("engine.state")
 
 #: How often a State on a shared store checks the blockers counts (seconds).
 RECHECK_INTERVAL = 5.0
+#: How long the first notice waiter on a shared store waits for its LISTEN to be in place (seconds).
+LISTEN_START = 5.0
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
@@ -631,14 +633,19 @@ class State:
         from .overlord import POLL_INTERVAL
 
         listen = getattr(self._store, "listen", None)
+        listening = threading.Event()
         with self._notice_cond:
             if listen is not None and self._listener is None and not self._closed:
                 from .store.postgresql import NOTICE_CHANNEL
 
                 self._listener = threading.Thread(target=listen, args=(self._notices_woken, self._listen_stop,
-                                                                       NOTICE_CHANNEL),
+                                                                       NOTICE_CHANNEL, listening),
                                                   name="engine-notices", daemon=True)
                 self._listener.start()
+            else:
+                listening.set()
+        # What is committed from now on wakes this waiter (bounded: the polling covers a server away).
+        listening.wait(LISTEN_START)
         return POLL_INTERVAL
 
     # -- assertions ---------------------------------------------------------------

@@ -419,12 +419,13 @@ class PostgresStore(SqlStore):
 
     # -- wake-ups ----------------------------------------------------------------------------
 
-    def listen(self, wake: Any, stop: threading.Event, channel: str = CHANNEL) -> None:
+    def listen(self, wake: Any, stop: threading.Event, channel: str = CHANNEL,
+               listening: threading.Event | None = None) -> None:
         """listen calls wake() whenever another host's commit made tasks runnable, until stop is set.
 
         Its own connection LISTENs on channel (CHANNEL; NOTICE_CHANNEL for
         notices); a lost connection is opened again (the waiters' polling
-        covers what was missed meanwhile).
+        covers what was missed meanwhile). listening is set once LISTEN ran.
         """
         while not stop.is_set():
             try:
@@ -433,6 +434,8 @@ class PostgresStore(SqlStore):
                     conn = raw.driver_connection
                     conn.autocommit = True
                     conn.execute(f"LISTEN {channel}")
+                    if listening is not None:
+                        listening.set()
                     while not stop.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             wake()

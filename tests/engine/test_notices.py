@@ -356,3 +356,39 @@ def test_async_handler_cancelled_by_stop_runs_again_at_the_next_start(tmp_path: 
     finally:
         o.stop()
         o.state.close()
+
+
+def test_postgresql_long_poll_is_woken_by_another_host(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LISTEN/NOTIFY: a notice committed by another process wakes a waiter at once (polling is off here)."""
+    import subprocess
+    import sys
+
+    import engine.overlord
+
+    monkeypatch.setattr(engine.overlord, "POLL_INTERVAL", 3600.0)  # only a notification can wake it in time
+    st = State.open(url=pg_url)
+    got: list[Notice] = []
+    try:
+        with st:
+            st.add_notice("custom", "here")
+            (mine,) = st.notices()
+        th = threading.Thread(target=lambda: got.extend(
+            st.wait_notices(after=mine.last_repeated, types=["custom"], timeout=20 * WAIT)))
+        th.start()
+        # The other host: another process, its own State, a change run to its end there.
+        code = ("import sys; from engine import Overlord\n"
+                "o = Overlord(url=sys.argv[1]); o.task_runner.add_handler('k', lambda t, tomb: None)\n"
+                "with o.state:\n"
+                "    o.state.new_change('c', 'elsewhere').add_task(o.state.new_task('k', 'one'))\n"
+                "    o.state.add_notice('custom', 'there', data={'from': 'host B'})\n"
+                "o.settle(60); o.stop(); o.state.close()\n")
+        subprocess.run([sys.executable, "-c", code, pg_url], check=True, timeout=WAIT)
+        th.join(WAIT)
+        assert not th.is_alive(), "the waiter was not woken"
+        assert [(n.key, n.last_data) for n in got] == [("there", {"from": "host B"})]
+        # The other host's change ran to Done: its change-update notices are here too.
+        with st:
+            (chg,) = [n for n in st.notices(types=["change-update"]) if n.last_data == {"kind": "c"}]
+            assert chg.occurrences == 3
+    finally:
+        st.close()
