@@ -149,6 +149,8 @@ class NoticeBook:
         self.dirty: Pending[tuple[str, str]] = Pending()
         self.deleted: Pending[int] = Pending()
         self._last_time: datetime | None = None
+        # The notices whose row exists (read from it, or written by a commit): an occurrence updates it in place.
+        self._stored: set[tuple[str, str]] = set()
         #: repeated says that a notice was added or repeated since the last commit (waiters wake after it).
         self.repeated = False
 
@@ -164,6 +166,7 @@ class NoticeBook:
     def forget(self) -> None:
         """forget drops what was read; it is read again on next use."""
         self._known.clear()
+        self._stored.clear()
         self.repeated = False
 
     def _now(self) -> datetime:
@@ -192,6 +195,7 @@ class NoticeBook:
         if n.expired(now):
             return None
         self._known[(type, key)] = n
+        self._stored.add((type, key))
         return n
 
     def add(self, type: str, key: str, data: Mapping[str, str] | None = None,
@@ -220,6 +224,7 @@ class NoticeBook:
         if n is None:
             n = Notice(str(self._w.next_id("notice")), type, key, now, now, now, 1, values, repeat, expire)
             self._known[(type, key)] = n
+            self._stored.discard((type, key))  # (an expired one's row is replaced)
             self.repeated = True
         else:
             n.occurrences += 1
@@ -267,10 +272,21 @@ class NoticeBook:
         if not self.pending:
             return
         deleted = self.deleted.take()
-        rows = [self._known[k].row() for k in self.dirty.take() if k in self._known]
-        store.save_notices(rows, deleted)
+        rows, updates = [], []
+        for k in self.dirty.take():
+            n = self._known.get(k)
+            if n is None:
+                continue
+            row = n.row()
+            if k in self._stored:
+                updates.append((*row[4:], row[0]))
+            else:
+                rows.append(row)
+        store.save_notices(rows, deleted, updates)
 
     def committed(self) -> None:
         """committed keeps the book small once what it held is written."""
+        self._stored.update(self._known)
         if len(self._known) > _KEEP and not self.dirty:
             self._known.clear()
+            self._stored.clear()

@@ -228,8 +228,11 @@ class Store(Protocol):
     def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
         """save_warnings upserts warnings and deletes the given ones."""
 
-    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int]) -> None:
-        """save_notices deletes the given notices and upserts rows by type and key."""
+    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int], updates: Sequence[Row] = ()) -> None:
+        """save_notices deletes the given notices, upserts rows by type and key, and applies updates.
+
+        An update is NOTICE_COLUMNS[4:] then the id (a notice already stored).
+        """
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out."""

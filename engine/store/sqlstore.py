@@ -310,11 +310,17 @@ class SqlStore:
         self.executemany(self.sql["delete_warning"], [(m,) for m in deleted])
         self.executemany(self.sql["upsert_warning"], rows)
 
-    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int]) -> None:
-        """save_notices deletes the given notices and upserts rows by type and key."""
+    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int], updates: Sequence[Row] = ()) -> None:
+        """save_notices deletes the given notices, upserts rows by type and key, and applies updates.
+
+        An update is NOTICE_COLUMNS[4:] then the id.
+        """
         if deleted:
             self.execute_in(self.sql["delete_notices"], list(deleted))
-        self.executemany(self.sql["upsert_notice"], rows)
+        if rows:
+            self.executemany(self.sql["upsert_notice"], rows)
+        if updates:
+            self.executemany(self.sql["update_notice"], updates)
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""

@@ -278,6 +278,9 @@ STATEMENTS: list[Sql] = [
     Sql("delete_warning", lambda f: delete(warnings).where(warnings.c.message == _b("message")), ("message",)),
     Sql("upsert_warning", lambda f: f.upsert(warnings, ("message",), WARNING_COLUMNS), WARNING_COLUMNS),
     Sql("upsert_notice", lambda f: f.upsert(notices, ("type", "key"), NOTICE_COLUMNS), NOTICE_COLUMNS),
+    # An occurrence of a notice already stored: its id and first occurrence stay (the row is not moved).
+    Sql("update_notice", lambda f: update(notices).values(_values(NOTICE_COLUMNS[4:]))
+        .where(notices.c.id == _b("nid")), (*NOTICE_COLUMNS[4:], "nid")),
     Sql("delete_notices", lambda f: delete(notices).where(notices.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("upsert_sequence", lambda f: f.upsert(sequences, ("name",), ("name", "last_id")), ("name", "last_id")),
     # Rows with a status the schema does not know (hand-edited) are left

@@ -42,11 +42,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("type", "key", name=op.f("uq_notices_type_key")),
     )
     op.create_index("ix_notices_last_repeated", "notices", ["last_repeated"], unique=False)
-    op.create_index("ix_notices_expire_time", "notices", ["expire_time"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_notices_expire_time", table_name="notices")
     op.drop_index("ix_notices_last_repeated", table_name="notices")
     op.drop_table("notices")
     # The ids handed out to notices go with them.
