@@ -32,6 +32,7 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
 from .state import MISSING, State
@@ -62,6 +63,7 @@ __all__ = [
     "Manager",
     "NoStateError",
     "NotFoundError",
+    "Notice",
     "Overlord",
     "ReadOnlyStateError",
     "Retry",

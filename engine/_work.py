@@ -31,8 +31,11 @@ class Work(Protocol):
     #: The loaded change records, by id.
     changes: dict[int, ChangeRec]
     warnings: Any
+    #: The notices (engine.notice.NoticeBook).
+    notices: Any
     change_hooks: dict[int, Any]
     waiters: dict[int, threading.Event]
+    async_waiters: dict[int, list[tuple[Any, Any]]]
 
     def check(self) -> None:
         """check raises RuntimeError unless this thread holds the state lock."""
@@ -45,6 +48,12 @@ class Work(Protocol):
 
     def flush(self) -> None:
         """flush writes what changed into the open transaction."""
+
+    def next_id(self, name: str) -> int:
+        """next_id hands out the next id of a sequence."""
+
+    def change_updated(self, rec: ChangeRec) -> None:
+        """change_updated records a change-update notice for a change whose status moved."""
 
     def trec(self, tid: int) -> TaskRec:
         """trec is the record of a task."""

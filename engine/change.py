@@ -4,6 +4,8 @@ Wait rule); aborting its lanes; the dependency cycles that keep tasks from ever 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -297,6 +299,56 @@ class Change:
                     return True
             else:
                 time.sleep(_SHARED_POLL if left is None else min(_SHARED_POLL, left))
+
+
+    async def wait_ready_async(self, timeout: float | None = None) -> bool:
+        """wait_ready_async is wait_ready for asyncio: it awaits the commit that makes the change ready.
+
+        No thread waits: the committing thread sets an asyncio.Event through
+        the loop's call_soon_threadsafe. The lock is taken only for the
+        short look at the change, never by blocking the event loop (when
+        another thread holds it, the look runs in a worker thread); False
+        on timeout.
+        """
+        w = self._w
+        if w.held():
+            raise RuntimeError("cannot wait for a change while holding the state lock")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        while True:
+            event = asyncio.Event()
+
+            def look(event: asyncio.Event = event) -> bool:
+                if w.crec(self._cid).ready_time is not None:
+                    return True
+                w.async_waiters.setdefault(self._cid, []).append((loop, event))
+                return False
+
+            try:
+                if await w.state._locked_async(look):
+                    return True
+            except DatabaseConflictError as e:
+                log.debug("waiting for change %s: %s", self._cid, e)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            # On a shared store another host may make it ready: look again now and then.
+            wait = _SHARED_POLL if w.store.shared else left
+            if left is not None and wait is not None:
+                wait = min(wait, left)
+            try:
+                await asyncio.wait_for(event.wait(), wait)
+                if not w.store.shared:
+                    return True
+            except TimeoutError:
+                if not w.store.shared:
+                    return False
+            finally:
+                waiters = w.async_waiters.get(self._cid)
+                if waiters is not None:
+                    # (the committing thread may have taken the list meanwhile)
+                    with contextlib.suppress(ValueError):
+                        waiters.remove((loop, event))
 
 
 def effective_status(t: TaskRec) -> Status:

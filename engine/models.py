@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
     text,
 )
@@ -229,6 +230,39 @@ class WarningRow(Base):
     # Durations in seconds.
     expire_after: Mapped[float] = mapped_column(Float)
     repeat_after: Mapped[float] = mapped_column(Float)
+
+
+class NoticeRow(Base):
+    """NoticeRow is one notice: occurrences of an event aggregated by type and key (snapd's notices)."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
+    # What happened ("change-update", "warning", or a type of the user's) and to what (a change id, a message).
+    type: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    first_occurred: Mapped[str] = mapped_column(String(32))
+    last_occurred: Mapped[str] = mapped_column(String(32))
+    # When it last counted as new for waiters (every occurrence, or once per repeat_after).
+    last_repeated: Mapped[str] = mapped_column(String(32))
+    occurrences: Mapped[int] = mapped_column(Int)
+    # The data of the last occurrence: a JSON object of strings.
+    last_data: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    # Durations in seconds (repeat_after 0: every occurrence repeats).
+    repeat_after: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    expire_after: Mapped[float] = mapped_column(Float)
+    # last_occurred + expire_after: prune deletes the notice after it.
+    expire_time: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        UniqueConstraint("type", "key"),
+        *json_check("last_data", "last_data"),
+        CheckConstraint("occurrences >= 1", name="occurrences"),
+        # Waiters ask for what was repeated after a time.
+        # (No index on expire_time: prune, every 10 minutes, reads the table through; each
+        # occurrence, a change's every status transition, would update one more index.)
+        Index("ix_notices_last_repeated", "last_repeated"),
+    )
 
 
 class SequenceRow(Base):

@@ -33,6 +33,7 @@ def prune(w: Work, start_of_operation: datetime, prune_wait: float, abort_wait: 
     w.flush()
     store = w.store
     w.warnings.prune(now)
+    w.notices.prune(now)
 
     limit_text = _time.to_text(prune_limit)
     doomed = store.ready_changes_before(limit_text)

@@ -77,6 +77,8 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
             rec.ready_time = None  # what this unit counted alone said ready; other hosts' tasks say not
         rec.clean = fresh.clean or (rec.ready_time is not None and rec.unclean <= 0)
         rec.db_status = status
+        if row[3] != status.value:
+            w.change_updated(rec)
         new = rec.row(status)
         if new != row:
             rows.append(new)

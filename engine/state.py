@@ -12,13 +12,15 @@ locking and transaction rules.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
     from .assertion import AssertionBook
     from .change import Change
+    from .notice import Notice
     from .task import Task
     from .warning import StateWarning
 
@@ -44,6 +47,8 @@ log = logging.getLogger("engine.state")
 
 #: How often a State on a shared store checks the blockers counts (seconds).
 RECHECK_INTERVAL = 5.0
+#: How long the first notice waiter on a shared store waits for its LISTEN to be in place (seconds).
+LISTEN_START = 5.0
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
@@ -71,6 +76,12 @@ class State:
         self._hook_ids = itertools.count(1)
         self._ensure_hook: Callable[[float], None] | None = None
         self._recheck_at = 0.0
+        # Notice waiters: a commit that added or repeated notices bumps the sequence and wakes them.
+        self._notice_cond = threading.Condition()
+        self._notice_seq = 0
+        self._notice_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._listener: threading.Thread | None = None
+        self._listen_stop = threading.Event()
         store.check_read()  # ends what opening read (a transaction, on PostgreSQL)
 
     # -- opening and closing ------------------------------------------------
@@ -126,7 +137,9 @@ class State:
             if self._uow.pending():
                 log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
             self._closed = True
+            self._listen_stop.set()
             self._store.close(tidy=self._refusal is None)
+        self._notices_woken()  # waiters return (nothing more can come)
 
     def _refuse_writes(self, reason: str) -> None:
         """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
@@ -220,7 +233,8 @@ class State:
                 self._lock.release()
                 raise
             woken, uow.woken = uow.woken, False
-            self._wake(ready, woken)
+            noticed, uow.notices_woken = uow.notices_woken, False
+            self._wake(ready, woken, noticed)
         self._depth += 1
 
     def unlock(self) -> None:
@@ -231,7 +245,7 @@ class State:
             self._lock.release()
             return
         ready: list[int] = []
-        woken = False
+        woken = noticed = False
         try:
             ready = self._commit_or_refuse()
             try:
@@ -241,11 +255,12 @@ class State:
                 raise
         finally:
             woken, self._uow.woken = self._uow.woken, False
+            noticed, self._uow.notices_woken = self._uow.notices_woken, False
             self._depth = 0
             self._owner = None
             self._release_fenced()
             self._lock.release()
-        self._wake(ready, woken)
+        self._wake(ready, woken, noticed)
 
     def _commit_or_refuse(self) -> list[int]:
         if self._refusal is None:
@@ -261,12 +276,16 @@ class State:
             self._release_at_unlock = False
             self._store.fence(tidy=False)
 
-    def _wake(self, ready: list[int], woken: bool = False) -> None:
-        """_wake tells waiters their changes are ready, and the work hook that tasks may run."""
+    def _wake(self, ready: list[int], woken: bool = False, noticed: bool = False) -> None:
+        """_wake tells waiters their changes are ready or notices came, and the work hook that tasks may run."""
         for cid in ready:
             event = self._uow.waiters.pop(cid, None)
             if event is not None:
                 event.set()
+            for loop, aevent in self._uow.async_waiters.pop(cid, ()):
+                _call_soon(loop, aevent.set)
+        if noticed:
+            self._notices_woken()
         hook = self._uow.work_hook
         if woken and hook is not None:
             hook()
@@ -495,6 +514,148 @@ class State:
         self._check()
         return self._uow.warnings.okay(_time.utc(t, "okay_warnings time"))
 
+    # -- notices ------------------------------------------------------------------
+
+    def add_notice(self, type: str, key: str, *, data: Mapping[str, str] | None = None,
+                   repeat_after: float | timedelta | None = None,
+                   expire_after: float | timedelta | None = None) -> str:
+        """add_notice records an occurrence of the notice of type and key and returns the notice's id.
+
+        An existing notice of that type and key counts one more occurrence,
+        takes data as its last data, and is repeated (waiters see it again)
+        unless it was repeated less than repeat_after ago (None or 0: every
+        occurrence repeats). It expires expire_after (default 7 days) after
+        its last occurrence. type is lowercase words joined by "-"; key is
+        non-empty text of at most 256 bytes; data maps str to str. The
+        notice is written, and waiters woken, by the commit.
+        """
+        self._check()
+        return self._uow.notices.add(type, key, data, repeat_after, expire_after)
+
+    def notices(self, after: datetime | None = None, types: Iterable[str] | None = None,
+                keys: Iterable[str] | None = None) -> list[Notice]:
+        """notices returns the unexpired notices repeated after a time, of the given types and keys, oldest first.
+
+        None (or an empty list) for types or keys means any. The order is
+        that of last_repeated; a client passes the last_repeated of the last
+        notice it saw as after to see only what came since.
+        """
+        self._check()
+        return self._uow.notices.matching(after, _strs(types, "types"), _strs(keys, "keys"))
+
+    def wait_notices(self, after: datetime | None = None, types: Iterable[str] | None = None,
+                     keys: Iterable[str] | None = None, timeout: float | None = None) -> list[Notice]:
+        """wait_notices waits, WITHOUT the lock, until notices match, and returns them ([] after timeout).
+
+        It returns at once when some match already; otherwise it is woken
+        by the commit that adds or repeats one (on PostgreSQL, by any
+        host's commit through LISTEN/NOTIFY, and it looks again at least
+        every POLL_INTERVAL). timeout None waits until a notice comes or
+        the State closes.
+        """
+        if self._held():
+            raise RuntimeError("cannot wait for notices while holding the state lock")
+        type_list, key_list = _strs(types, "types"), _strs(keys, "keys")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        poll = self._shared_poll()
+        while True:
+            with self._notice_cond:
+                seq = self._notice_seq
+            if self._closed:
+                return []
+            with self:
+                found = self._uow.notices.matching(after, type_list, key_list)
+            if found:
+                return found
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return []
+            with self._notice_cond:
+                if self._notice_seq == seq and not self._closed:
+                    wait = left if poll is None else (poll if left is None else min(poll, left))
+                    self._notice_cond.wait(wait)
+
+    async def wait_notices_async(self, after: datetime | None = None, types: Iterable[str] | None = None,
+                                 keys: Iterable[str] | None = None,
+                                 timeout: float | None = None) -> list[Notice]:
+        """wait_notices_async is wait_notices for asyncio: it awaits the commit that adds one, without a thread.
+
+        The lock is taken only for the short look at the notices table,
+        and never by blocking the event loop: when another thread holds it,
+        that look runs in a worker thread (asyncio.to_thread).
+        """
+        type_list, key_list = _strs(types, "types"), _strs(keys, "keys")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        poll = self._shared_poll()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        with self._notice_cond:
+            self._notice_waiters.add(waiter)
+        try:
+            while True:
+                event.clear()
+                if self._closed:
+                    return []
+                found: list[Notice] = await self._locked_async(
+                    lambda: self._uow.notices.matching(after, type_list, key_list))
+                if found:
+                    return found
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return []
+                wait = left if poll is None else (poll if left is None else min(poll, left))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), wait)
+        finally:
+            with self._notice_cond:
+                self._notice_waiters.discard(waiter)
+
+    async def _locked_async(self, fn: Callable[[], Any]) -> Any:
+        """_locked_async calls fn under the lock without blocking the event loop (a thread only when it is busy)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                with self:
+                    return fn()
+            finally:
+                self._lock.release()
+        return await asyncio.to_thread(self._locked_call, fn)
+
+    def _locked_call(self, fn: Callable[[], Any]) -> Any:
+        with self:
+            return fn()
+
+    def _notices_woken(self) -> None:
+        """_notices_woken wakes every notice waiter (a commit added or repeated notices)."""
+        with self._notice_cond:
+            self._notice_seq += 1
+            self._notice_cond.notify_all()
+            waiters = list(self._notice_waiters)
+        for loop, event in waiters:
+            _call_soon(loop, event.set)
+
+    def _shared_poll(self) -> float | None:
+        """_shared_poll starts listening to other hosts' notices on a shared store; it returns the poll interval."""
+        if not self._store.shared:
+            return None
+        from .overlord import POLL_INTERVAL
+
+        listen = getattr(self._store, "listen", None)
+        listening = threading.Event()
+        with self._notice_cond:
+            if listen is not None and self._listener is None and not self._closed:
+                from .store.postgresql import NOTICE_CHANNEL
+
+                self._listener = threading.Thread(target=listen, args=(self._notices_woken, self._listen_stop,
+                                                                       NOTICE_CHANNEL, listening),
+                                                  name="engine-notices", daemon=True)
+                self._listener.start()
+            else:
+                listening.set()
+        # What is committed from now on wakes this waiter (bounded: the polling covers a server away).
+        listening.wait(LISTEN_START)
+        return POLL_INTERVAL
+
     # -- assertions ---------------------------------------------------------------
 
     @property
@@ -527,6 +688,23 @@ class State:
         """remove_change_status_changed_handler removes a handler added earlier."""
         self._check()
         self._uow.change_hooks.pop(hid, None)
+
+
+def _strs(values: Iterable[str] | None, what: str) -> list[str] | None:
+    """_strs checks a filter of notice types or keys: None or strings."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return [values]
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"cannot filter notices: {what} must be strings, not {out!r}")
+    return out
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed: its waiter is gone
+        loop.call_soon_threadsafe(fn)
 
 
 def _parse_id(id: str | int) -> int | None:

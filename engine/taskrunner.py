@@ -497,7 +497,7 @@ class TaskRunner:
         try:
             result = run.fn(run.task, run.tomb)
             if inspect.isawaitable(result):
-                await result
+                await run.tomb.follow(result)  # cancelled when the tomb dies
         except BaseException as e:  # the dispatch ladder in _record decides
             run.outcome = e
         run.elapsed = time.monotonic() - t0

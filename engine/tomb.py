@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 class Tomb:
@@ -13,13 +14,15 @@ class Tomb:
     or the runner stops, and the handler should then return (or raise Retry).
     """
 
-    __slots__ = ("_callbacks", "_lock", "dying")
+    __slots__ = ("_callbacks", "_lock", "_watching", "dying")
 
     def __init__(self) -> None:
         #: dying is set once the handler is asked to stop.
         self.dying = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        # How many until_dying() calls are waiting: a handler that watches the tomb stops by itself.
+        self._watching = 0
 
     def __repr__(self) -> str:
         return f"<Tomb {'dying' if self.dying.is_set() else 'alive'}>"
@@ -51,7 +54,57 @@ class Tomb:
                 self._callbacks.append(lambda: _wake(loop, event))
             else:
                 event.set()
-        await event.wait()
+        self._watching += 1
+        try:
+            await event.wait()
+        finally:
+            self._watching -= 1
+
+
+    async def follow(self, awaitable: Awaitable[Any]) -> Any:
+        """follow awaits awaitable and cancels it when the tomb starts dying (the runner's async handlers).
+
+        The cancellation raises asyncio.CancelledError inside the handler at
+        its next await, unless the handler is awaiting until_dying() (then
+        it stops by itself, as it chose); if it ends so, follow raises Retry: the task runs
+        again at the next start (the runner stopped), is undone (it was
+        aborted) or waits for the next ensure (stop_kinds). A handler that
+        catches the cancellation and returns, or raises something else,
+        has that outcome as usual.
+        """
+        from .errors import Retry
+
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        state = {"done": False, "cancelled": False}
+
+        def cancel_unwatched() -> None:
+            if not self._watching and not state["done"] and current is not None:
+                state["cancelled"] = True
+                current.cancel()
+
+        def cancel() -> None:
+            loop.call_soon_threadsafe(cancel_unwatched)
+
+        with self._lock:
+            dying = self.dying.is_set()
+            if not dying:
+                self._callbacks.append(cancel)
+        if dying:
+            cancel()
+        try:
+            # Awaited in the caller's own task: what the handler raises (SystemExit too) stays its outcome.
+            return await awaitable
+        except asyncio.CancelledError:
+            if state["cancelled"] and current is not None:
+                current.uncancel()
+                raise Retry(reason="") from None
+            raise
+        finally:
+            state["done"] = True
+            with self._lock:
+                if cancel in self._callbacks:
+                    self._callbacks.remove(cancel)
 
 
 def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

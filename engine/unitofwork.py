@@ -23,6 +23,7 @@ from .assertion import AssertionBook
 from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
 from .task import Task
@@ -82,7 +83,12 @@ class UnitOfWork:
         self.lanes = records.lanes
         self.log_lines = records.log_lines
         self.values: dict[str, str | None] = {}
+        self.notices = NoticeBook(self)
         self.warnings = WarningBook(self)
+        #: notices_woken says that the last commit added or repeated notices (the State wakes its waiters).
+        self.notices_woken = False
+        #: Per change, the asyncio waiters (loop, event) set when it becomes ready (Change.wait_ready_async).
+        self.async_waiters: dict[int, list[tuple[Any, Any]]] = {}
         self.assertions = AssertionBook(self)
         # What must be written; see Pending.
         self._new_changes: Pending[int] = Pending()
@@ -131,12 +137,13 @@ class UnitOfWork:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
                     self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
-                    self.store.in_write))
+                    self.notices.pending, self.store.in_write))
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings())
+                self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings(),
+                *self.notices.pendings())
 
     def forget(self, routine: bool = False) -> None:
         """forget drops every record (they reload on demand).
@@ -150,6 +157,7 @@ class UnitOfWork:
         self.records.clear()
         self.values.clear()
         self.warnings.forget()
+        self.notices.forget()
         self.assertions.forget()
 
     def rollback(self) -> None:
@@ -161,6 +169,7 @@ class UnitOfWork:
         self._became_ready.clear()
         self._owned.clear()
         self._runnable = False
+        self.notices.repeated = False
         self.forget()
         self.sync_sequences()
 
@@ -226,17 +235,25 @@ class UnitOfWork:
                     if status is not rec.db_status:
                         rows2.append((status.value, cid))
                         rec.db_status = status
+                        self.change_updated(rec)
             store.update_change_statuses(rows2)
         if self._dirty_values:
             store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
         self.warnings.flush(store)
+        self.notices.flush(store)
         self.assertions.flush(store)
         if self._dirty_seqs:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 
     def _write_status(self, rec: ChangeRec) -> Status:
-        rec.db_status = self.change_status(rec)
+        old, rec.db_status = rec.db_status, self.change_status(rec)
+        if rec.db_status is not old:
+            self.change_updated(rec, new=old is None)
         return rec.db_status
+
+    def change_updated(self, rec: ChangeRec, new: bool = False) -> None:
+        """change_updated records a change-update notice: the change spawned or its status moved (snapd)."""
+        self.notices.add(CHANGE_UPDATE, str(rec.id), {"kind": rec.kind}, new=new)
 
     def relax_commit(self) -> None:
         """relax_commit lets this unit of work commit without its own sync.
@@ -266,6 +283,9 @@ class UnitOfWork:
                 ids = sorted({*self._touched.take(), *self._dirty_changes.take()})
                 owned, self._owned = self._owned, set()
                 self._became_ready = settle_changes(self, ids, owned) if ids else []
+                self.notices.flush(self.store)  # the change-update notices settling added
+            if self.notices.repeated:
+                self.store.notify_notices = True  # other hosts' notice waiters wake (shared stores)
             if self._runnable:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
@@ -296,6 +316,10 @@ class UnitOfWork:
         self._relaxed = False
         for pending in self.all_pending():
             pending.committed()
+        self.notices.committed()
+        if self.notices.repeated:
+            self.notices.repeated = False
+            self.notices_woken = True
         if self._runnable:
             self._runnable = False
             if self.work_hook is not None:

@@ -110,6 +110,8 @@ class WarningBook:
             w = warnings[message] = StateWarning(message, now, now, None, expire, repeat)
         w.last_added = now
         self.dirty.add(message)
+        # Warnings are notices too (snapd): clients waiting on notices see them come.
+        self._w.notices.add("warning", message, repeat_after=repeat, expire_after=expire, check_key=False)
 
     def all(self) -> list[StateWarning]:
         """all returns the unexpired warnings by last_added."""

@@ -75,16 +75,24 @@ class Client:
     # -- the wire ----------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
-                body: Any = None) -> dict[str, Any]:
-        """request sends one request and returns the envelope, raising ApiError for an error envelope."""
+                body: Any = None, timeout: float | None = None) -> dict[str, Any]:
+        """request sends one request and returns the envelope, raising ApiError for an error envelope.
+
+        timeout, when given, replaces the client's for this request (a long-poll waits longer).
+        """
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else {}
-        return self.envelope(self.send(method, path, query=query, content=content, headers=headers), method, path)
+        rsp = self.send(method, path, query=query, content=content, headers=headers, timeout=timeout)
+        return self.envelope(rsp, method, path)
 
     def send(self, method: str, path: str, *, query: dict[str, str] | None = None, content: Any = None,
-             headers: dict[str, str] | None = None, files: Any = None, data: Any = None) -> httpx.Response:
+             headers: dict[str, str] | None = None, files: Any = None, data: Any = None,
+             timeout: float | None = None) -> httpx.Response:
         """send sends one request and returns the raw HTTP response (DaemonUnavailable when nobody answers)."""
         try:
+            if timeout is not None:
+                return self._http.request(method, path, params=query, content=content, headers=headers,
+                                          files=files, data=data, timeout=timeout)
             return self._http.request(method, path, params=query, content=content, headers=headers, files=files,
                                       data=data)
         except httpx.TransportError as e:
@@ -164,6 +172,26 @@ class Client:
         """okay marks the warnings that were due at timestamp as shown; returns how many."""
         body = {"action": "okay", "timestamp": format_time(timestamp)}
         return int(self._sync("POST", "/v2/warnings", body=body))
+
+    def notices(self, types: list[str] | None = None, keys: list[str] | None = None, after: str | None = None,
+                timeout: float = 0.0) -> list[dict[str, Any]]:
+        """notices lists the notices repeated after after (a notice's "last-repeated"), of types and keys.
+
+        With timeout (seconds) and none matching yet, the daemon answers as
+        soon as one comes, or with [] once timeout passed (a long-poll).
+        """
+        query: dict[str, str] = {}
+        if types:
+            query["types"] = ",".join(types)
+        if keys:
+            query["keys"] = ",".join(keys)
+        if after:
+            query["after"] = after
+        if timeout > 0:
+            query["timeout"] = f"{timeout:.3f}s"
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/notices", query=query,
+                                                  timeout=timeout + DEFAULT_TIMEOUT)
+        return result
 
     # -- snaps and assertions ------------------------------------------------------------
 

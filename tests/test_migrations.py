@@ -52,7 +52,7 @@ from tests.schema import (
 )
 
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences", "assertions"}
+                 "sequences", "assertions", "notices"}
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,10 @@ def filled_copy(src: Path, dst: Path, clock: FakeClock) -> Path:
     return db
 
 
-def counts(db: Path, without: str = "") -> dict[str, int]:
+def counts(db: Path, without: str | set[str] = "") -> dict[str, int]:
+    gone = {without} if isinstance(without, str) else without
     return {t: int(rows(db, f"SELECT count(*) FROM {t}")[0][0])  # type: ignore[arg-type]
-            for t in sorted(ENGINE_TABLES - {without})}
+            for t in sorted(ENGINE_TABLES - gone)}
 
 
 # -- heads and alembic check ---------------------------------------------------------
@@ -247,7 +248,8 @@ def test_database_built_by_the_alembic_cli_is_accepted_and_keeps_its_rows(
     finally:
         st.close()
     after = counts(db)
-    assert after == {**before, "changes": before["changes"] + 1}
+    # The new change, and its change-update notice.
+    assert after == {**before, "changes": before["changes"] + 1, "notices": before["notices"] + 1}
     assert rows(db, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
 
 
@@ -356,8 +358,11 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
 
     alembic(db, "downgrade", "0001_initial")
     assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
-    assert tables(db) == (ENGINE_TABLES - {"assertions"}) | {"alembic_version"}
-    assert counts(db, without="assertions") == {t: n for t, n in before.items() if t != "assertions"}
+    # (0005's notices table goes too, on the way down.)
+    assert tables(db) == (ENGINE_TABLES - {"assertions", "notices"}) | {"alembic_version"}
+    # (and the sequence of notice ids with it).
+    assert counts(db, without={"assertions", "notices"}) == {
+        t: n - (t == "sequences") for t, n in before.items() if t not in ("assertions", "notices")}
 
     # Opening the 0001 file upgrades it; the assertions table is back, empty, usable.
     st = State.open(db, clock=clock)

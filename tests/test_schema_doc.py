@@ -72,6 +72,7 @@ class Built:
     times: dict[int, tuple[str, str, float, float, int]] = field(default_factory=dict)
     pending_warnings: list[str] = field(default_factory=list)
     sequences: dict[str, int] = field(default_factory=dict)
+    notices: list[tuple[int, str, str, int, str]] = field(default_factory=list)
     #: Per change id: its tasks' statuses and log lines, as the API reads them.
     change_tasks: dict[int, list[tuple[int, str, str, list[str]]]] = field(default_factory=dict)
 
@@ -203,7 +204,10 @@ def build(path: Path) -> Built:
             b.times = {int(t.id): (t.kind, t.status.value, t.doing_time.total_seconds(),
                                    t.undoing_time.total_seconds(), t.attempts) for t in chg.tasks()}
             b.pending_warnings = [str(w) for w in st.warnings()]
-            b.sequences = {"change": 4, "task": int(t13.id), "lane": l3}
+            b.notices = [(int(n.id), n.type, n.key, n.occurrences, n.last_data.get("kind"))
+                         for n in st.notices()]
+            b.sequences = {"change": 4, "task": int(t13.id), "lane": l3,
+                           "notice": max(int(n.id) for n in st.notices())}
             b.change_tasks = {int(c.id): [(int(t.id), t.kind, t.status.value, t.log()) for t in c.tasks()]
                               for c in st.changes()}
     finally:
@@ -306,6 +310,13 @@ def _said_last(b: Built, rows: list[tuple[Any, ...]]) -> None:
     assert {r[0] for r in rows} >= {_i(b, "t1"), _i(b, "t3"), _i(b, "t5")}
 
 
+def _notices(b: Built, rows: list[tuple[Any, ...]]) -> None:
+    assert rows == b.notices
+    # Every change has one; the expired "old warning" is not there, the others are.
+    assert {r[2] for r in rows if r[1] == "change-update"} == {"1", "2", "3", "4"}
+    assert {r[2] for r in rows if r[1] == "warning"} == {"recently shown", "mirror slow", "disk almost full"}
+
+
 def _i(b: Built, name: str) -> int:
     return b.ids[name]
 
@@ -351,8 +362,10 @@ EXPECTED: dict[str, Expect] = {
     "Ready changes with tasks left to clean": rows_equal(lambda b: [(4, "seed", "Done", b.ready["c4"])]),
     "Tasks in no change": rows_equal(lambda b: [(_i(b, "t13"), "orphan", "Left over", b.spawn["t13"])]),
     "The last ids handed out": rows_equal(lambda b: [
-        ("change", b.sequences["change"]), ("lane", b.sequences["lane"]), ("task", b.sequences["task"]),
+        ("change", b.sequences["change"]), ("lane", b.sequences["lane"]), ("notice", b.sequences["notice"]),
+        ("task", b.sequences["task"]),
     ]),
+    "Notices, in the order waiters see them": _notices,
     "The assertions of a type, with a header": rows_equal(lambda b: [
         ("16/id-hello", 1, "root", "hello"), ("16/id-world", 1, "root", "world"),
     ]),

@@ -32,6 +32,8 @@ class Store(Protocol):
     lease: float
     #: notify asks the commit to wake the other hosts' loops (shared stores).
     notify: bool
+    #: notify_notices asks the commit to wake the other hosts' notice waiters (shared stores).
+    notify_notices: bool
 
     # -- the transaction of a unit of work --------------------------------------------
 
@@ -126,6 +128,15 @@ class Store(Protocol):
 
     def warning_rows(self) -> list[Row]:
         """warning_rows loads every warning."""
+
+    def notice_row(self, type: str, key: str) -> Row | None:
+        """notice_row loads the notice of a type and key."""
+
+    def notice_rows(self, after: str, now: str) -> list[Row]:
+        """notice_rows loads the notices repeated after a time and not expired at now, oldest repeat first."""
+
+    def expired_notices(self, now: str) -> list[int]:
+        """expired_notices lists the notices expired at now."""
 
     def assertion_row(self, type: str, key: str) -> Row | None:
         """assertion_row loads one assertion by type and joined primary key."""
@@ -222,6 +233,12 @@ class Store(Protocol):
 
     def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
         """save_warnings upserts warnings and deletes the given ones."""
+
+    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int], updates: Sequence[Row] = ()) -> None:
+        """save_notices deletes the given notices, upserts rows by type and key, and applies updates.
+
+        An update is NOTICE_COLUMNS[4:] then the id (a notice already stored).
+        """
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out."""

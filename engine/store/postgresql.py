@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 #: The channel a commit that made tasks runnable notifies (LISTEN engine_work).
 CHANNEL = "engine_work"
+#: The channel a commit that added or repeated notices notifies (State.wait_notices on other hosts).
+NOTICE_CHANNEL = "engine_notices"
 #: How many ids a host takes from a sequence at once.
 ID_BLOCK = 64
 _RUNNING = "('Doing','Undoing')"
@@ -149,6 +151,7 @@ class PostgresStore(SqlStore):
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
         self.notify = False
+        self.notify_notices = False
         #: The runner claiming through this store (TaskRunner sets it), and its lease in seconds.
         self.runner_id: str | None = None
         self.lease = 30.0
@@ -416,11 +419,13 @@ class PostgresStore(SqlStore):
 
     # -- wake-ups ----------------------------------------------------------------------------
 
-    def listen(self, wake: Any, stop: threading.Event) -> None:
+    def listen(self, wake: Any, stop: threading.Event, channel: str = CHANNEL,
+               listening: threading.Event | None = None) -> None:
         """listen calls wake() whenever another host's commit made tasks runnable, until stop is set.
 
-        Its own connection LISTENs on CHANNEL; a lost connection is opened
-        again (the loop's polling covers what was missed meanwhile).
+        Its own connection LISTENs on channel (CHANNEL; NOTICE_CHANNEL for
+        notices); a lost connection is opened again (the waiters' polling
+        covers what was missed meanwhile). listening is set once LISTEN ran.
         """
         while not stop.is_set():
             try:
@@ -428,7 +433,9 @@ class PostgresStore(SqlStore):
                 try:
                     conn = raw.driver_connection
                     conn.autocommit = True
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {channel}")
+                    if listening is not None:
+                        listening.set()
                     while not stop.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             wake()
@@ -482,8 +489,11 @@ class PostgresStore(SqlStore):
         with self.guard("commit"):
             if self.notify and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            if self.notify_notices and self._in_write:
+                self._conn.execute("SELECT pg_notify(%s, '')", (NOTICE_CHANNEL,))
             self._conn.commit()
         self.notify = False
+        self.notify_notices = False
         self._in_write = False
         self._began = False
         self._claims.clear()
@@ -493,6 +503,7 @@ class PostgresStore(SqlStore):
         self._in_write = False
         self._began = False
         self.notify = False
+        self.notify_notices = False
         self._claims.clear()
         self._rollback_quietly()
 

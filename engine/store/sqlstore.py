@@ -32,6 +32,7 @@ class SqlStore:
     runner_id: str | None = None
     lease = 0.0
     notify = False
+    notify_notices = False
 
     # -- what a backend provides -----------------------------------------------------
 
@@ -81,7 +82,7 @@ class SqlStore:
                     log.error("ignoring the hand-edited sequence %r of %s: %r is not a number", name, self.target,
                               last)
         used = self.query(self.sql["ids_in_use"])[0]
-        for name, top in zip(("change", "task", "lane"), used, strict=True):
+        for name, top in zip(("change", "task", "lane", "notice"), used, strict=True):
             if isinstance(top, int) and top > stored.get(name, 0):
                 if name in stored and not quiet:
                     log.warning("the %s sequence of %s is behind the ids in use (%d < %d): ids go on from %d",
@@ -173,6 +174,19 @@ class SqlStore:
     def warning_rows(self) -> list[Row]:
         """warning_rows loads every warning."""
         return self.query(self.sql["warnings"])
+
+    def notice_row(self, type: str, key: str) -> Row | None:
+        """notice_row loads the notice of a type and key."""
+        rows = self.query(self.sql["notice"], (type, key))
+        return rows[0] if rows else None
+
+    def notice_rows(self, after: str, now: str) -> list[Row]:
+        """notice_rows loads the notices repeated after a time and not expired at now, oldest repeat first."""
+        return self.query(self.sql["notices_after"], (after, now))
+
+    def expired_notices(self, now: str) -> list[int]:
+        """expired_notices lists the notices expired at now."""
+        return self._ids("expired_notices", (now,))
 
     def assertion_row(self, type: str, key: str) -> Row | None:
         """assertion_row loads one assertion by type and joined primary key."""
@@ -303,6 +317,18 @@ class SqlStore:
         """save_warnings upserts warnings and deletes the given ones."""
         self.executemany(self.sql["delete_warning"], [(m,) for m in deleted])
         self.executemany(self.sql["upsert_warning"], rows)
+
+    def save_notices(self, rows: Sequence[Row], deleted: Sequence[int], updates: Sequence[Row] = ()) -> None:
+        """save_notices deletes the given notices, upserts rows by type and key, and applies updates.
+
+        An update is NOTICE_COLUMNS[4:] then the id.
+        """
+        if deleted:
+            self.execute_in(self.sql["delete_notices"], list(deleted))
+        if rows:
+            self.executemany(self.sql["upsert_notice"], rows)
+        if updates:
+            self.executemany(self.sql["update_notice"], updates)
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""

@@ -42,6 +42,7 @@ from ..models import (
     UNREADY_PREDICATE,
     AssertionRow,
     ChangeRow,
+    NoticeRow,
     SequenceRow,
     StateDataRow,
     TaskDependencyRow,
@@ -61,6 +62,7 @@ state_data: Table = StateDataRow.__table__  # type: ignore[assignment]
 warnings: Table = WarningRow.__table__  # type: ignore[assignment]
 sequences: Table = SequenceRow.__table__  # type: ignore[assignment]
 assertions: Table = AssertionRow.__table__  # type: ignore[assignment]
+notices: Table = NoticeRow.__table__  # type: ignore[assignment]
 
 #: The columns of a task row as the engine reads and writes it (engine._records.TASK_FIELDS).
 TASK_COLUMNS = ("id", "change_id", "kind", "summary", "status", "waited_status", "clean", "progress_label",
@@ -69,6 +71,9 @@ TASK_COLUMNS = ("id", "change_id", "kind", "summary", "status", "waited_status",
 #: The columns of a change row (engine._records.CHANGE_FIELDS).
 CHANGE_COLUMNS = ("id", "kind", "summary", "status", "explicit_status", "clean", "data", "spawn_time", "ready_time")
 WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire_after", "repeat_after")
+#: The columns of a notice row (engine.notice.Notice.row).
+NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
+                  "repeat_after", "expire_after", "expire_time")
 ASSERTION_COLUMNS = ("type", "primary_key", "revision", "authority_id", "headers", "text", "added_time")
 
 #: A task row whose status the schema does not know (hand-edited) is never rewritten.
@@ -152,7 +157,8 @@ STATEMENTS: list[Sql] = [
         select(func.max(changes.c.id)).scalar_subquery(),
         select(func.max(tasks.c.id)).scalar_subquery(),
         select(func.max(lanes.c.lane)).where(
-            lanes.c.task_id.in_(select(tasks.c.id).where(UNREADY))).scalar_subquery())),
+            lanes.c.task_id.in_(select(tasks.c.id).where(UNREADY))).scalar_subquery(),
+        select(func.max(notices.c.id)).scalar_subquery())),
     Sql("task", lambda f: _task_select().where(tasks.c.id == _b("id")), ("id",)),
     Sql("tasks", lambda f: _task_select().where(tasks.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("change", lambda f: select(*_cols(changes, CHANGE_COLUMNS)).where(changes.c.id == _b("id")), ("id",)),
@@ -185,6 +191,13 @@ STATEMENTS: list[Sql] = [
         .where(task_log.c.task_id == _b("tid")).order_by(task_log.c.id.desc()).limit(_b("keep")), ("tid", "keep")),
     Sql("state_value", lambda f: select(state_data.c.value).where(state_data.c.key == _b("key")), ("key",)),
     Sql("warnings", lambda f: select(*_cols(warnings, WARNING_COLUMNS))),
+    Sql("notice", lambda f: select(*_cols(notices, NOTICE_COLUMNS)).where(
+        notices.c.type == _b("type"), notices.c.key == _b("key")), ("type", "key")),
+    # What a waiter asks for: unexpired notices repeated after a time, in the order they were repeated.
+    Sql("notices_after", lambda f: select(*_cols(notices, NOTICE_COLUMNS)).where(
+        notices.c.last_repeated > _b("after"), notices.c.expire_time >= _b("now"))
+        .order_by(notices.c.last_repeated, notices.c.id), ("after", "now")),
+    Sql("expired_notices", lambda f: select(notices.c.id).where(notices.c.expire_time < _b("now")), ("now",)),
     # -- the runner's queries: unready tasks only, through the partial indexes
     # "status IN (?)", not "status = ?": SQLite runs it 7 times faster (5 against 36 us, same plan).
     Sql("tasks_in_status", lambda f: _task_select(_t).where(
@@ -270,6 +283,11 @@ STATEMENTS: list[Sql] = [
     Sql("upsert_state_value", lambda f: f.upsert(state_data, ("key",), ("key", "value")), ("key", "value")),
     Sql("delete_warning", lambda f: delete(warnings).where(warnings.c.message == _b("message")), ("message",)),
     Sql("upsert_warning", lambda f: f.upsert(warnings, ("message",), WARNING_COLUMNS), WARNING_COLUMNS),
+    Sql("upsert_notice", lambda f: f.upsert(notices, ("type", "key"), NOTICE_COLUMNS), NOTICE_COLUMNS),
+    # An occurrence of a notice already stored: its id and first occurrence stay (the row is not moved).
+    Sql("update_notice", lambda f: update(notices).values(_values(NOTICE_COLUMNS[4:]))
+        .where(notices.c.id == _b("nid")), (*NOTICE_COLUMNS[4:], "nid")),
+    Sql("delete_notices", lambda f: delete(notices).where(notices.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("upsert_sequence", lambda f: f.upsert(sequences, ("name",), ("name", "last_id")), ("name", "last_id")),
     # Rows with a status the schema does not know (hand-edited) are left
     # alone: rewriting them would fail their CHECK constraint. (No alias on

@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_info,
     cmd_interfaces,
     cmd_keys,
+    cmd_notices,
     cmd_pack,
     cmd_seed,
     cmd_services,

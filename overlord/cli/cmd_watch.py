@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """`overlord watch ID`: follow a change live, one progress bar per task, until it is ready (cmd_watch.go).
 
-It polls the daemon. Ctrl-C stops watching and leaves the change running.
+It waits on the daemon's notices (GET /v2/notices, long-polled) and asks
+for the change again only when a change-update notice of it comes: while
+nothing happens, it makes no request. A task's progress is no status
+transition and makes no notice, so while a task of the change runs
+(Doing, Undoing) the long-poll's timeout is short (PROGRESS_INTERVAL) and
+the change is read again after each one, as snap's clients poll progress.
+Ctrl-C stops watching and leaves the change running.
 When the daemon goes away (a restart, a crash), watch says so and keeps
 asking until the daemon answers again or --reconnect-timeout passes.
 """
@@ -25,8 +31,12 @@ from ._client import change_id, cli_error, note_warnings, state_dir_option
 from ._group import cli
 from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
 
-#: POLL_INTERVAL is how often watch asks the daemon about the change, in seconds.
+#: POLL_INTERVAL is how long watch waits before asking a busy daemon again, in seconds.
 POLL_INTERVAL = 0.2
+#: PROGRESS_INTERVAL is how often watch reads a change whose tasks run (their progress), in seconds.
+PROGRESS_INTERVAL = 0.25
+#: WAIT_TIMEOUT is the long-poll's timeout while no task runs (it is asked again after it), in seconds.
+WAIT_TIMEOUT = 20.0
 _BAR_WIDTH = 24
 
 
@@ -206,12 +216,34 @@ def _height(live: Live) -> int | None:
 
 
 def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout: float) -> dict[str, Any]:
-    """follow polls the change until it is ready and returns its last JSON, updating live as it goes."""
+    """follow reads the change whenever a notice says it changed, until it is ready; returns its last JSON.
+
+    It updates live as it goes; see the module's docstring for when it asks.
+    """
     last: dict[str, Any] | None = None
     lost_since: float | None = None
     tracker = _Tracker()
+    cursor: str | None = None  # the last-repeated of the last change-update notice seen ("": none yet)
+    fresh = False  # whether the change must be read again
+    polling = False  # a daemon without notices: ask every POLL_INTERVAL
     while True:
         try:
+            if polling:
+                if last is not None:
+                    time.sleep(POLL_INTERVAL)
+            elif cursor is None:  # (again after the daemon came back): where its notices stand now
+                seen = client.notices(["change-update"], [change_id])
+                cursor = seen[-1]["last-repeated"] if seen else ""
+                fresh = True
+            if not fresh and not polling and last is not None:
+                running = any(t.get("status") in RUNNING for t in last.get("tasks", ()))
+                came = client.notices(["change-update"], [change_id], cursor,
+                                      PROGRESS_INTERVAL if running else WAIT_TIMEOUT)
+                if came:
+                    cursor = came[-1]["last-repeated"]
+                elif not running:
+                    continue  # nothing happened: wait again
+            fresh = False
             change = client.change(change_id)
         except DaemonUnavailable as e:
             now = time.monotonic()
@@ -223,10 +255,14 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
                 live.update(watch_view(last, "the daemon is not answering; waiting for it to come back...",
                                        running=tracker.running, height=_height(live)))
             time.sleep(min(1.0, POLL_INTERVAL * 2))
+            cursor = None
             continue
         except ApiError as e:
             if e.status_code == 503:  # busy: ask again
                 time.sleep(POLL_INTERVAL)
+                continue
+            if e.status_code == 404 and e.kind == "not-found" and "/v2/notices" in e.message:
+                polling = True  # an older daemon
                 continue
             raise
         lost_since = None
@@ -237,7 +273,6 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
             live.update(watch_view(change, running=tracker.running, height=None if ready else _height(live)))
         if ready:
             return change
-        time.sleep(POLL_INTERVAL)
 
 
 def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0) -> dict[str, Any]:

@@ -7,20 +7,23 @@ plain function per method: ``handler(ctx, req) -> Reply``. Handlers are
 thin: they parse the request through ApiRequest (whose errors are 400s),
 call the engine or a manager under the state lock, and answer with
 response.sync / response.async_. They run in a worker thread, so taking the
-state lock never blocks the event loop. Everything around them (the body
+state lock never blocks the event loop. A handler may instead be an async
+function (GET /v2/notices, whose long-poll must hold no thread): it runs on
+the event loop and must not block it. Everything around them (the body
 size limit, the access check, turning errors into the envelope, never a
 traceback) happens here, once.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -44,7 +47,7 @@ MAX_BODY = 1024 * 1024
 #: PEER_CRED_KEY is where the server puts the connection's PeerCred in the ASGI scope's extensions.
 PEER_CRED_KEY = "overlord.peer_cred"
 
-Handler = Callable[["Context", "ApiRequest"], response.Reply]
+Handler = Callable[["Context", "ApiRequest"], "response.Reply | Awaitable[response.Reply]"]
 
 
 @dataclass(frozen=True)
@@ -250,14 +253,37 @@ def _too_large() -> ApiError:
 def _serve(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
     """_serve runs a handler in a worker thread and turns whatever happens into the envelope."""
     try:
-        reply = handler(ctx, req)
+        reply = cast(response.Reply, handler(ctx, req))  # a sync handler (async ones: _serve_async)
     except Exception as e:
-        err = from_exception(e)
-        if err is None:
-            log.exception("internal error: %s %s failed", req.method, req.path)
-            err = ApiError(500, ErrorKind.INTERNAL_ERROR,
-                           f"internal error: cannot answer {req.method} {req.path} (the daemon's log has details)")
-        reply = response.error(err)
+        reply = _failed(req, e)
+    return _finish(ctx, reply, req)
+
+
+async def _serve_async(ctx: Context, handler: Handler, req: ApiRequest) -> Response:
+    """_serve_async awaits an async handler on the event loop, then envelopes its reply in a worker thread."""
+    try:
+        result = handler(ctx, req)
+        reply = await result if inspect.isawaitable(result) else result
+    except Exception as e:
+        reply = _failed(req, e)
+    done: Response = await anyio.to_thread.run_sync(_finish, ctx, reply, req)
+    return done
+
+
+def _failed(req: ApiRequest, e: Exception) -> response.Reply:
+    err = from_exception(e)
+    if err is None:
+        log.error("internal error: %s %s failed", req.method, req.path, exc_info=e)
+        err = ApiError(500, ErrorKind.INTERNAL_ERROR,
+                       f"internal error: cannot answer {req.method} {req.path} (the daemon's log has details)")
+    return response.error(err)
+
+
+def _finish(ctx: Context, reply: response.Reply, req: ApiRequest) -> Response:
+    """_finish is the reply's HTTP response, with the pending warnings' count (needs the state lock).
+
+    A reply naming a change the request started is logged, with who asked.
+    """
     count, latest = 0, None
     try:
         with ctx.state:
@@ -301,7 +327,10 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
         req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer,
                          upload)
         try:
-            result: Response = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
+            if inspect.iscoroutinefunction(handler):
+                result = await _serve_async(ctx, handler, req)
+            else:
+                result = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
         finally:
             if upload is not None:
                 upload.discard()
