@@ -44,8 +44,9 @@ ROLES: dict[str, dict[str, str]] = {
     "task_lanes": {"task_id": "tid"},
     "task_log": {"id": "auto", "task_id": "tid"},
 }
-#: Tables whose rows do not belong to a change (their template rows are not cloned).
-GLOBAL_TABLES = {"sequences", "alembic_version", "state_data", "warnings"}
+#: Tables whose rows are not cloned: rows that belong to no change, and the notices (a change-update notice
+#: lives 7 days after its change's last transition: a history of finished changes has pruned them).
+GLOBAL_TABLES = {"sequences", "alembic_version", "state_data", "warnings", "notices"}
 
 
 def _to_text(when: datetime) -> str:
