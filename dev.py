@@ -3,7 +3,7 @@
 """Set up the project's virtual environment and run it: the README's two commands.
 
     python3 dev.py demo     install, then run the demo (overlord demo)
-    python3 dev.py test     install, then run ruff, mypy and the test suite
+    python3 dev.py test     install, then run ruff, mypy and the test suite (2 workers; TEST_WORKERS=N)
     python3 dev.py bench    install, then run the benchmarks
     python3 dev.py docs     install, then write the API reference to var/docs/
 
@@ -55,7 +55,8 @@ def main(argv: list[str]) -> None:
         elif what == "test":
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy")
-            run(BIN / "python", "-m", "pytest", "-q", *rest)
+            # Two workers (pytest-xdist): the suite spends most of its time waiting on real processes.
+            run(BIN / "python", "-m", "pytest", "-q", "-n", os.environ.get("TEST_WORKERS", "2"), *rest)
         elif what == "docs":
             run(BIN / "python", "-m", "pdoc", "-o", "var/docs", "engine", "managers", *rest)
             print(f"the API reference is in {ROOT / 'var' / 'docs' / 'index.html'}")
