@@ -10,53 +10,36 @@ allowed. Others read these settings through configstate.snap_config(st,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from ..errors import ConfigError
+from ..snapstate.schedule import parse_schedule
 
 #: SYSTEM is the name under which the system's settings are kept (snapd's "system", its "core").
 SYSTEM = "system"
 #: RETAIN_RANGE is what refresh.retain may be (snapd's bounds on classic systems).
 RETAIN_RANGE = (2, 20)
 
-_DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)[1-5]?"
-_DAYS = re.compile(rf"^{_DAY}(?:-{_DAY})?$")
-_TIME = r"(\d{1,2}):(\d{2})"
-_TIMES = re.compile(rf"^{_TIME}(?:([-~]){_TIME}(?:/(\d+))?)?$")
 
 
 def check_timer(value: Any) -> str | None:
-    """check_timer accepts snapd's timer syntax: events separated by ",,", each days and times separated by ",".
+    """check_timer accepts snapd's timer syntax as the auto-refresh reads it (managers.snapstate.schedule).
 
-    Days: "mon", "mon-fri", "mon1" (the first Monday of the month), "sat5-sun";
-    times: "9:00", "9:00-11:00" (any time in between), "9:00~11:00" (random
-    within), "9:00-17:00/4" (four times, spread). Examples: "4:00-7:00",
-    "mon,10:00,,fri,15:00", "mon-fri,9:00~11:00".
+    Events separated by ",,", each days and times separated by ",": days
+    "mon", "mon-fri"; times "9:00", "9:00-11:00" (any time in between),
+    "9:00~11:00" (a random point within), "9:00-17:00/4" (four slots).
+    Examples: "4:00-7:00", "mon,10:00,,fri,15:00", "mon-fri,9:00~11:00".
     """
     if not isinstance(value, str) or not value.strip():
         return "must be a timer text such as '4:00-7:00' or 'mon,10:00,,fri,15:00'"
     if len(value) > 512:
         return "is longer than 512 characters"
-    for event in value.split(",,"):
-        parts = event.split(",")
-        if not event or any(not p for p in parts):
-            return f"has an empty part in {event!r}"
-        for part in parts:
-            if _DAYS.match(part):
-                continue
-            m = _TIMES.match(part)
-            if m is None:
-                return f"{part!r} is neither days (mon, mon-fri, mon1) nor times (9:00, 9:00-11:00, 9:00~11:00/2)"
-            hours = [m.group(1), m.group(4)]
-            minutes = [m.group(2), m.group(5)]
-            for h, mi in zip(hours, minutes, strict=True):
-                if h is not None and (int(h) > 23 or int(mi) > 59):
-                    return f"{part!r} has a time that is not between 0:00 and 23:59"
-            if m.group(6) is not None and int(m.group(6)) < 1:
-                return f"{part!r} spreads over fewer than 1 times"
+    try:
+        parse_schedule(value)
+    except ValueError as e:
+        return f"is not a timer: {e}"
     return None
 
 

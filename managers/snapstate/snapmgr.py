@@ -316,6 +316,16 @@ class SnapManager:
         """add_check_snap adds a check run when a revision is mounted or prepared (it may raise to refuse it)."""
         self._check_snap.append(fn)
 
+    def retained(self) -> int:
+        """retained is how many revisions of a snap are kept: the system setting refresh.retain, else retain.
+
+        Read with the state lock held (`overlord set system refresh.retain=3`; checked there, 2 to 20).
+        """
+        from .autorefresh import system_setting
+
+        value = system_setting(self.state, "refresh.retain", None)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 2 else self.retain
+
     def add_affected_snaps(self, kind: str, fn: Callable[[Task], list[str]]) -> None:
         """add_affected_snaps tells conflict checks which snaps a task of another manager touches."""
         self._affected[kind] = fn

@@ -161,7 +161,7 @@ def _revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: b
     cur = seq.index(snapst.current)
     after = [r for r in seq[cur + 1:] if r != target]
     before = [r for r in seq[:cur] if r != target]
-    keep = sm.retain - (0 if local else 1)
+    keep = sm.retained() - (0 if local else 1)
     return after + before[:max(0, len(before) - keep + 1)]
 
 

@@ -195,6 +195,9 @@ def test_system_settings_are_checked_and_kept(system: System) -> None:
     with system.o.state:
         assert snap_config(system.o.state, SYSTEM, "refresh") == {"timer": "mon,4:00-7:00", "retain": 3}
         assert system.o.state.get("config") == {"system": {"refresh": {"timer": "mon,4:00-7:00", "retain": 3}}}
+        # What the snap manager goes by: the auto-refresh's schedule, and the revisions kept.
+        assert system.sm.auto_refresh.info(system.o.state)["timer"] == "mon,4:00-7:00"
+        assert (system.sm.retain, system.sm.retained()) == (2, 3)
         cid = cm.configure(SYSTEM, {"refresh.timer": None}).id
     system.o.settle(60)
     with system.o.state:
