@@ -344,6 +344,9 @@ def test_a_service_started_without_a_record_is_found_not_doubled(tmp_path: Path,
                        str(tmp_path))
     orphan = subprocess.Popen(list(spec.argv), env=dict(spec.env), start_new_session=True)
     try:
+        # The service as the killed daemon left it: running its program (Popen returns before the exec).
+        wait_for("the orphan to run its program",
+                 lambda: str(prog).encode() in Path(f"/proc/{orphan.pid}/cmdline").read_bytes())
         sup = Supervisor(tmp_path / "run", clock)
         assert sup.recover({"x.loop": spec}) == []  # nothing started: the orphan was adopted
         assert sup.status("x.loop").pid == orphan.pid
