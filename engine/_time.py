@@ -79,3 +79,8 @@ def seconds(duration: float | int | timedelta, what: str = "duration", *, clamp:
             return math.copysign(MAX_SECONDS, value)
         raise ValueError(f"{what} must be a finite number of seconds below {MAX_SECONDS:.0f}, not {duration!r}")
     return value
+
+
+#: POLL_INTERVAL bounds a wait on a shared database (PostgreSQL): the overlord's loop, a notice waiter,
+#: whatever the notifications say (one may be lost with a connection).
+POLL_INTERVAL = 1.0

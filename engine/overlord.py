@@ -31,7 +31,7 @@ ABORT_WAIT = timedelta(days=3)
 #: PRUNE_MAX_CHANGES: at most this many ready changes are kept (snapd: 500).
 PRUNE_MAX_CHANGES = 500
 #: POLL_INTERVAL bounds the loop's sleep on a shared database (PostgreSQL), whatever the notifications say.
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = _time.POLL_INTERVAL
 #: STATE_FILE is the database's name inside a root directory.
 STATE_FILE = "state.db"
 

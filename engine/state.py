@@ -638,7 +638,6 @@ class State:
         """_shared_poll starts listening to other hosts' notices on a shared store; it returns the poll interval."""
         if not self._store.shared:
             return None
-        from .overlord import POLL_INTERVAL
 
         listen = getattr(self._store, "listen", None)
         listening = threading.Event()
@@ -654,7 +653,7 @@ class State:
                 listening.set()
         # What is committed from now on wakes this waiter (bounded: the polling covers a server away).
         listening.wait(LISTEN_START)
-        return POLL_INTERVAL
+        return _time.POLL_INTERVAL
 
     # -- assertions ---------------------------------------------------------------
 

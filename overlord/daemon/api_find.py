@@ -11,21 +11,11 @@ summaries. Each result is snapd's store snap shape: ``{"id", "name",
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .api_snaps import _publisher, snap_manager
-
-if TYPE_CHECKING:
-    from managers.store import StoreSnap
-
-
-def store_snap(ctx: Context, ss: StoreSnap, channel: str, publisher_id: str) -> dict[str, Any]:
-    """store_snap is the JSON of one store revision (its "publisher" is filled in under the lock)."""
-    return {"id": ss.snap_id, "name": ss.name, "version": ss.version, "revision": ss.revision,
-            "channel": channel, "summary": ss.summary, "description": ss.description,
-            "publisher": None, "developer": publisher_id, "download-size": ss.size, "type": "app"}
+from .api_snaps import _publisher, snap_manager, store_listing, store_snap
 
 
 def _with_publishers(ctx: Context, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,33 +42,6 @@ def get_find(ctx: Context, req: ApiRequest) -> response.Reply:
         with st:
             return response.sync(_with_publishers(ctx, found))
     return find_in_store(ctx, req)
-
-
-def store_listing(ctx: Context, name: str) -> dict[str, Any]:
-    """store_listing is a store snap as find and info show it: what stable (or the newest) offers, and per
-    channel the revision, version and size (snapd's "channels" map), without the default track's prefix."""
-    from managers.store import RISKS, short_channel
-
-    store = snap_manager(ctx).store
-    assert store is not None
-    listing = store.listing(name)
-    shown = store.snap(name, listing.revisions[0])
-    default = store.channel_revision(name, "stable")
-    if default is not None:
-        shown = store.snap(name, default)
-    decl = store.declaration(name)
-    publisher = decl.header("publisher-id") if decl is not None else ""
-    out = store_snap(ctx, shown, "stable" if default is not None else "", publisher)
-    channels: dict[str, Any] = {}
-    for track in sorted({c.split("/")[0] for c in listing.channels} | {"latest"}):
-        for risk in RISKS:
-            rev = store.channel_revision(name, f"{track}/{risk}")
-            if rev is not None:
-                ss = store.snap(name, rev)
-                channels[short_channel(f"{track}/{risk}")] = {"revision": rev, "version": ss.version,
-                                                               "size": ss.size}
-    out["channels"] = channels
-    return out
 
 
 def find_in_store(ctx: Context, req: ApiRequest) -> response.Reply:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from engine import Change, State
     from managers.snap import SnapInfo
     from managers.snapstate import SnapManager, SnapState
+    from managers.store import StoreSnap
 
 log = logging.getLogger("overlord.daemon")
 
@@ -63,6 +64,40 @@ def _publisher(ctx: Context, publisher_id: str) -> dict[str, Any] | None:
     if account is not None:
         out["display-name"] = account.header("display-name")
         out["validation"] = account.header("validation") or "unproven"
+    return out
+
+
+def store_snap(ctx: Context, ss: StoreSnap, channel: str, publisher_id: str) -> dict[str, Any]:
+    """store_snap is the JSON of one store revision (its "publisher" is filled in under the lock)."""
+    return {"id": ss.snap_id, "name": ss.name, "version": ss.version, "revision": ss.revision,
+            "channel": channel, "summary": ss.summary, "description": ss.description,
+            "publisher": None, "developer": publisher_id, "download-size": ss.size, "type": "app"}
+
+
+def store_listing(ctx: Context, name: str) -> dict[str, Any]:
+    """store_listing is a store snap as find and info show it: what stable (or the newest) offers, and per
+    channel the revision, version and size (snapd's "channels" map), without the default track's prefix."""
+    from managers.store import RISKS, short_channel
+
+    store = snap_manager(ctx).store
+    assert store is not None
+    listing = store.listing(name)
+    shown = store.snap(name, listing.revisions[0])
+    default = store.channel_revision(name, "stable")
+    if default is not None:
+        shown = store.snap(name, default)
+    decl = store.declaration(name)
+    publisher = decl.header("publisher-id") if decl is not None else ""
+    out = store_snap(ctx, shown, "stable" if default is not None else "", publisher)
+    channels: dict[str, Any] = {}
+    for track in sorted({c.split("/")[0] for c in listing.channels} | {"latest"}):
+        for risk in RISKS:
+            rev = store.channel_revision(name, f"{track}/{risk}")
+            if rev is not None:
+                ss = store.snap(name, rev)
+                channels[short_channel(f"{track}/{risk}")] = {"revision": rev, "version": ss.version,
+                                                               "size": ss.size}
+    out["channels"] = channels
     return out
 
 
@@ -142,7 +177,6 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     if out["id"] and snap_manager(ctx).store is not None:
         from engine import EngineError
 
-        from .api_find import store_listing
 
         try:
             out["channels"] = store_listing(ctx, name)["channels"]

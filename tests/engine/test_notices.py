@@ -363,9 +363,9 @@ def test_postgresql_long_poll_is_woken_by_another_host(pg_url: str, monkeypatch:
     import subprocess
     import sys
 
-    import engine.overlord
+    import engine._time
 
-    monkeypatch.setattr(engine.overlord, "POLL_INTERVAL", 3600.0)  # only a notification can wake it in time
+    monkeypatch.setattr(engine._time, "POLL_INTERVAL", 3600.0)  # only a notification can wake it in time
     st = State.open(url=pg_url)
     got: list[Notice] = []
     try:
