@@ -34,8 +34,11 @@ class ClientError(Exception):
 class DaemonUnavailable(ClientError):
     """DaemonUnavailable means no daemon answers on the socket."""
 
-    def __init__(self, socket: Path, reason: str) -> None:
+    def __init__(self, socket: Path, reason: str, *, went_away: bool = False) -> None:
         self.socket = socket
+        #: went_away is True when a daemon was reached and the connection then dropped (it stopped or was
+        #: killed mid-answer); False when nobody answered at all.
+        self.went_away = went_away
         super().__init__(f"cannot reach the overlord daemon at {socket}: {reason}")
 
 
@@ -96,7 +99,8 @@ class Client:
             return self._http.request(method, path, params=query, content=content, headers=headers, files=files,
                                       data=data)
         except httpx.TransportError as e:
-            raise DaemonUnavailable(self.socket, _reason(e)) from None
+            raise DaemonUnavailable(self.socket, _reason(e),
+                                    went_away=not isinstance(e, httpx.ConnectError | httpx.ConnectTimeout)) from None
 
     def envelope(self, rsp: httpx.Response, method: str, path: str) -> dict[str, Any]:
         """envelope reads the API envelope of a response, raising ApiError for an error envelope."""

@@ -215,13 +215,43 @@ def _height(live: Live) -> int | None:
     return console.size.height if console.is_terminal else None
 
 
+class _Lost:
+    """_Lost keeps asking a daemon that went away until --reconnect-timeout passes since it stopped answering."""
+
+    def __init__(self, change_id: str, reconnect_timeout: float) -> None:
+        self.change_id = change_id
+        self.reconnect_timeout = reconnect_timeout
+        self.since: float | None = None  # on the monotonic clock; None while the daemon answers
+
+    def wait(self, e: DaemonUnavailable) -> None:
+        """wait pauses before the next try, or raises the one-line CliError once the timeout has passed."""
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.reconnect_timeout:
+            raise CliError(f"cannot watch change {self.change_id}: {e}; gave up after {self.reconnect_timeout:g} s")
+        time.sleep(min(1.0, POLL_INTERVAL * 2))
+
+
+def first_read(client: Client, change_id: str, reconnect_timeout: float) -> dict[str, Any]:
+    """first_read reads the change to show first; a daemon that drops the connection (a restart, a crash
+    mid-answer) is asked again like follow asks it, one that is not there at all is an error at once."""
+    lost = _Lost(change_id, reconnect_timeout)
+    while True:
+        try:
+            return client.change(change_id)
+        except DaemonUnavailable as e:
+            if not e.went_away and lost.since is None:
+                raise cli_error(e, f"watch change {change_id}") from None
+            lost.wait(e)
+
+
 def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout: float) -> dict[str, Any]:
     """follow reads the change whenever a notice says it changed, until it is ready; returns its last JSON.
 
     It updates live as it goes; see the module's docstring for when it asks.
     """
     last: dict[str, Any] | None = None
-    lost_since: float | None = None
+    lost = _Lost(change_id, reconnect_timeout)
     tracker = _Tracker()
     cursor: str | None = None  # the last-repeated of the last change-update notice seen ("": none yet)
     fresh = False  # whether the change must be read again
@@ -246,15 +276,10 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
             fresh = False
             change = client.change(change_id)
         except DaemonUnavailable as e:
-            now = time.monotonic()
-            lost_since = lost_since or now
-            if now - lost_since > reconnect_timeout:
-                raise CliError(f"cannot watch change {change_id}: {e}; gave up after {reconnect_timeout:g} s") \
-                    from None
+            lost.wait(e)
             if live is not None and last is not None:
                 live.update(watch_view(last, "the daemon is not answering; waiting for it to come back...",
                                        running=tracker.running, height=_height(live)))
-            time.sleep(min(1.0, POLL_INTERVAL * 2))
             cursor = None
             continue
         except ApiError as e:
@@ -265,7 +290,7 @@ def follow(client: Client, change_id: str, live: Live | None, reconnect_timeout:
                 polling = True  # an older daemon
                 continue
             raise
-        lost_since = None
+        lost.since = None
         last = change
         tracker.see(change)
         ready = bool(change.get("ready"))
@@ -284,10 +309,7 @@ def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0
     """
     out = console()
     try:
-        try:
-            first = client.change(change_id)
-        except DaemonUnavailable as e:
-            raise cli_error(e, f"watch change {change_id}") from None
+        first = first_read(client, change_id, reconnect_timeout)
         start = WatchView(first, height=out.size.height if out.is_terminal and not first.get("ready") else None)
         with Live(start, console=out, refresh_per_second=8, transient=False) as live:
             final = follow(client, change_id, live, reconnect_timeout)
