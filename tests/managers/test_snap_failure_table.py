@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 
-from engine import Status, Task, Tomb
+from engine import Status
 from engine.testing import FakeClock
 from managers.asserts import PrivateKey
 
 from .conftest import KINDS, System, tree
-
-D, U, E, H = Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD
+from .failure_table import D, E, H, Handler, U, check_rules, first_of_each, inject, line_id, record
 
 #: The backend's operations that change files, and how one is written in the table: "op name revision".
 RECORDED: dict[str, Callable[..., str]] = {
@@ -45,39 +44,21 @@ RECORDED: dict[str, Callable[..., str]] = {
 }
 
 
-def record(backend: Any, ops: list[str]) -> None:
-    """record wraps the backend's file operations (on the instance every handler holds) to append to ops."""
-    for op, write in RECORDED.items():
-        real = getattr(backend, op)
-
-        def recorded(*args: Any, _real: Callable[..., Any] = real, _write: Callable[..., str] = write,
-                     **kw: Any) -> Any:
-            ops.append(_write(*args, **kw))
-            return _real(*args, **kw)
-
-        setattr(backend, op, recorded)
-
-
-def inject(s: System, kind: str, phase: str) -> None:
-    """inject makes the phase ("do" or "undo") handler of kind raise before it does anything."""
-    do_name, undo_name = KINDS[kind]
-
-    def resolve(name: str | None) -> Callable[[Task, Tomb], Any] | None:
+def snap_handlers(s: System, kind: str) -> tuple[Handler, Handler | None]:
+    """snap_handlers are the do and undo handlers the snap manager registers for kind (KINDS names them)."""
+    def resolve(name: str | None) -> Handler | None:
         if name is None:
             return None
         obj: Any = s.sm.handlers
         for part in name.split("."):
             obj = getattr(obj, part)
-        handler: Callable[[Task, Tomb], Any] = obj
+        handler: Handler = obj
         return handler
 
-    do, undo = resolve(do_name), resolve(undo_name)
+    do_name, undo_name = KINDS[kind]
+    do = resolve(do_name)
     assert do is not None
-
-    def failing(task: Task, tomb: Tomb) -> None:
-        raise RuntimeError(f"{kind}:{phase}-error injected")
-
-    s.o.task_runner.add_handler(kind, failing if phase == "do" else do, failing if phase == "undo" else undo)
+    return do, resolve(undo_name)
 
 
 @pytest.fixture
@@ -133,36 +114,24 @@ INSTALL: list[tuple[tuple[str, ...], list[str], dict[str, Status]]] = [
 
 def _run(s: System, failures: tuple[str, ...], make: Callable[[Any], Any]) -> tuple[str, list[str]]:
     for failure in failures:
-        kind, phase = failure.split(":")
-        inject(s, kind, phase)
+        inject(s.o.task_runner, failure, *snap_handlers(s, failure.split(":")[0]))
     ops: list[str] = []
-    record(s.sm.backend, ops)
+    record(s.sm.backend, RECORDED, ops)
     return s.run(make), ops
 
 
 def _check_rules(s: System, cid: str, failures: tuple[str, ...]) -> None:
-    """_check_rules: the first do-error's task is in Error, the ones after it never ran (Hold)."""
-    tasks = s.tasks(cid)
-    kinds = [k for k, _ in tasks]
-    failing = failures[0].split(":")[0]
-    at = kinds.index(failing)
-    assert tasks[at][1] == E
-    for kind, status in tasks[at + 1:]:
-        assert status == H, f"{kind} ran after {failing} failed: {status}"
-    for kind, status in tasks[:at]:
-        assert status in (U, D, E), f"{kind} was left {status} by the undo"
-        if status == D:
-            assert not s.o.task_runner.task_kind_has_undo(kind), f"{kind} has an undo and was not undone"
+    check_rules(s.o.task_runner, s.tasks(cid), failures[0].split(":")[0])
     assert s.status(cid) == E
 
 
 @pytest.mark.parametrize(("failures", "expected_ops", "statuses"), INSTALL,
-                         ids=[" + ".join(f"{f}-error" for f in line[0]) for line in INSTALL])
+                         ids=[line_id(line[0]) for line in INSTALL])
 def test_install_failure_table(s: System, failures: tuple[str, ...], expected_ops: list[str],
                                statuses: dict[str, Status]) -> None:
     cid, ops = _run(s, failures, lambda sm: sm.install("hello"))
     assert ops == [*expected_ops, READY_INSTALL]
-    got = dict(s.tasks(cid))  # (run-hook comes twice; the kinds in the table come once)
+    got = first_of_each(s.tasks(cid))
     assert {k: got[k] for k in statuses} == statuses
     _check_rules(s, cid, failures)
     assert "injected" in s.err(cid)
@@ -205,7 +174,7 @@ REFRESH: list[tuple[tuple[str, ...], list[str], dict[str, Status]]] = [
 
 
 @pytest.mark.parametrize(("failures", "expected_ops", "statuses"), REFRESH,
-                         ids=[" + ".join(f"{f}-error" for f in line[0]) for line in REFRESH])
+                         ids=[line_id(line[0]) for line in REFRESH])
 def test_refresh_failure_table(s: System, failures: tuple[str, ...], expected_ops: list[str],
                                statuses: dict[str, Status]) -> None:
     s.run(lambda sm: sm.install("hello"))
@@ -214,7 +183,7 @@ def test_refresh_failure_table(s: System, failures: tuple[str, ...], expected_op
     state_before = s.snaps_state()
     cid, ops = _run(s, failures, lambda sm: sm.refresh("hello"))
     assert ops == [*expected_ops, READY_REFRESH]
-    got = dict(s.tasks(cid))
+    got = first_of_each(s.tasks(cid))
     assert {k: got[k] for k in statuses} == statuses
     _check_rules(s, cid, failures)
     if not any(f.endswith(":undo") for f in failures):
