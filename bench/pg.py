@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """W1 and W2 on PostgreSQL with 1, 2 and 4 runner processes, beside a raw psycopg baseline.
 
-    python -m bench.pg                 # a throwaway server (tests/pgcluster.py), default durability
+    python -m bench.pg                 # a throwaway server (tests/support/pgcluster.py), default durability
     python -m bench.pg --quick         # a smoke run (small sizes, one run each)
 
 Each run: the parent submits one change (W1: 10,000 independent no-op tasks; W2: a chain of
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     w1, w2, commits = (500, 50, 200) if args.quick else (10_000, 1_000, 2_000)
     procs = [int(n) for n in args.procs.split(",")]
     sys.path.insert(0, str(ROOT))
-    from tests import pgcluster
+    from tests.support import pgcluster
 
     cluster = pgcluster.start_cluster(durable=True)
     tmp = Path(cluster.root)

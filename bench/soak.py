@@ -3,7 +3,7 @@
 
     python -m bench.soak --kills 500 --changes 300 --seed 1
 
-Runs the workload of tests/crash_workload.py once uninterrupted, then again on a second database
+Runs the workload of tests/support/crash_workload.py once uninterrupted, then again on a second database
 while killing the child process at random moments (during start-up, open, creation, and mostly
 while handlers run), resumes it to the end and compares: final statuses equal the uninterrupted
 run's, every finished task's handler completed in the journal, no two runs of a task overlapped,
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.crash_workload import soak
+from tests.support.crash_workload import soak
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,32 +13,9 @@ import pytest
 
 from engine import State
 from engine.testing import FakeClock
-from tests import pgcluster
-from tests.other_user import OtherUser, Unavailable, make_other_user
-
-
-class EnsureRecorder:
-    """EnsureRecorder stands in for the Overlord: it records ensure_before requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[float] = []
-        self.event = threading.Event()
-        self._lock = threading.Lock()
-
-    def __call__(self, delay: float) -> None:
-        with self._lock:
-            self.requests.append(delay)
-        self.event.set()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-        self.event.clear()
-
-    @property
-    def earliest(self) -> float | None:
-        with self._lock:
-            return min(self.requests) if self.requests else None
+from tests.support import pgcluster
+from tests.support.ensure import EnsureRecorder
+from tests.support.other_user import OtherUser, Unavailable, make_other_user
 
 
 @pytest.fixture
@@ -49,7 +25,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[pgcluster.Cluster]:
-    """pg_cluster is a throwaway PostgreSQL server for the session (tests/pgcluster.py).
+    """pg_cluster is a throwaway PostgreSQL server for the session (tests/support/pgcluster.py).
 
     Where none can be had the test is skipped, with the reason; in CI
     (CI=true) that is an error instead: the PostgreSQL tests must run there.
@@ -122,7 +98,7 @@ def ensures(st: State) -> EnsureRecorder:
 
 @pytest.fixture(scope="session")
 def nobody() -> Iterator[OtherUser]:
-    """nobody runs Python as uid 65534 with a readable copy of the project (see tests/other_user.py).
+    """nobody runs Python as uid 65534 with a readable copy of the project (see tests/support/other_user.py).
 
     It skips the test, with the reason, where no other user can run the
     project (not root, no setpriv, no interpreter that user can execute);

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import AssertionRevisionError, State
-from tests.conftest import FakeClock
+from engine.testing import FakeClock
 
 HEADERS = {"type": "snap-declaration", "authority-id": "root", "series": "16", "snap-id": "abc",
            "snap-name": "hello", "publisher-id": "acme"}

@@ -23,7 +23,7 @@ from engine import (
     TaskDependencyCycleError,
     TaskSet,
 )
-from tests.conftest import FakeClock
+from engine.testing import FakeClock
 
 WAIT = 30  # seconds; generous, only reached when something is broken
 

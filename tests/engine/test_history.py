@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from engine import State, Status, Task, TaskRunner
+from engine.testing import FakeClock
 from engine.tomb import Tomb
-from tests.conftest import FakeClock
 
 N_CHANGES = 1000
 PER_CHANGE = 100

@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 from engine import Retry, State, Status, Task, TaskRunner
-from engine.testing import drive
+from engine.testing import FakeClock, drive
 from engine.tomb import Tomb
-from tests.conftest import FakeClock
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)$")
 STORED_STATUSES = {s.value for s in Status if s is not Status.DEFAULT}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import Change, State, Status, Task
-from tests.conftest import FakeClock
+from engine.testing import FakeClock
 
 PRUNE_WAIT = timedelta(hours=1)
 ABORT_WAIT = timedelta(hours=3)

@@ -20,9 +20,10 @@ import pytest
 import tenacity
 
 from engine import Retry, State, Status, Task, TaskRunner
+from engine.testing import FakeClock
 from engine.tomb import Tomb
-from tests.conftest import EnsureRecorder, FakeClock
-from tests.helpers import one_task_change, task_of
+from tests.support.ensure import EnsureRecorder
+from tests.support.helpers import one_task_change, task_of
 
 TIMEOUT = 30.0
 

@@ -20,8 +20,9 @@ import queue
 import pytest
 
 from engine import Retry, State, Status, Task, TaskRunner
+from engine.testing import drive
 from engine.tomb import Tomb
-from tests.conftest import EnsureRecorder
+from tests.support.ensure import EnsureRecorder
 
 SEQUENCES = [
     ("", "t11:do t12:do t21:do t31:do t32:do"),
@@ -44,22 +45,6 @@ SEQUENCES = [
 ]
 
 NAMES = ["t11", "t12", "t21", "t31", "t32"]
-
-
-def ensure_change(runner: TaskRunner, st: State, ensures: EnsureRecorder, chg_id: str) -> None:
-    """ensure_change runs ensure+wait until the change is ready, as snapd's test does."""
-    for _ in range(20):
-        ensures.reset()
-        runner.ensure()
-        runner.wait()
-        with st:
-            if st.change(chg_id).status.ready:  # type: ignore[union-attr]
-                return
-        if ensures.earliest is None or ensures.earliest > 0:
-            break
-    with st:
-        statuses = " ".join(f"{t.summary}:{t.status}" for t in st.change(chg_id).tasks())  # type: ignore[union-attr]
-    pytest.fail(f"change did not reach a final state without blocking: {statuses}")
 
 
 @pytest.mark.parametrize(("setup", "expected"), SEQUENCES, ids=[s or "plain" for s, _ in SEQUENCES])
@@ -122,7 +107,7 @@ def test_sequence(st: State, ensures: EnsureRecorder, setup: str, expected: str)
                         tasks[parts[0]].join_lane(int(lane))
             chg_id = chg.id
 
-        ensure_change(runner, st, ensures, chg_id)
+        drive(runner, st, chg_id)  # ensure+wait until the change is ready, as snapd's ensureChange
 
         seen: list[str] = []
         while not events.empty():

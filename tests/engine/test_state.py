@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from engine import Change, EngineError, NoStateError, State, Status, Task
-from tests.conftest import EnsureRecorder, FakeClock
+from engine.testing import FakeClock
+from tests.support.ensure import EnsureRecorder
 
 WAIT = 30  # seconds; generous, only reached when something is broken
 SOME_TIME = datetime(2030, 1, 1, tzinfo=UTC)

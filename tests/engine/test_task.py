@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from engine import EngineError, NoStateError, Retry, State, Status, Task, TaskRunner, TaskSet
-from engine.testing import drive
+from engine.testing import FakeClock, drive
 from engine.tomb import Tomb
-from tests.conftest import EnsureRecorder, FakeClock
+from tests.support.ensure import EnsureRecorder
 
 RFC3339_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (INFO|ERROR) ")
 

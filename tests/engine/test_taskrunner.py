@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from engine import Retry, State, Status, Task, TaskRunner, Wait
-from engine.testing import drive
+from engine.testing import FakeClock, drive
 from engine.tomb import Tomb
-from tests.conftest import EnsureRecorder, FakeClock
-from tests.helpers import one_task_change, task_of
+from tests.support.ensure import EnsureRecorder
+from tests.support.helpers import one_task_change, task_of
 
 TIMEOUT = 30.0  # generous: the machine is shared; only a hang ever reaches it
 

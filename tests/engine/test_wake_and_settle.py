@@ -12,7 +12,7 @@ import pytest
 
 from engine import Overlord, Retry, Status, Task, TaskDependencyCycleError, Tomb
 from engine.overlord import ENSURE_INTERVAL
-from tests.helpers import task_of
+from tests.support.helpers import task_of
 
 WAIT = 30.0  # generous bound for anything that waits; far below the 5-minute ensure interval
 

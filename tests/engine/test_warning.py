@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine import EngineError, State, StateWarning
-from tests.conftest import FakeClock
+from engine.testing import FakeClock
 
 DAY = timedelta(days=1)
 

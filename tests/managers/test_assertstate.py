@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from engine import AssertionRevisionError, State, TaskRunner
+from engine.testing import FakeClock
 from managers import AssertionVerifyError
 from managers.asserts import Assertion, PrivateKey, sha3_384, sign
 from managers.asserts.build import account, account_key, snap_declaration, snap_id_for, snap_revision
 from managers.assertstate import AssertManager, fetch_chain
 from managers.store import Store
-from tests.conftest import FakeClock
 
 T = "2030-01-01T00:00:00Z"
 DIGEST = sha3_384(b"the snap file")

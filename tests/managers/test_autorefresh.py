@@ -12,7 +12,7 @@ import pytest
 from engine import Status
 from managers import NoUpdateAvailableError, SnapOperationError
 from managers.snapstate.autorefresh import RETRY_DELAY
-from tests.managers.conftest import System
+from tests.support.system import System
 
 TUE_NOON = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import yaml
 
 from engine import Status
 from managers import NoUpdateAvailableError, SnapNotFoundError, SnapOperationError
-from tests.managers.conftest import System
+from tests.support.system import System
 
 D = Status.DONE
 

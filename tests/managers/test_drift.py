@@ -13,7 +13,7 @@ import pytest
 
 from engine import Status
 from managers.snapstate.drift import CLEANUP_AGE, FULL_CHECK_INTERVAL, QUICK_CHECK_INTERVAL
-from tests.managers.conftest import System, tree
+from tests.support.system import System, tree
 
 Break = Callable[[Path], None]
 

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from engine import ChangeConflictError, Status
+from engine.testing import FakeClock
 from managers import AlreadySeededError, InvalidSeedError, ManagerError, SystemOverlord
 from managers.asserts import PrivateKey, decode_stream, file_sha3_384
 from managers.asserts.build import snap_id_for, snap_revision
 from managers.snap import pack
 from overlord.samples import SEED, SNAPS, TEST_KEYS, build_seed, sample_keys
-from tests.conftest import FakeClock
-from tests.managers.conftest import tree
 from tests.managers.test_snap_crash import outcome
+from tests.support.system import tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -241,14 +241,14 @@ def test_a_failed_seed_leaves_the_system_unseeded_and_a_retry_finishes_it(system
 
 
 def life(base: Path, mode: str, *, kill_at: tuple[str, int] | None = None) -> int | None:
-    """life runs tests/managers/snap_crash_child.py once; with kill_at (kind, n) it SIGKILLs it once the journal
+    """life runs tests/support/snap_crash_child.py once; with kill_at (kind, n) it SIGKILLs it once the journal
     shows the n-th task of that kind Doing."""
     base.mkdir(parents=True, exist_ok=True)
     journal = base / "journal"
     journal.touch()
     start = journal.stat().st_size
     with (base / "stderr").open("ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.managers.snap_crash_child", mode, str(base)],
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.snap_crash_child", mode, str(base)],
                                 cwd=ROOT, env={**os.environ, "SNAP_CRASH_SLOW": "0.01"}, stdin=subprocess.DEVNULL,
                                 stdout=err, stderr=err)
     if kill_at is None:

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from engine import State, Status, Task, TaskRunner, Tomb
+from engine.testing import FakeClock
 from managers.asserts import PrivateKey
 from managers.assertstate import AssertManager
 from managers.snapstate import SnapManager
 from overlord.samples import build_store
-from tests.conftest import FakeClock
-from tests.managers.conftest import KINDS, make_snap, snap_id, tree
+from tests.support.system import KINDS, make_snap, snap_id, tree
 
 
 class Killed(BaseException):

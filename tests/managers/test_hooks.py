@@ -14,7 +14,7 @@ from managers.configstate import SYSTEM, snap_config
 from managers.errors import ConfigError, InvalidSnapError, NoOptionError, SnapNotInstalledError
 from managers.hookstate import HookSetup, hook_task
 from managers.snap import read_info
-from tests.managers.conftest import System, make_snap, tree
+from tests.support.system import System, make_snap, tree
 
 D, E = Status.DONE, Status.ERROR
 

@@ -18,8 +18,8 @@ import pytest
 from engine import Status
 from engine.testing import FakeClock
 from managers.asserts import PrivateKey
+from tests.support.failure_table import D, E, H, Handler, U, check_rules, first_of_each, inject, line_id, record
 
-from .failure_table import D, E, H, Handler, U, check_rules, first_of_each, inject, line_id, record
 from .test_ifacestate import Iface
 
 #: The profile backend's operations, as a line writes them.

@@ -18,8 +18,8 @@ from engine import Task, Tomb
 from managers.asserts import PrivateKey
 from managers.ifacestate import InterfaceManager
 from managers.snapstate import SnapManager
-from tests.managers.conftest import KINDS, make_snap, snap_id, tree
 from tests.managers.test_handlers import Rig, check_idempotent, prepared
+from tests.support.system import KINDS, make_snap, snap_id, tree
 
 PLUGS = """plugs:
   network:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine import ChangeConflictError, Status
+from engine.testing import FakeClock
 from managers import InterfaceError, NotConnectedError, SnapNotInstalledError
 from managers.asserts import PrivateKey
 from managers.asserts.build import account, account_key, snap_declaration
@@ -21,8 +22,7 @@ from managers.ifacestate import InterfaceManager
 from managers.ifacestate.interfaces import INTERFACES, BadAttribute, Layout, Side, system_info
 from managers.snap import PlugInfo, SnapInfo
 from managers.system import SystemOverlord
-from tests.conftest import FakeClock
-from tests.managers.conftest import System, snap_id, tree
+from tests.support.system import System, snap_id, tree
 
 D = Status.DONE
 
@@ -71,7 +71,7 @@ class Iface(System):
         extra = {"library": LIBRARY, "reader": READER, "stranger": STRANGER}.get(name, "")
         if name != "stranger":
             return self.publish(name, version, extra=extra, files={"books/a.txt": "a book\n"})
-        from tests.managers.conftest import make_snap
+        from tests.support.system import make_snap
 
         (self.base / "build").mkdir(exist_ok=True)
         snap = make_snap(self.base / "build", name, version, extra=extra)

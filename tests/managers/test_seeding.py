@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine import Status
+from engine.testing import FakeClock
 from managers import SystemOverlord, TooEarlyError
 from managers.firstboot.firstboot import SEED_RETRY_DELAY
 from overlord.samples import SEED, TEST_KEYS
-from tests.conftest import FakeClock
 
 
 def overlord(tmp_path: Path, clock: FakeClock, seed: Path) -> SystemOverlord:

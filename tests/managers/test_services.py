@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from engine import Status
+from engine.testing import FakeClock
 from managers.asserts import PrivateKey
 from managers.servicestate import ServiceManager, Supervisor, read_log_lines
 from managers.servicestate.supervisor import read_log_since
 from managers.snap import pack
 from managers.snapstate import SnapManager
-from tests.conftest import FakeClock
+from tests.support.system import System, snap_id
 
-from .conftest import System, snap_id
 from .test_snapstate import fail_before
 
 #: How long a test waits for a process to get somewhere: generous, the machine is busy.

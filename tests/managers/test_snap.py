@@ -18,7 +18,7 @@ import pytest
 from managers import InvalidSnapError
 from managers.snap import Limits, SnapFile, SnapInfo, pack, read_info, valid_snap_name
 from managers.snap.info import service_order
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 YAML = "name: hello\nversion: '1.0'\nsummary: Hi\napps:\n  hello:\n    command: bin/hello\n"
 

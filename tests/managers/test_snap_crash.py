@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """SIGKILL a real process in the middle of an install and of a refresh; after a restart, all is consistent.
 
-Each life is tests/managers/snap_crash_child.py. A reference system runs
+Each life is tests/support/snap_crash_child.py. A reference system runs
 the same changes uninterrupted; a killed-and-restarted one must end with
 the same root tree and the same snap state, its change Done.
 """
@@ -23,7 +23,7 @@ import pytest
 
 from managers.asserts import PrivateKey
 from overlord.samples import build_store
-from tests.managers.conftest import tree
+from tests.support.system import tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def life(base: Path, mode: str, *, kill_at: str | None = None, seed: int = 0) ->
     start = journal.stat().st_size
     env = {**os.environ, "SNAP_CRASH_SLOW": "0.01"}
     with (base / "stderr").open("ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.managers.snap_crash_child", mode, str(base)],
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.snap_crash_child", mode, str(base)],
                                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     if kill_at is None:
         return proc.wait(120)

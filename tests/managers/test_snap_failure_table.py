@@ -23,9 +23,8 @@ import pytest
 from engine import Status
 from engine.testing import FakeClock
 from managers.asserts import PrivateKey
-
-from .conftest import KINDS, System, tree
-from .failure_table import D, E, H, Handler, U, check_rules, first_of_each, inject, line_id, record
+from tests.support.failure_table import D, E, H, Handler, U, check_rules, first_of_each, inject, line_id, record
+from tests.support.system import KINDS, System, tree
 
 #: The backend's operations that change files, and how one is written in the table: "op name revision".
 RECORDED: dict[str, Callable[..., str]] = {

@@ -26,7 +26,7 @@ from managers.asserts.build import account, account_key, snap_declaration
 from managers.snap.naming import RESERVED_SNAP_NAMES
 from managers.snapstate import SnapManager
 from managers.snapstate.backend import Backend
-from tests.managers.conftest import KINDS, System, make_snap, tree
+from tests.support.system import KINDS, System, make_snap, tree
 
 D, U, E, H = Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD
 

@@ -11,7 +11,7 @@ import pytest
 from engine import Status
 from managers import StoreError
 from managers.storehttp import HttpStore, serve_in_thread
-from tests.managers.conftest import System
+from tests.support.system import System
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from managers import SnapNotFoundError, StoreError
 from managers.asserts import PrivateKey, decode, file_sha3_384
 from managers.asserts.build import account, account_key
 from managers.store import Store
-from tests.managers.conftest import make_snap, tree
+from tests.support.system import make_snap, tree
 
 
 def visible(root: Path) -> dict[str, Any]:

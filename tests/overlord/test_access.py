@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from overlord.client import ApiError, Client, DaemonUnavailable
-from tests.other_user import OtherUser
-
-from .conftest import START_TIMEOUT, DaemonProcess
+from tests.support.daemon import START_TIMEOUT, DaemonProcess
+from tests.support.other_user import OtherUser
 
 
 @pytest.fixture(scope="module")
 def as_nobody(nobody: OtherUser) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """as_nobody runs `overlord ARGS` as nobody, from the world-readable copy of the project (tests/other_user.py).
+    """as_nobody runs `overlord ARGS` as nobody, from a world-readable copy (tests/support/other_user.py).
 
     The checkout may sit in a directory nobody cannot read (a clone under mktemp -d), so the copy is used.
     """

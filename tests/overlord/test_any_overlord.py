@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from overlord.client import ApiError, Client
-from tests.overlord.conftest import REPO, START_TIMEOUT, DaemonProcess, child_env, overlord_cmd, short_tempdir
+from tests.support.daemon import REPO, START_TIMEOUT, DaemonProcess, child_env, overlord_cmd, short_tempdir
 
 EXAMPLE = REPO / "examples" / "deployer"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from overlord.client import ApiError
-
-from .conftest import DaemonProcess
+from tests.support.daemon import DaemonProcess
 
 
 def raw(d: DaemonProcess, method: str, path: str, body: bytes | None = None,

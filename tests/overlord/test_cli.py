@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from overlord.cli import cli
-
-from .conftest import DaemonProcess, child_env, overlord_cmd
+from tests.support.daemon import DaemonProcess, child_env, overlord_cmd
 
 NASTY = ["[bold]x", "[/]", "[link=x]y", "a lone [ here", ":smile: \x1b[2J"]
 SHOWN = ["[bold]x", "[/]", "[link=x]y", "a lone [ here", ":smile: \\x1b[2J"]

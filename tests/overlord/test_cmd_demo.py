@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from tests.overlord.conftest import invoke, run
+from tests.support.daemon import invoke, run
 
 
 def test_demo(tmp_path: Path) -> None:

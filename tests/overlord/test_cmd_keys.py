@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from managers.asserts import decode, load_private_key
-from tests.overlord.conftest import invoke, run
+from tests.support.daemon import invoke, run
 
 
 def test_create_key_and_sign(tmp_path: Path) -> None:

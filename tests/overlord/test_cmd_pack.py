@@ -7,7 +7,7 @@ from pathlib import Path
 
 from managers.snap import read_info
 from overlord.samples import SNAPS
-from tests.overlord.conftest import invoke, run
+from tests.support.daemon import invoke, run
 
 
 def test_pack_a_sample_twice_gives_the_same_bytes(tmp_path: Path) -> None:

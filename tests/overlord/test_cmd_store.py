@@ -8,8 +8,7 @@ from pathlib import Path
 
 from managers.snap import pack
 from overlord.samples import SNAPS, keys
-
-from .conftest import DaemonProcess, invoke
+from tests.support.daemon import DaemonProcess, invoke
 
 
 def test_store_commands(tmp_path: Path, base: Path) -> None:
@@ -70,7 +69,7 @@ def test_store_serve(tmp_path: Path) -> None:
 
     import httpx
 
-    from .conftest import child_env, overlord_cmd
+    from tests.support.daemon import child_env, overlord_cmd
 
     invoke("store", "init", str(tmp_path / "store"))
     proc = subprocess.Popen(overlord_cmd("store", "serve", str(tmp_path / "store"), "--port", "0"),

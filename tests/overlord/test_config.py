@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from overlord.client import ApiError
-from tests.managers.conftest import make_snap
-from tests.other_user import OtherUser
+from tests.support.daemon import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
+from tests.support.other_user import OtherUser
+from tests.support.system import make_snap
 
-from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 from .test_access import as_nobody  # noqa: F401  (a fixture)
 from .test_api import raw
 

@@ -13,8 +13,7 @@ import pytest
 
 from overlord.client import Client
 from overlord.samples import TEST_KEYS
-
-from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
+from tests.support.daemon import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 
 
 def test_ready_is_sent_once_the_socket_answers(base: Path) -> None:
@@ -97,7 +96,7 @@ def test_logs_are_plain_lines_on_stderr(daemon: DaemonProcess) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--setup", "nosuchmodule:setup"], "cannot use setup hook 'nosuchmodule:setup': cannot import nosuchmodule"),
-    (["--setup", "tests.daemon_hooks:nothing"], "has no function nothing"),
+    (["--setup", "tests.support.daemon_hooks:nothing"], "has no function nothing"),
     (["--setup", "justaname"], "it must be MODULE:FUNCTION"),
     (["--group", "no-such-group-here"], "error: cannot use group 'no-such-group-here': there is no such group"),
     (["--trusted-key", str(TEST_KEYS / "root.pem")],

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from engine import State, Status
 from overlord.changeinfo import change_info
-from tests.helpers import run_overlord
+from tests.support.helpers import run_overlord
 
 READERS = [
     ("changes", "{db}", "--json"),

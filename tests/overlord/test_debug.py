@@ -13,8 +13,7 @@ from click.testing import CliRunner
 
 from engine import State, Status
 from overlord.cli import cli
-
-from .conftest import DaemonProcess
+from tests.support.daemon import DaemonProcess
 
 STATUSES = [s for s in Status if s is not Status.DEFAULT]
 

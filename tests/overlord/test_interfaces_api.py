@@ -14,8 +14,8 @@ import pytest
 
 from overlord.cli.cmd_interfaces import connections_rows, connections_table, interfaces_table
 from overlord.samples import SEED, TEST_KEYS, build_store, sample_keys
+from tests.support.daemon import DaemonProcess, short_tempdir
 
-from .conftest import DaemonProcess, short_tempdir
 from .test_api import raw
 from .test_views import check_snapshot
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from overlord.client import Client
-from tests.other_user import OtherUser
+from tests.support.daemon import START_TIMEOUT, DaemonProcess
+from tests.support.other_user import OtherUser
 
-from .conftest import START_TIMEOUT, DaemonProcess
 from .test_snaps import SystemDaemon
 
 #: HOLDER opens N connections to the socket, says "ready", waits for a line on stdin, then tells which of them
@@ -203,8 +203,7 @@ def test_running_out_of_descriptors_is_logged_once_per_interval(base: Path) -> N
 
 def test_the_help_tells_the_bounds_the_daemon_uses() -> None:
     from overlord.daemon.limits import Limits
-
-    from .conftest import invoke
+    from tests.support.daemon import invoke
 
     text = " ".join(invoke("daemon", "--help").output.split())
     limits = Limits()

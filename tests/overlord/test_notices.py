@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from overlord.cli import cli
 from overlord.cli.cmd_watch import follow
 from overlord.client import ApiError, Client
-
-from .conftest import DaemonProcess
+from tests.support.daemon import DaemonProcess
 
 WAIT = 60.0  # a bound on waits for events: a guard against hangs, never a timing
 #: More long-polls than the daemon's pool of worker threads (anyio's default: 40).

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import START_TIMEOUT, child_env
+from tests.support.daemon import START_TIMEOUT, child_env
 
 
 def _samples(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,7 @@ import pytest
 
 from overlord.client import ApiError
 from overlord.samples import SEED, TEST_KEYS
-
-from .conftest import DaemonProcess
+from tests.support.daemon import DaemonProcess
 
 
 def test_the_daemon_seeds_at_first_start_and_refuses_early_changes(base: Path) -> None:

@@ -16,8 +16,8 @@ import pytest
 from managers.snap import pack
 from overlord.client import ApiError
 from tests.managers.test_services import BEAT, alive, wait_for
+from tests.support.daemon import DaemonProcess, child_env, overlord_cmd
 
-from .conftest import DaemonProcess, child_env, overlord_cmd
 from .test_access import as_nobody  # noqa: F401  (a fixture)
 
 

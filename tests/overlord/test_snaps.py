@@ -19,8 +19,8 @@ import pytest
 from managers.snap import pack
 from overlord.client import ApiError
 from overlord.samples import SEED, SNAPS, SampleStore, build_store, keys
+from tests.support.daemon import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 
-from .conftest import START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 from .test_access import as_nobody  # noqa: F401  (a fixture)
 from .test_api import raw
 from .test_watch import _wait_for
@@ -313,7 +313,7 @@ def test_other_clients_are_answered_while_an_upload_or_a_seed_is_checked(system:
     d.ok("install", "hello")
     snap = pack(SNAPS / "hello-2.0", d.base / "local")
     hold, checking = d.state_dir / "hold-check", d.state_dir / "checking"
-    hold.touch()  # the daemon's check waits while it is there (tests/daemon_hooks.py)
+    hold.touch()  # the daemon's check waits while it is there (tests/support/daemon_hooks.py)
     outcome: dict[str, Any] = {}
 
     def post() -> None:

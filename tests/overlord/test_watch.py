@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
+from tests.support.daemon import REPO, START_TIMEOUT, DaemonProcess, child_env, overlord_cmd
 
 
 def _wait_for(what: str, probe: Callable[[], str], pred: Callable[[str], bool]) -> str:

@@ -1,0 +1,406 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Several runner processes on one PostgreSQL database (docs/scale-out.md), against one SQLite run.
+
+The workload is the crash soak's (tests/support/crash_workload.py): lanes, failures that abort lanes and
+undo what was done, retries, tasks that finish themselves, tasks aborted while they run; decided
+by the seed, so that every run ends in the same statuses. Each runner process journals every
+handler run (start and end, wall-clock nanoseconds, fsync'ed), which proves that no task ran in
+two processes at once and that every finished task ran to its end somewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import Overlord, State, Status
+from tests.support import pgcluster
+from tests.support.crash_workload import (
+    ROOT,
+    check_runs,
+    create_workload,
+    final_statuses,
+    journal_runs,
+    plan_workload,
+    read_journal,
+    run_reference,
+)
+
+SEED = 20261201
+WAIT = 240.0  # generous: a bound for a loaded machine, never a timing assertion
+
+
+def _worker(url: str, journal: Path, stderr: Path, changes: int, lease: float) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "tests.support.crash_workload", "RUN", "--url", url, "--journal", str(journal),
+           "--seed", str(SEED), "--changes", str(changes), "--sleep-ms", "1:4", "--workers", "4",
+           "--lease", str(lease), "--timeout", str(WAIT)]
+    with stderr.open("ab") as err:
+        return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+
+def _reference(tmp_path: Path, changes: int) -> dict[str, tuple[str, dict[str, str]]]:
+    ref, life = run_reference(tmp_path, SEED, changes, "short", "1:4", 8, False, WAIT, lambda s: None)
+    assert life.rc == 0, ref.stderr_of(life)
+    statuses, info = final_statuses(ref.db)
+    assert not info["unready"]
+    return statuses
+
+
+def _create(url: str, changes: int) -> None:
+    st = State.open(url=url)
+    try:
+        create_workload(st, plan_workload(SEED, changes), SEED)
+    finally:
+        st.close()
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], stderr: Path) -> None:
+    deadline = time.monotonic() + WAIT
+    for p in procs:
+        try:
+            rc = p.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"a runner process did not finish: {stderr.read_text()[-3000:]}")
+        assert rc in (0, -signal.SIGKILL), stderr.read_text()[-3000:]
+
+
+def _wait_for(predicate: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_three_runner_processes_end_as_one_sqlite_run_also_when_one_is_killed(
+        pg_url: str, tmp_path: Path) -> None:
+    changes = 300
+    expected = _reference(tmp_path, changes)
+    _create(pg_url, changes)
+    journal, stderr = tmp_path / "pg.journal", tmp_path / "pg.stderr"
+    journal.touch()
+    lease = 2.0
+    procs = [_worker(pg_url, journal, stderr, changes, lease) for _ in range(3)]
+    victim = procs[0]
+
+    def victim_is_mid_task() -> bool:
+        # A do handler of the victim has started and not ended: kill it there.
+        open_runs: set[str] = set()
+        for f in read_journal(journal):
+            if int(f[1]) == victim.pid and f[2] != "-":
+                (open_runs.add if f[4] == "start" else open_runs.discard)(f[2])
+        return bool(open_runs)
+
+    _wait_for(victim_is_mid_task, "the first runner to start a task")
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_ns = time.time_ns()
+    victim.wait()
+    _wait_all(procs[1:], stderr)
+
+    statuses, info = final_statuses(pg_url)
+    assert not info["unready"]
+    assert statuses == expected, "the three runners did not end where one SQLite run ends"
+    assert info["task_count"] == sum(len(t) for _, t in expected.values())  # nothing lost, nothing twice
+    problems: list[str] = []
+    lines = read_journal(journal)
+    runs = journal_runs(lines, {victim.pid: killed_ns}, problems)
+    check_runs(runs, {victim.pid: killed_ns}, statuses, info, problems)
+    assert problems == []
+    pids = {r.pid for r in runs}
+    assert len(pids) == 3, "every runner process ran tasks"
+    # What the victim was running when it died ran again, in another process, after its lease ran out.
+    cut = [r for r in runs if r.pid == victim.pid and r.note == "killed"]
+    assert cut
+    for r in cut:
+        again = [x for x in runs if x.tid == r.tid and x.pid != victim.pid and x.start > killed_ns]
+        assert again, f"task {r.tid}, cut by the kill, never ran again"
+
+
+def test_runner_processes_survive_a_postgresql_restart(pg_cluster: pgcluster.Cluster, pg_url: str,
+                                                       tmp_path: Path) -> None:
+    changes = 120
+    expected = _reference(tmp_path, changes)
+    _create(pg_url, changes)
+    journal, stderr = tmp_path / "pg.journal", tmp_path / "pg.stderr"
+    journal.touch()
+    procs = [_worker(pg_url, journal, stderr, changes, 5.0) for _ in range(2)]
+
+    def some_done() -> bool:
+        return sum(1 for f in read_journal(journal) if f[4] == "end") >= 40
+
+    _wait_for(some_done, "the runners to get going")
+    pg_cluster.stop("fast")  # every connection dies, mid-transaction for some
+    time.sleep(0.5)  # the runners meet a server that is gone (their retries wait it out)
+    pg_cluster.start()
+    _wait_all(procs, stderr)
+
+    statuses, info = final_statuses(pg_url)
+    assert not info["unready"]
+    assert statuses == expected
+    problems: list[str] = []
+    runs = journal_runs(read_journal(journal), {}, problems)
+    check_runs(runs, {}, statuses, info, problems)
+    assert problems == []
+
+
+def test_a_change_made_by_one_host_is_run_by_another_woken_at_once(pg_url: str) -> None:
+    """LISTEN/NOTIFY: a change committed through one State starts on the overlord of another process."""
+    o = Overlord(url=pg_url)
+    started = []
+    o.task_runner.add_handler("k", lambda t, tomb: started.append(time.monotonic()))
+    o.loop()
+    try:
+        writer = State.open(url=pg_url)
+        try:
+            with writer:
+                chg = writer.new_change("c", "made elsewhere")
+                chg.add_task(writer.new_task("k", "one"))
+            assert chg.wait_ready(WAIT)
+            with writer:
+                assert chg.status is Status.DONE
+        finally:
+            writer.close()
+    finally:
+        o.stop()
+        o.state.close()
+    assert started
+
+
+def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cluster) -> None:
+    name = pg_cluster.new_database()  # empty: no schema yet
+    url = pg_cluster.url(name)
+    code = ("import sys; from engine import State; st = State.open(url=sys.argv[1]); "
+            "st.close(); print('ok')")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(4)]
+        outs = [p.communicate(timeout=WAIT) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [o[1].decode()[-2000:] for o in outs]
+        st = State.open(url=url)
+        try:
+            with st:
+                chg = st.new_change("c", "after four first starts")
+                assert chg.id == "1"
+        finally:
+            st.close()
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@contextlib.contextmanager
+def _unit_held_open(st: State, work: Callable[[], object]) -> Iterator[list[BaseException]]:
+    """_unit_held_open runs work in a unit of work of st on another thread, and keeps that unit open (its locks
+    held, nothing committed) until the with block ends; then it commits. It yields the errors the thread met."""
+    inside, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with st:
+                work()
+                inside.set()
+                release.wait(WAIT)
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+            inside.set()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    try:
+        assert inside.wait(WAIT) and errors == [], errors
+        yield errors
+    finally:
+        release.set()
+        th.join(WAIT)
+
+
+def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
+    """Two hosts writing one task: the second waits for the first's lock on the task, then reads what
+    it committed."""
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "shared")
+            t = a.new_task("k", "one task, two writers")
+            chg.add_task(t)
+            tid = t.id
+
+        def from_a() -> None:
+            ta = a.task(tid)
+            assert ta is not None
+            ta.set("from-a", 1)  # the task's row is locked from here to a's commit
+
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def from_b() -> None:
+            try:
+                with b:
+                    tb = b.task(tid)  # waits here for a's commit, then reads the row a wrote
+                    assert tb is not None
+                    tb.set("from-b", 2)
+                done.set()
+            except BaseException as e:
+                errors.append(e)
+
+        th = threading.Thread(target=from_b)
+        with _unit_held_open(a, from_a) as errors_a:
+            th.start()
+            assert not done.wait(0.3), "the second writer did not wait for the first's lock"
+        th.join(WAIT)
+        assert errors == errors_a == []
+        with a:
+            final = a.task(tid)
+            assert final is not None
+            assert (final.get("from-a"), final.get("from-b")) == (1, 2)  # neither write was lost
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_outcome_after_the_lease_ran_out_is_dropped_and_the_task_runs_elsewhere(pg_url: str) -> None:
+    """Fencing: a runner that lost its lease (stalled, partitioned) does not record its handler's outcome."""
+    from engine import TaskRunner
+
+    gate = threading.Event()
+    started = threading.Event()
+    runs: list[str] = []
+
+    def stalled(task: object, tomb: object) -> None:
+        runs.append("a")
+        started.set()
+        gate.wait(WAIT)
+        raise RuntimeError("this outcome must not be recorded")
+
+    sa, sb = State.open(url=pg_url), State.open(url=pg_url)
+    ra = TaskRunner(sa, lease=0.5)
+    rb = TaskRunner(sb, lease=0.5)
+    ra.add_handler("k", stalled)
+    rb.add_handler("k", lambda task, tomb: runs.append("b"))
+    try:
+        with sa:
+            chg = sa.new_change("c", "one task")
+            chg.add_task(sa.new_task("k", "claimed by a, then lost"))
+            cid = chg.id
+        ra.ensure()
+        assert started.wait(WAIT)
+        ra._leases.stop()  # type: ignore[union-attr]  # a stalls: no heartbeat any more
+        deadline = time.monotonic() + WAIT
+        while "b" not in runs:  # b's reaper returns the task to Do once the lease ran out, and runs it
+            assert time.monotonic() < deadline, "the other runner never ran the task"
+            rb.ensure()
+            rb.wait()
+            time.sleep(0.05)
+        gate.set()
+        ra.wait()
+        with sa:
+            c = sa.change(cid)
+            assert c is not None
+            assert c.status is Status.DONE, "a's late failure was recorded over b's success"
+            assert any("ran out" in line for line in c.tasks()[0].log())
+    finally:
+        gate.set()
+        ra.stop()
+        rb.stop()
+        sa.close()
+        sb.close()
+
+
+def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_once(pg_url: str) -> None:
+    """Each host counts the change's tasks again under its row lock at commit: the later commit sees the earlier
+    one's task, so the change ends Done and ready although neither host alone finished all of its tasks."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "two tasks, two hosts")
+            t1, t2 = a.new_task("k", "finished by a"), a.new_task("k", "finished by b")
+            chg.add_task(t1)
+            chg.add_task(t2)
+            cid, tid1, tid2 = chg.id, t1.id, t2.id
+        seen_by_a: list[bool] = []
+
+        def finish_first() -> None:
+            task = a.task(tid1)
+            assert task is not None
+            task.set_status(Status.DONE)
+            c = a.change(cid)
+            assert c is not None
+            seen_by_a.append(c.is_ready())  # a alone still counts b's task as Do
+
+        with _unit_held_open(a, finish_first) as errors:
+            with b:  # commits while a's unit of work is still open: b cannot see a's task Done
+                task = b.task(tid2)
+                assert task is not None
+                task.set_status(Status.DONE)
+            with b:
+                c = b.change(cid)
+                assert c is not None and not c.is_ready() and c.status is Status.DO
+        assert errors == [] and seen_by_a == [False]
+        with b:
+            c = b.change(cid)
+            assert c is not None
+            assert c.status is Status.DONE and c.is_ready() and c.ready_time is not None
+        u = make_url(pg_url)
+        with psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database) as conn:
+            row = conn.execute("SELECT status, ready_time IS NOT NULL FROM changes WHERE id = %s",
+                               (int(cid),)).fetchone()
+        assert row == ("Done", True)  # what psql shows too
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_ready_rides_out_a_server_restart(pg_cluster: pgcluster.Cluster, pg_url: str) -> None:
+    """A connection the restarted server dropped while idle is opened again at the first statement of the next
+    unit of work; a waiter meets no error either, and sees the change that another host made ready."""
+    a = State.open(url=pg_url)
+    try:
+        with a:
+            chg = a.new_change("c", "made ready after a restart")
+            t = a.new_task("k", "finished by another host")
+            chg.add_task(t)
+            tid = t.id
+        pg_cluster.stop("fast")  # a's connection dies; a does not know yet
+        pg_cluster.start()
+        result: list[bool] = []
+        errors: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                result.append(chg.wait_ready(WAIT))
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        th = threading.Thread(target=wait)
+        th.start()
+        b = State.open(url=pg_url)
+        try:
+            with b:
+                task = b.task(tid)
+                assert task is not None
+                task.set_status(Status.DONE)
+        finally:
+            b.close()
+        th.join(WAIT)
+        assert errors == [] and result == [True]
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        with a:  # the first statement meets the dropped connection: it runs again on a new one
+            c = a.change(chg.id)
+            assert c is not None and c.status is Status.DONE
+    finally:
+        a.close()

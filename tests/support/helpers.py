@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from engine import State, Task
+
+
+def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, str]:
+    """one_task_change adds a change with one task of kind; returns (change id, task id)."""
+    with st:
+        chg = st.new_change("install", "...")
+        t = st.new_task(kind, summary)
+        chg.add_task(t)
+        return chg.id, t.id
+
+
+def task_of(st: State, tid: str) -> Task:
+    """task_of returns the task with id tid, which must exist (call with the lock held)."""
+    t = st.task(tid)
+    assert t is not None
+    return t
+
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 60.0  # generous bound for a child process to answer; never a timing assertion
+
+
+class Child:
+    """Child is a Python script run in another process, talked to line by line on stdin and stdout."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     bufsize=1)
+        self.pid = self.proc.pid
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        # A thread, not a read at the end: a grandchild may keep the pipe open.
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def expect(self, prefix: str, timeout: float = WAIT) -> str:
+        """expect returns the next line, which must start with prefix."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None or not line.startswith(prefix):
+            self.kill()
+            raise AssertionError(f"expected {prefix!r} from the child, got {line!r}; its stderr:\n"
+                                 f"{''.join(self.stderr)}")
+        return line
+
+    def expect_all(self, *prefixes: str, timeout: float = WAIT) -> dict[str, str]:
+        """expect_all returns the next lines, which must start with the prefixes, in any order."""
+        got: dict[str, str] = {}
+        for _ in prefixes:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                line = None
+            match = [p for p in prefixes if line is not None and line.startswith(p) and p not in got]
+            if not match:
+                self.kill()
+                raise AssertionError(f"expected lines starting with {prefixes!r} from the child, got {line!r} "
+                                     f"after {got!r}; its stderr:\n{''.join(self.stderr)}")
+            assert line is not None
+            got[match[0]] = line
+        return got
+
+    def send(self, line: str) -> None:
+        """send writes one line to the child's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        """kill ends the child with SIGKILL and reaps it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(WAIT)
+
+    def wait(self) -> int:
+        """wait waits for the child to exit and returns its exit code."""
+        return self.proc.wait(WAIT)
+
+
+def run_overlord(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """run_overlord runs the overlord command in another process and returns what it did."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("COLUMNS", "200")
+    code = "from overlord.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=timeout)
