@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import response
 from .access import AccessPolicy, PeerCred
@@ -353,8 +353,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response.error(err).response()
 
 
-def build_app(ctx: Context, endpoints: Sequence[Endpoint]) -> Starlette:
-    """build_app makes the ASGI application serving endpoints for ctx."""
-    routes = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload, ep.any_user), methods=list(ep.methods()))
-              for ep in endpoints]
+def build_app(ctx: Context, endpoints: Sequence[Endpoint], extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """build_app makes the ASGI application serving endpoints for ctx (and extra_routes: the web view's pages)."""
+    routes: list[BaseRoute] = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload, ep.any_user),
+                                     methods=list(ep.methods())) for ep in endpoints]
+    routes.extend(extra_routes)
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _http_error})

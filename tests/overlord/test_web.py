@@ -1,0 +1,281 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The web view: a real daemon on a real socket and loopback port, a change made with the real command line,
+and a real headless Chromium following it without reloading (tests/browser.py); the web port's bounds."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import browser
+
+from .conftest import START_TIMEOUT, DaemonProcess, short_tempdir
+from .test_snaps import SystemDaemon
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[Any]:
+    """chrome is a headless Chromium for the module's tests (skipped where none can be had; an error in CI)."""
+    try:
+        paths = browser.find_or_install()
+    except browser.Unavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests must run in CI: {e}")
+        pytest.skip(str(e))
+    profile = short_tempdir("ovl-chrome-")
+    driver = browser.chrome(*paths, profile=profile)
+    driver.set_page_load_timeout(START_TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(chrome: Any) -> Iterator[Any]:
+    """page is the browser for one test; after it, one blank tab is left (ask for it after the daemon's fixture:
+    it is then closed first, and the page's long-poll does not hold the daemon's stop for its grace period)."""
+    yield chrome
+    for handle in chrome.window_handles[1:]:
+        chrome.switch_to.window(handle)
+        chrome.close()
+    chrome.switch_to.window(chrome.window_handles[0])
+    chrome.get("about:blank")
+
+
+def _wait(driver: Any, what: str, cond: Callable[[Any], Any]) -> Any:
+    """_wait waits for a condition on the page (checked every 50 ms, for up to START_TIMEOUT seconds)."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:  # an element read as the page's script swaps <main> is stale: looked for again
+        return WebDriverWait(driver, START_TIMEOUT, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+    except TimeoutException:
+        text = _text(driver, "body")
+        pytest.fail(f"the page never showed {what}; it shows:\n{text}")
+
+
+def _status(driver: Any, selector: str) -> str | None:
+    """_status is the data-status of the element the CSS selector finds, or None (not on the page yet)."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.dataset.status;",
+                                 selector)  # type: ignore[no-any-return]
+
+
+def _all(driver: Any, selector: str) -> list[tuple[str, str]]:
+    """_all is the id and data-status of every element the selector finds, read at one instant."""
+    found = driver.execute_script("return Array.from(document.querySelectorAll(arguments[0]))"
+                                  ".map(e => [e.id, e.dataset.status || '']);", selector)
+    return [(i, s) for i, s in found]
+
+
+def _text(driver: Any, selector: str) -> str:
+    """_text is the text of the element the selector finds ('' when there is none)."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                                 selector)  # type: ignore[no-any-return]
+
+
+def _mark(driver: Any) -> None:
+    """_mark leaves a value in the page's window: a reload would lose it."""
+    driver.execute_script("window.overlordTestMark = 'not reloaded';")
+
+
+def _marked(driver: Any) -> bool:
+    return bool(driver.execute_script("return window.overlordTestMark === 'not reloaded';"))
+
+
+def _web_url(d: DaemonProcess) -> str:
+    with d.client() as c:
+        url = c.system_info()["web"]
+    assert isinstance(url, str) and url.startswith("http://127.0.0.1:")
+    return url
+
+
+def _screenshot(driver: Any, name: str) -> Path:
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    path = browser.ARTIFACTS / name
+    driver.find_element("tag name", "body")  # the page is there
+    assert driver.save_screenshot(str(path)), f"cannot save {path}"
+    return path
+
+
+@pytest.fixture
+def web_system(base: Path) -> Iterator[SystemDaemon]:
+    d = SystemDaemon(base, "--web", "127.0.0.1:0")
+    d.start()
+    yield d
+    (d.state_dir / "hold-mount").unlink(missing_ok=True)
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+
+
+def test_a_change_made_with_the_cli_appears_and_goes_to_done_without_a_reload(web_system: SystemDaemon,
+                                                                               page: Any) -> None:
+    d, driver = web_system, page
+    url = _web_url(d)
+    driver.get(url)  # / sends the browser on to /web/
+    _wait(driver, "the list of changes, following the daemon",
+          lambda drv: drv.current_url.endswith("/web/") and _text(drv, "#live") == "live")
+    assert "No changes yet." in _text(driver, "main")
+    _mark(driver)
+    changes_tab = driver.current_window_handle
+
+    hold = d.hold_mount()  # the install waits in its mount until the file goes
+    p = d.cli("install", "hello", "--no-wait")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    row = f"#change-{cid}"
+    _wait(driver, f"change {cid} in progress", lambda drv: _status(drv, row) in ("Do", "Doing"))
+    assert "Install \"hello\" snap" in _text(driver, row)
+
+    # The change's own page, in a second tab: its tasks as a graph, following the change too.
+    driver.switch_to.new_window("tab")
+    driver.get(f"{url}web/changes/{cid}")
+    _wait(driver, "the change's graph", lambda drv: _all(drv, "svg.graph .task") and _text(drv, "#live") == "live")
+    _mark(driver)
+    with d.client() as c:
+        chg = c.change(cid)
+    assert [i for i, _ in _all(driver, "svg.graph .task")] == [f"task-{t['id']}" for t in chg["tasks"]]
+    ids = {t["id"] for t in chg["tasks"]}
+    assert len(_all(driver, "svg.graph path.edge")) == sum(1 for t in chg["tasks"] for w in t["wait-tasks"] if w in ids)
+    _wait(driver, "a task running", lambda drv: _all(drv, ".task[data-status=Doing]"))
+    shot = _screenshot(driver, "web-view.png")
+    assert shot.stat().st_size > 10_000
+
+    hold.unlink()
+    _wait(driver, f"change {cid} Done on its page", lambda drv: _status(drv, "#change-status") == "Done")
+    with d.client() as c:
+        chg = c.change(cid)
+    assert chg["status"] == "Done"
+    assert _all(driver, "svg.graph .task") == [(f"task-{t['id']}", t["status"]) for t in chg["tasks"]]
+    assert _marked(driver)
+    _screenshot(driver, "web-view-done.png")
+
+    driver.close()
+    driver.switch_to.window(changes_tab)
+    _wait(driver, f"change {cid} Done in the list", lambda drv: _status(drv, row) == "Done")
+    assert _marked(driver)  # the list followed without a reload as well
+    _screenshot(driver, "web-view-changes.png")
+
+
+def test_the_page_works_with_the_daemon_on_postgresql(pg_url: str, chrome: Any) -> None:
+    base = short_tempdir()
+    d = SystemDaemon(base, "--db-url", pg_url, "--web", "127.0.0.1:0")
+    d.start()
+    try:
+        url = _web_url(d)
+        driver = chrome
+        driver.get(f"{url}web/")
+        _wait(driver, "the list of changes, following the daemon", lambda drv: _text(drv, "#live") == "live")
+        _mark(driver)
+        p = d.cli("install", "hello", "--no-wait")
+        assert p.returncode == 0, p.stderr
+        cid = p.stdout.strip()
+        _wait(driver, f"change {cid} Done in the list", lambda drv: _status(drv, f"#change-{cid}") == "Done")
+        assert _marked(driver)
+        driver.find_element("css selector", f"#change-{cid} td.id a").click()
+        _wait(driver, "the change's graph", lambda drv: _status(drv, "#change-status") == "Done")
+        with d.client() as c:
+            chg = c.change(cid)
+        assert _all(driver, "svg.graph .task") == [(f"task-{t['id']}", t["status"]) for t in chg["tasks"]]
+    finally:
+        chrome.get("about:blank")  # no long-poll left to hold the daemon's stop
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- the web port, without a browser ------------------------------------------------------
+
+
+def _get(url: str, path: str, method: str = "GET", host: str | None = None,
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    hostport = url.removeprefix("http://").rstrip("/")
+    conn = http.client.HTTPConnection(hostport, timeout=START_TIMEOUT)
+    try:
+        headers = {"Host": host} if host is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def _unix_get(sock_path: Path, path: str) -> tuple[int, bytes]:
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(START_TIMEOUT)
+            self.sock.connect(str(sock_path))
+
+    conn = UnixConnection("localhost")
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def web_daemon() -> Iterator[DaemonProcess]:
+    base = short_tempdir()
+    d = DaemonProcess(base, "--web", "127.0.0.1:0")
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_web_port_reads_only_what_the_page_needs(web_daemon: DaemonProcess) -> None:
+    d = web_daemon
+    cid = d.new_change("Read <b>me</b>", {"kind": "quick", "summary": "one"})
+    d.wait_change(cid, lambda c: c["ready"])
+    url = _web_url(d)
+    status, headers, page = _get(url, "/web/")
+    assert status == 200 and f'id="change-{cid}"' in page.decode()
+    assert "Read &lt;b&gt;me&lt;/b&gt;" in page.decode()  # text, never markup
+    assert "script-src 'self'" in headers["content-security-policy"]
+    status, _, body = _get(url, f"/v2/changes/{cid}")  # what the page's script reads
+    assert status == 200 and json.loads(body)["result"]["status"] == "Done"
+    for path in ("/v2/notices", "/v2/warnings", "/web/static/app.js", "/web/static/style.css"):
+        assert _get(url, path)[0] == 200, path
+
+    # Nothing that writes, and nothing the page does not read: the socket serves those.
+    status, _, body = _get(url, f"/v2/changes/{cid}", "POST", body=b'{"action": "abort"}')
+    assert (status, json.loads(body)["result"]["kind"]) == (405, "method-not-allowed")
+    assert _get(url, "/v2/test/changes", "POST", body=b"{}")[0] == 405
+    for path in ("/v2/system-info", "/v2/logs", "/v2/snaps", "/v2/openapi.json", "/v2/test/boom"):
+        status, _, body = _get(url, path)
+        assert (status, json.loads(body)["result"]["kind"]) == (404, "not-found"), path
+    # A page of another site that made the browser resolve its name to 127.0.0.1 (DNS rebinding) is refused.
+    status, _, body = _get(url, "/v2/changes", host="attacker.example")
+    assert (status, json.loads(body)["result"]["kind"]) == (403, "permission-denied")
+    assert _get(url, "/web/", host="localhost:8080")[0] == 200
+
+    # The socket serves the page to any local user as well (for ssh -L, or a browser of one's own).
+    status, page = _unix_get(d.socket, "/web/")
+    assert status == 200 and f'id="change-{cid}"' in page.decode()
+    status, page = _unix_get(d.socket, "/web/changes/999")
+    assert status == 404 and "cannot find change with id &#39;999&#39;" in page.decode()
+
+
+def test_the_web_port_is_loopback_only(base: Path) -> None:
+    d = DaemonProcess(base, "--web", "0.0.0.0:8080")
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(START_TIMEOUT) == 1  # it ends by itself, with one line
+    d.stop()
+    assert ("error: cannot serve the web view on '0.0.0.0:8080': 0.0.0.0 is not a loopback address"
+            in d.log_text())
+    assert not d.socket.exists()
