@@ -101,10 +101,16 @@ def _web_url(d: DaemonProcess) -> str:
 
 
 def _screenshot(driver: Any, name: str) -> Path:
+    """_screenshot keeps the whole page (the window made as tall as it, up to 3000 pixels) in test-artifacts/."""
     browser.ARTIFACTS.mkdir(exist_ok=True)
     path = browser.ARTIFACTS / name
-    driver.find_element("tag name", "body")  # the page is there
-    assert driver.save_screenshot(str(path)), f"cannot save {path}"
+    size = driver.get_window_size()
+    height = driver.execute_script("return document.documentElement.scrollHeight;")
+    driver.set_window_size(size["width"], max(size["height"], min(int(height) + 120, 3000)))
+    try:
+        assert driver.save_screenshot(str(path)), f"cannot save {path}"
+    finally:
+        driver.set_window_size(size["width"], size["height"])
     return path
 
 
@@ -148,6 +154,12 @@ def test_a_change_made_with_the_cli_appears_and_goes_to_done_without_a_reload(we
     ids = {t["id"] for t in chg["tasks"]}
     assert len(_all(driver, "svg.graph path.edge")) == sum(1 for t in chg["tasks"] for w in t["wait-tasks"] if w in ids)
     _wait(driver, "a task running", lambda drv: _all(drv, ".task[data-status=Doing]"))
+    # Nothing moves while the mount waits: each box says why its task is not running when the API says why.
+    with d.client() as c:
+        chg = c.change(cid)
+    whys = dict(driver.execute_script("return Array.from(document.querySelectorAll('svg.graph .task'))"
+                                      ".map(e => [e.id, e.querySelector('.why') && e.querySelector('.why').title]);"))
+    assert whys == {f"task-{t['id']}": (t.get("why") or {}).get("message") for t in chg["tasks"]}
     shot = _screenshot(driver, "web-view.png")
     assert shot.stat().st_size > 10_000
 
