@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from managers.asserts.build import snap_declaration
+from overlord.samples import AUTHORITY, PUBLISHER, SEED_TIME
 from tests import browser
 
 from .conftest import START_TIMEOUT, DaemonProcess, short_tempdir
@@ -182,6 +184,9 @@ def test_a_change_made_with_the_cli_appears_and_goes_to_done_without_a_reload(we
 def test_the_page_works_with_the_daemon_on_postgresql(pg_url: str, chrome: Any) -> None:
     base = short_tempdir()
     d = SystemDaemon(base, "--db-url", pg_url, "--web", "127.0.0.1:0")
+    d.sample.store.add_assertion(snap_declaration(d.sample.root_key, AUTHORITY, "library", PUBLISHER,
+                                                  timestamp=SEED_TIME))
+    d.sample.publish("1.0", "library")  # a second snap in the store: installing both makes a lane each
     d.start()
     try:
         url = _web_url(d)
@@ -189,7 +194,7 @@ def test_the_page_works_with_the_daemon_on_postgresql(pg_url: str, chrome: Any) 
         driver.get(f"{url}web/")
         _wait(driver, "the list of changes, following the daemon", lambda drv: _text(drv, "#live") == "live")
         _mark(driver)
-        p = d.cli("install", "hello", "--no-wait")
+        p = d.cli("install", "hello", "library", "--no-wait")  # two snaps: a lane each
         assert p.returncode == 0, p.stderr
         cid = p.stdout.strip()
         _wait(driver, f"change {cid} Done in the list", lambda drv: _status(drv, f"#change-{cid}") == "Done")
@@ -199,6 +204,12 @@ def test_the_page_works_with_the_daemon_on_postgresql(pg_url: str, chrome: Any) 
         with d.client() as c:
             chg = c.change(cid)
         assert _all(driver, "svg.graph .task") == [(f"task-{t['id']}", t["status"]) for t in chg["tasks"]]
+        lanes = sorted({tuple(t["lanes"]) for t in chg["tasks"]})
+        assert len(lanes) >= 2
+        assert sorted(driver.execute_script("return Array.from(document.querySelectorAll('svg.graph .band text'))"
+                                            ".map(e => e.textContent);")) == sorted(
+            ("lane " if len(k) == 1 else "lanes ") + ", ".join(map(str, k)) if k else "no lane" for k in lanes)
+        _screenshot(driver, "web-view-lanes.png")
     finally:
         chrome.get("about:blank")  # no long-poll left to hold the daemon's stop
         if d.proc is not None and d.proc.poll() is None:
