@@ -302,3 +302,29 @@ def test_the_web_port_is_loopback_only(base: Path) -> None:
     assert ("error: cannot serve the web view on '0.0.0.0:8080': 0.0.0.0 is not a loopback address"
             in d.log_text())
     assert not d.socket.exists()
+
+
+_READ_AS_USER = """
+import http.client, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(sys.argv[1])
+for conn in (Unix("localhost", timeout=60), http.client.HTTPConnection(sys.argv[2], timeout=60)):
+    for path in ("/web/", "/v2/logs"):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        print(path, r.status, "Guarded" in r.read().decode())
+"""
+
+
+def test_another_user_sees_on_the_web_port_what_the_socket_shows_them(web_daemon: DaemonProcess,
+                                                                      nobody: Any) -> None:
+    d = web_daemon
+    cid = d.new_change("Guarded", {"kind": "quick", "summary": "one"})
+    d.wait_change(cid, lambda c: c["ready"])
+    hostport = _web_url(d).removeprefix("http://").rstrip("/")
+    p = nobody.run("-c", _READ_AS_USER, str(d.socket), hostport, timeout=START_TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    # The page, to anyone on both; the services' logs (root's) neither: 403 on the socket, not served on the port.
+    assert p.stdout.splitlines() == ["/web/ 200 True", "/v2/logs 403 False", "/web/ 200 True", "/v2/logs 404 False"]
