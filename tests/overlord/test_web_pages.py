@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from overlord.daemon.web.pages import BOX_H, BOX_W, change_html, layout, task_view
+from overlord.daemon.web.pages import BOX_H, BOX_W, SIDE_BY_SIDE, change_html, layout, task_view
 from overlord.daemon.web.port import loopback_host, parse_address, refusal
 
 
@@ -94,6 +94,17 @@ def test_the_graph_draws_tasks_of_a_step_side_by_side_and_survives_a_cycle() -> 
     assert at["1"][1] == at["2"][1] == at["5"][1] and at["1"][0] < at["2"][0] < at["5"][0]
     assert at["3"][1] == at["4"][1] > at["1"][1]  # the cycle's tasks: after the rest
     assert len(graph.edges) == 2
+
+
+def test_many_tasks_of_one_step_go_on_several_lines() -> None:
+    tasks = [task_view(_task(str(i))) for i in range(1, 11)] + [task_view(_task("11", waits=("1",)))]
+    graph = layout(tasks)
+    at = {t.id: (t.x, t.y) for t in graph.tasks}
+    assert len({x for x, _ in at.values()}) == SIDE_BY_SIDE  # no wider than that
+    assert len({y for _, y in at.values()}) == 4  # ten tasks of step 0 on three lines, then step 1
+    assert at["11"][1] > max(y for tid, (_, y) in at.items() if tid != "11")
+    assert len({(x, y) for x, y in at.values()}) == 11 and graph.width < (SIDE_BY_SIDE + 1) * BOX_W
+    assert all(t.y + BOX_H <= graph.height for t in graph.tasks)
 
 
 def test_progress_bars_follow_the_watch_rules() -> None:

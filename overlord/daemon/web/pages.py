@@ -52,6 +52,8 @@ NOTICE_TYPES = ("change-update", "warning")
 #: a band's heading, padding and the gap between bands, the margin.
 BOX_W, BOX_H, GAP_X, GAP_Y = 264, 96, 16, 30
 BAND_HEAD, BAND_PAD, GAP_BAND, MARGIN = 22, 8, 16, 8
+#: How many tasks of one band and one step sit side by side; more go on the lines below.
+SIDE_BY_SIDE = 4
 
 #: Security headers of every page: scripts and styles of this daemon only, no frames, no referrer.
 HEADERS = {
@@ -217,28 +219,31 @@ def _id_order(t: TaskView) -> tuple[int, str]:
 def layout(tasks: list[TaskView]) -> Graph:
     """layout places a change's tasks from top to bottom: a row per step of waiting (a task sits below every
     task it waits for), a band of columns per set of lanes (in the order of their first task), the tasks of a
-    band at one step side by side in id order; and draws an arrow per wait, from a task down to its waiter."""
+    band at one step side by side in id order (at most SIDE_BY_SIDE, then on more lines); and draws an arrow per
+    wait, from a task down to its waiter."""
     step = _steps(tasks)
-    bands: dict[tuple[int, ...], list[TaskView]] = {}
+    bands: dict[tuple[int, ...], dict[int, list[TaskView]]] = {}
     for t in sorted(tasks, key=_id_order):
-        bands.setdefault(tuple(sorted(t.lanes)), []).append(t)
+        bands.setdefault(tuple(sorted(t.lanes)), defaultdict(list))[step[t.id]].append(t)
     graph = Graph(tasks, labelled=len(bands) > 1 or any(bands))
     head = BAND_HEAD if graph.labelled else 0
-    rows = max(step.values(), default=0) + 1
-    height = head + rows * BOX_H + (rows - 1) * GAP_Y
+    # The lines each step takes: as many as the band with the most tasks at that step needs.
+    steps = max(step.values(), default=0) + 1
+    lines = [max((-(-len(by_step.get(s, [])) // SIDE_BY_SIDE) for by_step in bands.values()), default=1) or 1
+             for s in range(steps)]
+    top = [MARGIN + BAND_PAD + head + sum(lines[:s]) * (BOX_H + GAP_Y) for s in range(steps)]
+    height = head + sum(lines) * BOX_H + (sum(lines) - 1) * GAP_Y
     x = MARGIN + BAND_PAD
-    for lanes, members in bands.items():
-        by_step: dict[int, list[TaskView]] = defaultdict(list)
-        for t in members:
-            by_step[step[t.id]].append(t)
-        columns = max(len(v) for v in by_step.values())
+    for lanes, by_step in bands.items():
+        columns = min(SIDE_BY_SIDE, max(len(v) for v in by_step.values()))
         width = columns * BOX_W + (columns - 1) * GAP_X
         label = ("lane " if len(lanes) == 1 else "lanes ") + ", ".join(map(str, lanes)) if lanes else "no lane"
         graph.bands.append(Band(label, x - BAND_PAD, MARGIN, width + 2 * BAND_PAD, height + 2 * BAND_PAD))
         for s, row in by_step.items():
-            for col, t in enumerate(row):
+            for i, t in enumerate(row):
+                line, col = divmod(i, SIDE_BY_SIDE)
                 t.x = x + col * (BOX_W + GAP_X)
-                t.y = MARGIN + BAND_PAD + head + s * (BOX_H + GAP_Y)
+                t.y = top[s] + line * (BOX_H + GAP_Y)
         x += width + 2 * BAND_PAD + GAP_BAND
     graph.width = x - GAP_BAND + MARGIN - BAND_PAD
     graph.height = MARGIN * 2 + height + 2 * BAND_PAD
