@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -328,3 +329,24 @@ def test_another_user_sees_on_the_web_port_what_the_socket_shows_them(web_daemon
     assert p.returncode == 0, p.stderr
     # The page, to anyone on both; the services' logs (root's) neither: 403 on the socket, not served on the port.
     assert p.stdout.splitlines() == ["/web/ 200 True", "/v2/logs 403 False", "/web/ 200 True", "/v2/logs 404 False"]
+
+
+def test_the_list_tells_how_far_an_unready_change_is(web_daemon: DaemonProcess) -> None:
+    d = web_daemon
+    gate = d.state_dir / "list-gate"
+    with d.client() as c:
+        env = c.request("POST", "/v2/test/changes", body={
+            "summary": "Halfway", "gate": str(gate),
+            "tasks": [{"kind": "quick", "summary": "one"}, {"kind": "gated", "summary": "two", "total": 3}]})
+    cid = str(env["change"])
+    d.wait_change(cid, lambda c: c["tasks"][1]["status"] == "Doing")
+    try:
+        status, page = _unix_get(d.socket, "/web/?part=main")
+        row = re.search(rf'<tr id="change-{cid}".*?</tr>', page.decode(), re.S)
+        assert status == 200 and row is not None and "1/2 tasks done" in row.group()
+        assert 'data-live="1"' in page.decode()  # the script follows progress while something runs
+    finally:
+        gate.touch()
+    d.wait_change(cid, lambda c: c["ready"])
+    row = re.search(rf'<tr id="change-{cid}".*?</tr>', _unix_get(d.socket, "/web/")[1].decode(), re.S)
+    assert row is not None and 'data-status="Done"' in row.group() and "tasks done" not in row.group()

@@ -305,7 +305,7 @@ def change_rows(ctx: Context) -> tuple[list[ChangeRow], int]:
                 if not status.ready:
                     tasks = chg.tasks()
                     row.total = len(tasks)
-                    row.done = sum(1 for t in tasks if t.status.ready)
+                    row.done = sum(1 for t in tasks if t.status.value in ("Done", "Undone"))
                 rows.append(row)
             except DatabaseCorruptError as e:  # a row edited by hand: left out, as GET /v2/changes does
                 log.error("leaving change %s out of the web view: %s", chg.id, e)
