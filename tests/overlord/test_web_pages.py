@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from overlord.daemon.web.pages import BOX_H, BOX_W, SIDE_BY_SIDE, change_html, layout, task_view
+from overlord.daemon.web.pages import BOX_H, BOX_W, SIDE_BY_SIDE, change_html, error_line, layout, task_view
 from overlord.daemon.web.port import loopback_host, parse_address, refusal
 
 
@@ -145,3 +145,11 @@ def test_a_change_page_shows_each_tasks_why_not_when_the_api_gives_one() -> None
     # ?part=main answers the <main> alone, which the page's script swaps in.
     part = change_html(chg, [], part=True)
     assert part.lstrip().startswith("<main") and part.rstrip().endswith("</main>")
+
+
+def test_the_list_gives_a_change_error_in_one_line() -> None:
+    assert error_line("cannot perform the following tasks:\n- Fetch the image (connection refused)") == \
+        "Fetch the image (connection refused)"
+    assert error_line("cannot perform the following tasks:\n- A (x)\n- B (y)\n- C (z)") == "A (x) (and 2 more)"
+    assert error_line("change aborted\nat boot") == "change aborted"
+    assert error_line("\n") is None

@@ -261,6 +261,18 @@ def layout(tasks: list[TaskView]) -> Graph:
     return graph
 
 
+def error_line(err: str) -> str | None:
+    """error_line is a change's error in one line for the list: its first task's error, when the error lists
+    the failed tasks ("cannot perform the following tasks:\n- Fetch (no network)\n- ..."), with how many more."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    if not lines:
+        return None
+    if len(lines) > 1 and lines[0].endswith(":"):
+        more = len(lines) - 2
+        return lines[1].removeprefix("- ") + (f" (and {more} more)" if more else "")
+    return lines[0]
+
+
 @dataclass
 class ChangeRow:
     """ChangeRow is one change in the list."""
@@ -301,7 +313,7 @@ def change_rows(ctx: Context) -> tuple[list[ChangeRow], int]:
                 err = chg.err()
                 row = ChangeRow(chg.id, chg.kind, chg.summary, status.value, status.ready, timestamp(spawn),
                                 timestamp(done_at), age((done_at - spawn).total_seconds()) if done_at else None,
-                                str(err).splitlines()[0] if err is not None and str(err) else None)
+                                error_line(str(err)) if err is not None else None)
                 if not status.ready:
                     tasks = chg.tasks()
                     row.total = len(tasks)
