@@ -38,7 +38,7 @@ from .api import PEER_CRED_KEY, Context, Endpoint, build_app
 from .core import CORE_ENDPOINTS
 from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
-from .web.port import WEB_PORT_KEY, PortGuard, bind_port, is_web_connection, url_of
+from .web.port import WEB_PORT_KEY, PortGuard, bind_port, is_web_connection, others_reach, url_of
 
 if TYPE_CHECKING:
     from engine import Overlord, State
@@ -288,6 +288,11 @@ class Daemon:
             web_url = None
             try:
                 if self.web is not None:
+                    closed = others_reach(Path(str(where)))
+                    if closed is not None:
+                        raise DaemonError(f"cannot serve the web view: {closed}, and the web port would show "
+                                          "them what the socket does not (open the directory to them, 0755, or "
+                                          "run without --web)")
                     web_sock = self._bind_web(*self.web)
                     listeners.append(web_sock)
                     web_url = url_of(web_sock)

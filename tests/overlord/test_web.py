@@ -294,6 +294,18 @@ def test_the_web_port_reads_only_what_the_page_needs(web_daemon: DaemonProcess) 
     assert status == 404 and "cannot find change with id &#39;999&#39;" in page.decode()
 
 
+def test_no_web_port_where_the_socket_is_closed_to_other_users(base: Path) -> None:
+    d = DaemonProcess(base, "--web", "127.0.0.1:0")
+    d.state_dir.mkdir(mode=0o700)  # only root reaches the socket: the port must not let the others in
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(START_TIMEOUT) == 1
+    d.stop()
+    assert (f"error: cannot serve the web view: the directory {d.state_dir.resolve()} is closed to other users, "
+            "and the web port would show them what the socket does not") in d.log_text()
+    assert not d.socket.exists()
+
+
 def test_the_web_port_is_loopback_only(base: Path) -> None:
     d = DaemonProcess(base, "--web", "0.0.0.0:8080")
     d.start(wait=False)

@@ -5,6 +5,9 @@ A browser cannot reach a Unix socket, so the daemon may also listen on a
 loopback TCP port. That port must give nobody more than the socket gives
 everyone (docs/daemon.md, "The web view"):
 
+- only where the socket is open to every local user (others_reach): a
+  daemon whose socket only root can reach refuses --web rather than show
+  the others what the socket hides from them;
 - loopback only: parse_address refuses any address that is not 127.0.0.0/8,
   ::1 or "localhost", so only processes of this machine (and of its network
   namespace) can connect: the same people who can connect to the socket;
@@ -26,9 +29,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import socket
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import ErrorKind
@@ -87,6 +93,25 @@ def bind_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def others_reach(path: Path) -> str | None:
+    """others_reach says why users other than the owner cannot connect to the socket at path (None: they can).
+
+    Connecting needs search permission on every directory above the socket
+    and write permission on it; the web port lets every local user in, so it
+    is served only where the socket lets them in too.
+    """
+    try:
+        target = path.resolve()
+        for d in reversed(target.parents):
+            if not os.stat(d).st_mode & stat.S_IXOTH:
+                return f"the directory {d} is closed to other users"
+        if not os.stat(target).st_mode & stat.S_IWOTH:
+            return f"the socket {target} is closed to other users"
+    except OSError as e:
+        return f"cannot check who may reach {path}: {e.strerror or e}"
+    return None
 
 
 def url_of(sock: socket.socket) -> str:
