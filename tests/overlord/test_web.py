@@ -362,3 +362,17 @@ def test_the_list_tells_how_far_an_unready_change_is(web_daemon: DaemonProcess) 
     d.wait_change(cid, lambda c: c["ready"])
     row = re.search(rf'<tr id="change-{cid}".*?</tr>', _unix_get(d.socket, "/web/")[1].decode(), re.S)
     assert row is not None and 'data-status="Done"' in row.group() and "tasks done" not in row.group()
+
+
+def test_a_web_port_in_use_stops_the_start_in_one_line(base: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = DaemonProcess(base, "--web", f"127.0.0.1:{port}")
+        d.start(wait=False)
+        assert d.proc is not None
+        assert d.proc.wait(START_TIMEOUT) == 1
+        d.stop()
+    assert f"error: cannot serve the web view on 127.0.0.1:{port}: Address already in use\n" in d.log_text()
+    assert "Traceback" not in d.log_text() and not d.socket.exists()
