@@ -55,10 +55,14 @@ from ._output import fail
               help="Of --max-connections, how many are kept for root and the daemon's own user.  [default: 16]")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a connection gets to send a complete request header.  [default: 5]")
+@click.option("--web", default=None, metavar="HOST:PORT",
+              help="Also serve the web view, read only, on this loopback address (127.0.0.1:8080, [::1]:8080, "
+                   "or a port alone; 0 picks one). The socket serves it at /web/ anyway.")
 def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, trusted_key: Path | None,
            trusted_authority: str, seed: Path | None, group: str | None, log_level: str, stop_timeout: float,
            stop_services: bool, service_user: str | None, setup: str | None, max_connections: int | None,
-           max_user_connections: int | None, root_connections: int | None, header_timeout: float | None) -> None:
+           max_user_connections: int | None, root_connections: int | None, header_timeout: float | None,
+           web: str | None) -> None:
     """Run the overlord's loop and serve its REST API until SIGTERM or SIGINT."""
     from engine import EngineError
 
@@ -66,11 +70,16 @@ def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, t
     from ..daemon.factory import DaemonOptions, system_daemon
     from ..daemon.limits import Limits
     from ..daemon.server import DaemonError, setup_logging
+    from ..daemon.web.port import parse_address
 
     setup_logging(log_level)
+    try:
+        web_address = parse_address(web) if web is not None else None
+    except ValueError as e:
+        fail(str(e))
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
                             trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url,
-                            stop_services=stop_services, service_user=service_user, seed=seed)
+                            stop_services=stop_services, service_user=service_user, seed=seed, web=web_address)
     try:
         given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
                  "header_timeout": header_timeout}

@@ -43,8 +43,11 @@ class PeerCred:
 
 
 def peer_cred(sock: Any) -> PeerCred | None:
-    """peer_cred reads SO_PEERCRED and SO_PEERGROUPS from a connected Unix socket (None when it cannot be read)."""
-    if sock is None:
+    """peer_cred reads SO_PEERCRED and SO_PEERGROUPS from a connected Unix socket (None when it cannot be read).
+
+    A TCP connection (the web port) has no such record: None, whoever is at the other end.
+    """
+    if sock is None or getattr(sock, "family", socket.AF_UNIX) != socket.AF_UNIX:
         return None
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)

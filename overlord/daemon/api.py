@@ -16,6 +16,8 @@ traceback) happens here, once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -30,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import response
 from .access import AccessPolicy, PeerCred
@@ -328,7 +330,7 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
                          upload)
         try:
             if inspect.iscoroutinefunction(handler):
-                result = await _serve_async(ctx, handler, req)
+                result = await _unless_disconnected(request, _serve_async(ctx, handler, req))
             else:
                 result = await anyio.to_thread.run_sync(_serve, ctx, handler, req)
         finally:
@@ -337,6 +339,42 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
         return result
 
     return endpoint
+
+
+async def _unless_disconnected(request: Request, serving: Awaitable[Response]) -> Response:
+    """_unless_disconnected awaits an async handler's answer, and cancels it when the client goes away first.
+
+    A long-poll (GET /v2/notices?timeout=24h) whose client left, a closed
+    browser tab or an interrupted `overlord watch`, stops waiting at once
+    instead of holding its notice waiter (woken at every commit) until its
+    timeout, and a daemon asked to stop need not wait for it. Only for GET
+    handlers, whose request has no body left to read: what receive() says
+    next is the disconnection.
+    """
+    work = asyncio.ensure_future(serving)
+    if request.method not in ("GET", "HEAD"):
+        return await work
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request cancelled (the server's stop): its handler with it
+        work.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        log.debug("%s %s: the client went away before the answer", request.method, request.url.path)
+        return Response(status_code=499)  # nobody reads it
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """_disconnected returns once the client of a request without a body has gone away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -353,8 +391,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response.error(err).response()
 
 
-def build_app(ctx: Context, endpoints: Sequence[Endpoint]) -> Starlette:
-    """build_app makes the ASGI application serving endpoints for ctx."""
-    routes = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload, ep.any_user), methods=list(ep.methods()))
-              for ep in endpoints]
+def build_app(ctx: Context, endpoints: Sequence[Endpoint], extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """build_app makes the ASGI application serving endpoints for ctx (and extra_routes: the web view's pages)."""
+    routes: list[BaseRoute] = [Route(ep.path, _endpoint(ctx, ep.methods(), ep.upload, ep.any_user),
+                                     methods=list(ep.methods())) for ep in endpoints]
+    routes.extend(extra_routes)
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _http_error})

@@ -75,6 +75,8 @@ class DaemonOptions:
     service_user: str | None = None
     #: The seed the system is seeded from at first start; None: <state-dir>/seed if it exists (else none).
     seed: Path | None = None
+    #: The loopback address and port of the web view (--web; overlord.daemon.web.parse_address), or None.
+    web: tuple[str, int] | None = None
 
     def seed_dir(self) -> Path | None:
         """seed_dir is the seed of the first start: --seed, else the state directory's seed/, or None."""
@@ -188,7 +190,7 @@ def system_daemon(options: DaemonOptions, policy: AccessPolicy | None = None, li
 
     return Daemon(lambda: make_overlord(options), socket_path=options.state_dir / paths.SOCKET_NAME,
                   endpoints=ENDPOINTS, policy=policy, limits=limits, stop_timeout=options.stop_timeout, info=info,
-                  upload_dir=uploads, on_start=on_start)
+                  upload_dir=uploads, on_start=on_start, web=options.web)
 
 
 def database_name(options: DaemonOptions) -> str:

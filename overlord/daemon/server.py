@@ -38,6 +38,7 @@ from .api import PEER_CRED_KEY, Context, Endpoint, build_app
 from .core import CORE_ENDPOINTS
 from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
+from .web.port import WEB_PORT_KEY, PortGuard, bind_port, is_web_connection, others_reach, url_of
 
 if TYPE_CHECKING:
     from engine import Overlord, State
@@ -69,12 +70,15 @@ class _GuardedProtocol(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        cred = peer_cred(transport.get_extra_info("socket"))
+        sock = transport.get_extra_info("socket")
+        web = is_web_connection(sock)  # the web port: no credentials, and only what PortGuard lets through
+        cred = None if web else peer_cred(sock)
         app: ASGIApp = self.app
 
         async def with_cred(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
             extensions = scope.get("extensions") or {}
             extensions[PEER_CRED_KEY] = cred
+            extensions[WEB_PORT_KEY] = web
             scope["extensions"] = extensions
             await app(scope, receive, send)
 
@@ -235,7 +239,7 @@ class Daemon:
                  endpoints: Sequence[Endpoint] | None = None, policy: AccessPolicy | None = None,
                  limits: Limits | None = None, stop_timeout: float = 10.0,
                  info: Callable[[Overlord], Mapping[str, Any]] | None = None, upload_dir: Path | None = None,
-                 on_start: OnStart | None = None) -> None:
+                 on_start: OnStart | None = None, web: tuple[str, int] | None = None) -> None:
         policy = policy or AccessPolicy()
         policy.check()
         limits = limits or Limits()
@@ -249,6 +253,8 @@ class Daemon:
         self.info = info
         self.upload_dir = upload_dir
         self.on_start = on_start
+        #: The loopback address and port of the web view (--web), or None: the page is on the socket only.
+        self.web = web
         self._signals: list[int] = []
         self._server: uvicorn.Server | None = None
 
@@ -278,24 +284,39 @@ class Daemon:
                 st = os.lstat(self.socket_path)
                 identity = (st.st_dev, st.st_ino)
             where = sock.getsockname() or str(self.socket_path)
-            extra = list(self.on_start(o, str(where)) or []) if self.on_start is not None else []
-            guard = ConnectionGuard(self.limits, self.policy)
-            sock = GuardedListener.wrap(sock, guard, str(where))
-            with o.state:
-                log_resumed(o.state)
-            ctx = Context(o, self.policy, upload_dir=self.upload_dir, info={
-                "version": pkg_version, "socket": str(where), "socket-activated": identity is None,
-                "pid": os.getpid(), **(self.info(o) if self.info is not None else {}),
-            }, connections=guard.stats)
-            app = build_app(ctx, [*self.endpoints, *extra])
+            listeners: list[socket.socket] = [sock]
+            web_url = None
             try:
+                if self.web is not None:
+                    closed = others_reach(Path(str(where)))
+                    if closed is not None:
+                        raise DaemonError(f"cannot serve the web view: {closed}, and the web port would show "
+                                          "them what the socket does not (open the directory to them, 0755, or "
+                                          "run without --web)")
+                    web_sock = self._bind_web(*self.web)
+                    listeners.append(web_sock)
+                    web_url = url_of(web_sock)
+                extra = list(self.on_start(o, str(where)) or []) if self.on_start is not None else []
+                guard = ConnectionGuard(self.limits, self.policy)
+                listeners = [GuardedListener.wrap(s, guard, str(where) if s is sock else str(web_url))
+                             for s in listeners]
+                with o.state:
+                    log_resumed(o.state)
+                ctx = Context(o, self.policy, upload_dir=self.upload_dir, info={
+                    "version": pkg_version, "socket": str(where), "socket-activated": identity is None,
+                    "pid": os.getpid(), "web": web_url, **(self.info(o) if self.info is not None else {}),
+                }, connections=guard.stats)
+                from .web.pages import routes as web_routes
+
+                app = PortGuard(build_app(ctx, [*self.endpoints, *extra], web_routes(ctx)))
                 o.loop()
                 if not self._signals:
-                    asyncio.run(self._serve(app, sock, str(where)))
+                    asyncio.run(self._serve(app, listeners, str(where), web_url))
             finally:
                 if identity is not None:
                     remove_socket(self.socket_path, identity)
-                sock.close()
+                for s in listeners:
+                    s.close()
             notify("STOPPING=1")
             log.info("stopping the overlord (handlers get %g s to return)", self.stop_timeout)
         finally:
@@ -303,30 +324,41 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    async def _serve(self, app: Any, sock: socket.socket, where: str) -> None:
+    @staticmethod
+    def _bind_web(host: str, port: int) -> socket.socket:
+        """_bind_web listens on the web view's loopback port (DaemonError, one line, when it cannot)."""
+        try:
+            return bind_port(host, port)
+        except OSError as e:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise DaemonError(f"cannot serve the web view on {shown}: {e.strerror or e}") from None
+
+    async def _serve(self, app: Any, sockets: list[socket.socket], where: str, web_url: str | None) -> None:
         asyncio.get_running_loop().set_exception_handler(exception_handler)
         noise = ClientNoiseFilter(self.limits.log_interval)
         uvicorn_log = logging.getLogger("uvicorn.error")
         uvicorn_log.addFilter(noise)
         try:
-            await self._serve_app(app, sock, where)
+            await self._serve_app(app, sockets, where, web_url)
         finally:
             uvicorn_log.removeFilter(noise)
 
-    async def _serve_app(self, app: Any, sock: socket.socket, where: str) -> None:
+    async def _serve_app(self, app: Any, sockets: list[socket.socket], where: str, web_url: str | None) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, http=_protocol(self.limits), ws="none",
                                 timeout_graceful_shutdown=int(HTTP_GRACE), access_log=True)
         server = self._server = uvicorn.Server(config)
         if self._signals:
             return
-        ready = asyncio.create_task(self._notify_ready(server, where))
+        ready = asyncio.create_task(self._notify_ready(server, where, web_url))
         try:
-            await server.serve(sockets=[sock])
+            await server.serve(sockets=sockets)
         finally:
             ready.cancel()
 
-    async def _notify_ready(self, server: uvicorn.Server, where: str) -> None:
+    async def _notify_ready(self, server: uvicorn.Server, where: str, web_url: str | None) -> None:
         while not server.started:
             await asyncio.sleep(0.01)
         log.info("serving the API on %s (POST for %s)", where, self.policy.describe())
+        if web_url is not None:
+            log.info("serving the web view, read only, on %s (and at /web/ on the socket)", web_url)
         notify("READY=1")

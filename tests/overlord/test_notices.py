@@ -131,3 +131,20 @@ def test_watch_makes_no_request_while_nothing_changes(shared_daemon: DaemonProce
     assert result[0]["status"] == "Hold"
     paths = [p for p, _ in client.sent]
     assert paths == ["/v2/notices", f"/v2/changes/{cid}", "/v2/notices", f"/v2/changes/{cid}"], client.sent
+
+
+def test_a_long_poll_whose_client_left_stops_waiting(daemon: DaemonProcess) -> None:
+    """A closed browser tab, an interrupted watch: the handler is cancelled at once, not held until its timeout
+    (24 h at most: a waiter woken by every commit), and the daemon's stop does not wait for it."""
+    import socket
+
+    from .test_watch import _wait_for
+
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(daemon.socket))
+            s.sendall(b"GET /v2/notices?types=nothing-comes&timeout=24h HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    _wait_for("the long-polls given up", daemon.log_text,
+              lambda log: log.count("GET /v2/notices: the client went away before the answer") == 3)
+    assert daemon.stop() == 0
+    assert "timeout graceful shutdown exceeded" not in daemon.log_text()
