@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The web view: a real daemon on a real socket and loopback port, a change made with the real command line,
-and a real headless Chromium following it without reloading (tests/browser.py); the web port's bounds."""
+and a real headless Chromium following it without reloading (tests/support/browser.py); the web port's bounds."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import pytest
 
 from managers.asserts.build import snap_declaration
 from overlord.samples import AUTHORITY, PUBLISHER, SEED_TIME
-from tests import browser
+from tests.support import browser
+from tests.support.daemon import START_TIMEOUT, DaemonProcess, short_tempdir
 
-from .conftest import START_TIMEOUT, DaemonProcess, short_tempdir
 from .test_snaps import SystemDaemon
 
 

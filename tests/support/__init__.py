@@ -7,6 +7,7 @@
 - ensure: EnsureRecorder, what a TaskRunner run alone asks of its Overlord.
 - helpers: small engine helpers (a one-task change, a task by id, a child process, `overlord` run).
 - pgcluster: a throwaway PostgreSQL server for the session.
+- browser: headless Chromium from the distribution, driven for the web view tests.
 - other_user: running Python as another local user (nobody).
 - schema: the normalised schema of a database, for the migration tests.
 - crash_workload, upgrade_killer, snap_crash_child, daemon_hooks: programs and hooks that tests start

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Where the browser tests keep their screenshots.
 ARTIFACTS = REPO / "test-artifacts"
 #: The Debian packages that hold the browser and its driver.
