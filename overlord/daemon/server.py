@@ -291,8 +291,8 @@ class Daemon:
                     closed = others_reach(Path(str(where)))
                     if closed is not None:
                         raise DaemonError(f"cannot serve the web view: {closed}, and the web port would show "
-                                          "them what the socket does not (open the directory to them, 0755, or "
-                                          "run without --web)")
+                                          "them what the socket does not (let them reach the socket: 0755 "
+                                          "directories above it; or run without --web)")
                     web_sock = self._bind_web(*self.web)
                     listeners.append(web_sock)
                     web_url = url_of(web_sock)
