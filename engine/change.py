@@ -243,6 +243,33 @@ class Change:
         """is_clean returns whether every task of the change has been cleaned."""
         return self._rec().clean
 
+    # -- keys (engine.keys) ----------------------------------------------------------------
+
+    @property
+    def key(self) -> str | None:
+        """key is the idempotency key that names the change (new_change(key=...)), None once it expired."""
+        self._w.check()
+        return self._w.keys.key_of(self._rec().id)  # type: ignore[no-any-return]
+
+    @property
+    def is_new(self) -> bool:
+        """is_new says whether new_change made the change in this unit of work (False for one a key found)."""
+        self._w.check()
+        made: bool = self._rec().id in self._w.keys.made
+        return made
+
+    def affects(self) -> list[str]:
+        """affects lists the keys the change affects (new_change(affects=...), affect()), sorted."""
+        self._w.check()
+        return self._w.keys.affects_of(self._rec().id)  # type: ignore[no-any-return]
+
+    def affect(self, *keys: str) -> None:
+        """affect adds keys the change affects, without a conflict check (ask State.affecting first)."""
+        from .keys import check_keys
+
+        self._w.check()
+        self._w.keys.affect(self._rec().id, check_keys(keys, "affected key"))
+
     @property
     def spawn_time(self) -> datetime:
         """spawn_time is when the change was created."""

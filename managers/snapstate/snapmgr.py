@@ -9,8 +9,9 @@ handlers.py; backend/ does the file work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import tenacity
 
-from engine import Change, State, Task, TaskRunner
+from engine import Change, ChangeConflictError, State, Task, TaskRunner
 
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
@@ -244,6 +245,8 @@ class SnapManager:
         self.retain = retain
         self._check_snap: list[CheckSnap] = []
         self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        #: The idempotency key of the verb being served (None: none); see _request.
+        self.request_key: str | None = None
         #: The runner of the services (None: services are only recorded); the service manager sets itself.
         self.service_runner: ServiceRunner | None = None
         h = self.handlers = Handlers(self)
@@ -349,13 +352,34 @@ class SnapManager:
 
     # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
 
+    # An idempotency key (Idempotency-Key of the REST API): a verb called again with the key of a change it made
+    # returns that change, before any check (the snap may be installed by now); see docs/managers.md.
+
+    def _keyed(self, key: str | None, verb: str) -> Change | None:
+        """_keyed is the change a verb's idempotency key names already, or None (ChangeConflictError when
+        the key names a change another verb made)."""
+        chg = self.state.change_by_key(key) if key is not None else None
+        if chg is not None and chg.kind not in _VERB_KINDS[verb]:
+            raise ChangeConflictError(chg.id, f"cannot {verb} with key {key!r}: it names change {chg.id} "
+                                              f"({chg.kind})", change_kind=chg.kind, subject=key)
+        return chg
+
+    @contextlib.contextmanager
+    def _request(self, key: str | None) -> Iterator[None]:
+        """_request makes the change a verb builds take key (snapstate.new_change reads it)."""
+        self.request_key = key
+        try:
+            yield
+        finally:
+            self.request_key = None
+
     def check_seeded(self, verb: str) -> None:
         """check_seeded raises TooEarlyError while the system waits for its seeding (lock held)."""
         for check in self.seeded_checks:
             check(verb)
 
     def install(self, names: str | Sequence[str], *, channel: str | None = None,
-                revision: str | None = None) -> Change:
+                revision: str | None = None, key: str | None = None) -> Change:
         """install installs snaps from the store, one lane per snap (lock held).
 
         Each tracks channel (default latest/stable) and gets the revision it
@@ -363,8 +387,12 @@ class SnapManager:
         """
         from . import snapstate
 
+        found = self._keyed(key, "install")
+        if found is not None:
+            return found
         self.check_seeded("install")
-        return snapstate.install(self, _names(names), channel=channel, revision=revision)
+        with self._request(key):
+            return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
     def check_file(self, path: str | Path) -> CheckedFile:
         """check_file reads and checks a local snap file whole, without the lock (call it before taking it).
@@ -394,7 +422,7 @@ class SnapManager:
                                       filename=filename, checked=checked)
 
     def refresh(self, names: str | Sequence[str] | None = None, *, channel: str | None = None,
-                revision: str | None = None) -> Change:
+                revision: str | None = None, key: str | None = None) -> Change:
         """refresh moves snaps (all store snaps by default) to a newer revision of their channel (lock held).
 
         With channel (one snap), the snap tracks that channel from then on; with
@@ -402,44 +430,76 @@ class SnapManager:
         """
         from . import snapstate
 
+        found = self._keyed(key, "refresh")
+        if found is not None:
+            return found
         self.check_seeded("refresh")
-        return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
-                                 revision=revision)
+        with self._request(key):
+            return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
+                                     revision=revision)
 
-    def switch(self, name: str, channel: str) -> Change:
+    def switch(self, name: str, channel: str, *, key: str | None = None) -> Change:
         """switch makes a snap track another channel without refreshing it (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "switch")
+        if found is not None:
+            return found
         self.check_seeded("switch")
-        return snapstate.switch(self, name, channel)
+        with self._request(key):
+            return snapstate.switch(self, name, channel)
 
-    def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
+    def remove(self, names: str | Sequence[str], *, revision: str | None = None, key: str | None = None) -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "remove")
+        if found is not None:
+            return found
         self.check_seeded("remove")
-        return snapstate.remove(self, _names(names), revision=revision)
+        with self._request(key):
+            return snapstate.remove(self, _names(names), revision=revision)
 
-    def revert(self, name: str, *, revision: str | None = None) -> Change:
+    def revert(self, name: str, *, revision: str | None = None, key: str | None = None) -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "revert")
+        if found is not None:
+            return found
         self.check_seeded("revert")
-        return snapstate.revert(self, name, revision=revision)
+        with self._request(key):
+            return snapstate.revert(self, name, revision=revision)
 
-    def enable(self, name: str) -> Change:
+    def enable(self, name: str, *, key: str | None = None) -> Change:
         """enable makes a disabled snap usable again (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "enable")
+        if found is not None:
+            return found
         self.check_seeded("enable")
-        return snapstate.enable(self, name)
+        with self._request(key):
+            return snapstate.enable(self, name)
 
-    def disable(self, name: str) -> Change:
+    def disable(self, name: str, *, key: str | None = None) -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "disable")
+        if found is not None:
+            return found
         self.check_seeded("disable")
-        return snapstate.disable(self, name)
+        with self._request(key):
+            return snapstate.disable(self, name)
+
+
+#: The kinds of change each verb makes (an idempotency key of another kind is a conflict).
+_VERB_KINDS = {
+    "install": ("install", "refresh"), "refresh": ("refresh", "switch-snap-channel"),
+    "switch": ("switch-snap-channel",), "remove": ("remove",), "revert": ("revert",), "enable": ("enable",),
+    "disable": ("disable",),
+}
 
 
 def _names(names: str | Sequence[str]) -> list[str]:

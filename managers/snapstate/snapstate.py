@@ -186,7 +186,11 @@ def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
     It asks for an ensure pass at once, so a running overlord loop starts the change.
     """
     st = sm.state
-    chg = st.new_change(kind, summary)
+    chg = st.new_change(kind, summary, key=sm.request_key)
+    if not chg.is_new:
+        # Another host served the same request first (its key): its change stands; the task sets built
+        # here stay in no change, and prune deletes them.
+        return chg
     chg.set("snap-names", list(names))
     for ts in task_sets:
         ts.join_lane(st.new_lane())

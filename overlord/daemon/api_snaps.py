@@ -217,16 +217,16 @@ def _channel(body: Body, action: str) -> str | None:
 
 
 def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
-          channel: str | None = None) -> Change:
-    """_verb calls the snap manager's verb for action (lock held)."""
+          channel: str | None = None, key: str | None = None) -> Change:
+    """_verb calls the snap manager's verb for action (lock held); key is the request's idempotency key."""
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names, channel=channel, revision=revision),
-        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision),
-        "switch": lambda: sm.switch(names[0], channel or ""),
-        "remove": lambda: sm.remove(names, revision=revision),
-        "revert": lambda: sm.revert(names[0], revision=revision),
-        "enable": lambda: sm.enable(names[0]),
-        "disable": lambda: sm.disable(names[0]),
+        "install": lambda: sm.install(names, channel=channel, revision=revision, key=key),
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, key=key),
+        "switch": lambda: sm.switch(names[0], channel or "", key=key),
+        "remove": lambda: sm.remove(names, revision=revision, key=key),
+        "revert": lambda: sm.revert(names[0], revision=revision, key=key),
+        "enable": lambda: sm.enable(names[0], key=key),
+        "disable": lambda: sm.disable(names[0], key=key),
     }
     return verbs[action]()
 
@@ -240,9 +240,10 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
     channel = _channel(body, action)
+    key = req.change_key()
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, [name], revision, channel)
+        chg = _verb(snap_manager(ctx), action, [name], revision, channel, key)
         cid = chg.id
     return response.async_(cid)
 
@@ -263,9 +264,10 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
+    key = req.change_key()
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, names, None)
+        chg = _verb(snap_manager(ctx), action, names, None, key=key)
         affected = list(chg.get("snap-names", []))
         chg.set(API_DATA_KEY, {"snap-names": affected})
         cid = chg.id
