@@ -187,6 +187,10 @@ class Body:
         v = self._get(name, str, "a string", False)
         return None if v is None else str(v)
 
+    def flag(self, name: str) -> bool:
+        """flag returns an optional boolean field (False when absent or null)."""
+        return bool(self._get(name, bool, "true or false", False))
+
     def str_list(self, name: str, required: bool = True) -> list[str]:
         """str_list returns a list-of-strings field ([] when optional and absent)."""
         v = self._get(name, list, "a list of strings", required)
