@@ -243,6 +243,30 @@ class Change:
         """is_clean returns whether every task of the change has been cleaned."""
         return self._rec().clean
 
+    # -- repair (engine.repair) ------------------------------------------------------------
+
+    def retry(self) -> list[str]:
+        """retry runs a failed change again from where it failed; it returns the ids of the tasks retried.
+
+        Its tasks in Error, Hold and Undone go back to Do (Done ones stay
+        Done), each logging the new attempt; the change is unready again and
+        counts one more attempt. EngineError for a change that is not ready
+        or has no task in Error; ChangeConflictError when an unready change
+        affects what it affects.
+        """
+        from .repair import retry_change
+
+        self._w.check()
+        return retry_change(self._w, self)
+
+    @property
+    def attempt(self) -> int:
+        """attempt is how many times the change was attempted: 1, plus one per retry()."""
+        from .repair import ATTEMPT_KEY
+
+        value = self.get(ATTEMPT_KEY, 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
     # -- keys (engine.keys) ----------------------------------------------------------------
 
     @property

@@ -38,6 +38,7 @@ from .errors import (
     ReadOnlyStateError,
 )
 from .keys import KEY_RETENTION, check_change_key, check_keys
+from .status import Status
 from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
@@ -492,6 +493,23 @@ class State:
         skip = str(ignore.id if ignore is not None and not isinstance(ignore, str) else ignore)
         return [uow.change_handle(uow.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
                 if str(cid) != skip]
+
+    def select_changes(self, *, status: Status | str | Iterable[Status | str] | None = None,
+                       kind: str | Iterable[str] | None = None, before: datetime | None = None,
+                       older_than: float | timedelta | None = None,
+                       label: tuple[str, Any] | None = None) -> list[Change]:
+        """select_changes returns the changes in any of the statuses, of any of the kinds, spawned before a
+        time (or older_than a duration, by the State's clock), and whose data holds label[1] under key
+        label[0]; oldest first (None: any). Act on them in the same unit of work (chg.abort(), chg.retry())
+        for one transaction."""
+        self._check()
+        from .repair import select_changes
+
+        when = None if before is None else _time.utc(before, "before")
+        if older_than is not None:
+            age = self._now() - timedelta(seconds=_time.seconds(older_than, "older_than"))
+            when = age if when is None else min(when, age)
+        return select_changes(self._uow, self.changes(), status=status, kind=kind, before=when, label=label)
 
     def _unready_affecting(self, keys: list[str]) -> dict[int, list[str]]:
         """_unready_affecting maps the unready changes affecting some of keys to those keys."""

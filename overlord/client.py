@@ -196,6 +196,17 @@ class Client:
         result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "abort"})
         return result
 
+    def retry(self, change_id: str) -> dict[str, Any]:
+        """retry runs a failed change again from where it failed; it returns the change."""
+        result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "retry"})
+        return result
+
+    def act_on_changes(self, action: str, select: dict[str, Any]) -> list[str]:
+        """act_on_changes aborts or retries (action) every change select picks, in one transaction; it returns
+        their ids. select: {"status": [...], "kind": [...], "age": "2h", "label": "KEY=VALUE"}."""
+        result: dict[str, Any] = self._sync("POST", "/v2/changes", body={"action": action, "select": select})
+        return [str(c) for c in result.get("changes", [])]
+
     def warnings(self, all: bool = False) -> list[dict[str, Any]]:
         """warnings lists the pending warnings, or every unexpired one with all=True."""
         result: list[dict[str, Any]] = self._sync("GET", "/v2/warnings", query={"select": "all" if all else "pending"})
@@ -245,15 +256,18 @@ class Client:
         """snap_action asks for action (install, refresh, remove, revert, enable, disable) on one snap; returns the
         change id. options are the action's fields (revision=).
         """
-        body = {"action": action, **{k: v for k, v in options.items() if v is not None}}
+        body = {"action": action, **{k.replace("_", "-"): v for k, v in options.items() if v is not None}}
         return str(self.change_request("POST", f"/v2/snaps/{_segment(name)}", body)["change"])
 
-    def snaps_action(self, action: str, names: list[str]) -> tuple[str, list[str]]:
+    def snaps_action(self, action: str, names: list[str], **options: Any) -> tuple[str, list[str]]:
         """snaps_action asks for action (install, refresh, remove) on several snaps in one change.
 
         It returns the change id and the snaps it is about (refresh of no names: those with updates).
+        options are more fields ("wait-for-conflicts"=True as wait_for_conflicts=True).
         """
-        env = self.change_request("POST", "/v2/snaps", {"action": action, "snaps": names})
+        body = {"action": action, "snaps": names,
+                **{k.replace("_", "-"): v for k, v in options.items() if v is not None}}
+        env = self.change_request("POST", "/v2/snaps", body)
         return str(env["change"]), list((env.get("result") or {}).get("snap-names") or [])
 
     def apps(self, names: list[str] | None = None) -> list[dict[str, Any]]:

@@ -306,3 +306,6 @@ class Store(Protocol):
 
     def unqueue_changes(self, ids: Sequence[int]) -> None:
         """unqueue_changes marks changes as no longer queued."""
+
+    def reopen_change(self, cid: int) -> None:
+        """reopen_change makes a ready change's row unready again (a retry)."""

@@ -422,3 +422,7 @@ class SqlStore:
     def unqueue_changes(self, ids: Sequence[int]) -> None:
         """unqueue_changes marks changes as no longer queued (their turn came)."""
         self.execute_in(self.sql["unqueue_changes"], ids)
+
+    def reopen_change(self, cid: int) -> None:
+        """reopen_change makes a ready change's row unready again (engine.repair: a retry)."""
+        self.execute(self.sql["reopen_change"], (cid,))

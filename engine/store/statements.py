@@ -362,6 +362,9 @@ STATEMENTS += [
     Sql("unqueue_changes", lambda f: update(affects).values(queued=false()).where(
         affects.c.change_id.in_(_ids())), ("ids",), "ids"),
     Sql("delete_affects", lambda f: delete(affects).where(affects.c.change_id.in_(_ids())), ("ids",), "ids"),
+    # -- repair (engine.repair): a change retried is unready again
+    Sql("reopen_change", lambda f: update(changes).values(ready_time=None, clean=false(), explicit_status=None)
+        .where(changes.c.id == _b("cid")), ("cid",)),
 ]
 
 BY_NAME: dict[str, Sql] = {s.name: s for s in STATEMENTS}
