@@ -160,3 +160,24 @@ def test_bad_affected_keys_and_choices_are_refused_in_one_line(st: State) -> Non
             st.new_change("k", "s", affects=["a"], on_conflict="wait")
         with pytest.raises(TypeError, match=r"^cannot use affected key 3"):
             st.new_change("k", "s", affects=[3])  # type: ignore[list-item]
+
+
+def test_a_change_queued_on_one_host_waits_for_a_change_of_another_host(pg_url: str) -> None:
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    ran: list[str] = []
+    r = TaskRunner(b)
+    r.add_handler("work", lambda task, tomb: ran.append("queued"))
+    try:
+        first = _change(a, "first, host a", ["snap:hello"], kind="hold")
+        _change(b, "queued, host b", ["snap:hello"], on_conflict="queue")
+        with b, pytest.raises(ChangeConflictError):  # refused on host b too: one index for every host
+            b.new_change("test", "refused", affects=["snap:hello"])
+        _run(r)
+        assert ran == []
+        _finish(a, first)  # host a's commit
+        _run(r)
+        assert ran == ["queued"]
+    finally:
+        r.stop()
+        a.close()
+        b.close()

@@ -203,3 +203,21 @@ def test_select_changes_by_status_kind_age_and_label_then_act_in_one_unit(
     _settle(r)
     with st:
         assert [(c.id, c.status) for c in st.changes()] == [(old_failed, D), (new_failed, D), (other.id, H)]
+
+
+def test_a_bulk_retry_is_all_or_nothing(st: State, runner: tuple[TaskRunner, Calls]) -> None:
+    r, calls = runner
+    a = _chain(st, "a", key="snap:a")
+    b = _chain(st, "b", key="snap:b")
+    calls.fail = {"a", "b"}
+    _settle(r)
+    with st:
+        busy = st.new_change("remove", "busy", affects=["snap:b"])
+        busy.add_task(st.new_task("other", "held"))
+    with pytest.raises(ChangeConflictError), st:  # one unit of work: the conflict on b undoes a's retry too
+        for chg in st.select_changes(status=E):
+            chg.retry()
+    assert [s for _, s in _statuses(st, a)] == [E] and [s for _, s in _statuses(st, b)] == [E]
+    with st:
+        chg = st.change(a)
+        assert chg is not None and chg.attempt == 1 and chg.is_ready()
