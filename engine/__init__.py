@@ -32,6 +32,7 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .keys import KEY_RETENTION
 from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
@@ -44,6 +45,7 @@ from .tomb import Tomb
 from .warning import StateWarning
 
 __all__ = [
+    "KEY_RETENTION",
     "MISSING",
     "AssertionBook",
     "AssertionRevisionError",

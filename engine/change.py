@@ -243,6 +243,57 @@ class Change:
         """is_clean returns whether every task of the change has been cleaned."""
         return self._rec().clean
 
+    # -- repair (engine.repair) ------------------------------------------------------------
+
+    def retry(self) -> list[str]:
+        """retry runs a failed change again from where it failed; it returns the ids of the tasks retried.
+
+        Its tasks in Error, Hold and Undone go back to Do (Done ones stay
+        Done), each logging the new attempt; the change is unready again and
+        counts one more attempt. EngineError for a change that is not ready
+        or has no task in Error; ChangeConflictError when an unready change
+        affects what it affects.
+        """
+        from .repair import retry_change
+
+        self._w.check()
+        return retry_change(self._w, self)
+
+    @property
+    def attempt(self) -> int:
+        """attempt is how many times the change was attempted: 1, plus one per retry()."""
+        from .repair import ATTEMPT_KEY
+
+        value = self.get(ATTEMPT_KEY, 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+    # -- keys (engine.keys) ----------------------------------------------------------------
+
+    @property
+    def key(self) -> str | None:
+        """key is the idempotency key that names the change (new_change(key=...)), None once it expired."""
+        self._w.check()
+        return self._w.keys.key_of(self._rec().id)  # type: ignore[no-any-return]
+
+    @property
+    def is_new(self) -> bool:
+        """is_new says whether new_change made the change in this unit of work (False for one a key found)."""
+        self._w.check()
+        made: bool = self._rec().id in self._w.keys.made
+        return made
+
+    def affects(self) -> list[str]:
+        """affects lists the keys the change affects (new_change(affects=...), affect()), sorted."""
+        self._w.check()
+        return self._w.keys.affects_of(self._rec().id)  # type: ignore[no-any-return]
+
+    def affect(self, *keys: str) -> None:
+        """affect adds keys the change affects, without a conflict check (ask State.affecting first)."""
+        from .keys import check_keys
+
+        self._w.check()
+        self._w.keys.affect(self._rec().id, check_keys(keys, "affected key"))
+
     @property
     def spawn_time(self) -> datetime:
         """spawn_time is when the change was created."""

@@ -296,3 +296,38 @@ class AssertionRow(Base):
         *json_check("headers", "headers"),
         CheckConstraint("revision >= 0", name="revision"),
     )
+
+
+class ChangeKeyRow(Base):
+    """ChangeKeyRow is the idempotency key of a change: a second request with the key gets that change."""
+
+    __tablename__ = "change_keys"
+
+    # The caller's key (an Idempotency-Key header, say); unique: two requests racing on it make one change.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_id: Mapped[int] = mapped_column(Int)
+    # Until when the key names its change; after it, the key makes a new change (prune deletes the row).
+    expire_time: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        # Prune deletes the keys of the changes it deletes; Change.key looks a change's key up.
+        Index("ix_change_keys_change_id", "change_id"),
+    )
+
+
+class ChangeAffectRow(Base):
+    """ChangeAffectRow says that a change affects a key (such as "snap:hello"): what conflicts are found by."""
+
+    __tablename__ = "change_affects"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_id: Mapped[int] = mapped_column(Int, primary_key=True)
+    # True while the change waits for the older unready changes affecting its keys (on_conflict="queue").
+    queued: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+    __table_args__ = (
+        # A change's own keys (Change.affects, prune).
+        Index("ix_change_affects_change_id", "change_id"),
+        # The runner's look at the changes still queued: usually none.
+        partial("ix_change_affects_queued", "change_id", where="queued = 1", pg_where="queued"),
+    )

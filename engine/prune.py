@@ -34,6 +34,7 @@ def prune(w: Work, start_of_operation: datetime, prune_wait: float, abort_wait: 
     store = w.store
     w.warnings.prune(now)
     w.notices.prune(now)
+    w.keys.prune(_time.to_text(now))
 
     limit_text = _time.to_text(prune_limit)
     doomed = store.ready_changes_before(limit_text)

@@ -234,6 +234,7 @@ class TaskRunner:
                 self._recorder.try_undo(rec)
         w.flush()
         running = [run.task for run in runs.values()]
+        held = w.keys.held()  # queued changes still waiting for older ones (engine.keys)
         free = self._size - len(runs)
         next_time: datetime | None = None
         # Fetch a little more than the free workers can take: enough to see
@@ -264,6 +265,9 @@ class TaskRunner:
                     continue
                 if rec.at_time is not None and rec.at_time > now:
                     next_time = rec.at_time if next_time is None else min(next_time, rec.at_time)
+                    continue
+                if held and rec.change_id in held and rec.status is Status.DO:
+                    self._r.some_blocked = True  # asked again when a task finishes
                     continue
                 if free <= 0:
                     self._r.starved = True

@@ -23,6 +23,7 @@ from .assertion import AssertionBook
 from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .keys import KeyBook
 from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
@@ -84,6 +85,7 @@ class UnitOfWork:
         self.log_lines = records.log_lines
         self.values: dict[str, str | None] = {}
         self.notices = NoticeBook(self)
+        self.keys = KeyBook(self)  # idempotency and affected keys (engine.keys)
         self.warnings = WarningBook(self)
         #: notices_woken says that the last commit added or repeated notices (the State wakes its waiters).
         self.notices_woken = False
@@ -137,13 +139,13 @@ class UnitOfWork:
         return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                     self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
                     self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
-                    self.notices.pending, self.store.in_write))
+                    self.notices.pending, self.keys.pending, self.store.in_write))
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
                 self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings(),
-                *self.notices.pendings())
+                *self.notices.pendings(), *self.keys.pendings())
 
     def forget(self, routine: bool = False) -> None:
         """forget drops every record (they reload on demand).
@@ -241,6 +243,7 @@ class UnitOfWork:
             store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
         self.warnings.flush(store)
         self.notices.flush(store)
+        self.keys.flush(store)
         self.assertions.flush(store)
         if self._dirty_seqs:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})

@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import errno
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import tenacity
 
 from . import paths
 
 #: DEFAULT_TIMEOUT is how long one request may take, in seconds.
 DEFAULT_TIMEOUT = 30.0
+#: The header that names a request making a change (the daemon's IDEMPOTENCY_HEADER).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: How many times change_request sends a request in all when the daemon goes away before answering.
+RETRY_ATTEMPTS = 4
 
 
 class ClientError(Exception):
@@ -120,6 +126,29 @@ class Client:
                            rsp.status_code, result.get("value"))
         return envelope
 
+    def change_request(self, method: str, path: str, body: Any, *, key: str | None = None) -> dict[str, Any]:
+        """change_request sends a request that makes a change, with an Idempotency-Key header (key, or a new
+        random one), and sends it again with the same key when the daemon went away before answering: the
+        daemon then answers with the change the first request made, if it made one (docs/daemon.md).
+        """
+        key = key or uuid.uuid4().hex
+        content = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key}
+        went_away = False
+
+        def again(rs: tenacity.RetryCallState) -> bool:
+            nonlocal went_away
+            e = rs.outcome.exception() if rs.outcome is not None else None
+            if isinstance(e, DaemonUnavailable):
+                went_away = went_away or e.went_away
+                return went_away  # nobody answered the first time: the request made nothing
+            return False
+
+        retrying = tenacity.Retrying(retry=again, stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+                                     wait=tenacity.wait_exponential(multiplier=0.2, max=2.0), reraise=True)
+        rsp = retrying(self.send, method, path, content=content, headers=headers)
+        return self.envelope(rsp, method, path)
+
     def _sync(self, method: str, path: str, **kw: Any) -> Any:
         return self.request(method, path, **kw).get("result")
 
@@ -166,6 +195,17 @@ class Client:
         """abort aborts an unready change and returns it."""
         result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "abort"})
         return result
+
+    def retry(self, change_id: str) -> dict[str, Any]:
+        """retry runs a failed change again from where it failed; it returns the change."""
+        result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "retry"})
+        return result
+
+    def act_on_changes(self, action: str, select: dict[str, Any]) -> list[str]:
+        """act_on_changes aborts or retries (action) every change select picks, in one transaction; it returns
+        their ids. select: {"status": [...], "kind": [...], "age": "2h", "label": "KEY=VALUE"}."""
+        result: dict[str, Any] = self._sync("POST", "/v2/changes", body={"action": action, "select": select})
+        return [str(c) for c in result.get("changes", [])]
 
     def warnings(self, all: bool = False) -> list[dict[str, Any]]:
         """warnings lists the pending warnings, or every unexpired one with all=True."""
@@ -216,15 +256,18 @@ class Client:
         """snap_action asks for action (install, refresh, remove, revert, enable, disable) on one snap; returns the
         change id. options are the action's fields (revision=).
         """
-        body = {"action": action, **{k: v for k, v in options.items() if v is not None}}
-        return str(self.request("POST", f"/v2/snaps/{_segment(name)}", body=body)["change"])
+        body = {"action": action, **{k.replace("_", "-"): v for k, v in options.items() if v is not None}}
+        return str(self.change_request("POST", f"/v2/snaps/{_segment(name)}", body)["change"])
 
-    def snaps_action(self, action: str, names: list[str]) -> tuple[str, list[str]]:
+    def snaps_action(self, action: str, names: list[str], **options: Any) -> tuple[str, list[str]]:
         """snaps_action asks for action (install, refresh, remove) on several snaps in one change.
 
         It returns the change id and the snaps it is about (refresh of no names: those with updates).
+        options are more fields ("wait-for-conflicts"=True as wait_for_conflicts=True).
         """
-        env = self.request("POST", "/v2/snaps", body={"action": action, "snaps": names})
+        body = {"action": action, "snaps": names,
+                **{k.replace("_", "-"): v for k, v in options.items() if v is not None}}
+        env = self.change_request("POST", "/v2/snaps", body)
         return str(env["change"]), list((env.get("result") or {}).get("snap-names") or [])
 
     def apps(self, names: list[str] | None = None) -> list[dict[str, Any]]:

@@ -274,3 +274,38 @@ class Store(Protocol):
 
     def claim_cleanup(self, tid: int) -> bool:
         """claim_cleanup takes a lease on a task for its cleanup handler; False: another runner has it."""
+
+    # -- idempotency keys and affected keys (engine.keys)
+
+    def claim_change_key(self, key: str, cid: int, expire: str, now: str) -> int | None:
+        """claim_change_key makes key name change cid unless another unexpired change has it (cid or None)."""
+
+    def change_of_key(self, key: str, now: str) -> int | None:
+        """change_of_key returns the change an unexpired key names, or None."""
+
+    def key_of_change(self, cid: int, now: str) -> str | None:
+        """key_of_change returns the unexpired key that names a change, or None."""
+
+    def delete_expired_change_keys(self, now: str) -> int:
+        """delete_expired_change_keys deletes the keys expired at now."""
+
+    def insert_affects(self, rows: Sequence[tuple[str, int, bool]]) -> None:
+        """insert_affects records (key, change id, queued) rows."""
+
+    def affects_of_change(self, cid: int) -> list[str]:
+        """affects_of_change lists the keys a change affects."""
+
+    def unready_affecting(self, keys: Sequence[str]) -> list[tuple[int, str]]:
+        """unready_affecting lists (change id, key) for the unready changes affecting keys."""
+
+    def queued_changes(self) -> list[int]:
+        """queued_changes lists the changes still marked queued."""
+
+    def held_changes(self, ids: Sequence[int]) -> list[int]:
+        """held_changes lists those of ids that an older unready change sharing a key holds back."""
+
+    def unqueue_changes(self, ids: Sequence[int]) -> None:
+        """unqueue_changes marks changes as no longer queued."""
+
+    def reopen_change(self, cid: int) -> None:
+        """reopen_change makes a ready change's row unready again (a retry)."""

@@ -41,6 +41,8 @@ from ..models import (
     RUNNABLE_PREDICATE,
     UNREADY_PREDICATE,
     AssertionRow,
+    ChangeAffectRow,
+    ChangeKeyRow,
     ChangeRow,
     NoticeRow,
     SequenceRow,
@@ -63,6 +65,8 @@ warnings: Table = WarningRow.__table__  # type: ignore[assignment]
 sequences: Table = SequenceRow.__table__  # type: ignore[assignment]
 assertions: Table = AssertionRow.__table__  # type: ignore[assignment]
 notices: Table = NoticeRow.__table__  # type: ignore[assignment]
+change_keys: Table = ChangeKeyRow.__table__  # type: ignore[assignment]
+affects: Table = ChangeAffectRow.__table__  # type: ignore[assignment]
 
 #: The columns of a task row as the engine reads and writes it (engine._records.TASK_FIELDS).
 TASK_COLUMNS = ("id", "change_id", "kind", "summary", "status", "waited_status", "clean", "progress_label",
@@ -300,6 +304,67 @@ STATEMENTS: list[Sql] = [
     Sql("delete_tasks", lambda f: delete(tasks).where(tasks.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("upsert_assertion", lambda f: f.upsert(assertions, ("type", "primary_key"), ASSERTION_COLUMNS),
         ASSERTION_COLUMNS),
+]
+
+
+def _claim_key(f: Forms) -> Any:
+    """_claim_key inserts a key, or takes over an expired one; it returns the change id it now names, or no row.
+
+    One statement, so that two hosts racing on a key cannot both insert it:
+    the second waits for the first's transaction (PostgreSQL) and then finds
+    the key taken (ON CONFLICT, the WHERE false: no row returned).
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert: Any = postgresql.insert if f.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(change_keys).values(key=_b("key"), change_id=_b("cid"), expire_time=_b("expire"))
+    return stmt.on_conflict_do_update(
+        index_elements=["key"], set_={"change_id": stmt.excluded.change_id, "expire_time": stmt.excluded.expire_time},
+        where=change_keys.c.expire_time < _b("now")).returning(change_keys.c.change_id)
+
+
+def _queued(f: Forms) -> Any:
+    """_queued is the predicate of ix_change_affects_queued, word for word (SQLite picks the index then)."""
+    return text("queued") if f.name == "postgresql" else text("queued = 1")
+
+
+_a = affects.alias("a")
+_o = affects.alias("o")
+_oc = changes.alias("oc")
+
+# -- idempotency keys and affected keys (engine.keys)
+STATEMENTS += [
+    Sql("claim_change_key", _claim_key, ("key", "cid", "expire", "now")),
+    Sql("change_of_key", lambda f: select(change_keys.c.change_id).where(
+        change_keys.c.key == _b("key"), change_keys.c.expire_time >= _b("now")), ("key", "now")),
+    Sql("key_of_change", lambda f: select(change_keys.c.key).where(
+        change_keys.c.change_id == _b("cid"), change_keys.c.expire_time >= _b("now")), ("cid", "now")),
+    Sql("expired_change_keys", lambda f: delete(change_keys).where(
+        change_keys.c.expire_time < _b("now")), ("now",)),
+    Sql("delete_change_keys", lambda f: delete(change_keys).where(change_keys.c.change_id.in_(_ids())),
+        ("ids",), "ids"),
+    Sql("insert_affects", lambda f: f.insert_ignore(affects).values(
+        key=_b("key"), change_id=_b("cid"), queued=_b("queued")), ("key", "cid", "queued")),
+    Sql("affects_of_change", lambda f: select(affects.c.key).where(affects.c.change_id == _b("cid"))
+        .order_by(affects.c.key), ("cid",)),
+    # Does anything unready affect these keys? The primary key (key, change_id) finds the changes, their
+    # stored status says which are unready: no task is read.
+    Sql("unready_affecting", lambda f: select(affects.c.change_id, affects.c.key).distinct()
+        .select_from(affects.join(changes, changes.c.id == affects.c.change_id))
+        .where(affects.c.key.in_(_ids("keys")), text("changes." + UNREADY_PREDICATE))
+        .order_by(affects.c.change_id), ("keys",), "keys"),
+    Sql("queued_changes", lambda f: select(affects.c.change_id).distinct().where(_queued(f))),
+    # The queued changes that must wait still: an older unready change affects one of their keys.
+    Sql("held_changes", lambda f: select(_a.c.change_id).distinct()
+        .select_from(_a.join(_o, (_o.c.key == _a.c.key) & (_o.c.change_id < _a.c.change_id))
+                     .join(_oc, _oc.c.id == _o.c.change_id))
+        .where(_a.c.change_id.in_(_ids()), text("oc." + UNREADY_PREDICATE)), ("ids",), "ids"),
+    Sql("unqueue_changes", lambda f: update(affects).values(queued=false()).where(
+        affects.c.change_id.in_(_ids())), ("ids",), "ids"),
+    Sql("delete_affects", lambda f: delete(affects).where(affects.c.change_id.in_(_ids())), ("ids",), "ids"),
+    # -- repair (engine.repair): a change retried is unready again
+    Sql("reopen_change", lambda f: update(changes).values(ready_time=None, clean=false(), explicit_status=None)
+        .where(changes.c.id == _b("cid")), ("cid",)),
 ]
 
 BY_NAME: dict[str, Sql] = {s.name: s for s in STATEMENTS}

@@ -142,7 +142,7 @@ class ConfigManager:
         them; a snap without a configure hook cannot be configured (snapd's
         rule). System options ("system") are checked here already.
         """
-        from ..snapstate.snapstate import check_conflicts
+        from ..snapstate.snapstate import check_conflicts, snap_key
 
         patch = check_patch(patch)
         if not patch:
@@ -152,7 +152,7 @@ class ConfigManager:
         if snap == SYSTEM:
             check_system_patch(st, patch)
         check_conflicts(self.snap_manager, [snap])
-        chg = st.new_change("configure-snap", f'Change configuration of "{snap}" snap')
+        chg = st.new_change("configure-snap", f'Change configuration of "{snap}" snap', affects=[snap_key(snap)])
         t = hook_task(st, f'Run configure hook of "{snap}" snap', HookSetup(snap, "configure", optional=snap == SYSTEM),
                       {"patch": patch})
         chg.add_task(t)

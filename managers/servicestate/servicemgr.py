@@ -31,7 +31,7 @@ from ..errors import ManagerError, SnapNotInstalledError, SnapOperationError
 from ..snap import SnapInfo
 from ..snap.environ import command_argv, snap_environment
 from ..snap.info import service_order
-from ..snapstate import SNAPS_KEY, SnapManager, all_snap_states, check_conflicts, get_snap_state
+from ..snapstate import SNAPS_KEY, SnapManager, all_snap_states, check_conflicts, get_snap_state, snap_key
 from .supervisor import (
     DEFAULT_RESTART_DELAY,
     DEFAULT_STOP_TIMEOUT,
@@ -314,7 +314,8 @@ class ServiceManager:
         snaps = sorted({s.split(".")[0] for s in services})
         quoted = ", ".join(f'"{s}"' for s in services)
         what = {"start": "Start", "stop": "Stop", "restart": "Restart"}[action]
-        chg = self.state.new_change("service-control", f"{what} service{'s' if len(services) > 1 else ''} {quoted}")
+        chg = self.state.new_change("service-control", f"{what} service{'s' if len(services) > 1 else ''} {quoted}",
+                                    affects=[snap_key(s) for s in snaps])
         chg.add_task(t)
         chg.set("snap-names", snaps)
         self.state.ensure_before(0)

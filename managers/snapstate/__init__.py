@@ -25,6 +25,7 @@ from .snapmgr import (
 from .snapstate import (
     CheckedFile,
     affected_snaps,
+    busy_snaps,
     check_conflicts,
     check_snap_file,
     install_path_task_set,
@@ -34,6 +35,7 @@ from .snapstate import (
     refresh_task_sets,
     remove_task_set,
     revert_task_set,
+    snap_key,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "SnapState",
     "affected_snaps",
     "all_snap_states",
+    "busy_snaps",
     "check_conflicts",
     "check_snap_file",
     "default_download_retry",
@@ -59,5 +62,6 @@ __all__ = [
     "remove_task_set",
     "revert_task_set",
     "set_snap_state",
+    "snap_key",
     "task_snap_setup",
 ]

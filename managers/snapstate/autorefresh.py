@@ -282,10 +282,8 @@ class AutoRefresh:
             chg = task.change()
             assert chg is not None
             skip = set(self.held_snaps(st, now))
-            for other in st.changes():  # snaps another unready change works on wait for the next refresh
-                if other.id != chg.id and not other.is_ready():
-                    for t in other.tasks():
-                        skip.update(snapstate.affected_snaps(self.sm, t))
+            # Snaps another unready change works on wait for the next refresh.
+            skip.update(snapstate.busy_snaps(self.sm, found, ignore_change=chg.id))
             try:
                 names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip, found=found)
             except NoUpdateAvailableError:
@@ -293,6 +291,7 @@ class AutoRefresh:
             for ts in sets:
                 ts.join_lane(st.new_lane())
                 chg.add_all(ts)
+            chg.affect(*[snapstate.snap_key(n) for n in names])  # other changes' conflicts see them
             chg.set("snap-names", names)
             if skip:
                 task.logf("Left alone (held, or another change is working on them): %s", ", ".join(sorted(skip)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,16 +122,11 @@ class DriftWatch:
                 return False
         return True
 
-    def _busy(self, st: State) -> set[str]:
-        """_busy are the snaps an unready change works on (their files are being changed)."""
-        from .snapstate import affected_snaps
+    def _busy(self, st: State, names: Iterable[str]) -> set[str]:
+        """_busy are those of names an unready change works on (their files are being changed)."""
+        from .snapstate import busy_snaps
 
-        out: set[str] = set()
-        for chg in st.changes():
-            if not chg.is_ready():
-                for t in chg.tasks():
-                    out.update(affected_snaps(self.sm, t))
-        return out
+        return set(busy_snaps(self.sm, names))
 
     def _unready(self, st: State, key: str) -> bool:
         cid = st.get(key, None)
@@ -175,7 +170,7 @@ class DriftWatch:
                 self._clean_up(st, all_snap_states(st), now)
             if not found:
                 return
-            busy = self._busy(st)
+            busy = self._busy(st, found)
             found = {n: p for n, p in found.items() if n not in busy}
             if found:
                 self._repair(st, found, {n: states[n] for n in found})
@@ -254,7 +249,7 @@ class DriftWatch:
             if age >= CLEANUP_AGE:
                 out.append(str(path.relative_to(b.root)))
         if out:
-            busy = self._busy(st)
+            busy = self._busy(st, {Path(p).name.split("_")[0] for p in out})
             out = [p for p in out if Path(p).name.split("_")[0] not in busy]
         return sorted(out)
 

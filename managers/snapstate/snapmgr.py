@@ -9,8 +9,9 @@ handlers.py; backend/ does the file work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import tenacity
 
-from engine import Change, State, Task, TaskRunner
+from engine import Change, ChangeConflictError, State, Task, TaskRunner, Tomb
 
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
@@ -244,6 +245,10 @@ class SnapManager:
         self.retain = retain
         self._check_snap: list[CheckSnap] = []
         self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        #: The idempotency key of the verb being served (None: none); see _request.
+        self.request_key: str | None = None
+        #: The change of a queued request whose turn came (None: a verb makes its own change); see _queued.
+        self.into_change: Change | None = None
         #: The runner of the services (None: services are only recorded); the service manager sets itself.
         self.service_runner: ServiceRunner | None = None
         h = self.handlers = Handlers(self)
@@ -275,6 +280,8 @@ class SnapManager:
         runner.add_handler("switch-snap-channel", h.do_switch_channel, h.undo_switch_channel)
         # Auto-refresh: the check that adds a lane per snap with an update to its change.
         runner.add_handler("check-refresh", self.auto_refresh.do_check_refresh)
+        # A verb asked with on_conflict="queue": it runs once the changes in progress on its snaps are done.
+        runner.add_handler(QUEUED_KIND, self.do_queued_request)
         # Keeping the root as the state says: drift repair and clean-up (drift.py).
         runner.add_handler("repair-snap", self.drift.do_repair_snap)
         runner.add_handler("remove-files", self.drift.do_remove_files)
@@ -291,8 +298,18 @@ class SnapManager:
     # -- the manager protocol ----------------------------------------------------------
 
     def start_up(self) -> None:
-        """start_up creates the directories under the root that every snap shares."""
+        """start_up creates the directories under the root that every snap shares, and declares what the
+        unready changes of a state written before changes declared their snaps affect (conflict checks find
+        changes by those keys)."""
         self.backend.setup_root()
+        from .snapstate import snap_key
+
+        st = self.state
+        with st:
+            for chg in st.changes():
+                names = chg.get("snap-names", None)
+                if names and isinstance(names, list) and not chg.is_ready() and not chg.affects():
+                    chg.affect(*[snap_key(n) for n in names if isinstance(n, str) and n])
 
     def ensure(self) -> None:
         """ensure starts an auto-refresh change when the refresh timer says one is due, a repair change when
@@ -349,13 +366,83 @@ class SnapManager:
 
     # -- verbs (snapstate.py): each needs the state lock and returns the new change -------------
 
+    # An idempotency key (Idempotency-Key of the REST API): a verb called again with the key of a change it made
+    # returns that change, before any check (the snap may be installed by now); see docs/managers.md.
+
+    def _keyed(self, key: str | None, verb: str) -> Change | None:
+        """_keyed is the change a verb's idempotency key names already, or None (ChangeConflictError when
+        the key names a change another verb made)."""
+        chg = self.state.change_by_key(key) if key is not None else None
+        if chg is not None and chg.kind not in _VERB_KINDS[verb]:
+            raise ChangeConflictError(chg.id, f"cannot {verb} with key {key!r}: it names change {chg.id} "
+                                              f"({chg.kind})", change_kind=chg.kind, subject=key)
+        return chg
+
+    def _queued(self, verb: str, names: list[str], key: str | None, on_conflict: str, **args: Any) -> Change | None:
+        """_queued is, with on_conflict "queue" while unready changes affect names, a change that waits for them
+        (engine: new_change(on_conflict="queue")) and then runs the verb: its one task, run-queued-request,
+        builds the verb's task sets into it then, with the checks made then. None: do it now."""
+        from . import snapstate
+
+        if on_conflict not in ("refuse", "queue"):
+            raise ManagerError(f"cannot {verb}: on_conflict must be 'refuse' or 'queue', not {on_conflict!r}")
+        if on_conflict == "refuse" or not snapstate.busy_snaps(self, names):
+            return None
+        st = self.state
+        chg = st.new_change(_VERB_KINDS[verb][0], snapstate._summary(verb.capitalize(), names), key=key,
+                            affects=[snapstate.snap_key(n) for n in names], on_conflict="queue")
+        if not chg.is_new:
+            return chg
+        quoted = ", ".join(f'"{n}"' for n in names)
+        t = st.new_task(QUEUED_KIND, f"{verb.capitalize()} {quoted} once the changes in progress on "
+                                     f"{'it' if len(names) == 1 else 'them'} are done")
+        t.set("request", {"verb": verb, "names": names, "args": {k: v for k, v in args.items() if v is not None}})
+        chg.add_task(t)
+        chg.set("snap-names", names)
+        st.ensure_before(0)
+        return chg
+
+    def do_queued_request(self, task: Task, tomb: Tomb) -> None:
+        """do_queued_request runs a queued verb now that its turn came: its task sets join this task's change
+        (the verb's checks apply now: a snap installed meanwhile makes an install fail, say)."""
+        from . import snapstate
+
+        st = task.state
+        with st:
+            chg = task.change()
+            request = task.get("request")
+            verb, names, args = request["verb"], list(request["names"]), dict(request.get("args", {}))
+            self.into_change = chg
+            try:
+                if verb == "install":
+                    snapstate.install(self, names, **args)
+                elif verb == "refresh":
+                    snapstate.refresh(self, names, **args)
+                elif verb == "remove":
+                    snapstate.remove(self, names, **args)
+                else:
+                    getattr(snapstate, verb)(self, names[0], **args)
+            finally:
+                self.into_change = None
+            task.logf("Started the %s of %s", verb, ", ".join(names))
+            self.handlers._done(task)
+
+    @contextlib.contextmanager
+    def _request(self, key: str | None) -> Iterator[None]:
+        """_request makes the change a verb builds take key (snapstate.new_change reads it)."""
+        self.request_key = key
+        try:
+            yield
+        finally:
+            self.request_key = None
+
     def check_seeded(self, verb: str) -> None:
         """check_seeded raises TooEarlyError while the system waits for its seeding (lock held)."""
         for check in self.seeded_checks:
             check(verb)
 
     def install(self, names: str | Sequence[str], *, channel: str | None = None,
-                revision: str | None = None) -> Change:
+                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """install installs snaps from the store, one lane per snap (lock held).
 
         Each tracks channel (default latest/stable) and gets the revision it
@@ -363,8 +450,15 @@ class SnapManager:
         """
         from . import snapstate
 
+        found = self._keyed(key, "install")
+        if found is not None:
+            return found
         self.check_seeded("install")
-        return snapstate.install(self, _names(names), channel=channel, revision=revision)
+        queued = self._queued("install", _names(names), key, on_conflict, channel=channel, revision=revision)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
     def check_file(self, path: str | Path) -> CheckedFile:
         """check_file reads and checks a local snap file whole, without the lock (call it before taking it).
@@ -394,7 +488,7 @@ class SnapManager:
                                       filename=filename, checked=checked)
 
     def refresh(self, names: str | Sequence[str] | None = None, *, channel: str | None = None,
-                revision: str | None = None) -> Change:
+                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """refresh moves snaps (all store snaps by default) to a newer revision of their channel (lock held).
 
         With channel (one snap), the snap tracks that channel from then on; with
@@ -402,44 +496,99 @@ class SnapManager:
         """
         from . import snapstate
 
+        found = self._keyed(key, "refresh")
+        if found is not None:
+            return found
         self.check_seeded("refresh")
-        return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
-                                 revision=revision)
+        queued = self._queued("refresh", _names(names) if names is not None else [], key, on_conflict, channel=channel,
+                              revision=revision) if names is not None else None
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
+                                     revision=revision)
 
-    def switch(self, name: str, channel: str) -> Change:
+    def switch(self, name: str, channel: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """switch makes a snap track another channel without refreshing it (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "switch")
+        if found is not None:
+            return found
         self.check_seeded("switch")
-        return snapstate.switch(self, name, channel)
+        queued = self._queued("switch", [name], key, on_conflict, channel=channel)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.switch(self, name, channel)
 
-    def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
+    def remove(self, names: str | Sequence[str], *, revision: str | None = None, key: str | None = None,
+               on_conflict: str = "refuse") -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "remove")
+        if found is not None:
+            return found
         self.check_seeded("remove")
-        return snapstate.remove(self, _names(names), revision=revision)
+        queued = self._queued("remove", _names(names), key, on_conflict, revision=revision)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.remove(self, _names(names), revision=revision)
 
-    def revert(self, name: str, *, revision: str | None = None) -> Change:
+    def revert(self, name: str, *, revision: str | None = None, key: str | None = None,
+               on_conflict: str = "refuse") -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "revert")
+        if found is not None:
+            return found
         self.check_seeded("revert")
-        return snapstate.revert(self, name, revision=revision)
+        queued = self._queued("revert", [name], key, on_conflict, revision=revision)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.revert(self, name, revision=revision)
 
-    def enable(self, name: str) -> Change:
+    def enable(self, name: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """enable makes a disabled snap usable again (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "enable")
+        if found is not None:
+            return found
         self.check_seeded("enable")
-        return snapstate.enable(self, name)
+        queued = self._queued("enable", [name], key, on_conflict)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.enable(self, name)
 
-    def disable(self, name: str) -> Change:
+    def disable(self, name: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
         from . import snapstate
 
+        found = self._keyed(key, "disable")
+        if found is not None:
+            return found
         self.check_seeded("disable")
-        return snapstate.disable(self, name)
+        queued = self._queued("disable", [name], key, on_conflict)
+        if queued is not None:
+            return queued
+        with self._request(key):
+            return snapstate.disable(self, name)
+
+
+#: The task kind of a queued verb (SnapManager._queued).
+QUEUED_KIND = "run-queued-request"
+#: The kinds of change each verb makes (an idempotency key of another kind is a conflict).
+_VERB_KINDS = {
+    "install": ("install", "refresh"), "refresh": ("refresh", "switch-snap-channel"),
+    "switch": ("switch-snap-channel",), "remove": ("remove",), "revert": ("revert",), "enable": ("enable",),
+    "disable": ("disable",),
+}
 
 
 def _names(names: str | Sequence[str]) -> list[str]:

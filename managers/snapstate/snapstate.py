@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 # -- conflicts -----------------------------------------------------------------------------
 
 
+def snap_key(name: str) -> str:
+    """snap_key is the key a change that works on snap name affects (engine: new_change(affects=...))."""
+    return f"snap:{name}"
+
+
 def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
     """affected_snaps lists the snaps a task touches (snap tasks, and kinds other managers registered)."""
     if task.has("snap-setup") or task.has("snap-setup-task"):
@@ -48,18 +53,39 @@ def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
     return fn(task) if fn is not None else []
 
 
+def busy_snaps(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> dict[str, Change]:
+    """busy_snaps maps those of names an unready change affects to the oldest such change.
+
+    One indexed query (engine: State.affecting), no walk over tasks: every change that works on snaps
+    declares them (new_change below, and Change.affect for what a change adds later).
+    """
+    wanted = {snap_key(n): n for n in names}
+    out: dict[str, Change] = {}
+    if not wanted:
+        return out
+    for chg in sm.state.affecting(list(wanted), ignore=ignore_change):
+        for key in chg.affects():
+            name = wanted.get(key)
+            if name is not None and name not in out:
+                out[name] = chg
+    return out
+
+
 def check_conflicts(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> None:
-    """check_conflicts raises ChangeConflictError when an unready change touches one of names."""
-    wanted = set(names)
-    for chg in sm.state.changes():
-        if chg.is_ready() or chg.id == ignore_change:
-            continue
-        for task in chg.tasks():
-            for name in affected_snaps(sm, task):
-                if name in wanted:
-                    raise ChangeConflictError(chg.id, f"cannot start a change for snap {name!r}: change "
-                                                      f"{chg.id} ({chg.kind}) is in progress for it",
-                                              change_kind=chg.kind, subject=name)
+    """check_conflicts raises ChangeConflictError when an unready change affects one of names.
+
+    While a queued request runs (SnapManager's on_conflict="queue"), there is nothing to check: the
+    engine started it once no older unready change affected its snaps, and newer ones wait for it.
+    """
+    if sm.into_change is not None:
+        return
+    busy = busy_snaps(sm, names, ignore_change=ignore_change)
+    for name in names:
+        chg = busy.get(name)
+        if chg is not None:
+            raise ChangeConflictError(chg.id, f"cannot start a change for snap {name!r}: change "
+                                              f"{chg.id} ({chg.kind}) is in progress for it",
+                                      change_kind=chg.kind, subject=name)
 
 
 # -- building task sets ------------------------------------------------------------------------
@@ -186,7 +212,16 @@ def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
     It asks for an ensure pass at once, so a running overlord loop starts the change.
     """
     st = sm.state
-    chg = st.new_change(kind, summary)
+    into = sm.into_change
+    if into is not None:  # a queued request's turn came: its change takes the task sets
+        chg = into
+        chg.affect(*[snap_key(n) for n in names])
+    else:
+        chg = st.new_change(kind, summary, key=sm.request_key, affects=[snap_key(n) for n in names])
+        if not chg.is_new:
+            # Another host served the same request first (its key): its change stands; the task sets built
+            # here stay in no change, and prune deletes them.
+            return chg
     chg.set("snap-names", list(names))
     for ts in task_sets:
         ts.join_lane(st.new_lane())

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`overlord changes [SNAP]`, `tasks ID`, `change ID [DB]`, `abort ID` (snapd's cmd_changes.go, cmd_abort.go).
+"""`overlord changes [SNAP]`, `tasks ID`, `change ID [DB]`, `abort ID`, `retry ID` (snapd's cmd_changes.go,
+cmd_abort.go), `abort/retry --select ...` (docs/requests.md).
 
 A snap name never holds "/" or ".", so `changes PATH` (or the name of an
 existing file) and `change ID DB` read a state database file, as before the
@@ -9,10 +10,13 @@ daemon existed; everything else asks the daemon.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..client import Client
 from ._client import abs_time_option, change_id, json_option, session, state_dir_option
 from ._group import cli
 from ._output import fail, out, print_json
@@ -99,10 +103,66 @@ def change(id: str, db: Path | None, abs_time: bool, as_json: bool, state_dir: P
     sys.exit(engine_cli.main(["change", id, str(db)]))
 
 
+#: What --select takes: comma-separated TERM=VALUE (status and kind may repeat).
+SELECT_TERMS = ("status", "kind", "age", "label")
+select_option = click.option(
+    "--select", "select", default=None, metavar="TERM=VALUE,...",
+    help="Act on every change these pick instead of one, in one transaction: status=Error, kind=install "
+         "(both may repeat), age=2h (spawned longer ago), label=KEY=VALUE (its data). Example: "
+         "--select status=Error,kind=install,age=1h.")
+
+
+def parse_select(text: str) -> dict[str, object]:
+    """parse_select reads --select into the API's selection object; UsageError names a bad term."""
+    out: dict[str, object] = {}
+    for term in (t.strip() for t in text.split(",")):
+        name, sep, value = term.partition("=")
+        if not sep or not value or name not in SELECT_TERMS:
+            raise click.UsageError(f"cannot read --select term {term!r}: it must be TERM=VALUE with TERM one of "
+                                   + ", ".join(SELECT_TERMS))
+        if name in ("status", "kind"):
+            out.setdefault(name, [])
+            out[name].append(value)  # type: ignore[attr-defined]
+        else:
+            out[name] = value
+    return out
+
+
+def _opt_change_id(ctx: click.Context, param: click.Parameter, value: Any) -> str | None:
+    return None if value is None else change_id(ctx, param, value)
+
+
+def _one_or_selected(verb: str, id: str | None, select: str | None, state_dir: Path | None,
+                     one: Callable[[Client, str], object]) -> None:
+    if (id is None) == (select is None):
+        raise click.UsageError(f"name a change ID or --select the changes to {verb}, not both")
+    if id is not None:
+        with session(state_dir, f"{verb} change {id}") as c:
+            one(c, id)
+        return
+    assert select is not None
+    picked = parse_select(select)
+    with session(state_dir, f"{verb} changes") as c:
+        ids = c.act_on_changes(verb, picked)
+    done = {"abort": "Aborted", "retry": "Retrying"}[verb]
+    click.echo(f"{done} changes {', '.join(ids)}" if ids else f"No change to {verb} matches {select}")
+
+
 @cli.command()
-@click.argument("id", callback=change_id)
+@click.argument("id", callback=_opt_change_id, required=False)
+@select_option
 @state_dir_option
-def abort(id: str, state_dir: Path | None) -> None:
-    """Abort change ID: its running tasks are asked to stop, what was done is undone."""
-    with session(state_dir, f"abort change {id}") as c:
-        c.abort(id)
+def abort(id: str | None, select: str | None, state_dir: Path | None) -> None:
+    """Abort change ID (or every unready change --select picks): its running tasks are asked to stop, what was
+    done is undone."""
+    _one_or_selected("abort", id, select, state_dir, lambda c, i: c.abort(i))
+
+
+@cli.command()
+@click.argument("id", callback=_opt_change_id, required=False)
+@select_option
+@state_dir_option
+def retry(id: str | None, select: str | None, state_dir: Path | None) -> None:
+    """Retry failed change ID (or every failed change --select picks) from where it failed: its failed tasks and
+    what waits on them run again; what is done stays done."""
+    _one_or_selected("retry", id, select, state_dir, lambda c, i: c.retry(i))

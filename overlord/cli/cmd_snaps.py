@@ -28,6 +28,10 @@ from .cmd_watch import check_done, watch_change
 
 no_wait_option = click.option("--no-wait", is_flag=True,
                               help="Print the change id and return at once instead of waiting for it.")
+wait_conflicts_option = click.option(
+    "--wait-for-conflicts", "wait", is_flag=True,
+    help="When another change is in progress on the snaps, queue this one behind it instead of failing "
+         "(its checks are made when its turn comes).")
 
 
 def is_file_arg(arg: str) -> bool:
@@ -97,11 +101,12 @@ def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client],
                 out().print(outcome(op, snap), soft_wrap=True)
 
 
-def _one_or_many(op: str, names: tuple[str, ...], **options: Any) -> Callable[[Client], tuple[str, list[str]]]:
+def _one_or_many(op: str, names: tuple[str, ...], wait: bool = False,
+                 **options: Any) -> Callable[[Client], tuple[str, list[str]]]:
     def ask(c: Client) -> tuple[str, list[str]]:
         if len(names) == 1:
-            return c.snap_action(names[0], op, **options), list(names)
-        return c.snaps_action(op, list(names))
+            return c.snap_action(names[0], op, wait_for_conflicts=wait or None, **options), list(names)
+        return c.snaps_action(op, list(names), wait_for_conflicts=wait or None)
     return ask
 
 
@@ -120,9 +125,10 @@ def _single(op: str, snaps: tuple[str, ...], channel: str | None, revision: str 
 @channel_option
 @click.option("--revision", default=None, help="Install this revision instead of the one the channel offers.")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
 def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revision: str | None, no_wait: bool,
-            state_dir: Path | None) -> None:
+            wait: bool, state_dir: Path | None) -> None:
     """Install snaps from the store (tracking a channel, stable by default), or one snap file (a path:
     ./hello_1.0.snap) uploaded to the daemon."""
     files = [s for s in snaps if is_file_arg(s)]
@@ -131,6 +137,8 @@ def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revisi
             raise click.UsageError("--channel and --revision are for snaps from the store, not files")
         if len(snaps) != 1:
             raise click.UsageError("install one snap file at a time, without snap names")
+        if wait:
+            raise click.UsageError("--wait-for-conflicts is for snaps from the store, not files")
         path = Path(files[0])
         if path.is_dir():
             fail(f"cannot install {path}: it is a directory, not a snap file (pack it with `overlord pack`)")
@@ -149,7 +157,7 @@ def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revisi
         raise click.UsageError("--revision installs one snap: name exactly one")
     if channel is not None and len(snaps) != 1:
         raise click.UsageError("--channel installs one snap: name exactly one")
-    _run(state_dir, "install", no_wait, _one_or_many("install", snaps, channel=channel, revision=revision),
+    _run(state_dir, "install", no_wait, _one_or_many("install", snaps, wait, channel=channel, revision=revision),
          what=snaps)
 
 
@@ -157,12 +165,13 @@ def install(snaps: tuple[str, ...], dangerous: bool, channel: str | None, revisi
 @click.argument("snaps", nargs=-1, required=True, metavar="SNAP...")
 @click.option("--revision", default=None, help="Remove only this revision (not the current one) of one snap.")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
-def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_dir: Path | None) -> None:
+def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Remove snaps: every revision and its data (or one inactive revision with --revision)."""
     if revision is not None and len(snaps) != 1:
         raise click.UsageError("--revision needs exactly one snap")
-    _run(state_dir, "remove", no_wait, _one_or_many("remove", snaps, revision=revision), revision, what=snaps)
+    _run(state_dir, "remove", no_wait, _one_or_many("remove", snaps, wait, revision=revision), revision, what=snaps)
 
 
 @cli.command()
@@ -177,9 +186,10 @@ def remove(snaps: tuple[str, ...], revision: str | None, no_wait: bool, state_di
                                                          "and the holds.")
 @click.option("--list", "show_list", is_flag=True, help="List the updates available, without installing them.")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
 def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, hold: str | None, unhold: bool,
-            show_time: bool, show_list: bool, no_wait: bool, state_dir: Path | None) -> None:
+            show_time: bool, show_list: bool, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Refresh snaps to a newer revision of the channel they track (all of them when none is named).
 
     Refresh never goes back to an older revision: revert does, or --revision. --channel makes the snap track
@@ -197,7 +207,7 @@ def refresh(snaps: tuple[str, ...], channel: str | None, revision: str | None, h
     if not snaps:
         _run(state_dir, "refresh", no_wait, lambda c: c.snaps_action("refresh", []), up_to_date="All snaps up to date.")
         return
-    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps, channel=channel, revision=revision),
+    _run(state_dir, "refresh", no_wait, _one_or_many("refresh", snaps, wait, channel=channel, revision=revision),
          what=snaps)
 
 
@@ -263,38 +273,42 @@ def _refresh_info(state_dir: Path | None, snaps: tuple[str, ...], hold: str | No
 @click.argument("snap")
 @click.option("--channel", required=True, metavar="CHANNEL", help="The channel to track from now on.")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
-def switch(snap: str, channel: str, no_wait: bool, state_dir: Path | None) -> None:
+def switch(snap: str, channel: str, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Make a snap track another channel, without refreshing it (the next refresh follows that channel)."""
-    _run(state_dir, "switch", no_wait, _one_or_many("switch", (snap,), channel=channel), what=[snap])
+    _run(state_dir, "switch", no_wait, _one_or_many("switch", (snap,), wait, channel=channel), what=[snap])
 
 
 @cli.command()
 @click.argument("snap")
 @click.option("--revision", default=None, help="Revert to this installed revision instead of the previous one.")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
-def revert(snap: str, revision: str | None, no_wait: bool, state_dir: Path | None) -> None:
+def revert(snap: str, revision: str | None, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Revert a snap to its previous revision (its data as that revision left it)."""
-    _run(state_dir, "revert", no_wait, _one_or_many("revert", (snap,), revision=revision), what=[snap])
+    _run(state_dir, "revert", no_wait, _one_or_many("revert", (snap,), wait, revision=revision), what=[snap])
 
 
 @cli.command()
 @click.argument("snap")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
-def enable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
+def enable(snap: str, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Enable a disabled snap: its commands and services are back."""
-    _run(state_dir, "enable", no_wait, _one_or_many("enable", (snap,)), what=[snap])
+    _run(state_dir, "enable", no_wait, _one_or_many("enable", (snap,), wait), what=[snap])
 
 
 @cli.command()
 @click.argument("snap")
 @no_wait_option
+@wait_conflicts_option
 @state_dir_option
-def disable(snap: str, no_wait: bool, state_dir: Path | None) -> None:
+def disable(snap: str, no_wait: bool, wait: bool, state_dir: Path | None) -> None:
     """Disable a snap without removing it: its commands and services go away."""
-    _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,)), what=[snap])
+    _run(state_dir, "disable", no_wait, _one_or_many("disable", (snap,), wait), what=[snap])
 
 
 _COLUMNS = ("Name", "Version", "Rev", "Tracking", "Publisher", "Notes")

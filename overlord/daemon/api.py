@@ -97,11 +97,19 @@ class Context:
         return self.overlord.state
 
 
+#: The header a client names a request that makes a change by: sent again with a retried request, it
+#: gets the change the first one made (engine.State.new_change(key=...), docs/daemon.md).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
 class ApiRequest:
     """ApiRequest is what a handler sees of a request; its parsing errors are 400 ApiErrors."""
 
     def __init__(self, method: str, path: str, path_params: Mapping[str, str], query: Mapping[str, str],
-                 body: bytes, peer: PeerCred | None, upload: Upload | None = None) -> None:
+                 body: bytes, peer: PeerCred | None, upload: Upload | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        #: The request's headers (names in lower case).
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
         self.method = method
         self.path = path
         self.path_params = dict(path_params)
@@ -117,6 +125,18 @@ class ApiRequest:
         if value not in choices:
             raise bad_request(f"invalid {name} parameter {value!r}: it must be one of {', '.join(choices)}")
         return value
+
+    def change_key(self) -> str | None:
+        """change_key is the idempotency key of a request that makes a change: its Idempotency-Key header,
+        scoped to the caller's uid (one user cannot reach another's change), or None without the header."""
+        value = self.headers.get(IDEMPOTENCY_HEADER.lower())
+        if value is None:
+            return None
+        if not value or len(value) > 200 or not value.isascii() or not value.isprintable():
+            raise bad_request(f"invalid {IDEMPOTENCY_HEADER} header {value!r}: it must be 1 to 200 printable "
+                              "ASCII characters")
+        uid = self.peer.uid if self.peer is not None else "?"
+        return f"api:{uid}:{value}"
 
     def json(self) -> Body:
         """json parses the body as a JSON object."""
@@ -168,6 +188,10 @@ class Body:
         """opt_string returns an optional string field (None when absent or null)."""
         v = self._get(name, str, "a string", False)
         return None if v is None else str(v)
+
+    def flag(self, name: str) -> bool:
+        """flag returns an optional boolean field (False when absent or null)."""
+        return bool(self._get(name, bool, "true or false", False))
 
     def str_list(self, name: str, required: bool = True) -> list[str]:
         """str_list returns a list-of-strings field ([] when optional and absent)."""
@@ -327,7 +351,7 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
         except ApiError as e:
             return response.error(e).response()
         req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer,
-                         upload)
+                         upload, request.headers)
         try:
             if inspect.iscoroutinefunction(handler):
                 result = await _unless_disconnected(request, _serve_async(ctx, handler, req))

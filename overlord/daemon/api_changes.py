@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""/v2/changes: list changes, show one with its tasks, abort one (snapd's shapes)."""
+"""/v2/changes: list changes, show one with its tasks, abort or retry one (snapd's shapes), or those a selection
+picks, in one transaction."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from ..changeinfo import API_DATA_KEY, SNAP_NAMES_KEY, change_info, task_info
 from . import response
-from .api import ApiRequest, Context, Endpoint
-from .errors import ApiError, ErrorKind, change_not_found
+from .api import ApiRequest, Body, Context, Endpoint
+from .errors import ApiError, ErrorKind, bad_request, change_not_found
 
 log = logging.getLogger("overlord.daemon")
 
@@ -60,25 +61,99 @@ def get_change(ctx: Context, req: ApiRequest) -> response.Reply:
 
 
 def post_change(ctx: Context, req: ApiRequest) -> response.Reply:
-    """post_change acts on a change: {"action": "abort"} aborts it unless it is ready."""
+    """post_change acts on a change: {"action": "abort"} aborts it unless it is ready; {"action": "retry"} runs
+    a failed change again from where it failed (engine: Change.retry)."""
     cid = req.path_params["id"]
     st = ctx.state
     with st:
         if st.change(cid) is None:
             raise change_not_found(cid)
-    req.json().action(("abort",))
+    action = req.json().action(("abort", "retry"))
     with st:
         chg = st.change(cid)
         if chg is None:
             raise change_not_found(cid)
-        if chg.status.ready:
-            raise ApiError(400, ErrorKind.CHANGE_READY, f"cannot abort change {cid} with nothing pending")
-        chg.abort()
+        _act(chg, action)
         st.ensure_before(0)
         return response.sync(change_info(chg))
 
 
+def _act(chg: Change, action: str) -> None:
+    """_act aborts or retries a change (lock held); 400 change-ready / change-not-failed when it cannot."""
+    from engine import ChangeConflictError, EngineError
+
+    if action == "abort":
+        if chg.status.ready:
+            raise ApiError(400, ErrorKind.CHANGE_READY, f"cannot abort change {chg.id} with nothing pending")
+        chg.abort()
+        return
+    try:
+        chg.retry()
+    except ChangeConflictError:
+        raise
+    except EngineError as e:
+        raise ApiError(400, ErrorKind.CHANGE_NOT_FAILED, str(e)) from None
+
+
+#: What a selection may name (POST /v2/changes "select").
+SELECT_FIELDS = ("status", "kind", "age", "label")
+
+
+def post_changes(ctx: Context, req: ApiRequest) -> response.Reply:
+    """post_changes aborts or retries every change a selection picks, in one transaction:
+    {"action": "abort"|"retry", "select": {"status"?: [...], "kind"?: [...], "age"?: "2h", "label"?: "KEY=VALUE"}}.
+
+    abort takes the unready changes selected, retry the failed ones (status Error); one that cannot be acted on
+    (a retry in conflict) fails the whole request and nothing is done. Sync: {"changes": [ids]}.
+    """
+    from engine import Status
+
+    from .api_notices import parse_duration
+
+    body = req.json()
+    action = body.action(("abort", "retry"))
+    select = body.value.get("select")
+    if not isinstance(select, dict) or not select:
+        raise bad_request("cannot decode request body: field 'select' must be an object naming at least one of "
+                          + ", ".join(SELECT_FIELDS))
+    sel = Body(select)
+    for key in select:
+        if key not in SELECT_FIELDS:
+            raise bad_request(f"cannot decode request body: {key!r} is not a field of 'select' (it takes "
+                              + ", ".join(SELECT_FIELDS) + ")")
+    statuses = sel.str_list("status", required=False) or None
+    for value in statuses or ():
+        if value not in {s.value for s in Status}:
+            raise bad_request(f"cannot select changes by status {value!r}: it is not a status")
+    kinds = sel.str_list("kind", required=False) or None
+    age = sel.opt_string("age")
+    label = sel.opt_string("label")
+    if label is not None and "=" not in label:
+        raise bad_request(f"cannot select changes by label {label!r}: it must be KEY=VALUE")
+    st = ctx.state
+    with st:  # one unit of work: one transaction, all or nothing
+        older = None
+        if age is not None:
+            try:
+                older = parse_duration(age)
+            except ValueError:
+                raise bad_request(f"cannot select changes by age {age!r}: it must be a duration (2h, 30m)") from None
+        key, _, value = (label or "").partition("=")
+        picked = st.select_changes(status=statuses, kind=kinds, older_than=older,
+                                   label=(key, value) if label is not None else None)
+        done = []
+        for chg in picked:
+            if (action == "abort" and chg.status.ready) or (action == "retry" and chg.status is not Status.ERROR):
+                continue
+            _act(chg, action)
+            done.append(chg.id)
+        if done:
+            st.ensure_before(0)
+            log.info("%s of changes %s by selection %s", action, ", ".join(done), select)
+    return response.sync({"changes": done})
+
+
 ENDPOINTS = [
-    Endpoint("/v2/changes", get=get_changes),
+    Endpoint("/v2/changes", get=get_changes, post=post_changes),
     Endpoint("/v2/changes/{id}", get=get_change, post=post_change),
 ]

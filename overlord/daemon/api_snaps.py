@@ -41,9 +41,13 @@ MANY_ACTIONS = ("install", "refresh", "remove", "hold", "unhold")
 #: REVISION is what a revision looks like (snapd's): a store revision N or a local one xN, N positive and 64-bit.
 REVISION = re.compile(r"^x?[1-9][0-9]{0,18}$")
 REVISION_MAX = 2**63 - 1
-OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision"), "refresh": ("channel", "revision"),
-                                       "remove": ("revision",), "revert": ("revision",), "enable": (),
-                                       "disable": (), "switch": ("channel",)}
+#: WAIT is the field that makes a change wait for the changes in progress on its snaps instead of being refused
+#: (SnapManager's on_conflict="queue"; `overlord install --wait-for-conflicts`).
+WAIT = "wait-for-conflicts"
+OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision", WAIT),
+                                       "refresh": ("channel", "revision", WAIT), "remove": ("revision", WAIT),
+                                       "revert": ("revision", WAIT), "enable": (WAIT,), "disable": (WAIT,),
+                                       "switch": ("channel", WAIT)}
 
 
 def snap_manager(ctx: Context) -> SnapManager:
@@ -217,16 +221,18 @@ def _channel(body: Body, action: str) -> str | None:
 
 
 def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
-          channel: str | None = None) -> Change:
-    """_verb calls the snap manager's verb for action (lock held)."""
+          channel: str | None = None, key: str | None = None, wait: bool = False) -> Change:
+    """_verb calls the snap manager's verb for action (lock held); key is the request's idempotency key, wait
+    queues the change behind the changes in progress on its snaps instead of refusing it."""
+    c = "queue" if wait else "refuse"
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names, channel=channel, revision=revision),
-        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision),
-        "switch": lambda: sm.switch(names[0], channel or ""),
-        "remove": lambda: sm.remove(names, revision=revision),
-        "revert": lambda: sm.revert(names[0], revision=revision),
-        "enable": lambda: sm.enable(names[0]),
-        "disable": lambda: sm.disable(names[0]),
+        "install": lambda: sm.install(names, channel=channel, revision=revision, key=key, on_conflict=c),
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, key=key, on_conflict=c),
+        "switch": lambda: sm.switch(names[0], channel or "", key=key, on_conflict=c),
+        "remove": lambda: sm.remove(names, revision=revision, key=key, on_conflict=c),
+        "revert": lambda: sm.revert(names[0], revision=revision, key=key, on_conflict=c),
+        "enable": lambda: sm.enable(names[0], key=key, on_conflict=c),
+        "disable": lambda: sm.disable(names[0], key=key, on_conflict=c),
     }
     return verbs[action]()
 
@@ -240,9 +246,11 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
     channel = _channel(body, action)
+    key = req.change_key()
+    wait = body.flag(WAIT)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, [name], revision, channel)
+        chg = _verb(snap_manager(ctx), action, [name], revision, channel, key, wait)
         cid = chg.id
     return response.async_(cid)
 
@@ -259,13 +267,15 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     action = body.action(MANY_ACTIONS)
     if action in ("hold", "unhold"):
         return _hold(ctx, body, action)
-    _check_fields(body, action, ("snaps",))
+    _check_fields(body, action, ("snaps", WAIT))
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
+    key = req.change_key()
+    wait = body.flag(WAIT)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, names, None)
+        chg = _verb(snap_manager(ctx), action, names, None, key=key, wait=wait)
         affected = list(chg.get("snap-names", []))
         chg.set(API_DATA_KEY, {"snap-names": affected})
         cid = chg.id

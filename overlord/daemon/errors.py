@@ -29,6 +29,8 @@ class ErrorKind(enum.Enum):
     CHANGE_NOT_FOUND = "change-not-found"
     #: The change is ready: there is nothing left to abort (400, as snapd answers).
     CHANGE_READY = "change-ready"
+    #: The change cannot be retried: it is not ready, or none of its tasks failed (400).
+    CHANGE_NOT_FAILED = "change-not-failed"
     #: The request would touch what an unready change touches; value names that change (409). The name is
     #: snapd's: every change of this system is about snaps or their interfaces.
     SNAP_CHANGE_CONFLICT = "snap-change-conflict"

@@ -305,7 +305,7 @@ def test_a_change_in_progress_on_a_seed_snap_is_a_conflict_before_anything_is_wr
 
     o = system
     with o.state:
-        chg = o.state.new_change("hold", "Hold reader")
+        chg = o.state.new_change("hold", "Hold reader", affects=["snap:reader"])  # what conflicts find
         t = o.state.new_task("hold", "Hold reader")
         t.set("snap-setup", SnapSetup("reader").to_dict())
         chg.add_task(t)

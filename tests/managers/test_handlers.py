@@ -64,7 +64,7 @@ class Rig:
         if "." in name:
             owner, name = self.sm, name
             for part in name.split(".")[:-1]:
-                owner = getattr(owner, part)
+                owner = getattr(owner, part) if part else owner
             name = name.split(".")[-1]
         fn: Callable[[Task, Tomb], None] = getattr(owner, name)
         return fn

@@ -415,6 +415,41 @@ def test_a_change_for_a_snap_with_an_unready_change_conflicts(system: System) ->
         system.sm.install("hello")  # the remove is done: no conflict any more
 
 
+def test_a_verb_asked_to_wait_for_conflicts_runs_once_the_change_in_progress_is_done(system: System) -> None:
+    system.publish("hello", "1.0")
+    with system.o.state:
+        first = system.sm.install("hello")
+        # Both wait for the install (and the second for the first): built when their turn comes, checked then.
+        again = system.sm.install("hello", on_conflict="queue")
+        remove = system.sm.remove("hello", on_conflict="queue")
+        assert [t.kind for t in remove.tasks()] == ["run-queued-request"]
+        assert (again.kind, remove.kind) == ("install", "remove")
+        assert [c.id for c in system.o.state.affecting(["snap:hello"])] == [first.id, again.id, remove.id]
+        ids = first.id, again.id, remove.id
+    system.o.settle(60)
+    assert [system.status(cid) for cid in ids] == [D, E, D]
+    assert "it is installed already" in system.err(ids[1])  # checked when its turn came, not when asked
+    with system.o.state:
+        assert system.sm.info_or_none("hello") is None  # the remove ran last
+        assert len([t for t in system.o.state.change(ids[2]).tasks()]) > 1  # its task sets joined it
+        system.sm.install("hello", on_conflict="queue")  # nothing in progress: made at once, not queued
+        assert system.o.state.changes()[-1].tasks()[0].kind != "run-queued-request"
+
+
+def test_an_unready_change_of_a_state_from_before_affected_keys_conflicts_after_start_up(system: System) -> None:
+    """A change written by an older version declared nothing: start_up declares its snaps from its data."""
+    with system.o.state:
+        old = system.o.state.new_change("install", "Install hello (written by an older version)")
+        old.add_task(system.o.state.new_task("hold-me", "never runs"))
+        old.set("snap-names", ["hello"])
+        assert old.affects() == []
+    system.sm.start_up()
+    with system.o.state:
+        assert old.affects() == ["snap:hello"]
+        with pytest.raises(ChangeConflictError, match=f"change {old.id} \\(install\\)"):
+            system.sm.remove("hello")
+
+
 # -- failures undo everything ---------------------------------------------------------------------------
 
 # kind -> the backend method its do calls last, made to fail once it has done its work.

@@ -52,7 +52,7 @@ from tests.support.schema import (
 )
 
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences", "assertions", "notices"}
+                 "sequences", "assertions", "notices", "change_keys", "change_affects"}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def metadata_diffs(db: Path) -> list[object]:
 def fill(st: State, clock: FakeClock) -> None:
     """fill writes one of everything through the engine."""
     with st:
-        chg = st.new_change("install", "Install foo")
+        chg = st.new_change("install", "Install foo", key="request-1", affects=["snap:foo"])
         lane = st.new_lane()
         t1 = st.new_task("download", "Download foo")
         t2 = st.new_task("install", "Install foo")
@@ -358,11 +358,12 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
 
     alembic(db, "downgrade", "0001_initial")
     assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
-    # (0005's notices table goes too, on the way down.)
-    assert tables(db) == (ENGINE_TABLES - {"assertions", "notices"}) | {"alembic_version"}
+    # (0005's notices table goes too on the way down, and 0006's change keys.)
+    later = {"assertions", "notices", "change_keys", "change_affects"}
+    assert tables(db) == (ENGINE_TABLES - later) | {"alembic_version"}
     # (and the sequence of notice ids with it).
-    assert counts(db, without={"assertions", "notices"}) == {
-        t: n - (t == "sequences") for t, n in before.items() if t not in ("assertions", "notices")}
+    assert counts(db, without=later) == {
+        t: n - (t == "sequences") for t, n in before.items() if t not in later}
 
     # Opening the 0001 file upgrades it; the assertions table is back, empty, usable.
     st = State.open(db, clock=clock)

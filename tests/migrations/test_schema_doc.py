@@ -167,7 +167,7 @@ def build(path: Path) -> Built:
 
         with st:
             # Change 3: not run; scheduled tasks and a task in Wait.
-            chg3 = st.new_change("remodel", "Remodel device")
+            chg3 = st.new_change("remodel", "Remodel device", affects=["device"])
             t8 = st.new_task("prepare", "Prepare remodel")
             t8.at(clock() - timedelta(hours=1))
             t9 = st.new_task("request-reboot", "Request reboot")
@@ -365,6 +365,7 @@ EXPECTED: dict[str, Expect] = {
         ("change", b.sequences["change"]), ("lane", b.sequences["lane"]), ("notice", b.sequences["notice"]),
         ("task", b.sequences["task"]),
     ]),
+    "What affects a key, and which changes wait": rows_equal(lambda b: [("device", 3, "remodel", "Do", 0)]),
     "Notices, in the order waiters see them": _notices,
     "The assertions of a type, with a header": rows_equal(lambda b: [
         ("16/id-hello", 1, "root", "hello"), ("16/id-world", 1, "root", "world"),

@@ -140,7 +140,7 @@ def test_ready_change_abort_is_checked_before_the_body(daemon: DaemonProcess) ->
     cid = daemon.new_change("Quick", {"kind": "quick", "summary": "x"})
     daemon.wait_change(cid, lambda c: c["ready"])
     got, env = raw(daemon, "POST", f"/v2/changes/{cid}", b'{"action": "explode"}')
-    assert got == 400 and env["result"]["message"] == "unknown action 'explode': it must be 'abort'"
+    assert got == 400 and env["result"]["message"] == "unknown action 'explode': it must be 'abort' or 'retry'"
 
 
 def _send_raw(d: DaemonProcess, head: bytes, body: bytes) -> tuple[int, dict]:

@@ -162,6 +162,22 @@ def test_a_conflicting_install_is_a_409_and_exits_10(system: SystemDaemon) -> No
     d.ok("install", "hello")
 
 
+def test_an_install_asked_to_wait_for_conflicts_runs_once_the_busy_change_is_done(system: SystemDaemon) -> None:
+    d = system
+    busy = d.new_change("Busy with hello", {"kind": "gated", "summary": "Hold", "total": 3, "affects": ["hello"]})
+    d.wait_change(busy, lambda c: c["tasks"][0]["status"] == "Doing")
+    cid = d.ok("install", "hello", "--wait-for-conflicts", "--no-wait").stdout.strip()
+    chg = d.wait_change(cid, lambda c: c["status"] == "Do")
+    assert [t["kind"] for t in chg["tasks"]] == ["run-queued-request"]
+    got, env = raw(d, "POST", "/v2/snaps/hello", b'{"action": "install", "wait-for-conflicts": "yes"}')
+    assert (got, env["result"]["message"]) == (400, "cannot decode request body: field 'wait-for-conflicts' "
+                                                    "must be true or false, not a string")
+    d.open_gate()
+    assert d.wait_change(cid, lambda c: c["ready"])["status"] == "Done"
+    assert d.wait_change(busy, lambda c: c["ready"])["status"] == "Done"
+    assert d.ok("list").stdout.splitlines()[1].split()[0] == "hello"
+
+
 def test_remove_or_connect_while_the_install_runs_is_a_conflict_not_not_installed(system: SystemDaemon) -> None:
     """As in snapd, the conflict check comes before the installed check: the snap is busy, not missing."""
     d = system

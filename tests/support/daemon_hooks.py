@@ -94,6 +94,7 @@ def post_test_changes(ctx: Context, req: ApiRequest) -> response.Reply:
             for key in ("total", "error", "affects"):
                 if key in spec:
                     t.set(key, spec[key])
+            chg.affect(*[f"snap:{n}" for n in spec.get("affects", [])])  # what conflict checks find
             if prev is not None:
                 t.wait_for(prev)
             chg.add_task(t)

@@ -54,6 +54,7 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "check-refresh": ("auto_refresh.do_check_refresh", None),
     "repair-snap": ("drift.do_repair_snap", None),
     "remove-files": ("drift.do_remove_files", None),
+    "run-queued-request": (".do_queued_request", None),  # the SnapManager's own (a leading dot)
 }
 
 
