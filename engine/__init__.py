@@ -32,6 +32,7 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .events import EventManager, EventWait
 from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
@@ -59,6 +60,8 @@ __all__ = [
     "DatabaseReplacedError",
     "EngineError",
     "EnsureError",
+    "EventManager",
+    "EventWait",
     "Handler",
     "Manager",
     "NoStateError",

@@ -30,6 +30,7 @@ from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
 from .errors import DatabaseBusyError, EngineError, NoStateError, NotFoundError, ReadOnlyStateError
+from .events import emit as _emit
 from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
@@ -515,6 +516,16 @@ class State:
         return self._uow.warnings.okay(_time.utc(t, "okay_warnings time"))
 
     # -- notices ------------------------------------------------------------------
+
+    def emit(self, key: str, data: Any = None) -> int:
+        """emit records an event of key and hands data to every task waiting for it; it returns how many.
+
+        Each waiting task gets the event once: it goes back to Do, and its
+        handler's task.wait_event(key) returns data. data is JSON. The event
+        and the deliveries are written by this unit of work's commit.
+        """
+        self._check()
+        return _emit(self, key, data)
 
     def add_notice(self, type: str, key: str, *, data: Mapping[str, str] | None = None,
                    repeat_after: float | timedelta | None = None,

@@ -52,7 +52,8 @@ from tests.schema import (
 )
 
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences", "assertions", "notices"}
+                 "sequences", "assertions", "notices", "events", "event_waits", "concurrency_slots", "schedules",
+                 "schedule_runs"}
 
 
 @pytest.fixture(scope="module")
