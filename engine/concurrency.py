@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import _time
 from ._values import check_name
-from .events import begin_write, lock_key, sql_store
+from .events import lock_key, sql_store
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.taskrunner")
 
 KeyOf = Callable[["Task"], "str | None"]
+#: SLOT_RUN: after this many candidates in a row held back by full keys, a pass looks no further down its
+#: query (as when no worker is free): a big fan-out of one key costs a pass a page, not every task.
+SLOT_RUN = 64
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Slots:
         self._starts: dict[str, deque[datetime]] = {}
         # Per key, for the pass in progress: [running, starts within the interval].
         self._pass: dict[str, list[int]] = {}
+        #: refused_in_a_row: how many candidates admit held back since it last admitted one (this pass).
+        self.refused_in_a_row = 0
 
     def declare(self, kind: str, key: str | KeyOf, limit: int, rate: int | None = None,
             per: float | timedelta | None = None) -> None:
@@ -94,6 +99,7 @@ class Slots:
     def begin_pass(self, running: set[int]) -> None:
         """begin_pass forgets what the last pass counted, and the tasks no longer running here."""
         self._pass.clear()
+        self.refused_in_a_row = 0
         if self._running:
             for tid in [t for t in self._running if t not in running]:
                 del self._running[tid]
@@ -121,9 +127,12 @@ class Slots:
             counted = self._pass[key] = self._count(w, key, c, now)
         running, started = counted
         if running >= c.limit:
+            self.refused_in_a_row += 1
             return 0.0
         if c.rate is not None and started >= c.rate:
+            self.refused_in_a_row += 1
             return self._rate_wait(w, key, c, now)
+        self.refused_in_a_row = 0
         counted[0] += 1
         counted[1] += 1
         self._record(w, rec.id, key, c, now)
@@ -166,5 +175,5 @@ class Slots:
                 self._starts.setdefault(key, deque()).append(now)
             return
         store = sql_store(w.store)
-        begin_write(w)
+        w.store.begin_write()  # (PostgreSQL: a flag; the row needs nothing the unit of work holds unwritten)
         store.execute(store.sql["upsert_slot"], (tid, key, _time.to_text(now)))

@@ -22,7 +22,7 @@ import tenacity
 
 from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
-from .concurrency import Slots
+from .concurrency import SLOT_RUN, Slots
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
@@ -288,6 +288,8 @@ class TaskRunner:
                     self._r.some_blocked = True
                     continue
                 if self._slots.limited(rec.kind) is not None and self._no_slot(rec, task):  # h26b
+                    if self._slots.refused_in_a_row >= SLOT_RUN:
+                        break  # a run of tasks whose keys are full: as when no worker is free
                     continue
                 run = self._claim_one(rec, pair, task)
                 runs[rec.id] = run
