@@ -36,11 +36,13 @@ from .events import EventManager, EventWait
 from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
+from .schedules import Schedule, ScheduleManager
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine
 from .status import Status
 from .task import Task, TaskSet
 from .taskrunner import TaskRunner
+from .timespec import ClockSpan, Spec, TimerSet, WeekSpan, parse_spec, parse_timer
 from .tomb import Tomb
 from .warning import StateWarning
 
@@ -51,6 +53,7 @@ __all__ = [
     "Change",
     "ChangeConflictError",
     "ChangeError",
+    "ClockSpan",
     "DatabaseBusyError",
     "DatabaseConflictError",
     "DatabaseCorruptError",
@@ -70,7 +73,10 @@ __all__ = [
     "Overlord",
     "ReadOnlyStateError",
     "Retry",
+    "Schedule",
+    "ScheduleManager",
     "SchemaVersionError",
+    "Spec",
     "State",
     "StateEngine",
     "StateWarning",
@@ -80,6 +86,10 @@ __all__ = [
     "TaskDependencyCycleError",
     "TaskRunner",
     "TaskSet",
+    "TimerSet",
     "Tomb",
     "Wait",
+    "WeekSpan",
+    "parse_spec",
+    "parse_timer",
 ]

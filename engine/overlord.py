@@ -15,6 +15,7 @@ from . import _time
 from .errors import DatabaseConflictError, DatabaseError, DatabaseReplacedError, EngineError, EnsureError
 from .events import EventManager
 from .leases import DEFAULT_LEASE
+from .schedules import ScheduleManager
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -65,6 +66,8 @@ class Overlord:
             # h26b: event waits' timeouts (engine.events).
             self.events = EventManager(self.state, self.task_runner)
             self.state_engine.add_manager(self.events, before=self.task_runner)
+            self.schedules = ScheduleManager(self.state)  # h26b: schedules (engine.schedules)
+            self.state_engine.add_manager(self.schedules, before=self.task_runner)
         except BaseException:
             self.state.close()  # a bad argument must not keep the database locked
             raise

@@ -361,6 +361,8 @@ STATEMENTS += [
     Sql("next_schedule", lambda f: select(func.min(schedules.c.next_time)).where(schedules.c.paused == false())),
     Sql("upsert_schedule", lambda f: f.upsert(schedules, ("name",), SCHEDULE_COLUMNS), SCHEDULE_COLUMNS),
     Sql("delete_schedule", lambda f: delete(schedules).where(schedules.c.name == _b("name")), ("name",)),
+    Sql("set_schedule_run_change", lambda f: update(schedule_runs).values(change_id=_b("change_id")).where(
+        schedule_runs.c.name == _b("name"), schedule_runs.c.slot == _b("slot")), ("change_id", "name", "slot")),
     Sql("insert_schedule_run", lambda f: f.insert_ignore(schedule_runs).values(
         _values(("name", "slot", "change_id", "time"))), ("name", "slot", "change_id", "time")),
 ]
