@@ -40,7 +40,7 @@ log = logging.getLogger("engine.taskrunner")
 KeyOf = Callable[["Task"], "str | None"]
 #: SLOT_RUN: after this many candidates in a row held back by full keys, a pass looks no further down its
 #: query (as when no worker is free): a big fan-out of one key costs a pass a page, not every task.
-SLOT_RUN = 64
+SLOT_RUN = 16
 
 
 @dataclass(frozen=True)

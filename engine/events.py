@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+import weakref
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import _time
+from ._time import POLL_INTERVAL
 from ._values import check_name, dump_value
 from .errors import NotFoundError, Wait
 from .status import Status
@@ -68,6 +72,47 @@ class EventWait(Wait):
 def sql_store(store: Store) -> SqlStore:
     """sql_store is the store as the SqlStore every backend is (its statements by name)."""
     return cast("SqlStore", store)
+
+
+class Lookout:
+    """Lookout spares an ensure pass the database when nothing can be due (the managers below).
+
+    A manager looks when the State's clock reached the earliest due time it
+    saw, when this process added something (poke: a wait, a schedule), or
+    at least every POLL_INTERVAL (what other hosts added); otherwise it only
+    asks the loop again for a pass at the due time it knows.
+    """
+
+    def __init__(self) -> None:
+        self.due: datetime | None = None
+        self._last = -math.inf
+        self._seen = -1
+
+    def should_look(self, st: State) -> bool:
+        """should_look says whether the pass must read the database; if not, it asks for a pass at the due time."""
+        now = st._now()
+        if (_POKES.get(st._uow, 0) != self._seen or time.monotonic() - self._last >= POLL_INTERVAL
+                or (self.due is not None and now >= self.due)):
+            return True
+        if self.due is not None:
+            with st:  # (no statement: the lock only)
+                st.ensure_before((self.due - now).total_seconds())
+        return False
+
+    def looked(self, st: State, due: datetime | None) -> None:
+        """looked records a look at the database: what it saw as the earliest due time."""
+        self._seen = _POKES.get(st._uow, 0)
+        self._last = time.monotonic()
+        self.due = due
+
+
+#: Per unit of work (per State), how many waits and schedules this process added: what lookouts compare.
+_POKES: weakref.WeakKeyDictionary[UnitOfWork, int] = weakref.WeakKeyDictionary()
+
+
+def poke(w: UnitOfWork) -> None:
+    """poke tells the managers' lookouts that a wait or a schedule was added (in this process)."""
+    _POKES[w] = _POKES.get(w, 0) + 1
 
 
 def lock_key(store: SqlStore, key: str) -> None:
@@ -125,6 +170,7 @@ def park(w: UnitOfWork, rec: TaskRec, exc: EventWait) -> None:
         _deliver(w, rec, got[0][1])
         log.debug("task %s: event %r came while it parked; delivered", rec.id, exc.key)
     elif exc.timeout is not None:
+        poke(w)
         w.state.ensure_before(exc.timeout)
 
 
@@ -170,10 +216,13 @@ class EventManager:
         self._st = state
         self._runner = runner
         self._next_prune: datetime | None = None
+        self._lookout = Lookout()
 
     def ensure(self) -> None:
         """ensure ends the waits whose timeout passed and asks for a pass at the next deadline."""
         st = self._st
+        if not self._lookout.should_look(st):
+            return
         with st:
             w = st._uow
             store = sql_store(w.store)
@@ -182,8 +231,10 @@ class EventManager:
             for tid, key, on_timeout, deadline in store.query(sql["due_event_waits"], (_time.to_text(now),)):
                 self._time_out(w, int(tid), str(key), str(on_timeout), str(deadline))
             nxt = store.query(sql["next_event_deadline"])
-            if nxt and nxt[0][0] is not None:
-                st.ensure_before(max(0.0, (_time.from_text(nxt[0][0]) - now).total_seconds()))
+            due = _time.from_text(nxt[0][0]) if nxt and nxt[0][0] is not None else None
+            if due is not None:
+                st.ensure_before(max(0.0, (due - now).total_seconds()))
+            self._lookout.looked(st, due)
             if self._next_prune is None or now >= self._next_prune:
                 self._next_prune = now + EVENT_RETENTION / 4
                 begin_write(w)

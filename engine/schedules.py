@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _time
 from ._values import check_name, dump_value
 from .errors import NotFoundError
-from .events import begin_write, lock_key, sql_store
+from .events import Lookout, begin_write, lock_key, poke, sql_store
 from .timespec import Spec, parse_spec
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ def add(st: State, name: str, spec: str, template: dict[str, Any], missed: Misse
     s = Schedule(name, spec, template, old.paused if old else False, missed, first,
                  old.last_time if old else None, old.created if old else now)
     _save(w, s, first)
+    poke(w)
     st.ensure_before(max(0.0, (first - now).total_seconds()))
     return _must(w, name)
 
@@ -188,6 +189,7 @@ def resume(st: State, name: str) -> Schedule:
     now = w.now()
     first = _spec(s.spec, name).next_slot(now)
     _save(w, Schedule(s.name, s.spec, s.template, False, s.missed, first, s.last_time, s.created), first)
+    poke(w)
     st.ensure_before(max(0.0, (first - now).total_seconds()))
     return _must(w, name)
 
@@ -231,10 +233,13 @@ class ScheduleManager:
 
     def __init__(self, state: State) -> None:
         self._st = state
+        self._lookout = Lookout()
 
     def ensure(self) -> None:
         """ensure runs the due schedules and asks for a pass at the next slot."""
         st = self._st
+        if not self._lookout.should_look(st):
+            return
         with st:
             w = st._uow
             store = sql_store(w.store)
@@ -242,8 +247,10 @@ class ScheduleManager:
             for row in store.query(store.sql["due_schedules"], (_time.to_text(now),)):
                 self._due(w, str(row[0]), now)
             nxt = store.query(store.sql["next_schedule"])
-            if nxt and nxt[0][0] is not None:
-                st.ensure_before(max(0.0, (_time.from_text(nxt[0][0]) - now).total_seconds()))
+            due = _time.from_text(nxt[0][0]) if nxt and nxt[0][0] is not None else None
+            if due is not None:
+                st.ensure_before(max(0.0, (due - now).total_seconds()))
+            self._lookout.looked(st, due)
 
     def _due(self, w: UnitOfWork, name: str, now: datetime) -> None:
         store = sql_store(w.store)
