@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import _time
 from ._values import check_name
-from .events import lock_key, sql_store
+from .events import sql_store
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -148,7 +148,10 @@ class Slots:
                     starts.popleft()
             return [running, len(starts) if starts is not None and c.rate is not None else 0]
         store = sql_store(w.store)
-        lock_key(store, "concurrency:" + key)  # held until the claim commits: no other host counts meanwhile
+        # Held until the claim commits: no other host counts meanwhile. A host that finds another counting
+        # does not wait for it: the key counts as full for this pass (the next one looks again).
+        if not store.query(store.sql["try_lock_key"], ("concurrency:" + key,))[0][0]:
+            return [c.limit, c.rate or 0]
         running = int(store.query(store.sql["live_slots"], (key,))[0][0])
         started = 0
         if c.rate is not None:

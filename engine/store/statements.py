@@ -322,6 +322,7 @@ STATEMENTS += [
     # PostgreSQL only: serialises, until commit, the transactions that look at one key (emit and park;
     # the claims of one concurrency key; the runs of one schedule).
     Sql("lock_key", lambda f: text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), ("key",)),
+    Sql("try_lock_key", lambda f: text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"), ("key",)),
     Sql("insert_event", lambda f: insert(events).values(_values(("key", "data", "time"))), ("key", "data", "time")),
     Sql("last_event", lambda f: select(func.max(events.c.id)).where(events.c.key == _b("key")), ("key",)),
     Sql("events_after", lambda f: select(events.c.id, events.c.data).where(
