@@ -10,13 +10,14 @@ task survives a restart.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine import EventWait, Overlord, Status, Task
+from engine import EventWait, Overlord, State, Status, Task
 from engine.testing import FakeClock
 from engine.tomb import Tomb
 
@@ -209,3 +210,36 @@ def test_bad_event_keys_and_data_are_refused_in_one_line(ov: Overlord) -> None:
             ov.state.emit(3, 1)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="not JSON-serialisable"):
             ov.state.emit("k", object())
+
+
+def test_an_event_emitted_on_another_host_wakes_the_task_at_once(pg_url: str) -> None:
+    """PostgreSQL: the emit's commit makes the task runnable and wakes the looping host (NOTIFY)."""
+    o = Overlord(url=pg_url)
+    h = Approver()
+    o.task_runner.add_handler("approve", h)
+    (tid,) = new_waiting(o, "from-elsewhere")
+    o.loop()
+    try:
+        other = State.open(url=pg_url)
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while True:  # the task parks (an event: its status, polled with a bound)
+                with other:
+                    t = other.task(tid)
+                    assert t is not None
+                    if t.status is Status.WAIT:
+                        chg = t.change()
+                        break
+                assert time.monotonic() < deadline, "the task never parked"
+                time.sleep(0.01)
+            with other:
+                assert other.emit("from-elsewhere", 7) == 1
+            assert chg is not None and chg.wait_ready(TIMEOUT)
+            with other:
+                assert other.task(tid).status is Status.DONE  # type: ignore[union-attr]
+        finally:
+            other.close()
+    finally:
+        o.stop()
+        o.state.close()
+    assert h.got == {tid: 7}
