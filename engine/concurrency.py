@@ -8,11 +8,13 @@ interval. The runner's claim asks Slots.admit before it starts a task:
 - on SQLite the one runner counts its own running tasks and the starts it
   made, in memory;
 - on PostgreSQL the claim locks the key (an advisory lock until the claim
-  commits, so two hosts never count at once), counts the slots held now
-  (rows of ``concurrency_slots`` whose task is Doing, Undoing or Abort under
-  a live lease, by the server's clock) and the starts within the rate's
-  interval, and records the start in the same transaction. A host that
-  dies holds its slots only until its leases run out.
+  commits, so two hosts never count at once; a host that finds another
+  counting takes the key as full for that pass), counts the slots held now
+  (its own running tasks, and the rows of ``concurrency_slots`` whose task
+  is Doing, Undoing or Abort under another runner's live lease, by the
+  server's clock) and the starts within the rate's interval, and records
+  the start in the same transaction. A host that dies holds its slots only
+  until its leases run out.
 
 docs/runner.md ("Concurrency keys and rate limits") tells how to use it.
 """
@@ -62,7 +64,7 @@ class Slots:
     def __init__(self, shared: bool) -> None:
         self._shared = shared
         self._by_kind: dict[str, Concurrency] = {}
-        # SQLite: the key of each task running here, and the starts per key (the State's clock).
+        # The key of each task running here; SQLite: the starts per key (the State's clock).
         self._running: dict[int, str] = {}
         self._starts: dict[str, deque[datetime]] = {}
         # Per key, for the pass in progress: [running, starts within the interval].
@@ -152,7 +154,10 @@ class Slots:
         # does not wait for it: the key counts as full for this pass (the next one looks again).
         if not store.query(store.sql["try_lock_key"], ("concurrency:" + key,))[0][0]:
             return [c.limit, c.rate or 0]
-        running = int(store.query(store.sql["live_slots"], (key,))[0][0])
+        # The other runners' slots, and this one's running tasks: a task this pass claimed (it holds a lease
+        # now) is not running yet, and a task waiting for its retry (Doing) runs no more.
+        mine = sum(1 for k in self._running.values() if k == key)
+        running = mine + int(store.query(store.sql["live_slots"], (key, store.runner_id))[0][0])
         started = 0
         if c.rate is not None:
             after = _time.to_text(now - timedelta(seconds=c.per))
@@ -172,8 +177,8 @@ class Slots:
         return max(0.001, (oldest + timedelta(seconds=c.per) - now).total_seconds())
 
     def _record(self, w: UnitOfWork, tid: int, key: str, c: Concurrency, now: datetime) -> None:
+        self._running[tid] = key
         if not self._shared:
-            self._running[tid] = key
             if c.rate is not None:
                 self._starts.setdefault(key, deque()).append(now)
             return

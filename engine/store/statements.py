@@ -346,10 +346,10 @@ STATEMENTS += [
                event_waits.c.deadline <= _b("now")).order_by(event_waits.c.task_id), ("now",)),
     Sql("next_event_deadline", lambda f: select(func.min(event_waits.c.deadline)).where(
         event_waits.c.deadline.is_not(None), event_waits.c.delivered == false())),
-    # PostgreSQL only: the slots of a key held now (a task running under a live lease).
+    # PostgreSQL only: the slots of a key that other runners hold now (a task running under a live lease).
     Sql("live_slots", lambda f: text(
         "SELECT count(*) FROM concurrency_slots s JOIN tasks t ON t.id = s.task_id "
-        f"WHERE s.key = :key AND {_LIVE}"), ("key",)),
+        f"WHERE s.key = :key AND {_LIVE} AND t.runner IS DISTINCT FROM :me"), ("key", "me")),
     Sql("slot_starts", lambda f: select(slots.c.started).where(
         slots.c.key == _b("key"), slots.c.started > _b("since")).order_by(slots.c.started), ("key", "since")),
     Sql("upsert_slot", lambda f: f.upsert(slots, ("task_id",), ("task_id", "key", "started")),

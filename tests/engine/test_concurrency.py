@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine import Overlord, Status, Task
+from engine import Overlord, Retry, Status, Task
 from engine.testing import FakeClock
 from engine.tomb import Tomb
 
@@ -172,3 +172,21 @@ def test_bad_limits_are_refused_in_one_line(ov: Overlord, args: tuple[Any, ...],
     kw = dict(zip(("rate", "per"), rest, strict=False))
     with pytest.raises(ValueError, match=message):
         ov.task_runner.set_concurrency(kind, key, limit, **kw)
+
+
+def test_a_task_that_asked_for_a_retry_is_not_held_back_by_its_own_slot(ov: Overlord, clock: FakeClock) -> None:
+    calls: list[str] = []
+
+    def flaky(task: Task, tomb: Tomb) -> None:
+        calls.append("run")
+        if len(calls) == 1:
+            raise Retry(after=600)  # it stays Doing until then, holding no lease
+
+    ov.task_runner.add_handler("flaky", flaky)
+    ov.task_runner.set_concurrency("flaky", "k", 1)
+    (tid,) = add_tasks(ov, "flaky", ["k"])
+    ov.settle(TIMEOUT)
+    assert calls == ["run"]
+    clock.advance(601)
+    ov.settle(TIMEOUT)
+    assert calls == ["run", "run"] and statuses(ov, [tid]) == [Status.DONE]
