@@ -37,7 +37,7 @@ class Gate:
 
     def __init__(self) -> None:
         self.open = threading.Event()
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.running: dict[str, int] = {}
         self.most: dict[str, int] = {}
         self.started: list[str] = []
@@ -49,11 +49,18 @@ class Gate:
             self.started.append(tid)
             self.running[key] = self.running.get(key, 0) + 1
             self.most[key] = max(self.most.get(key, 0), self.running[key])
+            self.lock.notify_all()
         while not self.open.wait(0.05):  # released by the test, or stopped with the runner
             if tomb.is_dying():
                 break
         with self.lock:
             self.running[key] -= 1
+
+
+def wait_running(gate: Gate, n: int) -> None:
+    """wait_running returns once n handlers are inside the gate (started, not released)."""
+    with gate.lock:
+        assert gate.lock.wait_for(lambda: sum(gate.running.values()) >= n, TIMEOUT)
 
 
 def add_tasks(o: Overlord, kind: str, keys: list[str]) -> list[str]:
@@ -86,6 +93,7 @@ def test_at_most_limit_tasks_with_a_key_run_at_once(ov: Overlord) -> None:
     one_pass(ov)
     one_pass(ov)  # a second pass while two run starts nothing more
     assert Counter(statuses(ov, ids)) == {Status.DOING: 2, Status.DO: 3}
+    wait_running(gate, 2)
     gate.open.set()
     ov.settle(TIMEOUT)
     assert statuses(ov, ids) == [Status.DONE] * 5
@@ -100,6 +108,7 @@ def test_a_key_per_task_limits_each_key_on_its_own(ov: Overlord) -> None:
     one_pass(ov)
     running = [t for t, s in zip(ids, statuses(ov, ids), strict=True) if s is Status.DOING]
     assert len(running) == 3  # one per snap
+    wait_running(gate, 3)
     gate.open.set()
     ov.settle(TIMEOUT)
     assert statuses(ov, ids) == [Status.DONE] * 5
