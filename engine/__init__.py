@@ -32,15 +32,18 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
+from .events import EventManager, EventWait
 from .keys import KEY_RETENTION
 from .notice import Notice
 from .outcomes import Handler
 from .overlord import Overlord
+from .schedules import Schedule, ScheduleManager
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine
 from .status import Status
 from .task import Task, TaskSet
 from .taskrunner import TaskRunner
+from .timespec import ClockSpan, Spec, TimerSet, WeekSpan, parse_spec, parse_timer
 from .tomb import Tomb
 from .warning import StateWarning
 
@@ -52,6 +55,7 @@ __all__ = [
     "Change",
     "ChangeConflictError",
     "ChangeError",
+    "ClockSpan",
     "DatabaseBusyError",
     "DatabaseConflictError",
     "DatabaseCorruptError",
@@ -61,6 +65,8 @@ __all__ = [
     "DatabaseReplacedError",
     "EngineError",
     "EnsureError",
+    "EventManager",
+    "EventWait",
     "Handler",
     "Manager",
     "NoStateError",
@@ -69,7 +75,10 @@ __all__ = [
     "Overlord",
     "ReadOnlyStateError",
     "Retry",
+    "Schedule",
+    "ScheduleManager",
     "SchemaVersionError",
+    "Spec",
     "State",
     "StateEngine",
     "StateWarning",
@@ -79,6 +88,10 @@ __all__ = [
     "TaskDependencyCycleError",
     "TaskRunner",
     "TaskSet",
+    "TimerSet",
     "Tomb",
     "Wait",
+    "WeekSpan",
+    "parse_spec",
+    "parse_timer",
 ]

@@ -331,3 +331,97 @@ class ChangeAffectRow(Base):
         # The runner's look at the changes still queued: usually none.
         partial("ix_change_affects_queued", "change_id", where="queued = 1", pg_where="queued"),
     )
+# -- events, concurrency slots and schedules (0007_coordination) -------------------------------------
+
+
+class EventRow(Base):
+    """EventRow is one event emitted with State.emit: kept a while so that a task parking just then sees it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text)
+    # The data handed to the waiting tasks: JSON.
+    data: Mapped[str] = mapped_column(Text, server_default=text("'null'"))
+    time: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        *json_check("data", "data"),
+        Index("ix_events_key", "key", "id"),
+    )
+
+
+class EventWaitRow(Base):
+    """EventWaitRow is a task parked until an event: what it waits for, until when, and what it got."""
+
+    __tablename__ = "event_waits"
+
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    key: Mapped[str] = mapped_column(Text)
+    # When the wait times out (NULL: never), and what happens then: 'error' or 'retry'.
+    deadline: Mapped[str | None] = mapped_column(String(32))
+    on_timeout: Mapped[str] = mapped_column(String(8), server_default=text("'error'"))
+    # Whether an event was delivered, and its data (JSON).
+    delivered: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    data: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("on_timeout IN ('error','retry')", name="on_timeout"),
+        Index("ix_event_waits_key", "key"),
+        partial("ix_event_waits_deadline", "deadline", where="deadline IS NOT NULL AND delivered = 0",
+                pg_where="deadline IS NOT NULL AND NOT delivered"),
+    )
+
+
+class ConcurrencySlotRow(Base):
+    """ConcurrencySlotRow says that a task took a slot of a concurrency key when it last started.
+
+    The slot is held while the task is Doing or Undoing under a live lease
+    (PostgreSQL): a host that dies frees its slots when its leases run out.
+    """
+
+    __tablename__ = "concurrency_slots"
+
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    key: Mapped[str] = mapped_column(Text)
+    # When the task last started (the State's clock): what rate limits count.
+    started: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_concurrency_slots_key", "key", "started"),)
+
+
+class ScheduleRow(Base):
+    """ScheduleRow is a schedule: when it is due, and the change it makes then."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Cron syntax ("*/5 * * * *") or snapd's timer syntax ("mon-fri,10:00-12:00").
+    spec: Mapped[str] = mapped_column(Text)
+    # The change to make: {"kind", "summary", "tasks": [{"kind", "summary", "data"}], "data"} (JSON).
+    template: Mapped[str] = mapped_column(Text)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # After downtime: 'skip' the missed slots, or run 'once' for them.
+    missed: Mapped[str] = mapped_column(String(8), server_default=text("'skip'"))
+    # The next slot to run, and the last one run.
+    next_time: Mapped[str | None] = mapped_column(String(32))
+    last_time: Mapped[str | None] = mapped_column(String(32))
+    created: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (
+        *json_check("template", "template"),
+        CheckConstraint("missed IN ('skip','once')", name="missed"),
+    )
+
+
+class ScheduleRunRow(Base):
+    """ScheduleRunRow is one slot of a schedule that was run: its key makes a slot run once across hosts."""
+
+    __tablename__ = "schedule_runs"
+
+    name: Mapped[str] = mapped_column(Text, ForeignKey("schedules.name", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(32), primary_key=True)
+    change_id: Mapped[int | None] = mapped_column(Int)
+    time: Mapped[str] = mapped_column(String(32))

@@ -33,6 +33,7 @@ from .errors import (
     Wait,
     keeps_work,
 )
+from .events import EventWait, park
 from .status import Status
 from .tomb import Tomb
 
@@ -405,6 +406,8 @@ class OutcomeRecorder:
                 if exc.reason:
                     run.task.logf("%s", exc.reason)
                 run.task.set_to_wait(exc.waited_status)
+                if isinstance(exc, EventWait):  # h26b: a wait for an event is recorded with the status
+                    park(w, rec, exc)
         elif exc is None:
             self._succeeded(rec)
         else:

@@ -13,7 +13,9 @@ from typing import Any
 
 from . import _time
 from .errors import DatabaseConflictError, DatabaseError, DatabaseReplacedError, EngineError, EnsureError
+from .events import EventManager
 from .leases import DEFAULT_LEASE
+from .schedules import ScheduleManager
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -61,6 +63,11 @@ class Overlord:
             self.state_engine = StateEngine(self.state)
             self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease)
             self.state_engine.add_manager(self.task_runner)
+            # h26b: event waits' timeouts (engine.events).
+            self.events = EventManager(self.state, self.task_runner)
+            self.state_engine.add_manager(self.events, before=self.task_runner)
+            self.schedules = ScheduleManager(self.state)  # h26b: schedules (engine.schedules)
+            self.state_engine.add_manager(self.schedules, before=self.task_runner)
         except BaseException:
             self.state.close()  # a bad argument must not keep the database locked
             raise

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _time
+from . import schedules as _schedules
 from ._records import ChangeRec, TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
@@ -37,7 +38,9 @@ from .errors import (
     NotFoundError,
     ReadOnlyStateError,
 )
+from .events import emit as _emit
 from .keys import KEY_RETENTION, check_change_key, check_keys
+from .schedules import Schedule
 from .status import Status
 from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
@@ -644,6 +647,55 @@ class State:
         return self._uow.warnings.okay(_time.utc(t, "okay_warnings time"))
 
     # -- notices ------------------------------------------------------------------
+
+    def emit(self, key: str, data: Any = None) -> int:
+        """emit records an event of key and hands data to every task waiting for it; it returns how many.
+
+        Each waiting task gets the event once: it goes back to Do, and its
+        handler's task.wait_event(key) returns data. data is JSON. The event
+        and the deliveries are written by this unit of work's commit.
+        """
+        self._check()
+        return _emit(self, key, data)
+
+    # -- schedules (engine.schedules) ----------------------------------------------
+
+    def add_schedule(self, name: str, spec: str, template: dict[str, Any], *,
+                     missed: Literal["skip", "once"] = "skip") -> Schedule:
+        """add_schedule makes (or replaces) a schedule: when spec is due, a change is made from template.
+
+        spec is cron's syntax ("*/15 * * * *") or snapd's timer syntax
+        ("mon-fri,10:00"); template is {"kind", "summary", "data"?, "tasks":
+        [{"kind", "summary", "data"?}, ...]} (the tasks run one after the
+        other); missed says what to do with the slots that passed while
+        nothing ran: "skip" them or run "once". See docs/runner.md.
+        """
+        self._check()
+        return _schedules.add(self, name, spec, template, missed)
+
+    def schedules(self) -> list[Schedule]:
+        """schedules lists the schedules, by name."""
+        return _schedules.listing(self)
+
+    def schedule(self, name: str) -> Schedule | None:
+        """schedule is the schedule of that name, or None."""
+        return _schedules.get(self, name)
+
+    def remove_schedule(self, name: str) -> None:
+        """remove_schedule deletes a schedule (NotFoundError if there is none); its changes stay."""
+        _schedules.remove(self, name)
+
+    def pause_schedule(self, name: str) -> Schedule:
+        """pause_schedule keeps a schedule from making changes until resume_schedule."""
+        return _schedules.pause(self, name)
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """resume_schedule runs a paused schedule again from its first slot after now."""
+        return _schedules.resume(self, name)
+
+    def run_schedule(self, name: str) -> Change:
+        """run_schedule makes the schedule's change now ("run now"); its slots stay as they were."""
+        return _schedules.run_now(self, name)
 
     def add_notice(self, type: str, key: str, *, data: Mapping[str, str] | None = None,
                    repeat_after: float | timedelta | None = None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _time
 from ._records import TaskRec
 from ._values import INT64_MAX, MISSING, check_int64, check_key, clean_text, get_value, set_value
 from .errors import EngineError
+from .events import wait_event as _wait_event
 from .status import Status
 
 if TYPE_CHECKING:
@@ -99,6 +100,18 @@ class Task:
             rec.waited_status = waited_status
             self._w.dirty_task(rec)
         self._w.set_task_status(rec, Status.WAIT)
+
+    def wait_event(self, key: str, timeout: float | timedelta | None = None,
+                   on_timeout: Literal["error", "retry"] = "error") -> Any:
+        """wait_event returns the data of the event of key delivered to this task, or parks the task until one is.
+
+        Called by a handler: when no event of key was delivered to the task
+        yet, it raises EventWait (let it out of the handler): the task goes
+        to Wait until State.emit(key, data), then its handler runs again and
+        this returns data. After timeout (the State's clock) the task fails
+        ("error") or its handler runs again ("retry"). See docs/runner.md.
+        """
+        return _wait_event(self, key, timeout, on_timeout)
 
     @property
     def waited_status(self) -> Status:

@@ -15,13 +15,14 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import tenacity
 
 from ._workers import EventLoopThread, Workers
 from .change import dependency_cycles
+from .concurrency import SLOT_RUN, Slots
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
@@ -81,6 +82,8 @@ class TaskRunner:
         self._generation = -1
         # (task, predicate) pairs whose raise was logged: once each.
         self._failed_predicates: set[tuple[int, str]] = set()
+        # h26b: concurrency keys and rate limits of task kinds (engine.concurrency).
+        self._slots = Slots(self._w.store.shared)
 
     # -- registration ---------------------------------------------------------
 
@@ -122,6 +125,17 @@ class TaskRunner:
         """add_blocked adds a predicate that can hold tasks back while others run."""
         with self._mu:
             self._blocked.append(pred)
+
+    def set_concurrency(self, kind: str, key: str | Callable[[Task], str | None], limit: int, *,
+                        rate: int | None = None, per: float | timedelta | None = None) -> None:
+        """set_concurrency runs at most limit tasks of kind with the same key at once, over every runner host.
+
+        key is a string, or key(task) (lock held) for a key per task (None:
+        not limited). rate, with per (seconds or a timedelta), also limits
+        the starts with the key to rate per interval. docs/runner.md.
+        """
+        with self._mu:
+            self._slots.declare(kind, key, limit, rate, per)
 
     def on_task_error(self, callback: Callable[[BaseException], Any]) -> None:
         """on_task_error calls callback(error) whenever a task fails."""
@@ -235,6 +249,7 @@ class TaskRunner:
         w.flush()
         running = [run.task for run in runs.values()]
         held = w.keys.held()  # queued changes still waiting for older ones (engine.keys)
+        self._slots.begin_pass(set(runs))  # h26b
         free = self._size - len(runs)
         next_time: datetime | None = None
         # Fetch a little more than the free workers can take: enough to see
@@ -276,6 +291,10 @@ class TaskRunner:
                 if self._held_back(rec, task, running):
                     self._r.some_blocked = True
                     continue
+                if self._slots.limited(rec.kind) is not None and self._no_slot(rec, task):  # h26b
+                    if self._slots.refused_in_a_row >= SLOT_RUN:
+                        break  # a run of tasks whose keys are full: as when no worker is free
+                    continue
                 run = self._claim_one(rec, pair, task)
                 runs[rec.id] = run
                 started.append(run)
@@ -289,6 +308,16 @@ class TaskRunner:
             free = self._claim_cleanups(runs, started, free)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
+
+    def _no_slot(self, rec: TaskRec, task: Task) -> bool:
+        """_no_slot says whether the task's concurrency key holds it back (h26b; engine.concurrency)."""
+        wait = self._slots.admit(self._w, rec, task)
+        if wait is None:
+            return False
+        self._r.some_blocked = True  # a recorded outcome may free a slot: the pass after it looks again
+        if wait > 0:
+            self._st.ensure_before(wait)  # the rate's interval moves on
+        return True
 
     def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None:
         """_hooks_failed deals with status hooks that raised during the pass: only their task is concerned.

@@ -44,7 +44,12 @@ from ..models import (
     ChangeAffectRow,
     ChangeKeyRow,
     ChangeRow,
+    ConcurrencySlotRow,
+    EventRow,
+    EventWaitRow,
     NoticeRow,
+    ScheduleRow,
+    ScheduleRunRow,
     SequenceRow,
     StateDataRow,
     TaskDependencyRow,
@@ -67,6 +72,11 @@ assertions: Table = AssertionRow.__table__  # type: ignore[assignment]
 notices: Table = NoticeRow.__table__  # type: ignore[assignment]
 change_keys: Table = ChangeKeyRow.__table__  # type: ignore[assignment]
 affects: Table = ChangeAffectRow.__table__  # type: ignore[assignment]
+events: Table = EventRow.__table__  # type: ignore[assignment]
+event_waits: Table = EventWaitRow.__table__  # type: ignore[assignment]
+slots: Table = ConcurrencySlotRow.__table__  # type: ignore[assignment]
+schedules: Table = ScheduleRow.__table__  # type: ignore[assignment]
+schedule_runs: Table = ScheduleRunRow.__table__  # type: ignore[assignment]
 
 #: The columns of a task row as the engine reads and writes it (engine._records.TASK_FIELDS).
 TASK_COLUMNS = ("id", "change_id", "kind", "summary", "status", "waited_status", "clean", "progress_label",
@@ -365,6 +375,62 @@ STATEMENTS += [
     # -- repair (engine.repair): a change retried is unready again
     Sql("reopen_change", lambda f: update(changes).values(ready_time=None, clean=false(), explicit_status=None)
         .where(changes.c.id == _b("cid")), ("cid",)),
+]
+
+# -- events, concurrency slots, schedules (engine.events, engine.concurrency, engine.schedules) ----------
+
+#: The columns of a schedule row (engine.schedules).
+SCHEDULE_COLUMNS = ("name", "spec", "template", "paused", "missed", "next_time", "last_time", "created")
+_LIVE = "t.status IN ('Doing','Undoing','Abort') AND t.lease_until > extract(epoch from clock_timestamp())"
+
+STATEMENTS += [
+    # PostgreSQL only: serialises, until commit, the transactions that look at one key (emit and park;
+    # the claims of one concurrency key; the runs of one schedule).
+    Sql("lock_key", lambda f: text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), ("key",)),
+    Sql("try_lock_key", lambda f: text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"), ("key",)),
+    Sql("insert_event", lambda f: insert(events).values(_values(("key", "data", "time"))), ("key", "data", "time")),
+    Sql("last_event", lambda f: select(func.max(events.c.id)).where(events.c.key == _b("key")), ("key",)),
+    Sql("events_after", lambda f: select(events.c.id, events.c.data).where(
+        events.c.key == _b("key"), events.c.id > _b("after")).order_by(events.c.id).limit(1), ("key", "after")),
+    Sql("delete_old_events", lambda f: delete(events).where(events.c.time < _b("before")), ("before",)),
+    Sql("upsert_event_wait", lambda f: f.upsert(event_waits, ("task_id",), (
+        "task_id", "key", "deadline", "on_timeout", "delivered", "data")),
+        ("task_id", "key", "deadline", "on_timeout", "delivered", "data")),
+    Sql("event_wait", lambda f: select(event_waits.c.key, event_waits.c.delivered, event_waits.c.data)
+        .where(event_waits.c.task_id == _b("task_id")), ("task_id",)),
+    Sql("event_waiters", lambda f: select(event_waits.c.task_id).where(
+        event_waits.c.key == _b("key"), event_waits.c.delivered == false()).order_by(event_waits.c.task_id),
+        ("key",)),
+    Sql("deliver_event", lambda f: update(event_waits).values(delivered=True, data=_b("data"))
+        .where(event_waits.c.task_id == _b("task_id")), ("data", "task_id")),
+    Sql("delete_event_wait", lambda f: delete(event_waits).where(event_waits.c.task_id == _b("task_id")),
+        ("task_id",)),
+    Sql("due_event_waits", lambda f: select(event_waits.c.task_id, event_waits.c.key, event_waits.c.on_timeout,
+                                            event_waits.c.deadline)
+        .where(event_waits.c.deadline.is_not(None), event_waits.c.delivered == false(),
+               event_waits.c.deadline <= _b("now")).order_by(event_waits.c.task_id), ("now",)),
+    Sql("next_event_deadline", lambda f: select(func.min(event_waits.c.deadline)).where(
+        event_waits.c.deadline.is_not(None), event_waits.c.delivered == false())),
+    # PostgreSQL only: the slots of a key that other runners hold now (a task running under a live lease).
+    Sql("live_slots", lambda f: text(
+        "SELECT count(*) FROM concurrency_slots s JOIN tasks t ON t.id = s.task_id "
+        f"WHERE s.key = :key AND {_LIVE} AND t.runner IS DISTINCT FROM :me"), ("key", "me")),
+    Sql("slot_starts", lambda f: select(slots.c.started).where(
+        slots.c.key == _b("key"), slots.c.started > _b("since")).order_by(slots.c.started), ("key", "since")),
+    Sql("upsert_slot", lambda f: f.upsert(slots, ("task_id",), ("task_id", "key", "started")),
+        ("task_id", "key", "started")),
+    Sql("schedules", lambda f: select(*_cols(schedules, SCHEDULE_COLUMNS)).order_by(schedules.c.name)),
+    Sql("schedule", lambda f: select(*_cols(schedules, SCHEDULE_COLUMNS)).where(schedules.c.name == _b("name")),
+        ("name",)),
+    Sql("due_schedules", lambda f: select(*_cols(schedules, SCHEDULE_COLUMNS)).where(
+        schedules.c.paused == false(), schedules.c.next_time <= _b("now")).order_by(schedules.c.name), ("now",)),
+    Sql("next_schedule", lambda f: select(func.min(schedules.c.next_time)).where(schedules.c.paused == false())),
+    Sql("upsert_schedule", lambda f: f.upsert(schedules, ("name",), SCHEDULE_COLUMNS), SCHEDULE_COLUMNS),
+    Sql("delete_schedule", lambda f: delete(schedules).where(schedules.c.name == _b("name")), ("name",)),
+    Sql("set_schedule_run_change", lambda f: update(schedule_runs).values(change_id=_b("change_id")).where(
+        schedule_runs.c.name == _b("name"), schedule_runs.c.slot == _b("slot")), ("change_id", "name", "slot")),
+    Sql("insert_schedule_run", lambda f: f.insert_ignore(schedule_runs).values(
+        _values(("name", "slot", "change_id", "time"))), ("name", "slot", "change_id", "time")),
 ]
 
 BY_NAME: dict[str, Sql] = {s.name: s for s in STATEMENTS}

@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (each import adds its commands)
     cmd_keys,
     cmd_notices,
     cmd_pack,
+    cmd_schedules,
     cmd_seed,
     cmd_services,
     cmd_snaps,

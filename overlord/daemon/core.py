@@ -9,7 +9,7 @@ one, abort), the warnings (list, okay) and the notices (list, long-poll). The sn
 
 from __future__ import annotations
 
-from . import api_changes, api_notices, api_system, api_warnings
+from . import api_changes, api_events, api_notices, api_schedules, api_system, api_warnings
 from .api import Endpoint
 
 #: CORE_ENDPOINTS are the endpoints every daemon serves, for any overlord.
@@ -18,4 +18,6 @@ CORE_ENDPOINTS: list[Endpoint] = [
     *api_changes.ENDPOINTS,
     *api_warnings.ENDPOINTS,
     *api_notices.ENDPOINTS,
+    *api_events.ENDPOINTS,  # h26b
+    *api_schedules.ENDPOINTS,  # h26b
 ]

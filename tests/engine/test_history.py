@@ -38,7 +38,7 @@ ERROR_CHANGE = N_CHANGES  # the last history change failed: one Error task, one 
 # only live rows; anything else must be a SEARCH.
 SMALL_TABLES = {"sequences", "state_data", "warnings", "alembic_version", "sqlite_master", "sqlite_schema"}
 PARTIAL_INDEXES = {"ix_tasks_unready", "ix_tasks_runnable", "ix_changes_unready", "ix_changes_unclean",
-                   "ix_tasks_orphan"}
+                   "ix_tasks_orphan", "ix_change_affects_queued"}
 
 
 def _text(when: datetime) -> str:

@@ -27,8 +27,8 @@ def test_system_overlord(tmp_path: Path, root_key: PrivateKey, acme_key: Private
         assert (tmp_path / "state" / "state.db").is_file()
         assert not (tmp_path / "root" / "state.db").exists()
         managers = o.state_engine.managers()
-        assert managers == [o.assert_manager, o.snap_manager, o.interface_manager, o.hook_manager, o.config_manager,
-                            o.first_boot, o.service_manager, o.task_runner]
+        assert managers == [o.events, o.schedules, o.assert_manager, o.snap_manager, o.interface_manager,
+                            o.hook_manager, o.config_manager, o.first_boot, o.service_manager, o.task_runner]
         assert isinstance(o.assert_manager, AssertManager) and isinstance(o.snap_manager, SnapManager)
         assert isinstance(o.interface_manager, InterfaceManager) and isinstance(o.first_boot, FirstBoot)
         assert o.assert_manager.trusted is not None and o.assert_manager.trusted.key == root_key.public_key

@@ -51,8 +51,10 @@ from tests.support.schema import (
     upgrade,
 )
 
+#: The tables of 0007_coordination (events, concurrency slots, schedules).
+COORDINATION_TABLES = {"events", "event_waits", "concurrency_slots", "schedules", "schedule_runs"}
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences", "assertions", "notices", "change_keys", "change_affects"}
+                 "sequences", "assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,7 @@ def fill(st: State, clock: FakeClock) -> None:
         st.new_task("orphan", "Left over")
         st.assertions.put("account", ["acme"], 2, "type: account\naccount-id: acme\n\nSIG",
                           {"type": "account", "account-id": "acme", "authority-id": "root"})
+        st.emit("approval", {"ok": True})
 
 
 def filled_copy(src: Path, dst: Path, clock: FakeClock) -> Path:
@@ -105,6 +108,14 @@ def filled_copy(src: Path, dst: Path, clock: FakeClock) -> Path:
         fill(st, clock)
     finally:
         st.close()
+    with sqlite3.connect(db) as conn:  # what only a runner or a schedule writes: by hand
+        conn.execute("INSERT INTO event_waits (task_id, key, deadline) VALUES (2, 'approval', NULL)")
+        conn.execute("INSERT INTO concurrency_slots (task_id, key, started) VALUES (1, 'downloads', "
+                     "'2026-01-01T00:00:00.000000Z')")
+        conn.execute("INSERT INTO schedules (name, spec, template, created) VALUES ('nightly', '0 3 * * *', "
+                     "'{\"kind\": \"refresh\"}', '2026-01-01T00:00:00.000000Z')")
+        conn.execute("INSERT INTO schedule_runs (name, slot, change_id, time) VALUES ('nightly', "
+                     "'2026-01-01T03:00:00.000000Z', 1, '2026-01-01T03:00:00.000000Z')")
     return db
 
 
@@ -358,8 +369,8 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
 
     alembic(db, "downgrade", "0001_initial")
     assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
-    # (0005's notices table goes too on the way down, and 0006's change keys.)
-    later = {"assertions", "notices", "change_keys", "change_affects"}
+    # (0005's notices table goes too on the way down, 0006's change keys and 0007's tables.)
+    later = {"assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES}
     assert tables(db) == (ENGINE_TABLES - later) | {"alembic_version"}
     # (and the sequence of notice ids with it).
     assert counts(db, without=later) == {

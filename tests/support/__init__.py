@@ -11,7 +11,7 @@
 - other_user: running Python as another local user (nobody).
 - schema: the normalised schema of a database, for the migration tests.
 - crash_workload, upgrade_killer, snap_crash_child, daemon_hooks: programs and hooks that tests start
-  in processes of their own (and SIGKILL).
+  in processes of their own (and SIGKILL); concurrency_host, one runner host of the concurrency test.
 
 Time in tests comes from engine.testing.FakeClock; a change is run to its end with
 engine.testing's settle, run_change or drive (one helper per way of running, no private loops).

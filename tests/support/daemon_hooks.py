@@ -10,6 +10,7 @@ endpoints do that in a real system):
 - ``stubborn``: like ``gated`` but ignores its tomb (for the stop bound).
 - ``quick``: logs one line and finishes.
 - ``fail``: logs and fails with the task's "error" text.
+- ``approve``: waits for the event named by the task's "event" (default "approval"), then logs its data.
 
 With the snap manager of a SystemOverlord: a task's "affects" (a list of snap names) makes it touch those
 snaps for conflict checks, and mounting a snap waits while the file ``<state-dir>/hold-mount`` exists (so
@@ -73,6 +74,12 @@ def _fail(task: Task, tomb: Tomb) -> None:
     raise RuntimeError(error)
 
 
+def _approve(task: Task, tomb: Tomb) -> None:
+    with task.state:
+        data = task.wait_event(task.get("event", "approval"))
+        task.logf("approved: %s", data)
+
+
 def _undo(task: Task, tomb: Tomb) -> None:
     with task.state:
         task.logf("undid %s", task.summary)
@@ -91,7 +98,7 @@ def post_test_changes(ctx: Context, req: ApiRequest) -> response.Reply:
         for spec in specs:
             t = st.new_task(spec["kind"], spec["summary"])
             t.set("gate", gate)
-            for key in ("total", "error", "affects"):
+            for key in ("total", "error", "affects", "event"):
                 if key in spec:
                     t.set(key, spec[key])
             chg.affect(*[f"snap:{n}" for n in spec.get("affects", [])])  # what conflict checks find
@@ -151,5 +158,6 @@ def setup(o: Overlord) -> list[Endpoint]:
     o.task_runner.add_handler("quick", _quick, _undo)
     o.task_runner.add_handler("stubborn", _stubborn)
     o.task_runner.add_handler("fail", _fail)
+    o.task_runner.add_handler("approve", _approve)
     return [Endpoint("/v2/test/changes", post=post_test_changes), Endpoint("/v2/test/boom", get=get_boom),
             Endpoint("/v2/test/conflict", post=post_conflict)]

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""W1 with a concurrency key of limit 8 on 2 PostgreSQL runner hosts, beside W1 without (docs/runner.md).
+
+    python -m bench.concurrency            # a throwaway server (tests/support/pgcluster.py)
+    python -m bench.concurrency --quick    # a smoke run (small sizes, one run each)
+
+Each run: the parent submits W1 (independent no-op tasks in one change) in one unit of work,
+starts 2 runner processes (Overlords, each with 32 workers; with --limit the kind "noop" gets
+runner.set_concurrency("noop", "k", limit)), gives the go, and takes the time from the go to the
+change's ready time. What the key costs: the claim locks the key, counts its live slots and
+records each start (a row of concurrency_slots). Figures are the median of the runs; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .workloads import noop_change
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _child(url: str, go: Path, workers: int, limit: int) -> int:
+    """_child is one runner host: an Overlord on url that starts looping at the go, until SIGTERM."""
+    from engine import Overlord
+
+    o = Overlord(url=url, workers=workers)
+    o.task_runner.add_handler("noop", lambda task, tomb: None)
+    if limit:
+        o.task_runner.set_concurrency("noop", "k", limit)
+    stop = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("ready", flush=True)
+    while not go.exists() and not stop:
+        time.sleep(0.001)
+    o.loop()
+    while not stop:
+        time.sleep(0.05)
+    o.stop()
+    o.state.close()
+    return 0
+
+
+def one_run(url: str, tasks: int, procs: int, workers: int, limit: int, tmp: Path, timeout: float) -> float:
+    """one_run submits W1 and runs it with procs runner hosts; it returns tasks per second."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from engine import State
+    from engine._time import from_text
+
+    st = State.open(url=url)
+    try:
+        with st:
+            cid = int(noop_change(st, tasks, chained=False).id)
+    finally:
+        st.close()
+    go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "bench.concurrency", "--child", url, "--go", str(go), "--workers", str(workers),
+           "--limit", str(limit)]
+    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                for _ in range(procs)]
+    try:
+        for c in children:
+            assert c.stdout is not None
+            if c.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a runner process did not start")
+        u = make_url(url)
+        conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
+        go_wall = time.time()
+        go.touch()
+        deadline = time.monotonic() + timeout
+        while True:
+            row = conn.execute("SELECT ready_time FROM changes WHERE id = %s", (cid,)).fetchone()
+            if row and row[0] is not None:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the change was not ready after {timeout:g} s")
+            time.sleep(0.005)
+        run_s = from_text(row[0]).timestamp() - go_wall
+        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = %s AND status = 'Done'",
+                            (cid,)).fetchone()[0]
+        conn.close()
+        if done != tasks:
+            raise RuntimeError(f"only {done} of {tasks} tasks are Done")
+    finally:
+        for c in children:
+            c.send_signal(signal.SIGTERM)
+        for c in children:
+            c.wait(60)
+        go.unlink(missing_ok=True)
+    return tasks / run_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """main runs W1 with and without a concurrency key on 2 hosts and prints the figures."""
+    p = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tasks", type=int, default=10_000)
+    p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--workers", type=int, default=32)
+    p.add_argument("--json", type=Path, help="also save the figures to FILE")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--go", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.go, args.workers, args.limit)
+    runs = 1 if args.quick else args.runs
+    tasks = 500 if args.quick else args.tasks
+    sys.path.insert(0, str(ROOT))
+    from tests.support import pgcluster
+
+    cluster = pgcluster.start_cluster(durable=True)
+    tmp = Path(cluster.root)
+    figures: dict[str, Any] = {}
+    try:
+        template = cluster.new_database()
+        from engine import State
+
+        State.open(url=cluster.url(template)).close()
+        for name, limit in (("w1", 0), ("w1.limit8", 8)):
+            rates = []
+            for _ in range(runs):
+                db = cluster.new_database(template=template)
+                rates.append(one_run(cluster.url(db), tasks, args.procs, args.workers, limit, tmp, 600))
+                cluster.drop_database(db)
+            figures[f"{name}.procs{args.procs}.tasks_per_s"] = statistics.median(rates)
+            what = f"a concurrency key of limit {limit}" if limit else "no concurrency key"
+            print(f"W1 ({tasks:,} no-op tasks), {args.procs} runner hosts, {what}: "
+                  f"{statistics.median(rates):,.0f} tasks/s ({', '.join(f'{r:,.0f}' for r in rates)})", flush=True)
+        without = figures[f"w1.procs{args.procs}.tasks_per_s"]
+        with_key = figures[f"w1.limit8.procs{args.procs}.tasks_per_s"]
+        figures["limit8.vs_without"] = with_key / without
+        print(f"with the key / without: {with_key / without:.2f}x")
+    finally:
+        pgcluster.remove_cluster(cluster)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

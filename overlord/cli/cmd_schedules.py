@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`overlord schedules`: the schedules of the daemon, with their next time (engine.schedules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._client import json_option, session, state_dir_option
+from ._group import cli
+from ._output import print_json
+
+
+@cli.command()
+@json_option
+@state_dir_option
+def schedules(as_json: bool, state_dir: Path | None) -> None:
+    """List the schedules, with the next time each makes its change."""
+    with session(state_dir, "list schedules") as c:
+        result = c.request("GET", "/v2/schedules")["result"]
+    if as_json:
+        print_json(result)
+        return
+    if not result:
+        click.echo("No schedules.")
+        return
+    rows = [("Name", "Spec", "Next", "Last", "Missed", "State")]
+    for s in result:
+        rows.append((s["name"], s["spec"], s["next-time"] or "-", s["last-time"] or "-", s["missed"],
+                     "paused" if s["paused"] else "active"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
