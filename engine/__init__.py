@@ -42,6 +42,7 @@ from .task import Task, TaskSet
 from .taskrunner import TaskRunner
 from .tomb import Tomb
 from .warning import StateWarning
+from .why import TaskRef, WhyNot, add_why_not_rule, remove_why_not_rule, why_not, why_not_tasks
 
 __all__ = [
     "MISSING",
@@ -75,8 +76,14 @@ __all__ = [
     "StoredAssertion",
     "Task",
     "TaskDependencyCycleError",
+    "TaskRef",
     "TaskRunner",
     "TaskSet",
     "Tomb",
     "Wait",
+    "WhyNot",
+    "add_why_not_rule",
+    "remove_why_not_rule",
+    "why_not",
+    "why_not_tasks",
 ]

@@ -90,4 +90,4 @@ def read_change(db: Path, change_id: str) -> dict[str, Any]:
         chg = st.change(change_id)
         if chg is None:
             raise CliError(f"cannot find change with id {change_id!r} in {db}")
-        return change_info(chg)
+        return change_info(chg, why=True)

@@ -20,6 +20,8 @@ from ._output import FitTable, amount, plain, status_text, when
 _COLUMNS = ("ID", "Status", "Spawn", "Ready", "Summary")
 #: What goes first when the terminal is narrow: the spawn time, then the ready time.
 _DROP = ("Spawn", "Ready")
+#: Tasks whose why-not the tasks table leaves out: their log and the change's error say it.
+_SAID = ("Done", "Undone", "Error")
 
 
 def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
@@ -30,7 +32,11 @@ def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, ab
 
 
 def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> FitTable:
-    """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress."""
+    """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress.
+
+    Under the summary of a task that is not running, it says why (the daemon's "why"), unless the task is
+    Done, Undone or Error (its log and the change's error say it).
+    """
     rows = []
     for task in change["tasks"]:
         summary = plain(task["summary"])
@@ -38,6 +44,10 @@ def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: b
         if task["status"] in ("Doing", "Undoing") and progress.get("total", 1) > 1:
             summary.append(plain(f" ({amount(progress['done'], progress['total'], progress.get('label') or '')})",
                                  "dim"))
+        why = task.get("why")
+        if isinstance(why, dict) and task["status"] not in _SAID:
+            summary.append("\n")
+            summary.append(plain(f"{why.get('reason', '?')}: {why.get('message', '')}", "dim"))
         rows.append([plain(task["id"]), status_text(task["status"]), plain(when(task.get("spawn-time"), now, abs_time)),
                      plain(when(task.get("ready-time"), now, abs_time)), summary])
     return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
@@ -57,6 +67,16 @@ def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: b
         parts.append(Rule(characters="."))
         parts.extend(plain(line) for line in str(change["err"]).splitlines())
     return Group(*parts)
+
+
+def why_table(tasks: list[dict[str, Any]]) -> FitTable:
+    """why_table lists tasks with why each is not running: id, status, kind, reason and message."""
+    rows = []
+    for task in tasks:
+        why = task.get("why")
+        text = "running" if not isinstance(why, dict) else f"{why.get('reason', '?')}: {why.get('message', '')}"
+        rows.append([plain(task["id"]), status_text(task["status"]), plain(task["kind"]), plain(text)])
+    return FitTable(("ID", "Status", "Kind", "Why"), rows, flex="Why")
 
 
 def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None,

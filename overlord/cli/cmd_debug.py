@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`overlord debug state` (snapd's `snap debug state`) and `overlord graph ID`: changes as tables and graphs."""
+"""`overlord debug state` (snapd's `snap debug state`), `debug why ID` and `overlord graph ID`.
+
+Changes as tables and graphs, and why their tasks are not running.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from ._dot import change_dot
 from ._group import cli
 from ._offline import read_change, read_changes
 from ._output import fail, out, print_json
-from ._views import change_view, changes_table
+from ._views import change_view, changes_table, why_table
 
 
 @cli.group()
@@ -52,6 +55,30 @@ def debug_state(db: Path | None, what: str, change_id: str | None, dot_id: str |
             click.echo("No changes found.")
         else:
             out().print(changes_table(changes, abs_time=abs_time))
+
+
+@debug.command("why")
+@click.argument("id", callback=change_id)
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=None,
+              help="Read the change from this database file instead of asking the daemon.")
+@json_option
+@state_dir_option
+def debug_why(id: str, db: Path | None, as_json: bool, state_dir: Path | None) -> None:
+    """Say why each task of change ID that is not Done is not running."""
+    change: dict[str, Any]
+    if db is not None:
+        change = read_change(db, id)
+    else:
+        with session(state_dir, f"show change {id}") as c:
+            change = c.change(id)
+    tasks = [{"id": t["id"], "kind": t["kind"], "status": t["status"], "why": t.get("why")}
+             for t in change["tasks"] if t["status"] != "Done"]
+    if as_json:
+        print_json(tasks)
+    elif not tasks:
+        click.echo(f"Every task of change {id} is Done.")
+    else:
+        out().print(why_table(tasks))
 
 
 @cli.command()
