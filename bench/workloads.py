@@ -357,7 +357,17 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int) -> d
     }
 
 
+def timed(db: str, tasks: int, chained: bool, ready_timeout: float, timings: bool) -> dict[str, Any]:
+    """timed is W1 (or W2, chained) with the engine's timings kept, or not (bench.timings: their cost, A/B)."""
+    if not timings:
+        from engine.timings import TimingBook
+
+        TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
+        TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
+    return _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout)
+
+
 from .snaps import WORKLOADS as _SNAPS  # noqa: E402  (the managers' benchmark has a module of its own)
 
 WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "ensure": ensure_cost, "baseline": baseline, "dispatch": dispatch,
-             **_SNAPS}
+             "timed": timed, **_SNAPS}

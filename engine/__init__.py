@@ -40,6 +40,7 @@ from .stateengine import Manager, StateEngine
 from .status import Status
 from .task import Task, TaskSet
 from .taskrunner import TaskRunner
+from .timings import EnsureTiming, TaskTiming
 from .tomb import Tomb
 from .warning import StateWarning
 from .why import TaskRef, WhyNot, add_why_not_rule, remove_why_not_rule, why_not, why_not_tasks
@@ -60,6 +61,7 @@ __all__ = [
     "DatabaseReplacedError",
     "EngineError",
     "EnsureError",
+    "EnsureTiming",
     "Handler",
     "Manager",
     "NoStateError",
@@ -79,6 +81,7 @@ __all__ = [
     "TaskRef",
     "TaskRunner",
     "TaskSet",
+    "TaskTiming",
     "Tomb",
     "Wait",
     "WhyNot",

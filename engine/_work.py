@@ -33,6 +33,8 @@ class Work(Protocol):
     warnings: Any
     #: The notices (engine.notice.NoticeBook).
     notices: Any
+    #: The timings not written yet (engine.timings.TimingBook).
+    timings: Any
     change_hooks: dict[int, Any]
     waiters: dict[int, threading.Event]
     async_waiters: dict[int, list[tuple[Any, Any]]]

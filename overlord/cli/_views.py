@@ -79,6 +79,36 @@ def why_table(tasks: list[dict[str, Any]]) -> FitTable:
     return FitTable(("ID", "Status", "Kind", "Why"), rows, flex="Why")
 
 
+def timings_table(runs: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
+    """timings_table lists the runs of a change's tasks (`debug timings ID`): task, kind, phase, attempt,
+    outcome, start and duration."""
+    rows = [[plain(r["task-id"]), plain(r["kind"]), plain(r["phase"]), plain(r["attempt"]), plain(r["outcome"]),
+             plain(when(r.get("started"), now, abs_time)), plain(seconds(r["duration"]))] for r in runs]
+    return FitTable(("Task", "Kind", "Phase", "Attempt", "Outcome", "Started", "Duration"), rows, flex="Kind",
+                    drop=("Started",))
+
+
+def ensure_table(passes: list[dict[str, Any]], manager: str | None, now: datetime | None = None,
+                 abs_time: bool = False) -> FitTable:
+    """ensure_table lists kept ensure passes (`debug timings --ensure NAME`): when, the pass's duration, and the
+    duration of each manager (of NAME only, unless it is None)."""
+    rows = []
+    for p in passes:
+        shown = [m for m in p["managers"] if manager is None or m["name"].lower() == manager.lower()]
+        managers = ", ".join(f"{m['name']} {seconds(m['duration'])}" for m in shown)
+        rows.append([plain(when(p.get("started"), now, abs_time)), plain(seconds(p["duration"])), plain(managers)])
+    return FitTable(("Started", "Pass", "Managers"), rows, flex="Managers")
+
+
+def seconds(value: float) -> str:
+    """seconds shows a duration in seconds as snapd's debug timings do: "12ms", "1.5s", "45us"."""
+    if value >= 1:
+        return f"{value:.3g}s"
+    if value >= 0.001:
+        return f"{value * 1000:.3g}ms"
+    return f"{value * 1_000_000:.0f}us"
+
+
 def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None,
                    abs_time: bool = False) -> FitTable:
     """warnings_table lists warnings: when each last happened, and its message."""
