@@ -42,6 +42,7 @@ from .task import Task, TaskSet
 from .taskrunner import TaskRunner
 from .timings import EnsureTiming, TaskTiming
 from .tomb import Tomb
+from .tracing import disable_tracing, enable_tracing, tracing_wanted
 from .warning import StateWarning
 from .why import TaskRef, WhyNot, add_why_not_rule, remove_why_not_rule, why_not, why_not_tasks
 
@@ -86,7 +87,10 @@ __all__ = [
     "Wait",
     "WhyNot",
     "add_why_not_rule",
+    "disable_tracing",
+    "enable_tracing",
     "remove_why_not_rule",
+    "tracing_wanted",
     "why_not",
     "why_not_tasks",
 ]

@@ -100,6 +100,8 @@ class TimingBook:
         # Rows of ensure passes (under _mu): written by the next commit, lost if it fails (they are only timings).
         self._passes: list[tuple[str, str, str, float]] = []
         self._seq = 0
+        #: tracer, when tracing is on (engine.tracing), makes a span of each run.
+        self.tracer: Any = None
 
     def pendings(self) -> tuple[Pending[Any], ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
@@ -115,6 +117,8 @@ class TimingBook:
         # The sequence keeps two identical rows apart (Pending is a set).
         self._seq += 1
         self.runs.add((rec.id, phase, attempt, outcome, _text(started), elapsed, self._seq))
+        if self.tracer is not None:
+            self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed)
         if attempt >= TASK_RUNS_KEEP:
             self.trim.add(rec.id)
 
