@@ -3,7 +3,7 @@
 
 A change is a trace: its span starts when the change spawned and ends when
 it became ready (opened at the first run of one of its tasks in this
-process). Each run of a task's do or undo handler is a span in it, from
+process, ended by the run that found it ready). Each run of a task's do or undo handler is a span in it, from
 the handler's start to its end, with the task's kind, id, phase, attempt,
 outcome and change id as attributes. Times are the State's clock.
 """
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -20,21 +22,26 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from .errors import DatabaseCorruptError, EngineError, NotFoundError
+from .errors import EngineError
 from .status import Status
 
 if TYPE_CHECKING:
-    from ._records import ChangeRec, TaskRec
+    from ._records import TaskRec
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.tracing")
 
-#: How many change spans may stay open before those of ready (or gone) changes are looked for and ended.
+#: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
 _OPEN = 1024
 
 
 class Tracer:
-    """Tracer turns task runs into spans, and changes into traces."""
+    """Tracer turns task runs into spans, and changes into traces.
+
+    The recorder hands it what a span needs (read under the state lock, a
+    few attributes); the spans are made and ended on a thread of its own,
+    so that the SDK's work is not done while the recorder holds the lock.
+    """
 
     def __init__(self, w: UnitOfWork, provider: Any = None) -> None:
         self._w = w
@@ -44,87 +51,111 @@ class Tracer:
             if isinstance(provider, trace.ProxyTracerProvider):  # the application set none: one from OTEL_*
                 provider = self._own = provider_from_environment()
         self._tracer = provider.get_tracer("engine")
-        self._mu = threading.Lock()
+        # Only the thread touches the change spans (and close(), once the thread has ended).
         self._roots: dict[int, Span] = {}
+        self._queue: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
+        self._thread.start()
 
     def task_run(self, rec: TaskRec, phase: str, attempt: int, outcome: str, started: datetime,
                  elapsed: float) -> None:
-        """task_run records one run of rec's handler as a span of its change's trace (lock held)."""
+        """task_run hands one run of rec's handler to the tracing thread (lock held): a span of its change's trace."""
         cid = rec.change_id
-        parent = None
-        crec = None
+        change = None
         start = _ns(started)
         if cid is not None:
             crec = self._w.crec(cid)
-            parent = trace.set_span_in_context(self._root(crec))
+            ready = None if crec.ready_time is None else (_ns(crec.ready_time), self._w.change_status(crec))
+            change = (cid, crec.kind, crec.summary, _ns(crec.spawn_time), ready)
             # Within its change's span (a clock that stood still while the handler ran would put it before).
-            start = max(start, _ns(crec.spawn_time))
-        span = self._tracer.start_span(rec.kind, context=parent, kind=SpanKind.INTERNAL, start_time=start,
-                                       attributes={
-                                           "engine.task.id": str(rec.id),
-                                           "engine.task.kind": rec.kind,
-                                           "engine.task.phase": phase,
-                                           "engine.task.attempt": attempt,
-                                           "engine.task.outcome": outcome,
-                                           "engine.change.id": "" if cid is None else str(cid),
-                                       })
+            start = max(start, change[3])
+        error = None
         if outcome == "error":
             errors = [msg for _, level, msg in self._w.log_lines(rec) if level == "ERROR"]
-            span.set_status(StatusCode.ERROR, errors[-1] if errors else None)
-        span.end(end_time=start + int(elapsed * 1e9))
-        if crec is not None and crec.ready_time is not None:
-            self._end_root(crec)
-        if len(self._roots) > _OPEN:
-            self._sweep()
+            error = errors[-1] if errors else ""
+        self._queue.put(_Run(rec.id, rec.kind, phase, attempt, outcome, start, start + int(elapsed * 1e9), error,
+                             change))
 
-    def _root(self, crec: ChangeRec) -> Span:
-        with self._mu:
-            root = self._roots.get(crec.id)
-            if root is None:
-                root = self._roots[crec.id] = self._tracer.start_span(
-                    crec.kind, kind=SpanKind.INTERNAL, start_time=_ns(crec.spawn_time),
-                    attributes={"engine.change.id": str(crec.id), "engine.change.kind": crec.kind,
-                                "engine.change.summary": crec.summary})
-            return root
+    def _loop(self) -> None:
+        while True:
+            run = self._queue.get()
+            if run is None:
+                return
+            try:
+                self._span(run)
+            except Exception as e:  # the SDK's failure is logged; the next runs are still traced
+                log.error("cannot trace the run of task %s (%s): %s: %s", run.tid, run.kind, type(e).__name__, e)
 
-    def _end_root(self, crec: ChangeRec) -> None:
-        with self._mu:
-            root = self._roots.pop(crec.id, None)
+    def _span(self, run: _Run) -> None:
+        parent = None
+        change = run.change
+        if change is not None:
+            parent = trace.set_span_in_context(self._root(change))
+        cid = "" if change is None else str(change[0])
+        span = self._tracer.start_span(run.kind, context=parent, kind=SpanKind.INTERNAL, start_time=run.start,
+                                       attributes={
+                                           "engine.task.id": str(run.tid),
+                                           "engine.task.kind": run.kind,
+                                           "engine.task.phase": run.phase,
+                                           "engine.task.attempt": run.attempt,
+                                           "engine.task.outcome": run.outcome,
+                                           "engine.change.id": cid,
+                                       })
+        if run.error is not None:
+            span.set_status(StatusCode.ERROR, run.error or None)
+        span.end(end_time=run.end)
+        if change is not None and change[4] is not None:
+            self._end_root(change[0], *change[4])
+
+    def _root(self, change: tuple[Any, ...]) -> Span:
+        cid, kind, summary, spawn, _ = change
+        root = self._roots.get(cid)
+        if root is None:
+            if len(self._roots) >= _OPEN:  # changes that ended without a last run here (aborted, say)
+                oldest = next(iter(self._roots))
+                self._roots.pop(oldest).end()
+            root = self._roots[cid] = self._tracer.start_span(
+                kind, kind=SpanKind.INTERNAL, start_time=spawn,
+                attributes={"engine.change.id": str(cid), "engine.change.kind": kind,
+                            "engine.change.summary": summary})
+        return root
+
+    def _end_root(self, cid: int, ready: int, status: Status) -> None:
+        root = self._roots.pop(cid, None)
         if root is None:
             return
-        status = self._w.change_status(crec)
         root.set_attribute("engine.change.status", status.value)
         if status is Status.ERROR:
             root.set_status(StatusCode.ERROR)
-        end = crec.ready_time or self._w.now()
-        root.end(end_time=max(_ns(end), _ns(crec.spawn_time)))
-
-    def _sweep(self) -> None:
-        """_sweep ends the spans of changes that became ready without a last run here (aborted, say)."""
-        with self._mu:
-            ids = list(self._roots)
-        for cid in ids:
-            try:
-                crec = self._w.crec(cid)
-            except (NotFoundError, DatabaseCorruptError):
-                with self._mu:
-                    root = self._roots.pop(cid, None)
-                if root is not None:
-                    root.end()
-                continue
-            if crec.ready_time is not None:
-                self._end_root(crec)
+        root.end(end_time=ready)
 
     def close(self) -> None:
-        """close ends the open change spans (at their change's ready time, or now) and shuts down its own
-        provider, exporting what is left."""
-        with self._mu:
-            roots, self._roots = self._roots, {}
+        """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
+        its own provider, exporting what is left."""
+        self._queue.put(None)
+        self._thread.join()
+        roots, self._roots = self._roots, {}
         for root in roots.values():
             root.set_attribute("engine.change.status", "unfinished")
             root.end()
         if self._own is not None:
             self._own.shutdown()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """_Run is what a run's span needs, read under the state lock."""
+
+    tid: int
+    kind: str
+    phase: str
+    attempt: int
+    outcome: str
+    start: int
+    end: int
+    error: str | None
+    #: (id, kind, summary, spawn time, (ready time, status) or None), or None for a task in no change.
+    change: tuple[Any, ...] | None
 
 
 def provider_from_environment() -> Any:

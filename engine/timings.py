@@ -12,6 +12,7 @@ change's runs go with it when it is pruned.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ._records import TaskRec
     from ._work import Work
     from .store import Store
+
+log = logging.getLogger("engine.tracing")
 
 #: TASK_RUNS_KEEP is how many runs of each task are kept (the newest).
 TASK_RUNS_KEEP = 20
@@ -118,7 +121,10 @@ class TimingBook:
         self._seq += 1
         self.runs.add((rec.id, phase, attempt, outcome, _text(started), elapsed, self._seq))
         if self.tracer is not None:
-            self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed)
+            try:
+                self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed)
+            except Exception as e:  # tracing must never fail the outcome it describes
+                log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         if attempt >= TASK_RUNS_KEEP:
             self.trim.add(rec.id)
 

@@ -175,7 +175,7 @@ def _why(task: Task, runner: TaskRunner | None, seen: _Seen) -> WhyNot | None:
     for rule in list(_rules):
         try:
             other = rule(task, runner, why)
-        except Exception as e:  # user code: its failure is said once in the log, the engine's answer stays
+        except Exception as e:  # user code: its failure is logged, and the answer so far stays
             log.error("task %s (%s): the why-not rule %s raised %s", rec.id, rec.kind, callable_name(rule),
                       exception_text(e))
             continue

@@ -73,6 +73,7 @@ def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMe
         chg.add_task(b)
         cid, aid, bid = chg.id, a.id, b.id
     o.settle(30, advance=clock.advance)
+    disable_tracing(o.state)  # the spans are made on a thread of their own: what is left is made now
     spans = exporter.get_finished_spans()
     (root,) = [s for s in spans if s.parent is None]
     assert root.name == "install"
@@ -113,8 +114,7 @@ def test_a_change_left_unready_is_ended_when_tracing_stops(traced: tuple[Overlor
         chg = o.state.new_change("wait", "Wait an hour")
         chg.add_task(o.state.new_task("later", "later"))
     o.settle(30)
-    assert [s.name for s in exporter.get_finished_spans()] == ["later"]  # the change's span is still open
-    disable_tracing(o.state)
+    disable_tracing(o.state)  # the change is not ready: its span ends now
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["later", "wait"]
     assert (spans[1].attributes or {})["engine.change.status"] == "unfinished"
@@ -173,3 +173,27 @@ def test_without_the_extra_the_overlord_says_so_and_runs(tmp_path: Path) -> None
     assert "cannot trace: OpenTelemetry is not installed (opentelemetry is missing): " \
            "pip install 'overlord-engine[otel]'; going on without traces" in p.stderr
 
+
+
+def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemorySpanExporter],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    o, _ = traced
+
+    class Broken:
+        def task_run(self, *args: object) -> None:
+            raise RuntimeError("exporter on fire")
+
+        def close(self) -> None:
+            pass
+
+    disable_tracing(o.state)
+    o.state._uow.timings.tracer = Broken()
+    o.task_runner.add_handler("k", lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        chg.add_task(o.state.new_task("k", "one"))
+    o.settle(30)
+    with o.state:
+        assert chg.status.value == "Done"
+        assert [t.outcome for t in chg.timings()] == ["done"]
+    assert "cannot trace the run of task 1 (k): RuntimeError: exporter on fire" in caplog.text
