@@ -6,7 +6,8 @@ row is written by that same transaction (no commit of its own). The state
 engine notes the managers' durations of each ensure pass that took at least
 ENSURE_THRESHOLD; those rows wait in memory for the next commit, whatever it
 writes (an idle loop writes nothing). Both are bounded: the newest
-TASK_RUNS_KEEP runs of each task, the newest ENSURE_KEEP ensure rows. A
+TASK_RUNS_KEEP runs of each task, the newest ENSURE_KEEP ensure rows (trimmed
+each time a tenth more were written, so up to 10% over). A
 change's runs go with it when it is pruned.
 """
 
@@ -102,6 +103,8 @@ class TimingBook:
         self.trim: Pending[int] = Pending()
         # Rows of ensure passes (under _mu): written by the next commit, lost if it fails (they are only timings).
         self._passes: list[tuple[str, str, str, float]] = []
+        # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
+        self._untrimmed = 0
         self._seq = 0
         #: tracer, when tracing is on (engine.tracing), makes a span of each run.
         self.tracer: Any = None
@@ -144,7 +147,11 @@ class TimingBook:
         with self._mu:
             passes, self._passes = self._passes, []
         runs = self.runs.take()
-        store.save_timings([r[:6] for r in runs], self.trim.take(), TASK_RUNS_KEEP, passes, ENSURE_KEEP)
+        self._untrimmed += len(passes)
+        keep = None
+        if self._untrimmed >= max(1, ENSURE_KEEP // 10):
+            keep, self._untrimmed = ENSURE_KEEP, 0
+        store.save_timings([r[:6] for r in runs], self.trim.take(), TASK_RUNS_KEEP, passes, keep)
 
     def task_timings(self, cid: int) -> list[TaskTiming]:
         """task_timings are the runs of a change's tasks, oldest first."""

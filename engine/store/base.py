@@ -247,9 +247,9 @@ class Store(Protocol):
         """
 
     def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
-                     keep_passes: int) -> None:
+                     keep_passes: int | None) -> None:
         """save_timings appends task runs (TASK_TIMING_COLUMNS), trims the runs of trim to keep_runs each, and
-        appends ensure rows (ENSURE_TIMING_COLUMNS), keeping the newest keep_passes of those."""
+        appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest keep_passes of those (None: no trim)."""
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out."""

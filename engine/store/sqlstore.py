@@ -339,15 +339,16 @@ class SqlStore:
             self.executemany(self.sql["update_notice"], updates)
 
     def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
-                     keep_passes: int) -> None:
+                     keep_passes: int | None) -> None:
         """save_timings appends task runs, trims the runs of trim to keep_runs each, and appends ensure rows,
-        keeping the newest keep_passes of those."""
+        then keeps the newest keep_passes of those (None: no trim)."""
         if runs:
             self.executemany(self.sql["insert_task_timings"], runs)
         if trim:
             self.executemany(self.sql["trim_task_timings"], [(tid, tid, keep_runs) for tid in trim])
         if passes:
             self.executemany(self.sql["insert_ensure_timings"], passes)
+        if keep_passes is not None:
             self.execute(self.sql["trim_ensure_timings"], (keep_passes,))
 
     def save_sequences(self, values: dict[str, int]) -> None:
