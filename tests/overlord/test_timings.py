@@ -9,7 +9,7 @@ import pytest
 
 from overlord.client import ApiError
 
-from .conftest import DaemonProcess
+from .conftest import DaemonProcess, child_env
 
 
 def test_debug_timings_of_a_change_and_of_ensure_passes(daemon: DaemonProcess) -> None:
@@ -32,7 +32,7 @@ def test_debug_timings_of_a_change_and_of_ensure_passes(daemon: DaemonProcess) -
             c.timings(change_id="999")
         assert e.value.kind == "change-not-found"
 
-    table = daemon.cli("debug", "timings", cid)
+    table = daemon.cli("debug", "timings", cid, env=child_env(COLUMNS="200"))
     assert table.returncode == 0, table.stderr
     lines = [line.split() for line in table.stdout.splitlines()]
     assert lines[0] == ["Task", "Kind", "Phase", "Attempt", "Outcome", "Started", "Duration"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from .conftest import DaemonProcess
+from .conftest import DaemonProcess, child_env
+
+WIDE = child_env(COLUMNS="200")  # one line per task, whatever the terminal of the test run
 
 
 def test_the_api_and_the_command_line_say_why_each_task_waits(daemon: DaemonProcess) -> None:
@@ -24,10 +26,10 @@ def test_the_api_and_the_command_line_say_why_each_task_waits(daemon: DaemonProc
         listed = c.changes(select="all")
     assert "why" not in listed[0]["tasks"][0]  # only one change's answer carries it
 
-    tasks = daemon.cli("tasks", cid, env=None)
+    tasks = daemon.cli("tasks", cid, env=WIDE)
     assert tasks.returncode == 0, tasks.stderr
     assert f"waiting-for-tasks: it waits for task {gated['id']} (gated, Doing)" in " ".join(tasks.stdout.split())
-    why = daemon.cli("debug", "why", cid)
+    why = daemon.cli("debug", "why", cid, env=WIDE)
     assert why.returncode == 0, why.stderr
     lines = [" ".join(line.split()) for line in why.stdout.splitlines()]
     assert lines[0].split() == ["ID", "Status", "Kind", "Why"]
