@@ -44,8 +44,11 @@ from .status import Status
 from .task import Task, TaskSet
 from .taskrunner import TaskRunner
 from .timespec import ClockSpan, Spec, TimerSet, WeekSpan, parse_spec, parse_timer
+from .timings import EnsureTiming, TaskTiming
 from .tomb import Tomb
+from .tracing import disable_tracing, enable_tracing, tracing_wanted
 from .warning import StateWarning
+from .why import TaskRef, WhyNot, add_why_not_rule, remove_why_not_rule, why_not, why_not_tasks
 
 __all__ = [
     "KEY_RETENTION",
@@ -65,6 +68,7 @@ __all__ = [
     "DatabaseReplacedError",
     "EngineError",
     "EnsureError",
+    "EnsureTiming",
     "EventManager",
     "EventWait",
     "Handler",
@@ -86,12 +90,22 @@ __all__ = [
     "StoredAssertion",
     "Task",
     "TaskDependencyCycleError",
+    "TaskRef",
     "TaskRunner",
     "TaskSet",
+    "TaskTiming",
     "TimerSet",
     "Tomb",
     "Wait",
     "WeekSpan",
+    "WhyNot",
+    "add_why_not_rule",
+    "disable_tracing",
+    "enable_tracing",
     "parse_spec",
     "parse_timer",
+    "remove_why_not_rule",
+    "tracing_wanted",
+    "why_not",
+    "why_not_tasks",
 ]

@@ -35,6 +35,8 @@ class Work(Protocol):
     notices: Any
     #: The idempotency and affected keys (engine.keys.KeyBook).
     keys: Any
+    #: The timings not written yet (engine.timings.TimingBook).
+    timings: Any
     change_hooks: dict[int, Any]
     waiters: dict[int, threading.Event]
     async_waiters: dict[int, list[tuple[Any, Any]]]

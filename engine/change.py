@@ -23,6 +23,7 @@ from .task import Task, TaskSet
 if TYPE_CHECKING:
     from ._work import Work
     from .state import State
+    from .timings import TaskTiming
 
 log = logging.getLogger("engine.change")
 
@@ -234,6 +235,10 @@ class Change:
             kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
             return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
         return ChangeError(errors)
+
+    def timings(self) -> list[TaskTiming]:
+        """timings returns the runs of the change's tasks' do and undo handlers, oldest first (engine.timings)."""
+        return list(self._w.timings.task_timings(self._rec().id))
 
     def is_ready(self) -> bool:
         """is_ready returns whether the change has become ready (it stays so)."""

@@ -425,3 +425,39 @@ class ScheduleRunRow(Base):
     slot: Mapped[str] = mapped_column(String(32), primary_key=True)
     change_id: Mapped[int | None] = mapped_column(Int)
     time: Mapped[str] = mapped_column(String(32))
+class TaskTimingRow(Base):
+    """TaskTimingRow is one run of a task's do or undo handler: when, how long, and how it ended (engine.timings)."""
+
+    __tablename__ = "task_timings"
+
+    id: Mapped[int] = mapped_column(Int, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"))
+    # "do" or "undo".
+    phase: Mapped[str] = mapped_column(String(8))
+    # 1 + the task's attempts (retries) before this run.
+    attempt: Mapped[int] = mapped_column(Int)
+    # How the run ended: done, undone, retry, wait, error, aborted.
+    outcome: Mapped[str] = mapped_column(String(16))
+    # When the handler started (the State's clock) and how long it ran, in seconds.
+    started: Mapped[str] = mapped_column(String(32))
+    duration: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("phase IN ('do','undo')", name="phase"),
+        # A change's runs (through its tasks), and the trim of one task's oldest runs.
+        Index("ix_task_timings_task_id", "task_id", "id"),
+    )
+
+
+class EnsureTimingRow(Base):
+    """EnsureTimingRow is one manager's ensure() in one ensure pass that took long enough to keep."""
+
+    __tablename__ = "ensure_timings"
+
+    id: Mapped[int] = mapped_column(Int, primary_key=True)
+    # The rows of one pass share it (a random text); when the pass started (the State's clock).
+    pass_id: Mapped[str] = mapped_column(String(32))
+    started: Mapped[str] = mapped_column(String(32))
+    # The manager's class name ("TaskRunner", "SnapManager", ...).
+    manager: Mapped[str] = mapped_column(Text)
+    duration: Mapped[float] = mapped_column(Float)

@@ -372,6 +372,7 @@ class OutcomeRecorder:
         else:
             rec.undoing_time += run.elapsed
         w.dirty_task(rec)
+        attempt = rec.attempts + 1  # (for its timing, below)
         if self._r.some_blocked or self._r.starved:
             self._st.ensure_before(0)  # blocked or waiting tasks may start now
         scheduled = False
@@ -412,6 +413,7 @@ class OutcomeRecorder:
             self._succeeded(rec)
         else:
             self.failed(rec, exc, chg)
+        w.timings.task_run(rec, run.phase, attempt, run.elapsed)  # written with the outcome (engine.timings)
 
     def _succeeded(self, rec: TaskRec) -> None:
         w = self._w

@@ -19,6 +19,7 @@ from .schedules import ScheduleManager
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
+from .tracing import disable_tracing, trace_from_environment
 
 log = logging.getLogger("engine.overlord")
 
@@ -87,6 +88,8 @@ class Overlord:
         # A commit that may have made tasks runnable wakes the loop at once,
         # without the committer asking through ensure_before.
         self.state.set_work_hook(self._work_committed)
+        # With the standard OTEL_* variables set and the [otel] extra installed: a trace per change.
+        trace_from_environment(self.state)
 
     def add_manager(self, manager: Manager) -> None:
         """add_manager registers a manager; the TaskRunner stays last."""
@@ -282,6 +285,7 @@ class Overlord:
             if self._listener is not None:
                 self._listener.join(2.0)  # it looks at its stop event twice a second
             self.state_engine.stop()
+            disable_tracing(self.state)  # the spans left open end, and are exported
             self._release()
             with self._cv:
                 self._stopped = True

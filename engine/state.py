@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .change import Change
     from .notice import Notice
     from .task import Task
+    from .timings import EnsureTiming
     from .warning import StateWarning
 
 __all__ = ["MISSING", "State"]
@@ -640,6 +641,11 @@ class State:
         """all_warnings returns every unexpired warning, oldest first."""
         self._check()
         return self._uow.warnings.all()
+
+    def ensure_timings(self, manager: str | None = None) -> list[EnsureTiming]:
+        """ensure_timings returns the kept slow ensure passes, oldest first (with manager: those it ran in)."""
+        self._check()
+        return self._uow.timings.ensure_timings(manager)
 
     def okay_warnings(self, t: datetime) -> int:
         """okay_warnings marks the warnings due at t as shown and returns how many."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from . import timings
 from .errors import EngineError, EnsureError
 
 if TYPE_CHECKING:
@@ -38,6 +41,9 @@ class StateEngine:
         self._state = state
         self._lock = threading.Lock()
         self._managers: list[Manager] = []
+        #: ensure_threshold: an ensure pass that takes at least this long (seconds) keeps its managers'
+        #: durations (engine.timings; State.ensure_timings).
+        self.ensure_threshold = timings.ENSURE_THRESHOLD
         self._started = False
         self._stopped = False
         # Held while the managers stop: a second stop() waits for the first.
@@ -93,12 +99,20 @@ class StateEngine:
                 raise EngineError("cannot ensure: the state engine is stopped")
             managers = list(self._managers)
         errors = []
+        durations: list[tuple[str, float]] = []
+        start = t0 = time.perf_counter()
         for m in managers:
             try:
                 m.ensure()
             except Exception as e:
                 log.warning("state ensure error in %r: %s", m, e)
                 errors.append(e)
+            t1 = time.perf_counter()
+            durations.append((type(m).__name__, t1 - t0))
+            t0 = t1
+        if t0 - start >= self.ensure_threshold:
+            w = self._state._uow
+            w.timings.ensure_pass(w.now() - timedelta(seconds=t0 - start), durations)
         if errors:
             raise EnsureError(errors)
 

@@ -28,6 +28,7 @@ from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
 from .status import Status
 from .task import Task
+from .why import WhyNot, why_not
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -149,6 +150,10 @@ class TaskRunner:
         """task_kind_has_undo returns whether tasks of kind can be undone."""
         pair = self._handlers.get(kind)
         return pair is not None and pair.undo is not None
+
+    def why_not(self, task: Task) -> WhyNot | None:
+        """why_not says why task is not running in this runner, or None when it is Done or running (engine.why)."""
+        return why_not(task, self)
 
     def _pair(self, rec: TaskRec) -> HandlerPair:
         pair = self._handlers.get(rec.kind)

@@ -28,6 +28,7 @@ from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
 from .task import Task
+from .timings import TimingBook
 from .warning import WarningBook
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class UnitOfWork:
         #: Per change, the asyncio waiters (loop, event) set when it becomes ready (Change.wait_ready_async).
         self.async_waiters: dict[int, list[tuple[Any, Any]]] = {}
         self.assertions = AssertionBook(self)
+        #: timings: task runs and ensure passes, written by whatever commits next (engine.timings).
+        self.timings = TimingBook(self)
         # What must be written; see Pending.
         self._new_changes: Pending[int] = Pending()
         self._dirty_changes: Pending[int] = Pending()
@@ -145,7 +148,7 @@ class UnitOfWork:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
                 self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings(),
-                *self.notices.pendings(), *self.keys.pendings())
+                *self.notices.pendings(), *self.keys.pendings(), *self.timings.pendings())
 
     def forget(self, routine: bool = False) -> None:
         """forget drops every record (they reload on demand).
@@ -245,6 +248,7 @@ class UnitOfWork:
         self.notices.flush(store)
         self.keys.flush(store)
         self.assertions.flush(store)
+        self.timings.flush(store)
         if self._dirty_seqs:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 

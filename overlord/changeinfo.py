@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine import Change, Task
+    from engine import Change, Task, TaskRunner
 
 #: SNAP_NAMES_KEY is the change data key listing the snaps a change is about: GET /v2/changes?for=NAME
 #: keeps the changes whose list holds NAME. The snap manager sets it on every change it makes.
@@ -48,10 +48,21 @@ def task_info(t: Task) -> dict[str, Any]:
     }
 
 
-def change_info(chg: Change) -> dict[str, Any]:
-    """change_info is the JSON of a change and its tasks (call with the lock held)."""
+def change_info(chg: Change, *, why: bool = False, runner: TaskRunner | None = None) -> dict[str, Any]:
+    """change_info is the JSON of a change and its tasks (call with the lock held).
+
+    why adds each task's "why": why it is not running (engine.why_not, with
+    runner when the tasks' runner is at hand), or null.
+    """
     status = chg.status
     err = chg.err()
+    tasks = chg.tasks()
+    infos = [task_info(t) for t in tasks]
+    if why:
+        from engine import why_not_tasks
+
+        for one, reason in zip(infos, why_not_tasks(tasks, runner), strict=True):
+            one["why"] = None if reason is None else reason.to_json()
     info: dict[str, Any] = {
         "id": chg.id,
         "kind": chg.kind,
@@ -60,7 +71,7 @@ def change_info(chg: Change) -> dict[str, Any]:
         "ready": status.ready,
         "spawn-time": timestamp(chg.spawn_time),
         "ready-time": timestamp(chg.ready_time),
-        "tasks": [task_info(t) for t in chg.tasks()],
+        "tasks": infos,
     }
     if err is not None:
         info["err"] = str(err)

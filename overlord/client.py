@@ -191,6 +191,16 @@ class Client:
         result: dict[str, Any] = self._sync("GET", f"/v2/changes/{_segment(change_id)}")
         return result
 
+    def timings(self, change_id: str | None = None, ensure: str | None = None) -> list[dict[str, Any]]:
+        """timings returns the runs of a change's tasks, or the kept ensure passes of a manager ("all": every one)."""
+        query = {"aspect": "change-timings"}
+        if change_id is not None:
+            query["change-id"] = change_id
+        if ensure is not None:
+            query["ensure"] = ensure
+        result: list[dict[str, Any]] = self._sync("GET", "/v2/debug", query=query)
+        return result
+
     def abort(self, change_id: str) -> dict[str, Any]:
         """abort aborts an unready change and returns it."""
         result: dict[str, Any] = self._sync("POST", f"/v2/changes/{_segment(change_id)}", body={"action": "abort"})

@@ -138,6 +138,12 @@ class Store(Protocol):
     def expired_notices(self, now: str) -> list[int]:
         """expired_notices lists the notices expired at now."""
 
+    def task_timings(self, cid: int) -> list[Row]:
+        """task_timings loads the runs of a change's tasks, oldest first: task id, kind, TASK_TIMING_COLUMNS[1:]."""
+
+    def ensure_timings(self) -> list[Row]:
+        """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
+
     def assertion_row(self, type: str, key: str) -> Row | None:
         """assertion_row loads one assertion by type and joined primary key."""
 
@@ -239,6 +245,11 @@ class Store(Protocol):
 
         An update is NOTICE_COLUMNS[4:] then the id (a notice already stored).
         """
+
+    def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
+                     keep_passes: int | None) -> None:
+        """save_timings appends task runs (TASK_TIMING_COLUMNS), trims the runs of trim to keep_runs each, and
+        appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest keep_passes of those (None: no trim)."""
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out."""

@@ -188,6 +188,14 @@ class SqlStore:
         """expired_notices lists the notices expired at now."""
         return self._ids("expired_notices", (now,))
 
+    def task_timings(self, cid: int) -> list[Row]:
+        """task_timings loads the runs of a change's tasks, oldest first: task id, kind, TASK_TIMING_COLUMNS[1:]."""
+        return self.query(self.sql["task_timings_of_change"], (cid,))
+
+    def ensure_timings(self) -> list[Row]:
+        """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
+        return self.query(self.sql["ensure_timings"])
+
     def assertion_row(self, type: str, key: str) -> Row | None:
         """assertion_row loads one assertion by type and joined primary key."""
         rows = self.query(self.sql["assertion"], (type, key))
@@ -331,6 +339,19 @@ class SqlStore:
             self.executemany(self.sql["upsert_notice"], rows)
         if updates:
             self.executemany(self.sql["update_notice"], updates)
+
+    def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
+                     keep_passes: int | None) -> None:
+        """save_timings appends task runs, trims the runs of trim to keep_runs each, and appends ensure rows,
+        then keeps the newest keep_passes of those (None: no trim)."""
+        if runs:
+            self.executemany(self.sql["insert_task_timings"], runs)
+        if trim:
+            self.executemany(self.sql["trim_task_timings"], [(tid, tid, keep_runs) for tid in trim])
+        if passes:
+            self.executemany(self.sql["insert_ensure_timings"], passes)
+        if keep_passes is not None:
+            self.execute(self.sql["trim_ensure_timings"], (keep_passes,))
 
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""

@@ -45,6 +45,7 @@ from ..models import (
     ChangeKeyRow,
     ChangeRow,
     ConcurrencySlotRow,
+    EnsureTimingRow,
     EventRow,
     EventWaitRow,
     NoticeRow,
@@ -56,6 +57,7 @@ from ..models import (
     TaskLaneRow,
     TaskLogRow,
     TaskRow,
+    TaskTimingRow,
     WarningRow,
 )
 from ..status import TASK_STATUSES
@@ -77,6 +79,8 @@ event_waits: Table = EventWaitRow.__table__  # type: ignore[assignment]
 slots: Table = ConcurrencySlotRow.__table__  # type: ignore[assignment]
 schedules: Table = ScheduleRow.__table__  # type: ignore[assignment]
 schedule_runs: Table = ScheduleRunRow.__table__  # type: ignore[assignment]
+task_timings: Table = TaskTimingRow.__table__  # type: ignore[assignment]
+ensure_timings: Table = EnsureTimingRow.__table__  # type: ignore[assignment]
 
 #: The columns of a task row as the engine reads and writes it (engine._records.TASK_FIELDS).
 TASK_COLUMNS = ("id", "change_id", "kind", "summary", "status", "waited_status", "clean", "progress_label",
@@ -89,6 +93,10 @@ WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire
 NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
                   "repeat_after", "expire_after", "expire_time")
 ASSERTION_COLUMNS = ("type", "primary_key", "revision", "authority_id", "headers", "text", "added_time")
+#: The columns of a task run as the engine writes it (engine.timings).
+TASK_TIMING_COLUMNS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
+#: The columns of a manager's ensure in one pass (engine.timings).
+ENSURE_TIMING_COLUMNS = ("pass_id", "started", "manager", "duration")
 
 #: A task row whose status the schema does not know (hand-edited) is never rewritten.
 KNOWN_STATUS = "status IN (" + ",".join(f"'{v}'" for v in TASK_STATUSES) + ")"
@@ -312,6 +320,24 @@ STATEMENTS: list[Sql] = [
         .where(text(KNOWN_STATUS), f.json_valid("data"), tasks.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("delete_changes", lambda f: delete(changes).where(changes.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("delete_tasks", lambda f: delete(tasks).where(tasks.c.id.in_(_ids())), ("ids",), "ids"),
+    # Timings (engine.timings): a change's task runs, oldest first; one task's oldest runs trimmed; the
+    # newest rows of slow ensure passes kept.
+    Sql("task_timings_of_change", lambda f: select(
+        task_timings.c.task_id, tasks.c.kind, *_cols(task_timings, TASK_TIMING_COLUMNS[1:]))
+        .select_from(task_timings.join(tasks, tasks.c.id == task_timings.c.task_id))
+        .where(tasks.c.change_id == _b("cid")).order_by(task_timings.c.id), ("cid",)),
+    Sql("insert_task_timings", lambda f: insert(task_timings).values(_values(TASK_TIMING_COLUMNS)),
+        TASK_TIMING_COLUMNS),
+    Sql("trim_task_timings", lambda f: delete(task_timings).where(
+        task_timings.c.task_id == _b("tid"), task_timings.c.id.not_in(
+            select(task_timings.c.id).where(task_timings.c.task_id == _b("tid2"))
+            .order_by(task_timings.c.id.desc()).limit(_b("keep")).scalar_subquery())), ("tid", "tid2", "keep")),
+    Sql("ensure_timings", lambda f: select(*_cols(ensure_timings, ENSURE_TIMING_COLUMNS))
+        .order_by(ensure_timings.c.id)),
+    Sql("insert_ensure_timings", lambda f: insert(ensure_timings).values(_values(ENSURE_TIMING_COLUMNS)),
+        ENSURE_TIMING_COLUMNS),
+    Sql("trim_ensure_timings", lambda f: delete(ensure_timings).where(
+        ensure_timings.c.id <= select(func.max(ensure_timings.c.id)).scalar_subquery() - _b("keep")), ("keep",)),
     Sql("upsert_assertion", lambda f: f.upsert(assertions, ("type", "primary_key"), ASSERTION_COLUMNS),
         ASSERTION_COLUMNS),
 ]

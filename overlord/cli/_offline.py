@@ -90,4 +90,16 @@ def read_change(db: Path, change_id: str) -> dict[str, Any]:
         chg = st.change(change_id)
         if chg is None:
             raise CliError(f"cannot find change with id {change_id!r} in {db}")
-        return change_info(chg)
+        return change_info(chg, why=True)
+
+
+def read_timings(db: Path, change_id: str | None, ensure: str | None) -> list[dict[str, Any]]:
+    """read_timings returns, from a database file, what GET /v2/debug?aspect=change-timings answers."""
+    with opened(db) as st:
+        if ensure is not None:
+            return [p.to_json() for p in st.ensure_timings(None if ensure == "all" else ensure)]
+        assert change_id is not None
+        chg = st.change(change_id) if change_id.isdigit() else None
+        if chg is None:
+            raise CliError(f"cannot find change with id {change_id!r} in {db}")
+        return [t.to_json() for t in chg.timings()]

@@ -20,6 +20,8 @@ from ._output import FitTable, amount, plain, status_text, when
 _COLUMNS = ("ID", "Status", "Spawn", "Ready", "Summary")
 #: What goes first when the terminal is narrow: the spawn time, then the ready time.
 _DROP = ("Spawn", "Ready")
+#: Tasks whose why-not the tasks table leaves out: their log and the change's error say it.
+_SAID = ("Done", "Undone", "Error")
 
 
 def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
@@ -30,7 +32,11 @@ def changes_table(changes: list[dict[str, Any]], now: datetime | None = None, ab
 
 
 def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: bool = False) -> FitTable:
-    """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress."""
+    """tasks_table lists a change's tasks like `snap tasks`, with each task's id and progress.
+
+    Under the summary of a task that is not running, it says why (the daemon's "why"), unless the task is
+    Done, Undone or Error (its log and the change's error say it).
+    """
     rows = []
     for task in change["tasks"]:
         summary = plain(task["summary"])
@@ -38,6 +44,10 @@ def tasks_table(change: dict[str, Any], now: datetime | None = None, abs_time: b
         if task["status"] in ("Doing", "Undoing") and progress.get("total", 1) > 1:
             summary.append(plain(f" ({amount(progress['done'], progress['total'], progress.get('label') or '')})",
                                  "dim"))
+        why = task.get("why")
+        if isinstance(why, dict) and task["status"] not in _SAID:
+            summary.append("\n")
+            summary.append(plain(f"{why.get('reason', '?')}: {why.get('message', '')}", "dim"))
         rows.append([plain(task["id"]), status_text(task["status"]), plain(when(task.get("spawn-time"), now, abs_time)),
                      plain(when(task.get("ready-time"), now, abs_time)), summary])
     return FitTable(_COLUMNS, rows, flex="Summary", drop=_DROP)
@@ -57,6 +67,46 @@ def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: b
         parts.append(Rule(characters="."))
         parts.extend(plain(line) for line in str(change["err"]).splitlines())
     return Group(*parts)
+
+
+def why_table(tasks: list[dict[str, Any]]) -> FitTable:
+    """why_table lists tasks with why each is not running: id, status, kind, reason and message."""
+    rows = []
+    for task in tasks:
+        why = task.get("why")
+        text = "running" if not isinstance(why, dict) else f"{why.get('reason', '?')}: {why.get('message', '')}"
+        rows.append([plain(task["id"]), status_text(task["status"]), plain(task["kind"]), plain(text)])
+    return FitTable(("ID", "Status", "Kind", "Why"), rows, flex="Why")
+
+
+def timings_table(runs: list[dict[str, Any]], now: datetime | None = None, abs_time: bool = False) -> FitTable:
+    """timings_table lists the runs of a change's tasks (`debug timings ID`): task, kind, phase, attempt,
+    outcome, start and duration."""
+    rows = [[plain(r["task-id"]), plain(r["kind"]), plain(r["phase"]), plain(r["attempt"]), plain(r["outcome"]),
+             plain(when(r.get("started"), now, abs_time)), plain(seconds(r["duration"]))] for r in runs]
+    return FitTable(("Task", "Kind", "Phase", "Attempt", "Outcome", "Started", "Duration"), rows, flex="Kind",
+                    drop=("Started",))
+
+
+def ensure_table(passes: list[dict[str, Any]], manager: str | None, now: datetime | None = None,
+                 abs_time: bool = False) -> FitTable:
+    """ensure_table lists kept ensure passes (`debug timings --ensure NAME`): when, the pass's duration, and the
+    duration of each manager (of NAME only, unless it is None)."""
+    rows = []
+    for p in passes:
+        shown = [m for m in p["managers"] if manager is None or m["name"].lower() == manager.lower()]
+        managers = ", ".join(f"{m['name']} {seconds(m['duration'])}" for m in shown)
+        rows.append([plain(when(p.get("started"), now, abs_time)), plain(seconds(p["duration"])), plain(managers)])
+    return FitTable(("Started", "Pass", "Managers"), rows, flex="Managers")
+
+
+def seconds(value: float) -> str:
+    """seconds shows a duration in seconds as snapd's debug timings do: "12ms", "1.5s", "45us"."""
+    if value >= 1:
+        return f"{value:.3g}s"
+    if value >= 0.001:
+        return f"{value * 1000:.3g}ms"
+    return f"{value * 1_000_000:.0f}us"
 
 
 def warnings_table(warnings: list[dict[str, Any]], now: datetime | None = None,

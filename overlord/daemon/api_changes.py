@@ -57,7 +57,7 @@ def get_change(ctx: Context, req: ApiRequest) -> response.Reply:
         chg = st.change(cid)
         if chg is None:
             raise change_not_found(cid)
-        return response.sync(change_info(chg))
+        return response.sync(change_info(chg, why=True, runner=ctx.overlord.task_runner))
 
 
 def post_change(ctx: Context, req: ApiRequest) -> response.Reply:

@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from engine import Overlord, State, Status
+from engine import Overlord, State, StateEngine, Status, TaskRunner
 from engine.db import SCHEMA_HEAD, alembic_config
 from engine.errors import DatabaseError, EngineError, SchemaVersionError
 from engine.models import Base
@@ -54,7 +54,8 @@ from tests.support.schema import (
 #: The tables of 0007_coordination (events, concurrency slots, schedules).
 COORDINATION_TABLES = {"events", "event_waits", "concurrency_slots", "schedules", "schedule_runs"}
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
-                 "sequences", "assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES}
+                 "sequences", "assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES,
+                 "task_timings", "ensure_timings"}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,6 @@ def fill(st: State, clock: FakeClock) -> None:
         t2.join_lane(lane)
         t1.set("url", "https://example.com/foo")
         t1.logf("fetching %s", "foo")
-        t1.set_status(Status.DONE)
         t2.at(clock() + timedelta(hours=1))
         chg.add_task(t1)
         chg.add_task(t2)
@@ -98,6 +98,18 @@ def fill(st: State, clock: FakeClock) -> None:
         st.assertions.put("account", ["acme"], 2, "type: account\naccount-id: acme\n\nSIG",
                           {"type": "account", "account-id": "acme", "authority-id": "root"})
         st.emit("approval", {"ok": True})
+    # t1 done by its handler: one run, and one ensure pass kept (engine.timings), written by the next commit.
+    runner = TaskRunner(st)
+    runner.add_handler("download", lambda task, tomb: None)
+    engine = StateEngine(st)
+    engine.add_manager(runner)
+    engine.ensure_threshold = 0
+    engine.start_up()
+    engine.ensure()
+    runner.wait()
+    runner.stop()
+    with st:
+        st.set("timed", True)
 
 
 def filled_copy(src: Path, dst: Path, clock: FakeClock) -> Path:
@@ -369,8 +381,9 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
 
     alembic(db, "downgrade", "0001_initial")
     assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
-    # (0005's notices table goes too on the way down, 0006's change keys and 0007's tables.)
-    later = {"assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES}
+    # (0005's notices table goes too on the way down, 0006's change keys, 0007's tables and 0008's timings.)
+    later = {"assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES, "task_timings",
+             "ensure_timings"}
     assert tables(db) == (ENGINE_TABLES - later) | {"alembic_version"}
     # (and the sequence of notice ids with it).
     assert counts(db, without=later) == {

@@ -54,12 +54,14 @@ def test_the_json_is_the_daemons(tmp_path: Path) -> None:
     st = State.open(db, read_only=True)
     with st:
         expected = [change_info(c) for c in st.changes()]
+        expected_one = change_info(st.changes()[0], why=True)  # one change: each task's why, as the daemon's
     st.close()
     shown = run_overlord("changes", str(db), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == expected
     one = run_overlord("change", "1", str(db), "--json")
-    assert json.loads(one.stdout) == expected[0]
+    assert json.loads(one.stdout) == expected_one
+    assert [t["why"] and t["why"]["reason"] for t in expected_one["tasks"]] == ["failed", None]
     assert "err" in expected[0] and expected[0]["tasks"][0]["log"][0].endswith("ERROR broke")
 
 

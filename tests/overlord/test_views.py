@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from overlord.cli._views import change_view, changes_table, render, warnings_table
+from overlord.cli._views import change_view, changes_table, render, warnings_table, why_table
 from overlord.cli.cmd_snaps import outcome, snaps_table
 from overlord.cli.cmd_watch import watch_view
 
@@ -63,6 +63,14 @@ TALL = {**RUNNING, "id": "9", "summary": "Refresh 12 snaps", "tasks": [
     *(task(str(300 + i), "link-snap", f'Make snap "s{13 + i}" available to the system', "Do", 0, 1, ready=None)
       for i in range(12)),
 ]}
+#: The same change as GET /v2/changes/{id} gives it: why each task is not running.
+WHY = {**CHANGE, "tasks": [
+    {**CHANGE["tasks"][0], "why": None},
+    {**CHANGE["tasks"][1], "why": None},
+    {**CHANGE["tasks"][2], "why": {
+        "reason": "waiting-for-tasks", "message": "it waits for task 22 (download-snap, Doing)",
+        "tasks": [{"id": "22", "kind": "download-snap", "status": "Doing", "change": "7"}]}},
+]}
 CHANGES = [
     {**CHANGE, "id": "5", "summary": "Remove \"old\" snap", "status": "Done",
      "spawn-time": "2029-12-30T08:00:00.000000Z", "ready-time": "2029-12-30T08:00:05.000000Z"},
@@ -96,6 +104,8 @@ VIEWS = {
     "changes": lambda: changes_table(CHANGES, NOW),
     "changes-abs": lambda: changes_table(CHANGES, NOW, abs_time=True),
     "tasks": lambda: change_view(CHANGE, NOW),
+    "tasks-why": lambda: change_view(WHY, NOW),
+    "why": lambda: why_table([{**t, "why": t["why"]} for t in WHY["tasks"][1:]]),
     "warnings": lambda: warnings_table(WARNINGS, NOW),
     "watch": lambda: watch_view(CHANGE),
     "list": lambda: snaps_table(SNAPS),

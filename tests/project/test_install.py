@@ -27,7 +27,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
-EXTRAS = ("cli", "daemon", "system", "postgresql")
+EXTRAS = ("cli", "daemon", "system", "postgresql", "otel")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,12 @@ def test_each_extra_runs_its_entry_point(wheel: Path, tmp_path: Path, extra: str
         assert run.returncode == 0, run.stdout + run.stderr
         run = _run(venv, python, "-I", "-c", "import managers, overlord.daemon.factory", cwd=work)
         assert run.returncode == 0, run.stdout + run.stderr
+    elif extra == "otel":
+        # The SDK and the OTLP exporter the default OTEL_TRACES_EXPORTER (otlp) names, found by its entry point.
+        run = _run(venv, python, "-I", "-c", "import os\nos.environ['OTEL_TRACES_EXPORTER'] = 'otlp'\n"
+                   "from engine._otel import provider_from_environment\n"
+                   "provider_from_environment().shutdown()\nprint('otel ok')", cwd=work)
+        assert run.returncode == 0 and "otel ok" in run.stdout, run.stdout + run.stderr
     else:
         run = _run(venv, python, "-I", "-c", "import psycopg; from engine.store import postgresql", cwd=work)
         assert run.returncode == 0, run.stdout + run.stderr

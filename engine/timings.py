@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Timings: how long each run of a task's handlers took, and each manager in slow ensure passes (snapd's timings).
+
+The recorder notes every do and undo run as it records its outcome; the
+row is written by that same transaction (no commit of its own). The state
+engine notes the managers' durations of each ensure pass that took at least
+ENSURE_THRESHOLD; those rows wait in memory for the next commit, whatever it
+writes (an idle loop writes nothing). Both are bounded: the newest
+TASK_RUNS_KEEP runs of each task, the newest ENSURE_KEEP ensure rows (trimmed
+each time a tenth more were written, so up to 10% over). A
+change's runs go with it when it is pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import _time
+from ._records import Pending
+from .status import Status
+
+if TYPE_CHECKING:
+    from ._records import TaskRec
+    from ._work import Work
+    from .store import Store
+
+log = logging.getLogger("engine.tracing")
+
+#: TASK_RUNS_KEEP is how many runs of each task are kept (the newest).
+TASK_RUNS_KEEP = 20
+#: ENSURE_KEEP is how many rows of ensure passes are kept (the newest): 100 passes of 10 managers.
+ENSURE_KEEP = 1000
+#: ENSURE_THRESHOLD is how long an ensure pass must take, in all, for its managers' durations to be kept
+#: (seconds; snapd keeps no span under 5 ms either). StateEngine.ensure_threshold overrides it.
+ENSURE_THRESHOLD = 0.005
+
+#: How a run ended, by the task's status once its outcome was recorded.
+_OUTCOMES = {
+    Status.DONE: "done", Status.UNDONE: "undone", Status.ERROR: "error", Status.WAIT: "wait",
+    Status.DOING: "retry", Status.UNDOING: "retry", Status.DO: "retry",
+    Status.ABORT: "aborted", Status.UNDO: "aborted", Status.HOLD: "aborted",
+}
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """TaskTiming is one run of a task's do or undo handler.
+
+    outcome is how it ended: done, undone, retry (it runs again), wait,
+    error, or aborted (its change was aborted while it ran); attempt is 1 +
+    the task's attempts (retries) before this run.
+    """
+
+    task_id: str
+    kind: str
+    phase: str
+    attempt: int
+    outcome: str
+    started: datetime
+    duration: timedelta
+
+    def to_json(self) -> dict[str, Any]:
+        """to_json is the run as the API shows it (the duration in seconds)."""
+        return {"task-id": self.task_id, "kind": self.kind, "phase": self.phase, "attempt": self.attempt,
+                "outcome": self.outcome, "started": _stamp(self.started),
+                "duration": self.duration.total_seconds()}
+
+
+@dataclass(frozen=True)
+class EnsureTiming:
+    """EnsureTiming is one kept ensure pass: when it started and how long each manager's ensure() took."""
+
+    started: datetime
+    managers: tuple[tuple[str, timedelta], ...]
+
+    @property
+    def duration(self) -> timedelta:
+        """duration is the time of the whole pass (the managers' durations added up)."""
+        return sum((d for _, d in self.managers), timedelta(0))
+
+    def to_json(self) -> dict[str, Any]:
+        """to_json is the pass as the API shows it (durations in seconds)."""
+        return {"started": _stamp(self.started), "duration": self.duration.total_seconds(),
+                "managers": [{"name": name, "duration": d.total_seconds()} for name, d in self.managers]}
+
+
+class TimingBook:
+    """TimingBook holds the timings not written yet; a unit of work writes them with whatever else it commits.
+
+    Task runs are noted with the state lock held (the recorder); ensure
+    passes by the state engine's thread without it, under the book's own lock.
+    """
+
+    def __init__(self, w: Work) -> None:
+        self._w = w
+        self._mu = threading.Lock()
+        self.runs: Pending[tuple[Any, ...]] = Pending()
+        self.trim: Pending[int] = Pending()
+        # Rows of ensure passes (under _mu): written by the next commit, lost if it fails (they are only timings).
+        self._passes: list[tuple[str, str, str, float]] = []
+        # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
+        self._untrimmed = 0
+        self._seq = 0
+        #: tracer, when tracing is on (engine.tracing), makes a span of each run.
+        self.tracer: Any = None
+
+    def pendings(self) -> tuple[Pending[Any], ...]:
+        """pendings returns the write bookkeeping of task runs, for commit and rollback.
+
+        They never ask for a commit: the runs are written by the commit of their outcomes.
+        """
+        return self.runs, self.trim
+
+    def task_run(self, rec: TaskRec, phase: str, attempt: int, elapsed: float) -> None:
+        """task_run notes one run of rec's handler, once its outcome is applied (lock held)."""
+        started = self._w.now() - timedelta(seconds=elapsed)
+        outcome = _OUTCOMES.get(rec.status) or rec.status.value.lower()
+        # The sequence keeps two identical rows apart (Pending is a set).
+        self._seq += 1
+        self.runs.add((rec.id, phase, attempt, outcome, _text(started), elapsed, self._seq))
+        if self.tracer is not None:
+            try:
+                self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed)
+            except Exception as e:  # tracing must never fail the outcome it describes
+                log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
+        if attempt >= TASK_RUNS_KEEP:
+            self.trim.add(rec.id)
+
+    def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
+        """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
+        when = _time.to_text(started)
+        pass_id = secrets.token_hex(8)
+        with self._mu:
+            self._passes += [(pass_id, when, name, seconds) for name, seconds in durations]
+            if len(self._passes) > ENSURE_KEEP:  # no commit for long: the oldest go, as they would in the table
+                del self._passes[:-ENSURE_KEEP]
+
+    def flush(self, store: Store) -> None:
+        """flush writes what was noted into the open write transaction."""
+        if not (self.runs or self._passes):
+            return
+        with self._mu:
+            passes, self._passes = self._passes, []
+        runs = self.runs.take()
+        self._untrimmed += len(passes)
+        keep = None
+        if self._untrimmed >= max(1, ENSURE_KEEP // 10):
+            keep, self._untrimmed = ENSURE_KEEP, 0
+        store.save_timings([r[:6] for r in runs], self.trim.take(), TASK_RUNS_KEEP, passes, keep)
+
+    def task_timings(self, cid: int) -> list[TaskTiming]:
+        """task_timings are the runs of a change's tasks, oldest first."""
+        return [TaskTiming(str(tid), kind, phase, int(attempt), outcome, _time.from_text(started),
+                           timedelta(seconds=float(duration)))
+                for tid, kind, phase, attempt, outcome, started, duration in self._w.store.task_timings(cid)]
+
+    def ensure_timings(self, manager: str | None = None) -> list[EnsureTiming]:
+        """ensure_timings are the kept ensure passes, oldest first (those not written yet included); with
+        manager, only those in which that manager ran (its class name, in any case)."""
+        rows = list(self._w.store.ensure_timings())
+        with self._mu:
+            rows += self._passes
+        passes: dict[str, tuple[str, list[tuple[str, timedelta]]]] = {}
+        for pass_id, started, name, duration in rows:
+            passes.setdefault(pass_id, (started, []))[1].append((name, timedelta(seconds=float(duration))))
+        out = [EnsureTiming(_time.from_text(started), tuple(managers)) for started, managers in passes.values()]
+        if manager is not None:
+            wanted = manager.lower()
+            out = [p for p in out if any(name.lower() == wanted for name, _ in p.managers)]
+        return out
+
+
+def _text(when: datetime) -> str:
+    """_text is _time.to_text for a UTC time, by isoformat (three times faster than strftime: once per run)."""
+    return when.isoformat(timespec="microseconds")[:26] + "Z"
+
+
+def _stamp(when: datetime) -> str:
+    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"

@@ -1,0 +1,199 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""OpenTelemetry, optional: each change a trace, each task run a span (engine.tracing), with the SDK's exporters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import Overlord, Retry, Task, disable_tracing, enable_tracing, tracing_wanted
+from engine.testing import FakeClock
+from engine.tomb import Tomb
+
+otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import StatusCode  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("env", "wanted"), [
+    ({}, False),
+    ({"OTEL_SERVICE_NAME": "x"}, False),
+    ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+    ({"OTEL_TRACES_EXPORTER": "none"}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+    ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}, False),
+])
+def test_the_standard_variables_ask_for_traces(env: dict[str, str], wanted: bool) -> None:
+    assert tracing_wanted(env) is wanted
+
+
+@pytest.fixture
+def traced(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Overlord, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    o = Overlord(tmp_path / "state.db", clock=clock)
+    enable_tracing(o.state, tracer_provider=provider)
+    yield o, exporter
+    o.stop()
+    o.state.close()
+
+
+def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMemorySpanExporter],
+                                                    clock: FakeClock) -> None:
+    o, exporter = traced
+    runs = {"n": 0}
+
+    def flaky(task: Task, tomb: Tomb) -> None:
+        runs["n"] += 1
+        if runs["n"] == 1:
+            raise Retry(after=0.001)
+
+    def fail(task: Task, tomb: Tomb) -> None:
+        raise RuntimeError("disk on fire")
+
+    o.task_runner.add_handler("flaky", flaky, lambda task, tomb: None)
+    o.task_runner.add_handler("fail", fail)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        a, b = o.state.new_task("flaky", "a"), o.state.new_task("fail", "b")
+        b.wait_for(a)
+        chg.add_task(a)
+        chg.add_task(b)
+        cid, aid, bid = chg.id, a.id, b.id
+    o.settle(30, advance=clock.advance)
+    disable_tracing(o.state)  # the spans are made on a thread of their own: what is left is made now
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.parent is None]
+    assert root.name == "install"
+    assert dict(root.attributes or {}) == {"engine.change.id": cid, "engine.change.kind": "install",
+                                           "engine.change.summary": "Install foo", "engine.change.status": "Error"}
+    assert root.status.status_code is StatusCode.ERROR
+    runs_seen = [(s.name, dict(s.attributes or {})) for s in spans if s.parent is not None]
+    assert runs_seen == [
+        ("flaky", {"engine.task.id": aid, "engine.task.kind": "flaky", "engine.task.phase": "do",
+                   "engine.task.attempt": 1, "engine.task.outcome": "retry", "engine.change.id": cid}),
+        ("flaky", {"engine.task.id": aid, "engine.task.kind": "flaky", "engine.task.phase": "do",
+                   "engine.task.attempt": 2, "engine.task.outcome": "done", "engine.change.id": cid}),
+        ("fail", {"engine.task.id": bid, "engine.task.kind": "fail", "engine.task.phase": "do",
+                  "engine.task.attempt": 1, "engine.task.outcome": "error", "engine.change.id": cid}),
+        ("flaky", {"engine.task.id": aid, "engine.task.kind": "flaky", "engine.task.phase": "undo",
+                   "engine.task.attempt": 2, "engine.task.outcome": "undone", "engine.change.id": cid}),
+    ]
+    for span in spans:
+        assert span.context is not None and root.context is not None
+        assert span.context.trace_id == root.context.trace_id  # one trace
+        if span is not root:
+            assert span.parent is not None and span.parent.span_id == root.context.span_id
+            assert root.start_time is not None and root.end_time is not None
+            assert span.start_time is not None and span.end_time is not None
+            assert root.start_time <= span.start_time <= span.end_time
+    (failed,) = [s for s in spans if s.name == "fail"]
+    assert failed.status.status_code is StatusCode.ERROR and failed.status.description == "disk on fire"
+
+
+def test_a_change_left_unready_is_ended_when_tracing_stops(traced: tuple[Overlord, InMemorySpanExporter]) -> None:
+    o, exporter = traced
+
+    def later(task: Task, tomb: Tomb) -> None:
+        raise Retry(after=3600)
+
+    o.task_runner.add_handler("later", later)
+    with o.state:
+        chg = o.state.new_change("wait", "Wait an hour")
+        chg.add_task(o.state.new_task("later", "later"))
+    o.settle(30)
+    disable_tracing(o.state)  # the change is not ready: its span ends now
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["later", "wait"]
+    assert (spans[1].attributes or {})["engine.change.status"] == "unfinished"
+    disable_tracing(o.state)  # twice: nothing more
+
+
+def _child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    base["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**base, **env}, timeout=120, cwd=REPO)
+
+
+RUN_ONE = """
+    import sys, tempfile
+    from engine import Overlord
+    with tempfile.TemporaryDirectory() as d:
+        o = Overlord(d + "/state.db")
+        o.task_runner.add_handler("k", lambda task, tomb: None)
+        with o.state:
+            chg = o.state.new_change("install", "Install foo")
+            chg.add_task(o.state.new_task("k", "one"))
+        o.settle(30)
+        o.stop()
+        o.state.close()
+    print("otel loaded:", any(m.split(".")[0] == "opentelemetry" for m in sys.modules), file=sys.stderr)
+"""
+
+
+def test_the_standard_variables_export_through_the_sdk() -> None:
+    """OTEL_TRACES_EXPORTER=console: the SDK's console exporter prints the spans (JSON) as the overlord stops."""
+    p = _child(RUN_ONE, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="my-daemon")
+    assert p.returncode == 0, p.stderr
+    assert "otel loaded: True" in p.stderr
+    decoder, text, spans = json.JSONDecoder(), p.stdout.strip(), []
+    while text:
+        span, end = decoder.raw_decode(text)
+        spans.append(span)
+        text = text[end:].strip()
+    assert sorted(s["name"] for s in spans) == ["install", "k"]
+    assert all(s["resource"]["attributes"]["service.name"] == "my-daemon" for s in spans)
+    (run,) = [s for s in spans if s["name"] == "k"]
+    assert run["attributes"]["engine.task.outcome"] == "done" and run["attributes"]["engine.change.id"] == "1"
+
+
+def test_without_the_variables_nothing_is_imported() -> None:
+    p = _child(RUN_ONE)
+    assert p.returncode == 0, p.stderr
+    assert "otel loaded: False" in p.stderr and p.stdout == ""
+
+
+def test_without_the_extra_the_overlord_says_so_and_runs(tmp_path: Path) -> None:
+    code = "import sys\nsys.modules['opentelemetry'] = None  # as if the [otel] extra were not installed\n"
+    p = _child(code + textwrap.dedent(RUN_ONE), OTEL_TRACES_EXPORTER="otlp")
+    assert p.returncode == 0, p.stderr
+    assert "cannot trace: OpenTelemetry is not installed (opentelemetry is missing): " \
+           "pip install 'overlord-engine[otel]'; going on without traces" in p.stderr
+
+
+
+def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemorySpanExporter],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    o, _ = traced
+
+    class Broken:
+        def task_run(self, *args: object) -> None:
+            raise RuntimeError("exporter on fire")
+
+        def close(self) -> None:
+            pass
+
+    disable_tracing(o.state)
+    o.state._uow.timings.tracer = Broken()
+    o.task_runner.add_handler("k", lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        chg.add_task(o.state.new_task("k", "one"))
+    o.settle(30)
+    with o.state:
+        assert chg.status.value == "Done"
+        assert [t.outcome for t in chg.timings()] == ["done"]
+    assert "cannot trace the run of task 1 (k): RuntimeError: exporter on fire" in caplog.text
