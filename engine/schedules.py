@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _time
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.schedules")
 
 Missed = Literal["skip", "once"]
+#: RUN_RETENTION is how long the record of a slot's run is kept (its key guards the slot only while it is due).
+RUN_RETENTION = timedelta(days=7)
 #: The most missed slots a schedule's catch-up looks through (a minutely cron after years down stops there).
 _MAX_MISSED = 100_000
 
@@ -234,6 +236,7 @@ class ScheduleManager:
     def __init__(self, state: State) -> None:
         self._st = state
         self._lookout = Lookout()
+        self._next_prune: datetime | None = None
 
     def ensure(self) -> None:
         """ensure runs the due schedules and asks for a pass at the next slot."""
@@ -251,6 +254,10 @@ class ScheduleManager:
             if due is not None:
                 st.ensure_before(max(0.0, (due - now).total_seconds()))
             self._lookout.looked(st, due)
+            if self._next_prune is None or now >= self._next_prune:
+                self._next_prune = now + timedelta(hours=1)
+                begin_write(w)
+                store.execute(store.sql["delete_old_schedule_runs"], (_time.to_text(now - RUN_RETENTION),))
 
     def _due(self, w: UnitOfWork, name: str, now: datetime) -> None:
         store = sql_store(w.store)

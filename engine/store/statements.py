@@ -455,6 +455,8 @@ STATEMENTS += [
     Sql("delete_schedule", lambda f: delete(schedules).where(schedules.c.name == _b("name")), ("name",)),
     Sql("set_schedule_run_change", lambda f: update(schedule_runs).values(change_id=_b("change_id")).where(
         schedule_runs.c.name == _b("name"), schedule_runs.c.slot == _b("slot")), ("change_id", "name", "slot")),
+    Sql("delete_old_schedule_runs", lambda f: delete(schedule_runs).where(schedule_runs.c.time < _b("before")),
+        ("before",)),
     Sql("insert_schedule_run", lambda f: f.insert_ignore(schedule_runs).values(
         _values(("name", "slot", "change_id", "time"))), ("name", "slot", "change_id", "time")),
 ]

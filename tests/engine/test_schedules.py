@@ -9,6 +9,7 @@ hosts (PostgreSQL, three overlords passing at once).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -241,3 +242,21 @@ def test_schedules_are_listed_with_their_next_time(ov: Overlord) -> None:
         got = [s.to_json() for s in ov.state.schedules()]
     assert [(s["name"], s["next-time"], s["missed"]) for s in got] == [
         ("a", "2030-01-07T10:00:00.000000Z", "once"), ("b", "2030-01-02T03:00:00.000000Z", "skip")]
+
+
+def test_the_records_of_old_runs_are_deleted_after_a_week(tmp_path: Path, clock: FakeClock) -> None:
+    db = tmp_path / "state.db"
+    o = _open({"path": db}, clock)
+    try:
+        with o.state:
+            o.state.add_schedule("daily", "0 3 * * *", TEMPLATE)
+        for _ in range(9):
+            clock.advance(days=1)
+            o.settle(TIMEOUT)
+        with sqlite3.connect(db) as conn:
+            slots = [r[0] for r in conn.execute("SELECT slot FROM schedule_runs ORDER BY slot")]
+        assert len(made(o)) == 9
+        assert slots[0] >= "2030-01-03" and len(slots) == 8, slots  # run more than a week ago: gone
+    finally:
+        o.stop()
+        o.state.close()

@@ -105,7 +105,10 @@ def test_three_hosts_never_run_more_than_the_limit_at_once(pg_url: str, tmp_path
     _create(pg_url, 30)
     journal, stderr = tmp_path / "journal", tmp_path / "stderr"
     journal.touch()
-    procs = [_host(pg_url, journal, stderr, 3, 5.0) for _ in range(3)]
+    go = tmp_path / "go"
+    procs = [_host(pg_url, journal, stderr, 3, 5.0, "--go", str(go), "--sleep-ms", "20") for _ in range(3)]
+    _wait_for(lambda: sum(1 for line in _lines(journal) if line[3] == "ready") == 3, "every host to be up")
+    go.touch()  # all three claim from the start
     _wait(procs, stderr)
     assert _statuses(pg_url) == [Status.DONE] * 30
     lines = _lines(journal)

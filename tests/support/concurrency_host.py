@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A runner host for tests/test_concurrency_hosts.py: runs the tasks of kind "slot" under a concurrency key.
+"""A runner host for tests/reliability/test_concurrency_hosts.py: runs the tasks of kind "slot" under a concurrency key.
 
-``python -m tests.support.concurrency_host --url URL --journal FILE --limit N --lease S [--hang]``
+``python -m tests.support.concurrency_host --url URL --journal FILE --limit N --lease S [--hang] [--go FILE]``
 opens an Overlord on URL, limits kind "slot" to N at once with key "k",
 and runs until change 1 is ready. Each handler run appends "<ns> <pid>
 <task> start" and "... end" to the journal (O_APPEND, one write per line,
@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--sleep-ms", type=float, default=10.0)
     p.add_argument("--hang", action="store_true")
     p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument("--go", help="start the loop once this file exists (journal says ready before)")
     args = p.parse_args()
     fd = os.open(args.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -49,9 +50,17 @@ def main() -> int:
     o = Overlord(url=args.url, lease=args.lease, workers=8)
     o.task_runner.add_handler("slot", slot)
     o.task_runner.set_concurrency("slot", "k", args.limit)
-    o.loop()
-    journal(fd, "-", "ready")
     try:
+        if args.go:
+            journal(fd, "-", "ready")
+            deadline = time.monotonic() + args.timeout
+            while not os.path.exists(args.go):  # the test's go: every host is up (an event, polled)
+                if time.monotonic() > deadline:
+                    return 1
+                time.sleep(0.01)
+        o.loop()
+        if not args.go:
+            journal(fd, "-", "ready")
         with o.state:
             chg = o.state.change("1")
         assert chg is not None
