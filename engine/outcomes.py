@@ -110,8 +110,16 @@ class OutcomeRecorder:
     """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
     def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
-                 quarantine: Callable[[int], None], leases: Leases | None = None) -> None:
+                 quarantine: Callable[[int], None], leases: Leases | None = None, *,
+                 hand_on: Callable[[list[Run]], bool] | None = None,
+                 start: Callable[[Run], None] | None = None) -> None:
         self._st = state
+        # The runner's: claim what a batch made runnable, in its unit of work (and whether that
+        # left nothing for an ensure pass); start a claimed run once committed.
+        self._hand_on = hand_on
+        self._start = start
+        # Whether an outcome of the unit of work asked for an ensure pass (sent unless handed on).
+        self._want_pass = False
         self._leases = leases
         self._w = state._uow
         self._r = runs
@@ -202,9 +210,12 @@ class OutcomeRecorder:
         While the database is busy or full the recorded outcomes stay in
         memory, their tasks still count as running, and the commit is
         retried with backoff; a batch that cannot be committed for another
-        reason is recorded one outcome at a time.
+        reason is recorded one outcome at a time. The tasks the outcomes made
+        runnable may be claimed in the same transaction (the runner's
+        hand_on) and are started once it is committed.
         """
         recorded = False
+        started: list[Run] = []
 
         def record() -> None:
             nonlocal recorded
@@ -212,6 +223,7 @@ class OutcomeRecorder:
                 with self._st:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
+                        self._want_pass = False
                         self._prefetch(batch)
                         try:
                             for run in batch:
@@ -219,24 +231,57 @@ class OutcomeRecorder:
                         finally:
                             if self._leases is not None:
                                 self._leases.forget()
-                    # The workers are free again as of this transaction: a pass
-                    # (which reads the runs under the state lock) sees them free
-                    # exactly when it sees the outcomes committed.
-                    self._release(batch)
+                        # The workers are free again as of this transaction: a pass
+                        # (which reads the runs under the state lock) sees them free
+                        # exactly when it sees the outcomes committed.
+                        self._release(batch)
+                        self._wake(self._hand_on is not None and self._hand_on(started))
+                    else:
+                        self._release(batch)
             except DatabaseConflictError:
                 recorded = False  # rolled back: record them again on what the database holds now
+                self._drop(started)
                 self._hold(batch)
                 raise
 
         try:
             self._retry_while_kept(record)
         except DatabaseError as e:
+            self._drop(started)
             # The unit was rolled back: record each outcome on its own, so
             # that one that cannot be committed fails only its task.
             log.error("cannot commit the outcomes of tasks %s (%s); recording them one by one",
                       [r.tid for r in batch], e)
             for run in batch:
                 self._commit_alone(run)
+            return
+        except BaseException:
+            self._drop(started)
+            raise
+        if started and self._start is not None:
+            with self._r.lock:
+                stopping = self._r.stopping
+            for run in started:
+                if stopping:
+                    run.tomb.kill()  # claimed as stop() began: it runs with its tomb dead, as at a pass
+                self._start(run)
+
+    def _wake(self, handed_on: bool) -> None:
+        """_wake asks for the ensure pass the outcomes asked for, unless what they made runnable was handed on."""
+        if self._want_pass and not handed_on:
+            self._st.ensure_before(0)
+        self._want_pass = False
+
+    def _drop(self, started: list[Run]) -> None:
+        """_drop forgets the runs claimed in a unit of work that was not committed (their tasks run later)."""
+        if not started:
+            return
+        with self._r.lock:
+            for run in started:
+                if self._r.runs.get(run.tid) is run:
+                    del self._r.runs[run.tid]
+            self._r.idle.notify_all()
+        started.clear()
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database."""
@@ -265,7 +310,9 @@ class OutcomeRecorder:
                 with self._st:
                     if not recorded:
                         recorded = True
+                        self._want_pass = False
                         self._record_or_fail(run)
+                        self._wake(False)
                     self._release([run])
             except DatabaseConflictError:
                 recorded = False
@@ -372,7 +419,7 @@ class OutcomeRecorder:
             rec.undoing_time += run.elapsed
         w.dirty_task(rec)
         if self._r.some_blocked or self._r.starved:
-            self._st.ensure_before(0)  # blocked or waiting tasks may start now
+            self._want_pass = True  # blocked or waiting tasks may start now
         scheduled = False
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._r.stopping:
@@ -423,7 +470,7 @@ class OutcomeRecorder:
             w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
             self._st.ensure_before(0)
         elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
-            self._st.ensure_before(0)
+            self._want_pass = True  # what waits for it may run now
 
     def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
         """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""

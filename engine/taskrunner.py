@@ -67,7 +67,10 @@ class TaskRunner:
         self._r = Runs()
         # Several hosts on one database: claims under leases (engine.leases).
         self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
-        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases)
+        # While an Overlord loops: the recorder claims the next tasks in its own unit of work (hand_on).
+        self._hand_on_enabled = False
+        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases,
+                                         hand_on=self._hand_on, start=self._start)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
@@ -235,19 +238,37 @@ class TaskRunner:
         w.flush()
         running = [run.task for run in runs.values()]
         free = self._size - len(runs)
+        candidates = (
+            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
+            (store.runnable_undo, None),
+            (store.runnable_do, None),
+        )
+        free, next_time = self._claim_from(candidates, runs, started, running, free, now)
+        if self._leases is not None:
+            store.release_claims(list(runs))  # the tasks running here keep theirs
+        if free > 0:
+            free = self._claim_cleanups(runs, started, free)
+        if next_time is not None:
+            self._st.ensure_before((next_time - now).total_seconds())
+
+    def _claim_from(self, candidates: Any, runs: dict[int, Run], started: list[Run], running: list[Task],
+                    free: int, now: datetime) -> tuple[int, datetime | None]:
+        """_claim_from claims the runnable tasks the candidate queries find, as many as free workers.
+
+        Each candidate is (query(after, limit), size() or None: a little more than the free workers).
+        It returns the workers left free and the earliest at-time of a task not due yet.
+        """
+        w = self._w
         next_time: datetime | None = None
+        starved = False
+
         # Fetch a little more than the free workers can take: enough to see
         # that tasks were left, without loading a big fan-out at every pass.
         def few() -> int:
             return min(_PAGE, max(free, 0) + 16)
 
-        candidates = (
-            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
-            (store.runnable_undo, few),
-            (store.runnable_do, few),
-        )
         for query, size in candidates:
-            for row in _pages(query, size):
+            for row in _pages(query, size or few):
                 rec = self._load(row)
                 if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
                     continue
@@ -266,7 +287,7 @@ class TaskRunner:
                     next_time = rec.at_time if next_time is None else min(next_time, rec.at_time)
                     continue
                 if free <= 0:
-                    self._r.starved = True
+                    starved = self._r.starved = True
                     break
                 task = w.task_handle(rec)
                 if self._held_back(rec, task, running):
@@ -277,14 +298,54 @@ class TaskRunner:
                 started.append(run)
                 running.append(task)
                 free -= 1
-            if self._r.starved:
+            if starved:
                 break
-        if self._leases is not None:
-            store.release_claims(list(runs))  # the tasks running here keep theirs
-        if free > 0:
-            free = self._claim_cleanups(runs, started, free)
+        return free, next_time
+
+    def set_hand_on(self, enabled: bool) -> None:
+        """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
+
+        The Overlord's loop turns it on: the next task of a chain is claimed
+        in the unit of work that records the outcome of the one before (one
+        synced commit per step, no intermediate status of the change) and
+        started right after that commit, without an ensure pass in between.
+        Off (the default, and under settle), a runner driven by hand with
+        ensure() and wait() runs one step per pass, as snapd's does.
+        """
+        self._hand_on_enabled = enabled
+
+    def _hand_on(self, started: list[Run]) -> bool:
+        """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
+
+        It returns whether nothing is left for an ensure pass to start: then
+        the loop is not woken for the tasks that became Done or Undone. What
+        it leaves (a task held back by a blocked predicate, a dropped cache,
+        another host's work) is left to an ensure pass, as before.
+        """
+        w = self._w
+        if not self._hand_on_enabled or self._leases is not None or self._generation != w.generation \
+                or w.blockers_suspect:
+            return False
+        with self._r.lock:
+            if self._r.stopped:
+                return False
+            runs = dict(self._r.runs)
+        store = w.store
+        w.flush(statuses=False)  # the outcomes, and the recount of what waited for them
+        now = w.now()
+        self._r.some_blocked = False  # asked again below, for the tasks runnable now
+        with self._recorder.hooks_guarded() as failures:
+            running = [run.task for run in runs.values()]
+            _, next_time = self._claim_from(((store.runnable_undo, None), (store.runnable_do, None)), runs, started,
+                                            running, self._size - len(runs), now)
+            if failures:
+                self._hooks_failed(failures, started)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
+        if self._r.some_blocked:
+            return False  # a task held back: a pass asks again, as after every outcome while some are
+        w.handed_on()
+        return True
 
     def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None:
         """_hooks_failed deals with status hooks that raised during the pass: only their task is concerned.

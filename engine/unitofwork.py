@@ -112,6 +112,10 @@ class UnitOfWork:
         # edges (the runner looks there for dependency cycles; None: look
         # everywhere, as after opening or a write by another connection).
         self._runnable = False
+        # Whether tasks became Done or Undone: what waits for them may run now.
+        # A runner that claimed, in this same unit, what they made runnable
+        # says so (handed_on): then the loop need not wake for it.
+        self._unblocked = False
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
         self.new_waits: set[int] | None = None
@@ -168,7 +172,7 @@ class UnitOfWork:
             pending.clear()
         self._became_ready.clear()
         self._owned.clear()
-        self._runnable = False
+        self._runnable = self._unblocked = False
         self.notices.repeated = False
         self.forget()
         self.sync_sequences()
@@ -180,8 +184,13 @@ class UnitOfWork:
         stored = self.store.sequences(quiet=self.read_only)
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
-    def flush(self) -> None:
-        """flush writes what changed into the open write transaction."""
+    def flush(self, statuses: bool = True) -> None:
+        """flush writes what changed into the open write transaction.
+
+        statuses False leaves the changes' rows and statuses to the next
+        flush: a runner handing tasks on in this unit of work (the change
+        never shows the status between the two).
+        """
         if not self.pending():
             return
         store = self.store
@@ -212,13 +221,13 @@ class UnitOfWork:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
-        if self.store.shared:
-            pass  # the changes are settled at commit, under their row locks (engine.shared)
+        if self.store.shared or not statuses:
+            pass  # settled at commit (shared stores: under their row locks, engine.shared)
         elif self._dirty_changes:
             recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched and not self.store.shared:
+        if self._touched and statuses and not self.store.shared:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self.changes.get(cid)
@@ -286,7 +295,7 @@ class UnitOfWork:
                 self.notices.flush(self.store)  # the change-update notices settling added
             if self.notices.repeated:
                 self.store.notify_notices = True  # other hosts' notice waiters wake (shared stores)
-            if self._runnable:
+            if self._runnable or self._unblocked:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
         except BaseException as e:
@@ -320,8 +329,8 @@ class UnitOfWork:
         if self.notices.repeated:
             self.notices.repeated = False
             self.notices_woken = True
-        if self._runnable:
-            self._runnable = False
+        if self._runnable or self._unblocked:
+            self._runnable = self._unblocked = False
             if self.work_hook is not None:
                 self.woken = True
         ready, self._became_ready = self._became_ready, []
@@ -410,7 +419,9 @@ class UnitOfWork:
         rec.status = new
         if (old is Status.DONE) != (new is Status.DONE):
             self._done_flips.add(rec.id)
-        if new not in _CLAIMED:
+        if new is Status.DONE or new is Status.UNDONE:
+            self._unblocked = True  # what waits for it may run now (unless a runner hands it on: handed_on)
+        elif new not in _CLAIMED:
             self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
             rec.ready_time = self.now()
@@ -466,6 +477,7 @@ class UnitOfWork:
 
     def mark_ready(self, crec: ChangeRec) -> None:
         if crec.ready_time is None:
+            self._runnable = True  # its cleanups may run now: an ensure pass claims them
             crec.ready_time = self.now()
             self.dirty_change(crec)
             self._became_ready.append(crec.id)
@@ -526,6 +538,10 @@ class UnitOfWork:
         """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
         if self.store.shared:
             self._ended.add(tid)
+
+    def handed_on(self) -> None:
+        """handed_on says that what the tasks done in this unit made runnable was claimed in it (no pass needed)."""
+        self._unblocked = False
 
     def note_runnable(self) -> None:
         """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""
