@@ -11,6 +11,7 @@ waiting to be recorded, and the conditions that signal them).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import traceback
@@ -96,6 +97,8 @@ class Runs:
         self.outcomes: list[Run] = []
         #: uncommitted counts the outcomes taken by the recorder and not committed yet.
         self.uncommitted = 0
+        #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
+        self.recording = False
         self.stopped = False
         self.stopping = False
         #: abandoned: stop() gave up on handlers that did not return.
@@ -139,20 +142,81 @@ class OutcomeRecorder:
             w.set_task_status(rec, Status.UNDO)
             self._st.ensure_before(0)
 
-    def report(self, run: Run) -> None:
-        """report hands a finished run to the recorder thread (starting it if needed)."""
+    def report(self, run: Run, *, inline: bool = False) -> Run | None:
+        """report hands a finished run over to be recorded.
+
+        inline (a worker thread, after a sync handler): when no thread is
+        recording, this one records, the batch of its outcome and those that
+        come meanwhile, and returns a run it claimed for this thread to run
+        next (the next task of a chain, with no thread woken in between).
+        Otherwise, and for async handlers, the recorder thread records it
+        (started if needed).
+        """
         with self._r.lock:
             if self._r.abandoned:
                 log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
                             run.tid, run.kind)
                 if self._r.runs.get(run.tid) is run:
                     del self._r.runs[run.tid]
-                return
+                return None
             self._r.outcomes.append(run)
-            self._r.have_outcomes.notify()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
-                self._thread.start()
+            if not inline or self._r.recording:
+                self._r.have_outcomes.notify()
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
+                    self._thread.start()
+                return None
+            self._r.recording = True
+        return self._lead()
+
+    def _lead(self) -> Run | None:
+        """_lead records batches on this worker thread until none is left; it returns a run to execute here."""
+        kept: Run | None = None
+        while True:
+            batch = self._take()
+            if batch is None:
+                return kept
+            if kept is not None:
+                self._start_run(kept)  # more outcomes came: not held back while they are recorded
+                kept = None
+            for run in self._record_batch(batch):
+                if kept is None and run.phase != "cleanup" and not inspect.iscoroutinefunction(run.fn):
+                    kept = run
+                else:
+                    self._start_run(run)
+
+    def _take(self) -> list[Run] | None:
+        """_take takes the outcomes to record (None: none left, and this thread no longer records)."""
+        with self._r.lock:
+            if not self._r.outcomes or self._r.abandoned:
+                self._r.recording = False
+                if self._r.outcomes:
+                    self._r.have_outcomes.notify()
+                return None
+            batch, self._r.outcomes = self._r.outcomes, []
+            self._r.uncommitted += len(batch)
+            return batch
+
+    def _record_batch(self, batch: list[Run]) -> list[Run]:
+        """_record_batch commits a batch of outcomes; it returns the runs claimed with them, to start."""
+        started: list[Run] = []
+        try:
+            self._commit_batch(batch, started)
+        except BaseException:
+            log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
+            self._release(batch)
+        finally:
+            with self._r.lock:
+                self._r.uncommitted -= len(batch)
+                self._r.idle.notify_all()
+        return started
+
+    def _start_run(self, run: Run) -> None:
+        with self._r.lock:
+            if self._r.stopping:
+                run.tomb.kill()  # claimed as stop() began: it runs with its tomb dead, as at a pass
+        if self._start is not None:
+            self._start(run)
 
     def _record_loop(self) -> None:
         """_record_loop applies finished handlers' outcomes, one transaction per batch.
@@ -162,22 +226,15 @@ class OutcomeRecorder:
         """
         while True:
             with self._r.lock:
-                while not self._r.outcomes:
+                while not self._r.outcomes or self._r.recording:
                     if self._r.abandoned or (self._r.stopped and not self._r.runs and not self._r.uncommitted):
                         self._thread = None
                         return
                     self._r.have_outcomes.wait(1.0)
-                batch, self._r.outcomes = self._r.outcomes, []
-                self._r.uncommitted += len(batch)
-            try:
-                self._commit_batch(batch)
-            except BaseException:
-                log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
-                self._release(batch)
-            finally:
-                with self._r.lock:
-                    self._r.uncommitted -= len(batch)
-                    self._r.idle.notify_all()
+                self._r.recording = True
+            while (batch := self._take()) is not None:
+                for run in self._record_batch(batch):
+                    self._start_run(run)
 
     def _prefetch(self, batch: list[Run]) -> None:
         """_prefetch loads, on a shared store, the batch's tasks, their edges and lanes and their leases at once.
@@ -204,7 +261,7 @@ class OutcomeRecorder:
                 if self._r.runs.get(run.tid) is run:
                     del self._r.runs[run.tid]
 
-    def _commit_batch(self, batch: list[Run]) -> None:
+    def _commit_batch(self, batch: list[Run], started: list[Run]) -> None:
         """_commit_batch records a batch of outcomes in one transaction.
 
         While the database is busy or full the recorded outcomes stay in
@@ -215,7 +272,6 @@ class OutcomeRecorder:
         hand_on) and are started once it is committed.
         """
         recorded = False
-        started: list[Run] = []
 
         def record() -> None:
             nonlocal recorded
@@ -258,13 +314,6 @@ class OutcomeRecorder:
         except BaseException:
             self._drop(started)
             raise
-        if started and self._start is not None:
-            with self._r.lock:
-                stopping = self._r.stopping
-            for run in started:
-                if stopping:
-                    run.tomb.kill()  # claimed as stop() began: it runs with its tomb dead, as at a pass
-                self._start(run)
 
     def _wake(self, handed_on: bool) -> None:
         """_wake asks for the ensure pass the outcomes asked for, unless what they made runnable was handed on."""
@@ -285,20 +334,40 @@ class OutcomeRecorder:
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database."""
+        def retryable(e: BaseException) -> bool:
+            return keeps_work(e) or isinstance(e, DatabaseConflictError)
+
+        # The first attempt runs without the policy (building it costs more than a commit's Python);
+        # a refused one is handed to the policy as its first attempt, not run again.
+        try:
+            fn()
+            return
+        except BaseException as e:
+            if not retryable(e):
+                raise
+            first: BaseException | None = e
+
+        def attempt() -> None:
+            nonlocal first
+            if first is not None:
+                refused, first = first, None
+                raise refused
+            fn()
+
         def wait(rs: tenacity.RetryCallState) -> float:
             # A conflict with another host clears in milliseconds; a busy or full database takes longer.
             conflict = rs.outcome is not None and isinstance(rs.outcome.exception(), DatabaseConflictError)
             return float(min(30.0, (0.01 if conflict else 0.5) * 2 ** min(rs.attempt_number, 12)))
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda e: keeps_work(e) or isinstance(e, DatabaseConflictError)),
+            retry=tenacity.retry_if_exception(retryable),
             wait=wait,
             stop=lambda rs: self._r.abandoned,
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
             reraise=True,
         )
-        retrying(fn)
+        retrying(attempt)
 
     def _commit_alone(self, run: Run) -> None:
         """_commit_alone records one outcome in its own transaction; failing that, fails its task."""

@@ -331,19 +331,27 @@ class TaskRunner:
                 return False
             runs = dict(self._r.runs)
         store = w.store
+        queries = []
+        if Status.UNDONE in w.unblocked:
+            queries.append((store.runnable_undo, None))
+        if Status.DONE in w.unblocked:
+            queries.append((store.runnable_do, None))
+        if not queries:
+            return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
         w.flush(statuses=False)  # the outcomes, and the recount of what waited for them
         now = w.now()
         self._r.some_blocked = False  # asked again below, for the tasks runnable now
         with self._recorder.hooks_guarded() as failures:
             running = [run.task for run in runs.values()]
-            _, next_time = self._claim_from(((store.runnable_undo, None), (store.runnable_do, None)), runs, started,
-                                            running, self._size - len(runs), now)
+            _, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now)
             if failures:
                 self._hooks_failed(failures, started)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
-        if self._r.some_blocked:
-            return False  # a task held back: a pass asks again, as after every outcome while some are
+        if self._r.some_blocked or self._r.starved:
+            # A task held back, or more runnable than free workers (Doing ones left from before a
+            # restart, cleanups): a pass asks again, as after every outcome while some are.
+            return False
         w.handed_on()
         return True
 
@@ -541,17 +549,21 @@ class TaskRunner:
             self._workers.submit(lambda: self._execute(run))
 
     def _execute(self, run: Run) -> None:
-        t0 = time.monotonic()
-        try:
-            result = run.fn(run.task, run.tomb)
-            if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
-                asyncio.run(_await(result))
-            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
-                raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
-        except BaseException as e:  # the dispatch ladder in _record decides
-            run.outcome = e
-        run.elapsed = time.monotonic() - t0
-        self._recorder.report(run)
+        next_run: Run | None = run
+        while next_run is not None:
+            run = next_run
+            t0 = time.monotonic()
+            try:
+                result = run.fn(run.task, run.tomb)
+                if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
+                    asyncio.run(_await(result))
+                elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                    raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
+            except BaseException as e:  # the dispatch ladder in _record decides
+                run.outcome = e
+            run.elapsed = time.monotonic() - t0
+            # This thread may record the outcome itself and run the next task of a chain here.
+            next_run = self._recorder.report(run, inline=True)
 
     async def _execute_async(self, run: Run) -> None:
         t0 = time.monotonic()

@@ -112,10 +112,10 @@ class UnitOfWork:
         # edges (the runner looks there for dependency cycles; None: look
         # everywhere, as after opening or a write by another connection).
         self._runnable = False
-        # Whether tasks became Done or Undone: what waits for them may run now.
-        # A runner that claimed, in this same unit, what they made runnable
-        # says so (handed_on): then the loop need not wake for it.
-        self._unblocked = False
+        #: unblocked: Done and/or Undone, when tasks moved there in this unit: what waits for them
+        #: (or what they wait for) may run now. A runner that claimed, in this same unit, what they
+        #: made runnable says so (handed_on): then the loop need not wake for it.
+        self.unblocked: set[Status] = set()
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
         self.new_waits: set[int] | None = None
@@ -172,7 +172,8 @@ class UnitOfWork:
             pending.clear()
         self._became_ready.clear()
         self._owned.clear()
-        self._runnable = self._unblocked = False
+        self._runnable = False
+        self.unblocked.clear()
         self.notices.repeated = False
         self.forget()
         self.sync_sequences()
@@ -295,7 +296,7 @@ class UnitOfWork:
                 self.notices.flush(self.store)  # the change-update notices settling added
             if self.notices.repeated:
                 self.store.notify_notices = True  # other hosts' notice waiters wake (shared stores)
-            if self._runnable or self._unblocked:
+            if self._runnable or self.unblocked:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
         except BaseException as e:
@@ -329,8 +330,9 @@ class UnitOfWork:
         if self.notices.repeated:
             self.notices.repeated = False
             self.notices_woken = True
-        if self._runnable or self._unblocked:
-            self._runnable = self._unblocked = False
+        if self._runnable or self.unblocked:
+            self._runnable = False
+            self.unblocked.clear()
             if self.work_hook is not None:
                 self.woken = True
         ready, self._became_ready = self._became_ready, []
@@ -420,7 +422,7 @@ class UnitOfWork:
         if (old is Status.DONE) != (new is Status.DONE):
             self._done_flips.add(rec.id)
         if new is Status.DONE or new is Status.UNDONE:
-            self._unblocked = True  # what waits for it may run now (unless a runner hands it on: handed_on)
+            self.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
         elif new not in _CLAIMED:
             self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
@@ -541,7 +543,7 @@ class UnitOfWork:
 
     def handed_on(self) -> None:
         """handed_on says that what the tasks done in this unit made runnable was claimed in it (no pass needed)."""
-        self._unblocked = False
+        self.unblocked.clear()
 
     def note_runnable(self) -> None:
         """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""
