@@ -291,7 +291,7 @@ class OutcomeRecorder:
                         # (which reads the runs under the state lock) sees them free
                         # exactly when it sees the outcomes committed.
                         self._release(batch)
-                        self._wake(self._hand_on is not None and self._hand_on(started))
+                        self._wake(self._handed_on(batch, started))
                     else:
                         self._release(batch)
             except DatabaseConflictError:
@@ -314,6 +314,20 @@ class OutcomeRecorder:
         except BaseException:
             self._drop(started)
             raise
+
+    def _handed_on(self, batch: list[Run], started: list[Run]) -> bool:
+        """_handed_on asks the runner to hand on what the batch made runnable; it never raises an Exception.
+
+        What it claimed before a failure is committed with the outcomes and started; the outcomes are
+        recorded whatever happens (the loop then passes, as without it).
+        """
+        if self._hand_on is None:
+            return False
+        try:
+            return self._hand_on(started)
+        except Exception:
+            log.exception("internal error: cannot hand on the tasks after those of outcomes %s", [r.tid for r in batch])
+            return False
 
     def _wake(self, handed_on: bool) -> None:
         """_wake asks for the ensure pass the outcomes asked for, unless what they made runnable was handed on."""

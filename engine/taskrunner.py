@@ -338,7 +338,8 @@ class TaskRunner:
             queries.append((store.runnable_do, None))
         if not queries:
             return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
-        w.flush(statuses=False)  # the outcomes, and the recount of what waited for them
+        if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
+            return False  # the commit writes them (or keeps them) as ever; a pass hands on later
         now = w.now()
         self._r.some_blocked = False  # asked again below, for the tasks runnable now
         with self._recorder.hooks_guarded() as failures:

@@ -309,16 +309,7 @@ class UnitOfWork:
                 raise DatabaseError(f"cannot commit to state database {self.target}: {reason}; "
                                     "the unit of work was rolled back") from e
             # Keep everything in memory for the next commit: nothing is lost.
-            self.store.rollback()
-            for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
-                rec = self.changes.get(cid)
-                if rec is not None and rec.db_status is not None:
-                    rec.db_status = Status.DEFAULT  # unknown: rewrite it
-            for pending in self.all_pending():
-                pending.failed()
-            for cid in self._new_changes.todo:
-                if cid in self.changes:
-                    self.changes[cid].db_status = None
+            self._keep()
             if isinstance(e, DatabaseFullError) and not e.kept:
                 raise DatabaseFullError(f"{e}; the changes are kept in memory and written by the next "
                                         "commit once there is space", kept=True) from e
@@ -338,6 +329,35 @@ class UnitOfWork:
         ready, self._became_ready = self._became_ready, []
         self.records.evict()
         return ready
+
+    def _keep(self) -> None:
+        """_keep abandons the write transaction and keeps the whole unit of work in memory, to write again."""
+        self.store.rollback()
+        for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
+            rec = self.changes.get(cid)
+            if rec is not None and rec.db_status is not None:
+                rec.db_status = Status.DEFAULT  # unknown: rewrite it
+        for pending in self.all_pending():
+            pending.failed()
+        for cid in self._new_changes.todo:
+            if cid in self.changes:
+                self.changes[cid].db_status = None
+
+    def flush_or_keep(self) -> bool:
+        """flush_or_keep is flush(statuses=False) for a runner handing tasks on in this unit of work.
+
+        If it fails (a busy or full database, anything), nothing of the unit
+        is written now: it is kept in memory, whole, for the commit, which
+        meets the same refusal and keeps it or rolls it back as ever. It
+        returns whether the flush was done.
+        """
+        try:
+            self.flush(statuses=False)
+            return True
+        except Exception as e:
+            log.debug("cannot write to state database %s before handing tasks on: %s", self.target, e)
+            self._keep()
+            return False
 
     def task_handle(self, rec: TaskRec) -> Task:
         """task_handle is the public Task of a record."""
