@@ -344,15 +344,18 @@ class TaskRunner:
         self._r.some_blocked = False  # asked again below, for the tasks runnable now
         with self._recorder.hooks_guarded() as failures:
             running = [run.task for run in runs.values()]
-            _, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now)
+            free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now)
             if failures:
                 self._hooks_failed(failures, started)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
-        if self._r.some_blocked or self._r.starved:
-            # A task held back, or more runnable than free workers (Doing ones left from before a
-            # restart, cleanups): a pass asks again, as after every outcome while some are.
+        if self._r.some_blocked:
+            return False  # a task held back: a pass asks again, as after every outcome while some are
+        if free > 0 and self._r.starved:
+            # Workers are free and a pass found more work than workers before: what it left may be of
+            # another kind (Doing tasks left from before a restart, cleanups): a pass looks.
             return False
+        # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
         w.handed_on()
         return True
 
