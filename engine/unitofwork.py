@@ -138,10 +138,12 @@ class UnitOfWork:
         self.waiters: dict[int, threading.Event] = {}
 
     def pending(self) -> bool:
-        return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
-                    self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
-                    self.notices.pending, self.store.in_write))
+        # (The todo dicts directly: this runs several times per unit of work.)
+        return bool(self._dirty_tasks.todo or self._touched.todo or self._new_tasks.todo or self._new_log.todo
+                    or self._done_flips.todo or self._new_changes.todo or self._dirty_changes.todo
+                    or self._new_edges.todo or self._new_lanes.todo or self._dirty_values.todo
+                    or self._dirty_seqs.todo or self._ended.todo or self.store.in_write or self.warnings.pending
+                    or self.assertions.pending or self.notices.pending)
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
@@ -196,39 +198,39 @@ class UnitOfWork:
             return
         store = self.store
         store.begin_write(relaxed=self._relaxed)
-        if self._new_changes:
+        if self._new_changes.todo:
             recs = [self.changes[cid] for cid in self._new_changes.take() if cid in self.changes]
             store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
-        if self._new_tasks:
+        if self._new_tasks.todo:
             store.insert_tasks([self.tasks[tid].row() for tid in self._new_tasks.take() if tid in self.tasks])
-        if self._dirty_tasks:
+        if self._dirty_tasks.todo:
             rows = [self.tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self.tasks]
             store.update_tasks([r[1:] + r[:1] for r in rows])
         recount: set[int] = set()
-        if self._new_edges:
+        if self._new_edges.todo:
             edges = self._new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
             self.note_waits(tid for tid, _ in edges)
-        if self._done_flips:
+        if self._done_flips.todo:
             recount.update(store.halted_by(self._done_flips.take()))
         if recount:
             store.recount_blockers(sorted(recount))
-        if self._new_lanes:
+        if self._new_lanes.todo:
             store.insert_lanes(self._new_lanes.take())
-        if self._ended:
+        if self._ended.todo:
             store.end_leases(self._ended.take())
-        if self._new_log:
+        if self._new_log.todo:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
         if self.store.shared or not statuses:
             pass  # settled at commit (shared stores: under their row locks, engine.shared)
-        elif self._dirty_changes:
+        elif self._dirty_changes.todo:
             recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched and statuses and not self.store.shared:
+        if self._touched.todo and statuses and not self.store.shared:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self.changes.get(cid)
@@ -247,12 +249,12 @@ class UnitOfWork:
                         rec.db_status = status
                         self.change_updated(rec)
             store.update_change_statuses(rows2)
-        if self._dirty_values:
+        if self._dirty_values.todo:
             store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
         self.warnings.flush(store)
         self.notices.flush(store)
         self.assertions.flush(store)
-        if self._dirty_seqs:
+        if self._dirty_seqs.todo:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 
     def _write_status(self, rec: ChangeRec) -> Status:
