@@ -132,3 +132,35 @@ def test_a_wait_in_a_chain_is_not_handed_on(overlord: Overlord) -> None:
     assert waited.wait(TIMEOUT)
     with o.state:
         assert [t.status for t in chg.tasks()] == [Status.DONE, Status.WAIT, Status.DO]
+
+
+def test_a_chain_of_sync_and_async_steps_is_handed_on(overlord: Overlord) -> None:
+    """Async handlers report to the recorder thread: their outcomes hand on too, and sync ones run after them."""
+    o = overlord
+    ran: list[str] = []
+
+    def sync_step(task: Task, tomb: Tomb) -> None:
+        ran.append("sync")
+
+    async def async_step(task: Task, tomb: Tomb) -> None:
+        ran.append("async")
+
+    o.task_runner.add_handler("sync", sync_step)
+    o.task_runner.add_handler("async", async_step)
+    st = o.state
+    with st:
+        chg = st.new_change("chain", "sync and async steps in turn")
+        prev = None
+        for i in range(10):
+            t = st.new_task("async" if i % 2 else "sync", f"step {i + 1}")
+            if prev is not None:
+                t.wait_for(prev)
+            chg.add_task(t)
+            prev = t
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with st:
+        assert chg.status is Status.DONE
+        (notice,) = st.notices(types=["change-update"], keys=[chg.id])
+    assert ran == ["sync", "async"] * 5
+    assert notice.occurrences == 3
