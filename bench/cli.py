@@ -19,12 +19,16 @@ durability (WAL, synchronous=FULL):
   w2        chain: one change of 1,000 tasks, each waiting for the previous one
   w3        history: open a database of 100,000 finished tasks and run one 10-task chain; the same empty
   ensure    one TaskRunner.ensure() pass over 10 runnable tasks beside 0 / 10k / 100k / 1M finished ones
+  dispatch  under o.loop(), the commit of a one-task change to its handler starting (p50, p99)
   snaps     install then refresh 100 small snaps (SystemOverlord): in one change, and one change each;
             beside the same file work done by the snap backend alone
 
 Each figure is the median of --runs runs, each in a fresh process. The table
-shows the targets beside the figures. The baseline runs whenever w1 or w2
-does (their targets compare with it). History databases are built once and
+shows the targets beside the figures: W1 >= 2x and W2 >= 0.5x the
+baseline's single-row commits/s, dispatch p99 <= 2 ms (issue 25). The
+baseline runs whenever w1 or w2 does (their targets compare with it).
+--synchronous NORMAL runs baseline, w1, w2 and dispatch with SQLite's
+NORMAL durability instead (opt-in; the engine's default is FULL). History databases are built once and
 cached in --cache-dir.
 """
 
@@ -47,6 +51,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="instead of measuring, run w1/w2 once under py-spy (all threads) and print the hot spots; "
                         "raw stacks are saved in DIR")
+    p.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
+                   help="SQLite durability of baseline, w1, w2 and dispatch (default FULL, the engine's; NORMAL "
+                        "may lose the last commits on power loss: an opt-in figure)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
     unknown = [b for b in args.benchmarks if b not in BENCHMARKS]
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 3)
     scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
     cfg = Config(runs=runs, sizes=Sizes().scaled(scale), tmp_dir=args.tmp_dir.resolve(),
-                 cache_dir=args.cache_dir.resolve(), verbose=not args.quiet, keep=args.keep)
+                 cache_dir=args.cache_dir.resolve(), verbose=not args.quiet, keep=args.keep,
+                 synchronous=args.synchronous)
     selected = list(args.benchmarks) or list(BENCHMARKS)
     if args.profile is not None:
         from .profile import profile

@@ -93,6 +93,9 @@ class Config:
     verbose: bool = True
     #: Keep the run's temporary databases (under tmp_dir/run-*) for inspection.
     keep: bool = False
+    #: SQLite's durability for baseline, w1, w2 and dispatch: FULL (the default), or NORMAL (opt-in:
+    #: may lose the last commits on power loss, never corrupts).
+    synchronous: str = "FULL"
 
     def as_json(self) -> dict[str, Any]:
         """as_json is the configuration as saved beside the figures."""

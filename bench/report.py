@@ -141,9 +141,11 @@ def render(suite: Suite, machine: dict[str, Any]) -> None:
         f"[bold]Machine:[/] {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM; "
         f"{machine['os']}; Python {machine['python']}, SQLite {machine['sqlite']}, "
         f"SQLAlchemy {machine['sqlalchemy']}\n"
-        f"[bold]Databases:[/] files under {machine['database_dir']}, {machine['filesystem']}; the engine's "
-        f"default durability (WAL, synchronous=FULL)\n"
-        f"[bold]Runs:[/] each figure is the median of {cfg.runs} run(s){more}, each run in a fresh process; "
+        f"[bold]Databases:[/] files under {machine['database_dir']}, {machine['filesystem']}; "
+        + ("the engine's default durability (WAL, synchronous=FULL)\n" if suite.cfg.synchronous == "FULL" else
+           f"WAL, synchronous={suite.cfg.synchronous} (opt-in: may lose the last commits on power loss; "
+           "W3, ensure and snaps keep FULL)\n")
+        + f"[bold]Runs:[/] each figure is the median of {cfg.runs} run(s){more}, each run in a fresh process; "
         f"load average at start {machine['load_average']}"
     )
     if cfg.sizes != type(cfg.sizes)():

@@ -44,13 +44,14 @@ def _status_counts(db: str) -> dict[str, int]:
         con.close()
 
 
-def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float) -> dict[str, Any]:
+def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float,
+                    synchronous: str = "FULL") -> dict[str, Any]:
     """_run_one_change submits one change of tasks no-op tasks in one unit of work and runs it through o.loop()."""
     from engine import Overlord, Status
 
     rss_start = peak_rss_mib()
     t_open = time.perf_counter()
-    o = Overlord(db)
+    o = Overlord(db, synchronous=synchronous)
     open_s = time.perf_counter() - t_open
     try:
         o.task_runner.add_handler("noop", _noop)
@@ -87,14 +88,14 @@ def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float)
     }
 
 
-def w1(db: str, tasks: int, ready_timeout: float) -> dict[str, Any]:
+def w1(db: str, tasks: int, ready_timeout: float, synchronous: str = "FULL") -> dict[str, Any]:
     """w1 is the fan-out: one change of independent no-op tasks."""
-    return _run_one_change(db, tasks, chained=False, ready_timeout=ready_timeout)
+    return _run_one_change(db, tasks, chained=False, ready_timeout=ready_timeout, synchronous=synchronous)
 
 
-def w2(db: str, tasks: int, ready_timeout: float) -> dict[str, Any]:
+def w2(db: str, tasks: int, ready_timeout: float, synchronous: str = "FULL") -> dict[str, Any]:
     """w2 is the chain: one change of tasks each waiting for the previous one."""
-    return _run_one_change(db, tasks, chained=True, ready_timeout=ready_timeout)
+    return _run_one_change(db, tasks, chained=True, ready_timeout=ready_timeout, synchronous=synchronous)
 
 
 def w3(db: str, chain: int, ready_timeout: float) -> dict[str, Any]:
@@ -251,7 +252,7 @@ def _passes(db: str, snap: _Snapshot, runnable: int, reps: int, warmup: int, tim
 # -- dispatch latency ---------------------------------------------------------------
 
 
-def dispatch(db: str, changes: int, timeout: float) -> dict[str, Any]:
+def dispatch(db: str, changes: int, timeout: float, synchronous: str = "FULL") -> dict[str, Any]:
     """dispatch measures, under o.loop(), how long after the commit of a 1-task change its handler starts.
 
     Changes are committed one at a time, each once the previous one's
@@ -268,7 +269,7 @@ def dispatch(db: str, changes: int, timeout: float) -> dict[str, Any]:
         when.append(time.perf_counter())
         started.set()
 
-    o = Overlord(db)
+    o = Overlord(db, synchronous=synchronous)
     try:
         o.task_runner.add_handler("noop", handler)
         o.loop()
@@ -315,7 +316,8 @@ def _handoff(n: int) -> list[float]:
 # -- raw sqlite3 baseline --------------------------------------------------------
 
 
-def baseline(db: str, rows: int, single: int, batches: int, per_batch: int) -> dict[str, Any]:
+def baseline(db: str, rows: int, single: int, batches: int, per_batch: int,
+             synchronous: str = "FULL") -> dict[str, Any]:
     """baseline measures plain sqlite3 commits on the same disk with the engine's pragmas."""
     path = Path(db)
     con = sqlite3.connect(path, isolation_level=None)
@@ -323,7 +325,7 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int) -> d
         mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise BenchError(f"cannot put the baseline database in WAL mode (got {mode})")
-        con.execute("PRAGMA synchronous = FULL")
+        con.execute(f"PRAGMA synchronous = {'NORMAL' if synchronous.upper() == 'NORMAL' else 'FULL'}")
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT NOT NULL, n INTEGER NOT NULL DEFAULT 0)")
         con.execute("BEGIN")
         con.executemany("INSERT INTO t (id, status) VALUES (?, 'Do')", [(i,) for i in range(1, rows + 1)])

@@ -11,6 +11,7 @@ waiting to be recorded, and the conditions that signal them).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import traceback
@@ -97,6 +98,8 @@ class Runs:
         self.outcomes: list[Run] = []
         #: uncommitted counts the outcomes taken by the recorder and not committed yet.
         self.uncommitted = 0
+        #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
+        self.recording = False
         self.stopped = False
         self.stopping = False
         #: abandoned: stop() gave up on handlers that did not return.
@@ -111,8 +114,16 @@ class OutcomeRecorder:
     """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
     def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
-                 quarantine: Callable[[int], None], leases: Leases | None = None) -> None:
+                 quarantine: Callable[[int], None], leases: Leases | None = None, *,
+                 hand_on: Callable[[list[Run]], bool] | None = None,
+                 start: Callable[[Run], None] | None = None) -> None:
         self._st = state
+        # The runner's: claim what a batch made runnable, in its unit of work (and whether that
+        # left nothing for an ensure pass); start a claimed run once committed.
+        self._hand_on = hand_on
+        self._start = start
+        # Whether an outcome of the unit of work asked for an ensure pass (sent unless handed on).
+        self._want_pass = False
         self._leases = leases
         self._w = state._uow
         self._r = runs
@@ -132,20 +143,81 @@ class OutcomeRecorder:
             w.set_task_status(rec, Status.UNDO)
             self._st.ensure_before(0)
 
-    def report(self, run: Run) -> None:
-        """report hands a finished run to the recorder thread (starting it if needed)."""
+    def report(self, run: Run, *, inline: bool = False) -> Run | None:
+        """report hands a finished run over to be recorded.
+
+        inline (a worker thread, after a sync handler): when no thread is
+        recording, this one records, the batch of its outcome and those that
+        come meanwhile, and returns a run it claimed for this thread to run
+        next (the next task of a chain, with no thread woken in between).
+        Otherwise, and for async handlers, the recorder thread records it
+        (started if needed).
+        """
         with self._r.lock:
             if self._r.abandoned:
                 log.warning("task %s (%s) returned after the runner stopped; it runs again at next start",
                             run.tid, run.kind)
                 if self._r.runs.get(run.tid) is run:
                     del self._r.runs[run.tid]
-                return
+                return None
             self._r.outcomes.append(run)
-            self._r.have_outcomes.notify()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
-                self._thread.start()
+            if not inline or self._r.recording:
+                self._r.have_outcomes.notify()
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
+                    self._thread.start()
+                return None
+            self._r.recording = True
+        return self._lead()
+
+    def _lead(self) -> Run | None:
+        """_lead records batches on this worker thread until none is left; it returns a run to execute here."""
+        kept: Run | None = None
+        while True:
+            batch = self._take()
+            if batch is None:
+                return kept
+            if kept is not None:
+                self._start_run(kept)  # more outcomes came: not held back while they are recorded
+                kept = None
+            for run in self._record_batch(batch):
+                if kept is None and run.phase != "cleanup" and not inspect.iscoroutinefunction(run.fn):
+                    kept = run
+                else:
+                    self._start_run(run)
+
+    def _take(self) -> list[Run] | None:
+        """_take takes the outcomes to record (None: none left, and this thread no longer records)."""
+        with self._r.lock:
+            if not self._r.outcomes or self._r.abandoned:
+                self._r.recording = False
+                if self._r.outcomes:
+                    self._r.have_outcomes.notify()
+                return None
+            batch, self._r.outcomes = self._r.outcomes, []
+            self._r.uncommitted += len(batch)
+            return batch
+
+    def _record_batch(self, batch: list[Run]) -> list[Run]:
+        """_record_batch commits a batch of outcomes; it returns the runs claimed with them, to start."""
+        started: list[Run] = []
+        try:
+            self._commit_batch(batch, started)
+        except BaseException:
+            log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
+            self._release(batch)
+        finally:
+            with self._r.lock:
+                self._r.uncommitted -= len(batch)
+                self._r.idle.notify_all()
+        return started
+
+    def _start_run(self, run: Run) -> None:
+        with self._r.lock:
+            if self._r.stopping:
+                run.tomb.kill()  # claimed as stop() began: it runs with its tomb dead, as at a pass
+        if self._start is not None:
+            self._start(run)
 
     def _record_loop(self) -> None:
         """_record_loop applies finished handlers' outcomes, one transaction per batch.
@@ -155,22 +227,15 @@ class OutcomeRecorder:
         """
         while True:
             with self._r.lock:
-                while not self._r.outcomes:
+                while not self._r.outcomes or self._r.recording:
                     if self._r.abandoned or (self._r.stopped and not self._r.runs and not self._r.uncommitted):
                         self._thread = None
                         return
                     self._r.have_outcomes.wait(1.0)
-                batch, self._r.outcomes = self._r.outcomes, []
-                self._r.uncommitted += len(batch)
-            try:
-                self._commit_batch(batch)
-            except BaseException:
-                log.exception("internal error: cannot record the outcomes of tasks %s", [r.tid for r in batch])
-                self._release(batch)
-            finally:
-                with self._r.lock:
-                    self._r.uncommitted -= len(batch)
-                    self._r.idle.notify_all()
+                self._r.recording = True
+            while (batch := self._take()) is not None:
+                for run in self._record_batch(batch):
+                    self._start_run(run)
 
     def _prefetch(self, batch: list[Run]) -> None:
         """_prefetch loads, on a shared store, the batch's tasks, their edges and lanes and their leases at once.
@@ -197,13 +262,15 @@ class OutcomeRecorder:
                 if self._r.runs.get(run.tid) is run:
                     del self._r.runs[run.tid]
 
-    def _commit_batch(self, batch: list[Run]) -> None:
+    def _commit_batch(self, batch: list[Run], started: list[Run]) -> None:
         """_commit_batch records a batch of outcomes in one transaction.
 
         While the database is busy or full the recorded outcomes stay in
         memory, their tasks still count as running, and the commit is
         retried with backoff; a batch that cannot be committed for another
-        reason is recorded one outcome at a time.
+        reason is recorded one outcome at a time. The tasks the outcomes made
+        runnable may be claimed in the same transaction (the runner's
+        hand_on) and are started once it is committed.
         """
         recorded = False
 
@@ -213,6 +280,7 @@ class OutcomeRecorder:
                 with self._st:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
+                        self._want_pass = False
                         self._prefetch(batch)
                         try:
                             for run in batch:
@@ -220,41 +288,101 @@ class OutcomeRecorder:
                         finally:
                             if self._leases is not None:
                                 self._leases.forget()
-                    # The workers are free again as of this transaction: a pass
-                    # (which reads the runs under the state lock) sees them free
-                    # exactly when it sees the outcomes committed.
-                    self._release(batch)
+                        # The workers are free again as of this transaction: a pass
+                        # (which reads the runs under the state lock) sees them free
+                        # exactly when it sees the outcomes committed.
+                        self._release(batch)
+                        self._wake(self._handed_on(batch, started))
+                    else:
+                        self._release(batch)
             except DatabaseConflictError:
                 recorded = False  # rolled back: record them again on what the database holds now
+                self._drop(started)
                 self._hold(batch)
                 raise
 
         try:
             self._retry_while_kept(record)
         except DatabaseError as e:
+            self._drop(started)
             # The unit was rolled back: record each outcome on its own, so
             # that one that cannot be committed fails only its task.
             log.error("cannot commit the outcomes of tasks %s (%s); recording them one by one",
                       [r.tid for r in batch], e)
             for run in batch:
                 self._commit_alone(run)
+            return
+        except BaseException:
+            self._drop(started)
+            raise
+
+    def _handed_on(self, batch: list[Run], started: list[Run]) -> bool:
+        """_handed_on asks the runner to hand on what the batch made runnable; it never raises an Exception.
+
+        What it claimed before a failure is committed with the outcomes and started; the outcomes are
+        recorded whatever happens (the loop then passes, as without it).
+        """
+        if self._hand_on is None:
+            return False
+        try:
+            return self._hand_on(started)
+        except Exception:
+            log.exception("internal error: cannot hand on the tasks after those of outcomes %s", [r.tid for r in batch])
+            return False
+
+    def _wake(self, handed_on: bool) -> None:
+        """_wake asks for the ensure pass the outcomes asked for, unless what they made runnable was handed on."""
+        if self._want_pass and not handed_on:
+            self._st.ensure_before(0)
+        self._want_pass = False
+
+    def _drop(self, started: list[Run]) -> None:
+        """_drop forgets the runs claimed in a unit of work that was not committed (their tasks run later)."""
+        if not started:
+            return
+        with self._r.lock:
+            for run in started:
+                if self._r.runs.get(run.tid) is run:
+                    del self._r.runs[run.tid]
+            self._r.idle.notify_all()
+        started.clear()
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database."""
+        def retryable(e: BaseException) -> bool:
+            return keeps_work(e) or isinstance(e, DatabaseConflictError)
+
+        # The first attempt runs without the policy (building it costs more than a commit's Python);
+        # a refused one is handed to the policy as its first attempt, not run again.
+        try:
+            fn()
+            return
+        except BaseException as e:
+            if not retryable(e):
+                raise
+            first: BaseException | None = e
+
+        def attempt() -> None:
+            nonlocal first
+            if first is not None:
+                refused, first = first, None
+                raise refused
+            fn()
+
         def wait(rs: tenacity.RetryCallState) -> float:
             # A conflict with another host clears in milliseconds; a busy or full database takes longer.
             conflict = rs.outcome is not None and isinstance(rs.outcome.exception(), DatabaseConflictError)
             return float(min(30.0, (0.01 if conflict else 0.5) * 2 ** min(rs.attempt_number, 12)))
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda e: keeps_work(e) or isinstance(e, DatabaseConflictError)),
+            retry=tenacity.retry_if_exception(retryable),
             wait=wait,
             stop=lambda rs: self._r.abandoned,
             before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
                                               rs.outcome.exception() if rs.outcome else "?"),
             reraise=True,
         )
-        retrying(fn)
+        retrying(attempt)
 
     def _commit_alone(self, run: Run) -> None:
         """_commit_alone records one outcome in its own transaction; failing that, fails its task."""
@@ -266,7 +394,9 @@ class OutcomeRecorder:
                 with self._st:
                     if not recorded:
                         recorded = True
+                        self._want_pass = False
                         self._record_or_fail(run)
+                        self._wake(False)
                     self._release([run])
             except DatabaseConflictError:
                 recorded = False
@@ -374,7 +504,7 @@ class OutcomeRecorder:
         w.dirty_task(rec)
         attempt = rec.attempts + 1  # (for its timing, below)
         if self._r.some_blocked or self._r.starved:
-            self._st.ensure_before(0)  # blocked or waiting tasks may start now
+            self._want_pass = True  # blocked or waiting tasks may start now
         scheduled = False
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._r.stopping:
@@ -428,7 +558,7 @@ class OutcomeRecorder:
             w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
             self._st.ensure_before(0)
         elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
-            self._st.ensure_before(0)
+            self._want_pass = True  # what waits for it may run now
 
     def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
         """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""

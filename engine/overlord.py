@@ -121,6 +121,8 @@ class Overlord:
             if self._stopping:
                 raise EngineError("cannot loop: the overlord is stopping")
             self.state_engine.start_up()
+            # The loop passes anyway: outcomes hand the next tasks on without waiting for it.
+            self.task_runner.set_hand_on(True)
             self._loop_thread = threading.Thread(target=self._run_loop, name="engine-overlord", daemon=True)
             self._loop_thread.start()
 

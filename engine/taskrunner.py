@@ -69,7 +69,10 @@ class TaskRunner:
         self._r = Runs()
         # Several hosts on one database: claims under leases (engine.leases).
         self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
-        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases)
+        # While an Overlord loops: the recorder claims the next tasks in its own unit of work (hand_on).
+        self._hand_on_enabled = False
+        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases,
+                                         hand_on=self._hand_on, start=self._start)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
         # Tasks and changes whose rows cannot be read: reported once, then skipped.
@@ -256,19 +259,38 @@ class TaskRunner:
         held = w.keys.held()  # queued changes still waiting for older ones (engine.keys)
         self._slots.begin_pass(set(runs))  # h26b
         free = self._size - len(runs)
+        candidates = (
+            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
+            (store.runnable_undo, None),
+            (store.runnable_do, None),
+        )
+        free, next_time = self._claim_from(candidates, runs, started, running, free, now, held)
+        if self._leases is not None:
+            store.release_claims(list(runs))  # the tasks running here keep theirs
+        if free > 0:
+            free = self._claim_cleanups(runs, started, free)
+        if next_time is not None:
+            self._st.ensure_before((next_time - now).total_seconds())
+
+    def _claim_from(self, candidates: Any, runs: dict[int, Run], started: list[Run], running: list[Task],
+                    free: int, now: datetime, held: set[int]) -> tuple[int, datetime | None]:
+        """_claim_from claims the runnable tasks the candidate queries find, as many as free workers.
+
+        Each candidate is (query(after, limit), size() or None: a little more than the free workers);
+        held are the queued changes that must wait still (engine.keys): their Do tasks are not claimed.
+        It returns the workers left free and the earliest at-time of a task not due yet.
+        """
+        w = self._w
         next_time: datetime | None = None
+        starved = False
+
         # Fetch a little more than the free workers can take: enough to see
         # that tasks were left, without loading a big fan-out at every pass.
         def few() -> int:
             return min(_PAGE, max(free, 0) + 16)
 
-        candidates = (
-            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
-            (store.runnable_undo, few),
-            (store.runnable_do, few),
-        )
         for query, size in candidates:
-            for row in _pages(query, size):
+            for row in _pages(query, size or few):
                 rec = self._load(row)
                 if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
                     continue
@@ -290,7 +312,7 @@ class TaskRunner:
                     self._r.some_blocked = True  # asked again when a task finishes
                     continue
                 if free <= 0:
-                    self._r.starved = True
+                    starved = self._r.starved = True
                     break
                 task = w.task_handle(rec)
                 if self._held_back(rec, task, running):
@@ -305,14 +327,67 @@ class TaskRunner:
                 started.append(run)
                 running.append(task)
                 free -= 1
-            if self._r.starved:
+            if starved:
                 break
-        if self._leases is not None:
-            store.release_claims(list(runs))  # the tasks running here keep theirs
-        if free > 0:
-            free = self._claim_cleanups(runs, started, free)
+        return free, next_time
+
+    def set_hand_on(self, enabled: bool) -> None:
+        """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
+
+        The Overlord's loop turns it on: the next task of a chain is claimed
+        in the unit of work that records the outcome of the one before (one
+        synced commit per step, no intermediate status of the change) and
+        started right after that commit, without an ensure pass in between.
+        Off (the default, and under settle), a runner driven by hand with
+        ensure() and wait() runs one step per pass, as snapd's does.
+        """
+        self._hand_on_enabled = enabled
+
+    def _hand_on(self, started: list[Run]) -> bool:
+        """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
+
+        It returns whether nothing is left for an ensure pass to start: then
+        the loop is not woken for the tasks that became Done or Undone. What
+        it leaves (a task held back by a blocked predicate, a dropped cache,
+        another host's work) is left to an ensure pass, as before.
+        """
+        w = self._w
+        if not self._hand_on_enabled or self._leases is not None or self._generation != w.generation \
+                or w.blockers_suspect:
+            return False
+        with self._r.lock:
+            if self._r.stopped:
+                return False
+            runs = dict(self._r.runs)
+        store = w.store
+        queries = []
+        if Status.UNDONE in w.unblocked:
+            queries.append((store.runnable_undo, None))
+        if Status.DONE in w.unblocked:
+            queries.append((store.runnable_do, None))
+        if not queries:
+            return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
+        if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
+            return False  # the commit writes them (or keeps them) as ever; a pass hands on later
+        now = w.now()
+        self._r.some_blocked = False  # asked again below, for the tasks runnable now
+        with self._recorder.hooks_guarded() as failures:
+            running = [run.task for run in runs.values()]
+            held = w.keys.held()  # a queued change waits in a hand-on as in a pass
+            free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
+            if failures:
+                self._hooks_failed(failures, started)
         if next_time is not None:
             self._st.ensure_before((next_time - now).total_seconds())
+        if self._r.some_blocked:
+            return False  # a task held back: a pass asks again, as after every outcome while some are
+        if free > 0 and self._r.starved:
+            # Workers are free and a pass found more work than workers before: what it left may be of
+            # another kind (Doing tasks left from before a restart, cleanups): a pass looks.
+            return False
+        # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
+        w.handed_on()
+        return True
 
     def _no_slot(self, rec: TaskRec, task: Task) -> bool:
         """_no_slot says whether the task's concurrency key holds it back (h26b; engine.concurrency)."""
@@ -518,17 +593,21 @@ class TaskRunner:
             self._workers.submit(lambda: self._execute(run))
 
     def _execute(self, run: Run) -> None:
-        t0 = time.monotonic()
-        try:
-            result = run.fn(run.task, run.tomb)
-            if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
-                asyncio.run(_await(result))
-            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
-                raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
-        except BaseException as e:  # the dispatch ladder in _record decides
-            run.outcome = e
-        run.elapsed = time.monotonic() - t0
-        self._recorder.report(run)
+        next_run: Run | None = run
+        while next_run is not None:
+            run = next_run
+            t0 = time.monotonic()
+            try:
+                result = run.fn(run.task, run.tomb)
+                if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
+                    asyncio.run(_await(result))
+                elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                    raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
+            except BaseException as e:  # the dispatch ladder in _record decides
+                run.outcome = e
+            run.elapsed = time.monotonic() - t0
+            # This thread may record the outcome itself and run the next task of a chain here.
+            next_run = self._recorder.report(run, inline=True)
 
     async def _execute_async(self, run: Run) -> None:
         t0 = time.monotonic()

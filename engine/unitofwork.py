@@ -117,6 +117,10 @@ class UnitOfWork:
         # edges (the runner looks there for dependency cycles; None: look
         # everywhere, as after opening or a write by another connection).
         self._runnable = False
+        #: unblocked: Done and/or Undone, when tasks moved there in this unit: what waits for them
+        #: (or what they wait for) may run now. A runner that claimed, in this same unit, what they
+        #: made runnable says so (handed_on): then the loop need not wake for it.
+        self.unblocked: set[Status] = set()
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
         self.new_waits: set[int] | None = None
@@ -139,10 +143,12 @@ class UnitOfWork:
         self.waiters: dict[int, threading.Event] = {}
 
     def pending(self) -> bool:
-        return any((self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
-                    self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                    self._done_flips, self._ended, self.warnings.pending, self.assertions.pending,
-                    self.notices.pending, self.keys.pending, self.store.in_write))
+        # (The todo dicts directly: this runs several times per unit of work.)
+        return bool(self._dirty_tasks.todo or self._touched.todo or self._new_tasks.todo or self._new_log.todo
+                    or self._done_flips.todo or self._new_changes.todo or self._dirty_changes.todo
+                    or self._new_edges.todo or self._new_lanes.todo or self._dirty_values.todo
+                    or self._dirty_seqs.todo or self._ended.todo or self.store.in_write or self.warnings.pending
+                    or self.assertions.pending or self.notices.pending or self.keys.pending)
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
@@ -174,6 +180,7 @@ class UnitOfWork:
         self._became_ready.clear()
         self._owned.clear()
         self._runnable = False
+        self.unblocked.clear()
         self.notices.repeated = False
         self.forget()
         self.sync_sequences()
@@ -185,45 +192,50 @@ class UnitOfWork:
         stored = self.store.sequences(quiet=self.read_only)
         self._last = {k: max(v, self._last.get(k, 0)) for k, v in stored.items()}
 
-    def flush(self) -> None:
-        """flush writes what changed into the open write transaction."""
+    def flush(self, statuses: bool = True) -> None:
+        """flush writes what changed into the open write transaction.
+
+        statuses False leaves the changes' rows and statuses to the next
+        flush: a runner handing tasks on in this unit of work (the change
+        never shows the status between the two).
+        """
         if not self.pending():
             return
         store = self.store
         store.begin_write(relaxed=self._relaxed)
-        if self._new_changes:
+        if self._new_changes.todo:
             recs = [self.changes[cid] for cid in self._new_changes.take() if cid in self.changes]
             store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
-        if self._new_tasks:
+        if self._new_tasks.todo:
             store.insert_tasks([self.tasks[tid].row() for tid in self._new_tasks.take() if tid in self.tasks])
-        if self._dirty_tasks:
+        if self._dirty_tasks.todo:
             rows = [self.tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self.tasks]
             store.update_tasks([r[1:] + r[:1] for r in rows])
         recount: set[int] = set()
-        if self._new_edges:
+        if self._new_edges.todo:
             edges = self._new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
             self.note_waits(tid for tid, _ in edges)
-        if self._done_flips:
+        if self._done_flips.todo:
             recount.update(store.halted_by(self._done_flips.take()))
         if recount:
             store.recount_blockers(sorted(recount))
-        if self._new_lanes:
+        if self._new_lanes.todo:
             store.insert_lanes(self._new_lanes.take())
-        if self._ended:
+        if self._ended.todo:
             store.end_leases(self._ended.take())
-        if self._new_log:
+        if self._new_log.todo:
             lines = self._new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
-        if self.store.shared:
-            pass  # the changes are settled at commit, under their row locks (engine.shared)
-        elif self._dirty_changes:
+        if self.store.shared or not statuses:
+            pass  # settled at commit (shared stores: under their row locks, engine.shared)
+        elif self._dirty_changes.todo:
             recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched and not self.store.shared:
+        if self._touched.todo and statuses and not self.store.shared:
             rows2: list[tuple[str, int]] = []
             for cid in self._touched.take():
                 rec = self.changes.get(cid)
@@ -242,14 +254,14 @@ class UnitOfWork:
                         rec.db_status = status
                         self.change_updated(rec)
             store.update_change_statuses(rows2)
-        if self._dirty_values:
+        if self._dirty_values.todo:
             store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
         self.warnings.flush(store)
         self.notices.flush(store)
         self.keys.flush(store)
         self.assertions.flush(store)
         self.timings.flush(store)
-        if self._dirty_seqs:
+        if self._dirty_seqs.todo:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
 
     def _write_status(self, rec: ChangeRec) -> Status:
@@ -293,7 +305,7 @@ class UnitOfWork:
                 self.notices.flush(self.store)  # the change-update notices settling added
             if self.notices.repeated:
                 self.store.notify_notices = True  # other hosts' notice waiters wake (shared stores)
-            if self._runnable:
+            if self._runnable or self.unblocked:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
         except BaseException as e:
@@ -306,16 +318,7 @@ class UnitOfWork:
                 raise DatabaseError(f"cannot commit to state database {self.target}: {reason}; "
                                     "the unit of work was rolled back") from e
             # Keep everything in memory for the next commit: nothing is lost.
-            self.store.rollback()
-            for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
-                rec = self.changes.get(cid)
-                if rec is not None and rec.db_status is not None:
-                    rec.db_status = Status.DEFAULT  # unknown: rewrite it
-            for pending in self.all_pending():
-                pending.failed()
-            for cid in self._new_changes.todo:
-                if cid in self.changes:
-                    self.changes[cid].db_status = None
+            self._keep()
             if isinstance(e, DatabaseFullError) and not e.kept:
                 raise DatabaseFullError(f"{e}; the changes are kept in memory and written by the next "
                                         "commit once there is space", kept=True) from e
@@ -327,13 +330,43 @@ class UnitOfWork:
         if self.notices.repeated:
             self.notices.repeated = False
             self.notices_woken = True
-        if self._runnable:
+        if self._runnable or self.unblocked:
             self._runnable = False
+            self.unblocked.clear()
             if self.work_hook is not None:
                 self.woken = True
         ready, self._became_ready = self._became_ready, []
         self.records.evict()
         return ready
+
+    def _keep(self) -> None:
+        """_keep abandons the write transaction and keeps the whole unit of work in memory, to write again."""
+        self.store.rollback()
+        for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
+            rec = self.changes.get(cid)
+            if rec is not None and rec.db_status is not None:
+                rec.db_status = Status.DEFAULT  # unknown: rewrite it
+        for pending in self.all_pending():
+            pending.failed()
+        for cid in self._new_changes.todo:
+            if cid in self.changes:
+                self.changes[cid].db_status = None
+
+    def flush_or_keep(self) -> bool:
+        """flush_or_keep is flush(statuses=False) for a runner handing tasks on in this unit of work.
+
+        If it fails (a busy or full database, anything), nothing of the unit
+        is written now: it is kept in memory, whole, for the commit, which
+        meets the same refusal and keeps it or rolls it back as ever. It
+        returns whether the flush was done.
+        """
+        try:
+            self.flush(statuses=False)
+            return True
+        except Exception as e:
+            log.debug("cannot write to state database %s before handing tasks on: %s", self.target, e)
+            self._keep()
+            return False
 
     def task_handle(self, rec: TaskRec) -> Task:
         """task_handle is the public Task of a record."""
@@ -417,7 +450,9 @@ class UnitOfWork:
         rec.status = new
         if (old is Status.DONE) != (new is Status.DONE):
             self._done_flips.add(rec.id)
-        if new not in _CLAIMED:
+        if new is Status.DONE or new is Status.UNDONE:
+            self.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
+        elif new not in _CLAIMED:
             self._runnable = True  # something may run now: the overlord's loop wakes after the commit
         if new.ready and not old.ready:
             rec.ready_time = self.now()
@@ -473,6 +508,7 @@ class UnitOfWork:
 
     def mark_ready(self, crec: ChangeRec) -> None:
         if crec.ready_time is None:
+            self._runnable = True  # its cleanups may run now: an ensure pass claims them
             crec.ready_time = self.now()
             self.dirty_change(crec)
             self._became_ready.append(crec.id)
@@ -533,6 +569,10 @@ class UnitOfWork:
         """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
         if self.store.shared:
             self._ended.add(tid)
+
+    def handed_on(self) -> None:
+        """handed_on says that what the tasks done in this unit made runnable was claimed in it (no pass needed)."""
+        self.unblocked.clear()
 
     def note_runnable(self) -> None:
         """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +182,37 @@ def test_a_change_queued_on_one_host_waits_for_a_change_of_another_host(pg_url: 
         r.stop()
         a.close()
         b.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_queued_change_waits_under_the_loop_where_outcomes_hand_on(db_path: Path) -> None:
+    """Under loop(), the outcome of a task claims the next runnable tasks itself (the hand-on): a change
+    queued behind the one in progress is not among them until that one is ready."""
+    from engine import Overlord
+
+    order: list[str] = []
+    done = threading.Event()
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            order.append(task.summary)
+            if task.summary == "queued":
+                done.set()
+
+    o = Overlord(db_path)
+    o.task_runner.add_handler("step", step)
+    with o.state:
+        first = o.state.new_change("test", "first", affects=["snap:hello"])
+        a, b, c = (o.state.new_task("step", n) for n in ("a", "b", "c"))
+        b.wait_for(a)
+        c.wait_for(b)
+        for t in (a, b, c):
+            first.add_task(t)
+        queued = o.state.new_change("test", "queued", affects=["snap:hello"], on_conflict="queue")
+        queued.add_task(o.state.new_task("step", "queued"))
+    o.loop()
+    try:
+        assert done.wait(60), f"the queued change never ran: {order}"
+    finally:
+        o.stop()
+    assert order == ["a", "b", "c", "queued"]

@@ -184,17 +184,24 @@ class SQLiteStore(SqlStore):
                             "without it; opening the database for writing recreates it", self.target, e)
             return self.raw.execute(plain, args)
 
+    # (try/except rather than guard() on the statements a hand-off runs: a generator context costs
+    # more than the statement's own Python.)
+
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
-        with self.guard("read"):
+        try:
             return self._select(c.sql, c.args(args)).fetchall()
+        except sqlite3.Error as e:
+            raise self.convert(e, "read") from e
 
     def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
         """query_in runs a SELECT over ids in chunks (one placeholder per id)."""
         rows: list[Row] = []
-        with self.guard("read"):
+        try:
             for chunk in _chunks(ids):
                 rows += self._select(self._in(c, len(chunk)), self._spliced(c, chunk, args)).fetchall()
+        except sqlite3.Error as e:
+            raise self.convert(e, "read") from e
         return rows
 
     def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
@@ -209,21 +216,27 @@ class SQLiteStore(SqlStore):
 
     def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
         """execute runs one statement in the write transaction; returns rowcount."""
-        with self.guard("write"):
+        try:
             return self.raw.execute(c.sql, c.args(args)).rowcount
+        except sqlite3.Error as e:
+            raise self.convert(e, "write") from e
 
     def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
         """executemany runs one statement for many rows in the write transaction."""
         if not rows:
             return
-        with self.guard("write"):
+        try:
             self.raw.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+        except sqlite3.Error as e:
+            raise self.convert(e, "write") from e
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement over ids in chunks, in the write transaction."""
-        with self.guard("write"):
+        try:
             for chunk in _chunks(ids):
                 self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args))
+        except sqlite3.Error as e:
+            raise self.convert(e, "write") from e
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -342,8 +355,10 @@ class SQLiteStore(SqlStore):
         if self.refusal is not None:  # fenced while the transaction was open
             self.rollback()
             raise ReadOnlyStateError(self.refusal)
-        with self.guard("commit"):
+        try:
             self.raw.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise self.convert(e, "commit") from e
         self._in_write = False
         self._restore_sync()
 
@@ -365,8 +380,10 @@ class SQLiteStore(SqlStore):
 
     def data_version(self) -> int:
         """data_version changes whenever another connection commits."""
-        with self.guard("read"):
+        try:
             return int(self.raw.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as e:
+            raise self.convert(e, "read") from e
 
     def refresh(self) -> bool:
         """refresh says whether another connection (a sqlite3 shell) committed since the last call.

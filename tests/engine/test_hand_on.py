@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Hand-on: under an Overlord's loop, the outcome of a task and the claim of the next one of a chain
+are one transaction, and the next task starts without an ensure pass in between (docs/runner.md).
+
+Driven by hand (ensure() and wait()) a runner still runs one step per pass: tests/engine/test_taskrunner.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import Change, Overlord, Status, Task, Wait
+from engine.tomb import Tomb
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def overlord(tmp_path: Path) -> Iterator[Overlord]:
+    o = Overlord(tmp_path / "state.db")
+    yield o
+    o.stop()
+
+
+def chain(o: Overlord, kind: str, n: int) -> Change:
+    st = o.state
+    with st:
+        chg = st.new_change("chain", f"{n} chained tasks")
+        prev = None
+        for i in range(n):
+            t = st.new_task(kind, f"step {i + 1}")
+            if prev is not None:
+                t.wait_for(prev)
+            chg.add_task(t)
+            prev = t
+    return chg
+
+
+def test_a_chain_never_shows_its_change_between_two_steps(overlord: Overlord, tmp_path: Path) -> None:
+    """The stored change goes Do -> Doing -> Done: never Do between two steps; one change-update notice each way."""
+    o = overlord
+    stored: list[str] = []
+    reader = sqlite3.connect(tmp_path / "state.db", check_same_thread=False)
+
+    def step(task: Task, tomb: Tomb) -> None:
+        stored.extend(row[0] for row in reader.execute("SELECT status FROM changes"))
+
+    o.task_runner.add_handler("step", step)
+    chg = chain(o, "step", 20)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    reader.close()
+    with o.state:
+        assert chg.status is Status.DONE
+        (notice,) = o.state.notices(types=["change-update"], keys=[chg.id])
+    assert stored == ["Doing"] * 20
+    assert notice.occurrences == 3  # spawned, Doing, Done
+
+
+class Passes:
+    """Passes is a manager that counts the loop's ensure passes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def ensure(self) -> None:
+        self.count += 1
+
+
+def test_the_next_step_starts_without_an_ensure_pass(overlord: Overlord) -> None:
+    """Each step is claimed by the commit of the step before: the loop passes only at the start and the end."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+    o.task_runner.add_handler("step", lambda task, tomb: during.append(passes.count))
+    chg = chain(o, "step", 20)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    assert len(during) == 20
+    assert during[-1] - during[0] <= 2, during  # (a pass woken by the submit's commit may still come)
+
+
+def test_a_blocked_predicate_still_holds_back_the_next_step(overlord: Overlord) -> None:
+    o = overlord
+    release = threading.Event()
+    asked = threading.Event()
+
+    def blocked(task: Task, running: list[Task]) -> bool:
+        if task.summary == "step 3" and not release.is_set():
+            asked.set()
+            return True
+        return False
+
+    o.task_runner.add_handler("step", lambda task, tomb: None)
+    o.task_runner.add_blocked(blocked)
+    chg = chain(o, "step", 4)
+    o.loop()
+    assert asked.wait(TIMEOUT)
+    with o.state:
+        statuses = [t.status for t in chg.tasks()]
+    assert statuses[2] is Status.DO and statuses[3] is Status.DO
+    release.set()
+    with o.state:
+        o.state.ensure_before(0)
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert chg.status is Status.DONE
+
+
+def test_a_wait_in_a_chain_is_not_handed_on(overlord: Overlord) -> None:
+    """A step that waits (Wait) stops the chain there; the change shows Wait."""
+    o = overlord
+
+    def do(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            summary = task.summary
+        if summary == "step 2":
+            raise Wait(reason="waiting for a reboot")
+
+    o.task_runner.add_handler("step", do)
+    chg = chain(o, "step", 3)
+    waited = threading.Event()
+    with o.state:
+        o.state.add_change_status_changed_handler(lambda c, old, new: waited.set() if new is Status.WAIT else None)
+    o.loop()
+    assert waited.wait(TIMEOUT)
+    with o.state:
+        assert [t.status for t in chg.tasks()] == [Status.DONE, Status.WAIT, Status.DO]
+
+
+def test_a_chain_of_sync_and_async_steps_is_handed_on(overlord: Overlord) -> None:
+    """Async handlers report to the recorder thread: their outcomes hand on too, and sync ones run after them."""
+    o = overlord
+    ran: list[str] = []
+
+    def sync_step(task: Task, tomb: Tomb) -> None:
+        ran.append("sync")
+
+    async def async_step(task: Task, tomb: Tomb) -> None:
+        ran.append("async")
+
+    o.task_runner.add_handler("sync", sync_step)
+    o.task_runner.add_handler("async", async_step)
+    st = o.state
+    with st:
+        chg = st.new_change("chain", "sync and async steps in turn")
+        prev = None
+        for i in range(10):
+            t = st.new_task("async" if i % 2 else "sync", f"step {i + 1}")
+            if prev is not None:
+                t.wait_for(prev)
+            chg.add_task(t)
+            prev = t
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with st:
+        assert chg.status is Status.DONE
+        (notice,) = st.notices(types=["change-update"], keys=[chg.id])
+    assert ran == ["sync", "async"] * 5
+    assert notice.occurrences == 3
