@@ -422,7 +422,8 @@ class OutcomeRecorder:
         if status is Status.ABORT:
             w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
             self._st.ensure_before(0)
-        elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
+        elif ((status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec))) \
+                and w.work_hook is None:
             self._st.ensure_before(0)
 
     def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:

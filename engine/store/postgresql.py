@@ -426,6 +426,9 @@ class PostgresStore(SqlStore):
         Its own connection LISTENs on channel (CHANNEL; NOTICE_CHANNEL for
         notices); a lost connection is opened again (the waiters' polling
         covers what was missed meanwhile). listening is set once LISTEN ran.
+        The notifications of this store's own commits are passed over: the
+        State wakes its own loop and notice waiters after such a commit, and
+        a second wake-up cost a chain an empty ensure pass per task.
         """
         while not stop.is_set():
             try:
@@ -437,13 +440,22 @@ class PostgresStore(SqlStore):
                     if listening is not None:
                         listening.set()
                     while not stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            wake()
+                        for n in conn.notifies(timeout=0.5, stop_after=1):
+                            if n.pid != self._own_backend():
+                                wake()
                 finally:
                     raw.close()
             except Exception as e:  # the server restarting, say
                 log.info("listening for work on %s: %s; trying again", self.target, e)
                 stop.wait(1.0)
+
+    def _own_backend(self) -> int | None:
+        """_own_backend is the server process of this store's connection (None while there is none)."""
+        conn = self._conn
+        try:
+            return None if conn is None or conn.closed else int(conn.info.backend_pid)
+        except Exception:  # a connection being replaced: wake, to be safe
+            return None
 
     # -- ids ---------------------------------------------------------------------------------
 
