@@ -147,6 +147,7 @@ class PostgresStore(SqlStore):
         self._side_lock = threading.Lock()
         self._in_write = False
         self._began = False  # whether a statement of the current transaction ran
+        self._pipe: Any = None  # the transaction's pipeline, once it wrote (see _pipelined)
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -160,6 +161,7 @@ class PostgresStore(SqlStore):
     # -- connections ----------------------------------------------------------------------
 
     def _connect(self) -> None:
+        self._pipe = None
         raw = self._engine.raw_connection()
         conn = raw.driver_connection
         conn.autocommit = False
@@ -225,9 +227,40 @@ class PostgresStore(SqlStore):
     def _rollback_quietly(self) -> None:
         try:
             if not self._lost():
-                self._conn.rollback()
+                self._conn.rollback()  # (in a pipeline: it syncs first, ending an aborted one)
         except self._psycopg.Error as e:
             log.debug("rollback of %s: %s", self.target, e)
+        self._end_pipeline()
+
+    def _pipelined(self) -> None:
+        """_pipelined puts the rest of the transaction in pipeline mode, once its first statement ran.
+
+        A write whose result nobody reads (a row update, an insert, a
+        NOTIFY) is then sent without waiting for its answer: it travels
+        with the next read, or with the COMMIT, in one round trip. Its
+        error, if any, is raised there, and the transaction is rolled back
+        as before. (The first statement of a transaction runs alone: one
+        that meets a connection the server dropped is run again on a new one.)
+        """
+        if self._pipe is None and self._began and not self._lost():
+            pipe = self._conn.pipeline()
+            pipe.__enter__()
+            self._pipe = pipe
+
+    def _end_pipeline(self, raising: bool = False) -> None:
+        """_end_pipeline leaves pipeline mode, with a Sync that waits for every answer still due.
+
+        raising: the errors of the statements still unanswered are raised
+        (at commit); otherwise (after a rollback) they are only logged.
+        """
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            try:
+                pipe.__exit__(None, None, None)
+            except Exception as e:  # a lost connection, or an error already dealt with
+                if raising:
+                    raise
+                log.debug("leaving pipeline mode on %s: %s", self.target, e)
 
     # -- running statements ------------------------------------------------------------------
 
@@ -269,12 +302,21 @@ class PostgresStore(SqlStore):
                 self.refresh()
 
     def run(self, sql: str, args: Sequence[Any] = (), doing: str = "read") -> list[Row]:
-        """run runs one statement of this backend's own and returns its rows (if any)."""
+        """run runs one statement of this backend's own that returns rows (a SELECT, or RETURNING)."""
         def go(cur: Any) -> list[Row]:
             cur.execute(sql, args)
-            return cur.fetchall() if cur.description is not None else []
+            rows: list[Row] = cur.fetchall()
+            return rows
 
         return self._statement(doing, go)
+
+    def write(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """write runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
+        def go(cur: Any) -> None:
+            self._pipelined()
+            cur.execute(sql, args)
+
+        self._statement("write", go)
 
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
@@ -296,15 +338,22 @@ class PostgresStore(SqlStore):
         """execute runs one statement in the write transaction; returns rowcount."""
         def go(cur: Any) -> int:
             cur.execute(c.sql, c.args(args))
+            if self._pipe is not None:
+                self._pipe.sync()  # (the row count is asked for: wait for it)
             return int(cur.rowcount)
 
         return self._statement("write", go)
 
     def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
-        """executemany runs one statement for many rows (pipelined by psycopg)."""
+        """executemany runs one statement for many rows (pipelined: see _pipelined)."""
         if not rows:
             return
-        self._statement("write", lambda cur: cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows]))
+
+        def go(cur: Any) -> None:
+            self._pipelined()
+            cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+
+        self._statement("write", go)
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement whose IN list is one array parameter."""
@@ -312,7 +361,7 @@ class PostgresStore(SqlStore):
             return
         full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
         full[c.slots.index(c.expanding)] = list(ids)
-        self.run(self._any(c), full, "write")
+        self.write(self._any(c), full)
 
     # -- row locks: a task row as it is read, a change row as it is written ------------------
 
@@ -352,8 +401,8 @@ class PostgresStore(SqlStore):
         unused = sorted(self._claims.difference(kept))
         self._claims.clear()
         if unused:
-            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
-                     (unused, self.runner_id), "write")
+            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
+                       (unused, self.runner_id))
 
     def runnable_do(self, after_id: int, limit: int) -> list[Row]:
         """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
@@ -392,8 +441,8 @@ class PostgresStore(SqlStore):
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them)."""
         if ids:
-            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
-                     "AND lease_until IS NOT NULL", (list(ids),), "write")
+            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+                       "AND lease_until IS NOT NULL", (list(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task."""
@@ -499,11 +548,17 @@ class PostgresStore(SqlStore):
             self.rollback()
             raise ReadOnlyStateError(self.refusal)
         with self.guard("commit"):
+            if self._in_write:
+                self._pipelined()  # the notifications and the COMMIT travel with the unanswered writes
             if self.notify and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             if self.notify_notices and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (NOTICE_CHANNEL,))
-            self._conn.commit()
+            if self._pipe is not None:
+                self._conn.execute("COMMIT")
+                self._end_pipeline(raising=True)  # one Sync: every answer, the COMMIT's last
+            else:
+                self._conn.commit()
         self.notify = False
         self.notify_notices = False
         self._in_write = False
