@@ -45,7 +45,7 @@ from ..errors import DatabaseConflictError, DatabaseError, ReadOnlyStateError
 from .base import Row
 from .compiled import Catalog, Compiled
 from .sqlstore import SqlStore
-from .statements import CHANGE_COLUMNS, TASK_COLUMNS
+from .statements import CHANGE_COLUMNS, NOTICE_COLUMNS, TASK_COLUMNS
 
 log = logging.getLogger("engine.store")
 T = TypeVar("T")
@@ -54,6 +54,8 @@ T = TypeVar("T")
 CHANNEL = "engine_work"
 #: The channel a commit that added or repeated notices notifies (State.wait_notices on other hosts).
 NOTICE_CHANNEL = "engine_notices"
+#: The type of the notice a change's status moves repeat (engine.notice.CHANGE_UPDATE).
+CHANGE_UPDATE = "change-update"
 #: How many ids a host takes from a sequence at once.
 ID_BLOCK = 64
 _RUNNING = "('Doing','Undoing')"
@@ -148,6 +150,7 @@ class PostgresStore(SqlStore):
         self._in_write = False
         self._began = False  # whether a statement of the current transaction ran
         self._pipe: Any = None  # the transaction's pipeline, once it wrote (see _pipelined)
+        self._ahead: dict[str, Any] = {}  # rows read ahead in this transaction, until it writes (see _read_ahead)
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -218,6 +221,7 @@ class PostgresStore(SqlStore):
         state = _sqlstate(e)
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -288,6 +292,7 @@ class PostgresStore(SqlStore):
         while True:
             if doing == "write":
                 self.begin_write()
+                self._ahead.clear()
             first = not self._began
             try:
                 with self.guard(doing), self._cursor() as cur:
@@ -322,13 +327,18 @@ class PostgresStore(SqlStore):
         """query runs one SELECT and returns its rows."""
         return self.run(c.sql, c.args(args))
 
+    @staticmethod
+    def _in_args(c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Any]:
+        """_in_args are the parameters of c in its = ANY form: args, with ids as the one array parameter."""
+        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
+        full[c.slots.index(c.expanding)] = list(ids)
+        return full
+
     def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
         """query_in runs a SELECT whose IN list is one array parameter."""
         if not ids:
             return []
-        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
-        full[c.slots.index(c.expanding)] = list(ids)
-        return self.run(self._any(c), full)
+        return self.run(self._any(c), self._in_args(c, ids, args))
 
     def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
         """each yields the rows of a SELECT (fetched at once: the transaction holds them anyway)."""
@@ -370,13 +380,138 @@ class PostgresStore(SqlStore):
         if self._read_only:
             return super().change_rows(ids)
         todo = sorted({i for i in ids if i is not None})
-        return self.run(_CHANGES_LOCKED, (todo,)) if todo else []
+        if not todo:
+            return []
+        # What settle_changes asks next, in the same round trip: the counts of their tasks, read again
+        # under the locks, and their change-update notices (a status that moved repeats one).
+        c = self.sql["status_counts_of"]
+        keys = [str(i) for i in todo]
+        rows, more = self._read_ahead((_CHANGES_LOCKED, (todo,)), {
+            "counts": (self._any(c), self._in_args(c, todo)),
+            "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
+                        (CHANGE_UPDATE, keys)),
+        })
+        self._ahead["counts_of"] = (set(todo), more["counts"])
+        self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
+        return rows
+
+    def notice_row(self, type: str, key: str) -> Row | None:
+        """notice_row loads the notice of a type and key (a change's change-update notice is read ahead)."""
+        known = self._ahead.get("notices")
+        if type == CHANGE_UPDATE and known is not None and key in known[0]:
+            row: Row | None = known[1].get(key)
+            return row
+        return super().notice_row(type, key)
 
     def task_rows(self, ids: Sequence[int]) -> list[Row]:
-        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits)."""
+        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits).
+
+        What a unit of work asks next about the tasks it locked (their edges,
+        lanes and lease holders, their changes, the counts of those changes'
+        tasks, the changes with waiting tasks) is read in the same round trip
+        (_read_ahead).
+        """
         if self._read_only or not ids:
             return super().task_rows(ids)
-        return self.run(_TASKS_LOCKED, (sorted(set(ids)),))
+        todo = sorted(set(ids))
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
+        of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
+        waiting = self.sql["changes_with_waiting_tasks"]
+        ahead = {
+            "edges_from": (self._any(self.sql["edges_from"]), self._in_args(self.sql["edges_from"], todo)),
+            "edges_to": (self._any(self.sql["edges_to"]), self._in_args(self.sql["edges_to"], todo)),
+            "lanes": (self._any(self.sql["lanes"]), self._in_args(self.sql["lanes"], todo)),
+            "runners": ("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (todo,)),
+            "changes": (f"SELECT {_C} FROM changes WHERE id {of_changes}", (todo,)),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
+            "waiting": (waiting.sql, waiting.args(())),
+        }
+        rows, more = self._read_ahead((_TASKS_LOCKED, (todo,)), ahead)
+        more["ids"] = set(todo)
+        more["change_ids"] = {r[0] for r in more["changes"]}
+        self._ahead = more
+        return rows
+
+    def _read_ahead(self, first: tuple[str, Sequence[Any]], more: dict[str, tuple[str, Sequence[Any]]],
+                    doing: str = "read") -> tuple[list[Row], dict[str, Any]]:
+        """_read_ahead runs first and the statements of more in one round trip (pipelined); it returns their rows.
+
+        They run one after the other on the server, so those of more see
+        what first locked as it is once locked.
+        """
+        def go(cur: Any) -> tuple[list[Row], dict[str, Any]]:
+            if self._pipe is None and not self._lost():
+                # (A lost connection is met here, inside this statement, and retried like any first statement.)
+                pipe = self._conn.pipeline()
+                pipe.__enter__()
+                self._pipe = pipe
+            curs = {k: self._conn.cursor() for k in more}
+            try:
+                cur.execute(*first)
+                for k, c in curs.items():
+                    c.execute(*more[k])
+                rows: list[Row] = cur.fetchall()
+                return rows, {k: c.fetchall() for k, c in curs.items()}
+            finally:
+                for c in curs.values():
+                    c.close()
+
+        return self._statement(doing, go)
+
+    def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
+        """status_counts_of is status_counts for several changes (read ahead when their rows were locked)."""
+        known = self._ahead.get("counts_of")
+        if known is None or not known[0].issuperset(ids):
+            return super().status_counts_of(ids)
+        out: dict[int, tuple[dict[str, int], int]] = {}
+        want = set(ids)
+        for cid, status, n, unclean in known[1]:
+            if cid in want:
+                counts, total = out.get(cid, ({}, 0))
+                counts[status] = int(n)
+                out[cid] = (counts, total + int(unclean or 0))
+        return out
+
+    def _covered(self, ids: Sequence[int]) -> bool:
+        """_covered says whether what was read ahead covers the tasks of ids."""
+        known = self._ahead.get("ids")
+        return known is not None and bool(ids) and known.issuperset(ids)
+
+    def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """edges_touching returns every (task, wait task) edge with an end in ids (read ahead if it was)."""
+        if not self._covered(ids):
+            return super().edges_touching(ids)
+        want = set(ids)
+        return sorted({(r[0], r[1]) for r in self._ahead["edges_from"] + self._ahead["edges_to"]
+                       if r[0] in want or r[1] in want})
+
+    def lanes(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """lanes returns the (task, lane) rows of the given tasks (read ahead if they were)."""
+        if not self._covered(ids):
+            return super().lanes(ids)
+        want = set(ids)
+        return [(r[0], r[1]) for r in self._ahead["lanes"] if r[0] in want]
+
+    def change_row(self, cid: int) -> Row | None:
+        """change_row loads one change (read ahead with the tasks of it that were locked)."""
+        if cid in self._ahead.get("change_ids", ()):
+            row: Row = next(r for r in self._ahead["changes"] if r[0] == cid)
+            return row
+        return super().change_row(cid)
+
+    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
+        """status_counts counts the tasks of a change by status, and the unclean ones (read ahead if it was)."""
+        if cid in self._ahead.get("change_ids", ()):
+            rows = [r for r in self._ahead["counts"] if r[0] == cid]
+            return {str(r[1]): int(r[2]) for r in rows}, sum(int(r[3] or 0) for r in rows)
+        return super().status_counts(cid)
+
+    def changes_with_waiting_tasks(self) -> list[int]:
+        """changes_with_waiting_tasks lists the changes that have tasks in Wait (read ahead if it was)."""
+        if "waiting" in self._ahead:
+            return [r[0] for r in self._ahead["waiting"]]
+        return super().changes_with_waiting_tasks()
 
     def tasks_of_change(self, cid: int) -> list[Row]:
         """tasks_of_change locks and loads the tasks of a change."""
@@ -408,7 +543,21 @@ class PostgresStore(SqlStore):
         """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
-        return self._claimed(self.run(_CLAIM_DO, (self.runner_id, self.lease, after_id, limit), "write"))
+        # What the pass asks next about the changes of the tasks it claimed comes in the same round trip.
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
+        held = "IN (SELECT change_id FROM tasks WHERE runner = %s)"
+        waiting = self.sql["changes_with_waiting_tasks"]
+        counts_args = list(c_counts.args((None,)))
+        counts_args[c_counts.slots.index(c_counts.expanding)] = self.runner_id
+        rows, more = self._read_ahead((_CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
+            "changes": (f"SELECT {_C} FROM changes WHERE id {held}", (self.runner_id,)),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
+            "waiting": (waiting.sql, waiting.args(())),
+        }, "write")
+        more["change_ids"] = {r[0] for r in more["changes"]}
+        self._ahead = more
+        return self._claimed(rows)
 
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo claims Undo tasks whose halt tasks are all ready, as runnable_do claims."""
@@ -445,7 +594,10 @@ class PostgresStore(SqlStore):
                        "AND lease_until IS NOT NULL", (list(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
-        """runners_of says which runner holds the lease of each task."""
+        """runners_of says which runner holds the lease of each task (read ahead if it was)."""
+        if self._covered(ids):
+            want = set(ids)
+            return {r[0]: r[1] for r in self._ahead["runners"] if r[0] in want}
         return {r[0]: r[1] for r in self.run("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (list(ids),))}
 
     def expired_leases(self) -> list[int]:
@@ -563,12 +715,14 @@ class PostgresStore(SqlStore):
         self.notify_notices = False
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         self._claims.clear()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work's transaction."""
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         self.notify = False
         self.notify_notices = False
         self._claims.clear()
