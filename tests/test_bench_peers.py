@@ -43,15 +43,13 @@ def test_a_sqlite_peer_runs_w1_and_w2(peer: str, tmp_path: Path) -> None:
     assert row["w1"] and row["w2"]
 
 
-def test_the_postgresql_peers_and_the_engine_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster,
-                                                                        tmp_path: Path) -> None:
+def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
     # pg_cluster: skipped (or, in CI, failed) where no PostgreSQL server can be had.
     peers = [p for p in ("dbos", "procrastinate") if importlib.util.find_spec(p) is not None]
     if not peers:
         pytest.skip("no PostgreSQL peer is installed (pip install -e '.[bench]')")
-    rows = _figures(tmp_path, "--only", ",".join(["engine", *peers]))
-    for system in ("engine", *peers):
+    rows = _figures(tmp_path, "--only", ",".join(peers))  # (the engine's side: tests/test_bench_pg.py)
+    for system in peers:
         row = rows[f"{system}.postgresql"]
         assert not any(k.endswith("_error") for k in row), row
         assert row["w1"] and row["w2"]
-    assert rows["engine.sqlite"]["w1"] and rows["engine.sqlite"]["w2"]
