@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ from .workloads import noop_change
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _child(url: str, go: Path, workers: int) -> int:
+def _child(url: str, go: Path, workers: int, kinds: list[str]) -> int:
     """_child is one runner process: an Overlord on url that starts looping at the go, until SIGTERM."""
     from engine import Overlord
 
     o = Overlord(url=url, workers=workers)
-    o.task_runner.add_handler("noop", lambda task, tomb: None)
+    for kind in kinds:
+        o.task_runner.add_handler(kind, lambda task, tomb: None)
     stop = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -71,14 +73,20 @@ def _submit(url: str, tasks: int, chained: bool, changes: int = 1) -> tuple[list
 
 
 def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: Path,
-            timeout: float, changes: int = 1) -> dict[str, float]:
-    """one_run submits the change(s) and runs them with procs runner processes; it returns its figures."""
+            timeout: float, changes: int = 1, *, submit: Callable[[str], tuple[list[str], float]] | None = None,
+            kinds: Sequence[str] = ("noop",)) -> dict[str, float]:
+    """one_run submits the change(s) and runs them with procs runner processes; it returns its figures.
+
+    submit(url), if given, submits the work instead (it returns the change ids and its time);
+    the runners register no-op handlers for kinds.
+    """
     import psycopg
     from sqlalchemy.engine import make_url
 
-    cids, submit_s = _submit(url, tasks, chained, changes)
+    cids, submit_s = submit(url) if submit is not None else _submit(url, tasks, chained, changes)
     go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "bench.pg", "--child", url, "--go", str(go), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "bench.pg", "--child", url, "--go", str(go), "--workers", str(workers),
+           "--kinds", ",".join(kinds)]
     children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
                 for _ in range(procs)]
     try:
@@ -140,15 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, one run each")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--procs", default="1,2,4", help="runner process counts")
+    p.add_argument("--only", default="w1,w1x,w2", help="the workloads to run (comma-separated)")
     p.add_argument("--workers", type=int, default=32, help="worker threads per runner process")
     p.add_argument("--json", type=Path, help="also save the figures to FILE")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--go", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--kinds", default="noop", help=argparse.SUPPRESS)
+    p.add_argument("--sizes", help="W1 tasks, W2 tasks and baseline commits (default 10000,1000,2000)")
     args = p.parse_args(argv)
     if args.child:
-        return _child(args.child, args.go, args.workers)
+        return _child(args.child, args.go, args.workers, args.kinds.split(","))
     runs = 1 if args.quick else args.runs
     w1, w2, commits = (500, 50, 200) if args.quick else (10_000, 1_000, 2_000)
+    if args.sizes:
+        w1, w2, commits = (int(x) for x in args.sizes.split(","))
     procs = [int(n) for n in args.procs.split(",")]
     sys.path.insert(0, str(ROOT))
     from tests.support import pgcluster
@@ -169,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         # w1x is W1 spread over 100 changes of 100 tasks: what several hosts can share (docs/scale-out.md).
         for name, tasks, chained, changes in (("w1", w1, False, 1), ("w1x", w1, False, 100 if w1 >= 1000 else 10),
                                               ("w2", w2, True, 1)):
+            if name not in args.only.split(","):
+                continue
             for n in procs:
                 rates, submits = [], []
                 for _ in range(runs):

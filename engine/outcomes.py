@@ -557,8 +557,9 @@ class OutcomeRecorder:
         if status is Status.ABORT:
             w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
             self._st.ensure_before(0)
-        elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
-            self._want_pass = True  # what waits for it may run now
+        elif ((status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec))) \
+                and w.work_hook is None:
+            self._want_pass = True  # what waits for it may run now (with a work hook, the commit wakes the loop)
 
     def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
         """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""

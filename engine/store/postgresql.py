@@ -45,7 +45,7 @@ from ..errors import DatabaseConflictError, DatabaseError, ReadOnlyStateError
 from .base import Row
 from .compiled import Catalog, Compiled
 from .sqlstore import SqlStore
-from .statements import CHANGE_COLUMNS, TASK_COLUMNS
+from .statements import CHANGE_COLUMNS, NOTICE_COLUMNS, TASK_COLUMNS
 
 log = logging.getLogger("engine.store")
 T = TypeVar("T")
@@ -54,6 +54,8 @@ T = TypeVar("T")
 CHANNEL = "engine_work"
 #: The channel a commit that added or repeated notices notifies (State.wait_notices on other hosts).
 NOTICE_CHANNEL = "engine_notices"
+#: The type of the notice a change's status moves repeat (engine.notice.CHANGE_UPDATE).
+CHANGE_UPDATE = "change-update"
 #: How many ids a host takes from a sequence at once.
 ID_BLOCK = 64
 _RUNNING = "('Doing','Undoing')"
@@ -147,6 +149,9 @@ class PostgresStore(SqlStore):
         self._side_lock = threading.Lock()
         self._in_write = False
         self._began = False  # whether a statement of the current transaction ran
+        self._pipe: Any = None  # the transaction's pipeline, once it wrote (see _pipelined)
+        self._pipe_cm: Any = None  # the context manager that entered it, and leaves it
+        self._ahead: dict[str, Any] = {}  # rows read ahead in this transaction, until it writes (see _read_ahead)
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -160,6 +165,7 @@ class PostgresStore(SqlStore):
     # -- connections ----------------------------------------------------------------------
 
     def _connect(self) -> None:
+        self._pipe = self._pipe_cm = None
         raw = self._engine.raw_connection()
         conn = raw.driver_connection
         conn.autocommit = False
@@ -216,6 +222,7 @@ class PostgresStore(SqlStore):
         state = _sqlstate(e)
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -225,9 +232,45 @@ class PostgresStore(SqlStore):
     def _rollback_quietly(self) -> None:
         try:
             if not self._lost():
-                self._conn.rollback()
+                self._conn.rollback()  # (in a pipeline: it syncs first, ending an aborted one)
         except self._psycopg.Error as e:
             log.debug("rollback of %s: %s", self.target, e)
+        self._end_pipeline()
+
+    def _pipelined(self) -> None:
+        """_pipelined puts the rest of the transaction in pipeline mode, once its first statement ran.
+
+        A write whose result nobody reads (a row update, an insert, a
+        NOTIFY) is then sent without waiting for its answer: it travels
+        with the next read, or with the COMMIT, in one round trip. Its
+        error, if any, is raised there, and the transaction is rolled back
+        as before. (The first statement of a transaction runs alone: one
+        that meets a connection the server dropped is run again on a new one.)
+        """
+        if self._pipe is None and self._began and not self._lost():
+            self._enter_pipeline()
+
+    def _enter_pipeline(self) -> None:
+        """_enter_pipeline enters pipeline mode: _pipe is the psycopg Pipeline (sync()), _pipe_cm what leaves it."""
+        cm = self._conn.pipeline()
+        self._pipe = cm.__enter__()
+        self._pipe_cm = cm
+
+    def _end_pipeline(self, raising: bool = False) -> None:
+        """_end_pipeline leaves pipeline mode, with a Sync that waits for every answer still due.
+
+        raising: the errors of the statements still unanswered are raised
+        (at commit); otherwise (after a rollback) they are only logged.
+        """
+        pipe, self._pipe = self._pipe_cm, None
+        self._pipe_cm = None
+        if pipe is not None:
+            try:
+                pipe.__exit__(None, None, None)
+            except Exception as e:  # a lost connection, or an error already dealt with
+                if raising:
+                    raise
+                log.debug("leaving pipeline mode on %s: %s", self.target, e)
 
     # -- running statements ------------------------------------------------------------------
 
@@ -255,6 +298,7 @@ class PostgresStore(SqlStore):
         while True:
             if doing == "write":
                 self.begin_write()
+                self._ahead.clear()
             first = not self._began
             try:
                 with self.guard(doing), self._cursor() as cur:
@@ -269,24 +313,38 @@ class PostgresStore(SqlStore):
                 self.refresh()
 
     def run(self, sql: str, args: Sequence[Any] = (), doing: str = "read") -> list[Row]:
-        """run runs one statement of this backend's own and returns its rows (if any)."""
+        """run runs one statement of this backend's own that returns rows (a SELECT, or RETURNING)."""
         def go(cur: Any) -> list[Row]:
             cur.execute(sql, args)
-            return cur.fetchall() if cur.description is not None else []
+            rows: list[Row] = cur.fetchall()
+            return rows
 
         return self._statement(doing, go)
+
+    def write(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """write runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
+        def go(cur: Any) -> None:
+            self._pipelined()
+            cur.execute(sql, args)
+
+        self._statement("write", go)
 
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
         return self.run(c.sql, c.args(args))
 
+    @staticmethod
+    def _in_args(c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Any]:
+        """_in_args are the parameters of c in its = ANY form: args, with ids as the one array parameter."""
+        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
+        full[c.slots.index(c.expanding)] = list(ids)
+        return full
+
     def query_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> list[Row]:
         """query_in runs a SELECT whose IN list is one array parameter."""
         if not ids:
             return []
-        full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
-        full[c.slots.index(c.expanding)] = list(ids)
-        return self.run(self._any(c), full)
+        return self.run(self._any(c), self._in_args(c, ids, args))
 
     def each(self, c: Compiled, args: Sequence[Any], page: int) -> Iterator[Row]:
         """each yields the rows of a SELECT (fetched at once: the transaction holds them anyway)."""
@@ -296,15 +354,22 @@ class PostgresStore(SqlStore):
         """execute runs one statement in the write transaction; returns rowcount."""
         def go(cur: Any) -> int:
             cur.execute(c.sql, c.args(args))
+            if self._pipe is not None:
+                self._pipe.sync()  # (the row count is asked for: wait for it)
             return int(cur.rowcount)
 
         return self._statement("write", go)
 
     def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
-        """executemany runs one statement for many rows (pipelined by psycopg)."""
+        """executemany runs one statement for many rows (pipelined: see _pipelined)."""
         if not rows:
             return
-        self._statement("write", lambda cur: cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows]))
+
+        def go(cur: Any) -> None:
+            self._pipelined()
+            cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+
+        self._statement("write", go)
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement whose IN list is one array parameter."""
@@ -312,7 +377,7 @@ class PostgresStore(SqlStore):
             return
         full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
         full[c.slots.index(c.expanding)] = list(ids)
-        self.run(self._any(c), full, "write")
+        self.write(self._any(c), full)
 
     # -- row locks: a task row as it is read, a change row as it is written ------------------
 
@@ -321,13 +386,136 @@ class PostgresStore(SqlStore):
         if self._read_only:
             return super().change_rows(ids)
         todo = sorted({i for i in ids if i is not None})
-        return self.run(_CHANGES_LOCKED, (todo,)) if todo else []
+        if not todo:
+            return []
+        # What settle_changes asks next, in the same round trip: the counts of their tasks, read again
+        # under the locks, and their change-update notices (a status that moved repeats one).
+        c = self.sql["status_counts_of"]
+        keys = [str(i) for i in todo]
+        rows, more = self._read_ahead((_CHANGES_LOCKED, (todo,)), {
+            "counts": (self._any(c), self._in_args(c, todo)),
+            "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
+                        (CHANGE_UPDATE, keys)),
+        })
+        self._ahead["counts_of"] = (set(todo), more["counts"])
+        self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
+        return rows
+
+    def notice_row(self, type: str, key: str) -> Row | None:
+        """notice_row loads the notice of a type and key (a change's change-update notice is read ahead)."""
+        known = self._ahead.get("notices")
+        if type == CHANGE_UPDATE and known is not None and key in known[0]:
+            row: Row | None = known[1].get(key)
+            return row
+        return super().notice_row(type, key)
 
     def task_rows(self, ids: Sequence[int]) -> list[Row]:
-        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits)."""
+        """task_rows locks and loads tasks (what a unit of work read of a task stays true until it commits).
+
+        What a unit of work asks next about the tasks it locked (their edges,
+        lanes and lease holders, their changes, the counts of those changes'
+        tasks, the changes with waiting tasks) is read in the same round trip
+        (_read_ahead).
+        """
         if self._read_only or not ids:
             return super().task_rows(ids)
-        return self.run(_TASKS_LOCKED, (sorted(set(ids)),))
+        todo = sorted(set(ids))
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
+        of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
+        waiting = self.sql["changes_with_waiting_tasks"]
+        ahead = {
+            "edges_from": (self._any(self.sql["edges_from"]), self._in_args(self.sql["edges_from"], todo)),
+            "edges_to": (self._any(self.sql["edges_to"]), self._in_args(self.sql["edges_to"], todo)),
+            "lanes": (self._any(self.sql["lanes"]), self._in_args(self.sql["lanes"], todo)),
+            "runners": ("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (todo,)),
+            "changes": (f"SELECT {_C} FROM changes WHERE id {of_changes}", (todo,)),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
+            "waiting": (waiting.sql, waiting.args(())),
+        }
+        rows, more = self._read_ahead((_TASKS_LOCKED, (todo,)), ahead)
+        more["ids"] = set(todo)
+        more["change_ids"] = {r[0] for r in more["changes"]}
+        self._ahead = more
+        return rows
+
+    def _read_ahead(self, first: tuple[str, Sequence[Any]], more: dict[str, tuple[str, Sequence[Any]]],
+                    doing: str = "read") -> tuple[list[Row], dict[str, Any]]:
+        """_read_ahead runs first and the statements of more in one round trip (pipelined); it returns their rows.
+
+        They run one after the other on the server, so those of more see
+        what first locked as it is once locked.
+        """
+        def go(cur: Any) -> tuple[list[Row], dict[str, Any]]:
+            if self._pipe is None and not self._lost():
+                # (A lost connection is met here, inside this statement, and retried like any first statement.)
+                self._enter_pipeline()
+            curs = {k: self._conn.cursor() for k in more}
+            try:
+                cur.execute(*first)
+                for k, c in curs.items():
+                    c.execute(*more[k])
+                rows: list[Row] = cur.fetchall()
+                return rows, {k: c.fetchall() for k, c in curs.items()}
+            finally:
+                for c in curs.values():
+                    c.close()
+
+        return self._statement(doing, go)
+
+    def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
+        """status_counts_of is status_counts for several changes (read ahead when their rows were locked)."""
+        known = self._ahead.get("counts_of")
+        if known is None or not known[0].issuperset(ids):
+            return super().status_counts_of(ids)
+        out: dict[int, tuple[dict[str, int], int]] = {}
+        want = set(ids)
+        for cid, status, n, unclean in known[1]:
+            if cid in want:
+                counts, total = out.get(cid, ({}, 0))
+                counts[status] = int(n)
+                out[cid] = (counts, total + int(unclean or 0))
+        return out
+
+    def _covered(self, ids: Sequence[int]) -> bool:
+        """_covered says whether what was read ahead covers the tasks of ids."""
+        known = self._ahead.get("ids")
+        return known is not None and bool(ids) and known.issuperset(ids)
+
+    def edges_touching(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """edges_touching returns every (task, wait task) edge with an end in ids (read ahead if it was)."""
+        if not self._covered(ids):
+            return super().edges_touching(ids)
+        want = set(ids)
+        return sorted({(r[0], r[1]) for r in self._ahead["edges_from"] + self._ahead["edges_to"]
+                       if r[0] in want or r[1] in want})
+
+    def lanes(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """lanes returns the (task, lane) rows of the given tasks (read ahead if they were)."""
+        if not self._covered(ids):
+            return super().lanes(ids)
+        want = set(ids)
+        return [(r[0], r[1]) for r in self._ahead["lanes"] if r[0] in want]
+
+    def change_row(self, cid: int) -> Row | None:
+        """change_row loads one change (read ahead with the tasks of it that were locked)."""
+        if cid in self._ahead.get("change_ids", ()):
+            row: Row = next(r for r in self._ahead["changes"] if r[0] == cid)
+            return row
+        return super().change_row(cid)
+
+    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
+        """status_counts counts the tasks of a change by status, and the unclean ones (read ahead if it was)."""
+        if cid in self._ahead.get("change_ids", ()):
+            rows = [r for r in self._ahead["counts"] if r[0] == cid]
+            return {str(r[1]): int(r[2]) for r in rows}, sum(int(r[3] or 0) for r in rows)
+        return super().status_counts(cid)
+
+    def changes_with_waiting_tasks(self) -> list[int]:
+        """changes_with_waiting_tasks lists the changes that have tasks in Wait (read ahead if it was)."""
+        if "waiting" in self._ahead:
+            return [r[0] for r in self._ahead["waiting"]]
+        return super().changes_with_waiting_tasks()
 
     def tasks_of_change(self, cid: int) -> list[Row]:
         """tasks_of_change locks and loads the tasks of a change."""
@@ -352,14 +540,28 @@ class PostgresStore(SqlStore):
         unused = sorted(self._claims.difference(kept))
         self._claims.clear()
         if unused:
-            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
-                     (unused, self.runner_id), "write")
+            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
+                       (unused, self.runner_id))
 
     def runnable_do(self, after_id: int, limit: int) -> list[Row]:
         """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
-        return self._claimed(self.run(_CLAIM_DO, (self.runner_id, self.lease, after_id, limit), "write"))
+        # What the pass asks next about the changes of the tasks it claimed comes in the same round trip.
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
+        held = "IN (SELECT change_id FROM tasks WHERE runner = %s)"
+        waiting = self.sql["changes_with_waiting_tasks"]
+        counts_args = list(c_counts.args((None,)))
+        counts_args[c_counts.slots.index(c_counts.expanding)] = self.runner_id
+        rows, more = self._read_ahead((_CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
+            "changes": (f"SELECT {_C} FROM changes WHERE id {held}", (self.runner_id,)),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
+            "waiting": (waiting.sql, waiting.args(())),
+        }, "write")
+        more["change_ids"] = {r[0] for r in more["changes"]}
+        self._ahead = more
+        return self._claimed(rows)
 
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo claims Undo tasks whose halt tasks are all ready, as runnable_do claims."""
@@ -392,11 +594,14 @@ class PostgresStore(SqlStore):
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them)."""
         if ids:
-            self.run("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
-                     "AND lease_until IS NOT NULL", (list(ids),), "write")
+            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+                       "AND lease_until IS NOT NULL", (list(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
-        """runners_of says which runner holds the lease of each task."""
+        """runners_of says which runner holds the lease of each task (read ahead if it was)."""
+        if self._covered(ids):
+            want = set(ids)
+            return {r[0]: r[1] for r in self._ahead["runners"] if r[0] in want}
         return {r[0]: r[1] for r in self.run("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (list(ids),))}
 
     def expired_leases(self) -> list[int]:
@@ -426,6 +631,9 @@ class PostgresStore(SqlStore):
         Its own connection LISTENs on channel (CHANNEL; NOTICE_CHANNEL for
         notices); a lost connection is opened again (the waiters' polling
         covers what was missed meanwhile). listening is set once LISTEN ran.
+        The notifications of this store's own commits are passed over: the
+        State wakes its own loop and notice waiters after such a commit, and
+        a second wake-up cost a chain an empty ensure pass per task.
         """
         while not stop.is_set():
             try:
@@ -437,13 +645,22 @@ class PostgresStore(SqlStore):
                     if listening is not None:
                         listening.set()
                     while not stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            wake()
+                        for n in conn.notifies(timeout=0.5, stop_after=1):
+                            if n.pid != self._own_backend():
+                                wake()
                 finally:
                     raw.close()
             except Exception as e:  # the server restarting, say
                 log.info("listening for work on %s: %s; trying again", self.target, e)
                 stop.wait(1.0)
+
+    def _own_backend(self) -> int | None:
+        """_own_backend is the server process of this store's connection (None while there is none)."""
+        conn = self._conn
+        try:
+            return None if conn is None or conn.closed else int(conn.info.backend_pid)
+        except Exception:  # a connection being replaced: wake, to be safe
+            return None
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -487,21 +704,29 @@ class PostgresStore(SqlStore):
             self.rollback()
             raise ReadOnlyStateError(self.refusal)
         with self.guard("commit"):
+            if self._in_write:
+                self._pipelined()  # the notifications and the COMMIT travel with the unanswered writes
             if self.notify and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             if self.notify_notices and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (NOTICE_CHANNEL,))
-            self._conn.commit()
+            if self._pipe is not None:
+                self._conn.execute("COMMIT")
+                self._end_pipeline(raising=True)  # one Sync: every answer, the COMMIT's last
+            else:
+                self._conn.commit()
         self.notify = False
         self.notify_notices = False
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         self._claims.clear()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work's transaction."""
         self._in_write = False
         self._began = False
+        self._ahead.clear()
         self.notify = False
         self.notify_notices = False
         self._claims.clear()

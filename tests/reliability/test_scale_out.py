@@ -177,6 +177,37 @@ def test_a_change_made_by_one_host_is_run_by_another_woken_at_once(pg_url: str) 
     assert started
 
 
+def test_the_listener_is_woken_by_other_hosts_commits_not_by_its_own(pg_url: str) -> None:
+    """A host's own NOTIFY is not heard back: its State wakes its loop itself (a second wake cost a pass per task)."""
+    from engine.store.postgresql import CHANNEL
+
+    here, other = State.open(url=pg_url), State.open(url=pg_url)
+    woken: list[float] = []
+    came = threading.Event()
+    stop, listening = threading.Event(), threading.Event()
+
+    def wake() -> None:
+        woken.append(time.monotonic())
+        came.set()
+
+    store = here._uow.store
+    t = threading.Thread(target=store.listen, args=(wake, stop, CHANNEL, listening), daemon=True)
+    t.start()
+    try:
+        assert listening.wait(WAIT)
+        for st in (here, other):  # the same NOTIFY a commit that made tasks runnable sends, in this order
+            with st:
+                st._uow.store.run("SELECT pg_notify(%s, '')", (CHANNEL,), "write")
+        # Delivered in commit order: by the time the other host's woke it, its own came and was passed over.
+        assert came.wait(WAIT)
+        assert len(woken) == 1
+    finally:
+        stop.set()
+        t.join(WAIT)
+        here.close()
+        other.close()
+
+
 def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cluster) -> None:
     name = pg_cluster.new_database()  # empty: no schema yet
     url = pg_cluster.url(name)

@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""DBOS Transact: W1 and W2 as durable workflows, on SQLite or on PostgreSQL.
+
+Each job is a workflow started with DBOS.start_workflow (its status row is
+committed before it runs, and it runs on DBOS's executor, bounded here to
+the same number of threads as the engine's workers). W2's workflow starts
+the next one (a child workflow) before it returns. Durability: DBOS's own
+defaults (SQLite: its engine's default synchronous mode; PostgreSQL:
+synchronous commits).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+NAME = "dbos"
+BACKEND = "sqlite,postgresql"
+PACKAGE = "dbos"
+SETTINGS = "DBOS.start_workflow per job, max_executor_threads={workers}, default durability, no admin server"
+
+
+def run(workload: str, n: int, target: str, workers: int) -> dict[str, Any]:
+    """run runs W1 or W2 with target the system database URL (sqlite:///FILE or postgresql://...)."""
+    from dbos import DBOS
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    done = threading.Event()
+    count = [0]
+    lock = threading.Lock()
+    DBOS(config={"name": "bench", "system_database_url": target, "run_admin_server": False,
+                 "max_executor_threads": workers, "log_level": "WARNING"})
+
+    @DBOS.workflow()
+    def job() -> None:
+        with lock:
+            count[0] += 1
+            if count[0] == n:
+                done.set()
+
+    @DBOS.workflow()
+    def step(i: int) -> None:
+        if i + 1 < n:
+            DBOS.start_workflow(step, i + 1)
+        else:
+            done.set()
+
+    DBOS.launch()
+    try:
+        t0 = time.perf_counter()
+        if workload == "w1":
+            for _ in range(n):
+                DBOS.start_workflow(job)
+        else:
+            DBOS.start_workflow(step, 0)
+        t1 = time.perf_counter()
+        if not done.wait(600):
+            raise RuntimeError(f"dbos: {workload} did not finish in 600 s")
+        t2 = time.perf_counter()
+    finally:
+        DBOS.destroy(destroy_registry=True)
+    return {"submit_s": t1 - t0, "run_s": t2 - t1, "tasks_per_s": n / (t2 - t0)}

@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Smoke tests of bench/peers: each installed peer runs W1 and W2 on toy sizes beside the engine (no timing asserted).
+
+The peers are optional (pip install -e '.[bench]'): a test whose peer is not
+installed is skipped; the PostgreSQL ones also need a server (pg_cluster).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.peers import ADAPTERS, adapter
+from bench.peers.__main__ import main
+from tests.support import pgcluster
+
+SIZES = ["--runs", "1", "--w1", "20", "--w2", "5", "--commits", "20", "--workers", "4"]
+
+
+def _figures(tmp_path: Path, *args: str) -> dict[str, dict[str, object]]:
+    out = tmp_path / "peers.json"
+    assert main([*SIZES, "--json", str(out), *args]) == 0
+    rows: dict[str, dict[str, object]] = json.loads(out.read_text())["rows"]
+    return rows
+
+
+def test_every_adapter_says_what_it_needed_to_run_fairly() -> None:
+    for name in ADAPTERS:
+        mod = adapter(name)
+        assert mod.NAME and mod.PACKAGE and "{workers}" in mod.SETTINGS
+        assert set(mod.BACKEND.split(",")) <= {"sqlite", "postgresql"}
+
+
+@pytest.mark.parametrize("peer", ["huey", "dbos"])
+def test_a_sqlite_peer_runs_w1_and_w2(peer: str, tmp_path: Path) -> None:
+    pytest.importorskip(peer)
+    rows = _figures(tmp_path, "--only", peer, "--no-postgresql")
+    row = rows[f"{peer}.sqlite"]
+    assert not any(k.endswith("_error") for k in row), row
+    assert row["w1"] and row["w2"]
+
+
+def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
+    # pg_cluster: skipped (or, in CI, failed) where no PostgreSQL server can be had.
+    peers = [p for p in ("dbos", "procrastinate") if importlib.util.find_spec(p) is not None]
+    if not peers:
+        pytest.skip("no PostgreSQL peer is installed (pip install -e '.[bench]')")
+    rows = _figures(tmp_path, "--only", ",".join(peers))  # (the engine's side: tests/test_bench_pg.py)
+    for system in peers:
+        row = rows[f"{system}.postgresql"]
+        assert not any(k.endswith("_error") for k in row), row
+        assert row["w1"] and row["w2"]
