@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from .asserts.build import snap_id_for
 from .errors import SnapNotFoundError, StoreError
 from .snap import valid_snap_name
 from .store import LARGE_FILE, SMALL_FILE, Store, StoreSnap
@@ -134,8 +135,6 @@ class HttpStore(Store):
 
     def declaration(self, name: str) -> Any:
         """declaration is the snap-declaration of name (found by the snap id its revisions name)."""
-        from .asserts.build import snap_id_for
-
         revs = self.revisions(name)
         ids = ([self.snap(name, str(revs[0])).snap_id] if revs else []) + [snap_id_for(name)]
         for sid in ids:

@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine import State, Task, Tomb
 
-from ..errors import ManagerError, NoUpdateAvailableError, SnapOperationError
+from ..errors import ManagerError, NoUpdateAvailableError, SnapNotFoundError, SnapNotInstalledError, SnapOperationError
+from .conflict import affected_snaps
+from .model import all_snap_states, get_snap_state, mark_done
 from .schedule import Schedule, next_refresh, parse_schedule
+from .snapstate import refresh_task_sets
 
 if TYPE_CHECKING:
     from .snapmgr import SnapManager
@@ -168,12 +171,8 @@ class AutoRefresh:
             raise SnapOperationError(f"cannot hold every refresh for longer than {MAX_SYSTEM_HOLD.days} days: "
                                      "hold snaps by name to hold them longer")
         holds = self.holds(st)
-        from .snapmgr import get_snap_state
-
         for name in names:
             if get_snap_state(st, name) is None:
-                from ..errors import SnapNotInstalledError
-
                 raise SnapNotInstalledError(f"cannot hold snap {name!r}: it is not installed")
             holds["snaps"][name] = until
         if not names:
@@ -261,10 +260,6 @@ class AutoRefresh:
         offers is looked up first, then the lanes are added, the check recorded
         and the task set Done in one transaction.
         """
-        from ..errors import SnapNotFoundError
-        from . import snapstate
-        from .snapmgr import all_snap_states
-
         st = task.state
         store = self.sm.store
         if store is None:
@@ -285,9 +280,9 @@ class AutoRefresh:
             for other in st.changes():  # snaps another unready change works on wait for the next refresh
                 if other.id != chg.id and not other.is_ready():
                     for t in other.tasks():
-                        skip.update(snapstate.affected_snaps(self.sm, t))
+                        skip.update(affected_snaps(self.sm, t))
             try:
-                names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip, found=found)
+                names, sets = refresh_task_sets(self.sm, None, skip=skip, found=found)
             except NoUpdateAvailableError:
                 names, sets = [], []
             for ts in sets:
@@ -300,7 +295,7 @@ class AutoRefresh:
             st.set("last-refresh", format_time(now))
             st.set("next-refresh", None)
             st.ensure_before(0)
-            self.sm.handlers._done(task)
+            mark_done(task)
 
 
 def _time(text: object) -> datetime | None:

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import Retry, Status, Task, Tomb
+from engine import Retry, Task, Tomb
 
 from ..assertstate import fetch_chain
 from ..errors import AssertionVerifyError, ManagerError, StoreError
 from ..snap import SnapInfo
 from .backend.fsutil import remove
-from .snapmgr import SnapSetup, SnapState, get_snap_state, set_snap_state, set_task_snap_setup, task_snap_setup
+from .model import SnapSetup, SnapState, get_snap_state, mark_done, set_snap_state, set_task_snap_setup, task_snap_setup
 
 if TYPE_CHECKING:
     from .snapmgr import SnapManager
@@ -49,12 +49,6 @@ class Handlers:
         with task.state:
             setup = task_snap_setup(task)
             return setup, get_snap_state(task.state, setup.name)
-
-    @staticmethod
-    def _done(task: Task) -> None:
-        """_done marks the task Done (call with the lock, in the block that wrote its result)."""
-        task.set_status(Status.DONE if task.status is Status.DOING else Status.UNDONE
-                        if task.status is Status.UNDOING else task.status)
 
     @staticmethod
     def _cleaning(undo: Callable[[], Any], work: Callable[[], Any]) -> Any:
@@ -166,7 +160,7 @@ class Handlers:
             setup.snap_id = rev.header("snap-id")
             setup.publisher_id = decl.header("publisher-id")
             set_task_snap_setup(task, setup)
-            self._done(task)
+            mark_done(task)
 
     def do_mount_snap(self, task: Task, tomb: Tomb) -> None:
         """do_mount_snap puts the snap file in place (a local one is copied) and extracts it."""
@@ -184,7 +178,7 @@ class Handlers:
             info = b.mount(setup.name, setup.revision).with_side(
                 revision=setup.revision, snap_id=setup.snap_id, publisher_id=setup.publisher_id,
                 sha3_384=setup.sha3_384, size=setup.size)
-            for check in self.sm._check_snap:
+            for check in self.sm.check_snap_fns:
                 check(info, snapst.info if snapst is not None else None)
             return info
 
@@ -192,7 +186,7 @@ class Handlers:
         with task.state:
             setup.info = info.to_dict()
             set_task_snap_setup(task, setup)
-            self._done(task)
+            mark_done(task)
 
     def _unmount(self, setup: SnapSetup) -> None:
         self.backend.unmount(setup.name, setup.revision)
@@ -256,7 +250,7 @@ class Handlers:
         self._cleaning(lambda: self._stop_services(info.name, apps), lambda: self._start_services(info, apps))
         with task.state:
             task.set("started-services", apps)
-            self._done(task)
+            mark_done(task)
 
     def undo_start_snap_services(self, task: Task, tomb: Tomb) -> None:
         """undo_start_snap_services stops the services it started."""
@@ -292,7 +286,7 @@ class Handlers:
             if snapst is not None:
                 snapst.active = active
                 set_snap_state(task.state, name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def do_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
         """do_copy_snap_data copies the current revision's data for the new one (or makes it empty)."""
@@ -343,7 +337,7 @@ class Handlers:
             if setup.channel:
                 snapst.channel = setup.channel
             set_snap_state(st, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def undo_link_snap(self, task: Task, tomb: Tomb) -> None:
         """undo_link_snap unlinks the new revision and puts the snap's state back as it was."""
@@ -362,7 +356,7 @@ class Handlers:
                     restored.sequence = [i for i in restored.sequence
                                          if i.revision == restored.current or now.index(i.revision) >= 0]
                 set_snap_state(task.state, setup.name, restored)
-            self._done(task)
+            mark_done(task)
 
     def do_cleanup(self, task: Task, tomb: Tomb) -> None:
         """do_cleanup deletes what the install no longer needs: a partial download, an uploaded file."""
@@ -382,7 +376,7 @@ class Handlers:
                 task.set("old-channel", snapst.channel)
             snapst.channel = setup.channel
             set_snap_state(task.state, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def undo_switch_channel(self, task: Task, tomb: Tomb) -> None:
         """undo_switch_channel puts back the channel the snap tracked."""
@@ -392,7 +386,7 @@ class Handlers:
             if snapst is not None and task.has("old-channel"):
                 snapst.channel = str(task.get("old-channel"))
                 set_snap_state(task.state, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     # -- removing ----------------------------------------------------------------------------------
 

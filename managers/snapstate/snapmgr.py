@@ -1,34 +1,39 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""SnapManager: the snap manager, its per-snap state and the setup its tasks share.
+"""SnapManager: the snap manager, which registers its task kinds and hands its verbs on.
 
 The constructor registers every task kind the manager owns, grouped by
-lifecycle, do and undo side by side. The public verbs (install, remove,
-refresh, revert, enable, disable) are in snapstate.py and the handlers in
-handlers.py; backend/ does the file work.
+lifecycle, do and undo side by side. What it keeps (SnapState, SnapSetup)
+is in model.py; the public verbs (install, remove, refresh, revert, enable,
+disable) are in snapstate.py and the handlers in handlers.py; backend/
+does the file work. Imports point down: this module imports the others,
+none of them imports it but for type annotations.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import tenacity
 
 from engine import Change, State, Task, TaskRunner
 
-from ..errors import ManagerError, SnapNotInstalledError
+from ..errors import SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
-from ..store import DEFAULT_CHANNEL, Store, is_transient
+from ..store import Store, is_transient
 from ..storehttp import open_store
+from . import snapstate
+from .autorefresh import AutoRefresh, system_setting
 from .backend import Backend
+from .drift import DriftWatch
+from .handlers import Handlers
+from .model import CheckedFile, SnapState, all_snap_states, check_snap_file, get_snap_state
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager
-    from .snapstate import CheckedFile
 
 log = logging.getLogger("managers.snapstate")
 
@@ -65,164 +70,6 @@ def default_download_retry() -> tenacity.Retrying:
                              stop=tenacity.stop_after_attempt(5))
 
 
-@dataclass
-class SnapSetup:
-    """SnapSetup is what the tasks of one snap in a change share (task data "snap-setup").
-
-    It lives on the first task of the snap's task set; the others name that
-    task in "snap-setup-task".
-    """
-
-    name: str
-    revision: str = ""
-    snap_id: str = ""
-    publisher_id: str = ""
-    sha3_384: str = ""
-    size: int = 0
-    #: Where the snap comes from: "store", "file" (a local file at path) or "local"
-    #: (a revision already in the sequence).
-    source: str = "store"
-    #: The local file to install (source "file").
-    path: str = ""
-    dangerous: bool = False
-    revert: bool = False
-    #: Delete path at cleanup (a file the daemon received for us).
-    remove_path: bool = False
-    #: The new revision's SnapInfo (to_dict) once known.
-    info: dict[str, Any] | None = None
-    #: The channel the snap tracks once linked (full name, "latest/stable"); "" keeps what it tracked.
-    channel: str = ""
-
-    @property
-    def snap_info(self) -> SnapInfo:
-        """snap_info is the new revision's SnapInfo (it must be known)."""
-        if self.info is None:
-            raise ManagerError(f"internal error: the info of snap {self.name!r} is not known yet")
-        return SnapInfo.from_dict(self.info, f"the setup of snap {self.name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """to_dict is the JSON form stored on the task."""
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SnapSetup:
-        """from_dict reads the JSON form."""
-        return cls(**{k.replace("-", "_"): v for k, v in data.items()})
-
-
-@dataclass
-class SnapState:
-    """SnapState is what the system knows of one installed snap (under the state key "snaps")."""
-
-    name: str
-    #: The installed revisions, oldest first.
-    sequence: list[SnapInfo] = field(default_factory=list)
-    #: The revision in use (or last used, when disabled).
-    current: str = ""
-    #: Whether the current revision is linked and usable (False while disabled or refreshing).
-    active: bool = False
-    #: The channel the snap follows (full name, "latest/stable"); "" for a snap from a local file.
-    channel: str = ""
-
-    @property
-    def tracking(self) -> str:
-        """tracking is the channel the snap follows: its own, or latest/stable for a store snap that has none."""
-        return self.channel or (DEFAULT_CHANNEL if self.info.snap_id else "")
-
-    @property
-    def info(self) -> SnapInfo:
-        """info is the current revision's SnapInfo."""
-        return self.revision_info(self.current)
-
-    @property
-    def revisions(self) -> list[str]:
-        """revisions are the installed revisions, oldest first."""
-        return [i.revision for i in self.sequence]
-
-    def index(self, revision: str) -> int:
-        """index is where revision is in the sequence, or -1."""
-        for i, info in enumerate(self.sequence):
-            if info.revision == revision:
-                return i
-        return -1
-
-    def revision_info(self, revision: str) -> SnapInfo:
-        """revision_info is the SnapInfo of an installed revision."""
-        i = self.index(revision)
-        if i < 0:
-            raise SnapNotInstalledError(f"snap {self.name!r} has no revision {revision}")
-        return self.sequence[i]
-
-    def previous(self) -> SnapInfo | None:
-        """previous is the revision before the current one in the sequence, if any."""
-        i = self.index(self.current)
-        return self.sequence[i - 1] if i > 0 else None
-
-    def local_revision(self) -> int:
-        """local_revision is the highest N of the local revisions xN (0 when there is none)."""
-        return max((int(r[1:]) for r in self.revisions if r.startswith("x")), default=0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """to_dict is the JSON form kept in state."""
-        out: dict[str, Any] = {"sequence": [i.to_dict() for i in self.sequence], "current": self.current,
-                               "active": self.active}
-        if self.channel:
-            out["channel"] = self.channel
-        return out
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> SnapState:
-        """from_dict reads the JSON form."""
-        where = f"the state of snap {name!r}"
-        return cls(name, [SnapInfo.from_dict(i, where) for i in data.get("sequence", [])],
-                   str(data.get("current", "")), bool(data.get("active", False)), str(data.get("channel", "")))
-
-
-# -- the one helper that reads and writes per-snap state -------------------------------
-
-
-def get_snap_state(st: State, name: str) -> SnapState | None:
-    """get_snap_state returns the SnapState of an installed snap, or None (lock held)."""
-    data = st.get(SNAPS_KEY, {}).get(name)
-    return SnapState.from_dict(name, data) if data is not None else None
-
-
-def set_snap_state(st: State, name: str, snapst: SnapState | None) -> None:
-    """set_snap_state stores (or, with None, forgets) a snap's SnapState (lock held)."""
-    snaps = dict(st.get(SNAPS_KEY, {}))
-    if snapst is None:
-        snaps.pop(name, None)
-    else:
-        snaps[name] = snapst.to_dict()
-    st.set(SNAPS_KEY, snaps or None)
-
-
-def all_snap_states(st: State) -> dict[str, SnapState]:
-    """all_snap_states returns every installed snap's SnapState, by name (lock held)."""
-    return {name: SnapState.from_dict(name, data) for name, data in sorted(st.get(SNAPS_KEY, {}).items())}
-
-
-def setup_task(task: Task) -> Task:
-    """setup_task returns the task holding the snap setup of task's snap (lock held)."""
-    if task.has("snap-setup"):
-        return task
-    tid = task.get("snap-setup-task", None)
-    owner = task.state.task(tid) if tid is not None else None
-    if owner is None:
-        raise ManagerError(f"internal error: task {task.id} ({task.kind}) has no snap setup")
-    return owner
-
-
-def task_snap_setup(task: Task) -> SnapSetup:
-    """task_snap_setup returns the SnapSetup a task works with (lock held)."""
-    return SnapSetup.from_dict(setup_task(task).get("snap-setup"))
-
-
-def set_task_snap_setup(task: Task, setup: SnapSetup) -> None:
-    """set_task_snap_setup updates the SnapSetup shared by task's snap (lock held)."""
-    setup_task(task).set("snap-setup", setup.to_dict())
-
-
 class SnapManager:
     """SnapManager installs, refreshes, reverts, enables, disables and removes snaps under a root."""
 
@@ -230,10 +77,6 @@ class SnapManager:
                  assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
                  limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
-        from .autorefresh import AutoRefresh
-        from .drift import DriftWatch
-        from .handlers import Handlers
-
         if retain < 2:
             raise ValueError(f"cannot keep {retain} revisions of a snap: keep at least 2 (one to revert to)")
         self.state = state
@@ -242,8 +85,10 @@ class SnapManager:
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.assert_manager = assert_manager
         self.retain = retain
-        self._check_snap: list[CheckSnap] = []
-        self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        #: check_snap_fns run when a revision is mounted or prepared (add_check_snap adds one).
+        self.check_snap_fns: list[CheckSnap] = []
+        #: affected_by_kind maps a task kind of another manager to the snaps its tasks touch (conflict checks).
+        self.affected_by_kind: dict[str, Callable[[Task], list[str]]] = {}
         #: The runner of the services (None: services are only recorded); the service manager sets itself.
         self.service_runner: ServiceRunner | None = None
         h = self.handlers = Handlers(self)
@@ -304,31 +149,23 @@ class SnapManager:
         """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
         return all(check() for check in self.can_auto_refresh_checks)
 
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
-    def stop(self) -> None:
-        """stop has no background work to stop."""
-
     # -- extension points ------------------------------------------------------------------
 
     def add_check_snap(self, fn: CheckSnap) -> None:
         """add_check_snap adds a check run when a revision is mounted or prepared (it may raise to refuse it)."""
-        self._check_snap.append(fn)
+        self.check_snap_fns.append(fn)
 
     def retained(self) -> int:
         """retained is how many revisions of a snap are kept: the system setting refresh.retain, else retain.
 
         Read with the state lock held (`overlord set system refresh.retain=3`; checked there, 2 to 20).
         """
-        from .autorefresh import system_setting
-
         value = system_setting(self.state, "refresh.retain", None)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 2 else self.retain
 
     def add_affected_snaps(self, kind: str, fn: Callable[[Task], list[str]]) -> None:
         """add_affected_snaps tells conflict checks which snaps a task of another manager touches."""
-        self._affected[kind] = fn
+        self.affected_by_kind[kind] = fn
 
     # -- reading state ------------------------------------------------------------------------
 
@@ -361,8 +198,6 @@ class SnapManager:
         Each tracks channel (default latest/stable) and gets the revision it
         offers, or the given revision (one snap only).
         """
-        from . import snapstate
-
         self.check_seeded("install")
         return snapstate.install(self, _names(names), channel=channel, revision=revision)
 
@@ -373,9 +208,7 @@ class SnapManager:
         records the change: the slow part of a local install is done
         while other requests are served.
         """
-        from . import snapstate
-
-        return snapstate.check_snap_file(Path(path), self.backend.limits)
+        return check_snap_file(Path(path), self.backend.limits)
 
     def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
                      filename: str | None = None, checked: CheckedFile | None = None) -> Change:
@@ -387,8 +220,6 @@ class SnapManager:
         checked is what check_file said of the file (read before the lock was taken);
         without it the file is read and checked here, under the lock.
         """
-        from . import snapstate
-
         self.check_seeded("install")
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
                                       filename=filename, checked=checked)
@@ -400,44 +231,32 @@ class SnapManager:
         With channel (one snap), the snap tracks that channel from then on; with
         revision (one snap), it goes to that revision, newer or older.
         """
-        from . import snapstate
-
         self.check_seeded("refresh")
         return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
                                  revision=revision)
 
     def switch(self, name: str, channel: str) -> Change:
         """switch makes a snap track another channel without refreshing it (lock held)."""
-        from . import snapstate
-
         self.check_seeded("switch")
         return snapstate.switch(self, name, channel)
 
     def remove(self, names: str | Sequence[str], *, revision: str | None = None) -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
-        from . import snapstate
-
         self.check_seeded("remove")
         return snapstate.remove(self, _names(names), revision=revision)
 
     def revert(self, name: str, *, revision: str | None = None) -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
-        from . import snapstate
-
         self.check_seeded("revert")
         return snapstate.revert(self, name, revision=revision)
 
     def enable(self, name: str) -> Change:
         """enable makes a disabled snap usable again (lock held)."""
-        from . import snapstate
-
         self.check_seeded("enable")
         return snapstate.enable(self, name)
 
     def disable(self, name: str) -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
-        from . import snapstate
-
         self.check_seeded("disable")
         return snapstate.disable(self, name)
 

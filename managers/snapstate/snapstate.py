@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import Change, ChangeConflictError, Task, TaskSet
+from engine import Change, TaskSet
 
-from ..asserts import file_sha3_384
 from ..errors import (
     AssertionVerifyError,
     NoUpdateAvailableError,
@@ -26,10 +24,20 @@ from ..errors import (
     SnapOperationError,
     StoreError,
 )
-from ..snap import Limits, SnapInfo, read_info
 from ..snap.naming import reserved_snap_name
 from ..store import DEFAULT_CHANNEL, Store, StoreSnap, parse_channel, short_channel
-from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
+from .conflict import check_conflicts
+from .model import (
+    CheckedFile,
+    SnapSetup,
+    SnapState,
+    all_snap_states,
+    check_snap_file,
+    current_setup,
+    get_snap_state,
+    task_snap_setup,
+)
+from .tasksets import TaskChain, install_tasks, remove_revision_tasks
 
 log = logging.getLogger("managers.snapstate")
 
@@ -37,146 +45,7 @@ if TYPE_CHECKING:
     from .snapmgr import SnapManager
 
 
-# -- conflicts -----------------------------------------------------------------------------
-
-
-def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
-    """affected_snaps lists the snaps a task touches (snap tasks, and kinds other managers registered)."""
-    if task.has("snap-setup") or task.has("snap-setup-task"):
-        return [task_snap_setup(task).name]
-    fn = sm._affected.get(task.kind)
-    return fn(task) if fn is not None else []
-
-
-def check_conflicts(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> None:
-    """check_conflicts raises ChangeConflictError when an unready change touches one of names."""
-    wanted = set(names)
-    for chg in sm.state.changes():
-        if chg.is_ready() or chg.id == ignore_change:
-            continue
-        for task in chg.tasks():
-            for name in affected_snaps(sm, task):
-                if name in wanted:
-                    raise ChangeConflictError(chg.id, f"cannot start a change for snap {name!r}: change "
-                                                      f"{chg.id} ({chg.kind}) is in progress for it",
-                                              change_kind=chg.kind, subject=name)
-
-
-# -- building task sets ------------------------------------------------------------------------
-
-
-class _Chain:
-    """_Chain adds tasks one after the other, each naming the task that holds the snap setup."""
-
-    def __init__(self, sm: SnapManager, first: Task, setup: SnapSetup) -> None:
-        first.set("snap-setup", setup.to_dict())
-        self.st = sm.state
-        self.first = first
-        self.tasks = [first]
-
-    def add(self, kind: str, summary: str) -> Task:
-        t = self.st.new_task(kind, summary)
-        t.set("snap-setup-task", self.first.id)
-        t.wait_for(self.tasks[-1])
-        self.tasks.append(t)
-        return t
-
-    def add_hook(self, hook: str, *, ignore_error: bool = False) -> Task:
-        """add_hook adds a run-hook task of the snap's hook, which may be missing (the hook manager runs it)."""
-        name = SnapSetup.from_dict(self.first.get("snap-setup")).name
-        t = self.add("run-hook", f'Run {hook} hook of "{name}" snap if present')
-        setup: dict[str, object] = {"snap": name, "hook": hook, "optional": True}
-        if ignore_error:
-            setup["ignore-error"] = True
-        t.set("hook-setup", setup)
-        return t
-
-    def add_set(self, ts: TaskSet) -> None:
-        ts.tasks()[0].wait_for(self.tasks[-1])
-        self.tasks.extend(ts.tasks())
-
-    def task_set(self) -> TaskSet:
-        return TaskSet(*self.tasks)
-
-
-def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -> TaskSet:
-    """install_tasks builds the task set that installs, refreshes to or reverts to setup's revision.
-
-    snapd's doInstall: prerequisites, download-snap (or prepare-snap),
-    validate-snap, mount-snap, stop-snap-services and unlink-current-snap
-    (when installed), copy-snap-data (unless reverting), setup-profiles,
-    link-snap, auto-connect, start-snap-services, the removal of revisions
-    beyond the retained ones, cleanup.
-    """
-    st = sm.state
-    name, rev = setup.name, setup.revision
-    installed = snapst is not None
-    if snapst is not None and not snapst.active:
-        raise SnapOperationError(f"cannot refresh or revert snap {name!r}: it is disabled (enable it first)")
-    local = snapst is not None and snapst.index(rev) >= 0
-    label = f'"{name}" ({rev})'
-    if setup.revert:
-        chain = _Chain(sm, st.new_task("prepare-snap", f"Prepare snap {label}"), setup)
-    else:
-        chain = _Chain(sm, st.new_task("prerequisites", f'Ensure prerequisites for "{name}" are available'), setup)
-        if setup.source == "file" and not local:
-            chain.add("prepare-snap", f'Prepare snap "{setup.path}" ({rev})')
-        elif local:
-            chain.add("prepare-snap", f"Prepare snap {label}")
-        else:
-            chain.add("download-snap", f"Download snap {label} from the store")
-        if not local and not setup.dangerous:
-            chain.add("validate-snap", f"Fetch and check assertions for snap {label}")
-        if not local:
-            chain.add("mount-snap", f"Mount snap {label}")
-    refreshing = installed and not setup.revert
-    if refreshing:
-        chain.add_hook("pre-refresh")
-    if installed:
-        chain.add("stop-snap-services", f'Stop snap "{name}" services').set("stop-reason",
-                                                                           "revert" if setup.revert else "refresh")
-        chain.add("unlink-current-snap", f'Make current revision for snap "{name}" unavailable')
-    if not setup.revert:
-        chain.add("copy-snap-data", f'Copy snap "{name}" data')
-    chain.add("setup-profiles", f"Setup snap {label} security profiles")
-    chain.add("link-snap", f"Make snap {label} available to the system")
-    chain.add("auto-connect", f'Automatically connect eligible plugs and slots of snap "{name}"')
-    if refreshing:
-        chain.add_hook("post-refresh")
-    elif not installed:
-        chain.add_hook("install")
-    chain.add("start-snap-services", f"Start snap {label} services")
-    if snapst is not None and not setup.revert:
-        for old in _revisions_to_drop(sm, snapst, rev, local):
-            chain.add_set(remove_revision_tasks(sm, snapst, old, last=False))
-    if not setup.revert:
-        chain.add("cleanup", f"Clean up snap {label} install")
-    chain.add_hook("configure")
-    return chain.task_set()
-
-
-def _revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: bool) -> list[str]:
-    """_revisions_to_drop is snapd's rule: those after current, and the oldest beyond what is retained."""
-    seq = snapst.revisions
-    cur = seq.index(snapst.current)
-    after = [r for r in seq[cur + 1:] if r != target]
-    before = [r for r in seq[:cur] if r != target]
-    keep = sm.retained() - (0 if local else 1)
-    return after + before[:max(0, len(before) - keep + 1)]
-
-
-def remove_revision_tasks(sm: SnapManager, snapst: SnapState, revision: str, *, last: bool) -> TaskSet:
-    """remove_revision_tasks builds clear-snap and discard-snap for one inactive revision."""
-    st = sm.state
-    info = snapst.revision_info(revision)
-    setup = SnapSetup(snapst.name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                      source="local", info=info.to_dict())
-    label = f'"{snapst.name}" ({revision})'
-    chain = _Chain(sm, st.new_task("clear-snap", f"Remove data for snap {label}"), setup)
-    chain.add("discard-snap", f"Remove snap {label} from the system")
-    for t in chain.tasks:
-        t.set("last", last)
-    return chain.task_set()
+# -- changes ------------------------------------------------------------------------------------
 
 
 def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
@@ -212,13 +81,6 @@ def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
     if snapst is None:
         raise SnapNotInstalledError(f"cannot {verb} snap {name!r}: it is not installed")
     return snapst
-
-
-def _current_setup(snapst: SnapState) -> SnapSetup:
-    """_current_setup is the setup of a change that works on the current revision as it is."""
-    info = snapst.info
-    return SnapSetup(snapst.name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                     source="local", info=info.to_dict())
 
 
 def _store(sm: SnapManager) -> Store:
@@ -282,27 +144,6 @@ def install(sm: SnapManager, names: Sequence[str], *, channel: str | None = None
                       install_task_sets(sm, names, channel=channel, revision=revision))
 
 
-@dataclass(frozen=True)
-class CheckedFile:
-    """CheckedFile is a local snap file read and checked whole: its snap.yaml, its digest and size."""
-
-    path: Path
-    info: SnapInfo
-    sha3_384: str
-    size: int
-
-
-def check_snap_file(path: Path, limits: Limits) -> CheckedFile:
-    """check_snap_file reads and checks a local snap file (every archive check, snap.yaml, the digest).
-
-    It needs no lock and takes none: callers run it before taking the state
-    lock, which they then hold only to record the change.
-    """
-    info = read_info(path, limits)
-    digest, size = file_sha3_384(path)
-    return CheckedFile(path, info, digest, size)
-
-
 def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
                           checked: CheckedFile | None = None) -> tuple[SnapSetup, TaskSet]:
     """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path).
@@ -359,7 +200,7 @@ def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove
 
 def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet:
     """switch_task_set is one switch-snap-channel task: the snap tracks channel from then on."""
-    setup = _current_setup(snapst)
+    setup = current_setup(snapst)
     setup.channel = channel
     t = sm.state.new_task("switch-snap-channel",
                           f'Switch snap "{snapst.name}" from channel "{short_channel(snapst.tracking)}" to '
@@ -506,13 +347,13 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
                 raise SnapOperationError(f"cannot remove revision {revision} of snap {name!r}: it is the current "
                                          "revision (revert first?)")
             return remove_revision_tasks(sm, snapst, revision, last=False)
-    setup = _current_setup(snapst)
+    setup = current_setup(snapst)
     if snapst.active:
-        chain = _Chain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
+        chain = TaskChain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
         chain.first.set("stop-reason", "remove")
         chain.add_hook("remove", ignore_error=True)
     else:
-        chain = _Chain(sm, st.new_task("run-hook", f'Run remove hook of "{name}" snap if present'), setup)
+        chain = TaskChain(sm, st.new_task("run-hook", f'Run remove hook of "{name}" snap if present'), setup)
         chain.first.set("hook-setup", {"snap": name, "hook": "remove", "optional": True, "ignore-error": True})
     chain.add("auto-disconnect", f'Disconnect interfaces of snap "{name}"')
     if snapst.active:
@@ -568,7 +409,7 @@ def enable(sm: SnapManager, name: str) -> Change:
     if snapst.active:
         raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
+    chain = TaskChain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), current_setup(snapst))
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
     chain.add("link-snap", f"Make snap {label} available to the system")
     chain.add("start-snap-services", f"Start snap {label} services")
@@ -581,7 +422,7 @@ def disable(sm: SnapManager, name: str) -> Change:
     if not snapst.active:
         raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
+    chain = TaskChain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), current_setup(snapst))
     chain.first.set("stop-reason", "disable")
     chain.add("unlink-snap", f"Make snap {label} unavailable to the system")
     chain.add("remove-profiles", f"Remove security profile for snap {label}")

@@ -15,7 +15,7 @@ import pytest
 from engine import Status
 from managers.asserts import PrivateKey
 from managers.servicestate import ServiceManager, Supervisor, read_log_lines
-from managers.servicestate.supervisor import read_log_since
+from managers.servicestate.logs import read_log_since
 from managers.snap import pack
 from managers.snapstate import SnapManager
 from tests.conftest import FakeClock

@@ -365,10 +365,10 @@ class Backend:
         name, rev = info.name, info.revision
         out = []
         if not self.revision_dir(name, rev).is_dir():
-            out.append(f"its revision directory {self._rel(self.revision_dir(name, rev))} is missing")
+            out.append(f"its revision directory {self.under_root(self.revision_dir(name, rev))} is missing")
         linked = self.linked_revision(name)
         if linked is None:
-            out.append(f"its current link {self._rel(self.current_link(name))} is missing")
+            out.append(f"its current link {self.under_root(self.current_link(name))} is missing")
         elif linked != rev:
             out.append(f"its current link points to {linked!r}, not {rev!r}")
         for app in sorted(info.apps):
@@ -376,16 +376,17 @@ class Backend:
             try:
                 st = path.stat()
             except OSError:
-                out.append(f"its wrapper {self._rel(path)} is missing")
+                out.append(f"its wrapper {self.under_root(path)} is missing")
                 continue
             text = self.wrapper_text(info, app).encode()
             if st.st_size != len(text) or (full and path.read_bytes() != text):
-                out.append(f"its wrapper {self._rel(path)} was edited")
+                out.append(f"its wrapper {self.under_root(path)} was edited")
             if info.apps[app].daemon and not self.service_file(name, app).is_file():
-                out.append(f"its service {self._rel(self.service_file(name, app))} is missing")
+                out.append(f"its service {self.under_root(self.service_file(name, app))} is missing")
         return out
 
-    def _rel(self, path: Path) -> str:
+    def under_root(self, path: Path) -> str:
+        """under_root names path as messages show it: relative to the root."""
         return str(path.relative_to(self.root))
 
     def repair(self, info: SnapInfo) -> list[str]:
@@ -398,10 +399,10 @@ class Backend:
             blob = self.blob(name, rev)
             if not blob.is_file():
                 raise ManagerError(f"cannot repair snap {name!r}: revision {rev}'s directory and its snap file "
-                                   f"{self._rel(blob)} are both gone (reinstall it, or revert to another "
+                                   f"{self.under_root(blob)} are both gone (reinstall it, or revert to another "
                                    "revision)")
             self.mount(name, rev)
-            done.append(f"extracted revision {rev} again from {self._rel(blob)}")
+            done.append(f"extracted revision {rev} again from {self.under_root(blob)}")
         missing = [a.name for a in info.services if not self.service_file(name, a.name).is_file()]
         before = self.drift(info, full=True)
         self.link(info)
