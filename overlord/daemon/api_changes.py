@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from engine import DatabaseCorruptError
+
 from ..changeinfo import API_DATA_KEY, SNAP_NAMES_KEY, change_info, task_info
 from . import response
 from .api import ApiRequest, Context, Endpoint
@@ -31,8 +33,6 @@ def get_changes(ctx: Context, req: ApiRequest) -> response.Reply:
     select = req.choice("select", SELECT, "in-progress")
     name = req.query.get("for") or None
     st = ctx.state
-    from engine import DatabaseCorruptError
-
     with st:
         out = []
         for chg in st.changes():

@@ -24,8 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import DatabaseError
+from managers import SystemOverlord
+from managers.asserts import load_public_key
+from managers.errors import KeyFileError
+from managers.store import location_path
+from managers.storehttp import is_http
+
 from .. import paths
+from . import ENDPOINTS
 from .api import Endpoint
+from .api_snaps import sweep_uploads
+from .server import Daemon
 
 if TYPE_CHECKING:
     from engine import Overlord
@@ -98,10 +108,6 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     database, and the managers' errors (one line each) for a store or a
     trusted key that cannot be used.
     """
-    from engine import DatabaseError
-    from managers import SystemOverlord
-    from managers.store import location_path
-    from managers.storehttp import is_http
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -145,8 +151,6 @@ def load_trusted_key(path: Path) -> PublicKey:
     The root's private key signs account keys and declarations: it belongs on
     an offline machine, never on a device that only verifies.
     """
-    from managers.asserts import load_public_key
-    from managers.errors import KeyFileError
 
     try:
         with open(path, "rb") as f:
@@ -167,9 +171,6 @@ def system_daemon(options: DaemonOptions, policy: AccessPolicy | None = None, li
     uploads in <state-dir>/uploads, gives the hooks the socket for `overlord
     ctl`, and runs the setup hook before the loop starts.
     """
-    from . import ENDPOINTS
-    from .api_snaps import sweep_uploads
-    from .server import Daemon
 
     hook = load_setup(options.setup) if options.setup else None  # a bad one: before any work
     uploads = options.state_dir / UPLOADS_NAME

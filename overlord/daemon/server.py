@@ -33,6 +33,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from engine import DatabaseCorruptError
+
 from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, Endpoint, build_app
 from .core import CORE_ENDPOINTS
@@ -201,8 +203,6 @@ def remove_socket(path: Path, identity: tuple[int, int]) -> None:
 
 def log_resumed(st: State) -> None:
     """log_resumed says, one line each, which changes a start takes up again: those not ready (lock held)."""
-    from engine import DatabaseCorruptError
-
     for chg in st.changes():
         try:
             status = chg.status
