@@ -218,7 +218,7 @@ class AutoRefresh:
         """ensure starts an auto-refresh change when one is due; it never reads the store itself."""
         st = self.sm.state
         with st:
-            if self.sm.store is None or not self.sm.can_auto_refresh():
+            if self.sm.snap_store is None or not self.sm.can_auto_refresh():
                 return
             timer, schedules = self.timer(st)
             now = self.clock()
@@ -261,7 +261,7 @@ class AutoRefresh:
         and the task set Done in one transaction.
         """
         st = task.state
-        store = self.sm.store
+        store = self.sm.snap_store
         if store is None:
             raise ManagerError("cannot check for snap updates: no store is configured")
         with st:

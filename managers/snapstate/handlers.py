@@ -98,7 +98,7 @@ class Handlers:
     def do_download_snap(self, task: Task, tomb: Tomb) -> None:
         """do_download_snap copies the snap file from the store, resuming, with progress."""
         setup, _ = self._read(task)
-        store = self.sm.store
+        store = self.sm.snap_store
         if store is None:
             raise StoreError(f"cannot download snap {setup.name!r}: no store is configured")
         ss = store.snap(setup.name, setup.revision)
@@ -132,7 +132,7 @@ class Handlers:
             raise AssertionVerifyError(f"cannot check snap {setup.name!r}: there is no assertion database")
         found = []
         if setup.source == "store":
-            store = self.sm.store
+            store = self.sm.snap_store
             if store is None:
                 raise StoreError(f"cannot fetch the assertions of snap {setup.name!r}: no store is configured")
             found = fetch_chain(store.assertion, "snap-revision", (setup.sha3_384,), am.trusted)

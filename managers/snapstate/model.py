@@ -18,7 +18,7 @@ from engine import State, Status, Task
 from ..asserts import file_sha3_384
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import Limits, SnapInfo, read_info
-from ..store import DEFAULT_CHANNEL
+from ..snapstore import DEFAULT_CHANNEL
 
 #: SNAPS_KEY is the state key holding every snap's SnapState, by name.
 SNAPS_KEY = "snaps"

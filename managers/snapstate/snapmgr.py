@@ -23,8 +23,7 @@ from engine import Change, State, Task, TaskRunner
 
 from ..errors import SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
-from ..store import Store, is_transient
-from ..storehttp import open_store
+from ..snapstore import SnapStore, is_transient, open_snap_store
 from . import snapstate
 from .autorefresh import AutoRefresh, system_setting
 from .backend import Backend
@@ -73,8 +72,9 @@ def default_download_retry() -> tenacity.Retrying:
 class SnapManager:
     """SnapManager installs, refreshes, reverts, enables, disables and removes snaps under a root."""
 
-    def __init__(self, state: State, runner: TaskRunner, *, root: str | Path, store: Store | str | Path | None = None,
-                 assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
+    def __init__(self, state: State, runner: TaskRunner, *, root: str | Path,
+                 store: SnapStore | str | Path | None = None, assert_manager: AssertManager | None = None,
+                 retain: int = DEFAULT_RETAIN,
                  limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         if retain < 2:
@@ -82,7 +82,8 @@ class SnapManager:
         self.state = state
         self.runner = runner
         self.backend = Backend(root, limits)
-        self.store = open_store(store) if isinstance(store, (str, Path)) else store
+        #: snap_store is where snaps come from (None: only local files can be installed).
+        self.snap_store = open_snap_store(store) if isinstance(store, (str, Path)) else store
         self.assert_manager = assert_manager
         self.retain = retain
         #: check_snap_fns run when a revision is mounted or prepared (add_check_snap adds one).

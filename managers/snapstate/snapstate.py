@@ -25,7 +25,7 @@ from ..errors import (
     StoreError,
 )
 from ..snap.naming import reserved_snap_name
-from ..store import DEFAULT_CHANNEL, Store, StoreSnap, parse_channel, short_channel
+from ..snapstore import DEFAULT_CHANNEL, SnapStore, StoreSnap, parse_channel, short_channel
 from .conflict import check_conflicts
 from .model import (
     CheckedFile,
@@ -83,10 +83,10 @@ def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
     return snapst
 
 
-def _store(sm: SnapManager) -> Store:
-    if sm.store is None:
+def _store(sm: SnapManager) -> SnapStore:
+    if sm.snap_store is None:
         raise StoreError("cannot reach a store: none is configured")
-    return sm.store
+    return sm.snap_store
 
 
 # -- the verbs ----------------------------------------------------------------------------------

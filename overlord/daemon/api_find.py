@@ -49,11 +49,11 @@ def get_find(ctx: Context, req: ApiRequest) -> response.Reply:
 def find_in_store(ctx: Context, req: ApiRequest) -> response.Reply:
     """find_in_store searches the store: q matches names and summaries (case-insensitive), name one name."""
     sm = system_overlord(ctx).snap_manager
-    if sm.store is None:
+    if sm.snap_store is None:
         raise ApiError(502, ErrorKind.STORE_ERROR, "cannot search the store: none is configured")
     query = (req.query.get("q") or "").strip().lower()
     exact = req.query.get("name")
-    names = sm.store.names()
+    names = sm.snap_store.names()
     if exact is not None:
         names = [n for n in names if n == exact]
         if not names:

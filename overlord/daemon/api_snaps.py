@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from engine import Change, State
     from managers.snap import SnapInfo
     from managers.snapstate import SnapManager, SnapState
-    from managers.store import StoreSnap
+    from managers.snapstore import StoreSnap
 
 log = logging.getLogger("overlord.daemon")
 
@@ -72,9 +72,9 @@ def store_snap(ctx: Context, ss: StoreSnap, channel: str, publisher_id: str) -> 
 def store_listing(ctx: Context, name: str) -> dict[str, Any]:
     """store_listing is a store snap as find and info show it: what stable (or the newest) offers, and per
     channel the revision, version and size (snapd's "channels" map), without the default track's prefix."""
-    from managers.store import RISKS, short_channel
+    from managers.snapstore import RISKS, short_channel
 
-    store = system_overlord(ctx).snap_manager.store
+    store = system_overlord(ctx).snap_manager.snap_store
     assert store is not None
     listing = store.listing(name)
     shown = store.snap(name, listing.revisions[0])
@@ -167,7 +167,7 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
         if snapst is None:
             raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
         out = snap_info(ctx, snapst, snapst.info)
-    if out["id"] and sm.store is not None:
+    if out["id"] and sm.snap_store is not None:
         try:
             out["channels"] = store_listing(ctx, name)["channels"]
         except EngineError as e:

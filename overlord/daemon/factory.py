@@ -28,8 +28,7 @@ from engine import DatabaseError
 from managers import SystemOverlord
 from managers.asserts import load_public_key
 from managers.errors import KeyFileError
-from managers.store import location_path
-from managers.storehttp import is_http
+from managers.snapstore import is_http, location_path
 
 from .. import paths
 from . import ENDPOINTS
@@ -139,7 +138,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         log.info("seeding from %s at first start (changes that need a seeded system wait for it)", seed)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
-    store = o.snap_manager.store
+    store = o.snap_manager.snap_store
     if store is not None and not is_http(store.location) and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
