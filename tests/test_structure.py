@@ -14,6 +14,8 @@ source (read with ast, nothing is imported):
 - engine imports neither managers nor overlord; managers never imports
   overlord, and takes the engine only through ``from engine import ...``;
 - no module imports another module's private name (``from m import _x``);
+- a migration (migrations/versions) imports nothing of the project: it is a
+  snapshot of the schema at its revision, whatever the models become;
 - no module is over 500 lines, but those listed in TO_SPLIT.
 """
 
@@ -242,6 +244,12 @@ def test_lower_layers_never_import_higher_ones(layer: str, never: str) -> None:
     wrong = [f"{FILES[i.importer].relative_to(REPO)}:{i.line}: {i.statement}" for i in IMPORTS
              if _in(i.importer, layer) and _in(i.target, never)]
     assert not wrong, f"{layer} imports {never}:\n" + "\n".join(wrong)
+
+
+def test_migrations_are_snapshots_that_import_no_live_code() -> None:
+    wrong = [f"{FILES[i.importer].relative_to(REPO)}:{i.line}: {i.statement}" for i in IMPORTS
+             if _in(i.importer, "migrations.versions")]
+    assert not wrong, "a migration imports live code (copy what it needs into it):\n" + "\n".join(wrong)
 
 
 def test_the_managers_take_the_engine_through_its_public_face_only() -> None:

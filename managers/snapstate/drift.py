@@ -282,10 +282,8 @@ class DriftWatch:
                 if rel in still:
                     path = self.sm.backend.root / rel
                     try:
-                        path.unlink()
-                        removed.append(rel)
-                    except FileNotFoundError:
-                        pass
+                        if self.sm.backend.remove_file(path):
+                            removed.append(rel)
                     except OSError as e:
                         raise ManagerError(f"cannot remove {path}: {e.strerror}") from None
             task.logf("Removed %s", ", ".join(removed) if removed else "nothing (in use again, or gone)")

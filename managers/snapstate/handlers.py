@@ -12,7 +12,6 @@ sets its task Done in that same transaction.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ from engine import Retry, Task, Tomb
 from ..assertstate import fetch_chain
 from ..errors import AssertionVerifyError, ManagerError, StoreError
 from ..snap import SnapInfo
-from .backend.fsutil import remove
 from .model import SnapSetup, SnapState, get_snap_state, mark_done, set_snap_state, set_task_snap_setup, task_snap_setup
 
 if TYPE_CHECKING:
@@ -74,11 +72,10 @@ class Handlers:
         setup, _ = self._read(task)
         if setup.source not in ("store", "file"):
             return
-        root = self.backend.root
-        free = shutil.disk_usage(root if root.exists() else root.parent).free
+        free = self.backend.free_space()
         need = setup.size + DISK_MARGIN
         if free < need:
-            raise ManagerError(f"cannot install snap {setup.name!r}: {root} has {free} bytes free, "
+            raise ManagerError(f"cannot install snap {setup.name!r}: {self.backend.root} has {free} bytes free, "
                                f"{need} are needed")
 
     def do_prepare_snap(self, task: Task, tomb: Tomb) -> None:
@@ -361,7 +358,7 @@ class Handlers:
     def do_cleanup(self, task: Task, tomb: Tomb) -> None:
         """do_cleanup deletes what the install no longer needs: a partial download, an uploaded file."""
         setup, _ = self._read(task)
-        remove(self.backend.partial_blob(setup.name, setup.revision))
+        self.backend.remove_file(self.backend.partial_blob(setup.name, setup.revision))
         if setup.source == "file" and setup.remove_path:
             self.backend.remove_file(setup.path)
 

@@ -162,6 +162,10 @@ class Body:
         """string returns a required string field."""
         return str(self._get(name, str, "a string", True))
 
+    def flag(self, name: str) -> bool:
+        """flag returns an optional boolean field (False when absent or null)."""
+        return bool(self._get(name, bool, "a boolean", False))
+
     def opt_string(self, name: str) -> str | None:
         """opt_string returns an optional string field (None when absent or null)."""
         v = self._get(name, str, "a string", False)

@@ -71,8 +71,7 @@ def post_apps(ctx: Context, req: ApiRequest) -> response.Reply:
         if key not in ("action", "names", "enable", "disable"):
             raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
     names = body.str_list("names")
-    enable = bool(body._get("enable", bool, "a boolean", False))
-    disable = bool(body._get("disable", bool, "a boolean", False))
+    enable, disable = body.flag("enable"), body.flag("disable")
     with ctx.state:
         try:
             chg = system_overlord(ctx).service_manager.control(action, names, enable=enable, disable=disable)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import DatabaseError
+from engine.store import locate
 from managers import SystemOverlord
 from managers.asserts import load_public_key
 from managers.errors import KeyFileError
@@ -195,9 +196,7 @@ def database_name(options: DaemonOptions) -> str:
     """database_name is where the state lives, for people: the file, or the URL without its password."""
     if options.db_url is None:
         return str((options.state_dir / paths.DB_NAME).resolve())
-    from sqlalchemy.engine import make_url
-
-    return make_url(options.db_url).render_as_string(hide_password=True)
+    return locate(url=options.db_url).shown
 
 
 def trust_info(o: Overlord) -> dict[str, str | None]:

@@ -18,13 +18,13 @@ it ends where one uninterrupted run ends.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shlex
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -479,9 +479,12 @@ class Backend:
                 remove(link)
             remove_empty_dir(self.snap_dir(name))
 
-    def remove_file(self, path: str | Path) -> None:
-        """remove_file deletes a file the snap manager was told it may delete (an uploaded snap)."""
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()
+    def remove_file(self, path: str | Path) -> bool:
+        """remove_file deletes a file the snap manager may delete (an upload, a download); False: it was gone."""
+        return remove(Path(path))
+
+    def free_space(self) -> int:
+        """free_space is how many bytes the file system of the root has free."""
+        return shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
 
 
