@@ -6,8 +6,8 @@ source (read with ast, nothing is imported):
 
 - no circle of imports among the project's modules, counting the imports
   made inside functions (an import moved into a function to break a circle
-  still makes one when it runs); imports under ``if TYPE_CHECKING:`` are
-  for annotations only and do not count;
+  still makes one when it runs); and none either through the imports under
+  ``if TYPE_CHECKING:`` (for annotations only), but the one listed to fix;
 - an import inside a function of a project module is one of the lazy
   imports below, each with its reason (an optional extra, or a command
   line that starts light); anything else is imported at the top;
@@ -61,6 +61,10 @@ TO_FIX = {
     ("engine.store.postgresql_open", "engine.store.objects"),
 }
 
+#: TYPED_CIRCLE_TO_FIX is the one circle through `if TYPE_CHECKING:` imports left, in the engine's middle, which
+#: other work is reshaping now: the State, its Change and Task handles and the unit of work name each other.
+TYPED_CIRCLE_TO_FIX = {"engine.change", "engine.state", "engine.task", "engine.unitofwork"}
+
 #: TO_SPLIT are modules over MAX_LINES that other work is reshaping now (the engine's middle); each is to be
 #: split, and this list to shrink to nothing.
 TO_SPLIT = {
@@ -82,8 +86,10 @@ class Import:
     line: int
     in_function: bool
     names: tuple[str, ...]
-    #: Whether it is written `from engine import ...` (or `import engine`), not a submodule of the engine.
+    #: The statement as written.
     statement: str
+    #: Whether it is under ``if TYPE_CHECKING:`` (for annotations only; it never runs).
+    typing_only: bool = False
 
 
 def _files() -> dict[str, Path]:
@@ -139,11 +145,12 @@ def _imports() -> list[Import]:
 
         def visit(node: ast.AST, in_function: bool, module: str = module, skip: set[int] = skip) -> None:
             for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.Import | ast.ImportFrom) and id(child) not in skip:
+                if isinstance(child, ast.Import | ast.ImportFrom):
                     statement = ast.unparse(child)
                     for target, names in _targets(module, child):
                         if target.split(".")[0] in PACKAGES:
-                            out.append(Import(module, target, child.lineno, in_function, names, statement))
+                            out.append(Import(module, target, child.lineno, in_function, names, statement,
+                                              id(child) in skip))
                 visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
 
         visit(tree, False)
@@ -202,14 +209,25 @@ def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_no_circle_of_imports_even_through_imports_inside_functions() -> None:
+def _edges(*, typing_too: bool) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in FILES}
     for imp in IMPORTS:
-        if imp.target in FILES and imp.target != imp.importer:
+        if imp.target in FILES and imp.target != imp.importer and (typing_too or not imp.typing_only):
             edges[imp.importer].add(imp.target)
-    circles = _circles(edges)
+    return edges
+
+
+def test_no_circle_of_imports_even_through_imports_inside_functions() -> None:
+    circles = _circles(_edges(typing_too=False))
     assert not circles, "import circles (a module of each imports the next, at the top or in a function):\n" + \
         "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_no_circle_even_through_type_annotations_but_the_engines_middle() -> None:
+    """A circle of `if TYPE_CHECKING:` imports runs never, but it is still two modules that need each other."""
+    circles = [c for c in _circles(_edges(typing_too=True)) if c != sorted(TYPED_CIRCLE_TO_FIX)]
+    assert not circles, "circles through type annotations (take a protocol of what is used, as " \
+        "managers/snapstate/model.py's SnapManagerView):\n" + "\n".join(" -> ".join(c) for c in circles)
 
 
 def test_the_circle_check_finds_a_circle_hidden_in_a_function() -> None:
@@ -221,7 +239,7 @@ def test_the_circle_check_finds_a_circle_hidden_in_a_function() -> None:
 def test_imports_inside_functions_are_only_the_documented_lazy_ones() -> None:
     wrong = []
     for imp in IMPORTS:
-        if not imp.in_function:
+        if not imp.in_function or imp.typing_only:
             continue
         if any(_in(imp.importer, who) and _in(imp.target, what) for who, what in LAZY):
             continue

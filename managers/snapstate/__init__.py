@@ -15,6 +15,8 @@ from .conflict import affected_snaps, check_conflicts
 from .model import (
     SNAPS_KEY,
     CheckedFile,
+    ServiceRunner,
+    SnapManagerView,
     SnapSetup,
     SnapState,
     all_snap_states,
@@ -23,7 +25,7 @@ from .model import (
     set_snap_state,
     task_snap_setup,
 )
-from .snapmgr import DEFAULT_RETAIN, HOOK_KINDS, ServiceRunner, SnapManager, default_download_retry
+from .snapmgr import DEFAULT_RETAIN, HOOK_KINDS, SnapManager, default_download_retry
 from .snapstate import (
     install_path_task_set,
     install_task_sets,
@@ -41,6 +43,7 @@ __all__ = [
     "CheckedFile",
     "ServiceRunner",
     "SnapManager",
+    "SnapManagerView",
     "SnapSetup",
     "SnapState",
     "affected_snaps",

@@ -25,18 +25,15 @@ import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import State, Task, Tomb
 
 from ..errors import ManagerError, NoUpdateAvailableError, SnapNotFoundError, SnapNotInstalledError, SnapOperationError
 from .conflict import affected_snaps
-from .model import all_snap_states, get_snap_state, mark_done
+from .model import SnapManagerView, all_snap_states, get_snap_state, mark_done
 from .schedule import Schedule, next_refresh, parse_schedule
 from .snapstate import refresh_task_sets
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
 
 log = logging.getLogger("managers.snapstate")
 
@@ -106,7 +103,7 @@ def _held_until(text: object, now: datetime) -> datetime | None:
 class AutoRefresh:
     """AutoRefresh is the part of the SnapManager's ensure that refreshes on a schedule."""
 
-    def __init__(self, sm: SnapManager, clock: Callable[[], datetime], rand: random.Random | None = None) -> None:
+    def __init__(self, sm: SnapManagerView, clock: Callable[[], datetime], rand: random.Random | None = None) -> None:
         self.sm = sm
         self.clock = clock
         self.rand = rand or random.Random()

@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from engine import ChangeConflictError, Task
 
-from .model import task_snap_setup
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .model import SnapManagerView, task_snap_setup
 
 
-def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
+def affected_snaps(sm: SnapManagerView, task: Task) -> list[str]:
     """affected_snaps lists the snaps a task touches (snap tasks, and kinds other managers registered)."""
     if task.has("snap-setup") or task.has("snap-setup-task"):
         return [task_snap_setup(task).name]
@@ -22,7 +18,7 @@ def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
     return fn(task) if fn is not None else []
 
 
-def check_conflicts(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> None:
+def check_conflicts(sm: SnapManagerView, names: Iterable[str], *, ignore_change: str | None = None) -> None:
     """check_conflicts raises ChangeConflictError when an unready change touches one of names."""
     wanted = set(names)
     for chg in sm.state.changes():

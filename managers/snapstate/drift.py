@@ -24,17 +24,22 @@ import stat
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine import State, Task, TaskSet, Tomb
 
 from ..errors import ManagerError
 from .conflict import affected_snaps
-from .model import SNAPS_KEY, SnapState, all_snap_states, current_setup, get_snap_state, mark_done, task_snap_setup
+from .model import (
+    SNAPS_KEY,
+    SnapManagerView,
+    SnapState,
+    all_snap_states,
+    current_setup,
+    get_snap_state,
+    mark_done,
+    task_snap_setup,
+)
 from .snapstate import new_change
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
 
 log = logging.getLogger("managers.snapstate")
 
@@ -57,7 +62,7 @@ RepairTasks = Callable[[SnapState], list[Task]]
 class DriftWatch:
     """DriftWatch notices and repairs drift, and cleans up old downloads, from the SnapManager's ensure."""
 
-    def __init__(self, sm: SnapManager) -> None:
+    def __init__(self, sm: SnapManagerView) -> None:
         self.sm = sm
         self.checks: list[tuple[DriftCheck, RepairTasks]] = []
         self._last_full: datetime | None = None

@@ -14,17 +14,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import Retry, Task, Tomb
 
 from ..assertstate import fetch_chain
 from ..errors import AssertionVerifyError, ManagerError, StoreError
 from ..snap import SnapInfo
-from .model import SnapSetup, SnapState, get_snap_state, mark_done, set_snap_state, set_task_snap_setup, task_snap_setup
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .model import (
+    SnapManagerView,
+    SnapSetup,
+    SnapState,
+    get_snap_state,
+    mark_done,
+    set_snap_state,
+    set_task_snap_setup,
+    task_snap_setup,
+)
 
 log = logging.getLogger("managers.snapstate")
 
@@ -37,7 +43,7 @@ DISK_MARGIN = 5 * 1024 * 1024
 class Handlers:
     """Handlers holds the do/undo functions the SnapManager registers."""
 
-    def __init__(self, sm: SnapManager) -> None:
+    def __init__(self, sm: SnapManagerView) -> None:
         self.sm = sm
         self.backend = sm.backend
 

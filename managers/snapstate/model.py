@@ -9,19 +9,99 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import State, Status, Task
 
 from ..asserts import file_sha3_384
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import Limits, SnapInfo, read_info
-from ..snapstore import DEFAULT_CHANNEL
+from ..snapstore import DEFAULT_CHANNEL, SnapStore
+from .backend import Backend
+
+if TYPE_CHECKING:
+    from ..assertstate import AssertManager
 
 #: SNAPS_KEY is the state key holding every snap's SnapState, by name.
 SNAPS_KEY = "snaps"
+
+#: CheckSnap is called with the new revision's info and the current one's (or None) when a
+#: revision is mounted or prepared; raising refuses it.
+CheckSnap = Callable[[SnapInfo, "SnapInfo | None"], None]
+
+
+class ServiceRunner(Protocol):
+    """ServiceRunner runs the services the snap manager records (the service manager is one)."""
+
+    def startable(self, info: SnapInfo) -> list[str]:
+        """startable lists the services of info that start-snap-services starts (lock held)."""
+
+    def start_services(self, info: SnapInfo, apps: list[str]) -> None:
+        """start starts the services of info's revision (lock not held); ManagerError when one cannot."""
+
+    def stop_services(self, name: str, apps: list[str]) -> None:
+        """stop stops the services of a snap (lock not held)."""
+
+
+class RefreshHolds(Protocol):
+    """RefreshHolds tells which snaps are held from refreshes (the manager's AutoRefresh does)."""
+
+    def held_snaps(self, st: State, now: datetime) -> dict[str, datetime]:
+        """held_snaps maps each held snap to the end of its hold (lock held)."""
+
+
+class SnapManagerView(Protocol):
+    """SnapManagerView is what the verbs and the handlers use of their manager (snapmgr.SnapManager is it).
+
+    They take the manager as this protocol, so they import nothing of it,
+    not even for a type: snapmgr.py imports them, never the other way.
+    """
+
+    @property
+    def state(self) -> State:
+        """state is the State the manager works on."""
+
+    @property
+    def backend(self) -> Backend:
+        """backend is the only code that touches the root."""
+
+    @property
+    def snap_store(self) -> SnapStore | None:
+        """snap_store is where snaps come from (None: local files only)."""
+
+    @property
+    def assert_manager(self) -> AssertManager | None:
+        """assert_manager checks and keeps the assertions (None: only dangerous installs)."""
+
+    @property
+    def service_runner(self) -> ServiceRunner | None:
+        """service_runner runs the snaps' services (None: they are only recorded)."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """clock is the time the manager decides by."""
+
+    @property
+    def check_snap_fns(self) -> list[CheckSnap]:
+        """check_snap_fns run when a revision is mounted or prepared."""
+
+    @property
+    def affected_by_kind(self) -> dict[str, Callable[[Task], list[str]]]:
+        """affected_by_kind maps another manager's task kind to the snaps its tasks touch."""
+
+    @property
+    def auto_refresh(self) -> RefreshHolds:
+        """auto_refresh holds snaps from refreshes."""
+
+    def retained(self) -> int:
+        """retained is how many revisions of a snap are kept."""
+
+    def can_auto_refresh(self) -> bool:
+        """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
 
 
 @dataclass

@@ -15,21 +15,21 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import tenacity
 
 from engine import Change, State, Task, TaskRunner
 
 from ..errors import SnapNotInstalledError
-from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
+from ..snap import DEFAULT_LIMITS, Limits
 from ..snapstore import SnapStore, is_transient, open_snap_store
 from . import snapstate
 from .autorefresh import AutoRefresh, system_setting
 from .backend import Backend
 from .drift import DriftWatch
 from .handlers import Handlers
-from .model import CheckedFile, SnapState, all_snap_states, check_snap_file, get_snap_state
+from .model import CheckedFile, CheckSnap, ServiceRunner, SnapState, all_snap_states, check_snap_file, get_snap_state
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager
@@ -43,24 +43,6 @@ DEFAULT_RETAIN = 2
 #: HOOK_KINDS are task kinds in the snap manager's graphs that the interface manager (and, for run-hook,
 #: the hook manager) owns; until one registers them, the snap manager runs them as no-ops.
 HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect", "run-hook")
-
-#: CheckSnap is called with the new revision's info and the current one's (or None) when a
-#: revision is mounted or prepared; raising refuses it.
-CheckSnap = Callable[[SnapInfo, "SnapInfo | None"], None]
-
-
-class ServiceRunner(Protocol):
-    """ServiceRunner runs the services the snap manager records (the service manager is one)."""
-
-    def startable(self, info: SnapInfo) -> list[str]:
-        """startable lists the services of info that start-snap-services starts (lock held)."""
-
-    def start_services(self, info: SnapInfo, apps: list[str]) -> None:
-        """start starts the services of info's revision (lock not held); ManagerError when one cannot."""
-
-    def stop_services(self, name: str, apps: list[str]) -> None:
-        """stop stops the services of a snap (lock not held)."""
-
 
 def default_download_retry() -> tenacity.Retrying:
     """default_download_retry is the policy for transient I/O errors while downloading: 5 attempts."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine import Change, TaskSet
 
@@ -29,6 +28,7 @@ from ..snapstore import DEFAULT_CHANNEL, SnapStore, StoreSnap, parse_channel, sh
 from .conflict import check_conflicts
 from .model import (
     CheckedFile,
+    SnapManagerView,
     SnapSetup,
     SnapState,
     all_snap_states,
@@ -41,14 +41,12 @@ from .tasksets import TaskChain, install_tasks, remove_revision_tasks
 
 log = logging.getLogger("managers.snapstate")
 
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
 
 
 # -- changes ------------------------------------------------------------------------------------
 
 
-def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
+def new_change(sm: SnapManagerView, kind: str, summary: str, names: Sequence[str],
                task_sets: Sequence[TaskSet]) -> Change:
     """new_change makes a change of task sets, each in a lane of its own, recording the snaps' names.
 
@@ -70,7 +68,7 @@ def _summary(verb: str, names: Sequence[str]) -> str:
     return f"{verb} snaps " + ", ".join(f'"{n}"' for n in names)
 
 
-def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+def _installed(sm: SnapManagerView, verb: str, name: str) -> SnapState:
     """_installed is the state of a snap a verb works on, once no change is in progress for it.
 
     The conflict comes first (as in snapd): a snap whose install is still
@@ -83,7 +81,7 @@ def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
     return snapst
 
 
-def _store(sm: SnapManager) -> SnapStore:
+def _store(sm: SnapManagerView) -> SnapStore:
     if sm.snap_store is None:
         raise StoreError("cannot reach a store: none is configured")
     return sm.snap_store
@@ -107,7 +105,7 @@ def revision_number(revision: str) -> int:
     return int(revision) if revision.isdigit() else 0
 
 
-def install_task_sets(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
                       revision: str | None = None) -> list[TaskSet]:
     """install_task_sets builds one task set per snap installed from the store.
 
@@ -137,14 +135,14 @@ def install_task_sets(sm: SnapManager, names: Sequence[str], *, channel: str | N
     return sets
 
 
-def install(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+def install(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
             revision: str | None = None) -> Change:
     """install makes an "install" change of snaps from the store."""
     return new_change(sm, "install", _summary("Install", names), names,
                       install_task_sets(sm, names, channel=channel, revision=revision))
 
 
-def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+def install_path_task_set(sm: SnapManagerView, path: Path, *, dangerous: bool = False, remove_path: bool = False,
                           checked: CheckedFile | None = None) -> tuple[SnapSetup, TaskSet]:
     """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path).
 
@@ -185,7 +183,7 @@ def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = Fals
     return setup, install_tasks(sm, setup, snapst)
 
 
-def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+def install_path(sm: SnapManagerView, path: Path, *, dangerous: bool = False, remove_path: bool = False,
                  filename: str | None = None, checked: CheckedFile | None = None) -> Change:
     """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file.
 
@@ -198,7 +196,7 @@ def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove
     return new_change(sm, kind, summary, [setup.name], [ts])
 
 
-def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet:
+def switch_task_set(sm: SnapManagerView, snapst: SnapState, channel: str) -> TaskSet:
     """switch_task_set is one switch-snap-channel task: the snap tracks channel from then on."""
     setup = current_setup(snapst)
     setup.channel = channel
@@ -209,7 +207,7 @@ def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet
     return TaskSet(t)
 
 
-def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
                       revision: str | None = None, skip: Iterable[str] = (),
                       found: Mapping[str, StoreSnap] | None = None) -> tuple[list[str], list[TaskSet]]:
     """refresh_task_sets builds a task set per snap with an update; it returns their names too.
@@ -285,7 +283,8 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
                                   else switch_task_set(sm, states[n], full or "") for n, setup in todo]
 
 
-def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
+def available_updates(sm: SnapManagerView,
+                      states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
     """available_updates lists the store snaps whose tracked channel offers a newer revision.
 
     What `refresh --list` shows; held snaps are listed too (a refresh naming them refreshes them). Without
@@ -305,7 +304,7 @@ def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None
     return out
 
 
-def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+def refresh(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
             revision: str | None = None) -> Change:
     """refresh makes a "refresh" change for the snaps that have an update (a "switch-snap-channel" change when
     the only news is the channel). Without names, snaps whose refresh is held are left alone, as in snapd; a
@@ -317,13 +316,13 @@ def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None
     return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)
 
 
-def _switch_change(sm: SnapManager, name: str, sets: list[TaskSet]) -> Change:
+def _switch_change(sm: SnapManagerView, name: str, sets: list[TaskSet]) -> Change:
     setup = task_snap_setup(sets[0].tasks()[0])
     return new_change(sm, "switch-snap-channel",
                       f'Switch "{name}" snap to channel "{short_channel(setup.channel)}"', [name], sets)
 
 
-def switch(sm: SnapManager, name: str, channel: str) -> Change:
+def switch(sm: SnapManagerView, name: str, channel: str) -> Change:
     """switch makes a "switch-snap-channel" change: the snap tracks channel, its revision stays."""
     snapst = _installed(sm, "switch", name)
     full = _channel(channel)
@@ -335,7 +334,7 @@ def switch(sm: SnapManager, name: str, channel: str) -> Change:
     return _switch_change(sm, name, [switch_task_set(sm, snapst, full)])
 
 
-def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+def remove_task_set(sm: SnapManagerView, name: str, revision: str | None = None) -> TaskSet:
     """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
     st = sm.state
     snapst = _installed(sm, "remove", name)
@@ -365,7 +364,7 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     return chain.task_set()
 
 
-def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None) -> Change:
+def remove(sm: SnapManagerView, names: Sequence[str], *, revision: str | None = None) -> Change:
     """remove makes a "remove" change: each snap (or one revision of one snap) in its lane."""
     if revision is not None and len(names) != 1:
         raise ValueError("cannot remove one revision of several snaps: give one name with a revision")
@@ -377,7 +376,7 @@ def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None
     return new_change(sm, "remove", summary, names, sets)
 
 
-def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+def revert_task_set(sm: SnapManagerView, name: str, revision: str | None = None) -> TaskSet:
     """revert_task_set builds the switch back to the previous (or the given) revision."""
     snapst = _installed(sm, "revert", name)
     if not snapst.active:
@@ -397,13 +396,13 @@ def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     return install_tasks(sm, setup, snapst)
 
 
-def revert(sm: SnapManager, name: str, *, revision: str | None = None) -> Change:
+def revert(sm: SnapManagerView, name: str, *, revision: str | None = None) -> Change:
     """revert makes a "revert" change."""
     ts = revert_task_set(sm, name, revision)
     return new_change(sm, "revert", _summary("Revert", [name]), [name], [ts])
 
 
-def enable(sm: SnapManager, name: str) -> Change:
+def enable(sm: SnapManagerView, name: str) -> Change:
     """enable makes an "enable" change: prepare-snap, setup-profiles, link-snap, start-snap-services."""
     snapst = _installed(sm, "enable", name)
     if snapst.active:
@@ -416,7 +415,7 @@ def enable(sm: SnapManager, name: str) -> Change:
     return new_change(sm, "enable", _summary("Enable", [name]), [name], [chain.task_set()])
 
 
-def disable(sm: SnapManager, name: str) -> Change:
+def disable(sm: SnapManagerView, name: str) -> Change:
     """disable makes a "disable" change: stop-snap-services, unlink-snap, remove-profiles."""
     snapst = _installed(sm, "disable", name)
     if not snapst.active:

@@ -8,21 +8,16 @@ sets in a change.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from engine import Task, TaskSet
 
 from ..errors import SnapOperationError
-from .model import SnapSetup, SnapState
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .model import SnapManagerView, SnapSetup, SnapState
 
 
 class TaskChain:
     """TaskChain adds tasks one after the other, each naming the task that holds the snap setup."""
 
-    def __init__(self, sm: SnapManager, first: Task, setup: SnapSetup) -> None:
+    def __init__(self, sm: SnapManagerView, first: Task, setup: SnapSetup) -> None:
         first.set("snap-setup", setup.to_dict())
         self.st = sm.state
         self.first = first
@@ -53,7 +48,7 @@ class TaskChain:
         return TaskSet(*self.tasks)
 
 
-def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -> TaskSet:
+def install_tasks(sm: SnapManagerView, setup: SnapSetup, snapst: SnapState | None) -> TaskSet:
     """install_tasks builds the task set that installs, refreshes to or reverts to setup's revision.
 
     snapd's doInstall: prerequisites, download-snap (or prepare-snap),
@@ -109,7 +104,7 @@ def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -
     return chain.task_set()
 
 
-def revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: bool) -> list[str]:
+def revisions_to_drop(sm: SnapManagerView, snapst: SnapState, target: str, local: bool) -> list[str]:
     """revisions_to_drop is snapd's rule: those after current, and the oldest beyond what is retained."""
     seq = snapst.revisions
     cur = seq.index(snapst.current)
@@ -119,7 +114,7 @@ def revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: bo
     return after + before[:max(0, len(before) - keep + 1)]
 
 
-def remove_revision_tasks(sm: SnapManager, snapst: SnapState, revision: str, *, last: bool) -> TaskSet:
+def remove_revision_tasks(sm: SnapManagerView, snapst: SnapState, revision: str, *, last: bool) -> TaskSet:
     """remove_revision_tasks builds clear-snap and discard-snap for one inactive revision."""
     st = sm.state
     info = snapst.revision_info(revision)
