@@ -38,6 +38,7 @@ from .errors import (
     ReadOnlyStateError,
 )
 from .keys import KEY_RETENTION, check_change_key, check_keys
+from .repair import select_changes
 from .status import Status
 from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
@@ -503,8 +504,6 @@ class State:
         label[0]; oldest first (None: any). Act on them in the same unit of work (chg.abort(), chg.retry())
         for one transaction."""
         self._check()
-        from .repair import select_changes
-
         when = None if before is None else _time.utc(before, "before")
         if older_than is not None:
             age = self._now() - timedelta(seconds=_time.seconds(older_than, "older_than"))
