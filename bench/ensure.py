@@ -55,7 +55,8 @@ def measure(n: int, passes: int) -> dict[str, float]:
         sample, names, pack = _store(base, max(n, 1))
         names = names[:n]
         _publish(sample, pack, base, names, "1.0")
-        o = SystemOverlord(base / "state", base / "root", store=sample.store, trusted_key=sample.root_key.public_key)
+        o = SystemOverlord(base / "state", base / "root", store=sample.snap_store,
+                           trusted_key=sample.root_key.public_key)
         try:
             if names:
                 with o.state:

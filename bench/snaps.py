@@ -48,7 +48,7 @@ def _publish(sample: Any, pack: Any, base: Path, names: tuple[str, ...], version
         os.chmod(d / "bin" / "run", 0o755)
         (d / "share.txt").write_text("x" * 4096)
         snap = pack(d, base / "built")
-        sample.store.publish(snap, key=sample.publisher_key, developer_id="acme", snap_id=snap_id_for(name))
+        sample.snap_store.publish(snap, key=sample.publisher_key, developer_id="acme", snap_id=snap_id_for(name))
 
 
 def snaps(tmp: str, n: int, mode: str, ready_timeout: float) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def snaps(tmp: str, n: int, mode: str, ready_timeout: float) -> dict[str, Any]:
     sample, names, pack = _store(base, n)
     _publish(sample, pack, base, names, "1.0")
     raw_s = _baseline(base, sample, names)
-    o = SystemOverlord(base / "state", base / "root", store=sample.store, trusted_key=sample.root_key.public_key)
+    o = SystemOverlord(base / "state", base / "root", store=sample.snap_store, trusted_key=sample.root_key.public_key)
     try:
         o.loop()
         install_s = _timed(o, names, mode, "install", ready_timeout)
@@ -103,8 +103,8 @@ def _baseline(base: Path, sample: Any, names: tuple[str, ...]) -> float:
     b.setup_root()
     t0 = time.perf_counter()
     for name in names:
-        ss = sample.store.snap(name)
-        b.fetch_blob(name, ss.revision, lambda ss=ss: sample.store.open(ss), ss.sha3_384, ss.size)
+        ss = sample.snap_store.snap(name)
+        b.fetch_blob(name, ss.revision, lambda ss=ss: sample.snap_store.open(ss), ss.sha3_384, ss.size)
         info = b.mount(name, ss.revision).with_side(revision=ss.revision)
         b.copy_data(name, None, ss.revision, had_data=False)
         b.link(info)

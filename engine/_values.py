@@ -23,6 +23,8 @@ import json
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, NoReturn
 
+from .errors import NoStateError
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -249,8 +251,6 @@ def get_value(data: dict[str, str], key: str, default: Any) -> Any:
     text = data.get(key)
     if text is None:
         if default is MISSING:
-            from .errors import NoStateError
-
             raise NoStateError(key)
         return default
     return json.loads(text)

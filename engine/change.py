@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ._records import ChangeRec, TaskRec
 from ._values import MISSING, check_key, get_value, set_value
 from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDependencyCycleError
+from .keys import check_keys
+from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
 from .task import Task, TaskSet
 
@@ -259,16 +261,12 @@ class Change:
         or has no task in Error; ChangeConflictError when an unready change
         affects what it affects.
         """
-        from .repair import retry_change
-
         self._w.check()
         return retry_change(self._w, self)
 
     @property
     def attempt(self) -> int:
         """attempt is how many times the change was attempted: 1, plus one per retry()."""
-        from .repair import ATTEMPT_KEY
-
         value = self.get(ATTEMPT_KEY, 1)
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
@@ -294,8 +292,6 @@ class Change:
 
     def affect(self, *keys: str) -> None:
         """affect adds keys the change affects, without a conflict check (ask State.affecting first)."""
-        from .keys import check_keys
-
         self._w.check()
         self._w.keys.affect(self._rec().id, check_keys(keys, "affected key"))
 

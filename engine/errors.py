@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from ._time import seconds
 from .status import Status
 
 
@@ -138,8 +139,6 @@ class Retry(EngineError):
     """Retry, raised by a handler, asks for the task to run again later."""
 
     def __init__(self, after: float | timedelta = 0, reason: str = "") -> None:
-        from ._time import seconds
-
         self.after = max(0.0, seconds(after, "Retry after"))
         self.reason = reason
         super().__init__(f"task should be retried{': ' + reason if reason else ''}")

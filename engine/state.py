@@ -40,6 +40,7 @@ from .errors import (
 )
 from .events import emit as _emit
 from .keys import KEY_RETENTION, check_change_key, check_keys
+from .repair import select_changes
 from .schedules import Schedule
 from .status import Status
 from .store import Store, locate, open_store
@@ -507,8 +508,6 @@ class State:
         label[0]; oldest first (None: any). Act on them in the same unit of work (chg.abort(), chg.retry())
         for one transaction."""
         self._check()
-        from .repair import select_changes
-
         when = None if before is None else _time.utc(before, "before")
         if older_than is not None:
             age = self._now() - timedelta(seconds=_time.seconds(older_than, "older_than"))

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .errors import Retry
+
 
 class Tomb:
     """Tomb is handed to every handler; it starts dying when the task is aborted
@@ -72,8 +74,6 @@ class Tomb:
         catches the cancellation and returns, or raises something else,
         has that outcome as usual.
         """
-        from .errors import Retry
-
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
         state = {"done": False, "cancelled": False}

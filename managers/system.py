@@ -23,7 +23,7 @@ from .ifacestate import InterfaceManager
 from .servicestate import ServiceManager
 from .snap import DEFAULT_LIMITS, Limits
 from .snapstate import DEFAULT_RETAIN, SnapManager
-from .store import Store
+from .snapstore import SnapStore
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SystemManagers:
                     self.config_manager, self.first_boot, self.service_manager)
 
 
-def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | Store | None = None,
+def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store: str | Path | SnapStore | None = None,
                     trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                     retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                     download_retry: tenacity.Retrying | None = None,
@@ -95,7 +95,7 @@ class SystemOverlord(Overlord):
     engine.Overlord (clock, workers, ...).
     """
 
-    def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | Store | None = None,
+    def __init__(self, state_dir: str | Path, root: str | Path, *, store: str | Path | SnapStore | None = None,
                  trusted_key: PublicKey | str | Path | None = None, trusted_authority: str = DEFAULT_AUTHORITY,
                  retain: int = DEFAULT_RETAIN, limits: Limits = DEFAULT_LIMITS,
                  download_retry: tenacity.Retrying | None = None, stop_services: bool = False,

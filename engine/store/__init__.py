@@ -17,6 +17,7 @@ from ..db import DatabaseOptions
 from .base import Row, Store
 from .location import Location, locate
 from .sqlite import SQLiteStore  # compiles SQLite's statements now, at import, not in an open or a commit
+from .sqlite.inspect import inspect
 from .sqlstore import SqlStore
 
 if TYPE_CHECKING:
@@ -43,6 +44,4 @@ def inspect_database(path: str | Path, *, full: bool = False) -> DatabaseReport:
     comparisons of the schema with the models; refusals (a missing file, a
     FIFO, a database of another program) are one DatabaseError line.
     """
-    from .sqlite.inspect import inspect
-
     return inspect(locate(path), full=full)

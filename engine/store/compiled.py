@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
-from .statements import STATEMENTS, Forms, Sql
+from .statements import BY_NAME, STATEMENTS, Forms, Sql
 
 #: What the compiler writes where an IN list goes.
 POSTCOMPILE = "__[POSTCOMPILE_{}]"
@@ -58,8 +58,6 @@ class Catalog:
     def __getitem__(self, name: str) -> Compiled:
         c = self._compiled.get(name)
         if c is None:
-            from .statements import BY_NAME
-
             with self._lock:
                 c = self._compiled[name] = compile_one(BY_NAME[name], self._dialect, self._forms)
         return c

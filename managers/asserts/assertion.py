@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import InvalidAssertionError
 from . import headers as hdr
 from .keys import PrivateKey, PublicKey
-from .types import COMMON, FORMATS, TYPES, AssertionType
+from .types import COMMON, FORMATS, TYPES, AssertionType, parse_time
 
 #: Size limits (snapd's): headers, body and signature.
 MAX_HEADERS = 128 * 1024
@@ -213,11 +213,8 @@ def check_headers(headers: Mapping[str, Any], body: str, where: str = "assertion
         if key.id != headers["public-key-sha3-384"]:
             raise InvalidAssertionError(f"cannot use {where}: public-key-sha3-384 does not match the key "
                                         f"in the body ({key.id})")
-        if "until" in headers:
-            from .types import parse_time
-
-            if parse_time(headers["until"]) <= parse_time(headers["since"]):
-                raise InvalidAssertionError(f"cannot use {where}: until is not after since")
+        if "until" in headers and parse_time(headers["until"]) <= parse_time(headers["since"]):
+            raise InvalidAssertionError(f"cannot use {where}: until is not after since")
 
 
 def sign(headers: Mapping[str, Any], key: PrivateKey, body: str = "") -> Assertion:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import KeyFileError
+from .headers import NAME
 
 
 def encode_digest(raw: bytes) -> str:
@@ -146,8 +147,6 @@ def create_key(directory: str | Path, name: str) -> tuple[Path, Path, PrivateKey
 
     It refuses to overwrite an existing file.
     """
-    from .headers import NAME
-
     if not NAME.match(name):
         raise KeyFileError(f"cannot create key {name!r}: use lowercase letters, digits and single dashes")
     directory = Path(directory)

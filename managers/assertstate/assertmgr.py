@@ -41,12 +41,6 @@ class AssertManager:
     def ensure(self) -> None:
         """ensure has nothing to do: assertions are added synchronously."""
 
-    def wait(self) -> None:
-        """wait has nothing to wait for."""
-
-    def stop(self) -> None:
-        """stop has nothing to stop."""
-
     # -- verbs ------------------------------------------------------------------
 
     def add(self, text: str | bytes) -> list[Assertion]:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from engine import Change, State, TaskRunner
 
-from ..errors import ConfigError, SnapNotInstalledError
+from ..errors import ConfigError, NoOptionError, SnapNotInstalledError
 from ..hookstate import HookContext, HookManager, HookSetup, hook_task
+from ..snapstate.conflict import check_conflicts, snap_key
 from .config import Transaction, check_value, parse_key, snap_config
 from .system import SYSTEM, check_system
 
@@ -71,8 +72,6 @@ def check_system_patch(st: State, patch: Mapping[str, Any]) -> None:
 
 
 def _has(tr: Transaction, key: str) -> bool:
-    from ..errors import NoOptionError
-
     try:
         tr.get(SYSTEM, key)
     except NoOptionError:
@@ -117,12 +116,6 @@ class ConfigManager:
     def ensure(self) -> None:
         """ensure has nothing periodic to do."""
 
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
-    def stop(self) -> None:
-        """stop has no background work to stop."""
-
     def _check_snap(self, snap: str, verb: str) -> None:
         if snap != SYSTEM and self.snap_manager.info_or_none(snap) is None:
             raise SnapNotInstalledError(f"cannot {verb} the configuration of snap {snap!r}: it is not installed")
@@ -142,8 +135,6 @@ class ConfigManager:
         them; a snap without a configure hook cannot be configured (snapd's
         rule). System options ("system") are checked here already.
         """
-        from ..snapstate.snapstate import check_conflicts, snap_key
-
         patch = check_patch(patch)
         if not patch:
             raise ConfigError(f"cannot change the configuration of snap {snap!r}: no options given")

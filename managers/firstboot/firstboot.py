@@ -131,12 +131,6 @@ class FirstBoot:
         log.warning("%s", message)
         st.add_warning(message)
 
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
-    def stop(self) -> None:
-        """stop has no background work to stop."""
-
     # -- queries (lock held) ---------------------------------------------------------------
 
     @property

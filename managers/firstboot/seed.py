@@ -24,7 +24,7 @@ import yaml
 from ..asserts import Assertion, decode_stream, file_sha3_384
 from ..errors import InvalidAssertionError, InvalidSeedError, InvalidSnapError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo, read_info, valid_snap_name
-from ..snap.info import load_yaml
+from ..snap.hostileyaml import load_yaml
 
 #: SEED_YAML is the seed's list of snaps.
 SEED_YAML = "seed.yaml"

@@ -42,6 +42,7 @@ from ..errors import HookError, ManagerError
 from ..snap.environ import snap_environment
 from ..snapstate import get_snap_state
 from .ctlserver import CtlFunction, CtlServer
+from .run import HookRun, run_hook
 
 if TYPE_CHECKING:
     from ..snapstate import SnapManager
@@ -174,9 +175,6 @@ class HookManager:
     def ensure(self) -> None:
         """ensure has nothing periodic to do."""
 
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
     def stop(self) -> None:
         """stop closes the private ctl socket, if one was served (running hooks are killed through their tombs)."""
         with self._mu:
@@ -298,8 +296,6 @@ class HookManager:
             raise refused
 
     def _run(self, ctx: HookContext, info: Any, timeout: float, tomb: Tomb) -> Any:
-        from .run import HookRun, run_hook
-
         env = snap_environment(info, self.backend)
         env[COOKIE_ENV] = ctx.token
         env["SNAP_CONTEXT"] = ctx.token  # snapd's older name

@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import ChangeConflictError, Status, Task, Tomb
 
@@ -31,9 +31,7 @@ from ..snapstate import check_conflicts, task_snap_setup
 from .backend import compute, render
 from .interfaces import SYSTEM_SNAP, Side
 from .repo import ConnRef, ConnState, Port, Repository, get_conns, interface, set_conns
-
-if TYPE_CHECKING:
-    from .ifacemgr import InterfaceManager
+from .view import InterfaceManagerView
 
 log = logging.getLogger("managers.ifacestate")
 
@@ -65,7 +63,7 @@ def _done(task: Task) -> None:
 class Handlers:
     """Handlers holds the do/undo functions the InterfaceManager registers."""
 
-    def __init__(self, im: InterfaceManager) -> None:
+    def __init__(self, im: InterfaceManagerView) -> None:
         self.im = im
         self.backend = im.backend
         #: profiles_lock orders the handlers that write profiles (see _serialized); it may be taken again.

@@ -22,7 +22,10 @@ from engine import Change, State, Task, TaskRunner
 from ..errors import InterfaceError
 from ..snap import PlugInfo, SnapInfo
 from ..snapstate import SnapManager, SnapState, all_snap_states
-from .backend import ProfileBackend
+from . import ifacestate
+from .backend import ProfileBackend, compute, render
+from .handlers import Handlers
+from .ifacestate import setup_profiles_task
 from .interfaces import INTERFACES, SYSTEM_SNAP, BadAttribute, check_denied
 from .repo import ConnRef, ConnState, Port, Ref, Repository, get_conns
 
@@ -79,8 +82,6 @@ class InterfaceManager:
     def __init__(self, state: State, runner: TaskRunner, snap_manager: SnapManager, *,
                  assert_manager: AssertManager | None = None, denied_paths: Sequence[str] = ()) -> None:
         """denied_paths are system paths (as plugs name them) never granted besides SYSTEM_FILES_DENIED."""
-        from .handlers import Handlers
-
         self.state = state
         self.denied_paths = tuple(denied_paths)
         self.runner = runner
@@ -112,8 +113,6 @@ class InterfaceManager:
         if not os.path.isfile(path):
             return [f"its security profile {path.relative_to(self.backend.root)} is missing"]
         if full:
-            from .backend import compute, render
-
             passes = self.snap_manager.drift.passes
             if self._drift_repo is None or self._drift_repo[0] != passes:
                 self._drift_repo = (passes, self.repository())  # once per full pass, not per snap
@@ -125,8 +124,6 @@ class InterfaceManager:
 
     def _profile_repair(self, snapst: SnapState) -> list[Task]:
         """_profile_repair is a setup-profiles task when the profile drifted (lock held)."""
-        from .ifacestate import setup_profiles_task
-
         return [setup_profiles_task(self, snapst.name)] if self._profile_drift(snapst, True) else []
 
     # -- the manager protocol ----------------------------------------------------------
@@ -137,12 +134,6 @@ class InterfaceManager:
 
     def ensure(self) -> None:
         """ensure has nothing periodic to do."""
-
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
-    def stop(self) -> None:
-        """stop has no background work to stop."""
 
     # -- checks --------------------------------------------------------------------------
 
@@ -274,8 +265,6 @@ class InterfaceManager:
         slot_snap that fits the plug. Connecting what is connected already
         gives a change that is Done at once (like snapd).
         """
-        from . import ifacestate
-
         self.snap_manager.check_seeded("connect")
         return ifacestate.connect(self, Ref(plug_snap, plug), slot_snap, slot)
 
@@ -288,8 +277,6 @@ class InterfaceManager:
         automatic connection a person disconnected, so that auto-connect may
         make it again. Nothing to disconnect raises NotConnectedError.
         """
-        from . import ifacestate
-
         self.snap_manager.check_seeded("disconnect")
         return ifacestate.disconnect(self, Ref(plug_snap, plug), slot_snap, slot, forget=forget)
 

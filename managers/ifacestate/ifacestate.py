@@ -12,7 +12,6 @@ engine.ChangeConflictError.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 from engine import Change, Status, Task, TaskSet
 
@@ -20,12 +19,10 @@ from ..errors import InterfaceError, NotConnectedError, SnapNotInstalledError, S
 from ..snapstate import SnapSetup, check_conflicts, get_snap_state, new_change
 from .interfaces import SYSTEM_SNAP, BadAttribute
 from .repo import ConnRef, Ref, Repository, get_conns, interface
-
-if TYPE_CHECKING:
-    from .ifacemgr import InterfaceManager
+from .view import InterfaceManagerView
 
 
-def _usable(im: InterfaceManager, snap: str, what: str) -> None:
+def _usable(im: InterfaceManagerView, snap: str, what: str) -> None:
     if snap == SYSTEM_SNAP:
         return
     snapst = get_snap_state(im.state, snap)
@@ -35,7 +32,7 @@ def _usable(im: InterfaceManager, snap: str, what: str) -> None:
         raise SnapOperationError(f"{what}: snap {snap!r} is disabled (enable it first)")
 
 
-def resolve_connect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap: str, slot: str) -> ConnRef:
+def resolve_connect(im: InterfaceManagerView, repo: Repository, plug: Ref, slot_snap: str, slot: str) -> ConnRef:
     """resolve_connect finds the connection meant: the system when slot_snap is empty, the only fitting slot
     when slot is empty; it checks that plug and slot exist and fit."""
     what = f"cannot connect {plug}"
@@ -73,7 +70,7 @@ def resolve_connect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap
     return ConnRef(plug, s.ref)
 
 
-def setup_profiles_task(im: InterfaceManager, snap: str) -> Task:
+def setup_profiles_task(im: InterfaceManagerView, snap: str) -> Task:
     """setup_profiles_task is a setup-profiles task for an installed snap as it is (its current revision)."""
     snapst = im.snap_manager.info(snap)
     info = snapst.info
@@ -84,7 +81,7 @@ def setup_profiles_task(im: InterfaceManager, snap: str) -> Task:
     return t
 
 
-def _change(im: InterfaceManager, kind: str, summary: str, first: list[Task], snaps: list[str]) -> Change:
+def _change(im: InterfaceManagerView, kind: str, summary: str, first: list[Task], snaps: list[str]) -> Change:
     """_change chains first, then setup-profiles of each active snap of snaps, in one lane."""
     tasks = list(first)
     for snap in snaps:
@@ -96,13 +93,13 @@ def _change(im: InterfaceManager, kind: str, summary: str, first: list[Task], sn
     return new_change(im.snap_manager, kind, summary, snaps, [TaskSet(*tasks)])
 
 
-def _check_conflicts_first(im: InterfaceManager, *snaps: str) -> None:
+def _check_conflicts_first(im: InterfaceManagerView, *snaps: str) -> None:
     """_check_conflicts_first refuses a change in progress on a named snap before any other check (as in
     snapd): a snap whose install is still running is busy, not "not installed"."""
     check_conflicts(im.snap_manager, sorted({s for s in snaps if s and s != SYSTEM_SNAP}))
 
 
-def connect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str) -> Change:
+def connect(im: InterfaceManagerView, plug: Ref, slot_snap: str, slot: str) -> Change:
     """connect makes a "connect" change: connect, then setup-profiles of each snap concerned."""
     st = im.state
     _check_conflicts_first(im, plug.snap, slot_snap)
@@ -120,7 +117,7 @@ def connect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str) -> Chang
     return _change(im, "connect", summary, [t], ref.snaps)
 
 
-def resolve_disconnect(im: InterfaceManager, repo: Repository, plug: Ref, slot_snap: str, slot: str, *,
+def resolve_disconnect(im: InterfaceManagerView, repo: Repository, plug: Ref, slot_snap: str, slot: str, *,
                        forget: bool = False) -> list[ConnRef]:
     """resolve_disconnect finds the connections meant: one (plug and slot given) or all of a plug or slot.
 
@@ -146,7 +143,7 @@ def resolve_disconnect(im: InterfaceManager, repo: Repository, plug: Ref, slot_s
     return refs
 
 
-def disconnect(im: InterfaceManager, plug: Ref, slot_snap: str, slot: str, *, forget: bool = False) -> Change:
+def disconnect(im: InterfaceManagerView, plug: Ref, slot_snap: str, slot: str, *, forget: bool = False) -> Change:
     """disconnect makes a "disconnect" change: a disconnect per connection, then setup-profiles."""
     st = im.state
     _check_conflicts_first(im, plug.snap, slot_snap)

@@ -32,15 +32,9 @@ from ..snap import SnapInfo
 from ..snap.environ import command_argv, snap_environment
 from ..snap.info import service_order
 from ..snapstate import SNAPS_KEY, SnapManager, all_snap_states, check_conflicts, get_snap_state, snap_key
-from .supervisor import (
-    DEFAULT_RESTART_DELAY,
-    DEFAULT_STOP_TIMEOUT,
-    ServiceSpec,
-    ServiceStatus,
-    Supervisor,
-    read_log_lines,
-    read_log_since,
-)
+from .logs import read_log_lines, read_log_since
+from .process import DEFAULT_RESTART_DELAY, DEFAULT_STOP_TIMEOUT, ServiceSpec, ServiceStatus
+from .supervisor import Supervisor
 
 log = logging.getLogger("managers.servicestate")
 
@@ -138,9 +132,6 @@ class ServiceManager:
             with self._wmu:
                 self._cleanup = True
         return False
-
-    def wait(self) -> None:
-        """wait has nothing to wait for: services run on their own."""
 
     def stop(self) -> None:
         """stop leaves the services running (they are adopted at the next start) unless stop_services."""

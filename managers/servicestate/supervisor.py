@@ -28,7 +28,6 @@ runs twice; a process that is no longer wanted is stopped.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -45,13 +44,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManagerError
+from .logs import LOG_MAX, rotate_log
+from .process import (
+    ServiceSpec,
+    ServiceStatus,
+    boot_id,
+    describe_exit,
+    find_orphans,
+    give_to_user,
+    kill_group,
+    process_start_time,
+)
 
 log = logging.getLogger("managers.servicestate")
 
-#: DEFAULT_RESTART_DELAY is the delay before a restart when the snap says none (systemd's RestartSec).
-DEFAULT_RESTART_DELAY = 0.1
-#: DEFAULT_STOP_TIMEOUT is how long a stop waits after SIGTERM before SIGKILL (snapd's default).
-DEFAULT_STOP_TIMEOUT = 10.0
 #: START_LIMIT_BURST starts within START_LIMIT_INTERVAL seconds are allowed; one more marks the service failed.
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL = 10.0
@@ -59,50 +65,10 @@ START_LIMIT_INTERVAL = 10.0
 MAX_BACKOFF = 30.0
 #: ONESHOT_TIMEOUT is how long starting a oneshot service waits for it to end (systemd's TimeoutStartSec).
 ONESHOT_TIMEOUT = 90.0
-#: LOG_MAX is the size at which a service's log is rotated; LOG_KEEP rotated files are kept (.1 newest).
-LOG_MAX = 1024 * 1024
-LOG_KEEP = 2
 #: LOG_CHECK_INTERVAL is how often (real seconds) the logs are checked for rotation (and at each start).
 LOG_CHECK_INTERVAL = 10.0
 
 Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """ServiceSpec is what runs for one service of one revision."""
-
-    #: "<snap>.<app>"
-    name: str
-    revision: str
-    argv: tuple[str, ...]
-    env: Mapping[str, str]
-    cwd: str
-    daemon: str = "simple"
-    restart_condition: str = "on-failure"
-    restart_delay: float = DEFAULT_RESTART_DELAY
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT
-    #: The user it runs as (its primary group, no supplementary groups); None: the daemon's user.
-    user: str | None = None
-    #: The directories given to that user before each start (recursively): $SNAP_DATA, $SNAP_COMMON.
-    owned: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """ServiceStatus is what the supervisor knows of a service right now."""
-
-    name: str
-    #: "active" (running, or a oneshot that succeeded), "inactive" or "failed".
-    active: str
-    pid: int | None = None
-    revision: str | None = None
-    #: When it last started or ended (the clock's time).
-    since: datetime | None = None
-    #: How its last process ended: "status N", "signal NAME", or "unknown" (it ended while not watched).
-    last_exit: str | None = None
-    #: Restarts since the service was last started on purpose.
-    restarts: int = 0
 
 
 @dataclass
@@ -121,96 +87,6 @@ class _Service:
     done: bool = False
     last_exit: str | None = None
     since: datetime | None = None
-
-
-def _give(spec: ServiceSpec) -> tuple[int, int]:
-    """_give looks up the service's user and gives it the service's directories; it returns its uid and gid."""
-    import pwd
-
-    pw = pwd.getpwnam(str(spec.user))
-    for top in spec.owned:
-        if not os.path.isdir(top):
-            continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-                st = os.lstat(name)
-                if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
-                    os.lchown(name, pw.pw_uid, pw.pw_gid)
-    return pw.pw_uid, pw.pw_gid
-
-
-def boot_id() -> str:
-    """boot_id identifies this boot of the machine (a pid and a start time mean nothing across boots)."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def process_start_time(pid: int) -> int | None:
-    """process_start_time is field 22 of /proc/<pid>/stat (clock ticks after boot), or None if pid is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold anything: count from its end.
-    fields = raw[raw.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":  # a zombie has ended already
-        return None
-    return int(fields[19])
-
-
-def find_orphans(spec: ServiceSpec) -> list[int]:
-    """find_orphans lists the session leaders running spec: its command line, and its $SNAP, in the environment.
-
-    It finds a service whose daemon died between starting it and recording
-    it (the record is written just after the fork). A process of another
-    user cannot be read and is not found; nor one that exec'd another
-    command line.
-    """
-    snap = f"SNAP={spec.env.get('SNAP', '')}".encode()
-    argv = [a.encode() for a in spec.argv]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[3]) != pid or fields[0] == b"Z":  # field 6, the session: a service leads its own
-                continue
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-            if cmdline[-len(argv):] != argv or snap not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
-        except (OSError, ValueError, IndexError):
-            continue
-        found.append(pid)
-    return sorted(found)
-
-
-def describe_exit(code: int | None) -> str:
-    """describe_exit says how a process ended from its return code (negative: a signal)."""
-    if code is None:
-        return "unknown"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"status {code}"
-
-
-def _kill_group(pgid: int, sig: int) -> bool:
-    """_kill_group signals a process group; False when it has no process left."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("cannot signal process group %d: permission denied", pgid)
-        return False
-    return True
 
 
 class Supervisor:
@@ -274,22 +150,8 @@ class Supervisor:
             f.write(f"{stamp} overlord: {message}\n".encode())
 
     def rotate(self, name: str) -> None:
-        """rotate moves a log over LOG_MAX aside (copy, then truncate: the service keeps writing to it)."""
-        path = self.log_path(name)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size <= self.log_max:
-            return
-        for i in range(LOG_KEEP - 1, 0, -1):
-            older = path.with_name(f"{path.name}.{i}")
-            if older.exists():
-                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
-        with open(path, "r+b") as src, open(path.with_name(f"{path.name}.1"), "wb") as dst:
-            while chunk := src.read(256 * 1024):
-                dst.write(chunk)
-            src.truncate(0)  # the service's descriptor is O_APPEND: its next line lands at the new end
+        """rotate moves a log over the supervisor's log_max aside (logs.rotate_log)."""
+        rotate_log(self.log_path(name), self.log_max)
 
     def start_housekeeping(self) -> None:
         """start_housekeeping starts the thread that rotates the logs every LOG_CHECK_INTERVAL seconds."""
@@ -360,7 +222,7 @@ class Supervisor:
         self._setup()
         self._note(spec.name, f"starting {spec.name} (revision {spec.revision})")
         try:
-            ids = _give(spec) if spec.user is not None else None
+            ids = give_to_user(spec) if spec.user is not None else None
             with open(self.log_path(spec.name), "ab") as out:
                 proc = subprocess.Popen(list(spec.argv), env=dict(spec.env), cwd=spec.cwd, stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=subprocess.STDOUT, close_fds=True,
@@ -504,12 +366,12 @@ class Supervisor:
 
     def _terminate(self, name: str, pgid: int, exited: threading.Event, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        _kill_group(pgid, signal.SIGTERM)
+        kill_group(pgid, signal.SIGTERM)
         exited.wait(timeout)
         # The leader has ended (or the time is up): what is left of the group gets until the deadline.
-        while _kill_group(pgid, 0) and time.monotonic() < deadline:
+        while kill_group(pgid, 0) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _kill_group(pgid, signal.SIGKILL):
+        if kill_group(pgid, signal.SIGKILL):
             log.warning("service %s did not stop within %g s of SIGTERM: killed", name, timeout)
         if not exited.wait(timeout + 10):
             log.error("service %s (pid %d) survives SIGKILL", name, pgid)
@@ -627,43 +489,3 @@ class Supervisor:
         for p in (self.record_path(name), *self.log_dir.glob(f"{name}.log*")):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-
-
-def read_log_lines(path: Path, n: int | None) -> list[str]:
-    """read_log_lines returns the last n lines of a log and its rotated copies (all of them with None)."""
-    lines: list[str] = []
-    for p in [path.with_name(f"{path.name}.{i}") for i in range(LOG_KEEP, 0, -1)] + [path]:
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            if e.errno == errno.EACCES:
-                raise ManagerError(f"cannot read {p}: permission denied") from None
-            raise
-        lines.extend(data.decode("utf-8", "replace").splitlines())
-    return lines if n is None else lines[-n:] if n > 0 else []
-
-
-def read_log_since(path: Path, cursor: tuple[int, int] | None) -> tuple[list[str], tuple[int, int]]:
-    """read_log_since returns the complete lines of a log written after cursor (inode, offset), and the new cursor.
-
-    Without a cursor it returns no lines, only where the log ends now. A log
-    that was rotated (another inode) or truncated (shorter than the offset)
-    is read from its start.
-    """
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; a missing file is no error)
-    except FileNotFoundError:
-        return [], (0, 0)
-    with f:
-        st = os.fstat(f.fileno())
-        if cursor is None:
-            return [], (st.st_ino, st.st_size)
-        inode, offset = cursor
-        if inode != st.st_ino or offset > st.st_size:
-            offset = 0
-        f.seek(offset)
-        data = f.read(LOG_MAX)
-    end = data.rfind(b"\n") + 1  # a line still being written waits for its end
-    return data[:end].decode("utf-8", "replace").splitlines(), (st.st_ino, offset + end)

@@ -7,8 +7,9 @@ docs/managers.md for the format and the limits.
 
 from __future__ import annotations
 
-from .container import DEFAULT_LIMITS, HOOKS_DIR, SNAP_YAML, Limits, SnapFile, open_snap, read_info, with_hooks
+from .container import HOOKS_DIR, SNAP_YAML, SnapFile, open_snap, read_info, with_hooks
 from .info import HOOKS, AppInfo, HookInfo, PlugInfo, SlotInfo, SnapInfo
+from .limits import DEFAULT_LIMITS, Limits
 from .naming import valid_revision, valid_snap_name
 from .pack import pack
 

@@ -38,7 +38,9 @@ from types import TracebackType
 from typing import BinaryIO
 
 from ..errors import InvalidSnapError, ManagerError
-from .info import HOOKS, HookInfo, SnapInfo
+from .info import HOOKS, MAX_YAML, HookInfo, SnapInfo
+from .limits import DEFAULT_LIMITS, Limits
+from .links import LinkResolver, Unresolved
 
 log = logging.getLogger("managers.snap")
 
@@ -47,8 +49,6 @@ SNAP_YAML = "meta/snap.yaml"
 #: HOOKS_DIR holds a snap's hooks, one executable per hook, named for it.
 HOOKS_DIR = "meta/hooks"
 _CHUNK = 1024 * 1024
-#: MAX_LINK_NESTING is how many symlinks resolving one may follow (the kernel's MAXSYMLINKS: ELOOP past it).
-MAX_LINK_NESTING = 40
 #: BLOCK is what each extracted entry is counted as using, beyond its bytes, in the free-space check.
 BLOCK = 4096
 
@@ -62,31 +62,6 @@ _EOCD64_SIG = b"PK\x06\x06"
 _CDIR = struct.Struct("<4s4B4HL2L5H2L")
 _CDIR_SIG = b"PK\x01\x02"
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Limits bound what a snap file may hold."""
-
-    #: The most bytes all files may hold once extracted (1 GiB).
-    max_size: int = 1024 * 1024 * 1024
-    #: The most entries (files, directories, symlinks).
-    max_entries: int = 20000
-    #: The longest path of a member once extracted, in bytes: prefix plus the path in the snap.
-    max_path: int = 4096
-    #: The longest symlink target, in bytes.
-    max_link: int = 1024
-    #: The largest central directory (the archive's index), in bytes.
-    max_index: int = 16 * 1024 * 1024
-    #: The most symlink resolution steps (path components walked) for the whole archive.
-    max_link_steps: int = 500_000
-    #: The bytes in front of a member's path once extracted (``<root>/snap/<name>/<revision>/``).
-    prefix: int = 0
-    #: The space left free beyond what extraction writes (the declared sizes, a block per entry).
-    free_margin: int = 5 * 1024 * 1024
-
-
-DEFAULT_LIMITS = Limits()
 
 
 def _short(text: str, most: int = 120) -> str:
@@ -278,14 +253,14 @@ class SnapFile:
                     raise self._bad(f"entry {m.path!r} is below {parent!r}, which is a {members[parent].kind}")
                 implied.add(parent)
                 parent = parent.rpartition("/")[0]
-        self._resolver = _Resolver({m.path: m.target for m in members.values() if m.kind == "link"}, self.limits)
+        self._resolver = LinkResolver({m.path: m.target for m in members.values() if m.kind == "link"}, self.limits)
         try:
             for path, target in self._resolver.links.items():
                 if target.startswith("/"):
                     raise self._bad(f"symlink {_short(path)} points to the absolute path {_short(target)}")
                 try:
                     self._resolver.link(path)
-                except _Unresolved as e:
+                except Unresolved as e:
                     raise self._bad(f"symlink {_short(path)} {e} ({_short(target)})") from None
         finally:
             self.link_steps = self._resolver.steps
@@ -371,8 +346,6 @@ class SnapFile:
 
     def info(self) -> SnapInfo:
         """info reads and checks meta/snap.yaml, and checks that every app's program is in the snap."""
-        from .info import MAX_YAML
-
         info = SnapInfo.from_yaml(self.read(SNAP_YAML, MAX_YAML), f"{SNAP_YAML} in {self._where}")
         check_apps(info, self._lookup, self._where)
         found = [m.path[len(HOOKS_DIR) + 1:] for m in self.members.values()
@@ -382,7 +355,7 @@ class SnapFile:
     def _lookup(self, path: str) -> tuple[str, int] | None:
         try:
             resolved: str | None = self._resolver.walk("", path)[0]
-        except _Unresolved:  # as the kernel, which would not find it
+        except Unresolved:  # as the kernel, which would not find it
             resolved = None
         finally:
             self.link_steps = self._resolver.steps
@@ -460,82 +433,6 @@ class SnapFile:
         except (zipfile.BadZipFile, EOFError) as e:
             raise self._bad(f"cannot extract {m.path!r} ({e})") from None
         return n
-
-
-class _Unresolved(Exception):
-    """_Unresolved says why a symlink cannot be resolved inside the snap (its text follows "symlink NAME")."""
-
-
-class _Resolver:
-    """_Resolver resolves paths through the snap's symlinks, each link once.
-
-    A link's resolution (the path inside the snap it ends at, "" for the
-    top) does not depend on how it was reached, so it is kept: the work is
-    linear in the links' targets, where resolving afresh doubles with each
-    link that goes through the next twice. So is the number of symlinks
-    the kernel follows to resolve it (a link that goes through the next
-    twice counts it twice): past MAX_LINK_NESTING the kernel answers ELOOP,
-    and the snap is refused. Every path walked is at most limits.max_path
-    bytes, and the steps of the whole archive are counted and refused past
-    limits.max_link_steps.
-    """
-
-    def __init__(self, links: dict[str, str], limits: Limits) -> None:
-        self.links = links
-        self.limits = limits
-        self.steps = 0
-        self._done: dict[str, tuple[str, int]] = {}
-        self._active: set[str] = set()
-        self._names = {path.rpartition("/")[2] for path in links}
-
-    def link(self, path: str) -> tuple[str, int]:
-        """link returns where the symlink at path ends, and how many symlinks resolving it follows (itself too)."""
-        done = self._done.get(path)
-        if done is not None:
-            return done
-        if path in self._active:
-            raise _Unresolved("is part of a loop of symlinks")
-        self._active.add(path)
-        try:
-            resolved, followed = self.walk(path.rpartition("/")[0], self.links[path], 1)
-        finally:
-            self._active.discard(path)
-        self._done[path] = (resolved, followed)
-        return resolved, followed
-
-    def walk(self, base: str, target: str, followed: int = 0) -> tuple[str, int]:
-        """walk follows target from the directory base; it returns the path it ends at and the links followed.
-
-        followed is the count to start from (1 when walking a link's own target).
-        """
-        if target.startswith("/"):
-            raise _Unresolved("points outside the snap")
-        parts = target.split("/")
-        self.steps += len(parts)
-        if self.steps > self.limits.max_link_steps:
-            raise _Unresolved(f"takes the archive past the limit of {self.limits.max_link_steps} "
-                              "symlink resolution steps")
-        here = base
-        room = self.limits.max_path - self.limits.prefix
-        links = self.links
-        for part in parts:
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not here:
-                    raise _Unresolved("points outside the snap")
-                here = here.rpartition("/")[0]
-                continue
-            here = f"{here}/{part}" if here else part
-            # Characters are at most bytes: encode only what could be too long.
-            if len(here) * 4 > room and (len(here) > room or len(here.encode()) > room):
-                raise _Unresolved(f"resolves to a path longer than {room} bytes")
-            if part in self._names and here in links:  # hash a long path only where a link may be
-                here, inner = self.link(here)
-                followed += inner
-                if followed > MAX_LINK_NESTING:
-                    raise _Unresolved(f"goes through more than {MAX_LINK_NESTING} symlinks (the kernel's limit)")
-        return here, followed
 
 
 def check_apps(info: SnapInfo, lookup: object, where: str) -> None:

@@ -24,19 +24,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from .info import AppInfo, SnapInfo
 
-if TYPE_CHECKING:
-    from ..snapstate.backend import Backend
+
+class Layout(Protocol):
+    """Layout is where a snap's files live under the root (the snap manager's backend is one)."""
+
+    @property
+    def root(self) -> Path:
+        """root is the system root."""
+
+    def revision_dir(self, name: str, revision: str) -> Path:
+        """revision_dir is a revision's files ($SNAP)."""
+
+    def data_dir(self, name: str, revision: str) -> Path:
+        """data_dir is a revision's data ($SNAP_DATA)."""
+
+    def data_base(self, name: str) -> Path:
+        """data_base is the directory of a snap's data, every revision's and the common one."""
 
 #: SYSTEM_PATH is the system part of PATH (after the snap's own directories).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-def snap_environment(info: SnapInfo, backend: Backend) -> dict[str, str]:
+def snap_environment(info: SnapInfo, backend: Layout) -> dict[str, str]:
     """snap_environment is the whole environment of a program of info's revision (nothing inherited)."""
     name, revision = info.name, info.revision
     snap = str(backend.revision_dir(name, revision))

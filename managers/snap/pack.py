@@ -19,8 +19,9 @@ import zipfile
 from pathlib import Path
 
 from ..errors import InvalidSnapError
-from .container import DEFAULT_LIMITS, SNAP_YAML, Limits, SnapFile
+from .container import SNAP_YAML, SnapFile
 from .info import MAX_YAML, SnapInfo
+from .limits import DEFAULT_LIMITS, Limits
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 

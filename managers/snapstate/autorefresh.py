@@ -25,15 +25,15 @@ import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import State, Task, Tomb
 
-from ..errors import ManagerError, NoUpdateAvailableError, SnapOperationError
+from ..errors import ManagerError, NoUpdateAvailableError, SnapNotFoundError, SnapNotInstalledError, SnapOperationError
+from .conflict import busy_snaps, snap_key
+from .model import SnapManagerView, all_snap_states, get_snap_state, mark_done
 from .schedule import Schedule, next_refresh, parse_schedule
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .snapstate import refresh_task_sets
 
 log = logging.getLogger("managers.snapstate")
 
@@ -103,7 +103,7 @@ def _held_until(text: object, now: datetime) -> datetime | None:
 class AutoRefresh:
     """AutoRefresh is the part of the SnapManager's ensure that refreshes on a schedule."""
 
-    def __init__(self, sm: SnapManager, clock: Callable[[], datetime], rand: random.Random | None = None) -> None:
+    def __init__(self, sm: SnapManagerView, clock: Callable[[], datetime], rand: random.Random | None = None) -> None:
         self.sm = sm
         self.clock = clock
         self.rand = rand or random.Random()
@@ -168,12 +168,8 @@ class AutoRefresh:
             raise SnapOperationError(f"cannot hold every refresh for longer than {MAX_SYSTEM_HOLD.days} days: "
                                      "hold snaps by name to hold them longer")
         holds = self.holds(st)
-        from .snapmgr import get_snap_state
-
         for name in names:
             if get_snap_state(st, name) is None:
-                from ..errors import SnapNotInstalledError
-
                 raise SnapNotInstalledError(f"cannot hold snap {name!r}: it is not installed")
             holds["snaps"][name] = until
         if not names:
@@ -219,7 +215,7 @@ class AutoRefresh:
         """ensure starts an auto-refresh change when one is due; it never reads the store itself."""
         st = self.sm.state
         with st:
-            if self.sm.store is None or not self.sm.can_auto_refresh():
+            if self.sm.snap_store is None or not self.sm.can_auto_refresh():
                 return
             timer, schedules = self.timer(st)
             now = self.clock()
@@ -261,12 +257,8 @@ class AutoRefresh:
         offers is looked up first, then the lanes are added, the check recorded
         and the task set Done in one transaction.
         """
-        from ..errors import SnapNotFoundError
-        from . import snapstate
-        from .snapmgr import all_snap_states
-
         st = task.state
-        store = self.sm.store
+        store = self.sm.snap_store
         if store is None:
             raise ManagerError("cannot check for snap updates: no store is configured")
         with st:
@@ -283,15 +275,15 @@ class AutoRefresh:
             assert chg is not None
             skip = set(self.held_snaps(st, now))
             # Snaps another unready change works on wait for the next refresh.
-            skip.update(snapstate.busy_snaps(self.sm, found, ignore_change=chg.id))
+            skip.update(busy_snaps(self.sm, found, ignore_change=chg.id))
             try:
-                names, sets = snapstate.refresh_task_sets(self.sm, None, skip=skip, found=found)
+                names, sets = refresh_task_sets(self.sm, None, skip=skip, found=found)
             except NoUpdateAvailableError:
                 names, sets = [], []
             for ts in sets:
                 ts.join_lane(st.new_lane())
                 chg.add_all(ts)
-            chg.affect(*[snapstate.snap_key(n) for n in names])  # other changes' conflicts see them
+            chg.affect(*[snap_key(n) for n in names])  # other changes' conflicts see them
             chg.set("snap-names", names)
             if skip:
                 task.logf("Left alone (held, or another change is working on them): %s", ", ".join(sorted(skip)))
@@ -299,7 +291,7 @@ class AutoRefresh:
             st.set("last-refresh", format_time(now))
             st.set("next-refresh", None)
             st.ensure_before(0)
-            self.sm.handlers._done(task)
+            mark_done(task)
 
 
 def _time(text: object) -> datetime | None:

@@ -24,15 +24,22 @@ import stat
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine import State, Task, TaskSet, Tomb
 
 from ..errors import ManagerError
-from .snapmgr import SNAPS_KEY, SnapState, all_snap_states, get_snap_state, task_snap_setup
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .conflict import busy_snaps
+from .model import (
+    SNAPS_KEY,
+    SnapManagerView,
+    SnapState,
+    all_snap_states,
+    current_setup,
+    get_snap_state,
+    mark_done,
+    task_snap_setup,
+)
+from .snapstate import new_change
 
 log = logging.getLogger("managers.snapstate")
 
@@ -55,7 +62,7 @@ RepairTasks = Callable[[SnapState], list[Task]]
 class DriftWatch:
     """DriftWatch notices and repairs drift, and cleans up old downloads, from the SnapManager's ensure."""
 
-    def __init__(self, sm: SnapManager) -> None:
+    def __init__(self, sm: SnapManagerView) -> None:
         self.sm = sm
         self.checks: list[tuple[DriftCheck, RepairTasks]] = []
         self._last_full: datetime | None = None
@@ -124,8 +131,6 @@ class DriftWatch:
 
     def _busy(self, st: State, names: Iterable[str]) -> set[str]:
         """_busy are those of names an unready change works on (their files are being changed)."""
-        from .snapstate import busy_snaps
-
         return set(busy_snaps(self.sm, names))
 
     def _unready(self, st: State, key: str) -> bool:
@@ -176,8 +181,6 @@ class DriftWatch:
                 self._repair(st, found, {n: states[n] for n in found})
 
     def _repair(self, st: State, found: dict[str, list[str]], states: dict[str, SnapState]) -> None:
-        from .snapstate import _current_setup, new_change
-
         sets, names = [], []
         for name, problems in sorted(found.items()):
             snapst = states[name]
@@ -185,7 +188,7 @@ class DriftWatch:
             info = snapst.info
             if not b.revision_dir(name, info.revision).is_dir() and not b.blob(name, info.revision).is_file():
                 message = (f"cannot repair snap {name!r}: {'; '.join(problems)}; revision {info.revision}'s "
-                           f"directory and its snap file {b._rel(b.blob(name, info.revision))} are both gone "
+                           f"directory and its snap file {b.under_root(b.blob(name, info.revision))} are both gone "
                            "(reinstall it, or revert to another revision)")
                 if message not in self._reported:  # once per process: the check runs every 30 s
                     self._reported.add(message)
@@ -193,7 +196,7 @@ class DriftWatch:
                     st.add_warning(message)
                 continue
             t = st.new_task("repair-snap", f'Repair snap "{name}" ({info.revision}): ' + "; ".join(problems))
-            t.set("snap-setup", _current_setup(snapst).to_dict())
+            t.set("snap-setup", current_setup(snapst).to_dict())
             t.set("problems", problems)
             tasks = [t]
             for _, repair in self.checks:
@@ -279,11 +282,9 @@ class DriftWatch:
                 if rel in still:
                     path = self.sm.backend.root / rel
                     try:
-                        path.unlink()
-                        removed.append(rel)
-                    except FileNotFoundError:
-                        pass
+                        if self.sm.backend.remove_file(path):
+                            removed.append(rel)
                     except OSError as e:
                         raise ManagerError(f"cannot remove {path}: {e.strerror}") from None
             task.logf("Removed %s", ", ".join(removed) if removed else "nothing (in use again, or gone)")
-            self.sm.handlers._done(task)
+            mark_done(task)

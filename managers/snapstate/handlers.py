@@ -12,21 +12,25 @@ sets its task Done in that same transaction.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine import Retry, Status, Task, Tomb
+from engine import Retry, Task, Tomb
 
 from ..assertstate import fetch_chain
 from ..errors import AssertionVerifyError, ManagerError, StoreError
 from ..snap import SnapInfo
-from .backend.fsutil import remove
-from .snapmgr import SnapSetup, SnapState, get_snap_state, set_snap_state, set_task_snap_setup, task_snap_setup
-
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+from .model import (
+    SnapManagerView,
+    SnapSetup,
+    SnapState,
+    get_snap_state,
+    mark_done,
+    set_snap_state,
+    set_task_snap_setup,
+    task_snap_setup,
+)
 
 log = logging.getLogger("managers.snapstate")
 
@@ -39,7 +43,7 @@ DISK_MARGIN = 5 * 1024 * 1024
 class Handlers:
     """Handlers holds the do/undo functions the SnapManager registers."""
 
-    def __init__(self, sm: SnapManager) -> None:
+    def __init__(self, sm: SnapManagerView) -> None:
         self.sm = sm
         self.backend = sm.backend
 
@@ -49,12 +53,6 @@ class Handlers:
         with task.state:
             setup = task_snap_setup(task)
             return setup, get_snap_state(task.state, setup.name)
-
-    @staticmethod
-    def _done(task: Task) -> None:
-        """_done marks the task Done (call with the lock, in the block that wrote its result)."""
-        task.set_status(Status.DONE if task.status is Status.DOING else Status.UNDONE
-                        if task.status is Status.UNDOING else task.status)
 
     @staticmethod
     def _cleaning(undo: Callable[[], Any], work: Callable[[], Any]) -> Any:
@@ -80,11 +78,10 @@ class Handlers:
         setup, _ = self._read(task)
         if setup.source not in ("store", "file"):
             return
-        root = self.backend.root
-        free = shutil.disk_usage(root if root.exists() else root.parent).free
+        free = self.backend.free_space()
         need = setup.size + DISK_MARGIN
         if free < need:
-            raise ManagerError(f"cannot install snap {setup.name!r}: {root} has {free} bytes free, "
+            raise ManagerError(f"cannot install snap {setup.name!r}: {self.backend.root} has {free} bytes free, "
                                f"{need} are needed")
 
     def do_prepare_snap(self, task: Task, tomb: Tomb) -> None:
@@ -104,7 +101,7 @@ class Handlers:
     def do_download_snap(self, task: Task, tomb: Tomb) -> None:
         """do_download_snap copies the snap file from the store, resuming, with progress."""
         setup, _ = self._read(task)
-        store = self.sm.store
+        store = self.sm.snap_store
         if store is None:
             raise StoreError(f"cannot download snap {setup.name!r}: no store is configured")
         ss = store.snap(setup.name, setup.revision)
@@ -138,7 +135,7 @@ class Handlers:
             raise AssertionVerifyError(f"cannot check snap {setup.name!r}: there is no assertion database")
         found = []
         if setup.source == "store":
-            store = self.sm.store
+            store = self.sm.snap_store
             if store is None:
                 raise StoreError(f"cannot fetch the assertions of snap {setup.name!r}: no store is configured")
             found = fetch_chain(store.assertion, "snap-revision", (setup.sha3_384,), am.trusted)
@@ -166,7 +163,7 @@ class Handlers:
             setup.snap_id = rev.header("snap-id")
             setup.publisher_id = decl.header("publisher-id")
             set_task_snap_setup(task, setup)
-            self._done(task)
+            mark_done(task)
 
     def do_mount_snap(self, task: Task, tomb: Tomb) -> None:
         """do_mount_snap puts the snap file in place (a local one is copied) and extracts it."""
@@ -184,7 +181,7 @@ class Handlers:
             info = b.mount(setup.name, setup.revision).with_side(
                 revision=setup.revision, snap_id=setup.snap_id, publisher_id=setup.publisher_id,
                 sha3_384=setup.sha3_384, size=setup.size)
-            for check in self.sm._check_snap:
+            for check in self.sm.check_snap_fns:
                 check(info, snapst.info if snapst is not None else None)
             return info
 
@@ -192,7 +189,7 @@ class Handlers:
         with task.state:
             setup.info = info.to_dict()
             set_task_snap_setup(task, setup)
-            self._done(task)
+            mark_done(task)
 
     def _unmount(self, setup: SnapSetup) -> None:
         self.backend.unmount(setup.name, setup.revision)
@@ -256,7 +253,7 @@ class Handlers:
         self._cleaning(lambda: self._stop_services(info.name, apps), lambda: self._start_services(info, apps))
         with task.state:
             task.set("started-services", apps)
-            self._done(task)
+            mark_done(task)
 
     def undo_start_snap_services(self, task: Task, tomb: Tomb) -> None:
         """undo_start_snap_services stops the services it started."""
@@ -292,7 +289,7 @@ class Handlers:
             if snapst is not None:
                 snapst.active = active
                 set_snap_state(task.state, name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def do_copy_snap_data(self, task: Task, tomb: Tomb) -> None:
         """do_copy_snap_data copies the current revision's data for the new one (or makes it empty)."""
@@ -343,7 +340,7 @@ class Handlers:
             if setup.channel:
                 snapst.channel = setup.channel
             set_snap_state(st, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def undo_link_snap(self, task: Task, tomb: Tomb) -> None:
         """undo_link_snap unlinks the new revision and puts the snap's state back as it was."""
@@ -362,12 +359,12 @@ class Handlers:
                     restored.sequence = [i for i in restored.sequence
                                          if i.revision == restored.current or now.index(i.revision) >= 0]
                 set_snap_state(task.state, setup.name, restored)
-            self._done(task)
+            mark_done(task)
 
     def do_cleanup(self, task: Task, tomb: Tomb) -> None:
         """do_cleanup deletes what the install no longer needs: a partial download, an uploaded file."""
         setup, _ = self._read(task)
-        remove(self.backend.partial_blob(setup.name, setup.revision))
+        self.backend.remove_file(self.backend.partial_blob(setup.name, setup.revision))
         if setup.source == "file" and setup.remove_path:
             self.backend.remove_file(setup.path)
 
@@ -382,7 +379,7 @@ class Handlers:
                 task.set("old-channel", snapst.channel)
             snapst.channel = setup.channel
             set_snap_state(task.state, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     def undo_switch_channel(self, task: Task, tomb: Tomb) -> None:
         """undo_switch_channel puts back the channel the snap tracked."""
@@ -392,7 +389,7 @@ class Handlers:
             if snapst is not None and task.has("old-channel"):
                 snapst.channel = str(task.get("old-channel"))
                 set_snap_state(task.state, setup.name, snapst)
-            self._done(task)
+            mark_done(task)
 
     # -- removing ----------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""SnapManager: the snap manager, its per-snap state and the setup its tasks share.
+"""SnapManager: the snap manager, which registers its task kinds and hands its verbs on.
 
 The constructor registers every task kind the manager owns, grouped by
-lifecycle, do and undo side by side. The public verbs (install, remove,
-refresh, revert, enable, disable) are in snapstate.py and the handlers in
-handlers.py; backend/ does the file work.
+lifecycle, do and undo side by side. What it keeps (SnapState, SnapSetup)
+is in model.py; the public verbs (install, remove, refresh, revert, enable,
+disable) are in snapstate.py and the handlers in handlers.py; backend/
+does the file work. Imports point down: this module imports the others,
+none of them imports it but for type annotations.
 """
 
 from __future__ import annotations
@@ -12,24 +14,36 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
 from engine import Change, ChangeConflictError, State, Task, TaskRunner, Tomb
 
 from ..errors import ManagerError, SnapNotInstalledError
-from ..snap import DEFAULT_LIMITS, Limits, SnapInfo
-from ..store import DEFAULT_CHANNEL, Store, is_transient
-from ..storehttp import open_store
+from ..snap import DEFAULT_LIMITS, Limits
+from ..snapstore import SnapStore, is_transient, open_snap_store
+from . import snapstate
+from .autorefresh import AutoRefresh, system_setting
 from .backend import Backend
+from .conflict import busy_snaps, snap_key
+from .drift import DriftWatch
+from .handlers import Handlers
+from .model import (
+    CheckedFile,
+    CheckSnap,
+    ServiceRunner,
+    SnapState,
+    all_snap_states,
+    check_snap_file,
+    get_snap_state,
+    mark_done,
+)
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager
-    from .snapstate import CheckedFile
 
 log = logging.getLogger("managers.snapstate")
 
@@ -41,24 +55,6 @@ DEFAULT_RETAIN = 2
 #: the hook manager) owns; until one registers them, the snap manager runs them as no-ops.
 HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect", "run-hook")
 
-#: CheckSnap is called with the new revision's info and the current one's (or None) when a
-#: revision is mounted or prepared; raising refuses it.
-CheckSnap = Callable[[SnapInfo, "SnapInfo | None"], None]
-
-
-class ServiceRunner(Protocol):
-    """ServiceRunner runs the services the snap manager records (the service manager is one)."""
-
-    def startable(self, info: SnapInfo) -> list[str]:
-        """startable lists the services of info that start-snap-services starts (lock held)."""
-
-    def start_services(self, info: SnapInfo, apps: list[str]) -> None:
-        """start starts the services of info's revision (lock not held); ManagerError when one cannot."""
-
-    def stop_services(self, name: str, apps: list[str]) -> None:
-        """stop stops the services of a snap (lock not held)."""
-
-
 def default_download_retry() -> tenacity.Retrying:
     """default_download_retry is the policy for transient I/O errors while downloading: 5 attempts."""
     return tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
@@ -66,185 +62,27 @@ def default_download_retry() -> tenacity.Retrying:
                              stop=tenacity.stop_after_attempt(5))
 
 
-@dataclass
-class SnapSetup:
-    """SnapSetup is what the tasks of one snap in a change share (task data "snap-setup").
-
-    It lives on the first task of the snap's task set; the others name that
-    task in "snap-setup-task".
-    """
-
-    name: str
-    revision: str = ""
-    snap_id: str = ""
-    publisher_id: str = ""
-    sha3_384: str = ""
-    size: int = 0
-    #: Where the snap comes from: "store", "file" (a local file at path) or "local"
-    #: (a revision already in the sequence).
-    source: str = "store"
-    #: The local file to install (source "file").
-    path: str = ""
-    dangerous: bool = False
-    revert: bool = False
-    #: Delete path at cleanup (a file the daemon received for us).
-    remove_path: bool = False
-    #: The new revision's SnapInfo (to_dict) once known.
-    info: dict[str, Any] | None = None
-    #: The channel the snap tracks once linked (full name, "latest/stable"); "" keeps what it tracked.
-    channel: str = ""
-
-    @property
-    def snap_info(self) -> SnapInfo:
-        """snap_info is the new revision's SnapInfo (it must be known)."""
-        if self.info is None:
-            raise ManagerError(f"internal error: the info of snap {self.name!r} is not known yet")
-        return SnapInfo.from_dict(self.info, f"the setup of snap {self.name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """to_dict is the JSON form stored on the task."""
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SnapSetup:
-        """from_dict reads the JSON form."""
-        return cls(**{k.replace("-", "_"): v for k, v in data.items()})
-
-
-@dataclass
-class SnapState:
-    """SnapState is what the system knows of one installed snap (under the state key "snaps")."""
-
-    name: str
-    #: The installed revisions, oldest first.
-    sequence: list[SnapInfo] = field(default_factory=list)
-    #: The revision in use (or last used, when disabled).
-    current: str = ""
-    #: Whether the current revision is linked and usable (False while disabled or refreshing).
-    active: bool = False
-    #: The channel the snap follows (full name, "latest/stable"); "" for a snap from a local file.
-    channel: str = ""
-
-    @property
-    def tracking(self) -> str:
-        """tracking is the channel the snap follows: its own, or latest/stable for a store snap that has none."""
-        return self.channel or (DEFAULT_CHANNEL if self.info.snap_id else "")
-
-    @property
-    def info(self) -> SnapInfo:
-        """info is the current revision's SnapInfo."""
-        return self.revision_info(self.current)
-
-    @property
-    def revisions(self) -> list[str]:
-        """revisions are the installed revisions, oldest first."""
-        return [i.revision for i in self.sequence]
-
-    def index(self, revision: str) -> int:
-        """index is where revision is in the sequence, or -1."""
-        for i, info in enumerate(self.sequence):
-            if info.revision == revision:
-                return i
-        return -1
-
-    def revision_info(self, revision: str) -> SnapInfo:
-        """revision_info is the SnapInfo of an installed revision."""
-        i = self.index(revision)
-        if i < 0:
-            raise SnapNotInstalledError(f"snap {self.name!r} has no revision {revision}")
-        return self.sequence[i]
-
-    def previous(self) -> SnapInfo | None:
-        """previous is the revision before the current one in the sequence, if any."""
-        i = self.index(self.current)
-        return self.sequence[i - 1] if i > 0 else None
-
-    def local_revision(self) -> int:
-        """local_revision is the highest N of the local revisions xN (0 when there is none)."""
-        return max((int(r[1:]) for r in self.revisions if r.startswith("x")), default=0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """to_dict is the JSON form kept in state."""
-        out: dict[str, Any] = {"sequence": [i.to_dict() for i in self.sequence], "current": self.current,
-                               "active": self.active}
-        if self.channel:
-            out["channel"] = self.channel
-        return out
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> SnapState:
-        """from_dict reads the JSON form."""
-        where = f"the state of snap {name!r}"
-        return cls(name, [SnapInfo.from_dict(i, where) for i in data.get("sequence", [])],
-                   str(data.get("current", "")), bool(data.get("active", False)), str(data.get("channel", "")))
-
-
-# -- the one helper that reads and writes per-snap state -------------------------------
-
-
-def get_snap_state(st: State, name: str) -> SnapState | None:
-    """get_snap_state returns the SnapState of an installed snap, or None (lock held)."""
-    data = st.get(SNAPS_KEY, {}).get(name)
-    return SnapState.from_dict(name, data) if data is not None else None
-
-
-def set_snap_state(st: State, name: str, snapst: SnapState | None) -> None:
-    """set_snap_state stores (or, with None, forgets) a snap's SnapState (lock held)."""
-    snaps = dict(st.get(SNAPS_KEY, {}))
-    if snapst is None:
-        snaps.pop(name, None)
-    else:
-        snaps[name] = snapst.to_dict()
-    st.set(SNAPS_KEY, snaps or None)
-
-
-def all_snap_states(st: State) -> dict[str, SnapState]:
-    """all_snap_states returns every installed snap's SnapState, by name (lock held)."""
-    return {name: SnapState.from_dict(name, data) for name, data in sorted(st.get(SNAPS_KEY, {}).items())}
-
-
-def setup_task(task: Task) -> Task:
-    """setup_task returns the task holding the snap setup of task's snap (lock held)."""
-    if task.has("snap-setup"):
-        return task
-    tid = task.get("snap-setup-task", None)
-    owner = task.state.task(tid) if tid is not None else None
-    if owner is None:
-        raise ManagerError(f"internal error: task {task.id} ({task.kind}) has no snap setup")
-    return owner
-
-
-def task_snap_setup(task: Task) -> SnapSetup:
-    """task_snap_setup returns the SnapSetup a task works with (lock held)."""
-    return SnapSetup.from_dict(setup_task(task).get("snap-setup"))
-
-
-def set_task_snap_setup(task: Task, setup: SnapSetup) -> None:
-    """set_task_snap_setup updates the SnapSetup shared by task's snap (lock held)."""
-    setup_task(task).set("snap-setup", setup.to_dict())
-
-
 class SnapManager:
     """SnapManager installs, refreshes, reverts, enables, disables and removes snaps under a root."""
 
-    def __init__(self, state: State, runner: TaskRunner, *, root: str | Path, store: Store | str | Path | None = None,
-                 assert_manager: AssertManager | None = None, retain: int = DEFAULT_RETAIN,
+    def __init__(self, state: State, runner: TaskRunner, *, root: str | Path,
+                 store: SnapStore | str | Path | None = None, assert_manager: AssertManager | None = None,
+                 retain: int = DEFAULT_RETAIN,
                  limits: Limits = DEFAULT_LIMITS, download_retry: tenacity.Retrying | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
-        from .autorefresh import AutoRefresh
-        from .drift import DriftWatch
-        from .handlers import Handlers
-
         if retain < 2:
             raise ValueError(f"cannot keep {retain} revisions of a snap: keep at least 2 (one to revert to)")
         self.state = state
         self.runner = runner
         self.backend = Backend(root, limits)
-        self.store = open_store(store) if isinstance(store, (str, Path)) else store
+        #: snap_store is where snaps come from (None: only local files can be installed).
+        self.snap_store = open_snap_store(store) if isinstance(store, (str, Path)) else store
         self.assert_manager = assert_manager
         self.retain = retain
-        self._check_snap: list[CheckSnap] = []
-        self._affected: dict[str, Callable[[Task], list[str]]] = {}
+        #: check_snap_fns run when a revision is mounted or prepared (add_check_snap adds one).
+        self.check_snap_fns: list[CheckSnap] = []
+        #: affected_by_kind maps a task kind of another manager to the snaps its tasks touch (conflict checks).
+        self.affected_by_kind: dict[str, Callable[[Task], list[str]]] = {}
         #: The idempotency key of the verb being served (None: none); see _request.
         self.request_key: str | None = None
         #: The change of a queued request whose turn came (None: a verb makes its own change); see _queued.
@@ -302,8 +140,6 @@ class SnapManager:
         unready changes of a state written before changes declared their snaps affect (conflict checks find
         changes by those keys)."""
         self.backend.setup_root()
-        from .snapstate import snap_key
-
         st = self.state
         with st:
             for chg in st.changes():
@@ -321,31 +157,23 @@ class SnapManager:
         """can_auto_refresh says whether every check allows an auto-refresh now (lock held)."""
         return all(check() for check in self.can_auto_refresh_checks)
 
-    def wait(self) -> None:
-        """wait has no background work to wait for."""
-
-    def stop(self) -> None:
-        """stop has no background work to stop."""
-
     # -- extension points ------------------------------------------------------------------
 
     def add_check_snap(self, fn: CheckSnap) -> None:
         """add_check_snap adds a check run when a revision is mounted or prepared (it may raise to refuse it)."""
-        self._check_snap.append(fn)
+        self.check_snap_fns.append(fn)
 
     def retained(self) -> int:
         """retained is how many revisions of a snap are kept: the system setting refresh.retain, else retain.
 
         Read with the state lock held (`overlord set system refresh.retain=3`; checked there, 2 to 20).
         """
-        from .autorefresh import system_setting
-
         value = system_setting(self.state, "refresh.retain", None)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 2 else self.retain
 
     def add_affected_snaps(self, kind: str, fn: Callable[[Task], list[str]]) -> None:
         """add_affected_snaps tells conflict checks which snaps a task of another manager touches."""
-        self._affected[kind] = fn
+        self.affected_by_kind[kind] = fn
 
     # -- reading state ------------------------------------------------------------------------
 
@@ -382,15 +210,13 @@ class SnapManager:
         """_queued is, with on_conflict "queue" while unready changes affect names, a change that waits for them
         (engine: new_change(on_conflict="queue")) and then runs the verb: its one task, run-queued-request,
         builds the verb's task sets into it then, with the checks made then. None: do it now."""
-        from . import snapstate
-
         if on_conflict not in ("refuse", "queue"):
             raise ManagerError(f"cannot {verb}: on_conflict must be 'refuse' or 'queue', not {on_conflict!r}")
-        if on_conflict == "refuse" or not snapstate.busy_snaps(self, names):
+        if on_conflict == "refuse" or not busy_snaps(self, names):
             return None
         st = self.state
         chg = st.new_change(_VERB_KINDS[verb][0], snapstate._summary(verb.capitalize(), names), key=key,
-                            affects=[snapstate.snap_key(n) for n in names], on_conflict="queue")
+                            affects=[snap_key(n) for n in names], on_conflict="queue")
         if not chg.is_new:
             return chg
         quoted = ", ".join(f'"{n}"' for n in names)
@@ -405,8 +231,6 @@ class SnapManager:
     def do_queued_request(self, task: Task, tomb: Tomb) -> None:
         """do_queued_request runs a queued verb now that its turn came: its task sets join this task's change
         (the verb's checks apply now: a snap installed meanwhile makes an install fail, say)."""
-        from . import snapstate
-
         st = task.state
         with st:
             chg = task.change()
@@ -425,7 +249,7 @@ class SnapManager:
             finally:
                 self.into_change = None
             task.logf("Started the %s of %s", verb, ", ".join(names))
-            self.handlers._done(task)
+            mark_done(task)
 
     @contextlib.contextmanager
     def _request(self, key: str | None) -> Iterator[None]:
@@ -448,8 +272,6 @@ class SnapManager:
         Each tracks channel (default latest/stable) and gets the revision it
         offers, or the given revision (one snap only).
         """
-        from . import snapstate
-
         found = self._keyed(key, "install")
         if found is not None:
             return found
@@ -467,9 +289,7 @@ class SnapManager:
         records the change: the slow part of a local install is done
         while other requests are served.
         """
-        from . import snapstate
-
-        return snapstate.check_snap_file(Path(path), self.backend.limits)
+        return check_snap_file(Path(path), self.backend.limits)
 
     def install_path(self, path: str | Path, *, dangerous: bool = False, remove_path: bool = False,
                      filename: str | None = None, checked: CheckedFile | None = None) -> Change:
@@ -481,8 +301,6 @@ class SnapManager:
         checked is what check_file said of the file (read before the lock was taken);
         without it the file is read and checked here, under the lock.
         """
-        from . import snapstate
-
         self.check_seeded("install")
         return snapstate.install_path(self, Path(path), dangerous=dangerous, remove_path=remove_path,
                                       filename=filename, checked=checked)
@@ -494,8 +312,6 @@ class SnapManager:
         With channel (one snap), the snap tracks that channel from then on; with
         revision (one snap), it goes to that revision, newer or older.
         """
-        from . import snapstate
-
         found = self._keyed(key, "refresh")
         if found is not None:
             return found
@@ -510,8 +326,6 @@ class SnapManager:
 
     def switch(self, name: str, channel: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """switch makes a snap track another channel without refreshing it (lock held)."""
-        from . import snapstate
-
         found = self._keyed(key, "switch")
         if found is not None:
             return found
@@ -525,8 +339,6 @@ class SnapManager:
     def remove(self, names: str | Sequence[str], *, revision: str | None = None, key: str | None = None,
                on_conflict: str = "refuse") -> Change:
         """remove removes snaps (or one inactive revision of one snap) (lock held)."""
-        from . import snapstate
-
         found = self._keyed(key, "remove")
         if found is not None:
             return found
@@ -540,8 +352,6 @@ class SnapManager:
     def revert(self, name: str, *, revision: str | None = None, key: str | None = None,
                on_conflict: str = "refuse") -> Change:
         """revert goes back to the previous revision in the sequence (or the given one) (lock held)."""
-        from . import snapstate
-
         found = self._keyed(key, "revert")
         if found is not None:
             return found
@@ -554,8 +364,6 @@ class SnapManager:
 
     def enable(self, name: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """enable makes a disabled snap usable again (lock held)."""
-        from . import snapstate
-
         found = self._keyed(key, "enable")
         if found is not None:
             return found
@@ -568,8 +376,6 @@ class SnapManager:
 
     def disable(self, name: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """disable makes a snap unusable without removing it (lock held)."""
-        from . import snapstate
-
         found = self._keyed(key, "disable")
         if found is not None:
             return found

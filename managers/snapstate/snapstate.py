@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from engine import Change, ChangeConflictError, Task, TaskSet
+from engine import Change, TaskSet
 
-from ..asserts import file_sha3_384
 from ..errors import (
     AssertionVerifyError,
     NoUpdateAvailableError,
@@ -26,186 +23,29 @@ from ..errors import (
     SnapOperationError,
     StoreError,
 )
-from ..snap import Limits, SnapInfo, read_info
 from ..snap.naming import reserved_snap_name
-from ..store import DEFAULT_CHANNEL, Store, StoreSnap, parse_channel, short_channel
-from .snapmgr import SnapSetup, SnapState, all_snap_states, get_snap_state, task_snap_setup
+from ..snapstore import DEFAULT_CHANNEL, SnapStore, StoreSnap, parse_channel, short_channel
+from .conflict import check_conflicts, snap_key
+from .model import (
+    CheckedFile,
+    SnapManagerView,
+    SnapSetup,
+    SnapState,
+    all_snap_states,
+    check_snap_file,
+    current_setup,
+    get_snap_state,
+    task_snap_setup,
+)
+from .tasksets import TaskChain, install_tasks, remove_revision_tasks
 
 log = logging.getLogger("managers.snapstate")
 
-if TYPE_CHECKING:
-    from .snapmgr import SnapManager
+
+# -- changes ------------------------------------------------------------------------------------
 
 
-# -- conflicts -----------------------------------------------------------------------------
-
-
-def snap_key(name: str) -> str:
-    """snap_key is the key a change that works on snap name affects (engine: new_change(affects=...))."""
-    return f"snap:{name}"
-
-
-def affected_snaps(sm: SnapManager, task: Task) -> list[str]:
-    """affected_snaps lists the snaps a task touches (snap tasks, and kinds other managers registered)."""
-    if task.has("snap-setup") or task.has("snap-setup-task"):
-        return [task_snap_setup(task).name]
-    fn = sm._affected.get(task.kind)
-    return fn(task) if fn is not None else []
-
-
-def busy_snaps(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> dict[str, Change]:
-    """busy_snaps maps those of names an unready change affects to the oldest such change.
-
-    One indexed query (engine: State.affecting), no walk over tasks: every change that works on snaps
-    declares them (new_change below, and Change.affect for what a change adds later).
-    """
-    wanted = {snap_key(n): n for n in names}
-    out: dict[str, Change] = {}
-    if not wanted:
-        return out
-    for chg in sm.state.affecting(list(wanted), ignore=ignore_change):
-        for key in chg.affects():
-            name = wanted.get(key)
-            if name is not None and name not in out:
-                out[name] = chg
-    return out
-
-
-def check_conflicts(sm: SnapManager, names: Iterable[str], *, ignore_change: str | None = None) -> None:
-    """check_conflicts raises ChangeConflictError when an unready change affects one of names.
-
-    While a queued request runs (SnapManager's on_conflict="queue"), there is nothing to check: the
-    engine started it once no older unready change affected its snaps, and newer ones wait for it.
-    """
-    if sm.into_change is not None:
-        return
-    busy = busy_snaps(sm, names, ignore_change=ignore_change)
-    for name in names:
-        chg = busy.get(name)
-        if chg is not None:
-            raise ChangeConflictError(chg.id, f"cannot start a change for snap {name!r}: change "
-                                              f"{chg.id} ({chg.kind}) is in progress for it",
-                                      change_kind=chg.kind, subject=name)
-
-
-# -- building task sets ------------------------------------------------------------------------
-
-
-class _Chain:
-    """_Chain adds tasks one after the other, each naming the task that holds the snap setup."""
-
-    def __init__(self, sm: SnapManager, first: Task, setup: SnapSetup) -> None:
-        first.set("snap-setup", setup.to_dict())
-        self.st = sm.state
-        self.first = first
-        self.tasks = [first]
-
-    def add(self, kind: str, summary: str) -> Task:
-        t = self.st.new_task(kind, summary)
-        t.set("snap-setup-task", self.first.id)
-        t.wait_for(self.tasks[-1])
-        self.tasks.append(t)
-        return t
-
-    def add_hook(self, hook: str, *, ignore_error: bool = False) -> Task:
-        """add_hook adds a run-hook task of the snap's hook, which may be missing (the hook manager runs it)."""
-        name = SnapSetup.from_dict(self.first.get("snap-setup")).name
-        t = self.add("run-hook", f'Run {hook} hook of "{name}" snap if present')
-        setup: dict[str, object] = {"snap": name, "hook": hook, "optional": True}
-        if ignore_error:
-            setup["ignore-error"] = True
-        t.set("hook-setup", setup)
-        return t
-
-    def add_set(self, ts: TaskSet) -> None:
-        ts.tasks()[0].wait_for(self.tasks[-1])
-        self.tasks.extend(ts.tasks())
-
-    def task_set(self) -> TaskSet:
-        return TaskSet(*self.tasks)
-
-
-def install_tasks(sm: SnapManager, setup: SnapSetup, snapst: SnapState | None) -> TaskSet:
-    """install_tasks builds the task set that installs, refreshes to or reverts to setup's revision.
-
-    snapd's doInstall: prerequisites, download-snap (or prepare-snap),
-    validate-snap, mount-snap, stop-snap-services and unlink-current-snap
-    (when installed), copy-snap-data (unless reverting), setup-profiles,
-    link-snap, auto-connect, start-snap-services, the removal of revisions
-    beyond the retained ones, cleanup.
-    """
-    st = sm.state
-    name, rev = setup.name, setup.revision
-    installed = snapst is not None
-    if snapst is not None and not snapst.active:
-        raise SnapOperationError(f"cannot refresh or revert snap {name!r}: it is disabled (enable it first)")
-    local = snapst is not None and snapst.index(rev) >= 0
-    label = f'"{name}" ({rev})'
-    if setup.revert:
-        chain = _Chain(sm, st.new_task("prepare-snap", f"Prepare snap {label}"), setup)
-    else:
-        chain = _Chain(sm, st.new_task("prerequisites", f'Ensure prerequisites for "{name}" are available'), setup)
-        if setup.source == "file" and not local:
-            chain.add("prepare-snap", f'Prepare snap "{setup.path}" ({rev})')
-        elif local:
-            chain.add("prepare-snap", f"Prepare snap {label}")
-        else:
-            chain.add("download-snap", f"Download snap {label} from the store")
-        if not local and not setup.dangerous:
-            chain.add("validate-snap", f"Fetch and check assertions for snap {label}")
-        if not local:
-            chain.add("mount-snap", f"Mount snap {label}")
-    refreshing = installed and not setup.revert
-    if refreshing:
-        chain.add_hook("pre-refresh")
-    if installed:
-        chain.add("stop-snap-services", f'Stop snap "{name}" services').set("stop-reason",
-                                                                           "revert" if setup.revert else "refresh")
-        chain.add("unlink-current-snap", f'Make current revision for snap "{name}" unavailable')
-    if not setup.revert:
-        chain.add("copy-snap-data", f'Copy snap "{name}" data')
-    chain.add("setup-profiles", f"Setup snap {label} security profiles")
-    chain.add("link-snap", f"Make snap {label} available to the system")
-    chain.add("auto-connect", f'Automatically connect eligible plugs and slots of snap "{name}"')
-    if refreshing:
-        chain.add_hook("post-refresh")
-    elif not installed:
-        chain.add_hook("install")
-    chain.add("start-snap-services", f"Start snap {label} services")
-    if snapst is not None and not setup.revert:
-        for old in _revisions_to_drop(sm, snapst, rev, local):
-            chain.add_set(remove_revision_tasks(sm, snapst, old, last=False))
-    if not setup.revert:
-        chain.add("cleanup", f"Clean up snap {label} install")
-    chain.add_hook("configure")
-    return chain.task_set()
-
-
-def _revisions_to_drop(sm: SnapManager, snapst: SnapState, target: str, local: bool) -> list[str]:
-    """_revisions_to_drop is snapd's rule: those after current, and the oldest beyond what is retained."""
-    seq = snapst.revisions
-    cur = seq.index(snapst.current)
-    after = [r for r in seq[cur + 1:] if r != target]
-    before = [r for r in seq[:cur] if r != target]
-    keep = sm.retained() - (0 if local else 1)
-    return after + before[:max(0, len(before) - keep + 1)]
-
-
-def remove_revision_tasks(sm: SnapManager, snapst: SnapState, revision: str, *, last: bool) -> TaskSet:
-    """remove_revision_tasks builds clear-snap and discard-snap for one inactive revision."""
-    st = sm.state
-    info = snapst.revision_info(revision)
-    setup = SnapSetup(snapst.name, revision=revision, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                      source="local", info=info.to_dict())
-    label = f'"{snapst.name}" ({revision})'
-    chain = _Chain(sm, st.new_task("clear-snap", f"Remove data for snap {label}"), setup)
-    chain.add("discard-snap", f"Remove snap {label} from the system")
-    for t in chain.tasks:
-        t.set("last", last)
-    return chain.task_set()
-
-
-def new_change(sm: SnapManager, kind: str, summary: str, names: Sequence[str],
+def new_change(sm: SnapManagerView, kind: str, summary: str, names: Sequence[str],
                task_sets: Sequence[TaskSet]) -> Change:
     """new_change makes a change of task sets, each in a lane of its own, recording the snaps' names.
 
@@ -236,7 +76,7 @@ def _summary(verb: str, names: Sequence[str]) -> str:
     return f"{verb} snaps " + ", ".join(f'"{n}"' for n in names)
 
 
-def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
+def _installed(sm: SnapManagerView, verb: str, name: str) -> SnapState:
     """_installed is the state of a snap a verb works on, once no change is in progress for it.
 
     The conflict comes first (as in snapd): a snap whose install is still
@@ -249,17 +89,10 @@ def _installed(sm: SnapManager, verb: str, name: str) -> SnapState:
     return snapst
 
 
-def _current_setup(snapst: SnapState) -> SnapSetup:
-    """_current_setup is the setup of a change that works on the current revision as it is."""
-    info = snapst.info
-    return SnapSetup(snapst.name, revision=snapst.current, snap_id=info.snap_id, publisher_id=info.publisher_id,
-                     source="local", info=info.to_dict())
-
-
-def _store(sm: SnapManager) -> Store:
-    if sm.store is None:
+def _store(sm: SnapManagerView) -> SnapStore:
+    if sm.snap_store is None:
         raise StoreError("cannot reach a store: none is configured")
-    return sm.store
+    return sm.snap_store
 
 
 # -- the verbs ----------------------------------------------------------------------------------
@@ -280,7 +113,7 @@ def revision_number(revision: str) -> int:
     return int(revision) if revision.isdigit() else 0
 
 
-def install_task_sets(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
                       revision: str | None = None) -> list[TaskSet]:
     """install_task_sets builds one task set per snap installed from the store.
 
@@ -310,35 +143,14 @@ def install_task_sets(sm: SnapManager, names: Sequence[str], *, channel: str | N
     return sets
 
 
-def install(sm: SnapManager, names: Sequence[str], *, channel: str | None = None,
+def install(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
             revision: str | None = None) -> Change:
     """install makes an "install" change of snaps from the store."""
     return new_change(sm, "install", _summary("Install", names), names,
                       install_task_sets(sm, names, channel=channel, revision=revision))
 
 
-@dataclass(frozen=True)
-class CheckedFile:
-    """CheckedFile is a local snap file read and checked whole: its snap.yaml, its digest and size."""
-
-    path: Path
-    info: SnapInfo
-    sha3_384: str
-    size: int
-
-
-def check_snap_file(path: Path, limits: Limits) -> CheckedFile:
-    """check_snap_file reads and checks a local snap file (every archive check, snap.yaml, the digest).
-
-    It needs no lock and takes none: callers run it before taking the state
-    lock, which they then hold only to record the change.
-    """
-    info = read_info(path, limits)
-    digest, size = file_sha3_384(path)
-    return CheckedFile(path, info, digest, size)
-
-
-def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+def install_path_task_set(sm: SnapManagerView, path: Path, *, dangerous: bool = False, remove_path: bool = False,
                           checked: CheckedFile | None = None) -> tuple[SnapSetup, TaskSet]:
     """install_path_task_set builds the task set installing a local snap file (see SnapManager.install_path).
 
@@ -379,7 +191,7 @@ def install_path_task_set(sm: SnapManager, path: Path, *, dangerous: bool = Fals
     return setup, install_tasks(sm, setup, snapst)
 
 
-def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove_path: bool = False,
+def install_path(sm: SnapManagerView, path: Path, *, dangerous: bool = False, remove_path: bool = False,
                  filename: str | None = None, checked: CheckedFile | None = None) -> Change:
     """install_path makes an "install" (or, for an installed snap, "refresh") change from a local file.
 
@@ -392,9 +204,9 @@ def install_path(sm: SnapManager, path: Path, *, dangerous: bool = False, remove
     return new_change(sm, kind, summary, [setup.name], [ts])
 
 
-def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet:
+def switch_task_set(sm: SnapManagerView, snapst: SnapState, channel: str) -> TaskSet:
     """switch_task_set is one switch-snap-channel task: the snap tracks channel from then on."""
-    setup = _current_setup(snapst)
+    setup = current_setup(snapst)
     setup.channel = channel
     t = sm.state.new_task("switch-snap-channel",
                           f'Switch snap "{snapst.name}" from channel "{short_channel(snapst.tracking)}" to '
@@ -403,7 +215,7 @@ def switch_task_set(sm: SnapManager, snapst: SnapState, channel: str) -> TaskSet
     return TaskSet(t)
 
 
-def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
                       revision: str | None = None, skip: Iterable[str] = (),
                       found: Mapping[str, StoreSnap] | None = None) -> tuple[list[str], list[TaskSet]]:
     """refresh_task_sets builds a task set per snap with an update; it returns their names too.
@@ -479,7 +291,8 @@ def refresh_task_sets(sm: SnapManager, names: Sequence[str] | None, *, channel: 
                                   else switch_task_set(sm, states[n], full or "") for n, setup in todo]
 
 
-def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
+def available_updates(sm: SnapManagerView,
+                      states: Iterable[SnapState] | None = None) -> list[tuple[SnapState, StoreSnap]]:
     """available_updates lists the store snaps whose tracked channel offers a newer revision.
 
     What `refresh --list` shows; held snaps are listed too (a refresh naming them refreshes them). Without
@@ -499,7 +312,7 @@ def available_updates(sm: SnapManager, states: Iterable[SnapState] | None = None
     return out
 
 
-def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None = None,
+def refresh(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
             revision: str | None = None) -> Change:
     """refresh makes a "refresh" change for the snaps that have an update (a "switch-snap-channel" change when
     the only news is the channel). Without names, snaps whose refresh is held are left alone, as in snapd; a
@@ -511,13 +324,13 @@ def refresh(sm: SnapManager, names: Sequence[str] | None, *, channel: str | None
     return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)
 
 
-def _switch_change(sm: SnapManager, name: str, sets: list[TaskSet]) -> Change:
+def _switch_change(sm: SnapManagerView, name: str, sets: list[TaskSet]) -> Change:
     setup = task_snap_setup(sets[0].tasks()[0])
     return new_change(sm, "switch-snap-channel",
                       f'Switch "{name}" snap to channel "{short_channel(setup.channel)}"', [name], sets)
 
 
-def switch(sm: SnapManager, name: str, channel: str) -> Change:
+def switch(sm: SnapManagerView, name: str, channel: str) -> Change:
     """switch makes a "switch-snap-channel" change: the snap tracks channel, its revision stays."""
     snapst = _installed(sm, "switch", name)
     full = _channel(channel)
@@ -529,7 +342,7 @@ def switch(sm: SnapManager, name: str, channel: str) -> Change:
     return _switch_change(sm, name, [switch_task_set(sm, snapst, full)])
 
 
-def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+def remove_task_set(sm: SnapManagerView, name: str, revision: str | None = None) -> TaskSet:
     """remove_task_set builds the removal of a snap (or of one inactive revision of it)."""
     st = sm.state
     snapst = _installed(sm, "remove", name)
@@ -541,13 +354,13 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
                 raise SnapOperationError(f"cannot remove revision {revision} of snap {name!r}: it is the current "
                                          "revision (revert first?)")
             return remove_revision_tasks(sm, snapst, revision, last=False)
-    setup = _current_setup(snapst)
+    setup = current_setup(snapst)
     if snapst.active:
-        chain = _Chain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
+        chain = TaskChain(sm, st.new_task("stop-snap-services", f'Stop snap "{name}" services'), setup)
         chain.first.set("stop-reason", "remove")
         chain.add_hook("remove", ignore_error=True)
     else:
-        chain = _Chain(sm, st.new_task("run-hook", f'Run remove hook of "{name}" snap if present'), setup)
+        chain = TaskChain(sm, st.new_task("run-hook", f'Run remove hook of "{name}" snap if present'), setup)
         chain.first.set("hook-setup", {"snap": name, "hook": "remove", "optional": True, "ignore-error": True})
     chain.add("auto-disconnect", f'Disconnect interfaces of snap "{name}"')
     if snapst.active:
@@ -559,7 +372,7 @@ def remove_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     return chain.task_set()
 
 
-def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None) -> Change:
+def remove(sm: SnapManagerView, names: Sequence[str], *, revision: str | None = None) -> Change:
     """remove makes a "remove" change: each snap (or one revision of one snap) in its lane."""
     if revision is not None and len(names) != 1:
         raise ValueError("cannot remove one revision of several snaps: give one name with a revision")
@@ -571,7 +384,7 @@ def remove(sm: SnapManager, names: Sequence[str], *, revision: str | None = None
     return new_change(sm, "remove", summary, names, sets)
 
 
-def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> TaskSet:
+def revert_task_set(sm: SnapManagerView, name: str, revision: str | None = None) -> TaskSet:
     """revert_task_set builds the switch back to the previous (or the given) revision."""
     snapst = _installed(sm, "revert", name)
     if not snapst.active:
@@ -591,32 +404,32 @@ def revert_task_set(sm: SnapManager, name: str, revision: str | None = None) -> 
     return install_tasks(sm, setup, snapst)
 
 
-def revert(sm: SnapManager, name: str, *, revision: str | None = None) -> Change:
+def revert(sm: SnapManagerView, name: str, *, revision: str | None = None) -> Change:
     """revert makes a "revert" change."""
     ts = revert_task_set(sm, name, revision)
     return new_change(sm, "revert", _summary("Revert", [name]), [name], [ts])
 
 
-def enable(sm: SnapManager, name: str) -> Change:
+def enable(sm: SnapManagerView, name: str) -> Change:
     """enable makes an "enable" change: prepare-snap, setup-profiles, link-snap, start-snap-services."""
     snapst = _installed(sm, "enable", name)
     if snapst.active:
         raise SnapOperationError(f"cannot enable snap {name!r}: it is enabled already")
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), _current_setup(snapst))
+    chain = TaskChain(sm, sm.state.new_task("prepare-snap", f"Prepare snap {label}"), current_setup(snapst))
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
     chain.add("link-snap", f"Make snap {label} available to the system")
     chain.add("start-snap-services", f"Start snap {label} services")
     return new_change(sm, "enable", _summary("Enable", [name]), [name], [chain.task_set()])
 
 
-def disable(sm: SnapManager, name: str) -> Change:
+def disable(sm: SnapManagerView, name: str) -> Change:
     """disable makes a "disable" change: stop-snap-services, unlink-snap, remove-profiles."""
     snapst = _installed(sm, "disable", name)
     if not snapst.active:
         raise SnapOperationError(f"cannot disable snap {name!r}: it is disabled already")
     label = f'"{name}" ({snapst.current})'
-    chain = _Chain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), _current_setup(snapst))
+    chain = TaskChain(sm, sm.state.new_task("stop-snap-services", f"Stop snap {label} services"), current_setup(snapst))
     chain.first.set("stop-reason", "disable")
     chain.add("unlink-snap", f"Make snap {label} unavailable to the system")
     chain.add("remove-profiles", f"Remove security profile for snap {label}")

@@ -13,12 +13,19 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from engine.models import Int, json_check_sql
-
 revision: str = "0002_assertions"
 down_revision: str | None = "0001_initial"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# What this revision needs of the models, as it was then: a migration is a snapshot and imports no live
+# model code (engine/models.py may change; this file must not).
+Int = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
+
+def json_check_sql(column: str, dialect: str) -> str:
+    """json_check_sql is the check that column holds JSON text, in a dialect."""
+    return f"({column}::json IS NOT NULL)" if dialect == "postgresql" else f"json_valid({column})"
 
 
 def upgrade() -> None:

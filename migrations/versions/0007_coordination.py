@@ -13,12 +13,18 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from engine.models import Int, json_check_sql
+#: The 64-bit integer of the models at this revision (a copy: this migration is a snapshot of the schema).
+Int = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
 
 revision: str = "0007_coordination"
 down_revision: str | None = "0006_change_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def json_check_sql(column: str, dialect: str) -> str:
+    """json_check_sql is the check that column holds JSON text, in a dialect."""
+    return f"({column}::json IS NOT NULL)" if dialect == "postgresql" else f"json_valid({column})"
 
 
 def upgrade() -> None:

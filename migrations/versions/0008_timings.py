@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from engine.models import Int
+#: The 64-bit integer of the models at this revision (a copy: this migration is a snapshot of the schema).
+Int = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
 
 revision: str = "0008_timings"
 down_revision: str | None = "0007_coordination"

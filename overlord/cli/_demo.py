@@ -160,9 +160,9 @@ def _channels_auto_refresh_repair(d: Demo, o: SystemOverlord, sample: SampleStor
     shutil.copytree(SNAPS / "hello-3.0", src)
     for rel, old, new in (("meta/snap.yaml", 'version: "3.0"', 'version: "4.0"'), ("bin/hello", "3.0", "4.0")):
         (src / rel).write_text((src / rel).read_text().replace(old, new))
-    ss = sample.store.push(pack(src, d.base / "snaps"), key=acme_key, channels=["beta"])
+    ss = sample.snap_store.push(pack(src, d.base / "snaps"), key=acme_key, channels=["beta"])
     d.say(f"[bold]9. acme pushes hello 4.0 to the beta channel[/] (overlord store push --channel beta): revision "
-          f"{ss.revision}, signed by acme's key; channels now {sample.store.channels('hello')}. "
+          f"{ss.revision}, signed by acme's key; channels now {sample.snap_store.channels('hello')}. "
           "[bold]switch hello --channel beta[/]:")
     d.step(o, lambda: o.snap_manager.switch("hello", "beta"), app=None)
     now = datetime.now(UTC)

@@ -56,9 +56,9 @@ def _db_changes(db: Path, as_json: bool) -> None:
 
         print_json(read_changes(db))
         return
-    from engine import cli as engine_cli
+    from ._dbview import list_changes
 
-    sys.exit(engine_cli.main(["changes", str(db)]))
+    sys.exit(list_changes(db))
 
 
 def _show_change(change_id: str, abs_time: bool, as_json: bool, state_dir: Path | None) -> None:
@@ -98,9 +98,9 @@ def change(id: str, db: Path | None, abs_time: bool, as_json: bool, state_dir: P
         return
     if not id.isdigit():
         fail(f"cannot show change {id!r}: a change id is a number")
-    from engine import cli as engine_cli
+    from ._dbview import show_change
 
-    sys.exit(engine_cli.main(["change", id, str(db)]))
+    sys.exit(show_change(db, str(int(id))))
 
 
 #: What --select takes: comma-separated TERM=VALUE (status and kind may repeat).

@@ -41,10 +41,10 @@ def store() -> None:
 def init(directory: Path, root_key: Path | None, authority: str) -> None:
     """Make an empty store in DIRECTORY (or record the root key of an existing one)."""
     from managers.asserts import load_public_key
-    from managers.store import Store
+    from managers.snapstore import SnapStore
 
     key_id = load_public_key(root_key).id if root_key is not None else None
-    s = Store.init(directory, root_key_id=key_id, authority=authority)
+    s = SnapStore.init(directory, root_key_id=key_id, authority=authority)
     click.echo(f"store ready in {s.root}" + (f" (root key {key_id[:12]}... for {authority!r})" if key_id else ""))
 
 
@@ -60,11 +60,11 @@ def init(directory: Path, root_key: Path | None, authority: str) -> None:
 def push(snap_file: Path, store_dir: Path, key_path: Path, channels: str | None, publisher: str | None) -> None:
     """Add SNAPFILE to the store as the snap's next revision, signed, and release it to channels."""
     from managers.asserts import load_private_key
-    from managers.store import Store, short_channel
+    from managers.snapstore import SnapStore, short_channel
 
     if not snap_file.is_file():
         fail(f"cannot push {snap_file}: there is no such file")
-    ss = Store(store_dir).push(snap_file, key=load_private_key(key_path), channels=_channels(channels),
+    ss = SnapStore(store_dir).push(snap_file, key=load_private_key(key_path), channels=_channels(channels),
                                publisher=publisher)
     where = ", ".join(short_channel(c) for c in _channels(channels))
     click.echo(f"pushed {ss.name} {ss.version} as revision {ss.revision} (sha3-384 {ss.sha3_384[:12]}...)"
@@ -79,16 +79,16 @@ def push(snap_file: Path, store_dir: Path, key_path: Path, channels: str | None,
 @one_line_errors
 def release(name: str, revision: str, channels: str, store_dir: Path) -> None:
     """Release REVISION of snap NAME to channels (each then offers it)."""
-    from managers.store import Store, short_channel
+    from managers.snapstore import SnapStore, short_channel
 
     chans = _channels(channels)
-    Store(store_dir).release(name, revision, chans)
+    SnapStore(store_dir).release(name, revision, chans)
     click.echo(f"released {name} revision {revision} to {', '.join(short_channel(c) for c in chans)}")
 
 
 def listing_json(s: Any) -> list[dict[str, Any]]:
     """listing_json is what `store list --json` prints: per snap its revisions and channels."""
-    from managers.store import RISKS
+    from managers.snapstore import RISKS
 
     rows = []
     for name in s.names():
@@ -107,9 +107,9 @@ def listing_json(s: Any) -> list[dict[str, Any]]:
 @one_line_errors
 def list_(store_dir: Path, as_json: bool) -> None:
     """List the store's snaps: per channel, the revision (and version) it offers ("↑": it follows a less risky one)."""
-    from managers.store import Store, short_channel
+    from managers.snapstore import SnapStore, short_channel
 
-    s = Store(store_dir)
+    s = SnapStore(store_dir)
     rows = listing_json(s)
     if as_json:
         print_json(rows)
@@ -141,7 +141,7 @@ def serve(directory: Path, address: str, port: int) -> None:
     Devices use it with `overlord daemon --store http://HOST:PORT/`; any static web server over the same
     directory does as well.
     """
-    from managers.storehttp import make_server
+    from managers.snapstore import make_server
 
     server = make_server(directory, address, port)
     host, bound = str(server.server_address[0]), int(server.server_address[1])

@@ -189,9 +189,10 @@ class Body:
         v = self._get(name, str, "a string", False)
         return None if v is None else str(v)
 
-    def flag(self, name: str) -> bool:
-        """flag returns an optional boolean field (False when absent or null)."""
-        return bool(self._get(name, bool, "true or false", False))
+    def flag(self, name: str, what: str = "true or false") -> bool:
+        """flag returns an optional boolean field (False when absent or null); what names a boolean in the
+        error for another type."""
+        return bool(self._get(name, bool, what, False))
 
     def str_list(self, name: str, required: bool = True) -> list[str]:
         """str_list returns a list-of-strings field ([] when optional and absent)."""

@@ -23,21 +23,14 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import ApiError, ErrorKind, bad_request, permission_denied
+from .errors import bad_request, permission_denied
+from .system import system_overlord
 
 if TYPE_CHECKING:
-    from managers.servicestate import ServiceInfo, ServiceManager
+    from managers.servicestate import ServiceInfo
 
 #: MAX_LINES bounds n of GET /v2/logs.
 MAX_LINES = 100_000
-
-
-def service_manager(ctx: Context) -> ServiceManager:
-    """service_manager is the daemon overlord's ServiceManager (a 500 if it has none)."""
-    svc: ServiceManager | None = getattr(ctx.overlord, "service_manager", None)
-    if svc is None:
-        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no service manager")
-    return svc
 
 
 def app_info(s: ServiceInfo) -> dict[str, Any]:
@@ -65,7 +58,7 @@ def get_apps(ctx: Context, req: ApiRequest) -> response.Reply:
     req.choice("select", ("service",), "service")
     names = _names(req)
     with ctx.state:
-        return response.sync([app_info(s) for s in service_manager(ctx).services(names)])
+        return response.sync([app_info(s) for s in system_overlord(ctx).service_manager.services(names)])
 
 
 def post_apps(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -78,11 +71,10 @@ def post_apps(ctx: Context, req: ApiRequest) -> response.Reply:
         if key not in ("action", "names", "enable", "disable"):
             raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
     names = body.str_list("names")
-    enable = bool(body._get("enable", bool, "a boolean", False))
-    disable = bool(body._get("disable", bool, "a boolean", False))
+    enable, disable = body.flag("enable", "a boolean"), body.flag("disable", "a boolean")
     with ctx.state:
         try:
-            chg = service_manager(ctx).control(action, names, enable=enable, disable=disable)
+            chg = system_overlord(ctx).service_manager.control(action, names, enable=enable, disable=disable)
         except ValueError as e:
             raise bad_request(str(e)) from None
         chg.set(API_DATA_KEY, {"snap-names": chg.get("snap-names", [])})
@@ -102,7 +94,7 @@ def get_logs(ctx: Context, req: ApiRequest) -> response.Reply:
         n = int(raw)
     else:
         raise bad_request(f"invalid n parameter {raw!r}: a number of lines up to {MAX_LINES}, or all")
-    svc = service_manager(ctx)
+    svc = system_overlord(ctx).service_manager
     if "follow" in req.query:
         cursor = _cursor(req.query["follow"])
         with ctx.state:

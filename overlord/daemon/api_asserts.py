@@ -20,11 +20,11 @@ from starlette.responses import Response
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import ApiError, ErrorKind, bad_request
+from .errors import bad_request
+from .system import system_overlord
 
 if TYPE_CHECKING:
     from managers.asserts import Assertion
-    from managers.assertstate import AssertManager
 
 #: MEDIA_TYPE is the content type of an assertion stream (snapd's).
 MEDIA_TYPE = "application/x.ubuntu.assertion"
@@ -45,14 +45,6 @@ class StreamReply(response.Reply):
         body = "\n".join(a.text for a in self.assertions)
         return Response(body.encode(), status_code=200, media_type=media,
                         headers={COUNT_HEADER: str(len(self.assertions))})
-
-
-def assert_manager(ctx: Context) -> AssertManager:
-    """assert_manager is the daemon overlord's AssertManager (a 500 if the overlord has none)."""
-    am: AssertManager | None = getattr(ctx.overlord, "assert_manager", None)
-    if am is None:
-        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no assertion manager")
-    return am
 
 
 def _type_names() -> list[str]:
@@ -85,7 +77,7 @@ def get_assertions(ctx: Context, req: ApiRequest) -> response.Reply:
     filters = {k: v for k, v in req.query.items() if k != "json"}
     st = ctx.state
     with st:
-        found = assert_manager(ctx).find(type_name, filters)
+        found = system_overlord(ctx).assert_manager.find(type_name, filters)
     found.sort(key=lambda a: a.primary_key)
     if mode in ("true", "headers"):
         return response.sync([assertion_json(a, mode == "headers") for a in found])
@@ -98,7 +90,7 @@ def post_assertions(ctx: Context, req: ApiRequest) -> response.Reply:
         raise bad_request("cannot add assertions: the request body is empty")
     from managers.asserts import decode_stream
 
-    am = assert_manager(ctx)
+    am = system_overlord(ctx).assert_manager
     decoded = decode_stream(req.body)  # parsed before the lock is taken, which is held to verify and store
     st = ctx.state
     with st:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from engine import ChangeConflictError, DatabaseCorruptError, EngineError, Status
+
 from ..changeinfo import API_DATA_KEY, SNAP_NAMES_KEY, change_info, task_info
 from . import response
 from .api import ApiRequest, Body, Context, Endpoint
+from .api_notices import parse_duration
 from .errors import ApiError, ErrorKind, bad_request, change_not_found
 
 log = logging.getLogger("overlord.daemon")
@@ -32,8 +35,6 @@ def get_changes(ctx: Context, req: ApiRequest) -> response.Reply:
     select = req.choice("select", SELECT, "in-progress")
     name = req.query.get("for") or None
     st = ctx.state
-    from engine import DatabaseCorruptError
-
     with st:
         out = []
         for chg in st.changes():
@@ -80,8 +81,6 @@ def post_change(ctx: Context, req: ApiRequest) -> response.Reply:
 
 def _act(chg: Change, action: str) -> None:
     """_act aborts or retries a change (lock held); 400 change-ready / change-not-failed when it cannot."""
-    from engine import ChangeConflictError, EngineError
-
     if action == "abort":
         if chg.status.ready:
             raise ApiError(400, ErrorKind.CHANGE_READY, f"cannot abort change {chg.id} with nothing pending")
@@ -106,10 +105,6 @@ def post_changes(ctx: Context, req: ApiRequest) -> response.Reply:
     abort takes the unready changes selected, retry the failed ones (status Error); one that cannot be acted on
     (a retry in conflict) fails the whole request and nothing is done. Sync: {"changes": [ids]}.
     """
-    from engine import Status
-
-    from .api_notices import parse_duration
-
     body = req.json()
     action = body.action(("abort", "retry"))
     select = body.value.get("select")

@@ -24,29 +24,13 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import ApiError, ErrorKind, bad_request, permission_denied
+from .errors import bad_request, permission_denied
+from .system import system_overlord
 
 if TYPE_CHECKING:
-    from managers.configstate import ConfigManager
-    from managers.hookstate import HookManager
+    pass
 
 log = logging.getLogger("overlord.daemon")
-
-
-def config_manager(ctx: Context) -> ConfigManager:
-    """config_manager is the daemon overlord's ConfigManager (a 500 if it has none)."""
-    cm: ConfigManager | None = getattr(ctx.overlord, "config_manager", None)
-    if cm is None:
-        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no config manager")
-    return cm
-
-
-def hook_manager(ctx: Context) -> HookManager:
-    """hook_manager is the daemon overlord's HookManager (a 500 if it has none)."""
-    hm: HookManager | None = getattr(ctx.overlord, "hook_manager", None)
-    if hm is None:
-        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no hook manager")
-    return hm
 
 
 def _name(req: ApiRequest) -> str:
@@ -64,7 +48,7 @@ def get_conf(ctx: Context, req: ApiRequest) -> response.Reply:
 
     name = _name(req)
     keys = [k for k in (req.query.get("keys") or "").split(",") if k]
-    cm = config_manager(ctx)
+    cm = system_overlord(ctx).config_manager
     with ctx.state:
         if not keys:
             try:
@@ -80,7 +64,7 @@ def put_conf(ctx: Context, req: ApiRequest) -> response.Reply:
     patch: dict[str, Any] = req.json().value
     if not patch:
         raise bad_request("cannot change the configuration: the body names no options")
-    cm = config_manager(ctx)
+    cm = system_overlord(ctx).config_manager
     with ctx.state:
         chg = cm.configure(name, patch)
         chg.set(API_DATA_KEY, {"snap-names": [name]})
@@ -95,7 +79,7 @@ def post_snapctl(ctx: Context, req: ApiRequest) -> response.Reply:
     body = req.json()
     token = body.string("context-id")
     args = body.str_list("args")
-    hm = hook_manager(ctx)
+    hm = system_overlord(ctx).hook_manager
     with ctx.state:
         try:
             out = run_ctl(hm, token, args, getattr(ctx.overlord, "service_manager", None))

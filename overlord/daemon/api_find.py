@@ -15,13 +15,15 @@ from typing import Any
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .api_snaps import _publisher, snap_manager, store_listing, store_snap
+from .api_snaps import publisher, store_listing, store_snap
+from .errors import ApiError, ErrorKind
+from .system import system_overlord
 
 
 def _with_publishers(ctx: Context, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """_with_publishers fills in each result's publisher from its account assertion (lock held)."""
     for item in found:
-        item["publisher"] = _publisher(ctx, item["developer"])
+        item["publisher"] = publisher(ctx, item["developer"])
     return found
 
 
@@ -30,7 +32,7 @@ def get_find(ctx: Context, req: ApiRequest) -> response.Reply:
     from managers.snapstate.snapstate import available_updates
 
     select = req.choice("select", ("refresh", "all"), "all")
-    sm = snap_manager(ctx)
+    sm = system_overlord(ctx).snap_manager
     st = ctx.state
     if select == "refresh":
         from managers.snapstate import all_snap_states
@@ -46,14 +48,12 @@ def get_find(ctx: Context, req: ApiRequest) -> response.Reply:
 
 def find_in_store(ctx: Context, req: ApiRequest) -> response.Reply:
     """find_in_store searches the store: q matches names and summaries (case-insensitive), name one name."""
-    from .errors import ApiError, ErrorKind
-
-    sm = snap_manager(ctx)
-    if sm.store is None:
+    sm = system_overlord(ctx).snap_manager
+    if sm.snap_store is None:
         raise ApiError(502, ErrorKind.STORE_ERROR, "cannot search the store: none is configured")
     query = (req.query.get("q") or "").strip().lower()
     exact = req.query.get("name")
-    names = sm.store.names()
+    names = sm.snap_store.names()
     if exact is not None:
         names = [n for n in names if n == exact]
         if not names:

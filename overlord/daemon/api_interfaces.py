@@ -17,17 +17,10 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .errors import ApiError, ErrorKind, bad_request
+from .system import system_overlord
 
 if TYPE_CHECKING:
     from managers.ifacestate import Connection, InterfaceManager, Port, PortView
-
-
-def interface_manager(ctx: Context) -> InterfaceManager:
-    """interface_manager is the overlord's interface manager; a 404 when the daemon runs none."""
-    im: InterfaceManager | None = getattr(ctx.overlord, "interface_manager", None)
-    if im is None:
-        raise ApiError(404, ErrorKind.NOT_FOUND, "cannot manage interfaces: this daemon runs no interface manager")
-    return im
 
 
 def _attrs(out: dict[str, Any], key: str, attrs: Any) -> None:
@@ -75,7 +68,7 @@ def get_connections(ctx: Context, req: ApiRequest) -> response.Reply:
     select = req.choice("select", ("connected", "all"), "connected")
     snap = req.query.get("snap") or None
     iface = req.query.get("interface") or None
-    im = interface_manager(ctx)
+    im = system_overlord(ctx).interface_manager
     with ctx.state:
         if snap is not None:
             _known_snap(im, snap)
@@ -95,7 +88,7 @@ def get_interfaces(ctx: Context, req: ApiRequest) -> response.Reply:
     names = [n for n in (req.query.get("names") or "").split(",") if n] or None
     with_plugs = req.choice("plugs", ("true", "false"), "false") == "true"
     with_slots = req.choice("slots", ("true", "false"), "false") == "true"
-    im = interface_manager(ctx)
+    im = system_overlord(ctx).interface_manager
     with ctx.state:
         out = []
         for i in im.interfaces(names, connected=select == "connected"):
@@ -136,7 +129,7 @@ def post_interfaces(ctx: Context, req: ApiRequest) -> response.Reply:
         raise bad_request(f"cannot {action}: the plug (or slot) name is missing")
     if action == "connect" and not plug_snap:
         raise bad_request("cannot connect: the plug's snap name is missing")
-    im = interface_manager(ctx)
+    im = system_overlord(ctx).interface_manager
     with ctx.state:  # the managers' errors are answered by errors.from_exception (interfaces-unchanged, ...)
         if action == "connect":
             chg = im.connect(plug_snap, plug, slot_snap, slot)

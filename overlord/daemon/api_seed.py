@@ -17,23 +17,16 @@ from typing import TYPE_CHECKING
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import ApiError, ErrorKind, bad_request
+from .errors import bad_request
+from .system import system_overlord
 
 if TYPE_CHECKING:
-    from managers.firstboot import FirstBoot
-
-
-def first_boot(ctx: Context) -> FirstBoot:
-    """first_boot is the overlord's FirstBoot; a 404 when the daemon has none."""
-    fb: FirstBoot | None = getattr(ctx.overlord, "first_boot", None)
-    if fb is None:
-        raise ApiError(404, ErrorKind.NOT_FOUND, "cannot seed: this daemon runs no first-boot manager")
-    return fb
+    pass
 
 
 def get_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     """get_seed tells whether the system is seeded, and the latest seed change."""
-    fb = first_boot(ctx)
+    fb = system_overlord(ctx).first_boot
     with ctx.state:
         chg = fb.seed_change()
         return response.sync({"seeded": fb.seeded, "change": chg.id if chg is not None else None,
@@ -47,7 +40,7 @@ def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     path = body.string("path")
     if not os.path.isabs(path) or "\0" in path:
         raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
-    fb = first_boot(ctx)
+    fb = system_overlord(ctx).first_boot
     with ctx.state:
         if fb.seeded:  # said at once (already-seeded), before any file of the seed is read
             return response.async_(fb.seed(path).id)

@@ -20,17 +20,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import EngineError
+
 from . import response
 from .api import ApiRequest, Body, Context, Endpoint
 from .api_changes import API_DATA_KEY
 from .errors import ApiError, ErrorKind, bad_request, from_exception
+from .system import system_overlord
 from .upload import PARTIAL, Upload
 
 if TYPE_CHECKING:
     from engine import Change, State
     from managers.snap import SnapInfo
     from managers.snapstate import SnapManager, SnapState
-    from managers.store import StoreSnap
+    from managers.snapstore import StoreSnap
 
 log = logging.getLogger("overlord.daemon")
 
@@ -50,16 +53,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision", WAIT),
                                        "switch": ("channel", WAIT)}
 
 
-def snap_manager(ctx: Context) -> SnapManager:
-    """snap_manager is the daemon overlord's SnapManager (a 500 if the overlord has none)."""
-    sm: SnapManager | None = getattr(ctx.overlord, "snap_manager", None)
-    if sm is None:
-        raise ApiError(500, ErrorKind.INTERNAL_ERROR, "internal error: the daemon's overlord has no snap manager")
-    return sm
-
-
-def _publisher(ctx: Context, publisher_id: str) -> dict[str, Any] | None:
-    """_publisher is snapd's StoreAccount of a publisher, from its account assertion when there is one."""
+def publisher(ctx: Context, publisher_id: str) -> dict[str, Any] | None:
+    """publisher is snapd's StoreAccount of a publisher, from its account assertion when there is one."""
     if not publisher_id:
         return None
     out: dict[str, Any] = {"id": publisher_id, "username": publisher_id}
@@ -81,9 +76,9 @@ def store_snap(ctx: Context, ss: StoreSnap, channel: str, publisher_id: str) -> 
 def store_listing(ctx: Context, name: str) -> dict[str, Any]:
     """store_listing is a store snap as find and info show it: what stable (or the newest) offers, and per
     channel the revision, version and size (snapd's "channels" map), without the default track's prefix."""
-    from managers.store import RISKS, short_channel
+    from managers.snapstore import RISKS, short_channel
 
-    store = snap_manager(ctx).store
+    store = system_overlord(ctx).snap_manager.snap_store
     assert store is not None
     listing = store.listing(name)
     shown = store.snap(name, listing.revisions[0])
@@ -107,7 +102,7 @@ def store_listing(ctx: Context, name: str) -> dict[str, Any]:
 
 def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]:
     """snap_info is the JSON of one installed revision of a snap (call with the lock held)."""
-    sm = snap_manager(ctx)
+    sm = system_overlord(ctx).snap_manager
     current = info.revision == snapst.current
     return {
         "id": info.snap_id,
@@ -116,7 +111,7 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
         "description": info.description,
         "version": info.version,
         "revision": info.revision,
-        "publisher": _publisher(ctx, info.publisher_id),
+        "publisher": publisher(ctx, info.publisher_id),
         "developer": info.publisher_id,
         "status": "active" if current and snapst.active else "installed",
         # snapd's tracking-channel: what refresh follows ("" for a snap from a local file)
@@ -136,7 +131,7 @@ def snap_info(ctx: Context, snapst: SnapState, info: SnapInfo) -> dict[str, Any]
 
 def _held(ctx: Context, name: str) -> str | None:
     """_held is until when the snap's auto-refresh is held (RFC 3339 or "forever"), or None (lock held)."""
-    held: dict[str, str] = snap_manager(ctx).auto_refresh.info(ctx.state).get("held-snaps", {})
+    held: dict[str, str] = system_overlord(ctx).snap_manager.auto_refresh.info(ctx.state).get("held-snaps", {})
     return held.get(name)
 
 
@@ -155,7 +150,7 @@ def get_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     st = ctx.state
     with st:
         out: list[dict[str, Any]] = []
-        for snapst in snap_manager(ctx).snaps():
+        for snapst in system_overlord(ctx).snap_manager.snaps():
             if wanted and snapst.name not in wanted:
                 continue
             infos = snapst.sequence if select == "all" else [snapst.info]
@@ -170,18 +165,13 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     lock is released; a store that cannot be read leaves the field out.
     """
     name = req.path_params["name"]
-    st = ctx.state
-    with st:
-        from managers.snapstate import get_snap_state
-
-        snapst = get_snap_state(st, name)
+    sm = system_overlord(ctx).snap_manager
+    with ctx.state:
+        snapst = sm.info_or_none(name)
         if snapst is None:
             raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
         out = snap_info(ctx, snapst, snapst.info)
-    if out["id"] and snap_manager(ctx).store is not None:
-        from engine import EngineError
-
-
+    if out["id"] and sm.snap_store is not None:
         try:
             out["channels"] = store_listing(ctx, name)["channels"]
         except EngineError as e:
@@ -250,7 +240,7 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     wait = body.flag(WAIT)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, [name], revision, channel, key, wait)
+        chg = _verb(system_overlord(ctx).snap_manager, action, [name], revision, channel, key, wait)
         cid = chg.id
     return response.async_(cid)
 
@@ -275,7 +265,7 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     wait = body.flag(WAIT)
     st = ctx.state
     with st:
-        chg = _verb(snap_manager(ctx), action, names, None, key=key, wait=wait)
+        chg = _verb(system_overlord(ctx).snap_manager, action, names, None, key=key, wait=wait)
         affected = list(chg.get("snap-names", []))
         chg.set(API_DATA_KEY, {"snap-names": affected})
         cid = chg.id
@@ -289,7 +279,7 @@ def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
     names = [_check_name(n) for n in body.str_list("snaps", required=False)]
     st = ctx.state
     with st:
-        ar = snap_manager(ctx).auto_refresh
+        ar = system_overlord(ctx).snap_manager.auto_refresh
         if action == "hold":
             until = body.value.get("time")
             if not isinstance(until, str) or not until:
@@ -349,8 +339,6 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         raise bad_request("cannot read upload: it must hold one file, in the field 'snap'")
     dangerous = _flag(upload, "dangerous")
     received = files[0]
-    from engine import EngineError
-
     def named(e: EngineError, *paths: Path) -> ApiError:
         err = from_exception(e)
         if err is None:
@@ -359,7 +347,7 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
             err.message = err.message.replace(str(path), f"uploaded file {received.filename!r}")
         return err
 
-    sm = snap_manager(ctx)
+    sm = system_overlord(ctx).snap_manager
     # The archive is checked whole and hashed before the lock is taken (it may be large, or hostile): the
     # lock is held only to record the change. The file keeps its partial name meanwhile, so that no sweep
     # of another request deletes it.

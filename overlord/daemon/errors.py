@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from engine import AssertionRevisionError, ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
+
 
 class ErrorKind(enum.Enum):
     """ErrorKind names what went wrong, for clients that act on it; the value is the wire string."""
@@ -109,8 +111,6 @@ def permission_denied(message: str) -> ApiError:
 
 def from_exception(e: BaseException) -> ApiError | None:
     """from_exception maps an engine exception that clients should see to its ApiError (None: a bug)."""
-    from engine import ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
-
     if isinstance(e, ApiError):
         return e
     if isinstance(e, ChangeConflictError):
@@ -131,8 +131,6 @@ def from_exception(e: BaseException) -> ApiError | None:
 
 def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
     """_manager_errors maps the managers' errors that clients should see to a status and a kind."""
-    from engine import AssertionRevisionError
-
     try:
         from managers import errors as m
     except ImportError:  # a daemon of another overlord, installed without the snap system

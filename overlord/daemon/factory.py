@@ -24,8 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import DatabaseError
+from engine.store import locate
+from managers import SystemOverlord
+from managers.asserts import load_public_key
+from managers.errors import KeyFileError
+from managers.snapstore import is_http, location_path
+
 from .. import paths
+from . import ENDPOINTS
 from .api import Endpoint
+from .api_snaps import sweep_uploads
+from .server import Daemon
 
 if TYPE_CHECKING:
     from engine import Overlord
@@ -100,10 +110,6 @@ def make_overlord(options: DaemonOptions) -> Overlord:
     database, and the managers' errors (one line each) for a store or a
     trusted key that cannot be used.
     """
-    from engine import DatabaseError
-    from managers import SystemOverlord
-    from managers.store import location_path
-    from managers.storehttp import is_http
 
     db = options.state_dir / paths.DB_NAME
     try:
@@ -135,7 +141,7 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         log.info("seeding from %s at first start (changes that need a seeded system wait for it)", seed)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
-    store = o.snap_manager.store
+    store = o.snap_manager.snap_store
     if store is not None and not is_http(store.location) and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
@@ -147,8 +153,6 @@ def load_trusted_key(path: Path) -> PublicKey:
     The root's private key signs account keys and declarations: it belongs on
     an offline machine, never on a device that only verifies.
     """
-    from managers.asserts import load_public_key
-    from managers.errors import KeyFileError
 
     try:
         with open(path, "rb") as f:
@@ -169,9 +173,6 @@ def system_daemon(options: DaemonOptions, policy: AccessPolicy | None = None, li
     uploads in <state-dir>/uploads, gives the hooks the socket for `overlord
     ctl`, and runs the setup hook before the loop starts.
     """
-    from . import ENDPOINTS
-    from .api_snaps import sweep_uploads
-    from .server import Daemon
 
     hook = load_setup(options.setup) if options.setup else None  # a bad one: before any work
     uploads = options.state_dir / UPLOADS_NAME
@@ -197,9 +198,7 @@ def database_name(options: DaemonOptions) -> str:
     """database_name is where the state lives, for people: the file, or the URL without its password."""
     if options.db_url is None:
         return str((options.state_dir / paths.DB_NAME).resolve())
-    from sqlalchemy.engine import make_url
-
-    return make_url(options.db_url).render_as_string(hide_password=True)
+    return locate(url=options.db_url).shown
 
 
 def trust_info(o: Overlord) -> dict[str, str | None]:

@@ -33,11 +33,14 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from engine import DatabaseCorruptError
+
 from .access import AccessPolicy, peer_cred
 from .api import PEER_CRED_KEY, Context, Endpoint, build_app
 from .core import CORE_ENDPOINTS
 from .limits import ClientNoiseFilter, ConnectionGuard, GuardedListener, Limits, exception_handler
 from .notify import notify
+from .web.pages import routes as web_routes
 from .web.port import WEB_PORT_KEY, PortGuard, bind_port, is_web_connection, others_reach, url_of
 
 if TYPE_CHECKING:
@@ -205,8 +208,6 @@ def remove_socket(path: Path, identity: tuple[int, int]) -> None:
 
 def log_resumed(st: State) -> None:
     """log_resumed says, one line each, which changes a start takes up again: those not ready (lock held)."""
-    from engine import DatabaseCorruptError
-
     for chg in st.changes():
         try:
             status = chg.status
@@ -306,8 +307,6 @@ class Daemon:
                     "version": pkg_version, "socket": str(where), "socket-activated": identity is None,
                     "pid": os.getpid(), "web": web_url, **(self.info(o) if self.info is not None else {}),
                 }, connections=guard.stats)
-                from .web.pages import routes as web_routes
-
                 app = PortGuard(build_app(ctx, [*self.endpoints, *extra], web_routes(ctx)))
                 o.loop()
                 if not self._signals:

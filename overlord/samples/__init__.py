@@ -22,7 +22,7 @@ from pathlib import Path
 from managers.asserts import Assertion, PrivateKey, create_key, file_sha3_384, load_private_key
 from managers.asserts.build import account, account_key, snap_declaration, snap_id_for, snap_revision
 from managers.snap import pack, read_info
-from managers.store import Store, StoreSnap
+from managers.snapstore import SnapStore, StoreSnap
 
 #: SNAPS holds the sample snap directories, hello-<version>.
 SNAPS = Path(__file__).resolve().parent / "snaps"
@@ -49,7 +49,7 @@ SEED_TIME = "2025-01-01T00:00:00Z"
 class SampleStore:
     """SampleStore is a store built from the samples, with the keys that signed it."""
 
-    store: Store
+    snap_store: SnapStore
     root_key: PrivateKey
     publisher_key: PrivateKey
     build_dir: Path
@@ -61,7 +61,7 @@ class SampleStore:
             raise ValueError(f"cannot publish {name} {version}: there is no sample directory {src}")
         self.build_dir.mkdir(parents=True, exist_ok=True)
         snap = pack(src, self.build_dir)
-        return self.store.publish(snap, key=self.publisher_key, developer_id=PUBLISHER, snap_id=snap_id_for(name))
+        return self.snap_store.publish(snap, key=self.publisher_key, developer_id=PUBLISHER, snap_id=snap_id_for(name))
 
 
 def keys(keys_dir: Path) -> tuple[PrivateKey, PrivateKey]:
@@ -120,7 +120,7 @@ def build_store(store_dir: Path, root_key: PrivateKey, publisher_key: PrivateKey
 
     The snap files are packed into build_dir (default: snaps/ beside the store directory).
     """
-    store = Store(store_dir)
+    store = SnapStore(store_dir)
     store.root.mkdir(parents=True, exist_ok=True)
     for a in publisher_assertions(root_key, publisher_key):
         store.add_assertion(a)

@@ -21,7 +21,7 @@ def main() -> None:
         args.keys = args.store.absolute().parent / "keys"
     root_key, publisher_key = keys(args.keys)
     sample = build_store(args.store, root_key, publisher_key, versions=tuple(args.versions.split(",")))
-    for name in sorted((sample.store.root / "snaps").iterdir()):
+    for name in sorted((sample.snap_store.root / "snaps").iterdir()):
         revisions = sorted(p.stem for p in name.glob("*.snap"))
         print(f"{name.name}: revisions {', '.join(revisions)}")
     print(f"trusted root key: {args.keys / 'root.pub.pem'} ({root_key.id})")

@@ -16,7 +16,7 @@ from managers import AssertionVerifyError
 from managers.asserts import Assertion, PrivateKey, sha3_384, sign
 from managers.asserts.build import account, account_key, snap_declaration, snap_id_for, snap_revision
 from managers.assertstate import AssertManager, fetch_chain
-from managers.store import Store
+from managers.snapstore import SnapStore
 
 T = "2030-01-01T00:00:00Z"
 DIGEST = sha3_384(b"the snap file")
@@ -211,7 +211,7 @@ def test_revisions(st: State, am: AssertManager, root_key: PrivateKey) -> None:
 
 def test_fetch_chain_follows_prerequisites_and_keys(tmp_path: Path, st: State, am: AssertManager,
                                                     root_key: PrivateKey, acme_key: PrivateKey) -> None:
-    store = Store(tmp_path)
+    store = SnapStore(tmp_path)
     good = chain(root_key, acme_key)
     for a in good:
         store.add_assertion(a)

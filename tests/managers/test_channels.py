@@ -48,7 +48,7 @@ def test_refresh_follows_the_tracked_channel_and_never_goes_back(system: System)
     assert system.status(cid) is D, system.err(cid)
     assert current(system) == ("3", "latest/stable")
     # The store puts stable back to revision 1: refresh does not downgrade, it says why.
-    system.sample.store.release("hello", "1", ["stable"])
+    system.sample.snap_store.release("hello", "1", ["stable"])
     with system.o.state, pytest.raises(NoUpdateAvailableError, match="older than the current 3"):
         system.sm.refresh("hello")
     with system.o.state, pytest.raises(NoUpdateAvailableError, match="no snaps have updates"):
@@ -116,7 +116,7 @@ def test_a_store_without_channels_offers_its_newest_revision_as_stable(system: S
     cid = system.run(lambda sm: sm.install("hello", channel="edge"))
     assert system.status(cid) is D, system.err(cid)
     assert current(system) == ("2", "latest/edge")
-    assert system.sample.store.channels("hello") == {"latest/stable": "2"}
+    assert system.sample.snap_store.channels("hello") == {"latest/stable": "2"}
     # The next push writes the channels of the old layout and the new ones.
     system.publish("hello", "3.0", channels=("beta",))
     assert yaml.safe_load((system.base / "store/snaps/hello/channels.yaml").read_text()) == {

@@ -43,7 +43,7 @@ class Rig:
         self.runner = TaskRunner(self.st)
         self.am = AssertManager(self.st, self.runner, trusted_key=root_key.public_key)
         self.sample = build_store(base / "store", root_key, acme_key, versions=(), names=("hello",))
-        self.sm = SnapManager(self.st, self.runner, root=base / "root", store=self.sample.store,
+        self.sm = SnapManager(self.st, self.runner, root=base / "root", store=self.sample.snap_store,
                               assert_manager=self.am)
         self.sm.start_up()
 
@@ -54,7 +54,8 @@ class Rig:
     def publish(self, version: str) -> None:
         (self.base / "build").mkdir(exist_ok=True)
         snap = make_snap(self.base / "build", "hello", version)
-        self.sample.store.publish(snap, key=self.sample.publisher_key, developer_id="acme", snap_id=snap_id("hello"))
+        self.sample.snap_store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
+                                       snap_id=snap_id("hello"))
 
     def handler(self, kind: str, phase: str) -> Callable[[Task, Tomb], None]:
         do, undo = KINDS[kind]

@@ -51,7 +51,8 @@ class IfaceRig(Rig):
         (self.base / "build").mkdir(exist_ok=True)
         extra = PLUGS if version == "1.0" else PLUGS + "  documents: home\n"  # a new plug to auto-connect
         snap = make_snap(self.base / "build", "hello", version, extra=extra)
-        self.sample.store.publish(snap, key=self.sample.publisher_key, developer_id="acme", snap_id=snap_id("hello"))
+        self.sample.snap_store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
+                                       snap_id=snap_id("hello"))
 
     def handler(self, kind: str, phase: str) -> Callable[[Task, Tomb], None]:
         if kind not in IKINDS:

@@ -57,7 +57,7 @@ class Iface(System):
 
     def __init__(self, base: Path, root_key: PrivateKey, acme_key: PrivateKey, clock: FakeClock) -> None:
         super().__init__(base, root_key, acme_key, clock, names=("library", "reader", "hello", "stranger"))
-        store = self.sample.store
+        store = self.sample.snap_store
         self.globex = PrivateKey.generate()
         store.add_assertion(account(root_key, "root", "globex", "Globex", timestamp="2030-01-01T00:00:00Z"))
         store.add_assertion(account_key(root_key, "root", "globex", self.globex.public_key))
@@ -75,7 +75,8 @@ class Iface(System):
 
         (self.base / "build").mkdir(exist_ok=True)
         snap = make_snap(self.base / "build", name, version, extra=extra)
-        return self.sample.store.publish(snap, key=self.globex, developer_id="globex", snap_id=snap_id(name)).revision
+        return self.sample.snap_store.publish(snap, key=self.globex, developer_id="globex",
+                                              snap_id=snap_id(name)).revision
 
     def install(self, *names: str) -> None:
         for name in names:

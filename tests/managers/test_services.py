@@ -16,7 +16,7 @@ from engine import Status
 from engine.testing import FakeClock
 from managers.asserts import PrivateKey
 from managers.servicestate import ServiceManager, Supervisor, read_log_lines
-from managers.servicestate.supervisor import read_log_since
+from managers.servicestate.logs import read_log_since
 from managers.snap import pack
 from managers.snapstate import SnapManager
 from tests.support.system import System, snap_id
@@ -54,7 +54,7 @@ def publish(system: System, version: str, *, apps: str | None = None, scripts: d
         (d / "bin" / name).write_text(text)
         os.chmod(d / "bin" / name, 0o755)
     snap = pack(d, system.base / "build")
-    return system.sample.store.publish(snap, key=system.sample.publisher_key, developer_id="acme",
+    return system.sample.snap_store.publish(snap, key=system.sample.publisher_key, developer_id="acme",
                                        snap_id=snap_id("beat")).revision
 
 

@@ -298,14 +298,14 @@ def test_a_snap_named_like_the_layout_cannot_land_in_another_ones_place(system: 
 
 def test_install_a_local_file_needs_its_assertions(system: System) -> None:
     system.publish("hello", "1.0")
-    snap = system.sample.store.snap("hello").path
+    snap = system.sample.snap_store.snap("hello").path
     with system.o.state, pytest.raises(AssertionVerifyError, match="no snap-revision assertion"):
         system.sm.install_path(snap)
     # Acknowledge the assertions (what `snap ack` does), then it installs as store revision 1.
-    text = "".join((system.sample.store.root / "assertions").joinpath(*p).read_text() for p in (
+    text = "".join((system.sample.snap_store.root / "assertions").joinpath(*p).read_text() for p in (
         ("account", "acme"), ("account-key", system.sample.publisher_key.id),
-        ("snap-declaration", "16", system.sample.store.snap("hello").snap_id),
-        ("snap-revision", system.sample.store.snap("hello").sha3_384)))
+        ("snap-declaration", "16", system.sample.snap_store.snap("hello").snap_id),
+        ("snap-revision", system.sample.snap_store.snap("hello").sha3_384)))
     with system.o.state:
         assert len(system.o.assert_manager.add(text)) == 4
     cid = system.run(lambda sm: sm.install_path(snap))
@@ -320,34 +320,35 @@ def test_install_a_local_file_needs_its_assertions(system: System) -> None:
 
 
 def _no_snap_revision(system: System) -> None:
-    ss = system.sample.store.snap("hello")
-    (system.sample.store.root / "assertions" / "snap-revision" / ss.sha3_384).unlink()
+    ss = system.sample.snap_store.snap("hello")
+    (system.sample.snap_store.root / "assertions" / "snap-revision" / ss.sha3_384).unlink()
 
 
 def _no_account_key(system: System) -> None:
-    (system.sample.store.root / "assertions" / "account-key" / system.sample.publisher_key.id).unlink()
+    (system.sample.snap_store.root / "assertions" / "account-key" / system.sample.publisher_key.id).unlink()
 
 
 def _other_publisher(system: System) -> None:
     # A second publisher with a genuine key publishes a revision of hello: not theirs.
     evil = PrivateKey.generate()
     root = system.sample.root_key
-    system.sample.store.add_assertion(account(root, "root", "evil", "Evil"))
-    system.sample.store.add_assertion(account_key(root, "root", "evil", evil.public_key))
+    system.sample.snap_store.add_assertion(account(root, "root", "evil", "Evil"))
+    system.sample.snap_store.add_assertion(account_key(root, "root", "evil", evil.public_key))
     snap = make_snap(system.base / "evil", "hello", "6.6")
-    system.sample.store.publish(snap, key=evil, developer_id="evil", snap_id=system.sample.store.snap("hello").snap_id)
+    system.sample.snap_store.publish(snap, key=evil, developer_id="evil",
+                                     snap_id=system.sample.snap_store.snap("hello").snap_id)
 
 
 def _declaration_of_another_name(system: System) -> None:
-    ss = system.sample.store.snap("hello")
-    system.sample.store.add_assertion(snap_declaration(system.sample.root_key, "root", "world", "acme",
+    ss = system.sample.snap_store.snap("hello")
+    system.sample.snap_store.add_assertion(snap_declaration(system.sample.root_key, "root", "world", "acme",
                                                        snap_id=ss.snap_id, revision=1))
 
 
 def _unsigned_root(system: System) -> None:
     # The account of the publisher signed by a key that is not the trusted root's.
     fake = PrivateKey.generate()
-    system.sample.store.add_assertion(account_key(fake, "root", "acme", system.sample.publisher_key.public_key))
+    system.sample.snap_store.add_assertion(account_key(fake, "root", "acme", system.sample.publisher_key.public_key))
 
 
 @pytest.mark.parametrize(("break_store", "message"), [
@@ -374,7 +375,7 @@ def test_a_store_file_that_does_not_match_is_refused(system: System) -> None:
     system.o.state_engine.start_up()  # the directories every snap shares
     before = tree(system.root)
     system.publish("hello", "1.0")
-    path = system.sample.store.snap("hello").path
+    path = system.sample.snap_store.snap("hello").path
     data = bytearray(path.read_bytes())
     data[-30] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -558,8 +559,8 @@ def test_undo_of_a_refresh_does_not_bring_back_discarded_revisions(
 def test_one_failing_snap_of_several_is_undone_alone(system: System) -> None:
     for name in ("hello", "world", "other"):
         system.publish(name, "1.0")
-    ss = system.sample.store.snap("world")
-    (system.sample.store.root / "assertions" / "snap-revision" / ss.sha3_384).unlink()
+    ss = system.sample.snap_store.snap("world")
+    (system.sample.snap_store.root / "assertions" / "snap-revision" / ss.sha3_384).unlink()
     cid = system.run(lambda sm: sm.install(["hello", "world", "other"]))
     assert system.status(cid) is E
     with system.o.state:
@@ -584,7 +585,7 @@ def test_one_failing_snap_of_several_is_undone_alone(system: System) -> None:
 
 def test_transient_download_errors_are_retried(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     system.publish("hello", "1.0")
-    store = system.sm.store
+    store = system.sm.snap_store
     assert store is not None
     real = type(store).open
     failures = [errno.EIO, errno.ETIMEDOUT]
@@ -607,7 +608,7 @@ def test_transient_download_errors_are_retried(system: System, monkeypatch: pyte
 
 def test_a_download_that_cannot_work_fails_at_once(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     system.publish("hello", "1.0")
-    store = system.sm.store
+    store = system.sm.snap_store
     assert store is not None
 
     def denied(self: Any, snap: Any) -> Any:
@@ -625,13 +626,13 @@ def test_a_download_that_cannot_work_fails_at_once(system: System, monkeypatch: 
 
 def test_a_partial_download_is_resumed(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     system.publish("hello", "1.0")
-    ss = system.sample.store.snap("hello")
+    ss = system.sample.snap_store.snap("hello")
     partial = system.sm.backend.partial_blob("hello", "1")
     partial.parent.mkdir(parents=True, exist_ok=True)
     data = ss.path.read_bytes()
     partial.write_bytes(data[:100])
     seeks: list[int] = []
-    store = system.sm.store
+    store = system.sm.snap_store
     assert store is not None
     real = type(store).open
 

@@ -10,7 +10,7 @@ import yaml
 
 from managers import SnapNotFoundError, StoreError
 from managers.asserts import PrivateKey, file_sha3_384
-from managers.store import Store, is_transient, location_path
+from managers.snapstore import SnapStore, is_transient, location_path
 from overlord.samples import build_store
 
 
@@ -25,7 +25,7 @@ def test_locations() -> None:
 
 def test_layout_and_lookups(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey) -> None:
     sample = build_store(tmp_path / "store", root_key, acme_key, versions=("1.0", "2.0"))
-    store = Store(f"file://{tmp_path / 'store'}")
+    store = SnapStore(f"file://{tmp_path / 'store'}")
     latest = store.snap("hello")
     assert (latest.name, latest.revision) == ("hello", "2")
     assert latest.path == tmp_path / "store" / "snaps" / "hello" / "2.snap"
@@ -50,7 +50,7 @@ def test_layout_and_lookups(tmp_path: Path, root_key: PrivateKey, acme_key: Priv
     with pytest.raises(SnapNotFoundError, match="not a valid snap name"):
         store.snap("../etc")
     with pytest.raises(StoreError, match="it is not a directory"):
-        Store(tmp_path / "nothere").snap("hello")
+        SnapStore(tmp_path / "nothere").snap("hello")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -66,7 +66,7 @@ def test_store_entries_are_checked(tmp_path: Path, root_key: PrivateKey, acme_ke
     path = tmp_path / "store/snaps/hello/1.yaml"
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **change}))
     with pytest.raises(StoreError, match=message) as e:
-        Store(tmp_path / "store").snap("hello")
+        SnapStore(tmp_path / "store").snap("hello")
     assert str(path) in str(e.value)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine import Status
 from managers import StoreError
-from managers.storehttp import HttpStore, serve_in_thread
+from managers.snapstore import HttpSnapStore, serve_in_thread
 from tests.support.system import System
 
 
@@ -26,7 +26,7 @@ def test_install_and_refresh_from_an_http_store(system: System, served: tuple[st
     url, requests = served
     system.publish("hello", "1.0")
     system.restart(store=url)
-    assert isinstance(system.sm.store, HttpStore)
+    assert isinstance(system.sm.snap_store, HttpSnapStore)
     cid = system.run(lambda sm: sm.install("hello"))
     assert system.status(cid) is Status.DONE, system.err(cid)
     system.publish("hello", "2.0", channels=("beta",))
@@ -35,7 +35,7 @@ def test_install_and_refresh_from_an_http_store(system: System, served: tuple[st
     with system.o.state:
         assert (system.sm.info("hello").current, system.sm.info("hello").tracking) == ("2", "latest/beta")
     assert ("/snaps/hello/2.snap", "") in requests
-    store = HttpStore(url)
+    store = HttpSnapStore(url)
     assert store.names() == ["hello"]
     assert store.channels("hello") == {"latest/stable": "1", "latest/beta": "2"}
     with pytest.raises(StoreError, match="read only"):
@@ -90,7 +90,7 @@ def test_a_store_without_an_index_says_so(tmp_path: Path) -> None:
     server, url = serve_in_thread(tmp_path / "store")
     try:
         with pytest.raises(StoreError, match=r"it has no index\.yaml"):
-            HttpStore(url).snap("hello")
+            HttpSnapStore(url).snap("hello")
     finally:
         server.shutdown()
         server.server_close()

@@ -12,7 +12,7 @@ import pytest
 from managers import SnapNotFoundError, StoreError
 from managers.asserts import PrivateKey, decode, file_sha3_384
 from managers.asserts.build import account, account_key
-from managers.store import Store
+from managers.snapstore import SnapStore
 from tests.support.system import make_snap, tree
 
 
@@ -22,23 +22,23 @@ def visible(root: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, root_key: PrivateKey) -> Store:
-    return Store.init(tmp_path / "store", root_key_id=root_key.id, authority="root")
+def store(tmp_path: Path, root_key: PrivateKey) -> SnapStore:
+    return SnapStore.init(tmp_path / "store", root_key_id=root_key.id, authority="root")
 
 
-def test_init_makes_an_empty_store_and_refuses_other_directories(tmp_path: Path, store: Store) -> None:
+def test_init_makes_an_empty_store_and_refuses_other_directories(tmp_path: Path, store: SnapStore) -> None:
     assert sorted(visible(store.root)) == ["assertions", "index.yaml", "snaps", "store.yaml"]
     assert store.config() == {"format": 1, "root-key": store.config()["root-key"], "authority": "root"}
     assert store.names() == []
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(StoreError, match="it is not empty and not a store"):
-        Store.init(tmp_path / "other")
-    Store.init(store.root)  # again: fine, keeps the root key
+        SnapStore.init(tmp_path / "other")
+    SnapStore.init(store.root)  # again: fine, keeps the root key
     assert store.config()["authority"] == "root"
 
 
-def test_push_with_the_root_key_declares_the_snap(tmp_path: Path, store: Store, root_key: PrivateKey) -> None:
+def test_push_with_the_root_key_declares_the_snap(tmp_path: Path, store: SnapStore, root_key: PrivateKey) -> None:
     snap = make_snap(tmp_path, "hello", "1.0")
     ss = store.push(snap, key=root_key, channels=["stable", "edge"])
     assert (ss.name, ss.revision, ss.version) == ("hello", "1", "1.0")
@@ -57,7 +57,7 @@ def test_push_with_the_root_key_declares_the_snap(tmp_path: Path, store: Store, 
     assert store.names() == ["hello"]
 
 
-def test_push_with_a_developer_key_needs_the_declaration(tmp_path: Path, store: Store, root_key: PrivateKey,
+def test_push_with_a_developer_key_needs_the_declaration(tmp_path: Path, store: SnapStore, root_key: PrivateKey,
                                                         acme_key: PrivateKey) -> None:
     store.add_assertion(account(root_key, "root", "acme", "ACME Corp"))
     store.add_assertion(account_key(root_key, "root", "acme", acme_key.public_key))
@@ -79,7 +79,7 @@ def test_push_with_a_developer_key_needs_the_declaration(tmp_path: Path, store: 
         store.push(make_snap(tmp_path, "world", "1.0"), key=root_key, publisher="nobody")
 
 
-def test_a_revision_pushed_to_no_channel_is_offered_nowhere(tmp_path: Path, store: Store,
+def test_a_revision_pushed_to_no_channel_is_offered_nowhere(tmp_path: Path, store: SnapStore,
                                                               root_key: PrivateKey) -> None:
     store.push(make_snap(tmp_path, "hello", "1.0"), key=root_key)
     assert store.channels("hello") == {} and store.revisions("hello") == [1]
@@ -89,7 +89,7 @@ def test_a_revision_pushed_to_no_channel_is_offered_nowhere(tmp_path: Path, stor
     assert store.snap("hello", channel="edge").revision == "1"
 
 
-def test_release_moves_channels(tmp_path: Path, store: Store, root_key: PrivateKey) -> None:
+def test_release_moves_channels(tmp_path: Path, store: SnapStore, root_key: PrivateKey) -> None:
     store.push(make_snap(tmp_path, "hello", "1.0"), key=root_key, channels=["stable"])
     store.push(make_snap(tmp_path, "hello", "2.0"), key=root_key)
     assert store.channels("hello") == {"latest/stable": "1"}  # pushed, released nowhere
@@ -107,15 +107,16 @@ class Killed(BaseException):
     """Killed stands for the process dying at that call."""
 
 
-@pytest.mark.parametrize("fn", ["os.replace", "_write_synced", "os.unlink"])
+@pytest.mark.parametrize("fn", ["os.replace", "write_synced", "os.unlink"])
 def test_a_push_killed_at_any_step_leaves_the_store_as_it_was_or_done(
-        tmp_path: Path, store: Store, root_key: PrivateKey, monkeypatch: pytest.MonkeyPatch, fn: str) -> None:
-    import managers.store as ms
+        tmp_path: Path, store: SnapStore, root_key: PrivateKey, monkeypatch: pytest.MonkeyPatch, fn: str) -> None:
+    import managers.snapstore.directory as directory
+    import managers.snapstore.files as files
 
     store.push(make_snap(tmp_path, "hello", "1.0"), key=root_key, channels=["stable"])
     snap = make_snap(tmp_path, "hello", "2.0")
     before = visible(store.root)
-    clean = Store.init(tmp_path / "clean", root_key_id=root_key.id)
+    clean = SnapStore.init(tmp_path / "clean", root_key_id=root_key.id)
     clean.push(make_snap(tmp_path, "hello", "1.0"), key=root_key, channels=["stable"])
     clean.push(snap, key=root_key, channels=["stable"])
     outcomes = set()
@@ -123,7 +124,7 @@ def test_a_push_killed_at_any_step_leaves_the_store_as_it_was_or_done(
     while True:
         n += 1
         calls = [0]
-        target = {"os.replace": os.replace, "os.unlink": os.unlink}.get(fn) or getattr(ms, fn)
+        target = {"os.replace": os.replace, "os.unlink": os.unlink}.get(fn) or files.write_synced
 
         def dying(*args: Any, target: Any = target, calls: list[int] = calls, n: int = n, **kw: Any) -> Any:
             calls[0] += 1
@@ -133,11 +134,12 @@ def test_a_push_killed_at_any_step_leaves_the_store_as_it_was_or_done(
 
         with monkeypatch.context() as m:
             if fn == "os.replace":
-                m.setattr(ms.os, "replace", dying)
+                m.setattr(os, "replace", dying)
             elif fn == "os.unlink":
                 m.setattr(Path, "unlink", lambda self, missing_ok=False: dying(self))
-            else:
-                m.setattr(ms, fn, dying)
+            else:  # the store's own writes and those of atomic_write
+                m.setattr(directory, "write_synced", dying)
+                m.setattr(files, "write_synced", dying)
             try:
                 store.push(snap, key=root_key, channels=["stable"])
                 finished = True

@@ -119,3 +119,46 @@ def test_daemons_on_several_hosts_share_one_postgresql_database(pg_url: str) -> 
             assert b.stop() == 0
     finally:
         assert a.stop() == 0
+
+
+#: SYSTEM_READS are GET requests of the snap system's endpoints, one per resource that needs one of its managers.
+SYSTEM_READS = ["/v2/snaps", "/v2/snaps/hello", "/v2/find?q=hello", "/v2/find?select=refresh",
+                "/v2/assertions/account", "/v2/connections", "/v2/interfaces", "/v2/seed", "/v2/snaps/hello/conf",
+                "/v2/apps", "/v2/logs"]
+
+PLAIN_DAEMON = """
+import sys
+from pathlib import Path
+from engine import Overlord
+from overlord.daemon import ENDPOINTS, Daemon
+state = Path(sys.argv[1])
+raise SystemExit(Daemon(lambda: Overlord(root=state), socket_path=state / "overlord.socket",
+                        endpoints=ENDPOINTS).run())
+"""
+
+
+def test_the_snap_systems_endpoints_under_another_overlord_answer_one_404(tmp_path: Path) -> None:
+    state = short_tempdir()
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+        ready.bind(str(notify))
+        ready.settimeout(START_TIMEOUT)
+        log = tmp_path / "daemon.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-c", PLAIN_DAEMON, str(state)], stdout=out, stderr=out,
+                                    env=child_env(NOTIFY_SOCKET=str(notify)))
+        try:
+            while "READY=1" not in ready.recv(4096).decode().split("\n"):
+                pass
+            answers = set()
+            with Client(state) as c:
+                for path in SYSTEM_READS:
+                    with pytest.raises(ApiError) as e:
+                        c.request("GET", path)
+                    answers.add((e.value.status_code, e.value.kind, str(e.value)))
+                assert c.changes(select="all") == []  # the core endpoints answer as ever
+            assert answers == {(404, "not-found", "cannot find this resource: the daemon's overlord is not a snap "
+                                                  "system (Overlord, not SystemOverlord)")}, answers
+        finally:
+            proc.terminate()
+            assert proc.wait(START_TIMEOUT) == 0, log.read_text()

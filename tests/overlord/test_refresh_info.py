@@ -58,7 +58,7 @@ def test_holds_time_and_list(system: SystemDaemon) -> None:
 def test_find_and_info(system: SystemDaemon) -> None:
     d = system
     d.sample.publish("2.0")
-    d.sample.store.release("hello", "2", ["edge"])
+    d.sample.snap_store.release("hello", "2", ["edge"])
     rows = [line.rstrip().split(None, 3) for line in d.ok("find", "hello").stdout.splitlines()]
     assert rows[0] == ["Name", "Version", "Publisher", "Summary"] and rows[1][:3] == ["hello", "2.0", "acme"]
     assert d.cli("find", "nothing-like-it").returncode == 1

@@ -36,7 +36,7 @@ from engine import (
     State,
     Status,
 )
-from engine import cli as engine_cli
+from overlord.cli._dbview import list_changes, show_change
 from tests.support.helpers import Child, run_overlord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -300,8 +300,8 @@ def _as_reader(fn: object) -> dict[str, object]:
 def _view(db: Path) -> dict[str, object]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        changes = engine_cli.main(["changes", str(db)])
-        change = engine_cli.main(["change", "2", str(db)])
+        changes = list_changes(db)
+        change = show_change(db, "2")
     kinds: list[str] | str
     try:
         kinds = kinds_in(db)

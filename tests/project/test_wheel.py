@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent(
 
     root_key, acme_key = keys(Path("keys"))
     sample = build_store(Path("store"), root_key, acme_key, versions=("1.0",))
-    assert sample.store.snap("hello").revision == "1"
+    assert sample.snap_store.snap("hello").revision == "1"
     print("wheel ok")
     """
 )

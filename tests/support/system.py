@@ -20,7 +20,7 @@ from managers.asserts import PrivateKey
 from managers.asserts.build import snap_id_for
 from managers.snap import pack
 from managers.snapstate import SnapManager
-from managers.store import is_transient
+from managers.snapstore import is_transient
 from overlord.samples import SampleStore, build_store
 
 #: NO_WAIT retries a download at once (tests drive time; the default policy waits seconds).
@@ -122,7 +122,7 @@ class System:
         build = self.base / "build"
         build.mkdir(exist_ok=True)
         snap = make_snap(build, name, version, **kw)
-        return self.sample.store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
+        return self.sample.snap_store.publish(snap, key=self.sample.publisher_key, developer_id="acme",
                                          snap_id=snap_id(name), channels=channels).revision
 
     def run(self, make: Callable[[SnapManager], Change], timeout: float = 60) -> str:

@@ -18,13 +18,13 @@ it ends where one uninterrupted run ends.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shlex
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -365,10 +365,10 @@ class Backend:
         name, rev = info.name, info.revision
         out = []
         if not self.revision_dir(name, rev).is_dir():
-            out.append(f"its revision directory {self._rel(self.revision_dir(name, rev))} is missing")
+            out.append(f"its revision directory {self.under_root(self.revision_dir(name, rev))} is missing")
         linked = self.linked_revision(name)
         if linked is None:
-            out.append(f"its current link {self._rel(self.current_link(name))} is missing")
+            out.append(f"its current link {self.under_root(self.current_link(name))} is missing")
         elif linked != rev:
             out.append(f"its current link points to {linked!r}, not {rev!r}")
         for app in sorted(info.apps):
@@ -376,16 +376,17 @@ class Backend:
             try:
                 st = path.stat()
             except OSError:
-                out.append(f"its wrapper {self._rel(path)} is missing")
+                out.append(f"its wrapper {self.under_root(path)} is missing")
                 continue
             text = self.wrapper_text(info, app).encode()
             if st.st_size != len(text) or (full and path.read_bytes() != text):
-                out.append(f"its wrapper {self._rel(path)} was edited")
+                out.append(f"its wrapper {self.under_root(path)} was edited")
             if info.apps[app].daemon and not self.service_file(name, app).is_file():
-                out.append(f"its service {self._rel(self.service_file(name, app))} is missing")
+                out.append(f"its service {self.under_root(self.service_file(name, app))} is missing")
         return out
 
-    def _rel(self, path: Path) -> str:
+    def under_root(self, path: Path) -> str:
+        """under_root names path as messages show it: relative to the root."""
         return str(path.relative_to(self.root))
 
     def repair(self, info: SnapInfo) -> list[str]:
@@ -398,10 +399,10 @@ class Backend:
             blob = self.blob(name, rev)
             if not blob.is_file():
                 raise ManagerError(f"cannot repair snap {name!r}: revision {rev}'s directory and its snap file "
-                                   f"{self._rel(blob)} are both gone (reinstall it, or revert to another "
+                                   f"{self.under_root(blob)} are both gone (reinstall it, or revert to another "
                                    "revision)")
             self.mount(name, rev)
-            done.append(f"extracted revision {rev} again from {self._rel(blob)}")
+            done.append(f"extracted revision {rev} again from {self.under_root(blob)}")
         missing = [a.name for a in info.services if not self.service_file(name, a.name).is_file()]
         before = self.drift(info, full=True)
         self.link(info)
@@ -478,9 +479,12 @@ class Backend:
                 remove(link)
             remove_empty_dir(self.snap_dir(name))
 
-    def remove_file(self, path: str | Path) -> None:
-        """remove_file deletes a file the snap manager was told it may delete (an uploaded snap)."""
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()
+    def remove_file(self, path: str | Path) -> bool:
+        """remove_file deletes a file the snap manager may delete (an upload, a download); False: it was gone."""
+        return remove(Path(path))
+
+    def free_space(self) -> int:
+        """free_space is how many bytes the file system of the root has free."""
+        return shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
 
 

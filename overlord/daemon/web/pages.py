@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from engine import DatabaseCorruptError
+
 from ...changeinfo import timestamp
 from .. import api_changes, api_warnings
 from ..api import PEER_CRED_KEY, ApiRequest, Context
@@ -293,8 +295,6 @@ class ChangeRow:
 def change_rows(ctx: Context) -> tuple[list[ChangeRow], int]:
     """change_rows lists the unready changes and the newest RECENT_READY ready ones, newest first; and how many
     ready ones are left out (GET /v2/changes's data, without the tasks of ready changes)."""
-    from engine import DatabaseCorruptError
-
     st = ctx.state
     rows: list[ChangeRow] = []
     with st:

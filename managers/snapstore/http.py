@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A store over HTTP: the same layout as a store directory, read with GET (and Range to resume downloads).
 
-``HttpStore(url)`` reads a store that ``serve()`` (``overlord store serve DIR``)
+``HttpSnapStore(url)`` reads a store that ``serve()`` (``overlord store serve DIR``)
 or any static web server publishes. It cannot list directories, so it reads
 ``index.yaml`` (every snap's revisions, written by push and release) for the
 names and revisions; the rest is the directory store's files, checked the
@@ -26,11 +26,13 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from .errors import SnapNotFoundError, StoreError
-from .snap import valid_snap_name
-from .store import LARGE_FILE, SMALL_FILE, Store, StoreSnap
+from ..asserts.build import snap_id_for
+from ..errors import SnapNotFoundError, StoreError
+from ..snap import valid_snap_name
+from .directory import SnapStore
+from .records import LARGE_FILE, SMALL_FILE, StoreSnap
 
-log = logging.getLogger("managers.store")
+log = logging.getLogger("managers.snapstore")
 
 #: TIMEOUT is how long an HTTP store may take to answer (connect and each read), in seconds.
 TIMEOUT = 30.0
@@ -41,9 +43,9 @@ def is_http(location: str | Path) -> bool:
     return str(location).startswith(("http://", "https://"))
 
 
-def open_store(location: str | Path) -> Store:
-    """open_store is the store at location: a directory, a file:// URL, or an http(s):// URL."""
-    return HttpStore(str(location)) if is_http(location) else Store(location)
+def open_snap_store(location: str | Path) -> SnapStore:
+    """open_snap_store is the store at location: a directory, a file:// URL, or an http(s):// URL."""
+    return HttpSnapStore(str(location)) if is_http(location) else SnapStore(location)
 
 
 def _os_error(e: httpx.HTTPError, url: str) -> OSError:
@@ -52,8 +54,8 @@ def _os_error(e: httpx.HTTPError, url: str) -> OSError:
     return OSError(code, f"cannot read {url}: {type(e).__name__}: {e}")
 
 
-class HttpStore(Store):
-    """HttpStore reads a store published over HTTP (read only)."""
+class HttpSnapStore(SnapStore):
+    """HttpSnapStore reads a store published over HTTP (read only)."""
 
     def __init__(self, url: str) -> None:
         self.location = url
@@ -134,8 +136,6 @@ class HttpStore(Store):
 
     def declaration(self, name: str) -> Any:
         """declaration is the snap-declaration of name (found by the snap id its revisions name)."""
-        from .asserts.build import snap_id_for
-
         revs = self.revisions(name)
         ids = ([self.snap(name, str(revs[0])).snap_id] if revs else []) + [snap_id_for(name)]
         for sid in ids:
@@ -309,4 +309,4 @@ def serve_in_thread(directory: str | Path, host: str = "127.0.0.1") -> tuple[htt
     return server, f"http://{host}:{server.server_address[1]}/"
 
 
-__all__ = ["HttpStore", "is_http", "make_server", "open_store", "serve_in_thread"]
+__all__ = ["HttpSnapStore", "is_http", "make_server", "open_snap_store", "serve_in_thread"]

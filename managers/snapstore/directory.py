@@ -23,123 +23,40 @@ or drops it (no marker), so a killed push leaves the store as it was.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import logging
 import os
 import re
 import shutil
-import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import yaml
 
-from .asserts import Assertion, PrivateKey, decode, sha3_384
-from .asserts.build import snap_declaration, snap_id_for, snap_revision
-from .errors import InvalidAssertionError, SnapNotFoundError, StoreError
-from .snap import read_info, valid_snap_name
-from .snap.naming import SNAP_ID
+from ..asserts import Assertion, PrivateKey, decode, sha3_384
+from ..asserts.build import snap_declaration, snap_id_for, snap_revision
+from ..errors import InvalidAssertionError, SnapNotFoundError, StoreError
+from ..snap import read_info, valid_snap_name
+from ..snap.naming import SNAP_ID
+from .channels import DEFAULT_CHANNEL, RISKS, parse_channel, short_channel
+from .files import atomic_write, fsync_dir, write_synced
+from .records import LARGE_FILE, SMALL_FILE, StoreListing, StoreSnap, location_path
 
-log = logging.getLogger("managers.store")
+log = logging.getLogger("managers.snapstore")
 
 #: The store's small index files are read with libyaml's safe loader where PyYAML has it (10x faster).
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PART = re.compile(r"^[A-Za-z0-9_.-]+$")  # key ids (base64url) may start with "-"
-#: TRANSIENT are the errno values a download retries: the store may answer next time.
-TRANSIENT = frozenset({errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY,
-                       errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNRESET, errno.ECONNABORTED,
-                       errno.EHOSTUNREACH})
-#: RISKS are snapd's risk levels, the least risky first: a channel with no revision of its own follows the
-#: next less risky one of its track (edge shows beta's revision when edge is closed, and so on).
-RISKS = ("stable", "candidate", "beta", "edge")
-#: DEFAULT_TRACK is the track a channel named by its risk alone is on.
-DEFAULT_TRACK = "latest"
-#: DEFAULT_CHANNEL is what a snap tracks unless told otherwise.
-DEFAULT_CHANNEL = "latest/stable"
 #: FORMAT is the store layout version store.yaml records.
 FORMAT = 1
-_TRACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,27}$")
 STAGING = ".staging"
-#: SMALL_FILE is how much of a store's small file (channels, a revision entry, store.yaml) is read;
-#: LARGE_FILE of an assertion (snapd's limits: 128 KiB of headers, 2 MiB of body) or index.yaml.
-SMALL_FILE = 65536
-LARGE_FILE = 4 * 1024 * 1024
 
 
-def is_transient(exc: BaseException) -> bool:
-    """is_transient says whether an I/O error may go away if the operation is tried again."""
-    return isinstance(exc, OSError) and exc.errno in TRANSIENT
-
-
-def parse_channel(text: str) -> str:
-    """parse_channel returns a channel's full name, TRACK/RISK ("edge" -> "latest/edge"); ValueError if it is none.
-
-    A channel is a risk (stable, candidate, beta, edge) optionally after a track ("2.0/beta").
-    """
-    parts = text.split("/")
-    if len(parts) == 1:
-        track, risk = DEFAULT_TRACK, parts[0]
-    elif len(parts) == 2:
-        track, risk = parts
-    else:
-        raise ValueError(f"cannot use channel {text!r}: it must be RISK or TRACK/RISK")
-    if risk not in RISKS:
-        raise ValueError(f"cannot use channel {text!r}: its risk must be one of {', '.join(RISKS)}")
-    if not _TRACK.match(track):
-        raise ValueError(f"cannot use channel {text!r}: track {track!r} is not a valid track name")
-    return f"{track}/{risk}"
-
-
-def short_channel(channel: str) -> str:
-    """short_channel is how snap shows a channel: without the default track ("latest/stable" -> "stable")."""
-    return channel.removeprefix(f"{DEFAULT_TRACK}/")
-
-
-@dataclass(frozen=True)
-class StoreSnap:
-    """StoreSnap is one revision of a snap as the store offers it."""
-
-    name: str
-    revision: str
-    snap_id: str
-    sha3_384: str
-    size: int
-    path: Path
-    version: str = ""
-    summary: str = ""
-    description: str = ""
-
-
-@dataclass
-class StoreListing:
-    """StoreListing is what the store has of one snap: its revisions and which one each channel has."""
-
-    name: str
-    snap_id: str
-    revisions: list[str] = field(default_factory=list)
-    #: channel -> revision, as released (no fallback).
-    channels: dict[str, str] = field(default_factory=dict)
-
-
-def location_path(location: str | Path) -> Path:
-    """location_path turns a store location (a directory or a file:// URL) into a directory."""
-    text = str(location)
-    if "://" in text:
-        url = urllib.parse.urlparse(text)
-        if url.scheme != "file" or url.netloc not in ("", "localhost"):
-            raise StoreError(f"cannot use store {text}: only local directories, file:// and http(s):// URLs "
-                             "are supported")
-        return Path(urllib.parse.unquote(url.path))
-    return Path(text)
-
-
-class Store:
-    """Store reads (and, for tools, writes) a store directory."""
+class SnapStore:
+    """SnapStore reads (and, for tools, writes) a store directory."""
 
     def __init__(self, location: str | Path) -> None:
         self.location = str(location)
@@ -338,9 +255,9 @@ class Store:
     # -- writing (tools) ------------------------------------------------------------
 
     @staticmethod
-    def init(location: str | Path, *, root_key_id: str | None = None, authority: str | None = None) -> Store:
+    def init(location: str | Path, *, root_key_id: str | None = None, authority: str | None = None) -> SnapStore:
         """init makes an empty store (or records the root key of an existing one); it returns it."""
-        store = Store(location)
+        store = SnapStore(location)
         root = store.root
         if root.exists() and not root.is_dir():
             raise StoreError(f"cannot make a store in {root}: it is not a directory")
@@ -353,8 +270,8 @@ class Store:
         if root_key_id is not None:
             conf["root-key"] = root_key_id
             conf["authority"] = authority or "root"
-        _atomic_write(root / "store.yaml", yaml.safe_dump(conf, sort_keys=True).encode())
-        _atomic_write(root / "index.yaml", store._index({}))
+        atomic_write(root / "store.yaml", yaml.safe_dump(conf, sort_keys=True).encode())
+        atomic_write(root / "index.yaml", store._index({}))
         return store
 
     def add_assertion(self, a: Assertion) -> Path:
@@ -362,7 +279,7 @@ class Store:
         path = self._assertion_path(a.type_name, a.primary_key)
         if path is None:
             raise StoreError(f"cannot store {a.ref}: its primary key cannot be a path")
-        _atomic_write(path, a.text.encode())
+        atomic_write(path, a.text.encode())
         return path
 
     @contextlib.contextmanager
@@ -403,7 +320,7 @@ class Store:
             if src.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
-                _fsync_dir(dst.parent)
+                fsync_dir(dst.parent)
 
     def _commit(self, files: dict[str, bytes]) -> None:
         """_commit writes files (relative path -> bytes, in the order readers must see them) atomically."""
@@ -412,9 +329,9 @@ class Store:
         for rel, data in files.items():
             path = stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(path, data)
+            write_synced(path, data)
         marker = stage.with_name(stage.name + ".commit")
-        _atomic_write(marker, json.dumps(list(files)).encode())  # the commit point
+        atomic_write(marker, json.dumps(list(files)).encode())  # the commit point
         self._apply(stage, list(files))
         marker.unlink()
         shutil.rmtree(stage, ignore_errors=True)
@@ -541,25 +458,3 @@ class Store:
             self._commit({f"snaps/{name}/channels.yaml": self._channels_file(name, chans),
                           "index.yaml": self._index({})})
         return chans
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _write_synced(tmp, data)
-    os.replace(tmp, path)
