@@ -27,7 +27,7 @@ from typing import Any
 from .common import HISTORY_CHAIN, BenchError
 
 #: Bump when the builder's output changes for the same template.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 #: The template runs under this fixed clock, so every time it writes is this one value.
 TEMPLATE_TIME = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 #: History change k gets HISTORY_START + k * HISTORY_STEP as all its times.
@@ -43,10 +43,11 @@ ROLES: dict[str, dict[str, str]] = {
     "task_dependencies": {"task_id": "tid", "wait_task_id": "tid"},
     "task_lanes": {"task_id": "tid"},
     "task_log": {"id": "auto", "task_id": "tid"},
+    "task_timings": {"id": "auto", "task_id": "tid"},
 }
 #: Tables whose rows are not cloned: rows that belong to no change, and the notices (a change-update notice
 #: lives 7 days after its change's last transition: a history of finished changes has pruned them).
-GLOBAL_TABLES = {"sequences", "alembic_version", "state_data", "warnings", "notices"}
+GLOBAL_TABLES = {"sequences", "alembic_version", "state_data", "warnings", "notices", "ensure_timings"}
 
 
 def _to_text(when: datetime) -> str:

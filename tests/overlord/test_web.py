@@ -185,7 +185,7 @@ def test_a_change_made_with_the_cli_appears_and_goes_to_done_without_a_reload(we
 def test_the_page_works_with_the_daemon_on_postgresql(pg_url: str, chrome: Any) -> None:
     base = short_tempdir()
     d = SystemDaemon(base, "--db-url", pg_url, "--web", "127.0.0.1:0")
-    d.sample.store.add_assertion(snap_declaration(d.sample.root_key, AUTHORITY, "library", PUBLISHER,
+    d.sample.snap_store.add_assertion(snap_declaration(d.sample.root_key, AUTHORITY, "library", PUBLISHER,
                                                   timestamp=SEED_TIME))
     d.sample.publish("1.0", "library")  # a second snap in the store: installing both makes a lane each
     d.start()
