@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .pg import serve
 from .workloads import noop_change
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,22 +38,7 @@ def _child(url: str, go: Path, workers: int, limit: int) -> int:
     o.task_runner.add_handler("noop", lambda task, tomb: None)
     if limit:
         o.task_runner.set_concurrency("noop", "k", limit)
-    stop = False
-
-    def on_term(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    print("ready", flush=True)
-    while not go.exists() and not stop:
-        time.sleep(0.001)
-    o.loop()
-    while not stop:
-        time.sleep(0.05)
-    o.stop()
-    o.state.close()
-    return 0
+    return serve(o, go)
 
 
 def one_run(url: str, tasks: int, procs: int, workers: int, limit: int, tmp: Path, timeout: float) -> float:

@@ -39,6 +39,11 @@ def _child(url: str, go: Path, workers: int, kinds: list[str]) -> int:
     o = Overlord(url=url, workers=workers)
     for kind in kinds:
         o.task_runner.add_handler(kind, lambda task, tomb: None)
+    return serve(o, go)
+
+
+def serve(o: Any, go: Path) -> int:
+    """serve says ready, starts o's loop once the go file exists, and runs it until SIGTERM (a runner host)."""
     stop = False
 
     def on_term(signum: int, frame: Any) -> None:
