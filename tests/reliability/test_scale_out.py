@@ -75,6 +75,12 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], stderr: Path) -> None:
         assert rc in (0, -signal.SIGKILL), stderr.read_text()[-3000:]
 
 
+def _proc_state(pid: int) -> str:
+    """_proc_state is the process's state letter in /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
 def _wait_for(predicate: object, what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not predicate():  # type: ignore[operator]
@@ -102,7 +108,17 @@ def test_three_runner_processes_end_as_one_sqlite_run_also_when_one_is_killed(
                 (open_runs.add if f[4] == "start" else open_runs.discard)(f[2])
         return bool(open_runs)
 
-    _wait_for(victim_is_mid_task, "the first runner to start a task")
+    def stopped_mid_task() -> bool:
+        # Freeze the victim, then look: a run seen open in the journal is still open when the SIGKILL lands
+        # (looking at a running process, its task could end between the look and the kill).
+        os.kill(victim.pid, signal.SIGSTOP)
+        _wait_for(lambda: _proc_state(victim.pid) in ("T", "t"), "the runner to stop")
+        if victim_is_mid_task():
+            return True
+        os.kill(victim.pid, signal.SIGCONT)
+        return False
+
+    _wait_for(stopped_mid_task, "the first runner to start a task")
     os.kill(victim.pid, signal.SIGKILL)
     killed_ns = time.time_ns()
     victim.wait()
