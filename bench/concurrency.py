@@ -18,13 +18,12 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .pg import serve
+from .pg import serve, start_hosts
 from .workloads import noop_change
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,15 +55,8 @@ def one_run(url: str, tasks: int, procs: int, workers: int, limit: int, tmp: Pat
     finally:
         st.close()
     go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "bench.concurrency", "--child", url, "--go", str(go), "--workers", str(workers),
-           "--limit", str(limit)]
-    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                for _ in range(procs)]
+    children = start_hosts("bench.concurrency", url, go, workers, procs, ["--limit", str(limit)])
     try:
-        for c in children:
-            assert c.stdout is not None
-            if c.stdout.readline().strip() != b"ready":
-                raise RuntimeError("a runner process did not start")
         u = make_url(url)
         conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
         go_wall = time.time()

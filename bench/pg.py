@@ -42,6 +42,21 @@ def _child(url: str, go: Path, workers: int, kinds: list[str]) -> int:
     return serve(o, go)
 
 
+def start_hosts(module: str, url: str, go: Path, workers: int, procs: int,
+                extra: list[str]) -> list[subprocess.Popen[bytes]]:
+    """start_hosts starts procs runner hosts (`python -m module --child ...`) and waits until each says ready."""
+    cmd = [sys.executable, "-m", module, "--child", url, "--go", str(go), "--workers", str(workers), *extra]
+    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                for _ in range(procs)]
+    for c in children:
+        assert c.stdout is not None
+        if c.stdout.readline().strip() != b"ready":
+            for k in children:
+                k.kill()
+            raise RuntimeError("a runner process did not start")
+    return children
+
+
 def serve(o: Any, go: Path) -> int:
     """serve says ready, starts o's loop once the go file exists, and runs it until SIGTERM (a runner host)."""
     stop = False
@@ -90,15 +105,8 @@ def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: 
 
     cids, submit_s = submit(url) if submit is not None else _submit(url, tasks, chained, changes)
     go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "bench.pg", "--child", url, "--go", str(go), "--workers", str(workers),
-           "--kinds", ",".join(kinds)]
-    children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                for _ in range(procs)]
+    children = start_hosts("bench.pg", url, go, workers, procs, ["--kinds", ",".join(kinds)])
     try:
-        for c in children:
-            assert c.stdout is not None
-            if c.stdout.readline().strip() != b"ready":
-                raise RuntimeError("a runner process did not start")
         u = make_url(url)
         conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
         go_wall = time.time()
