@@ -69,8 +69,6 @@ class KeyBook:
         self.affects: Pending[tuple[str, int, bool]] = Pending()
         #: The changes new_change made in this unit of work (Change.is_new).
         self.made: Pending[int] = Pending()
-        #: Whether the last look found no queued change, and this process queued none since (see held_here).
-        self.none_queued = False
 
     @property
     def pending(self) -> bool:
@@ -129,8 +127,6 @@ class KeyBook:
     def affect(self, cid: int, keys: list[str], queued: bool = False) -> None:
         """affect records that change cid affects keys (queued: it waits for the older unready ones)."""
         self.affects.update((k, cid, queued) for k in keys)
-        if queued:
-            self.none_queued = False
 
     def affects_of(self, cid: int) -> list[str]:
         """affects_of lists the keys change cid affects."""
@@ -156,7 +152,6 @@ class KeyBook:
         """
         store = self._w.store
         queued = store.queued_changes()
-        self.none_queued = not queued
         if not queued:
             return set()
         held = set(store.held_changes(queued))
@@ -167,12 +162,6 @@ class KeyBook:
             log.info("queued changes %s may run: no older unready change affects their keys",
                      ", ".join(map(str, free)))
         return held
-
-    def held_here(self) -> set[int]:
-        """held_here is held() for a store this process alone writes (SQLite), where no query is needed
-        while the last look found no queued change and this process queued none since: a chain's hand-on
-        asks it at every step. A unit of work that forgets what it knew (a write from outside) looks again."""
-        return set() if self.none_queued else self.held()
 
     # -- writing -------------------------------------------------------------------------
 

@@ -373,7 +373,7 @@ class TaskRunner:
         self._r.some_blocked = False  # asked again below, for the tasks runnable now
         with self._recorder.hooks_guarded() as failures:
             running = [run.task for run in runs.values()]
-            held = w.keys.held_here()  # a queued change waits in a hand-on as in a pass (no leases here)
+            held = w.keys.held()  # a queued change waits in a hand-on as in a pass
             free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
             if failures:
                 self._hooks_failed(failures, started)

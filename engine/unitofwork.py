@@ -167,7 +167,6 @@ class UnitOfWork:
         self._waiting = None
         self.records.clear()
         self.values.clear()
-        self.keys.none_queued = False
         self.warnings.forget()
         self.notices.forget()
         self.assertions.forget()
