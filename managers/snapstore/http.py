@@ -49,12 +49,13 @@ from .records import LARGE_FILE, SMALL_FILE, StoreSnap
 
 log = logging.getLogger("managers.snapstore")
 
-#: DEFAULT_TIMEOUT is how long one request for a store's metadata may take, all of it, in seconds.
-DEFAULT_TIMEOUT = 60.0
+#: DEFAULT_TIMEOUT is how long one request for a store's metadata may take, all of it, in seconds: less than
+#: the client's 30 s (overlord.client), so that `overlord install` shows the store's error, not its own.
+DEFAULT_TIMEOUT = 20.0
 #: CONNECT_TIMEOUT is how long connecting to the store may take; READ_TIMEOUT how long the store may send
 #: nothing (waiting for its answer, or between two parts of it); both are cut to the request's deadline.
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 30.0
+READ_TIMEOUT = 15.0
 #: MIN_DOWNLOAD_RATE (bytes per second): a download's deadline is the timeout plus its size at this rate.
 MIN_DOWNLOAD_RATE = 16 * 1024
 #: HTTP_ERRORS are what httpcore raises when a request fails.

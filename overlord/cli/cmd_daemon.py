@@ -26,7 +26,7 @@ from ._output import fail
                    "(overlord store serve).")
 @click.option("--store-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Seconds an HTTP store gets to answer one request for its metadata, all of it (a "
-                   "download gets this plus its size at 16 KiB/s).  [default: 60]")
+                   "download gets this plus its size at 16 KiB/s).  [default: 20]")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="The trusted root's public key (PEM) that every assertion chain must reach "
                    "(default: trusted-root.pub.pem in the state directory, if there is one).")
