@@ -29,11 +29,11 @@ from typing import Any
 
 from engine import State, Task, Tomb
 
-from ..errors import ManagerError, NoUpdateAvailableError, SnapNotFoundError, SnapNotInstalledError, SnapOperationError
+from ..errors import ManagerError, NoUpdateAvailableError, SnapNotInstalledError, SnapOperationError
 from .conflict import busy_snaps, snap_key
-from .model import SnapManagerView, all_snap_states, get_snap_state, mark_done
+from .model import SnapManagerView, get_snap_state, mark_done
 from .schedule import Schedule, next_refresh, parse_schedule
-from .snapstate import refresh_task_sets
+from .snapstate import refresh_task_sets, store_lookup
 
 log = logging.getLogger("managers.snapstate")
 
@@ -261,21 +261,17 @@ class AutoRefresh:
         store = self.sm.snap_store
         if store is None:
             raise ManagerError("cannot check for snap updates: no store is configured")
-        with st:
-            wanted = {n: s.tracking for n, s in all_snap_states(st).items() if s.info.snap_id and s.active}
-        found = {}
-        for name, channel in wanted.items():
-            try:
-                found[name] = store.snap(name, channel=channel)
-            except SnapNotFoundError:
-                continue
+        found = store_lookup(self.sm, "refresh", None)  # takes the lock only to read the snaps' channels
+        failure = found.failure()
+        if failure is not None:  # the check failed: the next is tried after RETRY_DELAY
+            raise failure
         with st:
             now = self.clock()
             chg = task.change()
             assert chg is not None
             skip = set(self.held_snaps(st, now))
             # Snaps another unready change works on wait for the next refresh.
-            skip.update(busy_snaps(self.sm, found, ignore_change=chg.id))
+            skip.update(busy_snaps(self.sm, found.names(), ignore_change=chg.id))
             try:
                 names, sets = refresh_task_sets(self.sm, None, skip=skip, found=found)
             except NoUpdateAvailableError:

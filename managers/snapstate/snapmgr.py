@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -41,6 +41,7 @@ from .model import (
     get_snap_state,
     mark_done,
 )
+from .snapstate import StaleLookupError, StoreAnswers, store_lookup
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager
@@ -54,6 +55,11 @@ DEFAULT_RETAIN = 2
 #: HOOK_KINDS are task kinds in the snap manager's graphs that the interface manager (and, for run-hook,
 #: the hook manager) owns; until one registers them, the snap manager runs them as no-ops.
 HOOK_KINDS = ("setup-profiles", "remove-profiles", "auto-connect", "auto-disconnect", "run-hook")
+#: LOOKUP_ATTEMPTS is how often with_store_answers reads the store again when the snaps changed meanwhile.
+LOOKUP_ATTEMPTS = 3
+#: STORE_VERBS are the verbs that read the store (the others decide from the state alone).
+STORE_VERBS = ("install", "refresh")
+T = TypeVar("T")
 
 def default_download_retry() -> tenacity.Retrying:
     """default_download_retry is the policy for transient I/O errors while downloading: 5 attempts."""
@@ -230,18 +236,20 @@ class SnapManager:
 
     def do_queued_request(self, task: Task, tomb: Tomb) -> None:
         """do_queued_request runs a queued verb now that its turn came: its task sets join this task's change
-        (the verb's checks apply now: a snap installed meanwhile makes an install fail, say)."""
+        (the verb's checks apply now: a snap installed meanwhile makes an install fail, say). The store is
+        read before the lock is taken (with_store_answers)."""
         st = task.state
         with st:
-            chg = task.change()
             request = task.get("request")
-            verb, names, args = request["verb"], list(request["names"]), dict(request.get("args", {}))
-            self.into_change = chg
+        verb, names, args = request["verb"], list(request["names"]), dict(request.get("args", {}))
+
+        def act(found: StoreAnswers | None) -> None:
+            self.into_change = task.change()
             try:
                 if verb == "install":
-                    snapstate.install(self, names, **args)
+                    snapstate.install(self, names, found=found, **args)
                 elif verb == "refresh":
-                    snapstate.refresh(self, names, **args)
+                    snapstate.refresh(self, names, found=found, **args)
                 elif verb == "remove":
                     snapstate.remove(self, names, **args)
                 else:
@@ -250,6 +258,44 @@ class SnapManager:
                 self.into_change = None
             task.logf("Started the %s of %s", verb, ", ".join(names))
             mark_done(task)
+
+        self.with_store_answers(verb, names, act, channel=args.get("channel"), revision=args.get("revision"))
+
+    def with_store_answers(self, verb: str, names: Sequence[str] | None, act: Callable[[StoreAnswers | None], T], *,
+                           channel: str | None = None, revision: str | None = None, key: str | None = None,
+                           on_conflict: str = "refuse") -> T:
+        """with_store_answers reads what verb needs of the store WITHOUT the state lock, then calls act(found)
+        with the lock held and returns what it returns; call it without the lock.
+
+        The lock is held only to decide and record: a slow (or hostile) store
+        holds no other request. act passes found to install or refresh (found=),
+        which decide again from the state as it is then; when they needed an
+        answer that was not looked up (the snap changed meanwhile) the store is
+        read again, LOOKUP_ATTEMPTS times at most. Verbs that do not read the
+        store get None. Nothing is read when key names a change already or a
+        queued request will wait for the changes in progress (it reads the
+        store when its turn comes).
+        """
+        st = self.state
+        for attempt in range(1, LOOKUP_ATTEMPTS + 1):
+            found: StoreAnswers | None = None
+            if verb in STORE_VERBS and self.snap_store is not None:
+                with st:
+                    answered = key is not None and st.change_by_key(key) is not None
+                    queued = on_conflict == "queue" and bool(names) and bool(busy_snaps(self, names or []))
+                    held = self.auto_refresh.held_snaps(st, self.clock()) if names is None else {}
+                if answered or queued:
+                    found = StoreAnswers(self.snap_store.location)
+                else:
+                    found = store_lookup(self, verb, names, channel=channel, revision=revision, skip=held)
+            with st:
+                try:
+                    return act(found)
+                except StaleLookupError:
+                    if attempt == LOOKUP_ATTEMPTS:
+                        raise
+                    log.info("the snaps of a %s changed while the store was read: reading it again", verb)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def _request(self, key: str | None) -> Iterator[None]:
@@ -266,21 +312,24 @@ class SnapManager:
             check(verb)
 
     def install(self, names: str | Sequence[str], *, channel: str | None = None,
-                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse") -> Change:
+                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse",
+                found: StoreAnswers | None = None) -> Change:
         """install installs snaps from the store, one lane per snap (lock held).
 
         Each tracks channel (default latest/stable) and gets the revision it
-        offers, or the given revision (one snap only).
+        offers, or the given revision (one snap only). found: the store's
+        answers, read without the lock (with_store_answers); without it the
+        store is read here, with the lock held.
         """
-        found = self._keyed(key, "install")
-        if found is not None:
-            return found
+        keyed = self._keyed(key, "install")
+        if keyed is not None:
+            return keyed
         self.check_seeded("install")
         queued = self._queued("install", _names(names), key, on_conflict, channel=channel, revision=revision)
         if queued is not None:
             return queued
         with self._request(key):
-            return snapstate.install(self, _names(names), channel=channel, revision=revision)
+            return snapstate.install(self, _names(names), channel=channel, revision=revision, found=found)
 
     def check_file(self, path: str | Path) -> CheckedFile:
         """check_file reads and checks a local snap file whole, without the lock (call it before taking it).
@@ -306,15 +355,17 @@ class SnapManager:
                                       filename=filename, checked=checked)
 
     def refresh(self, names: str | Sequence[str] | None = None, *, channel: str | None = None,
-                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse") -> Change:
+                revision: str | None = None, key: str | None = None, on_conflict: str = "refuse",
+                found: StoreAnswers | None = None) -> Change:
         """refresh moves snaps (all store snaps by default) to a newer revision of their channel (lock held).
 
         With channel (one snap), the snap tracks that channel from then on; with
-        revision (one snap), it goes to that revision, newer or older.
+        revision (one snap), it goes to that revision, newer or older. found:
+        as for install.
         """
-        found = self._keyed(key, "refresh")
-        if found is not None:
-            return found
+        keyed = self._keyed(key, "refresh")
+        if keyed is not None:
+            return keyed
         self.check_seeded("refresh")
         queued = self._queued("refresh", _names(names) if names is not None else [], key, on_conflict, channel=channel,
                               revision=revision) if names is not None else None
@@ -322,7 +373,7 @@ class SnapManager:
             return queued
         with self._request(key):
             return snapstate.refresh(self, None if names is None else _names(names), channel=channel,
-                                     revision=revision)
+                                     revision=revision, found=found)
 
     def switch(self, name: str, channel: str, *, key: str | None = None, on_conflict: str = "refuse") -> Change:
         """switch makes a snap track another channel without refreshing it (lock held)."""

@@ -1,15 +1,26 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The snap manager's verbs: each checks for conflicts and builds a change of task sets.
 
-Every function here needs the state lock; none does the work itself (the
+Every verb here needs the state lock; none does the work itself (the
 handlers do, when the change runs). The task graphs follow snapd's
 overlord/snapstate (see docs/managers.md for the pictures).
+
+The store is read before the lock is taken: store_lookup (called without
+the lock; it takes it only for a moment to read which snaps and channels
+it must ask about) returns StoreAnswers, which install and refresh are
+given (found=) and use instead of the store. Under the lock they decide
+again from the state as it is then (the snap installed meanwhile, a
+conflict, another channel tracked): an answer they need but were not given
+raises StaleLookupError, and SnapManager.with_store_answers looks up again.
+Without found= they read the store themselves, under the lock: for
+embedders with a local store, never for the daemon.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import Change, TaskSet
@@ -95,6 +106,93 @@ def _store(sm: SnapManagerView) -> SnapStore:
     return sm.snap_store
 
 
+# -- the store, read without the lock --------------------------------------------------------------
+
+
+class StaleLookupError(SnapOperationError):
+    """StaleLookupError: a verb needs a store answer that was not looked up (the state changed meanwhile)."""
+
+
+def _answer_key(name: str, revision: str | None, channel: str | None) -> tuple[str, str]:
+    return (name, f"revision {revision}") if revision is not None else (name, f"channel {channel or DEFAULT_CHANNEL}")
+
+
+@dataclass
+class StoreAnswers:
+    """StoreAnswers is what the store said of the snaps a verb needs, read without the state lock.
+
+    It answers snap() as the store does, from what was looked up: a
+    StoreSnap, or the error the store gave (SnapNotFoundError, StoreError).
+    A question that was not asked raises StaleLookupError.
+    """
+
+    location: str
+    answers: dict[tuple[str, str], StoreSnap | SnapNotFoundError | StoreError] = field(default_factory=dict)
+
+    def has(self, name: str, revision: str | None = None, *, channel: str | None = None) -> bool:
+        """has says whether the question was asked (its answer may be an error)."""
+        return _answer_key(name, revision, channel) in self.answers
+
+    def names(self) -> list[str]:
+        """names are the snaps the store has an answer (not an error) for."""
+        return sorted({n for (n, _), a in self.answers.items() if isinstance(a, StoreSnap)})
+
+    def failure(self) -> StoreError | None:
+        """failure is the store error that ended the lookup (the store could not be read), or None."""
+        return next((a for a in self.answers.values() if isinstance(a, StoreError)), None)
+
+    def snap(self, name: str, revision: str | None = None, *, channel: str | None = None) -> StoreSnap:
+        key = _answer_key(name, revision, channel)
+        if key not in self.answers:
+            raise StaleLookupError(f"cannot use what the store said of snap {name!r}: it was asked of another "
+                                   f"{key[1].split()[0]} (the snap changed meanwhile); try again")
+        answer = self.answers[key]
+        if isinstance(answer, Exception):
+            raise type(answer)(str(answer))
+        return answer
+
+
+def store_lookup(sm: SnapManagerView, verb: str, names: Sequence[str] | None, *, channel: str | None = None,
+                 revision: str | None = None, skip: Iterable[str] = ()) -> StoreAnswers:
+    """store_lookup asks the store what install or refresh of names will need; call it WITHOUT the state lock.
+
+    The lock is taken for a moment to read the installed snaps (which ones
+    install skips, which channel each refreshed snap tracks); the store is
+    read after it is released. Not found is an answer; the first other
+    store error ends the lookup (a store that does not answer is asked
+    nothing more) and is the answer of the snap it was asked for. skip
+    names snaps a refresh of everything leaves alone (held).
+    """
+    store = _store(sm)
+    full = _channel(channel)
+    st = sm.state
+    with st:
+        states = all_snap_states(st)
+        questions: list[tuple[str, str | None, str | None]] = []
+        if verb == "install":
+            questions = [(n, revision, None if revision is not None else full) for n in names or () if n not in states]
+        else:
+            if names is None:
+                skipped = set(skip)
+                names = [n for n, s in states.items() if s.info.snap_id and s.active and n not in skipped]
+            for n in names:
+                snapst = states.get(n)
+                if snapst is not None and snapst.info.snap_id:
+                    questions.append((n, revision, None if revision is not None else (full or snapst.tracking)))
+    out = StoreAnswers(store.location)
+    for name, rev, ch in questions:
+        key = _answer_key(name, rev, ch)
+        try:
+            out.answers[key] = store.snap(name, rev) if rev is not None else store.snap(name, channel=ch)
+        except SnapNotFoundError as e:
+            out.answers[key] = e
+        except StoreError as e:
+            out.answers[key] = e
+            log.info("stopped asking the store %s: %s", store.location, e)
+            break
+    return out
+
+
 # -- the verbs ----------------------------------------------------------------------------------
 
 
@@ -114,11 +212,12 @@ def revision_number(revision: str) -> int:
 
 
 def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
-                      revision: str | None = None) -> list[TaskSet]:
+                      revision: str | None = None, found: StoreAnswers | None = None) -> list[TaskSet]:
     """install_task_sets builds one task set per snap installed from the store.
 
     Each gets the revision its channel offers (default latest/stable), or the
-    given revision (one snap only), and tracks that channel.
+    given revision (one snap only), and tracks that channel. found: the
+    store's answers, looked up without the lock (store_lookup).
     """
     st = sm.state
     full = _channel(channel)
@@ -133,7 +232,7 @@ def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str
             raise SnapAlreadyInstalledError(f"cannot install snap {name!r}: it is installed already "
                                             f"(revision {snapst.current}); refresh it instead")
     check_conflicts(sm, names)
-    store = _store(sm)
+    store: SnapStore | StoreAnswers = found if found is not None else _store(sm)
     sets = []
     for name in names:
         ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=full)
@@ -144,10 +243,10 @@ def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str
 
 
 def install(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
-            revision: str | None = None) -> Change:
+            revision: str | None = None, found: StoreAnswers | None = None) -> Change:
     """install makes an "install" change of snaps from the store."""
     return new_change(sm, "install", _summary("Install", names), names,
-                      install_task_sets(sm, names, channel=channel, revision=revision))
+                      install_task_sets(sm, names, channel=channel, revision=revision, found=found))
 
 
 def install_path_task_set(sm: SnapManagerView, path: Path, *, dangerous: bool = False, remove_path: bool = False,
@@ -217,7 +316,7 @@ def switch_task_set(sm: SnapManagerView, snapst: SnapState, channel: str) -> Tas
 
 def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
                       revision: str | None = None, skip: Iterable[str] = (),
-                      found: Mapping[str, StoreSnap] | None = None) -> tuple[list[str], list[TaskSet]]:
+                      found: StoreAnswers | None = None) -> tuple[list[str], list[TaskSet]]:
     """refresh_task_sets builds a task set per snap with an update; it returns their names too.
 
     An update is the revision the snap's channel offers (the given channel,
@@ -226,8 +325,10 @@ def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, chann
     explicit revision). A snap whose channel changes without a newer revision
     gets a switch-snap-channel task alone. skip names snaps left alone (held)
     when no names are given; found gives the store's answers looked up
-    beforehand (by name, for the channels tracked), so that the store is not
-    read with the lock held.
+    beforehand (store_lookup), so that the store is not read with the lock
+    held. Refreshing everything, a snap found has no answer for (installed,
+    or switched to another channel, since) waits for the next refresh; a
+    named one raises StaleLookupError.
     """
     st = sm.state
     states = all_snap_states(st)
@@ -243,7 +344,7 @@ def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, chann
             raise SnapNotInstalledError(f"cannot refresh snap {name!r}: it is not installed")
         if explicit and not states[name].active:
             raise SnapOperationError(f"cannot refresh snap {name!r}: it is disabled (enable it first)")
-    store = _store(sm)
+    store: SnapStore | StoreAnswers = found if found is not None else _store(sm)
     todo: list[tuple[str, SnapSetup | None]] = []
     why = ""
     for name in names:
@@ -255,13 +356,11 @@ def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, chann
             continue
         target = full or snapst.tracking
         switch = full is not None and full != snapst.tracking
+        if found is not None and not explicit and not found.has(name, revision, channel=target):
+            log.info("not refreshing snap %r now: it changed while the store was read", name)
+            continue
         try:
-            if found is not None:  # looked up already, without the state lock (check-refresh)
-                if name not in found:
-                    raise SnapNotFoundError(f"cannot find snap {name!r} in the store {store.location}")
-                ss = found[name]
-            else:
-                ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=target)
+            ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=target)
         except SnapNotFoundError:
             if explicit:
                 raise
@@ -313,12 +412,12 @@ def available_updates(sm: SnapManagerView,
 
 
 def refresh(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | None = None,
-            revision: str | None = None) -> Change:
+            revision: str | None = None, found: StoreAnswers | None = None) -> Change:
     """refresh makes a "refresh" change for the snaps that have an update (a "switch-snap-channel" change when
     the only news is the channel). Without names, snaps whose refresh is held are left alone, as in snapd; a
     held snap named is refreshed."""
     held = sm.auto_refresh.held_snaps(sm.state, sm.clock()) if names is None else {}
-    updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision, skip=held)
+    updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision, skip=held, found=found)
     if all(ts.tasks()[0].kind == "switch-snap-channel" for ts in sets):
         return _switch_change(sm, updated[0], sets)
     return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)

@@ -9,22 +9,37 @@ same way. Downloads resume with ``Range: bytes=N-`` and are verified by the
 snap manager as any download (size and sha3-384). Network errors come out as
 OSErrors with a transient errno (ECONNRESET, ETIMEDOUT, ...), so the
 download task's retry policy applies.
+
+A store may be slow or hostile, so every request is bounded (docs/daemon.md,
+"Limits and threats"): a connection within CONNECT_TIMEOUT, each wait for
+bytes within READ_TIMEOUT, the whole of a metadata request (index.yaml, a
+revision entry, channels, an assertion) within the store's timeout (default
+DEFAULT_TIMEOUT, `overlord daemon --store-timeout`), a download within that
+timeout plus its size at MIN_DOWNLOAD_RATE; a metadata answer larger than
+its bound (4 bytes per character of what is read of it) is refused, with
+one line naming the store. The deadline covers every read and write of the
+socket (a store trickling a byte at a time is cut off), not only the waits
+between bytes: the connections are httpcore's, through a network backend
+that caps each socket operation's timeout by the time left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import http.server
 import logging
+import math
 import re
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import httpx
+import httpcore
 
 from ..asserts.build import snap_id_for
 from ..errors import SnapNotFoundError, StoreError
@@ -34,8 +49,91 @@ from .records import LARGE_FILE, SMALL_FILE, StoreSnap
 
 log = logging.getLogger("managers.snapstore")
 
-#: TIMEOUT is how long an HTTP store may take to answer (connect and each read), in seconds.
-TIMEOUT = 30.0
+#: DEFAULT_TIMEOUT is how long one request for a store's metadata may take, all of it, in seconds: less than
+#: the client's 30 s (overlord.client), so that `overlord install` shows the store's error, not its own.
+DEFAULT_TIMEOUT = 20.0
+#: CONNECT_TIMEOUT is how long connecting to the store may take; READ_TIMEOUT how long the store may send
+#: nothing (waiting for its answer, or between two parts of it); both are cut to the request's deadline.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 15.0
+#: MIN_DOWNLOAD_RATE (bytes per second): a download's deadline is the timeout plus its size at this rate.
+MIN_DOWNLOAD_RATE = 16 * 1024
+#: HTTP_ERRORS are what httpcore raises when a request fails.
+HTTP_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+               httpcore.ProxyError, httpcore.ConnectionNotAvailable)
+
+
+# -- the deadline of a request -----------------------------------------------------------------------
+
+#: _DEADLINE is the time.monotonic() by which the request in progress in this thread must be over (None: no
+#: deadline); _DeadlineStream cuts every socket operation's timeout to what is left of it.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("store_deadline", default=None)
+
+
+@contextlib.contextmanager
+def _until(deadline: float) -> Iterator[None]:
+    """_until makes the socket operations of this thread end by deadline (an outer, earlier one stays)."""
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _bounded(timeout: float | None, error: type[httpcore.TimeoutException]) -> float | None:
+    """_bounded is timeout cut to what is left of the deadline; error when nothing is left."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """_DeadlineStream is a socket stream whose every operation ends by the deadline of its request."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _bounded(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """_DeadlineBackend connects (by the deadline) and gives _DeadlineStreams."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _bounded(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _bounded(timeout, httpcore.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 def is_http(location: str | Path) -> bool:
@@ -43,25 +141,50 @@ def is_http(location: str | Path) -> bool:
     return str(location).startswith(("http://", "https://"))
 
 
-def open_snap_store(location: str | Path) -> SnapStore:
-    """open_snap_store is the store at location: a directory, a file:// URL, or an http(s):// URL."""
-    return HttpSnapStore(str(location)) if is_http(location) else SnapStore(location)
+def open_snap_store(location: str | Path, *, timeout: float | None = None) -> SnapStore:
+    """open_snap_store is the store at location: a directory, a file:// URL, or an http(s):// URL.
+
+    timeout bounds each request to an HTTP store (default DEFAULT_TIMEOUT); a directory has none.
+    """
+    if is_http(location):
+        return HttpSnapStore(str(location), timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+    return SnapStore(location)
 
 
-def _os_error(e: httpx.HTTPError, url: str) -> OSError:
-    """_os_error turns an httpx failure into an OSError whose errno says whether trying again may help."""
-    code = errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else errno.ECONNRESET
-    return OSError(code, f"cannot read {url}: {type(e).__name__}: {e}")
+def _os_error(e: Exception, url: str, timeout: float) -> OSError:
+    """_os_error turns an httpcore failure into an OSError whose errno says whether trying again may help."""
+    if isinstance(e, httpcore.TimeoutException):
+        return OSError(errno.ETIMEDOUT, f"cannot download {url}: the store did not send it in time "
+                                        f"({type(e).__name__}; the bound is {timeout:g} s and its size at "
+                                        f"{MIN_DOWNLOAD_RATE // 1024} KiB/s)")
+    return OSError(errno.ECONNRESET, f"cannot download {url}: {type(e).__name__}: {e}")
 
 
 class HttpSnapStore(SnapStore):
-    """HttpSnapStore reads a store published over HTTP (read only)."""
+    """HttpSnapStore reads a store published over HTTP (read only); timeout bounds each metadata request."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise StoreError(f"cannot use store {url} with timeout {timeout!r}: give a positive number of seconds")
         self.location = url
         self.base = url if url.endswith("/") else url + "/"
         self.root = Path("/nonexistent-http-store")  # never a directory: writes refuse
-        self._client = httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+        self.timeout = float(timeout)
+        self._pool = httpcore.ConnectionPool(network_backend=_DeadlineBackend(), retries=0)
+
+    def _timeouts(self, deadline: float) -> dict[str, float]:
+        """_timeouts are httpcore's timeouts of a request that must end by deadline (the backend cuts them too)."""
+        left = max(deadline - time.monotonic(), 0.001)
+        return {"connect": min(CONNECT_TIMEOUT, left), "read": min(READ_TIMEOUT, left),
+                "write": min(READ_TIMEOUT, left), "pool": left}
+
+    def _send(self, url: str, deadline: float, headers: dict[str, str] | None = None) -> httpcore.Response:
+        """_send starts a GET of url that must end by deadline; its body is read from the response's stream."""
+        with _until(deadline):
+            return self._pool.handle_request(httpcore.Request(
+                "GET", url, headers=[("Host", urllib.parse.urlsplit(url).netloc.rpartition("@")[2]),
+                                     ("Accept", "*/*"), *(headers or {}).items()],
+                extensions={"timeout": self._timeouts(deadline)}))
 
     def _url(self, rel: str) -> str:
         return self.base + urllib.parse.quote(rel)
@@ -79,24 +202,44 @@ class HttpSnapStore(SnapStore):
         yield  # pragma: no cover
 
     def _read_text(self, rel: str, limit: int = SMALL_FILE) -> str | None:
+        """_read_text is a metadata file of the store (None: 404), read whole by the deadline and refused when
+        it is larger than limit characters (4 bytes each at most)."""
         url = self._url(rel)
-        body = b""
+        cap = 4 * limit
+        too_large = (f"cannot read store entry {url}: the store's answer is larger than {cap} bytes, the most "
+                     "an entry of a store may have")
+        body = bytearray()
+        deadline = time.monotonic() + self.timeout
         try:
-            with self._client.stream("GET", url) as rsp:
-                if rsp.status_code == 404:
+            rsp = self._send(url, deadline)
+            try:
+                if rsp.status == 404:
                     return None
-                if rsp.status_code != 200:
-                    raise StoreError(f"cannot read store entry {url}: HTTP {rsp.status_code}")
-                for chunk in rsp.iter_raw(65536):  # what is past the limit is not read
-                    body += chunk
-                    if len(body) > 4 * limit:
-                        break
-        except httpx.HTTPError as e:
+                if rsp.status != 200:
+                    raise StoreError(f"cannot read store entry {url}: HTTP {rsp.status}")
+                length = _content_length(rsp)
+                if length is not None and length > cap:
+                    raise StoreError(too_large)
+                with _until(deadline):
+                    for chunk in rsp.iter_stream():  # what is past the bound is never read
+                        body += chunk
+                        if len(body) > cap:
+                            raise StoreError(too_large)
+            finally:
+                rsp.close()
+        except httpcore.TimeoutException:
+            raise StoreError(f"cannot read store entry {url}: the store did not answer within {self.timeout:g} s "
+                             "(overlord daemon --store-timeout)") from None
+        except HTTP_ERRORS as e:
             raise StoreError(f"cannot read store entry {url}: {type(e).__name__}: {e}") from None
         try:
-            return body.decode("utf-8")[:limit]
+            text = body.decode("utf-8")
         except UnicodeDecodeError as e:
             raise StoreError(f"cannot read store entry {url}: {e}") from None
+        if len(text) > limit:
+            raise StoreError(f"cannot read store entry {url}: the store's answer is longer than {limit} characters, "
+                             "the most an entry of a store may have")
+        return text
 
     def _revisions_index(self) -> dict[str, list[int]]:
         data = self._yaml_map("index.yaml", LARGE_FILE)
@@ -131,8 +274,20 @@ class HttpSnapStore(SnapStore):
         return super().snap(name, revision, channel=channel)
 
     def open(self, snap: StoreSnap) -> BinaryIO:
-        """open is a reader of the snap file that downloads from where it is sought to (Range)."""
-        return _HttpReader(self._client, self._url(f"snaps/{snap.name}/{snap.revision}.snap"))  # type: ignore[return-value]
+        """open is a reader of the snap file that downloads from where it is sought to (Range), by a deadline:
+        the timeout plus the file's size at MIN_DOWNLOAD_RATE."""
+        return _HttpReader(self, self._url(f"snaps/{snap.name}/{snap.revision}.snap"),  # type: ignore[return-value]
+                           self.timeout + snap.size / MIN_DOWNLOAD_RATE)
+
+
+def _content_length(rsp: httpcore.Response) -> int | None:
+    for name, value in rsp.headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
     def declaration(self, name: str) -> Any:
         """declaration is the snap-declaration of name (found by the snap id its revisions name)."""
@@ -148,11 +303,13 @@ class HttpSnapStore(SnapStore):
 class _HttpReader:
     """_HttpReader is the file-like object fetch_blob reads: seek(n) before the first read resumes at n."""
 
-    def __init__(self, client: httpx.Client, url: str) -> None:
-        self.client = client
+    def __init__(self, store: HttpSnapStore, url: str, budget: float) -> None:
+        self.store = store
         self.url = url
+        self.budget = budget
+        self.deadline = 0.0
         self.offset = 0
-        self._stream: Any = None
+        self._stream: httpcore.Response | None = None
         self._iter: Any = None
         self._buf = b""
 
@@ -169,12 +326,12 @@ class _HttpReader:
 
     def _start(self) -> None:
         headers = {"Range": f"bytes={self.offset}-"} if self.offset else {}
+        self.deadline = time.monotonic() + self.budget
         try:
-            req = self.client.build_request("GET", self.url, headers=headers)
-            self._stream = self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise _os_error(e, self.url) from None
-        status = self._stream.status_code
+            self._stream = self.store._send(self.url, self.deadline, headers)
+        except HTTP_ERRORS as e:
+            raise _os_error(e, self.url, self.store.timeout) from None
+        status = self._stream.status
         if status == 404:
             self.close()
             raise FileNotFoundError(errno.ENOENT, f"cannot download {self.url}: HTTP 404")
@@ -184,7 +341,7 @@ class _HttpReader:
         if status not in (200, 206):
             self.close()
             raise OSError(errno.EIO, f"cannot download {self.url}: HTTP {status}")
-        self._iter = self._stream.iter_raw(256 * 1024)
+        self._iter = self._stream.iter_stream()
         if self.offset and status == 200:  # the server ignored Range: skip what is there already
             skip = self.offset
             while skip > 0:
@@ -197,9 +354,10 @@ class _HttpReader:
 
     def _next(self) -> bytes:
         try:
-            return next(self._iter, b"")
-        except httpx.HTTPError as e:
-            raise _os_error(e, self.url) from None
+            with _until(self.deadline):
+                return bytes(next(self._iter, b""))
+        except HTTP_ERRORS as e:
+            raise _os_error(e, self.url, self.store.timeout) from None
 
     def read(self, n: int = -1) -> bytes:
         if self._stream is None:
@@ -309,4 +467,5 @@ def serve_in_thread(directory: str | Path, host: str = "127.0.0.1") -> tuple[htt
     return server, f"http://{host}:{server.server_address[1]}/"
 
 
-__all__ = ["HttpSnapStore", "is_http", "make_server", "open_snap_store", "serve_in_thread"]
+__all__ = ["CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "MIN_DOWNLOAD_RATE", "READ_TIMEOUT", "HttpSnapStore", "is_http",
+           "make_server", "open_snap_store", "serve_in_thread"]

@@ -24,6 +24,9 @@ from ._output import fail
 @click.option("--store", default=None, metavar="DIR|URL",
               help="Where snaps are fetched from: a directory, a file:// URL, or an http(s):// URL "
                    "(overlord store serve).")
+@click.option("--store-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Seconds an HTTP store gets to answer one request for its metadata, all of it (a "
+                   "download gets this plus its size at 16 KiB/s).  [default: 20]")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="The trusted root's public key (PEM) that every assertion chain must reach "
                    "(default: trusted-root.pub.pem in the state directory, if there is one).")
@@ -58,7 +61,8 @@ from ._output import fail
 @click.option("--web", default=None, metavar="HOST:PORT",
               help="Also serve the web view, read only, on this loopback address (127.0.0.1:8080, [::1]:8080, "
                    "or a port alone; 0 picks one). The socket serves it at /web/ anyway.")
-def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, trusted_key: Path | None,
+def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, store_timeout: float | None,
+           trusted_key: Path | None,
            trusted_authority: str, seed: Path | None, group: str | None, log_level: str, stop_timeout: float,
            stop_services: bool, service_user: str | None, setup: str | None, max_connections: int | None,
            max_user_connections: int | None, root_connections: int | None, header_timeout: float | None,
@@ -79,7 +83,8 @@ def daemon(state_dir: Path, root: Path, db_url: str | None, store: str | None, t
         fail(str(e))
     options = DaemonOptions(state_dir=state_dir, root=root, store=store, stop_timeout=stop_timeout, setup=setup,
                             trusted_key=trusted_key, trusted_authority=trusted_authority, db_url=db_url,
-                            stop_services=stop_services, service_user=service_user, seed=seed, web=web_address)
+                            stop_services=stop_services, service_user=service_user, seed=seed, web=web_address,
+                            store_timeout=store_timeout)
     try:
         given = {"total": max_connections, "per_user": max_user_connections, "reserve": root_connections,
                  "header_timeout": header_timeout}

@@ -6,8 +6,10 @@ Shapes follow snapd's daemon/api_snaps.go and client/packages.go: a snap is
 "publisher", "developer", "status", "type", "installed-size", "apps",
 "mounted-from", ...}``; an action answers async with the change id. The
 verbs are the snap manager's (docs/managers.md); each runs under the state
-lock and only builds the change, which the overlord's loop then runs. An
-uploaded snap file is checked whole before the lock is taken.
+lock and only builds the change, which the overlord's loop then runs. What
+install and refresh need of the store is read before the lock is taken
+(SnapManager.with_store_answers), and an uploaded snap file is checked whole
+before it: the lock is held only to decide and record.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from engine import Change, State
     from managers.snap import SnapInfo
     from managers.snapstate import SnapManager, SnapState
+    from managers.snapstate.snapstate import StoreAnswers
     from managers.snapstore import StoreSnap
 
 log = logging.getLogger("overlord.daemon")
@@ -211,13 +214,17 @@ def _channel(body: Body, action: str) -> str | None:
 
 
 def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
-          channel: str | None = None, key: str | None = None, wait: bool = False) -> Change:
+          channel: str | None = None, key: str | None = None, wait: bool = False,
+          found: StoreAnswers | None = None) -> Change:
     """_verb calls the snap manager's verb for action (lock held); key is the request's idempotency key, wait
-    queues the change behind the changes in progress on its snaps instead of refusing it."""
+    queues the change behind the changes in progress on its snaps instead of refusing it, found is what the
+    store said (read without the lock: _act)."""
     c = "queue" if wait else "refuse"
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names, channel=channel, revision=revision, key=key, on_conflict=c),
-        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, key=key, on_conflict=c),
+        "install": lambda: sm.install(names, channel=channel, revision=revision, key=key, on_conflict=c,
+                                      found=found),
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, key=key, on_conflict=c,
+                                      found=found),
         "switch": lambda: sm.switch(names[0], channel or "", key=key, on_conflict=c),
         "remove": lambda: sm.remove(names, revision=revision, key=key, on_conflict=c),
         "revert": lambda: sm.revert(names[0], revision=revision, key=key, on_conflict=c),
@@ -225,6 +232,24 @@ def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
         "disable": lambda: sm.disable(names[0], key=key, on_conflict=c),
     }
     return verbs[action]()
+
+
+def _act(ctx: Context, action: str, names: list[str], revision: str | None = None, channel: str | None = None,
+         key: str | None = None, wait: bool = False, *, record: bool = False) -> tuple[str, list[str]]:
+    """_act does action (call it without the lock): the store is read first, without the lock, then the
+    lock is taken to decide and record; it returns the change's id and snaps (record: kept as its API data)."""
+    sm = system_overlord(ctx).snap_manager
+
+    def decide(found: StoreAnswers | None) -> tuple[str, list[str]]:
+        chg = _verb(sm, action, names, revision, channel, key, wait, found)
+        affected = list(chg.get("snap-names", []))
+        if record:
+            chg.set(API_DATA_KEY, {"snap-names": affected})
+        return chg.id, affected
+
+    return sm.with_store_answers(action, (names or None) if action == "refresh" else names, decide,
+                                 channel=channel, revision=revision, key=key,
+                                 on_conflict="queue" if wait else "refuse")
 
 
 def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -238,10 +263,7 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     channel = _channel(body, action)
     key = req.change_key()
     wait = body.flag(WAIT)
-    st = ctx.state
-    with st:
-        chg = _verb(system_overlord(ctx).snap_manager, action, [name], revision, channel, key, wait)
-        cid = chg.id
+    cid, _ = _act(ctx, action, [name], revision, channel, key, wait)
     return response.async_(cid)
 
 
@@ -263,12 +285,7 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
     key = req.change_key()
     wait = body.flag(WAIT)
-    st = ctx.state
-    with st:
-        chg = _verb(system_overlord(ctx).snap_manager, action, names, None, key=key, wait=wait)
-        affected = list(chg.get("snap-names", []))
-        chg.set(API_DATA_KEY, {"snap-names": affected})
-        cid = chg.id
+    cid, affected = _act(ctx, action, names, key=key, wait=wait, record=True)
     return response.async_(cid, {"snap-names": affected})
 
 

@@ -29,7 +29,7 @@ from engine.store import locate
 from managers import SystemOverlord
 from managers.asserts import load_public_key
 from managers.errors import KeyFileError
-from managers.snapstore import is_http, location_path
+from managers.snapstore import is_http, location_path, open_snap_store
 
 from .. import paths
 from . import ENDPOINTS
@@ -69,6 +69,8 @@ class DaemonOptions:
     root: Path
     #: Where snaps are fetched from (a directory, a file:// or an http(s):// URL), for the snap manager.
     store: str | None = None
+    #: How long an HTTP store gets to answer one metadata request (None: managers.snapstore's DEFAULT_TIMEOUT).
+    store_timeout: float | None = None
     #: How long running handlers get to return after their tomb is killed, at stop.
     stop_timeout: float = 10.0
     #: The setup hook, "module:function", or None.
@@ -133,7 +135,8 @@ def make_overlord(options: DaemonOptions) -> Overlord:
             raise ValueError(f"cannot run the services as user {options.service_user!r}: there is no such "
                              "user") from None
     seed = options.seed_dir()
-    o = SystemOverlord(options.state_dir, options.root, store=options.store, trusted_key=key,
+    store = open_snap_store(options.store, timeout=options.store_timeout) if options.store is not None else None
+    o = SystemOverlord(options.state_dir, options.root, store=store, trusted_key=key,
                        trusted_authority=options.trusted_authority, stop_timeout=options.stop_timeout,
                        url=options.db_url, stop_services=options.stop_services,
                        service_user=options.service_user, seed=seed)
@@ -141,7 +144,6 @@ def make_overlord(options: DaemonOptions) -> Overlord:
         log.info("seeding from %s at first start (changes that need a seeded system wait for it)", seed)
     if key is not None:
         log.info("trusting key %s (%s) for account %r", key.id, key_file, options.trusted_authority)
-    store = o.snap_manager.snap_store
     if store is not None and not is_http(store.location) and not store.root.is_dir():
         log.warning("the store %s is not a directory (yet): installs from it fail until it is", store.location)
     return o
