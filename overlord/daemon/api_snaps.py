@@ -236,13 +236,11 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
     channel = _channel(body, action)
-    key = req.change_key()
     wait = body.flag(WAIT)
-    st = ctx.state
-    with st:
-        chg = _verb(system_overlord(ctx).snap_manager, action, [name], revision, channel, key, wait)
-        cid = chg.id
-    return response.async_(cid)
+    cr = req.change_request(action, {"snaps": [name], "revision": revision, "channel": channel})
+    sm = system_overlord(ctx).snap_manager
+    return cr.run(ctx.state, lambda: _verb(sm, action, [name], revision, channel, wait=wait),
+                  lambda chg: response.async_(chg.id))
 
 
 def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -252,7 +250,7 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     body is a snap file to install instead (sideload).
     """
     if req.upload is not None:
-        return sideload(ctx, req.upload)
+        return sideload(ctx, req, req.upload)
     body = req.json()
     action = body.action(MANY_ACTIONS)
     if action in ("hold", "unhold"):
@@ -261,15 +259,16 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
-    key = req.change_key()
     wait = body.flag(WAIT)
-    st = ctx.state
-    with st:
-        chg = _verb(system_overlord(ctx).snap_manager, action, names, None, key=key, wait=wait)
-        affected = list(chg.get("snap-names", []))
-        chg.set(API_DATA_KEY, {"snap-names": affected})
-        cid = chg.id
-    return response.async_(cid, {"snap-names": affected})
+    cr = req.change_request(action, {"snaps": sorted(set(names)), "revision": None, "channel": None})
+    sm = system_overlord(ctx).snap_manager
+
+    def make() -> Change:
+        chg = _verb(sm, action, names, None, wait=wait)
+        chg.set(API_DATA_KEY, {"snap-names": list(chg.get("snap-names", []))})
+        return chg
+
+    return cr.run(ctx.state, make, lambda chg: response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))}))
 
 
 def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
@@ -329,7 +328,7 @@ def _flag(upload: Upload, name: str) -> bool:
     return value == "true"
 
 
-def sideload(ctx: Context, upload: Upload) -> response.Reply:
+def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
     """sideload installs an uploaded snap file (form fields "snap", the file, and "dangerous": true|false)."""
     for name in upload.fields:
         if name not in ("dangerous",):
@@ -348,6 +347,18 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         return err
 
     sm = system_overlord(ctx).snap_manager
+    st = ctx.state
+    # The same bytes with the same options ask the same: a retried upload gets the first one's change (the
+    # file received again is deleted with the request), looked up before the file is checked.
+    cr = req.change_request("install", {"file-sha256": received.sha256(), "dangerous": dangerous})
+
+    def reply(chg: Change) -> response.Reply:
+        return response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))})
+
+    with st:
+        found = cr.existing(st)
+        if found is not None:
+            return reply(found)
     # The archive is checked whole and hashed before the lock is taken (it may be large, or hostile): the
     # lock is held only to record the change. The file keeps its partial name meanwhile, so that no sweep
     # of another request deletes it.
@@ -355,25 +366,32 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         checked = sm.check_file(received.path)
     except EngineError as e:
         raise named(e, received.path) from None
-    st = ctx.state
-    with st:
+
+    paths = [received.path]
+
+    def make() -> Change:
         assert ctx.upload_dir is not None
         sweep_uploads(st, ctx.upload_dir, partial=False)
-        final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
-        os.rename(received.path, final)
-        partial, received.path = received.path, final
+        if received.path.name.endswith(PARTIAL):  # not yet renamed (by an earlier round of cr.run)
+            final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
+            os.rename(received.path, final)
+            received.path = final
+            paths.insert(0, final)
         try:
-            chg = sm.install_path(final, dangerous=dangerous, remove_path=True, filename=received.filename,
+            chg = sm.install_path(received.path, dangerous=dangerous, remove_path=True, filename=received.filename,
                                   checked=checked)
         except EngineError as e:
-            raise named(e, final, partial) from None
-        names = list(chg.get("snap-names", []))
-        chg.set(API_DATA_KEY, {"snap-names": names, "file": received.filename})
-        cid = chg.id
-    received.kept = True  # the change deletes it at its cleanup
-    log.info("installing uploaded snap file %s (%d bytes) as %s: change %s", received.filename, received.size,
-             final.name, cid)
-    return response.async_(cid, {"snap-names": names})
+            raise named(e, *paths) from None
+        chg.set(API_DATA_KEY, {"snap-names": list(chg.get("snap-names", [])), "file": received.filename})
+        log.info("installing uploaded snap file %s (%d bytes) as %s: change %s", received.filename, received.size,
+                 received.path.name, chg.id)
+        return chg
+
+    answer = cr.run(st, make, reply)
+    # The change deletes it at its cleanup. (A change rolled back because another daemon's request took the
+    # key leaves it to the next upload's sweep: no unready change names it.)
+    received.kept = received.path.name.endswith(".snap")
+    return answer
 
 
 ENDPOINTS = [
