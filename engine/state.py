@@ -475,6 +475,30 @@ class State:
         log.debug("change key %r names change %s: returning it", key, cid)
         return chg
 
+    def claim_change_key(self, key: str, chg: Change, *, key_retention: float | timedelta | None = None) -> Change:
+        """claim_change_key makes an idempotency key name chg, a change made in this unit of work without one.
+
+        It is new_change's claim, for a caller whose change is made by code
+        that takes no key (a manager's verb): one INSERT ... ON CONFLICT, so
+        that two hosts racing on a key keep one change between them. It
+        returns chg, or the change the key names already: then another
+        request made it first, and the caller should roll back (raise out of
+        the lock's block) and return that change.
+        """
+        self._check()
+        key = check_change_key(key, "change key")
+        retention = KEY_RETENTION.total_seconds() if key_retention is None else \
+            _time.seconds(key_retention, "key_retention")
+        uow = self._uow
+        cid = int(chg.id)
+        other = uow.keys.claim(key, cid, retention)
+        while other is not None and other != cid:
+            try:
+                return uow.change_handle(uow.crec(other))
+            except NotFoundError:  # its change is gone: the key is free
+                other = uow.keys.claim(key, cid, retention, take_over=True)
+        return chg
+
     def change_by_key(self, key: str) -> Change | None:
         """change_by_key returns the change an unexpired idempotency key names, or None."""
         self._check()

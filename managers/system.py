@@ -54,7 +54,8 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
     """system_managers builds the managers of a system under root; add each to the overlord, in order.
 
     run_dir is where the service manager keeps its run-time records and the
-    services' logs (default <root>/run/services); clock is the State's;
+    services' logs (default <root>/run/services); the hook manager keeps its
+    records of running hooks in the "hooks" directory beside it; clock is the State's;
     stop_services: the service manager's stop() stops the services;
     service_user: the user they run as (default: the daemon's).
 
@@ -71,9 +72,10 @@ def system_managers(state: State, runner: TaskRunner, root: str | Path, *, store
                      download_retry=download_retry, clock=clock)
     im = InterfaceManager(state, runner, sm, assert_manager=am, denied_paths=denied)
     fb = FirstBoot(state, runner, snap_manager=sm, interface_manager=im, assert_manager=am, seed_dir=seed)
-    hm = HookManager(state, runner, sm)
+    services_dir = Path(run_dir) if run_dir is not None else Path(root) / "run" / "services"
+    hm = HookManager(state, runner, sm, run_dir=services_dir.parent / "hooks")
     cm = ConfigManager(state, runner, sm, hm)
-    svc = ServiceManager(state, runner, sm, run_dir=run_dir or Path(root) / "run" / "services", clock=clock,
+    svc = ServiceManager(state, runner, sm, run_dir=services_dir, clock=clock,
                          stop_services=stop_services, service_user=service_user)
     hm.ctl = ctl_function(hm, svc)  # `overlord ctl` in hooks when no daemon serves the API
     return SystemManagers(am, sm, im, fb, hm, cm, svc)
@@ -87,7 +89,8 @@ class SystemOverlord(Overlord):
     o.snap_manager (snaps under root, from store: a directory or file://
     URL), o.interface_manager (connections and security profiles) and
     o.first_boot (seeding; from seed, a seed directory, by itself at first
-    start when given), o.hook_manager (snaps' hooks), o.config_manager
+    start when given), o.hook_manager (snaps' hooks; the records of running
+    hooks in <state_dir>/hooks), o.config_manager
     (configuration, through the configure hook) and o.service_manager (the
     services, run by its supervisor; their records and logs in
     <state_dir>/services; stop_services: stopping the overlord stops them,

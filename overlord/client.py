@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,27 @@ class Client:
         random one), and sends it again with the same key when the daemon went away before answering: the
         daemon then answers with the change the first request made, if it made one (docs/daemon.md).
         """
-        key = key or uuid.uuid4().hex
         content = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key}
+        headers = {"Content-Type": "application/json"}
+        return self._keyed(method, path, key, lambda key: self.send(method, path, content=content,
+                                                                    headers={**headers, IDEMPOTENCY_HEADER: key}))
+
+    def upload_request(self, path: str, field: str, file: str | Path, data: dict[str, str], *,
+                       key: str | None = None) -> dict[str, Any]:
+        """upload_request posts a file (a multipart/form-data form: the file in field, and the fields of data)
+        that makes a change, with an Idempotency-Key as change_request does; a retry sends the file again."""
+        p = Path(file)
+
+        def send(key: str) -> httpx.Response:
+            with open(p, "rb") as f:
+                return self.send("POST", path, files={field: (p.name, f, "application/octet-stream")}, data=data,
+                                 headers={IDEMPOTENCY_HEADER: key})
+
+        return self._keyed("POST", path, key, send)
+
+    def _keyed(self, method: str, path: str, key: str | None,
+               send: Callable[[str], httpx.Response]) -> dict[str, Any]:
+        key = key or uuid.uuid4().hex
         went_away = False
 
         def again(rs: tenacity.RetryCallState) -> bool:
@@ -146,7 +165,7 @@ class Client:
 
         retrying = tenacity.Retrying(retry=again, stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
                                      wait=tenacity.wait_exponential(multiplier=0.2, max=2.0), reraise=True)
-        rsp = retrying(self.send, method, path, content=content, headers=headers)
+        rsp = retrying(send, key)
         return self.envelope(rsp, method, path)
 
     def _sync(self, method: str, path: str, **kw: Any) -> Any:
@@ -295,7 +314,7 @@ class Client:
             body["enable"] = True
         if disable:
             body["disable"] = True
-        return str(self.request("POST", "/v2/apps", body=body)["change"])
+        return str(self.change_request("POST", "/v2/apps", body)["change"])
 
     def logs(self, names: list[str] | None = None, n: int | None = 10) -> list[dict[str, str]]:
         """logs returns the last n lines (None: all) of the services' logs, as {"sid", "message"}."""
@@ -315,11 +334,8 @@ class Client:
 
     def sideload(self, path: str | Path, *, dangerous: bool = False) -> str:
         """sideload uploads a local snap file and installs it (dangerous: without assertions); returns the change."""
-        p = Path(path)
-        with open(p, "rb") as f:
-            rsp = self.send("POST", "/v2/snaps", files={"snap": (p.name, f, "application/octet-stream")},
-                            data={"dangerous": "true" if dangerous else "false"})
-        return str(self.envelope(rsp, "POST", "/v2/snaps")["change"])
+        env = self.upload_request("/v2/snaps", "snap", path, {"dangerous": "true" if dangerous else "false"})
+        return str(env["change"])
 
     def assertion_types(self) -> list[str]:
         """assertion_types lists the assertion types the daemon knows."""
@@ -387,7 +403,7 @@ class Client:
                                 "slots": [{"snap": slot_snap, "slot": slot}]}
         if forget:
             body["forget"] = True
-        return str(self.request("POST", "/v2/interfaces", body=body)["change"])
+        return str(self.change_request("POST", "/v2/interfaces", body)["change"])
 
     def seed_state(self) -> dict[str, Any]:
         """seed_state returns {"seeded", "change", "status"}: whether the system is seeded, and its seed change."""
@@ -397,7 +413,7 @@ class Client:
     def seed(self, path: str | Path) -> str:
         """seed seeds the system from the seed directory at path (the daemon reads it); returns the change id."""
         body = {"action": "seed", "path": str(Path(path).absolute())}
-        return str(self.request("POST", "/v2/seed", body=body)["change"])
+        return str(self.change_request("POST", "/v2/seed", body)["change"])
 
     # -- configuration and hooks -------------------------------------------------------
 
@@ -410,7 +426,7 @@ class Client:
 
     def set_conf(self, name: str, patch: dict[str, Any]) -> str:
         """set_conf changes options of a snap ({key: value}; None unsets); returns the change id."""
-        return str(self.request("PUT", f"/v2/snaps/{_segment(name)}/conf", body=patch)["change"])
+        return str(self.change_request("PUT", f"/v2/snaps/{_segment(name)}/conf", patch)["change"])
 
     def ctl(self, context_id: str, args: list[str]) -> dict[str, Any]:
         """ctl runs `overlord ctl ARGS` for the hook whose context token is context_id: {"stdout", "stderr"}."""

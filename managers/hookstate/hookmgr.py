@@ -22,12 +22,29 @@ timeout). Its handler:
 
 Only one hook of a snap runs at a time: a blocked predicate holds back a
 run-hook task while another of the same snap runs (as snapd's does).
+
+A hook runs in a session and process group of its own, so a SIGKILL of the
+daemon leaves it running, and its run-hook task (not Done) runs again
+under the next daemon. With a run_dir, the manager keeps a run-time record
+per running hook, <run_dir>/<task id>.json (managers/orphans.py, shared
+with the service supervisor): the boot, a hash of the hook's token, and
+the pid and start time of its process once it runs. Before a task's hook
+runs, and at the manager's first ensure for every record left, a record of
+a process that still runs (same pid, start time and boot; or a process of
+its group carrying its token; or, with no pid recorded yet, a session
+leader running the hook with its token) has its process group killed, and
+only once nothing of that group is left does the hook run again: never two
+copies at once. The orphan is not waited for: its context (the token that
+`overlord ctl` needs, the configuration transaction its `ctl set` wrote
+into) and the reading end of its output died with the daemon.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -36,9 +53,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine import State, Status, Task, TaskRunner, Tomb
+from engine import Retry, State, Status, Task, TaskRunner, Tomb
 
 from ..errors import HookError, ManagerError
+from ..orphans import (
+    boot_id,
+    find_leaders,
+    group_members,
+    kill_group_and_wait,
+    process_start_time,
+    read_record,
+    still_running,
+    write_record,
+)
 from ..snap.environ import snap_environment
 from ..snapstate import get_snap_state
 from .ctlserver import CtlFunction, CtlServer
@@ -56,6 +83,8 @@ HOOK_TIMEOUTS = {"configure": 300.0}
 #: COOKIE_ENV carries a hook's context token (snapd's name); OVERLORD_SOCKET_ENV the daemon's socket.
 COOKIE_ENV = "SNAP_COOKIE"
 SOCKET_ENV = "OVERLORD_SOCKET"
+#: RETRY_SURVIVOR is when a hook runs again, in seconds, after a copy left by a killed daemon survived SIGKILL.
+RETRY_SURVIVOR = 10.0
 #: OUTPUT_LINES is how many of the last lines of a hook's output go to its task's log.
 OUTPUT_LINES = 8
 
@@ -147,7 +176,8 @@ HandlerFactory = Callable[[HookContext], HookHandler]
 class HookManager:
     """HookManager registers "run-hook" and runs hooks; other managers add a handler per hook name."""
 
-    def __init__(self, state: State, runner: TaskRunner, snap_manager: SnapManager) -> None:
+    def __init__(self, state: State, runner: TaskRunner, snap_manager: SnapManager, *,
+                 run_dir: str | Path | None = None) -> None:
         self.state = state
         self.runner = runner
         self.snap_manager = snap_manager
@@ -166,6 +196,11 @@ class HookManager:
         self.command_dir: Path | None = _command_dir()
         #: Timeouts by hook name, overriding DEFAULT_TIMEOUT (snap.yaml and a task's setup override these).
         self.timeouts: dict[str, float] = dict(HOOK_TIMEOUTS)
+        #: Where the run-time records of running hooks are (None: none kept, a killed daemon's hooks are not found).
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._running: set[str] = set()  # tasks whose hook this manager runs now (their records are not orphans)
+        self._reaping = threading.Lock()  # a record is reaped, or a run claims its task, one at a time
+        self._reaped_all = False
         runner.add_handler("run-hook", self.do_run_hook)
         runner.add_blocked(self._blocked)
         snap_manager.add_affected_snaps("run-hook", lambda t: [hook_setup(t).snap])
@@ -173,7 +208,21 @@ class HookManager:
     # -- the manager protocol ----------------------------------------------------------
 
     def ensure(self) -> None:
-        """ensure has nothing periodic to do."""
+        """ensure, at its first pass, kills the hooks a killed daemon left running (their tasks may not run again)."""
+        if self._reaped_all or self.run_dir is None:
+            return
+        self._reaped_all = True
+        for path in sorted(self.run_dir.glob("*.json")):
+            try:
+                killed = self._reap(path.stem)
+            except (OSError, ManagerError) as e:
+                log.error("%s", e)
+                continue
+            if killed:
+                with self.state:
+                    task = self.state.task(path.stem)
+                    if task is not None:
+                        task.logf("%s", killed)
 
     def stop(self) -> None:
         """stop closes the private ctl socket, if one was served (running hooks are killed through their tombs)."""
@@ -232,6 +281,86 @@ class HookManager:
             return yaml_timeout
         return self.timeouts.get(setup.hook, DEFAULT_TIMEOUT)
 
+    # -- the hooks a killed daemon left running ----------------------------------------------
+
+    def _record_path(self, task_id: str) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / f"{re.sub(r'[^A-Za-z0-9_-]', '_', task_id)}.json"
+
+    def _reap(self, task_id: str) -> str:
+        """_reap kills what is left of an earlier run of task_id's hook by a daemon that died; it says what it did.
+
+        The record is dropped once nothing of that run is left (a run of
+        this manager's own is never touched). ManagerError when a process of
+        the earlier run survives SIGKILL (the hook must not run beside it).
+        """
+        with self._reaping:
+            with self._mu:
+                if task_id in self._running:
+                    return ""
+            return self._reap_locked(task_id)
+
+    def _reap_locked(self, task_id: str) -> str:
+        path = self._record_path(task_id)
+        rec = read_record(path)
+        if rec is None:
+            path.unlink(missing_ok=True)  # none, or unreadable (logged)
+            return ""
+        boot = boot_id()
+        groups: list[int] = []
+        if rec.get("boot-id") == boot:
+            digest = rec.get("cookie-sha256")
+
+            def carries_token(env: list[bytes]) -> bool:
+                return any(e.startswith(b"SNAP_COOKIE=") and hashlib.sha256(e[12:]).hexdigest() == digest
+                           for e in env)
+
+            pid = rec.get("pid")
+            if isinstance(pid, int):
+                if still_running(rec, boot) or group_members(pid, carries_token):
+                    groups.append(pid)
+            else:  # the daemon died between the fork and the record of the pid
+                argv = rec.get("argv")
+                if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+                    groups.extend(find_leaders(argv, carries_token))
+        what = f"hook {rec.get('hook')!r} of snap {rec.get('snap')}"
+        for pgid in groups:
+            log.warning("killing %s (process group %d), left running by a daemon that died", what, pgid)
+            if not kill_group_and_wait(pgid):
+                raise ManagerError(f"cannot run {what} again: process group {pgid}, left running by a daemon that "
+                                   f"died, survives SIGKILL")
+        path.unlink(missing_ok=True)
+        if not groups:
+            return ""
+        return f"killed {what} (process group {', '.join(map(str, groups))}), left running by a daemon that died"
+
+    def _claim(self, ctx: HookContext, task_id: str, argv: list[str]) -> tuple[Path, dict[str, Any]] | None:
+        """_claim kills what an earlier daemon left of the task's hook, then records the run about to start."""
+        if self.run_dir is None:
+            return None
+        with self._reaping:
+            killed = self._reap_locked(task_id)
+            if killed:
+                with self.state:
+                    ctx.task.logf("%s", killed)
+            path = self._record_path(task_id)
+            self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            rec = {"task": task_id, "snap": ctx.snap, "hook": ctx.hook, "argv": argv, "pid": None,
+                   "boot-id": boot_id(), "cookie-sha256": hashlib.sha256(ctx.token.encode()).hexdigest()}
+            with self._mu:
+                self._running.add(task_id)
+            try:
+                write_record(path, rec)
+            except BaseException:
+                self._release(task_id, path)
+                raise
+        return path, rec
+
+    def _release(self, task_id: str, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        with self._mu:
+            self._running.discard(task_id)
+
     # -- the handler -----------------------------------------------------------------------
 
     def _blocked(self, task: Task, running: list[Task]) -> bool:
@@ -259,6 +388,7 @@ class HookManager:
             if hook is None and factory is None:
                 return
             ctx = HookContext(secrets.token_urlsafe(32), setup.snap, setup.hook, task, st)
+            task_id = task.id
             handler = factory(ctx) if factory is not None else None
             if handler is not None:
                 handler.before()
@@ -269,7 +399,7 @@ class HookManager:
             with self._mu:
                 self._contexts[ctx.token] = ctx
             try:
-                run = self._run(ctx, info, timeout, tomb)
+                run = self._run(ctx, task_id, info, timeout, tomb)
             finally:
                 with self._mu:
                     self._contexts.pop(ctx.token, None)  # the token dies with the hook
@@ -295,7 +425,7 @@ class HookManager:
         if refused is not None:  # raised after the block, so that the output logged above stays
             raise refused
 
-    def _run(self, ctx: HookContext, info: Any, timeout: float, tomb: Tomb) -> Any:
+    def _run(self, ctx: HookContext, task_id: str, info: Any, timeout: float, tomb: Tomb) -> Any:
         env = snap_environment(info, self.backend)
         env[COOKIE_ENV] = ctx.token
         env["SNAP_CONTEXT"] = ctx.token  # snapd's older name
@@ -308,12 +438,25 @@ class HookManager:
         cwd = Path(env.get("SNAP_DATA", "/"))
         if not cwd.is_dir():
             cwd = Path("/")
+        argv = [str(path)]
+        try:
+            record = self._claim(ctx, task_id, argv)
+        except ManagerError as e:  # an earlier copy that does not die yet (uninterruptible sleep): not beside it
+            raise Retry(after=RETRY_SURVIVOR, reason=str(e)) from None
+
+        def started(pid: int) -> None:
+            if record is not None:
+                write_record(record[0], {**record[1], "pid": pid, "start-time": process_start_time(pid)})
+
         log.info("running hook %r of snap %s (revision %s, timeout %g s)", ctx.hook, info.name, info.revision,
                  timeout)
         try:
-            return run_hook([str(path)], env, cwd, timeout, tomb)
+            return run_hook(argv, env, cwd, timeout, tomb, started)
         except OSError as e:
             return HookRun(127, f"cannot run {path}: {e.strerror or e}")
+        finally:
+            if record is not None:
+                self._release(task_id, record[0])
 
 
 def _log_output(task: Task, hook: str, output: str) -> None:

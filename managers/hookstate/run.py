@@ -17,10 +17,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine import Tomb
+
+from ..orphans import kill_group
 
 log = logging.getLogger("managers.hookstate")
 
@@ -62,16 +65,23 @@ class HookRun:
         return f"{why}: {tail}" if tail else why
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def run_hook(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, tomb: Tomb,
+             started: Callable[[int], None] | None = None) -> HookRun:
+    """run_hook runs argv until it exits, its timeout passes or tomb dies; OSError if it cannot be started.
 
-
-def run_hook(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, tomb: Tomb) -> HookRun:
-    """run_hook runs argv until it exits, its timeout passes or tomb dies; OSError if it cannot be started."""
+    started, if given, is called with the pid (the process group) as soon as the process runs.
+    """
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     assert proc.stdout is not None
+    if started is not None:
+        try:
+            started(proc.pid)
+        except BaseException:
+            kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            raise
     buf = bytearray()
     lock = threading.Lock()
 
@@ -102,12 +112,12 @@ def run_hook(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, to
         if killed:
             log.warning("killing hook %s (process group %d): %s", argv[0], proc.pid,
                         "its timeout passed" if killed == "timeout" else "its task is stopping")
-            _kill_group(proc.pid)
+            kill_group(proc.pid, signal.SIGKILL)
             code = proc.wait()
             break
     reader.join(READ_GRACE)
     if killed:
-        _kill_group(proc.pid)  # anything of the group that escaped the first signal
+        kill_group(proc.pid, signal.SIGKILL)  # anything of the group that escaped the first signal
     with contextlib.suppress(OSError):
         proc.stdout.close()
     with lock:

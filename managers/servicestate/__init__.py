@@ -11,8 +11,9 @@ says of processes; logs.py the services' log files, rotated and read.
 
 from __future__ import annotations
 
+from ..orphans import process_start_time
 from .logs import LOG_MAX, read_log_lines
-from .process import DEFAULT_RESTART_DELAY, DEFAULT_STOP_TIMEOUT, ServiceSpec, ServiceStatus, process_start_time
+from .process import DEFAULT_RESTART_DELAY, DEFAULT_STOP_TIMEOUT, ServiceSpec, ServiceStatus
 from .servicemgr import ACTIONS, SERVICES_KEY, ServiceInfo, ServiceManager
 from .supervisor import START_LIMIT_BURST, START_LIMIT_INTERVAL, Supervisor
 

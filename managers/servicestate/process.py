@@ -2,23 +2,22 @@
 """What runs for a service, what is known of it, and the processes of the machine as /proc shows them.
 
 ServiceSpec is what the supervisor starts, ServiceStatus what it knows of a
-service right now; the functions here read /proc
-(a process's start time, the boot, the orphans of a daemon that died),
-give a service's user its directories, and signal a process group.
+service right now; the functions here find a service a daemon that died
+left without a record, give a service's user its directories and say how
+a process ended. What /proc says of processes (a start time, the boot, a
+process group) is in managers/orphans.py, shared with the hook manager.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import pwd
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-log = logging.getLogger("managers.servicestate")
+from ..orphans import find_leaders
 
 #: DEFAULT_RESTART_DELAY is the delay before a restart when the snap says none (systemd's RestartSec).
 DEFAULT_RESTART_DELAY = 0.1
@@ -75,54 +74,14 @@ def give_to_user(spec: ServiceSpec) -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def boot_id() -> str:
-    """boot_id identifies this boot of the machine (a pid and a start time mean nothing across boots)."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def process_start_time(pid: int) -> int | None:
-    """process_start_time is field 22 of /proc/<pid>/stat (clock ticks after boot), or None if pid is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold anything: count from its end.
-    fields = raw[raw.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":  # a zombie has ended already
-        return None
-    return int(fields[19])
-
-
 def find_orphans(spec: ServiceSpec) -> list[int]:
     """find_orphans lists the session leaders running spec: its command line, and its $SNAP, in the environment.
 
     It finds a service whose daemon died between starting it and recording
-    it (the record is written just after the fork). A process of another
-    user cannot be read and is not found; nor one that exec'd another
-    command line.
+    it (the record is written just after the fork; orphans.find_leaders).
     """
     snap = f"SNAP={spec.env.get('SNAP', '')}".encode()
-    argv = [a.encode() for a in spec.argv]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[3]) != pid or fields[0] == b"Z":  # field 6, the session: a service leads its own
-                continue
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-            if cmdline[-len(argv):] != argv or snap not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
-        except (OSError, ValueError, IndexError):
-            continue
-        found.append(pid)
-    return sorted(found)
+    return find_leaders(spec.argv, lambda env: snap in env)
 
 
 def describe_exit(code: int | None) -> str:
@@ -135,15 +94,3 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"status {code}"
-
-
-def kill_group(pgid: int, sig: int) -> bool:
-    """kill_group signals a process group; False when it has no process left."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("cannot signal process group %d: permission denied", pgid)
-        return False
-    return True

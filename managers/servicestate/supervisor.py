@@ -28,10 +28,8 @@ runs twice; a process that is no longer wanted is stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -44,17 +42,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManagerError
-from .logs import LOG_MAX, rotate_log
-from .process import (
-    ServiceSpec,
-    ServiceStatus,
+from ..orphans import (
     boot_id,
-    describe_exit,
-    find_orphans,
-    give_to_user,
     kill_group,
     process_start_time,
+    read_record,
+    still_running,
+    wait_for_exit,
+    write_record,
 )
+from .logs import LOG_MAX, rotate_log
+from .process import ServiceSpec, ServiceStatus, describe_exit, find_orphans, give_to_user
 
 log = logging.getLogger("managers.servicestate")
 
@@ -124,23 +122,10 @@ class Supervisor:
         data = {"name": svc.spec.name, "revision": svc.spec.revision, "pid": svc.pid,
                 "start-time": svc.start_time, "boot-id": self._boot, "state": state,
                 "last-exit": svc.last_exit, "since": svc.since.isoformat() if svc.since else None}
-        path = self.record_path(svc.spec.name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        # Renamed into place, not synced: the record only matters while this boot lasts (a crash of the
-        # daemon loses nothing the kernel holds; a power cut makes the boot id differ anyway).
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_record(self.record_path(svc.spec.name), data)
 
     def _read_record(self, path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            log.warning("ignoring the unreadable service record %s: %s", path, e)
-            return None
-        return data if isinstance(data, dict) else None
+        return read_record(path)
 
     def _note(self, name: str, message: str) -> None:
         """_note appends one line of the supervisor's own to the service's log."""
@@ -252,18 +237,7 @@ class Supervisor:
         self._ended(svc, proc.pid, code, exited)
 
     def _watch_adopted(self, svc: _Service, pid: int, exited: threading.Event) -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            fd = None
-        if fd is not None:
-            try:
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)
-                while not poller.poll():
-                    pass
-            finally:
-                os.close(fd)
+        wait_for_exit(pid)
         self._ended(svc, pid, None, exited)
 
     def _ended(self, svc: _Service, pid: int, code: int | None, exited: threading.Event) -> None:
@@ -406,8 +380,7 @@ class Supervisor:
                 continue
             name, pid = rec["name"], rec.get("pid")
             same_boot = rec.get("boot-id") == self._boot
-            if (rec.get("state") == "running" and same_boot and isinstance(pid, int)
-                    and process_start_time(pid) == rec.get("start-time")):
+            if rec.get("state") == "running" and still_running(rec, self._boot):
                 alive[name] = rec
             elif same_boot and rec.get("state") in ("exited", "failed"):
                 ended[name] = rec

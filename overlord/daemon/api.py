@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 from . import response
 from .access import AccessPolicy, PeerCred
 from .errors import ApiError, ErrorKind, bad_request, from_exception, permission_denied
+from .idempotency import ChangeRequest
 from .upload import Upload, is_form, receive_form
 
 if TYPE_CHECKING:
@@ -137,6 +138,11 @@ class ApiRequest:
                               "ASCII characters")
         uid = self.peer.uid if self.peer is not None else "?"
         return f"api:{uid}:{value}"
+
+    def change_request(self, what: str, request: Any) -> ChangeRequest:
+        """change_request is this request as one that makes a change: what it does (a verb) and what it asks
+        (JSON, equal for requests that ask the same), with its Idempotency-Key (idempotency.py)."""
+        return ChangeRequest(self.change_key(), self.headers.get(IDEMPOTENCY_HEADER.lower()), what, request)
 
     def json(self) -> Body:
         """json parses the body as a JSON object."""

@@ -27,6 +27,7 @@ from .errors import bad_request, permission_denied
 from .system import system_overlord
 
 if TYPE_CHECKING:
+    from engine import Change
     from managers.servicestate import ServiceInfo
 
 #: MAX_LINES bounds n of GET /v2/logs.
@@ -72,14 +73,18 @@ def post_apps(ctx: Context, req: ApiRequest) -> response.Reply:
             raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
     names = body.str_list("names")
     enable, disable = body.flag("enable", "a boolean"), body.flag("disable", "a boolean")
-    with ctx.state:
+    cr = req.change_request(action, {"names": names, "enable": enable, "disable": disable})
+    svc = system_overlord(ctx).service_manager
+
+    def make() -> Change:
         try:
-            chg = system_overlord(ctx).service_manager.control(action, names, enable=enable, disable=disable)
+            chg = svc.control(action, names, enable=enable, disable=disable)
         except ValueError as e:
             raise bad_request(str(e)) from None
         chg.set(API_DATA_KEY, {"snap-names": chg.get("snap-names", [])})
-        cid = chg.id
-    return response.async_(cid)
+        return chg
+
+    return cr.run(ctx.state, make, lambda chg: response.async_(chg.id))
 
 
 def get_logs(ctx: Context, req: ApiRequest) -> response.Reply:

@@ -28,7 +28,7 @@ from .errors import bad_request, permission_denied
 from .system import system_overlord
 
 if TYPE_CHECKING:
-    pass
+    from engine import Change
 
 log = logging.getLogger("overlord.daemon")
 
@@ -65,11 +65,14 @@ def put_conf(ctx: Context, req: ApiRequest) -> response.Reply:
     if not patch:
         raise bad_request("cannot change the configuration: the body names no options")
     cm = system_overlord(ctx).config_manager
-    with ctx.state:
+    cr = req.change_request("configure", {"snap": name, "patch": patch})
+
+    def make() -> Change:
         chg = cm.configure(name, patch)
         chg.set(API_DATA_KEY, {"snap-names": [name]})
-        cid = chg.id
-    return response.async_(cid)
+        return chg
+
+    return cr.run(ctx.state, make, lambda chg: response.async_(chg.id))
 
 
 def post_snapctl(ctx: Context, req: ApiRequest) -> response.Reply:

@@ -20,6 +20,7 @@ from .errors import ApiError, ErrorKind, bad_request
 from .system import system_overlord
 
 if TYPE_CHECKING:
+    from engine import Change
     from managers.ifacestate import Connection, InterfaceManager, Port, PortView
 
 
@@ -130,12 +131,14 @@ def post_interfaces(ctx: Context, req: ApiRequest) -> response.Reply:
     if action == "connect" and not plug_snap:
         raise bad_request("cannot connect: the plug's snap name is missing")
     im = system_overlord(ctx).interface_manager
-    with ctx.state:  # the managers' errors are answered by errors.from_exception (interfaces-unchanged, ...)
+    cr = req.change_request(action, {"plug": [plug_snap, plug], "slot": [slot_snap, slot], "forget": forget})
+
+    def make() -> Change:  # the managers' errors are answered by errors.from_exception (interfaces-unchanged, ...)
         if action == "connect":
-            chg = im.connect(plug_snap, plug, slot_snap, slot)
-        else:
-            chg = im.disconnect(plug_snap, plug, slot_snap, slot, forget=forget)
-        return response.async_(chg.id)
+            return im.connect(plug_snap, plug, slot_snap, slot)
+        return im.disconnect(plug_snap, plug, slot_snap, slot, forget=forget)
+
+    return cr.run(ctx.state, make, lambda chg: response.async_(chg.id))
 
 
 ENDPOINTS = [

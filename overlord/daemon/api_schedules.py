@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from engine import NotFoundError
+from engine import Change, NotFoundError
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
@@ -38,15 +38,18 @@ def post_schedule(ctx: Context, req: ApiRequest) -> response.Reply:
     action = req.json().action(("pause", "resume", "run", "remove"))
     st = ctx.state
     try:
+        if action == "run":
+            def run() -> Change:
+                chg = st.run_schedule(name)
+                st.ensure_before(0)
+                return chg
+
+            return req.change_request("run", {"schedule": name}).run(st, run, lambda chg: response.async_(chg.id))
         with st:
             if action == "pause":
                 return response.sync(st.pause_schedule(name).to_json())
             if action == "resume":
                 return response.sync(st.resume_schedule(name).to_json())
-            if action == "run":
-                chg = st.run_schedule(name)
-                st.ensure_before(0)
-                return response.async_(chg.id)
             st.remove_schedule(name)
             return response.sync(None)
     except NotFoundError as e:

@@ -41,14 +41,18 @@ def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     if not os.path.isabs(path) or "\0" in path:
         raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
     fb = system_overlord(ctx).first_boot
+    cr = req.change_request("seed", {"path": path})
     with ctx.state:
+        found = cr.existing(ctx.state)  # a retried request: before the seed is read again
+        if found is not None:
+            return response.async_(found.id)
         if fb.seeded:  # said at once (already-seeded), before any file of the seed is read
             return response.async_(fb.seed(path).id)
     # The seed is read and checked whole (every snap file, every assertion parsed) before the lock is taken;
     # the lock is held to check it against the system and record the change.
     seed = fb.read(path)
-    with ctx.state:  # a broken seed is invalid-seed, a seeded system already-seeded (errors.from_exception)
-        return response.async_(fb.seed(seed).id)
+    # a broken seed is invalid-seed, a seeded system already-seeded (errors.from_exception)
+    return cr.run(ctx.state, lambda: fb.seed(seed), lambda chg: response.async_(chg.id))
 
 
 ENDPOINTS = [Endpoint("/v2/seed", get=get_seed, post=post_seed)]

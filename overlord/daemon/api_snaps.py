@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from managers.snapstate.snapstate import StoreAnswers
     from managers.snapstore import StoreSnap
 
+    from .idempotency import ChangeRequest
+
 log = logging.getLogger("overlord.daemon")
 
 #: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
@@ -214,42 +216,50 @@ def _channel(body: Body, action: str) -> str | None:
 
 
 def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
-          channel: str | None = None, key: str | None = None, wait: bool = False,
+          channel: str | None = None, wait: bool = False,
           found: StoreAnswers | None = None) -> Change:
-    """_verb calls the snap manager's verb for action (lock held); key is the request's idempotency key, wait
+    """_verb calls the snap manager's verb for action (lock held); wait
     queues the change behind the changes in progress on its snaps instead of refusing it, found is what the
     store said (read without the lock: _act)."""
     c = "queue" if wait else "refuse"
     verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names, channel=channel, revision=revision, key=key, on_conflict=c,
+        "install": lambda: sm.install(names, channel=channel, revision=revision, on_conflict=c,
                                       found=found),
-        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, key=key, on_conflict=c,
+        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, on_conflict=c,
                                       found=found),
-        "switch": lambda: sm.switch(names[0], channel or "", key=key, on_conflict=c),
-        "remove": lambda: sm.remove(names, revision=revision, key=key, on_conflict=c),
-        "revert": lambda: sm.revert(names[0], revision=revision, key=key, on_conflict=c),
-        "enable": lambda: sm.enable(names[0], key=key, on_conflict=c),
-        "disable": lambda: sm.disable(names[0], key=key, on_conflict=c),
+        "switch": lambda: sm.switch(names[0], channel or "", on_conflict=c),
+        "remove": lambda: sm.remove(names, revision=revision, on_conflict=c),
+        "revert": lambda: sm.revert(names[0], revision=revision, on_conflict=c),
+        "enable": lambda: sm.enable(names[0], on_conflict=c),
+        "disable": lambda: sm.disable(names[0], on_conflict=c),
     }
     return verbs[action]()
 
 
-def _act(ctx: Context, action: str, names: list[str], revision: str | None = None, channel: str | None = None,
-         key: str | None = None, wait: bool = False, *, record: bool = False) -> tuple[str, list[str]]:
-    """_act does action (call it without the lock): the store is read first, without the lock, then the
-    lock is taken to decide and record; it returns the change's id and snaps (record: kept as its API data)."""
+def _act(ctx: Context, cr: ChangeRequest, action: str, names: list[str], revision: str | None = None,
+         channel: str | None = None, wait: bool = False, reply: Callable[[Change], response.Reply] | None = None,
+         *, record: bool = False) -> response.Reply:
+    """_act does action for the request cr and answers reply(change) (call it without the lock): the store is
+    read first, without the lock, then the lock is taken to decide and record (record: the change's snaps kept
+    as its API data); a retried request gets the change its key names."""
     sm = system_overlord(ctx).snap_manager
+    answers: list[StoreAnswers | None] = [None]
 
-    def decide(found: StoreAnswers | None) -> tuple[str, list[str]]:
-        chg = _verb(sm, action, names, revision, channel, key, wait, found)
-        affected = list(chg.get("snap-names", []))
+    def make() -> Change:
+        chg = _verb(sm, action, names, revision, channel, wait=wait, found=answers[0])
         if record:
-            chg.set(API_DATA_KEY, {"snap-names": affected})
-        return chg.id, affected
+            chg.set(API_DATA_KEY, {"snap-names": list(chg.get("snap-names", []))})
+        return chg
 
-    return sm.with_store_answers(action, (names or None) if action == "refresh" else names, decide,
-                                 channel=channel, revision=revision, key=key,
-                                 on_conflict="queue" if wait else "refuse")
+    def locked(attempt: Callable[[], response.Reply]) -> response.Reply:
+        def act(found: StoreAnswers | None) -> response.Reply:
+            answers[0] = found
+            return attempt()
+        return sm.with_store_answers(action, (names or None) if action == "refresh" else names, act,
+                                     channel=channel, revision=revision, key=cr.key,
+                                     on_conflict="queue" if wait else "refuse")
+
+    return cr.run(ctx.state, make, reply or (lambda chg: response.async_(chg.id)), locked=locked)
 
 
 def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -261,10 +271,9 @@ def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     _check_fields(body, action, OPTIONS[action])
     revision = _revision(body)
     channel = _channel(body, action)
-    key = req.change_key()
     wait = body.flag(WAIT)
-    cid, _ = _act(ctx, action, [name], revision, channel, key, wait)
-    return response.async_(cid)
+    cr = req.change_request(action, {"snaps": [name], "revision": revision, "channel": channel})
+    return _act(ctx, cr, action, [name], revision, channel, wait, lambda chg: response.async_(chg.id))
 
 
 def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
@@ -274,7 +283,7 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     body is a snap file to install instead (sideload).
     """
     if req.upload is not None:
-        return sideload(ctx, req.upload)
+        return sideload(ctx, req, req.upload)
     body = req.json()
     action = body.action(MANY_ACTIONS)
     if action in ("hold", "unhold"):
@@ -283,10 +292,10 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
-    key = req.change_key()
     wait = body.flag(WAIT)
-    cid, affected = _act(ctx, action, names, key=key, wait=wait, record=True)
-    return response.async_(cid, {"snap-names": affected})
+    cr = req.change_request(action, {"snaps": sorted(set(names)), "revision": None, "channel": None})
+    return _act(ctx, cr, action, names, wait=wait, record=True,
+                reply=lambda chg: response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))}))
 
 
 def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
@@ -346,7 +355,7 @@ def _flag(upload: Upload, name: str) -> bool:
     return value == "true"
 
 
-def sideload(ctx: Context, upload: Upload) -> response.Reply:
+def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
     """sideload installs an uploaded snap file (form fields "snap", the file, and "dangerous": true|false)."""
     for name in upload.fields:
         if name not in ("dangerous",):
@@ -365,6 +374,18 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         return err
 
     sm = system_overlord(ctx).snap_manager
+    st = ctx.state
+    # The same bytes with the same options ask the same: a retried upload gets the first one's change (the
+    # file received again is deleted with the request), looked up before the file is checked.
+    cr = req.change_request("install", {"file-sha256": received.sha256(), "dangerous": dangerous})
+
+    def reply(chg: Change) -> response.Reply:
+        return response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))})
+
+    with st:
+        found = cr.existing(st)
+        if found is not None:
+            return reply(found)
     # The archive is checked whole and hashed before the lock is taken (it may be large, or hostile): the
     # lock is held only to record the change. The file keeps its partial name meanwhile, so that no sweep
     # of another request deletes it.
@@ -372,25 +393,32 @@ def sideload(ctx: Context, upload: Upload) -> response.Reply:
         checked = sm.check_file(received.path)
     except EngineError as e:
         raise named(e, received.path) from None
-    st = ctx.state
-    with st:
+
+    paths = [received.path]
+
+    def make() -> Change:
         assert ctx.upload_dir is not None
         sweep_uploads(st, ctx.upload_dir, partial=False)
-        final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
-        os.rename(received.path, final)
-        partial, received.path = received.path, final
+        if received.path.name.endswith(PARTIAL):  # not yet renamed (by an earlier round of cr.run)
+            final = received.path.with_name(received.path.name.removesuffix(PARTIAL) + ".snap")
+            os.rename(received.path, final)
+            received.path = final
+            paths.insert(0, final)
         try:
-            chg = sm.install_path(final, dangerous=dangerous, remove_path=True, filename=received.filename,
+            chg = sm.install_path(received.path, dangerous=dangerous, remove_path=True, filename=received.filename,
                                   checked=checked)
         except EngineError as e:
-            raise named(e, final, partial) from None
-        names = list(chg.get("snap-names", []))
-        chg.set(API_DATA_KEY, {"snap-names": names, "file": received.filename})
-        cid = chg.id
-    received.kept = True  # the change deletes it at its cleanup
-    log.info("installing uploaded snap file %s (%d bytes) as %s: change %s", received.filename, received.size,
-             final.name, cid)
-    return response.async_(cid, {"snap-names": names})
+            raise named(e, *paths) from None
+        chg.set(API_DATA_KEY, {"snap-names": list(chg.get("snap-names", [])), "file": received.filename})
+        log.info("installing uploaded snap file %s (%d bytes) as %s: change %s", received.filename, received.size,
+                 received.path.name, chg.id)
+        return chg
+
+    answer = cr.run(st, make, reply)
+    # The change deletes it at its cleanup. (A change rolled back because another daemon's request took the
+    # key leaves it to the next upload's sweep: no unready change names it.)
+    received.kept = received.path.name.endswith(".snap")
+    return answer
 
 
 ENDPOINTS = [

@@ -12,11 +12,13 @@ deleted when the request ends (Upload.discard).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -44,6 +46,12 @@ class UploadedFile:
     size: int = 0
     #: Set by the handler that takes the file over (it is then not deleted with the request).
     kept: bool = False
+    #: The SHA-256 of the bytes received, hashed as they arrive (what an idempotent upload compares).
+    hash: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False, compare=False)  # not `field`: shadowed
+
+    def sha256(self) -> str:
+        """sha256 is the hex SHA-256 of the file received."""
+        return str(self.hash.hexdigest())
 
 
 @dataclass
@@ -120,6 +128,7 @@ class _Receiver:
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.file is not None and self.current is not None:
             self.file.write(data[start:end])
+            self.current.hash.update(data[start:end])
             self.current.size += end - start
         elif self.value is not None:
             self.value += data[start:end]

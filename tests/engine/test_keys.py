@@ -127,7 +127,51 @@ def test_a_bad_key_is_refused_in_one_line(st: State, bad: object) -> None:
         st.new_change("install", "x", key=bad)  # type: ignore[arg-type]
 
 
+def test_a_key_claimed_for_a_change_made_without_one_names_it(st: State) -> None:
+    """claim_change_key: a change made by code that takes no key (a manager's verb) is named by the key after."""
+    with st:
+        first = st.new_change("connect", "Connect a to b")
+        assert st.claim_change_key("req-1", first) == first and first.key == "req-1"
+        cid = first.id
+    with st:  # a second request with the key: its change loses, and the caller rolls it back
+        second = st.new_change("connect", "Connect a to b")
+        assert st.claim_change_key("req-1", second).id == cid
+        assert st.change_by_key("req-1").id == cid  # type: ignore[union-attr]
+    with st:
+        assert st.claim_change_key("req-2", st.change(cid)).id == cid  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^cannot use change key"):
+            st.claim_change_key("", st.change(cid))  # type: ignore[arg-type]
+
+
 # -- several hosts on PostgreSQL -----------------------------------------------------------------
+
+def test_a_host_claiming_a_key_for_its_change_waits_then_gets_the_first_hosts(pg_url: str) -> None:
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        inside, release = threading.Event(), threading.Event()
+        got: dict[str, str] = {}
+
+        def host_a() -> None:
+            with a:
+                chg = a.new_change("connect", "from a")
+                got["a"] = a.claim_change_key("req", chg).id
+                inside.set()
+                release.wait(WAIT)
+
+        ta = threading.Thread(target=host_a)
+        ta.start()
+        assert inside.wait(WAIT)
+        threading.Timer(0.3, release.set).start()
+        with b:
+            mine = b.new_change("connect", "from b")
+            got["b"] = b.claim_change_key("req", mine).id  # waits for a's transaction, then finds its change
+            got["mine"] = mine.id
+        ta.join(WAIT)
+        assert got["a"] == got["b"] != got["mine"]
+    finally:
+        a.close()
+        b.close()
+
 
 def test_a_host_waits_for_the_unit_that_holds_the_key_then_gets_its_change(pg_url: str) -> None:
     a, b = State.open(url=pg_url), State.open(url=pg_url)

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +18,7 @@ from engine import Status
 from managers.configstate import SYSTEM, snap_config
 from managers.errors import ConfigError, InvalidSnapError, NoOptionError, SnapNotInstalledError
 from managers.hookstate import HookSetup, hook_task
+from managers.orphans import boot_id
 from managers.snap import read_info
 from tests.support.system import System, make_snap, tree
 
@@ -304,3 +310,57 @@ def test_ctl_works_in_hooks_of_an_overlord_without_a_daemon(system: System) -> N
     assert (e.value.status_code, e.value.kind) == (403, "permission-denied")
     system.o.stop()
     assert not socket.exists()
+
+
+def test_a_hook_left_without_a_pid_or_without_its_leader_is_found_and_killed(system: System, tmp_path: Path) -> None:
+    """The daemon died between a hook's fork and the record of its pid, or the hook's leader ended and left a child:
+    its records still find it (by the token in its environment), and nothing else is touched."""
+    hook = tmp_path / "install"
+    hook.write_text("#!/bin/sh\nsleep 3019 &\n[ -n \"$LEAVE\" ] && exit 0\nsleep 3019\n")
+    hook.chmod(0o755)
+
+    def start(token: str, **env: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(hook)], env={"SNAP_COOKIE": token, "PATH": "/usr/bin:/bin", **env},
+                                start_new_session=True)
+
+    def record(task: str, token: str, **more: object) -> None:
+        rec = {"task": task, "snap": "hello", "hook": "install", "argv": [str(hook)], "pid": None,
+               "boot-id": boot_id(), "cookie-sha256": hashlib.sha256(token.encode()).hexdigest(), **more}
+        (hm.run_dir / f"{task}.json").write_text(json.dumps(rec))
+
+    hm = system.o.hook_manager
+    assert hm.run_dir == system.state_dir / "hooks"
+    hm.run_dir.mkdir(parents=True)
+    unrecorded, stranger = start("token-a"), start("token-b")
+    leaderless = start("token-c", LEAVE="1")
+    assert leaderless.wait(60) == 0  # its leader is gone (reaped), its `sleep` child runs on in its group
+    try:
+        wait_for = time.monotonic() + 60
+        while len(_group(unrecorded.pid)) < 3 or len(_group(stranger.pid)) < 3 or not _group(leaderless.pid):
+            assert time.monotonic() < wait_for, "the hooks never started"
+            time.sleep(0.01)
+        strangers = _group(stranger.pid)  # sh and its two sleeps
+        record("41", "token-a")
+        record("42", "token-c", pid=leaderless.pid, **{"start-time": 1})
+        hm.ensure()  # its first pass: every record left by another daemon
+        assert unrecorded.wait(60) == -signal.SIGKILL
+        assert _group(unrecorded.pid) == [] and _group(leaderless.pid) == []
+        assert _group(stranger.pid) == strangers  # another token: not ours
+        assert list(hm.run_dir.iterdir()) == []
+    finally:
+        for p in (unrecorded, stranger, leaderless):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _group(pgid: int) -> list[int]:
+    """_group lists the live processes (not zombies) of a process group."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z" and int(fields[2]) == pgid:
+                    out.append(int(entry))
+    return out
