@@ -16,6 +16,7 @@ from engine import State
 
 from ..asserts import Assertion, PublicKey, decode, parse_time
 from ..errors import AssertionVerifyError, InvalidAssertionError
+from .book import AssertionBook
 
 log = logging.getLogger("managers.assertstate")
 
@@ -40,7 +41,7 @@ class TrustedRoot:
 
 def stored(st: State, type: str, primary_key: Sequence[str]) -> Assertion | None:
     """stored returns the assertion kept in the state database, decoded, or None."""
-    row = st.assertions.get(type, primary_key)
+    row = AssertionBook(st).get(type, primary_key)
     if row is None:
         return None
     cache: dict[str, Assertion] | None = st.cached(_DECODED)
@@ -59,7 +60,7 @@ def stored(st: State, type: str, primary_key: Sequence[str]) -> Assertion | None
 def find(st: State, type: str, headers: Mapping[str, str] | None = None) -> list[Assertion]:
     """find returns the stored assertions of type whose headers have the given values."""
     out = []
-    for row in st.assertions.find(type, headers):
+    for row in AssertionBook(st).find(type, headers):
         a = stored(st, row.type, row.primary_key)
         if a is not None:
             out.append(a)
@@ -151,8 +152,9 @@ def add_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | 
     the store wants); otherwise it is refused like the engine refuses it.
     """
     good = verify_many(st, assertions, trusted, keep_newer=keep_newer)
+    book = AssertionBook(st)
     for a in good:
-        if st.assertions.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
+        if book.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
             log.debug("added %s revision %d", a.ref, a.revision)
     return good
 
@@ -180,7 +182,7 @@ def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot
     if keep_newer:
         kept = []
         for a in todo:
-            row = st.assertions.get(a.type_name, a.primary_key)
+            row = AssertionBook(st).get(a.type_name, a.primary_key)
             if row is not None and row.revision >= a.revision:
                 continue
             kept.append(a)

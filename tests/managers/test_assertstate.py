@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from engine import AssertionRevisionError, State, TaskRunner
+from engine import State, TaskRunner
 from engine.testing import FakeClock
-from managers import AssertionVerifyError
+from managers import AssertionRevisionError, AssertionVerifyError
 from managers.asserts import Assertion, PrivateKey, sha3_384, sign
 from managers.asserts.build import account, account_key, snap_declaration, snap_id_for, snap_revision
-from managers.assertstate import AssertManager, fetch_chain
+from managers.assertstate import AssertionBook, AssertManager, fetch_chain
 from managers.snapstore import SnapStore
 
 T = "2030-01-01T00:00:00Z"
@@ -50,7 +50,7 @@ def test_a_good_chain_is_added_in_any_order(st: State, am: AssertManager, root_k
         assert am.find("snap-declaration", {"snap-name": "world"}) == []
         # Adding the same again is a no-op.
         am.add(good[0].text)
-        assert st.assertions.get("account", ["acme"]).revision == 0  # type: ignore[union-attr]
+        assert AssertionBook(st).get("account", ["acme"]).revision == 0  # type: ignore[union-attr]
 
 
 def _other_key(root: PrivateKey, acme: PrivateKey) -> list[Assertion]:
@@ -159,7 +159,7 @@ def test_a_broken_link_is_named_and_nothing_is_added(st: State, am: AssertManage
         assert message in str(e.value)
         assert str(e.value).startswith("cannot add ")
         for a in batch:
-            assert st.assertions.get(a.type_name, a.primary_key) is None, f"{a.ref} was stored"
+            assert AssertionBook(st).get(a.type_name, a.primary_key) is None, f"{a.ref} was stored"
 
 
 def test_key_validity_and_timestamps_are_judged_by_the_state_clock(st: State, am: AssertManager,
