@@ -110,6 +110,10 @@ class AssertionBook:
     def __init__(self, st: State) -> None:
         self._rows = st.table(ASSERTIONS)
 
+    def now(self) -> datetime:
+        """now is the State clock's time."""
+        return self._rows.now()
+
     def get(self, type: str, primary_key: Sequence[str]) -> StoredAssertion | None:
         """get returns the stored assertion of type with primary_key, or None."""
         row = self._rows.get(type, "/".join(_check_key(type, primary_key)))
