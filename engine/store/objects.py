@@ -6,8 +6,10 @@ through SQLAlchemy's inspector). A database at the head revision may still have 
 INDEX`` in a ``sqlite3`` shell, a restore that skipped one). Opening
 compares what the database has with what the models and views of the head
 revision define: a missing index is recreated by a writer (it holds no
-data, so nothing is lost) and reported by a reader; anything else (a
-missing view, table or constraint) is reported in one line. ``overlord db
+data, so nothing is lost) and reported by a reader, and so is a missing
+manager table (declared on engine.metadata after the file was made:
+engine.tables), created empty; anything else (a missing view, one of the
+engine's own tables, a constraint) is reported in one line. ``overlord db
 check`` and ``overlord db upgrade`` use the same comparison.
 """
 
