@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, String, Table, Text, func, select
@@ -16,18 +17,37 @@ from engine import DatabaseBusyError, ReadOnlyStateError, State, TableRows
 from engine.testing import FakeClock
 
 
+def declare_notes() -> Table:
+    """declare_notes declares a manager's table on engine.metadata (take it off after: engine.metadata.remove)."""
+    return Table("test_notes", engine.metadata,
+                 Column("book", String(16), primary_key=True), Column("page", Integer, primary_key=True),
+                 Column("text", Text, nullable=False), Column("stars", Integer))
+
+
 @pytest.fixture
 def notes() -> Iterator[Table]:
     """notes is a manager's table, declared on engine.metadata for the test (and taken off it after)."""
-    table = Table("test_notes", engine.metadata,
-                  Column("book", String(16), primary_key=True), Column("page", Integer, primary_key=True),
-                  Column("text", Text, nullable=False), Column("stars", Integer))
+    table = declare_notes()
     yield table
     engine.metadata.remove(table)
 
 
 @pytest.fixture
-def notes_st(notes: Table, backend: str, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[State]:
+def backend_notes(backend: str, request: pytest.FixtureRequest) -> Iterator[Table]:
+    """backend_notes is notes for a test of either backend.
+
+    On PostgreSQL the session's template database is made first, without it: each test's database is a
+    copy of the template, and a writer creates the table it lacks at open.
+    """
+    if backend == "postgresql":
+        request.getfixturevalue("pg_cluster")
+    table = declare_notes()
+    yield table
+    engine.metadata.remove(table)
+
+
+@pytest.fixture
+def notes_st(backend_notes: Table, backend: str, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[State]:
     """notes_st is a State of the test's backend on a database made while notes was declared."""
     if backend == "postgresql":
         url = request.getfixturevalue("pg_url")
@@ -46,8 +66,8 @@ def fresh_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-def test_put_get_delete_and_select(notes: Table, notes_st: State) -> None:
-    st = notes_st
+def test_put_get_delete_and_select(backend_notes: Table, notes_st: State) -> None:
+    st, notes = notes_st, backend_notes
     with st:
         rows = st.table(notes)
         assert isinstance(rows, TableRows) and st.table(notes) is rows  # one per unit of work's host
@@ -71,8 +91,8 @@ def test_put_get_delete_and_select(notes: Table, notes_st: State) -> None:
         assert [r["page"] for r in rows.select(select(notes).where(notes.c.page.in_([1, 2, 3])))] == [1]
 
 
-def test_rows_commit_with_the_state_and_roll_back_with_it(notes: Table, notes_st: State) -> None:
-    st = notes_st
+def test_rows_commit_with_the_state_and_roll_back_with_it(backend_notes: Table, notes_st: State) -> None:
+    st, notes = notes_st, backend_notes
     with pytest.raises(RuntimeError), st:
         st.table(notes).put({"book": "a", "page": 1, "text": "lost"})
         st.set("other", 1)
@@ -138,25 +158,37 @@ def test_a_read_only_state_reads_and_refuses_writes(notes: Table, db_path: Path,
 
 
 def test_a_table_declared_after_the_database_was_made_is_created_by_a_writer(
-        db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    State.open(db_path, clock=clock).close()  # no test_notes yet
-    table = Table("test_notes", engine.metadata, Column("book", String(16), primary_key=True),
+        backend: str, db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture,
+        request: pytest.FixtureRequest) -> None:
+    def open_state(**kw: Any) -> State:
+        if backend == "postgresql":
+            return State.open(url=request.getfixturevalue("pg_url"), clock=clock, **kw)
+        return State.open(db_path, clock=clock, **kw)
+
+    open_state().close()  # no test_late_notes yet
+    table = Table("test_late_notes", engine.metadata, Column("book", String(16), primary_key=True),
                   Column("text", Text, nullable=False))
     try:
         caplog.set_level(logging.INFO, logger="engine.db")
-        st = State.open(db_path, clock=clock)
+        st = open_state()
         try:
             with st:
                 st.table(table).put({"book": "e", "text": "new"})
         finally:
             st.close()
-        assert "lacked the manager table test_notes: created" in caplog.text
-        assert fresh_rows(db_path, "SELECT book, text FROM test_notes") == [("e", "new")]
+        assert "lacked the manager table test_late_notes: created" in caplog.text
+        st = open_state(read_only=True)
+        try:
+            with st:
+                assert dict(st.table(table).get("e") or {}) == {"book": "e", "text": "new"}
+        finally:
+            st.close()
     finally:
         engine.metadata.remove(table)
 
 
-def test_what_is_refused(notes: Table, st: State) -> None:
+def test_what_is_refused(backend_notes: Table, st: State) -> None:
+    notes = backend_notes
     other = Table("not_declared", engine.metadata.__class__(), Column("id", Integer, primary_key=True))
     with pytest.raises(RuntimeError, match="lock"):
         st.table(notes).get("a", 1)
