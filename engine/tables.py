@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, and_, bindparam, delete, select
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.util import find_tables
 
 from ._records import Pending
 from .errors import ReadOnlyStateError
@@ -157,8 +158,15 @@ class TableRows:
         self.dirty.add(k)
 
     def select(self, statement: Select[Any]) -> list[Row]:
-        """select runs a SELECT (SQLAlchemy Core) and returns its rows; the table's pending rows are written first."""
+        """select runs a SELECT (SQLAlchemy Core) and returns its rows; the table's pending rows are written first.
+
+        It reads managers' tables only: the engine's own are read through the State's API.
+        """
         self._w.check()
+        own = sorted({t.name for t in find_tables(statement, include_crud=True)} & ENGINE_OWN)
+        if own:
+            raise ValueError(f"cannot select from table {own[0]}: it is one of the engine's own tables (read it "
+                             "through the State's API)")
         if self.dirty:
             self._w.flush()
         names = [c.key for c in statement.selected_columns]
@@ -191,7 +199,7 @@ class ManagerTables:
     @property
     def pending(self) -> bool:
         """pending says whether any table has rows left to write."""
-        return any(b.pending for b in self._books.values())
+        return bool(self._books) and any(b.pending for b in self._books.values())
 
     def pendings(self) -> tuple[Pending[Key], ...]:
         """pendings returns the write bookkeeping of every table, for commit and rollback."""

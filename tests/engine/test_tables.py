@@ -205,5 +205,8 @@ def test_what_is_refused(backend_notes: Table, st: State) -> None:
             rows.put({"book": "a", "page": 1, "text": "t", "colour": "red"})
         with pytest.raises(ValueError, match="the row lacks its primary key page"):
             rows.put({"book": "a", "text": "t"})
+        tasks = engine.metadata.tables["tasks"]
+        with pytest.raises(ValueError, match="cannot select from table tasks: it is one of the engine's own tables"):
+            rows.select(select(notes.c.book).where(notes.c.page.in_(select(tasks.c.id))))
         with pytest.raises(ValueError, match=r"column 1 of the statement has no name \(give it a .label\(\)\)"):
             rows.select(select(func.count()).select_from(notes))
