@@ -45,11 +45,11 @@ class _Head:
 
 def _head(name: str = "sqlite") -> _Head:
     # Managers add tables to the metadata when imported (engine.tables): the head is what is declared now.
-    return _head_of(name, frozenset(Base.metadata.tables))
+    return _head_of(name, frozenset(Base.metadata.tables.values()))
 
 
 @functools.cache
-def _head_of(name: str, _tables: frozenset[str]) -> _Head:
+def _head_of(name: str, _tables: frozenset[Any]) -> _Head:
     dialect = sqlite_dialect.dialect() if name == "sqlite" else postgresql_dialect.dialect()  # type: ignore[no-untyped-call]
     indexes = {str(ix.name): ix for t in Base.metadata.sorted_tables for ix in t.indexes}
     constraints = {t.name: frozenset(_CONSTRAINT.findall(str(CreateTable(t).compile(dialect=dialect))))
