@@ -9,14 +9,14 @@ primary key (cached for the unit of work, as a Session's identity map),
 transaction as the changes and tasks (committed or rolled back with them),
 and ``select(statement)`` for any other query, which first writes the
 table's pending rows (a Session's autoflush). Reads work on a read-only
-State too. The engine never writes DDL for these tables at run time except
-to create one that is missing (a manager added to an existing database);
-the project's Alembic migrations own their schema like any other table's.
+State too. The project's Alembic migrations own their schema like any
+other table's; the engine writes their DDL only when it makes a new
+database (create_all, with whatever is declared by then) and when a writer
+opens a database that lacks a declared one (a manager added later).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from ._work import Work
     from .store import Store
 
-log = logging.getLogger("engine.tables")
-
 #: metadata is the state database's MetaData: declare a manager's tables on it (Table(name, engine.metadata, ...)).
 metadata = Base.metadata
 
@@ -43,18 +41,13 @@ Key = tuple[Any, ...]
 Row = Mapping[str, Any]
 
 
-def manager_tables() -> list[Table]:
-    """manager_tables lists the tables declared on metadata by managers (not the engine's own), by name."""
-    return [t for name, t in sorted(metadata.tables.items()) if name not in ENGINE_OWN]
-
-
 class TableRows:
     """TableRows is a State's view of one manager table: st.table(table); every method needs the state lock.
 
     get(*key) reads a row by primary key; put(row) and delete(*key) are
     written at commit, in the state's transaction; select(statement) runs
-    any SELECT, after writing what is pending. Rows are read-only mappings
-    of column name to value.
+    a SELECT over managers' tables, after writing what is pending. Rows are
+    read-only mappings of column name to value.
     """
 
     def __init__(self, w: Work, table: Table) -> None:
