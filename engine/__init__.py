@@ -9,10 +9,8 @@ hosts share. See docs/ for the concepts.
 
 from __future__ import annotations
 
-from .assertion import AssertionBook, StoredAssertion
 from .change import Change
 from .errors import (
-    AssertionRevisionError,
     ChangeConflictError,
     ChangeError,
     DatabaseBusyError,
@@ -41,6 +39,7 @@ from .schedules import Schedule, ScheduleManager
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine
 from .status import Status
+from .tables import TableRows, metadata
 from .task import Task, TaskSet
 from .taskrunner import TaskRunner
 from .timespec import ClockSpan, Spec, TimerSet, WeekSpan, parse_spec, parse_timer
@@ -53,8 +52,6 @@ from .why import TaskRef, WhyNot, add_why_not_rule, remove_why_not_rule, why_not
 __all__ = [
     "KEY_RETENTION",
     "MISSING",
-    "AssertionBook",
-    "AssertionRevisionError",
     "Change",
     "ChangeConflictError",
     "ChangeError",
@@ -87,7 +84,7 @@ __all__ = [
     "StateEngine",
     "StateWarning",
     "Status",
-    "StoredAssertion",
+    "TableRows",
     "Task",
     "TaskDependencyCycleError",
     "TaskRef",
@@ -102,6 +99,7 @@ __all__ = [
     "add_why_not_rule",
     "disable_tracing",
     "enable_tracing",
+    "metadata",
     "parse_spec",
     "parse_timer",
     "remove_why_not_rule",

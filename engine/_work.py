@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Work: what Change, Task, prune, warnings and assertions use of the State's unit of work.
+"""Work: what Change, Task, prune, warnings and manager tables use of the State's unit of work.
 
 engine.unitofwork.UnitOfWork is the one implementation; the protocol lets
 the lower modules name what they need without importing the module above

@@ -155,12 +155,3 @@ class Wait(EngineError):
         self.reason = reason
         self.waited_status = waited_status
         super().__init__(f"task set to wait{': ' + reason if reason else ''}")
-
-
-class AssertionRevisionError(EngineError):
-    """AssertionRevisionError means a stored assertion is as new as, or newer than, the one given."""
-
-    def __init__(self, message: str, *, current: int, used: int) -> None:
-        self.current = current
-        self.used = used
-        super().__init__(message)

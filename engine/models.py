@@ -274,30 +274,6 @@ class SequenceRow(Base):
     last_id: Mapped[int] = mapped_column(Int)
 
 
-class AssertionRow(Base):
-    """AssertionRow is the newest known revision of one signed document (an assertion)."""
-
-    __tablename__ = "assertions"
-
-    # What kind of document it is, e.g. "snap-revision".
-    type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    # The values of the type's primary-key headers, joined with "/".
-    primary_key: Mapped[str] = mapped_column(Text, primary_key=True)
-    revision: Mapped[int] = mapped_column(Int)
-    # Who signed it (its "authority-id" header), when it has one.
-    authority_id: Mapped[str | None] = mapped_column(Text)
-    # Every header, as one JSON object, for json_extract().
-    headers: Mapped[str] = mapped_column(Text)
-    # The document exactly as signed: headers, body and signature.
-    text: Mapped[str] = mapped_column(Text)
-    added_time: Mapped[str] = mapped_column(String(32))
-
-    __table_args__ = (
-        *json_check("headers", "headers"),
-        CheckConstraint("revision >= 0", name="revision"),
-    )
-
-
 class ChangeKeyRow(Base):
     """ChangeKeyRow is the idempotency key of a change: a second request with the key gets that change."""
 
@@ -461,3 +437,8 @@ class EnsureTimingRow(Base):
     # The manager's class name ("TaskRunner", "SnapManager", ...).
     manager: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
+
+
+#: ENGINE_OWN names the engine's own tables: those declared above, before any manager declares its own on
+#: Base.metadata (engine.tables).
+ENGINE_OWN = frozenset(Base.metadata.tables)

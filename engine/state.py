@@ -47,10 +47,11 @@ from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
 
-    from .assertion import AssertionBook
     from .change import Change
     from .notice import Notice
+    from .tables import TableRows
     from .task import Task
     from .timings import EnsureTiming
     from .warning import StateWarning
@@ -865,12 +866,14 @@ class State:
         listening.wait(LISTEN_START)
         return _time.POLL_INTERVAL
 
-    # -- assertions ---------------------------------------------------------------
+    # -- manager tables -------------------------------------------------------------
 
-    @property
-    def assertions(self) -> AssertionBook:
-        """assertions stores and looks up signed documents by type and primary key (lock needed)."""
-        return self._uow.assertions
+    def table(self, table: Table) -> TableRows:
+        """table is this State's rows of a manager's own table, written at commit with the state (lock needed).
+
+        table is a SQLAlchemy Table declared on engine.metadata (see engine.tables).
+        """
+        return self._uow.tables.rows(table)
 
     # -- hooks ----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ change to one is noted in a Pending set; the State's outermost unlock
 flushes them into one write transaction and commits. The State owns one
 UnitOfWork (and its lock); the UnitOfWork is the engine's internal
 interface to the State: Change, Task, the TaskRunner, prune, warnings and
-assertions use its methods, never the State's private members.
+manager tables use its methods, never the State's private members.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
-from .assertion import AssertionBook
 from .cache import RecordCache
 from .change import Change, computed_status
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
@@ -27,6 +26,7 @@ from .keys import KeyBook
 from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
+from .tables import ManagerTables
 from .task import Task
 from .timings import TimingBook
 from .warning import WarningBook
@@ -92,7 +92,8 @@ class UnitOfWork:
         self.notices_woken = False
         #: Per change, the asyncio waiters (loop, event) set when it becomes ready (Change.wait_ready_async).
         self.async_waiters: dict[int, list[tuple[Any, Any]]] = {}
-        self.assertions = AssertionBook(self)
+        #: tables: the rows of managers' own tables (engine.tables), written in this unit's transaction.
+        self.tables = ManagerTables(self)
         #: timings: task runs and ensure passes, written by whatever commits next (engine.timings).
         self.timings = TimingBook(self)
         # What must be written; see Pending.
@@ -148,12 +149,12 @@ class UnitOfWork:
                     or self._done_flips.todo or self._new_changes.todo or self._dirty_changes.todo
                     or self._new_edges.todo or self._new_lanes.todo or self._dirty_values.todo
                     or self._dirty_seqs.todo or self._ended.todo or self.store.in_write or self.warnings.pending
-                    or self.assertions.pending or self.notices.pending or self.keys.pending)
+                    or self.tables.pending or self.notices.pending or self.keys.pending)
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
                 self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, self._ended, *self.warnings.pendings(), *self.assertions.pendings(),
+                self._done_flips, self._ended, *self.warnings.pendings(), *self.tables.pendings(),
                 *self.notices.pendings(), *self.keys.pendings(), *self.timings.pendings())
 
     def forget(self, routine: bool = False) -> None:
@@ -169,7 +170,7 @@ class UnitOfWork:
         self.values.clear()
         self.warnings.forget()
         self.notices.forget()
-        self.assertions.forget()
+        self.tables.forget()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work; records reload from the database."""
@@ -259,7 +260,7 @@ class UnitOfWork:
         self.warnings.flush(store)
         self.notices.flush(store)
         self.keys.flush(store)
-        self.assertions.flush(store)
+        self.tables.flush(store)
         self.timings.flush(store)
         if self._dirty_seqs.todo:
             store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .errors import (
     AlreadySeededError,
+    AssertionRevisionError,
     AssertionVerifyError,
     InterfaceError,
     InvalidAssertionError,
@@ -37,6 +38,7 @@ from .system import SystemManagers, SystemOverlord, system_managers
 
 __all__ = [
     "AlreadySeededError",
+    "AssertionRevisionError",
     "AssertionVerifyError",
     "InterfaceError",
     "InvalidAssertionError",

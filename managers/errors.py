@@ -25,6 +25,15 @@ class AssertionVerifyError(ManagerError):
     """AssertionVerifyError means an assertion's signature chain does not reach the trusted root."""
 
 
+class AssertionRevisionError(ManagerError):
+    """AssertionRevisionError means a stored assertion is as new as, or newer than, the one given."""
+
+    def __init__(self, message: str, *, current: int, used: int) -> None:
+        self.current = current
+        self.used = used
+        super().__init__(message)
+
+
 class InvalidSnapError(ManagerError):
     """InvalidSnapError means a snap file or directory is malformed or hostile."""
 

@@ -3,25 +3,36 @@
 
 Run from the checkout (alembic.ini) or from engine.db at run time, which
 hands its own connection over in config.attributes["connection"].
+The schema compared is engine.metadata with the managers' tables declared
+on it (see docs/managers.md, "Tables of your own").
 """
 
 from __future__ import annotations
 
+import importlib
 from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
 
 from engine.db import DatabaseOptions
-from engine.models import Base
 from engine.store import Location, locate
 from engine.store.sqlite import make_engine
+from engine.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+# The modules that declare managers' own tables on engine.metadata (engine.tables), named by the
+# manager_tables option of alembic.ini: imported so that autogenerate and `alembic check` compare the whole
+# schema. (An upgrade at run time needs no metadata: engine.db's configuration names none.)
+for _module in (config.get_main_option("manager_tables") or "").split():
+    importlib.import_module(_module)
+
+#: What autogenerate and `alembic check` compare the database with: engine.metadata, the engine's tables
+#: and those the managers imported so far declared on it.
+target_metadata = metadata
 
 
 def _where() -> Location:

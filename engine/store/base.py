@@ -3,7 +3,7 @@
 
 The unit of work reads rows and writes what changed in one transaction per
 commit; the runner finds runnable tasks; prune finds and deletes old rows;
-the assertion book keeps signed documents. Rows travel as tuples in the
+managers' own tables are read and written with Core statements (engine.tables). Rows travel as tuples in the
 column orders of engine.store.statements (TASK_COLUMNS, CHANGE_COLUMNS ...);
 an update's row is those columns rotated, id last. Driver errors leave a
 store as DatabaseError subclasses that say what failed.
@@ -11,7 +11,7 @@ store as DatabaseError subclasses that say what failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 Row = tuple[Any, ...]
@@ -144,11 +144,8 @@ class Store(Protocol):
     def ensure_timings(self) -> list[Row]:
         """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
 
-    def assertion_row(self, type: str, key: str) -> Row | None:
-        """assertion_row loads one assertion by type and joined primary key."""
-
-    def assertion_rows(self, type: str) -> list[Row]:
-        """assertion_rows loads every assertion of a type."""
+    def read_rows(self, statement: Any, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """read_rows runs a Core SELECT on a manager's table (engine.tables); params give its bindparam() values."""
 
     # -- the runner's queries -------------------------------------------------------------
 
@@ -254,8 +251,11 @@ class Store(Protocol):
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out."""
 
-    def save_assertions(self, rows: Sequence[Row]) -> None:
-        """save_assertions upserts assertions."""
+    def write_rows(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """write_rows runs a Core INSERT, UPDATE or DELETE on a manager's table once per row (engine.tables)."""
+
+    def upsert_statement(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """upsert_statement is this backend's INSERT of columns that updates the row whose keys exist."""
 
     # -- several hosts (shared stores; a single writer's store does nothing) ---------------------
 

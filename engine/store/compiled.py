@@ -54,6 +54,11 @@ class Catalog:
         self._forms = forms
         self._compiled: dict[str, Compiled] = {}
         self._lock = threading.Lock()
+        #: The statements of manager tables compiled so far (engine.tables; see table_statement).
+        self.tables: dict[Any, Any] = {}
+        self.lock = self._lock
+        self.dialect = dialect
+        self.forms = forms
 
     def __getitem__(self, name: str) -> Compiled:
         c = self._compiled.get(name)
@@ -89,3 +94,44 @@ def compile_one(stmt: Sql, dialect: Dialect, forms: Forms) -> Compiled:
     return Compiled(stmt.name, compiled.string, tuple(slots), tuple(constants), direct,
                     stmt.params.index(stmt.expanding) if stmt.expanding else None,
                     POSTCOMPILE.format(stmt.expanding) if stmt.expanding else None)
+
+
+#: How many statements of manager tables (engine.tables) a Catalog keeps compiled.
+STATEMENT_CACHE = 256
+
+
+def compile_statement(stmt: Any, dialect: Dialect) -> tuple[Compiled, tuple[str, ...], dict[str, Any]]:
+    """compile_statement compiles any Core statement (a manager table's): its text, bind names and bound values.
+
+    IN lists are rendered as one placeholder per item (render_postcompile),
+    so the result is a plain positional statement for the driver.
+    """
+    compiled: Any = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    names = tuple(compiled.positiontup or ())
+    n = len(names)
+    return (Compiled(f"table:{id(stmt)}", compiled.string, tuple(range(n)), (None,) * n, True, None, None), names,
+            dict(compiled.params))
+
+
+def table_upsert(catalog: Catalog, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    """table_upsert is the backend's upsert of columns into table (by keys), the same object for the same arguments."""
+    k = ("upsert", table, keys, columns)
+    stmt = catalog.tables.get(k)
+    if stmt is None:
+        stmt = catalog.forms.upsert(table, keys, columns)
+        with catalog.lock:
+            catalog.tables[k] = stmt
+    return stmt
+
+
+def table_statement(catalog: Catalog, stmt: Any) -> tuple[Compiled, tuple[str, ...], dict[str, Any]]:
+    """table_statement is compile_statement for catalog's dialect, kept for the statements used again."""
+    cache = catalog.tables
+    found: tuple[Compiled, tuple[str, ...], dict[str, Any]] | None = cache.get(stmt)
+    if found is None:
+        found = compile_statement(stmt, catalog.dialect)
+        with catalog.lock:
+            if len(cache) >= STATEMENT_CACHE:
+                cache.clear()
+            cache[stmt] = found
+    return found

@@ -6,8 +6,10 @@ through SQLAlchemy's inspector). A database at the head revision may still have 
 INDEX`` in a ``sqlite3`` shell, a restore that skipped one). Opening
 compares what the database has with what the models and views of the head
 revision define: a missing index is recreated by a writer (it holds no
-data, so nothing is lost) and reported by a reader; anything else (a
-missing view, table or constraint) is reported in one line. ``overlord db
+data, so nothing is lost) and reported by a reader, and so is a missing
+manager table (declared on engine.metadata after the file was made:
+engine.tables), created empty; anything else (a missing view, one of the
+engine's own tables, a constraint) is reported in one line. ``overlord db
 check`` and ``overlord db upgrade`` use the same comparison.
 """
 
@@ -25,7 +27,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateTable
 
-from ..models import Base
+from ..models import ENGINE_OWN, Base
 from .views import VIEWS
 
 log = logging.getLogger("engine.db")
@@ -41,8 +43,13 @@ class _Head:
     constraints: dict[str, frozenset[str]]  # by table
 
 
-@functools.cache
 def _head(name: str = "sqlite") -> _Head:
+    # Managers add tables to the metadata when imported (engine.tables): the head is what is declared now.
+    return _head_of(name, frozenset(Base.metadata.tables.values()))
+
+
+@functools.cache
+def _head_of(name: str, _tables: frozenset[Any]) -> _Head:
     dialect = sqlite_dialect.dialect() if name == "sqlite" else postgresql_dialect.dialect()  # type: ignore[no-untyped-call]
     indexes = {str(ix.name): ix for t in Base.metadata.sorted_tables for ix in t.indexes}
     constraints = {t.name: frozenset(_CONSTRAINT.findall(str(CreateTable(t).compile(dialect=dialect))))
@@ -56,15 +63,23 @@ class SchemaObjects:
 
     #: Missing indexes, by name (a writer recreates them).
     indexes: list[str] = field(default_factory=list)
+    #: Missing manager tables (engine.tables), by name: a writer creates them, empty.
+    tables: list[str] = field(default_factory=list)
     #: Everything else that is missing, one phrase each ("view v_changes").
     others: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.indexes or self.others)
+        return bool(self.indexes or self.tables or self.others)
+
+    @property
+    def recreatable(self) -> bool:
+        """recreatable says whether a writer has something to create (indexes, manager tables)."""
+        return bool(self.indexes or self.tables)
 
     def describe(self) -> str:
         """describe is the one line that lists what is missing."""
         return "; ".join([*(f"index {name} is missing" for name in self.indexes),
+                          *(f"table {name} is missing" for name in self.tables),
                           *(f"{what} is missing" for what in self.others)])
 
 
@@ -98,9 +113,12 @@ def _compare(head: _Head, have: set[tuple[str, str]], constraints: dict[str, set
     tables = {name for kind, name in have if kind == "table"}
     out = SchemaObjects()
     for table in sorted(head.tables - tables):
-        out.others.append(f"table {table}")
+        if table in ENGINE_OWN:
+            out.others.append(f"table {table}")
+        else:
+            out.tables.append(table)  # a manager's table, declared after the database was made
     for name, ix in sorted(head.indexes.items()):
-        if ("index", name) not in have and ix.table is not None and ix.table.name in tables:
+        if ("index", name) not in have and ix.table is not None and ix.table.name in tables | set(out.tables):
             out.indexes.append(name)
     for view in sorted(head.views - {name for kind, name in have if kind == "view"}):
         out.others.append(f"view {view}")
@@ -116,7 +134,7 @@ def repair(engine: Engine, raw: sqlite3.Connection, target: str) -> SchemaObject
     It returns what was missing at the start.
     """
     missing = missing_objects(raw)
-    if missing.indexes:
+    if missing.recreatable:
         with engine.begin() as conn:
             recreate(conn, missing)
     _say(missing, target)
@@ -124,13 +142,18 @@ def repair(engine: Engine, raw: sqlite3.Connection, target: str) -> SchemaObject
 
 
 def recreate(conn: Any, missing: SchemaObjects) -> None:
-    """recreate creates the missing indexes on conn, in its transaction."""
+    """recreate creates the missing manager tables and indexes on conn, in its transaction."""
     head = _head()
+    for name in missing.tables:
+        Base.metadata.tables[name].create(conn, checkfirst=True)
     for name in missing.indexes:
         head.indexes[name].create(conn, checkfirst=True)
 
 
 def _say(missing: SchemaObjects, target: str) -> None:
+    if missing.tables:
+        log.info("state database %s lacked the manager table%s %s: created", target,
+                 "s" if len(missing.tables) > 1 else "", ", ".join(missing.tables))
     if missing.indexes:
         log.warning("state database %s lacked the index%s %s of its schema: recreated", target,
                     "es" if len(missing.indexes) > 1 else "", ", ".join(missing.indexes))

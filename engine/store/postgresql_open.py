@@ -128,7 +128,7 @@ def _check_objects(conn: Any, target: str, *, read_only: bool) -> None:
         log.warning("state database %s differs from the schema the engine needs: %s (opening it for writing "
                     "recreates a missing index)", target, missing.describe())
         return
-    if not missing.indexes:
+    if not missing.recreatable:
         repaired(conn, target)  # nothing to create: says what is missing
         conn.rollback()
         return

@@ -10,11 +10,11 @@ owns the transactions; everything else is here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import Row
-from .compiled import Catalog, Compiled
+from .compiled import Catalog, Compiled, table_statement, table_upsert
 
 log = logging.getLogger("engine.store")
 
@@ -58,6 +58,10 @@ class SqlStore:
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement whose expanding parameter is ids in the write transaction."""
+        raise NotImplementedError
+
+    def begin_write(self, relaxed: bool = False) -> None:
+        """begin_write opens the write transaction."""
         raise NotImplementedError
 
     # -- reads ---------------------------------------------------------------------------
@@ -196,14 +200,26 @@ class SqlStore:
         """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
         return self.query(self.sql["ensure_timings"])
 
-    def assertion_row(self, type: str, key: str) -> Row | None:
-        """assertion_row loads one assertion by type and joined primary key."""
-        rows = self.query(self.sql["assertion"], (type, key))
-        return rows[0] if rows else None
+    # -- manager tables (engine.tables) -------------------------------------------------
 
-    def assertion_rows(self, type: str) -> list[Row]:
-        """assertion_rows loads every assertion of a type."""
-        return self.query(self.sql["assertions_of_type"], (type,))
+    def read_rows(self, statement: Any, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """read_rows runs a Core SELECT on a manager's table; params give its bindparam() values."""
+        c, names, bound = table_statement(self.sql, statement)
+        given = params or {}
+        return self.query(c, [given[n] if n in given else bound[n] for n in names])
+
+    def write_rows(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """write_rows runs a Core INSERT, UPDATE or DELETE on a manager's table once per row, in the write
+        transaction; each row gives the statement's bindparam() values."""
+        if not rows:
+            return
+        c, names, bound = table_statement(self.sql, statement)
+        self.begin_write()
+        self.executemany(c, [[r[n] if n in r else bound[n] for n in names] for r in rows])
+
+    def upsert_statement(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """upsert_statement is this backend's INSERT of columns that updates the row whose keys exist."""
+        return table_upsert(self.sql, table, keys, columns)
 
     # -- the runner's queries ---------------------------------------------------------------
 
@@ -356,10 +372,6 @@ class SqlStore:
     def save_sequences(self, values: dict[str, int]) -> None:
         """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""
         self.executemany(self.sql["upsert_sequence"], list(values.items()))
-
-    def save_assertions(self, rows: Sequence[Row]) -> None:
-        """save_assertions upserts assertions."""
-        self.executemany(self.sql["upsert_assertion"], rows)
 
     # -- several hosts: a single writer needs none of it -------------------------------------
 

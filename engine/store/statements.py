@@ -40,7 +40,6 @@ from sqlalchemy import (
 from ..models import (
     RUNNABLE_PREDICATE,
     UNREADY_PREDICATE,
-    AssertionRow,
     ChangeAffectRow,
     ChangeKeyRow,
     ChangeRow,
@@ -70,7 +69,6 @@ task_log: Table = TaskLogRow.__table__  # type: ignore[assignment]
 state_data: Table = StateDataRow.__table__  # type: ignore[assignment]
 warnings: Table = WarningRow.__table__  # type: ignore[assignment]
 sequences: Table = SequenceRow.__table__  # type: ignore[assignment]
-assertions: Table = AssertionRow.__table__  # type: ignore[assignment]
 notices: Table = NoticeRow.__table__  # type: ignore[assignment]
 change_keys: Table = ChangeKeyRow.__table__  # type: ignore[assignment]
 affects: Table = ChangeAffectRow.__table__  # type: ignore[assignment]
@@ -92,7 +90,6 @@ WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire
 #: The columns of a notice row (engine.notice.Notice.row).
 NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
                   "repeat_after", "expire_after", "expire_time")
-ASSERTION_COLUMNS = ("type", "primary_key", "revision", "authority_id", "headers", "text", "added_time")
 #: The columns of a task run as the engine writes it (engine.timings).
 TASK_TIMING_COLUMNS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
 #: The columns of a manager's ensure in one pass (engine.timings).
@@ -277,11 +274,6 @@ STATEMENTS: list[Sql] = [
         .where(changes.c.ready_time.is_(None)).order_by(changes.c.id)),
     Sql("orphan_tasks_before", lambda f: select(tasks.c.id).where(
         tasks.c.change_id.is_(None), tasks.c.spawn_time < _b("before")), ("before",)),
-    # -- assertions
-    Sql("assertion", lambda f: select(*_cols(assertions, ASSERTION_COLUMNS)).where(
-        assertions.c.type == _b("type"), assertions.c.primary_key == _b("key")), ("type", "key")),
-    Sql("assertions_of_type", lambda f: select(*_cols(assertions, ASSERTION_COLUMNS)).where(
-        assertions.c.type == _b("type")), ("type",)),
     # -- writes (inside a write transaction)
     Sql("insert_changes", lambda f: insert(changes).values(_values(CHANGE_COLUMNS)), CHANGE_COLUMNS),
     Sql("update_changes", lambda f: update(changes).values(_values(CHANGE_COLUMNS[1:]))
@@ -338,8 +330,6 @@ STATEMENTS: list[Sql] = [
         ENSURE_TIMING_COLUMNS),
     Sql("trim_ensure_timings", lambda f: delete(ensure_timings).where(
         ensure_timings.c.id <= select(func.max(ensure_timings.c.id)).scalar_subquery() - _b("keep")), ("keep",)),
-    Sql("upsert_assertion", lambda f: f.upsert(assertions, ("type", "primary_key"), ASSERTION_COLUMNS),
-        ASSERTION_COLUMNS),
 ]
 
 

@@ -12,6 +12,7 @@ from engine import State, TaskRunner
 from ..asserts import Assertion, PublicKey, decode_stream, load_public_key
 from . import assertstate
 from .assertstate import Fetch, TrustedRoot
+from .book import AssertionBook
 
 log = logging.getLogger("managers.assertstate")
 
@@ -47,7 +48,7 @@ class AssertManager:
         """add verifies the assertions of text (one or a stream) and stores them, all or none.
 
         A newer revision replaces the stored one; the same one again is a
-        no-op; an older one is refused (engine.AssertionRevisionError). A
+        no-op; an older one is refused (managers.errors.AssertionRevisionError). A
         broken chain raises AssertionVerifyError naming the missing or wrong
         link; a malformed text InvalidAssertionError.
         """
@@ -76,7 +77,7 @@ class AssertManager:
         revision as new or newer than the store's is kept.
         """
         def have(typ: str, pk: tuple[str, ...]) -> bool:
-            return self._state.assertions.get(typ, pk) is not None
+            return AssertionBook(self._state).get(typ, pk) is not None
 
         found = assertstate.fetch_chain(fetch, type, primary_key, self.trusted, have)
         return self.add_many(found, keep_newer=True)

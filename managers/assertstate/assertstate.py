@@ -8,6 +8,7 @@ reads the fetch function it is given).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,9 +17,12 @@ from engine import State
 
 from ..asserts import Assertion, PublicKey, decode, parse_time
 from ..errors import AssertionVerifyError, InvalidAssertionError
+from .book import AssertionBook
 
 log = logging.getLogger("managers.assertstate")
 
+#: Key is an assertion's type and primary key.
+Key = tuple[str, tuple[str, ...]]
 Lookup = Callable[[str, tuple[str, ...]], Assertion | None]
 #: Fetch returns the text of the assertion of a type with a primary key, or None.
 Fetch = Callable[[str, tuple[str, ...]], str | None]
@@ -40,7 +44,7 @@ class TrustedRoot:
 
 def stored(st: State, type: str, primary_key: Sequence[str]) -> Assertion | None:
     """stored returns the assertion kept in the state database, decoded, or None."""
-    row = st.assertions.get(type, primary_key)
+    row = AssertionBook(st).get(type, primary_key)
     if row is None:
         return None
     cache: dict[str, Assertion] | None = st.cached(_DECODED)
@@ -59,7 +63,7 @@ def stored(st: State, type: str, primary_key: Sequence[str]) -> Assertion | None
 def find(st: State, type: str, headers: Mapping[str, str] | None = None) -> list[Assertion]:
     """find returns the stored assertions of type whose headers have the given values."""
     out = []
-    for row in st.assertions.find(type, headers):
+    for row in AssertionBook(st).find(type, headers):
         a = stored(st, row.type, row.primary_key)
         if a is not None:
             out.append(a)
@@ -151,28 +155,77 @@ def add_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | 
     the store wants); otherwise it is refused like the engine refuses it.
     """
     good = verify_many(st, assertions, trusted, keep_newer=keep_newer)
+    book = AssertionBook(st)
     for a in good:
-        if st.assertions.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
+        if book.put(a.type_name, a.primary_key, a.revision, a.text, dict(a.headers)):
             log.debug("added %s revision %d", a.ref, a.revision)
     return good
+
+
+def needs(a: Assertion, trusted: TrustedRoot | None) -> list[Key]:
+    """needs lists the assertions verify looks up for a: its signing key's account-key and its prerequisites."""
+    if trusted is None:
+        return []  # verify refuses it before looking anything up
+    out: list[Key] = []
+    if a.sign_key_id != trusted.key.id:
+        out.append(("account-key", (a.sign_key_id,)))
+    for typ, pk in a.prerequisites():
+        if not (typ == "account" and pk == (trusted.authority_id,)):
+            out.append((typ, pk))
+    if a.type_name == "snap-revision":
+        out.append(("snap-declaration", ("16", a.header("snap-id"))))
+    return out
+
+
+def _dependency_order(todo: list[Assertion], trusted: TrustedRoot | None) -> list[Assertion]:
+    """_dependency_order puts what each assertion needs of the others before it (Kahn's algorithm, stable).
+
+    Linear in the assertions and their needs. Those in a circle of needs
+    come last, in the order given (verify refuses them unless the database
+    has what they need).
+    """
+    index = {(a.type_name, a.primary_key): i for i, a in enumerate(todo)}
+    blockers = [0] * len(todo)
+    unblocks: list[list[int]] = [[] for _ in todo]
+    for i, a in enumerate(todo):
+        for j in {index.get(k) for k in needs(a, trusted)}:
+            if j is not None and j != i:
+                blockers[i] += 1
+                unblocks[j].append(i)
+    ready = deque(i for i, n in enumerate(blockers) if n == 0)
+    order: list[int] = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for j in unblocks[i]:
+            blockers[j] -= 1
+            if blockers[j] == 0:
+                ready.append(j)
+    order += [i for i, n in enumerate(blockers) if n > 0]
+    return [todo[i] for i in order]
 
 
 def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot | None, *,
                 keep_newer: bool = False) -> list[Assertion]:
     """verify_many checks assertions as add_many does, storing nothing; it returns those add_many would store.
 
-    Key validity and timestamps are judged against the State's clock (see verify).
+    Any order is fine: each is verified once, after what it needs of the
+    others (so a stream in the worst order costs what the best one does).
+    Key validity and timestamps are judged against the State's clock (see
+    verify). The first assertion given that does not verify is the one the
+    AssertionVerifyError names.
     """
     todo = list(assertions)
-    seen: dict[tuple[str, tuple[str, ...]], Assertion] = {}
+    seen: dict[Key, Assertion] = {}
     for a in todo:
         k = (a.type_name, a.primary_key)
         if k in seen and seen[k].text != a.text:
             raise InvalidAssertionError(f"cannot add {a.ref}: given twice, with different content")
         seen[k] = a
-    todo = list({(a.type_name, a.primary_key): a for a in todo}.values())
-    good: dict[tuple[str, tuple[str, ...]], Assertion] = {}
-    now = st._now()  # the State's clock, which the signer does not choose
+    todo = list(seen.values())
+    book = AssertionBook(st)
+    good: dict[Key, Assertion] = {}
+    now = book.now()  # the State's clock, which the signer does not choose
 
     def lookup(typ: str, pk: tuple[str, ...]) -> Assertion | None:
         return good.get((typ, pk)) or stored(st, typ, pk)
@@ -180,23 +233,33 @@ def verify_many(st: State, assertions: Iterable[Assertion], trusted: TrustedRoot
     if keep_newer:
         kept = []
         for a in todo:
-            row = st.assertions.get(a.type_name, a.primary_key)
+            row = book.get(a.type_name, a.primary_key)
             if row is not None and row.revision >= a.revision:
                 continue
             kept.append(a)
         todo = kept
-    while todo:
-        left: list[tuple[Assertion, AssertionVerifyError]] = []
-        for a in todo:
+    failed: set[Key] = set()
+    for a in _dependency_order(todo, trusted):
+        try:
+            verify(a, lookup, trusted, now)
+        except AssertionVerifyError:
+            failed.add((a.type_name, a.primary_key))
+        else:
+            good[(a.type_name, a.primary_key)] = a
+    # What failed is tried again until nothing more verifies: once, when needs() named all that verify looks up.
+    left = [a for a in todo if (a.type_name, a.primary_key) in failed]
+    while left:
+        errors: list[tuple[Assertion, AssertionVerifyError]] = []
+        for a in left:
             try:
                 verify(a, lookup, trusted, now)
             except AssertionVerifyError as e:
-                left.append((a, e))
+                errors.append((a, e))
             else:
                 good[(a.type_name, a.primary_key)] = a
-        if len(left) == len(todo):
-            raise left[0][1]
-        todo = [a for a, _ in left]
+        if len(errors) == len(left):
+            raise errors[0][1]
+        left = [a for a, _ in errors]
     return list(good.values())
 
 

@@ -11,6 +11,7 @@ recreates a missing index of the schema.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,21 @@ def _script() -> Any:
     return ScriptDirectory.from_config(alembic_config())
 
 
+def _declare_manager_tables() -> None:
+    """_declare_manager_tables imports the snap system's tables (engine.tables), so that the schema compared is whole.
+
+    Nothing when the managers are not installed (an overlord of another system, without the [system] extra).
+    """
+    with contextlib.suppress(ImportError):
+        import managers.assertstate.book  # noqa: F401  (declares the assertions table on engine.metadata)
+
+
 def _inspect(path: Path, *, full: bool = False) -> Any:
     """_inspect is the engine's report on the database (engine.store.inspect_database), or one CliError line."""
     from engine import EngineError
     from engine.store import inspect_database
 
+    _declare_manager_tables()
     try:
         return inspect_database(path, full=full)
     except (EngineError, ValueError) as e:
@@ -152,7 +163,8 @@ def check(db: Path | None, as_json: bool, state_dir: Path | None) -> None:
     from engine.db import BASE
 
     revision = None if revision == BASE else revision
-    missing = [f"index {name}" for name in found.missing.indexes] + found.missing.others
+    missing = [f"index {name}" for name in found.missing.indexes] + \
+        [f"table {name}" for name in found.missing.tables] + found.missing.others
     report = {"database": str(path), "integrity": found.integrity, "revision": revision, "head": head,
               "schema-differences": found.schema_differences, "schema-objects-missing": missing,
               "ok": found.ok}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from engine import AssertionRevisionError, ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
+from engine import ChangeConflictError, DatabaseBusyError, DatabaseCorruptError
 
 
 class ErrorKind(enum.Enum):
@@ -145,7 +145,7 @@ def _manager_errors() -> list[tuple[type[BaseException], int, ErrorKind]]:
         (m.InvalidSnapError, 400, ErrorKind.INVALID_SNAP),
         (m.InvalidAssertionError, 400, ErrorKind.INVALID_ASSERTION),
         (m.AssertionVerifyError, 400, ErrorKind.ASSERTION_REFUSED),
-        (AssertionRevisionError, 400, ErrorKind.ASSERTION_REFUSED),
+        (m.AssertionRevisionError, 400, ErrorKind.ASSERTION_REFUSED),
         (m.StoreError, 502, ErrorKind.STORE_ERROR),
         (m.NotConnectedError, 400, ErrorKind.INTERFACES_UNCHANGED),  # before InterfaceError, its base
         (m.InterfaceError, 400, ErrorKind.BAD_REQUEST),

@@ -22,6 +22,7 @@ from engine.testing import FakeClock
 from managers import AlreadySeededError, InvalidSeedError, ManagerError, SystemOverlord
 from managers.asserts import PrivateKey, decode_stream, file_sha3_384
 from managers.asserts.build import snap_id_for, snap_revision
+from managers.assertstate import AssertionBook
 from managers.snap import pack
 from overlord.samples import SEED, SNAPS, TEST_KEYS, build_seed, sample_keys
 from tests.managers.test_snap_crash import outcome
@@ -194,7 +195,7 @@ def test_a_broken_seed_is_refused_whole_with_nothing_changed(system: SystemOverl
     assert "\n" not in str(e.value)
     with o.state:
         assert o.state.changes() == [] and not o.first_boot.seeded
-        assert o.state.assertions.find("account") == []
+        assert AssertionBook(o.state).find("account") == []
     assert tree(o.root_dir) == before
 
 
@@ -312,4 +313,4 @@ def test_a_change_in_progress_on_a_seed_snap_is_a_conflict_before_anything_is_wr
     with o.state, pytest.raises(ChangeConflictError, match=f"change {chg.id} \\(hold\\) is in progress"):
         o.first_boot.seed(SEED)
     with o.state:
-        assert o.state.assertions.find("account") == [] and [c.id for c in o.state.changes()] == [chg.id]
+        assert AssertionBook(o.state).find("account") == [] and [c.id for c in o.state.changes()] == [chg.id]

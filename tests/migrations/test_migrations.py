@@ -23,10 +23,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from engine import Overlord, State, StateEngine, Status, TaskRunner
+from engine import metadata as engine_metadata
 from engine.db import SCHEMA_HEAD, alembic_config
 from engine.errors import DatabaseError, EngineError, SchemaVersionError
-from engine.models import Base
 from engine.testing import FakeClock
+from managers.assertstate import AssertionBook
 from tests.fixtures.make_database import (
     FixedClock,
     close,
@@ -71,7 +72,7 @@ def metadata_diffs(db: Path) -> list[object]:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"render_as_batch": True})
-            return list(compare_metadata(ctx, Base.metadata))
+            return list(compare_metadata(ctx, engine_metadata))
     finally:
         engine.dispose()
 
@@ -95,7 +96,7 @@ def fill(st: State, clock: FakeClock) -> None:
         st.set("config", {"retries": 3})
         st.add_warning("disk almost full")
         st.new_task("orphan", "Left over")
-        st.assertions.put("account", ["acme"], 2, "type: account\naccount-id: acme\n\nSIG",
+        AssertionBook(st).put("account", ["acme"], 2, "type: account\naccount-id: acme\n\nSIG",
                           {"type": "account", "account-id": "acme", "authority-id": "root"})
         st.emit("approval", {"ok": True})
     # t1 done by its handler: one run, and one ensure pass kept (engine.timings), written by the next commit.
@@ -393,11 +394,11 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
     st = State.open(db, clock=clock)
     try:
         with st:
-            assert st.assertions.get("account", ["acme"]) is None
-            st.assertions.put("account", ["acme"], 3, "text", {"authority-id": "root"})
+            assert AssertionBook(st).get("account", ["acme"]) is None
+            AssertionBook(st).put("account", ["acme"], 3, "text", {"authority-id": "root"})
             assert [c.kind for c in st.changes()] == ["install"]
         with st:
-            stored = st.assertions.get("account", ["acme"])
+            stored = AssertionBook(st).get("account", ["acme"])
             assert stored is not None and stored.revision == 3
     finally:
         st.close()

@@ -24,6 +24,7 @@ from engine import State, Status, Task, TaskRunner, TaskSet
 from engine.db import SCHEMA_HEAD
 from engine.testing import FakeClock
 from engine.tomb import Tomb
+from managers.assertstate import AssertionBook
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 MIN_QUERIES = 5
@@ -114,11 +115,11 @@ def build(path: Path) -> Built:
             st.set("settings", {"refresh": {"retries": 3, "hold": "forever"}})
             st.set("seeded", True)
             for snap_id, name in (("id-world", "world"), ("id-hello", "hello")):
-                st.assertions.put("snap-declaration", ["16", snap_id], 1,
+                AssertionBook(st).put("snap-declaration", ["16", snap_id], 1,
                                   f"type: snap-declaration\nsnap-name: {name}\n\nSIG",
                                   {"type": "snap-declaration", "authority-id": "root", "series": "16",
                                    "snap-id": snap_id, "snap-name": name})
-            st.assertions.put("account", ["acme"], 0, "type: account\n\nSIG", {"authority-id": "root"})
+            AssertionBook(st).put("account", ["acme"], 0, "type: account\n\nSIG", {"authority-id": "root"})
 
             # Change 1: three lanes; a download and a configure step fail.
             chg = st.new_change("install", "Install foo")

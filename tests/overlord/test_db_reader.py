@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine import State, Status
+from managers.assertstate import ASSERTIONS
 from overlord.changeinfo import change_info
 from tests.support.helpers import run_overlord
 
@@ -63,6 +64,20 @@ def test_the_json_is_the_daemons(tmp_path: Path) -> None:
     assert json.loads(one.stdout) == expected_one
     assert [t["why"] and t["why"]["reason"] for t in expected_one["tasks"]] == ["failed", None]
     assert "err" in expected[0] and expected[0]["tasks"][0]["log"][0].endswith("ERROR broke")
+
+
+def test_db_check_compares_the_snap_systems_tables_too(tmp_path: Path) -> None:
+    """A database with the assert manager's table (made with the managers imported) checks clean in a new process."""
+    db = make_db(tmp_path / "state.db")
+    conn = sqlite3.connect(db)
+    try:
+        assert ASSERTIONS.name in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    checked = run_overlord("db", "check", "--db", str(db), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert (report["ok"], report["schema-differences"], report["schema-objects-missing"]) == (True, [], [])
 
 
 def damaged(kind: str, tmp_path: Path) -> tuple[Path, str]:

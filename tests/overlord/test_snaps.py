@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from managers.asserts.build import account
 from managers.snap import pack
 from overlord.client import ApiError
 from overlord.samples import SEED, SNAPS, SampleStore, build_store, keys
@@ -55,6 +56,18 @@ def system(base: Path) -> Iterator[SystemDaemon]:
     (d.state_dir / "hold-mount").unlink(missing_ok=True)
     if d.proc is not None and d.proc.poll() is None:
         d.stop()
+
+
+def test_an_older_revision_of_a_stored_assertion_is_refused(system: SystemDaemon, base: Path) -> None:
+    """The assert manager's revision rule (managers.errors.AssertionRevisionError) is a 400 the client can read."""
+    root = keys(base / "keys")[0]
+    newer, older = (account(root, "root", "revisions", "Revisions", revision=r).text.encode() for r in (2, 1))
+    got, env = raw(system, "POST", "/v2/assertions", newer)
+    assert got == 200, env
+    got, env = raw(system, "POST", "/v2/assertions", older)
+    assert (got, env["result"]["kind"]) == (400, "assertion-refused")
+    assert env["result"]["message"] == ("cannot add account 'revisions': revision 1 is older than the stored "
+                                        "revision 2")
 
 
 def _task(chg: dict, kind: str) -> dict:

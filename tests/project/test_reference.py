@@ -36,9 +36,8 @@ SECTIONS = {
     "Tomb": "Running tasks",
     "StateEngine": "Managers and the Overlord",
     "Overlord": "Managers and the Overlord",
-    "StateWarning": "Warnings and assertions",
-    "AssertionBook": "Warnings and assertions",
-    "StoredAssertion": "Warnings and assertions",
+    "StateWarning": "Warnings, notices and manager tables",
+    "TableRows": "Warnings, notices and manager tables",
 }
 
 

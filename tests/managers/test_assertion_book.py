@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""st.assertions: signed documents stored in the unit of work, with the revision rule."""
+"""AssertionBook: signed documents in the assert manager's own table, written with the state, with the revision rule."""
 
 from __future__ import annotations
 
@@ -8,36 +8,38 @@ from pathlib import Path
 
 import pytest
 
-from engine import AssertionRevisionError, State
+from engine import State
 from engine.testing import FakeClock
+from managers.assertstate import AssertionBook
+from managers.errors import AssertionRevisionError
 
 HEADERS = {"type": "snap-declaration", "authority-id": "root", "series": "16", "snap-id": "abc",
            "snap-name": "hello", "publisher-id": "acme"}
 
 
 def put(st: State, revision: int, text: str = "text", **headers: str) -> bool:
-    return st.assertions.put("snap-declaration", ["16", "abc"], revision, text, {**HEADERS, **headers})
+    return AssertionBook(st).put("snap-declaration", ["16", "abc"], revision, text, {**HEADERS, **headers})
 
 
 def test_put_get_and_find(st: State, clock: FakeClock) -> None:
     with st:
-        assert st.assertions.get("snap-declaration", ["16", "abc"]) is None
+        assert AssertionBook(st).get("snap-declaration", ["16", "abc"]) is None
         assert put(st, 1) is True
-        a = st.assertions.get("snap-declaration", ("16", "abc"))
+        a = AssertionBook(st).get("snap-declaration", ("16", "abc"))
         assert a is not None
         assert (a.type, a.primary_key, a.revision, a.text, a.authority_id) == \
             ("snap-declaration", ("16", "abc"), 1, "text", "root")
         assert a.added_time == clock()
-        st.assertions.put("snap-declaration", ["16", "def"], 0, "other", {**HEADERS, "snap-name": "world"})
+        AssertionBook(st).put("snap-declaration", ["16", "def"], 0, "other", {**HEADERS, "snap-name": "world"})
     with st:
-        assert [x.primary_key for x in st.assertions.find("snap-declaration")] == [("16", "abc"), ("16", "def")]
-        assert [x.headers["snap-name"] for x in st.assertions.find("snap-declaration", {"snap-name": "world"})] == \
+        assert [x.primary_key for x in AssertionBook(st).find("snap-declaration")] == [("16", "abc"), ("16", "def")]
+        assert [x.headers["snap-name"] for x in AssertionBook(st).find("snap-declaration", {"snap-name": "world"})] == \
             ["world"]
-        assert st.assertions.find("snap-declaration", {"snap-name": "nobody"}) == []
-        assert st.assertions.find("account") == []
+        assert AssertionBook(st).find("snap-declaration", {"snap-name": "nobody"}) == []
+        assert AssertionBook(st).find("account") == []
         # Uncommitted puts are found too.
-        st.assertions.put("snap-declaration", ["16", "ghi"], 0, "third", {**HEADERS, "snap-name": "third"})
-        assert [x.text for x in st.assertions.find("snap-declaration", {"snap-name": "third"})] == ["third"]
+        AssertionBook(st).put("snap-declaration", ["16", "ghi"], 0, "third", {**HEADERS, "snap-name": "third"})
+        assert [x.text for x in AssertionBook(st).find("snap-declaration", {"snap-name": "third"})] == ["third"]
 
 
 def test_revision_rule(st: State) -> None:
@@ -53,7 +55,7 @@ def test_revision_rule(st: State) -> None:
             put(st, 2, "two, re-signed")
         assert put(st, 3, "three") is True
     with st:
-        a = st.assertions.get("snap-declaration", ["16", "abc"])
+        a = AssertionBook(st).get("snap-declaration", ["16", "abc"])
         assert a is not None and (a.revision, a.text) == (3, "three")
 
 
@@ -64,7 +66,7 @@ def test_puts_commit_with_the_unit_of_work_and_roll_back_with_it(file_st: State,
         st.set("other", 1)
         raise RuntimeError("boom")
     with st:
-        assert st.assertions.get("snap-declaration", ["16", "abc"]) is None
+        assert AssertionBook(st).get("snap-declaration", ["16", "abc"]) is None
         assert st.get("other", None) is None
         put(st, 1)
         st.set("other", 2)
@@ -85,14 +87,14 @@ def test_assertions_survive_reopen_and_see_outside_writes(db_path: Path, clock: 
     st = State.open(db_path, clock=clock)
     try:
         with st:
-            a = st.assertions.get("snap-declaration", ["16", "abc"])
+            a = AssertionBook(st).get("snap-declaration", ["16", "abc"])
             assert a is not None and a.headers["publisher-id"] == "acme"
         con = sqlite3.connect(db_path)
         with con:
             con.execute("UPDATE assertions SET revision = 7")
         con.close()
         with st:
-            a = st.assertions.get("snap-declaration", ["16", "abc"])
+            a = AssertionBook(st).get("snap-declaration", ["16", "abc"])
             assert a is not None and a.revision == 7
     finally:
         st.close()
@@ -100,16 +102,16 @@ def test_assertions_survive_reopen_and_see_outside_writes(db_path: Path, clock: 
 
 def test_lock_and_arguments_are_checked(st: State) -> None:
     with pytest.raises(RuntimeError, match="lock"):
-        st.assertions.get("account", ["x"])
+        AssertionBook(st).get("account", ["x"])
     with st:
         with pytest.raises(ValueError, match="cannot use assertion type"):
-            st.assertions.get("Bad Type", ["x"])
+            AssertionBook(st).get("Bad Type", ["x"])
         for key in ([], ["a/b"], [""], "abc"):
             with pytest.raises(ValueError, match="cannot use primary key"):
-                st.assertions.put("account", key, 0, "t")  # type: ignore[arg-type]
+                AssertionBook(st).put("account", key, 0, "t")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="revision must be"):
-            st.assertions.put("account", ["x"], -1, "t")
+            AssertionBook(st).put("account", ["x"], -1, "t")
         with pytest.raises(ValueError, match="text is empty"):
-            st.assertions.put("account", ["x"], 0, "")
+            AssertionBook(st).put("account", ["x"], 0, "")
         with pytest.raises(TypeError, match="not JSON-serialisable"):
-            st.assertions.put("account", ["x"], 0, "t", {"when": object()})
+            AssertionBook(st).put("account", ["x"], 0, "t", {"when": object()})
