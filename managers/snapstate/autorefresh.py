@@ -31,9 +31,10 @@ from engine import State, Task, Tomb
 
 from ..errors import ManagerError, NoUpdateAvailableError, SnapNotInstalledError, SnapOperationError
 from .conflict import busy_snaps, snap_key
+from .lookup import store_lookup
 from .model import SnapManagerView, get_snap_state, mark_done
 from .schedule import Schedule, next_refresh, parse_schedule
-from .snapstate import refresh_task_sets, store_lookup
+from .snapstate import refresh_task_sets
 
 log = logging.getLogger("managers.snapstate")
 

@@ -31,6 +31,7 @@ from .backend import Backend
 from .conflict import busy_snaps, snap_key
 from .drift import DriftWatch
 from .handlers import Handlers
+from .lookup import StaleLookupError, StoreAnswers, store_lookup
 from .model import (
     CheckedFile,
     CheckSnap,
@@ -41,7 +42,6 @@ from .model import (
     get_snap_state,
     mark_done,
 )
-from .snapstate import StaleLookupError, StoreAnswers, store_lookup
 
 if TYPE_CHECKING:
     from ..assertstate import AssertManager

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import Change, TaskSet
@@ -32,11 +31,11 @@ from ..errors import (
     SnapNotFoundError,
     SnapNotInstalledError,
     SnapOperationError,
-    StoreError,
 )
 from ..snap.naming import reserved_snap_name
-from ..snapstore import DEFAULT_CHANNEL, SnapStore, StoreSnap, parse_channel, short_channel
+from ..snapstore import DEFAULT_CHANNEL, SnapStore, StoreSnap, short_channel
 from .conflict import check_conflicts, snap_key
+from .lookup import StoreAnswers, full_channel, need_store
 from .model import (
     CheckedFile,
     SnapManagerView,
@@ -100,110 +99,7 @@ def _installed(sm: SnapManagerView, verb: str, name: str) -> SnapState:
     return snapst
 
 
-def _store(sm: SnapManagerView) -> SnapStore:
-    if sm.snap_store is None:
-        raise StoreError("cannot reach a store: none is configured")
-    return sm.snap_store
-
-
-# -- the store, read without the lock --------------------------------------------------------------
-
-
-class StaleLookupError(SnapOperationError):
-    """StaleLookupError: a verb needs a store answer that was not looked up (the state changed meanwhile)."""
-
-
-def _answer_key(name: str, revision: str | None, channel: str | None) -> tuple[str, str]:
-    return (name, f"revision {revision}") if revision is not None else (name, f"channel {channel or DEFAULT_CHANNEL}")
-
-
-@dataclass
-class StoreAnswers:
-    """StoreAnswers is what the store said of the snaps a verb needs, read without the state lock.
-
-    It answers snap() as the store does, from what was looked up: a
-    StoreSnap, or the error the store gave (SnapNotFoundError, StoreError).
-    A question that was not asked raises StaleLookupError.
-    """
-
-    location: str
-    answers: dict[tuple[str, str], StoreSnap | SnapNotFoundError | StoreError] = field(default_factory=dict)
-
-    def has(self, name: str, revision: str | None = None, *, channel: str | None = None) -> bool:
-        """has says whether the question was asked (its answer may be an error)."""
-        return _answer_key(name, revision, channel) in self.answers
-
-    def names(self) -> list[str]:
-        """names are the snaps the store has an answer (not an error) for."""
-        return sorted({n for (n, _), a in self.answers.items() if isinstance(a, StoreSnap)})
-
-    def failure(self) -> StoreError | None:
-        """failure is the store error that ended the lookup (the store could not be read), or None."""
-        return next((a for a in self.answers.values() if isinstance(a, StoreError)), None)
-
-    def snap(self, name: str, revision: str | None = None, *, channel: str | None = None) -> StoreSnap:
-        key = _answer_key(name, revision, channel)
-        if key not in self.answers:
-            raise StaleLookupError(f"cannot use what the store said of snap {name!r}: it was asked of another "
-                                   f"{key[1].split()[0]} (the snap changed meanwhile); try again")
-        answer = self.answers[key]
-        if isinstance(answer, Exception):
-            raise type(answer)(str(answer))
-        return answer
-
-
-def store_lookup(sm: SnapManagerView, verb: str, names: Sequence[str] | None, *, channel: str | None = None,
-                 revision: str | None = None, skip: Iterable[str] = ()) -> StoreAnswers:
-    """store_lookup asks the store what install or refresh of names will need; call it WITHOUT the state lock.
-
-    The lock is taken for a moment to read the installed snaps (which ones
-    install skips, which channel each refreshed snap tracks); the store is
-    read after it is released. Not found is an answer; the first other
-    store error ends the lookup (a store that does not answer is asked
-    nothing more) and is the answer of the snap it was asked for. skip
-    names snaps a refresh of everything leaves alone (held).
-    """
-    store = _store(sm)
-    full = _channel(channel)
-    st = sm.state
-    with st:
-        states = all_snap_states(st)
-        questions: list[tuple[str, str | None, str | None]] = []
-        if verb == "install":
-            questions = [(n, revision, None if revision is not None else full) for n in names or () if n not in states]
-        else:
-            if names is None:
-                skipped = set(skip)
-                names = [n for n, s in states.items() if s.info.snap_id and s.active and n not in skipped]
-            for n in names:
-                snapst = states.get(n)
-                if snapst is not None and snapst.info.snap_id:
-                    questions.append((n, revision, None if revision is not None else (full or snapst.tracking)))
-    out = StoreAnswers(store.location)
-    for name, rev, ch in questions:
-        key = _answer_key(name, rev, ch)
-        try:
-            out.answers[key] = store.snap(name, rev) if rev is not None else store.snap(name, channel=ch)
-        except SnapNotFoundError as e:
-            out.answers[key] = e
-        except StoreError as e:
-            out.answers[key] = e
-            log.info("stopped asking the store %s: %s", store.location, e)
-            break
-    return out
-
-
 # -- the verbs ----------------------------------------------------------------------------------
-
-
-def _channel(channel: str | None) -> str | None:
-    """_channel is a channel's full name (None stays None); SnapOperationError for one that is not a channel."""
-    if channel is None:
-        return None
-    try:
-        return parse_channel(channel)
-    except ValueError as e:
-        raise SnapOperationError(str(e)) from None
 
 
 def revision_number(revision: str) -> int:
@@ -220,7 +116,7 @@ def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str
     store's answers, looked up without the lock (store_lookup).
     """
     st = sm.state
-    full = _channel(channel)
+    full = full_channel(channel)
     if revision is not None and len(names) != 1:
         raise SnapOperationError("cannot install several snaps at one revision: give one name with a revision")
     for name in names:
@@ -232,7 +128,7 @@ def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str
             raise SnapAlreadyInstalledError(f"cannot install snap {name!r}: it is installed already "
                                             f"(revision {snapst.current}); refresh it instead")
     check_conflicts(sm, names)
-    store: SnapStore | StoreAnswers = found if found is not None else _store(sm)
+    store: SnapStore | StoreAnswers = found if found is not None else need_store(sm)
     sets = []
     for name in names:
         ss = store.snap(name, revision) if revision is not None else store.snap(name, channel=full)
@@ -333,7 +229,7 @@ def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, chann
     st = sm.state
     states = all_snap_states(st)
     explicit = names is not None
-    full = _channel(channel)
+    full = full_channel(channel)
     if (full is not None or revision is not None) and (names is None or len(names) != 1):
         raise SnapOperationError("cannot refresh to a channel or a revision without naming one snap")
     if names is None:
@@ -344,7 +240,7 @@ def refresh_task_sets(sm: SnapManagerView, names: Sequence[str] | None, *, chann
             raise SnapNotInstalledError(f"cannot refresh snap {name!r}: it is not installed")
         if explicit and not states[name].active:
             raise SnapOperationError(f"cannot refresh snap {name!r}: it is disabled (enable it first)")
-    store: SnapStore | StoreAnswers = found if found is not None else _store(sm)
+    store: SnapStore | StoreAnswers = found if found is not None else need_store(sm)
     todo: list[tuple[str, SnapSetup | None]] = []
     why = ""
     for name in names:
@@ -397,7 +293,7 @@ def available_updates(sm: SnapManagerView,
     What `refresh --list` shows; held snaps are listed too (a refresh naming them refreshes them). Without
     states it reads them from the state (lock held); given them, it reads only the store (no lock needed).
     """
-    store = _store(sm)
+    store = need_store(sm)
     out = []
     for snapst in (states if states is not None else all_snap_states(sm.state).values()):
         if not snapst.info.snap_id or not snapst.active:
@@ -432,7 +328,7 @@ def _switch_change(sm: SnapManagerView, name: str, sets: list[TaskSet]) -> Chang
 def switch(sm: SnapManagerView, name: str, channel: str) -> Change:
     """switch makes a "switch-snap-channel" change: the snap tracks channel, its revision stays."""
     snapst = _installed(sm, "switch", name)
-    full = _channel(channel)
+    full = full_channel(channel)
     assert full is not None
     if not snapst.info.snap_id:
         raise SnapOperationError(f"cannot switch snap {name!r}: it was installed from a local file, it has no "

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from engine import Change, State
     from managers.snap import SnapInfo
     from managers.snapstate import SnapManager, SnapState
-    from managers.snapstate.snapstate import StoreAnswers
+    from managers.snapstate.lookup import StoreAnswers
     from managers.snapstore import StoreSnap
 
     from .idempotency import ChangeRequest
