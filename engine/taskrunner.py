@@ -352,8 +352,7 @@ class TaskRunner:
         another host's work) is left to an ensure pass, as before.
         """
         w = self._w
-        if not self._hand_on_enabled or self._leases is not None or self._generation != w.generation \
-                or w.blockers_suspect:
+        if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
             return False
         with self._r.lock:
             if self._r.stopped:
@@ -374,7 +373,12 @@ class TaskRunner:
         with self._recorder.hooks_guarded() as failures:
             running = [run.task for run in runs.values()]
             held = w.keys.held()  # a queued change waits in a hand-on as in a pass
+            self._slots.begin_pass(set(runs))  # keys counted afresh (PostgreSQL: under their lock, in this unit)
             free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
+            if self._leases is not None:
+                # The leases taken on tasks not started (held back, not due) are given back, as by a pass;
+                # what was left for want of workers is for other hosts: their loops are woken at the commit.
+                store.release_claims(list(runs), others=self._r.starved)
             if failures:
                 self._hooks_failed(failures, started)
         if next_time is not None:

@@ -280,8 +280,11 @@ class Store(Protocol):
     def heartbeat(self, runner: str, lease: float) -> int:
         """heartbeat extends the leases of a runner's running tasks; it returns how many."""
 
-    def release_claims(self, kept: Sequence[int]) -> None:
-        """release_claims gives back the leases a pass took on tasks it did not start."""
+    def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
+        """release_claims gives back the leases a pass took on tasks it did not start.
+
+        others: tasks were left runnable for want of workers here; the commit wakes the other hosts.
+        """
 
     def claim_cleanup(self, tid: int) -> bool:
         """claim_cleanup takes a lease on a task for its cleanup handler; False: another runner has it."""

@@ -535,10 +535,15 @@ class PostgresStore(SqlStore):
         self._claims.update(r[0] for r in rows)
         return rows
 
-    def release_claims(self, kept: Sequence[int]) -> None:
-        """release_claims gives back the leases this pass took on tasks it did not start (held back, not due)."""
+    def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
+        """release_claims gives back the leases this pass took on tasks it did not start (held back, not due).
+
+        others: tasks were left runnable that this host has no worker for; the commit wakes the other hosts.
+        """
         unused = sorted(self._claims.difference(kept))
         self._claims.clear()
+        if others:
+            self.notify = True
         if unused:
             self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
                        (unused, self.runner_id))

@@ -390,7 +390,7 @@ class SqlStore:
         """heartbeat does nothing: a single writer takes no leases."""
         return 0
 
-    def release_claims(self, kept: Sequence[int]) -> None:
+    def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
         """release_claims does nothing: a single writer takes no leases."""
 
     def claim_cleanup(self, tid: int) -> bool:
