@@ -231,8 +231,8 @@ class Store(Protocol):
     def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
         """insert_log appends log lines and trims the logs of trim to keep lines."""
 
-    def recount_blockers(self, ids: Sequence[int]) -> None:
-        """recount_blockers recomputes the blockers count of the given tasks."""
+    def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
 
     def save_state_values(self, values: dict[str, str | None]) -> None:
         """save_state_values upserts (or, for None, deletes) state keys."""

@@ -48,6 +48,7 @@ from .postgresql_sql import (
     LOCKED_IN_STATUS,
     NOTICE_CHANNEL,
     NOW,
+    RECOUNT_HALTED,
     TASKS_LOCKED,
 )
 from .statements import NOTICE_COLUMNS
@@ -113,10 +114,13 @@ class PostgresStore(PostgresLink):
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
             "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
             "waiting": (waiting.sql, waiting.args(())),
+            "queued": (self.sql["queued_changes"].sql, ()),
         }
         rows, more = self._read_ahead((TASKS_LOCKED, (todo,)), ahead)
+        self._queued = [r[0] for r in more.pop("queued")]
         more["ids"] = set(todo)
         more["change_ids"] = {r[0] for r in more["changes"]}
+        self._counted.update(more["change_ids"])
         self._ahead = more
         return rows
 
@@ -174,6 +178,28 @@ class PostgresStore(PostgresLink):
             return [r[0] for r in self._ahead["waiting"]]
         return super().changes_with_waiting_tasks()
 
+    def queued_changes(self) -> list[int]:
+        """queued_changes lists the changes still marked queued (read ahead with the tasks this transaction locked).
+
+        What was read ahead holds until this transaction writes to
+        change_affects; a change another host queued since is not among
+        them, and the claim passes over its tasks (CLAIM_DO).
+        """
+        if self._queued is not None:
+            return list(self._queued)
+        return super().queued_changes()
+
+    def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
+        """recount_blockers recomputes blockers counts in one pipelined statement (no round trip).
+
+        The tasks waiting for halted_by are found by the statement itself, as
+        the edges are when it runs.
+        """
+        if halted_by:
+            self.write(RECOUNT_HALTED, (list(ids), list(halted_by)))
+        elif ids:
+            super().recount_blockers(ids)
+
     def tasks_of_change(self, cid: int) -> list[Row]:
         """tasks_of_change locks and loads the tasks of a change."""
         if self._read_only:
@@ -209,19 +235,26 @@ class PostgresStore(PostgresLink):
         """runnable_do claims Do tasks whose wait tasks are all Done: runner and lease recorded, rows locked."""
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
-        # What the pass asks next about the changes of the tasks it claimed comes in the same round trip.
+        # What the pass asks next about the changes of the tasks it claimed comes in the same round trip:
+        # those of the changes this transaction did not read ahead already (a hand-on's unit read them with
+        # the tasks of its outcomes; counting a big change's tasks again cost W1 a scan per batch).
+        # (lease_until IS NOT NULL: the leased tasks' partial index finds this runner's.)
         c_counts = self.sql["status_counts_of"]
         assert c_counts.token is not None
-        held = "IN (SELECT change_id FROM tasks WHERE runner = %s)"
+        held = ("IN (SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
+                "AND change_id <> ALL (%s))")
+        known = sorted(self._counted)
         waiting = self.sql["changes_with_waiting_tasks"]
         counts_args = list(c_counts.args((None,)))
-        counts_args[c_counts.slots.index(c_counts.expanding)] = self.runner_id
+        at = c_counts.slots.index(c_counts.expanding)
+        counts_args[at:at + 1] = [self.runner_id, known]
         rows, more = self._read_ahead((CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
-            "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id,)),
+            "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
             "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
             "waiting": (waiting.sql, waiting.args(())),
         }, "write")
         more["change_ids"] = {r[0] for r in more["changes"]}
+        self._counted.update(more["change_ids"])
         self._ahead = more
         return self._claimed(rows)
 

@@ -57,6 +57,10 @@ class PostgresLink(SqlStore):
         self._pipe: Any = None  # the transaction's pipeline, once it wrote (see _pipelined)
         self._pipe_cm: Any = None  # the context manager that entered it, and leaves it
         self._ahead: dict[str, Any] = {}  # rows read ahead in this transaction, until it writes (see _read_ahead)
+        # The queued changes read ahead in this transaction, until it writes to change_affects (queued_changes).
+        self._queued: list[int] | None = None
+        # The changes whose rows and task counts were read ahead in this transaction (not read again by a claim).
+        self._counted: set[int] = set()
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -128,6 +132,8 @@ class PostgresLink(SqlStore):
         self._in_write = False
         self._began = False
         self._ahead.clear()
+        self._queued = None
+        self._counted.clear()
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -192,8 +198,8 @@ class PostgresLink(SqlStore):
                                         "run it again")
         return self._conn.cursor()
 
-    def _statement(self, doing: str, fn: Callable[[Any], T]) -> T:
-        """_statement runs fn(cursor) under guard.
+    def _statement(self, doing: str, fn: Callable[[Any], T], sql: str = "") -> T:
+        """_statement runs fn(cursor) under guard (sql: its text, if one statement).
 
         The first statement of a transaction that meets a connection the
         server dropped while it was idle (a restart, an idle timeout) runs
@@ -204,6 +210,8 @@ class PostgresLink(SqlStore):
             if doing == "write":
                 self.begin_write()
                 self._ahead.clear()
+                if not sql or "change_affects" in sql:
+                    self._queued = None
             first = not self._began
             try:
                 with self.guard(doing), self._cursor() as cur:
@@ -224,7 +232,7 @@ class PostgresLink(SqlStore):
             rows: list[Row] = cur.fetchall()
             return rows
 
-        return self._statement(doing, go)
+        return self._statement(doing, go, sql)
 
     def write(self, sql: str, args: Sequence[Any] = ()) -> None:
         """write runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
@@ -232,7 +240,7 @@ class PostgresLink(SqlStore):
             self._pipelined()
             cur.execute(sql, args)
 
-        self._statement("write", go)
+        self._statement("write", go, sql)
 
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
@@ -263,7 +271,7 @@ class PostgresLink(SqlStore):
                 self._pipe.sync()  # (the row count is asked for: wait for it)
             return int(cur.rowcount)
 
-        return self._statement("write", go)
+        return self._statement("write", go, c.sql)
 
     def executemany(self, c: Compiled, rows: Sequence[Sequence[Any]]) -> None:
         """executemany runs one statement for many rows (pipelined: see _pipelined)."""
@@ -274,7 +282,7 @@ class PostgresLink(SqlStore):
             self._pipelined()
             cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
 
-        self._statement("write", go)
+        self._statement("write", go, c.sql)
 
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement whose IN list is one array parameter."""
@@ -306,7 +314,7 @@ class PostgresLink(SqlStore):
                 for c in curs.values():
                     c.close()
 
-        return self._statement(doing, go)
+        return self._statement(doing, go, first[0])
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -343,6 +351,8 @@ class PostgresLink(SqlStore):
         self._in_write = False
         self._began = False
         self._ahead.clear()
+        self._queued = None
+        self._counted.clear()
         self._claims.clear()
 
     def rollback(self) -> None:
@@ -350,6 +360,8 @@ class PostgresLink(SqlStore):
         self._in_write = False
         self._began = False
         self._ahead.clear()
+        self._queued = None
+        self._counted.clear()
         self.notify = False
         self.notify_notices = False
         self._claims.clear()

@@ -314,9 +314,12 @@ class SqlStore:
         self.executemany(self.sql["insert_log"], rows)
         self.executemany(self.sql["trim_log"], [(tid, tid, keep) for tid in trim])
 
-    def recount_blockers(self, ids: Sequence[int]) -> None:
-        """recount_blockers recomputes the blockers count of the given tasks."""
-        self.execute_in(self.sql["recount_blockers"], ids)
+    def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
+        if halted_by:
+            ids = sorted({*ids, *self.halted_by(halted_by)})
+        if ids:
+            self.execute_in(self.sql["recount_blockers"], ids)
 
     def save_state_values(self, values: dict[str, str | None]) -> None:
         """save_state_values upserts (or, for None, deletes) state keys."""

@@ -132,3 +132,59 @@ def test_a_hand_on_that_leaves_work_for_want_of_workers_wakes_the_other_hosts(ov
         listener.close()
     with o.state:
         assert chg.status is Status.DONE
+
+
+def test_a_queued_change_waits_under_the_loop_where_outcomes_hand_on(overlord: Overlord) -> None:
+    """A change queued behind the one in progress is not handed on until that one is ready."""
+    o = overlord
+    order: list[str] = []
+    done = threading.Event()
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            order.append(task.summary)
+            if task.summary == "queued":
+                done.set()
+
+    o.task_runner.add_handler("step", step)
+    with o.state:
+        first = o.state.new_change("test", "first", affects=["snap:hello"])
+        a, b, c = (o.state.new_task("step", n) for n in ("a", "b", "c"))
+        b.wait_for(a)
+        c.wait_for(b)
+        for t in (a, b, c):
+            first.add_task(t)
+        queued = o.state.new_change("test", "queued", affects=["snap:hello"], on_conflict="queue")
+        queued.add_task(o.state.new_task("step", "queued"))
+    o.loop()
+    assert done.wait(WAIT), f"the queued change never ran: {order}"
+    assert order == ["a", "b", "c", "queued"]
+
+
+def test_a_change_queued_by_another_host_meanwhile_is_not_claimed(pg_url: str) -> None:
+    """The queued changes a unit of work read ahead may be stale: the claim itself passes over a queued change."""
+    here, other = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        with other:
+            older = other.new_change("test", "older", affects=["snap:hello"])
+            older.add_task(other.new_task("hold", "unready"))
+            seed = other.new_task("noop", "a task to lock")
+            older.add_task(seed)
+            seed_id = int(seed.id)
+        store = here._uow.store
+        store.runner_id = "test-runner"
+        with here:
+            store.task_rows([seed_id])  # reads ahead, among others, the queued changes: none yet
+            with other:  # another host queues a change whose task could run at once, and commits
+                queued = other.new_change("test", "queued", affects=["snap:hello"], on_conflict="queue")
+                queued.add_task(other.new_task("noop", "queued"))
+            assert here._uow.keys.held() == set()  # (what was read ahead)
+            claimed = [row[0] for row in store.runnable_do(0, 10)]
+            store.release_claims([])  # (what this unit claimed is given back at its commit)
+        with other:
+            (queued_task,) = queued.tasks()
+            assert int(queued_task.id) not in claimed
+            assert queued_task.status is Status.DO
+    finally:
+        here.close()
+        other.close()
