@@ -326,6 +326,8 @@ class OutcomeRecorder:
             return False
         try:
             return self._hand_on(started)
+        except DatabaseError:
+            raise  # the store rolled the transaction back: the outcomes are recorded again (or one by one)
         except Exception:
             log.exception("internal error: cannot hand on the tasks after those of outcomes %s", [r.tid for r in batch])
             return False

@@ -71,6 +71,7 @@ class TaskRunner:
         self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
         # While an Overlord loops: the recorder claims the next tasks in its own unit of work (hand_on).
         self._hand_on_enabled = False
+        self._handing_on = False  # (while a hand-on claims)
         self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases,
                                          hand_on=self._hand_on, start=self._start)
         self._workers = Workers(workers, "engine-worker")
@@ -352,8 +353,7 @@ class TaskRunner:
         another host's work) is left to an ensure pass, as before.
         """
         w = self._w
-        if not self._hand_on_enabled or self._leases is not None or self._generation != w.generation \
-                or w.blockers_suspect:
+        if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
             return False
         with self._r.lock:
             if self._r.stopped:
@@ -374,7 +374,18 @@ class TaskRunner:
         with self._recorder.hooks_guarded() as failures:
             running = [run.task for run in runs.values()]
             held = w.keys.held()  # a queued change waits in a hand-on as in a pass
-            free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
+            self._slots.begin_pass(set(runs))  # keys counted afresh (PostgreSQL: under their lock, in this unit)
+            starved, self._r.starved = self._r.starved, False
+            self._handing_on = True
+            try:
+                free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
+            finally:
+                self._handing_on = False
+            left, self._r.starved = self._r.starved, starved or self._r.starved
+            if self._leases is not None:
+                # The leases taken on tasks not started (held back, not due) are given back, as by a pass;
+                # what this hand-on left for want of workers is for other hosts: woken at the commit.
+                store.release_claims(list(runs), others=left)
             if failures:
                 self._hooks_failed(failures, started)
         if next_time is not None:
@@ -391,6 +402,11 @@ class TaskRunner:
 
     def _no_slot(self, rec: TaskRec, task: Task) -> bool:
         """_no_slot says whether the task's concurrency key holds it back (h26b; engine.concurrency)."""
+        if self._handing_on and self._leases is not None:
+            # Several hosts: a task of a limited kind is left to the passes, which every host races for (a
+            # hand-on would take the slot its outcome frees in the same commit, and no other host ever would).
+            self._r.some_blocked = True
+            return True
         wait = self._slots.admit(self._w, rec, task)
         if wait is None:
             return False

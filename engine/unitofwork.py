@@ -218,10 +218,10 @@ class UnitOfWork:
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
             self.note_waits(tid for tid, _ in edges)
-        if self._done_flips.todo:
-            recount.update(store.halted_by(self._done_flips.take()))
-        if recount:
-            store.recount_blockers(sorted(recount))
+        flips = self._done_flips.take() if self._done_flips.todo else []
+        if recount or flips:
+            # (What waits for the flipped tasks is found by the store: PostgreSQL, in the same statement.)
+            store.recount_blockers(sorted(recount), halted_by=flips)
         if self._new_lanes.todo:
             store.insert_lanes(self._new_lanes.take())
         if self._ended.todo:

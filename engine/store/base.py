@@ -228,8 +228,8 @@ class Store(Protocol):
     def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
         """insert_log appends log lines and trims the logs of trim to keep lines."""
 
-    def recount_blockers(self, ids: Sequence[int]) -> None:
-        """recount_blockers recomputes the blockers count of the given tasks."""
+    def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
 
     def save_state_values(self, values: dict[str, str | None]) -> None:
         """save_state_values upserts (or, for None, deletes) state keys."""
@@ -280,8 +280,11 @@ class Store(Protocol):
     def heartbeat(self, runner: str, lease: float) -> int:
         """heartbeat extends the leases of a runner's running tasks; it returns how many."""
 
-    def release_claims(self, kept: Sequence[int]) -> None:
-        """release_claims gives back the leases a pass took on tasks it did not start."""
+    def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
+        """release_claims gives back the leases a pass took on tasks it did not start.
+
+        others: tasks were left runnable for want of workers here; the commit wakes the other hosts.
+        """
 
     def claim_cleanup(self, tid: int) -> bool:
         """claim_cleanup takes a lease on a task for its cleanup handler; False: another runner has it."""

@@ -15,8 +15,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy.exc
+from sqlalchemy import create_engine, pool
+
 from ..db import BASE, ENGINE_TABLES, SCHEMA_HEAD, alembic_config, describe, known_revisions, newer_schema
 from ..errors import DatabaseCorruptError, DatabaseError
+from ..models import Base
+from .objects import missing_objects_of, repaired
+from .views import create_views
 
 if TYPE_CHECKING:
     from .location import Location
@@ -31,8 +37,6 @@ MIGRATION_LOCK_TIMEOUT = 120.0
 
 def make_engine(where: Location) -> Any:
     """make_engine creates the SQLAlchemy engine of a PostgreSQL location (postgresql+psycopg://...)."""
-    from sqlalchemy import create_engine, pool
-
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -61,11 +65,6 @@ def _revision(conn: Any) -> str | None:
 
 def prepare(engine: Any, target: str, *, read_only: bool) -> None:
     """prepare creates or upgrades the schema to head, once across hosts (a reader only checks it)."""
-    import sqlalchemy.exc
-
-    from ..models import Base
-    from .views import create_views
-
     try:
         with engine.connect() as conn:
             revision = _revision(conn)
@@ -118,8 +117,6 @@ def prepare(engine: Any, target: str, *, read_only: bool) -> None:
 
 def _check_objects(conn: Any, target: str, *, read_only: bool) -> None:
     """_check_objects compares the schema objects with the head revision's; a writer recreates missing indexes."""
-    from .objects import missing_objects_of, repaired
-
     missing = missing_objects_of(conn)
     conn.rollback()
     if not missing:

@@ -330,9 +330,12 @@ class SqlStore:
         self.executemany(self.sql["insert_log"], rows)
         self.executemany(self.sql["trim_log"], [(tid, tid, keep) for tid in trim])
 
-    def recount_blockers(self, ids: Sequence[int]) -> None:
-        """recount_blockers recomputes the blockers count of the given tasks."""
-        self.execute_in(self.sql["recount_blockers"], ids)
+    def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
+        """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
+        if halted_by:
+            ids = sorted({*ids, *self.halted_by(halted_by)})
+        if ids:
+            self.execute_in(self.sql["recount_blockers"], ids)
 
     def save_state_values(self, values: dict[str, str | None]) -> None:
         """save_state_values upserts (or, for None, deletes) state keys."""
@@ -402,7 +405,7 @@ class SqlStore:
         """heartbeat does nothing: a single writer takes no leases."""
         return 0
 
-    def release_claims(self, kept: Sequence[int]) -> None:
+    def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
         """release_claims does nothing: a single writer takes no leases."""
 
     def claim_cleanup(self, tid: int) -> bool:

@@ -60,9 +60,6 @@ LAZY = {
 TO_FIX = {
     ("engine.state", "engine.prune"),
     ("engine._records", "engine.errors"),
-    ("engine.store.postgresql_open", "engine.models"),
-    ("engine.store.postgresql_open", "engine.store.views"),
-    ("engine.store.postgresql_open", "engine.store.objects"),
 }
 
 #: TYPED_CIRCLE_TO_FIX is the one circle through `if TYPE_CHECKING:` imports left, in the engine's middle, which
@@ -79,7 +76,6 @@ TO_SPLIT = {
     "engine/taskrunner.py",
     "engine/outcomes.py",
     "engine/change.py",
-    "engine/store/postgresql.py",
 }
 
 

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PostgreSQL's own SQL for the engine: its forms of the shared statements, and the claims, locks and channels.
+
+engine.store.postgresql runs them (the design: docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, bindparam, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from .compiled import Catalog
+from .statements import CHANGE_COLUMNS, TASK_COLUMNS
+
+#: The channel a commit that made tasks runnable notifies (LISTEN engine_work).
+CHANNEL = "engine_work"
+#: The channel a commit that added or repeated notices notifies (State.wait_notices on other hosts).
+NOTICE_CHANNEL = "engine_notices"
+#: The type of the notice a change's status moves repeat (engine.notice.CHANGE_UPDATE).
+CHANGE_UPDATE = "change-update"
+#: How many ids a host takes from a sequence at once.
+ID_BLOCK = 64
+#: The statuses of a task whose handler may be running (an aborted one still runs until it returns).
+HELD = "('Doing','Undoing','Abort')"
+
+
+class PostgresForms:
+    """PostgresForms are PostgreSQL's own forms of the engine's statements."""
+
+    name = "postgresql"
+
+    def insert_ignore(self, table: Table) -> Any:
+        """insert_ignore is INSERT ... ON CONFLICT DO NOTHING."""
+        return pg_insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """upsert is INSERT ... ON CONFLICT (keys) DO UPDATE SET the other columns."""
+        stmt = pg_insert(table).values({c: bindparam(c) for c in columns})
+        return stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c: stmt.excluded[c] for c in columns if c not in keys})
+
+    def hint(self, stmt: Any, table: Any, index: str) -> Any:
+        """hint is nothing: PostgreSQL's planner has statistics."""
+        return stmt
+
+    def json_valid(self, column: str) -> Any:
+        """json_valid is true: PostgreSQL enforces the CHECK that the column holds JSON, always."""
+        return true()
+
+
+CATALOG = Catalog(PGDialect_psycopg(paramstyle="format"), PostgresForms())  # type: ignore[no-untyped-call]
+_RECOUNT = CATALOG["recount_blockers"]
+#: The blockers recount of tasks (%s: ids), and of those waiting for others (%s: ids), in one statement.
+RECOUNT_HALTED = _RECOUNT.sql.replace(
+    f"tasks.id IN ({_RECOUNT.token})",
+    "(tasks.id = ANY (%s) OR tasks.id IN (SELECT task_id FROM task_dependencies WHERE wait_task_id = ANY (%s)))")
+assert _RECOUNT.sql != RECOUNT_HALTED and _RECOUNT.slots == (0,)
+
+_T = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
+#: The columns of a change row, as a select list.
+CHANGE_LIST = ", ".join(CHANGE_COLUMNS)
+#: Now by the server's clock, in seconds (leases are compared with it).
+NOW = "extract(epoch from clock_timestamp())"
+_UNREADY = "t.status NOT IN ('Done','Undone','Hold','Error')"
+# The claims: one UPDATE over candidates this transaction locks, passing over
+# tasks another host is writing (SKIP LOCKED).
+# The outer condition ({again}) is checked again on the row as it is when it is updated: a task
+# another host claimed (and committed) after this statement's snapshot is passed over, not taken twice.
+# (= ANY (ARRAY(...)), the subquery run once and the rows updated by primary key, is the IN form that
+# PostgreSQL's planner never turns into a scan of every task. The status in {again} is compared as
+# (status || ''), which no index has: with the statistics of a table that just got thousands of Do tasks
+# not yet analyzed, the planner took the unready tasks' index on status and scanned every Do task to
+# update a page of them (12 ms against 0.8 ms a claim, 10,000 Do tasks).)
+_CLAIM = (f"UPDATE tasks SET runner = %s, lease_until = {NOW} + %s WHERE {{again}} AND id = ANY (ARRAY("
+          "SELECT t.id FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {where} "
+          f"ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED)) RETURNING {', '.join(TASK_COLUMNS)}")
+# (A Do task of a change still queued (engine.keys) is never claimed: the runner unqueues, in the same
+# transaction before its claim, the queued changes whose turn came; those it did not see queued yet, queued by
+# another host's commit since, are passed over here.)
+CLAIM_DO = _CLAIM.format(again="(status || '') = 'Do' AND lease_until IS NULL", where=(
+    "t.status = 'Do' AND t.blockers = 0 AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
+    "JOIN tasks w ON w.id = d.wait_task_id WHERE d.task_id = t.id AND w.status <> 'Done') "
+    "AND NOT EXISTS (SELECT 1 FROM change_affects a WHERE a.change_id = t.change_id AND a.queued)"))
+CLAIM_UNDO = _CLAIM.format(again="(status || '') = 'Undo' AND lease_until IS NULL", where=(
+    f"{_UNREADY} AND t.status = 'Undo' AND t.id > %s AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
+    "JOIN tasks h ON h.id = d.task_id WHERE d.wait_task_id = t.id "
+    "AND h.status NOT IN ('Done','Undone','Hold','Error'))"))
+# Doing and Undoing tasks that no runner holds: waiting for a retry, or left from a crash before leases.
+CLAIM_STARTED = _CLAIM.format(again="(status || '') IN ('Doing','Undoing') AND lease_until IS NULL",
+                               where="t.status IN ('Doing','Undoing') AND t.lease_until IS NULL AND t.id > %s")
+# Tasks in a status (Abort) that this transaction could lock, except those another runner holds.
+LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change_id WHERE {_UNREADY} "
+                     f"AND t.status = %s AND (t.lease_until IS NULL OR t.runner = %s OR t.lease_until < {NOW}) "
+                     "AND t.id > %s ORDER BY t.id LIMIT %s FOR NO KEY UPDATE OF t SKIP LOCKED")
+# Rows locked as they are read, in id order (so that two hosts lock them in the same order).
+# FOR NO KEY UPDATE, not FOR UPDATE: the foreign key checks of other transactions' task writes take
+# FOR KEY SHARE on the change row (also for a task row this transaction wrote before), and two units
+# of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
+TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+CHANGES_LOCKED = f"SELECT {CHANGE_LIST} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+
+
+def sqlstate(e: BaseException) -> str:
+    """sqlstate is the SQLSTATE code of a driver error (empty if none)."""
+    return str(getattr(e, "sqlstate", "") or "")
+
