@@ -58,6 +58,21 @@ def computed_status(w: Work, crec: ChangeRec) -> Status:
     raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
 
 
+def _after_running(w: Work, trec: TaskRec) -> bool:
+    """_after_running says whether a task added to a change cannot run before a running task's outcome.
+
+    Such a task (in Do, waiting for a task in Doing, and waited for by none,
+    so in no cycle) is the next step a handler adds after its own task: the
+    commit that adds it need not wake the overlord's loop, whose pass would
+    find nothing to run; the outcome of the running task hands it on, or
+    wakes the loop, as for a task added with the change.
+    """
+    if trec.status is not Status.DO or w.halt_ids(trec):
+        return False
+    waits = w.wait_ids(trec)
+    return bool(waits) and any(r.status is Status.DOING for r in w.trecs(list(waits)))
+
+
 class Change:
     """Change groups the tasks that together perform one operation.
 
@@ -173,7 +188,7 @@ class Change:
         trec.change_id = rec.id
         w.dirty_task(trec)
         w.touch(rec.id)
-        if not trec.status.ready:
+        if not trec.status.ready and not _after_running(w, trec):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))

@@ -164,3 +164,116 @@ def test_a_chain_of_sync_and_async_steps_is_handed_on(overlord: Overlord) -> Non
         (notice,) = st.notices(types=["change-update"], keys=[chg.id])
     assert ran == ["sync", "async"] * 5
     assert notice.occurrences == 3
+
+
+def _add_next(task: Task, n: int) -> None:
+    """_add_next adds to task's change the next step of a chain of n, waiting for task (a handler's spawn)."""
+    st = task.state
+    with st:
+        i = task.get("i")
+        if i + 1 < n:
+            nxt = st.new_task(task.kind, f"step {i + 2}")
+            nxt.set("i", i + 1)
+            nxt.wait_for(task)
+            chg = task.change()
+            assert chg is not None
+            chg.add_task(nxt)
+
+
+def _first_step(o: Overlord, kind: str) -> Change:
+    st = o.state
+    with st:
+        chg = st.new_change("spawn", "each step adds the next")
+        t = st.new_task(kind, "step 1")
+        t.set("i", 0)
+        chg.add_task(t)
+    return chg
+
+
+def test_a_step_added_by_the_handler_before_it_starts_without_an_ensure_pass(overlord: Overlord) -> None:
+    """A handler adds the next step after itself: its commit does not wake the loop, its outcome hands the step on."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        _add_next(task, 20)
+
+    o.task_runner.add_handler("step", step)
+    chg = _first_step(o, "step")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert chg.status is Status.DONE
+        assert [t.summary for t in chg.tasks()] == [f"step {i + 1}" for i in range(20)]
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert len(during) == 20
+    assert during[-1] - during[0] <= 2, during
+
+
+def test_a_step_added_by_a_handler_that_then_fails_is_held(overlord: Overlord) -> None:
+    """The added step waits for its handler's outcome: an error holds it, as any task waiting for a failed one."""
+    o = overlord
+
+    def step(task: Task, tomb: Tomb) -> None:
+        _add_next(task, 3)
+        raise RuntimeError("broken")
+
+    o.task_runner.add_handler("step", step)
+    chg = _first_step(o, "step")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert chg.status is Status.ERROR
+        assert [t.status for t in chg.tasks()] == [Status.ERROR, Status.HOLD]
+
+
+def test_a_step_added_by_a_handler_runs_under_settle(overlord: Overlord) -> None:
+    """Without the loop's hand-on (settle), the outcome of the handler's task asks for the pass that runs the step."""
+    o = overlord
+    ran: list[int] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            ran.append(task.get("i"))
+        _add_next(task, 5)
+
+    o.task_runner.add_handler("step", step)
+    chg = _first_step(o, "step")
+    o.settle(TIMEOUT)
+    with o.state:
+        assert chg.status is Status.DONE
+    assert ran == [0, 1, 2, 3, 4]
+
+
+def test_a_step_added_by_a_handler_after_a_task_not_yet_running_wakes_the_loop(overlord: Overlord) -> None:
+    """Only a step after a running task waits for its outcome; one added after a task in Do starts that task at once."""
+    o = overlord
+    ran: list[str] = []
+    done = threading.Event()
+
+    def first(task: Task, tomb: Tomb) -> None:
+        st = task.state
+        with st:
+            chg = st.new_change("other", "added by a handler")
+            a = st.new_task("second", "a")
+            b = st.new_task("second", "b")
+            b.wait_for(a)
+            chg.add_task(a)
+            chg.add_task(b)
+        assert done.wait(TIMEOUT)  # the handler is still running when the new change runs
+
+    def second(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            ran.append(task.summary)
+        if len(ran) == 2:
+            done.set()
+
+    o.task_runner.add_handler("first", first)
+    o.task_runner.add_handler("second", second)
+    chg = _first_step(o, "first")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    assert ran == ["a", "b"]

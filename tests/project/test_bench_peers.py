@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers import ADAPTERS, adapter
+from bench.peers import ADAPTERS, ENGINE, adapter
 from bench.peers.__main__ import main
 from tests.support import pgcluster
 
@@ -28,10 +28,26 @@ def _figures(tmp_path: Path, *args: str) -> dict[str, dict[str, object]]:
 
 
 def test_every_adapter_says_what_it_needed_to_run_fairly() -> None:
-    for name in ADAPTERS:
+    for name in (*ADAPTERS, ENGINE):
         mod = adapter(name)
         assert mod.NAME and mod.PACKAGE and "{workers}" in mod.SETTINGS
         assert set(mod.BACKEND.split(",")) <= {"sqlite", "postgresql"}
+
+
+def test_the_engine_runs_its_own_chain_and_the_peers_chain_in_every_round(tmp_path: Path) -> None:
+    """engine: W1 and W2 built up front; engine-spawn and engine-change: each task adds the next (W2 only)."""
+    out = tmp_path / "peers.json"
+    assert main([*SIZES, "--runs", "2", "--only", "engine", "--no-postgresql", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert len(figures["baseline.sqlite_runs"]) == 2  # a baseline in each round
+    rows = figures["rows"]
+    assert set(rows) == {"engine.sqlite", "engine-spawn.sqlite", "engine-change.sqlite"}
+    for key, row in rows.items():
+        assert not any(k.endswith("_error") for k in row), row
+        workloads = ("w1", "w2") if key == "engine.sqlite" else ("w2",)
+        for w in workloads:
+            assert len(row[f"{w}_runs"]) == 2 and row[w] > 0 and row[f"{w}_cpu_ms"] > 0
+        assert "w1" not in row or key == "engine.sqlite"
 
 
 @pytest.mark.parametrize("peer", ["huey", "dbos"])
