@@ -32,7 +32,8 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
-from .events import EventManager, EventWait
+from .eventmanager import EventManager
+from .events import EventWait
 from .keys import KEY_RETENTION
 from .notice import Notice
 from .outcomes import Handler

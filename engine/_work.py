@@ -9,7 +9,7 @@ used, since the handle classes live above this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +46,9 @@ class Work(Protocol):
 
     def held(self) -> bool:
         """held says whether this thread holds the state lock."""
+
+    def locked_async(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        """locked_async calls fn under the state lock without blocking the event loop."""
 
     def now(self) -> datetime:
         """now is the State clock's time."""

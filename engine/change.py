@@ -20,7 +20,7 @@ from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDepende
 from .keys import check_keys
 from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
-from .task import Task, TaskSet
+from .task import Task, TaskSet, record_of
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -159,7 +159,7 @@ class Change:
         """add_task makes task part of this change."""
         rec = self._rec()
         w = self._w
-        trec = task._rec()
+        trec = record_of(task)
         if trec.change_id is not None:
             raise EngineError(
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
@@ -377,7 +377,7 @@ class Change:
                 return False
 
             try:
-                if await w.state._locked_async(look):
+                if await w.locked_async(look):
                     return True
             except DatabaseConflictError as e:
                 log.debug("waiting for change %s: %s", self._cid, e)

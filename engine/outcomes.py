@@ -41,7 +41,7 @@ from .tomb import Tomb
 if TYPE_CHECKING:
     from ._records import TaskRec
     from .leases import Leases
-    from .state import State
+    from .session import Session
     from .task import Task
 
 log = logging.getLogger("engine.taskrunner")
@@ -113,11 +113,11 @@ class Runs:
 class OutcomeRecorder:
     """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
-    def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
+    def __init__(self, session: Session, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
                  quarantine: Callable[[int], None], leases: Leases | None = None, *,
                  hand_on: Callable[[list[Run]], bool] | None = None,
                  start: Callable[[Run], None] | None = None) -> None:
-        self._st = state
+        self._st = session.state
         # The runner's: claim what a batch made runnable, in its unit of work (and whether that
         # left nothing for an ensure pass); start a claimed run once committed.
         self._hand_on = hand_on
@@ -125,7 +125,7 @@ class OutcomeRecorder:
         # Whether an outcome of the unit of work asked for an ensure pass (sent unless handed on).
         self._want_pass = False
         self._leases = leases
-        self._w = state._uow
+        self._w = session.uow
         self._r = runs
         self._pair = pair
         self._quarantine = quarantine

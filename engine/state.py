@@ -42,6 +42,7 @@ from .events import emit as _emit
 from .keys import KEY_RETENTION, check_change_key, check_keys
 from .repair import select_changes
 from .schedules import Schedule
+from .session import Session
 from .status import Status
 from .store import Store, locate, open_store
 from .unitofwork import ChangeHook, TaskHook, UnitOfWork
@@ -83,7 +84,9 @@ class State:
         # Why this State may not write (None: it may); see _refuse_writes.
         self._refusal: str | None = None
         self._release_at_unlock = False
-        self._uow = UnitOfWork(self, store, clock, self._check, self._held, read_only=read_only)
+        self._uow = UnitOfWork(self, store, clock, self._check, self._held, self._locked_async,
+                               read_only=read_only)
+        self._session = Session(self, self._uow, self._fence)
         self._cache: dict[Any, Any] = {}
         if read_only:
             self._refuse_writes("it was opened read-only")
@@ -354,10 +357,6 @@ class State:
     def _now(self) -> datetime:
         """_now is the State clock's time (the Overlord's start of operation)."""
         return self._uow.now()
-
-    def _has_unclean_ready(self) -> bool:
-        """_has_unclean_ready says whether a ready change still has tasks to clean (the Overlord's settle)."""
-        return self._uow.has_unclean_ready()
 
     # -- the public API ---------------------------------------------------------
 
@@ -661,7 +660,7 @@ class State:
         and the deliveries are written by this unit of work's commit.
         """
         self._check()
-        return _emit(self, key, data)
+        return _emit(self._session, key, data)
 
     # -- schedules (engine.schedules) ----------------------------------------------
 
@@ -676,31 +675,31 @@ class State:
         nothing ran: "skip" them or run "once". See docs/runner.md.
         """
         self._check()
-        return _schedules.add(self, name, spec, template, missed)
+        return _schedules.add(self._session, name, spec, template, missed)
 
     def schedules(self) -> list[Schedule]:
         """schedules lists the schedules, by name."""
-        return _schedules.listing(self)
+        return _schedules.listing(self._session)
 
     def schedule(self, name: str) -> Schedule | None:
         """schedule is the schedule of that name, or None."""
-        return _schedules.get(self, name)
+        return _schedules.get(self._session, name)
 
     def remove_schedule(self, name: str) -> None:
         """remove_schedule deletes a schedule (NotFoundError if there is none); its changes stay."""
-        _schedules.remove(self, name)
+        _schedules.remove(self._session, name)
 
     def pause_schedule(self, name: str) -> Schedule:
         """pause_schedule keeps a schedule from making changes until resume_schedule."""
-        return _schedules.pause(self, name)
+        return _schedules.pause(self._session, name)
 
     def resume_schedule(self, name: str) -> Schedule:
         """resume_schedule runs a paused schedule again from its first slot after now."""
-        return _schedules.resume(self, name)
+        return _schedules.resume(self._session, name)
 
     def run_schedule(self, name: str) -> Change:
         """run_schedule makes the schedule's change now ("run now"); its slots stay as they were."""
-        return _schedules.run_now(self, name)
+        return _schedules.run_now(self._session, name)
 
     def add_notice(self, type: str, key: str, *, data: Mapping[str, str] | None = None,
                    repeat_after: float | timedelta | None = None,

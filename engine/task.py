@@ -398,3 +398,13 @@ class TaskSet:
         self.add_all(other)
         for name, t in other._edges.items():
             self._edges[name] = t
+
+
+def record_of(task: Task) -> TaskRec:
+    """record_of is the record behind a Task (lock held), for the engine's modules (engine.why, engine.change)."""
+    return task._rec()
+
+
+def work_of(task: Task) -> Work:
+    """work_of is the unit of work a Task belongs to, for the engine's modules (engine.why)."""
+    return task._w

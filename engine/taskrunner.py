@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,9 +26,10 @@ from .concurrency import SLOT_RUN, Slots
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
 from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
+from .session import session_of
 from .status import Status
 from .task import Task
-from .why import WhyNot, why_not
+from .why import RunnerView, WhyNot, reasons
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -58,7 +59,9 @@ class TaskRunner:
         if workers < 1:
             raise ValueError(f"cannot create a task runner with {workers} workers")
         self._st = state
-        self._w = state._uow
+        #: The engine's internal handle on the State (engine.session), taken once here.
+        self._session = session = session_of(state)
+        self._w = session.uow
         self._size = workers
         self._stop_timeout = stop_timeout
         self._handlers: dict[str, HandlerPair] = {}
@@ -71,7 +74,7 @@ class TaskRunner:
         self._leases = Leases(self._w.store, lease) if self._w.store.shared else None
         # While an Overlord loops: the recorder claims the next tasks in its own unit of work (hand_on).
         self._hand_on_enabled = False
-        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases,
+        self._recorder = OutcomeRecorder(session, self._r, self._pair, self._quarantine, self._leases,
                                          hand_on=self._hand_on, start=self._start)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
@@ -156,7 +159,13 @@ class TaskRunner:
 
     def why_not(self, task: Task) -> WhyNot | None:
         """why_not says why task is not running in this runner, or None when it is Done or running (engine.why)."""
-        return why_not(task, self)
+        return self.why_not_tasks([task])[0]
+
+    def why_not_tasks(self, tasks: Iterable[Task]) -> list[WhyNot | None]:
+        """why_not_tasks is why_not for many tasks (a change's, say), reading what they share once (engine.why)."""
+        view = RunnerView(self, self._r, self._leases, self._size, self._pair, self._blocked, self._damaged_tasks,
+                          self._damaged_changes, self._quarantined, self._checked)
+        return reasons(tasks, view)
 
     def _pair(self, rec: TaskRec) -> HandlerPair:
         pair = self._handlers.get(rec.kind)
@@ -695,3 +704,8 @@ def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[]
 
 async def _await(result: Awaitable[None]) -> None:
     await result
+
+
+def fail_task(runner: TaskRunner, rec: TaskRec, exc: BaseException, chg: str) -> None:
+    """fail_task puts a task in Error as runner fails one whose handler raised (an event wait that timed out)."""
+    runner._recorder.failed(rec, exc, chg)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,8 @@ class UnitOfWork:
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
-                 held: Callable[[], bool], *, read_only: bool = False) -> None:
+                 held: Callable[[], bool], locked_async: Callable[[Callable[[], Any]], Awaitable[Any]], *,
+                 read_only: bool = False) -> None:
         #: state is the State this unit of work belongs to (what handles hand to users; engine.state
         #: sits above this module, so it is not named here).
         self.state = state
@@ -61,6 +62,8 @@ class UnitOfWork:
         #: check raises RuntimeError unless this thread holds the state lock; held says whether it does.
         self.check = check
         self.held = held
+        #: locked_async calls fn under the state lock without blocking the event loop (Change.wait_ready_async).
+        self.locked_async = locked_async
         self._relaxed = False
         #: read_only: a reader's; it hands out no id, so it says nothing of the sequences.
         self.read_only = read_only
