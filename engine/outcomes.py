@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import tenacity
 
 from ._time import to_text
-from .change import abort_lanes
 from .errors import (
     DatabaseBusyError,
     DatabaseConflictError,
@@ -34,7 +33,8 @@ from .errors import (
     Wait,
     keeps_work,
 )
-from .events import EventWait, park
+from .events import EventWait
+from .ledger import Ledger, Ran
 from .status import Status
 from .tomb import Tomb
 
@@ -78,6 +78,8 @@ class Run:
     tomb: Tomb = field(default_factory=Tomb)
     outcome: BaseException | None = None
     elapsed: float = 0.0
+    #: ran is the run as its task records it, once its outcome is being recorded (engine.ledger).
+    ran: Ran | None = None
 
 
 class Runs:
@@ -126,6 +128,7 @@ class OutcomeRecorder:
         self._want_pass = False
         self._leases = leases
         self._w = session.uow
+        self._ledger = Ledger(session.uow)
         self._r = runs
         self._pair = pair
         self._quarantine = quarantine
@@ -133,15 +136,7 @@ class OutcomeRecorder:
 
     def try_undo(self, rec: TaskRec) -> None:
         """try_undo moves an aborted or failed-elsewhere task to Undo (Hold when it cannot be undone)."""
-        w = self._w
-        if rec.status is Status.ABORT and self._pair(rec).undo is None:
-            # Stopped in flight and cannot be undone: hold it, so it does not look finished.
-            w.set_task_status(rec, Status.HOLD)
-            if w.wait_ids(rec):
-                self._st.ensure_before(0)
-        else:
-            w.set_task_status(rec, Status.UNDO)
-            self._st.ensure_before(0)
+        self._ledger.undo(rec, self._pair(rec).undo is not None)
 
     def report(self, run: Run, *, inline: bool = False) -> Run | None:
         """report hands a finished run over to be recorded.
@@ -473,11 +468,10 @@ class OutcomeRecorder:
         rec = w.trec(run.tid)
         if rec.status is Status.ERROR or (rec.status.ready and not force):
             return
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        self.failed(rec, RuntimeError(reason), chg)
+        self.failed(rec, RuntimeError(reason), _change_of(rec), run.ran)
 
     def _record(self, run: Run) -> None:
-        """_record is the dispatch ladder: one outcome, one next status."""
+        """_record is the dispatch ladder: one outcome, one verb of the ledger."""
         w = self._w
         try:
             rec = w.trec(run.tid)
@@ -489,20 +483,13 @@ class OutcomeRecorder:
             log.warning("task %s (%s) finished after its lease ran out; its outcome is dropped and it runs "
                         "again elsewhere", run.tid, run.kind)
             return
-        w.end_lease(run.tid)
         exc = run.outcome
         if run.phase == "cleanup":
-            if exc is None:
-                run.task.set_clean()
-            else:
+            if exc is not None:
                 log.debug("cleaning task %s: %s", run.tid, error_message(exc))
+            self._ledger.cleaned(rec, exc is None)
             return
-        if run.phase == "do":
-            rec.doing_time += run.elapsed
-        else:
-            rec.undoing_time += run.elapsed
-        w.dirty_task(rec)
-        attempt = rec.attempts + 1  # (for its timing, below)
+        ran = run.ran = Ran(run.phase, run.elapsed, rec.attempts + 1)
         if self._r.some_blocked or self._r.starved:
             self._want_pass = True  # blocked or waiting tasks may start now
         scheduled = False
@@ -517,68 +504,34 @@ class OutcomeRecorder:
             elif run.pair.retry is not None and isinstance(exc, Exception):
                 exc = self._policy(run.pair.retry, rec, exc)
                 scheduled = isinstance(exc, Retry)
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        undoable = run.pair.undo is not None
         if isinstance(exc, Retry):
-            if isinstance(run.outcome, Retry):
-                self._count_attempt(rec)  # the handler asked for it
-            if rec.status is Status.ABORT:
-                self.try_undo(rec)
-            elif exc.after > 0 or scheduled:
-                # A policy's retry is due at its time even when that is now;
-                # a handler's Retry(after=0) waits for the next ensure (snapd).
-                run.task.at(w.now() + timedelta(seconds=exc.after))
-            if exc.reason and exc is run.outcome:
-                run.task.logf("%s", exc.reason)
-            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
+            # A policy's retry is due at its time even when that is now;
+            # a handler's Retry(after=0) waits for the next ensure (snapd).
+            when = w.now() + timedelta(seconds=exc.after) if exc.after > 0 or scheduled else None
+            note = str(exc.reason) if exc.reason and exc is run.outcome else ""
+            self._ledger.retry_at(rec, ran, when, undoable=undoable, asked=isinstance(run.outcome, Retry), note=note)
+            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, _change_of(rec),
+                      exc.reason or "retry")
         elif isinstance(exc, Wait):
-            if rec.status is Status.ABORT:
-                self.try_undo(rec)
-            else:
-                if exc.reason:
-                    run.task.logf("%s", exc.reason)
-                run.task.set_to_wait(exc.waited_status)
-                if isinstance(exc, EventWait):  # h26b: a wait for an event is recorded with the status
-                    park(w, rec, exc)
+            self._ledger.park(rec, ran, exc.waited_status, undoable=undoable, note=str(exc.reason or ""),
+                              event=exc if isinstance(exc, EventWait) else None)
         elif exc is None:
-            self._succeeded(rec)
+            if self._ledger.finish(rec, ran):
+                self._want_pass = True  # what waits for it may run now
         else:
-            self.failed(rec, exc, chg)
-        w.timings.task_run(rec, run.phase, attempt, run.elapsed)  # written with the outcome (engine.timings)
+            self.failed(rec, exc, _change_of(rec), ran)
 
-    def _succeeded(self, rec: TaskRec) -> None:
-        w = self._w
-        status = rec.status
-        if status is Status.DOING:
-            w.set_task_status(rec, Status.DONE)
-            status = Status.DONE
-        elif status is Status.UNDOING:
-            w.set_task_status(rec, Status.UNDONE)
-            status = Status.UNDONE
-        if status is Status.ABORT:
-            w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
-            self._st.ensure_before(0)
-        elif ((status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec))) \
-                and w.work_hook is None:
-            self._want_pass = True  # what waits for it may run now (with a work hook, the commit wakes the loop)
-
-    def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
-        """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""
-        w = self._w
+    def failed(self, rec: TaskRec, exc: BaseException, chg: str, ran: Ran | None = None) -> None:
+        """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules); ran: the run that failed."""
         message = error_message(exc)
-        if rec.change_id is not None:
-            crec = w.crec(rec.change_id)
-            abort_lanes(w, crec, list(w.lanes(rec) or [0]), set(), set())
-            unready = False
+        aborted = self._ledger.fail(rec, message, ran)
+        if aborted:
             with self._r.lock:
-                runs = dict(self._r.runs)
-            for t in w.change_trecs(crec):
-                if t.status is Status.ABORT and t.id in runs:
-                    runs[t.id].tomb.kill()
-                unready = unready or not t.status.ready
-            if unready:
-                self._st.ensure_before(0)
-        w.set_task_status(rec, Status.ERROR)
-        w.add_log(rec, "ERROR", message)
+                runs = [self._r.runs.get(tid) for tid in aborted]
+            for run in runs:
+                if run is not None:
+                    run.tomb.kill()
         log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
         callback = self._r.on_error
         if callback is not None:
@@ -588,17 +541,17 @@ class OutcomeRecorder:
                 log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
                           callable_name(callback), exception_text(e))
 
-    def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
+    def _count_attempt(self, rec: TaskRec) -> None:
+        """_count_attempt counts one more attempt of a series of retries (a busy database, a retry policy)."""
         rec.attempts += 1
-        if series:
-            rec.retry_attempts += 1
-            if rec.retry_since is None:
-                rec.retry_since = self._w.now()
+        rec.retry_attempts += 1
+        if rec.retry_since is None:
+            rec.retry_since = self._w.now()
         self._w.dirty_task(rec)
 
     def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
         """_busy_retry schedules a task whose handler failed only because the database was busy."""
-        self._count_attempt(rec, series=True)
+        self._count_attempt(rec)
         first = CONFLICT_RETRY_FIRST if _conflict(exc) else BUSY_RETRY_FIRST
         delay = min(BUSY_RETRY_MAX, first * 2 ** min(rec.retry_attempts - 1, 16))
         message = error_message(exc)
@@ -611,7 +564,7 @@ class OutcomeRecorder:
     def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
         """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
         now = self._w.now()
-        self._count_attempt(rec, series=True)
+        self._count_attempt(rec)
         state = tenacity.RetryCallState(policy, None, (), {})
         state.attempt_number = rec.retry_attempts
         outcome = tenacity.Future(rec.retry_attempts)
@@ -645,6 +598,10 @@ BUSY_RETRY_FIRST = 1.0
 BUSY_RETRY_MAX = 60.0
 #: The first delay when the handler's unit of work conflicted with another host's (PostgreSQL).
 CONFLICT_RETRY_FIRST = 0.05
+
+
+def _change_of(rec: TaskRec) -> str:
+    return f"change {rec.change_id}" if rec.change_id is not None else "no change"
 
 
 def _conflict(exc: BaseException) -> bool:
