@@ -36,8 +36,8 @@ from .eventmanager import EventManager
 from .events import EventWait
 from .keys import KEY_RETENTION
 from .notice import Notice
-from .outcomes import Handler
 from .overlord import Overlord
+from .runs import Handler
 from .schedules import Schedule, ScheduleManager
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine

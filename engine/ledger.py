@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from ._values import clean_text
-from .change import abort_lanes
 from .events import EventWait, park
 from .status import Status
+from .statusrules import abort_lanes
 
 if TYPE_CHECKING:
     from ._records import TaskRec

@@ -14,17 +14,13 @@ import contextlib
 import inspect
 import logging
 import threading
-import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
-from ._time import to_text
 from .errors import (
-    DatabaseBusyError,
     DatabaseConflictError,
     DatabaseCorruptError,
     DatabaseError,
@@ -35,81 +31,17 @@ from .errors import (
 )
 from .events import EventWait
 from .ledger import Ledger, Ran
+from .retries import busy_retry, is_busy, policy_retry
+from .runs import HandlerPair, Run, Runs
 from .status import Status
-from .tomb import Tomb
+from .usercode import callable_name, error_message, exception_text, traceback_text
 
 if TYPE_CHECKING:
     from ._records import TaskRec
     from .leases import Leases
     from .session import Session
-    from .task import Task
 
 log = logging.getLogger("engine.taskrunner")
-
-
-class Handler(Protocol):
-    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
-
-    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
-
-
-@dataclass(frozen=True)
-class HandlerPair:
-    """HandlerPair is what a runner knows of a task kind: its handlers and retry policy."""
-
-    do: Handler | None
-    undo: Handler | None
-    retry: tenacity.BaseRetrying | None = None
-
-
-NO_HANDLERS = HandlerPair(None, None)
-
-
-@dataclass(eq=False)
-class Run:
-    """Run is one claimed task whose handler runs or whose outcome is not committed yet."""
-
-    tid: int
-    kind: str
-    phase: Literal["do", "undo", "cleanup"]
-    fn: Handler
-    task: Task
-    pair: HandlerPair
-    tomb: Tomb = field(default_factory=Tomb)
-    outcome: BaseException | None = None
-    elapsed: float = 0.0
-    #: ran is the run as its task records it, once its outcome is being recorded (engine.ledger).
-    ran: Ran | None = None
-
-
-class Runs:
-    """Runs is what the runner and its recorder share: claimed runs and outcomes, under one lock.
-
-    The lock is taken after the state lock, never before.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        #: idle is notified whenever a run ends or a batch of outcomes is committed.
-        self.idle = threading.Condition(self.lock)
-        #: have_outcomes is notified when a handler reports its outcome.
-        self.have_outcomes = threading.Condition(self.lock)
-        #: runs are the claimed tasks whose handler runs or whose outcome is not committed yet.
-        self.runs: dict[int, Run] = {}
-        #: outcomes are the finished runs waiting for the recorder.
-        self.outcomes: list[Run] = []
-        #: uncommitted counts the outcomes taken by the recorder and not committed yet.
-        self.uncommitted = 0
-        #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
-        self.recording = False
-        self.stopped = False
-        self.stopping = False
-        #: abandoned: stop() gave up on handlers that did not return.
-        self.abandoned = False
-        #: Whether the last pass held tasks back (a blocked predicate, no free worker).
-        self.some_blocked = False
-        self.starved = False
-        self.on_error: Callable[[BaseException], Any] | None = None
 
 
 class OutcomeRecorder:
@@ -496,13 +428,13 @@ class OutcomeRecorder:
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._r.stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
-            elif _busy(exc):
+            elif is_busy(exc):
                 # Only the database failed the handler (its own write was kept
                 # and is written by a later commit): run it again, later.
-                exc = self._busy_retry(rec, exc)
+                exc = busy_retry(w, rec, exc)
                 scheduled = True
             elif run.pair.retry is not None and isinstance(exc, Exception):
-                exc = self._policy(run.pair.retry, rec, exc)
+                exc = policy_retry(w, run.pair.retry, rec, exc)
                 scheduled = isinstance(exc, Retry)
         undoable = run.pair.undo is not None
         if isinstance(exc, Retry):
@@ -541,127 +473,6 @@ class OutcomeRecorder:
                 log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
                           callable_name(callback), exception_text(e))
 
-    def _count_attempt(self, rec: TaskRec) -> None:
-        """_count_attempt counts one more attempt of a series of retries (a busy database, a retry policy)."""
-        rec.attempts += 1
-        rec.retry_attempts += 1
-        if rec.retry_since is None:
-            rec.retry_since = self._w.now()
-        self._w.dirty_task(rec)
-
-    def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
-        """_busy_retry schedules a task whose handler failed only because the database was busy."""
-        self._count_attempt(rec)
-        first = CONFLICT_RETRY_FIRST if _conflict(exc) else BUSY_RETRY_FIRST
-        delay = min(BUSY_RETRY_MAX, first * 2 ** min(rec.retry_attempts - 1, 16))
-        message = error_message(exc)
-        log.warning("task %s (%s) of change %s: the state database was busy (%s); retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, delay)
-        reason = f"the state database was busy; retrying in {delay:g} s ({message})"
-        self._w.add_log(rec, "INFO", reason)
-        return Retry(after=delay, reason=reason)
-
-    def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
-        """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
-        now = self._w.now()
-        self._count_attempt(rec)
-        state = tenacity.RetryCallState(policy, None, (), {})
-        state.attempt_number = rec.retry_attempts
-        outcome = tenacity.Future(rec.retry_attempts)
-        outcome.set_exception(exc)
-        state.outcome = outcome
-        since = rec.retry_since or now
-        state.start_time = 0.0
-        state.outcome_timestamp = max(0.0, (now - since).total_seconds())
-        if not policy.retry(state):
-            return exc
-        if policy.stop(state):
-            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.retry_attempts)
-            return exc
-        delay = max(0.0, float(policy.wait(state)))
-        state.next_action = tenacity.RetryAction(delay)
-        if policy.before_sleep is not None:
-            policy.before_sleep(state)
-        when = now + timedelta(seconds=delay)
-        message = error_message(exc)
-        self._w.add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
-                                       f"next attempt at {to_text(when)}")
-        log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
-        retry = Retry(after=delay, reason=message)
-        return retry
-
-
-#: How long a task whose handler failed on a busy database waits before its
-#: first retry; each further busy failure doubles it, up to BUSY_RETRY_MAX.
-BUSY_RETRY_FIRST = 1.0
-BUSY_RETRY_MAX = 60.0
-#: The first delay when the handler's unit of work conflicted with another host's (PostgreSQL).
-CONFLICT_RETRY_FIRST = 0.05
-
 
 def _change_of(rec: TaskRec) -> str:
     return f"change {rec.change_id}" if rec.change_id is not None else "no change"
-
-
-def _conflict(exc: BaseException) -> bool:
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            return False
-        if isinstance(cause, DatabaseConflictError):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def _busy(exc: BaseException) -> bool:
-    """_busy says whether a handler failed only because the state database was busy."""
-    seen = 0
-    cause: BaseException | None = exc
-    while cause is not None and seen < 8:
-        if isinstance(cause, DatabaseBusyError):
-            return True
-        cause, seen = cause.__cause__, seen + 1
-    return False
-
-
-def error_message(exc: BaseException) -> str:
-    """error_message is what the task log says of a handler's exception.
-
-    It never raises: an exception whose str() raises (anything, SystemExit
-    included) is named by its type.
-    """
-    try:
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    except BaseException as e:
-        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
-    if not isinstance(exc, Exception):
-        return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
-    return text or type(exc).__name__
-
-
-def exception_text(exc: BaseException) -> str:
-    """exception_text names an exception raised by user code, "Type: message", without ever raising."""
-    try:
-        text = str(exc)
-    except BaseException as e:
-        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def traceback_text(exc: BaseException) -> str:
-    """traceback_text formats exc with its traceback for the log, without ever raising."""
-    try:
-        return "".join(traceback.format_exception(exc)).rstrip()
-    except BaseException:
-        return exception_text(exc)
-
-
-def callable_name(fn: object) -> str:
-    """callable_name names a user's function in a log line: its qualified name, not its repr."""
-    name = getattr(fn, "__qualname__", None)
-    if not isinstance(name, str):
-        name = type(fn).__qualname__
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name

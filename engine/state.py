@@ -40,6 +40,7 @@ from .errors import (
 )
 from .events import emit as _emit
 from .keys import KEY_RETENTION, check_change_key, check_keys
+from .prune import prune as _prune
 from .repair import select_changes
 from .schedules import Schedule
 from .session import Session
@@ -616,11 +617,9 @@ class State:
               abort_wait: float | timedelta, max_ready_changes: int) -> None:
         """prune deletes old ready changes and orphan tasks, and aborts stale changes (snapd's rules)."""
         self._check()
-        from .prune import prune
-
-        prune(self._uow, _time.utc(start_of_operation, "start_of_operation"),
-              _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
-              max_ready_changes)
+        _prune(self._uow, _time.utc(start_of_operation, "start_of_operation"),
+               _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
+               max_ready_changes)
 
     # -- warnings -----------------------------------------------------------------
 

@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import tenacity
 
 from ._workers import EventLoopThread, Workers
-from .change import dependency_cycles
 from .concurrency import SLOT_RUN, Slots
 from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
 from .leases import DEFAULT_LEASE, Leases
-from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
+from .outcomes import OutcomeRecorder
+from .runs import NO_HANDLERS, Handler, HandlerPair, Run, Runs
 from .session import session_of
 from .status import Status
+from .statusrules import dependency_cycles
 from .task import Task
+from .usercode import callable_name, exception_text
 from .why import RunnerView, WhyNot, reasons
 
 if TYPE_CHECKING:

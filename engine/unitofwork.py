@@ -21,12 +21,13 @@ from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .assertion import AssertionBook
 from .cache import RecordCache
-from .change import Change, computed_status
+from .change import Change
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .keys import KeyBook
 from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
+from .statusrules import computed_status
 from .task import Task
 from .timings import TimingBook
 from .warning import WarningBook

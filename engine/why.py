@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from .errors import DatabaseCorruptError, NotFoundError
-from .outcomes import HandlerPair, Runs, callable_name, exception_text
+from .runs import HandlerPair, Runs
 from .status import Status
 from .task import record_of, work_of
+from .usercode import callable_name, exception_text
 
 if TYPE_CHECKING:
     from ._records import TaskRec

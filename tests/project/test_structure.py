@@ -63,8 +63,6 @@ LAZY = {
 #: TO_FIX are function-level imports in modules that other work is reshaping now (the engine's middle, the
 #: PostgreSQL store); each is to be moved to the top of its module, and this list to shrink to nothing.
 TO_FIX = {
-    ("engine.state", "engine.prune"),
-    ("engine._records", "engine.errors"),
     ("engine.store.postgresql_open", "engine.models"),
     ("engine.store.postgresql_open", "engine.store.views"),
     ("engine.store.postgresql_open", "engine.store.objects"),
@@ -85,8 +83,6 @@ TO_SPLIT = {
     "engine/state.py",
     "engine/unitofwork.py",
     "engine/taskrunner.py",
-    "engine/outcomes.py",
-    "engine/change.py",
     "engine/store/postgresql.py",
 }
 

@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Runs: what the TaskRunner and its recorder share, the handlers of a kind and the runs under way.
+
+A Run is one claimed task whose handler runs or whose outcome is not
+committed yet; Runs is the table of them, with the outcomes waiting for the
+recorder and the conditions that signal them, under one lock (taken after
+the state lock, never before).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import tenacity
+
+from .tomb import Tomb
+
+if TYPE_CHECKING:
+    from .ledger import Ran
+    from .task import Task
+
+
+class Handler(Protocol):
+    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
+
+    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
+
+
+@dataclass(frozen=True)
+class HandlerPair:
+    """HandlerPair is what a runner knows of a task kind: its handlers and retry policy."""
+
+    do: Handler | None
+    undo: Handler | None
+    retry: tenacity.BaseRetrying | None = None
+
+
+NO_HANDLERS = HandlerPair(None, None)
+
+
+@dataclass(eq=False)
+class Run:
+    """Run is one claimed task whose handler runs or whose outcome is not committed yet."""
+
+    tid: int
+    kind: str
+    phase: Literal["do", "undo", "cleanup"]
+    fn: Handler
+    task: Task
+    pair: HandlerPair
+    tomb: Tomb = field(default_factory=Tomb)
+    outcome: BaseException | None = None
+    elapsed: float = 0.0
+    #: ran is the run as its task records it, once its outcome is being recorded (engine.ledger).
+    ran: Ran | None = None
+
+
+class Runs:
+    """Runs is what the runner and its recorder share: claimed runs and outcomes, under one lock.
+
+    The lock is taken after the state lock, never before.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: idle is notified whenever a run ends or a batch of outcomes is committed.
+        self.idle = threading.Condition(self.lock)
+        #: have_outcomes is notified when a handler reports its outcome.
+        self.have_outcomes = threading.Condition(self.lock)
+        #: runs are the claimed tasks whose handler runs or whose outcome is not committed yet.
+        self.runs: dict[int, Run] = {}
+        #: outcomes are the finished runs waiting for the recorder.
+        self.outcomes: list[Run] = []
+        #: uncommitted counts the outcomes taken by the recorder and not committed yet.
+        self.uncommitted = 0
+        #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
+        self.recording = False
+        self.stopped = False
+        self.stopping = False
+        #: abandoned: stop() gave up on handlers that did not return.
+        self.abandoned = False
+        #: Whether the last pass held tasks back (a blocked predicate, no free worker).
+        self.some_blocked = False
+        self.starved = False
+        self.on_error: Callable[[BaseException], Any] | None = None
