@@ -19,7 +19,7 @@ from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDepende
 from .keys import check_keys
 from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
-from .statusrules import abort_lanes, abort_tasks
+from .statusrules import abort_lanes, abort_tasks, mark_ready, notify_change
 from .task import Task, TaskSet, record_of
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Change:
 
     def _rec(self) -> ChangeRec:
         self._w.check()
-        return self._w.crec(self._cid)
+        return self._w.records.crec(self._cid)
 
     def _owned(self) -> ChangeRec:
         # What people set on a change is read under its row lock on a shared store (engine.shared).
@@ -103,9 +103,9 @@ class Change:
         w.dirty_change(rec)
         w.touch(rec.id)
         if status.ready:
-            w.mark_ready(rec)
+            mark_ready(w, rec)
         if w.change_hooks:
-            w.notify_change(rec)
+            notify_change(w, rec)
         else:
             rec.observed = None
 
@@ -138,8 +138,8 @@ class Change:
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
                 f"it already belongs to change {trec.change_id}"
             )
-        counts = w.counts(rec)
-        w.task_ids(rec).append(trec.id)
+        counts = w.records.counts(rec)
+        w.records.task_ids(rec).append(trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
@@ -161,21 +161,21 @@ class Change:
     def tasks(self) -> list[Task]:
         """tasks returns the tasks of the change."""
         w = self._w
-        return [w.task_handle(t) for t in w.change_trecs(self._rec())]
+        return [w.task_handle(t) for t in w.records.change_trecs(self._rec())]
 
     def lane_tasks(self, *lanes: int) -> list[Task]:
         """lane_tasks returns the tasks in any of lanes (lane 0: tasks in no lane)."""
         w = self._w
-        recs = w.change_trecs(self._rec())
-        w.load_graph(recs)
+        recs = w.records.change_trecs(self._rec())
+        w.records.load_graph(recs)
         wanted = set(lanes)
         return [w.task_handle(t) for t in recs if wanted.intersection(t.lanes or [0])]
 
     def abort(self) -> None:
         """abort asks for every task to stop and be undone, at the next ensure pass."""
         rec = self._rec()
-        recs = self._w.change_trecs(rec)
-        self._w.load_graph(recs)
+        recs = self._w.records.change_trecs(rec)
+        self._w.records.load_graph(recs)
         abort_tasks(self._w, rec, list(recs), set(), set())
 
     def abort_lanes(self, lanes: list[int]) -> None:
@@ -187,8 +187,8 @@ class Change:
     def abort_unready_lanes(self) -> None:
         """abort_unready_lanes aborts the lanes that still have unready tasks."""
         rec = self._rec()
-        recs = self._w.change_trecs(rec)
-        self._w.load_graph(recs)
+        recs = self._w.records.change_trecs(rec)
+        self._w.records.load_graph(recs)
         lanes: set[int] = set()
         for t in recs:
             if not t.status.ready:
@@ -202,10 +202,10 @@ class Change:
         if w.change_status(rec) is not Status.ERROR:
             return None
         errors = []
-        for t in w.change_trecs(rec):
+        for t in w.records.change_trecs(rec):
             if t.status is not Status.ERROR:
                 continue
-            errors += [(t.summary, msg) for _, level, msg in w.log_lines(t) if level == "ERROR"]
+            errors += [(t.summary, msg) for _, level, msg in w.records.log_lines(t) if level == "ERROR"]
         if not errors:
             kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
             return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
@@ -281,8 +281,8 @@ class Change:
     def check_task_dependencies(self) -> None:
         """check_task_dependencies raises TaskDependencyCycleError if wait-for edges form a cycle."""
         w = self._w
-        recs = w.change_trecs(self._rec())
-        w.load_graph(recs)
+        recs = w.records.change_trecs(self._rec())
+        w.records.load_graph(recs)
         mine = {t.id: t for t in recs}
         preds = {t.id: sum(1 for w in (t.wait_ids or ()) if w in mine) for t in recs}
         queue = [tid for tid, n in preds.items() if n == 0]
@@ -308,7 +308,7 @@ class Change:
         while True:
             try:
                 with w.state:
-                    if w.crec(self._cid).ready_time is not None:
+                    if w.records.crec(self._cid).ready_time is not None:
                         return True
                     event = w.waiters.setdefault(self._cid, threading.Event())
             except DatabaseConflictError as e:  # a shared store's server restarting, say: look again later
@@ -344,7 +344,7 @@ class Change:
             event = asyncio.Event()
 
             def look(event: asyncio.Event = event) -> bool:
-                if w.crec(self._cid).ready_time is not None:
+                if w.records.crec(self._cid).ready_time is not None:
                     return True
                 w.async_waiters.setdefault(self._cid, []).append((loop, event))
                 return False

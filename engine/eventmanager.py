@@ -59,7 +59,7 @@ class EventManager:
         sql = store.sql
         lock_key(store, key)
         try:
-            rec = w.trec(tid)
+            rec = w.records.trec(tid)
         except NotFoundError:
             return
         again = store.query(sql["event_wait"], (tid,))

@@ -198,7 +198,7 @@ def emit(session: Session, key: str, data: Any = None) -> int:
     woken = 0
     for (tid,) in store.query(sql["event_waiters"], (key,)):
         try:
-            rec = w.trec(int(tid))  # locks the task's row on PostgreSQL
+            rec = w.records.trec(int(tid))  # locks the task's row on PostgreSQL
         except NotFoundError:
             continue
         if _deliver(w, rec, text):

@@ -65,7 +65,8 @@ class Ledger:
         if status is Status.ABORT:
             w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
             w.state.ensure_before(0)
-        elif (status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec)):
+        elif (status is Status.DONE and w.records.halt_ids(rec)) \
+                or (status is Status.UNDONE and w.records.wait_ids(rec)):
             wake = w.work_hook is None  # with a work hook, the commit wakes the loop
         self._end(rec, ran)
         return wake
@@ -125,9 +126,9 @@ class Ledger:
             self._start(rec, ran)
         aborted: list[int] = []
         if rec.change_id is not None:
-            crec = w.crec(rec.change_id)
-            abort_lanes(w, crec, list(w.lanes(rec) or [0]), set(), set())
-            recs = w.change_trecs(crec)
+            crec = w.records.crec(rec.change_id)
+            abort_lanes(w, crec, list(w.records.lanes(rec) or [0]), set(), set())
+            recs = w.records.change_trecs(crec)
             if any(not t.status.ready for t in recs):
                 aborted = [t.id for t in recs if t.status is Status.ABORT]
                 w.state.ensure_before(0)
@@ -153,7 +154,7 @@ class Ledger:
         if rec.status is Status.ABORT and not undoable:
             # Stopped in flight and cannot be undone: hold it, so it does not look finished.
             w.set_task_status(rec, Status.HOLD)
-            if w.wait_ids(rec):
+            if w.records.wait_ids(rec):
                 w.state.ensure_before(0)
         else:
             w.set_task_status(rec, Status.UNDO)

@@ -173,7 +173,7 @@ class OutcomeRecorder:
             return
         ids = [run.tid for run in batch]
         with contextlib.suppress(NotFoundError, DatabaseCorruptError):  # each outcome deals with its own task
-            self._w.load_graph(self._w.trecs(ids))
+            self._w.records.load_graph(self._w.records.trecs(ids))
         self._leases.prefetch(ids)
 
     def _hold(self, batch: list[Run]) -> None:
@@ -397,7 +397,7 @@ class OutcomeRecorder:
         force: also when it is ready already (a hook failed on its move to Done).
         """
         w = self._w
-        rec = w.trec(run.tid)
+        rec = w.records.trec(run.tid)
         if rec.status is Status.ERROR or (rec.status.ready and not force):
             return
         self.failed(rec, RuntimeError(reason), _change_of(rec), run.ran)
@@ -406,7 +406,7 @@ class OutcomeRecorder:
         """_record is the dispatch ladder: one outcome, one verb of the ledger."""
         w = self._w
         try:
-            rec = w.trec(run.tid)
+            rec = w.records.trec(run.tid)
         except NotFoundError:
             log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
             return

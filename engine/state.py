@@ -436,7 +436,7 @@ class State:
             conflicts = self._unready_affecting(affected)
             if conflicts and on_conflict == "refuse":
                 cid = min(conflicts)
-                other = uow.change_handle(uow.crec(cid))
+                other = uow.change_handle(uow.records.crec(cid))
                 subject = conflicts[cid][0]
                 raise ChangeConflictError(other.id, f"cannot start a {kind} change: change {other.id} "
                                                     f"({other.kind}) is in progress for {subject}",
@@ -465,7 +465,7 @@ class State:
         """_keyed is the change an idempotency key names (None: it is gone, the key may be taken over)."""
         uow = self._uow
         try:
-            chg = uow.change_handle(uow.crec(cid))
+            chg = uow.change_handle(uow.records.crec(cid))
         except NotFoundError:
             log.warning("change key %r names change %s, which is gone: a new change takes it", key, cid)
             return None
@@ -483,7 +483,7 @@ class State:
         if cid is None:
             return None
         try:
-            return self._uow.change_handle(self._uow.crec(cid))
+            return self._uow.change_handle(self._uow.records.crec(cid))
         except NotFoundError:
             return None
 
@@ -496,7 +496,7 @@ class State:
         wanted = check_keys(keys, "affected key")
         uow = self._uow
         skip = str(ignore.id if ignore is not None and not isinstance(ignore, str) else ignore)
-        return [uow.change_handle(uow.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
+        return [uow.change_handle(uow.records.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
                 if str(cid) != skip]
 
     def select_changes(self, *, status: Status | str | Iterable[Status | str] | None = None,
@@ -520,7 +520,7 @@ class State:
         out = {}
         for cid, found in uow.keys.unready_affecting(keys).items():
             try:
-                ready = uow.change_handle(uow.crec(cid)).is_ready()
+                ready = uow.change_handle(uow.records.crec(cid)).is_ready()
             except NotFoundError:
                 continue
             if not ready:  # the stored status may lag a change moved in this unit of work
@@ -535,7 +535,8 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        return [uow.change_handle(uow.changes[cid]) for cid in uow.readable("change", self._store.change_ids())]
+        records = uow.records
+        return [uow.change_handle(records.changes[cid]) for cid in records.readable("change", self._store.change_ids())]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -544,7 +545,7 @@ class State:
         if cid is None:
             return None
         try:
-            return self._uow.change_handle(self._uow.crec(cid))
+            return self._uow.change_handle(self._uow.records.crec(cid))
         except NotFoundError:
             return None
 
@@ -566,7 +567,8 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        return [uow.task_handle(uow.tasks[tid]) for tid in uow.readable("task", self._store.linked_task_ids())]
+        records = uow.records
+        return [uow.task_handle(records.tasks[tid]) for tid in records.readable("task", self._store.linked_task_ids())]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -575,7 +577,7 @@ class State:
         if tid is None:
             return None
         try:
-            rec = self._uow.trec(tid)
+            rec = self._uow.records.trec(tid)
         except NotFoundError:
             return None
         return self._uow.task_handle(rec) if rec.change_id is not None else None

@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The status rules: a change's status from its tasks', the Wait rule, aborting lanes, dependency cycles.
+"""The status rules: a task's move and what it does to its change, a change's status, lanes, cycles.
 
 snapd's rules, over records (engine._records) through the unit of work
-(engine._work): computed_status is what Change.status shows when nobody set
-it; abort_lanes is what a failed task does to its lanes; dependency_cycles
-finds the tasks that can never run.
+(engine._work): move_task is every move of a task's status (the counts of
+its change, its readiness, the hooks, what the commit wakes);
+computed_status is what Change.status shows when nobody set it; abort_lanes
+is what a failed task does to its lanes; dependency_cycles finds the tasks
+that can never run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any
 
+from ._time import to_text
+from .errors import DatabaseCorruptError, NotFoundError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -37,7 +41,7 @@ def computed_status(w: Work, crec: ChangeRec) -> Status:
     No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
     Otherwise the first status in STATUS_ORDER that a task has.
     """
-    counts = w.counts(crec)
+    counts = w.records.counts(crec)
     if not any(counts.values()):
         return Status.HOLD
     if counts.get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
@@ -53,10 +57,123 @@ def effective_status(t: TaskRec) -> Status:
     return t.waited_status if t.status is Status.WAIT else t.status
 
 
+_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+# What a claim moves tasks to: such a move makes nothing else runnable.
+_CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
+
+
+def move_task(w: Work, rec: TaskRec, new: Status) -> None:
+    """move_task moves a task to new, keeping the aggregates of the changes it affects and telling the hooks.
+
+    The change's counts by status, its ready time, what the commit wakes
+    (engine.changeset) and the changes whose status is stored again: the
+    task's, and those with tasks in Wait (the Wait rule follows edges
+    across changes, so they may move when any task moves).
+    """
+    old = rec.status
+    if old is new:
+        return
+    records = w.records
+    changeset = w.changeset
+    crec = records.crec(rec.change_id) if rec.change_id is not None else None
+    waiting = w.waiting_changes()
+    affected = [crec] if crec is not None else []
+    affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
+    hooks = w.change_hooks
+    if hooks:
+        for c in affected:
+            if c.observed is None:
+                c.observed = w.change_status(c)
+    if crec is not None:
+        # (A shared store counts again at commit, under the change's lock: engine.shared.)
+        counts = records.counts(crec)
+        counts[old] = counts.get(old, 0) - 1
+        counts[new] = counts.get(new, 0) + 1
+    rec.status = new
+    if (old is Status.DONE) != (new is Status.DONE):
+        changeset.done_flips.add(rec.id)
+    if new is Status.DONE or new is Status.UNDONE:
+        changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
+    elif new not in _CLAIMED:
+        changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
+    if new.ready and not old.ready:
+        rec.ready_time = w.now()
+        rec.ready_text = to_text(rec.ready_time)
+    w.dirty_task(rec)
+    log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
+    if crec is not None:
+        if new is Status.WAIT:
+            waiting.add(crec.id)
+        if new.ready and not old.ready and crec.ready_time is None and _unready(w, crec) == 0:
+            mark_ready(w, crec)
+    for c in affected:
+        changeset.touched.add(c.id)
+        if hooks:
+            notify_change(w, c)
+        else:
+            c.observed = None
+    if w.task_hooks:
+        _fire(w, w.task_hooks, w.task_handle(rec), old, new)
+
+
+def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
+    """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+    recs = []
+    for cid in ids:
+        try:
+            recs.append(w.records.crec(cid))
+        except (DatabaseCorruptError, NotFoundError) as e:
+            log.debug("skipping change %s: %s", cid, e)
+    return recs
+
+
+def _unready(w: Work, crec: ChangeRec) -> int:
+    counts = w.records.counts(crec)
+    return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
+
+
+def mark_ready(w: Work, crec: ChangeRec) -> None:
+    """mark_ready makes a change ready: its ready time, its waiters woken and its cleanups run after the commit."""
+    if crec.ready_time is None:
+        changeset = w.changeset
+        changeset.runnable = True  # its cleanups may run now: an ensure pass claims them
+        crec.ready_time = w.now()
+        w.dirty_change(crec)
+        changeset.became_ready.append(crec.id)
+        w.records.counts(crec)  # loads the unclean count too
+        if crec.unclean <= 0 and not crec.clean:
+            crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
+
+
+def notify_change(w: Work, crec: ChangeRec) -> None:
+    """notify_change tells the change status hooks of a change's new status (once per move)."""
+    new = w.change_status(crec)
+    old = crec.observed
+    if new is not old:
+        crec.observed = new
+        if old is not None:
+            _fire(w, w.change_hooks, w.change_handle(crec), old, new)
+
+
+def _fire(w: Work, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
+    failures = w.hook_failures
+    for hid, fn in list(hooks.items()):
+        if failures is None:
+            done = fn(obj, old, new)
+        else:
+            try:
+                done = fn(obj, old, new)
+            except BaseException as e:  # user code: the runner fails the task it was recording
+                failures.append((fn, obj, e))
+                continue
+        if done is True:
+            hooks.pop(hid, None)
+
+
 def abort_lanes(w: Work, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
     """abort_lanes aborts the tasks of lanes and what waits for them, sparing tasks also in a healthy lane."""
-    recs = w.change_trecs(crec)
-    w.load_graph(recs)
+    recs = w.records.change_trecs(crec)
+    w.records.load_graph(recs)
     wanted = set(lanes)
     has_live: set[int] = set()
     has_dead: set[int] = set()
@@ -93,12 +210,12 @@ def abort_tasks(w: Work, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int
             w.set_task_status(t, Status.ABORT)  # running: stop, then undo
         elif status is Status.DONE:
             w.set_task_status(t, Status.UNDO)  # done: undo it
-        tlanes = w.lanes(t) or [0]
+        tlanes = w.records.lanes(t) or [0]
         for lane in tlanes:
             if lane not in aborted:
                 more_lanes += tlanes
-        halted = [h for h in w.halt_ids(t) if h not in seen]
-        tasks += w.trecs(halted)
+        halted = [h for h in w.records.halt_ids(t) if h not in seen]
+        tasks += w.records.trecs(halted)
     if more_lanes:
         abort_lanes(w, crec, more_lanes, aborted, seen)
 
@@ -108,8 +225,8 @@ _COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
 
 def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
     """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
-    recs = w.change_trecs(crec)
-    w.load_graph(recs)
+    recs = w.records.change_trecs(crec)
+    w.records.load_graph(recs)
     visited: dict[int, int] = {}
     for t in recs:
         if t.status in _FINAL or t.status is Status.WAIT:
@@ -120,8 +237,8 @@ def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
 
 
 def _deps(w: Work, t: TaskRec) -> list[TaskRec]:
-    ids = w.wait_ids(t) if t.status is Status.DO else w.halt_ids(t)
-    return w.trecs(ids)
+    ids = w.records.wait_ids(t) if t.status is Status.DO else w.records.halt_ids(t)
+    return w.records.trecs(ids)
 
 
 def _frame(w: Work, t: TaskRec) -> Generator[TaskRec, bool, bool]:
@@ -182,8 +299,8 @@ def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
     """
     def succ(t: TaskRec) -> list[TaskRec]:
         if t.status is Status.DO:
-            return [x for x in w.trecs(w.wait_ids(t)) if x.status is Status.DO]
-        return [h for h in w.trecs(w.halt_ids(t)) if h.status is Status.UNDO]
+            return [x for x in w.records.trecs(w.records.wait_ids(t)) if x.status is Status.DO]
+        return [h for h in w.records.trecs(w.records.halt_ids(t)) if h.status is Status.UNDO]
 
     index: dict[int, int] = {}
     low: dict[int, int] = {}

@@ -313,7 +313,7 @@ class TaskRunner:
                 if rec.status is Status.UNDO and pair.undo is None:
                     # Nothing to undo: it stays done; what it waited for may undo now.
                     w.set_task_status(rec, Status.DONE)
-                    if w.wait_ids(rec):
+                    if w.records.wait_ids(rec):
                         self._st.ensure_before(0)
                     continue
                 if rec.at_time is not None and rec.at_time > now:
@@ -372,9 +372,9 @@ class TaskRunner:
             runs = dict(self._r.runs)
         store = w.store
         queries = []
-        if Status.UNDONE in w.unblocked:
+        if Status.UNDONE in w.changeset.unblocked:
             queries.append((store.runnable_undo, None))
-        if Status.DONE in w.unblocked:
+        if Status.DONE in w.changeset.unblocked:
             queries.append((store.runnable_do, None))
         if not queries:
             return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
@@ -429,7 +429,7 @@ class TaskRunner:
                 with self._r.lock:
                     if self._r.runs.get(tid) is run:
                         del self._r.runs[tid]
-                rec = w.trec(tid)
+                rec = w.records.trec(tid)
                 chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
                 self._recorder.failed(rec, RuntimeError(f"its status hook {name} raised {exception_text(exc)}"), chg)
             elif tid not in said:
@@ -451,10 +451,10 @@ class TaskRunner:
             cids = set(w.store.blocked_changes())
         for cid in sorted(cids):
             try:
-                crec = w.crec(cid)
+                crec = w.records.crec(cid)
                 if crec.ready_time is not None:
                     continue
-                cycles = dependency_cycles(w, w.change_trecs(crec))
+                cycles = dependency_cycles(w, w.records.change_trecs(crec))
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("not looking for cycles in change %s: %s", cid, e)
                 continue
@@ -486,7 +486,7 @@ class TaskRunner:
         if row[0] in self._quarantined:
             return None
         try:
-            return self._w.merge_task_rows([row])[0]
+            return self._w.records.merge_task_rows([row])[0]
         except DatabaseCorruptError as e:
             self._damaged("task", row[0], str(e), self._damaged_tasks)
             return None
@@ -511,9 +511,9 @@ class TaskRunner:
         if known is not None:
             return known
         try:
-            crec = w.crec(cid)
-            w.counts(crec)
-            w.check_task_rows(crec)
+            crec = w.records.crec(cid)
+            w.records.counts(crec)
+            w.records.check_task_rows(crec)
             sound = True
         except NotFoundError:
             self._damaged("change", cid, f"task {tid} belongs to change {cid}, which is not in the database",

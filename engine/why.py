@@ -177,9 +177,9 @@ class _Seen:
     def failed_of(self, w: Work, cid: int) -> list[TaskRec]:
         failed = self.failed.get(cid)
         if failed is None:
-            recs = w.change_trecs(w.crec(cid))
+            recs = w.records.change_trecs(w.records.crec(cid))
             failed = self.failed[cid] = [t for t in recs if t.status is Status.ERROR]
-            w.load_graph(failed)
+            w.records.load_graph(failed)
         return failed
 
 
@@ -239,7 +239,7 @@ def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: RunnerView | None,
     if rec.change_id is None:
         return WhyNot(NO_CHANGE, "it is in no change: no runner runs it")
     if status is Status.ERROR:
-        errors = [msg for _, level, msg in w.log_lines(rec) if level == "ERROR"]
+        errors = [msg for _, level, msg in w.records.log_lines(rec) if level == "ERROR"]
         return WhyNot(FAILED, errors[-1] if errors else "it failed (no error was logged)")
     if status is Status.UNDONE:
         return WhyNot(UNDONE, "it was done, then undone")
@@ -256,14 +256,14 @@ def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: RunnerView | None,
                                   "that has one")
     undo = status in (Status.UNDO, Status.UNDOING)
     if status is Status.DO:
-        blocking = [t for t in w.trecs(w.wait_ids(rec)) if t.status is not Status.DONE]
+        blocking = [t for t in w.records.trecs(w.records.wait_ids(rec)) if t.status is not Status.DONE]
         if blocking:
             return _waiting(blocking, "waits for")
     elif status is Status.UNDO:
         if runner is not None and runner.pair(rec).undo is None:
             return WhyNot(RUNNABLE, "nothing to undo (its kind has no undo handler): it becomes Done at the next "
                                     "ensure pass")
-        blocking = [t for t in w.trecs(w.halt_ids(rec)) if not t.status.ready]
+        blocking = [t for t in w.records.trecs(w.records.halt_ids(rec)) if not t.status.ready]
         if blocking:
             return _waiting(blocking, "is undone after")
     now = w.now()
@@ -304,8 +304,8 @@ def _held(w: Work, rec: TaskRec, seen: _Seen, then: str, aborted: bool = False) 
     """_held is why a Hold (or stopped Abort) task will not run: a failed task in its lanes, else an abort."""
     assert rec.change_id is not None
     every = seen.failed_of(w, rec.change_id)
-    lanes = set(w.lanes(rec) or [0])
-    failed = [t for t in every if lanes.intersection(w.lanes(t) or [0])] or every
+    lanes = set(w.records.lanes(rec) or [0])
+    failed = [t for t in every if lanes.intersection(w.records.lanes(t) or [0])] or every
     if failed:
         names = _names(failed)
         reason = CHANGE_ABORTED if aborted else HELD

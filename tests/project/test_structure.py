@@ -81,7 +81,6 @@ TYPED_CIRCLES_TO_FIX = [
 #: split, and this list to shrink to nothing.
 TO_SPLIT = {
     "engine/state.py",
-    "engine/unitofwork.py",
     "engine/taskrunner.py",
     "engine/store/postgresql.py",
 }
