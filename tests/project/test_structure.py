@@ -73,14 +73,13 @@ TO_FIX = {
 #: runner names the why-not reasons, which name the runner in the rules' signature.
 TYPED_CIRCLES_TO_FIX = [
     ["engine.change", "engine.events", "engine.repair", "engine.schedules", "engine.session", "engine.state",
-     "engine.task", "engine.unitofwork"],
+     "engine.statebooks", "engine.statemaking", "engine.statenotices", "engine.task", "engine.unitofwork"],
     ["engine.taskrunner", "engine.why"],
 ]
 
 #: TO_SPLIT are modules over MAX_LINES that other work is reshaping now (the engine's middle); each is to be
 #: split, and this list to shrink to nothing.
 TO_SPLIT = {
-    "engine/state.py",
     "engine/taskrunner.py",
     "engine/store/postgresql.py",
 }
