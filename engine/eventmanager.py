@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from . import _time
 from .errors import NotFoundError
 from .events import EVENT_RETENTION, Lookout, begin_write, lock_key, sql_store
+from .runnerguards import fail_task
 from .session import session_of
 from .status import Status
-from .taskrunner import TaskRunner, fail_task
+from .taskrunner import TaskRunner
 
 if TYPE_CHECKING:
     from .state import State

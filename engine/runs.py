@@ -9,7 +9,10 @@ the state lock, never before).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -21,6 +24,14 @@ from .tomb import Tomb
 if TYPE_CHECKING:
     from .ledger import Ran
     from .task import Task
+
+
+#: PAGE is how many candidate rows a pass reads at once (pages).
+PAGE = 256
+#: Blocked is pred(task, running) -> bool: whether task is held back while those run (TaskRunner.add_blocked).
+Blocked = Callable[["Task", list["Task"]], bool]
+#: Match is match(task) -> bool: whether optional handlers take the task (TaskRunner.add_optional_handler).
+Match = Callable[["Task"], bool]
 
 
 class Handler(Protocol):
@@ -86,3 +97,62 @@ class Runs:
         self.some_blocked = False
         self.starved = False
         self.on_error: Callable[[BaseException], Any] | None = None
+
+
+def check_handler(kind: str, what: str, fn: object) -> None:
+    """check_handler refuses what cannot be a handler: not callable, or a generator function."""
+    if fn is None:
+        return
+    if not callable(fn):
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {fn!r} is not callable")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(f"cannot register the {what} handler of {kind!r}: {name} is a generator function, "
+                        "whose body would never run (return or raise instead of yield)")
+
+
+def pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[], int]) -> Any:
+    """pages yields the rows of query(after_id, limit) page by page, asking size() for each limit."""
+    after = 0
+    while True:
+        limit = size()
+        rows = query(after, limit)
+        yield from rows
+        if len(rows) < limit:
+            return
+        after = rows[-1][0]
+
+
+def execute(run: Run, report: Callable[[Run], Run | None]) -> None:
+    """execute runs a sync handler on this worker thread, then those of the runs report hands back (a chain)."""
+    next_run: Run | None = run
+    while next_run is not None:
+        run = next_run
+        t0 = time.monotonic()
+        try:
+            result = run.fn(run.task, run.tomb)
+            if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
+                asyncio.run(_await(result))
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
+        except BaseException as e:  # the recorder's dispatch ladder decides (engine.outcomes)
+            run.outcome = e
+        run.elapsed = time.monotonic() - t0
+        next_run = report(run)
+
+
+async def execute_async(run: Run, report: Callable[[Run], Run | None]) -> None:
+    """execute_async runs an async handler on the runner's event loop thread; its tomb's death cancels it."""
+    t0 = time.monotonic()
+    try:
+        result = run.fn(run.task, run.tomb)
+        if inspect.isawaitable(result):
+            await run.tomb.follow(result)  # cancelled when the tomb dies
+    except BaseException as e:  # the recorder's dispatch ladder decides (engine.outcomes)
+        run.outcome = e
+    run.elapsed = time.monotonic() - t0
+    report(run)
+
+
+async def _await(result: Awaitable[None]) -> None:
+    await result
