@@ -36,7 +36,9 @@ class Ran:
     elapsed: float
     #: attempt is the number the timing gives the run (the task's attempts before it, plus one).
     attempt: int
-    #: noted: its time, lease and timing are recorded (a verb records them once).
+    #: started: its time on the task and the end of its lease are recorded; noted: its timing is (each once,
+    #: whichever verbs record the outcome: fail after a verb that raised).
+    started: bool = False
     noted: bool = False
 
 
@@ -162,8 +164,9 @@ class Ledger:
 
     def _start(self, rec: TaskRec, ran: Ran) -> None:
         """_start records the run's time on the task and the end of its lease (once)."""
-        if ran.noted:
+        if ran.started:
             return
+        ran.started = True
         w = self._w
         w.end_lease(rec.id)
         if ran.phase == "do":
