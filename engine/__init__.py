@@ -30,11 +30,12 @@ from .errors import (
     TaskDependencyCycleError,
     Wait,
 )
-from .events import EventManager, EventWait
+from .eventmanager import EventManager
+from .events import EventWait
 from .keys import KEY_RETENTION
 from .notice import Notice
-from .outcomes import Handler
 from .overlord import Overlord
+from .runs import Handler
 from .schedules import Schedule, ScheduleManager
 from .state import MISSING, State
 from .stateengine import Manager, StateEngine

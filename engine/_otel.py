@@ -64,14 +64,14 @@ class Tracer:
         change = None
         start = _ns(started)
         if cid is not None:
-            crec = self._w.crec(cid)
+            crec = self._w.records.crec(cid)
             ready = None if crec.ready_time is None else (_ns(crec.ready_time), self._w.change_status(crec))
             change = (cid, crec.kind, crec.summary, _ns(crec.spawn_time), ready)
             # Within its change's span (a clock that stood still while the handler ran would put it before).
             start = max(start, change[3])
         error = None
         if outcome == "error":
-            errors = [msg for _, level, msg in self._w.log_lines(rec) if level == "ERROR"]
+            errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
             error = errors[-1] if errors else ""
         self._queue.put(_Run(rec.id, rec.kind, phase, attempt, outcome, start, start + int(elapsed * 1e9), error,
                              change))

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from ._time import from_text, opt_from_text, opt_to_text, to_text
 from ._values import dump_value
+from .errors import DatabaseCorruptError
 from .status import Status
 
 LOG_KEEP = 10
@@ -28,7 +29,6 @@ def status_of(value: str, what: str) -> Status:
     try:
         return _STATUS[value]
     except KeyError:
-        from .errors import DatabaseCorruptError
 
         raise DatabaseCorruptError(f"cannot load {what}: unknown status {value!r} in the database") from None
 
@@ -48,11 +48,9 @@ def load_data(text: str, what: str) -> dict[str, str]:
     try:
         obj = json.loads(text)
     except ValueError as e:
-        from .errors import DatabaseCorruptError
 
         raise DatabaseCorruptError(f"cannot load {what}: its data is not valid JSON ({e})") from None
     if not isinstance(obj, dict):
-        from .errors import DatabaseCorruptError
 
         raise DatabaseCorruptError(f"cannot load {what}: its data is not a JSON object")
     # The keys of a JSON object are str. Each value is stored as its own JSON
@@ -103,7 +101,6 @@ def _not_text(value: Any) -> str:
 def _damaged(what: str, row: tuple[Any, ...], fields: tuple[tuple[str, str | None], ...],
              error: BaseException) -> Exception:
     """_damaged builds the error for a row that cannot be read, naming the column at fault."""
-    from .errors import DatabaseCorruptError
 
     for (name, kind), value in zip(fields, row, strict=False):
         try:

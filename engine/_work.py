@@ -9,7 +9,7 @@ used, since the handle classes live above this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,8 @@ from .status import Status
 if TYPE_CHECKING:
     import threading
 
+    from .cache import RecordCache
+    from .changeset import ChangeSet
     from .store import Store
 
 
@@ -28,8 +30,13 @@ class Work(Protocol):
     #: The State (the public one, for handles' .state).
     state: Any
     store: Store
-    #: The loaded change records, by id.
-    changes: dict[int, ChangeRec]
+    #: records are the loaded records, by id, and their lookups (the identity map, engine.cache).
+    records: RecordCache
+    #: changeset notes what is to be written and what the commit wakes (engine.changeset).
+    changeset: ChangeSet
+    task_hooks: dict[int, Any]
+    #: hook_failures, when a list, collects what the status hooks raise (the runner's recorder).
+    hook_failures: list[tuple[Any, Any, BaseException]] | None
     warnings: Any
     #: The notices (engine.notice.NoticeBook).
     notices: Any
@@ -47,6 +54,9 @@ class Work(Protocol):
     def held(self) -> bool:
         """held says whether this thread holds the state lock."""
 
+    def locked_async(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        """locked_async calls fn under the state lock without blocking the event loop."""
+
     def now(self) -> datetime:
         """now is the State clock's time."""
 
@@ -58,42 +68,6 @@ class Work(Protocol):
 
     def change_updated(self, rec: ChangeRec) -> None:
         """change_updated records a change-update notice for a change whose status moved."""
-
-    def trec(self, tid: int) -> TaskRec:
-        """trec is the record of a task."""
-
-    def trecs(self, ids: list[int]) -> list[TaskRec]:
-        """trecs are the records of tasks."""
-
-    def crec(self, cid: int) -> ChangeRec:
-        """crec is the record of a change."""
-
-    def counts(self, rec: ChangeRec) -> dict[Status, int]:
-        """counts are a change's tasks by status."""
-
-    def count_again(self, recs: list[ChangeRec]) -> None:
-        """count_again counts the tasks of several changes afresh, in one query."""
-
-    def task_ids(self, rec: ChangeRec) -> list[int]:
-        """task_ids are the ids of a change's tasks."""
-
-    def change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
-        """change_trecs are the records of a change's tasks."""
-
-    def load_graph(self, recs: list[TaskRec]) -> None:
-        """load_graph loads the edges and lanes of tasks."""
-
-    def wait_ids(self, rec: TaskRec) -> list[int]:
-        """wait_ids are the tasks rec waits for."""
-
-    def halt_ids(self, rec: TaskRec) -> list[int]:
-        """halt_ids are the tasks that wait for rec."""
-
-    def lanes(self, rec: TaskRec) -> list[int]:
-        """lanes are rec's lanes."""
-
-    def log_lines(self, rec: TaskRec) -> list[tuple[str, str, str]]:
-        """log_lines are rec's last log lines."""
 
     def task_handle(self, rec: TaskRec) -> Any:
         """task_handle is the public Task of a record."""
@@ -119,12 +93,6 @@ class Work(Protocol):
     def touch(self, cid: int) -> None:
         """touch notes a change whose status to store again."""
 
-    def mark_ready(self, crec: ChangeRec) -> None:
-        """mark_ready makes a change ready."""
-
-    def notify_change(self, crec: ChangeRec) -> None:
-        """notify_change tells the hooks of a change's new status."""
-
     def note_runnable(self) -> None:
         """note_runnable notes that tasks may have become runnable."""
 
@@ -142,9 +110,3 @@ class Work(Protocol):
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""
-
-    def delete_changes(self, ids: list[int]) -> None:
-        """delete_changes deletes changes now (prune)."""
-
-    def delete_tasks(self, ids: list[int]) -> None:
-        """delete_tasks deletes tasks now (prune)."""

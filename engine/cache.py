@@ -41,6 +41,19 @@ class RecordCache:
         self.tasks.clear()
         self.changes.clear()
 
+    def drop_changes(self, ids: list[int]) -> None:
+        """drop_changes forgets changes and their tasks (deleted: prune)."""
+        gone = set(ids)
+        for tid in [tid for tid, rec in self.tasks.items() if rec.change_id in gone]:
+            del self.tasks[tid]
+        for cid in ids:
+            self.changes.pop(cid, None)
+
+    def drop_tasks(self, ids: list[int]) -> None:
+        """drop_tasks forgets tasks (deleted: prune)."""
+        for tid in ids:
+            self.tasks.pop(tid, None)
+
     def trec(self, tid: int) -> TaskRec:
         """trec is the record of a task, loaded if needed (NotFoundError if there is none)."""
         rec = self.tasks.get(tid)

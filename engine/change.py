@@ -10,19 +10,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._records import ChangeRec, TaskRec
+from ._records import ChangeRec
 from ._values import MISSING, check_key, get_value, set_value
 from .errors import ChangeError, DatabaseConflictError, EngineError, TaskDependencyCycleError
 from .keys import check_keys
 from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
-from .task import Task, TaskSet
+from .statusrules import abort_lanes, abort_tasks, mark_ready, notify_change
+from .task import Task, TaskSet, record_of
 
 if TYPE_CHECKING:
+    from ._records import TaskRec
     from ._work import Work
     from .state import State
     from .timings import TaskTiming
@@ -31,31 +32,6 @@ log = logging.getLogger("engine.change")
 
 #: How often wait_ready looks again on a shared store (another host may finish the change).
 _SHARED_POLL = 0.2
-_LIVE = (Status.DO, Status.DOING, Status.DONE)
-_FINAL = (Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD)
-
-#: STATUS_ORDER is the order in which task statuses decide the status of their change (snapd's).
-STATUS_ORDER = (
-    Status.ABORT, Status.UNDOING, Status.UNDO, Status.DOING, Status.DO, Status.WAIT,
-    Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
-)
-
-
-def computed_status(w: Work, crec: ChangeRec) -> Status:
-    """computed_status is a change's status computed from its tasks (snapd's rules).
-
-    No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
-    Otherwise the first status in STATUS_ORDER that a task has.
-    """
-    counts = w.counts(crec)
-    if not any(counts.values()):
-        return Status.HOLD
-    if counts.get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
-        return Status.WAIT
-    for status in STATUS_ORDER:
-        if counts.get(status, 0) > 0:
-            return status
-    raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
 
 
 def _after_running(w: Work, trec: TaskRec) -> bool:
@@ -67,10 +43,10 @@ def _after_running(w: Work, trec: TaskRec) -> bool:
     find nothing to run; the outcome of the running task hands it on, or
     wakes the loop, as for a task added with the change.
     """
-    if trec.status is not Status.DO or w.halt_ids(trec):
+    if trec.status is not Status.DO or w.records.halt_ids(trec):
         return False
-    waits = w.wait_ids(trec)
-    return bool(waits) and any(r.status is Status.DOING for r in w.trecs(list(waits)))
+    waits = w.records.wait_ids(trec)
+    return bool(waits) and any(r.status is Status.DOING for r in w.records.trecs(list(waits)))
 
 
 class Change:
@@ -97,7 +73,7 @@ class Change:
 
     def _rec(self) -> ChangeRec:
         self._w.check()
-        return self._w.crec(self._cid)
+        return self._w.records.crec(self._cid)
 
     def _owned(self) -> ChangeRec:
         # What people set on a change is read under its row lock on a shared store (engine.shared).
@@ -145,9 +121,9 @@ class Change:
         w.dirty_change(rec)
         w.touch(rec.id)
         if status.ready:
-            w.mark_ready(rec)
+            mark_ready(w, rec)
         if w.change_hooks:
-            w.notify_change(rec)
+            notify_change(w, rec)
         else:
             rec.observed = None
 
@@ -174,14 +150,14 @@ class Change:
         """add_task makes task part of this change."""
         rec = self._rec()
         w = self._w
-        trec = task._rec()
+        trec = record_of(task)
         if trec.change_id is not None:
             raise EngineError(
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
                 f"it already belongs to change {trec.change_id}"
             )
-        counts = w.counts(rec)
-        w.task_ids(rec).append(trec.id)
+        counts = w.records.counts(rec)
+        w.records.task_ids(rec).append(trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
@@ -203,22 +179,22 @@ class Change:
     def tasks(self) -> list[Task]:
         """tasks returns the tasks of the change."""
         w = self._w
-        return [w.task_handle(t) for t in w.change_trecs(self._rec())]
+        return [w.task_handle(t) for t in w.records.change_trecs(self._rec())]
 
     def lane_tasks(self, *lanes: int) -> list[Task]:
         """lane_tasks returns the tasks in any of lanes (lane 0: tasks in no lane)."""
         w = self._w
-        recs = w.change_trecs(self._rec())
-        w.load_graph(recs)
+        recs = w.records.change_trecs(self._rec())
+        w.records.load_graph(recs)
         wanted = set(lanes)
         return [w.task_handle(t) for t in recs if wanted.intersection(t.lanes or [0])]
 
     def abort(self) -> None:
         """abort asks for every task to stop and be undone, at the next ensure pass."""
         rec = self._rec()
-        recs = self._w.change_trecs(rec)
-        self._w.load_graph(recs)
-        _abort_tasks(self._w, rec, list(recs), set(), set())
+        recs = self._w.records.change_trecs(rec)
+        self._w.records.load_graph(recs)
+        abort_tasks(self._w, rec, list(recs), set(), set())
 
     def abort_lanes(self, lanes: list[int]) -> None:
         """abort_lanes aborts the tasks of lanes and those waiting for them, except
@@ -229,8 +205,8 @@ class Change:
     def abort_unready_lanes(self) -> None:
         """abort_unready_lanes aborts the lanes that still have unready tasks."""
         rec = self._rec()
-        recs = self._w.change_trecs(rec)
-        self._w.load_graph(recs)
+        recs = self._w.records.change_trecs(rec)
+        self._w.records.load_graph(recs)
         lanes: set[int] = set()
         for t in recs:
             if not t.status.ready:
@@ -244,10 +220,10 @@ class Change:
         if w.change_status(rec) is not Status.ERROR:
             return None
         errors = []
-        for t in w.change_trecs(rec):
+        for t in w.records.change_trecs(rec):
             if t.status is not Status.ERROR:
                 continue
-            errors += [(t.summary, msg) for _, level, msg in w.log_lines(t) if level == "ERROR"]
+            errors += [(t.summary, msg) for _, level, msg in w.records.log_lines(t) if level == "ERROR"]
         if not errors:
             kind = json.dumps(rec.kind, ensure_ascii=False)  # quoted and escaped, like snapd's %q
             return ChangeError([], f"internal inconsistency: change {kind} in ErrorStatus with no task errors logged")
@@ -323,8 +299,8 @@ class Change:
     def check_task_dependencies(self) -> None:
         """check_task_dependencies raises TaskDependencyCycleError if wait-for edges form a cycle."""
         w = self._w
-        recs = w.change_trecs(self._rec())
-        w.load_graph(recs)
+        recs = w.records.change_trecs(self._rec())
+        w.records.load_graph(recs)
         mine = {t.id: t for t in recs}
         preds = {t.id: sum(1 for w in (t.wait_ids or ()) if w in mine) for t in recs}
         queue = [tid for tid, n in preds.items() if n == 0]
@@ -350,7 +326,7 @@ class Change:
         while True:
             try:
                 with w.state:
-                    if w.crec(self._cid).ready_time is not None:
+                    if w.records.crec(self._cid).ready_time is not None:
                         return True
                     event = w.waiters.setdefault(self._cid, threading.Event())
             except DatabaseConflictError as e:  # a shared store's server restarting, say: look again later
@@ -386,13 +362,13 @@ class Change:
             event = asyncio.Event()
 
             def look(event: asyncio.Event = event) -> bool:
-                if w.crec(self._cid).ready_time is not None:
+                if w.records.crec(self._cid).ready_time is not None:
                     return True
                 w.async_waiters.setdefault(self._cid, []).append((loop, event))
                 return False
 
             try:
-                if await w.state._locked_async(look):
+                if await w.locked_async(look):
                     return True
             except DatabaseConflictError as e:
                 log.debug("waiting for change %s: %s", self._cid, e)
@@ -416,182 +392,3 @@ class Change:
                     # (the committing thread may have taken the list meanwhile)
                     with contextlib.suppress(ValueError):
                         waiters.remove((loop, event))
-
-
-def effective_status(t: TaskRec) -> Status:
-    """effective_status reads a waiting task as the status it waits for."""
-    return t.waited_status if t.status is Status.WAIT else t.status
-
-
-def abort_lanes(w: Work, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
-    """abort_lanes aborts the tasks of lanes and what waits for them, sparing tasks also in a healthy lane."""
-    recs = w.change_trecs(crec)
-    w.load_graph(recs)
-    wanted = set(lanes)
-    has_live: set[int] = set()
-    has_dead: set[int] = set()
-    lane_tasks = []
-    for t in recs:
-        tlanes = t.lanes or [0]
-        if wanted.intersection(tlanes):
-            lane_tasks.append(t)
-            continue
-        # Opinion about lanes not being killed: a lane that is entirely
-        # live keeps its tasks alive, even those also in a killed lane.
-        (has_live if effective_status(t) in _LIVE else has_dead).update(tlanes)
-    doomed = [t for t in lane_tasks
-              if not any(lane in has_live and lane not in has_dead for lane in t.lanes or [0])]
-    aborted.update(lanes)
-    if doomed:
-        _abort_tasks(w, crec, doomed, aborted, seen)
-
-
-def _abort_tasks(w: Work, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
-    more_lanes: list[int] = []
-    i = 0
-    while i < len(tasks):
-        t = tasks[i]
-        i += 1
-        if t.id in seen:
-            continue
-        seen.add(t.id)
-        status = effective_status(t)
-        if status is Status.DO:
-            w.set_task_status(t, Status.HOLD)  # still pending: never start
-        elif status is Status.DOING:
-            w.set_task_status(t, Status.ABORT)  # running: stop, then undo
-        elif status is Status.DONE:
-            w.set_task_status(t, Status.UNDO)  # done: undo it
-        tlanes = w.lanes(t) or [0]
-        for lane in tlanes:
-            if lane not in aborted:
-                more_lanes += tlanes
-        halted = [h for h in w.halt_ids(t) if h not in seen]
-        tasks += w.trecs(halted)
-    if more_lanes:
-        abort_lanes(w, crec, more_lanes, aborted, seen)
-
-
-_COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
-
-
-def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
-    """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
-    recs = w.change_trecs(crec)
-    w.load_graph(recs)
-    visited: dict[int, int] = {}
-    for t in recs:
-        if t.status in _FINAL or t.status is Status.WAIT:
-            continue
-        if t.status not in (Status.DO, Status.UNDO) or not _task_waiting(w, t, visited):
-            return False
-    return True
-
-
-def _deps(w: Work, t: TaskRec) -> list[TaskRec]:
-    ids = w.wait_ids(t) if t.status is Status.DO else w.halt_ids(t)
-    return w.trecs(ids)
-
-
-def _frame(w: Work, t: TaskRec) -> Generator[TaskRec, bool, bool]:
-    waiting = False
-    for dep in _deps(w, t):
-        if dep.status is Status.WAIT:
-            waiting = True
-        elif dep.status in _FINAL:
-            continue
-        elif dep.status in (Status.DO, Status.UNDO):
-            waiting = yield dep
-            if not waiting:
-                break  # something runnable: not waiting
-        else:
-            return False
-    return waiting
-
-
-def _task_waiting(w: Work, root: TaskRec, visited: dict[int, int]) -> bool:
-    # An explicit stack instead of recursion: chains may be thousands long.
-    known = visited.get(root.id)
-    if known is not None:
-        return known == _WAITING
-    visited[root.id] = _COMPUTING
-    stack = [(root, _frame(w, root))]
-    result: bool | None = None
-    while stack:
-        t, gen = stack[-1]
-        try:
-            child = gen.send(result) if result is not None else next(gen)
-        except StopIteration as stop:
-            stack.pop()
-            result = bool(stop.value)
-            visited[t.id] = _WAITING if result else _NOT_WAITING
-            continue
-        result = None
-        state = visited.get(child.id)
-        if state == _COMPUTING:
-            log.warning("detected cyclic dependencies for task %s in change %s", child.id, child.change_id)
-            result = False
-        elif state is not None:
-            result = state == _WAITING
-        else:
-            visited[child.id] = _COMPUTING
-            stack.append((child, _frame(w, child)))
-    return bool(result)
-
-
-def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
-    """dependency_cycles finds the cycles that keep tasks from ever running.
-
-    A Do task runs once all it waits for is Done, an Undo task once all that
-    waits for it is ready: Do tasks waiting for each other in a circle (or
-    Undo tasks, through the reverse edges) wait forever. Starting from
-    starts, it follows those edges, across changes too, and returns each
-    strongly connected set of two or more such tasks (or one waiting for
-    itself), by id.
-    """
-    def succ(t: TaskRec) -> list[TaskRec]:
-        if t.status is Status.DO:
-            return [x for x in w.trecs(w.wait_ids(t)) if x.status is Status.DO]
-        return [h for h in w.trecs(w.halt_ids(t)) if h.status is Status.UNDO]
-
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    on_stack: set[int] = set()
-    stack: list[TaskRec] = []
-    cycles: list[list[TaskRec]] = []
-    for root in starts:
-        if root.id in index or root.status not in (Status.DO, Status.UNDO):
-            continue
-        # Tarjan's algorithm, iteratively: chains may be thousands of tasks long.
-        work: list[tuple[TaskRec, list[TaskRec], int]] = [(root, succ(root), 0)]
-        index[root.id] = low[root.id] = len(index)
-        stack.append(root)
-        on_stack.add(root.id)
-        while work:
-            node, nexts, i = work[-1]
-            if i < len(nexts):
-                work[-1] = (node, nexts, i + 1)
-                nxt = nexts[i]
-                if nxt.id not in index:
-                    index[nxt.id] = low[nxt.id] = len(index)
-                    stack.append(nxt)
-                    on_stack.add(nxt.id)
-                    work.append((nxt, succ(nxt), 0))
-                elif nxt.id in on_stack:
-                    low[node.id] = min(low[node.id], index[nxt.id])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent.id] = min(low[parent.id], low[node.id])
-            if low[node.id] == index[node.id]:
-                members = []
-                while True:
-                    m = stack.pop()
-                    on_stack.discard(m.id)
-                    members.append(m)
-                    if m is node:
-                        break
-                if len(members) > 1 or node in nexts:
-                    cycles.append(sorted(members, key=lambda r: r.id))
-    return cycles

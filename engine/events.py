@@ -16,7 +16,7 @@ PostgreSQL, emit and the recording of a wait lock the key (an advisory
 lock until commit), so one of the two always sees the other.
 
 A wait may time out (the State's clock); the EventManager, one of the
-Overlord's managers, then puts the task in Error ("error") or runs its
+Overlord's managers (engine.eventmanager), then puts the task in Error ("error") or runs its
 handler again ("retry"), which may wait again. docs/runner.md tells how
 to use it.
 """
@@ -35,15 +35,14 @@ from . import _time
 from ._time import POLL_INTERVAL
 from ._values import check_name, dump_value
 from .errors import NotFoundError, Wait
+from .session import Session, session_of
 from .status import Status
 
 if TYPE_CHECKING:
     from ._records import TaskRec
-    from .state import State
     from .store import Store
     from .store.sqlstore import SqlStore
     from .task import Task
-    from .taskrunner import TaskRunner
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.events")
@@ -88,20 +87,20 @@ class Lookout:
         self._last = -math.inf
         self._seen = -1
 
-    def should_look(self, st: State) -> bool:
+    def should_look(self, session: Session) -> bool:
         """should_look says whether the pass must read the database; if not, it asks for a pass at the due time."""
-        now = st._now()
-        if (_POKES.get(st._uow, 0) != self._seen or time.monotonic() - self._last >= POLL_INTERVAL
+        now = session.now()
+        if (_POKES.get(session.uow, 0) != self._seen or time.monotonic() - self._last >= POLL_INTERVAL
                 or (self.due is not None and now >= self.due)):
             return True
         if self.due is not None:
-            with st:  # (no statement: the lock only)
+            with session.state as st:  # (no statement: the lock only)
                 st.ensure_before((self.due - now).total_seconds())
         return False
 
-    def looked(self, st: State, due: datetime | None) -> None:
+    def looked(self, session: Session, due: datetime | None) -> None:
         """looked records a look at the database: what it saw as the earliest due time."""
-        self._seen = _POKES.get(st._uow, 0)
+        self._seen = _POKES.get(session.uow, 0)
         self._last = time.monotonic()
         self.due = due
 
@@ -144,7 +143,7 @@ def wait_event(task: Task, key: str, timeout: float | timedelta | None = None,
     limit = None if timeout is None else _time.seconds(timeout, "event timeout")
     if limit is not None and limit < 0:
         raise ValueError(f"cannot wait for event {key!r}: the timeout must not be negative")
-    w: UnitOfWork = task.state._uow
+    w = session_of(task.state).uow
     w.check()
     store = sql_store(w.store)
     sql = store.sql
@@ -185,11 +184,11 @@ def _deliver(w: UnitOfWork, rec: TaskRec, data: str) -> bool:
     return True
 
 
-def emit(st: State, key: str, data: Any = None) -> int:
+def emit(session: Session, key: str, data: Any = None) -> int:
     """emit records an event and delivers its data to the tasks waiting for key; it returns how many."""
     key = check_event_key(key)
     text = dump_value("data", data, f"event {key!r}")
-    w = st._uow
+    w = session.uow
     w.check()
     store = sql_store(w.store)
     sql = store.sql
@@ -199,7 +198,7 @@ def emit(st: State, key: str, data: Any = None) -> int:
     woken = 0
     for (tid,) in store.query(sql["event_waiters"], (key,)):
         try:
-            rec = w.trec(int(tid))  # locks the task's row on PostgreSQL
+            rec = w.records.trec(int(tid))  # locks the task's row on PostgreSQL
         except NotFoundError:
             continue
         if _deliver(w, rec, text):
@@ -207,58 +206,3 @@ def emit(st: State, key: str, data: Any = None) -> int:
             woken += 1
     log.debug("event %r woke %d tasks", key, woken)
     return woken
-
-
-class EventManager:
-    """EventManager is the Overlord's manager for event waits: timeouts, and forgetting old events."""
-
-    def __init__(self, state: State, runner: TaskRunner) -> None:
-        self._st = state
-        self._runner = runner
-        self._next_prune: datetime | None = None
-        self._lookout = Lookout()
-
-    def ensure(self) -> None:
-        """ensure ends the waits whose timeout passed and asks for a pass at the next deadline."""
-        st = self._st
-        if not self._lookout.should_look(st):
-            return
-        with st:
-            w = st._uow
-            store = sql_store(w.store)
-            sql = store.sql
-            now = w.now()
-            for tid, key, on_timeout, deadline in store.query(sql["due_event_waits"], (_time.to_text(now),)):
-                self._time_out(w, int(tid), str(key), str(on_timeout), str(deadline))
-            nxt = store.query(sql["next_event_deadline"])
-            due = _time.from_text(nxt[0][0]) if nxt and nxt[0][0] is not None else None
-            if due is not None:
-                st.ensure_before(max(0.0, (due - now).total_seconds()))
-            self._lookout.looked(st, due)
-            if self._next_prune is None or now >= self._next_prune:
-                self._next_prune = now + EVENT_RETENTION / 4
-                begin_write(w)
-                store.execute(sql["delete_old_events"], (_time.to_text(now - EVENT_RETENTION),))
-
-    def _time_out(self, w: UnitOfWork, tid: int, key: str, on_timeout: str, deadline: str) -> None:
-        store = sql_store(w.store)
-        sql = store.sql
-        lock_key(store, key)
-        try:
-            rec = w.trec(tid)
-        except NotFoundError:
-            return
-        again = store.query(sql["event_wait"], (tid,))
-        if not again or again[0][0] != key or again[0][1]:
-            return  # delivered, or waiting for another key, since the look above
-        begin_write(w)
-        store.execute(sql["delete_event_wait"], (tid,))
-        if rec.status is not Status.WAIT:
-            return
-        if on_timeout == "retry":
-            w.add_log(rec, "INFO", f"no event {key!r} before {deadline}: running it again")
-            w.set_task_status(rec, rec.waited_status)
-            w.note_runnable()
-            return
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        self._runner._recorder.failed(rec, TimeoutError(f"no event {key!r} came before {deadline}"), chg)

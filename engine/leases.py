@@ -90,7 +90,7 @@ class Leases:
             if tid in running:
                 continue  # this runner's own: its heartbeat is late, the handler still runs here
             try:
-                rec = w.trec(tid)  # locks the task's row, then reads it afresh
+                rec = w.records.trec(tid)  # locks the task's row, then reads it afresh
             except (NotFoundError, DatabaseCorruptError) as e:
                 log.debug("not reaping task %s: %s", tid, e)
                 continue

@@ -14,18 +14,13 @@ import contextlib
 import inspect
 import logging
 import threading
-import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
-from ._time import to_text
-from .change import abort_lanes
 from .errors import (
-    DatabaseBusyError,
     DatabaseConflictError,
     DatabaseCorruptError,
     DatabaseError,
@@ -34,90 +29,29 @@ from .errors import (
     Wait,
     keeps_work,
 )
-from .events import EventWait, park
+from .events import EventWait
+from .ledger import Ledger, Ran
+from .retries import busy_retry, is_busy, policy_retry
+from .runs import HandlerPair, Run, Runs
 from .status import Status
-from .tomb import Tomb
+from .usercode import callable_name, error_message, exception_text, traceback_text
 
 if TYPE_CHECKING:
     from ._records import TaskRec
     from .leases import Leases
-    from .state import State
-    from .task import Task
+    from .session import Session
 
 log = logging.getLogger("engine.taskrunner")
-
-
-class Handler(Protocol):
-    """Handler does or undoes a task: fn(task, tomb), sync or async, called without the lock."""
-
-    def __call__(self, task: Task, tomb: Tomb, /) -> Awaitable[None] | None: ...
-
-
-@dataclass(frozen=True)
-class HandlerPair:
-    """HandlerPair is what a runner knows of a task kind: its handlers and retry policy."""
-
-    do: Handler | None
-    undo: Handler | None
-    retry: tenacity.BaseRetrying | None = None
-
-
-NO_HANDLERS = HandlerPair(None, None)
-
-
-@dataclass(eq=False)
-class Run:
-    """Run is one claimed task whose handler runs or whose outcome is not committed yet."""
-
-    tid: int
-    kind: str
-    phase: Literal["do", "undo", "cleanup"]
-    fn: Handler
-    task: Task
-    pair: HandlerPair
-    tomb: Tomb = field(default_factory=Tomb)
-    outcome: BaseException | None = None
-    elapsed: float = 0.0
-
-
-class Runs:
-    """Runs is what the runner and its recorder share: claimed runs and outcomes, under one lock.
-
-    The lock is taken after the state lock, never before.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        #: idle is notified whenever a run ends or a batch of outcomes is committed.
-        self.idle = threading.Condition(self.lock)
-        #: have_outcomes is notified when a handler reports its outcome.
-        self.have_outcomes = threading.Condition(self.lock)
-        #: runs are the claimed tasks whose handler runs or whose outcome is not committed yet.
-        self.runs: dict[int, Run] = {}
-        #: outcomes are the finished runs waiting for the recorder.
-        self.outcomes: list[Run] = []
-        #: uncommitted counts the outcomes taken by the recorder and not committed yet.
-        self.uncommitted = 0
-        #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
-        self.recording = False
-        self.stopped = False
-        self.stopping = False
-        #: abandoned: stop() gave up on handlers that did not return.
-        self.abandoned = False
-        #: Whether the last pass held tasks back (a blocked predicate, no free worker).
-        self.some_blocked = False
-        self.starved = False
-        self.on_error: Callable[[BaseException], Any] | None = None
 
 
 class OutcomeRecorder:
     """OutcomeRecorder turns handlers' outcomes into statuses, on its own thread."""
 
-    def __init__(self, state: State, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
+    def __init__(self, session: Session, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
                  quarantine: Callable[[int], None], leases: Leases | None = None, *,
                  hand_on: Callable[[list[Run]], bool] | None = None,
                  start: Callable[[Run], None] | None = None) -> None:
-        self._st = state
+        self._st = session.state
         # The runner's: claim what a batch made runnable, in its unit of work (and whether that
         # left nothing for an ensure pass); start a claimed run once committed.
         self._hand_on = hand_on
@@ -125,7 +59,8 @@ class OutcomeRecorder:
         # Whether an outcome of the unit of work asked for an ensure pass (sent unless handed on).
         self._want_pass = False
         self._leases = leases
-        self._w = state._uow
+        self._w = session.uow
+        self._ledger = Ledger(session.uow)
         self._r = runs
         self._pair = pair
         self._quarantine = quarantine
@@ -133,15 +68,7 @@ class OutcomeRecorder:
 
     def try_undo(self, rec: TaskRec) -> None:
         """try_undo moves an aborted or failed-elsewhere task to Undo (Hold when it cannot be undone)."""
-        w = self._w
-        if rec.status is Status.ABORT and self._pair(rec).undo is None:
-            # Stopped in flight and cannot be undone: hold it, so it does not look finished.
-            w.set_task_status(rec, Status.HOLD)
-            if w.wait_ids(rec):
-                self._st.ensure_before(0)
-        else:
-            w.set_task_status(rec, Status.UNDO)
-            self._st.ensure_before(0)
+        self._ledger.undo(rec, self._pair(rec).undo is not None)
 
     def report(self, run: Run, *, inline: bool = False) -> Run | None:
         """report hands a finished run over to be recorded.
@@ -246,7 +173,7 @@ class OutcomeRecorder:
             return
         ids = [run.tid for run in batch]
         with contextlib.suppress(NotFoundError, DatabaseCorruptError):  # each outcome deals with its own task
-            self._w.load_graph(self._w.trecs(ids))
+            self._w.records.load_graph(self._w.records.trecs(ids))
         self._leases.prefetch(ids)
 
     def _hold(self, batch: list[Run]) -> None:
@@ -472,17 +399,16 @@ class OutcomeRecorder:
         force: also when it is ready already (a hook failed on its move to Done).
         """
         w = self._w
-        rec = w.trec(run.tid)
+        rec = w.records.trec(run.tid)
         if rec.status is Status.ERROR or (rec.status.ready and not force):
             return
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-        self.failed(rec, RuntimeError(reason), chg)
+        self.failed(rec, RuntimeError(reason), _change_of(rec), run.ran)
 
     def _record(self, run: Run) -> None:
-        """_record is the dispatch ladder: one outcome, one next status."""
+        """_record is the dispatch ladder: one outcome, one verb of the ledger."""
         w = self._w
         try:
-            rec = w.trec(run.tid)
+            rec = w.records.trec(run.tid)
         except NotFoundError:
             log.warning("task %s (%s) finished but no longer exists", run.tid, run.kind)
             return
@@ -491,96 +417,55 @@ class OutcomeRecorder:
             log.warning("task %s (%s) finished after its lease ran out; its outcome is dropped and it runs "
                         "again elsewhere", run.tid, run.kind)
             return
-        w.end_lease(run.tid)
         exc = run.outcome
         if run.phase == "cleanup":
-            if exc is None:
-                run.task.set_clean()
-            else:
+            if exc is not None:
                 log.debug("cleaning task %s: %s", run.tid, error_message(exc))
+            self._ledger.cleaned(rec, exc is None)
             return
-        if run.phase == "do":
-            rec.doing_time += run.elapsed
-        else:
-            rec.undoing_time += run.elapsed
-        w.dirty_task(rec)
-        attempt = rec.attempts + 1  # (for its timing, below)
+        ran = run.ran = Ran(run.phase, run.elapsed, rec.attempts + 1)
         if self._r.some_blocked or self._r.starved:
             self._want_pass = True  # blocked or waiting tasks may start now
         scheduled = False
         if exc is not None and not isinstance(exc, (Retry, Wait)):
             if self._r.stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
-            elif _busy(exc):
+            elif is_busy(exc):
                 # Only the database failed the handler (its own write was kept
                 # and is written by a later commit): run it again, later.
-                exc = self._busy_retry(rec, exc)
+                exc = busy_retry(w, rec, exc)
                 scheduled = True
             elif run.pair.retry is not None and isinstance(exc, Exception):
-                exc = self._policy(run.pair.retry, rec, exc)
+                exc = policy_retry(w, run.pair.retry, rec, exc)
                 scheduled = isinstance(exc, Retry)
-        chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        undoable = run.pair.undo is not None
         if isinstance(exc, Retry):
-            if isinstance(run.outcome, Retry):
-                self._count_attempt(rec)  # the handler asked for it
-            if rec.status is Status.ABORT:
-                self.try_undo(rec)
-            elif exc.after > 0 or scheduled:
-                # A policy's retry is due at its time even when that is now;
-                # a handler's Retry(after=0) waits for the next ensure (snapd).
-                run.task.at(w.now() + timedelta(seconds=exc.after))
-            if exc.reason and exc is run.outcome:
-                run.task.logf("%s", exc.reason)
-            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, chg, exc.reason or "retry")
+            # A policy's retry is due at its time even when that is now;
+            # a handler's Retry(after=0) waits for the next ensure (snapd).
+            when = w.now() + timedelta(seconds=exc.after) if exc.after > 0 or scheduled else None
+            note = str(exc.reason) if exc.reason and exc is run.outcome else ""
+            self._ledger.retry_at(rec, ran, when, undoable=undoable, asked=isinstance(run.outcome, Retry), note=note)
+            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, _change_of(rec),
+                      exc.reason or "retry")
         elif isinstance(exc, Wait):
-            if rec.status is Status.ABORT:
-                self.try_undo(rec)
-            else:
-                if exc.reason:
-                    run.task.logf("%s", exc.reason)
-                run.task.set_to_wait(exc.waited_status)
-                if isinstance(exc, EventWait):  # h26b: a wait for an event is recorded with the status
-                    park(w, rec, exc)
+            self._ledger.park(rec, ran, exc.waited_status, undoable=undoable, note=str(exc.reason or ""),
+                              event=exc if isinstance(exc, EventWait) else None)
         elif exc is None:
-            self._succeeded(rec)
+            if self._ledger.finish(rec, ran):
+                self._want_pass = True  # what waits for it may run now
         else:
-            self.failed(rec, exc, chg)
-        w.timings.task_run(rec, run.phase, attempt, run.elapsed)  # written with the outcome (engine.timings)
+            self.failed(rec, exc, _change_of(rec), ran)
 
-    def _succeeded(self, rec: TaskRec) -> None:
-        w = self._w
-        status = rec.status
-        if status is Status.DOING:
-            w.set_task_status(rec, Status.DONE)
-            status = Status.DONE
-        elif status is Status.UNDOING:
-            w.set_task_status(rec, Status.UNDONE)
-            status = Status.UNDONE
-        if status is Status.ABORT:
-            w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
-            self._st.ensure_before(0)
-        elif ((status is Status.DONE and w.halt_ids(rec)) or (status is Status.UNDONE and w.wait_ids(rec))) \
-                and w.work_hook is None:
-            self._want_pass = True  # what waits for it may run now (with a work hook, the commit wakes the loop)
-
-    def failed(self, rec: TaskRec, exc: BaseException, chg: str) -> None:
-        """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules)."""
-        w = self._w
+    def failed(self, rec: TaskRec, exc: BaseException, chg: str, ran: Ran | None = None) -> None:
+        """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules); ran: the run that failed."""
         message = error_message(exc)
-        if rec.change_id is not None:
-            crec = w.crec(rec.change_id)
-            abort_lanes(w, crec, list(w.lanes(rec) or [0]), set(), set())
-            unready = False
+        aborted = self._ledger.fail(rec, message, ran)
+        if aborted:
             with self._r.lock:
-                runs = dict(self._r.runs)
-            for t in w.change_trecs(crec):
-                if t.status is Status.ABORT and t.id in runs:
-                    runs[t.id].tomb.kill()
-                unready = unready or not t.status.ready
-            if unready:
-                self._st.ensure_before(0)
-        w.set_task_status(rec, Status.ERROR)
-        w.add_log(rec, "ERROR", message)
+                runs = [self._r.runs.get(tid) for tid in aborted]
+            for run in runs:
+                if run is not None:
+                    run.tomb.kill()
         log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
         callback = self._r.on_error
         if callback is not None:
@@ -590,123 +475,6 @@ class OutcomeRecorder:
                 log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
                           callable_name(callback), exception_text(e))
 
-    def _count_attempt(self, rec: TaskRec, series: bool = False) -> None:
-        rec.attempts += 1
-        if series:
-            rec.retry_attempts += 1
-            if rec.retry_since is None:
-                rec.retry_since = self._w.now()
-        self._w.dirty_task(rec)
 
-    def _busy_retry(self, rec: TaskRec, exc: BaseException) -> Retry:
-        """_busy_retry schedules a task whose handler failed only because the database was busy."""
-        self._count_attempt(rec, series=True)
-        first = CONFLICT_RETRY_FIRST if _conflict(exc) else BUSY_RETRY_FIRST
-        delay = min(BUSY_RETRY_MAX, first * 2 ** min(rec.retry_attempts - 1, 16))
-        message = error_message(exc)
-        log.warning("task %s (%s) of change %s: the state database was busy (%s); retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, delay)
-        reason = f"the state database was busy; retrying in {delay:g} s ({message})"
-        self._w.add_log(rec, "INFO", reason)
-        return Retry(after=delay, reason=reason)
-
-    def _policy(self, policy: tenacity.BaseRetrying, rec: TaskRec, exc: Exception) -> BaseException:
-        """_policy asks a tenacity policy what to do with exc: a Retry, or exc itself to fail."""
-        now = self._w.now()
-        self._count_attempt(rec, series=True)
-        state = tenacity.RetryCallState(policy, None, (), {})
-        state.attempt_number = rec.retry_attempts
-        outcome = tenacity.Future(rec.retry_attempts)
-        outcome.set_exception(exc)
-        state.outcome = outcome
-        since = rec.retry_since or now
-        state.start_time = 0.0
-        state.outcome_timestamp = max(0.0, (now - since).total_seconds())
-        if not policy.retry(state):
-            return exc
-        if policy.stop(state):
-            log.warning("task %s (%s): retry policy gave up after %d attempts", rec.id, rec.kind, rec.retry_attempts)
-            return exc
-        delay = max(0.0, float(policy.wait(state)))
-        state.next_action = tenacity.RetryAction(delay)
-        if policy.before_sleep is not None:
-            policy.before_sleep(state)
-        when = now + timedelta(seconds=delay)
-        message = error_message(exc)
-        self._w.add_log(rec, "INFO", f"retrying after attempt {rec.retry_attempts} failed ({message}); "
-                                       f"next attempt at {to_text(when)}")
-        log.warning("task %s (%s) of change %s failed (%s), attempt %d; retrying in %.3g s",
-                    rec.id, rec.kind, rec.change_id, message, rec.retry_attempts, delay)
-        retry = Retry(after=delay, reason=message)
-        return retry
-
-
-#: How long a task whose handler failed on a busy database waits before its
-#: first retry; each further busy failure doubles it, up to BUSY_RETRY_MAX.
-BUSY_RETRY_FIRST = 1.0
-BUSY_RETRY_MAX = 60.0
-#: The first delay when the handler's unit of work conflicted with another host's (PostgreSQL).
-CONFLICT_RETRY_FIRST = 0.05
-
-
-def _conflict(exc: BaseException) -> bool:
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            return False
-        if isinstance(cause, DatabaseConflictError):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def _busy(exc: BaseException) -> bool:
-    """_busy says whether a handler failed only because the state database was busy."""
-    seen = 0
-    cause: BaseException | None = exc
-    while cause is not None and seen < 8:
-        if isinstance(cause, DatabaseBusyError):
-            return True
-        cause, seen = cause.__cause__, seen + 1
-    return False
-
-
-def error_message(exc: BaseException) -> str:
-    """error_message is what the task log says of a handler's exception.
-
-    It never raises: an exception whose str() raises (anything, SystemExit
-    included) is named by its type.
-    """
-    try:
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    except BaseException as e:
-        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
-    if not isinstance(exc, Exception):
-        return f"handler raised {type(exc).__name__}{': ' + text if text else ''}"
-    return text or type(exc).__name__
-
-
-def exception_text(exc: BaseException) -> str:
-    """exception_text names an exception raised by user code, "Type: message", without ever raising."""
-    try:
-        text = str(exc)
-    except BaseException as e:
-        text = f"<its message cannot be shown: str() raised {type(e).__name__}>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def traceback_text(exc: BaseException) -> str:
-    """traceback_text formats exc with its traceback for the log, without ever raising."""
-    try:
-        return "".join(traceback.format_exception(exc)).rstrip()
-    except BaseException:
-        return exception_text(exc)
-
-
-def callable_name(fn: object) -> str:
-    """callable_name names a user's function in a log line: its qualified name, not its repr."""
-    name = getattr(fn, "__qualname__", None)
-    if not isinstance(name, str):
-        name = type(fn).__qualname__
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name
+def _change_of(rec: TaskRec) -> str:
+    return f"change {rec.change_id}" if rec.change_id is not None else "no change"

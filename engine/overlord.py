@@ -13,9 +13,10 @@ from typing import Any
 
 from . import _time
 from .errors import DatabaseConflictError, DatabaseError, DatabaseReplacedError, EngineError, EnsureError
-from .events import EventManager
+from .eventmanager import EventManager
 from .leases import DEFAULT_LEASE
 from .schedules import ScheduleManager
+from .session import session_of
 from .state import State
 from .stateengine import Manager, StateEngine
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
@@ -60,6 +61,8 @@ class Overlord:
         # a second Overlord, or any other writing State, is refused.
         self.state = State.open(path, url=url, clock=clock, **state_options)
         self._stop_timeout = stop_timeout
+        #: The engine's internal handle on the State (engine.session).
+        self._session = session_of(self.state)
         try:
             self.state_engine = StateEngine(self.state)
             self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease)
@@ -83,7 +86,7 @@ class Overlord:
         self._stopped = False
         # Held by the stop() that does the stopping: any other stop() waits on it.
         self._stop_lock = threading.RLock()
-        self._start_of_operation = self.state._now()
+        self._start_of_operation = self._session.now()
         self.state.set_ensure_before_hook(self._ensure_before)
         # A commit that may have made tasks runnable wakes the loop at once,
         # without the committer asking through ensure_before.
@@ -129,7 +132,7 @@ class Overlord:
     def _run_loop(self) -> None:
         next_prune = time.monotonic() + PRUNE_INTERVAL
         backoff = 0.0
-        store = self.state._uow.store
+        store = self._session.store
         # Several hosts: another host's commit wakes this loop through LISTEN/NOTIFY, and the loop
         # polls anyway (for expired leases, and for a notification lost while reconnecting).
         interval = POLL_INTERVAL if store.shared else ENSURE_INTERVAL
@@ -249,7 +252,7 @@ class Overlord:
                         self._cv.wait(until - now)
                 continue
             with self.state:
-                if not self.state._has_unclean_ready():
+                if not self._session.has_unclean_ready():
                     break
         if errors:
             raise EnsureError(errors)
@@ -297,4 +300,4 @@ class Overlord:
     def _release(self) -> None:
         # Fence the State: whatever a handler abandoned by stop() does later
         # never reaches the database, which is free for the next overlord.
-        self.state._fence("its overlord was stopped")
+        self._session.fence("its overlord was stopped")

@@ -55,16 +55,21 @@ def prune(w: Work, start_of_operation: datetime, prune_wait: float, abort_wait: 
             to_abort.append(cid)
     for cid in to_abort:
         try:
-            chg = w.change_handle(w.crec(cid))
+            chg = w.change_handle(w.records.crec(cid))
             log.info("aborting unready lanes of change %s, spawned before %s", cid, _time.to_text(abort_limit))
             chg.abort_unready_lanes()
         except (DatabaseCorruptError, NotFoundError) as e:
             log.error("cannot abort the unready lanes of change %s: %s", cid, e)
 
-    if doomed:
-        w.delete_changes(doomed)
+    if doomed:  # deleted now, in the write transaction, with what was flushed before
+        w.flush()
+        store.begin_write()
+        store.delete_changes(doomed)
+        w.records.drop_changes(doomed)
         log.debug("pruned %d changes", len(doomed))
 
     orphans = store.orphan_tasks_before(limit_text)
     if orphans:
-        w.delete_tasks(orphans)
+        store.begin_write()
+        store.delete_tasks(orphans)
+        w.records.drop_tasks(orphans)

@@ -41,10 +41,10 @@ def retry_change(w: Work, chg: Change) -> list[str]:
     EngineError; one whose affected keys an unready change affects with
     ChangeConflictError (retrying makes it unready again).
     """
-    rec = w.crec(int(chg.id))
+    rec = w.records.crec(int(chg.id))
     if rec.ready_time is None:
         raise EngineError(f"cannot retry change {chg.id}: it is not ready (status {chg.status})")
-    recs = w.change_trecs(rec)
+    recs = w.records.change_trecs(rec)
     if not any(t.status is Status.ERROR for t in recs):
         raise EngineError(f"cannot retry change {chg.id}: no task of it failed (status {chg.status})")
     keys = chg.affects()

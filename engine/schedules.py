@@ -24,6 +24,7 @@ from . import _time
 from ._values import check_name, dump_value
 from .errors import NotFoundError
 from .events import Lookout, begin_write, lock_key, poke, sql_store
+from .session import Session, session_of
 from .timespec import Spec, parse_spec
 
 if TYPE_CHECKING:
@@ -125,9 +126,9 @@ def _save(w: UnitOfWork, s: Schedule, next_time: datetime | None) -> None:
     store.execute(store.sql["upsert_schedule"], _row(s, next_time))
 
 
-def add(st: State, name: str, spec: str, template: dict[str, Any], missed: Missed = "skip") -> Schedule:
+def add(session: Session, name: str, spec: str, template: dict[str, Any], missed: Missed = "skip") -> Schedule:
     """add makes (or replaces) the schedule name; its first slot is the first after now."""
-    w = st._uow
+    w = session.uow
     w.check()
     name = check_name(name, "schedule name")
     if not name:
@@ -146,27 +147,27 @@ def add(st: State, name: str, spec: str, template: dict[str, Any], missed: Misse
                  old.last_time if old else None, old.created if old else now)
     _save(w, s, first)
     poke(w)
-    st.ensure_before(max(0.0, (first - now).total_seconds()))
+    session.state.ensure_before(max(0.0, (first - now).total_seconds()))
     return _must(w, name)
 
 
-def listing(st: State) -> list[Schedule]:
+def listing(session: Session) -> list[Schedule]:
     """listing is every schedule, by name."""
-    w = st._uow
+    w = session.uow
     w.check()
     store = sql_store(w.store)
     return [_from_row(r) for r in store.query(store.sql["schedules"])]
 
 
-def get(st: State, name: str) -> Schedule | None:
+def get(session: Session, name: str) -> Schedule | None:
     """get is the schedule name, or None."""
-    st._uow.check()
-    return _get(st._uow, name)
+    session.uow.check()
+    return _get(session.uow, name)
 
 
-def remove(st: State, name: str) -> None:
+def remove(session: Session, name: str) -> None:
     """remove deletes a schedule (and the record of its runs; the changes it made stay)."""
-    w = st._uow
+    w = session.uow
     w.check()
     _must(w, name)
     store = sql_store(w.store)
@@ -174,35 +175,35 @@ def remove(st: State, name: str) -> None:
     store.execute(store.sql["delete_schedule"], (name,))
 
 
-def pause(st: State, name: str) -> Schedule:
+def pause(session: Session, name: str) -> Schedule:
     """pause keeps a schedule from making changes until it is resumed."""
-    w = st._uow
+    w = session.uow
     w.check()
     s = _must(w, name)
     _save(w, Schedule(s.name, s.spec, s.template, True, s.missed, None, s.last_time, s.created), None)
     return _must(w, name)
 
 
-def resume(st: State, name: str) -> Schedule:
+def resume(session: Session, name: str) -> Schedule:
     """resume lets a paused schedule make changes again, from its first slot after now."""
-    w = st._uow
+    w = session.uow
     w.check()
     s = _must(w, name)
     now = w.now()
     first = _spec(s.spec, name).next_slot(now)
     _save(w, Schedule(s.name, s.spec, s.template, False, s.missed, first, s.last_time, s.created), first)
     poke(w)
-    st.ensure_before(max(0.0, (first - now).total_seconds()))
+    session.state.ensure_before(max(0.0, (first - now).total_seconds()))
     return _must(w, name)
 
 
-def run_now(st: State, name: str) -> Change:
+def run_now(session: Session, name: str) -> Change:
     """run_now makes the schedule's change now, whatever its slots (paused or not); its slots stay as they were."""
-    w = st._uow
+    w = session.uow
     w.check()
     s = _must(w, name)
     now = w.now()
-    chg = _make_change(st, s, None)
+    chg = _make_change(session.state, s, None)
     store = sql_store(w.store)
     begin_write(w)
     store.execute(store.sql["insert_schedule_run"], (name, "now " + _time.to_text(now), int(chg.id),
@@ -235,16 +236,17 @@ class ScheduleManager:
 
     def __init__(self, state: State) -> None:
         self._st = state
+        self._session = session_of(state)
         self._lookout = Lookout()
         self._next_prune: datetime | None = None
 
     def ensure(self) -> None:
         """ensure runs the due schedules and asks for a pass at the next slot."""
         st = self._st
-        if not self._lookout.should_look(st):
+        if not self._lookout.should_look(self._session):
             return
         with st:
-            w = st._uow
+            w = self._session.uow
             store = sql_store(w.store)
             now = w.now()
             for row in store.query(store.sql["due_schedules"], (_time.to_text(now),)):
@@ -253,7 +255,7 @@ class ScheduleManager:
             due = _time.from_text(nxt[0][0]) if nxt and nxt[0][0] is not None else None
             if due is not None:
                 st.ensure_before(max(0.0, (due - now).total_seconds()))
-            self._lookout.looked(st, due)
+            self._lookout.looked(self._session, due)
             if self._next_prune is None or now >= self._next_prune:
                 self._next_prune = now + timedelta(hours=1)
                 begin_write(w)

@@ -53,16 +53,16 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
         except DatabaseCorruptError as e:  # the runner reports it
             log.error("cannot store the status of change %s: %s", cid, e)
             continue
-        rec = w.changes.get(cid)
+        rec = w.records.changes.get(cid)
         if rec is None:
-            rec = w.changes[cid] = fresh
+            rec = w.records.changes[cid] = fresh
         elif cid not in owned:
             rec.data, rec.explicit = fresh.data, fresh.explicit
         locked.append((rec, fresh, tuple(row)))
-    w.count_again([rec for rec, _, _ in locked])  # under the locks, all in one query
+    w.records.count_again([rec for rec, _, _ in locked])  # under the locks, all in one query
     for rec, fresh, row in locked:
         try:
-            counts = w.counts(rec)
+            counts = w.records.counts(rec)
             status = w.change_status(rec)
         except DatabaseCorruptError as e:  # a task edited by hand: the runner reports it
             log.error("cannot store the status of change %s: %s", rec.id, e)

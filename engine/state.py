@@ -13,48 +13,40 @@ locking and transaction rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from . import _time
-from . import schedules as _schedules
-from ._records import ChangeRec, TaskRec
+from ._records import TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
 from .db import DatabaseOptions
 from .errors import (
-    ChangeConflictError,
     DatabaseBusyError,
     EngineError,
     NoStateError,
     NotFoundError,
     ReadOnlyStateError,
 )
-from .events import emit as _emit
-from .keys import KEY_RETENTION, check_change_key, check_keys
-from .repair import select_changes
-from .schedules import Schedule
-from .status import Status
+from .prune import prune as _prune
+from .session import Session
+from .statebooks import StateBooks
+from .statemaking import StateMaking
+from .statenotices import StateNotices, call_soon
 from .store import Store, locate, open_store
-from .unitofwork import ChangeHook, TaskHook, UnitOfWork
+from .unitofwork import UnitOfWork
 
 if TYPE_CHECKING:
-    from sqlalchemy import Table
 
     from .change import Change
-    from .notice import Notice
-    from .tables import TableRows
     from .task import Task
-    from .timings import EnsureTiming
-    from .warning import StateWarning
 
 __all__ = ["MISSING", "State"]
 
@@ -62,14 +54,12 @@ log = logging.getLogger("engine.state")
 
 #: How often a State on a shared store checks the blockers counts (seconds).
 RECHECK_INTERVAL = 5.0
-#: How long the first notice waiter on a shared store waits for its LISTEN to be in place (seconds).
-LISTEN_START = 5.0
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
 
 
-class State:
+class State(StateMaking, StateBooks, StateNotices):
     """State is the persistent state of the engine, guarded by one lock."""
 
     def __init__(self, store: Store, clock: _time.Clock, read_only: bool = False) -> None:
@@ -84,7 +74,9 @@ class State:
         # Why this State may not write (None: it may); see _refuse_writes.
         self._refusal: str | None = None
         self._release_at_unlock = False
-        self._uow = UnitOfWork(self, store, clock, self._check, self._held, read_only=read_only)
+        self._uow = UnitOfWork(self, store, clock, self._check, self._held, self._locked_async,
+                               read_only=read_only)
+        self._session = Session(self, self._uow, self._fence)
         self._cache: dict[Any, Any] = {}
         if read_only:
             self._refuse_writes("it was opened read-only")
@@ -298,7 +290,7 @@ class State:
             if event is not None:
                 event.set()
             for loop, aevent in self._uow.async_waiters.pop(cid, ()):
-                _call_soon(loop, aevent.set)
+                call_soon(loop, aevent.set)
         if noticed:
             self._notices_woken()
         hook = self._uow.work_hook
@@ -356,10 +348,6 @@ class State:
         """_now is the State clock's time (the Overlord's start of operation)."""
         return self._uow.now()
 
-    def _has_unclean_ready(self) -> bool:
-        """_has_unclean_ready says whether a ready change still has tasks to clean (the Overlord's settle)."""
-        return self._uow.has_unclean_ready()
-
     # -- the public API ---------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
@@ -396,162 +384,6 @@ class State:
         self._check()
         return self._cache.get(key)
 
-    def new_change(self, kind: str, summary: str, *, key: str | None = None,
-                   key_retention: float | timedelta | None = None, affects: Iterable[str] = (),
-                   on_conflict: str = "refuse") -> Change:
-        """new_change creates a change with no tasks.
-
-        kind is a str of valid Unicode; summary is text for people (lone
-        surrogates in it are stored escaped).
-
-        key makes the request idempotent: while the key lasts (key_retention,
-        default KEY_RETENTION, 24 hours, unless the change is pruned first) a
-        new_change with the same key returns the change it made, on every
-        host sharing the database (chg.is_new is False then; a key of a
-        change of another kind raises ChangeConflictError).
-
-        affects names what the change affects ("snap:hello"); when unready
-        changes affect some of it, on_conflict "refuse" raises
-        ChangeConflictError (nothing is made) and "queue" makes the change,
-        whose tasks wait until no older unready change affects its keys.
-        """
-        self._check()
-        check_name(kind, "change kind")
-        summary = clean_text(summary, "change summary")
-        if on_conflict not in ("refuse", "queue"):
-            raise ValueError(f"cannot make a change: on_conflict must be 'refuse' or 'queue', not {on_conflict!r}")
-        uow = self._uow
-        keys = uow.keys
-        affected = check_keys(affects, "affected key")
-        if key is not None:
-            key = check_change_key(key, "change key")
-            retention = KEY_RETENTION.total_seconds() if key_retention is None else \
-                _time.seconds(key_retention, "key_retention")
-            found = keys.find(key)
-            if found is not None:
-                existing = self._keyed(found, key, kind)
-                if existing is not None:
-                    return existing
-        queued = False
-        if affected:
-            conflicts = self._unready_affecting(affected)
-            if conflicts and on_conflict == "refuse":
-                cid = min(conflicts)
-                other = uow.change_handle(uow.crec(cid))
-                subject = conflicts[cid][0]
-                raise ChangeConflictError(other.id, f"cannot start a {kind} change: change {other.id} "
-                                                    f"({other.kind}) is in progress for {subject}",
-                                          change_kind=other.kind, subject=subject)
-            queued = bool(conflicts)
-        cid = uow.next_id("change")
-        if key is not None:
-            other_cid = keys.claim(key, cid, retention)
-            while other_cid is not None:  # another request (another host) made it first
-                existing = self._keyed(other_cid, key, kind)
-                if existing is not None:
-                    return existing
-                other_cid = keys.claim(key, cid, retention, take_over=True)
-        rec = ChangeRec(cid, kind, summary, uow.now())
-        uow.add_change(rec)
-        keys.made.add(cid)
-        keys.made.take()
-        if affected:
-            keys.affect(cid, affected, queued)
-            if queued:
-                log.info("change %s (%s) waits for changes %s affecting %s", cid, kind,
-                         ", ".join(map(str, sorted(conflicts))), ", ".join(affected))
-        return uow.change_handle(rec)
-
-    def _keyed(self, cid: int, key: str, kind: str) -> Change | None:
-        """_keyed is the change an idempotency key names (None: it is gone, the key may be taken over)."""
-        uow = self._uow
-        try:
-            chg = uow.change_handle(uow.crec(cid))
-        except NotFoundError:
-            log.warning("change key %r names change %s, which is gone: a new change takes it", key, cid)
-            return None
-        if chg.kind != kind:
-            raise ChangeConflictError(chg.id, f"cannot make a {kind} change with key {key!r}: it names change "
-                                              f"{chg.id} ({chg.kind})", change_kind=chg.kind, subject=key)
-        log.debug("change key %r names change %s: returning it", key, cid)
-        return chg
-
-    def claim_change_key(self, key: str, chg: Change, *, key_retention: float | timedelta | None = None) -> Change:
-        """claim_change_key makes an idempotency key name chg, a change made in this unit of work without one.
-
-        It is new_change's claim, for a caller whose change is made by code
-        that takes no key (a manager's verb): one INSERT ... ON CONFLICT, so
-        that two hosts racing on a key keep one change between them. It
-        returns chg, or the change the key names already: then another
-        request made it first, and the caller should roll back (raise out of
-        the lock's block) and return that change.
-        """
-        self._check()
-        key = check_change_key(key, "change key")
-        retention = KEY_RETENTION.total_seconds() if key_retention is None else \
-            _time.seconds(key_retention, "key_retention")
-        uow = self._uow
-        cid = int(chg.id)
-        other = uow.keys.claim(key, cid, retention)
-        while other is not None and other != cid:
-            try:
-                return uow.change_handle(uow.crec(other))
-            except NotFoundError:  # its change is gone: the key is free
-                other = uow.keys.claim(key, cid, retention, take_over=True)
-        return chg
-
-    def change_by_key(self, key: str) -> Change | None:
-        """change_by_key returns the change an unexpired idempotency key names, or None."""
-        self._check()
-        key = check_change_key(key, "change key")
-        cid = self._uow.keys.find(key)
-        if cid is None:
-            return None
-        try:
-            return self._uow.change_handle(self._uow.crec(cid))
-        except NotFoundError:
-            return None
-
-    def affecting(self, keys: Iterable[str] | str, *, ignore: Change | str | None = None) -> list[Change]:
-        """affecting returns the unready changes that affect any of keys, oldest first (one indexed query).
-
-        ignore leaves one change out (the one asking, say).
-        """
-        self._check()
-        wanted = check_keys(keys, "affected key")
-        uow = self._uow
-        skip = str(ignore.id if ignore is not None and not isinstance(ignore, str) else ignore)
-        return [uow.change_handle(uow.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
-                if str(cid) != skip]
-
-    def select_changes(self, *, status: Status | str | Iterable[Status | str] | None = None,
-                       kind: str | Iterable[str] | None = None, before: datetime | None = None,
-                       older_than: float | timedelta | None = None,
-                       label: tuple[str, Any] | None = None) -> list[Change]:
-        """select_changes returns the changes in any of the statuses, of any of the kinds, spawned before a
-        time (or older_than a duration, by the State's clock), and whose data holds label[1] under key
-        label[0]; oldest first (None: any). Act on them in the same unit of work (chg.abort(), chg.retry())
-        for one transaction."""
-        self._check()
-        when = None if before is None else _time.utc(before, "before")
-        if older_than is not None:
-            age = self._now() - timedelta(seconds=_time.seconds(older_than, "older_than"))
-            when = age if when is None else min(when, age)
-        return select_changes(self._uow, self.changes(), status=status, kind=kind, before=when, label=label)
-
-    def _unready_affecting(self, keys: list[str]) -> dict[int, list[str]]:
-        """_unready_affecting maps the unready changes affecting some of keys to those keys."""
-        uow = self._uow
-        out = {}
-        for cid, found in uow.keys.unready_affecting(keys).items():
-            try:
-                ready = uow.change_handle(uow.crec(cid)).is_ready()
-            except NotFoundError:
-                continue
-            if not ready:  # the stored status may lag a change moved in this unit of work
-                out[cid] = found
-        return out
-
     def changes(self) -> list[Change]:
         """changes returns every change in the database, oldest first.
 
@@ -560,7 +392,8 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        return [uow.change_handle(uow.changes[cid]) for cid in uow.readable("change", self._store.change_ids())]
+        records = uow.records
+        return [uow.change_handle(records.changes[cid]) for cid in records.readable("change", self._store.change_ids())]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -569,7 +402,7 @@ class State:
         if cid is None:
             return None
         try:
-            return self._uow.change_handle(self._uow.crec(cid))
+            return self._uow.change_handle(self._uow.records.crec(cid))
         except NotFoundError:
             return None
 
@@ -591,7 +424,8 @@ class State:
         self._check()
         uow = self._uow
         uow.flush()
-        return [uow.task_handle(uow.tasks[tid]) for tid in uow.readable("task", self._store.linked_task_ids())]
+        records = uow.records
+        return [uow.task_handle(records.tasks[tid]) for tid in records.readable("task", self._store.linked_task_ids())]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -600,7 +434,7 @@ class State:
         if tid is None:
             return None
         try:
-            rec = self._uow.trec(tid)
+            rec = self._uow.records.trec(tid)
         except NotFoundError:
             return None
         return self._uow.task_handle(rec) if rec.change_id is not None else None
@@ -642,281 +476,9 @@ class State:
               abort_wait: float | timedelta, max_ready_changes: int) -> None:
         """prune deletes old ready changes and orphan tasks, and aborts stale changes (snapd's rules)."""
         self._check()
-        from .prune import prune
-
-        prune(self._uow, _time.utc(start_of_operation, "start_of_operation"),
-              _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
-              max_ready_changes)
-
-    # -- warnings -----------------------------------------------------------------
-
-    def add_warning(self, message: str, *, repeat_after: float | timedelta | None = None,
-                    expire_after: float | timedelta | None = None) -> None:
-        """add_warning records a warning, or refreshes the one with the same message."""
-        self._check()
-        self._uow.warnings.add(message, repeat_after, expire_after)
-
-    def warnings(self) -> list[StateWarning]:
-        """warnings returns the warnings due to be shown, oldest first."""
-        self._check()
-        return self._uow.warnings.pending_warnings()
-
-    def all_warnings(self) -> list[StateWarning]:
-        """all_warnings returns every unexpired warning, oldest first."""
-        self._check()
-        return self._uow.warnings.all()
-
-    def ensure_timings(self, manager: str | None = None) -> list[EnsureTiming]:
-        """ensure_timings returns the kept slow ensure passes, oldest first (with manager: those it ran in)."""
-        self._check()
-        return self._uow.timings.ensure_timings(manager)
-
-    def okay_warnings(self, t: datetime) -> int:
-        """okay_warnings marks the warnings due at t as shown and returns how many."""
-        self._check()
-        return self._uow.warnings.okay(_time.utc(t, "okay_warnings time"))
-
-    # -- notices ------------------------------------------------------------------
-
-    def emit(self, key: str, data: Any = None) -> int:
-        """emit records an event of key and hands data to every task waiting for it; it returns how many.
-
-        Each waiting task gets the event once: it goes back to Do, and its
-        handler's task.wait_event(key) returns data. data is JSON. The event
-        and the deliveries are written by this unit of work's commit.
-        """
-        self._check()
-        return _emit(self, key, data)
-
-    # -- schedules (engine.schedules) ----------------------------------------------
-
-    def add_schedule(self, name: str, spec: str, template: dict[str, Any], *,
-                     missed: Literal["skip", "once"] = "skip") -> Schedule:
-        """add_schedule makes (or replaces) a schedule: when spec is due, a change is made from template.
-
-        spec is cron's syntax ("*/15 * * * *") or snapd's timer syntax
-        ("mon-fri,10:00"); template is {"kind", "summary", "data"?, "tasks":
-        [{"kind", "summary", "data"?}, ...]} (the tasks run one after the
-        other); missed says what to do with the slots that passed while
-        nothing ran: "skip" them or run "once". See docs/runner.md.
-        """
-        self._check()
-        return _schedules.add(self, name, spec, template, missed)
-
-    def schedules(self) -> list[Schedule]:
-        """schedules lists the schedules, by name."""
-        return _schedules.listing(self)
-
-    def schedule(self, name: str) -> Schedule | None:
-        """schedule is the schedule of that name, or None."""
-        return _schedules.get(self, name)
-
-    def remove_schedule(self, name: str) -> None:
-        """remove_schedule deletes a schedule (NotFoundError if there is none); its changes stay."""
-        _schedules.remove(self, name)
-
-    def pause_schedule(self, name: str) -> Schedule:
-        """pause_schedule keeps a schedule from making changes until resume_schedule."""
-        return _schedules.pause(self, name)
-
-    def resume_schedule(self, name: str) -> Schedule:
-        """resume_schedule runs a paused schedule again from its first slot after now."""
-        return _schedules.resume(self, name)
-
-    def run_schedule(self, name: str) -> Change:
-        """run_schedule makes the schedule's change now ("run now"); its slots stay as they were."""
-        return _schedules.run_now(self, name)
-
-    def add_notice(self, type: str, key: str, *, data: Mapping[str, str] | None = None,
-                   repeat_after: float | timedelta | None = None,
-                   expire_after: float | timedelta | None = None) -> str:
-        """add_notice records an occurrence of the notice of type and key and returns the notice's id.
-
-        An existing notice of that type and key counts one more occurrence,
-        takes data as its last data, and is repeated (waiters see it again)
-        unless it was repeated less than repeat_after ago (None or 0: every
-        occurrence repeats). It expires expire_after (default 7 days) after
-        its last occurrence. type is lowercase words joined by "-"; key is
-        non-empty text of at most 256 bytes; data maps str to str. The
-        notice is written, and waiters woken, by the commit.
-        """
-        self._check()
-        return self._uow.notices.add(type, key, data, repeat_after, expire_after)
-
-    def notices(self, after: datetime | None = None, types: Iterable[str] | None = None,
-                keys: Iterable[str] | None = None) -> list[Notice]:
-        """notices returns the unexpired notices repeated after a time, of the given types and keys, oldest first.
-
-        None (or an empty list) for types or keys means any. The order is
-        that of last_repeated; a client passes the last_repeated of the last
-        notice it saw as after to see only what came since.
-        """
-        self._check()
-        return self._uow.notices.matching(after, _strs(types, "types"), _strs(keys, "keys"))
-
-    def wait_notices(self, after: datetime | None = None, types: Iterable[str] | None = None,
-                     keys: Iterable[str] | None = None, timeout: float | None = None) -> list[Notice]:
-        """wait_notices waits, WITHOUT the lock, until notices match, and returns them ([] after timeout).
-
-        It returns at once when some match already; otherwise it is woken
-        by the commit that adds or repeats one (on PostgreSQL, by any
-        host's commit through LISTEN/NOTIFY, and it looks again at least
-        every POLL_INTERVAL). timeout None waits until a notice comes or
-        the State closes.
-        """
-        if self._held():
-            raise RuntimeError("cannot wait for notices while holding the state lock")
-        type_list, key_list = _strs(types, "types"), _strs(keys, "keys")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        poll = self._shared_poll()
-        while True:
-            with self._notice_cond:
-                seq = self._notice_seq
-            if self._closed:
-                return []
-            with self:
-                found = self._uow.notices.matching(after, type_list, key_list)
-            if found:
-                return found
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return []
-            with self._notice_cond:
-                if self._notice_seq == seq and not self._closed:
-                    wait = left if poll is None else (poll if left is None else min(poll, left))
-                    self._notice_cond.wait(wait)
-
-    async def wait_notices_async(self, after: datetime | None = None, types: Iterable[str] | None = None,
-                                 keys: Iterable[str] | None = None,
-                                 timeout: float | None = None) -> list[Notice]:
-        """wait_notices_async is wait_notices for asyncio: it awaits the commit that adds one, without a thread.
-
-        The lock is taken only for the short look at the notices table,
-        and never by blocking the event loop: when another thread holds it,
-        that look runs in a worker thread (asyncio.to_thread).
-        """
-        type_list, key_list = _strs(types, "types"), _strs(keys, "keys")
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
-        poll = self._shared_poll()
-        event = asyncio.Event()
-        waiter = (loop, event)
-        with self._notice_cond:
-            self._notice_waiters.add(waiter)
-        try:
-            while True:
-                event.clear()
-                if self._closed:
-                    return []
-                found: list[Notice] = await self._locked_async(
-                    lambda: self._uow.notices.matching(after, type_list, key_list))
-                if found:
-                    return found
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return []
-                wait = left if poll is None else (poll if left is None else min(poll, left))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), wait)
-        finally:
-            with self._notice_cond:
-                self._notice_waiters.discard(waiter)
-
-    async def _locked_async(self, fn: Callable[[], Any]) -> Any:
-        """_locked_async calls fn under the lock without blocking the event loop (a thread only when it is busy)."""
-        if self._lock.acquire(blocking=False):
-            try:
-                with self:
-                    return fn()
-            finally:
-                self._lock.release()
-        return await asyncio.to_thread(self._locked_call, fn)
-
-    def _locked_call(self, fn: Callable[[], Any]) -> Any:
-        with self:
-            return fn()
-
-    def _notices_woken(self) -> None:
-        """_notices_woken wakes every notice waiter (a commit added or repeated notices)."""
-        with self._notice_cond:
-            self._notice_seq += 1
-            self._notice_cond.notify_all()
-            waiters = list(self._notice_waiters)
-        for loop, event in waiters:
-            _call_soon(loop, event.set)
-
-    def _shared_poll(self) -> float | None:
-        """_shared_poll starts listening to other hosts' notices on a shared store; it returns the poll interval."""
-        if not self._store.shared:
-            return None
-
-        listen = getattr(self._store, "listen", None)
-        listening = threading.Event()
-        with self._notice_cond:
-            if listen is not None and self._listener is None and not self._closed:
-                from .store.postgresql import NOTICE_CHANNEL
-
-                self._listener = threading.Thread(target=listen, args=(self._notices_woken, self._listen_stop,
-                                                                       NOTICE_CHANNEL, listening),
-                                                  name="engine-notices", daemon=True)
-                self._listener.start()
-            else:
-                listening.set()
-        # What is committed from now on wakes this waiter (bounded: the polling covers a server away).
-        listening.wait(LISTEN_START)
-        return _time.POLL_INTERVAL
-
-    # -- manager tables -------------------------------------------------------------
-
-    def table(self, table: Table) -> TableRows:
-        """table is this State's rows of a manager's own table, written at commit with the state (lock needed).
-
-        table is a SQLAlchemy Table declared on engine.metadata (see engine.tables).
-        """
-        return self._uow.tables.rows(table)
-
-    # -- hooks ----------------------------------------------------------------------
-
-    def add_task_status_changed_handler(self, fn: TaskHook) -> int:
-        """add_task_status_changed_handler calls fn(task, old, new) on every task status change."""
-        self._check()
-        hid = next(self._hook_ids)
-        self._uow.task_hooks[hid] = fn
-        return hid
-
-    def remove_task_status_changed_handler(self, hid: int) -> None:
-        """remove_task_status_changed_handler removes a handler added earlier."""
-        self._check()
-        self._uow.task_hooks.pop(hid, None)
-
-    def add_change_status_changed_handler(self, fn: ChangeHook) -> int:
-        """add_change_status_changed_handler calls fn(change, old, new) on every change status change."""
-        self._check()
-        hid = next(self._hook_ids)
-        self._uow.change_hooks[hid] = fn
-        return hid
-
-    def remove_change_status_changed_handler(self, hid: int) -> None:
-        """remove_change_status_changed_handler removes a handler added earlier."""
-        self._check()
-        self._uow.change_hooks.pop(hid, None)
-
-
-def _strs(values: Iterable[str] | None, what: str) -> list[str] | None:
-    """_strs checks a filter of notice types or keys: None or strings."""
-    if values is None:
-        return None
-    if isinstance(values, str):
-        return [values]
-    out = list(values)
-    if not all(isinstance(v, str) for v in out):
-        raise TypeError(f"cannot filter notices: {what} must be strings, not {out!r}")
-    return out
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop closed: its waiter is gone
-        loop.call_soon_threadsafe(fn)
+        _prune(self._uow, _time.utc(start_of_operation, "start_of_operation"),
+               _time.seconds(prune_wait, "prune_wait"), _time.seconds(abort_wait, "abort_wait"),
+               max_ready_changes)
 
 
 def _parse_id(id: str | int) -> int | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import timings
 from .errors import EngineError, EnsureError
+from .session import session_of
 
 if TYPE_CHECKING:
     from .state import State
@@ -39,6 +40,8 @@ class StateEngine:
 
     def __init__(self, state: State) -> None:
         self._state = state
+        #: The engine's internal handle on the State (engine.session): ensure passes' timings go to its unit of work.
+        self._session = session_of(state)
         self._lock = threading.Lock()
         self._managers: list[Manager] = []
         #: ensure_threshold: an ensure pass that takes at least this long (seconds) keeps its managers'
@@ -111,7 +114,7 @@ class StateEngine:
             durations.append((type(m).__name__, t1 - t0))
             t0 = t1
         if t0 - start >= self.ensure_threshold:
-            w = self._state._uow
+            w = self._session.uow
             w.timings.ensure_pass(w.now() - timedelta(seconds=t0 - start), durations)
         if errors:
             raise EnsureError(errors)

@@ -43,7 +43,7 @@ class Task:
 
     def _rec(self) -> TaskRec:
         self._w.check()
-        return self._w.trec(self._tid)
+        return self._w.records.trec(self._tid)
 
     @property
     def state(self) -> State:
@@ -146,13 +146,13 @@ class Task:
         rec = self._rec()
         if rec.change_id is None:
             return None
-        chg: Change = self._w.change_handle(self._w.crec(rec.change_id))
+        chg: Change = self._w.change_handle(self._w.records.crec(rec.change_id))
         return chg
 
     def log(self) -> list[str]:
         """log returns the last ten log lines, each '<time> INFO|ERROR <message>'."""
         rec = self._rec()
-        return [f"{_log_time(t)} {level} {msg}" for t, level, msg in self._w.log_lines(rec)]
+        return [f"{_log_time(t)} {level} {msg}" for t, level, msg in self._w.records.log_lines(rec)]
 
     def logf(self, fmt: str, *args: Any) -> None:
         """logf adds an INFO line to the task's log (printf-style formatting).
@@ -192,8 +192,8 @@ class Task:
         rec = self._rec()
         if other._w is not self._w:
             raise EngineError(f"cannot make task {self._tid} wait for task {other._tid} of another State")
-        orec = self._w.trec(other._tid)
-        if orec.id not in self._w.wait_ids(rec):
+        orec = self._w.records.trec(other._tid)
+        if orec.id not in self._w.records.wait_ids(rec):
             self._w.add_edge(rec, orec)
 
     def wait_all(self, taskset: TaskSet) -> None:
@@ -204,16 +204,16 @@ class Task:
     def wait_tasks(self) -> list[Task]:
         """wait_tasks returns the tasks this task waits for."""
         w = self._w
-        return [w.task_handle(r) for r in w.trecs(list(w.wait_ids(self._rec())))]
+        return [w.task_handle(r) for r in w.records.trecs(list(w.records.wait_ids(self._rec())))]
 
     def halt_tasks(self) -> list[Task]:
         """halt_tasks returns the tasks that wait for this task."""
         w = self._w
-        return [w.task_handle(r) for r in w.trecs(list(w.halt_ids(self._rec())))]
+        return [w.task_handle(r) for r in w.records.trecs(list(w.records.halt_ids(self._rec())))]
 
     def num_halt_tasks(self) -> int:
         """num_halt_tasks counts the tasks that wait for this task."""
-        return len(self._w.halt_ids(self._rec()))
+        return len(self._w.records.halt_ids(self._rec()))
 
     def join_lane(self, lane: int) -> None:
         """join_lane adds the task to a lane; lanes abort independently on errors."""
@@ -224,7 +224,7 @@ class Task:
 
     def lanes(self) -> list[int]:
         """lanes returns the task's lanes, [0] for a task in no lane."""
-        return list(self._w.lanes(self._rec()) or [0])
+        return list(self._w.records.lanes(self._rec()) or [0])
 
     def at(self, when: datetime | None) -> None:
         """at schedules the task no earlier than when; None clears the schedule."""
@@ -281,11 +281,11 @@ class Task:
         if rec.clean:
             return
         w = self._w
-        crec = w.crec(rec.change_id) if rec.change_id is not None else None
+        crec = w.records.crec(rec.change_id) if rec.change_id is not None else None
         if crec is not None:
             if crec.ready_time is None:
                 raise EngineError(f"cannot mark task {self._tid} clean: change {crec.id} is not ready")
-            w.counts(crec)
+            w.records.counts(crec)
         rec.clean = True
         w.dirty_task(rec)
         if crec is not None:
@@ -398,3 +398,13 @@ class TaskSet:
         self.add_all(other)
         for name, t in other._edges.items():
             self._edges[name] = t
+
+
+def record_of(task: Task) -> TaskRec:
+    """record_of is the record behind a Task (lock held), for the engine's modules (engine.why, engine.change)."""
+    return task._rec()
+
+
+def work_of(task: Task) -> Work:
+    """work_of is the unit of work a Task belongs to, for the engine's modules (engine.why)."""
+    return task._w

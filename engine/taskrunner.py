@@ -9,26 +9,40 @@ batches, one transaction per batch (group commit). See docs/runner.md.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import tenacity
 
 from ._workers import EventLoopThread, Workers
-from .change import dependency_cycles
 from .concurrency import SLOT_RUN, Slots
-from .errors import DatabaseCorruptError, EngineError, NotFoundError, TaskDependencyCycleError
+from .errors import EngineError
 from .leases import DEFAULT_LEASE, Leases
-from .outcomes import NO_HANDLERS, Handler, HandlerPair, OutcomeRecorder, Run, Runs, callable_name, exception_text
+from .outcomes import OutcomeRecorder
+from .runnerguards import RunnerGuards
+from .runs import (
+    NO_HANDLERS,
+    PAGE,
+    Blocked,
+    Handler,
+    HandlerPair,
+    Match,
+    Run,
+    Runs,
+    check_handler,
+    execute,
+    execute_async,
+    pages,
+)
+from .session import session_of
 from .status import Status
 from .task import Task
-from .why import WhyNot, why_not
+from .why import RunnerView, WhyNot, reasons
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -37,17 +51,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.taskrunner")
 
 
-Blocked = Callable[["Task", list["Task"]], bool]
-Match = Callable[["Task"], bool]
-
 #: DEFAULT_WORKERS is the default number of handlers running at once.
 DEFAULT_WORKERS = 32
 #: DEFAULT_STOP_TIMEOUT bounds how long stop() waits for handlers to return.
 DEFAULT_STOP_TIMEOUT = 30.0
-_PAGE = 256
 
 
-class TaskRunner:
+class TaskRunner(RunnerGuards):
     """TaskRunner runs the handlers registered for task kinds.
 
     Drive it with ensure() and wait(), or let an Overlord do so.
@@ -58,7 +68,9 @@ class TaskRunner:
         if workers < 1:
             raise ValueError(f"cannot create a task runner with {workers} workers")
         self._st = state
-        self._w = state._uow
+        #: The engine's internal handle on the State (engine.session), taken once here.
+        self._session = session = session_of(state)
+        self._w = session.uow
         self._size = workers
         self._stop_timeout = stop_timeout
         self._handlers: dict[str, HandlerPair] = {}
@@ -72,7 +84,7 @@ class TaskRunner:
         # While an Overlord loops: the recorder claims the next tasks in its own unit of work (hand_on).
         self._hand_on_enabled = False
         self._handing_on = False  # (while a hand-on claims)
-        self._recorder = OutcomeRecorder(state, self._r, self._pair, self._quarantine, self._leases,
+        self._recorder = OutcomeRecorder(session, self._r, self._pair, self._quarantine, self._leases,
                                          hand_on=self._hand_on, start=self._start)
         self._workers = Workers(workers, "engine-worker")
         self._loop = EventLoopThread("engine-async")
@@ -101,21 +113,21 @@ class TaskRunner:
         """
         if retry is not None and not isinstance(retry, tenacity.BaseRetrying):
             raise TypeError(f"cannot register {kind!r}: retry must be a tenacity.Retrying, not {type(retry).__name__}")
-        _check_handler(kind, "do", do)
-        _check_handler(kind, "undo", undo)
+        check_handler(kind, "do", do)
+        check_handler(kind, "undo", undo)
         with self._mu:
             self._handlers[kind] = HandlerPair(do, undo, retry)
 
     def add_optional_handler(self, match: Match, do: Handler, undo: Handler | None = None) -> None:
         """add_optional_handler registers handlers for tasks match(task) accepts and no kind claims."""
-        _check_handler("optional", "do", do)
-        _check_handler("optional", "undo", undo)
+        check_handler("optional", "do", do)
+        check_handler("optional", "undo", undo)
         with self._mu:
             self._optional.append((match, HandlerPair(do, undo)))
 
     def add_cleanup(self, kind: str, fn: Handler) -> None:
         """add_cleanup registers fn to clean up after tasks of kind once their change is ready."""
-        _check_handler(kind, "cleanup", fn)
+        check_handler(kind, "cleanup", fn)
         with self._mu:
             if kind not in self._handlers:
                 raise EngineError(f"cannot add a cleanup for task kind {kind!r}: register its handler first")
@@ -157,7 +169,13 @@ class TaskRunner:
 
     def why_not(self, task: Task) -> WhyNot | None:
         """why_not says why task is not running in this runner, or None when it is Done or running (engine.why)."""
-        return why_not(task, self)
+        return self.why_not_tasks([task])[0]
+
+    def why_not_tasks(self, tasks: Iterable[Task]) -> list[WhyNot | None]:
+        """why_not_tasks is why_not for many tasks (a change's, say), reading what they share once (engine.why)."""
+        view = RunnerView(self, self._r, self._leases, self._size, self._pair, self._blocked, self._damaged_tasks,
+                          self._damaged_changes, self._quarantined, self._checked)
+        return reasons(tasks, view)
 
     def _pair(self, rec: TaskRec) -> HandlerPair:
         pair = self._handlers.get(rec.kind)
@@ -175,29 +193,6 @@ class TaskRunner:
                 if matched:
                     return opt
         return NO_HANDLERS
-
-    def _held_back(self, rec: TaskRec, task: Task, running: list[Task]) -> bool:
-        """_held_back asks the blocked predicates about task; one that raises holds back that task only."""
-        for pred in self._blocked:
-            try:
-                if pred(task, running):
-                    return True
-            except BaseException as e:
-                self._user_failed(rec, "blocked predicate", pred, e)
-                return True
-        return False
-
-    def _user_failed(self, rec: TaskRec, what: str, fn: object, exc: BaseException) -> None:
-        """_user_failed says, once per task and function, that a predicate raised; the task counts as blocked."""
-        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
-            raise exc  # Ctrl-C while a pass runs in the main thread (settle): not the predicate's failure
-        self._r.some_blocked = True  # asked again at the next pass
-        name = callable_name(fn)
-        if (rec.id, name) in self._failed_predicates:
-            return
-        self._failed_predicates.add((rec.id, name))
-        log.warning("task %s (%s) of change %s is held back: its %s %s raised %s", rec.id, rec.kind,
-                    rec.change_id, what, name, exception_text(exc))
 
     # -- ensure ---------------------------------------------------------------
 
@@ -247,7 +242,7 @@ class TaskRunner:
         self._r.some_blocked = False
         self._r.starved = False
         # Aborted tasks: stop the running ones, move the others on.
-        for row in _pages(lambda after, n: store.tasks_in_status("Abort", after, n), lambda: _PAGE):
+        for row in pages(lambda after, n: store.tasks_in_status("Abort", after, n), lambda: PAGE):
             rec = self._load(row)
             if rec is None or rec.status is not Status.ABORT or self._pair(rec).do is None:
                 continue
@@ -261,7 +256,7 @@ class TaskRunner:
         self._slots.begin_pass(set(runs))  # h26b
         free = self._size - len(runs)
         candidates = (
-            (lambda after, n: store.started_tasks(after, n), lambda: _PAGE),
+            (lambda after, n: store.started_tasks(after, n), lambda: PAGE),
             (store.runnable_undo, None),
             (store.runnable_do, None),
         )
@@ -288,10 +283,10 @@ class TaskRunner:
         # Fetch a little more than the free workers can take: enough to see
         # that tasks were left, without loading a big fan-out at every pass.
         def few() -> int:
-            return min(_PAGE, max(free, 0) + 16)
+            return min(PAGE, max(free, 0) + 16)
 
         for query, size in candidates:
-            for row in _pages(query, size or few):
+            for row in pages(query, size or few):
                 rec = self._load(row)
                 if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
                     continue
@@ -303,7 +298,7 @@ class TaskRunner:
                 if rec.status is Status.UNDO and pair.undo is None:
                     # Nothing to undo: it stays done; what it waited for may undo now.
                     w.set_task_status(rec, Status.DONE)
-                    if w.wait_ids(rec):
+                    if w.records.wait_ids(rec):
                         self._st.ensure_before(0)
                     continue
                 if rec.at_time is not None and rec.at_time > now:
@@ -361,9 +356,9 @@ class TaskRunner:
             runs = dict(self._r.runs)
         store = w.store
         queries = []
-        if Status.UNDONE in w.unblocked:
+        if Status.UNDONE in w.changeset.unblocked:
             queries.append((store.runnable_undo, None))
-        if Status.DONE in w.unblocked:
+        if Status.DONE in w.changeset.unblocked:
             queries.append((store.runnable_do, None))
         if not queries:
             return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
@@ -400,152 +395,6 @@ class TaskRunner:
         w.handed_on()
         return True
 
-    def _no_slot(self, rec: TaskRec, task: Task) -> bool:
-        """_no_slot says whether the task's concurrency key holds it back (h26b; engine.concurrency)."""
-        if self._handing_on and self._leases is not None:
-            # Several hosts: a task of a limited kind is left to the passes, which every host races for (a
-            # hand-on would take the slot its outcome frees in the same commit, and no other host ever would).
-            self._r.some_blocked = True
-            return True
-        wait = self._slots.admit(self._w, rec, task)
-        if wait is None:
-            return False
-        self._r.some_blocked = True  # a recorded outcome may free a slot: the pass after it looks again
-        if wait > 0:
-            self._st.ensure_before(wait)  # the rate's interval moves on
-        return True
-
-    def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None:
-        """_hooks_failed deals with status hooks that raised during the pass: only their task is concerned.
-
-        A task the pass claimed is put in Error instead of started (the log
-        says which hook raised what); any other raise is logged once.
-        """
-        w = self._w
-        claimed = {run.tid: run for run in started}
-        said: set[int] = set()
-        for fn, obj, exc in list(failures):
-            tid = getattr(obj, "_tid", None) if isinstance(obj, Task) else None
-            name = callable_name(fn)
-            if tid in claimed and tid not in said:
-                said.add(tid)
-                run = claimed[tid]
-                started.remove(run)
-                with self._r.lock:
-                    if self._r.runs.get(tid) is run:
-                        del self._r.runs[tid]
-                rec = w.trec(tid)
-                chg = f"change {rec.change_id}" if rec.change_id is not None else "no change"
-                self._recorder.failed(rec, RuntimeError(f"its status hook {name} raised {exception_text(exc)}"), chg)
-            elif tid not in said:
-                what = f"task {tid}" if tid is not None else f"change {getattr(obj, '_cid', '?')}"
-                log.warning("%s: status hook %s raised %s", what, name, exception_text(exc))
-        failures.clear()  # (what the hooks raise again while their task fails is said above)
-
-    def _fail_cycles(self) -> None:
-        """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.
-
-        Building a cycle is allowed (snapd checks with check_task_dependencies);
-        running one is not: its tasks would wait forever and the change never
-        end. Only changes whose tasks got new edges are looked at, or every
-        change with waiting tasks after opening or a write from outside.
-        """
-        w = self._w
-        cids = w.take_new_waits()
-        if cids is None:
-            cids = set(w.store.blocked_changes())
-        for cid in sorted(cids):
-            try:
-                crec = w.crec(cid)
-                if crec.ready_time is not None:
-                    continue
-                cycles = dependency_cycles(w, w.change_trecs(crec))
-            except (DatabaseCorruptError, NotFoundError) as e:
-                log.debug("not looking for cycles in change %s: %s", cid, e)
-                continue
-            for members in cycles:
-                names = " ".join(f"{t.id}:{t.kind}" for t in members)
-                error = TaskDependencyCycleError([str(t.id) for t in members],
-                                                 f"dependency cycle involving tasks [{names}]")
-                log.error("change %s: tasks wait for each other in a cycle and can never run: [%s]", cid, names)
-                for t in members:
-                    if not t.status.ready or t.status is Status.HOLD:
-                        chg = f"change {t.change_id}" if t.change_id is not None else "no change"
-                        self._recorder.failed(t, error, chg)
-
-    def _scan_unknown_statuses(self) -> None:
-        """_scan_unknown_statuses reports the tasks with a status the engine does not know.
-
-        No pass would ever select them, nor the tasks waiting for them: their
-        change would sit unready without a word. Done once per generation of
-        the cache (at the first pass, after a write from outside).
-        """
-        for row in self._w.store.unknown_status_tasks():
-            tid, cid = row[0], row[1]
-            if not self._change_sound(cid, tid):
-                continue  # reported, with its change: the change is what cannot go on
-            self._load(row)  # (the change read whole: report the task itself)
-
-    def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
-        """_load reads a candidate row; a damaged one is reported once and skipped."""
-        if row[0] in self._quarantined:
-            return None
-        try:
-            return self._w.merge_task_rows([row])[0]
-        except DatabaseCorruptError as e:
-            self._damaged("task", row[0], str(e), self._damaged_tasks)
-            return None
-
-    def _sound(self, rec: TaskRec) -> bool:
-        """_sound checks that the task's change and all its tasks can be read.
-
-        A change that cannot be (a missing or hand-edited row, a task of it
-        that cannot be read) is reported once and its tasks are left alone;
-        the other changes go on. What is learnt holds until the cache is
-        dropped (a rollback, a write by another connection).
-        """
-        cid = rec.change_id
-        if cid is None:
-            return True
-        return self._change_sound(cid, rec.id)
-
-    def _change_sound(self, cid: int, tid: int) -> bool:
-        """_change_sound is _sound for change cid, met through its task tid."""
-        w = self._w
-        known = self._checked.get(cid)
-        if known is not None:
-            return known
-        try:
-            crec = w.crec(cid)
-            w.counts(crec)
-            w.check_task_rows(crec)
-            sound = True
-        except NotFoundError:
-            self._damaged("change", cid, f"task {tid} belongs to change {cid}, which is not in the database",
-                          self._damaged_changes)
-            sound = False
-        except DatabaseCorruptError as e:
-            self._damaged("change", cid, str(e), self._damaged_changes)
-            sound = False
-        self._checked[cid] = sound
-        return sound
-
-    def _damaged(self, what: str, rid: int, reason: str, reported: set[int]) -> None:
-        """_damaged reports, once, a row the runner leaves alone: in the log and as a state warning."""
-        if rid in reported or reason in self._reasons:
-            return  # the same damage may be met through a task and through its change
-        reported.add(rid)
-        self._reasons.add(reason)
-        log.error("leaving %s %s alone: %s", what, rid, reason)
-        try:
-            self._st.add_warning(f"{what} {rid} cannot be run and is left alone until repaired: {reason}")
-        except Exception as e:  # the warnings themselves may be damaged: the log has it
-            log.error("cannot add a warning about %s %s: %s", what, rid, e)
-
-    def _quarantine(self, tid: int) -> None:
-        """_quarantine keeps the runner from claiming a task until the database changes."""
-        self._quarantined.add(tid)
-
     def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
         w = self._w
         if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
@@ -571,70 +420,16 @@ class TaskRunner:
         log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
         return run
 
-    def _claim_cleanups(self, runs: dict[int, Run], started: list[Run], free: int) -> int:
-        w = self._w
-        for cid in w.store.unclean_changes():
-            for row in w.store.unclean_tasks(cid):
-                rec = self._load(row)
-                if rec is None or rec.clean or rec.id in runs or self._pair(rec).do is None:
-                    continue
-                if not self._sound(rec):
-                    break
-                task = w.task_handle(rec)
-                fn = self._cleanups.get(rec.kind)
-                if fn is None:
-                    task.set_clean()
-                    continue
-                if free <= 0:
-                    self._r.starved = True
-                    return 0
-                if self._leases is not None and not w.store.claim_cleanup(rec.id):
-                    continue  # another runner cleans it
-                run = Run(rec.id, rec.kind, "cleanup", fn, task, self._pair(rec))
-                with self._r.lock:
-                    self._r.runs[rec.id] = run
-                runs[rec.id] = run
-                started.append(run)
-                free -= 1
-        return free
-
     # -- running handlers -------------------------------------------------------
 
     def _start(self, run: Run) -> None:
         if self._leases is not None:
             self._leases.start_heartbeat()
         if inspect.iscoroutinefunction(run.fn):
-            self._loop.submit(self._execute_async(run))
+            self._loop.submit(execute_async(run, self._recorder.report))
         else:
-            self._workers.submit(lambda: self._execute(run))
-
-    def _execute(self, run: Run) -> None:
-        next_run: Run | None = run
-        while next_run is not None:
-            run = next_run
-            t0 = time.monotonic()
-            try:
-                result = run.fn(run.task, run.tomb)
-                if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
-                    asyncio.run(_await(result))
-                elif inspect.isgenerator(result) or inspect.isasyncgen(result):
-                    raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")
-            except BaseException as e:  # the dispatch ladder in _record decides
-                run.outcome = e
-            run.elapsed = time.monotonic() - t0
-            # This thread may record the outcome itself and run the next task of a chain here.
-            next_run = self._recorder.report(run, inline=True)
-
-    async def _execute_async(self, run: Run) -> None:
-        t0 = time.monotonic()
-        try:
-            result = run.fn(run.task, run.tomb)
-            if inspect.isawaitable(result):
-                await run.tomb.follow(result)  # cancelled when the tomb dies
-        except BaseException as e:  # the dispatch ladder in _record decides
-            run.outcome = e
-        run.elapsed = time.monotonic() - t0
-        self._recorder.report(run)
+            # This thread may record the outcome itself and run the next task of a chain there.
+            self._workers.submit(lambda: execute(run, lambda done: self._recorder.report(done, inline=True)))
 
     # -- waiting and stopping ---------------------------------------------------
 
@@ -683,31 +478,3 @@ class TaskRunner:
                 while (any(self._r.runs.get(run.tid) is run for run in runs) or self._r.uncommitted) \
                         and not self._r.abandoned:
                     self._r.idle.wait()
-
-
-def _check_handler(kind: str, what: str, fn: object) -> None:
-    """_check_handler refuses what cannot be a handler: not callable, or a generator function."""
-    if fn is None:
-        return
-    if not callable(fn):
-        raise TypeError(f"cannot register the {what} handler of {kind!r}: {fn!r} is not callable")
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise TypeError(f"cannot register the {what} handler of {kind!r}: {name} is a generator function, "
-                        "whose body would never run (return or raise instead of yield)")
-
-
-def _pages(query: Callable[[int, int], list[tuple[Any, ...]]], size: Callable[[], int]) -> Any:
-    """_pages yields the rows of query(after_id, limit) page by page, asking size() for each limit."""
-    after = 0
-    while True:
-        limit = size()
-        rows = query(after, limit)
-        yield from rows
-        if len(rows) < limit:
-            return
-        after = rows[-1][0]
-
-
-async def _await(result: Awaitable[None]) -> None:
-    await result

@@ -33,8 +33,8 @@ from typing import Any
 import tenacity
 
 from .change import Change
-from .outcomes import Handler
 from .overlord import Overlord
+from .runs import Handler
 from .state import State
 from .status import Status
 from .task import Task

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import EngineError
+from .session import session_of
 
 if TYPE_CHECKING:
     from .state import State
@@ -54,7 +55,7 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
     except ImportError as e:
         raise EngineError(f"cannot trace: OpenTelemetry is not installed ({e.name} is missing): "
                           "pip install 'overlord-engine[otel]'") from None
-    w = state._uow
+    w = session_of(state).uow
     old = w.timings.tracer
     if old is not None:
         old.close()
@@ -64,7 +65,7 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
 def disable_tracing(state: State) -> None:
     """disable_tracing stops tracing state: open change spans end, and a provider enable_tracing made is flushed
     and shut down."""
-    w = state._uow
+    w = session_of(state).uow
     tracer, w.timings.tracer = w.timings.tracer, None
     if tracer is not None:
         tracer.close()

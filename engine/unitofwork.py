@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .cache import RecordCache
-from .change import Change, computed_status
+from .change import Change
+from .changeset import ChangeSet
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .keys import KeyBook
 from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
+from .statusrules import computed_status, move_task
 from .tables import ManagerTables
 from .task import Task
 from .timings import TimingBook
@@ -42,16 +44,14 @@ log = logging.getLogger("engine.state")
 TaskHook = Callable[["Task", Status, Status], Any]
 ChangeHook = Callable[["Change", Status, Status], Any]
 
-_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
-# What a claim moves tasks to: such a move makes nothing else runnable.
-_CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 
 
 class UnitOfWork:
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
-                 held: Callable[[], bool], *, read_only: bool = False) -> None:
+                 held: Callable[[], bool], locked_async: Callable[[Callable[[], Any]], Awaitable[Any]], *,
+                 read_only: bool = False) -> None:
         #: state is the State this unit of work belongs to (what handles hand to users; engine.state
         #: sits above this module, so it is not named here).
         self.state = state
@@ -61,29 +61,15 @@ class UnitOfWork:
         #: check raises RuntimeError unless this thread holds the state lock; held says whether it does.
         self.check = check
         self.held = held
+        #: locked_async calls fn under the state lock without blocking the event loop (Change.wait_ready_async).
+        self.locked_async = locked_async
         self._relaxed = False
         #: read_only: a reader's; it hands out no id, so it says nothing of the sequences.
         self.read_only = read_only
         self._last = store.sequences(quiet=read_only)
-        #: records are the loaded rows; their lookups are this unit of work's own (below).
-        self.records = records = RecordCache(store)
-        self.tasks = records.tasks
-        self.changes = records.changes
-        self.trec = records.trec
-        self.trecs = records.trecs
-        self.merge_task_rows = records.merge_task_rows
-        self.crec = records.crec
-        self.counts = records.counts
-        self.count_again = records.count_again
-        self.readable = records.readable
-        self.task_ids = records.task_ids
-        self.change_trecs = records.change_trecs
-        self.check_task_rows = records.check_task_rows
-        self.load_graph = records.load_graph
-        self.wait_ids = records.wait_ids
-        self.halt_ids = records.halt_ids
-        self.lanes = records.lanes
-        self.log_lines = records.log_lines
+        #: records are the loaded rows, by id (the identity map, engine.cache): Change, Task, the runner
+        #: and the status rules look records up there.
+        self.records = RecordCache(store)
         self.values: dict[str, str | None] = {}
         self.notices = NoticeBook(self)
         self.keys = KeyBook(self)  # idempotency and affected keys (engine.keys)
@@ -96,34 +82,13 @@ class UnitOfWork:
         self.tables = ManagerTables(self)
         #: timings: task runs and ensure passes, written by whatever commits next (engine.timings).
         self.timings = TimingBook(self)
-        # What must be written; see Pending.
-        self._new_changes: Pending[int] = Pending()
-        self._dirty_changes: Pending[int] = Pending()
-        self._touched: Pending[int] = Pending()
-        self._new_tasks: Pending[int] = Pending()
-        self._dirty_tasks: Pending[int] = Pending()
-        self._new_edges: Pending[tuple[int, int]] = Pending()
-        self._new_lanes: Pending[tuple[int, int]] = Pending()
-        self._new_log: Pending[tuple[int, int, str, str, str]] = Pending()
-        self._dirty_values: Pending[str] = Pending()
-        self._dirty_seqs: Pending[str] = Pending()
-        # Tasks that became Done or stopped being Done: their halt tasks'
-        # blockers counts change.
-        self._done_flips: Pending[int] = Pending()
-        # Tasks that stopped running: their leases end (shared stores).
-        self._ended: Pending[int] = Pending()
+        #: changeset notes what must be written (new, dirty, deleted records) and what the commit wakes.
+        self.changeset = ChangeSet()
         self.blockers_suspect = True  # checked by the runner's first pass
-        # Whether the unit of work made tasks runnable (the overlord wakes its
-        # loop after such a commit), and the changes whose tasks got new
-        # edges (the runner looks there for dependency cycles; None: look
-        # everywhere, as after opening or a write by another connection).
-        self._runnable = False
-        #: unblocked: Done and/or Undone, when tasks moved there in this unit: what waits for them
-        #: (or what they wait for) may run now. A runner that claimed, in this same unit, what they
-        #: made runnable says so (handed_on): then the loop need not wake for it.
-        self.unblocked: set[Status] = set()
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
+        # The changes whose tasks got new edges (the runner looks there for dependency cycles; None: look
+        # everywhere, as after opening or a write by another connection).
         self.new_waits: set[int] | None = None
         # Changes with tasks in Wait: the Wait rule may follow edges into other
         # changes, so their status is recomputed whenever any task moves.
@@ -132,7 +97,6 @@ class UnitOfWork:
         # Bumped whenever the cache is dropped (a rollback, a write by another
         # connection): what was learnt from the rows may have changed.
         self.generation = 0
-        self._became_ready: list[int] = []
         # Shared stores: the changes whose row this unit locked before changing what people set on them.
         self._owned: set[int] = set()
         self.task_hooks: dict[int, TaskHook] = {}
@@ -144,17 +108,12 @@ class UnitOfWork:
         self.waiters: dict[int, threading.Event] = {}
 
     def pending(self) -> bool:
-        # (The todo dicts directly: this runs several times per unit of work.)
-        return bool(self._dirty_tasks.todo or self._touched.todo or self._new_tasks.todo or self._new_log.todo
-                    or self._done_flips.todo or self._new_changes.todo or self._dirty_changes.todo
-                    or self._new_edges.todo or self._new_lanes.todo or self._dirty_values.todo
-                    or self._dirty_seqs.todo or self._ended.todo or self.store.in_write or self.warnings.pending
-                    or self.tables.pending or self.notices.pending or self.keys.pending)
+        """pending says whether the unit of work has anything to write."""
+        return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
+                or self.notices.pending or self.keys.pending)
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
-        return (self._new_changes, self._dirty_changes, self._touched, self._new_tasks, self._dirty_tasks,
-                self._new_edges, self._new_lanes, self._new_log, self._dirty_values, self._dirty_seqs,
-                self._done_flips, self._ended, *self.warnings.pendings(), *self.tables.pendings(),
+        return (*self.changeset.pendings(), *self.warnings.pendings(), *self.tables.pendings(),
                 *self.notices.pendings(), *self.keys.pendings(), *self.timings.pendings())
 
     def forget(self, routine: bool = False) -> None:
@@ -178,10 +137,8 @@ class UnitOfWork:
         self.store.rollback()
         for pending in self.all_pending():
             pending.clear()
-        self._became_ready.clear()
+        self.changeset.clear()
         self._owned.clear()
-        self._runnable = False
-        self.unblocked.clear()
         self.notices.repeated = False
         self.forget()
         self.sync_sequences()
@@ -203,67 +160,68 @@ class UnitOfWork:
         if not self.pending():
             return
         store = self.store
+        tasks, changes = self.records.tasks, self.records.changes
         store.begin_write(relaxed=self._relaxed)
-        if self._new_changes.todo:
-            recs = [self.changes[cid] for cid in self._new_changes.take() if cid in self.changes]
+        if self.changeset.new_changes.todo:
+            recs = [changes[cid] for cid in self.changeset.new_changes.take() if cid in changes]
             store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
-        if self._new_tasks.todo:
-            store.insert_tasks([self.tasks[tid].row() for tid in self._new_tasks.take() if tid in self.tasks])
-        if self._dirty_tasks.todo:
-            rows = [self.tasks[tid].row() for tid in self._dirty_tasks.take() if tid in self.tasks]
+        if self.changeset.new_tasks.todo:
+            store.insert_tasks([tasks[tid].row() for tid in self.changeset.new_tasks.take() if tid in tasks])
+        if self.changeset.dirty_tasks.todo:
+            rows = [tasks[tid].row() for tid in self.changeset.dirty_tasks.take() if tid in tasks]
             store.update_tasks([r[1:] + r[:1] for r in rows])
         recount: set[int] = set()
-        if self._new_edges.todo:
-            edges = self._new_edges.take()
+        if self.changeset.new_edges.todo:
+            edges = self.changeset.new_edges.take()
             store.insert_edges(edges)
             recount.update(tid for tid, _ in edges)
             self.note_waits(tid for tid, _ in edges)
-        flips = self._done_flips.take() if self._done_flips.todo else []
+        flips = self.changeset.done_flips.take() if self.changeset.done_flips.todo else []
         if recount or flips:
             # (What waits for the flipped tasks is found by the store: PostgreSQL, in the same statement.)
             store.recount_blockers(sorted(recount), halted_by=flips)
-        if self._new_lanes.todo:
-            store.insert_lanes(self._new_lanes.take())
-        if self._ended.todo:
-            store.end_leases(self._ended.take())
-        if self._new_log.todo:
-            lines = self._new_log.take()
+        if self.changeset.new_lanes.todo:
+            store.insert_lanes(self.changeset.new_lanes.take())
+        if self.changeset.ended.todo:
+            store.end_leases(self.changeset.ended.take())
+        if self.changeset.new_log.todo:
+            lines = self.changeset.new_log.take()
             trim = sorted({tid for tid, *_ in lines})
             store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
         if self.store.shared or not statuses:
             pass  # settled at commit (shared stores: under their row locks, engine.shared)
-        elif self._dirty_changes.todo:
-            recs = [self.changes[cid] for cid in self._dirty_changes.take() if cid in self.changes]
+        elif self.changeset.dirty_changes.todo:
+            recs = [changes[cid] for cid in self.changeset.dirty_changes.take() if cid in changes]
             rows = [rec.row(self._write_status(rec)) for rec in recs]
             store.update_changes([r[1:] + r[:1] for r in rows])
-        if self._touched.todo and statuses and not self.store.shared:
+        if self.changeset.touched.todo and statuses and not self.store.shared:
             rows2: list[tuple[str, int]] = []
-            for cid in self._touched.take():
-                rec = self.changes.get(cid)
+            for cid in self.changeset.touched.take():
+                rec = changes.get(cid)
                 try:
                     if rec is None and self._waiting is not None and cid in self._waiting:
-                        rec = self.crec(cid)
+                        rec = self.records.crec(cid)
                     status = self.change_status(rec) if rec is not None and rec.db_status is not None else None
                 except (DatabaseCorruptError, NotFoundError) as e:
                     log.error("cannot store the status of change %s: %s", cid, e)
                     continue  # one damaged change must not keep the others from committing
                 if rec is not None and status is not None:
-                    if self._waiting is not None and not self.counts(rec).get(Status.WAIT):
+                    if self._waiting is not None and not self.records.counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
                         rows2.append((status.value, cid))
                         rec.db_status = status
                         self.change_updated(rec)
             store.update_change_statuses(rows2)
-        if self._dirty_values.todo:
-            store.save_state_values({k: self.values.get(k) for k in self._dirty_values.take()})
+        if self.changeset.dirty_values.todo:
+            store.save_state_values({k: self.values.get(k) for k in self.changeset.dirty_values.take()})
         self.warnings.flush(store)
         self.notices.flush(store)
         self.keys.flush(store)
         self.tables.flush(store)
         self.timings.flush(store)
-        if self._dirty_seqs.todo:
-            store.save_sequences({name: self._last[name] for name in self._dirty_seqs.take()})
+        if self.changeset.dirty_seqs.todo:
+            store.save_sequences({name: self._last[name] for name in self.changeset.dirty_seqs.take()})
 
     def _write_status(self, rec: ChangeRec) -> Status:
         old, rec.db_status = rec.db_status, self.change_status(rec)
@@ -300,13 +258,13 @@ class UnitOfWork:
         try:
             self.flush()
             if self.store.shared:
-                ids = sorted({*self._touched.take(), *self._dirty_changes.take()})
+                ids = sorted({*self.changeset.touched.take(), *self.changeset.dirty_changes.take()})
                 owned, self._owned = self._owned, set()
-                self._became_ready = settle_changes(self, ids, owned) if ids else []
+                self.changeset.became_ready = settle_changes(self, ids, owned) if ids else []
                 self.notices.flush(self.store)  # the change-update notices settling added
             if self.notices.repeated:
                 self.store.notify_notices = True  # other hosts' notice waiters wake (shared stores)
-            if self._runnable or self.unblocked:
+            if self.changeset.runnable or self.changeset.unblocked:
                 self.store.notify = True  # other hosts' loops wake (shared stores)
             self.store.commit()
         except BaseException as e:
@@ -331,27 +289,27 @@ class UnitOfWork:
         if self.notices.repeated:
             self.notices.repeated = False
             self.notices_woken = True
-        if self._runnable or self.unblocked:
-            self._runnable = False
-            self.unblocked.clear()
+        if self.changeset.runnable or self.changeset.unblocked:
+            self.changeset.runnable = False
+            self.changeset.unblocked.clear()
             if self.work_hook is not None:
                 self.woken = True
-        ready, self._became_ready = self._became_ready, []
+        ready, self.changeset.became_ready = self.changeset.became_ready, []
         self.records.evict()
         return ready
 
     def _keep(self) -> None:
         """_keep abandons the write transaction and keeps the whole unit of work in memory, to write again."""
         self.store.rollback()
-        for cid in itertools.chain(self._touched.done, self._dirty_changes.done):
-            rec = self.changes.get(cid)
+        for cid in itertools.chain(self.changeset.touched.done, self.changeset.dirty_changes.done):
+            rec = self.records.changes.get(cid)
             if rec is not None and rec.db_status is not None:
                 rec.db_status = Status.DEFAULT  # unknown: rewrite it
         for pending in self.all_pending():
             pending.failed()
-        for cid in self._new_changes.todo:
-            if cid in self.changes:
-                self.changes[cid].db_status = None
+        for cid in self.changeset.new_changes.todo:
+            if cid in self.records.changes:
+                self.records.changes[cid].db_status = None
 
     def flush_or_keep(self) -> bool:
         """flush_or_keep is flush(statuses=False) for a runner handing tasks on in this unit of work.
@@ -406,12 +364,12 @@ class UnitOfWork:
         return _time.utc(self._clock(), "the state clock's time")
 
     def dirty_task(self, rec: TaskRec) -> None:
-        if rec.id not in self._new_tasks.todo:
-            self._dirty_tasks.add(rec.id)
+        if rec.id not in self.changeset.new_tasks.todo:
+            self.changeset.dirty_tasks.add(rec.id)
 
     def dirty_change(self, rec: ChangeRec) -> None:
-        if rec.id not in self._new_changes.todo:
-            self._dirty_changes.add(rec.id)
+        if rec.id not in self.changeset.new_changes.todo:
+            self.changeset.dirty_changes.add(rec.id)
 
     def own_change(self, rec: ChangeRec) -> None:
         """own_change locks a change's row (shared stores) before what people set on it is read or changed.
@@ -428,68 +386,15 @@ class UnitOfWork:
         self._owned.add(rec.id)
 
     def set_task_status(self, rec: TaskRec, new: Status) -> None:
-        """set_task_status moves a task to new, keeping the aggregates of the changes it affects."""
-        old = rec.status
-        if old is new:
-            return
-        crec = self.crec(rec.change_id) if rec.change_id is not None else None
-        # The Wait rule follows edges across changes: a change with waiting
-        # tasks may move when any task moves.
-        waiting = self.waiting_changes()
-        affected = [crec] if crec is not None else []
-        affected += self.loadable(cid for cid in waiting if crec is None or cid != crec.id)
-        hooks = self.change_hooks
-        if hooks:
-            for c in affected:
-                if c.observed is None:
-                    c.observed = self.change_status(c)
-        if crec is not None:
-            # (A shared store counts again at commit, under the change's lock: engine.shared.)
-            counts = self.counts(crec)
-            counts[old] = counts.get(old, 0) - 1
-            counts[new] = counts.get(new, 0) + 1
-        rec.status = new
-        if (old is Status.DONE) != (new is Status.DONE):
-            self._done_flips.add(rec.id)
-        if new is Status.DONE or new is Status.UNDONE:
-            self.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
-        elif new not in _CLAIMED:
-            self._runnable = True  # something may run now: the overlord's loop wakes after the commit
-        if new.ready and not old.ready:
-            rec.ready_time = self.now()
-            rec.ready_text = _time.to_text(rec.ready_time)
-        self.dirty_task(rec)
-        log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
-        if crec is not None:
-            if new is Status.WAIT:
-                waiting.add(crec.id)
-            if new.ready and not old.ready and crec.ready_time is None and self.unready(crec) == 0:
-                self.mark_ready(crec)
-        for c in affected:
-            self._touched.add(c.id)
-            if hooks:
-                self.notify_change(c)
-            else:
-                c.observed = None
-        if self.task_hooks:
-            self._fire(self.task_hooks, self.task_handle(rec), old, new)
-
-    def loadable(self, ids: Iterable[int]) -> list[ChangeRec]:
-        """loadable loads the changes of ids that can be loaded (the runner reports the others)."""
-        recs = []
-        for cid in ids:
-            try:
-                recs.append(self.crec(cid))
-            except (DatabaseCorruptError, NotFoundError) as e:
-                log.debug("skipping change %s: %s", cid, e)
-        return recs
+        """set_task_status moves a task to new, keeping the aggregates of its change (engine.statusrules)."""
+        move_task(self, rec, new)
 
     def note_waits(self, tids: Iterable[int]) -> None:
         """note_waits records the changes of tasks that got new edges, for the runner's cycle check."""
         if self.new_waits is None:
             return
         for tid in tids:
-            rec = self.tasks.get(tid)
+            rec = self.records.tasks.get(tid)
             if rec is not None and rec.change_id is not None:
                 self.new_waits.add(rec.change_id)
 
@@ -499,57 +404,22 @@ class UnitOfWork:
         return waits
 
     def waiting_changes(self) -> set[int]:
+        """waiting_changes are the changes with tasks in Wait (loaded once per cache)."""
         if self._waiting is None:
             self._waiting = set(self.store.changes_with_waiting_tasks())
         return self._waiting
-
-    def unready(self, crec: ChangeRec) -> int:
-        counts = self.counts(crec)
-        return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
-
-    def mark_ready(self, crec: ChangeRec) -> None:
-        if crec.ready_time is None:
-            self._runnable = True  # its cleanups may run now: an ensure pass claims them
-            crec.ready_time = self.now()
-            self.dirty_change(crec)
-            self._became_ready.append(crec.id)
-            self.counts(crec)  # loads the unclean count too
-            if crec.unclean <= 0 and not crec.clean:
-                crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
-
-    def notify_change(self, crec: ChangeRec) -> None:
-        new = self.change_status(crec)
-        old = crec.observed
-        if new is not old:
-            crec.observed = new
-            if old is not None:
-                self._fire(self.change_hooks, self.change_handle(crec), old, new)
-
-    def _fire(self, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
-        failures = self.hook_failures
-        for hid, fn in list(hooks.items()):
-            if failures is None:
-                done = fn(obj, old, new)
-            else:
-                try:
-                    done = fn(obj, old, new)
-                except BaseException as e:  # user code: the runner fails the task it was recording
-                    failures.append((fn, obj, e))
-                    continue
-            if done is True:
-                hooks.pop(hid, None)
 
     def change_status(self, crec: ChangeRec) -> Status:
         """change_status is the status of a change: explicit, or computed from its tasks (engine.change)."""
         return crec.explicit if crec.explicit is not None else computed_status(self, crec)
 
     def add_log(self, rec: TaskRec, level: str, message: str) -> None:
-        lines = self.log_lines(rec)
+        lines = self.records.log_lines(rec)
         when = self.now()
         line = (_time.to_text(when), level, message)
         lines.append(line)
         del lines[:-LOG_KEEP]
-        self._new_log.add((rec.id, next(self._log_seq), *line))
+        self.changeset.new_log.add((rec.id, next(self._log_seq), *line))
         log.debug("task %s: %s %s", rec.id, level, message)
 
     def next_id(self, name: str) -> int:
@@ -557,54 +427,54 @@ class UnitOfWork:
         if self.store.shared:
             return self.store.next_id(name)
         self._last[name] = self._last.get(name, 0) + 1
-        self._dirty_seqs.add(name)
+        self.changeset.dirty_seqs.add(name)
         return self._last[name]
 
     # -- what Change, Task and the State add ------------------------------------------
 
     def touch(self, cid: int) -> None:
         """touch notes that a change's status must be computed and stored again at commit."""
-        self._touched.add(cid)
+        self.changeset.touched.add(cid)
 
     def end_lease(self, tid: int) -> None:
         """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
         if self.store.shared:
-            self._ended.add(tid)
+            self.changeset.ended.add(tid)
 
     def handed_on(self) -> None:
         """handed_on says that what the tasks done in this unit made runnable was claimed in it (no pass needed)."""
-        self.unblocked.clear()
+        self.changeset.unblocked.clear()
 
     def note_runnable(self) -> None:
         """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""
-        self._runnable = True
+        self.changeset.runnable = True
 
     def add_change(self, rec: ChangeRec) -> None:
         """add_change caches a new change, written at commit."""
-        self.changes[rec.id] = rec
-        self._new_changes.add(rec.id)
+        self.records.changes[rec.id] = rec
+        self.changeset.new_changes.add(rec.id)
 
     def add_task(self, rec: TaskRec) -> None:
         """add_task caches a new task, written at commit."""
-        self.tasks[rec.id] = rec
-        self._new_tasks.add(rec.id)
+        self.records.tasks[rec.id] = rec
+        self.changeset.new_tasks.add(rec.id)
 
     def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
         """add_edge makes rec wait for wait."""
-        self.wait_ids(rec).append(wait.id)
-        self.halt_ids(wait).append(rec.id)
-        self._new_edges.add((rec.id, wait.id))
+        self.records.wait_ids(rec).append(wait.id)
+        self.records.halt_ids(wait).append(rec.id)
+        self.changeset.new_edges.add((rec.id, wait.id))
         for cid in {rec.change_id, wait.change_id}:
             if cid is not None:
-                self._touched.add(cid)
+                self.changeset.touched.add(cid)
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""
-        lanes = self.lanes(rec)
+        lanes = self.records.lanes(rec)
         if lane not in lanes:
             lanes.append(lane)
             lanes.sort()
-            self._new_lanes.add((rec.id, lane))
+            self.changeset.new_lanes.add((rec.id, lane))
 
     def value(self, key: str) -> str | None:
         """value is the JSON text of a state key, or None."""
@@ -616,22 +486,4 @@ class UnitOfWork:
     def set_value(self, key: str, text: str | None) -> None:
         """set_value stores the JSON text of a state key (None deletes it) at commit."""
         self.values[key] = text
-        self._dirty_values.add(key)
-
-    def delete_changes(self, ids: list[int]) -> None:
-        """delete_changes deletes changes and their tasks now, in the write transaction (prune)."""
-        self.flush()
-        self.store.begin_write()
-        self.store.delete_changes(ids)
-        gone = set(ids)
-        for tid in [tid for tid, rec in self.tasks.items() if rec.change_id in gone]:
-            del self.tasks[tid]
-        for cid in ids:
-            self.changes.pop(cid, None)
-
-    def delete_tasks(self, ids: list[int]) -> None:
-        """delete_tasks deletes tasks now, in the write transaction (prune)."""
-        self.store.begin_write()
-        self.store.delete_tasks(ids)
-        for tid in ids:
-            self.tasks.pop(tid, None)
+        self.changeset.dirty_values.add(key)

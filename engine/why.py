@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import _time
 from .errors import DatabaseCorruptError, NotFoundError
-from .outcomes import callable_name, exception_text
+from .runs import HandlerPair, Runs
 from .status import Status
+from .task import record_of, work_of
+from .usercode import callable_name, exception_text
 
 if TYPE_CHECKING:
     from ._records import TaskRec
     from ._work import Work
+    from .leases import Leases
     from .task import Task
     from .taskrunner import TaskRunner
 
@@ -136,8 +139,33 @@ def why_not(task: Task, runner: TaskRunner | None = None) -> WhyNot | None:
 
 def why_not_tasks(tasks: Iterable[Task], runner: TaskRunner | None = None) -> list[WhyNot | None]:
     """why_not_tasks is why_not for many tasks (a change's, say), reading what they share once."""
+    if runner is not None:
+        return runner.why_not_tasks(tasks)
+    return reasons(tasks, None)
+
+
+@dataclass(frozen=True)
+class RunnerView:
+    """RunnerView is what the reasons read of a TaskRunner (it makes one per question: TaskRunner.why_not_tasks)."""
+
+    #: runner is the TaskRunner itself, for the rules (add_why_not_rule).
+    runner: TaskRunner
+    runs: Runs
+    leases: Leases | None
+    size: int
+    pair: Callable[[TaskRec], HandlerPair]
+    blocked: list[Callable[[Task, list[Task]], bool]]
+    #: Tasks and changes the runner leaves alone: rows it cannot read, outcomes it could not record.
+    damaged_tasks: set[int]
+    damaged_changes: set[int]
+    quarantined: set[int]
+    checked: dict[int, bool]
+
+
+def reasons(tasks: Iterable[Task], view: RunnerView | None) -> list[WhyNot | None]:
+    """reasons is why_not_tasks with what a runner knows (view), or without a runner (None)."""
     seen = _Seen()
-    return [_why(task, runner, seen) for task in tasks]
+    return [_why(task, view, seen) for task in tasks]
 
 
 class _Seen:
@@ -149,17 +177,17 @@ class _Seen:
     def failed_of(self, w: Work, cid: int) -> list[TaskRec]:
         failed = self.failed.get(cid)
         if failed is None:
-            recs = w.change_trecs(w.crec(cid))
+            recs = w.records.change_trecs(w.records.crec(cid))
             failed = self.failed[cid] = [t for t in recs if t.status is Status.ERROR]
-            w.load_graph(failed)
+            w.records.load_graph(failed)
         return failed
 
 
-def _why(task: Task, runner: TaskRunner | None, seen: _Seen) -> WhyNot | None:
-    w: Work = task._w
+def _why(task: Task, runner: RunnerView | None, seen: _Seen) -> WhyNot | None:
+    w: Work = work_of(task)
     w.check()
     try:
-        rec = w.trec(task._tid)
+        rec = record_of(task)
     except (DatabaseCorruptError, NotFoundError) as e:
         return WhyNot(DAMAGED, _line(e))
     if rec.status is Status.DONE:
@@ -174,7 +202,7 @@ def _why(task: Task, runner: TaskRunner | None, seen: _Seen) -> WhyNot | None:
         return why
     for rule in list(_rules):
         try:
-            other = rule(task, runner, why)
+            other = rule(task, None if runner is None else runner.runner, why)
         except Exception as e:  # user code: its failure is logged, and the answer so far stays
             log.error("task %s (%s): the why-not rule %s raised %s", rec.id, rec.kind, callable_name(rule),
                       exception_text(e))
@@ -184,25 +212,25 @@ def _why(task: Task, runner: TaskRunner | None, seen: _Seen) -> WhyNot | None:
     return why
 
 
-def _running(runner: TaskRunner | None, rec: TaskRec) -> bool:
+def _running(runner: RunnerView | None, rec: TaskRec) -> bool:
     """_running says whether the task's handler runs now: in this runner, or in another one under a live lease.
 
     Without a runner, a Doing or Undoing task counts as running.
     """
     if runner is None:
         return rec.status in (Status.DOING, Status.UNDOING)
-    with runner._r.lock:
-        run = runner._r.runs.get(rec.id)
+    with runner.runs.lock:
+        run = runner.runs.runs.get(rec.id)
     if run is not None:
         return run.phase != "cleanup"
-    leases = runner._leases
+    leases = runner.leases
     if leases is None or rec.status not in (Status.DOING, Status.UNDOING, Status.ABORT):
         return False
     owner = leases.store.runners_of([rec.id]).get(rec.id)
     return owner is not None and owner != leases.runner_id and not leases.store.lease_expired(rec.id)
 
 
-def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: TaskRunner | None, seen: _Seen) -> WhyNot:
+def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: RunnerView | None, seen: _Seen) -> WhyNot:
     status = rec.status
     if runner is not None:
         damaged = _damaged(rec, runner)
@@ -211,7 +239,7 @@ def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: TaskRunner | None,
     if rec.change_id is None:
         return WhyNot(NO_CHANGE, "it is in no change: no runner runs it")
     if status is Status.ERROR:
-        errors = [msg for _, level, msg in w.log_lines(rec) if level == "ERROR"]
+        errors = [msg for _, level, msg in w.records.log_lines(rec) if level == "ERROR"]
         return WhyNot(FAILED, errors[-1] if errors else "it failed (no error was logged)")
     if status is Status.UNDONE:
         return WhyNot(UNDONE, "it was done, then undone")
@@ -223,19 +251,19 @@ def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: TaskRunner | None,
                                f"then it becomes {waited}", extra={"waited-status": waited})
     if status is Status.ABORT:
         return _held(w, rec, seen, "it is undone at the next ensure pass", aborted=True)
-    if runner is not None and runner._pair(rec).do is None:
+    if runner is not None and runner.pair(rec).do is None:
         return WhyNot(NO_HANDLER, f"no handler for its kind {rec.kind!r} in this runner: it waits for a runner "
                                   "that has one")
     undo = status in (Status.UNDO, Status.UNDOING)
     if status is Status.DO:
-        blocking = [t for t in w.trecs(w.wait_ids(rec)) if t.status is not Status.DONE]
+        blocking = [t for t in w.records.trecs(w.records.wait_ids(rec)) if t.status is not Status.DONE]
         if blocking:
             return _waiting(blocking, "waits for")
     elif status is Status.UNDO:
-        if runner is not None and runner._pair(rec).undo is None:
+        if runner is not None and runner.pair(rec).undo is None:
             return WhyNot(RUNNABLE, "nothing to undo (its kind has no undo handler): it becomes Done at the next "
                                     "ensure pass")
-        blocking = [t for t in w.trecs(w.halt_ids(rec)) if not t.status.ready]
+        blocking = [t for t in w.records.trecs(w.records.halt_ids(rec)) if not t.status.ready]
         if blocking:
             return _waiting(blocking, "is undone after")
     now = w.now()
@@ -250,23 +278,23 @@ def _engine_reason(w: Work, task: Task, rec: TaskRec, runner: TaskRunner | None,
         blocked = _blocked(task, rec, runner)
         if blocked is not None:
             return blocked
-        with runner._r.lock:
-            busy = len(runner._r.runs)
-        if busy >= runner._size:
-            return WhyNot(WAITING_FOR_WORKER, f"all {runner._size} workers of the runner are busy")
+        with runner.runs.lock:
+            busy = len(runner.runs.runs)
+        if busy >= runner.size:
+            return WhyNot(WAITING_FOR_WORKER, f"all {runner.size} workers of the runner are busy")
     verb = "undone" if undo else "started"
     return WhyNot(RUNNABLE, f"nothing holds it back: it is {verb} at the next ensure pass")
 
 
-def _damaged(rec: TaskRec, runner: TaskRunner) -> WhyNot | None:
+def _damaged(rec: TaskRec, runner: RunnerView) -> WhyNot | None:
     """_damaged is the reason of a task the runner leaves alone because a row cannot be read."""
-    if rec.id in runner._damaged_tasks or rec.id in runner._quarantined:
+    if rec.id in runner.damaged_tasks or rec.id in runner.quarantined:
         return WhyNot(DAMAGED, f"the runner leaves task {rec.id} alone until the database changes: its row "
                                "cannot be run (see the state's warnings)")
     cid = rec.change_id
     if cid is None or rec.status.ready:
         return None
-    if cid in runner._damaged_changes or runner._checked.get(cid) is False:
+    if cid in runner.damaged_changes or runner.checked.get(cid) is False:
         return WhyNot(DAMAGED, f"the runner leaves change {cid} alone until it is repaired: a row of it cannot "
                                "be read (see the state's warnings)")
     return None
@@ -276,8 +304,8 @@ def _held(w: Work, rec: TaskRec, seen: _Seen, then: str, aborted: bool = False) 
     """_held is why a Hold (or stopped Abort) task will not run: a failed task in its lanes, else an abort."""
     assert rec.change_id is not None
     every = seen.failed_of(w, rec.change_id)
-    lanes = set(w.lanes(rec) or [0])
-    failed = [t for t in every if lanes.intersection(w.lanes(t) or [0])] or every
+    lanes = set(w.records.lanes(rec) or [0])
+    failed = [t for t in every if lanes.intersection(w.records.lanes(t) or [0])] or every
     if failed:
         names = _names(failed)
         reason = CHANGE_ABORTED if aborted else HELD
@@ -289,13 +317,13 @@ def _waiting(blocking: list[TaskRec], verb: str) -> WhyNot:
     return WhyNot(WAITING_FOR_TASKS, f"it {verb} {_names(blocking)}", _refs(blocking))
 
 
-def _blocked(task: Task, rec: TaskRec, runner: TaskRunner) -> WhyNot | None:
+def _blocked(task: Task, rec: TaskRec, runner: RunnerView) -> WhyNot | None:
     """_blocked asks the runner's blocked predicates about task, as a pass would."""
-    preds = list(runner._blocked)
+    preds = list(runner.blocked)
     if not preds:
         return None
-    with runner._r.lock:
-        running = [run.task for run in runner._r.runs.values()]
+    with runner.runs.lock:
+        running = [run.task for run in runner.runs.runs.values()]
     holding = []
     for pred in preds:
         try:

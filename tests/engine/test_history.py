@@ -8,7 +8,7 @@ sequences moved on. Then opening loads no task, lookups load exactly what
 was asked, a change's status comes from its own tasks, an ensure pass reads
 no history, and every lookup the engine runs uses an index.
 
-The State's private caches (st._uow.tasks, st._uow.changes) are peeked at: they are
+The State's private caches (st._uow.records.tasks, st._uow.records.changes) are peeked at: they are
 what "loaded" means.
 """
 
@@ -201,21 +201,21 @@ def test_opening_loads_no_task(hist: Path) -> None:
     st = State.open(hist, clock=FakeClock(T0 + timedelta(days=1)))
     try:
         with Tracer(st) as tr:
-            assert len(st._uow.tasks) == 0
+            assert len(st._uow.records.tasks) == 0
             with st:
                 chg = st.change("500")
                 assert chg is not None
                 assert chg.status is Status.DONE
                 assert chg.is_ready() and chg.is_clean()
-            assert len(st._uow.tasks) == 0, "looking at a change loaded tasks"
-            assert set(st._uow.changes) <= {500}
+            assert len(st._uow.records.tasks) == 0, "looking at a change loaded tasks"
+            assert set(st._uow.records.changes) <= {500}
             with st:
                 assert st.change("999999") is None
-            assert len(st._uow.tasks) == 0
+            assert len(st._uow.records.tasks) == 0
         assert full_scans(hist, tr.statements) == []
         with st:
             assert st.task_count() == N_TASKS  # counting reads them all, but loads none
-        assert len(st._uow.tasks) == 0
+        assert len(st._uow.records.tasks) == 0
     finally:
         st.close()
 
@@ -225,22 +225,22 @@ def test_change_and_task_load_exactly_what_was_asked(hst: State, hist: Path) -> 
         with hst:
             t = hst.task("12345")
             assert t is not None
-            assert set(hst._uow.tasks) == {12345}
+            assert set(hst._uow.records.tasks) == {12345}
             assert (t.kind, t.status, t.summary) == ("hist", Status.DONE, "Step 44 of 124")
             assert t.change() == hst.change("124")
-            assert set(hst._uow.tasks) == {12345}
+            assert set(hst._uow.records.tasks) == {12345}
             assert t.log() == ["2029-06-01T00:05:00Z INFO done 12345"]
             assert t.lanes() == [124]
             assert [w.id for w in t.wait_tasks()] == ["12344"]
             assert [h.id for h in t.halt_tasks()] == ["12346"]
-            assert set(hst._uow.tasks) <= {12344, 12345, 12346}
+            assert set(hst._uow.records.tasks) <= {12344, 12345, 12346}
         with hst:
             chg = hst.change("7")
             assert chg is not None
             tasks = chg.tasks()
             assert [x.id for x in tasks] == [str(_tid(7, k)) for k in range(PER_CHANGE)]
-            assert set(hst._uow.tasks) - {12344, 12345, 12346} == {_tid(7, k) for k in range(PER_CHANGE)}
-            assert set(hst._uow.changes) <= {7, 124}
+            assert set(hst._uow.records.tasks) - {12344, 12345, 12346} == {_tid(7, k) for k in range(PER_CHANGE)}
+            assert set(hst._uow.records.changes) <= {7, 124}
     assert full_scans(hist, tr.statements) == []
 
 
@@ -249,7 +249,7 @@ def test_change_status_comes_from_its_own_tasks(hst: State) -> None:
         failed = hst.change(str(ERROR_CHANGE))
         assert failed is not None
         assert failed.status is Status.ERROR
-        assert len(hst._uow.tasks) == 0, "the status was computed by loading tasks"
+        assert len(hst._uow.records.tasks) == 0, "the status was computed by loading tasks"
         err = failed.err()
         assert err is not None and "checksum mismatch" in str(err)
     with hst:
@@ -315,8 +315,8 @@ def test_an_ensure_pass_reads_no_history(hist: Path) -> None:
         with st:
             assert chg.status is Status.DONE
             assert chg.is_clean()
-        assert set(st._uow.tasks) <= live_ids, "an ensure pass loaded history"
-        assert set(st._uow.changes) <= {int(live_id)}, "an ensure pass loaded history"
+        assert set(st._uow.records.tasks) <= live_ids, "an ensure pass loaded history"
+        assert set(st._uow.records.changes) <= {int(live_id)}, "an ensure pass loaded history"
     finally:
         runner.stop()
         st.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine import Change, State, Status, Task, TaskRunner
+from engine import Change, State, Status, Task, TaskRunner, Wait
 from engine.tomb import Tomb
 
 TIMEOUT = 30.0
@@ -207,3 +207,29 @@ def test_a_hook_raising_when_its_task_is_claimed_fails_only_that_task(
     assert any("claim_hook_raising" in line for line in victim_log), victim_log
     said = [r.getMessage() for r in caplog.records if "claim_hook_raising" in r.getMessage()]
     assert len(said) == 1 and ids["victim"] in said[0], said
+
+
+def test_an_outcome_that_cannot_be_recorded_counts_its_run_once(st: State, runner: TaskRunner) -> None:
+    """A Wait whose waited status was made Wait fails its task midway through recording: the run counts once.
+
+    The ledger (engine.ledger) records the run's time on the task before the
+    status; the failure that follows must not record it again.
+    """
+    def parks_wrongly(task: Task, tomb: Tomb) -> None:
+        wait = Wait("for nothing")
+        wait.waited_status = Status.WAIT  # what the constructor refuses
+        raise wait
+
+    runner.add_handler("odd", parks_wrongly)
+    with st:
+        chg = st.new_change("odd", "a wait that cannot be recorded")
+        task = st.new_task("odd", "odd")
+        chg.add_task(task)
+    runner.ensure()
+    runner.wait()
+    with st:
+        assert task.status is Status.ERROR
+        assert any("cannot set task" in line and "to wait for" in line for line in task.log()), task.log()
+        runs = chg.timings()
+        assert [(t.outcome, t.attempt) for t in runs] == [("error", 1)]
+        assert task.doing_time == runs[0].duration

@@ -1,0 +1,345 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The status rules: a task's move and what it does to its change, a change's status, lanes, cycles.
+
+snapd's rules, over records (engine._records) through the unit of work
+(engine._work): move_task is every move of a task's status (the counts of
+its change, its readiness, the hooks, what the commit wakes);
+computed_status is what Change.status shows when nobody set it; abort_lanes
+is what a failed task does to its lanes; dependency_cycles finds the tasks
+that can never run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._time import to_text
+from .errors import DatabaseCorruptError, NotFoundError
+from .status import Status
+
+if TYPE_CHECKING:
+    from ._records import ChangeRec, TaskRec
+    from ._work import Work
+
+log = logging.getLogger("engine.change")
+
+_LIVE = (Status.DO, Status.DOING, Status.DONE)
+_FINAL = (Status.DONE, Status.UNDONE, Status.ERROR, Status.HOLD)
+
+#: STATUS_ORDER is the order in which task statuses decide the status of their change (snapd's).
+STATUS_ORDER = (
+    Status.ABORT, Status.UNDOING, Status.UNDO, Status.DOING, Status.DO, Status.WAIT,
+    Status.ERROR, Status.UNDONE, Status.DONE, Status.HOLD,
+)
+
+
+def computed_status(w: Work, crec: ChangeRec) -> Status:
+    """computed_status is a change's status computed from its tasks (snapd's rules).
+
+    No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
+    Otherwise the first status in STATUS_ORDER that a task has.
+    """
+    counts = w.records.counts(crec)
+    if not any(counts.values()):
+        return Status.HOLD
+    if counts.get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
+        return Status.WAIT
+    for status in STATUS_ORDER:
+        if counts.get(status, 0) > 0:
+            return status
+    raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
+
+
+def effective_status(t: TaskRec) -> Status:
+    """effective_status reads a waiting task as the status it waits for."""
+    return t.waited_status if t.status is Status.WAIT else t.status
+
+
+_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+# What a claim moves tasks to: such a move makes nothing else runnable.
+_CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
+
+
+def move_task(w: Work, rec: TaskRec, new: Status) -> None:
+    """move_task moves a task to new, keeping the aggregates of the changes it affects and telling the hooks.
+
+    The change's counts by status, its ready time, what the commit wakes
+    (engine.changeset) and the changes whose status is stored again: the
+    task's, and those with tasks in Wait (the Wait rule follows edges
+    across changes, so they may move when any task moves).
+    """
+    old = rec.status
+    if old is new:
+        return
+    records = w.records
+    changeset = w.changeset
+    crec = records.crec(rec.change_id) if rec.change_id is not None else None
+    waiting = w.waiting_changes()
+    affected = [crec] if crec is not None else []
+    affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
+    hooks = w.change_hooks
+    if hooks:
+        for c in affected:
+            if c.observed is None:
+                c.observed = w.change_status(c)
+    if crec is not None:
+        # (A shared store counts again at commit, under the change's lock: engine.shared.)
+        counts = records.counts(crec)
+        counts[old] = counts.get(old, 0) - 1
+        counts[new] = counts.get(new, 0) + 1
+    rec.status = new
+    if (old is Status.DONE) != (new is Status.DONE):
+        changeset.done_flips.add(rec.id)
+    if new is Status.DONE or new is Status.UNDONE:
+        changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
+    elif new not in _CLAIMED:
+        changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
+    if new.ready and not old.ready:
+        rec.ready_time = w.now()
+        rec.ready_text = to_text(rec.ready_time)
+    w.dirty_task(rec)
+    log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
+    if crec is not None:
+        if new is Status.WAIT:
+            waiting.add(crec.id)
+        if new.ready and not old.ready and crec.ready_time is None and _unready(w, crec) == 0:
+            mark_ready(w, crec)
+    for c in affected:
+        changeset.touched.add(c.id)
+        if hooks:
+            notify_change(w, c)
+        else:
+            c.observed = None
+    if w.task_hooks:
+        _fire(w, w.task_hooks, w.task_handle(rec), old, new)
+
+
+def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
+    """_loadable loads the changes of ids that can be loaded (the runner reports the others)."""
+    recs = []
+    for cid in ids:
+        try:
+            recs.append(w.records.crec(cid))
+        except (DatabaseCorruptError, NotFoundError) as e:
+            log.debug("skipping change %s: %s", cid, e)
+    return recs
+
+
+def _unready(w: Work, crec: ChangeRec) -> int:
+    counts = w.records.counts(crec)
+    return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
+
+
+def mark_ready(w: Work, crec: ChangeRec) -> None:
+    """mark_ready makes a change ready: its ready time, its waiters woken and its cleanups run after the commit."""
+    if crec.ready_time is None:
+        changeset = w.changeset
+        changeset.runnable = True  # its cleanups may run now: an ensure pass claims them
+        crec.ready_time = w.now()
+        w.dirty_change(crec)
+        changeset.became_ready.append(crec.id)
+        w.records.counts(crec)  # loads the unclean count too
+        if crec.unclean <= 0 and not crec.clean:
+            crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
+
+
+def notify_change(w: Work, crec: ChangeRec) -> None:
+    """notify_change tells the change status hooks of a change's new status (once per move)."""
+    new = w.change_status(crec)
+    old = crec.observed
+    if new is not old:
+        crec.observed = new
+        if old is not None:
+            _fire(w, w.change_hooks, w.change_handle(crec), old, new)
+
+
+def _fire(w: Work, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
+    failures = w.hook_failures
+    for hid, fn in list(hooks.items()):
+        if failures is None:
+            done = fn(obj, old, new)
+        else:
+            try:
+                done = fn(obj, old, new)
+            except BaseException as e:  # user code: the runner fails the task it was recording
+                failures.append((fn, obj, e))
+                continue
+        if done is True:
+            hooks.pop(hid, None)
+
+
+def abort_lanes(w: Work, crec: ChangeRec, lanes: list[int], aborted: set[int], seen: set[int]) -> None:
+    """abort_lanes aborts the tasks of lanes and what waits for them, sparing tasks also in a healthy lane."""
+    recs = w.records.change_trecs(crec)
+    w.records.load_graph(recs)
+    wanted = set(lanes)
+    has_live: set[int] = set()
+    has_dead: set[int] = set()
+    lane_tasks = []
+    for t in recs:
+        tlanes = t.lanes or [0]
+        if wanted.intersection(tlanes):
+            lane_tasks.append(t)
+            continue
+        # Opinion about lanes not being killed: a lane that is entirely
+        # live keeps its tasks alive, even those also in a killed lane.
+        (has_live if effective_status(t) in _LIVE else has_dead).update(tlanes)
+    doomed = [t for t in lane_tasks
+              if not any(lane in has_live and lane not in has_dead for lane in t.lanes or [0])]
+    aborted.update(lanes)
+    if doomed:
+        abort_tasks(w, crec, doomed, aborted, seen)
+
+
+def abort_tasks(w: Work, crec: ChangeRec, tasks: list[TaskRec], aborted: set[int], seen: set[int]) -> None:
+    """abort_tasks aborts tasks and what waits for them, and the lanes they are in (Change.abort, abort_lanes)."""
+    more_lanes: list[int] = []
+    i = 0
+    while i < len(tasks):
+        t = tasks[i]
+        i += 1
+        if t.id in seen:
+            continue
+        seen.add(t.id)
+        status = effective_status(t)
+        if status is Status.DO:
+            w.set_task_status(t, Status.HOLD)  # still pending: never start
+        elif status is Status.DOING:
+            w.set_task_status(t, Status.ABORT)  # running: stop, then undo
+        elif status is Status.DONE:
+            w.set_task_status(t, Status.UNDO)  # done: undo it
+        tlanes = w.records.lanes(t) or [0]
+        for lane in tlanes:
+            if lane not in aborted:
+                more_lanes += tlanes
+        halted = [h for h in w.records.halt_ids(t) if h not in seen]
+        tasks += w.records.trecs(halted)
+    if more_lanes:
+        abort_lanes(w, crec, more_lanes, aborted, seen)
+
+
+_COMPUTING, _WAITING, _NOT_WAITING = 1, 2, 3
+
+
+def is_change_waiting(w: Work, crec: ChangeRec) -> bool:
+    """is_change_waiting applies snapd's Wait rule: every pending task is blocked by a waiting one."""
+    recs = w.records.change_trecs(crec)
+    w.records.load_graph(recs)
+    visited: dict[int, int] = {}
+    for t in recs:
+        if t.status in _FINAL or t.status is Status.WAIT:
+            continue
+        if t.status not in (Status.DO, Status.UNDO) or not _task_waiting(w, t, visited):
+            return False
+    return True
+
+
+def _deps(w: Work, t: TaskRec) -> list[TaskRec]:
+    ids = w.records.wait_ids(t) if t.status is Status.DO else w.records.halt_ids(t)
+    return w.records.trecs(ids)
+
+
+def _frame(w: Work, t: TaskRec) -> Generator[TaskRec, bool, bool]:
+    waiting = False
+    for dep in _deps(w, t):
+        if dep.status is Status.WAIT:
+            waiting = True
+        elif dep.status in _FINAL:
+            continue
+        elif dep.status in (Status.DO, Status.UNDO):
+            waiting = yield dep
+            if not waiting:
+                break  # something runnable: not waiting
+        else:
+            return False
+    return waiting
+
+
+def _task_waiting(w: Work, root: TaskRec, visited: dict[int, int]) -> bool:
+    # An explicit stack instead of recursion: chains may be thousands long.
+    known = visited.get(root.id)
+    if known is not None:
+        return known == _WAITING
+    visited[root.id] = _COMPUTING
+    stack = [(root, _frame(w, root))]
+    result: bool | None = None
+    while stack:
+        t, gen = stack[-1]
+        try:
+            child = gen.send(result) if result is not None else next(gen)
+        except StopIteration as stop:
+            stack.pop()
+            result = bool(stop.value)
+            visited[t.id] = _WAITING if result else _NOT_WAITING
+            continue
+        result = None
+        state = visited.get(child.id)
+        if state == _COMPUTING:
+            log.warning("detected cyclic dependencies for task %s in change %s", child.id, child.change_id)
+            result = False
+        elif state is not None:
+            result = state == _WAITING
+        else:
+            visited[child.id] = _COMPUTING
+            stack.append((child, _frame(w, child)))
+    return bool(result)
+
+
+def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
+    """dependency_cycles finds the cycles that keep tasks from ever running.
+
+    A Do task runs once all it waits for is Done, an Undo task once all that
+    waits for it is ready: Do tasks waiting for each other in a circle (or
+    Undo tasks, through the reverse edges) wait forever. Starting from
+    starts, it follows those edges, across changes too, and returns each
+    strongly connected set of two or more such tasks (or one waiting for
+    itself), by id.
+    """
+    def succ(t: TaskRec) -> list[TaskRec]:
+        if t.status is Status.DO:
+            return [x for x in w.records.trecs(w.records.wait_ids(t)) if x.status is Status.DO]
+        return [h for h in w.records.trecs(w.records.halt_ids(t)) if h.status is Status.UNDO]
+
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[TaskRec] = []
+    cycles: list[list[TaskRec]] = []
+    for root in starts:
+        if root.id in index or root.status not in (Status.DO, Status.UNDO):
+            continue
+        # Tarjan's algorithm, iteratively: chains may be thousands of tasks long.
+        work: list[tuple[TaskRec, list[TaskRec], int]] = [(root, succ(root), 0)]
+        index[root.id] = low[root.id] = len(index)
+        stack.append(root)
+        on_stack.add(root.id)
+        while work:
+            node, nexts, i = work[-1]
+            if i < len(nexts):
+                work[-1] = (node, nexts, i + 1)
+                nxt = nexts[i]
+                if nxt.id not in index:
+                    index[nxt.id] = low[nxt.id] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt.id)
+                    work.append((nxt, succ(nxt), 0))
+                elif nxt.id in on_stack:
+                    low[node.id] = min(low[node.id], index[nxt.id])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent.id] = min(low[parent.id], low[node.id])
+            if low[node.id] == index[node.id]:
+                members = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m.id)
+                    members.append(m)
+                    if m is node:
+                        break
+                if len(members) > 1 or node in nexts:
+                    cycles.append(sorted(members, key=lambda r: r.id))
+    return cycles
