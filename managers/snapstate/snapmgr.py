@@ -221,7 +221,7 @@ class SnapManager:
         if on_conflict == "refuse" or not busy_snaps(self, names):
             return None
         st = self.state
-        chg = st.new_change(_VERB_KINDS[verb][0], snapstate._summary(verb.capitalize(), names), key=key,
+        chg = st.new_change(_VERB_KINDS[verb][0], snapstate.change_summary(verb.capitalize(), names), key=key,
                             affects=[snap_key(n) for n in names], on_conflict="queue")
         if not chg.is_new:
             return chg

@@ -80,7 +80,8 @@ def new_change(sm: SnapManagerView, kind: str, summary: str, names: Sequence[str
     return chg
 
 
-def _summary(verb: str, names: Sequence[str]) -> str:
+def change_summary(verb: str, names: Sequence[str]) -> str:
+    """change_summary is the summary of a verb's change on names, as snapd words it ('Install "hello" snap')."""
     if len(names) == 1:
         return f'{verb} "{names[0]}" snap'
     return f"{verb} snaps " + ", ".join(f'"{n}"' for n in names)
@@ -141,7 +142,7 @@ def install_task_sets(sm: SnapManagerView, names: Sequence[str], *, channel: str
 def install(sm: SnapManagerView, names: Sequence[str], *, channel: str | None = None,
             revision: str | None = None, found: StoreAnswers | None = None) -> Change:
     """install makes an "install" change of snaps from the store."""
-    return new_change(sm, "install", _summary("Install", names), names,
+    return new_change(sm, "install", change_summary("Install", names), names,
                       install_task_sets(sm, names, channel=channel, revision=revision, found=found))
 
 
@@ -316,7 +317,7 @@ def refresh(sm: SnapManagerView, names: Sequence[str] | None, *, channel: str | 
     updated, sets = refresh_task_sets(sm, names, channel=channel, revision=revision, skip=held, found=found)
     if all(ts.tasks()[0].kind == "switch-snap-channel" for ts in sets):
         return _switch_change(sm, updated[0], sets)
-    return new_change(sm, "refresh", _summary("Refresh", updated), updated, sets)
+    return new_change(sm, "refresh", change_summary("Refresh", updated), updated, sets)
 
 
 def _switch_change(sm: SnapManagerView, name: str, sets: list[TaskSet]) -> Change:
@@ -375,7 +376,7 @@ def remove(sm: SnapManagerView, names: Sequence[str], *, revision: str | None = 
     snapst = get_snap_state(sm.state, names[0])
     # Removing the only revision removes the snap (remove_task_set builds just that): titled as such.
     whole = revision is None or (snapst is not None and len(snapst.sequence) == 1)
-    summary = _summary("Remove", names) if whole else f'Remove revision {revision} of "{names[0]}" snap'
+    summary = change_summary("Remove", names) if whole else f'Remove revision {revision} of "{names[0]}" snap'
     return new_change(sm, "remove", summary, names, sets)
 
 
@@ -402,7 +403,7 @@ def revert_task_set(sm: SnapManagerView, name: str, revision: str | None = None)
 def revert(sm: SnapManagerView, name: str, *, revision: str | None = None) -> Change:
     """revert makes a "revert" change."""
     ts = revert_task_set(sm, name, revision)
-    return new_change(sm, "revert", _summary("Revert", [name]), [name], [ts])
+    return new_change(sm, "revert", change_summary("Revert", [name]), [name], [ts])
 
 
 def enable(sm: SnapManagerView, name: str) -> Change:
@@ -415,7 +416,7 @@ def enable(sm: SnapManagerView, name: str) -> Change:
     chain.add("setup-profiles", f"Setup snap {label} security profiles")
     chain.add("link-snap", f"Make snap {label} available to the system")
     chain.add("start-snap-services", f"Start snap {label} services")
-    return new_change(sm, "enable", _summary("Enable", [name]), [name], [chain.task_set()])
+    return new_change(sm, "enable", change_summary("Enable", [name]), [name], [chain.task_set()])
 
 
 def disable(sm: SnapManagerView, name: str) -> Change:
@@ -428,4 +429,4 @@ def disable(sm: SnapManagerView, name: str) -> Change:
     chain.first.set("stop-reason", "disable")
     chain.add("unlink-snap", f"Make snap {label} unavailable to the system")
     chain.add("remove-profiles", f"Remove security profile for snap {label}")
-    return new_change(sm, "disable", _summary("Disable", [name]), [name], [chain.task_set()])
+    return new_change(sm, "disable", change_summary("Disable", [name]), [name], [chain.task_set()])
