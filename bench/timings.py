@@ -1,16 +1,25 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""python -m bench.timings: what keeping timings (engine.timings) costs W1 and W2, A/B in one run.
+"""python -m bench.timings: what keeping timings (engine.timings) and tracing (engine.tracing) cost W1 and W2.
 
 Each round runs W1 (one change of 10,000 independent no-op tasks) and W2 (a
 chain of 1,000) in each mode, each run in a fresh process on a fresh
-database file: "timings" as the engine is (every handler run kept as a row,
-written with its outcome), "without" with the timings' two hooks made
-no-ops, and, where the OpenTelemetry SDK is installed, "traced": timings
-and a span per run and per change, through the SDK's BatchSpanProcessor to
-an exporter that drops them. Which mode goes first turns from round to
-round; the table gives the medians, and the median of the rounds' ratios to
-"without" (the runs of a round ran back to back, so the drift of the disk's
-commit latency over minutes cancels out).
+database file:
+
+- "without": no instrumentation (the timings' two hooks made no-ops);
+- "timings": the engine as it is with tracing disabled (every handler run
+  kept as a row, written with its outcome);
+- "traced": timings and tracing enabled, where the OpenTelemetry SDK is
+  installed: a span per run and per change, through the SDK's
+  BatchSpanProcessor to an exporter that drops them; the time runs until
+  every span is made and exported;
+- "traced-api" (with --api): the same, every run's span made through the
+  SDK's start_span and end (what the engine did before its fast path).
+
+Which mode goes first turns from round to round. The tables give the
+medians of the rounds, of tasks/s and of the process's CPU time per task
+(all threads: what the machine's load disturbs least), and the median of the
+rounds' ratios to "without" (the runs of a round ran back to back, so the
+drift of the machine's load over minutes cancels out).
 """
 
 from __future__ import annotations
@@ -26,16 +35,14 @@ from .common import DEFAULT_TMP, run_child
 TIMEOUT = 600.0
 
 
-MODES = ("timings", "without", "traced")
-
-
-def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str) -> float:
+def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str) -> tuple[float, float]:
     db = tmp / f"{name}-{mode}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
+    traced: bool | str = "api" if mode == "traced-api" else mode == "traced"
     result = run_child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "ready_timeout": TIMEOUT,
-                                 "timings": mode != "without", "traced": mode == "traced"}, timeout=TIMEOUT)
-    return float(result["tasks_per_s"])
+                                 "timings": mode != "without", "traced": traced}, timeout=TIMEOUT)
+    return float(result["tasks_per_s"]), float(result["cpu_s"]) / tasks * 1e6
 
 
 def _have_sdk() -> bool:
@@ -47,16 +54,24 @@ def _have_sdk() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """main runs the rounds and prints the table."""
+    """main runs the rounds and prints the tables."""
     parser = argparse.ArgumentParser(prog="python -m bench.timings", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--runs", type=int, default=7, help="rounds (default 7)")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke run")
+    parser.add_argument("--api", action="store_true", help="also trace every span through start_span")
+    parser.add_argument("--only", choices=("w1", "w2"), help="only this workload")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     workloads = [("W1 fan-out", 10_000 // scale, False), ("W2 chain", 1_000 // scale, True)]
-    modes = MODES if _have_sdk() else MODES[:2]
-    figures: dict[tuple[str, str], list[float]] = {}
-    ratios: dict[tuple[str, str], list[float]] = {}
+    if args.only:
+        workloads = [w for w in workloads if w[0].lower().startswith(args.only)]
+    modes = ["without", "timings"]
+    if _have_sdk():
+        modes += ["traced", "traced-api"] if args.api else ["traced"]
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
+    rate_ratios: dict[tuple[str, str], list[float]] = {}
+    cpu_ratios: dict[tuple[str, str], list[float]] = {}
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="timings-", dir=DEFAULT_TMP))
     try:
@@ -64,20 +79,27 @@ def main(argv: list[str] | None = None) -> int:
             for name, tasks, chained in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
                 got = {mode: _one(tmp, name.split()[0], tasks, chained, mode) for mode in order}
-                for mode, value in got.items():
-                    figures.setdefault((name, mode), []).append(value)
-                    ratios.setdefault((name, mode), []).append(value / got["without"])
+                for mode, (rate, cpu) in got.items():
+                    rates.setdefault((name, mode), []).append(rate)
+                    cpus.setdefault((name, mode), []).append(cpu)
+                    rate_ratios.setdefault((name, mode), []).append(rate / got["without"][0])
+                    cpu_ratios.setdefault((name, mode), []).append(cpu / got["without"][1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"tasks/s (submit + run), median of {args.runs} rounds; ratio: to 'without', median of the rounds' ratios")
-    print(f"{'':28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{'ratio ' + m:>16}" for m in modes if
-                                                                     m != "without"))
+    others = [m for m in modes if m != "without"]
+    med = statistics.median
+    print(f"median of {args.runs} rounds; ratios: to 'without', median of the rounds' ratios")
+    print(f"{'tasks/s (submit + run)':28}" + "".join(f"{m:>12}" for m in modes)
+          + "".join(f"{m + ' /':>14}" for m in others))
     for name, tasks, _ in workloads:
-        line = f"{f'{name} ({tasks:,})':28}" + "".join(f"{statistics.median(figures[(name, m)]):12,.0f}"
-                                                       for m in modes)
-        line += "".join(f"{statistics.median(ratios[(name, m)]):16.3f}" for m in modes if m != "without")
-        print(line)
-    print("target: ratio >= 0.95 (timings, and tracing when enabled, cost W1 and W2 no more than 5%)")
+        print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(rates[(name, m)]):12,.0f}" for m in modes)
+              + "".join(f"{med(rate_ratios[(name, m)]):14.3f}" for m in others))
+    print(f"{'CPU us per task':28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{m + ' /':>14}" for m in others))
+    for name, tasks, _ in workloads:
+        print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(cpus[(name, m)]):12,.1f}" for m in modes)
+              + "".join(f"{med(cpu_ratios[(name, m)]):14.3f}" for m in others))
+    print("target: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
+          "no more than 5%)")
     return 0
 
 
