@@ -30,7 +30,7 @@ import logging
 import os
 import queue
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,7 @@ class Tracer:
         self._tracer = provider.get_tracer("engine")
         self._fast = _FastRuns.of(self._tracer)
         # Only the thread touches the change spans (and close(), once the thread has ended).
-        self._roots: dict[int, tuple[Span, Any, SpanContext]] = {}
+        self._roots: dict[int, _Root] = {}
         self._queue: queue.SimpleQueue[list[Run] | threading.Event | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
         self._thread.start()
@@ -126,46 +126,47 @@ class Tracer:
         root = None
         if change is not None:
             root = self._root(change)
-            start = max(start, _ns(change[3]))  # within its change's span (a clock that stood still)
+            start = max(start, root.spawn)  # within its change's span (a clock that stood still)
         attributes = {
             "engine.task.id": str(tid),
             "engine.task.kind": kind,
             "engine.task.phase": phase,
             "engine.task.attempt": attempt,
             "engine.task.outcome": outcome,
-            "engine.change.id": "" if change is None else str(change[0]),
+            "engine.change.id": "" if root is None else root.cid,
         }
         end = start + int(elapsed * 1e9)
         if self._fast is not None and root is not None:
             self._fast.span(kind, root, attributes, start, end, error)
         else:
-            span = self._tracer.start_span(kind, context=None if root is None else root[1], kind=SpanKind.INTERNAL,
-                                           start_time=start, attributes=attributes)
+            span = self._tracer.start_span(kind, context=None if root is None else root.context,
+                                           kind=SpanKind.INTERNAL, start_time=start, attributes=attributes)
             if error is not None:
                 span.set_status(StatusCode.ERROR, error or None)
             span.end(end_time=end)
         if change is not None and change[4] is not None:
             self._end_root(change[0], *change[4])
 
-    def _root(self, change: tuple[Any, ...]) -> tuple[Span, Any, SpanContext]:
+    def _root(self, change: tuple[Any, ...]) -> _Root:
         cid, kind, summary, spawn, _ = change
         root = self._roots.get(cid)
         if root is None:
             if len(self._roots) >= _OPEN:  # changes that ended without a last run here (aborted, say)
                 oldest = next(iter(self._roots))
-                self._roots.pop(oldest)[0].end()
+                self._roots.pop(oldest).span.end()
+            start = _ns(spawn)
             span = self._tracer.start_span(
-                kind, kind=SpanKind.INTERNAL, start_time=_ns(spawn),
+                kind, kind=SpanKind.INTERNAL, start_time=start,
                 attributes={"engine.change.id": str(cid), "engine.change.kind": kind,
                             "engine.change.summary": summary})
-            root = self._roots[cid] = (span, trace.set_span_in_context(span), span.get_span_context())
+            root = self._roots[cid] = _Root(span, start, str(cid))
         return root
 
     def _end_root(self, cid: int, ready: datetime, status: Status) -> None:
         root = self._roots.pop(cid, None)
         if root is None:
             return
-        span = root[0]
+        span = root.span
         span.set_attribute("engine.change.status", status.value)
         if status is Status.ERROR:
             span.set_status(StatusCode.ERROR)
@@ -177,11 +178,24 @@ class Tracer:
         self._queue.put(None)
         self._thread.join()
         roots, self._roots = self._roots, {}
-        for span, _, _ in roots.values():
-            span.set_attribute("engine.change.status", "unfinished")
-            span.end()
+        for root in roots.values():
+            root.span.set_attribute("engine.change.status", "unfinished")
+            root.span.end()
         if self._own is not None:
             self._own.shutdown()
+
+
+class _Root:
+    """_Root is a change's span, open while its runs come, and what its runs' spans need of it."""
+
+    __slots__ = ("cid", "context", "span", "span_context", "spawn")
+
+    def __init__(self, span: Span, spawn: int, cid: str) -> None:
+        self.span = span
+        self.context = trace.set_span_in_context(span)
+        self.span_context = span.get_span_context()
+        self.spawn = spawn
+        self.cid = cid
 
 
 class _FastRuns:
@@ -202,6 +216,13 @@ class _FastRuns:
         self._processor = tracer.span_processor
         self._ids = tracer.id_generator
         self._readable = readable
+        # The SDK's own samplers that keep a span of a local parent if and only if the parent is sampled, with
+        # the span's attributes and the parent's trace state (the default, parentbased_always_on, and
+        # always_on): asking them for each run would tell what the change's span already says.
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, StaticSampler
+        defaults: list[Any] = [ALWAYS_ON, ParentBased(ALWAYS_ON)]
+        self._follows = type(self._sampler) in (ParentBased, StaticSampler) \
+            and self._sampler.get_description() in {s.get_description() for s in defaults}
         self._scope = getattr(tracer, "_instrumentation_scope", None) or InstrumentationScope("engine")
 
     @classmethod
@@ -222,22 +243,29 @@ class _FastRuns:
             return None
         return cls(tracer, ReadableSpan)
 
-    def span(self, name: str, root: tuple[Span, Any, SpanContext], attributes: dict[str, Any], start: int,
-             end: int, error: str | None) -> None:
+    def span(self, name: str, root: _Root, attributes: dict[str, Any], start: int, end: int,
+             error: str | None) -> None:
         """span makes the span of a run in root's trace and hands it to the processors, if the sampler keeps it."""
-        _, context, parent = root
+        parent = root.span_context
         if not parent.is_valid:
             return  # the change's span is not recording (a disabled tracer): nor are its runs
         trace_id = parent.trace_id
-        sampled = self._sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes)
-        decision = sampled.decision
-        if not decision.is_recording():
-            return
-        flags = (TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT) | (parent.trace_flags & _RANDOM)
-        ctx = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
-                          trace_state=sampled.trace_state)
+        if self._follows:  # the SDK's default sampler: a run is sampled with its change, as it is
+            if not parent.trace_flags.sampled:
+                return
+            flags, trace_state, kept = parent.trace_flags, parent.trace_state, attributes
+        else:
+            sampled = self._sampler.should_sample(root.context, trace_id, name, SpanKind.INTERNAL, attributes)
+            decision = sampled.decision
+            if not decision.is_recording():
+                return
+            flags = TraceFlags((TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
+                               | (parent.trace_flags & _RANDOM))
+            trace_state, kept = sampled.trace_state, sampled.attributes
+        ctx = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags,
+                          trace_state=trace_state)
         self._processor.on_end(self._readable(
-            name, context=ctx, parent=parent, resource=self._resource, attributes=sampled.attributes,
+            name, context=ctx, parent=parent, resource=self._resource, attributes=kept,
             kind=SpanKind.INTERNAL, status=_UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
             start_time=start, end_time=end, instrumentation_scope=self._scope))
 
@@ -278,7 +306,8 @@ def provider_from_environment() -> Any:
 
 def _ns(when: datetime) -> int:
     """_ns is a time as nanoseconds since the epoch (OpenTelemetry's timestamps)."""
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+    d = when - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
