@@ -11,8 +11,9 @@ are the State's clock.
 The spans cost the runner almost nothing (docs/performance.md): the
 recorder notes what a run's span needs (a tuple, under the state lock it
 holds anyway); the commit that writes the run's outcome hands the runs it
-wrote to a thread of the tracer's, one hand-off per commit; that thread
-makes the spans after the fact. A run's span is already over when it is
+wrote to a thread of the tracer's, which wakes once for all the runs of
+GATHER seconds (a wake-up per commit, a GIL hand-over each, cost W1 as much
+as the spans), and makes the spans after the fact. A run's span is already over when it is
 made, so with the SDK's own Tracer it is made as what the SDK hands its span
 processors when a span ends (a ReadableSpan: the provider's resource,
 sampler, id generator, span limits and processors, as start_span would use
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+import time
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ log = logging.getLogger("engine.tracing")
 
 #: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
 _OPEN = 1024
+#: How long the tracing thread lets runs gather once woken, in seconds (spans are exported in batches anyway).
+GATHER = 0.05
 #: How many attributes a run's span has (the fast path needs span limits that keep them all, untruncated).
 _RUN_ATTRIBUTES = 6
 
@@ -77,7 +80,12 @@ class Tracer:
         self._fast = _FastRuns.of(self._tracer)
         # Only the thread touches the change spans (and close(), once the thread has ended).
         self._roots: dict[int, _Root] = {}
-        self._queue: queue.SimpleQueue[list[Run] | threading.Event | None] = queue.SimpleQueue()
+        # What the thread has to do, under _mu: the runs handed over, the flushes waiting, whether to end.
+        self._mu = threading.Lock()
+        self._runs: list[Run] = []
+        self._flushes: list[threading.Event] = []
+        self._closing = False
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
         self._thread.start()
 
@@ -97,28 +105,43 @@ class Tracer:
         return (rec.id, rec.kind, phase, attempt, outcome, started, elapsed, error, change)
 
     def submit(self, runs: list[Run]) -> None:
-        """submit hands the runs a commit wrote to the tracing thread (one hand-off per commit)."""
-        self._queue.put(runs)
+        """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it."""
+        with self._mu:
+            first = not self._runs
+            self._runs += runs
+        if first:
+            self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
         """flush waits until the spans of the runs submitted so far are made and handed to the SDK."""
         done = threading.Event()
-        self._queue.put(done)
+        with self._mu:
+            self._flushes.append(done)
+        self._wake.set()
         return done.wait(timeout)
 
     def _loop(self) -> None:
         while True:
-            runs = self._queue.get()
-            if runs is None:
-                return
-            if isinstance(runs, threading.Event):
-                runs.set()
-                continue
+            self._wake.wait()
+            with self._mu:
+                urgent = self._flushes or self._closing
+            if not urgent:
+                # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER, not per commit.
+                time.sleep(GATHER)
+            with self._mu:
+                runs, self._runs = self._runs, []
+                flushes, self._flushes = self._flushes, []
+                closing = self._closing
+                self._wake.clear()  # under _mu with the take: a run handed over after it wakes the thread again
             for run in runs:
                 try:
                     self._span(run)
                 except Exception as e:  # the SDK's failure is logged; the next runs are still traced
                     log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[1], type(e).__name__, e)
+            for done in flushes:
+                done.set()
+            if closing:
+                return
 
     def _span(self, run: Run) -> None:
         tid, kind, phase, attempt, outcome, started, elapsed, error, change = run
@@ -175,7 +198,9 @@ class Tracer:
     def close(self) -> None:
         """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
         its own provider, exporting what is left."""
-        self._queue.put(None)
+        with self._mu:
+            self._closing = True
+        self._wake.set()
         self._thread.join()
         roots, self._roots = self._roots, {}
         for root in roots.values():

@@ -218,6 +218,15 @@ def test_the_standard_variables_export_through_the_sdk() -> None:
     assert run["attributes"]["engine.task.outcome"] == "done" and run["attributes"]["engine.change.id"] == "1"
 
 
+def test_the_standard_variables_set_the_sampler_and_the_span_limits() -> None:
+    p = _child(RUN_ONE, OTEL_TRACES_EXPORTER="console", OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT="2")
+    assert p.returncode == 0, p.stderr
+    assert '"engine.task.outcome": "do"' in p.stdout and '"engine.change.kind": "in"' in p.stdout
+    p = _child(RUN_ONE, OTEL_TRACES_EXPORTER="console", OTEL_TRACES_SAMPLER="always_off")
+    assert p.returncode == 0, p.stderr
+    assert "otel loaded: True" in p.stderr and p.stdout == ""
+
+
 def test_without_the_variables_nothing_is_imported() -> None:
     p = _child(RUN_ONE)
     assert p.returncode == 0, p.stderr
