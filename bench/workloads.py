@@ -370,12 +370,14 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int,
 
 
 def timed(db: str, tasks: int, chained: bool, ready_timeout: float, timings: bool,
-          traced: bool | str = False) -> dict[str, Any]:
+          traced: bool | str = False, endpoint: str = "") -> dict[str, Any]:
     """timed is W1 (or W2, chained) with the engine's timings kept, or not, or also traced (bench.timings).
 
     Traced, the time runs until every span is made and exported (the tracer's thread and the SDK's batch
-    processor have caught up), so that no part of the tracing's work falls outside it; traced "api", every
-    run's span goes through the SDK's start_span and end (the engine's fast path turned off).
+    processor have caught up), so that no part of the tracing's work falls outside it. traced True: the SDK
+    with a batch processor to an exporter that drops the spans, as the global provider; "api": the same,
+    every run's span through the SDK's start_span and end (the engine's fast path turned off); "otlp": no
+    global provider, only the standard variables: the SDK's OTLP exporter (HTTP) to endpoint.
     """
     if not timings:
         from engine.timings import TimingBook
@@ -384,39 +386,46 @@ def timed(db: str, tasks: int, chained: bool, ready_timeout: float, timings: boo
         TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
     if not traced:
         return _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout)
-    # The OpenTelemetry SDK with a batch processor, to an exporter that drops the spans, as the global provider.
     import os
 
-    if traced == "api":
-        from engine import _otel
-
-        _otel._FastRuns.of = classmethod(lambda cls, tracer: None)  # type: ignore[method-assign,assignment]
-
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
     spans = [0]
+    provider: Any = None
+    if traced == "otlp":
+        os.environ.update({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    else:
+        if traced == "api":
+            from engine import _otel
 
-    class Drop(SpanExporter):
-        def export(self, batch: Any) -> SpanExportResult:
-            spans[0] += len(batch)
-            return SpanExportResult.SUCCESS
+            _otel._FastRuns.of = classmethod(lambda cls, tracer: None)  # type: ignore[method-assign,assignment]
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    trace.set_tracer_provider(provider)
-    os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # the Overlord traces, through the global provider
+        class Drop(SpanExporter):
+            def export(self, batch: Any) -> SpanExportResult:
+                spans[0] += len(batch)
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        trace.set_tracer_provider(provider)
+        os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # the Overlord traces, through the global provider
+
+    tracer_cpu = [0.0]
 
     def caught_up(o: Any) -> None:
-        if not o.state._uow.timings.tracer.flush(ready_timeout):
-            raise BenchError("the tracer did not catch up")
-        provider.force_flush()
+        tracer = o.state._uow.timings.tracer
+        if tracer is None or not tracer.flush(ready_timeout):
+            raise BenchError("the tracer is off, or did not catch up")
+        tracer_cpu[0] = tracer.cpu_seconds
+        if not (provider or tracer._own).force_flush():
+            raise BenchError("the spans could not be exported")
 
     result = _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout, after_ready=caught_up)
-    if spans[0] < tasks:
+    if traced != "otlp" and spans[0] < tasks:
         raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
-    return {**result, "spans": spans[0]}
+    return {**result, "spans": spans[0], "tracer_cpu_s": tracer_cpu[0]}
 
 
 from .snaps import WORKLOADS as _SNAPS  # noqa: E402  (the managers' benchmark has a module of its own)

@@ -86,6 +86,8 @@ class Tracer:
         self._flushes: list[threading.Event] = []
         self._closing = False
         self._wake = threading.Event()
+        #: cpu_seconds is the CPU time the tracing thread has spent so far (bench.timings shows it per task).
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
         self._thread.start()
 
@@ -138,6 +140,7 @@ class Tracer:
                     self._span(run)
                 except Exception as e:  # the SDK's failure is logged; the next runs are still traced
                     log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[1], type(e).__name__, e)
+            self.cpu_seconds = time.thread_time()
             for done in flushes:
                 done.set()
             if closing:
