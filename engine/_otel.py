@@ -86,6 +86,7 @@ class Tracer:
         self._flushes: list[threading.Event] = []
         self._closing = False
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # a flush or close cuts the gathering short
         #: cpu_seconds is the CPU time the tracing thread has spent so far (bench.timings shows it per task).
         self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
@@ -119,18 +120,17 @@ class Tracer:
         done = threading.Event()
         with self._mu:
             self._flushes.append(done)
+        self._hurry.set()
         self._wake.set()
         return done.wait(timeout)
 
     def _loop(self) -> None:
         while True:
             self._wake.wait()
+            # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER, not per commit.
+            self._hurry.wait(GATHER)
             with self._mu:
-                urgent = self._flushes or self._closing
-            if not urgent:
-                # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER, not per commit.
-                time.sleep(GATHER)
-            with self._mu:
+                self._hurry.clear()
                 runs, self._runs = self._runs, []
                 flushes, self._flushes = self._flushes, []
                 closing = self._closing
@@ -203,6 +203,7 @@ class Tracer:
         its own provider, exporting what is left."""
         with self._mu:
             self._closing = True
+        self._hurry.set()
         self._wake.set()
         self._thread.join()
         roots, self._roots = self._roots, {}
