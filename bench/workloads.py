@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,12 @@ def _status_counts(db: str) -> dict[str, int]:
 
 
 def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float,
-                    synchronous: str = "FULL") -> dict[str, Any]:
-    """_run_one_change submits one change of tasks no-op tasks in one unit of work and runs it through o.loop()."""
+                    synchronous: str = "FULL", after_ready: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """_run_one_change submits one change of tasks no-op tasks in one unit of work and runs it through o.loop().
+
+    after_ready(overlord), if given, runs once the change is ready, inside the timed span (bench.timings: the
+    spans left to make are made and exported).
+    """
     from engine import Overlord, Status
 
     rss_start = peak_rss_mib()
@@ -55,13 +60,17 @@ def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float,
     open_s = time.perf_counter() - t_open
     try:
         o.task_runner.add_handler("noop", _noop)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         with o.state:
             chg = noop_change(o.state, tasks, chained=chained)
         t1 = time.perf_counter()
         o.loop()
         ready = chg.wait_ready(ready_timeout)
+        if ready and after_ready is not None:
+            after_ready(o)
         t2 = time.perf_counter()
+        cpu_s = time.process_time() - cpu0
         if not ready:
             raise BenchError(f"the change of {tasks} tasks was not ready after {ready_timeout:g} s")
         with o.state:
@@ -83,6 +92,7 @@ def _run_one_change(db: str, tasks: int, *, chained: bool, ready_timeout: float,
         "total_s": t2 - t0,
         "tasks_per_s": tasks / (t2 - t0),
         "run_tasks_per_s": tasks / (t2 - t1),
+        "cpu_s": cpu_s,  # the process's CPU time (all threads, user and system) over total_s
         "rss_mib": rss,
         "rss_start_mib": rss_start,
     }
@@ -360,29 +370,62 @@ def baseline(db: str, rows: int, single: int, batches: int, per_batch: int,
 
 
 def timed(db: str, tasks: int, chained: bool, ready_timeout: float, timings: bool,
-          traced: bool = False) -> dict[str, Any]:
-    """timed is W1 (or W2, chained) with the engine's timings kept, or not, or also traced (bench.timings)."""
+          traced: bool | str = False, endpoint: str = "") -> dict[str, Any]:
+    """timed is W1 (or W2, chained) with the engine's timings kept, or not, or also traced (bench.timings).
+
+    Traced, the time runs until every span is made and exported (the tracer's thread and the SDK's batch
+    processor have caught up), so that no part of the tracing's work falls outside it. traced True: the SDK
+    with a batch processor to an exporter that drops the spans, as the global provider; "api": the same,
+    every run's span through the SDK's start_span and end (the engine's fast path turned off); "otlp": no
+    global provider, only the standard variables: the SDK's OTLP exporter (HTTP) to endpoint.
+    """
     if not timings:
         from engine.timings import TimingBook
 
         TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
         TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
-    if traced:  # the OpenTelemetry SDK with a batch processor, to an exporter that drops the spans
-        import os
+    if not traced:
+        return _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout)
+    import os
 
+    spans = [0]
+    provider: Any = None
+    if traced == "otlp":
+        os.environ.update({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    else:
+        if traced == "api":
+            from engine import _otel
+
+            _otel._FastRuns.of = classmethod(lambda cls, tracer: None)  # type: ignore[method-assign,assignment]
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
         class Drop(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
+            def export(self, batch: Any) -> SpanExportResult:
+                spans[0] += len(batch)
                 return SpanExportResult.SUCCESS
 
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Drop()))
         trace.set_tracer_provider(provider)
         os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # the Overlord traces, through the global provider
-    return _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout)
+
+    tracer_cpu = [0.0]
+
+    def caught_up(o: Any) -> None:
+        tracer = o.state._uow.timings.tracer
+        if tracer is None or not tracer.flush(ready_timeout):
+            raise BenchError("the tracer is off, or did not catch up")
+        tracer_cpu[0] = tracer.cpu_seconds
+        if not (provider or tracer._own).force_flush():
+            raise BenchError("the spans could not be exported")
+
+    result = _run_one_change(db, tasks, chained=chained, ready_timeout=ready_timeout, after_ready=caught_up)
+    if traced != "otlp" and spans[0] < tasks:
+        raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
+    return {**result, "spans": spans[0], "tracer_cpu_s": tracer_cpu[0]}
 
 
 from .snaps import WORKLOADS as _SNAPS  # noqa: E402  (the managers' benchmark has a module of its own)

@@ -3,24 +3,42 @@
 
 A change is a trace: its span starts when the change spawned and ends when
 it became ready (opened at the first run of one of its tasks in this
-process, ended by the run that found it ready). Each run of a task's do or undo handler is a span in it, from
-the handler's start to its end, with the task's kind, id, phase, attempt,
-outcome and change id as attributes. Times are the State's clock.
+process, ended by the run that found it ready). Each run of a task's do or
+undo handler is a span in it, from the handler's start to its end, with the
+task's kind, id, phase, attempt, outcome and change id as attributes. Times
+are the State's clock.
+
+What a run's span costs the runner is kept small (about 6.5 us of CPU a run
+on W1, docs/performance.md): the recorder notes what the span needs (a
+tuple, under the state lock it holds anyway); the commit that writes the
+run's outcome hands the runs it wrote to a thread of the tracer's, which
+wakes once for all the runs of GATHER seconds (a wake-up per commit, each a
+hand-over of the GIL, was some 2,600 more context switches per 10,000
+tasks), and makes the spans after the fact. A run's span is already over
+when it is made, so with the SDK's own Tracer it is made as what the SDK hands its span
+processors when a span ends (a ReadableSpan: the provider's resource,
+sampler, id generator, span limits and processors, as start_span would use
+them) and given to the processors' on_end; that is a quarter of what
+start_span and end cost, most of it the checks of attributes the engine
+makes itself. Span processors' on_start is not called for these spans (they
+start and end at once); a change's span, one per change, goes through
+start_span and end as usual. With another implementation of the API than
+the SDK's, every span goes through start_span and end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace.status import Status as SpanStatus
 
 from .errors import EngineError
 from .status import Status
@@ -33,14 +51,22 @@ log = logging.getLogger("engine.tracing")
 
 #: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
 _OPEN = 1024
+#: How long the tracing thread lets runs gather once woken, in seconds (spans are exported in batches anyway).
+GATHER = 0.05
+#: How many attributes a run's span has (the fast path needs span limits that keep them all, untruncated).
+_RUN_ATTRIBUTES = 6
+
+#: What a run's span needs, noted under the state lock: task id, kind, phase, attempt, outcome, start (the
+#: State's clock), elapsed seconds, the error's message (None unless the run failed), and its change as
+#: (id, kind, summary, spawn time, (ready time, status) or None), or None for a task in no change.
+Run = tuple[int, str, str, int, str, datetime, float, "str | None", "tuple[Any, ...] | None"]
 
 
 class Tracer:
     """Tracer turns task runs into spans, and changes into traces.
 
-    The recorder hands it what a span needs (read under the state lock, a
-    few attributes); the spans are made and ended on a thread of its own,
-    so that the SDK's work is not done while the recorder holds the lock.
+    task_run notes a run (lock held); submit hands the runs a commit wrote
+    to the tracer's thread, which makes their spans.
     """
 
     def __init__(self, w: UnitOfWork, provider: Any = None) -> None:
@@ -50,112 +76,233 @@ class Tracer:
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):  # the application set none: one from OTEL_*
                 provider = self._own = provider_from_environment()
+        self._provider = provider
         self._tracer = provider.get_tracer("engine")
+        self._fast = _FastRuns.of(self._tracer)
         # Only the thread touches the change spans (and close(), once the thread has ended).
-        self._roots: dict[int, Span] = {}
-        self._queue: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._roots: dict[int, _Root] = {}
+        # What the thread has to do, under _mu: the runs handed over, the flushes waiting, whether to end.
+        self._mu = threading.Lock()
+        self._runs: list[Run] = []
+        self._flushes: list[threading.Event] = []
+        self._closing = False
+        self._wake = threading.Event()
+        self._hurry = threading.Event()  # a flush or close cuts the gathering short
+        #: cpu_seconds is the CPU time the tracing thread has spent so far (bench.timings shows it per task).
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
         self._thread.start()
 
     def task_run(self, rec: TaskRec, phase: str, attempt: int, outcome: str, started: datetime,
-                 elapsed: float) -> None:
-        """task_run hands one run of rec's handler to the tracing thread (lock held): a span of its change's trace."""
+                 elapsed: float) -> Run:
+        """task_run is what the span of one run of rec's handler needs, read now (lock held), made later."""
         cid = rec.change_id
         change = None
-        start = _ns(started)
         if cid is not None:
             crec = self._w.records.crec(cid)
-            ready = None if crec.ready_time is None else (_ns(crec.ready_time), self._w.change_status(crec))
-            change = (cid, crec.kind, crec.summary, _ns(crec.spawn_time), ready)
-            # Within its change's span (a clock that stood still while the handler ran would put it before).
-            start = max(start, change[3])
+            ready = None if crec.ready_time is None else (crec.ready_time, self._w.change_status(crec))
+            change = (cid, crec.kind, crec.summary, crec.spawn_time, ready)
         error = None
         if outcome == "error":
             errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
             error = errors[-1] if errors else ""
-        self._queue.put(_Run(rec.id, rec.kind, phase, attempt, outcome, start, start + int(elapsed * 1e9), error,
-                             change))
+        return (rec.id, rec.kind, phase, attempt, outcome, started, elapsed, error, change)
+
+    def submit(self, runs: list[Run]) -> None:
+        """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it."""
+        with self._mu:
+            first = not self._runs
+            self._runs += runs
+        if first:
+            self._wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """flush waits until the spans of the runs submitted so far are made and handed to the SDK."""
+        done = threading.Event()
+        with self._mu:
+            self._flushes.append(done)
+        self._hurry.set()
+        self._wake.set()
+        return done.wait(timeout)
 
     def _loop(self) -> None:
         while True:
-            run = self._queue.get()
-            if run is None:
+            self._wake.wait()
+            # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER, not per commit.
+            self._hurry.wait(GATHER)
+            with self._mu:
+                self._hurry.clear()
+                runs, self._runs = self._runs, []
+                flushes, self._flushes = self._flushes, []
+                closing = self._closing
+                self._wake.clear()  # under _mu with the take: a run handed over after it wakes the thread again
+            for run in runs:
+                try:
+                    self._span(run)
+                except Exception as e:  # the SDK's failure is logged; the next runs are still traced
+                    log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[1], type(e).__name__, e)
+            self.cpu_seconds = time.thread_time()
+            for done in flushes:
+                done.set()
+            if closing:
                 return
-            try:
-                self._span(run)
-            except Exception as e:  # the SDK's failure is logged; the next runs are still traced
-                log.error("cannot trace the run of task %s (%s): %s: %s", run.tid, run.kind, type(e).__name__, e)
 
-    def _span(self, run: _Run) -> None:
-        parent = None
-        change = run.change
+    def _span(self, run: Run) -> None:
+        tid, kind, phase, attempt, outcome, started, elapsed, error, change = run
+        start = _ns(started)
+        root = None
         if change is not None:
-            parent = trace.set_span_in_context(self._root(change))
-        cid = "" if change is None else str(change[0])
-        span = self._tracer.start_span(run.kind, context=parent, kind=SpanKind.INTERNAL, start_time=run.start,
-                                       attributes={
-                                           "engine.task.id": str(run.tid),
-                                           "engine.task.kind": run.kind,
-                                           "engine.task.phase": run.phase,
-                                           "engine.task.attempt": run.attempt,
-                                           "engine.task.outcome": run.outcome,
-                                           "engine.change.id": cid,
-                                       })
-        if run.error is not None:
-            span.set_status(StatusCode.ERROR, run.error or None)
-        span.end(end_time=run.end)
+            root = self._root(change)
+            start = max(start, root.spawn)  # within its change's span (a clock that stood still)
+        attributes = {
+            "engine.task.id": str(tid),
+            "engine.task.kind": kind,
+            "engine.task.phase": phase,
+            "engine.task.attempt": attempt,
+            "engine.task.outcome": outcome,
+            "engine.change.id": "" if root is None else root.cid,
+        }
+        end = start + int(elapsed * 1e9)
+        if self._fast is not None and root is not None:
+            self._fast.span(kind, root, attributes, start, end, error)
+        else:
+            span = self._tracer.start_span(kind, context=None if root is None else root.context,
+                                           kind=SpanKind.INTERNAL, start_time=start, attributes=attributes)
+            if error is not None:
+                span.set_status(StatusCode.ERROR, error or None)
+            span.end(end_time=end)
         if change is not None and change[4] is not None:
             self._end_root(change[0], *change[4])
 
-    def _root(self, change: tuple[Any, ...]) -> Span:
+    def _root(self, change: tuple[Any, ...]) -> _Root:
         cid, kind, summary, spawn, _ = change
         root = self._roots.get(cid)
         if root is None:
             if len(self._roots) >= _OPEN:  # changes that ended without a last run here (aborted, say)
                 oldest = next(iter(self._roots))
-                self._roots.pop(oldest).end()
-            root = self._roots[cid] = self._tracer.start_span(
-                kind, kind=SpanKind.INTERNAL, start_time=spawn,
+                self._roots.pop(oldest).span.end()
+            start = _ns(spawn)
+            span = self._tracer.start_span(
+                kind, kind=SpanKind.INTERNAL, start_time=start,
                 attributes={"engine.change.id": str(cid), "engine.change.kind": kind,
                             "engine.change.summary": summary})
+            root = self._roots[cid] = _Root(span, start, str(cid))
         return root
 
-    def _end_root(self, cid: int, ready: int, status: Status) -> None:
+    def _end_root(self, cid: int, ready: datetime, status: Status) -> None:
         root = self._roots.pop(cid, None)
         if root is None:
             return
-        root.set_attribute("engine.change.status", status.value)
+        span = root.span
+        span.set_attribute("engine.change.status", status.value)
         if status is Status.ERROR:
-            root.set_status(StatusCode.ERROR)
-        root.end(end_time=ready)
+            span.set_status(StatusCode.ERROR)
+        span.end(end_time=_ns(ready))
 
     def close(self) -> None:
         """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
         its own provider, exporting what is left."""
-        self._queue.put(None)
+        with self._mu:
+            self._closing = True
+        self._hurry.set()
+        self._wake.set()
         self._thread.join()
         roots, self._roots = self._roots, {}
         for root in roots.values():
-            root.set_attribute("engine.change.status", "unfinished")
-            root.end()
+            root.span.set_attribute("engine.change.status", "unfinished")
+            root.span.end()
         if self._own is not None:
             self._own.shutdown()
 
 
-@dataclass(frozen=True)
-class _Run:
-    """_Run is what a run's span needs, read under the state lock."""
+class _Root:
+    """_Root is a change's span, open while its runs come, and what its runs' spans need of it."""
 
-    tid: int
-    kind: str
-    phase: str
-    attempt: int
-    outcome: str
-    start: int
-    end: int
-    error: str | None
-    #: (id, kind, summary, spawn time, (ready time, status) or None), or None for a task in no change.
-    change: tuple[Any, ...] | None
+    __slots__ = ("cid", "context", "span", "span_context", "spawn")
+
+    def __init__(self, span: Span, spawn: int, cid: str) -> None:
+        self.span = span
+        self.context = trace.set_span_in_context(span)
+        self.span_context = span.get_span_context()
+        self.spawn = spawn
+        self.cid = cid
+
+
+class _FastRuns:
+    """_FastRuns makes the span of a run that is over as the SDK's Tracer would on its end, for a quarter of the cost.
+
+    What start_span and end do for a span in a change's trace that starts
+    and ends at once, without what it does not need: the context lookups,
+    the span's lock and the attribute checks (the engine's attributes are
+    valid by construction; span limits that would cut them send every span
+    back through start_span).
+    """
+
+    def __init__(self, tracer: Any, readable: Any) -> None:
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self._sampler = tracer.sampler
+        self._resource = tracer.resource
+        self._processor = tracer.span_processor
+        self._ids = tracer.id_generator
+        self._readable = readable
+        # The SDK's own samplers that keep a span of a local parent if and only if the parent is sampled, with
+        # the span's attributes and the parent's trace state (the default, parentbased_always_on, and
+        # always_on): asking them for each run would tell what the change's span already says.
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, StaticSampler
+        defaults: list[Any] = [ALWAYS_ON, ParentBased(ALWAYS_ON)]
+        self._follows = type(self._sampler) in (ParentBased, StaticSampler) \
+            and self._sampler.get_description() in {s.get_description() for s in defaults}
+        self._scope = getattr(tracer, "_instrumentation_scope", None) or InstrumentationScope("engine")
+
+    @classmethod
+    def of(cls, tracer: Any) -> _FastRuns | None:
+        """of returns the fast path for tracer, or None when it is not the SDK's or its span limits would bite."""
+        try:
+            from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
+            from opentelemetry.sdk.trace import Tracer as SdkTracer
+        except ImportError:  # the API without the SDK: an application's own implementation
+            return None
+        if type(tracer) is not SdkTracer:
+            return None
+        limits = getattr(tracer, "_span_limits", None)
+        if not isinstance(limits, SpanLimits):
+            limits = SpanLimits()  # what the provider uses unless told otherwise: the OTEL_*_LIMIT variables
+        count, length = limits.max_span_attributes, limits.max_span_attribute_length
+        if (count is not None and count < _RUN_ATTRIBUTES) or length is not None:
+            return None
+        return cls(tracer, ReadableSpan)
+
+    def span(self, name: str, root: _Root, attributes: dict[str, Any], start: int, end: int,
+             error: str | None) -> None:
+        """span makes the span of a run in root's trace and hands it to the processors, if the sampler keeps it."""
+        parent = root.span_context
+        if not parent.is_valid:
+            return  # the change's span is not recording (a disabled tracer): nor are its runs
+        trace_id = parent.trace_id
+        if self._follows:  # the SDK's default sampler: a run is sampled with its change, as it is
+            if not parent.trace_flags.sampled:
+                return
+            flags, trace_state, kept = parent.trace_flags, parent.trace_state, attributes
+        else:
+            sampled = self._sampler.should_sample(root.context, trace_id, name, SpanKind.INTERNAL, attributes)
+            decision = sampled.decision
+            if not decision.is_recording():
+                return
+            flags = TraceFlags((TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
+                               | (parent.trace_flags & _RANDOM))
+            trace_state, kept = sampled.trace_state, sampled.attributes
+        ctx = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags,
+                          trace_state=trace_state)
+        self._processor.on_end(self._readable(
+            name, context=ctx, parent=parent, resource=self._resource, attributes=kept,
+            kind=SpanKind.INTERNAL, status=_UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
+            start_time=start, end_time=end, instrumentation_scope=self._scope))
+
+
+#: The trace flag that says the trace id is random (newer SDKs set it; 0 where it does not exist).
+_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+_UNSET = SpanStatus(StatusCode.UNSET)
 
 
 def provider_from_environment() -> Any:
@@ -189,7 +336,8 @@ def provider_from_environment() -> Any:
 
 def _ns(when: datetime) -> int:
     """_ns is a time as nanoseconds since the epoch (OpenTelemetry's timestamps)."""
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+    d = when - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -106,15 +106,16 @@ class TimingBook:
         # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
         self._untrimmed = 0
         self._seq = 0
-        #: tracer, when tracing is on (engine.tracing), makes a span of each run.
+        #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
+        self.traced = _Traced(self)
 
-    def pendings(self) -> tuple[Pending[Any], ...]:
+    def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
 
         They never ask for a commit: the runs are written by the commit of their outcomes.
         """
-        return self.runs, self.trim
+        return self.runs, self.trim, self.traced
 
     def task_run(self, rec: TaskRec, phase: str, attempt: int, elapsed: float) -> None:
         """task_run notes one run of rec's handler, once its outcome is applied (lock held)."""
@@ -125,7 +126,7 @@ class TimingBook:
         self.runs.add((rec.id, phase, attempt, outcome, _text(started), elapsed, self._seq))
         if self.tracer is not None:
             try:
-                self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed)
+                self.traced.todo.append(self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed))
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         if attempt >= TASK_RUNS_KEEP:
@@ -147,6 +148,7 @@ class TimingBook:
         with self._mu:
             passes, self._passes = self._passes, []
         runs = self.runs.take()
+        self.traced.take()
         self._untrimmed += len(passes)
         keep = None
         if self._untrimmed >= max(1, ENSURE_KEEP // 10):
@@ -173,6 +175,47 @@ class TimingBook:
             wanted = manager.lower()
             out = [p for p in out if any(name.lower() == wanted for name, _ in p.managers)]
         return out
+
+
+class _Traced:
+    """_Traced keeps what the spans of the runs need until the commit that writes the runs is done.
+
+    The runs a commit wrote go to the tracer in one hand-off; a failed
+    commit keeps them for the next; a rolled back one forgets them (the
+    runs are noted again when their outcomes are recorded again).
+    """
+
+    __slots__ = ("book", "done", "todo")
+
+    def __init__(self, book: TimingBook) -> None:
+        self.book = book
+        self.todo: list[Any] = []
+        self.done: list[Any] = []
+
+    def take(self) -> None:
+        if self.todo:
+            self.done += self.todo
+            self.todo = []
+
+    def committed(self) -> None:
+        if self.done:
+            done, self.done = self.done, []
+            tracer = self.book.tracer
+            if tracer is not None:
+                try:
+                    tracer.submit(done)
+                except Exception as e:  # tracing must never fail the commit it follows
+                    log.error("cannot trace %d runs: %s: %s", len(done), type(e).__name__, e)
+
+    def failed(self) -> None:
+        if self.done:
+            self.todo, self.done = self.done + self.todo, []
+
+    def clear(self) -> None:
+        self.todo, self.done = [], []
+
+    def __bool__(self) -> bool:
+        return bool(self.todo)
 
 
 def _text(when: datetime) -> str:

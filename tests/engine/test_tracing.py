@@ -17,10 +17,12 @@ from engine.testing import FakeClock
 from engine.tomb import Tomb
 
 otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import StatusCode  # noqa: E402
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult  # noqa: E402
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,13 +40,19 @@ def test_the_standard_variables_ask_for_traces(env: dict[str, str], wanted: bool
     assert tracing_wanted(env) is wanted
 
 
+def _traced(path: Path, clock: FakeClock | None = None, **provider_args: object) -> tuple[Overlord,
+                                                                                          InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "my-daemon"}), **provider_args)  # type: ignore[arg-type]
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    o = Overlord(path / "state.db", clock=clock)
+    enable_tracing(o.state, tracer_provider=provider)
+    return o, exporter
+
+
 @pytest.fixture
 def traced(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Overlord, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    o = Overlord(tmp_path / "state.db", clock=clock)
-    enable_tracing(o.state, tracer_provider=provider)
+    o, exporter = _traced(tmp_path, clock)
     yield o, exporter
     o.stop()
     o.state.close()
@@ -92,8 +100,12 @@ def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMe
                    "engine.task.attempt": 2, "engine.task.outcome": "undone", "engine.change.id": cid}),
     ]
     for span in spans:
+        assert span.kind is SpanKind.INTERNAL
+        assert span.resource.attributes["service.name"] == "my-daemon"  # the provider's resource
+        assert span.instrumentation_scope is not None and span.instrumentation_scope.name == "engine"
         assert span.context is not None and root.context is not None
         assert span.context.trace_id == root.context.trace_id  # one trace
+        assert span.context.trace_flags.sampled
         if span is not root:
             assert span.parent is not None and span.parent.span_id == root.context.span_id
             assert root.start_time is not None and root.end_time is not None
@@ -101,6 +113,52 @@ def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMe
             assert root.start_time <= span.start_time <= span.end_time
     (failed,) = [s for s in spans if s.name == "fail"]
     assert failed.status.status_code is StatusCode.ERROR and failed.status.description == "disk on fire"
+    assert len({s.context.span_id for s in spans if s.context is not None}) == len(spans)
+
+
+def _run_change(o: Overlord, *kinds: str) -> None:
+    for kind in kinds:
+        o.task_runner.add_handler(kind, lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        for kind in kinds:
+            chg.add_task(o.state.new_task(kind, kind))
+    o.settle(30)
+    disable_tracing(o.state)
+
+
+class _Quiet(Sampler):
+    """_Quiet samples every span but those named quiet."""
+
+    def should_sample(self, parent_context: object, trace_id: int, name: str, kind: object = None,
+                      attributes: object = None, links: object = None, trace_state: object = None) -> SamplingResult:
+        return SamplingResult(Decision.DROP if name == "quiet" else Decision.RECORD_AND_SAMPLE,
+                              attributes)  # type: ignore[arg-type]
+
+    def get_description(self) -> str:
+        return "quiet"
+
+
+def test_the_providers_sampler_decides_for_each_run(tmp_path: Path) -> None:
+    o, exporter = _traced(tmp_path, sampler=_Quiet())
+    try:
+        _run_change(o, "loud", "quiet")
+    finally:
+        o.stop()
+        o.state.close()
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["install", "loud"]
+
+
+def test_the_providers_span_limits_hold_for_runs(tmp_path: Path) -> None:
+    o, exporter = _traced(tmp_path, span_limits=SpanLimits(max_span_attribute_length=4))
+    try:
+        _run_change(o, "install-snap")
+    finally:
+        o.stop()
+        o.state.close()
+    (run,) = [s for s in exporter.get_finished_spans() if s.parent is not None]
+    assert run.name == "install-snap"
+    assert dict(run.attributes or {})["engine.task.kind"] == "inst"
 
 
 def test_a_change_left_unready_is_ended_when_tracing_stops(traced: tuple[Overlord, InMemorySpanExporter]) -> None:
@@ -158,6 +216,15 @@ def test_the_standard_variables_export_through_the_sdk() -> None:
     assert all(s["resource"]["attributes"]["service.name"] == "my-daemon" for s in spans)
     (run,) = [s for s in spans if s["name"] == "k"]
     assert run["attributes"]["engine.task.outcome"] == "done" and run["attributes"]["engine.change.id"] == "1"
+
+
+def test_the_standard_variables_set_the_sampler_and_the_span_limits() -> None:
+    p = _child(RUN_ONE, OTEL_TRACES_EXPORTER="console", OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT="2")
+    assert p.returncode == 0, p.stderr
+    assert '"engine.task.outcome": "do"' in p.stdout and '"engine.change.kind": "in"' in p.stdout
+    p = _child(RUN_ONE, OTEL_TRACES_EXPORTER="console", OTEL_TRACES_SAMPLER="always_off")
+    assert p.returncode == 0, p.stderr
+    assert "otel loaded: True" in p.stderr and p.stdout == ""
 
 
 def test_without_the_variables_nothing_is_imported() -> None:
