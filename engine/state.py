@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableSet
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +86,7 @@ class State(StateMaking, StateBooks, StateNotices):
         # Notice waiters: a commit that added or repeated notices bumps the sequence and wakes them.
         self._notice_cond = threading.Condition()
         self._notice_seq = 0
-        self._notice_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._notice_waiters: MutableSet[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._listener: threading.Thread | None = None
         self._listen_stop = threading.Event()
         store.check_read()  # ends what opening read (a transaction, on PostgreSQL)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSet
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ class StateNotices:
     _closed: bool
     _notice_cond: threading.Condition
     _notice_seq: int
-    _notice_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
+    _notice_waiters: MutableSet[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
     _listener: threading.Thread | None
     _listen_stop: threading.Event
 
