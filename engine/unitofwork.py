@@ -195,8 +195,7 @@ class UnitOfWork:
             lines = cs.new_log.take()
             w.log = [(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines]
             w.log_trim, w.log_keep = sorted({tid for tid, *_ in lines}), LOG_KEEP
-        if cs.dirty_values.todo:
-            w.values = {k: self.values.get(k) for k in cs.dirty_values.take()}
+        w.values = {k: self.values.get(k) for k in cs.dirty_values.take()} if cs.dirty_values.todo else w.values
         return w
 
     def _settle(self, w: ChangeSetWrite) -> None:
@@ -206,10 +205,10 @@ class UnitOfWork:
         """
         cs, changes = self.changeset, self.records.changes
         if cs.dirty_changes.todo:
-            rows = [changes[cid].row(self._write_status(changes[cid]))
-                    for cid in cs.dirty_changes.take() if cid in changes]
-            w.change_updates = [r[1:] + r[:1] for r in rows]
+            w.change_updates = [(*r[1:], r[0]) for r in (changes[cid].row(self._write_status(changes[cid]))
+                                                          for cid in cs.dirty_changes.take() if cid in changes)]
         if cs.touched.todo:
+            w.statuses = statuses = []  # (status, change id)
             for cid in cs.touched.take():
                 rec = changes.get(cid)
                 try:
@@ -223,7 +222,7 @@ class UnitOfWork:
                     if self._waiting is not None and not self.records.counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
-                        w.statuses.append((status.value, cid))
+                        statuses.append((status.value, cid))
                         rec.db_status = status
                         self.change_updated(rec)
         self._sequences(w)

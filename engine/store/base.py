@@ -13,13 +13,13 @@ store as DatabaseError subclasses that say what failed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 Row = tuple[Any, ...]
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(slots=True)
 class ChangeSetWrite:
     """ChangeSetWrite is what one flush of a unit of work writes (engine.changeset), for Store.write.
 
@@ -28,37 +28,42 @@ class ChangeSetWrite:
     the edges and the tasks' statuses they count, the PostgreSQL row locks
     always taken in the same order. Rows are in the column orders of
     engine.store.statements; an update's row is those columns rotated, id
-    last. settle, when set, is called once everything before change_updates
-    is written and fills change_updates, statuses and sequences: a change's
+    last; a field left alone keeps its empty default (a flush makes no list
+    for what it does not write).
+    settle, when set, is called once everything before change_updates is
+    written and fills change_updates, statuses and sequences: a change's
     status is computed from its tasks and edges, which it may read back.
     """
 
     #: New changes and tasks; tasks rewritten.
-    changes: list[Row] = field(default_factory=list)
-    tasks: list[Row] = field(default_factory=list)
-    task_updates: list[Row] = field(default_factory=list)
+    changes: Sequence[Row] = ()
+    tasks: Sequence[Row] = ()
+    task_updates: Sequence[Row] = ()
     #: New (task, wait task) edges.
-    edges: list[tuple[int, int]] = field(default_factory=list)
+    edges: Sequence[tuple[int, int]] = ()
     #: Tasks whose blockers count is computed again, and tasks that became Done or stopped being Done
     #: (what waits for them is counted again too; recount_blockers is skipped when both are empty).
-    recount: list[int] = field(default_factory=list)
-    halted_by: list[int] = field(default_factory=list)
+    recount: Sequence[int] = ()
+    halted_by: Sequence[int] = ()
     #: New (task, lane) rows.
-    lanes: list[tuple[int, int]] = field(default_factory=list)
+    lanes: Sequence[tuple[int, int]] = ()
     #: Tasks that stopped running: their leases end (shared stores).
-    ended: list[int] = field(default_factory=list)
+    ended: Sequence[int] = ()
     #: Log lines (task, time, level, message) appended; the tasks whose logs are trimmed to log_keep lines.
-    log: list[tuple[int, str, str, str]] = field(default_factory=list)
-    log_trim: list[int] = field(default_factory=list)
+    log: Sequence[tuple[int, str, str, str]] = ()
+    log_trim: Sequence[int] = ()
     log_keep: int = 0
-    settle: Callable[[ChangeSetWrite], None] | None = None
+    settle: Callable[[ChangeSetWrite], None] | None
     #: Changes rewritten; computed statuses stored, as (status, change id).
-    change_updates: list[Row] = field(default_factory=list)
-    statuses: list[tuple[str, int]] = field(default_factory=list)
+    change_updates: Sequence[Row] = ()
+    statuses: Sequence[tuple[str, int]] = ()
     #: State keys upserted (None: deleted).
-    values: dict[str, str | None] = field(default_factory=dict)
+    values: Mapping[str, str | None] = _NONE
     #: The last ids handed out, by sequence (a single writer's; shared stores take ids from the database).
-    sequences: dict[str, int] = field(default_factory=dict)
+    sequences: Mapping[str, int] = _NONE
+
+    def __init__(self, settle: Callable[[ChangeSetWrite], None] | None = None) -> None:
+        self.settle = settle
 
 
 class Store(Protocol):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._time import POLL_INTERVAL
@@ -391,5 +391,5 @@ class PostgresStore(PostgresLink):
         self._blocks[name] = (nxt + 1, last)
         return nxt
 
-    def save_sequences(self, values: dict[str, int]) -> None:
+    def save_sequences(self, values: Mapping[str, int]) -> None:
         """save_sequences (a step of write) does nothing: ids are taken from the database as they are handed out."""

@@ -348,7 +348,7 @@ class SqlStore:
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases (a step of write) does nothing: a single writer takes no leases."""
 
-    def save_sequences(self, values: dict[str, int]) -> None:
+    def save_sequences(self, values: Mapping[str, int]) -> None:
         """save_sequences (a step of write) stores the last ids handed out (re-creating a deleted sequence row)."""
         self.executemany(self.sql["upsert_sequence"], list(values.items()))
 
