@@ -300,9 +300,10 @@ class SqlStore:
     def write(self, changes: ChangeSetWrite) -> None:
         """write writes what a unit of work's flush changed, in the order of ChangeSetWrite's fields.
 
-        Each step below is one statement (or none, when it has no rows); a
-        backend overrides the steps it does differently (PostgreSQL: the
-        recount finds the halted tasks itself, leases end, no sequences).
+        Each step below is a statement or two, run for many rows (none when
+        it has no rows); a backend overrides the steps it does differently
+        (PostgreSQL: the recount finds the halted tasks itself, leases end,
+        no sequence row).
         """
         if changes.changes:
             self.executemany(self.sql["insert_changes"], changes.changes)
