@@ -3,9 +3,10 @@
 
 The identity map (engine.cache) holds the records; the ChangeSet notes
 which of them are new, dirty or deleted since the last commit, each kind in
-a Pending set (engine._records): the unit of work's flush writes them all
-into one write transaction, and a commit that fails keeps them for the next
-one. Beside them it notes what the commit wakes: whether tasks may have
+a Pending set (engine._records): the unit of work's flush takes them as
+the rows of one engine.store.base.ChangeSetWrite, which the store's one
+verb, write, writes into the write transaction; a commit that fails keeps
+them for the next one. Beside them it notes what the commit wakes: whether tasks may have
 become runnable, which changes became ready.
 """
 

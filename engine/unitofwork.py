@@ -28,6 +28,7 @@ from .notice import CHANGE_UPDATE, NoticeBook
 from .shared import settle_changes
 from .status import Status
 from .statusrules import computed_status, move_task
+from .store.base import ChangeSetWrite
 from .tables import ManagerTables
 from .task import Task
 from .timings import TimingBook
@@ -160,43 +161,55 @@ class UnitOfWork:
         if not self.pending():
             return
         store = self.store
-        tasks, changes = self.records.tasks, self.records.changes
         store.begin_write(relaxed=self._relaxed)
-        if self.changeset.new_changes.todo:
-            recs = [changes[cid] for cid in self.changeset.new_changes.take() if cid in changes]
-            store.insert_changes([rec.row(self._write_status(rec)) for rec in recs])
-        if self.changeset.new_tasks.todo:
-            store.insert_tasks([tasks[tid].row() for tid in self.changeset.new_tasks.take() if tid in tasks])
-        if self.changeset.dirty_tasks.todo:
-            rows = [tasks[tid].row() for tid in self.changeset.dirty_tasks.take() if tid in tasks]
-            store.update_tasks([r[1:] + r[:1] for r in rows])
-        recount: set[int] = set()
-        if self.changeset.new_edges.todo:
-            edges = self.changeset.new_edges.take()
-            store.insert_edges(edges)
-            recount.update(tid for tid, _ in edges)
-            self.note_waits(tid for tid, _ in edges)
-        flips = self.changeset.done_flips.take() if self.changeset.done_flips.todo else []
-        if recount or flips:
-            # (What waits for the flipped tasks is found by the store: PostgreSQL, in the same statement.)
-            store.recount_blockers(sorted(recount), halted_by=flips)
-        if self.changeset.new_lanes.todo:
-            store.insert_lanes(self.changeset.new_lanes.take())
-        if self.changeset.ended.todo:
-            store.end_leases(self.changeset.ended.take())
-        if self.changeset.new_log.todo:
-            lines = self.changeset.new_log.take()
-            trim = sorted({tid for tid, *_ in lines})
-            store.insert_log([(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines], trim, LOG_KEEP)
-        if self.store.shared or not statuses:
-            pass  # settled at commit (shared stores: under their row locks, engine.shared)
-        elif self.changeset.dirty_changes.todo:
-            recs = [changes[cid] for cid in self.changeset.dirty_changes.take() if cid in changes]
-            rows = [rec.row(self._write_status(rec)) for rec in recs]
-            store.update_changes([r[1:] + r[:1] for r in rows])
-        if self.changeset.touched.todo and statuses and not self.store.shared:
-            rows2: list[tuple[str, int]] = []
-            for cid in self.changeset.touched.take():
+        if self.changeset.pending():
+            store.write(self._rows(statuses))
+        self.warnings.flush(store)
+        self.notices.flush(store)
+        self.keys.flush(store)
+        self.tables.flush(store)
+        self.timings.flush(store)
+
+    def _rows(self, statuses: bool) -> ChangeSetWrite:
+        """_rows takes what the change set holds as the rows of one write (what _settle computes, later)."""
+        cs, tasks = self.changeset, self.records.tasks
+        w = ChangeSetWrite(settle=self._settle if statuses and not self.store.shared else self._sequences)
+        if cs.new_changes.todo:
+            changes = self.records.changes
+            w.changes = [changes[cid].row(self._write_status(changes[cid]))
+                         for cid in cs.new_changes.take() if cid in changes]
+        if cs.new_tasks.todo:
+            w.tasks = [tasks[tid].row() for tid in cs.new_tasks.take() if tid in tasks]
+        if cs.dirty_tasks.todo:
+            w.task_updates = [(*r[1:], r[0]) for r in (tasks[tid].row() for tid in cs.dirty_tasks.take()
+                                                        if tid in tasks)]
+        if cs.new_edges.todo:
+            w.edges = cs.new_edges.take()
+            w.recount = sorted({tid for tid, _ in w.edges})
+            self.note_waits(tid for tid, _ in w.edges)
+        # (What waits for the flipped tasks is found by the store: PostgreSQL, in the recount's statement.)
+        w.halted_by = cs.done_flips.take() if cs.done_flips.todo else w.halted_by
+        w.lanes = cs.new_lanes.take() if cs.new_lanes.todo else w.lanes
+        w.ended = cs.ended.take() if cs.ended.todo else w.ended
+        if cs.new_log.todo:
+            lines = cs.new_log.take()
+            w.log = [(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines]
+            w.log_trim, w.log_keep = sorted({tid for tid, *_ in lines}), LOG_KEEP
+        w.values = {k: self.values.get(k) for k in cs.dirty_values.take()} if cs.dirty_values.todo else w.values
+        return w
+
+    def _settle(self, w: ChangeSetWrite) -> None:
+        """_settle computes the rows and statuses of the changes, once the tasks and edges they read are written.
+
+        (Shared stores settle them at commit, under their row locks: engine.shared.)
+        """
+        cs, changes = self.changeset, self.records.changes
+        if cs.dirty_changes.todo:
+            w.change_updates = [(*r[1:], r[0]) for r in (changes[cid].row(self._write_status(changes[cid]))
+                                                          for cid in cs.dirty_changes.take() if cid in changes)]
+        if cs.touched.todo:
+            w.statuses = statuses = []  # (status, change id)
+            for cid in cs.touched.take():
                 rec = changes.get(cid)
                 try:
                     if rec is None and self._waiting is not None and cid in self._waiting:
@@ -209,19 +222,15 @@ class UnitOfWork:
                     if self._waiting is not None and not self.records.counts(rec).get(Status.WAIT):
                         self._waiting.discard(cid)
                     if status is not rec.db_status:
-                        rows2.append((status.value, cid))
+                        statuses.append((status.value, cid))
                         rec.db_status = status
                         self.change_updated(rec)
-            store.update_change_statuses(rows2)
-        if self.changeset.dirty_values.todo:
-            store.save_state_values({k: self.values.get(k) for k in self.changeset.dirty_values.take()})
-        self.warnings.flush(store)
-        self.notices.flush(store)
-        self.keys.flush(store)
-        self.tables.flush(store)
-        self.timings.flush(store)
+        self._sequences(w)
+
+    def _sequences(self, w: ChangeSetWrite) -> None:
+        """_sequences takes the last ids handed out, once the statuses' change-update notices took theirs."""
         if self.changeset.dirty_seqs.todo:
-            store.save_sequences({name: self._last[name] for name in self.changeset.dirty_seqs.take()})
+            w.sequences = {name: self._last[name] for name in self.changeset.dirty_seqs.take()}
 
     def _write_status(self, rec: ChangeRec) -> Status:
         old, rec.db_status = rec.db_status, self.change_status(rec)

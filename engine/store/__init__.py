@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..db import DatabaseOptions
-from .base import Row, Store
+from .base import ChangeSetWrite, Row, Store
 from .location import Location, locate
 from .sqlite import SQLiteStore  # compiles SQLite's statements now, at import, not in an open or a commit
 from .sqlite.inspect import inspect
@@ -23,7 +23,8 @@ from .sqlstore import SqlStore
 if TYPE_CHECKING:
     from .sqlite.inspect import DatabaseReport
 
-__all__ = ["Location", "Row", "SQLiteStore", "SqlStore", "Store", "inspect_database", "locate", "open_store"]
+__all__ = ["ChangeSetWrite", "Location", "Row", "SQLiteStore", "SqlStore", "Store", "inspect_database", "locate",
+           "open_store"]
 
 
 def open_store(where: Location, options: DatabaseOptions, *, read_only: bool) -> Store:

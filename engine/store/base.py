@@ -2,19 +2,68 @@
 """Store: what the engine asks of a database, as verbs; the only way the rest of the engine reaches one.
 
 The unit of work reads rows and writes what changed in one transaction per
-commit; the runner finds runnable tasks; prune finds and deletes old rows;
-managers' own tables are read and written with Core statements (engine.tables). Rows travel as tuples in the
-column orders of engine.store.statements (TASK_COLUMNS, CHANGE_COLUMNS ...);
+commit (its change set as one ChangeSetWrite, with write); the runner finds
+runnable tasks; prune finds and deletes old rows; managers' own tables are
+read and written with Core statements (engine.tables). Rows travel as
+tuples in the column orders of engine.store.statements (TASK_COLUMNS, CHANGE_COLUMNS ...);
 an update's row is those columns rotated, id last. Driver errors leave a
 store as DatabaseError subclasses that say what failed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 Row = tuple[Any, ...]
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+class ChangeSetWrite:
+    """ChangeSetWrite is what one flush of a unit of work writes (engine.changeset), for Store.write.
+
+    Its fields are in the order the store writes them, which matters: a
+    task's row after its change's (foreign keys), the blockers counts after
+    the edges and the tasks' statuses they count, the PostgreSQL row locks
+    always taken in the same order. Rows are in the column orders of
+    engine.store.statements; an update's row is those columns rotated, id
+    last; a field left alone keeps its empty default (a flush makes no list
+    for what it does not write).
+    settle, when set, is called once everything before change_updates is
+    written and fills change_updates, statuses and sequences: a change's
+    status is computed from its tasks and edges, which it may read back.
+    """
+
+    #: New changes and tasks; tasks rewritten.
+    changes: Sequence[Row] = ()
+    tasks: Sequence[Row] = ()
+    task_updates: Sequence[Row] = ()
+    #: New (task, wait task) edges.
+    edges: Sequence[tuple[int, int]] = ()
+    #: Tasks whose blockers count is computed again, and tasks that became Done or stopped being Done
+    #: (what waits for them is counted again too; recount_blockers is skipped when both are empty).
+    recount: Sequence[int] = ()
+    halted_by: Sequence[int] = ()
+    #: New (task, lane) rows.
+    lanes: Sequence[tuple[int, int]] = ()
+    #: Tasks that stopped running: their leases end (shared stores).
+    ended: Sequence[int] = ()
+    #: Log lines (task, time, level, message) appended; the tasks whose logs are trimmed to log_keep lines.
+    log: Sequence[tuple[int, str, str, str]] = ()
+    log_trim: Sequence[int] = ()
+    log_keep: int = 0
+    settle: Callable[[ChangeSetWrite], None] | None
+    #: Changes rewritten; computed statuses stored, as (status, change id).
+    change_updates: Sequence[Row] = ()
+    statuses: Sequence[tuple[str, int]] = ()
+    #: State keys upserted (None: deleted).
+    values: Mapping[str, str | None] = _NONE
+    #: The last ids handed out, by sequence (a single writer's; shared stores take ids from the database).
+    sequences: Mapping[str, int] = _NONE
+
+    def __init__(self, settle: Callable[[ChangeSetWrite], None] | None = None) -> None:
+        self.settle = settle
 
 
 class Store(Protocol):
@@ -204,35 +253,14 @@ class Store(Protocol):
 
     # -- writes (inside begin_write) ----------------------------------------------------
 
-    def insert_changes(self, rows: Sequence[Row]) -> None:
-        """insert_changes writes new changes."""
+    def write(self, changes: ChangeSetWrite) -> None:
+        """write writes what a unit of work's flush changed (ChangeSetWrite), in its fields' order."""
 
     def update_changes(self, rows: Sequence[Row]) -> None:
-        """update_changes rewrites changes (rows rotated, id last)."""
-
-    def insert_tasks(self, rows: Sequence[Row]) -> None:
-        """insert_tasks writes new tasks."""
-
-    def update_tasks(self, rows: Sequence[Row]) -> None:
-        """update_tasks rewrites tasks (rows rotated, id last)."""
-
-    def update_change_statuses(self, rows: Sequence[tuple[str, int]]) -> None:
-        """update_change_statuses stores the computed status of changes."""
-
-    def insert_edges(self, rows: Sequence[tuple[int, int]]) -> None:
-        """insert_edges writes (task, wait task) edges."""
-
-    def insert_lanes(self, rows: Sequence[tuple[int, int]]) -> None:
-        """insert_lanes writes (task, lane) rows."""
-
-    def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
-        """insert_log appends log lines and trims the logs of trim to keep lines."""
+        """update_changes rewrites changes (rows rotated, id last): a shared store's commit (engine.shared)."""
 
     def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
         """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
-
-    def save_state_values(self, values: dict[str, str | None]) -> None:
-        """save_state_values upserts (or, for None, deletes) state keys."""
 
     def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
         """save_warnings upserts warnings and deletes the given ones."""
@@ -248,9 +276,6 @@ class Store(Protocol):
         """save_timings appends task runs (TASK_TIMING_COLUMNS), trims the runs of trim to keep_runs each, and
         appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest keep_passes of those (None: no trim)."""
 
-    def save_sequences(self, values: dict[str, int]) -> None:
-        """save_sequences stores the last ids handed out."""
-
     def write_rows(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """write_rows runs a Core INSERT, UPDATE or DELETE on a manager's table once per row (engine.tables)."""
 
@@ -264,9 +289,6 @@ class Store(Protocol):
 
     def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
         """locked_change_rows locks change rows until the end of the unit of work and reads them afresh."""
-
-    def end_leases(self, ids: Sequence[int]) -> None:
-        """end_leases clears the leases of tasks that stopped running (and claims this pass let go)."""
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._time import POLL_INTERVAL
@@ -199,13 +199,13 @@ class PostgresStore(PostgresLink):
         return super().queued_changes()
 
     def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
-        """recount_blockers recomputes blockers counts in one pipelined statement (no round trip).
+        """recount_blockers (a step of write too) recomputes blockers counts in one pipelined statement.
 
         The tasks waiting for halted_by are found by the statement itself, as
         the edges are when it runs.
         """
         if halted_by:
-            self.write(RECOUNT_HALTED, (list(ids), list(halted_by)))
+            self.send(RECOUNT_HALTED, (list(ids), list(halted_by)))
         elif ids:
             super().recount_blockers(ids)
 
@@ -242,7 +242,7 @@ class PostgresStore(PostgresLink):
                 self._others_next = now + OTHERS_INTERVAL
                 self.notify = True
         if unused:
-            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
+            self.send("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND runner = %s",
                        (unused, self.runner_id))
 
     def runnable_do(self, after_id: int, limit: int) -> list[Row]:
@@ -301,9 +301,9 @@ class PostgresStore(PostgresLink):
         return self._claimed(self.run(CLAIM_STARTED, (self.runner_id, self.lease, after_id, limit), "write"))
 
     def end_leases(self, ids: Sequence[int]) -> None:
-        """end_leases clears the leases of the given tasks (their outcome is recorded, or the reaper took them)."""
+        """end_leases (a step of write) clears the leases of tasks whose outcome is recorded (or the reaper took)."""
         if ids:
-            self.write("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+            self.send("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
                        "AND lease_until IS NOT NULL", (list(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
@@ -391,5 +391,5 @@ class PostgresStore(PostgresLink):
         self._blocks[name] = (nxt + 1, last)
         return nxt
 
-    def save_sequences(self, values: dict[str, int]) -> None:
-        """save_sequences does nothing: ids are taken from the database as they are handed out."""
+    def save_sequences(self, values: Mapping[str, int]) -> None:
+        """save_sequences (a step of write) does nothing: ids are taken from the database as they are handed out."""

@@ -234,8 +234,8 @@ class PostgresLink(SqlStore):
 
         return self._statement(doing, go, sql)
 
-    def write(self, sql: str, args: Sequence[Any] = ()) -> None:
-        """write runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
+    def send(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """send runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
         def go(cur: Any) -> None:
             self._pipelined()
             cur.execute(sql, args)
@@ -290,7 +290,7 @@ class PostgresLink(SqlStore):
             return
         full = list(c.args((*args[: c.expanding], None, *args[c.expanding:]) if c.expanding is not None else args))
         full[c.slots.index(c.expanding)] = list(ids)
-        self.write(self._any(c), full)
+        self.send(self._any(c), full)
 
     def _read_ahead(self, first: tuple[str, Sequence[Any]], more: dict[str, tuple[str, Sequence[Any]]],
                     doing: str = "read") -> tuple[list[Row], dict[str, Any]]:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .base import Row
+from .base import ChangeSetWrite, Row
 from .compiled import Catalog, Compiled, table_statement, table_upsert
 
 log = logging.getLogger("engine.store")
@@ -297,38 +297,47 @@ class SqlStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def insert_changes(self, rows: Sequence[Row]) -> None:
-        """insert_changes writes new changes."""
-        self.executemany(self.sql["insert_changes"], rows)
+    def write(self, changes: ChangeSetWrite) -> None:
+        """write writes what a unit of work's flush changed, in the order of ChangeSetWrite's fields.
+
+        Each step below is a statement or two, run for many rows (none when
+        it has no rows); a backend overrides the steps it does differently
+        (PostgreSQL: the recount finds the halted tasks itself, leases end,
+        no sequence row).
+        """
+        if changes.changes:
+            self.executemany(self.sql["insert_changes"], changes.changes)
+        if changes.tasks:
+            self.executemany(self.sql["insert_tasks"], changes.tasks)
+        if changes.task_updates:
+            self.executemany(self.sql["update_tasks"], changes.task_updates)
+        if changes.edges:
+            self.executemany(self.sql["insert_edges"], changes.edges)
+        if changes.recount or changes.halted_by:
+            self.recount_blockers(changes.recount, halted_by=changes.halted_by)
+        if changes.lanes:
+            self.executemany(self.sql["insert_lanes"], changes.lanes)
+        if changes.ended:
+            self.end_leases(changes.ended)
+        if changes.log:
+            self.executemany(self.sql["insert_log"], changes.log)
+            self.executemany(self.sql["trim_log"], [(tid, tid, changes.log_keep) for tid in changes.log_trim])
+        if changes.settle is not None:
+            changes.settle(changes)
+        if changes.change_updates:
+            self.update_changes(changes.change_updates)
+        if changes.statuses:
+            self.executemany(self.sql["update_change_status"], changes.statuses)
+        if changes.values:
+            self.executemany(self.sql["delete_state_value"], [(k,) for k, v in changes.values.items() if v is None])
+            self.executemany(self.sql["upsert_state_value"],
+                             [(k, v) for k, v in changes.values.items() if v is not None])
+        if changes.sequences:
+            self.save_sequences(changes.sequences)
 
     def update_changes(self, rows: Sequence[Row]) -> None:
         """update_changes rewrites changes; each row is CHANGE_COLUMNS rotated, id last."""
         self.executemany(self.sql["update_changes"], rows)
-
-    def insert_tasks(self, rows: Sequence[Row]) -> None:
-        """insert_tasks writes new tasks."""
-        self.executemany(self.sql["insert_tasks"], rows)
-
-    def update_tasks(self, rows: Sequence[Row]) -> None:
-        """update_tasks rewrites tasks; each row is TASK_COLUMNS rotated, id last."""
-        self.executemany(self.sql["update_tasks"], rows)
-
-    def update_change_statuses(self, rows: Sequence[tuple[str, int]]) -> None:
-        """update_change_statuses stores the computed status of changes."""
-        self.executemany(self.sql["update_change_status"], rows)
-
-    def insert_edges(self, rows: Sequence[tuple[int, int]]) -> None:
-        """insert_edges writes (task, wait task) edges."""
-        self.executemany(self.sql["insert_edges"], rows)
-
-    def insert_lanes(self, rows: Sequence[tuple[int, int]]) -> None:
-        """insert_lanes writes (task, lane) rows."""
-        self.executemany(self.sql["insert_lanes"], rows)
-
-    def insert_log(self, rows: Sequence[tuple[int, str, str, str]], trim: Sequence[int], keep: int) -> None:
-        """insert_log appends log lines and trims the logs of trim to keep lines."""
-        self.executemany(self.sql["insert_log"], rows)
-        self.executemany(self.sql["trim_log"], [(tid, tid, keep) for tid in trim])
 
     def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
         """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
@@ -337,10 +346,12 @@ class SqlStore:
         if ids:
             self.execute_in(self.sql["recount_blockers"], ids)
 
-    def save_state_values(self, values: dict[str, str | None]) -> None:
-        """save_state_values upserts (or, for None, deletes) state keys."""
-        self.executemany(self.sql["delete_state_value"], [(k,) for k, v in values.items() if v is None])
-        self.executemany(self.sql["upsert_state_value"], [(k, v) for k, v in values.items() if v is not None])
+    def end_leases(self, ids: Sequence[int]) -> None:
+        """end_leases (a step of write) does nothing: a single writer takes no leases."""
+
+    def save_sequences(self, values: Mapping[str, int]) -> None:
+        """save_sequences (a step of write) stores the last ids handed out (re-creating a deleted sequence row)."""
+        self.executemany(self.sql["upsert_sequence"], list(values.items()))
 
     def save_warnings(self, rows: Sequence[Row], deleted: Sequence[str]) -> None:
         """save_warnings upserts warnings and deletes the given ones."""
@@ -372,10 +383,6 @@ class SqlStore:
         if keep_passes is not None:
             self.execute(self.sql["trim_ensure_timings"], (keep_passes,))
 
-    def save_sequences(self, values: dict[str, int]) -> None:
-        """save_sequences stores the last ids handed out (re-creating a deleted sequence row)."""
-        self.executemany(self.sql["upsert_sequence"], list(values.items()))
-
     # -- several hosts: a single writer needs none of it -------------------------------------
 
     def next_id(self, name: str) -> int:
@@ -385,9 +392,6 @@ class SqlStore:
     def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
         """locked_change_rows reads change rows: a single writer locks the whole database."""
         return self.change_rows(ids)
-
-    def end_leases(self, ids: Sequence[int]) -> None:
-        """end_leases does nothing: a single writer takes no leases."""
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of is empty: a single writer takes no leases."""

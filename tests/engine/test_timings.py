@@ -88,7 +88,7 @@ def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRu
     store = st._uow.store
     commits = {"n": 0}
     seen: dict[str, int] = {}
-    real_commit, real_save, real_update = store.commit, store.save_timings, store.update_tasks
+    real_commit, real_save, real_write = store.commit, store.save_timings, store.write
 
     def commit(*a: Any, **kw: Any) -> Any:
         commits["n"] += 1
@@ -99,12 +99,12 @@ def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRu
             seen["timing"] = commits["n"]
         return real_save(runs, *a, **kw)
 
-    def update_tasks(rows: Any) -> Any:
-        if any("Done" in row for row in rows):
+    def write(changes: Any) -> Any:
+        if any("Done" in row for row in changes.task_updates):
             seen["done"] = commits["n"]
-        return real_update(rows)
+        return real_write(changes)
 
-    store.commit, store.save_timings, store.update_tasks = commit, save_timings, update_tasks  # type: ignore[method-assign]
+    store.commit, store.save_timings, store.write = commit, save_timings, write  # type: ignore[method-assign]
     try:
         runner.add_handler("k", lambda task, tomb: None)
         with st:
@@ -117,7 +117,7 @@ def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRu
         assert commits["n"] - before == 2
         assert seen["timing"] == seen["done"] == before + 1
     finally:
-        store.commit, store.save_timings, store.update_tasks = real_commit, real_save, real_update  # type: ignore[method-assign]
+        store.commit, store.save_timings, store.write = real_commit, real_save, real_write  # type: ignore[method-assign]
 
 
 def test_each_task_keeps_its_newest_runs(st: State, runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,16 +160,16 @@ def test_failed_commit_rolls_back_once_and_the_next_unit_works(
     try:
         from engine import store
 
-        real = store.SqlStore.insert_changes
+        real = store.SqlStore.write
         calls = {"n": 0}
 
-        def failing(self: store.SqlStore, rows: Any) -> None:
-            calls["n"] += 1
+        def failing(self: store.SqlStore, changes: Any) -> None:
+            calls["n"] += bool(changes.changes)
             if calls["n"] == 1:
                 raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
-            real(self, rows)
+            real(self, changes)
 
-        monkeypatch.setattr(store.SqlStore, "insert_changes", failing)
+        monkeypatch.setattr(store.SqlStore, "write", failing)
         with pytest.raises(DatabaseError) as excinfo, st:
             st.new_change("first", "never written")
             st.set("key", "never written either")
@@ -198,15 +198,14 @@ def test_recorder_survives_an_outcome_that_cannot_be_committed(
         for t in tasks:
             chg.add_task(t)
         doomed = int(tasks[1].id)
-    real = store.SqlStore.update_tasks
+    real = store.SqlStore.write
 
-    def refuse_done(self: store.SqlStore, rows: Any) -> None:
-        rows = list(rows)
-        if any(r[-1] == doomed and r[3] == "Done" for r in rows):
+    def refuse_done(self: store.SqlStore, changes: Any) -> None:
+        if any(r[-1] == doomed and r[3] == "Done" for r in changes.task_updates):
             raise sqlite3.IntegrityError("CHECK constraint failed: injected")
-        real(self, rows)
+        real(self, changes)
 
-    monkeypatch.setattr(store.SqlStore, "update_tasks", refuse_done)
+    monkeypatch.setattr(store.SqlStore, "write", refuse_done)
     caplog.set_level(logging.ERROR, "engine")
     try:
         o.settle(WAIT)
@@ -219,7 +218,7 @@ def test_recorder_survives_an_outcome_that_cannot_be_committed(
         assert not any(r.name == "engine-recorder" or "Exception in thread" in r.getMessage()
                        for r in caplog.records)
         # The recorder still works: another change runs to Done.
-        monkeypatch.setattr(store.SqlStore, "update_tasks", real)
+        monkeypatch.setattr(store.SqlStore, "write", real)
         assert _run_one(o) is Status.DONE
     finally:
         o.stop()
