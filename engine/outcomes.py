@@ -346,6 +346,8 @@ class OutcomeRecorder:
                       "database changes", run.tid, run.kind, e)
             self._release([run])
             self._quarantine(run.tid)
+        if run.own_done:
+            self._st.ensure_before(0)  # what its handler's Done made runnable: a pass claims it
 
     @contextlib.contextmanager
     def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
@@ -407,6 +409,8 @@ class OutcomeRecorder:
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one verb of the ledger."""
         w = self._w
+        if run.own_done:
+            w.changeset.unblocked.add(Status.DONE)  # its handler's Done: handed on here, or the commit wakes for it
         try:
             rec = w.records.trec(run.tid)
         except NotFoundError:

@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 ENGINE_ROWS = (
     ("engine", "prebuilt", ("w1", "w2")),
     ("engine-spawn", "spawn", ("w2",)),
+    ("engine-spawn-done", "spawn-done", ("w2",)),
     ("engine-change", "change", ("w2",)),
 )
 
