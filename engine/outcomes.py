@@ -208,6 +208,11 @@ class OutcomeRecorder:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
                         self._want_pass = False
+                        if all(run.own_done and run.outcome is None for run in batch):
+                            # Their handlers committed their Done: this unit records no status, only each
+                            # run's time and the claim of what it unblocked, which a pass would claim again
+                            # after a crash: without its own sync, as a pass's claim (docs/runner.md).
+                            self._w.relax_commit()
                         self._prefetch(batch)
                         try:
                             for run in batch:

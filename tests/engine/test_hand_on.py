@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine import Change, Overlord, Status, Task, Wait
+from engine.session import session_of
 from engine.tomb import Tomb
 
 TIMEOUT = 30.0
@@ -378,3 +379,26 @@ def test_a_handler_finishing_another_task_too_wakes_the_loop(overlord: Overlord)
     o.loop()
     assert release.wait(TIMEOUT)
     assert chg.wait_ready(TIMEOUT)
+
+
+def test_a_self_finishing_chain_syncs_one_commit_a_step(overlord: Overlord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler's block is the step's one synced commit; its outcome (the run's time, the next claim) is relaxed."""
+    o = overlord
+    store = session_of(o.state).uow.store
+    writes: list[bool] = []  # per write transaction: relaxed (committed without its own sync)
+    begin = store.begin_write
+
+    def counted(relaxed: bool = False) -> None:
+        if not store.in_write:
+            writes.append(relaxed)
+        begin(relaxed=relaxed)
+
+    monkeypatch.setattr(store, "begin_write", counted)
+    ran: list[int] = []
+    o.task_runner.add_handler("step", lambda task, tomb: _add_next_and_finish(task, 20, ran))
+    chg = _first_step(o, "step")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    assert ran == list(range(20))
+    synced = writes.count(False)
+    assert synced <= 20 + 3, writes  # each step's block, and a few of the loop's (its start, the end)
