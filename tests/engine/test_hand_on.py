@@ -402,3 +402,25 @@ def test_a_self_finishing_chain_syncs_one_commit_a_step(overlord: Overlord, monk
     assert ran == list(range(20))
     synced = writes.count(False)
     assert synced <= 20 + 3, writes  # each step's block, and a few of the loop's (its start, the end)
+
+
+def test_a_self_finishing_async_handler_is_handed_on(overlord: Overlord) -> None:
+    """An async handler's own Done is known by its asyncio task's context: its outcome hands the next step on."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+
+    async def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        with task.state:
+            task.set_status(Status.DONE)
+
+    o.task_runner.add_handler("step", step)
+    chg = chain(o, "step", 10)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert len(during) == 10
+    assert during[-1] - during[0] <= 2, during
