@@ -208,6 +208,11 @@ class OutcomeRecorder:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
                         self._want_pass = False
+                        if all(run.own_done and run.outcome is None for run in batch):
+                            # Their handlers committed their Done: this unit records no status, only each
+                            # run's time and the claim of what it unblocked, which a pass would claim again
+                            # after a crash: without its own sync, as a pass's claim (docs/runner.md).
+                            self._w.relax_commit()
                         self._prefetch(batch)
                         try:
                             for run in batch:
@@ -346,6 +351,8 @@ class OutcomeRecorder:
                       "database changes", run.tid, run.kind, e)
             self._release([run])
             self._quarantine(run.tid)
+        if run.own_done:
+            self._st.ensure_before(0)  # what its handler's Done made runnable: a pass claims it
 
     @contextlib.contextmanager
     def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
@@ -407,6 +414,8 @@ class OutcomeRecorder:
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one verb of the ledger."""
         w = self._w
+        if run.own_done:
+            w.changeset.unblocked.add(Status.DONE)  # its handler's Done: handed on here, or the commit wakes for it
         try:
             rec = w.records.trec(run.tid)
         except NotFoundError:

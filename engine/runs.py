@@ -67,6 +67,8 @@ class Run:
     elapsed: float = 0.0
     #: ran is the run as its task records it, once its outcome is being recorded (engine.ledger).
     ran: Ran | None = None
+    #: own_done: its handler's commit moved its task to Done, waking nobody: its outcome hands on (engine.handon).
+    own_done: bool = False
 
 
 class Runs:

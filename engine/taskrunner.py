@@ -22,6 +22,7 @@ import tenacity
 from ._workers import EventLoopThread, Workers
 from .concurrency import SLOT_RUN, Slots
 from .errors import EngineError
+from .handon import HandOn, handle, handle_async
 from .leases import DEFAULT_LEASE, Leases
 from .outcomes import OutcomeRecorder
 from .runnerguards import RunnerGuards
@@ -35,8 +36,6 @@ from .runs import (
     Run,
     Runs,
     check_handler,
-    execute,
-    execute_async,
     pages,
 )
 from .session import session_of
@@ -57,7 +56,7 @@ DEFAULT_WORKERS = 32
 DEFAULT_STOP_TIMEOUT = 30.0
 
 
-class TaskRunner(RunnerGuards):
+class TaskRunner(RunnerGuards, HandOn):
     """TaskRunner runs the handlers registered for task kinds.
 
     Drive it with ensure() and wait(), or let an Overlord do so.
@@ -327,74 +326,6 @@ class TaskRunner(RunnerGuards):
                 break
         return free, next_time
 
-    def set_hand_on(self, enabled: bool) -> None:
-        """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
-
-        The Overlord's loop turns it on: the next task of a chain is claimed
-        in the unit of work that records the outcome of the one before (one
-        synced commit per step, no intermediate status of the change) and
-        started right after that commit, without an ensure pass in between.
-        Off (the default, and under settle), a runner driven by hand with
-        ensure() and wait() runs one step per pass, as snapd's does.
-        """
-        self._hand_on_enabled = enabled
-
-    def _hand_on(self, started: list[Run]) -> bool:
-        """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
-
-        It returns whether nothing is left for an ensure pass to start: then
-        the loop is not woken for the tasks that became Done or Undone. What
-        it leaves (a task held back by a blocked predicate, a dropped cache,
-        another host's work) is left to an ensure pass, as before.
-        """
-        w = self._w
-        if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
-            return False
-        with self._r.lock:
-            if self._r.stopped:
-                return False
-            runs = dict(self._r.runs)
-        store = w.store
-        queries = []
-        if Status.UNDONE in w.changeset.unblocked:
-            queries.append((store.runnable_undo, None))
-        if Status.DONE in w.changeset.unblocked:
-            queries.append((store.runnable_do, None))
-        if not queries:
-            return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
-        if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
-            return False  # the commit writes them (or keeps them) as ever; a pass hands on later
-        now = w.now()
-        self._r.some_blocked = False  # asked again below, for the tasks runnable now
-        with self._recorder.hooks_guarded() as failures:
-            running = [run.task for run in runs.values()]
-            held = w.keys.held()  # a queued change waits in a hand-on as in a pass
-            self._slots.begin_pass(set(runs))  # keys counted afresh (PostgreSQL: under their lock, in this unit)
-            starved, self._r.starved = self._r.starved, False
-            self._handing_on = True
-            try:
-                free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
-            finally:
-                self._handing_on = False
-            left, self._r.starved = self._r.starved, starved or self._r.starved
-            if self._leases is not None:
-                # The leases taken on tasks not started (held back, not due) are given back, as by a pass;
-                # what this hand-on left for want of workers is for other hosts: woken at the commit.
-                store.release_claims(list(runs), others=left)
-            if failures:
-                self._hooks_failed(failures, started)
-        if next_time is not None:
-            self._st.ensure_before((next_time - now).total_seconds())
-        if self._r.some_blocked:
-            return False  # a task held back: a pass asks again, as after every outcome while some are
-        if free > 0 and self._r.starved:
-            # Workers are free and a pass found more work than workers before: what it left may be of
-            # another kind (Doing tasks left from before a restart, cleanups): a pass looks.
-            return False
-        # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
-        w.handed_on()
-        return True
-
     def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run:
         w = self._w
         if rec.status in (Status.DO, Status.UNDO) and (rec.retry_attempts or rec.retry_since):
@@ -426,10 +357,10 @@ class TaskRunner(RunnerGuards):
         if self._leases is not None:
             self._leases.start_heartbeat()
         if inspect.iscoroutinefunction(run.fn):
-            self._loop.submit(execute_async(run, self._recorder.report))
+            self._loop.submit(handle_async(run, self._recorder.report))
         else:
             # This thread may record the outcome itself and run the next task of a chain there.
-            self._workers.submit(lambda: execute(run, lambda done: self._recorder.report(done, inline=True)))
+            self._workers.submit(lambda: handle(run, lambda done: self._recorder.report(done, inline=True)))
 
     # -- waiting and stopping ---------------------------------------------------
 

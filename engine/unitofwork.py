@@ -88,6 +88,8 @@ class UnitOfWork:
         self.blockers_suspect = True  # checked by the runner's first pass
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
+        #: done_hook, when set (a runner that hands on, engine.handon), is called at a commit that moved tasks to Done.
+        self.done_hook: Callable[[], None] | None = None
         # The changes whose tasks got new edges (the runner looks there for dependency cycles; None: look
         # everywhere, as after opening or a write by another connection).
         self.new_waits: set[int] | None = None
@@ -264,6 +266,8 @@ class UnitOfWork:
         if not self.pending():
             self._relaxed = False
             return []
+        if self.done_hook is not None and Status.DONE in self.changeset.unblocked:
+            self.done_hook()  # (it may take over the wake for a handler's own task: engine.handon)
         try:
             self.flush()
             if self.store.shared:

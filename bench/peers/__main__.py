@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 ENGINE_ROWS = (
     ("engine", "prebuilt", ("w1", "w2")),
     ("engine-spawn", "spawn", ("w2",)),
+    ("engine-spawn-done", "spawn-done", ("w2",)),
     ("engine-change", "change", ("w2",)),
 )
 
@@ -250,7 +251,7 @@ def _print(table: Table, figures: dict[str, Any], sizes: dict[str, int], workers
     print(f"W1: {sizes['w1']:,} independent jobs; W2: a chain of {sizes['w2']:,}; {workers} workers; "
           "medians: jobs/s (submit + run), / the raw single-row commit rate of the same backend, "
           "CPU ms per job (the process, every thread)")
-    print(f"{'system':<15}{'backend':<12}{'W1 jobs/s':>11}{'W1/base':>9}{'W1 CPU':>8}"
+    print(f"{'system':<19}{'backend':<12}{'W1 jobs/s':>11}{'W1/base':>9}{'W1 CPU':>8}"
           f"{'W2 jobs/s':>11}{'W2/base':>9}{'W2 CPU':>8}")
     notes = []
     engine_first = [s for s, _, _ in ENGINE_ROWS]
@@ -274,7 +275,7 @@ def _print(table: Table, figures: dict[str, Any], sizes: dict[str, int], workers
                 notes.append(f"{system} ({backend}) {w.upper()}: {row[f'{w}_n']:,} jobs")
             if row.get(f"{w}_error"):
                 notes.append(f"{system} ({backend}) {w.upper()}: {row[f'{w}_error']}")
-        print(f"{system:<15}{backend:<12}{''.join(cells)}")
+        print(f"{system:<19}{backend:<12}{''.join(cells)}")
     for backend in ("sqlite", "postgresql"):
         if f"baseline.{backend}" in figures:
             runs = ", ".join(f"{x:,.0f}" for x in figures[f"baseline.{backend}_runs"])

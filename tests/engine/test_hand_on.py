@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine import Change, Overlord, Status, Task, Wait
+from engine.session import session_of
 from engine.tomb import Tomb
 
 TIMEOUT = 30.0
@@ -277,3 +278,156 @@ def test_a_step_added_by_a_handler_after_a_task_not_yet_running_wakes_the_loop(o
     o.loop()
     assert chg.wait_ready(TIMEOUT)
     assert ran == ["a", "b"]
+
+
+def _add_next_and_finish(task: Task, n: int, ran: list[int]) -> None:
+    """_add_next_and_finish adds the next step of a chain of n, and sets task Done, in one block (self-finishing)."""
+    st = task.state
+    with st:
+        i = task.get("i")
+        ran.append(i)
+        if i + 1 < n:
+            nxt = st.new_task(task.kind, f"step {i + 2}")
+            nxt.set("i", i + 1)
+            nxt.wait_for(task)
+            chg = task.change()
+            assert chg is not None
+            chg.add_task(nxt)
+        task.set_status(Status.DONE)
+
+
+def test_a_self_finishing_handler_hands_its_next_step_on_without_an_ensure_pass(overlord: Overlord) -> None:
+    """A handler that adds the next step and sets its own task Done in one block: its outcome hands the step on."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+    ran: list[int] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        _add_next_and_finish(task, 20, ran)
+
+    o.task_runner.add_handler("step", step)
+    chg = _first_step(o, "step")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert chg.status is Status.DONE
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert ran == list(range(20))
+    assert during[-1] - during[0] <= 2, during
+
+
+def test_a_self_finishing_chain_built_up_front_is_handed_on(overlord: Overlord) -> None:
+    """Each step of a prebuilt chain sets its own task Done: one pass at the start, none between the steps."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        with task.state:
+            task.set_status(Status.DONE)
+
+    o.task_runner.add_handler("step", step)
+    chg = chain(o, "step", 20)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert len(during) == 20
+    assert during[-1] - during[0] <= 2, during
+
+
+def test_a_handler_finishing_another_task_too_wakes_the_loop(overlord: Overlord) -> None:
+    """Only a handler's own Done waits for its outcome: Done given to another task wakes the loop at the commit."""
+    o = overlord
+    started = threading.Event()
+    release = threading.Event()
+
+    def first(task: Task, tomb: Tomb) -> None:
+        st = task.state
+        with st:
+            chg = task.change()
+            assert chg is not None
+            other = next(t for t in chg.tasks() if t.summary == "other")
+            other.set_status(Status.DONE)
+            task.set_status(Status.DONE)
+        assert started.wait(TIMEOUT)  # the step after "other" runs while this handler still runs
+        release.set()
+
+    def after(task: Task, tomb: Tomb) -> None:
+        started.set()
+
+    o.task_runner.add_handler("first", first)
+    o.task_runner.add_handler("other", lambda task, tomb: None)
+    o.task_runner.add_handler("after", after)
+    st = o.state
+    with st:
+        chg = st.new_change("two", "a handler finishes another task")
+        a = st.new_task("first", "first")
+        gate = st.new_task("first", "gate")  # keeps "other" from running before the first handler
+        b = st.new_task("other", "other")
+        c = st.new_task("after", "after")
+        b.wait_for(gate)
+        c.wait_for(b)
+        gate.wait_for(a)
+        for t in (a, gate, b, c):
+            chg.add_task(t)
+    o.loop()
+    assert release.wait(TIMEOUT)
+    assert chg.wait_ready(TIMEOUT)
+
+
+def test_a_self_finishing_chain_syncs_one_commit_a_step(overlord: Overlord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler's block is the step's one synced commit; its outcome (the run's time, the next claim) is relaxed."""
+    o = overlord
+    store = session_of(o.state).uow.store
+    writes: list[bool] = []  # per write transaction: relaxed (committed without its own sync)
+    begin = store.begin_write
+
+    def counted(relaxed: bool = False) -> None:
+        if not store.in_write:
+            writes.append(relaxed)
+        begin(relaxed=relaxed)
+
+    monkeypatch.setattr(store, "begin_write", counted)
+    ran: list[int] = []
+    marks: list[int] = []  # the write transactions begun before each step's handler started
+
+    def step(task: Task, tomb: Tomb) -> None:
+        marks.append(len(writes))
+        _add_next_and_finish(task, 20, ran)
+
+    o.task_runner.add_handler("step", step)
+    chg = _first_step(o, "step")
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    assert ran == list(range(20))
+    between = writes[marks[0]:marks[-1]]  # from the first step's start to the last's
+    shown = "".join("r" if relaxed else "S" for relaxed in between)
+    assert between.count(False) <= 19 + 1, shown  # each step's own block (one more of the loop's at most)
+
+
+def test_a_self_finishing_async_handler_is_handed_on(overlord: Overlord) -> None:
+    """An async handler's own Done is known by its asyncio task's context: its outcome hands the next step on."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    during: list[int] = []
+
+    async def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        with task.state:
+            task.set_status(Status.DONE)
+
+    o.task_runner.add_handler("step", step)
+    chg = chain(o, "step", 10)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with o.state:
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert len(during) == 10
+    assert during[-1] - during[0] <= 2, during

@@ -35,13 +35,13 @@ def test_every_adapter_says_what_it_needed_to_run_fairly() -> None:
 
 
 def test_the_engine_runs_its_own_chain_and_the_peers_chain_in_every_round(tmp_path: Path) -> None:
-    """engine: W1 and W2 built up front; engine-spawn and engine-change: each task adds the next (W2 only)."""
+    """engine: W1 and W2 built up front; engine-spawn(-done) and engine-change: each task adds the next (W2 only)."""
     out = tmp_path / "peers.json"
     assert main([*SIZES, "--runs", "2", "--only", "engine", "--no-postgresql", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert len(figures["baseline.sqlite_runs"]) == 2  # a baseline in each round
     rows = figures["rows"]
-    assert set(rows) == {"engine.sqlite", "engine-spawn.sqlite", "engine-change.sqlite"}
+    assert set(rows) == {"engine.sqlite", "engine-spawn.sqlite", "engine-spawn-done.sqlite", "engine-change.sqlite"}
     for key, row in rows.items():
         assert not any(k.endswith("_error") for k in row), row
         workloads = ("w1", "w2") if key == "engine.sqlite" else ("w2",)

@@ -5,7 +5,10 @@ Such a step (in Do, waiting for its running predecessor) does not wake the
 overlord's loop when it is added: the predecessor's outcome hands it on
 (docs/runner.md, "Handing on"). Killed between the handler's commit and its
 outcome's, the predecessor runs again in the next life and the step still
-runs, once the predecessor is Done.
+runs, once the predecessor is Done. The same with a self-finishing step,
+which also sets its own task Done in that block: its commit wakes nobody
+for the next step, its outcome hands it on; killed between the two, the
+next life's first pass claims the step, and no step's block runs twice.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ STEPS = 40
 
 CHILD = """
 import os, sys, time
-from engine import Overlord
+from engine import Overlord, Status
 
-db, journal, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+db, journal, n, finish = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "finish"
 o = Overlord(db, workers=4)
 
 def note(what, i):
@@ -48,7 +51,13 @@ def step(task, tomb):
             nxt.set("i", i + 1)
             nxt.wait_for(task)
             task.change().add_task(nxt)
-    note("end", i)
+        if finish:
+            # The step's own Done, with its writes: a step whose block committed never runs again.
+            st.set("finished", st.get("finished", []) + [i])
+            task.set_status(Status.DONE)
+            note("end", i)  # (before the commit: the next step may start as soon as it is made)
+    if not finish:
+        note("end", i)
 
 o.task_runner.add_handler("step", step)
 with o.state:
@@ -79,10 +88,11 @@ def _lines(journal: Path) -> list[tuple[int, str, int]]:
 
 
 @pytest.mark.timeout(120)
-def test_a_chain_of_spawned_steps_killed_mid_way_finishes_in_the_next_life(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["spawn", "finish"])
+def test_a_chain_of_spawned_steps_killed_mid_way_finishes_in_the_next_life(tmp_path: Path, shape: str) -> None:
     db, journal, script = tmp_path / "state.db", tmp_path / "journal", tmp_path / "child.py"
     script.write_text(CHILD)
-    cmd = [sys.executable, str(script), str(db), str(journal), str(STEPS)]
+    cmd = [sys.executable, str(script), str(db), str(journal), str(STEPS), shape]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                          os.environ.get("PYTHONPATH", "")])}
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
@@ -107,6 +117,8 @@ def test_a_chain_of_spawned_steps_killed_mid_way_finishes_in_the_next_life(tmp_p
             tasks = chg.tasks()
             assert sorted(t.get("i") for t in tasks) == list(range(STEPS))  # every step, once
             assert all(t.status is Status.DONE for t in tasks)
+            if shape == "finish":
+                assert st.get("finished") == list(range(STEPS))  # each step's block committed once, in order
     finally:
         st.close()
     # Each step started only after its predecessor's handler had ended (in this life or the one before).

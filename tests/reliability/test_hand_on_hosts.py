@@ -96,6 +96,40 @@ def test_a_chain_steps_on_without_ensure_passes_and_with_its_lease(overlord: Ove
     assert seen == [("Doing", True, "Doing")] * 20
 
 
+def test_a_self_finishing_chain_steps_on_without_ensure_passes(overlord: Overlord, pg_url: str) -> None:
+    """Each step sets its own task Done in its block: its outcome still claims the next step, lease and all."""
+    o = overlord
+    passes = Passes()
+    o.add_manager(passes)
+    reader = _connect(pg_url)
+    during: list[int] = []
+    leased: list[bool] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        during.append(passes.count)
+        with task.state:
+            tid = task.id
+        row = reader.execute("SELECT runner IS NOT NULL AND lease_until IS NOT NULL FROM tasks WHERE id = %s",
+                             (int(tid),)).fetchone()
+        assert row is not None
+        leased.append(bool(row[0]))
+        with task.state:
+            task.set_status(Status.DONE)
+
+    o.task_runner.add_handler("step", step)
+    chg = _chain(o.state, 20)
+    o.loop()
+    try:
+        assert chg.wait_ready(WAIT)
+    finally:
+        reader.close()
+    with o.state:
+        assert all(t.status is Status.DONE for t in chg.tasks())
+    assert len(during) == 20
+    assert during[-1] - during[0] <= 3, during
+    assert leased == [True] * 20
+
+
 def test_a_hand_on_that_leaves_work_for_want_of_workers_wakes_the_other_hosts(overlord: Overlord,
                                                                             pg_url: str) -> None:
     """One worker, a step followed by a fan-out of three: one is handed on here, the commit notifies the others."""

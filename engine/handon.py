@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""HandOn: how a TaskRunner under an Overlord's loop claims what outcomes made runnable, in their unit of work.
+
+A part of engine.taskrunner.TaskRunner (it inherits these members), kept in
+its own module: the hand-on (docs/runner.md, "Handing on"), and how the
+runner takes it over from a handler that sets its own task Done in its
+`with task.state:` block (that commit wakes nobody for the Done: the
+handler's outcome hands on what it made runnable). The runner knows which
+handler commits by a context variable set around each handler (a worker
+thread's sync handlers, one after another; an async handler's asyncio task).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .runs import Run, execute, execute_async
+from .status import Status
+
+if TYPE_CHECKING:
+    from .concurrency import Slots
+    from .leases import Leases
+    from .outcomes import OutcomeRecorder
+    from .runs import Runs
+    from .state import State
+    from .task import Task
+    from .unitofwork import UnitOfWork
+
+#: _HANDLING is the run whose handler runs in this context (None: no handler's, such as the recorder's).
+_HANDLING: ContextVar[Run | None] = ContextVar("engine_handling", default=None)
+
+
+def handle(run: Run, report: Callable[[Run], Run | None]) -> None:
+    """handle runs a sync handler (and the next ones of a chain, engine.runs.execute), saying which run it is."""
+    def reported(done: Run) -> Run | None:
+        _HANDLING.set(None)  # the outcome may be recorded on this thread: not the handler's commit
+        nxt = report(done)
+        _HANDLING.set(nxt)
+        return nxt
+
+    _HANDLING.set(run)
+    try:
+        execute(run, reported)
+    finally:
+        _HANDLING.set(None)
+
+
+async def handle_async(run: Run, report: Callable[[Run], Run | None]) -> None:
+    """handle_async runs an async handler (engine.runs.execute_async) in its asyncio task, saying which run it is."""
+    def reported(done: Run) -> Run | None:
+        _HANDLING.set(None)
+        return report(done)
+
+    _HANDLING.set(run)  # (the task's own copy of the context)
+    await execute_async(run, reported)
+
+
+class HandOn:
+    """HandOn is how a TaskRunner claims, in the unit of work of outcomes, the tasks they made runnable."""
+
+    _st: State
+    _w: UnitOfWork
+    _r: Runs
+    _recorder: OutcomeRecorder
+    _slots: Slots
+    _leases: Leases | None
+    _size: int
+    _generation: int
+    _hand_on_enabled: bool
+    _handing_on: bool
+
+    if TYPE_CHECKING:
+        def _claim_from(self, candidates: Any, runs: dict[int, Run], started: list[Run], running: list[Task],
+                        free: int, now: datetime, held: set[int]) -> tuple[int, datetime | None]: ...
+
+        def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None: ...
+
+    def set_hand_on(self, enabled: bool) -> None:
+        """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
+
+        The Overlord's loop turns it on: the next task of a chain is claimed
+        in the unit of work that records the outcome of the one before (one
+        synced commit per step, no intermediate status of the change) and
+        started right after that commit, without an ensure pass in between.
+        Off (the default, and under settle), a runner driven by hand with
+        ensure() and wait() runs one step per pass, as snapd's does.
+        """
+        self._hand_on_enabled = enabled
+        # A handler's commit that finishes its own task leaves the hand-on to its outcome (_own_done).
+        self._w.done_hook = self._own_done if enabled else None
+
+    def _hand_on(self, started: list[Run]) -> bool:
+        """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
+
+        It returns whether nothing is left for an ensure pass to start: then
+        the loop is not woken for the tasks that became Done or Undone. What
+        it leaves (a task held back by a blocked predicate, a dropped cache,
+        another host's work) is left to an ensure pass, as before.
+        """
+        w = self._w
+        if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
+            return False
+        with self._r.lock:
+            if self._r.stopped:
+                return False
+            runs = dict(self._r.runs)
+        store = w.store
+        queries = []
+        if Status.UNDONE in w.changeset.unblocked:
+            queries.append((store.runnable_undo, None))
+        if Status.DONE in w.changeset.unblocked:
+            queries.append((store.runnable_do, None))
+        if not queries:
+            return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
+        if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
+            return False  # the commit writes them (or keeps them) as ever; a pass hands on later
+        now = w.now()
+        self._r.some_blocked = False  # asked again below, for the tasks runnable now
+        with self._recorder.hooks_guarded() as failures:
+            running = [run.task for run in runs.values()]
+            held = w.keys.held()  # a queued change waits in a hand-on as in a pass
+            self._slots.begin_pass(set(runs))  # keys counted afresh (PostgreSQL: under their lock, in this unit)
+            starved, self._r.starved = self._r.starved, False
+            self._handing_on = True
+            try:
+                free, next_time = self._claim_from(queries, runs, started, running, self._size - len(runs), now, held)
+            finally:
+                self._handing_on = False
+            left, self._r.starved = self._r.starved, starved or self._r.starved
+            if self._leases is not None:
+                # The leases taken on tasks not started (held back, not due) are given back, as by a pass;
+                # what this hand-on left for want of workers is for other hosts: woken at the commit.
+                store.release_claims(list(runs), others=left)
+            if failures:
+                self._hooks_failed(failures, started)
+        if next_time is not None:
+            self._st.ensure_before((next_time - now).total_seconds())
+        if self._r.some_blocked:
+            return False  # a task held back: a pass asks again, as after every outcome while some are
+        if free > 0 and self._r.starved:
+            # Workers are free and a pass found more work than workers before: what it left may be of
+            # another kind (Doing tasks left from before a restart, cleanups): a pass looks.
+            return False
+        # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
+        w.handed_on()
+        return True
+
+    def _own_done(self) -> None:
+        """_own_done, called at a commit (lock held) that moved tasks to Done, takes over the wake of a handler's own.
+
+        When the only task the unit of work moved to Done is the running task
+        of the handler committing it (docs/runner.md, "Handlers that finish
+        their own task"), and nothing else in it may have made tasks
+        runnable, the commit wakes nobody (neither this loop nor, on a shared
+        store, the other hosts): the run notes it (own_done), and its outcome
+        hands on what the Done made runnable, or wakes the loop for it, as if
+        the runner had recorded the Done itself. Anything else wakes as before.
+        """
+        run = _HANDLING.get()
+        if run is None or run.phase != "do" or not self._hand_on_enabled:
+            return
+        changeset = self._w.changeset
+        if changeset.runnable or changeset.unblocked != {Status.DONE}:
+            return
+        flips, tasks = changeset.done_flips, self._w.records.tasks
+        if run.tid not in flips:
+            return
+        for tid in itertools.chain(flips.todo, flips.done):
+            rec = tasks.get(tid)
+            if rec is None or (tid == run.tid) != (rec.status is Status.DONE):
+                return  # another task became Done (or its own did not stay Done): the commit wakes as before
+        with self._r.lock:
+            if self._r.stopped or self._r.runs.get(run.tid) is not run:
+                return
+        run.own_done = True
+        changeset.unblocked.clear()
