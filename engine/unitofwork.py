@@ -53,8 +53,7 @@ class UnitOfWork:
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
                  held: Callable[[], bool], locked_async: Callable[[Callable[[], Any]], Awaitable[Any]], *,
                  read_only: bool = False) -> None:
-        #: state is the State this unit of work belongs to (what handles hand to users; engine.state
-        #: sits above this module, so it is not named here).
+        #: state is the State this unit of work belongs to (what handles hand to users; not named here).
         self.state = state
         self.store = store
         self.target = store.target
@@ -90,15 +89,14 @@ class UnitOfWork:
         self.work_hook: Callable[[], None] | None = None
         #: done_hook, when set (a runner that hands on, engine.handon), is called at a commit that moved tasks to Done.
         self.done_hook: Callable[[], None] | None = None
-        # The changes whose tasks got new edges (the runner looks there for dependency cycles; None: look
-        # everywhere, as after opening or a write by another connection).
+        # Changes whose tasks got new edges (the runner looks for cycles there; None: everywhere).
         self.new_waits: set[int] | None = None
-        # Changes with tasks in Wait: the Wait rule may follow edges into other
-        # changes, so their status is recomputed whenever any task moves.
+        # Changes with tasks in Wait: the Wait rule may follow edges into other changes, so their status is
+        # recomputed whenever any task moves.
         self._waiting: set[int] | None = None
         self._log_seq = itertools.count()
-        # Bumped whenever the cache is dropped (a rollback, a write by another
-        # connection): what was learnt from the rows may have changed.
+        # Bumped whenever the cache is dropped (a rollback, a write by another connection): what was learnt
+        # from the rows may have changed.
         self.generation = 0
         # Shared stores: the changes whose row this unit locked before changing what people set on them.
         self._owned: set[int] = set()
