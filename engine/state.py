@@ -398,13 +398,7 @@ class State(StateMaking, StateBooks, StateNotices):
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
         self._check()
-        cid = _parse_id(id)
-        if cid is None:
-            return None
-        try:
-            return self._uow.change_handle(self._uow.records.crec(cid))
-        except NotFoundError:
-            return None
+        return self._change_by_id(_parse_id(id))
 
     def new_task(self, kind: str, summary: str) -> Task:
         """new_task creates a task; add it to a change for it to run.

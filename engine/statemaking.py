@@ -147,7 +147,10 @@ class StateMaking:
         """change_by_key returns the change an unexpired idempotency key names, or None."""
         self._check()
         key = check_change_key(key, "change key")
-        cid = self._uow.keys.find(key)
+        return self._change_by_id(self._uow.keys.find(key))
+
+    def _change_by_id(self, cid: int | None) -> Change | None:
+        """_change_by_id is the handle of change cid, or None (no id, or no such change)."""
         if cid is None:
             return None
         try:
