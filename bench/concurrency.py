@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from .pg import serve, start_hosts
+from .pg import run_on_hosts, serve
 from .workloads import noop_change
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,11 +39,7 @@ def _child(url: str, go: Path, workers: int, limit: int) -> int:
 
 def one_run(url: str, tasks: int, procs: int, workers: int, limit: int, tmp: Path, timeout: float) -> float:
     """one_run submits W1 and runs it with procs runner hosts; it returns tasks per second."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     from engine import State
-    from engine._time import from_text
 
     st = State.open(url=url)
     try:
@@ -54,33 +47,8 @@ def one_run(url: str, tasks: int, procs: int, workers: int, limit: int, tmp: Pat
             cid = int(noop_change(st, tasks, chained=False).id)
     finally:
         st.close()
-    go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
-    children = start_hosts("bench.concurrency", url, go, workers, procs, ["--limit", str(limit)])
-    try:
-        u = make_url(url)
-        conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
-        go_wall = time.time()
-        go.touch()
-        deadline = time.monotonic() + timeout
-        while True:
-            row = conn.execute("SELECT ready_time FROM changes WHERE id = %s", (cid,)).fetchone()
-            if row and row[0] is not None:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the change was not ready after {timeout:g} s")
-            time.sleep(0.005)
-        run_s = from_text(row[0]).timestamp() - go_wall
-        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = %s AND status = 'Done'",
-                            (cid,)).fetchone()[0]
-        conn.close()
-        if done != tasks:
-            raise RuntimeError(f"only {done} of {tasks} tasks are Done")
-    finally:
-        for c in children:
-            c.send_signal(signal.SIGTERM)
-        for c in children:
-            c.wait(60)
-        go.unlink(missing_ok=True)
+    run_s = run_on_hosts("bench.concurrency", url, [cid], tasks, procs, workers, tmp, timeout,
+                         ["--limit", str(limit)])
     return tasks / run_s
 
 

@@ -57,6 +57,46 @@ def start_hosts(module: str, url: str, go: Path, workers: int, procs: int,
     return children
 
 
+def run_on_hosts(module: str, url: str, ids: list[int], tasks: int, procs: int, workers: int, tmp: Path,
+                 timeout: float, extra: list[str]) -> float:
+    """run_on_hosts starts procs runner hosts, lets them run the changes ids, and returns the seconds from the
+    go to the last change's ready time (the database's clock); every one of the tasks must end Done."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from engine._time import from_text
+
+    go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
+    children = start_hosts(module, url, go, workers, procs, extra)
+    try:
+        u = make_url(url)
+        conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
+        go_wall = time.time()
+        go.touch()
+        deadline = time.monotonic() + timeout
+        while True:
+            row = conn.execute("SELECT count(ready_time), max(ready_time) FROM changes WHERE id = ANY (%s)",
+                               (ids,)).fetchone()
+            if row and row[0] == len(ids):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the changes were not ready after {timeout:g} s")
+            time.sleep(0.005)
+        run_s = from_text(row[1]).timestamp() - go_wall
+        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = ANY (%s) AND status = 'Done'",
+                            (ids,)).fetchone()[0]
+        conn.close()
+        if done != tasks:
+            raise RuntimeError(f"only {done} of {tasks} tasks are Done")
+    finally:
+        for c in children:
+            c.send_signal(signal.SIGTERM)
+        for c in children:
+            c.wait(60)
+        go.unlink(missing_ok=True)
+    return run_s
+
+
 def serve(o: Any, go: Path) -> int:
     """serve says ready, starts o's loop once the go file exists, and runs it until SIGTERM (a runner host)."""
     stop = False
@@ -100,43 +140,9 @@ def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: 
     submit(url), if given, submits the work instead (it returns the change ids and its time);
     the runners register no-op handlers for kinds.
     """
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     cids, submit_s = submit(url) if submit is not None else _submit(url, tasks, chained, changes)
-    go = tmp / f"go-{os.getpid()}-{time.monotonic_ns()}"
-    children = start_hosts("bench.pg", url, go, workers, procs, ["--kinds", ",".join(kinds)])
-    try:
-        u = make_url(url)
-        conn = psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
-        go_wall = time.time()
-        go.touch()
-        deadline = time.monotonic() + timeout
-        ready = None
-        ids = [int(c) for c in cids]
-        while ready is None:
-            row = conn.execute("SELECT count(ready_time), max(ready_time) FROM changes WHERE id = ANY (%s)",
-                               (ids,)).fetchone()
-            if row and row[0] == len(ids):
-                ready = row[1]
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the changes were not ready after {timeout:g} s")
-            time.sleep(0.005)
-        from engine._time import from_text
-
-        run_s = from_text(ready).timestamp() - go_wall
-        done = conn.execute("SELECT count(*) FROM tasks WHERE change_id = ANY (%s) AND status = 'Done'",
-                            (ids,)).fetchone()[0]
-        conn.close()
-        if done != tasks:
-            raise RuntimeError(f"only {done} of {tasks} tasks are Done")
-    finally:
-        for c in children:
-            c.send_signal(signal.SIGTERM)
-        for c in children:
-            c.wait(60)
-        go.unlink(missing_ok=True)
+    run_s = run_on_hosts("bench.pg", url, [int(c) for c in cids], tasks, procs, workers, tmp, timeout,
+                         ["--kinds", ",".join(kinds)])
     return {"submit_s": submit_s, "run_s": run_s, "tasks_per_s": tasks / run_s}
 
 
