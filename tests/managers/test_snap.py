@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from managers import InvalidSnapError
 from managers.snap import Limits, SnapFile, SnapInfo, pack, read_info, valid_snap_name
 from managers.snap.info import service_order
-from tests.support.helpers import REPO
+from tests.support.helpers import REPO, mount_namespace
 
 YAML = "name: hello\nversion: '1.0'\nsummary: Hi\napps:\n  hello:\n    command: bin/hello\n"
 
@@ -396,18 +395,8 @@ print(json.dumps(out))
 """
 
 
-def _namespace() -> list[str] | None:
-    unshare = shutil.which("unshare")
-    if unshare is None or sys.platform != "linux":
-        return None
-    for cmd in ([unshare, "--mount"], [unshare, "--mount", "--map-root-user"]):
-        if subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
-            return cmd
-    return None
-
-
 def test_extraction_is_refused_when_the_declared_size_does_not_fit(tmp_path: Path) -> None:
-    cmd = _namespace()
+    cmd = mount_namespace()
     if cmd is None:
         pytest.skip("needs unshare and the right to make a mount namespace (root, or user namespaces)")
     bomb = archive(tmp_path / "bomb.snap", ("big", b"\0" * (32 * 1024 * 1024)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine import DatabaseFullError, State
-from tests.support.helpers import REPO
+from tests.support.helpers import REPO, mount_namespace
 
 FULL_DISK = r"""
 import json, os, subprocess, sys
@@ -74,19 +73,8 @@ print(json.dumps(out))
 """
 
 
-def _namespace() -> list[str] | None:
-    """_namespace is the command that runs a child in its own mount namespace, if this machine allows one."""
-    unshare = shutil.which("unshare")
-    if unshare is None or sys.platform != "linux":
-        return None
-    for cmd in ([unshare, "--mount"], [unshare, "--mount", "--map-root-user"]):
-        if subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
-            return cmd
-    return None
-
-
 def test_open_on_a_full_disk_is_one_clear_line_and_the_retry_works(tmp_path: Path) -> None:
-    cmd = _namespace()
+    cmd = mount_namespace()
     if cmd is None:
         pytest.skip("needs unshare and the right to make a mount namespace (root, or user namespaces)")
     mnt = tmp_path / "mnt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,3 +116,15 @@ def run_overlord(*args: str, timeout: float = 120.0) -> subprocess.CompletedProc
     code = "from overlord.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def mount_namespace() -> list[str] | None:
+    """mount_namespace is the command that runs a child in its own mount namespace (a tmpfs of its own for a
+    full-disk test), or None where this machine allows none (no unshare, no root or user namespaces)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or sys.platform != "linux":
+        return None
+    for cmd in ([unshare, "--mount"], [unshare, "--mount", "--map-root-user"]):
+        if subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
+            return cmd
+    return None
