@@ -235,9 +235,9 @@ def _make_change(st: StateFace, s: Schedule, slot: datetime | None) -> Any:
 class ScheduleManager:
     """ScheduleManager is the Overlord's manager that runs the schedules whose slot has come (the State's clock)."""
 
-    def __init__(self, state: StateFace) -> None:
+    def __init__(self, state: StateFace, *, session: Session | None = None) -> None:
         self._st = state
-        self._session = session_of(state)
+        self._session = session if session is not None else session_of(state)  # the Overlord's, or taken here
         self._lookout = Lookout()
         self._next_prune: datetime | None = None
 

@@ -41,7 +41,8 @@ from .session import Session
 from .statebooks import StateBooks
 from .statemaking import StateMaking
 from .statenotices import StateNotices, call_soon
-from .store import Store, locate, open_store
+from .store import Store, open_store
+from .store.location import Location, locate
 from .task import Task, task_handle
 from .unitofwork import UnitOfWork
 
@@ -91,7 +92,8 @@ class State(StateMaking, StateBooks, StateNotices):
     # -- opening and closing ------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, url: str | None = None, clock: _time.Clock | None = None,
+    def open(cls, path: str | Path | Location | None = None, *, url: str | None = None,
+             clock: _time.Clock | None = None,
              read_only: bool = False, synchronous: str = "FULL", busy_timeout: float = 5.0,
              busy_budget: float = 120.0) -> State:
         """open opens (creating or upgrading) the state database at path or url.
@@ -99,7 +101,8 @@ class State(StateMaking, StateBooks, StateNotices):
         path is a file name and nothing else (never read as a URL: "st?ate.db"
         is that file); url is a SQLAlchemy URL (sqlite:///..., or
         postgresql+psycopg://...). Both are parsed once, into the Location
-        every layer uses (engine.store.location). path None and url None
+        every layer uses (engine.store.location); path may be that Location
+        already (an Overlord's, parsed once). path None and url None
         give a private in-memory database. read_only
         opens an existing database without ever writing to it (no creation,
         no migration, no checkpoint; a commit raises ReadOnlyStateError) and
@@ -112,7 +115,12 @@ class State(StateMaking, StateBooks, StateNotices):
         mode: FULL (default) survives power loss, NORMAL may lose the last
         commits on power loss.
         """
-        where = locate(path, url)  # the one place a path or URL is parsed
+        if isinstance(path, Location):  # parsed already (an Overlord's)
+            if url is not None:
+                raise ValueError("cannot open state: give path or url, not both")
+            where = path
+        else:
+            where = locate(path, url)  # the one place a path or URL is parsed
         options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
         store = open_store(where, options, read_only=read_only)
         try:
