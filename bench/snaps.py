@@ -14,12 +14,9 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .common import BenchError, peak_rss_mib
-
-if TYPE_CHECKING:
-    from .suite import Suite
 
 
 def _store(base: Path, n: int) -> Any:
@@ -114,27 +111,3 @@ def _baseline(base: Path, sample: Any, names: tuple[str, ...]) -> float:
 
 WORKLOADS = {"snaps": snaps}
 
-
-def run(suite: Suite) -> None:
-    """run is the snaps benchmark of the suite: both modes, cfg.runs times each."""
-    n = suite.cfg.sizes.snaps
-    out: dict[str, list[dict[str, Any]]] = {"one-change": [], "one-by-one": []}
-    for i in range(suite.cfg.runs):
-        for mode in out:
-            r = suite.child("snaps", tmp=str(suite.run_dir / f"snaps-{mode}-{i}"), n=n, mode=mode,
-                            ready_timeout=suite.cfg.ready_timeout)
-            out[mode].append(r)
-            suite.log(f"snaps {mode} run {i + 1}/{suite.cfg.runs}: install {r['install_s']:.2f} s, refresh "
-                      f"{r['refresh_s']:.2f} s; backend alone {r['raw_s']:.2f} s; peak RSS {r['rss_mib']:.0f} MiB")
-    g = f"Snaps ({n} small snaps, install then refresh)"
-    raw = [r["raw_s"] for rs in out.values() for r in rs]
-    suite.add("snaps.raw_s", g, "baseline: the install's file work, backend alone", "s", raw)
-    for mode, label in (("one-change", "in one change"), ("one-by-one", "one change each")):
-        rs = out[mode]
-        suite.add(f"snaps.{mode}.install_s", g, f"install, {label}", "s", [r["install_s"] for r in rs])
-        suite.add(f"snaps.{mode}.refresh_s", g, f"refresh, {label}", "s", [r["refresh_s"] for r in rs])
-        suite.add(f"snaps.{mode}.install_per_s", g, f"installs/s, {label}", "snaps/s",
-                  [n / r["install_s"] for r in rs])
-        suite.add(f"snaps.{mode}.vs_raw", g, f"install {label} / baseline", "x",
-                  [r["install_s"] / r["raw_s"] for r in rs], note="paired in the same process")
-    suite.add("snaps.rss_mib", g, "peak RSS", "MiB", [r["rss_mib"] for rs in out.values() for r in rs])

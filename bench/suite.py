@@ -263,10 +263,28 @@ class Suite:
         self.add("dispatch.handoff_ms", g, "floor: one thread waking another (median)", "ms", floor)
 
     def run_snaps(self) -> None:
-        """run_snaps: install and refresh small snaps through the SystemOverlord (bench/snaps.py)."""
-        from .snaps import run
-
-        run(self)
+        """run_snaps: install and refresh small snaps through the SystemOverlord, both modes (bench/snaps.py)."""
+        n = self.cfg.sizes.snaps
+        out: dict[str, list[dict[str, Any]]] = {"one-change": [], "one-by-one": []}
+        for i in range(self.cfg.runs):
+            for mode in out:
+                r = self.child("snaps", tmp=str(self.run_dir / f"snaps-{mode}-{i}"), n=n, mode=mode,
+                               ready_timeout=self.cfg.ready_timeout)
+                out[mode].append(r)
+                self.log(f"snaps {mode} run {i + 1}/{self.cfg.runs}: install {r['install_s']:.2f} s, refresh "
+                         f"{r['refresh_s']:.2f} s; backend alone {r['raw_s']:.2f} s; peak RSS {r['rss_mib']:.0f} MiB")
+        g = f"Snaps ({n} small snaps, install then refresh)"
+        raw = [r["raw_s"] for rs in out.values() for r in rs]
+        self.add("snaps.raw_s", g, "baseline: the install's file work, backend alone", "s", raw)
+        for mode, label in (("one-change", "in one change"), ("one-by-one", "one change each")):
+            rs = out[mode]
+            self.add(f"snaps.{mode}.install_s", g, f"install, {label}", "s", [r["install_s"] for r in rs])
+            self.add(f"snaps.{mode}.refresh_s", g, f"refresh, {label}", "s", [r["refresh_s"] for r in rs])
+            self.add(f"snaps.{mode}.install_per_s", g, f"installs/s, {label}", "snaps/s",
+                     [n / r["install_s"] for r in rs])
+            self.add(f"snaps.{mode}.vs_raw", g, f"install {label} / baseline", "x",
+                     [r["install_s"] / r["raw_s"] for r in rs], note="paired in the same process")
+        self.add("snaps.rss_mib", g, "peak RSS", "MiB", [r["rss_mib"] for rs in out.values() for r in rs])
 
     # -- derived figures -------------------------------------------------------------
 

@@ -392,3 +392,9 @@ class Change:
                     # (the committing thread may have taken the list meanwhile)
                     with contextlib.suppress(ValueError):
                         waiters.remove((loop, event))
+
+
+def change_handle(w: Work, rec: ChangeRec) -> Change:
+    """change_handle is the public Change of a record, typed (the unit of work makes and keeps it)."""
+    chg: Change = w.change_handle(rec)
+    return chg

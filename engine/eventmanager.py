@@ -14,7 +14,7 @@ from . import _time
 from .errors import NotFoundError
 from .events import EVENT_RETENTION, Lookout, begin_write, lock_key, sql_store
 from .runnerguards import fail_task
-from .session import session_of
+from .session import Session, session_of
 from .status import Status
 from .taskrunner import TaskRunner
 
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 class EventManager:
     """EventManager is the Overlord's manager for event waits: timeouts, and forgetting old events."""
 
-    def __init__(self, state: State, runner: TaskRunner) -> None:
+    def __init__(self, state: State, runner: TaskRunner, *, session: Session | None = None) -> None:
         self._st = state
-        self._session = session_of(state)
+        self._session = session if session is not None else session_of(state)  # the Overlord's, or taken here
         self._runner = runner
         self._next_prune: datetime | None = None
         self._lookout = Lookout()

@@ -35,14 +35,14 @@ from . import _time
 from ._time import POLL_INTERVAL
 from ._values import check_name, dump_value
 from .errors import NotFoundError, Wait
-from .session import Session, session_of
+from .session import Session
 from .status import Status
 
 if TYPE_CHECKING:
     from ._records import TaskRec
+    from ._work import Work
     from .store import Store
     from .store.sqlstore import SqlStore
-    from .task import Task
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.events")
@@ -134,20 +134,18 @@ def check_event_key(key: Any) -> str:
     return name
 
 
-def wait_event(task: Task, key: str, timeout: float | timedelta | None = None,
+def wait_event(w: Work, tid: int, key: str, timeout: float | timedelta | None = None,
                on_timeout: OnTimeout = "error") -> Any:
-    """wait_event returns the data of the event delivered to task for key, or raises EventWait to park it."""
+    """wait_event returns the data of the event delivered to task tid for key, or raises EventWait to park it."""
     key = check_event_key(key)
     if on_timeout not in ("error", "retry"):
         raise ValueError(f"cannot wait for event {key!r}: on_timeout must be 'error' or 'retry', not {on_timeout!r}")
     limit = None if timeout is None else _time.seconds(timeout, "event timeout")
     if limit is not None and limit < 0:
         raise ValueError(f"cannot wait for event {key!r}: the timeout must not be negative")
-    w = session_of(task.state).uow
     w.check()
     store = sql_store(w.store)
     sql = store.sql
-    tid = int(task.id)
     rows = store.query(sql["event_wait"], (tid,))
     if rows and rows[0][0] == key and rows[0][1]:
         return json.loads(rows[0][2]) if rows[0][2] is not None else None

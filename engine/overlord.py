@@ -19,6 +19,7 @@ from .schedules import ScheduleManager
 from .session import session_of
 from .state import State
 from .stateengine import Manager, StateEngine
+from .store.location import locate
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
 from .tracing import disable_tracing, trace_from_environment
 
@@ -59,18 +60,20 @@ class Overlord:
                 raise DatabaseError(f"cannot create state directory {root}: {e.strerror}") from None
         # The writing State holds the database's writer lock (engine.dbfile):
         # a second Overlord, or any other writing State, is refused.
-        self.state = State.open(path, url=url, clock=clock, **state_options)
+        where = locate(path, url)  # parsed once, here: the State opens the chosen store from this Location
+        self.state = State.open(where, clock=clock, **state_options)
         self._stop_timeout = stop_timeout
-        #: The engine's internal handle on the State (engine.session).
-        self._session = session_of(self.state)
+        #: The engine's internal handle on the State (engine.session), taken once and handed to what it makes.
+        self._session = session = session_of(self.state)
         try:
-            self.state_engine = StateEngine(self.state)
-            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease)
+            self.state_engine = StateEngine(self.state, session=session)
+            self.task_runner = TaskRunner(self.state, workers=workers, stop_timeout=stop_timeout, lease=lease,
+                                          session=session)
             self.state_engine.add_manager(self.task_runner)
             # h26b: event waits' timeouts (engine.events).
-            self.events = EventManager(self.state, self.task_runner)
+            self.events = EventManager(self.state, self.task_runner, session=session)
             self.state_engine.add_manager(self.events, before=self.task_runner)
-            self.schedules = ScheduleManager(self.state)  # h26b: schedules (engine.schedules)
+            self.schedules = ScheduleManager(self.state, session=session)  # h26b: schedules (engine.schedules)
             self.state_engine.add_manager(self.schedules, before=self.task_runner)
         except BaseException:
             self.state.close()  # a bad argument must not keep the database locked

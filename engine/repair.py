@@ -17,16 +17,50 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ChangeConflictError, EngineError
 from .status import Status
 
 if TYPE_CHECKING:
     from ._work import Work
-    from .change import Change
 
 log = logging.getLogger("engine.state")
+
+
+class Affecting(Protocol):
+    """Affecting is what a retry asks of the State: the unready changes that affect some keys."""
+
+    def affecting(self, keys: Iterable[str] | str, *, ignore: Any = None) -> list[Any]:
+        """affecting are the unready changes (but ignore) that affect any of keys."""
+
+
+class Repaired(Protocol):
+    """Repaired is what repair reads and sets of a change (engine.change.Change is the one; it sits above)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def spawn_time(self) -> datetime: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def state(self) -> Affecting: ...
+
+    def affects(self) -> list[str]: ...
+
+    def has(self, key: str) -> bool: ...
+
+    def get(self, key: str, default: Any = ...) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+C = TypeVar("C", bound=Repaired)
 
 #: The change data key holding how many times a change was attempted (1 + its retries); Change.attempt reads it.
 ATTEMPT_KEY = "attempt"
@@ -34,7 +68,7 @@ ATTEMPT_KEY = "attempt"
 RETRIED = (Status.ERROR, Status.HOLD, Status.UNDONE)
 
 
-def retry_change(w: Work, chg: Change) -> list[str]:
+def retry_change(w: Work, chg: Repaired) -> list[str]:
     """retry_change runs the failed part of a ready change again; it returns the ids of the tasks retried.
 
     A change that is not ready, or has no task in Error, is refused with
@@ -85,8 +119,8 @@ def retry_change(w: Work, chg: Change) -> list[str]:
     return retried
 
 
-def select_changes(w: Work, changes: Iterable[Change], *, status: Any = None, kind: Any = None,
-                   before: datetime | None = None, label: tuple[str, Any] | None = None) -> list[Change]:
+def select_changes(w: Work, changes: Iterable[C], *, status: Any = None, kind: Any = None,
+                   before: datetime | None = None, label: tuple[str, Any] | None = None) -> list[C]:
     """select_changes filters changes: any of the statuses, any of the kinds, spawned before a time, and
     whose data holds label's value under label's key; None matches anything."""
     statuses = _set(status, Status, "status")

@@ -24,12 +24,10 @@ from . import _time
 from ._values import check_name, dump_value
 from .errors import NotFoundError
 from .events import Lookout, begin_write, lock_key, poke, sql_store
-from .session import Session, session_of
+from .session import Session, StateFace, session_of
 from .timespec import Spec, parse_spec
 
 if TYPE_CHECKING:
-    from .change import Change
-    from .state import State
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.schedules")
@@ -197,8 +195,11 @@ def resume(session: Session, name: str) -> Schedule:
     return _must(w, name)
 
 
-def run_now(session: Session, name: str) -> Change:
-    """run_now makes the schedule's change now, whatever its slots (paused or not); its slots stay as they were."""
+def run_now(session: Session, name: str) -> Any:
+    """run_now makes the schedule's change now, whatever its slots (paused or not); its slots stay as they were.
+
+    It returns the Change (engine.statebooks types it: this module sits below engine.change).
+    """
     w = session.uow
     w.check()
     s = _must(w, name)
@@ -211,7 +212,7 @@ def run_now(session: Session, name: str) -> Change:
     return chg
 
 
-def _make_change(st: State, s: Schedule, slot: datetime | None) -> Change:
+def _make_change(st: StateFace, s: Schedule, slot: datetime | None) -> Any:
     t = s.template
     chg = st.new_change(t["kind"], t["summary"])
     for key, value in t.get("data", {}).items():
@@ -234,9 +235,9 @@ def _make_change(st: State, s: Schedule, slot: datetime | None) -> Change:
 class ScheduleManager:
     """ScheduleManager is the Overlord's manager that runs the schedules whose slot has come (the State's clock)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: StateFace, *, session: Session | None = None) -> None:
         self._st = state
-        self._session = session_of(state)
+        self._session = session if session is not None else session_of(state)  # the Overlord's, or taken here
         self._lookout = Lookout()
         self._next_prune: datetime | None = None
 

@@ -14,13 +14,34 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .state import State
     from .store import Store
     from .unitofwork import UnitOfWork
+
+
+class StateFace(Protocol):
+    """StateFace is what the engine's middle asks of the public State through a Session.
+
+    engine.state.State is the one; this module sits below it (the State makes
+    its Session), so it names what it uses: the lock (``with``), a pass
+    (ensure_before), and a change or task to make (the schedules' changes).
+    """
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+
+    def ensure_before(self, seconds: float | timedelta) -> None:
+        """ensure_before asks for the next ensure pass within the given delay."""
+
+    def new_change(self, kind: str, summary: str) -> Any:
+        """new_change makes a change (an engine.change.Change)."""
+
+    def new_task(self, kind: str, summary: str) -> Any:
+        """new_task makes a task (an engine.task.Task)."""
 
 
 class Session:
@@ -28,7 +49,7 @@ class Session:
 
     __slots__ = ("__weakref__", "_fence", "state", "store", "uow")
 
-    def __init__(self, state: State, uow: UnitOfWork, fence: Callable[[str], None]) -> None:
+    def __init__(self, state: StateFace, uow: UnitOfWork, fence: Callable[[str], None]) -> None:
         #: state is the public State (its lock, ensure_before, new_change, ...).
         self.state = state
         #: uow is the State's unit of work (engine.unitofwork).
@@ -55,7 +76,7 @@ class Session:
 _SESSIONS: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictionary()
 
 
-def session_of(state: State) -> Session:
+def session_of(state: object) -> Session:
     """session_of is the engine's internal handle on a State (TypeError for anything else)."""
     session = _SESSIONS.get(id(state))
     if session is None or session.state is not state:

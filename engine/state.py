@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, MutableSet
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _time
 from ._records import TaskRec
 from ._values import INT64_MAX, MISSING, check_key, check_name, clean_text, dump_value
+from .change import Change, change_handle
 from .db import DatabaseOptions
 from .errors import (
     DatabaseBusyError,
@@ -40,13 +41,10 @@ from .session import Session
 from .statebooks import StateBooks
 from .statemaking import StateMaking
 from .statenotices import StateNotices, call_soon
-from .store import Store, locate, open_store
+from .store import Store, open_store
+from .store.location import Location, locate
+from .task import Task, task_handle
 from .unitofwork import UnitOfWork
-
-if TYPE_CHECKING:
-
-    from .change import Change
-    from .task import Task
 
 __all__ = ["MISSING", "State"]
 
@@ -75,7 +73,7 @@ class State(StateMaking, StateBooks, StateNotices):
         self._refusal: str | None = None
         self._release_at_unlock = False
         self._uow = UnitOfWork(self, store, clock, self._check, self._held, self._locked_async,
-                               read_only=read_only)
+                               task_class=Task, change_class=Change, read_only=read_only)
         self._session = Session(self, self._uow, self._fence)
         self._cache: dict[Any, Any] = {}
         if read_only:
@@ -94,7 +92,8 @@ class State(StateMaking, StateBooks, StateNotices):
     # -- opening and closing ------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, url: str | None = None, clock: _time.Clock | None = None,
+    def open(cls, path: str | Path | Location | None = None, *, url: str | None = None,
+             clock: _time.Clock | None = None,
              read_only: bool = False, synchronous: str = "FULL", busy_timeout: float = 5.0,
              busy_budget: float = 120.0) -> State:
         """open opens (creating or upgrading) the state database at path or url.
@@ -102,7 +101,8 @@ class State(StateMaking, StateBooks, StateNotices):
         path is a file name and nothing else (never read as a URL: "st?ate.db"
         is that file); url is a SQLAlchemy URL (sqlite:///..., or
         postgresql+psycopg://...). Both are parsed once, into the Location
-        every layer uses (engine.store.location). path None and url None
+        every layer uses (engine.store.location); path may be that Location
+        already (an Overlord's, parsed once). path None and url None
         give a private in-memory database. read_only
         opens an existing database without ever writing to it (no creation,
         no migration, no checkpoint; a commit raises ReadOnlyStateError) and
@@ -115,7 +115,12 @@ class State(StateMaking, StateBooks, StateNotices):
         mode: FULL (default) survives power loss, NORMAL may lose the last
         commits on power loss.
         """
-        where = locate(path, url)  # the one place a path or URL is parsed
+        if isinstance(path, Location):  # parsed already (an Overlord's)
+            if url is not None:
+                raise ValueError("cannot open state: give path or url, not both")
+            where = path
+        else:
+            where = locate(path, url)  # the one place a path or URL is parsed
         options = DatabaseOptions(synchronous=synchronous, busy_timeout=busy_timeout, busy_budget=busy_budget)
         store = open_store(where, options, read_only=read_only)
         try:
@@ -393,7 +398,8 @@ class State(StateMaking, StateBooks, StateNotices):
         uow = self._uow
         uow.flush()
         records = uow.records
-        return [uow.change_handle(records.changes[cid]) for cid in records.readable("change", self._store.change_ids())]
+        ids = records.readable("change", self._store.change_ids())
+        return [change_handle(uow, records.changes[cid]) for cid in ids]
 
     def change(self, id: str) -> Change | None:
         """change returns the change with the given id, or None."""
@@ -411,7 +417,7 @@ class State(StateMaking, StateBooks, StateNotices):
         uow = self._uow
         rec = TaskRec(uow.next_id("task"), kind, summary, uow.now())
         uow.add_task(rec)
-        return uow.task_handle(rec)
+        return task_handle(uow, rec)
 
     def tasks(self) -> list[Task]:
         """tasks returns every task that belongs to a change (one whose row cannot be read is left out)."""
@@ -419,7 +425,7 @@ class State(StateMaking, StateBooks, StateNotices):
         uow = self._uow
         uow.flush()
         records = uow.records
-        return [uow.task_handle(records.tasks[tid]) for tid in records.readable("task", self._store.linked_task_ids())]
+        return [task_handle(uow, records.tasks[tid]) for tid in records.readable("task", self._store.linked_task_ids())]
 
     def task(self, id: str) -> Task | None:
         """task returns the task with the given id, or None (also for a task in no change)."""
@@ -431,7 +437,7 @@ class State(StateMaking, StateBooks, StateNotices):
             rec = self._uow.records.trec(tid)
         except NotFoundError:
             return None
-        return self._uow.task_handle(rec) if rec.change_id is not None else None
+        return task_handle(self._uow, rec) if rec.change_id is not None else None
 
     def task_count(self) -> int:
         """task_count counts every task, whether in a change or not."""

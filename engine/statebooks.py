@@ -8,7 +8,7 @@ engine.schedules, engine.tables).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,6 +16,7 @@ from . import _time
 from . import schedules as _schedules
 from .events import emit as _emit
 from .schedules import Schedule
+from .status import Status
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -23,9 +24,15 @@ if TYPE_CHECKING:
     from .change import Change
     from .session import Session
     from .tables import TableRows
+    from .task import Task
     from .timings import EnsureTiming
-    from .unitofwork import ChangeHook, TaskHook, UnitOfWork
+    from .unitofwork import UnitOfWork
     from .warning import StateWarning
+
+#: A task status hook: fn(task, old, new) (State.add_task_status_changed_handler).
+TaskHook = Callable[["Task", Status, Status], Any]
+#: A change status hook: fn(change, old, new) (State.add_change_status_changed_handler).
+ChangeHook = Callable[["Change", Status, Status], Any]
 
 
 class StateBooks:
@@ -115,7 +122,8 @@ class StateBooks:
 
     def run_schedule(self, name: str) -> Change:
         """run_schedule makes the schedule's change now ("run now"); its slots stay as they were."""
-        return _schedules.run_now(self._session, name)
+        chg: Change = _schedules.run_now(self._session, name)
+        return chg
 
     # -- manager tables -------------------------------------------------------------
 

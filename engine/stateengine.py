@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import timings
 from .errors import EngineError, EnsureError
-from .session import session_of
+from .session import Session, session_of
 
 if TYPE_CHECKING:
     from .state import State
@@ -38,10 +38,11 @@ OPTIONAL = ("start_up", "wait", "stop")
 class StateEngine:
     """StateEngine drives a set of managers over one State."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, *, session: Session | None = None) -> None:
         self._state = state
         #: The engine's internal handle on the State (engine.session): ensure passes' timings go to its unit of work.
-        self._session = session_of(state)
+        #: An Overlord hands in the one it took; alone, the engine takes it here.
+        self._session = session if session is not None else session_of(state)
         self._lock = threading.Lock()
         self._managers: list[Manager] = []
         #: ensure_threshold: an ensure pass that takes at least this long (seconds) keeps its managers'

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import _time
 from ._records import ChangeRec
 from ._values import check_name, clean_text
+from .change import change_handle
 from .errors import ChangeConflictError, NotFoundError
 from .keys import KEY_RETENTION, check_change_key, check_keys
 from .repair import select_changes
@@ -80,7 +81,7 @@ class StateMaking:
             conflicts = self._unready_affecting(affected)
             if conflicts and on_conflict == "refuse":
                 cid = min(conflicts)
-                other = uow.change_handle(uow.records.crec(cid))
+                other = change_handle(uow, uow.records.crec(cid))
                 subject = conflicts[cid][0]
                 raise ChangeConflictError(other.id, f"cannot start a {kind} change: change {other.id} "
                                                     f"({other.kind}) is in progress for {subject}",
@@ -103,13 +104,13 @@ class StateMaking:
             if queued:
                 log.info("change %s (%s) waits for changes %s affecting %s", cid, kind,
                          ", ".join(map(str, sorted(conflicts))), ", ".join(affected))
-        return uow.change_handle(rec)
+        return change_handle(uow, rec)
 
     def _keyed(self, cid: int, key: str, kind: str) -> Change | None:
         """_keyed is the change an idempotency key names (None: it is gone, the key may be taken over)."""
         uow = self._uow
         try:
-            chg = uow.change_handle(uow.records.crec(cid))
+            chg = change_handle(uow, uow.records.crec(cid))
         except NotFoundError:
             log.warning("change key %r names change %s, which is gone: a new change takes it", key, cid)
             return None
@@ -138,7 +139,7 @@ class StateMaking:
         other = uow.keys.claim(key, cid, retention)
         while other is not None and other != cid:
             try:
-                return uow.change_handle(uow.records.crec(other))
+                return change_handle(uow, uow.records.crec(other))
             except NotFoundError:  # its change is gone: the key is free
                 other = uow.keys.claim(key, cid, retention, take_over=True)
         return chg
@@ -154,7 +155,7 @@ class StateMaking:
         if cid is None:
             return None
         try:
-            return self._uow.change_handle(self._uow.records.crec(cid))
+            return change_handle(self._uow, self._uow.records.crec(cid))
         except NotFoundError:
             return None
 
@@ -167,7 +168,7 @@ class StateMaking:
         wanted = check_keys(keys, "affected key")
         uow = self._uow
         skip = str(ignore.id if ignore is not None and not isinstance(ignore, str) else ignore)
-        return [uow.change_handle(uow.records.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
+        return [change_handle(uow, uow.records.crec(cid)) for cid in sorted(self._unready_affecting(wanted))
                 if str(cid) != skip]
 
     def select_changes(self, *, status: Status | str | Iterable[Status | str] | None = None,
@@ -191,7 +192,7 @@ class StateMaking:
         out = {}
         for cid, found in uow.keys.unready_affecting(keys).items():
             try:
-                ready = uow.change_handle(uow.records.crec(cid)).is_ready()
+                ready = change_handle(uow, uow.records.crec(cid)).is_ready()
             except NotFoundError:
                 continue
             if not ready:  # the stored status may lag a change moved in this unit of work

@@ -111,7 +111,7 @@ class Task:
         this returns data. After timeout (the State's clock) the task fails
         ("error") or its handler runs again ("retry"). See docs/runner.md.
         """
-        return _wait_event(self, key, timeout, on_timeout)
+        return _wait_event(self._w, self._tid, key, timeout, on_timeout)
 
     @property
     def waited_status(self) -> Status:
@@ -408,3 +408,9 @@ def record_of(task: Task) -> TaskRec:
 def work_of(task: Task) -> Work:
     """work_of is the unit of work a Task belongs to, for the engine's modules (engine.why)."""
     return task._w
+
+
+def task_handle(w: Work, rec: TaskRec) -> Task:
+    """task_handle is the public Task of a record, typed (the unit of work makes and keeps it: engine.unitofwork)."""
+    task: Task = w.task_handle(rec)
+    return task

@@ -38,7 +38,7 @@ from .runs import (
     check_handler,
     pages,
 )
-from .session import session_of
+from .session import Session, session_of
 from .status import Status
 from .task import Task
 from .why import RunnerView, WhyNot, reasons
@@ -63,12 +63,13 @@ class TaskRunner(RunnerGuards, HandOn):
     """
 
     def __init__(self, state: State, *, workers: int = DEFAULT_WORKERS,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE) -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, lease: float = DEFAULT_LEASE,
+                 session: Session | None = None) -> None:
         if workers < 1:
             raise ValueError(f"cannot create a task runner with {workers} workers")
         self._st = state
-        #: The engine's internal handle on the State (engine.session), taken once here.
-        self._session = session = session_of(state)
+        #: The engine's internal handle on the State (engine.session): the Overlord's, or taken once here.
+        self._session = session = session if session is not None else session_of(state)
         self._w = session.uow
         self._size = workers
         self._stop_timeout = stop_timeout

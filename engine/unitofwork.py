@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .cache import RecordCache
-from .change import Change
 from .changeset import ChangeSet
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
 from .keys import KeyBook
@@ -30,7 +29,6 @@ from .status import Status
 from .statusrules import computed_status, move_task
 from .store.base import ChangeSetWrite
 from .tables import ManagerTables
-from .task import Task
 from .timings import TimingBook
 from .warning import WarningBook
 
@@ -42,9 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.state")
 
 
-TaskHook = Callable[["Task", Status, Status], Any]
-ChangeHook = Callable[["Change", Status, Status], Any]
-
+#: A status hook: fn(handle, old, new), the handle a Task or a Change (engine.statebooks types them for users).
+StatusHook = Callable[[Any, Status, Status], Any]
+#: A handle class: Task or Change, made as cls(unit of work, id); the State hands them in (this module sits below).
+HandleClass = Callable[[Any, int], Any]
 
 
 class UnitOfWork:
@@ -52,9 +51,10 @@ class UnitOfWork:
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
                  held: Callable[[], bool], locked_async: Callable[[Callable[[], Any]], Awaitable[Any]], *,
-                 read_only: bool = False) -> None:
+                 task_class: HandleClass, change_class: HandleClass, read_only: bool = False) -> None:
         #: state is the State this unit of work belongs to (what handles hand to users; not named here).
         self.state = state
+        self._task_class, self._change_class = task_class, change_class  # engine.task.Task, engine.change.Change
         self.store = store
         self.target = store.target
         self._clock = clock
@@ -100,8 +100,8 @@ class UnitOfWork:
         self.generation = 0
         # Shared stores: the changes whose row this unit locked before changing what people set on them.
         self._owned: set[int] = set()
-        self.task_hooks: dict[int, TaskHook] = {}
-        self.change_hooks: dict[int, ChangeHook] = {}
+        self.task_hooks: dict[int, StatusHook] = {}
+        self.change_hooks: dict[int, StatusHook] = {}
         #: hook_failures, when a list (while the runner records outcomes), collects what the status
         #: hooks raise instead of letting it out: (hook, task or change, exception).
         self.hook_failures: list[tuple[Any, Any, BaseException]] | None = None
@@ -338,18 +338,18 @@ class UnitOfWork:
             self._keep()
             return False
 
-    def task_handle(self, rec: TaskRec) -> Task:
-        """task_handle is the public Task of a record."""
-        handle: Task | None = rec.handle
+    def task_handle(self, rec: TaskRec) -> Any:
+        """task_handle is the public Task of a record (engine.task.task_handle types it)."""
+        handle = rec.handle
         if handle is None:
-            handle = rec.handle = Task(self, rec.id)
+            handle = rec.handle = self._task_class(self, rec.id)
         return handle
 
-    def change_handle(self, rec: ChangeRec) -> Change:
-        """change_handle is the public Change of a record."""
-        handle: Change | None = rec.handle
+    def change_handle(self, rec: ChangeRec) -> Any:
+        """change_handle is the public Change of a record (engine.change.change_handle types it)."""
+        handle = rec.handle
         if handle is None:
-            handle = rec.handle = Change(self, rec.id)
+            handle = rec.handle = self._change_class(self, rec.id)
         return handle
 
     def check_blockers(self) -> None:

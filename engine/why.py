@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _time
 from .errors import DatabaseCorruptError, NotFoundError
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from ._work import Work
     from .leases import Leases
     from .task import Task
-    from .taskrunner import TaskRunner
 
 log = logging.getLogger("engine.taskrunner")
 
@@ -98,10 +97,18 @@ class WhyNot:
         return f"{self.reason}: {self.message}"
 
 
+class Runner(Protocol):
+    """Runner is what why_not asks of a runner (engine.taskrunner.TaskRunner is the one): this module sits below it."""
+
+    def why_not_tasks(self, tasks: Iterable[Task]) -> list[WhyNot | None]:
+        """why_not_tasks is why_not for many tasks, with what this runner knows."""
+
+
 #: WhyNotRule is fn(task, runner, why) -> WhyNot | None: called with the lock held for a task that is not
-#: ready and not running, with the engine's answer (or the previous rule's); it returns a WhyNot to give
-#: instead, or None to keep it.
-WhyNotRule = Callable[["Task", "TaskRunner | None", WhyNot], "WhyNot | None"]
+#: ready and not running, with the TaskRunner that asks (None without one) and the engine's answer (or the
+#: previous rule's); it returns a WhyNot to give instead, or None to keep it. The runner is typed as the rule
+#: declares it (a TaskRunner, usually): this module sits below engine.taskrunner and does not name it.
+WhyNotRule = Callable[["Task", Any, WhyNot], "WhyNot | None"]
 
 _rules: list[WhyNotRule] = []
 
@@ -125,7 +132,7 @@ def remove_why_not_rule(rule: WhyNotRule) -> None:
         _rules.remove(rule)
 
 
-def why_not(task: Task, runner: TaskRunner | None = None) -> WhyNot | None:
+def why_not(task: Task, runner: Runner | None = None) -> WhyNot | None:
     """why_not says why task is not running, or None when it is Done or its handler runs now.
 
     Call it with the lock held. With the runner that would run the task, the
@@ -137,7 +144,7 @@ def why_not(task: Task, runner: TaskRunner | None = None) -> WhyNot | None:
     return why_not_tasks([task], runner)[0]
 
 
-def why_not_tasks(tasks: Iterable[Task], runner: TaskRunner | None = None) -> list[WhyNot | None]:
+def why_not_tasks(tasks: Iterable[Task], runner: Runner | None = None) -> list[WhyNot | None]:
     """why_not_tasks is why_not for many tasks (a change's, say), reading what they share once."""
     if runner is not None:
         return runner.why_not_tasks(tasks)
@@ -149,7 +156,7 @@ class RunnerView:
     """RunnerView is what the reasons read of a TaskRunner (it makes one per question: TaskRunner.why_not_tasks)."""
 
     #: runner is the TaskRunner itself, for the rules (add_why_not_rule).
-    runner: TaskRunner
+    runner: Runner
     runs: Runs
     leases: Leases | None
     size: int

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 from click.testing import CliRunner
 
-from engine import DatabaseError, DatabaseInUseError, State
+from engine import DatabaseError, DatabaseInUseError, Overlord, State
 from engine.store import locate
 from tests.support.helpers import Child
 
@@ -130,3 +130,25 @@ def test_a_url_names_the_file_its_escapes_decode_to(tmp_path: Path) -> None:
         State.open(tmp_path / "my state.db")
     st.close()
     assert sorted(os.listdir(tmp_path)) == ["my state.db"]
+
+
+def test_a_location_parsed_once_opens_what_its_path_or_url_names(tmp_path: Path) -> None:
+    """State.open takes a Location as given (the Overlord parses its path or URL once and hands it over)."""
+    st = State.open(locate(url=f"sqlite:///{tmp_path}/my%20state.db"))
+    with st:
+        st.set("by", "location")
+    assert st.path == f"{tmp_path}/my state.db"
+    st.close()
+    st = State.open(locate(str(tmp_path / "st?ate.db")))
+    assert st.path == str(tmp_path / "st?ate.db")
+    st.close()
+    assert sorted(os.listdir(tmp_path)) == ["my state.db", "st?ate.db"]
+    with pytest.raises(ValueError, match="give path or url, not both"):
+        State.open(locate(str(tmp_path / "x.db")), url=f"sqlite:///{tmp_path}/y.db")
+    o = Overlord(url=f"sqlite:///{tmp_path}/my%20state.db")
+    try:
+        with o.state:
+            assert o.state.get("by") == "location"
+        assert o.state.path == f"{tmp_path}/my state.db"
+    finally:
+        o.stop()
