@@ -80,6 +80,8 @@ class Tracer:
         self._provider = provider
         self._tracer = provider.get_tracer("engine")
         self._fast = _FastRuns.of(self._tracer)
+        # The notes shared by runs (task_run, under the state lock): by change id and task kind.
+        self._notes: dict[tuple[int, str], Noted] = {}
         # Only the thread touches the change spans (and close(), once the thread has ended).
         self._roots: dict[int, _Root] = {}
         # What the thread has to do, under _mu: the runs handed over, the flushes waiting, whether to end.
@@ -95,18 +97,30 @@ class Tracer:
         self._thread.start()
 
     def task_run(self, rec: TaskRec, outcome: str) -> Noted:
-        """task_run is what the span of one run of rec's handler needs beyond its timing, read now (lock held)."""
+        """task_run is what the span of one run of rec's handler needs beyond its timing, read now (lock held).
+
+        The runs of one kind in a change that is not ready, without an error,
+        share one note (kept until _OPEN changes have notes).
+        """
         cid = rec.change_id
-        change = None
-        if cid is not None:
-            crec = self._w.records.crec(cid)
+        if cid is None:
+            return (rec.kind, self._error(rec) if outcome == "error" else None, None)
+        crec = self._w.records.crec(cid)
+        if crec.ready_time is not None or outcome == "error":
             ready = None if crec.ready_time is None else (crec.ready_time, self._w.change_status(crec))
-            change = (cid, crec.kind, crec.summary, crec.spawn_time, ready)
-        error = None
-        if outcome == "error":
-            errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
-            error = errors[-1] if errors else ""
-        return (rec.kind, error, change)
+            return (rec.kind, self._error(rec) if outcome == "error" else None,
+                    (cid, crec.kind, crec.summary, crec.spawn_time, ready))
+        key = (cid, rec.kind)
+        noted = self._notes.get(key)
+        if noted is None:
+            if len(self._notes) >= _OPEN:
+                self._notes.clear()
+            noted = self._notes[key] = (rec.kind, None, (cid, crec.kind, crec.summary, crec.spawn_time, None))
+        return noted
+
+    def _error(self, rec: TaskRec) -> str:
+        errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
+        return errors[-1] if errors else ""
 
     def submit(self, runs: list[Run]) -> None:
         """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it."""
@@ -136,16 +150,51 @@ class Tracer:
                 flushes, self._flushes = self._flushes, []
                 closing = self._closing
                 self._wake.clear()  # under _mu with the take: a run handed over after it wakes the thread again
-            for run in runs:
-                try:
-                    self._span(run)
-                except Exception as e:  # the SDK's failure is logged; the next runs are still traced
-                    log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[6][0], type(e).__name__, e)
+            self._spans(runs)
             self.cpu_seconds = time.thread_time()
             for done in flushes:
                 done.set()
             if closing:
                 return
+
+    def _spans(self, runs: list[Run]) -> None:
+        """_spans makes the spans of runs: those in a change through the fast path in this loop, where it can."""
+        fast = self._fast
+        quick = fast is not None and fast.quick
+        roots = self._roots
+        for run in runs:
+            try:
+                noted = run[6]
+                change = noted[2]
+                if not quick or change is None:
+                    self._span(run)
+                    continue
+                assert fast is not None
+                tid, phase, attempt, outcome, ended, elapsed, _ = run
+                kind, error = noted[0], noted[1]
+                root = roots.get(change[0]) or self._root(change)
+                d = ended - timedelta(seconds=elapsed) - _EPOCH  # when the run started, as its timing says
+                start = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
+                if start < root.spawn:
+                    start = root.spawn  # within its change's span (a clock that stood still)
+                if root.valid and root.sampled:  # else the change's span is not recording, nor are its runs
+                    span_id = fast.bits(64)
+                    if span_id:  # the SDK's RandomIdGenerator's id (it draws again for a 0)
+                        ctx = _new_tuple(SpanContext, (root.trace_id, span_id, False, root.flags, root.state, True))
+                    else:
+                        ctx = SpanContext(root.trace_id, fast.ids.generate_span_id(), is_remote=False,
+                                          trace_flags=root.flags, trace_state=root.state)
+                    fast.processor.on_end(fast.readable(
+                        kind, ctx, root.span_context, fast.resource,
+                        {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
+                         "engine.task.attempt": attempt, "engine.task.outcome": outcome, "engine.change.id": root.cid},
+                        (), (), SpanKind.INTERNAL, None,
+                        _UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
+                        start, start + int(elapsed * 1e9), fast.scope))
+                if change[4] is not None:
+                    self._end_root(change[0], *change[4])
+            except Exception as e:  # the SDK's failure is logged; the next runs are still traced
+                log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[6][0], type(e).__name__, e)
 
     def _span(self, run: Run) -> None:
         tid, phase, attempt, outcome, ended, elapsed, (kind, error, change) = run
@@ -251,20 +300,23 @@ class _FastRuns:
     def __init__(self, tracer: Any, readable: Any) -> None:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        self._sampler = tracer.sampler
-        self._resource = tracer.resource
-        self._processor = tracer.span_processor
-        self._ids = tracer.id_generator
-        self._readable = readable
+        self.sampler = tracer.sampler
+        self.resource = tracer.resource
+        self.processor = tracer.span_processor
+        self.ids = tracer.id_generator
+        self.readable = readable
         # The SDK's own samplers that keep a span of a local parent if and only if the parent is sampled, with
         # the span's attributes and the parent's trace state (the default, parentbased_always_on, and
         # always_on): asking them for each run would tell what the change's span already says.
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, StaticSampler
         defaults: list[Any] = [ALWAYS_ON, ParentBased(ALWAYS_ON)]
-        self._follows = type(self._sampler) in (ParentBased, StaticSampler) \
-            and self._sampler.get_description() in {s.get_description() for s in defaults}
-        self._scope = getattr(tracer, "_instrumentation_scope", None) or InstrumentationScope("engine")
-        self._random = _random_bits(self._ids)
+        self.follows = type(self.sampler) in (ParentBased, StaticSampler) \
+            and self.sampler.get_description() in {s.get_description() for s in defaults}
+        self.scope = getattr(tracer, "_instrumentation_scope", None) or InstrumentationScope("engine")
+        self.bits = _random_bits(self.ids)
+        #: quick: Tracer._spans makes the spans of runs in a change itself (the default sampler, the default id
+        #: generator, and ReadableSpan's parameters in the order it passes them).
+        self.quick = self.follows and self.bits is not None and _positional(readable)
 
     @classmethod
     def of(cls, tracer: Any) -> _FastRuns | None:
@@ -290,32 +342,47 @@ class _FastRuns:
         if not root.valid:
             return  # the change's span is not recording (a disabled tracer): nor are its runs
         trace_id = root.trace_id
-        if self._follows:  # the SDK's default sampler: a run is sampled with its change, as it is
+        if self.follows:  # the SDK's default sampler: a run is sampled with its change, as it is
             if not root.sampled:
                 return
             flags, trace_state, kept = root.flags, root.state, attributes
         else:
-            sampled = self._sampler.should_sample(root.context, trace_id, name, SpanKind.INTERNAL, attributes)
+            sampled = self.sampler.should_sample(root.context, trace_id, name, SpanKind.INTERNAL, attributes)
             decision = sampled.decision
             if not decision.is_recording():
                 return
             flags = TraceFlags((TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
                                | (root.flags & _RANDOM))
             trace_state, kept = sampled.trace_state, sampled.attributes
-        bits = self._random
+        bits = self.bits
         span_id = bits(64) if bits is not None else 0
         if span_id:  # the SDK's RandomIdGenerator's id (it draws again for a 0)
             ctx = _new_tuple(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
         else:
-            ctx = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags,
+            ctx = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=flags,
                               trace_state=trace_state)
-        self._processor.on_end(self._readable(
-            name, context=ctx, parent=root.span_context, resource=self._resource, attributes=kept,
+        self.processor.on_end(self.readable(
+            name, context=ctx, parent=root.span_context, resource=self.resource, attributes=kept,
             kind=SpanKind.INTERNAL, status=_UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
-            start_time=start, end_time=end, instrumentation_scope=self._scope))
+            start_time=start, end_time=end, instrumentation_scope=self.scope))
 
 
 _new_tuple = tuple.__new__
+
+
+#: ReadableSpan's parameters, in order, as Tracer._spans passes them.
+_READABLE = ("self", "name", "context", "parent", "resource", "attributes", "events", "links", "kind",
+             "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope")
+
+
+def _positional(readable: Any) -> bool:
+    """_positional says whether readable's constructor takes the parameters Tracer._spans passes, in that order."""
+    import inspect
+
+    try:
+        return tuple(inspect.signature(readable.__init__).parameters) == _READABLE
+    except (TypeError, ValueError):
+        return False
 
 
 def _random_bits(ids: Any) -> Any:
