@@ -58,9 +58,30 @@ def traced(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Overlord, InMemor
     o.state.close()
 
 
-def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMemorySpanExporter],
+@pytest.fixture(params=["in one loop", "one by one", "through start_span"])
+def traced_by_each_path(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Overlord, InMemorySpanExporter]]:
+    """traced_by_each_path is traced, the spans of runs made by each of the tracer's ways: the quick loop (the
+    SDK as the tracer knows it), the fast path one run at a time, the SDK's start_span and end."""
+    from engine import _otel
+
+    if request.param == "one by one":
+        monkeypatch.setattr(_otel, "_positional", lambda readable: False)
+        monkeypatch.setattr(_otel, "_random_bits", lambda ids: None)
+    elif request.param == "through start_span":
+        monkeypatch.setattr(_otel._FastRuns, "of", classmethod(lambda cls, tracer: None))
+    o, exporter = _traced(tmp_path, clock)
+    fast = o.state._uow.timings.tracer._fast
+    assert (fast is not None, fast is not None and fast.quick) == {
+        "in one loop": (True, True), "one by one": (True, False), "through start_span": (False, False)}[request.param]
+    yield o, exporter
+    o.stop()
+    o.state.close()
+
+
+def test_each_change_is_a_trace_and_each_run_a_span(traced_by_each_path: tuple[Overlord, InMemorySpanExporter],
                                                     clock: FakeClock) -> None:
-    o, exporter = traced
+    o, exporter = traced_by_each_path
     runs = {"n": 0}
 
     def flaky(task: Task, tomb: Tomb) -> None:
