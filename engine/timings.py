@@ -45,6 +45,8 @@ _OUTCOMES = {
     Status.DOING: "retry", Status.UNDOING: "retry", Status.DO: "retry",
     Status.ABORT: "aborted", Status.UNDO: "aborted", Status.HOLD: "aborted",
 }
+#: _OUTCOMES by the status's value (a str's hash is kept; an Enum member's is a Python call each time).
+_BY_VALUE = {status.value: outcome for status, outcome in _OUTCOMES.items()}
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,8 @@ class TimingBook:
         What is noted is what the run's row and span are made of later (flush,
         and the tracer's thread): nothing is formatted here.
         """
-        status = rec.status
-        outcome = _OUTCOMES.get(status) or status.value.lower()
+        value = rec.status._value_
+        outcome = _BY_VALUE.get(value) or value.lower()
         traced = None
         if self.tracer is not None:
             try:
@@ -150,13 +152,16 @@ class TimingBook:
         """flush writes what was noted into the open write transaction."""
         if not (self.runs.todo or self._passes):
             return
-        with self._mu:
-            passes, self._passes = self._passes, []
-        self._untrimmed += len(passes)
+        passes: list[tuple[str, str, str, float]] = []
         keep = None
-        if self._untrimmed >= max(1, ENSURE_KEEP // 10):
-            keep, self._untrimmed = ENSURE_KEEP, 0
-        store.save_timings(self._rows(self.runs.take()), self.trim.take(), TASK_RUNS_KEEP, passes, keep)
+        if self._passes:  # (those noted meanwhile go with the next commit)
+            with self._mu:
+                passes, self._passes = self._passes, []
+            self._untrimmed += len(passes)
+            if self._untrimmed >= max(1, ENSURE_KEEP // 10):
+                keep, self._untrimmed = ENSURE_KEEP, 0
+        store.save_timings(self._rows(self.runs.take()), self.trim.take() if self.trim.todo else (), TASK_RUNS_KEEP,
+                           passes, keep)
 
     def _rows(self, runs: list[Run]) -> list[tuple[Any, ...]]:
         """_rows are the rows of runs (TASK_TIMING_COLUMNS): the start is the end less the time the run took."""
