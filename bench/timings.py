@@ -20,12 +20,18 @@ database file:
 
 Which mode goes first turns from round to round. The tables give the
 medians of the rounds, of tasks/s and of the process's CPU time per task
-(all threads), and the median of the rounds' ratios to "without" (the runs
-of a round ran back to back, so the drift of the machine's load over
-minutes cancels out); then, traced, the share of the process's CPU time
-that the tracing thread spent (making the spans; the notes the recorder
-takes for them, under 1 us a run, are not in it), which the load of a
-shared machine disturbs far less than the A/B ratios.
+(all threads), and the median of the rounds' ratios to "without" with the
+middle half of them (the runs of a round ran back to back, so the drift of
+the machine's load over minutes cancels out); then, traced, the share of
+the process's CPU time that the tracing thread spent (making the spans; the
+notes the recorder takes for them are not in it).
+
+Each round also measures the instrumentation's direct CPU cost per run
+(direct): in one process, commits recording 16 runs each (W1) or one (W2),
+the modes alternating every 200 runs, so that the load of a shared
+machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
+alike; that cost over the A/B's "without" CPU per task is printed beside
+the goal.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ undo handler is a span in it, from the handler's start to its end, with the
 task's kind, id, phase, attempt, outcome and change id as attributes. Times
 are the State's clock.
 
-What a run's span costs the runner is kept small (about 6.5 us of CPU a run
-on W1, docs/performance.md): the recorder notes what the span needs (a
-tuple, under the state lock it holds anyway); the commit that writes the
+What a run's span costs the runner is kept small (about 6 us of CPU a run
+on W1, docs/performance.md): the recorder notes what the span needs beside
+the run's timing (a tuple, shared by the runs of a kind in a change, under
+the state lock it holds anyway); the commit that writes the
 run's outcome hands the runs it wrote to a thread of the tracer's, which
 wakes once for all the runs of GATHER seconds (a wake-up per commit, each a
 hand-over of the GIL, was some 2,600 more context switches per 10,000
@@ -18,10 +19,13 @@ tasks), and makes the spans after the fact. A run's span is already over
 when it is made, so with the SDK's own Tracer it is made as what the SDK hands its span
 processors when a span ends (a ReadableSpan: the provider's resource,
 sampler, id generator, span limits and processors, as start_span would use
-them) and given to the processors' on_end; that is a quarter of what
+them) and given to the processors' on_end; that is under a quarter of what
 start_span and end cost, most of it the checks of attributes the engine
-makes itself. Span processors' on_start is not called for these spans (they
-start and end at once); a change's span, one per change, goes through
+makes itself. Tracer._spans does it for the runs in a change in one loop
+where the SDK is as this module knows it (its default sampler and id
+generator, ReadableSpan's parameters), else _span one run at a time.
+Span processors' on_start is not called for these spans (they start and
+end at once); a change's span, one per change, goes through
 start_span and end as usual. With another implementation of the API than
 the SDK's, every span goes through start_span and end.
 """
@@ -284,7 +288,7 @@ class _Root:
 
 
 class _FastRuns:
-    """_FastRuns makes the span of a run that is over as the SDK's Tracer would on its end, for a fifth of the cost.
+    """_FastRuns makes the span of a run that is over as the SDK's Tracer would on its end, for a quarter of the cost.
 
     What start_span and end do for a span in a change's trace that starts
     and ends at once, without what it does not need: the context lookups,
