@@ -45,8 +45,6 @@ _OUTCOMES = {
     Status.DOING: "retry", Status.UNDOING: "retry", Status.DO: "retry",
     Status.ABORT: "aborted", Status.UNDO: "aborted", Status.HOLD: "aborted",
 }
-#: _OUTCOMES by the status's value (a str's hash is kept; an Enum member's is a Python call each time).
-_BY_VALUE = {status.value: outcome for status, outcome in _OUTCOMES.items()}
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,8 @@ class TimingBook:
         What is noted is what the run's row and span are made of later (flush,
         and the tracer's thread): nothing is formatted here.
         """
-        value = rec.status._value_
-        outcome = _BY_VALUE.get(value) or value.lower()
+        status = rec.status
+        outcome = _OUTCOMES.get(status) or status.value.lower()
         traced = None
         if self.tracer is not None:
             try:
