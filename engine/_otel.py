@@ -13,7 +13,7 @@ on W1, docs/performance.md): the recorder notes what the span needs beside
 the run's timing (a tuple, shared by the runs of a kind in a change, under
 the state lock it holds anyway); the commit that writes the
 run's outcome hands the runs it wrote to a thread of the tracer's, which
-wakes once for all the runs of GATHER seconds (a wake-up per commit, each a
+wakes once for all the runs of GATHER seconds or GATHER_RUNS runs (a wake-up per commit, each a
 hand-over of the GIL, was some 2,600 more context switches per 10,000
 tasks), and makes the spans after the fact. A run's span is already over
 when it is made, so with the SDK's own Tracer it is made as what the SDK hands its span
@@ -56,8 +56,11 @@ log = logging.getLogger("engine.tracing")
 
 #: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
 _OPEN = 1024
-#: How long the tracing thread lets runs gather once woken, in seconds (spans are exported in batches anyway).
-GATHER = 0.05
+#: How long the tracing thread lets runs gather once woken, at most, in seconds (the SDK's batch processor
+#: exports every 5 s by default anyway); GATHER_RUNS runs handed over cut it short (a batch processor's queue
+#: holds 2,048 spans by default). W2 (a run every few ms) traced with 50 ms: 20 us of the thread's CPU a run.
+GATHER = 0.25
+GATHER_RUNS = 256
 #: How many attributes a run's span has (the fast path needs span limits that keep them all, untruncated).
 _RUN_ATTRIBUTES = 6
 
@@ -127,12 +130,16 @@ class Tracer:
         return errors[-1] if errors else ""
 
     def submit(self, runs: list[Run]) -> None:
-        """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it."""
+        """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it,
+        and the one that makes GATHER_RUNS hurries it."""
         with self._mu:
             first = not self._runs
             self._runs += runs
+            full = len(self._runs) >= GATHER_RUNS
         if first:
             self._wake.set()
+        if full and not self._hurry.is_set():
+            self._hurry.set()
 
     def flush(self, timeout: float | None = None) -> bool:
         """flush waits until the spans of the runs submitted so far are made and handed to the SDK."""
@@ -146,7 +153,8 @@ class Tracer:
     def _loop(self) -> None:
         while True:
             self._wake.wait()
-            # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER, not per commit.
+            # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER or GATHER_RUNS runs,
+            # not per commit.
             self._hurry.wait(GATHER)
             with self._mu:
                 self._hurry.clear()

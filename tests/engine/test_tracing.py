@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,6 +262,41 @@ def test_without_the_extra_the_overlord_says_so_and_runs(tmp_path: Path) -> None
     assert "cannot trace: OpenTelemetry is not installed (opentelemetry is missing): " \
            "pip install 'overlord-engine[otel]'; going on without traces" in p.stderr
 
+
+
+def test_enough_runs_handed_over_cut_the_gathering_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracing thread lets runs gather up to GATHER seconds, or until GATHER_RUNS were handed over."""
+    import threading
+
+    from engine import _otel
+
+    monkeypatch.setattr(_otel, "GATHER", 600.0)
+    monkeypatch.setattr(_otel, "GATHER_RUNS", 3)
+    got = threading.Event()
+
+    class Counting(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            result = super().export(spans)
+            if len([s for s in self.get_finished_spans() if s.parent is not None]) >= 3:
+                got.set()
+            return result
+
+    exporter = Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    o = Overlord(tmp_path / "state.db")
+    try:
+        enable_tracing(o.state, tracer_provider=provider)
+        o.task_runner.add_handler("k", lambda task, tomb: None)
+        with o.state:
+            chg = o.state.new_change("install", "Install foo")
+            for i in range(3):
+                chg.add_task(o.state.new_task("k", str(i)))
+        o.settle(30)
+        assert got.wait(30), "the runs' spans waited for GATHER"
+    finally:
+        o.stop()
+        o.state.close()
 
 
 def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemorySpanExporter],
