@@ -20,25 +20,33 @@ database file:
 
 Which mode goes first turns from round to round. The tables give the
 medians of the rounds, of tasks/s and of the process's CPU time per task
-(all threads), and the median of the rounds' ratios to "without" (the runs
-of a round ran back to back, so the drift of the machine's load over
-minutes cancels out); then, traced, the share of the process's CPU time
-that the tracing thread spent (making the spans; the notes the recorder
-takes for them, under 1 us a run, are not in it), which the load of a
-shared machine disturbs far less than the A/B ratios.
+(all threads), and the median of the rounds' ratios to "without" with the
+middle half of them (the runs of a round ran back to back, so the drift of
+the machine's load over minutes cancels out); then, traced, the share of
+the process's CPU time that the tracing thread spent (making the spans; the
+notes the recorder takes for them are not in it).
+
+Each round also measures the instrumentation's direct CPU cost per run
+(direct): in one process, commits recording 16 runs each (W1) or one (W2),
+the modes alternating every 200 runs, so that the load of a shared
+machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
+alike; that cost over the A/B's "without" CPU per task is printed beside
+the goal.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .common import DEFAULT_TMP, run_child
+from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError, run_child
 
 TIMEOUT = 600.0
 
@@ -74,6 +82,94 @@ def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: s
     return float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task
 
 
+def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float]:
+    """direct is the CPU time per run that timings, and tracing, add to the commits that record runs (in-process).
+
+    One process, one State on db with a change of `runs` tasks: blocks of
+    commits, each commit dirtying per_commit tasks (what recording an
+    outcome writes), alternate between the three modes: nothing noted, each
+    run noted (TimingBook.task_run, its row written by the commit), and,
+    traced, its span too (the block waits for the tracing thread, whose CPU
+    time counts, and the SDK's batch processor exports to an exporter that
+    drops the spans). Blocks of the three modes follow each other within
+    milliseconds, so the load of a shared machine weighs on them alike: the
+    median over the cycles of blocks of a mode's CPU time per run less that
+    of "nothing noted" in the same cycle is what the instrumentation costs a
+    run, whatever the workload around it.
+    """
+    import time
+
+    from engine import State
+    from engine.session import session_of
+
+    st = State.open(db, synchronous="NORMAL")  # no sync per commit: CPU time is measured, not the disk's waits
+    try:
+        with st:
+            chg = st.new_change("bench", "direct cost")
+            ids = []
+            for i in range(runs):
+                t = st.new_task("noop", f"task {i}")
+                chg.add_task(t)
+                ids.append(int(t.id))
+        w = session_of(st).uow
+        book = w.timings
+        tracer: Any = None
+        provider: Any = None
+        if traced:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+            from engine import _otel
+
+            class Drop(SpanExporter):
+                def export(self, batch: Any) -> SpanExportResult:
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(Drop()))
+            tracer = _otel.Tracer(w, provider)
+        modes = ["without", "timings", *(["traced"] if traced else [])]
+        diffs: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+        block = max(per_commit, 200 // per_commit * per_commit)  # runs per block
+        for cycle, k in enumerate(range(0, runs - block + 1, block)):
+            cpu = {}
+            for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
+                book.tracer = tracer if mode == "traced" else None
+                c0 = time.process_time()
+                for j in range(k, k + block, per_commit):
+                    with st:
+                        for tid in ids[j:j + per_commit]:
+                            rec = w.records.trec(tid)
+                            w.dirty_task(rec)
+                            if mode != "without":
+                                book.task_run(rec, "do", 1, 0.0001)
+                if mode == "traced":
+                    tracer.flush(60)
+                    provider.force_flush()
+                cpu[mode] = time.process_time() - c0
+            for mode in modes[1:]:
+                diffs[mode].append((cpu[mode] - cpu["without"]) / block)
+        if tracer is not None:
+            book.tracer = None
+            tracer.close()
+            provider.shutdown()
+    finally:
+        st.close()
+    return {mode: statistics.median(d) * 1e6 for mode, d in diffs.items()}
+
+
+def _direct_child(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float]:
+    """_direct_child runs direct in a fresh process."""
+    out = subprocess.run([sys.executable, "-m", "bench.timings", "--direct-child",
+                          json.dumps({"db": db, "runs": runs, "per_commit": per_commit, "traced": traced})],
+                         cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return dict(json.loads(line[len(RESULT_PREFIX):]))
+    raise BenchError(f"direct: the child process exited with {out.returncode} and no figures:\n"
+                     + "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:]))
+
+
 def _have_sdk() -> bool:
     try:
         import opentelemetry.sdk.trace  # noqa: F401
@@ -82,27 +178,42 @@ def _have_sdk() -> bool:
     return True
 
 
+def _quartiles(values: list[float]) -> str:
+    """_quartiles shows the middle half of values (how much the rounds' ratios spread)."""
+    if len(values) < 4:
+        return ""
+    q = statistics.quantiles(values, n=4)
+    return f"{q[0]:.3f}-{q[2]:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """main runs the rounds and prints the tables."""
     parser = argparse.ArgumentParser(prog="python -m bench.timings", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="rounds (default 7)")
+    parser.add_argument("--runs", type=int, default=9, help="rounds (default 9)")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke run")
     parser.add_argument("--api", action="store_true", help="also trace every span through start_span")
     parser.add_argument("--otlp", action="store_true", help="also trace to an OTLP/HTTP sink, from OTEL_* alone")
     parser.add_argument("--only", choices=("w1", "w2"), help="only this workload")
+    parser.add_argument("--direct-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.direct_child:
+        sys.stdout.write(RESULT_PREFIX + json.dumps(direct(**json.loads(args.direct_child))) + "\n")
+        return 0
     scale = 10 if args.quick else 1
-    workloads = [("W1 fan-out", 10_000 // scale, False), ("W2 chain", 1_000 // scale, True)]
+    # name, tasks, chained, runs a commit records in the direct measurement (W2: one; W1: batches of outcomes)
+    workloads = [("W1 fan-out", 10_000 // scale, False, 16), ("W2 chain", 1_000 // scale, True, 1)]
     if args.only:
         workloads = [w for w in workloads if w[0].lower().startswith(args.only)]
     modes = ["without", "timings"]
-    if _have_sdk():
+    sdk = _have_sdk()
+    if sdk:
         modes += ["traced", *(["traced-api"] if args.api else []), *(["traced-otlp"] if args.otlp else [])]
     rates: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     rate_ratios: dict[tuple[str, str], list[float]] = {}
     cpu_ratios: dict[tuple[str, str], list[float]] = {}
     tracer_cpus: dict[tuple[str, str], list[float]] = {}
+    directs: dict[tuple[str, str], list[float]] = {}
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="timings-", dir=DEFAULT_TMP))
     sink = None
@@ -113,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = f"http://127.0.0.1:{int(sink.stdout.readline())}"
     try:
         for r in range(args.runs):
-            for name, tasks, chained in workloads:
+            for name, tasks, chained, per_commit in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
                 got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
                 for mode, (rate, cpu, tracer_cpu) in got.items():
@@ -122,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                     cpus.setdefault((name, mode), []).append(cpu)
                     rate_ratios.setdefault((name, mode), []).append(rate / got["without"][0])
                     cpu_ratios.setdefault((name, mode), []).append(cpu / got["without"][1])
+                db = tmp / f"direct-{name.split()[0]}.db"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(db) + suffix).unlink(missing_ok=True)
+                for mode, us in _direct_child(str(db), 6_000 // scale, per_commit, sdk).items():
+                    directs.setdefault((name, mode), []).append(us)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if sink is not None:
@@ -129,23 +245,39 @@ def main(argv: list[str] | None = None) -> int:
             sink.wait()
     others = [m for m in modes if m != "without"]
     med = statistics.median
-    print(f"median of {args.runs} rounds; ratios: to 'without', median of the rounds' ratios")
+    print(f"median of {args.runs} rounds; ratios: to 'without', the median of the rounds' ratios "
+          "(and the middle half of them)")
     print(f"{'tasks/s (submit + run)':28}" + "".join(f"{m:>12}" for m in modes)
           + "".join(f"{m + ' /':>14}" for m in others))
-    for name, tasks, _ in workloads:
+    for name, tasks, _, _ in workloads:
         print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(rates[(name, m)]):12,.0f}" for m in modes)
               + "".join(f"{med(rate_ratios[(name, m)]):14.3f}" for m in others))
+        if args.runs >= 4:
+            pad = " " * (28 + 12 * len(modes))
+            print(pad + "".join(f"{_quartiles(rate_ratios[(name, m)]):>14}" for m in others))
     print(f"{'CPU us per task':28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{m + ' /':>14}" for m in others))
-    for name, tasks, _ in workloads:
+    for name, tasks, _, _ in workloads:
         print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(cpus[(name, m)]):12,.1f}" for m in modes)
               + "".join(f"{med(cpu_ratios[(name, m)]):14.3f}" for m in others))
+        if args.runs >= 4:
+            pad = " " * (28 + 12 * len(modes))
+            print(pad + "".join(f"{_quartiles(cpu_ratios[(name, m)]):>14}" for m in others))
     traced = [m for m in modes if m.startswith("traced")]
     if traced:
         print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
-        for name, tasks, _ in workloads:
+        for name, tasks, _, _ in workloads:
             print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(tracer_cpus[(name, m)]):12.3f}" for m in traced))
-    print("target: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
-          "no more than 5%)")
+    direct_modes = ["timings", *(["traced"] if sdk else [])]
+    print(f"{'direct CPU us per run':28}" + "".join(f"{m:>12}" for m in direct_modes)
+          + "".join(f"{m + ' / W':>14}" for m in direct_modes))
+    for name, _, _, per_commit in workloads:
+        base = med(cpus[(name, "without")])
+        print(f"{f'{name[:2]} ({per_commit} a commit)':28}"
+              + "".join(f"{med(directs[(name, m)]):12.2f}" for m in direct_modes)
+              + "".join(f"{1 + med(directs[(name, m)]) / base:14.3f}" for m in direct_modes))
+    print("goal: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
+          "no more than 5%); direct: the instrumentation's CPU per run, in one process, modes alternated "
+          "every 200 runs, over W's 'without' CPU per task")
     return 0
 
 

@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _time
@@ -99,36 +99,41 @@ class TimingBook:
     def __init__(self, w: Work) -> None:
         self._w = w
         self._mu = threading.Lock()
-        self.runs: Pending[tuple[Any, ...]] = Pending()
+        #: runs are the task runs noted and not committed yet, as _Runs notes them.
+        self.runs = _Runs(self)
         self.trim: Pending[int] = Pending()
         # Rows of ensure passes (under _mu): written by the next commit, lost if it fails (they are only timings).
         self._passes: list[tuple[str, str, str, float]] = []
         # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
         self._untrimmed = 0
-        self._seq = 0
+        # The text of the last second a run started in (flush formats runs of the same second from it).
+        self._second = -1
+        self._prefix = ""
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
-        self.traced = _Traced(self)
 
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
 
         They never ask for a commit: the runs are written by the commit of their outcomes.
         """
-        return self.runs, self.trim, self.traced
+        return self.runs, self.trim
 
     def task_run(self, rec: TaskRec, phase: str, attempt: int, elapsed: float) -> None:
-        """task_run notes one run of rec's handler, once its outcome is applied (lock held)."""
-        started = self._w.now() - timedelta(seconds=elapsed)
-        outcome = _OUTCOMES.get(rec.status) or rec.status.value.lower()
-        # The sequence keeps two identical rows apart (Pending is a set).
-        self._seq += 1
-        self.runs.add((rec.id, phase, attempt, outcome, _text(started), elapsed, self._seq))
+        """task_run notes one run of rec's handler, once its outcome is applied (lock held).
+
+        What is noted is what the run's row and span are made of later (flush,
+        and the tracer's thread): nothing is formatted here.
+        """
+        status = rec.status
+        outcome = _OUTCOMES.get(status) or status.value.lower()
+        traced = None
         if self.tracer is not None:
             try:
-                self.traced.todo.append(self.tracer.task_run(rec, phase, attempt, outcome, started, elapsed))
+                traced = self.tracer.task_run(rec, outcome)
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
+        self.runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
         if attempt >= TASK_RUNS_KEEP:
             self.trim.add(rec.id)
 
@@ -143,17 +148,31 @@ class TimingBook:
 
     def flush(self, store: Store) -> None:
         """flush writes what was noted into the open write transaction."""
-        if not (self.runs or self._passes):
+        if not (self.runs.todo or self._passes):
             return
-        with self._mu:
-            passes, self._passes = self._passes, []
-        runs = self.runs.take()
-        self.traced.take()
-        self._untrimmed += len(passes)
+        passes: list[tuple[str, str, str, float]] = []
         keep = None
-        if self._untrimmed >= max(1, ENSURE_KEEP // 10):
-            keep, self._untrimmed = ENSURE_KEEP, 0
-        store.save_timings([r[:6] for r in runs], self.trim.take(), TASK_RUNS_KEEP, passes, keep)
+        if self._passes:  # (those noted meanwhile go with the next commit)
+            with self._mu:
+                passes, self._passes = self._passes, []
+            self._untrimmed += len(passes)
+            if self._untrimmed >= max(1, ENSURE_KEEP // 10):
+                keep, self._untrimmed = ENSURE_KEEP, 0
+        store.save_timings(self._rows(self.runs.take()), self.trim.take() if self.trim.todo else (), TASK_RUNS_KEEP,
+                           passes, keep)
+
+    def _rows(self, runs: list[Run]) -> list[tuple[Any, ...]]:
+        """_rows are the rows of runs (TASK_TIMING_COLUMNS): the start is the end less the time the run took."""
+        rows = []
+        second, prefix = self._second, self._prefix
+        for tid, phase, attempt, outcome, end, elapsed, _ in runs:
+            d = end - timedelta(seconds=elapsed) - _EPOCH
+            s = d.days * 86_400 + d.seconds
+            if s != second:  # _time.to_text of the whole second, and its fraction below
+                second, prefix = s, f"{_EPOCH + timedelta(seconds=s):%Y-%m-%dT%H:%M:%S}."
+            rows.append((tid, phase, attempt, outcome, f"{prefix}{d.microseconds:06d}Z", elapsed))
+        self._second, self._prefix = second, prefix
+        return rows
 
     def task_timings(self, cid: int) -> list[TaskTiming]:
         """task_timings are the runs of a change's tasks, oldest first."""
@@ -177,35 +196,45 @@ class TimingBook:
         return out
 
 
-class _Traced:
-    """_Traced keeps what the spans of the runs need until the commit that writes the runs is done.
+#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock), how long it took (seconds),
+#: and what the tracer noted for its span (engine._otel; None untraced).
+Run = tuple[int, str, int, str, datetime, float, Any]
 
-    The runs a commit wrote go to the tracer in one hand-off; a failed
-    commit keeps them for the next; a rolled back one forgets them (the
-    runs are noted again when their outcomes are recorded again).
+
+class _Runs:
+    """_Runs are the runs noted (todo) and those written by the commit under way (done), in the order noted.
+
+    A commit hands the runs it wrote that the tracer noted to the tracer in
+    one list; a failed commit keeps them all to write again; a rolled back
+    one forgets them (the runs are noted again when their outcomes are
+    recorded again). A list, not a Pending: a run is noted once and two
+    identical rows are two runs.
     """
 
     __slots__ = ("book", "done", "todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
-        self.todo: list[Any] = []
-        self.done: list[Any] = []
+        self.todo: list[Run] = []
+        self.done: list[Run] = []
 
-    def take(self) -> None:
-        if self.todo:
-            self.done += self.todo
-            self.todo = []
+    def take(self) -> list[Run]:
+        runs, self.todo = self.todo, []
+        self.done += runs
+        return runs
 
     def committed(self) -> None:
-        if self.done:
-            done, self.done = self.done, []
-            tracer = self.book.tracer
-            if tracer is not None:
+        if not self.done:
+            return
+        done, self.done = self.done, []
+        tracer = self.book.tracer
+        if tracer is not None:
+            traced = [run for run in done if run[6] is not None]
+            if traced:
                 try:
-                    tracer.submit(done)
+                    tracer.submit(traced)
                 except Exception as e:  # tracing must never fail the commit it follows
-                    log.error("cannot trace %d runs: %s: %s", len(done), type(e).__name__, e)
+                    log.error("cannot trace %d runs: %s: %s", len(traced), type(e).__name__, e)
 
     def failed(self) -> None:
         if self.done:
@@ -218,9 +247,7 @@ class _Traced:
         return bool(self.todo)
 
 
-def _text(when: datetime) -> str:
-    """_text is _time.to_text for a UTC time, by isoformat (three times faster than strftime: once per run)."""
-    return when.isoformat(timespec="microseconds")[:26] + "Z"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _stamp(when: datetime) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,34 @@ def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRu
         assert seen["timing"] == seen["done"] == before + 1
     finally:
         store.commit, store.save_timings, store.write = real_commit, real_save, real_write  # type: ignore[method-assign]
+
+
+def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State, clock: FakeClock) -> None:
+    """The start kept is the State's clock when the outcome was recorded less the run's duration, whatever second,
+    minute or day it falls in (the flush formats the rows of runs in the same second from one prefix)."""
+    with st:
+        chg = st.new_change("test", "starts")
+        task = st.new_task("k", "one")
+        chg.add_task(task)
+        cid, tid = chg.id, int(task.id)
+    base = datetime(2026, 12, 31, 23, 59, 59, 999_990, tzinfo=UTC)
+    runs = [(base, 0.000_003), (base + timedelta(microseconds=9), 0.000_0125), (base + timedelta(microseconds=9), 0),
+            (base + timedelta(microseconds=10), 0.000_011), (base + timedelta(microseconds=15), 1.5),
+            (base + timedelta(seconds=61), 3600.25), (base + timedelta(seconds=61, microseconds=1), 0.000_002)]
+    w = st._uow
+    for i, (end, elapsed) in enumerate(runs):
+        clock.set(end)
+        with st:
+            for _ in range(1 + i % 2):  # one run a commit, or two
+                rec = w.records.trec(tid)
+                w.dirty_task(rec)
+                w.timings.task_run(rec, "do", 1, elapsed)
+    with st:
+        got = st.change(cid)
+        assert got is not None
+        started = [t.started for t in got.timings()]
+    assert started == [end - timedelta(seconds=elapsed) for i, (end, elapsed) in enumerate(runs)
+                       for _ in range(1 + i % 2)]
 
 
 def test_each_task_keeps_its_newest_runs(st: State, runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:

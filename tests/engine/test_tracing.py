@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,9 +59,30 @@ def traced(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Overlord, InMemor
     o.state.close()
 
 
-def test_each_change_is_a_trace_and_each_run_a_span(traced: tuple[Overlord, InMemorySpanExporter],
+@pytest.fixture(params=["in one loop", "one by one", "through start_span"])
+def traced_by_each_path(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Overlord, InMemorySpanExporter]]:
+    """traced_by_each_path is traced, the spans of runs made by each of the tracer's ways: the quick loop (the
+    SDK as the tracer knows it), the fast path one run at a time, the SDK's start_span and end."""
+    from engine import _otel
+
+    if request.param == "one by one":
+        monkeypatch.setattr(_otel, "_positional", lambda readable: False)
+        monkeypatch.setattr(_otel, "_random_bits", lambda ids: None)
+    elif request.param == "through start_span":
+        monkeypatch.setattr(_otel._FastRuns, "of", classmethod(lambda cls, tracer: None))
+    o, exporter = _traced(tmp_path, clock)
+    fast = o.state._uow.timings.tracer._fast
+    assert (fast is not None, fast is not None and fast.quick) == {
+        "in one loop": (True, True), "one by one": (True, False), "through start_span": (False, False)}[request.param]
+    yield o, exporter
+    o.stop()
+    o.state.close()
+
+
+def test_each_change_is_a_trace_and_each_run_a_span(traced_by_each_path: tuple[Overlord, InMemorySpanExporter],
                                                     clock: FakeClock) -> None:
-    o, exporter = traced
+    o, exporter = traced_by_each_path
     runs = {"n": 0}
 
     def flaky(task: Task, tomb: Tomb) -> None:
@@ -240,6 +262,41 @@ def test_without_the_extra_the_overlord_says_so_and_runs(tmp_path: Path) -> None
     assert "cannot trace: OpenTelemetry is not installed (opentelemetry is missing): " \
            "pip install 'overlord-engine[otel]'; going on without traces" in p.stderr
 
+
+
+def test_enough_runs_handed_over_cut_the_gathering_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracing thread lets runs gather up to GATHER seconds, or until GATHER_RUNS were handed over."""
+    import threading
+
+    from engine import _otel
+
+    monkeypatch.setattr(_otel, "GATHER", 600.0)
+    monkeypatch.setattr(_otel, "GATHER_RUNS", 3)
+    got = threading.Event()
+
+    class Counting(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            result = super().export(spans)
+            if len([s for s in self.get_finished_spans() if s.parent is not None]) >= 3:
+                got.set()
+            return result
+
+    exporter = Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    o = Overlord(tmp_path / "state.db")
+    try:
+        enable_tracing(o.state, tracer_provider=provider)
+        o.task_runner.add_handler("k", lambda task, tomb: None)
+        with o.state:
+            chg = o.state.new_change("install", "Install foo")
+            for i in range(3):
+                chg.add_task(o.state.new_task("k", str(i)))
+        o.settle(30)
+        assert got.wait(30), "the runs' spans waited for GATHER"
+    finally:
+        o.stop()
+        o.state.close()
 
 
 def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemorySpanExporter],
