@@ -365,6 +365,24 @@ def test_rows_read_well(file_st: State, db_path: Path, clock: FakeClock) -> None
     assert parse_time(db_rows(db_path, "SELECT ready_time FROM changes")[0][0]) == clock()
 
 
+def test_times_are_stored_fixed_width_and_read_back(file_st: State, db_path: Path, clock: FakeClock,
+                                                    reopen: Any) -> None:
+    """Stored times are 27 characters (microseconds always written), so that they sort as the times do."""
+    whens = [datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2030, 1, 2, 3, 4, 5, 7, tzinfo=UTC),
+             datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    st = file_st
+    for when in whens:
+        clock.set(when)
+        with st:
+            st.new_change("install", "...").add_task(st.new_task("download", "..."))
+    stored = [r[0] for r in db_rows(db_path, "SELECT spawn_time FROM tasks ORDER BY id")]
+    assert stored == ["2030-01-02T03:04:05.000000Z", "2030-01-02T03:04:05.000007Z", "0999-12-31T23:59:59.999999Z"]
+    assert sorted(stored) == [stored[2], stored[0], stored[1]]
+    st2 = reopen(st)
+    with st2:
+        assert [t.spawn_time for t in st2.tasks()] == whens
+
+
 def test_new_tasks_are_stored_as_do(file_st: State, db_path: Path) -> None:
     st = file_st
     with st:
