@@ -36,6 +36,10 @@ class Status(enum.Enum):
 
     _ready: bool  # set below for every member
 
+    # Members are singletons: hashing by identity (in C) is what Enum's hash by name (in Python) does, at a
+    # fraction of the cost; statuses key the counts of every change and are hashed on every move.
+    __hash__ = object.__hash__
+
     @property
     def ready(self) -> bool:
         """Whether work with this status has completed its attempt."""
