@@ -39,6 +39,11 @@ class Status(enum.Enum):
     # Members are singletons: hashing by identity (in C) is what Enum's hash by name (in Python) does, at a
     # fraction of the cost; statuses key the counts of every change and are hashed on every move.
     __hash__ = object.__hash__
+    @property
+    def value(self) -> str:
+        """value is the text stored for the status (read directly: Enum's own descriptor costs more)."""
+        text: str = self._value_
+        return text
 
     @property
     def ready(self) -> bool:
