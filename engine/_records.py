@@ -254,13 +254,14 @@ class TaskRec:
         return rec
 
     def row(self) -> tuple[Any, ...]:
-        """row returns the values in store.TASK_COLUMNS order."""
+        """row returns the values in store.TASK_COLUMNS order (every task written, each time: kept plain)."""
         label, done, total = self.progress if self.progress is not None else (None, None, None)
+        data, at, since = self.data, self.at_time, self.retry_since
         return (
             self.id, self.change_id, self.kind, self.summary, self.status.value, self.waited_status.value,
-            self.clean, label, done, total, self.data.dump(), self.spawn_text,
-            self.ready_text, opt_to_text(self.at_time), self.doing_time, self.undoing_time,
-            self.attempts, self.retry_attempts, opt_to_text(self.retry_since),
+            self.clean, label, done, total, data.text if data.text is not None else data.dump(), self.spawn_text,
+            self.ready_text, None if at is None else to_text(at), self.doing_time, self.undoing_time,
+            self.attempts, self.retry_attempts, None if since is None else to_text(since),
         )
 
 
