@@ -168,8 +168,15 @@ class RecordCache:
         # Their data must be JSON too: a write of the row would fail its CHECK.
         # Parsed and dropped: an untouched bag is written back as it was read.
         rec.data.check(f"change {rec.id}")
+        ids, cache = rec.task_ids, self.tasks
+        if ids is not None and not self.store.shared and all(tid in cache for tid in ids):
+            # Every task is cached (a change made or read by this State): the cached record is what the loop
+            # below would check for each row, so the rows need not be read (W1: 10,000 rows at its first claim).
+            for tid in ids:
+                cache[tid].data.check(f"task {tid}")
+            return
         for row in self.store.each_task_of_change(rec.id):
-            (self.tasks.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
+            (cache.get(row[0]) or TaskRec.from_row(row)).data.check(f"task {row[0]}")
 
     def load_graph(self, recs: list[TaskRec]) -> None:
         """load_graph loads the edges and lanes of many tasks at once."""
