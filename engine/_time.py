@@ -21,6 +21,8 @@ def system_clock() -> datetime:
 
 def utc(when: datetime, what: str = "time") -> datetime:
     """utc returns when in UTC, refusing naive datetimes."""
+    if when.__class__ is datetime and when.tzinfo is UTC:  # the system clock's (every new task, every outcome)
+        return when
     if not isinstance(when, datetime):
         raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
     if when.tzinfo is None:
