@@ -164,7 +164,8 @@ class Change:
         trec.change_id = rec.id
         w.dirty_task(trec)
         w.touch(rec.id)
-        if not trec.status.ready and not _after_running(w, trec):
+        # (A task known to wait for nothing, a new one most often, cannot come after a running one.)
+        if not trec.status.ready and (trec.wait_ids == [] or not _after_running(w, trec)):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))
