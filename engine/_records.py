@@ -264,6 +264,31 @@ class TaskRec:
             self.attempts, self.retry_attempts, None if since is None else to_text(since),
         )
 
+    def new_row(self) -> tuple[Any, ...] | None:
+        """new_row is the row in store.NEW_TASK_COLUMNS order of a task as new_task made it, or None.
+
+        None: a column beyond those holds something else (a status, data,
+        progress set before the first commit), and row() is written.
+        """
+        if (self.status is Status.DO and self.waited_status is Status.DONE and not self.clean
+                and self.progress is None and self.data.text == "{}" and self.ready_text is None
+                and self.at_time is None and not self.doing_time and not self.undoing_time and not self.attempts
+                and not self.retry_attempts and self.retry_since is None):
+            return (self.id, self.change_id, self.kind, self.summary, self.spawn_text)
+        return None
+
+
+def new_task_rows(recs: list[TaskRec]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """new_task_rows splits the rows of new tasks: full rows (insert_tasks), and new_row()s (insert_new_tasks)."""
+    full, fresh = [], []
+    for rec in recs:
+        row = rec.new_row()
+        if row is None:
+            full.append(rec.row())
+        else:
+            fresh.append(row)
+    return full, fresh
+
 
 class ChangeRec:
     """ChangeRec is the State's copy of one changes row and its aggregates."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, new_task_rows
 from .cache import RecordCache
 from .change import Change
 from .changeset import ChangeSet
@@ -179,7 +179,7 @@ class UnitOfWork:
             w.changes = [changes[cid].row(self._write_status(changes[cid]))
                          for cid in cs.new_changes.take() if cid in changes]
         if cs.new_tasks.todo:
-            w.tasks = [tasks[tid].row() for tid in cs.new_tasks.take() if tid in tasks]
+            w.tasks, w.new_tasks = new_task_rows([tasks[tid] for tid in cs.new_tasks.take() if tid in tasks])
         if cs.dirty_tasks.todo:
             w.task_updates = [(*r[1:], r[0]) for r in (tasks[tid].row() for tid in cs.dirty_tasks.take()
                                                         if tid in tasks)]

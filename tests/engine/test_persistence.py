@@ -383,6 +383,36 @@ def test_times_are_stored_fixed_width_and_read_back(file_st: State, db_path: Pat
         assert [t.spawn_time for t in st2.tasks()] == whens
 
 
+def test_a_new_task_row_is_the_same_whichever_insert_writes_it(file_st: State, db_path: Path, clock: FakeClock,
+                                                              reopen: Any) -> None:
+    """A task as new_task made it is written by a shorter insert (the others bind every column): same row."""
+    st = file_st
+    with st:
+        chg = st.new_change("install", "...")
+        plain = st.new_task("download", "...")
+        touched = st.new_task("download", "...")
+        touched.set("x", 1)
+        touched.set("x", None)  # its data is empty again, but no longer as made: the full insert writes it
+        held = st.new_task("download", "...")
+        held.set_status(Status.HOLD)
+        for t in (plain, touched, held):
+            chg.add_task(t)
+    rows = db_rows(db_path, "SELECT * FROM tasks ORDER BY id")
+    names = [r[1] for r in db_rows(db_path, "PRAGMA table_info(tasks)")]
+    skip = {names.index("id"), names.index("spawn_time")}
+    plain_row, touched_row, held_row = ([v for i, v in enumerate(r) if i not in skip] for r in rows)
+    assert plain_row == touched_row
+    assert [type(v) for v in plain_row] == [type(v) for v in touched_row]
+    assert held_row[names.index("status") - 1] == "Hold"
+    st2 = reopen(st)
+    with st2:
+        got = st2.tasks()
+        assert [t.status for t in got] == [Status.DO, Status.DO, Status.HOLD]
+        assert [t.keys() for t in got] == [[], [], []]
+        assert all(not t.is_clean() and t.attempts == 0 for t in got)
+        assert [t.progress() for t in got] == [("", 0, 1), ("", 0, 1), ("", 1, 1)]
+
+
 def test_new_tasks_are_stored_as_do(file_st: State, db_path: Path) -> None:
     st = file_st
     with st:
