@@ -9,7 +9,7 @@ loaded on demand and written back when the state lock is released.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, Generic, TypeVar
@@ -205,11 +205,13 @@ class TaskRec:
         self.attempts = 0
         self.retry_attempts = 0
         self.retry_since: datetime | None = None
-        # None until loaded; new tasks start complete and empty.
-        self.wait_ids: list[int] | None = []
-        self.halt_ids: list[int] | None = []
-        self.lanes: list[int] | None = []
-        self.log: list[tuple[str, str, str]] | None = []
+        # None until loaded; new tasks start complete and empty: a shared empty tuple each, a list once something
+        # is added (engine.cache's own_* accessors): four lists fewer per task to allocate and for the garbage
+        # collector to track.
+        self.wait_ids: Sequence[int] | None = ()
+        self.halt_ids: Sequence[int] | None = ()
+        self.lanes: Sequence[int] | None = ()
+        self.log: Sequence[tuple[str, str, str]] | None = ()
         # The public Task of the record (engine.task), made on first use.
         self.handle: Any = None
 

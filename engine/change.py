@@ -165,7 +165,8 @@ class Change:
         w.dirty_task(trec)
         w.touch(rec.id)
         # (A task known to wait for nothing, a new one most often, cannot come after a running one.)
-        if not trec.status.ready and (trec.wait_ids == [] or not _after_running(w, trec)):
+        waits = trec.wait_ids
+        if not trec.status.ready and ((waits is not None and not waits) or not _after_running(w, trec)):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))

@@ -425,7 +425,7 @@ class UnitOfWork:
         return crec.explicit if crec.explicit is not None else computed_status(self, crec)
 
     def add_log(self, rec: TaskRec, level: str, message: str) -> None:
-        lines = self.records.log_lines(rec)
+        lines = self.records.own_log_lines(rec)
         when = self.now()
         line = (_time.to_text(when), level, message)
         lines.append(line)
@@ -472,8 +472,8 @@ class UnitOfWork:
 
     def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
         """add_edge makes rec wait for wait."""
-        self.records.wait_ids(rec).append(wait.id)
-        self.records.halt_ids(wait).append(rec.id)
+        self.records.own_wait_ids(rec).append(wait.id)
+        self.records.own_halt_ids(wait).append(rec.id)
         self.changeset.new_edges.add((rec.id, wait.id))
         for cid in {rec.change_id, wait.change_id}:
             if cid is not None:
@@ -481,7 +481,7 @@ class UnitOfWork:
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""
-        lanes = self.records.lanes(rec)
+        lanes = self.records.own_lanes(rec)
         if lane not in lanes:
             lanes.append(lane)
             lanes.sort()
