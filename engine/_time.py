@@ -21,6 +21,8 @@ def system_clock() -> datetime:
 
 def utc(when: datetime, what: str = "time") -> datetime:
     """utc returns when in UTC, refusing naive datetimes."""
+    if when.__class__ is datetime and when.tzinfo is UTC:  # the system clock's (every new task, every outcome)
+        return when
     if not isinstance(when, datetime):
         raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
     if when.tzinfo is None:
@@ -31,8 +33,13 @@ def utc(when: datetime, what: str = "time") -> datetime:
 
 
 def to_text(when: datetime) -> str:
-    """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z."""
-    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"
+    """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z.
+
+    By isoformat, cut before the offset: the text of strftime's
+    "%Y-%m-%dT%H:%M:%S.%fZ" at a third of its cost (every task's spawn and
+    ready times), and four digits of year below 1000 too.
+    """
+    return when.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def from_text(text: str) -> datetime:

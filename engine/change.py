@@ -164,7 +164,9 @@ class Change:
         trec.change_id = rec.id
         w.dirty_task(trec)
         w.touch(rec.id)
-        if not trec.status.ready and not _after_running(w, trec):
+        # (A task known to wait for nothing, a new one most often, cannot come after a running one.)
+        waits = trec.wait_ids
+        if not trec.status.ready and ((waits is not None and not waits) or not _after_running(w, trec)):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))

@@ -34,12 +34,18 @@ class Status(enum.Enum):
     #: (a reboot, a person) before it moves to its waited status.
     WAIT = "Wait"
 
-    _ready: bool  # set below for every member
+    #: ready says whether work with this status has completed its attempt (a plain attribute of each member,
+    #: set below: read on every move of a task).
+    ready: bool
 
+    # Members are singletons: hashing by identity (in C) is what Enum's hash by name (in Python) does, at a
+    # fraction of the cost; statuses key the counts of every change and are hashed on every move.
+    __hash__ = object.__hash__
     @property
-    def ready(self) -> bool:
-        """Whether work with this status has completed its attempt."""
-        return self._ready
+    def value(self) -> str:
+        """value is the text stored for the status (read directly: Enum's own descriptor costs more)."""
+        text: str = self._value_
+        return text
 
     def __str__(self) -> str:
         return str(self.value)
@@ -47,7 +53,7 @@ class Status(enum.Enum):
 
 _READY = frozenset({Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR})
 for _status in Status:  # precomputed: ready is read on every status change
-    object.__setattr__(_status, "_ready", _status in _READY)
+    object.__setattr__(_status, "ready", _status in _READY)
 
 #: The statuses a task row may hold ("Default" is stored as "Do").
 TASK_STATUSES = tuple(s.value for s in Status if s is not Status.DEFAULT)

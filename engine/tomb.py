@@ -16,46 +16,71 @@ class Tomb:
     or the runner stops, and the handler should then return (or raise Retry).
     """
 
-    __slots__ = ("_callbacks", "_lock", "_watching", "dying")
+    __slots__ = ("_callbacks", "_dead", "_event", "_lock", "_watching")
 
     def __init__(self) -> None:
-        #: dying is set once the handler is asked to stop.
-        self.dying = threading.Event()
+        # Every run gets a tomb and few are ever killed or waited on: the Event (a Condition, its lock and
+        # waiters, some ten objects) is made only when someone asks for it (dying, wait_dying).
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        self._dead = False
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
         # How many until_dying() calls are waiting: a handler that watches the tomb stops by itself.
         self._watching = 0
 
     def __repr__(self) -> str:
-        return f"<Tomb {'dying' if self.dying.is_set() else 'alive'}>"
+        return f"<Tomb {'dying' if self.is_dying() else 'alive'}>"
+
+    @property
+    def dying(self) -> threading.Event:
+        """dying is a threading.Event set once the handler is asked to stop."""
+        event = self._event
+        if event is None:
+            with self._lock:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+                    if self._dead:
+                        event.set()
+        return event
 
     def is_dying(self) -> bool:
         """is_dying returns whether the handler was asked to stop."""
-        return self.dying.is_set()
+        event = self._event
+        return self._dead or (event is not None and event.is_set())
 
     def kill(self) -> None:
         """kill asks the handler to stop; it is idempotent."""
         with self._lock:
-            if self.dying.is_set():
+            if self._dead:
                 return
-            self.dying.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
+            self._dead = True
+            if self._event is not None:
+                self._event.set()
+            callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
             fn()
 
     def wait_dying(self, timeout: float | None = None) -> bool:
         """wait_dying blocks until the tomb is dying (True) or the timeout passes (False)."""
         return self.dying.wait(timeout)
 
+    def _watch(self, fn: Callable[[], None]) -> bool:
+        """_watch has fn called when the tomb dies; it returns False (fn not kept) if it is dying already."""
+        with self._lock:
+            if self.is_dying():
+                return False
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append(fn)
+            return True
+
     async def until_dying(self) -> None:
         """until_dying waits, in an async handler, until the tomb is dying."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
-        with self._lock:
-            if not self.dying.is_set():
-                self._callbacks.append(lambda: _wake(loop, event))
-            else:
-                event.set()
+        if not self._watch(lambda: _wake(loop, event)):
+            event.set()
         self._watching += 1
         try:
             await event.wait()
@@ -86,11 +111,7 @@ class Tomb:
         def cancel() -> None:
             loop.call_soon_threadsafe(cancel_unwatched)
 
-        with self._lock:
-            dying = self.dying.is_set()
-            if not dying:
-                self._callbacks.append(cancel)
-        if dying:
+        if not self._watch(cancel):
             cancel()
         try:
             # Awaited in the caller's own task: what the handler raises (SystemExit too) stays its outcome.
@@ -103,7 +124,7 @@ class Tomb:
         finally:
             state["done"] = True
             with self._lock:
-                if cancel in self._callbacks:
+                if self._callbacks is not None and cancel in self._callbacks:
                     self._callbacks.remove(cancel)
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, new_task_rows
 from .cache import RecordCache
 from .changeset import ChangeSet
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
@@ -179,7 +179,7 @@ class UnitOfWork:
             w.changes = [changes[cid].row(self._write_status(changes[cid]))
                          for cid in cs.new_changes.take() if cid in changes]
         if cs.new_tasks.todo:
-            w.tasks = [tasks[tid].row() for tid in cs.new_tasks.take() if tid in tasks]
+            w.tasks, w.new_tasks = new_task_rows([tasks[tid] for tid in cs.new_tasks.take() if tid in tasks])
         if cs.dirty_tasks.todo:
             w.task_updates = [(*r[1:], r[0]) for r in (tasks[tid].row() for tid in cs.dirty_tasks.take()
                                                         if tid in tasks)]
@@ -425,7 +425,7 @@ class UnitOfWork:
         return crec.explicit if crec.explicit is not None else computed_status(self, crec)
 
     def add_log(self, rec: TaskRec, level: str, message: str) -> None:
-        lines = self.records.log_lines(rec)
+        lines = self.records.own_log_lines(rec)
         when = self.now()
         line = (_time.to_text(when), level, message)
         lines.append(line)
@@ -472,8 +472,8 @@ class UnitOfWork:
 
     def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
         """add_edge makes rec wait for wait."""
-        self.records.wait_ids(rec).append(wait.id)
-        self.records.halt_ids(wait).append(rec.id)
+        self.records.own_wait_ids(rec).append(wait.id)
+        self.records.own_halt_ids(wait).append(rec.id)
         self.changeset.new_edges.add((rec.id, wait.id))
         for cid in {rec.change_id, wait.change_id}:
             if cid is not None:
@@ -481,7 +481,7 @@ class UnitOfWork:
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""
-        lanes = self.records.lanes(rec)
+        lanes = self.records.own_lanes(rec)
         if lane not in lanes:
             lanes.append(lane)
             lanes.sort()

@@ -38,6 +38,8 @@ class ChangeSetWrite:
     #: New changes and tasks; tasks rewritten.
     changes: Sequence[Row] = ()
     tasks: Sequence[Row] = ()
+    #: New tasks as new_task made them, in the columns of statements.NEW_TASK_COLUMNS (insert_new_tasks).
+    new_tasks: Sequence[Row] = ()
     task_updates: Sequence[Row] = ()
     #: New (task, wait task) edges.
     edges: Sequence[tuple[int, int]] = ()

@@ -309,6 +309,8 @@ class SqlStore:
             self.executemany(self.sql["insert_changes"], changes.changes)
         if changes.tasks:
             self.executemany(self.sql["insert_tasks"], changes.tasks)
+        if changes.new_tasks:
+            self.executemany(self.sql["insert_new_tasks"], changes.new_tasks)
         if changes.task_updates:
             self.executemany(self.sql["update_tasks"], changes.task_updates)
         if changes.edges:

@@ -365,6 +365,54 @@ def test_rows_read_well(file_st: State, db_path: Path, clock: FakeClock) -> None
     assert parse_time(db_rows(db_path, "SELECT ready_time FROM changes")[0][0]) == clock()
 
 
+def test_times_are_stored_fixed_width_and_read_back(file_st: State, db_path: Path, clock: FakeClock,
+                                                    reopen: Any) -> None:
+    """Stored times are 27 characters (microseconds always written), so that they sort as the times do."""
+    whens = [datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2030, 1, 2, 3, 4, 5, 7, tzinfo=UTC),
+             datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    st = file_st
+    for when in whens:
+        clock.set(when)
+        with st:
+            st.new_change("install", "...").add_task(st.new_task("download", "..."))
+    stored = [r[0] for r in db_rows(db_path, "SELECT spawn_time FROM tasks ORDER BY id")]
+    assert stored == ["2030-01-02T03:04:05.000000Z", "2030-01-02T03:04:05.000007Z", "0999-12-31T23:59:59.999999Z"]
+    assert sorted(stored) == [stored[2], stored[0], stored[1]]
+    st2 = reopen(st)
+    with st2:
+        assert [t.spawn_time for t in st2.tasks()] == whens
+
+
+def test_a_new_task_row_is_the_same_whichever_insert_writes_it(file_st: State, db_path: Path, clock: FakeClock,
+                                                              reopen: Any) -> None:
+    """A task as new_task made it is written by a shorter insert (the others bind every column): same row."""
+    st = file_st
+    with st:
+        chg = st.new_change("install", "...")
+        plain = st.new_task("download", "...")
+        touched = st.new_task("download", "...")
+        touched.set("x", 1)
+        touched.set("x", None)  # its data is empty again, but no longer as made: the full insert writes it
+        held = st.new_task("download", "...")
+        held.set_status(Status.HOLD)
+        for t in (plain, touched, held):
+            chg.add_task(t)
+    rows = db_rows(db_path, "SELECT * FROM tasks ORDER BY id")
+    names = [r[1] for r in db_rows(db_path, "PRAGMA table_info(tasks)")]
+    skip = {names.index("id"), names.index("spawn_time")}
+    plain_row, touched_row, held_row = ([v for i, v in enumerate(r) if i not in skip] for r in rows)
+    assert plain_row == touched_row
+    assert [type(v) for v in plain_row] == [type(v) for v in touched_row]
+    assert held_row[names.index("status") - 1] == "Hold"
+    st2 = reopen(st)
+    with st2:
+        got = st2.tasks()
+        assert [t.status for t in got] == [Status.DO, Status.DO, Status.HOLD]
+        assert [t.keys() for t in got] == [[], [], []]
+        assert all(not t.is_clean() and t.attempts == 0 for t in got)
+        assert [t.progress() for t in got] == [("", 0, 1), ("", 0, 1), ("", 1, 1)]
+
+
 def test_new_tasks_are_stored_as_do(file_st: State, db_path: Path) -> None:
     st = file_st
     with st:
