@@ -41,6 +41,8 @@ from .postgresql_sql import (
     CHANGE_LIST,
     CHANGE_UPDATE,
     CHANGES_LOCKED,
+    CHANGES_SHARED,
+    CHANGES_WAITING,
     CHANNEL,
     CLAIM_DO,
     CLAIM_STARTED,
@@ -91,6 +93,23 @@ class PostgresStore(PostgresLink):
         self._ahead["counts_of"] = (set(todo), more["counts"])
         self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
         return rows
+
+    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+        """keep_changes share-locks change rows (in id order) and returns those that keep their status at this commit.
+
+        A change is kept if its row, as committed once locked, still has the
+        status of statuses, no explicit status and no ready time, and no task
+        of it is in Wait (engine.shared tells why that is enough). The rows
+        of the others are share-locked too: settling them (locked_change_rows)
+        takes their exclusive lock.
+        """
+        todo = sorted(statuses)
+        if self._read_only or not todo:
+            return set()
+        rows, more = self._read_ahead((CHANGES_SHARED, (todo,)), {"waiting": (CHANGES_WAITING, (todo,))})
+        waiting = {r[0] for r in more["waiting"]}
+        return {cid for cid, status, explicit, ready in rows
+                if status == statuses[cid] and explicit is None and ready is None and cid not in waiting}
 
     def notice_row(self, type: str, key: str) -> Row | None:
         """notice_row loads the notice of a type and key (a change's change-update notice is read ahead)."""
