@@ -508,6 +508,29 @@ def test_a_commit_that_moves_a_changes_status_waits_for_the_commits_that_keep_it
         a.close()
 
 
+def test_the_heartbeat_passes_over_a_task_a_unit_of_work_holds_locked(pg_url: str) -> None:
+    """The heartbeat never waits for a task row locked by a unit of work (it deadlocked with the host's own
+    recorder, which locks tasks in id order): it extends the other leases, and the locked task's at the next beat."""
+    a = State.open(url=pg_url)
+    try:
+        _, tids = _three_tasks(a)
+        store: Any = a._uow.store
+        with _other_host(pg_url) as other:
+            other.execute("UPDATE tasks SET runner = 'r1', lease_until = 1 WHERE id = ANY (%s)",
+                          ([int(t) for t in tids],))
+            other.commit()
+            other.execute("SELECT id FROM tasks WHERE id = %s FOR NO KEY UPDATE", (int(tids[0]),))  # a unit's lock
+            counted: list[int] = []
+            th, _, done = _commit_or_wait(pg_url, lambda: counted.append(store.heartbeat("r1", 30.0)))
+            assert done, "the heartbeat waited for the locked task"
+            assert counted == [2]  # the two others (not clean yet: a cleanup may still run under the lease)
+            other.rollback()
+        th.join(WAIT)
+        assert store.heartbeat("r1", 30.0) == 3
+    finally:
+        a.close()
+
+
 def test_wait_ready_rides_out_a_server_restart(pg_cluster: pgcluster.Cluster, pg_url: str) -> None:
     """A connection the restarted server dropped while idle is opened again at the first statement of the next
     unit of work; a waiter meets no error either, and sees the change that another host made ready."""
