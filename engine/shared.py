@@ -21,12 +21,14 @@ docs/scale-out.md tells the whole protocol.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
 from ._records import ChangeRec
 from .errors import DatabaseCorruptError
 from .status import Status
+from .statusrules import STATUS_ORDER
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -34,6 +36,50 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.state")
 
 _READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
+_ORDER = {s: i for i, s in enumerate(STATUS_ORDER)}
+#: The statuses a change keeps without being settled: unready, and not Wait (whose rule follows edges).
+_KEEPABLE = frozenset(s for s in STATUS_ORDER[:STATUS_ORDER.index(Status.WAIT)])
+
+
+def _kept_statuses(w: Work, ids: list[int], owned: set[int]) -> dict[int, str]:
+    """_kept_statuses are the changes of ids whose status s this commit keeps whatever other hosts commit.
+
+    The change's row says s (unready, not Wait, no explicit status, no
+    ready time), every task of it that this unit wrote has a status that
+    comes no earlier than s in STATUS_ORDER and is not Wait, and one of
+    them has s itself: that task stays s until this unit commits (its row
+    is locked by the write), and a unit of work that moves it later locks
+    it after this commit and sees what this unit wrote. The store checks
+    the row again under its share lock (keep_changes), and that the change
+    has no task in Wait. So no status earlier than s can be there without
+    a commit that settled it, and s is there: the change's status stays s.
+    (A unit of work that settles takes the row's exclusive lock, so it
+    waits for every unit holding the share lock, and counts what they
+    wrote.) docs/scale-out.md, "Locking".
+    """
+    cs, changes = w.changeset, w.records.changes
+    candidates: dict[int, Status] = {}
+    for cid in ids:
+        rec = changes.get(cid)
+        s = rec.db_status if rec is not None else None
+        if (rec is not None and s in _KEEPABLE and rec.explicit is None and rec.ready_time is None
+                and cid not in owned and cid not in cs.new_changes.done and cid not in cs.dirty_changes.done):
+            candidates[cid] = s  # (not a change of this unit, nor one it wrote: those are settled, as ever)
+    if not candidates:
+        return {}
+    pinned: set[int] = set()
+    tasks = w.records.tasks
+    for tid in itertools.chain(cs.dirty_tasks.done, cs.new_tasks.done):
+        t = tasks.get(tid)
+        s = candidates.get(t.change_id) if t is not None and t.change_id is not None else None
+        if s is None:
+            continue
+        assert t is not None and t.change_id is not None
+        if t.status is s:
+            pinned.add(t.change_id)
+        elif t.status is Status.WAIT or _ORDER.get(t.status, -1) < _ORDER[s]:
+            del candidates[t.change_id]
+    return {cid: s.value for cid, s in candidates.items() if cid in pinned}
 
 
 def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
@@ -42,7 +88,18 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
     owned are the changes whose row this unit of work locked before
     changing what people set on them: their data and explicit status are
     this unit's; the others' are the row's.
+
+    A change whose status this unit cannot move, whatever the other hosts
+    commit beside it, is only share-locked (_kept_statuses, Store.keep_changes):
+    its row is neither counted again nor written, and the hosts committing
+    such units of work on one change do not wait for each other.
     """
+    keep = _kept_statuses(w, ids, owned)
+    if keep:
+        kept = w.store.keep_changes(keep)
+        ids = [cid for cid in ids if cid not in kept]
+        if not ids:
+            return []
     became: list[int] = []
     rows = []
     locked: list[tuple[ChangeRec, ChangeRec, tuple[Any, ...]]] = []

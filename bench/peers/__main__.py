@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=32, help="worker threads (or concurrency) of every system")
     p.add_argument("--only", default="", help="comma-separated: engine, huey, dbos, procrastinate (default: all)")
     p.add_argument("--no-postgresql", action="store_true", help="SQLite only")
+    p.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     p.add_argument("--no-caps", action="store_true", help="run every peer at the full sizes (DBOS's W1 on SQLite "
                                                            "is capped at 1,000 jobs otherwise)")
     p.add_argument("--json", type=Path, help="also save the figures to FILE")
@@ -155,15 +156,16 @@ def main(argv: list[str] | None = None) -> int:
                     {} if args.no_caps else {"w1": getattr(mod, "W1_MAX", {}).get("sqlite", 0)}))
         entries = [e for e in entries if wanted(e.system)]
         base: list[float] = []
-        for i in range(runs):
+        for i in range(0 if args.no_sqlite else runs):
             print(f"round {i + 1}/{runs} (SQLite)", flush=True)
             b = run_child("baseline", {"db": str(tmp / f"base{i}.db"), "rows": 1000, "single": commits,
                                        "batches": 1, "per_batch": 1}, timeout=300)
             base.append(b["commits_per_s"])
             print(f"  baseline sqlite3 (WAL, FULL): single-row UPDATE+COMMIT {base[-1]:,.0f} commits/s", flush=True)
             _round(table, _rotated(entries, i), sizes)
-        figures["baseline.sqlite"] = statistics.median(base)
-        figures["baseline.sqlite_runs"] = base
+        if base:
+            figures["baseline.sqlite"] = statistics.median(base)
+            figures["baseline.sqlite_runs"] = base
         if not args.no_postgresql:
             sys.path.insert(0, str(ROOT))
             from bench import pg
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 return one
 
             pg_entries = [Entry("engine", "postgresql", ("w1", "w2"), engine_hosts),
-                          Entry("engine-spawn", "postgresql", ("w2",), fresh(ENGINE, "spawn", template))]
+                          Entry("engine-spawn", "postgresql", ("w2",), fresh(ENGINE, "spawn", template)),
+                          Entry("engine-spawn-done", "postgresql", ("w2",), fresh(ENGINE, "spawn-done", template))]
             for name, mod in peers:
                 if "postgresql" in mod.BACKEND and installed(mod.PACKAGE):
                     pg_entries.append(Entry(mod.NAME, "postgresql", ("w1", "w2"), fresh(name)))

@@ -292,6 +292,13 @@ class Store(Protocol):
     def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
         """locked_change_rows locks change rows until the end of the unit of work and reads them afresh."""
 
+    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+        """keep_changes share-locks change rows and returns those that have the given status and keep it.
+
+        (The status a unit of work cannot move: engine.shared; those not
+        returned are settled under the rows' exclusive locks.)
+        """
+
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task."""
 

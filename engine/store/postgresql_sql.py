@@ -101,6 +101,13 @@ LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change
 # of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
 TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
 CHANGES_LOCKED = f"SELECT {CHANGE_LIST} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+# Change rows a unit of work keeps the status of (engine.shared): share-locked, so that units of work on one
+# change commit side by side, and one that settles the change (FOR NO KEY UPDATE) waits for them all.
+CHANGES_SHARED = ("SELECT id, status, explicit_status, ready_time FROM changes WHERE id = ANY (%s) "
+                  "ORDER BY id FOR SHARE")
+#: Which of the changes (%s: ids) have a task in Wait (read after CHANGES_SHARED, so as committed once it locked).
+CHANGES_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id = ANY (%s) "
+                   f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
 
 
 def sqlstate(e: BaseException) -> str:

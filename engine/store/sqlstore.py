@@ -395,6 +395,10 @@ class SqlStore:
         """locked_change_rows reads change rows: a single writer locks the whole database."""
         return self.change_rows(ids)
 
+    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+        """keep_changes keeps none: a single writer's unit of work settles every change it touched."""
+        return set()
+
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of is empty: a single writer takes no leases."""
         return {}

@@ -69,3 +69,16 @@ def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.
         row = rows[f"{system}.postgresql"]
         assert not any(k.endswith("_error") for k in row), row
         assert row["w1"] and row["w2"]
+
+
+def test_the_engine_runs_both_chains_on_postgresql_alone(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
+    """--no-sqlite: the PostgreSQL rounds alone; the engine's rows there include the self-finishing chain."""
+    out = tmp_path / "peers.json"
+    assert main([*SIZES, "--only", "engine", "--no-sqlite", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert "baseline.sqlite" not in figures and len(figures["baseline.postgresql_runs"]) == 1
+    rows = figures["rows"]
+    assert set(rows) == {"engine.postgresql", "engine-spawn.postgresql", "engine-spawn-done.postgresql"}
+    for row in rows.values():
+        assert not any(k.endswith("_error") for k in row), row
+        assert row["w2"] > 0

@@ -20,3 +20,12 @@ def test_quick_run_produces_every_figure(pg_cluster: pgcluster.Cluster, tmp_path
     } | {f"{w}.procs2.vs_one" for w in ("w1", "w1x", "w2")}
     assert expected <= set(figures)
     assert all(figures[k] > 0 for k in expected)
+
+
+def test_the_process_counts_take_turns_round_by_round(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
+    """Each round runs every process count once, and its ratio is kept beside the ratio of the medians."""
+    out = tmp_path / "pg.json"
+    assert main(["--runs", "2", "--only", "w2", "--procs", "1,2", "--sizes", "40,5,20", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    rounds = figures["w2.procs2.vs_first_rounds"]
+    assert len(rounds) == 2 and all(r > 0 for r in rounds)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -409,6 +410,125 @@ def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_
     finally:
         a.close()
         b.close()
+
+
+@contextlib.contextmanager
+def _other_host(pg_url: str) -> Iterator[Any]:
+    """_other_host is a raw connection in an open transaction: another host's commit in flight."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(pg_url)
+    with psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database) as conn:
+        yield conn
+
+
+def _commit_or_wait(pg_url: str, work: Callable[[], object]) -> tuple[threading.Thread, threading.Event, bool]:
+    """_commit_or_wait runs work (a unit of work) on another thread until it has committed or its connection
+    waits for a lock (as the server sees it); it returns the thread, its done event, and whether it committed."""
+    done = threading.Event()
+
+    def go() -> None:
+        work()
+        done.set()
+
+    th = threading.Thread(target=go)
+    th.start()
+    with _other_host(pg_url) as conn:
+        conn.autocommit = True
+        deadline = time.monotonic() + WAIT
+        while not done.wait(0.005) and time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database()").fetchone()[0]:
+                return th, done, False
+    return th, done, done.is_set()
+
+
+def _three_tasks(st: State) -> tuple[str, list[str]]:
+    """_three_tasks makes a change of three tasks, the first two Doing (the change Doing)."""
+    with st:
+        chg = st.new_change("c", "three tasks")
+        tasks = [st.new_task("k", f"task {i}") for i in range(3)]
+        for t in tasks:
+            chg.add_task(t)
+        cid, tids = chg.id, [t.id for t in tasks]
+    _set(st, {tid: Status.DOING for tid in tids[:2]})
+    return cid, tids
+
+
+def _set(st: State, moves: dict[str, Status]) -> None:
+    with st:
+        for tid, status in moves.items():
+            task = st.task(tid)
+            assert task is not None
+            task.set_status(status)
+
+
+def test_commits_that_keep_a_changes_status_do_not_wait_for_each_other(pg_url: str) -> None:
+    """A unit of work that cannot move its change's status (it leaves a task of its own in the change's status)
+    only share-locks the change's row at commit: hosts committing such units on one change do not wait for each
+    other (here the other host's commit in flight holds the row's share lock, as such a commit does)."""
+    a = State.open(url=pg_url)
+    try:
+        cid, (t1, t2, t3) = _three_tasks(a)
+        with _other_host(pg_url) as other:
+            other.execute("SELECT id FROM changes WHERE id = %s FOR SHARE", (int(cid),))
+            th, _, committed = _commit_or_wait(pg_url, lambda: _set(a, {t1: Status.DONE, t3: Status.DOING}))
+            assert committed, "the commit waited for the other host's"
+        th.join(WAIT)
+        with a:
+            c = a.change(cid)
+            assert c is not None and c.status is Status.DOING and not c.is_ready()
+        _set(a, {t2: Status.DONE, t3: Status.DONE})
+        with a:
+            c = a.change(cid)
+            assert c is not None and c.status is Status.DONE and c.is_ready()
+    finally:
+        a.close()
+
+
+def test_a_commit_that_moves_a_changes_status_waits_for_the_commits_that_keep_it(pg_url: str) -> None:
+    """A unit of work that moves its change's status locks the change's row exclusively at commit: it waits for
+    the other hosts' commits that hold its share lock, and counts the tasks they wrote (here the last one)."""
+    a = State.open(url=pg_url)
+    try:
+        cid, (t1, t2, t3) = _three_tasks(a)
+        with _other_host(pg_url) as other:
+            other.execute("SELECT id FROM changes WHERE id = %s FOR SHARE", (int(cid),))
+            other.execute("UPDATE tasks SET status = 'Done' WHERE id = %s", (int(t3),))
+            th, done, committed = _commit_or_wait(pg_url, lambda: _set(a, {t1: Status.DONE, t2: Status.DONE}))
+            assert not committed
+            other.commit()
+        assert done.wait(WAIT)
+        th.join(WAIT)
+        with a:
+            c = a.change(cid)
+            assert c is not None and c.status is Status.DONE and c.is_ready() and c.ready_time is not None
+    finally:
+        a.close()
+
+
+def test_the_heartbeat_passes_over_a_task_a_unit_of_work_holds_locked(pg_url: str) -> None:
+    """The heartbeat never waits for a task row locked by a unit of work (it deadlocked with the host's own
+    recorder, which locks tasks in id order): it extends the other leases, and the locked task's at the next beat."""
+    a = State.open(url=pg_url)
+    try:
+        _, tids = _three_tasks(a)
+        store: Any = a._uow.store
+        with _other_host(pg_url) as other:
+            other.execute("UPDATE tasks SET runner = 'r1', lease_until = 1 WHERE id = ANY (%s)",
+                          ([int(t) for t in tids],))
+            other.commit()
+            other.execute("SELECT id FROM tasks WHERE id = %s FOR NO KEY UPDATE", (int(tids[0]),))  # a unit's lock
+            counted: list[int] = []
+            th, _, done = _commit_or_wait(pg_url, lambda: counted.append(store.heartbeat("r1", 30.0)))
+            assert done, "the heartbeat waited for the locked task"
+            assert counted == [2]  # the two others (not clean yet: a cleanup may still run under the lease)
+            other.rollback()
+        th.join(WAIT)
+        assert store.heartbeat("r1", 30.0) == 3
+    finally:
+        a.close()
 
 
 def test_wait_ready_rides_out_a_server_restart(pg_cluster: pgcluster.Cluster, pg_url: str) -> None:
