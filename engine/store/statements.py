@@ -58,6 +58,7 @@ from ..models import (
     TaskRow,
     TaskTimingRow,
     WarningRow,
+    unready_predicate,
 )
 from ..status import TASK_STATUSES
 
@@ -234,8 +235,7 @@ STATEMENTS: list[Sql] = [
         .order_by(_t.c.id).limit(_b("limit")), _t, "ix_tasks_runnable"), ("after", "limit")),
     Sql("runnable_undo", lambda f: _task_select(_t).where(
         UNREADY, _t.c.status == _s("Undo"), _t.c.change_id.is_not(None), _t.c.id > _b("after"),
-        ~exists().where(_d.c.wait_task_id == _t.c.id, _h.c.id == _d.c.task_id, text(
-            "h.status NOT IN ('Done','Undone','Hold','Error')")))
+        ~exists().where(_d.c.wait_task_id == _t.c.id, _h.c.id == _d.c.task_id, text(unready_predicate("h."))))
         .order_by(_t.c.id).limit(_b("limit")), ("after", "limit")),
     Sql("halted_by", lambda f: select(deps.c.task_id).distinct().where(deps.c.wait_task_id.in_(_ids())),
         ("ids",), "ids"),
@@ -377,14 +377,14 @@ STATEMENTS += [
     # stored status says which are unready: no task is read.
     Sql("unready_affecting", lambda f: select(affects.c.change_id, affects.c.key).distinct()
         .select_from(affects.join(changes, changes.c.id == affects.c.change_id))
-        .where(affects.c.key.in_(_ids("keys")), text("changes." + UNREADY_PREDICATE))
+        .where(affects.c.key.in_(_ids("keys")), text(unready_predicate("changes.")))
         .order_by(affects.c.change_id), ("keys",), "keys"),
     Sql("queued_changes", lambda f: select(affects.c.change_id).distinct().where(_queued(f))),
     # The queued changes that must wait still: an older unready change affects one of their keys.
     Sql("held_changes", lambda f: select(_a.c.change_id).distinct()
         .select_from(_a.join(_o, (_o.c.key == _a.c.key) & (_o.c.change_id < _a.c.change_id))
                      .join(_oc, _oc.c.id == _o.c.change_id))
-        .where(_a.c.change_id.in_(_ids()), text("oc." + UNREADY_PREDICATE)), ("ids",), "ids"),
+        .where(_a.c.change_id.in_(_ids()), text(unready_predicate("oc."))), ("ids",), "ids"),
     Sql("unqueue_changes", lambda f: update(affects).values(queued=false()).where(
         affects.c.change_id.in_(_ids())), ("ids",), "ids"),
     Sql("delete_affects", lambda f: delete(affects).where(affects.c.change_id.in_(_ids())), ("ids",), "ids"),
