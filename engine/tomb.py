@@ -16,35 +16,55 @@ class Tomb:
     or the runner stops, and the handler should then return (or raise Retry).
     """
 
-    __slots__ = ("_callbacks", "_lock", "_watching", "dying")
+    __slots__ = ("_callbacks", "_dead", "_event", "_lock", "_watching")
 
     def __init__(self) -> None:
-        #: dying is set once the handler is asked to stop.
-        self.dying = threading.Event()
         self._lock = threading.Lock()
+        self._dead = False
+        # The Event of `dying`, made when first asked for (most handlers never ask: a run of a chain
+        # would otherwise pay for an Event and its Condition).
+        self._event: threading.Event | None = None
         self._callbacks: list[Callable[[], None]] = []
         # How many until_dying() calls are waiting: a handler that watches the tomb stops by itself.
         self._watching = 0
 
     def __repr__(self) -> str:
-        return f"<Tomb {'dying' if self.dying.is_set() else 'alive'}>"
+        return f"<Tomb {'dying' if self._dead else 'alive'}>"
+
+    @property
+    def dying(self) -> threading.Event:
+        """dying is a threading.Event set once the handler is asked to stop."""
+        event = self._event
+        if event is None:
+            with self._lock:
+                event = self._event
+                if event is None:
+                    event = threading.Event()
+                    if self._dead:
+                        event.set()
+                    self._event = event
+        return event
 
     def is_dying(self) -> bool:
         """is_dying returns whether the handler was asked to stop."""
-        return self.dying.is_set()
+        return self._dead
 
     def kill(self) -> None:
         """kill asks the handler to stop; it is idempotent."""
         with self._lock:
-            if self.dying.is_set():
+            if self._dead:
                 return
-            self.dying.set()
+            self._dead = True
+            if self._event is not None:
+                self._event.set()
             callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:
             fn()
 
     def wait_dying(self, timeout: float | None = None) -> bool:
         """wait_dying blocks until the tomb is dying (True) or the timeout passes (False)."""
+        if self._dead:
+            return True
         return self.dying.wait(timeout)
 
     async def until_dying(self) -> None:
@@ -52,7 +72,7 @@ class Tomb:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._lock:
-            if not self.dying.is_set():
+            if not self._dead:
                 self._callbacks.append(lambda: _wake(loop, event))
             else:
                 event.set()
@@ -87,7 +107,7 @@ class Tomb:
             loop.call_soon_threadsafe(cancel_unwatched)
 
         with self._lock:
-            dying = self.dying.is_set()
+            dying = self._dead
             if not dying:
                 self._callbacks.append(cancel)
         if dying:
