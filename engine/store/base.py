@@ -39,6 +39,9 @@ class ChangeSetWrite:
     changes: Sequence[Row] = ()
     tasks: Sequence[Row] = ()
     task_updates: Sequence[Row] = ()
+    #: Tasks rewritten in part (a single writer's): (the indexes in TASK_COLUMNS of the columns written, their
+    #: rows: those columns' values, then the id).
+    task_changes: Sequence[tuple[tuple[int, ...], Sequence[Row]]] = ()
     #: New (task, wait task) edges.
     edges: Sequence[tuple[int, int]] = ()
     #: Tasks whose blockers count is computed again, and tasks that became Done or stopped being Done

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import ChangeSetWrite, Row
-from .compiled import Catalog, Compiled, table_statement, table_upsert
+from .compiled import Catalog, Compiled, table_statement, table_upsert, task_update
 
 log = logging.getLogger("engine.store")
 
@@ -311,6 +311,8 @@ class SqlStore:
             self.executemany(self.sql["insert_tasks"], changes.tasks)
         if changes.task_updates:
             self.executemany(self.sql["update_tasks"], changes.task_updates)
+        for columns, rows in changes.task_changes:
+            self.executemany(self._task_update(columns), rows)
         if changes.edges:
             self.executemany(self.sql["insert_edges"], changes.edges)
         if changes.recount or changes.halted_by:
@@ -334,6 +336,10 @@ class SqlStore:
                              [(k, v) for k, v in changes.values.items() if v is not None])
         if changes.sequences:
             self.save_sequences(changes.sequences)
+
+    def _task_update(self, columns: tuple[int, ...]) -> Compiled:
+        """_task_update is the UPDATE of some columns of a task (indexes in TASK_COLUMNS), compiled once per set."""
+        return task_update(self.sql, columns)
 
     def update_changes(self, rows: Sequence[Row]) -> None:
         """update_changes rewrites changes; each row is CHANGE_COLUMNS rotated, id last."""
