@@ -31,8 +31,12 @@ def utc(when: datetime, what: str = "time") -> datetime:
 
 
 def to_text(when: datetime) -> str:
-    """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z."""
-    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"
+    """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z.
+
+    By isoformat, cut before its offset: twice as fast as strftime, and a
+    task's status move formats its ready time.
+    """
+    return when.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def from_text(text: str) -> datetime:
