@@ -347,10 +347,10 @@ class SqlStore:
 
     def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
         """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
-        if halted_by:
-            ids = sorted({*ids, *self.halted_by(halted_by)})
         if ids:
             self.execute_in(self.sql["recount_blockers"], ids)
+        if halted_by:
+            self.execute_in(self.sql["recount_halted"], halted_by)
 
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases (a step of write) does nothing: a single writer takes no leases."""
