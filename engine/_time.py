@@ -21,6 +21,8 @@ def system_clock() -> datetime:
 
 def utc(when: datetime, what: str = "time") -> datetime:
     """utc returns when in UTC, refusing naive datetimes."""
+    if when.__class__ is datetime and when.tzinfo is UTC:
+        return when  # (the system clock's: several times a step of a chain)
     if not isinstance(when, datetime):
         raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
     if when.tzinfo is None:
