@@ -125,7 +125,7 @@ class UnitOfWork:
         """
         if not routine:
             self.generation += 1
-        self._waiting = None
+        self._waiting = self.keys.none_queued = None
         self.records.clear()
         self.values.clear()
         self.warnings.forget()
