@@ -178,6 +178,7 @@ class TaskRec:
         "spawn_text",
         "spawn_time",
         "status",
+        "stored",
         "summary",
         "undoing_time",
         "wait_ids",
@@ -214,6 +215,10 @@ class TaskRec:
         self.log: Sequence[tuple[str, str, str]] | None = ()
         # The public Task of the record (engine.task), made on first use.
         self.handle: Any = None
+        # The row as the database holds it (TASK_COLUMNS order), kept while the task is unready once
+        # loaded or rewritten, or None: a single writer rewrites only the columns that differ from it
+        # (engine.changeset.ChangeSet.task_changes).
+        self.stored: tuple[Any, ...] | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TaskRec:
@@ -253,6 +258,7 @@ class TaskRec:
             raise TypeError("its kind and summary must be text")
         rec.wait_ids = rec.halt_ids = rec.lanes = rec.log = None
         rec.handle = None
+        rec.stored = None if rec.status.ready else row if type(row) is tuple else tuple(row)
         return rec
 
     def row(self) -> tuple[Any, ...]:

@@ -12,17 +12,28 @@ become runnable, which changes became ready.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ._records import Pending
+from ._records import TASK_FIELDS, Pending, TaskRec, new_task_rows
 from .status import Status
+from .store.base import ChangeSetWrite
+
+#: The columns of a task row after its id (engine._records.TASK_FIELDS, engine.store.statements.TASK_COLUMNS).
+_TASK_COLUMNS = tuple(range(1, len(TASK_FIELDS)))
+#: KEEP_INSERTED is how many new task rows a transaction may insert and still keep as TaskRec.stored
+#: (about 200 bytes each): a change's tasks claimed later are then rewritten in part (task_changes).
+KEEP_INSERTED = 1024
+#: The ready statuses as a row holds them (its fifth column).
+_READY = frozenset(s.value for s in Status if s.ready)
 
 
 class ChangeSet:
     """ChangeSet notes the records a unit of work changed (new, dirty, deleted) until they are committed."""
 
     __slots__ = ("became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips", "ended",
-                 "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched", "unblocked")
+                 "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched", "unblocked",
+                 "written")
 
     def __init__(self) -> None:
         self.new_changes: Pending[int] = Pending()
@@ -48,6 +59,9 @@ class ChangeSet:
         self.unblocked: set[Status] = set()
         #: became_ready are the changes that became ready in this unit (their waiters wake after the commit).
         self.became_ready: list[int] = []
+        #: written are the task rows the open transaction wrote (a single writer's), by id: the rows as the
+        #: database holds them once it commits (TaskRec.stored; task_changes).
+        self.written: dict[int, tuple[Any, ...]] = {}
 
     def pending(self) -> bool:
         """pending says whether a record is to be written (the todo dicts directly: it runs often)."""
@@ -71,5 +85,61 @@ class ChangeSet:
         for pending in self.pendings():
             pending.clear()
         self.became_ready.clear()
+        self.written.clear()
         self.runnable = False
         self.unblocked.clear()
+
+    def task_rows(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec], shared: bool) -> None:
+        """task_rows takes the new and the rewritten tasks as rows of w (a shared store rewrites whole rows)."""
+        if self.new_tasks.todo:
+            recs = [tasks[tid] for tid in self.new_tasks.take() if tid in tasks]
+            # A task as new_task made it is inserted with its few set values (insert_new_tasks).
+            w.tasks, w.new_tasks = new_task_rows(recs)
+            if not shared and len(recs) <= KEEP_INSERTED:
+                self.written.update((rec.id, rec.row()) for rec in recs)
+        if self.dirty_tasks.todo:
+            rows = [tasks[tid].row() for tid in self.dirty_tasks.take() if tid in tasks]
+            if shared:
+                w.task_updates = [(*r[1:], r[0]) for r in rows]
+            else:
+                w.task_changes = self.task_changes(rows, tasks)
+
+    def task_changes(self, rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec]
+                     ) -> list[tuple[tuple[int, ...], list[tuple[Any, ...]]]]:
+        """task_changes groups rewritten task rows by the columns that differ from the database's (a single writer).
+
+        The cache knows the rows of unready tasks as the database holds them
+        (TaskRec.stored: as loaded, rewritten, or inserted by a transaction
+        that inserted at most KEEP_INSERTED; not those of a bigger fan-out,
+        whose 10,000 rows would cost 2 MiB, nor ready ones), or as this
+        transaction wrote them (written); any other row is written whole.
+        Only what differs is rewritten: every
+        UPDATE of an indexed column (the change's, the status) costs SQLite
+        the upkeep of its indexes, so a step of a chain rewrites its status,
+        times and counts only. Each group is (column indexes, rows of those
+        columns' values then the id).
+        """
+        written = self.written
+        groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            tid = row[0]
+            old = written.get(tid) or tasks[tid].stored
+            written[tid] = row
+            if old is None:
+                cols = _TASK_COLUMNS
+            else:
+                cols = tuple([i for i in _TASK_COLUMNS if old[i] != row[i]])
+                if not cols:
+                    continue
+            groups.setdefault(cols, []).append((*[row[i] for i in cols], tid))
+        return list(groups.items())
+
+    def stored(self, tasks: Mapping[int, TaskRec]) -> None:
+        """stored notes, once the transaction is committed, the rows it wrote as the database's."""
+        if not self.written:
+            return
+        for tid, row in self.written.items():
+            rec = tasks.get(tid)
+            if rec is not None:
+                rec.stored = row if row[4] not in _READY else None
+        self.written.clear()

@@ -69,6 +69,9 @@ class KeyBook:
         self.affects: Pending[tuple[str, int, bool]] = Pending()
         #: The changes new_change made in this unit of work (Change.is_new).
         self.made: Pending[int] = Pending()
+        #: True once held() found no queued change, until one is queued here or the cache is dropped (a single
+        #: writer is the only one to queue changes; another connection's write drops the cache).
+        self.none_queued: bool | None = None
 
     @property
     def pending(self) -> bool:
@@ -127,6 +130,8 @@ class KeyBook:
     def affect(self, cid: int, keys: list[str], queued: bool = False) -> None:
         """affect records that change cid affects keys (queued: it waits for the older unready ones)."""
         self.affects.update((k, cid, queued) for k in keys)
+        if queued:
+            self.none_queued = None
 
     def affects_of(self, cid: int) -> list[str]:
         """affects_of lists the keys change cid affects."""
@@ -147,12 +152,16 @@ class KeyBook:
     def held(self) -> set[int]:
         """held returns the queued changes that must wait still; those whose turn came are unqueued.
 
-        Called by the runner at each pass, lock held: one indexed query when
-        nothing is queued (the usual case).
+        Called by the runner at each pass and hand-on, lock held: one indexed
+        query when nothing is queued (the usual case), and on a single writer
+        none until a change is queued again.
         """
         store = self._w.store
+        if self.none_queued:
+            return set()
         queued = store.queued_changes()
         if not queued:
+            self.none_queued = not store.shared  # (other hosts queue changes too)
             return set()
         held = set(store.held_changes(queued))
         free = [cid for cid in queued if cid not in held]

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec, new_task_rows
+from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .cache import RecordCache
 from .changeset import ChangeSet
 from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
@@ -125,7 +125,7 @@ class UnitOfWork:
         """
         if not routine:
             self.generation += 1
-        self._waiting = None
+        self._waiting = self.keys.none_queued = None
         self.records.clear()
         self.values.clear()
         self.warnings.forget()
@@ -178,11 +178,8 @@ class UnitOfWork:
             changes = self.records.changes
             w.changes = [changes[cid].row(self._write_status(changes[cid]))
                          for cid in cs.new_changes.take() if cid in changes]
-        if cs.new_tasks.todo:
-            w.tasks, w.new_tasks = new_task_rows([tasks[tid] for tid in cs.new_tasks.take() if tid in tasks])
-        if cs.dirty_tasks.todo:
-            w.task_updates = [(*r[1:], r[0]) for r in (tasks[tid].row() for tid in cs.dirty_tasks.take()
-                                                        if tid in tasks)]
+        if cs.new_tasks.todo or cs.dirty_tasks.todo:
+            cs.task_rows(w, tasks, self.store.shared)
         if cs.new_edges.todo:
             w.edges = cs.new_edges.take()
             w.recount = sorted({tid for tid, _ in w.edges})
@@ -294,6 +291,7 @@ class UnitOfWork:
                                         "commit once there is space", kept=True) from e
             raise
         self._relaxed = False
+        self.changeset.stored(self.records.tasks)
         for pending in self.all_pending():
             pending.committed()
         self.notices.committed()
@@ -312,6 +310,7 @@ class UnitOfWork:
     def _keep(self) -> None:
         """_keep abandons the write transaction and keeps the whole unit of work in memory, to write again."""
         self.store.rollback()
+        self.changeset.written.clear()
         for cid in itertools.chain(self.changeset.touched.done, self.changeset.dirty_changes.done):
             rec = self.records.changes.get(cid)
             if rec is not None and rec.db_status is not None:

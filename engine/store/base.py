@@ -41,6 +41,9 @@ class ChangeSetWrite:
     #: New tasks as new_task made them, in the columns of statements.NEW_TASK_COLUMNS (insert_new_tasks).
     new_tasks: Sequence[Row] = ()
     task_updates: Sequence[Row] = ()
+    #: Tasks rewritten in part (a single writer's): (the indexes in TASK_COLUMNS of the columns written, their
+    #: rows: those columns' values, then the id).
+    task_changes: Sequence[tuple[tuple[int, ...], Sequence[Row]]] = ()
     #: New (task, wait task) edges.
     edges: Sequence[tuple[int, int]] = ()
     #: Tasks whose blockers count is computed again, and tasks that became Done or stopped being Done

@@ -11,14 +11,16 @@ PostgreSQL gets one array parameter (= ANY).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Dialect
 
-from .statements import BY_NAME, STATEMENTS, Forms, Sql
+from .statements import BY_NAME, STATEMENTS, TASK_COLUMNS, Forms, Sql, tasks
 
 #: What the compiler writes where an IN list goes.
 POSTCOMPILE = "__[POSTCOMPILE_{}]"
@@ -134,4 +136,25 @@ def table_statement(catalog: Catalog, stmt: Any) -> tuple[Compiled, tuple[str, .
             if len(cache) >= STATEMENT_CACHE:
                 cache.clear()
             cache[stmt] = found
+    return found
+
+
+def task_update(catalog: Catalog, columns: tuple[int, ...]) -> Compiled:
+    """task_update is the UPDATE of some columns of a task (their indexes in TASK_COLUMNS), then its id.
+
+    Compiled once per set of columns (a unit of work rewrites only the
+    columns that changed: a handful of sets in practice).
+    """
+    k = ("task_update", columns)
+    found: Compiled | None = catalog.tables.get(k)
+    if found is None:
+        names = [TASK_COLUMNS[i] for i in columns]
+        stmt = update(tasks).ordered_values(*[(tasks.c[n], bindparam(n)) for n in names]) \
+            .where(tasks.c.id == bindparam("tid"))
+        compiled, order, _ = compile_statement(stmt, catalog.dialect)
+        if list(order) != [*names, "tid"]:
+            raise RuntimeError(f"internal error: the update of task columns {names} takes {list(order)}")
+        found = dataclasses.replace(compiled, name="update_tasks")
+        with catalog.lock:
+            catalog.tables[k] = found
     return found

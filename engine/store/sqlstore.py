@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import ChangeSetWrite, Row
-from .compiled import Catalog, Compiled, table_statement, table_upsert
+from .compiled import Catalog, Compiled, table_statement, table_upsert, task_update
 
 log = logging.getLogger("engine.store")
 
@@ -313,6 +313,8 @@ class SqlStore:
             self.executemany(self.sql["insert_new_tasks"], changes.new_tasks)
         if changes.task_updates:
             self.executemany(self.sql["update_tasks"], changes.task_updates)
+        for columns, rows in changes.task_changes:
+            self.executemany(self._task_update(columns), rows)
         if changes.edges:
             self.executemany(self.sql["insert_edges"], changes.edges)
         if changes.recount or changes.halted_by:
@@ -337,16 +339,20 @@ class SqlStore:
         if changes.sequences:
             self.save_sequences(changes.sequences)
 
+    def _task_update(self, columns: tuple[int, ...]) -> Compiled:
+        """_task_update is the UPDATE of some columns of a task (indexes in TASK_COLUMNS), compiled once per set."""
+        return task_update(self.sql, columns)
+
     def update_changes(self, rows: Sequence[Row]) -> None:
         """update_changes rewrites changes; each row is CHANGE_COLUMNS rotated, id last."""
         self.executemany(self.sql["update_changes"], rows)
 
     def recount_blockers(self, ids: Sequence[int], halted_by: Sequence[int] = ()) -> None:
         """recount_blockers recomputes the blockers count of the given tasks, and of those waiting for halted_by."""
-        if halted_by:
-            ids = sorted({*ids, *self.halted_by(halted_by)})
         if ids:
             self.execute_in(self.sql["recount_blockers"], ids)
+        if halted_by:
+            self.execute_in(self.sql["recount_halted"], halted_by)
 
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases (a step of write) does nothing: a single writer takes no leases."""

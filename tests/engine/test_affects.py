@@ -118,6 +118,19 @@ def test_a_queued_change_runs_once_the_older_ones_are_ready_in_order(
     assert _statuses(st, second, third, free) == [Status.DONE] * 3
 
 
+def test_a_change_queued_after_passes_that_found_none_queued_still_waits(
+        st: State, runner: tuple[TaskRunner, list[str]]) -> None:
+    r, ran = runner
+    first = _change(st, "first", ["snap:hello"], kind="hold")
+    _run(r)  # nothing queued: the next passes need not ask the database again, until something is queued
+    second = _change(st, "second", ["snap:hello"], on_conflict="queue")
+    _run(r)
+    assert ran == [] and _statuses(st, second) == [Status.DO]
+    _finish(st, first)
+    _run(r)
+    assert ran == ["second"]
+
+
 def test_a_queued_change_runs_after_a_conflicting_change_fails(
         st: State, runner: tuple[TaskRunner, list[str]]) -> None:
     r, ran = runner

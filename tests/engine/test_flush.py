@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine import State, Status
+from engine import DatabaseBusyError, State, Status, Task, changeset
 from engine.session import session_of
 from engine.store.base import ChangeSetWrite
 
@@ -88,3 +90,86 @@ def test_the_changes_statuses_are_computed_after_their_tasks_are_written(monkeyp
     assert w.statuses == [(Status.DOING.value, cid)]
     assert spy.statements.index("update_tasks") < spy.statements.index("update_change_status")
     st.close()
+
+
+# -- a single writer rewrites only what changed in a task's row ---------------------------------------------
+
+
+def _stored(db_path: Path, tid: int) -> tuple[Any, ...]:
+    con = sqlite3.connect(db_path)
+    try:
+        return tuple(con.execute("SELECT status, summary, attempts FROM tasks WHERE id = ?", (tid,)).fetchone())
+    finally:
+        con.close()
+
+
+def _task(st: State) -> tuple[Task, int]:
+    with st:
+        chg = st.new_change("install", "install a")
+        task = st.new_task("download", "get a")
+        chg.add_task(task)
+        return task, int(task.id)
+
+
+def test_a_task_rewritten_writes_only_the_columns_that_changed(file_st: State) -> None:
+    task, _ = _task(file_st)
+    updates: list[str] = []
+    session_of(file_st).store.raw.set_trace_callback(
+        lambda sql: updates.append(sql) if sql.startswith("UPDATE tasks SET") and "blockers" not in sql else None)
+    with file_st:
+        task.set_status(Status.DOING)
+    with file_st:
+        task.set_status(Status.DONE)
+    sets = [u.split(" WHERE")[0] for u in updates]
+    assert len(sets) == 2 and sets[0] == "UPDATE tasks SET status='Doing'"
+    assert sets[1].startswith("UPDATE tasks SET status='Done', ready_time='") and sets[1].count("=") == 2
+
+
+def test_the_rows_of_a_big_fan_out_are_not_kept_and_are_rewritten_whole(
+        file_st: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changeset, "KEEP_INSERTED", 2)
+    with file_st:
+        chg = file_st.new_change("install", "install a")
+        tasks = [file_st.new_task("download", f"get {i}") for i in range(3)]
+        for task in tasks:
+            chg.add_task(task)
+    updates: list[str] = []
+    session_of(file_st).store.raw.set_trace_callback(
+        lambda sql: updates.append(sql) if sql.startswith("UPDATE tasks SET") and "blockers" not in sql else None)
+    with file_st:
+        tasks[0].set_status(Status.DOING)
+    with file_st:
+        tasks[0].set_status(Status.DONE)  # the row rewritten is kept: in part from then on
+    assert [u.startswith("UPDATE tasks SET change_id=") for u in updates] == [True, False]
+
+
+def test_a_column_changed_and_changed_back_in_one_unit_is_stored_as_last_set(file_st: State, db_path: Path) -> None:
+    task, tid = _task(file_st)
+    with file_st:
+        task.set_status(Status.DOING)  # (a row rewritten is kept as the database's: the next rewrites are in part)
+    with file_st:
+        task.set_status(Status.DO)
+        session_of(file_st).uow.flush()  # (as a hand-on does, between an outcome and the claim)
+        task.set_status(Status.DOING)  # back to what the database held before the unit
+    assert _stored(db_path, tid)[0] == "Doing"
+
+
+def test_rows_written_by_a_refused_commit_are_written_again_by_the_next(
+        file_st: State, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    task, tid = _task(file_st)
+    store: Any = session_of(file_st).store
+    commit = store.commit
+
+    def refused() -> None:
+        monkeypatch.setattr(store, "commit", commit)
+        raise DatabaseBusyError("cannot write: locked (the test's)")
+
+    with file_st:
+        task.set_status(Status.DOING)
+    monkeypatch.setattr(store, "commit", refused)
+    with pytest.raises(DatabaseBusyError), file_st:
+        task.set_status(Status.DO)  # written in the transaction, then rolled back and kept
+    assert _stored(db_path, tid)[0] == "Doing"
+    with file_st:
+        pass
+    assert _stored(db_path, tid)[0] == "Do"

@@ -195,6 +195,24 @@ def test_external_abort(st: State, ensures: EnsureRecorder, make_runner: Callabl
         assert st.change(chg_id).is_ready()  # type: ignore[union-attr]
 
 
+def test_tomb_dying_is_an_event_whoever_asks_first() -> None:
+    """tomb.dying is a threading.Event set by kill, whether it is asked for before or after (API.md)."""
+    asked_before, asked_after = Tomb(), Tomb()
+    event = asked_before.dying
+    assert not event.is_set() and not asked_before.is_dying()
+    woke = threading.Event()
+    waiter = threading.Thread(target=lambda: event.wait(TIMEOUT) and woke.set())
+    waiter.start()
+    asked_before.kill()
+    waiter.join(TIMEOUT)
+    assert woke.is_set() and asked_before.dying is event and asked_before.is_dying()
+    asked_after.kill()
+    asked_after.kill()  # idempotent
+    assert asked_after.dying.is_set() and asked_after.dying.wait(0) and asked_after.wait_dying(0)
+    assert asked_after.dying is asked_after.dying
+    assert repr(asked_after) == "<Tomb dying>" and repr(Tomb()) == "<Tomb alive>"
+
+
 @pytest.mark.parametrize("has_undo", [True, False], ids=["with-undo", "no-undo"])
 def test_abort_stops_running_task_in_flight(st: State, ensures: EnsureRecorder,
                                             make_runner: Callable[..., TaskRunner], has_undo: bool) -> None:

@@ -100,7 +100,8 @@ def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRu
         return real_save(runs, *a, **kw)
 
     def write(changes: Any) -> Any:
-        if any("Done" in row for row in changes.task_updates):
+        rows = [*changes.task_updates, *(row for _, part in changes.task_changes for row in part)]
+        if any("Done" in row for row in rows):
             seen["done"] = commits["n"]
         return real_write(changes)
 

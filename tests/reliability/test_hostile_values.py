@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +200,15 @@ def test_recorder_survives_an_outcome_that_cannot_be_committed(
         doomed = int(tasks[1].id)
     real = store.SqlStore.write
 
+    def statuses_written(changes: Any) -> Iterator[tuple[Any, Any]]:
+        """(id, status) of the task rows rewritten: whole, or in part (a single writer: the status is column 4)."""
+        yield from ((r[-1], r[3]) for r in changes.task_updates)
+        for columns, rows in changes.task_changes:
+            if 4 in columns:
+                yield from ((r[-1], r[columns.index(4)]) for r in rows)
+
     def refuse_done(self: store.SqlStore, changes: Any) -> None:
-        if any(r[-1] == doomed and r[3] == "Done" for r in changes.task_updates):
+        if (doomed, "Done") in statuses_written(changes):
             raise sqlite3.IntegrityError("CHECK constraint failed: injected")
         real(self, changes)
 
