@@ -19,6 +19,26 @@ from tests.support.ensure import EnsureRecorder
 from tests.support.other_user import OtherUser, Unavailable, make_other_user
 
 
+def _keep_bytecode() -> None:
+    """_keep_bytecode lets the processes the tests start reuse the project's compiled modules.
+
+    The tests start hundreds of Python processes (daemons, the overlord
+    command, crash workloads), each importing the engine. Under
+    PYTHONDONTWRITEBYTECODE each of them compiles the project's modules again
+    (a fifth of a daemon's start); here they write and read the bytecode in
+    var/pycache instead (PYTHONPYCACHEPREFIX), never beside the sources.
+    """
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = Path(__file__).resolve().parents[1] / "var" / "pycache"
+        with contextlib.suppress(OSError):
+            prefix.mkdir(parents=True, exist_ok=True)
+            del os.environ["PYTHONDONTWRITEBYTECODE"]
+            os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+
+
+_keep_bytecode()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "heavy: a test of several seconds (real processes, a soak): run first")
 
