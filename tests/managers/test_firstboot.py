@@ -282,6 +282,7 @@ def _seeded(base: Path) -> tuple[Any, ...]:
     return t, snaps, statuses, profiles, keys, kinds
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_sigkill_in_the_middle_of_seeding_finishes_the_same_change_after_restart(tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()

@@ -86,6 +86,7 @@ def test_sigkill_during_an_install_then_restart(tmp_path: Path, world: Any) -> N
         assert got[0] == ref[0], f"killed in {kind}: the root differs"
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any) -> None:
     kinds = ("unlink-current-snap", "copy-snap-data", "link-snap")
@@ -106,6 +107,7 @@ def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any) -> No
         assert got[0] == ref[0], f"killed in {kind}: the root differs"
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_sigkill_during_an_auto_refresh_then_restart(tmp_path: Path, world: Any) -> None:
     kinds = ("download-snap", "mount-snap", "link-snap")

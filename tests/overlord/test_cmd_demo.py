@@ -8,10 +8,13 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from overlord.cli._demo import MARKER, prepare
 from tests.support.daemon import invoke, run
 
 
+@pytest.mark.heavy
 def test_demo(tmp_path: Path) -> None:
     base = tmp_path / "demo"
     result = invoke("demo", "--dir", str(base))

@@ -211,6 +211,7 @@ def _upgrade_sources() -> list[Any]:
                                                 if rev != SCHEMA_HEAD]
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("source", _upgrade_sources())
 def test_kill_at_each_statement_of_an_upgrade_then_open_again(source: str, tmp_path: Path) -> None:
