@@ -338,9 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sleep-ms", default="1:6", help="handler sleep range in ms, LO:HI")
     run.add_argument("--workers", type=int, default=32, help="the task runner's worker threads")
     run.add_argument("--timeout", type=float, default=600.0, help="give up (exit 3) after this many seconds")
-    sub.add_parser("FORKSERVER", help="start lives of the workload by forking this process (see ForkServer)")
+    fork = sub.add_parser("FORKSERVER", help="start lives of the workload by forking this process (see ForkServer)")
+    fork.add_argument("--preload", action="append", default=[], help="a module to import before the first fork")
     args = p.parse_args(argv)
     if args.cmd == "FORKSERVER":
+        for module in args.preload:
+            __import__(module)
         return fork_server()
     return run_workload(args)
 
@@ -352,7 +355,9 @@ def fork_server() -> int:
     """fork_server runs lives of the workload in children forked from this process, which imported the engine.
 
     It reads requests on stdin, one JSON line each: {"argv": [...], "stderr": path}; forks a child that
-    runs main(argv) with its stdout and stderr appended to path, and answers {"pid": n} on stdout. When a
+    runs main(argv) with its stdout and stderr appended to path, and answers {"pid": n} on stdout (with
+    "module" and "env": the child runs that module as __main__ with sys.argv[1:] = argv, as python -m
+    does, in the environment updated with env). When a
     child ends, it writes {"exit": pid, "code": c}, c as Popen's returncode (-9 for a SIGKILL). It exits
     at the end of stdin. Single-threaded, so a fork copies nothing half-done.
     """
@@ -405,7 +410,7 @@ def fork_server() -> int:
             req = json.loads(line)
             pid = os.fork()
             if pid == 0:
-                _forked_life(req["argv"], req["stderr"], (wake_r, wake_w))
+                _forked_life(req, (wake_r, wake_w))
             say({"pid": pid})
     while True:  # stdin closed: wait for the lives still running
         try:
@@ -415,8 +420,9 @@ def fork_server() -> int:
         say({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _forked_life(argv: list[str], stderr: str, fds: tuple[int, int]) -> None:
+def _forked_life(req: dict[str, Any], fds: tuple[int, int]) -> None:
     """_forked_life is a forked child of the server: it runs one life and exits with its status."""
+    argv, stderr = req["argv"], req["stderr"]
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -430,7 +436,15 @@ def _forked_life(argv: list[str], stderr: str, fds: tuple[int, int]) -> None:
         os.dup2(err, 2)
         os.close(err)
         os.close(null)
-        code = main(argv)
+        if "module" in req:
+            import runpy
+
+            os.environ.update(req.get("env") or {})
+            sys.argv = [req["module"], *argv]
+            runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        else:
+            code = main(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -577,12 +591,14 @@ class ForkServer:
     before the workload touches anything, are no longer there to be had.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
         import json
 
         self._json = json
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.crash_workload", "FORKSERVER"], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        cmd = [sys.executable, "-m", "tests.support.crash_workload", "FORKSERVER"]
+        for module in preload:
+            cmd += ["--preload", module]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._cond = threading.Condition()
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
@@ -607,8 +623,16 @@ class ForkServer:
     def spawn(self, cmd: list[str], stderr: Path) -> ForkedProcess:
         """spawn starts a life: cmd is a child_command, run in a fork of the server."""
         assert cmd[1:3] == ["-m", "tests.support.crash_workload"], cmd
+        return self._request({"argv": cmd[3:], "stderr": str(stderr)})
+
+    def run_module(self, module: str, argv: list[str], stderr: Path,
+                   env: dict[str, str] | None = None) -> ForkedProcess:
+        """run_module starts `python -m module ARGV` as a fork of the server (preload what it imports)."""
+        return self._request({"module": module, "argv": argv, "stderr": str(stderr), "env": env or {}})
+
+    def _request(self, req: dict[str, Any]) -> ForkedProcess:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(self._json.dumps({"argv": cmd[3:], "stderr": str(stderr)}).encode() + b"\n")
+        self.proc.stdin.write(self._json.dumps(req).encode() + b"\n")
         self.proc.stdin.flush()
         with self._cond:
             if not self._cond.wait_for(lambda: self._pids or self._closed, 60):
