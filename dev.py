@@ -56,7 +56,10 @@ def main(argv: list[str]) -> None:
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy")
             # Two workers (pytest-xdist): the suite spends most of its time waiting on real processes.
-            run(BIN / "python", "-m", "pytest", "-q", "-n", os.environ.get("TEST_WORKERS", "2"), *rest)
+            # worksteal: a worker that runs out of tests takes half of the other's queue, so both end
+            # together; the modules of the heavy tests are collected first (tests/conftest.py).
+            run(BIN / "python", "-m", "pytest", "-q", "-n", os.environ.get("TEST_WORKERS", "2"), "--dist", "worksteal",
+                *rest)
         elif what == "docs":
             run(BIN / "python", "-m", "pdoc", "-o", "var/docs", "engine", "managers", *rest)
             print(f"the API reference is in {ROOT / 'var' / 'docs' / 'index.html'}")

@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,43 @@ from engine.testing import FakeClock
 from tests.support import pgcluster
 from tests.support.ensure import EnsureRecorder
 from tests.support.other_user import OtherUser, Unavailable, make_other_user
+
+
+def _keep_bytecode() -> None:
+    """_keep_bytecode lets the processes the tests start reuse the project's compiled modules.
+
+    The tests start hundreds of Python processes (daemons, the overlord
+    command, crash workloads), each importing the engine. Under
+    PYTHONDONTWRITEBYTECODE each of them compiles the project's modules again
+    (a fifth of a daemon's start); here they write and read the bytecode in
+    var/pycache instead (PYTHONPYCACHEPREFIX), never beside the sources.
+    """
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = Path(__file__).resolve().parents[1] / "var" / "pycache"
+        with contextlib.suppress(OSError):
+            prefix.mkdir(parents=True, exist_ok=True)
+            del os.environ["PYTHONDONTWRITEBYTECODE"]
+            os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+
+
+_keep_bytecode()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "heavy: a test of several seconds (real processes, a soak): run first")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules holding a heavy test run first, whole, so that two workers end together.
+
+    With xdist's worksteal (python3 dev.py test) the long tests then start
+    at once and the short ones fill in around them, instead of one long test
+    finishing alone at the end. A module moves whole, so its module-scoped
+    fixtures are still made once. The order is the same in every worker.
+    """
+    heavy = {item.module for item in items if item.get_closest_marker("heavy") is not None}  # type: ignore[attr-defined]
+    if heavy:
+        items.sort(key=lambda item: getattr(item, "module", None) not in heavy)
 
 
 @pytest.fixture
@@ -41,6 +79,8 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
         template = cluster.new_database()
         State.open(url=cluster.url(template)).close()
         cluster.template = template  # type: ignore[attr-defined]
+        cluster.template_contents = cluster.contents(template)  # type: ignore[attr-defined]
+        cluster.spare = None  # type: ignore[attr-defined]
         yield cluster
     finally:
         pgcluster.remove_cluster(cluster)
@@ -48,10 +88,19 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
 
 @pytest.fixture
 def pg_url(pg_cluster: pgcluster.Cluster) -> Iterator[str]:
-    """pg_url is the URL of a fresh PostgreSQL state database (a copy of the session's template)."""
-    name = pg_cluster.new_database(template=pg_cluster.template)  # type: ignore[attr-defined]
-    yield pg_cluster.url(name)
-    pg_cluster.drop_database(name)
+    """pg_url is the URL of a fresh PostgreSQL state database: what the session's template holds.
+
+    It is the database of the test before, emptied back to the template's
+    rows, when that test left its schema alone (copying the template again
+    costs a large part of a second); else a new copy of the template.
+    """
+    cluster: Any = pg_cluster
+    name, cluster.spare = cluster.spare or cluster.new_database(template=cluster.template), None
+    yield cluster.url(name)
+    if cluster.reset_database(name, cluster.template_contents):
+        cluster.spare = name
+    else:
+        cluster.drop_database(name)
 
 
 #: The backends the engine's contract tests run on.

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +24,8 @@ from managers.assertstate import AssertionBook
 from managers.snap import pack
 from overlord.samples import SEED, SNAPS, TEST_KEYS, build_seed, sample_keys
 from tests.managers.test_snap_crash import outcome
+from tests.support.crash_workload import ForkServer
 from tests.support.system import tree
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -241,17 +238,15 @@ def test_a_failed_seed_leaves_the_system_unseeded_and_a_retry_finishes_it(system
 # -- a real SIGKILL ------------------------------------------------------------------------------
 
 
-def life(base: Path, mode: str, *, kill_at: tuple[str, int] | None = None) -> int | None:
-    """life runs tests/support/snap_crash_child.py once; with kill_at (kind, n) it SIGKILLs it once the journal
-    shows the n-th task of that kind Doing."""
+def life(server: ForkServer, base: Path, mode: str, *, kill_at: tuple[str, int] | None = None) -> int | None:
+    """life runs tests/support/snap_crash_child.py once (a fork of server, a process of its own); with kill_at
+    (kind, n) it SIGKILLs it once the journal shows the n-th task of that kind Doing."""
     base.mkdir(parents=True, exist_ok=True)
     journal = base / "journal"
     journal.touch()
     start = journal.stat().st_size
-    with (base / "stderr").open("ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.support.snap_crash_child", mode, str(base)],
-                                cwd=ROOT, env={**os.environ, "SNAP_CRASH_SLOW": "0.01"}, stdin=subprocess.DEVNULL,
-                                stdout=err, stderr=err)
+    proc = server.run_module("tests.support.snap_crash_child", [mode, str(base)], base / "stderr",
+                             {"SNAP_CRASH_SLOW": "0.01"})
     if kill_at is None:
         return proc.wait(120)
     kind, n = kill_at
@@ -261,7 +256,7 @@ def life(base: Path, mode: str, *, kill_at: tuple[str, int] | None = None) -> in
         assert time.monotonic() < deadline, f"{kind} #{n} never ran"
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, f"the child ended before the kill in {kind} #{n}"
     return None
 
 
@@ -282,21 +277,32 @@ def _seeded(base: Path) -> tuple[Any, ...]:
     return t, snaps, statuses, profiles, keys, kinds
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_sigkill_in_the_middle_of_seeding_finishes_the_same_change_after_restart(tmp_path: Path) -> None:
+    # The lives are forks of a process that imported the managers once (ForkServer): a fork costs
+    # milliseconds where a new interpreter costs over a second.
+    server = ForkServer(preload=("tests.support.snap_crash_child",))
+    try:
+        _seed_killed_and_resumed(server, tmp_path)
+    finally:
+        server.close()
+
+
+def _seed_killed_and_resumed(server: ForkServer, tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
     shutil.copy(TEST_KEYS / "root.pub.pem", tmp_path / "keys" / "root.pub.pem")
     shutil.copytree(SEED, tmp_path / "seed")
-    assert life(tmp_path / "ref", "seed") == 0, (tmp_path / "ref" / "stderr").read_text()[-2000:]
+    assert life(server, tmp_path / "ref", "seed") == 0, (tmp_path / "ref" / "stderr").read_text()[-2000:]
     ref = _seeded(tmp_path / "ref")
     assert ref[2] == ["Done"] and ref[5] == ["seed"] and json.loads(ref[4]["seeded"]) is True
     for kill_at in (("mount-snap", 1), ("auto-connect", 2), ("link-snap", 2)):
         base = tmp_path / f"kill-{kill_at[0]}-{kill_at[1]}"
-        life(base, "seed", kill_at=kill_at)
+        life(server, base, "seed", kill_at=kill_at)
         killed = _seeded(base)
         # The journal notes Doing before the claim commits: a kill may land on either side of it.
         assert killed[2] in (["Do"], ["Doing"]) and "seeded" not in killed[4], f"killed in {kill_at}: {killed[2]}"
-        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        assert life(server, base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = _seeded(base)
         assert got == ref, f"killed in {kill_at}: the seeded system differs"
 

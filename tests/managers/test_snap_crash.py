@@ -13,9 +13,8 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,30 @@ import pytest
 
 from managers.asserts import PrivateKey
 from overlord.samples import build_store
+from tests.support.crash_workload import ForkServer
 from tests.support.system import tree
 
-ROOT = Path(__file__).resolve().parents[2]
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ForkServer]:
+    """server starts the lives as forks of a process that imported the managers once (a ForkServer).
+
+    Each life is a process of its own all the same (its database, its lock, its files), SIGKILLed as
+    before; a fork costs milliseconds where a new interpreter importing the managers costs over a second.
+    """
+    s = ForkServer(preload=("tests.support.snap_crash_child",))
+    yield s
+    s.close()
 
 
-def life(base: Path, mode: str, *, kill_at: str | None = None, seed: int = 0) -> int | None:
+def life(server: ForkServer, base: Path, mode: str, *, kill_at: str | None = None, seed: int = 0) -> int | None:
     """life runs one process; with kill_at, SIGKILLs it once the journal shows that task kind Doing."""
     base.mkdir(parents=True, exist_ok=True)
     journal = base / "journal"
     journal.touch()
     start = journal.stat().st_size
-    env = {**os.environ, "SNAP_CRASH_SLOW": "0.01"}
-    with (base / "stderr").open("ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.support.snap_crash_child", mode, str(base)],
-                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    proc = server.run_module("tests.support.snap_crash_child", [mode, str(base)], base / "stderr",
+                             {"SNAP_CRASH_SLOW": "0.01"})
     if kill_at is None:
         return proc.wait(120)
     deadline = time.monotonic() + 60
@@ -47,7 +55,7 @@ def life(base: Path, mode: str, *, kill_at: str | None = None, seed: int = 0) ->
         time.sleep(0.002)
     time.sleep(random.Random(seed).uniform(0, 0.02))
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, f"the child ended before the kill in {kill_at}"
     return None
 
 
@@ -72,53 +80,55 @@ def world(tmp_path: Path, root_key: PrivateKey, acme_key: PrivateKey) -> Any:
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_during_an_install_then_restart(tmp_path: Path, world: Any) -> None:
-    assert life(tmp_path / "ref", "install") == 0
+def test_sigkill_during_an_install_then_restart(tmp_path: Path, world: Any, server: ForkServer) -> None:
+    assert life(server, tmp_path / "ref", "install") == 0
     ref = outcome(tmp_path / "ref")
     assert ref[2] == ["Done"]
     for i, kind in enumerate(("download-snap", "mount-snap", "link-snap")):
         base = tmp_path / f"kill-{kind}"
-        life(base, "install", kill_at=kind, seed=i)
-        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        life(server, base, "install", kill_at=kind, seed=i)
+        assert life(server, base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = outcome(base)
         assert got[2] == ["Done"], f"killed in {kind}"
         assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
         assert got[0] == ref[0], f"killed in {kind}: the root differs"
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
-def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any) -> None:
+def test_sigkill_during_a_refresh_then_restart(tmp_path: Path, world: Any, server: ForkServer) -> None:
     kinds = ("unlink-current-snap", "copy-snap-data", "link-snap")
     bases = [tmp_path / "ref", *(tmp_path / f"kill-{k}" for k in kinds)]
     for base in bases:
-        assert life(base, "install") == 0
+        assert life(server, base, "install") == 0
     world.publish("2.0")
-    assert life(tmp_path / "ref", "refresh") == 0
+    assert life(server, tmp_path / "ref", "refresh") == 0
     ref = outcome(tmp_path / "ref")
     assert ref[2] == ["Done", "Done"]
     assert ref[1]["hello"]["current"] == "2"
     for i, (kind, base) in enumerate(zip(kinds, bases[1:], strict=True)):
-        life(base, "refresh", kill_at=kind, seed=i)
-        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        life(server, base, "refresh", kill_at=kind, seed=i)
+        assert life(server, base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = outcome(base)
         assert got[2] == ["Done", "Done"], f"killed in {kind}"
         assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
         assert got[0] == ref[0], f"killed in {kind}: the root differs"
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(240)
-def test_sigkill_during_an_auto_refresh_then_restart(tmp_path: Path, world: Any) -> None:
+def test_sigkill_during_an_auto_refresh_then_restart(tmp_path: Path, world: Any, server: ForkServer) -> None:
     kinds = ("download-snap", "mount-snap", "link-snap")
     bases = [tmp_path / "ref", *(tmp_path / f"kill-{k}" for k in kinds)]
     for base in bases:
-        assert life(base, "install") == 0
+        assert life(server, base, "install") == 0
     world.publish("2.0")
-    assert life(tmp_path / "ref", "auto-refresh") == 0, (tmp_path / "ref" / "stderr").read_text()[-2000:]
+    assert life(server, tmp_path / "ref", "auto-refresh") == 0, (tmp_path / "ref" / "stderr").read_text()[-2000:]
     ref = outcome(tmp_path / "ref")
     assert ref[2] == ["Done", "Done"] and ref[1]["hello"]["current"] == "2"
     for i, (kind, base) in enumerate(zip(kinds, bases[1:], strict=True)):
-        life(base, "auto-refresh", kill_at=kind, seed=i)
-        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        life(server, base, "auto-refresh", kill_at=kind, seed=i)
+        assert life(server, base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = outcome(base)
         assert got[2] == ["Done", "Done"], f"killed in {kind}: one auto-refresh change, Done"
         assert got[1] == ref[1], f"killed in {kind}: the snap state differs"
@@ -126,23 +136,23 @@ def test_sigkill_during_an_auto_refresh_then_restart(tmp_path: Path, world: Any)
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_during_a_repair_then_restart(tmp_path: Path, world: Any) -> None:
+def test_sigkill_during_a_repair_then_restart(tmp_path: Path, world: Any, server: ForkServer) -> None:
     import shutil
 
     bases = [tmp_path / "ref", tmp_path / "kill-1", tmp_path / "kill-2"]
     for base in bases:
-        assert life(base, "install") == 0
+        assert life(server, base, "install") == 0
     installed = outcome(tmp_path / "ref")
     for base in bases:
         shutil.rmtree(base / "root/snap/hello/1")
         (base / "root/snap/hello/current").unlink()
         (base / "root/snap/bin/hello").unlink()
-    assert life(tmp_path / "ref", "repair") == 0
+    assert life(server, tmp_path / "ref", "repair") == 0
     ref = outcome(tmp_path / "ref")
     assert ref[2] == ["Done", "Done"] and ref[0] == installed[0] and ref[1] == installed[1]
     for i, base in enumerate(bases[1:]):
-        life(base, "repair", kill_at="repair-snap", seed=i)
-        assert life(base, "resume") == 0, (base / "stderr").read_text()[-2000:]
+        life(server, base, "repair", kill_at="repair-snap", seed=i)
+        assert life(server, base, "resume") == 0, (base / "stderr").read_text()[-2000:]
         got = outcome(base)
         assert got[2] == ["Done", "Done"], "one repair change, Done"
         assert got[1] == ref[1] and got[0] == ref[0], "the repaired root differs"

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from managers.snap import pack
 from overlord.samples import SNAPS, keys
 from tests.support.daemon import DaemonProcess, invoke
 
 
+@pytest.mark.heavy
 def test_store_commands(tmp_path: Path, base: Path) -> None:
     keys(tmp_path / "keys")
     store = tmp_path / "store"

@@ -51,6 +51,7 @@ def wait_for_file(path: Path, timeout: float = START_TIMEOUT) -> str:
     return path.read_text().strip()
 
 
+@pytest.mark.heavy
 def test_set_get_unset_and_a_configure_hook_that_refuses(daemon: DaemonProcess) -> None:
     d = daemon
     install(d, "hello", hooks={"configure": CHECK_PORT})
@@ -133,6 +134,7 @@ exit 0
 """
 
 
+@pytest.mark.heavy
 def test_ctl_acts_for_its_hooks_snap_only_from_any_user_until_the_hook_ends(
         daemon: DaemonProcess, nobody: OtherUser) -> None:
     d = daemon

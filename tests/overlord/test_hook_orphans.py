@@ -50,6 +50,7 @@ def blocking(daemon: DaemonProcess, request: pytest.FixtureRequest) -> Iterator[
             os.killpg(int(pid), signal.SIGKILL)
 
 
+@pytest.mark.heavy
 def test_a_hook_orphaned_by_a_killed_daemon_is_killed_before_it_runs_again(
         blocking: tuple[DaemonProcess, Path, str]) -> None:
     d, snap, hook = blocking

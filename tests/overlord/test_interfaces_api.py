@@ -93,6 +93,7 @@ def _connections(d: DaemonProcess, *args: str) -> str:
     return "".join(line.rstrip() + "\n" for line in got.stdout.splitlines())
 
 
+@pytest.mark.heavy
 def test_connect_and_disconnect_from_the_command_line(seeded: DaemonProcess) -> None:
     d = seeded
     assert _connections(d) == (

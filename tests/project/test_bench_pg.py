@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.pg import main
 from tests.support import pgcluster
 
 
+@pytest.mark.heavy
 def test_quick_run_produces_every_figure(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
     # pg_cluster: skipped (or, in CI, failed) like every PostgreSQL test where no server can be had.
     out = tmp_path / "pg.json"

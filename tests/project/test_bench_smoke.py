@@ -31,6 +31,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.heavy
 def test_quick_mode_produces_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "figures.json"
     rc = main(["--quick", "--scale", "0.01", "-q", "--tmp-dir", str(tmp_path / "tmp"),

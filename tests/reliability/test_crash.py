@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from tests.fixtures.make_database import (
 )
 from tests.support.crash_workload import (
     CREATED_KEY,
+    ForkServer,
     JournalTail,
     check_atomic,
     check_runs,
@@ -55,12 +57,25 @@ from tests.support.schema import REPO, downgrade, normalised_schema, revision_of
 SEED = int(os.environ.get("CRASH_SEED", "4242"))
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[ForkServer]:
+    """server starts the workload's lives as forks of a process that imported the engine once (ForkServer).
+
+    Each life is still a process of its own, with its own connections and locks, SIGKILLed; a fork
+    costs milliseconds where a new interpreter importing SQLAlchemy and the engine costs about a second.
+    """
+    s = ForkServer()
+    yield s
+    s.close()
+
+
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_crash_soak_short(tmp_path: Path) -> None:
     # 200 changes with lanes, edges, failures that undo their lanes, retries and self-finishing
     # handlers; killed at least 50 times, resumed to the end, then compared with an uninterrupted
-    # run of the same workload (see soak() for every check).
-    out = soak(tmp_path, seed=SEED, changes=200, kills=50, log=lambda _line: None)
+    # run of the same workload (see soak() for every check). The lives are forks (ForkServer).
+    out = soak(tmp_path, seed=SEED, changes=200, kills=50, log=lambda _line: None, fork=True)
     print(out.figures())
     assert out.kills >= 50, out.figures()
     assert out.changes == 200, out.figures()
@@ -76,11 +91,11 @@ def _wait_for(pred, proc, timeout: float = 30.0) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.timeout(120)
-def test_kill_while_handlers_run_then_resume(tmp_path: Path) -> None:
+def test_kill_while_handlers_run_then_resume(tmp_path: Path, server: ForkServer) -> None:
     db, journal, stderr = tmp_path / "state.db", tmp_path / "journal", tmp_path / "stderr"
     # Slow handlers, so a kill lands while several of them run.
     cmd = child_command(db, journal, 7, 20, sleep_ms="150:300", workers=8, no_race=True, timeout=60)
-    proc, _t0 = spawn(cmd, stderr)
+    proc, _t0 = spawn(cmd, stderr, server)
     tail = JournalTail(journal)
     open_runs: set[tuple[str, str]] = set()
 
@@ -117,7 +132,7 @@ def test_kill_while_handlers_run_then_resume(tmp_path: Path) -> None:
     assert f"life/{proc.pid}" in committed
 
     # Resume in a new process: a crashed holder does not block the restart, and it finishes.
-    proc2, _t1 = spawn(cmd, stderr)
+    proc2, _t1 = spawn(cmd, stderr, server)
     try:
         rc = proc2.wait(90)
     finally:
@@ -157,13 +172,13 @@ def test_kill_while_handlers_run_then_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_kill_during_first_open_then_resume(tmp_path: Path) -> None:
+def test_kill_during_first_open_then_resume(tmp_path: Path, server: ForkServer) -> None:
     # The first open of a new file creates the schema (Alembic): a kill there must leave a
     # database the next process opens, migrates and runs to the end.
     for i, delay in enumerate((0.0, 0.002, 0.005, 0.01, 0.02)):
         db, journal, stderr = tmp_path / f"s{i}.db", tmp_path / f"j{i}", tmp_path / f"e{i}"
         cmd = child_command(db, journal, 11, 5, sleep_ms="1:2", timeout=60)
-        proc, _t0 = spawn(cmd, stderr)
+        proc, _t0 = spawn(cmd, stderr, server)
         tail = JournalTail(journal)
         marks: dict[str, int] = {}
 
@@ -177,7 +192,7 @@ def test_kill_during_first_open_then_resume(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         tail.close()
-        proc2, _t1 = spawn(cmd, stderr)
+        proc2, _t1 = spawn(cmd, stderr, server)
         try:
             rc = proc2.wait(60)
         finally:
@@ -196,6 +211,7 @@ def _upgrade_sources() -> list[Any]:
                                                 if rev != SCHEMA_HEAD]
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("source", _upgrade_sources())
 def test_kill_at_each_statement_of_an_upgrade_then_open_again(source: str, tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ def _wait_for(predicate: object, what: str) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.heavy
 def test_three_runner_processes_end_as_one_sqlite_run_also_when_one_is_killed(
         pg_url: str, tmp_path: Path) -> None:
     changes = 300

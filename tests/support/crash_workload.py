@@ -338,8 +338,124 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sleep-ms", default="1:6", help="handler sleep range in ms, LO:HI")
     run.add_argument("--workers", type=int, default=32, help="the task runner's worker threads")
     run.add_argument("--timeout", type=float, default=600.0, help="give up (exit 3) after this many seconds")
+    fork = sub.add_parser("FORKSERVER", help="start lives of the workload by forking this process (see ForkServer)")
+    fork.add_argument("--preload", action="append", default=[], help="a module to import before the first fork")
     args = p.parse_args(argv)
+    if args.cmd == "FORKSERVER":
+        for module in args.preload:
+            __import__(module)
+        return fork_server()
     return run_workload(args)
+
+
+# -- the fork server: lives without an interpreter start each ------------------------------------------
+
+
+def fork_server() -> int:
+    """fork_server runs lives of the workload in children forked from this process, which imported the engine.
+
+    It reads requests on stdin, one JSON line each: {"argv": [...], "stderr": path}; forks a child that
+    runs main(argv) with its stdout and stderr appended to path, and answers {"pid": n} on stdout (with
+    "module" and "env": the child runs that module as __main__ with sys.argv[1:] = argv, as python -m
+    does, in the environment updated with env). When a
+    child ends, it writes {"exit": pid, "code": c}, c as Popen's returncode (-9 for a SIGKILL). It exits
+    at the end of stdin. Single-threaded, so a fork copies nothing half-done.
+    """
+    import json
+    import select
+
+    if threading.active_count() != 1:
+        print(f"fork server: {threading.active_count()} threads after the imports: cannot fork safely",
+              file=sys.stderr)
+        return 1
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select through wake_w
+    out = sys.stdout
+
+    def say(msg: dict[str, Any]) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            say({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    pending = b""
+    eof = False
+    while not eof:
+        try:
+            ready, _, _ = select.select([0, wake_r], [], [])
+        except InterruptedError:
+            ready = []
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+        reap()
+        if 0 not in ready:
+            continue
+        data = os.read(0, 65536)
+        eof = not data
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            req = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _forked_life(req, (wake_r, wake_w))
+            say({"pid": pid})
+    while True:  # stdin closed: wait for the lives still running
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        say({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _forked_life(req: dict[str, Any], fds: tuple[int, int]) -> None:
+    """_forked_life is a forked child of the server: it runs one life and exits with its status."""
+    argv, stderr = req["argv"], req["stderr"]
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in fds:
+            os.close(fd)
+        err = os.open(stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(err, 1)
+        os.dup2(err, 2)
+        os.close(err)
+        os.close(null)
+        if "module" in req:
+            import runpy
+
+            os.environ.update(req.get("env") or {})
+            sys.argv = [req["module"], *argv]
+            runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        else:
+            code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 # -- the driver ----------------------------------------------------------------------------------------
@@ -439,9 +555,119 @@ class JournalTail:
         self._f.close()
 
 
-def spawn(cmd: list[str], stderr: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """spawn starts a child in the project root, its stderr appended to a file."""
+class ForkedProcess:
+    """ForkedProcess is a life started by a ForkServer, with what the tests use of a Popen."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, 0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(f"life {self.pid}", timeout or 0.0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """ForkServer starts lives of the workload as children of one process that imported the engine once.
+
+    A life is then a fork (milliseconds) instead of an interpreter that imports SQLAlchemy and the engine
+    (about a second of CPU): a real process all the same, with its own SQLite connections and locks (the
+    server never opens a database), SIGKILLed the same way. Only kills during the interpreter's start,
+    before the workload touches anything, are no longer there to be had.
+    """
+
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+        import json
+
+        self._json = json
+        cmd = [sys.executable, "-m", "tests.support.crash_workload", "FORKSERVER"]
+        for module in preload:
+            cmd += ["--preload", module]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._cond = threading.Condition()
+        self._pids: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            msg = self._json.loads(line)
+            with self._cond:
+                if "pid" in msg:
+                    self._pids.append(msg["pid"])
+                else:
+                    self._exits[msg["exit"]] = msg["code"]
+                self._cond.notify_all()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def spawn(self, cmd: list[str], stderr: Path) -> ForkedProcess:
+        """spawn starts a life: cmd is a child_command, run in a fork of the server."""
+        assert cmd[1:3] == ["-m", "tests.support.crash_workload"], cmd
+        return self._request({"argv": cmd[3:], "stderr": str(stderr)})
+
+    def run_module(self, module: str, argv: list[str], stderr: Path,
+                   env: dict[str, str] | None = None) -> ForkedProcess:
+        """run_module starts `python -m module ARGV` as a fork of the server (preload what it imports)."""
+        return self._request({"module": module, "argv": argv, "stderr": str(stderr), "env": env or {}})
+
+    def _request(self, req: dict[str, Any]) -> ForkedProcess:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self._json.dumps(req).encode() + b"\n")
+        self.proc.stdin.flush()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._pids or self._closed, 60):
+                raise RuntimeError("the fork server did not answer within 60 s")
+            if not self._pids:
+                raise RuntimeError(f"the fork server exited ({self.proc.wait()})")
+            return ForkedProcess(self, self._pids.pop(0))
+
+    def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        """exit_code waits up to timeout (None: for ever) for a life to end; its returncode, or None."""
+        with self._cond:
+            self._cond.wait_for(lambda: pid in self._exits or self._closed, timeout)
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        """close ends the server once the lives it runs have ended."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(120)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(10)
+
+
+def spawn(cmd: list[str], stderr: Path, server: ForkServer | None = None) -> tuple[Any, int]:
+    """spawn starts a child in the project root, its stderr appended to a file (a fork of server, if given).
+
+    The child is a subprocess.Popen, or a ForkedProcess of the server: pid, poll, wait, kill as a Popen's.
+    """
     t0 = time.time_ns()
+    if server is not None:
+        return server.spawn(cmd, stderr), t0
     with stderr.open("ab") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     return proc, t0
@@ -619,7 +845,8 @@ class Driver:
     """Driver runs lives of the workload on one database and kills them as told."""
 
     def __init__(self, workdir: Path, name: str, seed: int, changes: int, shape: str, sleep_ms: str,
-                 workers: int, no_race: bool, log: Callable[[str], None]) -> None:
+                 workers: int, no_race: bool, log: Callable[[str], None], server: ForkServer | None = None) -> None:
+        self.server = server
         self.db = workdir / f"{name}.db"
         self.journal = workdir / f"{name}.journal"
         self.stderr = workdir / f"{name}.stderr"
@@ -643,7 +870,7 @@ class Driver:
     def life(self, kill: tuple[str, str, float] | None, timeout: float) -> Life:
         """life runs the child once: killed `delay` s after marker `after` (or spawn), or until it exits."""
         at = self.stderr.stat().st_size if self.stderr.exists() else 0
-        proc, t0 = spawn(self.cmd, self.stderr)
+        proc, t0 = spawn(self.cmd, self.stderr, self.server)
         life = Life(proc.pid, t0, stderr_at=at)
         self.lives.append(life)
         deadline = time.monotonic() + timeout
@@ -688,27 +915,39 @@ class Driver:
 
 
 def run_reference(workdir: Path, seed: int, changes: int, shape: str, sleep_ms: str, workers: int, no_race: bool,
-                  timeout: float, log: Callable[[str], None]) -> tuple[Driver, Life]:
+                  timeout: float, log: Callable[[str], None], server: ForkServer | None = None) -> tuple[Driver, Life]:
     """run_reference runs the workload once, uninterrupted."""
-    d = Driver(workdir, "reference", seed, changes, shape, sleep_ms, workers, no_race, log)
+    d = Driver(workdir, "reference", seed, changes, shape, sleep_ms, workers, no_race, log, server)
     life = d.life(None, timeout)
     return d, life
 
 
 def soak(workdir: Path, *, seed: int, changes: int = 200, kills: int = 50, shape: str = "short",
          sleep_ms: str = "2:12", workers: int = 4, no_race: bool = False, final_timeout: float = 120.0,
-         log: Callable[[str], None] = print) -> Outcome:
+         log: Callable[[str], None] = print, fork: bool = False) -> Outcome:
     """soak runs the workload uninterrupted on one database and under SIGKILLs on another, and compares.
 
-    Every problem found is listed in the returned Outcome's problems.
+    Every problem found is listed in the returned Outcome's problems. fork starts the lives from a
+    ForkServer instead of a new interpreter each.
     """
+    server = ForkServer() if fork else None
+    try:
+        return _soak(workdir, seed, changes, kills, shape, sleep_ms, workers, no_race, final_timeout, log, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _soak(workdir: Path, seed: int, changes: int, kills: int, shape: str, sleep_ms: str, workers: int,
+          no_race: bool, final_timeout: float, log: Callable[[str], None], server: ForkServer | None) -> Outcome:
     t_start = time.monotonic()
     out = Outcome(seed=seed)
     problems = out.problems
     rng = random.Random(seed * 7919 + 17)
 
     # 1. The reference: one uninterrupted life.
-    ref, ref_life = run_reference(workdir, seed, changes, shape, sleep_ms, workers, no_race, final_timeout, log)
+    ref, ref_life = run_reference(workdir, seed, changes, shape, sleep_ms, workers, no_race, final_timeout, log,
+                                  server)
     out.reference_wall = (ref_life.ended_ns - ref_life.spawned_ns) / 1e9
     if ref_life.rc != 0:
         problems.append(f"the uninterrupted run exited {ref_life.rc}: {ref.stderr_of(ref_life)}")
@@ -728,7 +967,7 @@ def soak(workdir: Path, *, seed: int, changes: int = 200, kills: int = 50, shape
         f"{len(ref_runs)} handler runs")
 
     # 2. The same workload, killed again and again.
-    d = Driver(workdir, "killed", seed, changes, shape, sleep_ms, workers, no_race, log)
+    d = Driver(workdir, "killed", seed, changes, shape, sleep_ms, workers, no_race, log, server)
     creation_kills = 0
     created = False
     unready_share = 1.0

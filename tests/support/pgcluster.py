@@ -14,8 +14,12 @@ power cut). PostgreSQL refuses to run as root: when the tests run as root,
 the server runs as ``nobody`` (``setpriv``), owning its data directory; when
 ``nobody`` cannot reach the binaries (the wheel inside a checkout under a
 0700 directory), the cluster's directory gets a copy of them.
-Each test gets a fresh database, copied from a template that holds the
-migrated schema (``CREATE DATABASE ... TEMPLATE``, a file copy: milliseconds).
+Each test gets a database as the template holds it, the migrated schema
+and its few rows: a copy (``CREATE DATABASE ... TEMPLATE``, which copies the
+catalogs too: a large part of a second on a busy machine), or the database
+of a test before, emptied back to the template's rows
+(:meth:`Cluster.reset_database`, milliseconds) when that test left the schema
+as the template has it.
 """
 
 from __future__ import annotations
@@ -30,8 +34,62 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 NOBODY = 65534
+
+#: What makes a database's schema: every catalog row a test could change (tables, columns, indexes,
+#: constraints, views, triggers, functions, sequences, privileges, settings, extensions, schemas).
+_SCHEMA_QUERIES = (
+    "SELECT n.nspname, c.relname, c.relkind, c.relacl::text, c.reloptions::text, c.relpersistence, "
+    "  CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+    "  AND n.nspname NOT LIKE 'pg_temp%'",
+    "SELECT n.nspname, c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+    "  a.attisdropped, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated "
+    "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+    "WHERE a.attnum > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+    "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes "
+    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    "SELECT n.nspname, c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
+    "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')",
+    "SELECT tgrelid::regclass::text, tgname, tgenabled, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal",
+    "SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), md5(p.prosrc) "
+    "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')",
+    "SELECT schemaname, sequencename, start_value, increment_by, max_value, min_value, cycle "
+    "FROM pg_sequences",
+    "SELECT nspname, nspacl::text FROM pg_namespace",
+    "SELECT extname, extversion FROM pg_extension",
+    "SELECT setrole, setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+    "WHERE d.datname = current_database()",
+    "SELECT rulename, definition FROM pg_rules WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    "SELECT evtname FROM pg_event_trigger",
+    "SELECT pubname FROM pg_publication",
+)
+
+
+#: One query for the digest of every schema object (one round trip: the server is busy).
+_FINGERPRINT = "SELECT md5(string_agg(t, E'\\n' ORDER BY t)) FROM (" + " UNION ALL ".join(
+    f"SELECT '{i} ' || x::text AS t FROM ({q}) x" for i, q in enumerate(_SCHEMA_QUERIES)) + ") every_object"
+
+
+def _schema_fingerprint(conn: Any) -> str:
+    """_schema_fingerprint is a digest of every schema object of the connection's database."""
+    return str(conn.execute(_FINGERPRINT).fetchone()[0])
+
+
+@dataclass
+class Contents:
+    """Contents is what a database holds: its schema's digest, its tables' rows and its sequences' values."""
+
+    fingerprint: str
+    rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]]  # quoted table name: (column names, rows)
+    sequences: dict[str, tuple[int, bool]]  # quoted sequence name: (value, is_called), as setval takes them
 
 
 class Unavailable(Exception):
@@ -139,6 +197,58 @@ class Cluster:
         name = f"t{os.getpid()}_{next(self._names)}"
         self.sql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
         return name
+
+    def contents(self, name: str) -> Contents:
+        """contents reads what a database holds (of a template: what reset_database brings a copy back to)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(name), autocommit=True) as conn:
+            rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+            for schema, table in conn.execute("SELECT schemaname, tablename FROM pg_tables "
+                                              "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"):
+                quoted = f'"{schema}"."{table}"'
+                cur = conn.execute(f"SELECT * FROM {quoted}")  # type: ignore[arg-type]
+                rows[quoted] = ([d.name for d in cur.description or []], cur.fetchall())
+            sequences = {f'"{schema}"."{seq}"': (value, True) if value is not None else (start, False)
+                         for schema, seq, value, start in conn.execute(
+                             "SELECT schemaname, sequencename, last_value, start_value FROM pg_sequences")}
+            return Contents(_schema_fingerprint(conn), rows, sequences)
+
+    def reset_database(self, name: str, contents: Contents) -> bool:
+        """reset_database brings a database back to contents, and says whether it could.
+
+        The sessions still connected to it are ended first (as DROP DATABASE
+        ... WITH (FORCE) does: their locks, advisory locks and LISTENs go with
+        them). It cannot when the schema differs from the one contents was read
+        with (a test dropped an index, declared a table): that database must go.
+        """
+        import psycopg
+        from psycopg import sql
+
+        script = [sql.SQL("SET LOCAL session_replication_role = replica")]  # no foreign-key triggers
+        for table, (columns, rows) in contents.rows.items():
+            script.append(sql.SQL("DELETE FROM {}").format(sql.SQL(table)))
+            script += [sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.SQL(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.SQL(", ").join(map(sql.Literal, row))) for row in rows]
+        script += [sql.SQL("SELECT setval({}, {}, {})").format(*map(sql.Literal, (seq, value, called)))
+                   for seq, (value, called) in contents.sequences.items()]
+        try:
+            with psycopg.connect(self.dsn(name), autocommit=True) as conn:
+                deadline = time.monotonic() + 10
+                # Outside a transaction: inside one, pg_stat_activity would show the same sessions each time.
+                while conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall():
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.01)
+                conn.autocommit = False  # the rest in one transaction, committed at the end of the block
+                if _schema_fingerprint(conn) != contents.fingerprint:
+                    return False
+                conn.execute(sql.SQL("; ").join(script))
+            return True
+        except psycopg.Error:
+            return False
 
     def drop_database(self, name: str) -> None:
         """drop_database drops a database, ending the sessions still connected to it."""

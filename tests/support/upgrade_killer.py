@@ -3,15 +3,16 @@
 
 ``python -m tests.support.upgrade_killer SOURCE WORKDIR`` (run by tests/reliability/test_crash.py):
 
-1. a first grandchild opens a copy of SOURCE with ``State.open`` (the normal
-   path, which upgrades it to head) and records every SQL statement and
-   commit the engine's SQLAlchemy connections run during the open;
+1. it opens a copy of SOURCE with ``State.open`` (the normal path, which
+   upgrades it to head) and records every SQL statement and commit the
+   engine's SQLAlchemy connections run during the open;
 2. then, for each kill point (before each of those statements, before each
    commit, and once the open returned), a grandchild opens a fresh copy
    ``WORKDIR/kill-<n>.db`` and is SIGKILLed at that point.
 
-The grandchildren are forked from this process once it imported the engine,
-while it runs a single thread, so each kill costs a few milliseconds. One
+The grandchildren are forked from this process once it imported the engine
+and ran the counting open itself, while it runs a single thread, so each kill
+costs a few milliseconds. One
 JSON line per kill point goes to stdout: ``{"db": ..., "point": ...,
 "signal": 9}``. The caller opens each copy again and checks it.
 """
@@ -24,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,9 +96,18 @@ def main(argv: list[str]) -> int:
         _open_with(seen.append, db)
         record.write_text(json.dumps(seen))
 
-    status = _in_child(count)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        print(f"upgrade_killer: the counting open failed (wait status {status})", file=sys.stderr)
+    # The counting open runs here, not in a child: what it loads once (Alembic's scripts, SQLAlchemy's
+    # compiled statements) each child then has, so a kill point costs its own statements only. A child
+    # that ran other statements than these would outlive its kill point: the caller checks every point
+    # killed its child.
+    try:
+        count()
+    except Exception as e:
+        print(f"upgrade_killer: the counting open failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if threading.active_count() != 1:
+        print(f"upgrade_killer: {threading.active_count()} threads after the counting open: cannot fork safely",
+              file=sys.stderr)
         return 1
     points: list[str] = json.loads(record.read_text())
     for n, point in enumerate(points):
