@@ -109,7 +109,12 @@ class UnitOfWork:
         self.waiters: dict[int, threading.Event] = {}
 
     def pending(self) -> bool:
-        """pending says whether the unit of work has anything to write."""
+        """pending says whether the unit of work has anything to write (task runs' timings once due included)."""
+        return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
+                or self.notices.pending or self.keys.pending or self.timings.due())
+
+    def changes_pending(self) -> bool:
+        """changes_pending says whether the unit of work has anything to write beside timings."""
         return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
                 or self.notices.pending or self.keys.pending)
 
