@@ -169,6 +169,7 @@ class State(StateMaking, StateBooks, StateNotices):
         """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
         self._refusal = reason
         self._store.refusal = f"cannot write state database {self._target}: {reason}"
+        self._uow.timings.runs.drop()  # the task runs waiting for a batch can never be written now
 
     def _fence(self, reason: str, wait: float = FENCE_WAIT) -> None:
         """_fence stops this State writing for good and lets another writer take the database.

@@ -312,8 +312,16 @@ class _Runs:
             self.wrote_held, self.wrote_todo = [], []
 
     def clear(self) -> None:
-        self.held = self.wrote_held + self.held
+        # The held runs this transaction wrote go with it (only timings): written again, a row that made
+        # the commit fail would make every later commit fail too.
+        if self.wrote_held:
+            log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
+                        len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
+
+    def drop(self) -> None:
+        """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
+        self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
 
     def __bool__(self) -> bool:
         return bool(self.todo)

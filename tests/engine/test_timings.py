@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import engine.timings
-from engine import Overlord, Retry, State, StateEngine, Status, Task, TaskRunner
+from engine import DatabaseError, Overlord, Retry, State, StateEngine, Status, Task, TaskRunner
 from engine.testing import FakeClock
 from engine.tomb import Tomb
 from tests.support.ensure import EnsureRecorder
@@ -153,6 +153,7 @@ def test_the_runs_waiting_are_written_at_close_and_at_a_clean_stop(backend: str,
     if how == "stop":
         overlord.stop()
     st.close()
+    overlord.stop()  # (after the close: nothing left to write)
     again = State.open(url=url) if url else State.open(db_path)
     try:
         assert written(again, cid) == 3
@@ -182,6 +183,28 @@ def test_the_waiting_runs_of_a_pruned_change_are_dropped(st: State, runner: Task
         assert st.change(pruned) is None and st.get("also") == "written"
         assert st.change(kept) is not None
     assert written(st, kept) == 1 and [outcome for *_, outcome in runs(st, kept)] == ["retry"]
+
+
+def test_a_batch_whose_commit_failed_is_dropped_not_written_again(st: State, runner: TaskRunner, clock: FakeClock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit that writes a batch and is rolled back (its rows refused, say) drops the batch: written again, a
+    bad row would fail every later commit. Only timings are lost."""
+    runner.add_handler("k", lambda task, tomb: None)
+    cid = change_of(st, "k", 2)
+    settle(st, runner, cid)
+    clock.advance(engine.timings.BATCH_AGE)
+
+    def refused(*a: object, **kw: object) -> None:
+        raise RuntimeError("a row the database refuses")
+
+    monkeypatch.setattr(st._uow.store, "save_timings", refused)
+    with pytest.raises(DatabaseError, match="a row the database refuses"), st:
+        st.set("first", 1)
+    with st:
+        st.set("second", 2)  # no batch left to write: the store's refusal is not met again
+    with st:
+        assert st.get("second") == 2 and st.change(cid) is not None
+    assert written(st, cid) == 0 and runs(st, cid) == []
 
 
 _KILLED = """
