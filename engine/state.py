@@ -146,24 +146,14 @@ class State(StateMaking, StateBooks, StateNotices):
         with self._lock:
             if self._closed:
                 return
-            if self._uow.changes_pending():
+            if self._uow.timings.aside(self._uow.pending):
                 log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
             elif self._refusal is None:
-                self._write_timings()
+                self._uow.timings.write_now(self._uow.commit, self._target)  # the task runs waiting for a batch
             self._closed = True
             self._listen_stop.set()
             self._store.close(tidy=self._refusal is None)
         self._notices_woken()  # waiters return (nothing more can come)
-
-    def _write_timings(self) -> None:
-        """_write_timings writes the task runs' timings waiting for a batch, at close (engine.timings)."""
-        self._uow.timings.write_all()
-        if not self._uow.timings.due():
-            return
-        try:
-            self._uow.commit()
-        except EngineError as e:
-            log.warning("cannot write the last timings to state database %s before closing: %s", self._target, e)
 
     def _refuse_writes(self, reason: str) -> None:
         """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
@@ -196,8 +186,7 @@ class State(StateMaking, StateBooks, StateNotices):
                 self._release_at_unlock = True
                 self._refuse_writes(reason)
                 return
-            if not self._closed:
-                self._uow.timings.write_all()  # the runs waiting for a batch too (engine.timings)
+            self._uow.timings.write_all()  # the task runs waiting for a batch too (engine.timings)
             if not self._closed and self._uow.pending():
                 self._refusal = None
                 try:
@@ -288,11 +277,9 @@ class State(StateMaking, StateBooks, StateNotices):
             self._release_fenced()
             self._lock.release()
         self._wake(ready, woken, noticed)
-        hook = self._ensure_hook
-        if hook is not None:
-            delay = self._uow.timings.armed()
-            if delay is not None:
-                hook(delay)  # runs wait for a batch: an idle loop writes them within about that delay too
+        hook, delay = self._ensure_hook, self._uow.timings.armed()
+        if hook is not None and delay is not None:
+            hook(delay)  # task runs wait for a batch: an idle loop writes them within that delay too
 
     def _commit_or_refuse(self) -> list[int]:
         if self._refusal is None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from .errors import NotFoundError
+from .errors import EngineError, NotFoundError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class TimingBook:
         # The text of the last second a run started in (flush formats runs of the same second from it).
         self._second = -1
         self._prefix = ""
+        self._aside = False  # (aside)
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
 
@@ -132,11 +134,29 @@ class TimingBook:
         seconds old, or write_all() was called (the State's close, a clean stop)."""
         runs = self.runs
         waiting = runs.held or runs.todo
-        if not waiting:
+        if not waiting or self._aside:
             return False
         if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
             return True
         return (self._w.now() - waiting[0][4]).total_seconds() >= BATCH_AGE
+
+    def aside(self, pending: Callable[[], bool]) -> bool:
+        """aside is pending() with the runs waiting left aside: whether anything else is to be written."""
+        self._aside = True
+        try:
+            return pending()
+        finally:
+            self._aside = False
+
+    def write_now(self, commit: Callable[[], object], target: str) -> None:
+        """write_now commits the runs waiting, if any, with commit (the State's close, nothing else pending)."""
+        self.write_all()
+        if not self.due():
+            return
+        try:
+            commit()
+        except EngineError as e:
+            log.warning("cannot write the last timings to state database %s before closing: %s", target, e)
 
     def write_all(self) -> None:
         """write_all makes the next commit write every run waiting (the State's close, a clean stop)."""

@@ -113,11 +113,6 @@ class UnitOfWork:
         return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
                 or self.notices.pending or self.keys.pending or self.timings.due())
 
-    def changes_pending(self) -> bool:
-        """changes_pending says whether the unit of work has anything to write beside timings."""
-        return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
-                or self.notices.pending or self.keys.pending)
-
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (*self.changeset.pendings(), *self.warnings.pendings(), *self.tables.pendings(),
                 *self.notices.pendings(), *self.keys.pendings(), *self.timings.pendings())
