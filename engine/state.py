@@ -277,9 +277,6 @@ class State(StateMaking, StateBooks, StateNotices):
             self._release_fenced()
             self._lock.release()
         self._wake(ready, woken, noticed)
-        hook, delay = self._ensure_hook, self._uow.timings.armed()
-        if hook is not None and delay is not None:
-            hook(delay)  # task runs wait for a batch: an idle loop writes them within that delay too
 
     def _commit_or_refuse(self) -> list[int]:
         if self._refusal is None:

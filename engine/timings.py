@@ -175,14 +175,6 @@ class TimingBook:
         """write_all makes the next commit write every run waiting (the State's close, a clean stop)."""
         self.runs.force = True
 
-    def armed(self) -> float | None:
-        """armed is BATCH_AGE, once, when runs of committed outcomes started waiting since it last said so
-        (None otherwise): the State then asks for an ensure pass within it, so that an idle loop writes them."""
-        if not self.runs.armed:
-            return None
-        self.runs.armed = False
-        return BATCH_AGE
-
     def task_run(self, rec: TaskRec, phase: str, attempt: int, elapsed: float) -> None:
         """task_run notes one run of rec's handler, once its outcome is applied (lock held).
 
@@ -301,7 +293,7 @@ class _Runs:
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("armed", "book", "force", "held", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "force", "held", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -310,7 +302,6 @@ class _Runs:
         self.wrote_held: list[Run] = []
         self.wrote_todo: list[Run] = []
         self.force = False
-        self.armed = False
 
     def take(self) -> list[Run]:
         runs = self.held + self.todo
@@ -326,7 +317,6 @@ class _Runs:
             return
         self.wrote_held, self.wrote_todo = [], []
         if self.todo:
-            self.armed = self.armed or not self.held
             self.held += self.todo
             self.todo = []
         tracer = self.book.tracer

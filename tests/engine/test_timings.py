@@ -18,7 +18,6 @@ import engine.timings
 from engine import DatabaseError, Overlord, Retry, State, StateEngine, Status, Task, TaskRunner
 from engine.testing import FakeClock
 from engine.tomb import Tomb
-from tests.support.ensure import EnsureRecorder
 from tests.support.helpers import task_of
 
 
@@ -128,15 +127,6 @@ def test_runs_are_written_once_the_oldest_waited_a_second(st: State, runner: Tas
     with st:
         pass
     assert written(st, cid) == 2 and len(runs(st, cid)) == 2
-
-
-def test_an_idle_loop_is_asked_to_write_the_waiting_runs(st: State, runner: TaskRunner,
-                                                         ensures: EnsureRecorder) -> None:
-    """The commit whose runs start a batch asks for an ensure pass within BATCH_AGE: its commit writes them."""
-    runner.add_handler("k", lambda task, tomb: None)
-    cid = change_of(st, "k", 1)
-    settle(st, runner, cid)
-    assert engine.timings.BATCH_AGE in ensures.requests
 
 
 @pytest.mark.parametrize("how", ["close", "stop"])
