@@ -146,8 +146,10 @@ class State(StateMaking, StateBooks, StateNotices):
         with self._lock:
             if self._closed:
                 return
-            if self._uow.pending():
+            if self._uow.timings.aside(self._uow.pending):
                 log.warning("closing state database %s with uncommitted changes; they are lost", self._target)
+            elif self._refusal is None:
+                self._uow.timings.write_now(self._uow.commit, self._target)  # the task runs waiting for a batch
             self._closed = True
             self._listen_stop.set()
             self._store.close(tidy=self._refusal is None)
@@ -157,6 +159,7 @@ class State(StateMaking, StateBooks, StateNotices):
         """_refuse_writes makes every later commit raise ReadOnlyStateError (and nothing is written)."""
         self._refusal = reason
         self._store.refusal = f"cannot write state database {self._target}: {reason}"
+        self._uow.timings.runs.drop()  # the task runs waiting for a batch can never be written now
 
     def _fence(self, reason: str, wait: float = FENCE_WAIT) -> None:
         """_fence stops this State writing for good and lets another writer take the database.
@@ -183,6 +186,7 @@ class State(StateMaking, StateBooks, StateNotices):
                 self._release_at_unlock = True
                 self._refuse_writes(reason)
                 return
+            self._uow.timings.write_all()  # the task runs waiting for a batch too (engine.timings)
             if not self._closed and self._uow.pending():
                 self._refusal = None
                 try:

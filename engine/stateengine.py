@@ -117,6 +117,9 @@ class StateEngine:
         if t0 - start >= self.ensure_threshold:
             w = self._session.uow
             w.timings.ensure_pass(w.now() - timedelta(seconds=t0 - start), durations)
+        if self._session.uow.timings.runs.held:  # task runs wait for a batch: this pass writes them once due
+            with self._session.state:
+                pass
         if errors:
             raise EnsureError(errors)
 

@@ -2,7 +2,11 @@
 """Timings: how long each run of a task's handlers took, and each manager in slow ensure passes (snapd's timings).
 
 The recorder notes every do and undo run as it records its outcome; the
-row is written by that same transaction (no commit of its own). The state
+rows are written in batches, by a commit that happens anyway, once
+BATCH_RUNS runs are waiting or BATCH_AGE seconds (the State's clock) have
+passed since the oldest, and by the State's close and a clean stop (no commit
+of their own, no cost per outcome). A crash loses at most those waiting,
+never an outcome; readers in the same process see them at once. The state
 engine notes the managers' durations of each ensure pass that took at least
 ENSURE_THRESHOLD; those rows wait in memory for the next commit, whatever it
 writes (an idle loop writes nothing). Both are bounded: the newest
@@ -16,12 +20,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from ._records import Pending
+from .errors import EngineError, NotFoundError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -38,6 +43,11 @@ ENSURE_KEEP = 1000
 #: ENSURE_THRESHOLD is how long an ensure pass must take, in all, for its managers' durations to be kept
 #: (seconds; snapd keeps no span under 5 ms either). StateEngine.ensure_threshold overrides it.
 ENSURE_THRESHOLD = 0.005
+
+#: BATCH_RUNS is how many runs wait in memory at most before a commit writes their rows.
+BATCH_RUNS = 64
+#: BATCH_AGE is how long the oldest run waits at most (seconds of the State's clock) before a commit writes the rows.
+BATCH_AGE = 1.0
 
 #: How a run ended, by the task's status once its outcome was recorded.
 _OUTCOMES = {
@@ -101,7 +111,6 @@ class TimingBook:
         self._mu = threading.Lock()
         #: runs are the task runs noted and not committed yet, as _Runs notes them.
         self.runs = _Runs(self)
-        self.trim: Pending[int] = Pending()
         # Rows of ensure passes (under _mu): written by the next commit, lost if it fails (they are only timings).
         self._passes: list[tuple[str, str, str, float]] = []
         # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
@@ -109,15 +118,62 @@ class TimingBook:
         # The text of the last second a run started in (flush formats runs of the same second from it).
         self._second = -1
         self._prefix = ""
+        self._aside = False  # (aside)
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
 
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
 
-        They never ask for a commit: the runs are written by the commit of their outcomes.
+        They never ask for a commit of their own: due() says when a commit that happens anyway writes them.
         """
-        return self.runs, self.trim
+        return (self.runs,)
+
+    def due(self, fresh: bool = False) -> bool:
+        """due says whether the runs waiting are to be written now: BATCH_RUNS of them, the oldest BATCH_AGE
+        seconds old (the State's clock), or write_all() was called (the State's close, a clean stop).
+
+        The age is measured to the newest run noted (its end is the State's clock a moment ago); fresh reads
+        the clock instead when no run was noted in this unit of work (a flush, an idle commit): a clock read
+        in every pending() cost W2 several us a task.
+        """
+        runs = self.runs
+        waiting = runs.held or runs.todo
+        if not waiting or self._aside:
+            return False
+        if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
+            return True
+        now = runs.todo[-1][4] if runs.todo else self._w.now() if fresh else runs.held[-1][4]
+        return (now - waiting[0][4]).total_seconds() >= BATCH_AGE
+
+    def aside(self, pending: Callable[[], bool]) -> bool:
+        """aside is pending() with the runs waiting left aside: whether anything else is to be written."""
+        self._aside = True
+        try:
+            return pending()
+        finally:
+            self._aside = False
+
+    def write_now(self, commit: Callable[[], object], target: str) -> None:
+        """write_now commits the runs waiting, if any, with commit (the State's close, nothing else pending)."""
+        if not self.runs.held and not self.runs.todo:
+            return
+        self.write_all()
+        try:
+            commit()
+        except EngineError as e:
+            log.warning("cannot write the last timings to state database %s before closing: %s", target, e)
+
+    def write_if_due(self) -> bool:
+        """write_if_due is due() by the clock, for a commit with nothing else to write; if so the commit writes them."""
+        if not self.due(fresh=True):
+            return False
+        self.write_all()
+        return True
+
+    def write_all(self) -> None:
+        """write_all makes the next commit write every run waiting (the State's close, a clean stop)."""
+        self.runs.force = True
 
     def task_run(self, rec: TaskRec, phase: str, attempt: int, elapsed: float) -> None:
         """task_run notes one run of rec's handler, once its outcome is applied (lock held).
@@ -134,8 +190,6 @@ class TimingBook:
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         self.runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
-        if attempt >= TASK_RUNS_KEEP:
-            self.trim.add(rec.id)
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -147,8 +201,9 @@ class TimingBook:
                 del self._passes[:-ENSURE_KEEP]
 
     def flush(self, store: Store) -> None:
-        """flush writes what was noted into the open write transaction."""
-        if not (self.runs.todo or self._passes):
+        """flush writes what was noted into the open write transaction: the ensure rows, and the runs if due."""
+        runs = self.runs.take() if self.due(fresh=True) else []
+        if not (runs or self._passes):
             return
         passes: list[tuple[str, str, str, float]] = []
         keep = None
@@ -158,11 +213,11 @@ class TimingBook:
             self._untrimmed += len(passes)
             if self._untrimmed >= max(1, ENSURE_KEEP // 10):
                 keep, self._untrimmed = ENSURE_KEEP, 0
-        store.save_timings(self._rows(self.runs.take()), self.trim.take() if self.trim.todo else (), TASK_RUNS_KEEP,
-                           passes, keep)
+        trim = sorted({run[0] for run in runs if run[2] >= TASK_RUNS_KEEP})
+        store.save_timings(self._rows(runs), trim, TASK_RUNS_KEEP, passes, keep)
 
     def _rows(self, runs: list[Run]) -> list[tuple[Any, ...]]:
-        """_rows are the rows of runs (TASK_TIMING_COLUMNS): the start is the end less the time the run took."""
+        """_rows are the rows of runs (TASK_TIMING_ROW): the start is the end less the time the run took."""
         rows = []
         second, prefix = self._second, self._prefix
         for tid, phase, attempt, outcome, end, elapsed, _ in runs:
@@ -170,15 +225,39 @@ class TimingBook:
             s = d.days * 86_400 + d.seconds
             if s != second:  # _time.to_text of the whole second, and its fraction below
                 second, prefix = s, f"{_EPOCH + timedelta(seconds=s):%Y-%m-%dT%H:%M:%S}."
-            rows.append((tid, phase, attempt, outcome, f"{prefix}{d.microseconds:06d}Z", elapsed))
+            rows.append((phase, attempt, outcome, f"{prefix}{d.microseconds:06d}Z", elapsed, tid))
         self._second, self._prefix = second, prefix
         return rows
 
     def task_timings(self, cid: int) -> list[TaskTiming]:
-        """task_timings are the runs of a change's tasks, oldest first."""
-        return [TaskTiming(str(tid), kind, phase, int(attempt), outcome, _time.from_text(started),
-                           timedelta(seconds=float(duration)))
-                for tid, kind, phase, attempt, outcome, started, duration in self._w.store.task_timings(cid)]
+        """task_timings are the runs of a change's tasks, oldest first, those not written yet included."""
+        out = [TaskTiming(str(tid), kind, phase, int(attempt), outcome, _time.from_text(started),
+                          timedelta(seconds=float(duration)))
+               for tid, kind, phase, attempt, outcome, started, duration in self._w.store.task_timings(cid)]
+        waiting = self.runs.held + self.runs.todo
+        if waiting:
+            records = self._w.records
+            try:
+                ids = set(records.task_ids(records.crec(cid)))
+            except NotFoundError:
+                return out
+            for tid, phase, attempt, outcome, end, elapsed, _ in waiting:
+                if tid in ids:
+                    out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
+                                          end - timedelta(seconds=elapsed), timedelta(seconds=elapsed)))
+            count: dict[str, int] = {}  # the newest TASK_RUNS_KEEP of each task, as the batch's trim keeps
+            for t in out:
+                count[t.task_id] = count.get(t.task_id, 0) + 1
+            skip = {tid: n - TASK_RUNS_KEEP for tid, n in count.items() if n > TASK_RUNS_KEEP}
+            if skip:
+                kept = []
+                for t in out:
+                    if skip.get(t.task_id, 0) > 0:
+                        skip[t.task_id] -= 1
+                    else:
+                        kept.append(t)
+                out = kept
+        return out
 
     def ensure_timings(self, manager: str | None = None) -> list[EnsureTiming]:
         """ensure_timings are the kept ensure passes, oldest first (those not written yet included); with
@@ -202,34 +281,47 @@ Run = tuple[int, str, int, str, datetime, float, Any]
 
 
 class _Runs:
-    """_Runs are the runs noted (todo) and those written by the commit under way (done), in the order noted.
+    """_Runs are the runs noted and not written yet, oldest first, and those the open transaction wrote.
 
-    A commit hands the runs it wrote that the tracer noted to the tracer in
-    one list; a failed commit keeps them all to write again; a rolled back
-    one forgets them (the runs are noted again when their outcomes are
-    recorded again). A list, not a Pending: a run is noted once and two
-    identical rows are two runs.
+    todo are those noted in the unit of work under way (their outcomes not
+    committed yet); held, those of committed outcomes waiting for a batch.
+    A commit hands the runs it committed the outcomes of (written or not)
+    that the tracer noted to the tracer in one list, and keeps those it did
+    not write as held; a failed commit keeps them all to write again; a
+    rolled back one forgets its own (they are noted again when their outcomes
+    are recorded again) but keeps the held ones. Lists, not a Pending: a run
+    is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "done", "todo")
+    __slots__ = ("book", "force", "held", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
         self.todo: list[Run] = []
-        self.done: list[Run] = []
+        self.held: list[Run] = []
+        self.wrote_held: list[Run] = []
+        self.wrote_todo: list[Run] = []
+        self.force = False
 
     def take(self) -> list[Run]:
-        runs, self.todo = self.todo, []
-        self.done += runs
+        runs = self.held + self.todo
+        self.wrote_held += self.held
+        self.wrote_todo += self.todo
+        self.held, self.todo = [], []
         return runs
 
     def committed(self) -> None:
-        if not self.done:
+        self.force = False
+        ran = self.wrote_todo + self.todo if self.wrote_todo else self.todo
+        if not ran and not self.wrote_held:
             return
-        done, self.done = self.done, []
+        self.wrote_held, self.wrote_todo = [], []
+        if self.todo:
+            self.held += self.todo
+            self.todo = []
         tracer = self.book.tracer
         if tracer is not None:
-            traced = [run for run in done if run[6] is not None]
+            traced = [run for run in ran if run[6] is not None]
             if traced:
                 try:
                     tracer.submit(traced)
@@ -237,11 +329,22 @@ class _Runs:
                     log.error("cannot trace %d runs: %s: %s", len(traced), type(e).__name__, e)
 
     def failed(self) -> None:
-        if self.done:
-            self.todo, self.done = self.done + self.todo, []
+        if self.wrote_held or self.wrote_todo:
+            self.held = self.wrote_held + self.held
+            self.todo = self.wrote_todo + self.todo
+            self.wrote_held, self.wrote_todo = [], []
 
     def clear(self) -> None:
-        self.todo, self.done = [], []
+        # The held runs this transaction wrote go with it (only timings): written again, a row that made
+        # the commit fail would make every later commit fail too.
+        if self.wrote_held:
+            log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
+                        len(self.wrote_held))
+        self.todo, self.wrote_held, self.wrote_todo = [], [], []
+
+    def drop(self) -> None:
+        """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
+        self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
 
     def __bool__(self) -> bool:
         return bool(self.todo)

@@ -109,9 +109,9 @@ class UnitOfWork:
         self.waiters: dict[int, threading.Event] = {}
 
     def pending(self) -> bool:
-        """pending says whether the unit of work has anything to write."""
+        """pending says whether the unit of work has anything to write (task runs' timings once due included)."""
         return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
-                or self.notices.pending or self.keys.pending)
+                or self.notices.pending or self.keys.pending or self.timings.due())
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
         return (*self.changeset.pendings(), *self.warnings.pendings(), *self.tables.pendings(),
@@ -258,7 +258,7 @@ class UnitOfWork:
         records from the database and raises once: the next unit of work
         starts clean, so one bad unit never wedges the State.
         """
-        if not self.pending():
+        if not self.pending() and not self.timings.write_if_due():  # (an idle commit writes a batch due)
             self._relaxed = False
             return []
         if self.done_hook is not None and Status.DONE in self.changeset.unblocked:

@@ -278,8 +278,9 @@ class Store(Protocol):
 
     def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
                      keep_passes: int | None) -> None:
-        """save_timings appends task runs (TASK_TIMING_COLUMNS), trims the runs of trim to keep_runs each, and
-        appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest keep_passes of those (None: no trim)."""
+        """save_timings appends task runs (TASK_TIMING_ROW; those of tasks gone are dropped), trims the runs of
+        trim to keep_runs each, and appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest
+        keep_passes of those (None: no trim)."""
 
     def write_rows(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """write_rows runs a Core INSERT, UPDATE or DELETE on a manager's table once per row (engine.tables)."""

@@ -96,6 +96,8 @@ NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_
                   "repeat_after", "expire_after", "expire_time")
 #: The columns of a task run as the engine writes it (engine.timings).
 TASK_TIMING_COLUMNS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
+#: A task run's row as the engine hands it to the store: the task id last (the insert selects its task).
+TASK_TIMING_ROW = (*TASK_TIMING_COLUMNS[1:], "task_id")
 #: The columns of a manager's ensure in one pass (engine.timings).
 ENSURE_TIMING_COLUMNS = ("pass_id", "started", "manager", "duration")
 
@@ -340,8 +342,11 @@ STATEMENTS: list[Sql] = [
         task_timings.c.task_id, tasks.c.kind, *_cols(task_timings, TASK_TIMING_COLUMNS[1:]))
         .select_from(task_timings.join(tasks, tasks.c.id == task_timings.c.task_id))
         .where(tasks.c.change_id == _b("cid")).order_by(task_timings.c.id), ("cid",)),
-    Sql("insert_task_timings", lambda f: insert(task_timings).values(_values(TASK_TIMING_COLUMNS)),
-        TASK_TIMING_COLUMNS),
+    # (Written in batches after their outcomes: the run of a task deleted meanwhile, by a prune, is no row.)
+    Sql("insert_task_timings", lambda f: insert(task_timings).from_select(
+        list(TASK_TIMING_COLUMNS), select(tasks.c.id, *(bindparam(n, type_=task_timings.c[n].type)
+                                                         for n in TASK_TIMING_COLUMNS[1:]))
+        .where(tasks.c.id == _b("task_id"))), TASK_TIMING_ROW),
     Sql("trim_task_timings", lambda f: delete(task_timings).where(
         task_timings.c.task_id == _b("tid"), task_timings.c.id.not_in(
             select(task_timings.c.id).where(task_timings.c.task_id == _b("tid2"))

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import select
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import engine.timings
-from engine import Retry, State, StateEngine, Status, Task, TaskRunner
+from engine import DatabaseError, Overlord, Retry, State, StateEngine, Status, Task, TaskRunner
 from engine.testing import FakeClock
 from engine.tomb import Tomb
 from tests.support.helpers import task_of
@@ -83,42 +86,174 @@ def test_every_run_of_do_and_undo_is_kept_with_its_outcome(st: State, runner: Ta
         assert timings[0].to_json()["duration"] == timings[0].duration.total_seconds()
 
 
-def test_a_run_is_written_by_the_commit_of_its_outcome(st: State, runner: TaskRunner) -> None:
-    """No commit of its own: the row and the task's new status are in one transaction."""
-    store = st._uow.store
-    commits = {"n": 0}
-    seen: dict[str, int] = {}
-    real_commit, real_save, real_write = store.commit, store.save_timings, store.write
+def written(st: State, cid: str) -> int:
+    """written is how many runs of the change's tasks have their rows in the database (not those waiting)."""
+    with st:
+        return len(st._uow.store.task_timings(int(cid)))
 
-    def commit(*a: Any, **kw: Any) -> Any:
-        commits["n"] += 1
-        return real_commit(*a, **kw)
 
-    def save_timings(runs: Any, *a: Any, **kw: Any) -> Any:
-        if runs:
-            seen["timing"] = commits["n"]
-        return real_save(runs, *a, **kw)
+def change_of(st: State, kind: str, n: int, summary: str = "runs") -> str:
+    with st:
+        chg = st.new_change("test", summary)
+        for i in range(n):
+            chg.add_task(st.new_task(kind, f"task {i}"))
+        return chg.id
 
-    def write(changes: Any) -> Any:
-        rows = [*changes.task_updates, *(row for _, part in changes.task_changes for row in part)]
-        if any("Done" in row for row in rows):
-            seen["done"] = commits["n"]
-        return real_write(changes)
 
-    store.commit, store.save_timings, store.write = commit, save_timings, write  # type: ignore[method-assign]
+def test_runs_are_written_once_a_batch_of_them_waits(st: State, runner: TaskRunner) -> None:
+    """No row per outcome: BATCH_RUNS runs wait in memory, then a commit that happens anyway writes them all;
+    readers in this process see the waiting ones at once."""
+    runner.add_handler("k", lambda task, tomb: None)
+    first = change_of(st, "k", engine.timings.BATCH_RUNS - 1)
+    settle(st, runner, first)
+    assert written(st, first) == 0
+    assert len(runs(st, first)) == engine.timings.BATCH_RUNS - 1  # (a same-process reader sees them)
+    last = change_of(st, "k", 1)
+    settle(st, runner, last)
+    assert written(st, first) == engine.timings.BATCH_RUNS - 1 and written(st, last) == 1
+    assert len(runs(st, first)) == engine.timings.BATCH_RUNS - 1 and len(runs(st, last)) == 1
+
+
+def test_runs_are_written_once_the_oldest_waited_a_second(st: State, runner: TaskRunner, clock: FakeClock) -> None:
+    """BATCH_AGE of the State's clock after the oldest run, any commit writes them (an empty unit of work too)."""
+    runner.add_handler("k", lambda task, tomb: None)
+    cid = change_of(st, "k", 2)
+    settle(st, runner, cid)
+    clock.advance(engine.timings.BATCH_AGE * 0.9)
+    with st:
+        st.set("something", "to commit")
+    assert written(st, cid) == 0 and len(runs(st, cid)) == 2
+    clock.advance(engine.timings.BATCH_AGE * 0.1)
+    with st:
+        pass
+    assert written(st, cid) == 2 and len(runs(st, cid)) == 2
+
+
+@pytest.mark.parametrize("how", ["close", "stop"])
+def test_the_runs_waiting_are_written_at_close_and_at_a_clean_stop(backend: str, db_path: Path, clock: FakeClock,
+                                                                   request: pytest.FixtureRequest,
+                                                                   how: str) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    overlord = Overlord(url=url, clock=clock) if url else Overlord(db_path, clock=clock)
+    st = overlord.state
+    overlord.task_runner.add_handler("k", lambda task, tomb: None)
+    cid = change_of(st, "k", 3)
+    settle(st, overlord.task_runner, cid)
+    assert written(st, cid) == 0
+    if how == "stop":
+        overlord.stop()
+    st.close()
+    overlord.stop()  # (after the close: nothing left to write)
+    again = State.open(url=url) if url else State.open(db_path)
     try:
-        runner.add_handler("k", lambda task, tomb: None)
-        with st:
-            chg = st.new_change("test", "one")
-            chg.add_task(st.new_task("k", "one"))
-        before = commits["n"]
-        runner.ensure()
-        runner.wait()
-        # The claim, then the outcome with its timing: two commits, whatever the timings.
-        assert commits["n"] - before == 2
-        assert seen["timing"] == seen["done"] == before + 1
+        assert written(again, cid) == 3
+        assert sorted(outcome for *_, outcome in runs(again, cid)) == ["done"] * 3
     finally:
-        store.commit, store.save_timings, store.write = real_commit, real_save, real_write  # type: ignore[method-assign]
+        again.close()
+
+
+def test_the_waiting_runs_of_a_pruned_change_are_dropped(st: State, runner: TaskRunner, clock: FakeClock) -> None:
+    """A change pruned while its runs wait: the batch, written by the prune's own commit, drops them (no
+    foreign-key failure, nothing else of the commit lost) and writes the others."""
+    runner.add_handler("k", lambda task, tomb: None)
+    runner.add_handler("later", lambda task, tomb: (_ for _ in ()).throw(Retry(after=timedelta(hours=1))))
+    pruned = change_of(st, "k", 2, "pruned")
+    settle(st, runner, pruned)
+    kept = change_of(st, "later", 1, "kept")
+    runner.ensure()
+    runner.wait()
+    assert written(st, pruned) == written(st, kept) == 0
+    clock.advance(engine.timings.BATCH_AGE / 2)
+    with st:
+        st.prune(clock() - timedelta(days=3), engine.timings.BATCH_AGE / 4, timedelta(days=3), 500)
+        assert st.change(pruned) is None
+        st.set("also", "written")
+        clock.advance(engine.timings.BATCH_AGE)  # the batch is due: this unit's commit writes it
+    with st:
+        assert st.change(pruned) is None and st.get("also") == "written"
+        assert st.change(kept) is not None
+    assert written(st, kept) == 1 and [outcome for *_, outcome in runs(st, kept)] == ["retry"]
+
+
+def test_a_batch_whose_commit_failed_is_dropped_not_written_again(st: State, runner: TaskRunner, clock: FakeClock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit that writes a batch and is rolled back (its rows refused, say) drops the batch: written again, a
+    bad row would fail every later commit. Only timings are lost."""
+    runner.add_handler("k", lambda task, tomb: None)
+    cid = change_of(st, "k", 2)
+    settle(st, runner, cid)
+    clock.advance(engine.timings.BATCH_AGE)
+
+    def refused(*a: object, **kw: object) -> None:
+        raise RuntimeError("a row the database refuses")
+
+    monkeypatch.setattr(st._uow.store, "save_timings", refused)
+    with pytest.raises(DatabaseError, match="a row the database refuses"), st:
+        st.set("first", 1)
+    with st:
+        st.set("second", 2)  # no batch left to write: the store's refusal is not met again
+    with st:
+        assert st.get("second") == 2 and st.change(cid) is not None
+    assert written(st, cid) == 0 and runs(st, cid) == []
+
+
+_KILLED = """
+import sys
+from engine import State, TaskRunner
+from engine.testing import FakeClock
+
+st = State.open(sys.argv[1], clock=FakeClock())  # the State's clock stands still: only full batches are written
+runner = TaskRunner(st)
+runner.add_handler("k", lambda task, tomb: None)
+with st:
+    chg = st.new_change("test", "killed")
+    for i in range(int(sys.argv[2])):
+        chg.add_task(st.new_task("k", str(i)))
+    cid = chg.id
+for _ in range(200):
+    runner.ensure()
+    runner.wait()
+    with st:
+        if st.change(cid).is_ready():
+            break
+print(cid, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.sqlite_only
+def test_a_killed_process_loses_at_most_the_runs_waiting(db_path: Path) -> None:
+    """SIGKILL: every outcome stays; the runs of full batches stay, at most the last BATCH_RUNS - 1 are lost; the
+    database opens as ever."""
+    n = engine.timings.BATCH_RUNS + 5
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(db_path), str(n)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the child did not run its change"
+        cid = proc.stdout.readline().strip()
+        assert cid
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    st = State.open(db_path)
+    try:
+        with st:
+            chg = st.change(cid)
+            assert chg is not None and chg.status is Status.DONE
+            assert all(t.status is Status.DONE for t in chg.tasks()) and len(chg.tasks()) == n
+        kept = written(st, cid)
+        assert engine.timings.BATCH_RUNS <= kept <= n and n - kept < engine.timings.BATCH_RUNS
+        assert len(runs(st, cid)) == kept
+    finally:
+        st.close()
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
 
 
 def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State, clock: FakeClock) -> None:
@@ -181,8 +316,14 @@ def test_the_runs_go_with_their_change_when_it_is_pruned(file_st: State, db_path
         settle(st, runner, cid)
     finally:
         runner.stop()
+    with st:
+        st.set("a commit", "to write the batch")  # (at close, or BATCH_AGE later, without it)
     conn = sqlite3.connect(db_path)
     try:
+        assert conn.execute("SELECT count(*) FROM task_timings").fetchone() == (0,)
+        clock.advance(engine.timings.BATCH_AGE)
+        with st:
+            st.set("a commit", "that writes the batch")
         assert conn.execute("SELECT count(*) FROM task_timings").fetchone() == (1,)
         clock.advance(timedelta(days=2).total_seconds())
         with st:
