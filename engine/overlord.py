@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .state import State
 from .stateengine import Manager, StateEngine
 from .store.location import locate
 from .taskrunner import DEFAULT_STOP_TIMEOUT, DEFAULT_WORKERS, TaskRunner
+from .timings import BATCH_AGE
 from .tracing import disable_tracing, trace_from_environment
 
 log = logging.getLogger("engine.overlord")
@@ -83,6 +85,7 @@ class Overlord:
         self._listener: threading.Thread | None = None
         self._ensure_next = time.monotonic() + ENSURE_INTERVAL
         self._requested: float | None = None  # earliest delay asked for since the last reset
+        self._timings_at: float | None = None  # when the loop writes the task runs' timings waiting (_wait)
         self._loop_thread: threading.Thread | None = None
         self._settling = False
         self._stopping = False
@@ -94,6 +97,7 @@ class Overlord:
         # A commit that may have made tasks runnable wakes the loop at once,
         # without the committer asking through ensure_before.
         self.state.set_work_hook(self._work_committed)
+        self._session.uow.timings.on_held = self._timings_held
         # With the standard OTEL_* variables set and the [otel] extra installed: a trace per change.
         trace_from_environment(self.state)
 
@@ -168,20 +172,46 @@ class Overlord:
                 log.exception("internal error: ensure pass failed")
             if store.replaced() is not None:
                 return  # the path names another file now (a commit elsewhere may have found it first)
-            with self._cv:
-                while not self._stopping:
-                    now = time.monotonic()
-                    if now >= self._ensure_next:
-                        break
-                    if now >= next_prune:
-                        break
-                    self._cv.wait(min(self._ensure_next, next_prune) - now)
-                if self._stopping:
-                    return
-                prune_now = time.monotonic() >= next_prune
+            prune_now = self._wait(next_prune)
+            if prune_now is None:
+                return
             if prune_now:
                 next_prune = time.monotonic() + PRUNE_INTERVAL
                 self._prune()
+
+    def _wait(self, next_prune: float) -> bool | None:
+        """_wait sleeps until the next pass is due: whether to prune first (None: stop).
+
+        On the way it writes the task runs' timings that wait for a batch
+        once BATCH_AGE has passed, so that an idle daemon writes them within
+        about that time, not at its next pass (minutes later).
+        """
+        while True:
+            with self._cv:
+                while True:
+                    if self._stopping:
+                        return None
+                    now = time.monotonic()
+                    if now >= self._ensure_next or now >= next_prune:
+                        return now >= next_prune
+                    at = self._timings_at
+                    if at is not None and now >= at:
+                        self._timings_at = None
+                        break
+                    self._cv.wait(min(self._ensure_next, next_prune, math.inf if at is None else at) - now)
+            try:
+                with self.state:
+                    pass  # a commit with nothing else to write writes the runs once due (engine.timings)
+            except EngineError as e:
+                log.warning("cannot write the timings of task runs: %s", e)
+
+    def _timings_held(self) -> None:
+        """_timings_held is told (lock held) that committed task runs now wait for a batch: the loop writes
+        them BATCH_AGE later unless a commit did meanwhile."""
+        with self._cv:
+            if self._timings_at is None:
+                self._timings_at = time.monotonic() + BATCH_AGE
+                self._cv.notify_all()
 
     def _prune(self) -> None:
         try:

@@ -121,6 +121,8 @@ class TimingBook:
         self._aside = False  # (aside)
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
+        #: on_held, when set (the Overlord's loop), is called (lock held) when committed runs start to wait.
+        self.on_held: Callable[[], None] | None = None
 
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
@@ -317,8 +319,12 @@ class _Runs:
             return
         self.wrote_held, self.wrote_todo = [], []
         if self.todo:
+            first = not self.held
             self.held += self.todo
             self.todo = []
+            on_held = self.book.on_held
+            if first and on_held is not None:
+                on_held()
         tracer = self.book.tracer
         if tracer is not None:
             traced = [run for run in ran if run[6] is not None]

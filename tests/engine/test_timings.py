@@ -8,6 +8,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,6 +152,32 @@ def test_the_runs_waiting_are_written_at_close_and_at_a_clean_stop(backend: str,
         assert sorted(outcome for *_, outcome in runs(again, cid)) == ["done"] * 3
     finally:
         again.close()
+
+
+def test_an_idle_daemon_writes_the_runs_waiting_within_about_a_second(db_path: Path) -> None:
+    """Under loop(), runs that wait for a batch are written about BATCH_AGE after their commit, not at the
+    next ensure pass (minutes later, when nothing else happens): another process sees them soon."""
+    overlord = Overlord(db_path)
+    done = threading.Event()
+    overlord.task_runner.add_handler("k", lambda task, tomb: None)
+    st = overlord.state
+    overlord.loop()
+    try:
+        cid = change_of(st, "k", 3)
+        with st:
+            chg = st.change(cid)
+            assert chg is not None
+        assert chg.wait_ready(60), "the change did not finish"
+        reader = State.open(db_path, read_only=True)
+        try:
+            deadline = time.monotonic() + 30
+            while written(reader, cid) < 3 and time.monotonic() < deadline:
+                done.wait(0.05)
+            assert written(reader, cid) == 3, "the runs were not written by the idle loop"
+        finally:
+            reader.close()
+    finally:
+        overlord.stop()
 
 
 def test_the_waiting_runs_of_a_pruned_change_are_dropped(st: State, runner: TaskRunner, clock: FakeClock) -> None:
