@@ -252,21 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median
     print(f"median of {args.runs} rounds; ratios: to 'without', the median of the rounds' ratios "
           "(and the middle half of them)")
-    print(f"{'tasks/s (submit + run)':28}" + "".join(f"{m:>12}" for m in modes)
-          + "".join(f"{m + ' /':>14}" for m in others))
-    for name, tasks, _, _ in workloads:
-        print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(rates[(name, m)]):12,.0f}" for m in modes)
-              + "".join(f"{med(rate_ratios[(name, m)]):14.3f}" for m in others))
-        if args.runs >= 4:
-            pad = " " * (28 + 12 * len(modes))
-            print(pad + "".join(f"{_quartiles(rate_ratios[(name, m)]):>14}" for m in others))
-    print(f"{'CPU us per task':28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{m + ' /':>14}" for m in others))
-    for name, tasks, _, _ in workloads:
-        print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(cpus[(name, m)]):12,.1f}" for m in modes)
-              + "".join(f"{med(cpu_ratios[(name, m)]):14.3f}" for m in others))
-        if args.runs >= 4:
-            pad = " " * (28 + 12 * len(modes))
-            print(pad + "".join(f"{_quartiles(cpu_ratios[(name, m)]):>14}" for m in others))
+    for title, values, ratios, fmt in (("tasks/s (submit + run)", rates, rate_ratios, "12,.0f"),
+                                       ("CPU us per task", cpus, cpu_ratios, "12,.1f")):
+        print(f"{title:28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{m + ' /':>14}" for m in others))
+        for name, tasks, _, _ in workloads:
+            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in modes)
+                  + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in others))
+            if args.runs >= 4:
+                pad = " " * (28 + 12 * len(modes))
+                print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in others))
     traced = [m for m in modes if m.startswith("traced")]
     if traced:
         print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
