@@ -209,12 +209,37 @@ class Body:
             raise bad_request(f"cannot decode request body: field {name!r} must be a list of strings")
         return list(v)
 
-    def action(self, choices: Sequence[str]) -> str:
-        """action returns the "action" field, which must be one of choices."""
+    def action(self, choices: Sequence[str] | Mapping[str, Sequence[str]]) -> str:
+        """action returns the "action" field, which must be one of choices. When choices maps each action to
+        the fields it takes besides "action", any other field is refused too."""
         action = self.string("action")
         if action not in choices:
             raise bad_request(f"unknown action {action!r}: it must be {' or '.join(repr(c) for c in choices)}")
+        if isinstance(choices, Mapping):
+            for key in self.value:
+                if key != "action" and key not in choices[action]:
+                    raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
         return action
+
+    def text(self, name: str, *, valid: Callable[[str], bool] | None = None, what: str = "",
+             numbers: bool = False, needed_by: Sequence[str] = ()) -> str | None:
+        """text returns an optional text field (None when absent or null): any non-empty string, or one that
+        valid accepts (what says which in the error). numbers: a JSON number is taken for its digits too (a
+        revision); needed_by: the actions that cannot go without the field."""
+        value = self.value.get(name)
+        if value is None:
+            if (action := self.value.get("action")) in needed_by:
+                raise bad_request(f"cannot {action}: field {name!r} is missing")
+            return None
+        kinds = (str, int) if numbers else str
+        if isinstance(value, bool) or not isinstance(value, kinds) or not (value or valid):
+            raise bad_request(f"cannot decode request body: field {name!r} must be "
+                              f"{'a string or a number' if numbers else 'a non-empty string'}")
+        text = str(value)
+        if valid is not None and not valid(text):
+            shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+            raise bad_request(f"cannot decode request body: field {name!r} must be {what}, not {shown!r}")
+        return text
 
     def time(self, name: str) -> datetime:
         """time returns a required RFC 3339 time field with a time zone."""
