@@ -60,8 +60,9 @@ class Endpoint:
     path: str
     get: Handler | None = None
     post: Handler | None = None
-    #: Whether POST takes a multipart/form-data upload (streamed to a file; ApiRequest.upload).
-    upload: bool = False
+    #: The handler of a POST whose body is a multipart/form-data upload (streamed to a file: ApiRequest.upload),
+    #: beside post, which answers the other POSTs.
+    upload: Handler | None = None
     put: Handler | None = None
     #: Whether any local user may POST or PUT here (the handler decides, from what the request holds: a hook's
     #: context token for /v2/snapctl); otherwise they need the access policy's write right.
@@ -87,7 +88,7 @@ class Context:
     policy: AccessPolicy = field(default_factory=AccessPolicy)
     #: What GET /v2/system-info tells: version, directories, socket.
     info: dict[str, Any] = field(default_factory=dict)
-    #: Where uploads are received (endpoints with upload=True); None: they are refused.
+    #: Where uploads are received (endpoints with an upload handler); None: they are refused.
     upload_dir: Path | None = None
     #: What GET /v2/system-info tells about connections (open, bounds, refused), when the server counts them.
     connections: Callable[[], dict[str, Any]] | None = None
@@ -363,7 +364,7 @@ def _log_started(st: State, change_id: str, peer: PeerCred | None) -> None:
     log.info("started change %s (%s) for %s", change_id, kind, who)
 
 
-def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False,
+def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: Handler | None = None,
               any_user: bool = False) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         handler = method_handlers.get(request.method) or method_handlers["GET"]  # HEAD is GET without a body
@@ -376,8 +377,9 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
                 raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
                                         f"{ctx.policy.describe()} ({who})")
             body = b""
-            if request.method == "POST" and uploads and ctx.upload_dir is not None and is_form(request):
+            if request.method == "POST" and uploads is not None and ctx.upload_dir is not None and is_form(request):
                 upload = await receive_form(request, ctx.upload_dir)
+                handler = uploads
             elif writes:
                 body = await _read_body(request)
         except ApiError as e:

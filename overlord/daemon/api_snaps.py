@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from engine import EngineError
 
 from . import response
-from .api import ApiRequest, Body, Context, Endpoint
+from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
 from .errors import ApiError, ErrorKind, bad_request, from_exception
 from .system import system_overlord
@@ -276,16 +276,14 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_snaps acts on several snaps in one change: {"action": install|refresh|remove, "snaps": [...]}, as
     post_snap does on one; hold and unhold the auto-refresh of snaps (_hold).
 
-    refresh with no snaps refreshes every snap the store has a newer revision of. A multipart/form-data
-    body is a snap file to install instead (sideload).
+    refresh with no snaps refreshes every snap the store has a newer revision of. (A multipart/form-data
+    body, a snap file to install, goes to sideload instead.)
     """
-    if req.upload is not None:
-        return sideload(ctx, req, req.upload)
     body = req.json()
     action = body.action(MANY_OPTIONS)
+    names = [_check_name(n) for n in body.str_list("snaps", required=action in ("install", "remove"))]
     if action in ("hold", "unhold"):
-        return _hold(ctx, body, action)
-    names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
+        return _hold(ctx, action, names, body.value.get("time"))
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
     asked = SnapAction(action, tuple(names), wait=body.flag(WAIT), many=True)
@@ -295,15 +293,13 @@ def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
                   locked=lambda key, attempt: asked.with_store_answers(sm, key, attempt))
 
 
-def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
-    """_hold holds (until "time": RFC 3339 or "forever") or unholds the auto-refresh of "snaps" (none: of every
-    snap, the system-wide hold); sync, like snapd's."""
-    names = [_check_name(n) for n in body.str_list("snaps", required=False)]
+def _hold(ctx: Context, action: str, names: list[str], until: Any) -> response.Reply:
+    """_hold holds (until: RFC 3339 or "forever") or unholds the auto-refresh of snaps (none: of every snap, the
+    system-wide hold); sync, like snapd's."""
     st = ctx.state
     with st:
         ar = system_overlord(ctx).snap_manager.auto_refresh
         if action == "hold":
-            until = body.value.get("time")
             if not isinstance(until, str) or not until:
                 raise bad_request("cannot hold: field 'time' must be an RFC 3339 time or \"forever\"")
             ar.hold(st, names, until)
@@ -351,8 +347,11 @@ def _flag(upload: Upload, name: str) -> bool:
     return value == "true"
 
 
-def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
-    """sideload installs an uploaded snap file (form fields "snap", the file, and "dangerous": true|false)."""
+def sideload(ctx: Context, req: ApiRequest) -> response.Reply:
+    """sideload installs an uploaded snap file (POST /v2/snaps with a multipart/form-data body: the fields
+    "snap", the file, and "dangerous": true|false)."""
+    upload = req.upload
+    assert upload is not None  # the upload handler of its Endpoint
     for name in upload.fields:
         if name not in ("dangerous",):
             raise bad_request(f"cannot read upload: field {name!r} is not an option of install")
@@ -418,6 +417,6 @@ def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
 
 
 ENDPOINTS = [
-    Endpoint("/v2/snaps", get=get_snaps, post=post_snaps, upload=True),
+    Endpoint("/v2/snaps", get=get_snaps, post=post_snaps, upload=sideload),
     Endpoint("/v2/snaps/{name}", get=get_snap, post=post_snap),
 ]
