@@ -4,7 +4,9 @@
 Shapes follow snapd's daemon/api_snaps.go and client/packages.go: a snap is
 ``{"id", "name", "version", "revision", "summary", "description",
 "publisher", "developer", "status", "type", "installed-size", "apps",
-"mounted-from", ...}``; an action answers async with the change id. The
+"mounted-from", ...}``; an action answers async with the change id. A
+request's body is read once, its fields checked as they are read (Body),
+into a SnapAction, which ChangeRequest.run makes the change of. The
 verbs are the snap manager's (docs/managers.md); each runs under the state
 lock and only builds the change, which the overlord's loop then runs. What
 install and refresh need of the store is read before the lock is taken

@@ -3,9 +3,9 @@
 
 A handler that makes a change describes what it asks (``what``, a verb,
 and ``request``, the request's meaning as JSON: the same for two requests
-that ask the same thing, whatever their formatting or endpoint) and calls
-ChangeRequest.run with a function that makes the change under the state
-lock. With a key:
+that ask the same thing, whatever their formatting or endpoint: a snap
+action's SnapAction.meaning) and calls ChangeRequest.run with a function
+that makes the change under the state lock. With a key:
 
 1. the key is looked up first, before any check: a change it names is the
    answer (a retried install of a snap the first request installed gets
