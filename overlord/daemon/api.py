@@ -60,8 +60,9 @@ class Endpoint:
     path: str
     get: Handler | None = None
     post: Handler | None = None
-    #: Whether POST takes a multipart/form-data upload (streamed to a file; ApiRequest.upload).
-    upload: bool = False
+    #: The handler of a POST whose body is a multipart/form-data upload (streamed to a file: ApiRequest.upload),
+    #: beside post, which answers the other POSTs.
+    upload: Handler | None = None
     put: Handler | None = None
     #: Whether any local user may POST or PUT here (the handler decides, from what the request holds: a hook's
     #: context token for /v2/snapctl); otherwise they need the access policy's write right.
@@ -87,7 +88,7 @@ class Context:
     policy: AccessPolicy = field(default_factory=AccessPolicy)
     #: What GET /v2/system-info tells: version, directories, socket.
     info: dict[str, Any] = field(default_factory=dict)
-    #: Where uploads are received (endpoints with upload=True); None: they are refused.
+    #: Where uploads are received (endpoints with an upload handler); None: they are refused.
     upload_dir: Path | None = None
     #: What GET /v2/system-info tells about connections (open, bounds, refused), when the server counts them.
     connections: Callable[[], dict[str, Any]] | None = None
@@ -209,12 +210,37 @@ class Body:
             raise bad_request(f"cannot decode request body: field {name!r} must be a list of strings")
         return list(v)
 
-    def action(self, choices: Sequence[str]) -> str:
-        """action returns the "action" field, which must be one of choices."""
+    def action(self, choices: Sequence[str] | Mapping[str, Sequence[str]]) -> str:
+        """action returns the "action" field, which must be one of choices. When choices maps each action to
+        the fields it takes besides "action", any other field is refused too."""
         action = self.string("action")
         if action not in choices:
             raise bad_request(f"unknown action {action!r}: it must be {' or '.join(repr(c) for c in choices)}")
+        if isinstance(choices, Mapping):
+            for key in self.value:
+                if key != "action" and key not in choices[action]:
+                    raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
         return action
+
+    def text(self, name: str, *, valid: Callable[[str], bool] | None = None, what: str = "",
+             numbers: bool = False, needed_by: Sequence[str] = ()) -> str | None:
+        """text returns an optional text field (None when absent or null): any non-empty string, or one that
+        valid accepts (what says which in the error). numbers: a JSON number is taken for its digits too (a
+        revision); needed_by: the actions that cannot go without the field."""
+        value = self.value.get(name)
+        if value is None:
+            if (action := self.value.get("action")) in needed_by:
+                raise bad_request(f"cannot {action}: field {name!r} is missing")
+            return None
+        kinds = (str, int) if numbers else str
+        if isinstance(value, bool) or not isinstance(value, kinds) or not (value or valid):
+            raise bad_request(f"cannot decode request body: field {name!r} must be "
+                              f"{'a string or a number' if numbers else 'a non-empty string'}")
+        text = str(value)
+        if valid is not None and not valid(text):
+            shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+            raise bad_request(f"cannot decode request body: field {name!r} must be {what}, not {shown!r}")
+        return text
 
     def time(self, name: str) -> datetime:
         """time returns a required RFC 3339 time field with a time zone."""
@@ -338,7 +364,7 @@ def _log_started(st: State, change_id: str, peer: PeerCred | None) -> None:
     log.info("started change %s (%s) for %s", change_id, kind, who)
 
 
-def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool = False,
+def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: Handler | None = None,
               any_user: bool = False) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         handler = method_handlers.get(request.method) or method_handlers["GET"]  # HEAD is GET without a body
@@ -351,8 +377,9 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: bool =
                 raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
                                         f"{ctx.policy.describe()} ({who})")
             body = b""
-            if request.method == "POST" and uploads and ctx.upload_dir is not None and is_form(request):
+            if request.method == "POST" and uploads is not None and ctx.upload_dir is not None and is_form(request):
                 upload = await receive_form(request, ctx.upload_dir)
+                handler = uploads
             elif writes:
                 body = await _read_body(request)
         except ApiError as e:

@@ -67,10 +67,7 @@ def post_apps(ctx: Context, req: ApiRequest) -> response.Reply:
     from managers.servicestate import ACTIONS
 
     body = req.json()
-    action = body.action(ACTIONS)
-    for key in body.value:
-        if key not in ("action", "names", "enable", "disable"):
-            raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
+    action = body.action({a: ("names", "enable", "disable") for a in ACTIONS})
     names = body.str_list("names")
     enable, disable = body.flag("enable", "a boolean"), body.flag("disable", "a boolean")
     cr = req.change_request(action, {"names": names, "enable": enable, "disable": disable})

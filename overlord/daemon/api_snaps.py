@@ -4,7 +4,9 @@
 Shapes follow snapd's daemon/api_snaps.go and client/packages.go: a snap is
 ``{"id", "name", "version", "revision", "summary", "description",
 "publisher", "developer", "status", "type", "installed-size", "apps",
-"mounted-from", ...}``; an action answers async with the change id. The
+"mounted-from", ...}``; an action answers async with the change id. A
+request's body is read once, its fields checked as they are read (Body),
+into a SnapAction, which ChangeRequest.run makes the change of. The
 verbs are the snap manager's (docs/managers.md); each runs under the state
 lock and only builds the change, which the overlord's loop then runs. What
 install and refresh need of the store is read before the lock is taken
@@ -18,14 +20,15 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import EngineError
 
 from . import response
-from .api import ApiRequest, Body, Context, Endpoint
+from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
 from .errors import ApiError, ErrorKind, bad_request, from_exception
 from .system import system_overlord
@@ -42,20 +45,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("overlord.daemon")
 
-#: ACTIONS are what POST /v2/snaps/{name} does; MANY_ACTIONS those POST /v2/snaps does for several snaps.
-ACTIONS = ("install", "refresh", "remove", "revert", "enable", "disable", "switch")
-MANY_ACTIONS = ("install", "refresh", "remove", "hold", "unhold")
-#: OPTIONS are the body fields each action takes besides "action" (and "snaps" for several).
 #: REVISION is what a revision looks like (snapd's): a store revision N or a local one xN, N positive and 64-bit.
 REVISION = re.compile(r"^x?[1-9][0-9]{0,18}$")
 REVISION_MAX = 2**63 - 1
+#: A_REVISION is what the error for a field that is not a revision says it must be.
+A_REVISION = f"a revision (a number from 1 to {REVISION_MAX}, or x and one for a local revision)"
 #: WAIT is the field that makes a change wait for the changes in progress on its snaps instead of being refused
 #: (SnapManager's on_conflict="queue"; `overlord install --wait-for-conflicts`).
 WAIT = "wait-for-conflicts"
+#: OPTIONS are the actions of POST /v2/snaps/{name} and the body fields each takes besides "action";
+#: MANY_OPTIONS those of POST /v2/snaps, for several snaps.
 OPTIONS: dict[str, tuple[str, ...]] = {"install": ("channel", "revision", WAIT),
                                        "refresh": ("channel", "revision", WAIT), "remove": ("revision", WAIT),
                                        "revert": ("revision", WAIT), "enable": (WAIT,), "disable": (WAIT,),
                                        "switch": ("channel", WAIT)}
+MANY_OPTIONS: dict[str, tuple[str, ...]] = {"install": ("snaps", WAIT), "refresh": ("snaps", WAIT),
+                                            "remove": ("snaps", WAIT), "hold": ("snaps", "time"),
+                                            "unhold": ("snaps",)}
 
 
 def publisher(ctx: Context, publisher_id: str) -> dict[str, Any] | None:
@@ -184,130 +190,118 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     return response.sync(out)
 
 
-def _revision(body: Body) -> str | None:
-    value = body.value.get("revision")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise bad_request("cannot decode request body: field 'revision' must be a string or a number")
-    text = str(value)
-    if not REVISION.match(text) or int(text.lstrip("x")) > REVISION_MAX:
-        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
-        raise bad_request(f"cannot decode request body: field 'revision' must be a revision (a number from 1 to "
-                          f"{REVISION_MAX}, or x and one for a local revision), not {shown!r}")
-    return text
+def _is_revision(text: str) -> bool:
+    """_is_revision says whether text is a revision (REVISION, at most REVISION_MAX)."""
+    return bool(REVISION.match(text)) and int(text.lstrip("x")) <= REVISION_MAX
 
 
-def _check_fields(body: Body, action: str, allowed: Sequence[str]) -> None:
-    for key in body.value:
-        if key != "action" and key not in allowed:
-            raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
+@dataclass(frozen=True)
+class SnapAction:
+    """SnapAction is what POST /v2/snaps/{name} or POST /v2/snaps asks, read once from the request: an action
+    on snaps (refresh of none: of every snap), the revision and channel it wants, and whether it waits for the
+    changes in progress on its snaps instead of being refused (WAIT). many: asked of POST /v2/snaps, whose
+    change keeps its snaps as API data and whose answer names them.
 
+    Its methods are what ChangeRequest.run takes: the store read without the lock, the verb, the answer.
+    """
 
-def _channel(body: Body, action: str) -> str | None:
-    value = body.value.get("channel")
-    if value is None:
-        if action == "switch":
-            raise bad_request("cannot switch: field 'channel' is missing")
-        return None
-    if not isinstance(value, str) or not value:
-        raise bad_request("cannot decode request body: field 'channel' must be a non-empty string")
-    return value
+    action: str
+    names: tuple[str, ...]
+    revision: str | None = None
+    channel: str | None = None
+    wait: bool = False
+    many: bool = False
 
+    @property
+    def meaning(self) -> dict[str, Any]:
+        """meaning is what the action asks, for the Idempotency-Key's digest: the same on either endpoint."""
+        return {"snaps": sorted(set(self.names)), "revision": self.revision, "channel": self.channel}
 
-def _verb(sm: SnapManager, action: str, names: list[str], revision: str | None,
-          channel: str | None = None, wait: bool = False,
-          found: StoreAnswers | None = None) -> Change:
-    """_verb calls the snap manager's verb for action (lock held); wait
-    queues the change behind the changes in progress on its snaps instead of refusing it, found is what the
-    store said (read without the lock: _act)."""
-    c = "queue" if wait else "refuse"
-    verbs: dict[str, Callable[[], Change]] = {
-        "install": lambda: sm.install(names, channel=channel, revision=revision, on_conflict=c,
-                                      found=found),
-        "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, on_conflict=c,
-                                      found=found),
-        "switch": lambda: sm.switch(names[0], channel or "", on_conflict=c),
-        "remove": lambda: sm.remove(names, revision=revision, on_conflict=c),
-        "revert": lambda: sm.revert(names[0], revision=revision, on_conflict=c),
-        "enable": lambda: sm.enable(names[0], on_conflict=c),
-        "disable": lambda: sm.disable(names[0], on_conflict=c),
-    }
-    return verbs[action]()
+    @property
+    def on_conflict(self) -> str:
+        """on_conflict is what the snap manager does when changes in progress affect the snaps (SnapManager)."""
+        return "queue" if self.wait else "refuse"
 
+    def with_store_answers(self, sm: SnapManager, key: str | None,
+                           attempt: Callable[[StoreAnswers | None], response.Reply]) -> response.Reply:
+        """with_store_answers reads what the action needs of the store without the lock, then answers
+        attempt(found) with the lock held (SnapManager.with_store_answers; key: the request's)."""
+        names = list(self.names)
+        return sm.with_store_answers(self.action, (names or None) if self.action == "refresh" else names, attempt,
+                                     channel=self.channel, revision=self.revision, key=key,
+                                     on_conflict=self.on_conflict)
 
-def _act(ctx: Context, cr: ChangeRequest, action: str, names: list[str], revision: str | None = None,
-         channel: str | None = None, wait: bool = False, reply: Callable[[Change], response.Reply] | None = None,
-         *, record: bool = False) -> response.Reply:
-    """_act does action for the request cr and answers reply(change) (call it without the lock): the store is
-    read first, without the lock, then the lock is taken to decide and record (record: the change's snaps kept
-    as its API data); a retried request gets the change its key names."""
-    sm = system_overlord(ctx).snap_manager
-    answers: list[StoreAnswers | None] = [None]
-
-    def make() -> Change:
-        chg = _verb(sm, action, names, revision, channel, wait=wait, found=answers[0])
-        if record:
+    def make(self, sm: SnapManager, found: StoreAnswers | None) -> Change:
+        """make calls the snap manager's verb (lock held) with what the store said (found)."""
+        names, channel, revision, c = list(self.names), self.channel, self.revision, self.on_conflict
+        verbs: dict[str, Callable[[], Change]] = {
+            "install": lambda: sm.install(names, channel=channel, revision=revision, on_conflict=c, found=found),
+            "refresh": lambda: sm.refresh(names or None, channel=channel, revision=revision, on_conflict=c,
+                                          found=found),
+            "switch": lambda: sm.switch(names[0], channel or "", on_conflict=c),
+            "remove": lambda: sm.remove(names, revision=revision, on_conflict=c),
+            "revert": lambda: sm.revert(names[0], revision=revision, on_conflict=c),
+            "enable": lambda: sm.enable(names[0], on_conflict=c),
+            "disable": lambda: sm.disable(names[0], on_conflict=c),
+        }
+        chg = verbs[self.action]()
+        if self.many:
             chg.set(API_DATA_KEY, {"snap-names": list(chg.get("snap-names", []))})
         return chg
 
-    def locked(attempt: Callable[[], response.Reply]) -> response.Reply:
-        def act(found: StoreAnswers | None) -> response.Reply:
-            answers[0] = found
-            return attempt()
-        return sm.with_store_answers(action, (names or None) if action == "refresh" else names, act,
-                                     channel=channel, revision=revision, key=cr.key,
-                                     on_conflict="queue" if wait else "refuse")
-
-    return cr.run(ctx.state, make, reply or (lambda chg: response.async_(chg.id)), locked=locked)
+    def reply(self, chg: Change) -> response.Reply:
+        """reply is the answer to the request that asked for chg (lock held)."""
+        if self.many:
+            return response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))})
+        return response.async_(chg.id)
 
 
 def post_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_snap acts on one snap: {"action": install|refresh|remove|revert|enable|disable|switch, "revision"?,
-    "channel"?} (install and refresh take both, remove and revert a revision, switch a channel)."""
+    "channel"?} (install and refresh take both, remove and revert a revision, switch a channel).
+
+    The snap manager reads the store first, without the lock, then takes it to decide and record; a retried
+    request gets the change its key names (ChangeRequest.run).
+    """
     name = _check_name(req.path_params["name"])
     body = req.json()
-    action = body.action(ACTIONS)
-    _check_fields(body, action, OPTIONS[action])
-    revision = _revision(body)
-    channel = _channel(body, action)
-    wait = body.flag(WAIT)
-    cr = req.change_request(action, {"snaps": [name], "revision": revision, "channel": channel})
-    return _act(ctx, cr, action, [name], revision, channel, wait, lambda chg: response.async_(chg.id))
+    asked = SnapAction(body.action(OPTIONS), (name,),
+                       revision=body.text("revision", valid=_is_revision, what=A_REVISION, numbers=True),
+                       channel=body.text("channel", needed_by=("switch",)), wait=body.flag(WAIT))
+    sm = system_overlord(ctx).snap_manager
+    cr: ChangeRequest = req.change_request(asked.action, asked.meaning)
+    return cr.run(ctx.state, lambda found: asked.make(sm, found), asked.reply,
+                  locked=lambda key, attempt: asked.with_store_answers(sm, key, attempt))
 
 
 def post_snaps(ctx: Context, req: ApiRequest) -> response.Reply:
-    """post_snaps acts on several snaps in one change: {"action": install|refresh|remove, "snaps": [...]}.
+    """post_snaps acts on several snaps in one change: {"action": install|refresh|remove, "snaps": [...]}, as
+    post_snap does on one; hold and unhold the auto-refresh of snaps (_hold).
 
-    refresh with no snaps refreshes every snap the store has a newer revision of. A multipart/form-data
-    body is a snap file to install instead (sideload).
+    refresh with no snaps refreshes every snap the store has a newer revision of. (A multipart/form-data
+    body, a snap file to install, goes to sideload instead.)
     """
-    if req.upload is not None:
-        return sideload(ctx, req, req.upload)
     body = req.json()
-    action = body.action(MANY_ACTIONS)
+    action = body.action(MANY_OPTIONS)
+    names = [_check_name(n) for n in body.str_list("snaps", required=action in ("install", "remove"))]
     if action in ("hold", "unhold"):
-        return _hold(ctx, body, action)
-    _check_fields(body, action, ("snaps", WAIT))
-    names = [_check_name(n) for n in body.str_list("snaps", required=action != "refresh")]
+        return _hold(ctx, action, names, body.value.get("time"))
     if not names and action != "refresh":
         raise bad_request(f"cannot {action} no snaps: field 'snaps' is empty")
-    wait = body.flag(WAIT)
-    cr = req.change_request(action, {"snaps": sorted(set(names)), "revision": None, "channel": None})
-    return _act(ctx, cr, action, names, wait=wait, record=True,
-                reply=lambda chg: response.async_(chg.id, {"snap-names": list(chg.get("snap-names", []))}))
+    asked = SnapAction(action, tuple(names), wait=body.flag(WAIT), many=True)
+    sm = system_overlord(ctx).snap_manager
+    cr: ChangeRequest = req.change_request(asked.action, asked.meaning)
+    return cr.run(ctx.state, lambda found: asked.make(sm, found), asked.reply,
+                  locked=lambda key, attempt: asked.with_store_answers(sm, key, attempt))
 
 
-def _hold(ctx: Context, body: Body, action: str) -> response.Reply:
-    """_hold holds (until "time": RFC 3339 or "forever") or unholds the auto-refresh of "snaps" (none: of every
-    snap, the system-wide hold); sync, like snapd's."""
-    _check_fields(body, action, ("snaps", "time") if action == "hold" else ("snaps",))
-    names = [_check_name(n) for n in body.str_list("snaps", required=False)]
+def _hold(ctx: Context, action: str, names: list[str], until: Any) -> response.Reply:
+    """_hold holds (until: RFC 3339 or "forever") or unholds the auto-refresh of snaps (none: of every snap, the
+    system-wide hold); sync, like snapd's."""
     st = ctx.state
     with st:
         ar = system_overlord(ctx).snap_manager.auto_refresh
         if action == "hold":
-            until = body.value.get("time")
             if not isinstance(until, str) or not until:
                 raise bad_request("cannot hold: field 'time' must be an RFC 3339 time or \"forever\"")
             ar.hold(st, names, until)
@@ -355,8 +349,11 @@ def _flag(upload: Upload, name: str) -> bool:
     return value == "true"
 
 
-def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
-    """sideload installs an uploaded snap file (form fields "snap", the file, and "dangerous": true|false)."""
+def sideload(ctx: Context, req: ApiRequest) -> response.Reply:
+    """sideload installs an uploaded snap file (POST /v2/snaps with a multipart/form-data body: the fields
+    "snap", the file, and "dangerous": true|false)."""
+    upload = req.upload
+    assert upload is not None  # the upload handler of its Endpoint
     for name in upload.fields:
         if name not in ("dangerous",):
             raise bad_request(f"cannot read upload: field {name!r} is not an option of install")
@@ -422,6 +419,6 @@ def sideload(ctx: Context, req: ApiRequest, upload: Upload) -> response.Reply:
 
 
 ENDPOINTS = [
-    Endpoint("/v2/snaps", get=get_snaps, post=post_snaps, upload=True),
+    Endpoint("/v2/snaps", get=get_snaps, post=post_snaps, upload=sideload),
     Endpoint("/v2/snaps/{name}", get=get_snap, post=post_snap),
 ]

@@ -3,9 +3,9 @@
 
 A handler that makes a change describes what it asks (``what``, a verb,
 and ``request``, the request's meaning as JSON: the same for two requests
-that ask the same thing, whatever their formatting or endpoint) and calls
-ChangeRequest.run with a function that makes the change under the state
-lock. With a key:
+that ask the same thing, whatever their formatting or endpoint: a snap
+action's SnapAction.meaning) and calls ChangeRequest.run with a function
+that makes the change under the state lock. With a key:
 
 1. the key is looked up first, before any check: a change it names is the
    answer (a retried install of a snap the first request installed gets
@@ -75,21 +75,23 @@ class ChangeRequest:
                                       change_kind=chg.kind, subject=self.header)
         return chg
 
-    def run(self, st: State, make: Callable[[], Change], reply: Callable[[Change], R], *,
-            locked: Callable[[Callable[[], R]], R] | None = None) -> R:
+    def run(self, st: State, make: Callable[..., Change], reply: Callable[[Change], R], *,
+            locked: Callable[[str | None, Callable[..., R]], R] | None = None) -> R:
         """run answers reply(change) for the change the key names, or the change make() makes.
 
         make and reply run with the lock held, in one unit of work; reply's
         result is what the handler answers (a change handle is no use
-        outside the lock). The lock is taken here, or by locked(attempt),
-        which must call attempt with the lock held and let what it raises
-        through (so that the unit is rolled back): the snap verbs read the
-        store first, without the lock.
+        outside the lock). The lock is taken here, or by locked(key,
+        attempt), which must call attempt with the lock held, passing it
+        what make takes, and let what it raises through (so that the unit
+        is rolled back): the snap verbs read the store first, without the
+        lock (not when key names a change already), and make gets its
+        answers.
         """
-        def attempt() -> R:
+        def attempt(*given: Any) -> R:
             chg = self.existing(st)
             if chg is None:
-                chg = make()
+                chg = make(*given)
                 if self.key is not None:
                     chg.set(REQUEST_DIGEST_KEY, self.digest)
                     if st.claim_change_key(self.key, chg) != chg:
@@ -99,7 +101,7 @@ class ChangeRequest:
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 if locked is not None:
-                    return locked(attempt)
+                    return locked(self.key, attempt)
                 with st:
                     return attempt()
             except _Lost:

@@ -136,6 +136,52 @@ def test_bad_requests_get_a_reason_never_a_traceback(shared_daemon: DaemonProces
     assert shared_daemon.log_text().count("Traceback") == tracebacks
 
 
+#: The bodies of the requests that act on snaps and services, refused with the whole message (the fields are
+#: checked where the body is read, Body in overlord/daemon/api.py; the messages are the API's).
+_REVISION = "a revision (a number from 1 to 9223372036854775807, or x and one for a local revision)"
+REFUSED_ACTIONS = [
+    ("/v2/snaps/hello", {"action": "install", "channel": ""},
+     "cannot decode request body: field 'channel' must be a non-empty string"),
+    ("/v2/snaps/hello", {"action": "refresh", "channel": 7},
+     "cannot decode request body: field 'channel' must be a non-empty string"),
+    ("/v2/snaps/hello", {"action": "switch"}, "cannot switch: field 'channel' is missing"),
+    ("/v2/snaps/hello", {"action": "switch", "channel": None}, "cannot switch: field 'channel' is missing"),
+    ("/v2/snaps/hello", {"action": "install", "revision": ""},
+     f"cannot decode request body: field 'revision' must be {_REVISION}, not ''"),
+    ("/v2/snaps/hello", {"action": "revert", "revision": 0},
+     f"cannot decode request body: field 'revision' must be {_REVISION}, not '0'"),
+    ("/v2/snaps/hello", {"action": "remove", "revision": [1]},
+     "cannot decode request body: field 'revision' must be a string or a number"),
+    ("/v2/snaps/hello", {"action": "enable", "revision": "1"},
+     "cannot decode request body: field 'revision' is not an option of enable"),
+    ("/v2/snaps/hello", {"action": "disable", "wait-for-conflicts": "yes"},
+     "cannot decode request body: field 'wait-for-conflicts' must be true or false, not a string"),
+    ("/v2/snaps/hello", {"channel": "edge"}, "cannot decode request body: missing field 'action'"),
+    ("/v2/snaps", {"action": "install", "snaps": ["hello"], "channel": "edge"},
+     "cannot decode request body: field 'channel' is not an option of install"),
+    ("/v2/snaps", {"action": "remove", "snaps": []}, "cannot remove no snaps: field 'snaps' is empty"),
+    ("/v2/snaps", {"action": "install", "snaps": ["hello", 7]},
+     "cannot decode request body: field 'snaps' must be a list of strings"),
+    ("/v2/snaps", {"action": "install", "snaps": ["Bad_Name"]},
+     "invalid snap name 'Bad_Name': 2 to 40 of a-z, 0-9 and -, with a letter"),
+    ("/v2/snaps", {"action": "hold", "snaps": ["hello"], "wait-for-conflicts": True},
+     "cannot decode request body: field 'wait-for-conflicts' is not an option of hold"),
+    ("/v2/snaps", {"action": "unhold", "time": "forever"},
+     "cannot decode request body: field 'time' is not an option of unhold"),
+    ("/v2/snaps", {"action": "hold", "snaps": ["hello"]},
+     "cannot hold: field 'time' must be an RFC 3339 time or \"forever\""),
+    ("/v2/apps", {"action": "start", "names": ["hello"], "now": True},
+     "cannot decode request body: field 'now' is not an option of start"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), REFUSED_ACTIONS)
+def test_a_bad_action_body_is_refused_naming_the_field(shared_daemon: DaemonProcess, path: str,
+                                                      body: dict[str, object], message: str) -> None:
+    got, env = raw(shared_daemon, "POST", path, json.dumps(body).encode())
+    assert (got, env["result"]["kind"], env["result"]["message"]) == (400, "bad-request", message)
+
+
 def test_ready_change_abort_is_checked_before_the_body(daemon: DaemonProcess) -> None:
     cid = daemon.new_change("Quick", {"kind": "quick", "summary": "x"})
     daemon.wait_change(cid, lambda c: c["ready"])

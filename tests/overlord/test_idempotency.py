@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 
+from engine import Change, State
 from managers.snap import pack
 from overlord.client import IDEMPOTENCY_HEADER, Client
+from overlord.daemon.idempotency import ChangeRequest
 from overlord.samples import SEED, TEST_KEYS
 from tests.support.daemon import DaemonProcess, short_tempdir
 
 from .test_api import raw
 from .test_snaps import SystemDaemon, _task, system  # noqa: F401  (a fixture)
+
+WAIT = 120.0  # generous: a bound for a loaded machine, never a timing assertion
 
 
 def test_a_request_sent_again_with_its_key_gets_the_change_it_made(system: SystemDaemon) -> None:  # noqa: F811
@@ -257,3 +261,42 @@ def test_every_request_that_makes_a_change_honours_its_key(keyed: DaemonProcess,
     assert env["result"]["value"]["change-id"] == cid
     with d.client() as c:
         assert [x["id"] for x in c.changes(select="all")] == before
+
+
+def test_a_daemon_that_loses_the_key_to_another_answers_with_its_change(pg_url: str) -> None:
+    """Two daemons on one PostgreSQL database, one key: the one whose claim comes second rolls its change back
+    and answers with the other's (ChangeRequest.run looks the key up again)."""
+    a, b = State.open(url=pg_url), State.open(url=pg_url)
+    try:
+        claimed, release = threading.Event(), threading.Event()
+        got: dict[str, str] = {}
+
+        def wait_for_b(chg: Change) -> str:  # a's answer, given with the key claimed, before a commits
+            claimed.set()
+            assert release.wait(WAIT)
+            return chg.id
+
+        def host_a() -> None:
+            got["a"] = ChangeRequest("api:0:k", "k", "connect", {"plug": "p"}).run(
+                a, lambda: a.new_change("connect", "from a"), wait_for_b)
+
+        ta = threading.Thread(target=host_a)
+        ta.start()
+        assert claimed.wait(WAIT)
+        made: list[str] = []
+
+        def make_b() -> Change:  # b's lookup found nothing (a has not committed): b makes a change, then a commits
+            chg = b.new_change("connect", "from b")
+            made.append(chg.id)
+            release.set()
+            return chg
+
+        got["b"] = ChangeRequest("api:0:k", "k", "connect", {"plug": "p"}).run(b, make_b, lambda chg: chg.id)
+        ta.join(WAIT)
+        assert got["b"] == got["a"] and made and made[0] != got["a"]
+        with b:
+            assert b.change(made[0]) is None  # rolled back
+            assert [c.id for c in b.changes()] == [got["a"]]
+    finally:
+        a.close()
+        b.close()
