@@ -342,8 +342,9 @@ class _FastRuns:
         from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
         processor = self.processor
-        if type(processor) is SynchronousMultiSpanProcessor:
-            return tuple(p.on_end for p in processor._span_processors)
+        inner = getattr(processor, "_span_processors", None)  # (the SDK's own: a tuple, replaced by each add)
+        if type(processor) is SynchronousMultiSpanProcessor and isinstance(inner, tuple):
+            return tuple(p.on_end for p in inner)
         return (processor.on_end,)
 
     @classmethod
