@@ -7,7 +7,7 @@ database file:
 
 - "without": no instrumentation (the timings' two hooks made no-ops);
 - "timings": the engine as it is with tracing disabled (every handler run
-  kept as a row, written with its outcome);
+  kept as a row, written in batches by commits that happen anyway);
 - "traced": timings and tracing enabled, where the OpenTelemetry SDK is
   installed: a span per run and per change, through the SDK's
   BatchSpanProcessor to an exporter that drops them; the time runs until

@@ -36,7 +36,8 @@ import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,10 @@ class Tracer:
         """_spans makes the spans of runs: those in a change through the fast path in this loop, where it can."""
         fast = self._fast
         quick = fast is not None and fast.quick
+        if quick:
+            assert fast is not None
+            ends = fast.on_ends()  # the processors' own on_end, read once for the batch
+            bits, readable, resource, scope = fast.bits, fast.readable, fast.resource, fast.scope
         roots = self._roots
         for run in runs:
             try:
@@ -181,28 +186,29 @@ class Tracer:
                 if not quick or change is None:
                     self._span(run)
                     continue
-                assert fast is not None
                 tid, phase, attempt, outcome, ended, elapsed, _ = run
                 kind, error = noted[0], noted[1]
                 root = roots.get(change[0]) or self._root(change)
-                d = ended - timedelta(seconds=elapsed) - _EPOCH  # when the run started, as its timing says
-                start = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
+                start = _start_ns(ended, elapsed)
                 if start < root.spawn:
                     start = root.spawn  # within its change's span (a clock that stood still)
                 if root.valid and root.sampled:  # else the change's span is not recording, nor are its runs
-                    span_id = fast.bits(64)
+                    span_id = bits(64)
                     if span_id:  # the SDK's RandomIdGenerator's id (it draws again for a 0)
                         ctx = _new_tuple(SpanContext, (root.trace_id, span_id, False, root.flags, root.state, True))
                     else:
+                        assert fast is not None
                         ctx = SpanContext(root.trace_id, fast.ids.generate_span_id(), is_remote=False,
                                           trace_flags=root.flags, trace_state=root.state)
-                    fast.processor.on_end(fast.readable(
-                        kind, ctx, root.span_context, fast.resource,
+                    span = readable(
+                        kind, ctx, root.span_context, resource,
                         {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
                          "engine.task.attempt": attempt, "engine.task.outcome": outcome, "engine.change.id": root.cid},
                         (), (), SpanKind.INTERNAL, None,
                         _UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
-                        start, start + int(elapsed * 1e9), fast.scope))
+                        start, start + int(elapsed * 1e9), scope)
+                    for end in ends:
+                        end(span)
                 if change[4] is not None:
                     self._end_root(change[0], *change[4])
             except Exception as e:  # the SDK's failure is logged; the next runs are still traced
@@ -210,7 +216,7 @@ class Tracer:
 
     def _span(self, run: Run) -> None:
         tid, phase, attempt, outcome, ended, elapsed, (kind, error, change) = run
-        start = _ns(ended - timedelta(seconds=elapsed))  # when the run started, as its timing says
+        start = _start_ns(ended, elapsed)  # when the run started, as its timing says
         end = int(elapsed * 1e9)
         if change is None:
             attributes = {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
@@ -329,6 +335,17 @@ class _FastRuns:
         #: quick: Tracer._spans makes the spans of runs in a change itself (the default sampler, the default id
         #: generator, and ReadableSpan's parameters in the order it passes them).
         self.quick = self.follows and self.bits is not None and _positional(readable)
+
+    def on_ends(self) -> tuple[Callable[[Any], None], ...]:
+        """on_ends are the on_end of each span processor of the provider: those of its SDK multi-processor, read
+        now (one added later is called from the next batch on), else its own."""
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+        processor = self.processor
+        inner = getattr(processor, "_span_processors", None)  # (the SDK's own: a tuple, replaced by each add)
+        if type(processor) is SynchronousMultiSpanProcessor and isinstance(inner, tuple):
+            return tuple(p.on_end for p in inner)
+        return (processor.on_end,)
 
     @classmethod
     def of(cls, tracer: Any) -> _FastRuns | None:
@@ -449,6 +466,13 @@ def provider_from_environment() -> Any:
                               "(OTEL_TRACES_EXPORTER)")
         provider.add_span_processor(BatchSpanProcessor(found[0].load()()))
     return provider
+
+
+def _start_ns(ended: datetime, elapsed: float) -> int:
+    """_start_ns is when a run that ended at ended after elapsed seconds started, in nanoseconds since the epoch
+    (to the microsecond, as its timing says: engine.timings.started)."""
+    d = ended - _EPOCH
+    return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - round(elapsed * 1e6)) * 1000
 
 
 def _ns(when: datetime) -> int:

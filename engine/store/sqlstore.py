@@ -15,6 +15,7 @@ from typing import Any
 
 from .base import ChangeSetWrite, Row
 from .compiled import Catalog, Compiled, table_statement, table_upsert, task_update
+from .statements import TIMING_BATCH
 
 log = logging.getLogger("engine.store")
 
@@ -382,8 +383,11 @@ class SqlStore:
                      keep_passes: int | None) -> None:
         """save_timings appends task runs, trims the runs of trim to keep_runs each, and appends ensure rows,
         then keeps the newest keep_passes of those (None: no trim)."""
-        if runs:
-            self.executemany(self.sql["insert_task_timings"], runs)
+        full = len(runs) - len(runs) % TIMING_BATCH if self.sql.forms.name == "sqlite" else 0
+        for i in range(0, full, TIMING_BATCH):
+            self.execute(self.sql["insert_task_timings_batch"], [v for run in runs[i:i + TIMING_BATCH] for v in run])
+        if len(runs) > full:
+            self.executemany(self.sql["insert_task_timings"], runs[full:])
         if trim:
             self.executemany(self.sql["trim_task_timings"], [(tid, tid, keep_runs) for tid in trim])
         if passes:

@@ -312,6 +312,56 @@ def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State,
                        for _ in range(1 + i % 2)]
 
 
+def test_a_full_batch_keeps_its_runs_in_order_and_drops_those_of_tasks_gone(file_st: State, db_path: Path,
+                                                                             clock: FakeClock) -> None:
+    """On SQLite a batch's runs go TIMING_BATCH to a statement: in the order they were noted (a change's runs
+    oldest first), those of tasks another process deleted meanwhile left out, the others all written."""
+    st, w = file_st, file_st._uow
+    with st:
+        gone, kept = st.new_change("test", "gone"), st.new_change("test", "kept")
+        gone_ids = []
+        for i in range(31):
+            t = st.new_task("k", f"gone {i}")
+            gone.add_task(t)
+            gone_ids.append(int(t.id))
+        kept_ids = []
+        for i in range(40):
+            t = st.new_task("k", f"kept {i}")
+            kept.add_task(t)
+            kept_ids.append(int(t.id))
+        gone_cid, kept_cid = int(gone.id), kept.id
+    kept_ids.reverse()  # noted in another order than the ids'
+
+    def note(tids: list[int]) -> None:
+        with st:
+            for tid in tids:
+                clock.advance(0.001)
+                rec = w.records.trec(tid)
+                w.dirty_task(rec)
+                w.timings.task_run(rec, "do", 1, 0.0005)
+
+    for i in range(31):
+        note([gone_ids[i], kept_ids[i]])
+    conn = sqlite3.connect(db_path)
+    try:
+        with conn:  # another process prunes the change meanwhile
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("DELETE FROM changes WHERE id = ?", (gone_cid,))
+        statements: list[str] = []
+        execute = w.store.execute
+        w.store.execute = lambda c, args=(): statements.append(c.name) or execute(c, args)  # type: ignore[method-assign]
+        note(kept_ids[31:])  # 71 runs wait: this commit writes them, 64 in one statement
+        assert statements.count("insert_task_timings_batch") == 1
+        rows = conn.execute("SELECT task_id FROM task_timings ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert [tid for (tid,) in rows] == kept_ids
+    with st:
+        chg = st.change(kept_cid)
+        assert chg is not None
+        assert [t.task_id for t in chg.timings()] == [str(tid) for tid in kept_ids]
+
+
 def test_each_task_keeps_its_newest_runs(st: State, runner: TaskRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine.timings, "TASK_RUNS_KEEP", 3)
     left = {"n": 6}
