@@ -11,10 +11,9 @@ waiting to be recorded, and the conditions that signal them).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from ._records import TaskRec
     from .leases import Leases
     from .session import Session
+    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.taskrunner")
 
@@ -108,7 +108,7 @@ class OutcomeRecorder:
                 self._start_run(kept)  # more outcomes came: not held back while they are recorded
                 kept = None
             for run in self._record_batch(batch):
-                if kept is None and run.phase != "cleanup" and not inspect.iscoroutinefunction(run.fn):
+                if kept is None and run.phase != "cleanup" and not run.is_async:
                     kept = run
                 else:
                     self._start_run(run)
@@ -354,17 +354,9 @@ class OutcomeRecorder:
         if run.own_done:
             self._st.ensure_before(0)  # what its handler's Done made runnable: a pass claims it
 
-    @contextlib.contextmanager
-    def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
+    def hooks_guarded(self) -> _HooksGuarded:
         """hooks_guarded collects what status hooks raise (recording outcomes, a pass) instead of raising it."""
-        w = self._w
-        outer = w.hook_failures
-        failures = outer if outer is not None else []
-        w.hook_failures = failures
-        try:
-            yield failures
-        finally:
-            w.hook_failures = outer
+        return _HooksGuarded(self._w)
 
     def _record_or_fail(self, run: Run) -> None:
         """_record_or_fail applies one outcome; a failure to do so fails the task instead.
@@ -483,6 +475,26 @@ class OutcomeRecorder:
             except BaseException as e:  # user code: said once, and the task stays in Error
                 log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
                           callable_name(callback), exception_text(e))
+
+
+class _HooksGuarded:
+    """_HooksGuarded is OutcomeRecorder.hooks_guarded (a class, not a generator: it runs twice a step of a chain)."""
+
+    __slots__ = ("_outer", "_w")
+
+    def __init__(self, w: UnitOfWork) -> None:
+        self._w = w
+        self._outer: list[tuple[Any, Any, BaseException]] | None = None
+
+    def __enter__(self) -> list[tuple[Any, Any, BaseException]]:
+        w = self._w
+        outer = self._outer = w.hook_failures
+        failures = outer if outer is not None else []
+        w.hook_failures = failures
+        return failures
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.hook_failures = self._outer
 
 
 def _change_of(rec: TaskRec) -> str:
