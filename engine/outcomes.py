@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import tenacity
 
@@ -29,7 +29,7 @@ from .errors import (
     keeps_work,
 )
 from .events import EventWait
-from .ledger import Ledger, Ran
+from .ledger import HooksGuarded, Ledger, Ran
 from .retries import busy_retry, is_busy, policy_retry
 from .runs import HandlerPair, Run, Runs
 from .status import Status
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from ._records import TaskRec
     from .leases import Leases
     from .session import Session
-    from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.taskrunner")
 
@@ -354,9 +353,9 @@ class OutcomeRecorder:
         if run.own_done:
             self._st.ensure_before(0)  # what its handler's Done made runnable: a pass claims it
 
-    def hooks_guarded(self) -> _HooksGuarded:
+    def hooks_guarded(self) -> HooksGuarded:
         """hooks_guarded collects what status hooks raise (recording outcomes, a pass) instead of raising it."""
-        return _HooksGuarded(self._w)
+        return HooksGuarded(self._w)
 
     def _record_or_fail(self, run: Run) -> None:
         """_record_or_fail applies one outcome; a failure to do so fails the task instead.
@@ -475,26 +474,6 @@ class OutcomeRecorder:
             except BaseException as e:  # user code: said once, and the task stays in Error
                 log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
                           callable_name(callback), exception_text(e))
-
-
-class _HooksGuarded:
-    """_HooksGuarded is OutcomeRecorder.hooks_guarded (a class, not a generator: it runs twice a step of a chain)."""
-
-    __slots__ = ("_outer", "_w")
-
-    def __init__(self, w: UnitOfWork) -> None:
-        self._w = w
-        self._outer: list[tuple[Any, Any, BaseException]] | None = None
-
-    def __enter__(self) -> list[tuple[Any, Any, BaseException]]:
-        w = self._w
-        outer = self._outer = w.hook_failures
-        failures = outer if outer is not None else []
-        w.hook_failures = failures
-        return failures
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.hook_failures = self._outer
 
 
 def _change_of(rec: TaskRec) -> str:
