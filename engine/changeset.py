@@ -134,6 +134,13 @@ class ChangeSet:
             groups.setdefault(cols, []).append((*[row[i] for i in cols], tid))
         return list(groups.items())
 
+    def committed(self, tasks: Mapping[int, TaskRec]) -> None:
+        """committed forgets what the transaction wrote, once committed (Pending.committed of each set)."""
+        for pending in self.pendings():
+            if pending.done:  # (the sets read directly: a commit of a chain's step leaves most of them empty)
+                pending.done.clear()
+        self.stored(tasks)
+
     def stored(self, tasks: Mapping[int, TaskRec]) -> None:
         """stored notes, once the transaction is committed, the rows it wrote as the database's."""
         if not self.written:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._values import clean_text
 from .events import EventWait, park
@@ -181,3 +181,26 @@ class Ledger:
             return
         ran.noted = True
         self._w.timings.task_run(rec, ran.phase, ran.attempt, ran.elapsed)
+
+
+class HooksGuarded:
+    """HooksGuarded collects what status hooks raise while outcomes are recorded (OutcomeRecorder.hooks_guarded).
+
+    A class, not a generator context manager: it is entered twice a step of a chain.
+    """
+
+    __slots__ = ("_outer", "_w")
+
+    def __init__(self, w: UnitOfWork) -> None:
+        self._w = w
+        self._outer: list[tuple[Any, Any, BaseException]] | None = None
+
+    def __enter__(self) -> list[tuple[Any, Any, BaseException]]:
+        w = self._w
+        outer = self._outer = w.hook_failures
+        failures = outer if outer is not None else []
+        w.hook_failures = failures
+        return failures
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.hook_failures = self._outer

@@ -11,12 +11,11 @@ waiting to be recorded, and the conditions that signal them).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import tenacity
 
@@ -30,7 +29,7 @@ from .errors import (
     keeps_work,
 )
 from .events import EventWait
-from .ledger import Ledger, Ran
+from .ledger import HooksGuarded, Ledger, Ran
 from .retries import busy_retry, is_busy, policy_retry
 from .runs import HandlerPair, Run, Runs
 from .status import Status
@@ -108,7 +107,7 @@ class OutcomeRecorder:
                 self._start_run(kept)  # more outcomes came: not held back while they are recorded
                 kept = None
             for run in self._record_batch(batch):
-                if kept is None and run.phase != "cleanup" and not inspect.iscoroutinefunction(run.fn):
+                if kept is None and run.phase != "cleanup" and not run.is_async:
                     kept = run
                 else:
                     self._start_run(run)
@@ -354,17 +353,9 @@ class OutcomeRecorder:
         if run.own_done:
             self._st.ensure_before(0)  # what its handler's Done made runnable: a pass claims it
 
-    @contextlib.contextmanager
-    def hooks_guarded(self) -> Iterator[list[tuple[Any, Any, BaseException]]]:
+    def hooks_guarded(self) -> HooksGuarded:
         """hooks_guarded collects what status hooks raise (recording outcomes, a pass) instead of raising it."""
-        w = self._w
-        outer = w.hook_failures
-        failures = outer if outer is not None else []
-        w.hook_failures = failures
-        try:
-            yield failures
-        finally:
-            w.hook_failures = outer
+        return HooksGuarded(self._w)
 
     def _record_or_fail(self, run: Run) -> None:
         """_record_or_fail applies one outcome; a failure to do so fails the task instead.

@@ -10,6 +10,7 @@ the state lock, never before).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 import time
@@ -48,8 +49,22 @@ class HandlerPair:
     undo: Handler | None
     retry: tenacity.BaseRetrying | None = None
 
+    @functools.cached_property
+    def do_async(self) -> bool:
+        """do_async says whether the do handler is a coroutine function (asked once per pair, not per run)."""
+        return _is_async(self.do)
+
+    @functools.cached_property
+    def undo_async(self) -> bool:
+        """undo_async says whether the undo handler is a coroutine function."""
+        return _is_async(self.undo)
+
 
 NO_HANDLERS = HandlerPair(None, None)
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn)
 
 
 @dataclass(eq=False)
@@ -69,6 +84,16 @@ class Run:
     ran: Ran | None = None
     #: own_done: its handler's commit moved its task to Done, waking nobody: its outcome hands on (engine.handon).
     own_done: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        """is_async says whether its handler is a coroutine function (run on the runner's event loop)."""
+        fn, pair = self.fn, self.pair
+        if fn is pair.do:
+            return pair.do_async
+        if fn is pair.undo:
+            return pair.undo_async
+        return _is_async(fn)
 
 
 class Runs:

@@ -233,13 +233,13 @@ class State(StateMaking, StateBooks, StateNotices):
             uow = self._uow
             try:
                 self._refresh()
-                if uow.pending() and self._refusal is not None:
+                if (pending := uow.pending()) and self._refusal is not None:
                     # Kept from a commit refused when the State was fenced
                     # during it: they can never be written.
                     log.warning("dropping changes that state database %s can no longer write: %s",
                                 self._target, self._refusal)
                     uow.rollback()
-                elif uow.pending():
+                elif pending:
                     # Changes kept from a commit that failed (the database was
                     # busy) are written before a new unit of work begins, so
                     # that its rollback cannot take them along.

@@ -57,7 +57,6 @@ def effective_status(t: TaskRec) -> Status:
     return t.waited_status if t.status is Status.WAIT else t.status
 
 
-_READY = (Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR)
 # What a claim moves tasks to: such a move makes nothing else runnable.
 _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 
@@ -78,7 +77,8 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
     crec = records.crec(rec.change_id) if rec.change_id is not None else None
     waiting = w.waiting_changes()
     affected = [crec] if crec is not None else []
-    affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
+    if waiting:  # (none, mostly: no generator made for every move)
+        affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
     hooks = w.change_hooks
     if hooks:
         for c in affected:
@@ -129,7 +129,9 @@ def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
 
 def _unready(w: Work, crec: ChangeRec) -> int:
     counts = w.records.counts(crec)
-    return sum(counts.values()) - sum(counts.get(s, 0) for s in _READY)
+    get = counts.get  # (no generator: every task that becomes ready asks)
+    return sum(counts.values()) - get(Status.DONE, 0) - get(Status.UNDONE, 0) - get(Status.HOLD, 0) \
+        - get(Status.ERROR, 0)
 
 
 def mark_ready(w: Work, crec: ChangeRec) -> None:

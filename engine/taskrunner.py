@@ -9,7 +9,6 @@ batches, one transaction per batch (group commit). See docs/runner.md.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -357,7 +356,7 @@ class TaskRunner(RunnerGuards, HandOn):
     def _start(self, run: Run) -> None:
         if self._leases is not None:
             self._leases.start_heartbeat()
-        if inspect.iscoroutinefunction(run.fn):
+        if run.is_async:
             self._loop.submit(handle_async(run, self._recorder.report))
         else:
             # This thread may record the outcome itself and run the next task of a chain there.

@@ -30,6 +30,7 @@ from .statusrules import computed_status, move_task
 from .store.base import ChangeSetWrite
 from .tables import ManagerTables
 from .timings import TimingBook
+from .uowadds import RecordAdds
 from .warning import WarningBook
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ StatusHook = Callable[[Any, Status, Status], Any]
 HandleClass = Callable[[Any, int], Any]
 
 
-class UnitOfWork:
+class UnitOfWork(RecordAdds):
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
@@ -110,12 +111,22 @@ class UnitOfWork:
 
     def pending(self) -> bool:
         """pending says whether the unit of work has anything to write (task runs' timings once due included)."""
-        return (self.changeset.pending() or self.store.in_write or self.warnings.pending or self.tables.pending
-                or self.notices.pending or self.keys.pending or self.timings.due())
+        return (self.changeset.pending() or self.store.in_write or self._books_todo() or self.tables.pending
+                or self.timings.due())
+
+    def _books_todo(self) -> bool:
+        """_books_todo says whether warnings, notices or keys are to be written (their pending, read directly:
+        this runs several times a step of a chain)."""
+        wn, nt, ks = self.warnings, self.notices, self.keys
+        return bool(wn.dirty.todo or wn.deleted.todo or nt.dirty.todo or nt.deleted.todo or ks.keys.todo
+                    or ks.affects.todo)
 
     def all_pending(self) -> tuple[Pending[Any], ...]:
-        return (*self.changeset.pendings(), *self.warnings.pendings(), *self.tables.pendings(),
-                *self.notices.pendings(), *self.keys.pendings(), *self.timings.pendings())
+        return (*self.changeset.pendings(), *self._book_pendings())
+
+    def _book_pendings(self) -> tuple[Pending[Any], ...]:
+        return (*self.warnings.pendings(), *self.tables.pendings(), *self.notices.pendings(), *self.keys.pendings(),
+                *self.timings.pendings())
 
     def forget(self, routine: bool = False) -> None:
         """forget drops every record (they reload on demand).
@@ -158,15 +169,18 @@ class UnitOfWork:
         flush: a runner handing tasks on in this unit of work (the change
         never shows the status between the two).
         """
-        if not self.pending():
-            return
+        if self.pending():
+            self._write(statuses)
+
+    def _write(self, statuses: bool) -> None:
         store = self.store
         store.begin_write(relaxed=self._relaxed)
         if self.changeset.pending():
             store.write(self._rows(statuses))
-        self.warnings.flush(store)
-        self.notices.flush(store)
-        self.keys.flush(store)
+        if self._books_todo():
+            self.warnings.flush(store)
+            self.notices.flush(store)
+            self.keys.flush(store)
         self.tables.flush(store)
         self.timings.flush(store)
 
@@ -264,7 +278,7 @@ class UnitOfWork:
         if self.done_hook is not None and Status.DONE in self.changeset.unblocked:
             self.done_hook()  # (it may take over the wake for a handler's own task: engine.handon)
         try:
-            self.flush()
+            self._write(True)  # (pending, as asked above)
             if self.store.shared:
                 ids = sorted({*self.changeset.touched.take(), *self.changeset.dirty_changes.take()})
                 owned, self._owned = self._owned, set()
@@ -291,8 +305,8 @@ class UnitOfWork:
                                         "commit once there is space", kept=True) from e
             raise
         self._relaxed = False
-        self.changeset.stored(self.records.tasks)
-        for pending in self.all_pending():
+        self.changeset.committed(self.records.tasks)
+        for pending in self._book_pendings():
             pending.committed()
         self.notices.committed()
         if self.notices.repeated:
@@ -439,61 +453,3 @@ class UnitOfWork:
         self._last[name] = self._last.get(name, 0) + 1
         self.changeset.dirty_seqs.add(name)
         return self._last[name]
-
-    # -- what Change, Task and the State add ------------------------------------------
-
-    def touch(self, cid: int) -> None:
-        """touch notes that a change's status must be computed and stored again at commit."""
-        self.changeset.touched.add(cid)
-
-    def end_lease(self, tid: int) -> None:
-        """end_lease ends the runner's lease on a task at commit: its outcome is recorded (shared stores)."""
-        if self.store.shared:
-            self.changeset.ended.add(tid)
-
-    def handed_on(self) -> None:
-        """handed_on says that what the tasks done in this unit made runnable was claimed in it (no pass needed)."""
-        self.changeset.unblocked.clear()
-
-    def note_runnable(self) -> None:
-        """note_runnable notes that the unit of work may have made tasks runnable (the overlord wakes)."""
-        self.changeset.runnable = True
-
-    def add_change(self, rec: ChangeRec) -> None:
-        """add_change caches a new change, written at commit."""
-        self.records.changes[rec.id] = rec
-        self.changeset.new_changes.add(rec.id)
-
-    def add_task(self, rec: TaskRec) -> None:
-        """add_task caches a new task, written at commit."""
-        self.records.tasks[rec.id] = rec
-        self.changeset.new_tasks.add(rec.id)
-
-    def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
-        """add_edge makes rec wait for wait."""
-        self.records.own_wait_ids(rec).append(wait.id)
-        self.records.own_halt_ids(wait).append(rec.id)
-        self.changeset.new_edges.add((rec.id, wait.id))
-        for cid in {rec.change_id, wait.change_id}:
-            if cid is not None:
-                self.changeset.touched.add(cid)
-
-    def add_lane(self, rec: TaskRec, lane: int) -> None:
-        """add_lane puts a task in a lane."""
-        lanes = self.records.own_lanes(rec)
-        if lane not in lanes:
-            lanes.append(lane)
-            lanes.sort()
-            self.changeset.new_lanes.add((rec.id, lane))
-
-    def value(self, key: str) -> str | None:
-        """value is the JSON text of a state key, or None."""
-        if key in self.values:
-            return self.values[key]
-        text = self.values[key] = self.store.state_value(key)
-        return text
-
-    def set_value(self, key: str, text: str | None) -> None:
-        """set_value stores the JSON text of a state key (None deletes it) at commit."""
-        self.values[key] = text
-        self.changeset.dirty_values.add(key)

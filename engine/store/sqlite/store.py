@@ -233,6 +233,9 @@ class SQLiteStore(SqlStore):
     def execute_in(self, c: Compiled, ids: Sequence[Any], args: Sequence[Any] = ()) -> None:
         """execute_in runs a statement over ids in chunks, in the write transaction."""
         try:
+            if 0 < len(ids) <= _MAX_VARS:  # (one chunk, mostly: the recount of a chain's step)
+                self.raw.execute(self._in(c, len(ids)), self._spliced(c, ids, args))
+                return
             for chunk in _chunks(ids):
                 self.raw.execute(self._in(c, len(chunk)), self._spliced(c, chunk, args))
         except sqlite3.Error as e:
