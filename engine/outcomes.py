@@ -23,6 +23,7 @@ from .errors import (
     DatabaseConflictError,
     DatabaseCorruptError,
     DatabaseError,
+    DatabaseReplacedError,
     NotFoundError,
     Retry,
     Wait,
@@ -234,6 +235,12 @@ class OutcomeRecorder:
 
         try:
             self._retry_while_kept(record)
+        except DatabaseReplacedError:
+            # No commit of this process can land any more: the store said why, once; the tasks stay as the
+            # database holds them (Doing: run again by the next writer).
+            self._drop(started)
+            self._release(batch)
+            return
         except DatabaseError as e:
             self._drop(started)
             # The unit was rolled back: record each outcome on its own, so
@@ -338,6 +345,9 @@ class OutcomeRecorder:
 
         try:
             self._retry_while_kept(record)
+            return
+        except DatabaseReplacedError:
+            self._release([run])  # as in _commit_batch: nothing more is written by this process
             return
         except DatabaseError as e:
             error: BaseException = e

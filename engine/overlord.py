@@ -180,7 +180,8 @@ class Overlord:
                 self._prune()
 
     def _wait(self, next_prune: float) -> bool | None:
-        """_wait sleeps until the next pass is due: whether to prune first (None: stop).
+        """_wait sleeps until the next pass is due: whether to prune first (None: stop, or the database file
+        was replaced).
 
         On the way it writes the task runs' timings that wait for a batch
         once BATCH_AGE has passed, so that an idle daemon writes them within
@@ -202,6 +203,8 @@ class Overlord:
             try:
                 with self.state:
                     pass  # a commit with nothing else to write writes the runs once due (engine.timings)
+            except DatabaseReplacedError:
+                return None  # every later commit is refused: the store said why, once
             except EngineError as e:
                 log.warning("cannot write the timings of task runs: %s", e)
 

@@ -187,7 +187,7 @@ class State(StateMaking, StateBooks, StateNotices):
                 self._refuse_writes(reason)
                 return
             self._uow.timings.write_all()  # the task runs waiting for a batch too (engine.timings)
-            if not self._closed and self._uow.pending():
+            if not self._closed and self._uow.pending() and self._store.replaced() is None:  # else said once
                 self._refusal = None
                 try:
                     self._uow.commit()

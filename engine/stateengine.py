@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import timings
-from .errors import EngineError, EnsureError
+from .errors import DatabaseReplacedError, EngineError, EnsureError
 from .session import Session, session_of
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ class StateEngine:
             try:
                 m.ensure()
             except Exception as e:
-                log.warning("state ensure error in %r: %s", m, e)
+                if not isinstance(e, DatabaseReplacedError):  # that one the store said, once
+                    log.warning("state ensure error in %r: %s", m, e)
                 errors.append(e)
             t1 = time.perf_counter()
             durations.append((type(m).__name__, t1 - t0))

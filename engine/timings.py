@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from .errors import EngineError, NotFoundError
+from .errors import DatabaseReplacedError, EngineError, NotFoundError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ class TimingBook:
         self.write_all()
         try:
             commit()
+        except DatabaseReplacedError:
+            pass  # nothing more is written by this process: the store said why, once
         except EngineError as e:
             log.warning("cannot write the last timings to state database %s before closing: %s", target, e)
 
