@@ -278,12 +278,33 @@ class TaskRec:
         None: a column beyond those holds something else (a status, data,
         progress set before the first commit), and row() is written.
         """
-        if (self.status is Status.DO and self.waited_status is Status.DONE and not self.clean
-                and self.progress is None and self.data.text == "{}" and self.ready_text is None
-                and self.at_time is None and not self.doing_time and not self.undoing_time and not self.attempts
-                and not self.retry_attempts and self.retry_since is None):
+        if self.is_fresh():
             return (self.id, self.change_id, self.kind, self.summary, self.spawn_text)
         return None
+
+    def is_fresh(self) -> bool:
+        """is_fresh says whether every column beyond NEW_TASK_COLUMNS holds what new_task gives it."""
+        return (self.status is Status.DO and self.waited_status is Status.DONE and not self.clean
+                and self.progress is None and self.data.text == "{}" and self.ready_text is None
+                and self.at_time is None and not self.doing_time and not self.undoing_time and not self.attempts
+                and not self.retry_attempts and self.retry_since is None)
+
+
+#: FRESH_ROW as TaskRec.stored says that the database holds the task's row as new_task made it, in a change
+#: (engine.changeset.ChangeSet.stored): fresh_row() rebuilds it when it is compared, so that a big fan-out's
+#: first rewrite (its claim) is an UPDATE of the status alone, not of the whole row, and no row is kept per
+#: task meanwhile. (A unique object: compared by identity.)
+FRESH_ROW: tuple[Any, ...] = ("fresh row",)
+
+
+def fresh_row(rec: TaskRec) -> tuple[Any, ...]:
+    """fresh_row is the whole row (store.TASK_COLUMNS order) that new_row() inserted for rec, in its change.
+
+    Its id, change (set once: FRESH_ROW is noted only for a task inserted in its change), kind, summary and
+    spawn time never change; every other column holds what new_task gives it.
+    """
+    return (rec.id, rec.change_id, rec.kind, rec.summary, "Do", "Done", False, None, None, None, "{}",
+            rec.spawn_text, None, None, 0.0, 0.0, 0, 0, None)
 
 
 def new_task_rows(recs: list[TaskRec]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
