@@ -374,7 +374,11 @@ class OutcomeRecorder:
         included, is that code's failure: the task ends in Error saying so,
         and the other outcomes of the batch are recorded.
         """
-        with self.hooks_guarded() as failures:
+        w = self._w  # hooks_guarded, inline: a context manager per outcome cost 1.4 us
+        outer = w.hook_failures
+        failures = outer if outer is not None else []
+        w.hook_failures = failures
+        try:
             start = len(failures)
             try:
                 self._record(run)
@@ -399,6 +403,8 @@ class OutcomeRecorder:
                 self._quarantine(run.tid)
             finally:
                 del failures[start:]  # what the hooks raise again while it fails is said above
+        finally:
+            w.hook_failures = outer
 
     def _fail_unrecorded(self, run: Run, reason: str, *, force: bool = False) -> None:
         """_fail_unrecorded puts a task whose outcome cannot be recorded in Error, saying why.
