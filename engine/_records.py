@@ -133,6 +133,8 @@ class Data:
 
     def mutable(self, what: str) -> dict[str, str]:
         """mutable returns the mapping to change: the text is made again at the next dump."""
+        if self is EMPTY_DATA:
+            raise RuntimeError(f"internal error: the data of {what} is shared: give it its own (own_data)")
         values = self.items(what)
         self.text = None
         return values
@@ -152,6 +154,19 @@ class Data:
         if self.text is None:
             self.text = dump_data(self.values or {})
         return self.text
+
+
+#: EMPTY_DATA is the data of every task that holds none (new tasks, most rows): shared, never changed; a task
+#: gets its own Data when a value is set (own_data). One object and one dict fewer per task.
+EMPTY_DATA = Data()
+
+
+def own_data(rec: TaskRec) -> Data:
+    """own_data is the task's Data to change: its own, made now if it shared EMPTY_DATA."""
+    data = rec.data
+    if data is EMPTY_DATA:
+        data = rec.data = Data()
+    return data
 
 
 class TaskRec:
@@ -194,7 +209,7 @@ class TaskRec:
         self.waited_status = Status.DONE
         self.clean = False
         self.progress: tuple[str, int, int] | None = None
-        self.data = Data()
+        self.data = EMPTY_DATA
         self.spawn_time = spawn_time
         self.ready_time: datetime | None = None
         # The stored texts of the times above, formatted once.
@@ -243,7 +258,8 @@ class TaskRec:
         rec.clean = bool(clean)
         rec.progress = (str(label or ""), _int(done), _int(total)) \
             if total is not None and done is not None else None
-        rec.data = Data(data if isinstance(data, str) else "{}" if data is None else _not_text(data))
+        text = data if isinstance(data, str) else "{}" if data is None else _not_text(data)
+        rec.data = EMPTY_DATA if text == "{}" else Data(text)
         rec.spawn_time = from_text(spawn)
         rec.ready_time = opt_from_text(ready)
         rec.spawn_text = spawn
@@ -278,12 +294,33 @@ class TaskRec:
         None: a column beyond those holds something else (a status, data,
         progress set before the first commit), and row() is written.
         """
-        if (self.status is Status.DO and self.waited_status is Status.DONE and not self.clean
-                and self.progress is None and self.data.text == "{}" and self.ready_text is None
-                and self.at_time is None and not self.doing_time and not self.undoing_time and not self.attempts
-                and not self.retry_attempts and self.retry_since is None):
+        if self.is_fresh():
             return (self.id, self.change_id, self.kind, self.summary, self.spawn_text)
         return None
+
+    def is_fresh(self) -> bool:
+        """is_fresh says whether every column beyond NEW_TASK_COLUMNS holds what new_task gives it."""
+        return (self.status is Status.DO and self.waited_status is Status.DONE and not self.clean
+                and self.progress is None and self.data.text == "{}" and self.ready_text is None
+                and self.at_time is None and not self.doing_time and not self.undoing_time and not self.attempts
+                and not self.retry_attempts and self.retry_since is None)
+
+
+#: FRESH_ROW as TaskRec.stored says that the database holds the task's row as new_task made it, in a change
+#: (engine.changeset.ChangeSet.stored): fresh_row() rebuilds it when it is compared, so that a big fan-out's
+#: first rewrite (its claim) is an UPDATE of the status alone, not of the whole row, and no row is kept per
+#: task meanwhile. (A unique object: compared by identity.)
+FRESH_ROW: tuple[Any, ...] = ("fresh row",)
+
+
+def fresh_row(rec: TaskRec) -> tuple[Any, ...]:
+    """fresh_row is the whole row (store.TASK_COLUMNS order) that new_row() inserted for rec, in its change.
+
+    Its id, change (set once: FRESH_ROW is noted only for a task inserted in its change), kind, summary and
+    spawn time never change; every other column holds what new_task gives it.
+    """
+    return (rec.id, rec.change_id, rec.kind, rec.summary, "Do", "Done", False, None, None, None, "{}",
+            rec.spawn_text, None, None, 0.0, 0.0, 0, 0, None)
 
 
 def new_task_rows(recs: list[TaskRec]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._records import TASK_FIELDS, Pending, TaskRec, new_task_rows
+from ._records import FRESH_ROW, TASK_FIELDS, Pending, TaskRec, fresh_row, new_task_rows
 from .status import Status
 from .store.base import ChangeSetWrite
 
@@ -32,8 +32,8 @@ class ChangeSet:
     """ChangeSet notes the records a unit of work changed (new, dirty, deleted) until they are committed."""
 
     __slots__ = ("became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips", "ended",
-                 "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched", "unblocked",
-                 "written")
+                 "fresh", "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched",
+                 "unblocked", "written")
 
     def __init__(self) -> None:
         self.new_changes: Pending[int] = Pending()
@@ -62,6 +62,8 @@ class ChangeSet:
         #: written are the task rows the open transaction wrote (a single writer's), by id: the rows as the
         #: database holds them once it commits (TaskRec.stored; task_changes).
         self.written: dict[int, tuple[Any, ...]] = {}
+        #: fresh: the open transaction inserted more than KEEP_INSERTED new tasks (a single writer's; stored).
+        self.fresh = False
 
     def pending(self) -> bool:
         """pending says whether a record is to be written (the todo dicts directly: it runs often)."""
@@ -86,6 +88,7 @@ class ChangeSet:
             pending.clear()
         self.became_ready.clear()
         self.written.clear()
+        self.fresh = False
         self.runnable = False
         self.unblocked.clear()
 
@@ -97,6 +100,8 @@ class ChangeSet:
             w.tasks, w.new_tasks = new_task_rows(recs)
             if not shared and len(recs) <= KEEP_INSERTED:
                 self.written.update((rec.id, rec.row()) for rec in recs)
+            elif not shared:
+                self.fresh = True  # a big fan-out: its rows as inserted are rebuilt when compared (stored)
         if self.dirty_tasks.todo:
             rows = [tasks[tid].row() for tid in self.dirty_tasks.take() if tid in tasks]
             if shared:
@@ -110,8 +115,9 @@ class ChangeSet:
 
         The cache knows the rows of unready tasks as the database holds them
         (TaskRec.stored: as loaded, rewritten, or inserted by a transaction
-        that inserted at most KEEP_INSERTED; not those of a bigger fan-out,
-        whose 10,000 rows would cost 2 MiB, nor ready ones), or as this
+        that inserted at most KEEP_INSERTED; a bigger fan-out's, whose
+        10,000 rows would cost 2 MiB, as FRESH_ROW, rebuilt when compared;
+        not ready ones), or as this
         transaction wrote them (written); any other row is written whole.
         Only what differs is rewritten: every
         UPDATE of an indexed column (the change's, the status) costs SQLite
@@ -124,6 +130,8 @@ class ChangeSet:
         for row in rows:
             tid = row[0]
             old = written.get(tid) or tasks[tid].stored
+            if old is FRESH_ROW:
+                old = fresh_row(tasks[tid])
             written[tid] = row
             if old is None:
                 cols = _TASK_COLUMNS
@@ -136,13 +144,21 @@ class ChangeSet:
 
     def committed(self, tasks: Mapping[int, TaskRec]) -> None:
         """committed forgets what the transaction wrote, once committed (Pending.committed of each set)."""
+        self.stored(tasks)  # first: it reads new_tasks.done
         for pending in self.pendings():
             if pending.done:  # (the sets read directly: a commit of a chain's step leaves most of them empty)
                 pending.done.clear()
-        self.stored(tasks)
 
     def stored(self, tasks: Mapping[int, TaskRec]) -> None:
         """stored notes, once the transaction is committed, the rows it wrote as the database's."""
+        if self.fresh:
+            # The tasks this transaction inserted as new_task made them (and that are so still, so as the
+            # database holds them): FRESH_ROW, and no row kept per task (engine._records.fresh_row).
+            self.fresh = False
+            for tid in self.new_tasks.done:
+                rec = tasks.get(tid)
+                if rec is not None and rec.stored is None and rec.change_id is not None and rec.is_fresh():
+                    rec.stored = FRESH_ROW
         if not self.written:
             return
         for tid, row in self.written.items():

@@ -77,7 +77,7 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
     crec = records.crec(rec.change_id) if rec.change_id is not None else None
     waiting = w.waiting_changes()
     affected = [crec] if crec is not None else []
-    if waiting:  # (none, mostly: no generator made for every move)
+    if waiting and (crec is None or len(waiting) > 1 or crec.id not in waiting):  # (most often none, or its own)
         affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
     hooks = w.change_hooks
     if hooks:
@@ -129,7 +129,7 @@ def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
 
 def _unready(w: Work, crec: ChangeRec) -> int:
     counts = w.records.counts(crec)
-    get = counts.get  # (no generator: every task that becomes ready asks)
+    get = counts.get  # (the four _READY statuses, without a generator: once per task that becomes ready)
     return sum(counts.values()) - get(Status.DONE, 0) - get(Status.UNDONE, 0) - get(Status.HOLD, 0) \
         - get(Status.ERROR, 0)
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _time
-from ._records import TaskRec
+from ._records import TaskRec, own_data
 from ._values import INT64_MAX, MISSING, check_int64, check_key, clean_text, get_value, set_value
 from .errors import EngineError
 from .events import wait_event as _wait_event
@@ -126,7 +126,7 @@ class Task:
     def set(self, key: str, value: Any) -> None:
         """set stores a JSON-serialisable value under key; None deletes the key."""
         rec = self._rec()
-        set_value(rec.data.mutable(f"task {self._tid}"), key, value, f"task {self._tid}")
+        set_value(own_data(rec).mutable(f"task {self._tid}"), key, value, f"task {self._tid}")
         self._w.dirty_task(rec)
 
     def has(self, key: str) -> bool:

@@ -279,12 +279,18 @@ class TaskRunner(RunnerGuards, HandOn):
         next_time: datetime | None = None
         starved = False
 
-        # Fetch a little more than the free workers can take: enough to see
-        # that tasks were left, without loading a big fan-out at every pass.
+        # Fetch one more than the free workers can take (enough to see that tasks were left; a row read costs
+        # about 2 us), and a little more for a further page (candidates were skipped), without loading a big
+        # fan-out at every pass.
+        paged = 0
+
         def few() -> int:
-            return min(PAGE, max(free, 0) + 16)
+            nonlocal paged
+            paged += 1
+            return min(PAGE, max(free, 0) + (1 if paged == 1 else 16))
 
         for query, size in candidates:
+            paged = 0
             for row in pages(query, size or few):
                 rec = self._load(row)
                 if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:

@@ -125,22 +125,44 @@ def test_a_task_rewritten_writes_only_the_columns_that_changed(file_st: State) -
     assert sets[1].startswith("UPDATE tasks SET status='Done', ready_time='") and sets[1].count("=") == 2
 
 
-def test_the_rows_of_a_big_fan_out_are_not_kept_and_are_rewritten_whole(
-        file_st: State, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rows_of_a_big_fan_out_are_not_kept_but_rewritten_in_part(
+        file_st: State, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # More than KEEP_INSERTED new tasks in one commit: no row is kept per task, but a task inserted as new_task
+    # made it, in its change, is known to be stored so (its claim rewrites its status alone); any other is
+    # rewritten whole the first time.
     monkeypatch.setattr(changeset, "KEEP_INSERTED", 2)
+    with file_st:
+        orphan = file_st.new_task("download", "get the orphan")  # inserted in no change
     with file_st:
         chg = file_st.new_change("install", "install a")
         tasks = [file_st.new_task("download", f"get {i}") for i in range(3)]
+        tasks[2].set("url", "https://example.com/a")  # not as new_task made it: inserted whole
         for task in tasks:
             chg.add_task(task)
+        chg.add_task(orphan)  # its row holds no change yet
+        cid, oid, tids = int(chg.id), int(orphan.id), [int(t.id) for t in tasks]
     updates: list[str] = []
     session_of(file_st).store.raw.set_trace_callback(
-        lambda sql: updates.append(sql) if sql.startswith("UPDATE tasks SET") and "blockers" not in sql else None)
+        lambda sql: updates.append(sql.split(" WHERE")[0])
+        if sql.startswith("UPDATE tasks SET") and "blockers" not in sql else None)
     with file_st:
         tasks[0].set_status(Status.DOING)
     with file_st:
-        tasks[0].set_status(Status.DONE)  # the row rewritten is kept: in part from then on
-    assert [u.startswith("UPDATE tasks SET change_id=") for u in updates] == [True, False]
+        tasks[0].set_status(Status.DONE)
+        tasks[1].set_status(Status.DOING)
+        tasks[2].set_status(Status.DOING)
+    assert updates[0] == "UPDATE tasks SET status='Doing'"
+    assert updates[1].startswith("UPDATE tasks SET status='Done', ready_time='") and updates[1].count("=") == 2
+    assert "UPDATE tasks SET status='Doing'" in updates[2:]  # tasks[1], in part
+    assert sum(u.startswith("UPDATE tasks SET change_id=") for u in updates[2:]) == 1  # tasks[2], whole
+    assert [_stored(db_path, tid)[0] for tid in tids] == ["Done", "Doing", "Doing"]
+    con = sqlite3.connect(db_path)
+    try:
+        rows = con.execute("SELECT id, change_id, status, data FROM tasks ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert rows == [(oid, cid, "Do", "{}"), (tids[0], cid, "Done", "{}"), (tids[1], cid, "Doing", "{}"),
+                    (tids[2], cid, "Doing", '{"url":"https://example.com/a"}')]
 
 
 def test_a_column_changed_and_changed_back_in_one_unit_is_stored_as_last_set(file_st: State, db_path: Path) -> None:

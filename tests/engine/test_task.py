@@ -7,6 +7,7 @@ import math
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -572,3 +573,28 @@ def test_task_methods_need_the_lock(st: State, call: Any) -> None:
         assert t.at_time is None
         assert t.progress() == ("", 0, 1)
         assert not t.is_clean()
+
+
+def test_tasks_without_data_share_nothing_once_one_is_given_some(file_st: State, db_path: Path) -> None:
+    # New tasks, and tasks read back holding no data, share one empty record of data until a value is set.
+    with file_st:
+        chg = file_st.new_change("install", "install a")
+        first, second, third = (file_st.new_task("download", f"get {i}") for i in range(3))
+        for t in (first, second, third):
+            chg.add_task(t)
+        first.set("url", "https://example.com/a")
+        assert not second.has("url") and second.keys() == [] and third.get("url", None) is None
+        ids = [first.id, second.id, third.id]
+    file_st.close()
+    again = State.open(db_path)
+    try:
+        with again:
+            loaded = [again.task(i) for i in ids]
+            assert [t.keys() if t is not None else None for t in loaded] == [["url"], [], []]
+            assert loaded[1] is not None and loaded[2] is not None
+            loaded[1].set("size", 3)
+            assert loaded[2].keys() == [] and loaded[1].get("size") == 3
+        with again:
+            assert [again.task(i).keys() for i in ids] == [["url"], ["size"], []]  # type: ignore[union-attr]
+    finally:
+        again.close()
