@@ -47,6 +47,8 @@ from .postgresql_sql import (
     CLAIM_DO,
     CLAIM_STARTED,
     CLAIM_UNDO,
+    CLAIMED_SHARED,
+    CLAIMED_WAITING,
     HELD,
     ID_BLOCK,
     LOCKED_IN_STATUS,
@@ -106,8 +108,13 @@ class PostgresStore(PostgresLink):
         todo = sorted(statuses)
         if self._read_only or not todo:
             return set()
-        rows, more = self._read_ahead((CHANGES_SHARED, (todo,)), {"waiting": (CHANGES_WAITING, (todo,))})
-        waiting = {r[0] for r in more["waiting"]}
+        shared = self._shared
+        if shared is not None and shared[0].issuperset(todo):
+            # Share-locked and checked with the claim (runnable_do), and held since: nothing to ask again.
+            rows, waiting = [r for r in shared[1] if r[0] in statuses], shared[2]
+        else:
+            rows, more = self._read_ahead((CHANGES_SHARED, (todo,)), {"waiting": (CHANGES_WAITING, (todo,))})
+            waiting = {r[0] for r in more["waiting"]}
         return {cid for cid, status, explicit, ready in rows
                 if status == statuses[cid] and explicit is None and ready is None and cid not in waiting}
 
@@ -285,11 +292,26 @@ class PostgresStore(PostgresLink):
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
             "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
             "waiting": (waiting.sql, waiting.args(())),
+            # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED).
+            "shared": (CLAIMED_SHARED, (self.runner_id,)),
+            "shared_waiting": (CLAIMED_WAITING, (self.runner_id,)),
         }, "write")
+        shared = more.pop("shared")
+        if shared:
+            self._note_shared(shared, {r[0] for r in more.pop("shared_waiting")})
         more["change_ids"] = {r[0] for r in more["changes"]}
         self._counted.update(more["change_ids"])
         self._ahead = more
         return self._claimed(rows)
+
+    def _note_shared(self, rows: list[Row], waiting: set[int]) -> None:
+        """_note_shared keeps what keep_changes asks of change rows share-locked early (held until the commit)."""
+        known = self._shared
+        if known is not None:  # (a second claim in the transaction: what both locked; a row's lock holds)
+            fresh = {r[0] for r in rows}
+            rows = [*rows, *(r for r in known[1] if r[0] not in fresh)]
+            waiting = waiting | (known[2] - fresh)
+        self._shared = ({r[0] for r in rows}, rows, waiting)
 
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo claims Undo tasks whose halt tasks are all ready, as runnable_do claims."""

@@ -61,6 +61,8 @@ class PostgresLink(SqlStore):
         self._queued: list[int] | None = None
         # The changes whose rows and task counts were read ahead in this transaction (not read again by a claim).
         self._counted: set[int] = set()
+        # Change rows this transaction share-locked with a claim: (ids, rows, those with tasks in Wait) (keep_changes).
+        self._shared: tuple[set[int], list[Row], set[int]] | None = None
         self._claims: set[int] = set()  # tasks this transaction claimed
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -134,6 +136,7 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._shared = None
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -353,6 +356,7 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._shared = None
         self._claims.clear()
 
     def rollback(self) -> None:
@@ -362,6 +366,7 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._shared = None
         self.notify = False
         self.notify_notices = False
         self._claims.clear()

@@ -108,6 +108,16 @@ CHANGES_SHARED = ("SELECT id, status, explicit_status, ready_time FROM changes W
 #: Which of the changes (%s: ids) have a task in Wait (read after CHANGES_SHARED, so as committed once it locked).
 CHANGES_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id = ANY (%s) "
                    f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
+# The changes in Doing of the Do tasks this transaction just claimed (%s: its runner; status still Do, the
+# runner recorded): a claim that moves them to Doing keeps their status, so their rows are share-locked with
+# the claim (CLAIM_DO), in its round trip, and checked as keep_changes checks them (Store.keep_changes).
+_CLAIMED_CHANGES = ("SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
+                    "AND status = 'Do'")
+CLAIMED_SHARED = (f"SELECT id, status, explicit_status, ready_time FROM changes WHERE status = 'Doing' "
+                  f"AND id IN ({_CLAIMED_CHANGES}) ORDER BY id FOR SHARE")
+CLAIMED_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id IN (SELECT id FROM changes WHERE "
+                   f"status = 'Doing' AND id IN ({_CLAIMED_CHANGES})) "
+                   f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
 
 
 def sqlstate(e: BaseException) -> str:

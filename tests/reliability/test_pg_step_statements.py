@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What a chain's step asks the PostgreSQL server: the change row's share lock comes with the claim of the next step.
+
+A step's unit of work records task n's outcome and claims task n+1 (the
+hand-on); its commit keeps the change's status (Doing), so the change's row
+is only share-locked (engine.shared). That lock, and the check keep_changes
+makes under it, travel with the claim's round trip (CLAIMED_SHARED): the
+commit sends nothing but the writes and the COMMIT. docs/performance.md,
+"## PostgreSQL".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine import Overlord, State, Status, Task
+from engine.store.postgresql_sql import CHANGES_LOCKED, CHANGES_SHARED, CLAIM_DO
+from engine.tomb import Tomb
+
+WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
+
+
+@pytest.fixture
+def overlord(pg_url: str) -> Iterator[Overlord]:
+    o = Overlord(url=pg_url, workers=1)
+    yield o
+    o.stop()
+    o.state.close()
+
+
+def _chain(st: State, n: int) -> Any:
+    with st:
+        chg = st.new_change("chain", f"{n} chained tasks")
+        prev = None
+        for i in range(n):
+            t = st.new_task("step", f"step {i + 1}")
+            if prev is not None:
+                t.wait_for(prev)
+            chg.add_task(t)
+            prev = t
+    return chg
+
+
+def _record_round_trips(store: Any) -> list[str]:
+    """_record_round_trips notes the first statement of every read ahead (a round trip) the store makes."""
+    seen: list[str] = []
+    read_ahead = store._read_ahead
+
+    def spy(first: tuple[str, Any], more: dict[str, Any], doing: str = "read") -> Any:
+        seen.append(first[0])
+        return read_ahead(first, more, doing)
+
+    store._read_ahead = spy
+    return seen
+
+
+def test_a_chain_step_share_locks_its_change_with_the_claim(overlord: Overlord) -> None:
+    """No step's commit makes a round trip of its own for the change's row: the claim brought its share lock."""
+    o = overlord
+    o.task_runner.add_handler("step", lambda task, tomb: None)
+    chg = _chain(o.state, 10)
+    seen = _record_round_trips(o.state._uow.store)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    with o.state:
+        assert chg.status is Status.DONE and all(t.status is Status.DONE for t in chg.tasks())
+    assert seen.count(CLAIM_DO) >= 10  # (a claim per step, by a pass or a hand-on)
+    assert CHANGES_SHARED not in seen, seen
+    # Settled under the exclusive lock only where the status moved: Do -> Doing at the first claim, then Done.
+    assert seen.count(CHANGES_LOCKED) <= 3, seen
+
+
+def test_a_step_whose_outcome_moves_the_status_still_settles_the_change(overlord: Overlord) -> None:
+    """A step that fails after the claim share-locked the change (the next step claimed by another pass) still
+    settles it: the change goes to Error, its status and ready time exact."""
+    o = overlord
+    o.task_runner.add_handler("step", lambda task, tomb: None)
+
+    def fail(task: Task, tomb: Tomb) -> None:
+        raise RuntimeError("boom")
+
+    o.task_runner.add_handler("fail", fail)
+    with o.state:
+        chg = o.state.new_change("c", "a chain, then a failure beside a step")
+        first = o.state.new_task("step", "first")
+        chg.add_task(first)
+        for i in range(3):
+            t = o.state.new_task("step", f"after {i}")
+            t.wait_for(first)
+            chg.add_task(t)
+        bad = o.state.new_task("fail", "fails")
+        bad.wait_for(first)
+        chg.add_task(bad)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    with o.state:
+        assert chg.status is Status.ERROR
+        assert bad.status is Status.ERROR
+        assert chg.ready_time is not None
