@@ -48,7 +48,6 @@ from .postgresql_sql import (
     CLAIM_STARTED,
     CLAIM_UNDO,
     CLAIMED_SHARED,
-    CLAIMED_WAITING,
     HELD,
     ID_BLOCK,
     LOCKED_IN_STATUS,
@@ -291,14 +290,14 @@ class PostgresStore(PostgresLink):
         rows, more = self._read_ahead((CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
             "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
-            "waiting": (waiting.sql, waiting.args(())),
-            # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED).
+            # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED);
+            # the changes with tasks in Wait are read after it, so as committed once the rows are share-locked.
             "shared": (CLAIMED_SHARED, (self.runner_id,)),
-            "shared_waiting": (CLAIMED_WAITING, (self.runner_id,)),
+            "waiting": (waiting.sql, waiting.args(())),
         }, "write")
         shared = more.pop("shared")
         if shared:
-            self._note_shared(shared, {r[0] for r in more.pop("shared_waiting")})
+            self._note_shared(shared, {r[0] for r in more["waiting"]})
         more["change_ids"] = {r[0] for r in more["changes"]}
         self._counted.update(more["change_ids"])
         self._ahead = more

@@ -54,9 +54,12 @@ class PostgresForms:
 CATALOG = Catalog(PGDialect_psycopg(paramstyle="format"), PostgresForms())  # type: ignore[no-untyped-call]
 _RECOUNT = CATALOG["recount_blockers"]
 #: The blockers recount of tasks (%s: ids), and of those waiting for others (%s: ids), in one statement.
+#: (The ids as one array, = ANY (ARRAY(...)): with `id = ANY (%s) OR id IN (SELECT ...)` the planner scanned
+#: every task of the table, at every outcome: W1's largest cost on the server with 2 hosts.)
 RECOUNT_HALTED = _RECOUNT.sql.replace(
     f"tasks.id IN ({_RECOUNT.token})",
-    "(tasks.id = ANY (%s) OR tasks.id IN (SELECT task_id FROM task_dependencies WHERE wait_task_id = ANY (%s)))")
+    "tasks.id = ANY (ARRAY(SELECT unnest(%s::bigint[]) UNION SELECT task_id FROM task_dependencies "
+    "WHERE wait_task_id = ANY (%s::bigint[])))")
 assert _RECOUNT.sql != RECOUNT_HALTED and _RECOUNT.slots == (0,)
 
 _T = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
@@ -110,14 +113,12 @@ CHANGES_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id = ANY (
                    f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
 # The changes in Doing of the Do tasks this transaction just claimed (%s: its runner; status still Do, the
 # runner recorded): a claim that moves them to Doing keeps their status, so their rows are share-locked with
-# the claim (CLAIM_DO), in its round trip, and checked as keep_changes checks them (Store.keep_changes).
+# the claim (CLAIM_DO), in its round trip, and checked as keep_changes checks them (Store.keep_changes): the
+# changes with tasks in Wait are read after them in the same round trip.
 _CLAIMED_CHANGES = ("SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
                     "AND status = 'Do'")
 CLAIMED_SHARED = (f"SELECT id, status, explicit_status, ready_time FROM changes WHERE status = 'Doing' "
                   f"AND id IN ({_CLAIMED_CHANGES}) ORDER BY id FOR SHARE")
-CLAIMED_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id IN (SELECT id FROM changes WHERE "
-                   f"status = 'Doing' AND id IN ({_CLAIMED_CHANGES})) "
-                   f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
 
 
 def sqlstate(e: BaseException) -> str:
