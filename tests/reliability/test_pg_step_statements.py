@@ -128,3 +128,26 @@ def test_the_blockers_recount_finds_its_tasks_by_index(pg_url: str) -> None:
         conn.execute("SET enable_seqscan = off")  # (a table this small is cheaper to scan: ask for what indexes do)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + RECOUNT_HALTED, ([tid], [tid])))
     assert "Seq Scan on tasks" not in plan, plan
+
+
+def test_a_bulk_submit_has_the_server_analyze_the_tasks(pg_url: str) -> None:
+    """A commit that inserted a thousand tasks or more has the tables analyzed at once: the planner then knows
+    their size (until autovacuum's turn, it went through every Do task to find the ones a runner leases)."""
+    st = State.open(url=pg_url)
+    try:
+        with _connect(pg_url) as conn:
+            def analyzed() -> object:
+                row = conn.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'tasks'").fetchone()
+                return row[0] if row else None
+
+            with st:
+                chg = st.new_change("c", "a few")
+                chg.add_task(st.new_task("k", "one"))
+            assert analyzed() is None
+            with st:
+                chg = st.new_change("c", "a thousand")
+                for i in range(1000):
+                    chg.add_task(st.new_task("k", f"task {i}"))
+            assert analyzed() is not None
+    finally:
+        st.close()
