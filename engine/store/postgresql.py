@@ -55,7 +55,7 @@ from .postgresql_sql import (
     NOTICE_CHANNEL,
     NOW,
     RECOUNT_HALTED,
-    TASKS_LOCKED,
+    TASKS_LOCKED_RUNNER,
     WAITING_AND_QUEUED,
 )
 from .statements import NOTICE_COLUMNS
@@ -143,12 +143,13 @@ class PostgresStore(PostgresLink):
         of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
         ahead = {
             "graph": (GRAPH_OF, (todo, todo, todo)),  # (each statement in a pipeline costs the client ~0.1 ms)
-            "runners": ("SELECT id, runner FROM tasks WHERE id = ANY (%s)", (todo,)),
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
             "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
             "flags": (WAITING_AND_QUEUED, ()),
         }
-        rows, more = self._read_ahead((TASKS_LOCKED, (todo,)), ahead)
+        held, more = self._read_ahead((TASKS_LOCKED_RUNNER, (todo,)), ahead)
+        rows: list[Row] = [r[:-1] for r in held]
+        more["runners"] = [(r[0], r[-1]) for r in held]
         graph, flags = more.pop("graph"), more.pop("flags")
         more["edges"] = [(a, b) for what, a, b in graph if what == "e"]
         more["lanes"] = [(a, b) for what, a, b in graph if what == "l"]

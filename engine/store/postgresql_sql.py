@@ -103,6 +103,9 @@ LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change
 # FOR KEY SHARE on the change row (also for a task row this transaction wrote before), and two units
 # of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
 TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+#: TASKS_LOCKED with the lease holder (runner) after the task's columns: a statement fewer than reading it apart.
+TASKS_LOCKED_RUNNER = TASKS_LOCKED.replace(" FROM tasks ", ", runner FROM tasks ", 1)
+assert TASKS_LOCKED_RUNNER != TASKS_LOCKED
 CHANGES_LOCKED = f"SELECT {CHANGE_LIST} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
 # Change rows a unit of work keeps the status of (engine.shared): share-locked, so that units of work on one
 # change commit side by side, and one that settles the change (FOR NO KEY UPDATE) waits for them all.
