@@ -140,14 +140,15 @@ def test_a_bulk_submit_has_the_server_analyze_the_tasks(pg_url: str) -> None:
                 row = conn.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'tasks'").fetchone()
                 return row[0] if row else None
 
+            before = analyzed()  # (a database reused from an earlier test may have been analyzed already)
             with st:
                 chg = st.new_change("c", "a few")
                 chg.add_task(st.new_task("k", "one"))
-            assert analyzed() is None
+            assert analyzed() == before
             with st:
                 chg = st.new_change("c", "a thousand")
                 for i in range(1000):
                     chg.add_task(st.new_task("k", f"task {i}"))
-            assert analyzed() is not None
+            assert analyzed() not in (None, before)
     finally:
         st.close()
