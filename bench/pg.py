@@ -10,9 +10,10 @@ processes (each an Overlord on the database, its handlers registered, waiting fo
 gives the go, and takes the time from the go to the (last) change's ready time; then it
 stops them. The baseline, on the same server and in the same run,
 is psycopg alone: single-row UPDATE + COMMIT, one connection (what one synced commit costs).
-The runs go round by round, each process count once in every round (so that a spell of a
-shared machine meets them all), and the ratio of the process counts is printed for each round
-beside the ratio of the medians. Figures are the median of the runs; nothing is asserted.
+The runs go round by round, the baseline and each process count once in every round (so that a
+spell of a shared machine meets them all), and the ratios of the process counts, and of one
+process to the round's own baseline, are printed for each round beside the ratio of the medians.
+Figures are the median of the runs; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -208,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             # Round by round, every process count once in each (a spell of the shared machine meets them all).
             rates: dict[int, list[float]] = {n: [] for n in procs}
             submits: dict[int, list[float]] = {n: [] for n in procs}
+            bases: list[float] = []
             for _ in range(runs):
+                bases.append(baseline(dsn, commits))  # (this round's own: the disk's rate moves by minutes)
                 for n in procs:
                     db = cluster.new_database(template=template)
                     r = one_run(cluster.url(db), tasks, chained, n, args.workers, tmp, 600, changes)
@@ -224,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"process{'es' if n > 1 else ''}: {figures[f'{key}.tasks_per_s']:,.0f} tasks/s "
                       f"({', '.join(f'{x:,.0f}' for x in rates[n])}); submit {figures[f'{key}.submit_s']:.3f} s",
                       flush=True)
+            rounds = [r / b for r, b in zip(rates[procs[0]], bases, strict=True)]
+            figures[f"{name}.procs{procs[0]}.vs_round_baseline"] = rounds
+            print(f"{name}: {procs[0]} process{'es' if procs[0] > 1 else ''} / the round's baseline in each round: "
+                  f"{', '.join(f'{x:.2f}x ({b:,.0f} commits/s)' for x, b in zip(rounds, bases, strict=True))}; "
+                  f"median {statistics.median(rounds):.2f}x", flush=True)
             for n in procs[1:]:
                 rounds = [m / o for m, o in zip(rates[n], rates[procs[0]], strict=True)]
                 figures[f"{name}.procs{n}.vs_first_rounds"] = rounds

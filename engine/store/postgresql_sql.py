@@ -54,9 +54,12 @@ class PostgresForms:
 CATALOG = Catalog(PGDialect_psycopg(paramstyle="format"), PostgresForms())  # type: ignore[no-untyped-call]
 _RECOUNT = CATALOG["recount_blockers"]
 #: The blockers recount of tasks (%s: ids), and of those waiting for others (%s: ids), in one statement.
+#: (The ids as one array, = ANY (ARRAY(...)): with `id = ANY (%s) OR id IN (SELECT ...)` the planner scanned
+#: every task of the table, at every outcome: W1's largest cost on the server with 2 hosts.)
 RECOUNT_HALTED = _RECOUNT.sql.replace(
     f"tasks.id IN ({_RECOUNT.token})",
-    "(tasks.id = ANY (%s) OR tasks.id IN (SELECT task_id FROM task_dependencies WHERE wait_task_id = ANY (%s)))")
+    "tasks.id = ANY (ARRAY(SELECT unnest(%s::bigint[]) UNION SELECT task_id FROM task_dependencies "
+    "WHERE wait_task_id = ANY (%s::bigint[])))")
 assert _RECOUNT.sql != RECOUNT_HALTED and _RECOUNT.slots == (0,)
 
 _T = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
@@ -100,6 +103,9 @@ LOCKED_IN_STATUS = (f"SELECT {_T} FROM tasks t JOIN changes c ON c.id = t.change
 # FOR KEY SHARE on the change row (also for a task row this transaction wrote before), and two units
 # of work each holding that and waiting for FOR UPDATE deadlocked (found by bench/pg.py with 2 hosts).
 TASKS_LOCKED = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
+#: TASKS_LOCKED with the lease holder (runner) after the task's columns: a statement fewer than reading it apart.
+TASKS_LOCKED_RUNNER = TASKS_LOCKED.replace(" FROM tasks ", ", runner FROM tasks ", 1)
+assert TASKS_LOCKED_RUNNER != TASKS_LOCKED
 CHANGES_LOCKED = f"SELECT {CHANGE_LIST} FROM changes WHERE id = ANY (%s) ORDER BY id FOR NO KEY UPDATE"
 # Change rows a unit of work keeps the status of (engine.shared): share-locked, so that units of work on one
 # change commit side by side, and one that settles the change (FOR NO KEY UPDATE) waits for them all.
@@ -108,6 +114,24 @@ CHANGES_SHARED = ("SELECT id, status, explicit_status, ready_time FROM changes W
 #: Which of the changes (%s: ids) have a task in Wait (read after CHANGES_SHARED, so as committed once it locked).
 CHANGES_WAITING = ("SELECT DISTINCT change_id FROM tasks WHERE change_id = ANY (%s) "
                    f"AND {_UNREADY.replace('t.', '')} AND status = 'Wait'")
+# The changes in Doing of the Do tasks this transaction just claimed (%s: its runner; status still Do, the
+# runner recorded): a claim that moves them to Doing keeps their status, so their rows are share-locked with
+# the claim (CLAIM_DO), in its round trip, and checked as keep_changes checks them (Store.keep_changes): the
+# changes with tasks in Wait are read after them in the same round trip.
+_CLAIMED_CHANGES = ("SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
+                    "AND status = 'Do'")
+CLAIMED_SHARED = (f"SELECT id, status, explicit_status, ready_time FROM changes WHERE status = 'Doing' "
+                  f"AND id IN ({_CLAIMED_CHANGES}) ORDER BY id FOR SHARE")
+
+# What a unit of work reads ahead with the tasks it locks (PostgresStore.task_rows), fewer statements for the same
+# rows: the edges with an end in the tasks and their lanes (%s: ids, three times), tagged 'e' and 'l'; the changes
+# with tasks in Wait and those still queued, tagged 'w' and 'q'.
+GRAPH_OF = ("SELECT 'e', task_id, wait_task_id FROM task_dependencies WHERE task_id = ANY (%s) "
+            "UNION SELECT 'e', task_id, wait_task_id FROM task_dependencies WHERE wait_task_id = ANY (%s) "
+            "UNION ALL SELECT 'l', task_id, lane FROM task_lanes WHERE task_id = ANY (%s)")
+WAITING_AND_QUEUED = (f"SELECT 'w', change_id FROM ({CATALOG['changes_with_waiting_tasks'].sql}) w "
+                      f"UNION ALL SELECT 'q', change_id FROM ({CATALOG['queued_changes'].sql}) q")
+assert not CATALOG["changes_with_waiting_tasks"].slots and not CATALOG["queued_changes"].slots
 
 
 def sqlstate(e: BaseException) -> str:

@@ -26,9 +26,12 @@ def test_quick_run_produces_every_figure(pg_cluster: pgcluster.Cluster, tmp_path
 
 
 def test_the_process_counts_take_turns_round_by_round(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
-    """Each round runs every process count once, and its ratio is kept beside the ratio of the medians."""
+    """Each round runs the baseline and every process count once, and their ratios are kept beside the ratio of
+    the medians."""
     out = tmp_path / "pg.json"
     assert main(["--runs", "2", "--only", "w2", "--procs", "1,2", "--sizes", "40,5,20", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     rounds = figures["w2.procs2.vs_first_rounds"]
     assert len(rounds) == 2 and all(r > 0 for r in rounds)
+    to_base = figures["w2.procs1.vs_round_baseline"]
+    assert len(to_base) == 2 and all(r > 0 for r in to_base)
