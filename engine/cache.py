@@ -86,6 +86,15 @@ class RecordCache:
             out.append(rec)
         return out
 
+    def rows_of(self, ids: list[int]) -> list[tuple[Any, ...]]:
+        """rows_of is the rows of tasks ids for merge_task_rows: (id,) for a cached one, the others read at once."""
+        cache = self.tasks
+        missing = [i for i in ids if i not in cache]
+        if not missing:
+            return [(i,) for i in ids]
+        read = {row[0]: row for row in self.store.task_rows(missing)}
+        return [read.get(i, (i,)) for i in ids if i in cache or i in read]
+
     def readable(self, what: str, ids: list[int]) -> list[int]:
         """readable loads the changes (what="change") or tasks of ids; it returns the ids that could be read.
 

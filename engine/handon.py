@@ -79,6 +79,8 @@ class HandOn:
 
         def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None: ...
 
+        def _runnable_do(self) -> Callable[[int, int], list[tuple[Any, ...]]]: ...
+
     def set_hand_on(self, enabled: bool) -> None:
         """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
 
@@ -109,11 +111,11 @@ class HandOn:
                 return False
             runs = dict(self._r.runs)
         store = w.store
-        queries = []
+        queries: list[tuple[Callable[[int, int], list[tuple[Any, ...]]], None]] = []
         if Status.UNDONE in w.changeset.unblocked:
             queries.append((store.runnable_undo, None))
         if Status.DONE in w.changeset.unblocked:
-            queries.append((store.runnable_do, None))
+            queries.append((self._runnable_do(), None))
         if not queries:
             return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
         if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them

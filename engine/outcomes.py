@@ -17,8 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import tenacity
-
+from .commitretry import retry_while_kept
 from .errors import (
     DatabaseConflictError,
     DatabaseCorruptError,
@@ -27,7 +26,6 @@ from .errors import (
     NotFoundError,
     Retry,
     Wait,
-    keeps_work,
 )
 from .events import EventWait
 from .ledger import HooksGuarded, Ledger, Ran
@@ -42,6 +40,9 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger("engine.taskrunner")
+
+#: FAN_IN_S bounds how long a worker whose kept run finished waits for the outcomes of the runs started with it.
+FAN_IN_S = 0.002
 
 
 class OutcomeRecorder:
@@ -87,14 +88,28 @@ class OutcomeRecorder:
                 if self._r.runs.get(run.tid) is run:
                     del self._r.runs[run.tid]
                 return None
+            fan = self._r.fan
+            if fan:
+                fan.discard(run.tid)
             self._r.outcomes.append(run)
-            if not inline or self._r.recording:
+            if self._r.recording:
+                if self._r.fan_waiting and not fan:
+                    self._r.fan_in.notify()
+                return None  # the thread recording takes it before it stops (_take): nobody else to wake
+            if not inline:
                 self._r.have_outcomes.notify()
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._record_loop, name="engine-recorder", daemon=True)
                     self._thread.start()
                 return None
             self._r.recording = True
+            if fan and inline:
+                # The others started with it wait for the GIL this thread held to run its handler: their
+                # outcomes are recorded with its own, in one transaction (bounded: one may run long).
+                self._r.fan_waiting = True
+                self._r.fan_in.wait_for(lambda: not fan or self._r.abandoned, FAN_IN_S)
+                self._r.fan_waiting = False
+                fan.clear()
         return self._lead()
 
     def _lead(self) -> Run | None:
@@ -107,11 +122,19 @@ class OutcomeRecorder:
             if kept is not None:
                 self._start_run(kept)  # more outcomes came: not held back while they are recorded
                 kept = None
+            others = []
             for run in self._record_batch(batch):
                 if kept is None and run.phase != "cleanup" and not run.is_async:
                     kept = run
                 else:
-                    self._start_run(run)
+                    others.append(run)
+            with self._r.lock:  # (before they start: one may report at once)
+                self._r.fan.clear()
+                if kept is not None and others:
+                    self._r.fan.add(kept.tid)
+                    self._r.fan.update(run.tid for run in others if not run.is_async)
+            for run in others:
+                self._start_run(run)
 
     def _take(self) -> list[Run] | None:
         """_take takes the outcomes to record (None: none left, and this thread no longer records)."""
@@ -124,6 +147,14 @@ class OutcomeRecorder:
             batch, self._r.outcomes = self._r.outcomes, []
             self._r.uncommitted += len(batch)
             return batch
+
+    def _take_late(self, batch: list[Run]) -> None:
+        """_take_late adds to batch the outcomes reported while it took the state lock (which lets them run)."""
+        with self._r.lock:
+            if self._r.outcomes and not self._r.abandoned:
+                late, self._r.outcomes = self._r.outcomes, []
+                self._r.uncommitted += len(late)
+                batch += late
 
     def _record_batch(self, batch: list[Run]) -> list[Run]:
         """_record_batch commits a batch of outcomes; it returns the runs claimed with them, to start."""
@@ -207,6 +238,7 @@ class OutcomeRecorder:
                 with self._st:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
+                        self._take_late(batch)
                         self._want_pass = False
                         if all(run.own_done and run.outcome is None for run in batch):
                             # Their handlers committed their Done: this unit records no status, only each
@@ -288,41 +320,8 @@ class OutcomeRecorder:
         started.clear()
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
-        """_retry_while_kept runs fn until it is not refused by a busy or full database."""
-        def retryable(e: BaseException) -> bool:
-            return keeps_work(e) or isinstance(e, DatabaseConflictError)
-
-        # The first attempt runs without the policy (building it costs more than a commit's Python);
-        # a refused one is handed to the policy as its first attempt, not run again.
-        try:
-            fn()
-            return
-        except BaseException as e:
-            if not retryable(e):
-                raise
-            first: BaseException | None = e
-
-        def attempt() -> None:
-            nonlocal first
-            if first is not None:
-                refused, first = first, None
-                raise refused
-            fn()
-
-        def wait(rs: tenacity.RetryCallState) -> float:
-            # A conflict with another host clears in milliseconds; a busy or full database takes longer.
-            conflict = rs.outcome is not None and isinstance(rs.outcome.exception(), DatabaseConflictError)
-            return float(min(30.0, (0.01 if conflict else 0.5) * 2 ** min(rs.attempt_number, 12)))
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(retryable),
-            wait=wait,
-            stop=lambda rs: self._r.abandoned,
-            before_sleep=lambda rs: log.error("cannot commit task outcomes, retrying: %s",
-                                              rs.outcome.exception() if rs.outcome else "?"),
-            reraise=True,
-        )
-        retrying(attempt)
+        """_retry_while_kept runs fn until it is not refused by a busy or full database (or the runner gives up)."""
+        retry_while_kept(fn, lambda: self._r.abandoned)
 
     def _commit_alone(self, run: Run) -> None:
         """_commit_alone records one outcome in its own transaction; failing that, fails its task."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import DatabaseCorruptError, NotFoundError, TaskDependencyCycleError
@@ -191,6 +192,13 @@ class RunnerGuards:
             if not self._change_sound(cid, tid):
                 continue  # reported, with its change: the change is what cannot go on
             self._load(row)  # (the change read whole: report the task itself)
+
+    def _runnable_do(self) -> Callable[[int, int], list[tuple[Any, ...]]]:
+        """_runnable_do is the query of runnable Do tasks: a single writer reads the ids, and the rows it lacks."""
+        store, records = self._w.store, self._w.records
+        if store.shared:
+            return store.runnable_do
+        return lambda after, limit: records.rows_of(store.runnable_do_ids(after, limit))
 
     def _load(self, row: tuple[Any, ...]) -> TaskRec | None:
         """_load reads a candidate row; a damaged one is reported once and skipped."""

@@ -116,6 +116,11 @@ class Runs:
         self.uncommitted = 0
         #: recording: a thread (the recorder's, or a worker's after its handler) is recording outcomes.
         self.recording = False
+        #: fan: the sync runs a recording worker claimed together (one kept, the others started), not reported
+        #: yet; fan_in is notified when the last of them reports to a worker waiting for them (engine.outcomes).
+        self.fan: set[int] = set()
+        self.fan_in = threading.Condition(self.lock)
+        self.fan_waiting = False
         self.stopped = False
         self.stopping = False
         #: abandoned: stop() gave up on handlers that did not return.

@@ -257,7 +257,7 @@ class TaskRunner(RunnerGuards, HandOn):
         candidates = (
             (lambda after, n: store.started_tasks(after, n), lambda: PAGE),
             (store.runnable_undo, None),
-            (store.runnable_do, None),
+            (self._runnable_do(), None),
         )
         free, next_time = self._claim_from(candidates, runs, started, running, free, now, held)
         if self._leases is not None:

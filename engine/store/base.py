@@ -212,6 +212,9 @@ class Store(Protocol):
     def runnable_do(self, after_id: int, limit: int) -> list[Row]:
         """runnable_do pages through Do tasks whose wait tasks are all Done."""
 
+    def runnable_do_ids(self, after_id: int, limit: int) -> list[int]:
+        """runnable_do_ids is runnable_do's ids alone (a single writer's: no claim)."""
+
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo pages through Undo tasks whose halt tasks are all ready."""
 

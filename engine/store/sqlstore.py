@@ -236,6 +236,10 @@ class SqlStore:
         """runnable_do pages through Do tasks whose wait tasks are all Done."""
         return self.query(self.sql["runnable_do"], (after_id, limit))
 
+    def runnable_do_ids(self, after_id: int, limit: int) -> list[int]:
+        """runnable_do_ids is runnable_do's ids alone."""
+        return [r[0] for r in self.query(self.sql["runnable_do_ids"], (after_id, limit))]
+
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo pages through Undo tasks whose halt tasks are all ready."""
         return self.query(self.sql["runnable_undo"], (after_id, limit))

@@ -253,6 +253,11 @@ STATEMENTS: list[Sql] = [
         text(RUNNABLE_PREDICATE), _t.c.change_id.is_not(None), _t.c.id > _b("after"),
         ~exists().where(_d.c.task_id == _t.c.id, _w.c.id == _d.c.wait_task_id, _w.c.status != _s("Done")))
         .order_by(_t.c.id).limit(_b("limit")), _t, "ix_tasks_runnable"), ("after", "limit")),
+    # The same, ids only: a single writer's runner takes the rows its cache holds from the cache.
+    Sql("runnable_do_ids", lambda f: f.hint(select(_t.c.id).where(
+        text(RUNNABLE_PREDICATE), _t.c.change_id.is_not(None), _t.c.id > _b("after"),
+        ~exists().where(_d.c.task_id == _t.c.id, _w.c.id == _d.c.wait_task_id, _w.c.status != _s("Done")))
+        .order_by(_t.c.id).limit(_b("limit")), _t, "ix_tasks_runnable"), ("after", "limit")),
     Sql("runnable_undo", lambda f: _task_select(_t).where(
         UNREADY, _t.c.status == _s("Undo"), _t.c.change_id.is_not(None), _t.c.id > _b("after"),
         ~exists().where(_d.c.wait_task_id == _t.c.id, _h.c.id == _d.c.task_id, text(unready_predicate("h."))))
