@@ -89,7 +89,7 @@ class StateEngine:
                     try:
                         start_up()
                     except Exception as e:
-                        log.warning("state start-up error in %r: %s", m, e)
+                        log.warning("state start-up error in %s: %s", type(m).__name__, e)
                         errors.append(e)
         if errors:
             raise EnsureError(errors, "startup")
@@ -110,7 +110,7 @@ class StateEngine:
                 m.ensure()
             except Exception as e:
                 if not isinstance(e, DatabaseReplacedError):  # that one the store said, once
-                    log.warning("state ensure error in %r: %s", m, e)
+                    log.warning("state ensure error in %s: %s", type(m).__name__, e)
                 errors.append(e)
             t1 = time.perf_counter()
             durations.append((type(m).__name__, t1 - t0))

@@ -106,7 +106,7 @@ def test_ensure(st: State) -> None:
     assert calls == ["ensure:mgr1", "ensure:plain", "ensure:mgr2"] * 2
 
 
-def test_ensure_error(st: State) -> None:
+def test_ensure_error(st: State, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
     err1, err3 = RuntimeError("boom1"), ValueError("boom3")
     se = engine_with(st, FakeManager("mgr1", calls, ensure_error=err1), FakeManager("mgr2", calls),
@@ -121,6 +121,9 @@ def test_ensure_error(st: State) -> None:
     text = str(info.value)
     assert "boom1" in text and "boom3" in text
     assert isinstance(info.value, EngineError)
+    # The log names each failing manager by its class, not by an object address.
+    warned = [r.getMessage() for r in caplog.records if r.name == "engine.stateengine"]
+    assert warned == ["state ensure error in FakeManager: boom1", "state ensure error in FakeManager: boom3"]
 
 
 def test_wait(st: State) -> None:
