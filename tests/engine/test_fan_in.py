@@ -13,8 +13,8 @@ import pytest
 
 import engine.outcomes
 from engine import Change, Overlord, Status, Task
-from engine.session import session_of
 from engine.tomb import Tomb
+from tests.support.helpers import count_writes
 
 TIMEOUT = 30.0
 
@@ -57,16 +57,7 @@ def test_the_outcomes_of_tasks_claimed_together_are_one_transaction(overlord: Ov
     """The leaves the root's outcome claimed (one run by that worker, the others started) end Done in one commit."""
     o = overlord
     monkeypatch.setattr(engine.outcomes, "FAN_IN_S", TIMEOUT)  # whatever the machine's load: all of them
-    store = session_of(o.state).uow.store
-    writes: list[bool] = []
-    begin = store.begin_write
-
-    def counted(relaxed: bool = False) -> None:
-        if not store.in_write:
-            writes.append(relaxed)
-        begin(relaxed=relaxed)
-
-    monkeypatch.setattr(store, "begin_write", counted)
+    writes = count_writes(o.state, monkeypatch)  # per write transaction: relaxed (committed without its own sync)
     done_at: dict[str, int] = {}  # leaf's id -> the write transactions begun before it became Done
 
     def hook(task: Task, old: Status, new: Status) -> None:

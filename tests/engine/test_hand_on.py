@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine import Change, Overlord, Status, Task, Wait
-from engine.session import session_of
 from engine.tomb import Tomb
+from tests.support.helpers import count_writes
 
 TIMEOUT = 30.0
 
@@ -384,16 +384,7 @@ def test_a_handler_finishing_another_task_too_wakes_the_loop(overlord: Overlord)
 def test_a_self_finishing_chain_syncs_one_commit_a_step(overlord: Overlord, monkeypatch: pytest.MonkeyPatch) -> None:
     """The handler's block is the step's one synced commit; its outcome (the run's time, the next claim) is relaxed."""
     o = overlord
-    store = session_of(o.state).uow.store
-    writes: list[bool] = []  # per write transaction: relaxed (committed without its own sync)
-    begin = store.begin_write
-
-    def counted(relaxed: bool = False) -> None:
-        if not store.in_write:
-            writes.append(relaxed)
-        begin(relaxed=relaxed)
-
-    monkeypatch.setattr(store, "begin_write", counted)
+    writes = count_writes(o.state, monkeypatch)  # per write transaction: relaxed (committed without its own sync)
     ran: list[int] = []
     marks: list[int] = []  # the write transactions begun before each step's handler started
 

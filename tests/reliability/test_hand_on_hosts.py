@@ -6,15 +6,12 @@ are one transaction; what a host leaves for want of workers wakes the other host
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import psycopg
-import pytest
-from sqlalchemy.engine import make_url
-
-from engine import Change, Overlord, State, Status, Task
+from engine import Overlord, State, Status, Task
 from engine.store.postgresql import CHANNEL
 from engine.tomb import Tomb
+from tests.support.helpers import chain_change
+from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
 
@@ -29,44 +26,12 @@ class Passes:
         self.count += 1
 
 
-@pytest.fixture
-def overlord(pg_url: str) -> Iterator[Overlord]:
-    o = Overlord(url=pg_url, workers=1)
-    yield o
-    o.stop()
-    o.state.close()
-
-
-def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    u = make_url(url)
-    return psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
-
-
-def _chain(st: State, n: int, then: int = 0) -> Change:
-    """_chain adds a change of n chained steps, then `then` tasks waiting for the last step."""
-    with st:
-        chg = st.new_change("chain", f"{n} chained tasks")
-        prev = None
-        for i in range(n):
-            t = st.new_task("step", f"step {i + 1}")
-            if prev is not None:
-                t.wait_for(prev)
-            chg.add_task(t)
-            prev = t
-        for i in range(then):
-            t = st.new_task("fan", f"fan {i + 1}")
-            assert prev is not None
-            t.wait_for(prev)
-            chg.add_task(t)
-    return chg
-
-
 def test_a_chain_steps_on_without_ensure_passes_and_with_its_lease(overlord: Overlord, pg_url: str) -> None:
     """Each step is claimed, lease and all, by the commit that records the step before: no pass in between."""
     o = overlord
     passes = Passes()
     o.add_manager(passes)
-    reader = _connect(pg_url)
+    reader = connect(pg_url)
     during: list[int] = []
     seen: list[tuple[str, bool, str]] = []
 
@@ -81,7 +46,7 @@ def test_a_chain_steps_on_without_ensure_passes_and_with_its_lease(overlord: Ove
         seen.append((str(row[0]), bool(row[1]), str(row[2])))
 
     o.task_runner.add_handler("step", step)
-    chg = _chain(o.state, 20)
+    chg = chain_change(o.state, 20)
     o.loop()
     try:
         assert chg.wait_ready(WAIT)
@@ -101,7 +66,7 @@ def test_a_self_finishing_chain_steps_on_without_ensure_passes(overlord: Overlor
     o = overlord
     passes = Passes()
     o.add_manager(passes)
-    reader = _connect(pg_url)
+    reader = connect(pg_url)
     during: list[int] = []
     leased: list[bool] = []
 
@@ -117,7 +82,7 @@ def test_a_self_finishing_chain_steps_on_without_ensure_passes(overlord: Overlor
             task.set_status(Status.DONE)
 
     o.task_runner.add_handler("step", step)
-    chg = _chain(o.state, 20)
+    chg = chain_change(o.state, 20)
     o.loop()
     try:
         assert chg.wait_ready(WAIT)
@@ -135,7 +100,7 @@ def test_a_hand_on_that_leaves_work_for_want_of_workers_wakes_the_other_hosts(ov
     """One worker, a step followed by a fan-out of three: one is handed on here, the commit notifies the others."""
     o = overlord
     listening, notified, release = threading.Event(), threading.Event(), threading.Event()
-    listener = _connect(pg_url)
+    listener = connect(pg_url)
     stop = threading.Event()
 
     def listen() -> None:
@@ -154,7 +119,7 @@ def test_a_hand_on_that_leaves_work_for_want_of_workers_wakes_the_other_hosts(ov
 
     o.task_runner.add_handler("step", step)
     o.task_runner.add_handler("fan", lambda task, tomb: release.wait(WAIT) and None)
-    chg = _chain(o.state, 1, then=3)
+    chg = chain_change(o.state, 1, then=3)
     o.loop()
     try:
         assert notified.wait(WAIT), "the commit that handed on one of three tasks did not wake the other hosts"

@@ -11,44 +11,15 @@ commit sends nothing but the writes and the COMMIT. docs/performance.md,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import psycopg
-import pytest
-from sqlalchemy.engine import make_url
 
 from engine import Overlord, State, Status, Task
 from engine.store.postgresql_sql import CHANGES_LOCKED, CHANGES_SHARED, CLAIM_DO, RECOUNT_HALTED
 from engine.tomb import Tomb
+from tests.support.helpers import chain_change
+from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
-
-
-@pytest.fixture
-def overlord(pg_url: str) -> Iterator[Overlord]:
-    o = Overlord(url=pg_url, workers=1)
-    yield o
-    o.stop()
-    o.state.close()
-
-
-def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    u = make_url(url)
-    return psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
-
-
-def _chain(st: State, n: int) -> Any:
-    with st:
-        chg = st.new_change("chain", f"{n} chained tasks")
-        prev = None
-        for i in range(n):
-            t = st.new_task("step", f"step {i + 1}")
-            if prev is not None:
-                t.wait_for(prev)
-            chg.add_task(t)
-            prev = t
-    return chg
 
 
 def _record_round_trips(store: Any) -> list[str]:
@@ -68,7 +39,7 @@ def test_a_chain_step_share_locks_its_change_with_the_claim(overlord: Overlord) 
     """No step's commit makes a round trip of its own for the change's row: the claim brought its share lock."""
     o = overlord
     o.task_runner.add_handler("step", lambda task, tomb: None)
-    chg = _chain(o.state, 10)
+    chg = chain_change(o.state, 10)
     seen = _record_round_trips(o.state._uow.store)
     o.loop()
     assert chg.wait_ready(WAIT)
@@ -124,7 +95,7 @@ def test_the_blockers_recount_finds_its_tasks_by_index(pg_url: str) -> None:
             tid = int(a.id)
     finally:
         st.close()
-    with _connect(pg_url) as conn:
+    with connect(pg_url) as conn:
         conn.execute("SET enable_seqscan = off")  # (a table this small is cheaper to scan: ask for what indexes do)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + RECOUNT_HALTED, ([tid], [tid])))
     assert "Seq Scan on tasks" not in plan, plan
@@ -135,7 +106,7 @@ def test_a_bulk_submit_has_the_server_analyze_the_tasks(pg_url: str) -> None:
     their size (until autovacuum's turn, it went through every Do task to find the ones a runner leases)."""
     st = State.open(url=pg_url)
     try:
-        with _connect(pg_url) as conn:
+        with connect(pg_url) as conn:
             def analyzed() -> object:
                 row = conn.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'tasks'").fetchone()
                 return row[0] if row else None

@@ -11,8 +11,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from engine import State, Task
+from engine import Change, State, Task
 
 
 def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, str]:
@@ -22,6 +23,43 @@ def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, st
         t = st.new_task(kind, summary)
         chg.add_task(t)
         return chg.id, t.id
+
+
+def count_writes(st: State, monkeypatch: Any) -> list[bool]:
+    """count_writes notes, for each write transaction st's store begins from now on, whether it is relaxed
+    (committed without its own sync); monkeypatch is pytest's."""
+    from engine.session import session_of
+
+    store = session_of(st).uow.store
+    writes: list[bool] = []
+    begin = store.begin_write
+
+    def counted(relaxed: bool = False) -> None:
+        if not store.in_write:
+            writes.append(relaxed)
+        begin(relaxed=relaxed)
+
+    monkeypatch.setattr(store, "begin_write", counted)
+    return writes
+
+
+def chain_change(st: State, n: int, then: int = 0) -> Change:
+    """chain_change adds a change of n chained steps, then `then` tasks waiting for the last step."""
+    with st:
+        chg = st.new_change("chain", f"{n} chained tasks")
+        prev = None
+        for i in range(n):
+            t = st.new_task("step", f"step {i + 1}")
+            if prev is not None:
+                t.wait_for(prev)
+            chg.add_task(t)
+            prev = t
+        for i in range(then):
+            t = st.new_task("fan", f"fan {i + 1}")
+            assert prev is not None
+            t.wait_for(prev)
+            chg.add_task(t)
+    return chg
 
 
 def task_of(st: State, tid: str) -> Task:

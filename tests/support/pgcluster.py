@@ -306,3 +306,12 @@ def remove_cluster(cluster: Cluster) -> None:
     while (cluster.data / "postmaster.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def connect(url: str) -> Any:
+    """connect opens an autocommit psycopg connection of its own to the database of url (a pg_url)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return psycopg.connect(host=u.query.get("host"), user=u.username, dbname=u.database, autocommit=True)
