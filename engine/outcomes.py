@@ -374,7 +374,7 @@ class OutcomeRecorder:
         included, is that code's failure: the task ends in Error saying so,
         and the other outcomes of the batch are recorded.
         """
-        with HooksGuarded(self._w) as failures:  # a class: entered once an outcome
+        with self.hooks_guarded() as failures:  # (a class, not a generator: entered once an outcome)
             start = len(failures)
             try:
                 self._record(run)
