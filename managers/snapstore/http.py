@@ -279,6 +279,17 @@ class HttpSnapStore(SnapStore):
         return _HttpReader(self, self._url(f"snaps/{snap.name}/{snap.revision}.snap"),  # type: ignore[return-value]
                            self.timeout + snap.size / MIN_DOWNLOAD_RATE)
 
+    def declaration(self, name: str) -> Any:
+        """declaration is the snap-declaration of name (found by the snap id its revisions name): one read of
+        index.yaml, and no local directory listed."""
+        revs = self.revisions(name)
+        ids = ([self.snap(name, str(revs[0])).snap_id] if revs else []) + [snap_id_for(name)]
+        for sid in ids:
+            a = self._decoded("snap-declaration", ("16", sid))
+            if a is not None and a.header("snap-name") == name:
+                return a
+        return None
+
 
 def _content_length(rsp: httpcore.Response) -> int | None:
     for name, value in rsp.headers:
@@ -288,16 +299,6 @@ def _content_length(rsp: httpcore.Response) -> int | None:
             except ValueError:
                 return None
     return None
-
-    def declaration(self, name: str) -> Any:
-        """declaration is the snap-declaration of name (found by the snap id its revisions name)."""
-        revs = self.revisions(name)
-        ids = ([self.snap(name, str(revs[0])).snap_id] if revs else []) + [snap_id_for(name)]
-        for sid in ids:
-            a = self._decoded("snap-declaration", ("16", sid))
-            if a is not None and a.header("snap-name") == name:
-                return a
-        return None
 
 
 class _HttpReader:

@@ -94,3 +94,15 @@ def test_a_store_without_an_index_says_so(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_declaration_over_http_reads_the_index_once(system: System,
+                                                       served: tuple[str, list[tuple[str, str]]]) -> None:
+    url, requests = served
+    system.publish("hello", "1.0")
+    store = HttpSnapStore(url)
+    requests.clear()
+    decl = store.declaration("hello")
+    assert decl is not None and decl.header("snap-name") == "hello"
+    assert [r for r in requests if r[0] == "/index.yaml"] == [("/index.yaml", "")]
+    assert store.declaration("nosuchsnap") is None
