@@ -6,7 +6,9 @@ each task) and a limit, and optionally a rate: at most R starts per
 interval. The runner's claim asks Slots.admit before it starts a task:
 
 - on SQLite the one runner counts its own running tasks and the starts it
-  made, in memory;
+  made, in memory; the starts of a kind with a rate are rows of
+  ``concurrency_slots`` too, read once per key at the first count after a
+  restart, so that a restart (or a crash loop) does not start a rate afresh;
 - on PostgreSQL the claim locks the key (an advisory lock until the claim
   commits, so two hosts never count at once; a host that finds another
   counting takes the key as full for that pass), counts the slots held now
@@ -144,6 +146,8 @@ class Slots:
         if not self._shared:
             running = sum(1 for k in self._running.values() if k == key)
             starts = self._starts.get(key)
+            if starts is None and c.rate is not None:
+                starts = self._starts[key] = self._stored_starts(w, key, c, now)
             if starts is not None and c.rate is not None:
                 since = now - timedelta(seconds=c.per)
                 while starts and starts[0] <= since:
@@ -164,6 +168,13 @@ class Slots:
             started = len(store.query(store.sql["slot_starts"], (key, after)))
         return [running, started]
 
+    def _stored_starts(self, w: UnitOfWork, key: str, c: Concurrency, now: datetime) -> deque[datetime]:
+        """_stored_starts are a key's starts within its rate's interval that an earlier life of this runner
+        recorded (SQLite: read once per key, then counted in memory), so a restart does not start a rate afresh."""
+        store = sql_store(w.store)
+        since = _time.to_text(now - timedelta(seconds=c.per))
+        return deque(_time.from_text(r[0]) for r in store.query(store.sql["slot_starts"], (key, since)))
+
     def _rate_wait(self, w: UnitOfWork, key: str, c: Concurrency, now: datetime) -> float:
         """_rate_wait is how long until the oldest start within the interval leaves it."""
         since = now - timedelta(seconds=c.per)
@@ -179,9 +190,9 @@ class Slots:
     def _record(self, w: UnitOfWork, tid: int, key: str, c: Concurrency, now: datetime) -> None:
         self._running[tid] = key
         if not self._shared:
-            if c.rate is not None:
-                self._starts.setdefault(key, deque()).append(now)
-            return
+            if c.rate is None:
+                return
+            self._starts.setdefault(key, deque()).append(now)
         store = sql_store(w.store)
         w.store.begin_write()  # (PostgreSQL: a flag; the row needs nothing the unit of work holds unwritten)
         store.execute(store.sql["upsert_slot"], (tid, key, _time.to_text(now)))

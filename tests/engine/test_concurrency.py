@@ -153,6 +153,43 @@ def test_a_rate_limits_the_starts_per_interval_on_the_states_clock(ov: Overlord,
     assert len(done) == 5 and statuses(ov, ids) == [Status.DONE] * 5
 
 
+def test_a_restart_does_not_start_a_rate_afresh(backend: str, tmp_path: Path, clock: FakeClock,
+                                                request: pytest.FixtureRequest) -> None:
+    where: dict[str, Any] = ({"url": request.getfixturevalue("pg_url")} if backend == "postgresql"
+                             else {"path": tmp_path / "state.db"})
+    done: list[str] = []
+
+    def quick(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            done.append(task.id)
+
+    def life() -> Overlord:
+        o = Overlord(**where, clock=clock)
+        o.task_runner.add_handler("call", quick)
+        o.task_runner.set_concurrency("call", "api", 10, rate=2, per=600)
+        return o
+
+    o = life()
+    ids = add_tasks(o, "call", ["k"] * 5)
+    o.settle(TIMEOUT)
+    assert len(done) == 2
+    o.stop()
+    o.state.close()
+    # The next life, a minute later, counts the two starts of the last one: none starts before they leave the
+    # interval, the first of the next two when they have.
+    clock.advance(60)
+    o = life()
+    try:
+        o.settle(TIMEOUT)
+        assert len(done) == 2 and statuses(o, ids).count(Status.DO) == 3
+        clock.advance(541)
+        o.settle(TIMEOUT)
+        assert len(done) == 4
+    finally:
+        o.stop()
+        o.state.close()
+
+
 def test_a_raising_key_function_holds_back_its_task_only(ov: Overlord) -> None:
     gate = Gate()
     gate.open.set()
