@@ -32,9 +32,11 @@ length and a pickle, written by the engine's process alone: ("runs", runs)
 (each run as engine._otelproc hands it: its end as a POSIX timestamp),
 ("flush",) (answered "flushed CPU" once exported) and ("close",); it
 answers "ready CPU" (or "error MESSAGE") on the file descriptor named by
-its argument once its provider is made. At the end of its input (the
-engine closed it, or died) it ends the open change spans, exports what is
-left and exits.
+its argument once its provider is made. It exports what it made once it
+made spans for half a batch processor's queue, before it reads more (the
+processor would drop spans that find its queue full). At the end of its
+input (the engine closed it, or died) it ends the open change spans,
+exports what is left and exits.
 """
 
 from __future__ import annotations
@@ -444,19 +446,38 @@ def main(argv: list[str]) -> int:
         answer(f"error {e}" if isinstance(e, ConfigError) else f"error {type(e).__name__}: {e}")
         return 1
     answer(f"ready {time.process_time()!r}")
+    # The batch processors drop the spans that find their queue full, and the runs come faster than an exporter
+    # sends their spans (OTLP: about 25 us a span to encode): once spans for half a queue were made, they are
+    # exported before more are read. The pipe fills meanwhile, and the engine's runs wait for its tracing thread.
+    room, made = max(1, _queue_size() // 2), 0
     while True:
         frame = read_frame(0)
         if frame is None or frame[0] == "close":
             break
         if frame[0] == "runs":
-            spans.make(frame[1])
+            runs = frame[1]
+            for i in range(0, len(runs), room):
+                spans.make(runs[i:i + room])
+                made += len(runs[i:i + room])
+                if made >= room:
+                    provider.force_flush()
+                    made = 0
         elif frame[0] == "flush":
             provider.force_flush()
+            made = 0
             answer(f"flushed {time.process_time()!r}")
     spans.end_open()
     provider.shutdown()
     answer(f"closed {time.process_time()!r}")
     return 0
+
+
+def _queue_size() -> int:
+    """_queue_size is how many spans a batch processor holds (OTEL_BSP_MAX_QUEUE_SIZE, the SDK's 2,048 unless set)."""
+    try:
+        return int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "") or 2048)
+    except ValueError:
+        return 2048
 
 
 if __name__ == "__main__":
