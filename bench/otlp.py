@@ -2,11 +2,11 @@
 """An OTLP/HTTP receiver of traces: python -m bench.otlp is bench.timings' sink; Receiver, the tracing tests'.
 
 `python -m bench.otlp` serves on a loopback port, which it prints, and
-answers 200 to every export without decoding it (the sink of the
-benchmark's traced runs: it costs the machine as little as it can).
-Receiver(decode=True), in a thread of the caller's, decodes each export
-request with opentelemetry-proto (installed with the OTLP exporter) and
-keeps its spans as plain dictionaries (tests/engine/test_tracing_helper.py).
+answers 200 to every export, counting its spans without keeping them (the
+sink of the benchmark's traced runs); a GET answers how many spans came.
+Receiver(), in a thread of the caller's, decodes each export request with
+opentelemetry-proto (installed with the OTLP exporter) and keeps its spans
+as plain dictionaries (tests/engine/test_tracing_helper.py).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 class Receiver:
     """Receiver is an OTLP/HTTP server on a loopback port: every export is answered 200, and kept when decoding."""
 
-    def __init__(self, *, decode: bool = True) -> None:
-        self._decode = decode
+    def __init__(self, *, keep: bool = True) -> None:
+        self._keep = keep
         self._mu = threading.Lock()
         self._spans: list[dict[str, Any]] = []
-        #: requests counts the export requests received.
+        #: requests counts the export requests received, and count their spans.
         self.requests = 0
+        self.count = 0
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,6 +42,14 @@ class Receiver:
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self) -> None:
+                body = str(receiver.count).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -62,10 +71,12 @@ class Receiver:
         self.server.server_close()
 
     def received(self, body: bytes) -> None:
-        """received keeps the spans of one export request (decoded), or counts it."""
-        spans = decode(body) if self._decode else []
+        """received counts the spans of one export request, and keeps them (decoded) if asked to."""
+        spans = decode(body) if self._keep else []
+        count = len(spans) if self._keep else count_spans(body)
         with self._mu:
             self.requests += 1
+            self.count += count
             self._spans += spans
 
     def spans(self) -> list[dict[str, Any]]:
@@ -95,6 +106,22 @@ def decode(body: bytes) -> list[dict[str, Any]]:
     return out
 
 
+def count_spans(body: bytes) -> int:
+    """count_spans is how many spans an OTLP ExportTraceServiceRequest holds."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return sum(len(ss.spans) for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+               for ss in rs.scope_spans)
+
+
+def received(endpoint: str) -> int:
+    """received is how many spans the receiver at endpoint has counted so far."""
+    import urllib.request
+
+    with urllib.request.urlopen(endpoint, timeout=60) as answer:
+        return int(answer.read())
+
+
 def _attributes(kvs: Any) -> dict[str, Any]:
     out = {}
     for kv in kvs:
@@ -105,7 +132,7 @@ def _attributes(kvs: Any) -> dict[str, Any]:
 
 def main() -> int:
     """main serves until killed, its port on the first line of its output."""
-    receiver = Receiver(decode="--decode" in sys.argv)
+    receiver = Receiver(keep=False)
     sys.stdout.write(f"{receiver.server.server_address[1]}\n")
     sys.stdout.flush()
     receiver.server.serve_forever()
