@@ -309,6 +309,26 @@ def test_a_stuck_helper_never_holds_the_runner(tmp_path: Path, otlp_env: Receive
                    "traces"
 
 
+def test_stopping_ends_a_helper_that_does_not_end(tmp_path: Path, otlp_env: Receiver,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A helper that starts, then neither reads nor ends: stopping waits CLOSE_WAIT for it, then kills it."""
+    deaf = tmp_path / "deaf.py"
+    deaf.write_text("import os, sys, time\nos.write(int(sys.argv[1]), b'ready 0.0\\n')\ntime.sleep(600)\n")
+    monkeypatch.setattr(_otelproc, "HELPER", deaf)
+    monkeypatch.setattr(_otelproc, "CLOSE_WAIT", 1.0)
+    o = Overlord(tmp_path / "state.db")
+    try:
+        tracer = o.state._uow.timings.tracer
+        _run_change(o, 3)
+    finally:
+        o.stop()  # disable_tracing: the runs handed over, the helper told to end, then killed
+        o.state.close()
+    assert tracer._proc.returncode == -signal.SIGKILL
+    assert _warnings(caplog) == [
+        f"the tracing helper process (pid {tracer.pid}) did not answer (exit code -9); going on without traces"]
+
+
 FORKS = """
     import os, sys, time
     from engine import Overlord
