@@ -74,8 +74,11 @@ class ProcessTracer(TracerBase):
         super().__init__(w)
         read_end, self._pipe = os.pipe()  # the runs, to the helper's standard input
         self._answers, answer_end = os.pipe()  # its answers
+        # The helper imports what this process can, from where it can (a pex or zipapp puts its packages on
+        # sys.path at run time), in the same order.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
-            self._proc = subprocess.Popen([sys.executable, "-P", str(HELPER), str(answer_end)],
+            self._proc = subprocess.Popen([sys.executable, "-P", str(HELPER), str(answer_end)], env=env,
                                           stdin=read_end, pass_fds=(answer_end,), close_fds=True)
         except BaseException:
             os.close(self._pipe)

@@ -329,6 +329,38 @@ def test_stopping_ends_a_helper_that_does_not_end(tmp_path: Path, otlp_env: Rece
         f"the tracing helper process (pid {tracer.pid}) did not answer (exit code -9); going on without traces"]
 
 
+def test_the_helper_finds_what_the_engines_process_put_on_its_path(tmp_path: Path, otlp_env: Receiver,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exporter installed where only the engine's process looks (a directory it put on sys.path at run time, as
+    a pex or a plug-in directory does), named by OTEL_TRACES_EXPORTER: the helper finds it too."""
+    plugins = tmp_path / "plugins"
+    (plugins / "file_exporter-1.0.dist-info").mkdir(parents=True)
+    (plugins / "file_exporter-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: file-exporter\nVersion: 1.0\n")
+    (plugins / "file_exporter-1.0.dist-info" / "entry_points.txt").write_text(
+        "[opentelemetry_traces_exporter]\nfile = file_exporter:FileExporter\n")
+    (plugins / "file_exporter.py").write_text(textwrap.dedent("""
+        import os
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        class FileExporter(SpanExporter):
+            def export(self, spans):
+                with open(os.environ["SPANS_FILE"], "a") as f:
+                    f.writelines(s.name + "\\n" for s in spans)
+                return SpanExportResult.SUCCESS
+    """))
+    monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "file")
+    monkeypatch.setenv("SPANS_FILE", str(tmp_path / "spans.txt"))
+    o = Overlord(tmp_path / "state.db")
+    try:
+        _run_change(o, 1)
+    finally:
+        o.stop()
+        o.state.close()
+    assert sorted((tmp_path / "spans.txt").read_text().split()) == ["install", "k"]
+
+
 FORKS = """
     import os, sys, time
     from engine import Overlord
