@@ -8,15 +8,21 @@ database file:
 - "without": no instrumentation (the timings' two hooks made no-ops);
 - "timings": the engine as it is with tracing disabled (every handler run
   kept as a row, written in batches by commits that happen anyway);
-- "traced": timings and tracing enabled, where the OpenTelemetry SDK is
-  installed: a span per run and per change, through the SDK's
+- "traced": timings and tracing enabled in the engine's process, where the
+  OpenTelemetry SDK is installed (a global TracerProvider of the
+  application's): a span per run and per change, through the SDK's
   BatchSpanProcessor to an exporter that drops them; the time runs until
   every span is made and exported;
-- "traced-api" (with --api): the same, every run's span made through the
+- "helper": tracing from the standard variables alone
+  (OTEL_TRACES_EXPORTER=otlp, OTEL_EXPORTER_OTLP_ENDPOINT): the spans made
+  in the engine's helper process (engine._otelproc) and exported by the
+  SDK's OTLP exporter over HTTP to a sink in a process of its own that
+  answers 200 (bench/otlp.py); the time runs until the helper has exported
+  every span; the helper's CPU time is reported beside the engine's;
+- "traced-api" (with --api): as "traced", every run's span made through the
   SDK's start_span and end (what the engine did before its fast path);
-- "traced-otlp" (with --otlp): tracing from the standard variables alone
-  (OTEL_TRACES_EXPORTER=otlp, OTEL_EXPORTER_OTLP_ENDPOINT): the SDK's OTLP
-  exporter over HTTP, to a sink in a process of its own that answers 200.
+- "traced-otlp" (with --otlp): as "traced", to the SDK's OTLP exporter over
+  HTTP to the sink, in the engine's process (what "helper" takes out of it).
 
 Which mode goes first turns from round to round. The tables give the
 medians of the rounds, of tasks/s and of the process's CPU time per task
@@ -31,13 +37,15 @@ Each round also measures the instrumentation's direct CPU cost per run
 the modes alternating every 200 runs, so that the load of a shared
 machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
 alike; that cost over the A/B's "without" CPU per task is printed beside
-the goal.
+the goal. For "helper", the engine's process's cost (what the goal is
+about) and the helper's own, per run, are shown apart, then their sum.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,43 +54,109 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError, run_child
+from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError
 
 TIMEOUT = 600.0
 
 
-#: An OTLP/HTTP sink: reads each export request and answers 200 (its port on stdout).
-SINK = """
-import http.server
-class Sink(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"""
-
-
-def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: str) -> tuple[float, float, float]:
+def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str,
+         endpoint: str) -> tuple[float, float, float, float]:
     db = tmp / f"{name}-{mode}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
-    traced: bool | str = mode.startswith("traced") and (mode.partition("-")[2] or True)
-    result = run_child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "ready_timeout": TIMEOUT,
-                                 "timings": mode != "without", "traced": traced, "endpoint": endpoint},
-                       timeout=TIMEOUT)
+    result = _child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "mode": mode,
+                              "endpoint": endpoint})
     per_task = 1e6 / tasks
-    return float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task
+    return (float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task,
+            result.get("helper_cpu_s", 0.0) * per_task)
 
 
-def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float]:
+def _otlp_environment(endpoint: str) -> None:
+    os.environ.update({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                       "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+
+def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[str, Any]:
+    """timed is W1 (or W2, chained) in one mode (the module's docstring), in this process.
+
+    Traced, the time runs until every span is made and exported (the tracer's
+    thread and the SDK's batch processor, or the helper, have caught up), so
+    that no part of the tracing's work falls outside it.
+    """
+    from bench.workloads import _run_one_change
+
+    if mode == "without":
+        from engine.timings import TimingBook
+
+        TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
+        TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
+    if mode in ("without", "timings"):
+        return _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT)
+    spans = [0]
+    provider: Any = None
+    _otlp_environment(endpoint)  # the Overlord traces: through the global provider, if one is set, else the helper
+    if mode == "helper":
+        import engine.overlord
+        from engine.tracing import trace_from_environment
+
+        def started(state: Any) -> bool:
+            """started is trace_from_environment, once the helper is ready (as a daemon's, started long before)."""
+            from engine.session import session_of
+
+            traced = trace_from_environment(state)
+            if not traced or not session_of(state).uow.timings.tracer.flush(TIMEOUT):
+                raise BenchError("the tracing helper did not start")
+            return traced
+
+        engine.overlord.trace_from_environment = started  # type: ignore[attr-defined]
+    else:
+        if mode == "traced-api":
+            from engine import _otelspans
+
+            _otelspans._FastRuns.of = classmethod(lambda cls, tracer: None)  # type: ignore[method-assign,assignment]
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        from engine._otel import provider_from_environment
+
+        class Drop(SpanExporter):
+            def export(self, batch: Any) -> SpanExportResult:
+                spans[0] += len(batch)
+                return SpanExportResult.SUCCESS
+
+        if mode == "traced-otlp":
+            provider = provider_from_environment()
+        else:
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(Drop()))
+        trace.set_tracer_provider(provider)
+    figures: dict[str, float] = {}
+
+    def caught_up(o: Any) -> None:
+        tracer = o.state._uow.timings.tracer
+        if tracer is None or not tracer.flush(TIMEOUT):
+            raise BenchError("the tracer is off, or did not catch up")
+        figures["tracer_cpu_s"] = tracer.cpu_seconds
+        if mode == "helper":
+            figures["helper_cpu_s"] = tracer.helper_cpu_seconds
+            figures["helper_start_cpu_s"] = tracer.helper_start_cpu_seconds
+        elif not provider.force_flush():
+            raise BenchError("the spans could not be exported")
+
+    from bench.otlp import received
+
+    before = received(endpoint) if mode in ("helper", "traced-otlp") else 0
+    result = _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT, after_ready=caught_up)
+    if mode in ("helper", "traced-otlp"):
+        spans[0] = received(endpoint) - before
+    # (traced-otlp: the SDK's batch processor in the engine's process drops spans when its queue is full)
+    if mode in ("traced", "helper") and spans[0] < tasks:
+        raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
+    return {**result, **figures}
+
+
+def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = "") -> dict[str, float]:
     """direct is the CPU time per run that timings, and tracing, add to the commits that record runs (in-process).
 
     One process, one State on db with a change of `runs` tasks: blocks of
@@ -92,7 +166,9 @@ def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float
     end of a block by one more commit, counted in the block), and,
     traced, its span too (the block waits for the tracing thread, whose CPU
     time counts, and the SDK's batch processor exports to an exporter that
-    drops the spans). Blocks of the three modes follow each other within
+    drops the spans), and, with an endpoint, its span made by the helper
+    process (the block waits until it exported them to endpoint; "helper"
+    is this process's CPU, "helper-process" the helper's). Blocks of the three modes follow each other within
     milliseconds, so the load of a shared machine weighs on them alike: the
     median over the cycles of blocks of a mode's CPU time per run less that
     of "nothing noted" in the same cycle is what the instrumentation costs a
@@ -116,6 +192,14 @@ def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float
         book = w.timings
         tracer: Any = None
         provider: Any = None
+        helper: Any = None
+        if traced and endpoint:
+            from engine._otelproc import ProcessTracer
+
+            _otlp_environment(endpoint)
+            helper = ProcessTracer(w)
+            if not helper.flush(TIMEOUT):  # started
+                raise BenchError("the tracing helper did not start")
         if traced:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -129,13 +213,14 @@ def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float
             provider = TracerProvider()
             provider.add_span_processor(BatchSpanProcessor(Drop()))
             tracer = _otel.Tracer(w, provider)
-        modes = ["without", "timings", *(["traced"] if traced else [])]
-        diffs: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+        modes = ["without", "timings", *(["traced"] if traced else []), *(["helper"] if helper else [])]
+        diffs: dict[str, list[float]] = {mode: [] for mode in [*modes[1:], *(["helper-process"] if helper else [])]}
         block = max(per_commit, 200 // per_commit * per_commit)  # runs per block
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
-                book.tracer = tracer if mode == "traced" else None
+                book.tracer = tracer if mode == "traced" else helper if mode == "helper" else None
+                h0 = helper.helper_cpu_seconds if helper is not None else 0.0
                 c0 = time.process_time()
                 for j in range(k, k + block, per_commit):
                     with st:
@@ -151,27 +236,36 @@ def direct(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float
                 if mode == "traced":
                     tracer.flush(60)
                     provider.force_flush()
+                if mode == "helper" and not helper.flush(TIMEOUT):
+                    raise BenchError("the tracing helper did not export")
                 cpu[mode] = time.process_time() - c0
+                if mode == "helper":
+                    cpu["helper-process"] = helper.helper_cpu_seconds - h0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
+            if helper is not None:
+                diffs["helper-process"].append(cpu["helper-process"] / block)
         if tracer is not None:
             book.tracer = None
             tracer.close()
             provider.shutdown()
+        if helper is not None:
+            helper.close()
     finally:
         st.close()
     return {mode: statistics.median(d) * 1e6 for mode, d in diffs.items()}
 
 
-def _direct_child(db: str, runs: int, per_commit: int, traced: bool) -> dict[str, float]:
-    """_direct_child runs direct in a fresh process."""
-    out = subprocess.run([sys.executable, "-m", "bench.timings", "--direct-child",
-                          json.dumps({"db": db, "runs": runs, "per_commit": per_commit, "traced": traced})],
-                         cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+def _child(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """_child runs timed or direct in a fresh process, with the repository on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-m", "bench.timings", "--child", kind, json.dumps(params)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     for line in reversed(out.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return dict(json.loads(line[len(RESULT_PREFIX):]))
-    raise BenchError(f"direct: the child process exited with {out.returncode} and no figures:\n"
+    raise BenchError(f"{kind}: the child process exited with {out.returncode} and no figures:\n"
                      + "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:]))
 
 
@@ -197,12 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=9, help="rounds (default 9)")
     parser.add_argument("--quick", action="store_true", help="sizes / 10, for a smoke run")
     parser.add_argument("--api", action="store_true", help="also trace every span through start_span")
-    parser.add_argument("--otlp", action="store_true", help="also trace to an OTLP/HTTP sink, from OTEL_* alone")
+    parser.add_argument("--otlp", action="store_true", help="also trace to an OTLP/HTTP sink in the engine's process")
+    parser.add_argument("--no-helper", action="store_true", help="leave out the helper process's mode")
     parser.add_argument("--only", choices=("w1", "w2"), help="only this workload")
-    parser.add_argument("--direct-child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.direct_child:
-        sys.stdout.write(RESULT_PREFIX + json.dumps(direct(**json.loads(args.direct_child))) + "\n")
+    if args.child:
+        kind, params = args.child
+        got = (timed if kind == "timed" else direct)(**json.loads(params))
+        sys.stdout.write(RESULT_PREFIX + json.dumps(got) + "\n")
         return 0
     scale = 10 if args.quick else 1
     # name, tasks, chained, runs a commit records in the direct measurement (W2: one; W1: batches of outcomes)
@@ -211,20 +308,23 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [w for w in workloads if w[0].lower().startswith(args.only)]
     modes = ["without", "timings"]
     sdk = _have_sdk()
+    helper = sdk and not args.no_helper
     if sdk:
-        modes += ["traced", *(["traced-api"] if args.api else []), *(["traced-otlp"] if args.otlp else [])]
+        modes += ["traced", *(["helper"] if helper else []), *(["traced-api"] if args.api else []),
+                  *(["traced-otlp"] if args.otlp else [])]
     rates: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     rate_ratios: dict[tuple[str, str], list[float]] = {}
     cpu_ratios: dict[tuple[str, str], list[float]] = {}
     tracer_cpus: dict[tuple[str, str], list[float]] = {}
+    helper_cpus: dict[tuple[str, str], list[float]] = {}
     directs: dict[tuple[str, str], list[float]] = {}
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="timings-", dir=DEFAULT_TMP))
     sink = None
     endpoint = ""
-    if "traced-otlp" in modes:
-        sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    if helper or "traced-otlp" in modes:
+        sink = subprocess.Popen([sys.executable, "-m", "bench.otlp"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert sink.stdout is not None
         endpoint = f"http://127.0.0.1:{int(sink.stdout.readline())}"
     try:
@@ -232,52 +332,72 @@ def main(argv: list[str] | None = None) -> int:
             for name, tasks, chained, per_commit in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
                 got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
-                for mode, (rate, cpu, tracer_cpu) in got.items():
+                for mode, (rate, cpu, tracer_cpu, helper_cpu) in got.items():
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
+                    helper_cpus.setdefault((name, mode), []).append(helper_cpu)
                     rates.setdefault((name, mode), []).append(rate)
                     cpus.setdefault((name, mode), []).append(cpu)
                     rate_ratios.setdefault((name, mode), []).append(rate / got["without"][0])
                     cpu_ratios.setdefault((name, mode), []).append(cpu / got["without"][1])
+                    if mode == "helper":
+                        cpu_ratios.setdefault((name, "helper+"), []).append((cpu + helper_cpu) / got["without"][1])
                 db = tmp / f"direct-{name.split()[0]}.db"
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(db) + suffix).unlink(missing_ok=True)
-                for mode, us in _direct_child(str(db), 6_000 // scale, per_commit, sdk).items():
+                for mode, us in _child("direct", {"db": str(db), "runs": 6_000 // scale, "per_commit": per_commit,
+                                                  "traced": sdk, "endpoint": endpoint if helper else ""}).items():
                     directs.setdefault((name, mode), []).append(us)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if sink is not None:
             sink.terminate()
             sink.wait()
+    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs)
+    return 0
+
+
+def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
+    rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs = figures
     others = [m for m in modes if m != "without"]
     med = statistics.median
-    print(f"median of {args.runs} rounds; ratios: to 'without', the median of the rounds' ratios "
-          "(and the middle half of them)")
-    for title, values, ratios, fmt in (("tasks/s (submit + run)", rates, rate_ratios, "12,.0f"),
-                                       ("CPU us per task", cpus, cpu_ratios, "12,.1f")):
-        print(f"{title:28}" + "".join(f"{m:>12}" for m in modes) + "".join(f"{m + ' /':>14}" for m in others))
+    print(f"median of {runs} rounds; ratios: to 'without', the median of the rounds' ratios "
+          "(and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
+    for title, values, ratios, fmt, extra in (("tasks/s (submit + run)", rates, rate_ratios, "12,.0f", []),
+                                              ("CPU us per task", cpus, cpu_ratios, "12,.1f",
+                                               ["helper+"] if "helper" in modes else [])):
+        print(f"{title:28}" + "".join(f"{m:>12}" for m in modes)
+              + "".join(f"{m + ' /':>14}" for m in [*others, *extra]))
         for name, tasks, _, _ in workloads:
             print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in modes)
-                  + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in others))
-            if args.runs >= 4:
+                  + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in [*others, *extra]))
+            if runs >= 4:
                 pad = " " * (28 + 12 * len(modes))
-                print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in others))
-    traced = [m for m in modes if m.startswith("traced")]
+                print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in [*others, *extra]))
+    traced = [m for m in modes if m.startswith("traced") or m == "helper"]
     if traced:
         print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
         for name, tasks, _, _ in workloads:
             print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(tracer_cpus[(name, m)]):12.3f}" for m in traced))
-    direct_modes = ["timings", *(["traced"] if sdk else [])]
-    print(f"{'direct CPU us per run':28}" + "".join(f"{m:>12}" for m in direct_modes)
-          + "".join(f"{m + ' / W':>14}" for m in direct_modes))
+    if "helper" in modes:
+        print(f"{'helper process, CPU us/task':28}{'helper':>12}")
+        for name, tasks, _, _ in workloads:
+            print(f"{f'{name} ({tasks:,})':28}{med(helper_cpus[(name, 'helper')]):12.1f}")
+    direct_modes = [m for m in ("timings", "traced", "helper", "helper-process") if (workloads[0][0], m) in directs]
+    shares = [m for m in direct_modes if m != "helper-process"] + (["helper+"] if "helper" in direct_modes else [])
+    print(f"{'direct CPU us per run':28}" + "".join(f"{m:>15}" for m in direct_modes)
+          + "".join(f"{m + ' / W':>14}" for m in shares))
     for name, _, _, per_commit in workloads:
         base = med(cpus[(name, "without")])
-        print(f"{f'{name[:2]} ({per_commit} a commit)':28}"
-              + "".join(f"{med(directs[(name, m)]):12.2f}" for m in direct_modes)
-              + "".join(f"{1 + med(directs[(name, m)]) / base:14.3f}" for m in direct_modes))
+        cost = {m: med(directs[(name, m)]) for m in direct_modes}
+        if "helper" in cost:
+            both = [a + b for a, b in zip(directs[(name, "helper")], directs[(name, "helper-process")], strict=True)]
+            cost["helper+"] = med(both)
+        print(f"{f'{name[:2]} ({per_commit} a commit)':28}" + "".join(f"{cost[m]:15.2f}" for m in direct_modes)
+              + "".join(f"{1 + cost[m] / base:14.3f}" for m in shares))
     print("goal: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
           "no more than 5%); direct: the instrumentation's CPU per run, in one process, modes alternated "
-          "every 200 runs, over W's 'without' CPU per task")
-    return 0
+          "every 200 runs, over W's 'without' CPU per task (helper: the engine's process; helper-process: the "
+          "helper's own; helper+: both)")
 
 
 if __name__ == "__main__":

@@ -1,484 +1,67 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The OpenTelemetry side of engine.tracing: imported only when tracing is on (the [otel] extra).
+"""The OpenTelemetry side of engine.tracing in the engine's own process: imported only when tracing is on with a
+TracerProvider of the application's (the [otel] extra).
 
-A change is a trace: its span starts when the change spawned and ends when
-it became ready (opened at the first run of one of its tasks in this
-process, ended by the run that found it ready). Each run of a task's do or
-undo handler is a span in it, from the handler's start to its end, with the
-task's kind, id, phase, attempt, outcome and change id as attributes. Times
-are the State's clock.
-
-What a run's span costs the runner is kept small (about 6 us of CPU a run
-on W1, docs/performance.md): the recorder notes what the span needs beside
-the run's timing (a tuple, shared by the runs of a kind in a change, under
-the state lock it holds anyway); the commit that writes the
-run's outcome hands the runs it wrote to a thread of the tracer's, which
-wakes once for all the runs of GATHER seconds or GATHER_RUNS runs (a wake-up per commit, each a
-hand-over of the GIL, was some 2,600 more context switches per 10,000
-tasks), and makes the spans after the fact. A run's span is already over
-when it is made, so with the SDK's own Tracer it is made as what the SDK hands its span
-processors when a span ends (a ReadableSpan: the provider's resource,
-sampler, id generator, span limits and processors, as start_span would use
-them) and given to the processors' on_end; that is under a quarter of what
-start_span and end cost, most of it the checks of attributes the engine
-makes itself. Tracer._spans does it for the runs in a change in one loop
-where the SDK is as this module knows it (its default sampler and id
-generator, ReadableSpan's parameters), else _span one run at a time.
-Span processors' on_start is not called for these spans (they start and
-end at once); a change's span, one per change, goes through
-start_span and end as usual. With another implementation of the API than
-the SDK's, every span goes through start_span and end.
+The spans are made by engine._otelspans (what they are, and how they are
+made cheaply), on the tracing thread of engine._otelnotes, with the
+provider the application handed over (or set as the global one). Tracing
+asked for by the OTEL_* variables alone runs in a process of its own
+instead (engine._otelproc).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode, TraceFlags
-from opentelemetry.trace.status import Status as SpanStatus
 
+from ._otelnotes import TracerBase
+from ._otelspans import ConfigError, Spans
+from ._otelspans import provider_from_environment as _provider
 from .errors import EngineError
-from .status import Status
 
 if TYPE_CHECKING:
-    from ._records import TaskRec
     from .timings import Run
     from .unitofwork import UnitOfWork
 
-log = logging.getLogger("engine.tracing")
 
-#: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
-_OPEN = 1024
-#: How long the tracing thread lets runs gather once woken, at most, in seconds (the SDK's batch processor
-#: exports every 5 s by default anyway); GATHER_RUNS runs handed over cut it short (a batch processor's queue
-#: holds 2,048 spans by default). W2 (a run every few ms) traced with 50 ms: 20 us of the thread's CPU a run.
-GATHER = 0.25
-GATHER_RUNS = 256
-#: How many attributes a run's span has (the fast path needs span limits that keep them all, untruncated).
-_RUN_ATTRIBUTES = 6
-
-#: What a run's span needs beyond its timing (engine.timings.Run), noted under the state lock: the task's kind,
-#: the error's message (None unless the run failed), and its change as (id, kind, summary, spawn time, (ready
-#: time, status) or None), or None for a task in no change.
-Noted = tuple[str, "str | None", "tuple[Any, ...] | None"]
-
-
-class Tracer:
-    """Tracer turns task runs into spans, and changes into traces.
+class Tracer(TracerBase):
+    """Tracer turns task runs into spans, and changes into traces, in this process.
 
     task_run notes a run (lock held); submit hands the runs a commit wrote
     to the tracer's thread, which makes their spans.
     """
 
     def __init__(self, w: UnitOfWork, provider: Any = None) -> None:
-        self._w = w
+        super().__init__(w)
         self._own = None
         if provider is None:
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):  # the application set none: one from OTEL_*
                 provider = self._own = provider_from_environment()
-        self._provider = provider
-        self._tracer = provider.get_tracer("engine")
-        self._fast = _FastRuns.of(self._tracer)
-        # The notes shared by runs (task_run, under the state lock): by change id and task kind.
-        self._notes: dict[tuple[int, str], Noted] = {}
-        # Only the thread touches the change spans (and close(), once the thread has ended).
-        self._roots: dict[int, _Root] = {}
-        # What the thread has to do, under _mu: the runs handed over, the flushes waiting, whether to end.
-        self._mu = threading.Lock()
-        self._runs: list[Run] = []
-        self._flushes: list[threading.Event] = []
-        self._closing = False
-        self._wake = threading.Event()
-        self._hurry = threading.Event()  # a flush or close cuts the gathering short
-        #: cpu_seconds is the CPU time the tracing thread has spent so far (bench.timings shows it per task).
-        self.cpu_seconds = 0.0
-        self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
+        #: spans makes the spans, with the provider (only the tracing thread touches it, and close once it ended).
+        self.spans = Spans(provider)
         self._thread.start()
 
-    def task_run(self, rec: TaskRec, outcome: str) -> Noted:
-        """task_run is what the span of one run of rec's handler needs beyond its timing, read now (lock held).
-
-        The runs of one kind in a change that is not ready, without an error,
-        share one note (kept until _OPEN changes have notes).
-        """
-        cid = rec.change_id
-        if cid is None:
-            return (rec.kind, self._error(rec) if outcome == "error" else None, None)
-        crec = self._w.records.crec(cid)
-        if crec.ready_time is not None or outcome == "error":
-            ready = None if crec.ready_time is None else (crec.ready_time, self._w.change_status(crec))
-            return (rec.kind, self._error(rec) if outcome == "error" else None,
-                    (cid, crec.kind, crec.summary, crec.spawn_time, ready))
-        key = (cid, rec.kind)
-        noted = self._notes.get(key)
-        if noted is None:
-            if len(self._notes) >= _OPEN:
-                self._notes.clear()
-            noted = self._notes[key] = (rec.kind, None, (cid, crec.kind, crec.summary, crec.spawn_time, None))
-        return noted
-
-    def _error(self, rec: TaskRec) -> str:
-        errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
-        return errors[-1] if errors else ""
-
-    def submit(self, runs: list[Run]) -> None:
-        """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it,
-        and the one that makes GATHER_RUNS hurries it."""
-        with self._mu:
-            first = not self._runs
-            self._runs += runs
-            full = len(self._runs) >= GATHER_RUNS
-        if first:
-            self._wake.set()
-        if full and not self._hurry.is_set():
-            self._hurry.set()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """flush waits until the spans of the runs submitted so far are made and handed to the SDK."""
-        done = threading.Event()
-        with self._mu:
-            self._flushes.append(done)
-        self._hurry.set()
-        self._wake.set()
-        return done.wait(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait()
-            # A busy runner's runs gather meanwhile: one wake-up (and GIL hand-over) per GATHER or GATHER_RUNS runs,
-            # not per commit.
-            self._hurry.wait(GATHER)
-            with self._mu:
-                self._hurry.clear()
-                runs, self._runs = self._runs, []
-                flushes, self._flushes = self._flushes, []
-                closing = self._closing
-                self._wake.clear()  # under _mu with the take: a run handed over after it wakes the thread again
-            self._spans(runs)
-            self.cpu_seconds = time.thread_time()
-            for done in flushes:
-                done.set()
-            if closing:
-                return
-
-    def _spans(self, runs: list[Run]) -> None:
-        """_spans makes the spans of runs: those in a change through the fast path in this loop, where it can."""
-        fast = self._fast
-        quick = fast is not None and fast.quick
-        if quick:
-            assert fast is not None
-            ends = fast.on_ends()  # the processors' own on_end, read once for the batch
-            bits, readable, resource, scope = fast.bits, fast.readable, fast.resource, fast.scope
-        roots = self._roots
-        for run in runs:
-            try:
-                noted = run[6]
-                change = noted[2]
-                if not quick or change is None:
-                    self._span(run)
-                    continue
-                tid, phase, attempt, outcome, ended, elapsed, _ = run
-                kind, error = noted[0], noted[1]
-                root = roots.get(change[0]) or self._root(change)
-                start = _start_ns(ended, elapsed)
-                if start < root.spawn:
-                    start = root.spawn  # within its change's span (a clock that stood still)
-                if root.valid and root.sampled:  # else the change's span is not recording, nor are its runs
-                    span_id = bits(64)
-                    if span_id:  # the SDK's RandomIdGenerator's id (it draws again for a 0)
-                        ctx = _new_tuple(SpanContext, (root.trace_id, span_id, False, root.flags, root.state, True))
-                    else:
-                        assert fast is not None
-                        ctx = SpanContext(root.trace_id, fast.ids.generate_span_id(), is_remote=False,
-                                          trace_flags=root.flags, trace_state=root.state)
-                    span = readable(
-                        kind, ctx, root.span_context, resource,
-                        {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
-                         "engine.task.attempt": attempt, "engine.task.outcome": outcome, "engine.change.id": root.cid},
-                        (), (), SpanKind.INTERNAL, None,
-                        _UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
-                        start, start + int(elapsed * 1e9), scope)
-                    for end in ends:
-                        end(span)
-                if change[4] is not None:
-                    self._end_root(change[0], *change[4])
-            except Exception as e:  # the SDK's failure is logged; the next runs are still traced
-                log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[6][0], type(e).__name__, e)
-
-    def _span(self, run: Run) -> None:
-        tid, phase, attempt, outcome, ended, elapsed, (kind, error, change) = run
-        start = _start_ns(ended, elapsed)  # when the run started, as its timing says
-        end = int(elapsed * 1e9)
-        if change is None:
-            attributes = {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
-                          "engine.task.attempt": attempt, "engine.task.outcome": outcome, "engine.change.id": ""}
-            span = self._tracer.start_span(kind, context=None, kind=SpanKind.INTERNAL, start_time=start,
-                                           attributes=attributes)
-            if error is not None:
-                span.set_status(StatusCode.ERROR, error or None)
-            span.end(end_time=start + end)
-            return
-        root = self._roots.get(change[0]) or self._root(change)
-        if start < root.spawn:
-            start = root.spawn  # within its change's span (a clock that stood still)
-        end += start
-        attributes = {"engine.task.id": str(tid), "engine.task.kind": kind, "engine.task.phase": phase,
-                      "engine.task.attempt": attempt, "engine.task.outcome": outcome, "engine.change.id": root.cid}
-        if self._fast is not None:
-            self._fast.span(kind, root, attributes, start, end, error)
-        else:
-            span = self._tracer.start_span(kind, context=root.context, kind=SpanKind.INTERNAL, start_time=start,
-                                           attributes=attributes)
-            if error is not None:
-                span.set_status(StatusCode.ERROR, error or None)
-            span.end(end_time=end)
-        if change[4] is not None:
-            self._end_root(change[0], *change[4])
-
-    def _root(self, change: tuple[Any, ...]) -> _Root:
-        cid, kind, summary, spawn, _ = change
-        root = self._roots.get(cid)
-        if root is None:
-            if len(self._roots) >= _OPEN:  # changes that ended without a last run here (aborted, say)
-                oldest = next(iter(self._roots))
-                self._roots.pop(oldest).span.end()
-            start = _ns(spawn)
-            span = self._tracer.start_span(
-                kind, kind=SpanKind.INTERNAL, start_time=start,
-                attributes={"engine.change.id": str(cid), "engine.change.kind": kind,
-                            "engine.change.summary": summary})
-            root = self._roots[cid] = _Root(span, start, str(cid))
-        return root
-
-    def _end_root(self, cid: int, ready: datetime, status: Status) -> None:
-        root = self._roots.pop(cid, None)
-        if root is None:
-            return
-        span = root.span
-        span.set_attribute("engine.change.status", status.value)
-        if status is Status.ERROR:
-            span.set_status(StatusCode.ERROR)
-        span.end(end_time=_ns(ready))
+    def hand(self, runs: list[Run], flush: bool, closing: bool) -> bool:
+        self.spans.make(runs)
+        self.cpu_seconds = time.thread_time()
+        return True
 
     def close(self) -> None:
         """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
         its own provider, exporting what is left."""
-        with self._mu:
-            self._closing = True
-        self._hurry.set()
-        self._wake.set()
-        self._thread.join()
-        roots, self._roots = self._roots, {}
-        for root in roots.values():
-            root.span.set_attribute("engine.change.status", "unfinished")
-            root.span.end()
+        super().close()
+        self.spans.end_open()
         if self._own is not None:
             self._own.shutdown()
 
 
-class _Root:
-    """_Root is a change's span, open while its runs come, and what its runs' spans need of it."""
-
-    __slots__ = ("cid", "context", "flags", "sampled", "span", "span_context", "spawn", "state", "trace_id", "valid")
-
-    def __init__(self, span: Span, spawn: int, cid: str) -> None:
-        self.span = span
-        self.context = trace.set_span_in_context(span)
-        parent = self.span_context = span.get_span_context()
-        self.spawn = spawn
-        self.cid = cid
-        # The parent's fields a run's span reads (SpanContext's are properties: read once here).
-        self.trace_id, self.flags, self.state = parent.trace_id, parent.trace_flags, parent.trace_state
-        self.valid, self.sampled = parent.is_valid, parent.trace_flags.sampled
-
-
-class _FastRuns:
-    """_FastRuns makes the span of a run that is over as the SDK's Tracer would on its end, for a quarter of the cost.
-
-    What start_span and end do for a span in a change's trace that starts
-    and ends at once, without what it does not need: the context lookups,
-    the span's lock and the attribute checks (the engine's attributes are
-    valid by construction; span limits that would cut them send every span
-    back through start_span). With the SDK's default id generator, and a
-    SpanContext the tuple this module knows (checked once against one its
-    constructor made), a span's context is made from the generator's
-    random bits without the constructor's checks (it is valid by
-    construction).
-    """
-
-    def __init__(self, tracer: Any, readable: Any) -> None:
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        self.sampler = tracer.sampler
-        self.resource = tracer.resource
-        self.processor = tracer.span_processor
-        self.ids = tracer.id_generator
-        self.readable = readable
-        # The SDK's own samplers that keep a span of a local parent if and only if the parent is sampled, with
-        # the span's attributes and the parent's trace state (the default, parentbased_always_on, and
-        # always_on): asking them for each run would tell what the change's span already says.
-        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, StaticSampler
-        defaults: list[Any] = [ALWAYS_ON, ParentBased(ALWAYS_ON)]
-        self.follows = type(self.sampler) in (ParentBased, StaticSampler) \
-            and self.sampler.get_description() in {s.get_description() for s in defaults}
-        self.scope = getattr(tracer, "_instrumentation_scope", None) or InstrumentationScope("engine")
-        self.bits = _random_bits(self.ids)
-        #: quick: Tracer._spans makes the spans of runs in a change itself (the default sampler, the default id
-        #: generator, and ReadableSpan's parameters in the order it passes them).
-        self.quick = self.follows and self.bits is not None and _positional(readable)
-
-    def on_ends(self) -> tuple[Callable[[Any], None], ...]:
-        """on_ends are the on_end of each span processor of the provider: those of its SDK multi-processor, read
-        now (one added later is called from the next batch on), else its own."""
-        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
-
-        processor = self.processor
-        inner = getattr(processor, "_span_processors", None)  # (the SDK's own: a tuple, replaced by each add)
-        if type(processor) is SynchronousMultiSpanProcessor and isinstance(inner, tuple):
-            return tuple(p.on_end for p in inner)
-        return (processor.on_end,)
-
-    @classmethod
-    def of(cls, tracer: Any) -> _FastRuns | None:
-        """of returns the fast path for tracer, or None when it is not the SDK's or its span limits would bite."""
-        try:
-            from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
-            from opentelemetry.sdk.trace import Tracer as SdkTracer
-        except ImportError:  # the API without the SDK: an application's own implementation
-            return None
-        if type(tracer) is not SdkTracer:
-            return None
-        limits = getattr(tracer, "_span_limits", None)
-        if not isinstance(limits, SpanLimits):
-            limits = SpanLimits()  # what the provider uses unless told otherwise: the OTEL_*_LIMIT variables
-        count, length = limits.max_span_attributes, limits.max_span_attribute_length
-        if (count is not None and count < _RUN_ATTRIBUTES) or length is not None:
-            return None
-        return cls(tracer, ReadableSpan)
-
-    def span(self, name: str, root: _Root, attributes: dict[str, Any], start: int, end: int,
-             error: str | None) -> None:
-        """span makes the span of a run in root's trace and hands it to the processors, if the sampler keeps it."""
-        if not root.valid:
-            return  # the change's span is not recording (a disabled tracer): nor are its runs
-        trace_id = root.trace_id
-        if self.follows:  # the SDK's default sampler: a run is sampled with its change, as it is
-            if not root.sampled:
-                return
-            flags, trace_state, kept = root.flags, root.state, attributes
-        else:
-            sampled = self.sampler.should_sample(root.context, trace_id, name, SpanKind.INTERNAL, attributes)
-            decision = sampled.decision
-            if not decision.is_recording():
-                return
-            flags = TraceFlags((TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
-                               | (root.flags & _RANDOM))
-            trace_state, kept = sampled.trace_state, sampled.attributes
-        bits = self.bits
-        span_id = bits(64) if bits is not None else 0
-        if span_id:  # the SDK's RandomIdGenerator's id (it draws again for a 0)
-            ctx = _new_tuple(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
-        else:
-            ctx = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=flags,
-                              trace_state=trace_state)
-        self.processor.on_end(self.readable(
-            name, context=ctx, parent=root.span_context, resource=self.resource, attributes=kept,
-            kind=SpanKind.INTERNAL, status=_UNSET if error is None else SpanStatus(StatusCode.ERROR, error or None),
-            start_time=start, end_time=end, instrumentation_scope=self.scope))
-
-
-_new_tuple = tuple.__new__
-
-
-#: ReadableSpan's parameters, in order, as Tracer._spans passes them.
-_READABLE = ("self", "name", "context", "parent", "resource", "attributes", "events", "links", "kind",
-             "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope")
-
-
-def _positional(readable: Any) -> bool:
-    """_positional says whether readable's constructor takes the parameters Tracer._spans passes, in that order."""
-    import inspect
-
-    try:
-        return tuple(inspect.signature(readable.__init__).parameters) == _READABLE
-    except (TypeError, ValueError):
-        return False
-
-
-def _random_bits(ids: Any) -> Any:
-    """_random_bits is random.getrandbits when ids is the SDK's RandomIdGenerator and a SpanContext is the tuple
-    its constructor makes (then a span's context is made from its bits as that tuple), else None."""
-    import random
-
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-    if type(ids) is not RandomIdGenerator or type(ids).generate_span_id is not RandomIdGenerator.generate_span_id:
-        return None
-    try:
-        flags, state = TraceFlags(TraceFlags.SAMPLED), trace.DEFAULT_TRACE_STATE
-        made = SpanContext(1, 2, is_remote=False, trace_flags=flags, trace_state=state)
-        copied = _new_tuple(SpanContext, (1, 2, False, flags, state, True))
-        same = made == copied and (copied.trace_id, copied.span_id, copied.is_remote, copied.trace_flags,
-                                   copied.trace_state, copied.is_valid) == (1, 2, False, flags, state, True)
-    except Exception:
-        return None
-    return random.getrandbits if same else None
-
-
-#: The trace flag that says the trace id is random (newer SDKs set it; 0 where it does not exist).
-_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
-_UNSET = SpanStatus(StatusCode.UNSET)
-
-
 def provider_from_environment() -> Any:
-    """provider_from_environment is an SDK TracerProvider configured from the OTEL_* variables.
-
-    The resource comes from OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
-    the exporters are those OTEL_TRACES_EXPORTER names (default otlp,
-    over OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf unless grpc), found by the
-    SDK's entry points, each behind a BatchSpanProcessor.
-    """
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create())
-    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
-    for name in names:
-        if name == "none":
-            continue
-        if name == "otlp":
-            protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-            name = "otlp_proto_grpc" if protocol.strip() == "grpc" else "otlp_proto_http"
-        found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
-        if not found:
-            raise EngineError(f"cannot trace: no OpenTelemetry span exporter named {name!r} is installed "
-                              "(OTEL_TRACES_EXPORTER)")
-        provider.add_span_processor(BatchSpanProcessor(found[0].load()()))
-    return provider
-
-
-def _start_ns(ended: datetime, elapsed: float) -> int:
-    """_start_ns is when a run that ended at ended after elapsed seconds started, in nanoseconds since the epoch
-    (to the microsecond, as its timing says: engine.timings.started)."""
-    d = ended - _EPOCH
-    return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - round(elapsed * 1e6)) * 1000
-
-
-def _ns(when: datetime) -> int:
-    """_ns is a time as nanoseconds since the epoch (OpenTelemetry's timestamps)."""
-    d = when - _EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    """provider_from_environment is an SDK TracerProvider configured from the OTEL_* variables (engine._otelspans);
+    EngineError when they name an exporter that is not installed."""
+    try:
+        return _provider()
+    except ConfigError as e:
+        raise EngineError(str(e)) from None

@@ -2,18 +2,24 @@
 """Tracing with OpenTelemetry, optional: each change a trace, each run of a task's handler a span.
 
 Nothing here imports OpenTelemetry: engine._otel does, and only when
-tracing is turned on, by enable_tracing or by an Overlord that finds the
-standard OTEL_* variables set (tracing_wanted). Without the [otel] extra,
-or with tracing off, the runner pays one test of None per run.
+tracing is turned on with a TracerProvider of the application's (handed to
+enable_tracing, or set as the global one). Tracing asked for by the
+standard OTEL_* variables alone (tracing_wanted; an Overlord asks) runs in
+a helper process (engine._otelproc), and this process imports none of it.
+Without the [otel] extra, or with tracing off, the runner pays one test of
+None per run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._otelproc import ProcessTracer
 from .errors import EngineError
 from .session import session_of
 
@@ -44,27 +50,53 @@ def tracing_wanted(environ: Mapping[str, str] | None = None) -> bool:
 def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
     """enable_tracing makes each change of state a trace and each task run a span, exported by OpenTelemetry.
 
-    tracer_provider is the OpenTelemetry TracerProvider to use; without one,
-    the global provider if the application set one, else an SDK provider
-    configured from the OTEL_* variables (its exporters, OTEL_SERVICE_NAME,
-    OTEL_RESOURCE_ATTRIBUTES), which disable_tracing shuts down. Raises
-    EngineError when OpenTelemetry is not installed (the [otel] extra).
+    tracer_provider is the OpenTelemetry TracerProvider to use, in this
+    process; without one, the global provider if the application set one.
+    Else the spans are made and exported in a helper process of the
+    engine's, by an SDK provider configured there from the OTEL_* variables
+    (its exporters, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), which
+    disable_tracing flushes and ends. Raises EngineError when OpenTelemetry
+    is not installed (the [otel] extra).
     """
-    try:
-        from . import _otel
-    except ImportError as e:
-        raise EngineError(f"cannot trace: OpenTelemetry is not installed ({e.name} is missing): "
-                          "pip install 'overlord-engine[otel]'") from None
     w = session_of(state).uow
+    if tracer_provider is None and not _global_provider():
+        try:
+            found = importlib.util.find_spec("opentelemetry.sdk")
+        except ImportError as e:
+            found, missing = None, e.name
+        else:
+            missing = "opentelemetry.sdk"
+        if found is None:
+            raise EngineError(f"cannot trace: OpenTelemetry is not installed ({missing} is missing): "
+                              "pip install 'overlord-engine[otel]'")
+        tracer: Any = ProcessTracer(w)
+    else:
+        try:
+            from . import _otel
+        except ImportError as e:
+            raise EngineError(f"cannot trace: OpenTelemetry is not installed ({e.name} is missing): "
+                              "pip install 'overlord-engine[otel]'") from None
+        tracer = _otel.Tracer(w, tracer_provider)
     old = w.timings.tracer
     if old is not None:
         old.close()
-    w.timings.tracer = _otel.Tracer(w, tracer_provider)
+    w.timings.tracer = tracer
+
+
+def _global_provider() -> bool:
+    """_global_provider says whether the application set a global TracerProvider: it imported OpenTelemetry's API
+    (and set one, or asks for one by OTEL_PYTHON_TRACER_PROVIDER)."""
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None and not os.environ.get("OTEL_PYTHON_TRACER_PROVIDER", "").strip():
+        return False
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def disable_tracing(state: State) -> None:
-    """disable_tracing stops tracing state: open change spans end, and a provider enable_tracing made is flushed
-    and shut down."""
+    """disable_tracing stops tracing state: open change spans end, and what enable_tracing made (a helper process)
+    flushes what is left and ends."""
     w = session_of(state).uow
     tracer, w.timings.tracer = w.timings.tracer, None
     if tracer is not None:

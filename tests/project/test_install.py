@@ -185,6 +185,14 @@ def test_each_extra_runs_its_entry_point(wheel: Path, tmp_path: Path, extra: str
                    "from engine._otel import provider_from_environment\n"
                    "provider_from_environment().shutdown()\nprint('otel ok')", cwd=work)
         assert run.returncode == 0 and "otel ok" in run.stdout, run.stdout + run.stderr
+        # An overlord traced from the variables alone: the installed helper process prints the spans.
+        run = _run(venv, python, "-I", "-c", "import os, tempfile\nos.environ['OTEL_TRACES_EXPORTER'] = 'console'\n"
+                   "from engine import Overlord\no = Overlord(tempfile.mkdtemp() + '/state.db')\n"
+                   "o.task_runner.add_handler('k', lambda task, tomb: None)\nwith o.state:\n"
+                   "    o.state.new_change('install', 'x').add_task(o.state.new_task('k', 'one'))\n"
+                   "o.settle(30)\no.stop()\no.state.close()\n", cwd=work)
+        assert run.returncode == 0 and '"name": "k"' in run.stdout, run.stdout + run.stderr
+        assert '"name": "install"' in run.stdout and "without traces" not in run.stderr, run.stdout + run.stderr
     else:
         run = _run(venv, python, "-I", "-c", "import psycopg; from engine.store import postgresql", cwd=work)
         assert run.returncode == 0, run.stdout + run.stderr
