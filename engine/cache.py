@@ -10,7 +10,7 @@ hands its lookups on as its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._records import LOG_KEEP, ChangeRec, TaskRec, status_of
@@ -226,6 +226,35 @@ class RecordCache:
             self.load_graph(self._siblings(rec))
         assert rec.halt_ids is not None
         return rec.halt_ids
+
+    def blockers_of_halted(self, flipped: Iterable[int]) -> dict[int, int] | None:
+        """blockers_of_halted counts, for every task that waits for one of flipped, its wait tasks not Done.
+
+        From the cache alone (no query): None when a record it needs is not
+        cached or its edges are not loaded (then the store counts them). Only
+        a single writer's cache, not suspect of an outside write, is exact.
+        """
+        tasks = self.tasks
+        counts: dict[int, int] = {}
+        for tid in flipped:
+            rec = tasks.get(tid)
+            if rec is None or rec.halt_ids is None:
+                return None
+            for hid in rec.halt_ids:
+                if hid in counts:
+                    continue
+                halted = tasks.get(hid)
+                if halted is None or halted.wait_ids is None:
+                    return None
+                n = 0
+                for wid in halted.wait_ids:
+                    wait = tasks.get(wid)
+                    if wait is None:
+                        return None
+                    if wait.status is not Status.DONE:
+                        n += 1
+                counts[hid] = n
+        return counts
 
     def lanes(self, rec: TaskRec) -> Sequence[int]:
         """lanes are the lanes of rec ([] for none)."""
