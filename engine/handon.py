@@ -189,8 +189,8 @@ class HandOn:
                 halted = tasks.get(hid)
                 if halted is None or halted.wait_ids is None:
                     return None
-                if halted.status is not Status.DO:
-                    continue
+                if halted.status is not Status.DO or halted.change_id is None:
+                    continue  # (a task in no change never runs, as the runnable query says)
                 for wid in halted.wait_ids:
                     wait = tasks.get(wid)
                     if wait is None:

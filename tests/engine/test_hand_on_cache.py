@@ -152,3 +152,30 @@ def test_a_cache_kept_over_an_outside_write_is_not_trusted_for_counts(tmp_path: 
         other.close()
     finally:
         st.close()
+
+
+def test_a_task_in_no_change_waiting_for_a_done_one_is_not_handed_on(overlord: Overlord) -> None:
+    """A task never added to a change never runs (snapd), even when a task it waits for is Done by a chain's step."""
+    o = overlord
+    ran: list[str] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            ran.append(task.summary)
+
+    o.task_runner.add_handler("step", step)
+    st = o.state
+    with st:
+        chg = st.new_change("chain", "a, then b")
+        a, b = st.new_task("step", "a"), st.new_task("step", "b")
+        orphan = st.new_task("step", "orphan")
+        b.wait_for(a)
+        orphan.wait_for(a)
+        chg.add_task(a)
+        chg.add_task(b)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    o.stop()
+    with st:
+        assert orphan.status is Status.DO
+    assert ran == ["a", "b"]
