@@ -157,7 +157,7 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.blockers_suspect = True
         self.new_waits = None
         if self.pending():
-            self.cache_stale = True
+            self.cache_stale = True  # dropped once they are committed
         else:
             self.forget()
             self.sync_sequences()
@@ -268,7 +268,11 @@ class UnitOfWork(RecordAdds, FlushRows):
             if self.work_hook is not None:
                 self.woken = True
         ready, self.changeset.became_ready = self.changeset.became_ready, []
-        self.records.evict()
+        if self.cache_stale:  # kept over another connection's write (written_outside): read afresh now
+            self.forget()
+            self.sync_sequences()
+        else:
+            self.records.evict()
         return ready
 
     def _keep(self) -> None:

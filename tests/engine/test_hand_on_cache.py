@@ -115,11 +115,12 @@ def test_fan_out_and_fan_in_are_handed_on_with_exact_counts(overlord: Overlord, 
     assert sqlite3.connect(tmp_path / "state.db").execute(STALE).fetchall() == []
 
 
-def test_a_cache_kept_over_an_outside_write_is_not_trusted_for_counts(tmp_path: Path) -> None:
-    """An edge written by another connection while a unit was kept (busy) is counted when its wait task is Done.
+def test_a_cache_kept_over_an_outside_write_is_read_afresh_and_counts_stay_exact(tmp_path: Path) -> None:
+    """An edge written by another connection while a unit was kept (busy) is seen, and counted when its task is Done.
 
-    The kept unit keeps the cache, which misses the edge: the counts are
-    then the store's recount, not the cache's, until the cache is dropped.
+    The kept unit keeps the cache, which misses the edge: it is not taken
+    for the database's edges (counts are the store's recount) and is
+    dropped once the kept writes are committed.
     """
     db = tmp_path / "state.db"
     st = State.open(db, busy_timeout=0.05, busy_budget=0.1)
@@ -142,9 +143,10 @@ def test_a_cache_kept_over_an_outside_write_is_not_trusted_for_counts(tmp_path: 
         other.execute("INSERT INTO task_dependencies (task_id, wait_task_id) VALUES (?, ?)", (cid, aid))
         other.execute("UPDATE tasks SET blockers = 1 WHERE id = ?", (cid,))
         other.execute("COMMIT")
-        with st:  # the outside write is seen while the kept unit is pending: the cache stays
-            pass
-        runner.ensure()  # counts checked again (they are right): the cache's edges are still a's old ones
+        with st:  # the outside write is seen while the kept unit is pending; it is written first, then read afresh
+            assert st.get("kept") == 1
+            assert sorted(t.summary for t in a.halt_tasks()) == ["b", "c"]
+        runner.ensure()  # counts checked again (they are right)
         with st:
             a.set_status(Status.DONE)
         assert other.execute(STALE).fetchall() == []
