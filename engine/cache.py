@@ -24,6 +24,9 @@ log = logging.getLogger("engine.state")
 
 #: How many cached task records may stay after a commit before ready ones go.
 CACHE_LIMIT = 4096
+#: COUNT_LIMIT: a task waiting for more tasks than this has its blockers count recounted by the store (a
+#: fan-in's count in Python at every outcome would cost more than the statement).
+COUNT_LIMIT = 64
 #: At most this many tasks have their edges and lanes loaded by one query.
 _GRAPH_BATCH = 512
 
@@ -231,8 +234,9 @@ class RecordCache:
         """blockers_of_halted counts, for every task that waits for one of flipped, its wait tasks not Done.
 
         From the cache alone (no query): None when a record it needs is not
-        cached or its edges are not loaded (then the store counts them). Only
-        a single writer's cache, not suspect of an outside write, is exact.
+        cached or its edges are not loaded, or a task waits for more than
+        COUNT_LIMIT (then the store counts them, in SQL). Only a single
+        writer's cache, not suspect of an outside write, is exact.
         """
         tasks = self.tasks
         counts: dict[int, int] = {}
@@ -244,7 +248,7 @@ class RecordCache:
                 if hid in counts:
                     continue
                 halted = tasks.get(hid)
-                if halted is None or halted.wait_ids is None:
+                if halted is None or halted.wait_ids is None or len(halted.wait_ids) > COUNT_LIMIT:
                     return None
                 n = 0
                 for wid in halted.wait_ids:

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .cache import COUNT_LIMIT
 from .runs import Run, execute, execute_async
 from .status import Status
 
@@ -187,8 +188,8 @@ class HandOn:
                 return None
             for hid in rec.halt_ids:
                 halted = tasks.get(hid)
-                if halted is None or halted.wait_ids is None:
-                    return None
+                if halted is None or halted.wait_ids is None or len(halted.wait_ids) > COUNT_LIMIT:
+                    return None  # (as RecordCache.blockers_of_halted: a big fan-in is the query's)
                 if halted.status is not Status.DO or halted.change_id is None:
                     continue  # (a task in no change never runs, as the runnable query says)
                 for wid in halted.wait_ids:
@@ -199,9 +200,9 @@ class HandOn:
                         break
                 else:
                     found.append(hid)
-        if not found:
-            return found
-        return sorted(set(found)) if len(found) > 1 else found
+        if len(found) > 1:
+            return sorted(set(found))
+        return found
 
     def _own_done(self) -> None:
         """_own_done, called at a commit (lock held) that moved tasks to Done, takes over the wake of a handler's own.

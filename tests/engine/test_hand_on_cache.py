@@ -181,3 +181,35 @@ def test_a_task_in_no_change_waiting_for_a_done_one_is_not_handed_on(overlord: O
     with st:
         assert orphan.status is Status.DO
     assert ran == ["a", "b"]
+
+
+def test_a_wide_fan_in_is_counted_right_at_every_outcome(overlord: Overlord, tmp_path: Path) -> None:
+    """A task waiting for more tasks than the cache counts (COUNT_LIMIT) gets the store's recount: exact throughout."""
+    from engine.cache import COUNT_LIMIT
+
+    o = overlord
+    reader = sqlite3.connect(tmp_path / "state.db", check_same_thread=False)
+    stale: list[list[tuple[int, int]]] = []
+    lock = threading.Lock()
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with lock:
+            stale.append(reader.execute(STALE).fetchall())
+
+    o.task_runner.add_handler("step", step)
+    st = o.state
+    with st:
+        chg = st.new_change("fan-in", "many tasks, then one waiting for them all")
+        last = st.new_task("step", "last")
+        for i in range(COUNT_LIMIT + 8):
+            t = st.new_task("step", f"first {i}")
+            last.wait_for(t)
+            chg.add_task(t)
+        chg.add_task(last)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    reader.close()
+    with st:
+        assert chg.status is Status.DONE
+    assert len(stale) == COUNT_LIMIT + 9 and not any(stale)
+    assert sqlite3.connect(tmp_path / "state.db").execute(STALE).fetchall() == []
