@@ -32,9 +32,9 @@ _READY = frozenset(s.value for s in Status if s.ready)
 class ChangeSet:
     """ChangeSet notes the records a unit of work changed (new, dirty, deleted) until they are committed."""
 
-    __slots__ = ("became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips", "ended",
-                 "fresh", "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched",
-                 "unblocked", "written")
+    __slots__ = ("_all", "became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips",
+                 "ended", "fresh", "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable",
+                 "touched", "unblocked", "written")
 
     def __init__(self) -> None:
         self.new_changes: Pending[int] = Pending()
@@ -65,6 +65,7 @@ class ChangeSet:
         self.written: dict[int, tuple[Any, ...]] = {}
         #: fresh: the open transaction inserted more than KEEP_INSERTED new tasks (a single writer's; stored).
         self.fresh = False
+        self._all = self.pendings()  # (the sets are made once: committed walks them at every commit)
 
     def pending(self) -> bool:
         """pending says whether a record is to be written (the todo dicts directly: it runs often)."""
@@ -155,7 +156,7 @@ class ChangeSet:
     def committed(self, tasks: Mapping[int, TaskRec]) -> None:
         """committed forgets what the transaction wrote, once committed (Pending.committed of each set)."""
         self.stored(tasks)  # first: it reads new_tasks.done
-        for pending in self.pendings():
+        for pending in self._all:
             if pending.done:  # (the sets read directly: a commit of a chain's step leaves most of them empty)
                 pending.done.clear()
 

@@ -294,6 +294,8 @@ class State(StateMaking, StateBooks, StateNotices):
 
     def _wake(self, ready: list[int], woken: bool = False, noticed: bool = False) -> None:
         """_wake tells waiters their changes are ready or notices came, and the work hook that tasks may run."""
+        if not (ready or woken or noticed):
+            return  # (most units of work: twice a step of a chain)
         for cid in ready:
             event = self._uow.waiters.pop(cid, None)
             if event is not None:

@@ -83,6 +83,8 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.tables = ManagerTables(self)
         #: timings: task runs and ensure passes, written by whatever commits next (engine.timings).
         self.timings = TimingBook(self)
+        # The books' plain Pending sets (made once): a commit forgets what each wrote (Pending.committed).
+        self._plain_books = (*self.warnings.pendings(), *self.notices.pendings(), *self.keys.pendings())
         #: changeset notes what must be written (new, dirty, deleted records) and what the commit wakes.
         self.changeset = ChangeSet()
         self.blockers_suspect = True  # checked by the runner's first pass
@@ -256,7 +258,10 @@ class UnitOfWork(RecordAdds, FlushRows):
             raise
         self._relaxed = False
         self.changeset.committed(self.records.tasks)
-        for pending in self._book_pendings():
+        for pending in self._plain_books:  # (those with nothing written are left alone: most, a step of a chain)
+            if pending.done:
+                pending.done.clear()
+        for pending in (*self.tables.pendings(), *self.timings.pendings()):
             pending.committed()
         self.notices.committed()
         if self.notices.repeated:
