@@ -10,7 +10,7 @@ hands its lookups on as its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._records import LOG_KEEP, ChangeRec, TaskRec, status_of
@@ -24,6 +24,9 @@ log = logging.getLogger("engine.state")
 
 #: How many cached task records may stay after a commit before ready ones go.
 CACHE_LIMIT = 4096
+#: COUNT_LIMIT: a task waiting for more tasks than this has its blockers count recounted by the store (a
+#: fan-in's count in Python at every outcome would cost more than the statement).
+COUNT_LIMIT = 64
 #: At most this many tasks have their edges and lanes loaded by one query.
 _GRAPH_BATCH = 512
 
@@ -226,6 +229,36 @@ class RecordCache:
             self.load_graph(self._siblings(rec))
         assert rec.halt_ids is not None
         return rec.halt_ids
+
+    def blockers_of_halted(self, flipped: Iterable[int]) -> dict[int, int] | None:
+        """blockers_of_halted counts, for every task that waits for one of flipped, its wait tasks not Done.
+
+        From the cache alone (no query): None when a record it needs is not
+        cached or its edges are not loaded, or a task waits for more than
+        COUNT_LIMIT (then the store counts them, in SQL). Only a single
+        writer's cache, not suspect of an outside write, is exact.
+        """
+        tasks = self.tasks
+        counts: dict[int, int] = {}
+        for tid in flipped:
+            rec = tasks.get(tid)
+            if rec is None or rec.halt_ids is None:
+                return None
+            for hid in rec.halt_ids:
+                if hid in counts:
+                    continue
+                halted = tasks.get(hid)
+                if halted is None or halted.wait_ids is None or len(halted.wait_ids) > COUNT_LIMIT:
+                    return None
+                n = 0
+                for wid in halted.wait_ids:
+                    wait = tasks.get(wid)
+                    if wait is None:
+                        return None
+                    if wait.status is not Status.DONE:
+                        n += 1
+                counts[hid] = n
+        return counts
 
     def lanes(self, rec: TaskRec) -> Sequence[int]:
         """lanes are the lanes of rec ([] for none)."""

@@ -18,6 +18,7 @@ from typing import Any
 from ._records import FRESH_ROW, TASK_FIELDS, Pending, TaskRec, fresh_row, new_task_rows
 from .status import Status
 from .store.base import ChangeSetWrite
+from .store.compiled import BLOCKERS_COLUMN
 
 #: The columns of a task row after its id (engine._records.TASK_FIELDS, engine.store.statements.TASK_COLUMNS).
 _TASK_COLUMNS = tuple(range(1, len(TASK_FIELDS)))
@@ -31,9 +32,9 @@ _READY = frozenset(s.value for s in Status if s.ready)
 class ChangeSet:
     """ChangeSet notes the records a unit of work changed (new, dirty, deleted) until they are committed."""
 
-    __slots__ = ("became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips", "ended",
-                 "fresh", "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable", "touched",
-                 "unblocked", "written")
+    __slots__ = ("_all", "became_ready", "dirty_changes", "dirty_seqs", "dirty_tasks", "dirty_values", "done_flips",
+                 "ended", "fresh", "new_changes", "new_edges", "new_lanes", "new_log", "new_tasks", "runnable",
+                 "touched", "unblocked", "written")
 
     def __init__(self) -> None:
         self.new_changes: Pending[int] = Pending()
@@ -64,6 +65,7 @@ class ChangeSet:
         self.written: dict[int, tuple[Any, ...]] = {}
         #: fresh: the open transaction inserted more than KEEP_INSERTED new tasks (a single writer's; stored).
         self.fresh = False
+        self._all = self.pendings()  # (the sets are made once: committed walks them at every commit)
 
     def pending(self) -> bool:
         """pending says whether a record is to be written (the todo dicts directly: it runs often)."""
@@ -92,8 +94,12 @@ class ChangeSet:
         self.runnable = False
         self.unblocked.clear()
 
-    def task_rows(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec], shared: bool) -> None:
-        """task_rows takes the new and the rewritten tasks as rows of w (a shared store rewrites whole rows)."""
+    def task_rows(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec], shared: bool,
+                  blockers: dict[int, int] | None = None) -> None:
+        """task_rows takes the new and the rewritten tasks as rows of w (a shared store rewrites whole rows).
+
+        blockers (a single writer's): the blockers counts to write, by task, with the task's other columns.
+        """
         if self.new_tasks.todo:
             recs = [tasks[tid] for tid in self.new_tasks.take() if tid in tasks]
             # A task as new_task made it is inserted with its few set values (insert_new_tasks).
@@ -107,10 +113,12 @@ class ChangeSet:
             if shared:
                 w.task_updates = [(*r[1:], r[0]) for r in rows]
             else:
-                w.task_changes = self.task_changes(rows, tasks)
+                w.task_changes = self.task_changes(rows, tasks, blockers)
+        elif blockers:
+            w.task_changes = [((BLOCKERS_COLUMN,), [(n, tid) for tid, n in blockers.items()])]
 
-    def task_changes(self, rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec]
-                     ) -> list[tuple[tuple[int, ...], list[tuple[Any, ...]]]]:
+    def task_changes(self, rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec],
+                     blockers: dict[int, int] | None = None) -> list[tuple[tuple[int, ...], list[tuple[Any, ...]]]]:
         """task_changes groups rewritten task rows by the columns that differ from the database's (a single writer).
 
         The cache knows the rows of unready tasks as the database holds them
@@ -123,7 +131,9 @@ class ChangeSet:
         UPDATE of an indexed column (the change's, the status) costs SQLite
         the upkeep of its indexes, so a step of a chain rewrites its status,
         times and counts only. Each group is (column indexes, rows of those
-        columns' values then the id).
+        columns' values then the id). A task in blockers gets its count
+        written in the same UPDATE (BLOCKERS_COLUMN last); the others of
+        blockers, in one of their own.
         """
         written = self.written
         groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
@@ -133,19 +143,20 @@ class ChangeSet:
             if old is FRESH_ROW:
                 old = fresh_row(tasks[tid])
             written[tid] = row
-            if old is None:
-                cols = _TASK_COLUMNS
-            else:
-                cols = tuple([i for i in _TASK_COLUMNS if old[i] != row[i]])
-                if not cols:
-                    continue
-            groups.setdefault(cols, []).append((*[row[i] for i in cols], tid))
+            cols = _TASK_COLUMNS if old is None else tuple([i for i in _TASK_COLUMNS if old[i] != row[i]])
+            if blockers and tid in blockers:
+                groups.setdefault((*cols, BLOCKERS_COLUMN), []).append((*[row[i] for i in cols], blockers.pop(tid),
+                                                                        tid))
+            elif cols:
+                groups.setdefault(cols, []).append((*[row[i] for i in cols], tid))
+        if blockers:
+            groups.setdefault((BLOCKERS_COLUMN,), []).extend((n, tid) for tid, n in blockers.items())
         return list(groups.items())
 
     def committed(self, tasks: Mapping[int, TaskRec]) -> None:
         """committed forgets what the transaction wrote, once committed (Pending.committed of each set)."""
         self.stored(tasks)  # first: it reads new_tasks.done
-        for pending in self.pendings():
+        for pending in self._all:
             if pending.done:  # (the sets read directly: a commit of a chain's step leaves most of them empty)
                 pending.done.clear()
 

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .cache import COUNT_LIMIT
 from .runs import Run, execute, execute_async
 from .status import Status
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .state import State
     from .task import Task
     from .unitofwork import UnitOfWork
+
+_DONE_ONLY = {Status.DONE}
 
 #: _HANDLING is the run whose handler runs in this context (None: no handler's, such as the recorder's).
 _HANDLING: ContextVar[Run | None] = ContextVar("engine_handling", default=None)
@@ -95,13 +98,14 @@ class HandOn:
         # A handler's commit that finishes its own task leaves the hand-on to its outcome (_own_done).
         self._w.done_hook = self._own_done if enabled else None
 
-    def _hand_on(self, started: list[Run]) -> bool:
+    def _hand_on(self, started: list[Run], own_done: bool = False) -> bool:
         """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
 
         It returns whether nothing is left for an ensure pass to start: then
         the loop is not woken for the tasks that became Done or Undone. What
         it leaves (a task held back by a blocked predicate, a dropped cache,
-        another host's work) is left to an ensure pass, as before.
+        another host's work) is left to an ensure pass, as before. own_done:
+        an outcome's task was set Done by its handler's own commit.
         """
         w = self._w
         if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
@@ -112,14 +116,22 @@ class HandOn:
             runs = dict(self._r.runs)
         store = w.store
         queries: list[tuple[Callable[[int, int], list[tuple[Any, ...]]], None]] = []
-        if Status.UNDONE in w.changeset.unblocked:
-            queries.append((store.runnable_undo, None))
-        if Status.DONE in w.changeset.unblocked:
-            queries.append((self._runnable_do(), None))
-        if not queries:
-            return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
-        if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
-            return False  # the commit writes them (or keeps them) as ever; a pass hands on later
+        successors = None if own_done else self._successors()
+        if successors is not None:
+            # What the Done tasks unblocked, known from the cache: claimed without a query, and written
+            # with the outcomes in the commit's one flush (their blockers counts as values, UnitOfWork._rows).
+            queries.append((lambda after, limit: [(tid,) for tid in successors if tid > after][:limit], None))
+            if not w.begin_or_keep():
+                return False  # a busy or full database: as below
+        else:
+            if Status.UNDONE in w.changeset.unblocked:
+                queries.append((store.runnable_undo, None))
+            if Status.DONE in w.changeset.unblocked:
+                queries.append((self._runnable_do(), None))
+            if not queries:
+                return False  # nothing became Done or Undone: the outcomes' own requests for a pass stand
+            if not w.flush_or_keep():  # the outcomes, and the recount of what waited for them
+                return False  # the commit writes them (or keeps them) as ever; a pass hands on later
         now = w.now()
         self._r.some_blocked = False  # asked again below, for the tasks runnable now
         with self._recorder.hooks_guarded() as failures:
@@ -150,6 +162,47 @@ class HandOn:
         # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
         w.handed_on()
         return True
+
+    def _successors(self) -> list[int] | None:
+        """_successors are the Do tasks that the tasks Done in this unit of work made runnable, from the cache.
+
+        None unless the cache knows that they are all there is to claim: a
+        single writer whose cache is exact (UnitOfWork.cache_exact), outcomes
+        that only made tasks Done (nothing else may have become runnable in
+        this unit: the commit would wake the loop for it anyway), and no task
+        left by the last pass or hand-on (blocked, or for want of workers),
+        which the query of every runnable task would find again. Then the
+        general query could only find what a pass already asked for will
+        claim: tasks whose commit woke the loop, or due later.
+        """
+        w = self._w
+        cs = w.changeset
+        if self._r.some_blocked or self._r.starved or cs.runnable or cs.unblocked != _DONE_ONLY \
+                or cs.done_flips.done or not w.cache_exact():
+            return None
+        tasks = w.records.tasks
+        found: list[int] = []
+        for tid in cs.done_flips.todo:
+            rec = tasks.get(tid)
+            if rec is None or rec.status is not Status.DONE or rec.halt_ids is None:
+                return None
+            for hid in rec.halt_ids:
+                halted = tasks.get(hid)
+                if halted is None or halted.wait_ids is None or len(halted.wait_ids) > COUNT_LIMIT:
+                    return None  # (as RecordCache.blockers_of_halted: a big fan-in is the query's)
+                if halted.status is not Status.DO or halted.change_id is None:
+                    continue  # (a task in no change never runs, as the runnable query says)
+                for wid in halted.wait_ids:
+                    wait = tasks.get(wid)
+                    if wait is None:
+                        return None
+                    if wait.status is not Status.DONE:
+                        break
+                else:
+                    found.append(hid)
+        if len(found) > 1:
+            return sorted(set(found))
+        return found
 
     def _own_done(self) -> None:
         """_own_done, called at a commit (lock held) that moved tasks to Done, takes over the wake of a handler's own.

@@ -294,6 +294,8 @@ class State(StateMaking, StateBooks, StateNotices):
 
     def _wake(self, ready: list[int], woken: bool = False, noticed: bool = False) -> None:
         """_wake tells waiters their changes are ready or notices came, and the work hook that tasks may run."""
+        if not (ready or woken or noticed):
+            return  # (most units of work: twice a step of a chain)
         for cid in ready:
             event = self._uow.waiters.pop(cid, None)
             if event is not None:
@@ -344,14 +346,8 @@ class State(StateMaking, StateBooks, StateNotices):
                 self._recheck_at = now + RECHECK_INTERVAL
                 uow.blockers_suspect = True
             return
-        # Another connection (a sqlite3 shell) committed: forget the cache.
         if self._store.refresh():
-            uow = self._uow
-            uow.blockers_suspect = True
-            uow.new_waits = None  # an edge may have come from outside: look for cycles everywhere
-            if not uow.pending():
-                uow.forget()
-                uow.sync_sequences()
+            self._uow.written_outside()  # another connection (a sqlite3 shell) committed
 
     def _now(self) -> datetime:
         """_now is the State clock's time (the Overlord's start of operation)."""

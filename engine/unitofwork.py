@@ -21,16 +21,16 @@ from . import _time
 from ._records import LOG_KEEP, ChangeRec, Pending, TaskRec
 from .cache import RecordCache
 from .changeset import ChangeSet
-from .errors import DatabaseCorruptError, DatabaseError, DatabaseFullError, EngineError, NotFoundError, keeps_work
+from .errors import DatabaseError, DatabaseFullError, EngineError, keeps_work
 from .keys import KeyBook
-from .notice import CHANGE_UPDATE, NoticeBook
+from .notice import NoticeBook
 from .shared import settle_changes
 from .status import Status
 from .statusrules import computed_status, move_task
-from .store.base import ChangeSetWrite
 from .tables import ManagerTables
 from .timings import TimingBook
 from .uowadds import RecordAdds
+from .uowrows import FlushRows
 from .warning import WarningBook
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ StatusHook = Callable[[Any, Status, Status], Any]
 HandleClass = Callable[[Any, int], Any]
 
 
-class UnitOfWork(RecordAdds):
+class UnitOfWork(RecordAdds, FlushRows):
     """UnitOfWork caches records and writes what changed, in one transaction per commit."""
 
     def __init__(self, state: Any, store: Store, clock: _time.Clock, check: Callable[[], None],
@@ -83,9 +83,14 @@ class UnitOfWork(RecordAdds):
         self.tables = ManagerTables(self)
         #: timings: task runs and ensure passes, written by whatever commits next (engine.timings).
         self.timings = TimingBook(self)
+        # The books' plain Pending sets (made once): a commit forgets what each wrote (Pending.committed).
+        self._plain_books = (*self.warnings.pendings(), *self.notices.pendings(), *self.keys.pendings())
         #: changeset notes what must be written (new, dirty, deleted records) and what the commit wakes.
         self.changeset = ChangeSet()
         self.blockers_suspect = True  # checked by the runner's first pass
+        #: cache_stale: another connection wrote while this unit kept writes; its records' edges may be stale
+        #: until the cache is dropped (forget).
+        self.cache_stale = False
         self.woken = False
         self.work_hook: Callable[[], None] | None = None
         #: done_hook, when set (a runner that hands on, engine.handon), is called at a commit that moved tasks to Done.
@@ -136,12 +141,28 @@ class UnitOfWork(RecordAdds):
         """
         if not routine:
             self.generation += 1
+        self.cache_stale = False
         self._waiting = self.keys.none_queued = None
         self.records.clear()
         self.values.clear()
         self.warnings.forget()
         self.notices.forget()
         self.tables.forget()
+
+    def written_outside(self) -> None:
+        """written_outside forgets the cache (unless it holds what is to be written) after another connection's commit.
+
+        The blockers counts are checked again, cycles looked for everywhere
+        (an edge may have come from outside), and a cache kept for its
+        pending writes is no longer taken for the database's edges.
+        """
+        self.blockers_suspect = True
+        self.new_waits = None
+        if self.pending():
+            self.cache_stale = True  # dropped once they are committed
+        else:
+            self.forget()
+            self.sync_sequences()
 
     def rollback(self) -> None:
         """rollback abandons the unit of work; records reload from the database."""
@@ -183,75 +204,6 @@ class UnitOfWork(RecordAdds):
             self.keys.flush(store)
         self.tables.flush(store)
         self.timings.flush(store)
-
-    def _rows(self, statuses: bool) -> ChangeSetWrite:
-        """_rows takes what the change set holds as the rows of one write (what _settle computes, later)."""
-        cs, tasks = self.changeset, self.records.tasks
-        w = ChangeSetWrite(settle=self._settle if statuses and not self.store.shared else self._sequences)
-        if cs.new_changes.todo:
-            changes = self.records.changes
-            w.changes = [changes[cid].row(self._write_status(changes[cid]))
-                         for cid in cs.new_changes.take() if cid in changes]
-        if cs.new_tasks.todo or cs.dirty_tasks.todo:
-            cs.task_rows(w, tasks, self.store.shared)
-        if cs.new_edges.todo:
-            w.edges = cs.new_edges.take()
-            w.recount = sorted({tid for tid, _ in w.edges})
-            self.note_waits(tid for tid, _ in w.edges)
-        # (What waits for the flipped tasks is found by the store: PostgreSQL, in the recount's statement.)
-        w.halted_by = cs.done_flips.take() if cs.done_flips.todo else w.halted_by
-        w.lanes = cs.new_lanes.take() if cs.new_lanes.todo else w.lanes
-        w.ended = cs.ended.take() if cs.ended.todo else w.ended
-        if cs.new_log.todo:
-            lines = cs.new_log.take()
-            w.log = [(tid, t, lv, msg) for tid, _seq, t, lv, msg in lines]
-            w.log_trim, w.log_keep = sorted({tid for tid, *_ in lines}), LOG_KEEP
-        w.values = {k: self.values.get(k) for k in cs.dirty_values.take()} if cs.dirty_values.todo else w.values
-        return w
-
-    def _settle(self, w: ChangeSetWrite) -> None:
-        """_settle computes the rows and statuses of the changes, once the tasks and edges they read are written.
-
-        (Shared stores settle them at commit, under their row locks: engine.shared.)
-        """
-        cs, changes = self.changeset, self.records.changes
-        if cs.dirty_changes.todo:
-            w.change_updates = [(*r[1:], r[0]) for r in (changes[cid].row(self._write_status(changes[cid]))
-                                                          for cid in cs.dirty_changes.take() if cid in changes)]
-        if cs.touched.todo:
-            w.statuses = statuses = []  # (status, change id)
-            for cid in cs.touched.take():
-                rec = changes.get(cid)
-                try:
-                    if rec is None and self._waiting is not None and cid in self._waiting:
-                        rec = self.records.crec(cid)
-                    status = self.change_status(rec) if rec is not None and rec.db_status is not None else None
-                except (DatabaseCorruptError, NotFoundError) as e:
-                    log.error("cannot store the status of change %s: %s", cid, e)
-                    continue  # one damaged change must not keep the others from committing
-                if rec is not None and status is not None:
-                    if self._waiting is not None and not self.records.counts(rec).get(Status.WAIT):
-                        self._waiting.discard(cid)
-                    if status is not rec.db_status:
-                        statuses.append((status.value, cid))
-                        rec.db_status = status
-                        self.change_updated(rec)
-        self._sequences(w)
-
-    def _sequences(self, w: ChangeSetWrite) -> None:
-        """_sequences takes the last ids handed out, once the statuses' change-update notices took theirs."""
-        if self.changeset.dirty_seqs.todo:
-            w.sequences = {name: self._last[name] for name in self.changeset.dirty_seqs.take()}
-
-    def _write_status(self, rec: ChangeRec) -> Status:
-        old, rec.db_status = rec.db_status, self.change_status(rec)
-        if rec.db_status is not old:
-            self.change_updated(rec, new=old is None)
-        return rec.db_status
-
-    def change_updated(self, rec: ChangeRec, new: bool = False) -> None:
-        """change_updated records a change-update notice: the change spawned or its status moved (snapd)."""
-        self.notices.add(CHANGE_UPDATE, str(rec.id), {"kind": rec.kind}, new=new)
 
     def relax_commit(self) -> None:
         """relax_commit lets this unit of work commit without its own sync.
@@ -306,7 +258,10 @@ class UnitOfWork(RecordAdds):
             raise
         self._relaxed = False
         self.changeset.committed(self.records.tasks)
-        for pending in self._book_pendings():
+        for pending in self._plain_books:  # (those with nothing written are left alone: most, a step of a chain)
+            if pending.done:
+                pending.done.clear()
+        for pending in (*self.tables.pendings(), *self.timings.pendings()):
             pending.committed()
         self.notices.committed()
         if self.notices.repeated:
@@ -318,7 +273,11 @@ class UnitOfWork(RecordAdds):
             if self.work_hook is not None:
                 self.woken = True
         ready, self.changeset.became_ready = self.changeset.became_ready, []
-        self.records.evict()
+        if self.cache_stale:  # kept over another connection's write (written_outside): read afresh now
+            self.forget()
+            self.sync_sequences()
+        else:
+            self.records.evict()
         return ready
 
     def _keep(self) -> None:
@@ -345,6 +304,20 @@ class UnitOfWork(RecordAdds):
         """
         try:
             self.flush(statuses=False)
+            return True
+        except Exception as e:
+            log.debug("cannot write to state database %s before handing tasks on: %s", self.target, e)
+            self._keep()
+            return False
+
+    def begin_or_keep(self) -> bool:
+        """begin_or_keep opens the write transaction for a runner handing tasks on without a flush first.
+
+        As flush_or_keep: refused (a busy database, a replaced file), the
+        unit is kept whole for the commit, and it returns False.
+        """
+        try:
+            self.store.begin_write(relaxed=self._relaxed)
             return True
         except Exception as e:
             log.debug("cannot write to state database %s before handing tasks on: %s", self.target, e)

@@ -24,6 +24,9 @@ from .statements import BY_NAME, STATEMENTS, TASK_COLUMNS, Forms, Sql, tasks
 
 #: What the compiler writes where an IN list goes.
 POSTCOMPILE = "__[POSTCOMPILE_{}]"
+#: BLOCKERS_COLUMN is the index task_update takes for the blockers count (a column of no record: a single
+#: writer whose cache knows what the halted tasks wait for writes it as a value, engine.changeset).
+BLOCKERS_COLUMN = len(TASK_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def table_statement(catalog: Catalog, stmt: Any) -> tuple[Compiled, tuple[str, .
 
 
 def task_update(catalog: Catalog, columns: tuple[int, ...]) -> Compiled:
-    """task_update is the UPDATE of some columns of a task (their indexes in TASK_COLUMNS), then its id.
+    """task_update is the UPDATE of some columns of a task (indexes in TASK_COLUMNS, or BLOCKERS_COLUMN), then its id.
 
     Compiled once per set of columns (a unit of work rewrites only the
     columns that changed: a handful of sets in practice).
@@ -148,7 +151,7 @@ def task_update(catalog: Catalog, columns: tuple[int, ...]) -> Compiled:
     k = ("task_update", columns)
     found: Compiled | None = catalog.tables.get(k)
     if found is None:
-        names = [TASK_COLUMNS[i] for i in columns]
+        names = [TASK_COLUMNS[i] if i < BLOCKERS_COLUMN else "blockers" for i in columns]
         stmt = update(tasks).ordered_values(*[(tasks.c[n], bindparam(n)) for n in names]) \
             .where(tasks.c.id == bindparam("tid"))
         compiled, order, _ = compile_statement(stmt, catalog.dialect)
