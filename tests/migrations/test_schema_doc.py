@@ -426,7 +426,7 @@ def test_every_table_column_and_index_is_documented(built: Built, conn: sqlite3.
         for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{table}')"):
             assert f"`{col}`" in section, f"column {table}.{col} is not described in docs/schema.md"
     views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
-    assert views == ["v_changes", "v_task_last_log"]
+    assert views == ["task_timings", "v_changes", "v_task_last_log"]
     for view in views:
         assert view in by_table, f"docs/schema.md has no '### `{view}`' section"
         for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{view}')"):
