@@ -102,9 +102,11 @@ def change_of(st: State, kind: str, n: int, summary: str = "runs") -> str:
         return chg.id
 
 
-def test_runs_are_written_once_a_batch_of_them_waits(st: State, runner: TaskRunner) -> None:
+def test_runs_are_written_once_a_batch_of_them_waits(st: State, runner: TaskRunner,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """No row per outcome: BATCH_RUNS runs wait in memory, then a commit that happens anyway writes them all;
     readers in this process see the waiting ones at once."""
+    monkeypatch.setattr(engine.timings, "BATCH_RUNS", 32)  # (fewer tasks to run than 256)
     runner.add_handler("k", lambda task, tomb: None)
     first = change_of(st, "k", engine.timings.BATCH_RUNS - 1)
     settle(st, runner, first)
@@ -313,11 +315,13 @@ def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State,
 
 
 def test_a_batch_is_a_row_per_change_in_order_without_those_of_changes_gone(file_st: State, db_path: Path,
-                                                                             clock: FakeClock) -> None:
+                                                                             clock: FakeClock,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch's runs are one row per change (task_timing_batches), in the order they were noted (a change's
     runs oldest first), those of a change another process deleted meanwhile left out, the others all written;
     the view task_timings shows them a row per run to any sqlite3 connection."""
     st, w = file_st, file_st._uow
+    monkeypatch.setattr(engine.timings, "BATCH_RUNS", 64)
     with st:
         gone, kept = st.new_change("test", "gone"), st.new_change("test", "kept")
         gone_ids = []
