@@ -194,7 +194,9 @@ class TimingBook:
                 traced = self.tracer.task_run(rec, outcome)
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
-        self.runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
+        runs = self.runs
+        runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
+        runs.changes[rec.id] = rec.change_id
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -228,17 +230,13 @@ class TimingBook:
         its id; and the changes in which a task may now have more than TASK_RUNS_KEEP runs.
 
         A batch holds an array per field (RUN_FIELDS, _packed), each made in C: the runs of a flush cost
-        under half of what a row per run did. The run of a task gone (its change pruned) or in no change is
-        dropped: no reader would list it.
+        under half of what a row per run did. A run's change is the one noted with it (_Runs.changes: its
+        task's record may have left the cache since). The runs of a task in no change are dropped, and the
+        statement that writes a batch drops it if its change is gone (pruned meanwhile, here or elsewhere).
         """
         if not runs:
             return [], []
-        records = self._w.records
-        recs = list(map(records.tasks.get, [run[0] for run in runs]))
-        try:
-            cids = [rec.change_id for rec in recs]  # type: ignore[union-attr]
-        except AttributeError:  # a record not cached (evicted, or its task gone)
-            cids = [_change_of(records, run[0]) for run in runs]
+        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
         by_change: dict[int, list[Run]] = {}
         if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
             if cids[0] is not None:
@@ -342,7 +340,7 @@ class _Runs:
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "force", "held", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "changes", "force", "held", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -350,6 +348,9 @@ class _Runs:
         self.held: list[Run] = []
         self.wrote_held: list[Run] = []
         self.wrote_todo: list[Run] = []
+        #: changes are the change of each task with runs noted (None: in none), until no run waits (a flush
+        #: groups the runs by change: the task's record may be gone from the cache by then).
+        self.changes: dict[int, int | None] = {}
         self.force = False
 
     def take(self) -> list[Run]:
@@ -372,6 +373,8 @@ class _Runs:
             on_held = self.book.on_held
             if first and on_held is not None:
                 on_held()
+        elif not self.held:
+            self.changes.clear()
         tracer = self.book.tracer
         if tracer is not None:
             traced = [run for run in ran if run[6] is not None]
@@ -394,10 +397,13 @@ class _Runs:
             log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
                         len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
+        if not self.held:
+            self.changes.clear()
 
     def drop(self) -> None:
         """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
         self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
+        self.changes.clear()
 
     def __bool__(self) -> bool:
         return bool(self.todo)
@@ -442,14 +448,6 @@ def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
     tids = batch["task_id"]
     return list(zip(*(batch[name] if isinstance(batch[name], list) else [batch[name]] * len(tids)
                       for name in RUN_FIELDS), strict=True))
-
-
-def _change_of(records: Any, tid: int) -> int | None:
-    """_change_of is the change of a task (None: in none, or gone)."""
-    try:
-        return records.trec(tid).change_id  # type: ignore[no-any-return]
-    except NotFoundError:
-        return None
 
 
 def started(end: datetime, elapsed: float) -> datetime:

@@ -134,6 +134,23 @@ def test_a_task_keeps_its_newest_runs_in_the_database(st: State, clock: FakeCloc
         assert len(st._uow.store.timing_batches(int(cid))) == 4  # the first (the other task's run), 5, 6 and 7
 
 
+def test_a_run_goes_to_its_change_whatever_the_cache_holds_and_none_without_one(st: State,
+                                                                                clock: FakeClock) -> None:
+    """The records of tasks leave the cache (ready history, past its limit) while their runs wait: the batch
+    still goes to their change; a task in no change has no run kept."""
+    cid, tids = _change(st, 2)
+    with st:
+        orphan = int(st.new_task("k", "in no change").id)
+    _note(st, clock, [*tids, orphan], [(0, "do", 1, 0.001), (2, "do", 1, 0.002), (1, "do", 1, 0.003)])
+    st._uow.records.clear()
+    _write(st)
+    assert st._uow.timings.runs.changes == {}  # (none waits: what was noted of them is forgotten)
+    with st:
+        assert [(int(t.task_id), t.duration) for t in _timings(st, cid)] == [
+            (tids[0], timedelta(milliseconds=1)), (tids[1], timedelta(milliseconds=3))]
+        assert len(st._uow.store.timing_batches(int(cid))) == 1
+
+
 def test_a_pruned_change_takes_its_batches_with_it(st: State, clock: FakeClock) -> None:
     cid, tids = _change(st, 2)
     kept, others = _change(st, 1)
