@@ -437,9 +437,11 @@ class TaskTimingBatchRow(Base):
 
     id: Mapped[int] = mapped_column(Int, primary_key=True)
     change_id: Mapped[int] = mapped_column(Int, ForeignKey("changes.id", ondelete="CASCADE"))
-    # The runs, oldest first, as a JSON array of [task id, phase ("do", "undo"), attempt (1 + the task's
-    # attempts before it), outcome (done, undone, retry, wait, error, aborted), started (the State's clock),
-    # duration (seconds)].
+    # The runs, oldest first, as JSON, an array per field (engine.timings.RUN_FIELDS, _packed): {"since": S,
+    # "task_id": [...], "phase": [...] ("do", "undo"), "attempt": [...] (1 + the task's attempts before it),
+    # "outcome": [...] (done, undone, retry, wait, error, aborted), "started": [...] (microseconds after S, which
+    # is microseconds since the epoch; the State's clock), "duration": [...] (microseconds)}; a phase, attempt
+    # or outcome every run shares is that one value, not an array.
     runs: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (

@@ -71,9 +71,9 @@ _PG_STARTED = "(j.runs ->> 'since')::bigint + " + _pg_run("started") + "::bigint
 #: VIEWS_0011 are the views revision 0011_h27pack_timing_batches adds: the runs of task handlers, one row per
 #: run (batch_id, seq: the order they were written in), from the batches, whose runs are a JSON object of
 #: arrays, a field each (engine.timings.RUN_FIELDS; phase, attempt and outcome one value when the runs share
-#: it), started in microseconds after the batch's "since"
-#: (microseconds since the epoch) shown as the engine's time text, duration in microseconds shown in seconds
-#: (a view per dialect: SQLite's json_each, PostgreSQL's jsonb_array_elements_text).
+#: it); started, microseconds after the batch's "since" (microseconds since the epoch), shown as the engine's
+#: time text; duration, microseconds, shown in seconds. A view per dialect: SQLite's json_each, PostgreSQL's
+#: jsonb_array_elements_text.
 VIEWS_0011: Mapping[str, Mapping[str, str]] = {
     "task_timings": {
         "sqlite": f"""CREATE VIEW task_timings AS
