@@ -34,8 +34,10 @@ depends_on: str | Sequence[str] | None = None
 
 #: The 64-bit integer of the models at this revision (a copy: this migration is a snapshot of the schema).
 Int = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
-#: How many runs a moved batch holds at most (the engine's BATCH_RUNS at this revision).
+#: How many runs a moved batch holds at most.
 BATCH = 64
+#: How many rows are read at a time (memory stays bounded whatever the table holds).
+CHUNK = 10_000
 #: The fields of a run in task_timing_batches.runs, an array each, or one value for all the runs of a batch
 #: (engine.timings.RUN_FIELDS at this revision).
 FIELDS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
@@ -113,24 +115,35 @@ def upgrade() -> None:
     dialect = op.get_context().dialect.name
     bind = op.get_bind()
     _create_batches(dialect)
-    rows = bind.execute(sa.text(
-        "SELECT t.change_id, r.task_id, r.phase, r.attempt, r.outcome, r.started, r.duration "
-        "FROM task_timings r JOIN tasks t ON t.id = r.task_id WHERE t.change_id IS NOT NULL ORDER BY r.id")).all()
     # A batch per stretch of rows of one change (at most BATCH): the rows keep their order, so a downgrade
     # gives them back in it. started: microseconds after the batch's since (its first run's start, in
-    # microseconds since the epoch); duration: microseconds (what every reader showed).
+    # microseconds since the epoch); duration: microseconds (what every reader showed). CHUNK rows at a
+    # time, whatever the table holds.
+    select_rows = sa.text(
+        "SELECT r.id, t.change_id, r.task_id, r.phase, r.attempt, r.outcome, r.started, r.duration "
+        "FROM task_timings r JOIN tasks t ON t.id = r.task_id WHERE t.change_id IS NOT NULL AND r.id > :after "
+        "ORDER BY r.id LIMIT :chunk")
+    insert = sa.text("INSERT INTO task_timing_batches (change_id, runs) VALUES (:cid, :runs)")
     moved: list[tuple[int, dict[str, Any]]] = []
-    for cid, tid, phase, attempt, outcome, started, duration in rows:
-        when = (datetime.strptime(started, _TEXT).replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
-        if not moved or moved[-1][0] != int(cid) or len(moved[-1][1]["task_id"]) == BATCH:
-            moved.append((int(cid), {"since": when, **{name: [] for name in FIELDS}}))
-        batch = moved[-1][1]
-        run = (int(tid), phase, int(attempt), outcome, when - batch["since"], round(float(duration) * 1e6))
-        for name, value in zip(FIELDS, run, strict=True):
-            batch[name].append(value)
-    batches = [{"cid": cid, "runs": json.dumps(runs, separators=(",", ":"))} for cid, runs in moved]
-    if batches:
-        bind.execute(sa.text("INSERT INTO task_timing_batches (change_id, runs) VALUES (:cid, :runs)"), batches)
+    after = -1
+    while True:
+        rows = bind.execute(select_rows, {"after": after, "chunk": CHUNK}).all()
+        for rid, cid, tid, phase, attempt, outcome, started, duration in rows:
+            when = (datetime.strptime(started, _TEXT).replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+            if not moved or moved[-1][0] != int(cid) or len(moved[-1][1]["task_id"]) == BATCH:
+                moved.append((int(cid), {"since": when, **{name: [] for name in FIELDS}}))
+            batch = moved[-1][1]
+            run = (int(tid), phase, int(attempt), outcome, when - batch["since"], round(float(duration) * 1e6))
+            for name, value in zip(FIELDS, run, strict=True):
+                batch[name].append(value)
+            after = int(rid)
+        done = len(rows) < CHUNK
+        full = moved if done else moved[:-1]  # (the last may go on in the next chunk)
+        if full:
+            bind.execute(insert, [{"cid": cid, "runs": json.dumps(runs, separators=(",", ":"))} for cid, runs in full])
+            moved = moved[len(full):]
+        if done:
+            break
     op.drop_index("ix_task_timings_task_id", table_name="task_timings")
     op.drop_table("task_timings")
     bind.exec_driver_sql(VIEW[dialect])
@@ -140,17 +153,25 @@ def downgrade() -> None:
     bind = op.get_bind()
     bind.exec_driver_sql("DROP VIEW IF EXISTS task_timings")
     _create_rows()
-    runs = []
-    for (text,) in bind.execute(sa.text("SELECT runs FROM task_timing_batches ORDER BY id")):
-        batch = json.loads(text)
-        n = len(batch["task_id"])  # (a phase, attempt or outcome the runs share is one value, not an array)
-        columns = (batch[name] if isinstance(batch[name], list) else [batch[name]] * n for name in FIELDS)
-        for tid, phase, attempt, outcome, started, duration in zip(*columns, strict=True):
-            runs.append({"task_id": tid, "phase": phase, "attempt": attempt, "outcome": outcome,
-                         "started": f"{_EPOCH + (batch['since'] + started) * _MICROSECOND:{_TEXT}}",
-                         "duration": duration / 1e6})
-    if runs:  # (the tasks are there: a batch goes with its change, and a change's tasks with it)
-        bind.execute(sa.text("INSERT INTO task_timings (task_id, phase, attempt, outcome, started, duration) "
-                             "VALUES (:task_id, :phase, :attempt, :outcome, :started, :duration)"), runs)
+    select_batches = sa.text("SELECT id, runs FROM task_timing_batches WHERE id > :after ORDER BY id LIMIT :chunk")
+    insert = sa.text("INSERT INTO task_timings (task_id, phase, attempt, outcome, started, duration) "
+                     "VALUES (:task_id, :phase, :attempt, :outcome, :started, :duration)")
+    after = -1
+    while True:
+        batches = bind.execute(select_batches, {"after": after, "chunk": max(1, CHUNK // BATCH)}).all()
+        runs = []
+        for bid, text in batches:
+            batch = json.loads(text)
+            n = len(batch["task_id"])  # (a phase, attempt or outcome the runs share is one value, not an array)
+            columns = (batch[name] if isinstance(batch[name], list) else [batch[name]] * n for name in FIELDS)
+            for tid, phase, attempt, outcome, started, duration in zip(*columns, strict=True):
+                runs.append({"task_id": tid, "phase": phase, "attempt": attempt, "outcome": outcome,
+                             "started": f"{_EPOCH + (batch['since'] + started) * _MICROSECOND:{_TEXT}}",
+                             "duration": duration / 1e6})
+            after = int(bid)
+        if runs:  # (the tasks are there: a batch goes with its change, and a change's tasks with it)
+            bind.execute(insert, runs)
+        if len(batches) < max(1, CHUNK // BATCH):
+            break
     op.drop_index("ix_task_timing_batches_change_id", table_name="task_timing_batches")
     op.drop_table("task_timing_batches")
