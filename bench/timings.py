@@ -34,7 +34,7 @@ notes the recorder takes for them are not in it).
 
 Each round also measures the instrumentation's direct CPU cost per run
 (direct): in one process, commits recording 16 runs each (W1) or one (W2),
-the modes alternating every 200 runs, so that the load of a shared
+the modes alternating every batch (BATCH_RUNS runs), so that the load of a shared
 machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
 alike; that cost over the A/B's "without" CPU per task is printed beside
 the goal. For "helper", the engine's process's cost (what the goal is
@@ -178,6 +178,7 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
 
     from engine import State
     from engine.session import session_of
+    from engine.timings import BATCH_RUNS
 
     st = State.open(db, synchronous="NORMAL")  # no sync per commit: CPU time is measured, not the disk's waits
     try:
@@ -215,7 +216,8 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
             tracer = _otel.Tracer(w, provider)
         modes = ["without", "timings", *(["traced"] if traced else []), *(["helper"] if helper else [])]
         diffs: dict[str, list[float]] = {mode: [] for mode in [*modes[1:], *(["helper-process"] if helper else [])]}
-        block = max(per_commit, 200 // per_commit * per_commit)  # runs per block
+        # Runs per block: a batch's worth (BATCH_RUNS), written by one of the block's commits as in a run.
+        block = max(per_commit, BATCH_RUNS // per_commit * per_commit)
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
@@ -396,7 +398,7 @@ def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[s
               + "".join(f"{1 + cost[m] / base:14.3f}" for m in shares))
     print("goal: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
           "no more than 5%); direct: the instrumentation's CPU per run, in one process, modes alternated "
-          "every 200 runs, over W's 'without' CPU per task (helper: the engine's process; helper-process: the "
+          "every batch of runs, over W's 'without' CPU per task (helper: the engine's process; helper-process: the "
           "helper's own; helper+: both)")
 
 
