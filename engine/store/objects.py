@@ -5,11 +5,12 @@ Both backends are compared (SQLite through sqlite_master, PostgreSQL
 through SQLAlchemy's inspector). A database at the head revision may still have lost an object (``DROP
 INDEX`` in a ``sqlite3`` shell, a restore that skipped one). Opening
 compares what the database has with what the models and views of the head
-revision define: a missing index is recreated by a writer (it holds no
-data, so nothing is lost) and reported by a reader, and so is a missing
-manager table (declared on engine.metadata after the file was made:
-engine.tables), created empty; anything else (a missing view, one of the
-engine's own tables, a constraint) is reported in one line. ``overlord db
+revision define: a missing index or view is recreated by a writer (neither
+holds data, so nothing is lost; the engine reads task_timings, a view) and
+reported by a reader, and so is a missing manager table (declared on
+engine.metadata after the file was made: engine.tables), created empty;
+anything else (one of the engine's own tables, a constraint) is reported
+in one line. ``overlord db
 check`` and ``overlord db upgrade`` use the same comparison.
 """
 
@@ -28,7 +29,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateTable
 
 from ..models import ENGINE_OWN, Base
-from .views import VIEWS
+from .views import VIEWS, create_views
 
 log = logging.getLogger("engine.db")
 
@@ -65,22 +66,27 @@ class SchemaObjects:
     indexes: list[str] = field(default_factory=list)
     #: Missing manager tables (engine.tables), by name: a writer creates them, empty.
     tables: list[str] = field(default_factory=list)
+    #: Missing views, by name (a writer recreates them from the head revision's definitions).
+    views: list[str] = field(default_factory=list)
     #: Everything else that is missing, one phrase each ("view v_changes").
     others: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.indexes or self.tables or self.others)
+        return bool(self.indexes or self.tables or self.views or self.others)
 
     @property
     def recreatable(self) -> bool:
-        """recreatable says whether a writer has something to create (indexes, manager tables)."""
-        return bool(self.indexes or self.tables)
+        """recreatable says whether a writer has something to create (indexes, manager tables, views)."""
+        return bool(self.indexes or self.tables or self.views)
+
+    def phrases(self) -> list[str]:
+        """phrases name what is missing, one each ("index ix_tasks_runnable", "view v_changes")."""
+        return [*(f"index {name}" for name in self.indexes), *(f"table {name}" for name in self.tables),
+                *(f"view {name}" for name in self.views), *self.others]
 
     def describe(self) -> str:
         """describe is the one line that lists what is missing."""
-        return "; ".join([*(f"index {name} is missing" for name in self.indexes),
-                          *(f"table {name} is missing" for name in self.tables),
-                          *(f"{what} is missing" for what in self.others)])
+        return "; ".join(f"{what} is missing" for what in self.phrases())
 
 
 def missing_objects(raw: sqlite3.Connection) -> SchemaObjects:
@@ -120,8 +126,11 @@ def _compare(head: _Head, have: set[tuple[str, str]], constraints: dict[str, set
     for name, ix in sorted(head.indexes.items()):
         if ("index", name) not in have and ix.table is not None and ix.table.name in tables | set(out.tables):
             out.indexes.append(name)
-    for view in sorted(head.views - {name for kind, name in have if kind == "view"}):
-        out.others.append(f"view {view}")
+    views = sorted(head.views - {name for kind, name in have if kind == "view"})
+    if out.others:  # one of the engine's tables is missing: a view of it could not be made
+        out.others += [f"view {name}" for name in views]
+    else:
+        out.views = views
     for table, names in sorted(head.constraints.items()):
         if table in constraints:
             out.others += [f"constraint {name} of table {table}" for name in sorted(names - constraints[table])]
@@ -142,12 +151,14 @@ def repair(engine: Engine, raw: sqlite3.Connection, target: str) -> SchemaObject
 
 
 def recreate(conn: Any, missing: SchemaObjects) -> None:
-    """recreate creates the missing manager tables and indexes on conn, in its transaction."""
+    """recreate creates the missing manager tables, indexes and views on conn, in its transaction."""
     head = _head()
     for name in missing.tables:
         Base.metadata.tables[name].create(conn, checkfirst=True)
     for name in missing.indexes:
         head.indexes[name].create(conn, checkfirst=True)
+    if missing.views:
+        create_views(conn, {name: VIEWS[name] for name in missing.views})
 
 
 def _say(missing: SchemaObjects, target: str) -> None:
@@ -157,6 +168,9 @@ def _say(missing: SchemaObjects, target: str) -> None:
     if missing.indexes:
         log.warning("state database %s lacked the index%s %s of its schema: recreated", target,
                     "es" if len(missing.indexes) > 1 else "", ", ".join(missing.indexes))
+    if missing.views:
+        log.warning("state database %s lacked the view%s %s of its schema: recreated", target,
+                    "s" if len(missing.views) > 1 else "", ", ".join(missing.views))
     if missing.others:
         log.warning("state database %s differs from the schema the engine needs: %s", target,
                     "; ".join(f"{what} is missing" for what in missing.others))
@@ -175,6 +189,6 @@ def report(raw: sqlite3.Connection, target: str) -> SchemaObjects:
     missing = missing_objects(raw)
     if missing:
         log.warning("state database %s differs from the schema the engine needs: %s (opening it for writing "
-                    "recreates a missing index)", target, missing.describe())
+                    "recreates a missing index or view)", target, missing.describe())
     return missing
 

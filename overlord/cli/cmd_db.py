@@ -140,9 +140,11 @@ def upgrade(db: Path | None, state_dir: Path | None) -> None:
         click.echo(f"{path} is already at the newest schema revision, {after}.")
     else:
         click.echo(f"Upgraded {path} from schema revision {before or 'base'} to {after}.")
-    repaired = [name for name in missing.indexes if name not in left.indexes]
+    repaired = [f"{kind} {name}" for kind, names, now in (("index", missing.indexes, left.indexes),
+                                                          ("view", missing.views, left.views))
+                for name in names if name not in now]
     if repaired:
-        click.echo(f"Recreated in {path}: {', '.join(f'index {name}' for name in repaired)}.")
+        click.echo(f"Recreated in {path}: {', '.join(repaired)}.")
     if left:
         fail(f"{path} differs from the schema the engine needs: {left.describe()}")
 
@@ -163,8 +165,7 @@ def check(db: Path | None, as_json: bool, state_dir: Path | None) -> None:
     from engine.db import BASE
 
     revision = None if revision == BASE else revision
-    missing = [f"index {name}" for name in found.missing.indexes] + \
-        [f"table {name}" for name in found.missing.tables] + found.missing.others
+    missing = found.missing.phrases()
     report = {"database": str(path), "integrity": found.integrity, "revision": revision, "head": head,
               "schema-differences": found.schema_differences, "schema-objects-missing": missing,
               "ok": found.ok}
