@@ -87,29 +87,33 @@ class PostgresCounts(PostgresLink):
 class Probed:
     """Probed is what PROBE said of one change: its unready statuses counted up to CAP (some), else the counts."""
 
-    __slots__ = ("cap", "counts", "some", "unclean")
+    __slots__ = ("cap", "counts", "dirty", "some", "unclean")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap  # (the most PROBE counted of each unready status)
         self.counts: dict[str, int] = {}
         self.some: dict[str, int] = {}
-        self.unclean = 0
+        self.unclean = 0  # (of the whole counts)
+        self.dirty = 0  # (1: some task not cleaned, while some are unready)
 
     def result(self) -> tuple[dict[str, int], int]:
-        """result is counts_besides' answer."""
-        return dict(self.some or self.counts), self.unclean
+        """result is counts_besides' answer: the whole counts where they were read, else some."""
+        if self.counts:
+            return dict(self.counts), self.unclean
+        return dict(self.some), self.dirty
 
 
 def _besides(left: frozenset[int], p: Probed, held: set[int],
              mine: dict[int, Any]) -> tuple[dict[str, int], int] | None:
     """_besides is counts_besides from a probe that left out left, for held now (None: it cannot say)."""
     have = {tid for tid in held if tid in mine}
-    counts, unclean = dict(p.some or p.counts), p.unclean
+    counts, unclean = p.result()
+    exact = bool(p.counts)
     for tid in have - left:  # one of the others then: no longer
         _cid, status, clean = mine[tid]
         if status is None:
             return None
-        if p.some:
+        if not exact:
             if status in p.some:
                 counts[status] -= 1
                 if counts[status] <= 0:
@@ -143,5 +147,7 @@ def probed(rows: Sequence[Row], cids: Any, cap: int) -> dict[int, Probed]:
             p.some[status] = int(n)
         elif what == "f":
             p.counts[status] = int(n)
-        p.unclean += int(unclean or 0)
+            p.unclean += int(unclean or 0)
+        else:
+            p.dirty = 1
     return out

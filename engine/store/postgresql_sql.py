@@ -146,7 +146,8 @@ def sqlstate(e: BaseException) -> str:
 #     finds them; counting all the change's tasks took about 0.35 ms a step on a chain of 1,000, and 3 to 18 ms a
 #     unit of work in W1, growing with the change);
 #  'c': some task not cleaned is there (for a change with unready tasks);
-#  'f': the count of a status and of its tasks not cleaned, for a change with no unready task but those held.
+#  'f': the count of a status and of its tasks not cleaned, for a change where no unready status reached the cap
+#     (none, or a few: the step of a chain that adds its next task as it runs leaves one, whose claim takes it).
 #: CAP: more than a claim takes at once, most often (what leaves the others then is known to leave some).
 CAP = 64
 UNREADY_STATUSES = ("Abort", "Undoing", "Undo", "Doing", "Do", "Wait")
@@ -168,7 +169,8 @@ _PROBE = (
     "UNION ALL SELECT 'c', c.id, '', 0::bigint, 1::bigint FROM c WHERE c.id IN (SELECT change_id FROM u) "
     f"AND EXISTS (SELECT 1 FROM tasks t WHERE NOT t.clean AND {_OTHER}) "
     "UNION ALL SELECT 'f', c.id, t.status, count(*), sum(CASE WHEN t.clean THEN 0 ELSE 1 END) FROM c "
-    f"JOIN tasks t ON {_OTHER} WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.change_id = c.id) GROUP BY c.id, t.status")
+    f"JOIN tasks t ON {_OTHER} WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.change_id = c.id AND u.n >= %(cap)s) "
+    "GROUP BY c.id, t.status")
 #: PROBE_OF: the changes of the tasks %(ids)s (read ahead with their lock); PROBE: the changes %(cids)s.
 PROBE = _PROBE.format(cids="%(cids)s::bigint[]")
 PROBE_OF = _PROBE.format(cids="ARRAY(SELECT change_id FROM tasks WHERE id = ANY (%(ids)s::bigint[]) "

@@ -193,3 +193,34 @@ def test_a_unit_of_work_sees_its_change_s_status_exactly_as_it_moves_its_tasks(p
             (Status.DO, Status.DOING), (Status.DOING, Status.ERROR)]
     finally:
         st.close()
+
+
+def test_a_chain_that_adds_its_next_step_as_it_runs_asks_nothing_more_for_its_status(overlord: Overlord) -> None:
+    """The peers' chain: each step adds the next one to its change, waiting for itself. The outcome's unit of work
+    claims that step, the last unready task besides those it holds: what the change's status needs came with the
+    lock of the outcome's task (the whole counts, where no unready status is many), and no step asks again."""
+    o = overlord
+    n = 8
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            i = task.get("i")
+            if i + 1 < n:
+                nxt = task.state.new_task("step", f"step {i + 2}")
+                nxt.set("i", i + 1)
+                nxt.wait_for(task)
+                task.change().add_task(nxt)
+
+    o.task_runner.add_handler("step", step)
+    with o.state:
+        chg = o.state.new_change("c", "a chain that grows as it runs")
+        first = o.state.new_task("step", "step 1")
+        first.set("i", 0)
+        chg.add_task(first)
+    asked: list[str] = []
+    _record_round_trips(o.state._uow.store, asked=asked)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    with o.state:
+        assert chg.status is Status.DONE and len(chg.tasks()) == n
+    assert asked.count(PROBE) <= 2, asked.count(PROBE)  # (the cleanups' pass, say; never one a step)
