@@ -38,12 +38,15 @@ class RecordCache:
         self._evict_above = CACHE_LIMIT
         # (Shared stores) by change, the statuses of the others counted up to a few (empty: exact): _held_counts.
         self._approx: dict[int, frozenset[Status]] = {}
+        # (Shared stores) by change, the tasks added to it while its task ids were not loaded: add_task_id.
+        self._added: dict[int, list[int]] = {}
 
     def clear(self) -> None:
         """clear forgets every record (they reload on demand)."""
         self.tasks.clear()
         self.changes.clear()
         self._approx.clear()
+        self._added.clear()
 
     def drop_changes(self, ids: list[int]) -> None:
         """drop_changes forgets changes and their tasks (deleted: prune)."""
@@ -52,6 +55,7 @@ class RecordCache:
             del self.tasks[tid]
         for cid in ids:
             self.changes.pop(cid, None)
+            self._added.pop(cid, None)
 
     def drop_tasks(self, ids: list[int]) -> None:
         """drop_tasks forgets tasks (deleted: prune)."""
@@ -200,8 +204,21 @@ class RecordCache:
     def task_ids(self, rec: ChangeRec) -> list[int]:
         """task_ids are the ids of a change's tasks, loaded once."""
         if rec.task_ids is None:
-            rec.task_ids = self.store.task_ids_of_change(rec.id)
+            ids = self.store.task_ids_of_change(rec.id)
+            added = self._added.pop(rec.id, None)
+            if added:
+                known = set(ids)
+                ids += [tid for tid in added if tid not in known]  # (those not written yet)
+            rec.task_ids = ids
         return rec.task_ids
+
+    def add_task_id(self, rec: ChangeRec, tid: int) -> None:
+        """add_task_id notes a task added to a change. On a shared store, ids not loaded stay so (a chain that adds
+        its next step as it runs read every task id of its change at every step): task_ids adds them when loaded."""
+        if rec.task_ids is None and self.store.shared:
+            self._added.setdefault(rec.id, []).append(tid)
+        else:
+            self.task_ids(rec).append(tid)
 
     def change_trecs(self, rec: ChangeRec) -> list[TaskRec]:
         """change_trecs are the records of a change's tasks (all its rows at once for a big change)."""
