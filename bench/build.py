@@ -15,6 +15,7 @@ shapes, so a changed schema or a change in what the engine writes rebuilds them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from .common import HISTORY_CHAIN, BenchError
 
 #: Bump when the builder's output changes for the same template.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 #: The template runs under this fixed clock, so every time it writes is this one value.
 TEMPLATE_TIME = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 #: History change k gets HISTORY_START + k * HISTORY_STEP as all its times.
@@ -36,14 +37,15 @@ HISTORY_STEP = timedelta(seconds=10)
 _CHUNK_CHANGES = 5_000
 
 #: How each table's columns map when a row of the template is cloned.
-#: cid: the new change id; tid: a task id of the new change; auto: left to SQLite.
+#: cid: the new change id; tid: a task id of the new change; auto: left to SQLite; runs: a batch of task runs
+#: (engine.timings: JSON with task ids and times in microseconds), its task ids and times moved.
 ROLES: dict[str, dict[str, str]] = {
     "changes": {"id": "cid"},
     "tasks": {"id": "tid", "change_id": "cid"},
     "task_dependencies": {"task_id": "tid", "wait_task_id": "tid"},
     "task_lanes": {"task_id": "tid"},
     "task_log": {"id": "auto", "task_id": "tid"},
-    "task_timings": {"id": "auto", "task_id": "tid"},
+    "task_timing_batches": {"id": "auto", "change_id": "cid", "runs": "runs"},
 }
 #: Tables whose rows are not cloned: rows that belong to no change, and the notices (a change-update notice
 #: lives 7 days after its change's last transition: a history of finished changes has pruned them).
@@ -168,6 +170,17 @@ def cache_key(schema: str, template: Template) -> str:
 Cloner = Callable[[int, int, str], list[tuple[Any, ...]]]
 
 
+def _moved_runs(text: str, tid_shift: int, ts: str, template_ts: str) -> str:
+    """_moved_runs is a batch of task runs (task_timing_batches.runs) of the template moved to a clone: its task ids
+    shifted, its times moved from the template's time to the clone's."""
+    from engine._time import from_text
+
+    runs = json.loads(text)
+    runs["task_id"] = [tid + tid_shift for tid in runs["task_id"]]
+    runs["since"] += (from_text(ts) - from_text(template_ts)) // timedelta(microseconds=1)
+    return json.dumps(runs, separators=(",", ":"))
+
+
 def _cloner(table: str, columns: list[str], template: Template) -> tuple[list[str], Cloner]:
     roles = ROLES[table]
     keep = [i for i, c in enumerate(columns) if roles.get(c) != "auto"]
@@ -175,6 +188,7 @@ def _cloner(table: str, columns: list[str], template: Template) -> tuple[list[st
     rows = [tuple(r[i] for i in keep) for r in template.rows[table]]
     cid_pos = [j for j, c in enumerate(out_cols) if roles.get(c) == "cid"]
     tid_pos = [j for j, c in enumerate(out_cols) if roles.get(c) == "tid"]
+    runs_pos = [j for j, c in enumerate(out_cols) if roles.get(c) == "runs"]
     time_text = template.time_text
     plans = []
     for r in rows:
@@ -193,6 +207,8 @@ def _cloner(table: str, columns: list[str], template: Template) -> tuple[list[st
                 row[j] = first_tid + off
             for j in time_pos:
                 row[j] = ts
+            for j in runs_pos:
+                row[j] = _moved_runs(base[j], first_tid - template.first_task, ts, time_text)
             out.append(tuple(row))
         return out
 

@@ -424,27 +424,30 @@ class ScheduleRunRow(Base):
     slot: Mapped[str] = mapped_column(String(32), primary_key=True)
     change_id: Mapped[int | None] = mapped_column(Int)
     time: Mapped[str] = mapped_column(String(32))
-class TaskTimingRow(Base):
-    """TaskTimingRow is one run of a task's do or undo handler: when, how long, and how it ended (engine.timings)."""
+class TaskTimingBatchRow(Base):
+    """TaskTimingBatchRow is the runs of a change's task handlers that one commit wrote (engine.timings).
 
-    __tablename__ = "task_timings"
+    One row per change per batch, not one per run: a row of its own cost a
+    run 3 us of SQLite's (the row, its index, its foreign key), over 5 % of
+    W1's CPU per task (docs/performance.md). The view task_timings shows
+    one row per run (engine.store.views).
+    """
+
+    __tablename__ = "task_timing_batches"
 
     id: Mapped[int] = mapped_column(Int, primary_key=True)
-    task_id: Mapped[int] = mapped_column(Int, ForeignKey("tasks.id", ondelete="CASCADE"))
-    # "do" or "undo".
-    phase: Mapped[str] = mapped_column(String(8))
-    # 1 + the task's attempts (retries) before this run.
-    attempt: Mapped[int] = mapped_column(Int)
-    # How the run ended: done, undone, retry, wait, error, aborted.
-    outcome: Mapped[str] = mapped_column(String(16))
-    # When the handler started (the State's clock) and how long it ran, in seconds.
-    started: Mapped[str] = mapped_column(String(32))
-    duration: Mapped[float] = mapped_column(Float)
+    change_id: Mapped[int] = mapped_column(Int, ForeignKey("changes.id", ondelete="CASCADE"))
+    # The runs, oldest first, as JSON, an array per field (engine.timings.RUN_FIELDS, _packed): {"since": S,
+    # "task_id": [...], "phase": [...] ("do", "undo"), "attempt": [...] (1 + the task's attempts before it),
+    # "outcome": [...] (done, undone, retry, wait, error, aborted), "started": [...] (microseconds after S, which
+    # is microseconds since the epoch; the State's clock), "duration": [...] (microseconds)}; a phase, attempt
+    # or outcome every run shares is that one value, not an array.
+    runs: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint("phase IN ('do','undo')", name="phase"),
-        # A change's runs (through its tasks), and the trim of one task's oldest runs.
-        Index("ix_task_timings_task_id", "task_id", "id"),
+        *json_check("runs", "runs"),
+        # A change's runs, oldest first, and the cascade when a change is pruned.
+        Index("ix_task_timing_batches_change_id", "change_id", "id"),
     )
 
 

@@ -2,7 +2,9 @@
 """Timings: how long each run of a task's handlers took, and each manager in slow ensure passes (snapd's timings).
 
 The recorder notes every do and undo run as it records its outcome; the
-rows are written in batches, by a commit that happens anyway, once
+runs are written in batches, one row of task_timing_batches per change a
+batch has runs of (the view task_timings shows a row per run), by a commit
+that happens anyway, once
 BATCH_RUNS runs are waiting or BATCH_AGE seconds (the State's clock) have
 passed since the oldest, and by the State's close and a clean stop (no commit
 of their own, no cost per outcome). A crash loses at most those waiting,
@@ -17,6 +19,7 @@ change's runs go with it when it is pruned.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -44,8 +47,9 @@ ENSURE_KEEP = 1000
 #: (seconds; snapd keeps no span under 5 ms either). StateEngine.ensure_threshold overrides it.
 ENSURE_THRESHOLD = 0.005
 
-#: BATCH_RUNS is how many runs wait in memory at most before a commit writes their rows.
-BATCH_RUNS = 64
+#: BATCH_RUNS is how many runs wait in memory at most before a commit writes them (a row of each change they are of:
+#: a row costs the flush and its commit some 40 us, mostly whatever its length; at 64, 0.4 us more a run of W1).
+BATCH_RUNS = 256
 #: BATCH_AGE is how long the oldest run waits at most (seconds of the State's clock) before a commit writes the rows.
 BATCH_AGE = 1.0
 
@@ -115,9 +119,6 @@ class TimingBook:
         self._passes: list[tuple[str, str, str, float]] = []
         # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
         self._untrimmed = 0
-        # The text of the last second a run started in (flush formats runs of the same second from it).
-        self._second = -1
-        self._prefix = ""
         self._aside = False  # (aside)
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
@@ -193,7 +194,9 @@ class TimingBook:
                 traced = self.tracer.task_run(rec, outcome)
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
-        self.runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
+        runs = self.runs
+        runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
+        runs.changes[rec.id] = rec.change_id
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -217,22 +220,61 @@ class TimingBook:
             self._untrimmed += len(passes)
             if self._untrimmed >= max(1, ENSURE_KEEP // 10):
                 keep, self._untrimmed = ENSURE_KEEP, 0
-        trim = sorted({run[0] for run in runs if run[2] >= TASK_RUNS_KEEP})
-        store.save_timings(self._rows(runs), trim, TASK_RUNS_KEEP, passes, keep)
+        batches, trim = self._batches(runs)
+        store.save_timings(batches, passes, keep)
+        for cid in trim:
+            self._trim(store, cid)
 
-    def _rows(self, runs: list[Run]) -> list[tuple[Any, ...]]:
-        """_rows are the rows of runs (TASK_TIMING_ROW): the start is the end less the time the run took (started,
-        in integers: the datetime arithmetic cost a row about 0.5 us)."""
-        rows = []
-        second, prefix = self._second, self._prefix
-        for tid, phase, attempt, outcome, end, elapsed, _ in runs:
-            d = end - _EPOCH
-            s, us = divmod((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - round(elapsed * 1e6), 1_000_000)
-            if s != second:  # _time.to_text of the whole second, and its fraction below
-                second, prefix = s, f"{_EPOCH + timedelta(seconds=s):%Y-%m-%dT%H:%M:%S}."
-            rows.append((phase, attempt, outcome, f"{prefix}{us:06d}Z", elapsed, tid))
-        self._second, self._prefix = second, prefix
-        return rows
+    def _batches(self, runs: list[Run]) -> tuple[list[tuple[str, int]], list[int]]:
+        """_batches are the batches of runs, one per change: its runs as JSON text (task_timing_batches.runs) and
+        its id; and the changes in which a task may now have more than TASK_RUNS_KEEP runs.
+
+        A batch holds an array per field (RUN_FIELDS, _packed), each made in C: the runs of a flush cost
+        under half of what a row per run did. A run's change is the one noted with it (_Runs.changes: its
+        task's record may have left the cache since). The runs of a task in no change are dropped, and the
+        statement that writes a batch drops it if its change is gone (pruned meanwhile, here or elsewhere).
+        """
+        if not runs:
+            return [], []
+        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
+        by_change: dict[int, list[Run]] = {}
+        if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
+            if cids[0] is not None:
+                by_change[cids[0]] = runs
+        else:
+            for cid, run in zip(cids, runs, strict=True):
+                if cid is not None:
+                    by_change.setdefault(cid, []).append(run)
+        batches, trim = [], []
+        for cid, of in by_change.items():
+            text, attempt = _packed(of)
+            batches.append((text, cid))
+            if attempt >= TASK_RUNS_KEEP:
+                trim.append(cid)
+        return batches, trim
+
+    @staticmethod
+    def _trim(store: Store, cid: int) -> None:
+        """_trim keeps the newest TASK_RUNS_KEEP runs of each task of a change in its batches (rare: a task ran that
+        many times), rewriting the batches that held older ones and deleting those left empty."""
+        seen: dict[int, int] = {}
+        updates, deleted = [], []
+        for bid, text in reversed(store.timing_batches(cid)):
+            batch = json.loads(text)
+            runs = unpacked(batch)
+            kept = []
+            for run in reversed(runs):
+                n = seen[run[0]] = seen.get(run[0], 0) + 1
+                if n <= TASK_RUNS_KEEP:
+                    kept.append(run)
+            if not kept:
+                deleted.append(bid)
+            elif len(kept) < len(runs):
+                columns = zip(*reversed(kept), strict=True)
+                fields = {name: list(values) for name, values in zip(RUN_FIELDS, columns, strict=True)}
+                updates.append((json.dumps({"since": batch["since"], **fields}, separators=(",", ":")), bid))
+        if updates or deleted:
+            store.rewrite_timing_batches(updates, deleted)
 
     def task_timings(self, cid: int) -> list[TaskTiming]:
         """task_timings are the runs of a change's tasks, oldest first, those not written yet included."""
@@ -245,23 +287,23 @@ class TimingBook:
             try:
                 ids = set(records.task_ids(records.crec(cid)))
             except NotFoundError:
-                return out
+                ids = set()
             for tid, phase, attempt, outcome, end, elapsed, _ in waiting:
                 if tid in ids:
                     out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
                                           started(end, elapsed), timedelta(seconds=elapsed)))
-            count: dict[str, int] = {}  # the newest TASK_RUNS_KEEP of each task, as the batch's trim keeps
+        count: dict[str, int] = {}  # the newest TASK_RUNS_KEEP of each task, as the batches' trim keeps
+        for t in out:
+            count[t.task_id] = count.get(t.task_id, 0) + 1
+        skip = {tid: n - TASK_RUNS_KEEP for tid, n in count.items() if n > TASK_RUNS_KEEP}
+        if skip:
+            kept = []
             for t in out:
-                count[t.task_id] = count.get(t.task_id, 0) + 1
-            skip = {tid: n - TASK_RUNS_KEEP for tid, n in count.items() if n > TASK_RUNS_KEEP}
-            if skip:
-                kept = []
-                for t in out:
-                    if skip.get(t.task_id, 0) > 0:
-                        skip[t.task_id] -= 1
-                    else:
-                        kept.append(t)
-                out = kept
+                if skip.get(t.task_id, 0) > 0:
+                    skip[t.task_id] -= 1
+                else:
+                    kept.append(t)
+            out = kept
         return out
 
     def ensure_timings(self, manager: str | None = None) -> list[EnsureTiming]:
@@ -298,7 +340,7 @@ class _Runs:
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "force", "held", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "changes", "force", "held", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -306,6 +348,9 @@ class _Runs:
         self.held: list[Run] = []
         self.wrote_held: list[Run] = []
         self.wrote_todo: list[Run] = []
+        #: changes are the change of each task with runs noted (None: in none), until no run waits (a flush
+        #: groups the runs by change: the task's record may be gone from the cache by then).
+        self.changes: dict[int, int | None] = {}
         self.force = False
 
     def take(self) -> list[Run]:
@@ -328,6 +373,8 @@ class _Runs:
             on_held = self.book.on_held
             if first and on_held is not None:
                 on_held()
+        elif not self.held:
+            self.changes.clear()
         tracer = self.book.tracer
         if tracer is not None:
             traced = [run for run in ran if run[6] is not None]
@@ -350,16 +397,57 @@ class _Runs:
             log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
                         len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
+        if not self.held:
+            self.changes.clear()
 
     def drop(self) -> None:
         """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
         self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
+        self.changes.clear()
 
     def __bool__(self) -> bool:
         return bool(self.todo)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The fields of a run in task_timing_batches.runs, each a JSON array (a run is the same index in each), or
+#: one value when every run of the batch has that value (phase, attempt, outcome).
+RUN_FIELDS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
+
+
+def _packed(runs: list[Run]) -> tuple[str, int]:
+    """_packed is runs as task_timing_batches.runs, and their highest attempt.
+
+    {"since": S, "task_id": [...], "phase": [...], "attempt": [...], "outcome": [...], "started": [...],
+    "duration": [...]}: S is the end of the first run in microseconds since the epoch, a start is the
+    microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
+    arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
+    all the runs share is written once, not as an array (most batches: "do", 1, "done"). Each array is
+    made in C, and the row is short: SQLite's cost of a row grows with its length (about 8 us a KB).
+    """
+    tids, phases, attempts, outcomes, ends, elapsed, _ = zip(*runs, strict=True)
+    n = len(tids)
+    durations = list(map(round, map((1e6).__mul__, elapsed)))
+    first = ends[0]
+    starts = [(d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - u
+              for d, u in zip([end - first for end in ends], durations, strict=True)]
+    d = first - _EPOCH
+    return "".join((
+        '{"since":', str((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds),
+        ',"task_id":[', ",".join(map(str, tids)),
+        '],"phase":', f'"{phases[0]}"' if phases.count(phases[0]) == n else '["' + '","'.join(phases) + '"]',
+        ',"attempt":', str(attempts[0]) if attempts.count(attempts[0]) == n else f"[{','.join(map(str, attempts))}]",
+        ',"outcome":', f'"{outcomes[0]}"' if outcomes.count(outcomes[0]) == n else '["' + '","'.join(outcomes) + '"]',
+        ',"started":[', ",".join(map(str, starts)), '],"duration":[', ",".join(map(str, durations)), "]}",
+    )), max(attempts)
+
+
+def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """unpacked is the runs of a batch (task_timing_batches.runs, parsed) as tuples of RUN_FIELDS, oldest first
+    (a started still in microseconds after the batch's since)."""
+    tids = batch["task_id"]
+    return list(zip(*(batch[name] if isinstance(batch[name], list) else [batch[name]] * len(tids)
+                      for name in RUN_FIELDS), strict=True))
 
 
 def started(end: datetime, elapsed: float) -> datetime:

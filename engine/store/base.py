@@ -195,6 +195,9 @@ class Store(Protocol):
     def task_timings(self, cid: int) -> list[Row]:
         """task_timings loads the runs of a change's tasks, oldest first: task id, kind, TASK_TIMING_COLUMNS[1:]."""
 
+    def timing_batches(self, cid: int) -> list[Row]:
+        """timing_batches loads the batches of a change's task runs, oldest first: id, runs (JSON text)."""
+
     def ensure_timings(self) -> list[Row]:
         """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
 
@@ -279,11 +282,13 @@ class Store(Protocol):
         An update is NOTICE_COLUMNS[4:] then the id (a notice already stored).
         """
 
-    def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
-                     keep_passes: int | None) -> None:
-        """save_timings appends task runs (TASK_TIMING_ROW; those of tasks gone are dropped), trims the runs of
-        trim to keep_runs each, and appends ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest
-        keep_passes of those (None: no trim)."""
+    def save_timings(self, batches: Sequence[Row], passes: Sequence[Row], keep_passes: int | None) -> None:
+        """save_timings appends batches of task runs (runs as JSON text, change id; those of changes gone are
+        dropped) and ensure rows (ENSURE_TIMING_COLUMNS), then keeps the newest keep_passes of those (None: no
+        trim)."""
+
+    def rewrite_timing_batches(self, updates: Sequence[Row], deleted: Sequence[int]) -> None:
+        """rewrite_timing_batches replaces the runs of batches (runs, id) and deletes batches (a trim)."""
 
     def write_rows(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """write_rows runs a Core INSERT, UPDATE or DELETE on a manager's table once per row (engine.tables)."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from .base import ChangeSetWrite, Row
 from .compiled import Catalog, Compiled, table_statement, table_upsert, task_update
-from .statements import TIMING_BATCH
 
 log = logging.getLogger("engine.store")
 
@@ -196,6 +195,17 @@ class SqlStore:
     def task_timings(self, cid: int) -> list[Row]:
         """task_timings loads the runs of a change's tasks, oldest first: task id, kind, TASK_TIMING_COLUMNS[1:]."""
         return self.query(self.sql["task_timings_of_change"], (cid,))
+
+    def timing_batches(self, cid: int) -> list[Row]:
+        """timing_batches loads the batches of a change's task runs, oldest first: id, runs (JSON text)."""
+        return self.query(self.sql["timing_batches_of_change"], (cid,))
+
+    def rewrite_timing_batches(self, updates: Sequence[Row], deleted: Sequence[int]) -> None:
+        """rewrite_timing_batches replaces the runs of batches (runs, id) and deletes batches."""
+        if updates:
+            self.executemany(self.sql["update_timing_batch"], updates)
+        if deleted:
+            self.execute_in(self.sql["delete_timing_batches"], deleted)
 
     def ensure_timings(self) -> list[Row]:
         """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
@@ -383,17 +393,11 @@ class SqlStore:
         if updates:
             self.executemany(self.sql["update_notice"], updates)
 
-    def save_timings(self, runs: Sequence[Row], trim: Sequence[int], keep_runs: int, passes: Sequence[Row],
-                     keep_passes: int | None) -> None:
-        """save_timings appends task runs, trims the runs of trim to keep_runs each, and appends ensure rows,
-        then keeps the newest keep_passes of those (None: no trim)."""
-        full = len(runs) - len(runs) % TIMING_BATCH if self.sql.forms.name == "sqlite" else 0
-        for i in range(0, full, TIMING_BATCH):
-            self.execute(self.sql["insert_task_timings_batch"], [v for run in runs[i:i + TIMING_BATCH] for v in run])
-        if len(runs) > full:
-            self.executemany(self.sql["insert_task_timings"], runs[full:])
-        if trim:
-            self.executemany(self.sql["trim_task_timings"], [(tid, tid, keep_runs) for tid in trim])
+    def save_timings(self, batches: Sequence[Row], passes: Sequence[Row], keep_passes: int | None) -> None:
+        """save_timings appends batches of task runs (runs, change id; those of changes gone are dropped) and
+        ensure rows, then keeps the newest keep_passes of those (None: no trim)."""
+        if batches:
+            self.executemany(self.sql["insert_task_timing_batch"], batches)
         if passes:
             self.executemany(self.sql["insert_ensure_timings"], passes)
         if keep_passes is not None:

@@ -56,7 +56,7 @@ from ..models import (
     TaskLaneRow,
     TaskLogRow,
     TaskRow,
-    TaskTimingRow,
+    TaskTimingBatchRow,
     WarningRow,
     unready_predicate,
 )
@@ -78,7 +78,7 @@ event_waits: Table = EventWaitRow.__table__  # type: ignore[assignment]
 slots: Table = ConcurrencySlotRow.__table__  # type: ignore[assignment]
 schedules: Table = ScheduleRow.__table__  # type: ignore[assignment]
 schedule_runs: Table = ScheduleRunRow.__table__  # type: ignore[assignment]
-task_timings: Table = TaskTimingRow.__table__  # type: ignore[assignment]
+timing_batches: Table = TaskTimingBatchRow.__table__  # type: ignore[assignment]
 ensure_timings: Table = EnsureTimingRow.__table__  # type: ignore[assignment]
 
 #: The columns of a task row as the engine reads and writes it (engine._records.TASK_FIELDS).
@@ -94,12 +94,8 @@ WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire
 #: The columns of a notice row (engine.notice.Notice.row).
 NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
                   "repeat_after", "expire_after", "expire_time")
-#: The columns of a task run as the engine writes it (engine.timings).
+#: The columns of a task run as the engine reads it (engine.timings; the view task_timings), after its task's kind.
 TASK_TIMING_COLUMNS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
-#: A task run's row as the engine hands it to the store: the task id last (the insert selects its task).
-TASK_TIMING_ROW = (*TASK_TIMING_COLUMNS[1:], "task_id")
-#: How many task runs insert_task_timings_batch inserts (SQLite; the rest go one statement a run).
-TIMING_BATCH = 64
 #: The columns of a manager's ensure in one pass (engine.timings).
 ENSURE_TIMING_COLUMNS = ("pass_id", "started", "manager", "duration")
 
@@ -343,29 +339,23 @@ STATEMENTS: list[Sql] = [
         select(deps.c.task_id).where(deps.c.wait_task_id.in_(_ids())))), ("ids",), "ids"),
     Sql("delete_changes", lambda f: delete(changes).where(changes.c.id.in_(_ids())), ("ids",), "ids"),
     Sql("delete_tasks", lambda f: delete(tasks).where(tasks.c.id.in_(_ids())), ("ids",), "ids"),
-    # Timings (engine.timings): a change's task runs, oldest first; one task's oldest runs trimmed; the
-    # newest rows of slow ensure passes kept.
-    Sql("task_timings_of_change", lambda f: select(
-        task_timings.c.task_id, tasks.c.kind, *_cols(task_timings, TASK_TIMING_COLUMNS[1:]))
-        .select_from(task_timings.join(tasks, tasks.c.id == task_timings.c.task_id))
-        .where(tasks.c.change_id == _b("cid")).order_by(task_timings.c.id), ("cid",)),
-    # (Written in batches after their outcomes: the run of a task deleted meanwhile, by a prune, is no row.)
-    Sql("insert_task_timings", lambda f: insert(task_timings).from_select(
-        list(TASK_TIMING_COLUMNS), select(tasks.c.id, *(bindparam(n, type_=task_timings.c[n].type)
-                                                         for n in TASK_TIMING_COLUMNS[1:]))
-        .where(tasks.c.id == _b("task_id"))), TASK_TIMING_ROW),
-    # SQLite: TIMING_BATCH runs in one statement (a run 1.1 us cheaper than a statement each, with the SELECT
-    # that drops those of tasks gone); its VALUES' columns are column1... in TASK_TIMING_ROW's order.
-    Sql("insert_task_timings_batch", lambda f: text(
-        f"INSERT INTO task_timings ({', '.join(TASK_TIMING_COLUMNS)}) SELECT "
-        + ", ".join(f"column{TASK_TIMING_ROW.index(n) + 1}" for n in TASK_TIMING_COLUMNS) + " FROM (VALUES "
-        + ", ".join("(" + ", ".join(f":{n}{i}" for n in TASK_TIMING_ROW) + ")" for i in range(TIMING_BATCH))
-        + f") WHERE column{len(TASK_TIMING_ROW)} IN (SELECT id FROM tasks)"),
-        tuple(f"{n}{i}" for i in range(TIMING_BATCH) for n in TASK_TIMING_ROW)),
-    Sql("trim_task_timings", lambda f: delete(task_timings).where(
-        task_timings.c.task_id == _b("tid"), task_timings.c.id.not_in(
-            select(task_timings.c.id).where(task_timings.c.task_id == _b("tid2"))
-            .order_by(task_timings.c.id.desc()).limit(_b("keep")).scalar_subquery())), ("tid", "tid2", "keep")),
+    # Timings (engine.timings): a change's task runs, oldest first (through the view, a row per run); a batch
+    # of a change's runs written, unless the change is gone (pruned meanwhile, by this process or another);
+    # a change's batches read, rewritten and deleted to trim a task's oldest runs; the newest rows of slow
+    # ensure passes kept.
+    Sql("task_timings_of_change", lambda f: text(
+        "SELECT v.task_id, t.kind, " + ", ".join(f"v.{n}" for n in TASK_TIMING_COLUMNS[1:])
+        + " FROM task_timings v JOIN tasks t ON t.id = v.task_id WHERE v.change_id = :cid"
+        " ORDER BY v.batch_id, v.seq"), ("cid",)),
+    Sql("insert_task_timing_batch", lambda f: insert(timing_batches).from_select(
+        ["change_id", "runs"], select(changes.c.id, bindparam("runs", type_=timing_batches.c.runs.type))
+        .where(changes.c.id == _b("cid"))), ("runs", "cid")),
+    Sql("timing_batches_of_change", lambda f: select(timing_batches.c.id, timing_batches.c.runs)
+        .where(timing_batches.c.change_id == _b("cid")).order_by(timing_batches.c.id), ("cid",)),
+    Sql("update_timing_batch", lambda f: update(timing_batches).where(timing_batches.c.id == _b("bid"))
+        .values(runs=_b("new_runs")), ("new_runs", "bid")),
+    Sql("delete_timing_batches", lambda f: delete(timing_batches).where(timing_batches.c.id.in_(_ids())),
+        ("ids",), "ids"),
     Sql("ensure_timings", lambda f: select(*_cols(ensure_timings, ENSURE_TIMING_COLUMNS))
         .order_by(ensure_timings.c.id)),
     Sql("insert_ensure_timings", lambda f: insert(ensure_timings).values(_values(ENSURE_TIMING_COLUMNS)),

@@ -102,9 +102,11 @@ def change_of(st: State, kind: str, n: int, summary: str = "runs") -> str:
         return chg.id
 
 
-def test_runs_are_written_once_a_batch_of_them_waits(st: State, runner: TaskRunner) -> None:
+def test_runs_are_written_once_a_batch_of_them_waits(st: State, runner: TaskRunner,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """No row per outcome: BATCH_RUNS runs wait in memory, then a commit that happens anyway writes them all;
     readers in this process see the waiting ones at once."""
+    monkeypatch.setattr(engine.timings, "BATCH_RUNS", 32)  # (fewer tasks to run than 256)
     runner.add_handler("k", lambda task, tomb: None)
     first = change_of(st, "k", engine.timings.BATCH_RUNS - 1)
     settle(st, runner, first)
@@ -312,11 +314,14 @@ def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State,
                        for _ in range(1 + i % 2)]
 
 
-def test_a_full_batch_keeps_its_runs_in_order_and_drops_those_of_tasks_gone(file_st: State, db_path: Path,
-                                                                             clock: FakeClock) -> None:
-    """On SQLite a batch's runs go TIMING_BATCH to a statement: in the order they were noted (a change's runs
-    oldest first), those of tasks another process deleted meanwhile left out, the others all written."""
+def test_a_batch_is_a_row_per_change_in_order_without_those_of_changes_gone(file_st: State, db_path: Path,
+                                                                             clock: FakeClock,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's runs are one row per change (task_timing_batches), in the order they were noted (a change's
+    runs oldest first), those of a change another process deleted meanwhile left out, the others all written;
+    the view task_timings shows them a row per run to any sqlite3 connection."""
     st, w = file_st, file_st._uow
+    monkeypatch.setattr(engine.timings, "BATCH_RUNS", 64)
     with st:
         gone, kept = st.new_change("test", "gone"), st.new_change("test", "kept")
         gone_ids = []
@@ -347,15 +352,17 @@ def test_a_full_batch_keeps_its_runs_in_order_and_drops_those_of_tasks_gone(file
         with conn:  # another process prunes the change meanwhile
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("DELETE FROM changes WHERE id = ?", (gone_cid,))
-        statements: list[str] = []
-        execute = w.store.execute
-        w.store.execute = lambda c, args=(): statements.append(c.name) or execute(c, args)  # type: ignore[method-assign]
-        note(kept_ids[31:])  # 71 runs wait: this commit writes them, 64 in one statement
-        assert statements.count("insert_task_timings_batch") == 1
-        rows = conn.execute("SELECT task_id FROM task_timings ORDER BY id").fetchall()
+        note(kept_ids[31:])  # 71 runs wait: this commit writes them, the kept change's 40 in one row
+        assert conn.execute("SELECT change_id, json_array_length(runs, '$.task_id') FROM task_timing_batches"
+                            ).fetchall() == [(int(kept_cid), 40)]
+        rows = conn.execute("SELECT * FROM task_timings ORDER BY batch_id, seq").fetchall()
+        columns = [d[0] for d in conn.execute("SELECT * FROM task_timings").description]
     finally:
         conn.close()
-    assert [tid for (tid,) in rows] == kept_ids
+    assert columns == ["batch_id", "seq", "change_id", "task_id", "phase", "attempt", "outcome", "started", "duration"]
+    assert [row[3] for row in rows] == kept_ids and [row[1] for row in rows] == list(range(40))
+    assert {row[2] for row in rows} == {int(kept_cid)} and {row[4:7] for row in rows} == {("do", 1, "retry")}
+    assert all(isinstance(row[7], str) and row[8] == 0.0005 for row in rows)
     with st:
         chg = st.change(kept_cid)
         assert chg is not None

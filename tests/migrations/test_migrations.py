@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -39,6 +41,7 @@ from tests.fixtures.make_database import (
 )
 from tests.support.schema import (
     REPO,
+    Dump,
     alembic,
     copy_db,
     downgrade,
@@ -56,7 +59,7 @@ from tests.support.schema import (
 COORDINATION_TABLES = {"events", "event_waits", "concurrency_slots", "schedules", "schedule_runs"}
 ENGINE_TABLES = {"changes", "tasks", "task_dependencies", "task_lanes", "task_log", "state_data", "warnings",
                  "sequences", "assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES,
-                 "task_timings", "ensure_timings"}
+                 "task_timing_batches", "ensure_timings"}
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +304,21 @@ IRREVERSIBLE: dict[str, str] = {}
 _IRREVERSIBLE = re.compile(r"^Downgrade: impossible\b", re.MULTILINE)
 
 
+def _durations_to_the_microsecond(d: Dump) -> Dump:
+    columns, data = d["task_timings"]
+    i = columns.index("duration")
+    rounded = [(*row[:i], round(cast(float, row[i]), 6), *row[i + 1:]) for row in data]
+    return {**d, "task_timings": (columns, sorted(rounded, key=repr))}
+
+
+#: The migrations whose round trip keeps less than the older revision held: the older rows pass through what
+#: they keep before being compared with those the downgrade gives back. Naming one here is a decision.
+LOSSY: dict[str, Callable[[Dump], Dump]] = {
+    # A run's duration is kept to the microsecond (as every reader showed it: a TaskTiming's timedelta).
+    "0011_h27pack_timing_batches": _durations_to_the_microsecond,
+}
+
+
 def test_irreversible_migrations_say_so_and_are_named_here() -> None:
     marked = {s.revision for s in revisions() if _IRREVERSIBLE.search(s.module.__doc__ or "")}
     assert marked == set(IRREVERSIBLE), "a migration's docstring and IRREVERSIBLE disagree"
@@ -361,7 +379,8 @@ def test_migration_upgrades_downgrades_and_upgrades_again_with_rows(revision: st
     downgrade(db, "-1")
     assert revision_of(db) == [down]
     assert normalised_schema(db) == normalised_schema(_reference(tmp_path, down))
-    assert dump(db) == old, "the downgrade lost or changed rows of the older revision"
+    lossy = LOSSY.get(revision)
+    assert dump(db) == (lossy(old) if lossy else old), "the downgrade lost or changed rows of the older revision"
     upgrade(db, revision)
     assert dump(db) == first, "upgrading again gave other rows"
     # And through the engine (at head): everything reads as it was made.
@@ -382,8 +401,9 @@ def test_assertions_revision_downgrades_and_upgrades_with_rows_present(
 
     alembic(db, "downgrade", "0001_initial")
     assert rows(db, "SELECT version_num FROM alembic_version") == [("0001_initial",)]
-    # (0005's notices table goes too on the way down, 0006's change keys, 0007's tables and 0008's timings.)
-    later = {"assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES, "task_timings",
+    # (0005's notices table goes too on the way down, 0006's change keys, 0007's tables, 0008's timings and
+    # 0011's batches of them.)
+    later = {"assertions", "notices", "change_keys", "change_affects", *COORDINATION_TABLES, "task_timing_batches",
              "ensure_timings"}
     assert tables(db) == (ENGINE_TABLES - later) | {"alembic_version"}
     # (and the sequence of notice ids with it).

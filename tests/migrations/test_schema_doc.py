@@ -74,6 +74,8 @@ class Built:
     pending_warnings: list[str] = field(default_factory=list)
     sequences: dict[str, int] = field(default_factory=dict)
     notices: list[tuple[int, str, str, int, str]] = field(default_factory=list)
+    #: The runs of change 1's handlers, as chg.timings() shows them: task, phase, attempt, outcome, started, seconds.
+    runs: list[tuple[int, str, int, str, str, float]] = field(default_factory=list)
     #: Per change id: its tasks' statuses and log lines, as the API reads them.
     change_tasks: dict[int, list[tuple[int, str, str, list[str]]]] = field(default_factory=dict)
 
@@ -204,6 +206,8 @@ def build(path: Path) -> Built:
             b.log = {name: t.log() for name, t in tasks.items()}
             b.times = {int(t.id): (t.kind, t.status.value, t.doing_time.total_seconds(),
                                    t.undoing_time.total_seconds(), t.attempts) for t in chg.tasks()}
+            b.runs = [(int(r.task_id), r.phase, r.attempt, r.outcome, f"{r.started:%Y-%m-%dT%H:%M:%S.%f}Z",
+                       r.duration.total_seconds()) for r in chg.timings()]
             b.pending_warnings = [str(w) for w in st.warnings()]
             b.notices = [(int(n.id), n.type, n.key, n.occurrences, n.last_data.get("kind"))
                          for n in st.notices()]
@@ -353,6 +357,7 @@ EXPECTED: dict[str, Expect] = {
     ]),
     "Tasks in Wait, and what they become afterwards": rows_equal(lambda b: [(_i(b, "t11"), 3, "confirm", "Done")]),
     "How long each task spent in its handlers": _handler_times,
+    "Each run of a change's handlers": rows_equal(lambda b: b.runs),
     "A state key's value": rows_equal(lambda b: [(3,)]),
     "Every state key": _state_keys,
     "A value in the data of tasks": rows_equal(lambda b: [
@@ -426,7 +431,7 @@ def test_every_table_column_and_index_is_documented(built: Built, conn: sqlite3.
         for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{table}')"):
             assert f"`{col}`" in section, f"column {table}.{col} is not described in docs/schema.md"
     views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
-    assert views == ["v_changes", "v_task_last_log"]
+    assert views == ["task_timings", "v_changes", "v_task_last_log"]
     for view in views:
         assert view in by_table, f"docs/schema.md has no '### `{view}`' section"
         for (col,) in conn.execute(f"SELECT name FROM pragma_table_info('{view}')"):

@@ -107,6 +107,10 @@ def test_history_database_reads_as_finished_clean_chains(tmp_path: Path) -> None
                 assert all(t.status is Status.DONE and t.is_clean() for t in tasks)
                 for prev, t in itertools.pairwise(tasks):
                     assert t.wait_tasks() == [prev]
+                # Each task's run, moved to the clone's tasks and time (the template's runs end at its time).
+                timings = chg.timings()
+                assert [x.task_id for x in timings] == [t.id for t in tasks]
+                assert all(x.started + x.duration == chg.spawn_time for x in timings)
             assert changes[0].spawn_time < changes[-1].spawn_time
             # The id sequences continue after the cloned rows.
             chg = st.new_change("next", "a new change")
