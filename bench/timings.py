@@ -15,7 +15,8 @@ database file:
   every span is made and exported;
 - "helper": tracing from the standard variables alone
   (OTEL_TRACES_EXPORTER=otlp, OTEL_EXPORTER_OTLP_ENDPOINT): the spans made
-  in the engine's helper process (engine._otelproc) and exported by the
+  from the database's rows by the engine's helper process (engine._otelproc,
+  engine._otelrows) and exported by the
   SDK's OTLP exporter over HTTP to a sink in a process of its own that
   answers 200 (bench/otlp.py); the time runs until the helper has exported
   every span; the helper's CPU time is reported beside the engine's;
@@ -38,7 +39,8 @@ the modes alternating every 200 runs, so that the load of a shared
 machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
 alike; that cost over the A/B's "without" CPU per task is printed beside
 the goal. For "helper", the engine's process's cost (what the goal is
-about) and the helper's own, per run, are shown apart, then their sum.
+about) and the helper's own, per run it read (it reads the runs of the
+"timings" and "traced" blocks too), are shown apart, then their sum.
 """
 
 from __future__ import annotations
@@ -194,10 +196,13 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         provider: Any = None
         helper: Any = None
         if traced and endpoint:
-            from engine._otelproc import ProcessTracer
+            from engine._otelproc import ProcessTracer, database_of
 
             _otlp_environment(endpoint)
-            helper = ProcessTracer(w)
+            with st:
+                where = database_of(w)
+            assert where is not None
+            helper = ProcessTracer(w, st, where)
             if not helper.flush(TIMEOUT):  # started
                 raise BenchError("the tracing helper did not start")
         if traced:
@@ -216,11 +221,11 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         modes = ["without", "timings", *(["traced"] if traced else []), *(["helper"] if helper else [])]
         diffs: dict[str, list[float]] = {mode: [] for mode in [*modes[1:], *(["helper-process"] if helper else [])]}
         block = max(per_commit, 200 // per_commit * per_commit)  # runs per block
+        h0 = helper.helper_cpu_seconds if helper is not None else 0.0
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
                 book.tracer = tracer if mode == "traced" else helper if mode == "helper" else None
-                h0 = helper.helper_cpu_seconds if helper is not None else 0.0
                 c0 = time.process_time()
                 for j in range(k, k + block, per_commit):
                     with st:
@@ -239,12 +244,15 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
                 if mode == "helper" and not helper.flush(TIMEOUT):
                     raise BenchError("the tracing helper did not export")
                 cpu[mode] = time.process_time() - c0
-                if mode == "helper":
-                    cpu["helper-process"] = helper.helper_cpu_seconds - h0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
             if helper is not None:
-                diffs["helper-process"].append(cpu["helper-process"] / block)
+                # The helper reads every batch written (those of "timings" and "traced" blocks too): its CPU over
+                # the cycle, per run it read.
+                if not helper.flush(TIMEOUT):
+                    raise BenchError("the tracing helper did not export")
+                diffs["helper-process"].append((helper.helper_cpu_seconds - h0) / (block * (len(modes) - 1)))
+                h0 = helper.helper_cpu_seconds
         if tracer is not None:
             book.tracer = None
             tracer.close()

@@ -51,6 +51,9 @@ class TracerBase:
     to the thread.
     """
 
+    #: notes says whether engine.timings notes each run for this tracer (task_run) and hands them over (submit).
+    notes = True
+
     def __init__(self, w: UnitOfWork) -> None:
         self._w = w
         # The notes shared by runs (task_run, under the state lock): by change id and task kind.

@@ -189,9 +189,10 @@ class TimingBook:
         status = rec.status
         outcome = _OUTCOMES.get(status) or status.value.lower()
         traced = None
-        if self.tracer is not None:
+        tracer = self.tracer
+        if tracer is not None and tracer.notes:  # (the helper process's reads the rows instead)
             try:
-                traced = self.tracer.task_run(rec, outcome)
+                traced = tracer.task_run(rec, outcome)
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         runs = self.runs
@@ -376,7 +377,7 @@ class _Runs:
         elif not self.held:
             self.changes.clear()
         tracer = self.book.tracer
-        if tracer is not None:
+        if tracer is not None and tracer.notes:
             traced = [run for run in ran if run[6] is not None]
             if traced:
                 try:
