@@ -169,9 +169,12 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
     traced, its span too (the block waits for the tracing thread, whose CPU
     time counts, and the SDK's batch processor exports to an exporter that
     drops the spans), and, with an endpoint, its span made by the helper
-    process (the block waits until it exported them to endpoint; "helper"
-    is this process's CPU, "helper-process" the helper's). Blocks of the three modes follow each other within
-    milliseconds, so the load of a shared machine weighs on them alike: the
+    process from the rows ("helper": this process's CPU, nothing more than
+    timings' work by design, so what it measures is what the helper reading
+    the same database beside it costs; each cycle ends with a flush, outside
+    the blocks, that waits until the helper exported every run written;
+    "helper-process": the helper's CPU over the cycle, per run it read).
+    Blocks of the modes follow each other within milliseconds, so the load of a shared machine weighs on them alike: the
     median over the cycles of blocks of a mode's CPU time per run less that
     of "nothing noted" in the same cycle is what the instrumentation costs a
     run, whatever the workload around it.
@@ -241,8 +244,6 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
                 if mode == "traced":
                     tracer.flush(60)
                     provider.force_flush()
-                if mode == "helper" and not helper.flush(TIMEOUT):
-                    raise BenchError("the tracing helper did not export")
                 cpu[mode] = time.process_time() - c0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
