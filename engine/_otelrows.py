@@ -170,6 +170,10 @@ class Reader:
         if open_:
             for cid, ready, status in self.rows.ready(open_):
                 self.spans.end_root(cid, _time(ready), status)
+                self._made += 1
+        if self._made:  # exported now, not after the batch processor's delay (OTEL_BSP_SCHEDULE_DELAY, 5 s)
+            self.provider.force_flush()
+            self._made = 0
         return count
 
     def _runs(self, cid: int, batch: dict[str, Any], change: tuple[Any, ...]) -> list[Any]:

@@ -236,6 +236,22 @@ def test_the_helper_exports_what_is_left_and_ends_when_the_engine_is_killed(tmp_
     _check_structure(spans)
 
 
+def test_the_helper_exports_the_runs_committed_without_being_asked(tmp_path: Path, otlp_env: Receiver) -> None:
+    """The helper reads the rows every POLL seconds and exports at once: no flush, no stop needed."""
+    o = Overlord(tmp_path / "state.db")
+    try:
+        _run_change(o, 3)
+        with o.state:  # the runs' batch committed, as a busy runner's are within a second
+            o.state._uow.timings.write_all()
+        assert otlp_env.wait_for(4, 30), otlp_env.spans()
+        spans = otlp_env.spans()
+        assert sorted((s["name"], s["attributes"].get("engine.change.status")) for s in spans) == [
+            ("install", "Done"), ("k", None), ("k", None), ("k", None)]
+    finally:
+        o.stop()
+        o.state.close()
+
+
 COMMITTED = """
     import sys, time
     from engine import Overlord, _otelnotes
