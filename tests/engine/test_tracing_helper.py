@@ -252,6 +252,21 @@ def test_the_helper_exports_the_runs_committed_without_being_asked(tmp_path: Pat
         o.state.close()
 
 
+def test_a_database_in_memory_is_traced_in_the_engines_process(otlp_env: Receiver) -> None:
+    """No other process can read a private in-memory database: its spans are made in the engine's process, with a
+    provider made from the same variables."""
+    from engine import _otel
+
+    o = Overlord()
+    try:
+        assert isinstance(o.state._uow.timings.tracer, _otel.Tracer)
+        _run_change(o, 2)
+    finally:
+        o.stop()
+        o.state.close()
+    assert sorted(s["name"] for s in otlp_env.spans()) == ["install", "k", "k"]
+
+
 COMMITTED = """
     import sys, time
     from engine import Overlord, _otelnotes
