@@ -133,8 +133,12 @@ class ProcessTracer:
         self._closing = False
         _tracers.add(self)
         with contextlib.suppress(OSError):  # (died at once: the watch says so)
-            self._send(("start", database[0], after, database[1]))  # (a pipe's buffer holds it: no wait)
+            self._send(("start", database[0], after, database[1], self._writer()))  # (the pipe holds it)
         threading.Thread(target=self._watch, name="engine-tracing", daemon=True).start()
+
+    def _writer(self) -> str:
+        """_writer names the engine's batches of runs (engine.timings: their "by")."""
+        return str(self._w.timings.writer)
 
     def _watch(self) -> None:
         """_watch waits for the helper's end: one that ends before it was told to is reported (_gone)."""

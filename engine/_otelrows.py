@@ -12,7 +12,9 @@ identity), then ("flush",) and ("close",). database is {"sqlite": the
 file} or {"postgresql": a libpq URL, password included: never on the
 command line, where another user could read it}; after is the id of the
 last row of task_timing_batches already there when tracing started;
-identity names the database in trace ids. It answers "ready CPU" (or
+identity names the database in trace ids; writer names the engine's
+batches (their "by": on a database several engines share, each helper
+makes the spans of its own engine's runs). It answers "ready CPU" (or
 "error MESSAGE") once its provider is made and the database opened, then
 "flushed CPU" and "closed CPU", on the file descriptor named by its
 argument.
@@ -139,8 +141,9 @@ class Rows:
 class Reader:
     """Reader turns the rows written since it last read into spans (Spans of engine._otelspans)."""
 
-    def __init__(self, rows: Rows, spans: Any, provider: Any, after: int, room: int) -> None:
+    def __init__(self, rows: Rows, spans: Any, provider: Any, after: int, room: int, writer: str) -> None:
         self.rows, self.spans, self.provider = rows, spans, provider
+        self._writer = writer  # the engine's batches ("by"): those of other engines on the database are theirs
         self.after = after
         self._kinds: dict[int, str] = {}
         self._room, self._made = room, 0
@@ -152,9 +155,12 @@ class Reader:
         while True:
             batches = self.rows.batches(self.after)
             for bid, cid, text, kind, summary, spawn in batches:
-                runs = self._runs(cid, json.loads(text), (cid, kind, summary, _time(spawn), None))
-                count += len(runs)
                 self.after = bid
+                batch = json.loads(text)
+                if batch.get("by", self._writer) != self._writer:
+                    continue  # another engine's runs (a shared PostgreSQL database): its own helper's
+                runs = self._runs(cid, batch, (cid, kind, summary, _time(spawn), None))
+                count += len(runs)
                 room = self._room
                 for i in range(0, len(runs), room):
                     self.spans.make(runs[i:i + room])
@@ -260,7 +266,7 @@ def main(argv: list[str]) -> int:
     start = read_frame(0)
     if start is None or start[0] != "start":
         return 0
-    _, database, after, identity = start
+    _, database, after, identity, writer = start
     try:
         otelspans = _load_spans()
         provider = otelspans.provider_from_environment(ChosenIds())
@@ -271,7 +277,7 @@ def main(argv: list[str]) -> int:
         config = type(e).__name__ == "ConfigError"
         answer(f"error {e}" if config else f"error {type(e).__name__}: {e}")
         return 1
-    reader = Reader(rows, spans, provider, after, max(1, otelspans.queue_size() // 2))
+    reader = Reader(rows, spans, provider, after, max(1, otelspans.queue_size() // 2), writer)
     answer(f"ready {time.process_time()!r}")
     while True:
         if not select.select([0], [], [], POLL)[0]:

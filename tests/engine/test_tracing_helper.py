@@ -252,6 +252,22 @@ def test_the_helper_exports_the_runs_committed_without_being_asked(tmp_path: Pat
         o.state.close()
 
 
+def test_each_engine_on_a_shared_database_traces_its_own_runs(pg_url: str, otlp_env: Receiver) -> None:
+    """Two engines on one PostgreSQL database, both traced: each helper makes the spans of its engine's runs only
+    (the batches say which engine wrote them), so every run is one span."""
+    a, b = Overlord(url=pg_url), Overlord(url=pg_url)
+    try:
+        _run_change(a, 5)
+        _run_change(b, 3)
+    finally:
+        a.stop()
+        b.stop()
+        a.state.close()
+        b.state.close()
+    runs = [s["attributes"]["engine.task.id"] for s in otlp_env.spans() if s["parent_span_id"]]
+    assert sorted(runs) == sorted(set(runs)) and len(runs) == 8
+
+
 def test_a_database_in_memory_is_traced_in_the_engines_process(otlp_env: Receiver) -> None:
     """No other process can read a private in-memory database: its spans are made in the engine's process, with a
     provider made from the same variables."""
