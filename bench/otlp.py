@@ -24,6 +24,7 @@ class Receiver:
     def __init__(self, *, keep: bool = True) -> None:
         self._keep = keep
         self._mu = threading.Lock()
+        self._cv = threading.Condition(self._mu)
         self._spans: list[dict[str, Any]] = []
         #: requests counts the export requests received, and count their spans.
         self.requests = 0
@@ -78,6 +79,12 @@ class Receiver:
             self.requests += 1
             self.count += count
             self._spans += spans
+            self._cv.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """wait_for waits until count spans were received, timeout seconds at most; whether they were."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self.count >= count, timeout)
 
     def spans(self) -> list[dict[str, Any]]:
         """spans are the spans received so far, in the order they came."""

@@ -15,7 +15,8 @@ database file:
   every span is made and exported;
 - "helper": tracing from the standard variables alone
   (OTEL_TRACES_EXPORTER=otlp, OTEL_EXPORTER_OTLP_ENDPOINT): the spans made
-  in the engine's helper process (engine._otelproc) and exported by the
+  from the database's rows by the engine's helper process (engine._otelproc,
+  engine._otelrows) and exported by the
   SDK's OTLP exporter over HTTP to a sink in a process of its own that
   answers 200 (bench/otlp.py); the time runs until the helper has exported
   every span; the helper's CPU time is reported beside the engine's;
@@ -38,7 +39,8 @@ the modes alternating every batch (BATCH_RUNS runs), so that the load of a share
 machine, which moves the A/B ratios by 10 to 30 %, weighs on the modes
 alike; that cost over the A/B's "without" CPU per task is printed beside
 the goal. For "helper", the engine's process's cost (what the goal is
-about) and the helper's own, per run, are shown apart, then their sum.
+about) and the helper's own, per run it read (it reads the runs of the
+"timings" and "traced" blocks too), are shown apart, then their sum.
 """
 
 from __future__ import annotations
@@ -167,9 +169,12 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
     traced, its span too (the block waits for the tracing thread, whose CPU
     time counts, and the SDK's batch processor exports to an exporter that
     drops the spans), and, with an endpoint, its span made by the helper
-    process (the block waits until it exported them to endpoint; "helper"
-    is this process's CPU, "helper-process" the helper's). Blocks of the three modes follow each other within
-    milliseconds, so the load of a shared machine weighs on them alike: the
+    process from the rows ("helper": this process's CPU, nothing more than
+    timings' work by design, so what it measures is what the helper reading
+    the same database beside it costs; each cycle ends with a flush, outside
+    the blocks, that waits until the helper exported every run written;
+    "helper-process": the helper's CPU over the cycle, per run it read).
+    Blocks of the modes follow each other within milliseconds, so the load of a shared machine weighs on them alike: the
     median over the cycles of blocks of a mode's CPU time per run less that
     of "nothing noted" in the same cycle is what the instrumentation costs a
     run, whatever the workload around it.
@@ -195,10 +200,13 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         provider: Any = None
         helper: Any = None
         if traced and endpoint:
-            from engine._otelproc import ProcessTracer
+            from engine._otelproc import ProcessTracer, database_of
 
             _otlp_environment(endpoint)
-            helper = ProcessTracer(w)
+            with st:
+                where = database_of(w)
+            assert where is not None
+            helper = ProcessTracer(w, st, where)
             if not helper.flush(TIMEOUT):  # started
                 raise BenchError("the tracing helper did not start")
         if traced:
@@ -218,11 +226,11 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         diffs: dict[str, list[float]] = {mode: [] for mode in [*modes[1:], *(["helper-process"] if helper else [])]}
         # Runs per block: a batch's worth (BATCH_RUNS), written by one of the block's commits as in a run.
         block = max(per_commit, BATCH_RUNS // per_commit * per_commit)
+        h0 = helper.helper_cpu_seconds if helper is not None else 0.0
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
                 book.tracer = tracer if mode == "traced" else helper if mode == "helper" else None
-                h0 = helper.helper_cpu_seconds if helper is not None else 0.0
                 c0 = time.process_time()
                 for j in range(k, k + block, per_commit):
                     with st:
@@ -238,15 +246,16 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
                 if mode == "traced":
                     tracer.flush(60)
                     provider.force_flush()
-                if mode == "helper" and not helper.flush(TIMEOUT):
-                    raise BenchError("the tracing helper did not export")
                 cpu[mode] = time.process_time() - c0
-                if mode == "helper":
-                    cpu["helper-process"] = helper.helper_cpu_seconds - h0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
             if helper is not None:
-                diffs["helper-process"].append(cpu["helper-process"] / block)
+                # The helper reads every batch written (those of "timings" and "traced" blocks too): its CPU over
+                # the cycle, per run it read.
+                if not helper.flush(TIMEOUT):
+                    raise BenchError("the tracing helper did not export")
+                diffs["helper-process"].append((helper.helper_cpu_seconds - h0) / (block * (len(modes) - 1)))
+                h0 = helper.helper_cpu_seconds
         if tracer is not None:
             book.tracer = None
             tracer.close()

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What both tracers of engine.tracing share: the notes a run's span needs, and the thread runs are handed to.
+"""The tracer in the engine's process (engine._otel): the notes a run's span needs, and the thread runs are handed to.
 
 Nothing here imports OpenTelemetry. A tracer notes what a run's span needs
 beside the run's timing (task_run: a tuple, shared by the runs of a kind in
@@ -8,8 +8,9 @@ writes the run's outcome hands the runs it wrote over (submit) to a thread
 of the tracer's, which wakes once for all the runs of GATHER seconds or
 GATHER_RUNS runs (a wake-up per commit, each a hand-over of the GIL, was
 some 2,600 more context switches per 10,000 tasks) and passes them on
-(TracerBase.hand): engine._otel makes their spans in this process,
-engine._otelproc sends them to the tracing helper process. At most WAITING
+(TracerBase.hand): engine._otel makes their spans. (The tracing helper
+process, engine._otelproc, needs none of it: it reads the runs from the
+database's rows.) At most WAITING
 runs wait for the thread: past that, runs are dropped and counted (a
 warning when it starts, and one with their count when it ends), and the
 runner never waits for tracing.
@@ -50,6 +51,9 @@ class TracerBase:
     task_run notes a run (lock held); submit hands the runs a commit wrote
     to the thread.
     """
+
+    #: notes says whether engine.timings notes each run for this tracer (task_run) and hands them over (submit).
+    notes = True
 
     def __init__(self, w: UnitOfWork) -> None:
         self._w = w

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The spans of engine.tracing, made with the OpenTelemetry SDK; run as a script, the tracing helper process.
+"""The spans of engine.tracing, made with the OpenTelemetry SDK (in the engine's process, or the tracing helper's).
 
 This module imports nothing of the engine, only the standard library and
-OpenTelemetry: the tracing helper (engine._otelproc) runs it by its path,
-a process that starts in about 0.3 s and 24 MB where one importing the
-engine would take 1 s and 54 MB. engine._otel makes spans with it in the
-engine's own process.
+OpenTelemetry: the tracing helper (engine._otelrows, run by its path) loads
+it by its path, a process that starts in about 0.3 s and 24 MB where one
+importing the engine would take 1 s and 54 MB. engine._otel makes spans
+with it in the engine's own process.
 
 A change is a trace: its span starts when the change spawned and ends when
 it became ready (opened at the first run of one of its tasks, ended by the
@@ -27,27 +27,15 @@ one run at a time. Span processors' on_start is not called for these spans
 start_span and end as usual. With another implementation of the API than
 the SDK's, every span goes through start_span and end.
 
-The helper (main, below) reads from its standard input frames of 4 bytes of
-length and a pickle, written by the engine's process alone: ("runs", runs)
-(each run as engine._otelproc hands it: its end as a POSIX timestamp),
-("flush",) (answered "flushed CPU" once exported) and ("close",); it
-answers "ready CPU" (or "error MESSAGE") on the file descriptor named by
-its argument once its provider is made. It exports what it made once it
-made spans for half a batch processor's queue, before it reads more (the
-processor would drop spans that find its queue full). At the end of its
-input (the engine closed it, or died) it ends the open change spans,
-exports what is left and exits.
+The tracing helper process (engine/_otelrows.py, run by its path) loads
+this module by its path too and makes the spans of the runs it reads from
+the database's rows with it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import pickle
-import signal
-import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -61,6 +49,9 @@ log = logging.getLogger("engine.tracing")
 
 #: How many change spans may stay open: past that the oldest is ended (a change that ended without a run here).
 OPEN = 1024
+#: How many ended change spans are kept for runs that come after their change's end (the helper: a change is
+#: seen ready before the batch of its last runs is written).
+ENDED = 1024
 #: How many attributes a run's span has (the fast path needs span limits that keep them all, untruncated).
 _RUN_ATTRIBUTES = 6
 
@@ -81,7 +72,8 @@ class Spans:
     the helper's main loop.
     """
 
-    def __init__(self, provider: Any, start_ns: Callable[[Any, float], int] | None = None) -> None:
+    def __init__(self, provider: Any, start_ns: Callable[[Any, float], int] | None = None,
+                 trace_id: Callable[[tuple[Any, ...]], int] | None = None) -> None:
         self.provider = provider
         self._tracer = provider.get_tracer("engine")
         self._fast = _FastRuns.of(self._tracer)
@@ -91,6 +83,16 @@ class Spans:
         self.fast = self._fast is not None
         self._start_ns = start_ns or start_ns_of
         self._roots: dict[int, _Root] = {}
+        self._ended: dict[int, _Root] = {}
+        # The trace id of a change's trace, from its change tuple (else the provider's generator draws one): set on
+        # the provider's id generator (engine._otelrows.ChosenIds) for the change span's start.
+        self._trace_id = trace_id
+        self._ids: Any = getattr(provider, "id_generator", None)
+
+    @property
+    def open(self) -> list[int]:
+        """open are the ids of the changes whose span is open."""
+        return list(self._roots)
 
     def make(self, runs: list[Run]) -> None:
         """make makes the spans of runs: those in a change through the fast path in this loop, where it can."""
@@ -133,7 +135,7 @@ class Spans:
                     for end in ends:
                         end(span)
                 if change[4] is not None:
-                    self._end_root(change[0], *change[4])
+                    self.end_root(change[0], *change[4])
             except Exception as e:  # the SDK's failure is logged; the next runs are still traced
                 log.error("cannot trace the run of task %s (%s): %s: %s", run[0], run[6][0], type(e).__name__, e)
 
@@ -165,16 +167,18 @@ class Spans:
                 span.set_status(StatusCode.ERROR, error or None)
             span.end(end_time=end)
         if change[4] is not None:
-            self._end_root(change[0], *change[4])
+            self.end_root(change[0], *change[4])
 
     def _root(self, change: tuple[Any, ...]) -> _Root:
         cid, kind, summary, spawn, _ = change
-        root = self._roots.get(cid)
+        root = self._roots.get(cid) or self._ended.get(cid)
         if root is None:
             if len(self._roots) >= OPEN:  # changes that ended without a last run here (aborted, say)
                 oldest = next(iter(self._roots))
                 self._roots.pop(oldest).span.end()
             start = _ns(spawn)
+            if self._trace_id is not None:  # (the helper's provider: its id generator takes the id chosen)
+                self._ids.chosen = self._trace_id(change)
             span = self._tracer.start_span(
                 kind, kind=SpanKind.INTERNAL, start_time=start,
                 attributes={"engine.change.id": str(cid), "engine.change.kind": kind,
@@ -182,10 +186,14 @@ class Spans:
             root = self._roots[cid] = _Root(span, start, str(cid))
         return root
 
-    def _end_root(self, cid: int, ready: datetime, status: str) -> None:
+    def end_root(self, cid: int, ready: datetime, status: str) -> None:
+        """end_root ends a change's span, ready at ready with status (a run that comes later is still its child)."""
         root = self._roots.pop(cid, None)
         if root is None:
             return
+        if len(self._ended) >= ENDED:
+            del self._ended[next(iter(self._ended))]
+        self._ended[cid] = root
         span = root.span
         span.set_attribute("engine.change.status", status)
         if status == "Error":
@@ -336,7 +344,7 @@ def _random_bits(ids: Any) -> Any:
 
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    if type(ids) is not RandomIdGenerator or type(ids).generate_span_id is not RandomIdGenerator.generate_span_id:
+    if not isinstance(ids, RandomIdGenerator) or type(ids).generate_span_id is not RandomIdGenerator.generate_span_id:
         return None
     try:
         flags, state = TraceFlags(TraceFlags.SAMPLED), trace.DEFAULT_TRACE_STATE
@@ -354,7 +362,7 @@ _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 _UNSET = SpanStatus(StatusCode.UNSET)
 
 
-def provider_from_environment() -> Any:
+def provider_from_environment(id_generator: Any = None) -> Any:
     """provider_from_environment is an SDK TracerProvider configured from the OTEL_* variables.
 
     The resource comes from OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
@@ -366,7 +374,7 @@ def provider_from_environment() -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create())
+    provider = TracerProvider(resource=Resource.create(), id_generator=id_generator)
     names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
     for name in names:
         if name == "none":
@@ -390,12 +398,6 @@ def start_ns_of(ended: datetime, elapsed: float) -> int:
     return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - round(elapsed * 1e6)) * 1000
 
 
-def start_ns_of_stamp(ended: float, elapsed: float) -> int:
-    """start_ns_of_stamp is start_ns_of for a run's end as a POSIX timestamp (the helper's runs): the same
-    nanoseconds (a timestamp holds a datetime's microseconds exactly once rounded)."""
-    return (round(ended * 1e6) - round(elapsed * 1e6)) * 1000
-
-
 def _ns(when: datetime) -> int:
     """_ns is a time as nanoseconds since the epoch (OpenTelemetry's timestamps)."""
     d = when - _EPOCH
@@ -405,80 +407,9 @@ def _ns(when: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def read_frame(fd: int) -> Any:
-    """read_frame reads one frame (4 bytes of length, then a pickle) from fd; None at its end, or at a frame
-    cut short (its writer died while writing)."""
-    head = _read_exactly(fd, 4)
-    if head is None:
-        return None
-    body = _read_exactly(fd, int.from_bytes(head, "big"))
-    return None if body is None else pickle.loads(body)
-
-
-def _read_exactly(fd: int, n: int) -> bytes | None:
-    parts = []
-    while n:
-        part = os.read(fd, min(n, 1 << 20))
-        if not part:
-            return None
-        parts.append(part)
-        n -= len(part)
-    return b"".join(parts)
-
-
-def main(argv: list[str]) -> int:
-    """main is the tracing helper: spans of the runs read on standard input, exported by the SDK's provider made
-    from the OTEL_* variables; it answers on the file descriptor argv[1] and exits at the end of its input."""
-    # Ended by the end of its input alone (the engine's process closing it, or dying): a Ctrl-C or a service
-    # manager's SIGTERM to the whole group would otherwise lose the spans the engine hands over as it stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    answers = int(argv[1])
-
-    def answer(line: str) -> None:
-        with contextlib.suppress(OSError):  # the engine's process is gone: the end of the input follows
-            os.write(answers, line.encode() + b"\n")
-
-    try:
-        provider = provider_from_environment()
-        spans = Spans(provider, start_ns_of_stamp)
-    except Exception as e:
-        answer(f"error {e}" if isinstance(e, ConfigError) else f"error {type(e).__name__}: {e}")
-        return 1
-    answer(f"ready {time.process_time()!r}")
-    # The batch processors drop the spans that find their queue full, and the runs come faster than an exporter
-    # sends their spans (OTLP: about 25 us a span to encode): once spans for half a queue were made, they are
-    # exported before more are read. The pipe fills meanwhile, and the engine's runs wait for its tracing thread.
-    room, made = max(1, _queue_size() // 2), 0
-    while True:
-        frame = read_frame(0)
-        if frame is None or frame[0] == "close":
-            break
-        if frame[0] == "runs":
-            runs = frame[1]
-            for i in range(0, len(runs), room):
-                spans.make(runs[i:i + room])
-                made += len(runs[i:i + room])
-                if made >= room:
-                    provider.force_flush()
-                    made = 0
-        elif frame[0] == "flush":
-            provider.force_flush()
-            made = 0
-            answer(f"flushed {time.process_time()!r}")
-    spans.end_open()
-    provider.shutdown()
-    answer(f"closed {time.process_time()!r}")
-    return 0
-
-
-def _queue_size() -> int:
-    """_queue_size is how many spans a batch processor holds (OTEL_BSP_MAX_QUEUE_SIZE, the SDK's 2,048 unless set)."""
+def queue_size() -> int:
+    """queue_size is how many spans a batch processor holds (OTEL_BSP_MAX_QUEUE_SIZE, the SDK's 2,048 unless set)."""
     try:
         return int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "") or 2048)
     except ValueError:
         return 2048
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -120,6 +120,9 @@ class TimingBook:
         # Ensure rows written since the table was last trimmed: it is trimmed once a tenth of ENSURE_KEEP more.
         self._untrimmed = 0
         self._aside = False  # (aside)
+        #: writer names this book's batches ("by" in task_timing_batches.runs): the tracing helper of an engine
+        #: sharing a database with others (PostgreSQL) reads its own.
+        self.writer = secrets.token_hex(8)
         #: tracer, when tracing is on (engine.tracing), makes a span of each run once its commit is done.
         self.tracer: Any = None
         #: on_held, when set (the Overlord's loop), is called (lock held) when committed runs start to wait.
@@ -189,9 +192,10 @@ class TimingBook:
         status = rec.status
         outcome = _OUTCOMES.get(status) or status.value.lower()
         traced = None
-        if self.tracer is not None:
+        tracer = self.tracer
+        if tracer is not None and tracer.notes:  # (the helper process's reads the rows instead)
             try:
-                traced = self.tracer.task_run(rec, outcome)
+                traced = tracer.task_run(rec, outcome)
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         runs = self.runs
@@ -247,7 +251,7 @@ class TimingBook:
                     by_change.setdefault(cid, []).append(run)
         batches, trim = [], []
         for cid, of in by_change.items():
-            text, attempt = _packed(of)
+            text, attempt = _packed(of, self.writer)
             batches.append((text, cid))
             if attempt >= TASK_RUNS_KEEP:
                 trim.append(cid)
@@ -272,7 +276,9 @@ class TimingBook:
             elif len(kept) < len(runs):
                 columns = zip(*reversed(kept), strict=True)
                 fields = {name: list(values) for name, values in zip(RUN_FIELDS, columns, strict=True)}
-                updates.append((json.dumps({"since": batch["since"], **fields}, separators=(",", ":")), bid))
+                kept_by = {"by": batch["by"]} if "by" in batch else {}
+                updates.append((json.dumps({**kept_by, "since": batch["since"], **fields}, separators=(",", ":")),
+                                bid))
         if updates or deleted:
             store.rewrite_timing_batches(updates, deleted)
 
@@ -376,7 +382,7 @@ class _Runs:
         elif not self.held:
             self.changes.clear()
         tracer = self.book.tracer
-        if tracer is not None:
+        if tracer is not None and tracer.notes:
             traced = [run for run in ran if run[6] is not None]
             if traced:
                 try:
@@ -415,11 +421,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RUN_FIELDS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
 
 
-def _packed(runs: list[Run]) -> tuple[str, int]:
+def _packed(runs: list[Run], by: str) -> tuple[str, int]:
     """_packed is runs as task_timing_batches.runs, and their highest attempt.
 
-    {"since": S, "task_id": [...], "phase": [...], "attempt": [...], "outcome": [...], "started": [...],
-    "duration": [...]}: S is the end of the first run in microseconds since the epoch, a start is the
+    {"by": B, "since": S, "task_id": [...], "phase": [...], "attempt": [...], "outcome": [...], "started": [...],
+    "duration": [...]}: B names the book that wrote it (TimingBook.writer: the tracing helper of each engine
+    on a shared database reads its own); S is the end of the first run in microseconds since the epoch, a start is the
     microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
     arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
     all the runs share is written once, not as an array (most batches: "do", 1, "done"). Each array is
@@ -433,7 +440,7 @@ def _packed(runs: list[Run]) -> tuple[str, int]:
               for d, u in zip([end - first for end in ends], durations, strict=True)]
     d = first - _EPOCH
     return "".join((
-        '{"since":', str((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds),
+        '{"by":"', by, '","since":', str((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds),
         ',"task_id":[', ",".join(map(str, tids)),
         '],"phase":', f'"{phases[0]}"' if phases.count(phases[0]) == n else '["' + '","'.join(phases) + '"]',
         ',"attempt":', str(attempts[0]) if attempts.count(attempts[0]) == n else f"[{','.join(map(str, attempts))}]",

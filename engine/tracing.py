@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._otelproc import ProcessTracer
+from ._otelproc import ProcessTracer, database_of
 from .errors import EngineError
 from .session import session_of
 
@@ -59,6 +59,7 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
     is not installed (the [otel] extra).
     """
     w = session_of(state).uow
+    database = None
     if tracer_provider is None and not _global_provider():
         try:
             found = importlib.util.find_spec("opentelemetry.sdk")
@@ -69,7 +70,15 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
         if found is None:
             raise EngineError(f"cannot trace: OpenTelemetry is not installed ({missing} is missing): "
                               "pip install 'overlord-engine[otel]'")
-        tracer: Any = ProcessTracer(w)
+        with state:  # (the store's connection, under the lock)
+            database = database_of(w)  # None in memory: the spans are made in this process
+    old = w.timings.tracer
+    if old is not None:  # (first: the runs it committed are its own helper's)
+        w.timings.tracer = None
+        old.close()
+    tracer: Any
+    if database is not None:
+        tracer = ProcessTracer(w, state, database)
     else:
         try:
             from . import _otel
@@ -77,9 +86,6 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
             raise EngineError(f"cannot trace: OpenTelemetry is not installed ({e.name} is missing): "
                               "pip install 'overlord-engine[otel]'") from None
         tracer = _otel.Tracer(w, tracer_provider)
-    old = w.timings.tracer
-    if old is not None:
-        old.close()
     w.timings.tracer = tracer
 
 

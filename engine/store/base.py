@@ -198,6 +198,9 @@ class Store(Protocol):
     def timing_batches(self, cid: int) -> list[Row]:
         """timing_batches loads the batches of a change's task runs, oldest first: id, runs (JSON text)."""
 
+    def last_timing_batch(self) -> int:
+        """last_timing_batch is the id of the newest batch of task runs (0: none)."""
+
     def ensure_timings(self) -> list[Row]:
         """ensure_timings loads the kept rows of slow ensure passes, oldest first (ENSURE_TIMING_COLUMNS)."""
 

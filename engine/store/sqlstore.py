@@ -200,6 +200,11 @@ class SqlStore:
         """timing_batches loads the batches of a change's task runs, oldest first: id, runs (JSON text)."""
         return self.query(self.sql["timing_batches_of_change"], (cid,))
 
+    def last_timing_batch(self) -> int:
+        """last_timing_batch is the id of the newest batch of task runs (0: none; the tracing helper reads those
+        after it)."""
+        return int(self.query(self.sql["last_timing_batch"])[0][0])
+
     def rewrite_timing_batches(self, updates: Sequence[Row], deleted: Sequence[int]) -> None:
         """rewrite_timing_batches replaces the runs of batches (runs, id) and deletes batches."""
         if updates:

@@ -350,6 +350,7 @@ STATEMENTS: list[Sql] = [
     Sql("insert_task_timing_batch", lambda f: insert(timing_batches).from_select(
         ["change_id", "runs"], select(changes.c.id, bindparam("runs", type_=timing_batches.c.runs.type))
         .where(changes.c.id == _b("cid"))), ("runs", "cid")),
+    Sql("last_timing_batch", lambda f: select(func.coalesce(func.max(timing_batches.c.id), 0))),
     Sql("timing_batches_of_change", lambda f: select(timing_batches.c.id, timing_batches.c.runs)
         .where(timing_batches.c.change_id == _b("cid")).order_by(timing_batches.c.id), ("cid",)),
     Sql("update_timing_batch", lambda f: update(timing_batches).where(timing_batches.c.id == _b("bid"))

@@ -308,6 +308,8 @@ def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemor
     o, _ = traced
 
     class Broken:
+        notes = True
+
         def task_run(self, *args: object) -> None:
             raise RuntimeError("exporter on fire")
 
