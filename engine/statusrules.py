@@ -96,15 +96,17 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
         changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
     elif new not in _CLAIMED:
         changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
-    if new.ready and not old.ready:
+    became_ready = new.ready and not old.ready
+    if became_ready:
         rec.ready_time = w.now()
         rec.ready_text = to_text(rec.ready_time)
     w.dirty_task(rec)
-    log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
+    if log.isEnabledFor(logging.DEBUG):  # (twice a step of a chain: its arguments only when logged)
+        log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
     if crec is not None:
         if new is Status.WAIT:
             waiting.add(crec.id)
-        if new.ready and not old.ready and crec.ready_time is None and _unready(w, crec) == 0:
+        if became_ready and crec.ready_time is None and _unready(w, crec) == 0:
             mark_ready(w, crec)
     for c in affected:
         changeset.touched.add(c.id)

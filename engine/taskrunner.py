@@ -354,7 +354,8 @@ class TaskRunner(RunnerGuards, HandOn):
         run = Run(rec.id, rec.kind, phase, fn, task, pair)
         with self._r.lock:
             self._r.runs[rec.id] = run
-        log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
+        if log.isEnabledFor(logging.DEBUG):  # (once a step of a chain: its arguments only when logged)
+            log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
         return run
 
     # -- running handlers -------------------------------------------------------

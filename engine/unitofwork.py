@@ -261,7 +261,9 @@ class UnitOfWork(RecordAdds, FlushRows):
         for pending in self._plain_books:  # (those with nothing written are left alone: most, a step of a chain)
             if pending.done:
                 pending.done.clear()
-        for pending in (*self.tables.pendings(), *self.timings.pendings()):
+        for pending in self.tables.pendings():
+            pending.committed()
+        for pending in self.timings.pendings():
             pending.committed()
         self.notices.committed()
         if self.notices.repeated:
