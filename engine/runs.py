@@ -211,4 +211,3 @@ async def execute_async(run: Run, report: Callable[[Run], Run | None]) -> None:
 
 async def _await(result: Awaitable[None]) -> None:
     await result
-
