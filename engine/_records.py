@@ -445,9 +445,13 @@ class Pending(Generic[K]):
 
     def take(self) -> list[K]:
         """take returns the items to write now and marks them written."""
-        items = list(self.todo)
-        self.done.update(self.todo)
-        self.todo.clear()
+        todo = self.todo
+        items = list(todo)
+        if self.done:
+            self.done.update(todo)
+            todo.clear()
+        else:  # (most often: the sets swap, no copy)
+            self.todo, self.done = self.done, todo
         return items
 
     def committed(self) -> None:

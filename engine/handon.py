@@ -115,12 +115,12 @@ class HandOn:
                 return False
             runs = dict(self._r.runs)
         store = w.store
-        queries: list[tuple[Callable[[int, int], list[tuple[Any, ...]]], None]] = []
+        queries: list[tuple[Any, None]] = []  # (a query, or the rows themselves: _claim_from)
         successors = None if own_done else self._successors()
         if successors is not None:
             # What the Done tasks unblocked, known from the cache: claimed without a query, and written
             # with the outcomes in the commit's one flush (their blockers counts as values, UnitOfWork._rows).
-            queries.append((lambda after, limit: [(tid,) for tid in successors if tid > after][:limit], None))
+            queries.append(([(tid,) for tid in successors], None))  # (rows as they are: _claim_from, no pages)
             if not w.begin_or_keep():
                 return False  # a busy or full database: as below
         else:

@@ -245,7 +245,8 @@ class OutcomeRecorder:
                             # run's time and the claim of what it unblocked, which a pass would claim again
                             # after a crash: without its own sync, as a pass's claim (docs/runner.md).
                             self._w.relax_commit()
-                        self._prefetch(batch)
+                        if self._leases is not None:
+                            self._prefetch(batch)
                         try:
                             for run in batch:
                                 self._record_or_fail(run)

@@ -96,6 +96,27 @@ class Run:
         return _is_async(fn)
 
 
+class IdleCondition(threading.Condition):
+    """IdleCondition is a Condition whose notify_all costs nothing while no thread waits (its lock held).
+
+    It is notified after every batch of outcomes (each step of a chain);
+    only wait() and stop() wait on it, seldom.
+    """
+
+    waiting = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting += 1
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting -= 1
+
+    def notify_all(self) -> None:
+        if self.waiting:
+            super().notify_all()
+
+
 class Runs:
     """Runs is what the runner and its recorder share: claimed runs and outcomes, under one lock.
 
@@ -105,7 +126,7 @@ class Runs:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         #: idle is notified whenever a run ends or a batch of outcomes is committed.
-        self.idle = threading.Condition(self.lock)
+        self.idle = IdleCondition(self.lock)
         #: have_outcomes is notified when a handler reports its outcome.
         self.have_outcomes = threading.Condition(self.lock)
         #: runs are the claimed tasks whose handler runs or whose outcome is not committed yet.
@@ -163,7 +184,9 @@ def execute(run: Run, report: Callable[[Run], Run | None]) -> None:
         t0 = time.monotonic()
         try:
             result = run.fn(run.task, run.tomb)
-            if result is not None and inspect.isawaitable(result):  # a sync function returning a coroutine
+            if result is None:
+                pass  # (most handlers: nothing more to ask)
+            elif inspect.isawaitable(result):  # a sync function returning a coroutine
                 asyncio.run(_await(result))
             elif inspect.isgenerator(result) or inspect.isasyncgen(result):
                 raise TypeError(f"the {run.phase} handler of {run.kind!r} returned a generator: its body never ran")

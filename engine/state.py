@@ -250,7 +250,8 @@ class State(StateMaking, StateBooks, StateNotices):
                 raise
             woken, uow.woken = uow.woken, False
             noticed, uow.notices_woken = uow.notices_woken, False
-            self._wake(ready, woken, noticed)
+            if ready or woken or noticed:  # (most units of work wake nothing)
+                self._wake(ready, woken, noticed)
         self._depth += 1
 
     def unlock(self) -> None:
@@ -274,9 +275,11 @@ class State(StateMaking, StateBooks, StateNotices):
             noticed, self._uow.notices_woken = self._uow.notices_woken, False
             self._depth = 0
             self._owner = None
-            self._release_fenced()
+            if self._release_at_unlock:
+                self._release_fenced()
             self._lock.release()
-        self._wake(ready, woken, noticed)
+        if ready or woken or noticed:
+            self._wake(ready, woken, noticed)
 
     def _commit_or_refuse(self) -> list[int]:
         if self._refusal is None:

@@ -41,14 +41,15 @@ def computed_status(w: Work, crec: ChangeRec) -> Status:
     No tasks: Hold. Every pending task blocked by tasks in Wait: Wait.
     Otherwise the first status in STATUS_ORDER that a task has.
     """
-    counts = w.records.counts(crec)
-    if not any(counts.values()):
-        return Status.HOLD
-    if counts.get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
+    counts = crec.counts if crec.counts is not None else w.records.counts(crec)
+    get = counts.get
+    if get(Status.WAIT, 0) > 0 and is_change_waiting(w, crec):
         return Status.WAIT
     for status in STATUS_ORDER:
-        if counts.get(status, 0) > 0:
+        if get(status, 0) > 0:
             return status
+    if not any(counts.values()):
+        return Status.HOLD  # (no tasks: asked last, as no count in STATUS_ORDER is above 0 then)
     raise RuntimeError(f"internal error: cannot compute the status of change {crec.id} from {counts}")
 
 
@@ -74,7 +75,8 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
         return
     records = w.records
     changeset = w.changeset
-    crec = records.crec(rec.change_id) if rec.change_id is not None else None
+    cid = rec.change_id
+    crec = None if cid is None else records.changes.get(cid) or records.crec(cid)
     waiting = w.waiting_changes()
     affected = [crec] if crec is not None else []
     if waiting and (crec is None or len(waiting) > 1 or crec.id not in waiting):  # (most often none, or its own)
@@ -86,28 +88,30 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
                 c.observed = w.change_status(c)
     if crec is not None:
         # (A shared store counts again at commit, under the change's lock: engine.shared.)
-        counts = records.counts(crec)
+        counts = crec.counts if crec.counts is not None else records.counts(crec)
         counts[old] = counts.get(old, 0) - 1
         counts[new] = counts.get(new, 0) + 1
     rec.status = new
     if (old is Status.DONE) != (new is Status.DONE):
-        changeset.done_flips.add(rec.id)
+        changeset.done_flips.todo[rec.id] = None  # (Pending.add, inline: a move is hot)
     if new is Status.DONE or new is Status.UNDONE:
         changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
     elif new not in _CLAIMED:
         changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
-    if new.ready and not old.ready:
+    became_ready = new.ready and not old.ready
+    if became_ready:
         rec.ready_time = w.now()
         rec.ready_text = to_text(rec.ready_time)
     w.dirty_task(rec)
-    log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
+    if log.isEnabledFor(logging.DEBUG):  # (twice a step of a chain: its arguments only when logged)
+        log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
     if crec is not None:
         if new is Status.WAIT:
             waiting.add(crec.id)
-        if new.ready and not old.ready and crec.ready_time is None and _unready(w, crec) == 0:
+        if became_ready and crec.ready_time is None and _unready(w, crec) == 0:
             mark_ready(w, crec)
     for c in affected:
-        changeset.touched.add(c.id)
+        changeset.touched.todo[c.id] = None
         if hooks:
             notify_change(w, c)
         else:
@@ -128,7 +132,7 @@ def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
 
 
 def _unready(w: Work, crec: ChangeRec) -> int:
-    counts = w.records.counts(crec)
+    counts = crec.counts if crec.counts is not None else w.records.counts(crec)
     get = counts.get  # (the four _READY statuses, without a generator: once per task that becomes ready)
     return sum(counts.values()) - get(Status.DONE, 0) - get(Status.UNDONE, 0) - get(Status.HOLD, 0) \
         - get(Status.ERROR, 0)

@@ -271,7 +271,8 @@ class TaskRunner(RunnerGuards, HandOn):
                     free: int, now: datetime, held: set[int]) -> tuple[int, datetime | None]:
         """_claim_from claims the runnable tasks the candidate queries find, as many as free workers.
 
-        Each candidate is (query(after, limit), size() or None: a little more than the free workers);
+        Each candidate is (query(after, limit), size() or None: a little more than the free workers), or (a list
+        of rows known already, None);
         held are the queued changes that must wait still (engine.keys): their Do tasks are not claimed.
         It returns the workers left free and the earliest at-time of a task not due yet.
         """
@@ -291,7 +292,7 @@ class TaskRunner(RunnerGuards, HandOn):
 
         for query, size in candidates:
             paged = 0
-            for row in pages(query, size or few):
+            for row in query if isinstance(query, list) else pages(query, size or few):
                 rec = self._load(row)
                 if rec is None or rec.id in runs or rec.status.ready or rec.status is Status.WAIT:
                     continue
@@ -354,7 +355,8 @@ class TaskRunner(RunnerGuards, HandOn):
         run = Run(rec.id, rec.kind, phase, fn, task, pair)
         with self._r.lock:
             self._r.runs[rec.id] = run
-        log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
+        if log.isEnabledFor(logging.DEBUG):  # (once a step of a chain: its arguments only when logged)
+            log.debug("running task %s (%s) of change %s: %s", rec.id, rec.kind, rec.change_id, phase)
         return run
 
     # -- running handlers -------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _time
@@ -261,7 +261,9 @@ class UnitOfWork(RecordAdds, FlushRows):
         for pending in self._plain_books:  # (those with nothing written are left alone: most, a step of a chain)
             if pending.done:
                 pending.done.clear()
-        for pending in (*self.tables.pendings(), *self.timings.pendings()):
+        for pending in self.tables.pendings():
+            pending.committed()
+        for pending in self.timings.pendings():
             pending.committed()
         self.notices.committed()
         if self.notices.repeated:
@@ -358,11 +360,14 @@ class UnitOfWork(RecordAdds, FlushRows):
     # -- changing records -----------------------------------------------------
 
     def now(self) -> datetime:
-        return _time.utc(self._clock(), "the state clock's time")
+        clock = self._clock
+        if clock is _time.system_clock:  # (three times a step of a chain: its aware UTC time as is)
+            return datetime.now(UTC)
+        return _time.utc(clock(), "the state clock's time")
 
     def dirty_task(self, rec: TaskRec) -> None:
         if rec.id not in self.changeset.new_tasks.todo:
-            self.changeset.dirty_tasks.add(rec.id)
+            self.changeset.dirty_tasks.todo[rec.id] = None  # (Pending.add, inline: several times a step)
 
     def dirty_change(self, rec: ChangeRec) -> None:
         if rec.id not in self.changeset.new_changes.todo:

@@ -81,6 +81,7 @@ class FileHandle:
     def __init__(self, file: _File, path: Path, *, writing: bool, created: bool) -> None:
         self._file = file
         self._path = path
+        self._fspath = os.fspath(path)  # (stat before every write transaction: no Path conversion each time)
         self.writing = writing
         self.created = created  # this open created the (empty) file
         self._pid = os.getpid()
@@ -162,7 +163,7 @@ class FileHandle:
         count is asked only to tell a deleted file from a moved one).
         """
         try:
-            st = os.stat(self._path)
+            st = os.stat(self._fspath)
         except (FileNotFoundError, NotADirectoryError):
             try:
                 deleted = os.fstat(self._file.fd).st_nlink == 0
