@@ -16,6 +16,7 @@ import pytest
 from engine import Overlord, Retry, Task, disable_tracing, enable_tracing, tracing_wanted
 from engine.testing import FakeClock
 from engine.tomb import Tomb
+from tests.support.helpers import flaky_then_failing_change
 
 otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
 from opentelemetry.sdk.resources import Resource  # noqa: E402
@@ -83,26 +84,7 @@ def traced_by_each_path(request: pytest.FixtureRequest, tmp_path: Path, clock: F
 def test_each_change_is_a_trace_and_each_run_a_span(traced_by_each_path: tuple[Overlord, InMemorySpanExporter],
                                                     clock: FakeClock) -> None:
     o, exporter = traced_by_each_path
-    runs = {"n": 0}
-
-    def flaky(task: Task, tomb: Tomb) -> None:
-        runs["n"] += 1
-        if runs["n"] == 1:
-            raise Retry(after=0.001)
-
-    def fail(task: Task, tomb: Tomb) -> None:
-        raise RuntimeError("disk on fire")
-
-    o.task_runner.add_handler("flaky", flaky, lambda task, tomb: None)
-    o.task_runner.add_handler("fail", fail)
-    with o.state:
-        chg = o.state.new_change("install", "Install foo")
-        a, b = o.state.new_task("flaky", "a"), o.state.new_task("fail", "b")
-        b.wait_for(a)
-        chg.add_task(a)
-        chg.add_task(b)
-        cid, aid, bid = chg.id, a.id, b.id
-    o.settle(30, advance=clock.advance)
+    cid, aid, bid = flaky_then_failing_change(o, clock.advance)
     disable_tracing(o.state)  # the spans are made on a thread of their own: what is left is made now
     spans = exporter.get_finished_spans()
     (root,) = [s for s in spans if s.parent is None]

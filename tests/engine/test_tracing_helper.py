@@ -20,6 +20,7 @@ import pytest
 from engine import Overlord, Retry, Task, disable_tracing, enable_tracing
 from engine.testing import FakeClock
 from engine.tomb import Tomb
+from tests.support.helpers import flaky_then_failing_change
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
 pytest.importorskip("opentelemetry.proto", reason="the OTLP exporter is not installed")
@@ -63,25 +64,7 @@ def otlp_env(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Receiver:
 
 def _workload(o: Overlord, clock: FakeClock) -> None:
     """_workload is a change whose first task fails once then runs, whose second fails: 4 runs, one undo."""
-    runs = {"n": 0}
-
-    def flaky(task: Task, tomb: Tomb) -> None:
-        runs["n"] += 1
-        if runs["n"] == 1:
-            raise Retry(after=0.001)
-
-    def fail(task: Task, tomb: Tomb) -> None:
-        raise RuntimeError("disk on fire")
-
-    o.task_runner.add_handler("flaky", flaky, lambda task, tomb: None)
-    o.task_runner.add_handler("fail", fail)
-    with o.state:
-        chg = o.state.new_change("install", "Install foo")
-        a, b = o.state.new_task("flaky", "a"), o.state.new_task("fail", "b")
-        b.wait_for(a)
-        chg.add_task(a)
-        chg.add_task(b)
-    o.settle(30, advance=clock.advance)
+    flaky_then_failing_change(o, clock.advance)
 
 
 def _in_process(path: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine import Change, State, Task
+from engine import Change, Overlord, Retry, State, Task
 
 
 def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, str]:
@@ -166,3 +166,29 @@ def mount_namespace() -> list[str] | None:
         if subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
             return cmd
     return None
+
+
+def flaky_then_failing_change(o: Overlord, advance: Any) -> tuple[str, str, str]:
+    """flaky_then_failing_change runs a change whose first task fails once then runs and whose second fails:
+    4 runs, one undo (what the tracing tests trace); advance is the FakeClock's. Returns (change, a, b) ids."""
+    runs = {"n": 0}
+
+    def flaky(task: Task, tomb: Any) -> None:
+        runs["n"] += 1
+        if runs["n"] == 1:
+            raise Retry(after=0.001)
+
+    def fail(task: Task, tomb: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    o.task_runner.add_handler("flaky", flaky, lambda task, tomb: None)
+    o.task_runner.add_handler("fail", fail)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        a, b = o.state.new_task("flaky", "a"), o.state.new_task("fail", "b")
+        b.wait_for(a)
+        chg.add_task(a)
+        chg.add_task(b)
+        ids = chg.id, a.id, b.id
+    o.settle(30, advance=advance)
+    return ids
