@@ -36,9 +36,8 @@ from typing import Any
 
 from .._time import POLL_INTERVAL
 from .base import Row
-from .postgresql_counts import PostgresCounts, probed
+from .postgresql_link import PostgresLink
 from .postgresql_sql import (
-    CAP,
     CHANGE_LIST,
     CHANGE_UPDATE,
     CHANGES_LOCKED,
@@ -55,8 +54,6 @@ from .postgresql_sql import (
     LOCKED_IN_STATUS,
     NOTICE_CHANNEL,
     NOW,
-    PROBE,
-    PROBE_OF,
     RECOUNT_HALTED,
     TASKS_LOCKED_RUNNER,
     WAITING_AND_QUEUED,
@@ -73,7 +70,7 @@ log = logging.getLogger("engine.store")
 OTHERS_INTERVAL = POLL_INTERVAL
 
 
-class PostgresStore(PostgresCounts):
+class PostgresStore(PostgresLink):
     """PostgresStore is the Store on PostgreSQL: row locks, reads ahead, claims under leases, wake-ups and ids."""
 
     _others_next = 0.0  # when release_claims may next wake the other hosts for work left
@@ -87,16 +84,16 @@ class PostgresStore(PostgresCounts):
         todo = sorted({i for i in ids if i is not None})
         if not todo:
             return []
-        # What settle_changes asks next, in the same round trip: what their status needs of their tasks, read
-        # again under the locks (PROBE: the unready statuses there, counted only where none is), and their
-        # change-update notices (a status that moved repeats one).
+        # What settle_changes asks next, in the same round trip: the counts of their tasks, read again
+        # under the locks, and their change-update notices (a status that moved repeats one).
+        c = self.sql["status_counts_of"]
         keys = [str(i) for i in todo]
         rows, more = self._read_ahead((CHANGES_LOCKED, (todo,)), {
-            "counts": (PROBE, {"cids": todo, "ex": [], "cap": 1}),
+            "counts": (self._any(c), self._in_args(c, todo)),
             "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
                         (CHANGE_UPDATE, keys)),
         })
-        self._ahead["counts_of"] = (set(todo), probed(more["counts"], todo, 1))
+        self._ahead["counts_of"] = (set(todo), more["counts"])
         self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
         return rows
 
@@ -141,19 +138,17 @@ class PostgresStore(PostgresCounts):
         if self._read_only or not ids:
             return super().task_rows(ids)
         todo = sorted(set(ids))
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
         of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
-        ex = sorted(self._mine.keys() | set(todo))
-        ahead: dict[str, tuple[str, Any]] = {
+        ahead = {
             "graph": (GRAPH_OF, (todo, todo, todo)),  # (each statement in a pipeline costs the client ~0.1 ms)
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
-            # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
-            "probe": (PROBE_OF, {"ids": todo, "ex": ex, "cap": min(CAP, 2 * len(todo) + 1)}),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
             "flags": (WAITING_AND_QUEUED, ()),
         }
         held, more = self._read_ahead((TASKS_LOCKED_RUNNER, (todo,)), ahead)
         rows: list[Row] = [r[:-1] for r in held]
-        self._note(rows)
-        probe = more.pop("probe")
         more["runners"] = [(r[0], r[-1]) for r in held]
         graph, flags = more.pop("graph"), more.pop("flags")
         more["edges"] = [(a, b) for what, a, b in graph if what == "e"]
@@ -164,21 +159,21 @@ class PostgresStore(PostgresCounts):
         more["change_ids"] = {r[0] for r in more["changes"]}
         self._counted.update(more["change_ids"])
         self._ahead = more
-        self._note_probe(probe, {r[1] for r in rows if r[1] is not None}, ex, min(CAP, 2 * len(todo) + 1))
         return rows
 
     def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
-        """status_counts_of is status_counts for several changes (read ahead when their rows were locked).
-
-        What was read ahead is what a change's status needs (PROBE): an
-        unready status there counts 1, and so do the unclean tasks while one
-        is unready; the whole counts only where no task is unready.
-        """
+        """status_counts_of is status_counts for several changes (read ahead when their rows were locked)."""
         known = self._ahead.get("counts_of")
         if known is None or not known[0].issuperset(ids):
             return super().status_counts_of(ids)
+        out: dict[int, tuple[dict[str, int], int]] = {}
         want = set(ids)
-        return {cid: p.result() for cid, p in known[1].items() if cid in want}
+        for cid, status, n, unclean in known[1]:
+            if cid in want:
+                counts, total = out.get(cid, ({}, 0))
+                counts[status] = int(n)
+                out[cid] = (counts, total + int(unclean or 0))
+        return out
 
     def _covered(self, ids: Sequence[int]) -> bool:
         """_covered says whether what was read ahead covers the tasks of ids."""
@@ -206,6 +201,13 @@ class PostgresStore(PostgresCounts):
             row: Row = next(r for r in self._ahead["changes"] if r[0] == cid)
             return row
         return super().change_row(cid)
+
+    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
+        """status_counts counts the tasks of a change by status, and the unclean ones (read ahead if it was)."""
+        if cid in self._ahead.get("change_ids", ()):
+            rows = [r for r in self._ahead["counts"] if r[0] == cid]
+            return {str(r[1]): int(r[2]) for r in rows}, sum(int(r[3] or 0) for r in rows)
+        return super().status_counts(cid)
 
     def changes_with_waiting_tasks(self) -> list[int]:
         """changes_with_waiting_tasks lists the changes that have tasks in Wait (read ahead if it was)."""
@@ -239,23 +241,18 @@ class PostgresStore(PostgresCounts):
         """tasks_of_change locks and loads the tasks of a change."""
         if self._read_only:
             return super().tasks_of_change(cid)
-        rows = self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
-        self._note(rows)
-        return rows
+        return self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
 
     def unclean_tasks(self, cid: int) -> list[Row]:
         """unclean_tasks locks and loads the unclean tasks of a change."""
         if self._read_only:
             return super().unclean_tasks(cid)
-        rows = self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
-        self._note(rows)
-        return rows
+        return self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
 
     # -- claims, leases and the reaper --------------------------------------------------------
 
     def _claimed(self, rows: list[Row]) -> list[Row]:
         self._claims.update(r[0] for r in rows)
-        self._note(rows)
         return rows
 
     def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
@@ -281,16 +278,21 @@ class PostgresStore(PostgresCounts):
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
         # What the pass asks next about the changes of the tasks it claimed comes in the same round trip:
-        # the rows of the changes this transaction did not read ahead already, and (CLAIMED_SHARED) the share
-        # locks keep_changes asks for at commit. (What their statuses need of their other tasks, most often, from
-        # what was read ahead when the outcome's tasks were locked: counts_besides.)
+        # those of the changes this transaction did not read ahead already (a hand-on's unit read them with
+        # the tasks of its outcomes; counting a big change's tasks again cost W1 a scan per batch).
         # (lease_until IS NOT NULL: the leased tasks' partial index finds this runner's.)
+        c_counts = self.sql["status_counts_of"]
+        assert c_counts.token is not None
         held = ("IN (SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
                 "AND change_id <> ALL (%s))")
         known = sorted(self._counted)
         waiting = self.sql["changes_with_waiting_tasks"]
+        counts_args = list(c_counts.args((None,)))
+        at = c_counts.slots.index(c_counts.expanding)
+        counts_args[at:at + 1] = [self.runner_id, known]
         rows, more = self._read_ahead((CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
+            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
             # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED);
             # the changes with tasks in Wait are read after it, so as committed once the rows are share-locked.
             "shared": (CLAIMED_SHARED, (self.runner_id,)),
@@ -327,7 +329,6 @@ class PostgresStore(PostgresCounts):
         # Read again once locked: a row that changed since the statement began reads as it was then.
         fresh = {r[0]: r for r in super().task_rows([r[0] for r in locked])} if locked else {}
         # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
-        self._note(list(fresh.values()))
         return [fresh[r[0]] for r in locked if r[0] in fresh and fresh[r[0]][4] == status]
 
     def claim_cleanup(self, tid: int) -> bool:
@@ -444,4 +445,3 @@ class PostgresStore(PostgresCounts):
 
     def save_sequences(self, values: Mapping[str, int]) -> None:
         """save_sequences (a step of write) does nothing: ids are taken from the database as they are handed out."""
-

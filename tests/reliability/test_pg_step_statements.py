@@ -14,41 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 from engine import Overlord, State, Status, Task
-from engine.store.postgresql_sql import CAP, CATALOG, CHANGES_LOCKED, CHANGES_SHARED, CLAIM_DO, PROBE, RECOUNT_HALTED
+from engine.store.postgresql_sql import CHANGES_LOCKED, CHANGES_SHARED, CLAIM_DO, RECOUNT_HALTED
 from engine.tomb import Tomb
-from tests.support.helpers import chain_change, task_of
+from tests.support.helpers import chain_change
 from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
 
 
-def _record_round_trips(store: Any, sent: list[str] | None = None, asked: list[str] | None = None) -> list[str]:
-    """_record_round_trips notes the first statement of every read ahead (a round trip) the store makes, every
-    statement read (sent: also those read ahead) and those read on their own (asked)."""
+def _record_round_trips(store: Any) -> list[str]:
+    """_record_round_trips notes the first statement of every read ahead (a round trip) the store makes."""
     seen: list[str] = []
-    read_ahead, run = store._read_ahead, store.run
+    read_ahead = store._read_ahead
 
     def spy(first: tuple[str, Any], more: dict[str, Any], doing: str = "read") -> Any:
         seen.append(first[0])
-        if sent is not None:
-            sent.extend([first[0], *(sql for sql, _args in more.values())])
         return read_ahead(first, more, doing)
 
-    def spy_run(sql: str, args: Any = (), doing: str = "read") -> Any:
-        for into in (sent, asked):
-            if into is not None:
-                into.append(sql)
-        return run(sql, args, doing)
-
     store._read_ahead = spy
-    store.run = spy_run
     return seen
-
-
-def _counts_all(sql: str) -> bool:
-    """_counts_all says whether a statement counts every task of a change by status."""
-    return "count(" in sql and "GROUP BY" in sql and "tasks.status" in sql.replace("t.status", "tasks.status") \
-        and sql != PROBE and "LIMIT" not in sql
 
 
 def test_a_chain_step_share_locks_its_change_with_the_claim(overlord: Overlord) -> None:
@@ -139,91 +123,3 @@ def test_a_bulk_submit_has_the_server_analyze_the_tasks(pg_url: str) -> None:
             assert analyzed() not in (None, before)
     finally:
         st.close()
-
-
-def test_a_chain_step_does_not_count_the_change_s_tasks(overlord: Overlord) -> None:
-    """No step of a chain counts all the change's tasks by status (it grew with the change: about 0.35 ms a step on
-    a chain of 1,000, 3 to 18 ms a unit of work in W1): what the change's status needs of the tasks the step does
-    not hold (an unready one of each status, counted up to a few) comes with the lock of the task, and a step asks
-    nothing more for it."""
-    o = overlord
-    o.task_runner.add_handler("step", lambda task, tomb: None)
-    chg = chain_change(o.state, 12)
-    sent: list[str] = []
-    asked: list[str] = []
-    _record_round_trips(o.state._uow.store, sent, asked)
-    o.loop()
-    assert chg.wait_ready(WAIT)
-    with o.state:
-        assert chg.status is Status.DONE and chg.ready_time is not None
-    assert not [sql for sql in sent if _counts_all(sql)], [sql for sql in sent if _counts_all(sql)][:1]
-    # Asked on their own, not read ahead: at most at the first step, the last one, and the cleanups' pass.
-    assert asked.count(PROBE) <= 3, asked.count(PROBE)
-
-
-def test_a_unit_of_work_sees_its_change_s_status_exactly_as_it_moves_its_tasks(pg_url: str) -> None:
-    """A unit of work that reads a change's tasks one at a time and moves them sees the change's status, its
-    readiness and its status hooks exactly as the rules say at every move (the tasks it does not hold are counted
-    up to a few of each unready status, and asked again when that no longer says)."""
-    n = CAP + 6
-    st = State.open(url=pg_url)
-    try:
-        with st:
-            chg = st.new_change("c", "many pending tasks")
-            ids = []
-            for i in range(n):
-                t = st.new_task("k", f"task {i}")
-                chg.add_task(t)
-                ids.append(t.id)
-        seen: list[tuple[Status, Status]] = []
-        with st:
-            st.add_change_status_changed_handler(lambda c, old, new: seen.append((old, new)))
-            assert chg.status is Status.DO
-            for i, tid in enumerate(ids):
-                t = task_of(st, tid)
-                t.set_status(Status.DOING)
-                assert chg.status is Status.DOING
-                t.set_status(Status.DONE if i % 2 else Status.ERROR)
-                last = i == n - 1
-                assert chg.status is (Status.ERROR if last else Status.DO), (i, chg.status)
-                assert chg.is_ready() is last
-        with st:
-            assert chg.status is Status.ERROR and chg.ready_time is not None
-        assert seen == [(Status.DO, Status.DOING), (Status.DOING, Status.DO)] * (n - 1) + [
-            (Status.DO, Status.DOING), (Status.DOING, Status.ERROR)]
-    finally:
-        st.close()
-
-
-def test_a_chain_that_adds_its_next_step_as_it_runs_asks_nothing_more_for_its_status(overlord: Overlord) -> None:
-    """The peers' chain: each step adds the next one to its change, waiting for itself. The outcome's unit of work
-    claims that step, the last unready task besides those it holds: what the change's status needs came with the
-    lock of the outcome's task (the whole counts, where no unready status is many), and no step asks again. Nor
-    does a step read every task id of its change to add one."""
-    o = overlord
-    n = 16
-
-    def step(task: Task, tomb: Tomb) -> None:
-        with task.state:
-            i = task.get("i")
-            if i + 1 < n:
-                nxt = task.state.new_task("step", f"step {i + 2}")
-                nxt.set("i", i + 1)
-                nxt.wait_for(task)
-                task.change().add_task(nxt)
-
-    o.task_runner.add_handler("step", step)
-    with o.state:
-        chg = o.state.new_change("c", "a chain that grows as it runs")
-        first = o.state.new_task("step", "step 1")
-        first.set("i", 0)
-        chg.add_task(first)
-    asked: list[str] = []
-    _record_round_trips(o.state._uow.store, asked=asked)
-    o.loop()
-    assert chg.wait_ready(WAIT)
-    with o.state:
-        assert chg.status is Status.DONE and len(chg.tasks()) == n
-    # (A pass that claims a step, rather than its predecessor's outcome, may ask: never most steps.)
-    assert asked.count(PROBE) <= n // 4, asked.count(PROBE)
-    assert asked.count(CATALOG["task_ids_of_change"].sql) <= n // 4, asked.count(CATALOG["task_ids_of_change"].sql)
