@@ -22,6 +22,7 @@ import pytest
 from engine import DatabaseBusyError, Overlord, State, Status, Task, TaskRunner
 from engine.session import session_of
 from engine.tomb import Tomb
+from tests.support.helpers import chain_change
 
 TIMEOUT = 30.0
 
@@ -59,15 +60,7 @@ def test_a_chain_step_writes_outcome_and_claim_in_one_flush_without_a_recount(ov
         stale.append(reader.execute(STALE).fetchall())
 
     o.task_runner.add_handler("step", step)
-    with o.state:
-        chg = o.state.new_change("chain", "20 chained tasks")
-        prev = None
-        for i in range(20):
-            t = o.state.new_task("step", f"step {i + 1}")
-            if prev is not None:
-                t.wait_for(prev)
-            chg.add_task(t)
-            prev = t
+    chg = chain_change(o.state, 20)
     o.loop()
     assert chg.wait_ready(TIMEOUT)
     reader.close()

@@ -192,18 +192,20 @@ ENGINE = """
 """
 
 
-def test_the_helper_exports_what_is_left_and_ends_when_the_engine_is_killed(tmp_path: Path,
-                                                                             receiver: Receiver) -> None:
+def _kill_the_engine(script: str, db: Path, receiver: Receiver, before: Any = None) -> None:
+    """_kill_the_engine runs script (an engine that prints its helper's pid) on db, checks before() if given,
+    SIGKILLs the engine and waits for its helper to end."""
     env = _otlp_env(receiver.endpoint)
     env["PYTHONPATH"] = str(REPO)
-    engine = subprocess.Popen([sys.executable, "-c", textwrap.dedent(ENGINE), str(tmp_path / "state.db")],
+    engine = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), str(db)],
                               env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert engine.stdout is not None
         line = engine.stdout.readline()
         assert line.strip().isdigit(), f"the engine's process said {line!r}"
         helper = os.pidfd_open(int(line))
-        assert [s["name"] for s in receiver.spans()] == ["later"]  # flushed: the change is not ready
+        if before is not None:
+            assert before()
         engine.send_signal(signal.SIGKILL)
         engine.wait(30)
         assert select.select([helper], [], [], 60)[0], "the helper outlived the engine's process"
@@ -212,6 +214,11 @@ def test_the_helper_exports_what_is_left_and_ends_when_the_engine_is_killed(tmp_
         if engine.poll() is None:
             engine.kill()
             engine.wait()
+
+def test_the_helper_exports_what_is_left_and_ends_when_the_engine_is_killed(tmp_path: Path,
+                                                                             receiver: Receiver) -> None:
+    _kill_the_engine(ENGINE, tmp_path / "state.db", receiver,
+                     lambda: [s["name"] for s in receiver.spans()] == ["later"])  # flushed: the change is not ready
     # At the end of its input, the helper ended the change's span, unfinished, and exported it.
     spans = receiver.spans()
     assert [(s["name"], s["attributes"].get("engine.change.status")) for s in spans] == [
@@ -287,23 +294,7 @@ COMMITTED = """
 def test_the_helper_exports_the_runs_an_engine_committed_before_it_was_killed(tmp_path: Path,
                                                                               receiver: Receiver) -> None:
     """The spans come from the committed rows: an engine killed right after a commit loses none of them."""
-    env = _otlp_env(receiver.endpoint)
-    env["PYTHONPATH"] = str(REPO)
-    engine = subprocess.Popen([sys.executable, "-c", textwrap.dedent(COMMITTED), str(tmp_path / "state.db")],
-                              env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        assert engine.stdout is not None
-        line = engine.stdout.readline()
-        assert line.strip().isdigit(), f"the engine's process said {line!r}"
-        helper = os.pidfd_open(int(line))
-        engine.send_signal(signal.SIGKILL)
-        engine.wait(30)
-        assert select.select([helper], [], [], 60)[0], "the helper outlived the engine's process"
-        os.close(helper)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
+    _kill_the_engine(COMMITTED, tmp_path / "state.db", receiver)
     spans = receiver.spans()
     assert sorted((s["name"], s["attributes"].get("engine.change.status")) for s in spans) == [
         ("install", "Done"), ("k", None)]
