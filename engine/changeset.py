@@ -97,15 +97,19 @@ class ChangeSet:
         self.unblocked.clear()
 
     def task_rows(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec], shared: bool,
-                  blockers: dict[int, int] | None = None) -> None:
+                  blockers: dict[int, int] | None = None, *, count: bool = False) -> None:
         """task_rows takes the new and the rewritten tasks as rows of w (a shared store rewrites whole rows).
 
         blockers (a single writer's): the blockers counts to write, by task, with the task's other columns.
+        count (a single writer's cache holding the statuses the database will: no outside write kept apart):
+        the new tasks that wait are inserted with their blockers count (counted_tasks), not recounted.
         """
         if self.new_tasks.todo:
             recs = [tasks[tid] for tid in self.new_tasks.take() if tid in tasks]
             # A task as new_task made it is inserted with its few set values (insert_new_tasks).
             w.tasks, w.new_tasks = new_task_rows(recs)
+            if count and not shared and self.new_edges.todo and w.new_tasks:
+                w.new_tasks, w.counted_tasks = _counted(w.new_tasks, tasks)
             if not shared and len(recs) <= KEEP_INSERTED:
                 self.written.update((rec.id, rec.row()) for rec in recs)
             elif not shared:
@@ -183,3 +187,31 @@ class ChangeSet:
             if rec is not None:
                 rec.stored = row if row[4] not in _READY else None
         self.written.clear()
+
+
+def _counted(rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec]) -> tuple[list[tuple[Any, ...]],
+                                                                              list[tuple[Any, ...]]]:
+    """_counted splits new_row()s: those of tasks that wait for nothing or for a task not cached, and those of
+    the others with their blockers count (the tasks they wait for that are not Done) appended.
+
+    A new task's edges are all new (its wait_ids, complete), and the
+    statuses of the cached tasks it waits for are those the flush writes:
+    the count is the one recount_blockers would read back.
+    """
+    plain, counted = [], []
+    done = Status.DONE
+    for row in rows:
+        waits = tasks[row[0]].wait_ids
+        if waits:
+            n = 0
+            for wid in waits:
+                wait = tasks.get(wid)
+                if wait is None:
+                    break
+                if wait.status is not done:
+                    n += 1
+            else:
+                counted.append((*row, n))
+                continue
+        plain.append(row)
+    return plain, counted
