@@ -164,9 +164,11 @@ class Change:
         trec.change_id = rec.id
         w.dirty_task(trec)
         w.touch(rec.id)
-        # (A task known to wait for nothing, a new one most often, cannot come after a running one.)
+        # (A task known to wait for nothing, a new one most often, cannot come after a running one; once the unit
+        # of work is noted as making tasks runnable, the tasks added after, a chain's, need no look.)
         waits = trec.wait_ids
-        if not trec.status.ready and ((waits is not None and not waits) or not _after_running(w, trec)):
+        if not trec.status.ready and not w.changeset.runnable and (
+                (waits is not None and not waits) or not _after_running(w, trec)):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))

@@ -60,10 +60,13 @@ class RecordAdds:
         """add_edge makes rec wait for wait."""
         self.records.own_wait_ids(rec).append(wait.id)
         self.records.own_halt_ids(wait).append(rec.id)
-        self.changeset.new_edges.add((rec.id, wait.id))
-        for cid in {rec.change_id, wait.change_id}:
-            if cid is not None:
-                self.changeset.touched.add(cid)
+        cs = self.changeset
+        cs.new_edges.add((rec.id, wait.id))
+        cid, wid = rec.change_id, wait.change_id
+        if cid is not None:
+            cs.touched.add(cid)
+        if wid is not None and wid != cid:
+            cs.touched.add(wid)
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""
