@@ -25,7 +25,8 @@ from .store.compiled import BLOCKERS_COLUMN
 #: The columns of a task row after its id (engine._records.TASK_FIELDS, engine.store.statements.TASK_COLUMNS).
 _TASK_COLUMNS = tuple(range(1, len(TASK_FIELDS)))
 #: KEEP_INSERTED is how many new task rows a transaction may insert and still keep as TaskRec.stored
-#: (about 200 bytes each): a change's tasks claimed later are then rewritten in part (task_changes).
+#: (about 200 bytes each; a task as new_task made it, in a change, as FRESH_ROW, no row): a change's tasks
+#: claimed later are then rewritten in part (task_changes).
 KEEP_INSERTED = 1024
 #: The ready statuses as a row holds them (its fifth column).
 _READY = frozenset(s.value for s in Status if s.ready)
@@ -111,7 +112,7 @@ class ChangeSet:
             if count and not shared and self.new_edges.todo and w.new_tasks:
                 w.new_tasks, w.counted_tasks = _counted(w.new_tasks, tasks)
             if not shared and len(recs) <= KEEP_INSERTED:
-                self.written.update((rec.id, rec.row()) for rec in recs)
+                self._inserted(w, tasks)
             elif not shared:
                 self.fresh = True  # a big fan-out: its rows as inserted are rebuilt when compared (stored)
         if self.dirty_tasks.todo:
@@ -122,6 +123,16 @@ class ChangeSet:
                 w.task_changes = self.task_changes(rows, tasks, blockers)
         elif blockers:
             w.task_changes = [((BLOCKERS_COLUMN,), [(n, tid) for tid, n in blockers.items()])]
+
+    def _inserted(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec]) -> None:
+        """_inserted notes the rows w inserts as written: a whole row as is, a task as new_task made it (in a
+        change, so its row never changes but for the columns fresh_row() fills in) as FRESH_ROW, without a row."""
+        written = self.written
+        for row in w.tasks:
+            written[row[0]] = row
+        for rows in (w.new_tasks, w.counted_tasks):
+            for row in rows:
+                written[row[0]] = FRESH_ROW if row[1] is not None else fresh_row(tasks[row[0]])
 
     def task_changes(self, rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec],
                      blockers: dict[int, int] | None = None) -> list[tuple[tuple[int, ...], list[tuple[Any, ...]]]]:
@@ -185,7 +196,7 @@ class ChangeSet:
         for tid, row in self.written.items():
             rec = tasks.get(tid)
             if rec is not None:
-                rec.stored = row if row[4] not in _READY else None
+                rec.stored = row if row is FRESH_ROW or row[4] not in _READY else None
         self.written.clear()
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Overlord, Status, Task, Tomb
+from engine import Overlord, State, Status, Task, Tomb
+from engine.session import session_of
 from tests.support.helpers import task_of
 
 WAIT = 30.0  # generous bound for settle; never a timing assertion
@@ -96,3 +97,36 @@ def test_a_chain_submitted_before_the_loop_runs_in_order(overlord: Overlord) -> 
     with st:
         assert chg.status is Status.DONE
     assert order == [str(i) for i in range(50)]
+
+
+def test_a_small_submit_keeps_no_row_yet_rewrites_its_tasks_in_part_and_right(tmp_path: Path) -> None:
+    """A task inserted as new_task made it is known to be stored so: its claim rewrites its status alone; one
+    inserted in no change gets its change written when it is added to one."""
+    db = tmp_path / "state.db"
+    st = State.open(db)
+    try:
+        with st:
+            orphan = st.new_task("k", "inserted in no change")
+        with st:
+            chg = st.new_change("c", "small")
+            t = st.new_task("k", "in its change")
+            chg.add_task(t)
+            chg.add_task(orphan)
+            cid, tid, oid = int(chg.id), int(t.id), int(orphan.id)
+        updates: list[str] = []
+        session_of(st).store.raw.set_trace_callback(
+            lambda sql: updates.append(sql.split(" WHERE")[0])
+            if sql.startswith("UPDATE tasks SET") and "blockers" not in sql else None)
+        with st:
+            t.set_status(Status.DOING)
+        with st:
+            orphan.set_status(Status.DOING)
+        assert updates == ["UPDATE tasks SET status='Doing'"] * 2
+    finally:
+        st.close()
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT id, change_id, status FROM tasks ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert rows == [(oid, cid, "Doing"), (tid, cid, "Doing")]
