@@ -156,14 +156,15 @@ class Change:
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
                 f"it already belongs to change {trec.change_id}"
             )
-        counts = w.records.counts(rec)
-        w.records.task_ids(rec).append(trec.id)
+        # (The change's counts and ids read directly once loaded: every task of a submit.)
+        counts = rec.counts if rec.counts is not None else w.records.counts(rec)
+        (rec.task_ids if rec.task_ids is not None else w.records.task_ids(rec)).append(trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
         trec.change_id = rec.id
         w.dirty_task(trec)
-        w.touch(rec.id)
+        w.changeset.touched.todo[rec.id] = None  # (touch, inline)
         # (A task known to wait for nothing, a new one most often, cannot come after a running one; once the unit
         # of work is noted as making tasks runnable, the tasks added after, a chain's, need no look.)
         waits = trec.wait_ids

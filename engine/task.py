@@ -190,11 +190,13 @@ class Task:
     def wait_for(self, other: Task) -> None:
         """wait_for makes this task wait until other is Done."""
         rec = self._rec()
-        if other._w is not self._w:
+        w = self._w
+        if other._w is not w:
             raise EngineError(f"cannot make task {self._tid} wait for task {other._tid} of another State")
-        orec = self._w.records.trec(other._tid)
-        if orec.id not in self._w.records.wait_ids(rec):
-            self._w.add_edge(rec, orec)
+        orec = w.records.trec(other._tid)
+        waits = rec.wait_ids
+        if orec.id not in (waits if waits is not None else w.records.wait_ids(rec)):
+            w.add_edge(rec, orec)
 
     def wait_all(self, taskset: TaskSet) -> None:
         """wait_all makes this task wait for every task of taskset."""
