@@ -1,16 +1,21 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What a submit writes: a new task that waits is inserted with its blockers count, counted from the cache
-(engine.changeset), which must be the count the database gives and what the runner starts tasks by."""
+(engine.changeset), which must be the count the database gives and what the runner starts tasks by; a task
+made as new_task made it is known to be stored so; its spawn time's text (engine._time.to_text)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from engine import Overlord, State, Status, Task, Tomb
+from engine._time import from_text, to_text
 from engine.session import session_of
 from tests.support.helpers import task_of
 
@@ -130,3 +135,19 @@ def test_a_small_submit_keeps_no_row_yet_rewrites_its_tasks_in_part_and_right(tm
     finally:
         con.close()
     assert rows == [(oid, cid, "Doing"), (tid, cid, "Doing")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=hs.lists(hs.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59),
+                                   timezones=hs.just(UTC)), min_size=1, max_size=6),
+       repeat=hs.integers(0, 3))
+def test_a_time_is_stored_as_its_own_text_whatever_was_formatted_before(times: list[datetime], repeat: int) -> None:
+    """to_text keeps the text of the last second it formatted: a time of another second (or of the same second
+    with other microseconds, or the same second of another minute, day, year) gets its own."""
+    for when in [*times, *times[:repeat]]:
+        shifted = [when, when.replace(microsecond=(when.microsecond + 1) % 1_000_000)]
+        for w in shifted:
+            want = (f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}."
+                    f"{w.microsecond:06d}Z")
+            assert to_text(w) == want
+            assert from_text(want) == w
