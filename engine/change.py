@@ -20,7 +20,7 @@ from .keys import check_keys
 from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
 from .statusrules import abort_lanes, abort_tasks, mark_ready, notify_change
-from .task import Task, TaskSet, record_of
+from .task import Task, TaskSet, record_of, task_id_of, work_of
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -150,6 +150,8 @@ class Change:
         """add_task makes task part of this change."""
         rec = self._rec()
         w = self._w
+        if work_of(task) is not w:
+            raise EngineError(f"cannot add task {task_id_of(task)} to change {rec.id}: it belongs to another State")
         trec = record_of(task)
         if trec.change_id is not None:
             raise EngineError(

@@ -425,6 +425,11 @@ def record_of(task: Task) -> TaskRec:
     return task._rec()
 
 
+def task_id_of(task: Task) -> int:
+    """task_id_of is a Task's id, read without its State's lock (for messages about a task of another State)."""
+    return task._tid
+
+
 def work_of(task: Task) -> Work:
     """work_of is the unit of work a Task belongs to, for the engine's modules (engine.why)."""
     return task._w

@@ -221,3 +221,23 @@ def test_wait_all_refuses_a_task_of_another_state(st: State) -> None:
     finally:
         other.close()
 
+
+
+def test_a_change_refuses_a_task_of_another_state(st: State) -> None:
+    other = State.open(None)
+    try:
+        with other:
+            # (the same change id as the one below: a task of the other State would join it silently)
+            cid = other.new_change("c", "the other's").id
+        with st, other:
+            mine = st.new_change("c", "mine")
+            assert mine.id == cid
+            (stranger,) = new_tasks(other, "download")
+            with pytest.raises(EngineError, match=f"cannot add task {stranger.id} to change {cid}: it belongs to "
+                                                  "another State"):
+                mine.add_task(stranger)
+            assert mine.tasks() == [] and stranger.change() is None
+        with st, pytest.raises(EngineError, match="belongs to another State"):  # (the other's lock not held)
+            mine.add_task(stranger)
+    finally:
+        other.close()
