@@ -32,17 +32,29 @@ def utc(when: datetime, what: str = "time") -> datetime:
     return when
 
 
+#: The second to_text formatted last: its fields (second first: what changes most often) and its text up to the
+#: microseconds. One tuple, replaced whole: a thread reads a key and a text that belong together.
+_SECOND: tuple[tuple[int, ...], str] = ((), "")
+
+
 def to_text(when: datetime) -> str:
     """to_text formats a UTC time as fixed-width ISO-8601 text ending in Z.
 
-    By isoformat, cut before the offset: the text of strftime's
-    "%Y-%m-%dT%H:%M:%S.%fZ" at a third of its cost (every task's spawn and
-    ready times), and four digits of year below 1000 too. isoformat
-    without its timespec argument costs 1.1 us against 1.5; it leaves the
-    microseconds out only when they are 0, written here instead.
+    The text of strftime's "%Y-%m-%dT%H:%M:%S.%fZ", four digits of year
+    below 1000 too. The date and time up to the second come from isoformat
+    (cut before its fraction and offset) once per second met, then from
+    _SECOND: every task a submit makes in the same second shares them
+    (0.64 against 1.18 us a call).
     """
-    text = when.isoformat()
-    return text[:26] + "Z" if when.microsecond else text[:19] + ".000000Z"
+    global _SECOND
+    key = (when.second, when.minute, when.hour, when.day, when.month, when.year)
+    last = _SECOND
+    if last[0] == key:
+        prefix = last[1]
+    else:
+        prefix = when.isoformat()[:19] + "."
+        _SECOND = (key, prefix)
+    return f"{prefix}{when.microsecond:06d}Z"
 
 
 def from_text(text: str) -> datetime:

@@ -20,7 +20,7 @@ from .keys import check_keys
 from .repair import ATTEMPT_KEY, retry_change
 from .status import Status
 from .statusrules import abort_lanes, abort_tasks, mark_ready, notify_change
-from .task import Task, TaskSet, record_of
+from .task import Task, TaskSet, record_of, task_id_of, work_of
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -150,23 +150,28 @@ class Change:
         """add_task makes task part of this change."""
         rec = self._rec()
         w = self._w
+        if work_of(task) is not w:
+            raise EngineError(f"cannot add task {task_id_of(task)} to change {rec.id}: it belongs to another State")
         trec = record_of(task)
         if trec.change_id is not None:
             raise EngineError(
                 f"cannot add task {trec.id} ({trec.kind}) to change {rec.id}: "
                 f"it already belongs to change {trec.change_id}"
             )
-        counts = w.records.counts(rec)
-        w.records.task_ids(rec).append(trec.id)
+        # (The change's counts and ids read directly once loaded: every task of a submit.)
+        counts = rec.counts if rec.counts is not None else w.records.counts(rec)
+        (rec.task_ids if rec.task_ids is not None else w.records.task_ids(rec)).append(trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
         trec.change_id = rec.id
         w.dirty_task(trec)
-        w.touch(rec.id)
-        # (A task known to wait for nothing, a new one most often, cannot come after a running one.)
+        w.changeset.touched.todo[rec.id] = None  # (touch, inline)
+        # (A task known to wait for nothing, a new one most often, cannot come after a running one; once the unit
+        # of work is noted as making tasks runnable, the tasks added after, a chain's, need no look.)
         waits = trec.wait_ids
-        if not trec.status.ready and ((waits is not None and not waits) or not _after_running(w, trec)):
+        if not trec.status.ready and not w.changeset.runnable and (
+                (waits is not None and not waits) or not _after_running(w, trec)):
             w.note_runnable()
         if trec.wait_ids or trec.halt_ids:
             w.note_waits((trec.id,))

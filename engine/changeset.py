@@ -25,7 +25,8 @@ from .store.compiled import BLOCKERS_COLUMN
 #: The columns of a task row after its id (engine._records.TASK_FIELDS, engine.store.statements.TASK_COLUMNS).
 _TASK_COLUMNS = tuple(range(1, len(TASK_FIELDS)))
 #: KEEP_INSERTED is how many new task rows a transaction may insert and still keep as TaskRec.stored
-#: (about 200 bytes each): a change's tasks claimed later are then rewritten in part (task_changes).
+#: (about 200 bytes each; a task as new_task made it, in a change, as FRESH_ROW, no row): a change's tasks
+#: claimed later are then rewritten in part (task_changes).
 KEEP_INSERTED = 1024
 #: The ready statuses as a row holds them (its fifth column).
 _READY = frozenset(s.value for s in Status if s.ready)
@@ -97,17 +98,21 @@ class ChangeSet:
         self.unblocked.clear()
 
     def task_rows(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec], shared: bool,
-                  blockers: dict[int, int] | None = None) -> None:
+                  blockers: dict[int, int] | None = None, *, count: bool = False) -> None:
         """task_rows takes the new and the rewritten tasks as rows of w (a shared store rewrites whole rows).
 
         blockers (a single writer's): the blockers counts to write, by task, with the task's other columns.
+        count (a single writer's cache holding the statuses the database will: no outside write kept apart):
+        the new tasks that wait are inserted with their blockers count (counted_tasks), not recounted.
         """
         if self.new_tasks.todo:
             recs = [tasks[tid] for tid in self.new_tasks.take() if tid in tasks]
             # A task as new_task made it is inserted with its few set values (insert_new_tasks).
             w.tasks, w.new_tasks = new_task_rows(recs)
+            if count and not shared and self.new_edges.todo and w.new_tasks:
+                w.new_tasks, w.counted_tasks = _counted(w.new_tasks, tasks)
             if not shared and len(recs) <= KEEP_INSERTED:
-                self.written.update((rec.id, rec.row()) for rec in recs)
+                self._inserted(w, tasks)
             elif not shared:
                 self.fresh = True  # a big fan-out: its rows as inserted are rebuilt when compared (stored)
         if self.dirty_tasks.todo:
@@ -118,6 +123,16 @@ class ChangeSet:
                 w.task_changes = self.task_changes(rows, tasks, blockers)
         elif blockers:
             w.task_changes = [((BLOCKERS_COLUMN,), [(n, tid) for tid, n in blockers.items()])]
+
+    def _inserted(self, w: ChangeSetWrite, tasks: Mapping[int, TaskRec]) -> None:
+        """_inserted notes the rows w inserts as written: a whole row as is, a task as new_task made it (in a
+        change, so its row never changes but for the columns fresh_row() fills in) as FRESH_ROW, without a row."""
+        written = self.written
+        for row in w.tasks:
+            written[row[0]] = row
+        for rows in (w.new_tasks, w.counted_tasks):
+            for row in rows:
+                written[row[0]] = FRESH_ROW if row[1] is not None else fresh_row(tasks[row[0]])
 
     def task_changes(self, rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec],
                      blockers: dict[int, int] | None = None) -> list[tuple[tuple[int, ...], list[tuple[Any, ...]]]]:
@@ -181,5 +196,33 @@ class ChangeSet:
         for tid, row in self.written.items():
             rec = tasks.get(tid)
             if rec is not None:
-                rec.stored = row if row[4] not in _READY else None
+                rec.stored = row if row is FRESH_ROW or row[4] not in _READY else None
         self.written.clear()
+
+
+def _counted(rows: list[tuple[Any, ...]], tasks: Mapping[int, TaskRec]) -> tuple[list[tuple[Any, ...]],
+                                                                              list[tuple[Any, ...]]]:
+    """_counted splits new_row()s: those of tasks that wait for nothing or for a task not cached, and those of
+    the others with their blockers count (the tasks they wait for that are not Done) appended.
+
+    A new task's edges are all new (its wait_ids, complete), and the
+    statuses of the cached tasks it waits for are those the flush writes:
+    the count is the one recount_blockers would read back.
+    """
+    plain, counted = [], []
+    done = Status.DONE
+    for row in rows:
+        waits = tasks[row[0]].wait_ids
+        if waits:
+            n = 0
+            for wid in waits:
+                wait = tasks.get(wid)
+                if wait is None:
+                    break
+                if wait.status is not done:
+                    n += 1
+            else:
+                counted.append((*row, n))
+                continue
+        plain.append(row)
+    return plain, counted

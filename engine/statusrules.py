@@ -302,6 +302,10 @@ def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
     starts, it follows those edges, across changes too, and returns each
     strongly connected set of two or more such tasks (or one waiting for
     itself), by id.
+
+    Only the starts from which a cycle may be reached are searched from
+    (_cycle_roots): a chain whose tasks each wait for an older one costs
+    a look at each task's edges, not a search.
     """
     def succ(t: TaskRec) -> list[TaskRec]:
         if t.status is Status.DO:
@@ -313,8 +317,8 @@ def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
     on_stack: set[int] = set()
     stack: list[TaskRec] = []
     cycles: list[list[TaskRec]] = []
-    for root in starts:
-        if root.id in index or root.status not in (Status.DO, Status.UNDO):
+    for root in _cycle_roots(w, starts):
+        if root.id in index:
             continue
         # Tarjan's algorithm, iteratively: chains may be thousands of tasks long.
         work: list[tuple[TaskRec, list[TaskRec], int]] = [(root, succ(root), 0)]
@@ -349,3 +353,34 @@ def dependency_cycles(w: Work, starts: list[TaskRec]) -> list[list[TaskRec]]:
                 if len(members) > 1 or node in nexts:
                     cycles.append(sorted(members, key=lambda r: r.id))
     return cycles
+
+
+def _cycle_roots(w: Work, starts: list[TaskRec]) -> list[TaskRec]:
+    """_cycle_roots are the starts (in Do or Undo) with an edge to a task of a greater or equal id, or outside starts.
+
+    A search from them finds every cycle reachable from starts. Ids grow
+    along no cycle: its task of the smallest id has an edge (followed as
+    dependency_cycles follows it: a Do task's waits, an Undo task's halts)
+    to a task of a greater id, or to itself. A cycle reachable from starts
+    either lies within starts, and the search starts at that task, or has a
+    task outside starts, and every path from starts to it leaves starts by
+    an edge whose task is a root. (Whatever the order edges were added in:
+    the rule is over ids, not over when an edge came.)
+    """
+    ids = {t.id for t in starts}
+    roots = []
+    records = w.records
+    for t in starts:
+        status = t.status
+        if status is Status.DO:
+            nexts = records.wait_ids(t)
+        elif status is Status.UNDO:
+            nexts = records.halt_ids(t)
+        else:
+            continue
+        tid = t.id
+        for x in nexts:
+            if x >= tid or x not in ids:
+                roots.append(t)
+                break
+    return roots

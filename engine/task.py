@@ -190,16 +190,31 @@ class Task:
     def wait_for(self, other: Task) -> None:
         """wait_for makes this task wait until other is Done."""
         rec = self._rec()
-        if other._w is not self._w:
+        w = self._w
+        if other._w is not w:
             raise EngineError(f"cannot make task {self._tid} wait for task {other._tid} of another State")
-        orec = self._w.records.trec(other._tid)
-        if orec.id not in self._w.records.wait_ids(rec):
-            self._w.add_edge(rec, orec)
+        orec = w.records.trec(other._tid)
+        waits = rec.wait_ids
+        if orec.id not in (waits if waits is not None else w.records.wait_ids(rec)):
+            w.add_edge(rec, orec)
 
     def wait_all(self, taskset: TaskSet) -> None:
         """wait_all makes this task wait for every task of taskset."""
-        for other in taskset.tasks():
-            self.wait_for(other)
+        self._wait_all(taskset.tasks())
+
+    def _wait_all(self, others: list[Task]) -> None:
+        # wait_for of each, with what the task waits for as a set: a fan-in of n tasks is n steps, not n*n/2.
+        rec = self._rec()
+        w = self._w
+        waits = rec.wait_ids
+        have = set(waits if waits is not None else w.records.wait_ids(rec))
+        for other in others:
+            if other._w is not w:
+                raise EngineError(f"cannot make task {self._tid} wait for task {other._tid} of another State")
+            orec = w.records.trec(other._tid)
+            if orec.id not in have:
+                have.add(orec.id)
+                w.add_edge(rec, orec)
 
     def wait_tasks(self) -> list[Task]:
         """wait_tasks returns the tasks this task waits for."""
@@ -313,13 +328,20 @@ def _message(fmt: str, args: tuple[Any, ...], tid: int) -> str:
 class TaskSet:
     """TaskSet is an ordered set of tasks with named edges (no lock needed to build one)."""
 
-    __slots__ = ("_edges", "_tasks")
+    __slots__ = ("_edges", "_members", "_tasks")
 
     def __init__(self, *tasks: Task) -> None:
         self._tasks: list[Task] = []
+        # (The tasks as a set too: adding n tasks is n steps, not n*n/2 comparisons of Tasks.)
+        self._members: set[Task] = set()
         self._edges: dict[str, Task] = {}
+        self._add(tasks)
+
+    def _add(self, tasks: Iterable[Task]) -> None:
+        members = self._members
         for t in tasks:
-            if t not in self._tasks:
+            if t not in members:
+                members.add(t)
                 self._tasks.append(t)
 
     def __repr__(self) -> str:
@@ -335,15 +357,12 @@ class TaskSet:
     def add_task(self, task: Task) -> None:
         """add_task adds task to the set, once."""
         self._check((task,))
-        if task not in self._tasks:
-            self._tasks.append(task)
+        self._add((task,))
 
     def add_all(self, other: TaskSet) -> None:
         """add_all adds every task of other to the set."""
         self._check(other._tasks[:1])
-        for t in other._tasks:
-            if t not in self._tasks:
-                self._tasks.append(t)
+        self._add(other._tasks)
 
     def wait_for(self, other: Task) -> None:
         """wait_for makes every task of the set wait for other."""
@@ -354,9 +373,10 @@ class TaskSet:
     def wait_all(self, other: TaskSet) -> None:
         """wait_all makes every task of the set wait for every task of other."""
         self._check(other._tasks[:1])
-        for req in other._tasks:
-            for t in self._tasks:
-                t.wait_for(req)
+        # (Task by task: each one's waits come in other's order, each of other's halts in the set's order, as
+        # snapd's request by request.)
+        for t in self._tasks:
+            t._wait_all(other._tasks)
 
     def join_lane(self, lane: int) -> None:
         """join_lane adds every task of the set to lane."""
@@ -403,6 +423,11 @@ class TaskSet:
 def record_of(task: Task) -> TaskRec:
     """record_of is the record behind a Task (lock held), for the engine's modules (engine.why, engine.change)."""
     return task._rec()
+
+
+def task_id_of(task: Task) -> int:
+    """task_id_of is a Task's id, read without its State's lock (for messages about a task of another State)."""
+    return task._tid
 
 
 def work_of(task: Task) -> Work:

@@ -58,12 +58,22 @@ class RecordAdds:
 
     def add_edge(self, rec: TaskRec, wait: TaskRec) -> None:
         """add_edge makes rec wait for wait."""
-        self.records.own_wait_ids(rec).append(wait.id)
-        self.records.own_halt_ids(wait).append(rec.id)
-        self.changeset.new_edges.add((rec.id, wait.id))
-        for cid in {rec.change_id, wait.change_id}:
-            if cid is not None:
-                self.changeset.touched.add(cid)
+        # (The lists read directly when they are the records' own already: every edge of a chain's submit.)
+        waits = rec.wait_ids
+        if type(waits) is not list:
+            waits = self.records.own_wait_ids(rec)
+        halts = wait.halt_ids
+        if type(halts) is not list:
+            halts = self.records.own_halt_ids(wait)
+        waits.append(wait.id)
+        halts.append(rec.id)
+        cs = self.changeset
+        cs.new_edges.todo[(rec.id, wait.id)] = None  # (Pending.add, inline)
+        cid, wid = rec.change_id, wait.change_id
+        if cid is not None:
+            cs.touched.add(cid)
+        if wid is not None and wid != cid:
+            cs.touched.add(wid)
 
     def add_lane(self, rec: TaskRec, lane: int) -> None:
         """add_lane puts a task in a lane."""

@@ -65,10 +65,11 @@ class FlushRows:
                          for cid in cs.new_changes.take() if cid in changes]
         blockers = self._blockers_known()
         if cs.new_tasks.todo or cs.dirty_tasks.todo or blockers:
-            cs.task_rows(w, tasks, self.store.shared, blockers)
+            cs.task_rows(w, tasks, self.store.shared, blockers, count=not self.cache_stale)
         if cs.new_edges.todo:
             w.edges = cs.new_edges.take()
-            w.recount = sorted({tid for tid, _ in w.edges})
+            counted = {row[0] for row in w.counted_tasks}  # (inserted with their counts: engine.changeset)
+            w.recount = sorted({tid for tid, _ in w.edges if tid not in counted})
             self.note_waits(tid for tid, _ in w.edges)
         # (What waits for the flipped tasks is found by the store: PostgreSQL, in the recount's statement.)
         if cs.done_flips.todo:

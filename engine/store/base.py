@@ -40,6 +40,9 @@ class ChangeSetWrite:
     tasks: Sequence[Row] = ()
     #: New tasks as new_task made them, in the columns of statements.NEW_TASK_COLUMNS (insert_new_tasks).
     new_tasks: Sequence[Row] = ()
+    #: The same with their blockers count last (statements.COUNTED_TASK_COLUMNS, insert_counted_tasks): a single
+    #: writer's new tasks that wait, counted from its cache (not recounted).
+    counted_tasks: Sequence[Row] = ()
     task_updates: Sequence[Row] = ()
     #: Tasks rewritten in part (a single writer's): (the indexes in TASK_COLUMNS of the columns written, their
     #: rows: those columns' values, then the id).

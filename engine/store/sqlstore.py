@@ -291,6 +291,8 @@ class SqlStore(KeyVerbs):
             self.executemany(self.sql["insert_tasks"], changes.tasks)
         if changes.new_tasks:
             self.executemany(self.sql["insert_new_tasks"], changes.new_tasks)
+        if changes.counted_tasks:
+            self.executemany(self.sql["insert_counted_tasks"], changes.counted_tasks)
         if changes.task_updates:
             self.executemany(self.sql["update_tasks"], changes.task_updates)
         for columns, rows in changes.task_changes:

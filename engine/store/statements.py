@@ -90,6 +90,9 @@ CHANGE_COLUMNS = ("id", "kind", "summary", "status", "explicit_status", "clean",
 #: The columns a new task sets (insert_new_tasks; engine._records.TaskRec.new_row): its other columns hold what
 #: new_task gives them (Do, waiting for Done, no data, no times, no attempts).
 NEW_TASK_COLUMNS = ("id", "change_id", "kind", "summary", "spawn_time")
+#: The same with the task's blockers count (insert_counted_tasks: a single writer's new task that waits, counted
+#: from its cache).
+COUNTED_TASK_COLUMNS = (*NEW_TASK_COLUMNS, "blockers")
 WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire_after", "repeat_after")
 #: The columns of a notice row (engine.notice.Notice.row).
 NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
@@ -306,6 +309,11 @@ STATEMENTS: list[Sql] = [
         **_values(NEW_TASK_COLUMNS), status=_s("Do"), waited_status=_s("Done"), clean=false(), data=_s("{}"),
         doing_time=literal_column("0"), undoing_time=literal_column("0"), attempts=literal_column("0"),
         retry_attempts=literal_column("0")), NEW_TASK_COLUMNS),
+    # The same with its blockers count (a chain's tasks: no recount_blockers statement for them).
+    Sql("insert_counted_tasks", lambda f: insert(tasks).values(
+        **_values(COUNTED_TASK_COLUMNS), status=_s("Do"), waited_status=_s("Done"), clean=false(), data=_s("{}"),
+        doing_time=literal_column("0"), undoing_time=literal_column("0"), attempts=literal_column("0"),
+        retry_attempts=literal_column("0")), COUNTED_TASK_COLUMNS),
     Sql("update_tasks", lambda f: update(tasks).values(_values(TASK_COLUMNS[1:]))
         .where(tasks.c.id == _b("tid")), (*TASK_COLUMNS[1:], "tid")),
     Sql("update_change_status", lambda f: update(changes).values(status=_b("status"))

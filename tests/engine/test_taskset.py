@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine import State, Task, TaskSet
+from engine import EngineError, State, Task, TaskSet
 
 
 def new_tasks(st: State, *kinds: str) -> list[Task]:
@@ -194,3 +194,50 @@ def test_add_all_with_edges_merges_distinct_edges(st: State) -> None:
         assert a.tasks() == [t1, t2]
         assert a.edge("begin") == t1
         assert a.edge("end") == t2
+
+
+def test_wait_all_keeps_snapds_orders_and_adds_each_edge_once(st: State) -> None:
+    with st:
+        t1, t2, t3, t4, t5 = new_tasks(st, "download", "check", "setup", "link", "start")
+        t3.wait_for(t2)
+        TaskSet(t3, t4, t5).wait_all(TaskSet(t2, t1, t2))  # (t2 once in the set; t3 waits for it already)
+        assert [t.wait_tasks() for t in (t3, t4, t5)] == [[t2, t1]] * 3
+        assert t1.halt_tasks() == [t3, t4, t5] and t2.halt_tasks() == [t3, t4, t5]
+        t5.wait_all(TaskSet(t1, t4, t5))  # t5 waits for itself too, as with wait_for
+        assert t5.wait_tasks() == [t2, t1, t4, t5]
+        assert t4.halt_tasks() == [t5]
+
+
+def test_wait_all_refuses_a_task_of_another_state(st: State) -> None:
+    other = State.open(None)
+    try:
+        with st, other:
+            (t1,) = new_tasks(st, "download")
+            (stranger,) = new_tasks(other, "download")
+            with pytest.raises(EngineError, match="of another State"):
+                t1.wait_all(TaskSet(stranger))
+            with pytest.raises(EngineError, match="of another State"):
+                TaskSet(t1).wait_all(TaskSet(stranger))
+    finally:
+        other.close()
+
+
+
+def test_a_change_refuses_a_task_of_another_state(st: State) -> None:
+    other = State.open(None)
+    try:
+        with other:
+            # (the same change id as the one below: a task of the other State would join it silently)
+            cid = other.new_change("c", "the other's").id
+        with st, other:
+            mine = st.new_change("c", "mine")
+            assert mine.id == cid
+            (stranger,) = new_tasks(other, "download")
+            with pytest.raises(EngineError, match=f"cannot add task {stranger.id} to change {cid}: it belongs to "
+                                                  "another State"):
+                mine.add_task(stranger)
+            assert mine.tasks() == [] and stranger.change() is None
+        with st, pytest.raises(EngineError, match="belongs to another State"):  # (the other's lock not held)
+            mine.add_task(stranger)
+    finally:
+        other.close()
