@@ -41,7 +41,7 @@ class Tracer(TracerBase):
             if isinstance(provider, trace.ProxyTracerProvider):  # the application set none: one from OTEL_*
                 provider = self._own = provider_from_environment()
         #: spans makes the spans, with the provider (only the tracing thread touches it, and close once it ended).
-        self.spans = Spans(provider)
+        self.spans = Spans(provider, start_ns=_start_ns)
         self._thread.start()
 
     def hand(self, runs: list[Run], flush: bool, closing: bool) -> bool:
@@ -56,6 +56,12 @@ class Tracer(TracerBase):
         self.spans.end_open()
         if self._own is not None:
             self._own.shutdown()
+
+
+def _start_ns(ended: int, elapsed: float) -> int:
+    """_start_ns is when a run that ended at ended (microseconds since the epoch, as engine.timings notes it) after
+    elapsed seconds started, in nanoseconds since the epoch (to the microsecond, as its timing says)."""
+    return (ended - round(elapsed * 1e6)) * 1000
 
 
 def provider_from_environment() -> Any:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _time
@@ -52,6 +55,7 @@ ENSURE_THRESHOLD = 0.005
 BATCH_RUNS = 256
 #: BATCH_AGE is how long the oldest run waits at most (seconds of the State's clock) before a commit writes the rows.
 BATCH_AGE = 1.0
+_BATCH_AGE_US = round(BATCH_AGE * 1e6)
 
 #: How a run ended, by the task's status once its outcome was recorded.
 _OUTCOMES = {
@@ -59,6 +63,8 @@ _OUTCOMES = {
     Status.DOING: "retry", Status.UNDOING: "retry", Status.DO: "retry",
     Status.ABORT: "aborted", Status.UNDO: "aborted", Status.HOLD: "aborted",
 }
+#: The outcome of a run by its task's status, for every status (one another rule moved it to: in lower case).
+_OUTCOME_OF = {status: _OUTCOMES.get(status) or status.value.lower() for status in Status}
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,15 @@ class TimingBook:
         self.tracer: Any = None
         #: on_held, when set (the Overlord's loop), is called (lock held) when committed runs start to wait.
         self.on_held: Callable[[], None] | None = None
+        # The State's clock is the system's (a State's clock is set once, when it opens): a run's end is read as
+        # time.time_ns(), a quarter of what UnitOfWork.now() and its datetime cost.
+        self._system = getattr(w, "_clock", None) is _time.system_clock
+
+    def now_us(self) -> int:
+        """now_us is the State's clock in microseconds since the epoch (a run's end, as noted)."""
+        if self._system:
+            return _time_ns() // 1000
+        return _micros(self._w.now())
 
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
@@ -149,8 +164,8 @@ class TimingBook:
             return False
         if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
             return True
-        now = runs.todo[-1][4] if runs.todo else self._w.now() if fresh else runs.held[-1][4]
-        return (now - waiting[0][4]).total_seconds() >= BATCH_AGE
+        now = runs.todo[-1][4] if runs.todo else self.now_us() if fresh else runs.held[-1][4]
+        return now - waiting[0][4] >= _BATCH_AGE_US
 
     def aside(self, pending: Callable[[], bool]) -> bool:
         """aside is pending() with the runs waiting left aside: whether anything else is to be written."""
@@ -187,20 +202,22 @@ class TimingBook:
         """task_run notes one run of rec's handler, once its outcome is applied (lock held).
 
         What is noted is what the run's row and span are made of later (flush,
-        and the tracer's thread): nothing is formatted here.
+        and the tracer's thread): nothing is formatted here, and its end is
+        the system's clock in microseconds when the State's clock is the
+        system's (a datetime would cost more than the rest of the note).
         """
-        status = rec.status
-        outcome = _OUTCOMES.get(status) or status.value.lower()
         traced = None
         tracer = self.tracer
         if tracer is not None and tracer.notes:  # (the helper process's reads the rows instead)
             try:
-                traced = tracer.task_run(rec, outcome)
+                traced = tracer.task_run(rec, _OUTCOME_OF[rec.status])
             except Exception as e:  # tracing must never fail the outcome it describes
                 log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         runs = self.runs
-        runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
-        runs.changes[rec.id] = rec.change_id
+        tid = rec.id
+        runs.todo.append((tid, phase, attempt, _OUTCOME_OF[rec.status],
+                          _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced))
+        runs.changes[tid] = rec.change_id
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -328,9 +345,9 @@ class TimingBook:
         return out
 
 
-#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock), how long it took (seconds),
-#: and what the tracer noted for its span (engine._otel; None untraced).
-Run = tuple[int, str, int, str, datetime, float, Any]
+#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
+#: epoch), how long it took (seconds), and what the tracer noted for its span (engine._otel; None untraced).
+Run = tuple[int, str, int, str, int, float, Any]
 
 
 class _Runs:
@@ -429,24 +446,26 @@ def _packed(runs: list[Run], by: str) -> tuple[str, int]:
     on a shared database reads its own); S is the end of the first run in microseconds since the epoch, a start is the
     microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
     arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
-    all the runs share is written once, not as an array (most batches: "do", 1, "done"). Each array is
-    made in C, and the row is short: SQLite's cost of a row grows with its length (about 8 us a KB).
+    all the runs share is written once, not as an array (most batches: "do", 1, "done"). The numbers are
+    made and written in C (map, json's encoder), and the row is short: SQLite's cost of a row grows with its
+    length (about 8 us a KB).
     """
     tids, phases, attempts, outcomes, ends, elapsed, _ = zip(*runs, strict=True)
     n = len(tids)
-    durations = list(map(round, map((1e6).__mul__, elapsed)))
+    durations = list(map(round, map(operator.mul, elapsed, repeat(1e6, n))))
     first = ends[0]
-    starts = [(d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - u
-              for d, u in zip([end - first for end in ends], durations, strict=True)]
-    d = first - _EPOCH
-    return "".join((
-        '{"by":"', by, '","since":', str((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds),
-        ',"task_id":[', ",".join(map(str, tids)),
-        '],"phase":', f'"{phases[0]}"' if phases.count(phases[0]) == n else '["' + '","'.join(phases) + '"]',
-        ',"attempt":', str(attempts[0]) if attempts.count(attempts[0]) == n else f"[{','.join(map(str, attempts))}]",
-        ',"outcome":', f'"{outcomes[0]}"' if outcomes.count(outcomes[0]) == n else '["' + '","'.join(outcomes) + '"]',
-        ',"started":[', ",".join(map(str, starts)), '],"duration":[', ",".join(map(str, durations)), "]}",
-    )), max(attempts)
+    return _encode({
+        "by": by, "since": first, "task_id": list(tids),
+        "phase": phases[0] if phases.count(phases[0]) == n else list(phases),
+        "attempt": attempts[0] if attempts.count(attempts[0]) == n else list(attempts),
+        "outcome": outcomes[0] if outcomes.count(outcomes[0]) == n else list(outcomes),
+        "started": list(map(operator.sub, map(operator.sub, ends, durations), repeat(first, n))),
+        "duration": durations,
+    }), max(attempts)
+
+
+#: The JSON of a batch, made in C (json's encoder: each number's text without a call of str per number).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -457,10 +476,16 @@ def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
                       for name in RUN_FIELDS), strict=True))
 
 
-def started(end: datetime, elapsed: float) -> datetime:
-    """started is when a run that ended at end after elapsed seconds started, to the microsecond, as its row
-    says (_rows; its span, engine._otel, starts then too)."""
-    return end - timedelta(microseconds=round(elapsed * 1e6))
+def started(end: int, elapsed: float) -> datetime:
+    """started is when a run that ended at end (microseconds since the epoch) after elapsed seconds started, to the
+    microsecond, as its row says (_packed; its span, engine._otel, starts then too)."""
+    return _EPOCH + timedelta(microseconds=end - round(elapsed * 1e6))
+
+
+def _micros(when: datetime) -> int:
+    """_micros is a time in microseconds since the epoch."""
+    d = when - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def _stamp(when: datetime) -> str:
