@@ -205,17 +205,24 @@ class TimingBook:
         and the tracer's thread): nothing is formatted here, and its end is
         the system's clock in microseconds when the State's clock is the
         system's (a datetime would cost more than the rest of the note).
+        Traced in this process (engine._otel), the task's kind rides along,
+        and for a run that failed what the tracer notes (its error); the
+        rest of its span (its change) is read once per batch (flush).
         """
+        outcome = _OUTCOME_OF[rec.status]
         traced = None
         tracer = self.tracer
         if tracer is not None and tracer.notes:  # (the helper process's reads the rows instead)
-            try:
-                traced = tracer.task_run(rec, _OUTCOME_OF[rec.status])
-            except Exception as e:  # tracing must never fail the outcome it describes
-                log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
+            if outcome != "error":
+                traced = rec.kind
+            else:
+                try:
+                    traced = tracer.task_run(rec, outcome)
+                except Exception as e:  # tracing must never fail the outcome it describes
+                    log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         runs = self.runs
         tid = rec.id
-        runs.todo.append((tid, phase, attempt, _OUTCOME_OF[rec.status],
+        runs.todo.append((tid, phase, attempt, outcome,
                           _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced))
         runs.changes[tid] = rec.change_id
 
@@ -241,33 +248,43 @@ class TimingBook:
             self._untrimmed += len(passes)
             if self._untrimmed >= max(1, ENSURE_KEEP // 10):
                 keep, self._untrimmed = ENSURE_KEEP, 0
-        batches, trim = self._batches(runs)
+        by_change = self._by_change(runs)
+        batches, trim = self._batches(by_change)
         store.save_timings(batches, passes, keep)
         for cid in trim:
             self._trim(store, cid)
+        tracer = self.tracer
+        if by_change and tracer is not None and tracer.notes:  # their spans, once this commit is done
+            try:
+                self.runs.spans = (tracer, tracer.batch(by_change))
+            except Exception as e:  # tracing must never fail the commit it rides on
+                log.error("cannot trace %d runs: %s: %s", len(runs), type(e).__name__, e)
 
-    def _batches(self, runs: list[Run]) -> tuple[list[tuple[str, int]], list[int]]:
+    def _by_change(self, runs: list[Run]) -> dict[int | None, list[Run]]:
+        """_by_change is runs by the change of their task (None: in none), as noted (_Runs.changes: the task's record
+        may have left the cache since)."""
+        if not runs:
+            return {}
+        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
+        if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
+            return {cids[0]: runs}
+        by_change: dict[int | None, list[Run]] = {}
+        for cid, run in zip(cids, runs, strict=True):
+            by_change.setdefault(cid, []).append(run)
+        return by_change
+
+    def _batches(self, by_change: dict[int | None, list[Run]]) -> tuple[list[tuple[str, int]], list[int]]:
         """_batches are the batches of runs, one per change: its runs as JSON text (task_timing_batches.runs) and
         its id; and the changes in which a task may now have more than TASK_RUNS_KEEP runs.
 
         A batch holds an array per field (RUN_FIELDS, _packed), each made in C: the runs of a flush cost
-        under half of what a row per run did. A run's change is the one noted with it (_Runs.changes: its
-        task's record may have left the cache since). The runs of a task in no change are dropped, and the
+        under half of what a row per run did. The runs of a task in no change are dropped, and the
         statement that writes a batch drops it if its change is gone (pruned meanwhile, here or elsewhere).
         """
-        if not runs:
-            return [], []
-        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
-        by_change: dict[int, list[Run]] = {}
-        if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
-            if cids[0] is not None:
-                by_change[cids[0]] = runs
-        else:
-            for cid, run in zip(cids, runs, strict=True):
-                if cid is not None:
-                    by_change.setdefault(cid, []).append(run)
         batches, trim = [], []
         for cid, of in by_change.items():
+            if cid is None:
+                continue
             text, attempt = _packed(of, self.writer)
             batches.append((text, cid))
             if attempt >= TASK_RUNS_KEEP:
@@ -346,7 +363,8 @@ class TimingBook:
 
 
 #: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
-#: epoch), how long it took (seconds), and what the tracer noted for its span (engine._otel; None untraced).
+#: epoch), how long it took (seconds), and what its span needs of it, traced in this process (engine._otelnotes:
+#: the task's kind, or (kind, error) for a run that failed; None untraced).
 Run = tuple[int, str, int, str, int, float, Any]
 
 
@@ -355,15 +373,16 @@ class _Runs:
 
     todo are those noted in the unit of work under way (their outcomes not
     committed yet); held, those of committed outcomes waiting for a batch.
-    A commit hands the runs it committed the outcomes of (written or not)
-    that the tracer noted to the tracer in one list, and keeps those it did
-    not write as held; a failed commit keeps them all to write again; a
+    A commit keeps the runs it did not write as held, and hands those it
+    wrote, as the in-process tracer took them at the flush (a batch's
+    changes read once), to the tracer; a failed commit keeps them all to
+    write again (and to hand over then); a
     rolled back one forgets its own (they are noted again when their outcomes
     are recorded again) but keeps the held ones. Lists, not a Pending: a run
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "changes", "force", "held", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "changes", "force", "held", "spans", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -375,6 +394,9 @@ class _Runs:
         #: groups the runs by change: the task's record may be gone from the cache by then).
         self.changes: dict[int, int | None] = {}
         self.force = False
+        #: spans are the runs the open transaction wrote, as the tracer took them for their spans (lock held), and
+        #: that tracer: handed to it once the commit is done (engine._otelnotes).
+        self.spans: tuple[Any, Any] | None = None
 
     def take(self) -> list[Run]:
         runs = self.held + self.todo
@@ -385,8 +407,7 @@ class _Runs:
 
     def committed(self) -> None:
         self.force = False
-        ran = self.wrote_todo + self.todo if self.wrote_todo else self.todo
-        if not ran and not self.wrote_held:
+        if not self.todo and not self.wrote_held and not self.wrote_todo:
             return
         self.wrote_held, self.wrote_todo = [], []
         if self.todo:
@@ -398,16 +419,15 @@ class _Runs:
                 on_held()
         elif not self.held:
             self.changes.clear()
-        tracer = self.book.tracer
-        if tracer is not None and tracer.notes:
-            traced = [run for run in ran if run[6] is not None]
-            if traced:
-                try:
-                    tracer.submit(traced)
-                except Exception as e:  # tracing must never fail the commit it follows
-                    log.error("cannot trace %d runs: %s: %s", len(traced), type(e).__name__, e)
+        if self.spans is not None:
+            (tracer, batch), self.spans = self.spans, None
+            try:
+                tracer.submit(batch)
+            except Exception as e:  # tracing must never fail the commit it follows
+                log.error("cannot trace runs: %s: %s", type(e).__name__, e)
 
     def failed(self) -> None:
+        self.spans = None  # (written again by the next commit, and taken again then)
         if self.wrote_held or self.wrote_todo:
             self.held = self.wrote_held + self.held
             self.todo = self.wrote_todo + self.todo
@@ -420,12 +440,14 @@ class _Runs:
             log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
                         len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
+        self.spans = None
         if not self.held:
             self.changes.clear()
 
     def drop(self) -> None:
         """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
         self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
+        self.spans = None
         self.changes.clear()
 
     def __bool__(self) -> bool:
