@@ -120,6 +120,27 @@ def test_each_change_is_a_trace_and_each_run_a_span(traced_by_each_path: tuple[O
     assert len({s.context.span_id for s in spans if s.context is not None}) == len(spans)
 
 
+def test_a_flush_writes_the_runs_waiting_and_their_spans_are_made(traced: tuple[Overlord, InMemorySpanExporter]
+                                                                  ) -> None:
+    """In the engine's process the spans are made from the batches of runs the timings write (engine.timings); the
+    tracer's flush commits the runs waiting for one (the State's clock stands still: no batch is due) and waits
+    until their spans are handed to the SDK, tracing still on."""
+    o, exporter = traced
+    o.task_runner.add_handler("k", lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        for i in range(3):
+            chg.add_task(o.state.new_task("k", str(i)))
+    o.settle(30)
+    tracer = o.state._uow.timings.tracer
+    assert tracer is not None
+    assert [s.name for s in exporter.get_finished_spans()] == []  # waiting for their batch
+    assert tracer.flush(30)
+    assert not o.state._uow.timings.runs.held
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["install", "k", "k", "k"]
+    assert o.state._uow.timings.tracer is tracer
+
+
 def _run_change(o: Overlord, *kinds: str) -> None:
     for kind in kinds:
         o.task_runner.add_handler(kind, lambda task, tomb: None)
