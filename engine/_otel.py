@@ -65,7 +65,7 @@ class Tracer(TracerBase):
             if change is not None and spans.quick:
                 self._quick(change, of)
                 continue
-            made: list[Run] = []
+            made: list[Any] = []  # (runs as Spans.make takes them: what their spans need of their change)
             for run in of:
                 noted = run[6]
                 if noted is None:
@@ -94,7 +94,7 @@ class Tracer(TracerBase):
             trace_id, flags, state, parent, spawn, cid = (root.trace_id, root.flags, root.state, root.span_context,
                                                           root.spawn, root.cid)
             alike: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for tid, phase, attempt, outcome, ended, elapsed, noted in runs:
+            for tid, phase, attempt, outcome, ended, elapsed, noted, _ in runs:
                 if noted is None:
                     continue  # noted before tracing started
                 try:

@@ -32,7 +32,7 @@ from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from .errors import DatabaseReplacedError, EngineError, NotFoundError
+from .errors import DatabaseReplacedError, EngineError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -220,11 +220,9 @@ class TimingBook:
                     traced = tracer.task_run(rec, outcome)
                 except Exception as e:  # tracing must never fail the outcome it describes
                     log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
-        runs = self.runs
-        tid = rec.id
-        runs.todo.append((tid, phase, attempt, outcome,
-                          _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced))
-        runs.changes[tid] = rec.change_id
+        self.runs.todo.append((rec.id, phase, attempt, outcome,
+                          _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced,
+                          rec.change_id))
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -261,11 +259,11 @@ class TimingBook:
                 log.error("cannot trace %d runs: %s: %s", len(runs), type(e).__name__, e)
 
     def _by_change(self, runs: list[Run]) -> dict[int | None, list[Run]]:
-        """_by_change is runs by the change of their task (None: in none), as noted (_Runs.changes: the task's record
-        may have left the cache since)."""
+        """_by_change is runs by the change of their task (None: in none), as noted (the task's record may have left
+        the cache since)."""
         if not runs:
             return {}
-        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
+        cids = list(map(_CHANGE, runs))
         if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
             return {cids[0]: runs}
         by_change: dict[int | None, list[Run]] = {}
@@ -324,12 +322,8 @@ class TimingBook:
         waiting = self.runs.held + self.runs.todo
         if waiting:
             records = self._w.records
-            try:
-                ids = set(records.task_ids(records.crec(cid)))
-            except NotFoundError:
-                ids = set()
-            for tid, phase, attempt, outcome, end, elapsed, _ in waiting:
-                if tid in ids:
+            for tid, phase, attempt, outcome, end, elapsed, _, of in waiting:
+                if of == cid:
                     out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
                                           started(end, elapsed), timedelta(seconds=elapsed)))
         count: dict[str, int] = {}  # the newest TASK_RUNS_KEEP of each task, as the batches' trim keeps
@@ -364,8 +358,10 @@ class TimingBook:
 
 #: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
 #: epoch), how long it took (seconds), and what its span needs of it, traced in this process (engine._otelnotes:
-#: the task's kind, or (kind, error) for a run that failed; None untraced).
-Run = tuple[int, str, int, str, int, float, Any]
+#: the task's kind, or (kind, error) for a run that failed; None untraced), and its task's change (None: in none;
+#: noted: the task's record may have left the cache by the flush).
+Run = tuple[int, str, int, str, int, float, Any, "int | None"]
+_CHANGE = operator.itemgetter(7)
 
 
 class _Runs:
@@ -382,7 +378,7 @@ class _Runs:
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "changes", "force", "held", "spans", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "force", "held", "spans", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -390,9 +386,6 @@ class _Runs:
         self.held: list[Run] = []
         self.wrote_held: list[Run] = []
         self.wrote_todo: list[Run] = []
-        #: changes are the change of each task with runs noted (None: in none), until no run waits (a flush
-        #: groups the runs by change: the task's record may be gone from the cache by then).
-        self.changes: dict[int, int | None] = {}
         self.force = False
         #: spans are the runs the open transaction wrote, as the tracer took them for their spans (lock held), and
         #: that tracer: handed to it once the commit is done (engine._otelnotes).
@@ -417,8 +410,6 @@ class _Runs:
             on_held = self.book.on_held
             if first and on_held is not None:
                 on_held()
-        elif not self.held:
-            self.changes.clear()
         if self.spans is not None:
             (tracer, batch), self.spans = self.spans, None
             try:
@@ -441,14 +432,11 @@ class _Runs:
                         len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
         self.spans = None
-        if not self.held:
-            self.changes.clear()
 
     def drop(self) -> None:
         """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
         self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
         self.spans = None
-        self.changes.clear()
 
     def __bool__(self) -> bool:
         return bool(self.todo)
@@ -472,7 +460,7 @@ def _packed(runs: list[Run], by: str) -> tuple[str, int]:
     made and written in C (map, json's encoder), and the row is short: SQLite's cost of a row grows with its
     length (about 8 us a KB).
     """
-    tids, phases, attempts, outcomes, ends, elapsed, _ = zip(*runs, strict=True)
+    tids, phases, attempts, outcomes, ends, elapsed, _, _ = zip(*runs, strict=True)
     n = len(tids)
     durations = list(map(round, map(operator.mul, elapsed, repeat(1e6, n))))
     first = ends[0]
