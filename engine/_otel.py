@@ -8,7 +8,7 @@ provider the application handed over (or set as the global one), a batch
 of runs at a time: the runs of a change as a batch of timings wrote them,
 with the change read once (engine.timings, engine._otelnotes). Where
 Spans.make would make them in its own loop (the SDK as engine._otelspans
-knows it), Tracer._quick does, from the batch as it is: the same spans,
+knows it), _BatchSpans.batch does, from the batch as it is: the same spans,
 with each run's attributes copied from those of the batch's runs of the
 same kind, phase, attempt and outcome. Tracing asked for by the OTEL_*
 variables alone runs in a process of its own instead (engine._otelproc).
@@ -56,14 +56,14 @@ class Tracer(TracerBase):
             if isinstance(provider, trace.ProxyTracerProvider):  # the application set none: one from OTEL_*
                 provider = self._own = provider_from_environment()
         #: spans makes the spans, with the provider (only the tracing thread touches it, and close once it ended).
-        self.spans = Spans(provider, start_ns=_start_ns)
+        self.spans = _BatchSpans(provider, start_ns=_start_ns)
         self._thread.start()
 
     def hand(self, runs: Batch, flush: bool, closing: bool) -> bool:
         spans = self.spans
         for change, of in runs:
             if change is not None and spans.quick:
-                self._quick(change, of)
+                spans.batch(change, of)
                 continue
             made: list[Any] = []  # (runs as Spans.make takes them: what their spans need of their change)
             for run in of:
@@ -76,15 +76,26 @@ class Tracer(TracerBase):
         self.cpu_seconds = time.thread_time()
         return True
 
-    def _quick(self, change: tuple[Any, ...], runs: list[Run]) -> None:
-        """_quick makes the spans of a change's runs as Spans.make's own loop does (the same spans), with what they
-        share made once: the change's span and its fields, the attributes of runs alike (copied, then the task's
-        id set), the SDK's pieces."""
-        spans = self.spans
-        fast = spans._fast
+    def close(self) -> None:
+        """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
+        its own provider, exporting what is left."""
+        super().close()
+        self.spans.end_open()
+        if self._own is not None:
+            self._own.shutdown()
+
+
+class _BatchSpans(Spans):
+    """_BatchSpans are engine._otelspans' Spans, and the spans of a change's runs as a batch of timings has them."""
+
+    def batch(self, change: tuple[Any, ...], runs: list[Run]) -> None:
+        """batch makes the spans of a change's runs as make's own loop does (the same spans), with what they share
+        made once: the change's span and its fields, the attributes of runs alike (copied, then the task's id
+        set), the SDK's pieces. Only where quick says that loop can."""
+        fast = self._fast
         assert fast is not None
         try:
-            root = spans._roots.get(change[0]) or spans._root(change)
+            root = self._roots.get(change[0]) or self._root(change)
         except Exception as e:  # the SDK's failure is logged; the next runs are still traced
             log.error("cannot trace the change %s (%s): %s: %s", change[0], change[1], type(e).__name__, e)
             return
@@ -127,15 +138,7 @@ class Tracer(TracerBase):
                 except Exception as e:  # the SDK's failure is logged; the next runs are still traced
                     log.error("cannot trace the run of task %s: %s: %s", tid, type(e).__name__, e)
         if change[4] is not None:
-            spans.end_root(change[0], *change[4])
-
-    def close(self) -> None:
-        """close traces what is left to trace, ends the open change spans (now, as unfinished) and shuts down
-        its own provider, exporting what is left."""
-        super().close()
-        self.spans.end_open()
-        if self._own is not None:
-            self._own.shutdown()
+            self.end_root(change[0], *change[4])
 
 
 def _start_ns(ended: int, elapsed: float) -> int:

@@ -137,12 +137,6 @@ class TimingBook:
         # time.time_ns(), a quarter of what UnitOfWork.now() and its datetime cost.
         self._system = getattr(w, "_clock", None) is _time.system_clock
 
-    def now_us(self) -> int:
-        """now_us is the State's clock in microseconds since the epoch (a run's end, as noted)."""
-        if self._system:
-            return _time_ns() // 1000
-        return _micros(self._w.now())
-
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
 
@@ -164,7 +158,7 @@ class TimingBook:
             return False
         if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
             return True
-        now = runs.todo[-1][4] if runs.todo else self.now_us() if fresh else runs.held[-1][4]
+        now = runs.todo[-1][4] if runs.todo else _micros(self._w.now()) if fresh else runs.held[-1][4]
         return now - waiting[0][4] >= _BATCH_AGE_US
 
     def aside(self, pending: Callable[[], bool]) -> bool:
