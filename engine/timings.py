@@ -215,8 +215,8 @@ class TimingBook:
                 except Exception as e:  # tracing must never fail the outcome it describes
                     log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         self.runs.todo.append((rec.id, phase, attempt, outcome,
-                          _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced,
-                          rec.change_id))
+                               _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced,
+                               rec.change_id))
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
