@@ -62,12 +62,12 @@ TIMEOUT = 600.0
 
 
 def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str,
-         endpoint: str) -> tuple[float, float, float, float]:
+         endpoint: str, clean: bool = False) -> tuple[float, float, float, float]:
     db = tmp / f"{name}-{mode}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     result = _child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "mode": mode,
-                              "endpoint": endpoint})
+                              "endpoint": endpoint, **({"clean": True} if clean else {})})
     per_task = 1e6 / tasks
     return (float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task,
             result.get("helper_cpu_s", 0.0) * per_task)
@@ -78,7 +78,7 @@ def _otlp_environment(endpoint: str) -> None:
                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
 
 
-def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[str, Any]:
+def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str, clean: bool = False) -> dict[str, Any]:
     """timed is W1 (or W2, chained) in one mode (the module's docstring), in this process.
 
     Traced, the time runs until every span is made and exported (the tracer's
@@ -93,7 +93,8 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
         TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
         TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
     if mode in ("without", "timings"):
-        return _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT)
+        return _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
+                               after_ready=_cleaned if clean else None)
     spans = [0]
     provider: Any = None
     _otlp_environment(endpoint)  # the Overlord traces: through the global provider, if one is set, else the helper
@@ -136,6 +137,8 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
     figures: dict[str, float] = {}
 
     def caught_up(o: Any) -> None:
+        if clean:
+            _cleaned(o)
         tracer = o.state._uow.timings.tracer
         if tracer is None or not tracer.flush(TIMEOUT):
             raise BenchError("the tracer is off, or did not catch up")
@@ -156,6 +159,27 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
     if mode in ("traced", "helper") and spans[0] < tasks:
         raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
     return {**result, **figures}
+
+
+def _cleaned(o: Any) -> None:
+    """_cleaned waits until the loop has cleaned the change's tasks (--clean: in every mode, inside the timed span).
+
+    The loop's pass after a change is ready cleans its tasks (W1: some 13 us a task); without --clean a mode's
+    span ends at ready, and that pass falls in it or not by chance: in a traced mode, whose span waits for the
+    tracer's flush (and so for the state lock the pass holds), more often than in the others.
+    """
+    import time
+
+    with o.state:
+        (chg,) = o.state.changes()
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        with o.state:
+            if chg.is_clean():
+                return
+        if time.monotonic() > deadline:
+            raise BenchError("the change's tasks were not cleaned")
+        time.sleep(0.005)
 
 
 def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = "") -> dict[str, float]:
@@ -305,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otlp", action="store_true", help="also trace to an OTLP/HTTP sink in the engine's process")
     parser.add_argument("--no-helper", action="store_true", help="leave out the helper process's mode")
     parser.add_argument("--only", choices=("w1", "w2"), help="only this workload")
+    parser.add_argument("--clean", action="store_true",
+                        help="every mode's span waits until the loop has cleaned the change's tasks")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -342,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             for name, tasks, chained, per_commit in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
-                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
+                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint, args.clean) for mode in order}
                 for mode, (rate, cpu, tracer_cpu, helper_cpu) in got.items():
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
                     helper_cpus.setdefault((name, mode), []).append(helper_cpu)

@@ -1,19 +1,21 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The tracer in the engine's process (engine._otel): the notes a run's span needs, and the thread runs are handed to.
+"""The tracer in the engine's process (engine._otel): what a run's span needs, and the thread runs are handed to.
 
-Nothing here imports OpenTelemetry. A tracer notes what a run's span needs
-beside the run's timing (task_run: a tuple, shared by the runs of a kind in
-a change, under the state lock the recorder holds anyway); the commit that
-writes the run's outcome hands the runs it wrote over (submit) to a thread
-of the tracer's, which wakes once for all the runs of GATHER seconds or
-GATHER_RUNS runs (a wake-up per commit, each a hand-over of the GIL, was
+Nothing here imports OpenTelemetry. A run's span is made from its timing
+(engine.timings notes the task's kind with it, and for a run that failed
+task_run's note: its error) and its change, read once per batch of runs
+when the batch is written (batch, under the state lock the commit holds
+anyway); the commit that writes the batch hands it over (submit) to a
+thread of the tracer's, which wakes once for all the runs of GATHER seconds
+or GATHER_RUNS runs (a wake-up per commit, each a hand-over of the GIL, was
 some 2,600 more context switches per 10,000 tasks) and passes them on
 (TracerBase.hand): engine._otel makes their spans. (The tracing helper
 process, engine._otelproc, needs none of it: it reads the runs from the
 database's rows.) At most WAITING
 runs wait for the thread: past that, runs are dropped and counted (a
 warning when it starts, and one with their count when it ends), and the
-runner never waits for tracing.
+runner never waits for tracing. flush and close first commit the runs
+waiting for a batch (engine.timings), as the helper's tracer does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
+
+from .errors import EngineError, NotFoundError
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -36,13 +40,13 @@ GATHER = 0.25
 GATHER_RUNS = 256
 #: How many runs may wait for the tracing thread: past that, the runs handed over are dropped (and counted).
 WAITING = 65_536
-#: How many changes' notes are kept for their runs to share: past that, they are forgotten and made again.
-_NOTES = 1024
-
-#: What a run's span needs beyond its timing (engine.timings.Run), noted under the state lock: the task's kind,
-#: the error's message (None unless the run failed), and its change as (id, kind, summary, spawn time, (ready
-#: time, status's value) or None), or None for a task in no change.
-Noted = tuple[str, "str | None", "tuple[Any, ...] | None"]
+#: What a run's span needs beyond its timing (engine.timings.Run), noted under the state lock (task_run, for a run
+#: that failed: a run that did not has its task's kind noted instead): the task's kind and the error's message.
+Noted = tuple[str, str]
+#: The runs of a batch by change, each change as its span needs it: (id, kind, summary, spawn time, (ready time,
+#: status's value) or None), or None for the runs of tasks in no change (TracerBase.batch: read once per batch); what
+#: submit hands the thread, and hand passes on.
+Batch = list[tuple[Any, list["Run"]]]
 
 
 class TracerBase:
@@ -57,11 +61,11 @@ class TracerBase:
 
     def __init__(self, w: UnitOfWork) -> None:
         self._w = w
-        # The notes shared by runs (task_run, under the state lock): by change id and task kind.
-        self._notes: dict[tuple[int, str], Noted] = {}
-        # What the thread has to do, under _mu: the runs handed over, the flushes waiting, whether to end.
+        # What the thread has to do, under _mu: the batches handed over (and how many runs), the flushes waiting,
+        # whether to end.
         self._mu = threading.Lock()
-        self._runs: list[Run] = []
+        self._runs: Batch = []
+        self._count = 0
         self._flushes: list[threading.Event] = []
         self._closing = False
         #: ended says that the thread has ended (closed, or its helper process died): runs handed over are dropped.
@@ -74,44 +78,46 @@ class TracerBase:
         self._thread = threading.Thread(target=self._loop, name="engine-tracing", daemon=True)
 
     def task_run(self, rec: TaskRec, outcome: str) -> Noted:
-        """task_run is what the span of one run of rec's handler needs beyond its timing, read now (lock held).
+        """task_run is what the span of a run of rec's handler that failed needs beyond its timing, read now (lock
+        held): its task's kind and its error (the last of its task's log)."""
+        return (rec.kind, self._error(rec))
 
-        The runs of one kind in a change that is not ready, without an error,
-        share one note (kept until _NOTES changes have notes).
-        """
-        cid = rec.change_id
-        if cid is None:
-            return (rec.kind, self._error(rec) if outcome == "error" else None, None)
-        crec = self._w.records.crec(cid)
-        if crec.ready_time is not None or outcome == "error":
+    def batch(self, runs: dict[int | None, list[Run]]) -> Batch:
+        """batch is what the spans of runs written by the open transaction need (lock held): each change's record,
+        read once (its ready time and status once ready). The runs of a change gone have none."""
+        out: Batch = []
+        records = self._w.records
+        for cid, of in runs.items():
+            if cid is None:
+                out.append((None, of))
+                continue
+            try:
+                crec = records.crec(cid)
+            except NotFoundError:
+                continue  # pruned meanwhile: its batch is not written either
             ready = None if crec.ready_time is None else (crec.ready_time, self._w.change_status(crec).value)
-            return (rec.kind, self._error(rec) if outcome == "error" else None,
-                    (cid, crec.kind, crec.summary, crec.spawn_time, ready))
-        key = (cid, rec.kind)
-        noted = self._notes.get(key)
-        if noted is None:
-            if len(self._notes) >= _NOTES:
-                self._notes.clear()
-            noted = self._notes[key] = (rec.kind, None, (cid, crec.kind, crec.summary, crec.spawn_time, None))
-        return noted
+            out.append(((cid, crec.kind, crec.summary, crec.spawn_time, ready), of))
+        return out
 
     def _error(self, rec: TaskRec) -> str:
         errors = [msg for _, level, msg in self._w.records.log_lines(rec) if level == "ERROR"]
         return errors[-1] if errors else ""
 
-    def submit(self, runs: list[Run]) -> None:
+    def submit(self, batch: Batch) -> None:
         """submit hands the runs a commit wrote to the tracing thread; only the first after it caught up wakes it,
         and the one that makes GATHER_RUNS hurries it. Past WAITING runs waiting, they are dropped."""
+        count = sum(len(of) for _, of in batch)
         with self._mu:
-            if self.ended or len(self._runs) >= WAITING:
-                self._dropped += len(runs)
-                warn = self._dropped == len(runs) and not self.ended
+            if self.ended or self._count >= WAITING:
+                self._dropped += count
+                warn = self._dropped == count and not self.ended
                 first = full = False
             else:
                 warn = False
                 first = not self._runs
-                self._runs += runs
-                full = len(self._runs) >= GATHER_RUNS
+                self._runs += batch
+                self._count += count
+                full = self._count >= GATHER_RUNS
         if warn:
             log.warning("tracing is behind: %d runs wait for their spans; the spans of the next runs are dropped "
                         "until it catches up", WAITING)
@@ -120,9 +126,18 @@ class TracerBase:
         if full and not self._hurry.is_set():
             self._hurry.set()
 
+    def _write_runs(self) -> None:
+        """_write_runs commits the runs waiting for a batch (engine.timings): their spans are made once written."""
+        try:
+            with self._w.state:
+                self._w.timings.write_all()
+        except EngineError:
+            pass  # the State is closed or refuses writes: what was committed is what is traced
+
     def flush(self, timeout: float | None = None) -> bool:
-        """flush waits until the spans of the runs submitted so far are handed on (made and handed to the SDK in
-        this process; made and exported by the helper process); False if they were not within timeout."""
+        """flush commits the runs waiting for a batch and waits until the spans of the runs written so far are handed
+        on (made and handed to the SDK); False if they were not within timeout."""
+        self._write_runs()
         done = threading.Event()
         with self._mu:
             if self.ended:
@@ -140,7 +155,7 @@ class TracerBase:
             self._hurry.wait(GATHER)
             with self._mu:
                 self._hurry.clear()
-                runs, self._runs = self._runs, []
+                runs, self._runs, self._count = self._runs, [], 0
                 flushes, self._flushes = self._flushes, []
                 closing = self._closing
                 dropped, self._dropped = self._dropped, 0
@@ -150,7 +165,7 @@ class TracerBase:
             try:
                 going = self.hand(runs, bool(flushes), closing)
             except Exception as e:  # the thread must go on (or end cleanly) whatever its hand-over does
-                log.error("cannot trace %d runs: %s: %s", len(runs), type(e).__name__, e)
+                log.error("cannot trace %d runs: %s: %s", sum(len(of) for _, of in runs), type(e).__name__, e)
                 going = True
             if closing or not going:
                 with self._mu:  # ended before the flushes are answered: a flush says whether its spans went
@@ -162,12 +177,13 @@ class TracerBase:
             if self.ended:
                 return
 
-    def hand(self, runs: list[Run], flush: bool, closing: bool) -> bool:
+    def hand(self, runs: Batch, flush: bool, closing: bool) -> bool:
         """hand passes runs on (the tracing thread): flushed if asked, the last if closing; False ends the thread."""
         raise NotImplementedError
 
     def close(self) -> None:
-        """close hands on what is left and ends the thread."""
+        """close commits the runs waiting for a batch, hands on what is left and ends the thread."""
+        self._write_runs()
         with self._mu:
             self._closing = True
         self._hurry.set()

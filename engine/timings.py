@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _time
-from .errors import DatabaseReplacedError, EngineError, NotFoundError
+from .errors import DatabaseReplacedError, EngineError
 from .status import Status
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ ENSURE_THRESHOLD = 0.005
 BATCH_RUNS = 256
 #: BATCH_AGE is how long the oldest run waits at most (seconds of the State's clock) before a commit writes the rows.
 BATCH_AGE = 1.0
+_BATCH_AGE_US = round(BATCH_AGE * 1e6)
 
 #: How a run ended, by the task's status once its outcome was recorded.
 _OUTCOMES = {
@@ -59,6 +63,8 @@ _OUTCOMES = {
     Status.DOING: "retry", Status.UNDOING: "retry", Status.DO: "retry",
     Status.ABORT: "aborted", Status.UNDO: "aborted", Status.HOLD: "aborted",
 }
+#: The outcome of a run by its task's status, for every status (one another rule moved it to: in lower case).
+_OUTCOME_OF = {status: _OUTCOMES.get(status) or status.value.lower() for status in Status}
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ class TimingBook:
         self.tracer: Any = None
         #: on_held, when set (the Overlord's loop), is called (lock held) when committed runs start to wait.
         self.on_held: Callable[[], None] | None = None
+        # The State's clock is the system's (a State's clock is set once, when it opens): a run's end is read as
+        # time.time_ns(), a quarter of what UnitOfWork.now() and its datetime cost.
+        self._system = getattr(w, "_clock", None) is _time.system_clock
 
     def pendings(self) -> tuple[Any, ...]:
         """pendings returns the write bookkeeping of task runs, for commit and rollback.
@@ -149,8 +158,8 @@ class TimingBook:
             return False
         if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
             return True
-        now = runs.todo[-1][4] if runs.todo else self._w.now() if fresh else runs.held[-1][4]
-        return (now - waiting[0][4]).total_seconds() >= BATCH_AGE
+        now = runs.todo[-1][4] if runs.todo else _micros(self._w.now()) if fresh else runs.held[-1][4]
+        return now - waiting[0][4] >= _BATCH_AGE_US
 
     def aside(self, pending: Callable[[], bool]) -> bool:
         """aside is pending() with the runs waiting left aside: whether anything else is to be written."""
@@ -187,20 +196,27 @@ class TimingBook:
         """task_run notes one run of rec's handler, once its outcome is applied (lock held).
 
         What is noted is what the run's row and span are made of later (flush,
-        and the tracer's thread): nothing is formatted here.
+        and the tracer's thread): nothing is formatted here, and its end is
+        the system's clock in microseconds when the State's clock is the
+        system's (a datetime would cost more than the rest of the note).
+        Traced in this process (engine._otel), the task's kind rides along,
+        and for a run that failed what the tracer notes (its error); the
+        rest of its span (its change) is read once per batch (flush).
         """
-        status = rec.status
-        outcome = _OUTCOMES.get(status) or status.value.lower()
+        outcome = _OUTCOME_OF[rec.status]
         traced = None
         tracer = self.tracer
         if tracer is not None and tracer.notes:  # (the helper process's reads the rows instead)
-            try:
-                traced = tracer.task_run(rec, outcome)
-            except Exception as e:  # tracing must never fail the outcome it describes
-                log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
-        runs = self.runs
-        runs.todo.append((rec.id, phase, attempt, outcome, self._w.now(), elapsed, traced))
-        runs.changes[rec.id] = rec.change_id
+            if outcome != "error":
+                traced = rec.kind
+            else:
+                try:
+                    traced = tracer.task_run(rec, outcome)
+                except Exception as e:  # tracing must never fail the outcome it describes
+                    log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
+        self.runs.todo.append((rec.id, phase, attempt, outcome,
+                               _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced,
+                               rec.change_id))
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -224,33 +240,43 @@ class TimingBook:
             self._untrimmed += len(passes)
             if self._untrimmed >= max(1, ENSURE_KEEP // 10):
                 keep, self._untrimmed = ENSURE_KEEP, 0
-        batches, trim = self._batches(runs)
+        by_change = self._by_change(runs)
+        batches, trim = self._batches(by_change)
         store.save_timings(batches, passes, keep)
         for cid in trim:
             self._trim(store, cid)
+        tracer = self.tracer
+        if by_change and tracer is not None and tracer.notes:  # their spans, once this commit is done
+            try:
+                self.runs.spans = (tracer, tracer.batch(by_change))
+            except Exception as e:  # tracing must never fail the commit it rides on
+                log.error("cannot trace %d runs: %s: %s", len(runs), type(e).__name__, e)
 
-    def _batches(self, runs: list[Run]) -> tuple[list[tuple[str, int]], list[int]]:
+    def _by_change(self, runs: list[Run]) -> dict[int | None, list[Run]]:
+        """_by_change is runs by the change of their task (None: in none), as noted (the task's record may have left
+        the cache since)."""
+        if not runs:
+            return {}
+        cids = list(map(_CHANGE, runs))
+        if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
+            return {cids[0]: runs}
+        by_change: dict[int | None, list[Run]] = {}
+        for cid, run in zip(cids, runs, strict=True):
+            by_change.setdefault(cid, []).append(run)
+        return by_change
+
+    def _batches(self, by_change: dict[int | None, list[Run]]) -> tuple[list[tuple[str, int]], list[int]]:
         """_batches are the batches of runs, one per change: its runs as JSON text (task_timing_batches.runs) and
         its id; and the changes in which a task may now have more than TASK_RUNS_KEEP runs.
 
         A batch holds an array per field (RUN_FIELDS, _packed), each made in C: the runs of a flush cost
-        under half of what a row per run did. A run's change is the one noted with it (_Runs.changes: its
-        task's record may have left the cache since). The runs of a task in no change are dropped, and the
+        under half of what a row per run did. The runs of a task in no change are dropped, and the
         statement that writes a batch drops it if its change is gone (pruned meanwhile, here or elsewhere).
         """
-        if not runs:
-            return [], []
-        cids = list(map(self.runs.changes.get, [run[0] for run in runs]))
-        by_change: dict[int, list[Run]] = {}
-        if cids.count(cids[0]) == len(cids):  # (most often: W1, W2)
-            if cids[0] is not None:
-                by_change[cids[0]] = runs
-        else:
-            for cid, run in zip(cids, runs, strict=True):
-                if cid is not None:
-                    by_change.setdefault(cid, []).append(run)
         batches, trim = [], []
         for cid, of in by_change.items():
+            if cid is None:
+                continue
             text, attempt = _packed(of, self.writer)
             batches.append((text, cid))
             if attempt >= TASK_RUNS_KEEP:
@@ -290,12 +316,8 @@ class TimingBook:
         waiting = self.runs.held + self.runs.todo
         if waiting:
             records = self._w.records
-            try:
-                ids = set(records.task_ids(records.crec(cid)))
-            except NotFoundError:
-                ids = set()
-            for tid, phase, attempt, outcome, end, elapsed, _ in waiting:
-                if tid in ids:
+            for tid, phase, attempt, outcome, end, elapsed, _, of in waiting:
+                if of == cid:
                     out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
                                           started(end, elapsed), timedelta(seconds=elapsed)))
         count: dict[str, int] = {}  # the newest TASK_RUNS_KEEP of each task, as the batches' trim keeps
@@ -328,9 +350,12 @@ class TimingBook:
         return out
 
 
-#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock), how long it took (seconds),
-#: and what the tracer noted for its span (engine._otel; None untraced).
-Run = tuple[int, str, int, str, datetime, float, Any]
+#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
+#: epoch), how long it took (seconds), and what its span needs of it, traced in this process (engine._otelnotes:
+#: the task's kind, or (kind, error) for a run that failed; None untraced), and its task's change (None: in none;
+#: noted: the task's record may have left the cache by the flush).
+Run = tuple[int, str, int, str, int, float, Any, "int | None"]
+_CHANGE = operator.itemgetter(7)
 
 
 class _Runs:
@@ -338,15 +363,16 @@ class _Runs:
 
     todo are those noted in the unit of work under way (their outcomes not
     committed yet); held, those of committed outcomes waiting for a batch.
-    A commit hands the runs it committed the outcomes of (written or not)
-    that the tracer noted to the tracer in one list, and keeps those it did
-    not write as held; a failed commit keeps them all to write again; a
+    A commit keeps the runs it did not write as held, and hands those it
+    wrote, as the in-process tracer took them at the flush (a batch's
+    changes read once), to the tracer; a failed commit keeps them all to
+    write again (and to hand over then); a
     rolled back one forgets its own (they are noted again when their outcomes
     are recorded again) but keeps the held ones. Lists, not a Pending: a run
     is noted once and two identical rows are two runs.
     """
 
-    __slots__ = ("book", "changes", "force", "held", "todo", "wrote_held", "wrote_todo")
+    __slots__ = ("book", "force", "held", "spans", "todo", "wrote_held", "wrote_todo")
 
     def __init__(self, book: TimingBook) -> None:
         self.book = book
@@ -354,10 +380,10 @@ class _Runs:
         self.held: list[Run] = []
         self.wrote_held: list[Run] = []
         self.wrote_todo: list[Run] = []
-        #: changes are the change of each task with runs noted (None: in none), until no run waits (a flush
-        #: groups the runs by change: the task's record may be gone from the cache by then).
-        self.changes: dict[int, int | None] = {}
         self.force = False
+        #: spans are the runs the open transaction wrote, as the tracer took them for their spans (lock held), and
+        #: that tracer: handed to it once the commit is done (engine._otelnotes).
+        self.spans: tuple[Any, Any] | None = None
 
     def take(self) -> list[Run]:
         runs = self.held + self.todo
@@ -368,8 +394,7 @@ class _Runs:
 
     def committed(self) -> None:
         self.force = False
-        ran = self.wrote_todo + self.todo if self.wrote_todo else self.todo
-        if not ran and not self.wrote_held:
+        if not self.todo and not self.wrote_held and not self.wrote_todo:
             return
         self.wrote_held, self.wrote_todo = [], []
         if self.todo:
@@ -379,18 +404,15 @@ class _Runs:
             on_held = self.book.on_held
             if first and on_held is not None:
                 on_held()
-        elif not self.held:
-            self.changes.clear()
-        tracer = self.book.tracer
-        if tracer is not None and tracer.notes:
-            traced = [run for run in ran if run[6] is not None]
-            if traced:
-                try:
-                    tracer.submit(traced)
-                except Exception as e:  # tracing must never fail the commit it follows
-                    log.error("cannot trace %d runs: %s: %s", len(traced), type(e).__name__, e)
+        if self.spans is not None:
+            (tracer, batch), self.spans = self.spans, None
+            try:
+                tracer.submit(batch)
+            except Exception as e:  # tracing must never fail the commit it follows
+                log.error("cannot trace runs: %s: %s", type(e).__name__, e)
 
     def failed(self) -> None:
+        self.spans = None  # (written again by the next commit, and taken again then)
         if self.wrote_held or self.wrote_todo:
             self.held = self.wrote_held + self.held
             self.todo = self.wrote_todo + self.todo
@@ -403,13 +425,12 @@ class _Runs:
             log.warning("dropping the timings of %d task runs: the commit that wrote them was rolled back",
                         len(self.wrote_held))
         self.todo, self.wrote_held, self.wrote_todo = [], [], []
-        if not self.held:
-            self.changes.clear()
+        self.spans = None
 
     def drop(self) -> None:
         """drop forgets every run waiting (the State refuses writes from now on: they can never be written)."""
         self.todo, self.held, self.wrote_held, self.wrote_todo = [], [], [], []
-        self.changes.clear()
+        self.spans = None
 
     def __bool__(self) -> bool:
         return bool(self.todo)
@@ -429,24 +450,26 @@ def _packed(runs: list[Run], by: str) -> tuple[str, int]:
     on a shared database reads its own); S is the end of the first run in microseconds since the epoch, a start is the
     microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
     arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
-    all the runs share is written once, not as an array (most batches: "do", 1, "done"). Each array is
-    made in C, and the row is short: SQLite's cost of a row grows with its length (about 8 us a KB).
+    all the runs share is written once, not as an array (most batches: "do", 1, "done"). The numbers are
+    made and written in C (map, json's encoder), and the row is short: SQLite's cost of a row grows with its
+    length (about 8 us a KB).
     """
-    tids, phases, attempts, outcomes, ends, elapsed, _ = zip(*runs, strict=True)
+    tids, phases, attempts, outcomes, ends, elapsed, _, _ = zip(*runs, strict=True)
     n = len(tids)
-    durations = list(map(round, map((1e6).__mul__, elapsed)))
+    durations = list(map(round, map(operator.mul, elapsed, repeat(1e6, n))))
     first = ends[0]
-    starts = [(d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds - u
-              for d, u in zip([end - first for end in ends], durations, strict=True)]
-    d = first - _EPOCH
-    return "".join((
-        '{"by":"', by, '","since":', str((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds),
-        ',"task_id":[', ",".join(map(str, tids)),
-        '],"phase":', f'"{phases[0]}"' if phases.count(phases[0]) == n else '["' + '","'.join(phases) + '"]',
-        ',"attempt":', str(attempts[0]) if attempts.count(attempts[0]) == n else f"[{','.join(map(str, attempts))}]",
-        ',"outcome":', f'"{outcomes[0]}"' if outcomes.count(outcomes[0]) == n else '["' + '","'.join(outcomes) + '"]',
-        ',"started":[', ",".join(map(str, starts)), '],"duration":[', ",".join(map(str, durations)), "]}",
-    )), max(attempts)
+    return _encode({
+        "by": by, "since": first, "task_id": list(tids),
+        "phase": phases[0] if phases.count(phases[0]) == n else list(phases),
+        "attempt": attempts[0] if attempts.count(attempts[0]) == n else list(attempts),
+        "outcome": outcomes[0] if outcomes.count(outcomes[0]) == n else list(outcomes),
+        "started": list(map(operator.sub, map(operator.sub, ends, durations), repeat(first, n))),
+        "duration": durations,
+    }), max(attempts)
+
+
+#: The JSON of a batch, made in C (json's encoder: each number's text without a call of str per number).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -457,10 +480,16 @@ def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
                       for name in RUN_FIELDS), strict=True))
 
 
-def started(end: datetime, elapsed: float) -> datetime:
-    """started is when a run that ended at end after elapsed seconds started, to the microsecond, as its row
-    says (_rows; its span, engine._otel, starts then too)."""
-    return end - timedelta(microseconds=round(elapsed * 1e6))
+def started(end: int, elapsed: float) -> datetime:
+    """started is when a run that ended at end (microseconds since the epoch) after elapsed seconds started, to the
+    microsecond, as its row says (_packed; its span, engine._otel, starts then too)."""
+    return _EPOCH + timedelta(microseconds=end - round(elapsed * 1e6))
+
+
+def _micros(when: datetime) -> int:
+    """_micros is a time in microseconds since the epoch."""
+    d = when - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def _stamp(when: datetime) -> str:

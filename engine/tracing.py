@@ -73,9 +73,9 @@ def enable_tracing(state: State, *, tracer_provider: Any = None) -> None:
         with state:  # (the store's connection, under the lock)
             database = database_of(w)  # None in memory: the spans are made in this process
     old = w.timings.tracer
-    if old is not None:  # (first: the runs it committed are its own helper's)
-        w.timings.tracer = None
+    if old is not None:  # (first: the runs it committed are its own; it writes those waiting as their tracer)
         old.close()
+        w.timings.tracer = None
     tracer: Any
     if database is not None:
         tracer = ProcessTracer(w, state, database)
@@ -104,9 +104,11 @@ def disable_tracing(state: State) -> None:
     """disable_tracing stops tracing state: open change spans end, and what enable_tracing made (a helper process)
     flushes what is left and ends."""
     w = session_of(state).uow
-    tracer, w.timings.tracer = w.timings.tracer, None
+    tracer = w.timings.tracer
     if tracer is not None:
-        tracer.close()
+        tracer.close()  # (it writes the runs waiting for a batch first, as their tracer)
+        if w.timings.tracer is tracer:
+            w.timings.tracer = None
 
 
 def trace_from_environment(state: State) -> bool:

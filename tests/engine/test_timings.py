@@ -314,6 +314,40 @@ def test_a_run_started_its_duration_before_its_end_to_the_microsecond(st: State,
                        for _ in range(1 + i % 2)]
 
 
+def test_a_run_on_the_system_clock_ended_when_its_outcome_was_recorded(db_path: Path) -> None:
+    """With the system's clock (a State's default), a run's end is read as microseconds (engine.timings): its start
+    and end fall between the clock read before its outcome was recorded and after, waiting and once written."""
+    st = State.open(db_path)
+    try:
+        with st:
+            chg = st.new_change("test", "system clock")
+            task = st.new_task("k", "one")
+            chg.add_task(task)
+            cid, tid = chg.id, int(task.id)
+        before = datetime.now(UTC)
+        with st:
+            rec = st._uow.records.trec(tid)
+            st._uow.dirty_task(rec)
+            st._uow.timings.task_run(rec, "do", 1, 0.25)
+        after = datetime.now(UTC)
+        seen = []
+        for _ in range(2):
+            with st:
+                got = st.change(cid)
+                assert got is not None
+                (run,) = got.timings()
+            seen.append((run.started, run.duration))
+            with st:
+                st._uow.timings.write_all()  # written by this commit: the same run read back from its row
+        assert seen[0] == seen[1]
+        assert st._uow.timings.runs.held == []
+        started, duration = seen[0]
+        assert duration == timedelta(seconds=0.25)
+        assert before - timedelta(microseconds=1) <= started + duration <= after + timedelta(microseconds=1)
+    finally:
+        st.close()
+
+
 def test_a_batch_is_a_row_per_change_in_order_without_those_of_changes_gone(file_st: State, db_path: Path,
                                                                              clock: FakeClock,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,6 +120,27 @@ def test_each_change_is_a_trace_and_each_run_a_span(traced_by_each_path: tuple[O
     assert len({s.context.span_id for s in spans if s.context is not None}) == len(spans)
 
 
+def test_a_flush_writes_the_runs_waiting_and_their_spans_are_made(traced: tuple[Overlord, InMemorySpanExporter]
+                                                                  ) -> None:
+    """In the engine's process the spans are made from the batches of runs the timings write (engine.timings); the
+    tracer's flush commits the runs waiting for one (the State's clock stands still: no batch is due) and waits
+    until their spans are handed to the SDK, tracing still on."""
+    o, exporter = traced
+    o.task_runner.add_handler("k", lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        for i in range(3):
+            chg.add_task(o.state.new_task("k", str(i)))
+    o.settle(30)
+    tracer = o.state._uow.timings.tracer
+    assert tracer is not None
+    assert [s.name for s in exporter.get_finished_spans()] == []  # waiting for their batch
+    assert tracer.flush(30)
+    assert not o.state._uow.timings.runs.held
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["install", "k", "k", "k"]
+    assert o.state._uow.timings.tracer is tracer
+
+
 def _run_change(o: Overlord, *kinds: str) -> None:
     for kind in kinds:
         o.task_runner.add_handler(kind, lambda task, tomb: None)
@@ -254,10 +275,12 @@ def test_enough_runs_handed_over_cut_the_gathering_short(tmp_path: Path, monkeyp
     """The tracing thread lets runs gather up to GATHER seconds, or until GATHER_RUNS were handed over."""
     import threading
 
+    import engine.timings
     from engine import _otelnotes
 
     monkeypatch.setattr(_otelnotes, "GATHER", 600.0)
     monkeypatch.setattr(_otelnotes, "GATHER_RUNS", 3)
+    monkeypatch.setattr(engine.timings, "BATCH_RUNS", 3)  # (the runs are handed over as their batch is written)
     got = threading.Event()
 
     class Counting(InMemorySpanExporter):
@@ -292,20 +315,34 @@ def test_a_tracer_that_fails_never_fails_the_run(traced: tuple[Overlord, InMemor
     class Broken:
         notes = True
 
-        def task_run(self, *args: object) -> None:
+        def task_run(self, *args: object) -> None:  # (a run that failed)
+            raise RuntimeError("exporter on fire")
+
+        def batch(self, *args: object) -> None:  # (the runs a commit writes)
             raise RuntimeError("exporter on fire")
 
         def close(self) -> None:
             pass
 
+    def bad(task: Task, tomb: Tomb) -> None:
+        raise RuntimeError("no")
+
     disable_tracing(o.state)
     o.state._uow.timings.tracer = Broken()
     o.task_runner.add_handler("k", lambda task, tomb: None)
+    o.task_runner.add_handler("bad", bad)
     with o.state:
         chg = o.state.new_change("install", "Install foo")
         chg.add_task(o.state.new_task("k", "one"))
+        failing = o.state.new_change("install", "Install bar")
+        failing.add_task(o.state.new_task("bad", "two"))
     o.settle(30)
     with o.state:
-        assert chg.status.value == "Done"
+        o.state._uow.timings.write_all()  # the commit that writes their batch, with the tracer failing
+    with o.state:
+        assert chg.status.value == "Done" and failing.status.value == "Error"
         assert [t.outcome for t in chg.timings()] == ["done"]
-    assert "cannot trace the run of task 1 (k): RuntimeError: exporter on fire" in caplog.text
+        assert [t.outcome for t in failing.timings()] == ["error"]
+        assert not o.state._uow.timings.runs.held  # written all the same
+    assert "cannot trace the run of task 2 (bad): RuntimeError: exporter on fire" in caplog.text
+    assert "cannot trace 2 runs: RuntimeError: exporter on fire" in caplog.text
