@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.taskrunner")
+# (Status's members as names: Enum's class attribute lookup costs some 80 ns, several times a step.)
+_DOING, _DONE, _UNDOING, _UNDONE, _ABORT, _UNDO = (Status.DOING, Status.DONE, Status.UNDOING, Status.UNDONE,
+                                                  Status.ABORT, Status.UNDO)
 
 
 @dataclass
@@ -57,18 +60,18 @@ class Ledger:
         w = self._w
         self._start(rec, ran)
         status = rec.status
-        if status is Status.DOING:
-            w.set_task_status(rec, Status.DONE)
-            status = Status.DONE
-        elif status is Status.UNDOING:
-            w.set_task_status(rec, Status.UNDONE)
-            status = Status.UNDONE
+        if status is _DOING:
+            w.set_task_status(rec, _DONE)
+            status = _DONE
+        elif status is _UNDOING:
+            w.set_task_status(rec, _UNDONE)
+            status = _UNDONE
         wake = False
-        if status is Status.ABORT:
-            w.set_task_status(rec, Status.UNDO)  # it finished its do: undo it now
+        if status is _ABORT:
+            w.set_task_status(rec, _UNDO)  # it finished its do: undo it now
             w.state.ensure_before(0)
-        elif (status is Status.DONE and w.records.halt_ids(rec)) \
-                or (status is Status.UNDONE and w.records.wait_ids(rec)):
+        elif (status is _DONE and w.records.halt_ids(rec)) \
+                or (status is _UNDONE and w.records.wait_ids(rec)):
             wake = w.work_hook is None  # with a work hook, the commit wakes the loop
         self._end(rec, ran)
         return wake
@@ -204,3 +207,4 @@ class HooksGuarded:
 
     def __exit__(self, *exc: object) -> None:
         self._w.hook_failures = self._outer
+
