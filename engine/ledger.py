@@ -23,6 +23,7 @@ from .statusrules import abort_lanes
 
 if TYPE_CHECKING:
     from ._records import TaskRec
+    from .session import StateFace
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.taskrunner")
@@ -208,3 +209,20 @@ class HooksGuarded:
     def __exit__(self, *exc: object) -> None:
         self._w.hook_failures = self._outer
 
+
+class Writing:
+    """Writing is `with state:` for a unit of work that writes: its write transaction opens with the lock.
+
+    (State.lock(begin=True): the check for another connection's commit is then made inside it.)
+    """
+
+    __slots__ = ("_st",)
+
+    def __init__(self, st: StateFace) -> None:
+        self._st = st
+
+    def __enter__(self) -> None:
+        self._st.lock(begin=True)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._st.__exit__(exc_type, exc, tb)

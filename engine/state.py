@@ -13,6 +13,7 @@ locking and transaction rules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -31,6 +32,7 @@ from .change import Change, change_handle
 from .db import DatabaseOptions
 from .errors import (
     DatabaseBusyError,
+    DatabaseError,
     EngineError,
     NoStateError,
     NotFoundError,
@@ -215,8 +217,8 @@ class State(StateMaking, StateBooks, StateNotices):
 
     # -- locking and transactions ----------------------------------------------
 
-    def lock(self) -> None:
-        """lock takes the state lock; the outermost lock starts a unit of work."""
+    def lock(self, begin: bool = False) -> None:
+        """lock takes the state lock; the outermost lock starts a unit of work (begin: and its write, _refresh)."""
         if self._pid != os.getpid():
             # Checked before taking the lock: in a forked child it may be held
             # for good by a thread that did not survive the fork.
@@ -232,10 +234,9 @@ class State(StateMaking, StateBooks, StateNotices):
             ready: list[int] = []
             uow = self._uow
             try:
-                self._refresh()
-                if (pending := uow.pending()) and self._refusal is not None:
-                    # Kept from a commit refused when the State was fenced
-                    # during it: they can never be written.
+                pending = not self._refresh(begin) and uow.pending()  # (begun: nothing was kept)
+                if pending and self._refusal is not None:
+                    # Kept from a commit refused when the State was fenced during it: they can never be written.
                     log.warning("dropping changes that state database %s can no longer write: %s",
                                 self._target, self._refusal)
                     uow.rollback()
@@ -336,7 +337,9 @@ class State(StateMaking, StateBooks, StateNotices):
     def _held(self) -> bool:
         return self._owner == threading.get_ident()
 
-    def _refresh(self) -> None:
+    def _refresh(self, begin: bool = False) -> bool:
+        """_refresh notes another connection's writes; begin: it begins the write transaction if nothing is kept."""
+        began = False
         if self._store.shared:
             # Other hosts may have written anything: every unit of work reads
             # afresh, its rows locked as they are loaded (engine.store.postgresql).
@@ -348,9 +351,15 @@ class State(StateMaking, StateBooks, StateNotices):
             if now >= self._recheck_at:  # blockers counts that two hosts raced on are repaired
                 self._recheck_at = now + RECHECK_INTERVAL
                 uow.blockers_suspect = True
-            return
+            return False
+        if begin and self._refusal is None and not self._uow.pending():
+            # Then data_version is read in it, with no read transaction (WAL locks) of its own. Refused: later.
+            with contextlib.suppress(DatabaseError):
+                self._store.begin_write()
+                began = True
         if self._store.refresh():
-            self._uow.written_outside()  # another connection (a sqlite3 shell) committed
+            self._uow.written_outside(kept=not began)  # another connection (a sqlite3 shell) committed
+        return began
 
     def _now(self) -> datetime:
         """_now is the State clock's time (the Overlord's start of operation)."""
@@ -469,9 +478,7 @@ class State(StateMaking, StateBooks, StateNotices):
     def set_work_hook(self, hook: Callable[[], None] | None) -> None:
         """set_work_hook calls hook(), without the lock, after each commit that may have made tasks runnable.
 
-        The Overlord sets it to wake its loop, so that a change committed
-        while the loop runs starts at once; ensure_before stays for what
-        managers and the runner ask for themselves.
+        The Overlord sets it to wake its loop (a change committed while it runs starts at once).
         """
         self._uow.work_hook = hook
 
