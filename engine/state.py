@@ -13,7 +13,6 @@ locking and transaction rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -137,9 +136,8 @@ class State(StateMaking, StateBooks, StateNotices):
     def close(self) -> None:
         """close releases the database; the State cannot be used afterwards.
 
-        A writer's clean close checkpoints the write-ahead log into the
-        database file and truncates it, so that the file alone holds every
-        commit (a copy of it misses nothing).
+        A writer's clean close checkpoints the write-ahead log into the database file and truncates it,
+        so that the file alone holds every commit (a copy of it misses nothing).
         """
         if self._pid != os.getpid():
             # A State inherited through fork: its connection and lock are the parent's.
@@ -353,10 +351,12 @@ class State(StateMaking, StateBooks, StateNotices):
                 uow.blockers_suspect = True
             return False
         if begin and self._refusal is None and not self._uow.pending():
-            # Then data_version is read in it, with no read transaction (WAL locks) of its own. Refused: later.
-            with contextlib.suppress(DatabaseError):
+            try:  # data_version is then read in it, with no read transaction (WAL locks) of its own
                 self._store.begin_write()
                 began = True
+            except DatabaseError as e:  # busy past its budget: raised (retried as a busy commit); else: later
+                if isinstance(e, DatabaseBusyError):
+                    raise
         if self._store.refresh():
             self._uow.written_outside(kept=not began)  # another connection (a sqlite3 shell) committed
         return began

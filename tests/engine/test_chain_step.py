@@ -11,6 +11,7 @@ afresh for it, before the outcome is recorded.
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -86,3 +87,52 @@ def test_an_outside_write_while_a_step_runs_is_read_before_its_outcome(overlord:
         assert first.status is Status.HOLD  # as the other connection left it: not Done over it
         assert [t.status for t in chg.tasks()[1:]] == [Status.DO, Status.DO]
     assert ran == ["step 1"]
+
+
+class _Refused(logging.Handler):
+    """_Refused sets its event when the recorder says a commit of outcomes was refused and is retried."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("cannot commit task outcomes, retrying"):
+            self.seen.set()
+
+
+def test_a_step_meeting_a_write_lock_held_past_its_budget_is_recorded_once_it_is_free(tmp_path: Path) -> None:
+    """The outcome's BEGIN, refused after the whole busy budget, is retried: nothing lost, no handler run twice."""
+    db = tmp_path / "state.db"
+    o = Overlord(db, busy_timeout=0.05, busy_budget=0.2)
+    started, go = threading.Event(), threading.Event()
+    ran: list[str] = []
+    refused = _Refused()
+    logging.getLogger("engine.taskrunner").addHandler(refused)
+    shell = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+
+    def step(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            summary = task.summary
+        ran.append(summary)
+        if summary == "step 1":
+            started.set()
+            assert go.wait(TIMEOUT)
+
+    try:
+        o.task_runner.add_handler("step", step)
+        chg = chain_change(o.state, 3)
+        o.loop()
+        assert started.wait(TIMEOUT)
+        shell.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
+        go.set()
+        assert refused.seen.wait(TIMEOUT)  # the step's outcome met it past its budget: retried later
+        shell.execute("ROLLBACK")
+        assert chg.wait_ready(TIMEOUT)
+        with o.state:
+            assert [t.status for t in chg.tasks()] == [Status.DONE] * 3
+    finally:
+        logging.getLogger("engine.taskrunner").removeHandler(refused)
+        shell.close()
+        o.stop()
+    assert ran == ["step 1", "step 2", "step 3"]
