@@ -164,13 +164,11 @@ class State(StateMaking, StateBooks, StateNotices):
     def _fence(self, reason: str, wait: float = FENCE_WAIT) -> None:
         """_fence stops this State writing for good and lets another writer take the database.
 
-        From the moment it is called, no commit of this State reaches the
-        database (a late handler's "with task.state:" raises
-        ReadOnlyStateError); reads keep working. What an earlier commit kept
-        (a busy database) is written first; then the log is checkpointed and
-        the writer lock released. If a thread is inside a unit of work and
-        does not leave it within wait seconds, the lock is released when it
-        does, so that no write can land after another writer started.
+        From the moment it is called, no commit of this State reaches the database (a late handler's
+        "with task.state:" raises ReadOnlyStateError); reads keep working. What an earlier commit kept
+        (a busy database) is written first; then the log is checkpointed and the writer lock released.
+        If a thread is inside a unit of work and does not leave it within wait seconds, the lock is
+        released when it does, so that no write can land after another writer started.
         """
         if self._refusal is not None:
             return
@@ -218,8 +216,7 @@ class State(StateMaking, StateBooks, StateNotices):
     def lock(self, begin: bool = False) -> None:
         """lock takes the state lock; the outermost lock starts a unit of work (begin: and its write, _refresh)."""
         if self._pid != os.getpid():
-            # Checked before taking the lock: in a forked child it may be held
-            # for good by a thread that did not survive the fork.
+            # Checked before taking the lock: in a forked child it may be held for good by a dead thread.
             raise EngineError(f"cannot use state database {self._target} in process {os.getpid()}: its State "
                               f"was opened by process {self._pid} (a State does not survive fork; "
                               "open a new one)")
@@ -239,9 +236,8 @@ class State(StateMaking, StateBooks, StateNotices):
                                 self._target, self._refusal)
                     uow.rollback()
                 elif pending:
-                    # Changes kept from a commit that failed (the database was
-                    # busy) are written before a new unit of work begins, so
-                    # that its rollback cannot take them along.
+                    # Changes kept from a commit that failed (the database was busy) are written before a new
+                    # unit of work begins, so that its rollback cannot take them along.
                     ready = uow.commit()
             except BaseException:
                 self._owner = None
@@ -339,8 +335,7 @@ class State(StateMaking, StateBooks, StateNotices):
         """_refresh notes another connection's writes; begin: it begins the write transaction if nothing is kept."""
         began = False
         if self._store.shared:
-            # Other hosts may have written anything: every unit of work reads
-            # afresh, its rows locked as they are loaded (engine.store.postgresql).
+            # Other hosts may have written anything: every unit reads afresh, its rows locked as loaded (postgresql).
             self._store.refresh()
             uow = self._uow
             if not uow.pending():
@@ -357,8 +352,13 @@ class State(StateMaking, StateBooks, StateNotices):
             except DatabaseError as e:  # busy past its budget: raised (retried as a busy commit); else: later
                 if isinstance(e, DatabaseBusyError):
                     raise
-        if self._store.refresh():
-            self._uow.written_outside(kept=not began)  # another connection (a sqlite3 shell) committed
+        try:
+            if self._store.refresh():
+                self._uow.written_outside(kept=not began)  # another connection (a sqlite3 shell) committed
+        except BaseException:
+            if began:
+                self._store.rollback()  # (the lock is let go: not its write transaction with it)
+            raise
         return began
 
     def _now(self) -> datetime:

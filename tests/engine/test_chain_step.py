@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Overlord, Status, Task
+from engine import DatabaseError, Overlord, State, Status, Task
 from engine.session import session_of
 from engine.tomb import Tomb
 from tests.support.helpers import chain_change
@@ -136,3 +136,30 @@ def test_a_step_meeting_a_write_lock_held_past_its_budget_is_recorded_once_it_is
         shell.close()
         o.stop()
     assert ran == ["step 1", "step 2", "step 3"]
+
+
+def test_a_failed_look_for_outside_writes_leaves_no_write_transaction_behind(tmp_path: Path) -> None:
+    """When data_version cannot be read after the unit's BEGIN, the lock is let go without the write lock."""
+    db = tmp_path / "state.db"
+    st = State.open(db)
+    store = session_of(st).uow.store
+
+    def broken() -> bool:
+        raise DatabaseError(f"cannot read state database {db}: disk I/O error (a test)")
+
+    try:
+        store.refresh = broken  # type: ignore[method-assign]
+        with pytest.raises(DatabaseError, match="disk I/O error"):
+            st.lock(begin=True)
+        del store.refresh
+        assert not store.in_write
+        other = sqlite3.connect(db, timeout=0, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer is not kept waiting by a transaction left open
+        other.execute("ROLLBACK")
+        other.close()
+        with st:
+            st.set("after", 1)
+        with st:
+            assert st.get("after") == 1
+    finally:
+        st.close()
