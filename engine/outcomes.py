@@ -28,7 +28,7 @@ from .errors import (
     Wait,
 )
 from .events import EventWait
-from .ledger import HooksGuarded, Ledger, Ran
+from .ledger import HooksGuarded, Ledger, Ran, Writing
 from .retries import busy_retry, is_busy, policy_retry
 from .runs import HandlerPair, Run, Runs
 from .status import Status
@@ -62,6 +62,7 @@ class OutcomeRecorder:
         self._leases = leases
         self._w = session.uow
         self._ledger = Ledger(session.uow)
+        self._writing = Writing(session.state)
         self._r = runs
         self._pair = pair
         self._quarantine = quarantine
@@ -231,16 +232,18 @@ class OutcomeRecorder:
         hand_on) and are started once it is committed.
         """
         recorded = False
+        # Handlers that committed their own Done: no status written, the unit relaxed (below), begun later.
+        own = all(run.own_done and run.outcome is None for run in batch)
 
         def record() -> None:
             nonlocal recorded
             try:
-                with self._st:
+                with self._st if own else self._writing:
                     if not recorded:  # recorded once: a kept unit of work holds them until it commits
                         recorded = True
                         self._take_late(batch)
                         self._want_pass = False
-                        if all(run.own_done and run.outcome is None for run in batch):
+                        if own and all(run.own_done and run.outcome is None for run in batch):
                             # Their handlers committed their Done: this unit records no status, only each
                             # run's time and the claim of what it unblocked, which a pass would claim again
                             # after a crash: without its own sync, as a pass's claim (docs/runner.md).

@@ -34,6 +34,9 @@ class StateFace(Protocol):
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
+    def lock(self, begin: bool = False) -> None:
+        """lock takes the lock (begin: and opens the write transaction, a unit that writes)."""
+
     def ensure_before(self, seconds: float | timedelta) -> None:
         """ensure_before asks for the next ensure pass within the given delay."""
 

@@ -31,6 +31,7 @@ from .change import Change, change_handle
 from .db import DatabaseOptions
 from .errors import (
     DatabaseBusyError,
+    DatabaseError,
     EngineError,
     NoStateError,
     NotFoundError,
@@ -135,9 +136,8 @@ class State(StateMaking, StateBooks, StateNotices):
     def close(self) -> None:
         """close releases the database; the State cannot be used afterwards.
 
-        A writer's clean close checkpoints the write-ahead log into the
-        database file and truncates it, so that the file alone holds every
-        commit (a copy of it misses nothing).
+        A writer's clean close checkpoints the write-ahead log into the database file and truncates it,
+        so that the file alone holds every commit (a copy of it misses nothing).
         """
         if self._pid != os.getpid():
             # A State inherited through fork: its connection and lock are the parent's.
@@ -164,13 +164,11 @@ class State(StateMaking, StateBooks, StateNotices):
     def _fence(self, reason: str, wait: float = FENCE_WAIT) -> None:
         """_fence stops this State writing for good and lets another writer take the database.
 
-        From the moment it is called, no commit of this State reaches the
-        database (a late handler's "with task.state:" raises
-        ReadOnlyStateError); reads keep working. What an earlier commit kept
-        (a busy database) is written first; then the log is checkpointed and
-        the writer lock released. If a thread is inside a unit of work and
-        does not leave it within wait seconds, the lock is released when it
-        does, so that no write can land after another writer started.
+        From the moment it is called, no commit of this State reaches the database (a late handler's
+        "with task.state:" raises ReadOnlyStateError); reads keep working. What an earlier commit kept
+        (a busy database) is written first; then the log is checkpointed and the writer lock released.
+        If a thread is inside a unit of work and does not leave it within wait seconds, the lock is
+        released when it does, so that no write can land after another writer started.
         """
         if self._refusal is not None:
             return
@@ -215,11 +213,10 @@ class State(StateMaking, StateBooks, StateNotices):
 
     # -- locking and transactions ----------------------------------------------
 
-    def lock(self) -> None:
-        """lock takes the state lock; the outermost lock starts a unit of work."""
+    def lock(self, begin: bool = False) -> None:
+        """lock takes the state lock; the outermost lock starts a unit of work (begin: and its write, _refresh)."""
         if self._pid != os.getpid():
-            # Checked before taking the lock: in a forked child it may be held
-            # for good by a thread that did not survive the fork.
+            # Checked before taking the lock: in a forked child it may be held for good by a dead thread.
             raise EngineError(f"cannot use state database {self._target} in process {os.getpid()}: its State "
                               f"was opened by process {self._pid} (a State does not survive fork; "
                               "open a new one)")
@@ -232,17 +229,15 @@ class State(StateMaking, StateBooks, StateNotices):
             ready: list[int] = []
             uow = self._uow
             try:
-                self._refresh()
-                if (pending := uow.pending()) and self._refusal is not None:
-                    # Kept from a commit refused when the State was fenced
-                    # during it: they can never be written.
+                pending = not self._refresh(begin) and uow.pending()  # (begun: nothing was kept)
+                if pending and self._refusal is not None:
+                    # Kept from a commit refused when the State was fenced during it: they can never be written.
                     log.warning("dropping changes that state database %s can no longer write: %s",
                                 self._target, self._refusal)
                     uow.rollback()
                 elif pending:
-                    # Changes kept from a commit that failed (the database was
-                    # busy) are written before a new unit of work begins, so
-                    # that its rollback cannot take them along.
+                    # Changes kept from a commit that failed (the database was busy) are written before a new
+                    # unit of work begins, so that its rollback cannot take them along.
                     ready = uow.commit()
             except BaseException:
                 self._owner = None
@@ -336,10 +331,11 @@ class State(StateMaking, StateBooks, StateNotices):
     def _held(self) -> bool:
         return self._owner == threading.get_ident()
 
-    def _refresh(self) -> None:
+    def _refresh(self, begin: bool = False) -> bool:
+        """_refresh notes another connection's writes; begin: it begins the write transaction if nothing is kept."""
+        began = False
         if self._store.shared:
-            # Other hosts may have written anything: every unit of work reads
-            # afresh, its rows locked as they are loaded (engine.store.postgresql).
+            # Other hosts may have written anything: every unit reads afresh, its rows locked as loaded (postgresql).
             self._store.refresh()
             uow = self._uow
             if not uow.pending():
@@ -348,9 +344,22 @@ class State(StateMaking, StateBooks, StateNotices):
             if now >= self._recheck_at:  # blockers counts that two hosts raced on are repaired
                 self._recheck_at = now + RECHECK_INTERVAL
                 uow.blockers_suspect = True
-            return
-        if self._store.refresh():
-            self._uow.written_outside()  # another connection (a sqlite3 shell) committed
+            return False
+        if begin and self._refusal is None and not self._uow.pending():
+            try:  # data_version is then read in it, with no read transaction (WAL locks) of its own
+                self._store.begin_write()
+                began = True
+            except DatabaseError as e:  # busy past its budget: raised (retried as a busy commit); else: later
+                if isinstance(e, DatabaseBusyError):
+                    raise
+        try:
+            if self._store.refresh():
+                self._uow.written_outside(kept=not began)  # another connection (a sqlite3 shell) committed
+        except BaseException:
+            if began:
+                self._store.rollback()  # (the lock is let go: not its write transaction with it)
+            raise
+        return began
 
     def _now(self) -> datetime:
         """_now is the State clock's time (the Overlord's start of operation)."""
@@ -469,9 +478,7 @@ class State(StateMaking, StateBooks, StateNotices):
     def set_work_hook(self, hook: Callable[[], None] | None) -> None:
         """set_work_hook calls hook(), without the lock, after each commit that may have made tasks runnable.
 
-        The Overlord sets it to wake its loop, so that a change committed
-        while the loop runs starts at once; ensure_before stays for what
-        managers and the runner ask for themselves.
+        The Overlord sets it to wake its loop (a change committed while it runs starts at once).
         """
         self._uow.work_hook = hook
 

@@ -168,8 +168,8 @@ class _ProbedState(State):
     probe: _Probe | None = None
     _probe_depth = 0
 
-    def lock(self) -> None:
-        super().lock()
+    def lock(self, begin: bool = False) -> None:
+        super().lock(begin)
         self._probe_depth += 1
 
     def unlock(self) -> None:

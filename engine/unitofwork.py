@@ -149,16 +149,17 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.notices.forget()
         self.tables.forget()
 
-    def written_outside(self) -> None:
+    def written_outside(self, kept: bool = True) -> None:
         """written_outside forgets the cache (unless it holds what is to be written) after another connection's commit.
 
         The blockers counts are checked again, cycles looked for everywhere
         (an edge may have come from outside), and a cache kept for its
-        pending writes is no longer taken for the database's edges.
+        pending writes is no longer taken for the database's edges. kept
+        False: nothing is kept (only the write transaction just begun).
         """
         self.blockers_suspect = True
         self.new_waits = None
-        if self.pending():
+        if kept and self.pending():
             self.cache_stale = True  # dropped once they are committed
         else:
             self.forget()
