@@ -141,8 +141,9 @@ def test_a_killed_host_frees_its_slot_within_one_lease(pg_url: str, tmp_path: Pa
     first = min(ns for ns, pid, _, what in lines if pid == other.pid and what == "start")
     freed_after = (first - killed) / 1e9
     # The slot is free once the lease runs out (at most one lease after the last heartbeat); the other host
-    # sees it at its next pass (it polls every POLL_INTERVAL). The margin is for a loaded machine.
-    assert 0 < freed_after <= lease + POLL_INTERVAL + 1.5, freed_after
+    # sees it at its next pass (it polls every POLL_INTERVAL). The margin is for a loaded machine (2 busy cores:
+    # a pass can be late by seconds); without the lease the slot would stay taken until the test times out.
+    assert 0 < freed_after <= lease + POLL_INTERVAL + 5.0, freed_after
     print(f"slot freed {freed_after:.2f} s after the kill (lease {lease} s)")
     # The task the victim held ran again on the other host.
     assert any(pid == other.pid and tid == held and what == "end" for _, pid, tid, what in lines)

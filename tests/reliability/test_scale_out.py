@@ -120,7 +120,9 @@ def test_three_runner_processes_end_as_one_sqlite_run_also_when_one_is_killed(
         os.kill(victim.pid, signal.SIGCONT)
         return False
 
-    _wait_for(stopped_mid_task, "the first runner to start a task")
+    # Stopped only once the journal shows it mid-task: stopping it at every look would starve its lease's
+    # heartbeats on a loaded machine, and another runner would rightly take its task while it still ran it.
+    _wait_for(lambda: victim_is_mid_task() and stopped_mid_task(), "the first runner to start a task")
     os.kill(victim.pid, signal.SIGKILL)
     killed_ns = time.time_ns()
     victim.wait()
