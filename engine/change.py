@@ -157,7 +157,7 @@ class Change:
                 f"it already belongs to change {trec.change_id}"
             )
         counts = w.records.counts(rec)
-        w.records.task_ids(rec).append(trec.id)
+        w.records.add_task_id(rec, trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1
