@@ -148,7 +148,8 @@ class RecordCache:
                 self._held_counts(rec)
             else:  # (a ready change's tasks are all ready: counted all, by the plain count's small plan)
                 self._set_counts(rec, *self.store.status_counts(rec.id))
-                self._approx[rec.id] = frozenset()  # (exact: a task read later is one of them, as counted)
+                if self.store.shared:
+                    self._approx[rec.id] = frozenset()  # (exact: a task read later is one of them, as counted)
         assert rec.counts is not None
         return rec.counts
 
