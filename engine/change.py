@@ -160,7 +160,10 @@ class Change:
             )
         # (The change's counts and ids read directly once loaded: every task of a submit.)
         counts = rec.counts if rec.counts is not None else w.records.counts(rec)
-        (rec.task_ids if rec.task_ids is not None else w.records.task_ids(rec)).append(trec.id)
+        if rec.task_ids is not None:
+            rec.task_ids.append(trec.id)
+        else:
+            w.records.add_task_id(rec, trec.id)
         counts[trec.status] = counts.get(trec.status, 0) + 1
         if not trec.clean:
             rec.unclean += 1

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The Alembic revision this code writes; tests check it is the script head.
-SCHEMA_HEAD = "0011_h27pack_timing_batches"
+SCHEMA_HEAD = "0012_hpg5_change_unready_index"
 #: What a backend reports for a database at Alembic's base revision.
 BASE = "base"
 #: The tables of the engine's schema, whatever its revision.

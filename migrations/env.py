@@ -16,6 +16,7 @@ from pathlib import Path
 from alembic import context
 
 from engine.db import DatabaseOptions
+from engine.models import made_on
 from engine.store import Location, locate
 from engine.store.sqlite import make_engine
 from engine.tables import metadata
@@ -33,6 +34,11 @@ for _module in (config.get_main_option("manager_tables") or "").split():
 #: What autogenerate and `alembic check` compare the database with: engine.metadata, the engine's tables
 #: and those the managers imported so far declared on it.
 target_metadata = metadata
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """include_object leaves out of the comparison an index of the models made on another dialect (ddl_if)."""
+    return reflected or type_ != "index" or made_on(obj, context.get_context().dialect.name)
 
 
 def _where() -> Location:
@@ -57,7 +63,8 @@ def run_migrations_offline() -> None:
 
 def _run(connection: object) -> None:
     context.configure(
-        connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True
+        connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -310,6 +310,10 @@ class Store(Protocol):
     def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
         """locked_change_rows locks change rows until the end of the unit of work and reads them afresh."""
 
+    def counts_besides(self, cid: int, held: Sequence[int]) -> tuple[dict[str, int], int]:
+        """counts_besides is status_counts of the tasks of a change other than held, or (a shared store's) what a
+        status needs of them: 1 for an unready status some have, the counts where none is unready."""
+
     def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
         """keep_changes share-locks change rows and returns those that have the given status and keep it.
 

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateTable
 
-from ..models import ENGINE_OWN, Base
+from ..models import ENGINE_OWN, Base, made_on
 from .views import VIEWS, create_views
 
 log = logging.getLogger("engine.db")
@@ -52,7 +52,7 @@ def _head(name: str = "sqlite") -> _Head:
 @functools.cache
 def _head_of(name: str, _tables: frozenset[Any]) -> _Head:
     dialect = sqlite_dialect.dialect() if name == "sqlite" else postgresql_dialect.dialect()  # type: ignore[no-untyped-call]
-    indexes = {str(ix.name): ix for t in Base.metadata.sorted_tables for ix in t.indexes}
+    indexes = {str(ix.name): ix for t in Base.metadata.sorted_tables for ix in t.indexes if made_on(ix, name)}
     constraints = {t.name: frozenset(_CONSTRAINT.findall(str(CreateTable(t).compile(dialect=dialect))))
                    for t in Base.metadata.sorted_tables}
     return _Head(indexes, frozenset(VIEWS), frozenset(t.name for t in Base.metadata.sorted_tables), constraints)
@@ -152,7 +152,7 @@ def repair(engine: Engine, raw: sqlite3.Connection, target: str) -> SchemaObject
 
 def recreate(conn: Any, missing: SchemaObjects) -> None:
     """recreate creates the missing manager tables, indexes and views on conn, in its transaction."""
-    head = _head()
+    head = _head(conn.dialect.name)
     for name in missing.tables:
         Base.metadata.tables[name].create(conn, checkfirst=True)
     for name in missing.indexes:

@@ -36,8 +36,9 @@ from typing import Any
 
 from .._time import POLL_INTERVAL
 from .base import Row
-from .postgresql_link import PostgresLink
+from .postgresql_counts import PostgresCounts, probed
 from .postgresql_sql import (
+    CAP,
     CHANGE_LIST,
     CHANGE_UPDATE,
     CHANGES_LOCKED,
@@ -54,6 +55,9 @@ from .postgresql_sql import (
     LOCKED_IN_STATUS,
     NOTICE_CHANNEL,
     NOW,
+    PROBE,
+    PROBE_CLAIMED,
+    PROBE_OF,
     RECOUNT_HALTED,
     TASKS_LOCKED_RUNNER,
     WAITING_AND_QUEUED,
@@ -70,7 +74,7 @@ log = logging.getLogger("engine.store")
 OTHERS_INTERVAL = POLL_INTERVAL
 
 
-class PostgresStore(PostgresLink):
+class PostgresStore(PostgresCounts):
     """PostgresStore is the Store on PostgreSQL: row locks, reads ahead, claims under leases, wake-ups and ids."""
 
     _others_next = 0.0  # when release_claims may next wake the other hosts for work left
@@ -84,16 +88,16 @@ class PostgresStore(PostgresLink):
         todo = sorted({i for i in ids if i is not None})
         if not todo:
             return []
-        # What settle_changes asks next, in the same round trip: the counts of their tasks, read again
-        # under the locks, and their change-update notices (a status that moved repeats one).
-        c = self.sql["status_counts_of"]
+        # What settle_changes asks next, in the same round trip: what their status needs of their tasks, read
+        # again under the locks (PROBE: the unready statuses there, counted only where none is), and their
+        # change-update notices (a status that moved repeats one).
         keys = [str(i) for i in todo]
         rows, more = self._read_ahead((CHANGES_LOCKED, (todo,)), {
-            "counts": (self._any(c), self._in_args(c, todo)),
+            "counts": (PROBE, {"cids": todo, "ex": [], "cap": 1, "small": self.small}),
             "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
                         (CHANGE_UPDATE, keys)),
         })
-        self._ahead["counts_of"] = (set(todo), more["counts"])
+        self._ahead["counts_of"] = (set(todo), probed(more["counts"], todo, 1))
         self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
         return rows
 
@@ -138,17 +142,19 @@ class PostgresStore(PostgresLink):
         if self._read_only or not ids:
             return super().task_rows(ids)
         todo = sorted(set(ids))
-        c_counts = self.sql["status_counts_of"]
-        assert c_counts.token is not None
         of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
-        ahead = {
+        ex = self._unprobed(todo)
+        ahead: dict[str, tuple[str, Any]] = {
             "graph": (GRAPH_OF, (todo, todo, todo)),  # (each statement in a pipeline costs the client ~0.1 ms)
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
-            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", of_changes), self._in_args(c_counts, todo)),
+            # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
+            "probe": (PROBE_OF, {"ids": todo, "ex": ex, "cap": min(CAP, 2 * len(todo) + 1), "small": self.small}),
             "flags": (WAITING_AND_QUEUED, ()),
         }
         held, more = self._read_ahead((TASKS_LOCKED_RUNNER, (todo,)), ahead)
         rows: list[Row] = [r[:-1] for r in held]
+        self._note(rows)
+        probe = more.pop("probe")
         more["runners"] = [(r[0], r[-1]) for r in held]
         graph, flags = more.pop("graph"), more.pop("flags")
         more["edges"] = [(a, b) for what, a, b in graph if what == "e"]
@@ -159,21 +165,25 @@ class PostgresStore(PostgresLink):
         more["change_ids"] = {r[0] for r in more["changes"]}
         self._counted.update(more["change_ids"])
         self._ahead = more
+        # (A change probed before in this transaction keeps what that said: counts_besides takes the tasks read
+        # since into account. Probed again, it would leave out every task read since, of every change: the first
+        # pass over 1,000 changes of 12 tasks sent 3,600 ids at each of its 300 reads.)
+        fresh = {r[1] for r in rows if r[1] is not None and r[1] not in self._probes}
+        self._note_probe(probe, fresh, ex, min(CAP, 2 * len(todo) + 1))
         return rows
 
     def status_counts_of(self, ids: Sequence[int]) -> dict[int, tuple[dict[str, int], int]]:
-        """status_counts_of is status_counts for several changes (read ahead when their rows were locked)."""
+        """status_counts_of is status_counts for several changes (read ahead when their rows were locked).
+
+        What was read ahead is what a change's status needs (PROBE): an
+        unready status there counts 1, and so do the unclean tasks while one
+        is unready; the whole counts only where no task is unready.
+        """
         known = self._ahead.get("counts_of")
         if known is None or not known[0].issuperset(ids):
             return super().status_counts_of(ids)
-        out: dict[int, tuple[dict[str, int], int]] = {}
         want = set(ids)
-        for cid, status, n, unclean in known[1]:
-            if cid in want:
-                counts, total = out.get(cid, ({}, 0))
-                counts[status] = int(n)
-                out[cid] = (counts, total + int(unclean or 0))
-        return out
+        return {cid: p.result() for cid, p in known[1].items() if cid in want}
 
     def _covered(self, ids: Sequence[int]) -> bool:
         """_covered says whether what was read ahead covers the tasks of ids."""
@@ -201,13 +211,6 @@ class PostgresStore(PostgresLink):
             row: Row = next(r for r in self._ahead["changes"] if r[0] == cid)
             return row
         return super().change_row(cid)
-
-    def status_counts(self, cid: int) -> tuple[dict[str, int], int]:
-        """status_counts counts the tasks of a change by status, and the unclean ones (read ahead if it was)."""
-        if cid in self._ahead.get("change_ids", ()):
-            rows = [r for r in self._ahead["counts"] if r[0] == cid]
-            return {str(r[1]): int(r[2]) for r in rows}, sum(int(r[3] or 0) for r in rows)
-        return super().status_counts(cid)
 
     def changes_with_waiting_tasks(self) -> list[int]:
         """changes_with_waiting_tasks lists the changes that have tasks in Wait (read ahead if it was)."""
@@ -241,18 +244,23 @@ class PostgresStore(PostgresLink):
         """tasks_of_change locks and loads the tasks of a change."""
         if self._read_only:
             return super().tasks_of_change(cid)
-        return self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
+        rows = self.run(self.sql["tasks_of_change"].sql + " FOR NO KEY UPDATE", (cid,))
+        self._note(rows)
+        return rows
 
     def unclean_tasks(self, cid: int) -> list[Row]:
         """unclean_tasks locks and loads the unclean tasks of a change."""
         if self._read_only:
             return super().unclean_tasks(cid)
-        return self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
+        rows = self.run(self.sql["unclean_tasks"].sql + " FOR NO KEY UPDATE", (cid,))
+        self._note(rows)
+        return rows
 
     # -- claims, leases and the reaper --------------------------------------------------------
 
     def _claimed(self, rows: list[Row]) -> list[Row]:
         self._claims.update(r[0] for r in rows)
+        self._note(rows)
         return rows
 
     def release_claims(self, kept: Sequence[int], *, others: bool = False) -> None:
@@ -278,21 +286,22 @@ class PostgresStore(PostgresLink):
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
         # What the pass asks next about the changes of the tasks it claimed comes in the same round trip:
-        # those of the changes this transaction did not read ahead already (a hand-on's unit read them with
-        # the tasks of its outcomes; counting a big change's tasks again cost W1 a scan per batch).
+        # the rows of the changes this transaction did not read ahead already, and (CLAIMED_SHARED) the share
+        # locks keep_changes asks for at commit.
         # (lease_until IS NOT NULL: the leased tasks' partial index finds this runner's.)
-        c_counts = self.sql["status_counts_of"]
-        assert c_counts.token is not None
         held = ("IN (SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
                 "AND change_id <> ALL (%s))")
         known = sorted(self._counted)
         waiting = self.sql["changes_with_waiting_tasks"]
-        counts_args = list(c_counts.args((None,)))
-        at = c_counts.slots.index(c_counts.expanding)
-        counts_args[at:at + 1] = [self.runner_id, known]
+        # What their statuses need of their other tasks, for the changes not probed yet in this transaction
+        # (counts_besides): counted whole (PROBE_CLAIMED), the claimed tasks among them, which leave them as they
+        # are held.
+        cap = limit + 2
+        ex = self._unprobed(())
+        probe = {"runner": self.runner_id, "known": sorted(self._probes), "ex": ex}
         rows, more = self._read_ahead((CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
             "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
-            "counts": (c_counts.sql.replace(f"IN ({c_counts.token})", held), counts_args),
+            "probe": (PROBE_CLAIMED, probe),
             # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED);
             # the changes with tasks in Wait are read after it, so as committed once the rows are share-locked.
             "shared": (CLAIMED_SHARED, (self.runner_id,)),
@@ -301,6 +310,9 @@ class PostgresStore(PostgresLink):
         shared = more.pop("shared")
         if shared:
             self._note_shared(shared, {r[0] for r in more["waiting"]})
+        self._note(rows)
+        fresh = {r[1] for r in rows if r[1] is not None and r[1] not in self._probes}
+        self._note_probe(more.pop("probe"), fresh, ex, cap)
         more["change_ids"] = {r[0] for r in more["changes"]}
         self._counted.update(more["change_ids"])
         self._ahead = more
@@ -329,6 +341,7 @@ class PostgresStore(PostgresLink):
         # Read again once locked: a row that changed since the statement began reads as it was then.
         fresh = {r[0]: r for r in super().task_rows([r[0] for r in locked])} if locked else {}
         # (A page that comes back shorter ends this pass's paging early; the next pass sees the rest.)
+        self._note(list(fresh.values()))
         return [fresh[r[0]] for r in locked if r[0] in fresh and fresh[r[0]][4] == status]
 
     def claim_cleanup(self, tid: int) -> bool:
@@ -445,3 +458,4 @@ class PostgresStore(PostgresLink):
 
     def save_sequences(self, values: Mapping[str, int]) -> None:
         """save_sequences (a step of write) does nothing: ids are taken from the database as they are handed out."""
+

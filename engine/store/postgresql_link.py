@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -68,6 +68,13 @@ class PostgresLink(SqlStore):
         # Change rows this transaction share-locked with a claim: (ids, rows, those with tasks in Wait) (keep_changes).
         self._shared: tuple[set[int], list[Row], set[int]] | None = None
         self._claims: set[int] = set()  # tasks this transaction claimed
+        # Tasks this transaction read or inserted: id -> (change, status, clean) as read (counts_besides).
+        self._mine: dict[int, tuple[int | None, str | None, bool]] = {}
+        # What PROBE read ahead of changes in this transaction (kept through its writes: they touch only tasks
+        # it holds, or inserts it holds): change -> (ids left out, result) (counts_besides).
+        self._probes: dict[int, Any] = {}
+        # The tasks of _mine whose change no probe read yet, by change (PostgresCounts._unprobed).
+        self._loose: dict[int | None, set[int]] = {}
         self._inserted = 0  # task and edge rows this transaction inserted (ANALYZE_AFTER)
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
@@ -142,6 +149,9 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._mine.clear()
+        self._loose.clear()
+        self._probes.clear()
         self._shared = None
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
@@ -234,7 +244,7 @@ class PostgresLink(SqlStore):
                 log.info("the server of state database %s dropped an idle connection: connecting again", self.target)
                 self.refresh()
 
-    def run(self, sql: str, args: Sequence[Any] = (), doing: str = "read") -> list[Row]:
+    def run(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = (), doing: str = "read") -> list[Row]:
         """run runs one statement of this backend's own that returns rows (a SELECT, or RETURNING)."""
         def go(cur: Any) -> list[Row]:
             cur.execute(sql, args)
@@ -303,7 +313,8 @@ class PostgresLink(SqlStore):
         full[c.slots.index(c.expanding)] = list(ids)
         self.send(self._any(c), full)
 
-    def _read_ahead(self, first: tuple[str, Sequence[Any]], more: dict[str, tuple[str, Sequence[Any]]],
+    def _read_ahead(self, first: tuple[str, Sequence[Any]],
+                    more: dict[str, tuple[str, Sequence[Any] | Mapping[str, Any]]],
                     doing: str = "read") -> tuple[list[Row], dict[str, Any]]:
         """_read_ahead runs first and the statements of more in one round trip (pipelined); it returns their rows.
 
@@ -367,6 +378,9 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._mine.clear()
+        self._loose.clear()
+        self._probes.clear()
         self._shared = None
         self._claims.clear()
 
@@ -393,6 +407,9 @@ class PostgresLink(SqlStore):
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
+        self._mine.clear()
+        self._loose.clear()
+        self._probes.clear()
         self._shared = None
         self.notify = False
         self.notify_notices = False

@@ -12,6 +12,7 @@ from sqlalchemy import Table, bindparam, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
+from ..models import CHANGE_UNREADY_KEY
 from .compiled import Catalog
 from .statements import CHANGE_COLUMNS, TASK_COLUMNS
 
@@ -138,3 +139,58 @@ def sqlstate(e: BaseException) -> str:
     """sqlstate is the SQLSTATE code of a driver error (empty if none)."""
     return str(getattr(e, "sqlstate", "") or "")
 
+
+# What a change's status needs of the tasks of changes (%(cids)s in {cids}) that a unit of work does not hold
+# (%(ex)s: the ids it holds), without counting them all (PostgresCounts.counts_besides). Rows (kind, change,
+# status, n, unclean):
+#  'u': n tasks of that unready status are there, counted up to %(cap)s (the unready tasks' index by change,
+#     ix_tasks_change_unready on (change_id, status), finds them among the change's own unready tasks; counting all
+#     the change's tasks took about 0.35 ms a step on a chain of 1,000, and 3 to 18 ms a unit of work in W1, growing
+#     with the change);
+#  'c': some task not cleaned is there (for a change with unready tasks);
+#  'f': the count of a status and of its tasks not cleaned, for a change where no unready status reached the cap
+#     (none, or a few: the step of a chain that adds its next task as it runs leaves one, whose claim takes it).
+#: CAP: more than a claim takes at once, most often (what leaves the others then is known to leave some).
+CAP = 64
+UNREADY_STATUSES = ("Abort", "Undoing", "Undo", "Doing", "Do", "Wait")
+# (The ids left out as a subquery's array: a constant array had the planner estimate each of its elements,
+# for each look-up, at every statement: 4 ms of planning a claim in W1.)
+_OTHER = "t.change_id = c.id AND t.id <> ALL (ARRAY(SELECT unnest(%(ex)s::bigint[])))"
+# (Each look-up is an index scan of ix_tasks_change_unready: its change's unready tasks of one status. Through the
+# unready tasks' index on (status, id), without the change, the look-up of a change with few tasks of a status
+# walked every unready task of that status of every change: the snap-install shape, 1,000 changes in flight,
+# ran 5 times slower. The change is named as that index's key, CHANGE_UNREADY_KEY: with `t.change_id = c.id`
+# the planner took ix_tasks_change_id for the Do tasks and walked the change's done ones.)
+_UP_TO = ", ".join(
+    f"('{s}', (SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE t.status = '{s}' AND {_UNREADY} AND "
+    f"{_OTHER.replace('t.change_id = c.id', 't.' + CHANGE_UNREADY_KEY.strip('()') + ' = c.id')} LIMIT %(cap)s) f))"
+    for s in UNREADY_STATUSES)
+# (A change of fewer than %(small)s tasks is counted whole ('f' rows only): its few tasks cost less to count than
+# the look-ups; the snap-install shape, changes of 12 tasks, ran 2 to 3 times slower with the look-ups.)
+_PROBE = (
+    "WITH c0 AS (SELECT DISTINCT unnest({cids}) AS id), "
+    "c AS (SELECT c0.id, (SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE t.change_id = c0.id "
+    "LIMIT %(small)s) s) < %(small)s AS small FROM c0), "
+    f"u AS (SELECT c.id AS change_id, v.status, v.n FROM c CROSS JOIN LATERAL (VALUES {_UP_TO}) v(status, n) "
+    "WHERE NOT c.small AND v.n > 0) "
+    "SELECT 'u', change_id, status, n, 0::bigint FROM u "
+    "UNION ALL SELECT 'c', c.id, '', 0::bigint, 1::bigint FROM c WHERE c.id IN (SELECT change_id FROM u) "
+    f"AND EXISTS (SELECT 1 FROM tasks t WHERE NOT t.clean AND {_OTHER}) "
+    "UNION ALL SELECT 'f', c.id, t.status, count(*), sum(CASE WHEN t.clean THEN 0 ELSE 1 END) FROM c "
+    f"JOIN tasks t ON {_OTHER} WHERE c.small OR NOT EXISTS (SELECT 1 FROM u WHERE u.change_id = c.id "
+    "AND u.n >= %(cap)s) GROUP BY c.id, t.status")
+#: A change with fewer tasks than this is counted whole by a probe (PostgresCounts.small).
+SMALL = 256
+#: PROBE_OF: the changes of the tasks %(ids)s (read ahead with their lock); PROBE: the changes %(cids)s;
+#: PROBE_CLAIMED: the changes of the Do tasks this transaction just claimed (%(runner)s: its runner), but those in
+#: %(known)s (read ahead with the claim: 2 look-ups alone a change of the snap-install shape before).
+PROBE = _PROBE.format(cids="%(cids)s::bigint[]")
+PROBE_OF = _PROBE.format(cids="ARRAY(SELECT change_id FROM tasks WHERE id = ANY (%(ids)s::bigint[]) "
+                              "AND change_id IS NOT NULL)")
+#: (Counted whole, as PROBE counts a small change: the snap-install shape's claims took tasks of many changes of 12
+#: tasks, whose probe cost the claim 2 to 3 times their count; a big change's, W1's, was most often probed already,
+#: by the lock of the outcomes that the claim hands on from.)
+PROBE_CLAIMED = ("SELECT 'f', t.change_id, t.status, count(*), sum(CASE WHEN t.clean THEN 0 ELSE 1 END) FROM tasks t "
+                 "WHERE t.change_id IN (SELECT change_id FROM tasks WHERE lease_until IS NOT NULL "
+                 "AND runner = %(runner)s AND status = 'Do' AND change_id <> ALL (%(known)s::bigint[])) "
+                 "AND t.id <> ALL (ARRAY(SELECT unnest(%(ex)s::bigint[]))) GROUP BY t.change_id, t.status")

@@ -380,6 +380,16 @@ class SqlStore(KeyVerbs):
         """locked_change_rows reads change rows: a single writer locks the whole database."""
         return self.change_rows(ids)
 
+    def counts_besides(self, cid: int, held: Sequence[int]) -> tuple[dict[str, int], int]:
+        """counts_besides counts the tasks of a change other than held (a single writer's cache never asks)."""
+        counts: dict[str, int] = {}
+        unclean, out = 0, set(held)
+        for row in self.tasks_of_change(cid):
+            if row[0] not in out:
+                counts[row[4]] = counts.get(row[4], 0) + 1
+                unclean += not row[6]
+        return counts, unclean
+
     def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
         """keep_changes keeps none: a single writer's unit of work settles every change it touched."""
         return set()

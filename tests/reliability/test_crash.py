@@ -205,6 +205,19 @@ def test_kill_during_first_open_then_resume(tmp_path: Path, server: ForkServer) 
         assert integrity(db) == []
 
 
+#: The migrations that change nothing on SQLite (an index of PostgreSQL's own).
+POSTGRESQL_ONLY = {"0012_hpg5_change_unready_index"}
+
+
+def _pending(source: str) -> list[str]:
+    """_pending are the revisions an upgrade from source to head runs."""
+    from alembic.script import ScriptDirectory
+
+    from engine.db import alembic_config
+
+    return [s.revision for s in ScriptDirectory.from_config(alembic_config()).iterate_revisions("heads", source)]
+
+
 def _upgrade_sources() -> list[Any]:
     """_upgrade_sources: Alembic's base, and every fixture that is older than head (the head's has nothing to do)."""
     return [pytest.param("base", id="base")] + [pytest.param(rev, id=rev) for rev in fixture_revisions()
@@ -235,8 +248,10 @@ def test_kill_at_each_statement_of_an_upgrade_then_open_again(source: str, tmp_p
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     points = json.loads((work / "statements.json").read_text())
-    # (0010_hw1b_status_check rewrites a table's definition in sqlite_master: a schema statement too.)
-    assert any(p.startswith(("CREATE ", "ALTER ", "DROP ", "UPDATE sqlite_master ")) for p in points), \
+    # (0010_hw1b_status_check rewrites a table's definition in sqlite_master: a schema statement too. An
+    # upgrade through PostgreSQL's own migrations only, POSTGRESQL_ONLY, moves alembic_version alone.)
+    schema = ("CREATE ", "ALTER ", "DROP ", "UPDATE sqlite_master ")
+    assert set(_pending(source)) <= POSTGRESQL_ONLY or any(p.startswith(schema) for p in points), \
         f"no schema statement seen during the upgrade: {points}"
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(results) == len(points)
