@@ -26,12 +26,16 @@ database file:
   HTTP to the sink, in the engine's process (what "helper" takes out of it).
 
 Which mode goes first turns from round to round. The tables give the
-medians of the rounds, of tasks/s and of the process's CPU time per task
-(all threads), and the median of the rounds' ratios to "without" with the
-middle half of them (the runs of a round ran back to back, so the drift of
-the machine's load over minutes cancels out); then, traced, the share of
-the process's CPU time that the tracing thread spent (making the spans; the
-notes the recorder takes for them are not in it).
+medians of the rounds, and the median of the rounds' ratios to "without"
+with the middle half of them (the runs of a round ran back to back, so the
+drift of the machine's load over minutes cancels out), of: tasks/s until
+every span is exported (submit and run, then the tracer or helper caught
+up); tasks/s until the change's tasks are ready (what the application sees:
+the same run, less the export's lag); the process's CPU time per task (all
+threads, until every span is exported) and, for "helper", the engine's and
+the helper's together (helper+). Then, traced, the share of the process's
+CPU time that the tracing thread spent, the export lag (from the change's
+ready to its last span exported), and the helper's CPU per task.
 
 Each round also measures the instrumentation's direct CPU cost per run
 (direct): in one process, commits recording 16 runs each (W1) or one (W2),
@@ -61,16 +65,21 @@ from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError
 TIMEOUT = 600.0
 
 
-def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str,
-         endpoint: str) -> tuple[float, float, float, float]:
+#: What a timed run gives (_one): tasks/s until every span is exported, and until the tasks were ready; the engine's
+#: process's CPU us per task, its tracing thread's, the helper's; the export lag after the last task, in ms.
+Run = tuple[float, float, float, float, float, float]
+
+
+def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: str) -> Run:
     db = tmp / f"{name}-{mode}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     result = _child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "mode": mode,
                               "endpoint": endpoint})
     per_task = 1e6 / tasks
-    return (float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task,
-            result.get("helper_cpu_s", 0.0) * per_task)
+    lag = result.get("export_lag_s", 0.0)
+    return (float(result["tasks_per_s"]), tasks / (result["total_s"] - lag), result["cpu_s"] * per_task,
+            result.get("tracer_cpu_s", 0.0) * per_task, result.get("helper_cpu_s", 0.0) * per_task, lag * 1e3)
 
 
 def _otlp_environment(endpoint: str) -> None:
@@ -136,6 +145,16 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
     figures: dict[str, float] = {}
 
     def caught_up(o: Any) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            _caught_up(o)
+        finally:
+            # The time from the change's ready to its last span exported (what the application does not wait for).
+            figures["export_lag_s"] = time.perf_counter() - t0
+
+    def _caught_up(o: Any) -> None:
         tracer = o.state._uow.timings.tracer
         if tracer is None or not tracer.flush(TIMEOUT):
             raise BenchError("the tracer is off, or did not catch up")
@@ -324,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         modes += ["traced", *(["helper"] if helper else []), *(["traced-api"] if args.api else []),
                   *(["traced-otlp"] if args.otlp else [])]
     rates: dict[tuple[str, str], list[float]] = {}
+    ready_rates: dict[tuple[str, str], list[float]] = {}
+    ready_ratios: dict[tuple[str, str], list[float]] = {}
+    lags: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     rate_ratios: dict[tuple[str, str], list[float]] = {}
     cpu_ratios: dict[tuple[str, str], list[float]] = {}
@@ -343,15 +365,20 @@ def main(argv: list[str] | None = None) -> int:
             for name, tasks, chained, per_commit in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
                 got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
-                for mode, (rate, cpu, tracer_cpu, helper_cpu) in got.items():
+                base = got["without"]
+                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag) in got.items():
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
                     helper_cpus.setdefault((name, mode), []).append(helper_cpu)
                     rates.setdefault((name, mode), []).append(rate)
+                    ready_rates.setdefault((name, mode), []).append(ready_rate)
+                    lags.setdefault((name, mode), []).append(lag)
                     cpus.setdefault((name, mode), []).append(cpu)
-                    rate_ratios.setdefault((name, mode), []).append(rate / got["without"][0])
-                    cpu_ratios.setdefault((name, mode), []).append(cpu / got["without"][1])
+                    rate_ratios.setdefault((name, mode), []).append(rate / base[0])
+                    ready_ratios.setdefault((name, mode), []).append(ready_rate / base[1])
+                    cpu_ratios.setdefault((name, mode), []).append(cpu / base[2])
                     if mode == "helper":
-                        cpu_ratios.setdefault((name, "helper+"), []).append((cpu + helper_cpu) / got["without"][1])
+                        cpus.setdefault((name, "helper+"), []).append(cpu + helper_cpu)
+                        cpu_ratios.setdefault((name, "helper+"), []).append((cpu + helper_cpu) / base[2])
                 db = tmp / f"direct-{name.split()[0]}.db"
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(db) + suffix).unlink(missing_ok=True)
@@ -363,32 +390,39 @@ def main(argv: list[str] | None = None) -> int:
         if sink is not None:
             sink.terminate()
             sink.wait()
-    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs)
+    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
+           ready_rates, ready_ratios, lags)
     return 0
 
 
 def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
-    rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs = figures
+    rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs, ready_rates, ready_ratios, lags = figures
     others = [m for m in modes if m != "without"]
     med = statistics.median
-    print(f"median of {runs} rounds; ratios: to 'without', the median of the rounds' ratios "
+    print(f"median of {runs} rounds; ratios: to 'without' in the same round, the median of the rounds' ratios "
           "(and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
-    for title, values, ratios, fmt, extra in (("tasks/s (submit + run)", rates, rate_ratios, "12,.0f", []),
-                                              ("CPU us per task", cpus, cpu_ratios, "12,.1f",
-                                               ["helper+"] if "helper" in modes else [])):
-        print(f"{title:28}" + "".join(f"{m:>12}" for m in modes)
+    helper_plus = ["helper+"] if "helper" in modes else []
+    for title, values, ratios, fmt, extra in (
+            ("tasks/s, all spans exported", rates, rate_ratios, "12,.0f", []),
+            ("tasks/s, until tasks ready", ready_rates, ready_ratios, "12,.0f", []),
+            ("CPU us per task", cpus, cpu_ratios, "12,.1f", helper_plus)):
+        print(f"{title:28}" + "".join(f"{m:>12}" for m in [*modes, *extra])
               + "".join(f"{m + ' /':>14}" for m in [*others, *extra]))
         for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in modes)
+            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in [*modes, *extra])
                   + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in [*others, *extra]))
             if runs >= 4:
-                pad = " " * (28 + 12 * len(modes))
+                pad = " " * (28 + 12 * len([*modes, *extra]))
                 print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in [*others, *extra]))
     traced = [m for m in modes if m.startswith("traced") or m == "helper"]
     if traced:
         print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
         for name, tasks, _, _ in workloads:
             print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(tracer_cpus[(name, m)]):12.3f}" for m in traced))
+    if traced:
+        print(f"{'export lag after ready, ms':28}" + "".join(f"{m:>12}" for m in traced))
+        for name, tasks, _, _ in workloads:
+            print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(lags[(name, m)]):12.0f}" for m in traced))
     if "helper" in modes:
         print(f"{'helper process, CPU us/task':28}{'helper':>12}")
         for name, tasks, _, _ in workloads:
