@@ -32,8 +32,12 @@ drift of the machine's load over minutes cancels out), of: tasks/s until
 every span is exported (submit and run, then the tracer or helper caught
 up); tasks/s until the change's tasks are ready (what the application sees:
 the same run, less the export's lag); the process's CPU time per task (all
-threads, until every span is exported) and, for "helper", the engine's and
-the helper's together (helper+). Then, traced, the share of the process's
+threads) until the change was ready, and until the process is quiet after
+it (every mode alike waits for that: the engine's last ensure pass after
+W1's change is ready costs some 0.15 s of CPU, which a traced mode's wait
+for its export counted and the others did not, 15 us a task of W1 that
+tracing does not cost) and, for "helper", the engine's and the helper's
+together (helper+). Then, traced, the share of the process's
 CPU time that the tracing thread spent, the export lag (from the change's
 ready to its last span exported), and the helper's CPU per task.
 
@@ -66,8 +70,9 @@ TIMEOUT = 600.0
 
 
 #: What a timed run gives (_one): tasks/s until every span is exported, and until the tasks were ready; the engine's
-#: process's CPU us per task, its tracing thread's, the helper's; the export lag after the last task, in ms.
-Run = tuple[float, float, float, float, float, float]
+#: process's CPU us per task (until quiet), its tracing thread's, the helper's; the export lag after the last task, in
+#: ms; the engine's process's CPU us per task until the change was ready.
+Run = tuple[float, float, float, float, float, float, float]
 
 
 def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: str) -> Run:
@@ -77,9 +82,9 @@ def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: s
     result = _child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "mode": mode,
                               "endpoint": endpoint})
     per_task = 1e6 / tasks
-    lag = result.get("export_lag_s", 0.0)
-    return (float(result["tasks_per_s"]), tasks / (result["total_s"] - lag), result["cpu_s"] * per_task,
-            result.get("tracer_cpu_s", 0.0) * per_task, result.get("helper_cpu_s", 0.0) * per_task, lag * 1e3)
+    return (float(result["tasks_per_s"]), tasks / result["ready_s"], result["cpu_s"] * per_task,
+            result.get("tracer_cpu_s", 0.0) * per_task, result.get("helper_cpu_s", 0.0) * per_task,
+            result["export_lag_s"] * 1e3, result["cpu_ready_s"] * per_task)
 
 
 def _otlp_environment(endpoint: str) -> None:
@@ -101,8 +106,10 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
 
         TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
         TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
+    figures: dict[str, float] = {}
     if mode in ("without", "timings"):
-        return _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT)
+        return _figures(_run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
+                                        after_ready=_finished(figures, None)), figures)
     spans = [0]
     provider: Any = None
     _otlp_environment(endpoint)  # the Overlord traces: through the global provider, if one is set, else the helper
@@ -142,19 +149,8 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
             provider = TracerProvider()
             provider.add_span_processor(BatchSpanProcessor(Drop()))
         trace.set_tracer_provider(provider)
-    figures: dict[str, float] = {}
 
     def caught_up(o: Any) -> None:
-        import time
-
-        t0 = time.perf_counter()
-        try:
-            _caught_up(o)
-        finally:
-            # The time from the change's ready to its last span exported (what the application does not wait for).
-            figures["export_lag_s"] = time.perf_counter() - t0
-
-    def _caught_up(o: Any) -> None:
         tracer = o.state._uow.timings.tracer
         if tracer is None or not tracer.flush(TIMEOUT):
             raise BenchError("the tracer is off, or did not catch up")
@@ -168,13 +164,50 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[
     from bench.otlp import received
 
     before = received(endpoint) if mode in ("helper", "traced-otlp") else 0
-    result = _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT, after_ready=caught_up)
+    result = _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
+                             after_ready=_finished(figures, caught_up))
     if mode in ("helper", "traced-otlp"):
         spans[0] = received(endpoint) - before
     # (traced-otlp: the SDK's batch processor in the engine's process drops spans when its queue is full)
     if mode in ("traced", "helper") and spans[0] < tasks:
         raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
-    return {**result, **figures}
+    return _figures(result, figures)
+
+
+def _finished(figures: dict[str, float], caught_up: Any) -> Any:
+    """_finished is what a timed run does once its change is ready, in every mode alike: the tracer's catching up
+    (caught_up, traced), then a wait until the engine's process is quiet (its work after the change's ready: the
+    last ensure pass over a change of 10,000 tasks costs W1 some 0.15 s of CPU, which a traced mode's wait for its
+    export would otherwise count and the others not); figures gets the clocks at each step."""
+    import time
+
+    def after_ready(o: Any) -> None:
+        figures["ready_t"], figures["ready_cpu"] = time.perf_counter(), time.process_time()
+        if caught_up is not None:
+            caught_up(o)
+        figures["exported_t"] = time.perf_counter()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # quiet: less than 2 ms of CPU in 100 ms
+            c0 = time.process_time()
+            time.sleep(0.1)
+            if time.process_time() - c0 < 0.002:
+                break
+        figures["end_t"], figures["end_cpu"] = time.perf_counter(), time.process_time()
+
+    return after_ready
+
+
+def _figures(result: dict[str, Any], figures: dict[str, float]) -> dict[str, Any]:
+    """_figures are a timed run's: tasks/s until every span was exported and until the change was ready, the export
+    lag between them, the CPU until ready and until quiet (cpu_s), and the tracer's."""
+    total = result["total_s"]  # (from the submit to the end of _finished's wait)
+    end_t, end_cpu = figures.pop("end_t"), figures.pop("end_cpu")
+    ready_s = total - (end_t - figures.pop("ready_t"))
+    exported_s = total - (end_t - figures.pop("exported_t"))
+    out = {**result, **figures, "ready_s": ready_s, "exported_s": exported_s, "export_lag_s": exported_s - ready_s,
+           "cpu_ready_s": result["cpu_s"] - (end_cpu - figures.pop("ready_cpu"))}
+    out["tasks_per_s"] = result["tasks"] / exported_s
+    return out
 
 
 def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = "") -> dict[str, float]:
@@ -346,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ready_rates: dict[tuple[str, str], list[float]] = {}
     ready_ratios: dict[tuple[str, str], list[float]] = {}
     lags: dict[tuple[str, str], list[float]] = {}
+    ready_cpus: dict[tuple[str, str], list[float]] = {}
+    ready_cpu_ratios: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     rate_ratios: dict[tuple[str, str], list[float]] = {}
     cpu_ratios: dict[tuple[str, str], list[float]] = {}
@@ -366,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
                 got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
                 base = got["without"]
-                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag) in got.items():
+                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu) in got.items():
+                    ready_cpus.setdefault((name, mode), []).append(ready_cpu)
+                    ready_cpu_ratios.setdefault((name, mode), []).append(ready_cpu / base[6])
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
                     helper_cpus.setdefault((name, mode), []).append(helper_cpu)
                     rates.setdefault((name, mode), []).append(rate)
@@ -391,12 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             sink.terminate()
             sink.wait()
     _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
-           ready_rates, ready_ratios, lags)
+           ready_rates, ready_ratios, lags, ready_cpus, ready_cpu_ratios)
     return 0
 
 
 def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
-    rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs, ready_rates, ready_ratios, lags = figures
+    (rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs, ready_rates, ready_ratios, lags,
+     ready_cpus, ready_cpu_ratios) = figures
     others = [m for m in modes if m != "without"]
     med = statistics.median
     print(f"median of {runs} rounds; ratios: to 'without' in the same round, the median of the rounds' ratios "
@@ -405,7 +443,8 @@ def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[s
     for title, values, ratios, fmt, extra in (
             ("tasks/s, all spans exported", rates, rate_ratios, "12,.0f", []),
             ("tasks/s, until tasks ready", ready_rates, ready_ratios, "12,.0f", []),
-            ("CPU us per task", cpus, cpu_ratios, "12,.1f", helper_plus)):
+            ("CPU us/task, until ready", ready_cpus, ready_cpu_ratios, "12,.1f", []),
+            ("CPU us/task, until quiet", cpus, cpu_ratios, "12,.1f", helper_plus)):
         print(f"{title:28}" + "".join(f"{m:>12}" for m in [*modes, *extra])
               + "".join(f"{m + ' /':>14}" for m in [*others, *extra]))
         for name, tasks, _, _ in workloads:
