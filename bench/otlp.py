@@ -26,9 +26,10 @@ class Receiver:
         self._mu = threading.Lock()
         self._cv = threading.Condition(self._mu)
         self._spans: list[dict[str, Any]] = []
-        #: requests counts the export requests received, and count their spans.
+        #: requests counts the export requests received, and count their spans; sizes are the spans of each request.
         self.requests = 0
         self.count = 0
+        self.sizes: list[int] = []
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -78,6 +79,7 @@ class Receiver:
         with self._mu:
             self.requests += 1
             self.count += count
+            self.sizes.append(count)
             self._spans += spans
             self._cv.notify_all()
 

@@ -26,12 +26,20 @@ database file:
   HTTP to the sink, in the engine's process (what "helper" takes out of it).
 
 Which mode goes first turns from round to round. The tables give the
-medians of the rounds, of tasks/s and of the process's CPU time per task
-(all threads), and the median of the rounds' ratios to "without" with the
-middle half of them (the runs of a round ran back to back, so the drift of
-the machine's load over minutes cancels out); then, traced, the share of
-the process's CPU time that the tracing thread spent (making the spans; the
-notes the recorder takes for them are not in it).
+medians of the rounds, and the median of the rounds' ratios to "without"
+with the middle half of them (the runs of a round ran back to back, so the
+drift of the machine's load over minutes cancels out), of: tasks/s until
+every span is exported (submit and run, then the tracer or helper caught
+up); tasks/s until the change's tasks are ready (what the application sees:
+the same run, less the export's lag); the process's CPU time per task (all
+threads) until the change was ready, and until the process is quiet after
+it (every mode alike waits for that: the engine's last ensure pass after
+W1's change is ready costs some 0.15 s of CPU, which a traced mode's wait
+for its export counted and the others did not, 15 us a task of W1 that
+tracing does not cost) and, for "helper", the engine's and the helper's
+together (helper+). Then, traced, the share of the process's
+CPU time that the tracing thread spent, the export lag (from the change's
+ready to its last span exported), and the helper's CPU per task.
 
 Each round also measures the instrumentation's direct CPU cost per run
 (direct): in one process, commits recording 16 runs each (W1) or one (W2),
@@ -61,16 +69,22 @@ from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError
 TIMEOUT = 600.0
 
 
-def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str,
-         endpoint: str, clean: bool = False) -> tuple[float, float, float, float]:
+#: What a timed run gives (_one): tasks/s until every span is exported, and until the tasks were ready; the engine's
+#: process's CPU us per task (until quiet), its tracing thread's, the helper's; the export lag after the last task, in
+#: ms; the engine's process's CPU us per task until the change was ready.
+Run = tuple[float, float, float, float, float, float, float]
+
+
+def _one(tmp: Path, name: str, tasks: int, chained: bool, mode: str, endpoint: str) -> Run:
     db = tmp / f"{name}-{mode}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     result = _child("timed", {"db": str(db), "tasks": tasks, "chained": chained, "mode": mode,
-                              "endpoint": endpoint, **({"clean": True} if clean else {})})
+                              "endpoint": endpoint})
     per_task = 1e6 / tasks
-    return (float(result["tasks_per_s"]), result["cpu_s"] * per_task, result.get("tracer_cpu_s", 0.0) * per_task,
-            result.get("helper_cpu_s", 0.0) * per_task)
+    return (float(result["tasks_per_s"]), tasks / result["ready_s"], result["cpu_s"] * per_task,
+            result.get("tracer_cpu_s", 0.0) * per_task, result.get("helper_cpu_s", 0.0) * per_task,
+            result["export_lag_s"] * 1e3, result["cpu_ready_s"] * per_task)
 
 
 def _otlp_environment(endpoint: str) -> None:
@@ -78,7 +92,7 @@ def _otlp_environment(endpoint: str) -> None:
                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
 
 
-def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str, clean: bool = False) -> dict[str, Any]:
+def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str) -> dict[str, Any]:
     """timed is W1 (or W2, chained) in one mode (the module's docstring), in this process.
 
     Traced, the time runs until every span is made and exported (the tracer's
@@ -92,9 +106,10 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str, clean: b
 
         TimingBook.task_run = lambda *args, **kw: None  # type: ignore[method-assign]
         TimingBook.ensure_pass = lambda *args, **kw: None  # type: ignore[method-assign]
+    figures: dict[str, float] = {}
     if mode in ("without", "timings"):
-        return _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
-                               after_ready=_cleaned if clean else None)
+        return _figures(_run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
+                                        after_ready=_finished(figures, None)), figures)
     spans = [0]
     provider: Any = None
     _otlp_environment(endpoint)  # the Overlord traces: through the global provider, if one is set, else the helper
@@ -134,11 +149,8 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str, clean: b
             provider = TracerProvider()
             provider.add_span_processor(BatchSpanProcessor(Drop()))
         trace.set_tracer_provider(provider)
-    figures: dict[str, float] = {}
 
     def caught_up(o: Any) -> None:
-        if clean:
-            _cleaned(o)
         tracer = o.state._uow.timings.tracer
         if tracer is None or not tracer.flush(TIMEOUT):
             raise BenchError("the tracer is off, or did not catch up")
@@ -152,34 +164,50 @@ def timed(db: str, tasks: int, chained: bool, mode: str, endpoint: str, clean: b
     from bench.otlp import received
 
     before = received(endpoint) if mode in ("helper", "traced-otlp") else 0
-    result = _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT, after_ready=caught_up)
+    result = _run_one_change(db, tasks, chained=chained, ready_timeout=TIMEOUT,
+                             after_ready=_finished(figures, caught_up))
     if mode in ("helper", "traced-otlp"):
         spans[0] = received(endpoint) - before
     # (traced-otlp: the SDK's batch processor in the engine's process drops spans when its queue is full)
     if mode in ("traced", "helper") and spans[0] < tasks:
         raise BenchError(f"only {spans[0]} spans of {tasks} task runs were exported")
-    return {**result, **figures}
+    return _figures(result, figures)
 
 
-def _cleaned(o: Any) -> None:
-    """_cleaned waits until the loop has cleaned the change's tasks (--clean: in every mode, inside the timed span).
-
-    The loop's pass after a change is ready cleans its tasks (W1: some 13 us a task); without --clean a mode's
-    span ends at ready, and that pass falls in it or not by chance: in a traced mode, whose span waits for the
-    tracer's flush (and so for the state lock the pass holds), more often than in the others.
-    """
+def _finished(figures: dict[str, float], caught_up: Any) -> Any:
+    """_finished is what a timed run does once its change is ready, in every mode alike: the tracer's catching up
+    (caught_up, traced), then a wait until the engine's process is quiet (its work after the change's ready: the
+    last ensure pass over a change of 10,000 tasks costs W1 some 0.15 s of CPU, which a traced mode's wait for its
+    export would otherwise count and the others not); figures gets the clocks at each step."""
     import time
 
-    with o.state:
-        (chg,) = o.state.changes()
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        with o.state:
-            if chg.is_clean():
-                return
-        if time.monotonic() > deadline:
-            raise BenchError("the change's tasks were not cleaned")
-        time.sleep(0.005)
+    def after_ready(o: Any) -> None:
+        figures["ready_t"], figures["ready_cpu"] = time.perf_counter(), time.process_time()
+        if caught_up is not None:
+            caught_up(o)
+        figures["exported_t"] = time.perf_counter()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # quiet: less than 2 ms of CPU in 100 ms
+            c0 = time.process_time()
+            time.sleep(0.1)
+            if time.process_time() - c0 < 0.002:
+                break
+        figures["end_t"], figures["end_cpu"] = time.perf_counter(), time.process_time()
+
+    return after_ready
+
+
+def _figures(result: dict[str, Any], figures: dict[str, float]) -> dict[str, Any]:
+    """_figures are a timed run's: tasks/s until every span was exported and until the change was ready, the export
+    lag between them, the CPU until ready and until quiet (cpu_s), and the tracer's."""
+    total = result["total_s"]  # (from the submit to the end of _finished's wait)
+    end_t, end_cpu = figures.pop("end_t"), figures.pop("end_cpu")
+    ready_s = total - (end_t - figures.pop("ready_t"))
+    exported_s = total - (end_t - figures.pop("exported_t"))
+    out = {**result, **figures, "ready_s": ready_s, "exported_s": exported_s, "export_lag_s": exported_s - ready_s,
+           "cpu_ready_s": result["cpu_s"] - (end_cpu - figures.pop("ready_cpu"))}
+    out["tasks_per_s"] = result["tasks"] / exported_s
+    return out
 
 
 def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = "") -> dict[str, float]:
@@ -329,8 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otlp", action="store_true", help="also trace to an OTLP/HTTP sink in the engine's process")
     parser.add_argument("--no-helper", action="store_true", help="leave out the helper process's mode")
     parser.add_argument("--only", choices=("w1", "w2"), help="only this workload")
-    parser.add_argument("--clean", action="store_true",
-                        help="every mode's span waits until the loop has cleaned the change's tasks")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -350,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         modes += ["traced", *(["helper"] if helper else []), *(["traced-api"] if args.api else []),
                   *(["traced-otlp"] if args.otlp else [])]
     rates: dict[tuple[str, str], list[float]] = {}
+    ready_rates: dict[tuple[str, str], list[float]] = {}
+    ready_ratios: dict[tuple[str, str], list[float]] = {}
+    lags: dict[tuple[str, str], list[float]] = {}
+    ready_cpus: dict[tuple[str, str], list[float]] = {}
+    ready_cpu_ratios: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     rate_ratios: dict[tuple[str, str], list[float]] = {}
     cpu_ratios: dict[tuple[str, str], list[float]] = {}
@@ -368,16 +399,23 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             for name, tasks, chained, per_commit in workloads:
                 order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
-                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint, args.clean) for mode in order}
-                for mode, (rate, cpu, tracer_cpu, helper_cpu) in got.items():
+                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
+                base = got["without"]
+                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu) in got.items():
+                    ready_cpus.setdefault((name, mode), []).append(ready_cpu)
+                    ready_cpu_ratios.setdefault((name, mode), []).append(ready_cpu / base[6])
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
                     helper_cpus.setdefault((name, mode), []).append(helper_cpu)
                     rates.setdefault((name, mode), []).append(rate)
+                    ready_rates.setdefault((name, mode), []).append(ready_rate)
+                    lags.setdefault((name, mode), []).append(lag)
                     cpus.setdefault((name, mode), []).append(cpu)
-                    rate_ratios.setdefault((name, mode), []).append(rate / got["without"][0])
-                    cpu_ratios.setdefault((name, mode), []).append(cpu / got["without"][1])
+                    rate_ratios.setdefault((name, mode), []).append(rate / base[0])
+                    ready_ratios.setdefault((name, mode), []).append(ready_rate / base[1])
+                    cpu_ratios.setdefault((name, mode), []).append(cpu / base[2])
                     if mode == "helper":
-                        cpu_ratios.setdefault((name, "helper+"), []).append((cpu + helper_cpu) / got["without"][1])
+                        cpus.setdefault((name, "helper+"), []).append(cpu + helper_cpu)
+                        cpu_ratios.setdefault((name, "helper+"), []).append((cpu + helper_cpu) / base[2])
                 db = tmp / f"direct-{name.split()[0]}.db"
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(db) + suffix).unlink(missing_ok=True)
@@ -389,32 +427,41 @@ def main(argv: list[str] | None = None) -> int:
         if sink is not None:
             sink.terminate()
             sink.wait()
-    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs)
+    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
+           ready_rates, ready_ratios, lags, ready_cpus, ready_cpu_ratios)
     return 0
 
 
 def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
-    rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs = figures
+    (rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs, ready_rates, ready_ratios, lags,
+     ready_cpus, ready_cpu_ratios) = figures
     others = [m for m in modes if m != "without"]
     med = statistics.median
-    print(f"median of {runs} rounds; ratios: to 'without', the median of the rounds' ratios "
+    print(f"median of {runs} rounds; ratios: to 'without' in the same round, the median of the rounds' ratios "
           "(and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
-    for title, values, ratios, fmt, extra in (("tasks/s (submit + run)", rates, rate_ratios, "12,.0f", []),
-                                              ("CPU us per task", cpus, cpu_ratios, "12,.1f",
-                                               ["helper+"] if "helper" in modes else [])):
-        print(f"{title:28}" + "".join(f"{m:>12}" for m in modes)
+    helper_plus = ["helper+"] if "helper" in modes else []
+    for title, values, ratios, fmt, extra in (
+            ("tasks/s, all spans exported", rates, rate_ratios, "12,.0f", []),
+            ("tasks/s, until tasks ready", ready_rates, ready_ratios, "12,.0f", []),
+            ("CPU us/task, until ready", ready_cpus, ready_cpu_ratios, "12,.1f", []),
+            ("CPU us/task, until quiet", cpus, cpu_ratios, "12,.1f", helper_plus)):
+        print(f"{title:28}" + "".join(f"{m:>12}" for m in [*modes, *extra])
               + "".join(f"{m + ' /':>14}" for m in [*others, *extra]))
         for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in modes)
+            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in [*modes, *extra])
                   + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in [*others, *extra]))
             if runs >= 4:
-                pad = " " * (28 + 12 * len(modes))
+                pad = " " * (28 + 12 * len([*modes, *extra]))
                 print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in [*others, *extra]))
     traced = [m for m in modes if m.startswith("traced") or m == "helper"]
     if traced:
         print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
         for name, tasks, _, _ in workloads:
             print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(tracer_cpus[(name, m)]):12.3f}" for m in traced))
+    if traced:
+        print(f"{'export lag after ready, ms':28}" + "".join(f"{m:>12}" for m in traced))
+        for name, tasks, _, _ in workloads:
+            print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(lags[(name, m)]):12.0f}" for m in traced))
     if "helper" in modes:
         print(f"{'helper process, CPU us/task':28}{'helper':>12}")
         for name, tasks, _, _ in workloads:

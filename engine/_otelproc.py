@@ -122,6 +122,9 @@ class ProcessTracer:
         #: helper_start_cpu_seconds what it spent to start (bench.timings shows them).
         self.helper_cpu_seconds = 0.0
         self.helper_start_cpu_seconds = 0.0
+        #: helper_exports says how the helper exports, once it is ready: "requests" (the runs' spans encoded from
+        #: the rows, sent by the SDK's OTLP/HTTP exporter) or "batches" (ReadableSpans to the SDK's batch processor).
+        self.helper_exports = ""
         #: cpu_seconds is what this process spent on tracing outside the runs (bench.timings: none here).
         self.cpu_seconds = 0.0
         #: ended says that the helper was told to end, or is gone.
@@ -204,7 +207,9 @@ class ProcessTracer:
             first = self._answer(START_WAIT)
             if not first.startswith("ready "):
                 raise _Gone(f"could not start: {first.partition(' ')[2]}" if first else "did not start")
-            self.helper_start_cpu_seconds = float(first.split()[1])
+            words = first.split()
+            self.helper_start_cpu_seconds = float(words[1])
+            self.helper_exports = words[2] if len(words) > 2 else ""
             self._ready = True
 
     def _send(self, message: tuple[Any, ...]) -> None:

@@ -14,8 +14,8 @@ command line, where another user could read it}; after is the id of the
 last row of task_timing_batches already there when tracing started;
 identity names the database in trace ids; writer names the engine's
 batches (their "by": on a database several engines share, each helper
-makes the spans of its own engine's runs). It answers "ready CPU" (or
-"error MESSAGE") once its provider is made and the database opened, then
+makes the spans of its own engine's runs). It answers "ready CPU HOW" (HOW:
+"requests" or "batches", output's choice; or "error MESSAGE") once its provider is made and the database opened, then
 "flushed CPU" and "closed CPU", on the file descriptor named by its
 argument.
 
@@ -25,7 +25,11 @@ change's kind, summary and spawn time, its tasks' kinds (kept: a task's
 kind never changes) and, for a run that ended in error, the last error of
 its task's log up to the run's end; makes their spans (engine._otelspans),
 and ends the span of each change it holds open that its row says is ready
-(at its ready time, with its status). Each read is a short transaction of
+(at its ready time, with its status), and exports the spans made (output:
+Requests, the runs' spans written by engine._otelwire and sent by the SDK's
+OTLP/HTTP exporter, where that is sure to give what the SDK's encoder
+would; else Batches, ReadableSpans to the SDK's batch processors). Each
+read is a short transaction of
 its own (SQLite: the file opened read-only, PRAGMA query_only; it never
 holds back a checkpoint). A change's trace id is derived from the
 database's identity, the change's id and its spawn time: a helper started
@@ -53,6 +57,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 #: How often the helper reads the rows written since it last read, in seconds: a span is exported at most this
@@ -139,18 +144,18 @@ class Rows:
 
 
 class Reader:
-    """Reader turns the rows written since it last read into spans (Spans of engine._otelspans)."""
+    """Reader turns the rows written since it last read into spans (Spans of engine._otelspans), exported by out
+    (Requests, or Batches)."""
 
-    def __init__(self, rows: Rows, spans: Any, provider: Any, after: int, room: int, writer: str) -> None:
-        self.rows, self.spans, self.provider = rows, spans, provider
+    def __init__(self, rows: Rows, spans: Any, out: Any, after: int, writer: str) -> None:
+        self.rows, self.spans, self.out = rows, spans, out
         self._writer = writer  # the engine's batches ("by"): those of other engines on the database are theirs
         self.after = after
         self._kinds: dict[int, str] = {}
-        self._room, self._made = room, 0
 
     def read(self) -> int:
-        """read makes the spans of the rows written since the last read, ends the changes seen ready; how many
-        runs it read."""
+        """read makes the spans of the rows written since the last read, ends the changes seen ready, and exports
+        them; how many runs it read."""
         count = 0
         while True:
             batches = self.rows.batches(self.after)
@@ -161,25 +166,15 @@ class Reader:
                     continue  # another engine's runs (a shared PostgreSQL database): its own helper's
                 runs = self._runs(cid, batch, (cid, kind, summary, _time(spawn), None))
                 count += len(runs)
-                room = self._room
-                for i in range(0, len(runs), room):
-                    self.spans.make(runs[i:i + room])
-                    self._made += len(runs[i:i + room])
-                    if self._made >= room:
-                        # The batch processors drop the spans that find their queue full: once spans for half
-                        # a queue were made, they are exported before more are made.
-                        self.provider.force_flush()
-                        self._made = 0
+                self.out.runs(runs)
             if len(batches) < ROWS:
                 break
         open_ = self.spans.open
         if open_:
             for cid, ready, status in self.rows.ready(open_):
                 self.spans.end_root(cid, _time(ready), status)
-                self._made += 1
-        if self._made:  # exported now, not after the batch processor's delay (OTEL_BSP_SCHEDULE_DELAY, 5 s)
-            self.provider.force_flush()
-            self._made = 0
+                self.out.ended()
+        self.out.flush()  # exported now (with the SDK's batch processor: not after its delay, 5 s by default)
         return count
 
     def _runs(self, cid: int, batch: dict[str, Any], change: tuple[Any, ...]) -> list[Any]:
@@ -206,6 +201,146 @@ class Reader:
         return runs
 
 
+class Requests:
+    """Requests exports the runs' spans as OTLP requests that engine._otelwire writes from the runs, through the
+    SDK's OTLP/HTTP exporters' own export, with the change spans the SDK made (collected as they end: ended)."""
+
+    def __init__(self, encoder: Any, exporters: list[Any], ended: list[Any], size: int) -> None:
+        self._encoder, self._exporters, self._ended, self._size = encoder, exporters, ended, size
+        self._spans: list[bytes] = []
+        self._wire = sys.modules["_otelwire"]
+
+    def runs(self, runs: list[Any]) -> None:
+        self._spans += self._encoder.runs(runs)
+        if len(self._spans) >= self._size:
+            self._send()
+
+    def ended(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        if self._ended:
+            ended, self._ended[:] = list(self._ended), []
+            self._spans += self._encoder.ended(ended)
+        self._send()
+
+    def _send(self) -> None:
+        spans, self._spans = self._spans, []
+        for i in range(0, len(spans), self._size):
+            part = spans[i:i + self._size]
+            encoded = self._wire.Encoded(self._encoder.request(part), len(part))
+            for exporter in self._exporters:  # (a failure is the exporter's to log, as under a batch processor)
+                exporter.export(encoded)
+
+    def close(self, provider: Any) -> None:
+        self.flush()
+        for exporter in self._exporters:
+            exporter.shutdown()
+        provider.shutdown()
+
+
+class Batches:
+    """Batches hands the spans as ReadableSpans to the provider's batch processors (BatchSpanProcessor)."""
+
+    def __init__(self, spans: Any, provider: Any, room: int) -> None:
+        self._spans, self._provider, self._room = spans, provider, room
+        self._made = 0
+
+    def runs(self, runs: list[Any]) -> None:
+        room = self._room
+        for i in range(0, len(runs), room):
+            self._spans.make(runs[i:i + room])
+            self._made += len(runs[i:i + room])
+            if self._made >= room:
+                # The batch processors drop the spans that find their queue full: once spans for half a queue
+                # were made, they are exported before more are made.
+                self.flush()
+
+    def ended(self) -> None:
+        self._made += 1
+
+    def flush(self) -> None:
+        if self._made:
+            self._provider.force_flush()
+            self._made = 0
+
+    def close(self, provider: Any) -> None:
+        provider.shutdown()
+
+
+class _Ended(SpanProcessor):
+    """_Ended is a span processor that keeps the spans that end (the change spans, for Requests)."""
+
+    def __init__(self, ended: list[Any]) -> None:
+        self.ended = ended
+
+    def on_end(self, span: Any) -> None:
+        self.ended.append(span)
+
+
+def output(otelspans: Any, identity: str) -> tuple[Any, Any, Any]:
+    """output is the helper's provider, its Spans, and how their spans are exported: Requests where every exporter
+    of OTEL_TRACES_EXPORTER is the SDK's OTLP/HTTP exporter and engine._otelwire writes the spans of sample runs as
+    the SDK's encoder does, else Batches (each exporter behind a BatchSpanProcessor)."""
+    exporters = otelspans.exporters_from_environment()
+
+    def spans_of(provider: Any) -> Any:
+        return otelspans.Spans(provider, lambda start_us, _: start_us * 1000,
+                               lambda change: trace_id_of(identity, change[0], _text_of(change[3])))
+
+    ended: list[Any] = []
+    provider = otelspans.bare_provider(ChosenIds())
+    wire = _load("_otelwire") if exporters and _otlp_http(exporters) else None
+    if wire is not None and all(wire.install(e) for e in exporters):
+        provider.add_span_processor(_Ended(ended))
+        spans = spans_of(provider)
+        if spans.parts is not None:
+            tried: list[Any] = []
+            trial = otelspans.bare_provider(ChosenIds())
+            trial.add_span_processor(_Ended(tried))
+            trial_spans = spans_of(trial)
+            sample = _sample_runs()
+            trial_spans.make(sample)
+            if wire.agrees(wire.Encoder(trial_spans), sample, tried):
+                return provider, spans, Requests(wire.Encoder(spans), exporters, ended, _request_size(wire))
+        logging.getLogger("engine.tracing").info("the tracing helper exports through the SDK's batch processor")
+        provider = otelspans.bare_provider(ChosenIds())
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    spans = spans_of(provider)
+    return provider, spans, Batches(spans, provider, max(1, otelspans.queue_size() // 2))
+
+
+def _otlp_http(exporters: list[Any]) -> bool:
+    return all(type(e).__module__.startswith("opentelemetry.exporter.otlp.proto.http") for e in exporters)
+
+
+def _request_size(wire: Any) -> int:
+    """_request_size is how many spans a request holds: OTEL_BSP_MAX_EXPORT_BATCH_SIZE if set, else REQUEST_SPANS."""
+    try:
+        return max(1, int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "") or wire.REQUEST_SPANS))
+    except ValueError:
+        return int(wire.REQUEST_SPANS)
+
+
+def _sample_runs() -> list[Any]:
+    """_sample_runs are runs of two changes, as Reader._runs makes them, that exercise each field of a run's span:
+    errors with and without a message, an undo, a retry, text beyond ASCII, a run that starts before its change."""
+    spawn = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    us = int((spawn - _EPOCH).total_seconds()) * 1_000_000
+    one = (7, "install", "Install \u00e9t\u00e9", spawn, None)
+    two = (123456789012, "refresh", "", spawn + timedelta(seconds=1), None)
+    return [
+        (1, "do", 1, "done", us + 10, 0.000123, ("noop", None, one)),
+        (2, "do", 1, "error", us + 20, 1.5, ("f\u00e6il", "disk on fire \u2603", one)),
+        (3, "undo", 2, "undone", us + 30, 0.0, ("noop", None, one)),
+        (4, "do", 300, "retry", us - 5, 2.25, ("noop", "", one)),
+        (98765432101234, "do", 1, "wait", us + 2_000_000, 0.5, ("x" * 200, None, two)),
+    ]
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -219,12 +354,12 @@ def _text(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _load_spans() -> Any:
-    """_load_spans loads engine/_otelspans.py by its path, as a module of its own (not the engine's package)."""
-    spec = importlib.util.spec_from_file_location("_otelspans", Path(__file__).with_name("_otelspans.py"))
+def _load(name: str) -> Any:
+    """_load loads engine/NAME.py by its path, as a module of its own (not the engine's package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["_otelspans"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -268,17 +403,15 @@ def main(argv: list[str]) -> int:
         return 0
     _, database, after, identity, writer = start
     try:
-        otelspans = _load_spans()
-        provider = otelspans.provider_from_environment(ChosenIds())
-        spans = otelspans.Spans(provider, lambda start_us, _: start_us * 1000,
-                                lambda change: trace_id_of(identity, change[0], _text_of(change[3])))
+        otelspans = _load("_otelspans")
+        provider, spans, out = output(otelspans, identity)
         rows = Rows(database)
     except Exception as e:
         config = type(e).__name__ == "ConfigError"
         answer(f"error {e}" if config else f"error {type(e).__name__}: {e}")
         return 1
-    reader = Reader(rows, spans, provider, after, max(1, otelspans.queue_size() // 2), writer)
-    answer(f"ready {time.process_time()!r}")
+    reader = Reader(rows, spans, out, after, writer)
+    answer(f"ready {time.process_time()!r} {type(out).__name__.lower()}")
     while True:
         if not select.select([0], [], [], POLL)[0]:
             _read(reader)
@@ -292,7 +425,7 @@ def main(argv: list[str]) -> int:
             answer(f"flushed {time.process_time()!r}")
     _read(reader)
     spans.end_open()
-    provider.shutdown()
+    out.close(provider)
     rows.close()
     answer(f"closed {time.process_time()!r}")
     return 0

@@ -90,9 +90,20 @@ class Spans:
         self._ids: Any = getattr(provider, "id_generator", None)
 
     @property
+    def parts(self) -> tuple[Any, Any, Callable[[int], int]] | None:
+        """parts are what engine._otelwire needs of the SDK's tracer to write the runs' spans itself: its resource,
+        its instrumentation scope and the random bits of its id generator; None unless quick."""
+        fast = self._fast
+        return (fast.resource, fast.scope, fast.bits) if fast is not None and self.quick else None
+
+    @property
     def open(self) -> list[int]:
         """open are the ids of the changes whose span is open."""
         return list(self._roots)
+
+    def root(self, change: tuple[Any, ...]) -> _Root:
+        """root is the span of a change (its id, kind, summary, spawn time, ...), opened if it is not."""
+        return self._roots.get(change[0]) or self._root(change)
 
     def make(self, runs: list[Run]) -> None:
         """make makes the spans of runs: those in a change through the fast path in this loop, where it can."""
@@ -366,15 +377,29 @@ def provider_from_environment(id_generator: Any = None) -> Any:
     """provider_from_environment is an SDK TracerProvider configured from the OTEL_* variables.
 
     The resource comes from OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
-    the exporters are those OTEL_TRACES_EXPORTER names (default otlp,
-    over OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf unless grpc), found by the
-    SDK's entry points, each behind a BatchSpanProcessor.
+    the exporters are those OTEL_TRACES_EXPORTER names (exporters_from_environment),
+    each behind a BatchSpanProcessor.
     """
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create(), id_generator=id_generator)
+    provider = bare_provider(id_generator)
+    for exporter in exporters_from_environment():
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def bare_provider(id_generator: Any = None) -> Any:
+    """bare_provider is an SDK TracerProvider with the resource of the OTEL_* variables, and no span processor."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return TracerProvider(resource=Resource.create(), id_generator=id_generator)
+
+
+def exporters_from_environment() -> list[Any]:
+    """exporters_from_environment are the span exporters OTEL_TRACES_EXPORTER names (default otlp, over
+    OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf unless grpc), found by the SDK's entry points."""
+    exporters = []
     names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
     for name in names:
         if name == "none":
@@ -387,8 +412,8 @@ def provider_from_environment(id_generator: Any = None) -> Any:
         if not found:
             raise ConfigError(f"cannot trace: no OpenTelemetry span exporter named {name!r} is installed "
                               "(OTEL_TRACES_EXPORTER)")
-        provider.add_span_processor(BatchSpanProcessor(found[0].load()()))
-    return provider
+        exporters.append(found[0].load()())
+    return exporters
 
 
 def start_ns_of(ended: datetime, elapsed: float) -> int:

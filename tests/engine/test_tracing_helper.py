@@ -140,6 +140,7 @@ def test_the_helper_makes_the_spans_the_engines_process_makes(tmp_path: Path, ot
         _workload(o, clock)
         disable_tracing(o.state)  # the helper flushes, exports and ends
         assert tracer.ended and tracer._proc.returncode == 0  # it ended by itself
+        assert tracer.helper_exports == "requests"  # the runs' spans written by engine._otelwire
     finally:
         o.stop()
         o.state.close()
