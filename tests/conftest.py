@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine import State
+from engine import Overlord, State
 from engine.testing import FakeClock
 from tests.support import pgcluster
 from tests.support.ensure import EnsureRecorder
@@ -136,6 +136,14 @@ def file_st(db_path: Path, clock: FakeClock) -> Iterator[State]:
     state = State.open(db_path, clock=clock)
     yield state
     state.close()
+
+
+@pytest.fixture
+def overlord(db_path: Path) -> Iterator[Overlord]:
+    """overlord is an Overlord on a fresh SQLite file, stopped at the end (a test runs it: settle, loop)."""
+    o = Overlord(db_path)
+    yield o
+    o.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,13 +25,6 @@ from engine.tomb import Tomb
 from tests.support.helpers import chain_change
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def overlord(tmp_path: Path) -> Iterator[Overlord]:
-    o = Overlord(tmp_path / "state.db")
-    yield o
-    o.stop()
 
 
 def test_a_step_checks_for_outside_writes_inside_its_write_transaction(overlord: Overlord) -> None:
@@ -56,11 +49,9 @@ def test_a_step_checks_for_outside_writes_inside_its_write_transaction(overlord:
         assert statements[1] == "PRAGMA data_version", seen[a:b]
 
 
-def test_an_outside_write_while_a_step_runs_is_read_before_its_outcome(overlord: Overlord, tmp_path: Path) -> None:
-    """A task put on Hold by another connection while its handler runs stays on Hold: the next one is not run."""
-    o = overlord
-    started, go = threading.Event(), threading.Event()
-    ran: list[str] = []
+def _held_first_step(ran: list[str], started: threading.Event, go: threading.Event) -> Callable[[Task, Tomb], None]:
+    """_held_first_step is a chain's handler noting each step's summary in ran; the first one sets started, then
+    waits for go."""
 
     def step(task: Task, tomb: Tomb) -> None:
         with task.state:
@@ -70,7 +61,15 @@ def test_an_outside_write_while_a_step_runs_is_read_before_its_outcome(overlord:
             started.set()
             assert go.wait(TIMEOUT)
 
-    o.task_runner.add_handler("step", step)
+    return step
+
+
+def test_an_outside_write_while_a_step_runs_is_read_before_its_outcome(overlord: Overlord, tmp_path: Path) -> None:
+    """A task put on Hold by another connection while its handler runs stays on Hold: the next one is not run."""
+    o = overlord
+    started, go = threading.Event(), threading.Event()
+    ran: list[str] = []
+    o.task_runner.add_handler("step", _held_first_step(ran, started, go))
     chg = chain_change(o.state, 3)
     with o.state:
         first = chg.tasks()[0]
@@ -110,17 +109,8 @@ def test_a_step_meeting_a_write_lock_held_past_its_budget_is_recorded_once_it_is
     refused = _Refused()
     logging.getLogger("engine.taskrunner").addHandler(refused)
     shell = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-
-    def step(task: Task, tomb: Tomb) -> None:
-        with task.state:
-            summary = task.summary
-        ran.append(summary)
-        if summary == "step 1":
-            started.set()
-            assert go.wait(TIMEOUT)
-
     try:
-        o.task_runner.add_handler("step", step)
+        o.task_runner.add_handler("step", _held_first_step(ran, started, go))
         chg = chain_change(o.state, 3)
         o.loop()
         assert started.wait(TIMEOUT)

@@ -23,13 +23,6 @@ def _noop(task: Task, tomb: Tomb) -> None:
     pass
 
 
-@pytest.fixture
-def overlord(tmp_path: Path) -> Iterator[Overlord]:
-    o = Overlord(tmp_path / "state.db")
-    yield o
-    o.stop()
-
-
 def _pass(o: Overlord) -> None:
     """_pass runs one pass of the runner (tasks of kind "idle" have no handler: they stay Do) and waits for it."""
     o.task_runner.ensure()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from engine.tomb import Tomb
 from tests.support.helpers import count_writes
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def overlord(tmp_path: Path) -> Iterator[Overlord]:
-    o = Overlord(tmp_path / "state.db")
-    yield o
-    o.stop()
 
 
 def chain(o: Overlord, kind: str, n: int) -> Change:

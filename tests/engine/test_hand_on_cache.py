@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,6 @@ TIMEOUT = 30.0
 STALE = """SELECT t.id, t.blockers FROM tasks t WHERE t.blockers != (
     SELECT count(*) FROM task_dependencies d JOIN tasks w ON w.id = d.wait_task_id
     WHERE d.task_id = t.id AND w.status != 'Done')"""
-
-
-@pytest.fixture
-def overlord(tmp_path: Path) -> Iterator[Overlord]:
-    o = Overlord(tmp_path / "state.db")
-    yield o
-    o.stop()
 
 
 def traced(o: Overlord) -> list[str]:

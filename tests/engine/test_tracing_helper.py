@@ -20,7 +20,7 @@ import pytest
 from engine import Overlord, Retry, Task, disable_tracing, enable_tracing
 from engine.testing import FakeClock
 from engine.tomb import Tomb
-from tests.support.helpers import flaky_then_failing_change
+from tests.support.helpers import flaky_then_failing_change, run_noop_change
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
 pytest.importorskip("opentelemetry.proto", reason="the OTLP exporter is not installed")
@@ -163,7 +163,7 @@ def test_the_helper_exports_every_span_however_fast_the_runs_come(tmp_path: Path
     o = Overlord(tmp_path / "state.db")
     try:
         tracer = o.state._uow.timings.tracer
-        _run_change(o, 300)
+        run_noop_change(o, 300)
         assert tracer.flush(60)
     finally:
         o.stop()
@@ -231,7 +231,7 @@ def test_the_helper_exports_the_runs_committed_without_being_asked(tmp_path: Pat
     """The helper reads the rows every POLL seconds and exports at once: no flush, no stop needed."""
     o = Overlord(tmp_path / "state.db")
     try:
-        _run_change(o, 3)
+        run_noop_change(o, 3)
         with o.state:  # the runs' batch committed, as a busy runner's are within a second
             o.state._uow.timings.write_all()
         assert otlp_env.wait_for(4, 30), otlp_env.spans()
@@ -248,8 +248,8 @@ def test_each_engine_on_a_shared_database_traces_its_own_runs(pg_url: str, otlp_
     (the batches say which engine wrote them), so every run is one span."""
     a, b = Overlord(url=pg_url), Overlord(url=pg_url)
     try:
-        _run_change(a, 5)
-        _run_change(b, 3)
+        run_noop_change(a, 5)
+        run_noop_change(b, 3)
     finally:
         a.stop()
         b.stop()
@@ -267,7 +267,7 @@ def test_a_database_in_memory_is_traced_in_the_engines_process(otlp_env: Receive
     o = Overlord()
     try:
         assert isinstance(o.state._uow.timings.tracer, _otel.Tracer)
-        _run_change(o, 2)
+        run_noop_change(o, 2)
     finally:
         o.stop()
         o.state.close()
@@ -347,17 +347,6 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "engine.tracing" and r.levelno == logging.WARNING]
 
 
-def _run_change(o: Overlord, tasks: int) -> None:
-    o.task_runner.add_handler("k", lambda task, tomb: None)
-    with o.state:
-        chg = o.state.new_change("install", "Install foo")
-        for i in range(tasks):
-            chg.add_task(o.state.new_task("k", str(i)))
-    o.settle(30)
-    with o.state:
-        assert chg.status.value == "Done"
-
-
 def test_a_helper_that_dies_leaves_the_engine_untraced_with_one_warning(tmp_path: Path, otlp_env: Receiver,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "engine.tracing")
@@ -365,13 +354,13 @@ def test_a_helper_that_dies_leaves_the_engine_untraced_with_one_warning(tmp_path
     try:
         tracer = o.state._uow.timings.tracer
         assert isinstance(tracer, _otelproc.ProcessTracer)
-        _run_change(o, 3)
+        run_noop_change(o, 3)
         assert tracer.flush(60)
         os.kill(tracer.pid, signal.SIGKILL)
-        _run_change(o, 3)  # runs, whatever became of the helper
+        run_noop_change(o, 3)  # runs, whatever became of the helper
         assert not tracer.flush(60)  # the helper is gone: nothing was exported
         assert o.state._uow.timings.tracer is None  # untraced from now on
-        _run_change(o, 3)
+        run_noop_change(o, 3)
     finally:
         o.stop()
         o.state.close()
@@ -387,7 +376,7 @@ def test_a_helper_that_cannot_start_says_why(tmp_path: Path, otlp_env: Receiver,
     o = Overlord(tmp_path / "state.db")
     try:
         tracer = o.state._uow.timings.tracer
-        _run_change(o, 2)
+        run_noop_change(o, 2)
         assert not tracer.flush(60)
         assert o.state._uow.timings.tracer is None
     finally:
@@ -408,7 +397,7 @@ def test_a_stuck_helper_never_holds_the_runner(tmp_path: Path, otlp_env: Receive
     o = Overlord(tmp_path / "state.db")
     try:
         tracer = o.state._uow.timings.tracer
-        _run_change(o, 100)  # done, though no span of them can be made
+        run_noop_change(o, 100)  # done, though no span of them can be made
         assert _warnings(caplog) == []
         os.kill(tracer.pid, signal.SIGKILL)
         assert not tracer.flush(60)
@@ -432,7 +421,7 @@ def test_stopping_ends_a_helper_that_does_not_end(tmp_path: Path, otlp_env: Rece
     o = Overlord(tmp_path / "state.db")
     try:
         tracer = o.state._uow.timings.tracer
-        _run_change(o, 3)
+        run_noop_change(o, 3)
     finally:
         o.stop()  # disable_tracing: the runs handed over, the helper told to end, then killed
         o.state.close()
@@ -466,7 +455,7 @@ def test_the_helper_finds_what_the_engines_process_put_on_its_path(tmp_path: Pat
     monkeypatch.setenv("SPANS_FILE", str(tmp_path / "spans.txt"))
     o = Overlord(tmp_path / "state.db")
     try:
-        _run_change(o, 1)
+        run_noop_change(o, 1)
     finally:
         o.stop()
         o.state.close()

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bench.otlp import Receiver
 from engine import _otelrows
+from tests.support.helpers import run_noop_change
 
 
 @pytest.fixture
@@ -42,12 +43,7 @@ def _traced(path: Path, tasks: int) -> str:
     o = Overlord(path)
     try:
         tracer = o.state._uow.timings.tracer
-        o.task_runner.add_handler("k", lambda task, tomb: None)
-        with o.state:
-            chg = o.state.new_change("install", "Install foo")
-            for i in range(tasks):
-                chg.add_task(o.state.new_task("k", str(i)))
-        o.settle(30)
+        run_noop_change(o, tasks)
         assert tracer.flush(60)
         how = tracer.helper_exports
     finally:

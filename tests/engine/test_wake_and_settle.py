@@ -17,13 +17,6 @@ from tests.support.helpers import task_of
 WAIT = 30.0  # generous bound for anything that waits; far below the 5-minute ensure interval
 
 
-@pytest.fixture
-def overlord(tmp_path: Path) -> Iterator[Overlord]:
-    o = Overlord(tmp_path / "state.db")
-    yield o
-    o.stop()
-
-
 def _noop(task: Task, tomb: Tomb) -> None:
     pass
 

@@ -62,6 +62,20 @@ def chain_change(st: State, n: int, then: int = 0) -> Change:
     return chg
 
 
+def run_noop_change(o: Overlord, tasks: int) -> Change:
+    """run_noop_change settles an "install" change of tasks independent no-op tasks of kind "k" on o (the handler
+    added here) and checks that it ended Done."""
+    o.task_runner.add_handler("k", lambda task, tomb: None)
+    with o.state:
+        chg = o.state.new_change("install", "Install foo")
+        for i in range(tasks):
+            chg.add_task(o.state.new_task("k", str(i)))
+    o.settle(30)
+    with o.state:
+        assert chg.status.value == "Done"
+    return chg
+
+
 def task_of(st: State, tid: str) -> Task:
     """task_of returns the task with id tid, which must exist (call with the lock held)."""
     t = st.task(tid)
