@@ -21,7 +21,7 @@ import pytest
 from engine import DatabaseBusyError, Overlord, State, Status, Task, TaskRunner
 from engine.session import session_of
 from engine.tomb import Tomb
-from tests.support.helpers import chain_change
+from tests.support.helpers import chain_change, noting_summaries
 
 TIMEOUT = 30.0
 
@@ -145,12 +145,7 @@ def test_a_task_in_no_change_waiting_for_a_done_one_is_not_handed_on(overlord: O
     """A task never added to a change never runs (snapd), even when a task it waits for is Done by a chain's step."""
     o = overlord
     ran: list[str] = []
-
-    def step(task: Task, tomb: Tomb) -> None:
-        with task.state:
-            ran.append(task.summary)
-
-    o.task_runner.add_handler("step", step)
+    o.task_runner.add_handler("step", noting_summaries(ran))
     st = o.state
     with st:
         chg = st.new_change("chain", "a, then b")

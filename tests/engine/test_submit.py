@@ -17,7 +17,7 @@ from hypothesis import strategies as hs
 from engine import Overlord, State, Status, Task, Tomb
 from engine._time import from_text, to_text
 from engine.session import session_of
-from tests.support.helpers import task_of
+from tests.support.helpers import noting_summaries, task_of
 
 WAIT = 30.0  # generous bound for settle; never a timing assertion
 
@@ -82,12 +82,7 @@ def test_new_tasks_that_wait_are_stored_with_the_count_of_what_they_wait_for(ove
 
 def test_a_chain_submitted_before_the_loop_runs_in_order(overlord: Overlord) -> None:
     order: list[str] = []
-
-    def step(task: Task, tomb: Tomb) -> None:
-        with task.state:
-            order.append(task.summary)
-
-    overlord.task_runner.add_handler("step", step)
+    overlord.task_runner.add_handler("step", noting_summaries(order))
     st = overlord.state
     with st:
         chg = st.new_change("c", "a chain")

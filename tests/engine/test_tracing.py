@@ -16,7 +16,7 @@ import pytest
 from engine import Overlord, Retry, Task, disable_tracing, enable_tracing, tracing_wanted
 from engine.testing import FakeClock
 from engine.tomb import Tomb
-from tests.support.helpers import flaky_then_failing_change
+from tests.support.helpers import flaky_then_failing_change, run_noop_change
 
 otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the [otel] extra is not installed")
 from opentelemetry.sdk.resources import Resource  # noqa: E402
@@ -126,12 +126,7 @@ def test_a_flush_writes_the_runs_waiting_and_their_spans_are_made(traced: tuple[
     tracer's flush commits the runs waiting for one (the State's clock stands still: no batch is due) and waits
     until their spans are handed to the SDK, tracing still on."""
     o, exporter = traced
-    o.task_runner.add_handler("k", lambda task, tomb: None)
-    with o.state:
-        chg = o.state.new_change("install", "Install foo")
-        for i in range(3):
-            chg.add_task(o.state.new_task("k", str(i)))
-    o.settle(30)
+    run_noop_change(o, 3)
     tracer = o.state._uow.timings.tracer
     assert tracer is not None
     assert [s.name for s in exporter.get_finished_spans()] == []  # waiting for their batch
@@ -296,12 +291,7 @@ def test_enough_runs_handed_over_cut_the_gathering_short(tmp_path: Path, monkeyp
     o = Overlord(tmp_path / "state.db")
     try:
         enable_tracing(o.state, tracer_provider=provider)
-        o.task_runner.add_handler("k", lambda task, tomb: None)
-        with o.state:
-            chg = o.state.new_change("install", "Install foo")
-            for i in range(3):
-                chg.add_task(o.state.new_task("k", str(i)))
-        o.settle(30)
+        run_noop_change(o, 3)
         assert got.wait(30), "the runs' spans waited for GATHER"
     finally:
         o.stop()

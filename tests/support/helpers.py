@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ def chain_change(st: State, n: int, then: int = 0) -> Change:
             t.wait_for(prev)
             chg.add_task(t)
     return chg
+
+
+def noting_summaries(into: list[str]) -> Callable[[Task, Any], None]:
+    """noting_summaries is a handler that appends each task's summary to into, in the order they run."""
+
+    def note(task: Task, tomb: Any) -> None:
+        with task.state:
+            into.append(task.summary)
+
+    return note
 
 
 def run_noop_change(o: Overlord, tasks: int) -> Change:
