@@ -37,6 +37,7 @@ from typing import Any
 from .._time import POLL_INTERVAL
 from .base import Row
 from .postgresql_counts import PostgresCounts, probed
+from .postgresql_generic import CHANGES_OF_TASKS, END_LEASES, TASKS_LOCKED_PLANNED, id_array
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
@@ -59,7 +60,6 @@ from .postgresql_sql import (
     PROBE_CLAIMED,
     PROBE_OF,
     RECOUNT_HALTED,
-    TASKS_LOCKED_RUNNER,
     WAITING_AND_QUEUED,
 )
 from .statements import NOTICE_COLUMNS
@@ -93,11 +93,13 @@ class PostgresStore(PostgresCounts):
         # change-update notices (a status that moved repeats one).
         keys = [str(i) for i in todo]
         rows, more = self._read_ahead((CHANGES_LOCKED, (todo,)), {
-            "counts": (PROBE, {"cids": todo, "ex": [], "cap": 1, "small": self.small}),
+            "counts": (PROBE, self.probe_args(cids=id_array(todo), ex="{}", cap=1)),
             "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
                         (CHANGE_UPDATE, keys)),
         })
-        self._ahead["counts_of"] = (set(todo), probed(more["counts"], todo, 1))
+        found = probed(more["counts"], todo, 1)
+        self._learn(found)
+        self._ahead["counts_of"] = (set(todo), found)
         self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
         return rows
 
@@ -142,16 +144,17 @@ class PostgresStore(PostgresCounts):
         if self._read_only or not ids:
             return super().task_rows(ids)
         todo = sorted(set(ids))
-        of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
         ex = self._unprobed(todo)
+        # (Planned once per connection but GRAPH_OF, the ids as array literals: postgresql_generic.)
+        arr = id_array(todo)
         ahead: dict[str, tuple[str, Any]] = {
-            "graph": (GRAPH_OF, (todo, todo, todo)),  # (each statement in a pipeline costs the client ~0.1 ms)
-            "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
+            "graph": (GRAPH_OF, (arr, arr, arr)),  # (each statement in a pipeline costs the client ~0.1 ms)
+            "changes": (CHANGES_OF_TASKS, (arr,)),
             # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
-            "probe": (PROBE_OF, {"ids": todo, "ex": ex, "cap": min(CAP, 2 * len(todo) + 1), "small": self.small}),
+            "probe": (PROBE_OF, self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))),
             "flags": (WAITING_AND_QUEUED, ()),
         }
-        held, more = self._read_ahead((TASKS_LOCKED_RUNNER, (todo,)), ahead)
+        held, more = self._read_ahead((TASKS_LOCKED_PLANNED, (arr,)), ahead)
         rows: list[Row] = [r[:-1] for r in held]
         self._note(rows)
         probe = more.pop("probe")
@@ -236,7 +239,7 @@ class PostgresStore(PostgresCounts):
         the edges are when it runs.
         """
         if halted_by:
-            self.send(RECOUNT_HALTED, (list(ids), list(halted_by)))
+            self.send(RECOUNT_HALTED, (id_array(ids), id_array(halted_by)))
         elif ids:
             super().recount_blockers(ids)
 
@@ -359,8 +362,7 @@ class PostgresStore(PostgresCounts):
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases (a step of write) clears the leases of tasks whose outcome is recorded (or the reaper took)."""
         if ids:
-            self.send("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
-                       "AND lease_until IS NOT NULL", (list(ids),))
+            self.send(END_LEASES, (id_array(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task (read ahead if it was)."""

@@ -293,7 +293,7 @@ def test_the_status_probe_reads_only_its_own_change_s_unready_tasks(pg_url: str)
         conn.execute("ANALYZE tasks")
 
         def read(cid: int, held: int, small: int = 0) -> tuple[int, list[tuple[Any, ...]]]:
-            args = {"cids": [cid], "ex": [held], "cap": CAP, "small": small}
+            args = {"cids": [cid], "ex": [held], "cap": CAP, "small": small, "big": []}
             plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + PROBE, args).fetchone()[0][0]["Plan"]
             return _tasks_read(plan), sorted(conn.execute(PROBE, args).fetchall())
 

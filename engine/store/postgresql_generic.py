@@ -1,0 +1,59 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A chain's step's statements on PostgreSQL in a form the server plans once per connection.
+
+psycopg prepares a statement at its sixth run on a connection; the server
+then plans it for each run's parameters (a custom plan) until it finds a
+plan for any parameters (a generic one) no dearer than those plus what
+planning costs. A list of ids as one array parameter, `id = ANY (%s)`,
+makes the generic plan look dearer (the server takes an unknown array for
+about ten elements, a known one of one element for one) and every run was
+planned again: the lock of a step's task and what is read ahead with it,
+and the end of its lease, about 0.3 ms of the server's time a step on a
+busy machine. Given as `id = ANY (ARRAY(SELECT unnest(%s::bigint[])))`, the
+list is the result of a sub-select in both plans: they cost the same, and
+the server keeps the generic plan (a look-up by primary key either way).
+The blockers recount and the status probe had that form already. Not the
+edges and lanes read ahead (GRAPH_OF): for an unknown number of ids, their
+generic plan scans task_dependencies whole (0.18 ms a step on a chain of
+1,000, against about 0.1 ms to plan a custom one), so they keep theirs.
+docs/performance.md, "... (issue 25, hpg6, 2026-12-08)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .postgresql_sql import CHANGE_LIST, TASKS_LOCKED_RUNNER
+
+__all__ = ["CHANGES_OF_TASKS", "END_LEASES", "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
+
+_ANY = "= ANY (%s)"
+_ANY_ARRAY = "= ANY (ARRAY(SELECT unnest(%s::bigint[])))"
+
+
+def id_array(ids: Iterable[int]) -> str:
+    """id_array is a list of ids as the text of an array, for a parameter the statement casts (%s::bigint[]).
+
+    psycopg dumps a Python list as an array by looking at its elements'
+    types, about 15 us a list where a string costs nothing much: a step
+    sends about ten such lists.
+    """
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
+def planned_once(sql: str) -> str:
+    """planned_once is sql with each list of ids given as one array parameter (= ANY (%s)) as a sub-select's."""
+    assert _ANY in sql, sql
+    return sql.replace(_ANY, _ANY_ARRAY)
+
+
+#: The tasks locked in id order with their lease holders (%s: ids): PostgresStore.task_rows.
+TASKS_LOCKED_PLANNED = planned_once(TASKS_LOCKED_RUNNER)
+#: The rows of the changes of the tasks (%s: ids), read ahead with their lock.
+CHANGES_OF_TASKS = planned_once(f"SELECT {CHANGE_LIST} FROM changes WHERE id IN (SELECT change_id FROM tasks "
+                                "WHERE id = ANY (%s))")
+#: The leases of the tasks whose outcome is recorded (%s: ids) end (PostgresStore.end_leases).
+#: (`lease_until + 0`: with `lease_until IS NOT NULL`, the generic plan went through the leased tasks' index,
+#: ix_tasks_leased, for every lease held, rather than by primary key.)
+END_LEASES = planned_once("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
+                          "AND (lease_until + 0) IS NOT NULL")
