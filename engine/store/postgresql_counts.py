@@ -22,7 +22,7 @@ from typing import Any
 
 from .base import ChangeSetWrite, Row
 from .postgresql_generic import id_array
-from .postgresql_link import PostgresLink
+from .postgresql_reads import PostgresReads
 from .postgresql_sql import CAP, PROBE, SMALL
 
 __all__ = ["BIG_KEPT", "PostgresCounts", "Probed", "probed"]
@@ -31,7 +31,7 @@ __all__ = ["BIG_KEPT", "PostgresCounts", "Probed", "probed"]
 BIG_KEPT = 64
 
 
-class PostgresCounts(PostgresLink):
+class PostgresCounts(PostgresReads):
     """PostgresCounts answers counts_besides, and remembers which tasks this transaction read or inserted."""
 
     #: A change with fewer tasks than this is counted whole by a probe (tests set 0: every change looked up).

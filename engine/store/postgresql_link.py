@@ -26,7 +26,6 @@ import tenacity
 from ..errors import DatabaseConflictError, DatabaseError, ReadOnlyStateError
 from .base import Row
 from .compiled import Compiled
-from .postgresql_reads import end_read
 from .postgresql_sql import CATALOG, CHANNEL, NOTICE_CHANNEL, sqlstate
 from .sqlstore import SqlStore
 
@@ -445,9 +444,9 @@ class PostgresLink(SqlStore):
         return True
 
     def check_read(self) -> None:
-        """check_read ends the read transaction of a unit of work that wrote nothing (with a COMMIT: end_read)."""
+        """check_read ends the read transaction of a unit of work that wrote nothing."""
         if not self._in_write:
-            end_read(self)
+            self.rollback()
 
     def replaced(self) -> str | None:
         """replaced is None: a server's database is not a file that can be replaced."""

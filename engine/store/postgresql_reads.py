@@ -13,7 +13,8 @@ wrote nothing commits to the same effect as it rolls back: its row locks
 go, and nothing else was there. It commits with synchronous_commit off: a
 transaction that locked rows has an id, and its commit record would
 otherwise wait for a flush of the WAL, where a rollback waits for none.
-docs/performance.md, "... (issue 25, hpg6, 2026-12-08)".
+docs/performance.md, "A chain's step on PostgreSQL: prepared statements
+kept, planned once".
 """
 
 from __future__ import annotations
@@ -22,30 +23,36 @@ import logging
 from typing import Any
 
 from ..errors import DatabaseError
+from .postgresql_link import PostgresLink
 
 log = logging.getLogger("engine.store")
 
-__all__ = ["end_read"]
+__all__ = ["PostgresReads"]
 
 
-def end_read(link: Any) -> None:
-    """end_read ends the transaction of a unit of work that wrote nothing (link: a PostgresLink), keeping the
-    connection's prepared statements; it forgets what the transaction read (link.rollback(), which then finds
-    no transaction to roll back)."""
-    conn = link._conn
-    if link._began and not link._lost() and conn.info.transaction_status in _open(link):
-        try:
-            with link.guard("read"):
-                link._pipelined()
-                conn.execute("SET LOCAL synchronous_commit TO OFF")
-                conn.execute("COMMIT")
-                link._end_pipeline(raising=True)
-        except DatabaseError as e:  # (rolled back by the guard: nothing was written anyway)
-            log.debug("ending a read of %s: %s", link.target, e)
-    link.rollback()
+class PostgresReads(PostgresLink):
+    """PostgresReads ends the transaction of a unit of work that wrote nothing with a COMMIT."""
 
+    def check_read(self) -> None:
+        """check_read ends the transaction of a unit of work that wrote nothing, keeping the connection's prepared
+        statements; it forgets what the transaction read (rollback(), which then finds no transaction to roll
+        back). Errors still roll back (convert)."""
+        if self._in_write:
+            return
+        conn = self._conn
+        if self._began and not self._lost() and conn.info.transaction_status in self._open_statuses():
+            try:
+                with self.guard("read"):
+                    self._pipelined()
+                    conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    conn.execute("COMMIT")
+                    self._end_pipeline(raising=True)
+            except DatabaseError as e:  # (rolled back by the guard: nothing was written anyway)
+                log.debug("ending a read of %s: %s", self.target, e)
+        self.rollback()
 
-def _open(link: Any) -> tuple[Any, ...]:
-    """_open are psycopg's statuses of a connection in a transaction that met no error (ACTIVE: in a pipeline)."""
-    status = link._psycopg.pq.TransactionStatus
-    return status.INTRANS, status.ACTIVE
+    def _open_statuses(self) -> tuple[Any, ...]:
+        """_open_statuses are psycopg's statuses of a connection in a transaction that met no error (ACTIVE: in a
+        pipeline)."""
+        status = self._psycopg.pq.TransactionStatus
+        return status.INTRANS, status.ACTIVE

@@ -167,7 +167,7 @@ _UP_TO = ", ".join(
     for s in UNREADY_STATUSES)
 # (A change of fewer than %(small)s tasks is counted whole ('f' rows only): its few tasks cost less to count than
 # the look-ups; the snap-install shape, changes of 12 tasks, ran 2 to 3 times slower with the look-ups. The changes
-# of %(big)s are known to have more (PostgresCounts.big): their first tasks are not counted again, a third of the
+# of %(big)s are known to have more (PostgresCounts.probe_args): their first tasks are not counted again, a third of the
 # probe's time at every step of a chain of 1,000.)
 _PROBE = (
     "WITH c0 AS (SELECT DISTINCT unnest({cids}) AS id), "
