@@ -37,7 +37,7 @@ from typing import Any
 from .._time import POLL_INTERVAL
 from .base import Row
 from .postgresql_counts import PostgresCounts, probed
-from .postgresql_generic import CHANGES_OF_TASKS, END_LEASES, TASKS_LOCKED_PLANNED, id_array
+from .postgresql_generic import CHANGES_AND_FLAGS, END_LEASES, TASKS_LOCKED_PLANNED, id_array
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
@@ -60,7 +60,6 @@ from .postgresql_sql import (
     PROBE_CLAIMED,
     PROBE_OF,
     RECOUNT_HALTED,
-    WAITING_AND_QUEUED,
 )
 from .statements import NOTICE_COLUMNS
 
@@ -149,17 +148,18 @@ class PostgresStore(PostgresCounts):
         arr = id_array(todo)
         ahead: dict[str, tuple[str, Any]] = {
             "graph": (GRAPH_OF, (arr, arr, arr)),  # (each statement in a pipeline costs the client ~0.1 ms)
-            "changes": (CHANGES_OF_TASKS, (arr,)),
+            "changes": (CHANGES_AND_FLAGS, (arr,)),  # (and the flags: the changes with tasks in Wait, or queued)
             # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
             "probe": (PROBE_OF, self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))),
-            "flags": (WAITING_AND_QUEUED, ()),
         }
         held, more = self._read_ahead((TASKS_LOCKED_PLANNED, (arr,)), ahead)
         rows: list[Row] = [r[:-1] for r in held]
         self._note(rows)
         probe = more.pop("probe")
         more["runners"] = [(r[0], r[-1]) for r in held]
-        graph, flags = more.pop("graph"), more.pop("flags")
+        graph, tagged = more.pop("graph"), more.pop("changes")
+        more["changes"] = [r[1:] for r in tagged if r[0] == "c"]
+        flags = [r[:2] for r in tagged if r[0] != "c"]
         more["edges"] = [(a, b) for what, a, b in graph if what == "e"]
         more["lanes"] = [(a, b) for what, a, b in graph if what == "l"]
         more["waiting"] = [(cid,) for what, cid in flags if what == "w"]

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .postgresql_sql import CHANGE_LIST, TASKS_LOCKED_RUNNER
+from .postgresql_sql import CHANGE_LIST, TASKS_LOCKED_RUNNER, WAITING_AND_QUEUED
+from .statements import CHANGE_COLUMNS
 
-__all__ = ["CHANGES_OF_TASKS", "END_LEASES", "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
+__all__ = ["CHANGES_AND_FLAGS", "CHANGES_OF_TASKS", "END_LEASES", "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
 
 _ANY = "= ANY (%s)"
 _ANY_ARRAY = "= ANY (ARRAY(SELECT unnest(%s::bigint[])))"
@@ -52,6 +53,11 @@ TASKS_LOCKED_PLANNED = planned_once(TASKS_LOCKED_RUNNER)
 #: The rows of the changes of the tasks (%s: ids), read ahead with their lock.
 CHANGES_OF_TASKS = planned_once(f"SELECT {CHANGE_LIST} FROM changes WHERE id IN (SELECT change_id FROM tasks "
                                 "WHERE id = ANY (%s))")
+#: CHANGES_OF_TASKS tagged 'c' and, in the same statement, the changes with tasks in Wait and those still queued
+#: (WAITING_AND_QUEUED, tagged 'w' and 'q'; the rest of their columns NULL): a statement fewer a step (each costs
+#: the client about 25 us in psycopg).
+CHANGES_AND_FLAGS = (f"SELECT 'c', {CHANGES_OF_TASKS.removeprefix('SELECT ')} UNION ALL SELECT f.what, f.change_id"
+                     f"{', NULL' * (len(CHANGE_COLUMNS) - 1)} FROM ({WAITING_AND_QUEUED}) f(what, change_id)")
 #: The leases of the tasks whose outcome is recorded (%s: ids) end (PostgresStore.end_leases).
 #: (`lease_until + 0`: with `lease_until IS NOT NULL`, the generic plan went through the leased tasks' index,
 #: ix_tasks_leased, for every lease held, rather than by primary key.)

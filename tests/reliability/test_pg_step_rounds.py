@@ -23,8 +23,8 @@ _PREPARED = "SELECT statement FROM pg_prepared_statements"
 #: The statements of a chain's step whose form is this branch's (the claim's are not), by what they start with.
 _STEP = {
     "the lock of the step's task": "SELECT id, change_id, kind, summary, status, waited_status",
-    "its change read ahead": "SELECT id, kind, summary, status, explicit_status, clean, data, spawn_time, ready_time "
-                             "FROM changes WHERE id IN (SELECT change_id FROM tasks WHERE id",
+    "its change read ahead": "SELECT 'c', id, kind, summary, status, explicit_status, clean, data, spawn_time, "
+                             "ready_time FROM changes WHERE id IN (SELECT change_id FROM tasks WHERE id",
     "the status probe": "WITH c0 AS (SELECT DISTINCT unnest(ARRAY(SELECT change_id FROM tasks WHERE id",
     "the blockers recount": "UPDATE tasks SET blockers",
     "the end of its lease": "UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id",
