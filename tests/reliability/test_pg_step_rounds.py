@@ -6,6 +6,7 @@ docs/performance.md, "... (issue 25, hpg6, 2026-12-08)".
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from engine import Overlord, State, Status
@@ -129,3 +130,60 @@ def test_the_status_probe_of_a_big_change_does_not_count_its_first_tasks_again(p
             return _tasks_read(plan[0][0]["Plan"])
 
         assert read("{}") - read(probes[1]["big"]) >= SMALL - 8  # (its first SMALL tasks, not read to tell its size)
+
+
+def test_a_chain_s_step_is_three_round_trips_and_fourteen_statements(overlord: Overlord) -> None:
+    """A step of a chain, counted: the lock of task n with what its outcome needs read ahead (4 statements), its
+    outcome written (3, pipelined), the claim of task n+1 with what it needs read ahead (5), task n+1 moved to Doing
+    and the COMMIT (2): 3 round trips, 14 statements. (The changes of the locked tasks and the changes with tasks in
+    Wait or queued came in two statements: 15.)"""
+    o = overlord
+    o.task_runner.add_handler("step", lambda task, tomb: None)
+    n = 40
+    chg = chain_change(o.state, n)
+    store = o.state._uow.store
+    trips: list[str] = []  # (by the workers, which record the outcomes and hand on: the loop's passes are apart)
+    sent: list[str] = []
+
+    def worker() -> bool:
+        return threading.current_thread().name.startswith("engine-worker")
+    read_ahead, run, send, executemany, commit = (store._read_ahead, store.run, store.send, store.executemany,
+                                                  store.commit)
+
+    def spy_ahead(first: tuple[str, Any], more: dict[str, Any], doing: str = "read") -> Any:
+        if worker():
+            trips.append(first[0])
+            sent.extend([first[0], *(sql for sql, _args in more.values())])
+        return read_ahead(first, more, doing)
+
+    def spy_run(sql: str, args: Any = (), doing: str = "read") -> Any:
+        if worker():
+            trips.append(sql)
+            sent.append(sql)
+        return run(sql, args, doing)
+
+    def spy_send(sql: str, args: Any = ()) -> None:
+        if worker():
+            sent.append(sql)
+        send(sql, args)
+
+    def spy_many(c: Any, rows: Any) -> None:
+        if worker():
+            sent.append(c.sql)
+        executemany(c, rows)
+
+    def spy_commit() -> None:
+        if worker():
+            trips.append("COMMIT")
+            sent.append("COMMIT")
+        commit()
+
+    store._read_ahead, store.run, store.send, store.executemany, store.commit = (spy_ahead, spy_run, spy_send,
+                                                                                 spy_many, spy_commit)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    with o.state:
+        assert chg.status is Status.DONE
+    # (Beside the steps: the last one settles the change, Done, under its exclusive lock.)
+    assert len(trips) <= 3 * n + 3, len(trips)
+    assert len(sent) <= 14 * n + 15, len(sent)
