@@ -37,7 +37,14 @@ from typing import Any
 from .._time import POLL_INTERVAL
 from .base import Row
 from .postgresql_counts import PostgresCounts, probed
-from .postgresql_generic import CHANGES_AND_FLAGS, END_LEASES, TASKS_LOCKED_PLANNED, id_array
+from .postgresql_generic import (
+    CHANGES_AND_FLAGS,
+    END_LEASES,
+    GRAPH_OF_ONE,
+    RECOUNT_HALTED_BY_ONE,
+    TASKS_LOCKED_PLANNED,
+    id_array,
+)
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
@@ -147,7 +154,8 @@ class PostgresStore(PostgresCounts):
         # (Planned once per connection but GRAPH_OF, the ids as array literals: postgresql_generic.)
         arr = id_array(todo)
         ahead: dict[str, tuple[str, Any]] = {
-            "graph": (GRAPH_OF, (arr, arr, arr)),  # (each statement in a pipeline costs the client ~0.1 ms)
+            # (Each statement in a pipeline costs the client ~0.1 ms.)
+            "graph": (GRAPH_OF_ONE, todo * 3) if len(todo) == 1 else (GRAPH_OF, (arr, arr, arr)),
             "changes": (CHANGES_AND_FLAGS, (arr,)),  # (and the flags: the changes with tasks in Wait, or queued)
             # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
             "probe": (PROBE_OF, self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))),
@@ -238,7 +246,9 @@ class PostgresStore(PostgresCounts):
         The tasks waiting for halted_by are found by the statement itself, as
         the edges are when it runs.
         """
-        if halted_by:
+        if len(halted_by) == 1:  # (a chain's step: planned once, postgresql_generic)
+            self.send(RECOUNT_HALTED_BY_ONE, (id_array(ids), halted_by[0]))
+        elif halted_by:
             self.send(RECOUNT_HALTED, (id_array(ids), id_array(halted_by)))
         elif ids:
             super().recount_blockers(ids)

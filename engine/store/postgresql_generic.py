@@ -15,7 +15,8 @@ the server keeps the generic plan (a look-up by primary key either way).
 The blockers recount and the status probe had that form already. Not the
 edges and lanes read ahead (GRAPH_OF): for an unknown number of ids, their
 generic plan scans task_dependencies whole (0.18 ms a step on a chain of
-1,000, against about 0.1 ms to plan a custom one), so they keep theirs.
+1,000, against about 0.1 ms to plan a custom one), so they keep theirs,
+but for one task (a chain's step), whose id is a scalar (GRAPH_OF_ONE).
 docs/performance.md, "... (issue 25, hpg6, 2026-12-08)".
 """
 
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .postgresql_sql import CHANGE_LIST, TASKS_LOCKED_RUNNER, WAITING_AND_QUEUED
+from .postgresql_sql import CHANGE_LIST, GRAPH_OF, RECOUNT_HALTED, TASKS_LOCKED_RUNNER, WAITING_AND_QUEUED
 from .statements import CHANGE_COLUMNS
 
-__all__ = ["CHANGES_AND_FLAGS", "CHANGES_OF_TASKS", "END_LEASES", "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
+__all__ = ["CHANGES_AND_FLAGS", "CHANGES_OF_TASKS", "END_LEASES", "GRAPH_OF_ONE", "RECOUNT_HALTED_BY_ONE",
+           "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
 
 _ANY = "= ANY (%s)"
 _ANY_ARRAY = "= ANY (ARRAY(SELECT unnest(%s::bigint[])))"
@@ -58,6 +60,15 @@ CHANGES_OF_TASKS = planned_once(f"SELECT {CHANGE_LIST} FROM changes WHERE id IN 
 #: the client about 25 us in psycopg).
 CHANGES_AND_FLAGS = (f"SELECT 'c', {CHANGES_OF_TASKS.removeprefix('SELECT ')} UNION ALL SELECT f.what, f.change_id"
                      f"{', NULL' * (len(CHANGE_COLUMNS) - 1)} FROM ({WAITING_AND_QUEUED}) f(what, change_id)")
+#: GRAPH_OF for one task (%s: its id, three times), a chain's step: its generic plan finds the rows by index (the
+#: server takes one id for one row), where GRAPH_OF's was planned at every run (about 0.1 ms).
+GRAPH_OF_ONE = GRAPH_OF.replace("= ANY (%s)", "= %s")
+assert GRAPH_OF_ONE.count("= %s") == 3
+#: RECOUNT_HALTED after one task's outcome (%s: ids, then that task's id), a chain's step: the waiters of one task
+#: found by a scalar, planned once (a list of one, `= ANY (%s::bigint[])`, had a custom plan at every run where the
+#: table holds a few thousand edges; as a sub-select's array, the plan scanned the edges of a smaller table).
+RECOUNT_HALTED_BY_ONE = RECOUNT_HALTED.replace("wait_task_id = ANY (%s::bigint[])", "wait_task_id = %s::bigint")
+assert RECOUNT_HALTED_BY_ONE != RECOUNT_HALTED
 #: The leases of the tasks whose outcome is recorded (%s: ids) end (PostgresStore.end_leases).
 #: (`lease_until + 0`: with `lease_until IS NOT NULL`, the generic plan went through the leased tasks' index,
 #: ix_tasks_leased, for every lease held, rather than by primary key.)

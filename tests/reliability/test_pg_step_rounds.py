@@ -29,6 +29,7 @@ _STEP = {
     "the status probe": "WITH c0 AS (SELECT DISTINCT unnest(ARRAY(SELECT change_id FROM tasks WHERE id",
     "the blockers recount": "UPDATE tasks SET blockers",
     "the end of its lease": "UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id",
+    "its edges and lanes read ahead": "SELECT 'e', task_id, wait_task_id FROM task_dependencies WHERE task_id = $1 ",
 }
 
 
@@ -74,7 +75,9 @@ def test_a_chain_s_steps_are_not_planned_again_at_every_run(overlord: Overlord, 
                      "VALUES (1000000, 'k', 'done', 'Done', 'x', 'x', true)")
         conn.execute("INSERT INTO tasks (id, change_id, kind, summary, status, clean, spawn_time) "
                      "SELECT 1000000 + g, 1000000, 'k', 's', 'Done', true, 'x' FROM generate_series(1, 3000) g")
-        conn.execute("ANALYZE tasks")
+        conn.execute("INSERT INTO task_dependencies (task_id, wait_task_id) "
+                     "SELECT 1000000 + g, 1000000 + g - 1 FROM generate_series(2, 3000) g")
+        conn.execute("ANALYZE tasks, task_dependencies")
     n = 16
     chg = chain_change(o.state, n)
     o.loop()
