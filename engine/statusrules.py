@@ -62,6 +62,10 @@ def effective_status(t: TaskRec) -> Status:
 _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 # (Status's members as names for move_task: Enum's class attribute lookup costs some 80 ns each.)
 _DONE, _UNDONE, _WAIT, _HOLD, _ERROR = Status.DONE, Status.UNDONE, Status.WAIT, Status.HOLD, Status.ERROR
+_DO, _UNDO = Status.DO, Status.UNDO
+#: REVIVED_MAX bounds the tasks revive keeps for the runner's next pass (a State with no runner takes none):
+#: past it, the next pass searches every change with waiting tasks instead.
+REVIVED_MAX = 4096
 
 
 def move_task(w: Work, rec: TaskRec, new: Status) -> None:
@@ -100,6 +104,8 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
         changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
     elif new not in _CLAIMED:
         changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
+        if new is _DO or new is _UNDO:
+            revive(w, rec)
     became_ready = new.ready and not old.ready
     if became_ready:
         rec.ready_time = w.now()
@@ -120,6 +126,27 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
             c.observed = None
     if w.task_hooks:
         _fire(w, w.task_hooks, w.task_handle(rec), old, new)
+
+
+def revive(w: Work, rec: TaskRec) -> None:
+    """revive notes a task moved into Do or Undo for the runner's cycle check (runnerguards._fail_cycles).
+
+    A circle of tasks waits for ever once all its tasks are Do (or all
+    Undo); edges are noted as they are added (note_waits), and a status
+    change alone can close it too: a Done or Hold task set back to Do, Done
+    tasks an abort moves to Undo (which reverses what they wait for), a
+    task woken from Wait. The circle then holds the task that moved, so a
+    search from that task finds it. Never called on the moves of a step
+    (Do -> Doing -> Done): move_task calls it only for moves into Do or Undo.
+    """
+    if w.new_waits is None:
+        return  # the next pass searches every change with waiting tasks anyway
+    revived = w.revived
+    if len(revived) >= REVIVED_MAX:
+        w.new_waits = None
+        revived.clear()
+        return
+    revived.add(rec.id)
 
 
 def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from engine import Overlord, State, Status, Task, TaskSet, Tomb
+from engine import Change, Overlord, State, Status, Task, TaskSet, Tomb, statusrules
 from engine.statusrules import dependency_cycles
 from tests.support.helpers import task_of
 
@@ -143,6 +143,155 @@ def test_a_cycle_written_before_a_restart_is_found_at_the_first_pass(tmp_path: P
                 assert chg is not None and chg.status is Status.ERROR
     finally:
         o.stop()
+
+
+# -- cycles a status change alone brings to life (engine correctness) ---------------------------------------------
+#
+# The edges are made while their tasks are Done (or Hold), which waits for nothing: the pass after finds no
+# cycle. Then a status change makes the circle live, and the pass after it must find it: else the change
+# sits unready for ever (a restart found it: every change with waiting tasks is searched then).
+
+
+def _done_pair(o: Overlord, keeper: str = "idle") -> tuple[Change, Task, Task, Task]:
+    """_done_pair makes a change of a and b (b waits for a), run to Done, then wires a to wait for b.
+
+    c, of kind keeper, waits for b; of kind "idle" (no handler) it stays Do and keeps the change unready.
+    """
+    st = o.state
+    o.task_runner.add_handler("k", _noop)
+    with st:
+        chg = st.new_change("c", "done tasks wired in a circle")
+        a, b, c = st.new_task("k", "a"), st.new_task("k", "b"), st.new_task(keeper, "c")
+        b.wait_for(a)
+        c.wait_for(b)
+        for t in (a, b, c):
+            t.join_lane(1)
+            chg.add_task(t)
+    o.settle(WAIT)
+    with st:
+        assert [a.status, b.status, c.status] == [Status.DONE, Status.DONE, Status.DO]
+        a.wait_for(b)  # a circle of Done tasks: nothing waits
+    _pass(o)
+    with st:
+        assert [a.status, b.status] == [Status.DONE, Status.DONE]
+    return chg, a, b, c
+
+
+def _cycle_logged(st: State, *tasks: Task) -> bool:
+    with st:
+        return all(t.status is Status.ERROR and any("dependency cycle involving tasks" in line for line in t.log())
+                   for t in tasks)
+
+
+def test_done_tasks_of_a_circle_set_back_to_do_are_failed_at_the_next_pass(overlord: Overlord) -> None:
+    _, a, b, _ = _done_pair(overlord)
+    with overlord.state:
+        a.set_status(Status.DO)  # user code: do them again
+        b.set_status(Status.DO)
+    _pass(overlord)
+    assert _cycle_logged(overlord.state, a, b)
+
+
+def test_past_the_bound_of_tasks_noted_every_change_is_searched(overlord: Overlord,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A State keeps at most REVIVED_MAX tasks for the next pass; past that the pass searches every change."""
+    monkeypatch.setattr(statusrules, "REVIVED_MAX", 1)
+    _, a, b, _ = _done_pair(overlord)
+    with overlord.state:
+        a.set_status(Status.DO)
+        b.set_status(Status.DO)  # one too many: no task is kept, every change is searched
+        assert overlord.state._uow.revived == set() and overlord.state._uow.new_waits is None
+    _pass(overlord)
+    assert _cycle_logged(overlord.state, a, b)
+
+
+def test_held_tasks_of_a_circle_set_back_to_do_are_failed_at_the_next_pass(overlord: Overlord) -> None:
+    st = overlord.state
+    with st:
+        chg = st.new_change("c", "held tasks wired in a circle")
+        a, b, keep = st.new_task("idle", "a"), st.new_task("idle", "b"), st.new_task("idle", "keeps it unready")
+        b.wait_for(a)
+        for t in (a, b):
+            t.join_lane(1)
+        for t in (a, b, keep):
+            chg.add_task(t)
+        chg.abort_lanes([1])
+        assert [a.status, b.status] == [Status.HOLD, Status.HOLD]
+    _pass(overlord)
+    with st:
+        a.wait_for(b)  # Hold waits for nothing
+    _pass(overlord)
+    with st:
+        assert [a.status, b.status] == [Status.HOLD, Status.HOLD]
+        a.set_status(Status.DO)
+        b.set_status(Status.DO)
+    _pass(overlord)
+    assert _cycle_logged(st, a, b)
+
+
+def test_an_abort_that_undoes_done_tasks_of_a_circle_fails_them_and_the_change_ends(overlord: Overlord) -> None:
+    """Done -> Undo reverses what a task waits for: a waits for b and b for a, both to be undone first."""
+    chg, a, b, c = _done_pair(overlord)
+    st = overlord.state
+    overlord.loop()
+    with st:
+        chg.abort()
+        assert [a.status, b.status, c.status] == [Status.UNDO, Status.UNDO, Status.HOLD]
+    assert chg.wait_ready(WAIT), "the aborted change never ended"
+    assert _cycle_logged(st, a, b)
+    with st:
+        assert chg.status is Status.ERROR
+        assert "dependency cycle involving tasks" in str(chg.err())
+
+
+def _fail(task: Task, tomb: Tomb) -> None:
+    raise RuntimeError("broken")
+
+
+def test_a_failed_task_whose_lane_undoes_done_tasks_of_a_circle_fails_them(overlord: Overlord) -> None:
+    """The recorder's abort of the failed task's lane moves a and b to Undo, in a circle."""
+    chg, a, b, c = _done_pair(overlord, keeper="fails")
+    overlord.task_runner.add_handler("fails", _fail)
+    overlord.settle(WAIT)
+    assert _cycle_logged(overlord.state, a, b)
+    with overlord.state:
+        assert c.status is Status.ERROR and chg.status is Status.ERROR
+
+
+def test_a_task_woken_from_wait_that_closes_a_circle_is_failed(overlord: Overlord) -> None:
+    """x waits for y (Done), y for x; x's handler sets y back to Do and parks x for an event.
+
+    The pass after that finds no cycle (x is in Wait); the event moves x
+    Wait -> Do, which closes the circle: that move is looked at too.
+    """
+    st = overlord.state
+
+    def set_y_and_wait(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            y.set_status(Status.DO)
+        with task.state:
+            task.wait_event("go")
+
+    overlord.task_runner.add_handler("k", _noop)
+    overlord.task_runner.add_handler("x", set_y_and_wait)
+    with st:
+        chg = st.new_change("c", "an event closes a circle")
+        y, x, keep = st.new_task("k", "y"), st.new_task("x", "x"), st.new_task("idle", "keeps it unready")
+        x.wait_for(y)
+        for t in (y, x, keep):
+            chg.add_task(t)
+    _pass(overlord)  # y runs
+    with st:
+        assert y.status is Status.DONE
+        y.wait_for(x)  # y is Done: no live circle
+    _pass(overlord)  # x runs, sets y to Do and waits
+    _pass(overlord)  # y waits for x, in Wait: no cycle
+    with st:
+        assert [x.status, y.status] == [Status.WAIT, Status.DO]
+        assert st.emit("go", None) == 1
+        assert [x.status, y.status] == [Status.DO, Status.DO]
+    _pass(overlord)
+    assert _cycle_logged(st, x, y)
 
 
 # -- the search against a plain one, on graphs made in any order ------------------------------------------------
