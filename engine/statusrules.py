@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._time import to_text
 from .errors import DatabaseCorruptError, NotFoundError
 from .status import Status
+from .usercode import callable_name, exception_text
 
 if TYPE_CHECKING:
     from ._records import ChangeRec, TaskRec
@@ -188,6 +189,44 @@ def notify_change(w: Work, crec: ChangeRec) -> None:
         crec.observed = new
         if old is not None:
             _fire(w, w.change_hooks, w.change_handle(crec), old, new)
+
+
+def tell_stored(w: Work, crec: ChangeRec, row_status: Status | None, stored: Status) -> bool:
+    """tell_stored tells the change status hooks the status a shared store's commit stores, if they were not told.
+
+    On a shared store (PostgreSQL, several hosts) each move is told as it
+    is made, from the counts the unit of work read, which miss what other
+    hosts committed since; the commit counts again under the change's row
+    lock (engine.shared.settle_changes) and stores what follows. When that
+    is not what the hooks were last told in this unit of work, they are
+    told the move now (old: the status they were last told, or the row's
+    when they were told nothing): the host whose commit stores a status has
+    told it, at that moment, with the lock held. Nothing is told for a
+    change whose hooks were told nothing in this unit and whose row already
+    says stored (another host's commit stored it, and told it there), nor
+    for a change this unit made and moved no task of. A hook that raises
+    here is logged and the commit goes on. It returns whether a hook was called.
+    """
+    hooks = w.change_hooks
+    told = crec.observed
+    if not hooks or told is None or told is Status.DEFAULT:
+        return False
+    if told is crec.db_status:  # (the status this unit read: it told nothing, or came back to it)
+        if row_status is None:
+            return False
+        told = row_status
+    if told is stored:
+        return False
+    crec.observed = stored
+    obj = w.change_handle(crec)
+    for hid, fn in list(hooks.items()):
+        try:
+            if fn(obj, told, stored) is True:
+                hooks.pop(hid, None)
+        except BaseException as e:  # user code, inside a commit: said, and the commit goes on
+            log.error("change %s: its status hook %s raised %s when told %s -> %s at commit; the commit goes on",
+                      crec.id, callable_name(fn), exception_text(e), told.value, stored.value)
+    return True
 
 
 def _fire(w: Work, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:
