@@ -186,3 +186,55 @@ def test_a_host_started_again_is_not_told_what_was_stored_while_it_was_down(pg_u
             b.close()
     finally:
         a.close()
+
+
+def test_two_hosts_making_the_same_move_at_once_both_tell_it(hosts: tuple[State, Told, State, Told]) -> None:
+    """At least once, not exactly once: each unit of work foresees Doing as it claims a task of a Do change."""
+    a, told_a, b, told_b = hosts
+    cid, t1, t2 = _two_tasks(a)
+    release, th, errors = _held_open(a, lambda: task_of(a, t1).set_status(Status.DOING))
+    _set(b, t2, Status.DOING)
+    release.set()
+    th.join(WAIT)
+    assert errors == []
+    assert told_a == told_b == [(cid, Status.DO, Status.DOING)]
+
+
+def test_two_runner_hosts_finishing_a_change_tell_its_end_once(pg_url: str) -> None:
+    """Host A runs the task of kind "a", host B the one of kind "b", both ending together: Done is told once,
+    on one host, whichever commit stored it."""
+    from engine import Overlord, Task, Tomb
+
+    both = threading.Barrier(2, timeout=WAIT)
+
+    def together(task: Task, tomb: Tomb) -> None:
+        both.wait()
+
+    told: dict[str, Told] = {"a": [], "b": []}
+    hosts = []
+    try:
+        for name in ("a", "b"):
+            o = Overlord(url=pg_url, workers=2)
+            hosts.append(o)
+            o.task_runner.add_handler(name, together)
+            with o.state:
+                o.state.add_change_status_changed_handler(
+                    lambda c, old, new, name=name: told[name].append((c.id, old, new)))
+        with hosts[0].state:
+            st = hosts[0].state
+            chg = st.new_change("c", "one task a host")
+            for kind in ("a", "b"):
+                chg.add_task(st.new_task(kind, kind))
+            cid = chg.id
+        for o in hosts:
+            o.loop()
+        assert chg.wait_ready(WAIT)
+        with hosts[1].state:
+            other = hosts[1].state.change(cid)
+            assert other is not None and other.status is Status.DONE
+    finally:
+        for o in hosts:
+            o.stop()
+            o.state.close()
+    ends = [(name, old) for name in ("a", "b") for c, old, new in told[name] if c == cid and new is Status.DONE]
+    assert len(ends) == 1, told
