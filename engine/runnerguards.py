@@ -165,12 +165,14 @@ class RunnerGuards:
         revived, w.revived = w.revived, set()
         if cids is None:
             cids = set(w.store.blocked_changes())
+        searched = set()
         for cid in sorted(cids):
             try:
                 crec = w.records.crec(cid)
                 if crec.ready_time is not None:
                     continue
                 cycles = dependency_cycles(w, w.records.change_trecs(crec))
+                searched.add(cid)
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("not looking for cycles in change %s: %s", cid, e)
                 continue
@@ -180,7 +182,7 @@ class RunnerGuards:
             for tid in sorted(revived):
                 try:
                     rec = w.records.trec(tid)
-                    if rec.change_id in cids:
+                    if rec.change_id in searched:
                         continue  # searched whole above
                     starts.append(rec)
                 except (DatabaseCorruptError, NotFoundError) as e:  # pruned since, say

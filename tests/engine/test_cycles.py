@@ -192,6 +192,26 @@ def test_done_tasks_of_a_circle_set_back_to_do_are_failed_at_the_next_pass(overl
     assert _cycle_logged(overlord.state, a, b)
 
 
+def test_tasks_of_a_ready_change_wired_and_set_back_to_do_are_failed(overlord: Overlord) -> None:
+    """The change is ready (its search is skipped), but the tasks moved into Do are searched from all the same."""
+    st = overlord.state
+    overlord.task_runner.add_handler("k", _noop)
+    with st:
+        chg = st.new_change("c", "done, then wired and done again")
+        a, b = st.new_task("k", "a"), st.new_task("k", "b")
+        b.wait_for(a)
+        chg.add_task(a)
+        chg.add_task(b)
+    overlord.settle(WAIT)
+    with st:
+        assert chg.is_ready()
+        a.wait_for(b)
+        a.set_status(Status.DO)
+        b.set_status(Status.DO)
+    _pass(overlord)
+    assert _cycle_logged(st, a, b)
+
+
 def test_past_the_bound_of_tasks_noted_every_change_is_searched(overlord: Overlord,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A State keeps at most REVIVED_MAX tasks for the next pass; past that the pass searches every change."""
