@@ -212,6 +212,20 @@ def test_tasks_of_a_ready_change_wired_and_set_back_to_do_are_failed(overlord: O
     assert _cycle_logged(st, a, b)
 
 
+def test_an_abort_that_undoes_done_tasks_of_a_circle_fails_them_on_postgresql(pg_url: str) -> None:
+    """The same on a shared store: the runner of the host that moved the tasks searches from them."""
+    o = Overlord(url=pg_url, workers=2)
+    try:
+        chg, a, b, _ = _done_pair(o)
+        with o.state:
+            chg.abort()
+        _pass(o)
+        assert _cycle_logged(o.state, a, b)
+    finally:
+        o.stop()
+        o.state.close()
+
+
 def test_past_the_bound_of_tasks_noted_every_change_is_searched(overlord: Overlord,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A State keeps at most REVIVED_MAX tasks for the next pass; past that the pass searches every change."""
