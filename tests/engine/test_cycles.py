@@ -5,6 +5,7 @@ restart."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,6 +277,37 @@ def test_an_abort_that_undoes_done_tasks_of_a_circle_fails_them_and_the_change_e
     with st:
         assert chg.status is Status.ERROR
         assert "dependency cycle involving tasks" in str(chg.err())
+
+
+def test_an_abort_of_a_running_task_that_closes_a_circle_fails_it_once_undone(overlord: Overlord) -> None:
+    """a is Done, b runs; a is wired to wait for b; the abort makes a Undo, and b, whose handler returns on its
+    tomb, Undo too: each waits for the other to be undone first."""
+    st = overlord.state
+    started = threading.Event()
+
+    def until_aborted(task: Task, tomb: Tomb) -> None:
+        started.set()
+        tomb.wait_dying(WAIT)
+
+    overlord.task_runner.add_handler("k", _noop)
+    overlord.task_runner.add_handler("long", until_aborted)
+    with st:
+        chg = st.new_change("c", "an abort closes a circle")
+        a, b = st.new_task("k", "a"), st.new_task("long", "b")
+        b.wait_for(a)
+        chg.add_task(a)
+        chg.add_task(b)
+    _pass(overlord)  # a runs
+    overlord.task_runner.ensure()  # b starts
+    assert started.wait(WAIT)
+    with st:
+        a.wait_for(b)  # a is Done, b Doing: no live circle
+        chg.abort()
+        assert [a.status, b.status] == [Status.UNDO, Status.ABORT]
+    overlord.settle(WAIT)
+    assert _cycle_logged(st, a, b)
+    with st:
+        assert chg.status is Status.ERROR and chg.is_ready()
 
 
 def _fail(task: Task, tomb: Tomb) -> None:
