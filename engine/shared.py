@@ -138,7 +138,8 @@ def settle_changes(w: Work, ids: list[int], owned: set[int], rounds: int = 3) ->
         else:
             rec.ready_time = None  # what this unit counted alone said ready; other hosts' tasks say not
         rec.clean = fresh.clean or (rec.ready_time is not None and rec.unclean <= 0)
-        told = tell_stored(w, rec, fresh.db_status, status) or told  # (the hooks' bookkeeping: statusrules)
+        if w.change_hooks:  # (the hooks' bookkeeping: statusrules)
+            told = tell_stored(w, rec, fresh.db_status, status) or told
         rec.db_status = status
         if row[3] != status.value:
             w.change_updated(rec)
