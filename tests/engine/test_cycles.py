@@ -410,6 +410,7 @@ def test_the_search_finds_every_cycle_a_plain_search_finds(state: State, data: h
     edges = data.draw(hs.lists(hs.tuples(hs.integers(0, n - 1), hs.integers(0, n - 1)), max_size=3 * n),
                       label="edges")
     split = data.draw(hs.integers(0, len(edges)), label="edges in a later unit of work")
+    picks = data.draw(hs.lists(hs.booleans(), min_size=n, max_size=n), label="tasks searched from")
     st = state
     with st:
         chgs = [st.new_change("c", "searched"), st.new_change("c", "other")]
@@ -431,4 +432,8 @@ def test_the_search_finds_every_cycle_a_plain_search_finds(state: State, data: h
         assert {frozenset(str(r.id) for r in c) for c in got} == _reference(tasks, starts)
         for c in got:
             assert [r.id for r in c] == sorted(r.id for r in c)
+        # From any tasks (those moved into Do or Undo, in any change or none): every cycle they reach.
+        moved = [t for t, pick in zip(tasks, picks, strict=True) if pick]
+        got = dependency_cycles(w, w.records.trecs([int(t.id) for t in moved]))
+        assert {frozenset(str(r.id) for r in c) for c in got} == _reference(tasks, moved)
 
