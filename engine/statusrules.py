@@ -12,6 +12,7 @@ that can never run.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,8 @@ def tell_stored(w: Work, crec: ChangeRec, row_status: Status | None, stored: Sta
             if fn(obj, told, stored) is True:
                 hooks.pop(hid, None)
         except BaseException as e:  # user code, inside a commit: said, and the commit goes on
+            if isinstance(e, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C: not the hook's failure (the commit is rolled back)
             log.error("change %s: its status hook %s raised %s when told %s -> %s at commit; the commit goes on",
                       crec.id, callable_name(fn), exception_text(e), told.value, stored.value)
     return True
