@@ -50,7 +50,6 @@ def _threads() -> dict[int, tuple[int, int, int]]:
 
 def run_chain(db: str, tasks: int, synchronous: str, sleep_s: float) -> dict[str, Any]:
     """run_chain runs one chain of tasks in this process and returns its figures."""
-    from engine import Overlord, Status
     from engine.outcomes import OutcomeRecorder
 
     steps: list[int] = []
@@ -64,6 +63,14 @@ def run_chain(db: str, tasks: int, synchronous: str, sleep_s: float) -> dict[str
             steps.append(time.thread_time_ns() - t0)
 
     OutcomeRecorder.report = timed  # type: ignore[method-assign]
+    try:
+        return _run(db, tasks, synchronous, sleep_s, steps)
+    finally:
+        OutcomeRecorder.report = report  # type: ignore[method-assign]
+
+
+def _run(db: str, tasks: int, synchronous: str, sleep_s: float, steps: list[int]) -> dict[str, Any]:
+    from engine import Overlord, Status
 
     def handler(task: Any, tomb: Any) -> None:
         if sleep_s:
@@ -127,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
                 child = json.dumps({"db": str(Path(d) / "state.db"), "sync": sync, "sleep": sleep_s})
                 out = subprocess.run([sys.executable, "-m", "bench.stepcpu", "--tasks", str(args.tasks),
                                       "--child", child], cwd=ROOT, capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            label = f"{sync}{' + sleep 0.3 ms' if sleep_s else ''}"
-            threads = ", ".join(f"{name} {us:.1f} us ({vol:.2f} vol, {invol:.2f} invol)"
-                                for name, (us, vol, invol) in sorted(r["threads"].items(), key=lambda kv: -kv[1][0]))
-            print(f"round {rnd} {label:22} wall {r['wall_us']:7.1f} us  CPU {r['cpu_us']:6.1f} us a task; "
-                  f"step p5 {r['step_p5_us']:6.1f} p25 {r['step_p25_us']:6.1f} us; {threads}", flush=True)
+            print(line(rnd, sync, sleep_s, json.loads(out.stdout.strip().splitlines()[-1])), flush=True)
     return 0
+
+
+def line(rnd: int, sync: str, sleep_s: float, r: dict[str, Any]) -> str:
+    """line is how main prints one run's figures (run_chain's)."""
+    label = f"{sync}{' + sleep 0.3 ms' if sleep_s else ''}"
+    threads = ", ".join(f"{name} {us:.1f} us ({vol:.2f} vol, {invol:.2f} invol)"
+                        for name, (us, vol, invol) in sorted(r["threads"].items(), key=lambda kv: -kv[1][0]))
+    return (f"round {rnd} {label:22} wall {r['wall_us']:7.1f} us  CPU {r['cpu_us']:6.1f} us a task; "
+            f"step p5 {r['step_p5_us']:6.1f} p25 {r['step_p25_us']:6.1f} us; {threads}")
 
 
 if __name__ == "__main__":
