@@ -193,11 +193,12 @@ class HandOn:
         rec = w.records.tasks[tid]  # (_successors: cached, Do, in a change, its waits all Done)
         pair = self._handlers.get(rec.kind)
         if (pair is None or pair.do is None or rec.at_time is not None or self._blocked or w.task_hooks
-                or w.change_hooks or self._slots.limited(rec.kind) is not None or tid in self._quarantined
-                or w.keys.held() or not self._sound(rec)):
+                or w.change_hooks or self._slots.limited(rec.kind) is not None or tid in self._quarantined):
             return None
         if not w.begin_or_keep():
             return False  # a busy or full database: as the general way
+        if w.keys.held() or not self._sound(rec):  # (read in the write transaction, as the general claim does)
+            return None  # (the general way finds the transaction begun)
         self._slots.begin_pass(set())  # (as a hand-on's: the runs ended here are forgotten by the keys)
         run = self._claim_one(rec, pair, w.task_handle(rec))
         started.append(run)
