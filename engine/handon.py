@@ -181,12 +181,13 @@ class HandOn:
         """_hand_on_one claims a chain's next task, the only one the cache found, when no rule can hold it back.
 
         The direct way of the most common step (one task Done, one Do task
-        waiting for it alone, no other run under way): every rule of
+        it made runnable, no other run under way): every rule of
         _claim_from that could skip, hold back or ask user code about the
         task is known not to apply here, so it is moved to Doing at once,
-        as _claim_from would have. None (nothing done): a rule may apply
-        (a status hook, a blocked predicate, a concurrency key, a queued
-        change, a handler found by an optional matcher, an at-time, a
+        as _claim_from would have. None (nothing claimed; the write
+        transaction may be begun): a rule may apply (a status hook, a
+        blocked predicate, a concurrency key, a queued change, a handler
+        found by an optional matcher, an at-time, a quarantined task, a
         damaged change); the general way decides.
         """
         w = self._w
