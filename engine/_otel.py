@@ -31,7 +31,7 @@ from .errors import EngineError
 
 if TYPE_CHECKING:
     from ._otelnotes import Batch
-    from .timings import Run
+    from .timingpack import Run
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.tracing")
