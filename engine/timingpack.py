@@ -16,11 +16,13 @@ from typing import Any
 #: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
 #: epoch), how long it took (seconds), and what its span needs of it, traced in this process (engine._otelnotes:
 #: the task's kind, or (kind, error) for a run that failed; None untraced), and its task's change (None: in none;
-#: noted: the task's record may have left the cache by the flush).
-Run = tuple[int, str, int, str, int, float, Any, "int | None"]
+#: noted: the task's record may have left the cache by the flush), and its task's kind (written with the batch: the
+#: tracing helper reads it there).
+Run = tuple[int, str, int, str, int, float, Any, "int | None", str]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The fields of a run in task_timing_batches.runs, each a JSON array (a run is the same index in each), or
-#: one value when every run of the batch has that value (phase, attempt, outcome).
+#: one value when every run of the batch has that value (phase, attempt, outcome). A batch written since h27e also
+#: has "kind" (the task's kind, one value or an array as those): the tracing helper reads it there, not per task.
 RUN_FIELDS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
 
 
@@ -28,15 +30,15 @@ def packed(runs: list[Run], by: str) -> tuple[str, int]:
     """packed is runs as task_timing_batches.runs, and their highest attempt.
 
     {"by": B, "since": S, "task_id": [...], "phase": [...], "attempt": [...], "outcome": [...], "started": [...],
-    "duration": [...]}: B names the book that wrote it (TimingBook.writer: the tracing helper of each engine
-    on a shared database reads its own); S is the end of the first run in microseconds since the epoch, a start is the
-    microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
-    arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
+    "duration": [...], "kind": [...]}: B names the book that wrote it (TimingBook.writer: the tracing helper of
+    each engine on a shared database reads its own); S is the end of the first run in microseconds since the
+    epoch, a start is the microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
+    arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt, outcome or kind that
     all the runs share is written once, not as an array (most batches: "do", 1, "done"). The numbers are
     made and written in C (map, json's encoder), and the row is short: SQLite's cost of a row grows with its
     length (about 8 us a KB).
     """
-    tids, phases, attempts, outcomes, ends, elapsed, _, _ = zip(*runs, strict=True)
+    tids, phases, attempts, outcomes, ends, elapsed, _, _, kinds = zip(*runs, strict=True)
     n = len(tids)
     durations = list(map(round, map(operator.mul, elapsed, repeat(1e6, n))))
     first = ends[0]
@@ -47,6 +49,7 @@ def packed(runs: list[Run], by: str) -> tuple[str, int]:
         "outcome": outcomes[0] if outcomes.count(outcomes[0]) == n else list(outcomes),
         "started": list(map(operator.sub, map(operator.sub, ends, durations), repeat(first, n))),
         "duration": durations,
+        "kind": kinds[0] if kinds.count(kinds[0]) == n else list(kinds),
     }), max(attempts)
 
 
@@ -54,12 +57,12 @@ def packed(runs: list[Run], by: str) -> tuple[str, int]:
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """unpacked is the runs of a batch (task_timing_batches.runs, parsed) as tuples of RUN_FIELDS, oldest first
-    (a started still in microseconds after the batch's since)."""
+def unpacked(batch: dict[str, Any], fields: tuple[str, ...] = RUN_FIELDS) -> list[tuple[Any, ...]]:
+    """unpacked is the runs of a batch (task_timing_batches.runs, parsed) as tuples of fields (RUN_FIELDS), oldest
+    first (a started still in microseconds after the batch's since)."""
     tids = batch["task_id"]
     return list(zip(*(batch[name] if isinstance(batch[name], list) else [batch[name]] * len(tids)
-                      for name in RUN_FIELDS), strict=True))
+                      for name in fields), strict=True))
 
 
 def started(end: int, elapsed: float) -> datetime:

@@ -216,7 +216,7 @@ class TimingBook:
                     log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         self.runs.todo.append((rec.id, phase, attempt, outcome,
                                _time_ns() // 1000 if self._system else micros(self._w.now()), elapsed, traced,
-                               rec.change_id))
+                               rec.change_id, rec.kind))
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -291,7 +291,8 @@ class TimingBook:
         updates, deleted = [], []
         for bid, text in reversed(store.timing_batches(cid)):
             batch = json.loads(text)
-            runs = unpacked(batch)
+            names = (*RUN_FIELDS, "kind") if "kind" in batch else RUN_FIELDS
+            runs = unpacked(batch, names)
             kept = []
             for run in reversed(runs):
                 n = seen[run[0]] = seen.get(run[0], 0) + 1
@@ -301,7 +302,7 @@ class TimingBook:
                 deleted.append(bid)
             elif len(kept) < len(runs):
                 columns = zip(*reversed(kept), strict=True)
-                fields = {name: list(values) for name, values in zip(RUN_FIELDS, columns, strict=True)}
+                fields = {name: list(values) for name, values in zip(names, columns, strict=True)}
                 kept_by = {"by": batch["by"]} if "by" in batch else {}
                 updates.append((json.dumps({**kept_by, "since": batch["since"], **fields}, separators=(",", ":")),
                                 bid))
@@ -316,7 +317,7 @@ class TimingBook:
         waiting = self.runs.held + self.runs.todo
         if waiting:
             records = self._w.records
-            for tid, phase, attempt, outcome, end, elapsed, _, of in waiting:
+            for tid, phase, attempt, outcome, end, elapsed, _, of, _ in waiting:
                 if of == cid:
                     out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
                                           started(end, elapsed), timedelta(seconds=elapsed)))
