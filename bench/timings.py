@@ -25,10 +25,21 @@ database file:
 - "traced-otlp" (with --otlp): as "traced", to the SDK's OTLP exporter over
   HTTP to the sink, in the engine's process (what "helper" takes out of it).
 
-Which mode goes first turns from round to round. The tables give the
-medians of the rounds, and the median of the rounds' ratios to "without"
-with the middle half of them (the runs of a round ran back to back, so the
-drift of the machine's load over minutes cancels out), of: tasks/s until
+Paired rounds: in each round each mode runs beside a run of "without" of
+its own, the two back to back, which goes first alternating, the pairs of
+the modes in turn; a ratio is a run's figure over its pair's "without" run,
+seconds apart, so that the drift of a shared machine's load cancels out
+(h27e; before, a round's modes ran back to back against one "without").
+The figure the goal is about comes first, and again last (PRIMARY): the
+CPU time per task of every process of ours, the engine's and, for
+"helper", the helper process's (not the OTLP sink's: the collector's
+stand-in), and tasks/s until every span is exported beside it, each as
+its median, the median of its pairs' ratios, their spread (the middle half
+from 4 pairs on, else lowest to highest), and whether that spread meets
+the goal (CPU <= 1.05, tasks/s >= 0.95: "met" all of it, "NOT met" none of
+it, "unsure" the noise larger than the cost). The tables give the
+medians of the rounds, and the median of the pairs' ratios to "without"
+with the middle half of them, of: tasks/s until
 every span is exported (submit and run, then the tracer or helper caught
 up); tasks/s until the change's tasks are ready (what the application sees:
 the same run, less the export's lag); the process's CPU time per task (all
@@ -223,9 +234,9 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
     drops the spans), and, with an endpoint, its span made by the helper
     process from the rows ("helper": this process's CPU, nothing more than
     timings' work by design, so what it measures is what the helper reading
-    the same database beside it costs; each cycle ends with a flush, outside
-    the blocks, that waits until the helper exported every run written;
-    "helper-process": the helper's CPU over the cycle, per run it read).
+    the same database beside it costs; it reads them every POLL seconds, and
+    at a flush at the end that waits until it exported every run written;
+    "helper-process": its CPU over the whole run, per run it read).
     Blocks of the modes follow each other within milliseconds, so the load of a shared machine weighs on them alike: the
     median over the cycles of blocks of a mode's CPU time per run less that
     of "nothing noted" in the same cycle is what the instrumentation costs a
@@ -279,6 +290,7 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         # Runs per block: a batch's worth (BATCH_RUNS), written by one of the block's commits as in a run.
         block = max(per_commit, BATCH_RUNS // per_commit * per_commit)
         h0 = helper.helper_cpu_seconds if helper is not None else 0.0
+        cycles = 0
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
@@ -301,13 +313,16 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
                 cpu[mode] = time.process_time() - c0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
-            if helper is not None:
-                # The helper reads every batch written (those of "timings" and "traced" blocks too): its CPU over
-                # the cycle, per run it read.
-                if not helper.flush(TIMEOUT):
-                    raise BenchError("the tracing helper did not export")
-                diffs["helper-process"].append((helper.helper_cpu_seconds - h0) / (block * (len(modes) - 1)))
-                h0 = helper.helper_cpu_seconds
+            cycles += 1
+        if helper is not None:
+            # The helper reads every batch written (those of "timings" and "traced" blocks too), as it does beside
+            # a runner: every POLL seconds, and once at the end (this flush). Its CPU over the whole run, per run it
+            # read (a flush per cycle, as before h27e, cost it a request per 768 runs: 2 us a run that no runner's
+            # helper pays).
+            if not helper.flush(TIMEOUT):
+                raise BenchError("the tracing helper did not export")
+            per_run = (helper.helper_cpu_seconds - h0) / (block * cycles * (len(modes) - 1))
+            diffs["helper-process"] = [per_run] * cycles
         if tracer is not None:
             book.tracer = None
             tracer.close()
@@ -387,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     tracer_cpus: dict[tuple[str, str], list[float]] = {}
     helper_cpus: dict[tuple[str, str], list[float]] = {}
     directs: dict[tuple[str, str], list[float]] = {}
+    all_cpus: dict[tuple[str, str], list[float]] = {}
+    all_ratios: dict[tuple[str, str], list[float]] = {}
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="timings-", dir=DEFAULT_TMP))
     sink = None
@@ -398,10 +415,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(args.runs):
             for name, tasks, chained, per_commit in workloads:
-                order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
-                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
-                base = got["without"]
-                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu) in got.items():
+                # Paired: each mode's run beside a run of "without" (the pair's order alternating), the pairs of
+                # the modes in turn; a ratio is a run's over its own pair's "without" run, seconds apart.
+                others = modes[1:]
+                order = others[r % len(others):] + others[:r % len(others)]
+                pairs: list[tuple[str, Run, Run]] = []
+                for i, mode in enumerate(order):
+                    first, second = ("without", mode) if (r + i) % 2 == 0 else (mode, "without")
+                    ran = {m: _one(tmp, name.split()[0], tasks, chained, m, endpoint) for m in (first, second)}
+                    pairs.append((mode, ran[mode], ran["without"]))
+                    pairs.append(("without", ran["without"], ran["without"]))
+                for mode, run, base in pairs:
+                    rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu = run
+                    every = cpu + helper_cpu  # (the CPU of every process of ours: the engine's, and the helper's)
+                    all_cpus.setdefault((name, mode), []).append(every)
+                    all_ratios.setdefault((name, mode), []).append(every / base[2])
                     ready_cpus.setdefault((name, mode), []).append(ready_cpu)
                     ready_cpu_ratios.setdefault((name, mode), []).append(ready_cpu / base[6])
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
@@ -427,9 +455,51 @@ def main(argv: list[str] | None = None) -> int:
         if sink is not None:
             sink.terminate()
             sink.wait()
+    _primary(args.runs, workloads, modes, all_cpus, all_ratios, rates, rate_ratios)
     _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
            ready_rates, ready_ratios, lags, ready_cpus, ready_cpu_ratios)
+    _primary(args.runs, workloads, modes, all_cpus, all_ratios, rates, rate_ratios)  # (again, last: the figure)
     return 0
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    """_spread is how far the pairs' ratios spread: the middle half of them (first to third quartile) from 4 pairs
+    on, else the lowest and highest."""
+    if len(values) >= 4:
+        q = statistics.quantiles(values, n=4)
+        return q[0], q[2]
+    return min(values), max(values)
+
+
+def _verdict(low: float, high: float, goal: float, above: bool) -> str:
+    """_verdict says whether the spread of ratios meets the goal: met when all of it does, not met when none of it
+    does, else unsure (the machine's noise is larger than the cost)."""
+    ok_low, ok_high = (low >= goal, high >= goal) if above else (low <= goal, high <= goal)
+    return "met" if ok_low and ok_high else "NOT met" if not (ok_low or ok_high) else "unsure"
+
+
+def _primary(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], all_cpus: Any,
+             all_ratios: Any, rates: Any, rate_ratios: Any) -> None:
+    """_primary prints the figure the goal is about: the CPU time of every process of ours (the engine's; with the
+    helper, its too) per task, each run over the run of "without" paired with it, and tasks/s beside it."""
+    others = [m for m in modes if m != "without"]
+    med = statistics.median
+    spread = "middle half" if runs >= 4 else "lowest-highest"
+    print(f"PRIMARY: CPU us/task of every process of ours (engine; helper: engine + helper process), {runs} pairs "
+          f"a mode; a ratio is a run over the 'without' run paired with it; median [{spread}] and the goal "
+          "(CPU <= 1.05, tasks/s >= 0.95)")
+    print(f"{'':20}{'without':>10}" + "".join(f"{m:>33}" for m in others))
+    for name, _, _, _ in workloads:
+        print(f"{f'{name[:2]} CPU us/task':20}{med(all_cpus[(name, 'without')]):10.1f}"
+              + "".join(_cell(f"{med(all_cpus[(name, m)]):7.1f}", all_ratios[(name, m)], 1.05, False) for m in others))
+        print(f"{f'{name[:2]} tasks/s':20}{med(rates[(name, 'without')]):10,.0f}"
+              + "".join(_cell(f"{med(rates[(name, m)]):7,.0f}", rate_ratios[(name, m)], 0.95, True) for m in others))
+
+
+def _cell(value: str, ratios: list[float], goal: float, above: bool) -> str:
+    """_cell is a mode's value, the median of its ratios, their spread, and whether they meet the goal."""
+    low, high = _spread(ratios)
+    return f"{value} {statistics.median(ratios):6.3f} [{low:.3f}-{high:.3f}]{_verdict(low, high, goal, above):>8}"
 
 
 def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
@@ -437,8 +507,8 @@ def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[s
      ready_cpus, ready_cpu_ratios) = figures
     others = [m for m in modes if m != "without"]
     med = statistics.median
-    print(f"median of {runs} rounds; ratios: to 'without' in the same round, the median of the rounds' ratios "
-          "(and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
+    print(f"median of {runs} rounds; ratios: to the 'without' run paired with each run, the median of the pairs' "
+          "ratios (and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
     helper_plus = ["helper+"] if "helper" in modes else []
     for title, values, ratios, fmt, extra in (
             ("tasks/s, all spans exported", rates, rate_ratios, "12,.0f", []),
