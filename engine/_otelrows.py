@@ -324,6 +324,8 @@ def output(otelspans: Any, identity: str) -> tuple[Any, Any, Any]:
             sample = _sample_runs()
             trial_spans.make(sample)
             if wire.agrees(trial_spans, sample, tried):
+                for exporter in exporters:
+                    wire.settle(exporter)
                 return provider, spans, Requests(wire.Encoder(spans), exporters, ended, _request_size(wire))
         logging.getLogger("engine.tracing").info("the tracing helper exports through the SDK's batch processor")
         provider = otelspans.bare_provider(ChosenIds())

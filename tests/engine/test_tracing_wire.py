@@ -278,3 +278,29 @@ def test_the_spans_of_an_engines_rows_are_what_the_sdks_encoder_writes(tmp_path:
             encode_spans(_sdk_spans(spans, change, expected, ids)).SerializeToString()
     rows.close()
     provider.shutdown()
+
+
+def test_the_exporters_session_reads_the_environment_once(otlp_env: Receiver, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper's exporter sends with the proxies, CA bundle and netrc credentials the environment gives its
+    endpoint, read once when it starts (requests would read them at every request): the same settings."""
+    import requests
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine collector.invalid login me password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.invalid:4318")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "elsewhere.invalid")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    provider, _, out, _ = _helper_parts()
+    (exporter,) = out._exporters
+    session = exporter._client._transport._session
+    assert session.trust_env is False
+    url = "http://collector.invalid:4318/v1/traces"
+    assert session.proxies == requests.utils.get_environ_proxies(url) == {"http": "http://proxy.invalid:3128",
+                                                                          "no": "elsewhere.invalid"}
+    assert session.verify == str(tmp_path / "ca.pem")
+    assert session.auth == ("me", "secret")
+    provider.shutdown()
