@@ -348,8 +348,10 @@ def settle(exporter: Any) -> bool:
     request costs the helper. The helper sends to one endpoint and its environment never changes: the same
     proxies, CA bundle and netrc credentials are set on the session, and trust_env turned off. False (nothing
     changed) where the exporter's session is not as this knows it."""
-    import requests
-
+    try:
+        import requests
+    except ImportError:  # (an exporter whose transport is not requests')
+        return False
     session = getattr(getattr(getattr(exporter, "_client", None), "_transport", None), "_session", None)
     url = getattr(exporter, "_endpoint", None)
     if type(session) is not requests.Session or not session.trust_env or not isinstance(url, str):
