@@ -168,7 +168,7 @@ class Reader:
                     continue  # another engine's runs (a shared PostgreSQL database): its own helper's
                 columns = self._columns(batch)
                 count += len(columns[0])
-                self.out.batch((cid, kind, summary, _time(spawn), None), columns)
+                self.out.batch((cid, kind, summary, _time(spawn), None), columns, _id_texts(text))
             if len(batches) < ROWS:
                 break
         open_ = self.spans.open
@@ -222,8 +222,8 @@ class Requests:
         self._spans: list[bytes] = []
         self._wire = sys.modules["_otelwire"]
 
-    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...]) -> None:
-        self._spans += self._encoder.batch(change, columns)
+    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...], texts: list[bytes] | None = None) -> None:
+        self._spans += self._encoder.batch(change, columns, texts)
         if len(self._spans) >= self._size:
             self._send()
 
@@ -258,7 +258,7 @@ class Batches:
         self._spans, self._provider, self._room = spans, provider, room
         self._made = 0
 
-    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...]) -> None:
+    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...], texts: list[bytes] | None = None) -> None:
         """batch makes the spans of a change's runs (Reader._columns) as ReadableSpans, a run at a time."""
         tids, kind, phase, attempt, outcome, starts, durations, errors = columns
         n = len(tids)
@@ -335,6 +335,16 @@ def output(otelspans: Any, identity: str) -> tuple[Any, Any, Any]:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     spans = spans_of(provider)
     return provider, spans, Batches(spans, provider, max(1, otelspans.queue_size() // 2))
+
+
+def _id_texts(text: str) -> list[bytes] | None:
+    """_id_texts are the task ids of a batch's row (its JSON text) as the text each is written in there, as
+    bytes (the same as str of the int: JSON's integers); None where the row holds no array of them."""
+    start = text.find('"task_id":[')
+    end = text.find("]", start)
+    if start < 0 or end < 0:
+        return None
+    return text[start + 11:end].encode().split(b",")
 
 
 def _otlp_http(exporters: list[Any]) -> bool:

@@ -131,8 +131,9 @@ class Encoder:
         # The fields after the task id, the same for the runs of a kind, phase, attempt, outcome and error in a change.
         self._tails: dict[tuple[Any, ...], bytes] = {}
 
-    def batch(self, change: tuple[Any, ...], columns: Columns) -> list[bytes]:
-        """batch is the spans' bytes of a change's runs (columns), if the change's span is sampled."""
+    def batch(self, change: tuple[Any, ...], columns: Columns, texts: list[bytes] | None = None) -> list[bytes]:
+        """batch is the spans' bytes of a change's runs (columns), if the change's span is sampled; texts, when
+        given, are the task ids' text (the helper's: cut from the row's JSON, without an int's str per run)."""
         spans = self._spans
         cid = change[0]
         root = spans.root(change)
@@ -155,7 +156,9 @@ class Encoder:
         if min(starts) < spawn:
             starts = [spawn if s < spawn else s for s in starts]  # within its change's span (a clock that stood still)
         ends = map(int.__add__, starts, durations)
-        texts = list(map(str.encode, map(str, tids)))
+        if (texts is None or len(texts) != n or texts[0] != str(tids[0]).encode()
+                or texts[-1] != str(tids[-1]).encode()):  # (a row written otherwise: the ids' text made here)
+            texts = list(map(str.encode, map(str, tids)))
         lengths = list(map(len, texts))
         heads = self._heads
         for length in set(lengths).difference(heads):

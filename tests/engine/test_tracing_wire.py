@@ -272,10 +272,15 @@ def test_the_spans_of_an_engines_rows_are_what_the_sdks_encoder_writes(tmp_path:
             [r[4] for r in view],
             [int(_otelrows._time(r[5]).timestamp()) * 1_000_000 + _otelrows._time(r[5]).microsecond for r in view],
             [round(r[6] * 1e6) * 1000 for r in view], {2: "disk on fire"})
-        ids = [random.getrandbits(64) | 1 for _ in view]
-        ours = _encoder(wire, spans, ids)
-        assert ours.request(ours.batch(change, columns)) == \
-            encode_spans(_sdk_spans(spans, change, expected, ids)).SerializeToString()
+        theirs = encode_spans(_sdk_spans(spans, change, expected, ids := [random.getrandbits(64) | 1 for _ in view]))
+        cut = _otelrows._id_texts(runs)
+        assert cut is not None
+        spaced = [cut[0], *(b" " + t for t in cut[1:])]  # (a row written with spaces: not taken)
+        for texts in (None, cut, spaced):  # (the task ids' text from the int, or cut from the row)
+            ours = _encoder(wire, spans, ids)
+            assert ours.request(ours.batch(change, columns, texts)) == theirs.SerializeToString()
+    assert _otelrows._id_texts(runs) == [str(r[0]).encode() for r in view]
+    assert _otelrows._id_texts('{"since":1}') is None
     rows.close()
     provider.shutdown()
 
