@@ -36,7 +36,8 @@ from typing import Any
 
 from .._time import POLL_INTERVAL
 from .base import Row
-from .postgresql_counts import PostgresCounts, probed
+from .postgresql_counts import probed
+from .postgresql_leases import PostgresLeases
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
@@ -74,7 +75,7 @@ log = logging.getLogger("engine.store")
 OTHERS_INTERVAL = POLL_INTERVAL
 
 
-class PostgresStore(PostgresCounts):
+class PostgresStore(PostgresLeases):
     """PostgresStore is the Store on PostgreSQL: row locks, reads ahead, claims under leases, wake-ups and ids."""
 
     _others_next = 0.0  # when release_claims may next wake the other hosts for work left

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What independent tasks (W1's shape) cost the PostgreSQL server in rows and statements: claims, leases, outcomes.
+
+Each test runs one Overlord on a fresh database, counts what its store sends
+(never how long anything takes), and checks what the rows say at the end.
+docs/performance.md, "## W1 and two hosts on PostgreSQL (issue 25, hpg7, 2026-12-08)".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine import Overlord, State, Status
+from engine.store.postgresql_leases import UPDATE_TASKS_UNLEASED
+from tests.support.pgcluster import connect
+
+WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
+END_LEASES = "UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) AND lease_until IS NOT NULL"
+
+
+@pytest.fixture
+def runner4(pg_url: str) -> Iterator[Overlord]:
+    """runner4 is an Overlord of 4 workers on a fresh PostgreSQL database (outcomes recorded a few at a time)."""
+    o = Overlord(url=pg_url, workers=4)
+    yield o
+    o.stop()
+    o.state.close()
+
+
+def _independent(st: State, n: int) -> Any:
+    with st:
+        chg = st.new_change("w1", f"{n} independent tasks")
+        for i in range(n):
+            chg.add_task(st.new_task("noop", f"task {i}"))
+    return chg
+
+
+def _row_writes(store: Any) -> tuple[Counter[int], Counter[int]]:
+    """_row_writes counts, per task, the full-row UPDATEs the store sends and the lease-ending UPDATEs of its own."""
+    rows: Counter[int] = Counter()
+    ended: Counter[int] = Counter()
+    executemany, send = store.executemany, store.send
+
+    def spy_many(c: Any, batch: Any) -> None:
+        if c.name in ("update_tasks", UPDATE_TASKS_UNLEASED.name):
+            rows.update(int(r[-1]) for r in batch)
+        executemany(c, batch)
+
+    def spy_send(sql: str, args: Any = ()) -> None:
+        if sql == END_LEASES:
+            ended.update(int(t) for t in args[0])
+        send(sql, args)
+
+    store.executemany, store.send = spy_many, spy_send
+    return rows, ended
+
+
+def test_an_outcome_ends_its_lease_in_the_update_of_its_row(runner4: Overlord, pg_url: str) -> None:
+    """A task's Done and the end of its lease are one UPDATE of its row: no second UPDATE (a row version with
+    its index entries, lease_until being indexed) clears the lease apart. Every lease is still ended."""
+    o = runner4
+    o.task_runner.add_handler("noop", lambda task, tomb: None)
+    chg = _independent(o.state, 40)
+    rows, ended = _row_writes(o.state._uow.store)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    o.stop()
+    with o.state:
+        assert chg.status is Status.DONE
+    with o.state:
+        ids = [int(t.id) for t in chg.tasks()]
+    assert not any(ended[t] for t in ids), "a lease ended in an UPDATE of its own"
+    # Doing (the claim's unit), Done with the lease cleared; a third only where the cleanup pass came (clean).
+    assert all(2 <= rows[t] <= 3 for t in ids), sorted(rows[t] for t in ids)
+    with connect(pg_url) as conn:
+        left = conn.execute("SELECT count(*) FROM tasks WHERE runner IS NOT NULL OR lease_until IS NOT NULL")
+        assert left.fetchone()[0] == 0
