@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine import Overlord, State, Status
-from engine.store.postgresql_leases import UPDATE_TASKS_UNLEASED
+from engine.store.postgresql_writes import UPDATE_TASKS_UNLEASED
 from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
@@ -79,3 +79,54 @@ def test_an_outcome_ends_its_lease_in_the_update_of_its_row(runner4: Overlord, p
     with connect(pg_url) as conn:
         left = conn.execute("SELECT count(*) FROM tasks WHERE runner IS NOT NULL OR lease_until IS NOT NULL")
         assert left.fetchone()[0] == 0
+
+
+def test_a_flush_writes_its_task_rows_in_one_statement(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of the tasks a unit of work changed go to the server as one UPDATE (their columns as arrays), not one
+    statement a row; each row reads back as written, whatever its columns hold."""
+    from engine.store.postgresql_link import PostgresLink
+    from engine.store.postgresql_writes import UPDATE_TASKS_BATCH
+
+    st = State.open(url=pg_url)
+    try:
+        with st:
+            chg = st.new_change("c", "ten tasks")
+            tasks = [st.new_task("k", f"task {i}") for i in range(10)]
+            for t in tasks:
+                chg.add_task(t)
+            cid = chg.id
+        single: list[int] = []
+        batches: list[int] = []
+        executemany, send = PostgresLink.executemany, PostgresLink.send
+
+        def spy_many(self: Any, c: Any, rows: Any) -> None:
+            if c.name in ("update_tasks", UPDATE_TASKS_UNLEASED.name):
+                single.extend(int(r[-1]) for r in rows)
+            executemany(self, c, rows)
+
+        def spy_send(self: Any, sql: str, args: Any = ()) -> None:
+            if sql == UPDATE_TASKS_BATCH:
+                batches.append(len(args[-1]))
+            send(self, sql, args)
+
+        monkeypatch.setattr(PostgresLink, "executemany", spy_many)
+        monkeypatch.setattr(PostgresLink, "send", spy_send)
+        with st:
+            for i, t in enumerate(tasks):
+                t.set("n", i)
+                t.set("text", "it's \"quoted\", {braced} and ünïcode" if i % 2 else None)
+                t.set_progress(f"step {i}", i, 10)
+            tasks[3].set_status(Status.HOLD)
+        assert batches == [10] and not single, (batches, single)
+    finally:
+        st.close()
+    again = State.open(url=pg_url)
+    try:
+        with again:
+            for i, t in enumerate(again.change(cid).tasks()):
+                assert t.get("n") == i
+                assert t.get("text", None) == ("it's \"quoted\", {braced} and ünïcode" if i % 2 else None)
+                assert t.progress() == (f"step {i}", i, 10)
+                assert t.status is (Status.HOLD if i == 3 else Status.DO)
+    finally:
+        again.close()
