@@ -4,8 +4,8 @@
 A unit of work that records outcomes (and claims the next tasks) writes
 whole task rows: update_tasks, one statement a row. On PostgreSQL:
 
-- **One UPDATE for the rows of a flush** (UPDATE_TASKS_BATCH): the rows'
-  columns go as arrays, unnested and joined to the tasks by id. A W1 unit
+- **One UPDATE for the rows of a flush** (UPDATE_TASKS_BATCH): the rows
+  go as one JSON array, joined to the tasks by id. A W1 unit
   of work wrote 20 to 30 rows with as many executions of update_tasks (each
   one's dump of 19 parameters by psycopg, and the server's executor started
   for it); now one. Every row it writes is already locked by this
@@ -25,6 +25,7 @@ docs/scale-out.md, "What costs what".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -43,34 +44,42 @@ UPDATE_TASKS_UNLEASED: Compiled = replace(
     sql=_UPDATE.sql.replace(" WHERE tasks.id = ", ", runner=NULL, lease_until=NULL WHERE tasks.id = ", 1))
 assert UPDATE_TASKS_UNLEASED.sql != _UPDATE.sql
 
-#: The PostgreSQL array type of each column of a task row (TASK_COLUMNS).
-_ARRAYS = {"id": "bigint", "change_id": "bigint", "clean": "boolean", "progress_done": "bigint",
-           "progress_total": "bigint", "doing_time": "float8", "undoing_time": "float8", "attempts": "bigint",
-           "retry_attempts": "bigint"}
+#: The PostgreSQL type of each column of a task row (TASK_COLUMNS) that is not text.
+_TYPES = {"id": "bigint", "change_id": "bigint", "clean": "boolean", "progress_done": "bigint",
+          "progress_total": "bigint", "doing_time": "float8", "undoing_time": "float8", "attempts": "bigint",
+          "retry_attempts": "bigint"}
 _WRITTEN = TASK_COLUMNS[1:]
-_FLOATS = frozenset(i for i, c in enumerate(_WRITTEN) if _ARRAYS.get(c) == "float8")
-_UNNESTED = ", ".join(f"%s::{_ARRAYS.get(c, 'text')}[]" for c in (*_WRITTEN, "id"))
-#: update_tasks for many rows at once (%s: one array a column, in update_tasks' order, then the ids, then whether
-#: each row's lease ends).
+
+
+def _field(i: int, column: str) -> str:
+    """_field is the i-th value of a row of UPDATE_TASKS_BATCH's JSON array (v.e), as the column's type."""
+    kind = _TYPES.get(column)
+    return f"(v.e->>{i})::{kind}" if kind else f"v.e->>{i}"
+
+
+_ID, _UNLEASE = len(_WRITTEN), len(_WRITTEN) + 1
+#: update_tasks for many rows at once (%s: a JSON array of update_tasks' rows, each followed by whether the row's
+#: lease ends; %s: their ids). (The rows as one JSON text, not an array a column: psycopg dumps a list element by
+#: element in Python, a regex search each, which cost the client more than the statements a row it saves. The ids
+#: apart: the planner takes jsonb_array_elements for 100 rows, and joined them to a scan of every task.)
 UPDATE_TASKS_BATCH = (
-    f"UPDATE tasks SET {', '.join(f'{c} = v.{c}' for c in _WRITTEN)}, "
-    "runner = CASE WHEN v.unlease THEN NULL ELSE tasks.runner END, "
-    "lease_until = CASE WHEN v.unlease THEN NULL ELSE tasks.lease_until END "
-    f"FROM unnest({_UNNESTED}, %s::boolean[]) "
-    f"AS v({', '.join(_WRITTEN)}, id, unlease) WHERE tasks.id = v.id")
+    f"UPDATE tasks SET {', '.join(f'{c} = {_field(i, c)}' for i, c in enumerate(_WRITTEN))}, "
+    f"runner = CASE WHEN {_field(_UNLEASE, 'clean')} THEN NULL ELSE tasks.runner END, "
+    f"lease_until = CASE WHEN {_field(_UNLEASE, 'clean')} THEN NULL ELSE tasks.lease_until END "
+    f"FROM jsonb_array_elements(%s::jsonb) AS v(e) WHERE tasks.id = ANY (%s::bigint[]) "
+    f"AND tasks.id = {_field(_ID, 'id')}")
 
 
-def batch_args(rows: Sequence[Sequence[Any]], unleasing: set[int]) -> list[list[Any]]:
-    """batch_args are UPDATE_TASKS_BATCH's parameters for update_tasks' rows: a list a column, and the unlease flags.
+def batch_json(rows: Sequence[Sequence[Any]], unleasing: set[int]) -> str | None:
+    """batch_json is UPDATE_TASKS_BATCH's parameter for update_tasks' rows, with the rows whose leases end marked.
 
-    (The float columns as floats: psycopg types a list by its values, and a
-    0 stored as an int would make the whole column's list one of integers.)
+    None where a value has no JSON form that reads back the same (a float that is not finite): the rows then go
+    one statement each, as update_tasks.
     """
-    columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
-    for i in _FLOATS:
-        columns[i] = [None if x is None else float(x) for x in columns[i]]
-    columns.append([r[-1] in unleasing for r in rows])
-    return columns
+    try:
+        return json.dumps([[*r, r[-1] in unleasing] for r in rows], allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
 
 
 class PostgresWrites(PostgresCounts):
@@ -107,8 +116,10 @@ class PostgresWrites(PostgresCounts):
             return
         unleasing, self._unleasing = self._unleasing or set(), None
         if len(rows) > 1 and len({r[-1] for r in rows}) == len(rows):
-            self.send(UPDATE_TASKS_BATCH, batch_args(rows, unleasing))
-            return
+            batch = batch_json(rows, unleasing)
+            if batch is not None:
+                self.send(UPDATE_TASKS_BATCH, (batch, [r[-1] for r in rows]))
+                return
         keep = [r for r in rows if r[-1] not in unleasing]  # (one row, or a task written twice: in order, one each)
         if keep:
             super().executemany(c, keep)
