@@ -130,3 +130,28 @@ def test_a_flush_writes_its_task_rows_in_one_statement(pg_url: str, monkeypatch:
                 assert t.status is (Status.HOLD if i == 3 else Status.DO)
     finally:
         again.close()
+
+
+def test_rows_with_no_exact_json_form_are_written_one_by_one(pg_url: str) -> None:
+    """A value JSON cannot carry exactly (a float that is not finite) sends the flush's rows one statement each,
+    so that every row reads back as written."""
+    from engine.store.statements import TASK_COLUMNS
+
+    st = State.open(url=pg_url)
+    try:
+        with st:
+            chg = st.new_change("c", "two tasks")
+            for i in range(2):
+                chg.add_task(st.new_task("k", f"task {i}"))
+            ids = [int(t.id) for t in chg.tasks()]
+        store = st._uow.store
+        at = TASK_COLUMNS.index("doing_time") - 1  # (an update's row: the columns but the id, then the id)
+        with st:
+            rows = [[*r[1:], r[0]] for r in store.task_rows(ids)]
+            rows[0][at], rows[1][at] = float("inf"), 2.5
+            store.executemany(store.sql["update_tasks"], rows)
+    finally:
+        st.close()
+    with connect(pg_url) as conn:
+        got = dict(conn.execute("SELECT id, doing_time FROM tasks WHERE id = ANY (%s)", (ids,)).fetchall())
+    assert got == {ids[0]: float("inf"), ids[1]: 2.5}
