@@ -14,6 +14,9 @@ The runs go round by round, the baseline and each process count once in every ro
 spell of a shared machine meets them all), and the ratios of the process counts, and of one
 process to the round's own baseline, are printed for each round beside the ratio of the medians.
 Figures are the median of the runs; nothing is asserted.
+With --cpu, each run's line says what it cost each process (bench.pgwatch: the hosts, the server's processes,
+the bench, the other programs of the machine), and each process count the CPU milliseconds a task cost its hosts
+and the server: on a shared machine that moves far less than tasks/s, which follow the cores left over.
 """
 
 from __future__ import annotations
@@ -185,6 +188,13 @@ def one_run(url: str, tasks: int, chained: bool, procs: int, workers: int, tmp: 
     return {"submit_s": submit_s, "run_s": run_s, "tasks_per_s": tasks / run_s, "cpu": cpu}
 
 
+def cpu_per_task(cpu: dict[str, Any], tasks: int) -> float | None:
+    """cpu_per_task is the CPU milliseconds a run's hosts and server processes spent a task (None: not measured)."""
+    if not cpu.get("wall_s") or not cpu.get("hosts_cpu_s"):
+        return None
+    return (sum(cpu["hosts_cpu_s"]) + sum(cpu["server_cpu_s"].values())) / tasks * 1000
+
+
 def describe_run(cpu: dict[str, Any]) -> str:
     """describe_run says in one line what a run cost each process, what each host ran and when it saw the go."""
     from .pgwatch import describe
@@ -281,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"process{'es' if n > 1 else ''}: {figures[f'{key}.tasks_per_s']:,.0f} tasks/s "
                       f"({', '.join(f'{x:,.0f}' for x in rates[n])}); submit {figures[f'{key}.submit_s']:.3f} s",
                       flush=True)
+                spent = [cpu_per_task(c, tasks) for c in cpus[n]]
+                if args.cpu and all(x is not None for x in spent):
+                    # (What a task costs does not move with the machine's load the way tasks/s does.)
+                    figures[f"{key}.cpu_ms_per_task"] = statistics.median(x for x in spent if x is not None)
+                    others = [c["others_cpu_s"] / c["wall_s"] for c in cpus[n]]
+                    print(f"{name}, {n} runner process{'es' if n > 1 else ''}: "
+                          f"{figures[f'{key}.cpu_ms_per_task']:.3f} ms of CPU a task, hosts and server "
+                          f"({', '.join(f'{x:.3f}' for x in spent if x is not None)}); cores the other programs "
+                          f"took: {', '.join(f'{x:.2f}' for x in others)}",
+                          flush=True)
             rounds = [r / b for r, b in zip(rates[procs[0]], bases, strict=True)]
             figures[f"{name}.procs{procs[0]}.vs_round_baseline"] = rounds
             print(f"{name}: {procs[0]} process{'es' if procs[0] > 1 else ''} / the round's baseline in each round: "
