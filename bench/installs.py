@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", default="1,2", help="PostgreSQL runner process counts")
     p.add_argument("--workers", type=int, default=32)
     p.add_argument("--no-postgresql", action="store_true")
+    p.add_argument("--no-sqlite", action="store_true")
+    p.add_argument("--cpu", action="store_true",
+                   help="print each PostgreSQL run's CPU seconds per process (bench.pg --cpu)")
     p.add_argument("--json", type=Path, help="also save the figures to FILE")
     args = p.parse_args(argv)
     runs = 1 if args.quick else args.runs
@@ -116,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="installs-", dir=DEFAULT_TMP))
     try:
-        out = [run_sqlite(tmp / f"installs-{i}.db", changes, args.workers) for i in range(runs)]
-        _report(figures, "sqlite", out, changes)
+        if not args.no_sqlite:
+            out = [run_sqlite(tmp / f"installs-{i}.db", changes, args.workers) for i in range(runs)]
+            _report(figures, "sqlite", out, changes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not args.no_postgresql:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine import State
         from tests.support import pgcluster
 
-        from .pg import one_run
+        from .pg import describe_run, one_run
 
         cluster = pgcluster.start_cluster(durable=True)
         try:
@@ -139,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                                 Path(cluster.root), 900, submit=lambda url: _submit_pg(url, changes), kinds=STEPS)
                     cluster.drop_database(db)
                     out.append({**r, "changes_per_s": changes / r["run_s"]})
+                    if args.cpu:
+                        print(f"  {n} process{'es' if n > 1 else ''}: {changes / r['run_s']:,.1f} changes/s; "
+                              f"{describe_run(r['cpu'])}", flush=True)
                 _report(figures, f"postgresql.procs{n}", out, changes)
             one = figures.get("postgresql.procs1.changes_per_s")
             two = figures.get("postgresql.procs2.changes_per_s")
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(figures: dict[str, Any], key: str, out: list[dict[str, float]], changes: int) -> None:
+def _report(figures: dict[str, Any], key: str, out: list[dict[str, Any]], changes: int) -> None:
     rates = [r["changes_per_s"] for r in out]
     figures[f"{key}.changes_per_s"] = statistics.median(rates)
     figures[f"{key}.submit_s"] = statistics.median(r["submit_s"] for r in out)

@@ -25,10 +25,21 @@ database file:
 - "traced-otlp" (with --otlp): as "traced", to the SDK's OTLP exporter over
   HTTP to the sink, in the engine's process (what "helper" takes out of it).
 
-Which mode goes first turns from round to round. The tables give the
-medians of the rounds, and the median of the rounds' ratios to "without"
-with the middle half of them (the runs of a round ran back to back, so the
-drift of the machine's load over minutes cancels out), of: tasks/s until
+Paired rounds: in each round each mode runs beside a run of "without" of
+its own, the two back to back, which goes first alternating, the pairs of
+the modes in turn; a ratio is a run's figure over its pair's "without" run,
+seconds apart, so that the drift of a shared machine's load cancels out
+(h27e; before, a round's modes ran back to back against one "without").
+The figure the goal is about comes first, and again last (PRIMARY): the
+CPU time per task of every process of ours, the engine's and, for
+"helper", the helper process's (not the OTLP sink's: the collector's
+stand-in), and tasks/s until every span is exported beside it, each as
+its median, the median of its pairs' ratios, their spread (the middle half
+from 4 pairs on, else lowest to highest), and whether that spread meets
+the goal (CPU <= 1.05, tasks/s >= 0.95: "met" all of it, "NOT met" none of
+it, "unsure" the noise larger than the cost). The tables give the
+medians of the rounds, and the median of the pairs' ratios to "without"
+with the middle half of them, of: tasks/s until
 every span is exported (submit and run, then the tracer or helper caught
 up); tasks/s until the change's tasks are ready (what the application sees:
 the same run, less the export's lag); the process's CPU time per task (all
@@ -65,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import DEFAULT_TMP, RESULT_PREFIX, ROOT, BenchError
+from .timingsout import primary, tables
 
 TIMEOUT = 600.0
 
@@ -223,9 +235,9 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
     drops the spans), and, with an endpoint, its span made by the helper
     process from the rows ("helper": this process's CPU, nothing more than
     timings' work by design, so what it measures is what the helper reading
-    the same database beside it costs; each cycle ends with a flush, outside
-    the blocks, that waits until the helper exported every run written;
-    "helper-process": the helper's CPU over the cycle, per run it read).
+    the same database beside it costs; it reads them every POLL seconds, and
+    at a flush at the end that waits until it exported every run written;
+    "helper-process": its CPU over the whole run, per run it read).
     Blocks of the modes follow each other within milliseconds, so the load of a shared machine weighs on them alike: the
     median over the cycles of blocks of a mode's CPU time per run less that
     of "nothing noted" in the same cycle is what the instrumentation costs a
@@ -279,6 +291,7 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
         # Runs per block: a batch's worth (BATCH_RUNS), written by one of the block's commits as in a run.
         block = max(per_commit, BATCH_RUNS // per_commit * per_commit)
         h0 = helper.helper_cpu_seconds if helper is not None else 0.0
+        cycles = 0
         for cycle, k in enumerate(range(0, runs - block + 1, block)):
             cpu = {}
             for mode in modes[cycle % len(modes):] + modes[:cycle % len(modes)]:
@@ -301,13 +314,16 @@ def direct(db: str, runs: int, per_commit: int, traced: bool, endpoint: str = ""
                 cpu[mode] = time.process_time() - c0
             for mode in modes[1:]:
                 diffs[mode].append((cpu[mode] - cpu["without"]) / block)
-            if helper is not None:
-                # The helper reads every batch written (those of "timings" and "traced" blocks too): its CPU over
-                # the cycle, per run it read.
-                if not helper.flush(TIMEOUT):
-                    raise BenchError("the tracing helper did not export")
-                diffs["helper-process"].append((helper.helper_cpu_seconds - h0) / (block * (len(modes) - 1)))
-                h0 = helper.helper_cpu_seconds
+            cycles += 1
+        if helper is not None:
+            # The helper reads every batch written (those of "timings" and "traced" blocks too), as it does beside
+            # a runner: every POLL seconds, and once at the end (this flush). Its CPU over the whole run, per run it
+            # read (a flush per cycle, as before h27e, cost it a request per 768 runs: 2 us a run that no runner's
+            # helper pays).
+            if not helper.flush(TIMEOUT):
+                raise BenchError("the tracing helper did not export")
+            per_run = (helper.helper_cpu_seconds - h0) / (block * cycles * (len(modes) - 1))
+            diffs["helper-process"] = [per_run] * cycles
         if tracer is not None:
             book.tracer = None
             tracer.close()
@@ -338,14 +354,6 @@ def _have_sdk() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _quartiles(values: list[float]) -> str:
-    """_quartiles shows the middle half of values (how much the rounds' ratios spread)."""
-    if len(values) < 4:
-        return ""
-    q = statistics.quantiles(values, n=4)
-    return f"{q[0]:.3f}-{q[2]:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     tracer_cpus: dict[tuple[str, str], list[float]] = {}
     helper_cpus: dict[tuple[str, str], list[float]] = {}
     directs: dict[tuple[str, str], list[float]] = {}
+    all_cpus: dict[tuple[str, str], list[float]] = {}
+    all_ratios: dict[tuple[str, str], list[float]] = {}
     DEFAULT_TMP.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="timings-", dir=DEFAULT_TMP))
     sink = None
@@ -398,10 +408,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(args.runs):
             for name, tasks, chained, per_commit in workloads:
-                order = modes[r % len(modes):] + modes[:r % len(modes)]  # each mode goes first in turn
-                got = {mode: _one(tmp, name.split()[0], tasks, chained, mode, endpoint) for mode in order}
-                base = got["without"]
-                for mode, (rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu) in got.items():
+                # Paired: each mode's run beside a run of "without" (the pair's order alternating), the pairs of
+                # the modes in turn; a ratio is a run's over its own pair's "without" run, seconds apart.
+                others = modes[1:]
+                order = others[r % len(others):] + others[:r % len(others)]
+                pairs: list[tuple[str, Run, Run]] = []
+                for i, mode in enumerate(order):
+                    first, second = ("without", mode) if (r + i) % 2 == 0 else (mode, "without")
+                    ran = {m: _one(tmp, name.split()[0], tasks, chained, m, endpoint) for m in (first, second)}
+                    pairs.append((mode, ran[mode], ran["without"]))
+                    pairs.append(("without", ran["without"], ran["without"]))
+                for mode, run, base in pairs:
+                    rate, ready_rate, cpu, tracer_cpu, helper_cpu, lag, ready_cpu = run
+                    every = cpu + helper_cpu  # (the CPU of every process of ours: the engine's, and the helper's)
+                    all_cpus.setdefault((name, mode), []).append(every)
+                    all_ratios.setdefault((name, mode), []).append(every / base[2])
                     ready_cpus.setdefault((name, mode), []).append(ready_cpu)
                     ready_cpu_ratios.setdefault((name, mode), []).append(ready_cpu / base[6])
                     tracer_cpus.setdefault((name, mode), []).append(tracer_cpu / cpu)
@@ -427,61 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         if sink is not None:
             sink.terminate()
             sink.wait()
-    _print(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
+    primary(args.runs, workloads, modes, all_cpus, all_ratios, rates, rate_ratios)
+    tables(args.runs, workloads, modes, rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs,
            ready_rates, ready_ratios, lags, ready_cpus, ready_cpu_ratios)
+    primary(args.runs, workloads, modes, all_cpus, all_ratios, rates, rate_ratios)  # (again, last: the figure)
     return 0
-
-
-def _print(runs: int, workloads: list[tuple[str, int, bool, int]], modes: list[str], *figures: Any) -> None:
-    (rates, cpus, rate_ratios, cpu_ratios, tracer_cpus, helper_cpus, directs, ready_rates, ready_ratios, lags,
-     ready_cpus, ready_cpu_ratios) = figures
-    others = [m for m in modes if m != "without"]
-    med = statistics.median
-    print(f"median of {runs} rounds; ratios: to 'without' in the same round, the median of the rounds' ratios "
-          "(and the middle half of them); helper: the engine's process (helper+: with the helper process's CPU)")
-    helper_plus = ["helper+"] if "helper" in modes else []
-    for title, values, ratios, fmt, extra in (
-            ("tasks/s, all spans exported", rates, rate_ratios, "12,.0f", []),
-            ("tasks/s, until tasks ready", ready_rates, ready_ratios, "12,.0f", []),
-            ("CPU us/task, until ready", ready_cpus, ready_cpu_ratios, "12,.1f", []),
-            ("CPU us/task, until quiet", cpus, cpu_ratios, "12,.1f", helper_plus)):
-        print(f"{title:28}" + "".join(f"{m:>12}" for m in [*modes, *extra])
-              + "".join(f"{m + ' /':>14}" for m in [*others, *extra]))
-        for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}" + "".join(format(med(values[(name, m)]), fmt) for m in [*modes, *extra])
-                  + "".join(f"{med(ratios[(name, m)]):14.3f}" for m in [*others, *extra]))
-            if runs >= 4:
-                pad = " " * (28 + 12 * len([*modes, *extra]))
-                print(pad + "".join(f"{_quartiles(ratios[(name, m)]):>14}" for m in [*others, *extra]))
-    traced = [m for m in modes if m.startswith("traced") or m == "helper"]
-    if traced:
-        print(f"{'tracing thread, share of CPU':28}" + "".join(f"{m:>12}" for m in traced))
-        for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(tracer_cpus[(name, m)]):12.3f}" for m in traced))
-    if traced:
-        print(f"{'export lag after ready, ms':28}" + "".join(f"{m:>12}" for m in traced))
-        for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}" + "".join(f"{med(lags[(name, m)]):12.0f}" for m in traced))
-    if "helper" in modes:
-        print(f"{'helper process, CPU us/task':28}{'helper':>12}")
-        for name, tasks, _, _ in workloads:
-            print(f"{f'{name} ({tasks:,})':28}{med(helper_cpus[(name, 'helper')]):12.1f}")
-    direct_modes = [m for m in ("timings", "traced", "helper", "helper-process") if (workloads[0][0], m) in directs]
-    shares = [m for m in direct_modes if m != "helper-process"] + (["helper+"] if "helper" in direct_modes else [])
-    print(f"{'direct CPU us per run':28}" + "".join(f"{m:>15}" for m in direct_modes)
-          + "".join(f"{m + ' / W':>14}" for m in shares))
-    for name, _, _, per_commit in workloads:
-        base = med(cpus[(name, "without")])
-        cost = {m: med(directs[(name, m)]) for m in direct_modes}
-        if "helper" in cost:
-            both = [a + b for a, b in zip(directs[(name, "helper")], directs[(name, "helper-process")], strict=True)]
-            cost["helper+"] = med(both)
-        print(f"{f'{name[:2]} ({per_commit} a commit)':28}" + "".join(f"{cost[m]:15.2f}" for m in direct_modes)
-              + "".join(f"{1 + cost[m] / base:14.3f}" for m in shares))
-    print("goal: tasks/s ratio >= 0.95 and CPU ratio <= 1.05 (timings, and tracing when enabled, cost W1 and W2 "
-          "no more than 5%); direct: the instrumentation's CPU per run, in one process, modes alternated "
-          "every batch of runs, over W's 'without' CPU per task (helper: the engine's process; helper-process: the "
-          "helper's own; helper+: both)")
 
 
 if __name__ == "__main__":

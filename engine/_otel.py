@@ -31,7 +31,7 @@ from .errors import EngineError
 
 if TYPE_CHECKING:
     from ._otelnotes import Batch
-    from .timings import Run
+    from .timingpack import Run
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.tracing")
@@ -105,7 +105,7 @@ class _BatchSpans(Spans):
             trace_id, flags, state, parent, spawn, cid = (root.trace_id, root.flags, root.state, root.span_context,
                                                           root.spawn, root.cid)
             alike: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for tid, phase, attempt, outcome, ended, elapsed, noted, _ in runs:
+            for tid, phase, attempt, outcome, ended, elapsed, noted, _, _ in runs:
                 if noted is None:
                     continue  # noted before tracing started
                 try:

@@ -28,7 +28,7 @@ from .errors import EngineError, NotFoundError
 
 if TYPE_CHECKING:
     from ._records import TaskRec
-    from .timings import Run
+    from .timingpack import Run
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.tracing")

@@ -46,6 +46,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import operator
 import os
 import pickle
 import select
@@ -54,6 +55,7 @@ import sqlite3
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +166,9 @@ class Reader:
                 batch = json.loads(text)
                 if batch.get("by", self._writer) != self._writer:
                     continue  # another engine's runs (a shared PostgreSQL database): its own helper's
-                runs = self._runs(cid, batch, (cid, kind, summary, _time(spawn), None))
-                count += len(runs)
-                self.out.runs(runs)
+                columns = self._columns(batch)
+                count += len(columns[0])
+                self.out.batch((cid, kind, summary, _time(spawn), None), columns, _id_texts(text))
             if len(batches) < ROWS:
                 break
         open_ = self.spans.open
@@ -177,28 +179,38 @@ class Reader:
         self.out.flush()  # exported now (with the SDK's batch processor: not after its delay, 5 s by default)
         return count
 
-    def _runs(self, cid: int, batch: dict[str, Any], change: tuple[Any, ...]) -> list[Any]:
+    def _columns(self, batch: dict[str, Any]) -> tuple[Any, ...]:
+        """_columns are a batch's runs as engine._otelwire's Encoder.batch takes them, column by column (its Columns):
+        the task ids, their kinds (one for all when they share it), phases, attempts and outcomes as the batch has
+        them (one for all, or a list), starts in microseconds, durations in seconds, and the errors of the runs that
+        failed (the last error of their task's log up to their end), by index: made by maps over the batch's
+        arrays, without a step in Python per run (but for the runs that failed)."""
         tids = batch["task_id"]
         n = len(tids)
-        since = batch["since"]
-        fields = [batch[name] if isinstance(batch[name], list) else [batch[name]] * n
-                  for name in ("phase", "attempt", "outcome", "started", "duration")]
-        kinds = self._kinds
-        missing = [tid for tid in set(tids) if tid not in kinds]
-        if missing:
-            if len(kinds) + len(missing) > KINDS:
-                kinds.clear()
-            kinds.update(self.rows.kinds(missing))
-        runs = []
-        for tid, phase, attempt, outcome, started, duration in zip(tids, *fields, strict=True):
-            start = since + started
-            error = None
-            if outcome == "error":
-                error = self.rows.error(tid, _text(start + duration))
-            # (start in microseconds, duration in seconds): Spans makes the span from start to start + duration.
-            runs.append((tid, phase, attempt, outcome, start, duration / 1e6,
-                         (kinds.get(tid, ""), error, change)))
-        return runs
+        kind = batch.get("kind")
+        if kind is None:  # (a batch written before the batches had their kinds: the tasks' kinds, read)
+            kinds = self._kinds
+            missing = set(tids).difference(kinds)
+            if missing:
+                if len(kinds) + len(missing) > KINDS:
+                    kinds.clear()
+                    missing = set(tids)
+                kinds.update(dict.fromkeys(missing, ""))  # (a task gone: no kind)
+                kinds.update(self.rows.kinds(list(missing)))
+            kind = list(map(kinds.__getitem__, tids))
+            if kind.count(kind[0]) == n:
+                kind = kind[0]
+        outcome = batch["outcome"]
+        starts = list(map(operator.add, batch["started"], repeat(batch["since"], n)))
+        durations = batch["duration"]
+        errors = {}
+        if "error" in outcome if type(outcome) is list else outcome == "error":
+            rows = self.rows
+            for i, (tid, ended) in enumerate(zip(tids, map(operator.add, starts, durations), strict=True)):
+                if outcome == "error" or outcome[i] == "error":
+                    errors[i] = rows.error(tid, _text(ended))
+        return (tids, kind, batch["phase"], batch["attempt"], outcome, starts,
+                list(map(operator.mul, durations, repeat(1000, n))), errors)
 
 
 class Requests:
@@ -210,8 +222,8 @@ class Requests:
         self._spans: list[bytes] = []
         self._wire = sys.modules["_otelwire"]
 
-    def runs(self, runs: list[Any]) -> None:
-        self._spans += self._encoder.runs(runs)
+    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...], texts: list[bytes] | None = None) -> None:
+        self._spans += self._encoder.batch(change, columns, texts)
         if len(self._spans) >= self._size:
             self._send()
 
@@ -245,6 +257,16 @@ class Batches:
     def __init__(self, spans: Any, provider: Any, room: int) -> None:
         self._spans, self._provider, self._room = spans, provider, room
         self._made = 0
+
+    def batch(self, change: tuple[Any, ...], columns: tuple[Any, ...], texts: list[bytes] | None = None) -> None:
+        """batch makes the spans of a change's runs (Reader._columns) as ReadableSpans, a run at a time."""
+        tids, kind, phase, attempt, outcome, starts, durations, errors = columns
+        n = len(tids)
+        kinds, phases, attempts, outcomes = (c if type(c) is list else [c] * n for c in (kind, phase, attempt, outcome))
+        # (start in microseconds, duration in seconds): Spans makes the span from start to start + duration.
+        self.runs([(tid, phases[i], attempts[i], outcomes[i], starts[i], durations[i] / 1e9,
+                    (kinds[i], errors.get(i), change))
+                   for i, tid in enumerate(tids)])
 
     def runs(self, runs: list[Any]) -> None:
         room = self._room
@@ -301,7 +323,9 @@ def output(otelspans: Any, identity: str) -> tuple[Any, Any, Any]:
             trial_spans = spans_of(trial)
             sample = _sample_runs()
             trial_spans.make(sample)
-            if wire.agrees(wire.Encoder(trial_spans), sample, tried):
+            if wire.agrees(trial_spans, sample, tried):
+                for exporter in exporters:
+                    wire.settle(exporter)
                 return provider, spans, Requests(wire.Encoder(spans), exporters, ended, _request_size(wire))
         logging.getLogger("engine.tracing").info("the tracing helper exports through the SDK's batch processor")
         provider = otelspans.bare_provider(ChosenIds())
@@ -311,6 +335,16 @@ def output(otelspans: Any, identity: str) -> tuple[Any, Any, Any]:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     spans = spans_of(provider)
     return provider, spans, Batches(spans, provider, max(1, otelspans.queue_size() // 2))
+
+
+def _id_texts(text: str) -> list[bytes] | None:
+    """_id_texts are the task ids of a batch's row (its JSON text) as the text each is written in there, as
+    bytes (the same as str of the int: JSON's integers); None where the row holds no array of them."""
+    start = text.find('"task_id":[')
+    end = text.find("]", start)
+    if start < 0 or end < 0:
+        return None
+    return text[start + 11:end].encode().split(b",")
 
 
 def _otlp_http(exporters: list[Any]) -> bool:

@@ -45,6 +45,10 @@ class Work(Protocol):
     #: The timings not written yet (engine.timings.TimingBook).
     timings: Any
     change_hooks: dict[int, Any]
+    #: For the runner's cycle check: changes whose tasks got new edges (None: every change), tasks moved
+    #: into Do or Undo (engine.statusrules.revive).
+    new_waits: set[int] | None
+    revived: set[int]
     waiters: dict[int, threading.Event]
     async_waiters: dict[int, list[tuple[Any, Any]]]
 

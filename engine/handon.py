@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .cache import COUNT_LIMIT
-from .runs import Run, execute, execute_async
+from .runs import HandlerPair, Run, execute, execute_async
 from .status import Status
 
 if TYPE_CHECKING:
+    from ._records import TaskRec
     from .concurrency import Slots
     from .leases import Leases
     from .outcomes import OutcomeRecorder
@@ -77,6 +78,9 @@ class HandOn:
     _generation: int
     _hand_on_enabled: bool
     _handing_on: bool
+    _handlers: dict[str, HandlerPair]
+    _blocked: list[Any]
+    _quarantined: set[int]
 
     if TYPE_CHECKING:
         def _claim_from(self, candidates: Any, runs: dict[int, Run], started: list[Run], running: list[Task],
@@ -85,6 +89,10 @@ class HandOn:
         def _hooks_failed(self, failures: list[tuple[Any, Any, BaseException]], started: list[Run]) -> None: ...
 
         def _runnable_do(self) -> Callable[[int, int], list[tuple[Any, ...]]]: ...
+
+        def _claim_one(self, rec: TaskRec, pair: HandlerPair, task: Task) -> Run: ...
+
+        def _sound(self, rec: TaskRec) -> bool: ...
 
     def set_hand_on(self, enabled: bool) -> None:
         """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
@@ -119,6 +127,10 @@ class HandOn:
         store = w.store
         queries: list[tuple[Any, None]] = []  # (a query, or the rows themselves: _claim_from)
         successors = None if own_done else self._successors()
+        if successors is not None and len(successors) == 1 and not runs:
+            handed = self._hand_on_one(successors[0], started)
+            if handed is not None:
+                return handed
         if successors is not None:
             # What the Done tasks unblocked, known from the cache: claimed without a query, and written
             # with the outcomes in the commit's one flush (their blockers counts as values, UnitOfWork._rows).
@@ -162,6 +174,35 @@ class HandOn:
             # another kind (Doing tasks left from before a restart, cleanups): a pass looks.
             return False
         # (No worker left free: a pass could start nothing more; the next outcome hands on again.)
+        w.handed_on()
+        return True
+
+    def _hand_on_one(self, tid: int, started: list[Run]) -> bool | None:
+        """_hand_on_one claims a chain's next task, the only one the cache found, when no rule can hold it back.
+
+        The direct way of the most common step (one task Done, one Do task
+        it made runnable, no other run under way): every rule of
+        _claim_from that could skip, hold back or ask user code about the
+        task is known not to apply here, so it is moved to Doing at once,
+        as _claim_from would have. None (nothing claimed; the write
+        transaction may be begun): a rule may apply (a status hook, a
+        blocked predicate, a concurrency key, a queued change, a handler
+        found by an optional matcher, an at-time, a quarantined task, a
+        damaged change); the general way decides.
+        """
+        w = self._w
+        rec = w.records.tasks[tid]  # (_successors: cached, Do, in a change, its waits all Done)
+        pair = self._handlers.get(rec.kind)
+        if (pair is None or pair.do is None or rec.at_time is not None or self._blocked or w.task_hooks
+                or w.change_hooks or self._slots.limited(rec.kind) is not None or tid in self._quarantined):
+            return None
+        if not w.begin_or_keep():
+            return False  # a busy or full database: as the general way
+        if w.keys.held() or not self._sound(rec):  # (read in the write transaction, as the general claim does)
+            return None  # (the general way finds the transaction begun)
+        self._slots.begin_pass(set())  # (as a hand-on's: the runs ended here are forgotten by the keys)
+        run = self._claim_one(rec, pair, w.task_handle(rec))
+        started.append(run)
         w.handed_on()
         return True
 

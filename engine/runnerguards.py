@@ -154,31 +154,57 @@ class RunnerGuards:
 
         Building a cycle is allowed (snapd checks with check_task_dependencies);
         running one is not: its tasks would wait forever and the change never
-        end. Only changes whose tasks got new edges are looked at, or every
-        change with waiting tasks after opening or a write from outside.
+        end. A cycle comes alive with its last edge or with the last of its
+        tasks to move into Do (or Undo): the changes whose tasks got new edges
+        are searched, and the cycles through the tasks moved into Do or Undo
+        since the last pass (statusrules.revive); every change with waiting
+        tasks after opening or a write from outside.
         """
         w = self._w
         cids = w.take_new_waits()
+        revived, w.revived = w.revived, set()
         if cids is None:
             cids = set(w.store.blocked_changes())
+        searched = set()
         for cid in sorted(cids):
             try:
                 crec = w.records.crec(cid)
                 if crec.ready_time is not None:
                     continue
                 cycles = dependency_cycles(w, w.records.change_trecs(crec))
+                searched.add(cid)
             except (DatabaseCorruptError, NotFoundError) as e:
                 log.debug("not looking for cycles in change %s: %s", cid, e)
                 continue
-            for members in cycles:
-                names = " ".join(f"{t.id}:{t.kind}" for t in members)
-                error = TaskDependencyCycleError([str(t.id) for t in members],
-                                                 f"dependency cycle involving tasks [{names}]")
-                log.error("change %s: tasks wait for each other in a cycle and can never run: [%s]", cid, names)
-                for t in members:
-                    if not t.status.ready or t.status is Status.HOLD:
-                        chg = f"change {t.change_id}" if t.change_id is not None else "no change"
-                        self._recorder.failed(t, error, chg)
+            self._fail_cycle_tasks(cycles)
+        if revived:
+            starts = []
+            for tid in sorted(revived):
+                try:
+                    rec = w.records.trec(tid)
+                    if rec.change_id in searched:
+                        continue  # searched whole above
+                    starts.append(rec)
+                except (DatabaseCorruptError, NotFoundError) as e:  # pruned since, say
+                    log.debug("not looking for cycles through task %s: %s", tid, e)
+            try:
+                cycles = dependency_cycles(w, starts)
+            except (DatabaseCorruptError, NotFoundError) as e:
+                log.debug("not looking for cycles through tasks %s: %s", [t.id for t in starts], e)
+                return
+            self._fail_cycle_tasks(cycles)
+
+    def _fail_cycle_tasks(self, cycles: list[list[TaskRec]]) -> None:
+        for members in cycles:
+            names = " ".join(f"{t.id}:{t.kind}" for t in members)
+            error = TaskDependencyCycleError([str(t.id) for t in members],
+                                             f"dependency cycle involving tasks [{names}]")
+            where = sorted({f"change {t.change_id}" if t.change_id is not None else "no change" for t in members})
+            log.error("%s: tasks wait for each other in a cycle and can never run: [%s]", ", ".join(where), names)
+            for t in members:
+                if not t.status.ready or t.status is Status.HOLD:
+                    chg = f"change {t.change_id}" if t.change_id is not None else "no change"
+                    self._recorder.failed(t, error, chg)
 
     def _scan_unknown_statuses(self) -> None:
         """_scan_unknown_statuses reports the tasks with a status the engine does not know.

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ._records import ChangeRec
 from .errors import DatabaseCorruptError
 from .status import Status
-from .statusrules import STATUS_ORDER
+from .statusrules import STATUS_ORDER, tell_stored
 
 if TYPE_CHECKING:
     from ._work import Work
@@ -82,12 +82,16 @@ def _kept_statuses(w: Work, ids: list[int], owned: set[int]) -> dict[int, str]:
     return {cid: s.value for cid, s in candidates.items() if cid in pinned}
 
 
-def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
+def settle_changes(w: Work, ids: list[int], owned: set[int], rounds: int = 3) -> list[int]:
     """settle_changes locks, reads again and writes the changes of ids; it returns those that became ready.
 
     owned are the changes whose row this unit of work locked before
     changing what people set on them: their data and explicit status are
     this unit's; the others' are the row's.
+
+    The change status hooks are told the status stored when they were not
+    told it in this unit of work (statusrules.tell_stored); what they write
+    then is written and settled by this commit (rounds: how many times).
 
     A change whose status this unit cannot move, whatever the other hosts
     commit beside it, is only share-locked (_kept_statuses, Store.keep_changes):
@@ -103,6 +107,7 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
     became: list[int] = []
     rows = []
     locked: list[tuple[ChangeRec, ChangeRec, tuple[Any, ...]]] = []
+    told = False
     for row in w.store.locked_change_rows(ids):
         cid = row[0]
         try:
@@ -133,6 +138,8 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
         else:
             rec.ready_time = None  # what this unit counted alone said ready; other hosts' tasks say not
         rec.clean = fresh.clean or (rec.ready_time is not None and rec.unclean <= 0)
+        if w.change_hooks:  # (the hooks' bookkeeping: statusrules)
+            told = tell_stored(w, rec, fresh.db_status, status) or told
         rec.db_status = status
         if row[3] != status.value:
             w.change_updated(rec)
@@ -141,4 +148,10 @@ def settle_changes(w: Work, ids: list[int], owned: set[int]) -> list[int]:
             rows.append(new)
     if rows:
         w.store.update_changes([r[1:] + r[:1] for r in rows])
+    if told and rounds > 1:
+        # What the hooks told here wrote is written and settled by this commit too (a few rounds at most).
+        w.flush()
+        more = sorted({*w.changeset.touched.take(), *w.changeset.dirty_changes.take()})
+        if more:
+            became += settle_changes(w, more, owned, rounds - 1)
     return became

@@ -12,12 +12,14 @@ that can never run.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._time import to_text
 from .errors import DatabaseCorruptError, NotFoundError
 from .status import Status
+from .usercode import callable_name, exception_text
 
 if TYPE_CHECKING:
     from ._records import ChangeRec, TaskRec
@@ -62,6 +64,10 @@ def effective_status(t: TaskRec) -> Status:
 _CLAIMED = (Status.DOING, Status.UNDOING, Status.WAIT)
 # (Status's members as names for move_task: Enum's class attribute lookup costs some 80 ns each.)
 _DONE, _UNDONE, _WAIT, _HOLD, _ERROR = Status.DONE, Status.UNDONE, Status.WAIT, Status.HOLD, Status.ERROR
+_DO, _UNDO = Status.DO, Status.UNDO
+#: REVIVED_MAX bounds the tasks revive keeps for the runner's next pass (a State with no runner takes none):
+#: past it, the next pass searches every change with waiting tasks instead.
+REVIVED_MAX = 4096
 
 
 def move_task(w: Work, rec: TaskRec, new: Status) -> None:
@@ -100,6 +106,8 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
         changeset.unblocked.add(new)  # what waits for it may run now (unless a runner hands it on: handed_on)
     elif new not in _CLAIMED:
         changeset.runnable = True  # something may run now: the overlord's loop wakes after the commit
+        if new is _DO or new is _UNDO:
+            revive(w, rec)
     became_ready = new.ready and not old.ready
     if became_ready:
         rec.ready_time = w.now()
@@ -120,6 +128,27 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
             c.observed = None
     if w.task_hooks:
         _fire(w, w.task_hooks, w.task_handle(rec), old, new)
+
+
+def revive(w: Work, rec: TaskRec) -> None:
+    """revive notes a task moved into Do or Undo for the runner's cycle check (runnerguards._fail_cycles).
+
+    A circle of tasks waits for ever once all its tasks are Do (or all
+    Undo); edges are noted as they are added (note_waits), and a status
+    change alone can close it too: a Done or Hold task set back to Do, Done
+    tasks an abort moves to Undo (which reverses what they wait for), a
+    task woken from Wait. The circle then holds the task that moved, so a
+    search from that task finds it. Never called on the moves of a step
+    (Do -> Doing -> Done): move_task calls it only for moves into Do or Undo.
+    """
+    if w.new_waits is None:
+        return  # the next pass searches every change with waiting tasks anyway
+    revived = w.revived
+    if len(revived) >= REVIVED_MAX:
+        w.new_waits = None
+        revived.clear()
+        return
+    revived.add(rec.id)
 
 
 def _loadable(w: Work, ids: Iterable[int]) -> list[ChangeRec]:
@@ -161,6 +190,46 @@ def notify_change(w: Work, crec: ChangeRec) -> None:
         crec.observed = new
         if old is not None:
             _fire(w, w.change_hooks, w.change_handle(crec), old, new)
+
+
+def tell_stored(w: Work, crec: ChangeRec, row_status: Status | None, stored: Status) -> bool:
+    """tell_stored tells the change status hooks the status a shared store's commit stores, if they were not told.
+
+    On a shared store (PostgreSQL, several hosts) each move is told as it
+    is made, from the counts the unit of work read, which miss what other
+    hosts committed since; the commit counts again under the change's row
+    lock (engine.shared.settle_changes) and stores what follows. When that
+    is not what the hooks were last told in this unit of work, they are
+    told the move now (old: the status they were last told, or the row's
+    when they were told nothing): the host whose commit stores a status has
+    told it, at that moment, with the lock held. Nothing is told for a
+    change whose hooks were told nothing in this unit and whose row already
+    says stored (another host's commit stored it, and told it there), nor
+    for a change this unit made and moved no task of. A hook that raises
+    here is logged and the commit goes on. It returns whether a hook was called.
+    """
+    hooks = w.change_hooks
+    told = crec.observed
+    if not hooks or told is None or told is Status.DEFAULT:
+        return False
+    if told is crec.db_status:  # (the status this unit read: it told nothing, or came back to it)
+        if row_status is None:
+            return False
+        told = row_status
+    if told is stored:
+        return False
+    crec.observed = stored
+    obj = w.change_handle(crec)
+    for hid, fn in list(hooks.items()):
+        try:
+            if fn(obj, told, stored) is True:
+                hooks.pop(hid, None)
+        except BaseException as e:  # user code, inside a commit: said, and the commit goes on
+            if isinstance(e, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C: not the hook's failure (the commit is rolled back)
+            log.error("change %s: its status hook %s raised %s when told %s -> %s at commit; the commit goes on",
+                      crec.id, callable_name(fn), exception_text(e), told.value, stored.value)
+    return True
 
 
 def _fire(w: Work, hooks: dict[int, Any], obj: Any, old: Status, new: Status) -> None:

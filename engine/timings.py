@@ -26,14 +26,14 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from datetime import datetime, timedelta
 from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _time
 from .errors import DatabaseReplacedError, EngineError
 from .status import Status
+from .timingpack import RUN_FIELDS, Run, micros, packed, stamp, started, unpacked
 
 if TYPE_CHECKING:
     from ._records import TaskRec
@@ -87,7 +87,7 @@ class TaskTiming:
     def to_json(self) -> dict[str, Any]:
         """to_json is the run as the API shows it (the duration in seconds)."""
         return {"task-id": self.task_id, "kind": self.kind, "phase": self.phase, "attempt": self.attempt,
-                "outcome": self.outcome, "started": _stamp(self.started),
+                "outcome": self.outcome, "started": stamp(self.started),
                 "duration": self.duration.total_seconds()}
 
 
@@ -105,7 +105,7 @@ class EnsureTiming:
 
     def to_json(self) -> dict[str, Any]:
         """to_json is the pass as the API shows it (durations in seconds)."""
-        return {"started": _stamp(self.started), "duration": self.duration.total_seconds(),
+        return {"started": stamp(self.started), "duration": self.duration.total_seconds(),
                 "managers": [{"name": name, "duration": d.total_seconds()} for name, d in self.managers]}
 
 
@@ -158,7 +158,7 @@ class TimingBook:
             return False
         if runs.force or len(runs.held) + len(runs.todo) >= BATCH_RUNS:
             return True
-        now = runs.todo[-1][4] if runs.todo else _micros(self._w.now()) if fresh else runs.held[-1][4]
+        now = runs.todo[-1][4] if runs.todo else micros(self._w.now()) if fresh else runs.held[-1][4]
         return now - waiting[0][4] >= _BATCH_AGE_US
 
     def aside(self, pending: Callable[[], bool]) -> bool:
@@ -215,8 +215,8 @@ class TimingBook:
                 except Exception as e:  # tracing must never fail the outcome it describes
                     log.error("cannot trace the run of task %s (%s): %s: %s", rec.id, rec.kind, type(e).__name__, e)
         self.runs.todo.append((rec.id, phase, attempt, outcome,
-                               _time_ns() // 1000 if self._system else _micros(self._w.now()), elapsed, traced,
-                               rec.change_id))
+                               _time_ns() // 1000 if self._system else micros(self._w.now()), elapsed, traced,
+                               rec.change_id, rec.kind))
 
     def ensure_pass(self, started: datetime, durations: list[tuple[str, float]]) -> None:
         """ensure_pass notes the managers' durations of one ensure pass (any thread, no lock needed)."""
@@ -269,7 +269,7 @@ class TimingBook:
         """_batches are the batches of runs, one per change: its runs as JSON text (task_timing_batches.runs) and
         its id; and the changes in which a task may now have more than TASK_RUNS_KEEP runs.
 
-        A batch holds an array per field (RUN_FIELDS, _packed), each made in C: the runs of a flush cost
+        A batch holds an array per field (RUN_FIELDS, packed), each made in C: the runs of a flush cost
         under half of what a row per run did. The runs of a task in no change are dropped, and the
         statement that writes a batch drops it if its change is gone (pruned meanwhile, here or elsewhere).
         """
@@ -277,7 +277,7 @@ class TimingBook:
         for cid, of in by_change.items():
             if cid is None:
                 continue
-            text, attempt = _packed(of, self.writer)
+            text, attempt = packed(of, self.writer)
             batches.append((text, cid))
             if attempt >= TASK_RUNS_KEEP:
                 trim.append(cid)
@@ -291,7 +291,8 @@ class TimingBook:
         updates, deleted = [], []
         for bid, text in reversed(store.timing_batches(cid)):
             batch = json.loads(text)
-            runs = unpacked(batch)
+            names = (*RUN_FIELDS, "kind") if "kind" in batch else RUN_FIELDS
+            runs = unpacked(batch, names)
             kept = []
             for run in reversed(runs):
                 n = seen[run[0]] = seen.get(run[0], 0) + 1
@@ -301,7 +302,7 @@ class TimingBook:
                 deleted.append(bid)
             elif len(kept) < len(runs):
                 columns = zip(*reversed(kept), strict=True)
-                fields = {name: list(values) for name, values in zip(RUN_FIELDS, columns, strict=True)}
+                fields = {name: list(values) for name, values in zip(names, columns, strict=True)}
                 kept_by = {"by": batch["by"]} if "by" in batch else {}
                 updates.append((json.dumps({**kept_by, "since": batch["since"], **fields}, separators=(",", ":")),
                                 bid))
@@ -316,7 +317,7 @@ class TimingBook:
         waiting = self.runs.held + self.runs.todo
         if waiting:
             records = self._w.records
-            for tid, phase, attempt, outcome, end, elapsed, _, of in waiting:
+            for tid, phase, attempt, outcome, end, elapsed, _, of, _ in waiting:
                 if of == cid:
                     out.append(TaskTiming(str(tid), records.trec(tid).kind, phase, attempt, outcome,
                                           started(end, elapsed), timedelta(seconds=elapsed)))
@@ -341,20 +342,15 @@ class TimingBook:
         with self._mu:
             rows += self._passes
         passes: dict[str, tuple[str, list[tuple[str, timedelta]]]] = {}
-        for pass_id, started, name, duration in rows:
-            passes.setdefault(pass_id, (started, []))[1].append((name, timedelta(seconds=float(duration))))
-        out = [EnsureTiming(_time.from_text(started), tuple(managers)) for started, managers in passes.values()]
+        for pass_id, begun, name, duration in rows:
+            passes.setdefault(pass_id, (begun, []))[1].append((name, timedelta(seconds=float(duration))))
+        out = [EnsureTiming(_time.from_text(begun), tuple(managers)) for begun, managers in passes.values()]
         if manager is not None:
             wanted = manager.lower()
             out = [p for p in out if any(name.lower() == wanted for name, _ in p.managers)]
         return out
 
 
-#: A run as noted: task id, phase, attempt, outcome, when it ended (the State's clock, in microseconds since the
-#: epoch), how long it took (seconds), and what its span needs of it, traced in this process (engine._otelnotes:
-#: the task's kind, or (kind, error) for a run that failed; None untraced), and its task's change (None: in none;
-#: noted: the task's record may have left the cache by the flush).
-Run = tuple[int, str, int, str, int, float, Any, "int | None"]
 _CHANGE = operator.itemgetter(7)
 
 
@@ -434,63 +430,3 @@ class _Runs:
 
     def __bool__(self) -> bool:
         return bool(self.todo)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: The fields of a run in task_timing_batches.runs, each a JSON array (a run is the same index in each), or
-#: one value when every run of the batch has that value (phase, attempt, outcome).
-RUN_FIELDS = ("task_id", "phase", "attempt", "outcome", "started", "duration")
-
-
-def _packed(runs: list[Run], by: str) -> tuple[str, int]:
-    """_packed is runs as task_timing_batches.runs, and their highest attempt.
-
-    {"by": B, "since": S, "task_id": [...], "phase": [...], "attempt": [...], "outcome": [...], "started": [...],
-    "duration": [...]}: B names the book that wrote it (TimingBook.writer: the tracing helper of each engine
-    on a shared database reads its own); S is the end of the first run in microseconds since the epoch, a start is the
-    microseconds after S (its end less its duration, in integers: exact, and cheaper than datetime
-    arithmetic), a duration is in microseconds (what a TaskTiming keeps); a phase, attempt or outcome that
-    all the runs share is written once, not as an array (most batches: "do", 1, "done"). The numbers are
-    made and written in C (map, json's encoder), and the row is short: SQLite's cost of a row grows with its
-    length (about 8 us a KB).
-    """
-    tids, phases, attempts, outcomes, ends, elapsed, _, _ = zip(*runs, strict=True)
-    n = len(tids)
-    durations = list(map(round, map(operator.mul, elapsed, repeat(1e6, n))))
-    first = ends[0]
-    return _encode({
-        "by": by, "since": first, "task_id": list(tids),
-        "phase": phases[0] if phases.count(phases[0]) == n else list(phases),
-        "attempt": attempts[0] if attempts.count(attempts[0]) == n else list(attempts),
-        "outcome": outcomes[0] if outcomes.count(outcomes[0]) == n else list(outcomes),
-        "started": list(map(operator.sub, map(operator.sub, ends, durations), repeat(first, n))),
-        "duration": durations,
-    }), max(attempts)
-
-
-#: The JSON of a batch, made in C (json's encoder: each number's text without a call of str per number).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def unpacked(batch: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """unpacked is the runs of a batch (task_timing_batches.runs, parsed) as tuples of RUN_FIELDS, oldest first
-    (a started still in microseconds after the batch's since)."""
-    tids = batch["task_id"]
-    return list(zip(*(batch[name] if isinstance(batch[name], list) else [batch[name]] * len(tids)
-                      for name in RUN_FIELDS), strict=True))
-
-
-def started(end: int, elapsed: float) -> datetime:
-    """started is when a run that ended at end (microseconds since the epoch) after elapsed seconds started, to the
-    microsecond, as its row says (_packed; its span, engine._otel, starts then too)."""
-    return _EPOCH + timedelta(microseconds=end - round(elapsed * 1e6))
-
-
-def _micros(when: datetime) -> int:
-    """_micros is a time in microseconds since the epoch."""
-    d = when - _EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def _stamp(when: datetime) -> str:
-    return f"{when:%Y-%m-%dT%H:%M:%S.%f}Z"

@@ -97,6 +97,8 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.done_hook: Callable[[], None] | None = None
         # Changes whose tasks got new edges (the runner looks for cycles there; None: everywhere).
         self.new_waits: set[int] | None = None
+        # Tasks moved into Do or Undo (engine.statusrules.revive): a circle through them may have come alive.
+        self.revived: set[int] = set()
         # Changes with tasks in Wait: the Wait rule may follow edges into other changes, so their status is
         # recomputed whenever any task moves.
         self._waiting: set[int] | None = None

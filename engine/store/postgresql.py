@@ -36,7 +36,7 @@ from typing import Any
 
 from .._time import POLL_INTERVAL
 from .base import Row
-from .postgresql_counts import PostgresCounts, probed
+from .postgresql_counts import probed
 from .postgresql_generic import (
     CHANGES_AND_FLAGS,
     END_LEASES,
@@ -68,6 +68,7 @@ from .postgresql_sql import (
     PROBE_OF,
     RECOUNT_HALTED,
 )
+from .postgresql_writes import PostgresWrites
 from .statements import NOTICE_COLUMNS
 
 __all__ = ["CHANNEL", "NOTICE_CHANNEL", "PostgresStore"]
@@ -80,7 +81,7 @@ log = logging.getLogger("engine.store")
 OTHERS_INTERVAL = POLL_INTERVAL
 
 
-class PostgresStore(PostgresCounts):
+class PostgresStore(PostgresWrites):
     """PostgresStore is the Store on PostgreSQL: row locks, reads ahead, claims under leases, wake-ups and ids."""
 
     _others_next = 0.0  # when release_claims may next wake the other hosts for work left

@@ -96,6 +96,18 @@ def test_done_on_an_abort_task_is_ignored(st: State) -> None:
         assert t.status is Status.UNDO
 
 
+def test_set_to_wait_on_an_abort_task_is_ignored(st: State) -> None:
+    """snapd's TestSetWaitAfterAbortNoop: an aborted task is undone, it does not wait."""
+    with st:
+        t = st.new_task("reboot", "...")
+        t.set_status(Status.ABORT)
+        before = t.waited_status
+        t.set_to_wait(Status.UNDONE)
+        assert (t.status, t.waited_status) == (Status.ABORT, before)
+    with st:
+        assert (t.status, t.waited_status) == (Status.ABORT, before)
+
+
 def test_set_to_wait(st: State) -> None:
     with st:
         chg = st.new_change("install", "...")

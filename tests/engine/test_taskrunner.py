@@ -1049,6 +1049,24 @@ def test_wait_change_not_waiting_while_other_work_pending(st: State, ensures: En
         assert not chg.status.ready
 
 
+def test_wait_with_the_default_status_waits_for_done(st: State, ensures: EnsureRecorder,
+                                                     make_runner: Callable[..., TaskRunner]) -> None:
+    """snapd's TestTaskReturningWaitDefaultStatus: a Wait naming no status (Default) waits for Done."""
+    def waits(task: Task, tomb: Tomb) -> None:
+        raise Wait("needs a reboot", waited_status=Status.DEFAULT)
+
+    runner = make_runner()
+    runner.add_handler("reboot", waits)
+    with st:
+        chg = st.new_change("install", "...")
+        t1 = st.new_task("reboot", "t1")
+        chg.add_task(t1)
+    run_quiet(runner, ensures)
+    with st:
+        assert (t1.status, t1.waited_status) == (Status.WAIT, Status.DONE)
+        assert chg.status is Status.WAIT
+
+
 def test_wait_for_undone(st: State, ensures: EnsureRecorder, make_runner: Callable[..., TaskRunner]) -> None:
     def undo_waits(task: Task, tomb: Tomb) -> None:
         raise Wait("undo needs a reboot", waited_status=Status.UNDONE)

@@ -4,6 +4,7 @@ row per run (engine.timings, engine/store/views.py, migration 0011_h27pack_timin
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -253,3 +254,39 @@ def test_an_older_postgresql_database_opens_with_its_runs_moved_and_downgrades_b
     with psycopg.connect(pg_cluster.dsn(name)) as conn:
         assert conn.execute("SELECT task_id, phase, attempt, outcome, started, duration FROM task_timings "
                             "ORDER BY id").fetchall() == [row[1:] for row in rows]
+
+
+def test_a_batch_holds_its_runs_kinds(st: State, clock: FakeClock) -> None:
+    """A batch keeps each run's task kind (what the tracing helper names its span by): one value for runs of one
+    kind, an array in the runs' order otherwise, kept by the trim of a task's oldest runs."""
+    with st:
+        chg = st.new_change("test", "kinds")
+        tasks = [st.new_task(kind, f"task {i}") for i, kind in enumerate(["k", "f\u00e6il", "k"])]
+        for t in tasks:
+            chg.add_task(t)
+        cid, tids = chg.id, [int(t.id) for t in tasks]
+    _note(st, clock, tids, MIXED)
+    _write(st)
+    _note(st, clock, tids, [(0, "do", 1, 0.1), (2, "do", 1, 0.2)])
+    _write(st)
+    with st:
+        batches = [json.loads(text) for _, text in st._uow.store.timing_batches(int(cid))]
+    assert [b["kind"] for b in batches] == [["k", "f\u00e6il", "k", "f\u00e6il", "k"], "k"]
+
+
+def test_a_trimmed_batch_keeps_its_kinds(st: State, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trim that keeps a task's newest runs rewrites a batch with the kinds of the runs it keeps."""
+    monkeypatch.setattr(engine.timings, "TASK_RUNS_KEEP", 2)
+    with st:
+        chg = st.new_change("test", "kinds")
+        tasks = [st.new_task(kind, "t") for kind in ("a", "b")]
+        for t in tasks:
+            chg.add_task(t)
+        cid, tids = chg.id, [int(t.id) for t in tasks]
+    _note(st, clock, tids, [(0, "do", 1, 0.1), (1, "do", 1, 0.1), (0, "do", 2, 0.1)])
+    _write(st)
+    _note(st, clock, tids, [(0, "do", 3, 0.1)])
+    _write(st)
+    with st:
+        batches = [json.loads(text) for _, text in st._uow.store.timing_batches(int(cid))]
+    assert [(b["task_id"], b["kind"]) for b in batches] == [([tids[1], tids[0]], ["b", "a"]), ([tids[0]], "a")]
