@@ -37,6 +37,14 @@ from typing import Any
 from .._time import POLL_INTERVAL
 from .base import Row
 from .postgresql_counts import probed
+from .postgresql_generic import (
+    CHANGES_AND_FLAGS,
+    END_LEASES,
+    GRAPH_OF_ONE,
+    RECOUNT_HALTED_BY_ONE,
+    TASKS_LOCKED_PLANNED,
+    id_array,
+)
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
@@ -59,8 +67,6 @@ from .postgresql_sql import (
     PROBE_CLAIMED,
     PROBE_OF,
     RECOUNT_HALTED,
-    TASKS_LOCKED_RUNNER,
-    WAITING_AND_QUEUED,
 )
 from .postgresql_writes import PostgresWrites
 from .statements import NOTICE_COLUMNS
@@ -94,11 +100,13 @@ class PostgresStore(PostgresWrites):
         # change-update notices (a status that moved repeats one).
         keys = [str(i) for i in todo]
         rows, more = self._read_ahead((CHANGES_LOCKED, (todo,)), {
-            "counts": (PROBE, {"cids": todo, "ex": [], "cap": 1, "small": self.small}),
+            "counts": (PROBE, self.probe_args(cids=id_array(todo), ex="{}", cap=1)),
             "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
                         (CHANGE_UPDATE, keys)),
         })
-        self._ahead["counts_of"] = (set(todo), probed(more["counts"], todo, 1))
+        found = probed(more["counts"], todo, 1)
+        self._learn(found)
+        self._ahead["counts_of"] = (set(todo), found)
         self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
         return rows
 
@@ -143,21 +151,24 @@ class PostgresStore(PostgresWrites):
         if self._read_only or not ids:
             return super().task_rows(ids)
         todo = sorted(set(ids))
-        of_changes = "IN (SELECT change_id FROM tasks WHERE id = ANY (%s))"
         ex = self._unprobed(todo)
+        # (Planned once per connection but GRAPH_OF, the ids as array literals: postgresql_generic.)
+        arr = id_array(todo)
         ahead: dict[str, tuple[str, Any]] = {
-            "graph": (GRAPH_OF, (todo, todo, todo)),  # (each statement in a pipeline costs the client ~0.1 ms)
-            "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {of_changes}", (todo,)),
+            # (Each statement in a pipeline costs the client ~0.1 ms.)
+            "graph": (GRAPH_OF_ONE, todo * 3) if len(todo) == 1 else (GRAPH_OF, (arr, arr, arr)),
+            "changes": (CHANGES_AND_FLAGS, (arr,)),  # (and the flags: the changes with tasks in Wait, or queued)
             # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
-            "probe": (PROBE_OF, {"ids": todo, "ex": ex, "cap": min(CAP, 2 * len(todo) + 1), "small": self.small}),
-            "flags": (WAITING_AND_QUEUED, ()),
+            "probe": (PROBE_OF, self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))),
         }
-        held, more = self._read_ahead((TASKS_LOCKED_RUNNER, (todo,)), ahead)
+        held, more = self._read_ahead((TASKS_LOCKED_PLANNED, (arr,)), ahead)
         rows: list[Row] = [r[:-1] for r in held]
         self._note(rows)
         probe = more.pop("probe")
         more["runners"] = [(r[0], r[-1]) for r in held]
-        graph, flags = more.pop("graph"), more.pop("flags")
+        graph, tagged = more.pop("graph"), more.pop("changes")
+        more["changes"] = [r[1:] for r in tagged if r[0] == "c"]
+        flags = [r[:2] for r in tagged if r[0] != "c"]
         more["edges"] = [(a, b) for what, a, b in graph if what == "e"]
         more["lanes"] = [(a, b) for what, a, b in graph if what == "l"]
         more["waiting"] = [(cid,) for what, cid in flags if what == "w"]
@@ -236,8 +247,10 @@ class PostgresStore(PostgresWrites):
         The tasks waiting for halted_by are found by the statement itself, as
         the edges are when it runs.
         """
-        if halted_by:
-            self.send(RECOUNT_HALTED, (list(ids), list(halted_by)))
+        if len(halted_by) == 1:  # (a chain's step: planned once, postgresql_generic)
+            self.send(RECOUNT_HALTED_BY_ONE, (id_array(ids), halted_by[0]))
+        elif halted_by:
+            self.send(RECOUNT_HALTED, (id_array(ids), id_array(halted_by)))
         elif ids:
             super().recount_blockers(ids)
 
@@ -360,8 +373,7 @@ class PostgresStore(PostgresWrites):
     def end_leases(self, ids: Sequence[int]) -> None:
         """end_leases (a step of write) clears the leases of tasks whose outcome is recorded (or the reaper took)."""
         if ids:
-            self.send("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
-                       "AND lease_until IS NOT NULL", (list(ids),))
+            self.send(END_LEASES, (id_array(ids),))
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:
         """runners_of says which runner holds the lease of each task (read ahead if it was)."""

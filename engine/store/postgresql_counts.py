@@ -21,17 +21,36 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import ChangeSetWrite, Row
-from .postgresql_link import PostgresLink
+from .postgresql_generic import id_array
+from .postgresql_reads import PostgresReads
 from .postgresql_sql import CAP, PROBE, SMALL
 
-__all__ = ["PostgresCounts", "Probed", "probed"]
+__all__ = ["BIG_KEPT", "PostgresCounts", "Probed", "probed"]
+
+#: How many of the changes a probe found big a store remembers (the latest).
+BIG_KEPT = 64
 
 
-class PostgresCounts(PostgresLink):
+class PostgresCounts(PostgresReads):
     """PostgresCounts answers counts_besides, and remembers which tasks this transaction read or inserted."""
 
     #: A change with fewer tasks than this is counted whole by a probe (tests set 0: every change looked up).
     small = SMALL
+    #: The changes that probes found to have small tasks or more, the latest BIG_KEPT (their tasks go with them only:
+    #: a probe need not count their first tasks again to tell; one taken for big wrongly is only looked up).
+    _big: dict[int, None] = {}
+
+    def probe_args(self, **args: Any) -> dict[str, Any]:
+        """probe_args are PROBE's parameters: args, the size of a small change and the changes known to be bigger."""
+        return {**args, "small": self.small, "big": id_array(self._big)}
+
+    def _learn(self, found: dict[int, Probed]) -> None:
+        """_learn notes the changes a probe looked up (not small): their 'u' rows."""
+        fresh = [cid for cid, p in found.items() if p.some and cid not in self._big]
+        if fresh:
+            big = self._big = {**self._big, **dict.fromkeys(fresh)}
+            while len(big) > BIG_KEPT:
+                del big[next(iter(big))]
 
     def _note(self, rows: Sequence[Row]) -> None:
         """_note remembers the tasks this transaction read, locked: their changes, statuses and clean flags."""
@@ -58,6 +77,7 @@ class PostgresCounts(PostgresLink):
     def _note_probe(self, rows: list[Row], cids: set[int], ex: Sequence[int], cap: int) -> None:
         """_note_probe keeps what a PROBE read ahead of cids, with the tasks of each that it left out."""
         found = probed(rows, cids, cap)
+        self._learn(found)
         mine = self._mine
         left: dict[int, set[int]] = {cid: set() for cid in cids}
         for tid in ex:
@@ -92,8 +112,9 @@ class PostgresCounts(PostgresLink):
         # (Leaving out what this transaction read of the change too: the rest of a claim's page, handed on after.)
         mine = self._mine
         ex = sorted({*held, *(tid for tid, row in mine.items() if row[0] == cid and row[1] is not None)})
-        args = {"cids": [cid], "ex": ex, "cap": CAP, "small": self.small}
-        p = probed(self.run(PROBE, args), [cid], CAP).get(cid, Probed(CAP))
+        found = probed(self.run(PROBE, self.probe_args(cids=id_array([cid]), ex=id_array(ex), cap=CAP)), [cid], CAP)
+        self._learn(found)
+        p = found.get(cid, Probed(CAP))
         left = frozenset(tid for tid in ex if tid in mine)
         self._probes[cid] = (left, p)
         out = _besides(left, p, set(held), mine)

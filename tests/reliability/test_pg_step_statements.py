@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from engine import Overlord, State, Status, Task
+from engine.store.postgresql_generic import RECOUNT_HALTED_BY_ONE
 from engine.store.postgresql_sql import (
     CAP,
     CATALOG,
@@ -126,7 +127,9 @@ def test_the_blockers_recount_finds_its_tasks_by_index(pg_url: str) -> None:
     with connect(pg_url) as conn:
         conn.execute("SET enable_seqscan = off")  # (a table this small is cheaper to scan: ask for what indexes do)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + RECOUNT_HALTED, ([tid], [tid])))
+        one = "\n".join(r[0] for r in conn.execute("EXPLAIN " + RECOUNT_HALTED_BY_ONE, (f"{{{tid}}}", tid)))
     assert "Seq Scan on tasks" not in plan, plan
+    assert "Seq Scan" not in one, one  # (a chain's step: the one task's waiters by index too)
 
 
 def test_a_bulk_submit_has_the_server_analyze_the_tasks(pg_url: str) -> None:
@@ -293,7 +296,7 @@ def test_the_status_probe_reads_only_its_own_change_s_unready_tasks(pg_url: str)
         conn.execute("ANALYZE tasks")
 
         def read(cid: int, held: int, small: int = 0) -> tuple[int, list[tuple[Any, ...]]]:
-            args = {"cids": [cid], "ex": [held], "cap": CAP, "small": small}
+            args = {"cids": [cid], "ex": [held], "cap": CAP, "small": small, "big": []}
             plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + PROBE, args).fetchone()[0][0]["Plan"]
             return _tasks_read(plan), sorted(conn.execute(PROBE, args).fetchall())
 
