@@ -13,7 +13,7 @@ thread's sync handlers, one after another; an async handler's asyncio task).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -100,14 +100,14 @@ class HandOn:
         # A handler's commit that finishes its own task leaves the hand-on to its outcome (_own_done).
         self._w.done_hook = self._own_done if enabled else None
 
-    def _hand_on(self, started: list[Run], own_done: bool = False) -> bool:
+    def _hand_on(self, started: list[Run], own_done: Sequence[int] = ()) -> bool:
         """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
 
         It returns whether nothing is left for an ensure pass to start: then
         the loop is not woken for the tasks that became Done or Undone. What
         it leaves (a task held back by a blocked predicate, a dropped cache,
         another host's work) is left to an ensure pass, as before. own_done:
-        an outcome's task was set Done by its handler's own commit.
+        the outcomes' tasks that their handlers' own commits set Done.
         """
         w = self._w
         if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
@@ -118,7 +118,7 @@ class HandOn:
             runs = dict(self._r.runs)
         store = w.store
         queries: list[tuple[Any, None]] = []  # (a query, or the rows themselves: _claim_from)
-        successors = None if own_done else self._successors()
+        successors = self._own_successors(own_done) if own_done else self._successors()
         if successors is not None:
             # What the Done tasks unblocked, known from the cache: claimed without a query, and written
             # with the outcomes in the commit's one flush (their blockers counts as values, UnitOfWork._rows).
@@ -165,7 +165,22 @@ class HandOn:
         w.handed_on()
         return True
 
-    def _successors(self) -> list[int] | None:
+    def _own_successors(self, own: Sequence[int]) -> list[int] | None:
+        """_own_successors are the Do tasks that the self-finishing handlers' Done made runnable, from the cache.
+
+        As _successors, for tasks set Done by their handlers' own commits
+        (_own_done) rather than by this unit (OutcomeRecorder._record notes
+        their Done as unblocked): None unless this unit moved no task to or
+        from Done itself and the cache is exact; then the query of every
+        runnable task could only find these, or what a pass already asked
+        for will claim.
+        """
+        cs = self._w.changeset
+        if cs.unblocked != _DONE_ONLY or cs.done_flips.todo or cs.done_flips.done:
+            return None  # this unit moved tasks to or from Done (or Undone) too: the query finds all
+        return self._successors(own)
+
+    def _successors(self, own: Sequence[int] = ()) -> list[int] | None:
         """_successors are the Do tasks that the tasks Done in this unit of work made runnable, from the cache.
 
         None unless the cache knows that they are all there is to claim: a
@@ -184,7 +199,7 @@ class HandOn:
             return None
         tasks = w.records.tasks
         found: list[int] = []
-        for tid in cs.done_flips.todo:
+        for tid in own or cs.done_flips.todo:
             rec = tasks.get(tid)
             if rec is None or rec.status is not _DONE or rec.halt_ids is None:
                 return None
