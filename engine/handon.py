@@ -250,3 +250,26 @@ class HandOn:
                 return
         run.own_done = True
         changeset.unblocked.clear()
+        self._hold_own_status(run.tid)
+
+    def _hold_own_status(self, tid: int) -> None:
+        """_hold_own_status leaves the status of a self-finishing handler's change to its outcome's unit (SQLite).
+
+        The handler still runs, and its outcome claims what its Done made
+        runnable: storing the change's status now would show it Do between
+        two steps of a chain, with a change-update notice each way, where a
+        Done the runner records never does. Held only while the change's
+        computed status is not ready and it is stored Doing, and nothing else
+        of any change is to be written: the next commit of any unit (the
+        outcome's, most often) stores it.
+        """
+        w = self._w
+        cs = w.changeset
+        rec = w.records.tasks.get(tid)
+        if w.store.shared or rec is None or rec.change_id is None or cs.touched.done or cs.dirty_changes \
+                or cs.new_changes or list(cs.touched.todo) != [rec.change_id]:
+            return
+        crec = w.records.changes.get(rec.change_id)
+        if crec is None or crec.db_status is not Status.DOING or w.change_status(crec).ready:
+            return
+        w.statuses_held = True

@@ -99,3 +99,43 @@ def test_a_self_finishing_handler_adding_two_steps_hands_both_on(overlord: Overl
     assert [s.split(".")[0] for s in ran] == ["0"] + [str(i) for i in range(1, 6) for _ in range(2)]
     for statements in levels[1:-1]:
         assert _runnable_queries(statements) == [], " | ".join(statements)
+
+
+def test_a_self_finishing_chain_never_shows_its_change_between_two_steps(overlord: Overlord) -> None:
+    """The stored change goes Do -> Doing -> Done as for a chain the runner finishes: a notice each way.
+
+    A handler's block that finishes its task and adds the next (waiting for
+    it) leaves the change with no task Doing until its outcome claims the
+    next: that status is not stored, nor noticed, in between.
+    """
+    o = overlord
+    ran: list[int] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        st = task.state
+        with st:
+            i = task.get("i")
+            ran.append(i)
+            if i + 1 < 20:
+                nxt = st.new_task("step", f"step {i + 2}")
+                nxt.set("i", i + 1)
+                nxt.wait_for(task)
+                chg = task.change()
+                assert chg is not None
+                chg.add_task(nxt)
+            task.set_status(Status.DONE)
+
+    o.task_runner.add_handler("step", step)
+    st = o.state
+    with st:
+        chg = st.new_change("spawn", "a chain its handlers build")
+        first = st.new_task("step", "step 1")
+        first.set("i", 0)
+        chg.add_task(first)
+    o.loop()
+    assert chg.wait_ready(TIMEOUT)
+    with st:
+        assert chg.status is Status.DONE
+        (notice,) = st.notices(types=["change-update"], keys=[chg.id])
+    assert ran == list(range(20))
+    assert notice.occurrences == 3  # spawned, Doing, Done
