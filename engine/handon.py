@@ -253,23 +253,33 @@ class HandOn:
         self._hold_own_status(run.tid)
 
     def _hold_own_status(self, tid: int) -> None:
-        """_hold_own_status leaves the status of a self-finishing handler's change to its outcome's unit (SQLite).
+        """_hold_own_status leaves the status of a self-finishing handler's change to its outcome's unit.
 
         The handler still runs, and its outcome claims what its Done made
         runnable: storing the change's status now would show it Do between
         two steps of a chain, with a change-update notice each way, where a
         Done the runner records never does. Held only while the change's
         computed status is not ready and it is stored Doing, and nothing else
-        of any change is to be written: the next commit of any unit (the
-        outcome's, most often) stores it.
+        of any change is to be written: the next commit of this State that
+        writes (the outcome's, most often) stores it; on PostgreSQL only when
+        this unit added a Do task to the change, so that no host can find it
+        ready meanwhile.
         """
         w = self._w
         cs = w.changeset
         rec = w.records.tasks.get(tid)
-        if w.store.shared or rec is None or rec.change_id is None or cs.touched.done or cs.dirty_changes \
+        if rec is None or rec.change_id is None or cs.touched.done or cs.dirty_changes \
                 or cs.new_changes or list(cs.touched.todo) != [rec.change_id]:
             return
-        crec = w.records.changes.get(rec.change_id)
+        cid = rec.change_id
+        crec = w.records.changes.get(cid)
         if crec is None or crec.db_status is not Status.DOING or w.change_status(crec).ready:
             return
+        if w.store.shared:
+            # Other hosts' tasks are not all in this cache: held only when this unit added a Do task to the
+            # change, which keeps it from being ready whatever they commit until one claims it (and settles it).
+            tasks = w.records.tasks
+            if not any((t := tasks.get(new)) is not None and t.change_id == cid and t.status is Status.DO
+                       for new in cs.new_tasks.todo):
+                return
         w.statuses_held = True
