@@ -95,6 +95,8 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.work_hook: Callable[[], None] | None = None
         #: done_hook, when set (a runner that hands on, engine.handon), is called at a commit that moved tasks to Done.
         self.done_hook: Callable[[], None] | None = None
+        #: touch_hook, likewise, at a commit that touched changes (statuses to settle) and moved none to Done.
+        self.touch_hook: Callable[[], None] | None = None
         #: statuses_held: this commit leaves the statuses of the changes it touched to the next unit that writes
         #: (a self-finishing handler's, to its outcome: engine.handon); _held are those changes.
         self.statuses_held = False
@@ -234,6 +236,8 @@ class UnitOfWork(RecordAdds, FlushRows):
             return []
         if self.done_hook is not None and Status.DONE in self.changeset.unblocked:
             self.done_hook()  # (it may take over the wake for a handler's own task: engine.handon)
+        elif self.touch_hook is not None and self.changeset.touched.todo:
+            self.touch_hook()  # (it may leave a running handler's change to its outcome: engine.handon)
         if self.statuses_held or self._held:
             self._hold_statuses()
         try:

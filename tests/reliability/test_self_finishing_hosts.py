@@ -1,13 +1,17 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A chain whose handlers add the next step and finish their own task, on PostgreSQL (the peers' chain,
-`python -m bench.peers`, engine-spawn-done): the handler's commit leaves its change's status to its outcome,
-which claims the next step, so the change never shows Do between two steps; with two hosts it still ends
-Done, stored Done (docs/runner.md, "Handing on").
+"""A chain whose handlers add the next step (and may finish their own task), on PostgreSQL (the peers' chains,
+`python -m bench.peers`, engine-spawn and engine-spawn-done): the handler's commit leaves its change's status to
+its outcome, which claims the next step, so the change never shows Do between two steps and is neither locked
+nor counted by the handler's commit; with two hosts it still ends Done, stored Done (docs/runner.md, "Handing
+on").
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine import Change, Overlord, State, Status, Task
+from engine.session import session_of
 from engine.tomb import Tomb
 from tests.support.pgcluster import connect
 
@@ -15,8 +19,8 @@ WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
 STEPS = 20
 
 
-def _step(task: Task, tomb: Tomb) -> None:
-    """_step adds the next step of the chain, waiting for this one, and sets this one Done, in one block."""
+def _step(task: Task, tomb: Tomb, finish: bool = True) -> None:
+    """_step adds the next step of the chain, waiting for this one, and sets this one Done (finish), in one block."""
     st = task.state
     with st:
         i = task.get("i")
@@ -27,7 +31,8 @@ def _step(task: Task, tomb: Tomb) -> None:
             chg = task.change()
             assert chg is not None
             chg.add_task(nxt)
-        task.set_status(Status.DONE)
+        if finish:
+            task.set_status(Status.DONE)
 
 
 def _first(st: State) -> Change:
@@ -78,3 +83,40 @@ def test_two_hosts_run_a_self_finishing_spawned_chain_to_a_stored_done(pg_url: s
         reader.close()
     assert row is not None
     assert (str(row[0]), bool(row[1]), row[2], row[3]) == ("Done", True, STEPS, STEPS)
+
+
+def test_a_handler_adding_the_next_step_commits_without_locking_its_change(overlord: Overlord) -> None:
+    """The handler's task is Doing: its block cannot move the change's status, so its commit neither locks nor
+    counts the change's row (its outcome's unit settles it), and the change still goes Do -> Doing -> Done."""
+    o = overlord
+    store: Any = session_of(o.state).uow.store
+    settled: list[str] = []
+
+    def spying(name: str) -> Any:
+        fn = getattr(store, name)
+
+        def spy(*args: Any) -> Any:
+            settled.append(name)
+            return fn(*args)
+        return spy
+
+    for name in ("locked_change_rows", "keep_changes"):
+        setattr(store, name, spying(name))
+    by_block: list[list[str]] = []
+
+    def step(task: Task, tomb: Tomb) -> None:
+        before = len(settled)
+        _step(task, tomb, finish=False)
+        by_block.append(settled[before:])
+
+    o.task_runner.add_handler("step", step)
+    chg = _first(o.state)
+    o.loop()
+    assert chg.wait_ready(WAIT)
+    with o.state:
+        assert chg.status is Status.DONE
+        assert len(chg.tasks()) == STEPS and all(t.status is Status.DONE for t in chg.tasks())
+        (notice,) = o.state.notices(types=["change-update"], keys=[chg.id])
+    assert notice.occurrences == 3
+    assert by_block[:-1] == [[]] * (STEPS - 1), by_block  # (the last block adds nothing)
+    assert settled  # the outcomes' units settle it
