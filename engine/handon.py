@@ -13,7 +13,7 @@ thread's sync handlers, one after another; an async handler's asyncio task).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -107,15 +107,16 @@ class HandOn:
         self._hand_on_enabled = enabled
         # A handler's commit that finishes its own task leaves the hand-on to its outcome (_own_done).
         self._w.done_hook = self._own_done if enabled else None
+        self._w.touch_hook = self._own_running if enabled else None
 
-    def _hand_on(self, started: list[Run], own_done: bool = False) -> bool:
+    def _hand_on(self, started: list[Run], own_done: Sequence[int] = ()) -> bool:
         """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.
 
         It returns whether nothing is left for an ensure pass to start: then
         the loop is not woken for the tasks that became Done or Undone. What
         it leaves (a task held back by a blocked predicate, a dropped cache,
         another host's work) is left to an ensure pass, as before. own_done:
-        an outcome's task was set Done by its handler's own commit.
+        the outcomes' tasks that their handlers' own commits set Done.
         """
         w = self._w
         if not self._hand_on_enabled or self._generation != w.generation or w.blockers_suspect:
@@ -126,7 +127,7 @@ class HandOn:
             runs = dict(self._r.runs)
         store = w.store
         queries: list[tuple[Any, None]] = []  # (a query, or the rows themselves: _claim_from)
-        successors = None if own_done else self._successors()
+        successors = self._own_successors(own_done) if own_done else self._successors()
         if successors is not None and len(successors) == 1 and not runs:
             handed = self._hand_on_one(successors[0], started)
             if handed is not None:
@@ -206,7 +207,22 @@ class HandOn:
         w.handed_on()
         return True
 
-    def _successors(self) -> list[int] | None:
+    def _own_successors(self, own: Sequence[int]) -> list[int] | None:
+        """_own_successors are the Do tasks that the self-finishing handlers' Done made runnable, from the cache.
+
+        As _successors, for tasks set Done by their handlers' own commits
+        (_own_done) rather than by this unit (OutcomeRecorder._record notes
+        their Done as unblocked): None unless this unit moved no task to or
+        from Done itself and the cache is exact; then the query of every
+        runnable task could only find these, or what a pass already asked
+        for will claim.
+        """
+        cs = self._w.changeset
+        if cs.unblocked != _DONE_ONLY or cs.done_flips.todo or cs.done_flips.done:
+            return None  # this unit moved tasks to or from Done (or Undone) too: the query finds all
+        return self._successors(own)
+
+    def _successors(self, own: Sequence[int] = ()) -> list[int] | None:
         """_successors are the Do tasks that the tasks Done in this unit of work made runnable, from the cache.
 
         None unless the cache knows that they are all there is to claim: a
@@ -225,7 +241,7 @@ class HandOn:
             return None
         tasks = w.records.tasks
         found: list[int] = []
-        for tid in cs.done_flips.todo:
+        for tid in own or cs.done_flips.todo:
             rec = tasks.get(tid)
             if rec is None or rec.status is not _DONE or rec.halt_ids is None:
                 return None
@@ -276,3 +292,55 @@ class HandOn:
                 return
         run.own_done = True
         changeset.unblocked.clear()
+        self._hold_own_status(run.tid)
+
+    def _own_running(self) -> None:
+        """_own_running, called at a commit (lock held) that touched changes, skips settling a running handler's own.
+
+        A handler's block that adds tasks to its own change while its task
+        is Doing (the peers' chain: the next step, waiting for it) cannot
+        move the change's status: its outcome's unit, which touches the
+        change anyway, stores it. On PostgreSQL that is a row lock and a
+        count fewer a step.
+        """
+        run = _HANDLING.get()
+        if run is None or run.phase != "do" or not self._hand_on_enabled:
+            return
+        rec = self._w.records.tasks.get(run.tid)
+        if rec is not None and rec.status is Status.DOING:
+            self._hold_own_status(run.tid, Status.DOING)
+
+    def _hold_own_status(self, tid: int, status: Status | None = None) -> None:
+        """_hold_own_status leaves the status of a self-finishing handler's change to its outcome's unit.
+
+        The handler still runs, and its outcome claims what its Done made
+        runnable: storing the change's status now would show it Do between
+        two steps of a chain, with a change-update notice each way, where a
+        Done the runner records never does. Held only while the change's
+        computed status is not ready and it is stored Doing, and nothing else
+        of any change is to be written: the next commit of this State that
+        writes (the outcome's, most often) stores it; on PostgreSQL only when
+        this unit added a Do task to the change, so that no host can find it
+        ready meanwhile. status: held only if the change's computed status is that.
+        """
+        w = self._w
+        cs = w.changeset
+        rec = w.records.tasks.get(tid)
+        if rec is None or rec.change_id is None or cs.touched.done or cs.dirty_changes \
+                or cs.new_changes or list(cs.touched.todo) != [rec.change_id]:
+            return
+        cid = rec.change_id
+        crec = w.records.changes.get(cid)
+        if crec is None or crec.db_status is not Status.DOING:
+            return
+        computed = w.change_status(crec)
+        if computed.ready or (status is not None and computed is not status):
+            return
+        if w.store.shared:
+            # Other hosts' tasks are not all in this cache: held only when this unit added a Do task to the
+            # change, which keeps it from being ready whatever they commit until one claims it (and settles it).
+            tasks = w.records.tasks
+            if not any((t := tasks.get(new)) is not None and t.change_id == cid and t.status is Status.DO
+                       for new in cs.new_tasks.todo):
+                return
+        w.statuses_held = True

@@ -50,7 +50,7 @@ class OutcomeRecorder:
 
     def __init__(self, session: Session, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
                  quarantine: Callable[[int], None], leases: Leases | None = None, *,
-                 hand_on: Callable[[list[Run], bool], bool] | None = None,
+                 hand_on: Callable[[list[Run], list[int]], bool] | None = None,
                  start: Callable[[Run], None] | None = None) -> None:
         self._st = session.state
         # The runner's: claim what a batch made runnable, in its unit of work (and whether that
@@ -299,7 +299,7 @@ class OutcomeRecorder:
         if self._hand_on is None:
             return False
         try:
-            return self._hand_on(started, any(run.own_done for run in batch))
+            return self._hand_on(started, [run.tid for run in batch if run.own_done])
         except DatabaseError:
             raise  # the store rolled the transaction back: the outcomes are recorded again (or one by one)
         except Exception:

@@ -95,6 +95,12 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.work_hook: Callable[[], None] | None = None
         #: done_hook, when set (a runner that hands on, engine.handon), is called at a commit that moved tasks to Done.
         self.done_hook: Callable[[], None] | None = None
+        #: touch_hook, likewise, at a commit that touched changes (statuses to settle) and moved none to Done.
+        self.touch_hook: Callable[[], None] | None = None
+        #: statuses_held: this commit leaves the statuses of the changes it touched to the next unit that writes
+        #: (a self-finishing handler's, to its outcome: engine.handon); _held are those changes.
+        self.statuses_held = False
+        self._held: dict[int, None] = {}
         # Changes whose tasks got new edges (the runner looks for cycles there; None: everywhere).
         self.new_waits: set[int] | None = None
         # Tasks moved into Do or Undo (engine.statusrules.revive): a circle through them may have come alive.
@@ -232,6 +238,10 @@ class UnitOfWork(RecordAdds, FlushRows):
             return []
         if self.done_hook is not None and Status.DONE in self.changeset.unblocked:
             self.done_hook()  # (it may take over the wake for a handler's own task: engine.handon)
+        elif self.touch_hook is not None and self.changeset.touched.todo:
+            self.touch_hook()  # (it may leave a running handler's change to its outcome: engine.handon)
+        if self.statuses_held or self._held:
+            self._hold_statuses()
         try:
             self._write(True)  # (pending, as asked above)
             if self.store.shared:
@@ -284,6 +294,17 @@ class UnitOfWork(RecordAdds, FlushRows):
         else:
             self.records.evict()
         return ready
+
+    def _hold_statuses(self) -> None:
+        """_hold_statuses leaves the touched changes' statuses to the next commit that writes, or settles those held."""
+        touched = self.changeset.touched.todo
+        if self.statuses_held:
+            self.statuses_held = False
+            self._held.update(touched)
+            touched.clear()
+        else:
+            touched.update(self._held)
+            self._held.clear()
 
     def _keep(self) -> None:
         """_keep abandons the write transaction and keeps the whole unit of work in memory, to write again."""

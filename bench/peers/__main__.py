@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             pgcluster.remove_cluster(cluster)
         shutil.rmtree(tmp, ignore_errors=True)
+    figures["ahead"] = _ahead(table)
     _print(table, figures, sizes, workers)
     figures["rows"] = {f"{s}.{b}": row for (s, b), row in table.rows.items()}
     if args.json:
@@ -247,6 +248,29 @@ def _round(table: Table, entries: list[Entry], sizes: dict[str, int]) -> None:
                 if cap:
                     n = min(n, cap)
                 table.add(e.system, e.backend, workload, n, e.run(workload, n))
+
+
+def _ahead(table: Table) -> dict[str, dict[str, list[int]]]:
+    """_ahead counts, for each engine row and peer on one backend and workload, the rounds the engine was faster.
+
+    Keyed "backend.workload.engine-row", then by peer: [rounds ahead, rounds
+    both ran] (a round where either failed is not counted).
+    """
+    engines = {s for s, _, _ in ENGINE_ROWS}
+    out: dict[str, dict[str, list[int]]] = {}
+    for (system, backend), row in table.rows.items():
+        if system not in engines:
+            continue
+        for w in ("w1", "w2"):
+            mine = row.get(f"{w}_results", [])
+            for (peer, b), other in table.rows.items():
+                theirs = other.get(f"{w}_results", [])
+                if b != backend or peer in engines or not mine or not theirs:
+                    continue
+                pairs = [(m["tasks_per_s"], t["tasks_per_s"]) for m, t in zip(mine, theirs, strict=False)
+                         if "error" not in m and "error" not in t]
+                out.setdefault(f"{backend}.{w}.{system}", {})[peer] = [sum(m > t for m, t in pairs), len(pairs)]
+    return out
 
 
 def _print(table: Table, figures: dict[str, Any], sizes: dict[str, int], workers: int) -> None:
@@ -283,6 +307,10 @@ def _print(table: Table, figures: dict[str, Any], sizes: dict[str, int], workers
         if f"baseline.{backend}" in figures:
             runs = ", ".join(f"{x:,.0f}" for x in figures[f"baseline.{backend}_runs"])
             print(f"baseline {backend}: {figures[f'baseline.{backend}']:,.0f} single-row commits/s ({runs})")
+    for key, peers in figures.get("ahead", {}).items():
+        backend, w, system = key.split(".")
+        said = ", ".join(f"{peer} in {k} of {n}" for peer, (k, n) in peers.items())
+        print(f"rounds ahead, {backend} {w.upper()}: {system} ahead of {said}")
     for note in notes:
         print(f"note: {note}")
 

@@ -59,6 +59,21 @@ def test_a_sqlite_peer_runs_w1_and_w2(peer: str, tmp_path: Path) -> None:
     assert row["w1"] and row["w2"]
 
 
+def test_each_engine_row_says_in_how_many_rounds_it_was_ahead_of_each_peer(tmp_path: Path) -> None:
+    """The goal is "ahead of every peer in the same run": counted round by round, from the runs themselves."""
+    pytest.importorskip("huey")
+    out = tmp_path / "peers.json"
+    assert main([*SIZES, "--runs", "2", "--only", "engine,huey", "--no-postgresql", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    ahead, rows = figures["ahead"], figures["rows"]
+    assert set(ahead) == {"sqlite.w1.engine", "sqlite.w2.engine", "sqlite.w2.engine-spawn",
+                          "sqlite.w2.engine-spawn-done", "sqlite.w2.engine-change"}
+    for key, peers in ahead.items():
+        backend, w, system = key.split(".")
+        mine, theirs = rows[f"{system}.{backend}"][f"{w}_runs"], rows[f"huey.{backend}"][f"{w}_runs"]
+        assert peers == {"huey": [sum(m > t for m, t in zip(mine, theirs, strict=True)), 2]}
+
+
 def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
     # pg_cluster: skipped (or, in CI, failed) where no PostgreSQL server can be had.
     peers = [p for p in ("dbos", "procrastinate") if importlib.util.find_spec(p) is not None]
