@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import child_env, overlord_cmd
+from tests.support.daemon import DaemonProcess, child_env, overlord_cmd
+
+from .test_api import raw
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -22,3 +25,19 @@ def test_a_hold_past_the_year_9999_is_a_usage_error(tmp_path: Path, hold: str) -
     assert p.returncode == 2, p.stderr
     assert p.stderr == (f"error: cannot hold for '{hold}': it would end after the year 9999; hold forever instead "
                         "(a bare --hold) (see 'overlord refresh --help')\n")
+
+
+@pytest.mark.parametrize("age", ["99999999999999999h", "8766000h", "1e3h"])
+def test_an_age_out_of_range_in_a_selection_is_a_bad_request(shared_daemon: DaemonProcess, age: str) -> None:
+    body = json.dumps({"action": "abort", "select": {"age": age}}).encode()
+    got, env = raw(shared_daemon, "POST", "/v2/changes", body)
+    assert (got, env["result"]["kind"]) == (400, "bad-request"), env
+    assert env["result"]["message"].startswith(f"cannot select changes by age '{age}': it must be ")
+    p = shared_daemon.cli("abort", "--select", f"age={age}")
+    assert (p.returncode, p.stderr) == (1, f"error: {env['result']['message']}\n")
+    assert "Traceback" not in shared_daemon.log_text()
+
+
+def test_the_longest_age_selects_the_changes_older_than_it(shared_daemon: DaemonProcess) -> None:
+    got, env = raw(shared_daemon, "POST", "/v2/changes", b'{"action": "abort", "select": {"age": "8765999h"}}')
+    assert (got, env["result"]) == (200, {"changes": []})
