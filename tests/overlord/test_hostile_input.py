@@ -41,3 +41,15 @@ def test_an_age_out_of_range_in_a_selection_is_a_bad_request(shared_daemon: Daem
 def test_the_longest_age_selects_the_changes_older_than_it(shared_daemon: DaemonProcess) -> None:
     got, env = raw(shared_daemon, "POST", "/v2/changes", b'{"action": "abort", "select": {"age": "8765999h"}}')
     assert (got, env["result"]) == (200, {"changes": []})
+
+
+def test_a_timer_of_countless_slots_is_refused_at_once(shared_daemon: DaemonProcess) -> None:
+    # 10^11 slots once made a list of as many spans under the state lock: every request hung, memory grew by GBs
+    spec = "00:00~24:00/99999999999"
+    body = json.dumps({"name": "many", "spec": spec, "template": {
+        "kind": "k", "summary": "s", "tasks": [{"kind": "quick", "summary": "q"}]}}).encode()
+    got, env = raw(shared_daemon, "POST", "/v2/schedules", body)
+    assert (got, env["result"]["message"]) == (
+        400, f"cannot add schedule 'many': cannot parse '{spec}': a window of 1440 minutes has at most 1440 slots")
+    got, env = raw(shared_daemon, "GET", "/v2/schedules")
+    assert (got, env["result"]) == (200, [])
