@@ -53,3 +53,20 @@ def test_a_timer_of_countless_slots_is_refused_at_once(shared_daemon: DaemonProc
         400, f"cannot add schedule 'many': cannot parse '{spec}': a window of 1440 minutes has at most 1440 slots")
     got, env = raw(shared_daemon, "GET", "/v2/schedules")
     assert (got, env["result"]) == (200, [])
+
+
+@pytest.mark.parametrize(("args", "neither", "both"), [
+    (("abort",), "name a change ID, or --select the changes to abort",
+     "name a change ID or --select the changes to abort, not both"),
+    (("retry",), "name a change ID, or --select the changes to retry",
+     "name a change ID or --select the changes to retry, not both"),
+    (("debug", "timings"), "give a change ID, or --ensure NAME", "give a change ID or --ensure NAME, not both"),
+])
+def test_a_verb_given_neither_of_two_choices_says_so(tmp_path: Path, args: tuple[str, ...], neither: str,
+                                                     both: str) -> None:
+    second = ("--ensure", "all") if args[0] == "debug" else ("--select", "kind=test")
+    help_hint = f" (see 'overlord {' '.join(args)} --help')\n"
+    p = _cli(tmp_path, *args)
+    assert (p.returncode, p.stderr) == (2, f"error: {neither}{help_hint}")
+    p = _cli(tmp_path, *args, "1", *second)
+    assert (p.returncode, p.stderr) == (2, f"error: {both}{help_hint}")
