@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socketserver
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,36 @@ def test_a_verb_given_neither_of_two_choices_says_so(tmp_path: Path, args: tuple
     assert (p.returncode, p.stderr) == (2, f"error: {neither}{help_hint}")
     p = _cli(tmp_path, *args, "1", *second)
     assert (p.returncode, p.stderr) == (2, f"error: {both}{help_hint}")
+
+
+class _Answer(socketserver.StreamRequestHandler):
+    """_Answer answers every request with the server's fixed body, as a daemon of another program might."""
+
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        body: bytes = self.server.body  # type: ignore[attr-defined]
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.mark.parametrize(("body", "args", "said"), [
+    (b'{"type": "error", "result": "x"}', ("tasks", "1"),
+     "error: cannot understand the daemon's answer to GET /v2/changes/1 (HTTP 200, not an API envelope)\n"),
+    (b'{"type": "sync", "warning-count": "x", "result": []}', ("changes",),
+     "error: cannot understand the daemon's answer to GET /v2/changes (HTTP 200, not an API envelope)\n"),
+    (b'{"type": "sync", "result": {"id": "1"}}', ("tasks", "1"),
+     "error: internal error: KeyError: 'tasks' (a bug; 'overlord -v ...' shows where)\n"),
+])
+def test_an_answer_of_the_wrong_shape_is_one_line(body: bytes, args: tuple[str, ...], said: str) -> None:
+    d = Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))  # a short path: a socket's is at most 108 bytes
+    server = socketserver.UnixStreamServer(str(d / "overlord.socket"), _Answer)
+    server.body = body  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        p = _cli(d, *args)
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(d, ignore_errors=True)
+    assert (p.returncode, p.stdout, p.stderr) == (1, "", said)
