@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import socketserver
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,26 @@ def test_an_answer_of_the_wrong_shape_is_one_line(body: bytes, args: tuple[str, 
         server.server_close()
         shutil.rmtree(d, ignore_errors=True)
     assert (p.returncode, p.stdout, p.stderr) == (1, "", said)
+
+
+@pytest.mark.parametrize(("request_head", "path"), [
+    (b"POST /v2/snapctl HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{", "/v2/snapctl"),  # open to anyone
+    (b"POST /v2/snaps HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
+     b"Content-Length: 500\r\n\r\n--xx\r\n", "/v2/snaps"),
+])
+def test_a_client_gone_before_its_body_ends_leaves_no_traceback(shared_daemon: DaemonProcess, request_head: bytes,
+                                                                path: str) -> None:
+    d = shared_daemon
+    before = len(d.log_text())
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(d.socket))
+        s.sendall(request_head)
+    said = f"POST {path}: the client went away before sending its body"
+    deadline = time.monotonic() + 30
+    while said not in d.log_text()[before:]:  # the daemon's own word that it saw the disconnection
+        assert time.monotonic() < deadline, d.log_text()[before:]
+        time.sleep(0.02)
+    got, _ = raw(d, "GET", "/v2/changes")
+    assert got == 200
+    logged = d.log_text()[before:]
+    assert "Traceback" not in logged and "ERROR" not in logged, logged
