@@ -132,3 +132,22 @@ def test_a_client_gone_before_its_body_ends_leaves_no_traceback(shared_daemon: D
     assert got == 200
     logged = d.log_text()[before:]
     assert "Traceback" not in logged and "ERROR" not in logged, logged
+
+
+@pytest.mark.parametrize(("args", "option", "value"), [
+    (("notices",), "--timeout", "nan"),
+    (("watch", "1"), "--reconnect-timeout", "inf"),
+    (("watch", "1"), "--reconnect-timeout", "nan"),
+    (("daemon", "--root", "/nonexistent"), "--stop-timeout", "nan"),
+    (("daemon", "--root", "/nonexistent"), "--stop-timeout", "1e300"),
+    (("daemon", "--root", "/nonexistent"), "--header-timeout", "inf"),
+    (("daemon", "--root", "/nonexistent"), "--store-timeout", "nan"),
+])
+def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_a_usage_error(tmp_path: Path, args: tuple[str, ...],
+                                                                           option: str, value: str) -> None:
+    p = _cli(tmp_path / "state", *args, option, value)
+    command = " ".join(a for a in args if not a.startswith(("-", "/")) and not a.isdigit())
+    assert (p.returncode, p.stderr) == (
+        2, f"error: Invalid value for '{option}': '{value}' is not a number of seconds up to 1000000000 "
+           f"(see 'overlord {command} --help')\n")
+    assert not (tmp_path / "state").exists()  # no daemon started
