@@ -151,3 +151,10 @@ def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_a_usage_error(tmp_p
         2, f"error: Invalid value for '{option}': '{value}' is not a number of seconds up to 1000000000 "
            f"(see 'overlord {command} --help')\n")
     assert not (tmp_path / "state").exists()  # no daemon started
+
+
+def test_a_long_unknown_change_id_is_not_echoed_whole(shared_daemon: DaemonProcess) -> None:
+    got, env = raw(shared_daemon, "GET", "/v2/changes/" + "9" * 5000)
+    assert (got, env["result"]["message"]) == (404, f"cannot find change with id {'9' * 20!r}... (5000 characters)")
+    got, env = raw(shared_daemon, "GET", "/v2/changes/" + "9" * 40)
+    assert (got, env["result"]["message"]) == (404, f"cannot find change with id {'9' * 40!r}")
