@@ -153,7 +153,11 @@ def _clock_span(text: str) -> ClockSpan:
     sep = "~" if spread else "-"
     if sep in rest:
         a, _, b = rest.partition(sep)
-        return ClockSpan(_clock(a, text), _clock(b, text), split, spread)
+        start, end = _clock(a, text), _clock(b, text)
+        length = (end - start) % 1440 or 1440
+        if split > length and start != end:  # slots are whole minutes (and a huge count, a list of its size)
+            raise ValueError(f"cannot parse {text!r}: a window of {length} minutes has at most {length} slots")
+        return ClockSpan(start, end, split, spread)
     if split:
         raise ValueError(f"cannot parse {text!r}: a count needs a span (HH:MM-HH:MM/N)")
     t = _clock(rest, text)

@@ -115,12 +115,15 @@ class Client:
             envelope = rsp.json()
             if not isinstance(envelope, dict) or "type" not in envelope:
                 raise ValueError("no envelope")
-        except ValueError:
+            if envelope["type"] == "error" and not isinstance(envelope.get("result") or {}, dict):
+                raise ValueError("an error without its message")
+            count = int(envelope.get("warning-count") or 0)
+            stamp = envelope.get("warning-timestamp")
+            when = parse_time(stamp) if isinstance(stamp, str) else None
+        except (ValueError, TypeError):
             raise ClientError(f"cannot understand the daemon's answer to {method} {path} "
                               f"(HTTP {rsp.status_code}, not an API envelope)") from None
-        self.warning_count = int(envelope.get("warning-count") or 0)
-        stamp = envelope.get("warning-timestamp")
-        self.warning_timestamp = parse_time(stamp) if isinstance(stamp, str) else None
+        self.warning_count, self.warning_timestamp = count, when
         if envelope["type"] == "error":
             result = envelope.get("result") or {}
             raise ApiError(str(result.get("message") or f"HTTP {rsp.status_code}"), str(result.get("kind") or ""),

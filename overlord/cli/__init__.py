@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -52,5 +53,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.Abort:
         print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # a bug, or an answer no check foresaw: one line; the traceback with -v
+        logging.getLogger("overlord").debug("the overlord command failed", exc_info=True)
+        what = " ".join(str(e).split()) or "no message"
+        print(f"error: internal error: {type(e).__name__}: {what} (a bug; 'overlord -v ...' shows where)",
+              file=sys.stderr)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

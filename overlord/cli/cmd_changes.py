@@ -134,7 +134,9 @@ def _opt_change_id(ctx: click.Context, param: click.Parameter, value: Any) -> st
 
 def _one_or_selected(verb: str, id: str | None, select: str | None, state_dir: Path | None,
                      one: Callable[[Client, str], object]) -> None:
-    if (id is None) == (select is None):
+    if id is None and select is None:
+        raise click.UsageError(f"name a change ID, or --select the changes to {verb}")
+    if id is not None and select is not None:
         raise click.UsageError(f"name a change ID or --select the changes to {verb}, not both")
     if id is not None:
         with session(state_dir, f"{verb} change {id}") as c:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import paths
-from ._group import cli
+from ._group import Seconds, cli
 from ._output import fail
 
 
@@ -24,7 +24,7 @@ from ._output import fail
 @click.option("--store", default=None, metavar="DIR|URL",
               help="Where snaps are fetched from: a directory, a file:// URL, or an http(s):// URL "
                    "(overlord store serve).")
-@click.option("--store-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--store-timeout", type=Seconds(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Seconds an HTTP store gets to answer one request for its metadata, all of it (a "
                    "download gets this plus its size at 16 KiB/s).  [default: 20]")
 @click.option("--trusted-key", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
@@ -39,7 +39,7 @@ from ._output import fail
               help="Members of this group (a name or gid) may POST, besides root.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True, help="Least severe log messages written to stderr.")
-@click.option("--stop-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--stop-timeout", type=Seconds(min=0), default=10.0, show_default=True,
               help="Seconds running handlers get to return once asked to stop.")
 @click.option("--stop-services", is_flag=True,
               help="Stop the snaps' services when the daemon stops (default: they keep running and the next "
@@ -56,7 +56,7 @@ from ._output import fail
               help="Connections served at once per user other than root and the daemon's own.  [default: 32]")
 @click.option("--root-connections", type=click.IntRange(min=1), default=None,
               help="Of --max-connections, how many are kept for root and the daemon's own user.  [default: 16]")
-@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--header-timeout", type=Seconds(min=0, min_open=True), default=None,
               help="Seconds a connection gets to send a complete request header.  [default: 5]")
 @click.option("--web", default=None, metavar="HOST:PORT",
               help="Also serve the web view, read only, on this loopback address (127.0.0.1:8080, [::1]:8080, "

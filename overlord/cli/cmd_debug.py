@@ -97,8 +97,10 @@ def _maybe_change_id(ctx: click.Context, param: click.Parameter, value: Any) -> 
 def debug_timings(id: str | None, ensure: str | None, db: Path | None, abs_time: bool, as_json: bool,
                   state_dir: Path | None) -> None:
     """Show how long each run of change ID's tasks took, or (--ensure NAME) the slow ensure passes."""
-    if (id is None) == (ensure is None):
-        raise click.UsageError("give a change ID or --ensure NAME (not both)")
+    if id is None and ensure is None:
+        raise click.UsageError("give a change ID, or --ensure NAME")
+    if id is not None and ensure is not None:
+        raise click.UsageError("give a change ID or --ensure NAME, not both")
     if db is not None:
         result = read_timings(db, id, ensure)
     else:

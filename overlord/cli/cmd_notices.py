@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._client import abs_time_option, json_option, session, state_dir_option
-from ._group import cli
+from ._group import Seconds, cli
 from ._output import FitTable, out, plain, print_json, when
 
 
@@ -30,7 +30,7 @@ def notices_table(notices: list[dict[str, object]], abs_time: bool = False) -> F
 @click.option("--key", "keys", multiple=True, metavar="KEY", help="Only notices with this key; repeatable.")
 @click.option("--after", metavar="TIME",
               help="Only notices repeated after this RFC 3339 time (a notice's last-repeated).")
-@click.option("--timeout", type=click.FloatRange(min=0, max=24 * 3600), default=0.0, metavar="SECONDS",
+@click.option("--timeout", type=Seconds(min=0, max=24 * 3600), default=0.0, metavar="SECONDS",
               help="Wait up to this long for a matching notice when none matches yet.")
 @abs_time_option
 @json_option

@@ -225,7 +225,11 @@ def _hold_until(hold: str, snaps: tuple[str, ...]) -> tuple[str, tuple[str, ...]
             return "forever", (hold, *snaps)
         raise click.UsageError(f"cannot hold for {hold!r}: give a duration (24h, 7d, 1h30m) or forever")
     d, h, mi, sec = (int(g or 0) for g in m.groups())
-    until = datetime.now(UTC) + timedelta(days=d, hours=h, minutes=mi, seconds=sec)
+    try:
+        until = datetime.now(UTC) + timedelta(days=d, hours=h, minutes=mi, seconds=sec)
+    except OverflowError:  # past the year 9999, or more days than timedelta holds
+        raise click.UsageError(f"cannot hold for {hold!r}: it would end after the year 9999; hold forever "
+                               "instead (a bare --hold)") from None
     return f"{until:%Y-%m-%dT%H:%M:%SZ}", snaps
 
 

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from ..client import ApiError, Client, DaemonUnavailable
 from ._client import change_id, cli_error, note_warnings, state_dir_option
-from ._group import cli
+from ._group import Seconds, cli
 from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
 
 #: POLL_INTERVAL is how long watch waits before asking a busy daemon again, in seconds.
@@ -332,7 +332,7 @@ def check_done(change: dict[str, Any]) -> None:
 
 @cli.command()
 @click.argument("id", callback=change_id)
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--reconnect-timeout", type=Seconds(min=0), default=60.0, show_default=True,
               help="Seconds to keep trying when the daemon stops answering.")
 @state_dir_option
 def watch(id: str, reconnect_timeout: float, state_dir: Path | None) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -384,6 +384,9 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: Handle
                 body = await _read_body(request)
         except ApiError as e:
             return response.error(e).response()
+        except ClientDisconnect:  # it went away before its body was read: nothing to do, nobody to tell
+            log.debug("%s %s: the client went away before sending its body", request.method, request.url.path)
+            return Response(status_code=499)  # nobody reads it
         req = ApiRequest(request.method, request.url.path, request.path_params, request.query_params, body, peer,
                          upload, request.headers)
         try:

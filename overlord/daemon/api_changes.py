@@ -94,6 +94,8 @@ def _act(chg: Change, action: str) -> None:
         raise ApiError(400, ErrorKind.CHANGE_NOT_FAILED, str(e)) from None
 
 
+#: The longest age a selection may name, in seconds (1000 years: the engine's bound on a duration).
+MAX_AGE = 1000 * 365.25 * 86400
 #: What a selection may name (POST /v2/changes "select").
 SELECT_FIELDS = ("status", "kind", "age", "label")
 
@@ -133,6 +135,9 @@ def post_changes(ctx: Context, req: ApiRequest) -> response.Reply:
                 older = parse_duration(age)
             except ValueError:
                 raise bad_request(f"cannot select changes by age {age!r}: it must be a duration (2h, 30m)") from None
+            if older >= MAX_AGE:  # the engine's bound on a duration (engine/_time.py)
+                raise bad_request(f"cannot select changes by age {age!r}: it must be shorter than 1000 years "
+                                  "(8766000h)")
         key, _, value = (label or "").partition("=")
         picked = st.select_changes(status=statuses, kind=kinds, older_than=older,
                                    label=(key, value) if label is not None else None)

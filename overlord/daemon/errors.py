@@ -100,8 +100,9 @@ def bad_request(message: str) -> ApiError:
 
 
 def change_not_found(change_id: str) -> ApiError:
-    """change_not_found is the 404 for an unknown change id."""
-    return ApiError(404, ErrorKind.CHANGE_NOT_FOUND, f"cannot find change with id {change_id!r}")
+    """change_not_found is the 404 for an unknown change id (a long one shown by its start and its length)."""
+    shown = repr(change_id) if len(change_id) <= 40 else f"{change_id[:20]!r}... ({len(change_id)} characters)"
+    return ApiError(404, ErrorKind.CHANGE_NOT_FOUND, f"cannot find change with id {shown}")
 
 
 def permission_denied(message: str) -> ApiError:

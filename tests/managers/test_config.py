@@ -215,6 +215,7 @@ def test_system_options() -> None:
                                 ("refresh.hold", "tomorrow", "RFC 3339"), ("refresh.retain", 1, "from 2 to 20"),
                                 ("refresh.retain", True, "from 2 to 20"),
                                 ("refresh.timer", "x", "is not a valid weekday"),
+                                ("refresh.timer", "00:00~24:00/99999999999", "1440 minutes has at most 1440 slots"),
                                 ("refresh.colour", "red", "not a system option"),
                                 ("refresh", 5, "must be a document of the options refresh.hold")]:
         with pytest.raises(ConfigError, match=problem):

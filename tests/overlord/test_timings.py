@@ -55,4 +55,4 @@ def test_debug_timings_of_a_change_and_of_ensure_passes(daemon: DaemonProcess) -
     assert ensure.returncode == 0, ensure.stderr
     assert all("TaskRunner" in [m["name"] for m in p["managers"]] for p in json.loads(ensure.stdout))
     usage = daemon.cli("debug", "timings")
-    assert usage.returncode == 2 and "give a change ID or --ensure NAME" in usage.stderr
+    assert usage.returncode == 2 and "give a change ID, or --ensure NAME" in usage.stderr
