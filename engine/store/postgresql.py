@@ -32,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from .._time import POLL_INTERVAL
@@ -273,6 +274,9 @@ class PostgresStore(PostgresWrites):
     # -- claims, leases and the reaper --------------------------------------------------------
 
     def _claimed(self, rows: list[Row]) -> list[Row]:
+        # In id order, as the claim chose them: UPDATE ... RETURNING gives its rows in the order of the heap,
+        # which a row's later versions change (a pass's paging and the order tasks start in follow this list).
+        rows.sort(key=itemgetter(0))
         self._claims.update(r[0] for r in rows)
         self._note(rows)
         return rows

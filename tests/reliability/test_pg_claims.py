@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from engine import Overlord, State, Status
+from engine import Overlord, State, Status, Task
 from engine.store.postgresql_writes import UPDATE_TASKS_UNLEASED
+from engine.tomb import Tomb
 from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
@@ -155,3 +156,32 @@ def test_rows_with_no_exact_json_form_are_written_one_by_one(pg_url: str) -> Non
     with connect(pg_url) as conn:
         got = dict(conn.execute("SELECT id, doing_time FROM tasks WHERE id = ANY (%s)", (ids,)).fetchall())
     assert got == {ids[0]: float("inf"), ids[1]: 2.5}
+
+
+def test_a_claim_starts_the_oldest_runnable_task_first_whatever_row_was_written_last(pg_url: str) -> None:
+    """Of two runnable tasks and one worker, the older one (the lower id) starts first, as on SQLite, also when
+    the older task's row was written after the newer one's: UPDATE ... RETURNING gives the claimed rows in the
+    heap's order, which a row's later version changes."""
+    o = Overlord(url=pg_url, workers=1)
+    st = o.state
+    started: list[str] = []
+
+    def note(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            started.append(task.summary)
+
+    o.task_runner.add_handler("k", note)
+    try:
+        with st:
+            chg = st.new_change("order", "two independent tasks")
+            older, newer = st.new_task("k", "older"), st.new_task("k", "newer")
+            chg.add_task(older)
+            chg.add_task(newer)
+        with st:
+            older.set("touched", True)  # the older task's row is written again: its version is now the newer
+        o.loop()
+        assert chg.wait_ready(WAIT)
+        assert started == ["older", "newer"]
+    finally:
+        o.stop()
+        st.close()
