@@ -44,6 +44,19 @@ def summary(task: Task) -> str:
         return task.summary
 
 
+def noting_runs() -> tuple[list[str], threading.Event, Callable[[Task, object], None]]:
+    """noting_runs is a handler noting each task's summary as it runs, the list it notes in, and an event set
+    at its first run."""
+    ran: list[str] = []
+    first = threading.Event()
+
+    def step(task: Task, tomb: object) -> None:
+        ran.append(summary(task))
+        first.set()
+
+    return ran, first, step
+
+
 def statuses(o: Overlord, chg: Any) -> list[Status]:
     with o.state:
         return [t.status for t in chg.tasks()]
@@ -107,13 +120,7 @@ def test_each_rule_of_the_claim_still_holds_a_chain_s_next_step(overlord: Overlo
                                                                  case: str) -> None:
     o = overlord
     setup, expect_ran, expect_statuses = CASES[case]
-    ran: list[str] = []
-    first = threading.Event()
-
-    def step(task: Task, tomb: object) -> None:
-        ran.append(summary(task))
-        first.set()
-
+    ran, first, step = noting_runs()
     o.task_runner.add_handler("step", step)
     chg = chain_change(o.state, 3)
     setup(o, chg, ran)
@@ -170,13 +177,7 @@ def test_a_step_that_starts_beside_another_run_takes_the_general_claim(overlord:
 def test_a_next_step_in_a_queued_change_is_held_back(overlord: Overlord, general_claims: list[int]) -> None:
     """b1 of a change queued behind an unready one waits for c1 of another change: c1's outcome leaves it in Do."""
     o, st = overlord, overlord.state
-    ran: list[str] = []
-    first = threading.Event()
-
-    def step(task: Task, tomb: object) -> None:
-        ran.append(summary(task))
-        first.set()
-
+    ran, first, step = noting_runs()
     o.task_runner.add_handler("step", step)
     with st:
         older = st.new_change("older", "unready, nothing running", affects=["snap:x"])

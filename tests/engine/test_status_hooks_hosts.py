@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from engine import Change, State, Status
-from tests.support.helpers import task_of
+from tests.support.helpers import task_of, unit_held_open
 
 WAIT = 30.0  # generous bound for a thread to reach a point; never a timing assertion
 
@@ -56,27 +56,6 @@ def _set(st: State, tid: str, status: Status) -> None:
         task_of(st, tid).set_status(status)
 
 
-def _held_open(st: State, work: Callable[[], object]) -> tuple[threading.Event, threading.Thread, list[BaseException]]:
-    """_held_open runs work in a unit of work of st on a thread and keeps it open until the event is set."""
-    inside, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def hold() -> None:
-        try:
-            with st:
-                work()
-                inside.set()
-                assert release.wait(WAIT)
-        except BaseException as e:  # reported by the test
-            errors.append(e)
-            inside.set()
-
-    th = threading.Thread(target=hold)
-    th.start()
-    assert inside.wait(WAIT) and errors == [], errors
-    return release, th, errors
-
-
 def test_a_move_is_told_on_the_host_that_makes_it_and_never_on_the_other(
         hosts: tuple[State, Told, State, Told]) -> None:
     a, told_a, b, told_b = hosts
@@ -109,10 +88,8 @@ def test_the_status_a_commit_stores_is_told_on_its_host_when_its_own_counts_miss
         assert chg is not None
         seen_in_unit.append(chg.status)
 
-    release, th, errors = _held_open(a, finish_t1)
-    _set(b, t2, Status.DONE)  # commits while a's unit is open: b counts t1 still Do
-    release.set()
-    th.join(WAIT)
+    with unit_held_open(a, finish_t1, WAIT) as errors:
+        _set(b, t2, Status.DONE)  # commits while a's unit is open: b counts t1 still Do
     assert errors == [] and seen_in_unit == [Status.DO]
     assert told_a == [(cid, Status.DO, Status.DONE)]
     assert told_b == []
@@ -132,10 +109,8 @@ def test_what_a_hook_told_at_commit_writes_commits_with_that_commit(
 
     with a:
         a.add_change_status_changed_handler(note)
-    release, th, errors = _held_open(a, lambda: task_of(a, t1).set_status(Status.DONE))
-    _set(b, t2, Status.DONE)
-    release.set()
-    th.join(WAIT)
+    with unit_held_open(a, lambda: task_of(a, t1).set_status(Status.DONE), WAIT) as errors:
+        _set(b, t2, Status.DONE)
     assert errors == [] and told_a == [(cid, Status.DO, Status.DONE)]
     with b:  # another host reads it at once: the write came with the commit that stored Done
         assert b.get(f"told-{cid}") == "Do -> Done"
@@ -151,11 +126,9 @@ def test_a_hook_raising_when_told_at_commit_is_logged_and_the_commit_goes_on(
 
     with a:
         a.add_change_status_changed_handler(broken)
-    with caplog.at_level(logging.ERROR, logger="engine.change"):
-        release, th, errors = _held_open(a, lambda: task_of(a, t1).set_status(Status.DONE))
+    with (caplog.at_level(logging.ERROR, logger="engine.change"),
+          unit_held_open(a, lambda: task_of(a, t1).set_status(Status.DONE), WAIT) as errors):
         _set(b, t2, Status.DONE)
-        release.set()
-        th.join(WAIT)
     assert errors == [] and told_a == [(cid, Status.DO, Status.DONE)]
     assert any("status hook" in r.getMessage() and "hook broke" in r.getMessage() for r in caplog.records)
     with b:
@@ -192,10 +165,8 @@ def test_two_hosts_making_the_same_move_at_once_both_tell_it(hosts: tuple[State,
     """At least once, not exactly once: each unit of work foresees Doing as it claims a task of a Do change."""
     a, told_a, b, told_b = hosts
     cid, t1, t2 = _two_tasks(a)
-    release, th, errors = _held_open(a, lambda: task_of(a, t1).set_status(Status.DOING))
-    _set(b, t2, Status.DOING)
-    release.set()
-    th.join(WAIT)
+    with unit_held_open(a, lambda: task_of(a, t1).set_status(Status.DOING), WAIT) as errors:
+        _set(b, t2, Status.DOING)
     assert errors == []
     assert told_a == told_b == [(cid, Status.DO, Status.DOING)]
 

@@ -35,6 +35,7 @@ from tests.support.crash_workload import (
     read_journal,
     run_reference,
 )
+from tests.support.helpers import unit_held_open
 
 SEED = 20261201
 WAIT = 240.0  # generous: a bound for a loaded machine, never a timing assertion
@@ -249,33 +250,6 @@ def test_concurrent_first_starts_create_the_schema_once(pg_cluster: pgcluster.Cl
         pg_cluster.drop_database(name)
 
 
-@contextlib.contextmanager
-def _unit_held_open(st: State, work: Callable[[], object]) -> Iterator[list[BaseException]]:
-    """_unit_held_open runs work in a unit of work of st on another thread, and keeps that unit open (its locks
-    held, nothing committed) until the with block ends; then it commits. It yields the errors the thread met."""
-    inside, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def hold() -> None:
-        try:
-            with st:
-                work()
-                inside.set()
-                release.wait(WAIT)
-        except BaseException as e:  # reported by the caller
-            errors.append(e)
-            inside.set()
-
-    th = threading.Thread(target=hold)
-    th.start()
-    try:
-        assert inside.wait(WAIT) and errors == [], errors
-        yield errors
-    finally:
-        release.set()
-        th.join(WAIT)
-
-
 def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
     """Two hosts writing one task: the second waits for the first's lock on the task, then reads what
     it committed."""
@@ -306,7 +280,7 @@ def test_two_states_never_write_back_a_stale_row(pg_url: str) -> None:
                 errors.append(e)
 
         th = threading.Thread(target=from_b)
-        with _unit_held_open(a, from_a) as errors_a:
+        with unit_held_open(a, from_a) as errors_a:
             th.start()
             assert not done.wait(0.3), "the second writer did not wait for the first's lock"
         th.join(WAIT)
@@ -392,7 +366,7 @@ def test_two_hosts_finishing_the_last_tasks_of_one_change_at_once_make_it_ready_
             assert c is not None
             seen_by_a.append(c.is_ready())  # a alone still counts b's task as Do
 
-        with _unit_held_open(a, finish_first) as errors:
+        with unit_held_open(a, finish_first) as errors:
             with b:  # commits while a's unit of work is still open: b cannot see a's task Done
                 task = b.task(tid2)
                 assert task is not None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,31 @@ def flaky_then_failing_change(o: Overlord, advance: Any) -> tuple[str, str, str]
         ids = chg.id, a.id, b.id
     o.settle(30, advance=advance)
     return ids
+
+
+@contextlib.contextmanager
+def unit_held_open(st: State, work: Callable[[], object], wait: float = 240.0) -> Iterator[list[BaseException]]:
+    """unit_held_open runs work in a unit of work of st on another thread, and keeps that unit open (its locks
+    held, nothing committed) until the with block ends; then it commits. It yields the errors the thread met
+    (wait: a generous bound for each step of the thread, never a timing assertion)."""
+    inside, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with st:
+                work()
+                inside.set()
+                release.wait(wait)
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+            inside.set()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    try:
+        assert inside.wait(wait) and errors == [], errors
+        yield errors
+    finally:
+        release.set()
+        th.join(wait)
