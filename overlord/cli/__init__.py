@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from ..entry import missing_extra
 from . import (  # noqa: F401  (each import adds its commands)
     cmd_asserts,
     cmd_changes,
@@ -55,6 +56,8 @@ def main() -> None:
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # a bug, or an answer no check foresaw: one line; the traceback with -v
+        if isinstance(e, ModuleNotFoundError) and missing_extra(e) is not None:
+            raise  # a part of an extra not installed: the entry point names the extra (overlord.entry)
         logging.getLogger("overlord").debug("the overlord command failed", exc_info=True)
         what = " ".join(str(e).split()) or "no message"
         print(f"error: internal error: {type(e).__name__}: {what} (a bug; 'overlord -v ...' shows where)",
