@@ -12,25 +12,9 @@ from __future__ import annotations
 
 import sys
 
-#: EXTRAS maps the top-level module a part needs to the extra that installs it.
-EXTRAS = {
-    "click": "cli",
-    "rich": "cli",
-    "httpx": "cli",
-    "starlette": "daemon",
-    "uvicorn": "daemon",
-    "multipart": "daemon",
-    "python_multipart": "daemon",
-    "yaml": "system",
-    "cryptography": "system",
-    "psycopg": "postgresql",
-}
+from overlord.extras import EXTRAS, missing_extra
 
-
-def missing_extra(error: ModuleNotFoundError) -> str | None:
-    """missing_extra names the extra whose absence made the import fail, or None for any other module."""
-    name = (error.name or "").split(".")[0]
-    return EXTRAS.get(name)
+__all__ = ["EXTRAS", "main", "missing_extra"]
 
 
 def main() -> None:

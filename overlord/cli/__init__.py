@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ..entry import missing_extra
+from ..extras import missing_extra
 from . import (  # noqa: F401  (each import adds its commands)
     cmd_asserts,
     cmd_changes,
