@@ -19,6 +19,7 @@ from pathlib import Path
 from engine import Overlord, Status, Task
 from engine.session import session_of
 from engine.tomb import Tomb
+from tests.support.helpers import spawn_first, spawn_next
 
 TIMEOUT = 30.0
 
@@ -112,26 +113,11 @@ def test_a_self_finishing_chain_never_shows_its_change_between_two_steps(overlor
     ran: list[int] = []
 
     def step(task: Task, tomb: Tomb) -> None:
-        st = task.state
-        with st:
-            i = task.get("i")
-            ran.append(i)
-            if i + 1 < 20:
-                nxt = st.new_task("step", f"step {i + 2}")
-                nxt.set("i", i + 1)
-                nxt.wait_for(task)
-                chg = task.change()
-                assert chg is not None
-                chg.add_task(nxt)
-            task.set_status(Status.DONE)
+        ran.append(spawn_next(task, 20))
 
     o.task_runner.add_handler("step", step)
     st = o.state
-    with st:
-        chg = st.new_change("spawn", "a chain its handlers build")
-        first = st.new_task("step", "step 1")
-        first.set("i", 0)
-        chg.add_task(first)
+    chg = spawn_first(st)
     o.loop()
     assert chg.wait_ready(TIMEOUT)
     with st:

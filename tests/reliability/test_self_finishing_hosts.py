@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import Change, Overlord, State, Status, Task
+from engine import Overlord, Status, Task
 from engine.session import session_of
 from engine.tomb import Tomb
+from tests.support.helpers import spawn_first, spawn_next
 from tests.support.pgcluster import connect
 
 WAIT = 60.0  # generous: a bound for a loaded machine, never a timing assertion
@@ -21,34 +22,14 @@ STEPS = 20
 
 def _step(task: Task, tomb: Tomb, finish: bool = True) -> None:
     """_step adds the next step of the chain, waiting for this one, and sets this one Done (finish), in one block."""
-    st = task.state
-    with st:
-        i = task.get("i")
-        if i + 1 < STEPS:
-            nxt = st.new_task("step", f"step {i + 2}")
-            nxt.set("i", i + 1)
-            nxt.wait_for(task)
-            chg = task.change()
-            assert chg is not None
-            chg.add_task(nxt)
-        if finish:
-            task.set_status(Status.DONE)
-
-
-def _first(st: State) -> Change:
-    with st:
-        chg = st.new_change("spawn", "a chain its handlers build")
-        first = st.new_task("step", "step 1")
-        first.set("i", 0)
-        chg.add_task(first)
-    return chg
+    spawn_next(task, STEPS, finish)
 
 
 def test_a_self_finishing_spawned_chain_never_shows_its_change_between_two_steps(overlord: Overlord) -> None:
     """One change-update notice each way (spawned, Doing, Done): never Do, with no task Doing, between two steps."""
     o = overlord
     o.task_runner.add_handler("step", _step)
-    chg = _first(o.state)
+    chg = spawn_first(o.state)
     o.loop()
     assert chg.wait_ready(WAIT)
     with o.state:
@@ -64,7 +45,7 @@ def test_two_hosts_run_a_self_finishing_spawned_chain_to_a_stored_done(pg_url: s
     try:
         for o in hosts:
             o.task_runner.add_handler("step", _step)
-        chg = _first(hosts[0].state)
+        chg = spawn_first(hosts[0].state)
         with hosts[0].state:
             cid = int(chg.id)
         for o in hosts:
@@ -110,7 +91,7 @@ def test_a_handler_adding_the_next_step_commits_without_locking_its_change(overl
         by_block.append(settled[before:])
 
     o.task_runner.add_handler("step", step)
-    chg = _first(o.state)
+    chg = spawn_first(o.state)
     o.loop()
     assert chg.wait_ready(WAIT)
     with o.state:

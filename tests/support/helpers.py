@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine import Change, Overlord, Retry, State, Task
+from engine import Change, Overlord, Retry, State, Status, Task
 
 
 def one_task_change(st: State, kind: str, summary: str = "...") -> tuple[str, str]:
@@ -246,3 +246,32 @@ def unit_held_open(st: State, work: Callable[[], object], wait: float = 240.0) -
     finally:
         release.set()
         th.join(wait)
+
+
+def spawn_next(task: Task, steps: int, finish: bool = True) -> int:
+    """spawn_next is the body of a handler that builds its chain as it runs (the peers' shape): in one block it
+    adds the next step to the task's change, waiting for this one (up to steps), and sets this one Done (finish).
+    It returns this step's number (from 0)."""
+    st = task.state
+    with st:
+        i: int = task.get("i")
+        if i + 1 < steps:
+            nxt = st.new_task("step", f"step {i + 2}")
+            nxt.set("i", i + 1)
+            nxt.wait_for(task)
+            chg = task.change()
+            assert chg is not None
+            chg.add_task(nxt)
+        if finish:
+            task.set_status(Status.DONE)
+    return i
+
+
+def spawn_first(st: State) -> Change:
+    """spawn_first is a change holding the first step of a chain that spawn_next builds."""
+    with st:
+        chg = st.new_change("spawn", "a chain its handlers build")
+        first = st.new_task("step", "step 1")
+        first.set("i", 0)
+        chg.add_task(first)
+    return chg
