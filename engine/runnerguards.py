@@ -167,7 +167,8 @@ class RunnerGuards:
         clean itself: the task rows and the change row it writes anyway
         carry it. Anything else (a cleanup handler, a kind matched by an
         optional handler or not known, a task not cached, a damaged or
-        quarantined one, a shared store) is left to the pass, as before.
+        quarantined one, a task whose handler still runs, a shared store)
+        is left to the pass, as before.
         """
         w = self._w
         ids = crec.task_ids
@@ -186,6 +187,10 @@ class RunnerGuards:
                 unclean.append(rec)
         if len(unclean) != crec.unclean:
             return False  # (the counts say otherwise: the pass looks)
+        with self._r.lock:  # (a handler still running, not one whose outcome this unit records: as the pass)
+            runs = self._r.runs
+            if runs and any((run := runs.get(rec.id)) is not None and run.ran is None for rec in unclean):
+                return False
         for rec in unclean:
             rec.clean = True
             w.dirty_task(rec)

@@ -229,6 +229,36 @@ def test_a_change_of_an_optional_handlers_kind_is_cleaned_by_a_pass(overlord: Ov
     assert len(ready) == 2 and "clean=0" in ready[0] and "clean=1" in ready[1], ready  # ready, then cleaned
 
 
+def test_a_change_made_ready_while_its_handler_still_runs_is_left_to_a_pass(overlord: Overlord) -> None:
+    """A handler that finishes its own task, the last of its change, and runs on: not clean while it runs."""
+    o = overlord
+    finished, go, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def own(task: Task, tomb: Tomb) -> None:
+        with task.state:
+            task.set_status(Status.DONE)
+        finished.set()
+        try:
+            assert go.wait(TIMEOUT)
+        finally:
+            returned.set()
+
+    o.task_runner.add_handler("own", own)
+    with o.state:
+        chg = o.state.new_change("step", "one")
+        chg.add_task(o.state.new_task("own", "one"))
+    o.loop()
+    try:
+        assert finished.wait(TIMEOUT)
+        assert chg.wait_ready(TIMEOUT)
+        with o.state:
+            assert chg.is_ready() and not chg.is_clean()
+            assert not any(t.is_clean() for t in chg.tasks())
+    finally:
+        go.set()
+    assert returned.wait(TIMEOUT)
+
+
 def test_a_runner_driven_by_hand_cleans_at_its_next_pass_as_before(db_path: Path) -> None:
     """Without the loop (ensure and wait by hand, snapd's way), the change is ready unclean until the next pass."""
     st = State.open(db_path)
