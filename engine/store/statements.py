@@ -306,8 +306,7 @@ STATEMENTS: list[Sql] = [
     Sql("update_changes", lambda f: update(changes).values(_values(CHANGE_COLUMNS[1:]))
         .where(changes.c.id == _b("cid")), (*CHANGE_COLUMNS[1:], "cid")),
     Sql("insert_tasks", lambda f: insert(tasks).values(_values(TASK_COLUMNS)), TASK_COLUMNS),
-    # The same with its blockers count (a new task with values that waits: the peers' chain, each step adding
-    # the next with its arguments; no recount_blockers statement for it).
+    # The same with its blockers count (a new task with values that waits: no recount_blockers statement for it).
     Sql("insert_tasks_counted", lambda f: insert(tasks).values(_values(TASK_COUNTED_COLUMNS)), TASK_COUNTED_COLUMNS),
     # A task as new_task made it: five values bound instead of nineteen, the rest written as constants (not left
     # to the columns' defaults); 10.0 -> 7.3 us a row in SQLite (W1's 10,000 tasks).
