@@ -45,6 +45,8 @@ class Work(Protocol):
     #: The timings not written yet (engine.timings.TimingBook).
     timings: Any
     change_hooks: dict[int, Any]
+    #: Called as a change becomes ready (a runner that hands on): whether it marked the change's tasks clean.
+    ready_hook: Callable[[ChangeRec], bool] | None
     #: For the runner's cycle check: changes whose tasks got new edges (None: every change), tasks moved
     #: into Do or Undo (engine.statusrules.revive).
     new_waits: set[int] | None

@@ -103,14 +103,18 @@ class ChangeSet:
 
         blockers (a single writer's): the blockers counts to write, by task, with the task's other columns.
         count (a single writer's cache holding the statuses the database will: no outside write kept apart):
-        the new tasks that wait are inserted with their blockers count (counted_tasks), not recounted.
+        the new tasks that wait are inserted with their blockers count (counted_tasks; tasks_counted, whole
+        rows), not recounted.
         """
         if self.new_tasks.todo:
             recs = [tasks[tid] for tid in self.new_tasks.take() if tid in tasks]
             # A task as new_task made it is inserted with its few set values (insert_new_tasks).
             w.tasks, w.new_tasks = new_task_rows(recs)
-            if count and not shared and self.new_edges.todo and w.new_tasks:
-                w.new_tasks, w.counted_tasks = _counted(w.new_tasks, tasks)
+            if count and not shared and self.new_edges.todo:
+                if w.new_tasks:
+                    w.new_tasks, w.counted_tasks = _counted(w.new_tasks, tasks)
+                if w.tasks:  # (a new task with values set, say: the next step of a chain a handler adds)
+                    w.tasks, w.tasks_counted = _counted(w.tasks, tasks)
             if not shared and len(recs) <= KEEP_INSERTED:
                 self._inserted(w, tasks)
             elif not shared:
@@ -130,6 +134,8 @@ class ChangeSet:
         written = self.written
         for row in w.tasks:
             written[row[0]] = row
+        for row in w.tasks_counted:
+            written[row[0]] = row[:-1]  # (its blockers count last, a column of no record)
         for rows in (w.new_tasks, w.counted_tasks):
             for row in rows:
                 written[row[0]] = FRESH_ROW if row[1] is not None else fresh_row(tasks[row[0]])

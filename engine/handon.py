@@ -23,7 +23,7 @@ from .runs import HandlerPair, Run, execute, execute_async
 from .status import Status
 
 if TYPE_CHECKING:
-    from ._records import TaskRec
+    from ._records import ChangeRec, TaskRec
     from .concurrency import Slots
     from .leases import Leases
     from .outcomes import OutcomeRecorder
@@ -94,6 +94,8 @@ class HandOn:
 
         def _sound(self, rec: TaskRec) -> bool: ...
 
+        def _clean_at_ready(self, crec: ChangeRec) -> bool: ...
+
     def set_hand_on(self, enabled: bool) -> None:
         """set_hand_on lets the recorder claim the tasks that outcomes make runnable, in the same transaction.
 
@@ -108,6 +110,7 @@ class HandOn:
         # A handler's commit that finishes its own task leaves the hand-on to its outcome (_own_done).
         self._w.done_hook = self._own_done if enabled else None
         self._w.touch_hook = self._own_running if enabled else None
+        self._w.ready_hook = self._clean_at_ready if enabled else None  # (engine.runnerguards)
 
     def _hand_on(self, started: list[Run], own_done: Sequence[int] = ()) -> bool:
         """_hand_on claims, in the recorder's unit of work, the tasks that its outcomes made runnable.

@@ -24,7 +24,7 @@ from .task import Task
 from .usercode import callable_name, exception_text
 
 if TYPE_CHECKING:
-    from ._records import TaskRec
+    from ._records import ChangeRec, TaskRec
     from .concurrency import Slots
     from .leases import Leases
     from .outcomes import OutcomeRecorder
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .unitofwork import UnitOfWork
 
 log = logging.getLogger("engine.taskrunner")
+
+#: CLEAN_AT_READY: a change of at most this many tasks, all of kinds without a cleanup handler, is marked clean
+#: by the unit of work that makes it ready (_clean_at_ready); a bigger one by the next pass, in its relaxed commit.
+CLEAN_AT_READY = 64
 
 
 class RunnerGuards:
@@ -51,6 +55,7 @@ class RunnerGuards:
     _checked: dict[int, bool]
     _quarantined: set[int]
     _cleanups: dict[str, Handler]
+    _handlers: dict[str, HandlerPair]
     _leases: Leases | None
     _handing_on: bool
 
@@ -148,6 +153,49 @@ class RunnerGuards:
                 started.append(run)
                 free -= 1
         return free
+
+    def _clean_at_ready(self, crec: ChangeRec) -> bool:
+        """_clean_at_ready marks a change's tasks clean in the unit of work that makes it ready, when a pass would
+        only mark them so; it returns whether it did (the ready_hook of a runner that hands on).
+
+        A pass cleans a ready change's tasks (_claim_cleanups): it runs the
+        cleanup handler of a task that has one, and marks the others clean,
+        in a commit (and a pass) of its own after the one that made the
+        change ready. When every unclean task of a small change is of a kind
+        with a handler and no cleanup handler, cached, and the cache is
+        exact (a single writer, no outside write), that unit marks them
+        clean itself: the task rows and the change row it writes anyway
+        carry it. Anything else (a cleanup handler, a kind matched by an
+        optional handler or not known, a task not cached, a damaged or
+        quarantined one, a task whose handler still runs, a shared store)
+        is left to the pass, as before.
+        """
+        w = self._w
+        ids = crec.task_ids
+        if ids is None or len(ids) > CLEAN_AT_READY or not w.cache_exact() or self._checked.get(crec.id) is False:
+            return False
+        tasks, handlers, cleanups, quarantined = w.records.tasks, self._handlers, self._cleanups, self._quarantined
+        unclean = []
+        for tid in ids:
+            rec = tasks.get(tid)
+            if rec is None or rec.change_id != crec.id or tid in quarantined:
+                return False
+            if not rec.clean:
+                kind = rec.kind
+                if kind not in handlers or kind in cleanups or not rec.status.ready:
+                    return False
+                unclean.append(rec)
+        if len(unclean) != crec.unclean:
+            return False  # (the counts say otherwise: the pass looks)
+        with self._r.lock:  # (a handler still running, not one whose outcome this unit records: as the pass)
+            runs = self._r.runs
+            if runs and any((run := runs.get(rec.id)) is not None and run.ran is None for rec in unclean):
+                return False
+        for rec in unclean:
+            rec.clean = True
+            w.dirty_task(rec)
+        crec.unclean = 0
+        return True
 
     def _fail_cycles(self) -> None:
         """_fail_cycles puts tasks that wait for each other in a cycle in Error, naming the cycle.

@@ -178,6 +178,8 @@ def mark_ready(w: Work, crec: ChangeRec) -> None:
         w.dirty_change(crec)
         changeset.became_ready.append(crec.id)
         w.records.counts(crec)  # loads the unclean count too
+        if crec.unclean > 0 and w.ready_hook is not None:
+            w.ready_hook(crec)  # (a runner that hands on marks them clean now when a pass would only do that)
         if crec.unclean <= 0 and not crec.clean:
             crec.clean = True  # nothing to clean (no tasks, as snapd's IsClean: every task is clean)
 

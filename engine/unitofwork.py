@@ -97,6 +97,9 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.done_hook: Callable[[], None] | None = None
         #: touch_hook, likewise, at a commit that touched changes (statuses to settle) and moved none to Done.
         self.touch_hook: Callable[[], None] | None = None
+        #: ready_hook, likewise, as a change becomes ready in this unit: it may mark its tasks clean at once
+        #: (engine.runnerguards, RunnerGuards._clean_at_ready); it returns whether it did.
+        self.ready_hook: Callable[[ChangeRec], bool] | None = None
         #: statuses_held: this commit leaves the statuses of the changes it touched to the next unit that writes
         #: (a self-finishing handler's, to its outcome: engine.handon); _held are those changes.
         self.statuses_held = False

@@ -68,7 +68,8 @@ class FlushRows:
             cs.task_rows(w, tasks, self.store.shared, blockers, count=not self.cache_stale)
         if cs.new_edges.todo:
             w.edges = cs.new_edges.take()
-            counted = {row[0] for row in w.counted_tasks}  # (inserted with their counts: engine.changeset)
+            # (inserted with their counts: engine.changeset)
+            counted = {row[0] for rows in (w.counted_tasks, w.tasks_counted) for row in rows}
             w.recount = sorted({tid for tid, _ in w.edges if tid not in counted})
             self.note_waits(tid for tid, _ in w.edges)
         # (What waits for the flipped tasks is found by the store: PostgreSQL, in the recount's statement.)

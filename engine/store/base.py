@@ -38,6 +38,9 @@ class ChangeSetWrite:
     #: New changes and tasks; tasks rewritten.
     changes: Sequence[Row] = ()
     tasks: Sequence[Row] = ()
+    #: The same with their blockers count last (statements.TASK_COUNTED_COLUMNS, insert_tasks_counted): a single
+    #: writer's new tasks that wait, counted from its cache (not recounted).
+    tasks_counted: Sequence[Row] = ()
     #: New tasks as new_task made them, in the columns of statements.NEW_TASK_COLUMNS (insert_new_tasks).
     new_tasks: Sequence[Row] = ()
     #: The same with their blockers count last (statements.COUNTED_TASK_COLUMNS, insert_counted_tasks): a single

@@ -289,6 +289,8 @@ class SqlStore(KeyVerbs):
             self.executemany(self.sql["insert_changes"], changes.changes)
         if changes.tasks:
             self.executemany(self.sql["insert_tasks"], changes.tasks)
+        if changes.tasks_counted:
+            self.executemany(self.sql["insert_tasks_counted"], changes.tasks_counted)
         if changes.new_tasks:
             self.executemany(self.sql["insert_new_tasks"], changes.new_tasks)
         if changes.counted_tasks:

@@ -93,6 +93,9 @@ NEW_TASK_COLUMNS = ("id", "change_id", "kind", "summary", "spawn_time")
 #: The same with the task's blockers count (insert_counted_tasks: a single writer's new task that waits, counted
 #: from its cache).
 COUNTED_TASK_COLUMNS = (*NEW_TASK_COLUMNS, "blockers")
+#: A whole task row with its blockers count (insert_tasks_counted: a single writer's new task with values set,
+#: say, that waits, counted from its cache).
+TASK_COUNTED_COLUMNS = (*TASK_COLUMNS, "blockers")
 WARNING_COLUMNS = ("message", "first_added", "last_added", "last_shown", "expire_after", "repeat_after")
 #: The columns of a notice row (engine.notice.Notice.row).
 NOTICE_COLUMNS = ("id", "type", "key", "first_occurred", "last_occurred", "last_repeated", "occurrences", "last_data",
@@ -303,6 +306,8 @@ STATEMENTS: list[Sql] = [
     Sql("update_changes", lambda f: update(changes).values(_values(CHANGE_COLUMNS[1:]))
         .where(changes.c.id == _b("cid")), (*CHANGE_COLUMNS[1:], "cid")),
     Sql("insert_tasks", lambda f: insert(tasks).values(_values(TASK_COLUMNS)), TASK_COLUMNS),
+    # The same with its blockers count (a new task with values that waits: no recount_blockers statement for it).
+    Sql("insert_tasks_counted", lambda f: insert(tasks).values(_values(TASK_COUNTED_COLUMNS)), TASK_COUNTED_COLUMNS),
     # A task as new_task made it: five values bound instead of nineteen, the rest written as constants (not left
     # to the columns' defaults); 10.0 -> 7.3 us a row in SQLite (W1's 10,000 tasks).
     Sql("insert_new_tasks", lambda f: insert(tasks).values(
