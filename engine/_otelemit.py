@@ -23,6 +23,7 @@ few hundredths.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -69,26 +70,29 @@ def _batched(processor: Any) -> Emit | None:
     inner = getattr(processor, "_batch_processor", None)
     if type(inner) is not BatchProcessor:
         return None
+    field = functools.partial(getattr, inner)  # (the SDK's own fields, by name: read once a batch)
     try:
-        known = (isinstance(inner._queue, deque) and inner._queue.maxlen == inner._max_queue_size
-                 and isinstance(inner._max_export_batch_size, int) and isinstance(inner._pid, int)
-                 and isinstance(inner._shutdown, bool) and isinstance(inner._worker_awaken, threading.Event))
+        queue = field("_queue")
+        known = (isinstance(queue, deque) and queue.maxlen == field("_max_queue_size")
+                 and isinstance(field("_max_export_batch_size"), int) and isinstance(field("_pid"), int)
+                 and isinstance(field("_shutdown"), bool) and isinstance(field("_worker_awaken"), threading.Event))
     except AttributeError:
         return None
     if not known:
         return None
-    b = inner
     each = emitter_each(processor)
     getpid = os.getpid
 
     def batched(spans: list[Any]) -> None:
-        queue = b._queue
-        if b._shutdown or b._pid != getpid() or len(queue) + len(spans) > b._max_queue_size:
+        queue = field("_queue")
+        if field("_shutdown") or field("_pid") != getpid() or len(queue) + len(spans) > field("_max_queue_size"):
             each(spans)  # its own way: the warning and drop count of a queue full, a fork's new worker
             return
         queue.extendleft(spans)
-        if len(queue) >= b._max_export_batch_size and not b._worker_awaken.is_set():
-            b._worker_awaken.set()
+        if len(queue) >= field("_max_export_batch_size"):
+            awaken = field("_worker_awaken")
+            if not awaken.is_set():
+                awaken.set()
 
     return batched
 
