@@ -271,15 +271,19 @@ class _FastRuns:
         self.quick = self.follows and self.bits is not None and _positional(readable)
 
     def on_ends(self) -> tuple[Callable[[Any], None], ...]:
-        """on_ends are the on_end of each span processor of the provider: those of its SDK multi-processor, read
-        now (one added later is called from the next batch on), else its own."""
+        """on_ends are the on_end of each span processor of the provider (processors)."""
+        return tuple(p.on_end for p in self.processors())
+
+    def processors(self) -> tuple[Any, ...]:
+        """processors are the span processors of the provider: those of its SDK multi-processor, read now (one added
+        later is called from the next batch on), else its own."""
         from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
         processor = self.processor
         inner = getattr(processor, "_span_processors", None)  # (the SDK's own: a tuple, replaced by each add)
         if type(processor) is SynchronousMultiSpanProcessor and isinstance(inner, tuple):
-            return tuple(p.on_end for p in inner)
-        return (processor.on_end,)
+            return inner
+        return (processor,)
 
     @classmethod
     def of(cls, tracer: Any) -> _FastRuns | None:
