@@ -100,7 +100,8 @@ def settle_changes(w: Work, ids: list[int], owned: set[int], rounds: int = 3) ->
     """
     keep = _kept_statuses(w, ids, owned)
     if keep:
-        kept = w.store.keep_changes(keep)
+        # (The rows to settle are locked in the same pass, all in one order: engine.store.postgresql_locks.)
+        kept = w.store.keep_changes(keep, [cid for cid in ids if cid not in keep])
         ids = [cid for cid in ids if cid not in kept]
         if not ids:
             return []

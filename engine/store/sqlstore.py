@@ -390,7 +390,7 @@ class SqlStore(KeyVerbs):
                 unclean += not row[6]
         return counts, unclean
 
-    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+    def keep_changes(self, statuses: Mapping[int, str], settle: Sequence[int] = ()) -> set[int]:
         """keep_changes keeps none: a single writer's unit of work settles every change it touched."""
         return set()
 
