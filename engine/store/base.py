@@ -239,6 +239,9 @@ class Store(Protocol):
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
 
+    def cycle_suspects(self) -> list[int]:
+        """cycle_suspects lists the blocked changes a cycle of waiting tasks could go through (all, or fewer)."""
+
     def unclean_changes(self, limit: int | None = None) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
 
