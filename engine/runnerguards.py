@@ -212,7 +212,7 @@ class RunnerGuards:
         cids = w.take_new_waits()
         revived, w.revived = w.revived, set()
         if cids is None:
-            cids = set(w.store.blocked_changes())
+            cids = set(w.store.cycle_suspects())
         searched = set()
         for cid in sorted(cids):
             try:

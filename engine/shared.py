@@ -15,8 +15,10 @@ What people set on a change (its data, an explicit status) is written only
 by a unit of work that locked the change row before reading it
 (UnitOfWork.own_change); the others keep what the row holds. The lock on a
 change is so held only from this step to the commit: hosts working on the
-tasks of one change run side by side, and serialise only there.
-docs/scale-out.md tells the whole protocol.
+tasks of one change run side by side, and serialise only there. The rows
+of a commit (those kept, share-locked, and those settled) are locked in one
+pass, in ascending id: engine.store.postgresql_locks tells the order that
+keeps two hosts from deadlocking. docs/scale-out.md tells the whole protocol.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def settle_changes(w: Work, ids: list[int], owned: set[int], rounds: int = 3) ->
     """
     keep = _kept_statuses(w, ids, owned)
     if keep:
-        kept = w.store.keep_changes(keep)
+        # (The rows to settle are locked in the same pass, all in one order: engine.store.postgresql_locks.)
+        kept = w.store.keep_changes(keep, [cid for cid in ids if cid not in keep])
         ids = [cid for cid in ids if cid not in kept]
         if not ids:
             return []

@@ -242,6 +242,9 @@ class Store(Protocol):
     def blocked_changes(self) -> list[int]:
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
 
+    def cycle_suspects(self) -> list[int]:
+        """cycle_suspects lists the blocked changes a cycle of waiting tasks could go through (all, or fewer)."""
+
     def unclean_changes(self, limit: int | None = None) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
 
@@ -317,11 +320,12 @@ class Store(Protocol):
         """counts_besides is status_counts of the tasks of a change other than held, or (a shared store's) what a
         status needs of them: 1 for an unready status some have, the counts where none is unready."""
 
-    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+    def keep_changes(self, statuses: Mapping[int, str], settle: Sequence[int] = ()) -> set[int]:
         """keep_changes share-locks change rows and returns those that have the given status and keep it.
 
         (The status a unit of work cannot move: engine.shared; those not
-        returned are settled under the rows' exclusive locks.)
+        returned are settled under the rows' exclusive locks. settle: the
+        other changes the commit settles, which a store may lock with these.)
         """
 
     def runners_of(self, ids: Sequence[int]) -> dict[int, str | None]:

@@ -37,7 +37,6 @@ from typing import Any
 
 from .._time import POLL_INTERVAL
 from .base import Row
-from .postgresql_counts import probed
 from .postgresql_generic import (
     CHANGES_AND_FLAGS,
     END_LEASES,
@@ -46,33 +45,36 @@ from .postgresql_generic import (
     TASKS_LOCKED_PLANNED,
     id_array,
 )
+from .postgresql_locks import CLAIMED_ALONE, PostgresChangeLocks
 from .postgresql_sql import (
     CAP,
     CHANGE_LIST,
     CHANGE_UPDATE,
-    CHANGES_LOCKED,
-    CHANGES_SHARED,
-    CHANGES_WAITING,
     CHANNEL,
     CLAIM_DO,
     CLAIM_STARTED,
     CLAIM_UNDO,
-    CLAIMED_SHARED,
     GRAPH_OF,
     HELD,
     ID_BLOCK,
     LOCKED_IN_STATUS,
     NOTICE_CHANNEL,
     NOW,
-    PROBE,
     PROBE_CLAIMED,
     PROBE_OF,
     RECOUNT_HALTED,
 )
-from .postgresql_writes import PostgresWrites
-from .statements import NOTICE_COLUMNS
 
 __all__ = ["CHANNEL", "NOTICE_CHANNEL", "PostgresStore"]
+
+#: The blocked changes (blocked_changes) with an Undo task, or a Do task waiting for a task of a greater or equal id or
+#: of another change: those a cycle of waiting tasks can go through (cycle_suspects).
+CYCLE_SUSPECTS = (
+    "SELECT DISTINCT t.change_id FROM tasks t WHERE t.status IN ('Do','Undo') AND t.change_id IS NOT NULL "
+    "AND t.change_id IN (SELECT change_id FROM tasks WHERE status IN ('Do','Undo') "
+    "AND ((status = 'Do' AND blockers > 0) OR status = 'Undo')) "
+    "AND (t.status = 'Undo' OR EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks w ON w.id = d.wait_task_id "
+    "WHERE d.task_id = t.id AND (d.wait_task_id >= d.task_id OR w.change_id IS DISTINCT FROM t.change_id)))")
 
 log = logging.getLogger("engine.store")
 
@@ -82,56 +84,12 @@ log = logging.getLogger("engine.store")
 OTHERS_INTERVAL = POLL_INTERVAL
 
 
-class PostgresStore(PostgresWrites):
+class PostgresStore(PostgresChangeLocks):
     """PostgresStore is the Store on PostgreSQL: row locks, reads ahead, claims under leases, wake-ups and ids."""
 
     _others_next = 0.0  # when release_claims may next wake the other hosts for work left
 
     # -- row locks: a task row as it is read, a change row as it is written ------------------
-
-    def locked_change_rows(self, ids: Sequence[int]) -> list[Row]:
-        """locked_change_rows locks change rows (in id order) and reads them as committed now."""
-        if self._read_only:
-            return super().change_rows(ids)
-        todo = sorted({i for i in ids if i is not None})
-        if not todo:
-            return []
-        # What settle_changes asks next, in the same round trip: what their status needs of their tasks, read
-        # again under the locks (PROBE: the unready statuses there, counted only where none is), and their
-        # change-update notices (a status that moved repeats one).
-        keys = [str(i) for i in todo]
-        rows, more = self._read_ahead((CHANGES_LOCKED, (todo,)), {
-            "counts": (PROBE, self.probe_args(cids=id_array(todo), ex="{}", cap=1)),
-            "notices": (f"SELECT {', '.join(NOTICE_COLUMNS)} FROM notices WHERE type = %s AND key = ANY (%s)",
-                        (CHANGE_UPDATE, keys)),
-        })
-        found = probed(more["counts"], todo, 1)
-        self._learn(found)
-        self._ahead["counts_of"] = (set(todo), found)
-        self._ahead["notices"] = (set(keys), {r[2]: r for r in more["notices"]})
-        return rows
-
-    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
-        """keep_changes share-locks change rows (in id order) and returns those that keep their status at this commit.
-
-        A change is kept if its row, as committed once locked, still has the
-        status of statuses, no explicit status and no ready time, and no task
-        of it is in Wait (engine.shared tells why that is enough). The rows
-        of the others are share-locked too: settling them (locked_change_rows)
-        takes their exclusive lock.
-        """
-        todo = sorted(statuses)
-        if self._read_only or not todo:
-            return set()
-        shared = self._shared
-        if shared is not None and shared[0].issuperset(todo):
-            # Share-locked and checked with the claim (runnable_do), and held since: nothing to ask again.
-            rows, waiting = [r for r in shared[1] if r[0] in statuses], shared[2]
-        else:
-            rows, more = self._read_ahead((CHANGES_SHARED, (todo,)), {"waiting": (CHANGES_WAITING, (todo,))})
-            waiting = {r[0] for r in more["waiting"]}
-        return {cid for cid, status, explicit, ready in rows
-                if status == statuses[cid] and explicit is None and ready is None and cid not in waiting}
 
     def notice_row(self, type: str, key: str) -> Row | None:
         """notice_row loads the notice of a type and key (a change's change-update notice is read ahead)."""
@@ -255,6 +213,22 @@ class PostgresStore(PostgresWrites):
         elif ids:
             super().recount_blockers(ids)
 
+    def cycle_suspects(self) -> list[int]:
+        """cycle_suspects are the blocked changes that a cycle could go through (CYCLE_SUSPECTS), read without a lock.
+
+        The first pass of a runner searches them for cycles, each loading
+        (so locking) every task of the change: a change none of whose Do
+        tasks waits for a task of a greater or equal id or of another change,
+        and with no Undo task, has no cycle (statusrules._cycle_roots: a
+        search from it starts nowhere), and is not loaded. The first pass of
+        a host over 1,000 new changes of 4 lanes of chains (bench/installs.py)
+        held the rows of their 12,000 tasks for 8 to 15 s, and the other
+        host's units waited for them (log_lock_waits) before their first task.
+        """
+        if self._read_only:
+            return super().cycle_suspects()
+        return [r[0] for r in self.run(CYCLE_SUSPECTS)]
+
     def tasks_of_change(self, cid: int) -> list[Row]:
         """tasks_of_change locks and loads the tasks of a change."""
         if self._read_only:
@@ -322,12 +296,14 @@ class PostgresStore(PostgresWrites):
             "probe": (PROBE_CLAIMED, probe),
             # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED);
             # the changes with tasks in Wait are read after it, so as committed once the rows are share-locked.
-            "shared": (CLAIMED_SHARED, (self.runner_id,)),
+            # (Only where that change is the one of this transaction: postgresql_locks, the order of change locks.)
+            "shared": (CLAIMED_ALONE, (self.runner_id, id_array(known), self.runner_id)),
             "waiting": (waiting.sql, waiting.args(())),
         }, "write")
         shared = more.pop("shared")
         if shared:
             self._note_shared(shared, {r[0] for r in more["waiting"]})
+        self._claimed_alone(rows, known)
         self._note(rows)
         fresh = {r[1] for r in rows if r[1] is not None and r[1] not in self._probes}
         self._note_probe(more.pop("probe"), fresh, ex, cap)
@@ -335,15 +311,6 @@ class PostgresStore(PostgresWrites):
         self._counted.update(more["change_ids"])
         self._ahead = more
         return self._claimed(rows)
-
-    def _note_shared(self, rows: list[Row], waiting: set[int]) -> None:
-        """_note_shared keeps what keep_changes asks of change rows share-locked early (held until the commit)."""
-        known = self._shared
-        if known is not None:  # (a second claim in the transaction: what both locked; a row's lock holds)
-            fresh = {r[0] for r in rows}
-            rows = [*rows, *(r for r in known[1] if r[0] not in fresh)]
-            waiting = waiting | (known[2] - fresh)
-        self._shared = ({r[0] for r in rows}, rows, waiting)
 
     def runnable_undo(self, after_id: int, limit: int) -> list[Row]:
         """runnable_undo claims Undo tasks whose halt tasks are all ready, as runnable_do claims."""

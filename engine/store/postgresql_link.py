@@ -67,6 +67,7 @@ class PostgresLink(SqlStore):
         self._counted: set[int] = set()
         # Change rows this transaction share-locked with a claim: (ids, rows, those with tasks in Wait) (keep_changes).
         self._shared: tuple[set[int], list[Row], set[int]] | None = None
+        self._held: dict[int, bool] = {}  # change rows this transaction locked: id -> exclusively (postgresql_locks)
         self._claims: set[int] = set()  # tasks this transaction claimed
         # Tasks this transaction read or inserted: id -> (change, status, clean) as read (counts_besides).
         self._mine: dict[int, tuple[int | None, str | None, bool]] = {}
@@ -153,6 +154,7 @@ class PostgresLink(SqlStore):
         self._loose.clear()
         self._probes.clear()
         self._shared = None
+        self._held.clear()
         if state in ("40001", "40P01", "55P03") or self._lost() or isinstance(e, self._psycopg.OperationalError):
             self._rollback_quietly()
             return DatabaseConflictError(f"{where}: {text}; the unit of work was rolled back: run it again")
@@ -382,6 +384,7 @@ class PostgresLink(SqlStore):
         self._loose.clear()
         self._probes.clear()
         self._shared = None
+        self._held.clear()
         self._claims.clear()
 
     def _analyze(self) -> None:
@@ -411,6 +414,7 @@ class PostgresLink(SqlStore):
         self._loose.clear()
         self._probes.clear()
         self._shared = None
+        self._held.clear()
         self.notify = False
         self.notify_notices = False
         self._claims.clear()

@@ -235,6 +235,10 @@ class SqlStore(KeyVerbs):
         """blocked_changes lists the changes with Do tasks waiting for others, or with Undo tasks."""
         return self._ids("blocked_changes")
 
+    def cycle_suspects(self) -> list[int]:
+        """cycle_suspects are the blocked changes (the runner's search rules out the others in memory)."""
+        return self.blocked_changes()
+
     def unclean_changes(self, limit: int | None = None) -> list[int]:
         """unclean_changes lists ready changes with tasks left to clean."""
         return self._ids("unclean_changes", (_ALL if limit is None else limit,))
@@ -392,7 +396,7 @@ class SqlStore(KeyVerbs):
                 unclean += not row[6]
         return counts, unclean
 
-    def keep_changes(self, statuses: Mapping[int, str]) -> set[int]:
+    def keep_changes(self, statuses: Mapping[int, str], settle: Sequence[int] = ()) -> set[int]:
         """keep_changes keeps none: a single writer's unit of work settles every change it touched."""
         return set()
 
