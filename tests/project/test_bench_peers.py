@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,34 @@ from bench.peers.__main__ import main
 from tests.support import pgcluster
 
 SIZES = ["--runs", "1", "--w1", "20", "--w2", "5", "--commits", "20", "--workers", "4"]
+
+#: The PostgreSQL peers that are installed (the bench extra).
+PG_PEERS = [p for p in ("dbos", "procrastinate") if importlib.util.find_spec(p) is not None]
+
+
+@pytest.fixture(scope="module")
+def sqlite_rounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """sqlite_rounds is one two-round SQLite run of the engine and, where installed, huey: what three tests read.
+
+    Each run starts the bench's processes afresh (tens of seconds on a busy
+    machine), so the engine's own rows, the huey row and the rounds the engine
+    was ahead are read from the same run instead of three.
+    """
+    out = tmp_path_factory.mktemp("peers-sqlite") / "peers.json"
+    only = "engine,huey" if importlib.util.find_spec("huey") is not None else "engine"
+    assert main([*SIZES, "--runs", "2", "--only", only, "--no-postgresql", "--json", str(out)]) == 0
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+@pytest.fixture(scope="module")
+def postgresql_rounds(pg_cluster: pgcluster.Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """postgresql_rounds is one PostgreSQL-only run (--no-sqlite) of the engine and the installed PostgreSQL peers."""
+    # pg_cluster: skipped (or, in CI, failed) where no PostgreSQL server can be had.
+    out = tmp_path_factory.mktemp("peers-postgresql") / "peers.json"
+    assert main([*SIZES, "--only", ",".join(["engine", *PG_PEERS]), "--no-sqlite", "--json", str(out)]) == 0
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
 
 
 def _figures(tmp_path: Path, *args: str) -> dict[str, dict[str, object]]:
@@ -34,13 +63,12 @@ def test_every_adapter_says_what_it_needed_to_run_fairly() -> None:
         assert set(mod.BACKEND.split(",")) <= {"sqlite", "postgresql"}
 
 
-def test_the_engine_runs_its_own_chain_and_the_peers_chain_in_every_round(tmp_path: Path) -> None:
+@pytest.mark.heavy  # its module runs first (tests/conftest.py): runs of the bench, tens of seconds each
+def test_the_engine_runs_its_own_chain_and_the_peers_chain_in_every_round(sqlite_rounds: dict[str, Any]) -> None:
     """engine: W1 and W2 built up front; engine-spawn(-done) and engine-change: each task adds the next (W2 only)."""
-    out = tmp_path / "peers.json"
-    assert main([*SIZES, "--runs", "2", "--only", "engine", "--no-postgresql", "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
+    figures = sqlite_rounds
     assert len(figures["baseline.sqlite_runs"]) == 2  # a baseline in each round
-    rows = figures["rows"]
+    rows = {key: row for key, row in figures["rows"].items() if not key.startswith("huey.")}
     assert set(rows) == {"engine.sqlite", "engine-spawn.sqlite", "engine-spawn-done.sqlite", "engine-change.sqlite"}
     for key, row in rows.items():
         assert not any(k.endswith("_error") for k in row), row
@@ -51,20 +79,20 @@ def test_the_engine_runs_its_own_chain_and_the_peers_chain_in_every_round(tmp_pa
 
 
 @pytest.mark.parametrize("peer", ["huey", "dbos"])
-def test_a_sqlite_peer_runs_w1_and_w2(peer: str, tmp_path: Path) -> None:
+def test_a_sqlite_peer_runs_w1_and_w2(peer: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     pytest.importorskip(peer)
-    rows = _figures(tmp_path, "--only", peer, "--no-postgresql")
+    # huey's row comes from the run the engine's SQLite tests read (the same peer, the same options but --runs 2).
+    rows = (request.getfixturevalue("sqlite_rounds")["rows"] if peer == "huey"
+            else _figures(tmp_path, "--only", peer, "--no-postgresql"))
     row = rows[f"{peer}.sqlite"]
     assert not any(k.endswith("_error") for k in row), row
     assert row["w1"] and row["w2"]
 
 
-def test_each_engine_row_says_in_how_many_rounds_it_was_ahead_of_each_peer(tmp_path: Path) -> None:
+def test_each_engine_row_says_in_how_many_rounds_it_was_ahead_of_each_peer(sqlite_rounds: dict[str, Any]) -> None:
     """The goal is "ahead of every peer in the same run": counted round by round, from the runs themselves."""
     pytest.importorskip("huey")
-    out = tmp_path / "peers.json"
-    assert main([*SIZES, "--runs", "2", "--only", "engine,huey", "--no-postgresql", "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
+    figures = sqlite_rounds
     ahead, rows = figures["ahead"], figures["rows"]
     assert set(ahead) == {"sqlite.w1.engine", "sqlite.w2.engine", "sqlite.w2.engine-spawn",
                           "sqlite.w2.engine-spawn-done", "sqlite.w2.engine-change"}
@@ -74,25 +102,24 @@ def test_each_engine_row_says_in_how_many_rounds_it_was_ahead_of_each_peer(tmp_p
         assert peers == {"huey": [sum(m > t for m, t in zip(mine, theirs, strict=True)), 2]}
 
 
-def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
+def test_the_postgresql_peers_run_w1_and_w2_on_one_server(pg_cluster: pgcluster.Cluster,
+                                                           request: pytest.FixtureRequest) -> None:
     # pg_cluster: skipped (or, in CI, failed) where no PostgreSQL server can be had.
-    peers = [p for p in ("dbos", "procrastinate") if importlib.util.find_spec(p) is not None]
-    if not peers:
+    if not PG_PEERS:
         pytest.skip("no PostgreSQL peer is installed (pip install -e '.[bench]')")
-    rows = _figures(tmp_path, "--only", ",".join(peers))  # (the engine's side: tests/test_bench_pg.py)
-    for system in peers:
+    rows = request.getfixturevalue("postgresql_rounds")["rows"]  # (the engine's side: tests/test_bench_pg.py)
+    for system in PG_PEERS:
         row = rows[f"{system}.postgresql"]
         assert not any(k.endswith("_error") for k in row), row
         assert row["w1"] and row["w2"]
 
 
-def test_the_engine_runs_both_chains_on_postgresql_alone(pg_cluster: pgcluster.Cluster, tmp_path: Path) -> None:
+def test_the_engine_runs_both_chains_on_postgresql_alone(postgresql_rounds: dict[str, Any]) -> None:
     """--no-sqlite: the PostgreSQL rounds alone; the engine's rows there include the self-finishing chain."""
-    out = tmp_path / "peers.json"
-    assert main([*SIZES, "--only", "engine", "--no-sqlite", "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
+    figures = postgresql_rounds
     assert "baseline.sqlite" not in figures and len(figures["baseline.postgresql_runs"]) == 1
-    rows = figures["rows"]
+    assert not any(key.endswith(".sqlite") for key in figures["rows"]), figures["rows"]
+    rows = {key: row for key, row in figures["rows"].items() if key.split(".")[0] not in PG_PEERS}
     assert set(rows) == {"engine.postgresql", "engine-spawn.postgresql", "engine-spawn-done.postgresql"}
     for row in rows.values():
         assert not any(k.endswith("_error") for k in row), row

@@ -30,16 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXTRAS = ("cli", "daemon", "system", "postgresql", "otel")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheels")
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    (built,) = out.glob("*.whl")
-    return built
+# wheel: the checkout's wheel, built once for the run (tests/project/conftest.py).
 
 
 def _requires(wheel: Path) -> list[Requirement]:
@@ -152,6 +143,7 @@ def test_readme_example_runs_in_a_fresh_environment_without_extras(wheel: Path, 
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.heavy  # a fresh environment and its processes per extra: run first (tests/conftest.py)
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("extra", EXTRAS)
 def test_each_extra_runs_its_entry_point(wheel: Path, tmp_path: Path, extra: str) -> None:

@@ -102,17 +102,9 @@ def _site_packages(python: Path) -> Path:
 
 
 @pytest.mark.timeout(600)
-def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
+def test_wheel_installs_and_runs_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
+    # wheel: built from the checkout once for the run, one wheel file (tests/support/wheel.py).
     python = Path(sys.executable)
-    wheels = tmp_path / "wheels"
-    build = subprocess.run(
-        [str(python), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    built = sorted(wheels.glob("*.whl"))
-    assert len(built) == 1, built
-    wheel = built[0]
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "engine/_migrations/env.py" in names
