@@ -39,16 +39,18 @@ from .._time import POLL_INTERVAL
 from .base import Row
 from .postgresql_generic import (
     CHANGES_AND_FLAGS,
+    CLAIM_AHEAD,
     END_LEASES,
-    GRAPH_OF_ONE,
+    LOCK_AHEAD_ONE,
     RECOUNT_HALTED_BY_ONE,
     TASKS_LOCKED_PLANNED,
     id_array,
+    split_claim_ahead,
+    split_lock_ahead,
 )
 from .postgresql_locks import CLAIMED_ALONE, PostgresChangeLocks
 from .postgresql_sql import (
     CAP,
-    CHANGE_LIST,
     CHANGE_UPDATE,
     CHANNEL,
     CLAIM_DO,
@@ -60,7 +62,6 @@ from .postgresql_sql import (
     LOCKED_IN_STATUS,
     NOTICE_CHANNEL,
     NOW,
-    PROBE_CLAIMED,
     PROBE_OF,
     RECOUNT_HALTED,
 )
@@ -113,14 +114,17 @@ class PostgresStore(PostgresChangeLocks):
         ex = self._unprobed(todo)
         # (Planned once per connection but GRAPH_OF, the ids as array literals: postgresql_generic.)
         arr = id_array(todo)
-        ahead: dict[str, tuple[str, Any]] = {
-            # (Each statement in a pipeline costs the client ~0.1 ms.)
-            "graph": (GRAPH_OF_ONE, todo * 3) if len(todo) == 1 else (GRAPH_OF, (arr, arr, arr)),
-            "changes": (CHANGES_AND_FLAGS, (arr,)),  # (and the flags: the changes with tasks in Wait, or queued)
-            # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
-            "probe": (PROBE_OF, self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))),
-        }
+        # (Up to 2 a task: a chain's step claims one task after its outcome, W1's recorder a page of them.)
+        probing = self.probe_args(ids=arr, ex=id_array(ex), cap=min(CAP, 2 * len(todo) + 1))
+        ahead: dict[str, tuple[str, Any]] = {"all": (LOCK_AHEAD_ONE, {**probing, "one": str(todo[0])})} \
+            if len(todo) == 1 else {  # (one statement for one task, a chain's step: postgresql_generic)
+                # (Each statement in a pipeline costs the client ~0.1 ms.)
+                "graph": (GRAPH_OF, (arr, arr, arr)),
+                "changes": (CHANGES_AND_FLAGS, (arr,)),  # (and the flags: the changes with tasks in Wait, or queued)
+                "probe": (PROBE_OF, probing)}
         held, more = self._read_ahead((TASKS_LOCKED_PLANNED, (arr,)), ahead)
+        if "all" in more:
+            more["graph"], more["changes"], more["probe"] = split_lock_ahead(more.pop("all"))
         rows: list[Row] = [r[:-1] for r in held]
         self._note(rows)
         probe = more.pop("probe")
@@ -278,28 +282,23 @@ class PostgresStore(PostgresChangeLocks):
         if self.runner_id is None or self._read_only:
             return super().runnable_do(after_id, limit)
         # What the pass asks next about the changes of the tasks it claimed comes in the same round trip:
-        # the rows of the changes this transaction did not read ahead already, and (CLAIMED_SHARED) the share
-        # locks keep_changes asks for at commit.
-        # (lease_until IS NOT NULL: the leased tasks' partial index finds this runner's.)
-        held = ("IN (SELECT change_id FROM tasks WHERE lease_until IS NOT NULL AND runner = %s "
-                "AND change_id <> ALL (%s))")
+        # the rows of the changes this transaction did not read ahead already (CLAIM_AHEAD), and (CLAIMED_SHARED)
+        # the share locks keep_changes asks for at commit.
         known = sorted(self._counted)
-        waiting = self.sql["changes_with_waiting_tasks"]
         # What their statuses need of their other tasks, for the changes not probed yet in this transaction
         # (counts_besides): counted whole (PROBE_CLAIMED), the claimed tasks among them, which leave them as they
         # are held.
         cap = limit + 2
         ex = self._unprobed(())
-        probe = {"runner": self.runner_id, "known": sorted(self._probes), "ex": ex}
+        probe = {"runner": self.runner_id, "known": id_array(sorted(self._probes)), "ex": id_array(ex)}
         rows, more = self._read_ahead((CLAIM_DO, (self.runner_id, self.lease, after_id, limit)), {
-            "changes": (f"SELECT {CHANGE_LIST} FROM changes WHERE id {held}", (self.runner_id, known)),
-            "probe": (PROBE_CLAIMED, probe),
             # What keep_changes asks at commit, of the changes in Doing this claim took tasks of (CLAIMED_SHARED);
             # the changes with tasks in Wait are read after it, so as committed once the rows are share-locked.
             # (Only where that change is the one of this transaction: postgresql_locks, the order of change locks.)
             "shared": (CLAIMED_ALONE, (self.runner_id, id_array(known), self.runner_id)),
-            "waiting": (waiting.sql, waiting.args(())),
+            "after": (CLAIM_AHEAD, {**probe, "counted": id_array(known)}),  # (the rest, in one: postgresql_generic)
         }, "write")
+        more["changes"], more["probe"], more["waiting"] = split_claim_ahead(more.pop("after"))
         shared = more.pop("shared")
         if shared:
             self._note_shared(shared, {r[0] for r in more["waiting"]})

@@ -24,11 +24,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .postgresql_sql import CHANGE_LIST, GRAPH_OF, RECOUNT_HALTED, TASKS_LOCKED_RUNNER, WAITING_AND_QUEUED
+from .base import Row
+from .postgresql_sql import (
+    CATALOG,
+    CHANGE_LIST,
+    GRAPH_OF,
+    PROBE_CLAIMED,
+    PROBE_OF,
+    RECOUNT_HALTED,
+    TASKS_LOCKED_RUNNER,
+    WAITING_AND_QUEUED,
+)
 from .statements import CHANGE_COLUMNS
 
-__all__ = ["CHANGES_AND_FLAGS", "CHANGES_OF_TASKS", "END_LEASES", "GRAPH_OF_ONE", "RECOUNT_HALTED_BY_ONE",
-           "TASKS_LOCKED_PLANNED", "id_array", "planned_once"]
+__all__ = ["CHANGES_AND_FLAGS", "CHANGES_OF_TASKS", "CLAIM_AHEAD", "END_LEASES", "GRAPH_OF_ONE", "LOCK_AHEAD_ONE",
+           "RECOUNT_HALTED_BY_ONE", "TASKS_LOCKED_PLANNED", "id_array", "planned_once", "split_claim_ahead",
+           "split_lock_ahead"]
 
 _ANY = "= ANY (%s)"
 _ANY_ARRAY = "= ANY (ARRAY(SELECT unnest(%s::bigint[])))"
@@ -74,3 +85,80 @@ assert RECOUNT_HALTED_BY_ONE != RECOUNT_HALTED
 #: ix_tasks_leased, for every lease held, rather than by primary key.)
 END_LEASES = planned_once("UPDATE tasks SET runner = NULL, lease_until = NULL WHERE id = ANY (%s) "
                           "AND (lease_until + 0) IS NOT NULL")
+
+# What a chain's step reads ahead, in fewer statements (issue 25, hpgw2): each statement of a pipeline costs the
+# client about 25 us in psycopg (a cursor, its parameters dumped, its results fetched) and the server an executor
+# started. The statements below return, in one result, the rows several returned: tagged, in WIDE columns (a tag,
+# a change row's columns, then two bigints), each part's own columns where its rows are read (split_*). Each part
+# keeps its own form, planned once (the step's statements are prepared: their generic plans are kept).
+_PADS = {"id": "NULL::bigint", "clean": "NULL::boolean"}
+_NULLS = tuple(_PADS.get(c, "NULL::text") for c in CHANGE_COLUMNS)
+
+
+def _named(sql: str, name: str) -> str:
+    """_named is sql with each of its positional parameters (%s) as the named one %(name)s (one value; name::type:
+    cast to type)."""
+    assert "%(" not in sql and "%%" not in sql, sql
+    param, _, cast = name.partition("::")
+    return sql.replace("%s", f"%({param})s" + (f"::{cast}" if cast else ""))
+
+
+def _wide(tag: str, cols: dict[int, str], source: str) -> str:
+    """_wide selects a part's rows in the WIDE columns: tag, cols by their position (1 to 11), NULLs elsewhere."""
+    nulls = (*_NULLS, "NULL::bigint", "NULL::bigint")
+    return f"SELECT {tag}, {', '.join(cols.get(i + 1, n) for i, n in enumerate(nulls))} FROM {source}"
+
+
+_PROBE_COLS = {1: "p.cid", 4: "p.status", 10: "p.n", 11: "p.unclean"}
+#: What task_rows reads ahead with the lock of one task (a chain's step), in one statement (three before): its edges
+#: and lanes (GRAPH_OF_ONE: 'e' and 'l' rows), its change with the changes that have tasks in Wait or are queued
+#: (CHANGES_AND_FLAGS: 'c', 'w' and 'q' rows) and the status probe of its change (PROBE_OF: its rows tagged 'p' and
+#: theirs). Parameters: PROBE_OF's, %(one)s the task's id (text) and %(ids)s the same as an array literal.
+LOCK_AHEAD_ONE = " UNION ALL ".join((
+    _wide("g.k", {1: "g.a", 10: "g.b"}, f"({_named(GRAPH_OF_ONE, 'one::bigint')}) g(k, a, b)"),
+    f"SELECT x.*, NULL::bigint, NULL::bigint FROM ({_named(CHANGES_AND_FLAGS, 'ids')}) x",
+    _wide("'p' || p.k", _PROBE_COLS, f"({PROBE_OF}) p(k, cid, status, n, unclean)")))
+
+
+def split_lock_ahead(rows: list[Row]) -> tuple[list[Row], list[Row], list[Row]]:
+    """split_lock_ahead is LOCK_AHEAD_ONE's rows as GRAPH_OF's, CHANGES_AND_FLAGS' and PROBE_OF's would be."""
+    graph: list[Row] = []
+    tagged: list[Row] = []
+    probe: list[Row] = []
+    for r in rows:
+        k = r[0]
+        if k == "e" or k == "l":
+            graph.append((k, r[1], r[10]))
+        elif k[0] == "p":
+            probe.append((k[1:], r[1], r[4], r[10], r[11]))
+        else:
+            tagged.append(r[:10])
+    return graph, tagged, probe
+
+
+#: What the claim reads ahead after the share locks of the changes it took tasks of (CLAIMED_SHARED), in one statement
+#: (three before): the rows of those changes not read yet in this transaction ('c'; %(counted)s: those read), what
+#: their statuses need of their other tasks (PROBE_CLAIMED's rows, tagged 'f'; %(known)s: the changes probed, %(ex)s)
+#: and the changes with tasks in Wait ('w': read after the share locks, so as committed once they were taken).
+CLAIM_AHEAD = " UNION ALL ".join((
+    f"SELECT 'c', {CHANGE_LIST}, NULL::bigint, NULL::bigint FROM changes WHERE id IN (SELECT change_id FROM tasks "
+    "WHERE lease_until IS NOT NULL AND runner = %(runner)s AND change_id <> ALL (%(counted)s::bigint[]))",
+    _wide("p.k", _PROBE_COLS, f"({PROBE_CLAIMED}) p(k, cid, status, n, unclean)"),
+    _wide("'w'", {1: "w.change_id"}, f"({CATALOG['changes_with_waiting_tasks'].sql}) w(change_id)")))
+
+
+def split_claim_ahead(rows: list[Row]) -> tuple[list[Row], list[Row], list[Row]]:
+    """split_claim_ahead is CLAIM_AHEAD's rows as the change rows, PROBE_CLAIMED's and the changes with tasks in
+    Wait ((id,) rows) would be."""
+    changes: list[Row] = []
+    probe: list[Row] = []
+    waiting: list[Row] = []
+    for r in rows:
+        k = r[0]
+        if k == "c":
+            changes.append(r[1:10])
+        elif k == "w":
+            waiting.append((r[1],))
+        else:
+            probe.append((k, r[1], r[4], r[10], r[11]))
+    return changes, probe, waiting

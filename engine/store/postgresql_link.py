@@ -79,6 +79,11 @@ class PostgresLink(SqlStore):
         self._inserted = 0  # task and edge rows this transaction inserted (ANALYZE_AFTER)
         self._blocks: dict[str, tuple[int, int]] = {}  # name -> (next, last) of the block in hand
         self._any_sql: dict[str, str] = {}
+        # Cursors of _conn used again (psycopg takes about 30 us to make one and close it; a step runs about ten
+        # statements): those whose results were all read (_spare), and the one that sends the writes whose results
+        # nobody reads (_writer: a cursor with results still due is never given a read). Forgotten at an error.
+        self._spare: list[Any] = []
+        self._writer: Any = None
         self.notify = False
         self.notify_notices = False
         #: The runner claiming through this store (TaskRunner sets it), and its lease in seconds.
@@ -90,6 +95,7 @@ class PostgresLink(SqlStore):
 
     def _connect(self) -> None:
         self._pipe = self._pipe_cm = None
+        self._spare, self._writer = [], None
         raw = self._engine.raw_connection()
         conn = raw.driver_connection
         conn.autocommit = False
@@ -147,6 +153,7 @@ class PostgresLink(SqlStore):
         self._inserted = 0
         self._in_write = False
         self._began = False
+        self._spare, self._writer = [], None
         self._ahead.clear()
         self._queued = None
         self._counted.clear()
@@ -217,10 +224,13 @@ class PostgresLink(SqlStore):
         if self._lost():
             raise DatabaseConflictError(f"cannot use state database {self.target}: the connection was lost; "
                                         "run it again")
-        return self._conn.cursor()
+        spare = self._spare
+        return spare.pop() if spare else self._conn.cursor()
 
-    def _statement(self, doing: str, fn: Callable[[Any], T], sql: str = "") -> T:
+    def _statement(self, doing: str, fn: Callable[[Any], T], sql: str = "", *, read: bool = False) -> T:
         """_statement runs fn(cursor) under guard (sql: its text, if one statement).
+
+        read: fn reads every result of its cursor (the cursor is used again).
 
         The first statement of a transaction that meets a connection the
         server dropped while it was idle (a restart, an idle timeout) runs
@@ -235,8 +245,13 @@ class PostgresLink(SqlStore):
                     self._queued = None
             first = not self._began
             try:
-                with self.guard(doing), self._cursor() as cur:
+                with self.guard(doing):
+                    cur = self._cursor()
                     out = fn(cur)
+                if read:
+                    self._spare.append(cur)
+                else:
+                    cur.close()
                 self._began = True
                 return out
             except DatabaseConflictError:
@@ -253,15 +268,19 @@ class PostgresLink(SqlStore):
             rows: list[Row] = cur.fetchall()
             return rows
 
-        return self._statement(doing, go, sql)
+        return self._statement(doing, go, sql, read=True)
 
     def send(self, sql: str, args: Sequence[Any] = ()) -> None:
         """send runs one statement whose rows and row count nobody reads (pipelined: see _pipelined)."""
+        self._send(sql, args)
+
+    def _send(self, sql: str, args: Sequence[Any]) -> None:
+        """_send is send (executemany's too, for one row)."""
         def go(cur: Any) -> None:
             self._pipelined()
-            cur.execute(sql, args)
+            self._written().execute(sql, args)
 
-        self._statement("write", go, sql)
+        self._statement("write", go, sql, read=True)  # (its cursor not used: given back as it came)
 
     def query(self, c: Compiled, args: Sequence[Any] = ()) -> list[Row]:
         """query runs one SELECT and returns its rows."""
@@ -284,6 +303,13 @@ class PostgresLink(SqlStore):
         """each yields the rows of a SELECT (fetched at once: the transaction holds them anyway)."""
         yield from self.query(c, args)
 
+    def _written(self) -> Any:
+        """_written is the cursor that sends the statements whose results nobody reads (no read is ever run on it)."""
+        writer = self._writer
+        if writer is None or writer.connection is not self._conn:
+            writer = self._writer = self._conn.cursor()
+        return writer
+
     def execute(self, c: Compiled, args: Sequence[Any] = ()) -> int:
         """execute runs one statement in the write transaction; returns rowcount."""
         def go(cur: Any) -> int:
@@ -298,12 +324,14 @@ class PostgresLink(SqlStore):
         """executemany runs one statement for many rows (pipelined: see _pipelined)."""
         if not rows:
             return
+        if len(rows) == 1:  # (one row: as send, on the writer cursor; psycopg's executemany costs more)
+            self._send(c.sql, rows[0] if c.direct else c.args(rows[0]))
+        else:
+            def go(cur: Any) -> None:
+                self._pipelined()
+                cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
 
-        def go(cur: Any) -> None:
-            self._pipelined()
-            cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
-
-        self._statement("write", go, c.sql)
+            self._statement("write", go, c.sql)
         if c.name in _BULK:
             self._inserted += len(rows)
 
@@ -327,18 +355,16 @@ class PostgresLink(SqlStore):
             if self._pipe is None and not self._lost():
                 # (A lost connection is met here, inside this statement, and retried like any first statement.)
                 self._enter_pipeline()
-            curs = {k: self._conn.cursor() for k in more}
-            try:
-                cur.execute(*first)
-                for k, c in curs.items():
-                    c.execute(*more[k])
-                rows: list[Row] = cur.fetchall()
-                return rows, {k: c.fetchall() for k, c in curs.items()}
-            finally:
-                for c in curs.values():
-                    c.close()
+            curs = {k: self._cursor() for k in more}
+            cur.execute(*first)
+            for k, c in curs.items():
+                c.execute(*more[k])
+            rows: list[Row] = cur.fetchall()
+            out = {k: c.fetchall() for k, c in curs.items()}
+            self._spare.extend(curs.values())  # (an error forgets them all)
+            return rows, out
 
-        return self._statement(doing, go, first[0])
+        return self._statement(doing, go, first[0], read=True)
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -366,7 +392,7 @@ class PostgresLink(SqlStore):
             if self.notify_notices and self._in_write:
                 self._conn.execute("SELECT pg_notify(%s, '')", (NOTICE_CHANNEL,))
             if self._pipe is not None:
-                self._conn.execute("COMMIT")
+                self._written().execute("COMMIT")  # (its error, if any, is raised at the Sync below)
                 self._end_pipeline(raising=True)  # one Sync: every answer, the COMMIT's last
             else:
                 self._conn.commit()
