@@ -17,6 +17,7 @@ import stat
 import struct
 import subprocess
 import threading
+import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from engine import Tomb
+from engine.testing import FakeClock
 from managers import InvalidAssertionError, InvalidSeedError, InvalidSnapError, StoreError
 from managers.asserts import decode_stream
 from managers.configstate import parse_value
@@ -32,6 +34,8 @@ from managers.errors import ConfigError
 from managers.firstboot import seed as seedmod
 from managers.hookstate import run as hookrun
 from managers.hookstate.ctlserver import CtlServer
+from managers.servicestate import LOG_MAX, read_log_lines
+from managers.servicestate.supervisor import Supervisor
 from managers.snap import SnapFile
 from managers.snapstore import HttpSnapStore, SnapStore, serve_in_thread
 from managers.snapstore.http import REQUESTS_KEPT
@@ -295,3 +299,34 @@ def test_a_hook_child_left_writing_never_has_the_daemon_read_a_reused_descriptor
         os.close(w)
     finally:
         hookrun.kill_group(seen["pid"], 9)
+
+
+# -- a service that writes without end -------------------------------------------------------------------
+
+
+def test_a_log_written_faster_than_it_is_rotated_is_kept_and_read_bounded(tmp_path: Path, clock: FakeClock) -> None:
+    # A service writing at disk speed puts gigabytes in its log between two checks (10 s): the rotated copies
+    # were copies of all of it (3 files of gigabytes), and `overlord logs -n 1` read every byte of the three
+    # into memory, under the state lock.
+    sup = Supervisor(tmp_path / "run", clock)
+    sup._setup()
+    log = sup.log_path("loud.svc")
+    line = b"x" * 99 + b"\n"
+    with open(log, "wb") as f:
+        for _ in range(3):
+            f.write(line * (LOG_MAX // 100 * 8))  # 8 MiB
+            f.flush()
+        f.write(b"the end\n")
+    sup.rotate("loud.svc")
+    rotated = log.with_name(log.name + ".1")
+    assert log.stat().st_size == 0 and rotated.stat().st_size <= LOG_MAX
+    assert rotated.read_bytes().endswith(line + b"the end\n") and rotated.read_bytes().startswith(line)
+    with open(log, "wb") as f:
+        f.write(line * (LOG_MAX // 100 * 24) + b"last\n")  # 24 MiB since the rotation
+    tracemalloc.start()
+    try:
+        assert read_log_lines(log, 1) == ["last"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * LOG_MAX, peak  # three files of LOG_MAX, decoded and split; it was the 24 MiB and more
