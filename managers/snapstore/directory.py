@@ -49,7 +49,7 @@ from .records import LARGE_FILE, SMALL_FILE, StoreListing, StoreSnap, location_p
 
 log = logging.getLogger("managers.snapstore")
 
-_PART = re.compile(r"^[A-Za-z0-9_.-]+$")  # key ids (base64url) may start with "-"
+_PART = re.compile(r"^[A-Za-z0-9_.-]+\Z")  # key ids (base64url) may start with "-"
 #: FORMAT is the store layout version store.yaml records.
 FORMAT = 1
 STAGING = ".staging"

@@ -379,7 +379,7 @@ class _HttpReader:
 
 # -- serving a store directory ---------------------------------------------------------------------
 
-_RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
+_RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})\Z")
 #: REQUESTS_KEPT is how many GETs a server remembers (_Handler.requests, for tests).
 REQUESTS_KEPT = 256
 

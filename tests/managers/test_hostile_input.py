@@ -16,6 +16,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import tracemalloc
 import zipfile
@@ -27,16 +28,16 @@ import pytest
 
 from engine import Tomb
 from engine.testing import FakeClock
-from managers import InvalidAssertionError, InvalidSeedError, InvalidSnapError, StoreError
+from managers import InvalidAssertionError, InvalidSeedError, InvalidSnapError, ManagerError, StoreError
 from managers.asserts import decode_stream
-from managers.configstate import parse_value
+from managers.configstate import parse_key, parse_value
 from managers.errors import ConfigError
 from managers.firstboot import seed as seedmod
 from managers.hookstate import run as hookrun
 from managers.hookstate.ctlserver import CtlServer
 from managers.servicestate import LOG_MAX, read_log_lines
 from managers.servicestate.supervisor import Supervisor
-from managers.snap import SnapFile
+from managers.snap import SnapFile, SnapInfo, valid_revision, valid_snap_name
 from managers.snapstore import HttpSnapStore, SnapStore, serve_in_thread
 from managers.snapstore.http import REQUESTS_KEPT
 from managers.snapstore.records import SMALL_FILE
@@ -330,3 +331,44 @@ def test_a_log_written_faster_than_it_is_rotated_is_kept_and_read_bounded(tmp_pa
     finally:
         tracemalloc.stop()
     assert peak < 12 * LOG_MAX, peak  # three files of LOG_MAX, decoded and split; it was the 24 MiB and more
+
+
+# -- names and keys ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["name: \"hello\\n\"", "version: \"1.0\\n\"",
+                                   "apps: {\"hello\\n\": {command: bin/hello}}", "plugs: {\"net\\n\": network}"])
+def test_a_name_with_a_trailing_newline_is_refused(field: str) -> None:
+    # Python's $ matches before a final newline: every ^...$ check of the managers let "hello\n" through
+    # (a snap directory and wrapper named with a line break, a version or plug that prints as another).
+    base = {"name": "name: hello", "version": "version: '1.0'", "apps": "", "plugs": ""}
+    base[field.split(":")[0]] = field
+    text = "\n".join(v for v in base.values() if v) + "\nsummary: s\n"
+    with pytest.raises(InvalidSnapError):
+        SnapInfo.from_yaml(text)
+    assert not valid_snap_name("hello\n") and not valid_revision("1\n")
+    with pytest.raises(ConfigError):
+        parse_key("port\n")
+
+
+def test_an_option_name_of_digits_is_refused_at_once() -> None:
+    # snapd's option-name regex is ambiguous: Python's backtracking took 14 s for 26 digits (days for 40), with
+    # the state lock held, for anyone who may read a snap's configuration (every local user). It runs in a
+    # child so that, before the fix, the test fails at the bound instead of running for days.
+    code = "from managers.configstate import parse_key\ntry:\n    parse_key('9' * 40)\nexcept Exception as e:\n" \
+           "    print(type(e).__name__)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    assert out.stdout == "ConfigError\n"
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "9" * 5000, "x" * 300])
+def test_a_verb_given_a_name_too_long_for_a_conflict_key_refuses_it_in_its_own_words(system: System,
+                                                                                     name: str) -> None:
+    # The conflict check built the engine's key "snap:<name>" before any check of the name: a ValueError of the
+    # engine (an internal error) out of install, remove, revert, enable and disable.
+    sm = system.sm
+    for verb in (sm.install, sm.remove, sm.revert, sm.enable, sm.disable):
+        with system.o.state, pytest.raises(ManagerError) as e:
+            verb(name)
+        assert "\n" not in str(e.value)
