@@ -108,6 +108,8 @@ def _read_index(f: BinaryIO, limits: Limits) -> _Index:
     file_size = f.tell()
     if file_size < _EOCD.size:
         raise _NotZip("it is too short")
+    if file_size > limits.max_file:
+        raise _TooBig(f"it is {file_size} bytes, more than the limit of {limits.max_file} for a snap file")
     f.seek(file_size - _EOCD.size)
     record = f.read(_EOCD.size)
     if record[:4] == _EOCD_SIG and record[-2:] == b"\0\0":

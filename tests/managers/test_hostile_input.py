@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from engine import Tomb
+from engine import Status, Tomb
 from engine.testing import FakeClock
 from managers import InvalidAssertionError, InvalidSeedError, InvalidSnapError, ManagerError, StoreError
 from managers.asserts import decode_stream
@@ -37,7 +37,7 @@ from managers.hookstate import run as hookrun
 from managers.hookstate.ctlserver import CtlServer
 from managers.servicestate import LOG_MAX, read_log_lines
 from managers.servicestate.supervisor import Supervisor
-from managers.snap import SnapFile, SnapInfo, valid_revision, valid_snap_name
+from managers.snap import Limits, SnapFile, SnapInfo, valid_revision, valid_snap_name
 from managers.snapstore import HttpSnapStore, SnapStore, serve_in_thread
 from managers.snapstore.http import REQUESTS_KEPT
 from managers.snapstore.records import SMALL_FILE
@@ -372,3 +372,25 @@ def test_a_verb_given_a_name_too_long_for_a_conflict_key_refuses_it_in_its_own_w
         with system.o.state, pytest.raises(ManagerError) as e:
             verb(name)
         assert "\n" not in str(e.value)
+
+
+def test_a_store_snap_larger_than_any_snap_file_is_refused_before_its_download(system: System) -> None:
+    # The size a store gives is checked against the snap-revision assertion only after the download: a store
+    # announcing (and sending) 3 GiB had them written to disk first, bounded only by the free space.
+    system.publish("hello", "1.0")
+    entry = system.base / "store" / "snaps" / "hello" / "1.yaml"
+    huge = 3 * 1024 * 1024 * 1024  # more than DEFAULT_LIMITS.max_file (2 GiB), less than the free space
+    entry.write_text("\n".join(f"size: {huge}" if line.startswith("size:") else line
+                               for line in entry.read_text().splitlines()) + "\n")
+    cid = system.run(lambda sm: sm.install("hello"))
+    assert system.status(cid) is Status.ERROR
+    assert f"its file is {huge} bytes, more than a snap file may be" in system.err(cid)
+    tasks = dict(system.tasks(cid))
+    assert tasks["prerequisites"] is Status.ERROR and tasks["download-snap"] is Status.HOLD, tasks
+
+
+def test_a_snap_file_larger_than_max_file_is_refused_when_opened(tmp_path: Path) -> None:
+    path = _snap(tmp_path / "big.snap")
+    with pytest.raises(InvalidSnapError, match="more than the limit of 100 for a snap file"):
+        SnapFile(path, Limits(max_file=100))
+    SnapFile(path).close()
