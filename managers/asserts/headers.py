@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: NAME is what a header name (or a map key) looks like.
-NAME = re.compile(r"^[a-z](?:-?[a-z0-9])*$")
+NAME = re.compile(r"^[a-z](?:-?[a-z0-9])*\Z")
 
 Value = str | list[Any] | dict[str, Any]
 

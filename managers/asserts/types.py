@@ -12,9 +12,9 @@ from typing import Any
 from ..snap.naming import SNAP_ID, valid_snap_name
 
 #: DIGEST is a sha3-384 written as snapd writes it: 64 characters of base64url.
-DIGEST = re.compile(r"^[A-Za-z0-9_-]{64}$")
+DIGEST = re.compile(r"^[A-Za-z0-9_-]{64}\Z")
 #: ACCOUNT_ID is what an account id looks like (snapd allows these and 32-character ids).
-ACCOUNT_ID = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$|^[a-zA-Z0-9]{32}$")
+ACCOUNT_ID = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*\Z|^[a-zA-Z0-9]{32}\Z")
 #: SERIES is the only series snapd knows.
 SERIES = "16"
 

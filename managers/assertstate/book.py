@@ -26,7 +26,7 @@ from engine import State
 
 from ..errors import AssertionRevisionError
 
-_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,63}\Z")
 
 #: The newest known revision of each signed document; its schema is migration 0002_assertions's.
 ASSERTIONS = Table(

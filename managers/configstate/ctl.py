@@ -46,6 +46,8 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # JSON, nested past what the parser recurses into: refused, not a traceback
+        raise ConfigError(f"invalid configuration value {text[:20]!r}...: it nests too deeply") from None
 
 
 def parse_assignments(words: Sequence[str], *, strings: bool = False) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..asserts import Assertion, decode_stream, file_sha3_384
 from ..errors import InvalidAssertionError, InvalidSeedError, InvalidSnapError
 from ..snap import DEFAULT_LIMITS, Limits, SnapInfo, read_info, valid_snap_name
 from ..snap.hostileyaml import load_yaml
+from ..snap.regular import open_regular
 
 #: SEED_YAML is the seed's list of snaps.
 SEED_YAML = "seed.yaml"
@@ -34,8 +35,10 @@ SNAPS_DIR = "snaps"
 ASSERTIONS = "assertions"
 #: MAX_SEED_YAML is the largest seed.yaml read, in bytes.
 MAX_SEED_YAML = 64 * 1024
-#: MAX_ASSERTIONS_FILE is the largest assertion file read, in bytes.
+#: MAX_ASSERTIONS_FILE is the most bytes of assertions a seed may hold: one file's, and all its files' together.
 MAX_ASSERTIONS_FILE = 16 * 1024 * 1024
+#: MAX_ASSERTION_FILES is the most files a seed's assertions/ directory may hold.
+MAX_ASSERTION_FILES = 1000
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,16 @@ def _regular(path: Path) -> bool:
         return False
 
 
-def _read_text(seed_dir: Path, path: Path, limit: int) -> str:
+def _read_text(seed_dir: Path, path: Path, limit: int, too_large: str = "") -> str:
     if not _regular(path):
         raise seed_error(seed_dir, f"{path.relative_to(seed_dir)} is missing or not a regular file")
     try:
-        with open(path, "rb") as f:
+        with open(open_regular(path), "rb") as f:  # swapped for a FIFO since: refused, not waited on
             data = f.read(limit + 1)
     except OSError as e:
         raise seed_error(seed_dir, f"cannot read {path.relative_to(seed_dir)}: {e.strerror}") from None
     if len(data) > limit:
-        raise seed_error(seed_dir, f"{path.relative_to(seed_dir)} is larger than {limit} bytes")
+        raise seed_error(seed_dir, too_large or f"{path.relative_to(seed_dir)} is larger than {limit} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -125,12 +128,21 @@ def _assertions(seed_dir: Path) -> list[Assertion]:
     if _regular(where):
         files = [where]
     elif where.is_dir() and not where.is_symlink():
-        files = sorted(p for p in where.iterdir() if not p.name.startswith("."))
+        files = []
+        for p in where.iterdir():  # counted as listed: a directory of millions of files is not read whole
+            if not p.name.startswith("."):
+                files.append(p)
+                if len(files) > MAX_ASSERTION_FILES:
+                    raise seed_error(seed_dir, f"{ASSERTIONS}/ holds more than {MAX_ASSERTION_FILES} files")
+        files.sort()
     else:
         raise seed_error(seed_dir, f"it has no {ASSERTIONS}/ directory (or {ASSERTIONS} stream file)")
     out: list[Assertion] = []
+    left = MAX_ASSERTIONS_FILE  # for all the files together: memory is bounded by the seed, not by each file
     for path in files:
-        text = _read_text(seed_dir, path, MAX_ASSERTIONS_FILE)
+        text = _read_text(seed_dir, path, left, f"{ASSERTIONS} hold more than {MAX_ASSERTIONS_FILE} bytes, all "
+                                                "files together")
+        left -= len(text.encode())
         try:
             out.extend(decode_stream(text))
         except InvalidAssertionError as e:

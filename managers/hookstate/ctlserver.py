@@ -55,12 +55,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not 0 <= length <= MAX_BODY:
                 raise ValueError("the body is too large")
             body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError('the body must be {"context-id": TOKEN, "args": [...]}')
             token, args = body.get("context-id"), body.get("args")
             if not isinstance(token, str) or not isinstance(args, list) or \
                     not all(isinstance(a, str) for a in args):
                 raise ValueError('the body must be {"context-id": TOKEN, "args": [...]}')
         except ValueError as e:
             self._answer(400, "bad-request", f"cannot run ctl: {e}")
+            return
+        except RecursionError:
+            self._answer(400, "bad-request", "cannot run ctl: the body nests too deeply")
             return
         try:
             out = self.server.ctl(token, args)

@@ -6,6 +6,12 @@ daemon's), no standard input, no descriptor of the daemon (close_fds), and
 its standard output and error merged into one pipe, of which the last
 OUTPUT_LIMIT bytes are kept. When its timeout passes, or its task is asked
 to stop (the tomb dies), the whole process group is sent SIGKILL.
+
+The pipe is read until the hook exits and READ_GRACE more (a child it left
+in the background may hold it), then the reader stops and the pipe is
+closed: run_hook never returns with a thread still reading a descriptor
+number it closed (which the daemon's next open file, socket or pipe would
+reuse, and the reader would then read from).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -84,12 +91,20 @@ def run_hook(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, to
             raise
     buf = bytearray()
     lock = threading.Lock()
+    stop = threading.Event()
 
     def read() -> None:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         with contextlib.suppress(OSError, ValueError):
-            while chunk := os.read(fd, 65536):
+            while not stop.is_set():
+                if not poller.poll(POLL * 1000):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
                 with lock:
                     buf.extend(chunk)
                     if len(buf) > OUTPUT_LIMIT:
@@ -116,6 +131,8 @@ def run_hook(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, to
             code = proc.wait()
             break
     reader.join(READ_GRACE)
+    stop.set()  # a child left in the background holds the pipe: stop reading it before closing it
+    reader.join()
     if killed:
         kill_group(proc.pid, signal.SIGKILL)  # anything of the group that escaped the first signal
     with contextlib.suppress(OSError):

@@ -47,7 +47,7 @@ SYSTEM_FILES_WRITE = ("/srv", "/var/log")
 SYSTEM_FILES_DENIED = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
                        "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd",
                        "/var/lib/overlord", "/var/lib/snaps", "/var/lib/profiles", "/var/lib/services")
-_TAG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_TAG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f*?\[\]{}\\\"'`$]")
 _SNAP_VARS = ("$SNAP_COMMON", "$SNAP_DATA", "$SNAP")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ManagerError
 
@@ -14,8 +15,24 @@ LOG_MAX = 1024 * 1024
 LOG_KEEP = 2
 
 
+def _tail(f: BinaryIO, size: int, most: int) -> bytes:
+    """_tail is the last most bytes of an open file of size bytes, from the start of a line when it is cut."""
+    if size <= most:
+        f.seek(0)
+        return f.read(most)
+    f.seek(size - most)
+    data = f.read(most)
+    cut = data.find(b"\n") + 1
+    return data[cut:] if 0 < cut < len(data) else data
+
+
 def rotate_log(path: Path, limit: int = LOG_MAX) -> None:
-    """rotate_log moves a log over limit bytes aside (copy, then truncate: the service keeps writing to it)."""
+    """rotate_log moves a log over limit bytes aside (copy, then truncate: the service keeps writing to it).
+
+    The copy keeps the log's last limit bytes only: a service that wrote
+    gigabytes between two checks leaves rotated copies of limit bytes each,
+    not copies of all it wrote.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -27,17 +44,22 @@ def rotate_log(path: Path, limit: int = LOG_MAX) -> None:
         if older.exists():
             os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
     with open(path, "r+b") as src, open(path.with_name(f"{path.name}.1"), "wb") as dst:
-        while chunk := src.read(256 * 1024):
-            dst.write(chunk)
+        dst.write(_tail(src, os.fstat(src.fileno()).st_size, limit))
         src.truncate(0)  # the service's descriptor is O_APPEND: its next line lands at the new end
 
 
-def read_log_lines(path: Path, n: int | None) -> list[str]:
-    """read_log_lines returns the last n lines of a log and its rotated copies (all of them with None)."""
+def read_log_lines(path: Path, n: int | None, most: int = LOG_MAX) -> list[str]:
+    """read_log_lines returns the last n lines of a log and its rotated copies (all of them with None).
+
+    At most the last most bytes of each file are read (the log grows past
+    the rotation size between two checks: its end is what is shown), so
+    memory is bounded whatever the service wrote.
+    """
     lines: list[str] = []
     for p in [path.with_name(f"{path.name}.{i}") for i in range(LOG_KEEP, 0, -1)] + [path]:
         try:
-            data = p.read_bytes()
+            with open(p, "rb") as f:
+                data = _tail(f, os.fstat(f.fileno()).st_size, most)
         except FileNotFoundError:
             continue
         except OSError as e:

@@ -271,7 +271,8 @@ class ServiceManager:
         """logs returns the last n lines (None: all) of each service's log, as (service, line) (lock held)."""
         out: list[tuple[str, str]] = []
         for s in self.services(names):
-            out.extend((s.name, line) for line in read_log_lines(self.supervisor.log_path(s.name), n))
+            out.extend((s.name, line) for line in read_log_lines(self.supervisor.log_path(s.name), n,
+                                                                 self.supervisor.log_max))
         return out
 
     def logs_since(self, names: Sequence[str], cursor: Mapping[str, tuple[int, int]]

@@ -32,6 +32,7 @@ import shutil
 import stat
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,7 @@ from ..errors import InvalidSnapError, ManagerError
 from .info import HOOKS, MAX_YAML, HookInfo, SnapInfo
 from .limits import DEFAULT_LIMITS, Limits
 from .links import LinkResolver, Unresolved
+from .regular import open_regular
 
 log = logging.getLogger("managers.snap")
 
@@ -62,6 +64,12 @@ _EOCD64_SIG = b"PK\x06\x06"
 _CDIR = struct.Struct("<4s4B4HL2L5H2L")
 _CDIR_SIG = b"PK\x01\x02"
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+#: ZIP_ERRORS are what zipfile raises for a damaged or unusual archive, wherever it reads one: a bad record,
+#: a truncated or corrupt deflate stream (zlib.error), a feature it does not implement (a "version needed to
+#: extract" past 6.3, patched or strongly encrypted data: NotImplementedError), a bad name (UnicodeDecodeError,
+#: a ValueError). Every read of an archive turns them into one InvalidSnapError naming the file.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, zlib.error, EOFError, ValueError,
+              struct.error)
 
 
 def _short(text: str, most: int = 120) -> str:
@@ -100,6 +108,8 @@ def _read_index(f: BinaryIO, limits: Limits) -> _Index:
     file_size = f.tell()
     if file_size < _EOCD.size:
         raise _NotZip("it is too short")
+    if file_size > limits.max_file:
+        raise _TooBig(f"it is {file_size} bytes, more than the limit of {limits.max_file} for a snap file")
     f.seek(file_size - _EOCD.size)
     record = f.read(_EOCD.size)
     if record[:4] == _EOCD_SIG and record[-2:] == b"\0\0":
@@ -176,11 +186,10 @@ class SnapFile:
         self.link_steps = 0
         try:
             # One open file for the index and for zipfile: both read the same archive.
-            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+            # A regular file only: a FIFO would block the open, a device never end.
+            self._file: BinaryIO = open(open_regular(self.path), "rb")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
             raise InvalidSnapError(f"cannot open snap {self._where}: no such file") from None
-        except IsADirectoryError:
-            raise InvalidSnapError(f"cannot open snap {self._where}: it is a directory") from None
         except OSError as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
         try:
@@ -200,7 +209,7 @@ class SnapFile:
             raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
         try:
             self._zip = zipfile.ZipFile(self._file)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
+        except ZIP_ERRORS as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: it is not a snap (zip) file ({e})") from None
         except OSError as e:
             raise InvalidSnapError(f"cannot open snap {self._where}: {e.strerror or e}") from None
@@ -318,7 +327,7 @@ class SnapFile:
             try:
                 with self._zip.open(zi) as f:  # bounded reads: the compressed size may lie
                     target = f.read(self.limits.max_link + 1).decode("utf-8")
-            except (UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError) as e:
+            except (*ZIP_ERRORS, OSError) as e:
                 raise self._bad(f"cannot read the target of symlink {name!r} ({e})") from None
             if not target or len(target.encode()) > self.limits.max_link or "\x00" in target:
                 raise self._bad(f"symlink {name!r} has an empty or invalid target")
@@ -338,7 +347,7 @@ class SnapFile:
         try:
             with self._zip.open(m.zinfo) as f:
                 data = f.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (*ZIP_ERRORS, OSError) as e:
             raise self._bad(f"cannot read {path} ({e})") from None
         if len(data) > limit:
             raise self._bad(f"{path} is more than the limit of {limit} bytes")
@@ -430,7 +439,7 @@ class SnapFile:
                         raise self._bad(f"entry {m.path!r} holds more than it declares ({m.size} bytes)")
                     out.write(chunk)
                 os.fchmod(out.fileno(), m.mode)
-        except (zipfile.BadZipFile, EOFError) as e:
+        except ZIP_ERRORS as e:
             raise self._bad(f"cannot extract {m.path!r} ({e})") from None
         return n
 

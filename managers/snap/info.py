@@ -31,9 +31,9 @@ RESTART_CONDITIONS = ("on-failure", "always", "never", "no", "on-success", "on-a
                       "on-watchdog")
 #: INSTALL_MODES are the values of install-mode: whether a service starts when its snap is installed.
 INSTALL_MODES = ("enable", "disable")
-_VERSION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9:.+~-]{0,30}[a-zA-Z0-9+~])?$")
+_VERSION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9:.+~-]{0,30}[a-zA-Z0-9+~])?\Z")
 #: _COMMAND is snapd's appContentWhitelist: the characters a command may hold.
-_COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+$")
+_COMMAND = re.compile(r"^[A-Za-z0-9/. _#:$-]+\Z")
 #: COMMAND_VARIABLES are the variables a command's arguments may name ($SNAP_DATA/config): the wrapper
 #: writes their values in, quoted; any other $ (a positional parameter, the caller's environment) is refused.
 COMMAND_VARIABLES = ("SNAP", "SNAP_COMMON", "SNAP_DATA", "SNAP_NAME", "SNAP_REVISION", "SNAP_VERSION")
@@ -48,7 +48,7 @@ _APP_FIELDS = ("command", "daemon", "restart-condition", "restart-delay", "stop-
                "install-mode")
 #: _SERVICE_FIELDS are the app fields only a service may have.
 _SERVICE_FIELDS = _APP_FIELDS[2:]
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|ns))+$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|ns))+\Z")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 #: MAX_DURATION bounds restart-delay and stop-timeout (a day): longer is surely a mistake.

@@ -29,6 +29,9 @@ class Limits:
     prefix: int = 0
     #: The space left free beyond what extraction writes (the declared sizes, a block per entry).
     free_margin: int = 5 * 1024 * 1024
+    #: The largest snap file, in bytes (2 GiB: max_size of contents, plus the archive's headers and what
+    #: deflate may add). A store's snap declaring more is refused before it is downloaded.
+    max_file: int = 2 * 1024 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()

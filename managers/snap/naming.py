@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 
 #: SNAP_ID is a snap id: 32 ASCII letters and digits.
-SNAP_ID = re.compile(r"^[a-zA-Z0-9]{32}$")
-_SNAP_NAME = re.compile(r"^[a-z0-9-]*[a-z][a-z0-9-]*$")
-_APP_NAME = re.compile(r"^[a-zA-Z0-9](?:-?[a-zA-Z0-9])*$")
-_PLUG_NAME = re.compile(r"^[a-z](?:-?[a-z0-9])*$")
+SNAP_ID = re.compile(r"^[a-zA-Z0-9]{32}\Z")
+_SNAP_NAME = re.compile(r"^[a-z0-9-]*[a-z][a-z0-9-]*\Z")
+_APP_NAME = re.compile(r"^[a-zA-Z0-9](?:-?[a-zA-Z0-9])*\Z")
+_PLUG_NAME = re.compile(r"^[a-z](?:-?[a-z0-9])*\Z")
 #: REVISION is a revision as text: a store revision (1, 2, ...) or a local one (x1, x2, ...).
-REVISION = re.compile(r"^(?:x?[1-9][0-9]*)$")
+REVISION = re.compile(r"^(?:x?[1-9][0-9]*)\Z")
 
 
 def valid_snap_name(name: object) -> bool:

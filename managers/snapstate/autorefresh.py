@@ -48,7 +48,7 @@ RETRY_DELAY = timedelta(minutes=20)
 MAX_SYSTEM_HOLD = timedelta(days=90)
 FOREVER = "forever"
 HOLDS_KEY = "refresh-holds"
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
 
 
 def system_setting(st: State, key: str, default: Any = None) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from engine import Change, ChangeConflictError, Task
 
+from ..snap import valid_snap_name
 from .model import SnapManagerView, task_snap_setup
 
 
@@ -30,7 +31,9 @@ def busy_snaps(sm: SnapManagerView, names: Iterable[str], *, ignore_change: str 
     One indexed query (engine: State.affecting), no walk over tasks: every change that works on snaps
     declares them (snapstate.new_change, and Change.affect for what a change adds later).
     """
-    wanted = {snap_key(n): n for n in names}
+    # A name that is no snap name is in no change (nor any key the engine takes: a 5,000-character name was its
+    # ValueError out of every verb); the verb refuses it in its own words.
+    wanted = {snap_key(n): n for n in names if valid_snap_name(n)}
     out: dict[str, Change] = {}
     if not wanted:
         return out

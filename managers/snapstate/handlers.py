@@ -78,6 +78,10 @@ class Handlers:
         setup, _ = self._read(task)
         if setup.source not in ("store", "file"):
             return
+        most = self.backend.limits.max_file
+        if setup.size > most:  # what the store says, before a byte is downloaded (no snap can be that large)
+            raise ManagerError(f"cannot install snap {setup.name!r}: its file is {setup.size} bytes, more than "
+                               f"a snap file may be ({most}, Limits.max_file)")
         free = self.backend.free_space()
         need = setup.size + DISK_MARGIN
         if free < need:

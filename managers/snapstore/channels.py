@@ -12,7 +12,7 @@ RISKS = ("stable", "candidate", "beta", "edge")
 DEFAULT_TRACK = "latest"
 #: DEFAULT_CHANNEL is what a snap tracks unless told otherwise.
 DEFAULT_CHANNEL = "latest/stable"
-_TRACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,27}$")
+_TRACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,27}\Z")
 
 
 def parse_channel(text: str) -> str:

@@ -40,16 +40,16 @@ from ..asserts import Assertion, PrivateKey, decode, sha3_384
 from ..asserts.build import snap_declaration, snap_id_for, snap_revision
 from ..errors import InvalidAssertionError, SnapNotFoundError, StoreError
 from ..snap import read_info, valid_snap_name
+from ..snap.hostileyaml import load_yaml
 from ..snap.naming import SNAP_ID
+from ..snap.regular import open_regular
 from .channels import DEFAULT_CHANNEL, RISKS, parse_channel, short_channel
 from .files import atomic_write, fsync_dir, write_synced
 from .records import LARGE_FILE, SMALL_FILE, StoreListing, StoreSnap, location_path
 
 log = logging.getLogger("managers.snapstore")
 
-#: The store's small index files are read with libyaml's safe loader where PyYAML has it (10x faster).
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_PART = re.compile(r"^[A-Za-z0-9_.-]+$")  # key ids (base64url) may start with "-"
+_PART = re.compile(r"^[A-Za-z0-9_.-]+\Z")  # key ids (base64url) may start with "-"
 #: FORMAT is the store layout version store.yaml records.
 FORMAT = 1
 STAGING = ".staging"
@@ -92,7 +92,7 @@ class SnapStore:
             revs = self.revisions(name)  # a store from before channels: the newest revision is stable
             return {DEFAULT_CHANNEL: str(revs[0])} if revs else {}
         try:
-            data = yaml.load(text, Loader=_YAML_LOADER)
+            data = load_yaml(text)  # no aliases, deep nesting or huge numbers
         except yaml.YAMLError as e:
             raise StoreError(f"cannot read store entry {path}: {' '.join(str(e).split())}") from None
         if data is None:
@@ -160,15 +160,21 @@ class SnapStore:
         return str(self.root / rel)
 
     def _read_text(self, rel: str, limit: int = SMALL_FILE) -> str | None:
-        """_read_text reads a store file (at most limit characters are used); None when it does not exist."""
+        """_read_text reads a store file, refused past limit characters (never cut) or when it is no regular file;
+        None when it does not exist."""
         path = self.root / rel
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read(limit)
+            with open(open_regular(path), encoding="utf-8") as f:  # a FIFO or a device: refused, not read
+                text = f.read(limit + 1)
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as e:
-            raise StoreError(f"cannot read store entry {path}: {e}") from None
+            raise StoreError(f"cannot read store entry {path}: {e.strerror if isinstance(e, OSError) else e}") \
+                from None
+        if len(text) > limit:  # refused, never cut and parsed (as over HTTP)
+            raise StoreError(f"cannot read store entry {path}: it is longer than {limit} characters, the most an "
+                             "entry of a store may have")
+        return text
 
     def _read_meta(self, name: str, revision: str) -> StoreSnap:
         rel = f"snaps/{name}/{revision}.yaml"
@@ -179,7 +185,7 @@ class SnapStore:
             raise StoreError(f"cannot read {where}: it is missing (a channel names a revision the store "
                              "does not have)")
         try:
-            data = yaml.load(text, Loader=_YAML_LOADER)
+            data = load_yaml(text)  # no aliases, deep nesting or huge numbers
         except yaml.YAMLError as e:
             raise StoreError(f"cannot read {where}: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
@@ -202,7 +208,7 @@ class SnapStore:
 
     def open(self, snap: StoreSnap) -> BinaryIO:
         """open opens a snap file of the store for reading (OSError as it comes: some are transient)."""
-        return open(snap.path, "rb")
+        return open(open_regular(snap.path), "rb")  # a FIFO or a device: refused (EINVAL), not read
 
     def assertion(self, type: str, primary_key: tuple[str, ...]) -> str | None:
         """assertion returns the text of an assertion the store has, or None."""
@@ -245,7 +251,7 @@ class SnapStore:
         if text is None:
             return None
         try:
-            data = yaml.load(text, Loader=_YAML_LOADER)
+            data = load_yaml(text)  # no aliases, deep nesting or huge numbers
         except yaml.YAMLError as e:
             raise StoreError(f"cannot read {self._where(rel)}: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):

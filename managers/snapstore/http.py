@@ -25,6 +25,7 @@ that caps each socket operation's timeout by the time left.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import errno
@@ -378,7 +379,9 @@ class _HttpReader:
 
 # -- serving a store directory ---------------------------------------------------------------------
 
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})\Z")
+#: REQUESTS_KEPT is how many GETs a server remembers (_Handler.requests, for tests).
+REQUESTS_KEPT = 256
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -386,8 +389,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     server_version = "overlord-store"
     root: Path
-    #: requests records (path, Range header) of each GET, for tests.
-    requests: list[tuple[str, str]]
+    #: requests records (path, Range header) of the last REQUESTS_KEPT GETs, for tests (a server runs for ever).
+    requests: collections.deque[tuple[str, str]]
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("store serve: %s %s", self.address_string(), format % args)
@@ -423,7 +426,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         wanted = self.headers.get("Range")
         if wanted:
             m = _RANGE.match(wanted.strip())
-            if m is None or int(m.group(1)) >= max(size, 1):
+            if m is None or int(m.group(1)) >= max(size, 1) or (m.group(2) and int(m.group(2)) < int(m.group(1))):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
@@ -455,7 +458,7 @@ def make_server(directory: str | Path, host: str = "127.0.0.1", port: int = 0) -
     root = Path(directory).absolute()
     if not root.is_dir():
         raise StoreError(f"cannot serve {root}: it is not a directory")
-    handler = type("StoreHandler", (_Handler,), {"root": root, "requests": []})
+    handler = type("StoreHandler", (_Handler,), {"root": root, "requests": collections.deque(maxlen=REQUESTS_KEPT)})
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
