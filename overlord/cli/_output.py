@@ -42,6 +42,9 @@ STATUS_STYLES = {
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 #: _CONTROL, and tab and newline: what one_line escapes.
 _CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: MAX_SHOWN is the most characters of one stored text that one_line shows (a summary of megabytes, written
+#: into the database by hand, took minutes to fold into a table).
+MAX_SHOWN = 2000
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -69,8 +72,12 @@ def _escape(m: re.Match[str]) -> str:
 
 def one_line(text: object) -> str:
     """one_line is stored text (a summary, an error, a kind, a log line) safe to print on one line: control
-    characters (escape sequences, carriage returns, newlines, tabs) shown as \\xNN, \\n, \\r, \\t."""
-    return _CONTROL_LINE.sub(_escape, str(text))
+    characters (escape sequences, carriage returns, newlines, tabs) shown as \\xNN, \\n, \\r, \\t; past
+    MAX_SHOWN characters, its start and its length (a table folds every character it is given)."""
+    text = str(text)
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
+    return _CONTROL_LINE.sub(_escape, text)
 
 
 def safe(text: object) -> str:
@@ -153,8 +160,11 @@ def amount(done: int, total: int, label: str = "") -> str:
 
 
 def print_json(value: Any) -> None:
-    """print_json prints value as indented JSON for scripts."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    """print_json prints value as indented JSON for scripts; what a terminal could act on (JSON escapes the C0
+    controls already; DEL, the C1 controls, the bidirectional overrides) is escaped too, \\uNNNN, as JSON
+    allows: only strings hold such characters, so the JSON means the same."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo(_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -128,7 +128,7 @@ class ApiRequest:
         """choice returns query parameter name, which must be one of choices (default when absent)."""
         value = self.query.get(name) or default
         if value not in choices:
-            raise bad_request(f"invalid {name} parameter {value!r}: it must be one of {', '.join(choices)}")
+            raise bad_request(f"invalid {name} parameter {shown(value)}: it must be one of {', '.join(choices)}")
         return value
 
     def change_key(self) -> str | None:
@@ -228,11 +228,11 @@ class Body:
         the fields it takes besides "action", any other field is refused too."""
         action = self.string("action")
         if action not in choices:
-            raise bad_request(f"unknown action {action!r}: it must be {' or '.join(repr(c) for c in choices)}")
+            raise bad_request(f"unknown action {shown(action)}: it must be {' or '.join(repr(c) for c in choices)}")
         if isinstance(choices, Mapping):
             for key in self.value:
                 if key != "action" and key not in choices[action]:
-                    raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
+                    raise bad_request(f"cannot decode request body: field {shown(key)} is not an option of {action}")
         return action
 
     def text(self, name: str, *, valid: Callable[[str], bool] | None = None, what: str = "",
@@ -262,13 +262,13 @@ class Body:
             when = datetime.fromisoformat(text)
         except ValueError:
             raise bad_request(f"cannot decode request body: field {name!r} is not an RFC 3339 time: "
-                              f"{text!r}") from None
+                              f"{shown(text)}") from None
         if when.tzinfo is None:
-            raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {text!r}")
+            raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {shown(text)}")
         try:  # 0001-01-01T00:00:00+14:00 is a time Python cannot write in UTC, nor compare with one
             return when.astimezone(UTC)
         except OverflowError:
-            raise bad_request(f"cannot decode request body: field {name!r} is out of range: {text!r}") from None
+            raise bad_request(f"cannot decode request body: field {name!r} is out of range: {shown(text)}") from None
 
 
 #: MAX_JSON_DIGITS is the longest integer a request body may hold: 64-bit integers have at most 20 digits.

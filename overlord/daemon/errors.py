@@ -103,10 +103,12 @@ def bad_request(message: str) -> ApiError:
 SHOWN_WHOLE = 40
 
 
-def shown(text: str, quote: bool = True) -> str:
+def shown(text: object, quote: bool = True) -> str:
     """shown quotes text a client sent for an error message: whole (repr) up to SHOWN_WHOLE characters, else
     its first 20 and its length, so that a message stays one short line whatever was sent. quote=False: a
-    path, shown without quotes."""
+    path, shown without quotes. What is not a str (a number, a list in a field for text) is shown as its repr."""
+    if not isinstance(text, str):
+        return shown(repr(text), quote=False)
     if len(text) <= SHOWN_WHOLE:
         return repr(text) if quote else text
     return f"{text[:20]!r}... ({len(text)} characters)" if quote else f"{text[:20]}... ({len(text)} characters)"

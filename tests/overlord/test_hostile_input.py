@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import socketserver
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -275,3 +276,72 @@ def test_nan_and_infinity_are_refused_in_any_field(shared_daemon: DaemonProcess,
     got, env = raw(shared_daemon, "POST", "/v2/events", f'{{"key": "x", "data": [{constant}]}}'.encode())
     assert (got, env["result"]["message"]) == (
         400, f"cannot decode request body: non-finite number {constant} (not JSON)")
+
+
+def test_json_for_scripts_escapes_what_a_terminal_acts_on(failed: tuple[DaemonProcess, dict]) -> None:
+    d, chg = failed
+    p = d.cli("tasks", chg["id"], "--json")
+    assert p.returncode == 0, p.stderr
+    _no_control(p.stdout)
+    assert "\\u202e" in p.stdout and json.loads(p.stdout)["errors"][0]["summary"] == HOSTILE_SUMMARY
+
+
+@pytest.mark.parametrize(("path", "said"), [
+    ("/v2/apps?names=" + "a." * 2500, "invalid service name 'a.a.a.a.a.a.a.a.a.a.'... (5000 characters): it must be "
+                                       "SNAP or SNAP.APP"),
+    ("/v2/assertions/" + "t" * 5000, "invalid assertion type 'tttttttttttttttttttt'... (5000 characters): it must "
+                                     "be one of "),
+    ("/v2/notices?after=" + "9" * 5000, "invalid after parameter '99999999999999999999'... (5000 characters): it "
+                                        "must be an RFC 3339 time"),
+    ("/v2/changes?select=" + "s" * 5000, "invalid select parameter 'ssssssssssssssssssss'... (5000 characters): it "
+                                         "must be one of "),
+])
+def test_a_long_value_in_a_query_is_not_echoed_whole(shared_daemon: DaemonProcess, path: str, said: str) -> None:
+    got, env = raw(shared_daemon, "GET", path)
+    assert got in (400, 404) and env["result"]["message"].startswith(said), env
+
+
+# -- rows written into the database by hand ----------------------------------------------------------------
+
+
+def _edit_rows(d: DaemonProcess, sql: str, *params: object) -> None:
+    """_edit_rows stops the daemon, runs sql on its database as a hostile root would (checks off), starts it."""
+    d.stop()
+    db = sqlite3.connect(d.state_dir / "state.db")
+    try:
+        db.execute("PRAGMA ignore_check_constraints=1")
+        db.execute(sql, params)
+        db.commit()
+    finally:
+        db.close()
+    d.start()
+
+
+def test_a_change_whose_data_is_not_json_leaves_the_daemon_serving(daemon: DaemonProcess) -> None:
+    bad = daemon.new_change("Bad data", {"kind": "quick", "summary": "Quick"})
+    good = daemon.new_change("Good", {"kind": "quick", "summary": "Quick"})
+    daemon.wait_change(good, lambda c: c["ready"])
+    _edit_rows(daemon, "UPDATE changes SET data = '{not json' WHERE id = ?", bad)  # it once stopped the start
+    got, env = raw(daemon, "GET", f"/v2/changes/{bad}")
+    assert (got, env["result"]["kind"]) == (500, "state-damaged")
+    assert env["result"]["message"].startswith(f"cannot load change {bad}: its data is not valid JSON ("), env
+    got, env = raw(daemon, "GET", "/v2/changes?select=all")
+    assert (got, [c["id"] for c in env["result"]]) == (200, [good])
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_a_huge_summary_is_shown_by_its_start(daemon: DaemonProcess) -> None:
+    cid = daemon.new_change("Huge", {"kind": "quick", "summary": "Quick"})
+    daemon.wait_change(cid, lambda c: c["ready"])
+    _edit_rows(daemon, "UPDATE changes SET summary = ? WHERE id = ?", "\x1b[2J" + "x" * 200_000, cid)
+    for args in (("changes", "--abs-time"), ("watch", cid)):
+        p = daemon.cli(*args)
+        assert p.returncode == 0, p.stderr
+        _no_control(p.stdout)
+        assert "... (200004 characters)" in " ".join(p.stdout.split()), args
+    for args in (("changes", str(daemon.state_dir / "state.db")), ("change", cid, str(daemon.state_dir / "state.db"))):
+        p = subprocess.run(overlord_cmd(*args), capture_output=True, text=True, env=child_env(COLUMNS="100"),
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        _no_control(p.stdout)
+        assert "\\x1b[2Jxxx" in p.stdout, args
