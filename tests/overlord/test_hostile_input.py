@@ -345,3 +345,15 @@ def test_a_huge_summary_is_shown_by_its_start(daemon: DaemonProcess) -> None:
         assert p.returncode == 0, p.stderr
         _no_control(p.stdout)
         assert "\\x1b[2Jxxx" in p.stdout, args
+
+
+def test_a_hostile_error_cannot_forge_a_line_of_the_daemons_log(shared_daemon: DaemonProcess) -> None:
+    d = shared_daemon  # its log is at debug level: a task's log lines are logged too
+    forged = "INFO overlord.daemon: started change 999 (forged) for uid 0"
+    cid = d.new_change("Forger", {"kind": "fail", "summary": "Forge", "error": f"x\n{forged}\x1b[2J"})
+    d.wait_change(cid, lambda c: c["ready"])
+    got, _ = raw(d, "GET", "/v2/changes/%0a" + forged.replace(" ", "%20"))
+    assert got == 404
+    logged = d.log_text()
+    assert f"x\\n{forged}\\x1b[2J" in logged
+    assert f"\n{forged}" not in logged and "\x1b" not in logged
