@@ -48,6 +48,33 @@ def task_info(t: Task) -> dict[str, Any]:
     }
 
 
+def task_errors(tasks: list[Task], errors: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """task_errors is a failed change's errors one by one, each with the task that logged it: {"task": ID,
+    "summary": ..., "error": ...} (the lines of "err", as they were logged: a client shows them on one line each).
+
+    errors are ChangeError.errors, (summary, message) in the order of the change's tasks and of their logs;
+    each is given the id of the first task in Error, from there on, whose summary and log line match it.
+    """
+    out: list[dict[str, Any]] = []
+    pending = iter(errors)
+    nxt = next(pending, None)
+    for t in tasks:
+        if nxt is None:
+            break
+        if t.status.value != "Error":
+            continue
+        for line in t.log():
+            if nxt is not None and nxt[0] == t.summary and line.endswith(f" ERROR {nxt[1]}"):
+                out.append({"task": t.id, "summary": nxt[0], "error": nxt[1]})
+                nxt = next(pending, None)
+    # Whatever did not match (a log edited between the two reads cannot happen under the lock, but a
+    # hand-edited row may read oddly): shown without a task rather than left out.
+    while nxt is not None:
+        out.append({"task": None, "summary": nxt[0], "error": nxt[1]})
+        nxt = next(pending, None)
+    return out
+
+
 def change_info(chg: Change, *, why: bool = False, runner: TaskRunner | None = None) -> dict[str, Any]:
     """change_info is the JSON of a change and its tasks (call with the lock held).
 
@@ -75,6 +102,7 @@ def change_info(chg: Change, *, why: bool = False, runner: TaskRunner | None = N
     }
     if err is not None:
         info["err"] = str(err)
+        info["errors"] = task_errors(tasks, err.errors)
     data = chg.get(API_DATA_KEY, None)
     if isinstance(data, dict) and data:
         info["data"] = data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ DEFAULT_TIMEOUT = 30.0
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: How many times change_request sends a request in all when the daemon goes away before answering.
 RETRY_ATTEMPTS = 4
+#: KEY_ENV names the environment variable whose value, when set, is the Idempotency-Key of the requests that
+#: make a change (instead of a new random one): a command run again with the key its first run said gets the
+#: change that run made, if it made one, instead of making another.
+KEY_ENV = "OVERLORD_IDEMPOTENCY_KEY"
 
 
 class ClientError(Exception):
@@ -155,7 +160,7 @@ class Client:
 
     def _keyed(self, method: str, path: str, key: str | None,
                send: Callable[[str], httpx.Response]) -> dict[str, Any]:
-        key = key or uuid.uuid4().hex
+        key = key or os.environ.get(KEY_ENV) or uuid.uuid4().hex
         went_away = False
 
         def again(rs: tenacity.RetryCallState) -> bool:
@@ -168,7 +173,17 @@ class Client:
 
         retrying = tenacity.Retrying(retry=again, stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
                                      wait=tenacity.wait_exponential(multiplier=0.2, max=2.0), reraise=True)
-        rsp = retrying(send, key)
+        try:
+            rsp = retrying(send, key)
+        except DaemonUnavailable:
+            if not went_away:
+                raise  # nobody answered at all: nothing was asked
+            # It took the request and went away before answering, and did not come back in time: the change
+            # may have been made. Sent again with the same key, the request gets that change, if any.
+            raise DaemonUnavailable(self.socket, f"the daemon went away while answering {method} {path} and did "
+                                    f"not come back; the change may have been made: check "
+                                    f"'overlord changes', or run the same command again with {KEY_ENV}={key} "
+                                    "to get that change rather than a new one", went_away=True) from None
         return self.envelope(rsp, method, path)
 
     def _sync(self, method: str, path: str, **kw: Any) -> Any:

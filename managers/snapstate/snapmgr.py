@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
-from engine import Change, ChangeConflictError, State, Task, TaskRunner, Tomb
+from engine import Change, ChangeConflictError, DatabaseCorruptError, State, Task, TaskRunner, Tomb
 
 from ..errors import ManagerError, SnapNotInstalledError
 from ..snap import DEFAULT_LIMITS, Limits
@@ -149,7 +149,11 @@ class SnapManager:
         st = self.state
         with st:
             for chg in st.changes():
-                names = chg.get("snap-names", None)
+                try:
+                    names = chg.get("snap-names", None)
+                except DatabaseCorruptError as e:  # a row edited by hand: the API reports it; not a reason to stop
+                    log.warning("%s", " ".join(str(e).split()))
+                    continue
                 if names and isinstance(names, list) and not chg.is_ready() and not chg.affects():
                     chg.affect(*[snap_key(n) for n in names if isinstance(n, str) and n])
 

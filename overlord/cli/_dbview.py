@@ -19,20 +19,22 @@ from rich.text import Text
 
 from engine import DatabaseCorruptError, EngineError, State, Status
 
+from ._output import one_line, plain
+
 _STYLES = {"Done": "green", "Error": "bold red", "Undone": "yellow", "Hold": "magenta", "Doing": "cyan",
            "Undoing": "cyan", "Wait": "blue"}
 
 
 def _console() -> Console:
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=132)
+        console = Console(highlight=False, markup=False, emoji=False, width=132)
     return console
 
 
 def _status(status: Status | str) -> Text:
     # Text, never markup: stored text (a summary of "[/]", say) is shown as it is.
-    return Text(str(status), style=_STYLES.get(str(status), ""))
+    return plain(status, _STYLES.get(str(status), ""))
 
 
 def _when(t: datetime | None) -> str:
@@ -40,7 +42,7 @@ def _when(t: datetime | None) -> str:
 
 
 def _refused(e: BaseException) -> int:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    print(f"error: {one_line(' '.join(str(e).split()))}", file=sys.stderr)
     return 1
 
 
@@ -53,13 +55,13 @@ def list_changes(db: Path) -> int:
     damaged = []
     try:
         with st:
-            table = Table(title=Text(str(db)), title_justify="left")
+            table = Table(title=plain(db), title_justify="left")
             for col in ("id", "kind", "status", "tasks", "spawned", "ready", "summary"):
                 table.add_column(col)
             for chg in st.changes():
                 try:
-                    row = (chg.id, Text(chg.kind), _status(chg.status), str(len(chg.tasks())),
-                           _when(chg.spawn_time), _when(chg.ready_time), Text(chg.summary))
+                    row = (plain(chg.id), plain(chg.kind), _status(chg.status), str(len(chg.tasks())),
+                           _when(chg.spawn_time), _when(chg.ready_time), plain(chg.summary))
                 except DatabaseCorruptError as e:  # a row edited by hand: say so, show the others
                     damaged.append(" ".join(str(e).split()))
                     continue
@@ -70,7 +72,7 @@ def list_changes(db: Path) -> int:
         st.close()
     _console().print(table)
     for message in damaged:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {one_line(message)}", file=sys.stderr)
     return 0
 
 
@@ -85,7 +87,8 @@ def show_change(db: Path, change_id: str) -> int:
             chg = st.change(change_id)
             if chg is None:
                 raise EngineError(f"cannot show change {change_id}: there is no such change in {db}")
-            title = Text.assemble(f"change {chg.id} (", chg.kind, "): ", chg.summary, " — ", _status(chg.status))
+            title = Text.assemble(plain(f"change {chg.id} ("), plain(chg.kind), "): ", plain(chg.summary), " — ",
+                                  _status(chg.status))
             table = Table(title=title, title_justify="left")
             for col in ("id", "kind", "summary", "status", "lanes", "waits for", "run s", "last log line"):
                 table.add_column(col, overflow="fold")
@@ -93,10 +96,10 @@ def show_change(db: Path, change_id: str) -> int:
                 log = t.log()
                 last = log[-1].split(" ", 1)[-1] if log else ""  # without its time
                 lanes = [lane for lane in t.lanes() if lane != 0]  # lane 0: in no lane
-                table.add_row(t.id, Text(t.kind), Text(t.summary), _status(t.status),
+                table.add_row(plain(t.id), plain(t.kind), plain(t.summary), _status(t.status),
                               ",".join(map(str, lanes)) or "-",
                               ",".join(w.id for w in t.wait_tasks()) or "-",
-                              f"{(t.doing_time + t.undoing_time).total_seconds():.2f}", Text(last))
+                              f"{(t.doing_time + t.undoing_time).total_seconds():.2f}", plain(last))
             footer = f"  spawned {_when(chg.spawn_time)}, ready {_when(chg.ready_time)}\n"
     except (EngineError, OSError) as e:
         return _refused(e)

@@ -15,7 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str) -> None:
     """fail prints an error on one line and exits 1."""
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    from ._output import one_line
+
+    click.echo(f"error: {one_line(' '.join(str(message).split()))}", err=True)
     sys.exit(1)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._output import CliError
+from ._output import CliError, one_line
 
 if TYPE_CHECKING:
     from engine import State
@@ -76,7 +76,7 @@ def read_changes(db: Path) -> list[dict[str, Any]]:
             except DatabaseCorruptError as e:
                 damaged.append(" ".join(str(e).split()))
     for message in damaged:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {one_line(message)}", file=sys.stderr)
     return infos
 
 

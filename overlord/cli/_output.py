@@ -4,7 +4,10 @@
 Stored text (summaries, kinds, log lines, errors, warnings) is never read as
 rich markup: it goes into Text objects, the console has markup and emoji off,
 and control characters are shown escaped, so ``[bold]``, ``[/]`` or an escape
-sequence in a summary prints as itself.
+sequence in a summary prints as itself. one_line is the one sanitiser of such
+text (plain and echo_lines use it): on one line, a newline shown as ``\n``;
+safe is the same for the few texts whose lines are meant (an error of
+several lines, an assertion).
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ STATUS_STYLES = {
     "Doing": "cyan", "Undoing": "cyan", "Undo": "yellow", "Wait": "blue", "Do": "", "Default": "",
 }
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: What a terminal could act on, or what hides or reorders text: C0 and C1 controls (ESC, CSI, BEL, CR...), DEL,
+#: the line and paragraph separators, and the bidirectional overrides and isolates (text shown reversed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: _CONTROL, and tab and newline: what one_line escapes.
+_CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: MAX_SHOWN is the most characters of one stored text that one_line shows (a summary of megabytes, written
+#: into the database by hand, took minutes to fold into a table).
+MAX_SHOWN = 2000
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class CliError(click.ClickException):
@@ -54,14 +65,29 @@ def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
     raise CliError(message, exit_code)
 
 
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def one_line(text: object) -> str:
+    """one_line is stored text (a summary, an error, a kind, a log line) safe to print on one line: control
+    characters (escape sequences, carriage returns, newlines, tabs) shown as \\xNN, \\n, \\r, \\t; past
+    MAX_SHOWN characters, its start and its length (a table folds every character it is given)."""
+    text = str(text)
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
+    return _CONTROL_LINE.sub(_escape, text)
+
+
 def safe(text: object) -> str:
-    """safe returns text with control characters (escape sequences, carriage returns) shown as \\xNN."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """safe is one_line for a text whose lines are meant: its newlines (and tabs) are kept."""
+    return _CONTROL.sub(_escape, str(text))
 
 
 def plain(text: object, style: str = "") -> Text:
-    """plain is stored text as a rich Text: never markup, control characters escaped."""
-    return Text(safe(text), style=style)
+    """plain is stored text as a rich Text on one line: never markup, control characters escaped (one_line)."""
+    return Text(one_line(text), style=style)
 
 
 def status_text(status: str) -> Text:
@@ -134,8 +160,11 @@ def amount(done: int, total: int, label: str = "") -> str:
 
 
 def print_json(value: Any) -> None:
-    """print_json prints value as indented JSON for scripts."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    """print_json prints value as indented JSON for scripts; what a terminal could act on (JSON escapes the C0
+    controls already; DEL, the C1 controls, the bidirectional overrides) is escaped too, \\uNNNN, as JSON
+    allows: only strings hold such characters, so the JSON means the same."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo(_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -155,7 +184,7 @@ def when(text: str | None, now: datetime | None = None, abs_time: bool = False) 
     """
     t = parse_time(text)
     if t is None:
-        return safe(text) if text else "-"  # a time edited by hand in the database: as it is
+        return one_line(text) if text else "-"  # a time edited by hand in the database: as it is
     if abs_time:
         return f"{t:%Y-%m-%dT%H:%M:%SZ}" if t.utcoffset() == timedelta(0) else t.isoformat(timespec="seconds")
     local = t.astimezone()
@@ -171,9 +200,9 @@ def when(text: str | None, now: datetime | None = None, abs_time: bool = False) 
 
 
 def echo_lines(lines: Iterable[str], err: bool = False) -> None:
-    """echo_lines prints stored text lines, escaped."""
+    """echo_lines prints stored text lines, each on one line, escaped."""
     for line in lines:
-        click.echo(safe(line), err=err)
+        click.echo(one_line(line), err=err)
 
 
 def out() -> Console:

@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
 
-from ._output import FitTable, amount, plain, status_text, when
+from ._output import FitTable, amount, one_line, plain, status_text, when
 
 _COLUMNS = ("ID", "Status", "Spawn", "Ready", "Summary")
 #: What goes first when the terminal is narrow: the spawn time, then the ready time.
@@ -65,8 +65,23 @@ def change_view(change: dict[str, Any], now: datetime | None = None, abs_time: b
         parts.extend(plain(line) for line in task["log"])
     if change.get("err"):
         parts.append(Rule(characters="."))
-        parts.extend(plain(line) for line in str(change["err"]).splitlines())
+        parts.extend(Text(line) for line in error_lines(change))
     return Group(*parts)
+
+
+def error_lines(change: dict[str, Any]) -> list[str]:
+    """error_lines is a failed change's error as lines safe to print: "cannot perform the following tasks:", then
+    "- SUMMARY (ERROR)" for each error of a task, each on one line whatever its text holds (newlines, escape
+    sequences: one_line). From the change's "errors"; a daemon without them: each line of its "err"."""
+    errors = change.get("errors")
+    if isinstance(errors, list):
+        lines = ["cannot perform the following tasks:"]
+        for e in errors:
+            e = e if isinstance(e, dict) else {}
+            lines.append(f"- {one_line(e.get('summary', ''))} ({one_line(e.get('error', ''))})")
+        if len(lines) > 1:
+            return lines
+    return [one_line(line) for line in str(change.get("err") or "").splitlines()]
 
 
 def why_table(tasks: list[dict[str, Any]]) -> FitTable:

@@ -21,7 +21,7 @@ from rich.table import Table
 from ..client import ApiError, Client, ClientError
 from ._client import session, state_dir_option
 from ._group import cli
-from ._output import fail, out, plain
+from ._output import fail, out, plain, safe
 from .cmd_snaps import no_wait_option
 from .cmd_watch import check_done, watch_change
 
@@ -102,7 +102,7 @@ def get(snap: str, keys: tuple[str, ...], document: bool, state_dir: Path | None
         return
     if len(keys) == 1 and not isinstance(result[keys[0]], dict):
         value = result[keys[0]]
-        click.echo(value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
+        click.echo(safe(value) if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
         return
     rows = result if len(keys) != 1 else {f"{keys[0]}.{k}": v for k, v in result[keys[0]].items()}
     if not rows:

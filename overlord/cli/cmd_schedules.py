@@ -9,7 +9,7 @@ import click
 
 from ._client import json_option, session, state_dir_option
 from ._group import cli
-from ._output import print_json
+from ._output import one_line, print_json
 
 
 @cli.command()
@@ -27,8 +27,8 @@ def schedules(as_json: bool, state_dir: Path | None) -> None:
         return
     rows = [("Name", "Spec", "Next", "Last", "Missed", "State")]
     for s in result:
-        rows.append((s["name"], s["spec"], s["next-time"] or "-", s["last-time"] or "-", s["missed"],
-                     "paused" if s["paused"] else "active"))
+        rows.append((one_line(s["name"]), one_line(s["spec"]), one_line(s["next-time"] or "-"),
+                     one_line(s["last-time"] or "-"), one_line(s["missed"]), "paused" if s["paused"] else "active"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())

@@ -21,7 +21,7 @@ from rich.table import Table
 from ..client import Client
 from ._client import json_option, session, state_dir_option
 from ._group import cli
-from ._output import fail, out, plain, print_json, safe, table
+from ._output import fail, one_line, out, plain, print_json, table
 from .cmd_snaps import no_wait_option
 from .cmd_watch import check_done, watch_change
 
@@ -104,7 +104,7 @@ def restart(names: tuple[str, ...], enable: bool, no_wait: bool, state_dir: Path
 
 def _print_entries(entries: list[dict[str, str]]) -> None:
     for e in entries:
-        click.echo(f"{e['sid']}: {safe(e['message'])}")
+        click.echo(f"{one_line(e['sid'])}: {one_line(e['message'])}")
 
 
 @cli.command()

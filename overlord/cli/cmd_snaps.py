@@ -23,7 +23,7 @@ from rich.text import Text
 from ..client import ApiError, Client
 from ._client import json_option, session, state_dir_option
 from ._group import cli
-from ._output import fail, out, plain, print_json
+from ._output import fail, one_line, out, plain, print_json
 from .cmd_watch import check_done, watch_change
 
 no_wait_option = click.option("--no-wait", is_flag=True,
@@ -79,7 +79,7 @@ def _run(state_dir: Path | None, op: str, no_wait: bool, ask: Callable[[Client],
             change_id, names = ask(c)
         except ApiError as e:
             if e.kind == "snap-no-update-available":
-                click.echo(up_to_date or e.message, err=True)
+                click.echo(up_to_date or one_line(e.message), err=True)
                 return
             raise
         if no_wait:

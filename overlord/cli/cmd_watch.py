@@ -29,7 +29,8 @@ from rich.text import Text
 from ..client import ApiError, Client, DaemonUnavailable
 from ._client import change_id, cli_error, note_warnings, state_dir_option
 from ._group import Seconds, cli
-from ._output import EXIT_INTERRUPTED, CliError, amount, console, plain, status_text
+from ._output import EXIT_INTERRUPTED, CliError, amount, console, one_line, plain, status_text
+from ._views import error_lines
 
 #: POLL_INTERVAL is how long watch waits before asking a busy daemon again, in seconds.
 POLL_INTERVAL = 0.2
@@ -325,9 +326,12 @@ def watch_change(client: Client, change_id: str, reconnect_timeout: float = 60.0
 
 
 def check_done(change: dict[str, Any]) -> None:
-    """check_done fails, with the change's error, unless the change ended Done."""
+    """check_done fails, with the change's error (one line per failed task: _views.error_lines), unless the
+    change ended Done."""
     if change["status"] != "Done":
-        raise CliError(change.get("err") or f"change {change['id']} ended in status {change['status']}")
+        lines = error_lines(change) if change.get("err") else []
+        raise CliError("\n".join(lines) or f"change {one_line(change['id'])} ended in status "
+                                            f"{one_line(change['status'])}")
 
 
 @cli.command()

@@ -21,6 +21,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import response
 from .access import AccessPolicy, PeerCred
-from .errors import ApiError, ErrorKind, bad_request, from_exception, permission_denied
+from .errors import ApiError, ErrorKind, bad_request, from_exception, permission_denied, shown
 from .idempotency import ChangeRequest
 from .upload import Upload, is_form, receive_form
 
@@ -102,6 +103,8 @@ class Context:
 #: The header a client names a request that makes a change by: sent again with a retried request, it
 #: gets the change the first one made (engine.State.new_change(key=...), docs/daemon.md).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: MAX_KEY is the longest key a request may name, in characters: an Idempotency-Key, an event's key.
+MAX_KEY = 200
 
 
 class ApiRequest:
@@ -125,7 +128,7 @@ class ApiRequest:
         """choice returns query parameter name, which must be one of choices (default when absent)."""
         value = self.query.get(name) or default
         if value not in choices:
-            raise bad_request(f"invalid {name} parameter {value!r}: it must be one of {', '.join(choices)}")
+            raise bad_request(f"invalid {name} parameter {shown(value)}: it must be one of {', '.join(choices)}")
         return value
 
     def change_key(self) -> str | None:
@@ -134,9 +137,11 @@ class ApiRequest:
         value = self.headers.get(IDEMPOTENCY_HEADER.lower())
         if value is None:
             return None
-        if not value or len(value) > 200 or not value.isascii() or not value.isprintable():
-            raise bad_request(f"invalid {IDEMPOTENCY_HEADER} header {value!r}: it must be 1 to 200 printable "
-                              "ASCII characters")
+        if not value or len(value) > MAX_KEY or not value.isascii() or not value.isprintable():
+            # HTTP headers arrive as Latin-1: a UTF-8 header is shown as the text it was, not as mojibake
+            text = value.encode("latin-1", "replace").decode("utf-8", "backslashreplace")
+            raise bad_request(f"invalid {IDEMPOTENCY_HEADER} header {shown(text)}: it must be 1 to {MAX_KEY} "
+                              "printable ASCII characters")
         uid = self.peer.uid if self.peer is not None else "?"
         return f"api:{uid}:{value}"
 
@@ -154,13 +159,13 @@ class ApiRequest:
         except UnicodeDecodeError:
             raise bad_request("cannot decode request body: it is not UTF-8 text") from None
         try:
-            value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+            value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
         except json.JSONDecodeError as e:
             raise bad_request(f"cannot decode request body: invalid JSON: {e.msg} at line {e.lineno} "
                               f"column {e.colno}") from None
         except RecursionError:
             raise bad_request("cannot decode request body: JSON nested too deeply") from None
-        except ValueError as e:  # from the two hooks: a number out of bounds, NaN or Infinity
+        except ValueError as e:  # from the three hooks: a number out of bounds, NaN, Infinity, 1e999
             raise bad_request(f"cannot decode request body: {e}") from None
         if not isinstance(value, dict):
             raise bad_request(f"cannot decode request body: a JSON object is expected, not {_json_type(value)}")
@@ -196,6 +201,14 @@ class Body:
         v = self._get(name, str, "a string", False)
         return None if v is None else str(v)
 
+    def key(self, name: str) -> str:
+        """key returns a required string field naming a key: at most MAX_KEY characters."""
+        value = self.string(name)
+        if len(value) > MAX_KEY:
+            raise bad_request(f"cannot decode request body: field {name!r} is longer than {MAX_KEY} characters "
+                              f"({len(value)})")
+        return value
+
     def flag(self, name: str, what: str = "true or false") -> bool:
         """flag returns an optional boolean field (False when absent or null); what names a boolean in the
         error for another type."""
@@ -215,11 +228,11 @@ class Body:
         the fields it takes besides "action", any other field is refused too."""
         action = self.string("action")
         if action not in choices:
-            raise bad_request(f"unknown action {action!r}: it must be {' or '.join(repr(c) for c in choices)}")
+            raise bad_request(f"unknown action {shown(action)}: it must be {' or '.join(repr(c) for c in choices)}")
         if isinstance(choices, Mapping):
             for key in self.value:
                 if key != "action" and key not in choices[action]:
-                    raise bad_request(f"cannot decode request body: field {key!r} is not an option of {action}")
+                    raise bad_request(f"cannot decode request body: field {shown(key)} is not an option of {action}")
         return action
 
     def text(self, name: str, *, valid: Callable[[str], bool] | None = None, what: str = "",
@@ -249,13 +262,13 @@ class Body:
             when = datetime.fromisoformat(text)
         except ValueError:
             raise bad_request(f"cannot decode request body: field {name!r} is not an RFC 3339 time: "
-                              f"{text!r}") from None
+                              f"{shown(text)}") from None
         if when.tzinfo is None:
-            raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {text!r}")
+            raise bad_request(f"cannot decode request body: field {name!r} has no time zone: {shown(text)}")
         try:  # 0001-01-01T00:00:00+14:00 is a time Python cannot write in UTC, nor compare with one
             return when.astimezone(UTC)
         except OverflowError:
-            raise bad_request(f"cannot decode request body: field {name!r} is out of range: {text!r}") from None
+            raise bad_request(f"cannot decode request body: field {name!r} is out of range: {shown(text)}") from None
 
 
 #: MAX_JSON_DIGITS is the longest integer a request body may hold: 64-bit integers have at most 20 digits.
@@ -271,7 +284,16 @@ def _bounded_int(text: str) -> int:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"non-finite number {name} (not JSON)")
+
+
+def _finite_float(text: str) -> float:
+    """_finite_float reads a JSON number with a fraction or an exponent, refusing one beyond a float's range
+    (1e999 would be read as infinity): in any field, read by the endpoint or not, as NaN and Infinity are."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text if len(text) <= 40 else text[:20] + '...'} (out of range)")
+    return value
 
 
 def _json_type(v: Any) -> str:
@@ -332,9 +354,10 @@ async def _serve_async(ctx: Context, handler: Handler, req: ApiRequest) -> Respo
 def _failed(req: ApiRequest, e: Exception) -> response.Reply:
     err = from_exception(e)
     if err is None:
-        log.error("internal error: %s %s failed", req.method, req.path, exc_info=e)
+        log.error("internal error: %s %s failed", req.method, shown(req.path, False), exc_info=e)
         err = ApiError(500, ErrorKind.INTERNAL_ERROR,
-                       f"internal error: cannot answer {req.method} {req.path} (the daemon's log has details)")
+                       f"internal error: cannot answer {req.method} {shown(req.path, False)} (the daemon's log has "
+                       "details)")
     return response.error(err)
 
 
@@ -374,7 +397,7 @@ def _endpoint(ctx: Context, method_handlers: dict[str, Handler], uploads: Handle
             writes = request.method in ("POST", "PUT")
             if writes and not any_user and not ctx.policy.may_write(peer):
                 who = f"uid {peer.uid}" if peer is not None else "a caller whose credentials cannot be read"
-                raise permission_denied(f"access denied: {request.method} {request.url.path} needs "
+                raise permission_denied(f"access denied: {request.method} {shown(request.url.path, False)} needs "
                                         f"{ctx.policy.describe()} ({who})")
             body = b""
             if request.method == "POST" and uploads is not None and ctx.upload_dir is not None and is_form(request):
@@ -441,14 +464,14 @@ async def _disconnected(request: Request) -> None:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 404:
-        err = ApiError(404, ErrorKind.NOT_FOUND, f"cannot find endpoint {request.url.path!r}")
+        err = ApiError(404, ErrorKind.NOT_FOUND, f"cannot find endpoint {shown(request.url.path)}")
     elif status == 405:
         err = ApiError(405, ErrorKind.METHOD_NOT_ALLOWED,
-                       f"method {request.method} is not allowed on {request.url.path!r}")
+                       f"method {shown(request.method, False)} is not allowed on {shown(request.url.path)}")
     else:
-        log.error("internal error: %s %s: %s", request.method, request.url.path, exc)
+        log.error("internal error: %s %s: %s", request.method, shown(request.url.path, False), exc)
         err = ApiError(500, ErrorKind.INTERNAL_ERROR, f"internal error: cannot answer {request.method} "
-                       f"{request.url.path} (the daemon's log has details)")
+                       f"{shown(request.url.path, False)} (the daemon's log has details)")
     return response.error(err).response()
 
 

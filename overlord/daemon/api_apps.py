@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import bad_request, permission_denied
+from .errors import bad_request, permission_denied, shown
 from .system import system_overlord
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _names(req: ApiRequest) -> list[str]:
     for n in names:
         snap, dot, app = n.partition(".")
         if not valid_snap_name(snap) or (dot and not valid_app_name(app)):
-            raise bad_request(f"invalid service name {n!r}: it must be SNAP or SNAP.APP")
+            raise bad_request(f"invalid service name {shown(n)}: it must be SNAP or SNAP.APP")
     return names
 
 
@@ -95,7 +95,7 @@ def get_logs(ctx: Context, req: ApiRequest) -> response.Reply:
     elif raw.isascii() and raw.isdigit() and int(raw) <= MAX_LINES:
         n = int(raw)
     else:
-        raise bad_request(f"invalid n parameter {raw!r}: a number of lines up to {MAX_LINES}, or all")
+        raise bad_request(f"invalid n parameter {shown(raw)}: a number of lines up to {MAX_LINES}, or all")
     svc = system_overlord(ctx).service_manager
     if "follow" in req.query:
         cursor = _cursor(req.query["follow"])

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import bad_request
+from .errors import bad_request, shown
 from .system import system_overlord
 
 if TYPE_CHECKING:
@@ -70,10 +70,10 @@ def get_assertions(ctx: Context, req: ApiRequest) -> response.Reply:
     """get_assertions finds the stored assertions of a type whose headers match the query's filters."""
     type_name = req.path_params["type"]
     if type_name not in _type_names():
-        raise bad_request(f"invalid assertion type {type_name!r}: it must be one of {', '.join(_type_names())}")
+        raise bad_request(f"invalid assertion type {shown(type_name)}: it must be one of {', '.join(_type_names())}")
     mode = req.query.get("json")
     if mode not in (None, "true", "false", "headers"):
-        raise bad_request(f"invalid json parameter {mode!r}: it must be true, false or headers")
+        raise bad_request(f"invalid json parameter {shown(mode)}: it must be true, false or headers")
     filters = {k: v for k, v in req.query.items() if k != "json"}
     st = ctx.state
     with st:

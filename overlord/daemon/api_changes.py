@@ -13,7 +13,7 @@ from ..changeinfo import API_DATA_KEY, SNAP_NAMES_KEY, change_info, task_info
 from . import response
 from .api import ApiRequest, Body, Context, Endpoint
 from .api_notices import parse_duration
-from .errors import ApiError, ErrorKind, bad_request, change_not_found
+from .errors import ApiError, ErrorKind, bad_request, change_not_found, shown
 
 log = logging.getLogger("overlord.daemon")
 
@@ -116,17 +116,17 @@ def post_changes(ctx: Context, req: ApiRequest) -> response.Reply:
     sel = Body(select)
     for key in select:
         if key not in SELECT_FIELDS:
-            raise bad_request(f"cannot decode request body: {key!r} is not a field of 'select' (it takes "
+            raise bad_request(f"cannot decode request body: {shown(key)} is not a field of 'select' (it takes "
                               + ", ".join(SELECT_FIELDS) + ")")
     statuses = sel.str_list("status", required=False) or None
     for value in statuses or ():
         if value not in {s.value for s in Status}:
-            raise bad_request(f"cannot select changes by status {value!r}: it is not a status")
+            raise bad_request(f"cannot select changes by status {shown(value)}: it is not a status")
     kinds = sel.str_list("kind", required=False) or None
     age = sel.opt_string("age")
     label = sel.opt_string("label")
     if label is not None and "=" not in label:
-        raise bad_request(f"cannot select changes by label {label!r}: it must be KEY=VALUE")
+        raise bad_request(f"cannot select changes by label {shown(label)}: it must be KEY=VALUE")
     st = ctx.state
     with st:  # one unit of work: one transaction, all or nothing
         older = None
@@ -134,9 +134,10 @@ def post_changes(ctx: Context, req: ApiRequest) -> response.Reply:
             try:
                 older = parse_duration(age)
             except ValueError:
-                raise bad_request(f"cannot select changes by age {age!r}: it must be a duration (2h, 30m)") from None
+                raise bad_request(f"cannot select changes by age {shown(age)}: it must be a duration (2h, "
+                                  "30m)") from None
             if older >= MAX_AGE:  # the engine's bound on a duration (engine/_time.py)
-                raise bad_request(f"cannot select changes by age {age!r}: it must be shorter than 1000 years "
+                raise bad_request(f"cannot select changes by age {shown(age)}: it must be shorter than 1000 years "
                                   "(8766000h)")
         key, _, value = (label or "").partition("=")
         picked = st.select_changes(status=statuses, kind=kinds, older_than=older,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import bad_request, permission_denied
+from .errors import bad_request, permission_denied, shown
 from .system import system_overlord
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _name(req: ApiRequest) -> str:
 
     name = req.path_params["name"]
     if not valid_snap_name(name):
-        raise bad_request(f"invalid snap name {name!r}: 2 to 40 of a-z, 0-9 and -, with a letter")
+        raise bad_request(f"invalid snap name {shown(name)}: 2 to 40 of a-z, 0-9 and -, with a letter")
     return name
 
 

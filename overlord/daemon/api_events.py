@@ -11,7 +11,7 @@ from .errors import bad_request
 def post_events(ctx: Context, req: ApiRequest) -> response.Reply:
     """post_events takes {"key": K, "data": D}: the tasks waiting for K get D; the reply says how many."""
     body = req.json()
-    key = body.string("key")
+    key = body.key("key")
     data = body.value.get("data")
     st = ctx.state
     try:

@@ -16,7 +16,7 @@ from typing import Any
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_snaps import publisher, store_listing, store_snap
-from .errors import ApiError, ErrorKind
+from .errors import ApiError, ErrorKind, shown
 from .system import system_overlord
 
 
@@ -57,7 +57,7 @@ def find_in_store(ctx: Context, req: ApiRequest) -> response.Reply:
     if exact is not None:
         names = [n for n in names if n == exact]
         if not names:
-            raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {exact!r} in the store")
+            raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {shown(exact)} in the store")
     found = []
     for name in names:
         item = store_listing(ctx, name)

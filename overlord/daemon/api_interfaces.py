@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import ApiError, ErrorKind, bad_request
+from .errors import ApiError, ErrorKind, bad_request, shown
 from .system import system_overlord
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _known_snap(im: InterfaceManager, name: str) -> None:
     from managers.snapstate import get_snap_state
 
     if name != SYSTEM_SNAP and get_snap_state(im.state, name) is None:
-        raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot list connections: snap {name!r} is not installed")
+        raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot list connections: snap {shown(name)} is not installed")
 
 
 def get_connections(ctx: Context, req: ApiRequest) -> response.Reply:

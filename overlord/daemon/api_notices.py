@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import bad_request
+from .errors import bad_request, shown
 
 if TYPE_CHECKING:
     from engine import Notice
@@ -76,17 +76,17 @@ async def get_notices(ctx: Context, req: ApiRequest) -> response.Reply:
         try:
             after = parse_time(text)
         except ValueError:
-            raise bad_request(f"invalid after parameter {text!r}: it must be an RFC 3339 time with a time zone, "
+            raise bad_request(f"invalid after parameter {shown(text)}: it must be an RFC 3339 time with a time zone, "
                               "e.g. 2026-12-07T10:00:00.123456Z") from None
     timeout = 0.0
     if text := req.query.get("timeout"):
         try:
             timeout = parse_duration(text)
         except ValueError:
-            raise bad_request(f"invalid timeout parameter {text!r}: it must be a duration such as 500ms, 30s "
+            raise bad_request(f"invalid timeout parameter {shown(text)}: it must be a duration such as 500ms, 30s "
                               "or 1m30s") from None
         if timeout > MAX_TIMEOUT:
-            raise bad_request(f"invalid timeout parameter {text!r}: it must be at most {MAX_TIMEOUT / 3600:g}h")
+            raise bad_request(f"invalid timeout parameter {shown(text)}: it must be at most {MAX_TIMEOUT / 3600:g}h")
     notices = await ctx.state.wait_notices_async(after=after, types=types, keys=keys, timeout=timeout)
     return response.sync([notice_info(n) for n in notices])
 

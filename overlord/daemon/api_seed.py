@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import response
 from .api import ApiRequest, Context, Endpoint
-from .errors import bad_request
+from .errors import bad_request, shown
 from .system import system_overlord
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def post_seed(ctx: Context, req: ApiRequest) -> response.Reply:
     body.action(("seed",))
     path = body.string("path")
     if not os.path.isabs(path) or "\0" in path:
-        raise bad_request(f"cannot seed: path {path!r} must be an absolute path")
+        raise bad_request(f"cannot seed: path {shown(path)} must be an absolute path")
     fb = system_overlord(ctx).first_boot
     cr = req.change_request("seed", {"path": path})
     with ctx.state:

@@ -30,7 +30,7 @@ from engine import EngineError
 from . import response
 from .api import ApiRequest, Context, Endpoint
 from .api_changes import API_DATA_KEY
-from .errors import ApiError, ErrorKind, bad_request, from_exception
+from .errors import ApiError, ErrorKind, bad_request, from_exception, shown
 from .system import system_overlord
 from .upload import PARTIAL, Upload
 
@@ -150,7 +150,7 @@ def _check_name(name: str) -> str:
     from managers.snap import valid_snap_name
 
     if not valid_snap_name(name):
-        raise bad_request(f"invalid snap name {name!r}: 2 to 40 of a-z, 0-9 and -, with a letter")
+        raise bad_request(f"invalid snap name {shown(name)}: 2 to 40 of a-z, 0-9 and -, with a letter")
     return name
 
 
@@ -180,7 +180,7 @@ def get_snap(ctx: Context, req: ApiRequest) -> response.Reply:
     with ctx.state:
         snapst = sm.info_or_none(name)
         if snapst is None:
-            raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {name!r}: it is not installed")
+            raise ApiError(404, ErrorKind.SNAP_NOT_FOUND, f"cannot find snap {shown(name)}: it is not installed")
         out = snap_info(ctx, snapst, snapst.info)
     if out["id"] and sm.snap_store is not None:
         try:
@@ -345,7 +345,7 @@ def sweep_uploads(st: State, directory: Path, *, partial: bool) -> None:
 def _flag(upload: Upload, name: str) -> bool:
     value = upload.fields.get(name, "false")
     if value not in ("true", "false"):
-        raise bad_request(f"cannot read upload: field {name!r} must be true or false, not {value!r}")
+        raise bad_request(f"cannot read upload: field {shown(name)} must be true or false, not {shown(value)}")
     return value == "true"
 
 
@@ -356,7 +356,7 @@ def sideload(ctx: Context, req: ApiRequest) -> response.Reply:
     assert upload is not None  # the upload handler of its Endpoint
     for name in upload.fields:
         if name not in ("dangerous",):
-            raise bad_request(f"cannot read upload: field {name!r} is not an option of install")
+            raise bad_request(f"cannot read upload: field {shown(name)} is not an option of install")
     files = [f for f in upload.files if f.field == "snap"]
     if len(files) != 1 or len(upload.files) != 1:
         raise bad_request("cannot read upload: it must hold one file, in the field 'snap'")

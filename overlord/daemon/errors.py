@@ -99,10 +99,24 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, ErrorKind.BAD_REQUEST, message)
 
 
+#: SHOWN_WHOLE is the longest text a client sent that an error message quotes whole (a longer one: its start).
+SHOWN_WHOLE = 40
+
+
+def shown(text: object, quote: bool = True) -> str:
+    """shown quotes text a client sent for an error message: whole (repr) up to SHOWN_WHOLE characters, else
+    its first 20 and its length, so that a message stays one short line whatever was sent. quote=False: a
+    path, shown without quotes. What is not a str (a number, a list in a field for text) is shown as its repr."""
+    if not isinstance(text, str):
+        return shown(repr(text), quote=False)
+    if len(text) <= SHOWN_WHOLE:
+        return repr(text) if quote else text
+    return f"{text[:20]!r}... ({len(text)} characters)" if quote else f"{text[:20]}... ({len(text)} characters)"
+
+
 def change_not_found(change_id: str) -> ApiError:
     """change_not_found is the 404 for an unknown change id (a long one shown by its start and its length)."""
-    shown = repr(change_id) if len(change_id) <= 40 else f"{change_id[:20]!r}... ({len(change_id)} characters)"
-    return ApiError(404, ErrorKind.CHANGE_NOT_FOUND, f"cannot find change with id {shown}")
+    return ApiError(404, ErrorKind.CHANGE_NOT_FOUND, f"cannot find change with id {shown(change_id)}")
 
 
 def permission_denied(message: str) -> ApiError:

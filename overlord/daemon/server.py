@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -123,17 +124,32 @@ def _protocol(limits: Limits) -> type[H11Protocol]:
     return type("GuardedProtocol", (_GuardedProtocol,), {"header_timeout": limits.header_timeout})
 
 
+#: What a log message may not hold as it is: C0 and C1 controls (newlines included) and DEL.
+_LOG_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class OneLineFormatter(logging.Formatter):
+    """OneLineFormatter writes each record's message on one line, its control characters escaped (\\n, \\x1b):
+    a value a client or a handler chose (a path, a change's kind, a task's error) cannot forge a line of the
+    log, nor send escape sequences to the terminal that reads it. A traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _LOG_CONTROL.sub(lambda m: repr(m.group())[1:-1], record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str) -> None:
-    """setup_logging sends log records to stderr: plain lines for journald, coloured ones on a terminal."""
+    """setup_logging sends log records to stderr: plain lines for journald, coloured ones on a terminal; each
+    message on one line (OneLineFormatter)."""
     handler: logging.Handler
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 
         handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

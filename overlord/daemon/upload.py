@@ -24,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from .errors import ApiError, ErrorKind, bad_request
+from .errors import ApiError, ErrorKind, bad_request, shown
 
 #: MAX_UPLOAD is the largest upload accepted, in bytes (a snap's extracted files may hold up to 1 GiB).
 MAX_UPLOAD = 1024 * 1024 * 1024
@@ -133,7 +133,7 @@ class _Receiver:
         elif self.value is not None:
             self.value += data[start:end]
             if len(self.value) > MAX_FIELD:
-                raise bad_request(f"cannot read upload: field {self.name!r} is longer than {MAX_FIELD} bytes")
+                raise bad_request(f"cannot read upload: field {shown(self.name)} is longer than {MAX_FIELD} bytes")
 
     def on_part_end(self) -> None:
         if self.file is not None:
@@ -144,7 +144,7 @@ class _Receiver:
             try:
                 self.upload.fields[self.name] = self.value.decode("utf-8")
             except UnicodeDecodeError:
-                raise bad_request(f"cannot read upload: field {self.name!r} is not UTF-8 text") from None
+                raise bad_request(f"cannot read upload: field {shown(self.name)} is not UTF-8 text") from None
             self.value = None
 
     def on_end(self) -> None:

@@ -110,7 +110,8 @@ def _signed_account(revision: int) -> bytes:
      "cannot decode request body: a number has 5000 digits (at most 20)"),
     ("POST", "/v2/warnings", b'{"action": "okay", "n": -' + b"9" * 5000 + b"}", 400, "bad-request",
      "cannot decode request body: a number has 5000 digits (at most 20)"),
-    ("POST", "/v2/warnings", b'{"action": NaN}', 400, "bad-request", "cannot decode request body: NaN is not a JSON"),
+    ("POST", "/v2/warnings", b'{"action": NaN}', 400, "bad-request",
+         "cannot decode request body: non-finite number NaN (not JSON)"),
     ("POST", "/v2/snaps/hello", b'{"action": "revert", "revision": "' + b"9" * 5000 + b'"}', 400, "bad-request",
      "field 'revision' must be a revision (a number from 1 to 9223372036854775807, or x and one for a local "
      "revision), not '99999999999999999999... (5000 characters)'"),

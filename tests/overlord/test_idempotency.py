@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,10 +16,10 @@ import pytest
 
 from engine import Change, State
 from managers.snap import pack
-from overlord.client import IDEMPOTENCY_HEADER, Client
+from overlord.client import IDEMPOTENCY_HEADER, KEY_ENV, Client
 from overlord.daemon.idempotency import ChangeRequest
 from overlord.samples import SEED, TEST_KEYS
-from tests.support.daemon import DaemonProcess, short_tempdir
+from tests.support.daemon import DaemonProcess, child_env, overlord_cmd, short_tempdir
 
 from .test_api import raw
 from .test_snaps import SystemDaemon, _task, system  # noqa: F401  (a fixture)
@@ -300,3 +301,55 @@ def test_a_daemon_that_loses_the_key_to_another_answers_with_its_change(pg_url: 
     finally:
         a.close()
         b.close()
+
+
+def test_a_daemon_gone_for_good_mid_answer_is_told_with_the_key_to_send_again(tmp_path: Path) -> None:
+    """The daemon takes the request and dies before answering, and is not back by the client's last retry:
+    the command says the change may have been made, and how to run it again safely (with the same key)."""
+    base = short_tempdir()
+    path = base / "overlord.socket"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+    keys: list[str] = []
+
+    def serve() -> None:  # one request read, no answer, then nobody listens: connection refused
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            for line in data.decode().split("\r\n"):
+                if line.lower().startswith(IDEMPOTENCY_HEADER.lower() + ":"):
+                    keys.append(line.split(":", 1)[1].strip())
+        server.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        p = subprocess.run(overlord_cmd("install", "hello", "--state-dir", str(base)), capture_output=True,
+                           text=True, env=child_env(), timeout=WAIT)
+        th.join(WAIT)
+    finally:
+        server.close()
+        shutil.rmtree(base, ignore_errors=True)
+    assert len(keys) == 1 and len(keys[0]) == 32
+    assert (p.returncode, p.stdout) == (1, "")
+    assert p.stderr == (f"error: cannot reach the overlord daemon at {path}: the daemon "
+                        "went away while answering POST /v2/snaps/hello and did not come back; the change may have "
+                        f"been made: check 'overlord changes', or run the same command again with "
+                        f"{KEY_ENV}={keys[0]} to get that change rather than a new one\n")
+
+
+def test_a_command_run_again_with_the_key_it_told_gets_the_same_change(system: SystemDaemon) -> None:  # noqa: F811
+    d = system
+    hold = d.hold_mount()
+    env = child_env(**{KEY_ENV: "again-1"})
+    first = d.cli("install", "hello", "--no-wait", env=env)
+    assert first.returncode == 0, first.stderr
+    second = d.cli("install", "hello", "--no-wait", env=env)
+    assert (second.returncode, second.stdout, second.stderr) == (0, first.stdout, "")
+    other = d.cli("install", "hello", "--no-wait")  # a new key: a new request, refused while the first runs
+    assert other.returncode == 10, other.stderr
+    hold.unlink()
+    assert d.wait_change(first.stdout.strip(), lambda c: c["ready"])["status"] == "Done"
