@@ -53,17 +53,6 @@ log = logging.getLogger("engine.state")
 
 #: How often a State on a shared store checks the blockers counts (seconds).
 RECHECK_INTERVAL = 5.0
-
-#: _FORKS counts the forks this process is a child of (os.register_at_fork): a State opened before one is the
-#: parent's. Asked at every lock instead of os.getpid(), a system call (once a step of a chain).
-_FORKS = [0]
-
-
-def _forked() -> None:
-    _FORKS[0] += 1
-
-
-os.register_at_fork(after_in_child=_forked)
 #: How long _fence waits for a unit of work in progress before it defers
 #: releasing the writer lock to that unit's end.
 FENCE_WAIT = 1.0
@@ -81,7 +70,6 @@ class State(StateMaking, StateBooks, StateNotices):
         self._depth = 0
         self._closed = False
         self._pid = os.getpid()
-        self._forks = _FORKS[0]
         # Why this State may not write (None: it may); see _refuse_writes.
         self._refusal: str | None = None
         self._release_at_unlock = False
@@ -227,7 +215,7 @@ class State(StateMaking, StateBooks, StateNotices):
 
     def lock(self, begin: bool = False) -> None:
         """lock takes the state lock; the outermost lock starts a unit of work (begin: and its write, _refresh)."""
-        if self._forks != _FORKS[0] and self._pid != os.getpid():
+        if self._pid != os.getpid():
             # Checked before taking the lock: in a forked child it may be held for good by a dead thread.
             raise EngineError(f"cannot use state database {self._target} in process {os.getpid()}: its State "
                               f"was opened by process {self._pid} (a State does not survive fork; "
