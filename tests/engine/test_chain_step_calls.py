@@ -5,8 +5,8 @@ A step (OutcomeRecorder.report on the worker that ran the task: the
 outcome recorded, the next task claimed, one commit) called 139 Python
 functions at 9eccfc0 and about 126 after the cuts of hw2s (the recorder
 taking its batch in report's own lock section, the ladder's returned
-outcome first, move_task's bookkeeping inline, the fork check without a
-system call). Counted by sys.setprofile on the middle steps of a chain: a
+outcome first, move_task's bookkeeping inline, the statuses' values read
+without a property). Counted by sys.setprofile on the middle steps of a chain: a
 count, not a time, so the same on a loaded machine.
 """
 
