@@ -51,6 +51,8 @@ class Work(Protocol):
     #: into Do or Undo (engine.statusrules.revive).
     new_waits: set[int] | None
     revived: set[int]
+    #: The changes with tasks in Wait, once loaded (None: not yet; waiting_changes() loads them).
+    _waiting: set[int] | None
     waiters: dict[int, threading.Event]
     async_waiters: dict[int, list[tuple[Any, Any]]]
 

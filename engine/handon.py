@@ -240,8 +240,8 @@ class HandOn:
         w = self._w
         cs = w.changeset
         if self._r.some_blocked or self._r.starved or cs.runnable or cs.unblocked != _DONE_ONLY \
-                or cs.done_flips.done or not w.cache_exact():
-            return None
+                or cs.done_flips.done or w.store.shared or w.blockers_suspect or w.cache_stale:
+            return None  # (the last three: not UnitOfWork.cache_exact(), inline)
         tasks = w.records.tasks
         found: list[int] = []
         for tid in own or cs.done_flips.todo:

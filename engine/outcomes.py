@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -50,7 +50,7 @@ class OutcomeRecorder:
 
     def __init__(self, session: Session, runs: Runs, pair: Callable[[TaskRec], HandlerPair],
                  quarantine: Callable[[int], None], leases: Leases | None = None, *,
-                 hand_on: Callable[[list[Run], list[int]], bool] | None = None,
+                 hand_on: Callable[[list[Run], Sequence[int]], bool] | None = None,
                  start: Callable[[Run], None] | None = None) -> None:
         self._st = session.state
         # The runner's: claim what a batch made runnable, in its unit of work (and whether that
@@ -104,22 +104,29 @@ class OutcomeRecorder:
                     self._thread.start()
                 return None
             self._r.recording = True
-            if fan and inline:
+            batch: list[Run] | None = None
+            if fan:
                 # The others started with it wait for the GIL this thread held to run its handler: their
                 # outcomes are recorded with its own, in one transaction (bounded: one may run long).
                 self._r.fan_waiting = True
                 self._r.fan_in.wait_for(lambda: not fan or self._r.abandoned, FAN_IN_S)
                 self._r.fan_waiting = False
                 fan.clear()
-        return self._lead()
+            else:
+                batch = self._taken()  # (taken in this section: its own outcome at least)
+        return self._lead(batch)
 
-    def _lead(self) -> Run | None:
-        """_lead records batches on this worker thread until none is left; it returns a run to execute here."""
+    def _lead(self, batch: list[Run] | None) -> Run | None:
+        """_lead records batches on this worker thread until none is left; it returns a run to execute here.
+
+        batch: the first, taken already (None: taken here).
+        """
         kept: Run | None = None
         while True:
-            batch = self._take()
             if batch is None:
-                return kept
+                batch = self._take()
+                if batch is None:
+                    return kept
             if kept is not None:
                 self._start_run(kept)  # more outcomes came: not held back while they are recorded
                 kept = None
@@ -131,23 +138,35 @@ class OutcomeRecorder:
                     others.append(run)
             with self._r.lock:  # (before they start: one may report at once)
                 self._r.fan.clear()
-                if kept is not None and others:
-                    self._r.fan.add(kept.tid)
-                    self._r.fan.update(run.tid for run in others if not run.is_async)
+                if others:
+                    if kept is not None:
+                        self._r.fan.add(kept.tid)
+                        self._r.fan.update(run.tid for run in others if not run.is_async)
+                    batch = None
+                else:
+                    # Nothing to start first: the next batch is taken in this section (a chain's step: none).
+                    batch = self._taken()
+                    if batch is None:
+                        return kept
             for run in others:
                 self._start_run(run)
 
     def _take(self) -> list[Run] | None:
         """_take takes the outcomes to record (None: none left, and this thread no longer records)."""
         with self._r.lock:
-            if not self._r.outcomes or self._r.abandoned:
-                self._r.recording = False
-                if self._r.outcomes:
-                    self._r.have_outcomes.notify()
-                return None
-            batch, self._r.outcomes = self._r.outcomes, []
-            self._r.uncommitted += len(batch)
-            return batch
+            return self._taken()
+
+    def _taken(self) -> list[Run] | None:
+        """_taken is _take with the lock of the runs held."""
+        r = self._r
+        if not r.outcomes or r.abandoned:
+            r.recording = False
+            if r.outcomes:
+                r.have_outcomes.notify()
+            return None
+        batch, r.outcomes = r.outcomes, []
+        r.uncommitted += len(batch)
+        return batch
 
     def _take_late(self, batch: list[Run]) -> None:
         """_take_late adds to batch the outcomes reported while it took the state lock (which lets them run)."""
@@ -270,7 +289,7 @@ class OutcomeRecorder:
                 raise
 
         try:
-            self._retry_while_kept(record)
+            retry_while_kept(record, self._abandoned)
         except DatabaseReplacedError:
             # No commit of this process can land any more: the store said why, once; the tasks stay as the
             # database holds them (Doing: run again by the next writer).
@@ -299,6 +318,8 @@ class OutcomeRecorder:
         if self._hand_on is None:
             return False
         try:
+            if len(batch) == 1:  # (a chain's step: no list comprehension made and called)
+                return self._hand_on(started, (batch[0].tid,) if batch[0].own_done else ())
             return self._hand_on(started, [run.tid for run in batch if run.own_done])
         except DatabaseError:
             raise  # the store rolled the transaction back: the outcomes are recorded again (or one by one)
@@ -325,7 +346,10 @@ class OutcomeRecorder:
 
     def _retry_while_kept(self, fn: Callable[[], None]) -> None:
         """_retry_while_kept runs fn until it is not refused by a busy or full database (or the runner gives up)."""
-        retry_while_kept(fn, lambda: self._r.abandoned)
+        retry_while_kept(fn, self._abandoned)
+
+    def _abandoned(self) -> bool:
+        return self._r.abandoned
 
     def _commit_alone(self, run: Run) -> None:
         """_commit_alone records one outcome in its own transaction; failing that, fails its task."""
@@ -439,8 +463,12 @@ class OutcomeRecorder:
         ran = run.ran = Ran(run.phase, run.elapsed, rec.attempts + 1)
         if self._r.some_blocked or self._r.starved:
             self._want_pass = True  # blocked or waiting tasks may start now
+        if exc is None:  # (asked first: a chain's every step)
+            if self._ledger.finish(rec, ran):
+                self._want_pass = True  # what waits for it may run now
+            return
         scheduled = False
-        if exc is not None and not isinstance(exc, (Retry, Wait)):
+        if not isinstance(exc, (Retry, Wait)):
             if self._r.stopping:
                 exc = Retry()  # errors while stopping may come from the stop itself
             elif is_busy(exc):
@@ -463,9 +491,6 @@ class OutcomeRecorder:
         elif isinstance(exc, Wait):
             self._ledger.park(rec, ran, exc.waited_status, undoable=undoable, note=str(exc.reason or ""),
                               event=exc if isinstance(exc, EventWait) else None)
-        elif exc is None:
-            if self._ledger.finish(rec, ran):
-                self._want_pass = True  # what waits for it may run now
         else:
             self.failed(rec, exc, _change_of(rec), ran)
 

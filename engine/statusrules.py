@@ -85,7 +85,7 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
     changeset = w.changeset
     cid = rec.change_id
     crec = None if cid is None else records.changes.get(cid) or records.crec(cid)
-    waiting = w.waiting_changes()
+    waiting = w._waiting if w._waiting is not None else w.waiting_changes()  # (loaded once per cache)
     affected = [crec] if crec is not None else []
     if waiting and (crec is None or len(waiting) > 1 or crec.id not in waiting):  # (most often none, or its own)
         affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))
@@ -112,7 +112,8 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
     if became_ready:
         rec.ready_time = w.now()
         rec.ready_text = to_text(rec.ready_time)
-    w.dirty_task(rec)
+    if rec.id not in changeset.new_tasks.todo:  # (UnitOfWork.dirty_task, inline: twice a step of a chain)
+        changeset.dirty_tasks.todo[rec.id] = None
     if log.isEnabledFor(logging.DEBUG):  # (twice a step of a chain: its arguments only when logged)
         log.debug("task %s (%s) of change %s: %s -> %s", rec.id, rec.kind, rec.change_id, old.value, new.value)
     if crec is not None:

@@ -176,6 +176,8 @@ class ManagerTables:
     def __init__(self, w: Work) -> None:
         self._w = w
         self._books: dict[Table, TableRows] = {}
+        #: books is _books, read directly by a commit (empty: no table used, nothing to do there).
+        self.books = self._books
 
     def rows(self, table: Table) -> TableRows:
         """rows returns the TableRows of table, made on first use."""

@@ -106,6 +106,10 @@ class SQLiteStore(SqlStore):
     def __init__(self, link: DbLink, options: DatabaseOptions) -> None:
         self._link = link
         self.raw = link.raw
+        # One cursor for the statements that return no rows (BEGIN, COMMIT, the flush's): Connection.execute
+        # makes and frees one a statement. (Statements with rows keep their own: a cursor left on a row
+        # would keep its statement open.) Made again with raw (refresh).
+        self._cur = self.raw.cursor()
         self.target = link.target
         self.busy_budget = options.busy_budget
         self.busy_timeout = options.busy_timeout
@@ -226,7 +230,10 @@ class SQLiteStore(SqlStore):
         if not rows:
             return
         try:
-            self.raw.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
+            if type(rows) is list and len(rows) == 1:  # (a chain's step: execute costs the driver less)
+                self._cur.execute(c.sql, rows[0] if c.direct else c.args(rows[0]))
+            else:
+                self._cur.executemany(c.sql, rows if c.direct else [c.args(r) for r in rows])
         except sqlite3.Error as e:
             raise self.convert(e, "write") from e
 
@@ -265,7 +272,7 @@ class SQLiteStore(SqlStore):
                 self.raw.execute("PRAGMA synchronous = NORMAL")
             self._relaxed = True
         try:
-            self.raw.execute("BEGIN IMMEDIATE")
+            self._cur.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             if not _is_busy(e):
                 self._restore_sync()
@@ -359,7 +366,7 @@ class SQLiteStore(SqlStore):
             self.rollback()
             raise ReadOnlyStateError(self.refusal)
         try:
-            self.raw.execute("COMMIT")
+            self._cur.execute("COMMIT")
         except sqlite3.Error as e:
             raise self.convert(e, "commit") from e
         self._in_write = False
@@ -384,7 +391,8 @@ class SQLiteStore(SqlStore):
     def data_version(self) -> int:
         """data_version changes whenever another connection commits."""
         try:
-            return int(self.raw.execute("PRAGMA data_version").fetchone()[0])
+            # (Its one row fetched to the end, so that the cursor leaves no statement open: fetchall.)
+            return int(self._cur.execute("PRAGMA data_version").fetchall()[0][0])
         except sqlite3.Error as e:
             raise self.convert(e, "read") from e
 
@@ -397,6 +405,7 @@ class SQLiteStore(SqlStore):
         if self._link.stale():
             self._link.reconnect()
             self.raw = self._link.raw
+            self._cur = self.raw.cursor()
             changed = True
         version = self.data_version()
         if version != self._data_version:
