@@ -52,7 +52,7 @@ class Work(Protocol):
     new_waits: set[int] | None
     revived: set[int]
     #: The changes with tasks in Wait, once loaded (None: not yet; waiting_changes() loads them).
-    _waiting: set[int] | None
+    waiting_known: set[int] | None
     waiters: dict[int, threading.Event]
     async_waiters: dict[int, list[tuple[Any, Any]]]
 

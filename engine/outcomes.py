@@ -28,6 +28,7 @@ from .errors import (
     Wait,
 )
 from .events import EventWait
+from .failing import change_of, fail_task
 from .ledger import HooksGuarded, Ledger, Ran, Writing
 from .retries import busy_retry, is_busy, policy_retry
 from .runs import HandlerPair, Run, Runs
@@ -437,7 +438,7 @@ class OutcomeRecorder:
         rec = w.records.trec(run.tid)
         if rec.status is Status.ERROR or (rec.status.ready and not force):
             return
-        self.failed(rec, RuntimeError(reason), _change_of(rec), run.ran)
+        self.failed(rec, RuntimeError(reason), change_of(rec), run.ran)
 
     def _record(self, run: Run) -> None:
         """_record is the dispatch ladder: one outcome, one verb of the ledger."""
@@ -486,33 +487,14 @@ class OutcomeRecorder:
             when = w.now() + timedelta(seconds=exc.after) if exc.after > 0 or scheduled else None
             note = str(exc.reason) if exc.reason and exc is run.outcome else ""
             self._ledger.retry_at(rec, ran, when, undoable=undoable, asked=isinstance(run.outcome, Retry), note=note)
-            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, _change_of(rec),
+            log.debug("task %s (%s) of %s will be retried: %s", rec.id, rec.kind, change_of(rec),
                       exc.reason or "retry")
         elif isinstance(exc, Wait):
             self._ledger.park(rec, ran, exc.waited_status, undoable=undoable, note=str(exc.reason or ""),
                               event=exc if isinstance(exc, EventWait) else None)
         else:
-            self.failed(rec, exc, _change_of(rec), ran)
+            self.failed(rec, exc, change_of(rec), ran)
 
     def failed(self, rec: TaskRec, exc: BaseException, chg: str, ran: Ran | None = None) -> None:
         """failed puts a task in Error, logs why, and aborts its lanes (snapd's rules); ran: the run that failed."""
-        message = error_message(exc)
-        aborted = self._ledger.fail(rec, message, ran)
-        if aborted:
-            with self._r.lock:
-                runs = [self._r.runs.get(tid) for tid in aborted]
-            for run in runs:
-                if run is not None:
-                    run.tomb.kill()
-        log.warning("%s task %s (%s) %r failed: %s", chg, rec.id, rec.kind, rec.summary, message)
-        callback = self._r.on_error
-        if callback is not None:
-            try:
-                callback(exc)
-            except BaseException as e:  # user code: said once, and the task stays in Error
-                log.error("%s task %s (%s): the on_task_error callback %s raised %s", chg, rec.id, rec.kind,
-                          callable_name(callback), exception_text(e))
-
-
-def _change_of(rec: TaskRec) -> str:
-    return f"change {rec.change_id}" if rec.change_id is not None else "no change"
+        fail_task(self._ledger, self._r, rec, exc, chg, ran)

@@ -85,7 +85,7 @@ def move_task(w: Work, rec: TaskRec, new: Status) -> None:
     changeset = w.changeset
     cid = rec.change_id
     crec = None if cid is None else records.changes.get(cid) or records.crec(cid)
-    waiting = w._waiting if w._waiting is not None else w.waiting_changes()  # (loaded once per cache)
+    waiting = w.waiting_known if w.waiting_known is not None else w.waiting_changes()  # (loaded once per cache)
     affected = [crec] if crec is not None else []
     if waiting and (crec is None or len(waiting) > 1 or crec.id not in waiting):  # (most often none, or its own)
         affected += _loadable(w, (cid for cid in waiting if crec is None or cid != crec.id))

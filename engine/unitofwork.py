@@ -111,7 +111,7 @@ class UnitOfWork(RecordAdds, FlushRows):
         self.revived: set[int] = set()
         # Changes with tasks in Wait: the Wait rule may follow edges into other changes, so their status is
         # recomputed whenever any task moves.
-        self._waiting: set[int] | None = None
+        self.waiting_known: set[int] | None = None
         self._log_seq = itertools.count()
         # Bumped whenever the cache is dropped (a rollback, a write by another connection): what was learnt
         # from the rows may have changed.
@@ -154,7 +154,7 @@ class UnitOfWork(RecordAdds, FlushRows):
         if not routine:
             self.generation += 1
         self.cache_stale = False
-        self._waiting = self.keys.none_queued = None
+        self.waiting_known = self.keys.none_queued = None
         self.records.clear()
         self.values.clear()
         self.warnings.forget()
@@ -436,9 +436,9 @@ class UnitOfWork(RecordAdds, FlushRows):
 
     def waiting_changes(self) -> set[int]:
         """waiting_changes are the changes with tasks in Wait (loaded once per cache)."""
-        if self._waiting is None:
-            self._waiting = set(self.store.changes_with_waiting_tasks())
-        return self._waiting
+        if self.waiting_known is None:
+            self.waiting_known = set(self.store.changes_with_waiting_tasks())
+        return self.waiting_known
 
     def change_status(self, crec: ChangeRec) -> Status:
         """change_status is the status of a change: explicit, or computed from its tasks (engine.change)."""

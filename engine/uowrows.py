@@ -38,7 +38,7 @@ class FlushRows:
     values: dict[str, str | None]
     blockers_suspect: bool
     cache_stale: bool
-    _waiting: set[int] | None
+    waiting_known: set[int] | None
     _last: dict[str, int]
 
     if TYPE_CHECKING:
@@ -113,15 +113,15 @@ class FlushRows:
             for cid in cs.touched.take():
                 rec = changes.get(cid)
                 try:
-                    if rec is None and self._waiting is not None and cid in self._waiting:
+                    if rec is None and self.waiting_known is not None and cid in self.waiting_known:
                         rec = self.records.crec(cid)
                     status = self.change_status(rec) if rec is not None and rec.db_status is not None else None
                 except (DatabaseCorruptError, NotFoundError) as e:
                     log.error("cannot store the status of change %s: %s", cid, e)
                     continue  # one damaged change must not keep the others from committing
                 if rec is not None and status is not None:
-                    if self._waiting is not None and not self.records.counts(rec).get(Status.WAIT):
-                        self._waiting.discard(cid)
+                    if self.waiting_known is not None and not self.records.counts(rec).get(Status.WAIT):
+                        self.waiting_known.discard(cid)
                     if status is not rec.db_status:
                         statuses.append((status.value, cid))
                         rec.db_status = status
