@@ -22,7 +22,7 @@ import pytest
 from engine import DatabaseError, Overlord, State, Status, Task
 from engine.session import session_of
 from engine.tomb import Tomb
-from tests.support.helpers import chain_change
+from tests.support.helpers import chain_change, without_timing_rows
 
 TIMEOUT = 30.0
 
@@ -44,7 +44,7 @@ def test_a_step_checks_for_outside_writes_inside_its_write_transaction(overlord:
     with o.state:
         assert chg.status is Status.DONE
     for a, b in itertools.pairwise(marks[1:-1]):  # the middle steps, handler to handler
-        statements = [" ".join(s.split()[:2]) for s in seen[a:b]]
+        statements = [" ".join(s.split()[:2]) for s in without_timing_rows(seen[a:b])]  # (a slow pass's may ride)
         assert [s.split()[0] for s in statements] == ["BEGIN", "PRAGMA", "UPDATE", "UPDATE", "COMMIT"], seen[a:b]
         assert statements[1] == "PRAGMA data_version", seen[a:b]
 

@@ -275,3 +275,14 @@ def spawn_first(st: State) -> Change:
         first.set("i", 0)
         chg.add_task(first)
     return chg
+
+
+#: The tables whose rows wait in memory for whatever commit comes next (engine/timings.py): a slow ensure pass's
+#: managers (ensure_timings) and a batch of runs (task_timing_batches). Under load a pass passes the threshold and its
+#: rows ride on a chain's step.
+TIMING_TABLES = ("ensure_timings", "task_timing_batches")
+
+
+def without_timing_rows(statements: list[str]) -> list[str]:
+    """without_timing_rows drops from traced statements those that write or trim the timing tables."""
+    return [s for s in statements if not any(f" {table}" in s for table in TIMING_TABLES)]
