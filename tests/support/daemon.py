@@ -88,6 +88,10 @@ class DaemonProcess:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def log_tail(self, lines: int = 80) -> str:
+        """log_tail is the end of the daemon's log, for a failure's message (what it did meanwhile)."""
+        return "--- the daemon's log, its end ---\n" + "\n".join(self.log_text().splitlines()[-lines:])
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -123,7 +127,7 @@ class DaemonProcess:
                 if pred(chg):
                     return chg
                 if time.monotonic() > deadline:
-                    pytest.fail(f"change {change_id} never got there: {chg}")
+                    pytest.fail(f"change {change_id} never got there: {chg}\n{self.log_tail()}")
                 time.sleep(0.02)
 
     def open_gate(self) -> None:
