@@ -23,35 +23,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.installs import STEPS, add_installs
 from engine import DatabaseConflictError, Overlord, State, Status
 from tests.support.crash_workload import ROOT
 from tests.support.pgcluster import connect
 
 WAIT = 240.0  # generous: a bound for a loaded machine, never a timing assertion
 CHANGES = 300
-LANES = 4
-STEPS = ("fetch", "mount", "link")
 
 
 def _create(url: str) -> list[str]:
-    """_create adds CHANGES changes of LANES lanes, each a chain of STEPS (bench/installs.py's shape)."""
+    """_create adds CHANGES changes of 4 lanes, each a chain of 3 tasks (bench/installs.py's shape, its builder)."""
     st = State.open(url=url)
     try:
-        ids = []
         with st:
-            for c in range(CHANGES):
-                chg = st.new_change("install", f"install {LANES} snaps ({c + 1})")
-                for _ in range(LANES):
-                    lane, prev = st.new_lane(), None
-                    for kind in STEPS:
-                        t = st.new_task(kind, f"{kind} a snap")
-                        t.join_lane(lane)
-                        if prev is not None:
-                            t.wait_for(prev)
-                        chg.add_task(t)
-                        prev = t
-                ids.append(chg.id)
-        return ids
+            return add_installs(st, CHANGES)
     finally:
         st.close()
 
