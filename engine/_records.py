@@ -282,7 +282,7 @@ class TaskRec:
         label, done, total = self.progress if self.progress is not None else (None, None, None)
         data, at, since = self.data, self.at_time, self.retry_since
         return (
-            self.id, self.change_id, self.kind, self.summary, self.status.value, self.waited_status.value,
+            self.id, self.change_id, self.kind, self.summary, self.status.text, self.waited_status.text,
             self.clean, label, done, total, data.text if data.text is not None else data.dump(), self.spawn_text,
             self.ready_text, None if at is None else to_text(at), self.doing_time, self.undoing_time,
             self.attempts, self.retry_attempts, None if since is None else to_text(since),

@@ -37,6 +37,9 @@ class Status(enum.Enum):
     #: ready says whether work with this status has completed its attempt (a plain attribute of each member,
     #: set below: read on every move of a task).
     ready: bool
+    #: text is the same text as value, a plain attribute of each member (set below): every task row written reads
+    #: it, where value is a property call.
+    text: str
 
     # Members are singletons: hashing by identity (in C) is what Enum's hash by name (in Python) does, at a
     # fraction of the cost; statuses key the counts of every change and are hashed on every move.
@@ -44,8 +47,8 @@ class Status(enum.Enum):
     @property
     def value(self) -> str:
         """value is the text stored for the status (read directly: Enum's own descriptor costs more)."""
-        text: str = self._value_
-        return text
+        stored: str = self._value_
+        return stored
 
     def __str__(self) -> str:
         return str(self.value)
@@ -54,6 +57,7 @@ class Status(enum.Enum):
 _READY = frozenset({Status.DONE, Status.UNDONE, Status.HOLD, Status.ERROR})
 for _status in Status:  # precomputed: ready is read on every status change
     object.__setattr__(_status, "ready", _status in _READY)
+    object.__setattr__(_status, "text", _status.value)
 
 #: The statuses a task row may hold ("Default" is stored as "Do").
 TASK_STATUSES = tuple(s.value for s in Status if s is not Status.DEFAULT)

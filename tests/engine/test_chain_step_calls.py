@@ -5,8 +5,8 @@ A step (OutcomeRecorder.report on the worker that ran the task: the
 outcome recorded, the next task claimed, one commit) called 139 Python
 functions at 9eccfc0 and about 126 after the cuts of hw2s (the recorder
 taking its batch in report's own lock section, the ladder's returned
-outcome first, move_task's bookkeeping inline, the statuses' values read
-without a property). Counted by sys.setprofile on the middle steps of a chain: a
+outcome first, move_task's bookkeeping inline, the statuses' texts read
+without a property: Status.text). Counted by sys.setprofile on the middle steps of a chain: a
 count, not a time, so the same on a loaded machine.
 """
 
@@ -59,5 +59,7 @@ def test_a_chains_step_calls_few_python_functions(overlord: Overlord, monkeypatc
     assert chg.wait_ready(TIMEOUT)
     with o.state:
         assert chg.status is Status.DONE
-    middle = counts[2:-2]  # (the first steps meet a cold cache, the last one claims nothing)
-    assert middle and max(middle) <= STEP_CALLS, counts
+    middle = sorted(counts[2:-2])  # (the first steps meet a cold cache, the last one claims nothing)
+    # The median step: a step now and then also writes what waits for any commit (the timings' batch, once its
+    # second has passed on a loaded machine); a cut undone adds its calls to every step.
+    assert middle and middle[len(middle) // 2] <= STEP_CALLS, counts
