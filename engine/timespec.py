@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # Python's weekday() order
-_TIME = re.compile(r"^([0-9]|[01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_TIME = re.compile(r"^([0-9]|[01][0-9]|2[0-3]):([0-5][0-9])\Z|^24:00\Z")  # (\Z: $ would take a final line break)
 DAY = timedelta(days=1)
 
 

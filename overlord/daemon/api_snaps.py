@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("overlord.daemon")
 
 #: REVISION is what a revision looks like (snapd's): a store revision N or a local one xN, N positive and 64-bit.
-REVISION = re.compile(r"^x?[1-9][0-9]{0,18}$")
+REVISION = re.compile(r"^x?[1-9][0-9]{0,18}\Z")  # (\Z: $ would match before a final line break)
 REVISION_MAX = 2**63 - 1
 #: A_REVISION is what the error for a field that is not a revision says it must be.
 A_REVISION = f"a revision (a number from 1 to {REVISION_MAX}, or x and one for a local revision)"

@@ -167,6 +167,7 @@ def test_a_slot_a_little_late_is_run(ov: Overlord, clock: FakeClock) -> None:
     ("0 0 31 2 *", TEMPLATE, "cannot find a time this cron line allows"),
     ("00:00~24:00/1441", TEMPLATE, "a window of 1440 minutes has at most 1440 slots"),
     ("10:00-10:30/31", TEMPLATE, "a window of 30 minutes has at most 30 slots"),
+    ("10:00\n-11:00", TEMPLATE, "'10:00\\\\n' is not a valid time"),  # (re's $ took a final line break)
     ("0 3 * * *", {"kind": "k", "summary": "s", "tasks": []}, "it needs a list of tasks"),
     ("0 3 * * *", {"kind": "k", "summary": "s", "tasks": [{"kind": 1, "summary": "s"}]}, "kind of task 0"),
     ("0 3 * * *", {**TEMPLATE, "extra": 1}, "unknown keys \\['extra'\\]"),

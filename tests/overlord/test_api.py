@@ -117,6 +117,9 @@ def _signed_account(revision: int) -> bytes:
      "revision), not '99999999999999999999... (5000 characters)'"),
     ("POST", "/v2/snaps/hello", b'{"action": "remove", "revision": 9223372036854775808}', 400, "bad-request",
      "field 'revision' must be a revision"),
+    # A revision ending in a line break (re's $ matches before one): refused, not read as 5.
+    ("POST", "/v2/snaps/hello", b'{"action": "revert", "revision": "5\\n"}', 400, "bad-request",
+     "field 'revision' must be a revision"),
     ("POST", "/v2/warnings", b'{"action": "okay", "timestamp": "0001-01-01T00:00:00+14:00"}', 400, "bad-request",
      "cannot decode request body: field 'timestamp' is out of range: '0001-01-01T00:00:00+14:00'"),
     ("POST", "/v2/warnings", b'{"action": "okay", "timestamp": "9999-12-31T23:59:59-14:00"}', 400, "bad-request",
