@@ -15,7 +15,7 @@ from hypothesis import strategies as hs
 
 from engine import Change, Overlord, State, Status, Task, TaskSet, Tomb, statusrules
 from engine.statusrules import dependency_cycles
-from tests.support.helpers import task_of
+from tests.support.helpers import chain_across, task_of
 
 WAIT = 30.0  # generous bound for settle; never a timing assertion
 
@@ -122,13 +122,7 @@ def test_a_cycle_written_before_a_restart_is_found_at_the_first_pass(tmp_path: P
     st = State.open(db)
     with st:
         one, two = st.new_change("one", "a chain"), st.new_change("two", "another")
-        chain = [st.new_task("k", f"t{i}") for i in range(5)]
-        for later, earlier in zip(chain[1:], chain, strict=False):
-            later.wait_for(earlier)
-        for t in chain[:3]:
-            one.add_task(t)
-        for t in chain[3:]:
-            two.add_task(t)
+        chain = chain_across(st, one, two)
         ids, cids = [t.id for t in chain], (one.id, two.id)
     with st:
         chain[2].wait_for(chain[4])  # closes t2 -> t4 -> t3 -> t2, across the changes

@@ -26,6 +26,7 @@ from typing import Any
 from bench.installs import STEPS, add_installs
 from engine import DatabaseConflictError, Overlord, State, Status
 from tests.support.crash_workload import ROOT
+from tests.support.helpers import chain_across
 from tests.support.pgcluster import connect
 
 WAIT = 240.0  # generous: a bound for a loaded machine, never a timing assertion
@@ -244,13 +245,7 @@ def test_cycles_written_before_the_first_pass_are_found_on_postgresql(pg_url: st
     try:
         with st:
             one, two, three = (st.new_change(n, n) for n in ("one", "two", "three"))
-            chain = [st.new_task("k", f"t{i}") for i in range(5)]
-            for later, earlier in zip(chain[1:], chain, strict=False):
-                later.wait_for(earlier)
-            for t in chain[:3]:
-                one.add_task(t)
-            for t in chain[3:]:
-                two.add_task(t)
+            chain = chain_across(st, one, two)
             x, y = st.new_task("k", "x"), st.new_task("k", "y")
             y.wait_for(x)
             three.add_task(x)

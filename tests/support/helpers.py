@@ -286,3 +286,16 @@ TIMING_TABLES = ("ensure_timings", "task_timing_batches")
 def without_timing_rows(statements: list[str]) -> list[str]:
     """without_timing_rows drops from traced statements those that write or trim the timing tables."""
     return [s for s in statements if not any(f" {table}" in s for table in TIMING_TABLES)]
+
+
+def chain_across(st: State, one: Change, two: Change, n: int = 5) -> list[Task]:
+    """chain_across adds (st locked) a chain of n tasks, each waiting for the one before, its first three in one and
+    the rest in two."""
+    chain = [st.new_task("k", f"t{i}") for i in range(n)]
+    for later, earlier in zip(chain[1:], chain, strict=False):
+        later.wait_for(earlier)
+    for t in chain[:3]:
+        one.add_task(t)
+    for t in chain[3:]:
+        two.add_task(t)
+    return chain
